@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, vet, staticcheck, the race-enabled
+# test suite, and one iteration of every benchmark (a smoke run at small sizes;
+# real-shape runs belong to `streamguard bench`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_*'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== staticcheck"
+STATICCHECK_VERSION=v0.8.2
+if ! command -v staticcheck >/dev/null 2>&1 || ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+	export PATH="$(go env GOPATH)/bin:$PATH"
+fi
+staticcheck ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 30m ./...
+
+echo "== benchmarks (one iteration each)"
+go test -run '^$' -bench . -benchtime 1x -timeout 20m ./...
