@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/bench"
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/kernels"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+func init() {
+	register(&command{
+		name:    "bench",
+		summary: "measure prefill, per-token stream steps, batched streams, load time and memory",
+		run:     runBench,
+	})
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", "(--model DIR | --preset NAME [--dtype bf16|f16|f32] [--seed N]) [flags]", stderr)
+	model := fs.String("model", "", "model folder to load")
+	preset := fs.String("preset", "", "build random weights in memory at this preset's shapes instead: "+strings.Join(config.PresetNames(), ", "))
+	dtype := fs.String("dtype", "bf16", "weight dtype for --preset: bf16, f16 or f32")
+	seed := fs.Uint64("seed", 1, "random seed for --preset weights and the token ids")
+	pp := fs.Int("pp", 512, "prompt length for the prefill measurement (0 skips it)")
+	positions := fs.String("positions", "100,4000", "cache lengths at which a single-token step is timed")
+	streams := fs.String("streams", "4,16,64", "stream counts for batched steps (empty skips them)")
+	steps := fs.Int("steps", 8, "timed steps per measurement")
+	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	jsonOut := fs.Bool("json", false, "print one JSON object")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	if (*model == "") == (*preset == "") {
+		return usageErrorf("give exactly one of --model and --preset")
+	}
+	pos, err := parseInts("positions", *positions)
+	if err != nil {
+		return err
+	}
+	str, err := parseInts("streams", *streams)
+	if err != nil {
+		return err
+	}
+	if *pp < 0 || *steps < 1 || *threads < 0 {
+		return usageErrorf("--pp, --steps and --threads must not be negative (and --steps at least 1)")
+	}
+	if *threads > 0 {
+		kernels.SetThreads(*threads)
+	}
+	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed}
+	if *pp == 0 {
+		opts.Prefill = -1
+	}
+
+	var net *qwen3.Model
+	var label, dt string
+	start := time.Now()
+	if *model != "" {
+		m, err := guard.Load(*model, guard.Options{})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		net, label = m.Network(), *model
+		dt = net.Config.TorchDtype
+		if net.Config.IsAWQ() {
+			dt = "awq"
+		}
+	} else {
+		cfg, err := config.Preset(*preset)
+		if err != nil {
+			return usageErrorf("%v", err)
+		}
+		d, ok := map[string]safetensors.DType{"bf16": safetensors.BF16, "f16": safetensors.F16, "f32": safetensors.F32}[*dtype]
+		if !ok {
+			return usageErrorf("--dtype %q: want bf16, f16 or f32", *dtype)
+		}
+		src, err := qwen3.RandomSource(cfg, d, *seed)
+		if err != nil {
+			return err
+		}
+		if net, err = qwen3.Load(src, cfg, qwen3.Options{}); err != nil {
+			return err
+		}
+		label, dt = "preset "+*preset+" (random weights in memory)", *dtype
+	}
+	r, err := bench.Run(net, label, dt, time.Since(start), opts)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return r.WriteTable(stdout)
+}
+
+// parseInts reads a comma-separated list of non-negative integers.
+func parseInts(flagName, s string) ([]int, error) {
+	out := []int{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, usageErrorf("--%s: %q is not a non-negative integer", flagName, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// formatFloat32s is shared by commands that print vectors.
+func formatProbs(p []float32) string {
+	parts := make([]string, len(p))
+	for i, v := range p {
+		parts[i] = fmt.Sprintf("%.3f", v)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}

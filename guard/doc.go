@@ -1,0 +1,50 @@
+// Package guard is streaming safety moderation with Qwen3Guard-Stream
+// models: load a model folder, open a [Stream] per conversation, judge the
+// user's prompt, then judge the assistant's response token by token as it
+// is generated, with O(1) work per token (a KV cache per stream, instead of
+// re-running the whole prefix as the reference Python code does).
+//
+// # Flow
+//
+//	m, err := guard.Load("/models/Qwen3Guard-Stream-0.6B", guard.Options{})
+//	s := m.NewStream()
+//	defer s.Close()
+//	pv, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: prompt}})
+//	for chunk := range llmDeltas {
+//		tvs, err := s.AppendText(chunk) // verdicts for the tokens now final
+//		if _, flagged := s.Flagged(); flagged { stop the generation }
+//	}
+//	tvs, err := s.FlushText()
+//	d := s.Decision()
+//
+// The prompt verdict comes from the query heads at the <|im_end|> that
+// closes the last user turn. Response tokens are read from the response
+// heads. Between the two, the stream feeds the assistant header and an empty
+// think block ("\n<|im_start|>assistant\n<think>\n\n</think>\n\n"); those
+// tokens shape the context but are not judged. A multi-turn conversation
+// continues the same stream: [Stream.EndResponse] closes the assistant turn
+// and the next [Stream.JudgePrompt] judges the next user turn.
+//
+// # Policy
+//
+// A response is flagged at the first token that completes a run of
+// [Policy.Debounce] (default 2) consecutive non-safe tokens, as the
+// official evaluation does. In [Strict] mode a Controversial token counts as
+// non-safe; in [Loose] mode it counts as safe. [Policy.Thresholds] replaces
+// the argmax rule for a category with a probability threshold.
+// [Stream.Decision] applies the official final rule (an Unsafe run first,
+// then a Controversial run) to all tokens judged so far.
+//
+// # Batching
+//
+// Every call on a Stream runs a forward for that stream alone. A server
+// that holds many streams queues work on each (QueuePrompt, QueueText, ...)
+// and calls [Model.Step] to run one forward over the pending tokens of all
+// of them. Results are bitwise identical either way.
+//
+// # Concurrency
+//
+// A Model is safe for concurrent use. A Stream's methods lock the stream, so
+// one goroutine may queue text while another runs Model.Step; a stream
+// belongs to at most one Step at a time.
+package guard

@@ -1,0 +1,80 @@
+package guard
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/synth"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+func TestLoadGeneratedFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(dir, Options{Policy: Policy{Mode: Loose}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	info := m.Info()
+	if info.Layers != 2 || info.Hidden != 64 || info.VocabSize != 151936 || info.MaxPositions != 8192 || info.KVBytesPerToken != 512 {
+		t.Errorf("info %+v", info)
+	}
+	if m.Policy().Mode != Loose {
+		t.Errorf("default policy not kept")
+	}
+	res, err := m.Moderate([]Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Tokens) != 2 || res.Tokens[0].Text != "hi" || res.Tokens[1].Text != " there" {
+		t.Errorf("tokens %+v", res.Tokens)
+	}
+}
+
+func TestEmbeddedTokenizerHash(t *testing.T) {
+	b, _, err := tokenizer.Qwen3Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != qwen3TokenizerSHA256 {
+		t.Fatalf("embedded tokenizer.json has sha256 %x, Load's fast path expects %s", sum, qwen3TokenizerSHA256)
+	}
+}
+
+func TestLoadRefusesIncompleteFolders(t *testing.T) {
+	t.Run("missing head", func(t *testing.T) {
+		dir := writeTinyFolder(t, "query_category_head.weight")
+		_, err := Load(dir, Options{})
+		if err == nil || !strings.Contains(err.Error(), "query_category_head.weight") || !strings.Contains(err.Error(), "missing") {
+			t.Fatalf("error %v, want one naming the missing query_category_head.weight", err)
+		}
+	})
+	t.Run("missing tokenizer", func(t *testing.T) {
+		dir := writeTinyFolder(t)
+		if err := os.Remove(filepath.Join(dir, "tokenizer.json")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(dir, Options{})
+		if err == nil || !strings.Contains(err.Error(), "tokenizer.json is missing") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("bad policy", func(t *testing.T) {
+		_, err := New(tinyModel(t, "f32", nil).Network(), nil, Options{Policy: Policy{Thresholds: map[string]float32{"Weather": 0.5}}})
+		if err == nil || !strings.Contains(err.Error(), `unknown category "Weather"`) {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("no folder", func(t *testing.T) {
+		if _, err := Load(filepath.Join(t.TempDir(), "nope"), Options{}); err == nil {
+			t.Fatal("loaded a missing folder")
+		}
+	})
+}

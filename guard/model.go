@@ -1,0 +1,252 @@
+package guard
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/streamguard/streamguard/internal/checkpoint"
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/kernels"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+// Message is one chat turn: Role is "system", "user" or "assistant".
+type Message = tokenizer.Message
+
+// Options configure Load.
+type Options struct {
+	// Threads is the number of goroutines the matrix kernels use; 0 keeps
+	// the default (GOMAXPROCS). It is process-wide.
+	Threads int
+	// Policy is the default policy of new streams.
+	Policy Policy
+	// Tokenizer is a tokenizer.json path (or a folder holding one). Empty
+	// means the model folder's tokenizer.json when present, else the
+	// embedded Qwen3 tokenizer.
+	Tokenizer string
+}
+
+// Model is a loaded guard model. It is safe for concurrent use.
+type Model struct {
+	net    *qwen3.Model
+	tok    *tokenizer.Tokenizer
+	closer interface{ Close() error }
+	policy Policy
+
+	unsafeIdx, contIdx           int // response risk labels
+	queryUnsafeIdx, queryContIdx int
+	loadTime                     time.Duration
+}
+
+// Load opens the model folder dir: config.json, the safetensors weights
+// (memory-mapped, kept in their stored dtype) and a tokenizer. It refuses an
+// incomplete or inconsistent model: a config that is not a complete guard
+// config, any missing, mis-shaped or unused tensor, a tokenizer whose
+// vocabulary or special tokens do not match the model.
+func Load(dir string, opts Options) (*Model, error) {
+	start := time.Now()
+	if err := checkFolder(dir, opts.Tokenizer != ""); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := loadTokenizer(dir, opts.Tokenizer)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	wopts, err := weightOptions(cfg)
+	if err != nil {
+		set.Close()
+		return nil, err
+	}
+	net, err := qwen3.Load(set, cfg, wopts)
+	if err != nil {
+		set.Close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	m, err := newModel(net, tok, opts)
+	if err != nil {
+		set.Close()
+		return nil, err
+	}
+	m.closer = set
+	m.loadTime = time.Since(start)
+	return m, nil
+}
+
+// checkFolder runs the strict load report (the one `streamguard verify`
+// prints) and refuses a folder with any problem. With ownTokenizer the
+// tokenizer files may be absent from the folder.
+func checkFolder(dir string, ownTokenizer bool) error {
+	r, err := checkpoint.Report(dir)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	if r.Diagnosis != "" {
+		problems = append(problems, r.Diagnosis)
+	}
+	for _, p := range r.Problems {
+		if ownTokenizer && slices.ContainsFunc(checkpoint.TokenizerFiles, func(f string) bool { return strings.HasPrefix(p, f+" ") }) {
+			continue
+		}
+		problems = append(problems, p)
+	}
+	if len(problems) == 0 && !r.Guard {
+		problems = append(problems, "not a Qwen3Guard-Stream model")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s is not a complete Qwen3Guard-Stream model (streamguard verify %s shows the full report): %s",
+			dir, dir, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// weightOptions chooses how projections are read for cfg. Dense
+// checkpoints (BF16, F16, F32) need nothing special.
+func weightOptions(cfg *config.Config) (qwen3.Options, error) {
+	if cfg.IsAWQ() {
+		return qwen3.Options{}, errors.New("AWQ INT4 checkpoints are not supported by this build")
+	}
+	return qwen3.Options{}, nil
+}
+
+// New wraps an already built network (for example random weights built in
+// memory) with the Qwen3 tokenizer; tok nil means the embedded one.
+func New(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, error) {
+	if tok == nil {
+		var err error
+		if tok, err = tokenizer.LoadQwen3(); err != nil {
+			return nil, err
+		}
+	}
+	return newModel(net, tok, opts)
+}
+
+func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, error) {
+	if err := checkTokenizer(tok, net.VocabSize()); err != nil {
+		return nil, err
+	}
+	l := net.Labels
+	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
+		return nil, err
+	}
+	if opts.Threads > 0 {
+		kernels.SetThreads(opts.Threads)
+	}
+	return &Model{
+		net: net, tok: tok, policy: opts.Policy,
+		unsafeIdx: indexOf(l.ResponseRisk, "Unsafe"), contIdx: indexOf(l.ResponseRisk, "Controversial"),
+		queryUnsafeIdx: indexOf(l.QueryRisk, "Unsafe"), queryContIdx: indexOf(l.QueryRisk, "Controversial"),
+	}, nil
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// qwen3TokenizerSHA256 is the sha256 of the official Qwen3 tokenizer.json,
+// the file tokenizer.LoadQwen3 embeds (a test checks they agree).
+const qwen3TokenizerSHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
+
+func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
+	if path != "" {
+		return tokenizer.Load(path)
+	}
+	path = filepath.Join(dir, "tokenizer.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return tokenizer.LoadQwen3()
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The usual case is the stock Qwen3 tokenizer: share the parsed copy
+	// every model in the process already uses (parsing takes seconds).
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == qwen3TokenizerSHA256 {
+		return tokenizer.LoadQwen3()
+	}
+	return tokenizer.Load(path)
+}
+
+// scaffoldTokens are the token strings the stream writes itself, with the
+// ids the chat template and the guard expect (spec §4).
+var scaffoldTokens = []struct {
+	text string
+	id   int
+}{
+	{"<|im_start|>", tokenizer.ImStart}, {"<|im_end|>", tokenizer.ImEnd},
+	{"<think>", tokenizer.Think}, {"</think>", tokenizer.ThinkEnd},
+	{"user", 872}, {"assistant", 77091}, {"\n", 198}, {"\n\n", 271},
+}
+
+// checkTokenizer refuses a tokenizer that cannot drive this model: ids the
+// embedding cannot look up, or a chat scaffold that encodes to other ids
+// than the model was trained on.
+func checkTokenizer(tok *tokenizer.Tokenizer, vocab int) error {
+	if n := tok.VocabSize(); n > vocab {
+		return fmt.Errorf("tokenizer has %d tokens but the model's vocab_size is %d: not the tokenizer of this model", n, vocab)
+	}
+	for _, s := range scaffoldTokens {
+		if ids := tok.Encode(s.text); len(ids) != 1 || ids[0] != s.id {
+			return fmt.Errorf("tokenizer encodes %q as %v, want [%d]: not a Qwen3 tokenizer", s.text, ids, s.id)
+		}
+	}
+	return nil
+}
+
+// Close releases the weights. Streams must not be used afterwards.
+func (m *Model) Close() error {
+	if m.closer == nil {
+		return nil
+	}
+	return m.closer.Close()
+}
+
+// Info describes a loaded model.
+type Info struct {
+	Layers, Hidden, VocabSize, MaxPositions int
+	// KVBytesPerToken is the cache memory one stream position costs.
+	KVBytesPerToken int64
+	LoadTime        time.Duration
+	Labels          config.Labels
+}
+
+// Info describes the model.
+func (m *Model) Info() Info {
+	return Info{
+		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
+		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.net.BytesPerPosition(),
+		LoadTime: m.loadTime, Labels: *m.net.Labels,
+	}
+}
+
+// Tokenizer is the model's tokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// Network is the underlying transformer, for tools that need raw logits.
+func (m *Model) Network() *qwen3.Model { return m.net }
+
+// Policy is the default policy of new streams.
+func (m *Model) Policy() Policy { return m.policy }

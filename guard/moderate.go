@@ -1,0 +1,83 @@
+package guard
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Result is the moderation of one conversation: the verdict on its last
+// user turn and, when an assistant turn follows, a verdict per judged
+// response token and the decision.
+type Result struct {
+	Prompt *PromptVerdict `json:"prompt"`
+	// Tokens are the judged response tokens (scaffold tokens left out).
+	Tokens []TokenVerdict `json:"tokens,omitempty"`
+	// FlaggedIndex is the response token index at which the response was
+	// flagged (the online debounce rule), -1 if never.
+	FlaggedIndex int `json:"flagged_index"`
+	// Decision is the official final rule over all response tokens; nil
+	// without a response.
+	Decision *Decision `json:"decision,omitempty"`
+}
+
+// Moderate judges a whole conversation at once, as the official usage
+// does: msgs end with a user turn, optionally followed by one assistant
+// turn. The prompt verdict is read at the last user turn's <|im_end|>; the
+// assistant's content tokens are judged one by one (the header, empty think
+// block and closing <|im_end|> are fed, not judged). policy nil means the
+// model's default.
+func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
+	if len(msgs) == 0 {
+		return nil, errors.New("guard: empty conversation: no messages")
+	}
+	last := len(msgs) - 1
+	if msgs[last].Role == "assistant" {
+		last--
+	}
+	if last < 0 || msgs[last].Role != "user" {
+		return nil, errors.New("guard: the conversation must end with a user turn, optionally followed by one assistant turn")
+	}
+	if msgs[last].Content == "" {
+		return nil, errors.New("guard: empty prompt: the last user message has no content")
+	}
+	chat, err := m.tok.RenderChat(msgs)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	if chat.UserEndIndex < 0 {
+		return nil, errors.New("guard: the rendered chat has no user turn")
+	}
+	s := m.NewStream()
+	defer s.Close()
+	if policy != nil {
+		if err := s.SetPolicy(*policy); err != nil {
+			return nil, err
+		}
+	}
+	ids := chat.IDs
+	if last == len(msgs)-1 {
+		ids = ids[:chat.UserEndIndex+1] // the template's trailing "\n" belongs to no verdict
+	}
+	if err := s.queueConversation(ids, chat.UserEndIndex); err != nil {
+		return nil, err
+	}
+	r, err := s.run()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Prompt: r.Prompt, FlaggedIndex: -1}
+	if last == len(msgs)-1 {
+		return res, nil
+	}
+	for _, t := range r.Tokens {
+		if t.Judged {
+			res.Tokens = append(res.Tokens, t)
+		}
+	}
+	if i, ok := s.Flagged(); ok {
+		res.FlaggedIndex = i
+	}
+	d := s.Decision()
+	res.Decision = &d
+	return res, nil
+}

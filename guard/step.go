@@ -1,0 +1,202 @@
+package guard
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/streamguard/streamguard/internal/qwen3"
+)
+
+// StepOptions bound one Step.
+type StepOptions struct {
+	// MaxTokens caps the tokens taken from each stream's queue (0: all),
+	// so that a long prompt prefill is split over several steps and does
+	// not delay the other streams' tokens. Results do not depend on it.
+	MaxTokens int
+}
+
+// StepResult is what one Step produced for one stream.
+type StepResult struct {
+	Stream *Stream
+	// Prompt is set when the step reached the end of a user turn.
+	Prompt *PromptVerdict
+	// Tokens are the verdicts on assistant-turn tokens fed in this step,
+	// scaffold tokens included (Judged false).
+	Tokens []TokenVerdict
+}
+
+// Step runs one forward over the queued tokens of all the given streams
+// together: every weight matrix is read once for the whole batch. A stream
+// with nothing queued takes part trivially. Each stream's results are
+// bitwise identical to running it alone.
+func (m *Model) Step(streams []*Stream, opts StepOptions) ([]StepResult, error) {
+	taken := make([][]item, len(streams))
+	seqs := make([]qwen3.Sequence, len(streams))
+	release := func(n int) {
+		for _, s := range streams[:n] {
+			s.mu.Lock()
+			s.inStep = false
+			s.mu.Unlock()
+		}
+	}
+	for i, s := range streams {
+		s.mu.Lock()
+		var err error
+		switch {
+		case s.m != m:
+			err = fmt.Errorf("guard: stream %d belongs to another model", i)
+		case s.closed:
+			err = fmt.Errorf("guard: stream %d: %w", i, ErrClosed)
+		case s.inStep:
+			err = fmt.Errorf("guard: stream %d is already in a step (listed twice, or stepped concurrently)", i)
+		}
+		if err != nil {
+			s.mu.Unlock()
+			release(i)
+			return nil, err
+		}
+		n := len(s.queue)
+		if opts.MaxTokens > 0 {
+			n = min(n, opts.MaxTokens)
+		}
+		taken[i] = s.queue[:n:n]
+		s.inStep = true
+		s.mu.Unlock()
+		ids := make([]int, n)
+		for j, it := range taken[i] {
+			ids[j] = it.id
+		}
+		seqs[i] = qwen3.Sequence{Cache: s.cache, IDs: ids}
+	}
+	outs, ferr := m.net.Forward(seqs, qwen3.ForwardOptions{})
+	results := make([]StepResult, len(streams))
+	for i, s := range streams {
+		s.mu.Lock()
+		s.inStep = false
+		if ferr == nil {
+			s.queue = s.queue[len(taken[i]):]
+			if len(s.queue) == 0 {
+				s.queue = nil
+			}
+			results[i] = s.apply(taken[i], &outs[i])
+		}
+		if s.closed {
+			s.queue = nil
+			s.cache.Release()
+		}
+		s.mu.Unlock()
+	}
+	if ferr != nil {
+		return nil, fmt.Errorf("guard: %w", ferr)
+	}
+	return results, nil
+}
+
+// apply turns the logits of the fed items into verdicts and policy state.
+func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
+	r := StepResult{Stream: s}
+	l := s.m.net.Labels
+	pos := s.cache.Len() - len(items)
+	for j, it := range items {
+		switch it.kind {
+		case itemPromptEnd:
+			v := newVerdict(out.QueryRisk[j], out.QueryCategory[j], l.QueryRisk, l.QueryCategory)
+			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
+			pv := &PromptVerdict{Verdict: v, Position: pos + j, Flagged: s.policy.nonSafe(lv)}
+			s.lastPrompt, r.Prompt = pv, pv
+			s.resp = newResponseState()
+			s.turns++
+		case itemScaffold, itemResponse:
+			if it.begin {
+				s.resp = newResponseState()
+			}
+			tv := TokenVerdict{Index: -1, Position: pos + j, ID: it.id, Text: it.text,
+				Verdict: newVerdict(out.Risk[j], out.Category[j], l.ResponseRisk, l.ResponseCategory)}
+			if it.kind == itemResponse {
+				lv := s.policy.classify(&tv.Verdict, s.m.unsafeIdx, s.m.contIdx)
+				tv.Judged, tv.Index, tv.NonSafe = true, s.resp.n, s.policy.nonSafe(lv)
+				tv.Flagged = s.resp.add(&s.policy, lv, tv.Category)
+			}
+			r.Tokens = append(r.Tokens, tv)
+		}
+	}
+	return r
+}
+
+// run steps this stream alone until its queue is empty.
+func (s *Stream) run() (StepResult, error) {
+	var all StepResult
+	for {
+		rs, err := s.m.Step([]*Stream{s}, StepOptions{})
+		if err != nil {
+			return all, err
+		}
+		r := rs[0]
+		all.Stream = s
+		if r.Prompt != nil {
+			all.Prompt = r.Prompt
+		}
+		all.Tokens = append(all.Tokens, r.Tokens...)
+		if s.Pending() == 0 {
+			return all, nil
+		}
+	}
+}
+
+// JudgePrompt judges a user turn (see QueuePrompt) and returns its verdict.
+func (s *Stream) JudgePrompt(msgs []Message) (*PromptVerdict, error) {
+	if err := s.QueuePrompt(msgs); err != nil {
+		return nil, err
+	}
+	return s.promptResult()
+}
+
+// JudgePromptIDs judges a tokenized user turn ending with <|im_end|>.
+func (s *Stream) JudgePromptIDs(ids []int) (*PromptVerdict, error) {
+	if err := s.QueuePromptIDs(ids); err != nil {
+		return nil, err
+	}
+	return s.promptResult()
+}
+
+func (s *Stream) promptResult() (*PromptVerdict, error) {
+	r, err := s.run()
+	if err != nil {
+		return nil, err
+	}
+	if r.Prompt == nil {
+		return nil, errors.New("guard: internal error: prompt produced no verdict")
+	}
+	return r.Prompt, nil
+}
+
+// AppendIDs feeds response token ids and returns a verdict per fed token,
+// including the assistant header before the first one (Judged false).
+func (s *Stream) AppendIDs(ids []int) ([]TokenVerdict, error) {
+	return s.runAfter(s.QueueIDs(ids))
+}
+
+// AppendText feeds response text (any chunking) and returns verdicts for
+// the tokens that became final; see QueueText.
+func (s *Stream) AppendText(text string) ([]TokenVerdict, error) {
+	return s.runAfter(s.QueueText(text))
+}
+
+// FlushText judges the tokens AppendText held back at the end of the text.
+func (s *Stream) FlushText() ([]TokenVerdict, error) {
+	return s.runAfter(s.QueueFlushText())
+}
+
+// EndResponse flushes the text and closes the assistant turn, returning the
+// last verdicts; the stream is then ready for the next user turn.
+func (s *Stream) EndResponse() ([]TokenVerdict, error) {
+	return s.runAfter(s.QueueEndResponse())
+}
+
+func (s *Stream) runAfter(err error) ([]TokenVerdict, error) {
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.run()
+	return r.Tokens, err
+}

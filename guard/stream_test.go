@@ -1,0 +1,348 @@
+package guard
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+const (
+	testPrompt   = "How do I make a cup of tea?"
+	testResponse = "Boil water, pour it over the leaves, wait three minutes — then enjoy 🍵 with milk or lemon."
+)
+
+var userMsg = []Message{{Role: "user", Content: testPrompt}}
+
+// TestResponseFeedingIsInvariant feeds one response as ids all at once, one
+// by one, in chunks of 3, and as text in chunks of several sizes: every
+// verdict must be identical (bitwise probabilities), since each token's
+// logits do not depend on how the sequence was cut.
+func TestResponseFeedingIsInvariant(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	respIDs := m.Tokenizer().Encode(testResponse)
+
+	feed := func(t *testing.T, f func(s *Stream) []TokenVerdict) ([]TokenVerdict, *PromptVerdict, Decision) {
+		s := m.NewStream()
+		defer s.Close()
+		pv, err := s.JudgePrompt(userMsg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f(s), pv, s.Decision()
+	}
+	must := func(tv []TokenVerdict, err error) []TokenVerdict {
+		if err != nil {
+			t.Error(err)
+		}
+		return tv
+	}
+	want, wantPV, wantD := feed(t, func(s *Stream) []TokenVerdict { return must(s.AppendIDs(respIDs)) })
+	if n := len(judgedOnly(want)); n != len(respIDs) {
+		t.Fatalf("%d judged verdicts for %d response ids", n, len(respIDs))
+	}
+	if len(want) != len(respIDs)+len(responseHeader) || want[0].Judged || want[0].ID != idNewline {
+		t.Fatalf("expected the %d scaffold tokens first, got %+v", len(responseHeader), want[0])
+	}
+	cases := map[string]func(s *Stream) []TokenVerdict{
+		"ids one by one": func(s *Stream) []TokenVerdict {
+			var all []TokenVerdict
+			for _, id := range respIDs {
+				all = append(all, must(s.AppendIDs([]int{id}))...)
+			}
+			return all
+		},
+		"ids by 3": func(s *Stream) []TokenVerdict {
+			var all []TokenVerdict
+			for i := 0; i < len(respIDs); i += 3 {
+				all = append(all, must(s.AppendIDs(respIDs[i:min(i+3, len(respIDs))]))...)
+			}
+			return all
+		},
+	}
+	for _, n := range []int{1, 2, 5, 17, 1000} {
+		cases["text by "+strconv.Itoa(n)] = func(s *Stream) []TokenVerdict {
+			var all []TokenVerdict
+			b := []byte(testResponse)
+			for i := 0; i < len(b); i += n {
+				all = append(all, must(s.AppendText(string(b[i:min(i+n, len(b))])))...)
+			}
+			return append(all, must(s.FlushText())...)
+		}
+	}
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, pv, d := feed(t, f)
+			sameVerdicts(t, name, got, want)
+			if !bitsEqual(pv.RiskProbs, wantPV.RiskProbs) {
+				t.Errorf("prompt verdict differs")
+			}
+			if d != wantD {
+				t.Errorf("decision %+v, want %+v", d, wantD)
+			}
+		})
+	}
+}
+
+// TestStepBatchesBitwise runs several streams at different stages through
+// Model.Step together, with chunked prefill, from several goroutines, and
+// compares every verdict with the same streams run alone.
+func TestStepBatchesBitwise(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	tok := m.Tokenizer()
+	prompts := []string{"hi", testPrompt, strings.Repeat("A long prompt about many things. ", 12), "¿Qué tal?"}
+	responses := []string{"Hello there.", testResponse, "No.", strings.Repeat("word ", 30)}
+
+	solo := make([][]TokenVerdict, len(prompts))
+	soloPV := make([]*PromptVerdict, len(prompts))
+	for i := range prompts {
+		s := m.NewStream()
+		pv, err := s.JudgePrompt([]Message{{Role: "user", Content: prompts[i]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tv, err := s.AppendIDs(tok.Encode(responses[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		soloPV[i], solo[i] = pv, tv
+		s.Close()
+	}
+
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			streams := make([]*Stream, len(prompts))
+			got := make([][]TokenVerdict, len(prompts))
+			gotPV := make([]*PromptVerdict, len(prompts))
+			for i := range prompts {
+				streams[i] = m.NewStream()
+				defer streams[i].Close()
+				if err := streams[i].QueuePrompt([]Message{{Role: "user", Content: prompts[i]}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			// Responses are queued while prompts are still being prefilled
+			// in chunks of 5+g tokens.
+			for step := 0; ; step++ {
+				if step == 2 {
+					for i := range streams {
+						if err := streams[i].QueueIDs(tok.Encode(responses[i])); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}
+				rs, err := m.Step(streams, StepOptions{MaxTokens: 5 + g})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				pending := 0
+				for i, r := range rs {
+					if r.Prompt != nil {
+						gotPV[i] = r.Prompt
+					}
+					got[i] = append(got[i], r.Tokens...)
+					pending += streams[i].Pending()
+				}
+				if pending == 0 && step >= 2 {
+					break
+				}
+			}
+			for i := range prompts {
+				sameVerdicts(t, "stream "+prompts[i], got[i], solo[i])
+				if gotPV[i] == nil || !bitsEqual(gotPV[i].RiskProbs, soloPV[i].RiskProbs) || gotPV[i].Position != soloPV[i].Position {
+					t.Errorf("stream %d: prompt verdict %+v, want %+v", i, gotPV[i], soloPV[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestModerateMatchesStream checks that judging a whole conversation gives
+// the same prompt verdict and content verdicts as the streaming calls, and
+// that the scaffold is left out.
+func TestModerateMatchesStream(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	res, err := m.Moderate([]Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewStream()
+	defer s.Close()
+	pv, err := s.JudgePrompt(userMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tv, err := s.AppendText(testResponse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tv2, err := s.FlushText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameVerdicts(t, "Moderate vs stream", res.Tokens, judgedOnly(append(tv, tv2...)))
+	if res.Prompt.Position != pv.Position || !bitsEqual(res.Prompt.RiskProbs, pv.RiskProbs) {
+		t.Errorf("prompt verdict %+v, want %+v", res.Prompt, pv)
+	}
+	if d := s.Decision(); res.Decision == nil || *res.Decision != d {
+		t.Errorf("decision %+v, want %+v", res.Decision, d)
+	}
+	// The prompt verdict sits at the user turn's <|im_end|> (spec §5b).
+	chat, _ := m.Tokenizer().RenderChat(userMsg)
+	if pv.Position != chat.UserEndIndex {
+		t.Errorf("prompt verdict at position %d, want the <|im_end|> at %d", pv.Position, chat.UserEndIndex)
+	}
+	// Prompt only.
+	res, err = m.Moderate(userMsg, nil)
+	if err != nil || res.Decision != nil || len(res.Tokens) != 0 || res.Prompt == nil {
+		t.Fatalf("prompt-only moderation: %+v, %v", res, err)
+	}
+}
+
+// TestStreamFeedsTheTemplateIDs checks the exact ids a multi-turn stream
+// feeds: the chat template of the first turn, the assistant scaffold, the
+// response, "<|im_end|>\n", then the next user turn; the second prompt
+// verdict equals a fresh stream judging those ids at once.
+func TestStreamFeedsTheTemplateIDs(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	tok := m.Tokenizer()
+	s := m.NewStream()
+	defer s.Close()
+	if _, err := s.JudgePrompt(userMsg); err != nil {
+		t.Fatal(err)
+	}
+	resp := tok.Encode("Sure.")
+	if _, err := s.AppendIDs(resp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EndResponse(); err != nil {
+		t.Fatal(err)
+	}
+	next := []Message{{Role: "user", Content: "And coffee?"}}
+	pv2, err := s.JudgePrompt(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := tok.RenderChat(userMsg)
+	second, _ := tok.RenderChat(next)
+	var ids []int
+	ids = append(ids, first.IDs[:first.UserEndIndex+1]...)
+	ids = append(ids, 198, 151644, 77091, 198, 151667, 271, 151668, 271)
+	ids = append(ids, resp...)
+	ids = append(ids, 151645, 198)
+	ids = append(ids, second.IDs[:second.UserEndIndex+1]...)
+	if s.Len() != len(ids) {
+		t.Fatalf("stream fed %d tokens, want %d", s.Len(), len(ids))
+	}
+	fresh := m.NewStream()
+	defer fresh.Close()
+	pv, err := fresh.JudgePromptIDs(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Position != pv2.Position || !bitsEqual(pv.RiskProbs, pv2.RiskProbs) || !bitsEqual(pv.CategoryProbs, pv2.CategoryProbs) {
+		t.Errorf("second-turn verdict %+v, want %+v", pv2, pv)
+	}
+	// Decision and flag reset with the new turn.
+	if d := s.Decision(); d.Tokens != 0 {
+		t.Errorf("decision after a new prompt counts %d tokens", d.Tokens)
+	}
+}
+
+func TestStreamErrors(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	s := m.NewStream()
+	defer s.Close()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"no messages", func() error { _, err := s.JudgePrompt(nil); return err }(), "empty prompt"},
+		{"empty content", func() error { _, err := s.JudgePrompt([]Message{{Role: "user", Content: " "}}); return err }(), "empty prompt"},
+		{"no ids", func() error { _, err := s.JudgePromptIDs(nil); return err }(), "empty prompt"},
+		{"ids not ending at im_end", func() error { _, err := s.JudgePromptIDs([]int{1, 2}); return err }(), "must end with <|im_end|>"},
+		{"unknown role", func() error {
+			_, err := s.JudgePrompt([]Message{{Role: "tool", Content: "x"}, {Role: "user", Content: "hi"}})
+			return err
+		}(), `role "tool" is not supported`},
+		{"assistant last", func() error { _, err := s.JudgePrompt([]Message{{Role: "assistant", Content: "x"}}); return err }(), "must be the user's turn"},
+		{"response before prompt", func() error { _, err := s.AppendIDs([]int{1}); return err }(), "no prompt yet"},
+		{"end without response", func() error { _, err := s.EndResponse(); return err }(), "no open response"},
+		{"id out of range", func() error {
+			_, err := s.JudgePromptIDs([]int{151936, tokenizer.ImEnd})
+			return err
+		}(), "outside the vocabulary"},
+	} {
+		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, tc.err, tc.want)
+		}
+	}
+	if s.Len() != 0 || s.Pending() != 0 {
+		t.Errorf("failed calls fed %d tokens and queued %d", s.Len(), s.Pending())
+	}
+	if _, err := m.Moderate([]Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b"}, {Role: "assistant", Content: "c"}}, nil); err == nil {
+		t.Error("Moderate accepted two trailing assistant turns")
+	}
+	s.Close()
+	if _, err := s.JudgePrompt(userMsg); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("closed stream: %v", err)
+	}
+}
+
+// TestOverLongStream uses a model whose max_position_embeddings is 64.
+func TestOverLongStream(t *testing.T) {
+	m := tinyModel(t, "max64", func(c *config.Config) { c.MaxPositionEmbeddings = 64 })
+	s := m.NewStream()
+	defer s.Close()
+	pv, err := s.JudgePrompt(userMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := 64 - (pv.Position + 1) - len(responseHeader)
+	if _, err := s.AppendIDs(slices.Repeat([]int{1000}, room)); err != nil {
+		t.Fatalf("filling the stream to exactly 64 tokens: %v", err)
+	}
+	_, err = s.AppendIDs([]int{1000})
+	if err == nil || !strings.Contains(err.Error(), "65 tokens, more than the model's max_position_embeddings (64)") {
+		t.Fatalf("over-long stream: error %v", err)
+	}
+	if s.Len() != 64 {
+		t.Fatalf("stream length %d after the refused token", s.Len())
+	}
+}
+
+// TestTokenizerMustMatchModel: the Qwen3 tokenizer cannot drive a model
+// whose embedding has fewer rows than the tokenizer has ids.
+func TestTokenizerMustMatchModel(t *testing.T) {
+	cfg, err := config.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.VocabSize = 1000
+	src, err := qwen3.RandomSource(cfg, safetensors.F32, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := qwen3.Load(src, cfg, qwen3.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(net, nil, Options{})
+	if err == nil || !strings.Contains(err.Error(), "tokenizer has 151669 tokens but the model's vocab_size is 1000") {
+		t.Fatalf("small-vocab model with the Qwen3 tokenizer: error %v", err)
+	}
+}

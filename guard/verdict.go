@@ -1,0 +1,81 @@
+package guard
+
+import (
+	"math"
+
+	"github.com/streamguard/streamguard/internal/kernels"
+)
+
+// Verdict is one head pair's reading at one position: the risk level and
+// category with their softmax probabilities. Category is meaningful only
+// when the risk is not Safe (the category heads were trained on unsafe and
+// controversial samples only).
+type Verdict struct {
+	Risk          string    `json:"risk"`
+	RiskIndex     int       `json:"risk_index"`
+	RiskProb      float32   `json:"risk_prob"`
+	RiskProbs     []float32 `json:"risk_probs"`
+	Category      string    `json:"category"`
+	CategoryIndex int       `json:"category_index"`
+	CategoryProb  float32   `json:"category_prob"`
+	CategoryProbs []float32 `json:"category_probs"`
+}
+
+// PromptVerdict is the verdict on a user turn, read from the query heads at
+// its closing <|im_end|>.
+type PromptVerdict struct {
+	Verdict
+	// Position is the index of that <|im_end|> in the stream.
+	Position int `json:"position"`
+	// Flagged applies the stream's policy: Unsafe, or Controversial in
+	// strict mode, subject to thresholds and blocked categories.
+	Flagged bool `json:"flagged"`
+}
+
+// TokenVerdict is the verdict on one fed token of an assistant turn.
+type TokenVerdict struct {
+	// Index counts the judged tokens of the current response from 0; it
+	// is -1 for a scaffold token (assistant header, think block, closing
+	// <|im_end|>), which is fed but not judged.
+	Index int `json:"index"`
+	// Position is the token's position in the stream.
+	Position int    `json:"position"`
+	ID       int    `json:"id"`
+	Text     string `json:"text"`
+	Judged   bool   `json:"judged"`
+	Verdict
+	// NonSafe reports that the token counts as non-safe under the policy.
+	NonSafe bool `json:"non_safe"`
+	// Flagged is true on the one token at which the response became
+	// flagged (it completes the debounce run).
+	Flagged bool `json:"flagged,omitempty"`
+}
+
+// newVerdict turns a head pair's logits into a verdict.
+func newVerdict(riskLogits, catLogits []float32, riskLabels, catLabels []string) Verdict {
+	rp := softmax(riskLogits)
+	cp := softmax(catLogits)
+	ri, ci := argmax(rp), argmax(cp)
+	return Verdict{
+		Risk: riskLabels[ri], RiskIndex: ri, RiskProb: rp[ri], RiskProbs: rp,
+		Category: catLabels[ci], CategoryIndex: ci, CategoryProb: cp[ci], CategoryProbs: cp,
+	}
+}
+
+func softmax(logits []float32) []float32 {
+	p := append([]float32(nil), logits...)
+	kernels.Softmax(p)
+	return p
+}
+
+// argmax returns the first index of the largest value, as torch.max does;
+// NaN never wins.
+func argmax(v []float32) int {
+	best, bi := float32(math.Inf(-1)), 0
+	for i, x := range v {
+		if x > best {
+			best, bi = x, i
+		}
+	}
+	return bi
+}

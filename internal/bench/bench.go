@@ -1,0 +1,249 @@
+// Package bench measures the engine: prefill throughput, the latency of one
+// streamed token at given cache lengths, throughput of batched steps over
+// many streams, load time and resident memory.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/streamguard/streamguard/internal/kernels"
+	"github.com/streamguard/streamguard/internal/qwen3"
+)
+
+// Options choose what to measure. Zero values take the defaults noted.
+type Options struct {
+	Prefill   int   // prompt length for the prefill measurement (512); <0 skips it
+	Positions []int // cache lengths at which one token's step is timed (100, 4000)
+	Streams   []int // stream counts for batched steps (4, 16, 64)
+	Steps     int   // timed steps per measurement (8)
+	Seed      uint64
+}
+
+func (o *Options) defaults() {
+	if o.Prefill == 0 {
+		o.Prefill = 512
+	}
+	if o.Positions == nil {
+		o.Positions = []int{100, 4000}
+	}
+	if o.Streams == nil {
+		o.Streams = []int{4, 16, 64}
+	}
+	if o.Steps <= 0 {
+		o.Steps = 8
+	}
+}
+
+// Step is the timing of single-token steps at one cache length.
+type Step struct {
+	Position   int     `json:"position"`
+	MsPerToken float64 `json:"ms_per_token"`
+	MinMs      float64 `json:"min_ms"`
+	TokensPerS float64 `json:"tokens_per_s"`
+	KVBytes    int64   `json:"kv_bytes"`
+	StepsTimed int     `json:"steps"`
+}
+
+// Batched is the timing of steps that feed one token to each of N streams.
+type Batched struct {
+	Streams    int     `json:"streams"`
+	Position   int     `json:"position"`
+	MsPerStep  float64 `json:"ms_per_step"`
+	TokensPerS float64 `json:"tokens_per_s"`
+}
+
+// Report is the result; the JSON keys are the ones the project's scripts
+// read.
+type Report struct {
+	Model             string             `json:"model"`
+	DType             string             `json:"dtype"`
+	Threads           int                `json:"threads"`
+	LoadSeconds       float64            `json:"load_seconds"`
+	PrefillTokens     int                `json:"prefill_tokens"`
+	PrefillSeconds    float64            `json:"prefill_seconds"`
+	PrefillTokensPerS float64            `json:"prefill_tokens_per_s"`
+	Decode            []Step             `json:"decode"`
+	DecodeTokensPerS  float64            `json:"decode_tokens_per_s"`
+	Batched           []Batched          `json:"batched"`
+	BatchedTokensPerS map[string]float64 `json:"batched_tokens_per_s"`
+	KVBytesPerToken   int64              `json:"kv_bytes_per_token"`
+	RSSBytes          int64              `json:"rss_bytes"`
+	RSSPeakBytes      int64              `json:"rss_peak_bytes"`
+}
+
+// Run measures m. model and dtype only label the report.
+func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*Report, error) {
+	o.defaults()
+	r := &Report{Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
+		KVBytesPerToken: m.BytesPerPosition(), BatchedTokensPerS: map[string]float64{}}
+	vocab := m.VocabSize()
+	ids := func(n int, salt uint64) []int {
+		out := make([]int, n)
+		x := salt*0x9e3779b97f4a7c15 | 1
+		for i := range out {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			out[i] = int(x % uint64(min(vocab, 151643))) // ordinary tokens
+		}
+		return out
+	}
+	for _, p := range append(slices.Clone(o.Positions), o.Prefill) {
+		if p+o.Steps+1 > m.MaxPositions {
+			return nil, fmt.Errorf("bench: position %d plus %d steps exceeds the model's %d positions", p, o.Steps, m.MaxPositions)
+		}
+	}
+
+	if o.Prefill > 0 {
+		c := m.NewCache()
+		// One untimed token warms the workspace pool and the page cache.
+		if _, err := m.Forward([]qwen3.Sequence{{Cache: m.NewCache(), IDs: ids(1, 99)}}, qwen3.ForwardOptions{}); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: ids(o.Prefill, o.Seed+1)}}, qwen3.ForwardOptions{}); err != nil {
+			return nil, err
+		}
+		el := time.Since(start)
+		r.PrefillTokens, r.PrefillSeconds = o.Prefill, el.Seconds()
+		r.PrefillTokensPerS = float64(o.Prefill) / el.Seconds()
+		c.Release()
+	}
+
+	for _, p := range o.Positions {
+		c := m.NewCache()
+		if err := c.FillRandom(p, o.Seed+uint64(p)); err != nil {
+			return nil, err
+		}
+		toks := ids(o.Steps+1, o.Seed+2)
+		// The first step is untimed (it may grow the cache).
+		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[:1]}}, qwen3.ForwardOptions{}); err != nil {
+			return nil, err
+		}
+		var total, best time.Duration
+		for i := range o.Steps {
+			start := time.Now()
+			if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[i+1 : i+2]}}, qwen3.ForwardOptions{}); err != nil {
+				return nil, err
+			}
+			el := time.Since(start)
+			total += el
+			if best == 0 || el < best {
+				best = el
+			}
+		}
+		mean := total.Seconds() / float64(o.Steps)
+		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: best.Seconds() * 1e3,
+			TokensPerS: 1 / mean, KVBytes: c.Bytes(), StepsTimed: o.Steps})
+		c.Release()
+	}
+	if len(r.Decode) > 0 {
+		r.DecodeTokensPerS = r.Decode[0].TokensPerS
+	}
+
+	for _, n := range o.Streams {
+		pos := 100
+		if len(o.Positions) > 0 {
+			pos = o.Positions[0]
+		}
+		seqs := make([]qwen3.Sequence, n)
+		for i := range seqs {
+			seqs[i].Cache = m.NewCache()
+			// Stagger the lengths as live streams would be.
+			if err := seqs[i].Cache.FillRandom(pos+i%8, o.Seed+uint64(i)); err != nil {
+				return nil, err
+			}
+		}
+		toks := ids(n*(o.Steps+1), o.Seed+3)
+		step := func(k int) error {
+			for i := range seqs {
+				seqs[i].IDs = toks[k*n+i : k*n+i+1]
+			}
+			_, err := m.Forward(seqs, qwen3.ForwardOptions{})
+			return err
+		}
+		if err := step(0); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		for k := 1; k <= o.Steps; k++ {
+			if err := step(k); err != nil {
+				return nil, err
+			}
+		}
+		per := time.Since(start).Seconds() / float64(o.Steps)
+		b := Batched{Streams: n, Position: pos, MsPerStep: per * 1e3, TokensPerS: float64(n) / per}
+		r.Batched = append(r.Batched, b)
+		r.BatchedTokensPerS[strconv.Itoa(n)] = b.TokensPerS
+		for i := range seqs {
+			seqs[i].Cache.Release()
+		}
+	}
+	r.RSSBytes, r.RSSPeakBytes = rss()
+	return r, nil
+}
+
+// rss reads the resident set size and its peak (VmRSS, VmHWM) from
+// /proc/self/status; zeros where that file does not exist.
+func rss() (cur, peak int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			cur = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	return cur, peak
+}
+
+// WriteTable prints the report for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "model\t%s (%s), %d threads\n", r.Model, r.DType, r.Threads)
+	fmt.Fprintf(tw, "load\t%.2f s\n", r.LoadSeconds)
+	if r.PrefillTokens > 0 {
+		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)
+	}
+	for _, d := range r.Decode {
+		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(min %.2f ms, %.1f tokens/s, KV %s)\n",
+			d.Position, d.MsPerToken, d.MinMs, d.TokensPerS, bytesString(d.KVBytes))
+	}
+	for _, b := range r.Batched {
+		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)
+	}
+	fmt.Fprintf(tw, "KV cache\t%s per token\n", bytesString(r.KVBytesPerToken))
+	fmt.Fprintf(tw, "memory\t%s resident, %s peak\n", bytesString(r.RSSBytes), bytesString(r.RSSPeakBytes))
+	return tw.Flush()
+}
+
+func bytesString(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

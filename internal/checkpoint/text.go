@@ -1,0 +1,115 @@
+package checkpoint
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteText prints the report as a table of every tensor followed by a
+// summary, the problems in words and the verdict.
+func (r *LoadReport) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENSOR\tSTATUS\tDTYPE\tQUANT\tSHAPE\tBYTES")
+	for _, t := range r.Tensors {
+		dtype, shape, bytes := t.DType, shapeString(t.Shape), fmt.Sprint(t.Bytes)
+		switch t.Status {
+		case Missing:
+			dtype = "-"
+			shape = "want " + shapeString(t.ExpectedShape)
+			bytes = "-"
+		case WrongShape:
+			shape += " want " + shapeString(t.ExpectedShape)
+		case WrongDType:
+			dtype += " want " + strings.Join(t.ExpectedDType, "|")
+		}
+		q := string(t.Quant)
+		if q == "" {
+			q = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Status, dtype, q, shape, bytes)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Folder:        %s\n", r.Dir)
+	arch := strings.Join(r.Architectures, ", ")
+	if arch == "" {
+		arch = "(none)"
+	}
+	kind := "not a guard model"
+	if r.Guard {
+		kind = "guard model"
+	}
+	fmt.Fprintf(w, "Architecture:  %s (%s)\n", arch, kind)
+	fmt.Fprintf(w, "Quantization:  %s\n", r.Quantization)
+	for i, f := range r.Files {
+		label := "Files:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(w, "%-14s %s (%s, %d tensors)\n", label, f.Name, humanBytes(f.Bytes), f.Tensors)
+	}
+	if g := r.Metadata["generator"]; g != "" {
+		fmt.Fprintf(w, "Generator:     %s (synthetic weights: preset %s, seed %s, dtype %s)\n", g, r.Metadata["preset"], r.Metadata["seed"], r.Metadata["dtype"])
+	}
+	var counts []string
+	for _, s := range Statuses {
+		if n := r.Counts[s]; n > 0 || s != Unchecked {
+			counts = append(counts, fmt.Sprintf("%d %s", n, s))
+		}
+	}
+	fmt.Fprintf(w, "Tensors:       %s\n", strings.Join(counts, ", "))
+	fmt.Fprintf(w, "Size:          %s used of %s; %s parameters\n", humanBytes(r.UsedBytes), humanBytes(r.TotalBytes), humanCount(r.Parameters))
+	if r.Diagnosis != "" {
+		fmt.Fprintf(w, "\nDiagnosis: %s\n", r.Diagnosis)
+	}
+	if len(r.Problems) > 0 {
+		fmt.Fprintln(w, "\nProblems:")
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
+	for _, h := range r.Heuristics {
+		fmt.Fprintf(w, "\n%s\n", h.Message)
+	}
+	fmt.Fprintln(w)
+	if r.OK() {
+		_, err := fmt.Fprintln(w, "OK: complete Qwen3Guard-Stream model, every tensor present and used.")
+		return err
+	}
+	_, err := fmt.Fprintf(w, "REFUSED: not a loadable Qwen3Guard-Stream model (%d %s).\n", len(r.Problems)+boolInt(r.Diagnosis != ""), plural(len(r.Problems)+boolInt(r.Diagnosis != ""), "problem", "problems"))
+	return err
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	}
+	return fmt.Sprint(n)
+}

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// vpdpbusd emits VPDPBUSD (AVX512_VNNI), which avo's instruction table
+// lacks: acc[i] += Σ_j u8(q[4i+j])·s8(a[4i+j]) for each dword lane i.
+func vpdpbusd(a, q, acc Op) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPBUSD",
+		Operands: []Op{a, q, acc},
+		Inputs:   []Op{a, q, acc},
+		Outputs:  []Op{acc},
+		ISA:      []string{"AVX512_VNNI"},
+	})
+}
+
+// int4Epilogue folds one group's integer sums into the float accumulator:
+//
+//	facc = fma(float32(isum - z·A), s·d, facc)
+//
+// z and s are the block's zero points (int32 lanes) and scales (float32
+// lanes), A and d the token's activation sum and step (memory, broadcast).
+// Every INT4 kernel ends a group through this function.
+func int4Epilogue(i isa, isum, z, s, facc VecVirtual, A, d Mem) {
+	za, sd, bc := i.vec(), i.vec(), i.vec()
+	VPBROADCASTD(A, bc)
+	VPMULLD(bc, z, za)
+	VPSUBD(za, isum, isum)
+	VCVTDQ2PS(isum, isum)
+	VBROADCASTSS(d, bc)
+	VMULPS(bc, s, sd)
+	VFMADD231PS(sd, isum, facc)
+}
+
+// int4Meta loads the zero points and scales of one block half (lanes
+// outputs starting at lane0) from a 48-byte record at m.
+func int4Meta(i isa, m Register, lane0 int) (z, s VecVirtual) {
+	z, s = i.vec(), i.vec()
+	VPMOVZXBD(mem(m, 32+lane0), z)
+	VCVTPH2PS(mem(m, 2*lane0), s)
+	return z, s
+}
+
+func int4Kernels() {
+	int4GemvVNNI()
+	int4Gemm4VNNI()
+	int4GemvAVX2()
+}
+
+const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])"
+
+// int4GemvVNNI: one token, blocks of 16 outputs.
+func int4GemvVNNI() {
+	TEXT("int4GemvVNNI", NOSPLIT, "func(dst *float32, qs, meta *byte, a *int8, d *float32, asum *int32, groups, tiles, blocks int)")
+	Doc("int4GemvVNNI computes blocks of 16 outputs of one token from repacked INT4",
+		"weights (qs, meta) and int8 activations a with per-group steps d and sums asum:",
+		"",
+		"\t"+int4Doc,
+		"",
+		"over groups g in increasing order (the integer sums are exact).")
+	i := avx512
+	dst, qs, meta := Load(Param("dst"), GP64()), Load(Param("qs"), GP64()), Load(Param("meta"), GP64())
+	blocks := Load(Param("blocks"), GP64())
+	mask := i.vec()
+	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
+	Label("block")
+	facc := i.vec()
+	zero(facc)
+	ap, dp, sp := Load(Param("a"), GP64()), Load(Param("d"), GP64()), Load(Param("asum"), GP64())
+	gn := Load(Param("groups"), GP64())
+	Label("group")
+	// Two tiles per step into four accumulators for more independent
+	// VPDPBUSD chains; integer sums are exact, so the split is invisible.
+	acc := []VecVirtual{i.vec(), i.vec(), i.vec(), i.vec()}
+	for _, v := range acc {
+		VPXORD(v, v, v)
+	}
+	tn := Load(Param("tiles"), GP64())
+	tileStep := func(u int, lo, hi VecVirtual) {
+		v, h, alo, ahi := i.vec(), i.vec(), i.vec(), i.vec()
+		VMOVDQU32(mem(qs, 64*u), v)
+		VPSRLW(U8(4), v, h)
+		VPANDD(mask, v, v)
+		VPANDD(mask, h, h)
+		VPBROADCASTD(mem(ap, 8*u), alo)
+		VPBROADCASTD(mem(ap, 8*u+4), ahi)
+		vpdpbusd(alo, v, lo)
+		vpdpbusd(ahi, h, hi)
+	}
+	Label("pairs")
+	CMPQ(tn, U8(2))
+	JL(LabelRef("last"))
+	tileStep(0, acc[0], acc[1])
+	tileStep(1, acc[2], acc[3])
+	ADDQ(U32(128), qs)
+	ADDQ(U32(16), ap)
+	SUBQ(U8(2), tn)
+	JMP(LabelRef("pairs"))
+	Label("last")
+	TESTQ(tn, tn)
+	JZ(LabelRef("sum"))
+	tileStep(0, acc[0], acc[1])
+	ADDQ(U32(64), qs)
+	ADDQ(U32(8), ap)
+	Label("sum")
+	VPADDD(acc[1], acc[0], acc[0])
+	VPADDD(acc[3], acc[2], acc[2])
+	VPADDD(acc[2], acc[0], acc[0])
+	i0 := acc[0]
+	z, s := int4Meta(i, meta, 0)
+	int4Epilogue(i, i0, z, s, facc, mem(sp, 0), mem(dp, 0))
+	ADDQ(U32(48), meta)
+	ADDQ(U32(4), dp)
+	ADDQ(U32(4), sp)
+	DECQ(gn)
+	JNZ(LabelRef("group"))
+	VMOVUPS(facc, mem(dst, 0))
+	ADDQ(U32(64), dst)
+	DECQ(blocks)
+	JNZ(LabelRef("block"))
+	VZEROUPPER()
+	RET()
+}
+
+// int4Gemm4VNNI: 4 tokens × 2 blocks per register tile (then single blocks),
+// with the 4 tokens' activations interleaved by 4-byte word (a4), and their
+// steps and sums as [groups][4] (d4, asum4).
+func int4Gemm4VNNI() {
+	TEXT("int4Gemm4VNNI", NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
+	Doc("int4Gemm4VNNI is int4GemvVNNI for 4 tokens at once: token t's outputs at",
+		"dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:], its",
+		"group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes of",
+		"codes per block. Each output goes through the same operations as in",
+		"int4GemvVNNI.")
+	i := avx512
+	mask := i.vec()
+	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
+	for _, R := range []int{2, 1} {
+		label := fmt.Sprintf("pair%d", R)
+		next := "ret"
+		if R == 2 {
+			next = "pair1"
+		}
+		Label(label)
+		{
+			blocks := Load(Param("blocks"), GP64())
+			CMPQ(blocks, U32(R))
+			JL(LabelRef(next))
+		}
+		qsp, mp := make([]GPVirtual, R), make([]GPVirtual, R)
+		qsp[0], mp[0] = GP64(), GP64()
+		Load(Param("qs"), qsp[0])
+		Load(Param("meta"), mp[0])
+		if R == 2 {
+			qsp[1], mp[1] = GP64(), GP64()
+			qstride := Load(Param("qstride"), GP64())
+			LEAQ(Mem{Base: qsp[0], Index: qstride, Scale: 1}, qsp[1])
+			gn := Load(Param("groups"), GP64())
+			IMUL3Q(U32(48), gn, mp[1]) // meta bytes per block
+			ADDQ(mp[0], mp[1])
+		}
+		facc := make([][]VecVirtual, 4)
+		for t := range facc {
+			facc[t] = make([]VecVirtual, R)
+			for b := range R {
+				facc[t][b] = i.vec()
+				zero(facc[t][b])
+			}
+		}
+		ap, dp, sp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("asum4"), GP64())
+		gn := Load(Param("groups"), GP64())
+		Label(label + "_group")
+		iacc := make([][]VecVirtual, 4)
+		for t := range iacc {
+			iacc[t] = make([]VecVirtual, R)
+			for b := range R {
+				iacc[t][b] = i.vec()
+				VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
+			}
+		}
+		tn := Load(Param("tiles"), GP64())
+		Label(label + "_tile")
+		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
+		for b := range R {
+			lo[b], hi[b] = i.vec(), i.vec()
+			VMOVDQU32(mem(qsp[b], 0), lo[b])
+			VPSRLW(U8(4), lo[b], hi[b])
+			VPANDD(mask, lo[b], lo[b])
+			VPANDD(mask, hi[b], hi[b])
+		}
+		for t := range 4 {
+			alo, ahi := i.vec(), i.vec()
+			VPBROADCASTD(mem(ap, 4*t), alo)
+			VPBROADCASTD(mem(ap, 16+4*t), ahi)
+			for b := range R {
+				vpdpbusd(alo, lo[b], iacc[t][b])
+				vpdpbusd(ahi, hi[b], iacc[t][b])
+			}
+		}
+		for b := range R {
+			ADDQ(U32(64), qsp[b])
+		}
+		ADDQ(U32(32), ap)
+		DECQ(tn)
+		JNZ(LabelRef(label + "_tile"))
+		for b := range R {
+			z, s := int4Meta(i, mp[b], 0)
+			for t := range 4 {
+				int4Epilogue(i, iacc[t][b], z, s, facc[t][b], mem(sp, 4*t), mem(dp, 4*t))
+			}
+			ADDQ(U32(48), mp[b])
+		}
+		ADDQ(U32(16), dp)
+		ADDQ(U32(16), sp)
+		DECQ(gn)
+		JNZ(LabelRef(label + "_group"))
+		// Store, then advance the frame's block pointers past this tile.
+		dst, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
+		SHLQ(U8(2), ldd)
+		for t := range 4 {
+			for b := range R {
+				VMOVUPS(facc[t][b], mem(dst, 64*b))
+			}
+			if t < 3 {
+				ADDQ(ldd, dst)
+			}
+		}
+		{
+			d := Load(Param("dst"), GP64())
+			ADDQ(U32(64*R), d)
+			Store(d, Param("dst"))
+			Store(qsp[R-1], Param("qs"))
+			Store(mp[R-1], Param("meta"))
+			blocks := Load(Param("blocks"), GP64())
+			SUBQ(U32(R), blocks)
+			Store(blocks, Param("blocks"))
+		}
+		JMP(LabelRef(label))
+	}
+	Label("ret")
+	VZEROUPPER()
+	RET()
+}
+
+// int4GemvAVX2 is int4GemvVNNI with VPMADDUBSW+VPMADDWD in place of
+// VPDPBUSD, on two 8-output halves of each block; the integer sums and the
+// float steps are the same, so the results are too.
+func int4GemvAVX2() {
+	TEXT("int4GemvAVX2", NOSPLIT, "func(dst *float32, qs, meta *byte, a *int8, d *float32, asum *int32, groups, tiles, blocks int)")
+	Doc("int4GemvAVX2 is int4GemvVNNI for AVX2:",
+		"",
+		"\t"+int4Doc)
+	i := avx2
+	dst, qs, meta := Load(Param("dst"), GP64()), Load(Param("qs"), GP64()), Load(Param("meta"), GP64())
+	blocks := Load(Param("blocks"), GP64())
+	mask, ones := i.vec(), i.vec()
+	VMOVDQU(vconst("nibble", 0x0F0F0F0F), mask)
+	VMOVDQU(vconst("ones16", 0x00010001), ones)
+	Label("block")
+	facc := []VecVirtual{i.vec(), i.vec()}
+	zero(facc[0])
+	zero(facc[1])
+	ap, dp, sp := Load(Param("a"), GP64()), Load(Param("d"), GP64()), Load(Param("asum"), GP64())
+	gn := Load(Param("groups"), GP64())
+	Label("group")
+	iacc := []VecVirtual{i.vec(), i.vec()}
+	VPXOR(iacc[0], iacc[0], iacc[0])
+	VPXOR(iacc[1], iacc[1], iacc[1])
+	tn := Load(Param("tiles"), GP64())
+	Label("tile")
+	alo, ahi := i.vec(), i.vec()
+	VPBROADCASTD(mem(ap, 0), alo)
+	VPBROADCASTD(mem(ap, 4), ahi)
+	for h := range 2 {
+		v, hi := i.vec(), i.vec()
+		VMOVDQU(mem(qs, 32*h), v)
+		VPSRLW(U8(4), v, hi)
+		VPAND(mask, v, v)
+		VPAND(mask, hi, hi)
+		VPMADDUBSW(alo, v, v) // u8 codes × s8 activations, pairs to int16
+		VPMADDUBSW(ahi, hi, hi)
+		VPADDW(hi, v, v) // |lo+hi pair sums| <= 4·15·127, no overflow
+		VPMADDWD(ones, v, v)
+		VPADDD(v, iacc[h], iacc[h])
+	}
+	ADDQ(U32(64), qs)
+	ADDQ(U32(8), ap)
+	DECQ(tn)
+	JNZ(LabelRef("tile"))
+	for h := range 2 {
+		z, s := int4Meta(i, meta, 8*h)
+		int4Epilogue(i, iacc[h], z, s, facc[h], mem(sp, 0), mem(dp, 0))
+	}
+	ADDQ(U32(48), meta)
+	ADDQ(U32(4), dp)
+	ADDQ(U32(4), sp)
+	DECQ(gn)
+	JNZ(LabelRef("group"))
+	VMOVUPS(facc[0], mem(dst, 0))
+	VMOVUPS(facc[1], mem(dst, 32))
+	ADDQ(U32(64), dst)
+	DECQ(blocks)
+	JNZ(LabelRef("block"))
+	VZEROUPPER()
+	RET()
+}

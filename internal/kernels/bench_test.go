@@ -1,0 +1,196 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Large shapes are opt-in so that `go test -bench . -benchtime 1x` stays
+// fast in CI: STREAMGUARD_BENCH_LARGE=1 adds the real model shapes and a
+// 1 GiB bandwidth buffer.
+var benchLarge = os.Getenv("STREAMGUARD_BENCH_LARGE") != ""
+
+type benchShape struct{ T, K, N int }
+
+func matmulShapes() []benchShape {
+	if !benchLarge {
+		return []benchShape{{1, 256, 512}, {16, 256, 512}}
+	}
+	return []benchShape{
+		{1, 1024, 3072}, {512, 1024, 3072}, // Qwen3-0.6B gate/up
+		{1, 4096, 12288}, {512, 4096, 12288}, // Qwen3-8B gate/up
+	}
+}
+
+// BenchmarkMatMul reports GFLOP/s (2·T·K·N per call) and weight GB/s per
+// implementation, weight type and shape, with the default thread count.
+func BenchmarkMatMul(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(runtime.GOMAXPROCS(0)) // follow -test.cpu
+	for _, sh := range matmulShapes() {
+		r := rand.New(rand.NewPCG(1, 2))
+		x := randVec(r, sh.T*sh.K)
+		ws := newWeights(r, sh.K*sh.N)
+		dst := make([]float32, sh.T*sh.N)
+		for _, mc := range matmulCases {
+			wbytes := 2 * sh.K * sh.N
+			if mc.name == "f32" {
+				wbytes *= 2
+			}
+			for _, name := range implNames() {
+				if name == "go" && benchLarge && sh.T > 1 && sh.K > 1024 {
+					continue // minutes per call
+				}
+				b.Run(fmt.Sprintf("%s/%s/T=%d,K=%d,N=%d", mc.name, name, sh.T, sh.K, sh.N), func(b *testing.B) {
+					restore, _ := useImpl(name)
+					defer restore()
+					for b.Loop() {
+						mc.run(dst, x, ws, sh.T, sh.K, sh.N)
+					}
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(2*float64(sh.T*sh.K*sh.N)/sec/1e9, "GFLOP/s")
+					b.ReportMetric(float64(wbytes)/sec/1e9, "wGB/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkReadBandwidth sums a []uint64 with 1 and 2 goroutines: the read
+// bandwidth that bounds single-token decode.
+func BenchmarkReadBandwidth(b *testing.B) {
+	size := 64 << 20
+	if benchLarge {
+		size = 1 << 30
+	}
+	buf := make([]uint64, size/8)
+	for i := range buf {
+		buf[i] = uint64(i)
+	}
+	for _, g := range []int{1, 2} {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			var sink uint64
+			for b.Loop() {
+				var wg sync.WaitGroup
+				sums := make([]uint64, g)
+				chunk := len(buf) / g
+				for i := range g {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						sums[i] = sum64(buf[i*chunk : (i+1)*chunk])
+					}()
+				}
+				wg.Wait()
+				for _, s := range sums {
+					sink += s
+				}
+			}
+			if sink == 1 {
+				b.Log(sink)
+			}
+		})
+	}
+}
+
+// sum64 uses four independent sums so the loop is limited by loads, not by
+// the add chain.
+func sum64(v []uint64) uint64 {
+	var s0, s1, s2, s3 uint64
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		s0 += v[i]
+		s1 += v[i+1]
+		s2 += v[i+2]
+		s3 += v[i+3]
+	}
+	for ; i < len(v); i++ {
+		s0 += v[i]
+	}
+	return s0 + s1 + s2 + s3
+}
+
+// BenchmarkParallelOverhead measures the fixed cost of splitting a matrix
+// product across Threads() goroutines, pool versus goroutine per call.
+func BenchmarkParallelOverhead(b *testing.B) {
+	for mode, name := range []string{"spin", "chan", "spawn"} {
+		b.Run(name, func(b *testing.B) {
+			defer func(old int) { poolMode = old }(poolMode)
+			poolMode = mode
+			var sink [64]atomic.Int64
+			for b.Loop() {
+				parallelRows(1024, 16, func(lo, hi int) { sink[lo/16%64].Add(int64(hi - lo)) })
+			}
+		})
+	}
+}
+
+// BenchmarkMatMulInt4 reports GOP/s (2·T·K·N per call, as for the float
+// products) and repacked-weight GB/s for AWQ g128 matrices.
+func BenchmarkMatMulInt4(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(runtime.GOMAXPROCS(0))
+	for _, sh := range matmulShapes() {
+		r := rand.New(rand.NewPCG(1, 2))
+		ac := newAWQCase(b, r, sh.K, sh.N, 128, false)
+		m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, sh.K, sh.N, 128)
+		if err != nil {
+			b.Fatal(err)
+		}
+		x := randVec(r, sh.T*sh.K)
+		dst := make([]float32, sh.T*sh.N)
+		for _, name := range implNames() {
+			if name == "go" && benchLarge && sh.T > 1 {
+				continue
+			}
+			b.Run(fmt.Sprintf("%s/T=%d,K=%d,N=%d", name, sh.T, sh.K, sh.N), func(b *testing.B) {
+				restore, _ := useImpl(name)
+				defer restore()
+				for b.Loop() {
+					MatMulInt4(dst, x, m, sh.T)
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(2*float64(sh.T*sh.K*sh.N)/sec/1e9, "GOP/s")
+				b.ReportMetric(float64(m.Bytes())/sec/1e9, "wGB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkOps times the per-row operations at decode shapes: one
+// attention head over 2048 cached positions (head_dim 128, GQA stride 1024),
+// RMSNorm over a 4096-wide hidden state, SiLU gating over 12288.
+func BenchmarkOps(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	const n, d, stride = 2048, 128, 1024
+	q, k, v := randVec(r, d), randVec(r, n*stride), randVec(r, n*stride)
+	out, scratch := make([]float32, d), make([]float32, n)
+	h, w := randVec(r, 4096), randVec(r, 4096)
+	g, u := randVec(r, 12288), randVec(r, 12288)
+	for _, name := range implNames() {
+		restore, _ := useImpl(name)
+		b.Run("Attend/"+name, func(b *testing.B) {
+			for b.Loop() {
+				Attend(out, q, k, v, n, d, stride, 0.088, scratch)
+			}
+		})
+		b.Run("RMSNorm/"+name, func(b *testing.B) {
+			for b.Loop() {
+				RMSNorm(h, h, w, 1e-6)
+			}
+		})
+		b.Run("SiLUMul/"+name, func(b *testing.B) {
+			dst := make([]float32, len(g))
+			for b.Loop() {
+				SiLUMul(dst, g, u)
+			}
+		})
+		restore()
+	}
+}

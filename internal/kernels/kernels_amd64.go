@@ -1,0 +1,203 @@
+//go:build !purego
+
+package kernels
+
+import (
+	"math"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/streamguard/streamguard/internal/half"
+)
+
+func init() {
+	x := &cpu.X86
+	if x.HasAVX2 && x.HasFMA && x.HasF16C {
+		register(&avx2Impl)
+	}
+	if x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL && x.HasAVX512DQ && x.HasF16C {
+		register(&avx512Impl)
+	}
+}
+
+// asmGemv and asmGemm4 adapt the assembly kernels to the driver's slices.
+// The driver guarantees K > 0, so the slices are never empty.
+func asmGemv[W float32 | uint16](f func(dst, x *float32, w *W, kk, rows, ldw int)) func([]float32, []float32, []W, int, int, int) {
+	return func(dst, x []float32, w []W, kk, rows, ldw int) {
+		f(&dst[0], &x[0], &w[0], kk, rows, ldw)
+	}
+}
+
+func asmGemm4[W float32 | uint16](f func(dst *float32, ldd int, x *float32, ldx int, w *W, kk, rows, ldw int)) func([]float32, int, []float32, int, []W, int, int, int) {
+	return func(dst []float32, ldd int, x []float32, ldx int, w []W, kk, rows, ldw int) {
+		f(&dst[0], ldd, &x[0], ldx, &w[0], kk, rows, ldw)
+	}
+}
+
+// vecOps are one instruction set's assembly small-op kernels; each handles
+// a multiple of lanes elements and the wrappers below finish the tails in Go.
+type vecOps struct {
+	lanes      int
+	dot        func(a, b *float32, n int) float32
+	axpy       func(alpha float32, x, y *float32, n int)
+	scaleMul   func(dst, x, w *float32, s float32, n int)
+	scale      func(x *float32, s float32, n int)
+	maxf       func(x *float32, n int) float32
+	expSub     func(x *float32, m float32, n int) float32
+	siluMul    func(dst, gate, up *float32, n int)
+	rope       func(x, cos, sin *float32, half, n int)
+	attnScores func(s, q, k *float32, n, d, stride int, scale float32)
+	attnSum    func(out, p, v *float32, n, d, stride int)
+}
+
+func (o *vecOps) vec(n int) int { return n &^ (o.lanes - 1) }
+
+func (o *vecOps) dotF(a, b []float32) float32 {
+	n := o.vec(len(a))
+	var s float32
+	if n > 0 {
+		s = o.dot(&a[0], &b[0], n)
+	}
+	for i := n; i < len(a); i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func (o *vecOps) axpyF(alpha float32, x, y []float32) {
+	n := o.vec(len(x))
+	if n > 0 {
+		o.axpy(alpha, &x[0], &y[0], n)
+	}
+	axpyGeneric(alpha, x[n:], y[n:])
+}
+
+func (o *vecOps) rmsNormF(dst, x, w []float32, eps float32) {
+	ss := o.dotF(x, x)
+	r := float32(1 / math.Sqrt(float64(ss)/float64(len(x))+float64(eps)))
+	n := o.vec(len(x))
+	if n > 0 {
+		o.scaleMul(&dst[0], &x[0], &w[0], r, n)
+	}
+	for i := n; i < len(x); i++ {
+		dst[i] = w[i] * (x[i] * r)
+	}
+}
+
+func (o *vecOps) siluMulF(dst, gate, up []float32) {
+	n := o.vec(len(dst))
+	if n > 0 {
+		o.siluMul(&dst[0], &gate[0], &up[0], n)
+	}
+	siluMulGeneric(dst[n:], gate[n:], up[n:])
+}
+
+func (o *vecOps) softmaxF(x []float32) {
+	n := o.vec(len(x))
+	if n == 0 {
+		softmaxGeneric(x)
+		return
+	}
+	m := o.maxf(&x[0], n)
+	for _, v := range x[n:] {
+		m = max(m, v)
+	}
+	sum := o.expSub(&x[0], m, n)
+	for i := n; i < len(x); i++ {
+		e := float32(math.Exp(float64(x[i] - m)))
+		x[i] = e
+		sum += e
+	}
+	inv := 1 / sum
+	o.scale(&x[0], inv, n)
+	for i := n; i < len(x); i++ {
+		x[i] *= inv
+	}
+}
+
+func (o *vecOps) ropeF(x, cos, sin []float32) {
+	half := len(x) / 2
+	n := o.vec(half)
+	if n > 0 {
+		o.rope(&x[0], &cos[0], &sin[0], half, n)
+	}
+	ropeGeneric2(x[n:half], x[half+n:2*half], cos[n:half], sin[n:half])
+}
+
+func (o *vecOps) attendF(out, q, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+	if d == 0 || d%o.lanes != 0 || n == 0 {
+		attendWith(o.dotF, o.softmaxF, o.axpyF)(out, q, k, v, n, d, stride, scale, scratch)
+		return
+	}
+	o.attnScores(&scratch[0], &q[0], &k[0], n, d, stride, scale)
+	o.softmaxF(scratch[:n])
+	o.attnSum(&out[0], &scratch[0], &v[0], n, d, stride)
+}
+
+func (o *vecOps) fill(im *impl) {
+	im.dot, im.axpy, im.rmsNorm, im.siluMul = o.dotF, o.axpyF, o.rmsNormF, o.siluMulF
+	im.softmax, im.rope, im.attend = o.softmaxF, o.ropeF, o.attendF
+}
+
+var avx2Ops = vecOps{
+	lanes: 8, dot: dotAVX2, axpy: axpyAVX2, scaleMul: scaleMulAVX2, scale: scaleAVX2, maxf: maxfAVX2,
+	expSub: expSubAVX2, siluMul: siluMulAVX2, rope: ropeAVX2, attnScores: attnScoresAVX2, attnSum: attnSumAVX2,
+}
+
+var avx512Ops = vecOps{
+	lanes: 16, dot: dotAVX512, axpy: axpyAVX512, scaleMul: scaleMulAVX512, scale: scaleAVX512, maxf: maxfAVX512,
+	expSub: expSubAVX512, siluMul: siluMulAVX512, rope: ropeAVX512, attnScores: attnScoresAVX512, attnSum: attnSumAVX512,
+}
+
+var avx2Impl = func() impl {
+	im := impl{
+		name: "avx2",
+		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2), widen: identity},
+		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
+		int4: int4Kernels{gemv: int4GemvAVX2Go, gemm4: int4Gemm4Loop(int4GemvAVX2Go)},
+	}
+	avx2Ops.fill(&im)
+	return im
+}()
+
+var avx512Impl = func() impl {
+	im := impl{
+		name: "avx512",
+		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512), widen: identity},
+		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512), widen: half.F16ToF32},
+		int4: int4Kernels{gemv: int4GemvAVX2Go, gemm4: int4Gemm4Loop(int4GemvAVX2Go)},
+	}
+	if cpu.X86.HasAVX512VNNI {
+		im.int4 = int4Kernels{gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo}
+	}
+	avx512Ops.fill(&im)
+	return im
+}()
+
+// int4Strides returns the bytes of codes and of metadata per block.
+func int4Strides(m *Int4Matrix) (qstride, mstride int) {
+	return m.groups * m.Group / 8 * 64, m.groups * int4Meta
+}
+
+func int4GemvVNNIGo(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {
+	a, d, asum := acts.token(t)
+	qs, ms := int4Strides(m)
+	_ = dst[(b1-b0)*int4Block-1]
+	int4GemvVNNI(&dst[0], &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0)
+}
+
+func int4GemvAVX2Go(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {
+	a, d, asum := acts.token(t)
+	qs, ms := int4Strides(m)
+	_ = dst[(b1-b0)*int4Block-1]
+	int4GemvAVX2(&dst[0], &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0)
+}
+
+func int4Gemm4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
+	a4, d4, s4 := acts.block4(t0)
+	qs, ms := int4Strides(m)
+	_ = dst[3*ldd+(b1-b0)*int4Block-1]
+	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
+}

@@ -1,0 +1,75 @@
+package kernels
+
+import "fmt"
+
+// Dot returns Σ a[i]·b[i] accumulated in float32; len(b) >= len(a).
+func Dot(a, b []float32) float32 {
+	if len(b) < len(a) {
+		panic(fmt.Sprintf("kernels: Dot with len(b)=%d < len(a)=%d", len(b), len(a)))
+	}
+	return active.dot(a, b[:len(a)])
+}
+
+// Axpy computes y[i] += alpha·x[i] for i < len(x); len(y) >= len(x).
+func Axpy(alpha float32, x, y []float32) {
+	if len(y) < len(x) {
+		panic(fmt.Sprintf("kernels: Axpy with len(y)=%d < len(x)=%d", len(y), len(x)))
+	}
+	active.axpy(alpha, x, y[:len(x)])
+}
+
+// RMSNorm computes dst = x·rsqrt(mean(x²)+eps)·w as Hugging Face's
+// Qwen3RMSNorm does in float32. dst may alias x.
+func RMSNorm(dst, x, w []float32, eps float32) {
+	if len(dst) < len(x) || len(w) < len(x) {
+		panic(fmt.Sprintf("kernels: RMSNorm with len(x)=%d, len(dst)=%d, len(w)=%d", len(x), len(dst), len(w)))
+	}
+	if len(x) == 0 {
+		return
+	}
+	active.rmsNorm(dst[:len(x)], x, w[:len(x)], eps)
+}
+
+// SiLUMul computes dst[i] = gate[i]·sigmoid(gate[i])·up[i] for i < len(dst).
+// dst may alias gate or up.
+func SiLUMul(dst, gate, up []float32) {
+	if len(gate) < len(dst) || len(up) < len(dst) {
+		panic(fmt.Sprintf("kernels: SiLUMul with len(dst)=%d, len(gate)=%d, len(up)=%d", len(dst), len(gate), len(up)))
+	}
+	active.siluMul(dst, gate[:len(dst)], up[:len(dst)])
+}
+
+// Softmax replaces x with exp(x-max)/Σexp(x-max).
+func Softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	active.softmax(x)
+}
+
+// RoPE rotates one head in place, NeoX style (rotate_half): with
+// half = len(x)/2, for i < half, (x[i], x[i+half]) becomes
+// (x[i]·cos[i] − x[i+half]·sin[i], x[i+half]·cos[i] + x[i]·sin[i]).
+func RoPE(x []float32, cos, sin []float32) {
+	half := len(x) / 2
+	if len(cos) < half || len(sin) < half {
+		panic(fmt.Sprintf("kernels: RoPE on %d values with len(cos)=%d, len(sin)=%d", len(x), len(cos), len(sin)))
+	}
+	active.rope(x, cos[:half], sin[:half])
+}
+
+// Attend computes one query head over n cached positions:
+// out = Σ_j softmax_j(scale·q·k_j)·v_j with k_j = k[j*stride:][:d] and v_j
+// likewise. scratch holds at least n floats. With n = 0, out is zeroed.
+func Attend(out, q, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+	if n < 0 || d < 0 || len(out) < d || len(q) < d || len(scratch) < n {
+		panic(fmt.Sprintf("kernels: Attend n=%d d=%d with len(out)=%d, len(q)=%d, len(scratch)=%d", n, d, len(out), len(q), len(scratch)))
+	}
+	if n > 0 {
+		need := (n-1)*stride + d
+		if stride < d || len(k) < need || len(v) < need {
+			panic(fmt.Sprintf("kernels: Attend n=%d d=%d stride=%d needs k and v of %d; have %d, %d", n, d, stride, need, len(k), len(v)))
+		}
+	}
+	active.attend(out[:d], q[:d], k, v, n, d, stride, scale, scratch[:n])
+}

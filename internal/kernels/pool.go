@@ -1,0 +1,118 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// spinPool runs parallel loops on persistent workers that, after finishing
+// a job, poll briefly for the next one before parking: a model step issues
+// hundreds of matrix products back to back, and a parked goroutine takes
+// several microseconds to wake.
+//
+// One job runs at a time; a caller that finds the pool busy (another
+// goroutine's product) runs its loop alone, which changes nothing in the
+// results.
+type spinPool struct {
+	busy    sync.Mutex // held by the goroutine whose job is published
+	gen     atomic.Uint64
+	job     atomic.Pointer[poolJob]
+	mu      sync.Mutex // guards started, parked and wakes cond
+	cond    *sync.Cond
+	started int
+	parked  int
+}
+
+type poolJob struct {
+	fn      func(lo, hi int)
+	n       int
+	align   int
+	chunks  int32
+	next    atomic.Int32
+	pending atomic.Int32
+}
+
+// spinFor is how long an idle worker polls before parking.
+const spinFor = 50 * time.Microsecond
+
+var pool = func() *spinPool {
+	p := &spinPool{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}()
+
+func (j *poolJob) bounds(c int) (lo, hi int) {
+	blocks := (j.n + j.align - 1) / j.align
+	b := func(i int) int { return min(j.n, (blocks*i/int(j.chunks))*j.align) }
+	return b(c), b(c + 1)
+}
+
+// work claims and runs chunks until none are left.
+func (j *poolJob) work() {
+	for {
+		c := j.next.Add(1) - 1
+		if c >= j.chunks {
+			return
+		}
+		lo, hi := j.bounds(int(c))
+		j.fn(lo, hi)
+		j.pending.Add(-1)
+	}
+}
+
+// run executes fn over chunks of [0, n) on up to p goroutines.
+func (sp *spinPool) run(n, align, p int, fn func(lo, hi int)) {
+	if !sp.busy.TryLock() {
+		fn(0, n)
+		return
+	}
+	defer sp.busy.Unlock()
+	j := &poolJob{fn: fn, n: n, align: align, chunks: int32(p)}
+	j.pending.Store(int32(p))
+	sp.job.Store(j)
+	sp.mu.Lock()
+	for sp.started < p-1 {
+		sp.started++
+		go sp.worker(sp.gen.Load())
+	}
+	sp.gen.Add(1)
+	if sp.parked > 0 {
+		sp.cond.Broadcast()
+	}
+	sp.mu.Unlock()
+	j.work()
+	for i := 0; j.pending.Load() != 0; i++ {
+		if i%16 == 15 {
+			runtime.Gosched()
+		}
+	}
+	sp.job.Store(nil)
+}
+
+func (sp *spinPool) worker(seen uint64) {
+	for {
+		// Poll for a new generation, then park.
+		deadline := time.Now().Add(spinFor)
+		for i := 0; sp.gen.Load() == seen; i++ {
+			if i%64 == 63 {
+				if time.Now().After(deadline) {
+					sp.mu.Lock()
+					for sp.gen.Load() == seen {
+						sp.parked++
+						sp.cond.Wait()
+						sp.parked--
+					}
+					sp.mu.Unlock()
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+		seen = sp.gen.Load()
+		if j := sp.job.Load(); j != nil {
+			j.work()
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+var threads atomic.Int32
+
+func init() { threads.Store(int32(runtime.GOMAXPROCS(0))) }
+
+// SetThreads sets how many goroutines a matrix product uses; n < 1 means 1.
+func SetThreads(n int) {
+	if n < 1 {
+		n = 1
+	}
+	threads.Store(int32(n))
+}
+
+// Threads reports the goroutine count matrix products use.
+func Threads() int { return int(threads.Load()) }
+
+// chunk is one share of a parallel loop.
+type chunk struct {
+	fn     func(lo, hi int)
+	lo, hi int
+	wg     *sync.WaitGroup
+}
+
+// workers is a persistent pool: handing a chunk to a parked goroutine
+// through a channel avoids creating one per call. Workers are started on
+// first use and live for the life of the process.
+var workers struct {
+	mu sync.Mutex
+	ch []chan chunk
+}
+
+// worker returns the channel of pool worker i, starting workers up to i.
+func worker(i int) chan chunk {
+	workers.mu.Lock()
+	defer workers.mu.Unlock()
+	for len(workers.ch) <= i {
+		ch := make(chan chunk, 4)
+		workers.ch = append(workers.ch, ch)
+		go func() {
+			for c := range ch {
+				c.fn(c.lo, c.hi)
+				c.wg.Done()
+			}
+		}()
+	}
+	return workers.ch[i]
+}
+
+// poolMode selects how parallelRows hands out chunks; benchmarks compare
+// them.
+var poolMode = poolSpin
+
+const (
+	poolSpin  = iota // spinPool
+	poolChan         // parked workers fed by channels
+	poolSpawn        // a goroutine per chunk per call
+)
+
+// parallelRows splits [0, n) into at most Threads() contiguous chunks whose
+// boundaries are multiples of align, and runs fn on each; the calling
+// goroutine takes the first chunk. Chunk boundaries never change results:
+// kernels compute each output element independently of its neighbours.
+func parallelRows(n, align int, fn func(lo, hi int)) {
+	p := Threads()
+	blocks := (n + align - 1) / align
+	if p > blocks {
+		p = blocks
+	}
+	if p <= 1 {
+		fn(0, n)
+		return
+	}
+	if poolMode == poolSpin {
+		pool.run(n, align, p, fn)
+		return
+	}
+	var wg sync.WaitGroup
+	bound := func(i int) int { return min(n, (blocks*i/p)*align) }
+	wg.Add(p - 1)
+	for i := 1; i < p; i++ {
+		c := chunk{fn: fn, lo: bound(i), hi: bound(i + 1), wg: &wg}
+		if poolMode == poolSpawn {
+			go func() {
+				c.fn(c.lo, c.hi)
+				c.wg.Done()
+			}()
+		} else {
+			worker(i - 1) <- c
+		}
+	}
+	fn(0, bound(1))
+	wg.Wait()
+}

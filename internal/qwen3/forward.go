@@ -1,0 +1,192 @@
+package qwen3
+
+import (
+	"fmt"
+
+	"github.com/streamguard/streamguard/internal/kernels"
+)
+
+// Sequence is one sequence's part of a batched forward: its cache and the
+// ids of its new tokens, which take positions Cache.Len() onwards.
+type Sequence struct {
+	Cache *Cache
+	IDs   []int
+}
+
+// Output holds, for each new token of one sequence, its four logit vectors
+// and, when requested, its final normed hidden state.
+type Output struct {
+	Risk          [][]float32 // response risk level
+	Category      [][]float32 // response category
+	QueryRisk     [][]float32 // query (prompt) risk level
+	QueryCategory [][]float32 // query category
+	Hidden        [][]float32 // nil unless ForwardOptions.Hidden
+}
+
+// ForwardOptions select optional outputs.
+type ForwardOptions struct {
+	Hidden bool // return the final normed hidden states
+}
+
+// row is one token of a batch: the cache it belongs to and its position.
+type row struct {
+	cache *Cache
+	pos   int
+}
+
+// batch is the state one Forward shares with the layers.
+type batch struct {
+	T      int
+	rows   []row
+	maxPos int // largest position in the batch
+	rope   *RoPE
+	ws     *workspace
+}
+
+// Forward runs the new tokens of every sequence through the model in one
+// pass and appends their keys and values to the caches. All new tokens are
+// packed into one [T][hidden] activation, so each weight matrix is read once
+// per call whatever the number of sequences.
+//
+// Inputs are checked before any work: a nil, foreign or duplicated cache,
+// an id outside the vocabulary or a sequence that would exceed
+// MaxPositions is an error and no cache changes.
+func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) {
+	T := 0
+	seen := make(map[*Cache]bool, len(seqs))
+	vocab := m.Embed.Rows()
+	for i, s := range seqs {
+		c := s.Cache
+		switch {
+		case c == nil:
+			return nil, fmt.Errorf("sequence %d: nil cache", i)
+		case c.owner != m:
+			return nil, fmt.Errorf("sequence %d: cache belongs to another model", i)
+		case seen[c]:
+			return nil, fmt.Errorf("sequence %d: cache appears twice in one batch", i)
+		}
+		seen[c] = true
+		if n := c.n + len(s.IDs); n > m.MaxPositions {
+			return nil, fmt.Errorf("sequence %d: %d tokens (%d cached + %d new) exceed max_position_embeddings %d",
+				i, n, c.n, len(s.IDs), m.MaxPositions)
+		}
+		for j, id := range s.IDs {
+			if id < 0 || id >= vocab {
+				return nil, fmt.Errorf("sequence %d, token %d: id %d outside the vocabulary [0, %d)", i, j, id, vocab)
+			}
+		}
+		T += len(s.IDs)
+	}
+	for _, s := range seqs {
+		if err := s.Cache.Reserve(s.Cache.n + len(s.IDs)); err != nil {
+			return nil, err
+		}
+	}
+	outs := make([]Output, len(seqs))
+	if T == 0 {
+		return outs, nil
+	}
+
+	ws := m.getWorkspace(T)
+	defer m.pool.Put(ws)
+	b := &batch{T: T, rows: ws.rows[:0], rope: m.RoPE, ws: ws}
+	H := m.hidden
+	h := ws.h[:T*H]
+	for _, s := range seqs {
+		for j, id := range s.IDs {
+			t := len(b.rows)
+			pos := s.Cache.n + j
+			b.rows = append(b.rows, row{cache: s.Cache, pos: pos})
+			b.maxPos = max(b.maxPos, pos)
+			m.Embed.Lookup(h[t*H:(t+1)*H], id)
+		}
+	}
+	for i, l := range m.Layers {
+		l.Forward(b, i, h)
+	}
+	m.Norm.Forward(h, h)
+
+	R, Q := m.Response, m.Query
+	rl, rc, ql, qc := R.Levels(), R.Categories(), Q.Levels(), Q.Categories()
+	risk, cat := ws.out[:T*rl], ws.out[T*rl:T*(rl+rc)]
+	qrisk, qcat := ws.out[T*(rl+rc):T*(rl+rc+ql)], ws.out[T*(rl+rc+ql):T*(rl+rc+ql+qc)]
+	R.Forward(h, T, ws.pre, risk, cat)
+	Q.Forward(h, T, ws.pre, qrisk, qcat)
+
+	// Copy out into one allocation per call; the workspace is reused.
+	width := rl + rc + ql + qc
+	if opts.Hidden {
+		width += H
+	}
+	flat := make([]float32, T*width)
+	t := 0
+	for i, s := range seqs {
+		n := len(s.IDs)
+		o := Output{
+			Risk: make([][]float32, n), Category: make([][]float32, n),
+			QueryRisk: make([][]float32, n), QueryCategory: make([][]float32, n),
+		}
+		if opts.Hidden {
+			o.Hidden = make([][]float32, n)
+		}
+		for j := range n {
+			take := func(src []float32, w int) []float32 {
+				d := flat[:w:w]
+				flat = flat[w:]
+				copy(d, src[t*w:(t+1)*w])
+				return d
+			}
+			o.Risk[j] = take(risk, rl)
+			o.Category[j] = take(cat, rc)
+			o.QueryRisk[j] = take(qrisk, ql)
+			o.QueryCategory[j] = take(qcat, qc)
+			if opts.Hidden {
+				o.Hidden[j] = take(h, H)
+			}
+			t++
+		}
+		s.Cache.n += n
+		outs[i] = o
+	}
+	return outs, nil
+}
+
+// workspace is the scratch one Forward needs, pooled so that steady-state
+// streaming allocates little.
+type workspace struct {
+	h, xn, o, q, k, v, att, gate, up, pre, out []float32
+	rows                                       []row
+	scratch                                    [][]float32 // per attention worker, MaxPositions floats
+}
+
+func (m *Model) getWorkspace(T int) *workspace {
+	ws, _ := m.pool.Get().(*workspace)
+	if ws == nil {
+		ws = &workspace{}
+	}
+	fit := func(s *[]float32, n int) {
+		if cap(*s) < n {
+			*s = make([]float32, n)
+		}
+		*s = (*s)[:n]
+	}
+	R, Q := m.Response, m.Query
+	fit(&ws.h, T*m.hidden)
+	fit(&ws.xn, T*m.hidden)
+	fit(&ws.o, T*m.hidden)
+	fit(&ws.q, T*m.qDim)
+	fit(&ws.k, T*m.kvDim)
+	fit(&ws.v, T*m.kvDim)
+	fit(&ws.att, T*m.qDim)
+	fit(&ws.gate, T*m.inter)
+	fit(&ws.up, T*m.inter)
+	fit(&ws.pre, T*m.guardInner)
+	fit(&ws.out, T*(R.Levels()+R.Categories()+Q.Levels()+Q.Categories()))
+	if cap(ws.rows) < T {
+		ws.rows = make([]row, 0, T)
+	}
+	for len(ws.scratch) < kernels.Threads() {
+		ws.scratch = append(ws.scratch, make([]float32, m.MaxPositions))
+	}
+	return ws
+}

@@ -1,0 +1,138 @@
+package qwen3
+
+import (
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+// flatten concatenates every output of a sequence in token order.
+func flatten(outs ...Output) []float32 {
+	var f []float32
+	for _, o := range outs {
+		for i := range o.Risk {
+			f = append(f, o.Risk[i]...)
+			f = append(f, o.Category[i]...)
+			f = append(f, o.QueryRisk[i]...)
+			f = append(f, o.QueryCategory[i]...)
+			f = append(f, o.Hidden[i]...)
+		}
+	}
+	return f
+}
+
+func requireBitwise(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
+		return
+	}
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Errorf("%s: value %d is %v, want %v (bitwise)", what, i, got[i], want[i])
+			return
+		}
+	}
+}
+
+// TestChunkingIsBitwiseInvariant feeds one sequence all at once, token by
+// token, and in chunks of several sizes: every logit and hidden value must
+// be bitwise equal, because each row goes through the same float32
+// operations whatever the chunk.
+func TestChunkingIsBitwiseInvariant(t *testing.T) {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
+		t.Run(string(dt), func(t *testing.T) {
+			m := tiny(t, dt).m
+			ids := testIDs(41, 2)
+			opts := ForwardOptions{Hidden: true}
+			whole, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := flatten(whole...)
+			for _, chunk := range []int{1, 2, 3, 7, 16, 40} {
+				c := m.NewCache()
+				var outs []Output
+				for i := 0; i < len(ids); i += chunk {
+					o, err := m.Forward([]Sequence{{Cache: c, IDs: ids[i:min(i+chunk, len(ids))]}}, opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					outs = append(outs, o...)
+				}
+				requireBitwise(t, "chunk "+itoa(chunk), flatten(outs...), want)
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	b := []byte{}
+	for {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+		if n == 0 {
+			return string(b)
+		}
+	}
+}
+
+// TestBatchIsBitwiseInvariant runs sequences of different lengths and
+// cached prefixes alone and then together in one batch, several times
+// concurrently (for -race): each sequence's outputs must be bitwise equal.
+func TestBatchIsBitwiseInvariant(t *testing.T) {
+	m := tiny(t, safetensors.BF16).m
+	opts := ForwardOptions{Hidden: true}
+	type seq struct{ prefix, fresh []int }
+	seqs := []seq{
+		{nil, testIDs(9, 10)},
+		{testIDs(5, 11), testIDs(1, 12)},
+		{testIDs(30, 13), testIDs(4, 14)},
+		{testIDs(2, 15), nil},
+		{nil, testIDs(1, 16)},
+	}
+	prefill := func() []*Cache {
+		cs := make([]*Cache, len(seqs))
+		for i, s := range seqs {
+			cs[i] = m.NewCache()
+			if _, err := m.Forward([]Sequence{{Cache: cs[i], IDs: s.prefix}}, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return cs
+	}
+	alone := make([][]float32, len(seqs))
+	for i, c := range prefill() {
+		o, err := m.Forward([]Sequence{{Cache: c, IDs: seqs[i].fresh}}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = flatten(o...)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs := prefill()
+			batch := make([]Sequence, len(seqs))
+			for i := range seqs {
+				batch[i] = Sequence{Cache: cs[i], IDs: seqs[i].fresh}
+			}
+			outs, err := m.Forward(batch, opts)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i := range seqs {
+				requireBitwise(t, "batched sequence "+itoa(i), flatten(outs[i]), alone[i])
+				if cs[i].Len() != len(seqs[i].prefix)+len(seqs[i].fresh) {
+					t.Errorf("sequence %d: cache length %d", i, cs[i].Len())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

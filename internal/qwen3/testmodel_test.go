@@ -1,0 +1,53 @@
+package qwen3
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+var tinyCache sync.Map // dtype -> *tinyModel
+
+type tinyModel struct {
+	cfg *config.Config
+	src MapSource
+	m   *Model
+}
+
+// tiny returns the tiny preset with random weights in dtype, built once.
+func tiny(t testing.TB, dtype safetensors.DType) *tinyModel {
+	t.Helper()
+	if v, ok := tinyCache.Load(dtype); ok {
+		return v.(*tinyModel)
+	}
+	cfg, err := config.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := RandomSource(cfg, dtype, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(src, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &tinyModel{cfg: cfg, src: src, m: m}
+	tinyCache.Store(dtype, tm)
+	return tm
+}
+
+// testIDs returns n deterministic ids spread over the vocabulary.
+func testIDs(n, salt int) []int {
+	ids := make([]int, n)
+	x := uint32(2166136261 ^ salt)
+	for i := range ids {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		ids[i] = int(x % 151936)
+	}
+	return ids
+}

@@ -1,0 +1,153 @@
+package safetensors
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"sync"
+)
+
+// File is an open safetensors file. Its methods are safe for concurrent
+// use; the bytes of tensors it returns stay valid until Close.
+type File struct {
+	path   string
+	header *Header
+	data   []byte // the data buffer, a window of mapping
+
+	mu      sync.RWMutex
+	mapping []byte // whole file; nil once closed
+}
+
+// Open reads and validates the header of the safetensors file at path and
+// maps the file read-only. Tensor bytes are not read until used.
+func Open(path string) (*File, error) {
+	// Stat before opening: opening a FIFO for reading would block.
+	if st, err := os.Stat(path); err != nil {
+		return nil, &Error{File: path, Msg: "open", Err: unwrapPath(err)}
+	} else if !st.Mode().IsRegular() {
+		return nil, &Error{File: path, Msg: "not a regular file"}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: "open", Err: unwrapPath(err)}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, &Error{File: path, Msg: "stat", Err: unwrapPath(err)}
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &Error{File: path, Msg: "not a regular file"}
+	}
+	size := st.Size()
+	if size < 8 {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (truncated file?)", size)}
+	}
+	if size > math.MaxInt {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("file is %d bytes, too large to map on this platform", size)}
+	}
+	var prefix [8]byte
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, 8), prefix[:]); err != nil {
+		return nil, &Error{File: path, Msg: "read header length", Err: unwrapPath(err)}
+	}
+	n := binary.LittleEndian.Uint64(prefix[:])
+	if n > MaxHeaderSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("header length %d is over the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)}
+	}
+	if n > uint64(size-8) {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("header length %d exceeds the %d bytes that follow it (truncated file?)", n, size-8)}
+	}
+	hb := make([]byte, n)
+	if _, err := io.ReadFull(io.NewSectionReader(f, 8, int64(n)), hb); err != nil {
+		return nil, &Error{File: path, Msg: "read header", Err: unwrapPath(err)}
+	}
+	dataStart := 8 + int64(n)
+	h, err := ParseHeader(hb, size-dataStart)
+	if err != nil {
+		return nil, inFile(err, path)
+	}
+	m, err := mapFile(f, int(size))
+	if err != nil {
+		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
+	}
+	return &File{path: path, header: h, data: m[dataStart:], mapping: m}, nil
+}
+
+// unwrapPath drops the *PathError layer whose path the *Error already names.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// Path is the path the file was opened with.
+func (f *File) Path() string { return f.path }
+
+// Header is the parsed header. It is shared: do not modify it.
+func (f *File) Header() *Header { return f.header }
+
+// Metadata is a copy of the header's __metadata__ (nil if absent).
+func (f *File) Metadata() map[string]string { return maps.Clone(f.header.Metadata) }
+
+// Names lists the tensor names, sorted.
+func (f *File) Names() []string {
+	names := make([]string, len(f.header.Tensors))
+	for i, t := range f.header.Tensors {
+		names[i] = t.Name
+	}
+	return names
+}
+
+// Info describes the named tensor without touching its bytes.
+func (f *File) Info(name string) (TensorInfo, bool) { return f.header.Lookup(name) }
+
+// Has reports whether the file holds the named tensor.
+func (f *File) Has(name string) bool {
+	_, ok := f.header.Lookup(name)
+	return ok
+}
+
+// Tensor returns the named tensor with Data viewing the mapping (no copy).
+func (f *File) Tensor(name string) (*Tensor, error) {
+	info, ok := f.header.Lookup(name)
+	if !ok {
+		return nil, &Error{File: f.path, Tensor: name, Msg: "no such tensor"}
+	}
+	f.mu.RLock()
+	data := f.data
+	f.mu.RUnlock()
+	if data == nil {
+		return nil, &Error{File: f.path, Tensor: name, Msg: "file is closed"}
+	}
+	return &Tensor{
+		Name:  info.Name,
+		DType: info.DType,
+		Shape: append([]int{}, info.Shape...),
+		// The capacity limit makes append copy instead of writing into
+		// the read-only mapping.
+		Data: data[info.Begin:info.End:info.End],
+		File: f.path,
+	}, nil
+}
+
+// Close unmaps the file. Tensor data obtained from it must not be used
+// afterwards. Closing twice is a no-op.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mapping == nil {
+		return nil
+	}
+	err := unmapFile(f.mapping)
+	f.mapping, f.data = nil, nil
+	if err != nil {
+		return &Error{File: f.path, Msg: "unmap", Err: err}
+	}
+	return nil
+}

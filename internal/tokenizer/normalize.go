@@ -1,0 +1,106 @@
+package tokenizer
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// cgj is U+034F COMBINING GRAPHEME JOINER, which golang.org/x/text inserts
+// into runs of more than 30 non-starters (the Stream-Safe Text Format).
+// tokenizers' NFC does not, so such text takes the exact slow path.
+const cgj = "\u034f"
+
+// nfc returns the exact Unicode NFC form of s.
+func nfc(s string) string {
+	if norm.NFC.QuickSpanString(s) == len(s) {
+		return s
+	}
+	out := norm.NFC.String(s)
+	if strings.Count(out, cgj) != strings.Count(s, cgj) {
+		return nfcExact(s)
+	}
+	return out
+}
+
+// lastNFCBoundary returns the last position i in s where NFC never looks
+// across: normalising s[:i] and s[i:]+anything separately gives the same
+// result as normalising the whole. That is the end of s if its last rune is
+// inert (never composes nor reorders), else the start of the last rune that
+// cannot combine with what precedes it; 0 if there is none.
+func lastNFCBoundary(s string) int {
+	if s == "" {
+		return 0
+	}
+	_, w := utf8.DecodeLastRuneInString(s)
+	if norm.NFC.PropertiesString(s[len(s)-w:]).BoundaryAfter() {
+		return len(s)
+	}
+	for i := len(s); i > 0; {
+		_, w := utf8.DecodeLastRuneInString(s[:i])
+		i -= w
+		if i > 0 && norm.NFC.PropertiesString(s[i:]).BoundaryBefore() {
+			return i
+		}
+	}
+	return 0
+}
+
+// nfcExact is canonical decomposition, canonical ordering and canonical
+// composition without the stream-safe limit on non-starter runs. Only text
+// with such runs (Zalgo and the like) comes here.
+func nfcExact(s string) string {
+	var dec []rune
+	for _, r := range s {
+		// One rune decomposes to a handful, far from the 30 that would make
+		// golang.org/x/text insert a joiner.
+		for _, d := range norm.NFD.String(string(r)) {
+			dec = append(dec, d)
+		}
+	}
+	ccc := make([]uint8, len(dec))
+	for i, r := range dec {
+		ccc[i] = norm.NFD.PropertiesString(string(r)).CCC()
+	}
+	// Canonical ordering: stable sort of each run of non-starters by class.
+	for i := 1; i < len(dec); i++ {
+		for j := i; j > 0 && ccc[j] != 0 && ccc[j-1] > ccc[j]; j-- {
+			dec[j], dec[j-1] = dec[j-1], dec[j]
+			ccc[j], ccc[j-1] = ccc[j-1], ccc[j]
+		}
+	}
+	// Canonical composition.
+	out := make([]rune, 0, len(dec))
+	starter := -1 // index in out of the last starter
+	lastCCC := -1 // class of the last character after the starter; -1: none yet
+	for i, r := range dec {
+		c := int(ccc[i])
+		if starter >= 0 && (lastCCC == -1 || (lastCCC < c && lastCCC != 0)) {
+			if comp, ok := composePair(out[starter], r); ok {
+				out[starter] = comp
+				continue
+			}
+		}
+		if c == 0 {
+			starter = len(out)
+			lastCCC = -1
+		} else {
+			lastCCC = c
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
+
+// composePair returns the primary composite of a and b, if there is one.
+// The composee a is itself the result of composition, so normalising the
+// pair performs exactly this one step.
+func composePair(a, b rune) (rune, bool) {
+	s := norm.NFC.String(string(a) + string(b))
+	r, w := utf8.DecodeRuneInString(s)
+	if w == len(s) && r != a {
+		return r, true
+	}
+	return 0, false
+}

@@ -1,0 +1,59 @@
+package tokenizer
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// TestNFCLongNonStarterRuns checks the exact path against NFC computed by
+// Python's unicodedata (Unicode 14.0), which, like tokenizers, has no
+// 30-mark limit. golang.org/x/text alone inserts U+034F into these.
+func TestNFCLongNonStarterRuns(t *testing.T) {
+	r := strings.Repeat
+	cases := []struct{ in, want string }{
+		{"Z" + r("\u0301\u0316", 25) + "A" + r("\u0308", 40) + " z",
+			"\u0179" + r("\u0316", 25) + r("\u0301", 24) + "\u00c4" + r("\u0308", 39) + " z"},
+		{"x" + r("\u0300", 31) + "\u0323y", "x\u0323" + r("\u0300", 31) + "y"},
+		{"e" + r("\u0301", 35) + "\u0323", "\u1eb9" + r("\u0301", 35)},
+		{"\u1100" + r("\u0300", 33) + "\u1161", "\u1100" + r("\u0300", 33) + "\u1161"},
+		{"a" + r("\u0323", 20) + r("\u0302", 20) + "\u0301", "\u1ead" + r("\u0323", 19) + r("\u0302", 19) + "\u0301"},
+		{"A\u030a" + r("\u0316", 40), "\u00c5" + r("\u0316", 40)},
+	}
+	for i, c := range cases {
+		if got := nfc(c.in); got != c.want {
+			t.Errorf("case %d: nfc = %+q\nwant %+q", i, got, c.want)
+		}
+		if norm.NFC.String(c.in) == c.want {
+			t.Errorf("case %d: golang.org/x/text already gets this right; the case tests nothing", i)
+		}
+	}
+}
+
+func TestNFCMatchesXTextOnOrdinaryText(t *testing.T) {
+	for _, s := range []string{"", "plain ascii", "e\u0301 A\u030a \u1100\u1161\u11a8", "\u0958 \uf900", "한글"} {
+		if got, want := nfc(s), norm.NFC.String(s); got != want {
+			t.Errorf("nfc(%+q) = %+q, want %+q", s, got, want)
+		}
+	}
+}
+
+func TestLastNFCBoundary(t *testing.T) {
+	cases := []struct {
+		s    string
+		want int
+	}{
+		{"", 0},
+		{"ab ", 3},      // a space never interacts: all of it is stable
+		{"abc", 2},      // 'c' may still take a combining mark
+		{"e\u0301", 0},  // the mark may still be followed by a lower-class mark
+		{"xe\u0301", 1}, // ...and 'e' starts the unstable tail
+		{"<", 0},        // '<' + U+0338 composes
+	}
+	for _, c := range cases {
+		if got := lastNFCBoundary(c.s); got != c.want {
+			t.Errorf("lastNFCBoundary(%+q) = %d, want %d", c.s, got, c.want)
+		}
+	}
+}

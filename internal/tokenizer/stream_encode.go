@@ -1,0 +1,118 @@
+package tokenizer
+
+// StreamEncoder encodes text that arrives in pieces of any size, such as the
+// streamed deltas of another model, emitting each id as soon as no later
+// text can change it. For every way of cutting a text into chunks, the ids
+// from Write and Flush together equal Encode of the whole text.
+//
+// Three things can reach across a chunk boundary, and each is held back
+// until decided: a UTF-8 character cut in two; the start of what may become
+// an added token; and, within the text between added tokens, characters that
+// NFC may still combine with what follows (everything after the last
+// normalisation boundary) and a pre-token the split pattern may still extend
+// or whose lookahead needs the next character.
+type StreamEncoder struct {
+	t       *Tokenizer
+	inBytes []byte // a trailing UTF-8 sequence that is not complete yet
+	pending string // text from a position where an added token may start
+	segRaw  string // text of the open segment not yet normalised
+	segNorm string // normalised text of the open segment not yet split
+	out     []int
+}
+
+// NewStreamEncoder returns an encoder for one text.
+func (t *Tokenizer) NewStreamEncoder() *StreamEncoder {
+	return &StreamEncoder{t: t}
+}
+
+// Write adds the next chunk of text and returns the ids that are now final.
+func (e *StreamEncoder) Write(chunk string) []int {
+	e.out = nil
+	e.feed(chunk, false)
+	return e.out
+}
+
+// Flush ends the text, returns the remaining ids and resets the encoder for
+// a new text.
+func (e *StreamEncoder) Flush() []int {
+	e.out = nil
+	e.feed("", true)
+	out := e.out
+	*e = StreamEncoder{t: e.t}
+	return out
+}
+
+func (e *StreamEncoder) feed(chunk string, atEOF bool) {
+	t := e.t
+	e.inBytes = append(e.inBytes, chunk...)
+	valid, n := appendLossyPrefix(nil, e.inBytes, atEOF)
+	e.inBytes = append(e.inBytes[:0], e.inBytes[n:]...)
+	text := e.pending + string(valid)
+	e.pending = ""
+
+	pos := 0
+	for {
+		start, end, id, undecided := t.added.next(text, pos, atEOF)
+		if start >= 0 {
+			e.segRaw += text[pos:start]
+			e.closeSegment()
+			e.out = append(e.out, id)
+			pos = end
+			continue
+		}
+		if undecided >= 0 {
+			e.segRaw += text[pos:undecided]
+			e.pending = text[undecided:]
+		} else {
+			e.segRaw += text[pos:]
+		}
+		break
+	}
+	if atEOF {
+		e.closeSegment()
+		return
+	}
+	e.advanceSegment()
+}
+
+// advanceSegment normalises the open segment up to its last NFC boundary
+// and emits the pre-tokens that are final.
+func (e *StreamEncoder) advanceSegment() {
+	if e.t.nfc {
+		if b := lastNFCBoundary(e.segRaw); b > 0 {
+			e.segNorm += nfc(e.segRaw[:b])
+			e.segRaw = e.segRaw[b:]
+		}
+	} else {
+		e.segNorm += e.segRaw
+		e.segRaw = ""
+	}
+	s := e.segNorm
+	p := 0
+	for p < len(s) {
+		end, ok := splitNext(s, p, false)
+		if !ok {
+			break
+		}
+		e.out = e.t.appendPiece(e.out, s[p:end])
+		p = end
+	}
+	e.segNorm = s[p:]
+}
+
+// closeSegment ends the open segment: the text that follows is an added
+// token or nothing, which the split pattern sees as the end of the text.
+func (e *StreamEncoder) closeSegment() {
+	s := e.segNorm
+	if e.t.nfc {
+		s += nfc(e.segRaw)
+	} else {
+		s += e.segRaw
+	}
+	for p := 0; p < len(s); {
+		end, _ := splitNext(s, p, true)
+		e.out = e.t.appendPiece(e.out, s[p:end])
+		p = end
+	}
+	e.segRaw, e.segNorm = "", ""
+}
