@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Result is the moderation of one conversation: the verdict on its last
@@ -30,6 +31,10 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty conversation: no messages")
 	}
+	chat, err := m.tok.RenderChat(msgs)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
 	last := len(msgs) - 1
 	if msgs[last].Role == "assistant" {
 		last--
@@ -37,12 +42,8 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 	if last < 0 || msgs[last].Role != "user" {
 		return nil, errors.New("guard: the conversation must end with a user turn, optionally followed by one assistant turn")
 	}
-	if msgs[last].Content == "" {
+	if strings.TrimSpace(msgs[last].Content) == "" {
 		return nil, errors.New("guard: empty prompt: the last user message has no content")
-	}
-	chat, err := m.tok.RenderChat(msgs)
-	if err != nil {
-		return nil, fmt.Errorf("guard: %w", err)
 	}
 	if chat.UserEndIndex < 0 {
 		return nil, errors.New("guard: the rendered chat has no user turn")

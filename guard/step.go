@@ -73,16 +73,17 @@ func (m *Model) Step(streams []*Stream, opts StepOptions) ([]StepResult, error) 
 	for i, s := range streams {
 		s.mu.Lock()
 		s.inStep = false
-		if ferr == nil {
+		switch {
+		case s.closed: // closed during the forward: nothing to report
+			s.queue = nil
+			s.cache.Release()
+			results[i] = StepResult{Stream: s}
+		case ferr == nil:
 			s.queue = s.queue[len(taken[i]):]
 			if len(s.queue) == 0 {
 				s.queue = nil
 			}
 			results[i] = s.apply(taken[i], &outs[i])
-		}
-		if s.closed {
-			s.queue = nil
-			s.cache.Release()
 		}
 		s.mu.Unlock()
 	}

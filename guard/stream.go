@@ -303,7 +303,9 @@ func (s *Stream) QueueIDs(ids []int) error {
 
 // QueueText queues response text. It is re-tokenized incrementally: ids are
 // queued once no later text can change them, so the tokens of a chunk may
-// be judged with a later chunk; QueueFlushText ends the text.
+// be judged with a later chunk; QueueFlushText ends the text. An error
+// (the stream would exceed max_position_embeddings) leaves the text
+// consumed: the conversation cannot continue on this stream.
 func (s *Stream) QueueText(text string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -382,9 +384,6 @@ func (s *Stream) queueConversation(ids []int, userEnd int) error {
 		if end < hdr {
 			end = hdr
 		}
-		if i := indexInt(rest[hdr:end], tokenizer.ImStart); i >= 0 {
-			return errors.New("guard: only one assistant turn may follow the last user turn")
-		}
 		a := s.assistantItems(rest[:hdr], itemScaffold)
 		a[0].begin = true
 		a = append(a, s.assistantItems(rest[hdr:end], itemResponse)...)
@@ -415,12 +414,3 @@ func hasPrefix(s, p []int) bool {
 }
 
 func hasSuffix(s, p []int) bool { return len(s) >= len(p) && hasPrefix(s[len(s)-len(p):], p) }
-
-func indexInt(s []int, v int) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
-}

@@ -346,3 +346,39 @@ func TestTokenizerMustMatchModel(t *testing.T) {
 		t.Fatalf("small-vocab model with the Qwen3 tokenizer: error %v", err)
 	}
 }
+
+// TestCloseDuringStep closes streams from another goroutine while steps
+// run (for -race): no panic, and a closed stream refuses further work.
+func TestCloseDuringStep(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	streams := make([]*Stream, 4)
+	for i := range streams {
+		streams[i] = m.NewStream()
+		if err := streams[i].QueuePrompt(userMsg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, s := range streams[:2] {
+			s.Close()
+		}
+	}()
+	for range 3 {
+		_, err := m.Step(streams, StepOptions{MaxTokens: 3})
+		if err != nil && !strings.Contains(err.Error(), "closed") {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	if err := streams[0].QueueIDs([]int{1}); err != ErrClosed {
+		t.Errorf("closed stream: %v", err)
+	}
+	if streams[0].CacheBytes() != 0 {
+		t.Errorf("closed stream holds %d bytes", streams[0].CacheBytes())
+	}
+	for _, s := range streams {
+		s.Close()
+	}
+}

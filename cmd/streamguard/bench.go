@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -123,13 +122,4 @@ func parseInts(flagName, s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// formatFloat32s is shared by commands that print vectors.
-func formatProbs(p []float32) string {
-	parts := make([]string, len(p))
-	for i, v := range p {
-		parts[i] = fmt.Sprintf("%.3f", v)
-	}
-	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -50,7 +50,7 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{
-			"dir": res.Dir, "preset": *preset, "dtype": res.Config.TorchDtype, "awq_group": res.Group,
+			"dir": res.Dir, "preset": *preset, "dtype": res.DType, "awq_group": res.Group,
 			"noesis": *noesis, "seed": *seed, "files": res.Files, "tensors": res.Tensors, "tensor_bytes": res.Bytes,
 			"outlier_channels": res.OutlierChannels, "seconds": elapsed.Seconds(),
 		})
@@ -59,7 +59,7 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	if *noesis {
 		kind = "replica of the broken INT4 export"
 	}
-	fmt.Fprintf(stdout, "wrote %s: %s %s, %d tensors, %.2f GiB in %d file(s), %.1fs\n", res.Dir, *preset, kind,
+	fmt.Fprintf(stdout, "wrote %s: %s %s %s, %d tensors, %.2f GiB in %d file(s), %.1fs\n", res.Dir, *preset, res.DType, kind,
 		res.Tensors, float64(res.Bytes)/(1<<30), len(res.Files), elapsed.Seconds())
 	if res.Group > 0 {
 		fmt.Fprintf(stdout, "AWQ GEMM w4 group %d\n", res.Group)

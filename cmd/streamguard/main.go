@@ -114,4 +114,3 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 func usageErrorf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
-

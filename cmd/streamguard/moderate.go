@@ -214,3 +214,12 @@ func writeResult(w io.Writer, res *guard.Result) error {
 	}
 	return nil
 }
+
+// formatProbs prints a probability vector compactly.
+func formatProbs(p []float32) string {
+	parts := make([]string, len(p))
+	for i, v := range p {
+		parts[i] = fmt.Sprintf("%.3f", v)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}

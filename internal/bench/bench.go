@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,12 +77,22 @@ type Report struct {
 	KVBytesPerToken   int64              `json:"kv_bytes_per_token"`
 	RSSBytes          int64              `json:"rss_bytes"`
 	RSSPeakBytes      int64              `json:"rss_peak_bytes"`
+	// LoadAverage is the 1-minute load average before and after the run
+	// (Linux): a value above the core count means other work shared the
+	// cores and the timings are pessimistic.
+	LoadAverage [2]float64 `json:"load_average"`
+	// RSSAfterLoadBytes is the resident memory when measuring began: the
+	// weights (mapped pages count once touched) and the runtime.
+	RSSAfterLoadBytes int64 `json:"rss_after_load_bytes"`
+	CPUs              int   `json:"cpus"`
 }
 
 // Run measures m. model and dtype only label the report.
 func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*Report, error) {
 	o.defaults()
-	r := &Report{Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
+	load1 := loadAverage()
+	rssLoad, _ := rss()
+	r := &Report{CPUs: runtime.NumCPU(), Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
 		KVBytesPerToken: m.BytesPerPosition(), BatchedTokensPerS: map[string]float64{}}
 	vocab := m.VocabSize()
 	ids := func(n int, salt uint64) []int {
@@ -187,6 +198,8 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		}
 	}
 	r.RSSBytes, r.RSSPeakBytes = rss()
+	r.LoadAverage = [2]float64{load1, loadAverage()}
+	r.RSSAfterLoadBytes = rssLoad
 	return r, nil
 }
 
@@ -216,6 +229,20 @@ func rss() (cur, peak int64) {
 	return cur, peak
 }
 
+// loadAverage reads the 1-minute load average (0 where unavailable).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
 // WriteTable prints the report for people.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -232,7 +259,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)
 	}
 	fmt.Fprintf(tw, "KV cache\t%s per token\n", bytesString(r.KVBytesPerToken))
-	fmt.Fprintf(tw, "memory\t%s resident, %s peak\n", bytesString(r.RSSBytes), bytesString(r.RSSPeakBytes))
+	fmt.Fprintf(tw, "memory\t%s resident after load, %s at the end, %s peak\n",
+		bytesString(r.RSSAfterLoadBytes), bytesString(r.RSSBytes), bytesString(r.RSSPeakBytes))
+	if r.LoadAverage[0] > float64(r.CPUs) || r.LoadAverage[1] > float64(r.CPUs) {
+		fmt.Fprintf(tw, "warning\tload average %.1f/%.1f on %d CPUs: other work shared the cores\n", r.LoadAverage[0], r.LoadAverage[1], r.CPUs)
+	}
 	return tw.Flush()
 }
 

@@ -450,7 +450,7 @@ func TestSampleRandomInit(t *testing.T) {
 		}
 		return s - 6
 	}
-	s, err := checkpoint.SampleRandomInit(build(func(r, c int) float32 { return 0.02 * gauss() }), 2048)
+	s, err := checkpoint.SampleRandomInit(build(func(r, c int) float32 { return 0.02 * gauss() }), 64, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,17 +463,17 @@ func TestSampleRandomInit(t *testing.T) {
 		scale := 0.5 + float32(r%97)/96
 		v := next() + 0.05
 		return 0.02 * scale * gauss() / v
-	}), 2048)
+	}), 64, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.LooksRandomInit() || s.ExcessKurtosis < 1 || s.RowNormCV < 0.2 {
 		t.Errorf("trained-like: %+v", s)
 	}
-	if _, err := checkpoint.SampleRandomInit(&safetensors.Tensor{Name: "x", DType: safetensors.I32, Shape: []int{2, 2}, Data: make([]byte, 16)}, 8); err == nil {
+	if _, err := checkpoint.SampleRandomInit(&safetensors.Tensor{Name: "x", DType: safetensors.I32, Shape: []int{2, 2}, Data: make([]byte, 16)}, 1, 1); err == nil {
 		t.Error("I32 accepted")
 	}
-	if _, err := checkpoint.SampleRandomInit(&safetensors.Tensor{Name: "x", DType: safetensors.F32, Shape: []int{2, 2}, Data: make([]byte, 8)}, 8); err == nil {
+	if _, err := checkpoint.SampleRandomInit(&safetensors.Tensor{Name: "x", DType: safetensors.F32, Shape: []int{2, 2}, Data: make([]byte, 8)}, 1, 1); err == nil {
 		t.Error("short data accepted")
 	}
 }

@@ -62,6 +62,9 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 			counts = append(counts, fmt.Sprintf("%d %s", n, s))
 		}
 	}
+	if len(r.Tensors) == 0 {
+		counts = []string{"none checked"}
+	}
 	fmt.Fprintf(w, "Tensors:       %s\n", strings.Join(counts, ", "))
 	fmt.Fprintf(w, "Size:          %s used of %s; %s parameters\n", humanBytes(r.UsedBytes), humanBytes(r.TotalBytes), humanCount(r.Parameters))
 	if r.Diagnosis != "" {

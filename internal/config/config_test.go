@@ -65,7 +65,9 @@ func TestValidateErrors(t *testing.T) {
 		{"count", func(c *Config) { c.NumCategory = 7 }, "num_* field says 7"},
 		{"safe", func(c *Config) { c.ResponseRiskLevelMap = SliceToMap([]string{"Unsafe", "Safe", "Controversial"}) }, "\"Safe\""},
 		{"quant", func(c *Config) { c.QuantizationConfig = &Quantization{QuantMethod: "gptq", Bits: 4, GroupSize: 128} }, "quant_method"},
-		{"version", func(c *Config) { c.QuantizationConfig = &Quantization{QuantMethod: "awq", Bits: 4, GroupSize: 128, Version: "gemv"} }, "GEMM"},
+		{"version", func(c *Config) {
+			c.QuantizationConfig = &Quantization{QuantMethod: "awq", Bits: 4, GroupSize: 128, Version: "gemv"}
+		}, "GEMM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := Preset("tiny")

@@ -181,8 +181,9 @@ func BenchmarkOps(b *testing.B) {
 			}
 		})
 		b.Run("RMSNorm/"+name, func(b *testing.B) {
+			dst := make([]float32, len(h))
 			for b.Loop() {
-				RMSNorm(h, h, w, 1e-6)
+				RMSNorm(dst, h, w, 1e-6)
 			}
 		})
 		b.Run("SiLUMul/"+name, func(b *testing.B) {
@@ -193,4 +194,67 @@ func BenchmarkOps(b *testing.B) {
 		})
 		restore()
 	}
+}
+
+// BenchmarkDecodeStream runs single-token products over a rotating set of
+// weight matrices larger than the last-level cache, as a decode step does
+// over a model's layers, so wGB/s compares with BenchmarkReadBandwidth.
+// Shapes are Qwen3-8B gate/up (4096×12288); the set is 640 MiB with
+// STREAMGUARD_BENCH_LARGE=1, else 8 MiB.
+func BenchmarkDecodeStream(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(runtime.GOMAXPROCS(0))
+	K, N, total := 4096, 12288, 8<<20
+	if !benchLarge {
+		K, N = 512, 1024
+	} else {
+		total = 640 << 20
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	x := randVec(r, K)
+	dst := make([]float32, N)
+	b.Run("bf16", func(b *testing.B) {
+		mats := make([][]uint16, max(1, total/(2*K*N)))
+		for i := range mats {
+			mats[i] = make([]uint16, K*N)
+			for j := range mats[i] {
+				mats[i][j] = 0x3c00 | uint16(r.Uint32()&0x80ff) // ±[0.0078, 0.0156)
+			}
+		}
+		i := 0
+		for b.Loop() {
+			MatMulBF16(dst, x, mats[i%len(mats)], 1, K, N)
+			i++
+		}
+		b.ReportMetric(float64(2*K*N)*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
+	})
+	b.Run("int4", func(b *testing.B) {
+		groups := K / 128
+		mats := make([]*Int4Matrix, max(1, total/(K*N/2)))
+		for i := range mats {
+			qw := make([]int32, K*N/8)
+			for j := range qw {
+				qw[j] = int32(r.Uint32())
+			}
+			qz := make([]int32, groups*N/8)
+			for j := range qz {
+				qz[j] = int32(r.Uint32())
+			}
+			sc := make([]uint16, groups*N)
+			for j := range sc {
+				sc[j] = 0x2000 | uint16(r.Uint32()&0x3ff)
+			}
+			m, err := RepackAWQ(qw, qz, sc, K, N, 128)
+			if err != nil {
+				b.Fatal(err)
+			}
+			mats[i] = m
+		}
+		i := 0
+		for b.Loop() {
+			MatMulInt4(dst, x, mats[i%len(mats)], 1)
+			i++
+		}
+		b.ReportMetric(float64(mats[0].Bytes())*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
+	})
 }

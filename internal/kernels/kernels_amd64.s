@@ -3312,7 +3312,7 @@ ret:
 	RET
 
 // func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
 TEXT ·int4GemvVNNI(SB), NOSPLIT, $0-72
 	MOVQ      dst+0(FP), AX
 	MOVQ      qs+8(FP), CX
@@ -3337,6 +3337,8 @@ group:
 pairs:
 	CMPQ         R10, $0x02
 	JL           last
+	PREFETCHT0   2048(CX)
+	PREFETCHT0   2112(CX)
 	VMOVDQU32    (CX), Z6
 	VPSRLW       $0x04, Z6, Z7
 	VPANDD       Z0, Z6, Z6

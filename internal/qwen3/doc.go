@@ -5,7 +5,7 @@
 //
 // The model is built from small parts, each a struct with a Forward method:
 // [Linear] (one weight matrix, any dtype), [RMSNorm], [Attention], [MLP],
-// [Layer] (one decoder block), and [Heads]. [Model.Forward] packs the new
+// [Layer] (one decoder block), and [Head] (a guard head pair). [Model.Forward] packs the new
 // tokens of every sequence in a batch into one activation matrix so that each
 // weight matrix is streamed from memory once per step, whatever the number of
 // sequences, and runs attention for every (sequence, token, head) in

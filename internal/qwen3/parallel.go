@@ -10,9 +10,7 @@ import (
 // parallelFor runs fn(worker, i) for i in [0, n) on up to kernels.Threads()
 // goroutines, handing out indices one at a time so that uneven items (the
 // attention of late positions costs more than early ones) balance. worker
-// is in [0, workers) and indexes per-goroutine scratch. Below minWork total
-// items × cost the loop stays on the calling goroutine: waking helpers costs
-// microseconds.
+// is in [0, workers) and indexes per-goroutine scratch.
 func parallelFor(n, workers int, fn func(worker, i int)) {
 	if workers > n {
 		workers = n
@@ -46,7 +44,8 @@ func parallelFor(n, workers int, fn func(worker, i int)) {
 }
 
 // workersFor picks how many goroutines a loop of n items costing about
-// cost multiply-adds each deserves.
+// cost multiply-adds each deserves: small loops stay on the calling
+// goroutine, since starting helpers costs microseconds.
 func workersFor(n int, cost int) int {
 	const serialWork = 1 << 15
 	if n*cost < serialWork {

@@ -17,8 +17,8 @@ import (
 // Input that json.Valid accepts (every real header) is lexed directly from
 // the bytes; json.Decoder's Token is an order of magnitude slower (it
 // decodes each value by reflection). Invalid input goes through the
-// Decoder, whose syntax errors carry a byte offset, while the grammar walk
-// above both stays the same, so the tensor being parsed is still named.
+// Decoder instead, whose syntax errors carry a byte offset; the grammar
+// walk is shared, so either way the error names the tensor being parsed.
 type tokens struct {
 	dec *json.Decoder // non-nil when b is not valid JSON
 	b   []byte

@@ -49,6 +49,7 @@ type Options struct {
 type Result struct {
 	Dir             string
 	Config          *config.Config
+	DType           string   // the --dtype written (bf16 when none was given)
 	Files           []string // safetensors files, in order
 	Tensors         int
 	Bytes           int64 // tensor bytes
@@ -166,7 +167,7 @@ func Generate(dir string, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	res := &Result{Dir: dir, Config: cfg, Tensors: len(plans), Bytes: total, OutlierChannels: channels}
+	res := &Result{Dir: dir, Config: cfg, DType: o.DType, Tensors: len(plans), Bytes: total, OutlierChannels: channels}
 	if o.DType == "awq" {
 		res.Group = group
 	}

@@ -365,3 +365,18 @@ func TestWriteShardsError(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestFusedFillMatches: the one-pass BF16 path gives the same bytes as the
+// general path (forced here by an all-false outlier mask).
+func TestFusedFillMatches(t *testing.T) {
+	fused := &floatFill{key: 42, dtype: safetensors.BF16, kind: symmetricDist, a: 0.3}
+	general := *fused
+	general.boost = make([]bool, 7)
+	a, b := make([]byte, 2000), make([]byte, 2000)
+	scratch := make([]float32, 1000)
+	fused.fill(a, 12345, scratch)
+	general.fill(b, 12345, scratch)
+	if !bytes.Equal(a, b) {
+		t.Fatal("fused BF16 fill differs from the general path")
+	}
+}

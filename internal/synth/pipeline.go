@@ -10,7 +10,7 @@ import (
 
 // chunkBytes is the unit of work: small enough that a few per worker stay
 // cheap, large enough that the write calls are big.
-const chunkBytes = 4 << 20
+const chunkBytes = 1 << 20
 
 // chunk is one piece of one tensor, filled by a worker and written, in
 // order, by the writer.

@@ -79,8 +79,16 @@ const (
 
 func (f *floatFill) fill(dst []byte, first int64, scratch []float32) {
 	n := len(dst) / f.dtype.Size()
-	v := scratch[:n]
 	base := uint64(first)
+	// The bulk of every checkpoint: plain BF16 Linear weights, in one pass.
+	if f.kind == symmetricDist && f.boost == nil && f.dtype == safetensors.BF16 {
+		for j := 0; j < n; j++ {
+			x := symmetric(draw(f.key, base+uint64(j))) * f.a
+			binary.LittleEndian.PutUint16(dst[2*j:], half.F32ToBF16(x))
+		}
+		return
+	}
+	v := scratch[:n]
 	switch f.kind {
 	case symmetricDist:
 		for j := range v {

@@ -313,7 +313,9 @@ func (t *Tokenizer) loadModel(m *modelJSON, vocab map[string]int, merges [][2]st
 		}
 		key := uint64(a)<<32 | uint64(b)
 		if _, dup := t.merges[key]; dup {
-			continue // the first (lowest) rank wins, as in tokenizers
+			// Which rank would win is an accident of the reference
+			// implementation's map building; refuse rather than guess.
+			return fmt.Errorf("model: merge %d %q %q repeats an earlier merge", rank, mg[0], mg[1])
 		}
 		t.merges[key] = uint64(rank)<<32 | uint64(c)
 	}

@@ -105,6 +105,7 @@ func TestLoadRefusesUnsupported(t *testing.T) {
 		{"truncation", func(m map[string]any) { m["truncation"] = map[string]any{"max_length": 8} }, "truncation"},
 		{"missing byte symbol", func(m map[string]any) { delete(model(m)["vocab"].(map[string]any), "Ġ") }, "byte 0x20"},
 		{"merge out of vocab", func(m map[string]any) { model(m)["merges"] = []any{"a z"} }, `merge 0 "a" "z"`},
+		{"repeated merge", func(m map[string]any) { model(m)["merges"] = []any{"a b", "a b"} }, `merge 1 "a" "b" repeats`},
 		{"malformed merge", func(m map[string]any) { model(m)["merges"] = []any{"abc"} }, `merge 0 "abc"`},
 		{"lstrip added token", func(m map[string]any) { added(m)["lstrip"] = true }, "lstrip"},
 		{"normalized added token", func(m map[string]any) { added(m)["normalized"] = true }, "normalized added tokens"},

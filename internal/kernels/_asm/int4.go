@@ -97,6 +97,10 @@ func int4GemvVNNI() {
 	Label("pairs")
 	CMPQ(tn, U8(2))
 	JL(LabelRef("last"))
+	// Single-token products stream the codes once from memory: ask for
+	// them 2 KiB ahead of use.
+	PREFETCHT0(mem(qs, 2048))
+	PREFETCHT0(mem(qs, 2048+64))
 	tileStep(0, acc[0], acc[1])
 	tileStep(1, acc[2], acc[3])
 	ADDQ(U32(128), qs)

@@ -101,7 +101,6 @@ func (i isa) hreduce(v VecVirtual, op func(a, b, dst Op)) VecVirtual {
 	return x
 }
 
-func vaddps(a, b, dst Op) { VADDPS(a, b, dst) }
 func vmaxps(a, b, dst Op) { VMAXPS(a, b, dst) }
 
 // elementwise emits a loop over n (a multiple of lanes, possibly 0) that

@@ -1,0 +1,52 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+// TestRunReportsEveryMeasurement checks the report's structure on the tiny
+// preset (no timing is asserted, only that each measurement ran).
+func TestRunReportsEveryMeasurement(t *testing.T) {
+	cfg, err := config.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := qwen3.RandomSource(cfg, safetensors.BF16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := qwen3.Load(src, cfg, qwen3.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(m, "tiny", "bf16", time.Second, Options{Prefill: 16, Positions: []int{10, 300}, Streams: []int{2, 3}, Steps: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PrefillTokens != 16 || r.PrefillTokensPerS <= 0 || r.LoadSeconds != 1 || r.KVBytesPerToken != 512 {
+		t.Errorf("report %+v", r)
+	}
+	if len(r.Decode) != 2 || r.Decode[1].Position != 300 || r.Decode[1].KVBytes < 301*512 || r.DecodeTokensPerS != r.Decode[0].TokensPerS {
+		t.Errorf("decode %+v", r.Decode)
+	}
+	if len(r.Batched) != 2 || r.BatchedTokensPerS["3"] <= 0 || r.BatchedTokensPerS["2"] <= 0 {
+		t.Errorf("batched %+v", r.BatchedTokensPerS)
+	}
+	if r.RSSPeakBytes < r.RSSBytes || r.RSSBytes <= 0 {
+		t.Errorf("rss %d, peak %d", r.RSSBytes, r.RSSPeakBytes)
+	}
+	var b bytes.Buffer
+	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "step at position 300") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	if _, err := Run(m, "tiny", "bf16", 0, Options{Positions: []int{8190}, Steps: 8}); err == nil {
+		t.Error("a position past max_position_embeddings was accepted")
+	}
+}
