@@ -49,7 +49,8 @@ type Model struct {
 }
 
 // Load opens the model folder dir: config.json, the safetensors weights
-// (memory-mapped, kept in their stored dtype) and a tokenizer. It refuses an
+// (memory-mapped, kept in their stored dtype; AWQ INT4 projections are
+// repacked for the integer kernels) and a tokenizer. It refuses an
 // incomplete or inconsistent model: a config that is not a complete guard
 // config, any missing, mis-shaped or unused tensor, a tokenizer whose
 // vocabulary or special tokens do not match the model.
@@ -70,7 +71,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	wopts, err := weightOptions(cfg)
+	wopts, err := weightOptions(cfg, set)
 	if err != nil {
 		set.Close()
 		return nil, err
@@ -119,10 +120,11 @@ func checkFolder(dir string, ownTokenizer bool) error {
 }
 
 // weightOptions chooses how projections are read for cfg. Dense
-// checkpoints (BF16, F16, F32) need nothing special.
-func weightOptions(cfg *config.Config) (qwen3.Options, error) {
+// checkpoints (BF16, F16, F32) need nothing special; AWQ INT4 projections
+// are repacked for the integer kernels while src is opened.
+func weightOptions(cfg *config.Config, src qwen3.Source) (qwen3.Options, error) {
 	if cfg.IsAWQ() {
-		return qwen3.Options{}, errors.New("AWQ INT4 checkpoints are not supported by this build")
+		return qwen3.Options{Linear: qwen3.NewAWQLoader(src, cfg.QuantizationConfig)}, nil
 	}
 	return qwen3.Options{}, nil
 }

@@ -1,0 +1,174 @@
+package qwen3
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/kernels"
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+var _ Linear = (*AWQLinear)(nil)
+
+// AWQLinear is an AWQ INT4 projection repacked for the integer kernels at
+// load time. Activations are quantized to int8 per weight group for the
+// dot products (see [kernels.MatMulInt4]).
+type AWQLinear struct {
+	W    *kernels.Int4Matrix
+	Bias []float32 // nil when the projection has none
+}
+
+// Forward implements [Linear].
+func (l *AWQLinear) Forward(dst, x []float32, T int) {
+	kernels.MatMulInt4(dst, x, l.W, T)
+	if l.Bias == nil {
+		return
+	}
+	N := l.W.N
+	for t := range T {
+		row := dst[t*N : (t+1)*N]
+		for n, b := range l.Bias {
+			row[n] += b
+		}
+	}
+}
+
+// Dims implements [Linear].
+func (l *AWQLinear) Dims() (int, int) { return l.W.N, l.W.K }
+
+// NewAWQLoader returns the [LinearLoader] of an AWQ GEMM checkpoint with
+// quantization config q. A projection named by modules_to_not_convert (by
+// substring, as AutoAWQ and vLLM match) or stored without a qweight is read
+// as a plain weight with [DenseLinear]; the others need qweight, scales,
+// optionally qzeros (absent means the symmetric variant, zero point 8) and
+// optionally a bias.
+//
+// When src can list its tensors (a safetensors folder), every quantized
+// projection is repacked here, on kernels.Threads() goroutines: repacking
+// is the bulk of an AWQ load and layers are independent. The loader then
+// still reads and checks each projection's tensors through the source Load
+// hands it (so they count as used and errors name them) and reuses the
+// repacked matrix. Pass Load the same src.
+func NewAWQLoader(src Source, q *config.Quantization) LinearLoader {
+	var group int // without a config every quantized projection is refused
+	var skip []string
+	if q != nil {
+		group, skip = q.GroupSize, q.ModulesToNotConvert
+	}
+	pre := prepackAWQ(src, group, skip)
+	return func(s Source, prefix string, out, in int) (Linear, error) {
+		if notConverted(prefix, skip) || !s.Has(prefix+".qweight") {
+			return DenseLinear(s, prefix, out, in)
+		}
+		return loadAWQ(s, prefix, out, in, group, pre[prefix])
+	}
+}
+
+// notConverted applies modules_to_not_convert: any entry that is a
+// substring of the module path keeps it unquantized.
+func notConverted(module string, skip []string) bool {
+	for _, m := range skip {
+		if m != "" && strings.Contains(module, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// prepackAWQ repacks every quantized projection src lists, in parallel.
+// Projections that fail are left out: the loader repeats the work for them
+// and reports the error against the model's expected shapes.
+func prepackAWQ(src Source, group int, skip []string) map[string]*kernels.Int4Matrix {
+	n, ok := src.(namer)
+	if !ok {
+		return nil
+	}
+	var prefixes []string
+	for _, name := range n.Names() {
+		if p, ok := strings.CutSuffix(name, ".qweight"); ok && !notConverted(p, skip) {
+			prefixes = append(prefixes, p)
+		}
+	}
+	mats := make([]*kernels.Int4Matrix, len(prefixes))
+	parallelFor(len(prefixes), kernels.Threads(), func(_, i int) {
+		p := prefixes[i]
+		qw, err := src.Tensor(p + ".qweight")
+		if err != nil || len(qw.Shape) != 2 {
+			return
+		}
+		sc, err := src.Tensor(p + ".scales")
+		if err != nil || len(sc.Shape) != 2 {
+			return
+		}
+		if l, err := loadAWQ(src, p, sc.Shape[1], qw.Shape[0], group, nil); err == nil {
+			mats[i] = l.(*AWQLinear).W
+		}
+	})
+	pre := make(map[string]*kernels.Int4Matrix, len(prefixes))
+	for i, p := range prefixes {
+		if mats[i] != nil {
+			pre[p] = mats[i]
+		}
+	}
+	return pre
+}
+
+// loadAWQ reads and checks the tensors of the quantized projection prefix
+// with out outputs and in inputs; packed, when it has those dimensions, is
+// its already repacked weight.
+func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4Matrix) (Linear, error) {
+	qwName, qzName, scName := prefix+".qweight", prefix+".qzeros", prefix+".scales"
+	if out%8 != 0 {
+		return nil, fmt.Errorf("tensor %q: %d outputs is not a multiple of 8, which AWQ GEMM packing needs", qwName, out)
+	}
+	if group <= 0 || in%group != 0 {
+		return nil, fmt.Errorf("tensor %q: quantization_config.group_size %d does not divide its %d inputs", qwName, group, in)
+	}
+	groups := in / group
+	qwT, err := tensorWithShape(src, qwName, in, out/8)
+	if err != nil {
+		return nil, err
+	}
+	qweight, err := qwT.I32()
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", qwName, err)
+	}
+	var qzeros []int32
+	var qzT *safetensors.Tensor
+	if src.Has(qzName) {
+		qzT, err = tensorWithShape(src, qzName, groups, out/8)
+		if err != nil {
+			return nil, err
+		}
+		if qzeros, err = qzT.I32(); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", qzName, err)
+		}
+	}
+	scT, err := tensorWithShape(src, scName, groups, out)
+	if err != nil {
+		return nil, err
+	}
+	if scT.DType != safetensors.F16 {
+		return nil, fmt.Errorf("tensor %q: dtype %s, want F16", scName, scT.DType)
+	}
+	scales, err := scT.U16()
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", scName, err)
+	}
+	l := &AWQLinear{}
+	if src.Has(prefix + ".bias") {
+		if l.Bias, err = vectorF32(src, prefix+".bias", out); err != nil {
+			return nil, err
+		}
+	}
+	if packed != nil && packed.K == in && packed.N == out && packed.Group == group {
+		l.W = packed
+		return l, nil
+	}
+	if l.W, err = kernels.RepackAWQ(qweight, qzeros, scales, in, out, group); err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
+	}
+	releaseMapped(qwT, qzT, scT)
+	return l, nil
+}
