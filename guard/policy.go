@@ -150,8 +150,9 @@ type Decision struct {
 	Flagged bool `json:"flagged"`
 	// Risk is "Unsafe" when flagged, else "Safe" (after the mode mapping).
 	Risk string `json:"risk"`
-	// Level is the raw level of the run ("Unsafe" or "Controversial"), or
-	// "" when no run was found.
+	// Level is the raw level of the run ("Unsafe", "Controversial", or
+	// "Mixed" for a strict-mode run of both), or "" when no run was found.
+	// In strict mode Flagged always agrees with the online flag.
 	Level string `json:"level,omitempty"`
 	// Index is the response token index that completes the run (-1 when
 	// none), and Category the category there.
@@ -215,6 +216,12 @@ func (r *responseState) decision(p *Policy) Decision {
 		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: r.unsafeAt, Category: r.unsafeCat, Tokens: r.n}
 	case r.contAt >= 0 && p.Mode == Strict:
 		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Controversial", Index: r.contAt, Category: r.contCat, Tokens: r.n}
+	case r.flaggedAt >= 0 && p.Mode == Strict:
+		// A run mixing Unsafe and Controversial tokens: the official scan
+		// looks for pure pairs only, but strict mode maps Controversial to
+		// Unsafe before judging ([TR]: "both unsafe or controversial"), and
+		// the decision must agree with the online flag that cut the stream.
+		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Mixed", Index: r.flaggedAt, Category: r.flaggedCategory, Tokens: r.n}
 	case r.contAt >= 0:
 		d.Level, d.Index, d.Category = "Controversial", r.contAt, r.contCat
 	}

@@ -45,9 +45,9 @@ func TestDebounceAndDecision(t *testing.T) {
 		// Official final rule: an Unsafe pair anywhere wins over an earlier
 		// Controversial pair; the online flag fires at the first run.
 		{"unsafe pair preferred by the decision", strict, "CCSUU", 1, Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: 4, Category: "Violent", Tokens: 5}},
-		// A mixed pair is two non-safe tokens in strict mode ([TR]) but
-		// not a same-level pair for the final rule ([E]).
-		{"mixed pair, strict", strict, "UC", 1, Decision{Risk: "Safe", Index: -1, Tokens: 2}},
+		// A mixed pair is two non-safe tokens in strict mode ([TR]): the
+		// decision agrees with the online flag that cut the stream.
+		{"mixed pair, strict", strict, "UC", 1, Decision{Flagged: true, Risk: "Unsafe", Level: "Mixed", Index: 1, Category: "Violent", Tokens: 2}},
 		{"mixed pair, loose", loose, "UC", -1, Decision{Risk: "Safe", Index: -1, Tokens: 2}},
 		{"debounce 3", Policy{Debounce: 3}, "UUSUUU", 5, Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: 5, Category: "Violent", Tokens: 6}},
 		{"debounce 1", Policy{Debounce: 1}, "SSU", 2, Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: 2, Category: "Violent", Tokens: 3}},
