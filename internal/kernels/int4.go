@@ -1,7 +1,6 @@
 package kernels
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"sync"
@@ -54,8 +53,6 @@ func RepackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*Int4
 	if len(scales) != groups*N {
 		return nil, fmt.Errorf("kernels: AWQ scales has %d values, want [%d][%d] = %d", len(scales), groups, N, groups*N)
 	}
-	// Output column 8c+j sits in nibble awqReverse[j] of word c.
-	awqReverse := [8]uint{0, 4, 1, 5, 2, 6, 3, 7}
 	blocks := (N + int4Block - 1) / int4Block
 	tiles := group / 8
 	m := &Int4Matrix{
@@ -63,27 +60,8 @@ func RepackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*Int4
 		qs:   make([]byte, blocks*groups*tiles*64),
 		meta: make([]byte, blocks*groups*int4Meta),
 	}
-	for k := range K {
-		g, ti, j, hi := k/group, (k%group)/8, k%4, uint(k%8/4)*4
-		row := qweight[k*words : (k+1)*words]
-		for n := range N {
-			q := byte(uint32(row[n/8])>>(4*awqReverse[n%8])) & 0xF
-			b, ln := n/int4Block, n%int4Block
-			m.qs[((b*groups+g)*tiles+ti)*64+4*ln+j] |= q << hi
-		}
-	}
-	for g := range groups {
-		for n := range N {
-			b, ln := n/int4Block, n%int4Block
-			rec := m.meta[(b*groups+g)*int4Meta:]
-			binary.LittleEndian.PutUint16(rec[2*ln:], scales[g*N+n])
-			z := byte(8)
-			if qzeros != nil {
-				z = byte(uint32(qzeros[g*words+n/8])>>(4*awqReverse[n%8])) & 0xF
-			}
-			rec[32+ln] = z
-		}
-	}
+	repackAWQCodes(m.qs, qweight, K, words)
+	repackAWQMeta(m.meta, qzeros, scales, groups, N)
 	return m, nil
 }
 
