@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -262,7 +263,7 @@ func TestAWQMatchesDequantized(t *testing.T) {
 					t.Fatal(err)
 				}
 				d := do[0]
-				st.sequence(t, "ids "+itoa(salt), qo[0], [][][]float64{widen2(d.Hidden), widen2(d.Risk), widen2(d.Category), widen2(d.QueryRisk), widen2(d.QueryCategory)})
+				st.sequence(t, "ids "+strconv.Itoa(salt), qo[0], [][][]float64{widen2(d.Hidden), widen2(d.Risk), widen2(d.Category), widen2(d.QueryRisk), widen2(d.QueryCategory)})
 			}
 			st.finish(t)
 		})
@@ -290,46 +291,8 @@ func widen(v []float32) []float64 {
 // tokens or sequences share the call.
 func TestAWQChunkingAndBatchAreBitwiseInvariant(t *testing.T) {
 	m := tinyAWQ(t).m
-	opts := ForwardOptions{Hidden: true}
-	ids := testIDs(41, 7)
-	whole, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := flatten(whole...)
-	for _, chunk := range []int{1, 3, 4, 5, 16} {
-		c := m.NewCache()
-		var outs []Output
-		for i := 0; i < len(ids); i += chunk {
-			o, err := m.Forward([]Sequence{{Cache: c, IDs: ids[i:min(i+chunk, len(ids))]}}, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			outs = append(outs, o...)
-		}
-		requireBitwise(t, "chunk "+itoa(chunk), flatten(outs...), want)
-	}
-
-	seqs := [][]int{testIDs(9, 20), testIDs(1, 21), testIDs(6, 22), testIDs(13, 23)}
-	alone := make([][]float32, len(seqs))
-	for i, s := range seqs {
-		o, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: s}}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		alone[i] = flatten(o...)
-	}
-	batch := make([]Sequence, len(seqs))
-	for i, s := range seqs {
-		batch[i] = Sequence{Cache: m.NewCache(), IDs: s}
-	}
-	outs, err := m.Forward(batch, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range seqs {
-		requireBitwise(t, "batched sequence "+itoa(i), flatten(outs[i]), alone[i])
-	}
+	requireChunkingInvariant(t, m, testIDs(41, 7), []int{1, 3, 4, 5, 16})
+	requireBatchInvariant(t, m)
 }
 
 // TestAWQLoadErrorsNameTheTensor breaks one projection at a time.

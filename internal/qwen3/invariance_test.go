@@ -2,6 +2,7 @@ package qwen3
 
 import (
 	"math"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -44,38 +45,32 @@ func requireBitwise(t *testing.T, what string, got, want []float32) {
 func TestChunkingIsBitwiseInvariant(t *testing.T) {
 	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
 		t.Run(string(dt), func(t *testing.T) {
-			m := tiny(t, dt).m
-			ids := testIDs(41, 2)
-			opts := ForwardOptions{Hidden: true}
-			whole, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := flatten(whole...)
-			for _, chunk := range []int{1, 2, 3, 7, 16, 40} {
-				c := m.NewCache()
-				var outs []Output
-				for i := 0; i < len(ids); i += chunk {
-					o, err := m.Forward([]Sequence{{Cache: c, IDs: ids[i:min(i+chunk, len(ids))]}}, opts)
-					if err != nil {
-						t.Fatal(err)
-					}
-					outs = append(outs, o...)
-				}
-				requireBitwise(t, "chunk "+itoa(chunk), flatten(outs...), want)
-			}
+			requireChunkingInvariant(t, tiny(t, dt).m, testIDs(41, 2), []int{1, 2, 3, 7, 16, 40})
 		})
 	}
 }
 
-func itoa(n int) string {
-	b := []byte{}
-	for {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-		if n == 0 {
-			return string(b)
+// requireChunkingInvariant checks that feeding ids in chunks of each size
+// gives bitwise the outputs of feeding them at once.
+func requireChunkingInvariant(t *testing.T, m *Model, ids []int, chunks []int) {
+	t.Helper()
+	opts := ForwardOptions{Hidden: true}
+	whole, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flatten(whole...)
+	for _, chunk := range chunks {
+		c := m.NewCache()
+		var outs []Output
+		for i := 0; i < len(ids); i += chunk {
+			o, err := m.Forward([]Sequence{{Cache: c, IDs: ids[i:min(i+chunk, len(ids))]}}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs = append(outs, o...)
 		}
+		requireBitwise(t, "chunk "+strconv.Itoa(chunk), flatten(outs...), want)
 	}
 }
 
@@ -83,7 +78,14 @@ func itoa(n int) string {
 // cached prefixes alone and then together in one batch, several times
 // concurrently (for -race): each sequence's outputs must be bitwise equal.
 func TestBatchIsBitwiseInvariant(t *testing.T) {
-	m := tiny(t, safetensors.BF16).m
+	requireBatchInvariant(t, tiny(t, safetensors.BF16).m)
+}
+
+// requireBatchInvariant runs sequences with different cached prefixes and
+// new lengths alone, then batched (three batches concurrently, for -race),
+// and checks each sequence's outputs are bitwise equal.
+func requireBatchInvariant(t *testing.T, m *Model) {
+	t.Helper()
 	opts := ForwardOptions{Hidden: true}
 	type seq struct{ prefix, fresh []int }
 	seqs := []seq{
@@ -127,7 +129,7 @@ func TestBatchIsBitwiseInvariant(t *testing.T) {
 				return
 			}
 			for i := range seqs {
-				requireBitwise(t, "batched sequence "+itoa(i), flatten(outs[i]), alone[i])
+				requireBitwise(t, "batched sequence "+strconv.Itoa(i), flatten(outs[i]), alone[i])
 				if cs[i].Len() != len(seqs[i].prefix)+len(seqs[i].fresh) {
 					t.Errorf("sequence %d: cache length %d", i, cs[i].Len())
 				}
