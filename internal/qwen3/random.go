@@ -6,55 +6,15 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
+	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/half"
 	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
-
-// TensorShapes lists every tensor a guard model with config cfg has, with
-// its shape, in checkpoint order.
-func TensorShapes(cfg *config.Config) ([]string, [][]int, error) {
-	labels, err := cfg.Labels()
-	if err != nil {
-		return nil, nil, err
-	}
-	H, hd, I, G := cfg.HiddenSize, cfg.HeadDim, cfg.IntermediateSize, cfg.GuardInnerSize
-	qd, kvd := cfg.NumAttentionHeads*hd, cfg.NumKeyValueHeads*hd
-	var names []string
-	var shapes [][]int
-	add := func(name string, shape ...int) {
-		names = append(names, name)
-		shapes = append(shapes, shape)
-	}
-	add("model.embed_tokens.weight", cfg.VocabSize, H)
-	for i := range cfg.NumHiddenLayers {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		add(p+"input_layernorm.weight", H)
-		add(p+"self_attn.q_proj.weight", qd, H)
-		add(p+"self_attn.k_proj.weight", kvd, H)
-		add(p+"self_attn.v_proj.weight", kvd, H)
-		add(p+"self_attn.o_proj.weight", H, qd)
-		add(p+"self_attn.q_norm.weight", hd)
-		add(p+"self_attn.k_norm.weight", hd)
-		add(p+"post_attention_layernorm.weight", H)
-		add(p+"mlp.gate_proj.weight", I, H)
-		add(p+"mlp.up_proj.weight", I, H)
-		add(p+"mlp.down_proj.weight", H, I)
-	}
-	add("model.norm.weight", H)
-	add("risk_level_category_pre.weight", G, H)
-	add("risk_level_category_layernorm.weight", G)
-	add("risk_level_head.weight", len(labels.ResponseRisk), G)
-	add("category_head.weight", len(labels.ResponseCategory), G)
-	add("query_risk_level_category_pre.weight", G, H)
-	add("query_risk_level_category_layernorm.weight", G)
-	add("query_risk_level_head.weight", len(labels.QueryRisk), G)
-	add("query_category_head.weight", len(labels.QueryCategory), G)
-	return names, shapes, nil
-}
 
 // RandomSource builds every tensor of a guard model with config cfg in
 // memory, in dtype (F32, BF16 or F16), from seed: matrices uniform with
@@ -68,9 +28,24 @@ func RandomSource(cfg *config.Config, dtype safetensors.DType, seed uint64) (Map
 	default:
 		return nil, fmt.Errorf("random weights: dtype %s not supported (want F32, BF16 or F16)", dtype)
 	}
-	names, shapes, err := TensorShapes(cfg)
-	if err != nil {
-		return nil, err
+	if cfg.IsAWQ() {
+		return nil, fmt.Errorf("random weights: AWQ configs are not supported; use gen-model --dtype awq")
+	}
+	// The tensor list is the strict load report's: one definition of what a
+	// guard model holds.
+	var names []string
+	var shapes [][]int
+	for _, e := range checkpoint.Expected(cfg) {
+		if e.Optional {
+			continue
+		}
+		if slices.Contains(e.Shape, checkpoint.Unknown) {
+			return nil, fmt.Errorf("random weights: the config does not fix the shape of %s", e.Name)
+		}
+		names, shapes = append(names, e.Name), append(shapes, e.Shape)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("random weights: the config has non-positive sizes")
 	}
 	src := make(MapSource, len(names))
 	var mu sync.Mutex
