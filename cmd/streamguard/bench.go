@@ -81,7 +81,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var label, dt string
 	start := time.Now()
 	if *model != "" {
-		m, err := guard.Load(*model, guard.Options{})
+		dir, err := resolveModel(*model, stderr)
+		if err != nil {
+			return err
+		}
+		m, err := guard.Load(dir, guard.Options{})
 		if err != nil {
 			return err
 		}

@@ -81,7 +81,11 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	m, err := guard.Load(*model, guard.Options{})
+	dir, err := resolveModel(*model, stderr)
+	if err != nil {
+		return err
+	}
+	m, err := guard.Load(dir, guard.Options{})
 	if err != nil {
 		return err
 	}

@@ -85,7 +85,11 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *block != "" {
 		policy.Block = strings.Split(*block, ",")
 	}
-	g, err := guard.Load(*model, guard.Options{Threads: *threads, Policy: policy})
+	dir, err := resolveModel(*model, stderr)
+	if err != nil {
+		return err
+	}
+	g, err := guard.Load(dir, guard.Options{Threads: *threads, Policy: policy})
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,11 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if len(dirs) != 1 {
 		return usageErrorf("want exactly one model folder, got %d", len(dirs))
 	}
-	r, err := checkpoint.Report(dirs[0])
+	dir, err := resolveModel(dirs[0], stderr)
+	if err != nil {
+		return err
+	}
+	r, err := checkpoint.Report(dir)
 	if err != nil {
 		return err
 	}
