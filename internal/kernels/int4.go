@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"unsafe"
 )
 
 // Int4Matrix is an AWQ 4-bit weight matrix (K inputs, N outputs, one scale
@@ -65,12 +66,15 @@ func RepackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*Int4
 	return m, nil
 }
 
-// int4Acts holds T tokens' activations quantized to int8 per group of the
-// matrix: a[t*K+k] = round(x/d) with d = max|x|/127 over the group, d[t*G+g]
-// that step and asum[t*G+g] = Σ a over the group (for the zero points).
-// For each full block of 4 tokens, a4/d4/asum4 hold the same values
-// interleaved for the 4-token kernels: activation word w (4 bytes) of token
-// t at a4[blk*4K + 16w + 4t], and d4[blk*4G + 4g + t].
+// int4Acts holds the int8 activations of the rows the kernels multiply:
+// for T tokens, 2T rows. Row t < T is token t quantized per weight group
+// with step d = max|x|/127; row T+t is the residual x − a·d of the same
+// token quantized with step d/254 (see int4QuantGeneric). a[r*K+k] holds
+// the codes, d[r*G+g] the step and asum[r*G+g] = Σ a over the group (for
+// the zero points). For each full block of 4 rows, a4/d4/asum4 hold the
+// same values interleaved for the 4-row kernels: activation word w (4
+// bytes) of row r at a4[blk*4K + 16w + 4r], and d4[blk*4G + 4g + r]; a
+// final pair of rows is interleaved the same way with 2 in place of 4.
 type int4Acts struct {
 	K, G  int
 	a     []int8
@@ -79,6 +83,7 @@ type int4Acts struct {
 	a4    []int8
 	d4    []float32
 	asum4 []int32
+	out   []float32 // [2T][N]: the two rows' products before they are added
 }
 
 func (p *int4Acts) token(t int) ([]int8, []float32, []int32) {
@@ -86,10 +91,11 @@ func (p *int4Acts) token(t int) ([]int8, []float32, []int32) {
 	return p.a[t*K : (t+1)*K], p.d[t*G : (t+1)*G], p.asum[t*G : (t+1)*G]
 }
 
-// block4 returns the interleaved activations of tokens t0..t0+3 (t0%4 == 0).
-func (p *int4Acts) block4(t0 int) ([]int8, []float32, []int32) {
+// block returns the interleaved activations of rows t0..t0+n-1 (n is 4,
+// or 2 for the final pair).
+func (p *int4Acts) block(t0, n int) ([]int8, []float32, []int32) {
 	K, G := p.K, p.G
-	return p.a4[t0*K : (t0+4)*K], p.d4[t0*G : (t0+4)*G], p.asum4[t0*G : (t0+4)*G]
+	return p.a4[t0*K : (t0+n)*K], p.d4[t0*G : (t0+n)*G], p.asum4[t0*G : (t0+n)*G]
 }
 
 var int4ActsPool sync.Pool
@@ -101,64 +107,112 @@ func grow[E any](s []E, n int) []E {
 	return s[:n]
 }
 
-// prepare sizes p for T tokens of K inputs in groups of group.
-func (p *int4Acts) prepare(T, K, group int) {
+// prepare sizes p for R rows of K inputs in groups of group.
+func (p *int4Acts) prepare(R, K, group int) {
 	G := K / group
 	p.K, p.G = K, G
-	p.a, p.d, p.asum = grow(p.a, T*K), grow(p.d, T*G), grow(p.asum, T*G)
-	full := T &^ 3
-	p.a4, p.d4, p.asum4 = grow(p.a4, full*K), grow(p.d4, full*G), grow(p.asum4, full*G)
+	p.a, p.d, p.asum = grow(p.a, R*K), grow(p.d, R*G), grow(p.asum, R*G)
+	p.a4, p.d4, p.asum4 = grow(p.a4, R*K), grow(p.d4, R*G), grow(p.asum4, R*G)
 }
 
-// quantize fills tokens [lo, hi) of p from x (lo%4 == 0, and hi%4 == 0 or
-// hi == T), including the interleaved copies of full 4-token blocks.
-func (p *int4Acts) quantize(x []float32, lo, hi, group int) {
-	K, G := p.K, p.G
+// quantize fills rows t and T+t of p for tokens lo <= t < hi of x.
+func (p *int4Acts) quantize(quant int4Quant, x []float32, T, lo, hi, group int) {
+	K := p.K
 	for t := lo; t < hi; t++ {
-		a, d, asum := p.token(t)
-		quantizeActs(a, d, asum, x[t*K:(t+1)*K], group)
+		a, d, s := p.token(t)
+		a2, d2, s2 := p.token(T + t)
+		quant(x[t*K:(t+1)*K], a, a2, d, d2, s, s2, group)
 	}
-	for t0 := lo; t0+4 <= hi; t0 += 4 {
-		a4, d4, s4 := p.block4(t0)
-		for t := range 4 {
-			a, d, asum := p.token(t0 + t)
-			for w := range K / 4 {
-				copy(a4[16*w+4*t:16*w+4*t+4], a[4*w:4*w+4])
-			}
-			for g := range G {
-				d4[4*g+t], s4[4*g+t] = d[g], asum[g]
-			}
+}
+
+// interleave fills the blocks of rows [lo, hi): 4 rows at a time, then a
+// final pair (lo%4 == 0; hi%4 == 0 or hi is the row count, which is even).
+func (p *int4Acts) interleave(lo, hi int) {
+	for t0 := lo; t0+2 <= hi; {
+		n := 4
+		if t0+4 > hi {
+			n = 2
+		}
+		p.interleaveBlock(t0, n)
+		t0 += n
+	}
+}
+
+func (p *int4Acts) interleaveBlock(t0, n int) {
+	K, G := p.K, p.G
+	a4, d4, s4 := p.block(t0, n)
+	w4 := unsafe.Slice((*uint32)(unsafe.Pointer(&a4[0])), n*K/4)
+	for t := range n {
+		a, d, asum := p.token(t0 + t)
+		w := unsafe.Slice((*uint32)(unsafe.Pointer(&a[0])), K/4)
+		for i, v := range w {
+			w4[n*i+t] = v
+		}
+		for g := range G {
+			d4[n*g+t], s4[n*g+t] = d[g], asum[g]
 		}
 	}
 }
 
-// quantizeActs quantizes one token: symmetric int8 per group, round half to
-// even, so that Σ_k q·a·d approximates Σ_k q·x with relative error about
-// 1/254 of the group's largest |x|.
-func quantizeActs(a []int8, d []float32, asum []int32, x []float32, group int) {
+// int4Quant quantizes one token's activations x into its coarse row (a, d,
+// asum) and residual row (a2, d2, asum2), group by group.
+type int4Quant func(x []float32, a, a2 []int8, d, d2 []float32, asum, asum2 []int32, group int)
+
+// int4QuantGeneric is the reference quantizer. Per group, with
+// amax = max|x|: d = amax/127 and a = round(x·(127/amax)), then the
+// residual r = x − a·d gets d2 = d/254 and a2 = round(r·(127/amax)·254),
+// all in float32, rounding half to even and clamping to ±127. Σ a·d +
+// Σ a2·d2 then reproduces x to about 2⁻¹⁶ of amax, so the int4 products
+// are as accurate as float activations for all practical purposes, while
+// every multiply stays an exact integer dot product. A group whose amax is
+// below int4TinyGroup (zero, in practice) has zero codes and steps; a group holding NaN or ±Inf has zero codes and
+// NaN steps, so its outputs are NaN.
+func int4QuantGeneric(x []float32, a, a2 []int8, d, d2 []float32, asum, asum2 []int32, group int) {
 	for g := range d {
 		xs := x[g*group : (g+1)*group]
-		as := a[g*group : (g+1)*group]
+		as, as2 := a[g*group:(g+1)*group], a2[g*group:(g+1)*group]
 		var amax float32
+		bad := false
 		for _, v := range xs {
-			amax = max(amax, float32(math.Abs(float64(v))))
+			bad = bad || v-v != 0
+			if v < 0 {
+				v = -v
+			}
+			if v > amax {
+				amax = v
+			}
 		}
-		if amax == 0 || amax != amax {
-			// An all-zero group contributes nothing; NaN is carried by d.
+		if bad || amax < int4TinyGroup {
 			clear(as)
-			d[g], asum[g] = amax, 0
+			clear(as2)
+			d[g], d2[g], asum[g], asum2[g] = 0, 0, 0, 0
+			if bad {
+				d[g], d2[g] = float32(math.NaN()), float32(math.NaN())
+			}
 			continue
 		}
 		inv := 127 / amax
-		var s int32
+		dg := amax / 127
+		inv2 := inv * 254
+		var s, s2 int32
 		for k, v := range xs {
-			q := math.RoundToEven(float64(v * inv))
-			q = max(-127, min(127, q))
-			as[k] = int8(q)
-			s += int32(q)
+			q := roundClamp127(v * inv)
+			r := v - float32(float32(q)*dg)
+			q2 := roundClamp127(r * inv2)
+			as[k], as2[k] = int8(q), int8(q2)
+			s, s2 = s+q, s2+q2
 		}
-		d[g], asum[g] = amax/127, s
+		d[g], d2[g], asum[g], asum2[g] = dg, dg/254, s, s2
 	}
+}
+
+// int4TinyGroup is the largest magnitude below which a group counts as zero:
+// 127/amax must not overflow, and such activations are noise.
+const int4TinyGroup = 0x1p-100
+
+// roundClamp127 rounds v half to even, as VCVTPS2DQ does, into [-127, 127].
+func roundClamp127(v float32) int32 {
+	return int32(max(-127, min(127, math.RoundToEven(float64(v)))))
 }
 
 // int4Kernels computes blocks of 16 outputs from quantized activations.
@@ -166,17 +220,21 @@ func quantizeActs(a []int8, d []float32, asum []int32, x []float32, group int) {
 // integer Σ q·a − z·Σa converted to float32 and scaled by s·d; the float
 // steps are the same on every path of one implementation.
 type int4Kernels struct {
+	quant int4Quant
 	// gemv writes dst[16*(b-b0)+i] for blocks b0 <= b < b1 (b1 > b0) of
 	// token t.
 	gemv func(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int)
-	// gemm4 does the same for tokens t0..t0+3 (t0%4 == 0), token rows of
-	// dst at stride ldd.
-	gemm4 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
+	// gemm4 does the same for rows t0..t0+3 (t0%4 == 0), rows of dst at
+	// stride ldd; gemm2 for the pair of rows t0, t0+1 after the last block
+	// of 4.
+	gemm4, gemm2 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 }
 
 // MatMulInt4 computes dst[t*N+n] = Σ_k x[t*K+k]·W[n][k] for t < T with the
-// AWQ weight w, quantizing each token's activations to int8 per weight
-// group (see quantizeActs). Work is split across Threads() goroutines.
+// AWQ weight w. Each token's activations become two int8 rows, a coarse
+// one and its residual (see int4QuantGeneric); both are multiplied with
+// the int4 codes as exact integer dot products, and the two products are
+// added. Work is split across Threads() goroutines.
 func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	K, N := w.K, w.N
 	if T < 0 || len(dst) < T*N || len(x) < T*K {
@@ -190,15 +248,30 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 		acts = new(int4Acts)
 	}
 	defer int4ActsPool.Put(acts)
-	acts.prepare(T, K, w.Group)
-	if T >= 8 {
-		parallelRows(T, 4, func(lo, hi int) { acts.quantize(x, lo, hi, w.Group) })
-	} else {
-		acts.quantize(x, 0, T, w.Group)
-	}
+	R := 2 * T
+	acts.prepare(R, K, w.Group)
+	acts.out = grow(acts.out, R*N)
 	ik := &active.int4
-	run := func(lo, hi int) { int4Rows(ik, dst[:T*N], w, acts, T, lo, hi) }
-	if T*K*N < 4*serialMACs {
+	if T >= 8 {
+		parallelRows(T, 4, func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) })
+		parallelRows(R, 4, acts.interleave)
+	} else {
+		acts.quantize(ik.quant, x, T, 0, T, w.Group)
+		acts.interleave(0, R)
+	}
+	out := acts.out
+	run := func(lo, hi int) {
+		int4Rows(ik, out, w, acts, R, lo, hi)
+		// Add each token's two rows over this goroutine's outputs.
+		n0, n1 := lo*int4Block, min(N, hi*int4Block)
+		for t := range T {
+			c, r, y := out[t*N+n0:t*N+n1], out[(T+t)*N+n0:(T+t)*N+n1], dst[t*N+n0:t*N+n1]
+			for i := range y {
+				y[i] = c[i] + r[i]
+			}
+		}
+	}
+	if R*K*N < 4*serialMACs {
 		run(0, w.blocks)
 		return
 	}
@@ -219,6 +292,10 @@ func int4Rows(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, 
 		t := 0
 		for ; t+4 <= T; t += 4 {
 			ik.gemm4(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)
+		}
+		if t+2 <= T {
+			ik.gemm2(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)
+			t += 2
 		}
 		for ; t < T; t++ {
 			ik.gemv(dst[t*N+b0*int4Block:t*N+b1*int4Block], w, b0, b1, acts, t)

@@ -42,14 +42,12 @@ func int4GemvGeneric(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t
 	}
 }
 
-// int4Gemm4Loop is gemm4 as four gemv calls, for implementations whose
-// gemv has no 4-token form.
-func int4Gemm4Loop(gemv func([]float32, *Int4Matrix, int, int, *int4Acts, int)) func([]float32, int, *Int4Matrix, int, int, *int4Acts, int) {
+// int4GemmLoop is gemm4 (rows 4) or gemm2 (rows 2) as gemv calls, for
+// implementations without multi-row kernels.
+func int4GemmLoop(gemv func([]float32, *Int4Matrix, int, int, *int4Acts, int), rows int) func([]float32, int, *Int4Matrix, int, int, *int4Acts, int) {
 	return func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
-		for t := range 4 {
+		for t := range rows {
 			gemv(dst[t*ldd:], m, b0, b1, acts, t0+t)
 		}
 	}
 }
-
-var int4Gemm4Generic = int4Gemm4Loop(int4GemvGeneric)

@@ -155,7 +155,7 @@ var avx2Impl = func() impl {
 		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2), widen: identity},
 		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), widen: bf16ToF32},
 		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
-		int4: int4Kernels{gemv: int4GemvAVX2Go, gemm4: int4Gemm4Loop(int4GemvAVX2Go)},
+		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	avx2Ops.fill(&im)
 	return im
@@ -167,14 +167,28 @@ var avx512Impl = func() impl {
 		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512), widen: identity},
 		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512), widen: bf16ToF32},
 		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512), widen: half.F16ToF32},
-		int4: int4Kernels{gemv: int4GemvAVX2Go, gemm4: int4Gemm4Loop(int4GemvAVX2Go)},
+		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
-		im.int4 = int4Kernels{gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo}
+		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo}
 	}
 	avx512Ops.fill(&im)
 	return im
 }()
+
+// int4QuantAVX512Go runs the assembly quantizer on groups of a multiple
+// of 16 inputs, and the Go one (same results) otherwise.
+func int4QuantAVX512Go(x []float32, a, a2 []int8, d, d2 []float32, asum, asum2 []int32, group int) {
+	G := len(d)
+	if group%16 != 0 || G == 0 {
+		int4QuantGeneric(x, a, a2, d, d2, asum, asum2, group)
+		return
+	}
+	n := G * group
+	_, _, _, _, _ = x[n-1], a[n-1], a2[n-1], d2[G-1], asum[G-1]
+	_ = asum2[G-1]
+	int4QuantAVX512(&x[0], &a[0], &a2[0], &d[0], &d2[0], &asum[0], &asum2[0], G, group)
+}
 
 // int4Strides returns the bytes of codes and of metadata per block.
 func int4Strides(m *Int4Matrix) (qstride, mstride int) {
@@ -196,8 +210,15 @@ func int4GemvAVX2Go(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t 
 }
 
 func int4Gemm4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
-	a4, d4, s4 := acts.block4(t0)
+	a4, d4, s4 := acts.block(t0, 4)
 	qs, ms := int4Strides(m)
 	_ = dst[3*ldd+(b1-b0)*int4Block-1]
 	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
+}
+
+func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
+	a2, d2, s2 := acts.block(t0, 2)
+	qs, ms := int4Strides(m)
+	_ = dst[ldd+(b1-b0)*int4Block-1]
+	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs)
 }

@@ -3422,17 +3422,17 @@ GLOBL nibble<>(SB), RODATA|NOPTR, $64
 TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $0-88
 	VMOVDQU32 nibble<>+0(SB), Z0
 
-pair2:
+tile2:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000002
-	JL     pair1
+	JL     tile1
 	MOVQ   qs+16(FP), AX
 	MOVQ   meta+24(FP), CX
 	MOVQ   qstride+80(FP), DX
-	LEAQ   (AX)(DX*1), DX
 	MOVQ   groups+56(FP), BX
 	IMUL3Q $0x00000030, BX, BX
-	ADDQ   CX, BX
+	LEAQ   (AX)(DX*1), DX
+	LEAQ   (CX)(BX*1), BX
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
@@ -3446,7 +3446,7 @@ pair2:
 	MOVQ   asum4+48(FP), R8
 	MOVQ   groups+56(FP), R9
 
-pair2_group:
+tile2_group:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
@@ -3457,7 +3457,7 @@ pair2_group:
 	VPXORD Z16, Z16, Z16
 	MOVQ   tiles+64(FP), R10
 
-pair2_tile:
+tile2_tile:
 	VMOVDQU32    (AX), Z17
 	VPSRLW       $0x04, Z17, Z18
 	VPANDD       Z0, Z17, Z17
@@ -3494,7 +3494,7 @@ pair2_tile:
 	ADDQ         $0x00000040, DX
 	ADDQ         $0x00000020, SI
 	DECQ         R10
-	JNZ          pair2_tile
+	JNZ          tile2_tile
 	VPMOVZXBD    32(CX), Z17
 	VCVTPH2PS    (CX), Z18
 	VPBROADCASTD (R8), Z19
@@ -3560,7 +3560,7 @@ pair2_tile:
 	ADDQ         $0x00000010, DI
 	ADDQ         $0x00000010, R8
 	DECQ         R9
-	JNZ          pair2_group
+	JNZ          tile2_group
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -3583,9 +3583,9 @@ pair2_tile:
 	MOVQ         blocks+72(FP), AX
 	SUBQ         $0x00000002, AX
 	MOVQ         AX, blocks+72(FP)
-	JMP          pair2
+	JMP          tile2
 
-pair1:
+tile1:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000001
 	JL     ret
@@ -3600,14 +3600,14 @@ pair1:
 	MOVQ   asum4+48(FP), SI
 	MOVQ   groups+56(FP), DI
 
-pair1_group:
+tile1_group:
 	VPXORD Z23, Z23, Z23
 	VPXORD Z24, Z24, Z24
 	VPXORD Z25, Z25, Z25
 	VPXORD Z26, Z26, Z26
 	MOVQ   tiles+64(FP), R8
 
-pair1_tile:
+tile1_tile:
 	VMOVDQU32    (AX), Z5
 	VPSRLW       $0x04, Z5, Z6
 	VPANDD       Z0, Z5, Z5
@@ -3631,7 +3631,7 @@ pair1_tile:
 	ADDQ         $0x00000040, AX
 	ADDQ         $0x00000020, DX
 	DECQ         R8
-	JNZ          pair1_tile
+	JNZ          tile1_tile
 	VPMOVZXBD    32(CX), Z5
 	VCVTPH2PS    (CX), Z6
 	VPBROADCASTD (SI), Z7
@@ -3666,7 +3666,7 @@ pair1_tile:
 	ADDQ         $0x00000010, BX
 	ADDQ         $0x00000010, SI
 	DECQ         DI
-	JNZ          pair1_group
+	JNZ          tile1_group
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
 	SHLQ         $0x02, BX
@@ -3685,7 +3685,265 @@ pair1_tile:
 	MOVQ         blocks+72(FP), AX
 	SUBQ         $0x00000001, AX
 	MOVQ         AX, blocks+72(FP)
-	JMP          pair1
+	JMP          tile1
+
+ret:
+	VZEROUPPER
+	RET
+
+// func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
+TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-88
+	VMOVDQU32 nibble<>+0(SB), Z0
+
+tile4:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000004
+	JL     tile1
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	MOVQ   qstride+80(FP), R8
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, R9
+	LEAQ   (AX)(R8*1), DX
+	LEAQ   (CX)(R9*1), BX
+	LEAQ   (DX)(R8*1), SI
+	LEAQ   (BX)(R9*1), DI
+	LEAQ   (SI)(R8*1), R8
+	LEAQ   (DI)(R9*1), R9
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	MOVQ   a4+32(FP), R10
+	MOVQ   d4+40(FP), R11
+	MOVQ   asum4+48(FP), R12
+	MOVQ   groups+56(FP), R13
+
+tile4_group:
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	MOVQ   tiles+64(FP), R14
+
+tile4_tile:
+	VMOVDQU32    (AX), Z17
+	VPSRLW       $0x04, Z17, Z18
+	VPANDD       Z0, Z17, Z17
+	VPANDD       Z0, Z18, Z18
+	VMOVDQU32    (DX), Z19
+	VPSRLW       $0x04, Z19, Z20
+	VPANDD       Z0, Z19, Z19
+	VPANDD       Z0, Z20, Z20
+	VMOVDQU32    (SI), Z21
+	VPSRLW       $0x04, Z21, Z22
+	VPANDD       Z0, Z21, Z21
+	VPANDD       Z0, Z22, Z22
+	VMOVDQU32    (R8), Z23
+	VPSRLW       $0x04, Z23, Z24
+	VPANDD       Z0, Z23, Z23
+	VPANDD       Z0, Z24, Z24
+	VPBROADCASTD (R10), Z25
+	VPBROADCASTD 8(R10), Z26
+	VPDPBUSD     Z25, Z17, Z9
+	VPDPBUSD     Z26, Z18, Z9
+	VPDPBUSD     Z25, Z19, Z10
+	VPDPBUSD     Z26, Z20, Z10
+	VPDPBUSD     Z25, Z21, Z11
+	VPDPBUSD     Z26, Z22, Z11
+	VPDPBUSD     Z25, Z23, Z12
+	VPDPBUSD     Z26, Z24, Z12
+	VPBROADCASTD 4(R10), Z25
+	VPBROADCASTD 12(R10), Z26
+	VPDPBUSD     Z25, Z17, Z13
+	VPDPBUSD     Z26, Z18, Z13
+	VPDPBUSD     Z25, Z19, Z14
+	VPDPBUSD     Z26, Z20, Z14
+	VPDPBUSD     Z25, Z21, Z15
+	VPDPBUSD     Z26, Z22, Z15
+	VPDPBUSD     Z25, Z23, Z16
+	VPDPBUSD     Z26, Z24, Z16
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000010, R10
+	DECQ         R14
+	JNZ          tile4_tile
+	VPMOVZXBD    32(CX), Z17
+	VCVTPH2PS    (CX), Z18
+	VPBROADCASTD (R12), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z9, Z9
+	VCVTDQ2PS    Z9, Z9
+	VBROADCASTSS (R11), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z9, Z1
+	VPBROADCASTD 4(R12), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z13, Z13
+	VCVTDQ2PS    Z13, Z13
+	VBROADCASTSS 4(R11), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z13, Z5
+	ADDQ         $0x00000030, CX
+	VPMOVZXBD    32(BX), Z17
+	VCVTPH2PS    (BX), Z18
+	VPBROADCASTD (R12), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z10, Z10
+	VCVTDQ2PS    Z10, Z10
+	VBROADCASTSS (R11), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z10, Z2
+	VPBROADCASTD 4(R12), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z14, Z14
+	VCVTDQ2PS    Z14, Z14
+	VBROADCASTSS 4(R11), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z14, Z6
+	ADDQ         $0x00000030, BX
+	VPMOVZXBD    32(DI), Z17
+	VCVTPH2PS    (DI), Z18
+	VPBROADCASTD (R12), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z11, Z11
+	VCVTDQ2PS    Z11, Z11
+	VBROADCASTSS (R11), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z11, Z3
+	VPBROADCASTD 4(R12), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z15, Z15
+	VCVTDQ2PS    Z15, Z15
+	VBROADCASTSS 4(R11), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z15, Z7
+	ADDQ         $0x00000030, DI
+	VPMOVZXBD    32(R9), Z17
+	VCVTPH2PS    (R9), Z18
+	VPBROADCASTD (R12), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z12, Z12
+	VCVTDQ2PS    Z12, Z12
+	VBROADCASTSS (R11), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z12, Z4
+	VPBROADCASTD 4(R12), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z16, Z16
+	VCVTDQ2PS    Z16, Z16
+	VBROADCASTSS 4(R11), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z16, Z8
+	ADDQ         $0x00000030, R9
+	ADDQ         $0x00000008, R11
+	ADDQ         $0x00000008, R12
+	DECQ         R13
+	JNZ          tile4_group
+	MOVQ         dst+0(FP), AX
+	MOVQ         ldd+8(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      Z1, (AX)
+	VMOVUPS      Z2, 64(AX)
+	VMOVUPS      Z3, 128(AX)
+	VMOVUPS      Z4, 192(AX)
+	ADDQ         CX, AX
+	VMOVUPS      Z5, (AX)
+	VMOVUPS      Z6, 64(AX)
+	VMOVUPS      Z7, 128(AX)
+	VMOVUPS      Z8, 192(AX)
+	MOVQ         dst+0(FP), AX
+	ADDQ         $0x00000100, AX
+	MOVQ         AX, dst+0(FP)
+	MOVQ         R8, qs+16(FP)
+	MOVQ         R9, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000004, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile4
+
+tile1:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000001
+	JL     ret
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	MOVQ   a4+32(FP), DX
+	MOVQ   d4+40(FP), BX
+	MOVQ   asum4+48(FP), SI
+	MOVQ   groups+56(FP), DI
+
+tile1_group:
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	MOVQ   tiles+64(FP), R8
+
+tile1_tile:
+	VMOVDQU32    (AX), Z3
+	VPSRLW       $0x04, Z3, Z4
+	VPANDD       Z0, Z3, Z3
+	VPANDD       Z0, Z4, Z4
+	VPBROADCASTD (DX), Z5
+	VPBROADCASTD 8(DX), Z6
+	VPDPBUSD     Z5, Z3, Z27
+	VPDPBUSD     Z6, Z4, Z27
+	VPBROADCASTD 4(DX), Z5
+	VPBROADCASTD 12(DX), Z6
+	VPDPBUSD     Z5, Z3, Z28
+	VPDPBUSD     Z6, Z4, Z28
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000010, DX
+	DECQ         R8
+	JNZ          tile1_tile
+	VPMOVZXBD    32(CX), Z3
+	VCVTPH2PS    (CX), Z4
+	VPBROADCASTD (SI), Z5
+	VPMULLD      Z5, Z3, Z5
+	VPSUBD       Z5, Z27, Z27
+	VCVTDQ2PS    Z27, Z27
+	VBROADCASTSS (BX), Z5
+	VMULPS       Z5, Z4, Z5
+	VFMADD231PS  Z5, Z27, Z1
+	VPBROADCASTD 4(SI), Z5
+	VPMULLD      Z5, Z3, Z3
+	VPSUBD       Z3, Z28, Z28
+	VCVTDQ2PS    Z28, Z28
+	VBROADCASTSS 4(BX), Z5
+	VMULPS       Z5, Z4, Z3
+	VFMADD231PS  Z3, Z28, Z2
+	ADDQ         $0x00000030, CX
+	ADDQ         $0x00000008, BX
+	ADDQ         $0x00000008, SI
+	DECQ         DI
+	JNZ          tile1_group
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	VMOVUPS      Z1, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z2, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000001, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile1
 
 ret:
 	VZEROUPPER
@@ -3787,3 +4045,241 @@ DATA ones16<>+52(SB)/4, $0x00010001
 DATA ones16<>+56(SB)/4, $0x00010001
 DATA ones16<>+60(SB)/4, $0x00010001
 GLOBL ones16<>(SB), RODATA|NOPTR, $64
+
+// func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *int32, s2 *int32, groups int, group int)
+// Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·int4QuantAVX512(SB), NOSPLIT, $0-72
+	MOVQ         x+0(FP), AX
+	MOVQ         a+8(FP), CX
+	MOVQ         a2+16(FP), DX
+	MOVQ         d+24(FP), BX
+	MOVQ         d2+32(FP), SI
+	MOVQ         s+40(FP), DI
+	MOVQ         s2+48(FP), R8
+	MOVQ         groups+56(FP), R9
+	VPBROADCASTD absmask<>+0(SB), Z0
+	VPBROADCASTD i127<>+0(SB), Z2
+	VPBROADCASTD im127<>+0(SB), Z1
+
+qgroup:
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	MOVQ   group+64(FP), R10
+	SHRQ   $0x04, R10
+	MOVQ   AX, R11
+
+qmax:
+	VMOVUPS       (R11), Z5
+	VSUBPS        Z5, Z5, Z6
+	VADDPS        Z6, Z4, Z4
+	VANDPS        Z0, Z5, Z5
+	VMAXPS        Z5, Z3, Z3
+	ADDQ          $0x40, R11
+	DECQ          R10
+	JNZ           qmax
+	VEXTRACTF64X4 $0x01, Z3, Y5
+	VMAXPS        Y5, Y3, Y5
+	VEXTRACTF32X4 $0x01, Y5, X3
+	VMAXPS        X3, X5, X3
+	VMOVHLPS      X3, X3, X5
+	VMAXPS        X5, X3, X3
+	VMOVSHDUP     X3, X5
+	VMAXSS        X5, X3, X3
+	VEXTRACTF64X4 $0x01, Z4, Y5
+	VADDPS        Y5, Y4, Y5
+	VEXTRACTF32X4 $0x01, Y5, X4
+	VADDPS        X4, X5, X4
+	VMOVHLPS      X4, X4, X5
+	VADDPS        X5, X4, X4
+	VMOVSHDUP     X4, X5
+	VADDSS        X5, X4, X4
+	UCOMISS       X4, X4
+	JP            qnan
+	MOVSS         tinygroup<>+0(SB), X4
+	UCOMISS       X4, X3
+	JCS           qzero
+	MOVSS         f127<>+0(SB), X4
+	MOVSS         f254<>+0(SB), X5
+	VDIVSS        X3, X4, X6
+	VDIVSS        X4, X3, X3
+	VMULSS        X5, X6, X4
+	VDIVSS        X5, X3, X5
+	MOVSS         X3, (BX)
+	MOVSS         X5, (SI)
+	VBROADCASTSS  X6, Z5
+	VBROADCASTSS  X3, Z3
+	VBROADCASTSS  X4, Z4
+	VPXORD        Z7, Z7, Z7
+	VPXORD        Z8, Z8, Z8
+	MOVQ          group+64(FP), R10
+	SHRQ          $0x04, R10
+
+qcode:
+	VMOVUPS       (AX), Z6
+	VMULPS        Z5, Z6, Z10
+	VCVTPS2DQ     Z10, Z10
+	VPMINSD       Z2, Z10, Z10
+	VPMAXSD       Z1, Z10, Z10
+	VPMOVDB       Z10, (CX)
+	VPADDD        Z10, Z7, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS        Z3, Z10, Z10
+	VSUBPS        Z10, Z6, Z6
+	VMULPS        Z4, Z6, Z6
+	VCVTPS2DQ     Z6, Z6
+	VPMINSD       Z2, Z6, Z6
+	VPMAXSD       Z1, Z6, Z6
+	VPMOVDB       Z6, (DX)
+	VPADDD        Z6, Z8, Z8
+	ADDQ          $0x40, AX
+	ADDQ          $0x10, CX
+	ADDQ          $0x10, DX
+	DECQ          R10
+	JNZ           qcode
+	VEXTRACTI64X4 $0x01, Z7, Y3
+	VPADDD        Y3, Y7, Y3
+	VEXTRACTI32X4 $0x01, Y3, X4
+	VPADDD        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VPADDD        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VPADDD        X3, X4, X4
+	VMOVD         X4, R10
+	MOVL          R10, (DI)
+	VEXTRACTI64X4 $0x01, Z8, Y3
+	VPADDD        Y3, Y8, Y3
+	VEXTRACTI32X4 $0x01, Y3, X4
+	VPADDD        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VPADDD        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VPADDD        X3, X4, X4
+	VMOVD         X4, R10
+	MOVL          R10, (R8)
+	JMP           qnext
+
+qnan:
+	MOVL $0x7fc00000, R10
+	MOVL R10, (BX)
+	MOVL R10, (SI)
+	JMP  qclear
+
+qzero:
+	MOVL $0x00000000, (BX)
+	MOVL $0x00000000, (SI)
+
+qclear:
+	MOVL   $0x00000000, (DI)
+	MOVL   $0x00000000, (R8)
+	VPXORD Z9, Z9, Z9
+	MOVQ   group+64(FP), R10
+	SHRQ   $0x04, R10
+
+qclr:
+	VMOVDQU8 X9, (CX)
+	VMOVDQU8 X9, (DX)
+	ADDQ     $0x40, AX
+	ADDQ     $0x10, CX
+	ADDQ     $0x10, DX
+	DECQ     R10
+	JNZ      qclr
+
+qnext:
+	ADDQ $0x04, BX
+	ADDQ $0x04, SI
+	ADDQ $0x04, DI
+	ADDQ $0x04, R8
+	DECQ R9
+	JNZ  qgroup
+	VZEROUPPER
+	RET
+
+DATA absmask<>+0(SB)/4, $0x7fffffff
+DATA absmask<>+4(SB)/4, $0x7fffffff
+DATA absmask<>+8(SB)/4, $0x7fffffff
+DATA absmask<>+12(SB)/4, $0x7fffffff
+DATA absmask<>+16(SB)/4, $0x7fffffff
+DATA absmask<>+20(SB)/4, $0x7fffffff
+DATA absmask<>+24(SB)/4, $0x7fffffff
+DATA absmask<>+28(SB)/4, $0x7fffffff
+DATA absmask<>+32(SB)/4, $0x7fffffff
+DATA absmask<>+36(SB)/4, $0x7fffffff
+DATA absmask<>+40(SB)/4, $0x7fffffff
+DATA absmask<>+44(SB)/4, $0x7fffffff
+DATA absmask<>+48(SB)/4, $0x7fffffff
+DATA absmask<>+52(SB)/4, $0x7fffffff
+DATA absmask<>+56(SB)/4, $0x7fffffff
+DATA absmask<>+60(SB)/4, $0x7fffffff
+GLOBL absmask<>(SB), RODATA|NOPTR, $64
+
+DATA im127<>+0(SB)/4, $0xffffff81
+DATA im127<>+4(SB)/4, $0xffffff81
+DATA im127<>+8(SB)/4, $0xffffff81
+DATA im127<>+12(SB)/4, $0xffffff81
+DATA im127<>+16(SB)/4, $0xffffff81
+DATA im127<>+20(SB)/4, $0xffffff81
+DATA im127<>+24(SB)/4, $0xffffff81
+DATA im127<>+28(SB)/4, $0xffffff81
+DATA im127<>+32(SB)/4, $0xffffff81
+DATA im127<>+36(SB)/4, $0xffffff81
+DATA im127<>+40(SB)/4, $0xffffff81
+DATA im127<>+44(SB)/4, $0xffffff81
+DATA im127<>+48(SB)/4, $0xffffff81
+DATA im127<>+52(SB)/4, $0xffffff81
+DATA im127<>+56(SB)/4, $0xffffff81
+DATA im127<>+60(SB)/4, $0xffffff81
+GLOBL im127<>(SB), RODATA|NOPTR, $64
+
+DATA tinygroup<>+0(SB)/4, $0x0d800000
+DATA tinygroup<>+4(SB)/4, $0x0d800000
+DATA tinygroup<>+8(SB)/4, $0x0d800000
+DATA tinygroup<>+12(SB)/4, $0x0d800000
+DATA tinygroup<>+16(SB)/4, $0x0d800000
+DATA tinygroup<>+20(SB)/4, $0x0d800000
+DATA tinygroup<>+24(SB)/4, $0x0d800000
+DATA tinygroup<>+28(SB)/4, $0x0d800000
+DATA tinygroup<>+32(SB)/4, $0x0d800000
+DATA tinygroup<>+36(SB)/4, $0x0d800000
+DATA tinygroup<>+40(SB)/4, $0x0d800000
+DATA tinygroup<>+44(SB)/4, $0x0d800000
+DATA tinygroup<>+48(SB)/4, $0x0d800000
+DATA tinygroup<>+52(SB)/4, $0x0d800000
+DATA tinygroup<>+56(SB)/4, $0x0d800000
+DATA tinygroup<>+60(SB)/4, $0x0d800000
+GLOBL tinygroup<>(SB), RODATA|NOPTR, $64
+
+DATA f127<>+0(SB)/4, $0x42fe0000
+DATA f127<>+4(SB)/4, $0x42fe0000
+DATA f127<>+8(SB)/4, $0x42fe0000
+DATA f127<>+12(SB)/4, $0x42fe0000
+DATA f127<>+16(SB)/4, $0x42fe0000
+DATA f127<>+20(SB)/4, $0x42fe0000
+DATA f127<>+24(SB)/4, $0x42fe0000
+DATA f127<>+28(SB)/4, $0x42fe0000
+DATA f127<>+32(SB)/4, $0x42fe0000
+DATA f127<>+36(SB)/4, $0x42fe0000
+DATA f127<>+40(SB)/4, $0x42fe0000
+DATA f127<>+44(SB)/4, $0x42fe0000
+DATA f127<>+48(SB)/4, $0x42fe0000
+DATA f127<>+52(SB)/4, $0x42fe0000
+DATA f127<>+56(SB)/4, $0x42fe0000
+DATA f127<>+60(SB)/4, $0x42fe0000
+GLOBL f127<>(SB), RODATA|NOPTR, $64
+
+DATA f254<>+0(SB)/4, $0x437e0000
+DATA f254<>+4(SB)/4, $0x437e0000
+DATA f254<>+8(SB)/4, $0x437e0000
+DATA f254<>+12(SB)/4, $0x437e0000
+DATA f254<>+16(SB)/4, $0x437e0000
+DATA f254<>+20(SB)/4, $0x437e0000
+DATA f254<>+24(SB)/4, $0x437e0000
+DATA f254<>+28(SB)/4, $0x437e0000
+DATA f254<>+32(SB)/4, $0x437e0000
+DATA f254<>+36(SB)/4, $0x437e0000
+DATA f254<>+40(SB)/4, $0x437e0000
+DATA f254<>+44(SB)/4, $0x437e0000
+DATA f254<>+48(SB)/4, $0x437e0000
+DATA f254<>+52(SB)/4, $0x437e0000
+DATA f254<>+56(SB)/4, $0x437e0000
+DATA f254<>+60(SB)/4, $0x437e0000
+GLOBL f254<>(SB), RODATA|NOPTR, $64

@@ -218,14 +218,25 @@ func attnSumAVX512(out *float32, p *float32, v *float32, n int, d int, stride in
 // over groups g in increasing order (the integer sums are exact).
 func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
 
-// int4Gemm4VNNI is int4GemvVNNI for 4 tokens at once: token t's outputs at
+// int4Gemm4VNNI is int4GemvVNNI for 4 rows at once: row t's outputs at
 // dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:], its
 // group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes of
 // codes per block. Each output goes through the same operations as in
 // int4GemvVNNI.
 func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
+// int4Gemm2VNNI is int4GemvVNNI for 2 rows at once: row t's outputs at
+// dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[8w+4t:], its
+// group steps and sums at d4[2g+t] and asum4[2g+t]; qstride is the bytes of
+// codes per block. Each output goes through the same operations as in
+// int4GemvVNNI.
+func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+
 // int4GemvAVX2 is int4GemvVNNI for AVX2:
 //
 //	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
 func int4GemvAVX2(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
+
+// int4QuantAVX512 quantizes groups×group activations x (group a multiple
+// of 16) into coarse and residual int8 codes; see int4QuantGeneric.
+func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *int32, s2 *int32, groups int, group int)

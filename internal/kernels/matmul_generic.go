@@ -110,7 +110,7 @@ var genericImpl = impl{
 	f32:  matKernels[float32]{kstep: 1, gemv: gemvGenericF32, gemm4: gemm4GenericF32, widen: identity},
 	bf16: matKernels[uint16]{kstep: 1, gemv: gemvGenericBF16, gemm4: gemm4GenericBF16, widen: bf16ToF32},
 	f16:  matKernels[uint16]{kstep: 1, gemv: gemvGenericF16, gemm4: gemm4GenericF16, widen: half.F16ToF32},
-	int4: int4Kernels{gemv: int4GemvGeneric, gemm4: int4Gemm4Generic},
+	int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvGeneric, gemm4: int4GemmLoop(int4GemvGeneric, 4), gemm2: int4GemmLoop(int4GemvGeneric, 2)},
 
 	dot:     dotGeneric,
 	axpy:    axpyGeneric,

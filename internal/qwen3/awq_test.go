@@ -14,27 +14,22 @@ import (
 	"github.com/streamguard/streamguard/internal/synth"
 )
 
-// AWQ tolerances. The int4 kernels quantize each token's activations to
-// int8 per weight group (step max|x|/127). On Gaussian activations that
-// moves a projection's output by about 0.6% relative; heavier-tailed
-// activations (the SiLU(gate)·up input of down_proj, attention outputs)
-// set a coarser step for the rest of their group, and the error compounds
-// through the layers: end to end, the hidden states of the tiny model (no
-// outlier channels) move by up to
-// 4.8% at a single position and 2.4% over a whole sequence, and logits
-// by up to 0.21. The target (2e-2 per position, 99% argmax) needs
-// finer activation quantization in the kernels; these bounds hold the
-// present kernels to what they reach, with a little room:
-//   - per position hidden relative L2 <= 6e-2, over a sequence <= 3e-2;
-//   - head argmax (all four heads) equal on >= 98% of positions, and
-//     every disagreement a near-tie: the reference's margin between its
-//     argmax and ours below 0.30, the largest logit movement seen when the
-//     int8 activations were simulated on the float64 reference.
+// AWQ tolerances. The int4 kernels turn each token's activations into a
+// coarse int8 row and an int8 residual row per weight group (see
+// kernels.MatMulInt4), which reproduce the activations to about 1.6e-5 of
+// each group's largest magnitude. End to end on the tiny model (no outlier
+// channels) the hidden states then stay within 1.8e-4 (per position) and
+// 1e-4 (per sequence) of the dequantized-F32 forward, and every head
+// argmax agrees. The bounds keep a tenfold margin, and are ten times
+// tighter than the acceptance target (2e-2, 99% argmax):
+//   - per position hidden relative L2 <= 2e-3, over a sequence <= 1e-3;
+//   - head argmax (all four heads) equal on >= 99% of positions, and
+//     every disagreement a near-tie (reference margin below 0.01).
 const (
-	awqHiddenTol   = 6e-2
-	awqSequenceTol = 3e-2
-	awqArgmaxAgree = 0.98
-	awqFlipMargin  = 0.30
+	awqHiddenTol   = 2e-3
+	awqSequenceTol = 1e-3
+	awqArgmaxAgree = 0.99
+	awqFlipMargin  = 0.01
 )
 
 // awqStats accumulates the comparison of AWQ outputs with a reference.

@@ -50,7 +50,8 @@ func int4Meta(i isa, m Register, lane0 int) (z, s VecVirtual) {
 
 func int4Kernels() {
 	int4GemvVNNI()
-	int4Gemm4VNNI()
+	int4GemmVNNI(4, []int{2, 1})
+	int4GemmVNNI(2, []int{4, 1})
 	int4GemvAVX2()
 }
 
@@ -133,24 +134,27 @@ func int4GemvVNNI() {
 	RET()
 }
 
-// int4Gemm4VNNI: 4 tokens × 2 blocks per register tile (then single blocks),
-// with the 4 tokens' activations interleaved by 4-byte word (a4), and their
-// steps and sums as [groups][4] (d4, asum4).
-func int4Gemm4VNNI() {
-	TEXT("int4Gemm4VNNI", NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
-	Doc("int4Gemm4VNNI is int4GemvVNNI for 4 tokens at once: token t's outputs at",
-		"dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:], its",
-		"group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes of",
+// int4GemmVNNI generates the multi-row kernel for rows = 4 or 2: rows ×
+// R blocks per register tile, for R in tiles (largest first, each used
+// while enough blocks remain). The rows' activations are interleaved by
+// 4-byte word (word w of row t at a[4·rows·w + 4t]) and their steps and
+// sums are [groups][rows].
+func int4GemmVNNI(rows int, tiles []int) {
+	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
+	Doc(fmt.Sprintf("%s is int4GemvVNNI for %d rows at once: row t's outputs at", name, rows),
+		fmt.Sprintf("dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[%dw+4t:], its", 4*rows),
+		fmt.Sprintf("group steps and sums at d4[%dg+t] and asum4[%dg+t]; qstride is the bytes of", rows, rows),
 		"codes per block. Each output goes through the same operations as in",
 		"int4GemvVNNI.")
 	i := avx512
 	mask := i.vec()
 	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
-	for _, R := range []int{2, 1} {
-		label := fmt.Sprintf("pair%d", R)
+	for ri, R := range tiles {
+		label := fmt.Sprintf("tile%d", R)
 		next := "ret"
-		if R == 2 {
-			next = "pair1"
+		if ri+1 < len(tiles) {
+			next = fmt.Sprintf("tile%d", tiles[ri+1])
 		}
 		Label(label)
 		{
@@ -159,18 +163,22 @@ func int4Gemm4VNNI() {
 			JL(LabelRef(next))
 		}
 		qsp, mp := make([]GPVirtual, R), make([]GPVirtual, R)
-		qsp[0], mp[0] = GP64(), GP64()
+		for b := range R {
+			qsp[b], mp[b] = GP64(), GP64()
+		}
 		Load(Param("qs"), qsp[0])
 		Load(Param("meta"), mp[0])
-		if R == 2 {
-			qsp[1], mp[1] = GP64(), GP64()
+		if R > 1 {
 			qstride := Load(Param("qstride"), GP64())
-			LEAQ(Mem{Base: qsp[0], Index: qstride, Scale: 1}, qsp[1])
 			gn := Load(Param("groups"), GP64())
-			IMUL3Q(U32(48), gn, mp[1]) // meta bytes per block
-			ADDQ(mp[0], mp[1])
+			mstride := GP64()
+			IMUL3Q(U32(48), gn, mstride) // meta bytes per block
+			for b := 1; b < R; b++ {
+				LEAQ(Mem{Base: qsp[b-1], Index: qstride, Scale: 1}, qsp[b])
+				LEAQ(Mem{Base: mp[b-1], Index: mstride, Scale: 1}, mp[b])
+			}
 		}
-		facc := make([][]VecVirtual, 4)
+		facc := make([][]VecVirtual, rows)
 		for t := range facc {
 			facc[t] = make([]VecVirtual, R)
 			for b := range R {
@@ -181,7 +189,7 @@ func int4Gemm4VNNI() {
 		ap, dp, sp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("asum4"), GP64())
 		gn := Load(Param("groups"), GP64())
 		Label(label + "_group")
-		iacc := make([][]VecVirtual, 4)
+		iacc := make([][]VecVirtual, rows)
 		for t := range iacc {
 			iacc[t] = make([]VecVirtual, R)
 			for b := range R {
@@ -199,10 +207,10 @@ func int4Gemm4VNNI() {
 			VPANDD(mask, lo[b], lo[b])
 			VPANDD(mask, hi[b], hi[b])
 		}
-		for t := range 4 {
+		for t := range rows {
 			alo, ahi := i.vec(), i.vec()
 			VPBROADCASTD(mem(ap, 4*t), alo)
-			VPBROADCASTD(mem(ap, 16+4*t), ahi)
+			VPBROADCASTD(mem(ap, 4*rows+4*t), ahi)
 			for b := range R {
 				vpdpbusd(alo, lo[b], iacc[t][b])
 				vpdpbusd(ahi, hi[b], iacc[t][b])
@@ -211,28 +219,28 @@ func int4Gemm4VNNI() {
 		for b := range R {
 			ADDQ(U32(64), qsp[b])
 		}
-		ADDQ(U32(32), ap)
+		ADDQ(U32(8*rows), ap)
 		DECQ(tn)
 		JNZ(LabelRef(label + "_tile"))
 		for b := range R {
 			z, s := int4Meta(i, mp[b], 0)
-			for t := range 4 {
+			for t := range rows {
 				int4Epilogue(i, iacc[t][b], z, s, facc[t][b], mem(sp, 4*t), mem(dp, 4*t))
 			}
 			ADDQ(U32(48), mp[b])
 		}
-		ADDQ(U32(16), dp)
-		ADDQ(U32(16), sp)
+		ADDQ(U32(4*rows), dp)
+		ADDQ(U32(4*rows), sp)
 		DECQ(gn)
 		JNZ(LabelRef(label + "_group"))
 		// Store, then advance the frame's block pointers past this tile.
 		dst, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
 		SHLQ(U8(2), ldd)
-		for t := range 4 {
+		for t := range rows {
 			for b := range R {
 				VMOVUPS(facc[t][b], mem(dst, 64*b))
 			}
-			if t < 3 {
+			if t < rows-1 {
 				ADDQ(ldd, dst)
 			}
 		}

@@ -73,6 +73,7 @@ func main() {
 		ops(i)
 	}
 	int4Kernels()
+	int4QuantAVX512()
 	Generate()
 }
 
