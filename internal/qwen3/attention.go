@@ -10,7 +10,10 @@ import (
 // of q and k before NeoX RoPE, grouped-query causal attention over the
 // sequence's cache, and the output projection.
 type Attention struct {
-	Q, K, V, O     Linear
+	Q, K, V, O Linear
+	// QKV, when set, computes q, k and v as one product (their outputs
+	// stacked in that order); see fuseProjections.
+	QKV            Linear
 	QNorm, KNorm   *RMSNorm // over one head (head_dim)
 	Heads, KVHeads int
 	HeadDim        int
@@ -25,9 +28,21 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	hd := a.HeadDim
 	qd, kvd := a.Heads*hd, a.KVHeads*hd
 	q, k, v, att := ws.q[:T*qd], ws.k[:T*kvd], ws.v[:T*kvd], ws.att[:T*qd]
-	a.Q.Forward(q, x, T)
-	a.K.Forward(k, x, T)
-	a.V.Forward(v, x, T)
+	if a.QKV != nil {
+		w := qd + 2*kvd
+		qkv := ws.qkv[:T*w]
+		a.QKV.Forward(qkv, x, T)
+		for t := range T {
+			row := qkv[t*w : (t+1)*w]
+			copy(q[t*qd:(t+1)*qd], row[:qd])
+			copy(k[t*kvd:(t+1)*kvd], row[qd:qd+kvd])
+			copy(v[t*kvd:(t+1)*kvd], row[qd+kvd:])
+		}
+	} else {
+		a.Q.Forward(q, x, T)
+		a.K.Forward(k, x, T)
+		a.V.Forward(v, x, T)
+	}
 
 	parallelFor(T, workersFor(T, qd+kvd), func(_, t int) {
 		r := b.rows[t]

@@ -382,3 +382,34 @@ func TestAWQBias(t *testing.T) {
 		}
 	}
 }
+
+// TestAWQFusedProjectionsAreInvisible: q/k/v and gate/up run as stacked
+// products; turning the stacking off (the views remain) gives bitwise the
+// same logits.
+func TestAWQFusedProjectionsAreInvisible(t *testing.T) {
+	m := tinyAWQ(t).m
+	for i, l := range m.Layers {
+		if l.Attn.QKV == nil || l.MLP.GateUp == nil {
+			t.Fatalf("layer %d: projections not stacked", i)
+		}
+	}
+	ids := testIDs(23, 5)
+	fused, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, ForwardOptions{Hidden: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		l.Attn.QKV, l.MLP.GateUp = nil, nil
+	}
+	apart, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, ForwardOptions{Hidden: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range ids {
+		for i, v := range fused[0].Hidden[p] {
+			if math.Float32bits(v) != math.Float32bits(apart[0].Hidden[p][i]) {
+				t.Fatalf("position %d: hidden[%d] %g stacked, %g apart", p, i, v, apart[0].Hidden[p][i])
+			}
+		}
+	}
+}

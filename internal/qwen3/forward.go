@@ -155,6 +155,7 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 // streaming allocates little.
 type workspace struct {
 	h, xn, o, q, k, v, att, gate, up, pre, out []float32
+	qkv, gu                                    []float32 // fused projections' outputs
 	rows                                       []row
 	scratch                                    [][]float32 // per attention worker, MaxPositions floats
 }
@@ -180,6 +181,12 @@ func (m *Model) getWorkspace(T int) *workspace {
 	fit(&ws.att, T*m.qDim)
 	fit(&ws.gate, T*m.inter)
 	fit(&ws.up, T*m.inter)
+	if len(m.Layers) > 0 && m.Layers[0].Attn.QKV != nil {
+		fit(&ws.qkv, T*(m.qDim+2*m.kvDim))
+	}
+	if len(m.Layers) > 0 && m.Layers[0].MLP.GateUp != nil {
+		fit(&ws.gu, 2*T*m.inter)
+	}
 	fit(&ws.pre, T*m.guardInner)
 	fit(&ws.out, T*(R.Levels()+R.Categories()+Q.Levels()+Q.Categories()))
 	if cap(ws.rows) < T {

@@ -144,6 +144,9 @@ func Load(src Source, cfg *config.Config, opts Options) (*Model, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if err := fuseProjections(m); err != nil {
+		return nil, err
+	}
 	m.RoPE = NewRoPE(hd, m.MaxPositions, cfg.RopeTheta)
 	return m, nil
 }

@@ -1,0 +1,51 @@
+package qwen3
+
+import "github.com/streamguard/streamguard/internal/kernels"
+
+// fuseProjections stacks the int4 projections that read the same input —
+// q, k and v; gate and up — into one matrix per layer, so a forward
+// quantizes each input once and runs one parallel product instead of
+// three or two. Outputs are unchanged bit for bit (the int4 kernels never
+// mix outputs). The Q, K, V, Gate and Up fields keep working as views of
+// the stacked storage, so memory does not grow. Float projections are left
+// alone: they are read zero-copy from the checkpoint, and stacking them
+// would copy the weights.
+func fuseProjections(m *Model) error {
+	for _, l := range m.Layers {
+		if w, ok := fuseAWQ(l.Attn.Q, l.Attn.K, l.Attn.V); ok {
+			all, views, err := kernels.ConcatInt4(w...)
+			if err != nil {
+				return err
+			}
+			l.Attn.QKV = &AWQLinear{W: all}
+			l.Attn.Q.(*AWQLinear).W, l.Attn.K.(*AWQLinear).W, l.Attn.V.(*AWQLinear).W = views[0], views[1], views[2]
+		}
+		if w, ok := fuseAWQ(l.MLP.Gate, l.MLP.Up); ok {
+			all, views, err := kernels.ConcatInt4(w...)
+			if err != nil {
+				return err
+			}
+			l.MLP.GateUp = &AWQLinear{W: all}
+			l.MLP.Gate.(*AWQLinear).W, l.MLP.Up.(*AWQLinear).W = views[0], views[1]
+		}
+	}
+	return nil
+}
+
+// fuseAWQ returns the int4 matrices of ls when all are bias-free AWQ
+// projections with the same input size and group, and outputs in whole
+// blocks.
+func fuseAWQ(ls ...Linear) ([]*kernels.Int4Matrix, bool) {
+	var w []*kernels.Int4Matrix
+	for _, l := range ls {
+		a, ok := l.(*AWQLinear)
+		if !ok || a.Bias != nil || a.W.N%16 != 0 {
+			return nil, false
+		}
+		if len(w) > 0 && (a.W.K != w[0].K || a.W.Group != w[0].Group) {
+			return nil, false
+		}
+		w = append(w, a.W)
+	}
+	return w, true
+}
