@@ -48,6 +48,7 @@ type vecOps struct {
 	rope       func(x, cos, sin *float32, half, n int)
 	attnScores func(s, q, k *float32, n, d, stride int, scale float32)
 	attnSum    func(out, p, v *float32, n, d, stride int)
+	attnSumAdd func(out, p, v *float32, n, d, stride int)
 }
 
 func (o *vecOps) vec(n int) int { return n &^ (o.lanes - 1) }
@@ -134,19 +135,51 @@ func (o *vecOps) attendF(out, q, k, v []float32, n, d, stride int, scale float32
 	o.attnSum(&out[0], &scratch[0], &v[0], n, d, stride)
 }
 
+// attnChunkBytes bounds the keys (or values) one chunk of AttendGroup
+// visits: well inside a 32 KiB L1 data cache, with room for the queries
+// and outputs.
+const attnChunkBytes = 16 << 10
+
+func (o *vecOps) attendGroupF(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+	if g == 1 || d == 0 || d%o.lanes != 0 || n == 0 {
+		attendGroupLoop(o.attendF)(out, q, g, k, v, n, d, stride, scale, scratch)
+		return
+	}
+	C := max(4, attnChunkBytes/(4*d))
+	for j0 := 0; j0 < n; j0 += C {
+		c := min(C, n-j0)
+		for i := range g {
+			o.attnScores(&scratch[i*n+j0], &q[i*d], &k[j0*stride], c, d, stride, scale)
+		}
+	}
+	for i := range g {
+		o.softmaxF(scratch[i*n : (i+1)*n])
+	}
+	for j0 := 0; j0 < n; j0 += C {
+		c := min(C, n-j0)
+		for i := range g {
+			sum := o.attnSumAdd
+			if j0 == 0 {
+				sum = o.attnSum
+			}
+			sum(&out[i*d], &scratch[i*n+j0], &v[j0*stride], c, d, stride)
+		}
+	}
+}
+
 func (o *vecOps) fill(im *impl) {
 	im.dot, im.axpy, im.rmsNorm, im.siluMul = o.dotF, o.axpyF, o.rmsNormF, o.siluMulF
-	im.softmax, im.rope, im.attend = o.softmaxF, o.ropeF, o.attendF
+	im.softmax, im.rope, im.attend, im.attendGroup = o.softmaxF, o.ropeF, o.attendF, o.attendGroupF
 }
 
 var avx2Ops = vecOps{
 	lanes: 8, dot: dotAVX2, axpy: axpyAVX2, scaleMul: scaleMulAVX2, scale: scaleAVX2, maxf: maxfAVX2,
-	expSub: expSubAVX2, siluMul: siluMulAVX2, rope: ropeAVX2, attnScores: attnScoresAVX2, attnSum: attnSumAVX2,
+	expSub: expSubAVX2, siluMul: siluMulAVX2, rope: ropeAVX2, attnScores: attnScoresAVX2, attnSum: attnSumAVX2, attnSumAdd: attnSumAddAVX2,
 }
 
 var avx512Ops = vecOps{
 	lanes: 16, dot: dotAVX512, axpy: axpyAVX512, scaleMul: scaleMulAVX512, scale: scaleAVX512, maxf: maxfAVX512,
-	expSub: expSubAVX512, siluMul: siluMulAVX512, rope: ropeAVX512, attnScores: attnScoresAVX512, attnSum: attnSumAVX512,
+	expSub: expSubAVX512, siluMul: siluMulAVX512, rope: ropeAVX512, attnScores: attnScoresAVX512, attnSum: attnSumAVX512, attnSumAdd: attnSumAddAVX512,
 }
 
 var avx2Impl = func() impl {

@@ -1482,6 +1482,68 @@ TEXT ·attnScoresAVX2(SB), NOSPLIT, $0-52
 	SHLQ  $0x02, SI
 	SHLQ  $0x02, DI
 
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS      (CX)(R11*1), Y5
+	VMOVUPS      (DX)(R11*1), Y6
+	VFMADD231PS  Y5, Y6, Y1
+	VMOVUPS      (R8)(R11*1), Y6
+	VFMADD231PS  Y5, Y6, Y2
+	VMOVUPS      (R9)(R11*1), Y6
+	VFMADD231PS  Y5, Y6, Y3
+	VMOVUPS      (R10)(R11*1), Y6
+	VFMADD231PS  Y5, Y6, Y4
+	ADDQ         $0x00000020, R11
+	CMPQ         R11, SI
+	JL           col4
+	VEXTRACTF128 $0x01, Y1, X5
+	VADDPS       X5, X1, X5
+	VMOVHLPS     X5, X5, X1
+	VADDPS       X1, X5, X5
+	VMOVSHDUP    X5, X1
+	VADDSS       X1, X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 12(AX)
+	ADDQ         $0x00000010, AX
+	LEAQ         (R10)(DI*1), DX
+	SUBQ         $0x04, BX
+	JMP          row4
+
 row:
 	TESTQ  BX, BX
 	JZ     ret
@@ -1520,9 +1582,9 @@ TEXT ·attnSumAVX2(SB), NOSPLIT, $0-48
 	MOVQ stride+40(FP), BX
 	SHLQ $0x02, BX
 
-chunk8:
+attnSumAVX2chunk8:
 	CMPQ   DX, $0x00000040
-	JL     chunk1
+	JL     attnSumAVX2chunk1
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -1535,7 +1597,7 @@ chunk8:
 	MOVQ   n+24(FP), DI
 	MOVQ   CX, R8
 
-chunk8_j:
+attnSumAVX2chunk8_j:
 	VBROADCASTSS (SI), Y8
 	VFMADD231PS  (R8), Y8, Y0
 	VFMADD231PS  32(R8), Y8, Y1
@@ -1548,7 +1610,7 @@ chunk8_j:
 	ADDQ         $0x00000004, SI
 	ADDQ         BX, R8
 	DECQ         DI
-	JNZ          chunk8_j
+	JNZ          attnSumAVX2chunk8_j
 	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
 	VMOVUPS      Y2, 64(AX)
@@ -1560,30 +1622,106 @@ chunk8_j:
 	ADDQ         $0x00000100, AX
 	ADDQ         $0x00000100, CX
 	SUBQ         $0x00000040, DX
-	JMP          chunk8
+	JMP          attnSumAVX2chunk8
 
-chunk1:
+attnSumAVX2chunk1:
 	CMPQ   DX, $0x00000008
-	JL     ret
+	JL     attnSumAVX2ret
 	VXORPS Y0, Y0, Y0
 	MOVQ   p+8(FP), SI
 	MOVQ   n+24(FP), DI
 	MOVQ   CX, R8
 
-chunk1_j:
+attnSumAVX2chunk1_j:
 	VBROADCASTSS (SI), Y1
 	VFMADD231PS  (R8), Y1, Y0
 	ADDQ         $0x00000004, SI
 	ADDQ         BX, R8
 	DECQ         DI
-	JNZ          chunk1_j
+	JNZ          attnSumAVX2chunk1_j
 	VMOVUPS      Y0, (AX)
 	ADDQ         $0x00000020, AX
 	ADDQ         $0x00000020, CX
 	SUBQ         $0x00000008, DX
-	JMP          chunk1
+	JMP          attnSumAVX2chunk1
 
-ret:
+attnSumAVX2ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
+// Requires: AVX, FMA3
+TEXT ·attnSumAddAVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x02, BX
+
+attnSumAddAVX2chunk8:
+	CMPQ    DX, $0x00000040
+	JL      attnSumAddAVX2chunk1
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddAVX2chunk8_j:
+	VBROADCASTSS (SI), Y8
+	VFMADD231PS  (R8), Y8, Y0
+	VFMADD231PS  32(R8), Y8, Y1
+	VFMADD231PS  64(R8), Y8, Y2
+	VFMADD231PS  96(R8), Y8, Y3
+	VFMADD231PS  128(R8), Y8, Y4
+	VFMADD231PS  160(R8), Y8, Y5
+	VFMADD231PS  192(R8), Y8, Y6
+	VFMADD231PS  224(R8), Y8, Y7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddAVX2chunk8_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, 128(AX)
+	VMOVUPS      Y5, 160(AX)
+	VMOVUPS      Y6, 192(AX)
+	VMOVUPS      Y7, 224(AX)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x00000040, DX
+	JMP          attnSumAddAVX2chunk8
+
+attnSumAddAVX2chunk1:
+	CMPQ    DX, $0x00000008
+	JL      attnSumAddAVX2ret
+	VMOVUPS (AX), Y0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddAVX2chunk1_j:
+	VBROADCASTSS (SI), Y1
+	VFMADD231PS  (R8), Y1, Y0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddAVX2chunk1_j
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumAddAVX2chunk1
+
+attnSumAddAVX2ret:
 	VZEROUPPER
 	RET
 
@@ -3204,6 +3342,76 @@ TEXT ·attnScoresAVX512(SB), NOSPLIT, $0-52
 	SHLQ  $0x02, SI
 	SHLQ  $0x02, DI
 
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS       (CX)(R11*1), Z5
+	VMOVUPS       (DX)(R11*1), Z6
+	VFMADD231PS   Z5, Z6, Z1
+	VMOVUPS       (R8)(R11*1), Z6
+	VFMADD231PS   Z5, Z6, Z2
+	VMOVUPS       (R9)(R11*1), Z6
+	VFMADD231PS   Z5, Z6, Z3
+	VMOVUPS       (R10)(R11*1), Z6
+	VFMADD231PS   Z5, Z6, Z4
+	ADDQ          $0x00000040, R11
+	CMPQ          R11, SI
+	JL            col4
+	VEXTRACTF64X4 $0x01, Z1, Y5
+	VADDPS        Y5, Y1, Y5
+	VEXTRACTF32X4 $0x01, Y5, X1
+	VADDPS        X1, X5, X1
+	VMOVHLPS      X1, X1, X5
+	VADDPS        X5, X1, X1
+	VMOVSHDUP     X1, X5
+	VADDSS        X5, X1, X1
+	VMULSS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 4(AX)
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 8(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 12(AX)
+	ADDQ          $0x00000010, AX
+	LEAQ          (R10)(DI*1), DX
+	SUBQ          $0x04, BX
+	JMP           row4
+
 row:
 	TESTQ  BX, BX
 	JZ     ret
@@ -3244,9 +3452,9 @@ TEXT ·attnSumAVX512(SB), NOSPLIT, $0-48
 	MOVQ stride+40(FP), BX
 	SHLQ $0x02, BX
 
-chunk8:
+attnSumAVX512chunk8:
 	CMPQ   DX, $0x00000080
-	JL     chunk1
+	JL     attnSumAVX512chunk1
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -3259,7 +3467,7 @@ chunk8:
 	MOVQ   n+24(FP), DI
 	MOVQ   CX, R8
 
-chunk8_j:
+attnSumAVX512chunk8_j:
 	VBROADCASTSS (SI), Z8
 	VFMADD231PS  (R8), Z8, Z0
 	VFMADD231PS  64(R8), Z8, Z1
@@ -3272,7 +3480,7 @@ chunk8_j:
 	ADDQ         $0x00000004, SI
 	ADDQ         BX, R8
 	DECQ         DI
-	JNZ          chunk8_j
+	JNZ          attnSumAVX512chunk8_j
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
 	VMOVUPS      Z2, 128(AX)
@@ -3284,30 +3492,106 @@ chunk8_j:
 	ADDQ         $0x00000200, AX
 	ADDQ         $0x00000200, CX
 	SUBQ         $0x00000080, DX
-	JMP          chunk8
+	JMP          attnSumAVX512chunk8
 
-chunk1:
+attnSumAVX512chunk1:
 	CMPQ   DX, $0x00000010
-	JL     ret
+	JL     attnSumAVX512ret
 	VXORPS Z0, Z0, Z0
 	MOVQ   p+8(FP), SI
 	MOVQ   n+24(FP), DI
 	MOVQ   CX, R8
 
-chunk1_j:
+attnSumAVX512chunk1_j:
 	VBROADCASTSS (SI), Z1
 	VFMADD231PS  (R8), Z1, Z0
 	ADDQ         $0x00000004, SI
 	ADDQ         BX, R8
 	DECQ         DI
-	JNZ          chunk1_j
+	JNZ          attnSumAVX512chunk1_j
 	VMOVUPS      Z0, (AX)
 	ADDQ         $0x00000040, AX
 	ADDQ         $0x00000040, CX
 	SUBQ         $0x00000010, DX
-	JMP          chunk1
+	JMP          attnSumAVX512chunk1
 
-ret:
+attnSumAVX512ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddAVX512(out *float32, p *float32, v *float32, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddAVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x02, BX
+
+attnSumAddAVX512chunk8:
+	CMPQ    DX, $0x00000080
+	JL      attnSumAddAVX512chunk1
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddAVX512chunk8_j:
+	VBROADCASTSS (SI), Z8
+	VFMADD231PS  (R8), Z8, Z0
+	VFMADD231PS  64(R8), Z8, Z1
+	VFMADD231PS  128(R8), Z8, Z2
+	VFMADD231PS  192(R8), Z8, Z3
+	VFMADD231PS  256(R8), Z8, Z4
+	VFMADD231PS  320(R8), Z8, Z5
+	VFMADD231PS  384(R8), Z8, Z6
+	VFMADD231PS  448(R8), Z8, Z7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddAVX512chunk8_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, 256(AX)
+	VMOVUPS      Z5, 320(AX)
+	VMOVUPS      Z6, 384(AX)
+	VMOVUPS      Z7, 448(AX)
+	ADDQ         $0x00000200, AX
+	ADDQ         $0x00000200, CX
+	SUBQ         $0x00000080, DX
+	JMP          attnSumAddAVX512chunk8
+
+attnSumAddAVX512chunk1:
+	CMPQ    DX, $0x00000010
+	JL      attnSumAddAVX512ret
+	VMOVUPS (AX), Z0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddAVX512chunk1_j:
+	VBROADCASTSS (SI), Z1
+	VFMADD231PS  (R8), Z1, Z0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddAVX512chunk1_j
+	VMOVUPS      Z0, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000010, DX
+	JMP          attnSumAddAVX512chunk1
+
+attnSumAddAVX512ret:
 	VZEROUPPER
 	RET
 

@@ -107,6 +107,10 @@ func attnScoresAVX2(s *float32, q *float32, k *float32, n int, d int, stride int
 // d a multiple of 8, n > 0.
 func attnSumAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
 
+// attnSumAddAVX2 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 8, n > 0.
+func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
+
 // gemvF32AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
 //
 //	for r := 0; r < rows; r++ {
@@ -209,6 +213,10 @@ func attnScoresAVX512(s *float32, q *float32, k *float32, n int, d int, stride i
 // attnSumAVX512 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
 // d a multiple of 16, n > 0.
 func attnSumAVX512(out *float32, p *float32, v *float32, n int, d int, stride int)
+
+// attnSumAddAVX512 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 16, n > 0.
+func attnSumAddAVX512(out *float32, p *float32, v *float32, n int, d int, stride int)
 
 // int4GemvVNNI computes blocks of 16 outputs of one token from repacked INT4
 // weights (qs, meta) and int8 activations a with per-group steps d and sums asum:

@@ -119,4 +119,7 @@ var genericImpl = impl{
 	softmax: softmaxGeneric,
 	rope:    ropeGeneric,
 	attend:  attendGeneric,
+	// The generic attend already adds value rows into out one key at a
+	// time, so running it head by head is the chunked form.
+	attendGroup: attendGroupLoop(attendGeneric),
 }

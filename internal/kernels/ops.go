@@ -73,3 +73,33 @@ func Attend(out, q, k, v []float32, n, d, stride int, scale float32, scratch []f
 	}
 	active.attend(out[:d], q[:d], k, v, n, d, stride, scale, scratch[:n])
 }
+
+// AttendGroup is Attend for g query heads that share one key/value head
+// (grouped-query attention): head i reads q[i*d:][:d] and writes
+// out[i*d:][:d]; scratch holds at least g·n floats. Keys and values are
+// visited in chunks small enough to stay in the L1 cache while every head
+// of the group uses them, so the cache is read from memory once per group
+// instead of once per head. Each head's output is bitwise what Attend
+// computes for it.
+func AttendGroup(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+	if g <= 0 || n < 0 || d < 0 || len(out) < g*d || len(q) < g*d || len(scratch) < g*n {
+		panic(fmt.Sprintf("kernels: AttendGroup g=%d n=%d d=%d with len(out)=%d, len(q)=%d, len(scratch)=%d", g, n, d, len(out), len(q), len(scratch)))
+	}
+	if n > 0 {
+		need := (n-1)*stride + d
+		if stride < d || len(k) < need || len(v) < need {
+			panic(fmt.Sprintf("kernels: AttendGroup n=%d d=%d stride=%d needs k and v of %d; have %d, %d", n, d, stride, need, len(k), len(v)))
+		}
+	}
+	active.attendGroup(out[:g*d], q[:g*d], g, k, v, n, d, stride, scale, scratch[:g*n])
+}
+
+// attendGroupLoop runs attend head by head, for implementations without a
+// chunked form.
+func attendGroupLoop(attend func(out, q, k, v []float32, n, d, stride int, scale float32, scratch []float32)) func(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+	return func(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
+		for i := range g {
+			attend(out[i*d:(i+1)*d], q[i*d:(i+1)*d], k, v, n, d, stride, scale, scratch[i*n:(i+1)*n])
+		}
+	}
+}

@@ -18,6 +18,8 @@ type impl struct {
 	softmax func(x []float32)
 	rope    func(x, cos, sin []float32)
 	attend  func(out, q, k, v []float32, n, d, stride int, scale float32, scratch []float32)
+	// attendGroup is AttendGroup; each head must equal attend's result.
+	attendGroup func(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

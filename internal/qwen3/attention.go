@@ -66,12 +66,14 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	group := a.Heads / a.KVHeads
-	parallelFor(T*a.Heads, workersFor(T*a.Heads, 2*hd*(b.maxPos+1)), func(w, i int) {
-		t, h := i/a.Heads, i%a.Heads
+	// One work item per (row, key/value head): the group's query heads
+	// share each pass over the cached keys and values.
+	parallelFor(T*a.KVHeads, workersFor(T*a.KVHeads, 2*group*hd*(b.maxPos+1)), func(w, i int) {
+		t, kh := i/a.KVHeads, i%a.KVHeads
 		r := b.rows[t]
-		kc, vc := r.cache.head(layer, h/group)
-		kernels.Attend(att[t*qd+h*hd:t*qd+(h+1)*hd], q[t*qd+h*hd:t*qd+(h+1)*hd],
-			kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
+		kc, vc := r.cache.head(layer, kh)
+		lo, hi := t*qd+kh*group*hd, t*qd+(kh+1)*group*hd
+		kernels.AttendGroup(att[lo:hi], q[lo:hi], group, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
 	})
 	a.O.Forward(out, att, T)
 }

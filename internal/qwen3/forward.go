@@ -157,7 +157,7 @@ type workspace struct {
 	h, xn, o, q, k, v, att, gate, up, pre, out []float32
 	qkv, gu                                    []float32 // fused projections' outputs
 	rows                                       []row
-	scratch                                    [][]float32 // per attention worker, MaxPositions floats
+	scratch                                    [][]float32 // per attention worker: scores of a head group
 }
 
 func (m *Model) getWorkspace(T int) *workspace {
@@ -193,7 +193,16 @@ func (m *Model) getWorkspace(T int) *workspace {
 		ws.rows = make([]row, 0, T)
 	}
 	for len(ws.scratch) < kernels.Threads() {
-		ws.scratch = append(ws.scratch, make([]float32, m.MaxPositions))
+		ws.scratch = append(ws.scratch, make([]float32, m.attnGroup()*m.MaxPositions))
 	}
 	return ws
+}
+
+// attnGroup is the number of query heads per key/value head.
+func (m *Model) attnGroup() int {
+	if len(m.Layers) == 0 {
+		return 1
+	}
+	a := m.Layers[0].Attn
+	return max(1, a.Heads/a.KVHeads)
 }

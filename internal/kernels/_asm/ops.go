@@ -309,6 +309,46 @@ func attention(i isa) {
 		n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
 		SHLQ(U8(2), d)
 		SHLQ(U8(2), stride)
+		// Four keys at a time: four independent accumulator chains hide
+		// the FMA latency; each key's sum is still one accumulator over d
+		// in the same order, so the scores do not depend on the blocking.
+		const R = 4
+		Label("row4")
+		CMPQ(n, U8(R))
+		JL(LabelRef("row"))
+		{
+			kr := []Register{k, GP64(), GP64(), GP64()}
+			LEAQ(Mem{Base: k, Index: stride, Scale: 1}, kr[1])
+			LEAQ(Mem{Base: kr[1], Index: stride, Scale: 1}, kr[2])
+			LEAQ(Mem{Base: kr[2], Index: stride, Scale: 1}, kr[3])
+			accs := make([]VecVirtual, R)
+			for r := range accs {
+				accs[r] = i.vec()
+				zero(accs[r])
+			}
+			off := GP64()
+			XORQ(off, off)
+			Label("col4")
+			qv := i.vec()
+			VMOVUPS(at(q, off), qv)
+			for r := range R {
+				t := i.vec()
+				VMOVUPS(at(kr[r], off), t)
+				VFMADD231PS(qv, t, accs[r])
+			}
+			ADDQ(U32(i.bytes()), off)
+			CMPQ(off, d)
+			JL(LabelRef("col4"))
+			for r := range R {
+				x := i.reduce(accs[r])
+				VMULSS(sc, x, x)
+				VMOVSS(x, mem(s, 4*r))
+			}
+			ADDQ(U32(4*R), s)
+			LEAQ(Mem{Base: kr[3], Index: stride, Scale: 1}, k)
+			SUBQ(U8(R), n)
+			JMP(LabelRef("row4"))
+		}
 		Label("row")
 		TESTQ(n, n)
 		JZ(LabelRef("ret"))
@@ -334,10 +374,22 @@ func attention(i isa) {
 		VZEROUPPER()
 		RET()
 	}
+	attnSum(i, false)
+	attnSum(i, true)
+}
+
+// attnSum emits the weighted sum of values; with add it continues sums
+// already in out (attention over keys in chunks).
+func attnSum(i isa, add bool) {
+	L := fmt.Sprint(i.lanes)
 	{
 		const C = 8 // output vectors held in registers per pass over j
-		TEXT("attnSum"+i.name, NOSPLIT, "func(out, p, v *float32, n, d, stride int)")
-		Doc("attnSum"+i.name+" sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,",
+		name, verb := "attnSum"+i.name, "sets out[:d] ="
+		if add {
+			name, verb = "attnSumAdd"+i.name, "adds to out[:d]"
+		}
+		TEXT(name, NOSPLIT, "func(out, p, v *float32, n, d, stride int)")
+		Doc(name+" "+verb+" Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,",
 			"d a multiple of "+L+", n > 0.")
 		out, v := Load(Param("out"), GP64()), Load(Param("v"), GP64())
 		d, stride := Load(Param("d"), GP64()), Load(Param("stride"), GP64())
@@ -348,17 +400,23 @@ func attention(i isa) {
 			if c > 1 {
 				next = "chunk1"
 			}
-			Label(chunk)
+			Label(name + chunk)
 			CMPQ(d, U32(c*i.lanes))
-			JL(LabelRef(next))
+			JL(LabelRef(name + next))
 			acc := make([]VecVirtual, c)
 			for u := range acc {
 				acc[u] = i.vec()
-				zero(acc[u])
+				if add {
+					// Continuing from the stored sums is the same as
+					// never having stopped: float32 stores are exact.
+					VMOVUPS(mem(out, u*i.bytes()), acc[u])
+				} else {
+					zero(acc[u])
+				}
 			}
 			p, n, vp := Load(Param("p"), GP64()), Load(Param("n"), GP64()), GP64()
 			MOVQ(v, vp)
-			Label(chunk + "_j")
+			Label(name + chunk + "_j")
 			b := i.vec()
 			VBROADCASTSS(mem(p, 0), b)
 			for u := range acc {
@@ -367,16 +425,16 @@ func attention(i isa) {
 			ADDQ(U32(4), p)
 			ADDQ(stride, vp)
 			DECQ(n)
-			JNZ(LabelRef(chunk + "_j"))
+			JNZ(LabelRef(name + chunk + "_j"))
 			for u := range acc {
 				VMOVUPS(acc[u], mem(out, u*i.bytes()))
 			}
 			ADDQ(U32(c*i.bytes()), out)
 			ADDQ(U32(c*i.bytes()), v)
 			SUBQ(U32(c*i.lanes), d)
-			JMP(LabelRef(chunk))
+			JMP(LabelRef(name + chunk))
 		}
-		Label("ret")
+		Label(name + "ret")
 		VZEROUPPER()
 		RET()
 	}
