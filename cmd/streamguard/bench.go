@@ -37,6 +37,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 8, "timed steps per measurement")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print one JSON object")
+	bandwidth := fs.Int64("bandwidth-mib", 512, "also measure the machine's read bandwidth with a buffer of this many MiB, to compare with decode's weight reads (0 skips it)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,7 +73,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *threads > 0 {
 		kernels.SetThreads(*threads)
 	}
-	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed}
+	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed, Bandwidth: *bandwidth << 20}
 	if *pp == 0 {
 		opts.Prefill = -1
 	}

@@ -25,6 +25,10 @@ type Options struct {
 	Streams   []int // stream counts for batched steps (4, 16, 64)
 	Steps     int   // timed steps per measurement (8)
 	Seed      uint64
+	// Bandwidth, when positive, is the buffer size of a read-bandwidth
+	// measurement taken in the same run (ReadBandwidth), so the decode
+	// step's weight traffic can be compared with what the machine reads.
+	Bandwidth int64
 }
 
 func (o *Options) defaults() {
@@ -77,6 +81,13 @@ type Report struct {
 	KVBytesPerToken   int64              `json:"kv_bytes_per_token"`
 	RSSBytes          int64              `json:"rss_bytes"`
 	RSSPeakBytes      int64              `json:"rss_peak_bytes"`
+	// DecodeWeightBytes is what one single-token step reads of weights;
+	// DecodeWeightBytesPerS divides it by the fastest step at the first
+	// position, and ReadBandwidthBytesPerS is the machine's read bandwidth
+	// measured in the same run (0 when not measured).
+	DecodeWeightBytes      int64   `json:"decode_weight_bytes"`
+	DecodeWeightBytesPerS  float64 `json:"decode_weight_bytes_per_s"`
+	ReadBandwidthBytesPerS float64 `json:"read_bandwidth_bytes_per_s"`
 	// LoadAverage is the 1-minute load average before and after the run
 	// (Linux): a value above the core count means other work shared the
 	// cores and the timings are pessimistic.
@@ -155,8 +166,13 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 			TokensPerS: 1 / mean, KVBytes: c.Bytes(), StepsTimed: o.Steps})
 		c.Release()
 	}
+	r.DecodeWeightBytes = m.DecodeWeightBytes()
 	if len(r.Decode) > 0 {
 		r.DecodeTokensPerS = r.Decode[0].TokensPerS
+		r.DecodeWeightBytesPerS = float64(r.DecodeWeightBytes) / (r.Decode[0].MinMs / 1e3)
+	}
+	if o.Bandwidth > 0 {
+		r.ReadBandwidthBytesPerS = ReadBandwidth(o.Bandwidth, kernels.Threads())
 	}
 
 	for _, n := range o.Streams {
@@ -257,6 +273,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	for _, b := range r.Batched {
 		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)
+	}
+	if r.DecodeWeightBytesPerS > 0 {
+		fmt.Fprintf(tw, "decode weight reads\t%s per token, %.2f GB/s at the fastest step", bytesString(r.DecodeWeightBytes), r.DecodeWeightBytesPerS/1e9)
+		if r.ReadBandwidthBytesPerS > 0 {
+			fmt.Fprintf(tw, " = %.0f%% of the %.2f GB/s read bandwidth measured now", 100*r.DecodeWeightBytesPerS/r.ReadBandwidthBytesPerS, r.ReadBandwidthBytesPerS/1e9)
+		}
+		fmt.Fprintln(tw)
 	}
 	fmt.Fprintf(tw, "KV cache\t%s per token\n", bytesString(r.KVBytesPerToken))
 	fmt.Fprintf(tw, "memory\t%s resident after load, %s at the end, %s peak\n",

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +49,14 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	}
 	if _, err := Run(m, "tiny", "bf16", 0, Options{Positions: []int{8190}, Steps: 8}); err == nil {
 		t.Error("a position past max_position_embeddings was accepted")
+	}
+}
+
+// TestReadBandwidthCountsTheBuffer: a measurement on a small buffer gives a
+// positive, finite rate (the value itself depends on the machine).
+func TestReadBandwidthCountsTheBuffer(t *testing.T) {
+	bw := ReadBandwidth(8<<20, 2)
+	if !(bw > 0) || math.IsInf(bw, 0) {
+		t.Fatalf("ReadBandwidth = %g", bw)
 	}
 }

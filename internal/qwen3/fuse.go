@@ -1,6 +1,10 @@
 package qwen3
 
-import "github.com/streamguard/streamguard/internal/kernels"
+import (
+	"runtime/debug"
+
+	"github.com/streamguard/streamguard/internal/kernels"
+)
 
 // fuseProjections stacks the int4 projections that read the same input —
 // q, k and v; gate and up — into one matrix per layer, so a forward
@@ -11,13 +15,21 @@ import "github.com/streamguard/streamguard/internal/kernels"
 // alone: they are read zero-copy from the checkpoint, and stacking them
 // would copy the weights.
 func fuseProjections(m *Model) error {
+	fused := false
+	defer func() {
+		if fused {
+			// The parts' own storage is garbage now; hand it back to the
+			// OS so a freshly loaded model's footprint is the model.
+			debug.FreeOSMemory()
+		}
+	}()
 	for _, l := range m.Layers {
 		if w, ok := fuseAWQ(l.Attn.Q, l.Attn.K, l.Attn.V); ok {
 			all, views, err := kernels.ConcatInt4(w...)
 			if err != nil {
 				return err
 			}
-			l.Attn.QKV = &AWQLinear{W: all}
+			l.Attn.QKV, fused = &AWQLinear{W: all}, true
 			l.Attn.Q.(*AWQLinear).W, l.Attn.K.(*AWQLinear).W, l.Attn.V.(*AWQLinear).W = views[0], views[1], views[2]
 		}
 		if w, ok := fuseAWQ(l.MLP.Gate, l.MLP.Up); ok {
