@@ -37,6 +37,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	steps := fs.Int("steps", 8, "timed steps per measurement")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print one JSON object")
+	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	bandwidth := fs.Int64("bandwidth-mib", 512, "also measure the machine's read bandwidth with a buffer of this many MiB, to compare with decode's weight reads (0 skips it)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it)")
 	if err := parseFlags(fs, args); err != nil {
@@ -86,7 +87,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		m, err := guard.Load(dir, guard.Options{})
+		m, err := guard.Load(dir, guard.Options{Int4Coarse: *coarse})
 		if err != nil {
 			return err
 		}
@@ -95,6 +96,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {
 			dt = "awq"
+			if *coarse {
+				dt = "awq, coarse int8 activations"
+			}
 		}
 	} else {
 		cfg, err := config.Preset(*preset)

@@ -59,6 +59,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	fs.Var(thresholds, "threshold", "CATEGORY=P: flag that category when P(Unsafe) (+P(Controversial) if strict) >= P; repeatable")
 	block := fs.String("block", "", "comma-separated categories that alone may flag (default: all)")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,7 +90,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(dir, guard.Options{Threads: *threads, Policy: policy})
+	g, err := guard.Load(dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,11 @@ import (
 // record: the 16 float16 scales, then the 16 zero points.
 type Int4Matrix struct {
 	K, N, Group int
+	// Coarse makes MatMulInt4 use only the coarse int8 row of each token
+	// (activations to about 1/254 of their group's largest magnitude, the
+	// accuracy of llama.cpp's 8-bit activations) and skip the residual
+	// row: about half the integer work, at the cost of precision.
+	Coarse bool
 
 	blocks, groups int
 	qs             []byte // [blocks][groups][Group/8][64]
@@ -250,7 +255,11 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	defer int4ActsPool.Put(acts)
 	R := 2 * T
 	acts.prepare(R, K, w.Group)
-	acts.out = grow(acts.out, R*N)
+	if w.Coarse {
+		R = T // the residual rows are quantized but not multiplied
+	} else {
+		acts.out = grow(acts.out, R*N)
+	}
 	ik := &active.int4
 	if T >= 8 {
 		parallelRows(T, 4, func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) })
@@ -261,6 +270,10 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	}
 	out := acts.out
 	run := func(lo, hi int) {
+		if w.Coarse {
+			int4Rows(ik, dst, w, acts, T, lo, hi)
+			return
+		}
 		int4Rows(ik, out, w, acts, R, lo, hi)
 		// Add each token's two rows over this goroutine's outputs.
 		n0, n1 := lo*int4Block, min(N, hi*int4Block)

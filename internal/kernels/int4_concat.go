@@ -13,11 +13,11 @@ func ConcatInt4(ms ...*Int4Matrix) (*Int4Matrix, []*Int4Matrix, error) {
 	if len(ms) == 0 {
 		return nil, nil, fmt.Errorf("kernels: ConcatInt4 of no matrices")
 	}
-	K, group := ms[0].K, ms[0].Group
+	K, group, coarse := ms[0].K, ms[0].Group, ms[0].Coarse
 	var N, blocks, qlen, mlen int
 	for i, m := range ms {
-		if m.K != K || m.Group != group {
-			return nil, nil, fmt.Errorf("kernels: ConcatInt4: matrix %d is %d inputs in groups of %d, want %d in groups of %d", i, m.K, m.Group, K, group)
+		if m.K != K || m.Group != group || m.Coarse != coarse {
+			return nil, nil, fmt.Errorf("kernels: ConcatInt4: matrix %d is %d inputs in groups of %d (coarse %v), want %d in groups of %d (coarse %v)", i, m.K, m.Group, m.Coarse, K, group, coarse)
 		}
 		if i < len(ms)-1 && m.N%int4Block != 0 {
 			return nil, nil, fmt.Errorf("kernels: ConcatInt4: matrix %d has %d outputs, not a multiple of %d", i, m.N, int4Block)
@@ -27,14 +27,14 @@ func ConcatInt4(ms ...*Int4Matrix) (*Int4Matrix, []*Int4Matrix, error) {
 		qlen += len(m.qs)
 		mlen += len(m.meta)
 	}
-	out := &Int4Matrix{K: K, N: N, Group: group, blocks: blocks, groups: ms[0].groups,
+	out := &Int4Matrix{K: K, N: N, Group: group, Coarse: coarse, blocks: blocks, groups: ms[0].groups,
 		qs: make([]byte, 0, qlen), meta: make([]byte, 0, mlen)}
 	views := make([]*Int4Matrix, len(ms))
 	for i, m := range ms {
 		q0, m0 := len(out.qs), len(out.meta)
 		out.qs = append(out.qs, m.qs...)
 		out.meta = append(out.meta, m.meta...)
-		views[i] = &Int4Matrix{K: K, N: m.N, Group: group, blocks: m.blocks, groups: m.groups,
+		views[i] = &Int4Matrix{K: K, N: m.N, Group: group, Coarse: coarse, blocks: m.blocks, groups: m.groups,
 			qs: out.qs[q0:len(out.qs):len(out.qs)], meta: out.meta[m0:len(out.meta):len(out.meta)]}
 	}
 	return out, views, nil

@@ -61,3 +61,27 @@ func fuseAWQ(ls ...Linear) ([]*kernels.Int4Matrix, bool) {
 	}
 	return w, true
 }
+
+// SetInt4Coarse switches every int4 projection between the two activation
+// modes of the int4 kernels (see kernels.Int4Matrix.Coarse): coarse int8
+// rows only (faster, llama.cpp-like accuracy) or coarse plus residual rows
+// (the default, within about 1e-4 of float activations). It reports
+// whether the model has int4 projections. Call it before serving: a
+// stream's results are consistent only within one mode.
+func (m *Model) SetInt4Coarse(coarse bool) bool {
+	found := false
+	set := func(ls ...Linear) {
+		for _, l := range ls {
+			if a, ok := l.(*AWQLinear); ok {
+				a.W.Coarse, found = coarse, true
+			}
+		}
+	}
+	for _, l := range m.Layers {
+		set(l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.Attn.QKV, l.MLP.Gate, l.MLP.Up, l.MLP.GateUp, l.MLP.Down)
+	}
+	for _, h := range []*Head{m.Response, m.Query} {
+		set(h.Pre, h.Risk, h.Category)
+	}
+	return found
+}
