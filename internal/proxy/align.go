@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"bytes"
+	"sort"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// alignRun is a stretch where the decoded text of the judged tokens equals
+// the fed text byte for byte: dec[dec:dec+n] == fed[fed:fed+n].
+type alignRun struct{ dec, fed, n int }
+
+// aligner maps offsets in the decoded text of judged tokens to offsets in
+// the fed text. The tokenizer normalises to NFC, so the two are equal
+// except where the fed text is not in NFC: there the aligner backs off to
+// the NFC boundary before the difference and re-synchronises one NFC
+// segment later, checking that the segment's NFC form is exactly what was
+// decoded. Offsets inside such a segment map to its start, so the mapping
+// never claims fed bytes the tokens did not cover. If a segment does not
+// check out (a normaliser disagreement), the mapping stops growing and the
+// rest is released only when the whole text was judged.
+type aligner struct {
+	dec   []byte
+	runs  []alignRun
+	open  bool // the last run may still grow
+	stuck bool
+}
+
+func newAligner() *aligner {
+	return &aligner{runs: []alignRun{{}}, open: true}
+}
+
+func (a *aligner) addDecoded(s string) { a.dec = append(a.dec, s...) }
+
+// sync extends the mapping over what fed and the decoded text hold now;
+// atEOF says fed is complete.
+func (a *aligner) sync(fed []byte, atEOF bool) {
+	for !a.stuck {
+		r := &a.runs[len(a.runs)-1]
+		d, f := r.dec+r.n, r.fed+r.n
+		if a.open {
+			for d < len(a.dec) && f < len(fed) && a.dec[d] == fed[f] {
+				d, f = d+1, f+1
+			}
+			r.n = d - r.dec
+			if d == len(a.dec) || f == len(fed) {
+				return
+			}
+			// The texts differ: the NFC segment holding the difference
+			// starts at the last boundary of the run at the latest.
+			r.n = max(norm.NFC.LastBoundary(fed[r.fed:r.fed+r.n]), 0)
+			a.open = false
+			continue
+		}
+		end := norm.NFC.NextBoundary(fed[f:], atEOF)
+		if end <= 0 {
+			return
+		}
+		want := norm.NFC.Bytes(fed[f : f+end])
+		if have := a.dec[d:]; len(have) < len(want) {
+			if !bytes.HasPrefix(want, have) {
+				a.stuck = true
+			}
+			return
+		}
+		if !bytes.Equal(a.dec[d:d+len(want)], want) {
+			a.stuck = true
+			return
+		}
+		a.runs = append(a.runs, alignRun{dec: d + len(want), fed: f + end})
+		a.open = true
+	}
+}
+
+// fedOffset maps decoded offset d to the largest fed offset whose text is
+// covered by the decoded text up to d.
+func (a *aligner) fedOffset(d int) int {
+	i := sort.Search(len(a.runs), func(i int) bool { return a.runs[i].dec > d }) - 1
+	if i < 0 {
+		return 0
+	}
+	r := a.runs[i]
+	return r.fed + min(d-r.dec, r.n)
+}

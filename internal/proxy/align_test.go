@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"testing"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// TestAlignerNFC: where the fed text is not in NFC, the decoded text (NFC)
+// differs; offsets inside the changed stretch map to its start, and the
+// mapping resumes exactly after it.
+func TestAlignerNFC(t *testing.T) {
+	fed := []byte("Cafe\u0301 au lait") // decomposed é
+	dec := norm.NFC.Bytes(fed)          // "Café au lait"
+	a := newAligner()
+	// Decoded text arrives a few bytes at a time, as tokens are judged.
+	for i := 0; i < len(dec); i += 3 {
+		a.addDecoded(string(dec[i:min(i+3, len(dec))]))
+		a.sync(fed, false)
+	}
+	a.sync(fed, true)
+	for d, want := range map[int]int{
+		0: 0, 3: 3, // "Caf"
+		4: 3, // inside "é" (2 bytes decoded, 3 fed): not yet covered
+		5: 6, // after "é"
+		6: 7, 13: 14,
+	} {
+		if got := a.fedOffset(d); got != want {
+			t.Errorf("decoded offset %d maps to %d, want %d", d, got, want)
+		}
+	}
+	if a.stuck {
+		t.Error("the aligner gave up on a plain decomposed accent")
+	}
+}
+
+// TestAlignerStuck: a decoded text that is not the NFC form of the fed
+// text stops the mapping at the last agreed offset.
+func TestAlignerStuck(t *testing.T) {
+	a := newAligner()
+	a.addDecoded("abcXdef")
+	a.sync([]byte("abcYdef"), true)
+	if !a.stuck {
+		t.Fatal("not stuck")
+	}
+	for _, d := range []int{3, 4, 7} {
+		if got := a.fedOffset(d); got > 3 {
+			t.Errorf("decoded offset %d maps to %d, past the last agreed byte 3", d, got)
+		}
+	}
+}

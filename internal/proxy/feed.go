@@ -1,0 +1,429 @@
+package proxy
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// fieldKind names the upstream field a piece of text came from.
+type fieldKind uint8
+
+const (
+	fieldContent fieldKind = iota
+	fieldReasoning
+)
+
+type pieceState uint8
+
+const (
+	pieceFed     pieceState = iota // judged, at fed offset start
+	pieceDropped                   // left out by the template (not judged)
+	pieceHeld                      // not decided yet
+)
+
+// piece is a run of one upstream field's text and what became of it.
+type piece struct {
+	field fieldKind
+	text  string
+	state pieceState
+	start int // fed offset of text[0] when fed
+}
+
+// eventText is the text one upstream event (or a whole message)
+// contributed, for releasing the event and for rebuilding its part before
+// a cut.
+type eventText struct {
+	pieces []piece
+	// pending counts the event's text not decided yet (held pieces and
+	// text the <think> detection holds); an event is released only when
+	// it is zero.
+	pending int
+	// fedEnd is the fed length once the event's text was fed: the event
+	// may be released when everything before fedEnd was judged.
+	fedEnd int
+}
+
+// feedOp is one call on the guard stream: open the response, then append
+// text.
+type feedOp struct {
+	start    bool
+	thinking bool
+	text     string
+}
+
+type inlineState uint8
+
+const (
+	inlineProbe     inlineState = iota // content start: may open a <think> block
+	inlineReasoning                    // inside a <think> block written in content
+	inlineOff                          // plain content
+)
+
+const (
+	thinkOpen  = "<think>"
+	thinkClose = "</think>"
+	// closeThink is what the chat template writes after the reasoning.
+	closeThink = "\n</think>\n\n"
+)
+
+type heldText struct {
+	ev   *eventText
+	text string
+}
+
+type pieceRef struct {
+	ev *eventText
+	i  int
+}
+
+// feeder renders an assistant turn arriving in pieces the way the Qwen3
+// chat template renders a whole one: the reasoning (from reasoning fields,
+// or a <think> block at the start of the content) loses its leading and
+// trailing newlines and is closed by "\n</think>\n\n"; the content loses its
+// leading newlines; a turn without reasoning gets the empty think block
+// (StartResponse(false)). Text that depends on what comes next (trailing
+// newlines of the reasoning, a possible <think> tag) is held until decided.
+type feeder struct {
+	fed []byte   // every byte fed, synthetic text included
+	ops []feedOp // produced since the last take
+
+	started       bool // the response was opened
+	reasoningOpen bool // the think block is open
+	reasoningLead bool // reasoning's leading newlines are still dropped
+	reasoningDone bool // reasoning ended: later reasoning counts as content
+	contentLead   bool // content's leading newlines are still dropped
+	heldNL        []pieceRef
+
+	inline  inlineState
+	probe   []heldText // content held while a <think> tag is possible
+	tagHold []heldText // inline reasoning that may start "</think>"
+}
+
+func newFeeder() *feeder {
+	return &feeder{reasoningLead: true, contentLead: true}
+}
+
+// take returns the guard calls produced since the last take.
+func (f *feeder) take() []feedOp {
+	ops := f.ops
+	f.ops = nil
+	return ops
+}
+
+// end marks the end of an event's text.
+func (f *feeder) end(ev *eventText) { ev.fedEnd = len(f.fed) }
+
+// addReasoning takes text from a reasoning field.
+func (f *feeder) addReasoning(ev *eventText, text string) {
+	if text == "" {
+		return
+	}
+	if f.inline == inlineProbe {
+		f.resolveProbe(false)
+		f.inline = inlineOff
+	}
+	f.reasoning(ev, fieldReasoning, text)
+}
+
+// addContent takes text from the content field, recognising a <think>
+// block at its start.
+func (f *feeder) addContent(ev *eventText, text string) {
+	if text == "" {
+		return
+	}
+	switch f.inline {
+	case inlineOff:
+		f.content(ev, fieldContent, text)
+	case inlineReasoning:
+		f.inlineReasoningText(ev, text)
+	case inlineProbe:
+		if f.reasoningDone || f.reasoningOpen || f.started {
+			f.inline = inlineOff
+			f.content(ev, fieldContent, text)
+			return
+		}
+		ev.pending++
+		f.probe = append(f.probe, heldText{ev, text})
+		all := joinHeld(f.probe)
+		s := strings.TrimLeft(all, " \t\r\n")
+		if len(s) < len(thinkOpen) && strings.HasPrefix(thinkOpen, s) {
+			return // undecided
+		}
+		f.resolveProbe(strings.HasPrefix(s, thinkOpen))
+	}
+}
+
+// resolveProbe ends the <think> detection: with tag, the text up to the
+// tag is dropped and the rest is reasoning; otherwise it is all content.
+func (f *feeder) resolveProbe(tag bool) {
+	held := f.probe
+	f.probe = nil
+	for _, h := range held {
+		h.ev.pending--
+	}
+	if !tag {
+		f.inline = inlineOff
+		for _, h := range held {
+			f.content(h.ev, fieldContent, h.text)
+		}
+		return
+	}
+	all := joinHeld(held)
+	tagEnd := len(all) - len(strings.TrimLeft(all, " \t\r\n")) + len(thinkOpen)
+	f.inline = inlineReasoning
+	splitHeld(held, []int{tagEnd}, func(seg int, ev *eventText, text string) {
+		if seg == 0 {
+			f.drop(ev, fieldContent, text)
+		} else {
+			f.inlineReasoningText(ev, text)
+		}
+	})
+}
+
+// inlineReasoningText takes content text inside a <think> block.
+func (f *feeder) inlineReasoningText(ev *eventText, text string) {
+	ev.pending++
+	f.tagHold = append(f.tagHold, heldText{ev, text})
+	held := f.tagHold
+	f.tagHold = nil
+	for _, h := range held {
+		h.ev.pending--
+	}
+	all := joinHeld(held)
+	if i := strings.Index(all, thinkClose); i >= 0 {
+		j := i + len(thinkClose)
+		f.inline = inlineOff
+		ended := false
+		splitHeld(held, []int{i, j}, func(seg int, ev *eventText, text string) {
+			switch seg {
+			case 0:
+				f.reasoning(ev, fieldContent, text)
+			case 1:
+				f.drop(ev, fieldContent, text)
+			case 2:
+				if !ended {
+					f.endReasoning()
+					ended = true
+				}
+				f.content(ev, fieldContent, text)
+			}
+		})
+		if !ended {
+			f.endReasoning()
+		}
+		return
+	}
+	keep := len(all) - tagPrefixSuffix(all)
+	splitHeld(held, []int{keep}, func(seg int, ev *eventText, text string) {
+		if seg == 0 {
+			f.reasoning(ev, fieldContent, text)
+		} else {
+			ev.pending++
+			f.tagHold = append(f.tagHold, heldText{ev, text})
+		}
+	})
+}
+
+// tagPrefixSuffix is the length of the longest suffix of s that is a
+// proper prefix of "</think>".
+func tagPrefixSuffix(s string) int {
+	for n := min(len(s), len(thinkClose)-1); n > 0; n-- {
+		if strings.HasPrefix(thinkClose, s[len(s)-n:]) {
+			return n
+		}
+	}
+	return 0
+}
+
+// reasoning takes reasoning text from field src.
+func (f *feeder) reasoning(ev *eventText, src fieldKind, text string) {
+	if f.reasoningDone {
+		f.content(ev, src, text)
+		return
+	}
+	if f.reasoningLead {
+		n := len(text) - len(strings.TrimLeft(text, "\n"))
+		if n > 0 {
+			f.drop(ev, src, text[:n])
+			text = text[n:]
+		}
+		if text == "" {
+			return
+		}
+		f.reasoningLead = false
+	}
+	body := strings.TrimRight(text, "\n")
+	if body != "" {
+		if !f.started {
+			f.start(true)
+			f.reasoningOpen = true
+		}
+		f.releaseHeldNL(true)
+		f.feed(ev, src, body)
+	}
+	if tail := text[len(body):]; tail != "" {
+		ev.pending++
+		ev.pieces = append(ev.pieces, piece{field: src, text: tail, state: pieceHeld})
+		f.heldNL = append(f.heldNL, pieceRef{ev, len(ev.pieces) - 1})
+	}
+}
+
+// endReasoning drops the reasoning's trailing newlines and closes the
+// think block.
+func (f *feeder) endReasoning() {
+	f.releaseHeldNL(false)
+	if f.reasoningOpen {
+		f.feedSynthetic(closeThink)
+		f.reasoningOpen = false
+	}
+	f.reasoningDone = true
+}
+
+// content takes answer text from field src.
+func (f *feeder) content(ev *eventText, src fieldKind, text string) {
+	if !f.reasoningDone {
+		f.endReasoning()
+	}
+	if f.contentLead {
+		n := len(text) - len(strings.TrimLeft(text, "\n"))
+		if n > 0 {
+			f.drop(ev, src, text[:n])
+			text = text[n:]
+		}
+		if text == "" {
+			return
+		}
+		f.contentLead = false
+	}
+	if !f.started {
+		f.start(false)
+	}
+	f.feed(ev, src, text)
+}
+
+// finish ends the turn: held text is decided and the think block closed.
+func (f *feeder) finish() {
+	switch f.inline {
+	case inlineProbe:
+		if len(f.probe) > 0 {
+			f.resolveProbe(false)
+		}
+	case inlineReasoning:
+		held := f.tagHold
+		f.tagHold = nil
+		for _, h := range held {
+			h.ev.pending--
+			f.reasoning(h.ev, fieldContent, h.text)
+		}
+	}
+	f.inline = inlineOff
+	if !f.reasoningDone {
+		f.endReasoning()
+	}
+}
+
+func (f *feeder) start(thinking bool) {
+	f.started = true
+	f.ops = append(f.ops, feedOp{start: true, thinking: thinking})
+}
+
+func (f *feeder) feed(ev *eventText, src fieldKind, text string) {
+	ev.pieces = append(ev.pieces, piece{field: src, text: text, state: pieceFed, start: len(f.fed)})
+	f.feedSynthetic(text)
+	ev.fedEnd = max(ev.fedEnd, len(f.fed))
+}
+
+func (f *feeder) feedSynthetic(text string) {
+	f.fed = append(f.fed, text...)
+	// A start op carries the text that follows it; consecutive text is
+	// one AppendText call.
+	if n := len(f.ops); n > 0 {
+		f.ops[n-1].text += text
+		return
+	}
+	f.ops = append(f.ops, feedOp{text: text})
+}
+
+func (f *feeder) drop(ev *eventText, src fieldKind, text string) {
+	ev.pieces = append(ev.pieces, piece{field: src, text: text, state: pieceDropped})
+}
+
+// releaseHeldNL feeds or drops the reasoning's held newlines.
+func (f *feeder) releaseHeldNL(feed bool) {
+	for _, r := range f.heldNL {
+		p := &r.ev.pieces[r.i]
+		r.ev.pending--
+		if feed {
+			p.state, p.start = pieceFed, len(f.fed)
+			f.feedSynthetic(p.text)
+			r.ev.fedEnd = max(r.ev.fedEnd, len(f.fed))
+		} else {
+			p.state = pieceDropped
+		}
+	}
+	f.heldNL = nil
+}
+
+func joinHeld(hs []heldText) string {
+	var b strings.Builder
+	for _, h := range hs {
+		b.WriteString(h.text)
+	}
+	return b.String()
+}
+
+// splitHeld cuts the concatenation of hs at the offsets cuts (ascending)
+// and calls fn for every non-empty part with its segment number.
+func splitHeld(hs []heldText, cuts []int, fn func(seg int, ev *eventText, text string)) {
+	off := 0
+	for _, h := range hs {
+		t := h.text
+		for len(t) > 0 {
+			seg := 0
+			for seg < len(cuts) && off >= cuts[seg] {
+				seg++
+			}
+			n := len(t)
+			if seg < len(cuts) {
+				n = min(n, cuts[seg]-off)
+			}
+			fn(seg, h.ev, t[:n])
+			t, off = t[n:], off+n
+		}
+	}
+}
+
+// partial rebuilds the event's text that lies before fed offset cut, per
+// field: fed pieces up to cut and the dropped text between them.
+func (e *eventText) partial(cut int) (content, reasoning string) {
+	var out, gap [2]strings.Builder
+	for _, p := range e.pieces {
+		switch p.state {
+		case pieceDropped:
+			gap[p.field].WriteString(p.text)
+			continue
+		case pieceHeld:
+			return out[fieldContent].String(), out[fieldReasoning].String()
+		}
+		if p.start >= cut {
+			break
+		}
+		n := min(len(p.text), cut-p.start)
+		out[p.field].WriteString(gap[p.field].String())
+		gap[p.field].Reset()
+		out[p.field].WriteString(validPrefix(p.text[:n]))
+		if n < len(p.text) {
+			break
+		}
+	}
+	return out[fieldContent].String(), out[fieldReasoning].String()
+}
+
+// validPrefix trims an incomplete UTF-8 character from the end of s (cuts
+// fall on character boundaries; this keeps the JSON valid regardless).
+func validPrefix(s string) string {
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,171 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+type handler struct {
+	cfg      Config
+	mod      Moderator
+	endpoint string
+	client   *http.Client
+}
+
+// NewHandler returns the handler of POST /v1/chat/completions (it serves
+// that request on whatever path it is mounted).
+func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
+	if m == nil {
+		return nil, errors.New("proxy: no moderator")
+	}
+	ep, err := endpoint(cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.DefaultTenant.check(); err != nil {
+		return nil, fmt.Errorf("proxy: default %w", err)
+	}
+	if cfg.IdleTimeout < 0 || cfg.MaxRequestBytes < 0 {
+		return nil, errors.New("proxy: negative IdleTimeout or MaxRequestBytes")
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	h := &handler{cfg: cfg, mod: m, endpoint: ep, client: cfg.Client}
+	if h.client == nil {
+		h.client = defaultClient()
+	}
+	return h, nil
+}
+
+// exchange is one request being served.
+type exchange struct {
+	h     *handler
+	w     http.ResponseWriter
+	r     *http.Request
+	t     *Tenant
+	id    string
+	start time.Time
+	body  []byte
+	req   *chatRequest
+
+	// ctx is the upstream call's context: cancelled when the client goes
+	// away, at a cut, and when the exchange ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	tokens   int
+	finished bool
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{h: h, w: w, r: r, t: tenantFrom(r.Context(), &h.cfg.DefaultTenant), id: newID(), start: time.Now()}
+	x.ctx, x.cancel = context.WithCancel(r.Context())
+	defer x.cancel()
+	w.Header().Set("X-Streamguard-Request-Id", x.id)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		x.fail(http.StatusMethodNotAllowed, EventBadRequest, apiError{Message: "use POST", Type: typeInvalidRequest, Code: "method_not_allowed"})
+		return
+	}
+	if err := x.t.check(); err != nil {
+		x.fail(http.StatusInternalServerError, EventGuardError, apiError{Message: "streamguard: " + err.Error(), Type: typeServer, Code: "tenant_config"})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxRequestBytes))
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.As(err, new(*http.MaxBytesError)) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		x.fail(status, EventBadRequest, apiError{Message: "streamguard: reading the request: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
+		return
+	}
+	x.body = body
+	if x.req, err = parseRequest(body); err != nil {
+		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
+		return
+	}
+	x.serve()
+}
+
+func (x *exchange) serve() {
+	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
+	if err != nil {
+		x.guardFailed(err)
+		return
+	}
+	pv, err := judgePrompt(x.ctx, s, x.req.Messages)
+	if err != nil {
+		s.Close()
+		x.guardFailed(err)
+		return
+	}
+	if pv.Flagged {
+		s.Close()
+		x.refusePrompt(pv)
+		return
+	}
+	resp, err := x.callUpstream()
+	if err != nil {
+		s.Close()
+		x.upstreamFailed(err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		s.Close()
+		x.upstreamStatus(resp)
+		return
+	}
+	if isEventStream(resp) {
+		x.relayStream(s, resp)
+		return
+	}
+	x.relayWhole(s, resp)
+}
+
+// guardFailed answers when the guard cannot judge the request: overloaded
+// or failing. A fail-open tenant gets the upstream's answer unjudged.
+func (x *exchange) guardFailed(err error) {
+	if x.ctx.Err() != nil {
+		x.finish(EventClientClosed)
+		return
+	}
+	overloaded := errors.Is(err, ErrOverloaded)
+	if x.t.FailOpen {
+		x.forwardUnjudged(err)
+		return
+	}
+	if overloaded {
+		x.w.Header().Set("Retry-After", "1")
+		x.fail(http.StatusServiceUnavailable, EventOverloaded, apiError{
+			Message: "streamguard: the safety guard is at capacity; retry later", Type: typeServer, Code: "guard_overloaded"})
+		return
+	}
+	x.fail(http.StatusServiceUnavailable, EventGuardError, apiError{
+		Message: "streamguard: the safety guard failed: " + err.Error(), Type: typeServer, Code: "guard_unavailable"},
+		slog.String("error", err.Error()))
+}
+
+// fail answers an error and records it.
+func (x *exchange) fail(status int, event string, e apiError, attrs ...slog.Attr) {
+	writeError(x.w, status, e)
+	x.finish(event, append(attrs, slog.Int("status", status), slog.String("code", e.Code))...)
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

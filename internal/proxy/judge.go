@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// judgeResult is the outcome of the guard calls made for one batch of
+// queued text.
+type judgeResult struct {
+	verdicts []guard.TokenVerdict
+	flushed  bool
+	err      error
+}
+
+// judge runs the guard calls of one response on its own goroutine, so the
+// relay keeps reading the upstream and writing to the client meanwhile.
+// Text queued while a call runs is judged together in the next call (one
+// forward for all of it), so a guard slower than the upstream falls behind
+// by batches, not by tokens.
+type judge struct {
+	s   Stream
+	ctx context.Context
+
+	mu    sync.Mutex
+	ops   []feedOp
+	flush bool
+
+	wake   chan struct{}
+	out    chan judgeResult
+	stop   chan struct{}
+	exited chan struct{}
+}
+
+func startJudge(ctx context.Context, s Stream) *judge {
+	j := &judge{s: s, ctx: ctx, wake: make(chan struct{}, 1), out: make(chan judgeResult),
+		stop: make(chan struct{}), exited: make(chan struct{})}
+	go j.run()
+	return j
+}
+
+// push queues guard calls; flush asks for the text's end to be judged.
+func (j *judge) push(ops []feedOp, flush bool) {
+	if len(ops) == 0 && !flush {
+		return
+	}
+	j.mu.Lock()
+	j.ops = append(j.ops, ops...)
+	j.flush = j.flush || flush
+	j.mu.Unlock()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close stops the goroutine and waits for it (and the stream's Close).
+func (j *judge) close() {
+	close(j.stop)
+	<-j.exited
+}
+
+func (j *judge) run() {
+	defer close(j.exited)
+	defer j.s.Close()
+	for {
+		select {
+		case <-j.wake:
+		case <-j.stop:
+			return
+		}
+		j.mu.Lock()
+		ops, flush := j.ops, j.flush
+		j.ops, j.flush = nil, false
+		j.mu.Unlock()
+		res := apply(j.ctx, j.s, ops, flush)
+		select {
+		case j.out <- res:
+		case <-j.stop:
+			return
+		}
+		if res.err != nil {
+			<-j.stop
+			return
+		}
+	}
+}
+
+// apply makes the guard calls for ops, merging consecutive text.
+func apply(ctx context.Context, s Stream, ops []feedOp, flush bool) judgeResult {
+	var r judgeResult
+	var text []byte
+	appendText := func() bool {
+		if len(text) == 0 {
+			return true
+		}
+		tvs, err := s.AppendText(ctx, string(text))
+		text = text[:0]
+		r.verdicts = append(r.verdicts, tvs...)
+		r.err = err
+		return err == nil
+	}
+	for _, op := range ops {
+		if op.start {
+			if !appendText() {
+				return r
+			}
+			if r.err = s.StartResponse(ctx, op.thinking); r.err != nil {
+				return r
+			}
+		}
+		text = append(text, op.text...)
+	}
+	if !appendText() {
+		return r
+	}
+	if flush {
+		tvs, err := s.FlushText(ctx)
+		r.verdicts = append(r.verdicts, tvs...)
+		r.err, r.flushed = err, err == nil
+	}
+	return r
+}

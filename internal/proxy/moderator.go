@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// Moderator opens moderated streams. A server's batching scheduler
+// implements it; Direct is a simple implementation (one forward per call).
+type Moderator interface {
+	// Open starts a stream with the given policy. When the guard is at
+	// capacity (KV-cache budget, tenant stream limit) the error wraps
+	// ErrOverloaded.
+	Open(ctx context.Context, policy guard.Policy) (Stream, error)
+}
+
+// Stream is one conversation being moderated. Calls on one Stream are made
+// from one goroutine at a time.
+type Stream interface {
+	JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error)
+	// StartResponse opens the assistant turn; thinking=true leaves the
+	// <think> block open so that reasoning text is judged (see
+	// guard.Stream.StartResponse).
+	StartResponse(ctx context.Context, thinking bool) error
+	AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error)
+	FlushText(ctx context.Context) ([]guard.TokenVerdict, error)
+	// Flagged reports the online flag (guard.Stream.Flagged).
+	Flagged() (index int, ok bool)
+	Close()
+}
+
+// ErrOverloaded is wrapped by Moderator errors that mean "at capacity, try
+// later"; the tenant's FailOpen setting decides what the proxy does then.
+var ErrOverloaded = errors.New("proxy: guard overloaded")
+
+// Direct moderates with m, one forward per call and no admission limit: for
+// tests and tools. A server uses its scheduler instead.
+func Direct(m *guard.Model) Moderator { return direct{m} }
+
+type direct struct{ m *guard.Model }
+
+func (d direct) Open(ctx context.Context, policy guard.Policy) (Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := d.m.NewStream()
+	if err := s.SetPolicy(policy); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return directStream{s}, nil
+}
+
+type directStream struct{ s *guard.Stream }
+
+func (d directStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.JudgePrompt(msgs)
+}
+
+func (d directStream) StartResponse(ctx context.Context, thinking bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return d.s.StartResponse(thinking)
+}
+
+func (d directStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.AppendText(text)
+}
+
+func (d directStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.FlushText()
+}
+
+func (d directStream) Flagged() (int, bool) { return d.s.Flagged() }
+func (d directStream) Close()               { d.s.Close() }

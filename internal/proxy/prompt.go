@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// judgePrompt judges the last user turn in the context of the conversation
+// before it. When that fails for any reason but overload (typically a
+// conversation longer than the guard's positions), it retries with the
+// system turn and the last user turn alone: a failed JudgePrompt leaves the
+// stream as it was.
+func judgePrompt(ctx context.Context, s Stream, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	pv, err := s.JudgePrompt(ctx, msgs)
+	if err == nil || errors.Is(err, ErrOverloaded) || ctx.Err() != nil {
+		return pv, err
+	}
+	var short []guard.Message
+	if msgs[0].Role == "system" {
+		short = append(short, msgs[0])
+	}
+	short = append(short, msgs[len(msgs)-1])
+	if len(short) == len(msgs) {
+		return nil, err
+	}
+	return s.JudgePrompt(ctx, short)
+}
+
+// refusePrompt answers a flagged prompt without calling the upstream.
+func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
+	attrs := verdictAttrs(&pv.Verdict, -1)
+	info := &cutInfo{Reason: EventPromptFlagged, Token: -1, Level: pv.Risk, Category: pv.Category, Request: x.id}
+	if x.t.Refusal != RefusalCompletion {
+		x.fail(http.StatusBadRequest, EventPromptFlagged, apiError{
+			Message: "streamguard: the prompt was flagged (" + pv.Risk + ", " + pv.Category + ")",
+			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
+		return
+	}
+	meta := syntheticMeta(x.id, x.req.Model)
+	msg := x.t.refusalMessage()
+	h := x.w.Header()
+	if x.req.Stream {
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		x.w.WriteHeader(http.StatusOK)
+		_, _ = x.w.Write(deltaChunk(meta, 0, map[string]any{"role": "assistant", "content": msg}))
+		_, _ = x.w.Write(finishChunk(meta, 0, info))
+		_, _ = x.w.Write(doneEvent)
+	} else {
+		meta.Object = "chat.completion"
+		reason := finishContentFilter
+		body := mustJSON(struct {
+			chunkMeta
+			Choices []struct {
+				Index        int            `json:"index"`
+				Message      map[string]any `json:"message"`
+				FinishReason *string        `json:"finish_reason"`
+			} `json:"choices"`
+			Usage       map[string]int `json:"usage"`
+			Streamguard *cutInfo       `json:"streamguard"`
+		}{chunkMeta: meta, Choices: []struct {
+			Index        int            `json:"index"`
+			Message      map[string]any `json:"message"`
+			FinishReason *string        `json:"finish_reason"`
+		}{{Message: map[string]any{"role": "assistant", "content": msg}, FinishReason: &reason}},
+			Usage:       map[string]int{"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+			Streamguard: info})
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		x.w.WriteHeader(http.StatusOK)
+		_, _ = x.w.Write(body)
+	}
+	x.finish(EventPromptFlagged, attrs...)
+}

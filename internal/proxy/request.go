@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// chatRequest is what the proxy reads from a chat-completions request; the
+// body itself is forwarded unchanged.
+type chatRequest struct {
+	Model  string
+	Stream bool
+	// Messages are the turns the guard judges: the conversation up to and
+	// including the last user turn, in the roles the chat template knows.
+	Messages []guard.Message
+}
+
+type wireMessage struct {
+	Role             string          `json:"role"`
+	Content          json.RawMessage `json:"content"`
+	ReasoningContent string          `json:"reasoning_content"`
+}
+
+// parseRequest reads the fields the guard needs and refuses what the proxy
+// cannot moderate (several choices, no user text).
+func parseRequest(body []byte) (*chatRequest, error) {
+	var w struct {
+		Model    string        `json:"model"`
+		Stream   bool          `json:"stream"`
+		N        *int          `json:"n"`
+		Messages []wireMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
+	}
+	if w.N != nil && *w.N != 1 {
+		return nil, fmt.Errorf("n=%d: streamguard moderates one choice per request; ask for n=1", *w.N)
+	}
+	if len(w.Messages) == 0 {
+		return nil, errors.New("messages: at least one message is required")
+	}
+	var msgs []guard.Message
+	lastUser := -1
+	for i, m := range w.Messages {
+		text, err := contentText(m.Content)
+		if err != nil {
+			return nil, fmt.Errorf("messages[%d].content: %v", i, err)
+		}
+		var role string
+		switch m.Role {
+		case "system", "developer":
+			role = "system"
+		case "user":
+			role = "user"
+		case "assistant":
+			role = "assistant"
+		case "tool", "function":
+			// Tool results render as user turns in the Qwen3 template, which
+			// the guard's renderer does not support; they add no user query.
+			continue
+		default:
+			return nil, fmt.Errorf("messages[%d].role %q: want system, developer, user, assistant or tool", i, m.Role)
+		}
+		msgs = append(msgs, guard.Message{Role: role, Content: text, ReasoningContent: m.ReasoningContent})
+		if role == "user" {
+			lastUser = len(msgs) - 1
+		}
+	}
+	if lastUser < 0 {
+		return nil, errors.New("messages: no user message to judge")
+	}
+	if strings.TrimSpace(msgs[lastUser].Content) == "" {
+		return nil, errors.New("messages: the last user message has no text to judge")
+	}
+	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs[:lastUser+1]}, nil
+}
+
+// contentText flattens a message content: a string, null, or an array of
+// parts whose text parts are joined with newlines (other parts, such as
+// images, cannot be judged and are skipped).
+func contentText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return "", errors.New("want a string or an array of content parts")
+	}
+	var texts []string
+	for _, p := range parts {
+		if p.Type == "text" {
+			texts = append(texts, p.Text)
+		}
+	}
+	return strings.Join(texts, "\n"), nil
+}

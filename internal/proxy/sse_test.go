@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func readAllEvents(t testing.TB, r io.Reader) ([]sseEvent, error) {
+	rd := newSSEReader(r)
+	var out []sseEvent
+	for {
+		ev, err := rd.next()
+		if len(ev.raw) > 0 {
+			out = append(out, ev)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, err
+		}
+	}
+}
+
+func TestSSEReader(t *testing.T) {
+	in := ": keep-alive\n\n" +
+		"data: {\"a\":1}\n\n" +
+		"event: x\r\ndata:two\r\ndata:  lines\r\n\r\n" +
+		"id: 7\nretry: 10\n\n" +
+		"data: [DONE]" // no final blank line
+	want := []struct {
+		raw  string
+		data any
+	}{
+		{": keep-alive\n\n", nil},
+		{"data: {\"a\":1}\n\n", `{"a":1}`},
+		{"event: x\r\ndata:two\r\ndata:  lines\r\n\r\n", "two\n lines"},
+		{"id: 7\nretry: 10\n\n", nil},
+		{"data: [DONE]", "[DONE]"},
+	}
+	// Reading one byte at a time must not change anything.
+	for _, r := range []io.Reader{strings.NewReader(in), iotest.OneByteReader(strings.NewReader(in))} {
+		evs, err := readAllEvents(t, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != len(want) {
+			t.Fatalf("%d events, want %d: %q", len(evs), len(want), evs)
+		}
+		for i, ev := range evs {
+			if string(ev.raw) != want[i].raw {
+				t.Errorf("event %d raw %q, want %q", i, ev.raw, want[i].raw)
+			}
+			switch w := want[i].data.(type) {
+			case nil:
+				if ev.data != nil {
+					t.Errorf("event %d data %q, want none", i, ev.data)
+				}
+			case string:
+				if string(ev.data) != w {
+					t.Errorf("event %d data %q, want %q", i, ev.data, w)
+				}
+			}
+		}
+	}
+}
+
+func TestSSEReaderLimits(t *testing.T) {
+	big := "data: " + strings.Repeat("x", maxEventBytes) + "\n\n"
+	if _, err := readAllEvents(t, strings.NewReader(big)); !errors.Is(err, errEventTooLarge) {
+		t.Fatalf("oversized event: %v", err)
+	}
+	// A line longer than the reader's buffer but within the limit is read whole.
+	long := "data: " + strings.Repeat("y", 100<<10) + "\n\n"
+	evs, err := readAllEvents(t, strings.NewReader(long))
+	if err != nil || len(evs) != 1 || len(evs[0].data) != 100<<10 {
+		t.Fatalf("long line: %d events, %v", len(evs), err)
+	}
+	broken := iotest.TimeoutReader(strings.NewReader("data: 1\n\ndata: 2"))
+	if _, err := readAllEvents(t, broken); !errors.Is(err, iotest.ErrTimeout) {
+		t.Fatalf("reader error not returned: %v", err)
+	}
+}
+
+// FuzzSSEReader: the events' raw bytes put back together are the input,
+// and each event's data is what a line-by-line reading of its raw bytes
+// gives.
+func FuzzSSEReader(f *testing.F) {
+	f.Add([]byte("data: a\n\ndata: b\r\ndata: c\r\n\r\n: x\n\n"))
+	f.Add([]byte("data"))
+	f.Add([]byte("\n\n\r\n:\ndata:\n\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		evs, err := readAllEvents(t, bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var joined []byte
+		for _, ev := range evs {
+			joined = append(joined, ev.raw...)
+			var data []byte
+			for _, line := range strings.SplitAfter(string(ev.raw), "\n") {
+				line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+				if v, ok := strings.CutPrefix(line, "data:"); ok {
+					if data != nil {
+						data = append(data, '\n')
+					} else {
+						data = []byte{}
+					}
+					data = append(data, strings.TrimPrefix(v, " ")...)
+				} else if line == "data" {
+					if data != nil {
+						data = append(data, '\n')
+					} else {
+						data = []byte{}
+					}
+				}
+			}
+			if !bytes.Equal(data, ev.data) || (data == nil) != (ev.data == nil) {
+				t.Fatalf("event %q: data %q, want %q", ev.raw, ev.data, data)
+			}
+		}
+		if !bytes.Equal(joined, in) {
+			t.Fatalf("raw bytes do not add up to the input:\n got %q\nwant %q", joined, in)
+		}
+	})
+}
