@@ -1,14 +1,45 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+
+	"github.com/streamguard/streamguard/internal/hub"
 )
 
-// resolveModel turns what a user passed as a model (a folder, or later a hub
-// id such as Qwen/Qwen3Guard-Stream-0.6B) into a local folder. Every command
-// that takes a model goes through it, so hub ids work everywhere at once.
-// progress receives human-readable download progress (may be io.Discard).
+// hubEnv reads the hub settings; tests replace it.
+var hubEnv = hub.EnvFromOS
+
+// resolveModel turns what a user passed as a model into a local folder. A
+// path that exists is used as is. Otherwise a hub id (ORG/NAME[@REV], such
+// as Qwen/Qwen3Guard-Stream-0.6B) is looked up in the Hugging Face cache
+// and, unless HF_HUB_OFFLINE is set, pulled when the cache lacks it.
+// Every command that takes a model goes through here, so hub ids work
+// everywhere at once. progress receives the download progress (may be
+// io.Discard).
 func resolveModel(ref string, progress io.Writer) (string, error) {
-	_ = progress
-	return ref, nil
+	if _, err := os.Stat(ref); err == nil || !hub.IsRepoID(ref) {
+		// A folder, or not a hub id: the loader reports a missing folder.
+		return ref, nil
+	}
+	r, err := hub.ParseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	c := hub.NewClient(hubEnv())
+	s, err := c.Resolve(context.Background(), r, progress)
+	if err != nil {
+		var he *hub.HTTPError
+		if errors.As(err, &he) && he.Status == 404 {
+			return "", fmt.Errorf("%s is not a folder, and the hub at %s does not have it: %w", ref, c.Endpoint, err)
+		}
+		return "", fmt.Errorf("model %s: %w", ref, err)
+	}
+	if !s.FromCache {
+		fmt.Fprintf(progress, "%s: commit %s in %s\n", r, s.Commit, s.Dir)
+	}
+	return s.Dir, nil
 }

@@ -1,0 +1,104 @@
+package eval
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/config"
+)
+
+func TestReadItems(t *testing.T) {
+	in := `# comment
+{"id": 1, "prompt": "hi", "prompt_label": "unsafe", "prompt_category": "Violent"}
+
+{"id": "b", "system": "s", "prompt": "q", "response": "a b c", "prompt_label": "Safe", "response_label": "Controversial", "unsafe_text": "b c"}
+{"message": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}], "label": "Unsafe", "category": "PII", "unsafe_start_index": 3, "unsafe_end_index": 4}
+{"messages": [{"role": "user", "content": "q"}], "label": "Safe"}
+`
+	items, err := ReadItems(strings.NewReader(in), "set.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 4 {
+		t.Fatalf("%d items", len(items))
+	}
+	a, b, c, d := items[0], items[1], items[2], items[3]
+	if a.Line != 2 || string(a.ID) != "1" || a.PromptLabel != Unsafe || a.PromptCategory != "Violent" || a.HasResponse() || a.HasSpan() {
+		t.Errorf("item a: %+v", a)
+	}
+	if b.Line != 4 || len(b.Messages) != 3 || b.Messages[0].Role != "system" || b.ResponseLabel != Controversial || b.UnsafeText != "b c" || b.UnsafeStart != -1 || !b.HasSpan() {
+		t.Errorf("item b: %+v", b)
+	}
+	if c.ResponseLabel != Unsafe || c.ResponseCategory != "PII" || c.PromptLabel != "" || c.UnsafeStart != 3 || c.UnsafeEnd != 4 {
+		t.Errorf("item c: %+v", c)
+	}
+	if d.PromptLabel != Safe || d.ResponseLabel != "" {
+		t.Errorf("item d: %+v", d)
+	}
+	if err := CheckCategories(items, "set.jsonl", config.QueryCategoryLabels, config.ResponseCategoryLabels); err != nil {
+		t.Error(err)
+	}
+	if err := CheckCategories(items, "set.jsonl", config.QueryCategoryLabels, []string{"Violent"}); err == nil || !strings.Contains(err.Error(), `set.jsonl:5: response category "PII"`) {
+		t.Errorf("CheckCategories: %v", err)
+	}
+}
+
+func TestReadItemsErrors(t *testing.T) {
+	cases := map[string]string{
+		`{"prompt": "x"`: "invalid JSON",
+		`{"prompt": "x", "prompt_label": "Safe"} {}`:                                                                                       "more than one",
+		`{"prompt_label": "Safe"}`:                                                                                                         "no conversation",
+		`{"prompt": "x"}`:                                                                                                                  "no label",
+		`{"prompt": "x", "prompt_label": "Bad"}`:                                                                                           "want Safe, Unsafe or Controversial",
+		`{"prompt": " ", "prompt_label": "Safe"}`:                                                                                          "empty",
+		`{"response": "x", "response_label": "Safe"}`:                                                                                      "without \"prompt\"",
+		`{"prompt": "x", "response_label": "Safe"}`:                                                                                        "does not end with an assistant",
+		`{"prompt": "x", "messages": [], "label": "Safe"}`:                                                                                 "not both",
+		`{"messages": [{"role": "bot", "content": "x"}], "label": "Safe"}`:                                                                 "unknown role",
+		`{"messages": [{"role": "assistant", "content": "x"}], "label": "Safe"}`:                                                           "must end with a user turn",
+		`{"messages": [{"role": "user", "content": "x"}], "message": [], "label": "Safe"}`:                                                 "not both",
+		`{"prompt": "x", "prompt_label": "Safe", "prompt_category": "PII"}`:                                                                "needs an Unsafe",
+		`{"prompt": "x", "response": "y", "label": "Unsafe", "response_label": "Unsafe"}`:                                                  "do not also give",
+		`{"prompt": "x", "category": "PII"}`:                                                                                               "without \"label\"",
+		`{"prompt": "x", "response": "y", "response_label": "Safe", "unsafe_text": "y"}`:                                                   "needs an Unsafe",
+		`{"prompt": "x", "response": "y", "response_label": "Unsafe", "unsafe_text": "z"}`:                                                 "not a passage",
+		`{"prompt": "x", "response": "y", "response_label": "Unsafe", "unsafe_start_index": 3}`:                                            "go together",
+		`{"prompt": "x", "response": "y", "response_label": "Unsafe", "unsafe_start_index": 5, "unsafe_end_index": 4}`:                     "not a range",
+		`{"prompt": "x", "response": "y", "response_label": "Unsafe", "unsafe_text": "y", "unsafe_start_index": 1, "unsafe_end_index": 1}`: "not both",
+	}
+	for line, want := range cases {
+		_, err := ReadItems(strings.NewReader("\n"+line+"\n"), "d.jsonl")
+		if err == nil || !strings.Contains(err.Error(), "d.jsonl:2: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s\n  error %v, want d.jsonl:2 and %q", line, err, want)
+		}
+	}
+	if _, err := ReadItems(strings.NewReader("# only a comment\n"), "e.jsonl"); err == nil || !strings.Contains(err.Error(), "no items") {
+		t.Errorf("empty set: %v", err)
+	}
+}
+
+func FuzzReadItems(f *testing.F) {
+	f.Add([]byte(`{"id": 1, "prompt": "hi", "response": "yo", "prompt_label": "Unsafe", "response_label": "Unsafe", "unsafe_text": "yo"}`))
+	f.Add([]byte(`{"message": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}], "label": "Unsafe", "unsafe_start_index": 3, "unsafe_end_index": 4}`))
+	f.Add([]byte("# c\n\n{\"prompt\": \"x\", \"label\": \"safe\"}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		items, err := ReadItems(strings.NewReader(string(b)), "f")
+		if err != nil {
+			return
+		}
+		for _, it := range items {
+			if it.PromptLabel == "" && it.ResponseLabel == "" {
+				t.Fatalf("item without labels: %+v", it)
+			}
+			if it.ResponseLabel != "" && !it.HasResponse() {
+				t.Fatalf("response label without a response: %+v", it)
+			}
+			if (it.UnsafeStart < 0) != (it.UnsafeEnd < 0) || it.UnsafeEnd < it.UnsafeStart {
+				t.Fatalf("bad span %+v", it)
+			}
+			if it.UnsafeText != "" && !strings.Contains(it.Messages[len(it.Messages)-1].Content, it.UnsafeText) {
+				t.Fatalf("unsafe_text not in the response: %+v", it)
+			}
+		}
+	})
+}

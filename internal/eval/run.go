@@ -1,0 +1,237 @@
+package eval
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+// RunOptions configure Run.
+type RunOptions struct {
+	// Batch is the number of conversations run together through one
+	// Model.Step (0: 8). Results do not depend on it.
+	Batch int
+	// Debounce is the policy's run length (0: guard.DefaultDebounce).
+	Debounce int
+	// Progress receives a progress bar (nil: none).
+	Progress io.Writer
+}
+
+// Token ids of the assistant header the chat template writes after the
+// last user turn (spec §4): with an empty think block, and with reasoning.
+var (
+	headerNoThinking = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 271, tokenizer.ThinkEnd, 271}
+	headerThinking   = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 198}
+	turnEnd          = []int{tokenizer.ImEnd, 198}
+)
+
+// Run judges every item with m, several conversations per forward.
+// Verdicts are read with the strict policy, from which both modes follow:
+// a flag in loose mode is a strict flag whose run is all Unsafe.
+func Run(m *guard.Model, items []Item, opts RunOptions) ([]Prediction, error) {
+	batch := opts.Batch
+	if batch <= 0 {
+		batch = 8
+	}
+	policy := guard.Policy{Mode: guard.Strict, Debounce: opts.Debounce}
+	preds := make([]Prediction, len(items))
+	prog := newProgress(opts.Progress, len(items))
+	defer prog.finish()
+	for lo := 0; lo < len(items); lo += batch {
+		hi := min(lo+batch, len(items))
+		if err := runGroup(m, items[lo:hi], preds[lo:hi], policy); err != nil {
+			return nil, err
+		}
+		tokens := 0
+		for _, p := range preds[lo:hi] {
+			tokens += p.Tokens
+		}
+		prog.add(hi-lo, tokens)
+	}
+	return preds, nil
+}
+
+// queued is one conversation of a group on its stream.
+type queued struct {
+	it     *Item
+	s      *guard.Stream
+	ids    []int
+	judged []guard.TokenVerdict
+	prompt *guard.PromptVerdict
+}
+
+// runGroup queues each conversation on its own stream with the exact ids
+// the chat template gives, runs Model.Step until every queue is empty, and
+// reads the verdicts.
+func runGroup(m *guard.Model, items []Item, preds []Prediction, policy guard.Policy) error {
+	tok := m.Tokenizer()
+	qs := make([]*queued, len(items))
+	var streams []*guard.Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for i := range items {
+		it := &items[i]
+		q, err := queue(m, tok, it, policy)
+		if err != nil {
+			return fmt.Errorf("line %d: %w", it.Line, err)
+		}
+		qs[i] = q
+		streams = append(streams, q.s)
+	}
+	byStream := map[*guard.Stream]*queued{}
+	for _, q := range qs {
+		byStream[q.s] = q
+	}
+	for {
+		pending := false
+		for _, s := range streams {
+			if s.Pending() > 0 {
+				pending = true
+			}
+		}
+		if !pending {
+			break
+		}
+		rs, err := m.Step(streams, guard.StepOptions{})
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			q := byStream[r.Stream]
+			if r.Prompt != nil {
+				q.prompt = r.Prompt
+			}
+			for _, t := range r.Tokens {
+				if t.Judged {
+					q.judged = append(q.judged, t)
+				}
+			}
+		}
+	}
+	for i, q := range qs {
+		p, err := q.prediction(tok)
+		if err != nil {
+			return fmt.Errorf("line %d: %w", q.it.Line, err)
+		}
+		preds[i] = p
+	}
+	return nil
+}
+
+// queue renders an item and queues it on a new stream.
+func queue(m *guard.Model, tok *tokenizer.Tokenizer, it *Item, policy guard.Policy) (*queued, error) {
+	chat, err := tok.RenderChat(it.Messages)
+	if err != nil {
+		return nil, err
+	}
+	if chat.UserEndIndex < 0 {
+		return nil, fmt.Errorf("the rendered conversation has no user turn")
+	}
+	s := m.NewStream()
+	q := &queued{it: it, s: s, ids: chat.IDs[:chat.UserEndIndex+1]}
+	fail := func(err error) (*queued, error) {
+		s.Close()
+		return nil, err
+	}
+	if err := s.SetPolicy(policy); err != nil {
+		return fail(err)
+	}
+	if err := s.QueuePromptIDs(q.ids); err != nil {
+		return fail(err)
+	}
+	if !it.HasResponse() {
+		return q, nil
+	}
+	rest := chat.IDs[chat.UserEndIndex+1:]
+	thinking := false
+	switch {
+	case hasPrefix(rest, headerNoThinking):
+	case hasPrefix(rest, headerThinking):
+		thinking = true
+	default:
+		return fail(fmt.Errorf("the assistant turn renders as ids %v…, not an assistant header the stream can reproduce", rest[:min(len(rest), 8)]))
+	}
+	if !hasPrefix(rest[len(rest)-len(turnEnd):], turnEnd) {
+		return fail(fmt.Errorf("the assistant turn does not end with <|im_end|>\\n"))
+	}
+	hdr := len(headerNoThinking)
+	if thinking {
+		hdr = len(headerThinking)
+	}
+	if err := s.StartResponse(thinking); err != nil {
+		return fail(err)
+	}
+	if err := s.QueueIDs(rest[hdr : len(rest)-len(turnEnd)]); err != nil {
+		return fail(err)
+	}
+	if err := s.QueueEndResponse(); err != nil {
+		return fail(err)
+	}
+	q.ids = chat.IDs
+	return q, nil
+}
+
+func hasPrefix(s, p []int) bool {
+	if len(s) < len(p) {
+		return false
+	}
+	for i := range p {
+		if s[i] != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// prediction reads a finished stream.
+func (q *queued) prediction(tok *tokenizer.Tokenizer) (Prediction, error) {
+	p := Prediction{Tokens: len(q.ids), SpanStart: q.it.UnsafeStart, SpanEnd: q.it.UnsafeEnd}
+	if q.prompt == nil {
+		return p, fmt.Errorf("no prompt verdict")
+	}
+	p.Prompt = Part{Level: promptLevel(q.prompt), Position: q.prompt.Position}
+	if p.Prompt.Level != Safe {
+		p.Prompt.Category = q.prompt.Category
+	}
+	if !q.it.HasResponse() {
+		return p, nil
+	}
+	d := q.s.Decision()
+	r := &Part{Level: Safe, Position: -1, Index: -1, Tokens: d.Tokens, ContentStart: -1}
+	if len(q.judged) > 0 {
+		r.ContentStart = q.judged[0].Position
+	}
+	if d.Level != "" && d.Index >= 0 && d.Index < len(q.judged) {
+		r.Level, r.Category, r.Index, r.Position = d.Level, d.Category, d.Index, q.judged[d.Index].Position
+	}
+	p.Response = r
+	if q.it.UnsafeText != "" {
+		ids := make([]int, len(q.judged))
+		for i, t := range q.judged {
+			ids[i] = t.ID
+		}
+		var err error
+		if p.SpanStart, p.SpanEnd, err = locateSpan(tok, ids, r.ContentStart, q.it.UnsafeText); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// promptLevel reads a prompt verdict the way the guard policy does: risk
+// index 0 is safe, the label "Controversial" is controversial, any other
+// label unsafe (a fine-tuned model may name its levels otherwise).
+func promptLevel(v *guard.PromptVerdict) string {
+	switch {
+	case v.RiskIndex == 0:
+		return Safe
+	case v.Risk == Controversial:
+		return Controversial
+	}
+	return Unsafe
+}

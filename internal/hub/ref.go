@@ -1,0 +1,119 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultRevision is the branch a reference without @REV names.
+const DefaultRevision = "main"
+
+// Ref names a model repository at a revision: ORG/NAME[@REV].
+type Ref struct {
+	Repo     string // ORG/NAME
+	Revision string // branch, tag or commit; DefaultRevision when omitted
+}
+
+func (r Ref) String() string {
+	if r.Revision == DefaultRevision {
+		return r.Repo
+	}
+	return r.Repo + "@" + r.Revision
+}
+
+// maxRepoIDLen is the hub's limit on a repository id.
+const maxRepoIDLen = 96
+
+// ParseRef reads ORG/NAME[@REV]. The id follows the hub's rules (letters,
+// digits, '-', '_' and '.', not starting or ending with '-' or '.', no
+// "--" or ".."); the revision may contain '/' (refs/pr/1) but no empty,
+// "." or ".." segment, since it names a file under refs/.
+func ParseRef(s string) (Ref, error) {
+	repo, rev, hasRev := strings.Cut(s, "@")
+	if err := checkRepoID(repo); err != nil {
+		return Ref{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if !hasRev {
+		return Ref{Repo: repo, Revision: DefaultRevision}, nil
+	}
+	if err := checkRevision(rev); err != nil {
+		return Ref{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return Ref{Repo: repo, Revision: rev}, nil
+}
+
+// IsRepoID reports whether s has the form of a hub reference
+// (ORG/NAME[@REV]), as opposed to a folder path.
+func IsRepoID(s string) bool {
+	_, err := ParseRef(s)
+	return err == nil
+}
+
+func checkRepoID(id string) error {
+	org, name, ok := strings.Cut(id, "/")
+	if !ok || strings.Contains(name, "/") {
+		return errors.New("a repository id is ORG/NAME")
+	}
+	if len(id) > maxRepoIDLen {
+		return fmt.Errorf("repository id longer than %d characters", maxRepoIDLen)
+	}
+	if strings.Contains(id, "--") || strings.Contains(id, "..") {
+		return errors.New(`a repository id cannot contain "--" or ".."`)
+	}
+	for _, part := range []string{org, name} {
+		if part == "" {
+			return errors.New("empty organisation or name")
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			word := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+			if !word && c != '-' && c != '.' {
+				return fmt.Errorf("character %q is not allowed in a repository id", c)
+			}
+			if !word && (i == 0 || i == len(part)-1) {
+				return fmt.Errorf("%q must start and end with a letter, digit or '_'", part)
+			}
+		}
+	}
+	return nil
+}
+
+// maxRevisionLen bounds a revision (git refs are file names).
+const maxRevisionLen = 200
+
+func checkRevision(rev string) error {
+	if rev == "" {
+		return errors.New("empty revision after '@'")
+	}
+	if len(rev) > maxRevisionLen {
+		return fmt.Errorf("revision longer than %d characters", maxRevisionLen)
+	}
+	for i := 0; i < len(rev); i++ {
+		c := rev[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`\:*?"<>|~^[`, c) >= 0 {
+			return fmt.Errorf("character %q is not allowed in a revision", c)
+		}
+	}
+	for _, seg := range strings.Split(rev, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("revision %q has an empty, '.' or '..' segment", rev)
+		}
+	}
+	return nil
+}
+
+// isCommit reports whether rev is a full commit hash, which never moves.
+func isCommit(rev string) bool {
+	return len(rev) == 40 && isLowerHex(rev)
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return s != ""
+}

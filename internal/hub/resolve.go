@@ -1,0 +1,86 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// cachedSnapshot returns ref's snapshot from the cache alone, if it holds
+// a complete model folder.
+func (c *Client) cachedSnapshot(ref Ref) (*Snapshot, error) {
+	cache := c.Cache()
+	commit, err := cache.Commit(ref)
+	if err == nil {
+		dir := cache.SnapshotDir(ref.Repo, commit)
+		if err = checkModelFolder(dir); err == nil {
+			return &Snapshot{Ref: ref, Commit: commit, Dir: dir, FromCache: true}, nil
+		}
+	}
+	if !c.Offline {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%s is not in the hub cache %s (%v) and %w: run `streamguard pull %s` where the hub can be reached (or copy the cache), or pass a model folder",
+		ref, c.CacheDir, err, ErrOffline, ref)
+}
+
+// Resolve returns a model folder for ref: the cached snapshot when the
+// cache holds a complete one (no network: a branch is not checked for new
+// commits; `streamguard pull` updates it), else, unless offline, a pull
+// with its progress bar on progress.
+func (c *Client) Resolve(ctx context.Context, ref Ref, progress io.Writer) (*Snapshot, error) {
+	if s, err := c.cachedSnapshot(ref); err == nil || c.Offline {
+		return s, err
+	}
+	return c.Pull(ctx, ref, PullOptions{Progress: progress})
+}
+
+// checkModelFolder reports what a snapshot lacks to be loaded as a model:
+// config.json and the weights (model.safetensors, or the index and every
+// shard it lists). An interrupted pull links nothing, but a snapshot that
+// another tool filled file by file may be partial.
+func checkModelFolder(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		return fmt.Errorf("%s: no config.json", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err == nil {
+		return nil
+	}
+	index := filepath.Join(dir, "model.safetensors.index.json")
+	b, err := os.ReadFile(index)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json", dir)
+	}
+	if err != nil {
+		return err
+	}
+	var idx struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return fmt.Errorf("%s: %w", index, err)
+	}
+	shards := map[string]bool{}
+	for _, s := range idx.WeightMap {
+		shards[s] = true
+	}
+	var missing []string
+	for s := range shards {
+		if checkFileName(s) != nil {
+			return fmt.Errorf("%s: bad shard name %q", index, s)
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(s))); err != nil {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%s: missing shards %v", dir, missing)
+	}
+	return nil
+}
