@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/server"
+)
+
+func init() {
+	register(&command{
+		name:    "serve",
+		summary: "serve streaming moderation over HTTP for many tenants (continuous batching)",
+		run: func(args []string, stdout, stderr io.Writer) error {
+			return runServe(args, os.Stdin, stdout, stderr)
+		},
+	})
+}
+
+func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "--model DIR [--addr HOST:PORT] [--config FILE] [flags]", stderr)
+	model := fs.String("model", "", "model folder")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free port)")
+	configPath := fs.String("config", "", "tenant file (JSON); without it every request is served as tenant \"default\", unauthenticated")
+	name := fs.String("model-name", "", "model name reported in responses (default: the folder's name)")
+	kvBudget := fs.String("kv-budget", "2GiB", "KV-cache memory for all streams (e.g. 512MiB, 4GiB; 0: unlimited)")
+	reserve := fs.Int("stream-reserve", 256, "response tokens a new stream is charged for up front")
+	maxTokens := fs.Int("max-stream-tokens", 0, "longest stream in tokens (0: the model's max_position_embeddings)")
+	maxBody := fs.String("max-body", "1MiB", "largest request body, and largest duplex line")
+	idle := fs.Duration("idle-timeout", 5*time.Minute, "close streams unused for this long")
+	reqTimeout := fs.Duration("request-timeout", 30*time.Second, "longest a request (or duplex operation) may wait for its verdicts")
+	grace := fs.Duration("shutdown-timeout", time.Minute, "on SIGTERM/SIGINT, how long to wait for requests in progress")
+	chunk := fs.Int("chunk-tokens", 64, "tokens one stream feeds per step (prompt prefills are cut into chunks)")
+	batchTokens := fs.Int("max-batch-tokens", 1024, "tokens per step")
+	batchStreams := fs.Int("max-batch-streams", 0, "streams per step (0: no cap; 1: no batching)")
+	retry := fs.Duration("retry-after", time.Second, "Retry-After advised when the KV budget is full")
+	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	auditPath := fs.String("audit-log", "", "audit log file, JSON lines (default: stderr, with \"log\":\"audit\")")
+	upstream := fs.String("upstream", "", "OpenAI-compatible base URL: also serve POST /v1/chat/completions, moderated")
+	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
+	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *hashKey {
+		key, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return err
+		}
+		key = strings.TrimRight(key, "\r\n")
+		if key == "" {
+			return usageErrorf("--hash-key: no key on stdin")
+		}
+		fmt.Fprintln(stdout, server.HashKey(key))
+		return nil
+	}
+	if *model == "" {
+		return usageErrorf("--model is required")
+	}
+	budget, err := parseSize(*kvBudget)
+	if err != nil {
+		return usageErrorf("--kv-budget: %v", err)
+	}
+	bodyLimit, err := parseSize(*maxBody)
+	if err != nil || bodyLimit <= 0 {
+		return usageErrorf("--max-body: want a positive size, got %q", *maxBody)
+	}
+	if *chunk < 1 || *batchTokens < 1 || *batchStreams < 0 || *reserve < 0 || *maxTokens < 0 {
+		return usageErrorf("--chunk-tokens and --max-batch-tokens must be at least 1; --max-batch-streams, --stream-reserve and --max-stream-tokens not negative")
+	}
+	var cfg *server.Config
+	if *configPath != "" {
+		if cfg, err = server.LoadConfig(*configPath); err != nil {
+			return err
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	audit := logger.With("log", "audit")
+	if *auditPath != "" {
+		f, err := os.OpenFile(*auditPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		audit = slog.New(slog.NewJSONHandler(f, nil))
+	}
+	dir, err := resolveModel(*model, stderr)
+	if err != nil {
+		return err
+	}
+	m, err := guard.Load(dir, guard.Options{Threads: *threads})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if *name == "" {
+		*name = filepath.Base(filepath.Clean(dir))
+	}
+	srv, err := server.New(server.Options{
+		Model: m, ModelName: *name, Config: cfg, KVBudgetBytes: budget, StreamReserveTokens: *reserve,
+		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
+		RetryAfter: *retry, Audit: audit, Log: logger,
+		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
+	})
+	if err != nil {
+		return err
+	}
+	if *upstream != "" {
+		if err := srv.MountProxy(server.ProxyOptions{Upstream: *upstream}); err != nil {
+			srv.Close()
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	tenants := 0
+	if cfg != nil {
+		tenants = len(cfg.Tenants)
+	}
+	report(stdout, *jsonOut, map[string]any{
+		"event": "listening", "addr": ln.Addr().String(), "model": *name, "tenants": tenants, "kv_budget_bytes": budget,
+		"upstream": *upstream, "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
+	}, fmt.Sprintf("streamguard serve: listening on http://%s (model %s, %s, KV budget %s)", ln.Addr(), *name, tenantText(tenants), sizeText(budget)))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = srv.Serve(ctx, ln, *grace)
+	rep := srv.Report()
+	report(stdout, *jsonOut, map[string]any{"event": "shutdown", "accepted": rep.Accepted, "answered": rep.Answered, "error": errText(err)},
+		fmt.Sprintf("streamguard serve: stopped; %d requests accepted, %d answered", rep.Accepted, rep.Answered))
+	return err
+}
+
+func report(w io.Writer, asJSON bool, v map[string]any, text string) {
+	if asJSON {
+		json.NewEncoder(w).Encode(v)
+		return
+	}
+	fmt.Fprintln(w, text)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func tenantText(n int) string {
+	if n == 0 {
+		return "no tenant file: unauthenticated"
+	}
+	return fmt.Sprintf("%d tenants", n)
+}
+
+// parseSize reads a byte count: a plain number or one with a unit (B, KB,
+// MB, GB, KiB, MiB, GiB).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with a unit such as MiB or GiB", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+func sizeText(n int64) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+}

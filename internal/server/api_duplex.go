@@ -1,0 +1,276 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// The long-lived form: POST /v1/streams/connect carries one stream over
+// one HTTP request in both directions at once. The client writes one JSON
+// operation per line (NDJSON) and reads one JSON answer per line, or
+// Server-Sent Events when it sends "Accept: text/event-stream". The stream
+// lives as long as the request: the client ends it with {"op": "close"}
+// or by ending its body. It needs no dependency beyond net/http (HTTP/1.1
+// chunked bodies, full duplex).
+
+// duplexOp is one client line.
+type duplexOp struct {
+	Op  string          `json:"op"` // open, append, flush, prompt, state, close
+	Seq json.RawMessage `json:"seq,omitempty"`
+	promptInput
+	Text  *string `json:"text"`
+	IDs   []int   `json:"ids"`
+	Flush bool    `json:"flush"`
+}
+
+// duplexReply is one server line.
+type duplexReply struct {
+	Op     string               `json:"op"`
+	Seq    json.RawMessage      `json:"seq,omitempty"`
+	ID     string               `json:"id,omitempty"`
+	Prompt *guard.PromptVerdict `json:"prompt,omitempty"`
+	Tokens []guard.TokenVerdict `json:"tokens,omitempty"`
+	State  *State               `json:"state,omitempty"`
+	Error  *apiErrorBody        `json:"error,omitempty"`
+}
+
+func (srv *Server) connect(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	rc := http.NewResponseController(w)
+	rc.EnableFullDuplex() // HTTP/2 is always full duplex and reports an error here
+	// One stream per connection: closing it afterwards also keeps
+	// net/http from reading a next request while the body's end is still
+	// being read in full-duplex mode.
+	w.Header().Set("Connection", "close")
+	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	if sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	}
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	d := &duplex{srv: srv, t: t, w: w, rc: rc, sse: sse, in: bufio.NewReaderSize(r.Body, 64<<10)}
+	stop := context.AfterFunc(srv.drainCtx, func() {
+		rc.SetReadDeadline(time.Now()) // wake a blocked read; the loop then says goodbye
+	})
+	defer stop()
+	defer func() {
+		if d.c != nil && !d.c.closed {
+			d.c.close("disconnected")
+		}
+	}()
+	d.serve(r.Context())
+}
+
+type duplex struct {
+	srv *Server
+	t   *Tenant
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	sse bool
+	in  *bufio.Reader
+	c   *convo
+	id  string
+}
+
+func (d *duplex) serve(ctx context.Context) {
+	srv := d.srv
+	goodbye := func() {
+		d.send(duplexReply{Op: "shutdown", Error: &apiErrorBody{Type: "overloaded_error", Code: "shutting_down",
+			Message: "the server is shutting down; reconnect and start a new stream", StreamEnded: true}})
+	}
+	for {
+		if srv.isDraining() {
+			goodbye()
+			return
+		}
+		d.rc.SetReadDeadline(time.Now().Add(srv.opts.IdleTimeout))
+		line, err := readLine(d.in, srv.opts.MaxBodyBytes)
+		if len(bytes.TrimSpace(line)) == 0 && err == nil {
+			continue
+		}
+		if err != nil && len(line) == 0 {
+			if errors.Is(err, errLineTooLong) {
+				srv.metrics.accepted.Add(1)
+				d.reply(duplexReply{Op: "error", Error: &apiErrorBody{Type: "invalid_request_error", Code: "body_too_large",
+					Message: fmt.Sprintf("a line is longer than %d bytes", srv.opts.MaxBodyBytes), StreamEnded: true}})
+			}
+			if srv.isDraining() {
+				goodbye() // the drain cut the wait for the next line
+			}
+			return // EOF, idle timeout, or a broken connection
+		}
+		srv.metrics.accepted.Add(1)
+		if !d.handle(ctx, line) {
+			return
+		}
+	}
+}
+
+func (srv *Server) isDraining() bool { return srv.drainCtx.Err() != nil }
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line of at most limit bytes.
+func readLine(r *bufio.Reader, limit int64) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := r.ReadSlice('\n')
+		line = append(line, frag...)
+		if int64(len(line)) > limit {
+			return nil, errLineTooLong
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF && len(line) > 0 {
+			return line, nil
+		}
+		return line, err
+	}
+}
+
+// handle runs one operation and answers it; false ends the connection.
+func (d *duplex) handle(ctx context.Context, line []byte) bool {
+	srv := d.srv
+	var op duplexOp
+	if err := json.Unmarshal(line, &op); err != nil {
+		return d.fail(duplexReply{Op: "error"}, badRequest{fmt.Errorf("invalid JSON line: %w", err)})
+	}
+	rep := duplexReply{Op: op.Op, Seq: op.Seq, ID: d.id}
+	start := time.Now()
+	code := http.StatusOK
+	defer func() { srv.metrics.request(d.t.Name, "connect."+opName(op.Op), code) }()
+	if ok, wait := d.t.limiter.allow(start); !ok {
+		srv.metrics.rejected("rate_limit")
+		code = http.StatusTooManyRequests
+		rep.Error = &apiErrorBody{Type: "rate_limit_error", Code: "rate_limit", Message: "the tenant's request rate limit is exceeded",
+			RetryAfter: max(1, int(wait.Seconds()+0.999))}
+		return d.reply(rep)
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.opts.RequestTimeout)
+	defer cancel()
+
+	if op.Op != "open" && d.c == nil {
+		code = http.StatusBadRequest
+		return d.fail(rep, badRequest{errors.New(`no stream yet: the first operation must be {"op": "open", ...}`)})
+	}
+	var err error
+	switch op.Op {
+	case "open":
+		if d.c != nil {
+			err = badRequest{errors.New("this connection already has a stream (one stream per connection)")}
+			break
+		}
+		var msgs []guard.Message
+		if msgs, err = op.promptInput.messages(); err != nil {
+			break
+		}
+		d.id = newStreamID()
+		if d.c, err = srv.openConvo(d.t, d.id, srv.opts.StreamReserveTokens); err != nil {
+			d.id = ""
+			break
+		}
+		srv.auditContent(d.c, "prompt", msgs)
+		var res Result
+		if res, err = d.c.judgeConversation(ctx, msgs); err == nil {
+			rep.ID, rep.Prompt, rep.Tokens = d.id, res.Prompt, judgedOnly(res.Tokens)
+		} else {
+			d.c.close("error")
+			d.c, d.id = nil, ""
+		}
+	case "append":
+		in := appendInput{Text: op.Text, IDs: op.IDs, Flush: op.Flush}
+		rep.Tokens, err = d.c.appendInput(ctx, &in)
+	case "flush":
+		var tvs []guard.TokenVerdict
+		tvs, err = d.c.flush(ctx)
+		rep.Tokens = judgedOnly(tvs)
+	case "prompt":
+		var msgs []guard.Message
+		if msgs, err = op.promptInput.messages(); err == nil {
+			srv.auditContent(d.c, "prompt", msgs)
+			rep.Prompt, err = d.c.judgePrompt(ctx, msgs)
+		}
+	case "state":
+	case "close":
+		st := d.c.state()
+		st.ID = d.id
+		d.c.close("closed")
+		rep.State = &st
+		d.reply(rep)
+		return false
+	default:
+		err = badRequest{fmt.Errorf("unknown op %q: want open, append, flush, prompt, state or close", op.Op)}
+	}
+	if err != nil {
+		code, _, _ = srv.errorStatus(err)
+		return d.fail(rep, err)
+	}
+	st := d.c.state()
+	st.ID = d.id
+	rep.State = &st
+	return d.reply(rep)
+}
+
+func opName(op string) string {
+	switch op {
+	case "open", "append", "flush", "prompt", "state", "close":
+		return op
+	}
+	return "other"
+}
+
+// fail answers with an error; the connection goes on unless the stream
+// ended.
+func (d *duplex) fail(rep duplexReply, err error) bool {
+	_, body, wait := d.srv.errorStatus(err)
+	if wait > 0 {
+		body.RetryAfter = max(1, int(wait.Seconds()+0.999))
+	}
+	if d.c != nil && d.c.closed {
+		body.StreamEnded = true
+	}
+	rep.Error = &body
+	return d.reply(rep) && !body.StreamEnded
+}
+
+// reply writes one answer and counts it as answered once it is flushed.
+func (d *duplex) reply(rep duplexReply) bool {
+	if !d.send(rep) {
+		return false
+	}
+	d.srv.metrics.answered.Add(1)
+	return true
+}
+
+func (d *duplex) send(rep duplexReply) bool {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return false
+	}
+	var buf bytes.Buffer
+	if d.sse {
+		fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", rep.Op, b)
+	} else {
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	if _, err := d.w.Write(buf.Bytes()); err != nil {
+		return false
+	}
+	return d.rc.Flush() == nil
+}

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// LiteLLM's Generic Guardrail API (POST /beta/litellm_basic_guardrail_api):
+// LiteLLM sends the texts it extracted from a request (input_type
+// "request") or from a model's answer ("response"), and, when it has them,
+// the chat messages (structured_messages). The answer's action is BLOCKED
+// (with blocked_reason) or NONE; streamguard never rewrites text, so it
+// never answers GUARDRAIL_INTERVENED.
+
+type litellmRequest struct {
+	Texts              []string          `json:"texts"`
+	Images             []string          `json:"images"`
+	StructuredMessages []json.RawMessage `json:"structured_messages"`
+	InputType          string            `json:"input_type"`
+	LitellmCallID      *string           `json:"litellm_call_id"`
+	LitellmTraceID     *string           `json:"litellm_trace_id"`
+	RequestData        map[string]any    `json:"request_data"`
+	AdditionalParams   map[string]any    `json:"additional_provider_specific_params"`
+}
+
+type litellmResponse struct {
+	Action        string `json:"action"`
+	BlockedReason string `json:"blocked_reason,omitempty"`
+}
+
+func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	var req litellmRequest
+	if err := decodeJSON(r, &req); err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	msgs, err := litellmConversation(&req)
+	if err != nil {
+		srv.writeError(w, badRequest{err})
+		return
+	}
+	if msgs == nil {
+		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
+		return
+	}
+	vs, err := srv.judge(r.Context(), t, [][]guard.Message{msgs})
+	if err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	v := vs[0]
+	resp := litellmResponse{Action: "NONE"}
+	switch {
+	case v.response != nil && v.response.Flagged:
+		tv := v.tokens[v.response.FlaggedIndex]
+		resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s (%s) at token %d", tv.Risk, tv.Category, tv.Index)}
+	case v.response == nil && v.prompt.Flagged:
+		resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: prompt flagged %s (%s, p=%.2f)", v.prompt.Risk, v.prompt.Category, v.prompt.RiskProb)}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// litellmConversation builds the conversation to judge. A request is the
+// conversation up to its last user turn (the structured messages, or else
+// the texts as one user turn). A response is judged as the assistant turn
+// after the structured messages' last user turn; without them there is no
+// user turn to anchor the response heads, so the texts are judged as a
+// prompt instead.
+func litellmConversation(req *litellmRequest) ([]guard.Message, error) {
+	var msgs []guard.Message
+	for i, raw := range req.StructuredMessages {
+		var probe struct {
+			Role string `json:"role"`
+		}
+		if err := json.Unmarshal(raw, &probe); err != nil {
+			return nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
+		}
+		switch probe.Role {
+		case "system", "developer", "user", "assistant":
+		default:
+			continue // tool results and the like: not text the guard judges
+		}
+		m, err := parseMessage(raw)
+		if err != nil {
+			return nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
+		}
+		msgs = append(msgs, m)
+	}
+	lastUser := -1
+	for i, m := range msgs {
+		if m.Role == "user" && strings.TrimSpace(m.Content) != "" {
+			lastUser = i
+		}
+	}
+	text := strings.Join(req.Texts, "\n")
+	switch req.InputType {
+	case "request", "":
+		if lastUser >= 0 {
+			return msgs[:lastUser+1], nil
+		}
+		if strings.TrimSpace(text) == "" {
+			return nil, nil
+		}
+		return []guard.Message{{Role: "user", Content: text}}, nil
+	case "response":
+		if strings.TrimSpace(text) == "" {
+			return nil, nil
+		}
+		if lastUser >= 0 {
+			return append(msgs[:lastUser+1:lastUser+1], guard.Message{Role: "assistant", Content: text}), nil
+		}
+		return []guard.Message{{Role: "user", Content: text}}, nil
+	}
+	return nil, errors.New(`input_type must be "request" or "response"`)
+}

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// TestModerations checks OpenAI's shape and that each result carries the
+// verdicts Model.Moderate computes alone, bit for bit.
+func TestModerations(t *testing.T) {
+	m := testModel(t)
+	h := newHarness(t, Options{})
+	conv := []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}
+	var resp struct {
+		ID      string `json:"id"`
+		Model   string `json:"model"`
+		Results []moderationResult
+	}
+	body := map[string]any{"model": "ignored", "input": []any{"first text", map[string]any{"messages": conv}, "third"}}
+	if code, _ := h.do("POST", "/v1/moderations", "", body, &resp); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if !strings.HasPrefix(resp.ID, "modr-") || resp.Model != "qwen3guard-stream" || len(resp.Results) != 3 {
+		t.Fatalf("response %+v", resp)
+	}
+	l := m.Info().Labels
+	for i, want := range [][]guard.Message{{{Role: "user", Content: "first text"}}, conv, {{Role: "user", Content: "third"}}} {
+		ref, err := m.Moderate(want, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := resp.Results[i]
+		samePrompt(t, "prompt", r.Qwen3Guard.Prompt, ref.Prompt)
+		// Every category of the model is a key, from its config.
+		for _, c := range append(append([]string{}, l.ResponseCategory...), l.QueryCategory...) {
+			if _, ok := r.Categories[c]; !ok {
+				t.Errorf("result %d: category %q missing", i, c)
+			}
+			if s, ok := r.CategoryScores[c]; !ok || s < 0 || s > 1 {
+				t.Errorf("result %d: score of %q is %v", i, c, s)
+			}
+		}
+		if len(r.Categories) != len(l.QueryCategory) { // the query categories include the response ones
+			t.Errorf("result %d: %d categories", i, len(r.Categories))
+		}
+		if len(r.RiskProbabilities) != len(l.QueryRisk) {
+			t.Errorf("result %d: risk probabilities %v", i, r.RiskProbabilities)
+		}
+		// The largest score is P(not safe) × P(category) of some verdict.
+		wantScore := (1 - ref.Prompt.RiskProbs[0]) * ref.Prompt.CategoryProbs[0]
+		for _, tv := range ref.Tokens {
+			wantScore = max(wantScore, (1-tv.RiskProbs[0])*tv.CategoryProbs[0])
+		}
+		if got := r.CategoryScores[l.QueryCategory[0]]; got != wantScore {
+			t.Errorf("result %d: score of %q is %v, want %v", i, l.QueryCategory[0], got, wantScore)
+		}
+		flagged := ref.Prompt.Flagged || ref.FlaggedIndex >= 0
+		if r.Flagged != flagged {
+			t.Errorf("result %d: flagged %v, want %v", i, r.Flagged, flagged)
+		}
+		if i == 1 {
+			d := r.Qwen3Guard.Response
+			if d == nil || d.Tokens != len(ref.Tokens) || d.FlaggedIndex != ref.FlaggedIndex || d.Decision != *ref.Decision {
+				t.Fatalf("response detail %+v, want %d tokens, flagged at %d, %+v", d, len(ref.Tokens), ref.FlaggedIndex, ref.Decision)
+			}
+			if ref.FlaggedIndex >= 0 && (r.RiskLevel != ref.Tokens[ref.FlaggedIndex].Risk || !r.Categories[ref.Tokens[ref.FlaggedIndex].Category]) {
+				t.Errorf("deciding verdict %q %q, want token %d's", r.RiskLevel, r.Category, ref.FlaggedIndex)
+			}
+		} else if r.RiskLevel != ref.Prompt.Risk {
+			t.Errorf("result %d: risk level %q, want the prompt's %q", i, r.RiskLevel, ref.Prompt.Risk)
+		}
+	}
+	if n := h.srv.metrics.openStreams.Load(); n != 0 {
+		t.Fatalf("%d streams left open", n)
+	}
+}
+
+// TestModerationsPolicy uses per-tenant policies to force both outcomes:
+// a threshold of 0 flags every verdict of its category, a block list of
+// one category flags nothing else.
+func TestModerationsPolicy(t *testing.T) {
+	m := testModel(t)
+	cats := m.Info().Labels.ResponseCategory
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	cfg := twoTenants(func(a, b *TenantConfig) {
+		a.Policy = PolicyConfig{Mode: "strict", Debounce: 1, Thresholds: thr}
+		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}} // loose: P(Unsafe) >= 1 never holds here
+	})
+	h := newHarness(t, Options{Config: cfg})
+	conv := map[string]any{"messages": []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}}
+	var ra, rb struct{ Results []moderationResult }
+	if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": conv}, &ra); code != 200 {
+		t.Fatalf("tenant a: status %d", code)
+	}
+	if code, _ := h.do("POST", "/v1/moderations", "key-b", map[string]any{"input": conv}, &rb); code != 200 {
+		t.Fatalf("tenant b: status %d", code)
+	}
+	a, b := ra.Results[0], rb.Results[0]
+	if !a.Flagged || !a.Qwen3Guard.Prompt.Flagged || a.Qwen3Guard.Response.FlaggedIndex != 0 {
+		t.Errorf("tenant a (threshold 0, debounce 1) not flagged at once: %+v", a.Qwen3Guard)
+	}
+	if b.Flagged || b.Qwen3Guard.Response.FlaggedIndex != -1 {
+		t.Errorf("tenant b (nothing can flag) flagged: %+v", b.Qwen3Guard)
+	}
+}
+
+func TestModerationsBadInput(t *testing.T) {
+	h := newHarness(t, Options{MaxBodyBytes: 4096})
+	for _, tc := range []struct {
+		body string
+		code int
+		msg  string
+	}{
+		{`{}`, 400, `"input" is required`},
+		{`{"input": 3}`, 400, "must be a string"},
+		{`{"input": []}`, 400, "empty array"},
+		{`{"input": [{"type": "image_url", "image_url": {"url": "x"}}]}`, 400, "text only"},
+		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}, {"role": "assistant", "content": "d"}]}}`, 400, "must end with a user turn"},
+		{`{"input": "` + strings.Repeat("x", 5000) + `"}`, 413, "larger than 4096"},
+	} {
+		var e errBody
+		if code, _ := h.do("POST", "/v1/moderations", "", tc.body, &e); code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
+			t.Errorf("%.60s: status %d %q, want %d %q", tc.body, code, e.Error.Message, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestParseModerationInput(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want [][]guard.Message
+	}{
+		{`"hi"`, [][]guard.Message{{{Role: "user", Content: "hi"}}}},
+		{`["a", "b"]`, [][]guard.Message{{{Role: "user", Content: "a"}}, {{Role: "user", Content: "b"}}}},
+		{`[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]`, [][]guard.Message{{{Role: "user", Content: "a\nb"}}}},
+		{`{"messages": [{"role": "developer", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "u"}]}`,
+			[][]guard.Message{{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}}},
+	} {
+		got, err := parseModerationInput(json.RawMessage(tc.in))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if js, wjs := mustJSON(got), mustJSON(tc.want); js != wjs {
+			t.Errorf("%s: got %s, want %s", tc.in, js, wjs)
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func FuzzParseModerationInput(f *testing.F) {
+	for _, s := range []string{`"hi"`, `["a", {"messages": [{"role": "user", "content": "x"}]}]`, `[{"type": "text", "text": "a"}]`, `{"messages": []}`, `[1]`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		convs, err := parseModerationInput(b)
+		if err != nil {
+			return
+		}
+		if len(convs) == 0 || len(convs) > maxModerationInputs {
+			t.Fatalf("%d conversations from %q", len(convs), b)
+		}
+		for _, c := range convs {
+			if len(c) == 0 {
+				t.Fatalf("empty conversation from %q", b)
+			}
+		}
+	})
+}
+
+func TestModerationsMethod(t *testing.T) {
+	h := newHarness(t, Options{})
+	if code, _ := h.do("GET", "/v1/moderations", "", nil, nil); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: status %d", code)
+	}
+}

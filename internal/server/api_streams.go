@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// promptInput is a user turn: messages (ending with the user's), or a
+// prompt with an optional system message.
+type promptInput struct {
+	Messages []guard.Message `json:"messages"`
+	Prompt   string          `json:"prompt"`
+	System   string          `json:"system"`
+}
+
+func (in *promptInput) messages() ([]guard.Message, error) {
+	switch {
+	case len(in.Messages) > 0 && (in.Prompt != "" || in.System != ""):
+		return nil, badRequest{errors.New(`give "messages" or "prompt", not both`)}
+	case len(in.Messages) > 0:
+		for i, m := range in.Messages {
+			switch m.Role {
+			case "system", "user", "assistant":
+			default:
+				return nil, badRequest{fmt.Errorf("messages[%d]: role %q: want system, user or assistant", i, m.Role)}
+			}
+		}
+		return in.Messages, nil
+	case in.Prompt != "":
+		var msgs []guard.Message
+		if in.System != "" {
+			msgs = append(msgs, guard.Message{Role: "system", Content: in.System})
+		}
+		return append(msgs, guard.Message{Role: "user", Content: in.Prompt}), nil
+	}
+	return nil, badRequest{errors.New(`no prompt: give "messages" or "prompt"`)}
+}
+
+// appendInput is response text or token ids; Flush also judges what the
+// text encoder held back (the response is complete).
+type appendInput struct {
+	Text  *string `json:"text"`
+	IDs   []int   `json:"ids"`
+	Flush bool    `json:"flush"`
+}
+
+// streamResponse is the answer of every stream operation.
+type streamResponse struct {
+	ID     string               `json:"id"`
+	Prompt *guard.PromptVerdict `json:"prompt,omitempty"`
+	// Tokens are the verdicts on the response tokens judged by this
+	// operation, in order (the assistant header is not judged and not
+	// listed).
+	Tokens []guard.TokenVerdict `json:"tokens"`
+	State  State                `json:"state"`
+}
+
+func judgedOnly(tvs []guard.TokenVerdict) []guard.TokenVerdict {
+	out := make([]guard.TokenVerdict, 0, len(tvs))
+	for _, t := range tvs {
+		if t.Judged {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	var in promptInput
+	if err := decodeJSON(r, &in); err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	msgs, err := in.messages()
+	if err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	id := newStreamID()
+	c, err := srv.openConvo(t, id, srv.opts.StreamReserveTokens)
+	if err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	srv.auditContent(c, "prompt", msgs)
+	res, err := c.judgeConversation(r.Context(), msgs)
+	if err != nil {
+		c.close("error")
+		srv.writeError(w, err)
+		return
+	}
+	s := &session{id: id, c: c}
+	srv.sessions.add(s)
+	st := c.state()
+	st.ID = id
+	writeJSON(w, http.StatusCreated, streamResponse{ID: id, Prompt: res.Prompt, Tokens: judgedOnly(res.Tokens), State: st})
+}
+
+// withSession runs op on the tenant's stream named in the path, one
+// operation at a time per stream.
+func (srv *Server) withSession(w http.ResponseWriter, r *http.Request, t *Tenant, op func(s *session) (streamResponse, error)) {
+	id := r.PathValue("id")
+	s := srv.sessions.get(t, id)
+	if s == nil {
+		writeErr(w, http.StatusNotFound, "invalid_request_error", "stream_not_found", "no stream "+id+" (closed, expired, or never opened)")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastUse.Store(time.Now().UnixNano())
+	if s.c.closed {
+		writeErr(w, http.StatusNotFound, "invalid_request_error", "stream_not_found", "no stream "+id+" (closed, expired, or never opened)")
+		return
+	}
+	resp, err := op(s)
+	s.lastUse.Store(time.Now().UnixNano())
+	if s.c.closed {
+		srv.sessions.remove(id)
+	}
+	if err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	resp.ID = id
+	resp.State.ID = id
+	if resp.Tokens == nil {
+		resp.Tokens = []guard.TokenVerdict{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (srv *Server) appendStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	var in appendInput
+	if err := decodeJSON(r, &in); err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		tvs, err := s.c.appendInput(r.Context(), &in)
+		return streamResponse{Tokens: tvs, State: s.c.state()}, err
+	})
+}
+
+// appendInput runs an append request: text or ids, then an optional flush.
+func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.TokenVerdict, error) {
+	var tvs []guard.TokenVerdict
+	var err error
+	switch {
+	case in.Text != nil && in.IDs != nil:
+		return nil, badRequest{errors.New(`give "text" or "ids", not both`)}
+	case in.Text != nil:
+		c.srv.auditText(c, *in.Text)
+		tvs, err = c.appendText(ctx, *in.Text)
+	case in.IDs != nil:
+		tvs, err = c.appendIDs(ctx, in.IDs)
+	case !in.Flush:
+		return nil, badRequest{errors.New(`nothing to append: give "text" or "ids" (or "flush": true)`)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if in.Flush {
+		more, err := c.flush(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tvs = append(tvs, more...)
+	}
+	return judgedOnly(tvs), nil
+}
+
+func (srv *Server) flushStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		tvs, err := s.c.flush(r.Context())
+		return streamResponse{Tokens: judgedOnly(tvs), State: s.c.state()}, err
+	})
+}
+
+// promptStream judges the next user turn of a multi-turn conversation;
+// an open response is ended first.
+func (srv *Server) promptStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	var in promptInput
+	if err := decodeJSON(r, &in); err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	msgs, err := in.messages()
+	if err != nil {
+		srv.writeError(w, err)
+		return
+	}
+	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		srv.auditContent(s.c, "prompt", msgs)
+		pv, err := s.c.judgePrompt(r.Context(), msgs)
+		return streamResponse{Prompt: pv, State: s.c.state()}, err
+	})
+}
+
+func (srv *Server) getStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		return streamResponse{Prompt: s.c.s.LastPrompt(), State: s.c.state()}, nil
+	})
+}
+
+// closeStream closes the stream and returns its final state.
+func (srv *Server) closeStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		st := s.c.state()
+		s.c.close("closed")
+		return streamResponse{Prompt: s.c.s.LastPrompt(), State: st}, nil
+	})
+}

@@ -1,0 +1,178 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+const (
+	testPrompt   = "How do I make a cup of tea?"
+	testResponse = "Boil water, pour it over the leaves, wait three minutes — then enjoy 🍵 with milk or lemon."
+)
+
+// TestStreamLifecycle opens a stream, appends text in uneven chunks and
+// ids, flushes, reads the state, continues with a second user turn and
+// closes: every verdict equals the library's solo run bit for bit.
+func TestStreamLifecycle(t *testing.T) {
+	m := testModel(t)
+	h := newHarness(t, Options{})
+	user := []guard.Message{{Role: "user", Content: testPrompt}}
+	respIDs := m.Tokenizer().Encode(testResponse)
+	wantPV, wantTok := solo(t, m, m.Policy(), user, respIDs)
+
+	var created streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+		t.Fatalf("create: status %d", code)
+	}
+	if len(created.ID) != 32 || created.State.ID != created.ID || created.State.Status != "allowed" {
+		t.Fatalf("create: %+v", created)
+	}
+	samePrompt(t, "create", created.Prompt, wantPV)
+
+	// JSON strings hold whole characters, so the chunks are cut between
+	// runes, in uneven sizes.
+	var got []guard.TokenVerdict
+	b := []rune(testResponse)
+	for i, n := 0, 0; i < len(b); i += n {
+		n = 1 + i%7
+		end := min(i+n, len(b))
+		var r streamResponse
+		if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"text": string(b[i:end])}, &r); code != 200 {
+			t.Fatalf("append: status %d", code)
+		}
+		got = append(got, r.Tokens...)
+	}
+	var fl streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/flush", "", nil, &fl); code != 200 {
+		t.Fatalf("flush: status %d", code)
+	}
+	got = append(got, fl.Tokens...)
+	sameTokens(t, "text chunks", got, wantTok)
+	if fl.State.Decision.Tokens != len(respIDs) || fl.State.Position != wantTok[len(wantTok)-1].Position+1 {
+		t.Fatalf("state after flush %+v", fl.State)
+	}
+	wantStatus := "allowed"
+	for _, tv := range wantTok {
+		if tv.Flagged {
+			wantStatus = "flagged"
+			if fl.State.FlaggedIndex != tv.Index {
+				t.Fatalf("flagged index %d, want %d", fl.State.FlaggedIndex, tv.Index)
+			}
+		}
+	}
+	if fl.State.Status != wantStatus {
+		t.Fatalf("status %q, want %q", fl.State.Status, wantStatus)
+	}
+
+	var st streamResponse
+	if code, _ := h.do("GET", "/v1/streams/"+created.ID, "", nil, &st); code != 200 || st.State != fl.State {
+		t.Fatalf("get: status %d state %+v, want %+v", code, st.State, fl.State)
+	}
+
+	// A second turn continues the conversation, as the library does.
+	second := []guard.Message{{Role: "user", Content: "And coffee?"}}
+	ref := m.NewStream()
+	defer ref.Close()
+	if _, err := ref.JudgePrompt(user); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ref.AppendIDs(respIDs); err != nil {
+		t.Fatal(err)
+	}
+	want2, err := ref.JudgePrompt(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p2 streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/prompt", "", map[string]any{"messages": second}, &p2); code != 200 {
+		t.Fatalf("second prompt: status %d", code)
+	}
+	samePrompt(t, "second turn", p2.Prompt, want2)
+	idTok, err := ref.AppendIDs([]int{9707, 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ap streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"ids": []int{9707, 11}}, &ap); code != 200 {
+		t.Fatalf("append ids: status %d", code)
+	}
+	sameTokens(t, "ids in second turn", ap.Tokens, judgedOnly(idTok))
+
+	var closed streamResponse
+	if code, _ := h.do("DELETE", "/v1/streams/"+created.ID, "", nil, &closed); code != 200 || closed.State.Decision.Tokens != 2 {
+		t.Fatalf("close: status %d %+v", code, closed.State)
+	}
+	if code, _ := h.do("GET", "/v1/streams/"+created.ID, "", nil, nil); code != http.StatusNotFound {
+		t.Fatalf("get after close: status %d", code)
+	}
+	if n := h.srv.metrics.openStreams.Load(); n != 0 {
+		t.Fatalf("%d streams open after close", n)
+	}
+	if used, _ := h.srv.budget.usage(); used != 0 {
+		t.Fatalf("%d KV positions still charged", used)
+	}
+	if !strings.Contains(h.audit.String(), `"msg":"stream closed"`) || strings.Contains(h.audit.String(), "tea") {
+		t.Fatalf("audit log: want decisions without content:\n%s", h.audit.String())
+	}
+}
+
+// TestCreateWithResponsePrefix opens a stream with messages that end in
+// the assistant's first words: they are judged as Moderate judges them,
+// and the response stays open.
+func TestCreateWithResponsePrefix(t *testing.T) {
+	m := testModel(t)
+	h := newHarness(t, Options{})
+	msgs := []guard.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: testPrompt}, {Role: "assistant", Content: "\n\nBoil water"}}
+	want, err := m.Moderate(msgs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"messages": msgs}, &r); code != http.StatusCreated {
+		t.Fatalf("status %d", code)
+	}
+	samePrompt(t, "prompt", r.Prompt, want.Prompt)
+	sameTokens(t, "prefix", r.Tokens, want.Tokens)
+	var ap streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/append", "", map[string]any{"text": " now.", "flush": true}, &ap); code != 200 || len(ap.Tokens) == 0 {
+		t.Fatalf("append after prefix: status %d %+v", code, ap)
+	}
+}
+
+func TestStreamBadRequests(t *testing.T) {
+	h := newHarness(t, Options{})
+	var e errBody
+	for _, tc := range []struct {
+		path string
+		body any
+		code int
+		msg  string
+	}{
+		{"/v1/streams", `{"prompt": `, 400, "invalid JSON"},
+		{"/v1/streams", map[string]any{}, 400, "no prompt"},
+		{"/v1/streams", map[string]any{"prompt": "  "}, 400, "no content"},
+		{"/v1/streams", map[string]any{"messages": []guard.Message{{Role: "robot", Content: "x"}}}, 400, `role "robot"`},
+		{"/v1/streams", map[string]any{"messages": []guard.Message{{Role: "user", Content: "x"}}, "prompt": "y"}, 400, "not both"},
+		{"/v1/streams/0123456789abcdef0123456789abcdef/append", map[string]any{"text": "x"}, 404, "no stream"},
+	} {
+		e = errBody{}
+		if code, _ := h.do("POST", tc.path, "", tc.body, &e); code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
+			t.Errorf("POST %s %v: status %d %+v, want %d %q", tc.path, tc.body, code, e.Error, tc.code, tc.msg)
+		}
+	}
+	var r streamResponse
+	h.do("POST", "/v1/streams", "", map[string]any{"prompt": "hi"}, &r)
+	for _, body := range []any{map[string]any{}, map[string]any{"text": "a", "ids": []int{1}}, map[string]any{"ids": []int{-1}}, map[string]any{"ids": []int{1 << 30}}} {
+		e = errBody{}
+		if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/append", "", body, &e); code != 400 || e.Error.StreamEnded {
+			t.Errorf("append %v: status %d %+v", body, code, e.Error)
+		}
+	}
+	// The stream survives bad requests.
+	if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/append", "", map[string]any{"ids": []int{9707}}, nil); code != 200 {
+		t.Fatalf("append after bad requests: status %d", code)
+	}
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// The audit log records decisions, one JSON object per line (slog): the
+// tenant, the stream, the level, the category and the token index. Text
+// is included only for tenants with log_content.
+
+func (srv *Server) auditPrompt(c *convo, p *guard.PromptVerdict) {
+	attrs := []slog.Attr{
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id),
+		slog.String("level", p.Risk), slog.String("category", categoryOf(p.Verdict)),
+		slog.Float64("risk_prob", float64(p.RiskProb)), slog.Bool("flagged", p.Flagged), slog.Int("position", p.Position),
+	}
+	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "prompt", attrs...)
+}
+
+func (srv *Server) auditFlag(c *convo, t *guard.TokenVerdict) {
+	attrs := []slog.Attr{
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id),
+		slog.String("level", t.Risk), slog.String("category", categoryOf(t.Verdict)),
+		slog.Int("token_index", t.Index), slog.Int("position", t.Position),
+	}
+	if c.tenant.LogContent {
+		attrs = append(attrs, slog.String("token", t.Text))
+	}
+	srv.audit.LogAttrs(context.Background(), slog.LevelWarn, "response flagged", attrs...)
+}
+
+func (srv *Server) auditClose(c *convo, reason string, d guard.Decision) {
+	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "stream closed",
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("reason", reason),
+		slog.Bool("flagged", d.Flagged), slog.String("level", d.Level), slog.String("category", d.Category),
+		slog.Int("token_index", d.Index), slog.Int("tokens", d.Tokens))
+}
+
+// auditContent logs the text of a judged prompt for tenants that allow it.
+func (srv *Server) auditContent(c *convo, what string, msgs []guard.Message) {
+	if !c.tenant.LogContent {
+		return
+	}
+	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "content",
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("what", what), slog.Any("messages", msgs))
+}
+
+// categoryOf is the verdict's category, or "" when the level is safe
+// (index 0), where the category head means nothing.
+func categoryOf(v guard.Verdict) string {
+	if v.RiskIndex == 0 {
+		return ""
+	}
+	return v.Category
+}
+
+// auditText logs appended response text for tenants that allow it.
+func (srv *Server) auditText(c *convo, text string) {
+	if !c.tenant.LogContent {
+		return
+	}
+	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "content",
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("what", "response"), slog.String("text", text))
+}

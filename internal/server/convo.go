@@ -1,0 +1,387 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+// Errors of stream operations, mapped to HTTP statuses by writeError.
+var (
+	ErrTooManyStreams = errors.New("the tenant's stream limit is reached")
+	ErrStreamTooLong  = errors.New("the stream would exceed its maximum length")
+	ErrStreamClosed   = errors.New("the stream is closed")
+)
+
+// badRequest marks an error caused by the request's content.
+type badRequest struct{ err error }
+
+func (e badRequest) Error() string { return e.err.Error() }
+func (e badRequest) Unwrap() error { return e.err }
+
+// streamEnded marks an error after which the stream cannot continue.
+type streamEnded struct{ err error }
+
+func (e streamEnded) Error() string { return e.err.Error() }
+func (e streamEnded) Unwrap() error { return e.err }
+
+// headerSlack covers the assistant header (at most 8 scaffold tokens) and
+// the "<|im_end|>\n" that ends a turn, which an operation may queue besides
+// its own tokens.
+const headerSlack = 11
+
+// convo is one moderated conversation: a guard stream with its share of
+// the KV budget. Its methods must be called by one goroutine at a time.
+type convo struct {
+	srv    *Server
+	tenant *Tenant
+	id     string // for the audit log; random for sessions
+	s      *guard.Stream
+
+	charged int64 // KV positions charged to the budget
+	// heldBytes bounds the text bytes the stream's encoder may hold back:
+	// every token spans at least one byte, so text bytes bound tokens.
+	heldBytes int
+	// floor is the cache size, in positions, the conversation keeps
+	// charged whatever it holds: its first prompt plus the response
+	// reserve, so that a stream admitted can grow that far without
+	// meeting a full budget.
+	floor   int
+	reserve int
+	flagged bool // the current response's flag was audited
+	closed  bool
+	ended   error
+}
+
+// openConvo starts a conversation for t, within its stream limit, with
+// reserve positions of response room charged from its first prompt on.
+func (srv *Server) openConvo(t *Tenant, id string, reserve int) (*convo, error) {
+	if n := t.open.Add(1); t.MaxStreams > 0 && n > int64(t.MaxStreams) {
+		t.open.Add(-1)
+		srv.metrics.rejected("streams")
+		return nil, ErrTooManyStreams
+	}
+	s := srv.model.NewStream()
+	if err := s.SetPolicy(t.Policy); err != nil { // checked at startup
+		t.open.Add(-1)
+		return nil, err
+	}
+	srv.metrics.openStreams.Add(1)
+	return &convo{srv: srv, tenant: t, id: id, s: s, reserve: reserve}, nil
+}
+
+// close ends the conversation, releases its memory, and returns the
+// current response's decision.
+func (c *convo) close(reason string) guard.Decision {
+	d := c.s.Decision()
+	if !c.closed {
+		c.closed = true
+		c.s.Close()
+		c.srv.budget.release(c.charged)
+		c.charged = 0
+		c.tenant.open.Add(-1)
+		c.srv.metrics.openStreams.Add(-1)
+		c.srv.auditClose(c, reason, d)
+	}
+	if c.ended == nil {
+		c.ended = ErrStreamClosed
+	}
+	return d
+}
+
+// run charges the budget for up to maxNew more positions, queues with
+// queue, and has the scheduler judge what was queued.
+// certain is the number of tokens the operation queues for sure: when
+// they alone exceed the stream's length limit, it is refused before
+// anything is consumed (the exact check follows the queueing).
+func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error) (Result, error) {
+	if c.ended != nil {
+		return Result{}, c.ended
+	}
+	if n, lim := c.s.Len()+certain, c.srv.maxStreamTokens; n > lim {
+		return Result{}, fmt.Errorf("%w: %d tokens, limit %d", ErrStreamTooLong, n, lim)
+	}
+	if c.s.Len() == 0 && c.floor == 0 {
+		c.floor = certain + c.reserve
+	}
+	if err := c.charge(max(c.s.Len()+maxNew, c.floor)); err != nil {
+		if c.s.Len() == 0 {
+			c.floor = 0
+		}
+		return Result{}, err
+	}
+	if err := queue(); err != nil {
+		c.settle()
+		if errors.Is(err, guard.ErrClosed) {
+			return Result{}, ErrStreamClosed
+		}
+		return Result{}, badRequest{err}
+	}
+	n := c.s.Len() + c.s.Pending()
+	if lim := c.srv.maxStreamTokens; n > lim {
+		// Queued tokens cannot be taken back: the stream ends here.
+		c.end(streamEnded{fmt.Errorf("%w: %d tokens, limit %d", ErrStreamTooLong, n, lim)})
+		return Result{}, c.ended
+	}
+	if want := c.srv.budget.capBound(n); want > c.charged {
+		c.srv.budget.forceAcquire(want - c.charged) // the estimate fell short
+		c.charged = want
+	}
+	res, err := c.srv.sched.Submit(ctx, c.s)
+	if err != nil {
+		if errors.Is(err, ErrShuttingDown) {
+			c.end(streamEnded{err})
+		} else {
+			c.end(streamEnded{fmt.Errorf("the stream was closed: %w", err)})
+		}
+		return Result{}, c.ended
+	}
+	c.settle()
+	c.observe(&res)
+	return res, nil
+}
+
+// charge makes the budget cover a cache of n positions.
+func (c *convo) charge(n int) error {
+	want := c.srv.budget.capBound(n)
+	if want <= c.charged {
+		return nil
+	}
+	if !c.srv.budget.tryAcquire(want - c.charged) {
+		c.srv.metrics.rejected("kv_budget")
+		return ErrBudget
+	}
+	c.charged = want
+	return nil
+}
+
+// settle returns the charge beyond what the cache can hold now.
+func (c *convo) settle() {
+	want := c.srv.budget.capBound(max(c.s.Len()+c.s.Pending(), c.floor))
+	if want < c.charged {
+		c.srv.budget.release(c.charged - want)
+		c.charged = want
+	}
+}
+
+// end makes the stream unusable, releasing its memory now.
+func (c *convo) end(err error) {
+	c.ended = err
+	c.close("error")
+}
+
+// judgePrompt judges a user turn (msgs end with the user's message; on a
+// stream that holds a conversation they continue it).
+func (c *convo) judgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	ids, err := c.promptIDs(msgs)
+	if err != nil {
+		return nil, badRequest{err}
+	}
+	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueuePromptIDs(ids) })
+	if err != nil {
+		return nil, err
+	}
+	c.heldBytes = 0
+	if res.Prompt == nil {
+		return nil, errors.New("internal error: the prompt produced no verdict")
+	}
+	return res.Prompt, nil
+}
+
+// promptIDs renders msgs with the chat template up to the <|im_end|> of
+// the last user turn, as guard.Stream.QueuePrompt does, so that the length
+// is known before anything is queued.
+func (c *convo) promptIDs(msgs []guard.Message) ([]int, error) {
+	if len(msgs) == 0 {
+		return nil, errors.New("empty prompt: no messages")
+	}
+	last := msgs[len(msgs)-1]
+	if last.Role != "user" {
+		return nil, fmt.Errorf("the last message must be the user's turn, got role %q", last.Role)
+	}
+	if strings.TrimSpace(last.Content) == "" {
+		return nil, errors.New("empty prompt: the last user message has no content")
+	}
+	chat, err := c.srv.model.Tokenizer().RenderChat(msgs)
+	if err != nil {
+		return nil, err
+	}
+	if chat.UserEndIndex < 0 {
+		return nil, errors.New("the rendered chat has no user turn")
+	}
+	return chat.IDs[:chat.UserEndIndex+1], nil
+}
+
+// judgeConversation judges msgs on a fresh stream as guard.Model.Moderate
+// does: the last user turn's prompt verdict and, when an assistant turn
+// follows, its content token by token. The stream is left inside the
+// response, so that more of it can be appended.
+func (c *convo) judgeConversation(ctx context.Context, msgs []guard.Message) (Result, error) {
+	if len(msgs) == 0 || msgs[len(msgs)-1].Role != "assistant" {
+		pv, err := c.judgePrompt(ctx, msgs)
+		return Result{Prompt: pv}, err
+	}
+	prompt, thinking, content, err := c.splitConversation(msgs)
+	if err != nil {
+		return Result{}, badRequest{err}
+	}
+	res, err := c.run(ctx, len(prompt)+len(content), len(prompt)+len(content)+headerSlack, func() error {
+		if err := c.s.QueuePromptIDs(prompt); err != nil {
+			return err
+		}
+		if err := c.s.StartResponse(thinking); err != nil {
+			return err
+		}
+		return c.s.QueueIDs(content)
+	})
+	if err == nil && res.Prompt == nil {
+		err = errors.New("internal error: the prompt produced no verdict")
+	}
+	return res, err
+}
+
+// Assistant-turn openings as the chat template renders them (spec §4):
+// "\n<|im_start|>assistant\n<think>\n\n</think>\n\n", and with reasoning
+// "\n<|im_start|>assistant\n<think>\n".
+var (
+	plainHeader    = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 271, tokenizer.ThinkEnd, 271}
+	thinkingHeader = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 198}
+)
+
+// splitConversation renders msgs (ending with an assistant turn after a
+// user turn) and splits the ids into the prompt, the kind of assistant
+// header, and the content ids, which are the tokens Moderate judges.
+func (c *convo) splitConversation(msgs []guard.Message) (prompt []int, thinking bool, content []int, err error) {
+	if len(msgs) < 2 || msgs[len(msgs)-2].Role != "user" {
+		return nil, false, nil, errors.New("a conversation must end with a user turn, optionally followed by one assistant turn")
+	}
+	if _, err := c.promptIDs(msgs[:len(msgs)-1]); err != nil {
+		return nil, false, nil, err
+	}
+	chat, err := c.srv.model.Tokenizer().RenderChat(msgs)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if chat.UserEndIndex < 0 {
+		return nil, false, nil, errors.New("the rendered chat has no user turn")
+	}
+	prompt = chat.IDs[:chat.UserEndIndex+1]
+	rest := chat.IDs[chat.UserEndIndex+1:]
+	switch {
+	case hasPrefix(rest, plainHeader):
+		rest = rest[len(plainHeader):]
+	case hasPrefix(rest, thinkingHeader):
+		rest, thinking = rest[len(thinkingHeader):], true
+	default:
+		return nil, false, nil, errors.New("the chat template did not open the assistant turn as expected")
+	}
+	if n := len(rest); n > 0 && rest[n-1] == 198 && n > 1 && rest[n-2] == tokenizer.ImEnd {
+		rest = rest[:n-2]
+	} else if n > 0 && rest[n-1] == tokenizer.ImEnd {
+		rest = rest[:n-1]
+	}
+	return prompt, thinking, rest, nil
+}
+
+func hasPrefix(s, p []int) bool {
+	if len(s) < len(p) {
+		return false
+	}
+	for i := range p {
+		if s[i] != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// appendText judges response text (any chunking); the tokens the encoder
+// holds back come with a later call or flush.
+func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, 0, len(text)+c.heldBytes+headerSlack, func() error { return c.s.QueueText(text) })
+	if err != nil {
+		return nil, err
+	}
+	c.heldBytes += len(text)
+	for _, t := range res.Tokens {
+		if t.Judged {
+			c.heldBytes -= len(t.Text)
+		}
+	}
+	c.heldBytes = max(c.heldBytes, 0)
+	return res.Tokens, nil
+}
+
+// appendIDs judges response token ids.
+func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueueIDs(ids) })
+	return res.Tokens, err
+}
+
+// flush judges the tokens the text encoder held back.
+func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, 0, c.heldBytes+headerSlack, c.s.QueueFlushText)
+	if err == nil {
+		c.heldBytes = 0
+	}
+	return res.Tokens, err
+}
+
+// startResponse queues the assistant header; it is judged (not judged:
+// scaffold) with the next append.
+func (c *convo) startResponse(ctx context.Context, thinking bool) error {
+	_, err := c.run(ctx, 0, headerSlack, func() error { return c.s.StartResponse(thinking) })
+	return err
+}
+
+// State is a stream's moderation state.
+type State struct {
+	ID string `json:"id,omitempty"`
+	// Status is "allowed", or "flagged" once the current response has
+	// been flagged (the online debounce rule).
+	Status string `json:"status"`
+	// FlaggedIndex is the response token index that flagged it, -1 if none.
+	FlaggedIndex int `json:"flagged_index"`
+	// Position is the number of tokens fed to the stream so far.
+	Position int `json:"position"`
+	// Decision is the official final rule over the current response.
+	Decision guard.Decision `json:"decision"`
+}
+
+func (c *convo) state() State {
+	st := State{Status: "allowed", FlaggedIndex: -1, Position: c.s.Len(), Decision: c.s.Decision()}
+	if i, ok := c.s.Flagged(); ok {
+		st.Status, st.FlaggedIndex = "flagged", i
+	}
+	return st
+}
+
+// observe counts verdicts and audits the decisions in res.
+func (c *convo) observe(res *Result) {
+	m := c.srv.metrics
+	if p := res.Prompt; p != nil {
+		m.verdict("prompt", p.RiskIndex, p.Risk, p.Category)
+		c.flagged = false // a new turn
+		c.srv.auditPrompt(c, p)
+	}
+	for i := range res.Tokens {
+		t := &res.Tokens[i]
+		if t.Index == 0 && t.Judged {
+			c.flagged = false
+		}
+		m.fed.Add(1)
+		if !t.Judged {
+			continue
+		}
+		m.judged.Add(1)
+		m.verdict("response", t.RiskIndex, t.Risk, t.Category)
+		if t.Flagged && !c.flagged {
+			c.flagged = true
+			c.srv.auditFlag(c, t)
+		}
+	}
+}

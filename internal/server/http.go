@@ -1,0 +1,294 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// routes registers every endpoint.
+func (srv *Server) routes() {
+	mux := http.NewServeMux()
+	srv.mux = mux
+	mux.HandleFunc("GET /healthz", srv.healthz)
+	mux.HandleFunc("GET /readyz", srv.readyz)
+	mux.HandleFunc("GET /metrics", srv.serveMetrics)
+	mux.Handle("GET /v1/info", srv.authed("info", srv.serveInfo))
+	mux.Handle("POST /v1/moderations", srv.authed("moderations", srv.moderations))
+	mux.Handle("POST /v1/streams", srv.authed("streams.create", srv.createStream))
+	mux.Handle("GET /v1/streams/{id}", srv.authed("streams.get", srv.getStream))
+	mux.Handle("POST /v1/streams/{id}/append", srv.authed("streams.append", srv.appendStream))
+	mux.Handle("POST /v1/streams/{id}/flush", srv.authed("streams.flush", srv.flushStream))
+	mux.Handle("POST /v1/streams/{id}/prompt", srv.authed("streams.prompt", srv.promptStream))
+	mux.Handle("DELETE /v1/streams/{id}", srv.authed("streams.close", srv.closeStream))
+	mux.Handle("POST /v1/streams/connect", srv.authedDuplex("streams.connect", srv.connect))
+	mux.Handle("POST /beta/litellm_basic_guardrail_api", srv.authed("litellm", srv.litellm))
+}
+
+// statusWriter records the status and whether writing failed.
+type statusWriter struct {
+	http.ResponseWriter
+	code    int
+	failed  bool
+	written bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.written {
+		w.code, w.written = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.written {
+		w.code, w.written = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil {
+		w.failed = true
+	}
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type tenantHandler func(w http.ResponseWriter, r *http.Request, t *Tenant)
+
+// How wrap treats a route.
+type routeKind int
+
+const (
+	// unary requests are counted as work, their bodies bounded by
+	// MaxBodyBytes and their time by RequestTimeout.
+	unary routeKind = iota
+	// duplex connections count, bound and time each operation themselves.
+	duplexRoute
+	// mounted handlers (the proxy) are counted as work and bound their
+	// own bodies and times: a streamed completion lasts as long as the
+	// upstream generates.
+	mounted
+)
+
+// authed authenticates, applies the tenant's rate limit, bounds the body
+// and the time, and counts the request.
+func (srv *Server) authed(route string, h tenantHandler) http.Handler {
+	return srv.wrap(route, unary, h)
+}
+
+// authedDuplex is authed for the long-lived connection.
+func (srv *Server) authedDuplex(route string, h tenantHandler) http.Handler {
+	return srv.wrap(route, duplexRoute, h)
+}
+
+func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Handler {
+	countWork := kind != duplexRoute
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w := &statusWriter{ResponseWriter: rw}
+		tenantName := "-"
+		if countWork {
+			srv.metrics.accepted.Add(1)
+		}
+		defer func() {
+			if countWork && !w.failed {
+				srv.metrics.answered.Add(1)
+			}
+			srv.metrics.request(tenantName, route, w.code)
+		}()
+		t := srv.tenants.authenticate(apiKey(r))
+		if t == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="streamguard"`)
+			writeErr(w, http.StatusUnauthorized, "authentication_error", "invalid_api_key", "missing or unknown API key (Authorization: Bearer KEY, or x-api-key: KEY)")
+			return
+		}
+		tenantName = t.Name
+		if ok, wait := t.limiter.allow(time.Now()); !ok {
+			srv.metrics.rejected("rate_limit")
+			setRetryAfter(w, wait)
+			writeErr(w, http.StatusTooManyRequests, "rate_limit_error", "rate_limit", "the tenant's request rate limit is exceeded")
+			return
+		}
+		if kind == unary {
+			r.Body = http.MaxBytesReader(w, r.Body, srv.opts.MaxBodyBytes)
+			ctx, cancel := context.WithTimeout(r.Context(), srv.opts.RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		h(w, r, t)
+	})
+}
+
+// apiKey reads "Authorization: Bearer KEY" or "x-api-key: KEY".
+func apiKey(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		if k, ok := strings.CutPrefix(a, "Bearer "); ok {
+			return strings.TrimSpace(k)
+		}
+		return ""
+	}
+	return strings.TrimSpace(r.Header.Get("x-api-key"))
+}
+
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
+}
+
+// apiError is the body of every error response (OpenAI's shape).
+type apiError struct {
+	Error apiErrorBody `json:"error"`
+}
+
+type apiErrorBody struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	// StreamEnded is true when the stream can no longer be used.
+	StreamEnded bool `json:"stream_ended,omitempty"`
+	// RetryAfter is the advised wait in seconds, for 429 and 503.
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+func writeErr(w http.ResponseWriter, code int, typ, short, msg string) {
+	writeJSON(w, code, apiError{apiErrorBody{Message: msg, Type: typ, Code: short}})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v) // a failed write is seen by statusWriter
+}
+
+// errorStatus maps an operation's error to a status and error body.
+func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
+	var mbe *http.MaxBytesError
+	var br badRequest
+	var se streamEnded
+	ended := errors.As(err, &se)
+	b := apiErrorBody{Message: err.Error(), StreamEnded: ended}
+	switch {
+	case errors.Is(err, ErrBudget):
+		b.Type, b.Code = "overloaded_error", "kv_budget"
+		return http.StatusTooManyRequests, b, srv.opts.RetryAfter
+	case errors.Is(err, ErrTooManyStreams):
+		b.Type, b.Code = "rate_limit_error", "stream_limit"
+		return http.StatusTooManyRequests, b, srv.opts.RetryAfter
+	case errors.Is(err, ErrShuttingDown):
+		b.Type, b.Code = "overloaded_error", "shutting_down"
+		return http.StatusServiceUnavailable, b, srv.opts.RetryAfter
+	case errors.As(err, &mbe):
+		b.Type, b.Code = "invalid_request_error", "body_too_large"
+		b.Message = fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
+		return http.StatusRequestEntityTooLarge, b, 0
+	case errors.Is(err, ErrStreamTooLong):
+		b.Type, b.Code = "invalid_request_error", "stream_too_long"
+		return http.StatusBadRequest, b, 0
+	case errors.Is(err, context.DeadlineExceeded):
+		b.Type, b.Code = "timeout_error", "timeout"
+		return http.StatusGatewayTimeout, b, 0
+	case errors.Is(err, context.Canceled):
+		b.Type, b.Code = "timeout_error", "cancelled"
+		return http.StatusServiceUnavailable, b, 0
+	case errors.Is(err, ErrStreamClosed):
+		b.Type, b.Code = "invalid_request_error", "stream_closed"
+		b.StreamEnded = true
+		return http.StatusConflict, b, 0
+	case errors.As(err, &br):
+		b.Type, b.Code = "invalid_request_error", "invalid_request"
+		return http.StatusBadRequest, b, 0
+	}
+	b.Type, b.Code = "server_error", "internal"
+	return http.StatusInternalServerError, b, 0
+}
+
+func (srv *Server) writeError(w http.ResponseWriter, err error) {
+	code, b, wait := srv.errorStatus(err)
+	if wait > 0 {
+		setRetryAfter(w, wait)
+		b.RetryAfter = max(1, int(math.Ceil(wait.Seconds())))
+	}
+	if code == http.StatusInternalServerError {
+		srv.log.Error("internal error", "error", err.Error())
+	}
+	writeJSON(w, code, apiError{b})
+}
+
+// decodeJSON reads one JSON value from the body.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest{fmt.Errorf("invalid JSON body: %w", err)}
+	}
+	if dec.More() {
+		return badRequest{errors.New("invalid JSON body: more than one value")}
+	}
+	return nil
+}
+
+func (srv *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// readyz is 200 while the server takes new work, 503 once it drains.
+func (srv *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if srv.isDraining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "draining")
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func (srv *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	srv.metrics.write(w)
+}
+
+// infoResponse describes the model and the limits.
+type infoResponse struct {
+	Model           string   `json:"model"`
+	Tenant          string   `json:"tenant"`
+	RiskLevels      []string `json:"risk_levels"`
+	QueryRiskLevels []string `json:"query_risk_levels"`
+	Categories      []string `json:"response_categories"`
+	QueryCategories []string `json:"query_categories"`
+	MaxStreamTokens int      `json:"max_stream_tokens"`
+	KVBytesPerToken int64    `json:"kv_bytes_per_token"`
+	KVBudgetBytes   int64    `json:"kv_budget_bytes"`
+	Policy          policyJS `json:"policy"`
+}
+
+type policyJS struct {
+	Mode       string             `json:"mode"`
+	Debounce   int                `json:"debounce"`
+	Thresholds map[string]float32 `json:"thresholds,omitempty"`
+	Block      []string           `json:"block,omitempty"`
+}
+
+func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	l := srv.info.Labels
+	_, limit := srv.budget.usage()
+	deb := t.Policy.Debounce
+	if deb == 0 {
+		deb = guard.DefaultDebounce
+	}
+	writeJSON(w, http.StatusOK, infoResponse{
+		Model: srv.name, Tenant: t.Name, RiskLevels: l.ResponseRisk, QueryRiskLevels: l.QueryRisk,
+		Categories: l.ResponseCategory, QueryCategories: l.QueryCategory,
+		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
+		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block},
+	})
+}

@@ -1,0 +1,110 @@
+package loadtest
+
+import (
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
+)
+
+func tinyModel(t *testing.T) *guard.Model {
+	t.Helper()
+	cfg, err := config.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := qwen3.RandomSource(cfg, safetensors.F32, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := qwen3.Load(src, cfg, qwen3.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := guard.New(net, nil, guard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestScripts: the scripts are deterministic, their text pieces encode
+// back to their ids when streamed (what the text-mode workers rely on),
+// and the reference verdicts equal a stream fed by text.
+func TestScripts(t *testing.T) {
+	m := tinyModel(t)
+	a := makeScripts(m, 3, 8, 20, 1)
+	b := makeScripts(m, 3, 8, 20, 1)
+	for i := range a {
+		if a[i].prompt != b[i].prompt || !slices.Equal(a[i].ids, b[i].ids) {
+			t.Fatalf("script %d differs between runs with one seed", i)
+		}
+		if len(a[i].ids) < 20 {
+			t.Fatalf("script %d has %d tokens", i, len(a[i].ids))
+		}
+		enc := m.Tokenizer().NewStreamEncoder()
+		var ids []int
+		for _, p := range a[i].pieces {
+			ids = append(ids, enc.Write(p)...)
+		}
+		ids = append(ids, enc.Flush()...)
+		if !slices.Equal(ids, a[i].ids) {
+			t.Fatalf("script %d: pieces encode to %v, want %v", i, ids, a[i].ids)
+		}
+	}
+	if err := solo(m, a); err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewStream()
+	defer s.Close()
+	if _, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: a[0].prompt}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []guard.TokenVerdict
+	for _, p := range a[0].pieces {
+		tvs, err := s.AppendText(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tvs...)
+	}
+	tvs, err := s.FlushText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, tvs...)
+	w := &worker{}
+	var judged []guard.TokenVerdict
+	for _, tv := range got {
+		if tv.Judged {
+			judged = append(judged, tv)
+		}
+	}
+	w.check(a[0], judged, true)
+	w.check(a[0], judged[:5], false)
+	if len(w.mismatches) != 0 {
+		t.Fatalf("mismatches %v", w.mismatches)
+	}
+	judged[3].RiskProbs[0] = math.Nextafter32(judged[3].RiskProbs[0], 2)
+	w.check(a[0], judged, true)
+	if len(w.mismatches) != 1 {
+		t.Fatalf("a one-ulp difference was not caught: %v", w.mismatches)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if p := percentile(v, 0.5); p != 5 {
+		t.Errorf("p50 %v", p)
+	}
+	if p := percentile(v, 0.99); p != 10 {
+		t.Errorf("p99 %v", p)
+	}
+	if percentile(nil, 0.5) != 0 {
+		t.Error("empty")
+	}
+}

@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/proxy"
+)
+
+// ProxyOptions configure the chat-completions proxy (serve --upstream).
+type ProxyOptions struct {
+	// Upstream is the OpenAI-compatible base URL.
+	Upstream string
+	// Client calls the upstream; nil means the proxy's default.
+	Client *http.Client
+}
+
+// MountProxy serves POST /v1/chat/completions: the request is moderated
+// by the scheduler as it is relayed to the upstream (internal/proxy),
+// behind the server's authentication and rate limits, with each tenant's
+// proxy settings.
+func (srv *Server) MountProxy(po ProxyOptions) error {
+	byTenant := map[*Tenant]*proxy.Tenant{}
+	for _, t := range srv.tenants.all() {
+		pt, err := proxyTenant(t)
+		if err != nil {
+			return err
+		}
+		byTenant[t] = pt
+	}
+	def := *byTenant[srv.tenants.all()[0]]
+	h, err := proxy.NewHandler(proxy.Config{
+		Upstream: po.Upstream, Client: po.Client, Audit: srv.audit, DefaultTenant: def,
+		Observe: func(o proxy.Outcome) { srv.metrics.proxyOutcome(o.Tenant, o.Event) },
+	}, Moderator{srv})
+	if err != nil {
+		return err
+	}
+	srv.mux.Handle("POST /v1/chat/completions", srv.wrap("chat.completions", mounted, func(w http.ResponseWriter, r *http.Request, t *Tenant) {
+		ctx := context.WithValue(r.Context(), tenantKey{}, t)
+		h.ServeHTTP(w, r.WithContext(proxy.WithTenant(ctx, byTenant[t])))
+	}))
+	return nil
+}
+
+func proxyTenant(t *Tenant) (*proxy.Tenant, error) {
+	pt := &proxy.Tenant{Name: t.Name, Policy: t.Policy, Lookahead: t.Proxy.Lookahead, FailOpen: t.Proxy.FailOpen,
+		UpstreamKey: t.Proxy.UpstreamKey, Refusal: t.Proxy.Refusal, RefusalMessage: t.Proxy.RefusalMessage}
+	if t.Proxy.Mode != "" {
+		m, err := proxy.ParseMode(t.Proxy.Mode)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", t.Name, err)
+		}
+		pt.Mode = m
+	}
+	return pt, nil
+}
+
+type tenantKey struct{}
+
+// Moderator is the scheduler behind the proxy.Moderator interface: each
+// stream the proxy opens is a conversation of the request's tenant,
+// counted against its stream limit and the KV budget, and judged in the
+// shared batches.
+type Moderator struct{ srv *Server }
+
+// Moderator returns the server's proxy.Moderator.
+func (srv *Server) Moderator() Moderator { return Moderator{srv} }
+
+// Open starts a stream for the tenant in ctx (the server's default tenant
+// when there is none) with the given policy.
+func (pm Moderator) Open(ctx context.Context, policy guard.Policy) (proxy.Stream, error) {
+	srv := pm.srv
+	t, _ := ctx.Value(tenantKey{}).(*Tenant)
+	if t == nil {
+		t = srv.tenants.all()[0]
+	}
+	if srv.isDraining() {
+		return nil, overloaded(ErrShuttingDown)
+	}
+	c, err := srv.openConvo(t, "chat-"+newStreamID(), srv.opts.StreamReserveTokens)
+	if err != nil {
+		return nil, overloaded(err)
+	}
+	if err := c.s.SetPolicy(policy); err != nil {
+		c.close("error")
+		return nil, err
+	}
+	return &proxyStream{c}, nil
+}
+
+// overloaded marks capacity errors as proxy.ErrOverloaded.
+func overloaded(err error) error {
+	if errors.Is(err, ErrBudget) || errors.Is(err, ErrTooManyStreams) || errors.Is(err, ErrShuttingDown) {
+		return fmt.Errorf("%w: %w", proxy.ErrOverloaded, err)
+	}
+	return err
+}
+
+type proxyStream struct{ c *convo }
+
+func (p *proxyStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	pv, err := p.c.judgePrompt(ctx, msgs)
+	return pv, overloaded(err)
+}
+
+func (p *proxyStream) StartResponse(ctx context.Context, thinking bool) error {
+	return overloaded(p.c.startResponse(ctx, thinking))
+}
+
+func (p *proxyStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	tvs, err := p.c.appendText(ctx, text)
+	return tvs, overloaded(err)
+}
+
+func (p *proxyStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
+	tvs, err := p.c.flush(ctx)
+	return tvs, overloaded(err)
+}
+
+func (p *proxyStream) Flagged() (int, bool) { return p.c.s.Flagged() }
+
+func (p *proxyStream) Close() {
+	if !p.c.closed {
+		p.c.close("closed")
+	}
+}

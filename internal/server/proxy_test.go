@@ -1,0 +1,93 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// fakeUpstream answers chat completions with testResponse, streamed in
+// small deltas when asked.
+func fakeUpstream(t *testing.T) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Stream bool `json:"stream"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		if !req.Stream {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}]}`, testResponse)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		rs := []rune(testResponse)
+		for i := 0; i < len(rs); i += 4 {
+			delta, _ := json.Marshal(string(rs[i:min(i+4, len(rs))]))
+			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}\n\n", delta)
+		}
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// TestProxyMount relays chat completions through the scheduler with each
+// tenant's policy: one tenant's policy flags every prompt, the other's
+// nothing.
+func TestProxyMount(t *testing.T) {
+	m := testModel(t)
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	cats := m.Info().Labels.ResponseCategory
+	cfg := twoTenants(func(a, b *TenantConfig) {
+		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
+		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+		b.Proxy.Mode = "pass-through"
+	})
+	h := newHarness(t, Options{Config: cfg})
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: fakeUpstream(t).URL}); err != nil {
+		t.Fatal(err)
+	}
+	chat := func(key string, stream bool) (int, string) {
+		body := fmt.Sprintf(`{"model":"m","stream":%v,"messages":[{"role":"user","content":%q}]}`, stream, testPrompt)
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := chat("", false); code != 401 {
+		t.Fatalf("no key: status %d", code)
+	}
+	if code, body := chat("key-a", false); code != 400 || !strings.Contains(body, "content_filter") {
+		t.Fatalf("tenant a: status %d %s", code, body)
+	}
+	if code, body := chat("key-b", false); code != 200 || !strings.Contains(body, "three minutes") {
+		t.Fatalf("tenant b: status %d %s", code, body)
+	}
+	code, body := chat("key-b", true)
+	if code != 200 || !strings.Contains(body, "data: [DONE]") || !strings.Contains(body, `"finish_reason":"stop"`) {
+		t.Fatalf("tenant b streamed: status %d %s", code, body)
+	}
+	if n := h.srv.metrics.openStreams.Load(); n != 0 {
+		t.Fatalf("%d streams open", n)
+	}
+	var sb strings.Builder
+	h.srv.metrics.write(&sb)
+	if !strings.Contains(sb.String(), `streamguard_proxy_requests_total{tenant="b",event="allowed"} 2`) {
+		t.Fatalf("metrics:\n%s", sb.String())
+	}
+}

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// TestBatchInvariance submits many streams at once, in a mix of prompt
+// prefills (longer than a chunk) and response tokens, so that they share
+// steps of every size, and checks every verdict against the stream run
+// alone.
+func TestBatchInvariance(t *testing.T) {
+	m := testModel(t)
+	var steps []StepStats
+	var mu sync.Mutex
+	sc := NewScheduler(m, SchedulerOptions{ChunkTokens: 16, MaxBatchTokens: 96}, func(st StepStats) {
+		mu.Lock()
+		steps = append(steps, st)
+		mu.Unlock()
+	})
+	defer sc.Close()
+
+	const n = 12
+	type conv struct {
+		msgs []guard.Message
+		resp []int
+	}
+	convs := make([]conv, n)
+	for i := range convs {
+		prompt := fmt.Sprintf("Question %d: %s", i, "tell me about the history of tea in a few long sentences please "+fmt.Sprint(i*i))
+		convs[i] = conv{msgs: []guard.Message{{Role: "user", Content: prompt}}, resp: m.Tokenizer().Encode(fmt.Sprintf("Answer %d: tea came from China, then %d ships carried it west.", i, i))}
+	}
+	streams := make([]*guard.Stream, n)
+	for i := range streams {
+		streams[i] = m.NewStream()
+		defer streams[i].Close()
+	}
+
+	run := func(queue func(i int) error) []Result {
+		out := make([]Result, n)
+		sc.gate.Lock()
+		var wg sync.WaitGroup
+		for i := range n {
+			if err := queue(i); err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				r, err := sc.Submit(context.Background(), streams[i])
+				if err != nil {
+					t.Error(err)
+				}
+				out[i] = r
+			})
+		}
+		for sc.queued() < n { // every job is waiting behind the gate
+			runtime.Gosched()
+		}
+		sc.gate.Unlock()
+		wg.Wait()
+		return out
+	}
+	prompts := run(func(i int) error { return streams[i].QueuePrompt(convs[i].msgs) })
+	resps := run(func(i int) error { return streams[i].QueueIDs(convs[i].resp) })
+
+	for i, c := range convs {
+		wantPV, wantTok := solo(t, m, m.Policy(), c.msgs, c.resp)
+		samePrompt(t, fmt.Sprint("stream ", i), prompts[i].Prompt, wantPV)
+		sameTokens(t, fmt.Sprint("stream ", i), judgedOnly(resps[i].Tokens), wantTok)
+	}
+	maxStreams, maxTokens := 0, 0
+	mu.Lock()
+	defer mu.Unlock()
+	for _, st := range steps {
+		maxStreams, maxTokens = max(maxStreams, st.Streams), max(maxTokens, st.Tokens)
+		if st.Tokens > 96 && st.Streams > 1 {
+			t.Errorf("step of %d tokens over %d streams exceeds the cap of 96", st.Tokens, st.Streams)
+		}
+	}
+	// The first step takes 6 prefill chunks of 16 (96 tokens); later steps
+	// take the remaining chunks: batching happened, and prompts were cut.
+	if maxStreams < 6 || maxTokens != 96 {
+		t.Fatalf("largest step %d streams, %d tokens; steps %+v", maxStreams, maxTokens, steps)
+	}
+}
+
+// TestPickSkipsLongChunks: a step fills with short chunks around a prefill
+// that does not fit.
+func TestPickSkipsLongChunks(t *testing.T) {
+	m := testModel(t)
+	sc := &Scheduler{m: m, opts: SchedulerOptions{ChunkTokens: 64, MaxBatchTokens: 70}.withDefaults()}
+	mk := func(n int) *job {
+		s := m.NewStream()
+		ids := make([]int, n)
+		ids[n-1] = 151645
+		if err := s.QueuePromptIDs(ids); err != nil {
+			t.Fatal(err)
+		}
+		return &job{s: s}
+	}
+	sc.pending = []*job{mk(10), mk(100), mk(1), mk(2)}
+	got := sc.pick()
+	if len(got) != 3 || got[0] != sc.pending[0] || got[1] != sc.pending[2] || got[2] != sc.pending[3] {
+		t.Fatalf("picked %d jobs", len(got))
+	}
+	sc.opts.MaxBatchStreams = 1
+	for _, j := range sc.pending {
+		j.inStep = false
+	}
+	if got := sc.pick(); len(got) != 1 {
+		t.Fatalf("MaxBatchStreams 1 picked %d", len(got))
+	}
+}
+
+// TestGatherWaitsForCohort: after a step with streams A and B, a step
+// that could start with A alone waits for B (within the bound), so the
+// batch does not split into alternating halves.
+func TestGatherWaitsForCohort(t *testing.T) {
+	m := testModel(t)
+	var mu sync.Mutex
+	var sizes []int
+	sc := NewScheduler(m, SchedulerOptions{GatherMax: time.Hour}, func(st StepStats) {
+		mu.Lock()
+		sizes = append(sizes, st.Streams)
+		mu.Unlock()
+	})
+	defer sc.Close()
+	a, b := m.NewStream(), m.NewStream()
+	defer a.Close()
+	defer b.Close()
+	both := func(queue func(s *guard.Stream) error) {
+		sc.gate.Lock()
+		var wg sync.WaitGroup
+		for _, s := range []*guard.Stream{a, b} {
+			if err := queue(s); err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				if _, err := sc.Submit(context.Background(), s); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		for sc.queued() < 2 {
+			runtime.Gosched()
+		}
+		sc.gate.Unlock()
+		wg.Wait()
+	}
+	both(func(s *guard.Stream) error { return s.QueuePrompt([]guard.Message{{Role: "user", Content: "hi"}}) })
+	// Pretend the step took long, so that the wait bound is far away: the
+	// next step can only start when B is back.
+	sc.mu.Lock()
+	sc.lastStep, sc.lastEnd = time.Hour, time.Now()
+	sc.mu.Unlock()
+	var wg sync.WaitGroup
+	for i, s := range []*guard.Stream{a, b} {
+		if err := s.QueueIDs([]int{9707}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if _, err := sc.Submit(context.Background(), s); err != nil {
+				t.Error(err)
+			}
+		})
+		for i == 0 && sc.queued() < 1 { // A waits alone before B comes
+			runtime.Gosched()
+		}
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 2 || sizes[0] != 2 || sizes[1] != 2 {
+		t.Fatalf("step sizes %v, want [2 2]", sizes)
+	}
+}

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// Options configure a Server. Zero values mean the defaults in brackets.
+type Options struct {
+	Model *guard.Model
+	// ModelName is reported in responses [the model folder's name is up to
+	// the caller; "qwen3guard-stream"].
+	ModelName string
+	// Config lists the tenants; nil serves everyone as tenant "default"
+	// without authentication.
+	Config *Config
+	// KVBudgetBytes bounds the KV-cache memory of all streams [0: none].
+	KVBudgetBytes int64
+	// MaxStreamTokens bounds one stream's length [the model's
+	// max_position_embeddings]; it cannot exceed it.
+	MaxStreamTokens int
+	// StreamReserveTokens is the room beyond its first prompt that a
+	// stream (a session, a duplex connection, a proxied completion) is
+	// charged from the start [256]: admission then refuses new streams
+	// rather than letting open ones run into a full budget mid-response.
+	// Growth beyond it is charged as it comes and may be refused (429).
+	StreamReserveTokens int
+	// MaxBodyBytes bounds a request body, and one duplex line [1 MiB].
+	MaxBodyBytes int64
+	// IdleTimeout closes streams unused for this long [5m].
+	IdleTimeout time.Duration
+	// RequestTimeout bounds the judging of one request or duplex
+	// operation [30s]; a stream whose operation timed out is closed.
+	RequestTimeout time.Duration
+	// RetryAfter is what a 429 for a full KV budget advises [1s].
+	RetryAfter time.Duration
+	Scheduler  SchedulerOptions
+	// Audit receives decisions [discarded]; Log receives operational
+	// messages [discarded].
+	Audit, Log *slog.Logger
+}
+
+// Server is the HTTP moderation service.
+type Server struct {
+	model           *guard.Model
+	info            guard.Info
+	name            string
+	opts            Options
+	maxStreamTokens int
+	categories      []string // response then query-only category labels
+
+	sched    *Scheduler
+	budget   *kvBudget
+	tenants  *tenants
+	sessions *sessions
+	metrics  *metrics
+	audit    *slog.Logger
+	log      *slog.Logger
+
+	mux         *http.ServeMux
+	drainCtx    context.Context // ends when the server starts draining
+	drainCancel context.CancelFunc
+	janitor     chan struct{}
+	stopped     atomic.Bool
+}
+
+// New builds a server and starts its scheduler.
+func New(opts Options) (*Server, error) {
+	if opts.Model == nil {
+		return nil, errors.New("server: no model")
+	}
+	info := opts.Model.Info()
+	if opts.ModelName == "" {
+		opts.ModelName = "qwen3guard-stream"
+	}
+	if opts.MaxStreamTokens <= 0 || opts.MaxStreamTokens > info.MaxPositions {
+		if opts.MaxStreamTokens > info.MaxPositions {
+			return nil, fmt.Errorf("server: max stream length %d exceeds the model's max_position_embeddings %d", opts.MaxStreamTokens, info.MaxPositions)
+		}
+		opts.MaxStreamTokens = info.MaxPositions
+	}
+	if opts.StreamReserveTokens <= 0 {
+		opts.StreamReserveTokens = 256
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = time.Second
+	}
+	discard := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if opts.Audit == nil {
+		opts.Audit = discard
+	}
+	if opts.Log == nil {
+		opts.Log = discard
+	}
+	ts, err := newTenants(opts.Config, opts.Model)
+	if err != nil {
+		return nil, err
+	}
+	srv := &Server{
+		model: opts.Model, info: info, name: opts.ModelName, opts: opts, maxStreamTokens: opts.MaxStreamTokens,
+		budget:   newKVBudget(opts.KVBudgetBytes, info.KVBytesPerToken, info.MaxPositions),
+		tenants:  ts,
+		sessions: newSessions(),
+		metrics:  newMetrics(),
+		audit:    opts.Audit,
+		log:      opts.Log,
+		janitor:  make(chan struct{}),
+	}
+	srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
+	srv.categories = append(srv.categories, info.Labels.ResponseCategory...)
+	for _, c := range info.Labels.QueryCategory {
+		if !contains(srv.categories, c) {
+			srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
+			srv.categories = append(srv.categories, c)
+		}
+	}
+	srv.metrics.kvUsed = srv.budget.usage
+	srv.metrics.kvBytesPerPos = info.KVBytesPerToken
+	srv.metrics.sessionsOpen = srv.sessions.len
+	srv.sched = NewScheduler(opts.Model, opts.Scheduler, srv.metrics.step)
+	srv.routes()
+	go srv.expireLoop()
+	return srv, nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Handler serves the API.
+func (srv *Server) Handler() http.Handler { return srv.mux }
+
+// expireLoop closes idle streams.
+func (srv *Server) expireLoop() {
+	every := max(srv.opts.IdleTimeout/4, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.janitor:
+			return
+		case now := <-t.C:
+			if n := srv.sessions.expire(now.Add(-srv.opts.IdleTimeout)); n > 0 {
+				srv.log.Info("idle streams expired", "count", n)
+			}
+		}
+	}
+}
+
+// Drain starts a graceful shutdown: /readyz turns 503 and duplex
+// connections end after their current operation. Requests in progress,
+// and new requests on connections already open, are still served.
+func (srv *Server) Drain() {
+	srv.metrics.shutdownStarted.Store(true)
+	srv.drainCancel()
+}
+
+// Close ends the server once no request is being served (after
+// http.Server.Shutdown): it closes every stream, lets the scheduler finish
+// the steps in flight, and stops it.
+func (srv *Server) Close() {
+	if srv.stopped.Swap(true) {
+		return
+	}
+	srv.Drain()
+	close(srv.janitor)
+	srv.sessions.closeAll()
+	srv.sched.Close()
+}
+
+// ShutdownReport counts the work a server took and answered.
+type ShutdownReport struct {
+	Accepted, Answered int64
+}
+
+// Report returns the counts of accepted and answered work.
+func (srv *Server) Report() ShutdownReport {
+	return ShutdownReport{Accepted: srv.metrics.accepted.Load(), Answered: srv.metrics.answered.Load()}
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// accepting connections, finishes every request in progress (their
+// steps included), waits up to grace for them, and closes the server.
+func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(srv.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	srv.log.Info("shutting down", "grace", grace.String())
+	srv.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		hs.Close()
+	}
+	srv.Close()
+	rep := srv.Report()
+	attrs := []any{"accepted", rep.Accepted, "answered", rep.Answered}
+	if err != nil {
+		attrs = append(attrs, "error", err.Error())
+	}
+	srv.log.Info("shutdown complete", attrs...)
+	if err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	return nil
+}
