@@ -495,7 +495,7 @@ func provenance(o Options, res *Result, cfg *config.Config, src *safetensors.Set
 	}
 	// Say so when the source is itself synthetic.
 	for k, v := range src.Metadata() {
-		if k != "format" {
+		if _, taken := m["source_"+k]; k != "format" && !taken {
 			m["source_"+k] = v
 		}
 	}

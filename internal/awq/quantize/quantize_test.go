@@ -180,7 +180,7 @@ func checkBundle(t *testing.T, src, dir string, m Method) {
 	}
 	meta := out.Metadata()
 	for k, want := range map[string]string{"quantizer": "streamguard quantize", "method": string(m), "streamguard_version": "test",
-		"source": src, "group_size": "64", "seed": "42", "source_generator": "streamguard gen-model"} {
+		"source": src, "group_size": "64", "seed": "42", "source_generator": "streamguard gen-model", "source_dtype": "bfloat16"} {
 		if meta[k] != want {
 			t.Errorf("metadata %s = %q, want %q", k, meta[k], want)
 		}
