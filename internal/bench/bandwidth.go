@@ -3,11 +3,14 @@ package bench
 import (
 	"sync"
 	"time"
+
+	"github.com/streamguard/streamguard/internal/kernels"
 )
 
 // ReadBandwidth measures how fast the given number of goroutines can read
 // memory: each sums its share of a buffer of the given size (much larger
-// than the caches) with eight independent chains, and the best of three
+// than the caches) with kernels.ReadSum (vector loads where the CPU has
+// them, so a slow core's adder is not what is measured), and the best of three
 // passes counts. It is the ceiling a memory-bound decode step can reach on
 // this machine now, measured in the same run as the step itself.
 func ReadBandwidth(bytes int64, threads int) (bytesPerSecond float64) {
@@ -26,7 +29,7 @@ func ReadBandwidth(bytes int64, threads int) (bytesPerSecond float64) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sums[t] = sum8(words[t*per : (t+1)*per])
+				sums[t] = kernels.ReadSum(words[t*per : (t+1)*per])
 			}()
 		}
 		wg.Wait()
@@ -38,19 +41,4 @@ func ReadBandwidth(bytes int64, threads int) (bytesPerSecond float64) {
 		return 0
 	}
 	return float64(per*threads*8) / best.Seconds()
-}
-
-func sum8(w []uint64) uint64 {
-	var s0, s1, s2, s3, s4, s5, s6, s7 uint64
-	for i := 0; i+8 <= len(w); i += 8 {
-		s0 += w[i]
-		s1 += w[i+1]
-		s2 += w[i+2]
-		s3 += w[i+3]
-		s4 += w[i+4]
-		s5 += w[i+5]
-		s6 += w[i+6]
-		s7 += w[i+7]
-	}
-	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
 }

@@ -61,8 +61,8 @@ func BenchmarkMatMul(b *testing.B) {
 	}
 }
 
-// BenchmarkReadBandwidth sums a []uint64 with 1 and 2 goroutines: the read
-// bandwidth that bounds single-token decode.
+// BenchmarkReadBandwidth sums a []uint64 with ReadSum from 1 and 2
+// goroutines: the read bandwidth that bounds single-token decode.
 func BenchmarkReadBandwidth(b *testing.B) {
 	size := 64 << 20
 	if benchLarge {
@@ -84,7 +84,7 @@ func BenchmarkReadBandwidth(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						sums[i] = sum64(buf[i*chunk : (i+1)*chunk])
+						sums[i] = ReadSum(buf[i*chunk : (i+1)*chunk])
 					}()
 				}
 				wg.Wait()
@@ -97,23 +97,6 @@ func BenchmarkReadBandwidth(b *testing.B) {
 			}
 		})
 	}
-}
-
-// sum64 uses four independent sums so the loop is limited by loads, not by
-// the add chain.
-func sum64(v []uint64) uint64 {
-	var s0, s1, s2, s3 uint64
-	i := 0
-	for ; i+4 <= len(v); i += 4 {
-		s0 += v[i]
-		s1 += v[i+1]
-		s2 += v[i+2]
-		s3 += v[i+3]
-	}
-	for ; i < len(v); i++ {
-		s0 += v[i]
-	}
-	return s0 + s1 + s2 + s3
 }
 
 // BenchmarkParallelOverhead measures the fixed cost of splitting a matrix

@@ -18,6 +18,9 @@ func init() {
 	if x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL && x.HasAVX512DQ && x.HasF16C {
 		register(&avx512Impl)
 	}
+	if x.HasAVX512F {
+		readSumAsm = readSumAVX512
+	}
 }
 
 // asmGemv and asmGemm4 adapt the assembly kernels to the driver's slices.

@@ -4567,3 +4567,39 @@ DATA f254<>+52(SB)/4, $0x437e0000
 DATA f254<>+56(SB)/4, $0x437e0000
 DATA f254<>+60(SB)/4, $0x437e0000
 GLOBL f254<>(SB), RODATA|NOPTR, $64
+
+// func readSumAVX512(p *uint64, n int) uint64
+// Requires: AVX, AVX2, AVX512F
+TEXT ·readSumAVX512(SB), NOSPLIT, $0-24
+	MOVQ   p+0(FP), AX
+	MOVQ   n+8(FP), CX
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	VPXORQ Z2, Z2, Z2
+	VPXORQ Z3, Z3, Z3
+	LEAQ   (AX)(CX*8), CX
+
+loop:
+	CMPQ   AX, CX
+	JAE    done
+	VPADDQ (AX), Z0, Z0
+	VPADDQ 64(AX), Z1, Z1
+	VPADDQ 128(AX), Z2, Z2
+	VPADDQ 192(AX), Z3, Z3
+	ADDQ   $0x00000100, AX
+	JMP    loop
+
+done:
+	VPADDQ        Z1, Z0, Z0
+	VPADDQ        Z3, Z2, Z2
+	VPADDQ        Z2, Z0, Z0
+	VEXTRACTI64X4 $0x01, Z0, Y1
+	VPADDQ        Y1, Y0, Y1
+	VEXTRACTI128  $0x01, Y1, X0
+	VPADDQ        X0, X1, X0
+	VPSHUFD       $0x4e, X0, X1
+	VPADDQ        X1, X0, X0
+	VMOVQ         X0, AX
+	VZEROUPPER
+	MOVQ          AX, ret+16(FP)
+	RET

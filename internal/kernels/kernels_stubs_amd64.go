@@ -248,3 +248,7 @@ func int4GemvAVX2(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum 
 // int4QuantAVX512 quantizes groups×group activations x (group a multiple
 // of 16) into coarse and residual int8 codes; see int4QuantGeneric.
 func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *int32, s2 *int32, groups int, group int)
+
+// readSumAVX512 returns the wrapping sum of p[:n] (n a multiple of 32),
+// read with one 64-byte load per 8 words into four accumulators.
+func readSumAVX512(p *uint64, n int) uint64

@@ -74,6 +74,7 @@ func main() {
 	}
 	int4Kernels()
 	int4QuantAVX512()
+	readSum()
 	Generate()
 }
 
