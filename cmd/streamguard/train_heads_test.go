@@ -5,18 +5,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/server"
 	"github.com/streamguard/streamguard/internal/synth"
 )
 
 // TestTrainHeadsVerifyModerate drives train-heads → verify → moderate
-// --jsonl with 12 custom categories: the written model verifies, and
-// moderate's verdict at every labelled validation position equals the one
-// train-heads reported for it (--predictions).
+// --jsonl and serve with 12 custom categories: the written model verifies,
+// and moderate's and the server's verdicts at every labelled validation
+// position equal the ones train-heads reported for it (--predictions).
 func TestTrainHeadsVerifyModerate(t *testing.T) {
 	base := t.TempDir()
 	model := filepath.Join(base, "m")
@@ -107,6 +112,7 @@ func TestTrainHeadsVerifyModerate(t *testing.T) {
 			Tokens []verdict
 		}{r.Prompt, r.Tokens}
 	}
+	served := serveVerdicts(t, out, valFile)
 	pf, err := os.ReadFile(preds)
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +134,10 @@ func TestTrainHeadsVerifyModerate(t *testing.T) {
 		}
 		if got.Risk != p.Risk || got.Category != p.Category {
 			t.Errorf("line %d %s token %d: moderate %s/%s, train-heads %s/%s", p.Line, p.Path, p.Token, got.Risk, got.Category, p.Risk, p.Category)
+		}
+		sv, ok := served[[2]int{p.Line, p.Token}]
+		if !ok || sv.Risk != p.Risk || sv.Category != p.Category {
+			t.Errorf("line %d %s token %d: serve %s/%s (found %v), train-heads %s/%s", p.Line, p.Path, p.Token, sv.Risk, sv.Category, ok, p.Risk, p.Category)
 		}
 		compared++
 	}
@@ -153,4 +163,65 @@ func TestTrainHeadsVerifyModerate(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, stderr, c.code, c.want)
 		}
 	}
+}
+
+// serveVerdicts serves the model at dir over HTTP and opens one stream per
+// line of the JSONL file with its messages (the prompt and the whole
+// response), flushing the response: the verdicts keyed by [line, token]
+// (token -1 is the prompt), with the labels the server names.
+func serveVerdicts(t *testing.T, dir, file string) map[[2]int]struct{ Risk, Category string } {
+	t.Helper()
+	g, err := guard.Load(dir, guard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	srv, err := server.New(server.Options{Model: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer func() { ts.Close(); srv.Close() }()
+	type verdict struct {
+		Index          int
+		Risk, Category string
+	}
+	post := func(path string, body any) (out struct {
+		ID     string
+		Prompt *verdict
+		Tokens []verdict
+	}) {
+		b, _ := json.Marshal(body)
+		resp, err := http.Post(ts.URL+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			msg, _ := io.ReadAll(resp.Body)
+			t.Fatalf("POST %s: %s %s", path, resp.Status, msg)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[[2]int]struct{ Risk, Category string }{}
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var ex struct{ Messages []map[string]string }
+		if err := json.Unmarshal([]byte(line), &ex); err != nil {
+			t.Fatal(err)
+		}
+		open := post("/v1/streams", map[string]any{"messages": ex.Messages})
+		flush := post("/v1/streams/"+open.ID+"/flush", map[string]any{})
+		got[[2]int{i + 1, -1}] = struct{ Risk, Category string }{open.Prompt.Risk, open.Prompt.Category}
+		for _, v := range append(open.Tokens, flush.Tokens...) {
+			got[[2]int{i + 1, v.Index}] = struct{ Risk, Category string }{v.Risk, v.Category}
+		}
+	}
+	return got
 }

@@ -16,7 +16,8 @@ import (
 // a model folder, and writes to STREAMGUARD_TRAIN_MEASURE_OUT:
 //
 //   - it draws STREAMGUARD_TRAIN_MEASURE_N (default 10,000) short
-//     conversations (1–2 word prompts; every tenth with a 4-word response),
+//     conversations (1–2 word prompts; every STREAMGUARD_TRAIN_MEASURE_RESP_EVERY-th
+//     (10) with a response of STREAMGUARD_TRAIN_MEASURE_RESP_WORDS (4) words),
 //     extracts their hidden states with train-heads' extraction code and
 //     logs its throughput;
 //   - planted-margin.jsonl: labels by a planted linear rule with margin
@@ -31,13 +32,19 @@ func TestMeasurePlanted(t *testing.T) {
 	if dir == "" || out == "" {
 		t.Skip("set STREAMGUARD_TRAIN_MEASURE=MODEL_DIR and STREAMGUARD_TRAIN_MEASURE_OUT=DIR")
 	}
-	n := 10000
-	if s := os.Getenv("STREAMGUARD_TRAIN_MEASURE_N"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
+	envInt := func(name string, def int) int {
+		if s := os.Getenv(name); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < 0 {
+				t.Fatalf("%s=%q: want a count", name, s)
+			}
+			return v
 		}
+		return def
 	}
+	n := envInt("STREAMGUARD_TRAIN_MEASURE_N", 10000)
+	respWords := envInt("STREAMGUARD_TRAIN_MEASURE_RESP_WORDS", 4)
+	respEvery := max(1, envInt("STREAMGUARD_TRAIN_MEASURE_RESP_EVERY", 10))
 	start := time.Now()
 	m, err := guard.Load(dir, guard.Options{})
 	if err != nil {
@@ -49,8 +56,8 @@ func TestMeasurePlanted(t *testing.T) {
 	var convMsgs [][]tokenizer.Message
 	for i := range n {
 		resp := 0
-		if i%10 == 0 {
-			resp = 4
+		if i%respEvery == 0 {
+			resp = respWords
 		}
 		convMsgs = append(convMsgs, randomConversation(r, 1+r.intn(2), resp, false))
 	}
