@@ -36,9 +36,15 @@ func runQuantize(args []string, stdout, stderr io.Writer) error {
 	layers := fs.Int("layers", 0, "measurement run: process only the first N layers, write nothing, and estimate the full run's time")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected argument %q", fs.Arg(0))
 	}

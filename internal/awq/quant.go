@@ -1,10 +1,12 @@
 package awq
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
 	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
 )
 
 // MaxCode is the largest 4-bit code.
@@ -90,26 +92,18 @@ func quantizeGroup(codes []uint8, v []float32) (uint16, uint8, error) {
 	return s, uint8(z), nil
 }
 
-// groupRange returns max and min of v. The comparisons are branches that
-// almost never change direction (unlike the sign of each weight), and NaN
-// is detected on the bit patterns, without a branch.
+// groupRange returns max and min of v (the first of equal extremes, as a
+// loop with strict comparisons from v[0] finds them; kernels.MinMax).
 func groupRange(v []float32) (mx, mn float32, err error) {
-	mx, mn = v[0], v[0]
-	var nan uint32
-	for _, x := range v {
-		if x > mx {
-			mx = x
-		}
-		if x < mn {
-			mn = x
-		}
-		nan |= (0x7f800000 - math.Float32bits(x)&0x7fffffff) >> 31
-	}
-	if nan != 0 {
-		return 0, 0, fmt.Errorf("weights hold NaN")
+	mx, mn, nan := kernels.MinMax(v)
+	if nan {
+		return 0, 0, errNaN
 	}
 	return mx, mn, nil
 }
+
+// errNaN rejects a group holding NaN: its codes would be meaningless.
+var errNaN = errors.New("weights hold NaN")
 
 // groupScale is s = fp16(max(mx−mn, 1e-5)/15) as bits and as float32.
 func groupScale(mx, mn float32) (uint16, float32, error) {
@@ -263,78 +257,87 @@ func (p *Packed) QuantizeScaledRows(w, s []float32, n0, n1 int) error {
 	if n0 < 0 || n1 > N || n0 > n1 || n0%8 != 0 || n1%8 != 0 {
 		return fmt.Errorf("awq: output range [%d, %d) is not 8-aligned inside [0, %d)", n0, n1, N)
 	}
-	words, groups := N/8, K/G
+	groups := K / G
 	// The 8 outputs of one word are quantized one after the other, each
-	// OR-ing its code into its nibble of the words of every input.
-	acc := make([]uint32, K)
-	zacc := make([]uint32, groups)
+	// OR-ing its code into its nibble of the words of every input. Up to
+	// packBatch words of a row of QWeight are built before they are
+	// stored, so the stores fill whole cache lines instead of touching one
+	// line per input for every word.
+	bw := min(packBatch, (n1-n0)/8)
+	acc := make([]uint32, bw*K) // word column b of the batch at acc[b*K:]
+	zacc := make([]uint32, bw*groups)
 	tmp := make([]float32, G)
-	for nb := n0; nb < n1; nb += 8 {
+	for c0 := n0 / 8; c0 < n1/8; c0 += bw {
+		nw := min(bw, n1/8-c0)
 		clear(acc)
 		clear(zacc)
-		for j := 0; j < 8; j++ {
-			n := nb + j
-			shift := uint(4 * ReverseOrder[j])
-			row := w[n*K : (n+1)*K]
-			for g := 0; g < groups; g++ {
-				v := row[g*G : (g+1)*G]
-				var mx, mn float32
-				var err error
-				if s != nil {
-					mx, mn, err = scaledRange(tmp, v, s[g*G:(g+1)*G])
-					v = tmp
-				} else {
-					mx, mn, err = groupRange(v)
-				}
-				if err == nil {
-					var sc uint16
-					var sf float32
-					if sc, sf, err = groupScale(mx, mn); err == nil {
-						z := zeroPoint(mn, sf)
-						a := acc[g*G : (g+1)*G]
-						a = a[:len(v)]
-						for i, x := range v {
-							a[i] |= uint32(clampCode(roundEven(x/sf)+z)) << shift
-						}
-						p.Scales[g*N+n] = sc
-						zacc[g] |= uint32(z) << shift
-					}
-				}
-				if err != nil {
-					return fmt.Errorf("awq: output %d, inputs %d..%d: %w", n, g*G, (g+1)*G-1, err)
-				}
+		for b := 0; b < nw; b++ {
+			if err := p.quantizeWord(acc[b*K:(b+1)*K], zacc[b*groups:(b+1)*groups], tmp, w, s, 8*(c0+b)); err != nil {
+				p.storeWords(acc, zacc, c0, b) // the words before, as the word-at-a-time loop left them
+				return err
 			}
 		}
-		c := nb / 8
-		for k, v := range acc {
-			p.QWeight[k*words+c] = int32(v)
-		}
-		for g, v := range zacc {
-			p.QZeros[g*words+c] = int32(v)
+		p.storeWords(acc, zacc, c0, nw)
+	}
+	return nil
+}
+
+// packBatch is the number of words QuantizeScaledRows packs per pass: 16
+// int32 words are one 64-byte cache line of a QWeight row.
+const packBatch = 16
+
+// quantizeWord quantizes outputs nb..nb+7 of w·diag(s) into the word
+// accumulators acc (one per input) and zacc (one per group), and their
+// scales into p.Scales.
+func (p *Packed) quantizeWord(acc, zacc []uint32, tmp, w, s []float32, nb int) error {
+	K, N, G := p.K, p.N, p.Group
+	for j := 0; j < 8; j++ {
+		n := nb + j
+		shift := uint(4 * ReverseOrder[j])
+		row := w[n*K : (n+1)*K]
+		for g := range zacc {
+			v := row[g*G : (g+1)*G]
+			var mx, mn float32
+			var nan bool
+			if s != nil {
+				mx, mn, nan = kernels.ScaleRange(tmp, v, s[g*G:(g+1)*G])
+				v = tmp
+			} else {
+				mx, mn, nan = kernels.MinMax(v)
+			}
+			err := errNaN
+			if !nan {
+				var sc uint16
+				var sf float32
+				if sc, sf, err = groupScale(mx, mn); err == nil {
+					z := zeroPoint(mn, sf)
+					kernels.QuantCodesOr(acc[g*G:(g+1)*G], v, sf, z, shift)
+					p.Scales[g*N+n] = sc
+					zacc[g] |= uint32(z) << shift
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("awq: output %d, inputs %d..%d: %w", n, g*G, (g+1)*G-1, err)
+			}
 		}
 	}
 	return nil
 }
 
-// scaledRange writes v·s into dst and returns its max and min (see
-// groupRange).
-func scaledRange(dst, v, s []float32) (mx, mn float32, err error) {
-	dst, s = dst[:len(v)], s[:len(v)]
-	mx, mn = v[0]*s[0], v[0]*s[0]
-	var nan uint32
-	for i, x := range v {
-		y := x * s[i]
-		dst[i] = y
-		if y > mx {
-			mx = y
+// storeWords stores the first nw word columns of a batch starting at
+// word column c0: acc holds column b at acc[b*K:], zacc at zacc[b*groups:].
+func (p *Packed) storeWords(acc, zacc []uint32, c0, nw int) {
+	K, words, groups := p.K, p.N/8, p.K/p.Group
+	for k := 0; k < K; k++ {
+		dst := p.QWeight[k*words+c0 : k*words+c0+nw]
+		for b := range dst {
+			dst[b] = int32(acc[b*K+k])
 		}
-		if y < mn {
-			mn = y
+	}
+	for g := 0; g < groups; g++ {
+		dst := p.QZeros[g*words+c0 : g*words+c0+nw]
+		for b := range dst {
+			dst[b] = int32(zacc[b*groups+g])
 		}
-		nan |= (0x7f800000 - math.Float32bits(y)&0x7fffffff) >> 31
 	}
-	if nan != 0 {
-		return 0, 0, fmt.Errorf("weights hold NaN")
-	}
-	return mx, mn, nil
 }

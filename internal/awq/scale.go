@@ -3,6 +3,8 @@ package awq
 import (
 	"fmt"
 	"math"
+
+	"github.com/streamguard/streamguard/internal/kernels"
 )
 
 // GridPoints is the number of ratios the scale search tries: r = 0, 1/20,
@@ -107,18 +109,7 @@ func ClipDelta(dst, v []float32, mx, mn, bound float32) error {
 	if err != nil {
 		return err
 	}
-	z := zeroPoint(lo, sf)
-	dst = dst[:len(v)]
-	for j, x := range v {
-		c := x
-		if c > bound {
-			c = bound
-		}
-		if c < -bound {
-			c = -bound
-		}
-		dst[j] = (clampCode(roundEven(c/sf)+z)-z)*sf - x
-	}
+	kernels.ClipDelta(dst, v, bound, sf, zeroPoint(lo, sf))
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/streamguard/streamguard/internal/awq"
 	"github.com/streamguard/streamguard/internal/half"
 )
 
@@ -36,23 +35,44 @@ func newAWQCase(t testing.TB, r *rand.Rand, K, N, group int, symmetric bool) awq
 	for i := range scales {
 		scales[i] = half.F32ToF16(float32(0.005 + 0.02*r.Float64()))
 	}
-	qw, err := awq.Pack(codes, K, N)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qz, err := awq.Pack(zc, groups, N)
-	if err != nil {
-		t.Fatal(err)
-	}
+	qw, qz := packGEMM(codes, K, N), packGEMM(zc, groups, N)
 	c := awqCase{K: K, N: N, group: group, qweight: toInt32(qw), scales: scales}
 	if !symmetric {
 		c.qzeros = toInt32(qz)
 	}
-	c.w, err = awq.Dequantize(toInt32(qw), toInt32(qz), scales, K, N, group)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c.w = dequantCodes(codes, zc, scales, K, N, group)
 	return c
+}
+
+// packGEMM packs rows×cols codes into AutoAWQ GEMM words: nibble i of
+// word c holds column 8c+[0 2 4 6 1 3 5 7][i]. It is written out here
+// rather than taken from package awq, which imports this package.
+func packGEMM(codes []uint8, rows, cols int) []uint32 {
+	order := [8]int{0, 2, 4, 6, 1, 3, 5, 7}
+	out := make([]uint32, rows*cols/8)
+	for r := range rows {
+		for c := range cols / 8 {
+			var word uint32
+			for i, col := range order {
+				word |= uint32(codes[r*cols+8*c+col]) << (4 * i)
+			}
+			out[r*cols/8+c] = word
+		}
+	}
+	return out
+}
+
+// dequantCodes expands unpacked codes [K][N] and zero points [K/group][N]
+// to the nn.Linear weight [N][K]: (q − z)·s in float32.
+func dequantCodes(codes, zc []uint8, scales []uint16, K, N, group int) []float32 {
+	w := make([]float32, N*K)
+	for k := range K {
+		for n := range N {
+			g := (k/group)*N + n
+			w[n*K+k] = (float32(codes[k*N+n]) - float32(zc[g])) * half.F16ToF32(scales[g])
+		}
+	}
+	return w
 }
 
 func toInt32(u []uint32) []int32 {

@@ -138,11 +138,6 @@ func (o *vecOps) attendF(out, q, k, v []float32, n, d, stride int, scale float32
 	o.attnSum(&out[0], &scratch[0], &v[0], n, d, stride)
 }
 
-// attnChunkBytes bounds the keys (or values) one chunk of AttendGroup
-// visits: well inside a 32 KiB L1 data cache, with room for the queries
-// and outputs.
-const attnChunkBytes = 16 << 10
-
 func (o *vecOps) attendGroupF(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32) {
 	if g == 1 || d == 0 || d%o.lanes != 0 || n == 0 {
 		attendGroupLoop(o.attendF)(out, q, g, k, v, n, d, stride, scale, scratch)

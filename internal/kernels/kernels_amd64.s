@@ -4603,3 +4603,234 @@ done:
 	VZEROUPPER
 	MOVQ          AX, ret+16(FP)
 	RET
+
+// func scaleRangeAVX512(dst *float32, v *float32, s *float32, n int) (mx float32, mn float32, nan bool)
+// Requires: AVX, AVX512F, AVX512VL, SSE
+TEXT ·scaleRangeAVX512(SB), NOSPLIT, $0-41
+	MOVQ    dst+0(FP), AX
+	MOVQ    s+16(FP), CX
+	MOVQ    v+8(FP), DX
+	MOVQ    n+24(FP), BX
+	VMOVUPS (DX), Z0
+	VMULPS  (CX), Z0, Z0
+	VMOVUPS Z0, (AX)
+	ADDQ    $0x40, CX
+	ADDQ    $0x40, AX
+	ADDQ    $0x40, DX
+	VMOVAPS Z0, Z1
+	VCMPPS  $0x03, Z0, Z0, K1
+	SUBQ    $0x10, BX
+	JZ      scaleRange_done
+
+scaleRange_loop:
+	VMOVUPS (DX), Z2
+	VMULPS  (CX), Z2, Z2
+	VMOVUPS Z2, (AX)
+	ADDQ    $0x40, CX
+	ADDQ    $0x40, AX
+	ADDQ    $0x40, DX
+	VMAXPS  Z0, Z2, Z0
+	VMINPS  Z1, Z2, Z1
+	VCMPPS  $0x03, Z2, Z2, K2
+	KORW    K2, K1, K1
+	SUBQ    $0x10, BX
+	JNZ     scaleRange_loop
+
+scaleRange_done:
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VMAXPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VMAXPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VMAXPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VMAXSS        X2, X0, X0
+	MOVSS         X0, mx+32(FP)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VMINPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VMINPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VMINPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VMINSS        X0, X1, X1
+	MOVSS         X1, mn+36(FP)
+	KMOVW         K1, AX
+	TESTL         AX, AX
+	SETNE         AL
+	MOVB          AL, nan+40(FP)
+	VZEROUPPER
+	RET
+
+// func minMaxAVX512(v *float32, n int) (mx float32, mn float32, nan bool)
+// Requires: AVX, AVX512F, AVX512VL, SSE
+TEXT ·minMaxAVX512(SB), NOSPLIT, $0-25
+	MOVQ    v+0(FP), AX
+	MOVQ    n+8(FP), CX
+	VMOVUPS (AX), Z0
+	ADDQ    $0x40, AX
+	VMOVAPS Z0, Z1
+	VCMPPS  $0x03, Z0, Z0, K1
+	SUBQ    $0x10, CX
+	JZ      minMax_done
+
+minMax_loop:
+	VMOVUPS (AX), Z2
+	ADDQ    $0x40, AX
+	VMAXPS  Z0, Z2, Z0
+	VMINPS  Z1, Z2, Z1
+	VCMPPS  $0x03, Z2, Z2, K2
+	KORW    K2, K1, K1
+	SUBQ    $0x10, CX
+	JNZ     minMax_loop
+
+minMax_done:
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VMAXPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VMAXPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VMAXPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VMAXSS        X2, X0, X0
+	MOVSS         X0, mx+16(FP)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VMINPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VMINPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VMINPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VMINSS        X0, X1, X1
+	MOVSS         X1, mn+20(FP)
+	KMOVW         K1, AX
+	TESTL         AX, AX
+	SETNE         AL
+	MOVB          AL, nan+24(FP)
+	VZEROUPPER
+	RET
+
+// func quantCodesOrAVX512(acc *uint32, v *float32, n int, sf float32, z float32, shift uint64)
+// Requires: AVX, AVX512F, SSE
+TEXT ·quantCodesOrAVX512(SB), NOSPLIT, $0-40
+	MOVQ         acc+0(FP), AX
+	MOVQ         v+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        sf+24(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        z+28(FP), X1
+	VBROADCASTSS X1, Z1
+	VPXORD       Z2, Z2, Z2
+	VBROADCASTSS awqf15<>+0(SB), Z3
+	VPBROADCASTD awqi15<>+0(SB), Z4
+	MOVQ         shift+32(FP), BX
+	VMOVQ        BX, X5
+
+quantCodes_loop:
+	VMOVUPS     (CX), Z6
+	VDIVPS      Z0, Z6, Z6
+	VRNDSCALEPS $0x00, Z6, Z6
+	VADDPS      Z1, Z6, Z6
+	VMAXPS      Z6, Z2, Z6
+	VMINPS      Z6, Z3, Z6
+	VCVTTPS2DQ  Z6, Z6
+	VPANDD      Z4, Z6, Z6
+	VPSLLD      X5, Z6, Z6
+	VPORD       (AX), Z6, Z6
+	VMOVDQU32   Z6, (AX)
+	ADDQ        $0x40, CX
+	ADDQ        $0x40, AX
+	SUBQ        $0x10, DX
+	JNZ         quantCodes_loop
+	VZEROUPPER
+	RET
+
+DATA awqf15<>+0(SB)/4, $0x41700000
+DATA awqf15<>+4(SB)/4, $0x41700000
+DATA awqf15<>+8(SB)/4, $0x41700000
+DATA awqf15<>+12(SB)/4, $0x41700000
+DATA awqf15<>+16(SB)/4, $0x41700000
+DATA awqf15<>+20(SB)/4, $0x41700000
+DATA awqf15<>+24(SB)/4, $0x41700000
+DATA awqf15<>+28(SB)/4, $0x41700000
+DATA awqf15<>+32(SB)/4, $0x41700000
+DATA awqf15<>+36(SB)/4, $0x41700000
+DATA awqf15<>+40(SB)/4, $0x41700000
+DATA awqf15<>+44(SB)/4, $0x41700000
+DATA awqf15<>+48(SB)/4, $0x41700000
+DATA awqf15<>+52(SB)/4, $0x41700000
+DATA awqf15<>+56(SB)/4, $0x41700000
+DATA awqf15<>+60(SB)/4, $0x41700000
+GLOBL awqf15<>(SB), RODATA|NOPTR, $64
+
+DATA awqi15<>+0(SB)/4, $0x0000000f
+DATA awqi15<>+4(SB)/4, $0x0000000f
+DATA awqi15<>+8(SB)/4, $0x0000000f
+DATA awqi15<>+12(SB)/4, $0x0000000f
+DATA awqi15<>+16(SB)/4, $0x0000000f
+DATA awqi15<>+20(SB)/4, $0x0000000f
+DATA awqi15<>+24(SB)/4, $0x0000000f
+DATA awqi15<>+28(SB)/4, $0x0000000f
+DATA awqi15<>+32(SB)/4, $0x0000000f
+DATA awqi15<>+36(SB)/4, $0x0000000f
+DATA awqi15<>+40(SB)/4, $0x0000000f
+DATA awqi15<>+44(SB)/4, $0x0000000f
+DATA awqi15<>+48(SB)/4, $0x0000000f
+DATA awqi15<>+52(SB)/4, $0x0000000f
+DATA awqi15<>+56(SB)/4, $0x0000000f
+DATA awqi15<>+60(SB)/4, $0x0000000f
+GLOBL awqi15<>(SB), RODATA|NOPTR, $64
+
+// func clipDeltaAVX512(dst *float32, v *float32, n int, bound float32, nbound float32, sf float32, z float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·clipDeltaAVX512(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), AX
+	MOVQ         v+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        bound+24(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        nbound+28(FP), X1
+	VBROADCASTSS X1, Z1
+	MOVSS        sf+32(FP), X2
+	VBROADCASTSS X2, Z2
+	MOVSS        z+36(FP), X3
+	VBROADCASTSS X3, Z3
+	VPXORD       Z4, Z4, Z4
+	VBROADCASTSS awqf15<>+0(SB), Z5
+
+clipDelta_loop:
+	VMOVUPS     (CX), Z6
+	VMINPS      Z6, Z0, Z7
+	VMAXPS      Z7, Z1, Z7
+	VDIVPS      Z2, Z7, Z7
+	VRNDSCALEPS $0x00, Z7, Z7
+	VADDPS      Z3, Z7, Z7
+	VMAXPS      Z7, Z4, Z7
+	VMINPS      Z7, Z5, Z7
+	VSUBPS      Z3, Z7, Z7
+	VMULPS      Z2, Z7, Z7
+	VSUBPS      Z6, Z7, Z7
+	VMOVUPS     Z7, (AX)
+	ADDQ        $0x40, CX
+	ADDQ        $0x40, AX
+	SUBQ        $0x10, DX
+	JNZ         clipDelta_loop
+	VZEROUPPER
+	RET
+
+// func roundEvenAVX512(dst *float32, v *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·roundEvenAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ v+8(FP), CX
+	MOVQ n+16(FP), DX
+
+roundEven_loop:
+	VRNDSCALEPS $0x00, (CX), Z0
+	VMOVUPS     Z0, (AX)
+	ADDQ        $0x40, CX
+	ADDQ        $0x40, AX
+	SUBQ        $0x10, DX
+	JNZ         roundEven_loop
+	VZEROUPPER
+	RET

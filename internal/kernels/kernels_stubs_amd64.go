@@ -252,3 +252,25 @@ func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *
 // readSumAVX512 returns the wrapping sum of p[:n] (n a multiple of 32),
 // read with one 64-byte load per 8 words into four accumulators.
 func readSumAVX512(p *uint64, n int) uint64
+
+// scaleRangeAVX512 sets dst[i] = v[i]·s[i] for i < n (n a positive multiple
+// of 16) and returns the max and min values and whether any is NaN; the
+// sign of a zero max or min is not Go's (see kernels.ScaleRange).
+func scaleRangeAVX512(dst *float32, v *float32, s *float32, n int) (mx float32, mn float32, nan bool)
+
+// minMaxAVX512 returns the max and min of v[:n] (n a positive multiple of
+// 16) and whether any is NaN; the sign of a zero max or min is not Go's.
+func minMaxAVX512(v *float32, n int) (mx float32, mn float32, nan bool)
+
+// quantCodesOrAVX512 ORs uint32(clampCode(roundEven(v[i]/sf)+z))<<shift into
+// acc[i] for i < n (n a positive multiple of 16); see kernels.QuantCodesOr.
+func quantCodesOrAVX512(acc *uint32, v *float32, n int, sf float32, z float32, shift uint64)
+
+// clipDeltaAVX512 sets dst[i] = (clampCode(roundEven(clamp(v[i], nbound,
+// bound)/sf)+z)−z)·sf − v[i] for i < n (n a positive multiple of 16); see
+// kernels.ClipDelta.
+func clipDeltaAVX512(dst *float32, v *float32, n int, bound float32, nbound float32, sf float32, z float32)
+
+// roundEvenAVX512 sets dst[i] to v[i] rounded half to even (VRNDSCALEPS
+// immediate 0) for i < n (n a positive multiple of 16).
+func roundEvenAVX512(dst *float32, v *float32, n int)

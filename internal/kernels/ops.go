@@ -74,6 +74,11 @@ func Attend(out, q, k, v []float32, n, d, stride int, scale float32, scratch []f
 	active.attend(out[:d], q[:d], k, v, n, d, stride, scale, scratch[:n])
 }
 
+// attnChunkBytes bounds the keys (or values) one chunk of AttendGroup
+// visits: well inside a 32 KiB L1 data cache, with room for the queries
+// and outputs.
+const attnChunkBytes = 16 << 10
+
 // AttendGroup is Attend for g query heads that share one key/value head
 // (grouped-query attention): head i reads q[i*d:][:d] and writes
 // out[i*d:][:d]; scratch holds at least g·n floats. Keys and values are

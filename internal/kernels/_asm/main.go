@@ -75,6 +75,7 @@ func main() {
 	int4Kernels()
 	int4QuantAVX512()
 	readSum()
+	awqQuantKernels()
 	Generate()
 }
 
