@@ -97,7 +97,8 @@ type Result struct {
 }
 
 // NewScheduler starts the scheduler goroutine. onStep, when not nil, is
-// called after every step from that goroutine.
+// called from that goroutine after every forward, before the step's
+// streams are answered.
 func NewScheduler(m *guard.Model, opts SchedulerOptions, onStep func(StepStats)) *Scheduler {
 	sc := &Scheduler{m: m, opts: opts.withDefaults(), onStep: onStep, done: make(chan struct{})}
 	sc.wake = sync.NewCond(&sc.mu)
@@ -256,6 +257,11 @@ func (sc *Scheduler) step(batch []*job) {
 	}
 	results, err := sc.m.Step(streams, guard.StepOptions{MaxTokens: sc.opts.ChunkTokens})
 	stats.Duration = time.Since(now)
+	// Report the step before answering its streams, so that whoever has
+	// an answer also finds the step in the metrics.
+	if sc.onStep != nil {
+		sc.onStep(stats)
+	}
 
 	sc.mu.Lock()
 	sc.lastEnd, sc.lastStep = time.Now(), stats.Duration
@@ -292,7 +298,4 @@ func (sc *Scheduler) step(batch []*job) {
 		}
 	}
 	sc.mu.Unlock()
-	if sc.onStep != nil {
-		sc.onStep(stats)
-	}
 }
