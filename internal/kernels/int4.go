@@ -88,6 +88,7 @@ type int4Acts struct {
 	a4    []int8
 	d4    []float32
 	asum4 []int32
+	af4   []float32 // asum4 as float32, for the unpacked kernels
 	out   []float32 // [2T][N]: the two rows' products before they are added
 }
 
@@ -118,6 +119,7 @@ func (p *int4Acts) prepare(R, K, group int) {
 	p.K, p.G = K, G
 	p.a, p.d, p.asum = grow(p.a, R*K), grow(p.d, R*G), grow(p.asum, R*G)
 	p.a4, p.d4, p.asum4 = grow(p.a4, R*K), grow(p.d4, R*G), grow(p.asum4, R*G)
+	p.af4 = grow(p.af4, R*G)
 }
 
 // quantize fills rows t and T+t of p for tokens lo <= t < hi of x.
@@ -153,8 +155,9 @@ func (p *int4Acts) interleaveBlock(t0, n int) {
 		for i, v := range w {
 			w4[n*i+t] = v
 		}
+		af4 := p.af4[t0*G : (t0+n)*G]
 		for g := range G {
-			d4[n*g+t], s4[n*g+t] = d[g], asum[g]
+			d4[n*g+t], s4[n*g+t], af4[n*g+t] = d[g], asum[g], float32(asum[g])
 		}
 	}
 }
@@ -233,6 +236,9 @@ type int4Kernels struct {
 	// stride ldd; gemm2 for the pair of rows t0, t0+1 after the last block
 	// of 4.
 	gemm4, gemm2 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
+	// unpacked, when set, computes products of many rows (prefill) from
+	// codes unpacked to bytes; see int4RowsU.
+	unpacked *int4UKernels
 }
 
 // MatMulInt4 computes dst[t*N+n] = Σ_k x[t*K+k]·W[n][k] for t < T with the
@@ -257,8 +263,6 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	acts.prepare(R, K, w.Group)
 	if w.Coarse {
 		R = T // the residual rows are quantized but not multiplied
-	} else {
-		acts.out = grow(acts.out, R*N)
 	}
 	ik := &active.int4
 	if T >= 8 {
@@ -268,8 +272,22 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 		acts.quantize(ik.quant, x, T, 0, T, w.Group)
 		acts.interleave(0, R)
 	}
+	unpacked := ik.unpacked != nil && R >= int4UMinRows && w.Group <= int4UMaxGroup
+	if !w.Coarse && (!unpacked || w.N%int4Block != 0) {
+		acts.out = grow(acts.out, R*N)
+	}
 	out := acts.out
 	run := func(lo, hi int) {
+		if unpacked {
+			full := min(hi, N/int4Block)
+			if full > lo {
+				int4RowsU(ik, dst, w, acts, T, R, lo, full)
+				lo = full
+			}
+			if lo == hi {
+				return
+			}
+		}
 		if w.Coarse {
 			int4Rows(ik, dst, w, acts, T, lo, hi)
 			return
@@ -277,6 +295,11 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 		int4Rows(ik, out, w, acts, R, lo, hi)
 		// Add each token's two rows over this goroutine's outputs.
 		n0, n1 := lo*int4Block, min(N, hi*int4Block)
+		if uk := ik.unpacked; uk != nil {
+			w16 := (n1 - n0) &^ 15
+			uk.addRows(dst[n0:], N, out[n0:], out[T*N+n0:], N, T, w16)
+			n0 += w16
+		}
 		for t := range T {
 			c, r, y := out[t*N+n0:t*N+n1], out[(T+t)*N+n0:(T+t)*N+n1], dst[t*N+n0:t*N+n1]
 			for i := range y {
@@ -288,7 +311,7 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 		run(0, w.blocks)
 		return
 	}
-	parallelRows(w.blocks, 2, run)
+	parallelRows(w.blocks, 4, run)
 }
 
 // int4Rows computes output blocks [lo, hi) for all tokens; the last block

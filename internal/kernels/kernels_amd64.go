@@ -201,9 +201,10 @@ var avx512Impl = func() impl {
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
-		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo}
+		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI}
 	}
 	avx512Ops.fill(&im)
+	im.attendBlock = attendBlockAVX512
 	return im
 }()
 
@@ -252,4 +253,112 @@ func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 	qs, ms := int4Strides(m)
 	_ = dst[ldd+(b1-b0)*int4Block-1]
 	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs)
+}
+
+var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}
+
+func int4AddRowsGo(dst []float32, ldd int, a, b []float32, lda, rows, width int) {
+	if rows == 0 || width == 0 {
+		return
+	}
+	_, _, _ = dst[(rows-1)*ldd+width-1], a[(rows-1)*lda+width-1], b[(rows-1)*lda+width-1]
+	int4AddRows(&dst[0], ldd, &a[0], &b[0], lda, rows, width)
+}
+
+func int4UnpackGo(dst []byte, dstride int, src []byte, n int) {
+	if n == 0 {
+		return
+	}
+	_, _ = src[64*n-1], dst[(n-1)*dstride+127]
+	int4Unpack(&dst[0], dstride, &src[0], n)
+}
+
+var int4GemmUVNNIFuncs = [...]func(facc *float32, fstride int, u, meta *byte, mstride int, a4 *int8, d4, af4 *float32, groups, tiles int){
+	int4GemmU4x4VNNI, int4GemmU4x2VNNI, int4GemmU4x1VNNI,
+	int4GemmU2x4VNNI, int4GemmU2x2VNNI, int4GemmU2x1VNNI,
+}
+
+func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, mstride int, a []int8, d, af []float32, groups, tiles int) {
+	ri, ni := 0, 0 // rows 4, 2; nb 4, 2, 1
+	if rows == 2 {
+		ri = 1
+	}
+	if nb < 4 {
+		ni = 3 - nb
+	}
+	// Bounds the assembly relies on.
+	_ = facc[(rows-1)*fstride+16*nb-1]
+	_ = u[groups*tiles*nb*128-1]
+	_ = meta[(nb-1)*mstride+groups*int4Meta-1]
+	_ = a[groups*tiles*8*rows-1]
+	_, _ = d[groups*rows-1], af[groups*rows-1]
+	int4GemmUVNNIFuncs[3*ri+ni](&facc[0], fstride, &u[0], &meta[0], mstride, &a[0], &d[0], &af[0], groups, tiles)
+}
+
+// attendBlockAVX512 blocks the rows' query heads four at a time through
+// attnScoresQ4AVX512 and attn(Add)SumQ4AVX512 over chunks of keys small
+// enough to stay in L1 while every tile uses them. Keys every row of the
+// block sees go through the blocked sums; the few keys only later rows
+// see (the causal triangle) are added query by query afterwards, which
+// keeps each query's sum in increasing key order.
+func attendBlockAVX512(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
+	M := rows * g
+	if d == 0 || d%64 != 0 || M < 4 {
+		attendBlockLoop(out, q, rows, g, qstride, k, v, n0, d, stride, scale, scratch)
+		return
+	}
+	o := &avx512Ops
+	nmax := n0 + rows - 1
+	S := scratch[:M*nmax]
+	Qb := scratch[M*nmax : M*nmax+M*d]
+	Ob := scratch[M*nmax+M*d : M*nmax+2*M*d]
+	for r := range rows {
+		copy(Qb[r*g*d:(r+1)*g*d], q[r*qstride:r*qstride+g*d])
+	}
+	M4 := M &^ 3
+	C := max(4, attnChunkBytes/(4*d)) &^ 3
+	for j0 := 0; j0 < nmax; j0 += C {
+		c := min(C, nmax-j0)
+		c4 := c &^ 3
+		for i0 := 0; i0 < M4; i0 += 4 {
+			if c4 > 0 {
+				attnScoresQ4AVX512(&S[i0*nmax+j0], nmax, &Qb[i0*d], &k[j0*stride], c4, d, stride, scale)
+			}
+			for i := i0; i < i0+4 && c > c4; i++ {
+				o.attnScores(&S[i*nmax+j0+c4], &Qb[i*d], &k[(j0+c4)*stride], c-c4, d, stride, scale)
+			}
+		}
+		for i := M4; i < M; i++ {
+			o.attnScores(&S[i*nmax+j0], &Qb[i*d], &k[j0*stride], c, d, stride, scale)
+		}
+	}
+	for i := range M {
+		n := n0 + i/g
+		o.softmaxF(S[i*nmax : i*nmax+n])
+	}
+	for j0 := 0; j0 < n0; j0 += C {
+		c := min(C, n0-j0)
+		for i0 := 0; i0 < M4; i0 += 4 {
+			if j0 == 0 {
+				attnSumQ4AVX512(&Ob[i0*d], &S[i0*nmax], nmax, &v[0], c, d, stride)
+			} else {
+				attnSumAddQ4AVX512(&Ob[i0*d], &S[i0*nmax+j0], nmax, &v[j0*stride], c, d, stride)
+			}
+		}
+		for i := M4; i < M; i++ {
+			sum := o.attnSumAdd
+			if j0 == 0 {
+				sum = o.attnSum
+			}
+			sum(&Ob[i*d], &S[i*nmax+j0], &v[j0*stride], c, d, stride)
+		}
+	}
+	for i := range M {
+		if r := i / g; r > 0 {
+			o.attnSumAdd(&Ob[i*d], &S[i*nmax+n0], &v[n0*stride], r, d, stride)
+		}
+	}
+	for r := range rows {
+		copy(out[r*qstride:r*qstride+g*d], Ob[r*g*d:(r+1)*g*d])
+	}
 }

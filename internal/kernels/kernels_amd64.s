@@ -3595,6 +3595,312 @@ attnSumAddAVX512ret:
 	VZEROUPPER
 	RET
 
+// func attnScoresQ4AVX512(s *float32, sstride int, q *float32, k *float32, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·attnScoresQ4AVX512(SB), NOSPLIT, $0-60
+	MOVSS        scale+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         s+0(FP), AX
+	MOVQ         q+16(FP), CX
+	MOVQ         k+24(FP), DX
+	MOVQ         n+32(FP), BX
+	MOVQ         d+40(FP), SI
+	MOVQ         stride+48(FP), DI
+	MOVQ         sstride+8(FP), R8
+	SHLQ         $0x02, SI
+	SHLQ         $0x02, DI
+	SHLQ         $0x02, R8
+	LEAQ         (SI)(SI*2), R9
+	LEAQ         (DI)(DI*2), R10
+	LEAQ         (R8)(R8*2), R11
+	TESTQ        BX, BX
+	JZ           q4_ret
+
+q4_keys:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	MOVQ   CX, R12
+	MOVQ   DX, R13
+	LEAQ   (CX)(SI*1), R14
+
+q4_dims:
+	VMOVUPS       (R12), Z17
+	VMOVUPS       (R12)(SI*1), Z18
+	VMOVUPS       (R12)(SI*2), Z19
+	VMOVUPS       (R12)(R9*1), Z20
+	VMOVUPS       (R13), Z21
+	VFMADD231PS   Z17, Z21, Z1
+	VFMADD231PS   Z18, Z21, Z2
+	VFMADD231PS   Z19, Z21, Z3
+	VFMADD231PS   Z20, Z21, Z4
+	VMOVUPS       (R13)(DI*1), Z21
+	VFMADD231PS   Z17, Z21, Z5
+	VFMADD231PS   Z18, Z21, Z6
+	VFMADD231PS   Z19, Z21, Z7
+	VFMADD231PS   Z20, Z21, Z8
+	VMOVUPS       (R13)(DI*2), Z21
+	VFMADD231PS   Z17, Z21, Z9
+	VFMADD231PS   Z18, Z21, Z10
+	VFMADD231PS   Z19, Z21, Z11
+	VFMADD231PS   Z20, Z21, Z12
+	VMOVUPS       (R13)(R10*1), Z21
+	VFMADD231PS   Z17, Z21, Z13
+	VFMADD231PS   Z18, Z21, Z14
+	VFMADD231PS   Z19, Z21, Z15
+	VFMADD231PS   Z20, Z21, Z16
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000040, R13
+	CMPQ          R12, R14
+	JL            q4_dims
+	VSHUFF32X4    $0x44, Z2, Z1, Z17
+	VSHUFF32X4    $0xee, Z2, Z1, Z1
+	VADDPS        Z1, Z17, Z17
+	VSHUFF32X4    $0x44, Z4, Z3, Z1
+	VSHUFF32X4    $0xee, Z4, Z3, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x44, Z6, Z5, Z2
+	VSHUFF32X4    $0xee, Z6, Z5, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x44, Z8, Z7, Z3
+	VSHUFF32X4    $0xee, Z8, Z7, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFF32X4    $0x44, Z10, Z9, Z4
+	VSHUFF32X4    $0xee, Z10, Z9, Z5
+	VADDPS        Z5, Z4, Z4
+	VSHUFF32X4    $0x44, Z12, Z11, Z5
+	VSHUFF32X4    $0xee, Z12, Z11, Z6
+	VADDPS        Z6, Z5, Z5
+	VSHUFF32X4    $0x44, Z14, Z13, Z6
+	VSHUFF32X4    $0xee, Z14, Z13, Z7
+	VADDPS        Z7, Z6, Z6
+	VSHUFF32X4    $0x44, Z16, Z15, Z7
+	VSHUFF32X4    $0xee, Z16, Z15, Z8
+	VADDPS        Z8, Z7, Z7
+	VSHUFF32X4    $0x88, Z1, Z17, Z8
+	VSHUFF32X4    $0xdd, Z1, Z17, Z1
+	VADDPS        Z1, Z8, Z8
+	VSHUFF32X4    $0x88, Z3, Z2, Z1
+	VSHUFF32X4    $0xdd, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x88, Z5, Z4, Z2
+	VSHUFF32X4    $0xdd, Z5, Z4, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x88, Z7, Z6, Z3
+	VSHUFF32X4    $0xdd, Z7, Z6, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFPS       $0x44, Z1, Z8, Z4
+	VSHUFPS       $0xee, Z1, Z8, Z1
+	VADDPS        Z1, Z4, Z4
+	VSHUFPS       $0x44, Z3, Z2, Z1
+	VSHUFPS       $0xee, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFPS       $0x88, Z1, Z4, Z2
+	VSHUFPS       $0xdd, Z1, Z4, Z1
+	VADDPS        Z1, Z2, Z2
+	VMULPS        Z0, Z2, Z2
+	VMOVUPS       X2, (AX)
+	VEXTRACTF32X4 $0x01, Z2, (AX)(R8*1)
+	VEXTRACTF32X4 $0x02, Z2, (AX)(R8*2)
+	VEXTRACTF32X4 $0x03, Z2, (AX)(R11*1)
+	ADDQ          $0x10, AX
+	LEAQ          (DX)(DI*4), DX
+	SUBQ          $0x04, BX
+	JNZ           q4_keys
+
+q4_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d int, stride int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·attnSumQ4AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x02, BX
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumQ4AVX512_chunk:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   p+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumQ4AVX512_j:
+	VMOVUPS      (R12), Z16
+	VMOVUPS      64(R12), Z17
+	VMOVUPS      128(R12), Z18
+	VMOVUPS      192(R12), Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumQ4AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumQ4AVX512_chunk
+	VZEROUPPER
+	RET
+
+// func attnSumAddQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddQ4AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x02, BX
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumAddQ4AVX512_chunk:
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS (AX)(DI*1), Z4
+	VMOVUPS 64(AX)(DI*1), Z5
+	VMOVUPS 128(AX)(DI*1), Z6
+	VMOVUPS 192(AX)(DI*1), Z7
+	VMOVUPS (AX)(DI*2), Z8
+	VMOVUPS 64(AX)(DI*2), Z9
+	VMOVUPS 128(AX)(DI*2), Z10
+	VMOVUPS 192(AX)(DI*2), Z11
+	VMOVUPS (AX)(R8*1), Z12
+	VMOVUPS 64(AX)(R8*1), Z13
+	VMOVUPS 128(AX)(R8*1), Z14
+	VMOVUPS 192(AX)(R8*1), Z15
+	MOVQ    p+8(FP), R10
+	MOVQ    n+32(FP), R11
+	MOVQ    CX, R12
+
+attnSumAddQ4AVX512_j:
+	VMOVUPS      (R12), Z16
+	VMOVUPS      64(R12), Z17
+	VMOVUPS      128(R12), Z18
+	VMOVUPS      192(R12), Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumAddQ4AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumAddQ4AVX512_chunk
+	VZEROUPPER
+	RET
+
 // func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
 TEXT ·int4GemvVNNI(SB), NOSPLIT, $0-72
@@ -4329,6 +4635,754 @@ DATA ones16<>+52(SB)/4, $0x00010001
 DATA ones16<>+56(SB)/4, $0x00010001
 DATA ones16<>+60(SB)/4, $0x00010001
 GLOBL ones16<>(SB), RODATA|NOPTR, $64
+
+// func int4Unpack(dst *byte, dstride int, src *byte, n int)
+// Requires: AVX, AVX512BW, AVX512F
+TEXT ·int4Unpack(SB), NOSPLIT, $0-32
+	MOVQ      dst+0(FP), AX
+	MOVQ      dstride+8(FP), CX
+	MOVQ      src+16(FP), DX
+	MOVQ      n+24(FP), BX
+	VMOVDQU32 nibble<>+0(SB), Z0
+	TESTQ     BX, BX
+	JZ        unpack_ret
+
+unpack:
+	VMOVDQU32 (DX), Z1
+	VPSRLW    $0x04, Z1, Z2
+	VPANDD    Z0, Z1, Z1
+	VPANDD    Z0, Z2, Z2
+	VMOVDQU32 Z1, (AX)
+	VMOVDQU32 Z2, 64(AX)
+	ADDQ      $0x00000040, DX
+	ADDQ      CX, AX
+	DECQ      BX
+	JNZ       unpack
+
+unpack_ret:
+	VZEROUPPER
+	RET
+
+// func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows int, width int)
+// Requires: AVX, AVX512F
+TEXT ·int4AddRows(SB), NOSPLIT, $0-56
+	MOVQ  dst+0(FP), AX
+	MOVQ  ldd+8(FP), CX
+	MOVQ  a+16(FP), DX
+	MOVQ  b+24(FP), BX
+	MOVQ  lda+32(FP), SI
+	MOVQ  rows+40(FP), DI
+	MOVQ  width+48(FP), R8
+	SHLQ  $0x02, CX
+	SHLQ  $0x02, SI
+	SHLQ  $0x02, R8
+	TESTQ DI, DI
+	JZ    addrows_ret
+
+addrows_row:
+	XORQ R9, R9
+
+addrows_col:
+	VMOVUPS (DX)(R9*1), Z0
+	VMOVUPS (BX)(R9*1), Z1
+	VADDPS  Z1, Z0, Z0
+	VMOVUPS Z0, (AX)(R9*1)
+	ADDQ    $0x40, R9
+	CMPQ    R9, R8
+	JL      addrows_col
+	ADDQ    CX, AX
+	ADDQ    SI, DX
+	ADDQ    SI, BX
+	DECQ    DI
+	JNZ     addrows_row
+
+addrows_ret:
+	VZEROUPPER
+	RET
+
+// func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU4x4VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), SI
+	MOVQ mstride+32(FP), DI
+	LEAQ (SI)(DI*1), R8
+	LEAQ (R8)(DI*1), R9
+	LEAQ (R9)(DI*1), DI
+	MOVQ a4+40(FP), R10
+	MOVQ d4+48(FP), R11
+	MOVQ af4+56(FP), R12
+	MOVQ groups+64(FP), R13
+
+int4GemmU4x4VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   tiles+72(FP), R14
+
+int4GemmU4x4VNNI_tile:
+	VPBROADCASTD      (R10), Z16
+	VPBROADCASTD      16(R10), Z17
+	VPBROADCASTD      4(R10), Z18
+	VPBROADCASTD      20(R10), Z19
+	VPBROADCASTD      8(R10), Z20
+	VPBROADCASTD      24(R10), Z21
+	VPBROADCASTD      12(R10), Z22
+	VPBROADCASTD      28(R10), Z23
+	VMOVDQU32         (CX), Z24
+	VMOVDQU32         64(CX), Z25
+	VPDPBUSD          Z16, Z24, Z0
+	VPDPBUSD          Z17, Z25, Z0
+	VPDPBUSD          Z18, Z24, Z4
+	VPDPBUSD          Z19, Z25, Z4
+	VPDPBUSD          Z20, Z24, Z8
+	VPDPBUSD          Z21, Z25, Z8
+	VPDPBUSD          Z22, Z24, Z12
+	VPDPBUSD          Z23, Z25, Z12
+	VMOVDQU32         128(CX), Z24
+	VMOVDQU32         192(CX), Z25
+	VPDPBUSD          Z16, Z24, Z1
+	VPDPBUSD          Z17, Z25, Z1
+	VPDPBUSD          Z18, Z24, Z5
+	VPDPBUSD          Z19, Z25, Z5
+	VPDPBUSD          Z20, Z24, Z9
+	VPDPBUSD          Z21, Z25, Z9
+	VPDPBUSD          Z22, Z24, Z13
+	VPDPBUSD          Z23, Z25, Z13
+	VMOVDQU32         256(CX), Z24
+	VMOVDQU32         320(CX), Z25
+	VPDPBUSD          Z16, Z24, Z2
+	VPDPBUSD          Z17, Z25, Z2
+	VPDPBUSD          Z18, Z24, Z6
+	VPDPBUSD          Z19, Z25, Z6
+	VPDPBUSD          Z20, Z24, Z10
+	VPDPBUSD          Z21, Z25, Z10
+	VPDPBUSD          Z22, Z24, Z14
+	VPDPBUSD          Z23, Z25, Z14
+	VMOVDQU32         384(CX), Z24
+	VMOVDQU32         448(CX), Z25
+	VPDPBUSD          Z16, Z24, Z3
+	VPDPBUSD          Z17, Z25, Z3
+	VPDPBUSD          Z18, Z24, Z7
+	VPDPBUSD          Z19, Z25, Z7
+	VPDPBUSD          Z20, Z24, Z11
+	VPDPBUSD          Z21, Z25, Z11
+	VPDPBUSD          Z22, Z24, Z15
+	VPDPBUSD          Z23, Z25, Z15
+	ADDQ              $0x00000200, CX
+	ADDQ              $0x00000020, R10
+	DECQ              R14
+	JNZ               int4GemmU4x4VNNI_tile
+	VPMOVZXBD         32(SI), Z16
+	VCVTDQ2PS         Z16, Z16
+	VCVTPH2PS         (SI), Z17
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R12), Z16, Z0
+	VMULPS.BCST       (R11), Z17, Z18
+	VMOVUPS           (AX), Z19
+	VFMADD231PS       Z18, Z0, Z19
+	VMOVUPS           Z19, (AX)
+	VCVTDQ2PS         Z4, Z4
+	VFNMADD231PS.BCST 4(R12), Z16, Z4
+	VMULPS.BCST       4(R11), Z17, Z18
+	VMOVUPS           (AX)(DX*1), Z19
+	VFMADD231PS       Z18, Z4, Z19
+	VMOVUPS           Z19, (AX)(DX*1)
+	VCVTDQ2PS         Z8, Z8
+	VFNMADD231PS.BCST 8(R12), Z16, Z8
+	VMULPS.BCST       8(R11), Z17, Z18
+	VMOVUPS           (AX)(DX*2), Z19
+	VFMADD231PS       Z18, Z8, Z19
+	VMOVUPS           Z19, (AX)(DX*2)
+	VCVTDQ2PS         Z12, Z12
+	VFNMADD231PS.BCST 12(R12), Z16, Z12
+	VMULPS.BCST       12(R11), Z17, Z16
+	VMOVUPS           (AX)(BX*1), Z17
+	VFMADD231PS       Z16, Z12, Z17
+	VMOVUPS           Z17, (AX)(BX*1)
+	ADDQ              $0x00000030, SI
+	VPMOVZXBD         32(R8), Z16
+	VCVTDQ2PS         Z16, Z16
+	VCVTPH2PS         (R8), Z17
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST (R12), Z16, Z1
+	VMULPS.BCST       (R11), Z17, Z18
+	VMOVUPS           64(AX), Z19
+	VFMADD231PS       Z18, Z1, Z19
+	VMOVUPS           Z19, 64(AX)
+	VCVTDQ2PS         Z5, Z5
+	VFNMADD231PS.BCST 4(R12), Z16, Z5
+	VMULPS.BCST       4(R11), Z17, Z18
+	VMOVUPS           64(AX)(DX*1), Z19
+	VFMADD231PS       Z18, Z5, Z19
+	VMOVUPS           Z19, 64(AX)(DX*1)
+	VCVTDQ2PS         Z9, Z9
+	VFNMADD231PS.BCST 8(R12), Z16, Z9
+	VMULPS.BCST       8(R11), Z17, Z18
+	VMOVUPS           64(AX)(DX*2), Z19
+	VFMADD231PS       Z18, Z9, Z19
+	VMOVUPS           Z19, 64(AX)(DX*2)
+	VCVTDQ2PS         Z13, Z13
+	VFNMADD231PS.BCST 12(R12), Z16, Z13
+	VMULPS.BCST       12(R11), Z17, Z16
+	VMOVUPS           64(AX)(BX*1), Z17
+	VFMADD231PS       Z16, Z13, Z17
+	VMOVUPS           Z17, 64(AX)(BX*1)
+	ADDQ              $0x00000030, R8
+	VPMOVZXBD         32(R9), Z16
+	VCVTDQ2PS         Z16, Z16
+	VCVTPH2PS         (R9), Z17
+	VCVTDQ2PS         Z2, Z2
+	VFNMADD231PS.BCST (R12), Z16, Z2
+	VMULPS.BCST       (R11), Z17, Z18
+	VMOVUPS           128(AX), Z19
+	VFMADD231PS       Z18, Z2, Z19
+	VMOVUPS           Z19, 128(AX)
+	VCVTDQ2PS         Z6, Z6
+	VFNMADD231PS.BCST 4(R12), Z16, Z6
+	VMULPS.BCST       4(R11), Z17, Z18
+	VMOVUPS           128(AX)(DX*1), Z19
+	VFMADD231PS       Z18, Z6, Z19
+	VMOVUPS           Z19, 128(AX)(DX*1)
+	VCVTDQ2PS         Z10, Z10
+	VFNMADD231PS.BCST 8(R12), Z16, Z10
+	VMULPS.BCST       8(R11), Z17, Z18
+	VMOVUPS           128(AX)(DX*2), Z19
+	VFMADD231PS       Z18, Z10, Z19
+	VMOVUPS           Z19, 128(AX)(DX*2)
+	VCVTDQ2PS         Z14, Z14
+	VFNMADD231PS.BCST 12(R12), Z16, Z14
+	VMULPS.BCST       12(R11), Z17, Z16
+	VMOVUPS           128(AX)(BX*1), Z17
+	VFMADD231PS       Z16, Z14, Z17
+	VMOVUPS           Z17, 128(AX)(BX*1)
+	ADDQ              $0x00000030, R9
+	VPMOVZXBD         32(DI), Z16
+	VCVTDQ2PS         Z16, Z16
+	VCVTPH2PS         (DI), Z17
+	VCVTDQ2PS         Z3, Z3
+	VFNMADD231PS.BCST (R12), Z16, Z3
+	VMULPS.BCST       (R11), Z17, Z18
+	VMOVUPS           192(AX), Z19
+	VFMADD231PS       Z18, Z3, Z19
+	VMOVUPS           Z19, 192(AX)
+	VCVTDQ2PS         Z7, Z7
+	VFNMADD231PS.BCST 4(R12), Z16, Z7
+	VMULPS.BCST       4(R11), Z17, Z18
+	VMOVUPS           192(AX)(DX*1), Z19
+	VFMADD231PS       Z18, Z7, Z19
+	VMOVUPS           Z19, 192(AX)(DX*1)
+	VCVTDQ2PS         Z11, Z11
+	VFNMADD231PS.BCST 8(R12), Z16, Z11
+	VMULPS.BCST       8(R11), Z17, Z18
+	VMOVUPS           192(AX)(DX*2), Z19
+	VFMADD231PS       Z18, Z11, Z19
+	VMOVUPS           Z19, 192(AX)(DX*2)
+	VCVTDQ2PS         Z15, Z15
+	VFNMADD231PS.BCST 12(R12), Z16, Z15
+	VMULPS.BCST       12(R11), Z17, Z16
+	VMOVUPS           192(AX)(BX*1), Z17
+	VFMADD231PS       Z16, Z15, Z17
+	VMOVUPS           Z17, 192(AX)(BX*1)
+	ADDQ              $0x00000030, DI
+	ADDQ              $0x00000010, R11
+	ADDQ              $0x00000010, R12
+	DECQ              R13
+	JNZ               int4GemmU4x4VNNI_group
+	VZEROUPPER
+	RET
+
+// func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU4x2VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), SI
+	MOVQ mstride+32(FP), DI
+	LEAQ (SI)(DI*1), DI
+	MOVQ a4+40(FP), R8
+	MOVQ d4+48(FP), R9
+	MOVQ af4+56(FP), R10
+	MOVQ groups+64(FP), R11
+
+int4GemmU4x2VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   tiles+72(FP), R12
+
+int4GemmU4x2VNNI_tile:
+	VPBROADCASTD      (R8), Z8
+	VPBROADCASTD      16(R8), Z9
+	VPBROADCASTD      4(R8), Z10
+	VPBROADCASTD      20(R8), Z11
+	VPBROADCASTD      8(R8), Z12
+	VPBROADCASTD      24(R8), Z13
+	VPBROADCASTD      12(R8), Z14
+	VPBROADCASTD      28(R8), Z15
+	VMOVDQU32         (CX), Z16
+	VMOVDQU32         64(CX), Z17
+	VPDPBUSD          Z8, Z16, Z0
+	VPDPBUSD          Z9, Z17, Z0
+	VPDPBUSD          Z10, Z16, Z2
+	VPDPBUSD          Z11, Z17, Z2
+	VPDPBUSD          Z12, Z16, Z4
+	VPDPBUSD          Z13, Z17, Z4
+	VPDPBUSD          Z14, Z16, Z6
+	VPDPBUSD          Z15, Z17, Z6
+	VMOVDQU32         128(CX), Z16
+	VMOVDQU32         192(CX), Z17
+	VPDPBUSD          Z8, Z16, Z1
+	VPDPBUSD          Z9, Z17, Z1
+	VPDPBUSD          Z10, Z16, Z3
+	VPDPBUSD          Z11, Z17, Z3
+	VPDPBUSD          Z12, Z16, Z5
+	VPDPBUSD          Z13, Z17, Z5
+	VPDPBUSD          Z14, Z16, Z7
+	VPDPBUSD          Z15, Z17, Z7
+	ADDQ              $0x00000100, CX
+	ADDQ              $0x00000020, R8
+	DECQ              R12
+	JNZ               int4GemmU4x2VNNI_tile
+	VPMOVZXBD         32(SI), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (SI), Z9
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R10), Z8, Z0
+	VMULPS.BCST       (R9), Z9, Z10
+	VMOVUPS           (AX), Z11
+	VFMADD231PS       Z10, Z0, Z11
+	VMOVUPS           Z11, (AX)
+	VCVTDQ2PS         Z2, Z2
+	VFNMADD231PS.BCST 4(R10), Z8, Z2
+	VMULPS.BCST       4(R9), Z9, Z10
+	VMOVUPS           (AX)(DX*1), Z11
+	VFMADD231PS       Z10, Z2, Z11
+	VMOVUPS           Z11, (AX)(DX*1)
+	VCVTDQ2PS         Z4, Z4
+	VFNMADD231PS.BCST 8(R10), Z8, Z4
+	VMULPS.BCST       8(R9), Z9, Z10
+	VMOVUPS           (AX)(DX*2), Z11
+	VFMADD231PS       Z10, Z4, Z11
+	VMOVUPS           Z11, (AX)(DX*2)
+	VCVTDQ2PS         Z6, Z6
+	VFNMADD231PS.BCST 12(R10), Z8, Z6
+	VMULPS.BCST       12(R9), Z9, Z8
+	VMOVUPS           (AX)(BX*1), Z9
+	VFMADD231PS       Z8, Z6, Z9
+	VMOVUPS           Z9, (AX)(BX*1)
+	ADDQ              $0x00000030, SI
+	VPMOVZXBD         32(DI), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (DI), Z9
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST (R10), Z8, Z1
+	VMULPS.BCST       (R9), Z9, Z10
+	VMOVUPS           64(AX), Z11
+	VFMADD231PS       Z10, Z1, Z11
+	VMOVUPS           Z11, 64(AX)
+	VCVTDQ2PS         Z3, Z3
+	VFNMADD231PS.BCST 4(R10), Z8, Z3
+	VMULPS.BCST       4(R9), Z9, Z10
+	VMOVUPS           64(AX)(DX*1), Z11
+	VFMADD231PS       Z10, Z3, Z11
+	VMOVUPS           Z11, 64(AX)(DX*1)
+	VCVTDQ2PS         Z5, Z5
+	VFNMADD231PS.BCST 8(R10), Z8, Z5
+	VMULPS.BCST       8(R9), Z9, Z10
+	VMOVUPS           64(AX)(DX*2), Z11
+	VFMADD231PS       Z10, Z5, Z11
+	VMOVUPS           Z11, 64(AX)(DX*2)
+	VCVTDQ2PS         Z7, Z7
+	VFNMADD231PS.BCST 12(R10), Z8, Z7
+	VMULPS.BCST       12(R9), Z9, Z8
+	VMOVUPS           64(AX)(BX*1), Z9
+	VFMADD231PS       Z8, Z7, Z9
+	VMOVUPS           Z9, 64(AX)(BX*1)
+	ADDQ              $0x00000030, DI
+	ADDQ              $0x00000010, R9
+	ADDQ              $0x00000010, R10
+	DECQ              R11
+	JNZ               int4GemmU4x2VNNI_group
+	VZEROUPPER
+	RET
+
+// func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU4x1VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), SI
+	MOVQ a4+40(FP), DI
+	MOVQ d4+48(FP), R8
+	MOVQ af4+56(FP), R9
+	MOVQ groups+64(FP), R10
+
+int4GemmU4x1VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ   tiles+72(FP), R11
+
+int4GemmU4x1VNNI_tile:
+	VPBROADCASTD      (DI), Z4
+	VPBROADCASTD      16(DI), Z5
+	VPBROADCASTD      4(DI), Z6
+	VPBROADCASTD      20(DI), Z7
+	VPBROADCASTD      8(DI), Z8
+	VPBROADCASTD      24(DI), Z9
+	VPBROADCASTD      12(DI), Z10
+	VPBROADCASTD      28(DI), Z11
+	VMOVDQU32         (CX), Z12
+	VMOVDQU32         64(CX), Z13
+	VPDPBUSD          Z4, Z12, Z0
+	VPDPBUSD          Z5, Z13, Z0
+	VPDPBUSD          Z6, Z12, Z1
+	VPDPBUSD          Z7, Z13, Z1
+	VPDPBUSD          Z8, Z12, Z2
+	VPDPBUSD          Z9, Z13, Z2
+	VPDPBUSD          Z10, Z12, Z3
+	VPDPBUSD          Z11, Z13, Z3
+	ADDQ              $0x00000080, CX
+	ADDQ              $0x00000020, DI
+	DECQ              R11
+	JNZ               int4GemmU4x1VNNI_tile
+	VPMOVZXBD         32(SI), Z4
+	VCVTDQ2PS         Z4, Z4
+	VCVTPH2PS         (SI), Z5
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R9), Z4, Z0
+	VMULPS.BCST       (R8), Z5, Z6
+	VMOVUPS           (AX), Z7
+	VFMADD231PS       Z6, Z0, Z7
+	VMOVUPS           Z7, (AX)
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST 4(R9), Z4, Z1
+	VMULPS.BCST       4(R8), Z5, Z6
+	VMOVUPS           (AX)(DX*1), Z7
+	VFMADD231PS       Z6, Z1, Z7
+	VMOVUPS           Z7, (AX)(DX*1)
+	VCVTDQ2PS         Z2, Z2
+	VFNMADD231PS.BCST 8(R9), Z4, Z2
+	VMULPS.BCST       8(R8), Z5, Z6
+	VMOVUPS           (AX)(DX*2), Z7
+	VFMADD231PS       Z6, Z2, Z7
+	VMOVUPS           Z7, (AX)(DX*2)
+	VCVTDQ2PS         Z3, Z3
+	VFNMADD231PS.BCST 12(R9), Z4, Z3
+	VMULPS.BCST       12(R8), Z5, Z4
+	VMOVUPS           (AX)(BX*1), Z5
+	VFMADD231PS       Z4, Z3, Z5
+	VMOVUPS           Z5, (AX)(BX*1)
+	ADDQ              $0x00000030, SI
+	ADDQ              $0x00000010, R8
+	ADDQ              $0x00000010, R9
+	DECQ              R10
+	JNZ               int4GemmU4x1VNNI_group
+	VZEROUPPER
+	RET
+
+// func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU2x4VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), BX
+	MOVQ mstride+32(FP), SI
+	LEAQ (BX)(SI*1), DI
+	LEAQ (DI)(SI*1), R8
+	LEAQ (R8)(SI*1), SI
+	MOVQ a4+40(FP), R9
+	MOVQ d4+48(FP), R10
+	MOVQ af4+56(FP), R11
+	MOVQ groups+64(FP), R12
+
+int4GemmU2x4VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   tiles+72(FP), R13
+
+int4GemmU2x4VNNI_tile:
+	VPBROADCASTD      (R9), Z8
+	VPBROADCASTD      8(R9), Z9
+	VPBROADCASTD      4(R9), Z10
+	VPBROADCASTD      12(R9), Z11
+	VMOVDQU32         (CX), Z12
+	VMOVDQU32         64(CX), Z13
+	VPDPBUSD          Z8, Z12, Z0
+	VPDPBUSD          Z9, Z13, Z0
+	VPDPBUSD          Z10, Z12, Z4
+	VPDPBUSD          Z11, Z13, Z4
+	VMOVDQU32         128(CX), Z12
+	VMOVDQU32         192(CX), Z13
+	VPDPBUSD          Z8, Z12, Z1
+	VPDPBUSD          Z9, Z13, Z1
+	VPDPBUSD          Z10, Z12, Z5
+	VPDPBUSD          Z11, Z13, Z5
+	VMOVDQU32         256(CX), Z12
+	VMOVDQU32         320(CX), Z13
+	VPDPBUSD          Z8, Z12, Z2
+	VPDPBUSD          Z9, Z13, Z2
+	VPDPBUSD          Z10, Z12, Z6
+	VPDPBUSD          Z11, Z13, Z6
+	VMOVDQU32         384(CX), Z12
+	VMOVDQU32         448(CX), Z13
+	VPDPBUSD          Z8, Z12, Z3
+	VPDPBUSD          Z9, Z13, Z3
+	VPDPBUSD          Z10, Z12, Z7
+	VPDPBUSD          Z11, Z13, Z7
+	ADDQ              $0x00000200, CX
+	ADDQ              $0x00000010, R9
+	DECQ              R13
+	JNZ               int4GemmU2x4VNNI_tile
+	VPMOVZXBD         32(BX), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (BX), Z9
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R11), Z8, Z0
+	VMULPS.BCST       (R10), Z9, Z10
+	VMOVUPS           (AX), Z11
+	VFMADD231PS       Z10, Z0, Z11
+	VMOVUPS           Z11, (AX)
+	VCVTDQ2PS         Z4, Z4
+	VFNMADD231PS.BCST 4(R11), Z8, Z4
+	VMULPS.BCST       4(R10), Z9, Z8
+	VMOVUPS           (AX)(DX*1), Z9
+	VFMADD231PS       Z8, Z4, Z9
+	VMOVUPS           Z9, (AX)(DX*1)
+	ADDQ              $0x00000030, BX
+	VPMOVZXBD         32(DI), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (DI), Z9
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST (R11), Z8, Z1
+	VMULPS.BCST       (R10), Z9, Z10
+	VMOVUPS           64(AX), Z11
+	VFMADD231PS       Z10, Z1, Z11
+	VMOVUPS           Z11, 64(AX)
+	VCVTDQ2PS         Z5, Z5
+	VFNMADD231PS.BCST 4(R11), Z8, Z5
+	VMULPS.BCST       4(R10), Z9, Z8
+	VMOVUPS           64(AX)(DX*1), Z9
+	VFMADD231PS       Z8, Z5, Z9
+	VMOVUPS           Z9, 64(AX)(DX*1)
+	ADDQ              $0x00000030, DI
+	VPMOVZXBD         32(R8), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (R8), Z9
+	VCVTDQ2PS         Z2, Z2
+	VFNMADD231PS.BCST (R11), Z8, Z2
+	VMULPS.BCST       (R10), Z9, Z10
+	VMOVUPS           128(AX), Z11
+	VFMADD231PS       Z10, Z2, Z11
+	VMOVUPS           Z11, 128(AX)
+	VCVTDQ2PS         Z6, Z6
+	VFNMADD231PS.BCST 4(R11), Z8, Z6
+	VMULPS.BCST       4(R10), Z9, Z8
+	VMOVUPS           128(AX)(DX*1), Z9
+	VFMADD231PS       Z8, Z6, Z9
+	VMOVUPS           Z9, 128(AX)(DX*1)
+	ADDQ              $0x00000030, R8
+	VPMOVZXBD         32(SI), Z8
+	VCVTDQ2PS         Z8, Z8
+	VCVTPH2PS         (SI), Z9
+	VCVTDQ2PS         Z3, Z3
+	VFNMADD231PS.BCST (R11), Z8, Z3
+	VMULPS.BCST       (R10), Z9, Z10
+	VMOVUPS           192(AX), Z11
+	VFMADD231PS       Z10, Z3, Z11
+	VMOVUPS           Z11, 192(AX)
+	VCVTDQ2PS         Z7, Z7
+	VFNMADD231PS.BCST 4(R11), Z8, Z7
+	VMULPS.BCST       4(R10), Z9, Z8
+	VMOVUPS           192(AX)(DX*1), Z9
+	VFMADD231PS       Z8, Z7, Z9
+	VMOVUPS           Z9, 192(AX)(DX*1)
+	ADDQ              $0x00000030, SI
+	ADDQ              $0x00000008, R10
+	ADDQ              $0x00000008, R11
+	DECQ              R12
+	JNZ               int4GemmU2x4VNNI_group
+	VZEROUPPER
+	RET
+
+// func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU2x2VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), BX
+	MOVQ mstride+32(FP), SI
+	LEAQ (BX)(SI*1), SI
+	MOVQ a4+40(FP), DI
+	MOVQ d4+48(FP), R8
+	MOVQ af4+56(FP), R9
+	MOVQ groups+64(FP), R10
+
+int4GemmU2x2VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ   tiles+72(FP), R11
+
+int4GemmU2x2VNNI_tile:
+	VPBROADCASTD      (DI), Z4
+	VPBROADCASTD      8(DI), Z5
+	VPBROADCASTD      4(DI), Z6
+	VPBROADCASTD      12(DI), Z7
+	VMOVDQU32         (CX), Z8
+	VMOVDQU32         64(CX), Z9
+	VPDPBUSD          Z4, Z8, Z0
+	VPDPBUSD          Z5, Z9, Z0
+	VPDPBUSD          Z6, Z8, Z2
+	VPDPBUSD          Z7, Z9, Z2
+	VMOVDQU32         128(CX), Z8
+	VMOVDQU32         192(CX), Z9
+	VPDPBUSD          Z4, Z8, Z1
+	VPDPBUSD          Z5, Z9, Z1
+	VPDPBUSD          Z6, Z8, Z3
+	VPDPBUSD          Z7, Z9, Z3
+	ADDQ              $0x00000100, CX
+	ADDQ              $0x00000010, DI
+	DECQ              R11
+	JNZ               int4GemmU2x2VNNI_tile
+	VPMOVZXBD         32(BX), Z4
+	VCVTDQ2PS         Z4, Z4
+	VCVTPH2PS         (BX), Z5
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R9), Z4, Z0
+	VMULPS.BCST       (R8), Z5, Z6
+	VMOVUPS           (AX), Z7
+	VFMADD231PS       Z6, Z0, Z7
+	VMOVUPS           Z7, (AX)
+	VCVTDQ2PS         Z2, Z2
+	VFNMADD231PS.BCST 4(R9), Z4, Z2
+	VMULPS.BCST       4(R8), Z5, Z4
+	VMOVUPS           (AX)(DX*1), Z5
+	VFMADD231PS       Z4, Z2, Z5
+	VMOVUPS           Z5, (AX)(DX*1)
+	ADDQ              $0x00000030, BX
+	VPMOVZXBD         32(SI), Z4
+	VCVTDQ2PS         Z4, Z4
+	VCVTPH2PS         (SI), Z5
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST (R9), Z4, Z1
+	VMULPS.BCST       (R8), Z5, Z6
+	VMOVUPS           64(AX), Z7
+	VFMADD231PS       Z6, Z1, Z7
+	VMOVUPS           Z7, 64(AX)
+	VCVTDQ2PS         Z3, Z3
+	VFNMADD231PS.BCST 4(R9), Z4, Z3
+	VMULPS.BCST       4(R8), Z5, Z4
+	VMOVUPS           64(AX)(DX*1), Z5
+	VFMADD231PS       Z4, Z3, Z5
+	VMOVUPS           Z5, 64(AX)(DX*1)
+	ADDQ              $0x00000030, SI
+	ADDQ              $0x00000008, R8
+	ADDQ              $0x00000008, R9
+	DECQ              R10
+	JNZ               int4GemmU2x2VNNI_group
+	VZEROUPPER
+	RET
+
+// func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// Requires: AVX, AVX512F, AVX512_VNNI
+TEXT ·int4GemmU2x1VNNI(SB), NOSPLIT, $0-80
+	MOVQ facc+0(FP), AX
+	MOVQ u+16(FP), CX
+	MOVQ fstride+8(FP), DX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), BX
+	MOVQ meta+24(FP), BX
+	MOVQ a4+40(FP), SI
+	MOVQ d4+48(FP), DI
+	MOVQ af4+56(FP), R8
+	MOVQ groups+64(FP), R9
+
+int4GemmU2x1VNNI_group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	MOVQ   tiles+72(FP), R10
+
+int4GemmU2x1VNNI_tile:
+	VPBROADCASTD      (SI), Z2
+	VPBROADCASTD      8(SI), Z3
+	VPBROADCASTD      4(SI), Z4
+	VPBROADCASTD      12(SI), Z5
+	VMOVDQU32         (CX), Z6
+	VMOVDQU32         64(CX), Z7
+	VPDPBUSD          Z2, Z6, Z0
+	VPDPBUSD          Z3, Z7, Z0
+	VPDPBUSD          Z4, Z6, Z1
+	VPDPBUSD          Z5, Z7, Z1
+	ADDQ              $0x00000080, CX
+	ADDQ              $0x00000010, SI
+	DECQ              R10
+	JNZ               int4GemmU2x1VNNI_tile
+	VPMOVZXBD         32(BX), Z2
+	VCVTDQ2PS         Z2, Z2
+	VCVTPH2PS         (BX), Z3
+	VCVTDQ2PS         Z0, Z0
+	VFNMADD231PS.BCST (R8), Z2, Z0
+	VMULPS.BCST       (DI), Z3, Z4
+	VMOVUPS           (AX), Z5
+	VFMADD231PS       Z4, Z0, Z5
+	VMOVUPS           Z5, (AX)
+	VCVTDQ2PS         Z1, Z1
+	VFNMADD231PS.BCST 4(R8), Z2, Z1
+	VMULPS.BCST       4(DI), Z3, Z2
+	VMOVUPS           (AX)(DX*1), Z3
+	VFMADD231PS       Z2, Z1, Z3
+	VMOVUPS           Z3, (AX)(DX*1)
+	ADDQ              $0x00000030, BX
+	ADDQ              $0x00000008, DI
+	ADDQ              $0x00000008, R8
+	DECQ              R9
+	JNZ               int4GemmU2x1VNNI_group
+	VZEROUPPER
+	RET
 
 // func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *int32, s2 *int32, groups int, group int)
 // Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, SSE

@@ -218,6 +218,21 @@ func attnSumAVX512(out *float32, p *float32, v *float32, n int, d int, stride in
 // d a multiple of 16, n > 0.
 func attnSumAddAVX512(out *float32, p *float32, v *float32, n int, d int, stride int)
 
+// attnScoresQ4AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])
+// for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score
+// is bitwise the one attnScoresAVX512 computes.
+func attnScoresQ4AVX512(s *float32, sstride int, q *float32, k *float32, n int, d int, stride int, scale float32)
+
+// attnSumQ4AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumAVX512 computes.
+func attnSumQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d int, stride int)
+
+// attnSumAddQ4AVX512 adds to out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumAddAVX512 computes.
+func attnSumAddQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d int, stride int)
+
 // int4GemvVNNI computes blocks of 16 outputs of one token from repacked INT4
 // weights (qs, meta) and int8 activations a with per-group steps d and sums asum:
 //
@@ -244,6 +259,81 @@ func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *fl
 //
 //	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
 func int4GemvAVX2(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
+
+// int4Unpack splits n consecutive 64-byte tiles of src into bytes: tile i's
+// low nibbles go to dst[i*dstride:][:64] and its high nibbles to the 64
+// bytes after them.
+func int4Unpack(dst *byte, dstride int, src *byte, n int)
+
+// int4AddRows sets dst[t*ldd+i] = a[t*lda+i] + b[t*lda+i] for t < rows and
+// i < width, width a positive multiple of 16.
+func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows int, width int)
+
+// int4GemmU4x4VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 4) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
+// af4[4g+t] as float32.
+func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+
+// int4GemmU4x2VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 2) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
+// af4[4g+t] as float32.
+func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+
+// int4GemmU4x1VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 1) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
+// af4[4g+t] as float32.
+func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+
+// int4GemmU2x4VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 4) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
+// af4[2g+t] as float32.
+func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+
+// int4GemmU2x2VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 2) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
+// af4[2g+t] as float32.
+func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+
+// int4GemmU2x1VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 1) the
+// products of groups 0 <= g < groups, in increasing g:
+//
+//	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
+//
+// u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
+// record for group g is at meta[b*mstride+48g:]; the rows' activations are
+// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
+// af4[2g+t] as float32.
+func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
 
 // int4QuantAVX512 quantizes groups×group activations x (group a multiple
 // of 16) into coarse and residual int8 codes; see int4QuantGeneric.

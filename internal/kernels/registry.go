@@ -20,6 +20,9 @@ type impl struct {
 	attend  func(out, q, k, v []float32, n, d, stride int, scale float32, scratch []float32)
 	// attendGroup is AttendGroup; each head must equal attend's result.
 	attendGroup func(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32)
+	// attendBlock, when set, is AttendBlock; each head must equal
+	// attend's result. Nil runs AttendBlock row by row.
+	attendBlock func(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

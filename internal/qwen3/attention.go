@@ -66,14 +66,42 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	group := a.Heads / a.KVHeads
-	// One work item per (row, key/value head): the group's query heads
-	// share each pass over the cached keys and values.
-	parallelFor(T*a.KVHeads, workersFor(T*a.KVHeads, 2*group*hd*(b.maxPos+1)), func(w, i int) {
-		t, kh := i/a.KVHeads, i%a.KVHeads
-		r := b.rows[t]
+	// One work item per (block, key/value head): a block is up to
+	// blockRows rows of one sequence at consecutive positions (a prompt
+	// chunk), so each cached key and value read serves the group's query
+	// heads of every row in it; a streamed token is a block of one row.
+	blockRows := max(1, attnBlockQueries/group)
+	starts := attnBlocks(ws.blockStarts[:0], b.rows, blockRows)
+	ws.blockStarts = starts
+	nb := len(starts) - 1
+	parallelFor(nb*a.KVHeads, workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1)), func(w, i int) {
+		bi, kh := i/a.KVHeads, i%a.KVHeads
+		t0, rows := starts[bi], starts[bi+1]-starts[bi]
+		r := b.rows[t0]
 		kc, vc := r.cache.head(layer, kh)
-		lo, hi := t*qd+kh*group*hd, t*qd+(kh+1)*group*hd
-		kernels.AttendGroup(att[lo:hi], q[lo:hi], group, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
+		lo := t0*qd + kh*group*hd
+		if need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd); len(ws.scratch[w]) < need {
+			ws.scratch[w] = make([]float32, need)
+		}
+		kernels.AttendBlock(att[lo:], q[lo:], rows, group, qd, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
 	})
 	a.O.Forward(out, att, T)
+}
+
+// attnBlockQueries is the query heads one attention block holds: four
+// tiles of the four-query kernels.
+const attnBlockQueries = 16
+
+// attnBlocks appends to starts the first row of each block of rows — at
+// most max rows of one cache at consecutive positions — and then len(rows).
+func attnBlocks(starts []int, rows []row, max int) []int {
+	for t := 0; t < len(rows); {
+		starts = append(starts, t)
+		n := 1
+		for n < max && t+n < len(rows) && rows[t+n].cache == rows[t].cache && rows[t+n].pos == rows[t].pos+n {
+			n++
+		}
+		t += n
+	}
+	return append(starts, len(rows))
 }

@@ -158,6 +158,7 @@ type workspace struct {
 	qkv, gu                                    []float32 // fused projections' outputs
 	rows                                       []row
 	scratch                                    [][]float32 // per attention worker: scores of a head group
+	blockStarts                                []int       // attention blocks of the batch's rows
 }
 
 func (m *Model) getWorkspace(T int) *workspace {

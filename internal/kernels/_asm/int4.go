@@ -53,6 +53,7 @@ func int4Kernels() {
 	int4GemmVNNI(4, []int{2, 1})
 	int4GemmVNNI(2, []int{4, 1})
 	int4GemvAVX2()
+	int4UnpackedKernels()
 }
 
 const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])"

@@ -293,6 +293,9 @@ func ops(i isa) {
 		RET()
 	}
 	attention(i)
+	if i.lanes == 16 {
+		attentionBlock()
+	}
 }
 
 // attention emits the two halves of single-head attention around the

@@ -1,0 +1,211 @@
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// attentionBlock emits the AVX-512 kernels of AttendBlock: scores and
+// weighted sums of four queries at once, so every key and value loaded
+// serves four queries. Each element goes through exactly the operations
+// of attnScoresAVX512 and attnSumAVX512, which is what keeps a query's
+// output independent of the queries it was blocked with.
+func attentionBlock() {
+	attnScoresQ4()
+	attnSumQ4(false)
+	attnSumQ4(true)
+}
+
+// attnScoresQ4: 4 queries × 4 keys per register tile, one accumulator per
+// score; the 16 accumulators are then reduced together by a transposing
+// tree that adds the same lane pairs as isa.reduce, in the same order.
+func attnScoresQ4() {
+	i := avx512
+	TEXT("attnScoresQ4AVX512", NOSPLIT, "func(s *float32, sstride int, q, k *float32, n, d, stride int, scale float32)")
+	Doc("attnScoresQ4AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
+		"for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score",
+		"is bitwise the one attnScoresAVX512 computes.")
+	sc := ZMM()
+	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
+	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
+	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	ss := Load(Param("sstride"), GP64())
+	SHLQ(U8(2), d)
+	SHLQ(U8(2), stride)
+	SHLQ(U8(2), ss)
+	triple := func(x Register) Register {
+		t := GP64()
+		LEAQ(Mem{Base: x, Index: x, Scale: 2}, t)
+		return t
+	}
+	// Row r of a 4-row operand at base + r·step: (base), (base)(step),
+	// (base)(step*2), (base)(step3).
+	rowAt := func(base, step, step3 Register, r, disp int) Mem {
+		switch r {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: step3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: step, Scale: uint8(r), Disp: disp}
+	}
+	d3, stride3, ss3 := triple(d), triple(stride), triple(ss)
+	TESTQ(n, n)
+	JZ(LabelRef("q4_ret"))
+	Label("q4_keys")
+	// acc[4·key + query]
+	acc := make([]VecVirtual, 16)
+	for a := range acc {
+		acc[a] = i.vec()
+		zero(acc[a])
+	}
+	qo, ko, qend := GP64(), GP64(), GP64()
+	MOVQ(q, qo)
+	MOVQ(k, ko)
+	LEAQ(Mem{Base: q, Index: d, Scale: 1}, qend)
+	Label("q4_dims")
+	qv := make([]VecVirtual, 4)
+	for r := range qv {
+		qv[r] = i.vec()
+		VMOVUPS(rowAt(qo, d, d3, r, 0), qv[r])
+	}
+	for kj := range 4 {
+		t := i.vec()
+		VMOVUPS(rowAt(ko, stride, stride3, kj, 0), t)
+		for qi := range 4 {
+			VFMADD231PS(qv[qi], t, acc[4*kj+qi])
+		}
+	}
+	ADDQ(U32(64), qo)
+	ADDQ(U32(64), ko)
+	CMPQ(qo, qend)
+	JL(LabelRef("q4_dims"))
+	w := transposeReduce16(acc)
+	VMULPS(sc, w, w)
+	// 128-bit lane qi of w holds query qi's scores for the 4 keys.
+	VMOVUPS(w.AsX(), mem(s, 0))
+	for qi := 1; qi < 4; qi++ {
+		VEXTRACTF32X4(U8(qi), w, rowAt(s, ss, ss3, qi, 0))
+	}
+	ADDQ(U8(16), s)
+	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
+	SUBQ(U8(4), n)
+	JNZ(LabelRef("q4_keys"))
+	Label("q4_ret")
+	VZEROUPPER()
+	RET()
+}
+
+// transposeReduce16 sums the 16 lanes of each of 16 vectors A[m] into one
+// vector whose lane 4(m%4) + m/4 holds the sum of A[m]. Each level adds
+// the lane pairs isa.reduce adds (l and l+8, then l+4, l+2, l+1), so each
+// sum is bitwise the one reduce returns.
+func transposeReduce16(a []VecVirtual) VecVirtual {
+	pairs := func(in []VecVirtual, shuf func(x, y, lo, hi VecVirtual)) []VecVirtual {
+		out := make([]VecVirtual, len(in)/2)
+		for m := range out {
+			lo, hi := ZMM(), ZMM()
+			shuf(in[2*m], in[2*m+1], lo, hi)
+			VADDPS(hi, lo, lo)
+			out[m] = lo
+		}
+		return out
+	}
+	// Level 1: 256-bit halves: [X.lo, Y.lo] + [X.hi, Y.hi].
+	p := pairs(a, func(x, y, lo, hi VecVirtual) {
+		VSHUFF32X4(U8(0x44), y, x, lo)
+		VSHUFF32X4(U8(0xEE), y, x, hi)
+	})
+	// Level 2: 128-bit lanes within each half: [P0, P2, Q0, Q2] + [P1, P3, Q1, Q3].
+	r := pairs(p, func(x, y, lo, hi VecVirtual) {
+		VSHUFF32X4(U8(0x88), y, x, lo)
+		VSHUFF32X4(U8(0xDD), y, x, hi)
+	})
+	// Level 3, in each 128-bit lane: [x0, x1, y0, y1] + [x2, x3, y2, y3].
+	u := pairs(r, func(x, y, lo, hi VecVirtual) {
+		VSHUFPS(U8(0x44), y, x, lo)
+		VSHUFPS(U8(0xEE), y, x, hi)
+	})
+	// Level 4: [x0, x2, y0, y2] + [x1, x3, y1, y3].
+	w := pairs(u, func(x, y, lo, hi VecVirtual) {
+		VSHUFPS(U8(0x88), y, x, lo)
+		VSHUFPS(U8(0xDD), y, x, hi)
+	})
+	return w[0]
+}
+
+// attnSumQ4 emits the weighted sums of 4 queries over 64 output dims at a
+// time: each value vector loaded is used by the 4 queries.
+func attnSumQ4(add bool) {
+	i := avx512
+	name, verb := "attnSumQ4AVX512", "sets"
+	if add {
+		name, verb = "attnSumAddQ4AVX512", "adds to"
+	}
+	TEXT(name, NOSPLIT, "func(out, p *float32, pstride int, v *float32, n, d, stride int)")
+	Doc(name+" "+verb+" out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries",
+		"i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element",
+		"is bitwise the one attnSum"+map[bool]string{false: "", true: "Add"}[add]+"AVX512 computes.")
+	out, v := Load(Param("out"), GP64()), Load(Param("v"), GP64())
+	d, stride, ps := Load(Param("d"), GP64()), Load(Param("stride"), GP64()), Load(Param("pstride"), GP64())
+	SHLQ(U8(2), stride)
+	SHLQ(U8(2), ps)
+	db, db3, ps3 := GP64(), GP64(), GP64()
+	MOVQ(d, db)
+	SHLQ(U8(2), db) // bytes per query row of out
+	LEAQ(Mem{Base: db, Index: db, Scale: 2}, db3)
+	LEAQ(Mem{Base: ps, Index: ps, Scale: 2}, ps3)
+	rowAt := func(base, step, step3 Register, r, disp int) Mem {
+		switch r {
+		case 0:
+			return Mem{Base: base, Disp: disp}
+		case 3:
+			return Mem{Base: base, Index: step3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: base, Index: step, Scale: uint8(r), Disp: disp}
+	}
+	Label(name + "_chunk")
+	acc := make([][]VecVirtual, 4)
+	for qi := range acc {
+		acc[qi] = make([]VecVirtual, 4)
+		for u := range acc[qi] {
+			acc[qi][u] = i.vec()
+			if add {
+				VMOVUPS(rowAt(out, db, db3, qi, 64*u), acc[qi][u])
+			} else {
+				zero(acc[qi][u])
+			}
+		}
+	}
+	pj, nj, vp := Load(Param("p"), GP64()), Load(Param("n"), GP64()), GP64()
+	MOVQ(v, vp)
+	Label(name + "_j")
+	vv := make([]VecVirtual, 4)
+	for u := range vv {
+		vv[u] = i.vec()
+		VMOVUPS(mem(vp, 64*u), vv[u])
+	}
+	for qi := range 4 {
+		b := i.vec()
+		VBROADCASTSS(rowAt(pj, ps, ps3, qi, 0), b)
+		for u := range 4 {
+			VFMADD231PS(vv[u], b, acc[qi][u])
+		}
+	}
+	ADDQ(stride, vp)
+	ADDQ(U8(4), pj)
+	DECQ(nj)
+	JNZ(LabelRef(name + "_j"))
+	for qi := range 4 {
+		for u := range 4 {
+			VMOVUPS(acc[qi][u], rowAt(out, db, db3, qi, 64*u))
+		}
+	}
+	ADDQ(U32(256), out)
+	ADDQ(U32(256), v)
+	SUBQ(U8(64), d)
+	JNZ(LabelRef(name + "_chunk"))
+	VZEROUPPER()
+	RET()
+}

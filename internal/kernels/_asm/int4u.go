@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// int4UnpackedKernels emits the prefill path of the INT4 product: the
+// codes of a few blocks are unpacked once into bytes (int4Unpack), then
+// every 4-row (or 2-row) tile of activations is multiplied with them
+// (int4GemmU) with no nibble masking in the inner loop, so VPDPBUSD has
+// the vector units almost to itself.
+func int4UnpackedKernels() {
+	int4Unpack()
+	int4AddRows()
+	for _, rows := range []int{4, 2} {
+		for _, nb := range []int{4, 2, 1} {
+			int4GemmU(rows, nb)
+		}
+	}
+}
+
+// int4Unpack splits n 64-byte code tiles into their low and high nibbles.
+func int4Unpack() {
+	TEXT("int4Unpack", NOSPLIT, "func(dst *byte, dstride int, src *byte, n int)")
+	Doc("int4Unpack splits n consecutive 64-byte tiles of src into bytes: tile i's",
+		"low nibbles go to dst[i*dstride:][:64] and its high nibbles to the 64",
+		"bytes after them.")
+	i := avx512
+	dst, stride := Load(Param("dst"), GP64()), Load(Param("dstride"), GP64())
+	src, n := Load(Param("src"), GP64()), Load(Param("n"), GP64())
+	mask := i.vec()
+	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
+	TESTQ(n, n)
+	JZ(LabelRef("unpack_ret"))
+	Label("unpack")
+	lo, hi := i.vec(), i.vec()
+	VMOVDQU32(mem(src, 0), lo)
+	VPSRLW(U8(4), lo, hi)
+	VPANDD(mask, lo, lo)
+	VPANDD(mask, hi, hi)
+	VMOVDQU32(lo, mem(dst, 0))
+	VMOVDQU32(hi, mem(dst, 64))
+	ADDQ(U32(64), src)
+	ADDQ(stride, dst)
+	DECQ(n)
+	JNZ(LabelRef("unpack"))
+	Label("unpack_ret")
+	VZEROUPPER()
+	RET()
+}
+
+// int4GemmU generates the rows × nb-block kernel over unpacked codes. Per
+// group it forms the exact integer sums like int4Gemm4VNNI, then folds
+// them into float accumulators kept in memory (facc), so a call may cover
+// any range of groups and the next call continues where it stopped. The
+// zero-point term is subtracted in float32: z·A and Σq·a − z·A are
+// integers below 2^24 for groups up to 4096 inputs, so every step is
+// exact and the result is bitwise that of the integer epilogue.
+func int4GemmU(rows, nb int) {
+	name := fmt.Sprintf("int4GemmU%dx%dVNNI", rows, nb)
+	TEXT(name, NOSPLIT, "func(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups, tiles int)")
+	Doc(fmt.Sprintf("%s adds to facc[t*fstride+16b+i] (row t < %d, block b < %d) the", name, rows, nb),
+		"products of groups 0 <= g < groups, in increasing g:",
+		"",
+		"\tfacc = fma(s·d, float32(Σ_k q·a) − z·A, facc)",
+		"",
+		fmt.Sprintf("u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's"),
+		"record for group g is at meta[b*mstride+48g:]; the rows' activations are",
+		fmt.Sprintf("interleaved as for int4Gemm%dVNNI, with steps d4[%dg+t] and activation sums", rows, rows),
+		fmt.Sprintf("af4[%dg+t] as float32.", rows))
+	i := avx512
+	facc, u := Load(Param("facc"), GP64()), Load(Param("u"), GP64())
+	fs, fs3 := Load(Param("fstride"), GP64()), GP64()
+	SHLQ(U8(2), fs)
+	LEAQ(Mem{Base: fs, Index: fs, Scale: 2}, fs3)
+	frow := func(t, disp int) Mem {
+		switch t {
+		case 0:
+			return Mem{Base: facc, Disp: disp}
+		case 3:
+			return Mem{Base: facc, Index: fs3, Scale: 1, Disp: disp}
+		}
+		return Mem{Base: facc, Index: fs, Scale: uint8(t), Disp: disp}
+	}
+	mp := make([]Register, nb)
+	mp[0] = Load(Param("meta"), GP64())
+	if nb > 1 {
+		ms := Load(Param("mstride"), GP64())
+		for b := 1; b < nb; b++ {
+			mp[b] = GP64()
+			LEAQ(Mem{Base: mp[b-1], Index: ms, Scale: 1}, mp[b])
+		}
+	}
+	ap, dp, fp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("af4"), GP64())
+	gn := Load(Param("groups"), GP64())
+	Label(name + "_group")
+	iacc := make([][]VecVirtual, rows)
+	for t := range iacc {
+		iacc[t] = make([]VecVirtual, nb)
+		for b := range nb {
+			iacc[t][b] = i.vec()
+			VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
+		}
+	}
+	tn := Load(Param("tiles"), GP64())
+	Label(name + "_tile")
+	alo, ahi := make([]VecVirtual, rows), make([]VecVirtual, rows)
+	for t := range rows {
+		alo[t], ahi[t] = i.vec(), i.vec()
+		VPBROADCASTD(mem(ap, 4*t), alo[t])
+		VPBROADCASTD(mem(ap, 4*rows+4*t), ahi[t])
+	}
+	for b := range nb {
+		lo, hi := i.vec(), i.vec()
+		VMOVDQU32(mem(u, 128*b), lo)
+		VMOVDQU32(mem(u, 128*b+64), hi)
+		for t := range rows {
+			vpdpbusd(alo[t], lo, iacc[t][b])
+			vpdpbusd(ahi[t], hi, iacc[t][b])
+		}
+	}
+	ADDQ(U32(128*nb), u)
+	ADDQ(U32(8*rows), ap)
+	DECQ(tn)
+	JNZ(LabelRef(name + "_tile"))
+	for b := range nb {
+		z, s := i.vec(), i.vec()
+		VPMOVZXBD(mem(mp[b], 32), z)
+		VCVTDQ2PS(z, z)
+		VCVTPH2PS(mem(mp[b], 0), s)
+		for t := range rows {
+			f, sd, acc := iacc[t][b], i.vec(), i.vec()
+			VCVTDQ2PS(f, f)
+			VFNMADD231PS_BCST(mem(fp, 4*t), z, f) // f −= z·A, exact
+			VMULPS_BCST(mem(dp, 4*t), s, sd)
+			VMOVUPS(frow(t, 64*b), acc)
+			VFMADD231PS(sd, f, acc)
+			VMOVUPS(acc, frow(t, 64*b))
+		}
+		ADDQ(U32(48), mp[b])
+	}
+	ADDQ(U32(4*rows), dp)
+	ADDQ(U32(4*rows), fp)
+	DECQ(gn)
+	JNZ(LabelRef(name + "_group"))
+	VZEROUPPER()
+	RET()
+}
+
+// int4AddRows emits the final step of an exact-mode product: each token's
+// coarse and residual outputs added into its row of dst.
+func int4AddRows() {
+	TEXT("int4AddRows", NOSPLIT, "func(dst *float32, ldd int, a, b *float32, lda, rows, width int)")
+	Doc("int4AddRows sets dst[t*ldd+i] = a[t*lda+i] + b[t*lda+i] for t < rows and",
+		"i < width, width a positive multiple of 16.")
+	i := avx512
+	dst, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
+	a, b, lda := Load(Param("a"), GP64()), Load(Param("b"), GP64()), Load(Param("lda"), GP64())
+	rows, width := Load(Param("rows"), GP64()), Load(Param("width"), GP64())
+	SHLQ(U8(2), ldd)
+	SHLQ(U8(2), lda)
+	SHLQ(U8(2), width)
+	TESTQ(rows, rows)
+	JZ(LabelRef("addrows_ret"))
+	Label("addrows_row")
+	off := GP64()
+	XORQ(off, off)
+	Label("addrows_col")
+	x, y := i.vec(), i.vec()
+	VMOVUPS(Mem{Base: a, Index: off, Scale: 1}, x)
+	VMOVUPS(Mem{Base: b, Index: off, Scale: 1}, y)
+	VADDPS(y, x, x)
+	VMOVUPS(x, Mem{Base: dst, Index: off, Scale: 1})
+	ADDQ(U8(64), off)
+	CMPQ(off, width)
+	JL(LabelRef("addrows_col"))
+	ADDQ(ldd, dst)
+	ADDQ(lda, a)
+	ADDQ(lda, b)
+	DECQ(rows)
+	JNZ(LabelRef("addrows_row"))
+	Label("addrows_ret")
+	VZEROUPPER()
+	RET()
+}

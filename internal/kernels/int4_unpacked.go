@@ -1,0 +1,114 @@
+package kernels
+
+import "sync"
+
+// int4UKernels is the prefill form of the INT4 product. A product over
+// many rows spends as many vector instructions splitting nibbles as it
+// does multiplying when the codes are unpacked inside the multiply loop;
+// instead, the codes of up to 4 blocks are unpacked to bytes once
+// (unpack), and every row tile is multiplied with those bytes (gemm). The
+// float steps per output are those of the packed kernels, so results are
+// bitwise equal whichever path a row takes.
+type int4UKernels struct {
+	// unpack splits n consecutive 64-byte tiles of src into 64 bytes of
+	// low nibbles and 64 of high nibbles at dst[i*dstride:].
+	unpack func(dst []byte, dstride int, src []byte, n int)
+	// gemm adds groups [0, groups) of the product of rows (4 or 2)
+	// activation rows and nb (4, 2 or 1) unpacked blocks to facc, rows at
+	// stride fstride: facc = fma(s·d, float32(Σq·a) − z·A, facc) per group.
+	gemm func(rows, nb int, facc []float32, fstride int, u, meta []byte, mstride int, a []int8, d, af []float32, groups, tiles int)
+	// addRows sets dst[t*ldd+i] = a[t*lda+i] + b[t*lda+i] for t < rows,
+	// i < width (a multiple of 16): a scalar loop would cost as much as a
+	// tenth of the product.
+	addRows func(dst []float32, ldd int, a, b []float32, lda, rows, width int)
+}
+
+const (
+	// int4UMinRows is the fewest rows for which unpacking pays: each
+	// unpacked tile is then used by at least 4 row tiles.
+	int4UMinRows = 16
+	// int4UMaxGroup is the largest group for which the float epilogue of
+	// the unpacked kernels is exact (integers below 2^24).
+	int4UMaxGroup = 4096
+)
+
+// int4UChunkBytes bounds the unpacked codes one pass over the rows reads:
+// they stay in the L2 cache while every row tile uses them. A pass covers
+// up to int4UPassBlocks blocks, so each token's outputs are written in
+// runs of a kilobyte rather than scattered 256-byte pieces. Variables so
+// tests can force narrow passes and several passes over K.
+var (
+	int4UChunkBytes = 256 << 10
+	int4UPassBlocks = 16
+)
+
+type int4UScratch struct {
+	u    []byte
+	facc []float32
+}
+
+var int4UPool sync.Pool
+
+// int4RowsU computes the full output blocks [lo, hi) of all T tokens (R
+// activation rows: T, or 2T with the residual rows T..2T-1) into dst,
+// adding each token's two rows in exact mode.
+func int4RowsU(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, R, lo, hi int) {
+	uk := ik.unpacked
+	sc, _ := int4UPool.Get().(*int4UScratch)
+	if sc == nil {
+		sc = new(int4UScratch)
+	}
+	defer int4UPool.Put(sc)
+	N, G, group := w.N, w.groups, w.Group
+	tiles := group / 8
+	for b0 := lo; b0 < hi; {
+		// Blocks in this pass: whole tiles of 4 while they last, then 2, 1.
+		nbc := min(hi-b0, max(4, int4UChunkBytes/(16*w.K)), int4UPassBlocks)
+		if nbc >= 4 {
+			nbc &^= 3
+		} else if nbc == 3 {
+			nbc = 2
+		}
+		nb := min(4, nbc) // blocks per tile
+		width := nbc * int4Block
+		kc := min(G, max(1, int4UChunkBytes/(nbc*16*group))) // groups per pass
+		sub := kc * tiles * nb * 128                         // unpacked bytes of one tile's blocks
+		sc.u = grow(sc.u, nbc/nb*sub)
+		sc.facc = grow(sc.facc, R*width)
+		u, facc := sc.u, sc.facc
+		clear(facc)
+		for g0 := 0; g0 < G; g0 += kc {
+			g1 := min(G, g0+kc)
+			for b := range nbc {
+				src := w.qs[((b0+b)*G+g0)*tiles*64:]
+				uk.unpack(u[b/nb*sub+b%nb*128:], nb*128, src, (g1-g0)*tiles)
+			}
+			for t0 := 0; t0+2 <= R; t0 += 4 {
+				n := 4
+				if t0+4 > R {
+					n = 2
+				}
+				a, d, _ := acts.block(t0, n)
+				af := acts.af4[t0*G : (t0+n)*G]
+				for j := 0; j < nbc; j += nb {
+					meta := w.meta[((b0+j)*G+g0)*int4Meta:]
+					uk.gemm(n, nb, facc[t0*width+j*int4Block:], width, u[j/nb*sub:], meta, G*int4Meta, a[n*g0*group:], d[n*g0:], af[n*g0:], g1-g0, tiles)
+				}
+			}
+		}
+		n0 := b0 * int4Block
+		if R == T {
+			for t := range T {
+				copy(dst[t*N+n0:t*N+n0+width], facc[t*width:])
+			}
+		} else {
+			uk.addRows(dst[n0:], N, facc, facc[T*width:], width, T, width)
+		}
+		if R%2 == 1 {
+			// The last row of an odd count (coarse mode) is in no tile.
+			t := R - 1
+			ik.gemv(dst[t*N+n0:t*N+n0+width], w, b0, b0+nbc, acts, t)
+		}
+		b0 += nbc
+	}
+}
