@@ -22,23 +22,24 @@ func TestAttendBlockMatchesAttend(t *testing.T) {
 					rows, g := rg[0], rg[1]
 					stride := d + 8*(n0%2)
 					qstride := 2*g*d + 16 // another group's heads sit between rows
+					ostride := g*d + 8*(rows%2)
 					n := n0 + rows - 1
 					k, v := randVec(r, n*stride), randVec(r, n*stride)
-					span := (rows-1)*qstride + g*d
-					q := randVec(r, span)
+					span := (rows-1)*ostride + g*d
+					q := randVec(r, (rows-1)*qstride+g*d)
 					out, check := guarded(t, span)
 					const sentinel = float32(-7.25)
 					for i := range out {
 						out[i] = sentinel
 					}
 					scratch := make([]float32, AttendBlockScratch(rows, g, n0, d))
-					AttendBlock(out, q, rows, g, qstride, k, v, n0, d, stride, 0.088, scratch)
+					AttendBlock(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, 0.088, scratch)
 					check()
 					for row := range rows {
 						for h := range g {
-							o := row*qstride + h*d
+							o, qi := row*ostride+h*d, row*qstride+h*d
 							want := make([]float32, d)
-							Attend(want, q[o:o+d], k, v, n0+row, d, stride, 0.088, make([]float32, n0+row))
+							Attend(want, q[qi:qi+d], k, v, n0+row, d, stride, 0.088, make([]float32, n0+row))
 							for j := range want {
 								if math.Float32bits(out[o+j]) != math.Float32bits(want[j]) {
 									t.Fatalf("d=%d n0=%d rows=%d g=%d: row %d head %d out[%d] = %g, Attend %g", d, n0, rows, g, row, h, j, out[o+j], want[j])
@@ -46,7 +47,7 @@ func TestAttendBlockMatchesAttend(t *testing.T) {
 							}
 						}
 						if row < rows-1 {
-							for i := row*qstride + g*d; i < (row+1)*qstride; i++ {
+							for i := row*ostride + g*d; i < (row+1)*ostride; i++ {
 								if out[i] != sentinel {
 									t.Fatalf("d=%d n0=%d rows=%d g=%d: wrote out[%d] between rows", d, n0, rows, g, i)
 								}
@@ -74,7 +75,7 @@ func BenchmarkAttendBlock(b *testing.B) {
 			restore, _ := useImpl(name)
 			defer restore()
 			for b.Loop() {
-				AttendBlock(out, q, rows, g, g*d, k, v, n0, d, d, 0.088, scratch)
+				AttendBlock(out, g*d, q, g*d, rows, g, k, v, n0, d, d, 0.088, scratch)
 			}
 		})
 		b.Run(name+"/rows", func(b *testing.B) {

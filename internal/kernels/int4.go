@@ -134,27 +134,34 @@ func (p *int4Acts) quantize(quant int4Quant, x []float32, T, lo, hi, group int) 
 
 // interleave fills the blocks of rows [lo, hi): 4 rows at a time, then a
 // final pair (lo%4 == 0; hi%4 == 0 or hi is the row count, which is even).
-func (p *int4Acts) interleave(lo, hi int) {
+func (p *int4Acts) interleave(il4 func(dst, src []int8, k int), lo, hi int) {
 	for t0 := lo; t0+2 <= hi; {
 		n := 4
 		if t0+4 > hi {
 			n = 2
 		}
-		p.interleaveBlock(t0, n)
+		p.interleaveBlock(il4, t0, n)
 		t0 += n
 	}
 }
 
-func (p *int4Acts) interleaveBlock(t0, n int) {
+func (p *int4Acts) interleaveBlock(il4 func(dst, src []int8, k int), t0, n int) {
 	K, G := p.K, p.G
 	a4, d4, s4 := p.block(t0, n)
-	w4 := unsafe.Slice((*uint32)(unsafe.Pointer(&a4[0])), n*K/4)
-	for t := range n {
-		a, d, asum := p.token(t0 + t)
-		w := unsafe.Slice((*uint32)(unsafe.Pointer(&a[0])), K/4)
-		for i, v := range w {
-			w4[n*i+t] = v
+	if n == 4 && il4 != nil && K%64 == 0 {
+		il4(a4, p.a[t0*K:(t0+4)*K], K)
+	} else {
+		w4 := unsafe.Slice((*uint32)(unsafe.Pointer(&a4[0])), n*K/4)
+		for t := range n {
+			a, _, _ := p.token(t0 + t)
+			w := unsafe.Slice((*uint32)(unsafe.Pointer(&a[0])), K/4)
+			for i, v := range w {
+				w4[n*i+t] = v
+			}
 		}
+	}
+	for t := range n {
+		_, d, asum := p.token(t0 + t)
 		af4 := p.af4[t0*G : (t0+n)*G]
 		for g := range G {
 			d4[n*g+t], s4[n*g+t], af4[n*g+t] = d[g], asum[g], float32(asum[g])
@@ -236,6 +243,10 @@ type int4Kernels struct {
 	// stride ldd; gemm2 for the pair of rows t0, t0+1 after the last block
 	// of 4.
 	gemm4, gemm2 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
+	// interleave4, when set, interleaves 4 activation rows of k inputs
+	// (a multiple of 64) by 4-byte word: dst[16w+4r:][:4] =
+	// src[r*k+4w:][:4].
+	interleave4 func(dst, src []int8, k int)
 	// unpacked, when set, computes products of many rows (prefill) from
 	// codes unpacked to bytes; see int4RowsU.
 	unpacked *int4UKernels
@@ -267,10 +278,10 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	ik := &active.int4
 	if T >= 8 {
 		parallelRows(T, 4, func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) })
-		parallelRows(R, 4, acts.interleave)
+		parallelRows(R, 4, func(lo, hi int) { acts.interleave(ik.interleave4, lo, hi) })
 	} else {
 		acts.quantize(ik.quant, x, T, 0, T, w.Group)
-		acts.interleave(0, R)
+		acts.interleave(ik.interleave4, 0, R)
 	}
 	unpacked := ik.unpacked != nil && R >= int4UMinRows && w.Group <= int4UMaxGroup
 	if !w.Coarse && (!unpacked || w.N%int4Block != 0) {
@@ -309,6 +320,10 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	}
 	if R*K*N < 4*serialMACs {
 		run(0, w.blocks)
+		return
+	}
+	if unpacked {
+		parallelRowsBalanced(w.blocks, 4, run)
 		return
 	}
 	parallelRows(w.blocks, 4, run)

@@ -201,7 +201,7 @@ var avx512Impl = func() impl {
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
-		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI}
+		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go}
 	}
 	avx512Ops.fill(&im)
 	im.attendBlock = attendBlockAVX512
@@ -257,6 +257,11 @@ func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 
 var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}
 
+func int4Interleave4Go(dst, src []int8, k int) {
+	_, _ = dst[4*k-1], src[4*k-1]
+	int4Interleave4(&dst[0], &src[0], k)
+}
+
 func int4AddRowsGo(dst []float32, ldd int, a, b []float32, lda, rows, width int) {
 	if rows == 0 || width == 0 {
 		return
@@ -301,10 +306,10 @@ func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, 
 // block sees go through the blocked sums; the few keys only later rows
 // see (the causal triangle) are added query by query afterwards, which
 // keeps each query's sum in increasing key order.
-func attendBlockAVX512(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
+func attendBlockAVX512(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
 	M := rows * g
 	if d == 0 || d%64 != 0 || M < 4 {
-		attendBlockLoop(out, q, rows, g, qstride, k, v, n0, d, stride, scale, scratch)
+		attendBlockLoop(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 		return
 	}
 	o := &avx512Ops
@@ -359,6 +364,6 @@ func attendBlockAVX512(out, q []float32, rows, g, qstride int, k, v []float32, n
 		}
 	}
 	for r := range rows {
-		copy(out[r*qstride:r*qstride+g*d], Ob[r*g*d:(r+1)*g*d])
+		copy(out[r*ostride:r*ostride+g*d], Ob[r*g*d:(r+1)*g*d])
 	}
 }

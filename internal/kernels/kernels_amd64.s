@@ -4700,6 +4700,47 @@ addrows_ret:
 	VZEROUPPER
 	RET
 
+// func int4Interleave4(dst *int8, src *int8, k int)
+// Requires: AVX, AVX512F
+TEXT ·int4Interleave4(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ k+16(FP), DX
+	LEAQ (DX)(DX*2), BX
+	LEAQ (CX)(DX*1), SI
+
+il4:
+	VMOVDQU32   (CX), Z0
+	VMOVDQU32   (CX)(DX*1), Z1
+	VMOVDQU32   (CX)(DX*2), Z2
+	VMOVDQU32   (CX)(BX*1), Z3
+	VPUNPCKLDQ  Z1, Z0, Z4
+	VPUNPCKHDQ  Z1, Z0, Z0
+	VPUNPCKLDQ  Z3, Z2, Z1
+	VPUNPCKHDQ  Z3, Z2, Z2
+	VPUNPCKLQDQ Z1, Z4, Z3
+	VPUNPCKHQDQ Z1, Z4, Z1
+	VPUNPCKLQDQ Z2, Z0, Z4
+	VPUNPCKHQDQ Z2, Z0, Z0
+	VSHUFI32X4  $0x44, Z1, Z3, Z2
+	VSHUFI32X4  $0xee, Z1, Z3, Z1
+	VSHUFI32X4  $0x44, Z0, Z4, Z3
+	VSHUFI32X4  $0xee, Z0, Z4, Z0
+	VSHUFI32X4  $0x88, Z3, Z2, Z4
+	VSHUFI32X4  $0xdd, Z3, Z2, Z2
+	VSHUFI32X4  $0x88, Z0, Z1, Z3
+	VSHUFI32X4  $0xdd, Z0, Z1, Z0
+	VMOVDQU32   Z4, (AX)
+	VMOVDQU32   Z2, 64(AX)
+	VMOVDQU32   Z3, 128(AX)
+	VMOVDQU32   Z0, 192(AX)
+	ADDQ        $0x00000100, AX
+	ADDQ        $0x00000040, CX
+	CMPQ        CX, SI
+	JL          il4
+	VZEROUPPER
+	RET
+
 // func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
 // Requires: AVX, AVX512F, AVX512_VNNI
 TEXT ·int4GemmU4x4VNNI(SB), NOSPLIT, $0-80

@@ -101,26 +101,25 @@ func AttendGroup(out, q []float32, g int, k, v []float32, n, d, stride int, scal
 
 // AttendBlock is AttendGroup for rows consecutive positions of one
 // sequence (a prompt being prefilled): row r's g query heads are
-// q[r*qstride+i*d:][:d], its outputs out likewise, and row r attends to
+// q[r*qstride+i*d:][:d], its outputs out[r*ostride+i*d:][:d], and row r attends to
 // the first n0+r cached positions (n0 >= 1). Blocking the rows lets every
 // key and value read serve all of them; each head's output is still
 // bitwise what Attend computes for it, so a row's result does not depend
 // on the rows it was blocked with. scratch holds at least
 // AttendBlockScratch(rows, g, n0, d) floats.
-func AttendBlock(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
-	if rows <= 0 || g <= 0 || n0 <= 0 || d < 0 || qstride < g*d {
-		panic(fmt.Sprintf("kernels: AttendBlock rows=%d g=%d n0=%d d=%d qstride=%d", rows, g, n0, d, qstride))
+func AttendBlock(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
+	if rows <= 0 || g <= 0 || n0 <= 0 || d < 0 || qstride < g*d || ostride < g*d {
+		panic(fmt.Sprintf("kernels: AttendBlock rows=%d g=%d n0=%d d=%d qstride=%d ostride=%d", rows, g, n0, d, qstride, ostride))
 	}
-	span := (rows-1)*qstride + g*d
 	need := (n0+rows-2)*stride + d
-	if len(out) < span || len(q) < span || len(scratch) < AttendBlockScratch(rows, g, n0, d) || stride < d || len(k) < need || len(v) < need {
+	if len(out) < (rows-1)*ostride+g*d || len(q) < (rows-1)*qstride+g*d || len(scratch) < AttendBlockScratch(rows, g, n0, d) || stride < d || len(k) < need || len(v) < need {
 		panic(fmt.Sprintf("kernels: AttendBlock rows=%d g=%d n0=%d d=%d stride=%d: have out %d, q %d, k %d, v %d, scratch %d", rows, g, n0, d, stride, len(out), len(q), len(k), len(v), len(scratch)))
 	}
 	if active.attendBlock != nil {
-		active.attendBlock(out, q, rows, g, qstride, k, v, n0, d, stride, scale, scratch)
+		active.attendBlock(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 		return
 	}
-	attendBlockLoop(out, q, rows, g, qstride, k, v, n0, d, stride, scale, scratch)
+	attendBlockLoop(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 }
 
 // AttendBlockScratch is the scratch AttendBlock needs: every query's
@@ -131,11 +130,11 @@ func AttendBlockScratch(rows, g, n0, d int) int {
 }
 
 // attendBlockLoop runs AttendBlock row by row.
-func attendBlockLoop(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
+func attendBlockLoop(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
 	for r := range rows {
 		n := n0 + r
-		o := r * qstride
-		active.attendGroup(out[o:o+g*d], q[o:o+g*d], g, k, v, n, d, stride, scale, scratch[:g*n])
+		o, i := r*ostride, r*qstride
+		active.attendGroup(out[o:o+g*d], q[i:i+g*d], g, k, v, n, d, stride, scale, scratch[:g*n])
 	}
 }
 

@@ -34,6 +34,10 @@ type poolJob struct {
 	pending atomic.Int32
 }
 
+// chunksPerWorker is how many pieces a long loop is cut into per
+// goroutine (parallelRowsBalanced).
+const chunksPerWorker = 4
+
 // spinFor is how long an idle worker polls before parking.
 const spinFor = 50 * time.Microsecond
 
@@ -63,14 +67,19 @@ func (j *poolJob) work() {
 }
 
 // run executes fn over chunks of [0, n) on up to p goroutines.
-func (sp *spinPool) run(n, align, p int, fn func(lo, hi int)) {
+// With fine, the loop is cut into several chunks per goroutine.
+func (sp *spinPool) run(n, align, p int, fine bool, fn func(lo, hi int)) {
 	if !sp.busy.TryLock() {
 		fn(0, n)
 		return
 	}
 	defer sp.busy.Unlock()
-	j := &poolJob{fn: fn, n: n, align: align, chunks: int32(p)}
-	j.pending.Store(int32(p))
+	chunks := p
+	if fine {
+		chunks = min((n+align-1)/align, chunksPerWorker*p)
+	}
+	j := &poolJob{fn: fn, n: n, align: align, chunks: int32(chunks)}
+	j.pending.Store(int32(chunks))
 	sp.job.Store(j)
 	sp.mu.Lock()
 	for sp.started < p-1 {

@@ -22,7 +22,7 @@ type impl struct {
 	attendGroup func(out, q []float32, g int, k, v []float32, n, d, stride int, scale float32, scratch []float32)
 	// attendBlock, when set, is AttendBlock; each head must equal
 	// attend's result. Nil runs AttendBlock row by row.
-	attendBlock func(out, q []float32, rows, g, qstride int, k, v []float32, n0, d, stride int, scale float32, scratch []float32)
+	attendBlock func(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

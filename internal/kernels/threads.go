@@ -67,7 +67,15 @@ const (
 // boundaries are multiples of align, and runs fn on each; the calling
 // goroutine takes the first chunk. Chunk boundaries never change results:
 // kernels compute each output element independently of its neighbours.
-func parallelRows(n, align int, fn func(lo, hi int)) {
+func parallelRows(n, align int, fn func(lo, hi int)) { parallelChunks(n, align, false, fn) }
+
+// parallelRowsBalanced is parallelRows for long loops (prefill products):
+// with several chunks per goroutine, handed out as goroutines finish, a
+// core slowed by other work takes fewer of them instead of holding the
+// whole product back with a fixed half.
+func parallelRowsBalanced(n, align int, fn func(lo, hi int)) { parallelChunks(n, align, true, fn) }
+
+func parallelChunks(n, align int, fine bool, fn func(lo, hi int)) {
 	p := Threads()
 	blocks := (n + align - 1) / align
 	if p > blocks {
@@ -78,7 +86,7 @@ func parallelRows(n, align int, fn func(lo, hi int)) {
 		return
 	}
 	if poolMode == poolSpin {
-		pool.run(n, align, p, fn)
+		pool.run(n, align, p, fine, fn)
 		return
 	}
 	var wg sync.WaitGroup

@@ -27,17 +27,17 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	T, ws := b.T, b.ws
 	hd := a.HeadDim
 	qd, kvd := a.Heads*hd, a.KVHeads*hd
-	q, k, v, att := ws.q[:T*qd], ws.k[:T*kvd], ws.v[:T*kvd], ws.att[:T*qd]
+	att := ws.att[:T*qd]
+	// Row t's query heads are q[t*qs:], its key and value heads k[t*ks:]
+	// and v[t*ks:]; a stacked projection's output is used in place.
+	q, qs := ws.q[:T*qd], qd
+	k, v, ks := ws.k[:T*kvd], ws.v[:T*kvd], kvd
 	if a.QKV != nil {
 		w := qd + 2*kvd
 		qkv := ws.qkv[:T*w]
 		a.QKV.Forward(qkv, x, T)
-		for t := range T {
-			row := qkv[t*w : (t+1)*w]
-			copy(q[t*qd:(t+1)*qd], row[:qd])
-			copy(k[t*kvd:(t+1)*kvd], row[qd:qd+kvd])
-			copy(v[t*kvd:(t+1)*kvd], row[qd+kvd:])
-		}
+		q, qs = qkv, w
+		k, v, ks = qkv[qd:], qkv[qd+kvd:], w
 	} else {
 		a.Q.Forward(q, x, T)
 		a.K.Forward(k, x, T)
@@ -48,19 +48,19 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		r := b.rows[t]
 		cos, sin := b.rope.At(r.pos)
 		for h := range a.Heads {
-			qh := q[t*qd+h*hd : t*qd+(h+1)*hd]
+			qh := q[t*qs+h*hd : t*qs+(h+1)*hd]
 			kernels.RMSNorm(qh, qh, a.QNorm.W, a.QNorm.Eps)
 			kernels.RoPE(qh, cos, sin)
 		}
 		for h := range a.KVHeads {
-			kh := k[t*kvd+h*hd : t*kvd+(h+1)*hd]
+			kh := k[t*ks+h*hd : t*ks+(h+1)*hd]
 			kernels.RMSNorm(kh, kh, a.KNorm.W, a.KNorm.Eps)
 			kernels.RoPE(kh, cos, sin)
 		}
 		for h := range a.KVHeads {
 			kc, vc := r.cache.head(layer, h)
-			copy(kc[r.pos*hd:(r.pos+1)*hd], k[t*kvd+h*hd:t*kvd+(h+1)*hd])
-			copy(vc[r.pos*hd:(r.pos+1)*hd], v[t*kvd+h*hd:t*kvd+(h+1)*hd])
+			copy(kc[r.pos*hd:(r.pos+1)*hd], k[t*ks+h*hd:t*ks+(h+1)*hd])
+			copy(vc[r.pos*hd:(r.pos+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd])
 		}
 	})
 
@@ -79,11 +79,11 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]
 		kc, vc := r.cache.head(layer, kh)
-		lo := t0*qd + kh*group*hd
+		lo := kh * group * hd
 		if need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd); len(ws.scratch[w]) < need {
 			ws.scratch[w] = make([]float32, need)
 		}
-		kernels.AttendBlock(att[lo:], q[lo:], rows, group, qd, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
+		kernels.AttendBlock(att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
 	})
 	a.O.Forward(out, att, T)
 }

@@ -16,6 +16,7 @@ import (
 func int4UnpackedKernels() {
 	int4Unpack()
 	int4AddRows()
+	int4Interleave4()
 	for _, rows := range []int{4, 2} {
 		for _, nb := range []int{4, 2, 1} {
 			int4GemmU(rows, nb)
@@ -184,6 +185,58 @@ func int4AddRows() {
 	DECQ(rows)
 	JNZ(LabelRef("addrows_row"))
 	Label("addrows_ret")
+	VZEROUPPER()
+	RET()
+}
+
+// int4Interleave4 emits the transposition that interleaves 4 activation
+// rows by 4-byte word for the 4-row kernels.
+func int4Interleave4() {
+	TEXT("int4Interleave4", NOSPLIT, "func(dst, src *int8, k int)")
+	Doc("int4Interleave4 sets dst[16w+4r:][:4] = src[r*k+4w:][:4] for rows r < 4 and",
+		"words w < k/4, k a positive multiple of 64.")
+	dst, src, k := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("k"), GP64())
+	k3, end := GP64(), GP64()
+	LEAQ(Mem{Base: k, Index: k, Scale: 2}, k3)
+	LEAQ(Mem{Base: src, Index: k, Scale: 1}, end)
+	Label("il4")
+	r := make([]VecVirtual, 4)
+	for i := range r {
+		r[i] = ZMM()
+	}
+	VMOVDQU32(mem(src, 0), r[0])
+	VMOVDQU32(Mem{Base: src, Index: k, Scale: 1}, r[1])
+	VMOVDQU32(Mem{Base: src, Index: k, Scale: 2}, r[2])
+	VMOVDQU32(Mem{Base: src, Index: k3, Scale: 1}, r[3])
+	// In each 128-bit lane L: x[j] = words 4L+j of rows 0..3.
+	ablo, abhi, cdlo, cdhi := ZMM(), ZMM(), ZMM(), ZMM()
+	VPUNPCKLDQ(r[1], r[0], ablo)
+	VPUNPCKHDQ(r[1], r[0], abhi)
+	VPUNPCKLDQ(r[3], r[2], cdlo)
+	VPUNPCKHDQ(r[3], r[2], cdhi)
+	x := []VecVirtual{ZMM(), ZMM(), ZMM(), ZMM()}
+	VPUNPCKLQDQ(cdlo, ablo, x[0])
+	VPUNPCKHQDQ(cdlo, ablo, x[1])
+	VPUNPCKLQDQ(cdhi, abhi, x[2])
+	VPUNPCKHQDQ(cdhi, abhi, x[3])
+	// Transpose the 128-bit lanes: output vector L = lane L of x[0..3].
+	y := []VecVirtual{ZMM(), ZMM(), ZMM(), ZMM()}
+	VSHUFI32X4(U8(0x44), x[1], x[0], y[0])
+	VSHUFI32X4(U8(0xEE), x[1], x[0], y[1])
+	VSHUFI32X4(U8(0x44), x[3], x[2], y[2])
+	VSHUFI32X4(U8(0xEE), x[3], x[2], y[3])
+	o := []VecVirtual{ZMM(), ZMM(), ZMM(), ZMM()}
+	VSHUFI32X4(U8(0x88), y[2], y[0], o[0])
+	VSHUFI32X4(U8(0xDD), y[2], y[0], o[1])
+	VSHUFI32X4(U8(0x88), y[3], y[1], o[2])
+	VSHUFI32X4(U8(0xDD), y[3], y[1], o[3])
+	for i := range o {
+		VMOVDQU32(o[i], mem(dst, 64*i))
+	}
+	ADDQ(U32(256), dst)
+	ADDQ(U32(64), src)
+	CMPQ(src, end)
+	JL(LabelRef("il4"))
 	VZEROUPPER()
 	RET()
 }
