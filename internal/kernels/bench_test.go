@@ -116,18 +116,23 @@ func BenchmarkParallelOverhead(b *testing.B) {
 
 // BenchmarkMatMulInt4 reports GOP/s (2·T·K·N per call, as for the float
 // products) and repacked-weight GB/s for AWQ g128 matrices.
+// int4BenchCase is a random AWQ matrix (group 128) of the shape's K×N with
+// T rows of input and room for the output.
+func int4BenchCase(b *testing.B, sh benchShape) (m *Int4Matrix, x, dst []float32) {
+	r := rand.New(rand.NewPCG(1, 2))
+	ac := newAWQCase(b, r, sh.K, sh.N, 128, false)
+	m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, sh.K, sh.N, 128)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, randVec(r, sh.T*sh.K), make([]float32, sh.T*sh.N)
+}
+
 func BenchmarkMatMulInt4(b *testing.B) {
 	defer SetThreads(Threads())
 	SetThreads(runtime.GOMAXPROCS(0))
 	for _, sh := range matmulShapes() {
-		r := rand.New(rand.NewPCG(1, 2))
-		ac := newAWQCase(b, r, sh.K, sh.N, 128, false)
-		m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, sh.K, sh.N, 128)
-		if err != nil {
-			b.Fatal(err)
-		}
-		x := randVec(r, sh.T*sh.K)
-		dst := make([]float32, sh.T*sh.N)
+		m, x, dst := int4BenchCase(b, sh)
 		for _, name := range implNames() {
 			if name == "go" && benchLarge && sh.T > 1 {
 				continue

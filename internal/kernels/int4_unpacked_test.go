@@ -68,14 +68,7 @@ func BenchmarkMatMulInt4Prefill(b *testing.B) {
 		shapes = []benchShape{{512, 1024, 6144}, {512, 3072, 1024}, {512, 4096, 24576}}
 	}
 	for _, sh := range shapes {
-		r := rand.New(rand.NewPCG(1, 2))
-		ac := newAWQCase(b, r, sh.K, sh.N, 128, false)
-		m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, sh.K, sh.N, 128)
-		if err != nil {
-			b.Fatal(err)
-		}
-		x := randVec(r, sh.T*sh.K)
-		dst := make([]float32, sh.T*sh.N)
+		m, x, dst := int4BenchCase(b, sh)
 		for _, name := range implNames() {
 			restore, _ := useImpl(name)
 			uk := active.int4.unpacked

@@ -39,17 +39,6 @@ func attnScoresQ4() {
 		LEAQ(Mem{Base: x, Index: x, Scale: 2}, t)
 		return t
 	}
-	// Row r of a 4-row operand at base + r·step: (base), (base)(step),
-	// (base)(step*2), (base)(step3).
-	rowAt := func(base, step, step3 Register, r, disp int) Mem {
-		switch r {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: step3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: step, Scale: uint8(r), Disp: disp}
-	}
 	d3, stride3, ss3 := triple(d), triple(stride), triple(ss)
 	TESTQ(n, n)
 	JZ(LabelRef("q4_ret"))
@@ -68,11 +57,11 @@ func attnScoresQ4() {
 	qv := make([]VecVirtual, 4)
 	for r := range qv {
 		qv[r] = i.vec()
-		VMOVUPS(rowAt(qo, d, d3, r, 0), qv[r])
+		VMOVUPS(row4(qo, d, d3, r, 0), qv[r])
 	}
 	for kj := range 4 {
 		t := i.vec()
-		VMOVUPS(rowAt(ko, stride, stride3, kj, 0), t)
+		VMOVUPS(row4(ko, stride, stride3, kj, 0), t)
 		for qi := range 4 {
 			VFMADD231PS(qv[qi], t, acc[4*kj+qi])
 		}
@@ -86,7 +75,7 @@ func attnScoresQ4() {
 	// 128-bit lane qi of w holds query qi's scores for the 4 keys.
 	VMOVUPS(w.AsX(), mem(s, 0))
 	for qi := 1; qi < 4; qi++ {
-		VEXTRACTF32X4(U8(qi), w, rowAt(s, ss, ss3, qi, 0))
+		VEXTRACTF32X4(U8(qi), w, row4(s, ss, ss3, qi, 0))
 	}
 	ADDQ(U8(16), s)
 	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
@@ -156,15 +145,6 @@ func attnSumQ4(add bool) {
 	SHLQ(U8(2), db) // bytes per query row of out
 	LEAQ(Mem{Base: db, Index: db, Scale: 2}, db3)
 	LEAQ(Mem{Base: ps, Index: ps, Scale: 2}, ps3)
-	rowAt := func(base, step, step3 Register, r, disp int) Mem {
-		switch r {
-		case 0:
-			return Mem{Base: base, Disp: disp}
-		case 3:
-			return Mem{Base: base, Index: step3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: base, Index: step, Scale: uint8(r), Disp: disp}
-	}
 	Label(name + "_chunk")
 	acc := make([][]VecVirtual, 4)
 	for qi := range acc {
@@ -172,7 +152,7 @@ func attnSumQ4(add bool) {
 		for u := range acc[qi] {
 			acc[qi][u] = i.vec()
 			if add {
-				VMOVUPS(rowAt(out, db, db3, qi, 64*u), acc[qi][u])
+				VMOVUPS(row4(out, db, db3, qi, 64*u), acc[qi][u])
 			} else {
 				zero(acc[qi][u])
 			}
@@ -188,7 +168,7 @@ func attnSumQ4(add bool) {
 	}
 	for qi := range 4 {
 		b := i.vec()
-		VBROADCASTSS(rowAt(pj, ps, ps3, qi, 0), b)
+		VBROADCASTSS(row4(pj, ps, ps3, qi, 0), b)
 		for u := range 4 {
 			VFMADD231PS(vv[u], b, acc[qi][u])
 		}
@@ -199,7 +179,7 @@ func attnSumQ4(add bool) {
 	JNZ(LabelRef(name + "_j"))
 	for qi := range 4 {
 		for u := range 4 {
-			VMOVUPS(acc[qi][u], rowAt(out, db, db3, qi, 64*u))
+			VMOVUPS(acc[qi][u], row4(out, db, db3, qi, 64*u))
 		}
 	}
 	ADDQ(U32(256), out)

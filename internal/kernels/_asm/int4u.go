@@ -78,15 +78,7 @@ func int4GemmU(rows, nb int) {
 	fs, fs3 := Load(Param("fstride"), GP64()), GP64()
 	SHLQ(U8(2), fs)
 	LEAQ(Mem{Base: fs, Index: fs, Scale: 2}, fs3)
-	frow := func(t, disp int) Mem {
-		switch t {
-		case 0:
-			return Mem{Base: facc, Disp: disp}
-		case 3:
-			return Mem{Base: facc, Index: fs3, Scale: 1, Disp: disp}
-		}
-		return Mem{Base: facc, Index: fs, Scale: uint8(t), Disp: disp}
-	}
+	frow := func(t, disp int) Mem { return row4(facc, fs, fs3, t, disp) }
 	mp := make([]Register, nb)
 	mp[0] = Load(Param("meta"), GP64())
 	if nb > 1 {

@@ -81,3 +81,16 @@ func main() {
 
 // mem is a shorthand for a memory operand at base+disp.
 func mem(base Register, disp int) Mem { return Mem{Base: base, Disp: disp} }
+
+// row4 addresses row r < 4 of an operand whose rows are step bytes apart,
+// with step3 = 3·step in a register: (base), (base)(step*1),
+// (base)(step*2), (base)(step3*1).
+func row4(base, step, step3 Register, r, disp int) Mem {
+	switch r {
+	case 0:
+		return Mem{Base: base, Disp: disp}
+	case 3:
+		return Mem{Base: base, Index: step3, Scale: 1, Disp: disp}
+	}
+	return Mem{Base: base, Index: step, Scale: uint8(r), Disp: disp}
+}
