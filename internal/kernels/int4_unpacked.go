@@ -2,13 +2,13 @@ package kernels
 
 import "sync"
 
-// int4UKernels is the prefill form of the INT4 product. A product over
-// many rows spends as many vector instructions splitting nibbles as it
-// does multiplying when the codes are unpacked inside the multiply loop;
-// instead, the codes of up to 4 blocks are unpacked to bytes once
-// (unpack), and every row tile is multiplied with those bytes (gemm). The
-// float steps per output are those of the packed kernels, so results are
-// bitwise equal whichever path a row takes.
+// int4UKernels is the prefill form of the INT4 product. Splitting nibbles
+// inside the multiply loop costs the packed kernels about one vector
+// instruction per three multiplies; instead, the codes of a pass's blocks
+// (up to int4UPassBlocks) are unpacked to bytes once (unpack), and every
+// row tile is multiplied with those bytes (gemm). The float steps per
+// output are those of the packed kernels, so results are bitwise equal
+// whichever path a row takes.
 type int4UKernels struct {
 	// unpack splits n consecutive 64-byte tiles of src into 64 bytes of
 	// low nibbles and 64 of high nibbles at dst[i*dstride:].
