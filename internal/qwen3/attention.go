@@ -30,8 +30,8 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	att := ws.att[:T*qd]
 	// Row t's query heads are q[t*qs:], its key and value heads k[t*ks:]
 	// and v[t*ks:]; a stacked projection's output is used in place.
-	q, qs := ws.q[:T*qd], qd
-	k, v, ks := ws.k[:T*kvd], ws.v[:T*kvd], kvd
+	var q, k, v []float32
+	var qs, ks int
 	if a.QKV != nil {
 		w := qd + 2*kvd
 		qkv := ws.qkv[:T*w]
@@ -39,6 +39,8 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		q, qs = qkv, w
 		k, v, ks = qkv[qd:], qkv[qd+kvd:], w
 	} else {
+		q, qs = ws.q[:T*qd], qd
+		k, v, ks = ws.k[:T*kvd], ws.v[:T*kvd], kvd
 		a.Q.Forward(q, x, T)
 		a.K.Forward(k, x, T)
 		a.V.Forward(v, x, T)

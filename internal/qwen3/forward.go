@@ -176,13 +176,19 @@ func (m *Model) getWorkspace(T int) *workspace {
 	fit(&ws.h, T*m.hidden)
 	fit(&ws.xn, T*m.hidden)
 	fit(&ws.o, T*m.hidden)
-	fit(&ws.q, T*m.qDim)
-	fit(&ws.k, T*m.kvDim)
-	fit(&ws.v, T*m.kvDim)
+	split, stacked := false, false // some layer has separate q/k/v; some a stacked one
+	for _, l := range m.Layers {
+		split, stacked = split || l.Attn.QKV == nil, stacked || l.Attn.QKV != nil
+	}
+	if split {
+		fit(&ws.q, T*m.qDim)
+		fit(&ws.k, T*m.kvDim)
+		fit(&ws.v, T*m.kvDim)
+	}
 	fit(&ws.att, T*m.qDim)
 	fit(&ws.gate, T*m.inter)
 	fit(&ws.up, T*m.inter)
-	if len(m.Layers) > 0 && m.Layers[0].Attn.QKV != nil {
+	if stacked {
 		fit(&ws.qkv, T*(m.qDim+2*m.kvDim))
 	}
 	if len(m.Layers) > 0 && m.Layers[0].MLP.GateUp != nil {
