@@ -33,6 +33,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	positions := fs.String("positions", "100,4000", "cache lengths at which a single-token step is timed")
 	streams := fs.String("streams", "4,16,64", "stream counts for batched steps (empty skips them)")
 	steps := fs.Int("steps", 8, "timed steps per measurement")
+	noWarmup := fs.Bool("no-warmup", false, "skip the untimed prefill of the same length before the timed one")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print one JSON object")
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
@@ -66,7 +67,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *threads > 0 {
 		kernels.SetThreads(*threads)
 	}
-	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed, Bandwidth: *bandwidth << 20}
+	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed, Bandwidth: *bandwidth << 20, NoWarmup: *noWarmup}
 	if *pp == 0 {
 		opts.Prefill = -1
 	}

@@ -29,6 +29,11 @@ type Options struct {
 	// measurement taken in the same run (ReadBandwidth), so the decode
 	// step's weight traffic can be compared with what the machine reads.
 	Bandwidth int64
+	// NoWarmup skips the untimed prefill of the same length that
+	// precedes the timed one (llama-bench's --no-warmup): the timed run
+	// then also pays for sizing the pooled workspaces and first touching
+	// the KV cache's pages.
+	NoWarmup bool
 }
 
 func (o *Options) defaults() {
@@ -125,10 +130,21 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 
 	if o.Prefill > 0 {
 		c := m.NewCache()
-		// One untimed token warms the workspace pool and the page cache.
-		if _, err := m.Forward([]qwen3.Sequence{{Cache: m.NewCache(), IDs: ids(1, 99)}}, qwen3.ForwardOptions{}); err != nil {
+		if err := c.Reserve(o.Prefill); err != nil {
 			return nil, err
 		}
+		// An untimed prefill of the same length (as llama-bench runs one
+		// before timing) sizes the pooled workspaces and kernel scratch and
+		// touches the cache's pages, so the timed run measures the forward
+		// itself; without it, one untimed token still warms the page cache.
+		warm := ids(o.Prefill, o.Seed+2)
+		if o.NoWarmup {
+			warm = ids(1, 99)
+		}
+		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: warm}}, qwen3.ForwardOptions{}); err != nil {
+			return nil, err
+		}
+		c.Truncate(0)
 		start := time.Now()
 		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: ids(o.Prefill, o.Seed+1)}}, qwen3.ForwardOptions{}); err != nil {
 			return nil, err

@@ -47,6 +47,9 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "step at position 300") {
 		t.Errorf("table:\n%s", b.String())
 	}
+	if r, err := Run(m, "tiny", "bf16", 0, Options{Prefill: 24, Positions: []int{5}, Streams: []int{}, Steps: 1, NoWarmup: true}); err != nil || r.PrefillTokens != 24 || len(r.Decode) != 1 || len(r.Batched) != 0 {
+		t.Errorf("without warm-up: %v, %+v", err, r)
+	}
 	if _, err := Run(m, "tiny", "bf16", 0, Options{Positions: []int{8190}, Steps: 8}); err == nil {
 		t.Error("a position past max_position_embeddings was accepted")
 	}
