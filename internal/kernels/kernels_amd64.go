@@ -278,12 +278,15 @@ func int4UnpackGo(dst []byte, dstride int, src []byte, n int) {
 	int4Unpack(&dst[0], dstride, &src[0], n)
 }
 
-var int4GemmUVNNIFuncs = [...]func(facc *float32, fstride int, u, meta *byte, mstride int, a4 *int8, d4, af4 *float32, groups, tiles int){
+var int4GemmUVNNIFuncs = [...]func(facc *float32, fstride int, u, meta *byte, mstride int, a4 *int8, d4, af4 *float32, groups, tiles, rtiles, askip, dskip int){
 	int4GemmU4x4VNNI, int4GemmU4x2VNNI, int4GemmU4x1VNNI,
 	int4GemmU2x4VNNI, int4GemmU2x2VNNI, int4GemmU2x1VNNI,
 }
 
-func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, mstride int, a []int8, d, af []float32, groups, tiles int) {
+func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, mstride int, a []int8, d, af []float32, groups, tiles, rtiles, K, G int) {
+	if rtiles == 0 {
+		return
+	}
 	ri, ni := 0, 0 // rows 4, 2; nb 4, 2, 1
 	if rows == 2 {
 		ri = 1
@@ -291,13 +294,16 @@ func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, 
 	if nb < 4 {
 		ni = 3 - nb
 	}
-	// Bounds the assembly relies on.
-	_ = facc[(rows-1)*fstride+16*nb-1]
+	// Bounds the assembly relies on: the last row tile starts rows·K
+	// activations, rows·G steps and rows·fstride sums after the one before.
+	last := rtiles - 1
+	_ = facc[(rows*rtiles-1)*fstride+16*nb-1]
 	_ = u[groups*tiles*nb*128-1]
 	_ = meta[(nb-1)*mstride+groups*int4Meta-1]
-	_ = a[groups*tiles*8*rows-1]
-	_, _ = d[groups*rows-1], af[groups*rows-1]
-	int4GemmUVNNIFuncs[3*ri+ni](&facc[0], fstride, &u[0], &meta[0], mstride, &a[0], &d[0], &af[0], groups, tiles)
+	_ = a[last*rows*K+groups*tiles*8*rows-1]
+	_, _ = d[last*rows*G+groups*rows-1], af[last*rows*G+groups*rows-1]
+	askip, dskip := rows*K-groups*tiles*8*rows, 4*(rows*G-groups*rows)
+	int4GemmUVNNIFuncs[3*ri+ni](&facc[0], fstride, &u[0], &meta[0], mstride, &a[0], &d[0], &af[0], groups, tiles, rtiles, askip, dskip)
 }
 
 // attendBlockAVX512 blocks the rows' query heads four at a time through

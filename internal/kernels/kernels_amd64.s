@@ -4741,22 +4741,24 @@ il4:
 	VZEROUPPER
 	RET
 
-// func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU4x4VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU4x4VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
 	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), SI
-	MOVQ mstride+32(FP), DI
-	LEAQ (SI)(DI*1), R8
-	LEAQ (R8)(DI*1), R9
-	LEAQ (R9)(DI*1), DI
-	MOVQ a4+40(FP), R10
-	MOVQ d4+48(FP), R11
-	MOVQ af4+56(FP), R12
+	MOVQ a4+40(FP), SI
+	MOVQ d4+48(FP), DI
+	MOVQ af4+56(FP), R8
+
+int4GemmU4x4VNNI_rtile:
+	MOVQ meta+24(FP), R9
+	MOVQ mstride+32(FP), CX
+	LEAQ (R9)(CX*1), R10
+	LEAQ (R10)(CX*1), R11
+	LEAQ (R11)(CX*1), R12
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R13
 
 int4GemmU4x4VNNI_group:
@@ -4779,14 +4781,14 @@ int4GemmU4x4VNNI_group:
 	MOVQ   tiles+72(FP), R14
 
 int4GemmU4x4VNNI_tile:
-	VPBROADCASTD      (R10), Z16
-	VPBROADCASTD      16(R10), Z17
-	VPBROADCASTD      4(R10), Z18
-	VPBROADCASTD      20(R10), Z19
-	VPBROADCASTD      8(R10), Z20
-	VPBROADCASTD      24(R10), Z21
-	VPBROADCASTD      12(R10), Z22
-	VPBROADCASTD      28(R10), Z23
+	VPBROADCASTD      (SI), Z16
+	VPBROADCASTD      16(SI), Z17
+	VPBROADCASTD      4(SI), Z18
+	VPBROADCASTD      20(SI), Z19
+	VPBROADCASTD      8(SI), Z20
+	VPBROADCASTD      24(SI), Z21
+	VPBROADCASTD      12(SI), Z22
+	VPBROADCASTD      28(SI), Z23
 	VMOVDQU32         (CX), Z24
 	VMOVDQU32         64(CX), Z25
 	VPDPBUSD          Z16, Z24, Z0
@@ -4828,142 +4830,150 @@ int4GemmU4x4VNNI_tile:
 	VPDPBUSD          Z22, Z24, Z15
 	VPDPBUSD          Z23, Z25, Z15
 	ADDQ              $0x00000200, CX
-	ADDQ              $0x00000020, R10
+	ADDQ              $0x00000020, SI
 	DECQ              R14
 	JNZ               int4GemmU4x4VNNI_tile
-	VPMOVZXBD         32(SI), Z16
+	VPMOVZXBD         32(R9), Z16
 	VCVTDQ2PS         Z16, Z16
-	VCVTPH2PS         (SI), Z17
+	VCVTPH2PS         (R9), Z17
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R12), Z16, Z0
-	VMULPS.BCST       (R11), Z17, Z18
+	VFNMADD231PS.BCST (R8), Z16, Z0
+	VMULPS.BCST       (DI), Z17, Z18
 	VMOVUPS           (AX), Z19
 	VFMADD231PS       Z18, Z0, Z19
 	VMOVUPS           Z19, (AX)
 	VCVTDQ2PS         Z4, Z4
-	VFNMADD231PS.BCST 4(R12), Z16, Z4
-	VMULPS.BCST       4(R11), Z17, Z18
+	VFNMADD231PS.BCST 4(R8), Z16, Z4
+	VMULPS.BCST       4(DI), Z17, Z18
 	VMOVUPS           (AX)(DX*1), Z19
 	VFMADD231PS       Z18, Z4, Z19
 	VMOVUPS           Z19, (AX)(DX*1)
 	VCVTDQ2PS         Z8, Z8
-	VFNMADD231PS.BCST 8(R12), Z16, Z8
-	VMULPS.BCST       8(R11), Z17, Z18
+	VFNMADD231PS.BCST 8(R8), Z16, Z8
+	VMULPS.BCST       8(DI), Z17, Z18
 	VMOVUPS           (AX)(DX*2), Z19
 	VFMADD231PS       Z18, Z8, Z19
 	VMOVUPS           Z19, (AX)(DX*2)
 	VCVTDQ2PS         Z12, Z12
-	VFNMADD231PS.BCST 12(R12), Z16, Z12
-	VMULPS.BCST       12(R11), Z17, Z16
+	VFNMADD231PS.BCST 12(R8), Z16, Z12
+	VMULPS.BCST       12(DI), Z17, Z16
 	VMOVUPS           (AX)(BX*1), Z17
 	VFMADD231PS       Z16, Z12, Z17
 	VMOVUPS           Z17, (AX)(BX*1)
-	ADDQ              $0x00000030, SI
-	VPMOVZXBD         32(R8), Z16
+	ADDQ              $0x00000030, R9
+	VPMOVZXBD         32(R10), Z16
 	VCVTDQ2PS         Z16, Z16
-	VCVTPH2PS         (R8), Z17
+	VCVTPH2PS         (R10), Z17
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST (R12), Z16, Z1
-	VMULPS.BCST       (R11), Z17, Z18
+	VFNMADD231PS.BCST (R8), Z16, Z1
+	VMULPS.BCST       (DI), Z17, Z18
 	VMOVUPS           64(AX), Z19
 	VFMADD231PS       Z18, Z1, Z19
 	VMOVUPS           Z19, 64(AX)
 	VCVTDQ2PS         Z5, Z5
-	VFNMADD231PS.BCST 4(R12), Z16, Z5
-	VMULPS.BCST       4(R11), Z17, Z18
+	VFNMADD231PS.BCST 4(R8), Z16, Z5
+	VMULPS.BCST       4(DI), Z17, Z18
 	VMOVUPS           64(AX)(DX*1), Z19
 	VFMADD231PS       Z18, Z5, Z19
 	VMOVUPS           Z19, 64(AX)(DX*1)
 	VCVTDQ2PS         Z9, Z9
-	VFNMADD231PS.BCST 8(R12), Z16, Z9
-	VMULPS.BCST       8(R11), Z17, Z18
+	VFNMADD231PS.BCST 8(R8), Z16, Z9
+	VMULPS.BCST       8(DI), Z17, Z18
 	VMOVUPS           64(AX)(DX*2), Z19
 	VFMADD231PS       Z18, Z9, Z19
 	VMOVUPS           Z19, 64(AX)(DX*2)
 	VCVTDQ2PS         Z13, Z13
-	VFNMADD231PS.BCST 12(R12), Z16, Z13
-	VMULPS.BCST       12(R11), Z17, Z16
+	VFNMADD231PS.BCST 12(R8), Z16, Z13
+	VMULPS.BCST       12(DI), Z17, Z16
 	VMOVUPS           64(AX)(BX*1), Z17
 	VFMADD231PS       Z16, Z13, Z17
 	VMOVUPS           Z17, 64(AX)(BX*1)
-	ADDQ              $0x00000030, R8
-	VPMOVZXBD         32(R9), Z16
+	ADDQ              $0x00000030, R10
+	VPMOVZXBD         32(R11), Z16
 	VCVTDQ2PS         Z16, Z16
-	VCVTPH2PS         (R9), Z17
+	VCVTPH2PS         (R11), Z17
 	VCVTDQ2PS         Z2, Z2
-	VFNMADD231PS.BCST (R12), Z16, Z2
-	VMULPS.BCST       (R11), Z17, Z18
+	VFNMADD231PS.BCST (R8), Z16, Z2
+	VMULPS.BCST       (DI), Z17, Z18
 	VMOVUPS           128(AX), Z19
 	VFMADD231PS       Z18, Z2, Z19
 	VMOVUPS           Z19, 128(AX)
 	VCVTDQ2PS         Z6, Z6
-	VFNMADD231PS.BCST 4(R12), Z16, Z6
-	VMULPS.BCST       4(R11), Z17, Z18
+	VFNMADD231PS.BCST 4(R8), Z16, Z6
+	VMULPS.BCST       4(DI), Z17, Z18
 	VMOVUPS           128(AX)(DX*1), Z19
 	VFMADD231PS       Z18, Z6, Z19
 	VMOVUPS           Z19, 128(AX)(DX*1)
 	VCVTDQ2PS         Z10, Z10
-	VFNMADD231PS.BCST 8(R12), Z16, Z10
-	VMULPS.BCST       8(R11), Z17, Z18
+	VFNMADD231PS.BCST 8(R8), Z16, Z10
+	VMULPS.BCST       8(DI), Z17, Z18
 	VMOVUPS           128(AX)(DX*2), Z19
 	VFMADD231PS       Z18, Z10, Z19
 	VMOVUPS           Z19, 128(AX)(DX*2)
 	VCVTDQ2PS         Z14, Z14
-	VFNMADD231PS.BCST 12(R12), Z16, Z14
-	VMULPS.BCST       12(R11), Z17, Z16
+	VFNMADD231PS.BCST 12(R8), Z16, Z14
+	VMULPS.BCST       12(DI), Z17, Z16
 	VMOVUPS           128(AX)(BX*1), Z17
 	VFMADD231PS       Z16, Z14, Z17
 	VMOVUPS           Z17, 128(AX)(BX*1)
-	ADDQ              $0x00000030, R9
-	VPMOVZXBD         32(DI), Z16
+	ADDQ              $0x00000030, R11
+	VPMOVZXBD         32(R12), Z16
 	VCVTDQ2PS         Z16, Z16
-	VCVTPH2PS         (DI), Z17
+	VCVTPH2PS         (R12), Z17
 	VCVTDQ2PS         Z3, Z3
-	VFNMADD231PS.BCST (R12), Z16, Z3
-	VMULPS.BCST       (R11), Z17, Z18
+	VFNMADD231PS.BCST (R8), Z16, Z3
+	VMULPS.BCST       (DI), Z17, Z18
 	VMOVUPS           192(AX), Z19
 	VFMADD231PS       Z18, Z3, Z19
 	VMOVUPS           Z19, 192(AX)
 	VCVTDQ2PS         Z7, Z7
-	VFNMADD231PS.BCST 4(R12), Z16, Z7
-	VMULPS.BCST       4(R11), Z17, Z18
+	VFNMADD231PS.BCST 4(R8), Z16, Z7
+	VMULPS.BCST       4(DI), Z17, Z18
 	VMOVUPS           192(AX)(DX*1), Z19
 	VFMADD231PS       Z18, Z7, Z19
 	VMOVUPS           Z19, 192(AX)(DX*1)
 	VCVTDQ2PS         Z11, Z11
-	VFNMADD231PS.BCST 8(R12), Z16, Z11
-	VMULPS.BCST       8(R11), Z17, Z18
+	VFNMADD231PS.BCST 8(R8), Z16, Z11
+	VMULPS.BCST       8(DI), Z17, Z18
 	VMOVUPS           192(AX)(DX*2), Z19
 	VFMADD231PS       Z18, Z11, Z19
 	VMOVUPS           Z19, 192(AX)(DX*2)
 	VCVTDQ2PS         Z15, Z15
-	VFNMADD231PS.BCST 12(R12), Z16, Z15
-	VMULPS.BCST       12(R11), Z17, Z16
+	VFNMADD231PS.BCST 12(R8), Z16, Z15
+	VMULPS.BCST       12(DI), Z17, Z16
 	VMOVUPS           192(AX)(BX*1), Z17
 	VFMADD231PS       Z16, Z15, Z17
 	VMOVUPS           Z17, 192(AX)(BX*1)
-	ADDQ              $0x00000030, DI
-	ADDQ              $0x00000010, R11
-	ADDQ              $0x00000010, R12
+	ADDQ              $0x00000030, R12
+	ADDQ              $0x00000010, DI
+	ADDQ              $0x00000010, R8
 	DECQ              R13
 	JNZ               int4GemmU4x4VNNI_group
+	ADDQ              askip+88(FP), SI
+	ADDQ              dskip+96(FP), DI
+	ADDQ              dskip+96(FP), R8
+	LEAQ              (AX)(DX*4), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU4x4VNNI_rtile
 	VZEROUPPER
 	RET
 
-// func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU4x2VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU4x2VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
 	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), SI
-	MOVQ mstride+32(FP), DI
-	LEAQ (SI)(DI*1), DI
-	MOVQ a4+40(FP), R8
-	MOVQ d4+48(FP), R9
-	MOVQ af4+56(FP), R10
+	MOVQ a4+40(FP), SI
+	MOVQ d4+48(FP), DI
+	MOVQ af4+56(FP), R8
+
+int4GemmU4x2VNNI_rtile:
+	MOVQ meta+24(FP), R9
+	MOVQ mstride+32(FP), CX
+	LEAQ (R9)(CX*1), R10
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R11
 
 int4GemmU4x2VNNI_group:
@@ -4978,14 +4988,14 @@ int4GemmU4x2VNNI_group:
 	MOVQ   tiles+72(FP), R12
 
 int4GemmU4x2VNNI_tile:
-	VPBROADCASTD      (R8), Z8
-	VPBROADCASTD      16(R8), Z9
-	VPBROADCASTD      4(R8), Z10
-	VPBROADCASTD      20(R8), Z11
-	VPBROADCASTD      8(R8), Z12
-	VPBROADCASTD      24(R8), Z13
-	VPBROADCASTD      12(R8), Z14
-	VPBROADCASTD      28(R8), Z15
+	VPBROADCASTD      (SI), Z8
+	VPBROADCASTD      16(SI), Z9
+	VPBROADCASTD      4(SI), Z10
+	VPBROADCASTD      20(SI), Z11
+	VPBROADCASTD      8(SI), Z12
+	VPBROADCASTD      24(SI), Z13
+	VPBROADCASTD      12(SI), Z14
+	VPBROADCASTD      28(SI), Z15
 	VMOVDQU32         (CX), Z16
 	VMOVDQU32         64(CX), Z17
 	VPDPBUSD          Z8, Z16, Z0
@@ -5007,84 +5017,92 @@ int4GemmU4x2VNNI_tile:
 	VPDPBUSD          Z14, Z16, Z7
 	VPDPBUSD          Z15, Z17, Z7
 	ADDQ              $0x00000100, CX
-	ADDQ              $0x00000020, R8
+	ADDQ              $0x00000020, SI
 	DECQ              R12
 	JNZ               int4GemmU4x2VNNI_tile
-	VPMOVZXBD         32(SI), Z8
+	VPMOVZXBD         32(R9), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (SI), Z9
+	VCVTPH2PS         (R9), Z9
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R10), Z8, Z0
-	VMULPS.BCST       (R9), Z9, Z10
+	VFNMADD231PS.BCST (R8), Z8, Z0
+	VMULPS.BCST       (DI), Z9, Z10
 	VMOVUPS           (AX), Z11
 	VFMADD231PS       Z10, Z0, Z11
 	VMOVUPS           Z11, (AX)
 	VCVTDQ2PS         Z2, Z2
-	VFNMADD231PS.BCST 4(R10), Z8, Z2
-	VMULPS.BCST       4(R9), Z9, Z10
+	VFNMADD231PS.BCST 4(R8), Z8, Z2
+	VMULPS.BCST       4(DI), Z9, Z10
 	VMOVUPS           (AX)(DX*1), Z11
 	VFMADD231PS       Z10, Z2, Z11
 	VMOVUPS           Z11, (AX)(DX*1)
 	VCVTDQ2PS         Z4, Z4
-	VFNMADD231PS.BCST 8(R10), Z8, Z4
-	VMULPS.BCST       8(R9), Z9, Z10
+	VFNMADD231PS.BCST 8(R8), Z8, Z4
+	VMULPS.BCST       8(DI), Z9, Z10
 	VMOVUPS           (AX)(DX*2), Z11
 	VFMADD231PS       Z10, Z4, Z11
 	VMOVUPS           Z11, (AX)(DX*2)
 	VCVTDQ2PS         Z6, Z6
-	VFNMADD231PS.BCST 12(R10), Z8, Z6
-	VMULPS.BCST       12(R9), Z9, Z8
+	VFNMADD231PS.BCST 12(R8), Z8, Z6
+	VMULPS.BCST       12(DI), Z9, Z8
 	VMOVUPS           (AX)(BX*1), Z9
 	VFMADD231PS       Z8, Z6, Z9
 	VMOVUPS           Z9, (AX)(BX*1)
-	ADDQ              $0x00000030, SI
-	VPMOVZXBD         32(DI), Z8
+	ADDQ              $0x00000030, R9
+	VPMOVZXBD         32(R10), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (DI), Z9
+	VCVTPH2PS         (R10), Z9
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST (R10), Z8, Z1
-	VMULPS.BCST       (R9), Z9, Z10
+	VFNMADD231PS.BCST (R8), Z8, Z1
+	VMULPS.BCST       (DI), Z9, Z10
 	VMOVUPS           64(AX), Z11
 	VFMADD231PS       Z10, Z1, Z11
 	VMOVUPS           Z11, 64(AX)
 	VCVTDQ2PS         Z3, Z3
-	VFNMADD231PS.BCST 4(R10), Z8, Z3
-	VMULPS.BCST       4(R9), Z9, Z10
+	VFNMADD231PS.BCST 4(R8), Z8, Z3
+	VMULPS.BCST       4(DI), Z9, Z10
 	VMOVUPS           64(AX)(DX*1), Z11
 	VFMADD231PS       Z10, Z3, Z11
 	VMOVUPS           Z11, 64(AX)(DX*1)
 	VCVTDQ2PS         Z5, Z5
-	VFNMADD231PS.BCST 8(R10), Z8, Z5
-	VMULPS.BCST       8(R9), Z9, Z10
+	VFNMADD231PS.BCST 8(R8), Z8, Z5
+	VMULPS.BCST       8(DI), Z9, Z10
 	VMOVUPS           64(AX)(DX*2), Z11
 	VFMADD231PS       Z10, Z5, Z11
 	VMOVUPS           Z11, 64(AX)(DX*2)
 	VCVTDQ2PS         Z7, Z7
-	VFNMADD231PS.BCST 12(R10), Z8, Z7
-	VMULPS.BCST       12(R9), Z9, Z8
+	VFNMADD231PS.BCST 12(R8), Z8, Z7
+	VMULPS.BCST       12(DI), Z9, Z8
 	VMOVUPS           64(AX)(BX*1), Z9
 	VFMADD231PS       Z8, Z7, Z9
 	VMOVUPS           Z9, 64(AX)(BX*1)
-	ADDQ              $0x00000030, DI
-	ADDQ              $0x00000010, R9
-	ADDQ              $0x00000010, R10
+	ADDQ              $0x00000030, R10
+	ADDQ              $0x00000010, DI
+	ADDQ              $0x00000010, R8
 	DECQ              R11
 	JNZ               int4GemmU4x2VNNI_group
+	ADDQ              askip+88(FP), SI
+	ADDQ              dskip+96(FP), DI
+	ADDQ              dskip+96(FP), R8
+	LEAQ              (AX)(DX*4), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU4x2VNNI_rtile
 	VZEROUPPER
 	RET
 
-// func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU4x1VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU4x1VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
 	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), SI
-	MOVQ a4+40(FP), DI
-	MOVQ d4+48(FP), R8
-	MOVQ af4+56(FP), R9
+	MOVQ a4+40(FP), SI
+	MOVQ d4+48(FP), DI
+	MOVQ af4+56(FP), R8
+
+int4GemmU4x1VNNI_rtile:
+	MOVQ meta+24(FP), R9
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R10
 
 int4GemmU4x1VNNI_group:
@@ -5095,14 +5113,14 @@ int4GemmU4x1VNNI_group:
 	MOVQ   tiles+72(FP), R11
 
 int4GemmU4x1VNNI_tile:
-	VPBROADCASTD      (DI), Z4
-	VPBROADCASTD      16(DI), Z5
-	VPBROADCASTD      4(DI), Z6
-	VPBROADCASTD      20(DI), Z7
-	VPBROADCASTD      8(DI), Z8
-	VPBROADCASTD      24(DI), Z9
-	VPBROADCASTD      12(DI), Z10
-	VPBROADCASTD      28(DI), Z11
+	VPBROADCASTD      (SI), Z4
+	VPBROADCASTD      16(SI), Z5
+	VPBROADCASTD      4(SI), Z6
+	VPBROADCASTD      20(SI), Z7
+	VPBROADCASTD      8(SI), Z8
+	VPBROADCASTD      24(SI), Z9
+	VPBROADCASTD      12(SI), Z10
+	VPBROADCASTD      28(SI), Z11
 	VMOVDQU32         (CX), Z12
 	VMOVDQU32         64(CX), Z13
 	VPDPBUSD          Z4, Z12, Z0
@@ -5114,60 +5132,68 @@ int4GemmU4x1VNNI_tile:
 	VPDPBUSD          Z10, Z12, Z3
 	VPDPBUSD          Z11, Z13, Z3
 	ADDQ              $0x00000080, CX
-	ADDQ              $0x00000020, DI
+	ADDQ              $0x00000020, SI
 	DECQ              R11
 	JNZ               int4GemmU4x1VNNI_tile
-	VPMOVZXBD         32(SI), Z4
+	VPMOVZXBD         32(R9), Z4
 	VCVTDQ2PS         Z4, Z4
-	VCVTPH2PS         (SI), Z5
+	VCVTPH2PS         (R9), Z5
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R9), Z4, Z0
-	VMULPS.BCST       (R8), Z5, Z6
+	VFNMADD231PS.BCST (R8), Z4, Z0
+	VMULPS.BCST       (DI), Z5, Z6
 	VMOVUPS           (AX), Z7
 	VFMADD231PS       Z6, Z0, Z7
 	VMOVUPS           Z7, (AX)
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST 4(R9), Z4, Z1
-	VMULPS.BCST       4(R8), Z5, Z6
+	VFNMADD231PS.BCST 4(R8), Z4, Z1
+	VMULPS.BCST       4(DI), Z5, Z6
 	VMOVUPS           (AX)(DX*1), Z7
 	VFMADD231PS       Z6, Z1, Z7
 	VMOVUPS           Z7, (AX)(DX*1)
 	VCVTDQ2PS         Z2, Z2
-	VFNMADD231PS.BCST 8(R9), Z4, Z2
-	VMULPS.BCST       8(R8), Z5, Z6
+	VFNMADD231PS.BCST 8(R8), Z4, Z2
+	VMULPS.BCST       8(DI), Z5, Z6
 	VMOVUPS           (AX)(DX*2), Z7
 	VFMADD231PS       Z6, Z2, Z7
 	VMOVUPS           Z7, (AX)(DX*2)
 	VCVTDQ2PS         Z3, Z3
-	VFNMADD231PS.BCST 12(R9), Z4, Z3
-	VMULPS.BCST       12(R8), Z5, Z4
+	VFNMADD231PS.BCST 12(R8), Z4, Z3
+	VMULPS.BCST       12(DI), Z5, Z4
 	VMOVUPS           (AX)(BX*1), Z5
 	VFMADD231PS       Z4, Z3, Z5
 	VMOVUPS           Z5, (AX)(BX*1)
-	ADDQ              $0x00000030, SI
+	ADDQ              $0x00000030, R9
+	ADDQ              $0x00000010, DI
 	ADDQ              $0x00000010, R8
-	ADDQ              $0x00000010, R9
 	DECQ              R10
 	JNZ               int4GemmU4x1VNNI_group
+	ADDQ              askip+88(FP), SI
+	ADDQ              dskip+96(FP), DI
+	ADDQ              dskip+96(FP), R8
+	LEAQ              (AX)(DX*4), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU4x1VNNI_rtile
 	VZEROUPPER
 	RET
 
-// func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU2x4VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU2x4VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
-	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), BX
-	MOVQ mstride+32(FP), SI
-	LEAQ (BX)(SI*1), DI
-	LEAQ (DI)(SI*1), R8
-	LEAQ (R8)(SI*1), SI
-	MOVQ a4+40(FP), R9
-	MOVQ d4+48(FP), R10
-	MOVQ af4+56(FP), R11
+	LEAQ (DX)(DX*2), CX
+	MOVQ a4+40(FP), BX
+	MOVQ d4+48(FP), SI
+	MOVQ af4+56(FP), DI
+
+int4GemmU2x4VNNI_rtile:
+	MOVQ meta+24(FP), R8
+	MOVQ mstride+32(FP), CX
+	LEAQ (R8)(CX*1), R9
+	LEAQ (R9)(CX*1), R10
+	LEAQ (R10)(CX*1), R11
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R12
 
 int4GemmU2x4VNNI_group:
@@ -5182,10 +5208,10 @@ int4GemmU2x4VNNI_group:
 	MOVQ   tiles+72(FP), R13
 
 int4GemmU2x4VNNI_tile:
-	VPBROADCASTD      (R9), Z8
-	VPBROADCASTD      8(R9), Z9
-	VPBROADCASTD      4(R9), Z10
-	VPBROADCASTD      12(R9), Z11
+	VPBROADCASTD      (BX), Z8
+	VPBROADCASTD      8(BX), Z9
+	VPBROADCASTD      4(BX), Z10
+	VPBROADCASTD      12(BX), Z11
 	VMOVDQU32         (CX), Z12
 	VMOVDQU32         64(CX), Z13
 	VPDPBUSD          Z8, Z12, Z0
@@ -5211,94 +5237,102 @@ int4GemmU2x4VNNI_tile:
 	VPDPBUSD          Z10, Z12, Z7
 	VPDPBUSD          Z11, Z13, Z7
 	ADDQ              $0x00000200, CX
-	ADDQ              $0x00000010, R9
+	ADDQ              $0x00000010, BX
 	DECQ              R13
 	JNZ               int4GemmU2x4VNNI_tile
-	VPMOVZXBD         32(BX), Z8
+	VPMOVZXBD         32(R8), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (BX), Z9
+	VCVTPH2PS         (R8), Z9
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R11), Z8, Z0
-	VMULPS.BCST       (R10), Z9, Z10
+	VFNMADD231PS.BCST (DI), Z8, Z0
+	VMULPS.BCST       (SI), Z9, Z10
 	VMOVUPS           (AX), Z11
 	VFMADD231PS       Z10, Z0, Z11
 	VMOVUPS           Z11, (AX)
 	VCVTDQ2PS         Z4, Z4
-	VFNMADD231PS.BCST 4(R11), Z8, Z4
-	VMULPS.BCST       4(R10), Z9, Z8
+	VFNMADD231PS.BCST 4(DI), Z8, Z4
+	VMULPS.BCST       4(SI), Z9, Z8
 	VMOVUPS           (AX)(DX*1), Z9
 	VFMADD231PS       Z8, Z4, Z9
 	VMOVUPS           Z9, (AX)(DX*1)
-	ADDQ              $0x00000030, BX
-	VPMOVZXBD         32(DI), Z8
+	ADDQ              $0x00000030, R8
+	VPMOVZXBD         32(R9), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (DI), Z9
+	VCVTPH2PS         (R9), Z9
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST (R11), Z8, Z1
-	VMULPS.BCST       (R10), Z9, Z10
+	VFNMADD231PS.BCST (DI), Z8, Z1
+	VMULPS.BCST       (SI), Z9, Z10
 	VMOVUPS           64(AX), Z11
 	VFMADD231PS       Z10, Z1, Z11
 	VMOVUPS           Z11, 64(AX)
 	VCVTDQ2PS         Z5, Z5
-	VFNMADD231PS.BCST 4(R11), Z8, Z5
-	VMULPS.BCST       4(R10), Z9, Z8
+	VFNMADD231PS.BCST 4(DI), Z8, Z5
+	VMULPS.BCST       4(SI), Z9, Z8
 	VMOVUPS           64(AX)(DX*1), Z9
 	VFMADD231PS       Z8, Z5, Z9
 	VMOVUPS           Z9, 64(AX)(DX*1)
-	ADDQ              $0x00000030, DI
-	VPMOVZXBD         32(R8), Z8
+	ADDQ              $0x00000030, R9
+	VPMOVZXBD         32(R10), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (R8), Z9
+	VCVTPH2PS         (R10), Z9
 	VCVTDQ2PS         Z2, Z2
-	VFNMADD231PS.BCST (R11), Z8, Z2
-	VMULPS.BCST       (R10), Z9, Z10
+	VFNMADD231PS.BCST (DI), Z8, Z2
+	VMULPS.BCST       (SI), Z9, Z10
 	VMOVUPS           128(AX), Z11
 	VFMADD231PS       Z10, Z2, Z11
 	VMOVUPS           Z11, 128(AX)
 	VCVTDQ2PS         Z6, Z6
-	VFNMADD231PS.BCST 4(R11), Z8, Z6
-	VMULPS.BCST       4(R10), Z9, Z8
+	VFNMADD231PS.BCST 4(DI), Z8, Z6
+	VMULPS.BCST       4(SI), Z9, Z8
 	VMOVUPS           128(AX)(DX*1), Z9
 	VFMADD231PS       Z8, Z6, Z9
 	VMOVUPS           Z9, 128(AX)(DX*1)
-	ADDQ              $0x00000030, R8
-	VPMOVZXBD         32(SI), Z8
+	ADDQ              $0x00000030, R10
+	VPMOVZXBD         32(R11), Z8
 	VCVTDQ2PS         Z8, Z8
-	VCVTPH2PS         (SI), Z9
+	VCVTPH2PS         (R11), Z9
 	VCVTDQ2PS         Z3, Z3
-	VFNMADD231PS.BCST (R11), Z8, Z3
-	VMULPS.BCST       (R10), Z9, Z10
+	VFNMADD231PS.BCST (DI), Z8, Z3
+	VMULPS.BCST       (SI), Z9, Z10
 	VMOVUPS           192(AX), Z11
 	VFMADD231PS       Z10, Z3, Z11
 	VMOVUPS           Z11, 192(AX)
 	VCVTDQ2PS         Z7, Z7
-	VFNMADD231PS.BCST 4(R11), Z8, Z7
-	VMULPS.BCST       4(R10), Z9, Z8
+	VFNMADD231PS.BCST 4(DI), Z8, Z7
+	VMULPS.BCST       4(SI), Z9, Z8
 	VMOVUPS           192(AX)(DX*1), Z9
 	VFMADD231PS       Z8, Z7, Z9
 	VMOVUPS           Z9, 192(AX)(DX*1)
-	ADDQ              $0x00000030, SI
-	ADDQ              $0x00000008, R10
-	ADDQ              $0x00000008, R11
+	ADDQ              $0x00000030, R11
+	ADDQ              $0x00000008, SI
+	ADDQ              $0x00000008, DI
 	DECQ              R12
 	JNZ               int4GemmU2x4VNNI_group
+	ADDQ              askip+88(FP), BX
+	ADDQ              dskip+96(FP), SI
+	ADDQ              dskip+96(FP), DI
+	LEAQ              (AX)(DX*2), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU2x4VNNI_rtile
 	VZEROUPPER
 	RET
 
-// func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU2x2VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU2x2VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
-	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), BX
-	MOVQ mstride+32(FP), SI
-	LEAQ (BX)(SI*1), SI
-	MOVQ a4+40(FP), DI
-	MOVQ d4+48(FP), R8
-	MOVQ af4+56(FP), R9
+	LEAQ (DX)(DX*2), CX
+	MOVQ a4+40(FP), BX
+	MOVQ d4+48(FP), SI
+	MOVQ af4+56(FP), DI
+
+int4GemmU2x2VNNI_rtile:
+	MOVQ meta+24(FP), R8
+	MOVQ mstride+32(FP), CX
+	LEAQ (R8)(CX*1), R9
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R10
 
 int4GemmU2x2VNNI_group:
@@ -5309,10 +5343,10 @@ int4GemmU2x2VNNI_group:
 	MOVQ   tiles+72(FP), R11
 
 int4GemmU2x2VNNI_tile:
-	VPBROADCASTD      (DI), Z4
-	VPBROADCASTD      8(DI), Z5
-	VPBROADCASTD      4(DI), Z6
-	VPBROADCASTD      12(DI), Z7
+	VPBROADCASTD      (BX), Z4
+	VPBROADCASTD      8(BX), Z5
+	VPBROADCASTD      4(BX), Z6
+	VPBROADCASTD      12(BX), Z7
 	VMOVDQU32         (CX), Z8
 	VMOVDQU32         64(CX), Z9
 	VPDPBUSD          Z4, Z8, Z0
@@ -5326,60 +5360,68 @@ int4GemmU2x2VNNI_tile:
 	VPDPBUSD          Z6, Z8, Z3
 	VPDPBUSD          Z7, Z9, Z3
 	ADDQ              $0x00000100, CX
-	ADDQ              $0x00000010, DI
+	ADDQ              $0x00000010, BX
 	DECQ              R11
 	JNZ               int4GemmU2x2VNNI_tile
-	VPMOVZXBD         32(BX), Z4
+	VPMOVZXBD         32(R8), Z4
 	VCVTDQ2PS         Z4, Z4
-	VCVTPH2PS         (BX), Z5
+	VCVTPH2PS         (R8), Z5
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R9), Z4, Z0
-	VMULPS.BCST       (R8), Z5, Z6
+	VFNMADD231PS.BCST (DI), Z4, Z0
+	VMULPS.BCST       (SI), Z5, Z6
 	VMOVUPS           (AX), Z7
 	VFMADD231PS       Z6, Z0, Z7
 	VMOVUPS           Z7, (AX)
 	VCVTDQ2PS         Z2, Z2
-	VFNMADD231PS.BCST 4(R9), Z4, Z2
-	VMULPS.BCST       4(R8), Z5, Z4
+	VFNMADD231PS.BCST 4(DI), Z4, Z2
+	VMULPS.BCST       4(SI), Z5, Z4
 	VMOVUPS           (AX)(DX*1), Z5
 	VFMADD231PS       Z4, Z2, Z5
 	VMOVUPS           Z5, (AX)(DX*1)
-	ADDQ              $0x00000030, BX
-	VPMOVZXBD         32(SI), Z4
+	ADDQ              $0x00000030, R8
+	VPMOVZXBD         32(R9), Z4
 	VCVTDQ2PS         Z4, Z4
-	VCVTPH2PS         (SI), Z5
+	VCVTPH2PS         (R9), Z5
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST (R9), Z4, Z1
-	VMULPS.BCST       (R8), Z5, Z6
+	VFNMADD231PS.BCST (DI), Z4, Z1
+	VMULPS.BCST       (SI), Z5, Z6
 	VMOVUPS           64(AX), Z7
 	VFMADD231PS       Z6, Z1, Z7
 	VMOVUPS           Z7, 64(AX)
 	VCVTDQ2PS         Z3, Z3
-	VFNMADD231PS.BCST 4(R9), Z4, Z3
-	VMULPS.BCST       4(R8), Z5, Z4
+	VFNMADD231PS.BCST 4(DI), Z4, Z3
+	VMULPS.BCST       4(SI), Z5, Z4
 	VMOVUPS           64(AX)(DX*1), Z5
 	VFMADD231PS       Z4, Z3, Z5
 	VMOVUPS           Z5, 64(AX)(DX*1)
-	ADDQ              $0x00000030, SI
-	ADDQ              $0x00000008, R8
-	ADDQ              $0x00000008, R9
+	ADDQ              $0x00000030, R9
+	ADDQ              $0x00000008, SI
+	ADDQ              $0x00000008, DI
 	DECQ              R10
 	JNZ               int4GemmU2x2VNNI_group
+	ADDQ              askip+88(FP), BX
+	ADDQ              dskip+96(FP), SI
+	ADDQ              dskip+96(FP), DI
+	LEAQ              (AX)(DX*2), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU2x2VNNI_rtile
 	VZEROUPPER
 	RET
 
-// func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
-TEXT ·int4GemmU2x1VNNI(SB), NOSPLIT, $0-80
+TEXT ·int4GemmU2x1VNNI(SB), NOSPLIT, $0-104
 	MOVQ facc+0(FP), AX
-	MOVQ u+16(FP), CX
 	MOVQ fstride+8(FP), DX
 	SHLQ $0x02, DX
-	LEAQ (DX)(DX*2), BX
-	MOVQ meta+24(FP), BX
-	MOVQ a4+40(FP), SI
-	MOVQ d4+48(FP), DI
-	MOVQ af4+56(FP), R8
+	LEAQ (DX)(DX*2), CX
+	MOVQ a4+40(FP), BX
+	MOVQ d4+48(FP), SI
+	MOVQ af4+56(FP), DI
+
+int4GemmU2x1VNNI_rtile:
+	MOVQ meta+24(FP), R8
+	MOVQ u+16(FP), CX
 	MOVQ groups+64(FP), R9
 
 int4GemmU2x1VNNI_group:
@@ -5388,10 +5430,10 @@ int4GemmU2x1VNNI_group:
 	MOVQ   tiles+72(FP), R10
 
 int4GemmU2x1VNNI_tile:
-	VPBROADCASTD      (SI), Z2
-	VPBROADCASTD      8(SI), Z3
-	VPBROADCASTD      4(SI), Z4
-	VPBROADCASTD      12(SI), Z5
+	VPBROADCASTD      (BX), Z2
+	VPBROADCASTD      8(BX), Z3
+	VPBROADCASTD      4(BX), Z4
+	VPBROADCASTD      12(BX), Z5
 	VMOVDQU32         (CX), Z6
 	VMOVDQU32         64(CX), Z7
 	VPDPBUSD          Z2, Z6, Z0
@@ -5399,29 +5441,35 @@ int4GemmU2x1VNNI_tile:
 	VPDPBUSD          Z4, Z6, Z1
 	VPDPBUSD          Z5, Z7, Z1
 	ADDQ              $0x00000080, CX
-	ADDQ              $0x00000010, SI
+	ADDQ              $0x00000010, BX
 	DECQ              R10
 	JNZ               int4GemmU2x1VNNI_tile
-	VPMOVZXBD         32(BX), Z2
+	VPMOVZXBD         32(R8), Z2
 	VCVTDQ2PS         Z2, Z2
-	VCVTPH2PS         (BX), Z3
+	VCVTPH2PS         (R8), Z3
 	VCVTDQ2PS         Z0, Z0
-	VFNMADD231PS.BCST (R8), Z2, Z0
-	VMULPS.BCST       (DI), Z3, Z4
+	VFNMADD231PS.BCST (DI), Z2, Z0
+	VMULPS.BCST       (SI), Z3, Z4
 	VMOVUPS           (AX), Z5
 	VFMADD231PS       Z4, Z0, Z5
 	VMOVUPS           Z5, (AX)
 	VCVTDQ2PS         Z1, Z1
-	VFNMADD231PS.BCST 4(R8), Z2, Z1
-	VMULPS.BCST       4(DI), Z3, Z2
+	VFNMADD231PS.BCST 4(DI), Z2, Z1
+	VMULPS.BCST       4(SI), Z3, Z2
 	VMOVUPS           (AX)(DX*1), Z3
 	VFMADD231PS       Z2, Z1, Z3
 	VMOVUPS           Z3, (AX)(DX*1)
-	ADDQ              $0x00000030, BX
+	ADDQ              $0x00000030, R8
+	ADDQ              $0x00000008, SI
 	ADDQ              $0x00000008, DI
-	ADDQ              $0x00000008, R8
 	DECQ              R9
 	JNZ               int4GemmU2x1VNNI_group
+	ADDQ              askip+88(FP), BX
+	ADDQ              dskip+96(FP), SI
+	ADDQ              dskip+96(FP), DI
+	LEAQ              (AX)(DX*2), AX
+	DECQ              rtiles+80(FP)
+	JNZ               int4GemmU2x1VNNI_rtile
 	VZEROUPPER
 	RET
 

@@ -273,71 +273,77 @@ func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows in
 // words w < k/4, k a positive multiple of 64.
 func int4Interleave4(dst *int8, src *int8, k int)
 
-// int4GemmU4x4VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 4) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU4x4VNNI adds to facc[t*fstride+16b+i] (row t < 4·rtiles, block b < 4)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
-// af4[4g+t] as float32.
-func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and
+// activation sums af4[4g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
-// int4GemmU4x2VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 2) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU4x2VNNI adds to facc[t*fstride+16b+i] (row t < 4·rtiles, block b < 2)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
-// af4[4g+t] as float32.
-func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and
+// activation sums af4[4g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU4x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
-// int4GemmU4x1VNNI adds to facc[t*fstride+16b+i] (row t < 4, block b < 1) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU4x1VNNI adds to facc[t*fstride+16b+i] (row t < 4·rtiles, block b < 1)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and activation sums
-// af4[4g+t] as float32.
-func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm4VNNI, with steps d4[4g+t] and
+// activation sums af4[4g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU4x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
-// int4GemmU2x4VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 4) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU2x4VNNI adds to facc[t*fstride+16b+i] (row t < 2·rtiles, block b < 4)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
-// af4[2g+t] as float32.
-func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and
+// activation sums af4[2g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU2x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
-// int4GemmU2x2VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 2) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU2x2VNNI adds to facc[t*fstride+16b+i] (row t < 2·rtiles, block b < 2)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
-// af4[2g+t] as float32.
-func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and
+// activation sums af4[2g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU2x2VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
-// int4GemmU2x1VNNI adds to facc[t*fstride+16b+i] (row t < 2, block b < 1) the
-// products of groups 0 <= g < groups, in increasing g:
+// int4GemmU2x1VNNI adds to facc[t*fstride+16b+i] (row t < 2·rtiles, block b < 1)
+// the products of groups 0 <= g < groups, in increasing g:
 //
 //	facc = fma(s·d, float32(Σ_k q·a) − z·A, facc)
 //
 // u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's
-// record for group g is at meta[b*mstride+48g:]; the rows' activations are
-// interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and activation sums
-// af4[2g+t] as float32.
-func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int)
+// record for group g is at meta[b*mstride+48g:]. Each tile of rows has its
+// activations interleaved as for int4Gemm2VNNI, with steps d4[2g+t] and
+// activation sums af4[2g+t] as float32; the next tile's start askip bytes
+// after this tile's a4 ends and dskip bytes after its d4 and af4 end.
+func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 
 // int4QuantAVX512 quantizes groups×group activations x (group a multiple
 // of 16) into coarse and residual int8 codes; see int4QuantGeneric.

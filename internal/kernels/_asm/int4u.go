@@ -63,33 +63,43 @@ func int4Unpack() {
 // exact and the result is bitwise that of the integer epilogue.
 func int4GemmU(rows, nb int) {
 	name := fmt.Sprintf("int4GemmU%dx%dVNNI", rows, nb)
-	TEXT(name, NOSPLIT, "func(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups, tiles int)")
-	Doc(fmt.Sprintf("%s adds to facc[t*fstride+16b+i] (row t < %d, block b < %d) the", name, rows, nb),
-		"products of groups 0 <= g < groups, in increasing g:",
+	TEXT(name, NOSPLIT, "func(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups, tiles, rtiles, askip, dskip int)")
+	Doc(fmt.Sprintf("%s adds to facc[t*fstride+16b+i] (row t < %d·rtiles, block b < %d)", name, rows, nb),
+		"the products of groups 0 <= g < groups, in increasing g:",
 		"",
 		"\tfacc = fma(s·d, float32(Σ_k q·a) − z·A, facc)",
 		"",
 		fmt.Sprintf("u holds the codes unpacked by int4Unpack, [g][tile][block][lo, hi]; block b's"),
-		"record for group g is at meta[b*mstride+48g:]; the rows' activations are",
-		fmt.Sprintf("interleaved as for int4Gemm%dVNNI, with steps d4[%dg+t] and activation sums", rows, rows),
-		fmt.Sprintf("af4[%dg+t] as float32.", rows))
+		"record for group g is at meta[b*mstride+48g:]. Each tile of rows has its",
+		fmt.Sprintf("activations interleaved as for int4Gemm%dVNNI, with steps d4[%dg+t] and", rows, rows),
+		fmt.Sprintf("activation sums af4[%dg+t] as float32; the next tile's start askip bytes", rows),
+		"after this tile's a4 ends and dskip bytes after its d4 and af4 end.")
 	i := avx512
-	facc, u := Load(Param("facc"), GP64()), Load(Param("u"), GP64())
+	facc, u := Load(Param("facc"), GP64()), GP64()
 	fs, fs3 := Load(Param("fstride"), GP64()), GP64()
 	SHLQ(U8(2), fs)
 	LEAQ(Mem{Base: fs, Index: fs, Scale: 2}, fs3)
 	frow := func(t, disp int) Mem { return row4(facc, fs, fs3, t, disp) }
+	ap, dp, fp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("af4"), GP64())
 	mp := make([]Register, nb)
-	mp[0] = Load(Param("meta"), GP64())
+	for b := range mp {
+		mp[b] = GP64()
+	}
+	gn := GP64()
+	// One pass of the group loop per tile of rows: the codes and their
+	// records are read again from the start, so a single call covers every
+	// row tile and the per-call cost is paid once per block pass.
+	Label(name + "_rtile")
+	MOVQ(paramAddr("meta"), mp[0])
 	if nb > 1 {
-		ms := Load(Param("mstride"), GP64())
+		ms := GP64()
+		MOVQ(paramAddr("mstride"), ms)
 		for b := 1; b < nb; b++ {
-			mp[b] = GP64()
 			LEAQ(Mem{Base: mp[b-1], Index: ms, Scale: 1}, mp[b])
 		}
 	}
-	ap, dp, fp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("af4"), GP64())
-	gn := Load(Param("groups"), GP64())
+	MOVQ(paramAddr("u"), u)
+	MOVQ(paramAddr("groups"), gn)
 	Label(name + "_group")
 	iacc := make([][]VecVirtual, rows)
 	for t := range iacc {
@@ -140,8 +150,24 @@ func int4GemmU(rows, nb int) {
 	ADDQ(U32(4*rows), fp)
 	DECQ(gn)
 	JNZ(LabelRef(name + "_group"))
+	ADDQ(paramAddr("askip"), ap)
+	ADDQ(paramAddr("dskip"), dp)
+	ADDQ(paramAddr("dskip"), fp)
+	LEAQ(Mem{Base: facc, Index: fs, Scale: uint8(rows)}, facc)
+	DECQ(paramAddr("rtiles"))
+	JNZ(LabelRef(name + "_rtile"))
 	VZEROUPPER()
 	RET()
+}
+
+// paramAddr is the memory operand of a scalar argument, for arguments
+// read (or counted down) inside a loop without holding a register.
+func paramAddr(name string) Mem {
+	b, err := Param(name).Resolve()
+	if err != nil {
+		panic(err)
+	}
+	return b.Addr
 }
 
 // int4AddRows emits the final step of an exact-mode product: each token's
