@@ -40,9 +40,9 @@ const (
 // chunk of K: they stay in a 32 or 48 KiB L1 data cache, beside a row
 // tile's activations and sums, while every row tile uses them in turn.
 // Sized for L2 (256 KiB) instead, the same products ran 5–10% slower. A pass
-// covers up to int4UPassBlocks blocks, which only short rows (K below 512)
-// reach. Variables so tests can force narrow passes and several passes
-// over K.
+// covers int4UChunkBytes/(16·K) blocks, at least 4 and at most
+// int4UPassBlocks: more than 4 only for short rows (K below 384).
+// Variables so tests can force narrow passes and several passes over K.
 var (
 	int4UChunkBytes = 24 << 10
 	int4UPassBlocks = 16
