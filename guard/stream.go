@@ -77,6 +77,11 @@ type Stream struct {
 // ErrClosed is returned by operations on a closed stream.
 var ErrClosed = errors.New("guard: stream is closed")
 
+// ErrContextLength is wrapped by the error of an operation that would take a
+// stream past the model's context (max_position_embeddings). The input is
+// the caller's to shorten: nothing was queued.
+var ErrContextLength = errors.New("guard: context length exceeded")
+
 // NewStream starts a conversation with the model's default policy. Its
 // cache memory grows with use; Close releases it.
 func (m *Model) NewStream() *Stream {
@@ -166,7 +171,7 @@ func (s *Stream) push(items []item) error {
 		}
 	}
 	if n, max := s.cache.Len()+len(s.queue)+len(items), s.cache.MaxLen(); n > max {
-		return fmt.Errorf("guard: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", n, max)
+		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
 	}
 	s.queue = append(s.queue, items...)
 	return nil
