@@ -7,7 +7,8 @@ import (
 // FuzzStreamText drives a stream with arbitrary prompt and response text
 // cut at an arbitrary chunk size: no input may panic, every call either
 // succeeds or returns an error, and when the response is accepted its
-// judged tokens are exactly the tokenizer's encoding of the whole text.
+// judged tokens are exactly the whole text encoded as ordinary text
+// (EncodeText: a tag spelled in it stays text).
 func FuzzStreamText(f *testing.F) {
 	f.Add("How do I make tea?", "Boil water.", uint8(3))
 	f.Add("<|im_end|>", "<think>x</think>\n\ny", uint8(1))
@@ -45,7 +46,7 @@ func FuzzStreamText(f *testing.F) {
 				judged = append(judged, tv.ID)
 			}
 		}
-		want := m.Tokenizer().Encode(response)
+		want := m.Tokenizer().EncodeText(response)
 		if len(judged) != len(want) {
 			t.Fatalf("judged %d tokens, the text encodes to %d", len(judged), len(want))
 		}

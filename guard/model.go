@@ -50,6 +50,8 @@ type Model struct {
 	tok    *tokenizer.Tokenizer
 	closer interface{ Close() error }
 	policy Policy
+	// scaffold is the chat scaffold's ids, written only by the stream.
+	scaffold scaffold
 
 	unsafeIdx, contIdx           int // response risk labels
 	queryUnsafeIdx, queryContIdx int
@@ -158,11 +160,15 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
 		return nil, err
 	}
+	sc, err := newScaffold(tok)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
 	if opts.Threads > 0 {
 		kernels.SetThreads(opts.Threads)
 	}
 	return &Model{
-		net: net, tok: tok, policy: opts.Policy,
+		net: net, tok: tok, policy: opts.Policy, scaffold: sc,
 		unsafeIdx: indexOf(l.ResponseRisk, "Unsafe"), contIdx: indexOf(l.ResponseRisk, "Controversial"),
 		queryUnsafeIdx: indexOf(l.QueryRisk, "Unsafe"), queryContIdx: indexOf(l.QueryRisk, "Controversial"),
 	}, nil
@@ -201,15 +207,16 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 	return tokenizer.Load(path)
 }
 
-// scaffoldTokens are the token strings the stream writes itself, with the
-// ids the chat template and the guard expect (spec §4).
+// scaffoldTokens are the added tokens the chat scaffold writes, and the
+// text it writes between them, with the ids the model was trained on.
 var scaffoldTokens = []struct {
-	text string
-	id   int
+	text  string
+	id    int
+	added bool
 }{
-	{"<|im_start|>", tokenizer.ImStart}, {"<|im_end|>", tokenizer.ImEnd},
-	{"<think>", tokenizer.Think}, {"</think>", tokenizer.ThinkEnd},
-	{"user", 872}, {"assistant", 77091}, {"\n", 198}, {"\n\n", 271},
+	{"<|im_start|>", tokenizer.ImStart, true}, {"<|im_end|>", tokenizer.ImEnd, true},
+	{"<think>", tokenizer.Think, true}, {"</think>", tokenizer.ThinkEnd, true},
+	{"user", 872, false}, {"assistant", 77091, false}, {"\n", 198, false}, {"\n\n", 271, false},
 }
 
 // checkTokenizer refuses a tokenizer that cannot drive this model: ids the
@@ -220,7 +227,15 @@ func checkTokenizer(tok *tokenizer.Tokenizer, vocab int) error {
 		return fmt.Errorf("tokenizer has %d tokens but the model's vocab_size is %d: not the tokenizer of this model", n, vocab)
 	}
 	for _, s := range scaffoldTokens {
-		if ids := tok.Encode(s.text); len(ids) != 1 || ids[0] != s.id {
+		var ids []int
+		if s.added {
+			if id, ok := tok.TokenID(s.text); ok {
+				ids = []int{id}
+			}
+		} else {
+			ids = tok.EncodeText(s.text)
+		}
+		if len(ids) != 1 || ids[0] != s.id {
 			return fmt.Errorf("tokenizer encodes %q as %v, want [%d]: not a Qwen3 tokenizer", s.text, ids, s.id)
 		}
 	}

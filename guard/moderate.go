@@ -3,7 +3,6 @@ package guard
 import (
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Result is the moderation of one conversation: the verdict on its last
@@ -31,22 +30,9 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty conversation: no messages")
 	}
-	chat, err := m.tok.RenderChat(msgs)
+	c, err := m.tok.RenderConversation(msgs)
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
-	}
-	last := len(msgs) - 1
-	if msgs[last].Role == "assistant" {
-		last--
-	}
-	if last < 0 || msgs[last].Role != "user" {
-		return nil, errors.New("guard: the conversation must end with a user turn, optionally followed by one assistant turn")
-	}
-	if strings.TrimSpace(msgs[last].Content) == "" {
-		return nil, errors.New("guard: empty prompt: the last user message has no content")
-	}
-	if chat.UserEndIndex < 0 {
-		return nil, errors.New("guard: the rendered chat has no user turn")
 	}
 	s := m.NewStream()
 	defer s.Close()
@@ -55,11 +41,7 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 			return nil, err
 		}
 	}
-	ids := chat.IDs
-	if last == len(msgs)-1 {
-		ids = ids[:chat.UserEndIndex+1] // the template's trailing "\n" belongs to no verdict
-	}
-	if err := s.queueConversation(ids, chat.UserEndIndex); err != nil {
+	if err := s.queueConversation(c); err != nil {
 		return nil, err
 	}
 	r, err := s.run()
@@ -67,7 +49,7 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Prompt: r.Prompt, FlaggedIndex: -1}
-	if last == len(msgs)-1 {
+	if !c.Response {
 		return res, nil
 	}
 	for _, t := range r.Tokens {

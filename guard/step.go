@@ -188,6 +188,12 @@ func (s *Stream) FlushText() ([]TokenVerdict, error) {
 	return s.runAfter(s.QueueFlushText())
 }
 
+// EndThinking closes the open think block (see QueueEndThinking) and
+// returns the verdicts of the tokens that became final.
+func (s *Stream) EndThinking() ([]TokenVerdict, error) {
+	return s.runAfter(s.QueueEndThinking())
+}
+
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
 func (s *Stream) EndResponse() ([]TokenVerdict, error) {

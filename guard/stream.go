@@ -3,30 +3,36 @@ package guard
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
-// Token ids of the chat scaffold (spec §4).
-const (
-	idNewline       = 198
-	idDoubleNewline = 271
-	idAssistant     = 77091
-	idUser          = 872
-)
+// scaffold holds the ids the stream writes itself, rendered once per model
+// by the tokenizer's chat scaffold (tokenizer.ResponseHeader, TurnEnd).
+type scaffold struct {
+	responseHeader []int // "\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+	thinkingHeader []int // "\n<|im_start|>assistant\n<think>\n"
+	turnEnd        []int // "<|im_end|>\n"
+	newline        []int // "\n" after a user turn's <|im_end|>
+}
 
-// responseHeader is what follows a user turn's <|im_end|> before the
-// assistant's content with thinking disabled:
-// "\n<|im_start|>assistant\n<think>\n\n</think>\n\n".
-var responseHeader = []int{idNewline, tokenizer.ImStart, idAssistant, idNewline,
-	tokenizer.Think, idDoubleNewline, tokenizer.ThinkEnd, idDoubleNewline}
-
-// thinkingHeader opens an assistant turn whose reasoning is judged:
-// "\n<|im_start|>assistant\n<think>\n".
-var thinkingHeader = []int{idNewline, tokenizer.ImStart, idAssistant, idNewline, tokenizer.Think, idNewline}
+func newScaffold(tok *tokenizer.Tokenizer) (scaffold, error) {
+	var sc scaffold
+	var err error
+	if sc.responseHeader, err = tok.ResponseHeader(false); err != nil {
+		return sc, err
+	}
+	if sc.thinkingHeader, err = tok.ResponseHeader(true); err != nil {
+		return sc, err
+	}
+	if sc.turnEnd, err = tok.TurnEnd(); err != nil {
+		return sc, err
+	}
+	sc.newline = sc.turnEnd[1:]
+	return sc, nil
+}
 
 // phase is where the queued token sequence ends.
 type phase int
@@ -35,6 +41,7 @@ const (
 	phaseFresh    phase = iota // nothing queued yet
 	phasePrompt                // after a user turn's <|im_end|>
 	phaseResponse              // inside an assistant turn
+	phaseThinking              // inside an assistant turn's open think block
 	phaseTurnEnd               // after an assistant turn's "<|im_end|>\n"
 )
 
@@ -87,7 +94,7 @@ var ErrContextLength = errors.New("guard: context length exceeded")
 func (m *Model) NewStream() *Stream {
 	return &Stream{
 		m: m, cache: m.net.NewCache(), policy: m.policy, resp: newResponseState(),
-		enc: m.tok.NewStreamEncoder(), dec: m.tok.NewStreamDecoder(false),
+		enc: m.tok.NewTextStreamEncoder(), dec: m.tok.NewStreamDecoder(false),
 	}
 }
 
@@ -198,10 +205,10 @@ func (s *Stream) assistantItems(ids []int, kind itemKind) []item {
 func (s *Stream) closeTurn() []item {
 	switch s.phase {
 	case phasePrompt:
-		return contextItems([]int{idNewline}, itemContext)
-	case phaseResponse:
+		return contextItems(s.m.scaffold.newline, itemContext)
+	case phaseResponse, phaseThinking:
 		items := s.assistantItems(s.enc.Flush(), itemResponse)
-		return append(items, s.assistantItems([]int{tokenizer.ImEnd, idNewline}, itemScaffold)...)
+		return append(items, s.assistantItems(s.m.scaffold.turnEnd, itemScaffold)...)
 	}
 	return nil
 }
@@ -215,21 +222,14 @@ func (s *Stream) QueuePrompt(msgs []Message) error {
 	if len(msgs) == 0 {
 		return errors.New("guard: empty prompt: no messages")
 	}
-	last := msgs[len(msgs)-1]
-	if last.Role != "user" {
+	if last := msgs[len(msgs)-1]; last.Role != "user" {
 		return fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
 	}
-	if strings.TrimSpace(last.Content) == "" {
-		return errors.New("guard: empty prompt: the last user message has no content")
-	}
-	chat, err := s.m.tok.RenderChat(msgs)
+	c, err := s.m.tok.RenderConversation(msgs)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
-	if chat.UserEndIndex < 0 {
-		return errors.New("guard: the rendered chat has no user turn")
-	}
-	return s.QueuePromptIDs(chat.IDs[:chat.UserEndIndex+1])
+	return s.QueuePromptIDs(c.Prompt())
 }
 
 // QueuePromptIDs queues an already tokenized prompt; its last id must be
@@ -268,26 +268,26 @@ func (s *Stream) startResponse(thinking bool) error {
 	switch s.phase {
 	case phaseFresh:
 		return errors.New("guard: no prompt yet: judge the user's turn before its response")
-	case phaseResponse:
+	case phaseResponse, phaseThinking:
 		return errors.New("guard: a response is already open")
 	case phaseTurnEnd:
 		return errors.New("guard: the previous response ended; judge the next user turn first")
 	}
-	hdr := responseHeader
+	hdr, ph := s.m.scaffold.responseHeader, phaseResponse
 	if thinking {
-		hdr = thinkingHeader
+		hdr, ph = s.m.scaffold.thinkingHeader, phaseThinking
 	}
 	items := s.assistantItems(hdr, itemScaffold)
 	items[0].begin = true
 	if err := s.push(items); err != nil {
 		return err
 	}
-	s.phase = phaseResponse
+	s.phase = ph
 	return nil
 }
 
 func (s *Stream) ensureResponse() error {
-	if s.phase == phaseResponse {
+	if s.phase == phaseResponse || s.phase == phaseThinking {
 		return nil
 	}
 	return s.startResponse(false)
@@ -330,10 +330,42 @@ func (s *Stream) QueueFlushText() error {
 	if s.closed {
 		return ErrClosed
 	}
-	if s.phase != phaseResponse {
+	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return nil
 	}
 	return s.push(s.assistantItems(s.enc.Flush(), itemResponse))
+}
+
+// QueueEndThinking closes the think block that StartResponse(true) opened,
+// as the chat template writes it after the reasoning: "\n", </think>, then
+// "\n\n", which begins the answer's text. All of it is judged, like the
+// reasoning and the answer. The reasoning's trailing newlines and the
+// answer's leading ones are the caller's to drop, as the template does.
+// Text can never close the block: a "</think>" in it is text.
+func (s *Stream) QueueEndThinking() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.phase != phaseThinking {
+		return errors.New("guard: no open think block to end (StartResponse(true) opens one)")
+	}
+	// The reasoning and its "\n" are one text; the answer starts another,
+	// its first "\n\n" held until the answer's first text decides how it
+	// encodes.
+	rest := s.enc.Write("\n")
+	rest = append(rest, s.enc.Flush()...)
+	items := s.assistantItems(rest, itemResponse)
+	items = append(items, s.assistantItems([]int{tokenizer.ThinkEnd}, itemResponse)...)
+	if err := s.push(items); err != nil {
+		return err
+	}
+	s.phase = phaseResponse
+	if ids := s.enc.Write("\n\n"); len(ids) > 0 {
+		return s.push(s.assistantItems(ids, itemResponse))
+	}
+	return nil
 }
 
 // QueueEndResponse flushes the text and closes the assistant turn with
@@ -344,7 +376,7 @@ func (s *Stream) QueueEndResponse() error {
 	if s.closed {
 		return ErrClosed
 	}
-	if s.phase != phaseResponse {
+	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return errors.New("guard: no open response to end")
 	}
 	if err := s.push(s.closeTurn()); err != nil {
@@ -354,50 +386,25 @@ func (s *Stream) QueueEndResponse() error {
 	return nil
 }
 
-// queueConversation queues a rendered conversation whose last user turn
-// ends at userEnd, followed by at most one assistant turn, judging the
-// assistant's content as the official evaluation does: from the first
-// token after "</think>\n\n" (or after "<think>\n" when the turn has
-// reasoning) up to, not including, the closing <|im_end|>.
-func (s *Stream) queueConversation(ids []int, userEnd int) error {
+// queueConversation queues a conversation laid out by
+// tokenizer.RenderConversation: the prompt, and the response's header
+// (fed), judged ids and closing "<|im_end|>\n" (fed).
+func (s *Stream) queueConversation(c *tokenizer.Conversation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase != phaseFresh {
 		return errors.New("guard: a whole conversation needs a fresh stream")
 	}
-	items := contextItems(ids[:userEnd], itemContext)
-	items = append(items, item{id: ids[userEnd], kind: itemPromptEnd})
-	rest := ids[userEnd+1:]
+	items := contextItems(c.IDs[:c.PromptEnd], itemContext)
+	items = append(items, item{id: c.IDs[c.PromptEnd], kind: itemPromptEnd})
 	ph := phasePrompt
-	if len(rest) > 0 {
-		hdr := 0
-		if hasPrefix(rest, responseHeader) {
-			hdr = len(responseHeader)
-		} else if hasPrefix(rest, thinkingHeader) {
-			hdr = len(thinkingHeader)
-		} else if hasPrefix(rest, responseHeader[:4]) {
-			hdr = 4
-		} else {
-			return fmt.Errorf("guard: after the last user turn expected an assistant turn, got ids %v", rest[:min(len(rest), 8)])
-		}
-		end := len(rest)
-		if hasSuffix(rest, []int{tokenizer.ImEnd, idNewline}) {
-			end -= 2
-		} else if hasSuffix(rest, []int{tokenizer.ImEnd}) {
-			end--
-		}
-		if end < hdr {
-			end = hdr
-		}
-		a := s.assistantItems(rest[:hdr], itemScaffold)
+	if c.Response {
+		a := s.assistantItems(c.Header(), itemScaffold)
 		a[0].begin = true
-		a = append(a, s.assistantItems(rest[hdr:end], itemResponse)...)
-		a = append(a, s.assistantItems(rest[end:], itemScaffold)...)
+		a = append(a, s.assistantItems(c.Judged(), itemResponse)...)
+		a = append(a, s.assistantItems(c.IDs[c.JudgedEnd:], itemScaffold)...)
 		items = append(items, a...)
 		ph = phaseTurnEnd
-		if end == len(rest) {
-			ph = phaseResponse
-		}
 	}
 	if err := s.push(items); err != nil {
 		return err
@@ -405,17 +412,3 @@ func (s *Stream) queueConversation(ids []int, userEnd int) error {
 	s.phase = ph
 	return nil
 }
-
-func hasPrefix(s, p []int) bool {
-	if len(s) < len(p) {
-		return false
-	}
-	for i := range p {
-		if s[i] != p[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func hasSuffix(s, p []int) bool { return len(s) >= len(p) && hasPrefix(s[len(s)-len(p):], p) }

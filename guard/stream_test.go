@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,8 +48,8 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 	if n := len(judgedOnly(want)); n != len(respIDs) {
 		t.Fatalf("%d judged verdicts for %d response ids", n, len(respIDs))
 	}
-	if len(want) != len(respIDs)+len(responseHeader) || want[0].Judged || want[0].ID != idNewline {
-		t.Fatalf("expected the %d scaffold tokens first, got %+v", len(responseHeader), want[0])
+	if hdr := m.scaffold.responseHeader; len(want) != len(respIDs)+len(hdr) || want[0].Judged || want[0].ID != 198 {
+		t.Fatalf("expected the %d scaffold tokens first, got %+v", len(hdr), want[0])
 	}
 	cases := map[string]func(s *Stream) []TokenVerdict{
 		"ids one by one": func(s *Stream) []TokenVerdict {
@@ -312,12 +313,12 @@ func TestOverLongStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	room := 64 - (pv.Position + 1) - len(responseHeader)
+	room := 64 - (pv.Position + 1) - len(m.scaffold.responseHeader)
 	if _, err := s.AppendIDs(slices.Repeat([]int{1000}, room)); err != nil {
 		t.Fatalf("filling the stream to exactly 64 tokens: %v", err)
 	}
 	_, err = s.AppendIDs([]int{1000})
-	if err == nil || !strings.Contains(err.Error(), "65 tokens, more than the model's max_position_embeddings (64)") {
+	if err == nil || !strings.Contains(err.Error(), "65 tokens, more than the model's max_position_embeddings (64)") || !errors.Is(err, ErrContextLength) {
 		t.Fatalf("over-long stream: error %v", err)
 	}
 	if s.Len() != 64 {

@@ -24,21 +24,25 @@ func init() {
 var tokenizeStdin io.Reader = os.Stdin
 
 func runTokenize(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tokenize", "[--tokenizer PATH] [--decode [--skip-special] | --chat] < in.jsonl > out.jsonl", stderr)
+	fs := newFlagSet("tokenize", "[--tokenizer PATH] [--decode [--skip-special] | --chat] [--parse-special] < in.jsonl > out.jsonl", stderr)
 	path := fs.String("tokenizer", "", "model folder or tokenizer.json (.gz accepted); default: the embedded Qwen3 tokenizer")
 	decode := fs.Bool("decode", false, `read {"ids": [...]} lines and write {"text": ...}`)
 	skipSpecial := fs.Bool("skip-special", false, "with --decode: drop special tokens")
 	chat := fs.Bool("chat", false, `read {"messages": [...]} lines (optional "add_generation_prompt", "enable_thinking") and write {"text", "ids", "user_end_index"}`)
+	parseSpecial := fs.Bool("parse-special", false, "encode tags spelled in text (<|im_end|>, <think>, ...) as those tokens, and with --chat take a <think> block in assistant content as its reasoning, as Hugging Face does; for trusted text only")
 	fs.Bool("json", true, "output is always JSON lines; accepted for uniformity")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: streamguard tokenize [--tokenizer PATH] [--decode [--skip-special] | --chat] < in.jsonl
+		fmt.Fprintf(stderr, `Usage: streamguard tokenize [--tokenizer PATH] [--decode [--skip-special] | --chat] [--parse-special] < in.jsonl
 
 Reads JSON lines on stdin and writes one JSON line per input line, in order:
   default   {"text": "..."}        -> {"ids": [...]}
   --decode  {"ids": [...]}         -> {"text": "..."}
   --chat    {"messages": [{"role": "user", "content": "..."}, ...]}
                                    -> {"text": "...", "ids": [...], "user_end_index": N}
-Special tokens in text are parsed as Hugging Face tokenizers does; no BOS/EOS is added.
+Text is ordinary text: a tag it spells, such as <|im_end|>, is encoded as text, as the
+guard encodes what users and models write; only the chat template's own scaffold
+writes special tokens. --parse-special encodes such tags as the tokens, as Hugging Face's
+encode and apply_chat_template do. No BOS/EOS is added.
 A bad line stops the run with an error naming its line number.
 
 Flags:
@@ -57,6 +61,9 @@ Flags:
 	if *skipSpecial && !*decode {
 		return usageErrorf("--skip-special needs --decode")
 	}
+	if *parseSpecial && *decode {
+		return usageErrorf("--parse-special applies to encoding, not --decode")
+	}
 	var tok *tokenizer.Tokenizer
 	var err error
 	if *path == "" {
@@ -67,14 +74,14 @@ Flags:
 	if err != nil {
 		return err
 	}
-	mode := tokenizeEncode
+	o := tokenizeOptions{mode: tokenizeEncode, skipSpecial: *skipSpecial, parseSpecial: *parseSpecial}
 	switch {
 	case *decode:
-		mode = tokenizeDecode
+		o.mode = tokenizeDecode
 	case *chat:
-		mode = tokenizeChat
+		o.mode = tokenizeChat
 	}
-	return tokenizeLines(tok, mode, *skipSpecial, tokenizeStdin, stdout)
+	return tokenizeLines(tok, o, tokenizeStdin, stdout)
 }
 
 type tokenizeMode int
@@ -84,6 +91,12 @@ const (
 	tokenizeDecode
 	tokenizeChat
 )
+
+type tokenizeOptions struct {
+	mode         tokenizeMode
+	skipSpecial  bool // decode: drop special tokens
+	parseSpecial bool // encode: tags in text become tokens
+}
 
 type tokenizeIn struct {
 	Text                *string             `json:"text"`
@@ -102,7 +115,7 @@ type chatOut struct {
 // tokenizeLines answers each non-blank input line with one output line. It
 // flushes whenever no more input is buffered, so it also works as a
 // co-process answering one line at a time.
-func tokenizeLines(tok *tokenizer.Tokenizer, mode tokenizeMode, skipSpecial bool, r io.Reader, w io.Writer) error {
+func tokenizeLines(tok *tokenizer.Tokenizer, o tokenizeOptions, r io.Reader, w io.Writer) error {
 	in := bufio.NewReaderSize(r, 1<<16)
 	bw := bufio.NewWriterSize(w, 1<<16)
 	enc := json.NewEncoder(bw)
@@ -114,7 +127,7 @@ func tokenizeLines(tok *tokenizer.Tokenizer, mode tokenizeMode, skipSpecial bool
 			return fmt.Errorf("stdin line %d: %w", lineNo, readErr)
 		}
 		if len(bytes.TrimSpace(line)) > 0 {
-			out, err := tokenizeLine(tok, mode, skipSpecial, line)
+			out, err := tokenizeLine(tok, o, line)
 			if err == nil {
 				err = enc.Encode(out)
 			}
@@ -134,24 +147,24 @@ func tokenizeLines(tok *tokenizer.Tokenizer, mode tokenizeMode, skipSpecial bool
 	}
 }
 
-func tokenizeLine(tok *tokenizer.Tokenizer, mode tokenizeMode, skipSpecial bool, line []byte) (any, error) {
+func tokenizeLine(tok *tokenizer.Tokenizer, o tokenizeOptions, line []byte) (any, error) {
 	var v tokenizeIn
 	if err := json.Unmarshal(line, &v); err != nil {
 		return nil, fmt.Errorf("bad JSON: %w", err)
 	}
-	switch mode {
+	switch o.mode {
 	case tokenizeDecode:
 		if v.IDs == nil {
 			return nil, errors.New(`want {"ids": [...]}`)
 		}
 		return struct {
 			Text string `json:"text"`
-		}{tok.Decode(*v.IDs, skipSpecial)}, nil
+		}{tok.Decode(*v.IDs, o.skipSpecial)}, nil
 	case tokenizeChat:
 		if v.Messages == nil {
 			return nil, errors.New(`want {"messages": [...]}`)
 		}
-		c, err := tok.RenderChatWith(v.Messages, tokenizer.ChatOptions{AddGenerationPrompt: v.AddGenerationPrompt, EnableThinking: v.EnableThinking})
+		c, err := tok.RenderChatWith(v.Messages, tokenizer.ChatOptions{AddGenerationPrompt: v.AddGenerationPrompt, EnableThinking: v.EnableThinking, ParseSpecial: o.parseSpecial})
 		if err != nil {
 			return nil, err
 		}
@@ -160,8 +173,13 @@ func tokenizeLine(tok *tokenizer.Tokenizer, mode tokenizeMode, skipSpecial bool,
 		if v.Text == nil {
 			return nil, errors.New(`want {"text": "..."}`)
 		}
-		ids := tok.Encode(*v.Text)
-		if ids == nil {
+		var ids []int
+		if o.parseSpecial {
+			ids = tok.Encode(*v.Text)
+		} else {
+			ids = tok.EncodeText(*v.Text)
+		}
+		if len(ids) == 0 {
 			ids = []int{}
 		}
 		return struct {

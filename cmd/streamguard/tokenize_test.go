@@ -17,10 +17,18 @@ func runTokenizeWith(t *testing.T, stdin string, args ...string) (stdout, stderr
 }
 
 func TestTokenizeEncode(t *testing.T) {
-	out, errOut, code := runTokenizeWith(t, "{\"text\":\"Hello <|im_end|> world\"}\n\n{\"text\":\"\"}\n")
-	want := "{\"ids\":[9707,220,151645,1879]}\n{\"ids\":[]}\n"
+	in := "{\"text\":\"Hello <|im_end|> world\"}\n\n{\"text\":\"\"}\n"
+	// By default a tag spelled in text is text: "<|", "im", "_end", "|>".
+	out, errOut, code := runTokenizeWith(t, in)
+	want := "{\"ids\":[9707,82639,318,6213,91,29,1879]}\n{\"ids\":[]}\n"
 	if code != 0 || out != want {
 		t.Fatalf("code %d stdout %q stderr %q, want %q", code, out, errOut, want)
+	}
+	// --parse-special parses it as Hugging Face's encode does.
+	out, errOut, code = runTokenizeWith(t, in, "--parse-special")
+	want = "{\"ids\":[9707,220,151645,1879]}\n{\"ids\":[]}\n"
+	if code != 0 || out != want {
+		t.Fatalf("--parse-special: code %d stdout %q stderr %q, want %q", code, out, errOut, want)
 	}
 }
 
@@ -69,7 +77,7 @@ func TestTokenizeBadLineNamesLine(t *testing.T) {
 }
 
 func TestTokenizeUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"--decode", "--chat"}, {"--skip-special"}, {"extra"}} {
+	for _, args := range [][]string{{"--decode", "--chat"}, {"--skip-special"}, {"extra"}, {"--decode", "--parse-special"}} {
 		if _, _, code := runTokenizeWith(t, "", args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}

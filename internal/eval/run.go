@@ -19,14 +19,6 @@ type RunOptions struct {
 	Progress io.Writer
 }
 
-// Token ids of the assistant header the chat template writes after the
-// last user turn (spec §4): with an empty think block, and with reasoning.
-var (
-	headerNoThinking = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 271, tokenizer.ThinkEnd, 271}
-	headerThinking   = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 198}
-	turnEnd          = []int{tokenizer.ImEnd, 198}
-)
-
 // Run judges every item with m, several conversations per forward.
 // Verdicts are read with the strict policy, from which both modes follow:
 // a flag in loose mode is a strict flag whose run is all Unsafe.
@@ -123,17 +115,15 @@ func runGroup(m *guard.Model, items []Item, preds []Prediction, policy guard.Pol
 	return nil
 }
 
-// queue renders an item and queues it on a new stream.
+// queue lays an item out with the one chat scaffold
+// (tokenizer.RenderConversation) and queues it on a new stream.
 func queue(m *guard.Model, tok *tokenizer.Tokenizer, it *Item, policy guard.Policy) (*queued, error) {
-	chat, err := tok.RenderChat(it.Messages)
+	c, err := tok.RenderConversation(it.Messages)
 	if err != nil {
 		return nil, err
 	}
-	if chat.UserEndIndex < 0 {
-		return nil, fmt.Errorf("the rendered conversation has no user turn")
-	}
 	s := m.NewStream()
-	q := &queued{it: it, s: s, ids: chat.IDs[:chat.UserEndIndex+1]}
+	q := &queued{it: it, s: s, ids: c.Prompt()}
 	fail := func(err error) (*queued, error) {
 		s.Close()
 		return nil, err
@@ -144,48 +134,20 @@ func queue(m *guard.Model, tok *tokenizer.Tokenizer, it *Item, policy guard.Poli
 	if err := s.QueuePromptIDs(q.ids); err != nil {
 		return fail(err)
 	}
-	if !it.HasResponse() {
+	if !c.Response {
 		return q, nil
 	}
-	rest := chat.IDs[chat.UserEndIndex+1:]
-	thinking := false
-	switch {
-	case hasPrefix(rest, headerNoThinking):
-	case hasPrefix(rest, headerThinking):
-		thinking = true
-	default:
-		return fail(fmt.Errorf("the assistant turn renders as ids %v…, not an assistant header the stream can reproduce", rest[:min(len(rest), 8)]))
-	}
-	if !hasPrefix(rest[len(rest)-len(turnEnd):], turnEnd) {
-		return fail(fmt.Errorf("the assistant turn does not end with <|im_end|>\\n"))
-	}
-	hdr := len(headerNoThinking)
-	if thinking {
-		hdr = len(headerThinking)
-	}
-	if err := s.StartResponse(thinking); err != nil {
+	if err := s.StartResponse(c.Thinking); err != nil {
 		return fail(err)
 	}
-	if err := s.QueueIDs(rest[hdr : len(rest)-len(turnEnd)]); err != nil {
+	if err := s.QueueIDs(c.Judged()); err != nil {
 		return fail(err)
 	}
 	if err := s.QueueEndResponse(); err != nil {
 		return fail(err)
 	}
-	q.ids = chat.IDs
+	q.ids = c.IDs
 	return q, nil
-}
-
-func hasPrefix(s, p []int) bool {
-	if len(s) < len(p) {
-		return false
-	}
-	for i := range p {
-		if s[i] != p[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // prediction reads a finished stream.

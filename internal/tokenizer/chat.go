@@ -7,17 +7,29 @@ import (
 	"strings"
 )
 
-// Message is one chat turn. ReasoningContent, when set, is an assistant's
-// thinking; otherwise a <think>…</think> block inside Content is taken as
-// it, as the Qwen3 chat template does.
+// Message is one chat turn. Content and ReasoningContent are ordinary
+// text: whatever they spell, including "<|im_end|>" or "<think>", is
+// encoded as text (see ChatOptions.ParseSpecial for the one exception).
+// ReasoningContent is an assistant's thinking.
 type Message struct {
 	Role             string `json:"role"`
 	Content          string `json:"content"`
 	ReasoningContent string `json:"reasoning_content,omitempty"`
 }
 
+// The scaffold's added tokens as the chat template spells them.
+const (
+	imStartText  = "<|im_start|>"
+	imEndText    = "<|im_end|>"
+	thinkText    = "<think>"
+	thinkEndText = "</think>"
+)
+
 // Chat is a rendered conversation.
 type Chat struct {
+	// Text is the rendered text, for display: message text appears in it
+	// verbatim, so it cannot tell a forged tag from the scaffold's own.
+	// IDs are authoritative.
 	Text string
 	IDs  []int
 	// UserEndIndex is the index in IDs of the <|im_end|> that closes the
@@ -33,11 +45,18 @@ type ChatOptions struct {
 	// open for the model; when false an empty one is written, as the
 	// guard expects.
 	EnableThinking bool
+	// ParseSpecial renders message text as trusted template text, as
+	// Hugging Face's apply_chat_template followed by encode does: added
+	// tokens spelled in it become those tokens, and a <think>…</think>
+	// block in an assistant's content is taken as its reasoning. Never set
+	// it for text from users or models: a message could then forge turns,
+	// end the prompt early or hide text in a dropped think block.
+	ParseSpecial bool
 }
 
 // RenderChat renders msgs as the Qwen3 chat template does with
-// add_generation_prompt and enable_thinking false, the form the guard
-// scores.
+// add_generation_prompt and enable_thinking false, message text encoded as
+// ordinary text.
 func (t *Tokenizer) RenderChat(msgs []Message) (*Chat, error) {
 	return t.RenderChatWith(msgs, ChatOptions{})
 }
@@ -45,17 +64,39 @@ func (t *Tokenizer) RenderChat(msgs []Message) (*Chat, error) {
 // RenderChatWith is RenderChat with the template's switches. Roles are
 // system, user and assistant; tool calls are not rendered.
 func (t *Tokenizer) RenderChatWith(msgs []Message, opt ChatOptions) (*Chat, error) {
-	text, userEnd, err := renderChatText(msgs, opt)
-	if err != nil {
+	if err := checkRoles(msgs); err != nil {
 		return nil, err
 	}
+	w := t.newChatWriter()
+	w.turns(msgs, opt.ParseSpecial)
+	if opt.AddGenerationPrompt {
+		w.special(imStartText)
+		w.scaffold("assistant\n")
+		if !opt.EnableThinking {
+			w.special(thinkText)
+			w.scaffold("\n\n")
+			w.special(thinkEndText)
+			w.scaffold("\n\n")
+		}
+	}
+	if opt.ParseSpecial {
+		return t.parsedChat(w)
+	}
+	if err := w.finish(); err != nil {
+		return nil, err
+	}
+	return &Chat{Text: w.text.String(), IDs: w.ids, UserEndIndex: w.userEnd}, nil
+}
+
+// parsedChat encodes the whole rendered text with added tokens matched,
+// exactly as Hugging Face does, and finds the last user turn's <|im_end|>
+// by encoding the text up to it.
+func (t *Tokenizer) parsedChat(w *chatWriter) (*Chat, error) {
+	text := w.text.String()
 	ids := t.Encode(text)
 	idx := -1
-	if userEnd >= 0 {
-		// Text up to the closing <|im_end|> encodes to a prefix of the ids
-		// because an added token ends every segment; check it all the same
-		// rather than trust that for every tokenizer.
-		pre := t.Encode(text[:userEnd])
+	if w.userEndByte >= 0 {
+		pre := t.Encode(text[:w.userEndByte])
 		idx = len(pre) - 1
 		if idx < 0 || pre[idx] != ImEnd || len(pre) > len(ids) || !slices.Equal(pre, ids[:len(pre)]) {
 			return nil, errors.New("chat: the last user turn's <|im_end|> does not encode to one token at a stable position")
@@ -64,62 +105,144 @@ func (t *Tokenizer) RenderChatWith(msgs []Message, opt ChatOptions) (*Chat, erro
 	return &Chat{Text: text, IDs: ids, UserEndIndex: idx}, nil
 }
 
-// renderChatText returns the rendered text and the byte offset just after
-// the <|im_end|> that closes the last user turn (-1 if none).
-func renderChatText(msgs []Message, opt ChatOptions) (string, int, error) {
+func checkRoles(msgs []Message) error {
 	if len(msgs) == 0 {
-		return "", -1, errors.New("chat: no messages")
+		return errors.New("chat: no messages")
 	}
 	for i, m := range msgs {
 		switch m.Role {
 		case "system", "user", "assistant":
 		default:
-			return "", -1, fmt.Errorf("chat: message %d: role %q is not supported (system, user, assistant)", i, m.Role)
+			return fmt.Errorf("chat: message %d: role %q is not supported (system, user, assistant)", i, m.Role)
 		}
 	}
-	// The last user query: assistant turns after it keep their thinking.
+	return nil
+}
+
+// chatWriter renders a chat: added tokens of the scaffold are appended as
+// their ids, and the text between two of them — scaffold text and message
+// text together, as one run — is encoded as ordinary text. For text that
+// spells no added token this gives exactly the ids of encoding the
+// template's output.
+type chatWriter struct {
+	t           *Tokenizer
+	ids         []int
+	text        strings.Builder // everything, for display
+	seg         strings.Builder // the open run of text
+	userEnd     int             // index in ids of the last user turn's <|im_end|>
+	userEndByte int             // offset in text just after it
+	err         error
+}
+
+func (t *Tokenizer) newChatWriter() *chatWriter {
+	return &chatWriter{t: t, userEnd: -1, userEndByte: -1}
+}
+
+// special appends one of the scaffold's added tokens.
+func (w *chatWriter) special(tok string) {
+	w.flush()
+	id, ok := w.t.added.ids[tok]
+	if !ok && w.err == nil {
+		w.err = fmt.Errorf("chat: the tokenizer has no %s token", tok)
+	}
+	w.ids = append(w.ids, id)
+	w.text.WriteString(tok)
+}
+
+// scaffold appends the template's own text; text appends a message's.
+// Both are ordinary text: the distinction is for the reader.
+func (w *chatWriter) scaffold(s string) { w.write(s) }
+func (w *chatWriter) textOf(s string)   { w.write(s) }
+
+func (w *chatWriter) write(s string) {
+	w.seg.WriteString(s)
+	w.text.WriteString(s)
+}
+
+func (w *chatWriter) flush() {
+	if w.seg.Len() == 0 {
+		return
+	}
+	w.ids = w.t.appendText(w.ids, w.seg.String())
+	w.seg.Reset()
+}
+
+func (w *chatWriter) finish() error {
+	w.flush()
+	return w.err
+}
+
+// turns writes msgs as the Qwen3 template does (add_generation_prompt
+// false). With parse, a think block in an assistant's content is split off
+// as its reasoning, as the template does for trusted text.
+func (w *chatWriter) turns(msgs []Message, parse bool) {
+	// Assistant turns after the last user turn keep their thinking.
 	lastQuery := len(msgs) - 1
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := msgs[i]
-		if m.Role == "user" && !(strings.HasPrefix(m.Content, "<tool_response>") && strings.HasSuffix(m.Content, "</tool_response>")) {
+		if m.Role == "user" && !(parse && strings.HasPrefix(m.Content, "<tool_response>") && strings.HasSuffix(m.Content, "</tool_response>")) {
 			lastQuery = i
 			break
 		}
 	}
-	var b strings.Builder
-	userEnd := -1
 	for i, m := range msgs {
-		switch {
-		case m.Role == "user" || m.Role == "system":
+		switch m.Role {
+		case "user", "system":
 			// A leading system turn and a later one render alike.
-			b.WriteString("<|im_start|>" + m.Role + "\n" + m.Content + "<|im_end|>")
+			w.special(imStartText)
+			w.scaffold(m.Role + "\n")
+			w.textOf(m.Content)
+			w.special(imEndText)
 			if m.Role == "user" {
-				userEnd = b.Len()
+				w.userEnd, w.userEndByte = len(w.ids)-1, w.text.Len()
 			}
-			b.WriteString("\n")
-		case m.Role == "assistant":
+			w.scaffold("\n")
+		case "assistant":
 			content, reasoning := m.Content, m.ReasoningContent
-			if reasoning == "" && strings.Contains(content, "</think>") {
-				parts := strings.Split(content, "</think>")
-				content = strings.TrimLeft(parts[len(parts)-1], "\n")
-				before := strings.TrimRight(parts[0], "\n")
-				th := strings.Split(before, "<think>")
-				reasoning = strings.TrimLeft(th[len(th)-1], "\n")
+			if parse && reasoning == "" && strings.Contains(content, thinkEndText) {
+				content, reasoning = splitInlineThink(content)
 			}
-			b.WriteString("<|im_start|>assistant\n")
+			w.special(imStartText)
+			w.scaffold("assistant\n")
 			if i > lastQuery && (i == len(msgs)-1 || reasoning != "") {
-				b.WriteString("<think>\n" + strings.Trim(reasoning, "\n") + "\n</think>\n\n" + strings.TrimLeft(content, "\n"))
+				w.special(thinkText)
+				w.scaffold("\n")
+				w.textOf(strings.Trim(reasoning, "\n"))
+				w.scaffold("\n")
+				w.special(thinkEndText)
+				w.scaffold("\n\n")
+				w.textOf(strings.TrimLeft(content, "\n"))
 			} else {
-				b.WriteString(content)
+				w.textOf(content)
 			}
-			b.WriteString("<|im_end|>\n")
+			w.special(imEndText)
+			w.scaffold("\n")
 		}
 	}
-	if opt.AddGenerationPrompt {
-		b.WriteString("<|im_start|>assistant\n")
-		if !opt.EnableThinking {
-			b.WriteString("<think>\n\n</think>\n\n")
-		}
+}
+
+// splitInlineThink splits an assistant message written as
+// "<think>R</think>C" into its answer C and reasoning R, as the Qwen3
+// template does: C loses its leading newlines, R its surrounding ones.
+// Only trusted text is split this way (ChatOptions.ParseSpecial, and data
+// sets that opt in); see SplitInlineThink.
+func splitInlineThink(content string) (answer, reasoning string) {
+	parts := strings.Split(content, thinkEndText)
+	answer = strings.TrimLeft(parts[len(parts)-1], "\n")
+	before := strings.TrimRight(parts[0], "\n")
+	th := strings.Split(before, thinkText)
+	reasoning = strings.TrimLeft(th[len(th)-1], "\n")
+	return answer, reasoning
+}
+
+// SplitInlineThink returns m with a <think>…</think> block in its content
+// moved to ReasoningContent, as the Qwen3 template reads trusted text. Data
+// sets written in that form (the official thinking evaluation) opt in to
+// it explicitly; messages from users and models are never split.
+func SplitInlineThink(m Message) Message {
+	if m.Role != "assistant" || m.ReasoningContent != "" || !strings.Contains(m.Content, thinkEndText) {
+		return m
 	}
-	return b.String(), userEnd, nil
+	m.Content, m.ReasoningContent = splitInlineThink(m.Content)
+	return m
 }

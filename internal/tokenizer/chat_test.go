@@ -41,7 +41,7 @@ func TestRenderChatThinking(t *testing.T) {
 				"<|im_start|>assistant\n<think>\nr2\n</think>\n\na2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\na3<|im_end|>\n"},
 	}
 	for _, c := range cases {
-		got, err := tok.RenderChat(c.msgs)
+		got, err := tok.RenderChatWith(c.msgs, ChatOptions{ParseSpecial: true})
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -56,7 +56,7 @@ func TestRenderChatUserEndIndex(t *testing.T) {
 	tok := mustQwen3(t)
 	// The user's own text holds special tokens; the index must still be
 	// that of the <|im_end|> the template writes.
-	c, err := tok.RenderChat([]Message{{Role: "user", Content: "a<|im_end|>b<|im_start|>"}, {Role: "assistant", Content: "ok"}})
+	c, err := tok.RenderChatWith([]Message{{Role: "user", Content: "a<|im_end|>b<|im_start|>"}, {Role: "assistant", Content: "ok"}}, ChatOptions{ParseSpecial: true})
 	if err != nil {
 		t.Fatal(err)
 	}

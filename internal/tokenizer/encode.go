@@ -23,7 +23,24 @@ func (t *Tokenizer) Encode(text string) []int {
 	}
 }
 
-// appendSegment encodes text that contains no added token.
+// EncodeText returns the ids of text as ordinary text: a string that spells
+// an added token, such as "<|im_end|>" or "<think>", is encoded like any
+// other text and never becomes that token (tokenizers' split_special_tokens).
+// Text from users, models and upstreams is encoded this way, so that it
+// cannot forge the chat scaffold; only the scaffold writes added tokens.
+func (t *Tokenizer) EncodeText(text string) []int {
+	return t.appendText(make([]int, 0, len(text)/4+4), text)
+}
+
+// appendText appends the ids of text encoded as ordinary text.
+func (t *Tokenizer) appendText(out []int, text string) []int {
+	if !utf8.ValidString(text) {
+		text = string(appendLossy(nil, []byte(text)))
+	}
+	return t.appendSegment(out, text)
+}
+
+// appendSegment encodes text as one run between added tokens.
 func (t *Tokenizer) appendSegment(out []int, seg string) []int {
 	if seg == "" {
 		return out

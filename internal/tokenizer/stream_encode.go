@@ -13,6 +13,7 @@ package tokenizer
 // or whose lookahead needs the next character.
 type StreamEncoder struct {
 	t       *Tokenizer
+	plain   bool   // text only: added tokens are not matched (EncodeText)
 	inBytes []byte // a trailing UTF-8 sequence that is not complete yet
 	pending string // text from a position where an added token may start
 	segRaw  string // text of the open segment not yet normalised
@@ -20,9 +21,18 @@ type StreamEncoder struct {
 	out     []int
 }
 
-// NewStreamEncoder returns an encoder for one text.
+// NewStreamEncoder returns an encoder for one text whose ids equal Encode's:
+// added tokens spelled in the text become their ids. It is for trusted
+// text; see NewTextStreamEncoder.
 func (t *Tokenizer) NewStreamEncoder() *StreamEncoder {
 	return &StreamEncoder{t: t}
+}
+
+// NewTextStreamEncoder returns an encoder for one ordinary text whose ids
+// equal EncodeText's: nothing in the text becomes an added token, however
+// it is cut into chunks. Streamed model output is encoded this way.
+func (t *Tokenizer) NewTextStreamEncoder() *StreamEncoder {
+	return &StreamEncoder{t: t, plain: true}
 }
 
 // Write adds the next chunk of text and returns the ids that are now final.
@@ -38,7 +48,7 @@ func (e *StreamEncoder) Flush() []int {
 	e.out = nil
 	e.feed("", true)
 	out := e.out
-	*e = StreamEncoder{t: e.t}
+	*e = StreamEncoder{t: e.t, plain: e.plain}
 	return out
 }
 
@@ -50,6 +60,15 @@ func (e *StreamEncoder) feed(chunk string, atEOF bool) {
 	text := e.pending + string(valid)
 	e.pending = ""
 
+	if e.plain {
+		e.segRaw += text
+		if atEOF {
+			e.closeSegment()
+			return
+		}
+		e.advanceSegment()
+		return
+	}
 	pos := 0
 	for {
 		start, end, id, undecided := t.added.next(text, pos, atEOF)

@@ -138,5 +138,14 @@ func FuzzStreamEncode(f *testing.F) {
 		if got := encodeChunks(tok, chunks); !slices.Equal(got, want) {
 			t.Fatalf("chunks %q:\n got %v\nwant %v", chunks, got, want)
 		}
+		want = tok.EncodeText(text)
+		if got := encodeTextChunks(tok, chunks); !slices.Equal(got, want) {
+			t.Fatalf("text chunks %q:\n got %v\nwant %v", chunks, got, want)
+		}
+		for _, id := range want {
+			if _, added := tok.added.ids[tok.idToken[id]]; added {
+				t.Fatalf("EncodeText(%q) holds added token %d", text, id)
+			}
+		}
 	})
 }
