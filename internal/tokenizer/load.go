@@ -389,3 +389,14 @@ func (t *Tokenizer) IDToken(id int) (string, bool) {
 func (t *Tokenizer) IsSpecial(id int) bool {
 	return id >= 0 && id < len(t.special) && t.special[id]
 }
+
+// IsAdded reports whether id is an added token, special or not: one of the
+// tokens only the chat scaffold writes, since text never encodes to them.
+func (t *Tokenizer) IsAdded(id int) bool {
+	s, ok := t.IDToken(id)
+	if !ok {
+		return false
+	}
+	aid, ok := t.added.ids[s]
+	return ok && aid == id
+}

@@ -1,0 +1,119 @@
+package guard
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/redteam"
+)
+
+// TestRedTeamPositions feeds every injection string of the red-team set
+// through Moderate at every surface, and through a stream — the prompt with
+// JudgePrompt, the response and its reasoning as text cut into chunks of 1,
+// 3 and 7 bytes, so that tags are split across chunks — and checks that the
+// guard judges exactly the positions committed in testdata/redteam.
+func TestRedTeamPositions(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	cases, err := redteam.Cases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := redteam.Expected()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		for _, surface := range redteam.Surfaces {
+			w, ok := want[[2]string{c.ID, surface}]
+			if !ok {
+				t.Fatalf("%s at %s: no expected positions", c.ID, surface)
+			}
+			msgs := redteam.Messages(surface, c.Text)
+			r, err := m.Moderate(msgs, nil)
+			if err != nil {
+				t.Errorf("%s at %s: Moderate: %v", c.ID, surface, err)
+				continue
+			}
+			checkJudged(t, c.ID+" at "+surface+" (Moderate)", r.Prompt.Position, judgedPositions(r.Tokens), w)
+			for _, n := range []int{1, 3, 7} {
+				p, got, err := streamConversation(m, msgs, n)
+				if err != nil {
+					t.Errorf("%s at %s, chunks of %d: %v", c.ID, surface, n, err)
+					continue
+				}
+				checkJudged(t, c.ID+" at "+surface+" (stream)", p, got, w)
+			}
+		}
+	}
+}
+
+func judgedPositions(tvs []TokenVerdict) []int {
+	var out []int
+	for _, tv := range tvs {
+		if tv.Judged {
+			out = append(out, tv.Position)
+		}
+	}
+	return out
+}
+
+func checkJudged(t *testing.T, what string, prompt int, judged []int, w redteam.Positions) {
+	t.Helper()
+	if prompt != w.PromptEnd {
+		t.Errorf("%s: prompt verdict at %d, want %d", what, prompt, w.PromptEnd)
+	}
+	if len(judged) != w.JudgedEnd-w.JudgedStart {
+		t.Errorf("%s: %d judged tokens, want %d", what, len(judged), w.JudgedEnd-w.JudgedStart)
+		return
+	}
+	for i, p := range judged {
+		if p != w.JudgedStart+i {
+			t.Errorf("%s: judged token %d at %d, want %d", what, i, p, w.JudgedStart+i)
+			return
+		}
+	}
+}
+
+// streamConversation judges msgs the way a gateway does: the prompt, then
+// the response text in chunks of n bytes (reasoning first when there is
+// some, closed with EndThinking).
+func streamConversation(m *Model, msgs []Message, n int) (prompt int, judged []int, err error) {
+	s := m.NewStream()
+	defer s.Close()
+	last := msgs[len(msgs)-1]
+	pv, err := s.JudgePrompt(msgs[:len(msgs)-1])
+	if err != nil {
+		return 0, nil, err
+	}
+	feed := func(text string) error {
+		for i := 0; i < len(text); i += n {
+			tvs, err := s.AppendText(text[i:min(i+n, len(text))])
+			if err != nil {
+				return err
+			}
+			judged = append(judged, judgedPositions(tvs)...)
+		}
+		return nil
+	}
+	if last.ReasoningContent != "" {
+		if err := s.StartResponse(true); err != nil {
+			return 0, nil, err
+		}
+		if err := feed(strings.Trim(last.ReasoningContent, "\n")); err != nil {
+			return 0, nil, err
+		}
+		tvs, err := s.EndThinking()
+		if err != nil {
+			return 0, nil, err
+		}
+		judged = append(judged, judgedPositions(tvs)...)
+	}
+	if err := feed(strings.TrimLeft(last.Content, "\n")); err != nil {
+		return 0, nil, err
+	}
+	tvs, err := s.EndResponse()
+	if err != nil {
+		return 0, nil, err
+	}
+	return pv.Position, append(judged, judgedPositions(tvs)...), nil
+}
