@@ -40,8 +40,8 @@ const Unknown = -1
 
 // MaxLayers bounds num_hidden_layers for which tensors are listed (real
 // Qwen3 models have at most 94), so a corrupt config cannot make the
-// expectation list enormous.
-const MaxLayers = 1024
+// expectation list enormous. It is config.Validate's limit.
+const MaxLayers = config.MaxLayers
 
 // Expectation is one tensor a complete model needs (or, when Optional,
 // may have).

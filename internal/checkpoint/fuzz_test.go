@@ -1,6 +1,7 @@
 package checkpoint_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,6 +69,8 @@ func FuzzReportConfig(f *testing.F) {
 	f.Add([]byte(`{"quantization_config": {"quant_method": "awq", "group_size": 0, "bits": 4}, "hidden_size": -8}`))
 	f.Add([]byte(`{"response_risk_level_map": {"0": "Safe", "5": "x"}, "guard_inner_size": 1e9}`))
 	f.Add([]byte(`[1, 2`))
+	f.Add(bytes.Replace(orig, []byte(`"max_position_embeddings": 8192`), []byte(`"max_position_embeddings": 2000000000`), 1))
+	f.Add(bytes.Replace(orig, []byte(`"num_hidden_layers": 2`), []byte(`"num_hidden_layers": 1025`), 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if c, err := config.Parse(b); err == nil {
 			c.Validate(true)

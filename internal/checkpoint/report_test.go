@@ -496,3 +496,14 @@ func TestReportQuantizedHead(t *testing.T) {
 		t.Errorf("head row %+v", s)
 	}
 }
+
+// TestReportConfigBounds: a config field beyond its limit is a problem
+// naming the field, the value and the limit.
+func TestReportConfigBounds(t *testing.T) {
+	dir := gen(t, synth.Options{})
+	editConfig(t, dir, func(c *config.Config) { c.MaxPositionEmbeddings = 2000000000 })
+	r := report(t, dir)
+	if r.OK() || problem(r, "config.json: max_position_embeddings 2000000000 exceeds the limit 1048576") == "" {
+		t.Errorf("problems %q", r.Problems)
+	}
+}

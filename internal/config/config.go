@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 )
 
@@ -18,6 +17,43 @@ const GuardArchitecture = "Qwen3ForGuardModel"
 
 // MaxConfigBytes bounds config.json; real ones are a few kilobytes.
 const MaxConfigBytes = 4 << 20
+
+// Limits on the config.json fields that size memory. Validate refuses a
+// config beyond any of them before anything is allocated from it, naming the
+// field, its value and the limit.
+//
+// Every real Qwen3 and Qwen3Guard model is well inside them: Qwen3 0.6B to
+// 235B-A22B have vocab_size 151936, hidden_size up to 8192 (5120 for 32B),
+// intermediate_size up to 25600, at most 94 layers, 64 query heads, 16
+// key/value heads, head_dim 128, and max_position_embeddings 32768 to
+// 40960 (131072 or 262144 for the long-context releases). The limits leave
+// several times that as headroom; their point is that a corrupt or hostile
+// config cannot make a table, a workspace or the product of two fields
+// enormous or overflow an int.
+const (
+	MaxVocabSize          = 1 << 20 // vocab_size
+	MaxHiddenSize         = 1 << 15 // hidden_size, guard_inner_size
+	MaxIntermediateSize   = 1 << 18 // intermediate_size
+	MaxLayers             = 1024    // num_hidden_layers
+	MaxAttentionHeads     = 1024    // num_attention_heads (and so num_key_value_heads)
+	MaxHeadDim            = 1024    // head_dim
+	MaxPositionEmbeddings = 1 << 20 // max_position_embeddings
+	MaxLabels             = 1024    // classes of one guard head: num_* and each label map
+
+	// MaxProjectionWidth bounds num_attention_heads × head_dim, the width
+	// of the attention projections (Qwen3: at most 64 × 128 = 8192).
+	MaxProjectionWidth = 1 << 17
+	// MaxKVBytesPerPosition bounds the float32 keys and values that one
+	// position of a stream costs over all layers, 2 × layers ×
+	// num_key_value_heads × head_dim × 4 bytes (Qwen3-235B: 376 KiB).
+	MaxKVBytesPerPosition = 16 << 20
+	// MaxKVBytesPerStream bounds the KV cache of one stream at full length,
+	// the cost of a position × max_position_embeddings (Qwen3-32B
+	// at 131072 positions: 64 GiB; Qwen3-235B at 262144: 94 GiB). The cache
+	// grows with the tokens actually fed, so this is no reservation, but a
+	// model whose one stream could never fit in any machine is refused.
+	MaxKVBytesPerStream = 1 << 38
+)
 
 // Config mirrors the config.json fields streamguard uses. Unknown fields are
 // kept in Extra so a rewrite (quantize, graft, train-heads) loses nothing.
@@ -54,6 +90,10 @@ type Config struct {
 	QueryCategoryMap     map[string]string          `json:"query_category_map,omitempty"`
 	QuantizationConfig   *Quantization              `json:"quantization_config,omitempty"`
 	Extra                map[string]json.RawMessage `json:"-"`
+
+	// explicitNums holds the num_* fields config.json spells out, so that
+	// an explicit 0 (which omitempty cannot tell from absent) is refused.
+	explicitNums map[string]bool
 }
 
 // Quantization is an AWQ quantization_config (AutoAWQ or GPTQModel spelling),
@@ -148,11 +188,22 @@ func Parse(b []byte) (*Config, error) {
 			c.Extra[k] = v
 		}
 	}
+	for _, k := range numFields {
+		if _, ok := all[k]; ok {
+			if c.explicitNums == nil {
+				c.explicitNums = map[string]bool{}
+			}
+			c.explicitNums[k] = true
+		}
+	}
 	if c.QuantizationConfig != nil {
 		c.QuantizationConfig.normalize()
 	}
 	return &c, nil
 }
+
+// numFields are the label counts of the four guard heads.
+var numFields = []string{"num_risk_level", "num_category", "num_query_risk_level", "num_query_category"}
 
 var knownField = func() map[string]bool {
 	m := map[string]bool{}
@@ -222,21 +273,17 @@ func (c *Config) IsGuard() bool {
 }
 
 // Validate checks the backbone fields (always) and, when guard is true, the
-// head sizes and label maps. It returns every problem found, joined.
+// head sizes and label maps. Every field that sizes memory must be positive
+// and within its limit (MaxVocabSize and the others), and so must the
+// products of fields that size projections and the KV cache. It returns
+// every problem found, joined.
 func (c *Config) Validate(guard bool) error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.ModelType != "" && c.ModelType != "qwen3" {
 		bad("model_type is %q, want \"qwen3\"", c.ModelType)
 	}
-	pos := map[string]int{"vocab_size": c.VocabSize, "hidden_size": c.HiddenSize, "intermediate_size": c.IntermediateSize,
-		"num_hidden_layers": c.NumHiddenLayers, "num_attention_heads": c.NumAttentionHeads,
-		"num_key_value_heads": c.NumKeyValueHeads, "head_dim": c.HeadDim, "max_position_embeddings": c.MaxPositionEmbeddings}
-	for _, k := range sortedKeys(pos) {
-		if pos[k] <= 0 {
-			bad("%s must be positive, got %d", k, pos[k])
-		}
-	}
+	errs = append(errs, c.sizeErrors()...)
 	if c.NumKeyValueHeads > 0 && c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
 		bad("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.NumAttentionHeads, c.NumKeyValueHeads)
 	}
@@ -267,11 +314,84 @@ func (c *Config) Validate(guard bool) error {
 		if c.GuardInnerSize <= 0 {
 			bad("guard_inner_size must be positive, got %d", c.GuardInnerSize)
 		}
+		nums := map[string]int{"num_risk_level": c.NumRiskLevel, "num_category": c.NumCategory,
+			"num_query_risk_level": c.NumQueryRiskLevel, "num_query_category": c.NumQueryCategory}
+		for _, k := range numFields {
+			if n := nums[k]; n < 0 || (n == 0 && c.explicitNums[k]) {
+				bad("%s must be at least 1, got %d", k, n)
+			}
+		}
 		if _, err := c.Labels(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sizeErrors checks the fields that size memory: each positive and within
+// its limit, then (only when the factors are in range, so nothing
+// overflows) the products that size projections and the KV cache.
+func (c *Config) sizeErrors() []error {
+	var errs []error
+	fields := []struct {
+		name       string
+		val, limit int
+	}{
+		{"vocab_size", c.VocabSize, MaxVocabSize},
+		{"hidden_size", c.HiddenSize, MaxHiddenSize},
+		{"intermediate_size", c.IntermediateSize, MaxIntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers, MaxLayers},
+		{"num_attention_heads", c.NumAttentionHeads, MaxAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads, MaxAttentionHeads},
+		{"head_dim", c.HeadDim, MaxHeadDim},
+		{"max_position_embeddings", c.MaxPositionEmbeddings, MaxPositionEmbeddings},
+	}
+	inRange := true
+	for _, f := range fields {
+		switch {
+		case f.val <= 0:
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", f.name, f.val))
+			inRange = false
+		case f.val > f.limit:
+			errs = append(errs, fmt.Errorf("%s %d exceeds the limit %d", f.name, f.val, f.limit))
+			inRange = false
+		}
+	}
+	if c.GuardInnerSize > MaxHiddenSize {
+		errs = append(errs, fmt.Errorf("guard_inner_size %d exceeds the limit %d", c.GuardInnerSize, MaxHiddenSize))
+	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"num_risk_level", c.NumRiskLevel}, {"num_category", c.NumCategory},
+		{"num_query_risk_level", c.NumQueryRiskLevel}, {"num_query_category", c.NumQueryCategory}} {
+		if f.n > MaxLabels {
+			errs = append(errs, fmt.Errorf("%s %d exceeds the limit %d", f.name, f.n, MaxLabels))
+		}
+	}
+	if !inRange {
+		return errs
+	}
+	if w := int64(c.NumAttentionHeads) * int64(c.HeadDim); w > MaxProjectionWidth {
+		errs = append(errs, fmt.Errorf("num_attention_heads × head_dim = %d × %d = %d exceeds the limit %d",
+			c.NumAttentionHeads, c.HeadDim, w, MaxProjectionWidth))
+	}
+	perPos := c.KVBytesPerPosition()
+	if perPos > MaxKVBytesPerPosition {
+		errs = append(errs, fmt.Errorf("the KV cache costs %d bytes per position (2 × num_hidden_layers %d × num_key_value_heads %d × head_dim %d × 4), more than the limit %d",
+			perPos, c.NumHiddenLayers, c.NumKeyValueHeads, c.HeadDim, MaxKVBytesPerPosition))
+	} else if full := perPos * int64(c.MaxPositionEmbeddings); full > MaxKVBytesPerStream {
+		errs = append(errs, fmt.Errorf("max_position_embeddings %d: one full-length stream would need %d bytes of KV cache (%d per position), more than the limit %d",
+			c.MaxPositionEmbeddings, full, perPos, int64(MaxKVBytesPerStream)))
+	}
+	return errs
+}
+
+// KVBytesPerPosition is the float32 KV-cache memory one position of a
+// stream costs: 2 × num_hidden_layers × num_key_value_heads × head_dim × 4.
+// It is meaningful only for a config whose sizes Validate accepts.
+func (c *Config) KVBytesPerPosition() int64 {
+	return 2 * int64(c.NumHiddenLayers) * int64(c.NumKeyValueHeads) * int64(c.HeadDim) * 4
 }
 
 // Validate checks an AWQ quantization_config.
@@ -339,6 +459,9 @@ func mapToSlice(m map[string]string) ([]string, error) {
 	if len(m) == 0 {
 		return nil, errors.New("missing or empty")
 	}
+	if len(m) > MaxLabels {
+		return nil, fmt.Errorf("%d labels exceed the limit %d", len(m), MaxLabels)
+	}
 	s := make([]string, len(m))
 	for k, v := range m {
 		i, err := strconv.Atoi(k)
@@ -360,15 +483,6 @@ func SliceToMap(s []string) map[string]string {
 		m[strconv.Itoa(i)] = v
 	}
 	return m
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // QueryHeads returns the number of query heads sharing one KV head.
