@@ -83,7 +83,9 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		kc, vc := r.cache.head(layer, kh)
 		lo := kh * group * hd
 		if need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd); len(ws.scratch[w]) < need {
-			ws.scratch[w] = make([]float32, need)
+			// Grow geometrically: a stream needs one more score per
+			// head each token.
+			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
 		}
 		kernels.AttendBlock(att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
 	})

@@ -199,17 +199,10 @@ func (m *Model) getWorkspace(T int) *workspace {
 	if cap(ws.rows) < T {
 		ws.rows = make([]row, 0, T)
 	}
+	// Attention scratch grows with the sequences seen (attention.go), not
+	// with max_position_embeddings.
 	for len(ws.scratch) < kernels.Threads() {
-		ws.scratch = append(ws.scratch, make([]float32, m.attnGroup()*m.MaxPositions))
+		ws.scratch = append(ws.scratch, nil)
 	}
 	return ws
-}
-
-// attnGroup is the number of query heads per key/value head.
-func (m *Model) attnGroup() int {
-	if len(m.Layers) == 0 {
-		return 1
-	}
-	a := m.Layers[0].Attn
-	return max(1, a.Heads/a.KVHeads)
 }
