@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:    "verify",
-		summary: "strict load report: check a model folder tensor by tensor against its config",
+		summary: "strict load report: check a model folder's config, tokenizer and every tensor",
 		run:     runVerify,
 	})
 }
@@ -43,6 +43,9 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The tokenizer is checked as loading checks it: its vocabulary fits
+	// vocab_size and the chat scaffold maps to the ids the model expects.
+	r.CheckTokenizerFile()
 	// A report has a line per tensor; buffer them into few writes.
 	bw := bufio.NewWriter(stdout)
 	if *jsonOut {

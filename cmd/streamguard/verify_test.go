@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/checkpoint"
 )
 
@@ -76,5 +78,116 @@ func TestGenModelVerify(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(good, "tokenizer.json")); err != nil {
 		t.Error(err)
+	}
+}
+
+// setConfigField writes dir/config.json with one field set to raw JSON.
+func setConfigField(t *testing.T, dir, field, raw string) {
+	t.Helper()
+	p := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[field] = json.RawMessage(raw)
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVerifyRefusesOversizedConfig: a config field that sizes memory and is
+// zero, negative or beyond its limit makes verify exit 1 naming the field,
+// and guard.Load refuse the folder before allocating anything from it.
+func TestVerifyRefusesOversizedConfig(t *testing.T) {
+	base := t.TempDir()
+	good := filepath.Join(base, "good")
+	if code, out, errs := run(t, "gen-model", "--preset", "tiny", "--seed", "5", "--out", good); code != 0 {
+		t.Fatalf("gen-model: %d %q %q", code, out, errs)
+	}
+	goodCfg, err := os.ReadFile(filepath.Join(good, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := run(t, "verify", good, "--json")
+	var rep struct {
+		OK        bool                        `json:"ok"`
+		Problems  []string                    `json:"problems"`
+		Tokenizer *checkpoint.TokenizerReport `json:"tokenizer"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.OK || rep.Tokenizer == nil || !rep.Tokenizer.OK || rep.Tokenizer.VocabSize != 151669 {
+		t.Fatalf("verify good --json: %d %+v\n%.300s", code, rep, out)
+	}
+
+	for _, tc := range []struct{ field, value, want string }{
+		{"max_position_embeddings", "2000000000", "max_position_embeddings 2000000000 exceeds the limit 1048576"},
+		{"max_position_embeddings", "2e9", "max_position_embeddings"},
+		{"max_position_embeddings", "0", "max_position_embeddings must be positive, got 0"},
+		{"vocab_size", "4294967296", "vocab_size 4294967296 exceeds the limit"},
+		{"vocab_size", "0", "vocab_size must be positive"},
+		{"hidden_size", "-64", "hidden_size must be positive, got -64"},
+		{"intermediate_size", "1073741824", "intermediate_size 1073741824 exceeds the limit"},
+		{"num_hidden_layers", "100000", "num_hidden_layers 100000 exceeds the limit 1024"},
+		{"num_attention_heads", "-4", "num_attention_heads must be positive"},
+		{"num_key_value_heads", "0", "num_key_value_heads must be positive"},
+		{"head_dim", "65536", "head_dim 65536 exceeds the limit 1024"},
+		{"guard_inner_size", "1048576", "guard_inner_size 1048576 exceeds the limit"},
+		{"num_category", "0", "num_category must be at least 1, got 0"},
+		{"num_query_risk_level", "-3", "num_query_risk_level must be at least 1, got -3"},
+	} {
+		t.Run(tc.field+"="+tc.value, func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(good, "config.json"), goodCfg, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			setConfigField(t, good, tc.field, tc.value)
+			code, out, errs := run(t, "verify", good)
+			if code != 1 || !strings.Contains(out, tc.want) || !strings.Contains(out, "REFUSED") {
+				t.Errorf("verify: exit %d, stderr %q\n%s", code, errs, out)
+			}
+			code, out, _ = run(t, "verify", "--json", good)
+			rep.OK, rep.Problems = true, nil
+			if code != 1 || json.Unmarshal([]byte(out), &rep) != nil || rep.OK || !strings.Contains(strings.Join(rep.Problems, "\n"), tc.want) {
+				t.Errorf("verify --json: exit %d %+v", code, rep)
+			}
+
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			m, err := guard.Load(good, guard.Options{})
+			runtime.ReadMemStats(&after)
+			if err == nil {
+				m.Close()
+				t.Fatal("guard.Load accepted the folder")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("guard.Load: %v", err)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+				t.Errorf("guard.Load allocated %d bytes before refusing", n)
+			}
+		})
+	}
+	if err := os.WriteFile(filepath.Join(good, "config.json"), goodCfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A tokenizer whose scaffold maps elsewhere is refused by verify too.
+	tp := filepath.Join(good, "tokenizer.json")
+	tb, err := os.ReadFile(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tp, bytes.Replace(tb, []byte(`"content": "</think>"`), []byte(`"content": "</thunk>"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run(t, "verify", good)
+	if code != 1 || !strings.Contains(out, `tokenizer.json: tokenizer has no token "</think>"`) || !strings.Contains(out, "Tokenizer:     tokenizer.json, 151669 tokens") {
+		t.Errorf("verify bad tokenizer: %d\n%s", code, out)
 	}
 }

@@ -70,10 +70,12 @@ type LoadReport struct {
 	Parameters int64 `json:"parameters"`
 	// Diagnosis names a recognised failure pattern, such as an export that
 	// dropped the guard heads.
-	Diagnosis  string         `json:"diagnosis,omitempty"`
-	Problems   []string       `json:"problems"`
-	Heuristics []Heuristic    `json:"heuristics,omitempty"`
-	Config     *config.Config `json:"-"`
+	Diagnosis  string      `json:"diagnosis,omitempty"`
+	Problems   []string    `json:"problems"`
+	Heuristics []Heuristic `json:"heuristics,omitempty"`
+	// Tokenizer is set by CheckTokenizerFile.
+	Tokenizer *TokenizerReport `json:"tokenizer,omitempty"`
+	Config    *config.Config   `json:"-"`
 }
 
 // OK reports whether the folder is a complete Qwen3Guard-Stream model:

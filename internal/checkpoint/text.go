@@ -67,6 +67,9 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "Tensors:       %s\n", strings.Join(counts, ", "))
 	fmt.Fprintf(w, "Size:          %s used of %s; %s parameters\n", humanBytes(r.UsedBytes), humanBytes(r.TotalBytes), humanCount(r.Parameters))
+	if t := r.Tokenizer; t != nil {
+		fmt.Fprintf(w, "Tokenizer:     %s\n", t.summary())
+	}
 	if r.Diagnosis != "" {
 		fmt.Fprintf(w, "\nDiagnosis: %s\n", r.Diagnosis)
 	}
@@ -115,4 +118,30 @@ func humanCount(n int64) string {
 		return fmt.Sprintf("%.1fM", float64(n)/1e6)
 	}
 	return fmt.Sprint(n)
+}
+
+// summary is the report's Tokenizer line.
+func (t *TokenizerReport) summary() string {
+	if !t.Checked {
+		return t.File + " not checked (see the problems)"
+	}
+	vocab := "vocab_size unknown"
+	if t.ModelVocabSize > 0 {
+		vocab = fmt.Sprintf("vocab_size %d", t.ModelVocabSize)
+	}
+	bad := 0
+	for _, c := range t.Scaffold {
+		if !c.OK {
+			bad++
+		}
+	}
+	scaffold := fmt.Sprintf("the %d chat-scaffold tokens map to the Qwen3 ids", len(t.Scaffold))
+	if bad > 0 {
+		scaffold = fmt.Sprintf("%d of %d chat-scaffold tokens map to other ids than Qwen3's", bad, len(t.Scaffold))
+	}
+	verdict := "OK"
+	if !t.OK {
+		verdict = "REFUSED"
+	}
+	return fmt.Sprintf("%s, %d tokens (model %s); %s: %s", t.File, t.VocabSize, vocab, scaffold, verdict)
 }
