@@ -17,8 +17,8 @@ type ScaffoldToken struct {
 	Text string `json:"text"`
 	ID   int    `json:"id"`
 	// Special tokens are looked up by name (Tokenizer.TokenID): the
-	// scaffold writes them as ids. The others are checked as plain text
-	// (Tokenizer.Encode; they spell no added token).
+	// scaffold writes them as ids, and text never encodes to them. The
+	// others are checked as plain text (Tokenizer.EncodeText).
 	Special bool `json:"special"`
 }
 
@@ -51,7 +51,7 @@ func CheckScaffold(tok *tokenizer.Tokenizer) []ScaffoldCheck {
 				c.Got = []int{id}
 			}
 		} else {
-			c.Got = tok.Encode(s.Text)
+			c.Got = tok.EncodeText(s.Text)
 		}
 		c.OK = slices.Equal(c.Got, []int{s.ID})
 		out[i] = c
