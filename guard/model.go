@@ -153,8 +153,8 @@ func New(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, erro
 }
 
 func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, error) {
-	if err := checkTokenizer(tok, net.VocabSize()); err != nil {
-		return nil, err
+	if err := checkpoint.CheckTokenizer(tok, net.VocabSize()); err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
 	}
 	l := net.Labels
 	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
@@ -205,41 +205,6 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 		return tokenizer.LoadQwen3()
 	}
 	return tokenizer.Load(path)
-}
-
-// scaffoldTokens are the added tokens the chat scaffold writes, and the
-// text it writes between them, with the ids the model was trained on.
-var scaffoldTokens = []struct {
-	text  string
-	id    int
-	added bool
-}{
-	{"<|im_start|>", tokenizer.ImStart, true}, {"<|im_end|>", tokenizer.ImEnd, true},
-	{"<think>", tokenizer.Think, true}, {"</think>", tokenizer.ThinkEnd, true},
-	{"user", 872, false}, {"assistant", 77091, false}, {"\n", 198, false}, {"\n\n", 271, false},
-}
-
-// checkTokenizer refuses a tokenizer that cannot drive this model: ids the
-// embedding cannot look up, or a chat scaffold that encodes to other ids
-// than the model was trained on.
-func checkTokenizer(tok *tokenizer.Tokenizer, vocab int) error {
-	if n := tok.VocabSize(); n > vocab {
-		return fmt.Errorf("tokenizer has %d tokens but the model's vocab_size is %d: not the tokenizer of this model", n, vocab)
-	}
-	for _, s := range scaffoldTokens {
-		var ids []int
-		if s.added {
-			if id, ok := tok.TokenID(s.text); ok {
-				ids = []int{id}
-			}
-		} else {
-			ids = tok.EncodeText(s.text)
-		}
-		if len(ids) != 1 || ids[0] != s.id {
-			return fmt.Errorf("tokenizer encodes %q as %v, want [%d]: not a Qwen3 tokenizer", s.text, ids, s.id)
-		}
-	}
-	return nil
 }
 
 // Close releases the weights. Streams must not be used afterwards.
