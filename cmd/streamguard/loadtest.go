@@ -32,6 +32,9 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	respTokens := fs.Int("response-tokens", 160, "tokens per response, fed one per request")
 	duplexEvery := fs.Int("duplex-every", 4, "every n-th stream uses the duplex connection (0: none)")
 	seed := fs.Uint64("seed", 1, "seed of the conversations")
+	slow := fs.Int("slow-clients", 0, "during the batched phase, clients that send a moderation body one byte every --slow-every (cut by the server's --request-timeout, then again)")
+	slowEvery := fs.Duration("slow-every", 5*time.Second, "the slow clients' pace")
+	idleConns := fs.Int("idle-conns", 0, "during the batched phase, connections that send nothing (closed by the server's --read-header-timeout, then reopened)")
 	workDir := fs.String("workdir", "", "folder for the servers' logs (default: a new temporary folder)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -39,6 +42,9 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	}
 	if *model == "" {
 		return usageErrorf("--model is required")
+	}
+	if *slow < 0 || *idleConns < 0 || *slowEvery <= 0 {
+		return usageErrorf("--slow-clients and --idle-conns must not be negative, --slow-every positive")
 	}
 	if *streams < 1 || *convs < 1 || *respTokens < 1 || *duration <= 0 {
 		return usageErrorf("--streams, --conversations, --response-tokens and --duration must be positive")
@@ -61,7 +67,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	rep, err := loadtest.Run(ctx, loadtest.Options{
 		Model: dir, Exe: exe, ServeArgs: fs.Args(), Streams: *streams, Duration: *duration, Baseline: *baseline, SIGTERM: *sigterm,
 		Conversations: *convs, PromptWords: *promptWords, ResponseTokens: *respTokens, DuplexEvery: *duplexEvery, Seed: *seed,
-		WorkDir: *workDir, Progress: stderr,
+		WorkDir: *workDir, Progress: stderr, SlowClients: *slow, SlowEvery: *slowEvery, IdleConns: *idleConns,
 	})
 	if err != nil {
 		return err
@@ -88,7 +94,12 @@ func writeLoadReport(w io.Writer, rep *loadtest.Report, workDir string) {
 		fmt.Fprintf(w, "  throughput       %.1f tokens/s (%d tokens; %d conversations completed, %d checked against solo runs)\n", p.TokensPerSecond, p.Tokens, p.Conversations, p.Checked)
 		fmt.Fprintf(w, "  per-token        p50 %.2f ms, p99 %.2f ms (%d appends of one token)\n", p.AppendP50Ms, p.AppendP99Ms, p.Appends)
 		fmt.Fprintf(w, "  batches          %d steps, streams per step max %d mean %.1f, tokens per step mean %.1f\n", p.Steps, p.BatchMax, p.BatchMean, p.BatchTokensMean)
-		fmt.Fprintf(w, "  memory           max RSS %.0f MiB, KV charged max %.1f MiB of %.1f MiB budget\n", float64(p.MaxRSSBytes)/(1<<20), float64(p.MaxKVReservedBytes)/(1<<20), float64(p.KVBudgetBytes)/(1<<20))
+		fmt.Fprintf(w, "  memory           RSS %.0f MiB at start, %.0f MiB at the end, max %.0f MiB; KV charged max %.1f MiB of %.1f MiB budget\n",
+			float64(p.RSSStartBytes)/(1<<20), float64(p.RSSEndBytes)/(1<<20), float64(p.MaxRSSBytes)/(1<<20), float64(p.MaxKVReservedBytes)/(1<<20), float64(p.KVBudgetBytes)/(1<<20))
+		if s := p.Stalled; s != nil {
+			fmt.Fprintf(w, "  stalled clients  %d slow: %d requests, %d cut with 408, %d ended otherwise; %d idle: %d closed by the server; %d failed dials\n",
+				s.SlowClients, s.SlowRequests, s.SlowTimedOut, s.SlowOther, s.IdleConns, s.IdleClosed, s.DialErrors)
+		}
 		fmt.Fprintf(w, "  outcome          %d 429s (retried), %d errors, %d verdict mismatches\n", p.Rejected429, p.Errors, p.Mismatches)
 		for _, e := range append(p.ErrorSamples, p.MismatchSamples...) {
 			fmt.Fprintf(w, "    %s\n", truncate(e, 300))

@@ -41,8 +41,13 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	maxTokens := fs.Int("max-stream-tokens", 0, "longest stream in tokens (0: the model's max_position_embeddings)")
 	maxBody := fs.String("max-body", "1MiB", "largest request body, and largest duplex line")
 	idle := fs.Duration("idle-timeout", 5*time.Minute, "close streams unused for this long")
-	reqTimeout := fs.Duration("request-timeout", 30*time.Second, "longest a request (or duplex operation) may wait for its verdicts")
+	reqTimeout := fs.Duration("request-timeout", 30*time.Second, "longest a request (or duplex operation) may take, its body's reading included")
 	grace := fs.Duration("shutdown-timeout", time.Minute, "on SIGTERM/SIGINT, how long to wait for requests in progress")
+	readGrace := fs.Duration("shutdown-read-grace", time.Second, "on SIGTERM/SIGINT, how long clients still sending a request header or body get before they are cut")
+	headerTimeout := fs.Duration("read-header-timeout", 10*time.Second, "longest a client may take to send a request header (and a new connection may stay silent)")
+	bodyIdle := fs.Duration("body-idle-timeout", 10*time.Second, "longest wait for the next byte of a request body or duplex line (the whole body is bounded by --request-timeout)")
+	keepAlive := fs.Duration("keepalive-timeout", 2*time.Minute, "close keep-alive connections idle for this long")
+	maxConns := fs.Int("max-conns", 2048, "most client connections open at once; more are answered 503 and closed (0: no cap)")
 	chunk := fs.Int("chunk-tokens", 64, "tokens one stream feeds per step (prompt prefills are cut into chunks)")
 	batchTokens := fs.Int("max-batch-tokens", 1024, "tokens per step")
 	batchStreams := fs.Int("max-batch-streams", 0, "streams per step (0: no cap; 1: no batching)")
@@ -81,6 +86,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil || bodyLimit <= 0 {
 		return usageErrorf("--max-body: want a positive size, got %q", *maxBody)
 	}
+	if *maxConns < 0 || *readGrace <= 0 || *headerTimeout <= 0 || *bodyIdle <= 0 || *keepAlive <= 0 {
+		return usageErrorf("--max-conns must not be negative; --shutdown-read-grace, --read-header-timeout, --body-idle-timeout and --keepalive-timeout must be positive")
+	}
 	if *chunk < 1 || *batchTokens < 1 || *batchStreams < 0 || *reserve < 0 || *maxTokens < 0 {
 		return usageErrorf("--chunk-tokens and --max-batch-tokens must be at least 1; --max-batch-streams, --stream-reserve and --max-stream-tokens not negative")
 	}
@@ -116,6 +124,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		Model: m, ModelName: *name, Config: cfg, KVBudgetBytes: budget, StreamReserveTokens: *reserve,
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
 		RetryAfter: *retry, Audit: audit, Log: logger,
+		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
 	})
 	if err != nil {

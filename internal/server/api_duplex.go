@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -62,7 +63,8 @@ func (srv *Server) connect(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	d := &duplex{srv: srv, t: t, w: w, rc: rc, sse: sse, in: bufio.NewReaderSize(r.Body, 64<<10)}
+	lr := &lineReader{r: r.Body, rc: rc, srv: srv}
+	d := &duplex{srv: srv, t: t, w: w, rc: rc, sse: sse, lr: lr, in: bufio.NewReaderSize(lr, 64<<10)}
 	stop := context.AfterFunc(srv.drainCtx, func() {
 		rc.SetReadDeadline(time.Now()) // wake a blocked read; the loop then says goodbye
 	})
@@ -81,6 +83,7 @@ type duplex struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	sse bool
+	lr  *lineReader
 	in  *bufio.Reader
 	c   *convo
 	id  string
@@ -97,19 +100,25 @@ func (d *duplex) serve(ctx context.Context) {
 			goodbye()
 			return
 		}
-		d.rc.SetReadDeadline(time.Now().Add(srv.opts.IdleTimeout))
+		d.lr.startLine(d.in.Buffered() > 0)
 		line, err := readLine(d.in, srv.opts.MaxBodyBytes)
 		if len(bytes.TrimSpace(line)) == 0 && err == nil {
 			continue
 		}
-		if err != nil && len(line) == 0 {
-			if errors.Is(err, errLineTooLong) {
+		if err != nil {
+			switch {
+			case errors.Is(err, errLineTooLong):
 				srv.metrics.accepted.Add(1)
 				d.reply(duplexReply{Op: "error", Error: &apiErrorBody{Type: "invalid_request_error", Code: "body_too_large",
 					Message: fmt.Sprintf("a line is longer than %d bytes", srv.opts.MaxBodyBytes), StreamEnded: true}})
-			}
-			if srv.isDraining() {
+			case srv.isDraining():
 				goodbye() // the drain cut the wait for the next line
+			case d.lr.timeout != "" && len(line) > 0:
+				// A line begun and not finished in time: the connection
+				// cannot be read any further.
+				srv.metrics.rejected("slow_body")
+				d.send(duplexReply{Op: "error", Error: &apiErrorBody{Type: "invalid_request_error", Code: "request_timeout",
+					Message: "request timeout: " + d.lr.timeout, StreamEnded: true}})
 			}
 			return // EOF, idle timeout, or a broken connection
 		}
@@ -118,6 +127,49 @@ func (d *duplex) serve(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// lineReader sets the connection's read deadline before each read of a
+// duplex body: while waiting for a line's first byte, IdleTimeout; within
+// a line, BodyIdleTimeout between bytes and RequestTimeout from its first
+// byte. A drain that has begun makes the read stop at once.
+type lineReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	srv     *Server
+	inLine  bool
+	start   time.Time
+	timeout string // the limit a read hit (within a line), if any
+}
+
+// startLine is called before each line; begun says part of it is already
+// buffered.
+func (l *lineReader) startLine(begun bool) {
+	l.inLine, l.start, l.timeout = begun, time.Now(), ""
+}
+
+func (l *lineReader) Read(p []byte) (int, error) {
+	o := &l.srv.opts
+	now := time.Now()
+	dl, what := now.Add(o.IdleTimeout), ""
+	if l.inLine {
+		dl, what = now.Add(o.BodyIdleTimeout), fmt.Sprintf("no byte of the line for %s", o.BodyIdleTimeout)
+		if end := l.start.Add(o.RequestTimeout); !end.After(dl) {
+			dl, what = end, "the line was not complete within the request timeout"
+		}
+	}
+	l.rc.SetReadDeadline(dl)
+	if l.srv.isDraining() { // checked after setting it: a drain in between is seen
+		l.rc.SetReadDeadline(now)
+	}
+	n, err := l.r.Read(p)
+	if n > 0 && !l.inLine {
+		l.inLine, l.start = true, time.Now()
+	}
+	if err != nil && l.inLine && errors.Is(err, os.ErrDeadlineExceeded) {
+		l.timeout = what
+	}
+	return n, err
 }
 
 func (srv *Server) isDraining() bool { return srv.drainCtx.Err() != nil }
@@ -189,6 +241,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		if res, err = d.c.judgeConversation(ctx, msgs); err == nil {
 			rep.ID, rep.Prompt, rep.Tokens = d.id, res.Prompt, judgedOnly(res.Tokens)
 		} else {
+			err = lengthParam(err, op.promptInput.field())
 			d.c.close("error")
 			d.c, d.id = nil, ""
 		}
@@ -204,6 +257,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		if msgs, err = op.promptInput.messages(); err == nil {
 			srv.auditContent(d.c, "prompt", msgs)
 			rep.Prompt, err = d.c.judgePrompt(ctx, msgs)
+			err = lengthParam(err, op.promptInput.field())
 		}
 	case "state":
 	case "close":

@@ -50,7 +50,11 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	}
 	vs, err := srv.judge(r.Context(), t, [][]guard.Message{msgs})
 	if err != nil {
-		srv.writeError(w, err)
+		param := "texts"
+		if len(req.StructuredMessages) > 0 {
+			param = "structured_messages"
+		}
+		srv.writeError(w, lengthParam(err, param))
 		return
 	}
 	v := vs[0]

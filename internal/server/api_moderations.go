@@ -226,7 +226,7 @@ func (srv *Server) moderations(w http.ResponseWriter, r *http.Request, t *Tenant
 	}
 	results, err := srv.moderate(r.Context(), t, convs)
 	if err != nil {
-		srv.writeError(w, err)
+		srv.writeError(w, lengthParam(err, "input"))
 		return
 	}
 	writeJSON(w, http.StatusOK, moderationResponse{ID: "modr-" + newStreamID(), Model: srv.name, Results: results})

@@ -41,6 +41,14 @@ func (in *promptInput) messages() ([]guard.Message, error) {
 	return nil, badRequest{errors.New(`no prompt: give "messages" or "prompt"`)}
 }
 
+// field is the request field that carried the prompt.
+func (in *promptInput) field() string {
+	if len(in.Messages) > 0 {
+		return "messages"
+	}
+	return "prompt"
+}
+
 // appendInput is response text or token ids; Flush also judges what the
 // text encoder held back (the response is complete).
 type appendInput struct {
@@ -91,7 +99,7 @@ func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenan
 	res, err := c.judgeConversation(r.Context(), msgs)
 	if err != nil {
 		c.close("error")
-		srv.writeError(w, err)
+		srv.writeError(w, lengthParam(err, in.field()))
 		return
 	}
 	s := &session{id: id, c: c}
@@ -156,8 +164,10 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 	case in.Text != nil:
 		c.srv.auditText(c, *in.Text)
 		tvs, err = c.appendText(ctx, *in.Text)
+		err = lengthParam(err, "text")
 	case in.IDs != nil:
 		tvs, err = c.appendIDs(ctx, in.IDs)
+		err = lengthParam(err, "ids")
 	case !in.Flush:
 		return nil, badRequest{errors.New(`nothing to append: give "text" or "ids" (or "flush": true)`)}
 	}
@@ -197,7 +207,7 @@ func (srv *Server) promptStream(w http.ResponseWriter, r *http.Request, t *Tenan
 	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
 		srv.auditContent(s.c, "prompt", msgs)
 		pv, err := s.c.judgePrompt(r.Context(), msgs)
-		return streamResponse{Prompt: pv, State: s.c.state()}, err
+		return streamResponse{Prompt: pv, State: s.c.state()}, lengthParam(err, in.field())
 	})
 }
 

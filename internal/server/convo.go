@@ -17,6 +17,20 @@ var (
 	ErrStreamClosed   = errors.New("the stream is closed")
 )
 
+// tooLong is the error of input that would take a stream past its length
+// limit (--max-stream-tokens, at most the model's context). It is the
+// client's error, answered 400 context_length_exceeded, and matches both
+// ErrStreamTooLong and guard.ErrContextLength.
+type tooLong struct{ n, limit int }
+
+func (e tooLong) Error() string {
+	return fmt.Sprintf("context length exceeded: the input would take the stream to %d tokens, more than its limit of %d; shorten the input or start a new stream", e.n, e.limit)
+}
+
+func (e tooLong) Is(target error) bool {
+	return target == ErrStreamTooLong || target == guard.ErrContextLength
+}
+
 // badRequest marks an error caused by the request's content.
 type badRequest struct{ err error }
 
@@ -103,7 +117,7 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 		return Result{}, c.ended
 	}
 	if n, lim := c.s.Len()+certain, c.srv.maxStreamTokens; n > lim {
-		return Result{}, fmt.Errorf("%w: %d tokens, limit %d", ErrStreamTooLong, n, lim)
+		return Result{}, tooLong{n, lim}
 	}
 	if c.s.Len() == 0 && c.floor == 0 {
 		c.floor = certain + c.reserve
@@ -124,7 +138,7 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	n := c.s.Len() + c.s.Pending()
 	if lim := c.srv.maxStreamTokens; n > lim {
 		// Queued tokens cannot be taken back: the stream ends here.
-		c.end(streamEnded{fmt.Errorf("%w: %d tokens, limit %d", ErrStreamTooLong, n, lim)})
+		c.end(streamEnded{tooLong{n, lim}})
 		return Result{}, c.ended
 	}
 	if want := c.srv.budget.capBound(n); want > c.charged {
@@ -304,7 +318,7 @@ func hasPrefix(s, p []int) bool {
 func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, 0, len(text)+c.heldBytes+headerSlack, func() error { return c.s.QueueText(text) })
 	if err != nil {
-		return nil, err
+		return nil, c.textConsumed(err)
 	}
 	c.heldBytes += len(text)
 	for _, t := range res.Tokens {
@@ -316,6 +330,17 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 	return res.Tokens, nil
 }
 
+// textConsumed ends the stream after the text encoder refused text that
+// would overrun the model's context: the encoder has consumed it, so the
+// response cannot go on on this stream.
+func (c *convo) textConsumed(err error) error {
+	if !errors.Is(err, guard.ErrContextLength) || c.closed {
+		return err
+	}
+	c.end(streamEnded{err})
+	return c.ended
+}
+
 // appendIDs judges response token ids.
 func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueueIDs(ids) })
@@ -325,10 +350,11 @@ func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict,
 // flush judges the tokens the text encoder held back.
 func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, 0, c.heldBytes+headerSlack, c.s.QueueFlushText)
-	if err == nil {
-		c.heldBytes = 0
+	if err != nil {
+		return nil, c.textConsumed(err)
 	}
-	return res.Tokens, err
+	c.heldBytes = 0
+	return res.Tokens, nil
 }
 
 // startResponse queues the assistant header; it is judged (not judged:

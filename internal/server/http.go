@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -90,8 +92,9 @@ func (srv *Server) authedDuplex(route string, h tenantHandler) http.Handler {
 }
 
 func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Handler {
-	countWork := kind != duplexRoute
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		countWork := kind != duplexRoute
 		w := &statusWriter{ResponseWriter: rw}
 		tenantName := "-"
 		if countWork {
@@ -110,17 +113,64 @@ func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Hand
 			return
 		}
 		tenantName = t.Name
+		if !t.acquireConn() {
+			srv.metrics.rejected("tenant_connections")
+			setRetryAfter(w, srv.opts.RetryAfter)
+			w.Header().Set("Connection", "close")
+			writeErr(w, http.StatusTooManyRequests, "rate_limit_error", "connection_limit",
+				fmt.Sprintf("the tenant's connection limit (%d requests in progress or duplex connections) is reached", t.MaxConns))
+			return
+		}
+		defer t.releaseConn()
 		if ok, wait := t.limiter.allow(time.Now()); !ok {
 			srv.metrics.rejected("rate_limit")
 			setRetryAfter(w, wait)
 			writeErr(w, http.StatusTooManyRequests, "rate_limit_error", "rate_limit", "the tenant's request rate limit is exceeded")
 			return
 		}
+		if kind == duplexRoute {
+			h(w, r, t)
+			return
+		}
+		// The body is read under deadlines (between bytes, and in all
+		// within the request timeout, which covers the body read too).
+		ctx, cancel := context.WithTimeout(r.Context(), srv.opts.RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+		if r.Body == nil || r.Body == http.NoBody {
+			h(w, r, t)
+			return
+		}
+		tb := &timedBody{r: r.Body, rc: http.NewResponseController(w), between: srv.opts.BodyIdleTimeout,
+			end: start.Add(srv.opts.RequestTimeout), cut: srv.cutCtx}
+		stopCut := context.AfterFunc(srv.cutCtx, tb.cutNow)
+		defer stopCut()
+		r.Body = http.MaxBytesReader(w, tb, srv.opts.MaxBodyBytes)
 		if kind == unary {
-			r.Body = http.MaxBytesReader(w, r.Body, srv.opts.MaxBodyBytes)
-			ctx, cancel := context.WithTimeout(r.Context(), srv.opts.RequestTimeout)
-			defer cancel()
-			r = r.WithContext(ctx)
+			// Read it all before the handler: a slow body is cut here,
+			// before any stream is opened, and is not counted as work.
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if !errors.As(err, &mbe) {
+					if countWork {
+						countWork = false
+						srv.metrics.accepted.Add(-1)
+					}
+					srv.metrics.rejected("slow_body")
+					w.Header().Set("Connection", "close")
+					if tb.timeout == nil {
+						// The client went away mid-body.
+						writeErr(w, http.StatusBadRequest, "invalid_request_error", "invalid_request", "the request body ended early: "+err.Error())
+						return
+					}
+					err = tb.timeout
+				}
+				srv.writeError(w, err)
+				return
+			}
+			stopCut()
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		h(w, r, t)
 	})
@@ -129,10 +179,12 @@ func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Hand
 // apiKey reads "Authorization: Bearer KEY" or "x-api-key: KEY".
 func apiKey(r *http.Request) string {
 	if a := r.Header.Get("Authorization"); a != "" {
-		if k, ok := strings.CutPrefix(a, "Bearer "); ok {
-			return strings.TrimSpace(k)
+		// The scheme is case-insensitive (RFC 9110 §11.1).
+		scheme, k, ok := strings.Cut(strings.TrimSpace(a), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return ""
 		}
-		return ""
+		return strings.TrimSpace(k)
 	}
 	return strings.TrimSpace(r.Header.Get("x-api-key"))
 }
@@ -149,11 +201,32 @@ type apiError struct {
 type apiErrorBody struct {
 	Message string `json:"message"`
 	Type    string `json:"type"`
-	Code    string `json:"code"`
+	// Param names the request field at fault, when one is (OpenAI's
+	// param; null otherwise).
+	Param *string `json:"param"`
+	Code  string  `json:"code"`
 	// StreamEnded is true when the stream can no longer be used.
 	StreamEnded bool `json:"stream_ended,omitempty"`
 	// RetryAfter is the advised wait in seconds, for 429 and 503.
 	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// paramError names the request field an error is about.
+type paramError struct {
+	param string
+	err   error
+}
+
+func (e paramError) Error() string { return e.err.Error() }
+func (e paramError) Unwrap() error { return e.err }
+
+// lengthParam names the request field whose input was too long, when err
+// is a context length error.
+func lengthParam(err error, param string) error {
+	if err == nil || !(errors.Is(err, ErrStreamTooLong) || errors.Is(err, guard.ErrContextLength)) {
+		return err
+	}
+	return paramError{param, err}
 }
 
 func writeErr(w http.ResponseWriter, code int, typ, short, msg string) {
@@ -171,9 +244,21 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 	var mbe *http.MaxBytesError
 	var br badRequest
 	var se streamEnded
+	var pe paramError
 	ended := errors.As(err, &se)
 	b := apiErrorBody{Message: err.Error(), StreamEnded: ended}
+	if errors.As(err, &pe) {
+		b.Param = &pe.param
+	}
 	switch {
+	case errors.Is(err, ErrStreamTooLong) || errors.Is(err, guard.ErrContextLength):
+		// The client's input is too long: its error whatever the load,
+		// never an overload or a guard failure.
+		b.Type, b.Code = "invalid_request_error", "context_length_exceeded"
+		return http.StatusBadRequest, b, 0
+	case errors.Is(err, errBodyTimeout):
+		b.Type, b.Code = "invalid_request_error", "request_timeout"
+		return http.StatusRequestTimeout, b, 0
 	case errors.Is(err, ErrBudget):
 		b.Type, b.Code = "overloaded_error", "kv_budget"
 		return http.StatusTooManyRequests, b, srv.opts.RetryAfter
@@ -187,9 +272,6 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 		b.Type, b.Code = "invalid_request_error", "body_too_large"
 		b.Message = fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
 		return http.StatusRequestEntityTooLarge, b, 0
-	case errors.Is(err, ErrStreamTooLong):
-		b.Type, b.Code = "invalid_request_error", "stream_too_long"
-		return http.StatusBadRequest, b, 0
 	case errors.Is(err, context.DeadlineExceeded):
 		b.Type, b.Code = "timeout_error", "timeout"
 		return http.StatusGatewayTimeout, b, 0

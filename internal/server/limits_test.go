@@ -105,11 +105,11 @@ func TestMaxStreamLength(t *testing.T) {
 	}
 	// ids are counted before anything is queued: refused, stream intact.
 	var e errBody
-	if code, _ := h.do("POST", "/v1/streams/"+s.ID+"/append", "", map[string]any{"ids": make([]int, 50)}, &e); code != 400 || e.Error.Code != "stream_too_long" || e.Error.StreamEnded {
+	if code, _ := h.do("POST", "/v1/streams/"+s.ID+"/append", "", map[string]any{"ids": make([]int, 50)}, &e); code != 400 || e.Error.Code != "context_length_exceeded" || e.Error.StreamEnded {
 		t.Fatalf("ids: status %d %+v", code, e.Error)
 	}
 	// Text is tokenized as it is queued: past the limit the stream ends.
-	if code, _ := h.do("POST", "/v1/streams/"+s.ID+"/append", "", map[string]any{"text": strings.Repeat(" a", 60)}, &e); code != 400 || e.Error.Code != "stream_too_long" || !e.Error.StreamEnded {
+	if code, _ := h.do("POST", "/v1/streams/"+s.ID+"/append", "", map[string]any{"text": strings.Repeat(" a", 60)}, &e); code != 400 || e.Error.Code != "context_length_exceeded" || !e.Error.StreamEnded {
 		t.Fatalf("text: status %d %+v", code, e.Error)
 	}
 	if code, _ := h.do("GET", "/v1/streams/"+s.ID, "", nil, nil); code != 404 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ type metrics struct {
 	proxy    map[[3]string]uint64 // tenant, event, ""
 
 	openStreams      atomic.Int64
+	openConns        atomic.Int64 // counted by Serve's listener
 	fed, judged      atomic.Uint64
 	accepted         atomic.Int64 // requests and duplex operations taken
 	answered         atomic.Int64 // ... and answered
@@ -149,10 +151,34 @@ func (m *metrics) write(w io.Writer) error {
 		header(&b, "streamguard_kv_budget_bytes", "gauge", "KV-cache budget (0: unlimited).")
 		fmt.Fprintf(&b, "streamguard_kv_budget_bytes %d\n", limit*m.kvBytesPerPos)
 	}
+	header(&b, "streamguard_open_connections", "gauge", "Client connections open now (served by Serve).")
+	fmt.Fprintf(&b, "streamguard_open_connections %d\n", m.openConns.Load())
+	if rss := residentBytes(); rss > 0 {
+		header(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+		fmt.Fprintf(&b, "process_resident_memory_bytes %d\n", rss)
+	}
 	header(&b, "streamguard_draining", "gauge", "1 while the server shuts down.")
 	fmt.Fprintf(&b, "streamguard_draining %d\n", b2i(m.shutdownStarted.Load()))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// residentBytes is this process's resident set (Linux /proc/self/statm),
+// 0 when unknown.
+func residentBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
 }
 
 func b2i(b bool) int {

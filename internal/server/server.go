@@ -41,6 +41,24 @@ type Options struct {
 	// RequestTimeout bounds the judging of one request or duplex
 	// operation [30s]; a stream whose operation timed out is closed.
 	RequestTimeout time.Duration
+	// ReadHeaderTimeout bounds the reading of a request's header, and how
+	// long a new connection may stay silent [10s] (Serve).
+	ReadHeaderTimeout time.Duration
+	// BodyIdleTimeout bounds the wait for each next byte of a request body
+	// or of a duplex line [10s]; RequestTimeout bounds the whole body (or
+	// line) too, counted from the end of the header (from a line's first
+	// byte). A body cut by them is answered 408 request_timeout.
+	BodyIdleTimeout time.Duration
+	// KeepAliveTimeout closes keep-alive connections idle for this long
+	// [2m] (Serve).
+	KeepAliveTimeout time.Duration
+	// MaxConns caps the open client connections; Serve answers the ones
+	// beyond with 503 too_many_connections and closes them [0: no cap].
+	MaxConns int
+	// ShutdownReadGrace is how long, once a shutdown starts, clients
+	// still sending a request's header or body (and connections that
+	// sent nothing) are given before they are cut [1s] (Serve).
+	ShutdownReadGrace time.Duration
 	// RetryAfter is what a 429 for a full KV budget advises [1s].
 	RetryAfter time.Duration
 	Scheduler  SchedulerOptions
@@ -69,6 +87,8 @@ type Server struct {
 	mux         *http.ServeMux
 	drainCtx    context.Context // ends when the server starts draining
 	drainCancel context.CancelFunc
+	cutCtx      context.Context // ends when body reads in progress are cut
+	cutCancel   context.CancelFunc
 	janitor     chan struct{}
 	stopped     atomic.Bool
 }
@@ -103,6 +123,18 @@ func New(opts Options) (*Server, error) {
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = time.Second
 	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.BodyIdleTimeout <= 0 {
+		opts.BodyIdleTimeout = 10 * time.Second
+	}
+	if opts.KeepAliveTimeout <= 0 {
+		opts.KeepAliveTimeout = 2 * time.Minute
+	}
+	if opts.ShutdownReadGrace <= 0 {
+		opts.ShutdownReadGrace = time.Second
+	}
 	discard := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	if opts.Audit == nil {
 		opts.Audit = discard
@@ -125,10 +157,10 @@ func New(opts Options) (*Server, error) {
 		janitor:  make(chan struct{}),
 	}
 	srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
+	srv.cutCtx, srv.cutCancel = context.WithCancel(context.Background())
 	srv.categories = append(srv.categories, info.Labels.ResponseCategory...)
 	for _, c := range info.Labels.QueryCategory {
 		if !contains(srv.categories, c) {
-			srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
 			srv.categories = append(srv.categories, c)
 		}
 	}
@@ -186,6 +218,7 @@ func (srv *Server) Close() {
 		return
 	}
 	srv.Drain()
+	srv.cutCancel()
 	close(srv.janitor)
 	srv.sessions.closeAll()
 	srv.sched.Close()
@@ -204,13 +237,19 @@ func (srv *Server) Report() ShutdownReport {
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops
 // accepting connections, finishes every request in progress (their
 // steps included), waits up to grace for them, and closes the server.
+// Clients still sending a request (header or body) when the shutdown
+// starts, and connections that sent nothing, are cut after
+// ShutdownReadGrace: a slow client cannot hold the shutdown.
 func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	cc := srv.countConns(ln)
 	hs := &http.Server{
 		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: srv.opts.ReadHeaderTimeout,
+		IdleTimeout:       srv.opts.KeepAliveTimeout,
+		ConnState:         cc.connState,
 		ErrorLog:          slog.NewLogLogger(srv.log.Handler(), slog.LevelWarn),
 	}
+	ln = cc
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -221,6 +260,27 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Durati
 	}
 	srv.log.Info("shutting down", "grace", grace.String())
 	srv.Drain()
+	shutDone := make(chan struct{})
+	defer close(shutDone)
+	go func() {
+		// Once the grace for readers is over, cut them, and keep cutting
+		// any that start sending afterwards.
+		every := min(srv.opts.ShutdownReadGrace, grace)
+		t := time.NewTimer(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-shutDone:
+				return
+			case <-t.C:
+			}
+			srv.cutCancel()
+			if n := cc.cutNew(); n > 0 {
+				srv.log.Info("cut clients still sending a request", "connections", n)
+			}
+			t.Reset(every)
+		}
+	}()
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := hs.Shutdown(sctx)

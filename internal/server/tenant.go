@@ -33,6 +33,10 @@ type TenantConfig struct {
 	// MaxStreams caps the tenant's open streams (0: no cap beyond the
 	// KV-cache budget).
 	MaxStreams int `json:"max_streams"`
+	// MaxConns caps the tenant's busy connections: requests in progress
+	// (a slow client's included, from its header on) and duplex
+	// connections (0: no cap beyond the server's --max-conns).
+	MaxConns int `json:"max_conns"`
 	// LogContent puts prompt and token text into the audit log.
 	LogContent bool        `json:"log_content"`
 	Proxy      ProxyConfig `json:"proxy"`
@@ -120,6 +124,8 @@ func ParseConfig(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s: api_key_sha256 is empty: the tenant could never authenticate", where)
 		case t.MaxStreams < 0:
 			return nil, fmt.Errorf("%s: max_streams %d is negative", where, t.MaxStreams)
+		case t.MaxConns < 0:
+			return nil, fmt.Errorf("%s: max_conns %d is negative", where, t.MaxConns)
 		case t.RateLimit.RequestsPerSecond < 0 || t.RateLimit.Burst < 0:
 			return nil, fmt.Errorf("%s: rate_limit must not be negative", where)
 		case t.Policy.Debounce < 0:
@@ -164,12 +170,14 @@ type Tenant struct {
 	Name       string
 	Policy     guard.Policy
 	MaxStreams int
+	MaxConns   int
 	LogContent bool
 	Proxy      ProxyConfig
 
 	keys    [][sha256.Size]byte
 	limiter *rateLimiter
 	open    atomic.Int64 // open streams
+	conns   atomic.Int64 // busy connections
 }
 
 // tenants authenticates requests.
@@ -198,7 +206,7 @@ func newTenants(cfg *Config, m *guard.Model) (*tenants, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tenants[%d] (%q): %w (labels come from the model's config.json)", i, tc.Name, err)
 		}
-		t := &Tenant{Name: tc.Name, Policy: p, MaxStreams: tc.MaxStreams, LogContent: tc.LogContent, Proxy: tc.Proxy,
+		t := &Tenant{Name: tc.Name, Policy: p, MaxStreams: tc.MaxStreams, MaxConns: tc.MaxConns, LogContent: tc.LogContent, Proxy: tc.Proxy,
 			limiter: newRateLimiter(tc.RateLimit.RequestsPerSecond, tc.RateLimit.Burst)}
 		for _, h := range tc.APIKeySHA256 {
 			var k [sha256.Size]byte

@@ -44,6 +44,11 @@ type Options struct {
 	// (0: none).
 	DuplexEvery int
 	Seed        uint64
+	// SlowClients send a moderation body one byte every SlowEvery, and
+	// IdleConns open connections that send nothing, during the batched
+	// phase (see StallReport).
+	SlowClients, IdleConns int
+	SlowEvery              time.Duration
 	// WorkDir receives the servers' logs.
 	WorkDir  string
 	Progress io.Writer
@@ -80,7 +85,13 @@ type PhaseReport struct {
 	BatchHistogram  map[string]uint64 `json:"batch_streams_histogram"`
 	// Memory: the server's largest resident set, and the KV memory its
 	// budget had charged at most.
-	MaxRSSBytes        int64          `json:"max_rss_bytes"`
+	MaxRSSBytes int64 `json:"max_rss_bytes"`
+	// RSSStartBytes is the server's resident set (VmRSS of
+	// /proc/PID/status) once it listens, before any load; RSSEndBytes at
+	// the end of the measured window, before the server is stopped.
+	RSSStartBytes      int64          `json:"rss_start_bytes"`
+	RSSEndBytes        int64          `json:"rss_end_bytes"`
+	Stalled            *StallReport   `json:"stalled,omitempty"`
 	MaxKVReservedBytes int64          `json:"max_kv_reserved_bytes"`
 	KVBudgetBytes      int64          `json:"kv_budget_bytes"`
 	Shutdown           *ShutdownCheck `json:"shutdown,omitempty"`
@@ -251,7 +262,18 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 		return nil, err
 	}
 	logf("%s: serve pid %d on %s; %d streams for %s", name, srv.pid, srv.base, o.Streams, d)
-	pr := &PhaseReport{Name: name, MaxBatchStreams: maxBatch, Streams: o.Streams, KVBudgetBytes: srv.budget}
+	pr := &PhaseReport{Name: name, MaxBatchStreams: maxBatch, Streams: o.Streams, KVBudgetBytes: srv.budget, RSSStartBytes: rss(srv.pid)}
+	var stall *stallers
+	if maxBatch == 0 && (o.SlowClients > 0 || o.IdleConns > 0) {
+		every := o.SlowEvery
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		if stall, err = startStallers(srv.base, o.SlowClients, every, o.IdleConns); err != nil {
+			return nil, err
+		}
+		logf("%s: %d slow clients (a byte every %s), %d idle connections", name, o.SlowClients, every, o.IdleConns)
+	}
 	ps := &phaseState{base: srv.base, client: &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConns:        4 * o.Streams,
@@ -331,14 +353,26 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 		time.Sleep(time.Until(deadline))
 		// Batch sizes before the server goes away.
 		pr.readBatches(ps)
+		pr.RSSEndBytes = rss(srv.pid)
 		ps.sigterm.Store(true)
+		if stall != nil {
+			stall.serverStopping()
+		}
 		logf("%s: SIGTERM under load", name)
 		shut, exitErr = srv.stop()
 		wg.Wait()
 	} else {
 		wg.Wait()
 		pr.readBatches(ps)
+		pr.RSSEndBytes = rss(srv.pid)
+		if stall != nil {
+			stall.serverStopping()
+		}
 		shut, exitErr = srv.stop()
+	}
+	if stall != nil {
+		sr := stall.halt()
+		pr.Stalled = &sr
 	}
 	close(sampleDone)
 	sampler.Wait()
@@ -359,6 +393,7 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 	} else if exitErr != nil {
 		return nil, fmt.Errorf("%s: serve exited with %v", name, exitErr)
 	}
+	logf("%s: server RSS %.0f MiB at start, %.0f MiB at the end of the window", name, float64(pr.RSSStartBytes)/(1<<20), float64(pr.RSSEndBytes)/(1<<20))
 	logf("%s: %d conversations completed, %d checked, %.0f tokens/s, append p50 %.1fms p99 %.1fms, batch max %d mean %.1f, %d 429s, %d errors, %d mismatches, max RSS %.0f MiB",
 		name, pr.Conversations, pr.Checked, pr.TokensPerSecond, pr.AppendP50Ms, pr.AppendP99Ms, pr.BatchMax, pr.BatchMean, pr.Rejected429, pr.Errors, pr.Mismatches, float64(pr.MaxRSSBytes)/(1<<20))
 	return pr, nil
