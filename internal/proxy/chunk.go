@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -22,10 +24,12 @@ type textFields struct {
 	Content          *string `json:"content"`
 	ReasoningContent *string `json:"reasoning_content"`
 	Reasoning        *string `json:"reasoning"`
+	Refusal          *string `json:"refusal"`
 }
 
 // reasoning returns the reasoning text; servers name the field
-// reasoning_content or reasoning, and some send both with the same text.
+// reasoning_content or reasoning, and some send both with the same text
+// (check refuses both with different text).
 func (f *textFields) reasoning() string {
 	switch {
 	case f.ReasoningContent != nil:
@@ -36,27 +40,61 @@ func (f *textFields) reasoning() string {
 	return ""
 }
 
+// check refuses fields the guard could not judge as one text: a
+// reasoning_content and a reasoning that differ.
+func (f *textFields) check() error {
+	if f.ReasoningContent != nil && f.Reasoning != nil && *f.ReasoningContent != *f.Reasoning {
+		return errors.New("reasoning_content and reasoning differ")
+	}
+	return nil
+}
+
+// empty reports whether the fields carry no text.
+func (f *textFields) empty() bool {
+	return f.reasoning() == "" && (f.Content == nil || *f.Content == "") && (f.Refusal == nil || *f.Refusal == "")
+}
+
+// feedFields feeds the text of one delta or message: reasoning, then
+// content, then refusal (a refusal comes alone in practice).
+func feedFields(f *feeder, ev *eventText, t *textFields) {
+	f.addReasoning(ev, t.reasoning())
+	if t.Content != nil {
+		f.addContent(ev, *t.Content)
+	}
+	if t.Refusal != nil {
+		f.addRefusal(ev, *t.Refusal)
+	}
+}
+
+type wireChoice struct {
+	Index        int        `json:"index"`
+	Delta        textFields `json:"delta"`
+	FinishReason *string    `json:"finish_reason"`
+}
+
 type wireChunk struct {
 	chunkMeta
-	Choices []struct {
-		Index        int        `json:"index"`
-		Delta        textFields `json:"delta"`
-		FinishReason *string    `json:"finish_reason"`
-	} `json:"choices"`
-	Error json.RawMessage `json:"error"`
+	Choices []wireChoice    `json:"choices"`
+	Error   json.RawMessage `json:"error"`
 }
 
 // parsedEvent is what the relay needs from one upstream event.
 type parsedEvent struct {
 	done     bool // data: [DONE]
-	isChunk  bool // a chunk the proxy could parse
+	isChunk  bool // a chunk (an event whose data is a JSON object)
 	meta     chunkMeta
-	index    int // the choice index of the text
-	text     textFields
+	hasText  bool            // the chunk has a choice
+	text     textFields      // the choice's text
 	finished bool            // finish_reason set
 	apiErr   json.RawMessage // an error object sent inside the stream
+	// bad is why the event cannot be moderated: data that is not a
+	// chunk, keys that differ from the known ones only by case or repeat,
+	// several choices, a choice other than 0.
+	bad error
 }
 
+// parseEvent reads one upstream event strictly: an event without data (a
+// comment) is nothing; data is [DONE] or a chat-completion chunk.
 func parseEvent(ev sseEvent) parsedEvent {
 	if ev.data == nil {
 		return parsedEvent{}
@@ -65,17 +103,32 @@ func parseEvent(ev sseEvent) parsedEvent {
 	if string(d) == "[DONE]" {
 		return parsedEvent{done: true}
 	}
+	if len(d) == 0 || d[0] != '{' {
+		return parsedEvent{bad: errors.New("event data is not a JSON object")}
+	}
+	if err := strictJSON(d, chunkShape); err != nil {
+		return parsedEvent{bad: fmt.Errorf("event data: %v", err)}
+	}
 	var c wireChunk
 	if err := json.Unmarshal(d, &c); err != nil {
-		return parsedEvent{}
+		return parsedEvent{bad: fmt.Errorf("event data is not a chunk: %v", err)}
 	}
 	p := parsedEvent{isChunk: true, meta: c.chunkMeta}
 	if len(c.Error) > 0 && string(c.Error) != "null" {
 		p.apiErr = c.Error
+		return p
 	}
-	if len(c.Choices) > 0 {
+	switch {
+	case len(c.Choices) > 1:
+		p.bad = fmt.Errorf("a chunk with %d choices (streamguard asks for one)", len(c.Choices))
+	case len(c.Choices) == 1:
 		ch := c.Choices[0]
-		p.index, p.text = ch.Index, ch.Delta
+		if ch.Index != 0 {
+			p.bad = fmt.Errorf("a chunk for choice %d (streamguard asks for one)", ch.Index)
+			break
+		}
+		p.bad = ch.Delta.check()
+		p.hasText, p.text = true, ch.Delta
 		p.finished = ch.FinishReason != nil && *ch.FinishReason != ""
 	}
 	return p
@@ -121,10 +174,13 @@ func (c chunkOut) event() []byte {
 
 var doneEvent = []byte("data: [DONE]\n\n")
 
-const finishContentFilter = "content_filter"
+const (
+	finishContentFilter = "content_filter"
+	finishLength        = "length"
+)
 
-func finishChunk(meta chunkMeta, index int, info *cutInfo) []byte {
-	r := finishContentFilter
+func finishChunk(meta chunkMeta, index int, reason string, info *cutInfo) []byte {
+	r := reason
 	return chunkOut{chunkMeta: meta, Choices: []choiceOut{{Index: index, Delta: map[string]any{}, FinishReason: &r}}, Streamguard: info}.event()
 }
 

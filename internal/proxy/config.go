@@ -26,8 +26,17 @@ type Config struct {
 	// mode, levels, category and token index; never content. Nil: none.
 	Audit *slog.Logger
 	// IdleTimeout bounds the wait for the upstream's next bytes while a
-	// response streams; 0 means DefaultIdleTimeout.
+	// response body (streamed or not) arrives; 0 means DefaultIdleTimeout.
+	// A stalled upstream gets 504 upstream_timeout (an error event once a
+	// stream has started).
 	IdleTimeout time.Duration
+	// HeaderTimeout bounds the wait for the upstream's response headers
+	// (a non-streamed completion sends them when it is done); 0 means
+	// DefaultHeaderTimeout. Past it: 504 upstream_timeout.
+	HeaderTimeout time.Duration
+	// ForwardCookies sends the client's Cookie header upstream and the
+	// upstream's Set-Cookie to the client; by default neither is.
+	ForwardCookies bool
 	// MaxRequestBytes caps a request body; 0 means 8 MiB. A non-streamed
 	// upstream response may be four times as large.
 	MaxRequestBytes int64
@@ -38,6 +47,9 @@ type Config struct {
 
 // DefaultIdleTimeout is Config.IdleTimeout's default.
 const DefaultIdleTimeout = 2 * time.Minute
+
+// DefaultHeaderTimeout is Config.HeaderTimeout's default.
+const DefaultHeaderTimeout = 10 * time.Minute
 
 const defaultMaxRequestBytes = 8 << 20
 
@@ -65,6 +77,9 @@ const (
 	EventUpstreamError   = "upstream_error"   // upstream error, timeout or disconnect
 	EventClientClosed    = "client_closed"    // the client went away
 	EventBadRequest      = "bad_request"      // the request was refused as malformed
+	// EventContextLength: the prompt (400) or the response (cut with
+	// finish_reason "length") does not fit the guard's stream.
+	EventContextLength = "context_length_exceeded"
 )
 
 // endpoint turns the upstream base URL into the chat-completions URL.

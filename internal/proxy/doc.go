@@ -24,6 +24,18 @@
 // is flagged. Either way the upstream request is cancelled at the cut and
 // the decision is written to the audit log.
 //
+// # Trust
+//
+// The client's streamguard credentials (Authorization, X-Api-Key) and
+// cookies never go upstream; its own upstream key may come in
+// X-Upstream-Authorization. Requests and upstream events are parsed
+// strictly (strictJSON): keys that repeat or differ from a known field
+// only by case, several choices, or text after the finish are refused,
+// so the guard reads what the model and the client read. Input that does
+// not fit the guard's stream is never forwarded unjudged: a prompt gets a
+// 400 context_length_exceeded, a response is cut with finish_reason
+// "length"; fail-open covers the guard's overload and failures only.
+//
 // # Byte offsets
 //
 // Judged tokens are mapped back to the upstream's bytes through their

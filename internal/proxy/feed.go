@@ -11,6 +11,8 @@ type fieldKind uint8
 const (
 	fieldContent fieldKind = iota
 	fieldReasoning
+	fieldRefusal
+	numFields
 )
 
 type pieceState uint8
@@ -123,6 +125,16 @@ func (f *feeder) addReasoning(ev *eventText, text string) {
 		f.inline = inlineOff
 	}
 	f.reasoning(ev, fieldReasoning, text)
+}
+
+// addRefusal takes text from the refusal field: answer text, judged in
+// order with the content. It ends a <think> block written in the content.
+func (f *feeder) addRefusal(ev *eventText, text string) {
+	if text == "" {
+		return
+	}
+	f.endInline()
+	f.content(ev, fieldRefusal, text)
 }
 
 // addContent takes text from the content field, recognising a <think>
@@ -303,6 +315,15 @@ func (f *feeder) content(ev *eventText, src fieldKind, text string) {
 
 // finish ends the turn: held text is decided and the think block closed.
 func (f *feeder) finish() {
+	f.endInline()
+	if !f.reasoningDone {
+		f.endReasoning()
+	}
+}
+
+// endInline ends the <think> detection in the content: a possible tag is
+// content, an open block's held text is reasoning.
+func (f *feeder) endInline() {
 	switch f.inline {
 	case inlineProbe:
 		if len(f.probe) > 0 {
@@ -317,9 +338,6 @@ func (f *feeder) finish() {
 		}
 	}
 	f.inline = inlineOff
-	if !f.reasoningDone {
-		f.endReasoning()
-	}
 }
 
 func (f *feeder) start(thinking bool) {
@@ -393,17 +411,26 @@ func splitHeld(hs []heldText, cuts []int, fn func(seg int, ev *eventText, text s
 	}
 }
 
+// fieldTexts is text per field.
+type fieldTexts [numFields]string
+
 // partial rebuilds the event's text that lies before fed offset cut, per
 // field: fed pieces up to cut and the dropped text between them.
-func (e *eventText) partial(cut int) (content, reasoning string) {
-	var out, gap [2]strings.Builder
+func (e *eventText) partial(cut int) fieldTexts {
+	var out, gap [numFields]strings.Builder
+	texts := func() (t fieldTexts) {
+		for i := range out {
+			t[i] = out[i].String()
+		}
+		return t
+	}
 	for _, p := range e.pieces {
 		switch p.state {
 		case pieceDropped:
 			gap[p.field].WriteString(p.text)
 			continue
 		case pieceHeld:
-			return out[fieldContent].String(), out[fieldReasoning].String()
+			return texts()
 		}
 		if p.start >= cut {
 			break
@@ -416,7 +443,7 @@ func (e *eventText) partial(cut int) (content, reasoning string) {
 			break
 		}
 	}
-	return out[fieldContent].String(), out[fieldReasoning].String()
+	return texts()
 }
 
 // validPrefix trims an incomplete UTF-8 character from the end of s (cuts

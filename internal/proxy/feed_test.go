@@ -144,8 +144,8 @@ func TestPartial(t *testing.T) {
 	for cut, want := range map[int]string{
 		0: "", 2: "<think>\nab", 3: "<think>\nabc", 10: "<think>\nabc", 14: "<think>\nabc", 15: "<think>\nabc\n</think>\n\nx", 17: "<think>\nabc\n</think>\n\nxyz",
 	} {
-		if c, r := ev.partial(cut); c != want || r != "" {
-			t.Errorf("cut %d: %q / %q, want %q", cut, c, r, want)
+		if got := ev.partial(cut); got != (fieldTexts{fieldContent: want}) {
+			t.Errorf("cut %d: %q, want %q", cut, got, want)
 		}
 	}
 }

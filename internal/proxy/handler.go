@@ -32,11 +32,14 @@ func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
 	if err := cfg.DefaultTenant.check(); err != nil {
 		return nil, fmt.Errorf("proxy: default %w", err)
 	}
-	if cfg.IdleTimeout < 0 || cfg.MaxRequestBytes < 0 {
-		return nil, errors.New("proxy: negative IdleTimeout or MaxRequestBytes")
+	if cfg.IdleTimeout < 0 || cfg.HeaderTimeout < 0 || cfg.MaxRequestBytes < 0 {
+		return nil, errors.New("proxy: negative IdleTimeout, HeaderTimeout or MaxRequestBytes")
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
@@ -60,9 +63,10 @@ type exchange struct {
 	req   *chatRequest
 
 	// ctx is the upstream call's context: cancelled when the client goes
-	// away, at a cut, and when the exchange ends.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// away, at a cut, at an upstream timeout (cause errUpstreamTimeout)
+	// and when the exchange ends.
+	ctx         context.Context
+	cancelCause context.CancelCauseFunc
 
 	tokens   int
 	finished bool
@@ -70,7 +74,7 @@ type exchange struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{h: h, w: w, r: r, t: tenantFrom(r.Context(), &h.cfg.DefaultTenant), id: newID(), start: time.Now()}
-	x.ctx, x.cancel = context.WithCancel(r.Context())
+	x.ctx, x.cancelCause = context.WithCancelCause(r.Context())
 	defer x.cancel()
 	w.Header().Set("X-Streamguard-Request-Id", x.id)
 	if r.Method != http.MethodPost {
@@ -99,15 +103,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.serve()
 }
 
+func (x *exchange) cancel() { x.cancelCause(nil) }
+
 func (x *exchange) serve() {
 	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
 	if err != nil {
 		x.guardFailed(err)
 		return
 	}
-	pv, err := judgePrompt(x.ctx, s, x.req.Messages)
+	pv, err := judgePrompt(x.ctx, s, x.req.Messages, x.t.TrimLongPrompt)
 	if err != nil {
 		s.Close()
+		if isContextLength(err) && x.ctx.Err() == nil {
+			x.promptTooLong(err)
+			return
+		}
 		x.guardFailed(err)
 		return
 	}

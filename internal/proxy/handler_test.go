@@ -124,25 +124,6 @@ func TestNFDTextHoldBack(t *testing.T) {
 	p.wait(t, 1)
 }
 
-func TestAuthorization(t *testing.T) {
-	m := tinyModel(t)
-	for _, key := range []string{"", "sk-upstream"} {
-		up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi."}})
-		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), UpstreamKey: key}, nil)
-		if _, err := streamChat(context.Background(), p.URL, "Hello"); err != nil {
-			t.Fatal(err)
-		}
-		p.wait(t, 1)
-		want := "Bearer sk-caller"
-		if key != "" {
-			want = "Bearer " + key
-		}
-		if got := up.headers[0].Get("Authorization"); got != want {
-			t.Errorf("upstream saw Authorization %q, want %q", got, want)
-		}
-	}
-}
-
 func TestUpstreamErrors(t *testing.T) {
 	m := tinyModel(t)
 	ten := Tenant{Policy: safePolicy(m)}
@@ -267,15 +248,21 @@ func TestOverload(t *testing.T) {
 }
 
 // failing wraps a moderator whose streams fail after n AppendText calls
-// (after the prompt was judged and the response headers were sent).
+// (after the prompt was judged and the response headers were sent), with
+// err (nil: a plain error). judged gets the text of the calls that
+// succeeded.
 type failing struct {
 	Moderator
-	n int
+	n      int
+	err    error
+	judged *strings.Builder
 }
 
 type failingStream struct {
 	Stream
-	left *atomic.Int32
+	left   *atomic.Int32
+	err    error
+	judged *strings.Builder
 }
 
 func (f failing) Open(ctx context.Context, p guard.Policy) (Stream, error) {
@@ -285,14 +272,21 @@ func (f failing) Open(ctx context.Context, p guard.Policy) (Stream, error) {
 	}
 	left := &atomic.Int32{}
 	left.Store(int32(f.n))
-	return failingStream{s, left}, nil
+	return failingStream{s, left, f.err, f.judged}, nil
 }
 
 func (f failingStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
 	if f.left.Add(-1) < 0 {
-		return nil, errors.New("guard: the stream would reach 8193 tokens")
+		if f.err != nil {
+			return nil, f.err
+		}
+		return nil, errors.New("guard: the scheduler failed")
 	}
-	return f.Stream.AppendText(ctx, text)
+	tvs, err := f.Stream.AppendText(ctx, text)
+	if err == nil && f.judged != nil {
+		f.judged.WriteString(text)
+	}
+	return tvs, err
 }
 
 func TestGuardFailsMidStream(t *testing.T) {
@@ -301,7 +295,7 @@ func TestGuardFailsMidStream(t *testing.T) {
 		for _, mode := range []Mode{HoldBack, PassThrough} {
 			t.Run(fmt.Sprintf("failopen=%v/%s", open, mode), func(t *testing.T) {
 				up := newFakeUpstream(t, upstreamSpec{Content: splitRunes(testResponse, 20)})
-				p := newTestProxy(t, up.URL, failing{Direct(m), 0}, Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: open}, nil)
+				p := newTestProxy(t, up.URL, failing{Moderator: Direct(m)}, Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: open}, nil)
 				got, err := streamChat(context.Background(), p.URL, "Hello")
 				rec := p.lastRecord(t)
 				if open {
@@ -330,6 +324,16 @@ func TestBadRequests(t *testing.T) {
 		{`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, "no text to judge"},
 		{`{"n":2,"messages":[{"role":"user","content":"hi"}]}`, "n=2"},
 		{`{"messages":[{"role":"wizard","content":"hi"}]}`, `role "wizard"`},
+		// Keys another parser would read differently.
+		{`{"messages":[{"role":"user","content":"hi","Content":"other"}]}`, `"Content" differs from "content" only by case`},
+		{`{"messages":[{"role":"user","Content":"hi"}]}`, `"Content" differs from "content" only by case`},
+		{`{"Messages":[{"role":"user","content":"hi"}]}`, `"Messages" differs from "messages" only by case`},
+		{`{"N":2,"messages":[{"role":"user","content":"hi"}]}`, `"N" differs from "n" only by case`},
+		{`{"messages":[{"role":"user","content":"hi"}],"messages":[{"role":"user","content":"other"}]}`, `"messages" repeated`},
+		{`{"messages":[{"role":"user","content":"hi","content":"other"}]}`, `"content" repeated`},
+		{`{"messages":[{"role":"user","content":[{"type":"text","text":"a","Text":"b"}]}]}`, `"Text" differs`},
+		{`{"messages":[{"role":"user","content":"hi"}]} {}`, "data after the JSON value"},
+		{"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\xff\"}]}", "invalid UTF-8"},
 	} {
 		resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(c.body))
 		if err != nil {

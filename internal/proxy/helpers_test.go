@@ -195,6 +195,18 @@ type upstreamSpec struct {
 	// Status and ErrBody: answer with an error instead.
 	Status  int
 	ErrBody string
+	// Header is set on every response.
+	Header map[string]string
+	// Events, when set, is the stream verbatim (instead of the chunks
+	// made from the fields above); Whole the non-streamed body.
+	Events [][]byte
+	Whole  []byte
+	// HeaderDelay is a pause before the response headers.
+	HeaderDelay time.Duration
+	// HangAfter: a streamed response waits for the request to be
+	// cancelled after the whole stream when HangAfter > 0; a whole body
+	// after its first HangAfter bytes. 0 means no hang.
+	HangAfter int
 }
 
 type fakeUpstream struct {
@@ -227,6 +239,9 @@ func chunkJSON(delta map[string]any, finish any) []byte {
 
 // events renders the stream the upstream sends.
 func (s upstreamSpec) events() [][]byte {
+	if s.Events != nil {
+		return s.Events
+	}
 	ev := func(b []byte) []byte { return append(append([]byte("data: "), b...), "\n\n"...) }
 	out := [][]byte{ev(chunkJSON(map[string]any{"role": "assistant", "content": ""}, nil))}
 	field := s.ReasoningField
@@ -263,6 +278,17 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		Stream bool `json:"stream"`
 	}
 	_ = json.NewDecoder(r.Body).Decode(&req)
+	for k, v := range f.spec.Header {
+		w.Header().Set(k, v)
+	}
+	if f.spec.HeaderDelay > 0 {
+		select {
+		case <-r.Context().Done():
+			f.markCanceled()
+			return
+		case <-time.After(f.spec.HeaderDelay):
+		}
+	}
 	if f.spec.Status != 0 {
 		w.WriteHeader(f.spec.Status)
 		_, _ = io.WriteString(w, f.spec.ErrBody)
@@ -276,10 +302,19 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		body := mustJSON(map[string]any{"id": "chatcmpl-fake42", "object": "chat.completion", "created": 1700000000, "model": "fake-llm",
 			"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}},
 			"usage":   map[string]int{"prompt_tokens": 9, "completion_tokens": 50, "total_tokens": 59}})
+		if f.spec.Whole != nil {
+			body = f.spec.Whole
+		}
 		f.mu.Lock()
 		f.body = body
 		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if n := f.spec.HangAfter; n > 0 {
+			_, _ = w.Write(body[:min(n, len(body))])
+			_ = http.NewResponseController(w).Flush()
+			f.hang(r)
+			return
+		}
 		_, _ = w.Write(body)
 		return
 	}
@@ -295,7 +330,12 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
+		// The body is recorded before it is written: a client may see
+		// the end of the stream before this handler returns.
 		all = append(all, e...)
+		f.mu.Lock()
+		f.body = all
+		f.mu.Unlock()
 		if f.spec.Pace > 0 && i > 0 {
 			time.Sleep(f.spec.Pace)
 		}
@@ -316,15 +356,16 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			e = e[n:]
 		}
 	}
-	f.mu.Lock()
-	f.body = all
-	f.mu.Unlock()
-	if f.spec.Hang {
-		select {
-		case <-r.Context().Done():
-			f.markCanceled()
-		case <-time.After(60 * time.Second):
-		}
+	if f.spec.Hang || f.spec.HangAfter > 0 {
+		f.hang(r)
+	}
+}
+
+func (f *fakeUpstream) hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+		f.markCanceled()
+	case <-time.After(60 * time.Second):
 	}
 }
 

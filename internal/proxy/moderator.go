@@ -35,6 +35,17 @@ type Stream interface {
 // later"; the tenant's FailOpen setting decides what the proxy does then.
 var ErrOverloaded = errors.New("proxy: guard overloaded")
 
+// ErrContextLength may be wrapped by Stream errors that mean "the input
+// would take the stream past its room" (the model's context or the
+// server's stream limit), like guard.ErrContextLength, which the proxy
+// recognises too. Such input is the client's to shorten: the proxy never
+// forwards it unjudged, whatever the tenant's FailOpen.
+var ErrContextLength = errors.New("proxy: context length exceeded")
+
+func isContextLength(err error) bool {
+	return errors.Is(err, guard.ErrContextLength) || errors.Is(err, ErrContextLength)
+}
+
 // Direct moderates with m, one forward per call and no admission limit: for
 // tests and tools. A server uses its scheduler instead.
 func Direct(m *guard.Model) Moderator { return direct{m} }

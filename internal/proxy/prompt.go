@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -10,13 +9,14 @@ import (
 )
 
 // judgePrompt judges the last user turn in the context of the conversation
-// before it. When that fails for any reason but overload (typically a
-// conversation longer than the guard's positions), it retries with the
-// system turn and the last user turn alone: a failed JudgePrompt leaves the
-// stream as it was.
-func judgePrompt(ctx context.Context, s Stream, msgs []guard.Message) (*guard.PromptVerdict, error) {
+// before it. A conversation that does not fit the guard's stream is the
+// client's error (the caller answers 400), unless the tenant opted in to
+// TrimLongPrompt: then the system turn and the last user turn are judged
+// alone (a failed JudgePrompt leaves the stream as it was), and a
+// conversation that still does not fit is refused all the same.
+func judgePrompt(ctx context.Context, s Stream, msgs []guard.Message, trim bool) (*guard.PromptVerdict, error) {
 	pv, err := s.JudgePrompt(ctx, msgs)
-	if err == nil || errors.Is(err, ErrOverloaded) || ctx.Err() != nil {
+	if err == nil || !trim || !isContextLength(err) || ctx.Err() != nil {
 		return pv, err
 	}
 	var short []guard.Message
@@ -28,6 +28,16 @@ func judgePrompt(ctx context.Context, s Stream, msgs []guard.Message) (*guard.Pr
 		return nil, err
 	}
 	return s.JudgePrompt(ctx, short)
+}
+
+// promptTooLong refuses a conversation the guard cannot hold: the
+// client's error, answered like OpenAI's own, whatever the tenant's
+// fail-open (forwarding it unjudged would let any client skip the guard).
+func (x *exchange) promptTooLong(err error) {
+	param := "messages"
+	x.fail(http.StatusBadRequest, EventContextLength, apiError{
+		Message: "streamguard: the conversation is longer than the safety guard's context; shorten the messages (" + err.Error() + ")",
+		Type:    typeInvalidRequest, Param: &param, Code: EventContextLength})
 }
 
 // refusePrompt answers a flagged prompt without calling the upstream.
@@ -48,7 +58,7 @@ func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 		h.Set("Cache-Control", "no-cache")
 		x.w.WriteHeader(http.StatusOK)
 		_, _ = x.w.Write(deltaChunk(meta, 0, map[string]any{"role": "assistant", "content": msg}))
-		_, _ = x.w.Write(finishChunk(meta, 0, info))
+		_, _ = x.w.Write(finishChunk(meta, 0, finishContentFilter, info))
 		_, _ = x.w.Write(doneEvent)
 	} else {
 		meta.Object = "chat.completion"

@@ -25,6 +25,8 @@ type heldEvent struct {
 	terminal bool
 	// reasoning field names the event used, for a partial chunk at a cut.
 	hasReasoningContent, hasReasoning bool
+	// done is the [DONE] event.
+	done bool
 }
 
 // relay moderates one streamed response.
@@ -38,10 +40,10 @@ type relay struct {
 
 	queue     []heldEvent
 	meta      chunkMeta
-	index     int
 	finishing bool  // the upstream finished its text
 	flushed   bool  // the guard judged all of it
 	eof       bool  // the upstream's stream ended
+	doneSent  bool  // the client has the [DONE] event: the answer is complete
 	unjudged  error // fail-open after a guard failure: the cause
 	broken    bool  // the client went away
 }
@@ -56,7 +58,7 @@ func (x *exchange) relayStream(s Stream, resp *http.Response) {
 	// A stream outlives any server write timeout.
 	_ = r.rc.SetWriteDeadline(time.Time{})
 	h := x.w.Header()
-	copyHeaders(h, resp.Header)
+	copyHeaders(h, resp.Header, x.h.cfg.ForwardCookies)
 	h.Set("X-Streamguard-Mode", x.t.Mode.String())
 	x.w.WriteHeader(resp.StatusCode)
 	_ = r.rc.Flush()
@@ -150,19 +152,24 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		// text still held is not released.
 		r.write(ev.raw)
 		_ = r.rc.Flush()
+		r.x.cancel()
 		r.x.finish(EventUpstreamError, slog.String("error", string(p.apiErr)))
+		return true
+	}
+	if p.bad == nil && r.finishing && r.unjudged == nil && p.hasText && !p.text.empty() {
+		// The guard judged the text to its end at the finish chunk.
+		p.bad = errors.New("text after the finish_reason or [DONE]")
+	}
+	if p.bad != nil {
+		r.upstreamBroken(badEvent(p.bad), p.bad)
 		return true
 	}
 	if p.isChunk && p.meta.ID != "" {
 		r.meta = p.meta
 	}
-	he := heldEvent{raw: ev.raw, text: &eventText{}}
-	if p.isChunk && p.index == 0 && !r.finishing && r.unjudged == nil {
-		r.index = p.index
-		r.feed.addReasoning(he.text, p.text.reasoning())
-		if p.text.Content != nil {
-			r.feed.addContent(he.text, *p.text.Content)
-		}
+	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done}
+	if p.hasText && !r.finishing && r.unjudged == nil {
+		feedFields(r.feed, he.text, &p.text)
 		he.hasReasoningContent, he.hasReasoning = p.text.ReasoningContent != nil, p.text.Reasoning != nil
 	}
 	r.feed.end(he.text)
@@ -176,7 +183,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 	}
 	he.terminal = r.finishing
 	if r.unjudged != nil || r.x.t.Mode == PassThrough && !he.terminal {
-		r.write(ev.raw)
+		r.writeEvent(he)
 		_ = r.rc.Flush()
 	} else {
 		r.queue = append(r.queue, he)
@@ -185,7 +192,12 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.j.push(r.feed.take(), flush)
 	}
 	r.release()
-	return false
+	return r.maybeEnd()
+}
+
+// badEvent is the error event for an upstream event the proxy refuses.
+func badEvent(err error) apiError {
+	return apiError{Message: "streamguard: the upstream sent an event it cannot moderate: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"}
 }
 
 // onJudged takes the verdicts of one batch of guard calls.
@@ -219,7 +231,7 @@ func (r *relay) release() {
 		if !all && (e.terminal || e.text.pending > 0 || e.text.fedEnd > limit) {
 			break
 		}
-		r.write(e.raw)
+		r.writeEvent(e)
 		n++
 	}
 	if n > 0 {
@@ -228,8 +240,12 @@ func (r *relay) release() {
 	}
 }
 
+// maybeEnd ends the exchange once everything was judged (or is forwarded
+// unjudged) and written, at the upstream's end or as soon as the client has
+// the [DONE] event: a client that closes the connection then has its whole
+// answer, and the record says how it was judged.
 func (r *relay) maybeEnd() bool {
-	if r.eof && (r.flushed || r.unjudged != nil) && len(r.queue) == 0 {
+	if (r.eof || r.doneSent) && (r.flushed || r.unjudged != nil) && len(r.queue) == 0 {
 		if r.unjudged != nil {
 			r.x.finish(EventUnjudged, slog.String("reason", r.unjudged.Error()))
 		} else {
@@ -252,37 +268,45 @@ func (r *relay) cut() {
 			if e.terminal || e.text.pending > 0 || e.text.fedEnd > cut {
 				break
 			}
-			r.write(e.raw)
+			r.writeEvent(e)
 			n++
 		}
 		// The next event may be the finish chunk when it carries text too:
 		// its text before the cut still goes, its finish_reason does not.
 		if n < len(r.queue) {
 			e := r.queue[n]
-			content, reasoning := e.text.partial(cut)
-			delta := map[string]any{}
-			if content != "" {
-				delta["content"] = content
-			}
-			if reasoning != "" {
-				if e.hasReasoningContent || !e.hasReasoning {
-					delta["reasoning_content"] = reasoning
-				}
-				if e.hasReasoning {
-					delta["reasoning"] = reasoning
-				}
-			}
-			if len(delta) > 0 {
-				r.write(deltaChunk(r.meta, r.index, delta))
+			if delta := e.partialDelta(cut); len(delta) > 0 {
+				r.write(deltaChunk(r.meta, 0, delta))
 			}
 		}
 		r.queue = nil
 	}
-	r.write(finishChunk(r.meta, r.index, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: r.x.id}))
+	r.write(finishChunk(r.meta, 0, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: r.x.id}))
 	r.write(doneEvent)
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventResponseFlagged, append(verdictAttrs(&tv.Verdict, tv.Index), slog.Int("run_start", r.tr.flagStart))...)
+}
+
+// partialDelta is the delta of the event's text before fed offset cut.
+func (e *heldEvent) partialDelta(cut int) map[string]any {
+	t := e.text.partial(cut)
+	delta := map[string]any{}
+	if t[fieldContent] != "" {
+		delta["content"] = t[fieldContent]
+	}
+	if t[fieldRefusal] != "" {
+		delta["refusal"] = t[fieldRefusal]
+	}
+	if t[fieldReasoning] != "" {
+		if e.hasReasoningContent || !e.hasReasoning {
+			delta["reasoning_content"] = t[fieldReasoning]
+		}
+		if e.hasReasoning {
+			delta["reasoning"] = t[fieldReasoning]
+		}
+	}
+	return delta
 }
 
 // guardFailed handles a guard failure mid-stream: fail-open forwards the
@@ -290,6 +314,10 @@ func (r *relay) cut() {
 func (r *relay) guardFailed(err error) bool {
 	if r.x.r.Context().Err() != nil {
 		r.x.finish(EventClientClosed)
+		return true
+	}
+	if isContextLength(err) {
+		r.outOfRoom(err)
 		return true
 	}
 	if r.x.t.FailOpen {
@@ -308,6 +336,30 @@ func (r *relay) guardFailed(err error) bool {
 	return true
 }
 
+// outOfRoom ends a response longer than the guard's stream can hold: the
+// rest cannot be judged, so it is not forwarded, whatever the tenant's
+// fail-open. In hold-back the client gets the text judged with its
+// look-ahead (as it would have anyway); then a finish chunk with
+// finish_reason "length" and streamguard.reason "context_length_exceeded",
+// and [DONE]. The upstream is cancelled.
+func (r *relay) outOfRoom(err error) {
+	if r.x.t.Mode == HoldBack {
+		r.release()
+		limit := r.tr.fedThrough(r.tr.judged() - r.k)
+		if len(r.queue) > 0 {
+			if delta := r.queue[0].partialDelta(limit); len(delta) > 0 {
+				r.write(deltaChunk(r.meta, 0, delta))
+			}
+		}
+	}
+	r.queue = nil
+	r.write(finishChunk(r.meta, 0, finishLength, &cutInfo{Reason: EventContextLength, Token: r.tr.judged(), Request: r.x.id}))
+	r.write(doneEvent)
+	_ = r.rc.Flush()
+	r.x.cancel()
+	r.x.finish(EventContextLength, slog.String("error", err.Error()))
+}
+
 // upstreamBroken ends the stream with an error event; text still held is
 // not released.
 func (r *relay) upstreamBroken(e apiError, err error) {
@@ -315,6 +367,13 @@ func (r *relay) upstreamBroken(e apiError, err error) {
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventUpstreamError, slog.String("error", err.Error()), slog.String("code", e.Code))
+}
+
+func (r *relay) writeEvent(e heldEvent) {
+	r.write(e.raw)
+	if e.done && !r.broken {
+		r.doneSent = true
+	}
 }
 
 func (r *relay) write(b []byte) {

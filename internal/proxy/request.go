@@ -34,6 +34,9 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		N        *int          `json:"n"`
 		Messages []wireMessage `json:"messages"`
 	}
+	if err := strictJSON(body, requestShape); err != nil {
+		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
+	}
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
 	}

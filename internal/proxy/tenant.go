@@ -67,8 +67,16 @@ type Tenant struct {
 	Lookahead int
 	// FailOpen decides what happens when the guard is overloaded or
 	// fails: forward unjudged (true, marked with the X-Streamguard-Unjudged
-	// header and in the audit log) or answer 503 (false).
+	// header and in the audit log) or answer 503 (false). Input longer
+	// than the guard's stream is not a guard failure: a prompt that does
+	// not fit is a 400 context_length_exceeded, a response that outgrows
+	// the stream is cut with finish_reason "length", fail-open or not.
 	FailOpen bool
+	// TrimLongPrompt: a conversation that does not fit the guard's stream
+	// is judged as its system turn and last user turn alone instead of
+	// being refused with 400 context_length_exceeded. The earlier turns
+	// then reach the upstream unjudged; off by default.
+	TrimLongPrompt bool
 	// UpstreamKey, when set, replaces the caller's Authorization header
 	// upstream ("Bearer " + UpstreamKey).
 	UpstreamKey string

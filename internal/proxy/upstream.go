@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // hopHeaders are not forwarded in either direction (RFC 9110 §7.6.1), nor
@@ -23,9 +24,23 @@ var hopHeaders = map[string]bool{
 	"Host": true, "Content-Length": true, "Accept-Encoding": true, "Content-Encoding": true,
 }
 
-func copyHeaders(dst, src http.Header) {
+// UpstreamAuthHeader carries the client's own credentials for the
+// upstream: "Bearer KEY" (any case) or just KEY; it becomes the upstream
+// request's Authorization header. Without it the tenant's UpstreamKey is
+// used. The client's Authorization and X-Api-Key headers are streamguard's
+// tenant key and never go upstream.
+const UpstreamAuthHeader = "X-Upstream-Authorization"
+
+// clientOnly are request headers that never go upstream: streamguard's
+// own credentials, and the client's upstream credentials (sent as
+// Authorization instead).
+var clientOnly = map[string]bool{"Authorization": true, "X-Api-Key": true, UpstreamAuthHeader: true}
+
+// copyHeaders copies end-to-end headers; cookies (Cookie, Set-Cookie) only
+// when cookies is set.
+func copyHeaders(dst, src http.Header, cookies bool) {
 	for k, vs := range src {
-		if hopHeaders[k] || strings.HasPrefix(k, "X-Streamguard-") {
+		if hopHeaders[k] || strings.HasPrefix(k, "X-Streamguard-") || !cookies && (k == "Cookie" || k == "Set-Cookie") {
 			continue
 		}
 		for _, v := range vs {
@@ -34,22 +49,108 @@ func copyHeaders(dst, src http.Header) {
 	}
 }
 
+// upstreamAuthorization is the upstream request's Authorization value:
+// the client's X-Upstream-Authorization ("Bearer KEY" with the scheme in
+// any case, a bare KEY, or another scheme as it is), else the tenant's
+// key, else none.
+func upstreamAuthorization(client, tenantKey string) string {
+	v := strings.TrimSpace(client)
+	if v == "" {
+		if tenantKey == "" {
+			return ""
+		}
+		return "Bearer " + tenantKey
+	}
+	scheme, tok, ok := strings.Cut(v, " ")
+	switch {
+	case !ok:
+		return "Bearer " + v
+	case strings.EqualFold(scheme, "bearer"):
+		return "Bearer " + strings.TrimSpace(tok)
+	}
+	return v
+}
+
+// errUpstreamTimeout is the cause of an exchange cancelled because the
+// upstream was too slow to answer or went quiet.
+var errUpstreamTimeout = errors.New("upstream timeout")
+
 // callUpstream forwards the request body unchanged, with the caller's
-// headers (its Authorization too, unless the tenant has an upstream key).
+// end-to-end headers less its credentials and cookies (see
+// UpstreamAuthHeader and Config.ForwardCookies). The response headers
+// must come within Config.HeaderTimeout.
 func (x *exchange) callUpstream() (*http.Response, error) {
 	req, err := http.NewRequestWithContext(x.ctx, http.MethodPost, x.h.endpoint, bytes.NewReader(x.body))
 	if err != nil {
 		return nil, err
 	}
-	copyHeaders(req.Header, x.r.Header)
-	if x.t.UpstreamKey != "" {
-		req.Header.Set("Authorization", "Bearer "+x.t.UpstreamKey)
+	for k, vs := range x.r.Header {
+		if clientOnly[k] {
+			continue
+		}
+		if k == "Cookie" && !x.h.cfg.ForwardCookies {
+			continue
+		}
+		if !hopHeaders[k] && !strings.HasPrefix(k, "X-Streamguard-") {
+			req.Header[k] = append([]string(nil), vs...)
+		}
+	}
+	if a := upstreamAuthorization(x.r.Header.Get(UpstreamAuthHeader), x.t.UpstreamKey); a != "" {
+		req.Header.Set("Authorization", a)
 	}
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return x.h.client.Do(req)
+	d := x.h.cfg.HeaderTimeout
+	t := time.AfterFunc(d, func() {
+		x.cancelCause(fmt.Errorf("%w: no response headers within %s", errUpstreamTimeout, d))
+	})
+	resp, err := x.h.client.Do(req)
+	if !t.Stop() && err == nil {
+		// The timer fired as the headers came: the exchange is cancelled.
+		resp.Body.Close()
+		return nil, context.Cause(x.ctx)
+	}
+	if err != nil && errors.Is(context.Cause(x.ctx), errUpstreamTimeout) {
+		err = context.Cause(x.ctx)
+	}
+	return resp, err
 }
+
+// idleReader reads an upstream body that must not go quiet for longer
+// than d: when it does, the exchange is cancelled and Read returns the
+// timeout.
+type idleReader struct {
+	r   io.Reader
+	ctx context.Context
+	d   time.Duration
+	t   *time.Timer
+}
+
+func (x *exchange) idleBody(r io.Reader) *idleReader {
+	d := x.h.cfg.IdleTimeout
+	ir := &idleReader{r: r, ctx: x.ctx, d: d}
+	ir.t = time.AfterFunc(d, func() {
+		x.cancelCause(fmt.Errorf("%w: the upstream sent nothing for %s", errUpstreamTimeout, d))
+	})
+	return ir
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if err != nil {
+		ir.t.Stop()
+		if cause := context.Cause(ir.ctx); errors.Is(cause, errUpstreamTimeout) {
+			err = cause
+		}
+		return n, err
+	}
+	ir.t.Reset(ir.d)
+	return n, nil
+}
+
+// stop ends the watch (the body is not read further).
+func (ir *idleReader) stop() { ir.t.Stop() }
 
 func isEventStream(resp *http.Response) bool {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -67,7 +168,7 @@ func (x *exchange) upstreamFailed(err error) {
 		x.finish(EventClientClosed)
 		return
 	}
-	if isTimeout(err) {
+	if isTimeout(err) || errors.Is(err, errUpstreamTimeout) {
 		x.fail(http.StatusGatewayTimeout, EventUpstreamError, apiError{
 			Message: "streamguard: the upstream timed out: " + err.Error(), Type: typeUpstream, Code: "upstream_timeout"})
 		return
@@ -79,12 +180,17 @@ func (x *exchange) upstreamFailed(err error) {
 // upstreamStatus relays an upstream error status: an OpenAI error body as
 // it is, anything else wrapped in one.
 func (x *exchange) upstreamStatus(resp *http.Response) {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	ir := x.idleBody(resp.Body)
+	defer ir.stop()
+	body, err := io.ReadAll(io.LimitReader(ir, 1<<20))
 	if err != nil && x.r.Context().Err() != nil {
 		x.finish(EventClientClosed)
 		return
 	}
 	attrs := []slog.Attr{slog.Int("upstream_status", resp.StatusCode)}
+	// Retry-After, rate-limit headers and the like go to the client.
+	copyHeaders(x.w.Header(), resp.Header, x.h.cfg.ForwardCookies)
+	x.w.Header().Del("Content-Type")
 	if err == nil && isAPIError(body) {
 		h := x.w.Header()
 		h.Set("Content-Type", "application/json")
@@ -118,12 +224,15 @@ func (x *exchange) forwardUnjudged(cause error) {
 		x.upstreamStatus(resp)
 		return
 	}
-	copyHeaders(x.w.Header(), resp.Header)
+	copyHeaders(x.w.Header(), resp.Header, x.h.cfg.ForwardCookies)
 	x.w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(x.w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	body := x.idleBody(resp.Body)
+	defer body.stop()
 	buf := make([]byte, 32<<10)
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := x.w.Write(buf[:n]); werr != nil {
 				x.finish(EventClientClosed, slog.String("reason", cause.Error()))
@@ -135,8 +244,16 @@ func (x *exchange) forwardUnjudged(cause error) {
 			break
 		}
 		if rerr != nil {
+			if x.r.Context().Err() != nil {
+				x.finish(EventClientClosed, slog.String("reason", cause.Error()))
+				return
+			}
 			if isEventStream(resp) {
-				_, _ = x.w.Write(errorEvent(streamBroken(rerr)))
+				e := streamBroken(rerr)
+				if errors.Is(rerr, errUpstreamTimeout) {
+					e = apiError{Message: "streamguard: " + rerr.Error(), Type: typeUpstream, Code: "upstream_timeout"}
+				}
+				_, _ = x.w.Write(errorEvent(e))
 			}
 			x.finish(EventUpstreamError, slog.String("reason", cause.Error()), slog.String("error", rerr.Error()))
 			return

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,7 +14,9 @@ import (
 // before anything is returned.
 func (x *exchange) relayWhole(s Stream, resp *http.Response) {
 	defer s.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4*x.h.cfg.MaxRequestBytes+1))
+	ir := x.idleBody(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(ir, 4*x.h.cfg.MaxRequestBytes+1))
+	ir.stop()
 	if err != nil {
 		x.upstreamFailed(err)
 		return
@@ -22,57 +25,98 @@ func (x *exchange) relayWhole(s Stream, resp *http.Response) {
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is too large to judge", Type: typeUpstream, Code: "upstream_too_large"})
 		return
 	}
+	m, err := parseCompletion(body)
+	if err != nil {
+		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response cannot be moderated: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
+		return
+	}
+	if m == nil {
+		// No choice: no text.
+		x.writeBody(resp, body)
+		x.finish(EventAllowed)
+		return
+	}
+	tr := newTracker()
+	f := newFeeder()
+	ev := &eventText{}
+	feedFields(f, ev, m)
+	f.finish()
+	f.end(ev)
+	res := apply(x.ctx, s, f.take(), true)
+	tr.add(res.verdicts)
+	x.tokens = tr.judged()
+	tr.align.sync(f.fed, true)
+	switch {
+	case tr.flagged:
+		x.withhold(body, ev, tr, m)
+	case res.err == nil:
+		x.writeBody(resp, body)
+		x.finish(EventAllowed)
+	case x.ctx.Err() != nil:
+		x.finish(EventClientClosed)
+	case isContextLength(res.err):
+		x.tooLong(body, ev, tr, m, res.err)
+	case !x.t.FailOpen:
+		x.guardFailed(res.err)
+	default:
+		x.w.Header().Set("X-Streamguard-Unjudged", "1")
+		x.writeBody(resp, body)
+		x.finish(EventUnjudged, slog.String("reason", res.err.Error()))
+	}
+}
+
+// parseCompletion reads a whole response strictly: the text fields of its
+// one choice (nil when it has none).
+func parseCompletion(body []byte) (*textFields, error) {
+	if err := strictJSON(body, completionShape); err != nil {
+		return nil, err
+	}
 	var c struct {
 		Choices []struct {
+			Index   int        `json:"index"`
 			Message textFields `json:"message"`
 		} `json:"choices"`
 	}
 	if err := json.Unmarshal(body, &c); err != nil {
-		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is not JSON: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
+		return nil, err
+	}
+	switch {
+	case len(c.Choices) == 0:
+		return nil, nil
+	case len(c.Choices) > 1:
+		return nil, fmt.Errorf("%d choices (streamguard asks for one)", len(c.Choices))
+	case c.Choices[0].Index != 0:
+		return nil, fmt.Errorf("choice %d (streamguard asks for one)", c.Choices[0].Index)
+	}
+	m := c.Choices[0].Message
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// tooLong answers a whole response longer than the guard's stream can
+// hold, whatever the tenant's fail-open: the response cut to the text that
+// was judged (with the look-ahead held back, as in a stream), with
+// finish_reason "length" and streamguard.reason "context_length_exceeded".
+func (x *exchange) tooLong(body []byte, ev *eventText, tr *tracker, m *textFields, err error) {
+	out, cerr := cutResponse(body, ev, tr.fedThrough(tr.judged()-x.t.lookahead()), m, finishLength,
+		&cutInfo{Reason: EventContextLength, Token: tr.judged(), Request: x.id})
+	if cerr != nil {
+		x.fail(http.StatusBadGateway, EventContextLength, apiError{Message: "streamguard: " + cerr.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
 		return
 	}
-	tr := newTracker()
-	var m textFields
-	if len(c.Choices) > 0 {
-		m = c.Choices[0].Message
-		f := newFeeder()
-		ev := &eventText{}
-		f.addReasoning(ev, m.reasoning())
-		if m.Content != nil {
-			f.addContent(ev, *m.Content)
-		}
-		f.finish()
-		f.end(ev)
-		res := apply(x.ctx, s, f.take(), true)
-		tr.add(res.verdicts)
-		x.tokens = tr.judged()
-		tr.align.sync(f.fed, true)
-		if !tr.flagged && res.err != nil {
-			if x.ctx.Err() != nil {
-				x.finish(EventClientClosed)
-				return
-			}
-			if !x.t.FailOpen {
-				x.guardFailed(res.err)
-				return
-			}
-			x.w.Header().Set("X-Streamguard-Unjudged", "1")
-			x.writeBody(resp, body)
-			x.finish(EventUnjudged, slog.String("reason", res.err.Error()))
-			return
-		}
-		if tr.flagged {
-			x.withhold(body, ev, tr, m)
-			return
-		}
-	}
-	x.writeBody(resp, body)
-	x.finish(EventAllowed)
+	h := x.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	x.w.WriteHeader(http.StatusOK)
+	_, _ = x.w.Write(out)
+	x.finish(EventContextLength, slog.String("error", err.Error()))
 }
 
 func (x *exchange) writeBody(resp *http.Response, body []byte) {
 	h := x.w.Header()
-	copyHeaders(h, resp.Header)
+	copyHeaders(h, resp.Header, x.h.cfg.ForwardCookies)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	x.w.WriteHeader(resp.StatusCode)
 	_, _ = x.w.Write(body)
@@ -81,7 +125,7 @@ func (x *exchange) writeBody(resp *http.Response, body []byte) {
 // withhold answers a flagged whole response: an error, or (refusal
 // "completion") the response cut before the run that flagged, with
 // finish_reason "content_filter".
-func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m textFields) {
+func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m *textFields) {
 	tv := tr.flag
 	attrs := append(verdictAttrs(&tv.Verdict, tv.Index), slog.Int("run_start", tr.flagStart))
 	if x.t.Refusal != RefusalCompletion {
@@ -90,7 +134,7 @@ func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m textField
 			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
 		return
 	}
-	out, err := cutResponse(body, ev, tr, m, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: x.id})
+	out, err := cutResponse(body, ev, tr.cutFed(), m, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: x.id})
 	if err != nil {
 		x.fail(http.StatusBadGateway, EventResponseFlagged, apiError{Message: "streamguard: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"}, attrs...)
 		return
@@ -104,9 +148,9 @@ func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m textField
 }
 
 // cutResponse rewrites a completion: the first choice's message keeps the
-// text before the cut, finish_reason becomes content_filter; every other
+// text before fed offset cut, finish_reason becomes reason; every other
 // field is kept.
-func cutResponse(body []byte, ev *eventText, tr *tracker, m textFields, info *cutInfo) ([]byte, error) {
+func cutResponse(body []byte, ev *eventText, cut int, m *textFields, reason string, info *cutInfo) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
 		return nil, err
@@ -119,16 +163,19 @@ func cutResponse(body []byte, ev *eventText, tr *tracker, m textFields, info *cu
 	if err := json.Unmarshal(choices[0]["message"], &msg); err != nil {
 		return nil, errors.New("the upstream's response has no message")
 	}
-	content, reasoning := ev.partial(tr.cutFed())
-	msg["content"] = mustJSON(content)
+	t := ev.partial(cut)
+	msg["content"] = mustJSON(t[fieldContent])
 	if m.ReasoningContent != nil {
-		msg["reasoning_content"] = mustJSON(reasoning)
+		msg["reasoning_content"] = mustJSON(t[fieldReasoning])
 	}
 	if m.Reasoning != nil {
-		msg["reasoning"] = mustJSON(reasoning)
+		msg["reasoning"] = mustJSON(t[fieldReasoning])
+	}
+	if m.Refusal != nil {
+		msg["refusal"] = mustJSON(t[fieldRefusal])
 	}
 	choices[0]["message"] = mustJSON(msg)
-	choices[0]["finish_reason"] = mustJSON(finishContentFilter)
+	choices[0]["finish_reason"] = mustJSON(reason)
 	top["choices"] = mustJSON(choices)
 	top["streamguard"] = mustJSON(info)
 	return mustJSON(top), nil

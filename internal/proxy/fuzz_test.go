@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// exactDecode decodes JSON into maps, whose keys are exact (no case
+// folding): what a parser that matches keys exactly reads.
+func exactDecode(data []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
+}
+
+// FuzzParseRequest checks parseRequest against a reading with exact keys:
+// a request it accepts says the same to a parser that matches keys
+// exactly (the upstream's), so the guard judges what the model receives.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"}]},{"role":"assistant","content":null,"reasoning_content":"r"},{"role":"tool","content":"x"},{"role":"user","content":"b"}]}`,
+		`{"messages":[{"role":"user","content":"hi","Content":"x"}]}`,
+		`{"n":1,"messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"}],"tools":[{"type":"function","function":{"parameters":{"Content":{}}}}]}`,
+		`{"messages":[{"role":"user","content":"a"}],"messages":[]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := parseRequest(body)
+		if err != nil {
+			return
+		}
+		v, err := exactDecode(body)
+		if err != nil {
+			t.Fatalf("accepted, but an exact reading fails: %v", err)
+		}
+		top := v.(map[string]any)
+		if n, ok := top["n"]; ok && n != nil && n.(json.Number).String() != "1" {
+			t.Fatalf("accepted n=%v", n)
+		}
+		if s, _ := top["stream"].(bool); s != r.Stream {
+			t.Fatalf("stream %v, exact reading %v", r.Stream, s)
+		}
+		var want []guard.Message
+		for _, m := range top["messages"].([]any) {
+			m := m.(map[string]any)
+			role := map[string]string{"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}[m["role"].(string)]
+			if role == "" {
+				continue
+			}
+			var text string
+			switch c := m["content"].(type) {
+			case string:
+				text = c
+			case []any:
+				var parts []string
+				for _, p := range c {
+					if p, ok := p.(map[string]any); ok && p["type"] == "text" {
+						s, _ := p["text"].(string)
+						parts = append(parts, s)
+					}
+				}
+				text = strings.Join(parts, "\n")
+			}
+			rc, _ := m["reasoning_content"].(string)
+			want = append(want, guard.Message{Role: role, Content: text, ReasoningContent: rc})
+		}
+		for len(want) > 0 && want[len(want)-1].Role != "user" {
+			want = want[:len(want)-1]
+		}
+		if len(want) != len(r.Messages) {
+			t.Fatalf("messages %q, exact reading %q", r.Messages, want)
+		}
+		for i := range want {
+			if want[i] != r.Messages[i] {
+				t.Fatalf("message %d: %q, exact reading %q", i, r.Messages[i], want[i])
+			}
+		}
+	})
+}
+
+// FuzzParseEvent checks parseEvent against a reading with exact keys: an
+// event it accepts has at most one choice, numbered 0, and the text it
+// judges is the text a client that matches keys exactly shows.
+func FuzzParseEvent(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}`,
+		`{"choices":[{"index":0,"delta":{"reasoning_content":"think","refusal":"no"},"finish_reason":"stop"}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a","Content":"b"}}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}`,
+		`{"choices":[{"index":1,"delta":{"content":"b"}}]}`,
+		`{"error":{"message":"x"}}`,
+		`[DONE]`,
+		`{"choices":[]}` + "\r" + `data: {}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := parseEvent(sseEvent{raw: data, data: data})
+		if p.bad != nil || !p.isChunk || p.apiErr != nil {
+			return
+		}
+		v, err := exactDecode(data)
+		if err != nil {
+			t.Fatalf("accepted, but an exact reading fails: %v", err)
+		}
+		top := v.(map[string]any)
+		choices, _ := top["choices"].([]any)
+		if len(choices) > 1 || len(choices) == 1 != p.hasText {
+			t.Fatalf("%d choices accepted (hasText %v)", len(choices), p.hasText)
+		}
+		if len(choices) == 0 {
+			return
+		}
+		ch := choices[0].(map[string]any)
+		if i, ok := ch["index"]; ok && i != nil && i.(json.Number).String() != "0" {
+			if n, err := i.(json.Number).Float64(); err != nil || n != 0 {
+				t.Fatalf("choice %v accepted", i)
+			}
+		}
+		delta, _ := ch["delta"].(map[string]any)
+		for key, got := range map[string]*string{"content": p.text.Content, "refusal": p.text.Refusal, "reasoning_content": p.text.ReasoningContent, "reasoning": p.text.Reasoning} {
+			want, ok := delta[key].(string)
+			if !ok {
+				if got != nil && *got != "" {
+					t.Fatalf("%s: judged %q, exact reading has none", key, *got)
+				}
+				continue
+			}
+			if got == nil || *got != want {
+				t.Fatalf("%s: judged %v, exact reading %q", key, got, want)
+			}
+		}
+		if p.text.ReasoningContent != nil && p.text.Reasoning != nil && *p.text.ReasoningContent != *p.text.Reasoning {
+			t.Fatalf("differing reasoning fields accepted")
+		}
+	})
+}

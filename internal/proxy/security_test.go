@@ -1,0 +1,570 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+func sseData(v string) []byte { return []byte("data: " + v + "\n\n") }
+
+// apiErrorOf decodes an OpenAI error body.
+func apiErrorOf(t *testing.T, body []byte) apiError {
+	t.Helper()
+	var e struct{ Error apiError }
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("not an OpenAI error: %s", body)
+	}
+	return e.Error
+}
+
+// ---- item: credentials ----
+
+// TestCredentials: streamguard's tenant key (Authorization, X-Api-Key)
+// and the client's cookies never reach the upstream; the upstream key is
+// the client's X-Upstream-Authorization (bearer scheme in any case), else
+// the tenant's; the upstream's Set-Cookie does not reach the client. The
+// fail-open path (no guard) forwards the same headers.
+func TestCredentials(t *testing.T) {
+	m := tinyModel(t)
+	tenantKey := map[string]string{"Authorization": "Bearer sg-tenant-secret", "X-Api-Key": "sg-tenant-secret", "Cookie": "session=s3cret"}
+	with := func(extra map[string]string) map[string]string {
+		h := map[string]string{"X-Custom": "kept"}
+		for k, v := range tenantKey {
+			h[k] = v
+		}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
+	for _, c := range []struct {
+		name      string
+		upKey     string
+		hdr       map[string]string
+		cookies   bool
+		wantAuth  string
+		wantCooky string
+	}{
+		{name: "no upstream key", hdr: with(nil), wantAuth: ""},
+		{name: "tenant key", upKey: "sk-tenant", hdr: with(nil), wantAuth: "Bearer sk-tenant"},
+		{name: "client key, lower-case scheme", upKey: "sk-tenant", hdr: with(map[string]string{UpstreamAuthHeader: "bearer sk-client"}), wantAuth: "Bearer sk-client"},
+		{name: "client key, upper-case scheme", hdr: with(map[string]string{UpstreamAuthHeader: "BEARER  sk-client"}), wantAuth: "Bearer sk-client"},
+		{name: "client key, bare", hdr: with(map[string]string{UpstreamAuthHeader: "sk-bare"}), wantAuth: "Bearer sk-bare"},
+		{name: "cookies configured", hdr: with(nil), cookies: true, wantCooky: "session=s3cret"},
+	} {
+		for _, path := range []string{"judged stream", "judged whole", "fail-open"} {
+			t.Run(c.name+"/"+path, func(t *testing.T) {
+				up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi."}, Header: map[string]string{"Set-Cookie": "up=1"}})
+				var mod Moderator = Direct(m)
+				if path == "fail-open" {
+					mod = overloaded{}
+				}
+				p := newTestProxy(t, up.URL, mod, Tenant{Policy: safePolicy(m), UpstreamKey: c.upKey, FailOpen: true},
+					func(cfg *Config) { cfg.ForwardCookies = c.cookies })
+				resp, body := rawPost(t, p.URL, "Hello", path != "judged whole", c.hdr)
+				p.wait(t, 1)
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				up.mu.Lock()
+				seen := up.headers[0]
+				up.mu.Unlock()
+				if got := seen.Get("Authorization"); got != c.wantAuth {
+					t.Errorf("upstream saw Authorization %q, want %q", got, c.wantAuth)
+				}
+				if got := seen.Get("Cookie"); got != c.wantCooky {
+					t.Errorf("upstream saw Cookie %q, want %q", got, c.wantCooky)
+				}
+				for k, vs := range seen {
+					for _, v := range vs {
+						if strings.Contains(v, "sg-tenant-secret") {
+							t.Errorf("the tenant key reached the upstream in %s: %q", k, v)
+						}
+					}
+				}
+				for _, k := range []string{"X-Api-Key", UpstreamAuthHeader} {
+					if v := seen.Values(k); len(v) > 0 {
+						t.Errorf("upstream saw %s %q", k, v)
+					}
+				}
+				if seen.Get("X-Custom") != "kept" {
+					t.Errorf("end-to-end header X-Custom not forwarded: %v", seen)
+				}
+				wantSet := ""
+				if c.cookies {
+					wantSet = "up=1"
+				}
+				if got := resp.Header.Get("Set-Cookie"); got != wantSet {
+					t.Errorf("client got Set-Cookie %q, want %q", got, wantSet)
+				}
+			})
+		}
+	}
+}
+
+func TestUpstreamAuthorization(t *testing.T) {
+	for _, c := range []struct{ client, tenant, want string }{
+		{"", "", ""},
+		{"", "k", "Bearer k"},
+		{"Bearer c", "k", "Bearer c"},
+		{"bEaReR c", "", "Bearer c"},
+		{"  c  ", "", "Bearer c"},
+		{"Basic dXNlcjpwdw==", "k", "Basic dXNlcjpwdw=="},
+	} {
+		if got := upstreamAuthorization(c.client, c.tenant); got != c.want {
+			t.Errorf("upstreamAuthorization(%q, %q) = %q, want %q", c.client, c.tenant, got, c.want)
+		}
+	}
+}
+
+// ---- item: over-long input ----
+
+// longWords is text of about n tokens.
+func longWords(n int) string { return strings.Repeat(" word", n) }
+
+// TestPromptTooLong: a conversation longer than the guard's context is a
+// 400 context_length_exceeded, fail-open or not, streamed or not, and the
+// upstream is never called; no shorter retry judges only part of it unless
+// the tenant asked for TrimLongPrompt.
+func TestPromptTooLong(t *testing.T) {
+	m := tinyModel(t)
+	long := longWords(m.Info().MaxPositions + 100)
+	oneTurn := []any{map[string]any{"role": "user", "content": long}}
+	// The long text is an earlier turn: the system turn and the last user
+	// turn alone would fit.
+	earlier := []any{
+		map[string]any{"role": "system", "content": "Be helpful."},
+		map[string]any{"role": "user", "content": "Hi"},
+		map[string]any{"role": "assistant", "content": long},
+		map[string]any{"role": "user", "content": "Go on."},
+	}
+	post := func(t *testing.T, url string, msgs []any, stream bool) (*http.Response, []byte) {
+		body := mustJSON(map[string]any{"model": "fake-llm", "stream": stream, "messages": msgs})
+		resp, err := http.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, conv := range []struct {
+		name string
+		msgs []any
+	}{{"one turn", oneTurn}, {"earlier turn", earlier}} {
+		for _, open := range []bool{false, true} {
+			for _, stream := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/failopen=%v/stream=%v", conv.name, open, stream), func(t *testing.T) {
+					up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi."}})
+					p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), FailOpen: open}, nil)
+					resp, body := post(t, p.URL, conv.msgs, stream)
+					rec := p.lastRecord(t)
+					e := apiErrorOf(t, body)
+					if resp.StatusCode != 400 || e.Code != "context_length_exceeded" || e.Type != "invalid_request_error" || e.Param == nil || *e.Param != "messages" {
+						t.Fatalf("status %d, error %+v", resp.StatusCode, e)
+					}
+					if resp.Header.Get("X-Streamguard-Unjudged") != "" || rec["event"] != EventContextLength {
+						t.Errorf("headers %v, audit %v", resp.Header, rec)
+					}
+					if up.calls != 0 {
+						t.Errorf("the upstream was called")
+					}
+				})
+			}
+		}
+	}
+	t.Run("TrimLongPrompt judges the last turn", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi."}})
+		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), TrimLongPrompt: true}, nil)
+		resp, body := post(t, p.URL, earlier, false)
+		if rec := p.lastRecord(t); resp.StatusCode != 200 || rec["event"] != EventAllowed {
+			t.Fatalf("status %d %s, audit %v", resp.StatusCode, body, rec)
+		}
+		// A last turn that does not fit alone is refused all the same.
+		resp, body = post(t, p.URL, oneTurn, false)
+		if rec := p.lastRecord(t); resp.StatusCode != 400 || apiErrorOf(t, body).Code != "context_length_exceeded" || rec["event"] != EventContextLength {
+			t.Fatalf("status %d %s, audit %v", resp.StatusCode, body, rec)
+		}
+	})
+}
+
+// promptFails is a moderator whose JudgePrompt fails with err.
+type promptFails struct {
+	Moderator
+	err error
+}
+
+type promptFailsStream struct {
+	Stream
+	err error
+}
+
+func (p promptFails) Open(ctx context.Context, pol guard.Policy) (Stream, error) {
+	s, err := p.Moderator.Open(ctx, pol)
+	return promptFailsStream{s, p.err}, err
+}
+
+func (p promptFailsStream) JudgePrompt(context.Context, []guard.Message) (*guard.PromptVerdict, error) {
+	return nil, p.err
+}
+
+// TestContextLengthSentinels: a Stream (a server's adapter) may mark the
+// error with guard.ErrContextLength or proxy.ErrContextLength; any other
+// error is a guard failure that fail-open forwards.
+func TestContextLengthSentinels(t *testing.T) {
+	m := tinyModel(t)
+	for _, c := range []struct {
+		err    error
+		status int
+		event  string
+	}{
+		{fmt.Errorf("server: stream too long: %w", ErrContextLength), 400, EventContextLength},
+		{fmt.Errorf("scheduler: %w", guard.ErrContextLength), 400, EventContextLength},
+		{errors.New("scheduler: broken"), 200, EventUnjudged},
+	} {
+		up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi."}})
+		p := newTestProxy(t, up.URL, promptFails{Direct(m), c.err}, Tenant{Policy: safePolicy(m), FailOpen: true}, nil)
+		resp, body := rawPost(t, p.URL, "Hello", true, nil)
+		if rec := p.lastRecord(t); resp.StatusCode != c.status || rec["event"] != c.event {
+			t.Errorf("%v: status %d %s, audit %v", c.err, resp.StatusCode, body, rec)
+		}
+	}
+}
+
+// TestResponseTooLong: a response that outgrows the guard's stream is cut
+// with finish_reason "length", fail-open or not; hold-back sends nothing
+// the guard did not judge, and nothing is marked unjudged.
+func TestResponseTooLong(t *testing.T) {
+	m := tinyModel(t)
+	tooLong := fmt.Errorf("guard: %w: the stream would reach 8193 tokens", guard.ErrContextLength)
+	for _, open := range []bool{false, true} {
+		for _, mode := range []Mode{HoldBack, PassThrough} {
+			t.Run(fmt.Sprintf("stream/failopen=%v/%s", open, mode), func(t *testing.T) {
+				up := newFakeUpstream(t, upstreamSpec{Content: splitRunes(testResponse, 10), Pace: 2 * time.Millisecond, HangAfter: 1})
+				judged := &strings.Builder{}
+				p := newTestProxy(t, up.URL, failing{Moderator: Direct(m), n: 3, err: tooLong, judged: judged},
+					Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: open}, nil)
+				got, err := streamChat(context.Background(), p.URL, "Hello")
+				rec := p.lastRecord(t)
+				if err != nil || got.Finish != openai.FinishReasonLength {
+					t.Fatalf("got %+v, %v", got, err)
+				}
+				if rec["event"] != EventContextLength {
+					t.Errorf("audit %v", rec)
+				}
+				if got.Content == testResponse || !strings.HasPrefix(testResponse, got.Content) {
+					t.Errorf("content %q", got.Content)
+				}
+				if mode == HoldBack && !strings.HasPrefix(judged.String(), got.Content) {
+					t.Errorf("hold-back released text the guard did not judge: %q, judged %q", got.Content, judged.String())
+				}
+				up.waitCanceled(t)
+			})
+		}
+		t.Run(fmt.Sprintf("whole/failopen=%v", open), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Content: []string{testResponse}})
+			p := newTestProxy(t, up.URL, failing{Moderator: Direct(m), err: tooLong}, Tenant{Policy: safePolicy(m), FailOpen: open}, nil)
+			resp, err := openaiClient(p.URL).CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{
+				Model: "fake-llm", Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "Hello"}}})
+			rec := p.lastRecord(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := resp.Choices[0]; c.Message.Content != "" || c.FinishReason != openai.FinishReasonLength || rec["event"] != EventContextLength {
+				t.Errorf("got %q (%s), audit %v", c.Message.Content, c.FinishReason, rec)
+			}
+		})
+	}
+}
+
+// ---- item: strict upstream events ----
+
+// recorder is a moderator that records the text its streams judged.
+type recorder struct {
+	Moderator
+	mu     sync.Mutex
+	judged strings.Builder
+}
+
+type recorderStream struct {
+	Stream
+	r *recorder
+}
+
+func (r *recorder) Open(ctx context.Context, pol guard.Policy) (Stream, error) {
+	s, err := r.Moderator.Open(ctx, pol)
+	return recorderStream{s, r}, err
+}
+
+func (s recorderStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	tvs, err := s.Stream.AppendText(ctx, text)
+	if err == nil {
+		s.r.mu.Lock()
+		s.r.judged.WriteString(text)
+		s.r.mu.Unlock()
+	}
+	return tvs, err
+}
+
+func (r *recorder) text() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.judged.String()
+}
+
+func chunkEvent(choices string) []byte {
+	return sseData(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":` + choices + `}`)
+}
+
+// TestStrictUpstreamEvents: events Go's decoder would read otherwise than
+// the client (keys by case, repeated keys), several choices, text after the
+// finish, and data that is no chunk end the stream with an
+// upstream_bad_response error; their text never reaches the client.
+func TestStrictUpstreamEvents(t *testing.T) {
+	m := tinyModel(t)
+	first := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, "}}]`)
+	finish := chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)
+	done := sseData("[DONE]")
+	for _, c := range []struct {
+		name string
+		ev   []byte
+		end  bool // the bad event comes after the finish chunk
+	}{
+		{"key case", chunkEvent(`[{"index":0,"delta":{"content":"fine","Content":"EVIL"}}]`), false},
+		{"key case only", chunkEvent(`[{"index":0,"delta":{"Content":"EVIL"}}]`), false},
+		{"choices case", sseData(`{"id":"x","Choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"repeated key", chunkEvent(`[{"index":0,"delta":{"content":"EVIL","content":"fine"}}]`), false},
+		{"repeated choices", sseData(`{"choices":[{"index":0,"delta":{"content":"fine"}}],"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"two choices", chunkEvent(`[{"index":0,"delta":{"content":"fine"}},{"index":1,"delta":{"content":"EVIL"}}]`), false},
+		{"second choice", chunkEvent(`[{"index":1,"delta":{"content":"EVIL"}}]`), false},
+		{"reasoning fields differ", chunkEvent(`[{"index":0,"delta":{"reasoning_content":"fine","reasoning":"EVIL"}}]`), false},
+		{"not JSON", sseData(`{"choices":[{"index":0,"delta":{"content":"EVIL"}}]} trailing`), false},
+		{"not an object", sseData(`"EVIL"`), false},
+		{"lone CR", []byte("data: {\"choices\":[]}\rdata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
+		{"refusal after finish", chunkEvent(`[{"index":0,"delta":{"refusal":"EVIL"}}]`), true},
+	} {
+		for _, mode := range []Mode{HoldBack, PassThrough} {
+			t.Run(c.name+"/"+mode.String(), func(t *testing.T) {
+				evs := [][]byte{first, c.ev, finish, done}
+				if c.end {
+					evs = [][]byte{first, finish, c.ev, done}
+				}
+				up := newFakeUpstream(t, upstreamSpec{Events: evs})
+				rec := &recorder{Moderator: Direct(m)}
+				p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: true}, nil)
+				resp, body := rawPost(t, p.URL, "Hello", true, nil)
+				audit := p.lastRecord(t)
+				if resp.StatusCode != 200 || !strings.Contains(string(body), `"code":"upstream_bad_response"`) || strings.Contains(string(body), "data: [DONE]") {
+					t.Fatalf("status %d body %s", resp.StatusCode, body)
+				}
+				if strings.Contains(string(body), "EVIL") {
+					t.Errorf("unjudged text reached the client: %s", body)
+				}
+				if audit["event"] != EventUpstreamError {
+					t.Errorf("audit %v", audit)
+				}
+			})
+		}
+	}
+}
+
+// TestStrictWholeResponse: the same rules for a non-streamed response: 502
+// upstream_bad_response, nothing of it returned.
+func TestStrictWholeResponse(t *testing.T) {
+	m := tinyModel(t)
+	for name, body := range map[string]string{
+		"key case":        `{"choices":[{"index":0,"message":{"role":"assistant","content":"fine","Content":"EVIL"}}]}`,
+		"repeated key":    `{"choices":[{"index":0,"message":{"content":"EVIL","content":"fine"}}]}`,
+		"two choices":     `{"choices":[{"index":0,"message":{"content":"fine"}},{"index":1,"message":{"content":"EVIL"}}]}`,
+		"second choice":   `{"choices":[{"index":1,"message":{"content":"EVIL"}}]}`,
+		"reasoning":       `{"choices":[{"index":0,"message":{"content":"fine","reasoning_content":"a","reasoning":"EVIL"}}]}`,
+		"trailing data":   `{"choices":[{"index":0,"message":{"content":"fine"}}]}{"EVIL":1}`,
+		"choices by case": `{"Choices":[{"index":0,"message":{"content":"EVIL"}}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Whole: []byte(body)})
+			p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), FailOpen: true}, nil)
+			resp, got := rawPost(t, p.URL, "Hello", false, nil)
+			p.wait(t, 1)
+			if e := apiErrorOf(t, got); resp.StatusCode != 502 || e.Code != "upstream_bad_response" || strings.Contains(string(got), "EVIL") {
+				t.Fatalf("status %d body %s", resp.StatusCode, got)
+			}
+		})
+	}
+}
+
+// TestRefusalIsJudged: the refusal field is text the client shows; it is
+// judged in order with the content, streamed or whole, and a flag in it
+// cuts it like content.
+func TestRefusalIsJudged(t *testing.T) {
+	m := tinyModel(t)
+	refusal := "I cannot help with that request, sorry."
+	evs := [][]byte{
+		chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":null,"refusal":""}}]`),
+		chunkEvent(`[{"index":0,"delta":{"refusal":"I cannot help "}}]`),
+		chunkEvent(`[{"index":0,"delta":{"refusal":"with that request, sorry."}}]`),
+		chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`),
+		sseData("[DONE]"),
+	}
+	for _, mode := range []Mode{HoldBack, PassThrough} {
+		t.Run("stream/"+mode.String(), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Events: evs})
+			rec := &recorder{Moderator: Direct(m)}
+			p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+			resp, body := rawPost(t, p.URL, "Hello", true, nil)
+			p.wait(t, 1)
+			if resp.StatusCode != 200 || !bytes.Equal(body, up.streamBody()) {
+				t.Fatalf("status %d body %s", resp.StatusCode, body)
+			}
+			if rec.text() != refusal {
+				t.Errorf("judged %q, want %q", rec.text(), refusal)
+			}
+		})
+	}
+	t.Run("whole", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Whole: []byte(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"` + refusal + `"},"finish_reason":"stop"}]}`)})
+		rec := &recorder{Moderator: Direct(m)}
+		p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
+		resp, body := rawPost(t, p.URL, "Hello", false, nil)
+		p.wait(t, 1)
+		if resp.StatusCode != 200 || rec.text() != refusal {
+			t.Fatalf("status %d body %s, judged %q", resp.StatusCode, body, rec.text())
+		}
+	})
+	t.Run("flagged refusal is cut", func(t *testing.T) {
+		fc := findFlagCase(t, m, withAnswer(testResponse), 0.5)
+		var evs [][]byte
+		for _, d := range splitRunes(testResponse, 12) {
+			evs = append(evs, chunkEvent(`[{"index":0,"delta":{"refusal":`+string(mustJSON(d))+`}}]`))
+		}
+		evs = append(evs, chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), sseData("[DONE]"))
+		up := newFakeUpstream(t, upstreamSpec{Events: evs})
+		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: fc.Policy, Mode: HoldBack}, nil)
+		_, body := rawPost(t, p.URL, fc.Prompt, true, nil)
+		if rec := p.lastRecord(t); rec["event"] != EventResponseFlagged || rec["token"] != float64(fc.Index) {
+			t.Fatalf("audit %v", rec)
+		}
+		var shown strings.Builder
+		for _, line := range strings.Split(string(body), "\n") {
+			var c struct {
+				Choices []struct {
+					Delta struct{ Refusal string } `json:"delta"`
+				} `json:"choices"`
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok && json.Unmarshal([]byte(d), &c) == nil && len(c.Choices) > 0 {
+				shown.WriteString(c.Choices[0].Delta.Refusal)
+			}
+		}
+		if want := textBefore(fc.Tokens, fc.RunStart); shown.String() != want {
+			t.Errorf("refusal shown %q, want %q", shown.String(), want)
+		}
+	})
+}
+
+// ---- item: timeouts, Retry-After ----
+
+func TestUpstreamTimeouts(t *testing.T) {
+	m := tinyModel(t)
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("response headers/stream=%v", stream), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi"}, HeaderDelay: 30 * time.Second})
+			p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m)}, func(c *Config) { c.HeaderTimeout = 200 * time.Millisecond })
+			resp, body := rawPost(t, p.URL, "Hello", stream, nil)
+			if e := apiErrorOf(t, body); resp.StatusCode != 504 || e.Code != "upstream_timeout" || e.Type != typeUpstream {
+				t.Fatalf("status %d body %s", resp.StatusCode, body)
+			}
+			if rec := p.lastRecord(t); rec["event"] != EventUpstreamError {
+				t.Errorf("audit %v", rec)
+			}
+			up.waitCanceled(t)
+		})
+	}
+	t.Run("whole body idle", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi there"}, HangAfter: 20})
+		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m)}, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+		resp, body := rawPost(t, p.URL, "Hello", false, nil)
+		if e := apiErrorOf(t, body); resp.StatusCode != 504 || e.Code != "upstream_timeout" {
+			t.Fatalf("status %d body %s", resp.StatusCode, body)
+		}
+		p.wait(t, 1)
+		up.waitCanceled(t)
+	})
+	t.Run("fail-open body idle", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hi"}, Hang: true})
+		p := newTestProxy(t, up.URL, overloaded{}, Tenant{FailOpen: true}, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+		resp, body := rawPost(t, p.URL, "Hello", true, nil)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"code":"upstream_timeout"`) {
+			t.Fatalf("status %d body %s", resp.StatusCode, body)
+		}
+		if rec := p.lastRecord(t); rec["event"] != EventUpstreamError {
+			t.Errorf("audit %v", rec)
+		}
+		up.waitCanceled(t)
+	})
+}
+
+// TestRetryAfterRelayed: the upstream's Retry-After (and rate-limit
+// headers) reach the client with its error.
+func TestRetryAfterRelayed(t *testing.T) {
+	m := tinyModel(t)
+	for _, body := range []string{`{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}`, "busy"} {
+		up := newFakeUpstream(t, upstreamSpec{Status: 429, ErrBody: body,
+			Header: map[string]string{"Retry-After": "7", "X-Ratelimit-Remaining-Requests": "0", "Set-Cookie": "a=b"}})
+		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m)}, nil)
+		resp, got := rawPost(t, p.URL, "Hello", true, nil)
+		p.wait(t, 1)
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "7" || resp.Header.Get("X-Ratelimit-Remaining-Requests") != "0" {
+			t.Errorf("status %d headers %v body %s", resp.StatusCode, resp.Header, got)
+		}
+		if resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("headers %v", resp.Header)
+		}
+	}
+}
+
+// ---- item: the record of a finished answer ----
+
+// TestRecordAfterDone: the client has the whole answer ([DONE]) and closes
+// the connection while the upstream has not closed its stream yet; the
+// record says how the answer was judged, not client_closed.
+func TestRecordAfterDone(t *testing.T) {
+	m := tinyModel(t)
+	for _, c := range []struct {
+		name  string
+		mod   Moderator
+		open  bool
+		event string
+	}{
+		{"judged", Direct(m), false, EventAllowed},
+		{"fail-open", failing{Moderator: Direct(m)}, true, EventUnjudged},
+	} {
+		for _, mode := range []Mode{HoldBack, PassThrough} {
+			t.Run(c.name+"/"+mode.String(), func(t *testing.T) {
+				up := newFakeUpstream(t, upstreamSpec{Content: splitRunes(testResponse, 20), HangAfter: 1})
+				p := newTestProxy(t, up.URL, c.mod, Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: c.open}, nil)
+				got, err := streamChat(context.Background(), p.URL, "Hello")
+				if err != nil || got.Content != testResponse {
+					t.Fatalf("%q %v", got.Content, err)
+				}
+				if rec := p.lastRecord(t); rec["event"] != c.event {
+					t.Errorf("audit %v", rec)
+				}
+				up.waitCanceled(t)
+			})
+		}
+	}
+}
