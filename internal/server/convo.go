@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/streamguard/streamguard/guard"
-	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // Errors of stream operations, mapped to HTTP statuses by writeError.
@@ -206,28 +204,21 @@ func (c *convo) judgePrompt(ctx context.Context, msgs []guard.Message) (*guard.P
 	return res.Prompt, nil
 }
 
-// promptIDs renders msgs with the chat template up to the <|im_end|> of
-// the last user turn, as guard.Stream.QueuePrompt does, so that the length
-// is known before anything is queued.
+// promptIDs lays msgs out as guard.Stream.QueuePrompt does (the one chat
+// scaffold, tokenizer.RenderConversation), so that the length is known
+// before anything is queued.
 func (c *convo) promptIDs(msgs []guard.Message) ([]int, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("empty prompt: no messages")
 	}
-	last := msgs[len(msgs)-1]
-	if last.Role != "user" {
+	if last := msgs[len(msgs)-1]; last.Role != "user" {
 		return nil, fmt.Errorf("the last message must be the user's turn, got role %q", last.Role)
 	}
-	if strings.TrimSpace(last.Content) == "" {
-		return nil, errors.New("empty prompt: the last user message has no content")
-	}
-	chat, err := c.srv.model.Tokenizer().RenderChat(msgs)
+	conv, err := c.srv.model.Tokenizer().RenderConversation(msgs)
 	if err != nil {
 		return nil, err
 	}
-	if chat.UserEndIndex < 0 {
-		return nil, errors.New("the rendered chat has no user turn")
-	}
-	return chat.IDs[:chat.UserEndIndex+1], nil
+	return conv.Prompt(), nil
 }
 
 // judgeConversation judges msgs on a fresh stream as guard.Model.Moderate
@@ -239,15 +230,16 @@ func (c *convo) judgeConversation(ctx context.Context, msgs []guard.Message) (Re
 		pv, err := c.judgePrompt(ctx, msgs)
 		return Result{Prompt: pv}, err
 	}
-	prompt, thinking, content, err := c.splitConversation(msgs)
+	conv, err := c.srv.model.Tokenizer().RenderConversation(msgs)
 	if err != nil {
 		return Result{}, badRequest{err}
 	}
+	prompt, content := conv.Prompt(), conv.Judged()
 	res, err := c.run(ctx, len(prompt)+len(content), len(prompt)+len(content)+headerSlack, func() error {
 		if err := c.s.QueuePromptIDs(prompt); err != nil {
 			return err
 		}
-		if err := c.s.StartResponse(thinking); err != nil {
+		if err := c.s.StartResponse(conv.Thinking); err != nil {
 			return err
 		}
 		return c.s.QueueIDs(content)
@@ -256,61 +248,6 @@ func (c *convo) judgeConversation(ctx context.Context, msgs []guard.Message) (Re
 		err = errors.New("internal error: the prompt produced no verdict")
 	}
 	return res, err
-}
-
-// Assistant-turn openings as the chat template renders them (spec §4):
-// "\n<|im_start|>assistant\n<think>\n\n</think>\n\n", and with reasoning
-// "\n<|im_start|>assistant\n<think>\n".
-var (
-	plainHeader    = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 271, tokenizer.ThinkEnd, 271}
-	thinkingHeader = []int{198, tokenizer.ImStart, 77091, 198, tokenizer.Think, 198}
-)
-
-// splitConversation renders msgs (ending with an assistant turn after a
-// user turn) and splits the ids into the prompt, the kind of assistant
-// header, and the content ids, which are the tokens Moderate judges.
-func (c *convo) splitConversation(msgs []guard.Message) (prompt []int, thinking bool, content []int, err error) {
-	if len(msgs) < 2 || msgs[len(msgs)-2].Role != "user" {
-		return nil, false, nil, errors.New("a conversation must end with a user turn, optionally followed by one assistant turn")
-	}
-	if _, err := c.promptIDs(msgs[:len(msgs)-1]); err != nil {
-		return nil, false, nil, err
-	}
-	chat, err := c.srv.model.Tokenizer().RenderChat(msgs)
-	if err != nil {
-		return nil, false, nil, err
-	}
-	if chat.UserEndIndex < 0 {
-		return nil, false, nil, errors.New("the rendered chat has no user turn")
-	}
-	prompt = chat.IDs[:chat.UserEndIndex+1]
-	rest := chat.IDs[chat.UserEndIndex+1:]
-	switch {
-	case hasPrefix(rest, plainHeader):
-		rest = rest[len(plainHeader):]
-	case hasPrefix(rest, thinkingHeader):
-		rest, thinking = rest[len(thinkingHeader):], true
-	default:
-		return nil, false, nil, errors.New("the chat template did not open the assistant turn as expected")
-	}
-	if n := len(rest); n > 0 && rest[n-1] == 198 && n > 1 && rest[n-2] == tokenizer.ImEnd {
-		rest = rest[:n-2]
-	} else if n > 0 && rest[n-1] == tokenizer.ImEnd {
-		rest = rest[:n-1]
-	}
-	return prompt, thinking, rest, nil
-}
-
-func hasPrefix(s, p []int) bool {
-	if len(s) < len(p) {
-		return false
-	}
-	for i := range p {
-		if s[i] != p[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // appendText judges response text (any chunking); the tokens the encoder
@@ -386,8 +323,14 @@ func (c *convo) state() State {
 	return st
 }
 
+// testObserve, when set by a test, sees every result a conversation gets.
+var testObserve func(*Result)
+
 // observe counts verdicts and audits the decisions in res.
 func (c *convo) observe(res *Result) {
+	if testObserve != nil {
+		testObserve(res)
+	}
 	m := c.srv.metrics
 	if p := res.Prompt; p != nil {
 		m.verdict("prompt", p.RiskIndex, p.Risk, p.Category)
