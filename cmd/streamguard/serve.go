@@ -43,6 +43,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	idle := fs.Duration("idle-timeout", 5*time.Minute, "close streams unused for this long")
 	reqTimeout := fs.Duration("request-timeout", 30*time.Second, "longest a request (or duplex operation) may take, its body's reading included")
 	grace := fs.Duration("shutdown-timeout", time.Minute, "on SIGTERM/SIGINT, how long to wait for requests in progress")
+	drainDelay := fs.Duration("drain-delay", 0, "on SIGTERM/SIGINT, keep serving this long with /readyz answering 503 before closing the port (a few seconds more than the load balancer's readiness-probe period)")
 	readGrace := fs.Duration("shutdown-read-grace", time.Second, "on SIGTERM/SIGINT, how long clients still sending a request header or body get before they are cut")
 	headerTimeout := fs.Duration("read-header-timeout", 10*time.Second, "longest a client may take to send a request header (and a new connection may stay silent)")
 	bodyIdle := fs.Duration("body-idle-timeout", 10*time.Second, "longest wait for the next byte of a request body or duplex line (the whole body is bounded by --request-timeout)")
@@ -86,6 +87,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil || bodyLimit <= 0 {
 		return usageErrorf("--max-body: want a positive size, got %q", *maxBody)
 	}
+	if *drainDelay < 0 {
+		return usageErrorf("--drain-delay must not be negative")
+	}
 	if *maxConns < 0 || *readGrace <= 0 || *headerTimeout <= 0 || *bodyIdle <= 0 || *keepAlive <= 0 {
 		return usageErrorf("--max-conns must not be negative; --shutdown-read-grace, --read-header-timeout, --body-idle-timeout and --keepalive-timeout must be positive")
 	}
@@ -124,7 +128,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		Model: m, ModelName: *name, Config: cfg, KVBudgetBytes: budget, StreamReserveTokens: *reserve,
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
 		RetryAfter: *retry, Audit: audit, Log: logger,
-		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace,
+		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace, DrainDelay: *drainDelay,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
 	})
 	if err != nil {

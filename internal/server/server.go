@@ -59,6 +59,11 @@ type Options struct {
 	// still sending a request's header or body (and connections that
 	// sent nothing) are given before they are cut [1s] (Serve).
 	ShutdownReadGrace time.Duration
+	// DrainDelay is how long Serve keeps serving once its context ends,
+	// with /readyz answering 503, before it stops accepting connections
+	// [0]: time for a load balancer's readiness probes to take the
+	// replica out of rotation, so that no client meets a closed port.
+	DrainDelay time.Duration
 	// RetryAfter is what a 429 for a full KV budget advises [1s].
 	RetryAfter time.Duration
 	Scheduler  SchedulerOptions
@@ -234,8 +239,8 @@ func (srv *Server) Report() ShutdownReport {
 	return ShutdownReport{Accepted: srv.metrics.accepted.Load(), Answered: srv.metrics.answered.Load()}
 }
 
-// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
-// accepting connections, finishes every request in progress (their
+// Serve serves on ln until ctx ends, then shuts down gracefully: /readyz
+// turns 503 and, after DrainDelay, it stops accepting connections, finishes every request in progress (their
 // steps included), waits up to grace for them, and closes the server.
 // Clients still sending a request (header or body) when the shutdown
 // starts, and connections that sent nothing, are cut after
@@ -258,8 +263,18 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Durati
 		return err
 	case <-ctx.Done():
 	}
-	srv.log.Info("shutting down", "grace", grace.String())
+	srv.log.Info("shutting down", "grace", grace.String(), "drain_delay", srv.opts.DrainDelay.String())
 	srv.Drain()
+	if d := srv.opts.DrainDelay; d > 0 {
+		// Still listening and serving: only /readyz says the replica is
+		// going away.
+		select {
+		case <-time.After(d):
+		case err := <-errc:
+			srv.Close()
+			return err
+		}
+	}
 	shutDone := make(chan struct{})
 	defer close(shutDone)
 	go func() {

@@ -214,3 +214,53 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("log:\n%s", logs.String())
 	}
 }
+
+// TestDrainDelay: once Serve's context ends, new connections are still
+// served for DrainDelay, /readyz answering 503, and then the port closes.
+func TestDrainDelay(t *testing.T) {
+	srv, err := New(Options{Model: testModel(t), DrainDelay: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, time.Minute) }()
+	url := "http://" + ln.Addr().String()
+	get := func(path string) int {
+		// A new connection each time, as a probe makes.
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("/readyz"); code != 200 {
+		t.Fatalf("readyz before: %d", code)
+	}
+	start := time.Now()
+	cancel()
+	for !srv.isDraining() {
+		time.Sleep(time.Millisecond)
+	}
+	if code := get("/readyz"); code != 503 {
+		t.Errorf("readyz while draining: %d, want 503", code)
+	}
+	if code := get("/v1/info"); code != 200 {
+		t.Errorf("a request while draining: %d, want 200", code)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("Serve returned after %v, before the drain delay", d)
+	}
+	if code := get("/readyz"); code != 0 {
+		t.Errorf("readyz after shutdown: %d, want a refused connection", code)
+	}
+}
