@@ -99,7 +99,9 @@ func parseEvent(ev sseEvent) parsedEvent {
 	if ev.data == nil {
 		return parsedEvent{}
 	}
-	d := bytes.TrimSpace(ev.data)
+	// JSON's whitespace only: another byte (such as \v) before the value
+	// makes it unreadable to the client's JSON parser.
+	d := bytes.Trim(ev.data, " \t\r\n")
 	if string(d) == "[DONE]" {
 		return parsedEvent{done: true}
 	}
