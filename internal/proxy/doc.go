@@ -9,9 +9,11 @@
 // it) is judged first; a flagged prompt is answered without calling the
 // upstream, with an OpenAI-style error or a refusal completion (per
 // tenant). Otherwise the request body is forwarded unchanged. The
-// upstream's text deltas (content, reasoning_content or reasoning, and
-// <think> blocks inside content) are rendered as the Qwen3 chat template
-// renders an assistant turn and re-tokenized incrementally by the guard.
+// upstream's text deltas (reasoning_content or reasoning, then content and
+// refusal) are rendered as the Qwen3 chat template renders an assistant
+// turn and re-tokenized incrementally by the guard. All of it is text: a
+// <think> block written in content is judged as the answer's text, and
+// only the guard closes the think block (Stream.EndThinking).
 //
 // # Modes
 //

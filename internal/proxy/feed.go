@@ -36,42 +36,26 @@ type piece struct {
 // a cut.
 type eventText struct {
 	pieces []piece
-	// pending counts the event's text not decided yet (held pieces and
-	// text the <think> detection holds); an event is released only when
-	// it is zero.
+	// pending counts the event's text not decided yet (the reasoning's
+	// held trailing newlines); an event is released only when it is zero.
 	pending int
 	// fedEnd is the fed length once the event's text was fed: the event
 	// may be released when everything before fedEnd was judged.
 	fedEnd int
 }
 
-// feedOp is one call on the guard stream: open the response, then append
-// text.
+// feedOp is one call on the guard stream: open the response or close its
+// think block, then append text.
 type feedOp struct {
 	start    bool
 	thinking bool
+	endThink bool
 	text     string
 }
 
-type inlineState uint8
-
-const (
-	inlineProbe     inlineState = iota // content start: may open a <think> block
-	inlineReasoning                    // inside a <think> block written in content
-	inlineOff                          // plain content
-)
-
-const (
-	thinkOpen  = "<think>"
-	thinkClose = "</think>"
-	// closeThink is what the chat template writes after the reasoning.
-	closeThink = "\n</think>\n\n"
-)
-
-type heldText struct {
-	ev   *eventText
-	text string
-}
+// closeThink is what the chat template writes after the reasoning; the
+// guard's EndThinking feeds it with the real </think> token.
+const closeThink = "\n</think>\n\n"
 
 type pieceRef struct {
 	ev *eventText
@@ -80,11 +64,11 @@ type pieceRef struct {
 
 // feeder renders an assistant turn arriving in pieces the way the Qwen3
 // chat template renders a whole one: the reasoning (from reasoning fields,
-// or a <think> block at the start of the content) loses its leading and
-// trailing newlines and is closed by "\n</think>\n\n"; the content loses its
+// only) loses its leading and trailing newlines and is closed by
+// "\n</think>\n\n" (EndThinking); the content, all of it text, loses its
 // leading newlines; a turn without reasoning gets the empty think block
 // (StartResponse(false)). Text that depends on what comes next (trailing
-// newlines of the reasoning, a possible <think> tag) is held until decided.
+// newlines of the reasoning) is held until decided.
 type feeder struct {
 	fed []byte   // every byte fed, synthetic text included
 	ops []feedOp // produced since the last take
@@ -95,10 +79,6 @@ type feeder struct {
 	reasoningDone bool // reasoning ended: later reasoning counts as content
 	contentLead   bool // content's leading newlines are still dropped
 	heldNL        []pieceRef
-
-	inline  inlineState
-	probe   []heldText // content held while a <think> tag is possible
-	tagHold []heldText // inline reasoning that may start "</think>"
 }
 
 func newFeeder() *feeder {
@@ -120,131 +100,26 @@ func (f *feeder) addReasoning(ev *eventText, text string) {
 	if text == "" {
 		return
 	}
-	if f.inline == inlineProbe {
-		f.resolveProbe(false)
-		f.inline = inlineOff
-	}
 	f.reasoning(ev, fieldReasoning, text)
 }
 
 // addRefusal takes text from the refusal field: answer text, judged in
-// order with the content. It ends a <think> block written in the content.
+// order with the content.
 func (f *feeder) addRefusal(ev *eventText, text string) {
 	if text == "" {
 		return
 	}
-	f.endInline()
 	f.content(ev, fieldRefusal, text)
 }
 
-// addContent takes text from the content field, recognising a <think>
-// block at its start.
+// addContent takes text from the content field. It is answer text, all
+// of it: a <think> block written in it is text like the rest, judged as
+// the answer (reasoning comes only from the reasoning fields).
 func (f *feeder) addContent(ev *eventText, text string) {
 	if text == "" {
 		return
 	}
-	switch f.inline {
-	case inlineOff:
-		f.content(ev, fieldContent, text)
-	case inlineReasoning:
-		f.inlineReasoningText(ev, text)
-	case inlineProbe:
-		if f.reasoningDone || f.reasoningOpen || f.started {
-			f.inline = inlineOff
-			f.content(ev, fieldContent, text)
-			return
-		}
-		ev.pending++
-		f.probe = append(f.probe, heldText{ev, text})
-		all := joinHeld(f.probe)
-		s := strings.TrimLeft(all, " \t\r\n")
-		if len(s) < len(thinkOpen) && strings.HasPrefix(thinkOpen, s) {
-			return // undecided
-		}
-		f.resolveProbe(strings.HasPrefix(s, thinkOpen))
-	}
-}
-
-// resolveProbe ends the <think> detection: with tag, the text up to the
-// tag is dropped and the rest is reasoning; otherwise it is all content.
-func (f *feeder) resolveProbe(tag bool) {
-	held := f.probe
-	f.probe = nil
-	for _, h := range held {
-		h.ev.pending--
-	}
-	if !tag {
-		f.inline = inlineOff
-		for _, h := range held {
-			f.content(h.ev, fieldContent, h.text)
-		}
-		return
-	}
-	all := joinHeld(held)
-	tagEnd := len(all) - len(strings.TrimLeft(all, " \t\r\n")) + len(thinkOpen)
-	f.inline = inlineReasoning
-	splitHeld(held, []int{tagEnd}, func(seg int, ev *eventText, text string) {
-		if seg == 0 {
-			f.drop(ev, fieldContent, text)
-		} else {
-			f.inlineReasoningText(ev, text)
-		}
-	})
-}
-
-// inlineReasoningText takes content text inside a <think> block.
-func (f *feeder) inlineReasoningText(ev *eventText, text string) {
-	ev.pending++
-	f.tagHold = append(f.tagHold, heldText{ev, text})
-	held := f.tagHold
-	f.tagHold = nil
-	for _, h := range held {
-		h.ev.pending--
-	}
-	all := joinHeld(held)
-	if i := strings.Index(all, thinkClose); i >= 0 {
-		j := i + len(thinkClose)
-		f.inline = inlineOff
-		ended := false
-		splitHeld(held, []int{i, j}, func(seg int, ev *eventText, text string) {
-			switch seg {
-			case 0:
-				f.reasoning(ev, fieldContent, text)
-			case 1:
-				f.drop(ev, fieldContent, text)
-			case 2:
-				if !ended {
-					f.endReasoning()
-					ended = true
-				}
-				f.content(ev, fieldContent, text)
-			}
-		})
-		if !ended {
-			f.endReasoning()
-		}
-		return
-	}
-	keep := len(all) - tagPrefixSuffix(all)
-	splitHeld(held, []int{keep}, func(seg int, ev *eventText, text string) {
-		if seg == 0 {
-			f.reasoning(ev, fieldContent, text)
-		} else {
-			ev.pending++
-			f.tagHold = append(f.tagHold, heldText{ev, text})
-		}
-	})
-}
-
-// tagPrefixSuffix is the length of the longest suffix of s that is a
-// proper prefix of "</think>".
-func tagPrefixSuffix(s string) int {
-	for n := min(len(s), len(thinkClose)-1); n > 0; n-- {
-		if strings.HasPrefix(thinkClose, s[len(s)-n:]) {
-			return n
-		}
-	}
-	return 0
+	f.content(ev, fieldContent, text)
 }
 
 // reasoning takes reasoning text from field src.
@@ -285,7 +160,9 @@ func (f *feeder) reasoning(ev *eventText, src fieldKind, text string) {
 func (f *feeder) endReasoning() {
 	f.releaseHeldNL(false)
 	if f.reasoningOpen {
-		f.feedSynthetic(closeThink)
+		// The bytes stay in fed, as the judged tokens decode to them.
+		f.fed = append(f.fed, closeThink...)
+		f.ops = append(f.ops, feedOp{endThink: true})
 		f.reasoningOpen = false
 	}
 	f.reasoningDone = true
@@ -315,29 +192,9 @@ func (f *feeder) content(ev *eventText, src fieldKind, text string) {
 
 // finish ends the turn: held text is decided and the think block closed.
 func (f *feeder) finish() {
-	f.endInline()
 	if !f.reasoningDone {
 		f.endReasoning()
 	}
-}
-
-// endInline ends the <think> detection in the content: a possible tag is
-// content, an open block's held text is reasoning.
-func (f *feeder) endInline() {
-	switch f.inline {
-	case inlineProbe:
-		if len(f.probe) > 0 {
-			f.resolveProbe(false)
-		}
-	case inlineReasoning:
-		held := f.tagHold
-		f.tagHold = nil
-		for _, h := range held {
-			h.ev.pending--
-			f.reasoning(h.ev, fieldContent, h.text)
-		}
-	}
-	f.inline = inlineOff
 }
 
 func (f *feeder) start(thinking bool) {
@@ -353,8 +210,8 @@ func (f *feeder) feed(ev *eventText, src fieldKind, text string) {
 
 func (f *feeder) feedSynthetic(text string) {
 	f.fed = append(f.fed, text...)
-	// A start op carries the text that follows it; consecutive text is
-	// one AppendText call.
+	// A start or end-think op carries the text that follows it;
+	// consecutive text is one AppendText call.
 	if n := len(f.ops); n > 0 {
 		f.ops[n-1].text += text
 		return
@@ -380,35 +237,6 @@ func (f *feeder) releaseHeldNL(feed bool) {
 		}
 	}
 	f.heldNL = nil
-}
-
-func joinHeld(hs []heldText) string {
-	var b strings.Builder
-	for _, h := range hs {
-		b.WriteString(h.text)
-	}
-	return b.String()
-}
-
-// splitHeld cuts the concatenation of hs at the offsets cuts (ascending)
-// and calls fn for every non-empty part with its segment number.
-func splitHeld(hs []heldText, cuts []int, fn func(seg int, ev *eventText, text string)) {
-	off := 0
-	for _, h := range hs {
-		t := h.text
-		for len(t) > 0 {
-			seg := 0
-			for seg < len(cuts) && off >= cuts[seg] {
-				seg++
-			}
-			n := len(t)
-			if seg < len(cuts) {
-				n = min(n, cuts[seg]-off)
-			}
-			fn(seg, h.ev, t[:n])
-			t, off = t[n:], off+n
-		}
-	}
 }
 
 // fieldTexts is text per field.

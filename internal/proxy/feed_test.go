@@ -57,14 +57,9 @@ func TestFeederRendersTheTemplate(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, c := range cases {
+		// A <think> block written in content is the answer's text, as
+		// the chat scaffold renders it.
 		wantThinking, wantFed := renderedTurn(t, c.msg)
-		if c.name == "inline think" {
-			// The template keeps the text after the last </think>; a
-			// stream cannot know a later tag will come, so the proxy
-			// ends the reasoning at the first and judges the rest as
-			// the answer.
-			wantFed = "Step one.\n\nStep </thin two.\n</think>\n\nThe answer </think> is 4."
-		}
 		for trial := range 40 {
 			var deltas []fieldDelta
 			for _, part := range []fieldDelta{{true, c.reasoning}, {false, c.content}} {
@@ -97,6 +92,9 @@ func TestFeederRendersTheTemplate(t *testing.T) {
 				if op.start {
 					starts++
 					thinking = op.thinking
+				}
+				if op.endThink {
+					fed.WriteString(closeThink) // EndThinking's text
 				}
 				fed.WriteString(op.text)
 			}
@@ -134,17 +132,23 @@ func TestFeederRendersTheTemplate(t *testing.T) {
 func TestPartial(t *testing.T) {
 	f := newFeeder()
 	ev := &eventText{}
-	f.addContent(ev, "<think>\nabc\n</think>\n\nxyz")
+	f.addReasoning(ev, "\nabc\n")
+	f.addContent(ev, "\n\nxyz")
 	f.finish()
 	f.end(ev)
-	// fed: "abc" + "\n</think>\n\n" + "xyz"
+	// fed: "abc" + "\n</think>\n\n" (EndThinking) + "xyz"
 	if string(f.fed) != "abc\n</think>\n\nxyz" {
 		t.Fatalf("fed %q", f.fed)
 	}
-	for cut, want := range map[int]string{
-		0: "", 2: "<think>\nab", 3: "<think>\nabc", 10: "<think>\nabc", 14: "<think>\nabc", 15: "<think>\nabc\n</think>\n\nx", 17: "<think>\nabc\n</think>\n\nxyz",
+	for cut, want := range map[int]fieldTexts{
+		0:  {},
+		2:  {fieldReasoning: "\nab"},
+		3:  {fieldReasoning: "\nabc"},
+		14: {fieldReasoning: "\nabc"},
+		15: {fieldReasoning: "\nabc", fieldContent: "\n\nx"}, // the reasoning's dropped tail is not between two of its pieces
+		17: {fieldReasoning: "\nabc", fieldContent: "\n\nxyz"},
 	} {
-		if got := ev.partial(cut); got != (fieldTexts{fieldContent: want}) {
+		if got := ev.partial(cut); got != want {
 			t.Errorf("cut %d: %q, want %q", cut, got, want)
 		}
 	}

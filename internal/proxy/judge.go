@@ -111,6 +111,16 @@ func apply(ctx context.Context, s Stream, ops []feedOp, flush bool) judgeResult 
 				return r
 			}
 		}
+		if op.endThink {
+			if !appendText() {
+				return r
+			}
+			tvs, err := s.EndThinking(ctx)
+			r.verdicts = append(r.verdicts, tvs...)
+			if r.err = err; err != nil {
+				return r
+			}
+		}
 		text = append(text, op.text...)
 	}
 	if !appendText() {

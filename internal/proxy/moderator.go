@@ -25,6 +25,9 @@ type Stream interface {
 	// guard.Stream.StartResponse).
 	StartResponse(ctx context.Context, thinking bool) error
 	AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error)
+	// EndThinking closes the think block StartResponse(true) opened
+	// (guard.Stream.EndThinking): text never can.
+	EndThinking(ctx context.Context) ([]guard.TokenVerdict, error)
 	FlushText(ctx context.Context) ([]guard.TokenVerdict, error)
 	// Flagged reports the online flag (guard.Stream.Flagged).
 	Flagged() (index int, ok bool)
@@ -85,6 +88,13 @@ func (d directStream) AppendText(ctx context.Context, text string) ([]guard.Toke
 		return nil, err
 	}
 	return d.s.AppendText(text)
+}
+
+func (d directStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.EndThinking()
 }
 
 func (d directStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {

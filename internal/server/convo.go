@@ -267,6 +267,17 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 	return res.Tokens, nil
 }
 
+// endThinking closes the think block: the reasoning's held text, "\n" and
+// </think> are judged now; "\n\n" is held for the answer's first text.
+func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, 1, c.heldBytes+2+headerSlack, c.s.QueueEndThinking)
+	if err != nil {
+		return nil, c.textConsumed(err)
+	}
+	c.heldBytes = 2
+	return res.Tokens, nil
+}
+
 // textConsumed ends the stream after the text encoder refused text that
 // would overrun the model's context: the encoder has consumed it, so the
 // response cannot go on on this stream.

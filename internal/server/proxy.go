@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/proxy"
@@ -16,6 +17,11 @@ type ProxyOptions struct {
 	Upstream string
 	// Client calls the upstream; nil means the proxy's default.
 	Client *http.Client
+	// HeaderTimeout and IdleTimeout bound the wait for the upstream's
+	// response headers and for each next part of its body (0: the
+	// proxy's defaults); ForwardCookies passes cookies both ways.
+	HeaderTimeout, IdleTimeout time.Duration
+	ForwardCookies             bool
 }
 
 // MountProxy serves POST /v1/chat/completions: the request is moderated
@@ -34,6 +40,7 @@ func (srv *Server) MountProxy(po ProxyOptions) error {
 	def := *byTenant[srv.tenants.all()[0]]
 	h, err := proxy.NewHandler(proxy.Config{
 		Upstream: po.Upstream, Client: po.Client, Audit: srv.audit, DefaultTenant: def,
+		HeaderTimeout: po.HeaderTimeout, IdleTimeout: po.IdleTimeout, ForwardCookies: po.ForwardCookies,
 		Observe: func(o proxy.Outcome) { srv.metrics.proxyOutcome(o.Tenant, o.Event) },
 	}, Moderator{srv})
 	if err != nil {
@@ -48,7 +55,8 @@ func (srv *Server) MountProxy(po ProxyOptions) error {
 
 func proxyTenant(t *Tenant) (*proxy.Tenant, error) {
 	pt := &proxy.Tenant{Name: t.Name, Policy: t.Policy, Lookahead: t.Proxy.Lookahead, FailOpen: t.Proxy.FailOpen,
-		UpstreamKey: t.Proxy.UpstreamKey, Refusal: t.Proxy.Refusal, RefusalMessage: t.Proxy.RefusalMessage}
+		UpstreamKey: t.Proxy.UpstreamKey, Refusal: t.Proxy.Refusal, RefusalMessage: t.Proxy.RefusalMessage,
+		TrimLongPrompt: t.Proxy.TrimLongPrompt}
 	if t.Proxy.Mode != "" {
 		m, err := proxy.ParseMode(t.Proxy.Mode)
 		if err != nil {
@@ -113,6 +121,11 @@ func (p *proxyStream) StartResponse(ctx context.Context, thinking bool) error {
 
 func (p *proxyStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
 	tvs, err := p.c.appendText(ctx, text)
+	return tvs, overloaded(err)
+}
+
+func (p *proxyStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
+	tvs, err := p.c.endThinking(ctx)
 	return tvs, overloaded(err)
 }
 
