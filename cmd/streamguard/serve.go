@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/proxy"
 	"github.com/streamguard/streamguard/internal/server"
 )
 
@@ -56,6 +57,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	auditPath := fs.String("audit-log", "", "audit log file, JSON lines (default: stderr, with \"log\":\"audit\")")
 	upstream := fs.String("upstream", "", "OpenAI-compatible base URL: also serve POST /v1/chat/completions, moderated")
+	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
+	upIdle := fs.Duration("upstream-idle-timeout", proxy.DefaultIdleTimeout, "with --upstream: how long to wait for each next part of the upstream's response body (then 504, or an error event once streaming)")
+	fwdCookies := fs.Bool("forward-cookies", false, "with --upstream: pass the client's Cookie header to the upstream and the upstream's Set-Cookie back (off: neither)")
 	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
 	if err := parseFlags(fs, args); err != nil {
@@ -135,7 +139,11 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *upstream != "" {
-		if err := srv.MountProxy(server.ProxyOptions{Upstream: *upstream}); err != nil {
+		if *upHeader <= 0 || *upIdle <= 0 {
+			srv.Close()
+			return usageErrorf("--upstream-header-timeout and --upstream-idle-timeout must be positive")
+		}
+		if err := srv.MountProxy(server.ProxyOptions{Upstream: *upstream, HeaderTimeout: *upHeader, IdleTimeout: *upIdle, ForwardCookies: *fwdCookies}); err != nil {
 			srv.Close()
 			return err
 		}

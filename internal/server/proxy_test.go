@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeUpstream answers chat completions with testResponse, streamed in
@@ -89,5 +90,36 @@ func TestProxyMount(t *testing.T) {
 	h.srv.metrics.write(&sb)
 	if !strings.Contains(sb.String(), `streamguard_proxy_requests_total{tenant="b",event="allowed"} 2`) {
 		t.Fatalf("metrics:\n%s", sb.String())
+	}
+}
+
+// TestProxyOptionsReachTheProxy: the serve options and the tenant file's
+// proxy keys added for the upstream's timeouts, cookies and long prompts
+// reach the proxy.
+func TestProxyOptionsReachTheProxy(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	h := newHarness(t, Options{})
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: slow.URL, HeaderTimeout: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	var e errBody
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	if code, _ := h.do("POST", "/v1/chat/completions", "", body, &e); code != http.StatusGatewayTimeout || e.Error.Code != "upstream_timeout" {
+		t.Errorf("slow upstream headers: status %d, %+v; want 504 upstream_timeout", code, e.Error)
+	}
+
+	pt, err := proxyTenant(&Tenant{Name: "a", Proxy: ProxyConfig{TrimLongPrompt: true}})
+	if err != nil || !pt.TrimLongPrompt {
+		t.Errorf("trim_long_prompt: %+v, %v", pt, err)
+	}
+	cfg, err := ParseConfig([]byte(`{"tenants":[{"name":"a","api_key_sha256":["` + strings.Repeat("0", 64) + `"],"proxy":{"trim_long_prompt":true}}]}`))
+	if err != nil || !cfg.Tenants[0].Proxy.TrimLongPrompt {
+		t.Errorf("tenant file: %+v, %v", cfg, err)
 	}
 }

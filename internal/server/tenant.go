@@ -66,6 +66,10 @@ type ProxyConfig struct {
 	UpstreamKey    string `json:"upstream_key"`
 	Refusal        string `json:"refusal"` // "error" (default) or "completion"
 	RefusalMessage string `json:"refusal_message"`
+	// TrimLongPrompt judges a conversation too long for the guard by its
+	// system turn and last user turn alone, instead of refusing it 400
+	// context_length_exceeded.
+	TrimLongPrompt bool `json:"trim_long_prompt"`
 }
 
 // maxConfigBytes bounds the tenant file.
