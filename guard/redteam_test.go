@@ -34,14 +34,18 @@ func TestRedTeamPositions(t *testing.T) {
 				t.Errorf("%s at %s: Moderate: %v", c.ID, surface, err)
 				continue
 			}
-			checkJudged(t, c.ID+" at "+surface+" (Moderate)", r.Prompt.Position, judgedPositions(r.Tokens), w)
+			if err := w.Check([]int{r.Prompt.Position}, judgedPositions(r.Tokens)); err != nil {
+				t.Errorf("%s at %s (Moderate): %v", c.ID, surface, err)
+			}
 			for _, n := range []int{1, 3, 7} {
 				p, got, err := streamConversation(m, msgs, n)
 				if err != nil {
 					t.Errorf("%s at %s, chunks of %d: %v", c.ID, surface, n, err)
 					continue
 				}
-				checkJudged(t, c.ID+" at "+surface+" (stream)", p, got, w)
+				if err := w.Check([]int{p}, got); err != nil {
+					t.Errorf("%s at %s (stream, chunks of %d): %v", c.ID, surface, n, err)
+				}
 			}
 		}
 	}
@@ -55,23 +59,6 @@ func judgedPositions(tvs []TokenVerdict) []int {
 		}
 	}
 	return out
-}
-
-func checkJudged(t *testing.T, what string, prompt int, judged []int, w redteam.Positions) {
-	t.Helper()
-	if prompt != w.PromptEnd {
-		t.Errorf("%s: prompt verdict at %d, want %d", what, prompt, w.PromptEnd)
-	}
-	if len(judged) != w.JudgedEnd-w.JudgedStart {
-		t.Errorf("%s: %d judged tokens, want %d", what, len(judged), w.JudgedEnd-w.JudgedStart)
-		return
-	}
-	for i, p := range judged {
-		if p != w.JudgedStart+i {
-			t.Errorf("%s: judged token %d at %d, want %d", what, i, p, w.JudgedStart+i)
-			return
-		}
-	}
 }
 
 // streamConversation judges msgs the way a gateway does: the prompt, then

@@ -118,19 +118,8 @@ func TestRedTeamPositions(t *testing.T) {
 				t.Fatalf("%s: status %d, body %q", what, resp.StatusCode, out)
 			}
 			p.wait(t, 1)
-			prompt, judged := rec.take()
-			if len(prompt) != 1 || prompt[0] != w.PromptEnd {
-				t.Errorf("%s: prompt verdicts at %v, want one at %d", what, prompt, w.PromptEnd)
-			}
-			if len(judged) != w.JudgedEnd-w.JudgedStart {
-				t.Errorf("%s: %d judged tokens, want %d", what, len(judged), w.JudgedEnd-w.JudgedStart)
-				continue
-			}
-			for i, pos := range judged {
-				if pos != w.JudgedStart+i {
-					t.Errorf("%s: judged token %d at %d, want %d", what, i, pos, w.JudgedStart+i)
-					break
-				}
+			if err := w.Check(rec.take()); err != nil {
+				t.Errorf("%s: %v", what, err)
 			}
 		}
 	}

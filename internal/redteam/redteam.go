@@ -159,3 +159,20 @@ func added(tok *tokenizer.Tokenizer, ids []int) []int {
 	}
 	return out
 }
+
+// Check compares what a surface judged — the positions of its prompt
+// verdicts and of its judged response tokens, in order — with p.
+func (p Positions) Check(prompt, judged []int) error {
+	if len(prompt) != 1 || prompt[0] != p.PromptEnd {
+		return fmt.Errorf("prompt verdicts at %v, want one at %d", prompt, p.PromptEnd)
+	}
+	if len(judged) != p.JudgedEnd-p.JudgedStart {
+		return fmt.Errorf("%d judged tokens, want %d", len(judged), p.JudgedEnd-p.JudgedStart)
+	}
+	for i, pos := range judged {
+		if pos != p.JudgedStart+i {
+			return fmt.Errorf("judged token %d at %d, want %d", i, pos, p.JudgedStart+i)
+		}
+	}
+	return nil
+}

@@ -39,19 +39,8 @@ func (l *judgedLog) take() (prompt, judged []int) {
 
 func (l *judgedLog) check(t *testing.T, what string, w redteam.Positions) {
 	t.Helper()
-	prompt, judged := l.take()
-	if len(prompt) != 1 || prompt[0] != w.PromptEnd {
-		t.Errorf("%s: prompt verdicts at %v, want one at %d", what, prompt, w.PromptEnd)
-	}
-	if len(judged) != w.JudgedEnd-w.JudgedStart {
-		t.Errorf("%s: %d judged tokens, want %d", what, len(judged), w.JudgedEnd-w.JudgedStart)
-		return
-	}
-	for i, p := range judged {
-		if p != w.JudgedStart+i {
-			t.Errorf("%s: judged token %d at %d, want %d", what, i, p, w.JudgedStart+i)
-			return
-		}
+	if err := w.Check(l.take()); err != nil {
+		t.Errorf("%s: %v", what, err)
 	}
 }
 
