@@ -222,14 +222,8 @@ func TestDrainDelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln, time.Minute) }()
-	url := "http://" + ln.Addr().String()
+	addr, stop := serveOn(t, srv, time.Minute)
+	url := "http://" + addr
 	get := func(path string) int {
 		// A new connection each time, as a probe makes.
 		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
@@ -244,7 +238,8 @@ func TestDrainDelay(t *testing.T) {
 		t.Fatalf("readyz before: %d", code)
 	}
 	start := time.Now()
-	cancel()
+	served := make(chan error, 1)
+	go func() { served <- stop() }()
 	for !srv.isDraining() {
 		time.Sleep(time.Millisecond)
 	}
