@@ -20,7 +20,8 @@ func TestModerateForwardBench(t *testing.T) {
 	}
 
 	code, out, errs := run(t, "moderate", "--model", dir, "--prompt", "How do I bake bread?", "--response", "Mix flour and water.")
-	if code != 0 || !strings.Contains(out, "prompt: ") || !strings.Contains(out, `" flour"`) || !strings.Contains(out, "decision: ") {
+	// This random model flags the response (exit 3, see TestModerateRules).
+	if code != 3 || !strings.Contains(out, "prompt: ") || !strings.Contains(out, `" flour"`) || !strings.Contains(out, "decision: ") {
 		t.Fatalf("moderate: exit %d\n%s\n%s", code, out, errs)
 	}
 

@@ -37,6 +37,13 @@ var errUsage = errors.New("usage error")
 // (for example a verify report) and only the exit status remains.
 var errSilent = errors.New("failed")
 
+// errFlagged is returned by moderate when the conversation was flagged: the
+// verdict is already printed and only the exit status (3) remains.
+var errFlagged = errors.New("flagged")
+
+// exitFlagged is the exit status of a flagged moderation.
+const exitFlagged = 3
+
 func main() {
 	os.Exit(mainWithArgs(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -64,6 +71,8 @@ func mainWithArgs(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errFlagged):
+		return exitFlagged
 	case errors.Is(err, errSilent):
 		return 1
 	case errors.Is(err, errUsage):

@@ -19,10 +19,13 @@ func init() {
 		name:    "moderate",
 		summary: "judge a prompt and a response token by token (or JSON lines of conversations)",
 		run: func(args []string, stdout, stderr io.Writer) error {
-			return runModerate(args, os.Stdin, stdout, stderr)
+			return runModerate(args, moderateStdin, stdout, stderr)
 		},
 	})
 }
+
+// moderateStdin is what --jsonl reads; tests replace it.
+var moderateStdin io.Reader = os.Stdin
 
 // maxJSONLLine bounds one input line of --jsonl.
 const maxJSONLLine = 64 << 20
@@ -60,6 +63,10 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	block := fs.String("block", "", "comma-separated categories that alone may flag (default: all)")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, moderateHelp)
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -114,9 +121,45 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		err = enc.Encode(res)
+	} else {
+		err = writeResult(stdout, res, policy.Debounce)
 	}
-	return writeResult(stdout, res)
+	if err != nil {
+		return err
+	}
+	if flagged(res) {
+		return errFlagged
+	}
+	return nil
+}
+
+const moderateHelp = `Usage: streamguard moderate --model DIR (--prompt TEXT [--response TEXT] | --jsonl) [flags]
+
+Judges the prompt (the last user turn) and each token of the response.
+The "flagged at" line is the online rule that cuts a stream: the first
+token completing a run of --debounce non-safe tokens. The "decision" line
+is the official final rule over the whole response. Both always agree on
+whether the response is flagged; see README for when they name different
+tokens.
+
+Exit status: 0 nothing flagged, 1 error, 2 usage error, 3 flagged (the
+prompt or the response; with --jsonl, any line).
+
+Flags:
+`
+
+// flagged reports whether a result flags the conversation: its prompt, or
+// its response under the final rule (which flags exactly when the online
+// rule does).
+func flagged(res *guard.Result) bool {
+	if res == nil {
+		return false
+	}
+	if res.Prompt != nil && res.Prompt.Flagged {
+		return true
+	}
+	return res.Decision != nil && res.Decision.Flagged
 }
 
 // jsonlResult is one output line: the result, or the error for that line.
@@ -131,7 +174,7 @@ func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxJSONLLine)
 	enc := json.NewEncoder(stdout)
-	failed := 0
+	failed, flaggedLines := 0, 0
 	line := 0
 	for sc.Scan() {
 		line++
@@ -156,6 +199,8 @@ func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
 		}
 		if out.Error != "" {
 			failed++
+		} else if flagged(out.Result) {
+			flaggedLines++
 		}
 		if err := enc.Encode(out); err != nil {
 			return err
@@ -170,17 +215,29 @@ func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
 	if failed > 0 {
 		return fmt.Errorf("%d of %d lines failed (see their \"error\" fields)", failed, line)
 	}
+	if flaggedLines > 0 {
+		return errFlagged
+	}
 	return nil
 }
 
-// writeResult prints a result as a table.
-func writeResult(w io.Writer, res *guard.Result) error {
-	p := res.Prompt
-	flag := ""
-	if p.Flagged {
-		flag = "  FLAGGED"
+// writeResult prints a result as a table. debounce is the run length of
+// the policy (0: the default). A Safe verdict that the policy does not count
+// as non-safe is printed without a category, which means nothing there.
+func writeResult(w io.Writer, res *guard.Result, debounce int) error {
+	if debounce <= 0 {
+		debounce = guard.DefaultDebounce
 	}
-	fmt.Fprintf(w, "prompt: %s %.2f (category %s %.2f)%s\n", p.Risk, p.RiskProb, p.Category, p.CategoryProb, flag)
+	p := res.Prompt
+	if p.Risk == "Safe" && !p.Flagged {
+		fmt.Fprintf(w, "prompt: %s %.2f\n", p.Risk, p.RiskProb)
+	} else {
+		flag := ""
+		if p.Flagged {
+			flag = "  FLAGGED"
+		}
+		fmt.Fprintf(w, "prompt: %s %.2f (category %s %.2f)%s\n", p.Risk, p.RiskProb, p.Category, p.CategoryProb, flag)
+	}
 	fmt.Fprintf(w, "        risk probabilities %s\n", formatProbs(p.RiskProbs))
 	if res.Decision == nil {
 		return nil
@@ -196,7 +253,11 @@ func writeResult(w io.Writer, res *guard.Result) error {
 		if t.Flagged {
 			mark = "* FLAGGED"
 		}
-		fmt.Fprintf(tw, "%d\t%q\t%s\t%.2f\t%s\t%.2f\t%s\n", t.Index, t.Text, t.Risk, t.RiskProb, t.Category, t.CategoryProb, mark)
+		cat, catP := "-", "-"
+		if t.Risk != "Safe" || t.NonSafe {
+			cat, catP = t.Category, fmt.Sprintf("%.2f", t.CategoryProb)
+		}
+		fmt.Fprintf(tw, "%d\t%q\t%s\t%.2f\t%s\t%s\t%s\n", t.Index, t.Text, t.Risk, t.RiskProb, cat, catP, mark)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -204,18 +265,27 @@ func writeResult(w io.Writer, res *guard.Result) error {
 	fmt.Fprintln(w)
 	if res.FlaggedIndex >= 0 {
 		t := res.Tokens[res.FlaggedIndex]
-		fmt.Fprintf(w, "flagged at token %d %q (%s, %s)\n", t.Index, t.Text, t.Risk, t.Category)
+		fmt.Fprintf(w, "flagged at token %d %q (online rule: first run of %d non-safe tokens; %s, %s)\n", t.Index, t.Text, debounce, t.Risk, t.Category)
 	} else {
-		fmt.Fprintln(w, "not flagged")
+		fmt.Fprintf(w, "not flagged (online rule: no run of %d non-safe tokens)\n", debounce)
 	}
 	d := res.Decision
 	switch {
+	case d.Flagged && d.Level == "Mixed":
+		fmt.Fprintf(w, "decision: %s (final rule: run of %d Unsafe and Controversial tokens ending at token %d, category %s; %d tokens judged)\n", d.Risk, debounce, d.Index, d.Category, d.Tokens)
 	case d.Flagged:
-		fmt.Fprintf(w, "decision: %s (run of %s tokens ending at token %d, category %s; %d tokens judged)\n", d.Risk, d.Level, d.Index, d.Category, d.Tokens)
+		fmt.Fprintf(w, "decision: %s (final rule: first run of %d %s tokens, ending at token %d, category %s; %d tokens judged)\n", d.Risk, debounce, d.Level, d.Index, d.Category, d.Tokens)
 	case d.Level != "":
-		fmt.Fprintf(w, "decision: %s (loose mode ignores the %s run ending at token %d; %d tokens judged)\n", d.Risk, d.Level, d.Index, d.Tokens)
+		fmt.Fprintf(w, "decision: %s (final rule: loose mode ignores the run of %d %s tokens ending at token %d; %d tokens judged)\n", d.Risk, debounce, d.Level, d.Index, d.Tokens)
 	default:
-		fmt.Fprintf(w, "decision: %s (%d tokens judged)\n", d.Risk, d.Tokens)
+		fmt.Fprintf(w, "decision: %s (final rule: no run of %d non-safe tokens; %d tokens judged)\n", d.Risk, debounce, d.Tokens)
+	}
+	if d.Flagged && res.FlaggedIndex >= 0 && d.Index != res.FlaggedIndex {
+		prefers := "a run of Unsafe tokens"
+		if d.Level == "Controversial" {
+			prefers = "a run of Controversial tokens"
+		}
+		fmt.Fprintf(w, "note: the final rule prefers %s to the earlier run that flagged the stream, so it names token %d, not %d\n", prefers, d.Index, res.FlaggedIndex)
 	}
 	return nil
 }
