@@ -22,7 +22,8 @@ func TestQuantizeVerifyModerate(t *testing.T) {
 	if code, out, _ := run(t, "verify", q); code != 0 || !strings.Contains(out, "OK: complete Qwen3Guard-Stream model") || !strings.Contains(out, "awq w4 g64 gemm") {
 		t.Fatalf("verify: exit %d\n%s", code, out)
 	}
-	if code, out, errs := run(t, "moderate", "--model", q, "--prompt", "How do I bake bread?", "--response", "Mix flour and water."); code != 0 || !strings.Contains(out, "decision: ") {
+	if code, out, errs := run(t, "moderate", "--model", q, "--prompt", "How do I bake bread?", "--response", "Mix flour and water."); code != 3 || !strings.Contains(out, "FLAGGED") || !strings.Contains(out, "decision: ") {
+		// The random weights flag this prompt: exit 3.
 		t.Fatalf("moderate: exit %d\n%s\n%s", code, out, errs)
 	}
 

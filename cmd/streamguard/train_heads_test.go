@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,8 +89,9 @@ func TestTrainHeadsVerifyModerate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mout, merr bytes.Buffer
-	if err := runModerate([]string{"--model", out, "--jsonl"}, bytes.NewReader(in), &mout, &merr); err != nil {
-		t.Fatalf("moderate --jsonl: %v\n%s", err, merr.String())
+	if err := runModerate([]string{"--model", out, "--jsonl"}, bytes.NewReader(in), &mout, &merr); !errors.Is(err, errFlagged) {
+		// The held-out set has unsafe conversations the trained heads flag.
+		t.Fatalf("moderate --jsonl: %v, want errFlagged (exit 3)\n%s", err, merr.String())
 	}
 	type verdict struct{ Risk, Category string }
 	byLine := map[int]struct {
