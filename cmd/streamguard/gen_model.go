@@ -24,7 +24,8 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	preset := fs.String("preset", "tiny", "model shape: "+strings.Join(config.PresetNames(), ", "))
 	dtype := fs.String("dtype", "", "weight format: f32, bf16, f16, or awq (AWQ GEMM INT4 backbone, fp16 rest); default bf16, awq with --noesis")
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives byte-identical files")
-	out := fs.String("out", "", "output folder (created; must not already hold a checkpoint)")
+	out := fs.String("out", "", "output folder (created; must not already hold a checkpoint unless --force)")
+	force := fs.Bool("force", false, "overwrite the checkpoint an existing --out folder holds (its *.safetensors files and shard index are removed first)")
 	outliers := fs.Int("outlier-channels", 0, fmt.Sprintf("scale this many hidden channels by %d in the embedding and the layer input norms", synth.OutlierFactor))
 	noesis := fs.Bool("noesis", false, "write a replica of the broken public INT4 export (Qwen3ForCausalLM config, AWQ backbone, no guard heads, random lm_head)")
 	group := fs.Int("group", 0, "AWQ group size (0: 128, or the largest power of two below it dividing every in_features)")
@@ -41,7 +42,7 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	}
 	start := time.Now()
 	res, err := synth.Generate(*out, synth.Options{Preset: *preset, DType: *dtype, Seed: *seed,
-		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards})
+		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards, Force: *force})
 	if err != nil {
 		return err
 	}

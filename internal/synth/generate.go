@@ -43,6 +43,10 @@ type Options struct {
 	Shards int
 	// Workers fill chunks in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// Force removes the checkpoint files (*.safetensors and the shard
+	// index) a dir already holds instead of refusing it; other files are
+	// left alone or overwritten.
+	Force bool
 }
 
 // Result describes a written folder.
@@ -73,7 +77,7 @@ func DefaultShards(preset string) int {
 
 // Generate writes a complete model folder to dir, creating it if needed.
 // It refuses a dir that already holds a checkpoint, so stale shards cannot
-// mix with new ones. Memory use is bounded by a few chunks per worker
+// mix with new ones, unless o.Force removes that checkpoint first. Memory use is bounded by a few chunks per worker
 // whatever the model size.
 func Generate(dir string, o Options) (*Result, error) {
 	if o.Noesis {
@@ -81,21 +85,21 @@ func Generate(dir string, o Options) (*Result, error) {
 			o.DType = "awq"
 		}
 		if o.DType != "awq" {
-			return nil, fmt.Errorf("synth: --noesis replicates an AWQ INT4 bundle; dtype %q is not possible", o.DType)
+			return nil, fmt.Errorf("--noesis replicates an AWQ INT4 bundle; dtype %q is not possible", o.DType)
 		}
 	}
 	if o.DType == "" {
 		o.DType = "bf16"
 	}
 	if !slices.Contains(DTypes, o.DType) {
-		return nil, fmt.Errorf("synth: unknown dtype %q (want one of %s)", o.DType, strings.Join(DTypes, ", "))
+		return nil, fmt.Errorf("unknown dtype %q (want one of %s)", o.DType, strings.Join(DTypes, ", "))
 	}
 	cfg, group, err := buildConfig(o)
 	if err != nil {
 		return nil, err
 	}
 	if o.OutlierChannels < 0 || o.OutlierChannels > cfg.HiddenSize {
-		return nil, fmt.Errorf("synth: --outlier-channels %d out of range 0..%d (hidden_size)", o.OutlierChannels, cfg.HiddenSize)
+		return nil, fmt.Errorf("--outlier-channels %d out of range 0..%d (hidden_size)", o.OutlierChannels, cfg.HiddenSize)
 	}
 	channels := outlierChannels(o.Seed, cfg.HiddenSize, o.OutlierChannels)
 	var boost []bool
@@ -114,14 +118,14 @@ func Generate(dir string, o Options) (*Result, error) {
 		shards = DefaultShards(o.Preset)
 	}
 	if shards < 1 || shards > len(plans) {
-		return nil, fmt.Errorf("synth: %d shards for %d tensors", shards, len(plans))
+		return nil, fmt.Errorf("%d shards for %d tensors", shards, len(plans))
 	}
 	total := assignShards(plans, shards)
 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := refuseExisting(dir); err != nil {
+	if err := refuseExisting(dir, o.Force); err != nil {
 		return nil, err
 	}
 	if err := cfg.Write(dir); err != nil {
@@ -182,7 +186,7 @@ func Generate(dir string, o Options) (*Result, error) {
 func buildConfig(o Options) (*config.Config, int, error) {
 	cfg, err := config.Preset(o.Preset)
 	if err != nil {
-		return nil, 0, fmt.Errorf("synth: %w", err)
+		return nil, 0, err
 	}
 	cfg.TorchDtype = map[string]string{"f32": "float32", "bf16": "bfloat16", "f16": "float16", "awq": "float16"}[o.DType]
 	if o.Noesis {
@@ -204,7 +208,7 @@ func buildConfig(o Options) (*config.Config, int, error) {
 		}
 	}
 	if group <= 0 || group%8 != 0 {
-		return nil, 0, fmt.Errorf("synth: AWQ group size %d must be a positive multiple of 8", group)
+		return nil, 0, fmt.Errorf("AWQ group size %d must be a positive multiple of 8", group)
 	}
 	zp := true
 	q := &config.Quantization{QuantMethod: "awq", Bits: 4, GroupSize: group, ZeroPoint: &zp, Version: "gemm"}
@@ -213,7 +217,7 @@ func buildConfig(o Options) (*config.Config, int, error) {
 	}
 	cfg.QuantizationConfig = q
 	if probs := checkpoint.AWQShapeProblems(cfg); len(probs) > 0 {
-		return nil, 0, fmt.Errorf("synth: %s", strings.Join(probs, "; "))
+		return nil, 0, fmt.Errorf("%s", strings.Join(probs, "; "))
 	}
 	return cfg, group, nil
 }
@@ -232,7 +236,7 @@ func divides(cfg *config.Config, group int) bool {
 func plan(cfg *config.Config, o Options, group int, boost []bool) ([]*tensorPlan, error) {
 	exps := checkpoint.Expected(cfg)
 	if exps == nil {
-		return nil, fmt.Errorf("synth: preset %s has unusable sizes", o.Preset)
+		return nil, fmt.Errorf("preset %s has unusable sizes", o.Preset)
 	}
 	plainDType := map[string]safetensors.DType{"f32": safetensors.F32, "bf16": safetensors.BF16, "f16": safetensors.F16, "awq": safetensors.F16}[o.DType]
 	var plans []*tensorPlan
@@ -300,15 +304,24 @@ func shardNames(n int) []string {
 }
 
 // refuseExisting stops gen-model from writing into a folder that already
-// holds a checkpoint.
-func refuseExisting(dir string) error {
+// holds a checkpoint, or with force removes that checkpoint's files.
+func refuseExisting(dir string, force bool) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".safetensors") || e.Name() == safetensors.IndexFile {
-			return fmt.Errorf("synth: %s already holds a checkpoint (%s); remove it or choose another folder", dir, e.Name())
+		if !strings.HasSuffix(e.Name(), ".safetensors") && e.Name() != safetensors.IndexFile {
+			continue
+		}
+		if !force {
+			return fmt.Errorf("%s already holds a checkpoint (%s); remove it, choose another folder, or pass --force to overwrite it", dir, e.Name())
+		}
+		if e.IsDir() {
+			return fmt.Errorf("%s: %s is a folder, not a checkpoint file; not removing it", dir, e.Name())
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -185,7 +185,7 @@ func fillFor(e checkpoint.Expectation, dtype safetensors.DType, seed uint64, gro
 		s0 := awqScale(e.Shape[0] * group)
 		return &floatFill{key: key, dtype: safetensors.F16, kind: rangeDist, a: 0.75 * s0, b: 0.5 * s0}, nil
 	}
-	return nil, fmt.Errorf("synth: no generator for %s (%s)", e.Name, e.Kind)
+	return nil, fmt.Errorf("no generator for %s (%s)", e.Name, e.Kind)
 }
 
 // lmHeadFill is the --noesis output layer.
