@@ -168,8 +168,11 @@ func testLocalFolderWinsOverHubID(t *testing.T, files map[string]hubtest.File) {
 	if reqs := h.TakeRequests(); len(reqs) != 0 {
 		t.Errorf("a local folder still sent %v", reqs)
 	}
-	if dir, _ := resolveModel("/no/such/folder", os.Stderr); dir != "/no/such/folder" {
-		t.Errorf("a path that is not a hub id changed: %q", dir)
+	if dir, err := resolveModel("/no/such/folder", os.Stderr); dir != "" || err == nil || err.Error() != "no such folder: /no/such/folder" {
+		t.Errorf("a missing path: %q, %v; want no such folder", dir, err)
+	}
+	if reqs := h.TakeRequests(); len(reqs) != 0 {
+		t.Errorf("a missing path sent %v", reqs)
 	}
 }
 

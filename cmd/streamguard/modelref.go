@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/streamguard/streamguard/internal/hub"
 )
@@ -21,9 +23,12 @@ var hubEnv = hub.EnvFromOS
 // everywhere at once. progress receives the download progress (may be
 // io.Discard).
 func resolveModel(ref string, progress io.Writer) (string, error) {
-	if _, err := os.Stat(ref); err == nil || !hub.IsRepoID(ref) {
-		// A folder, or not a hub id: the loader reports a missing folder.
+	if _, err := os.Stat(ref); err == nil {
+		// A folder (or a file: the loader says what is wrong with it).
 		return ref, nil
+	}
+	if looksLikePath(ref) || !hub.IsRepoID(ref) {
+		return "", fmt.Errorf("no such folder: %s", ref)
 	}
 	r, err := hub.ParseRef(ref)
 	if err != nil {
@@ -36,10 +41,30 @@ func resolveModel(ref string, progress io.Writer) (string, error) {
 		if errors.As(err, &he) && he.Status == 404 {
 			return "", fmt.Errorf("%s is not a folder, and the hub at %s does not have it: %w", ref, c.Endpoint, err)
 		}
+		if strings.HasPrefix(err.Error(), r.String()) {
+			return "", err // the hub's errors already name the model
+		}
 		return "", fmt.Errorf("model %s: %w", ref, err)
 	}
 	if !s.FromCache {
 		fmt.Fprintf(progress, "%s: commit %s in %s\n", r, s.Commit, s.Dir)
 	}
 	return s.Dir, nil
+}
+
+// looksLikePath reports whether a model argument that does not exist was
+// meant as a folder rather than a hub id: it starts like a path (./, ../,
+// /, ~) or its parent folder exists (models/0.6b with a models folder).
+func looksLikePath(ref string) bool {
+	for _, p := range []string{"./", "../", "/", "~", "." + string(filepath.Separator), ".." + string(filepath.Separator), string(filepath.Separator)} {
+		if strings.HasPrefix(ref, p) {
+			return true
+		}
+	}
+	parent := filepath.Dir(filepath.Clean(ref))
+	if parent == "." {
+		return false
+	}
+	st, err := os.Stat(parent)
+	return err == nil && st.IsDir()
 }

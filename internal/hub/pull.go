@@ -212,6 +212,6 @@ func (c *Client) reachError(ref Ref, err error) error {
 	if errors.As(err, &he) {
 		return fmt.Errorf("%s: %w", ref, err)
 	}
-	return fmt.Errorf("%s: cannot reach the hub at %s: %w (set HF_ENDPOINT for a mirror, or HF_HUB_OFFLINE=1 to use only the cache in %s)",
+	return fmt.Errorf("%s: cannot reach the hub at %s: %w (set HF_ENDPOINT for a mirror, or HF_HUB_OFFLINE=1 to use only the cache in %s; without the hub, pass a model folder or write a synthetic one with `streamguard gen-model --out DIR`)",
 		ref, c.Endpoint, err, c.CacheDir)
 }

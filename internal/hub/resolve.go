@@ -25,7 +25,7 @@ func (c *Client) cachedSnapshot(ref Ref) (*Snapshot, error) {
 	if !c.Offline {
 		return nil, err
 	}
-	return nil, fmt.Errorf("%s is not in the hub cache %s (%v) and %w: run `streamguard pull %s` where the hub can be reached (or copy the cache), or pass a model folder",
+	return nil, fmt.Errorf("%s is not in the hub cache %s (%v) and %w: run `streamguard pull %s` where the hub can be reached (or copy the cache), pass a model folder, or without the hub write a synthetic one with `streamguard gen-model --out DIR`",
 		ref, c.CacheDir, err, ErrOffline, ref)
 }
 
