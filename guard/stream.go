@@ -111,8 +111,9 @@ func (s *Stream) SetPolicy(p Policy) error {
 }
 
 // Close releases the cache. It is safe to call more than once; a stream
-// being stepped is released when the step ends.
-func (s *Stream) Close() {
+// being stepped is released when the step ends. It returns nil: the error
+// is there so that a Stream is an io.Closer.
+func (s *Stream) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -120,6 +121,7 @@ func (s *Stream) Close() {
 	if !s.inStep {
 		s.cache.Release()
 	}
+	return nil
 }
 
 // Len is the number of tokens fed so far; Pending the number queued.

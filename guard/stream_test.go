@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -383,3 +384,9 @@ func TestCloseDuringStep(t *testing.T) {
 		s.Close()
 	}
 }
+
+// A Stream and a Model are io.Closers.
+var (
+	_ io.Closer = (*Stream)(nil)
+	_ io.Closer = (*Model)(nil)
+)
