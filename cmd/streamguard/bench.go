@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -72,9 +73,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		opts.Prefill = -1
 	}
 
+	// On a terminal (and without --json), the stage running now.
+	line := newStageLine(progressTo(stderr, *jsonOut), "bench")
+	defer line.finish()
+	if line != nil {
+		opts.Progress = func(name string, i, n int) { line.stage(fmt.Sprintf("%s (%d/%d)", name, i, n)) }
+	}
 	var net *qwen3.Model
 	var label, dt string
 	start := time.Now()
+	line.stage("loading the model")
 	if *model != "" {
 		dir, err := resolveModel(*model, stderr)
 		if err != nil {
@@ -112,6 +120,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		label, dt = "preset "+*preset+" (random weights in memory)", *dtype
 	}
 	r, err := bench.Run(net, label, dt, time.Since(start), opts)
+	line.finish()
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 8, "conversations run together in one forward")
 	debounce := fs.Int("debounce", guard.DefaultDebounce, "consecutive non-safe tokens that flag a response")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
-	quiet := fs.Bool("quiet", false, "no progress bar")
+	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when stderr is not a terminal, or with --json)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, evalHelp)
 		fs.PrintDefaults()
@@ -98,8 +98,8 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts := eval.RunOptions{Batch: *batch, Debounce: *debounce}
-	if !*quiet {
-		opts.Progress = stderr
+	if w := progressTo(stderr, *quiet || *jsonOut); w != nil {
+		opts.Progress = w
 	}
 	start := time.Now()
 	preds, err := eval.Run(g, items, opts)

@@ -41,8 +41,15 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("--out DIR is required")
 	}
 	start := time.Now()
-	res, err := synth.Generate(*out, synth.Options{Preset: *preset, DType: *dtype, Seed: *seed,
-		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards, Force: *force})
+	o := synth.Options{Preset: *preset, DType: *dtype, Seed: *seed,
+		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards, Force: *force}
+	// On a terminal, writes longer than a second (0.6B and up) show a bar.
+	bar := newByteBar(progressTo(stderr, *jsonOut), "gen-model: writing", 0)
+	if bar != nil {
+		o.Progress = func(done, total int64) { bar.total = total; bar.set(done) }
+	}
+	res, err := synth.Generate(*out, o)
+	bar.finish()
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,8 +77,8 @@ func testPullThenUseHubID(t *testing.T, files map[string]hubtest.File) {
 			t.Errorf("%+v", f)
 		}
 	}
-	if !strings.Contains(errs, "5/5 files") {
-		t.Errorf("no progress bar on stderr: %q", errs)
+	if errs != "" {
+		t.Errorf("pull --json, stderr not a terminal: stderr %q, want nothing", errs)
 	}
 	h.TakeRequests()
 
@@ -97,11 +98,29 @@ func testPullThenUseHubID(t *testing.T, files map[string]hubtest.File) {
 	if code != 0 || strings.Count(out, "cached") != 5 || !strings.HasSuffix(strings.TrimSpace(out), snap.Dir) {
 		t.Errorf("second pull: exit %d\n%s\n%s", code, out, errs)
 	}
+	// On a terminal, without --json or --quiet, pull draws its bar.
+	fakeTerminal(t)
+	code, _, errs = run(t, "pull", "Org/Tiny-Guard")
+	if code != 0 || !strings.Contains(errs, "5/5 files") {
+		t.Errorf("pull on a terminal: exit %d, no progress bar on stderr: %q", code, errs)
+	}
+	code, _, errs = run(t, "pull", "Org/Tiny-Guard", "--json")
+	if code != 0 || errs != "" {
+		t.Errorf("pull --json on a terminal: exit %d, stderr %q, want nothing", code, errs)
+	}
+}
+
+// fakeTerminal makes the commands take stderr for a terminal.
+func fakeTerminal(t *testing.T) {
+	old := stderrIsTerminal
+	stderrIsTerminal = func(io.Writer) bool { return true }
+	t.Cleanup(func() { stderrIsTerminal = old })
 }
 
 func testModelRefPullsOnFirstUseAndOffline(t *testing.T, files map[string]hubtest.File) {
 	h, env := fakeHubWithTiny(t, files)
-	// Not cached: the first use pulls, with the bar on stderr.
+	fakeTerminal(t)
+	// Not cached: the first use pulls, with the bar on stderr (a terminal).
 	code, out, errs := run(t, "eval", "--model", "Org/Tiny-Guard@main", "--data", "../../testdata/eval/synthetic.jsonl", "--json", "--quiet")
 	if code != 0 {
 		t.Fatalf("eval: exit %d\n%s", code, errs)

@@ -35,7 +35,8 @@ func resolveModel(ref string, progress io.Writer) (string, error) {
 		return "", err
 	}
 	c := hub.NewClient(hubEnv())
-	s, err := c.Resolve(context.Background(), r, progress)
+	// The download bar only on a terminal; the commit line below always.
+	s, err := c.Resolve(context.Background(), r, progressTo(progress, false))
 	if err != nil {
 		var he *hub.HTTPError
 		if errors.As(err, &he) && he.Status == 404 {

@@ -31,7 +31,7 @@ func runPull(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&include, "include", "download only files matching this glob (repeatable), e.g. '*.json'")
 	parallel := fs.Int("parallel", 8, "files downloaded at once")
 	jsonOut := fs.Bool("json", false, "print the result as one JSON object")
-	quiet := fs.Bool("quiet", false, "no progress bar")
+	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when stderr is not a terminal, or with --json)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: streamguard pull ORG/NAME[@REVISION] [flags]
 
@@ -72,8 +72,8 @@ Flags:
 	c := hub.NewClient(hubEnv())
 	c.Parallel = *parallel
 	opts := hub.PullOptions{Include: include}
-	if !*quiet {
-		opts.Progress = stderr
+	if w := progressTo(stderr, *quiet || *jsonOut); w != nil {
+		opts.Progress = w
 	}
 	s, err := c.Pull(context.Background(), ref, opts)
 	if err != nil {

@@ -34,6 +34,9 @@ type Options struct {
 	// then also pays for sizing the pooled workspaces and first touching
 	// the KV cache's pages.
 	NoWarmup bool
+	// Progress, when not nil, is told each measurement as it starts: a
+	// name ("prefill 512 tokens"), its number i from 1 and the count n.
+	Progress func(name string, i, n int)
 }
 
 func (o *Options) defaults() {
@@ -128,7 +131,23 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		}
 	}
 
+	stages := len(o.Positions) + len(o.Streams)
 	if o.Prefill > 0 {
+		stages += 2
+	}
+	if o.Bandwidth > 0 {
+		stages++
+	}
+	done := 0
+	stage := func(format string, a ...any) {
+		done++
+		if o.Progress != nil {
+			o.Progress(fmt.Sprintf(format, a...), done, stages)
+		}
+	}
+
+	if o.Prefill > 0 {
+		stage("warm-up prefill of %d tokens", o.Prefill)
 		c := m.NewCache()
 		if err := c.Reserve(o.Prefill); err != nil {
 			return nil, err
@@ -145,6 +164,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 			return nil, err
 		}
 		c.Truncate(0)
+		stage("prefill of %d tokens", o.Prefill)
 		start := time.Now()
 		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: ids(o.Prefill, o.Seed+1)}}, qwen3.ForwardOptions{}); err != nil {
 			return nil, err
@@ -156,6 +176,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	}
 
 	for _, p := range o.Positions {
+		stage("decode at position %d", p)
 		c := m.NewCache()
 		if err := c.FillRandom(p, o.Seed+uint64(p)); err != nil {
 			return nil, err
@@ -188,10 +209,12 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		r.DecodeWeightBytesPerS = float64(r.DecodeWeightBytes) / (r.Decode[0].MinMs / 1e3)
 	}
 	if o.Bandwidth > 0 {
+		stage("read bandwidth")
 		r.ReadBandwidthBytesPerS = ReadBandwidth(o.Bandwidth, kernels.Threads())
 	}
 
 	for _, n := range o.Streams {
+		stage("%d streams batched", n)
 		pos := 100
 		if len(o.Positions) > 0 {
 			pos = o.Positions[0]

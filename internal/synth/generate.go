@@ -43,6 +43,9 @@ type Options struct {
 	Shards int
 	// Workers fill chunks in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// Progress, when not nil, is called from the writing goroutine after
+	// each chunk with the tensor bytes written so far and the total.
+	Progress func(done, total int64)
 	// Force removes the checkpoint files (*.safetensors and the shard
 	// index) a dir already holds instead of refusing it; other files are
 	// left alone or overwritten.
@@ -159,7 +162,11 @@ func Generate(dir string, o Options) (*Result, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	if err := writeShards(dir, files, plans, meta, workers); err != nil {
+	var progress func(int64)
+	if o.Progress != nil {
+		progress = func(done int64) { o.Progress(done, total) }
+	}
+	if err := writeShards(dir, files, plans, meta, workers, progress); err != nil {
 		return nil, err
 	}
 	if shards > 1 {

@@ -360,7 +360,7 @@ func TestWriteShardsError(t *testing.T) {
 	}
 	assignShards(plans, 2)
 	dir := t.TempDir()
-	err = writeShards(dir, []string{"a.safetensors", "missing-dir/b.safetensors"}, plans, nil, 2)
+	err = writeShards(dir, []string{"a.safetensors", "missing-dir/b.safetensors"}, plans, nil, 2, nil)
 	if err == nil || !strings.Contains(err.Error(), "missing-dir/b.safetensors") {
 		t.Fatalf("error %v", err)
 	}
@@ -378,5 +378,25 @@ func TestFusedFillMatches(t *testing.T) {
 	general.fill(b, 12345, scratch)
 	if !bytes.Equal(a, b) {
 		t.Fatal("fused BF16 fill differs from the general path")
+	}
+}
+
+// TestGenerateProgress: Progress sees growing byte counts that end at the
+// total, which is the Result's tensor bytes.
+func TestGenerateProgress(t *testing.T) {
+	var last, calls int64
+	var total int64 = -1
+	res, err := Generate(t.TempDir(), Options{Preset: "tiny", DType: "bf16", Seed: 1, Progress: func(done, tot int64) {
+		if done < last {
+			t.Errorf("progress went back: %d after %d", done, last)
+		}
+		last, total = done, tot
+		calls++
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls == 0 || last != res.Bytes || total != res.Bytes {
+		t.Errorf("progress: %d calls, last %d of %d; want %d of %d", calls, last, total, res.Bytes, res.Bytes)
 	}
 }

@@ -24,7 +24,7 @@ type chunk struct {
 // writeShards fills and writes every tensor. Workers fill chunks in
 // parallel; the calling goroutine writes them in order. At most
 // 2*workers+2 chunks exist at once, which bounds memory.
-func writeShards(dir string, files []string, plans []*tensorPlan, meta map[string]string, workers int) (err error) {
+func writeShards(dir string, files []string, plans []*tensorPlan, meta map[string]string, workers int, progress func(done int64)) (err error) {
 	inFlight := 2*workers + 2
 	// Buffers never exceed the largest tensor, which keeps tiny models cheap.
 	bufBytes := int64(0)
@@ -94,6 +94,7 @@ func writeShards(dir string, files []string, plans []*tensorPlan, meta map[strin
 		byShard[p.shard] = append(byShard[p.shard], p.spec)
 	}
 	var w *safetensors.Writer
+	var written int64
 	cur := -1
 	closeCur := func() error {
 		if w == nil {
@@ -122,6 +123,10 @@ func writeShards(dir string, files []string, plans []*tensorPlan, meta map[strin
 		}
 		if _, err := w.Write(c.buf); err != nil {
 			return errors.Join(err, closeCur())
+		}
+		written += int64(len(c.buf))
+		if progress != nil {
+			progress(written)
 		}
 		free <- c.buf
 	}
