@@ -39,11 +39,12 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, err)
 		return
 	}
-	msgs, err := litellmConversation(&req)
+	msgs, skipped, err := litellmConversation(&req)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
 	}
+	setSkipped(w, skipped)
 	if msgs == nil {
 		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
 		return
@@ -74,26 +75,24 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 // the texts as one user turn). A response is judged as the assistant turn
 // after the structured messages' last user turn; without them there is no
 // user turn to anchor the response heads, so the texts are judged as a
-// prompt instead.
-func litellmConversation(req *litellmRequest) ([]guard.Message, error) {
+// prompt instead. Tool and function messages, non-text content parts and
+// images are skipped and noted (as in /v1/moderations and the proxy).
+func litellmConversation(req *litellmRequest) ([]guard.Message, skipNote, error) {
 	var msgs []guard.Message
+	var skipped skipNote
+	if len(req.Images) > 0 {
+		skipped.add("images")
+	}
+	afterTool := false
 	for i, raw := range req.StructuredMessages {
-		var probe struct {
-			Role string `json:"role"`
-		}
-		if err := json.Unmarshal(raw, &probe); err != nil {
-			return nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
-		}
-		switch probe.Role {
-		case "system", "developer", "user", "assistant":
-		default:
-			continue // tool results and the like: not text the guard judges
-		}
-		m, err := parseMessage(raw)
+		m, ok, err := parseMessage(raw, &skipped)
 		if err != nil {
-			return nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
 		}
-		msgs = append(msgs, m)
+		if ok {
+			msgs = appendTurn(msgs, m, afterTool)
+		}
+		afterTool = !ok
 	}
 	lastUser := -1
 	for i, m := range msgs {
@@ -105,20 +104,27 @@ func litellmConversation(req *litellmRequest) ([]guard.Message, error) {
 	switch req.InputType {
 	case "request", "":
 		if lastUser >= 0 {
-			return msgs[:lastUser+1], nil
+			return msgs[:lastUser+1], skipped, nil
 		}
 		if strings.TrimSpace(text) == "" {
-			return nil, nil
+			return nil, skipped, nil
 		}
-		return []guard.Message{{Role: "user", Content: text}}, nil
+		return []guard.Message{{Role: "user", Content: text}}, skipped, nil
 	case "response":
 		if strings.TrimSpace(text) == "" {
-			return nil, nil
+			return nil, skipped, nil
 		}
 		if lastUser >= 0 {
-			return append(msgs[:lastUser+1:lastUser+1], guard.Message{Role: "assistant", Content: text}), nil
+			return append(msgs[:lastUser+1:lastUser+1], guard.Message{Role: "assistant", Content: text}), skipped, nil
 		}
-		return []guard.Message{{Role: "user", Content: text}}, nil
+		return []guard.Message{{Role: "user", Content: text}}, skipped, nil
 	}
-	return nil, errors.New(`input_type must be "request" or "response"`)
+	return nil, nil, errors.New(`input_type must be "request" or "response"`)
+}
+
+// setSkipped notes what was not judged in the X-Streamguard-Skipped header.
+func setSkipped(w http.ResponseWriter, skipped skipNote) {
+	if len(skipped) > 0 {
+		w.Header().Set("X-Streamguard-Skipped", strings.Join(skipped, ", "))
+	}
 }

@@ -25,9 +25,34 @@ type moderationRequest struct {
 	Model string          `json:"model"`
 }
 
+// moderationInput is one input to judge: a conversation, and the content
+// parts and messages that were skipped because the guard judges text only
+// (see skipNote). A nil conversation is an input with nothing to judge
+// (image parts only): its result is not flagged and says so in skipped.
+type moderationInput struct {
+	msgs    []guard.Message
+	skipped []string
+}
+
+// skipNote is the ordered set of what a request's text left out: content
+// part types ("image_url", "input_audio", "file", ...) and message roles
+// ("tool", "function") the guard does not judge. The same rule holds for
+// /v1/moderations (qwen3guard.skipped), the LiteLLM guardrail and the
+// proxy (the X-Streamguard-Skipped header).
+type skipNote []string
+
+func (n *skipNote) add(what string) {
+	if what == "" {
+		what = "unknown"
+	}
+	if !contains(*n, what) {
+		*n = append(*n, what)
+	}
+}
+
 // parseModerationInput turns the input field into conversations: a plain
 // text is one user turn.
-func parseModerationInput(raw json.RawMessage) ([][]guard.Message, error) {
+func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, errors.New(`"input" is required`)
@@ -39,13 +64,13 @@ func parseModerationInput(raw json.RawMessage) ([][]guard.Message, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, fmt.Errorf("input: %w", err)
 		}
-		return [][]guard.Message{user(s)}, nil
+		return []moderationInput{{msgs: user(s)}}, nil
 	case '{':
-		msgs, err := parseConversation(raw)
+		msgs, skipped, err := parseConversation(raw)
 		if err != nil {
 			return nil, fmt.Errorf("input: %w", err)
 		}
-		return [][]guard.Message{msgs}, nil
+		return []moderationInput{{msgs, skipped}}, nil
 	case '[':
 	default:
 		return nil, errors.New(`"input" must be a string, an array, or {"messages": [...]}`)
@@ -60,8 +85,10 @@ func parseModerationInput(raw json.RawMessage) ([][]guard.Message, error) {
 	if len(items) > maxModerationInputs {
 		return nil, fmt.Errorf(`"input" has %d items; at most %d per request`, len(items), maxModerationInputs)
 	}
-	var out [][]guard.Message
+	var out []moderationInput
 	var parts []string
+	var partSkips skipNote
+	nparts := 0
 	for i, it := range items {
 		it = bytes.TrimSpace(it)
 		if len(it) > 0 && it[0] == '"' {
@@ -69,7 +96,7 @@ func parseModerationInput(raw json.RawMessage) ([][]guard.Message, error) {
 			if err := json.Unmarshal(it, &s); err != nil {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)
 			}
-			out = append(out, user(s))
+			out = append(out, moderationInput{msgs: user(s)})
 			continue
 		}
 		var part struct {
@@ -82,78 +109,124 @@ func parseModerationInput(raw json.RawMessage) ([][]guard.Message, error) {
 		}
 		switch {
 		case part.Messages != nil:
-			msgs, err := parseConversation(it)
+			msgs, skipped, err := parseConversation(it)
 			if err != nil {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)
 			}
-			out = append(out, msgs)
+			out = append(out, moderationInput{msgs, skipped})
 		case part.Type == "text":
 			parts = append(parts, part.Text)
+			nparts++
 		case part.Type != "":
-			return nil, fmt.Errorf("input[%d]: part type %q cannot be judged (text only)", i, part.Type)
+			// An image or audio part: the guard judges text only.
+			partSkips.add(part.Type)
+			nparts++
 		default:
 			return nil, fmt.Errorf("input[%d]: want a string, a text part or {\"messages\": [...]}", i)
 		}
 	}
-	if len(parts) > 0 {
+	if nparts > 0 {
 		if len(out) > 0 {
-			return nil, errors.New("input: text parts and other inputs cannot be mixed")
+			return nil, errors.New("input: content parts and other inputs cannot be mixed")
 		}
-		out = append(out, user(strings.Join(parts, "\n")))
+		in := moderationInput{skipped: partSkips}
+		if len(parts) > 0 {
+			in.msgs = user(strings.Join(parts, "\n"))
+		}
+		out = append(out, in)
 	}
 	return out, nil
 }
 
 // parseConversation reads {"messages": [...]} with OpenAI messages: content
-// is a string or an array of text parts; roles are system (developer is
-// read as system), user and assistant.
-func parseConversation(raw json.RawMessage) ([]guard.Message, error) {
+// is a string or an array of parts (text parts are judged, others skipped);
+// roles are system (developer is read as system), user and assistant; tool
+// and function messages are skipped (noted), and the assistant turns they
+// separated are joined into one.
+func parseConversation(raw json.RawMessage) ([]guard.Message, skipNote, error) {
 	var conv struct {
 		Messages []json.RawMessage `json:"messages"`
 	}
 	if err := json.Unmarshal(raw, &conv); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(conv.Messages) == 0 {
-		return nil, errors.New(`"messages" is empty`)
+		return nil, nil, errors.New(`"messages" is empty`)
 	}
 	msgs := make([]guard.Message, 0, len(conv.Messages))
+	var skipped skipNote
+	afterTool := false
 	for i, m := range conv.Messages {
-		msg, err := parseMessage(m)
+		msg, ok, err := parseMessage(m, &skipped)
 		if err != nil {
-			return nil, fmt.Errorf("messages[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("messages[%d]: %w", i, err)
 		}
-		msgs = append(msgs, msg)
+		if ok {
+			msgs = appendTurn(msgs, msg, afterTool)
+		}
+		afterTool = !ok
 	}
-	return msgs, nil
+	if len(msgs) == 0 {
+		return nil, nil, errors.New(`"messages" has no system, user or assistant message to judge`)
+	}
+	return msgs, skipped, nil
 }
 
-func parseMessage(raw json.RawMessage) (guard.Message, error) {
+// appendTurn appends msg; after skipped tool results, an assistant turn is
+// joined to the assistant turn before them (the assistant's tool call and
+// its answer after the results are one turn to the guard).
+func appendTurn(msgs []guard.Message, msg guard.Message, afterTool bool) []guard.Message {
+	if n := len(msgs); afterTool && n > 0 && msg.Role == "assistant" && msgs[n-1].Role == "assistant" {
+		prev := &msgs[n-1]
+		prev.Content = joinNonEmpty(prev.Content, msg.Content)
+		prev.ReasoningContent = joinNonEmpty(prev.ReasoningContent, msg.ReasoningContent)
+		return msgs
+	}
+	return append(msgs, msg)
+}
+
+func joinNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "\n" + b
+}
+
+// parseMessage reads one OpenAI message; ok is false for a message that is
+// skipped (tool and function results, noted in skipped).
+func parseMessage(raw json.RawMessage, skipped *skipNote) (msg guard.Message, ok bool, err error) {
 	var m struct {
 		Role             string          `json:"role"`
 		Content          json.RawMessage `json:"content"`
 		ReasoningContent string          `json:"reasoning_content"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return guard.Message{}, err
+		return guard.Message{}, false, err
 	}
 	switch m.Role {
 	case "developer":
 		m.Role = "system"
 	case "system", "user", "assistant":
+	case "tool", "function":
+		skipped.add(m.Role)
+		return guard.Message{}, false, nil
 	default:
-		return guard.Message{}, fmt.Errorf("role %q: want system, developer, user or assistant", m.Role)
+		return guard.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", m.Role)
 	}
-	text, err := contentText(m.Content)
+	text, err := contentText(m.Content, skipped)
 	if err != nil {
-		return guard.Message{}, err
+		return guard.Message{}, false, err
 	}
-	return guard.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, nil
+	return guard.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, true, nil
 }
 
 // contentText reads an OpenAI message content: a string, null, or an
-// array of parts of which the text ones are joined.
-func contentText(raw json.RawMessage) (string, error) {
+// array of parts of which the text ones are joined; the types of the
+// others (images, audio, files) are noted in skipped.
+func contentText(raw json.RawMessage, skipped *skipNote) (string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
@@ -172,22 +245,30 @@ func contentText(raw json.RawMessage) (string, error) {
 	}
 	var texts []string
 	for _, p := range parts {
-		if p.Type == "text" || p.Type == "input_text" || p.Type == "output_text" {
+		switch p.Type {
+		case "text", "input_text", "output_text":
 			texts = append(texts, p.Text)
+		default:
+			skipped.add(p.Type)
 		}
 	}
 	return strings.Join(texts, "\n"), nil
 }
 
 // moderationResult is one result: OpenAI's fields plus Qwen3Guard's.
+// Categories, CategoryScores and CategoryAppliedInputTypes are keyed by
+// OpenAI's category names (openAICategory); the model's own labels are in
+// Qwen3Guard.
 type moderationResult struct {
-	Flagged        bool               `json:"flagged"`
-	Categories     map[string]bool    `json:"categories"`
-	CategoryScores map[string]float32 `json:"category_scores"`
+	Flagged                   bool                `json:"flagged"`
+	Categories                map[string]bool     `json:"categories"`
+	CategoryScores            map[string]float32  `json:"category_scores"`
+	CategoryAppliedInputTypes map[string][]string `json:"category_applied_input_types"`
 	// RiskLevel, Category and the probabilities are those of the deciding
 	// verdict: the response token that flagged (or ended the decisive
 	// run), else the prompt when it is flagged, else the most risky
-	// verdict. Category is empty when the level is the safe one.
+	// verdict. Category is empty when the level is the safe one. They
+	// use the model's labels.
 	RiskLevel             string             `json:"risk_level"`
 	Category              string             `json:"category"`
 	RiskProbabilities     map[string]float32 `json:"risk_probabilities"`
@@ -196,8 +277,14 @@ type moderationResult struct {
 }
 
 type qwen3GuardDetail struct {
-	Prompt   *guard.PromptVerdict `json:"prompt"`
-	Response *responseDetail      `json:"response,omitempty"`
+	// Categories and CategoryScores are keyed by the model's labels.
+	Categories     map[string]bool      `json:"categories"`
+	CategoryScores map[string]float32   `json:"category_scores"`
+	Prompt         *guard.PromptVerdict `json:"prompt"`
+	Response       *responseDetail      `json:"response,omitempty"`
+	// Skipped lists the content part types and message roles the guard
+	// did not judge (it judges text only).
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 type responseDetail struct {
@@ -213,18 +300,44 @@ type moderationResponse struct {
 	Results []moderationResult `json:"results"`
 }
 
+// openAICategories are the categories of OpenAI's moderation results; each
+// is a key of every result, false and 0 when no label of the model maps to
+// it (documented in docs/API.md).
+var openAICategories = []string{"harassment", "harassment/threatening", "hate", "hate/threatening",
+	"illicit", "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
+	"sexual", "sexual/minors", "violence", "violence/graphic"}
+
+// qwen3GuardToOpenAI maps Qwen3Guard's category labels (lower-cased) to
+// OpenAI's names. The others (Politically Sensitive Topics, PII, Copyright
+// Violation, Unethical Acts, Jailbreak, and any label of another model)
+// keep their own names as keys.
+var qwen3GuardToOpenAI = map[string]string{
+	"violent":                       "violence",
+	"sexual content or sexual acts": "sexual",
+	"suicide & self-harm":           "self-harm",
+	"non-violent illegal acts":      "illicit",
+}
+
+// openAICategory is the key of a model label in OpenAI's categories.
+func openAICategory(label string) string {
+	if k, ok := qwen3GuardToOpenAI[strings.ToLower(strings.TrimSpace(label))]; ok {
+		return k
+	}
+	return label
+}
+
 func (srv *Server) moderations(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	var req moderationRequest
 	if err := decodeJSON(r, &req); err != nil {
 		srv.writeError(w, err)
 		return
 	}
-	convs, err := parseModerationInput(req.Input)
+	inputs, err := parseModerationInput(req.Input)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
 	}
-	results, err := srv.moderate(r.Context(), t, convs)
+	results, err := srv.moderate(r.Context(), t, inputs)
 	if err != nil {
 		srv.writeError(w, lengthParam(err, "input"))
 		return
@@ -286,14 +399,26 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]guard.Message
 	return out, nil
 }
 
-func (srv *Server) moderate(ctx context.Context, t *Tenant, convs [][]guard.Message) ([]moderationResult, error) {
+func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationInput) ([]moderationResult, error) {
+	var convs [][]guard.Message
+	for _, in := range inputs {
+		if in.msgs != nil {
+			convs = append(convs, in.msgs)
+		}
+	}
 	vs, err := srv.judge(ctx, t, convs)
 	if err != nil {
 		return nil, err
 	}
-	results := make([]moderationResult, len(vs))
-	for i := range vs {
-		results[i] = srv.result(&vs[i])
+	results := make([]moderationResult, len(inputs))
+	j := 0
+	for i, in := range inputs {
+		if in.msgs == nil {
+			results[i] = srv.result(nil, in.skipped)
+			continue
+		}
+		results[i] = srv.result(&vs[j], in.skipped)
+		j++
 	}
 	return results, nil
 }
@@ -301,21 +426,47 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, convs [][]guard.Mess
 // result turns a judged conversation into OpenAI's result. A category's
 // score is the largest, over the verdicts, of P(not safe) × P(category);
 // the category labels are the model's (response categories, then the
-// query-only ones).
-func (srv *Server) result(v *conversationVerdict) moderationResult {
-	l := srv.info.Labels
-	res := moderationResult{
-		Categories: map[string]bool{}, CategoryScores: map[string]float32{},
-		Qwen3Guard: qwen3GuardDetail{Prompt: v.prompt, Response: v.response},
+// query-only ones), in qwen3guard, and OpenAI's names (openAICategory) in
+// categories and category_scores. A nil v is an input with nothing to
+// judge: not flagged, every score 0.
+func (srv *Server) result(v *conversationVerdict, skipped []string) moderationResult {
+	cats, scores := map[string]bool{}, map[string]float32{}
+	for _, c := range srv.categories {
+		cats[c], scores[c] = false, 0
+	}
+	var res moderationResult
+	if v != nil {
+		res = srv.verdictResult(v, cats, scores)
+	}
+	res.Qwen3Guard.Categories, res.Qwen3Guard.CategoryScores, res.Qwen3Guard.Skipped = cats, scores, skipped
+	res.Categories, res.CategoryScores = map[string]bool{}, map[string]float32{}
+	res.CategoryAppliedInputTypes = map[string][]string{}
+	for _, c := range openAICategories {
+		res.Categories[c], res.CategoryScores[c], res.CategoryAppliedInputTypes[c] = false, 0, []string{}
 	}
 	for _, c := range srv.categories {
-		res.Categories[c], res.CategoryScores[c] = false, 0
+		k := openAICategory(c)
+		res.Categories[k] = res.Categories[k] || cats[c]
+		res.CategoryScores[k] = max(res.CategoryScores[k], scores[c])
+		if v != nil {
+			res.CategoryAppliedInputTypes[k] = []string{"text"}
+		} else if _, ok := res.CategoryAppliedInputTypes[k]; !ok {
+			res.CategoryAppliedInputTypes[k] = []string{}
+		}
 	}
-	score := func(vd *guard.Verdict, cats []string) {
+	return res
+}
+
+// verdictResult fills the model-label categories and scores of a judged
+// conversation and returns the result's other fields.
+func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, scores map[string]float32) moderationResult {
+	l := srv.info.Labels
+	res := moderationResult{Qwen3Guard: qwen3GuardDetail{Prompt: v.prompt, Response: v.response}}
+	score := func(vd *guard.Verdict, labels []string) {
 		risky := 1 - vd.RiskProbs[0]
-		for j, c := range cats {
-			if s := risky * vd.CategoryProbs[j]; s > res.CategoryScores[c] {
-				res.CategoryScores[c] = s
+		for j, c := range labels {
+			if s := risky * vd.CategoryProbs[j]; s > scores[c] {
+				scores[c] = s
 			}
 		}
 	}
@@ -353,11 +504,11 @@ func (srv *Server) result(v *conversationVerdict) moderationResult {
 
 	res.Flagged = v.prompt.Flagged
 	if v.prompt.Flagged {
-		res.Categories[v.prompt.Category] = true
+		cats[v.prompt.Category] = true
 	}
 	if r := v.response; r != nil && r.Flagged {
 		res.Flagged = true
-		res.Categories[v.tokens[r.FlaggedIndex].Category] = true
+		cats[v.tokens[r.FlaggedIndex].Category] = true
 	}
 	return res
 }

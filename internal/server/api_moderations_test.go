@@ -36,16 +36,21 @@ func TestModerations(t *testing.T) {
 		r := resp.Results[i]
 		samePrompt(t, "prompt", r.Qwen3Guard.Prompt, ref.Prompt)
 		// Every category of the model is a key, from its config.
+		q := r.Qwen3Guard
 		for _, c := range append(append([]string{}, l.ResponseCategory...), l.QueryCategory...) {
-			if _, ok := r.Categories[c]; !ok {
+			if _, ok := q.Categories[c]; !ok {
 				t.Errorf("result %d: category %q missing", i, c)
 			}
-			if s, ok := r.CategoryScores[c]; !ok || s < 0 || s > 1 {
+			if s, ok := q.CategoryScores[c]; !ok || s < 0 || s > 1 {
 				t.Errorf("result %d: score of %q is %v", i, c, s)
 			}
+			// OpenAI's keys carry the same flag and score.
+			if k := openAICategory(c); r.Categories[k] != q.Categories[c] || r.CategoryScores[k] != q.CategoryScores[c] {
+				t.Errorf("result %d: %q→%q: %v %v, want %v %v", i, c, k, r.Categories[k], r.CategoryScores[k], q.Categories[c], q.CategoryScores[c])
+			}
 		}
-		if len(r.Categories) != len(l.QueryCategory) { // the query categories include the response ones
-			t.Errorf("result %d: %d categories", i, len(r.Categories))
+		if len(q.Categories) != len(l.QueryCategory) { // the query categories include the response ones
+			t.Errorf("result %d: %d categories", i, len(q.Categories))
 		}
 		if len(r.RiskProbabilities) != len(l.QueryRisk) {
 			t.Errorf("result %d: risk probabilities %v", i, r.RiskProbabilities)
@@ -55,7 +60,7 @@ func TestModerations(t *testing.T) {
 		for _, tv := range ref.Tokens {
 			wantScore = max(wantScore, (1-tv.RiskProbs[0])*tv.CategoryProbs[0])
 		}
-		if got := r.CategoryScores[l.QueryCategory[0]]; got != wantScore {
+		if got := r.Qwen3Guard.CategoryScores[l.QueryCategory[0]]; got != wantScore {
 			t.Errorf("result %d: score of %q is %v, want %v", i, l.QueryCategory[0], got, wantScore)
 		}
 		flagged := ref.Prompt.Flagged || ref.FlaggedIndex >= 0
@@ -67,7 +72,7 @@ func TestModerations(t *testing.T) {
 			if d == nil || d.Tokens != len(ref.Tokens) || d.FlaggedIndex != ref.FlaggedIndex || d.Decision != *ref.Decision {
 				t.Fatalf("response detail %+v, want %d tokens, flagged at %d, %+v", d, len(ref.Tokens), ref.FlaggedIndex, ref.Decision)
 			}
-			if ref.FlaggedIndex >= 0 && (r.RiskLevel != ref.Tokens[ref.FlaggedIndex].Risk || !r.Categories[ref.Tokens[ref.FlaggedIndex].Category]) {
+			if ref.FlaggedIndex >= 0 && (r.RiskLevel != ref.Tokens[ref.FlaggedIndex].Risk || !r.Qwen3Guard.Categories[ref.Tokens[ref.FlaggedIndex].Category]) {
 				t.Errorf("deciding verdict %q %q, want token %d's", r.RiskLevel, r.Category, ref.FlaggedIndex)
 			}
 		} else if r.RiskLevel != ref.Prompt.Risk {
@@ -121,7 +126,9 @@ func TestModerationsBadInput(t *testing.T) {
 		{`{}`, 400, `"input" is required`},
 		{`{"input": 3}`, 400, "must be a string"},
 		{`{"input": []}`, 400, "empty array"},
-		{`{"input": [{"type": "image_url", "image_url": {"url": "x"}}]}`, 400, "text only"},
+		{`{"input": ["a", {"type": "image_url", "image_url": {"url": "x"}}]}`, 400, "cannot be mixed"},
+		{`{"input": {"messages": [{"role": "robot", "content": "a"}]}}`, 400, `role "robot"`},
+		{`{"input": {"messages": [{"role": "tool", "content": "a"}]}}`, 400, "no system, user or assistant message"},
 		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}, {"role": "assistant", "content": "d"}]}}`, 400, "must end with a user turn"},
 		{`{"input": "` + strings.Repeat("x", 5000) + `"}`, 413, "larger than 4096"},
 	} {
@@ -143,9 +150,13 @@ func TestParseModerationInput(t *testing.T) {
 		{`{"messages": [{"role": "developer", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "u"}]}`,
 			[][]guard.Message{{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}}},
 	} {
-		got, err := parseModerationInput(json.RawMessage(tc.in))
+		in, err := parseModerationInput(json.RawMessage(tc.in))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.in, err)
+		}
+		var got [][]guard.Message
+		for _, c := range in {
+			got = append(got, c.msgs)
 		}
 		if js, wjs := mustJSON(got), mustJSON(tc.want); js != wjs {
 			t.Errorf("%s: got %s, want %s", tc.in, js, wjs)
@@ -171,7 +182,7 @@ func FuzzParseModerationInput(f *testing.F) {
 			t.Fatalf("%d conversations from %q", len(convs), b)
 		}
 		for _, c := range convs {
-			if len(c) == 0 {
+			if len(c.msgs) == 0 && len(c.skipped) == 0 {
 				t.Fatalf("empty conversation from %q", b)
 			}
 		}

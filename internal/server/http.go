@@ -24,6 +24,8 @@ func (srv *Server) routes() {
 	mux.HandleFunc("GET /readyz", srv.readyz)
 	mux.HandleFunc("GET /metrics", srv.serveMetrics)
 	mux.Handle("GET /v1/info", srv.authed("info", srv.serveInfo))
+	mux.Handle("GET /v1/models", srv.authed("models", srv.listModels))
+	mux.Handle("GET /v1/models/{model}", srv.authed("models", srv.getModel))
 	mux.Handle("POST /v1/moderations", srv.authed("moderations", srv.moderations))
 	mux.Handle("POST /v1/streams", srv.authed("streams.create", srv.createStream))
 	mux.Handle("GET /v1/streams/{id}", srv.authed("streams.get", srv.getStream))
@@ -33,6 +35,62 @@ func (srv *Server) routes() {
 	mux.Handle("DELETE /v1/streams/{id}", srv.authed("streams.close", srv.closeStream))
 	mux.Handle("POST /v1/streams/connect", srv.authedDuplex("streams.connect", srv.connect))
 	mux.Handle("POST /beta/litellm_basic_guardrail_api", srv.authed("litellm", srv.litellm))
+}
+
+// ServeHTTP serves the routes; a path no route has answers 404 and a
+// method the path's routes do not take answers 405 (with Allow), both in
+// OpenAI's error shape rather than net/http's plain text.
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := srv.mux.Handler(r)
+	if pattern != "" {
+		srv.mux.ServeHTTP(w, r)
+		return
+	}
+	// No route: the mux's own handler says 404, 405 (setting Allow) or
+	// redirects (a path to clean); only the error statuses are rewritten.
+	c := &capture{h: http.Header{}}
+	h.ServeHTTP(c, r)
+	switch c.code {
+	case http.StatusNotFound:
+		srv.metrics.request("-", "unknown", http.StatusNotFound)
+		msg := fmt.Sprintf("unknown route: %s %s", r.Method, r.URL.Path)
+		if r.URL.Path == "/v1/chat/completions" {
+			msg = "the chat-completions proxy is not enabled on this server: start it with `streamguard serve --upstream URL` (an OpenAI-compatible base URL) to serve POST /v1/chat/completions"
+		}
+		writeErr(w, http.StatusNotFound, "invalid_request_error", "not_found", msg)
+	case http.StatusMethodNotAllowed:
+		srv.metrics.request("-", "unknown", http.StatusMethodNotAllowed)
+		allow := c.h.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeErr(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
+			fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+	default:
+		for k, v := range c.h {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(c.code)
+		_, _ = w.Write(c.body.Bytes())
+	}
+}
+
+// capture records what the mux's fallback handler answers.
+type capture struct {
+	h    http.Header
+	code int
+	body bytes.Buffer
+}
+
+func (c *capture) Header() http.Header { return c.h }
+func (c *capture) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+}
+func (c *capture) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return c.body.Write(b)
 }
 
 // statusWriter records the status and whether writing failed.
@@ -373,4 +431,37 @@ func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) 
 		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
 		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block},
 	})
+}
+
+// modelObject is OpenAI's model object; Created is when the server
+// started (the served model has no creation date of its own).
+type modelObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (srv *Server) modelObject() modelObject {
+	return modelObject{ID: srv.name, Object: "model", Created: srv.started.Unix(), OwnedBy: "streamguard"}
+}
+
+// listModels is OpenAI's GET /v1/models: the one served model.
+func (srv *Server) listModels(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	writeJSON(w, http.StatusOK, struct {
+		Object string        `json:"object"`
+		Data   []modelObject `json:"data"`
+	}{"list", []modelObject{srv.modelObject()}})
+}
+
+// getModel is OpenAI's GET /v1/models/{model}.
+func (srv *Server) getModel(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	id := r.PathValue("model")
+	if id != srv.name {
+		param := "model"
+		writeJSON(w, http.StatusNotFound, apiError{apiErrorBody{Message: fmt.Sprintf("the model %q does not exist; this server serves %q", id, srv.name),
+			Type: "invalid_request_error", Param: &param, Code: "model_not_found"}})
+		return
+	}
+	writeJSON(w, http.StatusOK, srv.modelObject())
 }

@@ -90,6 +90,7 @@ type Server struct {
 	log      *slog.Logger
 
 	mux         *http.ServeMux
+	started     time.Time       // for /v1/models
 	drainCtx    context.Context // ends when the server starts draining
 	drainCancel context.CancelFunc
 	cutCtx      context.Context // ends when body reads in progress are cut
@@ -160,6 +161,7 @@ func New(opts Options) (*Server, error) {
 		audit:    opts.Audit,
 		log:      opts.Log,
 		janitor:  make(chan struct{}),
+		started:  time.Now(),
 	}
 	srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
 	srv.cutCtx, srv.cutCancel = context.WithCancel(context.Background())
@@ -188,7 +190,7 @@ func contains(s []string, v string) bool {
 }
 
 // Handler serves the API.
-func (srv *Server) Handler() http.Handler { return srv.mux }
+func (srv *Server) Handler() http.Handler { return srv }
 
 // expireLoop closes idle streams.
 func (srv *Server) expireLoop() {
