@@ -76,6 +76,7 @@ type wireChunk struct {
 	chunkMeta
 	Choices []wireChoice    `json:"choices"`
 	Error   json.RawMessage `json:"error"`
+	Usage   json.RawMessage `json:"usage"`
 }
 
 // parsedEvent is what the relay needs from one upstream event.
@@ -87,6 +88,7 @@ type parsedEvent struct {
 	text     textFields      // the choice's text
 	finished bool            // finish_reason set
 	apiErr   json.RawMessage // an error object sent inside the stream
+	usage    json.RawMessage // the chunk's usage object, when not null
 	// bad is why the event cannot be moderated: data that is not a
 	// chunk, keys that differ from the known ones only by case or repeat,
 	// several choices, a choice other than 0.
@@ -116,6 +118,9 @@ func parseEvent(ev sseEvent) parsedEvent {
 		return parsedEvent{bad: fmt.Errorf("event data is not a chunk: %v", err)}
 	}
 	p := parsedEvent{isChunk: true, meta: c.chunkMeta}
+	if u := bytes.TrimSpace(c.Usage); len(u) > 0 && u[0] == '{' {
+		p.usage = u
+	}
 	if len(c.Error) > 0 && string(c.Error) != "null" {
 		p.apiErr = c.Error
 		return p
@@ -193,4 +198,36 @@ func deltaChunk(meta chunkMeta, index int, delta map[string]any) []byte {
 // syntheticMeta is the metadata of a completion the proxy answers itself.
 func syntheticMeta(id, model string) chunkMeta {
 	return chunkMeta{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: model}
+}
+
+// usageChunk is the last chunk OpenAI sends a client that asked
+// stream_options.include_usage: no choices, and the usage. The proxy writes
+// it itself when it ends a stream (a cut, a refusal, a response too long
+// for the guard): usage is the upstream's last usage object when one was
+// seen, else the guard's count (usageFrom).
+func usageChunk(meta chunkMeta, usage json.RawMessage, from string) []byte {
+	if meta.Object == "" {
+		meta.Object = "chat.completion.chunk"
+	}
+	var b bytes.Buffer
+	b.WriteString("data: ")
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
+		chunkMeta
+		Choices     []choiceOut     `json:"choices"`
+		Usage       json.RawMessage `json:"usage"`
+		Streamguard map[string]any  `json:"streamguard"`
+	}{meta, []choiceOut{}, usage, map[string]any{"usage": from}})
+	b.Truncate(b.Len() - 1)
+	b.WriteString("\n\n")
+	return b.Bytes()
+}
+
+// guardUsage is the usage the proxy reports when the upstream sent none:
+// the response tokens the guard judged (its own tokenizer's count) as
+// completion tokens, and no prompt tokens (the upstream's count of the
+// prompt is not known).
+func guardUsage(completion int) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{"prompt_tokens":0,"completion_tokens":%d,"total_tokens":%d}`, completion, completion))
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -99,6 +100,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if x.req, err = parseRequest(body); err != nil {
 		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
 		return
+	}
+	if len(x.req.Skipped) > 0 {
+		w.Header().Set("X-Streamguard-Skipped", strings.Join(x.req.Skipped, ", "))
 	}
 	x.serve()
 }

@@ -365,6 +365,21 @@ func TestParseRequest(t *testing.T) {
 	if !r.Stream || r.Model != "m" || fmt.Sprint(r.Messages) != fmt.Sprint(want) {
 		t.Errorf("got %+v", r)
 	}
+	// The image part and the tool message are skipped, and noted.
+	if fmt.Sprint(r.Skipped) != "[image_url tool]" || r.IncludeUsage {
+		t.Errorf("skipped %v, include_usage %v", r.Skipped, r.IncludeUsage)
+	}
+	r, err = parseRequest([]byte(`{"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"input_audio","input_audio":{"data":"aGk=","format":"wav"}}]}]}`))
+	if err != nil || !r.IncludeUsage || fmt.Sprint(r.Skipped) != "[input_audio]" {
+		t.Errorf("got %+v %v", r, err)
+	}
+	// include_usage counts only for a stream; its key is matched exactly.
+	if r, err = parseRequest([]byte(`{"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)); err != nil || r.IncludeUsage {
+		t.Errorf("not streamed: got %+v %v", r, err)
+	}
+	if _, err = parseRequest([]byte(`{"stream":true,"stream_options":{"Include_Usage":true},"messages":[{"role":"user","content":"hi"}]}`)); err == nil {
+		t.Errorf("a key in another case was accepted")
+	}
 }
 
 func TestNewHandlerChecks(t *testing.T) {

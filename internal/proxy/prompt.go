@@ -59,6 +59,9 @@ func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 		x.w.WriteHeader(http.StatusOK)
 		_, _ = x.w.Write(deltaChunk(meta, 0, map[string]any{"role": "assistant", "content": msg}))
 		_, _ = x.w.Write(finishChunk(meta, 0, finishContentFilter, info))
+		if x.req.IncludeUsage {
+			_, _ = x.w.Write(usageChunk(meta, guardUsage(0), "guard"))
+		}
 		_, _ = x.w.Write(doneEvent)
 	} else {
 		meta.Object = "chat.completion"

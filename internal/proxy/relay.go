@@ -40,12 +40,13 @@ type relay struct {
 
 	queue     []heldEvent
 	meta      chunkMeta
-	finishing bool  // the upstream finished its text
-	flushed   bool  // the guard judged all of it
-	eof       bool  // the upstream's stream ended
-	doneSent  bool  // the client has the [DONE] event: the answer is complete
-	unjudged  error // fail-open after a guard failure: the cause
-	broken    bool  // the client went away
+	finishing bool   // the upstream finished its text
+	flushed   bool   // the guard judged all of it
+	eof       bool   // the upstream's stream ended
+	doneSent  bool   // the client has the [DONE] event: the answer is complete
+	unjudged  error  // fail-open after a guard failure: the cause
+	usage     []byte // the upstream's last usage object
+	broken    bool   // the client went away
 }
 
 func (x *exchange) relayStream(s Stream, resp *http.Response) {
@@ -167,6 +168,9 @@ func (r *relay) addEvent(ev sseEvent) bool {
 	if p.isChunk && p.meta.ID != "" {
 		r.meta = p.meta
 	}
+	if p.usage != nil {
+		r.usage = p.usage
+	}
 	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done}
 	if p.hasText && !r.finishing && r.unjudged == nil {
 		feedFields(r.feed, he.text, &p.text)
@@ -282,6 +286,7 @@ func (r *relay) cut() {
 		r.queue = nil
 	}
 	r.write(finishChunk(r.meta, 0, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: r.x.id}))
+	r.writeUsage()
 	r.write(doneEvent)
 	_ = r.rc.Flush()
 	r.x.cancel()
@@ -354,10 +359,26 @@ func (r *relay) outOfRoom(err error) {
 	}
 	r.queue = nil
 	r.write(finishChunk(r.meta, 0, finishLength, &cutInfo{Reason: EventContextLength, Token: r.tr.judged(), Request: r.x.id}))
+	r.writeUsage()
 	r.write(doneEvent)
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventContextLength, slog.String("error", err.Error()))
+}
+
+// writeUsage writes the usage chunk of a stream the proxy ends itself, when
+// the client asked for one: the upstream's last usage when it sent one,
+// else the response tokens the guard judged (streamguard.usage says which:
+// "upstream" or "guard").
+func (r *relay) writeUsage() {
+	if !r.x.req.IncludeUsage {
+		return
+	}
+	if r.usage != nil {
+		r.write(usageChunk(r.meta, r.usage, "upstream"))
+		return
+	}
+	r.write(usageChunk(r.meta, guardUsage(r.tr.judged()), "guard"))
 }
 
 // upstreamBroken ends the stream with an error event; text still held is

@@ -17,6 +17,13 @@ type chatRequest struct {
 	// Messages are the turns the guard judges: the conversation up to and
 	// including the last user turn, in the roles the chat template knows.
 	Messages []guard.Message
+	// IncludeUsage is stream_options.include_usage: the client wants a
+	// usage chunk before [DONE].
+	IncludeUsage bool
+	// Skipped are the message roles (tool, function) and content part
+	// types (image_url, input_audio, ...) the guard did not judge, in the
+	// order first seen (the X-Streamguard-Skipped header).
+	Skipped []string
 }
 
 type wireMessage struct {
@@ -33,6 +40,9 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		Stream   bool          `json:"stream"`
 		N        *int          `json:"n"`
 		Messages []wireMessage `json:"messages"`
+		Options  *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
 	}
 	if err := strictJSON(body, requestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
@@ -47,9 +57,28 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		return nil, errors.New("messages: at least one message is required")
 	}
 	var msgs []guard.Message
+	var skipped []string
+	skip := func(what string) {
+		if what == "" {
+			what = "unknown"
+		}
+		for _, s := range skipped {
+			if s == what {
+				return
+			}
+		}
+		skipped = append(skipped, what)
+	}
 	lastUser := -1
 	for i, m := range w.Messages {
-		text, err := contentText(m.Content)
+		if m.Role == "tool" || m.Role == "function" {
+			// Tool results render as user turns in the Qwen3 template, which
+			// the guard's renderer does not support; they add no user query.
+			// Skipped and noted, as /v1/moderations and LiteLLM do.
+			skip(m.Role)
+			continue
+		}
+		text, err := contentText(m.Content, skip)
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d].content: %v", i, err)
 		}
@@ -61,10 +90,6 @@ func parseRequest(body []byte) (*chatRequest, error) {
 			role = "user"
 		case "assistant":
 			role = "assistant"
-		case "tool", "function":
-			// Tool results render as user turns in the Qwen3 template, which
-			// the guard's renderer does not support; they add no user query.
-			continue
 		default:
 			return nil, fmt.Errorf("messages[%d].role %q: want system, developer, user, assistant or tool", i, m.Role)
 		}
@@ -79,13 +104,14 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if strings.TrimSpace(msgs[lastUser].Content) == "" {
 		return nil, errors.New("messages: the last user message has no text to judge")
 	}
-	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs[:lastUser+1]}, nil
+	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs[:lastUser+1],
+		IncludeUsage: w.Stream && w.Options != nil && w.Options.IncludeUsage, Skipped: skipped}, nil
 }
 
 // contentText flattens a message content: a string, null, or an array of
 // parts whose text parts are joined with newlines (other parts, such as
-// images, cannot be judged and are skipped).
-func contentText(raw json.RawMessage) (string, error) {
+// images and audio, cannot be judged: their types are passed to skip).
+func contentText(raw json.RawMessage, skip func(partType string)) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
@@ -104,6 +130,8 @@ func contentText(raw json.RawMessage) (string, error) {
 	for _, p := range parts {
 		if p.Type == "text" {
 			texts = append(texts, p.Text)
+		} else {
+			skip(p.Type)
 		}
 	}
 	return strings.Join(texts, "\n"), nil

@@ -33,7 +33,7 @@ var (
 	// requestShape is what parseRequest decodes; content is a string or an
 	// array of parts.
 	requestShape = object(map[string]*shape{
-		"model": nil, "stream": nil, "n": nil,
+		"model": nil, "stream": nil, "n": nil, "stream_options": object(map[string]*shape{"include_usage": nil}),
 		"messages": arrayOf(object(map[string]*shape{
 			"role": nil, "reasoning_content": nil,
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil})},
@@ -42,7 +42,7 @@ var (
 	textShape = object(map[string]*shape{"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": nil})
 	// chunkShape is a streamed chunk; completionShape a whole response.
 	chunkShape = object(map[string]*shape{
-		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil,
+		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil, "usage": nil,
 		"choices": arrayOf(object(map[string]*shape{"index": nil, "delta": textShape, "finish_reason": nil})),
 	})
 	completionShape = object(map[string]*shape{
