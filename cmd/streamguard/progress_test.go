@@ -109,3 +109,11 @@ func TestLongWorkProgress(t *testing.T) {
 		t.Errorf("bench --json on a terminal: exit %d, stderr %q", code, errs)
 	}
 }
+
+// TestBenchPositionMessage: the error names no internal package.
+func TestBenchPositionMessage(t *testing.T) {
+	code, _, errs := run(t, "bench", "--preset", "tiny", "--dtype", "f32", "--positions", "100000")
+	if want := "streamguard bench: position 100000 plus 8 steps exceeds the model's 8192 positions\n"; code != 1 || errs != want {
+		t.Errorf("exit %d\n got %q\nwant %q", code, errs, want)
+	}
+}

@@ -127,7 +127,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	}
 	for _, p := range append(slices.Clone(o.Positions), o.Prefill) {
 		if p+o.Steps+1 > m.MaxPositions {
-			return nil, fmt.Errorf("bench: position %d plus %d steps exceeds the model's %d positions", p, o.Steps, m.MaxPositions)
+			return nil, fmt.Errorf("position %d plus %d steps exceeds the model's %d positions", p, o.Steps, m.MaxPositions)
 		}
 	}
 
