@@ -21,7 +21,14 @@ import (
 var fixtures struct {
 	sync.Mutex
 	base string
-	dirs map[synth.Options]string
+	dirs map[string]string // by fixtureKey
+}
+
+// fixtureKey names generated folders by their options (Progress aside:
+// a func is not comparable and does not change the files).
+func fixtureKey(o synth.Options) string {
+	o.Progress = nil
+	return fmt.Sprintf("%#v", o)
 }
 
 func TestMain(m *testing.M) {
@@ -30,7 +37,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	fixtures.base = base
-	fixtures.dirs = map[synth.Options]string{}
+	fixtures.dirs = map[string]string{}
 	code := m.Run()
 	os.RemoveAll(base)
 	os.Exit(code)
@@ -45,14 +52,14 @@ func gen(t testing.TB, o synth.Options) string {
 		o.Preset = "tiny"
 	}
 	fixtures.Lock()
-	src, ok := fixtures.dirs[o]
+	src, ok := fixtures.dirs[fixtureKey(o)]
 	if !ok {
 		src = filepath.Join(fixtures.base, fmt.Sprintf("m%d", len(fixtures.dirs)))
 		if _, err := synth.Generate(src, o); err != nil {
 			fixtures.Unlock()
 			t.Fatal(err)
 		}
-		fixtures.dirs[o] = src
+		fixtures.dirs[fixtureKey(o)] = src
 	}
 	fixtures.Unlock()
 	dst := filepath.Join(t.TempDir(), "model")
