@@ -25,6 +25,9 @@ staticcheck ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...
 
+echo "== doc-check (README and docs/: links, citations, README commands on a tiny model)"
+bash scripts/doc-check.sh
+
 echo "== OpenAI SDK check (Node; skipped without node)"
 bash scripts/sdk-check/run.sh
 

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Documentation check, run by scripts/test.sh:
+#  1. every relative link in README.md and docs/*.md points at a file that exists (and, for
+#     #anchors into Markdown files, at a heading that exists);
+#  2. no citation of documents that are not in the repository remains (spec sections "§",
+#     "[TR]"/"[E]"/"[R]"/"[5]" references, cpu-anchors.md, qwen3guard-stream.md, awq-int4.md,
+#     style.md, ../shared), in README.md, docs/*.md, and Go comments outside guard/;
+#  3. the README's fresh-machine commands that need no network run on a tiny synthetic model,
+#     and the `tokenize` examples print exactly the output README shows.
+# Each failure is printed as FILE:LINE: what is wrong; the script exits 1 if there was any.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C.UTF-8
+
+fail=0
+err() { echo "doc-check: FAIL $*" >&2; fail=1; }
+docs=(README.md docs/*.md)
+
+# slugs FILE: the GitHub anchors of FILE's headings, one per line.
+slugs() {
+	awk '/^```/{f=!f; next} !f && /^#+ /{sub(/^#+ +/, ""); print}' "$1" |
+		tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9 _-]//g' -e 's/ /-/g'
+}
+
+echo "== doc-check: relative links"
+for f in "${docs[@]}"; do
+	dir=$(dirname "$f")
+	while IFS=: read -r line target; do
+		target=${target#](}; target=${target%)}
+		case "$target" in http://* | https://* | mailto:*) continue ;; esac
+		path=${target%%#*}; anchor=
+		[[ "$target" == *"#"* ]] && anchor=${target#*#}
+		if [ -z "$path" ]; then dest=$f; else dest=$dir/$path; fi
+		if [ ! -e "$dest" ]; then
+			err "$f:$line: link to missing file: $target"
+			continue
+		fi
+		if [ -n "$anchor" ] && [[ "$dest" == *.md ]] && ! slugs "$dest" | grep -qxF -- "$anchor"; then
+			err "$f:$line: link to missing heading #$anchor in $dest"
+		fi
+	done < <(grep -noE '\]\([^) ]+\)' "$f")
+done
+
+echo "== doc-check: citations of documents not in the repository"
+gocite='§|\[(TR|E|R)\]|cpu-anchors|qwen3guard-stream\.md|awq-int4\.md|(^|[^A-Za-z_-])style\.md|\.\./shared'
+cite="$gocite"'|(^|[[:space:](])\[[0-9]+\]([^(]|$)'
+while IFS= read -r hit; do
+	err "${hit%%:*}:$(cut -d: -f2 <<<"$hit"): citation of a document not in this repository: $(cut -d: -f3- <<<"$hit")"
+done < <(grep -nHE "$cite" "${docs[@]}")
+# Go comments outside guard/ (RFC sections are real, public documents).
+while IFS= read -r hit; do
+	err "${hit%%:*}:$(cut -d: -f2 <<<"$hit"): citation of a document not in this repository: $(cut -d: -f3- <<<"$hit")"
+done < <(git ls-files 'cmd/*.go' 'internal/*.go' | xargs grep -nHE "//.*($gocite)" | grep -vE 'RFC [0-9]+ §')
+
+echo "== doc-check: README commands on a tiny synthetic model"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# block SECTION PATTERN: the first fenced block in README section "## SECTION" holding PATTERN,
+# with backslash-continued lines joined, as "LINE<TAB>COMMAND" lines.
+block() {
+	awk -v sec="## $1" -v pat="$2" '
+		/^## / {insec = index($0, sec) == 1}
+		insec && /^```/ { if (inb) { if (hit) { printf "%s", buf; exit } inb=0; buf=""; hit=0; next } inb=1; next }
+		insec && inb {
+			if (cont) cmd = cmd " " $0; else { cmd = $0; start = NR }
+			if (index($0, pat)) hit=1
+			if (sub(/\\$/, "", cmd)) { cont=1; next }
+			cont=0; buf = buf start "\t" cmd "\n"
+		}' README.md
+}
+
+# The fresh-machine job without network, exactly as README writes it (go run), in a temp folder.
+offline=$(block "The two commands" "gen-model --preset tiny")
+if [ -z "$offline" ]; then
+	err "README.md: no fenced block with 'gen-model --preset tiny' under '## The two commands'"
+else
+	line=${offline%%$'\t'*}
+	cmd=$(cut -f2- <<<"$offline" | tr '\n' ' ')
+	cmd=${cmd//\/tmp\/sg-tiny/$tmp/sg-tiny}
+	out=$(bash -c "$cmd" 2>&1); rc=$?
+	# moderate exits 3 when it flags, which random weights may do; go run reports that as
+	# "exit status 3" and exits 1.
+	if { [ $rc -ne 0 ] && ! { [ $rc -eq 1 ] && [ "$(tail -n 1 <<<"$out")" = "exit status 3" ]; }; } ||
+		! grep -q '^decision: ' <<<"$out"; then
+		err "README.md:$line: fresh-machine command failed (exit $rc): $cmd"$'\n'"$out"
+	else
+		echo "README.md:$line: ok (exit $rc): $(grep '^decision: ' <<<"$out")"
+	fi
+fi
+
+bin=$tmp/streamguard
+if ! go build -o "$bin" ./cmd/streamguard; then
+	err "README.md: go build -o streamguard ./cmd/streamguard failed"
+	exit 1
+fi
+
+# Quick start, every line but bench (a 0.6B-shaped benchmark is minutes, not a doc check).
+quick=$(block "Quick start" "streamguard verify")
+[ -n "$quick" ] || err "README.md: no fenced block with 'streamguard verify' under '## Quick start'"
+while IFS=$'\t' read -r line cmd; do
+	[ -n "$cmd" ] || continue
+	cmd=${cmd%%  #*}
+	case "$cmd" in *"streamguard bench"*) continue ;; esac
+	run=$(sed -e "s#^streamguard #$bin #" -e "s#| *streamguard #| $bin #" -e "s#/tmp/sg-tiny#$tmp/qs-tiny#g" <<<"$cmd")
+	out=$(bash -c "$run" 2>&1); rc=$?
+	if [ $rc -eq 0 ] || { [ $rc -eq 3 ] && [[ "$cmd" == *moderate* ]]; }; then
+		echo "README.md:$line: ok (exit $rc): $cmd"
+	else
+		err "README.md:$line: quick-start command failed (exit $rc): $cmd"$'\n'"$out"
+	fi
+done <<<"$quick"
+
+# tokenize examples: "$ COMMAND" then the exact output line.
+n=0
+while IFS=$'\t' read -r line cmd want; do
+	n=$((n + 1))
+	run=$(sed -e "s#| *streamguard #| $bin #" -e "s#MODEL_DIR#$tmp/qs-tiny#g" <<<"$cmd")
+	got=$(bash -c "$run" 2>&1); rc=$?
+	if [ $rc -ne 0 ] || [ "$got" != "$want" ]; then
+		err "README.md:$line: tokenize example (exit $rc): $cmd"$'\n'"  README shows: $want"$'\n'"  command gave: $got"
+	else
+		echo "README.md:$line: ok: $cmd"
+	fi
+done < <(awk '
+	/^## / {insec = index($0, "## Tokenizer") == 1}
+	insec && /^\$ / { cmd = substr($0, 3); start = NR; while (sub(/\\$/, "", cmd)) { getline l; sub(/^ +/, "", l); cmd = cmd " " l }
+		getline want; printf "%d\t%s\t%s\n", start, cmd, want }' README.md)
+[ $n -gt 0 ] || err "README.md: no '\$ ... streamguard tokenize' examples found under '## Tokenizer'"
+
+if [ $fail -ne 0 ]; then
+	echo "doc-check: FAILED (see the FAIL lines above)" >&2
+	exit 1
+fi
+echo "doc-check: ok"
