@@ -12,7 +12,7 @@ import (
 // MaxCode is the largest 4-bit code.
 const MaxCode = 15
 
-// minRange keeps a constant group from getting a zero scale (awq-int4 §2 Q).
+// minRange keeps a constant group from getting a zero scale in the quantizer.
 const minRange = 1e-5
 
 // Quantized is one Linear quantized with Q: asymmetric 4-bit codes with a

@@ -8,7 +8,7 @@ import (
 )
 
 // GridPoints is the number of ratios the scale search tries: r = 0, 1/20,
-// …, 19/20 (awq-int4 §2 step 3).
+// …, 19/20 (AutoAWQ's duo-scaling grid).
 const GridPoints = 20
 
 // ClipSteps is the number of clipping thresholds tried per group: max|w|

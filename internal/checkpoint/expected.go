@@ -55,7 +55,8 @@ type Expectation struct {
 	Optional bool                // may be absent (an AWQ Linear's bias, qzeros without zero_point)
 }
 
-// HeadNames are the 8 guard head tensors (spec §2), in checkpoint order.
+// HeadNames are the 8 guard head tensors (query and response pairs: pre,
+// norm, risk, category), in checkpoint order.
 var HeadNames = []string{
 	"risk_level_category_pre.weight",
 	"risk_level_category_layernorm.weight",
@@ -84,10 +85,10 @@ var floatDTypes = []safetensors.DType{safetensors.BF16, safetensors.F16, safeten
 var awqFloatDTypes = []safetensors.DType{safetensors.F16, safetensors.BF16, safetensors.F32}
 
 // Expected lists every tensor of a complete guard model for cfg, in
-// checkpoint order: the Qwen3 backbone (spec §1), then the 8 heads (§2)
+// checkpoint order: the Qwen3 backbone (no lm_head), then the 8 heads
 // whose widths come from guard_inner_size and the label maps. With an AWQ
 // quantization_config every decoder-layer Linear becomes a
-// qweight/qzeros/scales set (awq-int4 §1.2) unless its module path contains
+// qweight/qzeros/scales set (AutoAWQ GEMM layout) unless its module path contains
 // an entry of modules_to_not_convert. The heads are listed even for a
 // non-guard config (with Unknown width when guard_inner_size is absent), so
 // a report on such a folder shows them missing. An lm_head is never

@@ -46,8 +46,8 @@ func wantShape(t *testing.T, m map[string]Expectation, name string, shape ...int
 	}
 }
 
-// TestExpectedPresets pins tensor counts and shapes for every preset (spec
-// §1-2): 11 tensors per layer, embedding, final norm and 8 heads.
+// TestExpectedPresets pins tensor counts and shapes for every preset (the
+// released checkpoints' layout): 11 tensors per layer, embedding, final norm and 8 heads.
 func TestExpectedPresets(t *testing.T) {
 	counts := map[string]int{"tiny": 1 + 2*11 + 1 + 8, "qwen3guard-stream-0.6b": 1 + 28*11 + 1 + 8,
 		"qwen3guard-stream-4b": 1 + 36*11 + 1 + 8, "qwen3guard-stream-8b": 1 + 36*11 + 1 + 8}
@@ -91,7 +91,8 @@ func TestExpectedPresets(t *testing.T) {
 	wantShape(t, m, "model.layers.35.mlp.up_proj.weight", 12288, 4096)
 }
 
-// TestExpectedAWQ8B checks the GEMM triplet shapes against awq-int4 §1.2.
+// TestExpectedAWQ8B checks the GEMM triplet shapes: qweight [in, out/8],
+// qzeros [in/G, out/8], scales [in/G, out].
 func TestExpectedAWQ8B(t *testing.T) {
 	exps := Expected(awqConfig(t, "qwen3guard-stream-8b", HeadModules()...))
 	m := byName(exps)

@@ -12,7 +12,8 @@ import (
 )
 
 // ScaffoldToken is a token the guard writes into a stream itself (the chat
-// template's scaffold), with the id the model was trained on (spec §4).
+// template's scaffold), with the id the model was trained on (the Qwen3
+// tokenizer's id).
 type ScaffoldToken struct {
 	Text string `json:"text"`
 	ID   int    `json:"id"`

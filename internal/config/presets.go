@@ -5,7 +5,7 @@ import (
 	"sort"
 )
 
-// Upstream label names (spec §3). The exact strings in the official
+// Upstream label names (Qwen3Guard's categories). The exact strings in the official
 // config.json are unconfirmed; streamguard always reads names from the
 // model's config, and these are only what gen-model writes.
 var (
@@ -16,7 +16,7 @@ var (
 )
 
 // presets are the shapes gen-model and bench build. The 0.6B/4B/8B rows are
-// spec §1; guard_inner_size is confirmed (512) for 0.6B only, and 4B/8B use
+// the released checkpoints' shapes; guard_inner_size is confirmed (512) for 0.6B only, and 4B/8B use
 // 1024 as a stand-in until a real config is read.
 var presets = map[string]Config{
 	"tiny": {VocabSize: 151936, HiddenSize: 64, IntermediateSize: 128, NumHiddenLayers: 2,

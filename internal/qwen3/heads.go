@@ -1,6 +1,6 @@
 package qwen3
 
-// Head is one of the two guard head pairs (spec §2): a projection of the
+// Head is one of the two guard head pairs (query, response): a projection of the
 // final hidden state to guard_inner_size, an RMSNorm (no activation in
 // between), then a risk-level and a category classifier.
 type Head struct {

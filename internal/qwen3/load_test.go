@@ -49,7 +49,7 @@ func TestLoadRefusesBrokenCheckpoints(t *testing.T) {
 			}
 		})
 	}
-	// lm_head is ignored (spec §1).
+	// lm_head is ignored: the guard has no language-model head.
 	src := cloneSource(tm.src)
 	src["lm_head.weight"] = src["model.embed_tokens.weight"]
 	if _, err := Load(src, tm.cfg, Options{}); err != nil {

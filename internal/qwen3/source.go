@@ -60,7 +60,7 @@ func (s *trackingSource) Tensor(name string) (*safetensors.Tensor, error) {
 }
 
 // unused returns the tensors of src that no loader read, except lm_head.*
-// (spec §1: the guard has no language-model head; ignore one if present).
+// (the guard has no language-model head; one that is present is ignored).
 func (s *trackingSource) unused() []string {
 	n, ok := s.Source.(namer)
 	if !ok {

@@ -172,7 +172,7 @@ func TestQwen3FilesAndIDs(t *testing.T) {
 	if got := tok.VocabSize(); got != 151669 {
 		t.Errorf("VocabSize = %d, want 151669", got)
 	}
-	// Spec §4 ids.
+	// The Qwen3 ids of the special tokens.
 	for tokStr, id := range map[string]int{
 		"<|endoftext|>": EndOfText, "<|im_start|>": ImStart, "<|im_end|>": ImEnd, "<think>": Think, "</think>": ThinkEnd,
 		"user": 872, "assistant": 77091, "system": 8948, "Ċ": 198, "ĊĊ": 271,

@@ -6,7 +6,7 @@
 // The quantizer walks the model one decoder layer at a time from the
 // memory-mapped source: it runs the layer over the calibration sequences
 // (keeping only that layer's inputs), searches per-input AWQ scales and
-// clipping thresholds (awq-int4 §2), quantizes, writes the layer's tensors
+// clipping thresholds (as AutoAWQ does), quantizes, writes the layer's tensors
 // and lets the kernel drop the source pages before the next layer. Memory
 // is one layer's weights in float32 plus the calibration activations,
 // whatever the model size.

@@ -8,7 +8,7 @@ import (
 	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
-// scaleGroup is one AWQ scaling group (awq-int4 §2 step 2): Linears that
+// scaleGroup is one AWQ scaling group (AutoAWQ's grouping): Linears that
 // share an input, whose output the loss compares through inspect.
 type scaleGroup struct {
 	name string
