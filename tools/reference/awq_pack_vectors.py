@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Independent AWQ GEMM (w4, zero point) quantize/pack/unpack vectors.
 
-Written from awq-int4.md sections 1.2 and 2 ("Q") only. For a float weight
+Written from a description of AutoAWQ's GEMM layout and its w4 quantizer only
+(not from the Go code). For a float weight
 W [N, K] (nn.Linear orientation, out x in) and a group size G along K:
 
   per (output n, group g):  mx = max(w), mn = min(w)

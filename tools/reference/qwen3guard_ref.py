@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Float64 NumPy reference forward pass for Qwen3Guard-Stream models.
 
-Written from the project spec only (qwen3guard-stream.md sections 1, 2 and 4;
-awq-int4.md section 1.2). It reads a model folder (config.json plus one
+Written from a description of the model only (the Qwen3 backbone, the guard
+heads, the scaffold's token ids, the AutoAWQ GEMM layout), not from the Go
+code. It reads a model folder (config.json plus one
 safetensors file or a model.safetensors.index.json with shards), runs the
 Qwen3 backbone and the eight guard-head tensors at every position, and writes
 the results as gzipped JSON. It shares no code with the Go engine, so the two
@@ -170,7 +171,7 @@ class Checkpoint:
 
 
 # ---------------------------------------------------------------------------
-# AWQ GEMM (awq-int4.md 1.2)
+# AWQ GEMM (AutoAWQ's layout: int32 words of 8 nibbles, order 0 2 4 6 1 3 5 7)
 # ---------------------------------------------------------------------------
 
 AWQ_REVERSE_ORDER = [0, 4, 1, 5, 2, 6, 3, 7]
