@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -15,7 +16,7 @@ func TestLoadAWQFolder(t *testing.T) {
 	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(dir, Options{})
+	m, err := Load(context.Background(), dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func TestLoadAWQFolder(t *testing.T) {
 	if _, ok := net.Query.Risk.(*qwen3.F16Linear); !ok {
 		t.Errorf("query risk head is %T, want *qwen3.F16Linear", net.Query.Risk)
 	}
-	res, err := m.Moderate([]Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
+	res, err := m.Moderate(context.Background(), []Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

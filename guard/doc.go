@@ -6,15 +6,15 @@
 //
 // # Flow
 //
-//	m, err := guard.Load("/models/Qwen3Guard-Stream-0.6B", guard.Options{})
+//	m, err := guard.Load(ctx, "/models/Qwen3Guard-Stream-0.6B", guard.Options{})
 //	s := m.NewStream()
 //	defer s.Close()
-//	pv, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: prompt}})
+//	pv, err := s.JudgePrompt(ctx, []guard.Message{{Role: "user", Content: prompt}})
 //	for chunk := range llmDeltas {
-//		tvs, err := s.AppendText(chunk) // verdicts for the tokens now final
+//		tvs, err := s.AppendText(ctx, chunk) // verdicts for the tokens now final
 //		if _, flagged := s.Flagged(); flagged { stop the generation }
 //	}
-//	tvs, err := s.FlushText()
+//	tvs, err := s.FlushText(ctx)
 //	d := s.Decision()
 //
 // The prompt verdict comes from the query heads at the <|im_end|> that
@@ -41,6 +41,19 @@
 // that holds many streams queues work on each (QueuePrompt, QueueText, ...)
 // and calls [Model.Step] to run one forward over the pending tokens of all
 // of them. Results are bitwise identical either way.
+//
+// # Cancellation
+//
+// Every call that runs the model takes a [context.Context] and checks it
+// before each forward; a forward that has started runs to its end. The
+// synchronous calls (JudgePrompt, AppendText, ...) feed a long input in
+// chunks of at most 256 tokens, one forward each, so a cancellation takes
+// effect between chunks. A cancelled call returns an error wrapping
+// ctx.Err() and leaves the stream usable: the tokens already fed stay fed,
+// the rest stay queued ([Stream.Pending]) and the next call feeds them
+// first. The verdicts of the tokens fed before the cancellation are
+// returned with the error (a prompt verdict, once its <|im_end|> is fed, is
+// [Stream.LastPrompt]). [Model.Moderate] closes its own stream.
 //
 // # Concurrency
 //

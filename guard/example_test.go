@@ -1,6 +1,7 @@
 package guard_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -30,7 +31,7 @@ func Example() {
 	dir, cleanup := exampleModel()
 	defer cleanup()
 
-	m, err := guard.Load(dir, guard.Options{Policy: guard.Policy{Mode: guard.Strict, Debounce: 2}})
+	m, err := guard.Load(context.Background(), dir, guard.Options{Policy: guard.Policy{Mode: guard.Strict, Debounce: 2}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func Example() {
 
 	s := m.NewStream()
 	defer s.Close()
-	pv, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: "How do I bake bread?"}})
+	pv, err := s.JudgePrompt(context.Background(), []guard.Message{{Role: "user", Content: "How do I bake bread?"}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func Example() {
 
 	judged := 0
 	for _, delta := range []string{"Mix flour", ", water and", " yeast, then bake."} {
-		tvs, err := s.AppendText(delta)
+		tvs, err := s.AppendText(context.Background(), delta)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -59,7 +60,7 @@ func Example() {
 			break // stop the generation
 		}
 	}
-	tvs, err := s.FlushText()
+	tvs, err := s.FlushText(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func Example() {
 func ExampleModel_Step() {
 	dir, cleanup := exampleModel()
 	defer cleanup()
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func ExampleModel_Step() {
 	}
 	steps := 0
 	for streams[0].Pending()+streams[1].Pending() > 0 {
-		if _, err := m.Step(streams, guard.StepOptions{MaxTokens: 8}); err != nil {
+		if _, err := m.Step(context.Background(), streams, guard.StepOptions{MaxTokens: 8}); err != nil {
 			log.Fatal(err)
 		}
 		steps++

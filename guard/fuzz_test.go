@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"testing"
 )
 
@@ -21,13 +22,13 @@ func FuzzStreamText(f *testing.F) {
 		}
 		s := m.NewStream()
 		defer s.Close()
-		if _, err := s.JudgePrompt([]Message{{Role: "user", Content: prompt}}); err != nil {
+		if _, err := s.JudgePrompt(context.Background(), []Message{{Role: "user", Content: prompt}}); err != nil {
 			return
 		}
 		n := max(1, int(chunk))
 		var judged []int
 		for i := 0; i < len(response); i += n {
-			tvs, err := s.AppendText(response[i:min(i+n, len(response))])
+			tvs, err := s.AppendText(context.Background(), response[i:min(i+n, len(response))])
 			if err != nil {
 				t.Fatalf("AppendText: %v", err)
 			}
@@ -37,7 +38,7 @@ func FuzzStreamText(f *testing.F) {
 				}
 			}
 		}
-		tvs, err := s.EndResponse()
+		tvs, err := s.EndResponse(context.Background())
 		if err != nil && response != "" {
 			t.Fatalf("EndResponse: %v", err)
 		}

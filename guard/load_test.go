@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -17,7 +18,7 @@ func TestLoadGeneratedFolder(t *testing.T) {
 	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(dir, Options{Policy: Policy{Mode: Loose}})
+	m, err := Load(context.Background(), dir, Options{Policy: Policy{Mode: Loose}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestLoadGeneratedFolder(t *testing.T) {
 	if m.Policy().Mode != Loose {
 		t.Errorf("default policy not kept")
 	}
-	res, err := m.Moderate([]Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
+	res, err := m.Moderate(context.Background(), []Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestEmbeddedTokenizerHash(t *testing.T) {
 func TestLoadRefusesIncompleteFolders(t *testing.T) {
 	t.Run("missing head", func(t *testing.T) {
 		dir := writeTinyFolder(t, "query_category_head.weight")
-		_, err := Load(dir, Options{})
+		_, err := Load(context.Background(), dir, Options{})
 		if err == nil || !strings.Contains(err.Error(), "query_category_head.weight") || !strings.Contains(err.Error(), "missing") {
 			t.Fatalf("error %v, want one naming the missing query_category_head.weight", err)
 		}
@@ -61,7 +62,7 @@ func TestLoadRefusesIncompleteFolders(t *testing.T) {
 		if err := os.Remove(filepath.Join(dir, "tokenizer.json")); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Load(dir, Options{})
+		_, err := Load(context.Background(), dir, Options{})
 		if err == nil || !strings.Contains(err.Error(), "tokenizer.json is missing") {
 			t.Fatalf("error %v", err)
 		}
@@ -73,7 +74,7 @@ func TestLoadRefusesIncompleteFolders(t *testing.T) {
 		}
 	})
 	t.Run("no folder", func(t *testing.T) {
-		if _, err := Load(filepath.Join(t.TempDir(), "nope"), Options{}); err == nil {
+		if _, err := Load(context.Background(), filepath.Join(t.TempDir(), "nope"), Options{}); err == nil {
 			t.Fatal("loaded a missing folder")
 		}
 	})

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -63,9 +64,14 @@ type Model struct {
 // repacked for the integer kernels) and a tokenizer. It refuses an
 // incomplete or inconsistent model: a config that is not a complete guard
 // config, any missing, mis-shaped or unused tensor, a tokenizer whose
-// vocabulary or special tokens do not match the model.
-func Load(dir string, opts Options) (*Model, error) {
+// vocabulary or special tokens do not match the model. ctx is checked
+// between the loading stages (report, tokenizer, weights); a cancelled load
+// returns an error wrapping ctx.Err() and holds nothing open.
+func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	start := time.Now()
+	if err := loadCanceled(ctx, dir); err != nil {
+		return nil, err
+	}
 	if err := checkFolder(dir, opts.Tokenizer != ""); err != nil {
 		return nil, err
 	}
@@ -75,6 +81,9 @@ func Load(dir string, opts Options) (*Model, error) {
 	}
 	tok, err := loadTokenizer(dir, opts.Tokenizer)
 	if err != nil {
+		return nil, err
+	}
+	if err := loadCanceled(ctx, dir); err != nil {
 		return nil, err
 	}
 	set, err := safetensors.OpenDir(dir)
@@ -91,6 +100,10 @@ func Load(dir string, opts Options) (*Model, error) {
 		set.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	if err := loadCanceled(ctx, dir); err != nil {
+		set.Close()
+		return nil, err
+	}
 	net.SetInt4Coarse(opts.Int4Coarse)
 	m, err := newModel(net, tok, opts)
 	if err != nil {
@@ -100,6 +113,13 @@ func Load(dir string, opts Options) (*Model, error) {
 	m.closer = set
 	m.loadTime = time.Since(start)
 	return m, nil
+}
+
+func loadCanceled(ctx context.Context, dir string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("guard: loading %s: %w", dir, err)
+	}
+	return nil
 }
 
 // checkFolder runs the strict load report (the one `streamguard verify`

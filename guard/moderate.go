@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -26,7 +27,7 @@ type Result struct {
 // assistant's content tokens are judged one by one (the header, empty think
 // block and closing <|im_end|> are fed, not judged). policy nil means the
 // model's default.
-func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
+func (m *Model) Moderate(ctx context.Context, msgs []Message, policy *Policy) (*Result, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty conversation: no messages")
 	}
@@ -44,7 +45,7 @@ func (m *Model) Moderate(msgs []Message, policy *Policy) (*Result, error) {
 	if err := s.queueConversation(c); err != nil {
 		return nil, err
 	}
-	r, err := s.run()
+	r, err := s.run(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestRedTeamPositions(t *testing.T) {
 				t.Fatalf("%s at %s: no expected positions", c.ID, surface)
 			}
 			msgs := redteam.Messages(surface, c.Text)
-			r, err := m.Moderate(msgs, nil)
+			r, err := m.Moderate(context.Background(), msgs, nil)
 			if err != nil {
 				t.Errorf("%s at %s: Moderate: %v", c.ID, surface, err)
 				continue
@@ -68,13 +69,13 @@ func streamConversation(m *Model, msgs []Message, n int) (prompt int, judged []i
 	s := m.NewStream()
 	defer s.Close()
 	last := msgs[len(msgs)-1]
-	pv, err := s.JudgePrompt(msgs[:len(msgs)-1])
+	pv, err := s.JudgePrompt(context.Background(), msgs[:len(msgs)-1])
 	if err != nil {
 		return 0, nil, err
 	}
 	feed := func(text string) error {
 		for i := 0; i < len(text); i += n {
-			tvs, err := s.AppendText(text[i:min(i+n, len(text))])
+			tvs, err := s.AppendText(context.Background(), text[i:min(i+n, len(text))])
 			if err != nil {
 				return err
 			}
@@ -89,7 +90,7 @@ func streamConversation(m *Model, msgs []Message, n int) (prompt int, judged []i
 		if err := feed(strings.Trim(last.ReasoningContent, "\n")); err != nil {
 			return 0, nil, err
 		}
-		tvs, err := s.EndThinking()
+		tvs, err := s.EndThinking(context.Background())
 		if err != nil {
 			return 0, nil, err
 		}
@@ -98,7 +99,7 @@ func streamConversation(m *Model, msgs []Message, n int) (prompt int, judged []i
 	if err := feed(strings.TrimLeft(last.Content, "\n")); err != nil {
 		return 0, nil, err
 	}
-	tvs, err := s.EndResponse()
+	tvs, err := s.EndResponse(context.Background())
 	if err != nil {
 		return 0, nil, err
 	}

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -29,7 +30,14 @@ type StepResult struct {
 // together: every weight matrix is read once for the whole batch. A stream
 // with nothing queued takes part trivially. Each stream's results are
 // bitwise identical to running it alone.
-func (m *Model) Step(streams []*Stream, opts StepOptions) ([]StepResult, error) {
+//
+// ctx is checked before the forward (a forward that has started runs to its
+// end); when it is done, Step takes nothing from the queues and returns an
+// error wrapping ctx.Err().
+func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) ([]StepResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("guard: step: %w", err)
+	}
 	taken := make([][]item, len(streams))
 	seqs := make([]qwen3.Sequence, len(streams))
 	release := func(n int) {
@@ -124,44 +132,49 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 	return r
 }
 
-// run steps this stream alone until its queue is empty.
-func (s *Stream) run() (StepResult, error) {
-	var all StepResult
-	for {
-		rs, err := s.m.Step([]*Stream{s}, StepOptions{})
+// prefillChunk is the most tokens the synchronous calls feed in one
+// forward: a long prefill is split so that a cancelled context takes effect
+// between chunks. Results do not depend on it.
+var prefillChunk = 256
+
+// run steps this stream alone, prefillChunk tokens at a time, until its
+// queue is empty or ctx is done. On cancellation it returns what the steps
+// that ran produced, with an error wrapping ctx.Err(); the tokens not yet
+// fed stay queued.
+func (s *Stream) run(ctx context.Context) (StepResult, error) {
+	all := StepResult{Stream: s}
+	for s.Pending() > 0 {
+		rs, err := s.m.Step(ctx, []*Stream{s}, StepOptions{MaxTokens: prefillChunk})
 		if err != nil {
 			return all, err
 		}
 		r := rs[0]
-		all.Stream = s
 		if r.Prompt != nil {
 			all.Prompt = r.Prompt
 		}
 		all.Tokens = append(all.Tokens, r.Tokens...)
-		if s.Pending() == 0 {
-			return all, nil
-		}
 	}
+	return all, nil
 }
 
 // JudgePrompt judges a user turn (see QueuePrompt) and returns its verdict.
-func (s *Stream) JudgePrompt(msgs []Message) (*PromptVerdict, error) {
+func (s *Stream) JudgePrompt(ctx context.Context, msgs []Message) (*PromptVerdict, error) {
 	if err := s.QueuePrompt(msgs); err != nil {
 		return nil, err
 	}
-	return s.promptResult()
+	return s.promptResult(ctx)
 }
 
 // JudgePromptIDs judges a tokenized user turn ending with <|im_end|>.
-func (s *Stream) JudgePromptIDs(ids []int) (*PromptVerdict, error) {
+func (s *Stream) JudgePromptIDs(ctx context.Context, ids []int) (*PromptVerdict, error) {
 	if err := s.QueuePromptIDs(ids); err != nil {
 		return nil, err
 	}
-	return s.promptResult()
+	return s.promptResult(ctx)
 }
 
-func (s *Stream) promptResult() (*PromptVerdict, error) {
-	r, err := s.run()
+func (s *Stream) promptResult(ctx context.Context) (*PromptVerdict, error) {
+	r, err := s.run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -173,37 +186,37 @@ func (s *Stream) promptResult() (*PromptVerdict, error) {
 
 // AppendIDs feeds response token ids and returns a verdict per fed token,
 // including the assistant header before the first one (Judged false).
-func (s *Stream) AppendIDs(ids []int) ([]TokenVerdict, error) {
-	return s.runAfter(s.QueueIDs(ids))
+func (s *Stream) AppendIDs(ctx context.Context, ids []int) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueIDs(ids))
 }
 
 // AppendText feeds response text (any chunking) and returns verdicts for
 // the tokens that became final; see QueueText.
-func (s *Stream) AppendText(text string) ([]TokenVerdict, error) {
-	return s.runAfter(s.QueueText(text))
+func (s *Stream) AppendText(ctx context.Context, text string) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueText(text))
 }
 
 // FlushText judges the tokens AppendText held back at the end of the text.
-func (s *Stream) FlushText() ([]TokenVerdict, error) {
-	return s.runAfter(s.QueueFlushText())
+func (s *Stream) FlushText(ctx context.Context) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueFlushText())
 }
 
 // EndThinking closes the open think block (see QueueEndThinking) and
 // returns the verdicts of the tokens that became final.
-func (s *Stream) EndThinking() ([]TokenVerdict, error) {
-	return s.runAfter(s.QueueEndThinking())
+func (s *Stream) EndThinking(ctx context.Context) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueEndThinking())
 }
 
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
-func (s *Stream) EndResponse() ([]TokenVerdict, error) {
-	return s.runAfter(s.QueueEndResponse())
+func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueEndResponse())
 }
 
-func (s *Stream) runAfter(err error) ([]TokenVerdict, error) {
+func (s *Stream) runAfter(ctx context.Context, err error) ([]TokenVerdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.run()
+	r, err := s.run(ctx)
 	return r.Tokens, err
 }

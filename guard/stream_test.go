@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"io"
 	"slices"
@@ -33,7 +34,7 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 	feed := func(t *testing.T, f func(s *Stream) []TokenVerdict) ([]TokenVerdict, *PromptVerdict, Decision) {
 		s := m.NewStream()
 		defer s.Close()
-		pv, err := s.JudgePrompt(userMsg)
+		pv, err := s.JudgePrompt(context.Background(), userMsg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +46,7 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 		}
 		return tv
 	}
-	want, wantPV, wantD := feed(t, func(s *Stream) []TokenVerdict { return must(s.AppendIDs(respIDs)) })
+	want, wantPV, wantD := feed(t, func(s *Stream) []TokenVerdict { return must(s.AppendIDs(context.Background(), respIDs)) })
 	if n := len(judgedOnly(want)); n != len(respIDs) {
 		t.Fatalf("%d judged verdicts for %d response ids", n, len(respIDs))
 	}
@@ -56,14 +57,14 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 		"ids one by one": func(s *Stream) []TokenVerdict {
 			var all []TokenVerdict
 			for _, id := range respIDs {
-				all = append(all, must(s.AppendIDs([]int{id}))...)
+				all = append(all, must(s.AppendIDs(context.Background(), []int{id}))...)
 			}
 			return all
 		},
 		"ids by 3": func(s *Stream) []TokenVerdict {
 			var all []TokenVerdict
 			for i := 0; i < len(respIDs); i += 3 {
-				all = append(all, must(s.AppendIDs(respIDs[i:min(i+3, len(respIDs))]))...)
+				all = append(all, must(s.AppendIDs(context.Background(), respIDs[i:min(i+3, len(respIDs))]))...)
 			}
 			return all
 		},
@@ -73,9 +74,9 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 			var all []TokenVerdict
 			b := []byte(testResponse)
 			for i := 0; i < len(b); i += n {
-				all = append(all, must(s.AppendText(string(b[i:min(i+n, len(b))])))...)
+				all = append(all, must(s.AppendText(context.Background(), string(b[i:min(i+n, len(b))])))...)
 			}
-			return append(all, must(s.FlushText())...)
+			return append(all, must(s.FlushText(context.Background()))...)
 		}
 	}
 	for name, f := range cases {
@@ -105,11 +106,11 @@ func TestStepBatchesBitwise(t *testing.T) {
 	soloPV := make([]*PromptVerdict, len(prompts))
 	for i := range prompts {
 		s := m.NewStream()
-		pv, err := s.JudgePrompt([]Message{{Role: "user", Content: prompts[i]}})
+		pv, err := s.JudgePrompt(context.Background(), []Message{{Role: "user", Content: prompts[i]}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tv, err := s.AppendIDs(tok.Encode(responses[i]))
+		tv, err := s.AppendIDs(context.Background(), tok.Encode(responses[i]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +145,7 @@ func TestStepBatchesBitwise(t *testing.T) {
 						}
 					}
 				}
-				rs, err := m.Step(streams, StepOptions{MaxTokens: 5 + g})
+				rs, err := m.Step(context.Background(), streams, StepOptions{MaxTokens: 5 + g})
 				if err != nil {
 					t.Error(err)
 					return
@@ -177,21 +178,21 @@ func TestStepBatchesBitwise(t *testing.T) {
 // that the scaffold is left out.
 func TestModerateMatchesStream(t *testing.T) {
 	m := tinyModel(t, "f32", nil)
-	res, err := m.Moderate([]Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
+	res, err := m.Moderate(context.Background(), []Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := m.NewStream()
 	defer s.Close()
-	pv, err := s.JudgePrompt(userMsg)
+	pv, err := s.JudgePrompt(context.Background(), userMsg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tv, err := s.AppendText(testResponse)
+	tv, err := s.AppendText(context.Background(), testResponse)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tv2, err := s.FlushText()
+	tv2, err := s.FlushText(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func TestModerateMatchesStream(t *testing.T) {
 		t.Errorf("prompt verdict at position %d, want the <|im_end|> at %d", pv.Position, chat.UserEndIndex)
 	}
 	// Prompt only.
-	res, err = m.Moderate(userMsg, nil)
+	res, err = m.Moderate(context.Background(), userMsg, nil)
 	if err != nil || res.Decision != nil || len(res.Tokens) != 0 || res.Prompt == nil {
 		t.Fatalf("prompt-only moderation: %+v, %v", res, err)
 	}
@@ -223,18 +224,18 @@ func TestStreamFeedsTheTemplateIDs(t *testing.T) {
 	tok := m.Tokenizer()
 	s := m.NewStream()
 	defer s.Close()
-	if _, err := s.JudgePrompt(userMsg); err != nil {
+	if _, err := s.JudgePrompt(context.Background(), userMsg); err != nil {
 		t.Fatal(err)
 	}
 	resp := tok.Encode("Sure.")
-	if _, err := s.AppendIDs(resp); err != nil {
+	if _, err := s.AppendIDs(context.Background(), resp); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.EndResponse(); err != nil {
+	if _, err := s.EndResponse(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	next := []Message{{Role: "user", Content: "And coffee?"}}
-	pv2, err := s.JudgePrompt(next)
+	pv2, err := s.JudgePrompt(context.Background(), next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +252,7 @@ func TestStreamFeedsTheTemplateIDs(t *testing.T) {
 	}
 	fresh := m.NewStream()
 	defer fresh.Close()
-	pv, err := fresh.JudgePromptIDs(ids)
+	pv, err := fresh.JudgePromptIDs(context.Background(), ids)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,19 +274,25 @@ func TestStreamErrors(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"no messages", func() error { _, err := s.JudgePrompt(nil); return err }(), "empty prompt"},
-		{"empty content", func() error { _, err := s.JudgePrompt([]Message{{Role: "user", Content: " "}}); return err }(), "empty prompt"},
-		{"no ids", func() error { _, err := s.JudgePromptIDs(nil); return err }(), "empty prompt"},
-		{"ids not ending at im_end", func() error { _, err := s.JudgePromptIDs([]int{1, 2}); return err }(), "must end with <|im_end|>"},
+		{"no messages", func() error { _, err := s.JudgePrompt(context.Background(), nil); return err }(), "empty prompt"},
+		{"empty content", func() error {
+			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "user", Content: " "}})
+			return err
+		}(), "empty prompt"},
+		{"no ids", func() error { _, err := s.JudgePromptIDs(context.Background(), nil); return err }(), "empty prompt"},
+		{"ids not ending at im_end", func() error { _, err := s.JudgePromptIDs(context.Background(), []int{1, 2}); return err }(), "must end with <|im_end|>"},
 		{"unknown role", func() error {
-			_, err := s.JudgePrompt([]Message{{Role: "tool", Content: "x"}, {Role: "user", Content: "hi"}})
+			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "tool", Content: "x"}, {Role: "user", Content: "hi"}})
 			return err
 		}(), `role "tool" is not supported`},
-		{"assistant last", func() error { _, err := s.JudgePrompt([]Message{{Role: "assistant", Content: "x"}}); return err }(), "must be the user's turn"},
-		{"response before prompt", func() error { _, err := s.AppendIDs([]int{1}); return err }(), "no prompt yet"},
-		{"end without response", func() error { _, err := s.EndResponse(); return err }(), "no open response"},
+		{"assistant last", func() error {
+			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "assistant", Content: "x"}})
+			return err
+		}(), "must be the user's turn"},
+		{"response before prompt", func() error { _, err := s.AppendIDs(context.Background(), []int{1}); return err }(), "no prompt yet"},
+		{"end without response", func() error { _, err := s.EndResponse(context.Background()); return err }(), "no open response"},
 		{"id out of range", func() error {
-			_, err := s.JudgePromptIDs([]int{151936, tokenizer.ImEnd})
+			_, err := s.JudgePromptIDs(context.Background(), []int{151936, tokenizer.ImEnd})
 			return err
 		}(), "outside the vocabulary"},
 	} {
@@ -296,11 +303,11 @@ func TestStreamErrors(t *testing.T) {
 	if s.Len() != 0 || s.Pending() != 0 {
 		t.Errorf("failed calls fed %d tokens and queued %d", s.Len(), s.Pending())
 	}
-	if _, err := m.Moderate([]Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b"}, {Role: "assistant", Content: "c"}}, nil); err == nil {
+	if _, err := m.Moderate(context.Background(), []Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b"}, {Role: "assistant", Content: "c"}}, nil); err == nil {
 		t.Error("Moderate accepted two trailing assistant turns")
 	}
 	s.Close()
-	if _, err := s.JudgePrompt(userMsg); err == nil || !strings.Contains(err.Error(), "closed") {
+	if _, err := s.JudgePrompt(context.Background(), userMsg); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("closed stream: %v", err)
 	}
 }
@@ -310,15 +317,15 @@ func TestOverLongStream(t *testing.T) {
 	m := tinyModel(t, "max64", func(c *config.Config) { c.MaxPositionEmbeddings = 64 })
 	s := m.NewStream()
 	defer s.Close()
-	pv, err := s.JudgePrompt(userMsg)
+	pv, err := s.JudgePrompt(context.Background(), userMsg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	room := 64 - (pv.Position + 1) - len(m.scaffold.responseHeader)
-	if _, err := s.AppendIDs(slices.Repeat([]int{1000}, room)); err != nil {
+	if _, err := s.AppendIDs(context.Background(), slices.Repeat([]int{1000}, room)); err != nil {
 		t.Fatalf("filling the stream to exactly 64 tokens: %v", err)
 	}
-	_, err = s.AppendIDs([]int{1000})
+	_, err = s.AppendIDs(context.Background(), []int{1000})
 	if err == nil || !strings.Contains(err.Error(), "65 tokens, more than the model's max_position_embeddings (64)") || !errors.Is(err, ErrContextLength) {
 		t.Fatalf("over-long stream: error %v", err)
 	}
@@ -368,7 +375,7 @@ func TestCloseDuringStep(t *testing.T) {
 		}
 	}()
 	for range 3 {
-		_, err := m.Step(streams, StepOptions{MaxTokens: 3})
+		_, err := m.Step(context.Background(), streams, StepOptions{MaxTokens: 3})
 		if err != nil && !strings.Contains(err.Error(), "closed") {
 			t.Fatal(err)
 		}

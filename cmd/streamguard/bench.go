@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -88,7 +89,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		m, err := guard.Load(dir, guard.Options{Int4Coarse: *coarse})
+		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -88,7 +89,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(dir, guard.Options{Threads: *threads})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads})
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		opts.Progress = w
 	}
 	start := time.Now()
-	preds, err := eval.Run(g, items, opts)
+	preds, err := eval.Run(context.Background(), g, items, opts)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *data, err)
 	}

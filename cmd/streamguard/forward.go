@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -85,7 +86,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,7 +98,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy})
 	if err != nil {
 		return err
 	}
@@ -114,7 +115,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *response != "" {
 		msgs = append(msgs, guard.Message{Role: "assistant", Content: *response})
 	}
-	res, err := g.Moderate(msgs, nil)
+	res, err := g.Moderate(context.Background(), msgs, nil)
 	if err != nil {
 		return err
 	}
@@ -191,7 +192,7 @@ func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
 			out.Error = "invalid JSON: " + err.Error()
 		} else {
 			out.ID = in.ID
-			res, err := g.Moderate(in.Messages, nil)
+			res, err := g.Moderate(context.Background(), in.Messages, nil)
 			if err != nil {
 				out.Error = err.Error()
 			}

@@ -120,7 +120,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(dir, guard.Options{Threads: *threads})
+	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -97,7 +98,7 @@ func runTrainHeads(args []string, stdout, stderr io.Writer) error {
 	if err := o.Check(); err != nil {
 		return usageErrorf("%v", err)
 	}
-	rep, err := train.Run(o)
+	rep, err := train.Run(context.Background(), o)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,7 +174,7 @@ func TestTrainHeadsVerifyModerate(t *testing.T) {
 // (token -1 is the prompt), with the labels the server names.
 func serveVerdicts(t *testing.T, dir, file string) map[[2]int]struct{ Risk, Category string } {
 	t.Helper()
-	g, err := guard.Load(dir, guard.Options{})
+	g, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

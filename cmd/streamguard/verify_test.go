@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -159,7 +160,7 @@ func TestVerifyRefusesOversizedConfig(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			m, err := guard.Load(good, guard.Options{})
+			m, err := guard.Load(context.Background(), good, guard.Options{})
 			runtime.ReadMemStats(&after)
 			if err == nil {
 				m.Close()

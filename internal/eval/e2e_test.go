@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"reflect"
 	"strings"
@@ -22,7 +23,7 @@ var tinyOnce = sync.OnceValues(func() (*guard.Model, error) {
 	if _, err := synth.Generate(tinyDir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
 		return nil, err
 	}
-	m, err := guard.Load(tinyDir, guard.Options{})
+	m, err := guard.Load(context.Background(), tinyDir, guard.Options{})
 	tinyLoaded = m
 	return m, err
 })
@@ -92,7 +93,7 @@ func TestShippedSetEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var bar bytes.Buffer
-	preds, err := Run(m, items, RunOptions{Batch: 8, Progress: &bar})
+	preds, err := Run(context.Background(), m, items, RunOptions{Batch: 8, Progress: &bar})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestShippedSetEndToEnd(t *testing.T) {
 	// Grouping does not change verdicts (a subset: the race detector makes
 	// every forward slow).
 	sub := append(append([]Item(nil), items[:4]...), items[28:34]...)
-	one, err := Run(m, sub, RunOptions{Batch: 3})
+	one, err := Run(context.Background(), m, sub, RunOptions{Batch: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestShippedSetEndToEnd(t *testing.T) {
 	}
 	strict := guard.Policy{Mode: guard.Strict}
 	for i, it := range items {
-		res, err := m.Moderate(it.Messages, &strict)
+		res, err := m.Moderate(context.Background(), it.Messages, &strict)
 		if err != nil {
 			t.Fatalf("line %d: %v", it.Line, err)
 		}

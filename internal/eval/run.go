@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -19,10 +20,11 @@ type RunOptions struct {
 	Progress io.Writer
 }
 
-// Run judges every item with m, several conversations per forward.
+// Run judges every item with m, several conversations per forward; ctx is
+// checked before each forward.
 // Verdicts are read with the strict policy, from which both modes follow:
 // a flag in loose mode is a strict flag whose run is all Unsafe.
-func Run(m *guard.Model, items []Item, opts RunOptions) ([]Prediction, error) {
+func Run(ctx context.Context, m *guard.Model, items []Item, opts RunOptions) ([]Prediction, error) {
 	batch := opts.Batch
 	if batch <= 0 {
 		batch = 8
@@ -33,7 +35,7 @@ func Run(m *guard.Model, items []Item, opts RunOptions) ([]Prediction, error) {
 	defer prog.finish()
 	for lo := 0; lo < len(items); lo += batch {
 		hi := min(lo+batch, len(items))
-		if err := runGroup(m, items[lo:hi], preds[lo:hi], policy); err != nil {
+		if err := runGroup(ctx, m, items[lo:hi], preds[lo:hi], policy); err != nil {
 			return nil, err
 		}
 		tokens := 0
@@ -57,7 +59,7 @@ type queued struct {
 // runGroup queues each conversation on its own stream with the exact ids
 // the chat template gives, runs Model.Step until every queue is empty, and
 // reads the verdicts.
-func runGroup(m *guard.Model, items []Item, preds []Prediction, policy guard.Policy) error {
+func runGroup(ctx context.Context, m *guard.Model, items []Item, preds []Prediction, policy guard.Policy) error {
 	tok := m.Tokenizer()
 	qs := make([]*queued, len(items))
 	var streams []*guard.Stream
@@ -89,7 +91,7 @@ func runGroup(m *guard.Model, items []Item, preds []Prediction, policy guard.Pol
 		if !pending {
 			break
 		}
-		rs, err := m.Step(streams, guard.StepOptions{})
+		rs, err := m.Step(ctx, streams, guard.StepOptions{})
 		if err != nil {
 			return err
 		}

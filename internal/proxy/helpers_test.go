@@ -117,7 +117,7 @@ func findFlagCase(t testing.TB, m *guard.Model, msgs func(prompt string) []guard
 	l := m.Info().Labels
 	for p := 0; p < 64; p++ {
 		prompt := fmt.Sprintf("Tell me something about topic number %d, please.", p)
-		res, err := m.Moderate(msgs(prompt), nil)
+		res, err := m.Moderate(context.Background(), msgs(prompt), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +146,7 @@ func findFlagCase(t testing.TB, m *guard.Model, msgs func(prompt string) []guard
 			continue
 		}
 		pol := guard.Policy{Mode: guard.Strict, Thresholds: allThresholds(m, best)}
-		got, err := m.Moderate(msgs(prompt), &pol)
+		got, err := m.Moderate(context.Background(), msgs(prompt), &pol)
 		if err != nil {
 			t.Fatal(err)
 		}

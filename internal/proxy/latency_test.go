@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"os"
 	"slices"
@@ -85,7 +86,7 @@ func TestLatency(t *testing.T) {
 	if _, err := os.Stat(dir); err != nil {
 		t.Skip(err)
 	}
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +137,13 @@ func TestLatency(t *testing.T) {
 	// same position.
 	s := m.NewStream()
 	defer s.Close()
-	if _, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: "How do I know when my bread is done baking?"}}); err != nil {
+	if _, err := s.JudgePrompt(context.Background(), []guard.Message{{Role: "user", Content: "How do I know when my bread is done baking?"}}); err != nil {
 		t.Fatal(err)
 	}
 	var steps []time.Duration
 	for _, w := range wordDeltas(16) {
 		t0 := time.Now()
-		if _, err := s.AppendIDs(m.Tokenizer().Encode(w)); err != nil {
+		if _, err := s.AppendIDs(context.Background(), m.Tokenizer().Encode(w)); err != nil {
 			t.Fatal(err)
 		}
 		steps = append(steps, time.Since(t0))

@@ -73,7 +73,7 @@ func (d directStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*g
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return d.s.JudgePrompt(msgs)
+	return d.s.JudgePrompt(ctx, msgs)
 }
 
 func (d directStream) StartResponse(ctx context.Context, thinking bool) error {
@@ -87,21 +87,21 @@ func (d directStream) AppendText(ctx context.Context, text string) ([]guard.Toke
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return d.s.AppendText(text)
+	return d.s.AppendText(ctx, text)
 }
 
 func (d directStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return d.s.EndThinking()
+	return d.s.EndThinking(ctx)
 }
 
 func (d directStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return d.s.FlushText()
+	return d.s.FlushText(ctx)
 }
 
 func (d directStream) Flagged() (int, bool) { return d.s.Flagged() }

@@ -24,7 +24,7 @@ func withAnswer(content string) func(string) []guard.Message {
 func TestSafeStreamIsByteIdentical(t *testing.T) {
 	m := tinyModel(t)
 	pol := safePolicy(m)
-	if r, err := m.Moderate(withAnswer(testResponse)("Hello there."), &pol); err != nil || r.FlaggedIndex >= 0 || r.Prompt.Flagged {
+	if r, err := m.Moderate(context.Background(), withAnswer(testResponse)("Hello there."), &pol); err != nil || r.FlaggedIndex >= 0 || r.Prompt.Flagged {
 		t.Fatalf("the safe policy flags: %+v %v", r, err)
 	}
 	for _, mode := range []Mode{HoldBack, PassThrough} {

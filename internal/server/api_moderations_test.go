@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -29,7 +30,7 @@ func TestModerations(t *testing.T) {
 	}
 	l := m.Info().Labels
 	for i, want := range [][]guard.Message{{{Role: "user", Content: "first text"}}, conv, {{Role: "user", Content: "third"}}} {
-		ref, err := m.Moderate(want, nil)
+		ref, err := m.Moderate(context.Background(), want, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

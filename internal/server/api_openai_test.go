@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -156,7 +157,7 @@ func TestModerationsSkipped(t *testing.T) {
 	if code, _ := h.do("POST", "/v1/moderations", "", map[string]any{"input": []any{map[string]any{"type": "text", "text": testPrompt}, img}}, &a); code != 200 {
 		t.Fatalf("text+image: status %d", code)
 	}
-	ref, err := m.Moderate([]guard.Message{{Role: "user", Content: testPrompt}}, nil)
+	ref, err := m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestModerationsSkipped(t *testing.T) {
 	if code, _ := h.do("POST", "/v1/moderations", "", map[string]any{"input": map[string]any{"messages": conv}}, &c); code != 200 {
 		t.Fatalf("tool conversation: status %d", code)
 	}
-	ref, err = m.Moderate([]guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
+	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

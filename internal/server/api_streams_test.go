@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,13 +77,13 @@ func TestStreamLifecycle(t *testing.T) {
 	second := []guard.Message{{Role: "user", Content: "And coffee?"}}
 	ref := m.NewStream()
 	defer ref.Close()
-	if _, err := ref.JudgePrompt(user); err != nil {
+	if _, err := ref.JudgePrompt(context.Background(), user); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ref.AppendIDs(respIDs); err != nil {
+	if _, err := ref.AppendIDs(context.Background(), respIDs); err != nil {
 		t.Fatal(err)
 	}
-	want2, err := ref.JudgePrompt(second)
+	want2, err := ref.JudgePrompt(context.Background(), second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestStreamLifecycle(t *testing.T) {
 		t.Fatalf("second prompt: status %d", code)
 	}
 	samePrompt(t, "second turn", p2.Prompt, want2)
-	idTok, err := ref.AppendIDs([]int{9707, 11})
+	idTok, err := ref.AppendIDs(context.Background(), []int{9707, 11})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestCreateWithResponsePrefix(t *testing.T) {
 	m := testModel(t)
 	h := newHarness(t, Options{})
 	msgs := []guard.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: testPrompt}, {Role: "assistant", Content: "\n\nBoil water"}}
-	want, err := m.Moderate(msgs, nil)
+	want, err := m.Moderate(context.Background(), msgs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

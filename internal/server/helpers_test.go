@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log"
@@ -155,14 +156,14 @@ func solo(t *testing.T, m *guard.Model, p guard.Policy, msgs []guard.Message, re
 	if err := s.SetPolicy(p); err != nil {
 		t.Fatal(err)
 	}
-	pv, err := s.JudgePrompt(msgs)
+	pv, err := s.JudgePrompt(context.Background(), msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if respIDs == nil {
 		return pv, nil
 	}
-	tvs, err := s.AppendIDs(respIDs)
+	tvs, err := s.AppendIDs(context.Background(), respIDs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func TestCapBoundHoldsForRealCaches(t *testing.T) {
 	b := newKVBudget(0, m.Info().KVBytesPerToken, m.Info().MaxPositions)
 	for _, chunk := range []int{1, 7, 64, 300} {
 		s := m.NewStream()
-		if _, err := s.JudgePromptIDs([]int{872, 198, 9707, 151645}); err != nil {
+		if _, err := s.JudgePromptIDs(context.Background(), []int{872, 198, 9707, 151645}); err != nil {
 			t.Fatal(err)
 		}
 		for s.Len() < min(1200, 300*chunk) {
@@ -65,7 +65,7 @@ func TestCapBoundHoldsForRealCaches(t *testing.T) {
 			for i := range ids {
 				ids[i] = 100 + i
 			}
-			if _, err := s.AppendIDs(ids); err != nil {
+			if _, err := s.AppendIDs(context.Background(), ids); err != nil {
 				t.Fatal(err)
 			}
 			if got, bound := s.CacheBytes(), b.capBound(s.Len())*b.bytesPerPos; got > bound {

@@ -255,7 +255,9 @@ func (sc *Scheduler) step(batch []*job) {
 			stats.QueueWaits = append(stats.QueueWaits, now.Sub(j.submitted))
 		}
 	}
-	results, err := sc.m.Step(streams, guard.StepOptions{MaxTokens: sc.opts.ChunkTokens})
+	// A step serves many requests: each one's cancellation is Submit's to
+	// handle, so the forward itself is not cancelled.
+	results, err := sc.m.Step(context.Background(), streams, guard.StepOptions{MaxTokens: sc.opts.ChunkTokens})
 	stats.Duration = time.Since(now)
 	// Report the step before answering its streams, so that whoever has
 	// an answer also finds the step in the metrics.

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -26,7 +27,7 @@ var twelve = []string{"Weapons", "Fraud", "Malware", "Harassment", "Self-Harm", 
 // its backbone.
 func TestTwelveCategoriesEndToEnd(t *testing.T) {
 	dir := tinyModel(t, "awq")
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 	o := DefaultOptions()
 	o.Model, o.Data, o.Val, o.Out, o.CacheDir = dir, trainPath, valPath, out, cache
 	o.Categories, o.Epochs, o.Patience, o.LR = twelve, 8, 0, 3e-3
-	rep, err := Run(o)
+	rep, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 	}
 
 	// The written model's verdicts equal the trainer's evaluation.
-	g, err := guard.Load(out, guard.Options{})
+	g, err := guard.Load(context.Background(), out, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 			res := results[rec.Line]
 			if res == nil {
 				ex := rep.ValExamples[slices.IndexFunc(rep.ValExamples, func(e *Example) bool { return e.Line == rec.Line })]
-				if res, err = g.Moderate(ex.Messages, nil); err != nil {
+				if res, err = g.Moderate(context.Background(), ex.Messages, nil); err != nil {
 					t.Fatal(err)
 				}
 				results[rec.Line] = res
@@ -137,7 +138,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 	// features come from the cache, and its backbone file is linked.
 	o2 := o
 	o2.Model, o2.Out, o2.Paths, o2.Categories, o2.Epochs = out, filepath.Join(tmp, "out2"), []Path{Query}, nil, 2
-	rep2, err := Run(o2)
+	rep2, err := Run(context.Background(), o2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 
 	// The same seed gives byte-identical heads; another seed other heads.
 	heads := func(o Options) []byte {
-		if _, err := Run(o); err != nil {
+		if _, err := Run(context.Background(), o); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(filepath.Join(o.Out, HeadsFile))

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"math"
 	"os"
 	"slices"
@@ -19,7 +20,7 @@ import (
 // conversation alone, as Moderate does.
 func TestExtractMatchesForwardAlone(t *testing.T) {
 	for _, dtype := range []string{"bf16", "awq"} {
-		m, err := guard.Load(tinyModel(t, dtype), guard.Options{})
+		m, err := guard.Load(context.Background(), tinyModel(t, dtype), guard.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +114,7 @@ func TestFeatureCacheRoundTrip(t *testing.T) {
 // and changes with any backbone byte.
 func TestBackboneKey(t *testing.T) {
 	dir := tinyModel(t, "bf16")
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestBackboneKey(t *testing.T) {
 	if k1 != k2 || len(k1) != 64 {
 		t.Fatalf("keys %q, %q", k1, k2)
 	}
-	other, err := guard.Load(tinyModel(t, "awq"), guard.Options{})
+	other, err := guard.Load(context.Background(), tinyModel(t, "awq"), guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,7 +47,7 @@ func TestMeasurePlanted(t *testing.T) {
 	respWords := envInt("STREAMGUARD_TRAIN_MEASURE_RESP_WORDS", 4)
 	respEvery := max(1, envInt("STREAMGUARD_TRAIN_MEASURE_RESP_EVERY", 10))
 	start := time.Now()
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

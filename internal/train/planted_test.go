@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -19,7 +20,7 @@ import (
 // finds them.
 func TestPlantedLinearRule(t *testing.T) {
 	dir := tinyModel(t, "bf16")
-	m, err := guard.Load(dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestPlantedLinearRule(t *testing.T) {
 	o := DefaultOptions()
 	o.Model, o.Data, o.Val, o.Out = dir, filepath.Join(tmp, "train.jsonl"), filepath.Join(tmp, "val.jsonl"), filepath.Join(tmp, "out")
 	o.Categories, o.Init, o.Epochs, o.Patience, o.LR, o.CacheDir = tax.Categories, InitRandom, 40, 8, 3e-3, cache
-	rep, err := Run(o)
+	rep, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 // TestRenderMatchesModerate: the positions the trainer reads are the ones
 // guard.Model.Moderate judges, for every shape of conversation it takes.
 func TestRenderMatchesModerate(t *testing.T) {
-	m, err := guard.Load(tinyModel(t, "bf16"), guard.Options{})
+	m, err := guard.Load(context.Background(), tinyModel(t, "bf16"), guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestRenderMatchesModerate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
-		res, err := m.Moderate(msgs, nil)
+		res, err := m.Moderate(context.Background(), msgs, nil)
 		if err != nil {
 			t.Fatalf("case %d: Moderate: %v", i, err)
 		}

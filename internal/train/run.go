@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,8 +129,8 @@ type Report struct {
 }
 
 // Run trains new heads on the frozen backbone of o.Model and writes the new
-// model to o.Out.
-func Run(o Options) (*Report, error) {
+// model to o.Out. ctx bounds loading the model.
+func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
 	if err := o.Check(); err != nil {
 		return nil, err
@@ -153,7 +154,7 @@ func Run(o Options) (*Report, error) {
 		}
 	}
 
-	m, err := guard.Load(o.Model, guard.Options{Threads: o.Threads})
+	m, err := guard.Load(ctx, o.Model, guard.Options{Threads: o.Threads})
 	if err != nil {
 		return nil, err
 	}

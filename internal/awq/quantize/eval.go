@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -82,7 +83,7 @@ func (r *run) sourceOutputs() []outputs {
 // (strict report, INT4 kernels), runs the held-out conversations and
 // compares with the source outputs.
 func evaluate(dir string, seqs []evalSeq, src []outputs) (*Quality, error) {
-	g, err := guard.Load(dir, guard.Options{})
+	g, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -176,7 +177,7 @@ func Graft(o GraftOptions) (*GraftResult, error) {
 	if !rep.OK() {
 		return res, fmt.Errorf("the grafted bundle %s fails the strict load report: %s", o.Out, strings.Join(reportProblems(rep), "; "))
 	}
-	g, err := guard.Load(o.Out, guard.Options{})
+	g, err := guard.Load(context.Background(), o.Out, guard.Options{})
 	if err != nil {
 		return res, fmt.Errorf("the grafted bundle does not load: %w", err)
 	}

@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ var graftConvos = [][]guard.Message{
 // vectors for the conversations, and their Moderate results.
 func logitsAndVerdicts(t *testing.T, dir string) ([][]float32, []*guard.Result) {
 	t.Helper()
-	g, err := guard.Load(dir, guard.Options{})
+	g, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func logitsAndVerdicts(t *testing.T, dir string) ([][]float32, []*guard.Result) 
 		for p := range chat.IDs {
 			logits = append(logits, slices.Concat(o.Risk[p], o.Category[p], o.QueryRisk[p], o.QueryCategory[p]))
 		}
-		res, err := g.Moderate(c, nil)
+		res, err := g.Moderate(context.Background(), c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -198,7 +199,7 @@ func checkBundle(t *testing.T, src, dir string, m Method) {
 		}
 	}
 	// The guard loads it and moderates.
-	g, err := guard.Load(dir, guard.Options{})
+	g, err := guard.Load(context.Background(), dir, guard.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func checkBundle(t *testing.T, src, dir string, m Method) {
 	if _, ok := g.Network().Layers[0].MLP.Up.(*qwen3.AWQLinear); !ok {
 		t.Errorf("up_proj loads as %T", g.Network().Layers[0].MLP.Up)
 	}
-	res, err := g.Moderate([]guard.Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
+	res, err := g.Moderate(context.Background(), []guard.Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
 	if err != nil || res.Prompt == nil || len(res.Tokens) != 2 {
 		t.Errorf("moderate: %v %+v", err, res)
 	}

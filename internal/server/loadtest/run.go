@@ -138,12 +138,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep := &Report{Model: o.Model, Streams: o.Streams, LoadAvgBefore: loadavg()}
 	t0 := time.Now()
-	m, err := guard.Load(o.Model, guard.Options{})
+	m, err := guard.Load(ctx, o.Model, guard.Options{})
 	if err != nil {
 		return nil, err
 	}
 	scripts := makeScripts(m, o.Conversations, o.PromptWords, o.ResponseTokens, o.Seed)
-	err = solo(m, scripts)
+	err = solo(ctx, m, scripts)
 	m.Close()
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -60,15 +61,15 @@ func makeScripts(m *guard.Model, n, promptWords, respTokens int, seed uint64) []
 }
 
 // solo runs each script alone on the library: the reference.
-func solo(m *guard.Model, scripts []*script) error {
+func solo(ctx context.Context, m *guard.Model, scripts []*script) error {
 	for i, s := range scripts {
 		st := m.NewStream()
-		pv, err := st.JudgePrompt([]guard.Message{{Role: "user", Content: s.prompt}})
+		pv, err := st.JudgePrompt(ctx, []guard.Message{{Role: "user", Content: s.prompt}})
 		if err != nil {
 			st.Close()
 			return fmt.Errorf("script %d: %w", i, err)
 		}
-		tvs, err := st.AppendIDs(s.ids)
+		tvs, err := st.AppendIDs(ctx, s.ids)
 		st.Close()
 		if err != nil {
 			return fmt.Errorf("script %d: %w", i, err)

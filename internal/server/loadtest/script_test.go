@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"context"
 	"math"
 	"slices"
 	"testing"
@@ -56,23 +57,23 @@ func TestScripts(t *testing.T) {
 			t.Fatalf("script %d: pieces encode to %v, want %v", i, ids, a[i].ids)
 		}
 	}
-	if err := solo(m, a); err != nil {
+	if err := solo(context.Background(), m, a); err != nil {
 		t.Fatal(err)
 	}
 	s := m.NewStream()
 	defer s.Close()
-	if _, err := s.JudgePrompt([]guard.Message{{Role: "user", Content: a[0].prompt}}); err != nil {
+	if _, err := s.JudgePrompt(context.Background(), []guard.Message{{Role: "user", Content: a[0].prompt}}); err != nil {
 		t.Fatal(err)
 	}
 	var got []guard.TokenVerdict
 	for _, p := range a[0].pieces {
-		tvs, err := s.AppendText(p)
+		tvs, err := s.AppendText(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, tvs...)
 	}
-	tvs, err := s.FlushText()
+	tvs, err := s.FlushText(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
