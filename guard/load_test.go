@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,4 +79,19 @@ func TestLoadRefusesIncompleteFolders(t *testing.T) {
 			t.Fatal("loaded a missing folder")
 		}
 	})
+}
+
+// Info reports the model's labels as guard.Labels, copies the caller may
+// change without touching the model.
+func TestInfoLabels(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	l, want := m.Info().Labels, m.net.Labels
+	if !slices.Equal(l.ResponseRisk, want.ResponseRisk) || !slices.Equal(l.ResponseCategory, want.ResponseCategory) ||
+		!slices.Equal(l.QueryRisk, want.QueryRisk) || !slices.Equal(l.QueryCategory, want.QueryCategory) {
+		t.Fatalf("Info().Labels = %+v, want %+v", l, *want)
+	}
+	l.ResponseRisk[0] = "changed"
+	if m.net.Labels.ResponseRisk[0] == "changed" {
+		t.Fatal("Info().Labels shares the model's slices")
+	}
 }

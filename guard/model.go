@@ -241,15 +241,28 @@ type Info struct {
 	// KVBytesPerToken is the cache memory one stream position costs.
 	KVBytesPerToken int64
 	LoadTime        time.Duration
-	Labels          config.Labels
+	Labels          Labels
+}
+
+// Labels are the model's label names, in the order of its heads' outputs:
+// the risk levels and categories of response tokens and of user turns.
+type Labels struct {
+	ResponseRisk     []string
+	ResponseCategory []string
+	QueryRisk        []string
+	QueryCategory    []string
 }
 
 // Info describes the model.
 func (m *Model) Info() Info {
+	l := m.net.Labels
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
 		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.net.BytesPerPosition(),
-		LoadTime: m.loadTime, Labels: *m.net.Labels,
+		LoadTime: m.loadTime, Labels: Labels{
+			ResponseRisk: slices.Clone(l.ResponseRisk), ResponseCategory: slices.Clone(l.ResponseCategory),
+			QueryRisk: slices.Clone(l.QueryRisk), QueryCategory: slices.Clone(l.QueryCategory),
+		},
 	}
 }
 
