@@ -143,7 +143,7 @@ func (p *Policy) nonSafe(l level) bool {
 }
 
 // Decision is the outcome for one assistant response under the official
-// final rule ([E] consecutive_unsafe): the first run of Debounce Unsafe
+// final rule (the official evaluation's consecutive-unsafe scan): the first run of Debounce Unsafe
 // tokens; failing that, the first run of Controversial tokens, which strict
 // mode reports as Unsafe and loose mode as Safe.
 type Decision struct {
@@ -219,7 +219,8 @@ func (r *responseState) decision(p *Policy) Decision {
 	case r.flaggedAt >= 0 && p.Mode == Strict:
 		// A run mixing Unsafe and Controversial tokens: the official scan
 		// looks for pure pairs only, but strict mode maps Controversial to
-		// Unsafe before judging ([TR]: "both unsafe or controversial"), and
+		// Unsafe before judging (the model card's strict mode treats a token that
+		// is unsafe or controversial alike), and
 		// the decision must agree with the online flag that cut the stream.
 		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Mixed", Index: r.flaggedAt, Category: r.flaggedCategory, Tokens: r.n}
 	case r.contAt >= 0:

@@ -45,7 +45,7 @@ func TestDebounceAndDecision(t *testing.T) {
 		// Official final rule: an Unsafe pair anywhere wins over an earlier
 		// Controversial pair; the online flag fires at the first run.
 		{"unsafe pair preferred by the decision", strict, "CCSUU", 1, Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: 4, Category: "Violent", Tokens: 5}},
-		// A mixed pair is two non-safe tokens in strict mode ([TR]): the
+		// A mixed pair is two non-safe tokens in strict mode: the
 		// decision agrees with the online flag that cut the stream.
 		{"mixed pair, strict", strict, "UC", 1, Decision{Flagged: true, Risk: "Unsafe", Level: "Mixed", Index: 1, Category: "Violent", Tokens: 2}},
 		{"mixed pair, loose", loose, "UC", -1, Decision{Risk: "Safe", Index: -1, Tokens: 2}},

@@ -203,7 +203,8 @@ func TestModerateMatchesStream(t *testing.T) {
 	if d := s.Decision(); res.Decision == nil || *res.Decision != d {
 		t.Errorf("decision %+v, want %+v", res.Decision, d)
 	}
-	// The prompt verdict sits at the user turn's <|im_end|> (spec §5b).
+	// The prompt verdict sits at the user turn's <|im_end|>, where the
+	// query heads were trained.
 	chat, _ := m.Tokenizer().RenderChat(userMsg)
 	if pv.Position != chat.UserEndIndex {
 		t.Errorf("prompt verdict at position %d, want the <|im_end|> at %d", pv.Position, chat.UserEndIndex)
