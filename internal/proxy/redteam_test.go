@@ -83,11 +83,7 @@ func (s *recordingStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, 
 // proxy must judge exactly the positions committed in testdata/redteam.
 func TestRedTeamPositions(t *testing.T) {
 	m := tinyModel(t)
-	cases, err := redteam.Cases()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := redteam.Expected()
+	cases, want, err := redteam.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

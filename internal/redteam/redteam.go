@@ -176,3 +176,24 @@ func (p Positions) Check(prompt, judged []int) error {
 	}
 	return nil
 }
+
+// Load reads the set and its expected positions, and checks that every
+// case has positions at every surface.
+func Load() ([]Case, map[[2]string]Positions, error) {
+	cases, err := Cases()
+	if err != nil {
+		return nil, nil, err
+	}
+	want, err := Expected()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range cases {
+		for _, s := range Surfaces {
+			if _, ok := want[[2]string{c.ID, s}]; !ok {
+				return nil, nil, fmt.Errorf("expected.jsonl has no positions for %s at %s", c.ID, s)
+			}
+		}
+	}
+	return cases, want, nil
+}

@@ -65,11 +65,7 @@ func runeChunks(s string, n int) []string {
 // the LiteLLM guardrail API, and checks that the server judges exactly the
 // positions committed in testdata/redteam.
 func TestRedTeamPositions(t *testing.T) {
-	cases, err := redteam.Cases()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := redteam.Expected()
+	cases, want, err := redteam.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
