@@ -61,9 +61,9 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		return b.r.Read(p)
 	}
 	now := time.Now()
-	dl, what := now.Add(b.between), fmt.Sprintf("no byte of the body for %s", b.between)
+	dl, whole := now.Add(b.between), false
 	if !b.end.After(dl) {
-		dl, what = b.end, "the body was not complete within the request timeout"
+		dl, whole = b.end, true
 	}
 	b.rc.SetReadDeadline(dl)
 	if b.cut.Err() != nil { // checked after setting it: a cut in between is seen
@@ -79,8 +79,10 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		} else if errors.Is(err, os.ErrDeadlineExceeded) {
 			if b.cut.Err() != nil {
 				err = fmt.Errorf("%w: the request body was still arriving", ErrShuttingDown)
+			} else if whole {
+				err = bodyTimeout{"the body was not complete within the request timeout"}
 			} else {
-				err = bodyTimeout{what}
+				err = bodyTimeout{fmt.Sprintf("no byte of the body for %s", b.between)}
 			}
 			b.timeout = err
 		}

@@ -281,7 +281,7 @@ func (e paramError) Unwrap() error { return e.err }
 // lengthParam names the request field whose input was too long, when err
 // is a context length error.
 func lengthParam(err error, param string) error {
-	if err == nil || !(errors.Is(err, ErrStreamTooLong) || errors.Is(err, guard.ErrContextLength)) {
+	if err == nil || !errors.Is(err, guard.ErrContextLength) {
 		return err
 	}
 	return paramError{param, err}
@@ -309,7 +309,7 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 		b.Param = &pe.param
 	}
 	switch {
-	case errors.Is(err, ErrStreamTooLong) || errors.Is(err, guard.ErrContextLength):
+	case errors.Is(err, guard.ErrContextLength): // the server's own limit (tooLong) matches it too
 		// The client's input is too long: its error whatever the load,
 		// never an overload or a guard failure.
 		b.Type, b.Code = "invalid_request_error", "context_length_exceeded"
