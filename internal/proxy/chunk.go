@@ -169,14 +169,12 @@ func (c chunkOut) event() []byte {
 	if c.Object == "" {
 		c.Object = "chat.completion.chunk"
 	}
-	var b bytes.Buffer
-	b.WriteString("data: ")
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(c)
-	b.Truncate(b.Len() - 1)
-	b.WriteString("\n\n")
-	return b.Bytes()
+	return dataEvent(c)
+}
+
+// dataEvent is v as one SSE data event.
+func dataEvent(v any) []byte {
+	return append(append([]byte("data: "), mustJSON(v)...), "\n\n"...)
 }
 
 var doneEvent = []byte("data: [DONE]\n\n")
@@ -209,19 +207,12 @@ func usageChunk(meta chunkMeta, usage json.RawMessage, from string) []byte {
 	if meta.Object == "" {
 		meta.Object = "chat.completion.chunk"
 	}
-	var b bytes.Buffer
-	b.WriteString("data: ")
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(struct {
+	return dataEvent(struct {
 		chunkMeta
 		Choices     []choiceOut     `json:"choices"`
 		Usage       json.RawMessage `json:"usage"`
 		Streamguard map[string]any  `json:"streamguard"`
 	}{meta, []choiceOut{}, usage, map[string]any{"usage": from}})
-	b.Truncate(b.Len() - 1)
-	b.WriteString("\n\n")
-	return b.Bytes()
 }
 
 // guardUsage is the usage the proxy reports when the upstream sent none:
