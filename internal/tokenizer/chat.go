@@ -67,7 +67,7 @@ func (t *Tokenizer) RenderChatWith(msgs []Message, opt ChatOptions) (*Chat, erro
 	if err := checkRoles(msgs); err != nil {
 		return nil, err
 	}
-	w := t.newChatWriter()
+	w := t.newChatWriter(!opt.ParseSpecial, true)
 	w.turns(msgs, opt.ParseSpecial)
 	if opt.AddGenerationPrompt {
 		w.special(imStartText)
@@ -123,9 +123,13 @@ func checkRoles(msgs []Message) error {
 // their ids, and the text between two of them — scaffold text and message
 // text together, as one run — is encoded as ordinary text. For text that
 // spells no added token this gives exactly the ids of encoding the
-// template's output.
+// template's output. A writer keeps the ids, the text, or both, as its
+// caller needs: the guard's layout needs no text, the trusted rendering
+// encodes the whole text itself.
 type chatWriter struct {
 	t           *Tokenizer
+	keepIDs     bool
+	keepText    bool
 	ids         []int
 	text        strings.Builder // everything, for display
 	seg         strings.Builder // the open run of text
@@ -134,8 +138,8 @@ type chatWriter struct {
 	err         error
 }
 
-func (t *Tokenizer) newChatWriter() *chatWriter {
-	return &chatWriter{t: t, userEnd: -1, userEndByte: -1}
+func (t *Tokenizer) newChatWriter(ids, text bool) *chatWriter {
+	return &chatWriter{t: t, keepIDs: ids, keepText: text, userEnd: -1, userEndByte: -1}
 }
 
 // special appends one of the scaffold's added tokens.
@@ -145,8 +149,12 @@ func (w *chatWriter) special(tok string) {
 	if !ok && w.err == nil {
 		w.err = fmt.Errorf("chat: the tokenizer has no %s token", tok)
 	}
-	w.ids = append(w.ids, id)
-	w.text.WriteString(tok)
+	if w.keepIDs {
+		w.ids = append(w.ids, id)
+	}
+	if w.keepText {
+		w.text.WriteString(tok)
+	}
 }
 
 // scaffold appends the template's own text; text appends a message's.
@@ -155,8 +163,12 @@ func (w *chatWriter) scaffold(s string) { w.write(s) }
 func (w *chatWriter) textOf(s string)   { w.write(s) }
 
 func (w *chatWriter) write(s string) {
-	w.seg.WriteString(s)
-	w.text.WriteString(s)
+	if w.keepIDs {
+		w.seg.WriteString(s)
+	}
+	if w.keepText {
+		w.text.WriteString(s)
+	}
 }
 
 func (w *chatWriter) flush() {

@@ -72,7 +72,7 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	if strings.TrimSpace(msgs[last].Content) == "" {
 		return nil, errors.New("chat: empty prompt: the last user message has no content")
 	}
-	w := t.newChatWriter()
+	w := t.newChatWriter(true, false)
 	w.turns(msgs[:last+1], false)
 	if err := w.finish(); err != nil {
 		return nil, err
@@ -110,7 +110,7 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 // model's non-thinking form), or with thinking "\n<|im_start|>assistant\n
 // <think>\n", whose open think block the reasoning follows.
 func (t *Tokenizer) ResponseHeader(thinking bool) ([]int, error) {
-	w := t.newChatWriter()
+	w := t.newChatWriter(true, false)
 	w.scaffold("\n")
 	w.special(imStartText)
 	w.scaffold("assistant\n")
@@ -130,7 +130,7 @@ func (t *Tokenizer) ResponseHeader(thinking bool) ([]int, error) {
 
 // TurnEnd returns the ids that close an assistant turn: "<|im_end|>\n".
 func (t *Tokenizer) TurnEnd() ([]int, error) {
-	w := t.newChatWriter()
+	w := t.newChatWriter(true, false)
 	w.special(imEndText)
 	w.scaffold("\n")
 	return w.ids, w.finish()
