@@ -21,7 +21,7 @@ func TestLoadAWQFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	net := m.Network()
+	net := m.net
 	if _, ok := net.Layers[1].MLP.Up.(*qwen3.AWQLinear); !ok {
 		t.Errorf("up_proj is %T, want *qwen3.AWQLinear", net.Layers[1].MLP.Up)
 	}

@@ -1,12 +1,15 @@
 // Package guard is streaming safety moderation with Qwen3Guard-Stream
-// models: load a model folder, open a [Stream] per conversation, judge the
-// user's prompt, then judge the assistant's response token by token as it
-// is generated, with O(1) work per token (a KV cache per stream, instead of
-// re-running the whole prefix as the reference Python code does).
+// models: load a model (a folder, or a hub id from the local cache), open a
+// [Stream] per conversation, judge the user's prompt, then judge the
+// assistant's response token by token as it is generated. Each stream keeps
+// a KV cache, so a streamed token costs one token's forward instead of
+// re-running the whole prefix as the reference Python code does; that
+// forward's attention still reads the prefix, so its cost grows slowly with
+// the conversation.
 //
 // # Flow
 //
-//	m, err := guard.Load(ctx, "/models/Qwen3Guard-Stream-0.6B", guard.Options{})
+//	m, err := guard.Load(ctx, "Qwen/Qwen3Guard-Stream-0.6B", guard.Options{})
 //	s := m.NewStream()
 //	defer s.Close()
 //	pv, err := s.JudgePrompt(ctx, []guard.Message{{Role: "user", Content: prompt}})
@@ -21,7 +24,8 @@
 // closes the last user turn. Response tokens are read from the response
 // heads. Between the two, the stream feeds the assistant header and an empty
 // think block ("\n<|im_start|>assistant\n<think>\n\n</think>\n\n"); those
-// tokens shape the context but are not judged. A multi-turn conversation
+// tokens shape the context but are not judged, and no call returns a
+// verdict for them. A multi-turn conversation
 // continues the same stream: [Stream.EndResponse] closes the assistant turn
 // and the next [Stream.JudgePrompt] judges the next user turn.
 //

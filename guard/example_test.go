@@ -51,11 +51,7 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		for _, tv := range tvs {
-			if tv.Judged {
-				judged++ // tv.Risk, tv.RiskProb, tv.Category: the token's verdict
-			}
-		}
+		judged += len(tvs) // each: tv.Risk, tv.RiskProb, tv.Category
 		if _, flagged := s.Flagged(); flagged {
 			break // stop the generation
 		}

@@ -33,9 +33,7 @@ func FuzzStreamText(f *testing.F) {
 				t.Fatalf("AppendText: %v", err)
 			}
 			for _, tv := range tvs {
-				if tv.Judged {
-					judged = append(judged, tv.ID)
-				}
+				judged = append(judged, tv.ID)
 			}
 		}
 		tvs, err := s.EndResponse(context.Background())
@@ -43,11 +41,9 @@ func FuzzStreamText(f *testing.F) {
 			t.Fatalf("EndResponse: %v", err)
 		}
 		for _, tv := range tvs {
-			if tv.Judged {
-				judged = append(judged, tv.ID)
-			}
+			judged = append(judged, tv.ID)
 		}
-		want := m.Tokenizer().EncodeText(response)
+		want := m.tok.EncodeText(response)
 		if len(judged) != len(want) {
 			t.Fatalf("judged %d tokens, the text encodes to %d", len(judged), len(want))
 		}

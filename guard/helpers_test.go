@@ -37,7 +37,7 @@ func tinyModel(t testing.TB, key string, edit func(*config.Config)) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(net, nil, Options{})
+	m, err := wrap(net, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func sameVerdicts(t *testing.T, what string, got, want []TokenVerdict) {
 	}
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.ID != w.ID || g.Index != w.Index || g.Position != w.Position || g.Judged != w.Judged || g.Risk != w.Risk ||
+		if g.ID != w.ID || g.Index != w.Index || g.Position != w.Position || g.Risk != w.Risk ||
 			g.Category != w.Category || g.NonSafe != w.NonSafe || g.Flagged != w.Flagged ||
 			!bitsEqual(g.RiskProbs, w.RiskProbs) || !bitsEqual(g.CategoryProbs, w.CategoryProbs) {
 			t.Errorf("%s: token %d: got %+v\nwant %+v", what, i, g, w)
@@ -126,12 +126,11 @@ func bitsEqual(a, b []float32) bool {
 	return true
 }
 
-func judgedOnly(tvs []TokenVerdict) []TokenVerdict {
-	var out []TokenVerdict
-	for _, t := range tvs {
-		if t.Judged {
-			out = append(out, t)
-		}
+// fromChat converts the tokenizer's messages (the red-team set's) to guard's.
+func fromChat(msgs []tokenizer.Message) []Message {
+	out := make([]Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = Message(m)
 	}
 	return out
 }

@@ -69,7 +69,7 @@ func TestLoadRefusesIncompleteFolders(t *testing.T) {
 		}
 	})
 	t.Run("bad policy", func(t *testing.T) {
-		_, err := New(tinyModel(t, "f32", nil).Network(), nil, Options{Policy: Policy{Thresholds: map[string]float32{"Weather": 0.5}}})
+		_, err := wrap(tinyModel(t, "f32", nil).net, nil, Options{Policy: Policy{Thresholds: map[string]float32{"Weather": 0.5}}})
 		if err == nil || !strings.Contains(err.Error(), `unknown category "Weather"`) {
 			t.Fatalf("error %v", err)
 		}
@@ -93,5 +93,45 @@ func TestInfoLabels(t *testing.T) {
 	l.ResponseRisk[0] = "changed"
 	if m.net.Labels.ResponseRisk[0] == "changed" {
 		t.Fatal("Info().Labels shares the model's slices")
+	}
+}
+
+// TestLoadHubID loads a model by its hub id from the local cache (laid out
+// as `streamguard pull` and huggingface_hub write it), and refuses an id the
+// cache lacks with the command that fetches it, without any network.
+func TestLoadHubID(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("HF_HUB_CACHE", cache)
+	t.Setenv("HF_HUB_OFFLINE", "")
+	t.Setenv("HF_ENDPOINT", "http://127.0.0.1:1") // any request would fail
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	repo := filepath.Join(cache, "models--Org--Guard-Tiny")
+	if _, err := synth.Generate(filepath.Join(repo, "snapshots", commit), synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "refs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "refs", "main"), []byte(commit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"Org/Guard-Tiny", "Org/Guard-Tiny@" + commit} {
+		m, err := Load(context.Background(), id, Options{})
+		if err != nil {
+			t.Fatalf("Load(%q): %v", id, err)
+		}
+		if m.Info().Layers != 2 {
+			t.Errorf("Load(%q): %+v", id, m.Info())
+		}
+		m.Close()
+	}
+	_, err := Load(context.Background(), "Org/Missing", Options{})
+	if err == nil || !strings.Contains(err.Error(), "streamguard pull Org/Missing") || !strings.Contains(err.Error(), cache) {
+		t.Errorf("missing id: %v", err)
+	}
+	// A path that does not exist is a missing folder, not a hub id.
+	_, err = Load(context.Background(), "./Org/Guard-Tiny", Options{})
+	if err == nil || strings.Contains(err.Error(), "pull") {
+		t.Errorf("missing path: %v", err)
 	}
 }

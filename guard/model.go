@@ -15,14 +15,31 @@ import (
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/hub"
 	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
-// Message is one chat turn: Role is "system", "user" or "assistant".
-type Message = tokenizer.Message
+// Message is one chat turn. Role is "system", "user" or "assistant";
+// ReasoningContent is an assistant turn's reasoning (the text of its think
+// block), which the chat template keeps only for turns after the last user
+// turn. All of it is text: control tokens written in it stay text.
+type Message struct {
+	Role             string `json:"role"`
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content,omitempty"`
+}
+
+func chatMessages(msgs []Message) []tokenizer.Message {
+	out := make([]tokenizer.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = tokenizer.Message(m)
+	}
+	return out
+}
 
 // Options configure Load.
 type Options struct {
@@ -59,7 +76,13 @@ type Model struct {
 	loadTime                     time.Duration
 }
 
-// Load opens the model folder dir: config.json, the safetensors weights
+// Load opens a model: dir is a model folder, or a Hugging Face hub id
+// (ORG/NAME[@REV], such as "Qwen/Qwen3Guard-Stream-0.6B") found in the
+// local hub cache (HF_HUB_CACHE, HF_HOME, else ~/.cache/huggingface/hub,
+// where `streamguard pull` puts it). Load never downloads: an id that the
+// cache lacks is an error naming the command that fetches it.
+//
+// From the folder, Load reads config.json, the safetensors weights
 // (memory-mapped, kept in their stored dtype; AWQ INT4 projections are
 // repacked for the integer kernels) and a tokenizer. It refuses an
 // incomplete or inconsistent model: a config that is not a complete guard
@@ -70,6 +93,10 @@ type Model struct {
 func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	start := time.Now()
 	if err := loadCanceled(ctx, dir); err != nil {
+		return nil, err
+	}
+	dir, err := modelFolder(dir)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkFolder(dir, opts.Tokenizer != ""); err != nil {
@@ -113,6 +140,29 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	m.closer = set
 	m.loadTime = time.Since(start)
 	return m, nil
+}
+
+// modelFolder is dir itself when it exists (or looks like a path), else the
+// cached snapshot of the hub id it spells.
+func modelFolder(dir string) (string, error) {
+	_, err := os.Stat(dir)
+	switch {
+	case err == nil:
+		return dir, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("guard: %w", err)
+	case hub.LooksLikePath(dir) || !hub.IsRepoID(dir):
+		return "", fmt.Errorf("guard: no such model folder: %s", dir)
+	}
+	ref, err := hub.ParseRef(dir)
+	if err != nil {
+		return "", err
+	}
+	snap, err := hub.NewClient(hub.EnvFromOS()).Cached(ref)
+	if err != nil {
+		return "", fmt.Errorf("guard: no folder %s; %w", dir, err)
+	}
+	return snap.Dir, nil
 }
 
 func loadCanceled(ctx context.Context, dir string) error {
@@ -160,9 +210,19 @@ func weightOptions(cfg *config.Config, src qwen3.Source) (qwen3.Options, error) 
 	return qwen3.Options{}, nil
 }
 
-// New wraps an already built network (for example random weights built in
-// memory) with the Qwen3 tokenizer; tok nil means the embedded one.
-func New(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, error) {
+func init() {
+	guardhook.Register(guardhook.Hooks{
+		Network:   func(m any) *qwen3.Model { return m.(*Model).net },
+		Tokenizer: func(m any) *tokenizer.Tokenizer { return m.(*Model).tok },
+		New: func(net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (any, error) {
+			return wrap(net, tok, opts.(Options))
+		},
+	})
+}
+
+// wrap builds a Model around a network held in memory (random weights for
+// tests and benchmarks); tok nil means the embedded Qwen3 tokenizer.
+func wrap(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model, error) {
 	if tok == nil {
 		var err error
 		if tok, err = tokenizer.LoadQwen3(); err != nil {
@@ -265,12 +325,6 @@ func (m *Model) Info() Info {
 		},
 	}
 }
-
-// Tokenizer is the model's tokenizer.
-func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
-
-// Network is the underlying transformer, for tools that need raw logits.
-func (m *Model) Network() *qwen3.Model { return m.net }
 
 // Policy is the default policy of new streams.
 func (m *Model) Policy() Policy { return m.policy }

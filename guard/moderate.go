@@ -11,7 +11,7 @@ import (
 // response token and the decision.
 type Result struct {
 	Prompt *PromptVerdict `json:"prompt"`
-	// Tokens are the judged response tokens (scaffold tokens left out).
+	// Tokens are the verdicts on the response's judged tokens.
 	Tokens []TokenVerdict `json:"tokens,omitempty"`
 	// FlaggedIndex is the response token index at which the response was
 	// flagged (the online debounce rule), -1 if never.
@@ -31,7 +31,7 @@ func (m *Model) Moderate(ctx context.Context, msgs []Message, policy *Policy) (*
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty conversation: no messages")
 	}
-	c, err := m.tok.RenderConversation(msgs)
+	c, err := m.tok.RenderConversation(chatMessages(msgs))
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
@@ -53,11 +53,7 @@ func (m *Model) Moderate(ctx context.Context, msgs []Message, policy *Policy) (*
 	if !c.Response {
 		return res, nil
 	}
-	for _, t := range r.Tokens {
-		if t.Judged {
-			res.Tokens = append(res.Tokens, t)
-		}
-	}
+	res.Tokens = r.Tokens
 	if i, ok := s.Flagged(); ok {
 		res.FlaggedIndex = i
 	}

@@ -22,7 +22,7 @@ func TestRedTeamPositions(t *testing.T) {
 	for _, c := range cases {
 		for _, surface := range redteam.Surfaces {
 			w := want[[2]string{c.ID, surface}]
-			msgs := redteam.Messages(surface, c.Text)
+			msgs := fromChat(redteam.Messages(surface, c.Text))
 			r, err := m.Moderate(context.Background(), msgs, nil)
 			if err != nil {
 				t.Errorf("%s at %s: Moderate: %v", c.ID, surface, err)
@@ -48,9 +48,7 @@ func TestRedTeamPositions(t *testing.T) {
 func judgedPositions(tvs []TokenVerdict) []int {
 	var out []int
 	for _, tv := range tvs {
-		if tv.Judged {
-			out = append(out, tv.Position)
-		}
+		out = append(out, tv.Position)
 	}
 	return out
 }

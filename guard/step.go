@@ -21,9 +21,14 @@ type StepResult struct {
 	Stream *Stream
 	// Prompt is set when the step reached the end of a user turn.
 	Prompt *PromptVerdict
-	// Tokens are the verdicts on assistant-turn tokens fed in this step,
-	// scaffold tokens included (Judged false).
+	// Tokens are the verdicts on the response tokens judged in this step.
+	// The scaffold the stream feeds around them (the assistant header, an
+	// empty think block, the closing <|im_end|>) shapes the context but is
+	// not judged, and has no verdict here.
 	Tokens []TokenVerdict
+	// Fed is the number of tokens this step fed for the stream, prompt and
+	// scaffold tokens included.
+	Fed int
 }
 
 // Step runs one forward over the queued tokens of all the given streams
@@ -103,7 +108,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 
 // apply turns the logits of the fed items into verdicts and policy state.
 func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
-	r := StepResult{Stream: s}
+	r := StepResult{Stream: s, Fed: len(items)}
 	l := s.m.net.Labels
 	pos := s.cache.Len() - len(items)
 	for j, it := range items {
@@ -119,13 +124,14 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 			if it.begin {
 				s.resp = newResponseState()
 			}
-			tv := TokenVerdict{Index: -1, Position: pos + j, ID: it.id, Text: it.text,
-				Verdict: newVerdict(out.Risk[j], out.Category[j], l.ResponseRisk, l.ResponseCategory)}
-			if it.kind == itemResponse {
-				lv := s.policy.classify(&tv.Verdict, s.m.unsafeIdx, s.m.contIdx)
-				tv.Judged, tv.Index, tv.NonSafe = true, s.resp.n, s.policy.nonSafe(lv)
-				tv.Flagged = s.resp.add(&s.policy, lv, tv.Category)
+			if it.kind == itemScaffold {
+				continue
 			}
+			tv := TokenVerdict{Index: s.resp.n, Position: pos + j, ID: it.id, Text: it.text,
+				Verdict: newVerdict(out.Risk[j], out.Category[j], l.ResponseRisk, l.ResponseCategory)}
+			lv := s.policy.classify(&tv.Verdict, s.m.unsafeIdx, s.m.contIdx)
+			tv.NonSafe = s.policy.nonSafe(lv)
+			tv.Flagged = s.resp.add(&s.policy, lv, tv.Category)
 			r.Tokens = append(r.Tokens, tv)
 		}
 	}
@@ -153,6 +159,7 @@ func (s *Stream) run(ctx context.Context) (StepResult, error) {
 			all.Prompt = r.Prompt
 		}
 		all.Tokens = append(all.Tokens, r.Tokens...)
+		all.Fed += r.Fed
 	}
 	return all, nil
 }
@@ -184,8 +191,8 @@ func (s *Stream) promptResult(ctx context.Context) (*PromptVerdict, error) {
 	return r.Prompt, nil
 }
 
-// AppendIDs feeds response token ids and returns a verdict per fed token,
-// including the assistant header before the first one (Judged false).
+// AppendIDs feeds response token ids and returns a verdict per token (the
+// assistant header that opens a response is fed first, and not judged).
 func (s *Stream) AppendIDs(ctx context.Context, ids []int) ([]TokenVerdict, error) {
 	return s.runAfter(ctx, s.QueueIDs(ids))
 }

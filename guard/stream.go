@@ -227,7 +227,7 @@ func (s *Stream) QueuePrompt(msgs []Message) error {
 	if last := msgs[len(msgs)-1]; last.Role != "user" {
 		return fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
 	}
-	c, err := s.m.tok.RenderConversation(msgs)
+	c, err := s.m.tok.RenderConversation(chatMessages(msgs))
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}

@@ -29,7 +29,7 @@ var userMsg = []Message{{Role: "user", Content: testPrompt}}
 // logits do not depend on how the sequence was cut.
 func TestResponseFeedingIsInvariant(t *testing.T) {
 	m := tinyModel(t, "f32", nil)
-	respIDs := m.Tokenizer().Encode(testResponse)
+	respIDs := m.tok.Encode(testResponse)
 
 	feed := func(t *testing.T, f func(s *Stream) []TokenVerdict) ([]TokenVerdict, *PromptVerdict, Decision) {
 		s := m.NewStream()
@@ -47,11 +47,12 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 		return tv
 	}
 	want, wantPV, wantD := feed(t, func(s *Stream) []TokenVerdict { return must(s.AppendIDs(context.Background(), respIDs)) })
-	if n := len(judgedOnly(want)); n != len(respIDs) {
-		t.Fatalf("%d judged verdicts for %d response ids", n, len(respIDs))
+	if len(want) != len(respIDs) {
+		t.Fatalf("%d verdicts for %d response ids", len(want), len(respIDs))
 	}
-	if hdr := m.scaffold.responseHeader; len(want) != len(respIDs)+len(hdr) || want[0].Judged || want[0].ID != 198 {
-		t.Fatalf("expected the %d scaffold tokens first, got %+v", len(hdr), want[0])
+	// The header is fed before the first response token but has no verdict.
+	if hdr := m.scaffold.responseHeader; want[0].ID != respIDs[0] || want[0].Index != 0 || want[0].Position != wantPV.Position+1+len(hdr) {
+		t.Fatalf("first verdict %+v, want id %d, index 0 at position %d", want[0], respIDs[0], wantPV.Position+1+len(hdr))
 	}
 	cases := map[string]func(s *Stream) []TokenVerdict{
 		"ids one by one": func(s *Stream) []TokenVerdict {
@@ -98,7 +99,7 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 // compares every verdict with the same streams run alone.
 func TestStepBatchesBitwise(t *testing.T) {
 	m := tinyModel(t, "f32", nil)
-	tok := m.Tokenizer()
+	tok := m.tok
 	prompts := []string{"hi", testPrompt, strings.Repeat("A long prompt about many things. ", 12), "¿Qué tal?"}
 	responses := []string{"Hello there.", testResponse, "No.", strings.Repeat("word ", 30)}
 
@@ -196,7 +197,7 @@ func TestModerateMatchesStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameVerdicts(t, "Moderate vs stream", res.Tokens, judgedOnly(append(tv, tv2...)))
+	sameVerdicts(t, "Moderate vs stream", res.Tokens, append(tv, tv2...))
 	if res.Prompt.Position != pv.Position || !bitsEqual(res.Prompt.RiskProbs, pv.RiskProbs) {
 		t.Errorf("prompt verdict %+v, want %+v", res.Prompt, pv)
 	}
@@ -205,7 +206,7 @@ func TestModerateMatchesStream(t *testing.T) {
 	}
 	// The prompt verdict sits at the user turn's <|im_end|>, where the
 	// query heads were trained.
-	chat, _ := m.Tokenizer().RenderChat(userMsg)
+	chat, _ := m.tok.RenderChat(chatMessages(userMsg))
 	if pv.Position != chat.UserEndIndex {
 		t.Errorf("prompt verdict at position %d, want the <|im_end|> at %d", pv.Position, chat.UserEndIndex)
 	}
@@ -222,7 +223,7 @@ func TestModerateMatchesStream(t *testing.T) {
 // verdict equals a fresh stream judging those ids at once.
 func TestStreamFeedsTheTemplateIDs(t *testing.T) {
 	m := tinyModel(t, "f32", nil)
-	tok := m.Tokenizer()
+	tok := m.tok
 	s := m.NewStream()
 	defer s.Close()
 	if _, err := s.JudgePrompt(context.Background(), userMsg); err != nil {
@@ -240,8 +241,8 @@ func TestStreamFeedsTheTemplateIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := tok.RenderChat(userMsg)
-	second, _ := tok.RenderChat(next)
+	first, _ := tok.RenderChat(chatMessages(userMsg))
+	second, _ := tok.RenderChat(chatMessages(next))
 	var ids []int
 	ids = append(ids, first.IDs[:first.UserEndIndex+1]...)
 	ids = append(ids, 198, 151644, 77091, 198, 151667, 271, 151668, 271)
@@ -351,7 +352,7 @@ func TestTokenizerMustMatchModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(net, nil, Options{})
+	_, err = wrap(net, nil, Options{})
 	if err == nil || !strings.Contains(err.Error(), "tokenizer has 151669 tokens but the model's vocab_size is 1000") {
 		t.Fatalf("small-vocab model with the Qwen3 tokenizer: error %v", err)
 	}

@@ -32,17 +32,17 @@ type PromptVerdict struct {
 	Flagged bool `json:"flagged"`
 }
 
-// TokenVerdict is the verdict on one fed token of an assistant turn.
+// TokenVerdict is the verdict on one judged token of an assistant response:
+// its content, and with thinking its reasoning. The scaffold around them
+// (assistant header, empty think block, closing <|im_end|>) is fed but never
+// judged, so it never has a TokenVerdict.
 type TokenVerdict struct {
-	// Index counts the judged tokens of the current response from 0; it
-	// is -1 for a scaffold token (assistant header, think block, closing
-	// <|im_end|>), which is fed but not judged.
+	// Index counts the judged tokens of the current response from 0.
 	Index int `json:"index"`
 	// Position is the token's position in the stream.
 	Position int    `json:"position"`
 	ID       int    `json:"id"`
 	Text     string `json:"text"`
-	Judged   bool   `json:"judged"`
 	Verdict
 	// NonSafe reports that the token counts as non-safe under the policy.
 	NonSafe bool `json:"non_safe"`

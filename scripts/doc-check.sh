@@ -6,7 +6,9 @@
 #     "[TR]"/"[E]"/"[R]"/"[5]" references, cpu-anchors.md, qwen3guard-stream.md, awq-int4.md,
 #     style.md, ../shared), in README.md, docs/*.md, and Go comments;
 #  3. the README's fresh-machine commands that need no network run on a tiny synthetic model,
-#     and the `tokenize` examples print exactly the output README shows.
+#     and the `tokenize` examples print exactly the output README shows;
+#  4. the README's Go example is, word for word, the function guard/readme_test.go compiles
+#     and runs, and it builds and runs from a separate module set up as README says.
 # Each failure is printed as FILE:LINE: what is wrong; the script exits 1 if there was any.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -127,6 +129,36 @@ done < <(awk '
 	insec && /^\$ / { cmd = substr($0, 3); start = NR; while (sub(/\\$/, "", cmd)) { getline l; sub(/^ +/, "", l); cmd = cmd " " l }
 		getline want; printf "%d\t%s\t%s\n", start, cmd, want }' README.md)
 [ $n -gt 0 ] || err "README.md: no '\$ ... streamguard tokenize' examples found under '## Tokenizer'"
+
+echo "== doc-check: the README's Go example"
+# The first ```go block of README against the text between the markers of guard/readme_test.go.
+readme_go=$(awk '/^```go$/ {inb=1; next} inb && /^```$/ {exit} inb' README.md)
+test_go=$(awk '/^\/\/ README begin$/ {inb=1; next} /^\/\/ README end$/ {exit} inb' guard/readme_test.go | sed -e '/./,$!d' | sed -e ':a' -e '/^\n*$/{$d;N;ba' -e '}')
+if [ -z "$readme_go" ]; then
+	err "README.md: no \`\`\`go block"
+elif [ "$readme_go" != "$test_go" ]; then
+	err "README.md: the Go example differs from guard/readme_test.go (between '// README begin' and '// README end'):"$'\n'"$(diff <(echo "$readme_go") <(echo "$test_go"))"
+else
+	# A module of a user's own, set up with README's commands, running the example.
+	setup=$(awk '/^### Go API/ {insec=1} insec && /^```sh$/ {inb=1; next} inb && /^```$/ {exit} inb' README.md |
+		sed -e ':a' -e '/\\$/N; s/\\\n//; ta' -e 's/  *#.*$//')
+	mod=$tmp/usermod
+	mkdir -p "$mod"
+	(cd "$mod" && go mod init example.com/usermod >/dev/null 2>&1)
+	{
+		printf 'package main\n\nimport (\n\t"context"\n\t"fmt"\n\t"iter"\n\t"os"\n\t"slices"\n\n\t"github.com/streamguard/streamguard/guard"\n)\n\n'
+		echo "$readme_go"
+		printf '\nfunc main() {\n\tif err := moderate(context.Background(), os.Args[1], "How do I bake bread?", slices.Values([]string{"Knead it", " well."})); err != nil {\n\t\tfmt.Fprintln(os.Stderr, err)\n\t\tos.Exit(1)\n\t}\n}\n'
+	} >"$mod/main.go"
+	run=${setup//..\/streamguard/$PWD}
+	if [ -z "$setup" ]; then
+		err "README.md: no \`\`\`sh block under '### Go API' setting up a module"
+	elif ! out=$(cd "$mod" && bash -ec "$run" 2>&1 && go run . "$tmp/qs-tiny" 2>&1); then
+		err "README.md: the Go example, from a module set up as README says, failed: $run"$'\n'"$out"
+	else
+		echo "README.md: ok: the Go example runs from a separate module ($(grep -c . <<<"$out") lines of output)"
+	fi
+fi
 
 if [ $fail -ne 0 ]; then
 	echo "doc-check: FAILED (see the FAIL lines above)" >&2

@@ -12,6 +12,7 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/bench"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
@@ -94,7 +95,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer m.Close()
-		net, label = m.Network(), *model
+		net, label = guardhook.Network(m), *model
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {
 			dt = "awq"

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
@@ -91,7 +92,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	net := m.Network()
+	net := guardhook.Network(m)
 	for i := range cases {
 		c := &cases[i]
 		outs, err := net.Forward([]qwen3.Sequence{{Cache: net.NewCache(), IDs: c.IDs}}, qwen3.ForwardOptions{Hidden: true})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/streamguard/streamguard/internal/hub"
@@ -27,7 +26,7 @@ func resolveModel(ref string, progress io.Writer) (string, error) {
 		// A folder (or a file: the loader says what is wrong with it).
 		return ref, nil
 	}
-	if looksLikePath(ref) || !hub.IsRepoID(ref) {
+	if hub.LooksLikePath(ref) || !hub.IsRepoID(ref) {
 		return "", fmt.Errorf("no such folder: %s", ref)
 	}
 	r, err := hub.ParseRef(ref)
@@ -51,21 +50,4 @@ func resolveModel(ref string, progress io.Writer) (string, error) {
 		fmt.Fprintf(progress, "%s: commit %s in %s\n", r, s.Commit, s.Dir)
 	}
 	return s.Dir, nil
-}
-
-// looksLikePath reports whether a model argument that does not exist was
-// meant as a folder rather than a hub id: it starts like a path (./, ../,
-// /, ~) or its parent folder exists (models/0.6b with a models folder).
-func looksLikePath(ref string) bool {
-	for _, p := range []string{"./", "../", "/", "~", "." + string(filepath.Separator), ".." + string(filepath.Separator), string(filepath.Separator)} {
-		if strings.HasPrefix(ref, p) {
-			return true
-		}
-	}
-	parent := filepath.Dir(filepath.Clean(ref))
-	if parent == "." {
-		return false
-	}
-	st, err := os.Stat(parent)
-	return err == nil && st.IsDir()
 }

@@ -9,7 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // Labels a data set may give.
@@ -25,7 +25,7 @@ type Item struct {
 	Line int
 	// ID is the item's "id" field as written (may be empty).
 	ID       json.RawMessage
-	Messages []guard.Message
+	Messages []tokenizer.Message
 	// PromptLabel and ResponseLabel are Safe, Unsafe, Controversial, or
 	// "" when the item does not label that part.
 	PromptLabel, ResponseLabel       string
@@ -82,21 +82,21 @@ func ReadItems(r io.Reader, name string) ([]Item, error) {
 
 // rawItem is an item as written.
 type rawItem struct {
-	ID               json.RawMessage `json:"id"`
-	Prompt           *string         `json:"prompt"`
-	Response         *string         `json:"response"`
-	System           *string         `json:"system"`
-	Messages         []guard.Message `json:"messages"`
-	Message          []guard.Message `json:"message"`
-	Label            string          `json:"label"`
-	PromptLabel      string          `json:"prompt_label"`
-	ResponseLabel    string          `json:"response_label"`
-	Category         string          `json:"category"`
-	PromptCategory   string          `json:"prompt_category"`
-	ResponseCategory string          `json:"response_category"`
-	UnsafeStart      *int            `json:"unsafe_start_index"`
-	UnsafeEnd        *int            `json:"unsafe_end_index"`
-	UnsafeText       string          `json:"unsafe_text"`
+	ID               json.RawMessage     `json:"id"`
+	Prompt           *string             `json:"prompt"`
+	Response         *string             `json:"response"`
+	System           *string             `json:"system"`
+	Messages         []tokenizer.Message `json:"messages"`
+	Message          []tokenizer.Message `json:"message"`
+	Label            string              `json:"label"`
+	PromptLabel      string              `json:"prompt_label"`
+	ResponseLabel    string              `json:"response_label"`
+	Category         string              `json:"category"`
+	PromptCategory   string              `json:"prompt_category"`
+	ResponseCategory string              `json:"response_category"`
+	UnsafeStart      *int                `json:"unsafe_start_index"`
+	UnsafeEnd        *int                `json:"unsafe_end_index"`
+	UnsafeText       string              `json:"unsafe_text"`
 }
 
 func parseItem(b []byte) (Item, error) {
@@ -125,7 +125,7 @@ func parseItem(b []byte) (Item, error) {
 
 // conversation builds the messages from either form and checks their
 // shape: a user turn last, or a user turn then one assistant turn.
-func (r *rawItem) conversation() ([]guard.Message, error) {
+func (r *rawItem) conversation() ([]tokenizer.Message, error) {
 	short := r.Prompt != nil || r.Response != nil || r.System != nil
 	if r.Messages != nil && r.Message != nil {
 		return nil, errors.New(`give "messages" or "message", not both`)
@@ -142,11 +142,11 @@ func (r *rawItem) conversation() ([]guard.Message, error) {
 			return nil, errors.New(`"response" or "system" without "prompt"`)
 		}
 		if r.System != nil {
-			msgs = append(msgs, guard.Message{Role: "system", Content: *r.System})
+			msgs = append(msgs, tokenizer.Message{Role: "system", Content: *r.System})
 		}
-		msgs = append(msgs, guard.Message{Role: "user", Content: *r.Prompt})
+		msgs = append(msgs, tokenizer.Message{Role: "user", Content: *r.Prompt})
 		if r.Response != nil {
-			msgs = append(msgs, guard.Message{Role: "assistant", Content: *r.Response})
+			msgs = append(msgs, tokenizer.Message{Role: "assistant", Content: *r.Response})
 		}
 	case len(msgs) == 0:
 		return nil, errors.New(`no conversation: want "prompt" or "messages"`)

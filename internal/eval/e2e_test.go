@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/synth"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
@@ -112,7 +113,7 @@ func TestShippedSetEndToEnd(t *testing.T) {
 	}
 	strict := guard.Policy{Mode: guard.Strict}
 	for i, it := range items {
-		res, err := m.Moderate(context.Background(), it.Messages, &strict)
+		res, err := m.Moderate(context.Background(), guardhook.Messages[guard.Message](it.Messages), &strict)
 		if err != nil {
 			t.Fatalf("line %d: %v", it.Line, err)
 		}
@@ -146,10 +147,10 @@ func TestShippedSetEndToEnd(t *testing.T) {
 	// u10's written token positions are where its passage lies.
 	u10 := itemByID(t, items, "u10")
 	ids := make([]int, 0)
-	chat, _ := m.Tokenizer().RenderChat(items[u10].Messages)
+	chat, _ := guardhook.Tokenizer(m).RenderChat(items[u10].Messages)
 	start := preds[u10].Response.ContentStart
 	ids = append(ids, chat.IDs[start:start+preds[u10].Response.Tokens]...)
-	a, b, err := locateSpan(m.Tokenizer(), ids, start, "wait until he is asleep and break his fingers so he learns to respect you")
+	a, b, err := locateSpan(guardhook.Tokenizer(m), ids, start, "wait until he is asleep and break his fingers so he learns to respect you")
 	if err != nil || a != 34 || b != 48 || preds[u10].SpanStart != 34 || preds[u10].SpanEnd != 48 {
 		t.Errorf("u10 span: located [%d, %d] (%v), item [%d, %d], want [34, 48]", a, b, err, preds[u10].SpanStart, preds[u10].SpanEnd)
 	}

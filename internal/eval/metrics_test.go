@@ -6,6 +6,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // fixture is one item with a fixed prediction: the expected numbers below
@@ -45,13 +46,13 @@ func fixtures() ([]Item, []Prediction) {
 	for i, f := range fx {
 		it := Item{Line: i + 1, PromptLabel: f.promptGold, PromptCategory: f.promptCat, ResponseLabel: f.respGold,
 			ResponseCategory: f.respCat, UnsafeStart: f.spanS, UnsafeEnd: f.spanE,
-			Messages: []guard.Message{{Role: "user", Content: "q"}}}
+			Messages: []tokenizer.Message{{Role: "user", Content: "q"}}}
 		p := Prediction{Prompt: Part{Level: f.promptPred, Category: f.promptPC}, SpanStart: f.spanS, SpanEnd: f.spanE}
 		if p.Prompt.Level == "" {
 			p.Prompt.Level = Safe
 		}
 		if f.respGold != "" {
-			it.Messages = append(it.Messages, guard.Message{Role: "assistant", Content: "a"})
+			it.Messages = append(it.Messages, tokenizer.Message{Role: "assistant", Content: "a"})
 			p.Response = &Part{Level: f.respPred, Category: f.respPC, Position: f.pos}
 		}
 		items = append(items, it)
@@ -168,7 +169,7 @@ func TestBinBoundaries(t *testing.T) {
 
 func TestScoreEdgeCases(t *testing.T) {
 	// No positives and no flags: every ratio is 0, not NaN.
-	items := []Item{{Line: 1, PromptLabel: Safe, Messages: []guard.Message{{Role: "user", Content: "x"}}, UnsafeStart: -1, UnsafeEnd: -1}}
+	items := []Item{{Line: 1, PromptLabel: Safe, Messages: []tokenizer.Message{{Role: "user", Content: "x"}}, UnsafeStart: -1, UnsafeEnd: -1}}
 	preds := []Prediction{{Prompt: Part{Level: Safe}, SpanStart: -1, SpanEnd: -1}}
 	rep, err := Score(items, preds, guard.Strict, nil, nil)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -60,7 +61,7 @@ type queued struct {
 // the chat template gives, runs Model.Step until every queue is empty, and
 // reads the verdicts.
 func runGroup(ctx context.Context, m *guard.Model, items []Item, preds []Prediction, policy guard.Policy) error {
-	tok := m.Tokenizer()
+	tok := guardhook.Tokenizer(m)
 	qs := make([]*queued, len(items))
 	var streams []*guard.Stream
 	defer func() {
@@ -100,11 +101,7 @@ func runGroup(ctx context.Context, m *guard.Model, items []Item, preds []Predict
 			if r.Prompt != nil {
 				q.prompt = r.Prompt
 			}
-			for _, t := range r.Tokens {
-				if t.Judged {
-					q.judged = append(q.judged, t)
-				}
-			}
+			q.judged = append(q.judged, r.Tokens...)
 		}
 	}
 	for i, q := range qs {

@@ -3,6 +3,8 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -48,6 +50,23 @@ func ParseRef(s string) (Ref, error) {
 func IsRepoID(s string) bool {
 	_, err := ParseRef(s)
 	return err == nil
+}
+
+// LooksLikePath reports whether a model argument that does not exist was
+// meant as a folder rather than a hub id: it starts like a path (./, ../,
+// /, ~) or its parent folder exists (models/0.6b with a models folder).
+func LooksLikePath(ref string) bool {
+	for _, p := range []string{"./", "../", "/", "~", "." + string(filepath.Separator), ".." + string(filepath.Separator), string(filepath.Separator)} {
+		if strings.HasPrefix(ref, p) {
+			return true
+		}
+	}
+	parent := filepath.Dir(filepath.Clean(ref))
+	if parent == "." {
+		return false
+	}
+	st, err := os.Stat(parent)
+	return err == nil && st.IsDir()
 }
 
 func checkRepoID(id string) error {

@@ -29,6 +29,18 @@ func (c *Client) cachedSnapshot(ref Ref) (*Snapshot, error) {
 		ref, c.CacheDir, err, ErrOffline, ref)
 }
 
+// Cached returns ref's snapshot from the cache alone, never the network:
+// what a library loading a model by its hub id may do without surprising
+// its caller with a multi-gigabyte download.
+func (c *Client) Cached(ref Ref) (*Snapshot, error) {
+	s, err := c.cachedSnapshot(ref)
+	if err == nil || c.Offline {
+		return s, err
+	}
+	return nil, fmt.Errorf("%s is not in the hub cache %s (%v): download it with `streamguard pull %s`, or pass a model folder",
+		ref, c.CacheDir, err, ref)
+}
+
 // Resolve returns a model folder for ref: the cached snapshot when the
 // cache holds a complete one (no network: a branch is not checked for new
 // commits; `streamguard pull` updates it), else, unless offline, a pull

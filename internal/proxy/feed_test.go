@@ -17,7 +17,7 @@ func renderedTurn(t *testing.T, msg guard.Message) (thinking bool, fed string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chat, err := tok.RenderChat([]guard.Message{{Role: "user", Content: "hi"}, msg})
+	chat, err := tok.RenderChat([]tokenizer.Message{{Role: "user", Content: "hi"}, tokenizer.Message(msg)})
 	if err != nil {
 		t.Fatal(err)
 	}

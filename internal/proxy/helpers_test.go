@@ -21,6 +21,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -55,7 +56,7 @@ func tinyModel(t testing.TB) *guard.Model {
 			tinyErr = err
 			return
 		}
-		tiny, tinyErr = guard.New(net, nil, guard.Options{})
+		tiny, tinyErr = guardhook.New[*guard.Model](net, nil, guard.Options{})
 	})
 	if tinyErr != nil {
 		t.Fatal(tinyErr)

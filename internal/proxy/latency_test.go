@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 // wordDeltas is n deltas of one common English word each (one Qwen3 token
@@ -143,7 +144,7 @@ func TestLatency(t *testing.T) {
 	var steps []time.Duration
 	for _, w := range wordDeltas(16) {
 		t0 := time.Now()
-		if _, err := s.AppendIDs(context.Background(), m.Tokenizer().Encode(w)); err != nil {
+		if _, err := s.AppendIDs(context.Background(), guardhook.Tokenizer(m).Encode(w)); err != nil {
 			t.Fatal(err)
 		}
 		steps = append(steps, time.Since(t0))

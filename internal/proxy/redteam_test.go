@@ -57,9 +57,7 @@ func (s *recordingStream) record(tvs []guard.TokenVerdict, err error) ([]guard.T
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	for _, t := range tvs {
-		if t.Judged {
-			s.r.judged = append(s.r.judged, t.Position)
-		}
+		s.r.judged = append(s.r.judged, t.Position)
 	}
 	return tvs, err
 }

@@ -19,9 +19,6 @@ func newTracker() *tracker { return &tracker{align: newAligner()} }
 
 func (t *tracker) add(tvs []guard.TokenVerdict) {
 	for _, tv := range tvs {
-		if !tv.Judged {
-			continue // the assistant header
-		}
 		i := len(t.decEnds)
 		t.align.addDecoded(tv.Text)
 		t.decEnds = append(t.decEnds, len(t.align.dec))

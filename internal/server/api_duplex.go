@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // The long-lived form: POST /v1/streams/connect carries one stream over
@@ -227,7 +228,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 			err = badRequest{errors.New("this connection already has a stream (one stream per connection)")}
 			break
 		}
-		var msgs []guard.Message
+		var msgs []tokenizer.Message
 		if msgs, err = op.promptInput.messages(); err != nil {
 			break
 		}
@@ -239,7 +240,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		srv.auditContent(d.c, "prompt", msgs)
 		var res Result
 		if res, err = d.c.judgeConversation(ctx, msgs); err == nil {
-			rep.ID, rep.Prompt, rep.Tokens = d.id, res.Prompt, judgedOnly(res.Tokens)
+			rep.ID, rep.Prompt, rep.Tokens = d.id, res.Prompt, tokensOrEmpty(res.Tokens)
 		} else {
 			err = lengthParam(err, op.promptInput.field())
 			d.c.close("error")
@@ -251,9 +252,9 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 	case "flush":
 		var tvs []guard.TokenVerdict
 		tvs, err = d.c.flush(ctx)
-		rep.Tokens = judgedOnly(tvs)
+		rep.Tokens = tokensOrEmpty(tvs)
 	case "prompt":
-		var msgs []guard.Message
+		var msgs []tokenizer.Message
 		if msgs, err = op.promptInput.messages(); err == nil {
 			srv.auditContent(d.c, "prompt", msgs)
 			rep.Prompt, err = d.c.judgePrompt(ctx, msgs)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // duplexClient drives POST /v1/streams/connect: it writes one line and
@@ -109,8 +111,8 @@ func (d *duplexClient) do(op map[string]any) duplexReply {
 // framing, and checks the verdicts against the solo run.
 func TestDuplex(t *testing.T) {
 	m := testModel(t)
-	user := []guard.Message{{Role: "user", Content: testPrompt}}
-	respIDs := m.Tokenizer().Encode(testResponse)
+	user := []tokenizer.Message{{Role: "user", Content: testPrompt}}
+	respIDs := guardhook.Tokenizer(m).Encode(testResponse)
 	wantPV, wantTok := solo(t, m, m.Policy(), user, respIDs)
 	for _, sse := range []bool{false, true} {
 		t.Run(fmt.Sprint("sse=", sse), func(t *testing.T) {

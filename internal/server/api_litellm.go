@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // LiteLLM's Generic Guardrail API (POST /beta/litellm_basic_guardrail_api):
@@ -49,7 +49,7 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
 		return
 	}
-	vs, err := srv.judge(r.Context(), t, [][]guard.Message{msgs})
+	vs, err := srv.judge(r.Context(), t, [][]tokenizer.Message{msgs})
 	if err != nil {
 		param := "texts"
 		if len(req.StructuredMessages) > 0 {
@@ -77,8 +77,8 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 // user turn to anchor the response heads, so the texts are judged as a
 // prompt instead. Tool and function messages, non-text content parts and
 // images are skipped and noted (as in /v1/moderations and the proxy).
-func litellmConversation(req *litellmRequest) ([]guard.Message, skipNote, error) {
-	var msgs []guard.Message
+func litellmConversation(req *litellmRequest) ([]tokenizer.Message, skipNote, error) {
+	var msgs []tokenizer.Message
 	var skipped skipNote
 	if len(req.Images) > 0 {
 		skipped.add("images")
@@ -109,15 +109,15 @@ func litellmConversation(req *litellmRequest) ([]guard.Message, skipNote, error)
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
-		return []guard.Message{{Role: "user", Content: text}}, skipped, nil
+		return []tokenizer.Message{{Role: "user", Content: text}}, skipped, nil
 	case "response":
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		if lastUser >= 0 {
-			return append(msgs[:lastUser+1:lastUser+1], guard.Message{Role: "assistant", Content: text}), skipped, nil
+			return append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "assistant", Content: text}), skipped, nil
 		}
-		return []guard.Message{{Role: "user", Content: text}}, skipped, nil
+		return []tokenizer.Message{{Role: "user", Content: text}}, skipped, nil
 	}
 	return nil, nil, errors.New(`input_type must be "request" or "response"`)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // maxModerationInputs bounds the inputs of one moderation request.
@@ -30,7 +31,7 @@ type moderationRequest struct {
 // (see skipNote). A nil conversation is an input with nothing to judge
 // (image parts only): its result is not flagged and says so in skipped.
 type moderationInput struct {
-	msgs    []guard.Message
+	msgs    []tokenizer.Message
 	skipped []string
 }
 
@@ -57,7 +58,7 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, errors.New(`"input" is required`)
 	}
-	user := func(s string) []guard.Message { return []guard.Message{{Role: "user", Content: s}} }
+	user := func(s string) []tokenizer.Message { return []tokenizer.Message{{Role: "user", Content: s}} }
 	switch raw[0] {
 	case '"':
 		var s string
@@ -143,7 +144,7 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 // roles are system (developer is read as system), user and assistant; tool
 // and function messages are skipped (noted), and the assistant turns they
 // separated are joined into one.
-func parseConversation(raw json.RawMessage) ([]guard.Message, skipNote, error) {
+func parseConversation(raw json.RawMessage) ([]tokenizer.Message, skipNote, error) {
 	var conv struct {
 		Messages []json.RawMessage `json:"messages"`
 	}
@@ -153,7 +154,7 @@ func parseConversation(raw json.RawMessage) ([]guard.Message, skipNote, error) {
 	if len(conv.Messages) == 0 {
 		return nil, nil, errors.New(`"messages" is empty`)
 	}
-	msgs := make([]guard.Message, 0, len(conv.Messages))
+	msgs := make([]tokenizer.Message, 0, len(conv.Messages))
 	var skipped skipNote
 	afterTool := false
 	for i, m := range conv.Messages {
@@ -175,7 +176,7 @@ func parseConversation(raw json.RawMessage) ([]guard.Message, skipNote, error) {
 // appendTurn appends msg; after skipped tool results, an assistant turn is
 // joined to the assistant turn before them (the assistant's tool call and
 // its answer after the results are one turn to the guard).
-func appendTurn(msgs []guard.Message, msg guard.Message, afterTool bool) []guard.Message {
+func appendTurn(msgs []tokenizer.Message, msg tokenizer.Message, afterTool bool) []tokenizer.Message {
 	if n := len(msgs); afterTool && n > 0 && msg.Role == "assistant" && msgs[n-1].Role == "assistant" {
 		prev := &msgs[n-1]
 		prev.Content = joinNonEmpty(prev.Content, msg.Content)
@@ -197,14 +198,14 @@ func joinNonEmpty(a, b string) string {
 
 // parseMessage reads one OpenAI message; ok is false for a message that is
 // skipped (tool and function results, noted in skipped).
-func parseMessage(raw json.RawMessage, skipped *skipNote) (msg guard.Message, ok bool, err error) {
+func parseMessage(raw json.RawMessage, skipped *skipNote) (msg tokenizer.Message, ok bool, err error) {
 	var m struct {
 		Role             string          `json:"role"`
 		Content          json.RawMessage `json:"content"`
 		ReasoningContent string          `json:"reasoning_content"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return guard.Message{}, false, err
+		return tokenizer.Message{}, false, err
 	}
 	switch m.Role {
 	case "developer":
@@ -212,15 +213,15 @@ func parseMessage(raw json.RawMessage, skipped *skipNote) (msg guard.Message, ok
 	case "system", "user", "assistant":
 	case "tool", "function":
 		skipped.add(m.Role)
-		return guard.Message{}, false, nil
+		return tokenizer.Message{}, false, nil
 	default:
-		return guard.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", m.Role)
+		return tokenizer.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", m.Role)
 	}
 	text, err := contentText(m.Content, skipped)
 	if err != nil {
-		return guard.Message{}, false, err
+		return tokenizer.Message{}, false, err
 	}
-	return guard.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, true, nil
+	return tokenizer.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, true, nil
 }
 
 // contentText reads an OpenAI message content: a string, null, or an
@@ -354,7 +355,7 @@ type conversationVerdict struct {
 
 // judge runs each conversation on its own stream, all submitted to the
 // scheduler at once so that they share steps.
-func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]guard.Message) ([]conversationVerdict, error) {
+func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message) ([]conversationVerdict, error) {
 	out := make([]conversationVerdict, len(convs))
 	errs := make([]error, len(convs))
 	var wg sync.WaitGroup
@@ -374,7 +375,7 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]guard.Message
 			}
 			v := conversationVerdict{prompt: res.Prompt}
 			if msgs[len(msgs)-1].Role == "assistant" {
-				v.tokens = judgedOnly(res.Tokens)
+				v.tokens = tokensOrEmpty(res.Tokens)
 				idx, flagged := c.s.Flagged()
 				if !flagged {
 					idx = -1
@@ -400,7 +401,7 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]guard.Message
 }
 
 func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationInput) ([]moderationResult, error) {
-	var convs [][]guard.Message
+	var convs [][]tokenizer.Message
 	for _, in := range inputs {
 		if in.msgs != nil {
 			convs = append(convs, in.msgs)

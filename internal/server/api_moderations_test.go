@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // TestModerations checks OpenAI's shape and that each result carries the
@@ -15,7 +17,7 @@ import (
 func TestModerations(t *testing.T) {
 	m := testModel(t)
 	h := newHarness(t, Options{})
-	conv := []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}
+	conv := []tokenizer.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}
 	var resp struct {
 		ID      string `json:"id"`
 		Model   string `json:"model"`
@@ -29,8 +31,8 @@ func TestModerations(t *testing.T) {
 		t.Fatalf("response %+v", resp)
 	}
 	l := m.Info().Labels
-	for i, want := range [][]guard.Message{{{Role: "user", Content: "first text"}}, conv, {{Role: "user", Content: "third"}}} {
-		ref, err := m.Moderate(context.Background(), want, nil)
+	for i, want := range [][]tokenizer.Message{{{Role: "user", Content: "first text"}}, conv, {{Role: "user", Content: "third"}}} {
+		ref, err := m.Moderate(context.Background(), guardhook.Messages[guard.Message](want), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +102,7 @@ func TestModerationsPolicy(t *testing.T) {
 		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}} // loose: P(Unsafe) >= 1 never holds here
 	})
 	h := newHarness(t, Options{Config: cfg})
-	conv := map[string]any{"messages": []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}}
+	conv := map[string]any{"messages": []tokenizer.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}}
 	var ra, rb struct{ Results []moderationResult }
 	if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": conv}, &ra); code != 200 {
 		t.Fatalf("tenant a: status %d", code)
@@ -143,19 +145,19 @@ func TestModerationsBadInput(t *testing.T) {
 func TestParseModerationInput(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want [][]guard.Message
+		want [][]tokenizer.Message
 	}{
-		{`"hi"`, [][]guard.Message{{{Role: "user", Content: "hi"}}}},
-		{`["a", "b"]`, [][]guard.Message{{{Role: "user", Content: "a"}}, {{Role: "user", Content: "b"}}}},
-		{`[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]`, [][]guard.Message{{{Role: "user", Content: "a\nb"}}}},
+		{`"hi"`, [][]tokenizer.Message{{{Role: "user", Content: "hi"}}}},
+		{`["a", "b"]`, [][]tokenizer.Message{{{Role: "user", Content: "a"}}, {{Role: "user", Content: "b"}}}},
+		{`[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]`, [][]tokenizer.Message{{{Role: "user", Content: "a\nb"}}}},
 		{`{"messages": [{"role": "developer", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "u"}]}`,
-			[][]guard.Message{{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}}},
+			[][]tokenizer.Message{{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}}},
 	} {
 		in, err := parseModerationInput(json.RawMessage(tc.in))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.in, err)
 		}
-		var got [][]guard.Message
+		var got [][]tokenizer.Message
 		for _, c := range in {
 			got = append(got, c.msgs)
 		}

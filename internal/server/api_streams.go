@@ -8,17 +8,18 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // promptInput is a user turn: messages (ending with the user's), or a
 // prompt with an optional system message.
 type promptInput struct {
-	Messages []guard.Message `json:"messages"`
-	Prompt   string          `json:"prompt"`
-	System   string          `json:"system"`
+	Messages []tokenizer.Message `json:"messages"`
+	Prompt   string              `json:"prompt"`
+	System   string              `json:"system"`
 }
 
-func (in *promptInput) messages() ([]guard.Message, error) {
+func (in *promptInput) messages() ([]tokenizer.Message, error) {
 	switch {
 	case len(in.Messages) > 0 && (in.Prompt != "" || in.System != ""):
 		return nil, badRequest{errors.New(`give "messages" or "prompt", not both`)}
@@ -32,11 +33,11 @@ func (in *promptInput) messages() ([]guard.Message, error) {
 		}
 		return in.Messages, nil
 	case in.Prompt != "":
-		var msgs []guard.Message
+		var msgs []tokenizer.Message
 		if in.System != "" {
-			msgs = append(msgs, guard.Message{Role: "system", Content: in.System})
+			msgs = append(msgs, tokenizer.Message{Role: "system", Content: in.System})
 		}
-		return append(msgs, guard.Message{Role: "user", Content: in.Prompt}), nil
+		return append(msgs, tokenizer.Message{Role: "user", Content: in.Prompt}), nil
 	}
 	return nil, badRequest{errors.New(`no prompt: give "messages" or "prompt"`)}
 }
@@ -68,14 +69,12 @@ type streamResponse struct {
 	State  State                `json:"state"`
 }
 
-func judgedOnly(tvs []guard.TokenVerdict) []guard.TokenVerdict {
-	out := make([]guard.TokenVerdict, 0, len(tvs))
-	for _, t := range tvs {
-		if t.Judged {
-			out = append(out, t)
-		}
+// tokensOrEmpty makes "tokens" a JSON array even when there are none.
+func tokensOrEmpty(tvs []guard.TokenVerdict) []guard.TokenVerdict {
+	if tvs == nil {
+		return []guard.TokenVerdict{}
 	}
-	return out
+	return tvs
 }
 
 func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
@@ -106,7 +105,7 @@ func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenan
 	srv.sessions.add(s)
 	st := c.state()
 	st.ID = id
-	writeJSON(w, http.StatusCreated, streamResponse{ID: id, Prompt: res.Prompt, Tokens: judgedOnly(res.Tokens), State: st})
+	writeJSON(w, http.StatusCreated, streamResponse{ID: id, Prompt: res.Prompt, Tokens: tokensOrEmpty(res.Tokens), State: st})
 }
 
 // withSession runs op on the tenant's stream named in the path, one
@@ -181,13 +180,13 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 		}
 		tvs = append(tvs, more...)
 	}
-	return judgedOnly(tvs), nil
+	return tokensOrEmpty(tvs), nil
 }
 
 func (srv *Server) flushStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
 		tvs, err := s.c.flush(r.Context())
-		return streamResponse{Tokens: judgedOnly(tvs), State: s.c.state()}, err
+		return streamResponse{Tokens: tokensOrEmpty(tvs), State: s.c.state()}, err
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // The audit log records decisions, one JSON object per line (slog): the
@@ -40,7 +41,7 @@ func (srv *Server) auditClose(c *convo, reason string, d guard.Decision) {
 }
 
 // auditContent logs the text of a judged prompt for tenants that allow it.
-func (srv *Server) auditContent(c *convo, what string, msgs []guard.Message) {
+func (srv *Server) auditContent(c *convo, what string, msgs []tokenizer.Message) {
 	if !c.tenant.LogContent {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/proxy"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // rawErr decodes an error answer keeping param as it was sent.
@@ -73,7 +74,7 @@ func TestContextLengthEveryEndpoint(t *testing.T) {
 		t.Fatalf("create: %d", code)
 	}
 	e = rawErr{}
-	code, _ = h.do("POST", "/v1/streams/"+s.ID+"/prompt", "key-a", map[string]any{"messages": []guard.Message{{Role: "user", Content: long}}}, &e)
+	code, _ = h.do("POST", "/v1/streams/"+s.ID+"/prompt", "key-a", map[string]any{"messages": []tokenizer.Message{{Role: "user", Content: long}}}, &e)
 	wantTooLong(t, "streams prompt", code, e, "messages", false)
 	e = rawErr{}
 	code, _ = h.do("POST", "/v1/streams/"+s.ID+"/append", "key-a", map[string]any{"ids": make([]int, 50)}, &e)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // Errors of stream operations, mapped to HTTP statuses by writeError.
@@ -188,7 +190,7 @@ func (c *convo) end(err error) {
 
 // judgePrompt judges a user turn (msgs end with the user's message; on a
 // stream that holds a conversation they continue it).
-func (c *convo) judgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+func (c *convo) judgePrompt(ctx context.Context, msgs []tokenizer.Message) (*guard.PromptVerdict, error) {
 	ids, err := c.promptIDs(msgs)
 	if err != nil {
 		return nil, badRequest{err}
@@ -207,14 +209,14 @@ func (c *convo) judgePrompt(ctx context.Context, msgs []guard.Message) (*guard.P
 // promptIDs lays msgs out as guard.Stream.QueuePrompt does (the one chat
 // scaffold, tokenizer.RenderConversation), so that the length is known
 // before anything is queued.
-func (c *convo) promptIDs(msgs []guard.Message) ([]int, error) {
+func (c *convo) promptIDs(msgs []tokenizer.Message) ([]int, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("empty prompt: no messages")
 	}
 	if last := msgs[len(msgs)-1]; last.Role != "user" {
 		return nil, fmt.Errorf("the last message must be the user's turn, got role %q", last.Role)
 	}
-	conv, err := c.srv.model.Tokenizer().RenderConversation(msgs)
+	conv, err := guardhook.Tokenizer(c.srv.model).RenderConversation(msgs)
 	if err != nil {
 		return nil, err
 	}
@@ -225,12 +227,12 @@ func (c *convo) promptIDs(msgs []guard.Message) ([]int, error) {
 // does: the last user turn's prompt verdict and, when an assistant turn
 // follows, its content token by token. The stream is left inside the
 // response, so that more of it can be appended.
-func (c *convo) judgeConversation(ctx context.Context, msgs []guard.Message) (Result, error) {
+func (c *convo) judgeConversation(ctx context.Context, msgs []tokenizer.Message) (Result, error) {
 	if len(msgs) == 0 || msgs[len(msgs)-1].Role != "assistant" {
 		pv, err := c.judgePrompt(ctx, msgs)
 		return Result{Prompt: pv}, err
 	}
-	conv, err := c.srv.model.Tokenizer().RenderConversation(msgs)
+	conv, err := guardhook.Tokenizer(c.srv.model).RenderConversation(msgs)
 	if err != nil {
 		return Result{}, badRequest{err}
 	}
@@ -259,9 +261,7 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 	}
 	c.heldBytes += len(text)
 	for _, t := range res.Tokens {
-		if t.Judged {
-			c.heldBytes -= len(t.Text)
-		}
+		c.heldBytes -= len(t.Text)
 	}
 	c.heldBytes = max(c.heldBytes, 0)
 	return res.Tokens, nil
@@ -348,14 +348,11 @@ func (c *convo) observe(res *Result) {
 		c.flagged = false // a new turn
 		c.srv.auditPrompt(c, p)
 	}
+	m.fed.Add(uint64(res.Fed))
 	for i := range res.Tokens {
 		t := &res.Tokens[i]
-		if t.Index == 0 && t.Judged {
+		if t.Index == 0 {
 			c.flagged = false
-		}
-		m.fed.Add(1)
-		if !t.Judged {
-			continue
 		}
 		m.judged.Add(1)
 		m.verdict("response", t.RiskIndex, t.Risk, t.Category)

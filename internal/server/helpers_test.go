@@ -16,8 +16,10 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 var (
@@ -46,7 +48,7 @@ func testModel(t testing.TB) *guard.Model {
 			tinyErr = err
 			return
 		}
-		tinyModel, tinyErr = guard.New(net, nil, guard.Options{})
+		tinyModel, tinyErr = guardhook.New[*guard.Model](net, nil, guard.Options{})
 	})
 	if tinyErr != nil {
 		t.Fatal(tinyErr)
@@ -149,14 +151,14 @@ type errBody struct {
 // solo runs a conversation alone on the library: prompt, then the
 // response fed as ids all at once. It is the reference the server's
 // verdicts must equal bit for bit.
-func solo(t *testing.T, m *guard.Model, p guard.Policy, msgs []guard.Message, respIDs []int) (*guard.PromptVerdict, []guard.TokenVerdict) {
+func solo(t *testing.T, m *guard.Model, p guard.Policy, msgs []tokenizer.Message, respIDs []int) (*guard.PromptVerdict, []guard.TokenVerdict) {
 	t.Helper()
 	s := m.NewStream()
 	defer s.Close()
 	if err := s.SetPolicy(p); err != nil {
 		t.Fatal(err)
 	}
-	pv, err := s.JudgePrompt(context.Background(), msgs)
+	pv, err := s.JudgePrompt(context.Background(), guardhook.Messages[guard.Message](msgs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +169,7 @@ func solo(t *testing.T, m *guard.Model, p guard.Policy, msgs []guard.Message, re
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pv, judgedOnly(tvs)
+	return pv, tokensOrEmpty(tvs)
 }
 
 // sameTokens compares token verdicts exactly (probabilities bitwise).

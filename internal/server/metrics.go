@@ -128,7 +128,7 @@ func (m *metrics) write(w io.Writer) error {
 		header(&b, "streamguard_sessions", "gauge", "Streams reachable by id.")
 		fmt.Fprintf(&b, "streamguard_sessions %d\n", m.sessionsOpen())
 	}
-	header(&b, "streamguard_tokens_fed_total", "counter", "Assistant-turn tokens fed, scaffold included.")
+	header(&b, "streamguard_tokens_fed_total", "counter", "Tokens fed to the model: prompts, chat scaffold and responses.")
 	fmt.Fprintf(&b, "streamguard_tokens_fed_total %d\n", m.fed.Load())
 	header(&b, "streamguard_tokens_judged_total", "counter", "Response tokens judged.")
 	fmt.Fprintf(&b, "streamguard_tokens_judged_total %d\n", m.judged.Load())

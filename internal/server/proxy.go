@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/proxy"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // ProxyOptions configure the chat-completions proxy (serve --upstream).
@@ -111,7 +112,7 @@ func overloaded(err error) error {
 type proxyStream struct{ c *convo }
 
 func (p *proxyStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
-	pv, err := p.c.judgePrompt(ctx, msgs)
+	pv, err := p.c.judgePrompt(ctx, chatMessages(msgs))
 	return pv, overloaded(err)
 }
 
@@ -140,4 +141,14 @@ func (p *proxyStream) Close() {
 	if !p.c.closed {
 		p.c.close("closed")
 	}
+}
+
+// chatMessages converts the proxy's messages (guard's public type) to the
+// tokenizer's, which the server's scaffold takes.
+func chatMessages(msgs []guard.Message) []tokenizer.Message {
+	out := make([]tokenizer.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = tokenizer.Message(m)
+	}
+	return out
 }

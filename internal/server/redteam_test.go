@@ -23,9 +23,7 @@ func (l *judgedLog) observe(r *Result) {
 		l.prompt = append(l.prompt, r.Prompt.Position)
 	}
 	for _, t := range r.Tokens {
-		if t.Judged {
-			l.judged = append(l.judged, t.Position)
-		}
+		l.judged = append(l.judged, t.Position)
 	}
 }
 

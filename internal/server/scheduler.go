@@ -89,11 +89,12 @@ type job struct {
 }
 
 // Result is what an operation produced: the prompt verdict if it reached
-// the end of a user turn, and the verdicts on the assistant-turn tokens
-// fed (scaffold tokens included, Judged false).
+// the end of a user turn, and the verdicts on the response tokens judged.
 type Result struct {
 	Prompt *guard.PromptVerdict
 	Tokens []guard.TokenVerdict
+	// Fed counts the tokens fed, prompt and scaffold included.
+	Fed int
 }
 
 // NewScheduler starts the scheduler goroutine. onStep, when not nil, is
@@ -277,6 +278,7 @@ func (sc *Scheduler) step(batch []*job) {
 				j.acc.Prompt = r.Prompt
 			}
 			j.acc.Tokens = append(j.acc.Tokens, r.Tokens...)
+			j.acc.Fed += r.Fed
 			finished = finished || j.s.Pending() == 0
 		}
 		if !finished {

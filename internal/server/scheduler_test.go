@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // TestBatchInvariance submits many streams at once, in a mix of prompt
@@ -28,13 +30,13 @@ func TestBatchInvariance(t *testing.T) {
 
 	const n = 12
 	type conv struct {
-		msgs []guard.Message
+		msgs []tokenizer.Message
 		resp []int
 	}
 	convs := make([]conv, n)
 	for i := range convs {
 		prompt := fmt.Sprintf("Question %d: %s", i, "tell me about the history of tea in a few long sentences please "+fmt.Sprint(i*i))
-		convs[i] = conv{msgs: []guard.Message{{Role: "user", Content: prompt}}, resp: m.Tokenizer().Encode(fmt.Sprintf("Answer %d: tea came from China, then %d ships carried it west.", i, i))}
+		convs[i] = conv{msgs: []tokenizer.Message{{Role: "user", Content: prompt}}, resp: guardhook.Tokenizer(m).Encode(fmt.Sprintf("Answer %d: tea came from China, then %d ships carried it west.", i, i))}
 	}
 	streams := make([]*guard.Stream, n)
 	for i := range streams {
@@ -65,13 +67,13 @@ func TestBatchInvariance(t *testing.T) {
 		wg.Wait()
 		return out
 	}
-	prompts := run(func(i int) error { return streams[i].QueuePrompt(convs[i].msgs) })
+	prompts := run(func(i int) error { return streams[i].QueuePrompt(guardhook.Messages[guard.Message](convs[i].msgs)) })
 	resps := run(func(i int) error { return streams[i].QueueIDs(convs[i].resp) })
 
 	for i, c := range convs {
 		wantPV, wantTok := solo(t, m, m.Policy(), c.msgs, c.resp)
 		samePrompt(t, fmt.Sprint("stream ", i), prompts[i].Prompt, wantPV)
-		sameTokens(t, fmt.Sprint("stream ", i), judgedOnly(resps[i].Tokens), wantTok)
+		sameTokens(t, fmt.Sprint("stream ", i), tokensOrEmpty(resps[i].Tokens), wantTok)
 	}
 	maxStreams, maxTokens := 0, 0
 	mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -113,7 +114,7 @@ func TestTwelveCategoriesEndToEnd(t *testing.T) {
 			res := results[rec.Line]
 			if res == nil {
 				ex := rep.ValExamples[slices.IndexFunc(rep.ValExamples, func(e *Example) bool { return e.Line == rec.Line })]
-				if res, err = g.Moderate(context.Background(), ex.Messages, nil); err != nil {
+				if res, err = g.Moderate(context.Background(), guardhook.Messages[guard.Message](ex.Messages), nil); err != nil {
 					t.Fatal(err)
 				}
 				results[rec.Line] = res

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/tokenizer"
@@ -39,14 +40,14 @@ func TestExtractMatchesForwardAlone(t *testing.T) {
 		for _, p := range positions {
 			total += len(p)
 		}
-		net := m.Network()
+		net := guardhook.Network(m)
 		H := net.Hidden()
 		if len(X) != total*H {
 			t.Fatalf("%s: %d features, want %d rows of %d", dtype, len(X), total, H)
 		}
 		row := 0
 		for i, msgs := range convMsgs {
-			chat, err := m.Tokenizer().RenderChat(msgs)
+			chat, err := guardhook.Tokenizer(m).RenderChat(msgs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,11 +125,11 @@ func TestBackboneKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	k1, err := backboneKey(set, m.Network().Config, m.Network())
+	k1, err := backboneKey(set, guardhook.Network(m).Config, guardhook.Network(m))
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, _ := backboneKey(set, m.Network().Config, m.Network())
+	k2, _ := backboneKey(set, guardhook.Network(m).Config, guardhook.Network(m))
 	if k1 != k2 || len(k1) != 64 {
 		t.Fatalf("keys %q, %q", k1, k2)
 	}
@@ -142,7 +143,7 @@ func TestBackboneKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer oset.Close()
-	k3, _ := backboneKey(oset, other.Network().Config, other.Network())
+	k3, _ := backboneKey(oset, guardhook.Network(other).Config, guardhook.Network(other))
 	if k3 == k1 {
 		t.Fatal("bf16 and awq backbones share a key")
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/synth"
 	"github.com/streamguard/streamguard/internal/tokenizer"
@@ -222,10 +223,10 @@ func newCorpus(t testing.TB, m *guard.Model, convMsgs [][]tokenizer.Message) *co
 }
 
 func newCorpusProgress(t testing.TB, m *guard.Model, convMsgs [][]tokenizer.Message, progress Progress) *corpus {
-	c := &corpus{m: m, msgs: convMsgs, exs: placeholderExamples(convMsgs), H: m.Network().Hidden()}
+	c := &corpus{m: m, msgs: convMsgs, exs: placeholderExamples(convMsgs), H: guardhook.Network(m).Hidden()}
 	c.convs = make([]*Conversation, len(c.exs))
 	for i, ex := range c.exs {
-		conv, err := Render(m.Tokenizer(), ex.Messages)
+		conv, err := Render(guardhook.Tokenizer(m), ex.Messages)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +234,7 @@ func newCorpusProgress(t testing.TB, m *guard.Model, convMsgs [][]tokenizer.Mess
 	}
 	c.positions, c.rows, _ = featurePlan(c.exs, c.convs)
 	var err error
-	if c.X, c.tokens, err = extract(m.Network(), c.convs, c.positions, progress); err != nil {
+	if c.X, c.tokens, err = extract(guardhook.Network(m), c.convs, c.positions, progress); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -323,7 +324,7 @@ func (c *corpus) primeCache(t testing.TB, modelDir, cacheDir string, idx []int) 
 		t.Fatal(err)
 	}
 	defer set.Close()
-	key, err := backboneKey(set, c.m.Network().Config, c.m.Network())
+	key, err := backboneKey(set, guardhook.Network(c.m).Config, guardhook.Network(c.m))
 	if err != nil {
 		t.Fatal(err)
 	}

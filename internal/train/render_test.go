@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -30,11 +31,11 @@ func TestRenderMatchesModerate(t *testing.T) {
 		{u("newlines"), a("\n\nleading newlines")},
 	}
 	for i, msgs := range cases {
-		c, err := Render(m.Tokenizer(), msgs)
+		c, err := Render(guardhook.Tokenizer(m), msgs)
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
-		res, err := m.Moderate(context.Background(), msgs, nil)
+		res, err := m.Moderate(context.Background(), guardhook.Messages[guard.Message](msgs), nil)
 		if err != nil {
 			t.Fatalf("case %d: Moderate: %v", i, err)
 		}

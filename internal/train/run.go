@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
@@ -159,7 +160,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer m.Close()
-	net, tok := m.Network(), m.Tokenizer()
+	net, tok := guardhook.Network(m), guardhook.Tokenizer(m)
 	cfg := net.Config
 	set, err := safetensors.OpenDir(o.Model)
 	if err != nil {

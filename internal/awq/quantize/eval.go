@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
@@ -88,7 +89,7 @@ func evaluate(dir string, seqs []evalSeq, src []outputs) (*Quality, error) {
 		return nil, err
 	}
 	defer g.Close()
-	net := g.Network()
+	net := guardhook.Network(g)
 	got := make([]outputs, len(seqs))
 	for i, e := range seqs {
 		o, err := net.Forward([]qwen3.Sequence{{Cache: net.NewCache(), IDs: e.ids}}, qwen3.ForwardOptions{Hidden: true})

@@ -12,6 +12,7 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/half"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
@@ -33,11 +34,11 @@ func logitsAndVerdicts(t *testing.T, dir string) ([][]float32, []*guard.Result) 
 		t.Fatal(err)
 	}
 	defer g.Close()
-	net := g.Network()
+	net := guardhook.Network(g)
 	var logits [][]float32
 	var results []*guard.Result
 	for _, c := range graftConvos {
-		chat, err := g.Tokenizer().RenderChat(c)
+		chat, err := guardhook.Tokenizer(g).RenderChat(guardhook.ChatMessages(c))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/synth"
@@ -204,8 +205,8 @@ func checkBundle(t *testing.T, src, dir string, m Method) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if _, ok := g.Network().Layers[0].MLP.Up.(*qwen3.AWQLinear); !ok {
-		t.Errorf("up_proj loads as %T", g.Network().Layers[0].MLP.Up)
+	if _, ok := guardhook.Network(g).Layers[0].MLP.Up.(*qwen3.AWQLinear); !ok {
+		t.Errorf("up_proj loads as %T", guardhook.Network(g).Layers[0].MLP.Up)
 	}
 	res, err := g.Moderate(context.Background(), []guard.Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi there"}}, nil)
 	if err != nil || res.Prompt == nil || len(res.Tokens) != 2 {

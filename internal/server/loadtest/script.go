@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 // script is one conversation: a prompt and a response fed token by token,
@@ -30,7 +31,7 @@ ocean winter summer island machine pocket ticket camera button signal harbor les
 // of promptWords words and responses of about respTokens tokens.
 func makeScripts(m *guard.Model, n, promptWords, respTokens int, seed uint64) []*script {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
-	tok := m.Tokenizer()
+	tok := guardhook.Tokenizer(m)
 	pick := func() string { return words[r.IntN(len(words))] }
 	out := make([]*script, n)
 	for i := range out {
@@ -75,11 +76,7 @@ func solo(ctx context.Context, m *guard.Model, scripts []*script) error {
 			return fmt.Errorf("script %d: %w", i, err)
 		}
 		s.want = pv
-		for _, t := range tvs {
-			if t.Judged {
-				s.tokens = append(s.tokens, t)
-			}
-		}
+		s.tokens = append(s.tokens, tvs...)
 	}
 	return nil
 }

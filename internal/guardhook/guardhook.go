@@ -1,0 +1,71 @@
+// Package guardhook hands the module's own tools what the public guard API
+// keeps out of its surface: the transformer and tokenizer behind a
+// *guard.Model, and a Model built around a network held in memory (random
+// weights for tests and benchmarks). The guard package registers the hooks
+// in its init, so any program that holds a *guard.Model has them; the values
+// are typed any here because guard imports this package, not the reverse.
+package guardhook
+
+import (
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+// Hooks is what guard registers.
+type Hooks struct {
+	Network   func(m any) *qwen3.Model
+	Tokenizer func(m any) *tokenizer.Tokenizer
+	New       func(net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (any, error)
+}
+
+var hooks Hooks
+
+// Register is called once, by guard's init.
+func Register(h Hooks) { hooks = h }
+
+// Network is the transformer behind m, a *guard.Model, for tools that need
+// raw logits or hidden states.
+func Network(m any) *qwen3.Model { return hooks.Network(m) }
+
+// Tokenizer is the tokenizer of m, a *guard.Model.
+func Tokenizer(m any) *tokenizer.Tokenizer { return hooks.Tokenizer(m) }
+
+// New wraps an already built network with tok (nil: the embedded Qwen3
+// tokenizer); opts is a guard.Options and M is *guard.Model:
+//
+//	m, err := guardhook.New[*guard.Model](net, nil, guard.Options{})
+func New[M any](net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (M, error) {
+	var zero M
+	v, err := hooks.New(net, tok, opts)
+	if err != nil {
+		return zero, err
+	}
+	return v.(M), nil
+}
+
+// message is the shape guard.Message and tokenizer.Message share.
+type message interface {
+	~struct {
+		Role             string `json:"role"`
+		Content          string `json:"content"`
+		ReasoningContent string `json:"reasoning_content,omitempty"`
+	}
+}
+
+// Messages converts the tokenizer's messages to guard's ([]guard.Message).
+func Messages[M message](msgs []tokenizer.Message) []M {
+	out := make([]M, len(msgs))
+	for i, m := range msgs {
+		out[i] = M(m)
+	}
+	return out
+}
+
+// ChatMessages converts guard's messages to the tokenizer's.
+func ChatMessages[M message](msgs []M) []tokenizer.Message {
+	out := make([]tokenizer.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = tokenizer.Message(m)
+	}
+	return out
+}
