@@ -8,7 +8,10 @@
 #  3. the README's fresh-machine commands that need no network run on a tiny synthetic model,
 #     and the `tokenize` examples print exactly the output README shows;
 #  4. the README's Go example is, word for word, the function guard/readme_test.go compiles
-#     and runs, and it builds and runs from a separate module set up as README says.
+#     and runs, and it builds and runs from a separate module set up as README says;
+#  5. the README's serving example (serve with a tenants file, then a moderation with curl)
+#     answers on a tiny synthetic model. (The proxy example needs an upstream LLM: the OpenAI
+#     SDK check, scripts/sdk-check, runs the proxy against a fake one.)
 # Each failure is printed as FILE:LINE: what is wrong; the script exits 1 if there was any.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -158,6 +161,35 @@ else
 	else
 		echo "README.md: ok: the Go example runs from a separate module ($(grep -c . <<<"$out") lines of output)"
 	fi
+fi
+
+echo "== doc-check: the README's serving example"
+serving=$(block "Serving and the proxy" "streamguard serve --model")
+if [ -z "$serving" ]; then
+	err "README.md: no fenced block with 'streamguard serve --model' under '## Serving and the proxy'"
+else
+	port=$((20000 + RANDOM % 20000))
+	export KEY=doc-check-key
+	printf '{"tenants": [{"name": "docs", "api_key_sha256": ["%s"]}]}\n' "$(printf %s "$KEY" | "$bin" serve --hash-key)" >"$tmp/tenants.json"
+	serve_cmd=$(grep -m1 'streamguard serve' <<<"$serving" | cut -f2-)
+	serve_line=$(grep -m1 'streamguard serve' <<<"$serving" | cut -f1)
+	serve_cmd=$(sed -e "s#^streamguard #$bin #" -e "s#--model [^ ]*#--model $tmp/qs-tiny#" -e "s#8080#$port#g" -e "s#tenants.json#$tmp/tenants.json#" <<<"$serve_cmd")
+	bash -c "exec $serve_cmd" >"$tmp/serve.log" 2>&1 &
+	serve_pid=$!
+	for _ in $(seq 100); do
+		curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	# The lines after serve, as one script (a JSON body may span lines).
+	client=$(awk '/^## Serving and the proxy/ {insec=1} insec && /^```sh$/ {inb=1; next} inb && /^```$/ {exit} inb' README.md | sed 1d)
+	out=$(bash -c "${client//8080/$port}" 2>&1); rc=$?
+	if [ $rc -eq 0 ] && grep -q '"results"' <<<"$out" && grep -q '"flagged"' <<<"$out"; then
+		echo "README.md:$((serve_line + 1)): ok: the moderation answered: $(head -c 100 <<<"$out")..."
+	else
+		err "README.md:$((serve_line + 1)): serving example (exit $rc): $client"$'\n'"$out"$'\n'"serve (README.md:$serve_line) said: $(cat "$tmp/serve.log")"
+	fi
+	kill "$serve_pid" 2>/dev/null
+	wait "$serve_pid" 2>/dev/null
 fi
 
 if [ $fail -ne 0 ]; then
