@@ -60,6 +60,8 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
 	upIdle := fs.Duration("upstream-idle-timeout", proxy.DefaultIdleTimeout, "with --upstream: how long to wait for each next part of the upstream's response body (then 504, or an error event once streaming)")
 	fwdCookies := fs.Bool("forward-cookies", false, "with --upstream: pass the client's Cookie header to the upstream and the upstream's Set-Cookie back (off: neither)")
+	replicaID := fs.String("replica-id", "", "name this replica in the X-Streamguard-Replica header of every response (behind a load balancer: the pod or host name)")
+	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
 	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
 	if err := parseFlags(fs, args); err != nil {
@@ -90,6 +92,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	bodyLimit, err := parseSize(*maxBody)
 	if err != nil || bodyLimit <= 0 {
 		return usageErrorf("--max-body: want a positive size, got %q", *maxBody)
+	}
+	if strings.IndexFunc(*replicaID, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return usageErrorf("--replica-id must not hold control characters (it is sent as a header)")
 	}
 	if *drainDelay < 0 {
 		return usageErrorf("--drain-delay must not be negative")
@@ -133,6 +138,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
 		RetryAfter: *retry, Audit: audit, Log: logger,
 		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace, DrainDelay: *drainDelay,
+		ReplicaID: *replicaID, RequireStreamID: *requireID,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
 	})
 	if err != nil {

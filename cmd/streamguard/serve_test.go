@@ -24,6 +24,7 @@ func TestServeHashKeyAndFlags(t *testing.T) {
 		{[]string{"--model", "m", "--max-body", "0"}, "--max-body"},
 		{[]string{"--model", "m", "--chunk-tokens", "0"}, "--chunk-tokens"},
 		{[]string{"--model", "m", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--model", "m", "--replica-id", "pod-1\r\nX-Injected: 1"}, "--replica-id must not hold control characters"},
 	} {
 		err := runServe(tc.args, strings.NewReader(""), &out, &errb)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {

@@ -88,7 +88,7 @@ func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenan
 		srv.writeError(w, err)
 		return
 	}
-	id := newStreamID()
+	id := requestStreamID(r) // the client's X-Streamguard-Stream, or random (affinity.go)
 	c, err := srv.openConvo(t, id, srv.opts.StreamReserveTokens)
 	if err != nil {
 		srv.writeError(w, err)
@@ -114,14 +114,14 @@ func (srv *Server) withSession(w http.ResponseWriter, r *http.Request, t *Tenant
 	id := r.PathValue("id")
 	s := srv.sessions.get(t, id)
 	if s == nil {
-		writeErr(w, http.StatusNotFound, "invalid_request_error", "stream_not_found", "no stream "+id+" (closed, expired, or never opened)")
+		writeStreamLost(w, id)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastUse.Store(time.Now().UnixNano())
 	if s.c.closed {
-		writeErr(w, http.StatusNotFound, "invalid_request_error", "stream_not_found", "no stream "+id+" (closed, expired, or never opened)")
+		writeStreamLost(w, id)
 		return
 	}
 	resp, err := op(s)

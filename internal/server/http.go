@@ -27,12 +27,12 @@ func (srv *Server) routes() {
 	mux.Handle("GET /v1/models", srv.authed("models", srv.listModels))
 	mux.Handle("GET /v1/models/{model}", srv.authed("models", srv.getModel))
 	mux.Handle("POST /v1/moderations", srv.authed("moderations", srv.moderations))
-	mux.Handle("POST /v1/streams", srv.authed("streams.create", srv.createStream))
-	mux.Handle("GET /v1/streams/{id}", srv.authed("streams.get", srv.getStream))
-	mux.Handle("POST /v1/streams/{id}/append", srv.authed("streams.append", srv.appendStream))
-	mux.Handle("POST /v1/streams/{id}/flush", srv.authed("streams.flush", srv.flushStream))
-	mux.Handle("POST /v1/streams/{id}/prompt", srv.authed("streams.prompt", srv.promptStream))
-	mux.Handle("DELETE /v1/streams/{id}", srv.authed("streams.close", srv.closeStream))
+	mux.Handle("POST /v1/streams", srv.authed("streams.create", srv.openingStream(srv.createStream)))
+	mux.Handle("GET /v1/streams/{id}", srv.authed("streams.get", srv.onStream(srv.getStream)))
+	mux.Handle("POST /v1/streams/{id}/append", srv.authed("streams.append", srv.onStream(srv.appendStream)))
+	mux.Handle("POST /v1/streams/{id}/flush", srv.authed("streams.flush", srv.onStream(srv.flushStream)))
+	mux.Handle("POST /v1/streams/{id}/prompt", srv.authed("streams.prompt", srv.onStream(srv.promptStream)))
+	mux.Handle("DELETE /v1/streams/{id}", srv.authed("streams.close", srv.onStream(srv.closeStream)))
 	mux.Handle("POST /v1/streams/connect", srv.authedDuplex("streams.connect", srv.connect))
 	mux.Handle("POST /beta/litellm_basic_guardrail_api", srv.authed("litellm", srv.litellm))
 }
@@ -41,6 +41,9 @@ func (srv *Server) routes() {
 // method the path's routes do not take answers 405 (with Allow), both in
 // OpenAI's error shape rather than net/http's plain text.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if srv.opts.ReplicaID != "" {
+		w.Header().Set(ReplicaHeader, srv.opts.ReplicaID)
+	}
 	h, pattern := srv.mux.Handler(r)
 	if pattern != "" {
 		srv.mux.ServeHTTP(w, r)

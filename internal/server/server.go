@@ -66,7 +66,15 @@ type Options struct {
 	DrainDelay time.Duration
 	// RetryAfter is what a 429 for a full KV budget advises [1s].
 	RetryAfter time.Duration
-	Scheduler  SchedulerOptions
+	// ReplicaID names this replica in the X-Streamguard-Replica header of
+	// every response (a pod name behind a load balancer) [none: no header].
+	ReplicaID string
+	// RequireStreamID refuses a POST /v1/streams without a client-chosen
+	// id in X-Streamguard-Stream (400 stream_id_required): behind a load
+	// balancer that hashes that header, a stream opened without it would
+	// land on one replica and its next requests on another [false].
+	RequireStreamID bool
+	Scheduler       SchedulerOptions
 	// Audit receives decisions [discarded]; Log receives operational
 	// messages [discarded].
 	Audit, Log *slog.Logger
@@ -85,9 +93,11 @@ type Server struct {
 	budget   *kvBudget
 	tenants  *tenants
 	sessions *sessions
-	metrics  *metrics
-	audit    *slog.Logger
-	log      *slog.Logger
+	// streamIDs are the ids of streams being opened (affinity.go).
+	streamIDs streamIDs
+	metrics   *metrics
+	audit     *slog.Logger
+	log       *slog.Logger
 
 	mux         *http.ServeMux
 	started     time.Time       // for /v1/models

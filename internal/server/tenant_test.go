@@ -70,7 +70,7 @@ func TestAuthAndIsolation(t *testing.T) {
 	}
 	for _, op := range []struct{ method, path string }{{"GET", ""}, {"POST", "/append"}, {"POST", "/flush"}, {"DELETE", ""}} {
 		e = errBody{}
-		if code, _ := h.do(op.method, "/v1/streams/"+a.ID+op.path, "key-b", map[string]any{"text": "x"}, &e); code != 404 || e.Error.Code != "stream_not_found" {
+		if code, _ := h.do(op.method, "/v1/streams/"+a.ID+op.path, "key-b", map[string]any{"text": "x"}, &e); code != 404 || e.Error.Code != "stream_lost" {
 			t.Errorf("tenant b %s %s: status %d %+v", op.method, op.path, code, e.Error)
 		}
 	}
