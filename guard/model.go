@@ -249,8 +249,8 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 	}
 	return &Model{
 		net: net, tok: tok, policy: opts.Policy, scaffold: sc,
-		unsafeIdx: indexOf(l.ResponseRisk, "Unsafe"), contIdx: indexOf(l.ResponseRisk, "Controversial"),
-		queryUnsafeIdx: indexOf(l.QueryRisk, "Unsafe"), queryContIdx: indexOf(l.QueryRisk, "Controversial"),
+		unsafeIdx: indexOf(l.ResponseRisk, Unsafe), contIdx: indexOf(l.ResponseRisk, Controversial),
+		queryUnsafeIdx: indexOf(l.QueryRisk, Unsafe), queryContIdx: indexOf(l.QueryRisk, Controversial),
 	}, nil
 }
 

@@ -148,10 +148,10 @@ func (p *Policy) nonSafe(l level) bool {
 // mode reports as Unsafe and loose mode as Safe.
 type Decision struct {
 	Flagged bool `json:"flagged"`
-	// Risk is "Unsafe" when flagged, else "Safe" (after the mode mapping).
+	// Risk is Unsafe when flagged, else Safe (after the mode mapping).
 	Risk string `json:"risk"`
-	// Level is the raw level of the run ("Unsafe", "Controversial", or
-	// "Mixed" for a strict-mode run of both), or "" when no run was found.
+	// Level is the raw level of the run (Unsafe, Controversial, or Mixed
+	// for a strict-mode run of both), or "" when no run was found.
 	// In strict mode Flagged always agrees with the online flag.
 	Level string `json:"level,omitempty"`
 	// Index is the response token index that completes the run (-1 when
@@ -210,21 +210,21 @@ func (r *responseState) add(p *Policy, l level, category string) (flags bool) {
 }
 
 func (r *responseState) decision(p *Policy) Decision {
-	d := Decision{Risk: "Safe", Index: -1, Tokens: r.n}
+	d := Decision{Risk: Safe, Index: -1, Tokens: r.n}
 	switch {
 	case r.unsafeAt >= 0:
-		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Unsafe", Index: r.unsafeAt, Category: r.unsafeCat, Tokens: r.n}
+		d = Decision{Flagged: true, Risk: Unsafe, Level: Unsafe, Index: r.unsafeAt, Category: r.unsafeCat, Tokens: r.n}
 	case r.contAt >= 0 && p.Mode == Strict:
-		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Controversial", Index: r.contAt, Category: r.contCat, Tokens: r.n}
+		d = Decision{Flagged: true, Risk: Unsafe, Level: Controversial, Index: r.contAt, Category: r.contCat, Tokens: r.n}
 	case r.flaggedAt >= 0 && p.Mode == Strict:
 		// A run mixing Unsafe and Controversial tokens: the official scan
 		// looks for pure pairs only, but strict mode maps Controversial to
 		// Unsafe before judging (the model card's strict mode treats a token that
 		// is unsafe or controversial alike), and
 		// the decision must agree with the online flag that cut the stream.
-		d = Decision{Flagged: true, Risk: "Unsafe", Level: "Mixed", Index: r.flaggedAt, Category: r.flaggedCategory, Tokens: r.n}
+		d = Decision{Flagged: true, Risk: Unsafe, Level: Mixed, Index: r.flaggedAt, Category: r.flaggedCategory, Tokens: r.n}
 	case r.contAt >= 0:
-		d.Level, d.Index, d.Category = "Controversial", r.contAt, r.contCat
+		d.Level, d.Index, d.Category = Controversial, r.contAt, r.contCat
 	}
 	return d
 }

@@ -79,3 +79,13 @@ func argmax(v []float32) int {
 	}
 	return bi
 }
+
+// The risk levels of Verdict.Risk and Decision.Risk, as the models' label
+// maps spell them, and Mixed, a Decision.Level only: a strict-mode run of
+// both Unsafe and Controversial tokens.
+const (
+	Safe          = "Safe"
+	Controversial = "Controversial"
+	Unsafe        = "Unsafe"
+	Mixed         = "Mixed"
+)
