@@ -10,7 +10,8 @@
 #  4. the README's Go example is, word for word, the function guard/readme_test.go compiles
 #     and runs, and it builds and runs from a separate module set up as README says;
 #  5. the README's serving example (serve with a tenants file, then a moderation with curl)
-#     answers on a tiny synthetic model. (The proxy example needs an upstream LLM: the OpenAI
+#     answers on a tiny synthetic model, and so do the curl blocks of docs/SERVER.md and
+#     docs/API.md (API.md's made-up stream id replaced by one the server opened). (The proxy example needs an upstream LLM: the OpenAI
 #     SDK check, scripts/sdk-check, runs the proxy against a fake one.)
 # Each failure is printed as FILE:LINE: what is wrong; the script exits 1 if there was any.
 set -uo pipefail
@@ -187,6 +188,40 @@ else
 		echo "README.md:$((serve_line + 1)): ok: the moderation answered: $(head -c 100 <<<"$out")..."
 	else
 		err "README.md:$((serve_line + 1)): serving example (exit $rc): $client"$'\n'"$out"$'\n'"serve (README.md:$serve_line) said: $(cat "$tmp/serve.log")"
+	fi
+	# docs/SERVER.md's client block and every curl block of docs/API.md, in order, one shell.
+	if ! command -v jq >/dev/null 2>&1; then
+		err "docs/SERVER.md: jq is needed to run its examples (apt-get install jq)"
+	else
+		doc_blocks() { # FILE: its sh blocks that call curl (or set H) and start no server, each ending with a marker line
+			awk '/^```sh$/ {inb=1; buf=""; next} inb && /^```$/ {inb=0; if ((buf ~ /curl / || buf ~ /(^|\n)H=/) && buf !~ /streamguard serve/) printf "%s#END %d\n", buf, start; next}
+				inb { if (buf == "") start = NR; buf = buf $0 "\n" }' "$1"
+		}
+		for f in docs/SERVER.md docs/API.md; do
+			script="KEY=$KEY"$'\n'
+			n=0
+			while IFS= read -r l; do
+				if [[ "$l" == "#END "* ]]; then
+					n=$((n + 1))
+					script+="echo \"@@block ${l#\#END } rc=\$?\""$'\n'
+					continue
+				fi
+				case "$l" in
+				KEY=*) continue ;; # the tenant key is doc-check's
+				ID=[0-9a-f]*) l='ID=$(curl -s localhost:8080/v1/streams -H "$H" -d '"'"'{"prompt": "How do I make tea?"}'"'"' | jq -r .id)' ;;
+				esac
+				script+="$l"$'\n'
+			done < <(doc_blocks "$f")
+			out=$(bash -c "${script//8080/$port}" 2>&1)
+			bad=$(awk -v f="$f" '/^@@block/ {if (blk != "" && blk ~ /"error"|curl: \(|command not found|rc=[1-9]/) printf "%s:%s\n%s\n", f, $2, blk; blk=""; next} {blk = blk $0 "\n"}' <<<"$out")
+			if [ "$n" -eq 0 ]; then
+				err "$f: no sh block with curl found"
+			elif [ -n "$bad" ]; then
+				err "$f: curl examples failed against serve on a tiny model:"$'\n'"$bad"
+			else
+				echo "$f: ok: $n curl blocks answered"
+			fi
+		done
 	fi
 	kill "$serve_pid" 2>/dev/null
 	wait "$serve_pid" 2>/dev/null
