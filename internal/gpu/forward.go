@@ -1,0 +1,283 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/paging"
+	"github.com/streamguard/streamguard/internal/qwen3"
+)
+
+// Cache is one stream's positions in the model's paged KV cache.
+type Cache struct {
+	m     *Model
+	table *paging.Table
+}
+
+// NewCache starts an empty stream; it holds no memory until tokens arrive.
+func (m *Model) NewCache() *Cache { return &Cache{m: m, table: m.pool.NewTable()} }
+
+// Len is the number of positions filled.
+func (c *Cache) Len() int { return c.table.Len() }
+
+// Release returns the stream's blocks to the pool.
+func (c *Cache) Release() { c.table.Release() }
+
+// Sequence is one stream's new tokens in a batch.
+type Sequence struct {
+	Cache *Cache
+	IDs   []int
+}
+
+// workspace is the device memory one forward of up to cap tokens uses.
+type workspace struct {
+	cap                                   int
+	h, xn, o, q, k, v, att, gate, up, pre *cuda.Buffer
+	logits                                *cuda.Buffer
+	meta                                  *cuda.Buffer // int32: ids, pos, slots, table offsets, tables
+	metaCap                               int          // int32 values
+}
+
+func (w *workspace) bufs() []*cuda.Buffer {
+	return []*cuda.Buffer{w.h, w.xn, w.o, w.q, w.k, w.v, w.att, w.gate, w.up, w.pre, w.logits, w.meta}
+}
+
+// workspaceFor returns a workspace for T tokens and meta int32 values,
+// growing the current one (a power of two in tokens) when too small.
+func (m *Model) workspaceFor(T, meta int) (*workspace, error) {
+	if w := m.ws; w != nil && w.cap >= T && w.metaCap >= meta {
+		return w, nil
+	}
+	n := 16
+	for n < T {
+		n *= 2
+	}
+	if m.ws != nil {
+		n = max(n, m.ws.cap)
+		meta = max(meta, m.ws.metaCap)
+		for _, b := range m.ws.bufs() {
+			b.Free()
+		}
+		m.ws = nil
+	}
+	meta = max(meta, 1024)
+	qd, kvd := m.Heads*m.HeadDim, m.KVHeads*m.HeadDim
+	inner := max(m.heads[0].inner, m.heads[1].inner)
+	out := m.heads[0].levels + m.heads[0].categories + m.heads[1].levels + m.heads[1].categories
+	w := &workspace{cap: n, metaCap: meta}
+	sizes := []struct {
+		dst   **cuda.Buffer
+		elems int
+	}{
+		{&w.h, n * m.Hidden}, {&w.xn, n * m.Hidden}, {&w.o, n * m.Hidden},
+		{&w.q, n * qd}, {&w.k, n * kvd}, {&w.v, n * kvd}, {&w.att, n * qd},
+		{&w.gate, n * m.Inter}, {&w.up, n * m.Inter}, {&w.pre, n * inner},
+		{&w.logits, n * out}, {&w.meta, meta},
+	}
+	for _, s := range sizes {
+		b, err := m.ctx.Alloc(int64(s.elems) * 4)
+		if err != nil {
+			for _, b := range w.bufs() {
+				b.Free()
+			}
+			return nil, fmt.Errorf("gpu: workspace for %d tokens: %w", n, err)
+		}
+		*s.dst = b
+	}
+	m.ws = w
+	return w, nil
+}
+
+// Forward runs the new tokens of all seqs through the network in one
+// batch, appends their keys and values to each stream's cache, and returns
+// each token's head logits, as qwen3.Model.Forward does on the CPU. It is
+// not safe for concurrent use: one scheduler calls it.
+func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
+	T := 0
+	seen := map[*Cache]bool{}
+	for i, s := range seqs {
+		switch {
+		case s.Cache == nil || s.Cache.m != m:
+			return nil, fmt.Errorf("sequence %d: no cache of this model", i)
+		case seen[s.Cache]:
+			return nil, fmt.Errorf("sequence %d: cache appears twice in one batch", i)
+		}
+		seen[s.Cache] = true
+		if n := s.Cache.Len() + len(s.IDs); n > m.MaxPositions {
+			return nil, fmt.Errorf("sequence %d: %d tokens exceed max_position_embeddings %d", i, n, m.MaxPositions)
+		}
+		for j, id := range s.IDs {
+			if id < 0 || id >= m.Vocab {
+				return nil, fmt.Errorf("sequence %d, token %d: id %d outside the vocabulary [0, %d)", i, j, id, m.Vocab)
+			}
+		}
+		T += len(s.IDs)
+	}
+	outs := make([]qwen3.Output, len(seqs))
+	if T == 0 {
+		return outs, nil
+	}
+	// Take the cache blocks first: all or nothing.
+	for i, s := range seqs {
+		if err := s.Cache.table.Grow(len(s.IDs)); err != nil {
+			for _, r := range seqs[:i] {
+				r.Cache.table.Truncate(r.Cache.Len() - len(r.IDs))
+			}
+			return nil, err
+		}
+	}
+	// Host-side metadata: ids, positions, slots, table offsets, tables.
+	ids := make([]int32, 0, T)
+	pos := make([]int32, 0, T)
+	slots := make([]int32, 0, T)
+	toff := make([]int32, 0, T)
+	var tables []int32
+	for _, s := range seqs {
+		start := s.Cache.Len() - len(s.IDs)
+		off := int32(len(tables))
+		tables = append(tables, s.Cache.table.Blocks()...)
+		for j, id := range s.IDs {
+			p := start + j
+			ids = append(ids, int32(id))
+			pos = append(pos, int32(p))
+			slots = append(slots, s.Cache.table.Slot(p))
+			toff = append(toff, off)
+		}
+	}
+	meta := make([]int32, 0, 4*T+len(tables))
+	meta = append(append(append(append(append(meta, ids...), pos...), slots...), toff...), tables...)
+	w, err := m.workspaceFor(T, len(meta))
+	if err != nil {
+		m.undo(seqs)
+		return nil, err
+	}
+	if err := cuda.CopyIn(w.meta, 0, meta); err != nil {
+		m.undo(seqs)
+		return nil, err
+	}
+	at := func(i int) uint64 { return w.meta.Offset(int64(i) * 4) }
+	dIDs, dPos, dSlots, dToff, dTables := at(0), at(T), at(2*T), at(3*T), at(4*T)
+
+	logits, err := m.run(w, T, dIDs, dPos, dSlots, dToff, dTables)
+	if err != nil {
+		m.undo(seqs)
+		return nil, err
+	}
+	R, Q := m.heads[0], m.heads[1]
+	width := R.levels + R.categories + Q.levels + Q.categories
+	t := 0
+	for i, s := range seqs {
+		n := len(s.IDs)
+		o := qwen3.Output{Risk: make([][]float32, n), Category: make([][]float32, n), QueryRisk: make([][]float32, n), QueryCategory: make([][]float32, n)}
+		for j := range n {
+			row := logits[(t+j)*width : (t+j+1)*width : (t+j+1)*width]
+			o.Risk[j] = row[:R.levels:R.levels]
+			o.Category[j] = row[R.levels : R.levels+R.categories : R.levels+R.categories]
+			q := row[R.levels+R.categories:]
+			o.QueryRisk[j] = q[:Q.levels:Q.levels]
+			o.QueryCategory[j] = q[Q.levels : Q.levels+Q.categories : Q.levels+Q.categories]
+		}
+		t += n
+		outs[i] = o
+	}
+	return outs, nil
+}
+
+// undo gives back the positions a failed forward took.
+func (m *Model) undo(seqs []Sequence) {
+	for _, s := range seqs {
+		s.Cache.table.Truncate(s.Cache.Len() - len(s.IDs))
+	}
+}
+
+const threads = 256
+
+func blocks(n int) uint32 { return uint32((n + threads - 1) / threads) }
+
+// run queues the whole forward and copies the logits back.
+func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) ([]float32, error) {
+	H, hd := m.Hidden, m.HeadDim
+	qd, kvd := m.Heads*hd, m.KVHeads*hd
+	k := &m.k
+	var err error
+	launch := func(f *cuda.Function, grid, block cuda.Dim3, args ...any) {
+		if err == nil {
+			err = f.Launch(nil, grid, block, 0, args...)
+		}
+	}
+	matmul := func(y, x, W uint64, N, K int) {
+		const warps = 8
+		launch(k.matmul, cuda.Dim3{X: uint32((N + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32},
+			y, x, W, int32(T), int32(N), int32(K))
+	}
+	norm := func(out, x, wt uint64, rows, d int, eps float32) {
+		launch(k.rmsnorm, cuda.Dim3{X: uint32(rows)}, cuda.Dim3{X: uint32(min(1024, max(32, (d+31)/32*32)))}, out, x, wt, int32(d), eps)
+	}
+	add := func(dst, x uint64, n int) {
+		launch(k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, dst, x, int32(n))
+	}
+	h, xn, o := w.h.Ptr, w.xn.Ptr, w.o.Ptr
+	launch(k.embed, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, h, m.embed.Ptr, ids, int32(H))
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	for i, l := range m.layers {
+		norm(xn, h, l.attnNorm.Ptr, T, H, m.eps)
+		matmul(w.q.Ptr, xn, l.q.Ptr, qd, H)
+		matmul(w.k.Ptr, xn, l.k.Ptr, kvd, H)
+		matmul(w.v.Ptr, xn, l.v.Ptr, kvd, H)
+		norm(w.q.Ptr, w.q.Ptr, l.qNorm.Ptr, T*m.Heads, hd, m.eps)
+		norm(w.k.Ptr, w.k.Ptr, l.kNorm.Ptr, T*m.KVHeads, hd, m.eps)
+		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: uint32(hd / 2)}, w.q.Ptr, m.cos.Ptr, m.sin.Ptr, pos, int32(m.Heads), int32(hd/2))
+		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.KVHeads)}, cuda.Dim3{X: uint32(hd / 2)}, w.k.Ptr, m.cos.Ptr, m.sin.Ptr, pos, int32(m.KVHeads), int32(hd/2))
+		launch(k.kvStore, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, m.kc[i].Ptr, m.vc[i].Ptr, w.k.Ptr, w.v.Ptr, slots, int32(kvd))
+		launch(k.attention, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: 128},
+			w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, tables, toff, pos,
+			int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
+		matmul(o, w.att.Ptr, l.o.Ptr, H, qd)
+		add(h, o, T*H)
+		norm(xn, h, l.mlpNorm.Ptr, T, H, m.eps)
+		matmul(w.gate.Ptr, xn, l.gate.Ptr, m.Inter, H)
+		matmul(w.up.Ptr, xn, l.up.Ptr, m.Inter, H)
+		launch(k.siluMul, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.gate.Ptr, w.gate.Ptr, w.up.Ptr, int32(T*m.Inter))
+		matmul(o, w.gate.Ptr, l.down.Ptr, H, m.Inter)
+		add(h, o, T*H)
+	}
+	norm(h, h, m.norm.Ptr, T, H, m.eps)
+	// Heads: each writes its risk and category logits into its columns of
+	// logits [T][width] through a [T][levels] then [T][categories] layout
+	// per head, gathered on the host.
+	R, Q := m.heads[0], m.heads[1]
+	width := R.levels + R.categories + Q.levels + Q.categories
+	off := int64(0)
+	type piece struct {
+		off  int64
+		cols int
+	}
+	var pieces []piece
+	for _, hd := range []head{R, Q} {
+		matmul(w.pre.Ptr, h, hd.pre.Ptr, hd.inner, H)
+		norm(w.pre.Ptr, w.pre.Ptr, hd.norm.Ptr, T, hd.inner, m.eps)
+		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.risk.Ptr, hd.levels, hd.inner)
+		pieces = append(pieces, piece{off, hd.levels})
+		off += int64(T * hd.levels)
+		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.cat.Ptr, hd.categories, hd.inner)
+		pieces = append(pieces, piece{off, hd.categories})
+		off += int64(T * hd.categories)
+	}
+	if err != nil {
+		return nil, err
+	}
+	flat := make([]float32, off)
+	if err := cuda.CopyOut(flat, w.logits, 0); err != nil {
+		return nil, err
+	}
+	out := make([]float32, T*width)
+	col := 0
+	for _, p := range pieces {
+		for t := range T {
+			copy(out[t*width+col:t*width+col+p.cols], flat[p.off+int64(t*p.cols):p.off+int64((t+1)*p.cols)])
+		}
+		col += p.cols
+	}
+	return out, nil
+}

@@ -1,0 +1,231 @@
+// CUDA kernels of streamguard's GPU backend, compiled to PTX by
+// `go generate ./internal/gpu` (gen.sh) and embedded in the binary; the
+// driver compiles the PTX for the GPU at hand when the module is loaded.
+//
+// Activations are float32 and row-major ([tokens][width]); weights are bf16
+// as stored in the checkpoint, [out][in] row-major (PyTorch's Linear); the
+// KV cache is bf16 in fixed-size blocks of positions (paged): the cache of
+// a layer is [blocks][block_size][kv_heads][head_dim], and a token's slot
+// (block * block_size + offset) is computed on the host from the stream's
+// block table. Each kernel mirrors a CPU kernel of internal/kernels; the
+// comment above it says which, and the tests compare them.
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define WARP 32
+
+__device__ __forceinline__ float bf16f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+	for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+	for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+	return v;
+}
+
+// embed gathers rows of a bf16 table: out[t] = table[ids[t]] (qwen3
+// DenseEmbedding.Lookup). grid (T), block (256).
+extern "C" __global__ void embed_bf16(float *out, const __nv_bfloat16 *table, const int32_t *ids, int32_t H) {
+	int t = blockIdx.x;
+	const __nv_bfloat16 *row = table + (int64_t)ids[t] * H;
+	for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = bf16f(row[i]);
+}
+
+// rmsnorm normalises each of rows rows of width d (kernels.RMSNorm):
+// out = w * (x / sqrt(mean(x²) + eps)), the sum of squares in float64 as the
+// CPU kernel keeps it. out may be x. grid (rows), block (a multiple of 32, ≤ 1024).
+extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, int32_t d, float eps) {
+	__shared__ double part[32];
+	const float *xr = x + (int64_t)blockIdx.x * d;
+	float *outr = out + (int64_t)blockIdx.x * d;
+	double ss = 0;
+	for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+	for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
+	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	if (lane == 0) part[warp] = ss;
+	__syncthreads();
+	if (warp == 0) {
+		ss = lane < blockDim.x / WARP ? part[lane] : 0;
+		for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
+		if (lane == 0) part[0] = ss;
+	}
+	__syncthreads();
+	float r = (float)(1.0 / sqrt(part[0] / d + (double)eps));
+	for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = w[i] * (xr[i] * r);
+}
+
+// rope rotates each head of x in place by its token's position
+// (kernels.RoPE, the rotate-half form): for i < half,
+// (lo, hi) = (x[i], x[i+half]) -> (lo*cos - hi*sin, hi*cos + lo*sin), with
+// cos/sin from the table [positions][half] the CPU computes.
+// grid (T, heads), block (half).
+extern "C" __global__ void rope(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int32_t heads, int32_t half) {
+	int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+	if (i >= half) return;
+	float *xh = x + ((int64_t)t * heads + h) * 2 * half;
+	float c = cos_t[(int64_t)pos[t] * half + i], s = sin_t[(int64_t)pos[t] * half + i];
+	float a = xh[i], b = xh[i + half];
+	xh[i] = a * c - b * s;
+	xh[i + half] = b * c + a * s;
+}
+
+// matmul_bf16 computes y[t][n] = Σ_k x[t][k]·W[n][k] for T tokens
+// (BF16Linear.Forward), one warp per output row n and up to 8 tokens at a
+// time, so that each weight row is read once per 8 tokens. Reads 8 bf16 (16
+// bytes) per lane when K is a multiple of 8.
+// grid (ceil(N / warps per block), ceil(T / 8)), block (warps per block × 32).
+#define MM_TOK 8
+extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bfloat16 *W, int32_t T, int32_t N, int32_t K) {
+	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	int n = blockIdx.x * (blockDim.x / WARP) + warp;
+	int t0 = blockIdx.y * MM_TOK;
+	if (n >= N) return;
+	int nt = min(MM_TOK, T - t0);
+	float acc[MM_TOK];
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) acc[j] = 0;
+	const __nv_bfloat16 *w = W + (int64_t)n * K;
+	int k8 = (K % 8 == 0) ? K : 0;
+	for (int k = lane * 8; k < k8; k += WARP * 8) {
+		uint4 raw = *(const uint4 *)(w + k);
+		const __nv_bfloat16 *wv = (const __nv_bfloat16 *)&raw;
+		float wf[8];
+#pragma unroll
+		for (int i = 0; i < 8; i++) wf[i] = bf16f(wv[i]);
+#pragma unroll
+		for (int j = 0; j < MM_TOK; j++) {
+			if (j < nt) {
+				const float4 *xp = (const float4 *)(x + (int64_t)(t0 + j) * K + k);
+				float4 a = xp[0], b = xp[1];
+				acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+			}
+		}
+	}
+	for (int k = k8 + lane; k < K; k += WARP) {
+		float wf = bf16f(w[k]);
+		for (int j = 0; j < nt; j++) acc[j] += x[(int64_t)(t0 + j) * K + k] * wf;
+	}
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) {
+		float s = warp_sum(acc[j]);
+		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
+	}
+}
+
+// silu_mul computes out[i] = silu(gate[i])·up[i] (kernels.SiLUMul).
+extern "C" __global__ void silu_mul(float *out, const float *gate, const float *up, int32_t n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) {
+		float g = gate[i];
+		out[i] = (float)((double)g / (1.0 + exp(-(double)g))) * up[i];
+	}
+}
+
+// add_inplace computes dst[i] += x[i].
+extern "C" __global__ void add_inplace(float *dst, const float *x, int32_t n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) dst[i] += x[i];
+}
+
+// kv_store writes the new tokens' keys and values into the paged bf16
+// cache of one layer: row t goes to slot slots[t]. grid (T), block (256).
+extern "C" __global__ void kv_store(__nv_bfloat16 *kc, __nv_bfloat16 *vc, const float *k, const float *v, const int32_t *slots, int32_t kvd) {
+	int t = blockIdx.x;
+	int64_t dst = (int64_t)slots[t] * kvd;
+	for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+		kc[dst + i] = __float2bfloat16_rn(k[(int64_t)t * kvd + i]);
+		vc[dst + i] = __float2bfloat16_rn(v[(int64_t)t * kvd + i]);
+	}
+}
+
+// attention computes one query head of one token over the positions
+// 0..pos[t] of its stream (kernels.Attend): softmax(scale·q·k)·v, reading
+// the paged cache through the stream's block table, with an online
+// softmax so that any length fits: each warp takes every 4th position and
+// keeps a running maximum, sum and weighted value; the warps then merge.
+// Lane l holds dimensions l, l+32, ... of the head (so a warp reads a key
+// in coalesced 64-byte pieces). tables holds each stream's block table at
+// table_off[t]. head_dim ≤ 256. grid (T, heads), block (128).
+#define ATT_WARPS 4
+#define ATT_MAXD 256
+#define ATT_PER (ATT_MAXD / WARP)
+extern "C" __global__ void attention(float *out, const float *q, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
+                                     const int32_t *tables, const int32_t *table_off, const int32_t *pos,
+                                     int32_t heads, int32_t kv_heads, int32_t hd, int32_t block_size, float scale) {
+	__shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
+	__shared__ float s_acc[ATT_WARPS][ATT_MAXD];
+	int t = blockIdx.x, h = blockIdx.y;
+	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	int kvh = h / (heads / kv_heads);
+	const float *qh = q + ((int64_t)t * heads + h) * hd;
+	float qv[ATT_PER], acc[ATT_PER];
+#pragma unroll
+	for (int i = 0; i < ATT_PER; i++) {
+		int d = i * WARP + lane;
+		qv[i] = d < hd ? qh[d] * scale : 0;
+		acc[i] = 0;
+	}
+	float m = -INFINITY, l = 0;
+	const int32_t *table = tables + table_off[t];
+	int n = pos[t] + 1;
+	int64_t kvd = (int64_t)kv_heads * hd;
+	for (int p = warp; p < n; p += ATT_WARPS) {
+		int64_t slot = (int64_t)table[p / block_size] * block_size + p % block_size;
+		const __nv_bfloat16 *kp = kc + slot * kvd + (int64_t)kvh * hd;
+		const __nv_bfloat16 *vp = vc + slot * kvd + (int64_t)kvh * hd;
+		float s = 0;
+#pragma unroll
+		for (int i = 0; i < ATT_PER; i++) {
+			int d = i * WARP + lane;
+			if (d < hd) s += qv[i] * bf16f(kp[d]);
+		}
+		s = warp_sum(s);
+		float mn = fmaxf(m, s);
+		float a = __expf(m - mn), e = __expf(s - mn);
+		l = l * a + e;
+#pragma unroll
+		for (int i = 0; i < ATT_PER; i++) {
+			int d = i * WARP + lane;
+			if (d < hd) acc[i] = acc[i] * a + e * bf16f(vp[d]);
+		}
+		m = mn;
+	}
+	if (lane == 0) {
+		s_m[warp] = m;
+		s_l[warp] = l;
+	}
+#pragma unroll
+	for (int i = 0; i < ATT_PER; i++) {
+		int d = i * WARP + lane;
+		if (d < hd) s_acc[warp][d] = acc[i];
+	}
+	__syncthreads();
+	if (warp == 0) {
+		float M = -INFINITY;
+		for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, s_m[w]);
+		float L = 0;
+		float o[ATT_PER];
+#pragma unroll
+		for (int i = 0; i < ATT_PER; i++) o[i] = 0;
+		for (int w = 0; w < ATT_WARPS; w++) {
+			if (s_l[w] == 0) continue; // a warp that saw no position
+			float a = __expf(s_m[w] - M);
+			L += s_l[w] * a;
+#pragma unroll
+			for (int i = 0; i < ATT_PER; i++) {
+				int d = i * WARP + lane;
+				if (d < hd) o[i] += s_acc[w][d] * a;
+			}
+		}
+		float *oh = out + ((int64_t)t * heads + h) * hd;
+#pragma unroll
+		for (int i = 0; i < ATT_PER; i++) {
+			int d = i * WARP + lane;
+			if (d < hd) oh[d] = o[i] / L;
+		}
+	}
+}

@@ -1,0 +1,299 @@
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/paging"
+	"github.com/streamguard/streamguard/internal/qwen3"
+)
+
+// Model is a Qwen3Guard network resident on one GPU: the weights of a CPU
+// model (qwen3.Model, memory-mapped from the checkpoint) uploaded as stored,
+// and a paged bf16 KV cache shared by every stream.
+type Model struct {
+	ctx *cuda.Context
+	mod *cuda.Module
+	k   kernelSet
+
+	Hidden, Heads, KVHeads, HeadDim, Inter, Vocab, MaxPositions int
+	layers                                                      []layer
+	norm                                                        *cuda.Buffer // f32 [hidden]
+	embed                                                       *cuda.Buffer // bf16 [vocab][hidden]
+	cos, sin                                                    *cuda.Buffer // f32 [positions][head_dim/2]
+	heads                                                       [2]head      // response, query
+	eps                                                         float32
+
+	// The paged KV cache: per layer, keys and values of every slot.
+	pool   *paging.Pool
+	kc, vc []*cuda.Buffer // bf16 [blocks·block_size][kv_heads·head_dim]
+
+	ws     *workspace
+	weight int64 // bytes of weights on the GPU
+}
+
+type layer struct {
+	attnNorm, mlpNorm, qNorm, kNorm *cuda.Buffer // f32
+	q, k, v, o, gate, up, down      *cuda.Buffer // bf16 [out][in]
+}
+
+type head struct {
+	pre, risk, cat            *cuda.Buffer // bf16
+	norm                      *cuda.Buffer // f32
+	inner, levels, categories int
+}
+
+type kernelSet struct {
+	embed, rmsnorm, rope, matmul, siluMul, add, kvStore, attention *cuda.Function
+}
+
+// Options size the KV cache.
+type Options struct {
+	// BlockSize is the positions per cache block (default 16).
+	BlockSize int
+	// CacheBytes is the GPU memory the KV cache takes (default: half of
+	// what is free after the weights).
+	CacheBytes int64
+}
+
+// Upload copies net's weights to the GPU of ctx and allocates the KV cache.
+// The network must be BF16 (AWQ INT4 on the GPU is not written yet).
+func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
+	info := ctx.Device
+	src, err := PTX(info.ComputeMajor, info.ComputeMinor)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := ctx.LoadPTX(src)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: loading the kernels: %w", err)
+	}
+	m := &Model{ctx: ctx, mod: mod, MaxPositions: net.MaxPositions}
+	ok := false
+	defer func() {
+		if !ok {
+			m.Close()
+		}
+	}()
+	names := map[string]**cuda.Function{
+		"embed_bf16": &m.k.embed, "rmsnorm": &m.k.rmsnorm, "rope": &m.k.rope, "matmul_bf16": &m.k.matmul,
+		"silu_mul": &m.k.siluMul, "add_inplace": &m.k.add, "kv_store": &m.k.kvStore, "attention": &m.k.attention,
+	}
+	for name, dst := range names {
+		if *dst, err = mod.Function(name); err != nil {
+			return nil, err
+		}
+	}
+
+	a := net.Layers[0].Attn
+	m.Hidden, m.Heads, m.KVHeads, m.HeadDim = net.Hidden(), a.Heads, a.KVHeads, a.HeadDim
+	m.Inter, m.Vocab, m.eps = net.Layers[0].MLP.Inter, net.VocabSize(), net.Norm.Eps
+	if m.HeadDim > 256 || m.HeadDim%2 != 0 {
+		return nil, fmt.Errorf("gpu: head_dim %d (the attention kernel takes even sizes up to 256)", m.HeadDim)
+	}
+	emb, okE := net.Embed.(*qwen3.DenseEmbedding)
+	var bits []uint16
+	if okE {
+		bits, okE = emb.BF16()
+	}
+	if !okE {
+		return nil, fmt.Errorf("gpu: the embedding is not a bf16 table; the GPU backend runs BF16 checkpoints")
+	}
+	if m.embed, err = m.upload(bits); err != nil {
+		return nil, err
+	}
+	for i, l := range net.Layers {
+		var g layer
+		for _, w := range []struct {
+			dst *(*cuda.Buffer)
+			lin qwen3.Linear
+			nm  string
+		}{{&g.q, l.Attn.Q, "q_proj"}, {&g.k, l.Attn.K, "k_proj"}, {&g.v, l.Attn.V, "v_proj"}, {&g.o, l.Attn.O, "o_proj"},
+			{&g.gate, l.MLP.Gate, "gate_proj"}, {&g.up, l.MLP.Up, "up_proj"}, {&g.down, l.MLP.Down, "down_proj"}} {
+			if *w.dst, err = m.linear(w.lin); err != nil {
+				return nil, fmt.Errorf("gpu: layer %d %s: %w", i, w.nm, err)
+			}
+		}
+		for _, n := range []struct {
+			dst  *(*cuda.Buffer)
+			norm *qwen3.RMSNorm
+		}{{&g.attnNorm, l.AttnNorm}, {&g.mlpNorm, l.MLPNorm}, {&g.qNorm, l.Attn.QNorm}, {&g.kNorm, l.Attn.KNorm}} {
+			if *n.dst, err = m.upload(n.norm.W); err != nil {
+				return nil, err
+			}
+		}
+		m.layers = append(m.layers, g)
+	}
+	if m.norm, err = m.upload(net.Norm.W); err != nil {
+		return nil, err
+	}
+	for i, h := range []*qwen3.Head{net.Response, net.Query} {
+		g := head{levels: h.Levels(), categories: h.Categories()}
+		g.inner, _ = h.Pre.Dims()
+		if g.pre, err = m.linear(h.Pre); err == nil {
+			if g.risk, err = m.linear(h.Risk); err == nil {
+				if g.cat, err = m.linear(h.Category); err == nil {
+					g.norm, err = m.upload(h.Norm.W)
+				}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gpu: head %d: %w", i, err)
+		}
+		m.heads[i] = g
+	}
+	if err := m.uploadRoPE(net.RoPE); err != nil {
+		return nil, err
+	}
+	if err := m.allocCache(opts); err != nil {
+		return nil, err
+	}
+	ok = true
+	return m, nil
+}
+
+// linear uploads a BF16 weight matrix as stored.
+func (m *Model) linear(l qwen3.Linear) (*cuda.Buffer, error) {
+	b, ok := l.(*qwen3.BF16Linear)
+	if !ok {
+		return nil, fmt.Errorf("%T weights (the GPU backend runs BF16 checkpoints)", l)
+	}
+	if b.In%8 != 0 {
+		return nil, fmt.Errorf("in_features %d is not a multiple of 8", b.In)
+	}
+	return m.upload(b.W)
+}
+
+func upload[T any](m *Model, v []T) (*cuda.Buffer, error) {
+	n := int64(len(v)) * int64(sizeOf[T]())
+	b, err := m.ctx.Alloc(n)
+	if err != nil {
+		return nil, err
+	}
+	if err := cuda.CopyIn(b, 0, v); err != nil {
+		b.Free()
+		return nil, err
+	}
+	m.weight += n
+	return b, nil
+}
+
+func (m *Model) upload(v any) (*cuda.Buffer, error) {
+	switch v := v.(type) {
+	case []uint16:
+		return upload(m, v)
+	case []float32:
+		return upload(m, v)
+	}
+	return nil, fmt.Errorf("gpu: cannot upload %T", v)
+}
+
+func sizeOf[T any]() int {
+	var z T
+	switch any(z).(type) {
+	case uint16:
+		return 2
+	case float32, int32:
+		return 4
+	}
+	panic("gpu: sizeOf")
+}
+
+// uploadRoPE copies the cos/sin table of every position, computed on the
+// host exactly as the CPU engine computes it.
+func (m *Model) uploadRoPE(r *qwen3.RoPE) error {
+	half := m.HeadDim / 2
+	cos := make([]float32, m.MaxPositions*half)
+	sin := make([]float32, m.MaxPositions*half)
+	for p := range m.MaxPositions {
+		c, s := r.At(p)
+		copy(cos[p*half:], c)
+		copy(sin[p*half:], s)
+	}
+	var err error
+	if m.cos, err = m.upload(cos); err != nil {
+		return err
+	}
+	m.sin, err = m.upload(sin)
+	return err
+}
+
+// BytesPerPosition is the KV-cache memory of one position (bf16 keys and
+// values of every layer).
+func (m *Model) BytesPerPosition() int64 {
+	return 2 * int64(len(m.layers)) * int64(m.KVHeads*m.HeadDim) * 2
+}
+
+func (m *Model) allocCache(opts Options) error {
+	bs := opts.BlockSize
+	if bs <= 0 {
+		bs = 16
+	}
+	want := opts.CacheBytes
+	if want <= 0 {
+		free, _, err := m.ctx.MemInfo()
+		if err != nil {
+			return err
+		}
+		want = free / 2
+	}
+	blocks := int(want / (m.BytesPerPosition() * int64(bs)))
+	if blocks < 1 {
+		return fmt.Errorf("gpu: a KV cache of %d bytes holds no block of %d positions", want, bs)
+	}
+	var err error
+	if m.pool, err = paging.NewPool(blocks, bs); err != nil {
+		return err
+	}
+	per := int64(blocks) * int64(bs) * int64(m.KVHeads*m.HeadDim) * 2
+	for range m.layers {
+		k, err := m.ctx.Alloc(per)
+		if err != nil {
+			return fmt.Errorf("gpu: KV cache: %w", err)
+		}
+		m.kc = append(m.kc, k)
+		v, err := m.ctx.Alloc(per)
+		if err != nil {
+			return fmt.Errorf("gpu: KV cache: %w", err)
+		}
+		m.vc = append(m.vc, v)
+	}
+	return nil
+}
+
+// CacheBlocks reports the KV cache's size and use, in blocks of
+// BlockSize positions.
+func (m *Model) CacheBlocks() (free, total, blockSize int) {
+	return m.pool.Free(), m.pool.Blocks(), m.pool.BlockSize
+}
+
+// WeightBytes is the GPU memory the weights take.
+func (m *Model) WeightBytes() int64 { return m.weight }
+
+// Close frees the model's GPU memory.
+func (m *Model) Close() error {
+	bufs := []*cuda.Buffer{m.norm, m.embed, m.cos, m.sin}
+	for _, l := range m.layers {
+		bufs = append(bufs, l.attnNorm, l.mlpNorm, l.qNorm, l.kNorm, l.q, l.k, l.v, l.o, l.gate, l.up, l.down)
+	}
+	for _, h := range m.heads {
+		bufs = append(bufs, h.pre, h.risk, h.cat, h.norm)
+	}
+	bufs = append(bufs, m.kc...)
+	bufs = append(bufs, m.vc...)
+	if m.ws != nil {
+		bufs = append(bufs, m.ws.bufs()...)
+	}
+	var first error
+	for _, b := range bufs {
+		if err := b.Free(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if m.mod != nil {
+		if err := m.mod.Unload(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

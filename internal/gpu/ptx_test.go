@@ -1,0 +1,74 @@
+package gpu
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestPTXCurrent fails when kernels.cu changed and the embedded PTX was not
+// regenerated (go generate ./internal/gpu).
+func TestPTXCurrent(t *testing.T) {
+	src, err := os.ReadFile("kernels.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(src)
+	want := hex.EncodeToString(sum[:])
+	for name, ptx := range map[string]string{"kernels_sm80.ptx": ptxSM80, "kernels_sm90.ptx": ptxSM90} {
+		got, compiler := ptxHeader(ptx)
+		if got != want {
+			t.Errorf("%s was generated from kernels.cu %s, the source is now %s: run go generate ./internal/gpu", name, got, want)
+		}
+		if compiler == "" {
+			t.Errorf("%s: no compiler line in its header", name)
+		}
+		for _, k := range []string{"embed_bf16", "rmsnorm", "rope", "matmul_bf16", "silu_mul", "add_inplace", "kv_store", "attention"} {
+			if !strings.Contains(ptx, ".entry "+k+"(") {
+				t.Errorf("%s lacks kernel %s", name, k)
+			}
+		}
+	}
+}
+
+// TestPTXRegenerates compiles kernels.cu again where nvcc is installed and
+// compares the result with the embedded PTX byte for byte.
+func TestPTXRegenerates(t *testing.T) {
+	nvcc, err := exec.LookPath("nvcc")
+	if err != nil {
+		t.Skip("nvcc is not installed: only the source hash is checked (TestPTXCurrent)")
+	}
+	out, err := exec.Command(nvcc, "--version").Output()
+	if err != nil {
+		t.Fatalf("nvcc --version: %v", err)
+	}
+	m := regexp.MustCompile(`release ([0-9.]+),`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("cannot read the version of nvcc: %s", out)
+	}
+	for arch, ptx := range map[string]string{"80": ptxSM80, "90": ptxSM90} {
+		_, compiler := ptxHeader(ptx)
+		if ver, _, _ := strings.Cut(compiler, " "); ver != string(m[1]) {
+			t.Logf("compute_%s: the PTX was made by nvcc %s, this is nvcc %s: not compared", arch, ver, m[1])
+			continue
+		}
+		dst := filepath.Join(t.TempDir(), "k.ptx")
+		if out, err := exec.Command(nvcc, "-ptx", "-arch=compute_"+arch, "-O3", "-o", dst, "kernels.cu").CombinedOutput(); err != nil {
+			t.Fatalf("nvcc: %v\n%s", err, out)
+		}
+		got, err := os.ReadFile(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, _ := strings.Cut(ptx, "\n// nvcc: ")
+		_, body, _ = strings.Cut(body, "\n")
+		if string(got) != body {
+			t.Errorf("compute_%s: nvcc's output differs from the embedded PTX: run go generate ./internal/gpu", arch)
+		}
+	}
+}
