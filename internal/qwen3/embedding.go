@@ -67,3 +67,9 @@ func (e *DenseEmbedding) Lookup(dst []float32, id int) {
 
 // Rows implements [Embedding].
 func (e *DenseEmbedding) Rows() int { return e.rows }
+
+// BF16 is the table's raw bfloat16 bits, [rows][hidden], when it is stored
+// as bf16 (for backends that upload it as is).
+func (e *DenseEmbedding) BF16() ([]uint16, bool) {
+	return e.u16, e.dtype == safetensors.BF16
+}
