@@ -60,14 +60,22 @@ type Options struct {
 	// Verdicts can then differ from the float model's near decision
 	// boundaries. Ignored for float models.
 	Int4Coarse bool
+	// Device is where the network runs: "cpu" (the default, also ""),
+	// "cuda" or "cuda:N" (a GPU, an error when it cannot take the model),
+	// or "auto" (a GPU when one can, else the CPU; Info says which and
+	// why). A GPU needs a build with the cuda tag; it runs BF16 models.
+	Device string
 }
 
 // Model is a loaded guard model. It is safe for concurrent use.
 type Model struct {
-	net    *qwen3.Model
-	tok    *tokenizer.Tokenizer
-	closer interface{ Close() error }
-	policy Policy
+	net *qwen3.Model
+	eng engine
+	// deviceNote says why Device "auto" runs on the CPU.
+	deviceNote string
+	tok        *tokenizer.Tokenizer
+	closer     interface{ Close() error }
+	policy     Policy
 	// scaffold is the chat scaffold's ids, written only by the stream.
 	scaffold scaffold
 
@@ -244,11 +252,15 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
+	eng, note, err := chooseEngine(net, opts.Device)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Threads > 0 {
 		kernels.SetThreads(opts.Threads)
 	}
 	return &Model{
-		net: net, tok: tok, policy: opts.Policy, scaffold: sc,
+		net: net, eng: eng, deviceNote: note, tok: tok, policy: opts.Policy, scaffold: sc,
 		unsafeIdx: indexOf(l.ResponseRisk, Unsafe), contIdx: indexOf(l.ResponseRisk, Controversial),
 		queryUnsafeIdx: indexOf(l.QueryRisk, Unsafe), queryContIdx: indexOf(l.QueryRisk, Controversial),
 	}, nil
@@ -289,10 +301,13 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 
 // Close releases the weights. Streams must not be used afterwards.
 func (m *Model) Close() error {
-	if m.closer == nil {
-		return nil
+	err := m.eng.close()
+	if m.closer != nil {
+		if cerr := m.closer.Close(); err == nil {
+			err = cerr
+		}
 	}
-	return m.closer.Close()
+	return err
 }
 
 // Info describes a loaded model.
@@ -302,6 +317,9 @@ type Info struct {
 	KVBytesPerToken int64
 	LoadTime        time.Duration
 	Labels          Labels
+	// Device is where the network runs ("cpu", "cuda:0 (NVIDIA ...)"), and
+	// DeviceNote, for Options.Device "auto" on the CPU, why no GPU was used.
+	Device, DeviceNote string
 }
 
 // Labels are the model's label names, in the order of its heads' outputs:
@@ -318,7 +336,8 @@ func (m *Model) Info() Info {
 	l := m.net.Labels
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
-		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.net.BytesPerPosition(),
+		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(),
+		Device: m.eng.device(), DeviceNote: m.deviceNote,
 		LoadTime: m.loadTime, Labels: Labels{
 			ResponseRisk: slices.Clone(l.ResponseRisk), ResponseCategory: slices.Clone(l.ResponseCategory),
 			QueryRisk: slices.Clone(l.QueryRisk), QueryCategory: slices.Clone(l.QueryCategory),

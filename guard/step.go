@@ -44,7 +44,8 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		return nil, fmt.Errorf("guard: step: %w", err)
 	}
 	taken := make([][]item, len(streams))
-	seqs := make([]qwen3.Sequence, len(streams))
+	caches := make([]kvCache, len(streams))
+	idss := make([][]int, len(streams))
 	release := func(n int) {
 		for _, s := range streams[:n] {
 			s.mu.Lock()
@@ -79,9 +80,9 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		for j, it := range taken[i] {
 			ids[j] = it.id
 		}
-		seqs[i] = qwen3.Sequence{Cache: s.cache, IDs: ids}
+		caches[i], idss[i] = s.cache, ids
 	}
-	outs, ferr := m.net.Forward(seqs, qwen3.ForwardOptions{})
+	outs, ferr := m.eng.forward(caches, idss)
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		s.mu.Lock()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -67,7 +66,7 @@ type item struct {
 type Stream struct {
 	m      *Model
 	mu     sync.Mutex
-	cache  *qwen3.Cache
+	cache  kvCache
 	policy Policy
 	queue  []item
 	phase  phase
@@ -93,7 +92,7 @@ var ErrContextLength = errors.New("guard: context length exceeded")
 // cache memory grows with use; Close releases it.
 func (m *Model) NewStream() *Stream {
 	return &Stream{
-		m: m, cache: m.net.NewCache(), policy: m.policy, resp: newResponseState(),
+		m: m, cache: m.eng.newCache(), policy: m.policy, resp: newResponseState(),
 		enc: m.tok.NewTextStreamEncoder(), dec: m.tok.NewStreamDecoder(false),
 	}
 }
@@ -179,7 +178,7 @@ func (s *Stream) push(items []item) error {
 			return fmt.Errorf("guard: token id %d outside the vocabulary [0, %d)", it.id, vocab)
 		}
 	}
-	if n, max := s.cache.Len()+len(s.queue)+len(items), s.cache.MaxLen(); n > max {
+	if n, max := s.cache.Len()+len(s.queue)+len(items), s.m.net.MaxPositions; n > max {
 		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
 	}
 	s.queue = append(s.queue, items...)

@@ -13,6 +13,8 @@ fi
 
 echo "== go vet"
 go vet ./...
+# The GPU backend's files build only with the cuda tag.
+go vet -tags cuda ./guard ./cmd/streamguard
 
 echo "== staticcheck"
 STATICCHECK_VERSION=v0.8.2
@@ -21,6 +23,7 @@ if ! command -v staticcheck >/dev/null 2>&1 || ! staticcheck -version 2>/dev/nul
 	export PATH="$(go env GOPATH)/bin:$PATH"
 fi
 staticcheck ./...
+staticcheck -tags cuda ./guard ./cmd/streamguard
 
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...

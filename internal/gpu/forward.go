@@ -21,6 +21,11 @@ func (m *Model) NewCache() *Cache { return &Cache{m: m, table: m.pool.NewTable()
 // Len is the number of positions filled.
 func (c *Cache) Len() int { return c.table.Len() }
 
+// Bytes is the cache memory the stream holds (its blocks).
+func (c *Cache) Bytes() int64 {
+	return int64(len(c.table.Blocks())) * int64(c.m.pool.BlockSize) * c.m.BytesPerPosition()
+}
+
 // Release returns the stream's blocks to the pool.
 func (c *Cache) Release() { c.table.Release() }
 

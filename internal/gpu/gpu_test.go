@@ -3,6 +3,7 @@ package gpu
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -20,11 +21,15 @@ var (
 
 // openGPU returns GPU 0, or skips the test where there is none: these tests
 // run on a GPU machine (scripts/gpu-check.sh), and everywhere else only
-// compile.
+// compile. With STREAMGUARD_REQUIRE_GPU set (the check script sets it), a
+// missing GPU fails the test instead.
 func openGPU(t testing.TB) *cuda.Context {
 	t.Helper()
 	gpuOnce.Do(func() { gpuCtx, gpuErr = cuda.Open(0) })
 	if gpuErr != nil {
+		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {
+			t.Fatalf("no GPU: %v", gpuErr)
+		}
 		t.Skipf("no GPU to run on: %v", gpuErr)
 	}
 	return gpuCtx

@@ -1,0 +1,55 @@
+package guard
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/synth"
+)
+
+// TestDeviceChoice loads a model with each device setting on a machine
+// without a usable GPU (CI): auto runs on the CPU and says why, cuda fails
+// with the reason, a bad name is refused.
+func TestDeviceChoice(t *testing.T) {
+	if newGPUEngine != nil {
+		if e, err := newGPUEngine(tinyModel(t, "bf16", nil).net, 0); err == nil {
+			e.close()
+			t.Skip("a GPU is usable here: this test is for machines without one")
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range []string{"", "cpu"} {
+		m, err := Load(context.Background(), dir, Options{Device: dev})
+		if err != nil {
+			t.Fatalf("device %q: %v", dev, err)
+		}
+		if i := m.Info(); i.Device != "cpu" || i.DeviceNote != "" {
+			t.Errorf("device %q: %q, note %q", dev, i.Device, i.DeviceNote)
+		}
+		m.Close()
+	}
+	m, err := Load(context.Background(), dir, Options{Device: "auto"})
+	if err != nil {
+		t.Fatalf("auto: %v", err)
+	}
+	if i := m.Info(); i.Device != "cpu" || i.DeviceNote == "" {
+		t.Errorf("auto without a GPU: device %q, note %q", i.Device, i.DeviceNote)
+	}
+	m.Close()
+	for _, dev := range []string{"cuda", "cuda:1"} {
+		_, err := Load(context.Background(), dir, Options{Device: dev})
+		if err == nil || !strings.Contains(err.Error(), "device "+dev) {
+			t.Errorf("device %s without a GPU: %v", dev, err)
+		}
+	}
+	for _, dev := range []string{"tpu", "cuda:-1", "cuda:x"} {
+		if _, err := Load(context.Background(), dir, Options{Device: dev}); err == nil || !strings.Contains(err.Error(), "want cpu, auto, cuda or cuda:N") {
+			t.Errorf("device %q: %v", dev, err)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+//go:build cuda
+
+package guard
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+// TestGPUMatchesCPU moderates the same conversations on the CPU and on GPU
+// 0 and compares the verdicts: the GPU's bf16 KV cache and its summation
+// order move probabilities slightly (see internal/gpu's tolerance), so the
+// risk levels must agree on at least 98% of the tokens and the prompts'
+// verdicts must be equal. Runs only in a cuda build on a GPU machine
+// (scripts/gpu-check.sh).
+func TestGPUMatchesCPU(t *testing.T) {
+	cpu := tinyModel(t, "bf16", nil)
+	e, err := newGPUEngine(cpu.net, 0)
+	if err != nil {
+		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {
+			t.Fatalf("no GPU: %v", err)
+		}
+		t.Skipf("no GPU to run on: %v", err)
+	}
+	gm := *cpu
+	gm.eng = e
+	defer e.close()
+	convs := [][]Message{
+		{{Role: "user", Content: "How do I bake bread?"}, {Role: "assistant", Content: "Mix flour, water, salt and yeast; knead; let it rise; bake at 230 degrees."}},
+		{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Tell me about tea."}, {Role: "assistant", Content: "Tea is brewed from the leaves of Camellia sinensis."}},
+	}
+	same, total := 0, 0
+	for _, msgs := range convs {
+		a, err := cpu.Moderate(context.Background(), msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := gm.Moderate(context.Background(), msgs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Prompt.Risk != b.Prompt.Risk || a.Prompt.Position != b.Prompt.Position {
+			t.Errorf("prompt verdict: CPU %s at %d, GPU %s at %d", a.Prompt.Risk, a.Prompt.Position, b.Prompt.Risk, b.Prompt.Position)
+		}
+		for i := range a.Tokens {
+			total++
+			if a.Tokens[i].Risk == b.Tokens[i].Risk {
+				same++
+			}
+		}
+	}
+	t.Logf("GPU vs CPU: %d of %d token risk levels agree", same, total)
+	if float64(same) < 0.98*float64(total) {
+		t.Errorf("only %d of %d token risk levels agree", same, total)
+	}
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The GPU check: everything that needs an NVIDIA GPU, in one run that needs
+# nothing installed on the GPU machine (no Go, no CUDA toolkit; the driver
+# only) and finishes in a few minutes.
+#
+#   scripts/gpu-check.sh build        # here, with Go: static binaries into .gpu-bin/
+#   scripts/gpu-check.sh run OUTDIR   # on the GPU machine: runs them, writes OUTDIR/*.json
+#
+# `build` makes the cuda-tagged streamguard and the test binaries of the
+# driver (internal/cuda), the backend (internal/gpu) and the library (guard,
+# cuda-tagged), all with CGO_ENABLED=0. `run` lists the devices, runs the
+# driver tests, the backend's checks against the CPU engine (logits, batch
+# invariance, cache exhaustion) and the library's (verdicts on the GPU
+# against the CPU), then the measurements (copy bandwidth, upload, prefill,
+# single-stream steps at positions 100 and 4,000, 16/64/256 streams) for the
+# 0.6B and 8B shapes with random BF16 weights, and writes:
+#   OUTDIR/devices.json  streamguard devices --json
+#   OUTDIR/tests.txt     the tests' verbose output
+#   OUTDIR/report.json   the measurements
+#   OUTDIR/summary.json  pass/fail of each step and the wall time
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=.gpu-bin
+
+case "${1:-}" in
+build)
+	set -e
+	mkdir -p "$bin"
+	export CGO_ENABLED=0
+	go build -tags cuda -trimpath -ldflags="-s -w" -o "$bin/streamguard" ./cmd/streamguard
+	go test -c -trimpath -o "$bin/cuda.test" ./internal/cuda
+	go test -c -trimpath -o "$bin/gpu.test" ./internal/gpu
+	go test -c -tags cuda -trimpath -o "$bin/guard.test" ./guard
+	grep -qxF "/$bin/" .git/info/exclude 2>/dev/null || echo "/$bin/" >>.git/info/exclude
+	ls -la "$bin"
+	;;
+run)
+	out=${2:?usage: scripts/gpu-check.sh run OUTDIR}
+	mkdir -p "$out"
+	start=$(date +%s)
+	declare -A status
+	step() { # NAME COMMAND...: runs it, records its exit status
+		local name=$1
+		shift
+		echo "== $name: $*" | tee -a "$out/tests.txt"
+		"$@" >>"$out/tests.txt" 2>&1
+		status[$name]=$?
+		echo "== $name: exit ${status[$name]}" | tee -a "$out/tests.txt"
+	}
+	export STREAMGUARD_REQUIRE_GPU=1 # a GPU test that cannot find the GPU fails rather than skips
+	nvidia-smi >>"$out/tests.txt" 2>&1 || true
+	"$bin/streamguard" devices --json >"$out/devices.json" 2>&1
+	status[devices]=$?
+	cat "$out/devices.json"
+	# The test binaries read their testdata relative to their package.
+	step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
+	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion'"
+	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice'"
+	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
+	{
+		printf '{"wall_s": %d' $(($(date +%s) - start))
+		for k in "${!status[@]}"; do printf ', "%s": %d' "$k" "${status[$k]}"; done
+		printf '}\n'
+	} >"$out/summary.json"
+	cat "$out/summary.json"
+	grep -E '^(---|ok|FAIL)|relative L2|GB/s' "$out/tests.txt" | head -60
+	;;
+*)
+	echo "usage: scripts/gpu-check.sh build | run OUTDIR" >&2
+	exit 2
+	;;
+esac
