@@ -56,6 +56,9 @@ run)
 	step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
 	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion'"
 	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice'"
+	# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
+	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 --out \$tmp/m >/dev/null &&
+		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
 	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
 	{
 		printf '{"wall_s": %d' $(($(date +%s) - start))

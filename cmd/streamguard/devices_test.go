@@ -38,3 +38,35 @@ func TestDevices(t *testing.T) {
 		t.Errorf("devices --json: %+v", v)
 	}
 }
+
+// TestDeviceFlag runs moderate with each --device on a machine without a
+// usable GPU: auto stays on the CPU and says why on stderr, cuda fails with
+// the reason, a bad name is a clear error.
+func TestDeviceFlag(t *testing.T) {
+	if _, gpus, err := gpuReport(); err == nil && len(gpus) > 0 {
+		t.Skip("a GPU is usable here: this test is for machines without one")
+	}
+	dir := t.TempDir() + "/m"
+	var out, errb bytes.Buffer
+	if code := mainWithArgs([]string{"gen-model", "--preset", "tiny", "--out", dir}, &out, &errb); code != 0 {
+		t.Fatalf("gen-model: exit %d: %s", code, errb.String())
+	}
+	run := func(dev string) (int, string) {
+		out.Reset()
+		errb.Reset()
+		code := mainWithArgs([]string{"moderate", "--model", dir, "--prompt", "hi", "--device", dev}, &out, &errb)
+		return code, errb.String()
+	}
+	if code, stderr := run("auto"); code != 0 || !strings.HasPrefix(stderr, "device: cpu (auto: ") || !strings.Contains(out.String(), "prompt: ") {
+		t.Errorf("--device auto: exit %d, stderr %q, stdout %q", code, stderr, out.String())
+	}
+	if code, stderr := run("cpu"); code != 0 || stderr != "" {
+		t.Errorf("--device cpu: exit %d, stderr %q", code, stderr)
+	}
+	if code, stderr := run("cuda"); code != 1 || !strings.Contains(stderr, "device cuda: ") {
+		t.Errorf("--device cuda: exit %d, stderr %q", code, stderr)
+	}
+	if code, stderr := run("tpu"); code != 1 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
+		t.Errorf("--device tpu: exit %d, stderr %q", code, stderr)
+	}
+}

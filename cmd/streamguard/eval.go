@@ -55,6 +55,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 8, "conversations run together in one forward")
 	debounce := fs.Int("debounce", guard.DefaultDebounce, "consecutive non-safe tokens that flag a response")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	device := deviceFlag(fs)
 	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when stderr is not a terminal, or with --json)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, evalHelp)
@@ -89,11 +90,12 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device})
 	if err != nil {
 		return err
 	}
 	defer g.Close()
+	reportDevice(stderr, *device, g)
 	info := g.Info()
 	if err := eval.CheckCategories(items, *data, info.Labels.QueryCategory, info.Labels.ResponseCategory); err != nil {
 		return err

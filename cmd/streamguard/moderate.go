@@ -63,6 +63,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	fs.Var(thresholds, "threshold", "CATEGORY=P: flag that category when P(Unsafe) (+P(Controversial) if strict) >= P; repeatable")
 	block := fs.String("block", "", "comma-separated categories that alone may flag (default: all)")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	device := deviceFlag(fs)
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, moderateHelp)
@@ -98,11 +99,12 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device})
 	if err != nil {
 		return err
 	}
 	defer g.Close()
+	reportDevice(stderr, *device, g)
 
 	if *jsonl {
 		return moderateJSONL(g, stdin, stdout)

@@ -55,6 +55,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	batchStreams := fs.Int("max-batch-streams", 0, "streams per step (0: no cap; 1: no batching)")
 	retry := fs.Duration("retry-after", time.Second, "Retry-After advised when the KV budget is full")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	device := deviceFlag(fs)
 	auditPath := fs.String("audit-log", "", "audit log file, JSON lines (default: stderr, with \"log\":\"audit\")")
 	upstream := fs.String("upstream", "", "OpenAI-compatible base URL: also serve POST /v1/chat/completions, moderated")
 	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
@@ -125,11 +126,12 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads})
+	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	reportDevice(stderr, *device, m)
 	if *name == "" {
 		*name = filepath.Base(filepath.Clean(dir))
 	}
