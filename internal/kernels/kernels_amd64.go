@@ -165,9 +165,19 @@ func (o *vecOps) attendGroupF(out, q []float32, g int, k, v []float32, n, d, str
 	}
 }
 
+// mulF sets dst[k] = x[k]·w[k] (scaleMul by 1: x·1 is x exactly).
+func (o *vecOps) mulF(dst, x, w []float32) {
+	n := o.vec(len(dst))
+	if n > 0 {
+		o.scaleMul(&dst[0], &x[0], &w[0], 1, n)
+	}
+	mulGeneric(dst[n:], x[n:len(dst)], w[n:len(dst)])
+}
+
 func (o *vecOps) fill(im *impl) {
 	im.dot, im.axpy, im.rmsNorm, im.siluMul = o.dotF, o.axpyF, o.rmsNormF, o.siluMulF
 	im.softmax, im.rope, im.attend, im.attendGroup = o.softmaxF, o.ropeF, o.attendF, o.attendGroupF
+	im.mul = o.mulF
 }
 
 var avx2Ops = vecOps{
@@ -189,6 +199,10 @@ var avx2Impl = func() impl {
 		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	avx2Ops.fill(&im)
+	im.bf16KV = kvAttn[uint16]{lanes: 8, scores: attnScoresBF16AVX2, sum: attnSumBF16AVX2, sumAdd: attnSumAddBF16AVX2,
+		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
+	im.i8KV = kvAttn[int8]{lanes: 8, scores: attnScoresI8AVX2, sum: attnSumI8AVX2, sumAdd: attnSumAddI8AVX2,
+		scoresGo: scoresI8Go, sumGo: sumI8Go}
 	return im
 }()
 
@@ -205,6 +219,12 @@ var avx512Impl = func() impl {
 	}
 	avx512Ops.fill(&im)
 	im.attendBlock = attendBlockAVX512
+	im.bf16KV = kvAttn[uint16]{lanes: 16, scores: attnScoresBF16AVX512, sum: attnSumBF16AVX512, sumAdd: attnSumAddBF16AVX512,
+		scoresQ4: attnScoresQ4BF16AVX512, sumQ4: attnSumQ4BF16AVX512, sumAddQ4: attnSumAddQ4BF16AVX512,
+		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
+	im.i8KV = kvAttn[int8]{lanes: 16, scores: attnScoresI8AVX512, sum: attnSumI8AVX512, sumAdd: attnSumAddI8AVX512,
+		scoresQ4: attnScoresQ4I8AVX512, sumQ4: attnSumQ4I8AVX512, sumAddQ4: attnSumAddQ4I8AVX512,
+		scoresGo: scoresI8Go, sumGo: sumI8Go}
 	return im
 }()
 

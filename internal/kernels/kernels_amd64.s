@@ -5977,3 +5977,1836 @@ roundEven_loop:
 	JNZ         roundEven_loop
 	VZEROUPPER
 	RET
+
+// func attnScoresBF16AVX2(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·attnScoresBF16AVX2(SB), NOSPLIT, $0-52
+	MOVSS scale+48(FP), X0
+	MOVQ  s+0(FP), AX
+	MOVQ  q+8(FP), CX
+	MOVQ  k+16(FP), DX
+	MOVQ  n+24(FP), BX
+	MOVQ  d+32(FP), SI
+	MOVQ  stride+40(FP), DI
+	SHLQ  $0x01, SI
+	SHLQ  $0x01, DI
+
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS      (CX)(R11*2), Y5
+	VPMOVZXWD    (DX)(R11*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y5, Y6, Y1
+	VPMOVZXWD    (R8)(R11*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y5, Y6, Y2
+	VPMOVZXWD    (R9)(R11*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y5, Y6, Y3
+	VPMOVZXWD    (R10)(R11*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y5, Y6, Y4
+	ADDQ         $0x00000010, R11
+	CMPQ         R11, SI
+	JL           col4
+	VEXTRACTF128 $0x01, Y1, X5
+	VADDPS       X5, X1, X5
+	VMOVHLPS     X5, X5, X1
+	VADDPS       X1, X5, X5
+	VMOVSHDUP    X5, X1
+	VADDSS       X1, X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 12(AX)
+	ADDQ         $0x00000010, AX
+	LEAQ         (R10)(DI*1), DX
+	SUBQ         $0x04, BX
+	JMP          row4
+
+row:
+	TESTQ  BX, BX
+	JZ     ret
+	VXORPS Y1, Y1, Y1
+	XORQ   R8, R8
+
+col:
+	VPMOVZXWD    (DX)(R8*1), Y2
+	VPSLLD       $0x10, Y2, Y2
+	VFMADD231PS  (CX)(R8*2), Y2, Y1
+	ADDQ         $0x00000010, R8
+	CMPQ         R8, SI
+	JL           col
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VMULSS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DI, DX
+	DECQ         BX
+	JMP          row
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnSumBF16AVX2(out *float32, p *float32, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumBF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x01, BX
+
+attnSumBF16AVX2chunk8:
+	CMPQ   DX, $0x00000040
+	JL     attnSumBF16AVX2chunk1
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumBF16AVX2chunk8_j:
+	VBROADCASTSS (SI), Y8
+	VPMOVZXWD    (R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPMOVZXWD    16(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVZXWD    32(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VPMOVZXWD    48(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVZXWD    64(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VPMOVZXWD    80(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVZXWD    96(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPMOVZXWD    112(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumBF16AVX2chunk8_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, 128(AX)
+	VMOVUPS      Y5, 160(AX)
+	VMOVUPS      Y6, 192(AX)
+	VMOVUPS      Y7, 224(AX)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x00000040, DX
+	JMP          attnSumBF16AVX2chunk8
+
+attnSumBF16AVX2chunk1:
+	CMPQ   DX, $0x00000008
+	JL     attnSumBF16AVX2ret
+	VXORPS Y0, Y0, Y0
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumBF16AVX2chunk1_j:
+	VBROADCASTSS (SI), Y1
+	VPMOVZXWD    (R8), Y2
+	VPSLLD       $0x10, Y2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumBF16AVX2chunk1_j
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000010, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumBF16AVX2chunk1
+
+attnSumBF16AVX2ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddBF16AVX2(out *float32, p *float32, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumAddBF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x01, BX
+
+attnSumAddBF16AVX2chunk8:
+	CMPQ    DX, $0x00000040
+	JL      attnSumAddBF16AVX2chunk1
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddBF16AVX2chunk8_j:
+	VBROADCASTSS (SI), Y8
+	VPMOVZXWD    (R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPMOVZXWD    16(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVZXWD    32(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VPMOVZXWD    48(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVZXWD    64(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VPMOVZXWD    80(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVZXWD    96(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPMOVZXWD    112(R8), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddBF16AVX2chunk8_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, 128(AX)
+	VMOVUPS      Y5, 160(AX)
+	VMOVUPS      Y6, 192(AX)
+	VMOVUPS      Y7, 224(AX)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x00000040, DX
+	JMP          attnSumAddBF16AVX2chunk8
+
+attnSumAddBF16AVX2chunk1:
+	CMPQ    DX, $0x00000008
+	JL      attnSumAddBF16AVX2ret
+	VMOVUPS (AX), Y0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddBF16AVX2chunk1_j:
+	VBROADCASTSS (SI), Y1
+	VPMOVZXWD    (R8), Y2
+	VPSLLD       $0x10, Y2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddBF16AVX2chunk1_j
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000010, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumAddBF16AVX2chunk1
+
+attnSumAddBF16AVX2ret:
+	VZEROUPPER
+	RET
+
+// func attnScoresBF16AVX512(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·attnScoresBF16AVX512(SB), NOSPLIT, $0-52
+	MOVSS scale+48(FP), X0
+	MOVQ  s+0(FP), AX
+	MOVQ  q+8(FP), CX
+	MOVQ  k+16(FP), DX
+	MOVQ  n+24(FP), BX
+	MOVQ  d+32(FP), SI
+	MOVQ  stride+40(FP), DI
+	SHLQ  $0x01, SI
+	SHLQ  $0x01, DI
+
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS       (CX)(R11*2), Z5
+	VPMOVZXWD     (DX)(R11*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VFMADD231PS   Z5, Z6, Z1
+	VPMOVZXWD     (R8)(R11*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VFMADD231PS   Z5, Z6, Z2
+	VPMOVZXWD     (R9)(R11*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VFMADD231PS   Z5, Z6, Z3
+	VPMOVZXWD     (R10)(R11*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VFMADD231PS   Z5, Z6, Z4
+	ADDQ          $0x00000020, R11
+	CMPQ          R11, SI
+	JL            col4
+	VEXTRACTF64X4 $0x01, Z1, Y5
+	VADDPS        Y5, Y1, Y5
+	VEXTRACTF32X4 $0x01, Y5, X1
+	VADDPS        X1, X5, X1
+	VMOVHLPS      X1, X1, X5
+	VADDPS        X5, X1, X1
+	VMOVSHDUP     X1, X5
+	VADDSS        X5, X1, X1
+	VMULSS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 4(AX)
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 8(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 12(AX)
+	ADDQ          $0x00000010, AX
+	LEAQ          (R10)(DI*1), DX
+	SUBQ          $0x04, BX
+	JMP           row4
+
+row:
+	TESTQ  BX, BX
+	JZ     ret
+	VXORPS Z1, Z1, Z1
+	XORQ   R8, R8
+
+col:
+	VPMOVZXWD     (DX)(R8*1), Z2
+	VPSLLD        $0x10, Z2, Z2
+	VFMADD231PS   (CX)(R8*2), Z2, Z1
+	ADDQ          $0x00000020, R8
+	CMPQ          R8, SI
+	JL            col
+	VEXTRACTF64X4 $0x01, Z1, Y2
+	VADDPS        Y2, Y1, Y2
+	VEXTRACTF32X4 $0x01, Y2, X1
+	VADDPS        X1, X2, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
+	VMULSS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DI, DX
+	DECQ          BX
+	JMP           row
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnSumBF16AVX512(out *float32, p *float32, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·attnSumBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x01, BX
+
+attnSumBF16AVX512chunk8:
+	CMPQ   DX, $0x00000080
+	JL     attnSumBF16AVX512chunk1
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumBF16AVX512chunk8_j:
+	VBROADCASTSS (SI), Z8
+	VPMOVZXWD    (R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z0
+	VPMOVZXWD    32(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z1
+	VPMOVZXWD    64(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z2
+	VPMOVZXWD    96(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z3
+	VPMOVZXWD    128(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z4
+	VPMOVZXWD    160(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z5
+	VPMOVZXWD    192(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z6
+	VPMOVZXWD    224(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumBF16AVX512chunk8_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, 256(AX)
+	VMOVUPS      Z5, 320(AX)
+	VMOVUPS      Z6, 384(AX)
+	VMOVUPS      Z7, 448(AX)
+	ADDQ         $0x00000200, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x00000080, DX
+	JMP          attnSumBF16AVX512chunk8
+
+attnSumBF16AVX512chunk1:
+	CMPQ   DX, $0x00000010
+	JL     attnSumBF16AVX512ret
+	VXORPS Z0, Z0, Z0
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumBF16AVX512chunk1_j:
+	VBROADCASTSS (SI), Z1
+	VPMOVZXWD    (R8), Z2
+	VPSLLD       $0x10, Z2, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumBF16AVX512chunk1_j
+	VMOVUPS      Z0, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000020, CX
+	SUBQ         $0x00000010, DX
+	JMP          attnSumBF16AVX512chunk1
+
+attnSumBF16AVX512ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddBF16AVX512(out *float32, p *float32, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	SHLQ $0x01, BX
+
+attnSumAddBF16AVX512chunk8:
+	CMPQ    DX, $0x00000080
+	JL      attnSumAddBF16AVX512chunk1
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddBF16AVX512chunk8_j:
+	VBROADCASTSS (SI), Z8
+	VPMOVZXWD    (R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z0
+	VPMOVZXWD    32(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z1
+	VPMOVZXWD    64(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z2
+	VPMOVZXWD    96(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z3
+	VPMOVZXWD    128(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z4
+	VPMOVZXWD    160(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z5
+	VPMOVZXWD    192(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z6
+	VPMOVZXWD    224(R8), Z9
+	VPSLLD       $0x10, Z9, Z9
+	VFMADD231PS  Z9, Z8, Z7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddBF16AVX512chunk8_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, 256(AX)
+	VMOVUPS      Z5, 320(AX)
+	VMOVUPS      Z6, 384(AX)
+	VMOVUPS      Z7, 448(AX)
+	ADDQ         $0x00000200, AX
+	ADDQ         $0x00000100, CX
+	SUBQ         $0x00000080, DX
+	JMP          attnSumAddBF16AVX512chunk8
+
+attnSumAddBF16AVX512chunk1:
+	CMPQ    DX, $0x00000010
+	JL      attnSumAddBF16AVX512ret
+	VMOVUPS (AX), Z0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddBF16AVX512chunk1_j:
+	VBROADCASTSS (SI), Z1
+	VPMOVZXWD    (R8), Z2
+	VPSLLD       $0x10, Z2, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddBF16AVX512chunk1_j
+	VMOVUPS      Z0, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000020, CX
+	SUBQ         $0x00000010, DX
+	JMP          attnSumAddBF16AVX512chunk1
+
+attnSumAddBF16AVX512ret:
+	VZEROUPPER
+	RET
+
+// func attnScoresQ4BF16AVX512(s *float32, sstride int, q *float32, k *uint16, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·attnScoresQ4BF16AVX512(SB), NOSPLIT, $0-60
+	MOVSS        scale+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         s+0(FP), AX
+	MOVQ         q+16(FP), CX
+	MOVQ         k+24(FP), DX
+	MOVQ         n+32(FP), BX
+	MOVQ         d+40(FP), SI
+	MOVQ         stride+48(FP), DI
+	MOVQ         sstride+8(FP), R8
+	SHLQ         $0x02, SI
+	SHLQ         $0x01, DI
+	SHLQ         $0x02, R8
+	LEAQ         (SI)(SI*2), R9
+	LEAQ         (DI)(DI*2), R10
+	LEAQ         (R8)(R8*2), R11
+	TESTQ        BX, BX
+	JZ           q4_ret
+
+q4_keys:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	MOVQ   CX, R12
+	MOVQ   DX, R13
+	LEAQ   (CX)(SI*1), R14
+
+q4_dims:
+	VMOVUPS       (R12), Z17
+	VMOVUPS       (R12)(SI*1), Z18
+	VMOVUPS       (R12)(SI*2), Z19
+	VMOVUPS       (R12)(R9*1), Z20
+	VPMOVZXWD     (R13), Z21
+	VPSLLD        $0x10, Z21, Z21
+	VFMADD231PS   Z17, Z21, Z1
+	VFMADD231PS   Z18, Z21, Z2
+	VFMADD231PS   Z19, Z21, Z3
+	VFMADD231PS   Z20, Z21, Z4
+	VPMOVZXWD     (R13)(DI*1), Z21
+	VPSLLD        $0x10, Z21, Z21
+	VFMADD231PS   Z17, Z21, Z5
+	VFMADD231PS   Z18, Z21, Z6
+	VFMADD231PS   Z19, Z21, Z7
+	VFMADD231PS   Z20, Z21, Z8
+	VPMOVZXWD     (R13)(DI*2), Z21
+	VPSLLD        $0x10, Z21, Z21
+	VFMADD231PS   Z17, Z21, Z9
+	VFMADD231PS   Z18, Z21, Z10
+	VFMADD231PS   Z19, Z21, Z11
+	VFMADD231PS   Z20, Z21, Z12
+	VPMOVZXWD     (R13)(R10*1), Z21
+	VPSLLD        $0x10, Z21, Z21
+	VFMADD231PS   Z17, Z21, Z13
+	VFMADD231PS   Z18, Z21, Z14
+	VFMADD231PS   Z19, Z21, Z15
+	VFMADD231PS   Z20, Z21, Z16
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000020, R13
+	CMPQ          R12, R14
+	JL            q4_dims
+	VSHUFF32X4    $0x44, Z2, Z1, Z17
+	VSHUFF32X4    $0xee, Z2, Z1, Z1
+	VADDPS        Z1, Z17, Z17
+	VSHUFF32X4    $0x44, Z4, Z3, Z1
+	VSHUFF32X4    $0xee, Z4, Z3, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x44, Z6, Z5, Z2
+	VSHUFF32X4    $0xee, Z6, Z5, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x44, Z8, Z7, Z3
+	VSHUFF32X4    $0xee, Z8, Z7, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFF32X4    $0x44, Z10, Z9, Z4
+	VSHUFF32X4    $0xee, Z10, Z9, Z5
+	VADDPS        Z5, Z4, Z4
+	VSHUFF32X4    $0x44, Z12, Z11, Z5
+	VSHUFF32X4    $0xee, Z12, Z11, Z6
+	VADDPS        Z6, Z5, Z5
+	VSHUFF32X4    $0x44, Z14, Z13, Z6
+	VSHUFF32X4    $0xee, Z14, Z13, Z7
+	VADDPS        Z7, Z6, Z6
+	VSHUFF32X4    $0x44, Z16, Z15, Z7
+	VSHUFF32X4    $0xee, Z16, Z15, Z8
+	VADDPS        Z8, Z7, Z7
+	VSHUFF32X4    $0x88, Z1, Z17, Z8
+	VSHUFF32X4    $0xdd, Z1, Z17, Z1
+	VADDPS        Z1, Z8, Z8
+	VSHUFF32X4    $0x88, Z3, Z2, Z1
+	VSHUFF32X4    $0xdd, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x88, Z5, Z4, Z2
+	VSHUFF32X4    $0xdd, Z5, Z4, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x88, Z7, Z6, Z3
+	VSHUFF32X4    $0xdd, Z7, Z6, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFPS       $0x44, Z1, Z8, Z4
+	VSHUFPS       $0xee, Z1, Z8, Z1
+	VADDPS        Z1, Z4, Z4
+	VSHUFPS       $0x44, Z3, Z2, Z1
+	VSHUFPS       $0xee, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFPS       $0x88, Z1, Z4, Z2
+	VSHUFPS       $0xdd, Z1, Z4, Z1
+	VADDPS        Z1, Z2, Z2
+	VMULPS        Z0, Z2, Z2
+	VMOVUPS       X2, (AX)
+	VEXTRACTF32X4 $0x01, Z2, (AX)(R8*1)
+	VEXTRACTF32X4 $0x02, Z2, (AX)(R8*2)
+	VEXTRACTF32X4 $0x03, Z2, (AX)(R11*1)
+	ADDQ          $0x10, AX
+	LEAQ          (DX)(DI*4), DX
+	SUBQ          $0x04, BX
+	JNZ           q4_keys
+
+q4_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·attnSumQ4BF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x01, BX
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumQ4BF16AVX512_chunk:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   p+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumQ4BF16AVX512_j:
+	VPMOVZXWD    (R12), Z16
+	VPSLLD       $0x10, Z16, Z16
+	VPMOVZXWD    32(R12), Z17
+	VPSLLD       $0x10, Z17, Z17
+	VPMOVZXWD    64(R12), Z18
+	VPSLLD       $0x10, Z18, Z18
+	VPMOVZXWD    96(R12), Z19
+	VPSLLD       $0x10, Z19, Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumQ4BF16AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumQ4BF16AVX512_chunk
+	VZEROUPPER
+	RET
+
+// func attnSumAddQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddQ4BF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x01, BX
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumAddQ4BF16AVX512_chunk:
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS (AX)(DI*1), Z4
+	VMOVUPS 64(AX)(DI*1), Z5
+	VMOVUPS 128(AX)(DI*1), Z6
+	VMOVUPS 192(AX)(DI*1), Z7
+	VMOVUPS (AX)(DI*2), Z8
+	VMOVUPS 64(AX)(DI*2), Z9
+	VMOVUPS 128(AX)(DI*2), Z10
+	VMOVUPS 192(AX)(DI*2), Z11
+	VMOVUPS (AX)(R8*1), Z12
+	VMOVUPS 64(AX)(R8*1), Z13
+	VMOVUPS 128(AX)(R8*1), Z14
+	VMOVUPS 192(AX)(R8*1), Z15
+	MOVQ    p+8(FP), R10
+	MOVQ    n+32(FP), R11
+	MOVQ    CX, R12
+
+attnSumAddQ4BF16AVX512_j:
+	VPMOVZXWD    (R12), Z16
+	VPSLLD       $0x10, Z16, Z16
+	VPMOVZXWD    32(R12), Z17
+	VPSLLD       $0x10, Z17, Z17
+	VPMOVZXWD    64(R12), Z18
+	VPSLLD       $0x10, Z18, Z18
+	VPMOVZXWD    96(R12), Z19
+	VPSLLD       $0x10, Z19, Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumAddQ4BF16AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumAddQ4BF16AVX512_chunk
+	VZEROUPPER
+	RET
+
+// func attnScoresI8AVX2(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·attnScoresI8AVX2(SB), NOSPLIT, $0-52
+	MOVSS scale+48(FP), X0
+	MOVQ  s+0(FP), AX
+	MOVQ  q+8(FP), CX
+	MOVQ  k+16(FP), DX
+	MOVQ  n+24(FP), BX
+	MOVQ  d+32(FP), SI
+	MOVQ  stride+40(FP), DI
+
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS      (CX)(R11*4), Y5
+	VPMOVSXBD    (DX)(R11*1), Y6
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y5, Y6, Y1
+	VPMOVSXBD    (R8)(R11*1), Y6
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y5, Y6, Y2
+	VPMOVSXBD    (R9)(R11*1), Y6
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y5, Y6, Y3
+	VPMOVSXBD    (R10)(R11*1), Y6
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y5, Y6, Y4
+	ADDQ         $0x00000008, R11
+	CMPQ         R11, SI
+	JL           col4
+	VEXTRACTF128 $0x01, Y1, X5
+	VADDPS       X5, X1, X5
+	VMOVHLPS     X5, X5, X1
+	VADDPS       X1, X5, X5
+	VMOVSHDUP    X5, X1
+	VADDSS       X1, X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, (AX)
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 4(AX)
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 8(AX)
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VMULSS       X0, X1, X1
+	VMOVSS       X1, 12(AX)
+	ADDQ         $0x00000010, AX
+	LEAQ         (R10)(DI*1), DX
+	SUBQ         $0x04, BX
+	JMP          row4
+
+row:
+	TESTQ  BX, BX
+	JZ     ret
+	VXORPS Y1, Y1, Y1
+	XORQ   R8, R8
+
+col:
+	VPMOVSXBD    (DX)(R8*1), Y2
+	VCVTDQ2PS    Y2, Y2
+	VFMADD231PS  (CX)(R8*4), Y2, Y1
+	ADDQ         $0x00000008, R8
+	CMPQ         R8, SI
+	JL           col
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VMULSS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DI, DX
+	DECQ         BX
+	JMP          row
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnSumI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumI8AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+
+attnSumI8AVX2chunk8:
+	CMPQ   DX, $0x00000040
+	JL     attnSumI8AVX2chunk1
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumI8AVX2chunk8_j:
+	VBROADCASTSS (SI), Y8
+	VPMOVSXBD    (R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPMOVSXBD    8(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVSXBD    16(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VPMOVSXBD    24(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVSXBD    32(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VPMOVSXBD    40(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVSXBD    48(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPMOVSXBD    56(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumI8AVX2chunk8_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, 128(AX)
+	VMOVUPS      Y5, 160(AX)
+	VMOVUPS      Y6, 192(AX)
+	VMOVUPS      Y7, 224(AX)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000040, DX
+	JMP          attnSumI8AVX2chunk8
+
+attnSumI8AVX2chunk1:
+	CMPQ   DX, $0x00000008
+	JL     attnSumI8AVX2ret
+	VXORPS Y0, Y0, Y0
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumI8AVX2chunk1_j:
+	VBROADCASTSS (SI), Y1
+	VPMOVSXBD    (R8), Y2
+	VCVTDQ2PS    Y2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumI8AVX2chunk1_j
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000008, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumI8AVX2chunk1
+
+attnSumI8AVX2ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumAddI8AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+
+attnSumAddI8AVX2chunk8:
+	CMPQ    DX, $0x00000040
+	JL      attnSumAddI8AVX2chunk1
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddI8AVX2chunk8_j:
+	VBROADCASTSS (SI), Y8
+	VPMOVSXBD    (R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y0
+	VPMOVSXBD    8(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVSXBD    16(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y2
+	VPMOVSXBD    24(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVSXBD    32(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y4
+	VPMOVSXBD    40(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVSXBD    48(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y6
+	VPMOVSXBD    56(R8), Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddI8AVX2chunk8_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, 128(AX)
+	VMOVUPS      Y5, 160(AX)
+	VMOVUPS      Y6, 192(AX)
+	VMOVUPS      Y7, 224(AX)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000040, DX
+	JMP          attnSumAddI8AVX2chunk8
+
+attnSumAddI8AVX2chunk1:
+	CMPQ    DX, $0x00000008
+	JL      attnSumAddI8AVX2ret
+	VMOVUPS (AX), Y0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddI8AVX2chunk1_j:
+	VBROADCASTSS (SI), Y1
+	VPMOVSXBD    (R8), Y2
+	VCVTDQ2PS    Y2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddI8AVX2chunk1_j
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000008, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumAddI8AVX2chunk1
+
+attnSumAddI8AVX2ret:
+	VZEROUPPER
+	RET
+
+// func attnScoresI8AVX512(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·attnScoresI8AVX512(SB), NOSPLIT, $0-52
+	MOVSS scale+48(FP), X0
+	MOVQ  s+0(FP), AX
+	MOVQ  q+8(FP), CX
+	MOVQ  k+16(FP), DX
+	MOVQ  n+24(FP), BX
+	MOVQ  d+32(FP), SI
+	MOVQ  stride+40(FP), DI
+
+row4:
+	CMPQ   BX, $0x04
+	JL     row
+	LEAQ   (DX)(DI*1), R8
+	LEAQ   (R8)(DI*1), R9
+	LEAQ   (R9)(DI*1), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	XORQ   R11, R11
+
+col4:
+	VMOVUPS       (CX)(R11*4), Z5
+	VPMOVSXBD     (DX)(R11*1), Z6
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z5, Z6, Z1
+	VPMOVSXBD     (R8)(R11*1), Z6
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z5, Z6, Z2
+	VPMOVSXBD     (R9)(R11*1), Z6
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z5, Z6, Z3
+	VPMOVSXBD     (R10)(R11*1), Z6
+	VCVTDQ2PS     Z6, Z6
+	VFMADD231PS   Z5, Z6, Z4
+	ADDQ          $0x00000010, R11
+	CMPQ          R11, SI
+	JL            col4
+	VEXTRACTF64X4 $0x01, Z1, Y5
+	VADDPS        Y5, Y1, Y5
+	VEXTRACTF32X4 $0x01, Y5, X1
+	VADDPS        X1, X5, X1
+	VMOVHLPS      X1, X1, X5
+	VADDPS        X5, X1, X1
+	VMOVSHDUP     X1, X5
+	VADDSS        X5, X1, X1
+	VMULSS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 4(AX)
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 8(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VMOVHLPS      X2, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSHDUP     X2, X1
+	VADDSS        X1, X2, X2
+	VMULSS        X0, X2, X2
+	VMOVSS        X2, 12(AX)
+	ADDQ          $0x00000010, AX
+	LEAQ          (R10)(DI*1), DX
+	SUBQ          $0x04, BX
+	JMP           row4
+
+row:
+	TESTQ  BX, BX
+	JZ     ret
+	VXORPS Z1, Z1, Z1
+	XORQ   R8, R8
+
+col:
+	VPMOVSXBD     (DX)(R8*1), Z2
+	VCVTDQ2PS     Z2, Z2
+	VFMADD231PS   (CX)(R8*4), Z2, Z1
+	ADDQ          $0x00000010, R8
+	CMPQ          R8, SI
+	JL            col
+	VEXTRACTF64X4 $0x01, Z1, Y2
+	VADDPS        Y2, Y1, Y2
+	VEXTRACTF32X4 $0x01, Y2, X1
+	VADDPS        X1, X2, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
+	VMULSS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DI, DX
+	DECQ          BX
+	JMP           row
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnSumI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·attnSumI8AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+
+attnSumI8AVX512chunk8:
+	CMPQ   DX, $0x00000080
+	JL     attnSumI8AVX512chunk1
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumI8AVX512chunk8_j:
+	VBROADCASTSS (SI), Z8
+	VPMOVSXBD    (R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z0
+	VPMOVSXBD    16(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z1
+	VPMOVSXBD    32(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z2
+	VPMOVSXBD    48(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z3
+	VPMOVSXBD    64(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z4
+	VPMOVSXBD    80(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z5
+	VPMOVSXBD    96(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z6
+	VPMOVSXBD    112(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumI8AVX512chunk8_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, 256(AX)
+	VMOVUPS      Z5, 320(AX)
+	VMOVUPS      Z6, 384(AX)
+	VMOVUPS      Z7, 448(AX)
+	ADDQ         $0x00000200, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x00000080, DX
+	JMP          attnSumI8AVX512chunk8
+
+attnSumI8AVX512chunk1:
+	CMPQ   DX, $0x00000010
+	JL     attnSumI8AVX512ret
+	VXORPS Z0, Z0, Z0
+	MOVQ   p+8(FP), SI
+	MOVQ   n+24(FP), DI
+	MOVQ   CX, R8
+
+attnSumI8AVX512chunk1_j:
+	VBROADCASTSS (SI), Z1
+	VPMOVSXBD    (R8), Z2
+	VCVTDQ2PS    Z2, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumI8AVX512chunk1_j
+	VMOVUPS      Z0, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000010, CX
+	SUBQ         $0x00000010, DX
+	JMP          attnSumI8AVX512chunk1
+
+attnSumI8AVX512ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddI8AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+
+attnSumAddI8AVX512chunk8:
+	CMPQ    DX, $0x00000080
+	JL      attnSumAddI8AVX512chunk1
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddI8AVX512chunk8_j:
+	VBROADCASTSS (SI), Z8
+	VPMOVSXBD    (R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z0
+	VPMOVSXBD    16(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z1
+	VPMOVSXBD    32(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z2
+	VPMOVSXBD    48(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z3
+	VPMOVSXBD    64(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z4
+	VPMOVSXBD    80(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z5
+	VPMOVSXBD    96(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z6
+	VPMOVSXBD    112(R8), Z9
+	VCVTDQ2PS    Z9, Z9
+	VFMADD231PS  Z9, Z8, Z7
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddI8AVX512chunk8_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, 256(AX)
+	VMOVUPS      Z5, 320(AX)
+	VMOVUPS      Z6, 384(AX)
+	VMOVUPS      Z7, 448(AX)
+	ADDQ         $0x00000200, AX
+	ADDQ         $0x00000080, CX
+	SUBQ         $0x00000080, DX
+	JMP          attnSumAddI8AVX512chunk8
+
+attnSumAddI8AVX512chunk1:
+	CMPQ    DX, $0x00000010
+	JL      attnSumAddI8AVX512ret
+	VMOVUPS (AX), Z0
+	MOVQ    p+8(FP), SI
+	MOVQ    n+24(FP), DI
+	MOVQ    CX, R8
+
+attnSumAddI8AVX512chunk1_j:
+	VBROADCASTSS (SI), Z1
+	VPMOVSXBD    (R8), Z2
+	VCVTDQ2PS    Z2, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         $0x00000004, SI
+	ADDQ         BX, R8
+	DECQ         DI
+	JNZ          attnSumAddI8AVX512chunk1_j
+	VMOVUPS      Z0, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000010, CX
+	SUBQ         $0x00000010, DX
+	JMP          attnSumAddI8AVX512chunk1
+
+attnSumAddI8AVX512ret:
+	VZEROUPPER
+	RET
+
+// func attnScoresQ4I8AVX512(s *float32, sstride int, q *float32, k *int8, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·attnScoresQ4I8AVX512(SB), NOSPLIT, $0-60
+	MOVSS        scale+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         s+0(FP), AX
+	MOVQ         q+16(FP), CX
+	MOVQ         k+24(FP), DX
+	MOVQ         n+32(FP), BX
+	MOVQ         d+40(FP), SI
+	MOVQ         stride+48(FP), DI
+	MOVQ         sstride+8(FP), R8
+	SHLQ         $0x02, SI
+	SHLQ         $0x02, R8
+	LEAQ         (SI)(SI*2), R9
+	LEAQ         (DI)(DI*2), R10
+	LEAQ         (R8)(R8*2), R11
+	TESTQ        BX, BX
+	JZ           q4_ret
+
+q4_keys:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	MOVQ   CX, R12
+	MOVQ   DX, R13
+	LEAQ   (CX)(SI*1), R14
+
+q4_dims:
+	VMOVUPS       (R12), Z17
+	VMOVUPS       (R12)(SI*1), Z18
+	VMOVUPS       (R12)(SI*2), Z19
+	VMOVUPS       (R12)(R9*1), Z20
+	VPMOVSXBD     (R13), Z21
+	VCVTDQ2PS     Z21, Z21
+	VFMADD231PS   Z17, Z21, Z1
+	VFMADD231PS   Z18, Z21, Z2
+	VFMADD231PS   Z19, Z21, Z3
+	VFMADD231PS   Z20, Z21, Z4
+	VPMOVSXBD     (R13)(DI*1), Z21
+	VCVTDQ2PS     Z21, Z21
+	VFMADD231PS   Z17, Z21, Z5
+	VFMADD231PS   Z18, Z21, Z6
+	VFMADD231PS   Z19, Z21, Z7
+	VFMADD231PS   Z20, Z21, Z8
+	VPMOVSXBD     (R13)(DI*2), Z21
+	VCVTDQ2PS     Z21, Z21
+	VFMADD231PS   Z17, Z21, Z9
+	VFMADD231PS   Z18, Z21, Z10
+	VFMADD231PS   Z19, Z21, Z11
+	VFMADD231PS   Z20, Z21, Z12
+	VPMOVSXBD     (R13)(R10*1), Z21
+	VCVTDQ2PS     Z21, Z21
+	VFMADD231PS   Z17, Z21, Z13
+	VFMADD231PS   Z18, Z21, Z14
+	VFMADD231PS   Z19, Z21, Z15
+	VFMADD231PS   Z20, Z21, Z16
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000010, R13
+	CMPQ          R12, R14
+	JL            q4_dims
+	VSHUFF32X4    $0x44, Z2, Z1, Z17
+	VSHUFF32X4    $0xee, Z2, Z1, Z1
+	VADDPS        Z1, Z17, Z17
+	VSHUFF32X4    $0x44, Z4, Z3, Z1
+	VSHUFF32X4    $0xee, Z4, Z3, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x44, Z6, Z5, Z2
+	VSHUFF32X4    $0xee, Z6, Z5, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x44, Z8, Z7, Z3
+	VSHUFF32X4    $0xee, Z8, Z7, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFF32X4    $0x44, Z10, Z9, Z4
+	VSHUFF32X4    $0xee, Z10, Z9, Z5
+	VADDPS        Z5, Z4, Z4
+	VSHUFF32X4    $0x44, Z12, Z11, Z5
+	VSHUFF32X4    $0xee, Z12, Z11, Z6
+	VADDPS        Z6, Z5, Z5
+	VSHUFF32X4    $0x44, Z14, Z13, Z6
+	VSHUFF32X4    $0xee, Z14, Z13, Z7
+	VADDPS        Z7, Z6, Z6
+	VSHUFF32X4    $0x44, Z16, Z15, Z7
+	VSHUFF32X4    $0xee, Z16, Z15, Z8
+	VADDPS        Z8, Z7, Z7
+	VSHUFF32X4    $0x88, Z1, Z17, Z8
+	VSHUFF32X4    $0xdd, Z1, Z17, Z1
+	VADDPS        Z1, Z8, Z8
+	VSHUFF32X4    $0x88, Z3, Z2, Z1
+	VSHUFF32X4    $0xdd, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x88, Z5, Z4, Z2
+	VSHUFF32X4    $0xdd, Z5, Z4, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x88, Z7, Z6, Z3
+	VSHUFF32X4    $0xdd, Z7, Z6, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFPS       $0x44, Z1, Z8, Z4
+	VSHUFPS       $0xee, Z1, Z8, Z1
+	VADDPS        Z1, Z4, Z4
+	VSHUFPS       $0x44, Z3, Z2, Z1
+	VSHUFPS       $0xee, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFPS       $0x88, Z1, Z4, Z2
+	VSHUFPS       $0xdd, Z1, Z4, Z1
+	VADDPS        Z1, Z2, Z2
+	VMULPS        Z0, Z2, Z2
+	VMOVUPS       X2, (AX)
+	VEXTRACTF32X4 $0x01, Z2, (AX)(R8*1)
+	VEXTRACTF32X4 $0x02, Z2, (AX)(R8*2)
+	VEXTRACTF32X4 $0x03, Z2, (AX)(R11*1)
+	ADDQ          $0x10, AX
+	LEAQ          (DX)(DI*4), DX
+	SUBQ          $0x04, BX
+	JNZ           q4_keys
+
+q4_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·attnSumQ4I8AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumQ4I8AVX512_chunk:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   p+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumQ4I8AVX512_j:
+	VPMOVSXBD    (R12), Z16
+	VCVTDQ2PS    Z16, Z16
+	VPMOVSXBD    16(R12), Z17
+	VCVTDQ2PS    Z17, Z17
+	VPMOVSXBD    32(R12), Z18
+	VCVTDQ2PS    Z18, Z18
+	VPMOVSXBD    48(R12), Z19
+	VCVTDQ2PS    Z19, Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumQ4I8AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumQ4I8AVX512_chunk
+	VZEROUPPER
+	RET
+
+// func attnSumAddQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+// Requires: AVX, AVX512F
+TEXT ·attnSumAddQ4I8AVX512(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), AX
+	MOVQ v+24(FP), CX
+	MOVQ d+40(FP), DX
+	MOVQ stride+48(FP), BX
+	MOVQ pstride+16(FP), SI
+	SHLQ $0x02, SI
+	MOVQ DX, DI
+	SHLQ $0x02, DI
+	LEAQ (DI)(DI*2), R8
+	LEAQ (SI)(SI*2), R9
+
+attnSumAddQ4I8AVX512_chunk:
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS (AX)(DI*1), Z4
+	VMOVUPS 64(AX)(DI*1), Z5
+	VMOVUPS 128(AX)(DI*1), Z6
+	VMOVUPS 192(AX)(DI*1), Z7
+	VMOVUPS (AX)(DI*2), Z8
+	VMOVUPS 64(AX)(DI*2), Z9
+	VMOVUPS 128(AX)(DI*2), Z10
+	VMOVUPS 192(AX)(DI*2), Z11
+	VMOVUPS (AX)(R8*1), Z12
+	VMOVUPS 64(AX)(R8*1), Z13
+	VMOVUPS 128(AX)(R8*1), Z14
+	VMOVUPS 192(AX)(R8*1), Z15
+	MOVQ    p+8(FP), R10
+	MOVQ    n+32(FP), R11
+	MOVQ    CX, R12
+
+attnSumAddQ4I8AVX512_j:
+	VPMOVSXBD    (R12), Z16
+	VCVTDQ2PS    Z16, Z16
+	VPMOVSXBD    16(R12), Z17
+	VCVTDQ2PS    Z17, Z17
+	VPMOVSXBD    32(R12), Z18
+	VCVTDQ2PS    Z18, Z18
+	VPMOVSXBD    48(R12), Z19
+	VCVTDQ2PS    Z19, Z19
+	VBROADCASTSS (R10), Z20
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VBROADCASTSS (R10)(SI*1), Z20
+	VFMADD231PS  Z16, Z20, Z4
+	VFMADD231PS  Z17, Z20, Z5
+	VFMADD231PS  Z18, Z20, Z6
+	VFMADD231PS  Z19, Z20, Z7
+	VBROADCASTSS (R10)(SI*2), Z20
+	VFMADD231PS  Z16, Z20, Z8
+	VFMADD231PS  Z17, Z20, Z9
+	VFMADD231PS  Z18, Z20, Z10
+	VFMADD231PS  Z19, Z20, Z11
+	VBROADCASTSS (R10)(R9*1), Z20
+	VFMADD231PS  Z16, Z20, Z12
+	VFMADD231PS  Z17, Z20, Z13
+	VFMADD231PS  Z18, Z20, Z14
+	VFMADD231PS  Z19, Z20, Z15
+	ADDQ         BX, R12
+	ADDQ         $0x04, R10
+	DECQ         R11
+	JNZ          attnSumAddQ4I8AVX512_j
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VMOVUPS      Z2, 128(AX)
+	VMOVUPS      Z3, 192(AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, 64(AX)(DI*1)
+	VMOVUPS      Z6, 128(AX)(DI*1)
+	VMOVUPS      Z7, 192(AX)(DI*1)
+	VMOVUPS      Z8, (AX)(DI*2)
+	VMOVUPS      Z9, 64(AX)(DI*2)
+	VMOVUPS      Z10, 128(AX)(DI*2)
+	VMOVUPS      Z11, 192(AX)(DI*2)
+	VMOVUPS      Z12, (AX)(R8*1)
+	VMOVUPS      Z13, 64(AX)(R8*1)
+	VMOVUPS      Z14, 128(AX)(R8*1)
+	VMOVUPS      Z15, 192(AX)(R8*1)
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x40, DX
+	JNZ          attnSumAddQ4I8AVX512_chunk
+	VZEROUPPER
+	RET

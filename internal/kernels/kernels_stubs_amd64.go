@@ -374,3 +374,85 @@ func clipDeltaAVX512(dst *float32, v *float32, n int, bound float32, nbound floa
 // roundEvenAVX512 sets dst[i] to v[i] rounded half to even (VRNDSCALEPS
 // immediate 0) for i < n (n a positive multiple of 16).
 func roundEvenAVX512(dst *float32, v *float32, n int)
+
+// attnScoresBF16AVX2 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
+// multiple of 8; each dot product is one accumulator over d, reduced like the
+// matrix kernels. Keys and values are bfloat16, widened exactly.
+func attnScoresBF16AVX2(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
+
+// attnSumBF16AVX2 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 8, n > 0. Keys and values are bfloat16, widened exactly.
+func attnSumBF16AVX2(out *float32, p *float32, v *uint16, n int, d int, stride int)
+
+// attnSumAddBF16AVX2 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 8, n > 0. Keys and values are bfloat16, widened exactly.
+func attnSumAddBF16AVX2(out *float32, p *float32, v *uint16, n int, d int, stride int)
+
+// attnScoresBF16AVX512 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
+// multiple of 16; each dot product is one accumulator over d, reduced like the
+// matrix kernels. Keys and values are bfloat16, widened exactly.
+func attnScoresBF16AVX512(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
+
+// attnSumBF16AVX512 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 16, n > 0. Keys and values are bfloat16, widened exactly.
+func attnSumBF16AVX512(out *float32, p *float32, v *uint16, n int, d int, stride int)
+
+// attnSumAddBF16AVX512 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 16, n > 0. Keys and values are bfloat16, widened exactly.
+func attnSumAddBF16AVX512(out *float32, p *float32, v *uint16, n int, d int, stride int)
+
+// attnScoresQ4BF16AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])
+// for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score
+// is bitwise the one attnScoresBF16AVX512 computes.
+func attnScoresQ4BF16AVX512(s *float32, sstride int, q *float32, k *uint16, n int, d int, stride int, scale float32)
+
+// attnSumQ4BF16AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumBF16AVX512 computes.
+func attnSumQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
+
+// attnSumAddQ4BF16AVX512 adds to out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumAddBF16AVX512 computes.
+func attnSumAddQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
+
+// attnScoresI8AVX2 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
+// multiple of 8; each dot product is one accumulator over d, reduced like the
+// matrix kernels. Keys and values are int8 codes, converted exactly (no scale).
+func attnScoresI8AVX2(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
+
+// attnSumI8AVX2 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 8, n > 0. Keys and values are int8 codes, converted exactly (no scale).
+func attnSumI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
+
+// attnSumAddI8AVX2 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 8, n > 0. Keys and values are int8 codes, converted exactly (no scale).
+func attnSumAddI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
+
+// attnScoresI8AVX512 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
+// multiple of 16; each dot product is one accumulator over d, reduced like the
+// matrix kernels. Keys and values are int8 codes, converted exactly (no scale).
+func attnScoresI8AVX512(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
+
+// attnSumI8AVX512 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 16, n > 0. Keys and values are int8 codes, converted exactly (no scale).
+func attnSumI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
+
+// attnSumAddI8AVX512 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
+// d a multiple of 16, n > 0. Keys and values are int8 codes, converted exactly (no scale).
+func attnSumAddI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
+
+// attnScoresQ4I8AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])
+// for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score
+// is bitwise the one attnScoresI8AVX512 computes.
+func attnScoresQ4I8AVX512(s *float32, sstride int, q *float32, k *int8, n int, d int, stride int, scale float32)
+
+// attnSumQ4I8AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumI8AVX512 computes.
+func attnSumQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+
+// attnSumAddQ4I8AVX512 adds to out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
+// is bitwise the one attnSumAddI8AVX512 computes.
+func attnSumAddQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)

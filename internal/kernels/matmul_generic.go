@@ -122,4 +122,7 @@ var genericImpl = impl{
 	// The generic attend already adds value rows into out one key at a
 	// time, so running it head by head is the chunked form.
 	attendGroup: attendGroupLoop(attendGeneric),
+	bf16KV:      bf16KVGeneric,
+	i8KV:        i8KVGeneric,
+	mul:         mulGeneric,
 }

@@ -23,6 +23,12 @@ type impl struct {
 	// attendBlock, when set, is AttendBlock; each head must equal
 	// attend's result. Nil runs AttendBlock row by row.
 	attendBlock func(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32)
+
+	// Attention over bfloat16 and int8 caches (attend_kv.go), and the
+	// elementwise product that applies the int8 scales.
+	bf16KV kvAttn[uint16]
+	i8KV   kvAttn[int8]
+	mul    func(dst, x, w []float32)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

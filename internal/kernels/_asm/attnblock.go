@@ -11,28 +11,29 @@ import (
 // serves four queries. Each element goes through exactly the operations
 // of attnScoresAVX512 and attnSumAVX512, which is what keeps a query's
 // output independent of the queries it was blocked with.
-func attentionBlock() {
-	attnScoresQ4()
-	attnSumQ4(false)
-	attnSumQ4(true)
+func attentionBlock(kt kvType) {
+	attnScoresQ4(kt)
+	attnSumQ4(kt, false)
+	attnSumQ4(kt, true)
 }
 
 // attnScoresQ4: 4 queries × 4 keys per register tile, one accumulator per
 // score; the 16 accumulators are then reduced together by a transposing
 // tree that adds the same lane pairs as isa.reduce, in the same order.
-func attnScoresQ4() {
+func attnScoresQ4(kt kvType) {
 	i := avx512
-	TEXT("attnScoresQ4AVX512", NOSPLIT, "func(s *float32, sstride int, q, k *float32, n, d, stride int, scale float32)")
-	Doc("attnScoresQ4AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
+	name := "attnScoresQ4" + kt.name + "AVX512"
+	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
+	Doc(name+" sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
 		"for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score",
-		"is bitwise the one attnScoresAVX512 computes.")
+		"is bitwise the one attnScores"+kt.name+"AVX512 computes.")
 	sc := ZMM()
 	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
 	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
 	ss := Load(Param("sstride"), GP64())
 	SHLQ(U8(2), d)
-	SHLQ(U8(2), stride)
+	kt.bytes(stride)
 	SHLQ(U8(2), ss)
 	triple := func(x Register) Register {
 		t := GP64()
@@ -61,13 +62,13 @@ func attnScoresQ4() {
 	}
 	for kj := range 4 {
 		t := i.vec()
-		VMOVUPS(row4(ko, stride, stride3, kj, 0), t)
+		kt.load(i, row4(ko, stride, stride3, kj, 0), t)
 		for qi := range 4 {
 			VFMADD231PS(qv[qi], t, acc[4*kj+qi])
 		}
 	}
 	ADDQ(U32(64), qo)
-	ADDQ(U32(64), ko)
+	ADDQ(U32(16*kt.size), ko)
 	CMPQ(qo, qend)
 	JL(LabelRef("q4_dims"))
 	w := transposeReduce16(acc)
@@ -126,19 +127,19 @@ func transposeReduce16(a []VecVirtual) VecVirtual {
 
 // attnSumQ4 emits the weighted sums of 4 queries over 64 output dims at a
 // time: each value vector loaded is used by the 4 queries.
-func attnSumQ4(add bool) {
+func attnSumQ4(kt kvType, add bool) {
 	i := avx512
-	name, verb := "attnSumQ4AVX512", "sets"
+	name, verb := "attnSumQ4"+kt.name+"AVX512", "sets"
 	if add {
-		name, verb = "attnSumAddQ4AVX512", "adds to"
+		name, verb = "attnSumAddQ4"+kt.name+"AVX512", "adds to"
 	}
-	TEXT(name, NOSPLIT, "func(out, p *float32, pstride int, v *float32, n, d, stride int)")
+	TEXT(name, NOSPLIT, "func(out, p *float32, pstride int, v *"+kt.gotyp+", n, d, stride int)")
 	Doc(name+" "+verb+" out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries",
 		"i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element",
-		"is bitwise the one attnSum"+map[bool]string{false: "", true: "Add"}[add]+"AVX512 computes.")
+		"is bitwise the one attnSum"+map[bool]string{false: "", true: "Add"}[add]+kt.name+"AVX512 computes.")
 	out, v := Load(Param("out"), GP64()), Load(Param("v"), GP64())
 	d, stride, ps := Load(Param("d"), GP64()), Load(Param("stride"), GP64()), Load(Param("pstride"), GP64())
-	SHLQ(U8(2), stride)
+	kt.bytes(stride)
 	SHLQ(U8(2), ps)
 	db, db3, ps3 := GP64(), GP64(), GP64()
 	MOVQ(d, db)
@@ -164,7 +165,7 @@ func attnSumQ4(add bool) {
 	vv := make([]VecVirtual, 4)
 	for u := range vv {
 		vv[u] = i.vec()
-		VMOVUPS(mem(vp, 64*u), vv[u])
+		kt.load(i, mem(vp, 16*kt.size*u), vv[u])
 	}
 	for qi := range 4 {
 		b := i.vec()
@@ -183,7 +184,7 @@ func attnSumQ4(add bool) {
 		}
 	}
 	ADDQ(U32(256), out)
-	ADDQ(U32(256), v)
+	ADDQ(U32(64*kt.size), v)
 	SUBQ(U8(64), d)
 	JNZ(LabelRef(name + "_chunk"))
 	VZEROUPPER()

@@ -76,6 +76,7 @@ func main() {
 	int4QuantAVX512()
 	readSum()
 	awqQuantKernels()
+	attentionKV()
 	Generate()
 }
 

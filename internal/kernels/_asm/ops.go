@@ -294,24 +294,36 @@ func ops(i isa) {
 	}
 	attention(i)
 	if i.lanes == 16 {
-		attentionBlock()
+		attentionBlock(kvF32)
 	}
 }
 
 // attention emits the two halves of single-head attention around the
-// softmax: the scaled scores q·k_j and the weighted sum Σ p_j·v_j.
+// softmax, over a float32 cache: the scaled scores q·k_j and the weighted
+// sum Σ p_j·v_j. (attentionKV emits them for the narrower cache types.)
 func attention(i isa) {
+	attnScores(i, kvF32)
+	attnSum(i, kvF32, false)
+	attnSum(i, kvF32, true)
+}
+
+// attnScores emits the scores of one query against n keys stored as kt.
+func attnScores(i isa, kt kvType) {
 	L := fmt.Sprint(i.lanes)
 	{
-		TEXT("attnScores"+i.name, NOSPLIT, "func(s, q, k *float32, n, d, stride int, scale float32)")
-		Doc("attnScores"+i.name+" sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive",
+		name := "attnScores" + kt.name + i.name
+		TEXT(name, NOSPLIT, "func(s, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
+		Doc(name+" sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive",
 			"multiple of "+L+"; each dot product is one accumulator over d, reduced like the",
-			"matrix kernels.")
+			"matrix kernels."+kt.docWiden)
 		sc := Load(Param("scale"), XMM())
 		s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 		n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
-		SHLQ(U8(2), d)
-		SHLQ(U8(2), stride)
+		// off runs over the bytes of one key; the query is addressed at
+		// qscale·off (float32 queries, narrower keys).
+		kt.bytes(d)
+		kt.bytes(stride)
+		qat := func(off Register) Mem { return Mem{Base: q, Index: off, Scale: kt.qscale()} }
 		// Four keys at a time: four independent accumulator chains hide
 		// the FMA latency; each key's sum is still one accumulator over d
 		// in the same order, so the scores do not depend on the blocking.
@@ -333,13 +345,13 @@ func attention(i isa) {
 			XORQ(off, off)
 			Label("col4")
 			qv := i.vec()
-			VMOVUPS(at(q, off), qv)
+			VMOVUPS(qat(off), qv)
 			for r := range R {
 				t := i.vec()
-				VMOVUPS(at(kr[r], off), t)
+				kt.load(i, at(kr[r], off), t)
 				VFMADD231PS(qv, t, accs[r])
 			}
-			ADDQ(U32(i.bytes()), off)
+			ADDQ(U32(i.lanes*kt.size), off)
 			CMPQ(off, d)
 			JL(LabelRef("col4"))
 			for r := range R {
@@ -361,9 +373,9 @@ func attention(i isa) {
 		XORQ(off, off)
 		Label("col")
 		t := i.vec()
-		VMOVUPS(at(k, off), t)
-		VFMADD231PS(at(q, off), t, acc)
-		ADDQ(U32(i.bytes()), off)
+		kt.load(i, at(k, off), t)
+		VFMADD231PS(qat(off), t, acc)
+		ADDQ(U32(i.lanes*kt.size), off)
 		CMPQ(off, d)
 		JL(LabelRef("col"))
 		r := i.reduce(acc)
@@ -377,26 +389,24 @@ func attention(i isa) {
 		VZEROUPPER()
 		RET()
 	}
-	attnSum(i, false)
-	attnSum(i, true)
 }
 
-// attnSum emits the weighted sum of values; with add it continues sums
-// already in out (attention over keys in chunks).
-func attnSum(i isa, add bool) {
+// attnSum emits the weighted sum of values stored as kt; with add it
+// continues sums already in out (attention over keys in chunks).
+func attnSum(i isa, kt kvType, add bool) {
 	L := fmt.Sprint(i.lanes)
 	{
 		const C = 8 // output vectors held in registers per pass over j
-		name, verb := "attnSum"+i.name, "sets out[:d] ="
+		name, verb := "attnSum"+kt.name+i.name, "sets out[:d] ="
 		if add {
-			name, verb = "attnSumAdd"+i.name, "adds to out[:d]"
+			name, verb = "attnSumAdd"+kt.name+i.name, "adds to out[:d]"
 		}
-		TEXT(name, NOSPLIT, "func(out, p, v *float32, n, d, stride int)")
+		TEXT(name, NOSPLIT, "func(out, p *float32, v *"+kt.gotyp+", n, d, stride int)")
 		Doc(name+" "+verb+" Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,",
-			"d a multiple of "+L+", n > 0.")
+			"d a multiple of "+L+", n > 0."+kt.docWiden)
 		out, v := Load(Param("out"), GP64()), Load(Param("v"), GP64())
 		d, stride := Load(Param("d"), GP64()), Load(Param("stride"), GP64())
-		SHLQ(U8(2), stride)
+		kt.bytes(stride)
 		for _, c := range []int{C, 1} {
 			chunk := fmt.Sprintf("chunk%d", c)
 			next := "ret"
@@ -423,7 +433,13 @@ func attnSum(i isa, add bool) {
 			b := i.vec()
 			VBROADCASTSS(mem(p, 0), b)
 			for u := range acc {
-				VFMADD231PS(mem(vp, u*i.bytes()), b, acc[u])
+				if kt.size == 4 {
+					VFMADD231PS(mem(vp, u*i.bytes()), b, acc[u])
+					continue
+				}
+				t := i.vec()
+				kt.load(i, mem(vp, u*i.lanes*kt.size), t)
+				VFMADD231PS(t, b, acc[u])
 			}
 			ADDQ(U32(4), p)
 			ADDQ(stride, vp)
@@ -433,7 +449,7 @@ func attnSum(i isa, add bool) {
 				VMOVUPS(acc[u], mem(out, u*i.bytes()))
 			}
 			ADDQ(U32(c*i.bytes()), out)
-			ADDQ(U32(c*i.bytes()), v)
+			ADDQ(U32(c*i.lanes*kt.size), v)
 			SUBQ(U32(c*i.lanes), d)
 			JMP(LabelRef(name + chunk))
 		}
