@@ -60,9 +60,7 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 			kernels.RoPE(kh, cos, sin)
 		}
 		for h := range a.KVHeads {
-			kc, vc := r.cache.head(layer, h)
-			copy(kc[r.pos*hd:(r.pos+1)*hd], k[t*ks+h*hd:t*ks+(h+1)*hd])
-			copy(vc[r.pos*hd:(r.pos+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd])
+			r.cache.put(layer, h, r.pos, k[t*ks+h*hd:t*ks+(h+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd])
 		}
 	})
 
@@ -80,14 +78,13 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		bi, kh := i/a.KVHeads, i%a.KVHeads
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]
-		kc, vc := r.cache.head(layer, kh)
 		lo := kh * group * hd
 		if need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd); len(ws.scratch[w]) < need {
 			// Grow geometrically: a stream needs one more score per
 			// head each token.
 			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
 		}
-		kernels.AttendBlock(att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, kc, vc, r.pos+1, hd, hd, scale, ws.scratch[w])
+		r.cache.attend(layer, kh, att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, r.pos+1, scale, ws.scratch[w])
 	})
 	a.O.Forward(out, att, T)
 }

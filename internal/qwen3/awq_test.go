@@ -286,8 +286,12 @@ func widen(v []float32) []float64 {
 // tokens or sequences share the call.
 func TestAWQChunkingAndBatchAreBitwiseInvariant(t *testing.T) {
 	m := tinyAWQ(t).m
-	requireChunkingInvariant(t, m, testIDs(41, 7), []int{1, 3, 4, 5, 16})
-	requireBatchInvariant(t, m)
+	for _, kv := range kvTypes {
+		t.Run(kv.String(), func(t *testing.T) {
+			requireChunkingInvariant(t, m, kv, testIDs(41, 7), []int{1, 3, 4, 5, 16})
+			requireBatchInvariant(t, m, kv)
+		})
+	}
 }
 
 // TestAWQLoadErrorsNameTheTensor breaks one projection at a time.

@@ -1,39 +1,133 @@
 package qwen3
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/streamguard/streamguard/internal/kernels"
+)
+
+// KVType is how a [Cache] stores keys and values. Attention reads every
+// type directly (kernels.AttendBlock, AttendBlockBF16, AttendBlockInt8):
+// nothing is widened into a float32 copy.
+type KVType uint8
+
+const (
+	// KVF32 stores float32: exact, 4 bytes per element. It is the zero
+	// value, so a model loaded with default [Options] (the reference and
+	// golden tests, calibration) keeps the exact cache; the guard library
+	// and the commands default to KVBF16.
+	KVF32 KVType = iota
+	// KVBF16 stores bfloat16, rounded to nearest even: 2 bytes per
+	// element, relative error at most 2⁻⁹.
+	KVBF16
+	// KVInt8 stores each head's key (and value) at each position as int8
+	// codes with one float32 scale, max|x|/127 (kernels.QuantizeInt8):
+	// (head_dim + 4) bytes per head-vector, error at most half a step.
+	// A position's codes depend on its own vector only, so appending never
+	// rewrites older positions, and a row reads the same cache contents
+	// however the sequence was chunked or batched.
+	KVInt8
+)
+
+// KVTypeNames are the names ParseKVType accepts, default first.
+var KVTypeNames = []string{"bf16", "int8", "f32"}
+
+// String is the type's name: f32, bf16 or int8.
+func (t KVType) String() string {
+	switch t {
+	case KVF32:
+		return "f32"
+	case KVBF16:
+		return "bf16"
+	case KVInt8:
+		return "int8"
+	}
+	return fmt.Sprintf("KVType(%d)", uint8(t))
+}
+
+// ParseKVType reads a cache type name: bf16, int8 or f32.
+func ParseKVType(s string) (KVType, error) {
+	switch s {
+	case "f32":
+		return KVF32, nil
+	case "bf16":
+		return KVBF16, nil
+	case "int8":
+		return KVInt8, nil
+	}
+	return 0, fmt.Errorf("unknown KV-cache type %q (want %s)", s, strings.Join(KVTypeNames, ", "))
+}
+
+// BytesPerPosition is the cache memory one position costs with kvHeads
+// heads of headDim over layers layers, keys and values.
+func (t KVType) BytesPerPosition(layers, kvHeads, headDim int) int64 {
+	perHead := int64(headDim) * 4
+	switch t {
+	case KVBF16:
+		perHead = int64(headDim) * 2
+	case KVInt8:
+		perHead = int64(headDim) + 4 // codes and a float32 scale
+	}
+	return 2 * int64(layers) * int64(kvHeads) * perHead
+}
 
 // minCacheCap is the first allocation of a cache, in positions: enough for
 // a typical prompt without a regrowth, small enough that an idle stream is
 // cheap.
 const minCacheCap = 128
 
-// Cache is one sequence's float32 keys and values for every layer, at
-// positions 0..Len()-1. Each layer stores keys (and values) head-major,
-// [kv_heads][capacity][head_dim], so that the attention of one head reads
-// one contiguous block.
+// Cache is one sequence's keys and values for every layer, at positions
+// 0..Len()-1, stored as its [KVType]. Each layer stores keys (and values)
+// head-major, [kv_heads][capacity][head_dim] (int8 scales
+// [kv_heads][capacity]), so that the attention of one head reads one
+// contiguous block.
 //
 // Capacity grows by a quarter (at least minCacheCap positions), rounded
 // to whole blocks: the copy that growth costs is a few KV rows per token
 // on average, small beside the KV read every step does, and at most a
 // quarter of the memory is slack. It never exceeds the model's maximum
-// position count. A Cache is used by one forward at a time.
+// position count. (internal/server's KV budget relies on these growth
+// constants.) A Cache is used by one forward at a time.
 type Cache struct {
 	layers, kvHeads, headDim, maxLen int
-	k, v                             [][]float32 // per layer
+	kv                               KVType
+	k, v                             []kvStore // per layer
 	n, capacity                      int
 	owner                            *Model
 }
 
-// NewCache returns an empty cache for m. It allocates nothing until the
-// first tokens arrive.
-func (m *Model) NewCache() *Cache {
+// kvStore is one layer's keys (or values); only the fields of the
+// cache's type are used.
+type kvStore struct {
+	f32   []float32
+	bf16  []uint16
+	i8    []int8
+	scale []float32 // int8: [kv_heads][capacity]
+}
+
+// NewCache returns an empty cache of the model's KV type (Options.KVCache).
+// It allocates nothing until the first tokens arrive.
+func (m *Model) NewCache() *Cache { return m.NewCacheOf(m.kv) }
+
+// NewCacheOf returns an empty cache storing keys and values as t, whatever
+// the model's default; caches of different types may share a batch.
+func (m *Model) NewCacheOf(t KVType) *Cache { return m.newCache(len(m.Layers), t) }
+
+func (m *Model) newCache(layers int, t KVType) *Cache {
 	a := m.Layers[0].Attn
 	return &Cache{
-		layers: len(m.Layers), kvHeads: a.KVHeads, headDim: a.HeadDim, maxLen: m.MaxPositions,
-		k: make([][]float32, len(m.Layers)), v: make([][]float32, len(m.Layers)),
+		layers: layers, kvHeads: a.KVHeads, headDim: a.HeadDim, maxLen: m.MaxPositions, kv: t,
+		k: make([]kvStore, layers), v: make([]kvStore, layers),
 		owner: m,
 	}
 }
+
+// KVCache is the type of the caches NewCache returns.
+func (m *Model) KVCache() KVType { return m.kv }
+
+// Type is how the cache stores keys and values.
+func (c *Cache) Type() KVType { return c.kv }
 
 // Len is the number of positions filled.
 func (c *Cache) Len() int { return c.n }
@@ -45,12 +139,19 @@ func (c *Cache) Cap() int { return c.capacity }
 func (c *Cache) MaxLen() int { return c.maxLen }
 
 // Bytes is the memory the cache holds now.
-func (c *Cache) Bytes() int64 { return int64(c.capacity) * c.bytesPerPos() }
+func (c *Cache) Bytes() int64 { return int64(c.capacity) * c.BytesPerPosition() }
 
-func (c *Cache) bytesPerPos() int64 { return 2 * int64(c.layers) * int64(c.kvHeads*c.headDim) * 4 }
+// BytesPerPosition is the memory one position of this cache costs.
+func (c *Cache) BytesPerPosition() int64 {
+	return c.kv.BytesPerPosition(c.layers, c.kvHeads, c.headDim)
+}
 
-// BytesPerPosition is the KV-cache memory one token costs, for budgeting.
-func (m *Model) BytesPerPosition() int64 { return 2 * int64(len(m.Layers)) * int64(m.kvDim) * 4 }
+// BytesPerPosition is the KV-cache memory one token costs in the caches
+// NewCache returns, for budgeting.
+func (m *Model) BytesPerPosition() int64 {
+	a := m.Layers[0].Attn
+	return m.kv.BytesPerPosition(len(m.Layers), a.KVHeads, a.HeadDim)
+}
 
 // cacheBlock rounds capacities so that growth steps stay coarse.
 const cacheBlock = 64
@@ -67,29 +168,73 @@ func (c *Cache) Reserve(n int) error {
 	want := max(n, c.capacity+max(minCacheCap, c.capacity/4))
 	want = min(c.maxLen, (want+cacheBlock-1)/cacheBlock*cacheBlock)
 	for l := range c.k {
-		c.k[l] = c.regrow(c.k[l], want)
-		c.v[l] = c.regrow(c.v[l], want)
+		c.grow(&c.k[l], want)
+		c.grow(&c.v[l], want)
 	}
 	c.capacity = want
 	return nil
 }
 
-// regrow copies each head's filled positions into a larger head-major
-// buffer.
-func (c *Cache) regrow(old []float32, newCap int) []float32 {
-	hd := c.headDim
-	s := make([]float32, c.kvHeads*newCap*hd)
-	for h := range c.kvHeads {
-		copy(s[h*newCap*hd:], old[h*c.capacity*hd:h*c.capacity*hd+c.n*hd])
+// grow copies each head's filled positions into larger head-major buffers.
+func (c *Cache) grow(s *kvStore, newCap int) {
+	H, hd, old, n := c.kvHeads, c.headDim, c.capacity, c.n
+	switch c.kv {
+	case KVBF16:
+		s.bf16 = regrow(s.bf16, H, old, newCap, n, hd)
+	case KVInt8:
+		s.i8 = regrow(s.i8, H, old, newCap, n, hd)
+		s.scale = regrow(s.scale, H, old, newCap, n, 1)
+	default:
+		s.f32 = regrow(s.f32, H, old, newCap, n, hd)
+	}
+}
+
+// regrow copies the first n rows of width elements of each of heads
+// blocks of oldCap rows into blocks of newCap rows.
+func regrow[T float32 | uint16 | int8](old []T, heads, oldCap, newCap, n, width int) []T {
+	s := make([]T, heads*newCap*width)
+	for h := range heads {
+		copy(s[h*newCap*width:], old[h*oldCap*width:h*oldCap*width+n*width])
 	}
 	return s
 }
 
-// head returns the key and value storage of one layer's KV head:
-// [capacity][head_dim] each.
-func (c *Cache) head(l, h int) (k, v []float32) {
-	size := c.capacity * c.headDim
-	return c.k[l][h*size : (h+1)*size], c.v[l][h*size : (h+1)*size]
+// put stores one head's key and value at pos (pos < Cap()), rounding or
+// quantizing them to the cache's type.
+func (c *Cache) put(l, h, pos int, k, v []float32) {
+	hd := c.headDim
+	at := (h*c.capacity + pos) * hd
+	c.k[l].put(c.kv, at, h*c.capacity+pos, hd, k)
+	c.v[l].put(c.kv, at, h*c.capacity+pos, hd, v)
+}
+
+func (s *kvStore) put(t KVType, at, scaleAt, hd int, x []float32) {
+	switch t {
+	case KVBF16:
+		kernels.ToBF16(s.bf16[at:at+hd], x[:hd])
+	case KVInt8:
+		s.scale[scaleAt] = kernels.QuantizeInt8(s.i8[at:at+hd], x[:hd])
+	default:
+		copy(s.f32[at:at+hd], x[:hd])
+	}
+}
+
+// attend runs kernels.AttendBlock (for the cache's type) for rows
+// consecutive rows of this sequence over layer l's KV head h, the first
+// row attending to n0 positions; see kernels.AttendBlock for the rest.
+func (c *Cache) attend(l, h int, out []float32, ostride int, q []float32, qstride, rows, g, n0 int, scale float32, scratch []float32) {
+	hd := c.headDim
+	lo, hi := h*c.capacity*hd, (h+1)*c.capacity*hd
+	k, v := &c.k[l], &c.v[l]
+	switch c.kv {
+	case KVBF16:
+		kernels.AttendBlockBF16(out, ostride, q, qstride, rows, g, k.bf16[lo:hi], v.bf16[lo:hi], n0, hd, hd, scale, scratch)
+	case KVInt8:
+		slo, shi := h*c.capacity, (h+1)*c.capacity
+		kernels.AttendBlockInt8(out, ostride, q, qstride, rows, g, k.i8[lo:hi], v.i8[lo:hi], k.scale[slo:shi], v.scale[slo:shi], n0, hd, hd, scale, scratch)
+	default:
+		kernels.AttendBlock(out, ostride, q, qstride, rows, g, k.f32[lo:hi], v.f32[lo:hi], n0, hd, hd, scale, scratch)
+	}
 }
 
 // Truncate forgets positions n and beyond (keeping the memory), so a
@@ -111,21 +256,26 @@ func (c *Cache) Release() {
 // values, as if n tokens had been fed. The cost of a later step depends
 // only on the length, so benchmarks use it to measure a step at position
 // 4000 without a 4000-token prefill. It is for benchmarks only: the
-// contents correspond to no token sequence.
+// contents correspond to no token sequence. The values drawn are the
+// same for every cache type (and rounded or quantized to it).
 func (c *Cache) FillRandom(n int, seed uint64) error {
 	if err := c.Reserve(n); err != nil {
 		return err
 	}
 	x := seed | 1
+	hd := c.headDim
+	buf := make([]float32, hd)
 	for l := range c.k {
 		for h := range c.kvHeads {
-			k, v := c.head(l, h)
-			for _, s := range [][]float32{k[:n*c.headDim], v[:n*c.headDim]} {
-				for i := range s {
-					x ^= x << 13
-					x ^= x >> 7
-					x ^= x << 17
-					s[i] = float32(int32(x>>32))/(1<<31) - 0.5
+			for _, s := range []*kvStore{&c.k[l], &c.v[l]} {
+				for pos := range n {
+					for i := range buf {
+						x ^= x << 13
+						x ^= x >> 7
+						x ^= x << 17
+						buf[i] = float32(int32(x>>32))/(1<<31) - 0.5
+					}
+					s.put(c.kv, (h*c.capacity+pos)*hd, h*c.capacity+pos, hd, buf)
 				}
 			}
 		}

@@ -1,6 +1,7 @@
 // Package qwen3 is the Qwen3 backbone of a Qwen3Guard-Stream model plus its
 // eight guard heads: loading weights in their stored dtype, a per-sequence
-// float32 KV cache, and one batched forward over the new tokens of many
+// KV cache (float32, bfloat16 or int8 with per-head-vector scales; see
+// [KVType]), and one batched forward over the new tokens of many
 // sequences.
 //
 // The model is built from small parts, each a struct with a Forward method:
@@ -14,9 +15,10 @@
 // # Numerics
 //
 // Weights stay in their stored dtype (BF16, F16 or F32) and are widened to
-// float32 inside the matrix kernels; activations, the KV cache and all
-// accumulations are float32. Only the small vectors (norm weights) are
-// converted to float32 at load.
+// float32 inside the matrix kernels; activations and all accumulations are
+// float32. Only the small vectors (norm weights) are converted to float32
+// at load. The KV cache is stored as its [KVType] and widened as attention
+// reads it.
 //
 // # Batch invariance
 //
@@ -26,5 +28,7 @@
 // per-row invariant, and the row-wise operations here (norms, RoPE,
 // attention, heads) never reduce across rows. So a sequence's logits are
 // bitwise identical whether it is run alone, batched with others, fed one
-// token at a time or in chunks.
+// token at a time or in chunks. This holds within each KV-cache type: a
+// position's stored key and value (rounded or quantized) depend on that
+// position's vectors alone.
 package qwen3

@@ -105,7 +105,9 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer set.Close()
-			m, err := Load(set, cfg, Options{})
+			// The goldens are float64 forwards: compare the exact float32
+			// cache with them (kvcache_test.go covers the narrow caches).
+			m, err := Load(set, cfg, Options{KVCache: KVF32})
 			if err != nil {
 				t.Fatal(err)
 			}

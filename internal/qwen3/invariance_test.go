@@ -41,27 +41,32 @@ func requireBitwise(t *testing.T, what string, got, want []float32) {
 // TestChunkingIsBitwiseInvariant feeds one sequence all at once, token by
 // token, and in chunks of several sizes: every logit and hidden value must
 // be bitwise equal, because each row goes through the same float32
-// operations whatever the chunk.
+// operations whatever the chunk. It holds within each KV-cache type: a
+// position's stored (rounded or quantized) key and value depend on that
+// position alone.
 func TestChunkingIsBitwiseInvariant(t *testing.T) {
 	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
-		t.Run(string(dt), func(t *testing.T) {
-			requireChunkingInvariant(t, tiny(t, dt).m, testIDs(41, 2), []int{1, 2, 3, 7, 16, 40})
-		})
+		for _, kv := range kvTypes {
+			t.Run(string(dt)+"/"+kv.String(), func(t *testing.T) {
+				requireChunkingInvariant(t, tiny(t, dt).m, kv, testIDs(41, 2), []int{1, 2, 3, 7, 16, 40})
+			})
+		}
 	}
 }
 
 // requireChunkingInvariant checks that feeding ids in chunks of each size
-// gives bitwise the outputs of feeding them at once.
-func requireChunkingInvariant(t *testing.T, m *Model, ids []int, chunks []int) {
+// gives bitwise the outputs of feeding them at once, with caches of type
+// kv.
+func requireChunkingInvariant(t *testing.T, m *Model, kv KVType, ids []int, chunks []int) {
 	t.Helper()
 	opts := ForwardOptions{Hidden: true}
-	whole, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, opts)
+	whole, err := m.Forward([]Sequence{{Cache: m.NewCacheOf(kv), IDs: ids}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := flatten(whole...)
 	for _, chunk := range chunks {
-		c := m.NewCache()
+		c := m.NewCacheOf(kv)
 		var outs []Output
 		for i := 0; i < len(ids); i += chunk {
 			o, err := m.Forward([]Sequence{{Cache: c, IDs: ids[i:min(i+chunk, len(ids))]}}, opts)
@@ -78,13 +83,18 @@ func requireChunkingInvariant(t *testing.T, m *Model, ids []int, chunks []int) {
 // cached prefixes alone and then together in one batch, several times
 // concurrently (for -race): each sequence's outputs must be bitwise equal.
 func TestBatchIsBitwiseInvariant(t *testing.T) {
-	requireBatchInvariant(t, tiny(t, safetensors.BF16).m)
+	for _, kv := range kvTypes {
+		t.Run(kv.String(), func(t *testing.T) {
+			requireBatchInvariant(t, tiny(t, safetensors.BF16).m, kv)
+		})
+	}
 }
 
 // requireBatchInvariant runs sequences with different cached prefixes and
 // new lengths alone, then batched (three batches concurrently, for -race),
-// and checks each sequence's outputs are bitwise equal.
-func requireBatchInvariant(t *testing.T, m *Model) {
+// and checks each sequence's outputs are bitwise equal, with caches of
+// type kv.
+func requireBatchInvariant(t *testing.T, m *Model, kv KVType) {
 	t.Helper()
 	opts := ForwardOptions{Hidden: true}
 	type seq struct{ prefix, fresh []int }
@@ -98,7 +108,7 @@ func requireBatchInvariant(t *testing.T, m *Model) {
 	prefill := func() []*Cache {
 		cs := make([]*Cache, len(seqs))
 		for i, s := range seqs {
-			cs[i] = m.NewCache()
+			cs[i] = m.NewCacheOf(kv)
 			if _, err := m.Forward([]Sequence{{Cache: cs[i], IDs: s.prefix}}, opts); err != nil {
 				t.Fatal(err)
 			}

@@ -36,10 +36,8 @@ func (m *Model) NewLayerRunner(lens []int) (*LayerRunner, error) {
 	}
 	ws := m.getWorkspace(T)
 	b := &batch{T: T, rows: ws.rows[:0], rope: m.RoPE, ws: ws}
-	a := m.Layers[0].Attn
 	for _, n := range lens {
-		c := &Cache{layers: 1, kvHeads: a.KVHeads, headDim: a.HeadDim, maxLen: m.MaxPositions,
-			k: make([][]float32, 1), v: make([][]float32, 1), owner: m}
+		c := m.newCache(1, m.kv)
 		if err := c.Reserve(n); err != nil {
 			m.pool.Put(ws)
 			return nil, err

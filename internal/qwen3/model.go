@@ -27,6 +27,7 @@ type Model struct {
 	MaxPositions int
 
 	hidden, qDim, kvDim, inter, guardInner int
+	kv                                     KVType // of the caches NewCache returns
 
 	pool sync.Pool // *workspace
 }
@@ -41,6 +42,9 @@ type Options struct {
 	// AllowUnused accepts tensors that no loader read. By default Load
 	// refuses them: a weight silently ignored is a wrong model.
 	AllowUnused bool
+	// KVCache is the type of the caches NewCache returns; the zero value
+	// is the exact float32 cache (guard.Load defaults to bfloat16).
+	KVCache KVType
 }
 
 // Load builds the model described by cfg from src. It checks the config,
@@ -68,7 +72,10 @@ func Load(src Source, cfg *config.Config, opts Options) (*Model, error) {
 	m := &Model{
 		Config: cfg, Labels: labels, MaxPositions: cfg.MaxPositionEmbeddings,
 		hidden: H, qDim: cfg.NumAttentionHeads * hd, kvDim: cfg.NumKeyValueHeads * hd,
-		inter: cfg.IntermediateSize, guardInner: cfg.GuardInnerSize,
+		inter: cfg.IntermediateSize, guardInner: cfg.GuardInnerSize, kv: opts.KVCache,
+	}
+	if opts.KVCache > KVInt8 {
+		return nil, fmt.Errorf("unknown KV-cache type %v", opts.KVCache)
 	}
 
 	var errs []error
