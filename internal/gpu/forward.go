@@ -203,7 +203,7 @@ func blocks(n int) uint32 { return uint32((n + threads - 1) / threads) }
 // run queues the whole forward and copies the logits back.
 func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) ([]float32, error) {
 	H, hd := m.Hidden, m.HeadDim
-	qd, kvd := m.Heads*hd, m.KVHeads*hd
+	kvd := m.KVHeads * hd
 	k := &m.k
 	var err error
 	launch := func(f *cuda.Function, grid, block cuda.Dim3, args ...any) {
@@ -211,10 +211,20 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 			err = f.Launch(nil, grid, block, 0, args...)
 		}
 	}
-	matmul := func(y, x, W uint64, N, K int) {
+	matmul := func(y, x uint64, l *linear) {
 		const warps = 8
-		launch(k.matmul, cuda.Dim3{X: uint32((N + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32},
-			y, x, W, int32(T), int32(N), int32(K))
+		grid, block := cuda.Dim3{X: uint32((l.n + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32}
+		switch l.format {
+		case fmtBF16:
+			launch(k.matmulBF16, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
+		case fmtF16:
+			launch(k.matmulF16, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
+		case fmtAWQ:
+			launch(k.matmulAWQ, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.zs.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group))
+		}
+		if l.bias != nil {
+			launch(k.addBias, cuda.Dim3{X: blocks(T * l.n)}, cuda.Dim3{X: threads}, y, l.bias.Ptr, int32(T), int32(l.n))
+		}
 	}
 	norm := func(out, x, wt uint64, rows, d int, eps float32) {
 		launch(k.rmsnorm, cuda.Dim3{X: uint32(rows)}, cuda.Dim3{X: uint32(min(1024, max(32, (d+31)/32*32)))}, out, x, wt, int32(d), eps)
@@ -227,9 +237,9 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	for i, l := range m.layers {
 		norm(xn, h, l.attnNorm.Ptr, T, H, m.eps)
-		matmul(w.q.Ptr, xn, l.q.Ptr, qd, H)
-		matmul(w.k.Ptr, xn, l.k.Ptr, kvd, H)
-		matmul(w.v.Ptr, xn, l.v.Ptr, kvd, H)
+		matmul(w.q.Ptr, xn, l.q)
+		matmul(w.k.Ptr, xn, l.k)
+		matmul(w.v.Ptr, xn, l.v)
 		norm(w.q.Ptr, w.q.Ptr, l.qNorm.Ptr, T*m.Heads, hd, m.eps)
 		norm(w.k.Ptr, w.k.Ptr, l.kNorm.Ptr, T*m.KVHeads, hd, m.eps)
 		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: uint32(hd / 2)}, w.q.Ptr, m.cos.Ptr, m.sin.Ptr, pos, int32(m.Heads), int32(hd/2))
@@ -238,13 +248,13 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 		launch(k.attention, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: 128},
 			w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, tables, toff, pos,
 			int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
-		matmul(o, w.att.Ptr, l.o.Ptr, H, qd)
+		matmul(o, w.att.Ptr, l.o)
 		add(h, o, T*H)
 		norm(xn, h, l.mlpNorm.Ptr, T, H, m.eps)
-		matmul(w.gate.Ptr, xn, l.gate.Ptr, m.Inter, H)
-		matmul(w.up.Ptr, xn, l.up.Ptr, m.Inter, H)
+		matmul(w.gate.Ptr, xn, l.gate)
+		matmul(w.up.Ptr, xn, l.up)
 		launch(k.siluMul, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.gate.Ptr, w.gate.Ptr, w.up.Ptr, int32(T*m.Inter))
-		matmul(o, w.gate.Ptr, l.down.Ptr, H, m.Inter)
+		matmul(o, w.gate.Ptr, l.down)
 		add(h, o, T*H)
 	}
 	norm(h, h, m.norm.Ptr, T, H, m.eps)
@@ -260,12 +270,12 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 	}
 	var pieces []piece
 	for _, hd := range []head{R, Q} {
-		matmul(w.pre.Ptr, h, hd.pre.Ptr, hd.inner, H)
+		matmul(w.pre.Ptr, h, hd.pre)
 		norm(w.pre.Ptr, w.pre.Ptr, hd.norm.Ptr, T, hd.inner, m.eps)
-		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.risk.Ptr, hd.levels, hd.inner)
+		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.risk)
 		pieces = append(pieces, piece{off, hd.levels})
 		off += int64(T * hd.levels)
-		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.cat.Ptr, hd.categories, hd.inner)
+		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.cat)
 		pieces = append(pieces, piece{off, hd.categories})
 		off += int64(T * hd.categories)
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/streamguard/streamguard/internal/cuda"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/synth"
 )
 
 var (
@@ -51,6 +53,32 @@ func network(t testing.TB, preset string, layers int, seed uint64) *qwen3.Model 
 		t.Fatal(err)
 	}
 	net, err := qwen3.Load(src, cfg, qwen3.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net
+}
+
+// awqNetwork writes a synthetic AWQ INT4 checkpoint at a preset's shapes
+// (fp16 embedding, norms and heads, as AutoAWQ exports) into a temporary
+// folder and loads it as guard.Load does; the folder stays open until the
+// test ends, since the GPU upload reads the AWQ tensors from it.
+func awqNetwork(t testing.TB, preset string) *qwen3.Model {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "awq")
+	if _, err := synth.Generate(dir, synth.Options{Preset: preset, DType: "awq", Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	net, err := qwen3.Load(set, cfg, qwen3.Options{Linear: qwen3.NewAWQLoader(set, cfg.QuantizationConfig)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +131,11 @@ func randomIDs(r *rand.Rand, n, vocab int) []int {
 }
 
 // TestForwardMatchesCPU runs the same streams through the CPU engine and
-// the GPU: a prefill, single-token steps, and a batch of streams of
-// different lengths. The GPU's KV cache is bf16 and the CPU's float32, and
+// the GPU, for BF16 and AWQ INT4 networks: a prefill, single-token steps,
+// and a batch of streams of different lengths. (For AWQ the CPU quantizes
+// activations to int8 plus an int8 residual, about 1.6e-5 of a group's
+// largest value, while the GPU keeps them in float32: a further, smaller
+// difference.) The GPU's KV cache is bf16 and the CPU's float32, and
 // the summation orders differ, so the logits agree to a tolerance, not
 // bitwise: relative L2 error under 2e-2 (bf16 keys and values carry 8 bits
 // of mantissa, about 4e-3 relative each, accumulated over the layers) and
@@ -115,9 +146,19 @@ func TestForwardMatchesCPU(t *testing.T) {
 	for _, c := range []struct {
 		preset string
 		layers int
-	}{{"tiny", 0}, {"qwen3guard-stream-0.6b", 4}, {"qwen3guard-stream-8b", 2}} {
-		t.Run(c.preset, func(t *testing.T) {
-			net := network(t, c.preset, c.layers, 3)
+		awq    bool
+	}{{"tiny", 0, false}, {"qwen3guard-stream-0.6b", 4, false}, {"qwen3guard-stream-8b", 2, false}, {"tiny", 0, true}, {"qwen3guard-stream-0.6b", 0, true}} {
+		name := c.preset
+		if c.awq {
+			name += "-awq"
+		}
+		t.Run(name, func(t *testing.T) {
+			var net *qwen3.Model
+			if c.awq {
+				net = awqNetwork(t, c.preset)
+			} else {
+				net = network(t, c.preset, c.layers, 3)
+			}
 			g, err := Upload(ctx, net, Options{CacheBytes: 256 << 20})
 			if err != nil {
 				t.Fatal(err)

@@ -11,6 +11,7 @@
 // comment above it says which, and the tests compare them.
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #define WARP 32
@@ -27,12 +28,18 @@ __device__ __forceinline__ float warp_max(float v) {
 	return v;
 }
 
-// embed gathers rows of a bf16 table: out[t] = table[ids[t]] (qwen3
+// embed gathers rows of a bf16 or f16 table: out[t] = table[ids[t]] (qwen3
 // DenseEmbedding.Lookup). grid (T), block (256).
 extern "C" __global__ void embed_bf16(float *out, const __nv_bfloat16 *table, const int32_t *ids, int32_t H) {
 	int t = blockIdx.x;
 	const __nv_bfloat16 *row = table + (int64_t)ids[t] * H;
 	for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = bf16f(row[i]);
+}
+
+extern "C" __global__ void embed_f16(float *out, const __half *table, const int32_t *ids, int32_t H) {
+	int t = blockIdx.x;
+	const __half *row = table + (int64_t)ids[t] * H;
+	for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = __half2float(row[i]);
 }
 
 // rmsnorm normalises each of rows rows of width d (kernels.RMSNorm):
@@ -73,13 +80,24 @@ extern "C" __global__ void rope(float *x, const float *cos_t, const float *sin_t
 	xh[i + half] = b * c + a * s;
 }
 
-// matmul_bf16 computes y[t][n] = Σ_k x[t][k]·W[n][k] for T tokens
-// (BF16Linear.Forward), one warp per output row n and up to 8 tokens at a
-// time, so that each weight row is read once per 8 tokens. Reads 8 bf16 (16
-// bytes) per lane when K is a multiple of 8.
+// matmul computes y[t][n] = Σ_k x[t][k]·W[n][k] for T tokens (the dense
+// Linear.Forward of the CPU engine), one warp per output row n and up to 8
+// tokens at a time, so that each weight row is read once per 8 tokens. W
+// holds 16-bit floats (bf16 or f16, converted by Cvt); a lane reads 8 of
+// them (16 bytes) at a time when K is a multiple of 8.
 // grid (ceil(N / warps per block), ceil(T / 8)), block (warps per block × 32).
 #define MM_TOK 8
-extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bfloat16 *W, int32_t T, int32_t N, int32_t K) {
+struct BF16 {
+	typedef __nv_bfloat16 T;
+	static __device__ __forceinline__ float f(T v) { return __bfloat162float(v); }
+};
+struct F16 {
+	typedef __half T;
+	static __device__ __forceinline__ float f(T v) { return __half2float(v); }
+};
+
+template <typename Cvt>
+__device__ __forceinline__ void matmul16(float *y, const float *x, const typename Cvt::T *W, int32_t T, int32_t N, int32_t K) {
 	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
 	int n = blockIdx.x * (blockDim.x / WARP) + warp;
 	int t0 = blockIdx.y * MM_TOK;
@@ -88,14 +106,14 @@ extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bflo
 	float acc[MM_TOK];
 #pragma unroll
 	for (int j = 0; j < MM_TOK; j++) acc[j] = 0;
-	const __nv_bfloat16 *w = W + (int64_t)n * K;
+	const typename Cvt::T *w = W + (int64_t)n * K;
 	int k8 = (K % 8 == 0) ? K : 0;
 	for (int k = lane * 8; k < k8; k += WARP * 8) {
 		uint4 raw = *(const uint4 *)(w + k);
-		const __nv_bfloat16 *wv = (const __nv_bfloat16 *)&raw;
+		const typename Cvt::T *wv = (const typename Cvt::T *)&raw;
 		float wf[8];
 #pragma unroll
-		for (int i = 0; i < 8; i++) wf[i] = bf16f(wv[i]);
+		for (int i = 0; i < 8; i++) wf[i] = Cvt::f(wv[i]);
 #pragma unroll
 		for (int j = 0; j < MM_TOK; j++) {
 			if (j < nt) {
@@ -106,7 +124,7 @@ extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bflo
 		}
 	}
 	for (int k = k8 + lane; k < K; k += WARP) {
-		float wf = bf16f(w[k]);
+		float wf = Cvt::f(w[k]);
 		for (int j = 0; j < nt; j++) acc[j] += x[(int64_t)(t0 + j) * K + k] * wf;
 	}
 #pragma unroll
@@ -114,6 +132,62 @@ extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bflo
 		float s = warp_sum(acc[j]);
 		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
 	}
+}
+
+extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bfloat16 *W, int32_t T, int32_t N, int32_t K) {
+	matmul16<BF16>(y, x, W, T, N, K);
+}
+
+extern "C" __global__ void matmul_f16(float *y, const float *x, const __half *W, int32_t T, int32_t N, int32_t K) {
+	matmul16<F16>(y, x, W, T, N, K);
+}
+
+// matmul_awq is matmul for an AWQ INT4 weight (AWQLinear.Forward, with the
+// activations kept in float32): W[n][k] = q·s − z·s for the 4-bit code q
+// of (n, k) and the scale s and zero point z of its group. The host repacks
+// AutoAWQ's layout at upload: codes [N][K/8] words, word w of row n holding
+// k = 8w..8w+7 in nibbles 0..7; scales and zs = z·s as float32 [N][K/group].
+// A lane takes every 32nd word, so a warp reads 128 contiguous bytes.
+// Same grid and block as matmul.
+extern "C" __global__ void matmul_awq(float *y, const float *x, const uint32_t *codes, const float *scales, const float *zs,
+                                      int32_t T, int32_t N, int32_t K, int32_t group) {
+	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	int n = blockIdx.x * (blockDim.x / WARP) + warp;
+	int t0 = blockIdx.y * MM_TOK;
+	if (n >= N) return;
+	int nt = min(MM_TOK, T - t0);
+	float acc[MM_TOK];
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) acc[j] = 0;
+	int words = K / 8, groups = K / group;
+	const uint32_t *row = codes + (int64_t)n * words;
+	for (int w = lane; w < words; w += WARP) {
+		uint32_t c = row[w];
+		int g = w * 8 / group;
+		float s = scales[(int64_t)n * groups + g], z = zs[(int64_t)n * groups + g];
+		float wf[8];
+#pragma unroll
+		for (int i = 0; i < 8; i++) wf[i] = (float)((c >> (4 * i)) & 0xF) * s - z;
+#pragma unroll
+		for (int j = 0; j < MM_TOK; j++) {
+			if (j < nt) {
+				const float4 *xp = (const float4 *)(x + (int64_t)(t0 + j) * K + w * 8);
+				float4 a = xp[0], b = xp[1];
+				acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+			}
+		}
+	}
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) {
+		float s = warp_sum(acc[j]);
+		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
+	}
+}
+
+// add_bias adds b[n] to every row of y [T][N].
+extern "C" __global__ void add_bias(float *y, const float *b, int32_t T, int32_t N) {
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < (int64_t)T * N) y[i] += b[i % N];
 }
 
 // silu_mul computes out[i] = silu(gate[i])·up[i] (kernels.SiLUMul).

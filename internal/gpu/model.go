@@ -34,17 +34,42 @@ type Model struct {
 
 type layer struct {
 	attnNorm, mlpNorm, qNorm, kNorm *cuda.Buffer // f32
-	q, k, v, o, gate, up, down      *cuda.Buffer // bf16 [out][in]
+	q, k, v, o, gate, up, down      *linear
 }
 
 type head struct {
-	pre, risk, cat            *cuda.Buffer // bf16
+	pre, risk, cat            *linear
 	norm                      *cuda.Buffer // f32
 	inner, levels, categories int
 }
 
+// Weight formats of a linear.
+const (
+	fmtBF16 = iota // [N][K] bf16, as stored
+	fmtF16         // [N][K] f16, as stored
+	fmtAWQ         // AWQ INT4 repacked for matmul_awq
+)
+
+// linear is one projection on the GPU.
+type linear struct {
+	format, n, k, group int
+	w                   *cuda.Buffer // the 16-bit matrix, or the AWQ codes
+	scales, zs          *cuda.Buffer // AWQ: float32 [N][K/group]
+	bias                *cuda.Buffer // float32 [N], or nil
+}
+
+func (l *linear) bufs() []*cuda.Buffer {
+	if l == nil {
+		return nil
+	}
+	return []*cuda.Buffer{l.w, l.scales, l.zs, l.bias}
+}
+
 type kernelSet struct {
-	embed, rmsnorm, rope, matmul, siluMul, add, kvStore, attention *cuda.Function
+	embedBF16, embedF16, rmsnorm, rope        *cuda.Function
+	matmulBF16, matmulF16, matmulAWQ, addBias *cuda.Function
+	siluMul, add, kvStore, attention          *cuda.Function
+	embed                                     *cuda.Function // embedBF16 or embedF16, for this model's table
 }
 
 // Options size the KV cache.
@@ -56,8 +81,9 @@ type Options struct {
 	CacheBytes int64
 }
 
-// Upload copies net's weights to the GPU of ctx and allocates the KV cache.
-// The network must be BF16 (AWQ INT4 on the GPU is not written yet).
+// Upload copies net's weights to the GPU of ctx and allocates the KV cache:
+// bf16 and f16 matrices as stored, AWQ INT4 projections repacked from the
+// checkpoint's tensors (which must still be open).
 func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	info := ctx.Device
 	src, err := PTX(info.ComputeMajor, info.ComputeMinor)
@@ -76,7 +102,8 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		}
 	}()
 	names := map[string]**cuda.Function{
-		"embed_bf16": &m.k.embed, "rmsnorm": &m.k.rmsnorm, "rope": &m.k.rope, "matmul_bf16": &m.k.matmul,
+		"embed_bf16": &m.k.embedBF16, "embed_f16": &m.k.embedF16, "rmsnorm": &m.k.rmsnorm, "rope": &m.k.rope,
+		"matmul_bf16": &m.k.matmulBF16, "matmul_f16": &m.k.matmulF16, "matmul_awq": &m.k.matmulAWQ, "add_bias": &m.k.addBias,
 		"silu_mul": &m.k.siluMul, "add_inplace": &m.k.add, "kv_store": &m.k.kvStore, "attention": &m.k.attention,
 	}
 	for name, dst := range names {
@@ -92,20 +119,25 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("gpu: head_dim %d (the attention kernel takes even sizes up to 256)", m.HeadDim)
 	}
 	emb, okE := net.Embed.(*qwen3.DenseEmbedding)
-	var bits []uint16
-	if okE {
-		bits, okE = emb.BF16()
-	}
 	if !okE {
-		return nil, fmt.Errorf("gpu: the embedding is not a bf16 table; the GPU backend runs BF16 checkpoints")
+		return nil, fmt.Errorf("gpu: %T embeddings are not supported", net.Embed)
 	}
-	if m.embed, err = m.upload(bits); err != nil {
+	if bits, ok := emb.BF16(); ok {
+		m.k.embed = m.k.embedBF16
+		m.embed, err = m.upload(bits)
+	} else if bits, ok := emb.F16(); ok {
+		m.k.embed = m.k.embedF16
+		m.embed, err = m.upload(bits)
+	} else {
+		err = fmt.Errorf("gpu: the embedding is float32; the GPU backend takes bf16 or f16 tables")
+	}
+	if err != nil {
 		return nil, err
 	}
 	for i, l := range net.Layers {
 		var g layer
 		for _, w := range []struct {
-			dst *(*cuda.Buffer)
+			dst **linear
 			lin qwen3.Linear
 			nm  string
 		}{{&g.q, l.Attn.Q, "q_proj"}, {&g.k, l.Attn.K, "k_proj"}, {&g.v, l.Attn.V, "v_proj"}, {&g.o, l.Attn.O, "o_proj"},
@@ -152,16 +184,48 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	return m, nil
 }
 
-// linear uploads a BF16 weight matrix as stored.
-func (m *Model) linear(l qwen3.Linear) (*cuda.Buffer, error) {
-	b, ok := l.(*qwen3.BF16Linear)
-	if !ok {
-		return nil, fmt.Errorf("%T weights (the GPU backend runs BF16 checkpoints)", l)
+// linear uploads a projection: bf16 and f16 matrices as stored, AWQ INT4
+// repacked for matmul_awq.
+func (m *Model) linear(l qwen3.Linear) (*linear, error) {
+	g := &linear{}
+	var err error
+	switch l := l.(type) {
+	case *qwen3.BF16Linear:
+		g.format, g.n, g.k = fmtBF16, l.Out, l.In
+		g.w, err = m.upload(l.W)
+	case *qwen3.F16Linear:
+		g.format, g.n, g.k = fmtF16, l.Out, l.In
+		g.w, err = m.upload(l.W)
+	case *qwen3.AWQLinear:
+		g.format = fmtAWQ
+		g.n, g.k = l.Dims()
+		var qw, qz []int32
+		var sc []uint16
+		if qw, qz, sc, g.group, err = l.Source(); err != nil {
+			return nil, err
+		}
+		var r *awqRepacked
+		if r, err = repackAWQ(qw, qz, sc, g.k, g.n, g.group); err != nil {
+			return nil, err
+		}
+		if g.w, err = upload(m, r.codes); err == nil {
+			if g.scales, err = m.upload(r.scales); err == nil {
+				g.zs, err = m.upload(r.zs)
+			}
+		}
+		if err == nil && l.Bias != nil {
+			g.bias, err = m.upload(l.Bias)
+		}
+	default:
+		return nil, fmt.Errorf("%T weights are not supported on the GPU (bf16, f16 and AWQ INT4 are)", l)
 	}
-	if b.In%8 != 0 {
-		return nil, fmt.Errorf("in_features %d is not a multiple of 8", b.In)
+	if err != nil {
+		for _, b := range g.bufs() {
+			b.Free()
+		}
+		return nil, err
 	}
-	return m.upload(b.W)
+	return g, nil
 }
 
 func upload[T any](m *Model, v []T) (*cuda.Buffer, error) {
@@ -193,7 +257,7 @@ func sizeOf[T any]() int {
 	switch any(z).(type) {
 	case uint16:
 		return 2
-	case float32, int32:
+	case float32, int32, uint32:
 		return 4
 	}
 	panic("gpu: sizeOf")
@@ -274,10 +338,16 @@ func (m *Model) WeightBytes() int64 { return m.weight }
 func (m *Model) Close() error {
 	bufs := []*cuda.Buffer{m.norm, m.embed, m.cos, m.sin}
 	for _, l := range m.layers {
-		bufs = append(bufs, l.attnNorm, l.mlpNorm, l.qNorm, l.kNorm, l.q, l.k, l.v, l.o, l.gate, l.up, l.down)
+		bufs = append(bufs, l.attnNorm, l.mlpNorm, l.qNorm, l.kNorm)
+		for _, w := range []*linear{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
+			bufs = append(bufs, w.bufs()...)
+		}
 	}
 	for _, h := range m.heads {
-		bufs = append(bufs, h.pre, h.risk, h.cat, h.norm)
+		bufs = append(bufs, h.norm)
+		for _, w := range []*linear{h.pre, h.risk, h.cat} {
+			bufs = append(bufs, w.bufs()...)
+		}
 	}
 	bufs = append(bufs, m.kc...)
 	bufs = append(bufs, m.vc...)

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +17,9 @@ import (
 // the figures as JSON to $STREAMGUARD_GPU_REPORT: the device, copy
 // bandwidth, weight upload, prefill, a single stream's step at positions
 // 100 and 4,000, and batched steps of 16, 64 and 256 streams, for each
-// preset in $STREAMGUARD_GPU_PRESETS (default the 0.6B and 8B shapes with
-// random BF16 weights). It is a test, not a benchmark, so that one test
+// model in $STREAMGUARD_GPU_PRESETS (default: the 0.6B shape in BF16 and
+// AWQ INT4, the 8B shape in AWQ INT4, with random weights; a name ending in
+// -awq is a synthetic AWQ checkpoint, any other random BF16 weights). It is a test, not a benchmark, so that one test
 // binary carries every GPU check; without the variable it does nothing.
 func TestReport(t *testing.T) {
 	path := os.Getenv("STREAMGUARD_GPU_REPORT")
@@ -34,7 +36,7 @@ func TestReport(t *testing.T) {
 	} else {
 		rep["copy_gbps"] = bw / 1e9
 	}
-	presets := []string{"qwen3guard-stream-0.6b", "qwen3guard-stream-8b"}
+	presets := []string{"qwen3guard-stream-0.6b", "qwen3guard-stream-0.6b-awq", "qwen3guard-stream-8b-awq"}
 	if p := os.Getenv("STREAMGUARD_GPU_PRESETS"); p != "" {
 		presets = slices.Collect(func(yield func(string) bool) {
 			for _, s := range splitComma(p) {
@@ -47,7 +49,12 @@ func TestReport(t *testing.T) {
 	models := map[string]any{}
 	for _, p := range presets {
 		start := time.Now()
-		net := network(t, p, 0, 11)
+		var net *qwen3.Model
+		if base, ok := strings.CutSuffix(p, "-awq"); ok {
+			net = awqNetwork(t, base)
+		} else {
+			net = network(t, p, 0, 11)
+		}
 		gen := time.Since(start)
 		m, err := measure(t, ctx, net)
 		if err != nil {

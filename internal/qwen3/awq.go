@@ -17,6 +17,43 @@ var _ Linear = (*AWQLinear)(nil)
 type AWQLinear struct {
 	W    *kernels.Int4Matrix
 	Bias []float32 // nil when the projection has none
+
+	// Where the projection was read from, for Source.
+	src    Source
+	prefix string
+	group  int
+}
+
+// Source reads the projection's AutoAWQ GEMM tensors again from the
+// checkpoint, for a backend that repacks them its own way: qweight
+// [in][out/8], qzeros [in/group][out/8] (nil: the symmetric variant, zero
+// point 8), scales [in/group][out] as float16 bits, and the group size. The
+// checkpoint must still be open.
+func (l *AWQLinear) Source() (qweight, qzeros []int32, scales []uint16, group int, err error) {
+	if l.src == nil {
+		return nil, nil, nil, 0, fmt.Errorf("AWQ projection built in memory: no checkpoint to read")
+	}
+	read := func(name string) (*safetensors.Tensor, error) { return l.src.Tensor(name) }
+	qw, err := read(l.prefix + ".qweight")
+	if err == nil {
+		qweight, err = qw.I32()
+	}
+	if err == nil && l.src.Has(l.prefix+".qzeros") {
+		var qz *safetensors.Tensor
+		if qz, err = read(l.prefix + ".qzeros"); err == nil {
+			qzeros, err = qz.I32()
+		}
+	}
+	if err == nil {
+		var sc *safetensors.Tensor
+		if sc, err = read(l.prefix + ".scales"); err == nil {
+			scales, err = sc.U16()
+		}
+	}
+	if err != nil {
+		return nil, nil, nil, 0, fmt.Errorf("%s: %w", l.prefix, err)
+	}
+	return qweight, qzeros, scales, l.group, nil
 }
 
 // Forward implements [Linear].
@@ -156,7 +193,7 @@ func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", scName, err)
 	}
-	l := &AWQLinear{}
+	l := &AWQLinear{src: src, prefix: prefix, group: group}
 	if src.Has(prefix + ".bias") {
 		if l.Bias, err = vectorF32(src, prefix+".bias", out); err != nil {
 			return nil, err

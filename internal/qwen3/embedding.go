@@ -73,3 +73,8 @@ func (e *DenseEmbedding) Rows() int { return e.rows }
 func (e *DenseEmbedding) BF16() ([]uint16, bool) {
 	return e.u16, e.dtype == safetensors.BF16
 }
+
+// F16 is the table's raw float16 bits when it is stored as f16.
+func (e *DenseEmbedding) F16() ([]uint16, bool) {
+	return e.u16, e.dtype == safetensors.F16
+}
