@@ -13,21 +13,32 @@
 # 0.0.0.0:8080, pulling it into /cache first when the cache lacks it (set
 # HF_HUB_OFFLINE=1 to forbid that). The HEALTHCHECK probes port 8080: keep
 # --addr on that port when you replace the command. See docs/DEPLOY.md.
+#
+# The GPU image adds the CUDA backend (`serve --device auto|cuda`). It is
+# still built without cgo, but loading the driver's libcuda.so.1 (which the
+# NVIDIA container runtime mounts into the container) needs the C library's
+# dynamic loader, so it runs on distroless/base instead of static:
+#   docker build -t streamguard:cuda --build-arg BUILD_TAGS=cuda \
+#       --build-arg RUNTIME_BASE=gcr.io/distroless/base-debian12:nonroot .
 
 ARG GO_VERSION=1.26
+ARG BUILD_TAGS=
+ARG RUNTIME_BASE=gcr.io/distroless/static-debian12:nonroot
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download && go mod verify
 COPY . .
-# The same build as `scripts/test.sh` checks: static, paths trimmed.
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/streamguard ./cmd/streamguard \
+# No cgo, paths trimmed; static unless BUILD_TAGS=cuda.
+ARG BUILD_TAGS
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false -tags "${BUILD_TAGS}" -ldflags="-s -w" \
+        -o /out/streamguard ./cmd/streamguard \
     && /out/streamguard --version
 # The cache folder, owned by the runtime user, for a volume to be mounted on.
 RUN mkdir -p /out/cache/huggingface
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${RUNTIME_BASE}
 COPY --from=build /out/streamguard /usr/local/bin/streamguard
 COPY --from=build --chown=65532:65532 /out/cache /cache
 # The hub cache (pull, and every --model given as ORG/NAME) lives under
