@@ -34,5 +34,11 @@ bash scripts/doc-check.sh
 echo "== OpenAI SDK check (Node; skipped without node)"
 bash scripts/sdk-check/run.sh
 
+echo "== deploy: Kubernetes overlays rendered and strictly decoded, Envoy and HAProxy configs (deploy/kubernetes/validate, a module of its own)"
+(cd deploy/kubernetes/validate && go vet ./... && staticcheck ./... && go test -count=1 ./...)
+
+echo "== stream-affine routing through HAProxy (three replicas; skipped without haproxy)"
+bash scripts/haproxy-check.sh
+
 echo "== benchmarks (one iteration each)"
 go test -run '^$' -bench . -benchtime 1x -timeout 20m ./...
