@@ -1,0 +1,205 @@
+package gpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
+)
+
+// The kernels one by one against the CPU kernels they mirror, on random
+// inputs at real sizes, so that a forward that disagrees with the CPU can
+// be traced to its kernel. Each test states its tolerance and why.
+
+type kernelRig struct {
+	t    *testing.T
+	ctx  *cuda.Context
+	mod  *cuda.Module
+	bufs []*cuda.Buffer
+}
+
+func newRig(t *testing.T) *kernelRig {
+	ctx := openGPU(t)
+	src, err := PTX(ctx.Device.ComputeMajor, ctx.Device.ComputeMinor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := ctx.LoadPTX(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &kernelRig{t: t, ctx: ctx, mod: mod}
+	t.Cleanup(func() {
+		for _, b := range r.bufs {
+			b.Free()
+		}
+		mod.Unload()
+	})
+	return r
+}
+
+func put[T any](r *kernelRig, v []T) uint64 {
+	b, err := r.ctx.Alloc(int64(len(v) * sizeOf[T]()))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := cuda.CopyIn(b, 0, v); err != nil {
+		r.t.Fatal(err)
+	}
+	r.bufs = append(r.bufs, b)
+	return b.Ptr
+}
+
+func (r *kernelRig) launch(name string, grid, block cuda.Dim3, args ...any) {
+	f, err := r.mod.Function(name)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := f.Launch(nil, grid, block, 0, args...); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *kernelRig) get(ptr uint64, n int) []float32 {
+	for _, b := range r.bufs {
+		if b.Ptr == ptr {
+			out := make([]float32, n)
+			if err := cuda.CopyOut(out, b, 0); err != nil {
+				r.t.Fatal(err)
+			}
+			return out
+		}
+	}
+	r.t.Fatal("no such buffer")
+	return nil
+}
+
+func randVec(r *rand.Rand, n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = (r.Float32()*2 - 1) * scale
+	}
+	return v
+}
+
+// maxRel is max|got-want| / max|want|.
+func maxRel(got, want []float32) float64 {
+	var d, m float64
+	for i := range want {
+		d = max(d, math.Abs(float64(got[i]-want[i])))
+		m = max(m, math.Abs(float64(want[i])))
+	}
+	return d / max(m, 1e-30)
+}
+
+func TestKernelRMSNormRoPE(t *testing.T) {
+	r := newRig(t)
+	g := rand.New(rand.NewPCG(1, 1))
+	const rows, d = 6, 1024
+	x, w := randVec(g, rows*d, 3), randVec(g, d, 1)
+	want := make([]float32, rows*d)
+	for i := range rows {
+		kernels.RMSNorm(want[i*d:(i+1)*d], x[i*d:(i+1)*d], w, 1e-6)
+	}
+	out := put(r, make([]float32, rows*d))
+	r.launch("rmsnorm", cuda.Dim3{X: rows}, cuda.Dim3{X: 1024}, out, put(r, x), put(r, w), int32(d), float32(1e-6))
+	// The sum of squares is float64 on both; only the final float32
+	// products can round differently: a few ulps.
+	if e := maxRel(r.get(out, rows*d), want); e > 1e-6 {
+		t.Errorf("rmsnorm: max relative error %.3g", e)
+	}
+
+	const T, heads, hd = 3, 4, 128
+	hf := hd / 2
+	q := randVec(g, T*heads*hd, 1)
+	pos := []int32{0, 7, 4000}
+	cos, sin := make([]float32, 4001*hf), make([]float32, 4001*hf)
+	for p := range 4001 {
+		for i := range hf {
+			s, c := math.Sincos(float64(p) * math.Pow(1e6, -float64(2*i)/hd))
+			cos[p*hf+i], sin[p*hf+i] = float32(c), float32(s)
+		}
+	}
+	want = append([]float32(nil), q...)
+	for t0 := range T {
+		for h := range heads {
+			p := int(pos[t0])
+			kernels.RoPE(want[(t0*heads+h)*hd:(t0*heads+h+1)*hd], cos[p*hf:(p+1)*hf], sin[p*hf:(p+1)*hf])
+		}
+	}
+	qd := put(r, q)
+	r.launch("rope", cuda.Dim3{X: T, Y: heads}, cuda.Dim3{X: uint32(hf)}, qd, put(r, cos), put(r, sin), put(r, pos), int32(heads), int32(hf))
+	// Two products and a sum per value, possibly fused on the GPU.
+	if e := maxRel(r.get(qd, T*heads*hd), want); e > 1e-6 {
+		t.Errorf("rope: max relative error %.3g", e)
+	}
+}
+
+func TestKernelMatMul(t *testing.T) {
+	r := newRig(t)
+	g := rand.New(rand.NewPCG(2, 2))
+	for _, c := range []struct{ T, N, K int }{{1, 1024, 1024}, {13, 3072, 1024}, {9, 10, 36}} {
+		x := randVec(g, c.T*c.K, 1)
+		wf := randVec(g, c.N*c.K, 0.05)
+		wb := make([]uint16, len(wf))
+		for i, v := range wf {
+			wb[i] = half.F32ToBF16(v)
+		}
+		want := make([]float32, c.T*c.N)
+		kernels.MatMulBF16(want, x, wb, c.T, c.K, c.N)
+		y := put(r, make([]float32, c.T*c.N))
+		r.launch("matmul_bf16", cuda.Dim3{X: uint32((c.N + 7) / 8), Y: uint32((c.T + 7) / 8)}, cuda.Dim3{X: 256},
+			y, put(r, x), put(r, wb), int32(c.T), int32(c.N), int32(c.K))
+		// Same products, summed in another order: float32 rounding of a
+		// K-term sum, well under 1e-5 of the largest output here.
+		if e := maxRel(r.get(y, c.T*c.N), want); e > 1e-5 {
+			t.Errorf("matmul_bf16 %d×%d×%d: max relative error %.3g", c.T, c.N, c.K, e)
+		}
+	}
+}
+
+func TestKernelAttention(t *testing.T) {
+	r := newRig(t)
+	g := rand.New(rand.NewPCG(3, 3))
+	const heads, kvHeads, hd, bs = 16, 8, 128, 16
+	const n = 300 // positions of the one stream; the token is at n-1
+	kvd := kvHeads * hd
+	k, v := randVec(g, n*kvd, 1), randVec(g, n*kvd, 1)
+	// The cache holds bf16: round the CPU's keys and values the same way.
+	kb, vb := make([]uint16, n*kvd), make([]uint16, n*kvd)
+	for i := range k {
+		kb[i], vb[i] = half.F32ToBF16(k[i]), half.F32ToBF16(v[i])
+		k[i], v[i] = half.BF16ToF32(kb[i]), half.BF16ToF32(vb[i])
+	}
+	// A block table that is not the identity: blocks in reverse order.
+	nb := (n + bs - 1) / bs
+	table := make([]int32, nb)
+	for i := range table {
+		table[i] = int32(nb - 1 - i)
+	}
+	kc, vc := make([]uint16, nb*bs*kvd), make([]uint16, nb*bs*kvd)
+	for p := range n {
+		slot := int(table[p/bs])*bs + p%bs
+		copy(kc[slot*kvd:(slot+1)*kvd], kb[p*kvd:(p+1)*kvd])
+		copy(vc[slot*kvd:(slot+1)*kvd], vb[p*kvd:(p+1)*kvd])
+	}
+	q := randVec(g, heads*hd, 1)
+	scale := float32(1 / math.Sqrt(hd))
+	want := make([]float32, heads*hd)
+	scratch := make([]float32, n)
+	for h := range heads {
+		kh := h / (heads / kvHeads)
+		kernels.Attend(want[h*hd:(h+1)*hd], q[h*hd:(h+1)*hd], k[kh*hd:], v[kh*hd:], n, hd, kvd, scale, scratch)
+	}
+	out := put(r, make([]float32, heads*hd))
+	r.launch("attention", cuda.Dim3{X: 1, Y: heads}, cuda.Dim3{X: 128},
+		out, put(r, q), put(r, kc), put(r, vc), put(r, table), put(r, []int32{0}), put(r, []int32{n - 1}),
+		int32(heads), int32(kvHeads), int32(hd), int32(bs), scale)
+	// __expf (about 2 ulp) and another summation order.
+	if e := maxRel(r.get(out, heads*hd), want); e > 1e-4 {
+		t.Errorf("attention: max relative error %.3g", e)
+	}
+}
