@@ -15,10 +15,22 @@ import (
 
 var tinyOnce sync.Map // key -> *Model
 
-// tinyModel is the tiny preset with random F32 weights, in memory; edit
-// may change the config (it is part of the cache key).
+// tinyModel is the tiny preset with random F32 weights, in memory, with
+// the exact float32 KV cache; edit may change the config (it is part of
+// the cache key).
 func tinyModel(t testing.TB, key string, edit func(*config.Config)) *Model {
+	return tinyModelKV(t, key, edit, qwen3.KVF32)
+}
+
+// kvCaches are the KV-cache types the invariance tests run with.
+var kvCaches = []qwen3.KVType{qwen3.KVF32, qwen3.KVBF16, qwen3.KVInt8}
+
+// tinyModelKV is tinyModel with streams whose caches are of type kv.
+func tinyModelKV(t testing.TB, key string, edit func(*config.Config), kv qwen3.KVType) *Model {
 	t.Helper()
+	if kv != qwen3.KVF32 {
+		key += "/kv-" + kv.String()
+	}
 	if m, ok := tinyOnce.Load(key); ok {
 		return m.(*Model)
 	}
@@ -33,7 +45,7 @@ func tinyModel(t testing.TB, key string, edit func(*config.Config)) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := qwen3.Load(src, cfg, qwen3.Options{})
+	net, err := qwen3.Load(src, cfg, qwen3.Options{KVCache: kv})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,8 +25,22 @@ func TestLoadGeneratedFolder(t *testing.T) {
 	}
 	defer m.Close()
 	info := m.Info()
-	if info.Layers != 2 || info.Hidden != 64 || info.VocabSize != 151936 || info.MaxPositions != 8192 || info.KVBytesPerToken != 512 {
+	// The default bfloat16 cache: 2 layers × 2 (k, v) × 2 heads × 16 × 2 bytes.
+	if info.Layers != 2 || info.Hidden != 64 || info.VocabSize != 151936 || info.MaxPositions != 8192 || info.KVBytesPerToken != 256 {
 		t.Errorf("info %+v", info)
+	}
+	for kv, want := range map[string]int64{"bf16": 256, "int8": 2 * 2 * 2 * (16 + 4), "f32": 512} {
+		mk, err := Load(context.Background(), dir, Options{KVCache: kv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mk.Info().KVBytesPerToken; got != want {
+			t.Errorf("KVCache %q: %d bytes per token, want %d", kv, got, want)
+		}
+		mk.Close()
+	}
+	if _, err := Load(context.Background(), dir, Options{KVCache: "fp8"}); err == nil || !strings.Contains(err.Error(), "KVCache") {
+		t.Errorf("KVCache fp8: error %v", err)
 	}
 	if m.Policy().Mode != Loose {
 		t.Errorf("default policy not kept")

@@ -65,6 +65,13 @@ type Options struct {
 	// or "auto" (a GPU when one can, else the CPU; Info says which and
 	// why). A GPU needs a build with the cuda tag; it runs BF16 models.
 	Device string
+	// KVCache is how the CPU engine's streams store their keys and values:
+	// "bf16" (the default when empty: half the memory of float32, each
+	// element within 2⁻⁹ of it), "int8" (about a quarter: int8 codes with
+	// one scale per head and position) or "f32" (exact). Info's
+	// KVBytesPerToken follows it. In every type a stream's verdicts do not
+	// depend on how its tokens were chunked or what it was batched with.
+	KVCache string
 }
 
 // Model is a loaded guard model. It is safe for concurrent use.
@@ -103,6 +110,13 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	if err := loadCanceled(ctx, dir); err != nil {
 		return nil, err
 	}
+	kv := qwen3.KVBF16
+	if opts.KVCache != "" {
+		var err error
+		if kv, err = qwen3.ParseKVType(opts.KVCache); err != nil {
+			return nil, fmt.Errorf("guard: Options.KVCache: %w", err)
+		}
+	}
 	dir, err := modelFolder(dir)
 	if err != nil {
 		return nil, err
@@ -130,6 +144,7 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 		set.Close()
 		return nil, err
 	}
+	wopts.KVCache = kv
 	net, err := qwen3.Load(set, cfg, wopts)
 	if err != nil {
 		set.Close()

@@ -26,9 +26,15 @@ var userMsg = []Message{{Role: "user", Content: testPrompt}}
 // TestResponseFeedingIsInvariant feeds one response as ids all at once, one
 // by one, in chunks of 3, and as text in chunks of several sizes: every
 // verdict must be identical (bitwise probabilities), since each token's
-// logits do not depend on how the sequence was cut.
+// logits do not depend on how the sequence was cut. It holds for every
+// KV-cache type.
 func TestResponseFeedingIsInvariant(t *testing.T) {
-	m := tinyModel(t, "f32", nil)
+	for _, kv := range kvCaches {
+		t.Run(kv.String(), func(t *testing.T) { requireFeedingInvariant(t, tinyModelKV(t, "f32", nil, kv)) })
+	}
+}
+
+func requireFeedingInvariant(t *testing.T, m *Model) {
 	respIDs := m.tok.Encode(testResponse)
 
 	feed := func(t *testing.T, f func(s *Stream) []TokenVerdict) ([]TokenVerdict, *PromptVerdict, Decision) {
@@ -96,9 +102,15 @@ func TestResponseFeedingIsInvariant(t *testing.T) {
 
 // TestStepBatchesBitwise runs several streams at different stages through
 // Model.Step together, with chunked prefill, from several goroutines, and
-// compares every verdict with the same streams run alone.
+// compares every verdict with the same streams run alone, for every
+// KV-cache type.
 func TestStepBatchesBitwise(t *testing.T) {
-	m := tinyModel(t, "f32", nil)
+	for _, kv := range kvCaches {
+		t.Run(kv.String(), func(t *testing.T) { requireStepBatchesBitwise(t, tinyModelKV(t, "f32", nil, kv)) })
+	}
+}
+
+func requireStepBatchesBitwise(t *testing.T, m *Model) {
 	tok := m.tok
 	prompts := []string{"hi", testPrompt, strings.Repeat("A long prompt about many things. ", 12), "¿Qué tal?"}
 	responses := []string{"Hello there.", testResponse, "No.", strings.Repeat("word ", 30)}

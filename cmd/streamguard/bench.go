@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -41,6 +42,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.Bool("json", false, "print one JSON object")
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	bandwidth := fs.Int64("bandwidth-mib", 512, "also measure the machine's read bandwidth with a buffer of this many MiB, to compare with decode's weight reads (0 skips it)")
+	kvCache := kvCacheFlag(fs, "bf16")
+	kvBudget := fs.Int64("kv-budget-mib", 4096, "report how many resident streams of --kv-stream-tokens tokens fit in a KV-cache budget of this many MiB")
+	kvStream := fs.Int("kv-stream-tokens", 4000, "stream length for the --kv-budget-mib figure")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -64,13 +68,18 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *pp < 0 || *steps < 1 || *threads < 0 {
-		return usageErrorf("--pp, --steps and --threads must not be negative (and --steps at least 1)")
+	if *pp < 0 || *steps < 1 || *threads < 0 || *kvBudget < 0 || *kvStream < 1 {
+		return usageErrorf("--pp, --steps, --threads and --kv-budget-mib must not be negative (and --steps and --kv-stream-tokens at least 1)")
+	}
+	kv, err := qwen3.ParseKVType(*kvCache)
+	if err != nil {
+		return usageErrorf("--kv-cache: %v", err)
 	}
 	if *threads > 0 {
 		kernels.SetThreads(*threads)
 	}
-	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed, Bandwidth: *bandwidth << 20, NoWarmup: *noWarmup}
+	opts := bench.Options{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed, Bandwidth: *bandwidth << 20, NoWarmup: *noWarmup,
+		KVBudget: *kvBudget << 20, KVStreamTokens: *kvStream}
 	if *pp == 0 {
 		opts.Prefill = -1
 	}
@@ -90,7 +99,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse})
+		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse, KVCache: kv.String()})
 		if err != nil {
 			return err
 		}
@@ -116,7 +125,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if net, err = qwen3.Load(src, cfg, qwen3.Options{}); err != nil {
+		if net, err = qwen3.Load(src, cfg, qwen3.Options{KVCache: kv}); err != nil {
 			return err
 		}
 		label, dt = "preset "+*preset+" (random weights in memory)", *dtype
@@ -132,6 +141,26 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(r)
 	}
 	return r.WriteTable(stdout)
+}
+
+// kvCacheFlag adds --kv-cache to a command that loads a model.
+func kvCacheFlag(fs *flag.FlagSet, def string) *string {
+	v := kvCacheValue(def)
+	fs.Var(&v, "kv-cache", "how streams store keys and values: bf16 (half the memory of f32), int8 (about a quarter: int8 codes, one scale per head and position) or f32 (exact)")
+	return (*string)(&v)
+}
+
+// kvCacheValue is a --kv-cache value, checked as it is parsed.
+type kvCacheValue string
+
+func (v *kvCacheValue) String() string { return string(*v) }
+
+func (v *kvCacheValue) Set(s string) error {
+	if _, err := qwen3.ParseKVType(s); err != nil {
+		return err
+	}
+	*v = kvCacheValue(s)
+	return nil
 }
 
 // parseInts reads a comma-separated list of non-negative integers.

@@ -56,6 +56,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	debounce := fs.Int("debounce", guard.DefaultDebounce, "consecutive non-safe tokens that flag a response")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
+	kvCache := kvCacheFlag(fs, "bf16")
 	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when stderr is not a terminal, or with --json)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, evalHelp)
@@ -90,7 +91,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache})
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	idsFlag := fs.String("ids", "", "comma-separated token ids (one case, named \"ids\")")
 	idsFile := fs.String("ids-file", "", `JSON file {"cases": [{"name": ..., "ids": [...]}, ...]}`)
 	out := fs.String("out", "-", "output file (- for stdout)")
+	kvCache := kvCacheFlag(fs, "f32") // exact by default: forward is for comparing engines
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,7 +88,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{})
+	m, err := guard.Load(context.Background(), dir, guard.Options{KVCache: *kvCache})
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	block := fs.String("block", "", "comma-separated categories that alone may flag (default: all)")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
+	kvCache := kvCacheFlag(fs, "bf16")
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, moderateHelp)
@@ -99,7 +100,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device, KVCache: *kvCache})
 	if err != nil {
 		return err
 	}

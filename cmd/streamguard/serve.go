@@ -56,6 +56,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	retry := fs.Duration("retry-after", time.Second, "Retry-After advised when the KV budget is full")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
+	kvCache := kvCacheFlag(fs, "bf16")
 	auditPath := fs.String("audit-log", "", "audit log file, JSON lines (default: stderr, with \"log\":\"audit\")")
 	upstream := fs.String("upstream", "", "OpenAI-compatible base URL: also serve POST /v1/chat/completions, moderated")
 	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
@@ -126,7 +127,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device})
+	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache})
 	if err != nil {
 		return err
 	}

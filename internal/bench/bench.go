@@ -1,6 +1,7 @@
 // Package bench measures the engine: prefill throughput, the latency of one
 // streamed token at given cache lengths, throughput of batched steps over
-// many streams, load time and resident memory.
+// many streams, load time and resident memory, and the KV-cache memory per
+// token and per stream of the model's cache type.
 package bench
 
 import (
@@ -37,6 +38,11 @@ type Options struct {
 	// Progress, when not nil, is told each measurement as it starts: a
 	// name ("prefill 512 tokens"), its number i from 1 and the count n.
 	Progress func(name string, i, n int)
+	// KVBudget (bytes, 4 GiB) and KVStreamTokens (4000) size the report's
+	// KVStreamsInBudget: how many streams of that many tokens the budget
+	// holds in the model's cache type. Nothing is allocated for it.
+	KVBudget       int64
+	KVStreamTokens int
 }
 
 func (o *Options) defaults() {
@@ -52,6 +58,12 @@ func (o *Options) defaults() {
 	if o.Steps <= 0 {
 		o.Steps = 8
 	}
+	if o.KVBudget <= 0 {
+		o.KVBudget = 4 << 30
+	}
+	if o.KVStreamTokens <= 0 {
+		o.KVStreamTokens = 4000
+	}
 }
 
 // Step is the timing of single-token steps at one cache length.
@@ -61,7 +73,10 @@ type Step struct {
 	MinMs      float64 `json:"min_ms"`
 	TokensPerS float64 `json:"tokens_per_s"`
 	KVBytes    int64   `json:"kv_bytes"`
-	StepsTimed int     `json:"steps"`
+	// KVReadBytes is what the step's attention reads of the cache: every
+	// layer's keys and values at Position+1 positions.
+	KVReadBytes int64 `json:"kv_read_bytes"`
+	StepsTimed  int   `json:"steps"`
 }
 
 // Batched is the timing of steps that feed one token to each of N streams.
@@ -87,8 +102,16 @@ type Report struct {
 	Batched           []Batched          `json:"batched"`
 	BatchedTokensPerS map[string]float64 `json:"batched_tokens_per_s"`
 	KVBytesPerToken   int64              `json:"kv_bytes_per_token"`
-	RSSBytes          int64              `json:"rss_bytes"`
-	RSSPeakBytes      int64              `json:"rss_peak_bytes"`
+	// KVCache is the cache type (f32, bf16, int8). KVStreamsInBudget is how
+	// many streams of KVStreamTokens tokens hold their keys and values in
+	// KVBudgetBytes (the data: a cache's capacity rounds up by at most a
+	// quarter, and the server charges that bound).
+	KVCache           string `json:"kv_cache"`
+	KVBudgetBytes     int64  `json:"kv_budget_bytes"`
+	KVStreamTokens    int    `json:"kv_stream_tokens"`
+	KVStreamsInBudget int64  `json:"kv_streams_in_budget"`
+	RSSBytes          int64  `json:"rss_bytes"`
+	RSSPeakBytes      int64  `json:"rss_peak_bytes"`
 	// DecodeWeightBytes is what one single-token step reads of weights;
 	// DecodeWeightBytesPerS divides it by the fastest step at the first
 	// position, and ReadBandwidthBytesPerS is the machine's read bandwidth
@@ -112,7 +135,9 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	load1 := loadAverage()
 	rssLoad, _ := rss()
 	r := &Report{CPUs: runtime.NumCPU(), Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
-		KVBytesPerToken: m.BytesPerPosition(), BatchedTokensPerS: map[string]float64{}}
+		KVBytesPerToken: m.BytesPerPosition(), BatchedTokensPerS: map[string]float64{},
+		KVCache: m.KVCache().String(), KVBudgetBytes: o.KVBudget, KVStreamTokens: o.KVStreamTokens}
+	r.KVStreamsInBudget = o.KVBudget / (int64(o.KVStreamTokens) * r.KVBytesPerToken)
 	vocab := m.VocabSize()
 	ids := func(n int, salt uint64) []int {
 		out := make([]int, n)
@@ -200,7 +225,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		}
 		mean := total.Seconds() / float64(o.Steps)
 		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: best.Seconds() * 1e3,
-			TokensPerS: 1 / mean, KVBytes: c.Bytes(), StepsTimed: o.Steps})
+			TokensPerS: 1 / mean, KVBytes: c.Bytes(), KVReadBytes: int64(p+1) * c.BytesPerPosition(), StepsTimed: o.Steps})
 		c.Release()
 	}
 	r.DecodeWeightBytes = m.DecodeWeightBytes()
@@ -307,8 +332,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)
 	}
 	for _, d := range r.Decode {
-		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(min %.2f ms, %.1f tokens/s, KV %s)\n",
-			d.Position, d.MsPerToken, d.MinMs, d.TokensPerS, bytesString(d.KVBytes))
+		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(min %.2f ms, %.1f tokens/s, reads %s of KV, holds %s)\n",
+			d.Position, d.MsPerToken, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes))
 	}
 	for _, b := range r.Batched {
 		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)
@@ -320,7 +345,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintf(tw, "KV cache\t%s per token\n", bytesString(r.KVBytesPerToken))
+	fmt.Fprintf(tw, "KV cache\t%s, %s per token; %d streams of %d tokens in %s\n", r.KVCache, bytesString(r.KVBytesPerToken),
+		r.KVStreamsInBudget, r.KVStreamTokens, bytesString(r.KVBudgetBytes))
 	fmt.Fprintf(tw, "memory\t%s resident after load, %s at the end, %s peak\n",
 		bytesString(r.RSSAfterLoadBytes), bytesString(r.RSSBytes), bytesString(r.RSSPeakBytes))
 	if r.LoadAverage[0] > float64(r.CPUs) || r.LoadAverage[1] > float64(r.CPUs) {

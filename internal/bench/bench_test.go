@@ -34,8 +34,12 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if r.PrefillTokens != 16 || r.PrefillTokensPerS <= 0 || r.LoadSeconds != 1 || r.KVBytesPerToken != 512 {
 		t.Errorf("report %+v", r)
 	}
-	if len(r.Decode) != 2 || r.Decode[1].Position != 300 || r.Decode[1].KVBytes < 301*512 || r.DecodeTokensPerS != r.Decode[0].TokensPerS {
+	if len(r.Decode) != 2 || r.Decode[1].Position != 300 || r.Decode[1].KVBytes < 301*512 || r.Decode[1].KVReadBytes != 301*512 || r.DecodeTokensPerS != r.Decode[0].TokensPerS {
 		t.Errorf("decode %+v", r.Decode)
+	}
+	// 4 GiB over 4000-token streams of 512 bytes per token.
+	if r.KVCache != "f32" || r.KVBudgetBytes != 4<<30 || r.KVStreamTokens != 4000 || r.KVStreamsInBudget != (4<<30)/(4000*512) {
+		t.Errorf("KV figures %q %d %d %d", r.KVCache, r.KVBudgetBytes, r.KVStreamTokens, r.KVStreamsInBudget)
 	}
 	if len(r.Batched) != 2 || r.BatchedTokensPerS["3"] <= 0 || r.BatchedTokensPerS["2"] <= 0 {
 		t.Errorf("batched %+v", r.BatchedTokensPerS)
@@ -52,6 +56,20 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	}
 	if _, err := Run(m, "tiny", "bf16", 0, Options{Positions: []int{8190}, Steps: 8}); err == nil {
 		t.Error("a position past max_position_embeddings was accepted")
+	}
+	// The narrow caches: bytes per token, what a step reads, streams per budget.
+	for kv, bpt := range map[qwen3.KVType]int64{qwen3.KVBF16: 256, qwen3.KVInt8: 160} {
+		mk, err := qwen3.Load(src, cfg, qwen3.Options{KVCache: kv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(mk, "tiny", "bf16", 0, Options{Prefill: -1, Positions: []int{50}, Streams: []int{}, Steps: 1, KVBudget: 1 << 20, KVStreamTokens: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.KVCache != kv.String() || r.KVBytesPerToken != bpt || r.Decode[0].KVReadBytes != 51*bpt || r.KVStreamsInBudget != (1<<20)/(100*bpt) {
+			t.Errorf("%v: %+v", kv, r)
+		}
 	}
 }
 
