@@ -265,7 +265,7 @@ func QuantizeInt8(dst []int8, x []float32) float32 {
 	var amax float32
 	nan := false
 	for _, v := range x {
-		a := float32(math.Abs(float64(v)))
+		a := math.Float32frombits(math.Float32bits(v) &^ (1 << 31))
 		if a > amax {
 			amax = a
 		} else if v != v {

@@ -188,14 +188,15 @@ func TestKVCacheAccuracyFull(t *testing.T) {
 }
 
 // TestRealHeadSizeIsBitwiseInvariant runs the chunking and batching checks
-// on the 0.6B-shaped model (2 layers) for every cache type: with head size
-// 128 and two query heads per key/value head, chunks of two or more rows
-// take the four-query block kernels, which single tokens do not.
+// on the 0.6B-shaped model (the accuracy test's) for every cache type:
+// with head size 128 and two query heads per key/value head, chunks of two
+// or more rows take the four-query block kernels, which single tokens do
+// not.
 func TestRealHeadSizeIsBitwiseInvariant(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 0.6B-shaped model")
 	}
-	m := realish(t, 2)
+	m := realish(t, 4)
 	for _, kv := range kvTypes {
 		t.Run(kv.String(), func(t *testing.T) {
 			requireChunkingInvariant(t, m, kv, testIDs(37, 23), []int{1, 2, 5, 8, 16})
