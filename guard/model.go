@@ -14,12 +14,10 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
-	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/hub"
 	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
-	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -124,10 +122,6 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	if err := checkFolder(dir, opts.Tokenizer != ""); err != nil {
 		return nil, err
 	}
-	cfg, err := config.Load(dir)
-	if err != nil {
-		return nil, err
-	}
 	tok, err := loadTokenizer(dir, opts.Tokenizer)
 	if err != nil {
 		return nil, err
@@ -135,19 +129,8 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	if err := loadCanceled(ctx, dir); err != nil {
 		return nil, err
 	}
-	set, err := safetensors.OpenDir(dir)
+	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv})
 	if err != nil {
-		return nil, err
-	}
-	wopts, err := weightOptions(cfg, set)
-	if err != nil {
-		set.Close()
-		return nil, err
-	}
-	wopts.KVCache = kv
-	net, err := qwen3.Load(set, cfg, wopts)
-	if err != nil {
-		set.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if err := loadCanceled(ctx, dir); err != nil {
@@ -221,16 +204,6 @@ func checkFolder(dir string, ownTokenizer bool) error {
 			dir, dir, strings.Join(problems, "; "))
 	}
 	return nil
-}
-
-// weightOptions chooses how projections are read for cfg. Dense
-// checkpoints (BF16, F16, F32) need nothing special; AWQ INT4 projections
-// are repacked for the integer kernels while src is opened.
-func weightOptions(cfg *config.Config, src qwen3.Source) (qwen3.Options, error) {
-	if cfg.IsAWQ() {
-		return qwen3.Options{Linear: qwen3.NewAWQLoader(src, cfg.QuantizationConfig)}, nil
-	}
-	return qwen3.Options{}, nil
 }
 
 func init() {

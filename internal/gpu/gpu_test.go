@@ -69,19 +69,11 @@ func awqNetwork(t testing.TB, preset string) *qwen3.Model {
 	if _, err := synth.Generate(dir, synth.Options{Preset: preset, DType: "awq", Seed: 9}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := safetensors.OpenDir(dir)
+	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { set.Close() })
-	net, err := qwen3.Load(set, cfg, qwen3.Options{Linear: qwen3.NewAWQLoader(set, cfg.QuantizationConfig)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return net
 }
 

@@ -100,19 +100,12 @@ func tinyAWQ(t *testing.T) *awqTiny {
 	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := safetensors.OpenDir(dir)
+	m, set, err := OpenFolder(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { set.Close() })
-	m, err := Load(set, cfg, Options{Linear: NewAWQLoader(set, cfg.QuantizationConfig)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := m.Config
 	return &awqTiny{dir: dir, cfg: cfg, set: set, m: m}
 }
 

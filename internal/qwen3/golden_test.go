@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/streamguard/streamguard/internal/config"
-	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/synth"
 )
 
@@ -96,21 +94,13 @@ func TestGolden(t *testing.T) {
 					t.Fatalf("gen-model wrote %s with sha256 %s, the golden was made from %s: regenerate the goldens", name, got, want)
 				}
 			}
-			cfg, err := config.Load(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			set, err := safetensors.OpenDir(dir)
+			// The goldens are float64 forwards: compare the exact float32
+			// cache with them (kvcache_test.go covers the narrow caches).
+			m, set, err := OpenFolder(dir, Options{KVCache: KVF32})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer set.Close()
-			// The goldens are float64 forwards: compare the exact float32
-			// cache with them (kvcache_test.go covers the narrow caches).
-			m, err := Load(set, cfg, Options{KVCache: KVF32})
-			if err != nil {
-				t.Fatal(err)
-			}
 			worst := map[string]float64{}
 			for _, c := range g.Cases {
 				outs, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: c.IDs}}, ForwardOptions{Hidden: true})

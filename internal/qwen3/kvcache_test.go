@@ -171,19 +171,11 @@ func TestKVCacheAccuracyFull(t *testing.T) {
 	if _, err := synth.Generate(dir, synth.Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := safetensors.OpenDir(dir)
+	m, set, err := OpenFolder(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	m, err := Load(set, cfg, Options{Linear: NewAWQLoader(set, cfg.QuantizationConfig)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	kvAccuracy(t, m, testIDs(512, 22))
 }
 

@@ -5,9 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/qwen3"
-	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/synth"
 )
 
@@ -31,19 +29,11 @@ func TestHeadsGiveMixedVerdicts(t *testing.T) {
 		if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: dtype, Seed: 1}); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := config.Load(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		set, err := safetensors.OpenDir(dir)
+		m, set, err := qwen3.OpenFolder(dir, qwen3.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer set.Close()
-		m, err := qwen3.Load(set, cfg, qwen3.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		ids := make([]int, 256)
 		x := uint32(12345)
 		for i := range ids {
