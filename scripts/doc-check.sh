@@ -13,6 +13,9 @@
 #     answers on a tiny synthetic model, and so do the curl blocks of docs/SERVER.md and
 #     docs/API.md (API.md's made-up stream id replaced by one the server opened). (The proxy example needs an upstream LLM: the OpenAI
 #     SDK check, scripts/sdk-check, runs the proxy against a fake one.)
+#  6. every other sh block in docs/*.md says what happens to it on the line above: `<!-- doc-check:
+#     run -->` (run here, line by line in a copy of the repository with streamguard on PATH; each
+#     line must exit 0) or `<!-- doc-check: skip (why) -->`; a block with neither fails.
 # Each failure is printed as FILE:LINE: what is wrong; the script exits 1 if there was any.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -226,6 +229,41 @@ else
 	kill "$serve_pid" 2>/dev/null
 	wait "$serve_pid" 2>/dev/null
 fi
+
+echo "== doc-check: the other blocks of docs/"
+mkdir -p "$tmp/path" "$tmp/repo"
+ln -sf "$bin" "$tmp/path/streamguard"
+# The blocks run in a copy of the tracked files, so that what they write stays out of the checkout.
+git ls-files -z | xargs -0 cp --parents -t "$tmp/repo"
+for f in docs/*.md; do
+	case "$f" in docs/SERVER.md | docs/API.md) continue ;; esac # their curl blocks run above
+	# Each sh block as "LINE<TAB>MARKER<TAB>COMMAND" per command (continuations joined).
+	while IFS=$'\t' read -r line marker cmd; do
+		case "$marker" in
+		"<!-- doc-check: run -->")
+			out=$(cd "$tmp/repo" && PATH="$tmp/path:$PATH" bash -c "$cmd" 2>&1); rc=$?
+			if [ $rc -ne 0 ]; then
+				err "$f:$line: (exit $rc) $cmd"$'\n'"$out"
+			else
+				echo "$f:$line: ok: $cmd"
+			fi
+			;;
+		"<!-- doc-check: skip ("*")"*" -->") ;;
+		*) err "$f:$line: a sh block with no <!-- doc-check: run --> or <!-- doc-check: skip (why) --> line above it" ;;
+		esac
+	done < <(awk '
+		/^```(sh|bash)$/ { inb=1; marker=prev; next }
+		inb && /^```$/ { inb=0; if (!any) printf "%d\t%s\t\n", NR, marker; any=0; next }
+		inb {
+			if (cont) cmd = cmd " " $0; else { cmd = $0; start = NR }
+			if (sub(/\\$/, "", cmd)) { cont=1; next }
+			cont=0
+			sub(/[ \t]+#.*$/, "", cmd)
+			if (cmd ~ /^[ \t]*(#|$)/) next
+			any=1; printf "%d\t%s\t%s\n", start, marker, cmd
+		}
+		{ prev = $0 }' "$f")
+done
 
 if [ $fail -ne 0 ]; then
 	echo "doc-check: FAILED (see the FAIL lines above)" >&2
