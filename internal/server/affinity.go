@@ -29,14 +29,15 @@ const MaxStreamIDLen = 64
 
 // codeStreamLost answers a request for a stream this replica does not
 // hold: never opened, closed, expired, another tenant's, or opened on a
-// replica that has gone away (its memory went with it). The client opens
-// the stream again and replays what it had sent.
+// replica that has gone away (its memory went with it). The client resumes
+// it: POST /v1/streams with "resume": true and what it had sent the stream
+// (resume.go), under the same id, on whichever replica now owns the id.
 const codeStreamLost = "stream_lost"
 
 // writeStreamLost answers 404 stream_lost for id.
 func writeStreamLost(w http.ResponseWriter, id string) {
 	writeErr(w, http.StatusNotFound, "invalid_request_error", codeStreamLost,
-		"no stream "+id+" on this replica (closed, expired, never opened, or held by a replica that went away): open it again and replay the conversation")
+		"no stream "+id+" on this replica (closed, expired, never opened, or held by a replica that went away): resume it (POST /v1/streams with \"resume\": true, the conversation so far and the same "+StreamHeader+")")
 }
 
 // ValidStreamID reports whether a client may choose id for a stream:

@@ -33,6 +33,8 @@ type duplexOp struct {
 	Text  *string `json:"text"`
 	IDs   []int   `json:"ids"`
 	Flush bool    `json:"flush"`
+	// The open operation resumes a lost stream with these.
+	resumeInput
 }
 
 // duplexReply is one server line.
@@ -47,6 +49,18 @@ type duplexReply struct {
 }
 
 func (srv *Server) connect(w http.ResponseWriter, r *http.Request, t *Tenant) {
+	// The stream's id: the client's X-Streamguard-Stream (say, the id of
+	// a stream it resumes), or a random one.
+	id := newStreamID()
+	if vals := r.Header.Values(StreamHeader); len(vals) > 0 {
+		if len(vals) > 1 || !ValidStreamID(vals[0]) {
+			writeHeaderErr(w, http.StatusBadRequest, "invalid_stream_id",
+				fmt.Sprintf("give one %s header of 1 to %d characters of A-Z, a-z, 0-9, '_' and '-'", StreamHeader, MaxStreamIDLen))
+			return
+		}
+		id = vals[0]
+		w.Header().Set(StreamHeader, id)
+	}
 	rc := http.NewResponseController(w)
 	rc.EnableFullDuplex() // HTTP/2 is always full duplex and reports an error here
 	// One stream per connection: closing it afterwards also keeps
@@ -65,7 +79,7 @@ func (srv *Server) connect(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		return
 	}
 	lr := &lineReader{r: r.Body, rc: rc, srv: srv}
-	d := &duplex{srv: srv, t: t, w: w, rc: rc, sse: sse, lr: lr, in: bufio.NewReaderSize(lr, 64<<10)}
+	d := &duplex{srv: srv, t: t, w: w, rc: rc, sse: sse, lr: lr, in: bufio.NewReaderSize(lr, 64<<10), streamID: id}
 	stop := context.AfterFunc(srv.drainCtx, func() {
 		rc.SetReadDeadline(time.Now()) // wake a blocked read; the loop then says goodbye
 	})
@@ -87,7 +101,9 @@ type duplex struct {
 	lr  *lineReader
 	in  *bufio.Reader
 	c   *convo
-	id  string
+	id  string // the open stream's id
+	// streamID is the id the stream takes when it opens.
+	streamID string
 }
 
 func (d *duplex) serve(ctx context.Context) {
@@ -221,6 +237,10 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		code = http.StatusBadRequest
 		return d.fail(rep, badRequest{errors.New(`no stream yet: the first operation must be {"op": "open", ...}`)})
 	}
+	if op.Op != "open" && op.resumeInput.any() {
+		code = http.StatusBadRequest
+		return d.fail(rep, badRequest{errors.New(`"resume", "response", "turns" and "tokens_from" belong to the open operation`)})
+	}
 	var err error
 	switch op.Op {
 	case "open":
@@ -228,23 +248,11 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 			err = badRequest{errors.New("this connection already has a stream (one stream per connection)")}
 			break
 		}
-		var msgs []tokenizer.Message
-		if msgs, err = op.promptInput.messages(); err != nil {
-			break
-		}
-		d.id = newStreamID()
-		if d.c, err = srv.openConvo(d.t, d.id, srv.opts.StreamReserveTokens); err != nil {
-			d.id = ""
-			break
-		}
-		srv.auditContent(d.c, "prompt", msgs)
-		var res Result
-		if res, err = d.c.judgeConversation(ctx, msgs); err == nil {
-			rep.ID, rep.Prompt, rep.Tokens = d.id, res.Prompt, tokensOrEmpty(res.Tokens)
-		} else {
-			err = lengthParam(err, op.promptInput.field())
-			d.c.close("error")
-			d.c, d.id = nil, ""
+		in := createInput{promptInput: op.promptInput, resumeInput: op.resumeInput}
+		var resp streamResponse
+		if d.c, resp, err = srv.openStream(ctx, d.t, d.streamID, &in); err == nil {
+			d.id = d.streamID
+			rep.ID, rep.Prompt, rep.Tokens = d.id, resp.Prompt, resp.Tokens
 		}
 	case "append":
 		in := appendInput{Text: op.Text, IDs: op.IDs, Flush: op.Flush}

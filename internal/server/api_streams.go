@@ -78,34 +78,19 @@ func tokensOrEmpty(tvs []guard.TokenVerdict) []guard.TokenVerdict {
 }
 
 func (srv *Server) createStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
-	var in promptInput
+	var in createInput
 	if err := decodeJSON(r, &in); err != nil {
 		srv.writeError(w, err)
 		return
 	}
-	msgs, err := in.messages()
-	if err != nil {
-		srv.writeError(w, err)
-		return
-	}
 	id := requestStreamID(r) // the client's X-Streamguard-Stream, or random (affinity.go)
-	c, err := srv.openConvo(t, id, srv.opts.StreamReserveTokens)
+	c, resp, err := srv.openStream(r.Context(), t, id, &in)
 	if err != nil {
 		srv.writeError(w, err)
 		return
 	}
-	srv.auditContent(c, "prompt", msgs)
-	res, err := c.judgeConversation(r.Context(), msgs)
-	if err != nil {
-		c.close("error")
-		srv.writeError(w, lengthParam(err, in.field()))
-		return
-	}
-	s := &session{id: id, c: c}
-	srv.sessions.add(s)
-	st := c.state()
-	st.ID = id
-	writeJSON(w, http.StatusCreated, streamResponse{ID: id, Prompt: res.Prompt, Tokens: tokensOrEmpty(res.Tokens), State: st})
+	srv.sessions.add(&session{id: id, c: c})
+	writeJSON(w, http.StatusCreated, resp)
 }
 
 // withSession runs op on the tenant's stream named in the path, one

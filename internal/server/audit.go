@@ -40,6 +40,14 @@ func (srv *Server) auditClose(c *convo, reason string, d guard.Decision) {
 		slog.Int("token_index", d.Index), slog.Int("tokens", d.Tokens))
 }
 
+// auditResume records a stream opened by resume: the requests it
+// replayed and the positions they fed.
+func (srv *Server) auditResume(c *convo, requests, positions int) {
+	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "stream resumed",
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id),
+		slog.Int("requests", requests), slog.Int("positions", positions))
+}
+
 // auditContent logs the text of a judged prompt for tenants that allow it.
 func (srv *Server) auditContent(c *convo, what string, msgs []tokenizer.Message) {
 	if !c.tenant.LogContent {

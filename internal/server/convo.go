@@ -236,20 +236,25 @@ func (c *convo) judgeConversation(ctx context.Context, msgs []tokenizer.Message)
 	if err != nil {
 		return Result{}, badRequest{err}
 	}
-	prompt, content := conv.Prompt(), conv.Judged()
-	res, err := c.run(ctx, len(prompt)+len(content), len(prompt)+len(content)+headerSlack, func() error {
-		if err := c.s.QueuePromptIDs(prompt); err != nil {
-			return err
-		}
-		if err := c.s.StartResponse(conv.Thinking); err != nil {
-			return err
-		}
-		return c.s.QueueIDs(content)
-	})
+	n := len(conv.Prompt()) + len(conv.Judged())
+	res, err := c.run(ctx, n, n+headerSlack, func() error { return c.queueWithResponse(conv) })
 	if err == nil && res.Prompt == nil {
 		err = errors.New("internal error: the prompt produced no verdict")
 	}
 	return res, err
+}
+
+// queueWithResponse queues a conversation that ends with an assistant
+// turn: the prompt, the response header and the response's ids, which
+// stays open for more.
+func (c *convo) queueWithResponse(conv *tokenizer.Conversation) error {
+	if err := c.s.QueuePromptIDs(conv.Prompt()); err != nil {
+		return err
+	}
+	if err := c.s.StartResponse(conv.Thinking); err != nil {
+		return err
+	}
+	return c.s.QueueIDs(conv.Judged())
 }
 
 // appendText judges response text (any chunking); the tokens the encoder

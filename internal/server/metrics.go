@@ -37,6 +37,8 @@ type metrics struct {
 	sessionsOpen     func() int
 	shutdownStarted  atomic.Bool
 	maxBatchObserved atomic.Int64
+
+	resumed atomic.Uint64 // streams opened by resume
 }
 
 func newMetrics() *metrics {
@@ -128,6 +130,8 @@ func (m *metrics) write(w io.Writer) error {
 		header(&b, "streamguard_sessions", "gauge", "Streams reachable by id.")
 		fmt.Fprintf(&b, "streamguard_sessions %d\n", m.sessionsOpen())
 	}
+	header(&b, "streamguard_streams_resumed_total", "counter", "Streams opened by resume: a lost stream replayed from the conversation so far.")
+	fmt.Fprintf(&b, "streamguard_streams_resumed_total %d\n", m.resumed.Load())
 	header(&b, "streamguard_tokens_fed_total", "counter", "Tokens fed to the model: prompts, chat scaffold and responses.")
 	fmt.Fprintf(&b, "streamguard_tokens_fed_total %d\n", m.fed.Load())
 	header(&b, "streamguard_tokens_judged_total", "counter", "Response tokens judged.")

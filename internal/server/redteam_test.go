@@ -59,9 +59,10 @@ func runeChunks(s string, n int) []string {
 
 // TestRedTeamPositions sends every injection string of the red-team set
 // through /v1/moderations (every surface), a streaming session and the
-// duplex connection (text appended in chunks of about 3 bytes, splitting tags) and
-// the LiteLLM guardrail API, and checks that the server judges exactly the
-// positions committed in testdata/redteam.
+// duplex connection (text appended in chunks of about 3 bytes, splitting
+// tags), a resumed stream (the whole text replayed) and the LiteLLM
+// guardrail API, and checks that the server judges exactly the positions
+// committed in testdata/redteam.
 func TestRedTeamPositions(t *testing.T) {
 	cases, want, err := redteam.Load()
 	if err != nil {
@@ -100,6 +101,15 @@ func TestRedTeamPositions(t *testing.T) {
 			h.do("POST", "/v1/streams/"+st.ID+"/flush", "", nil, nil)
 			h.do("DELETE", "/v1/streams/"+st.ID, "", nil, nil)
 			log.check(t, what+" (stream)", w)
+
+			// A resumed stream replays the same text as text: the same
+			// positions are judged.
+			resume := map[string]any{"resume": true, "messages": prompt, "response": map[string]any{"text": resp, "flush": true}}
+			if code, _ := h.do("POST", "/v1/streams", "", resume, &st); code != 201 {
+				t.Fatalf("%s: resume status %d", what, code)
+			}
+			h.do("DELETE", "/v1/streams/"+st.ID, "", nil, nil)
+			log.check(t, what+" (resumed stream)", w)
 
 			d := h.connect("", false)
 			d.do(map[string]any{"op": "open", "messages": prompt})
