@@ -4,7 +4,9 @@
 # on 127.0.0.1 and HAProxy with deploy/haproxy/haproxy.cfg in front of them,
 # then (scripts/haproxy-check/main.go) runs every operation of many streams
 # through HAProxy, checks each stream stays on one replica, kills a replica
-# and checks its streams answer 404 stream_lost while the others go on.
+# and checks its streams answer 404 stream_lost while the others go on, then
+# resumes them from the conversation so far and checks every verdict from
+# there on against a solo run's.
 #
 # Needs haproxy: installed with apt-get when missing (as root, on Debian);
 # where it cannot be installed the check prints SKIPPED and exits 0.

@@ -3,9 +3,11 @@
 // routing end to end: every operation of a stream reaches the replica that
 // opened it; when a replica dies, its streams answer 404 stream_lost (in
 // OpenAI's error shape) from the replicas that take over its ids, the other
-// streams go on where they were, and a lost stream reopened under the same id
-// works again. scripts/haproxy-check.sh builds the binary and the model and
-// runs it; every address it uses is on 127.0.0.1.
+// streams go on where they were, and a lost stream resumed under the same id
+// from the conversation so far ("resume": true) gives, from then on, every
+// verdict and state a solo run of the same conversation gives.
+// scripts/haproxy-check.sh builds the binary and the model and runs it; every
+// address it uses is on 127.0.0.1.
 package main
 
 import (
@@ -114,17 +116,21 @@ func (c *check) run(haproxy, cfg string, n int) error {
 	fmt.Printf("haproxy-check: %d streams, each through create, prompt, append (text), append (ids), flush, get (with and without the header), delete, get after delete: every operation of a stream answered by the replica that opened it (%s)\n",
 		n, counts(perReplica))
 
-	// Phase 2: streams left open, then one replica dies.
+	// Phase 2: streams left open in their second turn, mid-word, then one
+	// replica dies.
 	open := make([]string, 0, n)
 	placed := map[string]string{}
+	before := map[string][]answer{} // each stream's answers to the conversation's first steps
 	for i := range n {
 		id := newID(fmt.Sprintf("b%02d", i))
-		owner, err := c.expect(id, "POST", "/v1/streams", `{"prompt": "How do I make tea?"}`, http.StatusCreated, "")
-		if err != nil {
-			return err
-		}
-		if _, err := c.expect(id, "POST", "/v1/streams/"+id+"/append", `{"text": "Boil water, then"}`, http.StatusOK, owner); err != nil {
-			return err
+		var owner string
+		for _, st := range conversation[:cut] {
+			by, a, err := c.step(id, st, owner)
+			if err != nil {
+				return err
+			}
+			owner = by
+			before[id] = append(before[id], a)
 		}
 		open = append(open, id)
 		placed[id] = owner
@@ -151,7 +157,7 @@ func (c *check) run(haproxy, cfg string, n int) error {
 	// replica's streams are answered 404 stream_lost by a live one.
 	takers := map[string]int{}
 	for _, id := range lost {
-		code, hdr, body, err := c.do("POST", "/v1/streams/"+id+"/append", id, `{"text": " steep the leaves."}`)
+		code, hdr, body, err := c.do("POST", "/v1/streams/"+id+"/append", id, conversation[cut].body)
 		if err != nil {
 			return err
 		}
@@ -167,27 +173,74 @@ func (c *check) run(haproxy, cfg string, n int) error {
 		}
 		takers[by]++
 	}
+	after := map[string][]answer{} // the kept streams' answers to the rest of the conversation
 	for _, id := range kept {
-		if _, err := c.expect(id, "POST", "/v1/streams/"+id+"/append", `{"text": " steep the leaves."}`, http.StatusOK, placed[id]); err != nil {
-			return fmt.Errorf("a stream of a live replica after the kill: %w", err)
+		for _, st := range conversation[cut:] {
+			_, a, err := c.step(id, st, placed[id])
+			if err != nil {
+				return fmt.Errorf("a stream of a live replica after the kill: %w", err)
+			}
+			after[id] = append(after[id], a)
 		}
 	}
 	fmt.Printf("haproxy-check: its %d streams: 404 stream_lost in OpenAI's shape, answered by %s; the other %d streams went on on their own replicas\n",
 		len(lost), counts(takers), len(kept))
 
-	// Recovery: reopen each lost stream under its id and replay it; it
-	// lands on the replica that now owns the id, and stays there.
+	// The reference: the same conversation on one stream that is never
+	// interrupted, alone.
+	var solo []answer
+	soloID := newID("solo")
+	soloOwner := ""
+	for _, st := range conversation {
+		by, a, err := c.step(soloID, st, soloOwner)
+		if err != nil {
+			return fmt.Errorf("solo run: %w", err)
+		}
+		soloOwner = by
+		solo = append(solo, a)
+	}
+	if _, err := c.expect(soloID, "DELETE", "/v1/streams/"+soloID, "", http.StatusOK, soloOwner); err != nil {
+		return err
+	}
+	for id, as := range before {
+		if err := sameAnswers(as, solo[:cut]); err != nil {
+			return fmt.Errorf("stream %s before the kill: %w", id, err)
+		}
+	}
+	for id, as := range after {
+		if err := sameAnswers(as, solo[cut:]); err != nil {
+			return fmt.Errorf("stream %s of a live replica after the kill: %w", id, err)
+		}
+	}
+
+	// Recovery: resume each lost stream under its id from the conversation
+	// so far; it lands on the replica that now owns the id, stays there,
+	// and from the resume on answers what the solo run answered.
 	moved := map[string]int{}
 	for _, id := range lost {
-		owner, err := c.expect(id, "POST", "/v1/streams", `{"prompt": "How do I make tea?"}`, http.StatusCreated, "")
+		owner, a, err := c.step(id, step{"POST", "/v1/streams", resumeBody, http.StatusCreated}, "")
 		if err != nil {
-			return fmt.Errorf("reopening lost stream: %w", err)
+			return fmt.Errorf("resuming lost stream: %w", err)
 		}
 		if owner == victim.name {
-			return fmt.Errorf("stream %s reopened on the dead replica", id)
+			return fmt.Errorf("stream %s resumed on the dead replica", id)
 		}
-		if _, err := c.expect(id, "POST", "/v1/streams/"+id+"/append", `{"text": "Boil water, then steep the leaves.", "flush": true}`, http.StatusOK, owner); err != nil {
-			return err
+		// The last prompt's verdict, the current response's replayed
+		// verdicts (tokens_from 0) and the state: what the lost stream had.
+		want := answer{Prompt: solo[cut-2].Prompt, Tokens: solo[cut-1].Tokens, State: solo[cut-1].State}
+		if err := sameAnswers([]answer{a}, []answer{want}); err != nil {
+			return fmt.Errorf("resumed stream %s: %w", id, err)
+		}
+		var as []answer
+		for _, st := range conversation[cut:] {
+			_, a, err := c.step(id, st, owner)
+			if err != nil {
+				return err
+			}
+			as = append(as, a)
+		}
+		if err := sameAnswers(as, solo[cut:]); err != nil {
+			return fmt.Errorf("resumed stream %s: %w", id, err)
 		}
 		placed[id] = owner
 		moved[owner]++
@@ -200,8 +253,86 @@ func (c *check) run(haproxy, cfg string, n int) error {
 			return err
 		}
 	}
-	fmt.Printf("haproxy-check: the %d lost streams reopened under their ids (%s) and replayed; all %d streams read and closed on their replicas\n",
-		len(lost), counts(moved), len(open))
+	fmt.Printf("haproxy-check: the %d lost streams resumed under their ids (%s) from the conversation so far (a flushed first turn, the second cut mid-word) and went on: the resume's prompt verdict, replayed verdicts and state, and every later verdict and state equal a solo run's, bit for bit (so do the %d uninterrupted streams'); all %d streams read and closed on their replicas\n",
+		len(lost), counts(moved), len(kept), len(open))
+	return nil
+}
+
+// step is one request of a stream.
+type step struct {
+	method, path, body string
+	want               int
+}
+
+// conversation is what phase 2 sends each stream: two turns, the second
+// response cut mid-word at cut (the steps before it are sent before the
+// kill, the rest after).
+var conversation = []step{
+	{"POST", "/v1/streams", `{"prompt": "How do I make tea?"}`, http.StatusCreated},
+	{"POST", "/v1/streams/{id}/append", `{"text": "Boil water, then steep.", "flush": true}`, http.StatusOK},
+	{"POST", "/v1/streams/{id}/prompt", `{"prompt": "And coffee? Café\u0301 au lait"}`, http.StatusOK},
+	{"POST", "/v1/streams/{id}/append", `{"text": "Grind the be"}`, http.StatusOK},
+	{"POST", "/v1/streams/{id}/append", `{"text": "ans, then brew 🫘."}`, http.StatusOK},
+	{"POST", "/v1/streams/{id}/flush", ``, http.StatusOK},
+}
+
+const cut = 4
+
+// resumeBody resumes a stream lost after conversation[:cut]: what it had
+// been sent, the held-back "be" included, and the verdicts of the current
+// response's tokens.
+const resumeBody = `{"resume": true, "prompt": "How do I make tea?",
+	"response": {"text": "Boil water, then steep.", "flush": true},
+	"turns": [{"prompt": "And coffee? Café\u0301 au lait", "response": {"text": "Grind the be"}}],
+	"tokens_from": 0}`
+
+// answer is what a stream request answered: verdicts as the server wrote
+// them (float32 values print exactly, so equal text is equal bits) and the
+// state without its id.
+type answer struct {
+	Prompt json.RawMessage            `json:"prompt"`
+	Tokens json.RawMessage            `json:"tokens"`
+	State  map[string]json.RawMessage `json:"state"`
+}
+
+// step sends st for stream id (expecting owner to answer, "" for any) and
+// returns the replica that answered and its answer.
+func (c *check) step(id string, st step, owner string) (string, answer, error) {
+	path := strings.ReplaceAll(st.path, "{id}", id)
+	by, raw, err := c.exchange(id, st.method, path, st.body, st.want, owner)
+	if err != nil {
+		return "", answer{}, err
+	}
+	var a answer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return "", answer{}, fmt.Errorf("%s %s: %w: %s", st.method, path, err, raw)
+	}
+	if a.State == nil {
+		return "", answer{}, fmt.Errorf("%s %s: no state: %s", st.method, path, raw)
+	}
+	delete(a.State, "id")
+	return by, a, nil
+}
+
+// sameAnswers compares answers field by field, verdicts byte for byte.
+func sameAnswers(got, want []answer) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d answers, want %d", len(got), len(want))
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if !bytes.Equal(g.Prompt, w.Prompt) {
+			return fmt.Errorf("answer %d: prompt verdict %s, want %s", i, g.Prompt, w.Prompt)
+		}
+		if !bytes.Equal(g.Tokens, w.Tokens) {
+			return fmt.Errorf("answer %d: token verdicts %s, want %s", i, g.Tokens, w.Tokens)
+		}
+		gs, _ := json.Marshal(g.State)
+		ws, _ := json.Marshal(w.State)
+		if !bytes.Equal(gs, ws) {
+			return fmt.Errorf("answer %d: state %s, want %s", i, gs, ws)
+		}
+	}
 	return nil
 }
 
@@ -255,30 +386,36 @@ func (c *check) lifecycle(id string) (string, error) {
 // status, that the answer names the stream, and that owner answered it
 // ("" for any replica); it returns the replica that answered.
 func (c *check) expect(id, method, path, body string, want int, owner string) (string, error) {
+	by, _, err := c.exchange(id, method, path, body, want, owner)
+	return by, err
+}
+
+// exchange is expect returning the answer's body too.
+func (c *check) exchange(id, method, path, body string, want int, owner string) (string, []byte, error) {
 	code, hdr, raw, err := c.do(method, path, id, body)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	by := hdr.Get(replicaHeader)
 	switch {
 	case code != want:
-		return "", fmt.Errorf("%s %s (stream %s): status %d from %q, want %d: %s", method, path, id, code, by, want, raw)
+		return "", nil, fmt.Errorf("%s %s (stream %s): status %d from %q, want %d: %s", method, path, id, code, by, want, raw)
 	case by == "":
-		return "", fmt.Errorf("%s %s: no %s header", method, path, replicaHeader)
+		return "", nil, fmt.Errorf("%s %s: no %s header", method, path, replicaHeader)
 	case owner != "" && by != owner:
-		return "", fmt.Errorf("%s %s: answered by %s, but stream %s lives on %s", method, path, by, id, owner)
+		return "", nil, fmt.Errorf("%s %s: answered by %s, but stream %s lives on %s", method, path, by, id, owner)
 	case hdr.Get(streamHeader) != id:
-		return "", fmt.Errorf("%s %s: %s %q, want %q", method, path, streamHeader, hdr.Get(streamHeader), id)
+		return "", nil, fmt.Errorf("%s %s: %s %q, want %q", method, path, streamHeader, hdr.Get(streamHeader), id)
 	}
 	if method == "POST" && path == "/v1/streams" {
 		var created struct {
 			ID string `json:"id"`
 		}
 		if err := json.Unmarshal(raw, &created); err != nil || created.ID != id {
-			return "", fmt.Errorf("create: id %q, want the chosen %q (%v)", created.ID, id, err)
+			return "", nil, fmt.Errorf("create: id %q, want the chosen %q (%v)", created.ID, id, err)
 		}
 	}
-	return by, nil
+	return by, raw, nil
 }
 
 func (c *check) do(method, path, id, body string) (int, http.Header, []byte, error) {
