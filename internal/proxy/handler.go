@@ -23,12 +23,26 @@ type handler struct {
 // NewHandler returns the handler of POST /v1/chat/completions (it serves
 // that request on whatever path it is mounted).
 func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
-	if m == nil {
-		return nil, errors.New("proxy: no moderator")
-	}
 	ep, err := endpoint(cfg.Upstream)
 	if err != nil {
 		return nil, err
+	}
+	h, err := newHandler(cfg, m)
+	if err != nil {
+		return nil, err
+	}
+	h.endpoint = ep
+	if h.client == nil {
+		h.client = defaultClient()
+	}
+	return h, nil
+}
+
+// newHandler checks cfg and fills in its defaults; the upstream's
+// endpoint and client are the caller's.
+func newHandler(cfg Config, m Moderator) (*handler, error) {
+	if m == nil {
+		return nil, errors.New("proxy: no moderator")
 	}
 	if err := cfg.DefaultTenant.check(); err != nil {
 		return nil, fmt.Errorf("proxy: default %w", err)
@@ -45,11 +59,7 @@ func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
 	}
-	h := &handler{cfg: cfg, mod: m, endpoint: ep, client: cfg.Client}
-	if h.client == nil {
-		h.client = defaultClient()
-	}
-	return h, nil
+	return &handler{cfg: cfg, mod: m, client: cfg.Client}, nil
 }
 
 // exchange is one request being served.
@@ -71,6 +81,14 @@ type exchange struct {
 
 	tokens   int
 	finished bool
+
+	// ext is the external driver's call (nil for the handler's own
+	// requests): a fail-open request is then marked, not forwarded.
+	ext *Call
+	// statusSent: the response's status already reached the client (an
+	// external driver's streamed body modes), so a flagged whole
+	// response is answered in the refusal-completion form.
+	statusSent bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -110,24 +128,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (x *exchange) cancel() { x.cancelCause(nil) }
 
 func (x *exchange) serve() {
-	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
-	if err != nil {
-		x.guardFailed(err)
-		return
-	}
-	pv, err := judgePrompt(x.ctx, s, x.req.Messages, x.t.TrimLongPrompt)
-	if err != nil {
-		s.Close()
-		if isContextLength(err) && x.ctx.Err() == nil {
-			x.promptTooLong(err)
-			return
-		}
-		x.guardFailed(err)
-		return
-	}
-	if pv.Flagged {
-		s.Close()
-		x.refusePrompt(pv)
+	s := x.judgeRequest()
+	if s == nil {
 		return
 	}
 	resp, err := x.callUpstream()
@@ -149,6 +151,34 @@ func (x *exchange) serve() {
 	x.relayWhole(s, resp)
 }
 
+// judgeRequest opens the guard stream and judges the prompt. It returns
+// the stream when the request may go upstream; otherwise the request was
+// answered (refused, or forwarded unjudged by a fail-open tenant) and it
+// returns nil.
+func (x *exchange) judgeRequest() Stream {
+	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
+	if err != nil {
+		x.guardFailed(err)
+		return nil
+	}
+	pv, err := judgePrompt(x.ctx, s, x.req.Messages, x.t.TrimLongPrompt)
+	if err != nil {
+		s.Close()
+		if isContextLength(err) && x.ctx.Err() == nil {
+			x.promptTooLong(err)
+			return nil
+		}
+		x.guardFailed(err)
+		return nil
+	}
+	if pv.Flagged {
+		s.Close()
+		x.refusePrompt(pv)
+		return nil
+	}
+	return s
+}
+
 // guardFailed answers when the guard cannot judge the request: overloaded
 // or failing. A fail-open tenant gets the upstream's answer unjudged.
 func (x *exchange) guardFailed(err error) {
@@ -158,6 +188,10 @@ func (x *exchange) guardFailed(err error) {
 	}
 	overloaded := errors.Is(err, ErrOverloaded)
 	if x.t.FailOpen {
+		if x.ext != nil {
+			x.ext.unjudged = err
+			return
+		}
 		x.forwardUnjudged(err)
 		return
 	}

@@ -13,6 +13,8 @@ type judgeResult struct {
 	verdicts []guard.TokenVerdict
 	flushed  bool
 	err      error
+	// upTo is the number of pushes judged so far, this batch included.
+	upTo int
 }
 
 // judge runs the guard calls of one response on its own goroutine, so the
@@ -24,9 +26,10 @@ type judge struct {
 	s   Stream
 	ctx context.Context
 
-	mu    sync.Mutex
-	ops   []feedOp
-	flush bool
+	mu     sync.Mutex
+	ops    []feedOp
+	flush  bool
+	pushes int // pushes that queued something
 
 	wake   chan struct{}
 	out    chan judgeResult
@@ -49,11 +52,20 @@ func (j *judge) push(ops []feedOp, flush bool) {
 	j.mu.Lock()
 	j.ops = append(j.ops, ops...)
 	j.flush = j.flush || flush
+	j.pushes++
 	j.mu.Unlock()
 	select {
 	case j.wake <- struct{}{}:
 	default:
 	}
+}
+
+// caughtUp reports whether every push was judged, given the upTo of the
+// last result received.
+func (j *judge) caughtUp(upTo int) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.pushes == upTo
 }
 
 // close stops the goroutine and waits for it (and the stream's Close).
@@ -72,10 +84,11 @@ func (j *judge) run() {
 			return
 		}
 		j.mu.Lock()
-		ops, flush := j.ops, j.flush
+		ops, flush, upTo := j.ops, j.flush, j.pushes
 		j.ops, j.flush = nil, false
 		j.mu.Unlock()
 		res := apply(j.ctx, j.s, ops, flush)
+		res.upTo = upTo
 		select {
 		case j.out <- res:
 		case <-j.stop:

@@ -10,10 +10,24 @@ import (
 )
 
 // upstreamEvent is one event read from the upstream, or the error (io.EOF
-// at the end) that ended the stream.
+// at the end) that ended the stream; or, from an external driver, a sync
+// request (sync set, nothing else).
 type upstreamEvent struct {
-	ev  sseEvent
-	err error
+	ev   sseEvent
+	err  error
+	sync *syncRequest
+}
+
+// syncRequest asks the relay loop to say when the text received so far
+// was judged (so that hold-back released what it may), or until passed,
+// or interrupt fired, whichever comes first; the loop closes done then
+// (or when it ends). An external driver that must answer each body chunk
+// (Envoy's STREAMED mode) uses it to send as much judged text as it can
+// with each answer.
+type syncRequest struct {
+	until     time.Time // zero: answer once the events before it are taken
+	interrupt <-chan struct{}
+	done      chan struct{}
 }
 
 // heldEvent is an upstream event not yet written to the client.
@@ -38,24 +52,35 @@ type relay struct {
 	j    *judge
 	k    int // hold-back look-ahead
 
-	queue     []heldEvent
-	meta      chunkMeta
-	finishing bool   // the upstream finished its text
-	flushed   bool   // the guard judged all of it
-	eof       bool   // the upstream's stream ended
-	doneSent  bool   // the client has the [DONE] event: the answer is complete
-	unjudged  error  // fail-open after a guard failure: the cause
-	usage     []byte // the upstream's last usage object
-	broken    bool   // the client went away
+	queue      []heldEvent
+	meta       chunkMeta
+	finishing  bool   // the upstream finished its text
+	flushed    bool   // the guard judged all of it
+	eof        bool   // the upstream's stream ended
+	doneSent   bool   // the client has the [DONE] event: the answer is complete
+	unjudged   error  // fail-open after a guard failure: the cause
+	usage      []byte // the upstream's last usage object
+	broken     bool   // the client went away
+	judgedUpTo int    // the upTo of the last judge result
+}
+
+// newRelay starts the judge of a streamed response on s.
+func (x *exchange) newRelay(s Stream) *relay {
+	r := &relay{x: x, rc: http.NewResponseController(x.w), feed: newFeeder(), tr: newTracker(), k: x.t.lookahead()}
+	r.j = startJudge(x.ctx, s)
+	return r
+}
+
+// close ends the exchange's upstream call and the judge (which closes the
+// stream).
+func (r *relay) close() {
+	r.x.cancel()
+	r.j.close()
 }
 
 func (x *exchange) relayStream(s Stream, resp *http.Response) {
-	r := &relay{x: x, rc: http.NewResponseController(x.w), feed: newFeeder(), tr: newTracker(), k: x.t.lookahead()}
-	r.j = startJudge(x.ctx, s)
-	defer func() {
-		x.cancel()
-		r.j.close()
-	}()
+	r := x.newRelay(s)
+	defer r.close()
 	// A stream outlives any server write timeout.
 	_ = r.rc.SetWriteDeadline(time.Time{})
 	h := x.w.Header()
@@ -66,29 +91,75 @@ func (x *exchange) relayStream(s Stream, resp *http.Response) {
 
 	events := make(chan upstreamEvent)
 	go readEvents(x.ctx, resp.Body, events)
-	idle := time.NewTimer(x.h.cfg.IdleTimeout)
-	defer idle.Stop()
+	r.run(events, x.h.cfg.IdleTimeout)
+}
+
+// run is the relay's loop: upstream events (and sync requests) from
+// events, verdicts from the judge, until the exchange ends. idleTimeout >
+// 0 bounds the upstream's silence.
+func (r *relay) run(events <-chan upstreamEvent, idleTimeout time.Duration) {
+	x := r.x
+	var idle *time.Timer
+	var idleC <-chan time.Time
+	if idleTimeout > 0 {
+		idle = time.NewTimer(idleTimeout)
+		defer idle.Stop()
+		idleC = idle.C
+	}
+	var sync *syncRequest
+	var syncTimer *time.Timer
+	var syncC <-chan time.Time
+	var syncInterrupt <-chan struct{}
+	answer := func() {
+		if sync != nil {
+			close(sync.done)
+			sync = nil
+			syncInterrupt = nil
+			if syncTimer != nil {
+				syncTimer.Stop()
+				syncTimer, syncC = nil, nil
+			}
+		}
+	}
+	defer answer()
 	for {
 		var done bool
 		select {
 		case ue := <-events:
-			if !idle.Stop() {
-				select {
-				case <-idle.C:
-				default:
+			if ue.sync != nil {
+				answer()
+				sync, syncInterrupt = ue.sync, ue.sync.interrupt
+				if d := time.Until(sync.until); !sync.until.IsZero() && d > 0 {
+					syncTimer = time.NewTimer(d)
+					syncC = syncTimer.C
+				} else {
+					answer()
 				}
+				break
 			}
-			idle.Reset(x.h.cfg.IdleTimeout)
+			if idle != nil {
+				if !idle.Stop() {
+					select {
+					case <-idle.C:
+					default:
+					}
+				}
+				idle.Reset(idleTimeout)
+			}
 			done = r.onEvent(ue)
 		case res := <-r.j.out:
 			done = r.onJudged(res)
-		case <-idle.C:
-			r.upstreamBroken(apiError{Message: "streamguard: the upstream sent nothing for " + x.h.cfg.IdleTimeout.String(),
+		case <-idleC:
+			r.upstreamBroken(apiError{Message: "streamguard: the upstream sent nothing for " + idleTimeout.String(),
 				Type: typeUpstream, Code: "upstream_timeout"}, context.DeadlineExceeded)
 			done = true
 		case <-x.r.Context().Done():
 			x.finish(EventClientClosed)
 			done = true
+		case <-syncC:
+			answer()
+		case <-syncInterrupt:
+			answer()
 		}
 		if !done && r.broken {
 			x.finish(EventClientClosed)
@@ -96,6 +167,9 @@ func (x *exchange) relayStream(s Stream, resp *http.Response) {
 		}
 		if done {
 			return
+		}
+		if sync != nil && r.j.caughtUp(r.judgedUpTo) {
+			answer()
 		}
 	}
 }
@@ -106,7 +180,7 @@ func readEvents(ctx context.Context, body io.Reader, out chan<- upstreamEvent) {
 		ev, err := rd.next()
 		if len(ev.raw) > 0 || err != nil {
 			select {
-			case out <- upstreamEvent{ev, err}:
+			case out <- upstreamEvent{ev: ev, err: err}:
 			case <-ctx.Done():
 				return
 			}
@@ -206,6 +280,7 @@ func badEvent(err error) apiError {
 
 // onJudged takes the verdicts of one batch of guard calls.
 func (r *relay) onJudged(res judgeResult) bool {
+	r.judgedUpTo = res.upTo
 	r.tr.add(res.verdicts)
 	r.x.tokens = r.tr.judged()
 	r.tr.align.sync(r.feed.fed, res.flushed)

@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -22,63 +20,125 @@ type sseEvent struct {
 // proxy buffer without limit.
 const maxEventBytes = 4 << 20
 
-// sseReader splits an event stream into events. Lines end with "\n" or
-// "\r\n" (a lone "\r" line ending is not supported).
+var errEventTooLarge = fmt.Errorf("upstream event larger than %d bytes", maxEventBytes)
+
+// sseSplitter splits an event stream that arrives in pieces of any size,
+// cut anywhere (inside a line, a "\r\n" or a UTF-8 character), into
+// events. Lines end with "\n" or "\r\n" (a lone "\r" line ending is not
+// supported). It is the one parser of upstream events: sseReader reads
+// an io.Reader through it, and an external driver (Envoy's body chunks)
+// pushes what it gets.
+type sseSplitter struct {
+	ev   sseEvent // the event in progress: raw holds its complete lines
+	line []byte   // the line in progress, without its "\n" yet
+}
+
+// push takes the next bytes of the stream and returns the events they
+// complete, in order. errEventTooLarge means an event grew past
+// maxEventBytes: the events before it are returned with the error, and
+// the splitter must not be used further.
+func (s *sseSplitter) push(b []byte) ([]sseEvent, error) {
+	var out []sseEvent
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if len(s.ev.raw)+len(s.line)+len(b) > maxEventBytes {
+				return out, errEventTooLarge
+			}
+			s.line = append(s.line, b...)
+			return out, nil
+		}
+		part := b[:i+1]
+		b = b[i+1:]
+		if len(s.ev.raw)+len(s.line)+len(part) > maxEventBytes {
+			return out, errEventTooLarge
+		}
+		line := part
+		if len(s.line) > 0 {
+			s.line = append(s.line, part...)
+			line = s.line
+		}
+		s.ev.raw = append(s.ev.raw, line...)
+		body := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(body) == 0 {
+			out = append(out, s.ev)
+			s.ev = sseEvent{}
+		} else {
+			s.ev.addLine(body) // copies what it keeps
+		}
+		s.line = s.line[:0]
+	}
+	return out, nil
+}
+
+// end is the end of the stream: it returns what is left. An event cut
+// short that carries data is dispatched (some servers end without the
+// final blank line); otherwise the left-over bytes (a trailing comment or
+// a partial field without data) come with no data, and raw is empty when
+// nothing is left.
+func (s *sseSplitter) end() sseEvent {
+	if len(s.line) > 0 {
+		s.ev.raw = append(s.ev.raw, s.line...)
+		s.ev.addLine(s.line)
+		s.line = nil
+	}
+	ev := s.ev
+	s.ev = sseEvent{}
+	if ev.data != nil {
+		return ev
+	}
+	return sseEvent{raw: ev.raw}
+}
+
+// sseReader splits an event stream read from an io.Reader into events.
 type sseReader struct {
-	br *bufio.Reader
+	r     io.Reader
+	sp    sseSplitter
+	buf   []byte
+	queue []sseEvent
+	err   error // the reader's error (io.EOF at the end) or the splitter's
+	ended bool  // the end's left-over was returned
 }
 
 func newSSEReader(r io.Reader) *sseReader {
-	return &sseReader{br: bufio.NewReaderSize(r, 32<<10)}
+	return &sseReader{r: r, buf: make([]byte, 32<<10)}
 }
-
-var errEventTooLarge = fmt.Errorf("upstream event larger than %d bytes", maxEventBytes)
 
 // next returns the next event. At the end of the stream it returns io.EOF,
 // after returning a last unterminated event that carries data (some
-// servers end without the final blank line); other errors are the
-// reader's.
+// servers end without the final blank line); with io.EOF comes the
+// left-over bytes of an event without data, if any. Other errors are the
+// reader's, or errEventTooLarge.
 func (r *sseReader) next() (sseEvent, error) {
-	var ev sseEvent
 	for {
-		line, err := r.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// Long line: gather it whole.
-			full := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				if len(ev.raw)+len(full) > maxEventBytes {
-					return sseEvent{}, errEventTooLarge
-				}
-				line, err = r.br.ReadSlice('\n')
-				full = append(full, line...)
-			}
-			line = full
-		}
-		if len(ev.raw)+len(line) > maxEventBytes {
-			return sseEvent{}, errEventTooLarge
-		}
-		ev.raw = append(ev.raw, line...)
-		if err != nil {
-			if err == io.EOF {
-				if len(line) > 0 {
-					ev.addLine(line)
-				}
-				if ev.data != nil {
-					return ev, nil
-				}
-				if len(ev.raw) > 0 {
-					// A trailing comment or a partial field without data:
-					// nothing to dispatch.
-					return sseEvent{raw: ev.raw}, io.EOF
-				}
-			}
-			return sseEvent{}, err
-		}
-		body := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		if len(body) == 0 {
+		if len(r.queue) > 0 {
+			ev := r.queue[0]
+			r.queue = r.queue[1:]
 			return ev, nil
 		}
-		ev.addLine(body)
+		if r.err == io.EOF && !r.ended {
+			r.ended = true
+			if ev := r.sp.end(); ev.data != nil {
+				return ev, nil
+			} else if len(ev.raw) > 0 {
+				return ev, io.EOF
+			}
+		}
+		if r.err != nil {
+			return sseEvent{}, r.err
+		}
+		n, err := r.r.Read(r.buf)
+		if n > 0 {
+			evs, perr := r.sp.push(r.buf[:n])
+			r.queue = append(r.queue, evs...)
+			if perr != nil {
+				r.err = perr
+				continue
+			}
+		}
+		if err != nil {
+			r.err = err
+		}
 	}
 }
 

@@ -128,3 +128,63 @@ func FuzzSSEReader(f *testing.F) {
 		}
 	})
 }
+
+// splitAll pushes in to a splitter in pieces of the given sizes (cycled)
+// and returns the events, the end's left-over included.
+func splitAll(in []byte, sizes []int) ([]sseEvent, error) {
+	var sp sseSplitter
+	var out []sseEvent
+	for i := 0; len(in) > 0; i++ {
+		n := min(max(sizes[i%len(sizes)], 1), len(in))
+		evs, err := sp.push(in[:n])
+		out = append(out, evs...)
+		if err != nil {
+			return out, err
+		}
+		in = in[n:]
+	}
+	if ev := sp.end(); len(ev.raw) > 0 {
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// FuzzSSESplitter: pushed in pieces of any size, cut anywhere, an event
+// stream splits into the events a reading of it whole gives.
+func FuzzSSESplitter(f *testing.F) {
+	f.Add([]byte("data: a\n\ndata: b\r\ndata: c\r\n\r\n: x\n\ndata: [DONE]"), []byte{1, 2, 3})
+	f.Add([]byte("data: h\xc3\xa9llo\n\n\n\r\n:\ndata:\n\ndata"), []byte{7})
+	f.Fuzz(func(t *testing.T, in []byte, cuts []byte) {
+		want, err := readAllEvents(t, bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes := []int{len(in)}
+		if len(cuts) > 0 {
+			sizes = sizes[:0]
+			for _, c := range cuts {
+				sizes = append(sizes, int(c))
+			}
+		}
+		got, err := splitAll(in, sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d events in pieces %v, %d whole", len(got), sizes, len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i].raw, want[i].raw) || !bytes.Equal(got[i].data, want[i].data) || (got[i].data == nil) != (want[i].data == nil) {
+				t.Fatalf("event %d: %q/%q, whole %q/%q", i, got[i].raw, got[i].data, want[i].raw, want[i].data)
+			}
+		}
+	})
+}
+
+func TestSSESplitterLimits(t *testing.T) {
+	big := []byte("data: 1\n\ndata: " + strings.Repeat("x", maxEventBytes) + "\n\n")
+	evs, err := splitAll(big, []int{4096})
+	if !errors.Is(err, errEventTooLarge) || len(evs) != 1 {
+		t.Fatalf("oversized event: %d events, %v", len(evs), err)
+	}
+}

@@ -13,18 +13,27 @@ import (
 // relayWhole moderates a response that is not streamed: it is judged whole
 // before anything is returned.
 func (x *exchange) relayWhole(s Stream, resp *http.Response) {
-	defer s.Close()
 	ir := x.idleBody(resp.Body)
 	body, err := io.ReadAll(io.LimitReader(ir, 4*x.h.cfg.MaxRequestBytes+1))
 	ir.stop()
 	if err != nil {
+		s.Close()
 		x.upstreamFailed(err)
 		return
 	}
 	if int64(len(body)) > 4*x.h.cfg.MaxRequestBytes {
+		s.Close()
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is too large to judge", Type: typeUpstream, Code: "upstream_too_large"})
 		return
 	}
+	x.judgeWhole(s, resp, body)
+}
+
+// judgeWhole judges a whole response body and answers: the body as it is,
+// or the answer for a flagged response, one too long for the guard, or
+// one that cannot be moderated. It closes s.
+func (x *exchange) judgeWhole(s Stream, resp *http.Response, body []byte) {
+	defer s.Close()
 	m, err := parseCompletion(body)
 	if err != nil {
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response cannot be moderated: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
@@ -123,12 +132,13 @@ func (x *exchange) writeBody(resp *http.Response, body []byte) {
 }
 
 // withhold answers a flagged whole response: an error, or (refusal
-// "completion") the response cut before the run that flagged, with
-// finish_reason "content_filter".
+// "completion", or when the response's status was already sent) the
+// response cut before the run that flagged, with finish_reason
+// "content_filter".
 func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m *textFields) {
 	tv := tr.flag
 	attrs := append(verdictAttrs(&tv.Verdict, tv.Index), slog.Int("run_start", tr.flagStart))
-	if x.t.Refusal != RefusalCompletion {
+	if x.t.Refusal != RefusalCompletion && !x.statusSent {
 		x.fail(http.StatusBadRequest, EventResponseFlagged, apiError{
 			Message: "streamguard: the response was flagged (" + tv.Risk + ", " + tv.Category + ")",
 			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
