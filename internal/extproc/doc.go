@@ -1,0 +1,44 @@
+// Package extproc serves Envoy's External Processing API
+// (envoy.service.ext_proc.v3.ExternalProcessor) so that an Envoy-based
+// gateway (Envoy Gateway, Envoy AI Gateway, Istio) has its OpenAI chat
+// completions judged by streamguard token by token, with the same rules,
+// answers and audit records as the chat-completions proxy
+// (internal/proxy, through proxy.External).
+//
+// # One exchange, one gRPC stream
+//
+// Envoy opens a stream per HTTP request and sends its parts as they come:
+//
+//   - request headers: a request other than POST .../chat/completions
+//     passes untouched. Otherwise the Admitter authenticates the tenant key
+//     (Authorization or X-Api-Key) and applies the tenant's limits (the
+//     server's, internal/server); a refusal is an ImmediateResponse (401,
+//     429). The answer removes streamguard's credentials from the upstream
+//     request and sets its Authorization as the proxy does
+//     (proxy.UpstreamHeaders).
+//   - request body (BUFFERED, BUFFERED_PARTIAL, STREAMED or
+//     FULL_DUPLEX_STREAMED): gathered whole (streamed chunks are held back
+//     from the upstream), then parsed and the prompt judged (proxy's
+//     rules: strict JSON, n=1, ...). A refused request gets an
+//     ImmediateResponse with the proxy's answer: an OpenAI error, or the
+//     refusal completion, streamed or not as the request asked.
+//   - response headers: an upstream error status passes; an event stream
+//     is relayed, anything else judged whole. Headers X-Streamguard-* are
+//     added. Where the filter allows mode overrides, the response body
+//     mode is set for the kind of response (BUFFERED for a whole JSON
+//     answer, so that a flagged one can become a 400; NONE for what
+//     passes).
+//   - response body: an event stream is parsed and judged per token
+//     (proxy.Relay: hold-back or pass-through, the cut with
+//     finish_reason "content_filter" and [DONE]); what each answer's body
+//     mutation carries is what the client gets. In STREAMED mode every
+//     chunk is answered in order with the text released so far: in
+//     hold-back the service waits up to Config.ChunkWait for the chunk's
+//     verdicts (less when the next chunk is already there), and text still
+//     held goes out with a later answer. In FULL_DUPLEX_STREAMED mode text
+//     goes out as soon as it is released. A whole response is judged at
+//     its end.
+//
+// When the gRPC stream ends (the client went away, Envoy gave up), the
+// call is closed and its guard stream released.
+package extproc

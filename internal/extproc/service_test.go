@@ -1,0 +1,351 @@
+package extproc_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+
+	"github.com/streamguard/streamguard/internal/proxy"
+)
+
+var modes = []struct {
+	name string
+	f    filter
+}{
+	{"STREAMED", defaultFilter},
+	{"FULL_DUPLEX_STREAMED", filter{reqMode: filterv3.ProcessingMode_BUFFERED, respMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, allowOverride: true}},
+}
+
+// TestSafeStreamPassesThrough: a safe streamed answer reaches the client
+// byte for byte, in every response body mode, tenant mode and chunking;
+// the request reaches the upstream unchanged, less streamguard's key.
+func TestSafeStreamPassesThrough(t *testing.T) {
+	m := tinyModel(t)
+	upBody := sseBody(testResponse, 3)
+	req := request{header: map[string]string{"Authorization": "Bearer key-safe", "Content-Type": "application/json", "X-Upstream-Authorization": "sk-up"},
+		body: chatBody("How do I bake bread?", true)}
+	for _, tm := range []proxy.Mode{proxy.HoldBack, proxy.PassThrough} {
+		for _, md := range modes {
+			fx := newFixture(t, keys{"key-safe": {Name: "safe", Policy: safePolicy(m), Mode: tm}}, md.f, 0)
+			for name, chunks := range chunkings(upBody) {
+				t.Run(tm.String()+"/"+md.name+"/"+name, func(t *testing.T) {
+					fx.env.t = t
+					o := fx.env.exchange(context.Background(), req, sseReply(chunks))
+					if o.immediate != nil {
+						t.Fatalf("immediate response: %s", fmtOutcome(o))
+					}
+					if !bytes.Equal(o.upstreamBody, req.body) {
+						t.Errorf("upstream got %q", o.upstreamBody)
+					}
+					if got := o.upstreamHeader.Get("Authorization"); got != "Bearer sk-up" || o.upstreamHeader.Get("X-Upstream-Authorization") != "" {
+						t.Errorf("upstream authorization %q (and X-Upstream-Authorization %q)", got, o.upstreamHeader.Get("X-Upstream-Authorization"))
+					}
+					if !bytes.Equal(o.body, upBody) {
+						t.Fatalf("client got\n%q\nwant\n%q", o.body, upBody)
+					}
+					if o.header.Get("X-Streamguard-Mode") != tm.String() || o.header.Get("X-Streamguard-Request-Id") == "" {
+						t.Errorf("headers %v", o.header)
+					}
+					if md.f.respMode == filterv3.ProcessingMode_STREAMED && o.answers != len(chunks) {
+						t.Errorf("%d answers for %d chunks", o.answers, len(chunks))
+					}
+					if ev := fx.lastEvent(); ev != proxy.EventAllowed {
+						t.Errorf("audit event %q", ev)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestFlaggedStreamCut: an answer flagged mid-stream is cut with the
+// content_filter tail and [DONE]. In hold-back the client gets exactly
+// what the HTTP proxy sends (no token of the flagging run), whatever the
+// chunking; in pass-through what was relayed, then the tail.
+func TestFlaggedStreamCut(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	upBody := sseBody(testResponse, 3)
+	reqBody := chatBody(fc.prompt, true)
+	hold := proxy.Tenant{Name: "hold", Policy: fc.policy}
+	pass := proxy.Tenant{Name: "pass", Policy: fc.policy, Mode: proxy.PassThrough}
+	_, _, want := viaProxy(t, m, hold, reqBody, "text/event-stream", upBody)
+	if cs := readStream(t, want); cs.content != fc.before || cs.finish != "content_filter" || !cs.done {
+		t.Fatalf("the proxy's own cut: %+v, want content %q", cs, fc.before)
+	}
+	for _, md := range modes {
+		fx := newFixture(t, keys{"hold": &hold, "pass": &pass}, md.f, 0)
+		for name, chunks := range chunkings(upBody) {
+			t.Run(md.name+"/"+name, func(t *testing.T) {
+				fx.env.t = t
+				o := fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "hold"}, body: reqBody}, sseReply(chunks))
+				if normalize(o.body) != normalize(want) {
+					t.Fatalf("hold-back: client got\n%s\nthe proxy sends\n%s", o.body, want)
+				}
+				if ev := fx.lastEvent(); ev != proxy.EventResponseFlagged {
+					t.Errorf("audit event %q", ev)
+				}
+
+				o = fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "pass"}, body: reqBody}, sseReply(chunks))
+				cs := readStream(t, o.body)
+				if cs.finish != "content_filter" || !cs.done || !strings.Contains(string(o.body), `"reason":"response_flagged"`) {
+					t.Fatalf("pass-through: %+v\n%s", cs, o.body)
+				}
+				i := bytes.LastIndex(o.body[:len(o.body)-len("data: [DONE]\n\n")], []byte("data: "))
+				if relayed := o.body[:i]; !bytes.HasPrefix(upBody, relayed) || !bytes.HasSuffix(relayed, []byte("\n\n")) {
+					t.Errorf("pass-through relayed more or less than whole upstream events:\n%s", relayed)
+				}
+			})
+		}
+	}
+}
+
+// TestSlowChunksHoldBack: chunks that come one at a time (a model
+// generating) are answered as they come, with the text judged by then.
+func TestSlowChunksHoldBack(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, nil, defaultFilter, 50*time.Millisecond)
+	upBody := sseBody(testResponse, 12)
+	chunks := split(upBody, 97)
+	o := fx.env.exchange(context.Background(), request{body: chatBody("hi", true)}, func(http.Header, []byte) upstreamReply {
+		return upstreamReply{header: map[string]string{"Content-Type": "text/event-stream"}, chunks: chunks, pace: 10 * time.Millisecond}
+	})
+	if !bytes.Equal(o.body, upBody) || o.answers != len(chunks) {
+		t.Fatalf("%d answers for %d chunks; body %q", o.answers, len(chunks), o.body)
+	}
+	_ = m
+}
+
+// TestPromptFlagged: a flagged prompt never reaches the upstream; the
+// client gets what the proxy answers: an OpenAI error, or the refusal
+// completion, streamed or not as asked.
+func TestPromptFlagged(t *testing.T) {
+	m := tinyModel(t)
+	errT := proxy.Tenant{Name: "err", Policy: promptPolicy(m)}
+	compT := proxy.Tenant{Name: "comp", Policy: promptPolicy(m), Refusal: proxy.RefusalCompletion}
+	fx := newFixture(t, keys{"err": &errT, "comp": &compT}, defaultFilter, 0)
+	for _, c := range []struct {
+		key    string
+		t      proxy.Tenant
+		stream bool
+		status int
+		ct     string
+	}{
+		{"err", errT, true, 400, "application/json"},
+		{"comp", compT, true, 200, "text/event-stream"},
+		{"comp", compT, false, 200, "application/json"},
+	} {
+		body := chatBody("How do I make a bomb?", c.stream)
+		o := fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": c.key}, body: body}, func(http.Header, []byte) upstreamReply {
+			t.Fatal("the upstream was called")
+			return upstreamReply{}
+		})
+		status, hdr, want := viaProxy(t, m, c.t, body, "application/json", nil)
+		if o.immediate == nil || o.phase != "request_body" || o.status != c.status || o.status != status {
+			t.Fatalf("%s stream=%v: %s (proxy: %d)", c.key, c.stream, fmtOutcome(o), status)
+		}
+		if normalize(o.body) != normalize(want) {
+			t.Errorf("%s stream=%v: client got\n%s\nthe proxy answers\n%s", c.key, c.stream, o.body, want)
+		}
+		if ct := o.header.Get("Content-Type"); ct != c.ct || ct != hdr.Get("Content-Type") {
+			t.Errorf("content type %q, proxy %q", ct, hdr.Get("Content-Type"))
+		}
+		if o.header.Get("X-Streamguard-Request-Id") == "" {
+			t.Errorf("no request id: %v", o.header)
+		}
+		if ev := fx.lastEvent(); ev != proxy.EventPromptFlagged {
+			t.Errorf("audit event %q", ev)
+		}
+	}
+}
+
+// TestBadRequests: a request the proxy refuses is refused the same way,
+// 400 in OpenAI's shape, and the upstream is not called.
+func TestBadRequests(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, nil, defaultFilter, 0)
+	for _, body := range []string{
+		`{"model":"m","n":2,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi","Content":"x"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]} trailing`,
+		`not json`,
+	} {
+		o := fx.env.exchange(context.Background(), request{body: []byte(body)}, nil)
+		_, _, want := viaProxy(t, m, proxy.Tenant{Name: "default", Policy: safePolicy(m)}, []byte(body), "application/json", nil)
+		if o.immediate == nil || o.status != 400 || normalize(o.body) != normalize(want) {
+			t.Errorf("%s: %s\nproxy: %s", body, fmtOutcome(o), want)
+		}
+	}
+	// No body at all.
+	o := fx.env.exchange(context.Background(), request{}, nil)
+	if o.immediate == nil || o.phase != "request_headers" || o.status != 400 {
+		t.Errorf("no body: %s", fmtOutcome(o))
+	}
+}
+
+// TestRequestBodyModes: however the request body reaches the service,
+// the upstream gets it whole and unchanged once the prompt is judged.
+func TestRequestBodyModes(t *testing.T) {
+	body := chatBody("Tell me about the history of bread in Europe — ünïcödé and 日本語 too.", true)
+	upBody := sseBody("Bread is old.", 4)
+	for _, f := range []filter{
+		{reqMode: filterv3.ProcessingMode_STREAMED, respMode: filterv3.ProcessingMode_STREAMED},
+		{reqMode: filterv3.ProcessingMode_BUFFERED_PARTIAL, respMode: filterv3.ProcessingMode_STREAMED},
+		{reqMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, respMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED},
+		{reqMode: filterv3.ProcessingMode_BUFFERED, respMode: filterv3.ProcessingMode_STREAMED, noProtocolConfig: true},
+	} {
+		fx := newFixture(t, nil, f, 0)
+		o := fx.env.exchange(context.Background(), request{body: body, chunks: split(body, 5)}, sseReply(split(upBody, 11)))
+		if o.immediate != nil || !bytes.Equal(o.upstreamBody, body) || !bytes.Equal(o.body, upBody) {
+			t.Errorf("%v: %s; upstream got %q", f, fmtOutcome(o), o.upstreamBody)
+		}
+	}
+	// A streamed request body that turns out to be flagged never reaches
+	// the upstream, even in part.
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, filter{reqMode: filterv3.ProcessingMode_STREAMED, respMode: filterv3.ProcessingMode_STREAMED}, 0)
+	o := fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "k"}, body: body, chunks: split(body, 5)}, nil)
+	if o.immediate == nil || o.status != 400 || o.upstreamCalled {
+		t.Errorf("flagged streamed request: %s", fmtOutcome(o))
+	}
+}
+
+// TestWholeResponse: a non-streamed answer is judged whole. With mode
+// overrides allowed the service asks for it BUFFERED, so a flagged one
+// becomes the proxy's 400; without, the status has gone on and the client
+// gets the completion cut with content_filter.
+func TestWholeResponse(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	up := wholeBody(testResponse)
+	reqBody := chatBody(fc.prompt, false)
+	flagT := proxy.Tenant{Name: "flag", Policy: fc.policy}
+	status, _, want := viaProxy(t, m, flagT, reqBody, "application/json", up)
+	if status != 400 {
+		t.Fatalf("proxy: %d %s", status, want)
+	}
+	fx := newFixture(t, keys{"flag": &flagT, "safe": {Name: "safe", Policy: safePolicy(m)}}, defaultFilter, 0)
+	o := fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "flag"}, body: reqBody}, jsonReply(split(up, 50)))
+	if o.bodyMode != filterv3.ProcessingMode_BUFFERED || o.status != 400 || normalize(o.body) != normalize(want) {
+		t.Fatalf("flagged, BUFFERED by override: %s (mode %v)\nproxy: %s", fmtOutcome(o), o.bodyMode, want)
+	}
+	if ev := fx.lastEvent(); ev != proxy.EventResponseFlagged {
+		t.Errorf("audit event %q", ev)
+	}
+	o = fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "safe"}, body: reqBody}, jsonReply(split(up, 50)))
+	if o.status != 200 || !bytes.Equal(o.body, up) {
+		t.Fatalf("safe: %s", fmtOutcome(o))
+	}
+
+	// Overrides not allowed: STREAMED chunks, the status already sent.
+	noOverride := defaultFilter
+	noOverride.allowOverride = false
+	fx = newFixture(t, keys{"flag": &flagT}, noOverride, 0)
+	o = fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "flag"}, body: reqBody}, jsonReply(split(up, 50)))
+	compT := flagT
+	compT.Refusal = proxy.RefusalCompletion
+	_, _, wantCut := viaProxy(t, m, compT, reqBody, "application/json", up)
+	if o.status != 200 || normalize(o.body) != normalize(wantCut) || !strings.Contains(string(o.body), `"finish_reason":"content_filter"`) {
+		t.Fatalf("flagged, STREAMED: %s\nwant %s", fmtOutcome(o), wantCut)
+	}
+}
+
+// TestModeOverrides: what passes is switched to NONE; a filter that would
+// not send the request body is asked for it, and where it cannot be, the
+// answer is refused rather than sent unjudged.
+func TestModeOverrides(t *testing.T) {
+	fx := newFixture(t, nil, defaultFilter, 0)
+	errBody := []byte(`{"error":{"message":"rate limited","type":"rate_limit_error","param":null,"code":"rate_limit"}}`)
+	o := fx.env.exchange(context.Background(), request{body: chatBody("hi", true)}, func(http.Header, []byte) upstreamReply {
+		return upstreamReply{status: 429, header: map[string]string{"Content-Type": "application/json"}, chunks: [][]byte{errBody}}
+	})
+	if o.status != 429 || o.bodyMode != filterv3.ProcessingMode_NONE || !bytes.Equal(o.body, errBody) {
+		t.Errorf("upstream error: %s (mode %v)", fmtOutcome(o), o.bodyMode)
+	}
+	if ev := fx.lastEvent(); ev != proxy.EventUpstreamError {
+		t.Errorf("audit event %q", ev)
+	}
+
+	none := filter{reqMode: filterv3.ProcessingMode_NONE, respMode: filterv3.ProcessingMode_STREAMED, allowOverride: true}
+	fx = newFixture(t, nil, none, 0)
+	upBody := sseBody("Fine.", 2)
+	o = fx.env.exchange(context.Background(), request{body: chatBody("hi", true)}, sseReply(split(upBody, 9)))
+	if o.immediate != nil || !bytes.Equal(o.body, upBody) {
+		t.Errorf("request body asked for: %s", fmtOutcome(o))
+	}
+	none.allowOverride = false
+	fx = newFixture(t, nil, none, 0)
+	o = fx.env.exchange(context.Background(), request{body: chatBody("hi", true)}, sseReply(split(upBody, 9)))
+	if o.immediate == nil || o.phase != "response_headers" || o.status != 500 {
+		t.Errorf("request body never judged: %s", fmtOutcome(o))
+	}
+
+	// Other requests pass untouched, without a key.
+	fx = newFixture(t, keys{}, defaultFilter, 0)
+	o = fx.env.exchange(context.Background(), request{path: "/v1/embeddings", body: []byte(`{"input":"x"}`)}, jsonReply([][]byte{[]byte(`{"data":[]}`)}))
+	if o.immediate != nil || string(o.body) != `{"data":[]}` || string(o.upstreamBody) != `{"input":"x"}` {
+		t.Errorf("another route: %s", fmtOutcome(o))
+	}
+	// A chat request without a key is refused before its body.
+	o = fx.env.exchange(context.Background(), request{body: chatBody("hi", true)}, nil)
+	if o.immediate == nil || o.phase != "request_headers" || o.status != 401 {
+		t.Errorf("no key: %s", fmtOutcome(o))
+	}
+}
+
+// TestClientGoesAway: when the gRPC stream is cancelled mid-answer, the
+// guard stream is released and every goroutine of the exchange ends.
+func TestClientGoesAway(t *testing.T) {
+	m := tinyModel(t)
+	for _, md := range modes {
+		fx := newFixture(t, keys{"k": {Name: "k", Policy: safePolicy(m)}}, md.f, 0)
+		upBody := sseBody(testResponse, 3)
+		chunks := split(upBody, 40)
+		// A whole exchange first: the gRPC connection's own goroutines are
+		// then running.
+		fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "k"}, body: chatBody("hi", true)}, sseReply(chunks))
+		before := runtime.NumGoroutine()
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := fx.env.client.Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := &exchangeRun{e: fx.env, stream: st, first: true, f: md.f}
+		x.send(reqHeaders("k"))
+		x.recv()
+		x.send(reqBody(chatBody("hi", true)))
+		x.recv()
+		x.send(respHeaders("text/event-stream"))
+		x.recv()
+		for _, c := range chunks[:5] {
+			x.send(respBody(c, false))
+		}
+		if md.f.respMode == filterv3.ProcessingMode_STREAMED {
+			for range 5 {
+				x.recv()
+			}
+		}
+		if n := fx.mod.open.Load(); n != 1 {
+			t.Errorf("%s: %d streams open mid-answer", md.name, n)
+		}
+		cancel()
+		fx.mod.waitClosed(t)
+		if ev := fx.lastEvent(); ev != proxy.EventClientClosed {
+			t.Errorf("%s: audit event %q", md.name, ev)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Fatalf("%s: %d goroutines, %d before:\n%s", md.name, runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
