@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/extproc"
 	"github.com/streamguard/streamguard/internal/proxy"
 	"github.com/streamguard/streamguard/internal/server"
 )
@@ -62,6 +63,8 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
 	upIdle := fs.Duration("upstream-idle-timeout", proxy.DefaultIdleTimeout, "with --upstream: how long to wait for each next part of the upstream's response body (then 504, or an error event once streaming)")
 	fwdCookies := fs.Bool("forward-cookies", false, "with --upstream: pass the client's Cookie header to the upstream and the upstream's Set-Cookie back (off: neither)")
+	extProcAddr := fs.String("ext-proc-addr", "", "also serve Envoy's external processing API (gRPC ext_proc) on this address: chat completions an Envoy gateway relays are judged as the proxy judges them")
+	extProcWait := fs.Duration("ext-proc-chunk-wait", extproc.DefaultChunkWait, "with --ext-proc-addr, hold-back: how long the answer to a streamed response chunk may wait for the verdicts that release its text (keep it under the filter's message_timeout)")
 	replicaID := fs.String("replica-id", "", "name this replica in the X-Streamguard-Replica header of every response (behind a load balancer: the pod or host name)")
 	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
 	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
@@ -157,8 +160,31 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	var extLn net.Listener
+	if *extProcAddr != "" {
+		if *extProcWait <= 0 {
+			srv.Close()
+			return usageErrorf("--ext-proc-chunk-wait must be positive")
+		}
+		svc, err := srv.ExtProc(server.ExtProcOptions{ChunkWait: *extProcWait})
+		if err == nil {
+			extLn, err = net.Listen("tcp", *extProcAddr)
+		}
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		go func() {
+			if err := srv.ServeExtProc(extLn, svc); err != nil {
+				logger.Error("ext_proc server", "error", err.Error())
+			}
+		}()
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
+		if extLn != nil {
+			extLn.Close()
+		}
 		srv.Close()
 		return err
 	}
@@ -168,8 +194,8 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	report(stdout, *jsonOut, map[string]any{
 		"event": "listening", "addr": ln.Addr().String(), "model": *name, "tenants": tenants, "kv_budget_bytes": budget,
-		"upstream": *upstream, "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
-	}, fmt.Sprintf("streamguard serve: listening on http://%s (model %s, %s, KV budget %s)", ln.Addr(), *name, tenantText(tenants), sizeText(budget)))
+		"upstream": *upstream, "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
+	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget)))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -186,6 +212,20 @@ func report(w io.Writer, asJSON bool, v map[string]any, text string) {
 		return
 	}
 	fmt.Fprintln(w, text)
+}
+
+func addrText(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+func extProcText(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ", ext_proc (gRPC) on " + ln.Addr().String()
 }
 
 func errText(err error) string {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/streamguard/streamguard/guard"
 )
 
@@ -107,6 +109,7 @@ type Server struct {
 	cutCancel   context.CancelFunc
 	janitor     chan struct{}
 	stopped     atomic.Bool
+	grpc        atomic.Pointer[grpc.Server] // the ext_proc server (extproc.go)
 }
 
 // New builds a server and starts its scheduler.
@@ -310,9 +313,18 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener, grace time.Durati
 	}()
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	grpcDone := srv.stopExtProc()
 	err := hs.Shutdown(sctx)
 	if err != nil {
 		hs.Close()
+	}
+	select {
+	case <-grpcDone:
+	case <-sctx.Done():
+		if gs := srv.grpc.Load(); gs != nil {
+			gs.Stop() // cuts the exchanges still open
+		}
+		<-grpcDone
 	}
 	srv.Close()
 	rep := srv.Report()

@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+// The ext_proc service's own behaviour is tested in internal/extproc with
+// a full Envoy stand-in; here, its wiring: tenants' keys and policies, the
+// scheduler, the metrics, and streams released when Envoy goes away.
+
+func extProcClient(t *testing.T, h *harness) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	svc, err := h.srv.ExtProc(ExtProcOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := bufconn.Listen(1 << 20)
+	go h.srv.ServeExtProc(ln, svc)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		<-h.srv.stopExtProc()
+	})
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+func epHeaders(pseudo, h map[string]string) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for k, v := range pseudo {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	for k, v := range h {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	return m
+}
+
+type epStream struct {
+	t  *testing.T
+	st extprocv3.ExternalProcessor_ProcessClient
+}
+
+func (s epStream) do(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	s.t.Helper()
+	if err := s.st.Send(r); err != nil {
+		s.t.Fatal(err)
+	}
+	resp, err := s.st.Recv()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return resp
+}
+
+func (s epStream) request(key, body string) *extprocv3.ProcessingResponse {
+	s.t.Helper()
+	h := map[string]string{"content-type": "application/json"}
+	if key != "" {
+		h["authorization"] = "Bearer " + key
+	}
+	r := s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: epHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions"}, h)}}})
+	if r.GetImmediateResponse() != nil {
+		return r
+	}
+	if rm := r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders(); key != "" && !strings.Contains(strings.Join(rm, ","), "authorization") {
+		s.t.Errorf("the tenant key is not removed from the upstream request: %v", rm)
+	}
+	return s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(body), EndOfStream: true}}})
+}
+
+func sseChunk(text string) []byte {
+	return fmt.Appendf(nil, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", text)
+}
+
+func TestExtProcWiring(t *testing.T) {
+	m := testModel(t)
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	cats := m.Info().Labels.ResponseCategory
+	cfg := twoTenants(func(a, b *TenantConfig) {
+		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
+		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+	})
+	h := newHarness(t, Options{Config: cfg, KVBudgetBytes: 64 << 20})
+	client := extProcClient(t, h)
+	chat := fmt.Sprintf(`{"model":"m","stream":true,"messages":[{"role":"user","content":%q}]}`, testPrompt)
+
+	open := func() (epStream, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := client.Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return epStream{t, st}, cancel
+	}
+
+	// No key: the server's 401.
+	s, cancel := open()
+	r := s.request("", chat)
+	if im := r.GetImmediateResponse(); im == nil || im.GetStatus().GetCode() != 401 || !strings.Contains(string(im.GetBody()), "invalid_api_key") {
+		t.Fatalf("no key: %v", r)
+	}
+	cancel()
+
+	// Tenant a's policy flags every prompt.
+	s, cancel = open()
+	r = s.request("key-a", chat)
+	if im := r.GetImmediateResponse(); im == nil || im.GetStatus().GetCode() != 400 || !strings.Contains(string(im.GetBody()), "content_filter") {
+		t.Fatalf("tenant a: %v", r)
+	}
+	cancel()
+
+	// Tenant b: a whole streamed answer.
+	s, cancel = open()
+	if r = s.request("key-b", chat); r.GetRequestBody() == nil {
+		t.Fatalf("tenant b: %v", r)
+	}
+	s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: epHeaders(map[string]string{":status": "200"}, map[string]string{"content-type": "text/event-stream"})}}})
+	var got []byte
+	for i, c := range [][]byte{sseChunk("Boil water, "), sseChunk("then steep."), []byte("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")} {
+		r = s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: c, EndOfStream: i == 2}}})
+		got = append(got, r.GetResponseBody().GetResponse().GetBodyMutation().GetBody()...)
+	}
+	if !strings.Contains(string(got), "then steep.") || !strings.HasSuffix(string(got), "data: [DONE]\n\n") {
+		t.Fatalf("tenant b's answer: %q", got)
+	}
+	cancel()
+
+	// Tenant b again, and Envoy goes away mid-answer: the stream, its KV
+	// budget and the tenant's connection are released.
+	s, cancel = open()
+	s.request("key-b", chat)
+	s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: epHeaders(map[string]string{":status": "200"}, map[string]string{"content-type": "text/event-stream"})}}})
+	s.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: sseChunk("Boil water, ")}}})
+	if n := h.srv.metrics.openStreams.Load(); n != 1 {
+		t.Errorf("%d streams open mid-answer", n)
+	}
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		used, _ := h.srv.budget.usage()
+		conns := int64(0)
+		for _, t := range h.srv.tenants.all() {
+			conns += t.conns.Load()
+		}
+		if h.srv.metrics.openStreams.Load() == 0 && used == 0 && conns == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the client went away: %d streams open, %d KV bytes charged, %d connections", h.srv.metrics.openStreams.Load(), used, conns)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	var sb strings.Builder
+	h.srv.metrics.write(&sb)
+	for _, want := range []string{
+		`streamguard_requests_total{tenant="-",route="ext_proc",code="401"} 1`,
+		`streamguard_requests_total{tenant="a",route="ext_proc",code="400"} 1`,
+		`streamguard_requests_total{tenant="b",route="ext_proc",code="200"} 2`,
+		`streamguard_proxy_requests_total{tenant="a",event="prompt_flagged"} 1`,
+		`streamguard_proxy_requests_total{tenant="b",event="allowed"} 1`,
+		`streamguard_proxy_requests_total{tenant="b",event="client_closed"} 1`,
+	} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, sb.String())
+		}
+	}
+}
