@@ -188,6 +188,10 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		srv.Close()
 		return err
 	}
+	// Signals are caught from here on: a SIGTERM right after the
+	// listening report shuts down gracefully too.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	tenants := 0
 	if cfg != nil {
 		tenants = len(cfg.Tenants)
@@ -197,8 +201,6 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		"upstream": *upstream, "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
 	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget)))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	err = srv.Serve(ctx, ln, *grace)
 	rep := srv.Report()
 	report(stdout, *jsonOut, map[string]any{"event": "shutdown", "accepted": rep.Accepted, "answered": rep.Answered, "error": errText(err)},

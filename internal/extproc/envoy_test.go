@@ -98,8 +98,10 @@ type outcome struct {
 	body   []byte
 	// bodyMode is the response body mode that was in effect.
 	bodyMode filterv3.ProcessingMode_BodySendMode
-	// answers counts the service's answers to response body chunks.
+	// answers counts the service's answers to response body chunks;
+	// last is the size of the last one's body.
 	answers int
+	last    int
 }
 
 // envoy runs exchanges against one service.
@@ -443,7 +445,9 @@ func (x *exchangeRun) streamResponse(reply upstreamReply) {
 			t.Errorf("a header mutation in a STREAMED body answer (Envoy ignores it)")
 		}
 		x.out.answers++
-		x.out.body = append(x.out.body, bodyOf(t, c, r.GetResponseBody().GetResponse())...)
+		b := bodyOf(t, c, r.GetResponseBody().GetResponse())
+		x.out.body = append(x.out.body, b...)
+		x.out.last = len(b)
 	}
 }
 

@@ -119,6 +119,10 @@ func TestSlowChunksHoldBack(t *testing.T) {
 	if !bytes.Equal(o.body, upBody) || o.answers != len(chunks) {
 		t.Fatalf("%d answers for %d chunks; body %q", o.answers, len(chunks), o.body)
 	}
+	// The text went out as it was judged, not all at the end.
+	if o.last > len(upBody)/4 {
+		t.Errorf("the last answer carries %d of %d bytes", o.last, len(upBody))
+	}
 	_ = m
 }
 
