@@ -194,10 +194,16 @@ func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Hand
 			return
 		}
 		// The body is read under deadlines (between bytes, and in all
-		// within the request timeout, which covers the body read too).
-		ctx, cancel := context.WithTimeout(r.Context(), srv.opts.RequestTimeout)
-		defer cancel()
-		r = r.WithContext(ctx)
+		// within the request timeout, which covers the body read too). A
+		// unary request's judging is bounded by the request timeout; a
+		// mounted handler's answer is not (a streamed completion lasts
+		// as long as the upstream generates, under the proxy's own
+		// upstream timeouts).
+		if kind == unary {
+			ctx, cancel := context.WithTimeout(r.Context(), srv.opts.RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		if r.Body == nil || r.Body == http.NoBody {
 			h(w, r, t)
 			return

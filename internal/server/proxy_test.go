@@ -123,3 +123,44 @@ func TestProxyOptionsReachTheProxy(t *testing.T) {
 		t.Errorf("tenant file: %+v, %v", cfg, err)
 	}
 }
+
+// TestProxyStreamOutlastsRequestTimeout streams a completion that takes
+// longer than --request-timeout: the proxy bounds its own times (upstream
+// header and idle timeouts), so the answer must arrive whole, not cut when
+// the request timeout fires.
+func TestProxyStreamOutlastsRequestTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 6 {
+			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word%d \"},\"finish_reason\":null}]}\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	// Tenant b's policy cannot flag (one blocked category, threshold 1), so
+	// the answer runs to its end unless something cuts it.
+	cats := testModel(t).Info().Labels.ResponseCategory
+	cfg := twoTenants(func(a, b *TenantConfig) {
+		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+	})
+	h := newHarness(t, Options{Config: cfg, RequestTimeout: 250 * time.Millisecond})
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer key-b")
+	resp, err := h.ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "word5") || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+		t.Fatalf("status %d, body:\n%s", resp.StatusCode, b)
+	}
+}

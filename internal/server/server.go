@@ -41,7 +41,9 @@ type Options struct {
 	// IdleTimeout closes streams unused for this long [5m].
 	IdleTimeout time.Duration
 	// RequestTimeout bounds the judging of one request or duplex
-	// operation [30s]; a stream whose operation timed out is closed.
+	// operation [30s]; a stream whose operation timed out is closed. A
+	// proxied completion's answer is bounded by the proxy's upstream
+	// timeouts instead (its request body still by RequestTimeout).
 	RequestTimeout time.Duration
 	// ReadHeaderTimeout bounds the reading of a request's header, and how
 	// long a new connection may stay silent [10s] (Serve).
