@@ -40,5 +40,8 @@ echo "== deploy: Kubernetes overlays rendered and strictly decoded, Envoy and HA
 echo "== stream-affine routing through HAProxy (three replicas; skipped without haproxy)"
 bash scripts/haproxy-check.sh
 
+echo "== container image: the Dockerfile's final stage on scratch, run read-only (skipped without podman or docker)"
+bash scripts/image-check.sh
+
 echo "== benchmarks (one iteration each)"
 go test -run '^$' -bench . -benchtime 1x -timeout 20m ./...
