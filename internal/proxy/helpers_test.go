@@ -20,49 +20,14 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/streamguard/streamguard/guard"
-	"github.com/streamguard/streamguard/internal/config"
-	"github.com/streamguard/streamguard/internal/guardhook"
-	"github.com/streamguard/streamguard/internal/qwen3"
-	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/guardtest"
 )
 
-// testResponse has multi-byte characters of every length, so that byte
-// splits fall inside characters and tokens span deltas.
-const testResponse = "Sure — here is how: mix 200 g of flour with water, knead for ten minutes, then rest. " +
-	"Café crème, naïve façade; 日本語のテキストも少し。Emoji 🍞🔥 and a few more words to close."
+// testResponse has multi-byte characters of every length.
+const testResponse = guardtest.Response
 
-var (
-	tinyOnce sync.Once
-	tiny     *guard.Model
-	tinyErr  error
-)
-
-// tinyModel is the tiny preset with random F32 weights built in memory.
-func tinyModel(t testing.TB) *guard.Model {
-	t.Helper()
-	tinyOnce.Do(func() {
-		cfg, err := config.Preset("tiny")
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		src, err := qwen3.RandomSource(cfg, safetensors.F32, 7)
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		net, err := qwen3.Load(src, cfg, qwen3.Options{})
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		tiny, tinyErr = guardhook.New[*guard.Model](net, nil, guard.Options{})
-	})
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
-	}
-	return tiny
-}
+// tinyModel is the tiny model every test package shares.
+func tinyModel(t testing.TB) *guard.Model { return guardtest.Tiny(t) }
 
 // allThresholds sets threshold tau for every response and query category,
 // so a token is non-safe exactly when P(Unsafe)+P(Controversial) >= tau

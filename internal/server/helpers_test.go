@@ -15,46 +15,13 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
-	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/guardhook"
-	"github.com/streamguard/streamguard/internal/qwen3"
-	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/guardtest"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
-var (
-	tinyOnce  sync.Once
-	tinyModel *guard.Model
-	tinyErr   error
-)
-
-// testModel is the tiny preset with random F32 weights, built in memory
-// once per test binary.
-func testModel(t testing.TB) *guard.Model {
-	t.Helper()
-	tinyOnce.Do(func() {
-		cfg, err := config.Preset("tiny")
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		src, err := qwen3.RandomSource(cfg, safetensors.F32, 7)
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		net, err := qwen3.Load(src, cfg, qwen3.Options{})
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		tinyModel, tinyErr = guardhook.New[*guard.Model](net, nil, guard.Options{})
-	})
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
-	}
-	return tinyModel
-}
+// testModel is the tiny model every test package shares.
+func testModel(t testing.TB) *guard.Model { return guardtest.Tiny(t) }
 
 // harness is a server on an httptest listener.
 type harness struct {

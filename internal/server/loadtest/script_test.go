@@ -7,32 +7,11 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
-	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/guardhook"
-	"github.com/streamguard/streamguard/internal/qwen3"
-	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/guardtest"
 )
 
-func tinyModel(t *testing.T) *guard.Model {
-	t.Helper()
-	cfg, err := config.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := qwen3.RandomSource(cfg, safetensors.F32, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net, err := qwen3.Load(src, cfg, qwen3.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := guardhook.New[*guard.Model](net, nil, guard.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+func tinyModel(t *testing.T) *guard.Model { return guardtest.Tiny(t) }
 
 // TestScripts: the scripts are deterministic, their text pieces encode
 // back to their ids when streamed (what the text-mode workers rely on),
