@@ -72,36 +72,37 @@ func requestStreamID(r *http.Request) string {
 // choosing the same id cannot both open it.
 type streamIDs struct {
 	mu      sync.Mutex
-	opening map[string]bool
+	opening map[sessionKey]bool
 }
 
 // reserve claims id for a stream about to be opened; false when a stream
 // with that id is open or being opened.
-func (ids *streamIDs) reserve(id string, open *sessions) bool {
+func (ids *streamIDs) reserve(t *Tenant, id string, open *sessions) bool {
+	k := sessionKey{t, id}
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if ids.opening[id] || open.has(id) {
+	if ids.opening[k] || open.has(k) {
 		return false
 	}
 	if ids.opening == nil {
-		ids.opening = map[string]bool{}
+		ids.opening = map[sessionKey]bool{}
 	}
-	ids.opening[id] = true
+	ids.opening[k] = true
 	return true
 }
 
 // release ends the claim: the stream is open (in sessions) or failed.
-func (ids *streamIDs) release(id string) {
+func (ids *streamIDs) release(t *Tenant, id string) {
 	ids.mu.Lock()
-	delete(ids.opening, id)
+	delete(ids.opening, sessionKey{t, id})
 	ids.mu.Unlock()
 }
 
-// has reports whether a stream with that id is open, whatever its tenant.
-func (ss *sessions) has(id string) bool {
+// has reports whether the tenant's stream with that id is open.
+func (ss *sessions) has(k sessionKey) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	_, ok := ss.m[id]
+	_, ok := ss.m[k]
 	return ok
 }
 
@@ -134,11 +135,11 @@ func (srv *Server) openingStream(h tenantHandler) tenantHandler {
 			// A random id names nothing until the stream is open.
 			w = &dropOnError{ResponseWriter: w, header: StreamHeader}
 		}
-		if !srv.streamIDs.reserve(id, srv.sessions) {
+		if !srv.streamIDs.reserve(t, id, srv.sessions) {
 			writeHeaderErr(w, http.StatusConflict, "stream_exists", "a stream with id "+id+" is already open on this replica: choose another id (or close that stream first)")
 			return
 		}
-		defer srv.streamIDs.release(id)
+		defer srv.streamIDs.release(t, id)
 		h(w, r.WithContext(context.WithValue(r.Context(), streamIDKey{}, id)), t)
 	}
 }

@@ -217,23 +217,23 @@ func TestChosenStreamIDs(t *testing.T) {
 	if code, hdr, raw := affinityDo(t, h, "POST", "/v1/streams", auth("key-a", longest), `{"prompt": "hi"}`); code != 201 || hdr.Get(StreamHeader) != longest {
 		t.Fatalf("64-character id: status %d, header %q: %s", code, hdr.Get(StreamHeader), raw)
 	}
-	// Open already: refused for its tenant and for another (the id is
-	// the replica's key, whoever holds it).
-	for _, key := range []string{"key-a", "key-b"} {
-		code, hdr, raw := affinityDo(t, h, "POST", "/v1/streams", auth(key, longest), `{"prompt": "hi"}`)
-		if code != http.StatusConflict {
-			t.Fatalf("%s re-opening an open id: status %d %s", key, code, raw)
-		}
-		wantAPIError(t, "open id", raw, "invalid_request_error", "stream_exists", StreamHeader)
-		if hdr.Get(StreamHeader) != longest {
-			t.Errorf("conflict answer names %q, want the chosen id", hdr.Get(StreamHeader))
-		}
+	// Open already: refused for its tenant.
+	code, hdr, raw := affinityDo(t, h, "POST", "/v1/streams", auth("key-a", longest), `{"prompt": "hi"}`)
+	if code != http.StatusConflict {
+		t.Fatalf("re-opening an open id: status %d %s", code, raw)
 	}
-	// The first stream is untouched by the refused opens.
-	if code, _, raw := affinityDo(t, h, "POST", "/v1/streams/"+longest+"/append", auth("key-a"), `{"text": "ok"}`); code != 200 {
-		t.Fatalf("append to the first stream: status %d %s", code, raw)
+	wantAPIError(t, "open id", raw, "invalid_request_error", "stream_exists", StreamHeader)
+	if hdr.Get(StreamHeader) != longest {
+		t.Errorf("conflict answer names %q, want the chosen id", hdr.Get(StreamHeader))
 	}
-
+	// Another tenant's id space is its own: the same id opens a second,
+	// separate stream, so no tenant learns which ids another holds.
+	if code, _, raw := affinityDo(t, h, "POST", "/v1/streams", auth("key-b", longest), `{"prompt": "hi"}`); code != 201 {
+		t.Fatalf("tenant b opening an id tenant a holds: status %d %s", code, raw)
+	}
+	if code, _, raw := affinityDo(t, h, "DELETE", "/v1/streams/"+longest, auth("key-b"), ``); code != 200 {
+		t.Fatalf("tenant b closing its stream: status %d %s", code, raw)
+	}
 	// Many clients choosing one id at once: exactly one opens it.
 	const n = 8
 	var wg sync.WaitGroup

@@ -112,7 +112,7 @@ func (srv *Server) withSession(w http.ResponseWriter, r *http.Request, t *Tenant
 	resp, err := op(s)
 	s.lastUse.Store(time.Now().UnixNano())
 	if s.c.closed {
-		srv.sessions.remove(id)
+		srv.sessions.remove(t, id)
 	}
 	if err != nil {
 		srv.writeError(w, err)

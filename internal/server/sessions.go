@@ -21,10 +21,17 @@ type session struct {
 // sessions maps ids to streams.
 type sessions struct {
 	mu sync.Mutex
-	m  map[string]*session
+	m  map[sessionKey]*session
 }
 
-func newSessions() *sessions { return &sessions{m: map[string]*session{}} }
+// sessionKey scopes a stream id to its tenant: two tenants may use the
+// same id on one replica, and neither can learn that the other's exists.
+type sessionKey struct {
+	t  *Tenant
+	id string
+}
+
+func newSessions() *sessions { return &sessions{m: map[sessionKey]*session{}} }
 
 // newStreamID returns 128 random bits in hex: unguessable, so that ids
 // can be handed out without revealing anything about other streams.
@@ -37,7 +44,7 @@ func newStreamID() string {
 func (ss *sessions) add(s *session) {
 	s.lastUse.Store(time.Now().UnixNano())
 	ss.mu.Lock()
-	ss.m[s.id] = s
+	ss.m[sessionKey{s.c.tenant, s.id}] = s
 	ss.mu.Unlock()
 }
 
@@ -45,17 +52,14 @@ func (ss *sessions) add(s *session) {
 // reported as missing, exactly like an unknown id.
 func (ss *sessions) get(t *Tenant, id string) *session {
 	ss.mu.Lock()
-	s := ss.m[id]
+	s := ss.m[sessionKey{t, id}]
 	ss.mu.Unlock()
-	if s == nil || s.c.tenant != t {
-		return nil
-	}
 	return s
 }
 
-func (ss *sessions) remove(id string) {
+func (ss *sessions) remove(t *Tenant, id string) {
 	ss.mu.Lock()
-	delete(ss.m, id)
+	delete(ss.m, sessionKey{t, id})
 	ss.mu.Unlock()
 }
 
@@ -83,7 +87,7 @@ func (ss *sessions) expire(cutoff time.Time) int {
 		}
 		if s.lastUse.Load() < cutoff.UnixNano() && !s.c.closed {
 			s.c.close("expired")
-			ss.remove(s.id)
+			ss.remove(s.c.tenant, s.id)
 			n++
 		}
 		s.mu.Unlock()
@@ -98,7 +102,7 @@ func (ss *sessions) closeAll() {
 	for _, s := range ss.m {
 		all = append(all, s)
 	}
-	ss.m = map[string]*session{}
+	ss.m = map[sessionKey]*session{}
 	ss.mu.Unlock()
 	for _, s := range all {
 		s.mu.Lock()
