@@ -17,6 +17,9 @@ type engine interface {
 	// the caches.
 	forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error)
 	bytesPerPosition() int64
+	// capacityBytes is the KV-cache memory the engine can hold for all
+	// streams together, or 0 when it grows on demand (the CPU).
+	capacityBytes() int64
 	// device names where the network runs: "cpu", "cuda:0 (NVIDIA H100 ...)".
 	device() string
 	close() error
@@ -43,6 +46,7 @@ func (e cpuEngine) forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error
 }
 
 func (e cpuEngine) bytesPerPosition() int64 { return e.net.BytesPerPosition() }
+func (e cpuEngine) capacityBytes() int64    { return 0 }
 func (e cpuEngine) device() string          { return "cpu" }
 func (e cpuEngine) close() error            { return nil }
 

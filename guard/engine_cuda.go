@@ -49,6 +49,11 @@ func (e *gpuEngine) forward(caches []kvCache, ids [][]int) ([]qwen3.Output, erro
 
 func (e *gpuEngine) bytesPerPosition() int64 { return e.m.BytesPerPosition() }
 
+func (e *gpuEngine) capacityBytes() int64 {
+	_, total, bs := e.m.CacheBlocks()
+	return int64(total) * int64(bs) * e.m.BytesPerPosition()
+}
+
 func (e *gpuEngine) device() string {
 	return fmt.Sprintf("cuda:%d (%s)", e.ctx.Device.Ordinal, e.ctx.Device)
 }

@@ -303,6 +303,11 @@ type Info struct {
 	Layers, Hidden, VocabSize, MaxPositions int
 	// KVBytesPerToken is the cache memory one stream position costs.
 	KVBytesPerToken int64
+	// KVCapacityBytes is the cache memory all streams together can hold
+	// on this device: 0 on the CPU (caches grow as needed), the size of
+	// the preallocated pool on a GPU. A server's KV budget must not exceed
+	// it.
+	KVCapacityBytes int64
 	LoadTime        time.Duration
 	Labels          Labels
 	// Device is where the network runs ("cpu", "cuda:0 (NVIDIA ...)"), and
@@ -324,7 +329,7 @@ func (m *Model) Info() Info {
 	l := m.net.Labels
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
-		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(),
+		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(), KVCapacityBytes: m.eng.capacityBytes(),
 		Device: m.eng.device(), DeviceNote: m.deviceNote,
 		LoadTime: m.loadTime, Labels: Labels{
 			ResponseRisk: slices.Clone(l.ResponseRisk), ResponseCategory: slices.Clone(l.ResponseCategory),

@@ -19,6 +19,19 @@ type kvBudget struct {
 	maxLen      int
 }
 
+// budgetFor is the KV budget to enforce when asked bytes were asked for (0:
+// no limit) on a device whose cache holds capacity bytes (0: grows as
+// needed, the CPU). A device with a fixed pool (a GPU) caps the budget, so
+// that a full pool is a 429 before any forward, never an error inside one;
+// the budget charges each stream more than the pool's rounding of it to
+// blocks costs.
+func budgetFor(asked, capacity int64) int64 {
+	if capacity > 0 && (asked <= 0 || asked > capacity) {
+		return capacity
+	}
+	return asked
+}
+
 func newKVBudget(limitBytes, bytesPerPos int64, maxLen int) *kvBudget {
 	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen}
 	if limitBytes > 0 && bytesPerPos > 0 {

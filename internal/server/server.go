@@ -163,6 +163,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = discard
 	}
+	if b := budgetFor(opts.KVBudgetBytes, info.KVCapacityBytes); b != opts.KVBudgetBytes {
+		opts.Log.Info("KV budget set to the device's cache pool", "bytes", b, "asked", opts.KVBudgetBytes)
+		opts.KVBudgetBytes = b
+	}
 	ts, err := newTenants(opts.Config, opts.Model)
 	if err != nil {
 		return nil, err
