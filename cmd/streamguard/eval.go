@@ -52,6 +52,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", "", "labelled JSON-lines file")
 	mode := fs.String("mode", "strict", "mode of the confusion matrix, categories and position bins: strict or loose")
 	jsonOut := fs.Bool("json", false, "print the report, with per-item results, as one JSON object")
+	htmlOut := fs.String("html", "", "also write the report as one self-contained HTML page (inline CSS and SVG, no scripts) to this file")
 	batch := fs.Int("batch", 8, "conversations run together in one forward")
 	debounce := fs.Int("debounce", guard.DefaultDebounce, "consecutive non-safe tokens that flag a response")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
@@ -122,10 +123,28 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.Throughput = eval.Throughput{Items: len(items), Tokens: tokens, Seconds: secs,
 		TokensPerSecond: float64(tokens) / secs, ItemsPerSecond: float64(len(items)) / secs, LoadSeconds: info.LoadTime.Seconds()}
+	if *htmlOut != "" {
+		if err := writeHTMLReport(*htmlOut, rep, items); err != nil {
+			return err
+		}
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
 	return rep.WriteText(stdout)
+}
+
+// writeHTMLReport writes the report's page to path.
+func writeHTMLReport(path string, rep *eval.Report, items []eval.Item) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteHTML(f, items); err != nil {
+		f.Close()
+		return fmt.Errorf("--html: %w", err)
+	}
+	return f.Close()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -121,7 +122,8 @@ func testModelRefPullsOnFirstUseAndOffline(t *testing.T, files map[string]hubtes
 	h, env := fakeHubWithTiny(t, files)
 	fakeTerminal(t)
 	// Not cached: the first use pulls, with the bar on stderr (a terminal).
-	code, out, errs := run(t, "eval", "--model", "Org/Tiny-Guard@main", "--data", "../../testdata/eval/synthetic.jsonl", "--json", "--quiet")
+	page := filepath.Join(t.TempDir(), "report.html")
+	code, out, errs := run(t, "eval", "--model", "Org/Tiny-Guard@main", "--data", "../../testdata/eval/synthetic.jsonl", "--json", "--quiet", "--html", page)
 	if code != 0 {
 		t.Fatalf("eval: exit %d\n%s", code, errs)
 	}
@@ -149,6 +151,12 @@ func testModelRefPullsOnFirstUseAndOffline(t *testing.T, files map[string]hubtes
 	}
 	if rep.Items != 38 || rep.Prompt.Items != 37 || rep.Response.Items != 24 || rep.Response.Positions.Items != 10 || len(rep.PerItem) != 38 || rep.Throughput.Tokens == 0 {
 		t.Errorf("eval report %+v", rep)
+	}
+	// --html wrote the same run's page next to the JSON.
+	if b, err := os.ReadFile(page); err != nil {
+		t.Error(err)
+	} else if want := fmt.Sprintf(`data-metric="throughput.tokens" data-value="%d"`, rep.Throughput.Tokens); !strings.Contains(string(b), want) {
+		t.Errorf("--html page lacks %s", want)
 	}
 	h.TakeRequests()
 

@@ -48,6 +48,20 @@ type Prediction struct {
 	SpanEnd   int `json:"span_end"`
 	// Tokens is the number of tokens the conversation fed the model.
 	Tokens int `json:"tokens"`
+	// Judged is the verdict on every judged response token, for the HTML
+	// report's highlighted misses; it is not part of the JSON report.
+	Judged []TokenRisk `json:"-"`
+}
+
+// TokenRisk is one judged response token as the HTML report shows it.
+type TokenRisk struct {
+	// Text is the token's text, Level its raw (argmax) risk level and
+	// Category the category head's argmax (meaningful when not Safe).
+	Text     string
+	Level    string
+	Category string
+	// NonSafe is 1 − P(Safe): P(Unsafe) + P(Controversial).
+	NonSafe float32
 }
 
 // positive reports whether a gold label counts as unsafe in mode m.

@@ -166,6 +166,13 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer) (Prediction, error) {
 	r := &Part{Level: Safe, Position: -1, Index: -1, Tokens: d.Tokens, ContentStart: -1}
 	if len(q.judged) > 0 {
 		r.ContentStart = q.judged[0].Position
+		p.Judged = make([]TokenRisk, len(q.judged))
+		for i, t := range q.judged {
+			p.Judged[i] = TokenRisk{Text: t.Text, Level: tokenLevel(&t.Verdict), Category: t.Category}
+			if len(t.RiskProbs) > 0 {
+				p.Judged[i].NonSafe = 1 - t.RiskProbs[0]
+			}
+		}
 	}
 	if d.Level != "" && d.Index >= 0 && d.Index < len(q.judged) {
 		r.Level, r.Category, r.Index, r.Position = d.Level, d.Category, d.Index, q.judged[d.Index].Position
@@ -182,6 +189,17 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer) (Prediction, error) {
 		}
 	}
 	return p, nil
+}
+
+// tokenLevel reads a response token's verdict as promptLevel does.
+func tokenLevel(v *guard.Verdict) string {
+	switch {
+	case v.RiskIndex == 0:
+		return Safe
+	case v.Risk == Controversial:
+		return Controversial
+	}
+	return Unsafe
 }
 
 // promptLevel reads a prompt verdict the way the guard policy does: risk
