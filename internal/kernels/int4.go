@@ -27,7 +27,16 @@ type Int4Matrix struct {
 	blocks, groups int
 	qs             []byte // [blocks][groups][Group/8][64]
 	meta           []byte // [blocks][groups][48]: scales (0 past N), zeros
+
+	// stack, when not nil, is the allocation qs and meta lie in, at
+	// qsOff and metaOff (RepackAWQStacked); ConcatInt4 joins neighbours
+	// in one stack without copying.
+	stack          *int4Stack
+	qsOff, metaOff int
 }
+
+// int4Stack is one allocation shared by matrices repacked together.
+type int4Stack struct{ qs, meta []byte }
 
 const int4Meta = 48 // bytes of scales and zeros per block and group
 
@@ -43,32 +52,63 @@ func (m *Int4Matrix) Bytes() int { return len(m.qs) + len(m.meta) }
 // z[k/group][n])·s[k/group][n]. A nil qzeros means the symmetric variant,
 // z = 8 everywhere.
 func RepackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*Int4Matrix, error) {
-	if K <= 0 || N <= 0 || N%8 != 0 {
-		return nil, fmt.Errorf("kernels: AWQ matrix %d×%d: need positive sizes and a multiple of 8 outputs", K, N)
+	ms, err := RepackAWQStacked([]AWQParts{{QWeight: qweight, QZeros: qzeros, Scales: scales, K: K, N: N}}, group)
+	if err != nil {
+		return nil, err
 	}
-	if group <= 0 || group%8 != 0 || K%group != 0 {
-		return nil, fmt.Errorf("kernels: AWQ group size %d must be a multiple of 8 that divides %d inputs", group, K)
-	}
-	words, groups := N/8, K/group
-	if len(qweight) != K*words {
-		return nil, fmt.Errorf("kernels: AWQ qweight has %d words, want [%d][%d] = %d", len(qweight), K, words, K*words)
-	}
-	if qzeros != nil && len(qzeros) != groups*words {
-		return nil, fmt.Errorf("kernels: AWQ qzeros has %d words, want [%d][%d] = %d", len(qzeros), groups, words, groups*words)
-	}
-	if len(scales) != groups*N {
-		return nil, fmt.Errorf("kernels: AWQ scales has %d values, want [%d][%d] = %d", len(scales), groups, N, groups*N)
-	}
-	blocks := (N + int4Block - 1) / int4Block
-	tiles := group / 8
-	m := &Int4Matrix{
-		K: K, N: N, Group: group, blocks: blocks, groups: groups,
-		qs:   make([]byte, blocks*groups*tiles*64),
-		meta: make([]byte, blocks*groups*int4Meta),
-	}
-	repackAWQCodes(m.qs, qweight, K, words)
-	repackAWQMeta(m.meta, qzeros, scales, groups, N)
+	m := ms[0]
+	m.stack = nil // alone in its allocation: nothing to join
 	return m, nil
+}
+
+// AWQParts is one AutoAWQ GEMM projection's tensors (see RepackAWQ).
+type AWQParts struct {
+	QWeight, QZeros []int32
+	Scales          []uint16
+	K, N            int
+}
+
+// RepackAWQStacked repacks projections that share the group size into one
+// allocation, in order, so that ConcatInt4 of the results (q, k and v;
+// gate and up, which the engine runs as one product) joins them without
+// copying. Each result is what RepackAWQ gives for its part.
+func RepackAWQStacked(parts []AWQParts, group int) ([]*Int4Matrix, error) {
+	ms := make([]*Int4Matrix, len(parts))
+	var qlen, mlen int
+	for i, p := range parts {
+		K, N := p.K, p.N
+		if K <= 0 || N <= 0 || N%8 != 0 {
+			return nil, fmt.Errorf("kernels: AWQ matrix %d×%d: need positive sizes and a multiple of 8 outputs", K, N)
+		}
+		if group <= 0 || group%8 != 0 || K%group != 0 {
+			return nil, fmt.Errorf("kernels: AWQ group size %d must be a multiple of 8 that divides %d inputs", group, K)
+		}
+		words, groups := N/8, K/group
+		if len(p.QWeight) != K*words {
+			return nil, fmt.Errorf("kernels: AWQ qweight has %d words, want [%d][%d] = %d", len(p.QWeight), K, words, K*words)
+		}
+		if p.QZeros != nil && len(p.QZeros) != groups*words {
+			return nil, fmt.Errorf("kernels: AWQ qzeros has %d words, want [%d][%d] = %d", len(p.QZeros), groups, words, groups*words)
+		}
+		if len(p.Scales) != groups*N {
+			return nil, fmt.Errorf("kernels: AWQ scales has %d values, want [%d][%d] = %d", len(p.Scales), groups, N, groups*N)
+		}
+		blocks := (N + int4Block - 1) / int4Block
+		ms[i] = &Int4Matrix{K: K, N: N, Group: group, blocks: blocks, groups: groups, qsOff: qlen, metaOff: mlen}
+		qlen += blocks * groups * (group / 8) * 64
+		mlen += blocks * groups * int4Meta
+	}
+	st := &int4Stack{qs: make([]byte, qlen), meta: make([]byte, mlen)}
+	for i, p := range parts {
+		m := ms[i]
+		qn, mn := m.blocks*m.groups*(group/8)*64, m.blocks*m.groups*int4Meta
+		m.stack = st
+		m.qs = st.qs[m.qsOff : m.qsOff+qn : m.qsOff+qn]
+		m.meta = st.meta[m.metaOff : m.metaOff+mn : m.metaOff+mn]
+		repackAWQCodes(m.qs, p.QWeight, p.K, p.N/8)
+		repackAWQMeta(m.meta, p.QZeros, p.Scales, m.groups, p.N)
+	}
+	return ms, nil
 }
 
 // int4Acts holds the int8 activations of the rows the kernels multiply:

@@ -154,3 +154,50 @@ func FuzzRepackAWQReference(f *testing.F) {
 		}
 	})
 }
+
+// TestRepackAWQStackedJoinsWithoutCopy: matrices repacked together are
+// byte for byte what RepackAWQ gives each, and ConcatInt4 of them is the
+// copying concatenation's bytes, in the same memory as the parts.
+func TestRepackAWQStackedJoinsWithoutCopy(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const K, group = 256, 64
+	var parts []AWQParts
+	var single []*Int4Matrix
+	for _, N := range []int{64, 32, 32} { // q, k, v shapes
+		qw, qz, sc := randomAWQWords(r, K, N, group, N == 32)
+		parts = append(parts, AWQParts{QWeight: qw, QZeros: qz, Scales: sc, K: K, N: N})
+		m, err := RepackAWQ(qw, qz, sc, K, N, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		single = append(single, m)
+	}
+	stacked, err := RepackAWQStacked(parts, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range parts {
+		if !bytes.Equal(stacked[i].qs, single[i].qs) || !bytes.Equal(stacked[i].meta, single[i].meta) {
+			t.Fatalf("part %d: stacked repack differs from RepackAWQ", i)
+		}
+	}
+	want, _, err := ConcatInt4(single...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, views, err := ConcatInt4(stacked...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.qs, want.qs) || !bytes.Equal(got.meta, want.meta) || got.N != want.N || got.blocks != want.blocks {
+		t.Fatal("joined matrix differs from the copying concatenation")
+	}
+	if &got.qs[0] != &stacked[0].qs[0] || &got.meta[0] != &stacked[0].meta[0] || views[2] != stacked[2] {
+		t.Error("ConcatInt4 copied matrices that were stacked")
+	}
+	// Out of order, they are not neighbours: the copy path.
+	got, _, err = ConcatInt4(stacked[1], stacked[0])
+	if err != nil || &got.qs[0] == &stacked[1].qs[0] {
+		t.Errorf("out-of-order parts were joined in place: %v", err)
+	}
+}

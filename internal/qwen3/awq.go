@@ -127,34 +127,127 @@ func prepackAWQ(src Source, group int, skip []string) map[string]*kernels.Int4Ma
 			prefixes = append(prefixes, p)
 		}
 	}
-	mats := make([]*kernels.Int4Matrix, len(prefixes))
-	parallelFor(len(prefixes), kernels.Threads(), func(_, i int) {
-		p := prefixes[i]
-		qw, err := src.Tensor(p + ".qweight")
-		if err != nil || len(qw.Shape) != 2 {
-			return
-		}
-		sc, err := src.Tensor(p + ".scales")
-		if err != nil || len(sc.Shape) != 2 {
-			return
-		}
-		if l, err := loadAWQ(src, p, sc.Shape[1], qw.Shape[0], group, nil); err == nil {
-			mats[i] = l.(*AWQLinear).W
-		}
+	units := fusionUnits(prefixes)
+	mats := make([][]*kernels.Int4Matrix, len(units))
+	parallelFor(len(units), kernels.Threads(), func(_, i int) {
+		mats[i] = prepackUnit(src, units[i], group)
 	})
 	pre := make(map[string]*kernels.Int4Matrix, len(prefixes))
-	for i, p := range prefixes {
-		if mats[i] != nil {
-			pre[p] = mats[i]
+	for i, u := range units {
+		for j, p := range u {
+			if mats[i][j] != nil {
+				pre[p] = mats[i][j]
+			}
 		}
 	}
 	return pre
 }
 
-// loadAWQ reads and checks the tensors of the quantized projection prefix
-// with out outputs and in inputs; packed, when it has those dimensions, is
-// its already repacked weight.
-func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4Matrix) (Linear, error) {
+// fusionUnits groups the quantized projections: the members of a set that
+// the engine runs as one product (fusedSets, under one prefix), in the set's
+// order, become one unit so that they are repacked into one allocation
+// which fuseProjections then joins without copying; every other projection
+// is a unit of its own.
+func fusionUnits(prefixes []string) [][]string {
+	have := make(map[string]bool, len(prefixes))
+	for _, p := range prefixes {
+		have[p] = true
+	}
+	used := map[string]bool{}
+	var units [][]string
+	for _, p := range prefixes {
+		for _, set := range fusedSets {
+			base, ok := strings.CutSuffix(p, set[0])
+			if !ok {
+				continue
+			}
+			unit := make([]string, len(set))
+			for i, m := range set {
+				unit[i] = base + m
+				if !have[unit[i]] {
+					unit = nil
+					break
+				}
+			}
+			if unit != nil {
+				units = append(units, unit)
+				for _, m := range unit {
+					used[m] = true
+				}
+			}
+		}
+	}
+	for _, p := range prefixes {
+		if !used[p] {
+			units = append(units, []string{p})
+		}
+	}
+	return units
+}
+
+// prepackUnit repacks the projections of one unit (nil for those that
+// fail: the loader repeats the work and reports the error). A set is
+// repacked into one allocation when its members can be fused (same inputs,
+// no bias, whole blocks of outputs), else one by one.
+func prepackUnit(src Source, unit []string, group int) []*kernels.Int4Matrix {
+	out := make([]*kernels.Int4Matrix, len(unit))
+	reads := make([]*awqRead, len(unit))
+	fusible := len(unit) > 1
+	for i, p := range unit {
+		qw, err := src.Tensor(p + ".qweight")
+		if err != nil || len(qw.Shape) != 2 {
+			fusible = false
+			continue
+		}
+		sc, err := src.Tensor(p + ".scales")
+		if err != nil || len(sc.Shape) != 2 {
+			fusible = false
+			continue
+		}
+		r, err := readAWQ(src, p, sc.Shape[1], qw.Shape[0], group)
+		if err != nil {
+			fusible = false
+			continue
+		}
+		reads[i] = r
+		if r.bias != nil || r.parts.K != reads[0].parts.K || (i < len(unit)-1 && r.parts.N%16 != 0) {
+			fusible = false
+		}
+	}
+	if fusible {
+		parts := make([]kernels.AWQParts, len(unit))
+		for i, r := range reads {
+			parts[i] = r.parts
+		}
+		if ms, err := kernels.RepackAWQStacked(parts, group); err == nil {
+			for _, r := range reads {
+				releaseMapped(r.tensors...)
+			}
+			return ms
+		}
+	}
+	for i, r := range reads {
+		if r == nil {
+			continue
+		}
+		if m, err := kernels.RepackAWQ(r.parts.QWeight, r.parts.QZeros, r.parts.Scales, r.parts.K, r.parts.N, group); err == nil {
+			out[i] = m
+			releaseMapped(r.tensors...)
+		}
+	}
+	return out
+}
+
+// awqRead is one quantized projection's checked tensors.
+type awqRead struct {
+	parts   kernels.AWQParts
+	bias    []float32
+	tensors []*safetensors.Tensor // the mapped ones, released after repacking
+}
+
+// readAWQ reads and checks the tensors of the quantized projection prefix
+// with out outputs and in inputs.
+func readAWQ(src Source, prefix string, out, in, group int) (*awqRead, error) {
 	qwName, qzName, scName := prefix+".qweight", prefix+".qzeros", prefix+".scales"
 	if out%8 != 0 {
 		return nil, fmt.Errorf("tensor %q: %d outputs is not a multiple of 8, which AWQ GEMM packing needs", qwName, out)
@@ -167,20 +260,19 @@ func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4
 	if err != nil {
 		return nil, err
 	}
-	qweight, err := qwT.I32()
-	if err != nil {
+	r := &awqRead{parts: kernels.AWQParts{K: in, N: out}, tensors: []*safetensors.Tensor{qwT}}
+	if r.parts.QWeight, err = qwT.I32(); err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", qwName, err)
 	}
-	var qzeros []int32
-	var qzT *safetensors.Tensor
 	if src.Has(qzName) {
-		qzT, err = tensorWithShape(src, qzName, groups, out/8)
+		qzT, err := tensorWithShape(src, qzName, groups, out/8)
 		if err != nil {
 			return nil, err
 		}
-		if qzeros, err = qzT.I32(); err != nil {
+		if r.parts.QZeros, err = qzT.I32(); err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", qzName, err)
 		}
+		r.tensors = append(r.tensors, qzT)
 	}
 	scT, err := tensorWithShape(src, scName, groups, out)
 	if err != nil {
@@ -189,23 +281,35 @@ func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4
 	if scT.DType != safetensors.F16 {
 		return nil, fmt.Errorf("tensor %q: dtype %s, want F16", scName, scT.DType)
 	}
-	scales, err := scT.U16()
-	if err != nil {
+	if r.parts.Scales, err = scT.U16(); err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", scName, err)
 	}
-	l := &AWQLinear{src: src, prefix: prefix, group: group}
+	r.tensors = append(r.tensors, scT)
 	if src.Has(prefix + ".bias") {
-		if l.Bias, err = vectorF32(src, prefix+".bias", out); err != nil {
+		if r.bias, err = vectorF32(src, prefix+".bias", out); err != nil {
 			return nil, err
 		}
 	}
+	return r, nil
+}
+
+// loadAWQ reads and checks the tensors of the quantized projection prefix
+// with out outputs and in inputs; packed, when it has those dimensions, is
+// its already repacked weight.
+func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4Matrix) (Linear, error) {
+	r, err := readAWQ(src, prefix, out, in, group)
+	if err != nil {
+		return nil, err
+	}
+	l := &AWQLinear{Bias: r.bias, src: src, prefix: prefix, group: group}
 	if packed != nil && packed.K == in && packed.N == out && packed.Group == group {
 		l.W = packed
 		return l, nil
 	}
-	if l.W, err = kernels.RepackAWQ(qweight, qzeros, scales, in, out, group); err != nil {
+	p := r.parts
+	if l.W, err = kernels.RepackAWQ(p.QWeight, p.QZeros, p.Scales, in, out, group); err != nil {
 		return nil, fmt.Errorf("%s: %w", prefix, err)
 	}
-	releaseMapped(qwT, qzT, scT)
+	releaseMapped(r.tensors...)
 	return l, nil
 }

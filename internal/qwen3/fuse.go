@@ -6,6 +6,16 @@ import (
 	"github.com/streamguard/streamguard/internal/kernels"
 )
 
+// fusedSets are the projections of a layer that read the same input and
+// run as one product when they are AWQ INT4 (fuseProjections), by name
+// under the layer's prefix: the AWQ loader repacks each set into one
+// allocation so that fusing them copies nothing. Their order is the order
+// of fuseProjections' concatenations.
+var fusedSets = [][]string{
+	{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
+	{"mlp.gate_proj", "mlp.up_proj"},
+}
+
 // fuseProjections stacks the int4 projections that read the same input —
 // q, k and v; gate and up — into one matrix per layer, so a forward
 // quantizes each input once and runs one parallel product instead of
@@ -16,13 +26,14 @@ import (
 // would copy the weights.
 func fuseProjections(m *Model) error {
 	for _, l := range m.Layers {
-		fused := false
+		copied := false // a concatenation copied the parts (not repacked together)
 		if w, ok := fuseAWQ(l.Attn.Q, l.Attn.K, l.Attn.V); ok {
 			all, views, err := kernels.ConcatInt4(w...)
 			if err != nil {
 				return err
 			}
-			l.Attn.QKV, fused = &AWQLinear{W: all}, true
+			l.Attn.QKV = &AWQLinear{W: all}
+			copied = copied || views[0] != w[0]
 			l.Attn.Q.(*AWQLinear).W, l.Attn.K.(*AWQLinear).W, l.Attn.V.(*AWQLinear).W = views[0], views[1], views[2]
 		}
 		if w, ok := fuseAWQ(l.MLP.Gate, l.MLP.Up); ok {
@@ -30,10 +41,11 @@ func fuseProjections(m *Model) error {
 			if err != nil {
 				return err
 			}
-			l.MLP.GateUp, fused = &AWQLinear{W: all}, true
+			l.MLP.GateUp = &AWQLinear{W: all}
+			copied = copied || views[0] != w[0]
 			l.MLP.Gate.(*AWQLinear).W, l.MLP.Up.(*AWQLinear).W = views[0], views[1]
 		}
-		if fused {
+		if copied {
 			// The parts' own storage is garbage now. Returning it layer by
 			// layer keeps the load's peak at the model plus one layer
 			// (without it, an 8B model peaked 2.2 GB above its size).
