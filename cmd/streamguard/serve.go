@@ -69,6 +69,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
 	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
+	ui := fs.Bool("ui", true, "serve the browser playground at / (HTML, CSS and JavaScript built in; with --config it asks for a tenant key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -144,7 +145,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
 		RetryAfter: *retry, Audit: audit, Log: logger,
 		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace, DrainDelay: *drainDelay,
-		ReplicaID: *replicaID, RequireStreamID: *requireID,
+		ReplicaID: *replicaID, RequireStreamID: *requireID, Playground: *ui,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
 	})
 	if err != nil {
@@ -199,7 +200,8 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	report(stdout, *jsonOut, map[string]any{
 		"event": "listening", "addr": ln.Addr().String(), "model": *name, "tenants": tenants, "kv_budget_bytes": budget,
 		"upstream": *upstream, "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
-	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget)))
+		"ui": *ui,
+	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s%s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget), uiText(*ui, ln)))
 
 	err = srv.Serve(ctx, ln, *grace)
 	rep := srv.Report()
@@ -235,6 +237,13 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+func uiText(on bool, ln net.Listener) string {
+	if !on {
+		return ""
+	}
+	return fmt.Sprintf("; playground at http://%s/", ln.Addr())
 }
 
 func tenantText(n int) string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/playground"
 )
 
 // routes registers every endpoint.
@@ -35,6 +36,9 @@ func (srv *Server) routes() {
 	mux.Handle("DELETE /v1/streams/{id}", srv.authed("streams.close", srv.onStream(srv.closeStream)))
 	mux.Handle("POST /v1/streams/connect", srv.authedDuplex("streams.connect", srv.connect))
 	mux.Handle("POST /beta/litellm_basic_guardrail_api", srv.authed("litellm", srv.litellm))
+	if srv.opts.Playground {
+		playground.Register(mux)
+	}
 }
 
 // ServeHTTP serves the routes; a path no route has answers 404 and a

@@ -78,7 +78,12 @@ type Options struct {
 	// balancer that hashes that header, a stream opened without it would
 	// land on one replica and its next requests on another [false].
 	RequireStreamID bool
-	Scheduler       SchedulerOptions
+	// Playground serves the browser playground (internal/playground) at
+	// GET / and its assets under GET /ui/ [false; streamguard serve turns
+	// it on unless --ui=false]. The page holds no data and needs no key;
+	// its API calls carry the tenant key the user enters.
+	Playground bool
+	Scheduler  SchedulerOptions
 	// Audit receives decisions [discarded]; Log receives operational
 	// messages [discarded].
 	Audit, Log *slog.Logger
