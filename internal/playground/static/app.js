@@ -212,7 +212,7 @@
     box.setAttribute("data-decision", JSON.stringify(d));
     box.setAttribute("data-prompt-flagged", String(run.promptFlagged));
     const mode = run.policy.mode + ", debounce " + run.policy.debounce;
-    const head = el("p", { class: "big" }, blocked ? "⛔ Flagged" : "✓ Allowed");
+    const head = el("p", { class: "big" }, blocked ? "Flagged" : "Allowed");
     box.append(head);
     const ul = el("ul");
     ul.append(el("li", {}, "Prompt: " + (run.prompt ? run.prompt.risk + (run.promptFlagged ? " — flagged" : " — not flagged") : "—")));
