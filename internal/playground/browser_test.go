@@ -21,6 +21,7 @@ import (
 	"github.com/streamguard/streamguard/internal/eval"
 	"github.com/streamguard/streamguard/internal/guardtest"
 	"github.com/streamguard/streamguard/internal/server"
+	"github.com/streamguard/streamguard/internal/synth"
 )
 
 // chromium finds a Chromium to drive: $CHROMIUM, else the usual names.
@@ -273,16 +274,20 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	preds, err := eval.Run(context.Background(), m, items, eval.RunOptions{})
+	// The model of the eval docs' example (gen-model --preset tiny --dtype
+	// bf16 --seed 1): in loose mode it misses responses, whose tokens the
+	// report highlights.
+	em := evalModel(t)
+	preds, err := eval.Run(context.Background(), em, items, eval.RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := m.Info().Labels
+	l := em.Info().Labels
 	rep, err := eval.Score(items, preds, guard.Loose, l.QueryCategory, l.ResponseCategory)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep.Data, rep.Model, rep.Debounce = "testdata/eval/synthetic.jsonl", "tiny", 2
+	rep.Data, rep.Model, rep.Debounce = "testdata/eval/synthetic.jsonl", "tiny (gen-model --seed 1)", 2
 	rep.Throughput = eval.Throughput{Items: len(items), Tokens: 2052, Seconds: 0.4, TokensPerSecond: 5130, ItemsPerSecond: 95}
 	page := filepath.Join(t.TempDir(), "report.html")
 	var buf bytes.Buffer
@@ -311,6 +316,33 @@ func TestPlaygroundInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeShot(t, shots, "eval-report.png", report)
+	var highlighted int
+	eval1(`document.querySelectorAll('[data-miss="response"] span[data-level]').length`, &highlighted)
+	if highlighted == 0 {
+		t.Fatal("the report shows no highlighted response miss")
+	}
+	if err := chromedp.Do(ctx, chromedp.ScrollIntoView(chromedp.CSS(`[data-miss="response"]`))); err != nil {
+		t.Fatal(err)
+	}
+	misses, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeShot(t, shots, "eval-misses.png", misses)
+}
+
+// evalModel is gen-model --preset tiny --dtype bf16 --seed 1, loaded.
+func evalModel(t *testing.T) *guard.Model {
+	dir := t.TempDir()
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := guard.Load(context.Background(), dir, guard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 func checkTokens(t *testing.T, mode string, got []pageToken, want []apiToken, flagged int) {
