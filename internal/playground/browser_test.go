@@ -240,6 +240,35 @@ func TestPlaygroundInBrowser(t *testing.T) {
 		t.Errorf("the conversation flags at %d in both modes: switching modes is not checked", looseState.FlaggedIndex)
 	}
 
+	// Download JSON: the conversation, the verdicts and the page's decision.
+	var zero int
+	eval1(`window.sgBlobs = []; { const o = URL.createObjectURL; URL.createObjectURL = (b) => { window.sgBlobs.push(b); return o(b); }; } 0`, &zero)
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#download"))); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.sgBlobs[0].text()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	var dl struct {
+		Conversation struct {
+			Prompt, Response string
+		} `json:"conversation"`
+		Policy struct {
+			Mode string `json:"mode"`
+		} `json:"policy"`
+		Tokens       []apiToken     `json:"tokens"`
+		FlaggedIndex int            `json:"flagged_index"`
+		Decision     guard.Decision `json:"decision"`
+	}
+	if err := json.Unmarshal([]byte(saved), &dl); err != nil {
+		t.Fatalf("download: %v: %.200s", err, saved)
+	}
+	if dl.Conversation.Prompt != prompt || dl.Conversation.Response != response || dl.Policy.Mode != "loose" ||
+		len(dl.Tokens) != len(looseTokens) || dl.FlaggedIndex != looseState.FlaggedIndex || dl.Decision != looseState.Decision {
+		t.Errorf("download: %.300s", saved)
+	}
+
 	// Phone width, back in strict mode, the flagged token reached from the
 	// keyboard.
 	if err := chromedp.Do(ctx,
