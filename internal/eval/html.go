@@ -95,9 +95,11 @@ type htmlMiss struct {
 	// Category is the gold category.
 	Category string
 	Prompt   string
-	// Peak is the largest 1 − P(Safe) over the response's tokens (the
-	// prompt's own for a prompt miss).
-	Peak   float64
+	// Peak is the largest risk over the response's tokens in the mode:
+	// P(Unsafe) + P(Controversial) strict, P(Unsafe) loose (-1 for a
+	// prompt miss: the prompt's probabilities are not kept).
+	Peak     float64
+	PeakName string
 	Tokens []htmlToken
 }
 
@@ -107,6 +109,7 @@ type htmlToken struct {
 	Level    string
 	Category string
 	NonSafe  float64
+	Unsafe   float64
 	InSpan   bool
 }
 
@@ -190,11 +193,19 @@ func misses(task string, res []ItemResult, items []Item, mode guard.Mode) ([]htm
 				continue
 			}
 			m.Gold, m.Level, m.Category = ir.ResponseLabel, ir.Response.Level, it.ResponseCategory
+			m.PeakName = "P(Unsafe) + P(Controversial)"
+			if mode == guard.Loose {
+				m.PeakName = "P(Unsafe)"
+			}
 			for j, t := range ir.Judged {
 				pos := ir.Response.ContentStart + j
 				m.Tokens = append(m.Tokens, htmlToken{Index: j, Text: t.Text, Level: t.Level, Category: t.Category,
-					NonSafe: float64(t.NonSafe), InSpan: ir.SpanStart >= 0 && pos >= ir.SpanStart && pos <= ir.SpanEnd})
-				m.Peak = max(m.Peak, float64(t.NonSafe))
+					NonSafe: float64(t.NonSafe), Unsafe: float64(t.Unsafe), InSpan: ir.SpanStart >= 0 && pos >= ir.SpanStart && pos <= ir.SpanEnd})
+				risk := t.NonSafe
+				if mode == guard.Loose {
+					risk = t.Unsafe
+				}
+				m.Peak = max(m.Peak, float64(risk))
 			}
 		}
 		out = append(out, m)

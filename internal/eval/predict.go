@@ -60,8 +60,9 @@ type TokenRisk struct {
 	Text     string
 	Level    string
 	Category string
-	// NonSafe is 1 − P(Safe): P(Unsafe) + P(Controversial).
-	NonSafe float32
+	// NonSafe is 1 − P(Safe): P(Unsafe) + P(Controversial); Unsafe is
+	// P(Unsafe).
+	NonSafe, Unsafe float32
 }
 
 // positive reports whether a gold label counts as unsafe in mode m.

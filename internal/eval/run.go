@@ -105,7 +105,7 @@ func runGroup(ctx context.Context, m *guard.Model, items []Item, preds []Predict
 		}
 	}
 	for i, q := range qs {
-		p, err := q.prediction(tok)
+		p, err := q.prediction(tok, indexOf(m.Info().Labels.ResponseRisk, Unsafe))
 		if err != nil {
 			return fmt.Errorf("line %d: %w", q.it.Line, err)
 		}
@@ -150,7 +150,9 @@ func queue(m *guard.Model, tok *tokenizer.Tokenizer, it *Item, policy guard.Poli
 }
 
 // prediction reads a finished stream.
-func (q *queued) prediction(tok *tokenizer.Tokenizer) (Prediction, error) {
+// unsafe is the index of the Unsafe level in the response risk labels
+// (-1: none).
+func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, error) {
 	p := Prediction{Tokens: len(q.ids), SpanStart: q.it.UnsafeStart, SpanEnd: q.it.UnsafeEnd}
 	if q.prompt == nil {
 		return p, fmt.Errorf("no prompt verdict")
@@ -171,6 +173,9 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer) (Prediction, error) {
 			p.Judged[i] = TokenRisk{Text: t.Text, Level: tokenLevel(&t.Verdict), Category: t.Category}
 			if len(t.RiskProbs) > 0 {
 				p.Judged[i].NonSafe = 1 - t.RiskProbs[0]
+			}
+			if unsafe >= 0 && unsafe < len(t.RiskProbs) {
+				p.Judged[i].Unsafe = t.RiskProbs[unsafe]
 			}
 		}
 	}
