@@ -100,7 +100,7 @@ type htmlMiss struct {
 	// prompt miss: the prompt's probabilities are not kept).
 	Peak     float64
 	PeakName string
-	Tokens []htmlToken
+	Tokens   []htmlToken
 }
 
 type htmlToken struct {
