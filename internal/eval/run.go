@@ -157,7 +157,7 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, e
 	if q.prompt == nil {
 		return p, fmt.Errorf("no prompt verdict")
 	}
-	p.Prompt = Part{Level: promptLevel(q.prompt), Position: q.prompt.Position}
+	p.Prompt = Part{Level: verdictLevel(&q.prompt.Verdict), Position: q.prompt.Position}
 	if p.Prompt.Level != Safe {
 		p.Prompt.Category = q.prompt.Category
 	}
@@ -170,7 +170,7 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, e
 		r.ContentStart = q.judged[0].Position
 		p.Judged = make([]TokenRisk, len(q.judged))
 		for i, t := range q.judged {
-			p.Judged[i] = TokenRisk{Text: t.Text, Level: tokenLevel(&t.Verdict), Category: t.Category}
+			p.Judged[i] = TokenRisk{Text: t.Text, Level: verdictLevel(&t.Verdict), Category: t.Category}
 			if len(t.RiskProbs) > 0 {
 				p.Judged[i].NonSafe = 1 - t.RiskProbs[0]
 			}
@@ -196,21 +196,10 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, e
 	return p, nil
 }
 
-// tokenLevel reads a response token's verdict as promptLevel does.
-func tokenLevel(v *guard.Verdict) string {
-	switch {
-	case v.RiskIndex == 0:
-		return Safe
-	case v.Risk == Controversial:
-		return Controversial
-	}
-	return Unsafe
-}
-
-// promptLevel reads a prompt verdict the way the guard policy does: risk
-// index 0 is safe, the label "Controversial" is controversial, any other
-// label unsafe (a fine-tuned model may name its levels otherwise).
-func promptLevel(v *guard.PromptVerdict) string {
+// verdictLevel reads a verdict the way the guard policy does: risk index 0
+// is safe, the label "Controversial" is controversial, any other label
+// unsafe (a fine-tuned model may name its levels otherwise).
+func verdictLevel(v *guard.Verdict) string {
 	switch {
 	case v.RiskIndex == 0:
 		return Safe

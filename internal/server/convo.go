@@ -145,6 +145,12 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 		c.srv.budget.forceAcquire(want - c.charged) // the estimate fell short
 		c.charged = want
 	}
+	return c.submit(ctx)
+}
+
+// submit runs the stream's queued work through the scheduler and records
+// its verdicts; a stream whose work could not run is ended.
+func (c *convo) submit(ctx context.Context) (Result, error) {
 	res, err := c.srv.sched.Submit(ctx, c.s)
 	if err != nil {
 		if errors.Is(err, ErrShuttingDown) {

@@ -252,17 +252,10 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 	if err := c.charge(c.floor); err != nil {
 		return Result{}, err
 	}
-	res, err := c.srv.sched.Submit(ctx, c.s)
+	res, err := c.submit(ctx)
 	if err != nil {
-		if errors.Is(err, ErrShuttingDown) {
-			c.end(streamEnded{err})
-		} else {
-			c.end(streamEnded{fmt.Errorf("the stream was closed: %w", err)})
-		}
-		return Result{}, c.ended
+		return Result{}, err
 	}
-	c.settle()
-	c.observe(&res)
 	c.heldBytes = c.heldBack(tail.String())
 	c.srv.metrics.resumed.Add(1)
 	c.srv.auditResume(c, len(steps), n)
