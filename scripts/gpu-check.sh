@@ -28,9 +28,9 @@ build)
 	mkdir -p "$bin"
 	export CGO_ENABLED=0
 	go build -tags cuda -trimpath -ldflags="-s -w" -o "$bin/streamguard" ./cmd/streamguard
-	go test -c -trimpath -o "$bin/cuda.test" ./internal/cuda
-	go test -c -trimpath -o "$bin/gpu.test" ./internal/gpu
-	go test -c -tags cuda -trimpath -o "$bin/guard.test" ./guard
+	go test -c -trimpath -ldflags="-s -w" -o "$bin/cuda.test" ./internal/cuda
+	go test -c -trimpath -ldflags="-s -w" -o "$bin/gpu.test" ./internal/gpu
+	go test -c -tags cuda -trimpath -ldflags="-s -w" -o "$bin/guard.test" ./guard
 	grep -qxF "/$bin/" .git/info/exclude 2>/dev/null || echo "/$bin/" >>.git/info/exclude
 	ls -la "$bin"
 	;;
