@@ -1,7 +1,6 @@
 package extproc_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -200,44 +199,18 @@ func (k keys) Admit(ctx context.Context, h http.Header) (extproc.Admission, *pro
 
 // ---- fixture ----
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) records(t testing.TB) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 type fixture struct {
 	t     testing.TB
 	m     *guard.Model
 	mod   *countingMod
-	audit *lockedBuf
+	audit *guardtest.JSONLog
 	env   *envoy
 }
 
 func newFixture(t testing.TB, tenants keys, f filter, wait time.Duration) *fixture {
 	t.Helper()
 	m := tinyModel(t)
-	fx := &fixture{t: t, m: m, mod: &countingMod{Moderator: proxy.Direct(m)}, audit: &lockedBuf{}}
+	fx := &fixture{t: t, m: m, mod: &countingMod{Moderator: proxy.Direct(m)}, audit: &guardtest.JSONLog{}}
 	ext, err := proxy.NewExternal(proxy.Config{Audit: slog.New(slog.NewJSONHandler(fx.audit, nil)),
 		DefaultTenant: proxy.Tenant{Name: "default", Policy: safePolicy(m)}}, fx.mod)
 	if err != nil {
@@ -261,7 +234,7 @@ func (fx *fixture) lastEvent() string {
 	fx.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if rs := fx.audit.records(fx.t); len(rs) > 0 {
+		if rs := fx.audit.Records(fx.t); len(rs) > 0 {
 			return rs[len(rs)-1]["event"].(string)
 		}
 		if time.Now().After(deadline) {

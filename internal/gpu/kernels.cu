@@ -96,6 +96,28 @@ struct F16 {
 	static __device__ __forceinline__ float f(T v) { return __half2float(v); }
 };
 
+// mm_dot8 adds the products of 8 weights (k..k+7 of one output row) with
+// the same 8 inputs of each of the nt tokens from t0 to their accumulators.
+__device__ __forceinline__ void mm_dot8(float acc[MM_TOK], const float *x, int32_t K, int t0, int nt, int k, const float wf[8]) {
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) {
+		if (j < nt) {
+			const float4 *xp = (const float4 *)(x + (int64_t)(t0 + j) * K + k);
+			float4 a = xp[0], b = xp[1];
+			acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+		}
+	}
+}
+
+// mm_store sums each token's accumulators over the warp and writes output n.
+__device__ __forceinline__ void mm_store(float *y, float acc[MM_TOK], int32_t N, int n, int t0, int nt, int lane) {
+#pragma unroll
+	for (int j = 0; j < MM_TOK; j++) {
+		float s = warp_sum(acc[j]);
+		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
+	}
+}
+
 template <typename Cvt>
 __device__ __forceinline__ void matmul16(float *y, const float *x, const typename Cvt::T *W, int32_t T, int32_t N, int32_t K) {
 	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
@@ -114,24 +136,13 @@ __device__ __forceinline__ void matmul16(float *y, const float *x, const typenam
 		float wf[8];
 #pragma unroll
 		for (int i = 0; i < 8; i++) wf[i] = Cvt::f(wv[i]);
-#pragma unroll
-		for (int j = 0; j < MM_TOK; j++) {
-			if (j < nt) {
-				const float4 *xp = (const float4 *)(x + (int64_t)(t0 + j) * K + k);
-				float4 a = xp[0], b = xp[1];
-				acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
-			}
-		}
+		mm_dot8(acc, x, K, t0, nt, k, wf);
 	}
 	for (int k = k8 + lane; k < K; k += WARP) {
 		float wf = Cvt::f(w[k]);
 		for (int j = 0; j < nt; j++) acc[j] += x[(int64_t)(t0 + j) * K + k] * wf;
 	}
-#pragma unroll
-	for (int j = 0; j < MM_TOK; j++) {
-		float s = warp_sum(acc[j]);
-		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
-	}
+	mm_store(y, acc, N, n, t0, nt, lane);
 }
 
 extern "C" __global__ void matmul_bf16(float *y, const float *x, const __nv_bfloat16 *W, int32_t T, int32_t N, int32_t K) {
@@ -168,20 +179,9 @@ extern "C" __global__ void matmul_awq(float *y, const float *x, const uint32_t *
 		float wf[8];
 #pragma unroll
 		for (int i = 0; i < 8; i++) wf[i] = (float)((c >> (4 * i)) & 0xF) * s - z;
-#pragma unroll
-		for (int j = 0; j < MM_TOK; j++) {
-			if (j < nt) {
-				const float4 *xp = (const float4 *)(x + (int64_t)(t0 + j) * K + w * 8);
-				float4 a = xp[0], b = xp[1];
-				acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
-			}
-		}
+		mm_dot8(acc, x, K, t0, nt, w * 8, wf);
 	}
-#pragma unroll
-	for (int j = 0; j < MM_TOK; j++) {
-		float s = warp_sum(acc[j]);
-		if (lane == 0 && j < nt) y[(int64_t)(t0 + j) * N + n] = s;
-	}
+	mm_store(y, acc, N, n, t0, nt, lane);
 }
 
 // add_bias adds b[n] to every row of y [T][N].

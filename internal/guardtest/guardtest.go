@@ -1,7 +1,7 @@
-// Package guardtest holds what the module's tests share about guard models:
-// the tiny model (the "tiny" preset with random float32 weights, built in
-// memory once per test binary) and a response text that exercises chunk
-// boundaries. Only tests import it.
+// Package guardtest holds what the module's tests share: the tiny model (the
+// "tiny" preset with random float32 weights, built in memory once per test
+// binary), a response text that exercises chunk boundaries, and a JSON-lines
+// log to read audit records back from. Only tests import it.
 package guardtest
 
 import (

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -356,35 +355,9 @@ func (f *fakeUpstream) streamBody() []byte {
 
 // ---- proxy under test ----
 
-type auditLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (a *auditLog) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(p)
-}
-
-func (a *auditLog) records(t testing.TB) []map[string]any {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(a.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 type testProxy struct {
 	URL   string
-	audit *auditLog
+	audit *guardtest.JSONLog
 	done  chan struct{} // one value per finished request
 }
 
@@ -405,7 +378,7 @@ func (p *testProxy) wait(t testing.TB, n int) {
 func (p *testProxy) lastRecord(t testing.TB) map[string]any {
 	t.Helper()
 	p.wait(t, 1)
-	rs := p.audit.records(t)
+	rs := p.audit.Records(t)
 	if len(rs) == 0 {
 		t.Fatal("no audit record")
 	}
@@ -414,7 +387,7 @@ func (p *testProxy) lastRecord(t testing.TB) map[string]any {
 
 func newTestProxy(t testing.TB, upstream string, mod Moderator, tenant Tenant, edit func(*Config)) *testProxy {
 	t.Helper()
-	p := &testProxy{audit: &auditLog{}, done: make(chan struct{}, 16)}
+	p := &testProxy{audit: &guardtest.JSONLog{}, done: make(chan struct{}, 16)}
 	cfg := Config{Upstream: upstream, DefaultTenant: tenant, Audit: slog.New(slog.NewJSONHandler(p.audit, nil))}
 	if edit != nil {
 		edit(&cfg)

@@ -26,21 +26,7 @@ const streamHeader = "X-Streamguard-Stream"
 // on a consistent ring, the duplex route and the rest do not hash, and the
 // replicas are the headless Service's pods, probed on /readyz.
 func TestEnvoyConfig(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "envoy", "envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := yaml.YAMLToJSONStrict(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bs bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal(js, &bs); err != nil {
-		t.Fatalf("envoy.yaml is not a v3 bootstrap: %v", err)
-	}
-	if err := bs.ValidateAll(); err != nil {
-		t.Fatalf("envoy.yaml: %v", err)
-	}
+	bs, _ := envoyBootstrap(t, "envoy.yaml")
 	listeners := bs.GetStaticResources().GetListeners()
 	if len(listeners) != 1 {
 		t.Fatalf("%d listeners", len(listeners))
@@ -148,4 +134,27 @@ func TestHAProxyConfig(t *testing.T) {
 	if out, err := exec.Command(hp, "-c", "-f", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("haproxy -c: %v\n%s", err, out)
 	}
+}
+
+// envoyBootstrap reads deploy/envoy/NAME into Envoy's own bootstrap type
+// (YAML decoded strictly, then protojson: unknown fields fail) and runs
+// Envoy's validation rules on it; it also returns the file's text.
+func envoyBootstrap(t *testing.T, name string) (*bootstrapv3.Bootstrap, string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "envoy", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bs bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(js, &bs); err != nil {
+		t.Fatalf("%s is not a v3 bootstrap: %v", name, err)
+	}
+	if err := bs.ValidateAll(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return &bs, string(b)
 }

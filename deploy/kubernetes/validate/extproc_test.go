@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -13,15 +12,12 @@ import (
 	"testing"
 	"time"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 )
 
 // TestEnvoyExtProcConfig reads deploy/envoy/ext-proc.yaml into Envoy's v3
@@ -33,21 +29,7 @@ import (
 // binary's chunk wait, a gRPC cluster over HTTP/2 on the port the comment's
 // serve command opens, and the filter on the chat route only.
 func TestEnvoyExtProcConfig(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "envoy", "ext-proc.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := yaml.YAMLToJSONStrict(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bs bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal(js, &bs); err != nil {
-		t.Fatalf("ext-proc.yaml is not a v3 bootstrap: %v", err)
-	}
-	if err := bs.ValidateAll(); err != nil {
-		t.Fatalf("ext-proc.yaml: %v", err)
-	}
+	bs, text := envoyBootstrap(t, "ext-proc.yaml")
 	var hcm hcmv3.HttpConnectionManager
 	if err := bs.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
@@ -99,7 +81,7 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 		t.Errorf("cluster %s does not speak HTTP/2 (gRPC needs it): %v", name, err)
 	}
 	port := grpcCluster.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue()
-	m := regexp.MustCompile(`--ext-proc-addr \S+:(\d+)`).FindStringSubmatch(string(b))
+	m := regexp.MustCompile(`--ext-proc-addr \S+:(\d+)`).FindStringSubmatch(text)
 	if m == nil || m[1] != itoa(port) {
 		t.Errorf("the cluster's port %d is not the one the serve command in the comment opens (%v)", port, m)
 	}
