@@ -81,7 +81,7 @@ func (ids *streamIDs) reserve(t *Tenant, id string, open *sessions) bool {
 	k := sessionKey{t, id}
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if ids.opening[k] || open.has(k) {
+	if ids.opening[k] || open.get(t, id) != nil {
 		return false
 	}
 	if ids.opening == nil {
@@ -96,14 +96,6 @@ func (ids *streamIDs) release(t *Tenant, id string) {
 	ids.mu.Lock()
 	delete(ids.opening, sessionKey{t, id})
 	ids.mu.Unlock()
-}
-
-// has reports whether the tenant's stream with that id is open.
-func (ss *sessions) has(k sessionKey) bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	_, ok := ss.m[k]
-	return ok
 }
 
 // openingStream wraps POST /v1/streams: it takes the id the client chose
