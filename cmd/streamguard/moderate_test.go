@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -64,8 +65,9 @@ func TestModerateRules(t *testing.T) {
 		!got["decision: Safe (final rule: no run of 2 non-safe tokens; 8 tokens judged)"] {
 		t.Errorf("moderate clean: exit %d\n%s", code, out)
 	}
-	// A Safe token shows no category.
-	if !strings.Contains(out, "Safe ") || !strings.Contains(out, "-  ") {
+	// A Safe token shows no category: its row reads "- -" where a category
+	// and its probability would be.
+	if !regexp.MustCompile(`(?m)^\d+ +"[^"]*" +Safe +\S+ +- +-`).MatchString(out) {
 		t.Errorf("moderate clean: no '-' category for Safe tokens\n%s", out)
 	}
 	code, _, _ = run(t, "moderate", "--model", dir, "--prompt", "Hi", "--response", clean, "--json")

@@ -72,10 +72,10 @@ type htmlCell struct {
 // htmlBar is one category's three bars.
 type htmlBar struct {
 	CategoryScores
-	Y                  int
-	PrecW, RecW, F1W   float64
-	DetW               float64
-	LabelY, BarH, BarY int
+	Y                int
+	PrecW, RecW, F1W float64
+	DetW             float64
+	LabelY           int
 }
 
 type htmlBin struct {

@@ -104,8 +104,9 @@ func runGroup(ctx context.Context, m *guard.Model, items []Item, preds []Predict
 			q.judged = append(q.judged, r.Tokens...)
 		}
 	}
+	unsafe := indexOf(m.Info().Labels.ResponseRisk, Unsafe) // Info clones the labels: once, not per item
 	for i, q := range qs {
-		p, err := q.prediction(tok, indexOf(m.Info().Labels.ResponseRisk, Unsafe))
+		p, err := q.prediction(tok, unsafe)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", q.it.Line, err)
 		}
