@@ -21,7 +21,6 @@ type AWQLinear struct {
 	// Where the projection was read from, for Source.
 	src    Source
 	prefix string
-	group  int
 }
 
 // Source reads the projection's AutoAWQ GEMM tensors again from the
@@ -33,27 +32,11 @@ func (l *AWQLinear) Source() (qweight, qzeros []int32, scales []uint16, group in
 	if l.src == nil {
 		return nil, nil, nil, 0, fmt.Errorf("AWQ projection built in memory: no checkpoint to read")
 	}
-	read := func(name string) (*safetensors.Tensor, error) { return l.src.Tensor(name) }
-	qw, err := read(l.prefix + ".qweight")
-	if err == nil {
-		qweight, err = qw.I32()
-	}
-	if err == nil && l.src.Has(l.prefix+".qzeros") {
-		var qz *safetensors.Tensor
-		if qz, err = read(l.prefix + ".qzeros"); err == nil {
-			qzeros, err = qz.I32()
-		}
-	}
-	if err == nil {
-		var sc *safetensors.Tensor
-		if sc, err = read(l.prefix + ".scales"); err == nil {
-			scales, err = sc.U16()
-		}
-	}
+	r, err := readAWQ(l.src, l.prefix, l.W.N, l.W.K, l.W.Group)
 	if err != nil {
-		return nil, nil, nil, 0, fmt.Errorf("%s: %w", l.prefix, err)
+		return nil, nil, nil, 0, err
 	}
-	return qweight, qzeros, scales, l.group, nil
+	return r.parts.QWeight, r.parts.QZeros, r.parts.Scales, l.W.Group, nil
 }
 
 // Forward implements [Linear].
@@ -185,6 +168,17 @@ func fusionUnits(prefixes []string) [][]string {
 	return units
 }
 
+// firstRead is the index of the first projection that was read (reads
+// holds at least one).
+func firstRead(reads []*awqRead) int {
+	for i, r := range reads {
+		if r != nil {
+			return i
+		}
+	}
+	return 0
+}
+
 // prepackUnit repacks the projections of one unit (nil for those that
 // fail: the loader repeats the work and reports the error). A set is
 // repacked into one allocation when its members can be fused (same inputs,
@@ -210,7 +204,7 @@ func prepackUnit(src Source, unit []string, group int) []*kernels.Int4Matrix {
 			continue
 		}
 		reads[i] = r
-		if r.bias != nil || r.parts.K != reads[0].parts.K || (i < len(unit)-1 && r.parts.N%16 != 0) {
+		if r.bias != nil || r.parts.K != reads[firstRead(reads)].parts.K || (i < len(unit)-1 && r.parts.N%16 != 0) {
 			fusible = false
 		}
 	}
@@ -301,7 +295,7 @@ func loadAWQ(src Source, prefix string, out, in, group int, packed *kernels.Int4
 	if err != nil {
 		return nil, err
 	}
-	l := &AWQLinear{Bias: r.bias, src: src, prefix: prefix, group: group}
+	l := &AWQLinear{Bias: r.bias, src: src, prefix: prefix}
 	if packed != nil && packed.K == in && packed.N == out && packed.Group == group {
 		l.W = packed
 		return l, nil

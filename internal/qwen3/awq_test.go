@@ -2,6 +2,7 @@ package qwen3
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strconv"
@@ -464,5 +465,36 @@ func TestAWQCoarseMode(t *testing.T) {
 	}
 	if worst < 1e-3 {
 		t.Fatalf("coarse mode moved hidden states by only %.2g: is it on?", worst)
+	}
+}
+
+// hidingSource is a source without some tensors.
+type hidingSource struct {
+	Source
+	hide string
+}
+
+func (h hidingSource) Tensor(name string) (*safetensors.Tensor, error) {
+	if name == h.hide {
+		return nil, fmt.Errorf("tensor %q not found", name)
+	}
+	return h.Source.Tensor(name)
+}
+
+func (h hidingSource) Has(name string) bool { return name != h.hide && h.Source.Has(name) }
+
+// TestPrepackUnitFirstMemberMissing: when the first projection of a fused
+// set cannot be read, the others are still repacked (one by one) and the
+// missing one is left to the loader to report, with no panic.
+func TestPrepackUnitFirstMemberMissing(t *testing.T) {
+	a := tinyAWQ(t)
+	unit := []string{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj"}
+	src := hidingSource{Source: a.set, hide: unit[0] + ".scales"}
+	ms := prepackUnit(src, unit, a.cfg.QuantizationConfig.GroupSize)
+	if ms[0] != nil || ms[1] == nil || ms[2] == nil {
+		t.Fatalf("repacked %v, want q missing and k, v repacked", ms)
+	}
+	if ms[1].K != a.m.Layers[0].Attn.K.(*AWQLinear).W.K {
+		t.Errorf("k_proj repacked with K %d", ms[1].K)
 	}
 }
