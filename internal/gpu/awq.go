@@ -5,12 +5,9 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/streamguard/streamguard/internal/awq"
 	"github.com/streamguard/streamguard/internal/half"
 )
-
-// awqOrder is AutoAWQ's packing order: nibble i of a qweight or qzeros word
-// holds output column 8c + awqOrder[i] of word column c.
-var awqOrder = [8]int{0, 2, 4, 6, 1, 3, 5, 7}
 
 // awqRepacked is an AWQ projection in the layout matmul_awq reads: codes
 // [N][K/8] (word w of row n holds k = 8w..8w+7, nibble i for k = 8w+i),
@@ -40,13 +37,13 @@ func repackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*awqR
 			for c := w; c < words; c += workers {
 				for k := range K {
 					word := uint32(qweight[k*words+c])
-					for i, j := range awqOrder {
+					for i, j := range awq.PackOrder {
 						n := 8*c + j
 						r.codes[n*(K/8)+k/8] |= (word >> (4 * i) & 0xF) << (4 * (k % 8))
 					}
 				}
 				for g := range G {
-					for i, j := range awqOrder {
+					for i, j := range awq.PackOrder {
 						n := 8*c + j
 						z := float32(8)
 						if qzeros != nil {

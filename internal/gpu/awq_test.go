@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/streamguard/streamguard/internal/awq"
 	"github.com/streamguard/streamguard/internal/half"
 )
 
@@ -13,7 +14,7 @@ import (
 func TestRepackAWQ(t *testing.T) {
 	const K, N, group = 256, 48, 64
 	r := rand.New(rand.NewPCG(1, 1))
-	G, words := K/group, N/8
+	G := K / group
 	q := make([][]uint32, N) // q[n][k]
 	for n := range q {
 		q[n] = make([]uint32, K)
@@ -30,20 +31,34 @@ func TestRepackAWQ(t *testing.T) {
 			s[n][g] = half.F32ToF16(r.Float32()*0.01 + 1e-4)
 		}
 	}
-	qweight := make([]int32, K*words)
-	qzeros := make([]int32, G*words)
+	// Packed by internal/awq (its own reference tests pin AutoAWQ's nibble
+	// order), so a wrong order here would show.
+	qcodes := make([]uint8, K*N) // [K][N]
+	zcodes := make([]uint8, G*N) // [G][N]
 	scales := make([]uint16, G*N)
-	for c := range words {
-		for i, j := range awqOrder {
-			n := 8*c + j
-			for k := range K {
-				qweight[k*words+c] |= int32(q[n][k] << (4 * i))
-			}
-			for g := range G {
-				qzeros[g*words+c] |= int32(z[n][g] << (4 * i))
-				scales[g*N+n] = s[n][g]
-			}
+	for n := range N {
+		for k := range K {
+			qcodes[k*N+n] = uint8(q[n][k])
 		}
+		for g := range G {
+			zcodes[g*N+n] = uint8(z[n][g])
+			scales[g*N+n] = s[n][g]
+		}
+	}
+	qw, err := awq.Pack(qcodes, K, N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qz, err := awq.Pack(zcodes, G, N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qweight, qzeros := make([]int32, len(qw)), make([]int32, len(qz))
+	for i, w := range qw {
+		qweight[i] = int32(w)
+	}
+	for i, w := range qz {
+		qzeros[i] = int32(w)
 	}
 	rp, err := repackAWQ(qweight, qzeros, scales, K, N, group)
 	if err != nil {

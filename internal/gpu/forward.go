@@ -126,9 +126,7 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 	// Take the cache blocks first: all or nothing.
 	for i, s := range seqs {
 		if err := s.Cache.table.Grow(len(s.IDs)); err != nil {
-			for _, r := range seqs[:i] {
-				r.Cache.table.Truncate(r.Cache.Len() - len(r.IDs))
-			}
+			m.undo(seqs[:i])
 			return nil, err
 		}
 	}

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/paging"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 	"github.com/streamguard/streamguard/internal/synth"
@@ -244,7 +246,7 @@ func TestCacheExhaustion(t *testing.T) {
 	ctx := openGPU(t)
 	net := network(t, "tiny", 0, 1)
 	a := net.Layers[0].Attn
-	perPos := 2 * int64(len(net.Layers)) * int64(a.KVHeads*a.HeadDim) * 2 // bf16 keys and values
+	perPos := qwen3.KVBF16.BytesPerPosition(len(net.Layers), a.KVHeads, a.HeadDim)
 	g, err := Upload(ctx, net, Options{BlockSize: 16, CacheBytes: 4 * 16 * perPos})
 	if err != nil {
 		t.Fatal(err)
@@ -256,8 +258,8 @@ func TestCacheExhaustion(t *testing.T) {
 	}
 	c := g.NewCache()
 	ids := make([]int, total*16+1)
-	if _, err := g.Forward([]Sequence{{Cache: c, IDs: ids}}); err == nil {
-		t.Fatal("a forward larger than the cache succeeded")
+	if _, err := g.Forward([]Sequence{{Cache: c, IDs: ids}}); !errors.Is(err, paging.ErrExhausted) {
+		t.Fatalf("a forward larger than the cache: %v, want paging.ErrExhausted", err)
 	}
 	if f, _, _ := g.CacheBlocks(); f != free || c.Len() != 0 {
 		t.Errorf("after the failed forward: %d of %d blocks free (was %d), stream length %d", f, total, free, c.Len())

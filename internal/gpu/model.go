@@ -285,7 +285,7 @@ func (m *Model) uploadRoPE(r *qwen3.RoPE) error {
 // BytesPerPosition is the KV-cache memory of one position (bf16 keys and
 // values of every layer).
 func (m *Model) BytesPerPosition() int64 {
-	return 2 * int64(len(m.layers)) * int64(m.KVHeads*m.HeadDim) * 2
+	return qwen3.KVBF16.BytesPerPosition(len(m.layers), m.KVHeads, m.HeadDim)
 }
 
 func (m *Model) allocCache(opts Options) error {
@@ -309,7 +309,7 @@ func (m *Model) allocCache(opts Options) error {
 	if m.pool, err = paging.NewPool(blocks, bs); err != nil {
 		return err
 	}
-	per := int64(blocks) * int64(bs) * int64(m.KVHeads*m.HeadDim) * 2
+	per := int64(blocks) * int64(bs) * m.BytesPerPosition() / int64(2*len(m.layers)) // one layer's keys (or values)
 	for range m.layers {
 		k, err := m.ctx.Alloc(per)
 		if err != nil {

@@ -285,8 +285,7 @@ func QuantizeInt8(dst []int8, x []float32) float32 {
 	scale := amax / 127
 	inv := 127 / amax
 	for i, v := range x {
-		c := float32(math.RoundToEven(float64(v * inv)))
-		dst[i] = int8(max(-127, min(127, c)))
+		dst[i] = int8(roundClamp127(v * inv))
 	}
 	return scale
 }
