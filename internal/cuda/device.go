@@ -8,7 +8,6 @@ import (
 // Device attributes (CUdevice_attribute) this package reads.
 const (
 	attrSMCount           = 16
-	attrClockKHz          = 13
 	attrMemoryClockKHz    = 36
 	attrMemoryBusWidth    = 37
 	attrL2CacheSize       = 38

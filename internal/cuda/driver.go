@@ -12,7 +12,8 @@ import (
 // result is a CUresult.
 type result int32
 
-// The driver's entry points this package uses, bound once by load. The
+// The driver's entry points this package uses, bound once by load (a driver
+// lacking one is refused, so only what is called is listed). The
 // versioned names (_v2) are the ones the CUDA headers map the plain names
 // to; drivers keep exporting them.
 var drv struct {
@@ -35,25 +36,10 @@ var drv struct {
 	cuMemcpyHtoD           func(dst uint64, src unsafe.Pointer, n uintptr) result
 	cuMemcpyDtoH           func(dst unsafe.Pointer, src uint64, n uintptr) result
 	cuMemcpyDtoD           func(dst, src uint64, n uintptr) result
-	cuMemsetD8             func(dst uint64, v uint8, n uintptr) result
 	cuModuleLoadDataEx     func(m *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) result
 	cuModuleUnload         func(m uintptr) result
 	cuModuleGetFunction    func(f *uintptr, m uintptr, name *byte) result
 	cuLaunchKernel         func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) result
-	cuStreamCreate         func(s *uintptr, flags uint32) result
-	cuStreamDestroy        func(s uintptr) result
-	cuStreamSynchronize    func(s uintptr) result
-	cuEventCreate          func(e *uintptr, flags uint32) result
-	cuEventDestroy         func(e uintptr) result
-	cuEventRecord          func(e, s uintptr) result
-	cuEventSynchronize     func(e uintptr) result
-	cuEventElapsedTime     func(ms *float32, start, end uintptr) result
-	cuStreamBeginCapture   func(s uintptr, mode int32) result
-	cuStreamEndCapture     func(s uintptr, g *uintptr) result
-	cuGraphInstantiate     func(exec *uintptr, g uintptr, flags uint64) result
-	cuGraphLaunch          func(exec, s uintptr) result
-	cuGraphExecDestroy     func(exec uintptr) result
-	cuGraphDestroy         func(g uintptr) result
 }
 
 // libraryNames are tried in order: the driver's soname, then the
@@ -114,25 +100,10 @@ func load() error {
 		{&drv.cuMemcpyHtoD, "cuMemcpyHtoD_v2"},
 		{&drv.cuMemcpyDtoH, "cuMemcpyDtoH_v2"},
 		{&drv.cuMemcpyDtoD, "cuMemcpyDtoD_v2"},
-		{&drv.cuMemsetD8, "cuMemsetD8_v2"},
 		{&drv.cuModuleLoadDataEx, "cuModuleLoadDataEx"},
 		{&drv.cuModuleUnload, "cuModuleUnload"},
 		{&drv.cuModuleGetFunction, "cuModuleGetFunction"},
 		{&drv.cuLaunchKernel, "cuLaunchKernel"},
-		{&drv.cuStreamCreate, "cuStreamCreate"},
-		{&drv.cuStreamDestroy, "cuStreamDestroy_v2"},
-		{&drv.cuStreamSynchronize, "cuStreamSynchronize"},
-		{&drv.cuEventCreate, "cuEventCreate"},
-		{&drv.cuEventDestroy, "cuEventDestroy_v2"},
-		{&drv.cuEventRecord, "cuEventRecord"},
-		{&drv.cuEventSynchronize, "cuEventSynchronize"},
-		{&drv.cuEventElapsedTime, "cuEventElapsedTime"},
-		{&drv.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
-		{&drv.cuStreamEndCapture, "cuStreamEndCapture"},
-		{&drv.cuGraphInstantiate, "cuGraphInstantiateWithFlags"},
-		{&drv.cuGraphLaunch, "cuGraphLaunch"},
-		{&drv.cuGraphExecDestroy, "cuGraphExecDestroy"},
-		{&drv.cuGraphDestroy, "cuGraphDestroy"},
 	}
 	for _, s := range syms {
 		if _, err := purego.Dlsym(lib, s.name); err != nil {

@@ -35,11 +35,6 @@ func (b *Buffer) Free() error {
 	return err
 }
 
-// Zero clears the buffer.
-func (b *Buffer) Zero() error {
-	return b.c.Do(func() error { return check("cuMemsetD8", drv.cuMemsetD8(b.Ptr, 0, uintptr(b.Len))) })
-}
-
 // Offset is the device address off bytes into b.
 func (b *Buffer) Offset(off int64) uint64 { return b.Ptr + uint64(off) }
 

@@ -82,11 +82,11 @@ func (m *Module) Function(name string) (*Function, error) {
 // Dim3 is a grid or block size.
 type Dim3 struct{ X, Y, Z uint32 }
 
-// Launch queues the kernel on stream s (nil: the default stream). Each arg
-// is passed by value as the kernel's parameter of the same position: use
-// uint64 for device pointers, int32/uint32/float32 for scalars, matching
-// the kernel's C types exactly.
-func (f *Function) Launch(s *Stream, grid, block Dim3, shared uint32, args ...any) error {
+// Launch queues the kernel on the default stream, with no dynamic shared
+// memory. Each arg is passed by value as the kernel's parameter of the same
+// position: uint64 for device pointers, int32/uint32/float32 for scalars,
+// matching the kernel's C types exactly.
+func (f *Function) Launch(grid, block Dim3, args ...any) error {
 	params := make([]unsafe.Pointer, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
@@ -98,16 +98,9 @@ func (f *Function) Launch(s *Stream, grid, block Dim3, shared uint32, args ...an
 			params[i] = unsafe.Pointer(&v)
 		case float32:
 			params[i] = unsafe.Pointer(&v)
-		case *Buffer:
-			p := v.Ptr
-			params[i] = unsafe.Pointer(&p)
 		default:
 			return fmt.Errorf("cuda: %s: argument %d has unsupported type %T", f.Name, i, a)
 		}
-	}
-	var sh uintptr
-	if s != nil {
-		sh = s.h
 	}
 	var pp *unsafe.Pointer
 	if len(params) > 0 {
@@ -116,7 +109,7 @@ func (f *Function) Launch(s *Stream, grid, block Dim3, shared uint32, args ...an
 	grid, block = grid.norm(), block.norm()
 	// The driver copies the parameter values when it queues the launch.
 	err := f.m.c.Do(func() error {
-		return check("cuLaunchKernel "+f.Name, drv.cuLaunchKernel(f.h, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, shared, sh, pp, nil))
+		return check("cuLaunchKernel "+f.Name, drv.cuLaunchKernel(f.h, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, 0, pp, nil))
 	})
 	runtime.KeepAlive(params)
 	runtime.KeepAlive(args)

@@ -206,7 +206,7 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 	var err error
 	launch := func(f *cuda.Function, grid, block cuda.Dim3, args ...any) {
 		if err == nil {
-			err = f.Launch(nil, grid, block, 0, args...)
+			err = f.Launch(grid, block, args...)
 		}
 	}
 	matmul := func(y, x uint64, l *linear) {

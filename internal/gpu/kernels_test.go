@@ -58,7 +58,7 @@ func (r *kernelRig) launch(name string, grid, block cuda.Dim3, args ...any) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if err := f.Launch(nil, grid, block, 0, args...); err != nil {
+	if err := f.Launch(grid, block, args...); err != nil {
 		r.t.Fatal(err)
 	}
 }
