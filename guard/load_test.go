@@ -59,8 +59,8 @@ func TestEmbeddedTokenizerHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != qwen3TokenizerSHA256 {
-		t.Fatalf("embedded tokenizer.json has sha256 %x, Load's fast path expects %s", sum, qwen3TokenizerSHA256)
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != tokenizer.Qwen3SHA256 {
+		t.Fatalf("embedded tokenizer.json has sha256 %x, Load's fast path expects %s", sum, tokenizer.Qwen3SHA256)
 	}
 }
 

@@ -2,13 +2,12 @@ package guard
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -70,6 +69,14 @@ type Options struct {
 	// KVBytesPerToken follows it. In every type a stream's verdicts do not
 	// depend on how its tokens were chunked or what it was batched with.
 	KVCache string
+	// RepackCache is where an AWQ model's weights, repacked for the CPU
+	// kernels, are kept between loads: a load maps that file (after
+	// checking it is the one for these weights, see Info.RepackCache)
+	// instead of repacking, which takes most of an AWQ load. "" or "auto":
+	// a .streamguard folder in the model's folder, else (a read-only
+	// model) the user's cache folder; "off": repack on every load, write
+	// nothing; else a folder that holds one subfolder per model.
+	RepackCache string
 }
 
 // Model is a loaded guard model. It is safe for concurrent use.
@@ -87,6 +94,7 @@ type Model struct {
 	unsafeIdx, contIdx           int // response risk labels
 	queryUnsafeIdx, queryContIdx int
 	loadTime                     time.Duration
+	repack                       string // Info.RepackCache
 }
 
 // Load opens a model: dir is a model folder, or a Hugging Face hub id
@@ -122,17 +130,29 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	if err := checkFolder(dir, opts.Tokenizer != ""); err != nil {
 		return nil, err
 	}
-	tok, err := loadTokenizer(dir, opts.Tokenizer)
-	if err != nil {
-		return nil, err
+	// The tokenizer parses while the weights map: neither needs the
+	// other until both are checked together.
+	type tokResult struct {
+		tok *tokenizer.Tokenizer
+		err error
 	}
-	if err := loadCanceled(ctx, dir); err != nil {
-		return nil, err
+	tokc := make(chan tokResult, 1)
+	go func() {
+		tok, err := loadTokenizer(dir, opts.Tokenizer)
+		tokc <- tokResult{tok, err}
+	}()
+	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache)})
+	tr := <-tokc
+	if tr.err != nil {
+		if err == nil {
+			set.Close()
+		}
+		return nil, tr.err
 	}
-	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	tok := tr.tok
 	if err := loadCanceled(ctx, dir); err != nil {
 		set.Close()
 		return nil, err
@@ -144,6 +164,11 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	m.closer = set
+	m.repack = describeRepack(set.Repack)
+	// Loading leaves garbage (the tokenizer file, parse tables, repacking
+	// buffers) that the runtime would hand back to the system only
+	// gradually; a model is loaded once and then serves, so return it now.
+	debug.FreeOSMemory()
 	m.loadTime = time.Since(start)
 	return m, nil
 }
@@ -263,10 +288,6 @@ func indexOf(s []string, v string) int {
 	return -1
 }
 
-// qwen3TokenizerSHA256 is the sha256 of the official Qwen3 tokenizer.json,
-// the file tokenizer.LoadQwen3 embeds (a test checks they agree).
-const qwen3TokenizerSHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
-
 func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 	if path != "" {
 		return tokenizer.Load(path)
@@ -280,11 +301,12 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	// The usual case is the stock Qwen3 tokenizer: share the parsed copy
-	// every model in the process already uses (parsing takes seconds).
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == qwen3TokenizerSHA256 {
-		return tokenizer.LoadQwen3()
+	// every model in the process uses.
+	t, err := tokenizer.FromJSONShared(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return tokenizer.Load(path)
+	return t, nil
 }
 
 // Close releases the weights. Streams must not be used afterwards.
@@ -313,6 +335,11 @@ type Info struct {
 	// Device is where the network runs ("cpu", "cuda:0 (NVIDIA ...)"), and
 	// DeviceNote, for Options.Device "auto" on the CPU, why no GPU was used.
 	Device, DeviceNote string
+	// RepackCache says how the load used Options.RepackCache: "mapped
+	// PATH", "repacked, written to PATH", and why a file was not used
+	// (stale: written for other weights; corrupt) or not written. Empty
+	// for models with nothing to repack and models built in memory.
+	RepackCache string
 }
 
 // Labels are the model's label names, in the order of its heads' outputs:
@@ -330,7 +357,7 @@ func (m *Model) Info() Info {
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
 		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(), KVCapacityBytes: m.eng.capacityBytes(),
-		Device: m.eng.device(), DeviceNote: m.deviceNote,
+		Device: m.eng.device(), DeviceNote: m.deviceNote, RepackCache: m.repack,
 		LoadTime: m.loadTime, Labels: Labels{
 			ResponseRisk: slices.Clone(l.ResponseRisk), ResponseCategory: slices.Clone(l.ResponseCategory),
 			QueryRisk: slices.Clone(l.QueryRisk), QueryCategory: slices.Clone(l.QueryCategory),

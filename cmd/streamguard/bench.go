@@ -43,6 +43,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	bandwidth := fs.Int64("bandwidth-mib", 512, "also measure the machine's read bandwidth with a buffer of this many MiB, to compare with decode's weight reads (0 skips it)")
 	kvCache := kvCacheFlag(fs, "bf16")
+	repackCache := repackCacheFlag(fs)
 	kvBudget := fs.Int64("kv-budget-mib", 4096, "report how many resident streams of --kv-stream-tokens tokens fit in a KV-cache budget of this many MiB")
 	kvStream := fs.Int("kv-stream-tokens", 4000, "stream length for the --kv-budget-mib figure")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it)")
@@ -91,7 +92,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		opts.Progress = func(name string, i, n int) { line.stage(fmt.Sprintf("%s (%d/%d)", name, i, n)) }
 	}
 	var net *qwen3.Model
-	var label, dt string
+	var label, dt, repackUse string
 	start := time.Now()
 	line.stage("loading the model")
 	if *model != "" {
@@ -99,11 +100,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse, KVCache: kv.String()})
+		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse, KVCache: kv.String(), RepackCache: *repackCache})
 		if err != nil {
 			return err
 		}
 		defer m.Close()
+		reportRepack(stderr, m)
+		repackUse = m.Info().RepackCache
 		net, label = guardhook.Network(m), *model
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {
@@ -135,6 +138,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	r.RepackCache = repackUse
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

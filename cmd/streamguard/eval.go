@@ -58,6 +58,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
+	repackCache := repackCacheFlag(fs)
 	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when stderr is not a terminal, or with --json)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, evalHelp)
@@ -92,12 +93,13 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache, RepackCache: *repackCache})
 	if err != nil {
 		return err
 	}
 	defer g.Close()
 	reportDevice(stderr, *device, g)
+	reportRepack(stderr, g)
 	info := g.Info()
 	if err := eval.CheckCategories(items, *data, info.Labels.QueryCategory, info.Labels.ResponseCategory); err != nil {
 		return err

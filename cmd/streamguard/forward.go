@@ -41,6 +41,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	idsFile := fs.String("ids-file", "", `JSON file {"cases": [{"name": ..., "ids": [...]}, ...]}`)
 	out := fs.String("out", "-", "output file (- for stdout)")
 	kvCache := kvCacheFlag(fs, "f32") // exact by default: forward is for comparing engines
+	repackCache := repackCacheFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -88,11 +89,12 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{KVCache: *kvCache})
+	m, err := guard.Load(context.Background(), dir, guard.Options{KVCache: *kvCache, RepackCache: *repackCache})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	reportRepack(stderr, m)
 	net := guardhook.Network(m)
 	for i := range cases {
 		c := &cases[i]

@@ -65,6 +65,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
+	repackCache := repackCacheFlag(fs)
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, moderateHelp)
@@ -100,12 +101,13 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device, KVCache: *kvCache})
+	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device, KVCache: *kvCache, RepackCache: *repackCache})
 	if err != nil {
 		return err
 	}
 	defer g.Close()
 	reportDevice(stderr, *device, g)
+	reportRepack(stderr, g)
 
 	if *jsonl {
 		return moderateJSONL(g, stdin, stdout)

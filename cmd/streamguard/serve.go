@@ -58,6 +58,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
+	repackCache := repackCacheFlag(fs)
 	auditPath := fs.String("audit-log", "", "audit log file, JSON lines (default: stderr, with \"log\":\"audit\")")
 	upstream := fs.String("upstream", "", "OpenAI-compatible base URL: also serve POST /v1/chat/completions, moderated")
 	upHeader := fs.Duration("upstream-header-timeout", proxy.DefaultHeaderTimeout, "with --upstream: how long to wait for the upstream's response headers (then 504 upstream_timeout)")
@@ -131,12 +132,13 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache})
+	m, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Device: *device, KVCache: *kvCache, RepackCache: *repackCache})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	reportDevice(stderr, *device, m)
+	reportRepack(stderr, m)
 	if *name == "" {
 		*name = filepath.Base(filepath.Clean(dir))
 	}

@@ -90,10 +90,13 @@ type Batched struct {
 // Report is the result; the JSON keys are the ones the project's scripts
 // read.
 type Report struct {
-	Model             string             `json:"model"`
-	DType             string             `json:"dtype"`
-	Threads           int                `json:"threads"`
-	LoadSeconds       float64            `json:"load_seconds"`
+	Model       string  `json:"model"`
+	DType       string  `json:"dtype"`
+	Threads     int     `json:"threads"`
+	LoadSeconds float64 `json:"load_seconds"`
+	// RepackCache is how the load used the repacked-weights file of an
+	// AWQ model (guard.Info.RepackCache).
+	RepackCache       string             `json:"repack_cache,omitempty"`
 	PrefillTokens     int                `json:"prefill_tokens"`
 	PrefillSeconds    float64            `json:"prefill_seconds"`
 	PrefillTokensPerS float64            `json:"prefill_tokens_per_s"`
@@ -328,6 +331,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "model\t%s (%s), %d threads\n", r.Model, r.DType, r.Threads)
 	fmt.Fprintf(tw, "load\t%.2f s\n", r.LoadSeconds)
+	if r.RepackCache != "" {
+		fmt.Fprintf(tw, "repack cache\t%s\n", r.RepackCache)
+	}
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)
 	}

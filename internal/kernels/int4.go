@@ -73,6 +73,23 @@ type AWQParts struct {
 // gate and up, which the engine runs as one product) joins them without
 // copying. Each result is what RepackAWQ gives for its part.
 func RepackAWQStacked(parts []AWQParts, group int) ([]*Int4Matrix, error) {
+	return repackAWQStacked(parts, group, nil, nil)
+}
+
+// RepackAWQInto is RepackAWQStacked into qs and meta, which must be zeroed
+// and exactly as long as the parts' codes and records (Int4LayoutSizes,
+// summed): a mapped file, for instance, so that the repacked weights are
+// kept without a copy. The matrices view qs and meta.
+func RepackAWQInto(parts []AWQParts, group int, qs, meta []byte) ([]*Int4Matrix, error) {
+	if qs == nil || meta == nil {
+		return nil, fmt.Errorf("kernels: RepackAWQInto needs its buffers")
+	}
+	return repackAWQStacked(parts, group, qs, meta)
+}
+
+// repackAWQStacked repacks into qs and meta, or new buffers when they are
+// nil.
+func repackAWQStacked(parts []AWQParts, group int, qs, meta []byte) ([]*Int4Matrix, error) {
 	ms := make([]*Int4Matrix, len(parts))
 	var qlen, mlen int
 	for i, p := range parts {
@@ -93,15 +110,24 @@ func RepackAWQStacked(parts []AWQParts, group int) ([]*Int4Matrix, error) {
 		if len(p.Scales) != groups*N {
 			return nil, fmt.Errorf("kernels: AWQ scales has %d values, want [%d][%d] = %d", len(p.Scales), groups, N, groups*N)
 		}
-		blocks := (N + int4Block - 1) / int4Block
-		ms[i] = &Int4Matrix{K: K, N: N, Group: group, blocks: blocks, groups: groups, qsOff: qlen, metaOff: mlen}
-		qlen += blocks * groups * (group / 8) * 64
-		mlen += blocks * groups * int4Meta
+		qn, mn, err := Int4LayoutSizes(K, N, group)
+		if err != nil {
+			return nil, err
+		}
+		ms[i] = &Int4Matrix{K: K, N: N, Group: group, blocks: (N + int4Block - 1) / int4Block, groups: groups, qsOff: qlen, metaOff: mlen}
+		qlen += qn
+		mlen += mn
 	}
-	st := &int4Stack{qs: make([]byte, qlen), meta: make([]byte, mlen)}
+	if qs == nil {
+		qs, meta = make([]byte, qlen), make([]byte, mlen)
+	}
+	if len(qs) != qlen || len(meta) != mlen {
+		return nil, fmt.Errorf("kernels: AWQ repack needs %d code and %d record bytes, given %d and %d", qlen, mlen, len(qs), len(meta))
+	}
+	st := &int4Stack{qs: qs, meta: meta}
 	for i, p := range parts {
 		m := ms[i]
-		qn, mn := m.blocks*m.groups*(group/8)*64, m.blocks*m.groups*int4Meta
+		qn, mn, _ := Int4LayoutSizes(m.K, m.N, group)
 		m.stack = st
 		m.qs = st.qs[m.qsOff : m.qsOff+qn : m.qsOff+qn]
 		m.meta = st.meta[m.metaOff : m.metaOff+mn : m.metaOff+mn]

@@ -76,7 +76,12 @@ func NewAWQLoader(src Source, q *config.Quantization) LinearLoader {
 	if q != nil {
 		group, skip = q.GroupSize, q.ModulesToNotConvert
 	}
-	pre := prepackAWQ(src, group, skip)
+	return awqLoader(group, skip, prepackAWQ(src, group, skip))
+}
+
+// awqLoader is the loader of NewAWQLoader over the projections already
+// repacked in pre.
+func awqLoader(group int, skip []string, pre map[string]*kernels.Int4Matrix) LinearLoader {
 	return func(s Source, prefix string, out, in int) (Linear, error) {
 		if notConverted(prefix, skip) || !s.Has(prefix+".qweight") {
 			return DenseLinear(s, prefix, out, in)
@@ -100,22 +105,16 @@ func notConverted(module string, skip []string) bool {
 // Projections that fail are left out: the loader repeats the work for them
 // and reports the error against the model's expected shapes.
 func prepackAWQ(src Source, group int, skip []string) map[string]*kernels.Int4Matrix {
-	n, ok := src.(namer)
-	if !ok {
-		return nil
-	}
-	var prefixes []string
-	for _, name := range n.Names() {
-		if p, ok := strings.CutSuffix(name, ".qweight"); ok && !notConverted(p, skip) {
-			prefixes = append(prefixes, p)
-		}
-	}
-	units := fusionUnits(prefixes)
+	return prepackUnits(src, fusionUnits(quantizedPrefixes(src, skip)), group)
+}
+
+// prepackUnits repacks the units (fusionUnits) in parallel.
+func prepackUnits(src Source, units [][]string, group int) map[string]*kernels.Int4Matrix {
 	mats := make([][]*kernels.Int4Matrix, len(units))
 	parallelFor(len(units), kernels.Threads(), func(_, i int) {
 		mats[i] = prepackUnit(src, units[i], group)
 	})
-	pre := make(map[string]*kernels.Int4Matrix, len(prefixes))
+	pre := make(map[string]*kernels.Int4Matrix)
 	for i, u := range units {
 		for j, p := range u {
 			if mats[i][j] != nil {

@@ -89,7 +89,7 @@ func (s *awqStats) finish(t *testing.T) {
 type awqTiny struct {
 	dir string
 	cfg *config.Config
-	set *safetensors.Set
+	set *Weights
 	m   *Model
 }
 
@@ -225,7 +225,7 @@ func TestAWQMatchesDequantized(t *testing.T) {
 			name = "symmetric"
 		}
 		t.Run(name, func(t *testing.T) {
-			quant, dense := dequantizedSource(t, a.set, group, symmetric)
+			quant, dense := dequantizedSource(t, a.set.Set, group, symmetric)
 			qm, err := Load(quant, a.cfg, Options{Linear: NewAWQLoader(quant, a.cfg.QuantizationConfig)})
 			if err != nil {
 				t.Fatal(err)
@@ -419,7 +419,7 @@ func TestAWQFusedProjectionsAreInvisible(t *testing.T) {
 func TestAWQCoarseMode(t *testing.T) {
 	a := tinyAWQ(t)
 	group := a.cfg.QuantizationConfig.GroupSize
-	_, dense := dequantizedSource(t, a.set, group, false)
+	_, dense := dequantizedSource(t, a.set.Set, group, false)
 	dm, err := Load(dense, a.cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

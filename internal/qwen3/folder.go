@@ -1,15 +1,37 @@
 package qwen3
 
 import (
+	"errors"
+
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/packfile"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
+// Weights is what a model that OpenFolder loaded reads from: the
+// checkpoint's mapped safetensors files and, for AWQ, the mapped
+// repacked-weights file. Close it after the model is done.
+type Weights struct {
+	*safetensors.Set
+	// Repack says how an AWQ load used Options.RepackCache.
+	Repack RepackCache
+	pack   *packfile.File
+}
+
+// Close unmaps the weights.
+func (w *Weights) Close() error {
+	var err error
+	if w.pack != nil {
+		err = w.pack.Close()
+	}
+	return errors.Join(err, w.Set.Close())
+}
+
 // OpenFolder loads the checkpoint folder dir (config.json and its
 // safetensors files, memory-mapped) with opts; an AWQ config gets the AWQ
-// loader unless opts names a Linear loader. The returned set backs the
-// model's weights: close it after the model is done.
-func OpenFolder(dir string, opts Options) (*Model, *safetensors.Set, error) {
+// loader unless opts names a Linear loader, and with it the
+// repacked-weights file of opts.RepackCache.
+func OpenFolder(dir string, opts Options) (*Model, *Weights, error) {
 	cfg, err := config.Load(dir)
 	if err != nil {
 		return nil, nil, err
@@ -18,13 +40,21 @@ func OpenFolder(dir string, opts Options) (*Model, *safetensors.Set, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	w := &Weights{Set: set}
+	var pack *awqPack
 	if opts.Linear == nil && cfg.IsAWQ() {
-		opts.Linear = NewAWQLoader(set, cfg.QuantizationConfig)
+		q := cfg.QuantizationConfig
+		pack = openAWQPack(set, q.GroupSize, q.ModulesToNotConvert, opts.RepackCache)
+		opts.Linear = awqLoader(q.GroupSize, q.ModulesToNotConvert, pack.pre)
 	}
 	m, err := Load(set, cfg, opts)
+	if pack != nil {
+		w.pack = pack.finish(err == nil)
+		w.Repack = pack.use
+	}
 	if err != nil {
-		set.Close()
+		w.Close()
 		return nil, nil, err
 	}
-	return m, set, nil
+	return m, w, nil
 }

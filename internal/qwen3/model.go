@@ -45,6 +45,13 @@ type Options struct {
 	// KVCache is the type of the caches NewCache returns; the zero value
 	// is the exact float32 cache (guard.Load defaults to bfloat16).
 	KVCache KVType
+	// RepackCache, for an AWQ folder loaded by OpenFolder, are the paths
+	// of its repacked-weights file, tried in order: the first that holds
+	// the current repacked projections (see package packfile) is mapped
+	// instead of repacking; when none does, the projections are repacked
+	// and written to the first path that can be written. Empty: repack,
+	// write nothing.
+	RepackCache []string
 }
 
 // Load builds the model described by cfg from src. It checks the config,

@@ -48,7 +48,7 @@ func Load(path string) (*Tokenizer, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	t, err := FromJSON(b)
+	t, err := FromJSONShared(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -3,7 +3,9 @@ package tokenizer
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sync"
@@ -48,19 +50,40 @@ var qwen3 struct {
 	err  error
 }
 
+// Qwen3SHA256 is the SHA-256 of the official Qwen3 tokenizer.json, the file
+// embedded here (a test checks they agree).
+const Qwen3SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
+
 // LoadQwen3 returns the embedded Qwen3 tokenizer. Parsing takes a noticeable
 // fraction of a second, so it happens once per process and every caller
 // shares the result (a Tokenizer is safe for concurrent use).
 func LoadQwen3() (*Tokenizer, error) {
+	return sharedQwen3(func() ([]byte, error) { return gunzip(qwen3TokenizerGz) })
+}
+
+// FromJSONShared is FromJSON, except that when b is the official Qwen3
+// tokenizer.json (by SHA-256) it returns the copy LoadQwen3 shares, parsed
+// from b when no caller has parsed it yet: a model folder's stock
+// tokenizer then costs one parse per process and no decompression.
+func FromJSONShared(b []byte) (*Tokenizer, error) {
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != Qwen3SHA256 {
+		return FromJSON(b)
+	}
+	return sharedQwen3(func() ([]byte, error) { return b, nil })
+}
+
+// sharedQwen3 parses the Qwen3 tokenizer.json that src gives, once per
+// process.
+func sharedQwen3(src func() ([]byte, error)) (*Tokenizer, error) {
 	qwen3.once.Do(func() {
-		b, err := gunzip(qwen3TokenizerGz)
+		b, err := src()
 		if err != nil {
 			qwen3.err = fmt.Errorf("embedded qwen3 tokenizer.json: %w", err)
 			return
 		}
 		qwen3.tok, qwen3.err = FromJSON(b)
 		if qwen3.err != nil {
-			qwen3.err = fmt.Errorf("embedded qwen3 tokenizer.json: %w", qwen3.err)
+			qwen3.err = fmt.Errorf("qwen3 tokenizer.json: %w", qwen3.err)
 		}
 	})
 	return qwen3.tok, qwen3.err

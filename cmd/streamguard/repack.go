@@ -1,0 +1,24 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// repackCacheFlag adds --repack-cache to a command that loads a model.
+func repackCacheFlag(fs *flag.FlagSet) *string {
+	return fs.String("repack-cache", "auto", "where AWQ weights repacked for the CPU kernels are kept between loads, so that later loads map them instead of repacking: auto (a .streamguard folder in the model folder, else the user cache folder), off, or a folder")
+}
+
+// reportRepack says on stderr when a load wrote the repacked-weights file
+// or could not use or write one; a load that mapped it is quiet.
+func reportRepack(stderr io.Writer, m *guard.Model) {
+	r := m.Info().RepackCache
+	if r != "" && (!strings.HasPrefix(r, "mapped ") || strings.Contains(r, "; ")) {
+		fmt.Fprintf(stderr, "repack cache: %s\n", r)
+	}
+}

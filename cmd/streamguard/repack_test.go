@@ -1,0 +1,58 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/synth"
+)
+
+// TestRepackCacheFlag: moderate on an AWQ folder says it wrote the
+// repacked weights on the first run, is quiet when it maps them, and
+// --repack-cache off writes nothing.
+func TestRepackCacheFlag(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"moderate", "--model", dir, "--prompt", "Hi", "--response", "hello there"}
+	pack := filepath.Join(dir, ".streamguard", "awq-int4.pack")
+
+	code, out1, errs := run(t, append(args, "--repack-cache", "off")...)
+	if code > 3 || strings.Contains(errs, "repack cache") {
+		t.Fatalf("--repack-cache off: exit %d, stderr %q", code, errs)
+	}
+	if m, _ := filepath.Glob(pack); len(m) != 0 {
+		t.Fatalf("--repack-cache off wrote %v", m)
+	}
+	code, out2, errs := run(t, args...)
+	if want := "repack cache: repacked, written to " + pack + "\n"; code > 3 || !strings.Contains(errs, want) {
+		t.Fatalf("first run: exit %d, stderr %q, want %q", code, errs, want)
+	}
+	code, out3, errs := run(t, args...)
+	if code > 3 || strings.Contains(errs, "repack cache") {
+		t.Fatalf("second run: exit %d, stderr %q (mapping is quiet)", code, errs)
+	}
+	if out1 != out2 || out2 != out3 {
+		t.Errorf("verdicts differ between repacking and mapping:\n%s\n%s\n%s", out1, out2, out3)
+	}
+}
+
+// TestPrepare: prepare writes the file once and then finds it mapped.
+func TestPrepare(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	pack := filepath.Join(dir, ".streamguard", "awq-int4.pack")
+	for _, want := range []string{"repacked, written to " + pack, "mapped " + pack} {
+		code, out, errs := run(t, "prepare", "--model", dir)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("prepare: exit %d, stdout %q, stderr %q; want %q", code, out, errs, want)
+		}
+	}
+	if code, _, errs := run(t, "prepare", "--model", dir, "--repack-cache", "off"); code != 2 || !strings.Contains(errs, "nothing to prepare") {
+		t.Errorf("prepare --repack-cache off: exit %d, %q", code, errs)
+	}
+}
