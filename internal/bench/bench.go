@@ -209,8 +209,14 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		if err := c.FillRandom(p, o.Seed+uint64(p)); err != nil {
 			return nil, err
 		}
+		// Room for every step up front: a growing cache copies itself
+		// each time it grows by a quarter, which a live stream spreads over
+		// that many tokens but a run of a few steps would count whole.
+		if err := c.Reserve(p + o.Steps + 1); err != nil {
+			return nil, err
+		}
 		toks := ids(o.Steps+1, o.Seed+2)
-		// The first step is untimed (it may grow the cache).
+		// The first step is untimed.
 		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[:1]}}, qwen3.ForwardOptions{}); err != nil {
 			return nil, err
 		}
@@ -252,6 +258,9 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 			seqs[i].Cache = m.NewCache()
 			// Stagger the lengths as live streams would be.
 			if err := seqs[i].Cache.FillRandom(pos+i%8, o.Seed+uint64(i)); err != nil {
+				return nil, err
+			}
+			if err := seqs[i].Cache.Reserve(pos + i%8 + o.Steps + 1); err != nil {
 				return nil, err
 			}
 		}

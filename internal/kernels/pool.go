@@ -32,6 +32,12 @@ type poolJob struct {
 	chunks  int32
 	next    atomic.Int32
 	pending atomic.Int32
+
+	// item, when set, replaces fn: every index of [0, n) is a chunk of
+	// its own, run as item(worker, i) by goroutines whose worker number is
+	// below workers, so that each can own scratch space.
+	item    func(worker, i int)
+	workers int
 }
 
 // chunksPerWorker is how many pieces a long loop is cut into per
@@ -53,15 +59,23 @@ func (j *poolJob) bounds(c int) (lo, hi int) {
 	return b(c), b(c + 1)
 }
 
-// work claims and runs chunks until none are left.
-func (j *poolJob) work() {
+// work claims and runs chunks until none are left; worker is the calling
+// goroutine's number (the publishing goroutine is 0).
+func (j *poolJob) work(worker int) {
+	if j.item != nil && worker >= j.workers {
+		return
+	}
 	for {
 		c := j.next.Add(1) - 1
 		if c >= j.chunks {
 			return
 		}
-		lo, hi := j.bounds(int(c))
-		j.fn(lo, hi)
+		if j.item != nil {
+			j.item(worker, int(c))
+		} else {
+			lo, hi := j.bounds(int(c))
+			j.fn(lo, hi)
+		}
 		j.pending.Add(-1)
 	}
 }
@@ -78,34 +92,62 @@ func (sp *spinPool) run(n, align, p int, fine bool, fn func(lo, hi int)) {
 	if fine {
 		chunks = min((n+align-1)/align, chunksPerWorker*p)
 	}
-	j := &poolJob{fn: fn, n: n, align: align, chunks: int32(chunks)}
-	j.pending.Store(int32(chunks))
+	sp.do(&poolJob{fn: fn, n: n, align: align, chunks: int32(chunks)}, p)
+}
+
+// runItems runs item(worker, i) for every i in [0, n) on up to p
+// goroutines, handing indices out one at a time.
+func (sp *spinPool) runItems(n, p int, item func(worker, i int)) {
+	if !sp.busy.TryLock() {
+		for i := range n {
+			item(0, i)
+		}
+		return
+	}
+	defer sp.busy.Unlock()
+	sp.do(&poolJob{item: item, n: n, chunks: int32(n), workers: p}, p)
+}
+
+// do publishes j to the workers, starting up to p-1 of them, takes part
+// in it, and waits until every chunk has run. The caller holds busy.
+func (sp *spinPool) do(j *poolJob, p int) {
+	j.pending.Store(j.chunks)
 	sp.job.Store(j)
 	sp.mu.Lock()
 	for sp.started < p-1 {
 		sp.started++
-		go sp.worker(sp.gen.Load())
+		go sp.worker(sp.started, sp.gen.Load())
 	}
 	sp.gen.Add(1)
 	if sp.parked > 0 {
 		sp.cond.Broadcast()
 	}
 	sp.mu.Unlock()
-	j.work()
+	j.work(0)
 	for i := 0; j.pending.Load() != 0; i++ {
-		if i%16 == 15 {
+		if i%256 == 255 { // rarely: the workers hold their processors
 			runtime.Gosched()
 		}
 	}
 	sp.job.Store(nil)
 }
 
-func (sp *spinPool) worker(seen uint64) {
+// worker is pool goroutine number id (from 1), which has seen generation
+// seen.
+func (sp *spinPool) worker(id int, seen uint64) {
 	for {
-		// Poll for a new generation, then park.
+		// Poll for a new generation, then park. Polling does not yield
+		// the processor (a yield costs a trip through the scheduler's
+		// lock, and the next job waits on it) unless there are more pool
+		// goroutines than processors: then a poller would keep the one
+		// holding the work off its processor.
 		deadline := time.Now().Add(spinFor)
+		yield := Threads() > runtime.GOMAXPROCS(0)
 		for i := 0; sp.gen.Load() == seen; i++ {
 			if i%64 == 63 {
+				if yield {
+					runtime.Gosched()
+				}
 				if time.Now().After(deadline) {
 					sp.mu.Lock()
 					for sp.gen.Load() == seen {
@@ -116,12 +158,11 @@ func (sp *spinPool) worker(seen uint64) {
 					sp.mu.Unlock()
 					break
 				}
-				runtime.Gosched()
 			}
 		}
 		seen = sp.gen.Load()
 		if j := sp.job.Load(); j != nil {
-			j.work()
+			j.work(id)
 		}
 	}
 }

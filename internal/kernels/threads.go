@@ -106,3 +106,21 @@ func parallelChunks(n, align int, fine bool, fn func(lo, hi int)) {
 	fn(0, bound(1))
 	wg.Wait()
 }
+
+// ParallelFor runs fn(worker, i) for every i in [0, n) on up to workers
+// goroutines (at most Threads()), on the pool that the matrix products
+// use, handing indices out one at a time so that uneven items balance.
+// worker is below workers and numbers the goroutine running the item, for
+// scratch space. Loops of the model that are not matrix products (the
+// attention of each head, loading) run through it, so one set of
+// goroutines serves a whole forward.
+func ParallelFor(n, workers int, fn func(worker, i int)) {
+	p := min(workers, n, Threads())
+	if p <= 1 {
+		for i := range n {
+			fn(0, i)
+		}
+		return
+	}
+	pool.runItems(n, p, fn)
+}

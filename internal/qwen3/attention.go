@@ -46,7 +46,7 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		a.V.Forward(v, x, T)
 	}
 
-	parallelFor(T, workersFor(T, qd+kvd), func(_, t int) {
+	kernels.ParallelFor(T, workersFor(T, qd+kvd), func(_, t int) {
 		r := b.rows[t]
 		cos, sin := b.rope.At(r.pos)
 		for h := range a.Heads {
@@ -74,7 +74,7 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	starts := attnBlocks(ws.blockStarts[:0], b.rows, blockRows)
 	ws.blockStarts = starts
 	nb := len(starts) - 1
-	parallelFor(nb*a.KVHeads, workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1)), func(w, i int) {
+	kernels.ParallelFor(nb*a.KVHeads, workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1)), func(w, i int) {
 		bi, kh := i/a.KVHeads, i%a.KVHeads
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]

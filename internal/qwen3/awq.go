@@ -111,7 +111,7 @@ func prepackAWQ(src Source, group int, skip []string) map[string]*kernels.Int4Ma
 // prepackUnits repacks the units (fusionUnits) in parallel.
 func prepackUnits(src Source, units [][]string, group int) map[string]*kernels.Int4Matrix {
 	mats := make([][]*kernels.Int4Matrix, len(units))
-	parallelFor(len(units), kernels.Threads(), func(_, i int) {
+	kernels.ParallelFor(len(units), kernels.Threads(), func(_, i int) {
 		mats[i] = prepackUnit(src, units[i], group)
 	})
 	pre := make(map[string]*kernels.Int4Matrix)

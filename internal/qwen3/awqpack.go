@@ -111,7 +111,7 @@ func (p *awqPack) repackToFile(src Source, group int, paths []string) bool {
 		return false
 	}
 	mats := make([][]*kernels.Int4Matrix, len(p.units))
-	parallelFor(len(p.units), kernels.Threads(), func(_, i int) {
+	kernels.ParallelFor(len(p.units), kernels.Threads(), func(_, i int) {
 		if mats[i] = repackUnitInto(src, p.units[i], group, b.Section(i, 0), b.Section(i, 1)); mats[i] != nil {
 			b.Seal(i) // while the unit's last bytes are still in cache
 		}
@@ -175,7 +175,7 @@ func (p *awqPack) fromFile(src Source, f *packfile.File, group int) (map[string]
 		}
 	}
 	errs := make([]error, len(es))
-	parallelFor(len(es), kernels.Threads(), func(_, i int) { errs[i] = f.Check(i) })
+	kernels.ParallelFor(len(es), kernels.Threads(), func(_, i int) { errs[i] = f.Check(i) })
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func RandomSource(cfg *config.Config, dtype safetensors.DType, seed uint64) (Map
 	}
 	src := make(MapSource, len(names))
 	var mu sync.Mutex
-	parallelFor(len(names), kernels.Threads(), func(_, i int) {
+	kernels.ParallelFor(len(names), kernels.Threads(), func(_, i int) {
 		t := randomTensor(names[i], shapes[i], dtype, seed)
 		mu.Lock()
 		src[names[i]] = t
