@@ -2,11 +2,10 @@ package gpu
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
 
 	"github.com/streamguard/streamguard/internal/awq"
 	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
 )
 
 // awqRepacked is an AWQ projection in the layout matmul_awq reads: codes
@@ -29,33 +28,28 @@ func repackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*awqR
 		return nil, fmt.Errorf("AWQ tensors of %d, %d and %d values do not fit %d×%d with group %d", len(qweight), len(qzeros), len(scales), N, K, group)
 	}
 	r := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G)}
-	var wg sync.WaitGroup
-	workers := runtime.GOMAXPROCS(0)
-	for w := range workers {
-		wg.Go(func() {
-			// Worker w takes word columns c ≡ w (mod workers): 8 rows each.
-			for c := w; c < words; c += workers {
-				for k := range K {
-					word := uint32(qweight[k*words+c])
-					for i, j := range awq.PackOrder {
-						n := 8*c + j
-						r.codes[n*(K/8)+k/8] |= (word >> (4 * i) & 0xF) << (4 * (k % 8))
-					}
-				}
-				for g := range G {
-					for i, j := range awq.PackOrder {
-						n := 8*c + j
-						z := float32(8)
-						if qzeros != nil {
-							z = float32(uint32(qzeros[g*words+c]) >> (4 * i) & 0xF)
-						}
-						s := half.F16ToF32(scales[g*N+n])
-						r.scales[n*G+g], r.zs[n*G+g] = s, z*s
-					}
+	// Each word column c fills its own 8 rows.
+	kernels.ParallelRange(words, 1, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			for k := range K {
+				word := uint32(qweight[k*words+c])
+				for i, j := range awq.PackOrder {
+					n := 8*c + j
+					r.codes[n*(K/8)+k/8] |= (word >> (4 * i) & 0xF) << (4 * (k % 8))
 				}
 			}
-		})
-	}
-	wg.Wait()
+			for g := range G {
+				for i, j := range awq.PackOrder {
+					n := 8*c + j
+					z := float32(8)
+					if qzeros != nil {
+						z = float32(uint32(qzeros[g*words+c]) >> (4 * i) & 0xF)
+					}
+					s := half.F16ToF32(scales[g*N+n])
+					r.scales[n*G+g], r.zs[n*G+g] = s, z*s
+				}
+			}
+		}
+	})
 	return r, nil
 }

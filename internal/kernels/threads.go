@@ -124,3 +124,8 @@ func ParallelFor(n, workers int, fn func(worker, i int)) {
 	}
 	pool.runItems(n, p, fn)
 }
+
+// ParallelRange runs fn over [0, n) cut into contiguous chunks whose
+// boundaries are multiples of align, one per goroutine of the pool (at most
+// Threads()): for long loops whose elements are independent.
+func ParallelRange(n, align int, fn func(lo, hi int)) { parallelRows(n, align, fn) }

@@ -2,7 +2,6 @@ package train
 
 import (
 	"math"
-	"sync"
 
 	"github.com/streamguard/streamguard/internal/kernels"
 )
@@ -62,14 +61,5 @@ func parallelChunks(n int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := 1; w < p; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(n*w/p, n*(w+1)/p)
-		}()
-	}
-	fn(0, n/p)
-	wg.Wait()
+	kernels.ParallelRange(n, 1, fn)
 }

@@ -10,12 +10,12 @@ import (
 	"math"
 	"runtime"
 	"slices"
-	"sync"
 
 	"golang.org/x/sys/cpu"
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -44,34 +44,17 @@ func backboneKey(set *safetensors.Set, cfg *config.Config, net *qwen3.Model) (st
 	}
 	digests := make([][]byte, len(names))
 	errs := make([]error, len(names))
-	var next sync.Mutex
-	i := 0
-	var wg sync.WaitGroup
-	for range min(len(names), runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				next.Lock()
-				j := i
-				i++
-				next.Unlock()
-				if j >= len(names) {
-					return
-				}
-				t, err := set.Tensor(names[j])
-				if err != nil {
-					errs[j] = err
-					continue
-				}
-				h := sha256.New()
-				fmt.Fprintf(h, "%s %s %v\n", t.Name, t.DType, t.Shape)
-				h.Write(t.Data)
-				digests[j] = h.Sum(nil)
-			}
-		}()
-	}
-	wg.Wait()
+	kernels.ParallelFor(len(names), kernels.Threads(), func(_, j int) {
+		t, err := set.Tensor(names[j])
+		if err != nil {
+			errs[j] = err
+			return
+		}
+		h := sha256.New()
+		fmt.Fprintf(h, "%s %s %v\n", t.Name, t.DType, t.Shape)
+		h.Write(t.Data)
+		digests[j] = h.Sum(nil)
+	})
 	for _, err := range errs {
 		if err != nil {
 			return "", err

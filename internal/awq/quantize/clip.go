@@ -23,7 +23,7 @@ func newGram(x []float32, T, K, G int) *gram {
 	for g := 0; g < gr.groups; g++ {
 		// Transpose the group's columns so the product is one matmul:
 		// M[i][j] = Σ_t xt[i][t]·xt[j][t].
-		parallelRange(T, 1, func(lo, hi int) {
+		kernels.ParallelRange(T, 1, func(lo, hi int) {
 			for t := lo; t < hi; t++ {
 				row := x[t*K+g*G : t*K+(g+1)*G]
 				for i, v := range row {
@@ -59,7 +59,7 @@ func clip(m *mat, gr *gram) error {
 	bestErr := make([]float64, N)
 	for g := 0; g < K/G; g++ {
 		var fail firstError
-		parallelRange(N, 1, func(lo, hi int) {
+		kernels.ParallelRange(N, 1, func(lo, hi int) {
 			for n := lo; n < hi; n++ {
 				row := wg[n*G : (n+1)*G]
 				copy(row, m.W[n*K+g*G:n*K+(g+1)*G])
@@ -78,7 +78,7 @@ func clip(m *mat, gr *gram) error {
 		mg := gr.m[g*G*G : (g+1)*G*G]
 		for i := 0; i < awq.ClipSteps; i++ {
 			shrink := awq.ClipShrink(i)
-			parallelRange(N, 1, func(lo, hi int) {
+			kernels.ParallelRange(N, 1, func(lo, hi int) {
 				for n := lo; n < hi; n++ {
 					row, dr := wg[n*G:(n+1)*G], d[n*G:(n+1)*G]
 					if err := awq.ClipDelta(dr, row, mxs[n], mns[n], m0[n]*shrink); err != nil {
@@ -91,7 +91,7 @@ func clip(m *mat, gr *gram) error {
 				return err
 			}
 			kernels.MatMulF32(p, d, mg, N, G, G)
-			parallelRange(N, 1, func(lo, hi int) {
+			kernels.ParallelRange(N, 1, func(lo, hi int) {
 				for n := lo; n < hi; n++ {
 					var e float64
 					pr, dr := p[n*G:(n+1)*G], d[n*G:(n+1)*G]
@@ -104,7 +104,7 @@ func clip(m *mat, gr *gram) error {
 				}
 			})
 		}
-		parallelRange(N, 1, func(lo, hi int) {
+		kernels.ParallelRange(N, 1, func(lo, hi int) {
 			for n := lo; n < hi; n++ {
 				row := m.W[n*K+g*G : n*K+(g+1)*G]
 				awq.ClampGroup(row, row, best[n])

@@ -12,6 +12,7 @@ import (
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -61,7 +62,7 @@ func (r *run) embedding() error {
 		hi := min(n, lo+chunk)
 		out := buf[:2*(hi-lo)]
 		var fail firstError
-		parallelRange(hi-lo, 1024, func(a, b int) {
+		kernels.ParallelRange(hi-lo, 1024, func(a, b int) {
 			if err := toF16(out[2*a:2*b], t, lo+a, lo+b); err != nil {
 				fail.set(fmt.Errorf("%s: %w", name, err))
 			}
@@ -397,7 +398,7 @@ func meanAbs(x []float32, K int) []float64 {
 	const block = 128
 	nb := (T + block - 1) / block
 	parts := make([][]float64, nb)
-	parallelRange(nb, 1, func(lo, hi int) {
+	kernels.ParallelRange(nb, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			s := make([]float64, K)
 			for t := b * block; t < min(T, (b+1)*block); t++ {
@@ -444,7 +445,7 @@ func scaleRows(x []float32, s []float32) {
 	for k, v := range s {
 		inv[k] = 1 / v
 	}
-	parallelRange(len(x)/K, 1, func(lo, hi int) {
+	kernels.ParallelRange(len(x)/K, 1, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			row := x[t*K : (t+1)*K]
 			for k := range row {

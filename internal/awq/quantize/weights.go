@@ -27,9 +27,9 @@ func toMat(name string, l qwen3.Linear) (*mat, error) {
 	case *qwen3.F32Linear:
 		copy(m.W, v.W)
 	case *qwen3.BF16Linear:
-		parallelRange(N, 1, func(lo, hi int) { half.BF16SliceToF32(m.W[lo*K:hi*K], v.W[lo*K:hi*K]) })
+		kernels.ParallelRange(N, 1, func(lo, hi int) { half.BF16SliceToF32(m.W[lo*K:hi*K], v.W[lo*K:hi*K]) })
 	case *qwen3.F16Linear:
-		parallelRange(N, 1, func(lo, hi int) { half.F16SliceToF32(m.W[lo*K:hi*K], v.W[lo*K:hi*K]) })
+		kernels.ParallelRange(N, 1, func(lo, hi int) { half.F16SliceToF32(m.W[lo*K:hi*K], v.W[lo*K:hi*K]) })
 	default:
 		return nil, fmt.Errorf("%s: a %T projection cannot be quantized (want F32, BF16 or F16 weights)", name, l)
 	}
@@ -43,7 +43,7 @@ func toMat(name string, l qwen3.Linear) (*mat, error) {
 
 // scaleCols multiplies column k of every row by s[k].
 func (m *mat) scaleCols(s []float32) {
-	parallelRange(m.N, 1, func(lo, hi int) {
+	kernels.ParallelRange(m.N, 1, func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			row := m.W[n*m.K : (n+1)*m.K]
 			for k := range row {
@@ -70,7 +70,7 @@ func (m *mat) pack(group int) (*awq.Packed, error) {
 		return nil, fmt.Errorf("%s: %w", m.name, err)
 	}
 	var fail firstError
-	parallelRange(m.N, 8, func(lo, hi int) {
+	kernels.ParallelRange(m.N, 8, func(lo, hi int) {
 		if err := p.QuantizeRows(m.W, lo, hi); err != nil {
 			fail.set(fmt.Errorf("%s: %w", m.name, err))
 		}
@@ -151,7 +151,7 @@ func candidates(ms []*mat, s []float32, group int, kind SearchKernel, packs []*a
 			}
 		}
 		var fail firstError
-		parallelRange(m.N, 8, func(lo, hi int) {
+		kernels.ParallelRange(m.N, 8, func(lo, hi int) {
 			if err := p.QuantizeScaledRows(m.W, s, lo, hi); err != nil {
 				fail.set(fmt.Errorf("%s: %w", m.name, err))
 			}
@@ -162,20 +162,15 @@ func candidates(ms []*mat, s []float32, group int, kind SearchKernel, packs []*a
 		packed[i] = p
 	}
 	errs := make([]error, len(ms))
-	var wg sync.WaitGroup
-	for i, p := range packed {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := kernels.RepackAWQ(p.QWeight, p.QZeros, p.Scales, p.K, p.N, p.Group)
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", ms[i].name, err)
-				return
-			}
-			out[i] = &scaledInt4{inv: inv, m: m}
-		}()
-	}
-	wg.Wait()
+	kernels.ParallelFor(len(packed), kernels.Threads(), func(_, i int) {
+		p := packed[i]
+		m, err := kernels.RepackAWQ(p.QWeight, p.QZeros, p.Scales, p.K, p.N, p.Group)
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", ms[i].name, err)
+			return
+		}
+		out[i] = &scaledInt4{inv: inv, m: m}
+	})
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -187,7 +182,7 @@ func candidates(ms []*mat, s []float32, group int, kind SearchKernel, packs []*a
 // fakeQuantScaled writes Q(W·s)/s into dst.
 func fakeQuantScaled(dst []float32, m *mat, s, inv []float32, group int) error {
 	var fail firstError
-	parallelRange(m.N, 1, func(lo, hi int) {
+	kernels.ParallelRange(m.N, 1, func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			row, d := m.W[n*m.K:(n+1)*m.K], dst[n*m.K:(n+1)*m.K]
 			for k, x := range row {
@@ -217,7 +212,7 @@ type scaledInt4 struct {
 func (l *scaledInt4) Forward(dst, x []float32, T int) {
 	K := l.m.K
 	xs := grow(&l.buf, T*K)
-	parallelRange(T, 1, func(lo, hi int) {
+	kernels.ParallelRange(T, 1, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			row, d := x[t*K:(t+1)*K], xs[t*K:(t+1)*K]
 			for k, v := range row {
@@ -236,31 +231,6 @@ func grow(s *[]float32, n int) []float32 {
 	}
 	*s = (*s)[:n]
 	return *s
-}
-
-// parallelRange splits [0, n) into kernels.Threads() contiguous chunks
-// whose bounds are multiples of align (except n) and runs fn on each.
-func parallelRange(n, align int, fn func(lo, hi int)) {
-	p := kernels.Threads()
-	blocks := (n + align - 1) / align
-	p = min(p, blocks)
-	if p <= 1 {
-		if n > 0 {
-			fn(0, n)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	bound := func(i int) int { return min(n, blocks*i/p*align) }
-	for i := 1; i < p; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(bound(i), bound(i+1))
-		}()
-	}
-	fn(0, bound(1))
-	wg.Wait()
 }
 
 // Encoders for tensor bytes (little-endian).
