@@ -9,8 +9,11 @@
 // pages spread over the rest — must equal the key of the model being
 // loaded; every section must lie inside the file; and every section's
 // CRC-32C must match before a byte of it is used. That catches stale,
-// truncated and corrupted files. It does not defend against someone who can
-// write the model's folder: they could change the weights themselves.
+// truncated and corrupted files. A file, or the folder holding it, that
+// another user owns or that every user may write is refused outright (on
+// systems with owners): a folder shared with other users must not let them
+// choose the weights. It does not defend against someone who can write the
+// model's folder: they could change the weights themselves.
 //
 // Layout: the 8-byte magic, the header's length (uint64, little-endian),
 // the header's CRC-32C (uint32), the header (JSON), then the sections, each

@@ -81,6 +81,9 @@ func Open(path string, want Key) (*File, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
+	if err := checkOwner(path, st); err != nil {
+		return nil, err
+	}
 	size := st.Size()
 	if size < int64(prefix) || size != int64(int(size)) {
 		return nil, fmt.Errorf("%s: %d bytes is no repacked-weights file", path, size)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -274,5 +275,59 @@ func TestAbortLeavesNothing(t *testing.T) {
 	f.Close()
 	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
 		t.Errorf("left %v", m)
+	}
+}
+
+// TestOpenRefusesWritableByOthers: a file or folder that every user may
+// write is refused, well formed or not; group-writable is accepted (tests
+// run as one user, so the owner half of the rule is not exercised here).
+func TestOpenRefusesWritableByOthers(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("no Unix permissions on " + runtime.GOOS)
+	}
+	dir := t.TempDir()
+	key, _ := testKey(t, dir)
+	sub := filepath.Join(dir, "cache")
+	path := filepath.Join(sub, "pack")
+	build(t, path, key, testUnits())
+	f, err := Open(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, c := range []struct {
+		name string
+		mode os.FileMode
+		ok   bool
+	}{{path, 0o666, false}, {path, 0o602, false}, {sub, 0o777, false}, {sub, 0o757, false}, {path, 0o664, true}, {sub, 0o775, true}} {
+		old, err := os.Stat(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(c.name, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		f, err := Open(path, key)
+		if c.ok && err != nil {
+			t.Errorf("%s mode %v: %v", c.name, c.mode, err)
+		}
+		if !c.ok && (err == nil || !strings.Contains(err.Error(), "writable by every user")) {
+			t.Errorf("%s mode %v: Open gave %v, want a refusal", c.name, c.mode, err)
+		}
+		if err == nil {
+			f.Close()
+		}
+		if c.name == sub {
+			b, err := Create(filepath.Join(sub, "other"), key, nil)
+			if c.ok != (err == nil) {
+				t.Errorf("Create in a folder of mode %v: %v", c.mode, err)
+			}
+			if err == nil {
+				b.Abort()
+			}
+		}
+		if err := os.Chmod(c.name, old.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
