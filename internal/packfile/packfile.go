@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
+
+	"github.com/streamguard/streamguard/internal/mmap"
 )
 
 const (
@@ -69,18 +70,14 @@ type File struct {
 // gives an error wrapping fs.ErrNotExist, a file for other sources a
 // *StaleError.
 func Open(path string, want Key) (*File, error) {
-	f, err := os.Open(path)
+	f, st, err := mmap.OpenFile(path)
+	if errors.Is(err, mmap.ErrNotRegular) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
 	if err := checkOwner(path, st); err != nil {
 		return nil, err
 	}
@@ -88,7 +85,7 @@ func Open(path string, want Key) (*File, error) {
 	if size < int64(prefix) || size != int64(int(size)) {
 		return nil, fmt.Errorf("%s: %d bytes is no repacked-weights file", path, size)
 	}
-	data, err := mapFile(f, int(size))
+	data, err := mmap.Map(f, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -97,10 +94,10 @@ func Open(path string, want Key) (*File, error) {
 		err = h.Key.differs(want)
 	}
 	if err != nil {
-		unmapFile(data)
+		mmap.Unmap(data)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &File{data: data, entries: h.Entries, release: func() error { return unmapFile(data) }}, nil
+	return &File{data: data, entries: h.Entries, release: func() error { return mmap.Unmap(data) }}, nil
 }
 
 // parse checks the magic, the header's CRC and the header itself, and that

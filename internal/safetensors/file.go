@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"sync"
+
+	"github.com/streamguard/streamguard/internal/mmap"
 )
 
 // File is an open safetensors file. Its methods are safe for concurrent
@@ -25,24 +27,14 @@ type File struct {
 // Open reads and validates the header of the safetensors file at path and
 // maps the file read-only. Tensor bytes are not read until used.
 func Open(path string) (*File, error) {
-	// Stat before opening: opening a FIFO for reading would block.
-	if st, err := os.Stat(path); err != nil {
-		return nil, &Error{File: path, Msg: "open", Err: unwrapPath(err)}
-	} else if !st.Mode().IsRegular() {
+	f, st, err := mmap.OpenFile(path)
+	if errors.Is(err, mmap.ErrNotRegular) {
 		return nil, &Error{File: path, Msg: "not a regular file"}
 	}
-	f, err := os.Open(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: "open", Err: unwrapPath(err)}
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, &Error{File: path, Msg: "stat", Err: unwrapPath(err)}
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &Error{File: path, Msg: "not a regular file"}
-	}
 	size := st.Size()
 	if size < 8 {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (truncated file?)", size)}
@@ -70,7 +62,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, inFile(err, path)
 	}
-	m, err := mapFile(f, int(size))
+	m, err := mmap.Map(f, int(size))
 	if err != nil {
 		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
 	}
@@ -144,7 +136,7 @@ func (f *File) Close() error {
 	if f.mapping == nil {
 		return nil
 	}
-	err := unmapFile(f.mapping)
+	err := mmap.Unmap(f.mapping)
 	f.mapping, f.data = nil, nil
 	if err != nil {
 		return &Error{File: f.path, Msg: "unmap", Err: err}

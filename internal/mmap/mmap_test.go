@@ -1,0 +1,31 @@
+package mmap
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestMap: the mapping holds the file's bytes and outlives its descriptor.
+func TestMap(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	want := []byte("mapped bytes, read-only")
+	if err := os.WriteFile(p, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Map(f, len(want))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != string(want) {
+		t.Errorf("mapped %q, want %q", b, want)
+	}
+	if err := Unmap(b); err != nil {
+		t.Fatal(err)
+	}
+}
