@@ -292,21 +292,13 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 	if path != "" {
 		return tokenizer.Load(path)
 	}
-	path = filepath.Join(dir, "tokenizer.json")
-	b, err := os.ReadFile(path)
+	// The usual case is the stock Qwen3 tokenizer: tokenizer.Load hashes
+	// it and shares the copy every model in the process uses.
+	t, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return tokenizer.LoadQwen3()
 	}
-	if err != nil {
-		return nil, err
-	}
-	// The usual case is the stock Qwen3 tokenizer: share the parsed copy
-	// every model in the process uses.
-	t, err := tokenizer.FromJSONShared(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return t, nil
+	return t, err
 }
 
 // Close releases the weights. Streams must not be used afterwards.

@@ -3,10 +3,13 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/streamguard/streamguard/internal/mmap"
 )
 
 // qwen2SplitPattern is the only split pattern the hand-written scanner
@@ -39,10 +42,24 @@ func Load(path string) (*Tokenizer, error) {
 	if fi.IsDir() {
 		path = filepath.Join(path, "tokenizer.json")
 	}
-	b, err := os.ReadFile(path)
+	// Mapped, not read: the stock tokenizer is only hashed (it is built
+	// from the embedded tables), and a parse copies what it keeps.
+	f, st, err := mmap.OpenFile(path)
+	if errors.Is(err, mmap.ErrNotRegular) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if err != nil {
 		return nil, err
 	}
+	var b []byte
+	if st.Size() > 0 && st.Size() == int64(int(st.Size())) {
+		b, err = mmap.Map(f, int(st.Size()))
+	}
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer mmap.Unmap(b)
 	if strings.HasSuffix(path, ".gz") {
 		if b, err = gunzip(b); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -120,6 +137,12 @@ func FromJSON(b []byte) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return build(rest, func(t *Tokenizer, m *modelJSON) error { return t.loadModel(m, tb.vocab, tb.merges) })
+}
+
+// build makes a tokenizer from rest, a tokenizer.json whose vocab and
+// merges were cut out, and model, which loads them.
+func build(rest []byte, model func(*Tokenizer, *modelJSON) error) (*Tokenizer, error) {
 	var f fileJSON
 	if err := json.Unmarshal(rest, &f); err != nil {
 		return nil, fmt.Errorf("tokenizer.json: %w", err)
@@ -131,6 +154,7 @@ func FromJSON(b []byte) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer.json: padding is set; only unpadded encoding is supported")
 	}
 	t := &Tokenizer{}
+	var err error
 	if t.nfc, err = checkNormalizer(f.Normalizer); err != nil {
 		return nil, err
 	}
@@ -143,7 +167,7 @@ func FromJSON(b []byte) (*Tokenizer, error) {
 	if err := checkDecoder(f.Decoder); err != nil {
 		return nil, err
 	}
-	if err := t.loadModel(f.Model, tb.vocab, tb.merges); err != nil {
+	if err := model(t, f.Model); err != nil {
 		return nil, err
 	}
 	if err := t.loadAdded(f.AddedTokens); err != nil {
@@ -254,6 +278,31 @@ func checkDecoder(raw json.RawMessage) error {
 }
 
 func (t *Tokenizer) loadModel(m *modelJSON, vocab map[string]int, merges [][2]string) error {
+	if err := t.checkModel(m); err != nil {
+		return err
+	}
+	if err := t.setVocab(vocab); err != nil {
+		return err
+	}
+	t.merges = make(map[uint64]uint64, len(merges))
+	var cat []byte
+	for rank, mg := range merges {
+		a, ok1 := vocab[mg[0]]
+		b, ok2 := vocab[mg[1]]
+		cat = append(append(cat[:0], mg[0]...), mg[1]...)
+		c, ok3 := vocab[string(cat)]
+		if !ok1 || !ok2 || !ok3 {
+			return fmt.Errorf("model: merge %d %q %q uses a token missing from the vocab", rank, mg[0], mg[1])
+		}
+		if err := t.addMerge(rank, a, b, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkModel refuses BPE options the encoder does not implement.
+func (t *Tokenizer) checkModel(m *modelJSON) error {
 	if m == nil {
 		return fmt.Errorf("model: missing")
 	}
@@ -273,6 +322,11 @@ func (t *Tokenizer) loadModel(m *modelJSON, vocab map[string]int, merges [][2]st
 		return fmt.Errorf("model: byte_fallback is not supported")
 	}
 	t.ignoreMrg = m.IgnoreMerges
+	return nil
+}
+
+// setVocab installs the model vocabulary and the tables derived from it.
+func (t *Tokenizer) setVocab(vocab map[string]int) error {
 	if len(vocab) == 0 {
 		return fmt.Errorf("model: empty vocab")
 	}
@@ -301,24 +355,21 @@ func (t *Tokenizer) loadModel(m *modelJSON, vocab map[string]int, merges [][2]st
 		}
 		t.byteID[b] = int32(id)
 	}
-	t.merges = make(map[uint64]uint64, len(merges))
-	var cat []byte
-	for rank, mg := range merges {
-		a, ok1 := vocab[mg[0]]
-		b, ok2 := vocab[mg[1]]
-		cat = append(append(cat[:0], mg[0]...), mg[1]...)
-		c, ok3 := vocab[string(cat)]
-		if !ok1 || !ok2 || !ok3 {
-			return fmt.Errorf("model: merge %d %q %q uses a token missing from the vocab", rank, mg[0], mg[1])
-		}
-		key := uint64(a)<<32 | uint64(b)
-		if _, dup := t.merges[key]; dup {
-			// Which rank would win is an accident of the reference
-			// implementation's map building; refuse rather than guess.
-			return fmt.Errorf("model: merge %d %q %q repeats an earlier merge", rank, mg[0], mg[1])
-		}
-		t.merges[key] = uint64(rank)<<32 | uint64(c)
+	return nil
+}
+
+// addMerge records merge rank: tokens a and b make c.
+func (t *Tokenizer) addMerge(rank, a, b, c int) error {
+	if t.merges == nil {
+		t.merges = make(map[uint64]uint64)
 	}
+	key := uint64(a)<<32 | uint64(b)
+	if _, dup := t.merges[key]; dup {
+		// Which rank would win is an accident of the reference
+		// implementation's map building; refuse rather than guess.
+		return fmt.Errorf("model: merge %d %q %q repeats an earlier merge", rank, t.idToken[a], t.idToken[b])
+	}
+	t.merges[key] = uint64(rank)<<32 | uint64(c)
 	return nil
 }
 

@@ -20,6 +20,8 @@ const (
 	ThinkEnd  = 151668 // </think>
 )
 
+//go:generate go test -run TestQwen3Tables -update .
+
 // The Qwen3 tokenizer files are embedded so that tools and tests work
 // without a model folder; qwen3data/ holds them gzipped (see PROVENANCE.md
 // in testdata/qwen3-tokenizer).
@@ -28,6 +30,10 @@ var (
 	qwen3TokenizerGz []byte
 	//go:embed qwen3data/tokenizer_config.json.gz
 	qwen3ConfigGz []byte
+	// qwen3Tables is the same tokenizer as tables (see tables.go), stored
+	// uncompressed: decompressing them took longer than building from them.
+	//go:embed qwen3data/tables.bin
+	qwen3Tables []byte
 )
 
 // Qwen3Files returns the embedded Qwen3 tokenizer.json and
@@ -54,39 +60,29 @@ var qwen3 struct {
 // embedded here (a test checks they agree).
 const Qwen3SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 
-// LoadQwen3 returns the embedded Qwen3 tokenizer. Parsing takes a noticeable
-// fraction of a second, so it happens once per process and every caller
-// shares the result (a Tokenizer is safe for concurrent use).
+// LoadQwen3 returns the embedded Qwen3 tokenizer. It is built once per
+// process, from tables made for the purpose (see tables.go), and every
+// caller shares the result (a Tokenizer is safe for concurrent use).
 func LoadQwen3() (*Tokenizer, error) {
-	return sharedQwen3(func() ([]byte, error) { return gunzip(qwen3TokenizerGz) })
+	qwen3.once.Do(func() {
+		var sum [32]byte
+		hex.Decode(sum[:], []byte(Qwen3SHA256))
+		var err error
+		if qwen3.tok, err = fromTables(qwen3Tables, sum); err != nil {
+			qwen3.err = fmt.Errorf("embedded qwen3 tokenizer: %w", err)
+		}
+	})
+	return qwen3.tok, qwen3.err
 }
 
 // FromJSONShared is FromJSON, except that when b is the official Qwen3
-// tokenizer.json (by SHA-256) it returns the copy LoadQwen3 shares, parsed
-// from b when no caller has parsed it yet: a model folder's stock
-// tokenizer then costs one parse per process and no decompression.
+// tokenizer.json (by SHA-256) it returns the tokenizer LoadQwen3 shares:
+// a model folder's stock tokenizer then costs no parse at all.
 func FromJSONShared(b []byte) (*Tokenizer, error) {
 	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != Qwen3SHA256 {
 		return FromJSON(b)
 	}
-	return sharedQwen3(func() ([]byte, error) { return b, nil })
-}
-
-// sharedQwen3 parses the Qwen3 tokenizer.json that src gives, once per
-// process.
-func sharedQwen3(src func() ([]byte, error)) (*Tokenizer, error) {
-	qwen3.once.Do(func() {
-		b, err := src()
-		if err != nil {
-			qwen3.err = fmt.Errorf("embedded qwen3 tokenizer.json: %w", err)
-			return
-		}
-		qwen3.tok, qwen3.err = FromJSON(b)
-		if qwen3.err != nil {
-			qwen3.err = fmt.Errorf("qwen3 tokenizer.json: %w", qwen3.err)
-		}
-	})
-	return qwen3.tok, qwen3.err
+	return LoadQwen3()
 }
 
 func gunzip(b []byte) ([]byte, error) {
