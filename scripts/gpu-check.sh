@@ -32,12 +32,18 @@ build)
 	go test -c -trimpath -ldflags="-s -w" -o "$bin/gpu.test" ./internal/gpu
 	go test -c -tags cuda -trimpath -ldflags="-s -w" -o "$bin/guard.test" ./guard
 	grep -qxF "/$bin/" .git/info/exclude 2>/dev/null || echo "/$bin/" >>.git/info/exclude
+	# Compressed: the binaries and the working tree travel to the GPU
+	# machine together, under a size limit; run unpacks them.
+	gzip -9 -f "$bin"/streamguard "$bin"/*.test
 	ls -la "$bin"
 	;;
 run)
 	out=${2:?usage: scripts/gpu-check.sh run OUTDIR}
 	mkdir -p "$out"
 	start=$(date +%s)
+	for f in "$bin"/*.gz; do
+		[ -e "$f" ] && gunzip -f "$f"
+	done
 	declare -A status
 	step() { # NAME COMMAND...: runs it, records its exit status
 		local name=$1
