@@ -4282,7 +4282,7 @@ ret:
 	RET
 
 // func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
 TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-88
 	VMOVDQU32 nibble<>+0(SB), Z0
 
@@ -4326,18 +4326,22 @@ tile4_group:
 	MOVQ   tiles+64(FP), R14
 
 tile4_tile:
+	PREFETCHT0   2048(AX)
 	VMOVDQU32    (AX), Z17
 	VPSRLW       $0x04, Z17, Z18
 	VPANDD       Z0, Z17, Z17
 	VPANDD       Z0, Z18, Z18
+	PREFETCHT0   2048(DX)
 	VMOVDQU32    (DX), Z19
 	VPSRLW       $0x04, Z19, Z20
 	VPANDD       Z0, Z19, Z19
 	VPANDD       Z0, Z20, Z20
+	PREFETCHT0   2048(SI)
 	VMOVDQU32    (SI), Z21
 	VPSRLW       $0x04, Z21, Z22
 	VPANDD       Z0, Z21, Z21
 	VPANDD       Z0, Z22, Z22
+	PREFETCHT0   2048(R8)
 	VMOVDQU32    (R8), Z23
 	VPSRLW       $0x04, Z23, Z24
 	VPANDD       Z0, Z23, Z23
@@ -4482,6 +4486,7 @@ tile1_group:
 	MOVQ   tiles+64(FP), R8
 
 tile1_tile:
+	PREFETCHT0   2048(AX)
 	VMOVDQU32    (AX), Z3
 	VPSRLW       $0x04, Z3, Z4
 	VPANDD       Z0, Z3, Z3

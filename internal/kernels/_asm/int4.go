@@ -202,6 +202,12 @@ func int4GemmVNNI(rows int, tiles []int) {
 		Label(label + "_tile")
 		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
 		for b := range R {
+			if rows <= 2 {
+				// One token (its coarse and residual rows) streams the
+				// codes once from memory, R blocks at a time: ask for
+				// each block's codes 2 KiB ahead, as int4GemvVNNI does.
+				PREFETCHT0(mem(qsp[b], 2048))
+			}
 			lo[b], hi[b] = i.vec(), i.vec()
 			VMOVDQU32(mem(qsp[b], 0), lo[b])
 			VPSRLW(U8(4), lo[b], hi[b])
