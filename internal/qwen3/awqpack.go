@@ -21,7 +21,7 @@ type RepackCache struct {
 	Path string
 	// Mapped: the repacked weights were mapped from Path, not repacked.
 	Mapped bool
-	// Wrote: the weights were repacked and then written to Path.
+	// Wrote: the weights were repacked into a new file, now at Path.
 	Wrote bool
 	// Notes say why a file was not used (stale, corrupt) or could not be
 	// written, one per path tried.
