@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // Unit describes an entry to build: its names, dimensions and the length
@@ -67,6 +68,7 @@ func Create(path string, key Key, units []Unit) (*Builder, error) {
 	if err := checkFolder(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
+	removeAbandoned(path)
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, err
@@ -78,6 +80,23 @@ func Create(path string, key Key, units []Unit) (*Builder, error) {
 		return nil, err
 	}
 	return &Builder{path: path, tmp: f.Name(), h: h, out: out, sealed: make([]bool, len(units))}, nil
+}
+
+// abandonedAfter is the age at which another builder's temporary file is
+// taken for one left by a process that died: building the largest model's
+// file takes seconds.
+const abandonedAfter = time.Hour
+
+// removeAbandoned deletes the temporary files of path that builders left
+// behind (a load killed while repacking): each is as large as the whole
+// file, and nothing else would ever remove them.
+func removeAbandoned(path string) {
+	matches, _ := filepath.Glob(path + ".tmp-*")
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > abandonedAfter {
+			os.Remove(m)
+		}
+	}
 }
 
 // Section is entry i's section j, to fill.

@@ -331,3 +331,36 @@ func TestOpenRefusesWritableByOthers(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateRemovesAbandoned: Create deletes temporary files that a dead
+// builder left over an hour ago, and leaves a recent one (a builder still
+// at work) alone.
+func TestCreateRemovesAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pack")
+	old, recent, other := path+".tmp-111", path+".tmp-222", filepath.Join(dir, "other.tmp-333")
+	for _, f := range []string{old, recent, other} {
+		if err := os.WriteFile(f, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	for _, f := range []string{old, other} {
+		if err := os.Chtimes(f, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := Create(path, Key{Layout: "x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Abort()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("abandoned %s kept (%v)", old, err)
+	}
+	for _, f := range []string{recent, other} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s removed: %v", f, err)
+		}
+	}
+}
