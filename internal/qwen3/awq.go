@@ -167,44 +167,17 @@ func fusionUnits(prefixes []string) [][]string {
 	return units
 }
 
-// firstRead is the index of the first projection that was read (reads
-// holds at least one).
-func firstRead(reads []*awqRead) int {
-	for i, r := range reads {
-		if r != nil {
-			return i
-		}
-	}
-	return 0
-}
-
 // prepackUnit repacks the projections of one unit (nil for those that
 // fail: the loader repeats the work and reports the error). A set is
 // repacked into one allocation when its members can be fused (same inputs,
 // no bias, whole blocks of outputs), else one by one.
 func prepackUnit(src Source, unit []string, group int) []*kernels.Int4Matrix {
-	out := make([]*kernels.Int4Matrix, len(unit))
-	reads := make([]*awqRead, len(unit))
+	reads := readUnit(src, unit, group)
 	fusible := len(unit) > 1
-	for i, p := range unit {
-		qw, err := src.Tensor(p + ".qweight")
-		if err != nil || len(qw.Shape) != 2 {
+	for i, r := range reads {
+		if r == nil || r.bias != nil || r.parts.K != reads[0].parts.K || (i < len(unit)-1 && r.parts.N%16 != 0) {
 			fusible = false
-			continue
-		}
-		sc, err := src.Tensor(p + ".scales")
-		if err != nil || len(sc.Shape) != 2 {
-			fusible = false
-			continue
-		}
-		r, err := readAWQ(src, p, sc.Shape[1], qw.Shape[0], group)
-		if err != nil {
-			fusible = false
-			continue
-		}
-		reads[i] = r
-		if r.bias != nil || r.parts.K != reads[firstRead(reads)].parts.K || (i < len(unit)-1 && r.parts.N%16 != 0) {
-			fusible = false
+			break
 		}
 	}
 	if fusible {
@@ -213,12 +186,11 @@ func prepackUnit(src Source, unit []string, group int) []*kernels.Int4Matrix {
 			parts[i] = r.parts
 		}
 		if ms, err := kernels.RepackAWQStacked(parts, group); err == nil {
-			for _, r := range reads {
-				releaseMapped(r.tensors...)
-			}
+			releaseReads(reads)
 			return ms
 		}
 	}
+	out := make([]*kernels.Int4Matrix, len(unit))
 	for i, r := range reads {
 		if r == nil {
 			continue
@@ -229,6 +201,33 @@ func prepackUnit(src Source, unit []string, group int) []*kernels.Int4Matrix {
 		}
 	}
 	return out
+}
+
+// readUnit reads and checks the tensors of each projection of a unit, at
+// the shapes its qweight and scales give; a projection that fails is nil
+// (the loader reads it again and reports the error against the model's
+// expected shapes).
+func readUnit(src Source, unit []string, group int) []*awqRead {
+	reads := make([]*awqRead, len(unit))
+	for i, p := range unit {
+		qw, err := src.Tensor(p + ".qweight")
+		if err != nil || len(qw.Shape) != 2 {
+			continue
+		}
+		sc, err := src.Tensor(p + ".scales")
+		if err != nil || len(sc.Shape) != 2 {
+			continue
+		}
+		reads[i], _ = readAWQ(src, p, sc.Shape[1], qw.Shape[0], group)
+	}
+	return reads
+}
+
+// releaseReads releases the mapped tensors of repacked projections.
+func releaseReads(reads []*awqRead) {
+	for _, r := range reads {
+		releaseMapped(r.tensors...)
+	}
 }
 
 // awqRead is one quantized projection's checked tensors.

@@ -33,6 +33,7 @@ type RepackCache struct {
 // written) repacked into memory.
 type awqPack struct {
 	units [][]string
+	dims  [][]int // each unit's dimensions as a file stores them (unitDims)
 	pre   map[string]*kernels.Int4Matrix
 	key   packfile.Key
 	file  *packfile.File    // the mapped file the matrices view, or nil
@@ -45,6 +46,13 @@ type awqPack struct {
 // first path that can be created (finish commits it), else into memory.
 func openAWQPack(set *safetensors.Set, group int, skip []string, paths []string) *awqPack {
 	p := &awqPack{units: fusionUnits(quantizedPrefixes(set, skip))}
+	p.dims = make([][]int, len(p.units))
+	for i, u := range p.units {
+		var err error
+		if p.dims[i], err = unitDims(set, u, group); err != nil {
+			paths = nil // a malformed checkpoint: the load reports it
+		}
+	}
 	if len(paths) > 0 {
 		files := make([]string, len(set.Files()))
 		for i, f := range set.Files() {
@@ -63,7 +71,7 @@ func openAWQPack(set *safetensors.Set, group int, skip []string, paths []string)
 			continue // nothing there: nothing to say
 		}
 		if err == nil {
-			if p.pre, err = p.fromFile(set, f, group); err == nil {
+			if p.pre, err = p.fromFile(f); err == nil {
 				p.file, p.use.Path, p.use.Mapped = f, path, true
 				return p
 			}
@@ -84,10 +92,7 @@ func openAWQPack(set *safetensors.Set, group int, skip []string, paths []string)
 func (p *awqPack) repackToFile(src Source, group int, paths []string) bool {
 	units := make([]packfile.Unit, len(p.units))
 	for i, u := range p.units {
-		dims, err := unitDims(src, u, group)
-		if err != nil {
-			return false // the load reports it
-		}
+		dims := p.dims[i]
 		var qs, meta int64
 		for _, N := range dims[2:] {
 			q, m, err := kernels.Int4LayoutSizes(dims[0], N, group)
@@ -134,44 +139,33 @@ func (p *awqPack) repackToFile(src Source, group int, paths []string) bool {
 // repackUnitInto repacks the projections of one unit into qs and meta, or
 // returns nil when one cannot be read or repacked.
 func repackUnitInto(src Source, unit []string, group int, qs, meta []byte) []*kernels.Int4Matrix {
+	reads := readUnit(src, unit, group)
 	parts := make([]kernels.AWQParts, len(unit))
-	reads := make([]*awqRead, len(unit))
-	for i, name := range unit {
-		qw, err := src.Tensor(name + ".qweight")
-		if err != nil || len(qw.Shape) != 2 {
+	for i, r := range reads {
+		if r == nil {
 			return nil
 		}
-		r, err := readAWQ(src, name, qw.Shape[1]*8, qw.Shape[0], group)
-		if err != nil {
-			return nil
-		}
-		parts[i], reads[i] = r.parts, r
+		parts[i] = r.parts
 	}
 	ms, err := kernels.RepackAWQInto(parts, group, qs, meta)
 	if err != nil {
 		return nil
 	}
-	for _, r := range reads {
-		releaseMapped(r.tensors...)
-	}
+	releaseReads(reads)
 	return ms
 }
 
 // fromFile checks that f holds exactly p's units at the source's shapes
 // and group size, verifies every entry's CRCs (in parallel: this also
 // brings the pages in), and rebuilds the matrices over f's bytes.
-func (p *awqPack) fromFile(src Source, f *packfile.File, group int) (map[string]*kernels.Int4Matrix, error) {
+func (p *awqPack) fromFile(f *packfile.File) (map[string]*kernels.Int4Matrix, error) {
 	es := f.Entries()
 	if len(es) != len(p.units) {
 		return nil, &packfile.StaleError{Why: fmt.Sprintf("%d units, the model has %d", len(es), len(p.units))}
 	}
 	for i, u := range p.units {
-		want, err := unitDims(src, u, group)
-		if err != nil {
-			return nil, err
-		}
-		if e := es[i]; !slices.Equal(e.Names, u) || !slices.Equal(e.Dims, want) || len(e.Sections) != 2 {
-			return nil, &packfile.StaleError{Why: fmt.Sprintf("unit %d is %v %v, the model's is %v %v", i, e.Names, e.Dims, u, want)}
+		if e := es[i]; !slices.Equal(e.Names, u) || !slices.Equal(e.Dims, p.dims[i]) || len(e.Sections) != 2 {
+			return nil, &packfile.StaleError{Why: fmt.Sprintf("unit %d is %v %v, the model's is %v %v", i, e.Names, e.Dims, u, p.dims[i])}
 		}
 	}
 	errs := make([]error, len(es))
