@@ -63,7 +63,7 @@ func TestRepackCacheOption(t *testing.T) {
 		for _, tv := range res.Tokens {
 			risks = append(risks, tv.RiskProbs...)
 		}
-		return m.Info().RepackCache, risks
+		return m.Info().RepackCache.String(), risks
 	}
 	off, want := load("off")
 	if off != "" {

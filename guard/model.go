@@ -94,7 +94,7 @@ type Model struct {
 	unsafeIdx, contIdx           int // response risk labels
 	queryUnsafeIdx, queryContIdx int
 	loadTime                     time.Duration
-	repack                       string // Info.RepackCache
+	repack                       RepackUse // Info.RepackCache
 }
 
 // Load opens a model: dir is a model folder, or a Hugging Face hub id
@@ -164,7 +164,7 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	m.closer = set
-	m.repack = describeRepack(set.Repack)
+	m.repack = RepackUse(set.Repack)
 	// Loading leaves garbage (the tokenizer file, parse tables, repacking
 	// buffers) that the runtime would hand back to the system only
 	// gradually; a model is loaded once and then serves, so return it now.
@@ -327,11 +327,10 @@ type Info struct {
 	// Device is where the network runs ("cpu", "cuda:0 (NVIDIA ...)"), and
 	// DeviceNote, for Options.Device "auto" on the CPU, why no GPU was used.
 	Device, DeviceNote string
-	// RepackCache says how the load used Options.RepackCache: "mapped
-	// PATH", "repacked, written to PATH", and why a file was not used
-	// (stale: written for other weights; corrupt) or not written. Empty
-	// for models with nothing to repack and models built in memory.
-	RepackCache string
+	// RepackCache says how the load used Options.RepackCache; it is the
+	// zero value for models with nothing to repack and models built in
+	// memory.
+	RepackCache RepackUse
 }
 
 // Labels are the model's label names, in the order of its heads' outputs:

@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
 // repackFile is the name of an AWQ model's repacked-weights file.
@@ -40,8 +38,24 @@ func modelCacheName(dir string) string {
 	return filepath.Base(abs) + "-" + hex.EncodeToString(sum[:6])
 }
 
-// describeRepack is Info.RepackCache for a load's use of the file.
-func describeRepack(r qwen3.RepackCache) string {
+// RepackUse says how a load used the repacked-weights file of an AWQ model
+// (Options.RepackCache).
+type RepackUse struct {
+	// Path is the file the weights were mapped from or written to; empty
+	// when neither happened.
+	Path string
+	// Mapped: the repacked weights were mapped from Path, not repacked.
+	Mapped bool
+	// Wrote: the weights were repacked into a new file, now at Path.
+	Wrote bool
+	// Notes say why a file was not used (stale: written for other weights;
+	// corrupt; owned by another user) or could not be written.
+	Notes []string
+}
+
+// String is "mapped PATH" or "repacked, written to PATH", then the notes,
+// joined by "; "; empty when nothing was mapped, written or noted.
+func (r RepackUse) String() string {
 	var parts []string
 	switch {
 	case r.Mapped:

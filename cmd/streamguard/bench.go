@@ -106,7 +106,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer m.Close()
 		reportRepack(stderr, m)
-		repackUse = m.Info().RepackCache
+		repackUse = m.Info().RepackCache.String()
 		net, label = guardhook.Network(m), *model
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {

@@ -43,7 +43,7 @@ func runPrepare(args []string, stdout, stderr io.Writer) error {
 	}
 	defer m.Close()
 	i := m.Info()
-	use := i.RepackCache
+	use := i.RepackCache.String()
 	if use == "" {
 		use = "nothing to repack (not an AWQ model)"
 	}

@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/streamguard/streamguard/guard"
 )
@@ -17,8 +16,7 @@ func repackCacheFlag(fs *flag.FlagSet) *string {
 // reportRepack says on stderr when a load wrote the repacked-weights file
 // or could not use or write one; a load that mapped it is quiet.
 func reportRepack(stderr io.Writer, m *guard.Model) {
-	r := m.Info().RepackCache
-	if r != "" && (!strings.HasPrefix(r, "mapped ") || strings.Contains(r, "; ")) {
+	if r := m.Info().RepackCache; r.Wrote || len(r.Notes) > 0 {
 		fmt.Fprintf(stderr, "repack cache: %s\n", r)
 	}
 }
