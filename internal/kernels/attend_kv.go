@@ -26,7 +26,7 @@ import (
 
 // kvAttn is one implementation's attention loops over a cache of element
 // type T.
-type kvAttn[T uint16 | int8] struct {
+type kvAttn[T float32 | uint16 | int8] struct {
 	// lanes is the vector width: the assembly loops below need d to be a
 	// positive multiple of it. 0 means there are none (pure Go).
 	lanes int
@@ -122,18 +122,28 @@ func attendGroupKV[T uint16 | int8](im *impl, a *kvAttn[T], out, q []float32, g 
 }
 
 // attendBlockKV is AttendBlock over a cache of T. With four-query kernels
-// it blocks the rows' query heads four at a time over chunks of keys, as
-// attendBlockAVX512 does for float32; each head's output is bitwise what
-// attendKV computes for it.
+// it blocks the rows' query heads four at a time (attendBlockQ4); each
+// head's output is bitwise what attendKV computes for it.
 func attendBlockKV[T uint16 | int8](im *impl, a *kvAttn[T], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []T, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
-	M := rows * g
-	if a.scoresQ4 == nil || !a.vec(d) || d%64 != 0 || M < 4 {
+	if a.scoresQ4 == nil || !a.vec(d) || d%64 != 0 || rows*g < 4 {
 		for r := range rows {
 			n := n0 + r
 			attendGroupKV(im, a, out[r*ostride:], q[r*qstride:], g, k, v, ks, vs, n, d, stride, scale, scratch[:g*n])
 		}
 		return
 	}
+	attendBlockQ4(im, a, out, ostride, q, qstride, rows, g, k, v, ks, vs, n0, d, stride, scale, scratch)
+}
+
+// attendBlockQ4 blocks the rows' query heads four at a time through a's
+// four-query kernels over chunks of keys small enough to stay in L1 while
+// every tile uses them, for any cache type (float32 included): at least
+// four heads, d a multiple of 64. Keys every row of the block sees go
+// through the blocked sums; the few keys only later rows see (the causal
+// triangle) are added query by query afterwards, which keeps each query's
+// sum in increasing key order.
+func attendBlockQ4[T float32 | uint16 | int8](im *impl, a *kvAttn[T], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []T, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+	M := rows * g
 	nmax := n0 + rows - 1
 	S := scratch[:M*nmax]
 	Qb := scratch[M*nmax : M*nmax+M*d]

@@ -326,70 +326,16 @@ func int4GemmUVNNIGo(rows, nb int, facc []float32, fstride int, u, meta []byte, 
 	int4GemmUVNNIFuncs[3*ri+ni](&facc[0], fstride, &u[0], &meta[0], mstride, &a[0], &d[0], &af[0], groups, tiles, rtiles, askip, dskip)
 }
 
-// attendBlockAVX512 blocks the rows' query heads four at a time through
-// attnScoresQ4AVX512 and attn(Add)SumQ4AVX512 over chunks of keys small
-// enough to stay in L1 while every tile uses them. Keys every row of the
-// block sees go through the blocked sums; the few keys only later rows
-// see (the causal triangle) are added query by query afterwards, which
-// keeps each query's sum in increasing key order.
+// attendBlockAVX512 is AttendBlock over a float32 cache with the
+// four-query kernels (attendBlockQ4), head by head where they do not apply.
 func attendBlockAVX512(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32) {
-	M := rows * g
-	if d == 0 || d%64 != 0 || M < 4 {
+	if d == 0 || d%64 != 0 || rows*g < 4 {
 		attendBlockLoop(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 		return
 	}
-	o := &avx512Ops
-	nmax := n0 + rows - 1
-	S := scratch[:M*nmax]
-	Qb := scratch[M*nmax : M*nmax+M*d]
-	Ob := scratch[M*nmax+M*d : M*nmax+2*M*d]
-	for r := range rows {
-		copy(Qb[r*g*d:(r+1)*g*d], q[r*qstride:r*qstride+g*d])
-	}
-	M4 := M &^ 3
-	C := max(4, attnChunkBytes/(4*d)) &^ 3
-	for j0 := 0; j0 < nmax; j0 += C {
-		c := min(C, nmax-j0)
-		c4 := c &^ 3
-		for i0 := 0; i0 < M4; i0 += 4 {
-			if c4 > 0 {
-				attnScoresQ4AVX512(&S[i0*nmax+j0], nmax, &Qb[i0*d], &k[j0*stride], c4, d, stride, scale)
-			}
-			for i := i0; i < i0+4 && c > c4; i++ {
-				o.attnScores(&S[i*nmax+j0+c4], &Qb[i*d], &k[(j0+c4)*stride], c-c4, d, stride, scale)
-			}
-		}
-		for i := M4; i < M; i++ {
-			o.attnScores(&S[i*nmax+j0], &Qb[i*d], &k[j0*stride], c, d, stride, scale)
-		}
-	}
-	for i := range M {
-		n := n0 + i/g
-		o.softmaxF(S[i*nmax : i*nmax+n])
-	}
-	for j0 := 0; j0 < n0; j0 += C {
-		c := min(C, n0-j0)
-		for i0 := 0; i0 < M4; i0 += 4 {
-			if j0 == 0 {
-				attnSumQ4AVX512(&Ob[i0*d], &S[i0*nmax], nmax, &v[0], c, d, stride)
-			} else {
-				attnSumAddQ4AVX512(&Ob[i0*d], &S[i0*nmax+j0], nmax, &v[j0*stride], c, d, stride)
-			}
-		}
-		for i := M4; i < M; i++ {
-			sum := o.attnSumAdd
-			if j0 == 0 {
-				sum = o.attnSum
-			}
-			sum(&Ob[i*d], &S[i*nmax+j0], &v[j0*stride], c, d, stride)
-		}
-	}
-	for i := range M {
-		if r := i / g; r > 0 {
-			o.attnSumAdd(&Ob[i*d], &S[i*nmax+n0], &v[n0*stride], r, d, stride)
-		}
-	}
-	for r := range rows {
-		copy(out[r*ostride:r*ostride+g*d], Ob[r*g*d:(r+1)*g*d])
-	}
+	attendBlockQ4(active, &f32BlockAVX512, out, ostride, q, qstride, rows, g, k, v, nil, nil, n0, d, stride, scale, scratch)
 }
+
+// f32BlockAVX512 is what attendBlockQ4 uses over a float32 cache.
+var f32BlockAVX512 = kvAttn[float32]{lanes: 16, scores: avx512Ops.attnScores, sum: avx512Ops.attnSum, sumAdd: avx512Ops.attnSumAdd,
+	scoresQ4: attnScoresQ4AVX512, sumQ4: attnSumQ4AVX512, sumAddQ4: attnSumAddQ4AVX512}
