@@ -18,11 +18,11 @@ import (
 //
 // An int8 cache holds each key (and value) vector of one head at one
 // position as 127-step symmetric codes c with one float32 scale s
-// (element ≈ s·c, see QuantizeInt8). The codes are converted exactly; a
-// key's scale multiplies its score after the dot product
-// (score_j = ks_j·(scale·q·c_j)) and a value's scale multiplies its
-// softmax probability before the weighted sum (Σ_j (p_j·vs_j)·c_j), so the
-// inner loops stay plain widening dot products and sums.
+// (element ≈ s·c, see QuantizeInt8). The scores are integer dot products
+// of the keys' codes with the query's own int8 codes (attend_i8.go); a
+// key's scale multiplies its score after the dot product and a value's
+// scale multiplies its softmax probability before the weighted sum
+// (Σ_j (p_j·vs_j)·c_j), whose inner loop converts the codes exactly.
 
 // kvAttn is one implementation's attention loops over a cache of element
 // type T.
@@ -30,14 +30,19 @@ type kvAttn[T float32 | uint16 | int8] struct {
 	// lanes is the vector width: the assembly loops below need d to be a
 	// positive multiple of it. 0 means there are none (pure Go).
 	lanes int
-	// scores sets s[j] = scale·(q·k_j) for j < n; sum (sumAdd) sets (adds
-	// to) out[:d] Σ_j p[j]·v_j over j < n in increasing j, n > 0.
+	// scores sets s[j] = scale·(q·k_j) for j < n (nil for int8, whose
+	// scores are integers: i8Dot); sum (sumAdd) sets (adds to) out[:d]
+	// Σ_j p[j]·v_j over j < n in increasing j, n > 0.
 	scores      func(s, q *float32, k *T, n, d, stride int, scale float32)
 	sum, sumAdd func(out, p *float32, v *T, n, d, stride int)
 	// The four-query block kernels (nil where there are none) need d to
 	// be a multiple of 64 and give bitwise what scores and sum give.
 	scoresQ4        func(s *float32, sstride int, q *float32, k *T, n, d, stride int, scale float32)
 	sumQ4, sumAddQ4 func(out, p *float32, pstride int, v *T, n, d, stride int)
+	// sumQ2 and sumAddQ2 are the two-query sums (nil where there are
+	// none; d a multiple of 128), bitwise what sum gives: decode with two
+	// query heads per KV head widens each value once for both.
+	sumQ2, sumAddQ2 func(out, p *float32, pstride int, v *T, n, d, stride int)
 	// scoresGo and sumGo are the pure-Go loops, used when d does not fit
 	// the vector loops.
 	scoresGo func(s, q []float32, k []T, n, d, stride int, scale float32)
@@ -82,28 +87,28 @@ func probabilities(im *impl, s, ks, vs []float32) {
 	}
 }
 
-// attendKV is Attend for one query head over a cache of T.
-func attendKV[T uint16 | int8](im *impl, a *kvAttn[T], out, q []float32, k, v []T, ks, vs []float32, n, d, stride int, scale float32, scratch []float32) {
+// attendKV is Attend for one query head over a bfloat16 cache (int8
+// caches score in integers: attendI8).
+func attendKV(im *impl, a *kvAttn[uint16], out, q []float32, k, v []uint16, n, d, stride int, scale float32, scratch []float32) {
 	if n == 0 {
 		clear(out[:d])
 		return
 	}
 	s := scratch[:n]
 	a.scoresN(s, q, k, n, d, stride, scale)
-	probabilities(im, s, ks, vs)
+	probabilities(im, s, nil, nil)
 	a.sumN(out, s, v, n, d, stride, false)
 }
 
-// attendGroupKV is AttendGroup over a cache of T: the keys and values are
-// visited in L1-sized chunks while every head of the group uses them.
+// attendGroupKV is AttendGroup over a bfloat16 cache: the keys and values
+// are visited in L1-sized chunks while every head of the group uses them.
 // Each head's output is bitwise what attendKV computes for it.
-func attendGroupKV[T uint16 | int8](im *impl, a *kvAttn[T], out, q []float32, g int, k, v []T, ks, vs []float32, n, d, stride int, scale float32, scratch []float32) {
+func attendGroupKV(im *impl, a *kvAttn[uint16], out, q []float32, g int, k, v []uint16, n, d, stride int, scale float32, scratch []float32) {
 	if n == 0 {
 		clear(out[:g*d])
 		return
 	}
-	var zero T
-	C := max(4, attnChunkBytes/(int(unsafe.Sizeof(zero))*max(1, d)))
+	C := chunkOf[uint16](d)
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
 		for i := range g {
@@ -111,50 +116,73 @@ func attendGroupKV[T uint16 | int8](im *impl, a *kvAttn[T], out, q []float32, g 
 		}
 	}
 	for i := range g {
-		probabilities(im, scratch[i*n:(i+1)*n], ks, vs)
+		probabilities(im, scratch[i*n:(i+1)*n], nil, nil)
+	}
+	groupSums(a, out, scratch, n, g, v, n, d, stride)
+}
+
+// chunkOf is how many keys (or values) of d elements of T one chunk of
+// the attention loops visits: attnChunkBytes' worth, at least 4.
+func chunkOf[T float32 | uint16 | int8](d int) int {
+	var zero T
+	return max(4, attnChunkBytes/(int(unsafe.Sizeof(zero))*max(1, d)))
+}
+
+// groupSums sets out[i*d:][:d] = Σ_{j<n} p[i*pstride+j]·v_j for the g
+// heads of one row, the values visited in chunks while every head uses
+// them; each head's sum is bitwise what one sumN over all n gives.
+func groupSums[T float32 | uint16 | int8](a *kvAttn[T], out, p []float32, pstride, g int, v []T, n, d, stride int) {
+	C := chunkOf[T](d)
+	pairs := 0
+	if a.sumQ2 != nil && a.vec(d) && d%128 == 0 {
+		pairs = g / 2
+		_, _, _ = out[g*d-1], p[(g-1)*pstride+n-1], v[(n-1)*stride+d-1]
 	}
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
-		for i := range g {
-			a.sumN(out[i*d:], scratch[i*n+j0:], v[j0*stride:], c, d, stride, j0 > 0)
+		for i := 0; i < 2*pairs; i += 2 {
+			sum := a.sumAddQ2
+			if j0 == 0 {
+				sum = a.sumQ2
+			}
+			sum(&out[i*d], &p[i*pstride+j0], pstride, &v[j0*stride], c, d, stride)
+		}
+		for i := 2 * pairs; i < g; i++ {
+			a.sumN(out[i*d:], p[i*pstride+j0:], v[j0*stride:], c, d, stride, j0 > 0)
 		}
 	}
 }
 
-// attendBlockKV is AttendBlock over a cache of T. With four-query kernels
-// it blocks the rows' query heads four at a time (attendBlockQ4); each
-// head's output is bitwise what attendKV computes for it.
-func attendBlockKV[T uint16 | int8](im *impl, a *kvAttn[T], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []T, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+// attendBlockKV is AttendBlock over a bfloat16 cache. With four-query
+// kernels it blocks the rows' query heads four at a time (attendBlockQ4);
+// each head's output is bitwise what attendKV computes for it.
+func attendBlockKV(im *impl, a *kvAttn[uint16], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []uint16, n0, d, stride int, scale float32, scratch []float32) {
 	if a.scoresQ4 == nil || !a.vec(d) || d%64 != 0 || rows*g < 4 {
 		for r := range rows {
 			n := n0 + r
-			attendGroupKV(im, a, out[r*ostride:], q[r*qstride:], g, k, v, ks, vs, n, d, stride, scale, scratch[:g*n])
+			attendGroupKV(im, a, out[r*ostride:], q[r*qstride:], g, k, v, n, d, stride, scale, scratch[:g*n])
 		}
 		return
 	}
-	attendBlockQ4(im, a, out, ostride, q, qstride, rows, g, k, v, ks, vs, n0, d, stride, scale, scratch)
+	attendBlockQ4(im, a, out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 }
 
 // attendBlockQ4 blocks the rows' query heads four at a time through a's
 // four-query kernels over chunks of keys small enough to stay in L1 while
-// every tile uses them, for any cache type (float32 included): at least
-// four heads, d a multiple of 64. Keys every row of the block sees go
-// through the blocked sums; the few keys only later rows see (the causal
-// triangle) are added query by query afterwards, which keeps each query's
-// sum in increasing key order.
-func attendBlockQ4[T float32 | uint16 | int8](im *impl, a *kvAttn[T], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []T, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+// every tile uses them, for the float32 and bfloat16 caches: at least
+// four heads, d a multiple of 64. Scratch: the scores (M·nmax), the
+// queries' copy and the outputs (M·d each).
+func attendBlockQ4[T float32 | uint16](im *impl, a *kvAttn[T], out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []T, n0, d, stride int, scale float32, scratch []float32) {
 	M := rows * g
 	nmax := n0 + rows - 1
 	S := scratch[:M*nmax]
 	Qb := scratch[M*nmax : M*nmax+M*d]
-	Ob := scratch[M*nmax+M*d : M*nmax+2*M*d]
 	for r := range rows {
 		copy(Qb[r*g*d:(r+1)*g*d], q[r*qstride:r*qstride+g*d])
 	}
-	_, _ = k[(nmax-1)*stride+d-1], v[(nmax-1)*stride+d-1]
+	_ = k[(nmax-1)*stride+d-1]
 	M4 := M &^ 3
-	var zero T
-	C := max(4, attnChunkBytes/(int(unsafe.Sizeof(zero))*d)) &^ 3
+	C := chunkOf[T](d) &^ 3
 	for j0 := 0; j0 < nmax; j0 += C {
 		c := min(C, nmax-j0)
 		c4 := c &^ 3
@@ -171,9 +199,24 @@ func attendBlockQ4[T float32 | uint16 | int8](im *impl, a *kvAttn[T], out []floa
 		}
 	}
 	for i := range M {
-		n := n0 + i/g
-		probabilities(im, S[i*nmax:i*nmax+n], ks, vs)
+		probabilities(im, S[i*nmax:i*nmax+n0+i/g], nil, nil)
 	}
+	blockSums(a, out, ostride, S, rows, g, v, n0, d, stride, scratch[M*nmax+M*d:M*nmax+2*M*d])
+}
+
+// blockSums finishes AttendBlock from the probabilities S ([rows·g][nmax],
+// row r's heads over their n0+r positions): the values every row sees go
+// through the four-query sums chunk by chunk (a's sumQ4, d a multiple of
+// 64), the few only later rows see (the causal triangle) are added query
+// by query afterwards, which keeps each query's sum in increasing key
+// order and bitwise what one sumN over its positions gives. Ob (rows·g·d)
+// collects the outputs before they are copied to out.
+func blockSums[T float32 | uint16 | int8](a *kvAttn[T], out []float32, ostride int, S []float32, rows, g int, v []T, n0, d, stride int, Ob []float32) {
+	M := rows * g
+	nmax := n0 + rows - 1
+	_ = v[(nmax-1)*stride+d-1]
+	M4 := M &^ 3
+	C := chunkOf[T](d) &^ 3
 	for j0 := 0; j0 < n0; j0 += C {
 		c := min(C, n0-j0)
 		for i0 := 0; i0 < M4; i0 += 4 {
@@ -205,17 +248,22 @@ func attendBlockQ4[T float32 | uint16 | int8](im *impl, a *kvAttn[T], out []floa
 // computes over the same values widened to float32.
 func AttendBF16(out, q []float32, k, v []uint16, n, d, stride int, scale float32, scratch []float32) {
 	checkAttendKV("AttendBF16", len(out), len(q), len(k), len(v), len(scratch), n, d, stride)
-	attendKV(active, &active.bf16KV, out, q, k, v, nil, nil, n, d, stride, scale, scratch)
+	attendKV(active, &active.bf16KV, out, q, k, v, n, d, stride, scale, scratch)
 }
 
 // AttendInt8 is Attend over int8 keys and values with one scale per key
 // and per value: key j is ks[j]·k[j*stride:][:d], value j likewise with
-// vs[j]. The scores are ks[j]·(scale·q·k_j) and the weighted sum
-// Σ_j (p_j·vs[j])·v_j.
+// vs[j]. The query is quantized like a key (codes qc, scale qs); the
+// scores are ks[j]·((scale·qs)·(qc·k_j)), the dot product in integers
+// (attend_i8.go), and the weighted sum Σ_j (p_j·vs[j])·v_j. It allocates
+// when scratch holds fewer than AttendBlockScratch(1, 1, n, d) floats.
 func AttendInt8(out, q []float32, k, v []int8, ks, vs []float32, n, d, stride int, scale float32, scratch []float32) {
 	checkAttendKV("AttendInt8", len(out), len(q), len(k), len(v), len(scratch), n, d, stride)
 	checkScales("AttendInt8", ks, vs, n)
-	attendKV(active, &active.i8KV, out, q, k, v, ks, vs, n, d, stride, scale, scratch)
+	if need := AttendBlockScratch(1, 1, n, d); len(scratch) < need {
+		scratch = make([]float32, need)
+	}
+	attendI8(active, out, d, q, d, 1, 1, k, v, ks, vs, n, d, stride, scale, scratch)
 }
 
 func checkAttendKV(name string, lout, lq, lk, lv, lscratch, n, d, stride int) {
@@ -243,7 +291,7 @@ func checkScales(name string, ks, vs []float32, n int) {
 // AttendBlock computes over the widened values.
 func AttendBlockBF16(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []uint16, n0, d, stride int, scale float32, scratch []float32) {
 	checkAttendBlockKV("AttendBlockBF16", len(out), ostride, len(q), qstride, rows, g, len(k), len(v), n0, d, stride, len(scratch))
-	attendBlockKV(active, &active.bf16KV, out, ostride, q, qstride, rows, g, k, v, nil, nil, n0, d, stride, scale, scratch)
+	attendBlockKV(active, &active.bf16KV, out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 }
 
 // AttendBlockInt8 is AttendBlock over int8 keys and values with per-key
@@ -252,7 +300,7 @@ func AttendBlockBF16(out []float32, ostride int, q []float32, qstride int, rows,
 func AttendBlockInt8(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []int8, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
 	checkAttendBlockKV("AttendBlockInt8", len(out), ostride, len(q), qstride, rows, g, len(k), len(v), n0, d, stride, len(scratch))
 	checkScales("AttendBlockInt8", ks, vs, n0+rows-1)
-	attendBlockKV(active, &active.i8KV, out, ostride, q, qstride, rows, g, k, v, ks, vs, n0, d, stride, scale, scratch)
+	attendI8(active, out, ostride, q, qstride, rows, g, k, v, ks, vs, n0, d, stride, scale, scratch)
 }
 
 func checkAttendBlockKV(name string, lout, ostride, lq, qstride, rows, g, lk, lv, n0, d, stride, lscratch int) {
@@ -345,25 +393,6 @@ func sumBF16Go(out, p []float32, v []uint16, n, d, stride int, add bool) {
 	}
 }
 
-func scoresI8Go(s, q []float32, k []int8, n, d, stride int, scale float32) {
-	q = q[:d]
-	for j := range n {
-		kj := k[j*stride : j*stride+d]
-		var s0, s1, s2, s3 float32
-		i := 0
-		for ; i+4 <= d; i += 4 {
-			s0 += q[i] * float32(kj[i])
-			s1 += q[i+1] * float32(kj[i+1])
-			s2 += q[i+2] * float32(kj[i+2])
-			s3 += q[i+3] * float32(kj[i+3])
-		}
-		for ; i < d; i++ {
-			s0 += q[i] * float32(kj[i])
-		}
-		s[j] = scale * ((s0 + s1) + (s2 + s3))
-	}
-}
-
 func sumI8Go(out, p []float32, v []int8, n, d, stride int, add bool) {
 	out = out[:d]
 	if !add {
@@ -387,5 +416,5 @@ func mulGeneric(dst, x, w []float32) {
 
 var (
 	bf16KVGeneric = kvAttn[uint16]{scoresGo: scoresBF16Go, sumGo: sumBF16Go}
-	i8KVGeneric   = kvAttn[int8]{scoresGo: scoresI8Go, sumGo: sumI8Go}
+	i8KVGeneric   = kvAttn[int8]{sumGo: sumI8Go}
 )

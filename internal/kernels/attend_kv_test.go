@@ -70,7 +70,7 @@ func kvShapes(f func(rows, g, n0, d int)) {
 	for _, d := range []int{128, 64, 48, 24, 5} {
 		chunk := max(4, attnChunkBytes/(2*d))
 		for _, n0 := range []int{1, 2, 5, chunk - 1, chunk + 3, 2*chunk + 6} {
-			for _, rg := range [][2]int{{1, 1}, {1, 2}, {1, 4}, {8, 2}, {4, 4}, {5, 1}, {3, 2}, {2, 3}} {
+			for _, rg := range [][2]int{{1, 1}, {1, 2}, {1, 3}, {1, 4}, {8, 2}, {4, 4}, {5, 1}, {3, 2}, {2, 3}} {
 				f(rg[0], rg[1], n0, d)
 			}
 		}
@@ -193,9 +193,22 @@ func refAttend(q []float32, k, v []float32, n, d, stride int, scale float64) []f
 	return out
 }
 
+// quantizedQuery is the query an int8 cache's scores use: its int8 codes
+// times their scale (QuantizeInt8).
+func quantizedQuery(q []float32) []float32 {
+	codes := make([]int8, len(q))
+	s := QuantizeInt8(codes, q)
+	out := make([]float32, len(q))
+	for i, c := range codes {
+		out[i] = s * float32(c)
+	}
+	return out
+}
+
 // TestAttendKVMatchesReference: on every implementation, bfloat16 and
 // int8 attention equal float64 attention over the values the cache holds
-// (widened bfloat16, scale·code) to float32 rounding: 1e-5 of the output's
+// (widened bfloat16, scale·code; for int8 the query's codes too, see
+// attend_i8.go) to float32 rounding: 1e-5 of the output's
 // scale (the values are O(1) and a softmax-weighted mean stays there; the
 // float32 sums of up to a few hundred terms round at about 1e-6). The
 // pure-Go loops and the assembly are thereby checked against each other.
@@ -214,7 +227,7 @@ func TestAttendKVMatchesReference(t *testing.T) {
 						want = refAttend(q, c.kw, c.vw, n, d, c.stride, kvScale)
 					} else {
 						AttendInt8(got, q, c.k8, c.v8, c.ks, c.vs, n, d, c.stride, kvScale, make([]float32, n))
-						want = refAttend(q, c.kq, c.vq, n, d, c.stride, kvScale)
+						want = refAttend(quantizedQuery(q), c.kq, c.vq, n, d, c.stride, kvScale)
 					}
 					for i := range got {
 						if math.Abs(float64(got[i])-want[i]) > 1e-5*(1+math.Abs(want[i])) {

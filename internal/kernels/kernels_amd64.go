@@ -201,8 +201,8 @@ var avx2Impl = func() impl {
 	avx2Ops.fill(&im)
 	im.bf16KV = kvAttn[uint16]{lanes: 8, scores: attnScoresBF16AVX2, sum: attnSumBF16AVX2, sumAdd: attnSumAddBF16AVX2,
 		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
-	im.i8KV = kvAttn[int8]{lanes: 8, scores: attnScoresI8AVX2, sum: attnSumI8AVX2, sumAdd: attnSumAddI8AVX2,
-		scoresGo: scoresI8Go, sumGo: sumI8Go}
+	im.i8KV = kvAttn[int8]{lanes: 8, sum: attnSumI8AVX2, sumAdd: attnSumAddI8AVX2, sumGo: sumI8Go}
+	im.i8Dot = i8Dot{lanes: 16, vec: attnDotI8AVX2}
 	return im
 }()
 
@@ -221,10 +221,15 @@ var avx512Impl = func() impl {
 	im.attendBlock = attendBlockAVX512
 	im.bf16KV = kvAttn[uint16]{lanes: 16, scores: attnScoresBF16AVX512, sum: attnSumBF16AVX512, sumAdd: attnSumAddBF16AVX512,
 		scoresQ4: attnScoresQ4BF16AVX512, sumQ4: attnSumQ4BF16AVX512, sumAddQ4: attnSumAddQ4BF16AVX512,
+		sumQ2: attnSumQ2BF16AVX512, sumAddQ2: attnSumAddQ2BF16AVX512,
 		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
-	im.i8KV = kvAttn[int8]{lanes: 16, scores: attnScoresI8AVX512, sum: attnSumI8AVX512, sumAdd: attnSumAddI8AVX512,
-		scoresQ4: attnScoresQ4I8AVX512, sumQ4: attnSumQ4I8AVX512, sumAddQ4: attnSumAddQ4I8AVX512,
-		scoresGo: scoresI8Go, sumGo: sumI8Go}
+	im.i8KV = kvAttn[int8]{lanes: 16, sum: attnSumI8AVX512, sumAdd: attnSumAddI8AVX512,
+		sumQ4: attnSumQ4I8AVX512, sumAddQ4: attnSumAddQ4I8AVX512,
+		sumQ2: attnSumQ2I8AVX512, sumAddQ2: attnSumAddQ2I8AVX512, sumGo: sumI8Go}
+	im.i8Dot = i8Dot{lanes: 16, vec: attnDotI8AVX2}
+	if cpu.X86.HasAVX512VNNI {
+		im.i8Dot = i8Dot{lanes: 64, vec: attnDotI8VNNI}
+	}
 	return im
 }()
 
@@ -333,7 +338,7 @@ func attendBlockAVX512(out []float32, ostride int, q []float32, qstride int, row
 		attendBlockLoop(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 		return
 	}
-	attendBlockQ4(active, &f32BlockAVX512, out, ostride, q, qstride, rows, g, k, v, nil, nil, n0, d, stride, scale, scratch)
+	attendBlockQ4(active, &f32BlockAVX512, out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 }
 
 // f32BlockAVX512 is what attendBlockQ4 uses over a float32 cache.

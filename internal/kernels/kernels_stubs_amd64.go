@@ -416,10 +416,15 @@ func attnSumQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int
 // is bitwise the one attnSumAddBF16AVX512 computes.
 func attnSumAddQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
 
-// attnScoresI8AVX2 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
-// multiple of 8; each dot product is one accumulator over d, reduced like the
-// matrix kernels. Keys and values are int8 codes, converted exactly (no scale).
-func attnScoresI8AVX2(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
+// attnSumQ2BF16AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 2, over j < n in increasing j, d a multiple of 128, n > 0; each element
+// is bitwise the one attnSumBF16AVX512 computes.
+func attnSumQ2BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
+
+// attnSumAddQ2BF16AVX512 adds to out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 2, over j < n in increasing j, d a multiple of 128, n > 0; each element
+// is bitwise the one attnSumAddBF16AVX512 computes.
+func attnSumAddQ2BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
 
 // attnSumI8AVX2 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
 // d a multiple of 8, n > 0. Keys and values are int8 codes, converted exactly (no scale).
@@ -429,11 +434,6 @@ func attnSumI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
 // d a multiple of 8, n > 0. Keys and values are int8 codes, converted exactly (no scale).
 func attnSumAddI8AVX2(out *float32, p *float32, v *int8, n int, d int, stride int)
 
-// attnScoresI8AVX512 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
-// multiple of 16; each dot product is one accumulator over d, reduced like the
-// matrix kernels. Keys and values are int8 codes, converted exactly (no scale).
-func attnScoresI8AVX512(s *float32, q *float32, k *int8, n int, d int, stride int, scale float32)
-
 // attnSumI8AVX512 sets out[:d] = Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
 // d a multiple of 16, n > 0. Keys and values are int8 codes, converted exactly (no scale).
 func attnSumI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
@@ -441,11 +441,6 @@ func attnSumI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int
 // attnSumAddI8AVX512 adds to out[:d] Σ_j p[j]·v[j*stride:][:d] over j < n in increasing j,
 // d a multiple of 16, n > 0. Keys and values are int8 codes, converted exactly (no scale).
 func attnSumAddI8AVX512(out *float32, p *float32, v *int8, n int, d int, stride int)
-
-// attnScoresQ4I8AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])
-// for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score
-// is bitwise the one attnScoresI8AVX512 computes.
-func attnScoresQ4I8AVX512(s *float32, sstride int, q *float32, k *int8, n int, d int, stride int, scale float32)
 
 // attnSumQ4I8AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
 // i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
@@ -456,3 +451,21 @@ func attnSumQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d 
 // i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element
 // is bitwise the one attnSumAddI8AVX512 computes.
 func attnSumAddQ4I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+
+// attnSumQ2I8AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 2, over j < n in increasing j, d a multiple of 128, n > 0; each element
+// is bitwise the one attnSumI8AVX512 computes.
+func attnSumQ2I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+
+// attnSumAddQ2I8AVX512 adds to out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
+// i < 2, over j < n in increasing j, d a multiple of 128, n > 0; each element
+// is bitwise the one attnSumAddI8AVX512 computes.
+func attnSumAddQ2I8AVX512(out *float32, p *float32, pstride int, v *int8, n int, d int, stride int)
+
+// attnDotI8VNNI sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a
+// positive multiple of 64 and bias = 128·Σ_i q[i] (AVX512_VNNI).
+func attnDotI8VNNI(s *float32, q *int8, k *int8, n int, d int, stride int, mult float32, bias int32)
+
+// attnDotI8AVX2 sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a
+// positive multiple of 16 (AVX2); bias is not used.
+func attnDotI8AVX2(s *float32, q *int8, k *int8, n int, d int, stride int, mult float32, bias int32)

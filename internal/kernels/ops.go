@@ -122,11 +122,12 @@ func AttendBlock(out []float32, ostride int, q []float32, qstride int, rows, g i
 	attendBlockLoop(out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
 }
 
-// AttendBlockScratch is the scratch AttendBlock needs: every query's
-// scores, and a copy of the block's queries and outputs.
+// AttendBlockScratch is the scratch AttendBlock (and AttendBlockBF16,
+// AttendBlockInt8) needs: every query's scores, a copy of the block's
+// queries (for int8, their codes, multipliers and biases) and outputs.
 func AttendBlockScratch(rows, g, n0, d int) int {
 	m := rows * g
-	return m*(n0+rows-1) + 2*m*d
+	return m*(n0+rows-1) + 2*m*d + 2*m
 }
 
 // attendBlockLoop runs AttendBlock row by row.

@@ -28,6 +28,7 @@ type impl struct {
 	// elementwise product that applies the int8 scales.
 	bf16KV kvAttn[uint16]
 	i8KV   kvAttn[int8]
+	i8Dot  i8Dot
 	mul    func(dst, x, w []float32)
 }
 

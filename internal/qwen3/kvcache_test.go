@@ -54,22 +54,24 @@ func realish(t testing.TB, layers int) *Model {
 // Why these bounds. A bfloat16 element is within 2⁻⁹ of its float32 value
 // (0.11% RMS relative error); an int8 element within half a step,
 // max|x|/254 of its head vector, about 0.6% RMS of a head vector with a
-// Gaussian spread, so int8 errs five to six times more than bfloat16.
+// Gaussian spread, so int8 errs five to six times more than bfloat16; its
+// scores also round the query to int8 codes (kernels/attend_i8.go), an
+// error of the same size again.
 // The error enters every layer's attention output and is carried and
 // somewhat amplified by the MLPs (random weights keep each block's output
 // as large as the residual stream it is added to). Measured on the 0.6B
 // shapes (docs/KVCACHE.md has the figures): 4 random layers over 320
-// positions, bf16 5.1e-3 per position at worst, int8 2.0e-2; the generated
-// 28-layer AWQ model over 512 positions, bf16 5.2e-3, int8 2.2e-2. The
-// bounds keep a margin of about two over the worst of both:
+// positions, bf16 5.1e-3 per position at worst, int8 2.3e-2; the generated
+// 28-layer AWQ model over 512 positions, bf16 5.2e-3, int8 2.5e-2. The
+// bounds keep a margin of 1.6 to 2 over the worst of both:
 //   - per position hidden relative L2: bf16 <= 1e-2 (also the project's
 //     bound for bfloat16 activations, TestGolden), int8 <= 4e-2;
 //   - over the whole sequence: bf16 <= 8e-3, int8 <= 3e-2;
 //   - head argmax equal on >= 99% (bf16) and >= 97% (int8) of the
-//     (position, head) pairs (measured 99.7% and 98.5% at worst);
+//     (position, head) pairs (measured 99.7% and 98.2% at worst);
 //   - every disagreement a near-tie: the float32 run's margin between the
 //     two classes below 5% (bf16) or 15% (int8) of the RMS of that head's
-//     logits over the run (measured 1.3% and 7.6% at worst).
+//     logits over the run (measured 1.3% and 8.3% at worst).
 type kvTolerance struct {
 	position, sequence, agree, flip float64
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -92,12 +94,18 @@ func attnScoresQ4(kt kvType) {
 // the lane pairs isa.reduce adds (l and l+8, then l+4, l+2, l+1), so each
 // sum is bitwise the one reduce returns.
 func transposeReduce16(a []VecVirtual) VecVirtual {
+	return transposeTree16(a, func(x, y, dst VecVirtual) { VADDPS(x, y, dst) })
+}
+
+// transposeTree16 is transposeReduce16 with another addition: VPADDD
+// reduces sixteen vectors of int32 sums the same way.
+func transposeTree16(a []VecVirtual, add func(x, y, dst VecVirtual)) VecVirtual {
 	pairs := func(in []VecVirtual, shuf func(x, y, lo, hi VecVirtual)) []VecVirtual {
 		out := make([]VecVirtual, len(in)/2)
 		for m := range out {
 			lo, hi := ZMM(), ZMM()
 			shuf(in[2*m], in[2*m+1], lo, hi)
-			VADDPS(hi, lo, lo)
+			add(hi, lo, lo)
 			out[m] = lo
 		}
 		return out
@@ -127,15 +135,23 @@ func transposeReduce16(a []VecVirtual) VecVirtual {
 
 // attnSumQ4 emits the weighted sums of 4 queries over 64 output dims at a
 // time: each value vector loaded is used by the 4 queries.
-func attnSumQ4(kt kvType, add bool) {
+func attnSumQ4(kt kvType, add bool) { attnSumQ(kt, add, 4) }
+
+// attnSumQ emits the weighted sums of Q (2 or 4) queries over 256/Q output
+// dims at a time (sixteen accumulators): each value vector loaded and
+// widened is used by the Q queries.
+func attnSumQ(kt kvType, add bool, Q int) {
 	i := avx512
-	name, verb := "attnSumQ4"+kt.name+"AVX512", "sets"
+	U := 16 / Q // vectors per query per chunk
+	dims := 16 * U
+	q := fmt.Sprint(Q)
+	name, verb := "attnSumQ"+q+kt.name+"AVX512", "sets"
 	if add {
-		name, verb = "attnSumAddQ4"+kt.name+"AVX512", "adds to"
+		name, verb = "attnSumAddQ"+q+kt.name+"AVX512", "adds to"
 	}
 	TEXT(name, NOSPLIT, "func(out, p *float32, pstride int, v *"+kt.gotyp+", n, d, stride int)")
 	Doc(name+" "+verb+" out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries",
-		"i < 4, over j < n in increasing j, d a multiple of 64, n > 0; each element",
+		"i < "+q+", over j < n in increasing j, d a multiple of "+fmt.Sprint(dims)+", n > 0; each element",
 		"is bitwise the one attnSum"+map[bool]string{false: "", true: "Add"}[add]+kt.name+"AVX512 computes.")
 	out, v := Load(Param("out"), GP64()), Load(Param("v"), GP64())
 	d, stride, ps := Load(Param("d"), GP64()), Load(Param("stride"), GP64()), Load(Param("pstride"), GP64())
@@ -147,9 +163,9 @@ func attnSumQ4(kt kvType, add bool) {
 	LEAQ(Mem{Base: db, Index: db, Scale: 2}, db3)
 	LEAQ(Mem{Base: ps, Index: ps, Scale: 2}, ps3)
 	Label(name + "_chunk")
-	acc := make([][]VecVirtual, 4)
+	acc := make([][]VecVirtual, Q)
 	for qi := range acc {
-		acc[qi] = make([]VecVirtual, 4)
+		acc[qi] = make([]VecVirtual, U)
 		for u := range acc[qi] {
 			acc[qi][u] = i.vec()
 			if add {
@@ -162,15 +178,15 @@ func attnSumQ4(kt kvType, add bool) {
 	pj, nj, vp := Load(Param("p"), GP64()), Load(Param("n"), GP64()), GP64()
 	MOVQ(v, vp)
 	Label(name + "_j")
-	vv := make([]VecVirtual, 4)
+	vv := make([]VecVirtual, U)
 	for u := range vv {
 		vv[u] = i.vec()
 		kt.load(i, mem(vp, 16*kt.size*u), vv[u])
 	}
-	for qi := range 4 {
+	for qi := range Q {
 		b := i.vec()
 		VBROADCASTSS(row4(pj, ps, ps3, qi, 0), b)
-		for u := range 4 {
+		for u := range U {
 			VFMADD231PS(vv[u], b, acc[qi][u])
 		}
 	}
@@ -178,14 +194,14 @@ func attnSumQ4(kt kvType, add bool) {
 	ADDQ(U8(4), pj)
 	DECQ(nj)
 	JNZ(LabelRef(name + "_j"))
-	for qi := range 4 {
-		for u := range 4 {
+	for qi := range Q {
+		for u := range U {
 			VMOVUPS(acc[qi][u], row4(out, db, db3, qi, 64*u))
 		}
 	}
-	ADDQ(U32(256), out)
-	ADDQ(U32(64*kt.size), v)
-	SUBQ(U8(64), d)
+	ADDQ(U32(4*dims), out)
+	ADDQ(U32(dims*kt.size), v)
+	SUBQ(U32(dims), d)
 	JNZ(LabelRef(name + "_chunk"))
 	VZEROUPPER()
 	RET()

@@ -31,8 +31,9 @@ var (
 			VPSLLD(U8(16), v, v)
 		},
 		docWiden: " Keys and values are bfloat16, widened exactly."}
-	// int8 codes are sign-extended and converted exactly; their scales
-	// are applied outside (to the scores and to the probabilities).
+	// int8 values are sign-extended and converted exactly; their scales
+	// are applied outside (to the probabilities). The int8 scores are
+	// integer dot products of codes (attnDotI8), not float kernels.
 	kvI8 = kvType{name: "I8", gotyp: "int8", size: 1, shift: 0,
 		load: func(i isa, m Mem, v VecVirtual) {
 			VPMOVSXBD(m, v)
@@ -53,15 +54,26 @@ func (kt kvType) bytes(r Register) {
 func (kt kvType) qscale() uint8 { return uint8(4 / kt.size) }
 
 // attentionKV emits the attention kernels over the bfloat16 and int8
-// caches: scores and sums for both instruction sets, and the AVX-512
-// four-query block kernels.
+// caches: scores (bfloat16; int8 scores are attnDotI8's integers) and sums
+// for both instruction sets, and the AVX-512 four-query block kernels.
 func attentionKV() {
 	for _, kt := range []kvType{kvBF16, kvI8} {
 		for _, i := range []isa{avx2, avx512} {
-			attnScores(i, kt)
+			if kt.size > 1 {
+				attnScores(i, kt)
+			}
 			attnSum(i, kt, false)
 			attnSum(i, kt, true)
 		}
-		attentionBlock(kt)
+		if kt.size > 1 {
+			attentionBlock(kt)
+		} else {
+			attnSumQ4(kt, false)
+			attnSumQ4(kt, true)
+		}
+		// Decode with two query heads per KV head (Qwen3 0.6B).
+		attnSumQ(kt, false, 2)
+		attnSumQ(kt, true, 2)
 	}
+	attnDotI8()
 }

@@ -1,0 +1,230 @@
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// attnDotI8 emits the integer score kernels of attention over an int8
+// cache (attend_i8.go): the query is int8 codes like the keys, and each
+// score is an exact integer dot product scaled once. Integer sums do not
+// depend on their order, so the kernels may block and reduce as suits
+// them and still agree bitwise with the pure-Go loop.
+func attnDotI8() {
+	attnDotI8VNNI()
+	attnDotI8AVX2()
+}
+
+const i8DotSig = "func(s *float32, q *int8, k *int8, n, d, stride int, mult float32, bias int32)"
+
+// attnDotI8VNNI: sixteen keys at a time, one VPDPBUSD per 64 code pairs
+// per key. VPDPBUSD multiplies unsigned by signed bytes, so the keys are
+// flipped to k+128 (XOR 0x80) as they are loaded and bias = 128·Σq takes
+// the extra 128·Σq back out of every sum. The sixteen sums are reduced
+// together by transposeTree16 and converted, scaled and stored as one
+// vector.
+func attnDotI8VNNI() {
+	name := "attnDotI8VNNI"
+	TEXT(name, NOSPLIT, i8DotSig)
+	Doc(name+" sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a",
+		"positive multiple of 64 and bias = 128·Σ_i q[i] (AVX512_VNNI).")
+	mult, bias, flip := ZMM(), ZMM(), ZMM()
+	VBROADCASTSS(Load(Param("mult"), XMM()), mult)
+	b := XMM()
+	VMOVD(Load(Param("bias"), GP32()), b)
+	VPBROADCASTD(b, bias)
+	f := GP32()
+	MOVL(U32(0x80808080), f)
+	fx := XMM()
+	VMOVD(f, fx)
+	VPBROADCASTD(fx, flip)
+	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
+	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	qend := GP64()
+	LEAQ(Mem{Base: q, Index: d, Scale: 1}, qend)
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+
+	Label("k16")
+	CMPQ(n, U8(16))
+	JL(LabelRef("k1"))
+	{
+		// Key kk accumulates in acc[4·(kk%4) + kk/4], which the
+		// transposing tree delivers to lane kk.
+		acc := make([]VecVirtual, 16)
+		for a := range acc {
+			acc[a] = ZMM()
+			VPXORD(acc[a], acc[a], acc[a])
+		}
+		kb := []Register{GP64(), GP64(), GP64(), GP64()}
+		MOVQ(k, kb[0])
+		for g := 1; g < 4; g++ {
+			LEAQ(Mem{Base: kb[g-1], Index: stride, Scale: 4}, kb[g])
+		}
+		qo := GP64()
+		MOVQ(q, qo)
+		Label("k16_d")
+		qv := ZMM()
+		VMOVDQU64(mem(qo, 0), qv)
+		for kk := range 16 {
+			t := ZMM()
+			VPXORD(row4(kb[kk/4], stride, stride3, kk%4, 0), flip, t)
+			vpdpbusd(qv, t, acc[4*(kk%4)+kk/4])
+		}
+		ADDQ(U8(64), qo)
+		for _, r := range kb {
+			ADDQ(U8(64), r)
+		}
+		CMPQ(qo, qend)
+		JL(LabelRef("k16_d"))
+		w := transposeTree16(acc, func(x, y, dst VecVirtual) { VPADDD(x, y, dst) })
+		VPSUBD(bias, w, w)
+		VCVTDQ2PS(w, w)
+		VMULPS(mult, w, w)
+		VMOVUPS(w, mem(s, 0))
+		ADDQ(U8(64), s)
+		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
+		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
+		SUBQ(U8(16), n)
+		JMP(LabelRef("k16"))
+	}
+
+	Label("k1")
+	TESTQ(n, n)
+	JZ(LabelRef("ret"))
+	{
+		acc := ZMM()
+		VPXORD(acc, acc, acc)
+		qo, ko := GP64(), GP64()
+		MOVQ(q, qo)
+		MOVQ(k, ko)
+		Label("k1_d")
+		qv, t := ZMM(), ZMM()
+		VMOVDQU64(mem(qo, 0), qv)
+		VPXORD(mem(ko, 0), flip, t)
+		vpdpbusd(qv, t, acc)
+		ADDQ(U8(64), qo)
+		ADDQ(U8(64), ko)
+		CMPQ(qo, qend)
+		JL(LabelRef("k1_d"))
+		x := reduceInt(acc, true)
+		VPSUBD(bias.AsX(), x, x)
+		VCVTDQ2PS(x, x)
+		VMULSS(mult.AsX(), x, x)
+		VMOVSS(x, mem(s, 0))
+		ADDQ(U8(4), s)
+		ADDQ(stride, k)
+		DECQ(n)
+		JMP(LabelRef("k1"))
+	}
+	Label("ret")
+	VZEROUPPER()
+	RET()
+}
+
+// attnDotI8AVX2 is the kernel for CPUs without VNNI: sixteen codes of the
+// query and of four keys at a time are sign-extended to int16 and
+// multiplied and added in pairs (VPMADDWD), which is exact: a pair of
+// products is at most 2·127² in magnitude. bias is unused.
+func attnDotI8AVX2() {
+	name := "attnDotI8AVX2"
+	TEXT(name, NOSPLIT, i8DotSig)
+	Doc(name+" sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a",
+		"positive multiple of 16 (AVX2); bias is not used.")
+	mult := Load(Param("mult"), XMM())
+	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
+	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	store := func(acc VecVirtual, disp int) {
+		x := reduceInt(acc, false)
+		VCVTDQ2PS(x, x)
+		VMULSS(mult, x, x)
+		VMOVSS(x, mem(s, disp))
+	}
+	const R = 4
+	Label("row4")
+	CMPQ(n, U8(R))
+	JL(LabelRef("row"))
+	{
+		kr := []Register{k, GP64(), GP64(), GP64()}
+		for r := 1; r < R; r++ {
+			LEAQ(Mem{Base: kr[r-1], Index: stride, Scale: 1}, kr[r])
+		}
+		accs := make([]VecVirtual, R)
+		for r := range accs {
+			accs[r] = YMM()
+			VPXOR(accs[r], accs[r], accs[r])
+		}
+		off := GP64()
+		XORQ(off, off)
+		Label("col4")
+		qv := YMM()
+		VPMOVSXBW(at(q, off), qv)
+		for r := range R {
+			t := YMM()
+			VPMOVSXBW(at(kr[r], off), t)
+			VPMADDWD(qv, t, t)
+			VPADDD(t, accs[r], accs[r])
+		}
+		ADDQ(U8(16), off)
+		CMPQ(off, d)
+		JL(LabelRef("col4"))
+		for r := range R {
+			store(accs[r], 4*r)
+		}
+		ADDQ(U8(4*R), s)
+		LEAQ(Mem{Base: kr[3], Index: stride, Scale: 1}, k)
+		SUBQ(U8(R), n)
+		JMP(LabelRef("row4"))
+	}
+	Label("row")
+	TESTQ(n, n)
+	JZ(LabelRef("ret"))
+	{
+		acc := YMM()
+		VPXOR(acc, acc, acc)
+		off := GP64()
+		XORQ(off, off)
+		Label("col")
+		qv, t := YMM(), YMM()
+		VPMOVSXBW(at(q, off), qv)
+		VPMOVSXBW(at(k, off), t)
+		VPMADDWD(qv, t, t)
+		VPADDD(t, acc, acc)
+		ADDQ(U8(16), off)
+		CMPQ(off, d)
+		JL(LabelRef("col"))
+		store(acc, 0)
+		ADDQ(U8(4), s)
+		ADDQ(stride, k)
+		DECQ(n)
+		JMP(LabelRef("row"))
+	}
+	Label("ret")
+	VZEROUPPER()
+	RET()
+}
+
+// reduceInt adds the int32 lanes of v (a ZMM when zmm, else a YMM) into
+// the low lane of the returned XMM register.
+func reduceInt(v VecVirtual, zmm bool) VecVirtual {
+	y := v
+	if zmm {
+		y = YMM()
+		VEXTRACTI64X4(U8(1), v, y)
+		VPADDD(y, v.AsY(), y)
+	}
+	x := XMM()
+	if zmm {
+		VEXTRACTI32X4(U8(1), y, x) // EVEX form: y may be Y16-Y31
+	} else {
+		VEXTRACTI128(U8(1), y, x)
+	}
+	VPADDD(x, y.AsX(), x)
+	t := XMM()
+	VPSHUFD(U8(0x4E), x, t)
+	VPADDD(t, x, x)
+	VPSHUFD(U8(0xB1), x, t)
+	VPADDD(t, x, x)
+	return x
+}

@@ -1,0 +1,122 @@
+package kernels
+
+import "unsafe"
+
+// Attention over an int8 cache scores in integers.
+//
+// Each query head is quantized the way the cache quantizes a key
+// (QuantizeInt8: codes qc, scale qs), so a score is one exact integer dot
+// product of codes, scaled once:
+//
+//	s_j = (scale·qs) · float32(Σ_i qc_i·kc_j,i)
+//
+// and the key's own scale joins it before the softmax (probabilities).
+// Integer sums are exact in any order, so the pure-Go loop, the AVX2
+// kernel and the VNNI kernel (one instruction per 64 code pairs) give
+// bitwise the same scores however the keys are blocked; the float work
+// per score shrinks to two multiplications. The query's rounding adds an
+// error of the size the key's own rounding already has: at most half a
+// step of max|q|/127 per element.
+//
+// The weighted sum of the values stays in float32 (kvAttn[int8]'s sums),
+// as for the other cache types.
+
+// i8Dot computes integer scores for one implementation.
+type i8Dot struct {
+	// lanes: the vector kernel needs d to be a positive multiple of it;
+	// 0 means pure Go.
+	lanes int
+	// vec sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n;
+	// bias = 128·Σ_i q[i] (the VNNI kernel's correction).
+	vec func(s *float32, q *int8, k *int8, n, d, stride int, mult float32, bias int32)
+}
+
+// dot sets s[:n] to the scores of the query codes q against n keys.
+func (x *i8Dot) dot(s []float32, q, k []int8, n, d, stride int, mult float32, bias int32) {
+	if x.lanes > 0 && d > 0 && d%x.lanes == 0 {
+		_, _, _ = s[n-1], q[d-1], k[(n-1)*stride+d-1]
+		x.vec(&s[0], &q[0], &k[0], n, d, stride, mult, bias)
+		return
+	}
+	i8DotGo(s, q, k, n, d, stride, mult)
+}
+
+// i8DotGo is the pure-Go integer score loop.
+func i8DotGo(s []float32, q, k []int8, n, d, stride int, mult float32) {
+	q = q[:d]
+	for j := range n {
+		kj := k[j*stride : j*stride+d]
+		var acc int32
+		for i, c := range q {
+			acc += int32(c) * int32(kj[i])
+		}
+		s[j] = mult * float32(acc)
+	}
+}
+
+// i8QueryFloats is the scratch (in float32 slots) that the quantized
+// queries of m heads of d elements take: a multiplier and a bias per head
+// and the codes.
+func i8QueryFloats(m, d int) int { return 2*m + (m*d+3)/4 }
+
+// quantizeQueries quantizes the rows' g query heads (head i = r·g+h at
+// q[r*qstride+h*d:]) into codes[i*d:][:d], with mult[i] = scale·qs_i and
+// bias[i] = 128·Σ codes; it carves the three out of scratch, which holds
+// i8QueryFloats(rows·g, d) floats.
+func quantizeQueries(scratch, q []float32, qstride, rows, g, d int, scale float32) (codes []int8, mult []float32, bias []int32) {
+	M := rows * g
+	mult = scratch[:M]
+	bias = unsafe.Slice((*int32)(unsafe.Pointer(&scratch[M])), M)
+	if d > 0 {
+		cf := scratch[2*M : i8QueryFloats(M, d)]
+		codes = unsafe.Slice((*int8)(unsafe.Pointer(&cf[0])), M*d)
+	}
+	for r := range rows {
+		for h := range g {
+			i := r*g + h
+			c := codes[i*d : (i+1)*d]
+			mult[i] = scale * QuantizeInt8(c, q[r*qstride+h*d:][:d])
+			var sum int32
+			for _, x := range c {
+				sum += int32(x)
+			}
+			bias[i] = 128 * sum
+		}
+	}
+	return codes, mult, bias
+}
+
+// attendI8 is AttendBlockInt8 (AttendInt8 with rows = g = 1). Scratch:
+// the scores (M·nmax, M = rows·g), the quantized queries, the outputs
+// (M·d) — AttendBlockScratch's size.
+func attendI8(im *impl, out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []int8, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+	M := rows * g
+	nmax := n0 + rows - 1
+	if nmax == 0 {
+		clear(out[:d])
+		return
+	}
+	S := scratch[:M*nmax]
+	codes, mult, bias := quantizeQueries(scratch[M*nmax:], q, qstride, rows, g, d, scale)
+	// Keys in chunks that stay in L1 while every query head uses them.
+	C := chunkOf[int8](d)
+	for j0 := 0; j0 < nmax; j0 += C {
+		for i := range M {
+			if c := min(C, n0+i/g-j0); c > 0 {
+				im.i8Dot.dot(S[i*nmax+j0:], codes[i*d:(i+1)*d], k[j0*stride:], c, d, stride, mult[i], bias[i])
+			}
+		}
+	}
+	for i := range M {
+		probabilities(im, S[i*nmax:i*nmax+n0+i/g], ks, vs)
+	}
+	a := &im.i8KV
+	if a.sumQ4 != nil && a.vec(d) && d%64 == 0 && M >= 4 {
+		ob := M*nmax + i8QueryFloats(M, d)
+		blockSums(a, out, ostride, S, rows, g, v, n0, d, stride, scratch[ob:ob+M*d])
+		return
+	}
+	for r := range rows {
+		groupSums(a, out[r*ostride:], S[r*g*nmax:], nmax, g, v, n0+r, d, stride)
+	}
+}
