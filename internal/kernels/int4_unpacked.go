@@ -13,6 +13,8 @@ type int4UKernels struct {
 	// unpack splits n consecutive 64-byte tiles of src into 64 bytes of
 	// low nibbles and 64 of high nibbles at dst[i*dstride:].
 	unpack func(dst []byte, dstride int, src []byte, n int)
+	// prefetch asks for the cache lines of p (nil: none).
+	prefetch func(p []byte)
 	// gemm adds groups [0, groups) of the product of rtiles tiles of rows
 	// (4 or 2) activation rows and nb (4, 2 or 1) unpacked blocks to facc,
 	// rows at stride fstride: facc = fma(s·d, float32(Σq·a) − z·A, facc)
@@ -88,6 +90,18 @@ func int4RowsU(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T,
 			for b := range nbc {
 				src := w.qs[((b0+b)*G+g0)*tiles*64:]
 				uk.unpack(u[b/nb*sub+b%nb*128:], nb*128, src, (g1-g0)*tiles)
+			}
+			if uk.prefetch != nil {
+				// The next pass's codes: the following groups of these
+				// blocks, or the first groups of the next blocks.
+				nb0, ng0 := b0, g1
+				if g1 == G {
+					nb0, ng0 = b0+nbc, 0
+				}
+				ng1 := min(G, ng0+kc)
+				for b := nb0; b < min(hi, nb0+nbc); b++ {
+					uk.prefetch(w.qs[(b*G+ng0)*tiles*64 : (b*G+ng1)*tiles*64])
+				}
 			}
 			// Every row tile in turn uses one block tile's codes while they
 			// are in cache; a final pair of rows is a tile of 2.

@@ -4668,6 +4668,20 @@ unpack_ret:
 	VZEROUPPER
 	RET
 
+// func prefetchLines(p *byte, n int)
+// Requires: MMX+
+TEXT ·prefetchLines(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	LEAQ (AX)(CX*1), CX
+
+line:
+	PREFETCHT0 (AX)
+	ADDQ       $0x40, AX
+	CMPQ       AX, CX
+	JB         line
+	RET
+
 // func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows int, width int)
 // Requires: AVX, AVX512F
 TEXT ·int4AddRows(SB), NOSPLIT, $0-56

@@ -265,6 +265,9 @@ func int4GemvAVX2(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum 
 // bytes after them.
 func int4Unpack(dst *byte, dstride int, src *byte, n int)
 
+// prefetchLines issues PREFETCHT0 for each 64-byte line of p[:n], n > 0.
+func prefetchLines(p *byte, n int)
+
 // int4AddRows sets dst[t*ldd+i] = a[t*lda+i] + b[t*lda+i] for t < rows and
 // i < width, width a positive multiple of 16.
 func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows int, width int)

@@ -15,6 +15,7 @@ import (
 // the vector units almost to itself.
 func int4UnpackedKernels() {
 	int4Unpack()
+	prefetchLines()
 	int4AddRows()
 	int4Interleave4()
 	for _, rows := range []int{4, 2} {
@@ -22,6 +23,23 @@ func int4UnpackedKernels() {
 			int4GemmU(rows, nb)
 		}
 	}
+}
+
+// prefetchLines asks for the lines of the next pass's packed codes while
+// the current pass multiplies (int4RowsU): the unpack that reads them
+// first would otherwise wait for memory with nothing else to do.
+func prefetchLines() {
+	TEXT("prefetchLines", NOSPLIT, "func(p *byte, n int)")
+	Doc("prefetchLines issues PREFETCHT0 for each 64-byte line of p[:n], n > 0.")
+	p, n := Load(Param("p"), GP64()), Load(Param("n"), GP64())
+	end := GP64()
+	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
+	Label("line")
+	PREFETCHT0(mem(p, 0))
+	ADDQ(U8(64), p)
+	CMPQ(p, end)
+	JB(LabelRef("line"))
+	RET()
 }
 
 // int4Unpack splits n 64-byte code tiles into their low and high nibbles.
