@@ -39,9 +39,11 @@ type kvAttn[T float32 | uint16 | int8] struct {
 	// be a multiple of 64 and give bitwise what scores and sum give.
 	scoresQ4        func(s *float32, sstride int, q *float32, k *T, n, d, stride int, scale float32)
 	sumQ4, sumAddQ4 func(out, p *float32, pstride int, v *T, n, d, stride int)
-	// sumQ2 and sumAddQ2 are the two-query sums (nil where there are
-	// none; d a multiple of 128), bitwise what sum gives: decode with two
-	// query heads per KV head widens each value once for both.
+	// scoresQ2 (n a multiple of 8), sumQ2 and sumAddQ2 (d a multiple of
+	// 128) are the two-query kernels (nil where there are none), bitwise
+	// what scores and sum give: decode with two query heads per KV head
+	// loads and widens each key and value once for both.
+	scoresQ2        func(s *float32, sstride int, q *float32, k *T, n, d, stride int, scale float32)
 	sumQ2, sumAddQ2 func(out, p *float32, pstride int, v *T, n, d, stride int)
 	// scoresGo and sumGo are the pure-Go loops, used when d does not fit
 	// the vector loops.
@@ -109,9 +111,24 @@ func attendGroupKV(im *impl, a *kvAttn[uint16], out, q []float32, g int, k, v []
 		return
 	}
 	C := chunkOf[uint16](d)
+	pairs := 0
+	if a.scoresQ2 != nil && a.vec(d) {
+		pairs = g / 2
+		_, _, _ = q[g*d-1], scratch[g*n-1], k[(n-1)*stride+d-1]
+	}
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
-		for i := range g {
+		c8 := c &^ 7
+		for i := 0; i < 2*pairs; i += 2 {
+			if c8 > 0 {
+				a.scoresQ2(&scratch[i*n+j0], n, &q[i*d], &k[j0*stride], c8, d, stride, scale)
+			}
+			if c > c8 {
+				a.scoresN(scratch[i*n+j0+c8:], q[i*d:], k[(j0+c8)*stride:], c-c8, d, stride, scale)
+				a.scoresN(scratch[(i+1)*n+j0+c8:], q[(i+1)*d:], k[(j0+c8)*stride:], c-c8, d, stride, scale)
+			}
+		}
+		for i := 2 * pairs; i < g; i++ {
 			a.scoresN(scratch[i*n+j0:], q[i*d:], k[j0*stride:], c, d, stride, scale)
 		}
 	}

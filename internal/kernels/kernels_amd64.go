@@ -221,7 +221,7 @@ var avx512Impl = func() impl {
 	im.attendBlock = attendBlockAVX512
 	im.bf16KV = kvAttn[uint16]{lanes: 16, scores: attnScoresBF16AVX512, sum: attnSumBF16AVX512, sumAdd: attnSumAddBF16AVX512,
 		scoresQ4: attnScoresQ4BF16AVX512, sumQ4: attnSumQ4BF16AVX512, sumAddQ4: attnSumAddQ4BF16AVX512,
-		sumQ2: attnSumQ2BF16AVX512, sumAddQ2: attnSumAddQ2BF16AVX512,
+		scoresQ2: attnScoresQ2BF16AVX512, sumQ2: attnSumQ2BF16AVX512, sumAddQ2: attnSumAddQ2BF16AVX512,
 		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
 	im.i8KV = kvAttn[int8]{lanes: 16, sum: attnSumI8AVX512, sumAdd: attnSumAddI8AVX512,
 		sumQ4: attnSumQ4I8AVX512, sumAddQ4: attnSumAddQ4I8AVX512,

@@ -6919,6 +6919,144 @@ attnSumAddQ4BF16AVX512_j:
 	VZEROUPPER
 	RET
 
+// func attnScoresQ2BF16AVX512(s *float32, sstride int, q *float32, k *uint16, n int, d int, stride int, scale float32)
+// Requires: AVX, AVX512DQ, AVX512F, SSE
+TEXT ·attnScoresQ2BF16AVX512(SB), NOSPLIT, $0-60
+	MOVSS        scale+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         s+0(FP), AX
+	MOVQ         q+16(FP), CX
+	MOVQ         k+24(FP), DX
+	MOVQ         n+32(FP), BX
+	MOVQ         d+40(FP), SI
+	MOVQ         stride+48(FP), DI
+	MOVQ         sstride+8(FP), R8
+	SHLQ         $0x02, SI
+	SHLQ         $0x01, DI
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(DI*2), R9
+	TESTQ        BX, BX
+	JZ           q2_ret
+
+q2_keys:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	MOVQ   CX, R10
+	MOVQ   DX, R12
+	LEAQ   (DX)(DI*4), R13
+	LEAQ   (CX)(SI*1), R11
+
+q2_dims:
+	VMOVUPS       (R10), Z17
+	VMOVUPS       (R10)(SI*1), Z18
+	VPMOVZXWD     (R12), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z1
+	VFMADD231PS   Z18, Z19, Z3
+	VPMOVZXWD     (R12)(DI*1), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z5
+	VFMADD231PS   Z18, Z19, Z7
+	VPMOVZXWD     (R12)(DI*2), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z9
+	VFMADD231PS   Z18, Z19, Z11
+	VPMOVZXWD     (R12)(R9*1), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z13
+	VFMADD231PS   Z18, Z19, Z15
+	VPMOVZXWD     (R13), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z2
+	VFMADD231PS   Z18, Z19, Z4
+	VPMOVZXWD     (R13)(DI*1), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z6
+	VFMADD231PS   Z18, Z19, Z8
+	VPMOVZXWD     (R13)(DI*2), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z10
+	VFMADD231PS   Z18, Z19, Z12
+	VPMOVZXWD     (R13)(R9*1), Z19
+	VPSLLD        $0x10, Z19, Z19
+	VFMADD231PS   Z17, Z19, Z14
+	VFMADD231PS   Z18, Z19, Z16
+	ADDQ          $0x00000040, R10
+	ADDQ          $0x00000020, R12
+	ADDQ          $0x00000020, R13
+	CMPQ          R10, R11
+	JL            q2_dims
+	VSHUFF32X4    $0x44, Z2, Z1, Z17
+	VSHUFF32X4    $0xee, Z2, Z1, Z1
+	VADDPS        Z1, Z17, Z17
+	VSHUFF32X4    $0x44, Z4, Z3, Z1
+	VSHUFF32X4    $0xee, Z4, Z3, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x44, Z6, Z5, Z2
+	VSHUFF32X4    $0xee, Z6, Z5, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x44, Z8, Z7, Z3
+	VSHUFF32X4    $0xee, Z8, Z7, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFF32X4    $0x44, Z10, Z9, Z4
+	VSHUFF32X4    $0xee, Z10, Z9, Z5
+	VADDPS        Z5, Z4, Z4
+	VSHUFF32X4    $0x44, Z12, Z11, Z5
+	VSHUFF32X4    $0xee, Z12, Z11, Z6
+	VADDPS        Z6, Z5, Z5
+	VSHUFF32X4    $0x44, Z14, Z13, Z6
+	VSHUFF32X4    $0xee, Z14, Z13, Z7
+	VADDPS        Z7, Z6, Z6
+	VSHUFF32X4    $0x44, Z16, Z15, Z7
+	VSHUFF32X4    $0xee, Z16, Z15, Z8
+	VADDPS        Z8, Z7, Z7
+	VSHUFF32X4    $0x88, Z1, Z17, Z8
+	VSHUFF32X4    $0xdd, Z1, Z17, Z1
+	VADDPS        Z1, Z8, Z8
+	VSHUFF32X4    $0x88, Z3, Z2, Z1
+	VSHUFF32X4    $0xdd, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFF32X4    $0x88, Z5, Z4, Z2
+	VSHUFF32X4    $0xdd, Z5, Z4, Z3
+	VADDPS        Z3, Z2, Z2
+	VSHUFF32X4    $0x88, Z7, Z6, Z3
+	VSHUFF32X4    $0xdd, Z7, Z6, Z4
+	VADDPS        Z4, Z3, Z3
+	VSHUFPS       $0x44, Z1, Z8, Z4
+	VSHUFPS       $0xee, Z1, Z8, Z1
+	VADDPS        Z1, Z4, Z4
+	VSHUFPS       $0x44, Z3, Z2, Z1
+	VSHUFPS       $0xee, Z3, Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	VSHUFPS       $0x88, Z1, Z4, Z2
+	VSHUFPS       $0xdd, Z1, Z4, Z1
+	VADDPS        Z1, Z2, Z2
+	VMULPS        Z0, Z2, Z2
+	VMOVUPS       Y2, (AX)
+	VEXTRACTF64X4 $0x01, Z2, (AX)(R8*1)
+	ADDQ          $0x20, AX
+	LEAQ          (DX)(DI*8), DX
+	SUBQ          $0x08, BX
+	JNZ           q2_keys
+
+q2_ret:
+	VZEROUPPER
+	RET
+
 // func attnSumQ2BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
 // Requires: AVX, AVX512DQ, AVX512F
 TEXT ·attnSumQ2BF16AVX512(SB), NOSPLIT, $0-56

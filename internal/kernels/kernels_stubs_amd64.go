@@ -419,6 +419,11 @@ func attnSumQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int
 // is bitwise the one attnSumAddBF16AVX512 computes.
 func attnSumAddQ4BF16AVX512(out *float32, p *float32, pstride int, v *uint16, n int, d int, stride int)
 
+// attnScoresQ2BF16AVX512 sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])
+// for queries i < 2 and keys j < n, n a multiple of 8 and d of 16; each score
+// is bitwise the one attnScoresBF16AVX512 computes.
+func attnScoresQ2BF16AVX512(s *float32, sstride int, q *float32, k *uint16, n int, d int, stride int, scale float32)
+
 // attnSumQ2BF16AVX512 sets out[i*d:][:d] Σ_j p[i*pstride+j]·v[j*stride:][:d] for queries
 // i < 2, over j < n in increasing j, d a multiple of 128, n > 0; each element
 // is bitwise the one attnSumBF16AVX512 computes.

@@ -89,6 +89,72 @@ func attnScoresQ4(kt kvType) {
 	RET()
 }
 
+// attnScoresQ2: 2 queries × 8 keys per register tile (decode with two
+// query heads per KV head): each key is loaded and widened once for both
+// queries, and the 16 accumulators are reduced together as in
+// attnScoresQ4.
+func attnScoresQ2(kt kvType) {
+	i := avx512
+	name := "attnScoresQ2" + kt.name + "AVX512"
+	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
+	Doc(name+" sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
+		"for queries i < 2 and keys j < n, n a multiple of 8 and d of 16; each score",
+		"is bitwise the one attnScores"+kt.name+"AVX512 computes.")
+	sc := ZMM()
+	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
+	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
+	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	ss := Load(Param("sstride"), GP64())
+	SHLQ(U8(2), d)
+	kt.bytes(stride)
+	SHLQ(U8(2), ss)
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+	TESTQ(n, n)
+	JZ(LabelRef("q2_ret"))
+	Label("q2_keys")
+	// Query qi and key kj accumulate in acc[4·(kj%4) + 2·qi + kj/4],
+	// which the transposing tree delivers to lane 8·qi + kj.
+	acc := make([]VecVirtual, 16)
+	for a := range acc {
+		acc[a] = i.vec()
+		zero(acc[a])
+	}
+	qo, qend := GP64(), GP64()
+	kb := []Register{GP64(), GP64()}
+	MOVQ(q, qo)
+	MOVQ(k, kb[0])
+	LEAQ(Mem{Base: k, Index: stride, Scale: 4}, kb[1])
+	LEAQ(Mem{Base: q, Index: d, Scale: 1}, qend)
+	Label("q2_dims")
+	qv := []VecVirtual{i.vec(), i.vec()}
+	VMOVUPS(mem(qo, 0), qv[0])
+	VMOVUPS(Mem{Base: qo, Index: d, Scale: 1}, qv[1])
+	for kj := range 8 {
+		t := i.vec()
+		kt.load(i, row4(kb[kj/4], stride, stride3, kj%4, 0), t)
+		for qi := range 2 {
+			VFMADD231PS(qv[qi], t, acc[4*(kj%4)+2*qi+kj/4])
+		}
+	}
+	ADDQ(U32(64), qo)
+	ADDQ(U32(16*kt.size), kb[0])
+	ADDQ(U32(16*kt.size), kb[1])
+	CMPQ(qo, qend)
+	JL(LabelRef("q2_dims"))
+	w := transposeReduce16(acc)
+	VMULPS(sc, w, w)
+	VMOVUPS(w.AsY(), mem(s, 0))
+	VEXTRACTF64X4(U8(1), w, Mem{Base: s, Index: ss, Scale: 1})
+	ADDQ(U8(32), s)
+	LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
+	SUBQ(U8(8), n)
+	JNZ(LabelRef("q2_keys"))
+	Label("q2_ret")
+	VZEROUPPER()
+	RET()
+}
+
 // transposeReduce16 sums the 16 lanes of each of 16 vectors A[m] into one
 // vector whose lane 4(m%4) + m/4 holds the sum of A[m]. Each level adds
 // the lane pairs isa.reduce adds (l and l+8, then l+4, l+2, l+1), so each

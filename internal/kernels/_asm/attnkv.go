@@ -72,6 +72,9 @@ func attentionKV() {
 			attnSumQ4(kt, true)
 		}
 		// Decode with two query heads per KV head (Qwen3 0.6B).
+		if kt.size > 1 {
+			attnScoresQ2(kt)
+		}
 		attnSumQ(kt, false, 2)
 		attnSumQ(kt, true, 2)
 	}
