@@ -119,9 +119,13 @@ type Report struct {
 	// DecodeWeightBytesPerS divides it by the fastest step at the first
 	// position, and ReadBandwidthBytesPerS is the machine's read bandwidth
 	// measured in the same run (0 when not measured).
-	DecodeWeightBytes      int64   `json:"decode_weight_bytes"`
-	DecodeWeightBytesPerS  float64 `json:"decode_weight_bytes_per_s"`
-	ReadBandwidthBytesPerS float64 `json:"read_bandwidth_bytes_per_s"`
+	// DecodeWeightReadFraction is the one over the other (0 without a
+	// bandwidth): how close a single-stream step comes to reading its
+	// weights at the machine's bandwidth.
+	DecodeWeightBytes        int64   `json:"decode_weight_bytes"`
+	DecodeWeightBytesPerS    float64 `json:"decode_weight_bytes_per_s"`
+	ReadBandwidthBytesPerS   float64 `json:"read_bandwidth_bytes_per_s"`
+	DecodeWeightReadFraction float64 `json:"decode_weight_read_fraction"`
 	// LoadAverage is the 1-minute load average before and after the run
 	// (Linux): a value above the core count means other work shared the
 	// cores and the timings are pessimistic.
@@ -245,6 +249,9 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	if o.Bandwidth > 0 {
 		stage("read bandwidth")
 		r.ReadBandwidthBytesPerS = ReadBandwidth(o.Bandwidth, kernels.Threads())
+		if r.ReadBandwidthBytesPerS > 0 {
+			r.DecodeWeightReadFraction = r.DecodeWeightBytesPerS / r.ReadBandwidthBytesPerS
+		}
 	}
 
 	for _, n := range o.Streams {
@@ -356,7 +363,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.DecodeWeightBytesPerS > 0 {
 		fmt.Fprintf(tw, "decode weight reads\t%s per token, %.2f GB/s at the fastest step", bytesString(r.DecodeWeightBytes), r.DecodeWeightBytesPerS/1e9)
 		if r.ReadBandwidthBytesPerS > 0 {
-			fmt.Fprintf(tw, " = %.0f%% of the %.2f GB/s read bandwidth measured now", 100*r.DecodeWeightBytesPerS/r.ReadBandwidthBytesPerS, r.ReadBandwidthBytesPerS/1e9)
+			fmt.Fprintf(tw, " = %.0f%% of the %.2f GB/s read bandwidth measured now", 100*r.DecodeWeightReadFraction, r.ReadBandwidthBytesPerS/1e9)
 		}
 		fmt.Fprintln(tw)
 	}

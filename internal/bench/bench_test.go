@@ -47,6 +47,14 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if r.RSSPeakBytes < r.RSSBytes || r.RSSBytes <= 0 {
 		t.Errorf("rss %d, peak %d", r.RSSBytes, r.RSSPeakBytes)
 	}
+	// Without a bandwidth probe (Options.Bandwidth 0) there is no fraction.
+	if r.DecodeWeightBytesPerS <= 0 || r.ReadBandwidthBytesPerS != 0 || r.DecodeWeightReadFraction != 0 {
+		t.Errorf("weight reads %g B/s, bandwidth %g, fraction %g", r.DecodeWeightBytesPerS, r.ReadBandwidthBytesPerS, r.DecodeWeightReadFraction)
+	}
+	if rb, err := Run(m, "tiny", "bf16", 0, Options{Prefill: -1, Positions: []int{5}, Streams: []int{}, Steps: 1, Bandwidth: 8 << 20}); err != nil ||
+		rb.ReadBandwidthBytesPerS <= 0 || rb.DecodeWeightReadFraction != rb.DecodeWeightBytesPerS/rb.ReadBandwidthBytesPerS {
+		t.Errorf("with the probe: %v, %+v", err, rb)
+	}
 	var b bytes.Buffer
 	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "step at position 300") {
 		t.Errorf("table:\n%s", b.String())
