@@ -19,24 +19,32 @@ func attentionBlock(kt kvType) {
 	attnSumQ4(kt, true)
 }
 
+// blockScoresParams declares the multi-query score kernel of Q queries
+// and tiles of K keys and loads its parameters: the scale broadcast, and
+// d, stride and sstride turned into bytes.
+func blockScoresParams(kt kvType, Q, K int) (sc VecVirtual, s, q, k, n, d, stride, ss Register) {
+	name := fmt.Sprintf("attnScoresQ%d%sAVX512", Q, kt.name)
+	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
+	Doc(name+" sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
+		fmt.Sprintf("for queries i < %d and keys j < n, n a multiple of %d and d of 16; each score", Q, K),
+		"is bitwise the one attnScores"+kt.name+"AVX512 computes.")
+	sc = ZMM()
+	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
+	s, q, k = Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
+	n, d, stride = Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	ss = Load(Param("sstride"), GP64())
+	SHLQ(U8(2), d)
+	kt.bytes(stride)
+	SHLQ(U8(2), ss)
+	return
+}
+
 // attnScoresQ4: 4 queries × 4 keys per register tile, one accumulator per
 // score; the 16 accumulators are then reduced together by a transposing
 // tree that adds the same lane pairs as isa.reduce, in the same order.
 func attnScoresQ4(kt kvType) {
 	i := avx512
-	name := "attnScoresQ4" + kt.name + "AVX512"
-	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
-	Doc(name+" sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
-		"for queries i < 4 and keys j < n, n a multiple of 4 and d of 16; each score",
-		"is bitwise the one attnScores"+kt.name+"AVX512 computes.")
-	sc := ZMM()
-	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
-	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
-	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
-	ss := Load(Param("sstride"), GP64())
-	SHLQ(U8(2), d)
-	kt.bytes(stride)
-	SHLQ(U8(2), ss)
+	sc, s, q, k, n, d, stride, ss := blockScoresParams(kt, 4, 4)
 	triple := func(x Register) Register {
 		t := GP64()
 		LEAQ(Mem{Base: x, Index: x, Scale: 2}, t)
@@ -95,19 +103,7 @@ func attnScoresQ4(kt kvType) {
 // attnScoresQ4.
 func attnScoresQ2(kt kvType) {
 	i := avx512
-	name := "attnScoresQ2" + kt.name + "AVX512"
-	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *float32, k *"+kt.gotyp+", n, d, stride int, scale float32)")
-	Doc(name+" sets s[i*sstride+j] = scale·(q[i*d:][:d]·k[j*stride:][:d])",
-		"for queries i < 2 and keys j < n, n a multiple of 8 and d of 16; each score",
-		"is bitwise the one attnScores"+kt.name+"AVX512 computes.")
-	sc := ZMM()
-	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
-	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
-	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
-	ss := Load(Param("sstride"), GP64())
-	SHLQ(U8(2), d)
-	kt.bytes(stride)
-	SHLQ(U8(2), ss)
+	sc, s, q, k, n, d, stride, ss := blockScoresParams(kt, 2, 8)
 	stride3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
 	TESTQ(n, n)
