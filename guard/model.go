@@ -65,7 +65,8 @@ type Options struct {
 	// KVCache is how the CPU engine's streams store their keys and values:
 	// "bf16" (the default when empty: half the memory of float32, each
 	// element within 2⁻⁹ of it), "int8" (about a quarter: int8 codes with
-	// one scale per head and position) or "f32" (exact). Info's
+	// one scale per head and position; attention scores them against the
+	// query's own int8 codes, docs/KVCACHE.md) or "f32" (exact). Info's
 	// KVBytesPerToken follows it. In every type a stream's verdicts do not
 	// depend on how its tokens were chunked or what it was batched with.
 	KVCache string
