@@ -52,3 +52,37 @@ func TestI8DotMatchesGo(t *testing.T) {
 		}
 	})
 }
+
+// TestAttendInt8QueryEdges: the query's quantization keeps the edge cases
+// of the float kernels on every implementation. An all-zero query (scale
+// 0) scores every key 0, so the output is the plain mean of the values; a
+// NaN in the query (NaN scale, zero codes) makes every output NaN instead
+// of disappearing into codes.
+func TestAttendInt8QueryEdges(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(22, 22))
+		for _, d := range []int{128, 24} {
+			const n = 37
+			c := newKVCase(r, 1, 1, n, d)
+			out := make([]float32, d)
+			AttendInt8(out, make([]float32, d), c.k8, c.v8, c.ks, c.vs, n, d, c.stride, kvScale, make([]float32, n))
+			for i := range d {
+				var mean float64
+				for j := range n {
+					mean += float64(c.vq[j*c.stride+i]) / n
+				}
+				if math.Abs(float64(out[i])-mean) > 1e-5*(1+math.Abs(mean)) {
+					t.Fatalf("d=%d zero query: out[%d] = %g, mean of the values %g", d, i, out[i], mean)
+				}
+			}
+			q := randVec(r, d)
+			q[d/2] = float32(math.NaN())
+			AttendInt8(out, q, c.k8, c.v8, c.ks, c.vs, n, d, c.stride, kvScale, make([]float32, n))
+			for i, x := range out {
+				if !math.IsNaN(float64(x)) {
+					t.Fatalf("d=%d NaN query: out[%d] = %g", d, i, x)
+				}
+			}
+		}
+	})
+}
