@@ -217,26 +217,9 @@ func BenchmarkDecodeStream(b *testing.B) {
 		b.ReportMetric(float64(2*K*N)*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
 	})
 	b.Run("int4", func(b *testing.B) {
-		groups := K / 128
 		mats := make([]*Int4Matrix, max(1, total/(K*N/2)))
 		for i := range mats {
-			qw := make([]int32, K*N/8)
-			for j := range qw {
-				qw[j] = int32(r.Uint32())
-			}
-			qz := make([]int32, groups*N/8)
-			for j := range qz {
-				qz[j] = int32(r.Uint32())
-			}
-			sc := make([]uint16, groups*N)
-			for j := range sc {
-				sc[j] = 0x2000 | uint16(r.Uint32()&0x3ff)
-			}
-			m, err := RepackAWQ(qw, qz, sc, K, N, 128)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mats[i] = m
+			mats[i] = randomInt4(b, r, K, N)
 		}
 		i := 0
 		for b.Loop() {
@@ -245,4 +228,60 @@ func BenchmarkDecodeStream(b *testing.B) {
 		}
 		b.ReportMetric(float64(mats[0].Bytes())*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
 	})
+}
+
+// randomInt4 is a repacked AWQ matrix of random codes, zero points and
+// scales in ±[2⁻¹⁵, 2⁻¹⁴) (so products stay finite), group 128.
+func randomInt4(b *testing.B, r *rand.Rand, K, N int) *Int4Matrix {
+	groups := K / 128
+	qw := make([]int32, K*N/8)
+	for j := range qw {
+		qw[j] = int32(r.Uint32())
+	}
+	qz := make([]int32, groups*N/8)
+	for j := range qz {
+		qz[j] = int32(r.Uint32())
+	}
+	sc := make([]uint16, groups*N)
+	for j := range sc {
+		sc[j] = 0x2000 | uint16(r.Uint32()&0x3ff)
+	}
+	m, err := RepackAWQ(qw, qz, sc, K, N, 128)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// BenchmarkDecodeLayers runs the single-token products of Qwen3-0.6B
+// decoder layers in order (q/k/v stacked 1024×4096, o 2048×1024, gate/up
+// stacked 1024×6144, down 3072×1024) over a set of layers larger than the
+// last-level cache: 56 layers (461 MB) with STREAMGUARD_BENCH_LARGE=1, else
+// one. The 0.6B's blocks of codes are short (8–24 KiB per 16 outputs), so
+// this is where a product's start-up costs show; wGB/s compares with
+// BenchmarkReadBandwidth.
+func BenchmarkDecodeLayers(b *testing.B) {
+	defer SetThreads(Threads())
+	SetThreads(runtime.GOMAXPROCS(0))
+	r := rand.New(rand.NewPCG(9, 10))
+	shapes := [][2]int{{1024, 4096}, {2048, 1024}, {1024, 6144}, {3072, 1024}}
+	layers := 1
+	if benchLarge {
+		layers = 56
+	}
+	var mats []*Int4Matrix
+	bytes := 0
+	for i := range 4 * layers {
+		m := randomInt4(b, r, shapes[i%4][0], shapes[i%4][1])
+		mats = append(mats, m)
+		bytes += m.Bytes()
+	}
+	x := randVec(r, 3072)
+	dst := make([]float32, 6144)
+	for b.Loop() {
+		for _, m := range mats {
+			MatMulInt4(dst[:m.N], x[:m.K], m, 1)
+		}
+	}
+	b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
 }
