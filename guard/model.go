@@ -239,6 +239,7 @@ func init() {
 		New: func(net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (any, error) {
 			return wrap(net, tok, opts.(Options))
 		},
+		ParseDevice: parseDevice,
 	})
 }
 

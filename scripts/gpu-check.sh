@@ -13,10 +13,13 @@
 # invariance, cache exhaustion) and the library's (verdicts on the GPU
 # against the CPU), then the measurements (copy bandwidth, upload, prefill,
 # single-stream steps at positions 100 and 4,000, 16/64/256 streams) for the
-# 0.6B and 8B shapes with random BF16 weights, and writes:
+# 0.6B and 8B shapes with random BF16 weights, then `streamguard bench
+# --device cuda` and the CPU engine at 1-16 threads on a 0.6B AWQ model, and
+# writes:
 #   OUTDIR/devices.json  streamguard devices --json
 #   OUTDIR/tests.txt     the tests' verbose output
 #   OUTDIR/report.json   the measurements
+#   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
 #   OUTDIR/summary.json  pass/fail of each step and the wall time
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +69,14 @@ run)
 	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 --out \$tmp/m >/dev/null &&
 		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
 	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
+	# The same measurements through the CLI (bench --device cuda) on a synthetic 0.6B AWQ model, and
+	# this host's CPU cores on it from 1 to 16 threads (the CPU engine's scaling). Last, so that a run
+	# cut short still has everything above.
+	benchdir=$(mktemp -d)
+	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq --out "$benchdir/m"
+	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda --streams 16,64,256 --json >$out/bench-cuda-0.6b-awq.json"
+	step cpu-scaling bash -c "for t in 1 2 4 8 16; do $bin/streamguard bench --model $benchdir/m --threads \$t --pp 128 --positions 100 --steps 8 --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
+	rm -rf "$benchdir"
 	{
 		printf '{"wall_s": %d' $(($(date +%s) - start))
 		for k in "${!status[@]}"; do printf ', "%s": %d' "$k" "${status[$k]}"; done

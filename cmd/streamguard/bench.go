@@ -47,6 +47,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	kvBudget := fs.Int64("kv-budget-mib", 4096, "report how many resident streams of --kv-stream-tokens tokens fit in a KV-cache budget of this many MiB")
 	kvStream := fs.Int("kv-stream-tokens", 4000, "stream length for the --kv-budget-mib figure")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it)")
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -75,6 +76,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	kv, err := qwen3.ParseKVType(*kvCache)
 	if err != nil {
 		return usageErrorf("--kv-cache: %v", err)
+	}
+	devKind, ordinal, err := guardhook.ParseDevice(*device)
+	if err != nil {
+		return usageErrorf("--device: %v", err)
 	}
 	if *threads > 0 {
 		kernels.SetThreads(*threads)
@@ -133,12 +138,34 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		label, dt = "preset "+*preset+" (random weights in memory)", *dtype
 	}
-	r, err := bench.Run(net, label, dt, time.Since(start), opts)
+	loadTime := time.Since(start)
+	deviceNote := ""
+	if devKind != "cpu" {
+		// The GPU measures a copy of the network uploaded from the CPU's;
+		// --device auto stays on the CPU when that cannot be done.
+		line.stage("measuring on the GPU")
+		rep, table, err := benchOnGPU(net, ordinal, gpuBenchOptions{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed})
+		if err == nil {
+			line.finish()
+			if !*jsonOut {
+				fmt.Fprintf(stdout, "model %s (%s), loaded in %.2f s on the CPU, then uploaded\n", label, dt, loadTime.Seconds())
+				return table(stdout)
+			}
+			return encodeGPUBench(stdout, rep, map[string]any{"model": label, "dtype": dt, "load_seconds": loadTime.Seconds(), "repack_cache": repackUse})
+		}
+		if devKind == "cuda" {
+			return fmt.Errorf("--device %s: %w", *device, err)
+		}
+		deviceNote = err.Error()
+		fmt.Fprintf(stderr, "device: cpu (auto: %s)\n", deviceNote)
+	}
+	r, err := bench.Run(net, label, dt, loadTime, opts)
 	line.finish()
 	if err != nil {
 		return err
 	}
 	r.RepackCache = repackUse
+	r.DeviceNote = deviceNote
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -182,4 +209,44 @@ func parseInts(flagName, s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// gpuBenchOptions are bench's measurements for the GPU backend.
+type gpuBenchOptions struct {
+	Prefill            int
+	Positions, Streams []int
+	Steps              int
+	Seed               uint64
+}
+
+// gpuBench measures net on GPU ordinal and returns the report (for
+// --json) and its table writer. cuda_on.go sets it in a build with the
+// cuda tag; without it there is no GPU backend to measure.
+var gpuBench func(net *qwen3.Model, ordinal int, o gpuBenchOptions) (report any, table func(io.Writer) error, err error)
+
+func benchOnGPU(net *qwen3.Model, ordinal int, o gpuBenchOptions) (any, func(io.Writer) error, error) {
+	if gpuBench == nil {
+		return nil, nil, errNoCUDA
+	}
+	return gpuBench(net, ordinal, o)
+}
+
+// encodeGPUBench prints the GPU report as one JSON object with the keys of
+// the CPU report where they mean the same (decode, batched,
+// prefill_tokens_per_s, kv_bytes_per_token), plus head's.
+func encodeGPUBench(w io.Writer, rep any, head map[string]any) error {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for k, v := range head {
+		m[k] = v
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(m)
 }

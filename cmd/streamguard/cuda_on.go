@@ -4,8 +4,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/gpu"
+	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
 // With the cuda tag, devices asks the NVIDIA driver.
@@ -22,5 +25,21 @@ func init() {
 				Compute: fmt.Sprintf("%d.%d", d.ComputeMajor, d.ComputeMinor), SMs: d.SMs, PeakBandwidth: d.PeakBandwidth}
 		}
 		return v, out, nil
+	}
+}
+
+// With the cuda tag, bench --device measures the GPU backend.
+func init() {
+	gpuBench = func(net *qwen3.Model, ordinal int, o gpuBenchOptions) (any, func(io.Writer) error, error) {
+		ctx, err := cuda.Open(ordinal)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer ctx.Close()
+		r, err := gpu.Bench(ctx, net, gpu.BenchOptions{Prefill: o.Prefill, Positions: o.Positions, Streams: o.Streams, Steps: o.Steps, Seed: o.Seed})
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, r.WriteTable, nil
 	}
 }

@@ -29,8 +29,11 @@ type gpuInfo struct {
 // CUDA version and the GPUs, or why there are none. Set by cuda_on.go in a
 // build with the cuda tag.
 var gpuReport = func() (driver int, gpus []gpuInfo, err error) {
-	return 0, nil, fmt.Errorf("this streamguard was built without the CUDA backend; build one with `CGO_ENABLED=0 go build -tags cuda ./cmd/streamguard` (still no cgo, but linked dynamically to the C library, which loading libcuda.so.1 needs)")
+	return 0, nil, errNoCUDA
 }
+
+// errNoCUDA is why a build without the cuda tag has no GPU.
+var errNoCUDA = fmt.Errorf("this streamguard was built without the CUDA backend; build one with `CGO_ENABLED=0 go build -tags cuda ./cmd/streamguard` (still no cgo, but linked dynamically to the C library, which loading libcuda.so.1 needs)")
 
 func runDevices(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("devices", "[--json]", stderr)

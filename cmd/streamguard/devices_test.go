@@ -70,3 +70,47 @@ func TestDeviceFlag(t *testing.T) {
 		t.Errorf("--device tpu: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestBenchDevice runs bench with each --device on a machine without a
+// usable GPU: auto measures on the CPU and says why in the report and on
+// stderr, cuda fails with the reason (no cuda build, no driver, no GPU),
+// a bad name is a usage error.
+func TestBenchDevice(t *testing.T) {
+	if _, gpus, err := gpuReport(); err == nil && len(gpus) > 0 {
+		t.Skip("a GPU is usable here: this test is for machines without one")
+	}
+	var out, errb bytes.Buffer
+	run := func(dev string) (int, string) {
+		out.Reset()
+		errb.Reset()
+		code := mainWithArgs([]string{"bench", "--preset", "tiny", "--pp", "8", "--positions", "4", "--streams", "2",
+			"--steps", "1", "--bandwidth-mib", "0", "--kv-budget-mib", "1", "--json", "--device", dev}, &out, &errb)
+		return code, errb.String()
+	}
+	code, stderr := run("auto")
+	var r struct {
+		Device     string `json:"device"`
+		DeviceNote string `json:"device_note"`
+		Decode     []struct {
+			Position int `json:"position"`
+		} `json:"decode"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); code != 0 || err != nil {
+		t.Fatalf("--device auto: exit %d, %v, stderr %q, stdout %q", code, err, stderr, out.String())
+	}
+	if r.Device != "cpu" || r.DeviceNote == "" || !strings.Contains(stderr, "device: cpu (auto: "+r.DeviceNote+")") || len(r.Decode) != 1 || r.Decode[0].Position != 4 {
+		t.Errorf("--device auto: %+v, stderr %q", r, stderr)
+	}
+	if code, stderr := run("cpu"); code != 0 || strings.Contains(stderr, "device") || !strings.Contains(out.String(), `"device": "cpu"`) || strings.Contains(out.String(), "device_note") {
+		t.Errorf("--device cpu: exit %d, stderr %q, stdout %q", code, stderr, out.String())
+	}
+	if code, stderr := run("cuda:1"); code != 1 || !strings.Contains(stderr, "--device cuda:1: ") || out.Len() != 0 {
+		t.Errorf("--device cuda:1: exit %d, stderr %q, stdout %q", code, stderr, out.String())
+	}
+	if gpuBench == nil && !strings.Contains(errb.String(), "-tags cuda") {
+		t.Errorf("without the cuda tag the error should say how to build one: %q", errb.String())
+	}
+	if code, stderr := run("tpu"); code != 2 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
+		t.Errorf("--device tpu: exit %d, stderr %q", code, stderr)
+	}
+}

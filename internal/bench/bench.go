@@ -96,7 +96,12 @@ type Report struct {
 	LoadSeconds float64 `json:"load_seconds"`
 	// RepackCache is how the load used the repacked-weights file of an
 	// AWQ model (guard.Info.RepackCache).
-	RepackCache       string             `json:"repack_cache,omitempty"`
+	RepackCache string `json:"repack_cache,omitempty"`
+	// Device is where the figures were measured: "cpu" (a GPU's report
+	// comes from the GPU backend instead); DeviceNote, with --device auto,
+	// why no GPU was used.
+	Device            string             `json:"device"`
+	DeviceNote        string             `json:"device_note,omitempty"`
 	PrefillTokens     int                `json:"prefill_tokens"`
 	PrefillSeconds    float64            `json:"prefill_seconds"`
 	PrefillTokensPerS float64            `json:"prefill_tokens_per_s"`
@@ -141,7 +146,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	o.defaults()
 	load1 := loadAverage()
 	rssLoad, _ := rss()
-	r := &Report{CPUs: runtime.NumCPU(), Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
+	r := &Report{CPUs: runtime.NumCPU(), Device: "cpu", Model: model, DType: dtype, Threads: kernels.Threads(), LoadSeconds: load.Seconds(),
 		KVBytesPerToken: m.BytesPerPosition(), BatchedTokensPerS: map[string]float64{},
 		KVCache: m.KVCache().String(), KVBudgetBytes: o.KVBudget, KVStreamTokens: o.KVStreamTokens}
 	r.KVStreamsInBudget = o.KVBudget / (int64(o.KVStreamTokens) * r.KVBytesPerToken)

@@ -116,14 +116,6 @@ func (a *agreement) addOut(g, c qwen3.Output) {
 	a.add(g.QueryCategory, c.QueryCategory)
 }
 
-func randomIDs(r *rand.Rand, n, vocab int) []int {
-	ids := make([]int, n)
-	for i := range ids {
-		ids[i] = r.IntN(min(vocab, 150000))
-	}
-	return ids
-}
-
 // TestForwardMatchesCPU runs the same streams through the CPU engine and
 // the GPU, for BF16 and AWQ INT4 networks: a prefill, single-token steps,
 // and a batch of streams of different lengths. (For AWQ the CPU quantizes

@@ -16,6 +16,8 @@ type Hooks struct {
 	Network   func(m any) *qwen3.Model
 	Tokenizer func(m any) *tokenizer.Tokenizer
 	New       func(net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (any, error)
+	// ParseDevice reads a guard.Options.Device value.
+	ParseDevice func(s string) (kind string, ordinal int, err error)
 }
 
 var hooks Hooks
@@ -69,3 +71,7 @@ func ChatMessages[M message](msgs []M) []tokenizer.Message {
 	}
 	return out
 }
+
+// ParseDevice reads a device name as guard.Options.Device does: kind is
+// "cpu", "auto" or "cuda", ordinal the GPU's number (cuda:N).
+func ParseDevice(s string) (kind string, ordinal int, err error) { return hooks.ParseDevice(s) }

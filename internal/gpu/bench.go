@@ -1,0 +1,225 @@
+package gpu
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/streamguard/streamguard/internal/cuda"
+	"github.com/streamguard/streamguard/internal/qwen3"
+)
+
+// BenchOptions says what Bench measures.
+type BenchOptions struct {
+	Prefill   int   // prompt length of the prefill measurement (0 skips it)
+	Positions []int // cache lengths at which a single-token step is timed
+	Streams   []int // stream counts of the batched steps (at position ~100)
+	Steps     int   // timed repetitions per measurement; the median is reported
+	Seed      uint64
+}
+
+// BenchStep is one single-stream step measurement.
+type BenchStep struct {
+	Position   int     `json:"position"`
+	MsPerToken float64 `json:"ms_per_token"`
+	TokensPerS float64 `json:"tokens_per_s"`
+}
+
+// BenchBatched is one batched-step measurement.
+type BenchBatched struct {
+	Streams    int     `json:"streams"`
+	MsPerStep  float64 `json:"ms_per_step"`
+	TokensPerS float64 `json:"tokens_per_s"`
+}
+
+// BenchReport is what Bench measured. Times are medians of synchronous
+// forwards timed on the host (each copies its logits back).
+type BenchReport struct {
+	Device            string         `json:"device"`
+	CUDADriverVersion int            `json:"cuda_driver_version,omitempty"`
+	CopyGBps          float64        `json:"copy_gbps"` // device-to-device, bytes read plus written
+	UploadSeconds     float64        `json:"upload_seconds"`
+	WeightBytes       int64          `json:"weight_bytes"`
+	KVBytesPerToken   int64          `json:"kv_bytes_per_token"`
+	KVCachePositions  int            `json:"kv_cache_positions"`
+	PrefillTokens     int            `json:"prefill_tokens"`
+	PrefillMs         float64        `json:"prefill_ms"`
+	PrefillTokensPerS float64        `json:"prefill_tokens_per_s"`
+	Decode            []BenchStep    `json:"decode"`
+	Batched           []BenchBatched `json:"batched"`
+}
+
+// Bench uploads net to the GPU of ctx and measures it: copy bandwidth,
+// upload time, GPU memory, a prefill, single-stream steps and batched
+// steps. The model is released before it returns.
+func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, error) {
+	if o.Steps < 1 {
+		o.Steps = 1
+	}
+	rep := &BenchReport{Device: fmt.Sprintf("cuda:%d (%s)", ctx.Device.Ordinal, ctx.Device)}
+	if v, err := cuda.DriverVersion(); err == nil {
+		rep.CUDADriverVersion = v
+	}
+	bw, err := copyBandwidth(ctx, 1<<30)
+	if err != nil {
+		return nil, fmt.Errorf("copy bandwidth: %w", err)
+	}
+	rep.CopyGBps = bw / 1e9
+	start := time.Now()
+	g, err := Upload(ctx, net, Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	rep.UploadSeconds = time.Since(start).Seconds()
+	rep.WeightBytes, rep.KVBytesPerToken = g.WeightBytes(), g.BytesPerPosition()
+	_, total, bs := g.CacheBlocks()
+	rep.KVCachePositions = total * bs
+
+	r := rand.New(rand.NewPCG(o.Seed, 8))
+	vocab := net.VocabSize()
+	median := func(f func() error, reps int) (float64, error) {
+		ds := make([]float64, 0, reps)
+		for range reps {
+			s := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			ds = append(ds, time.Since(s).Seconds()*1e3)
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2], nil
+	}
+	forward := func(c *Cache, n int) error {
+		_, err := g.Forward([]Sequence{{Cache: c, IDs: randomIDs(r, n, vocab)}})
+		return err
+	}
+	if o.Prefill > 0 {
+		ms, err := median(func() error {
+			c := g.NewCache()
+			defer c.Release()
+			return forward(c, o.Prefill)
+		}, o.Steps)
+		if err != nil {
+			return nil, fmt.Errorf("prefill: %w", err)
+		}
+		rep.PrefillTokens, rep.PrefillMs, rep.PrefillTokensPerS = o.Prefill, ms, float64(o.Prefill)/ms*1e3
+	}
+	for _, p := range o.Positions {
+		c := g.NewCache()
+		err := fill(c, p, forward)
+		var ms float64
+		if err == nil {
+			ms, err = median(func() error { return forward(c, 1) }, o.Steps)
+		}
+		c.Release()
+		if err != nil {
+			return nil, fmt.Errorf("step at position %d: %w", p, err)
+		}
+		rep.Decode = append(rep.Decode, BenchStep{Position: p, MsPerToken: ms, TokensPerS: 1e3 / ms})
+	}
+	for _, n := range o.Streams {
+		cs := make([]*Cache, n)
+		seqs := make([]Sequence, n)
+		var err error
+		for i := range cs {
+			cs[i] = g.NewCache()
+			if err == nil {
+				err = fill(cs[i], 100, forward)
+			}
+		}
+		var ms float64
+		if err == nil {
+			ms, err = median(func() error {
+				for i := range seqs {
+					seqs[i] = Sequence{Cache: cs[i], IDs: randomIDs(r, 1, vocab)}
+				}
+				_, err := g.Forward(seqs)
+				return err
+			}, o.Steps)
+		}
+		for _, c := range cs {
+			c.Release()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%d streams: %w", n, err)
+		}
+		rep.Batched = append(rep.Batched, BenchBatched{Streams: n, MsPerStep: ms, TokensPerS: float64(n) / ms * 1e3})
+	}
+	return rep, nil
+}
+
+// fill feeds c random tokens up to position p, 512 at a time.
+func fill(c *Cache, p int, forward func(*Cache, int) error) error {
+	for c.Len() < p {
+		if err := forward(c, min(512, p-c.Len())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTable prints the report for a terminal.
+func (r *BenchReport) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "device\t%s\n", r.Device)
+	fmt.Fprintf(tw, "copy bandwidth\t%.0f GB/s (device to device, read + write)\n", r.CopyGBps)
+	fmt.Fprintf(tw, "upload\t%.2f s, weights %.2f GB, KV %d bytes per token, %d positions of cache\n",
+		r.UploadSeconds, float64(r.WeightBytes)/1e9, r.KVBytesPerToken, r.KVCachePositions)
+	if r.PrefillTokens > 0 {
+		fmt.Fprintf(tw, "prefill %d tokens\t%.0f tokens/s\t(%.2f ms)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillMs)
+	}
+	for _, s := range r.Decode {
+		fmt.Fprintf(tw, "step at position %d\t%.3f ms\t(%.0f tokens/s)\n", s.Position, s.MsPerToken, s.TokensPerS)
+	}
+	for _, b := range r.Batched {
+		fmt.Fprintf(tw, "batched %s streams\t%.0f tokens/s\t(%.3f ms per step, position ~100)\n", strconv.Itoa(b.Streams), b.TokensPerS, b.MsPerStep)
+	}
+	return tw.Flush()
+}
+
+// copyBandwidth times a device-to-device copy of n bytes: bytes read plus
+// written per second.
+func copyBandwidth(ctx *cuda.Context, n int64) (float64, error) {
+	a, err := ctx.Alloc(n)
+	if err != nil {
+		return 0, err
+	}
+	defer a.Free()
+	b, err := ctx.Alloc(n)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Free()
+	if err := ctx.CopyDevice(b.Ptr, a.Ptr, n); err != nil { // warm up
+		return 0, err
+	}
+	if err := ctx.Synchronize(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	const reps = 10
+	for range reps {
+		if err := ctx.CopyDevice(b.Ptr, a.Ptr, n); err != nil {
+			return 0, err
+		}
+	}
+	if err := ctx.Synchronize(); err != nil {
+		return 0, err
+	}
+	return float64(2*n*reps) / time.Since(start).Seconds(), nil
+}
+
+// randomIDs draws n token ids below vocab (and below the tokenizer's
+// regular range, 150,000).
+func randomIDs(r *rand.Rand, n, vocab int) []int {
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = r.IntN(min(vocab, 150000))
+	}
+	return ids
+}
