@@ -20,6 +20,7 @@
 #   OUTDIR/tests.txt     the tests' verbose output
 #   OUTDIR/report.json   the measurements
 #   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
+#   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +77,11 @@ run)
 	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq --out "$benchdir/m"
 	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda --streams 16,64,256 --json >$out/bench-cuda-0.6b-awq.json"
 	step cpu-scaling bash -c "for t in 1 2 4 8 16; do $bin/streamguard bench --model $benchdir/m --threads \$t --pp 128 --positions 100 --steps 8 --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
+	if [ -n "${GPU_CHECK_CPU_8B:-}" ]; then
+		# Opt-in (a few minutes more): the 8B's CPU scaling on the same cores.
+		step bench-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype awq --out "$benchdir/m8"
+		step cpu-scaling-8b bash -c "for t in 1 4 16; do $bin/streamguard bench --model $benchdir/m8 --threads \$t --pp 64 --positions 100 --steps 4 --streams '' --bandwidth-mib 512 --json >$out/cpu-8b-awq-t\$t.json || exit 1; done"
+	fi
 	rm -rf "$benchdir"
 	{
 		printf '{"wall_s": %d' $(($(date +%s) - start))
