@@ -116,9 +116,6 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {
 			dt = "awq"
-			if *coarse {
-				dt = "awq, coarse int8 activations"
-			}
 		}
 	} else {
 		cfg, err := config.Preset(*preset)
@@ -148,9 +145,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err == nil {
 			line.finish()
 			if !*jsonOut {
-				fmt.Fprintf(stdout, "model %s (%s), loaded in %.2f s on the CPU, then uploaded\n", label, dt, loadTime.Seconds())
+				fmt.Fprintf(stdout, "model %s, loaded in %.2f s on the CPU, then uploaded\n", label, loadTime.Seconds())
 				return table(stdout)
 			}
+			// (--int4-coarse is a CPU kernel option: the GPU runs its own.)
 			return encodeGPUBench(stdout, rep, map[string]any{"model": label, "dtype": dt, "load_seconds": loadTime.Seconds(), "repack_cache": repackUse})
 		}
 		if devKind == "cuda" {
@@ -158,6 +156,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		deviceNote = err.Error()
 		fmt.Fprintf(stderr, "device: cpu (auto: %s)\n", deviceNote)
+	}
+	if *coarse && dt == "awq" {
+		dt = "awq, coarse int8 activations"
 	}
 	r, err := bench.Run(net, label, dt, loadTime, opts)
 	line.finish()
