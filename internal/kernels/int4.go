@@ -124,13 +124,9 @@ func repackAWQStacked(parts []AWQParts, group int, qs, meta []byte) ([]*Int4Matr
 	if len(qs) != qlen || len(meta) != mlen {
 		return nil, fmt.Errorf("kernels: AWQ repack needs %d code and %d record bytes, given %d and %d", qlen, mlen, len(qs), len(meta))
 	}
-	st := &int4Stack{qs: qs, meta: meta}
+	(&int4Stack{qs: qs, meta: meta}).place(ms)
 	for i, p := range parts {
 		m := ms[i]
-		qn, mn, _ := Int4LayoutSizes(m.K, m.N, group)
-		m.stack = st
-		m.qs = st.qs[m.qsOff : m.qsOff+qn : m.qsOff+qn]
-		m.meta = st.meta[m.metaOff : m.metaOff+mn : m.metaOff+mn]
 		repackAWQCodes(m.qs, p.QWeight, p.K, p.N/8)
 		repackAWQMeta(m.meta, p.QZeros, p.Scales, m.groups, p.N)
 	}

@@ -26,7 +26,14 @@ func Int4LayoutSizes(K, N, group int) (qs, meta int, err error) {
 	if K > limit/8/blocks || K/group > limit/int4Meta/blocks {
 		return 0, 0, fmt.Errorf("kernels: int4 layout of %d×%d is too large", K, N)
 	}
-	return blocks * K * 8, blocks * (K / group) * int4Meta, nil
+	qs, meta = int4Bytes(blocks, K, K/group)
+	return qs, meta, nil
+}
+
+// int4Bytes is the length of the codes (8 bytes per input per block of 16
+// outputs) and of the records (one per block and group) of a matrix.
+func int4Bytes(blocks, K, groups int) (qs, meta int) {
+	return blocks * K * 8, blocks * groups * int4Meta
 }
 
 // Int4FromLayout rebuilds matrices that share K and the group size from
@@ -57,15 +64,20 @@ func Int4FromLayout(K, group int, Ns []int, qs, meta []byte) ([]*Int4Matrix, err
 	if qlen != len(qs) || mlen != len(meta) {
 		return nil, fmt.Errorf("kernels: int4 layout of %d matrices has %d code and %d record bytes, want %d and %d", len(Ns), len(qs), len(meta), qlen, mlen)
 	}
-	st := &int4Stack{qs: qs[:qlen:qlen], meta: meta[:mlen:mlen]}
-	for _, m := range ms {
-		qn, mn, _ := Int4LayoutSizes(K, m.N, group)
-		m.stack = st
-		m.qs = st.qs[m.qsOff : m.qsOff+qn : m.qsOff+qn]
-		m.meta = st.meta[m.metaOff : m.metaOff+mn : m.metaOff+mn]
-	}
+	(&int4Stack{qs: qs, meta: meta}).place(ms)
 	if len(ms) == 1 {
 		ms[0].stack = nil // alone: nothing to join, as RepackAWQ leaves it
 	}
 	return ms, nil
+}
+
+// place makes ms, whose offsets into st are set, views of st's codes and
+// records.
+func (st *int4Stack) place(ms []*Int4Matrix) {
+	for _, m := range ms {
+		qn, mn := int4Bytes(m.blocks, m.K, m.groups)
+		m.stack = st
+		m.qs = st.qs[m.qsOff : m.qsOff+qn : m.qsOff+qn]
+		m.meta = st.meta[m.metaOff : m.metaOff+mn : m.metaOff+mn]
+	}
 }
