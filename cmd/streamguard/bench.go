@@ -141,7 +141,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		// The GPU measures a copy of the network uploaded from the CPU's;
 		// --device auto stays on the CPU when that cannot be done.
 		line.stage("measuring on the GPU")
-		rep, table, err := benchOnGPU(net, ordinal, gpuBenchOptions{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed})
+		rep, table, err := gpuBench(net, ordinal, gpuBenchOptions{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed})
 		if err == nil {
 			line.finish()
 			if !*jsonOut {
@@ -223,13 +223,8 @@ type gpuBenchOptions struct {
 // gpuBench measures net on GPU ordinal and returns the report (for
 // --json) and its table writer. cuda_on.go sets it in a build with the
 // cuda tag; without it there is no GPU backend to measure.
-var gpuBench func(net *qwen3.Model, ordinal int, o gpuBenchOptions) (report any, table func(io.Writer) error, err error)
-
-func benchOnGPU(net *qwen3.Model, ordinal int, o gpuBenchOptions) (any, func(io.Writer) error, error) {
-	if gpuBench == nil {
-		return nil, nil, errNoCUDA
-	}
-	return gpuBench(net, ordinal, o)
+var gpuBench = func(net *qwen3.Model, ordinal int, o gpuBenchOptions) (report any, table func(io.Writer) error, err error) {
+	return nil, nil, errNoCUDA
 }
 
 // encodeGPUBench prints the GPU report as one JSON object with the keys of

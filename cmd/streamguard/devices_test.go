@@ -107,7 +107,7 @@ func TestBenchDevice(t *testing.T) {
 	if code, stderr := run("cuda:1"); code != 1 || !strings.Contains(stderr, "--device cuda:1: ") || out.Len() != 0 {
 		t.Errorf("--device cuda:1: exit %d, stderr %q, stdout %q", code, stderr, out.String())
 	}
-	if gpuBench == nil && !strings.Contains(errb.String(), "-tags cuda") {
+	if _, _, gerr := gpuReport(); gerr == errNoCUDA && !strings.Contains(errb.String(), "-tags cuda") {
 		t.Errorf("without the cuda tag the error should say how to build one: %q", errb.String())
 	}
 	if code, stderr := run("tpu"); code != 2 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
