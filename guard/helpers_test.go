@@ -23,7 +23,7 @@ func tinyModel(t testing.TB, key string, edit func(*config.Config)) *Model {
 }
 
 // kvCaches are the KV-cache types the invariance tests run with.
-var kvCaches = []qwen3.KVType{qwen3.KVF32, qwen3.KVBF16, qwen3.KVInt8}
+var kvCaches = []qwen3.KVType{qwen3.KVF32, qwen3.KVBF16, qwen3.KVInt8, qwen3.KVInt4}
 
 // tinyModelKV is tinyModel with streams whose caches are of type kv.
 func tinyModelKV(t testing.TB, key string, edit func(*config.Config), kv qwen3.KVType) *Model {

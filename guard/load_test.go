@@ -29,7 +29,7 @@ func TestLoadGeneratedFolder(t *testing.T) {
 	if info.Layers != 2 || info.Hidden != 64 || info.VocabSize != 151936 || info.MaxPositions != 8192 || info.KVBytesPerToken != 256 {
 		t.Errorf("info %+v", info)
 	}
-	for kv, want := range map[string]int64{"bf16": 256, "int8": 2 * 2 * 2 * (16 + 4), "f32": 512} {
+	for kv, want := range map[string]int64{"bf16": 256, "int8": 2 * 2 * 2 * (16 + 4), "int4": 2 * 2 * 2 * (8 + 4), "f32": 512} {
 		mk, err := Load(context.Background(), dir, Options{KVCache: kv})
 		if err != nil {
 			t.Fatal(err)

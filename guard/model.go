@@ -66,7 +66,10 @@ type Options struct {
 	// "bf16" (the default when empty: half the memory of float32, each
 	// element within 2⁻⁹ of it), "int8" (about a quarter: int8 codes with
 	// one scale per head and position; attention scores them against the
-	// query's own int8 codes, docs/KVCACHE.md) or "f32" (exact). Info's
+	// query's own int8 codes, docs/KVCACHE.md), "int4" (about an eighth:
+	// each head vector rotated and stored as 4-bit codes with one scale;
+	// the fastest at long contexts and the least accurate, docs/KVCACHE.md
+	// states how much) or "f32" (exact). Info's
 	// KVBytesPerToken follows it. In every type a stream's verdicts do not
 	// depend on how its tokens were chunked or what it was batched with.
 	KVCache string

@@ -178,7 +178,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 // kvCacheFlag adds --kv-cache to a command that loads a model.
 func kvCacheFlag(fs *flag.FlagSet, def string) *string {
 	v := kvCacheValue(def)
-	fs.Var(&v, "kv-cache", "how streams store keys and values: bf16 (half the memory of f32), int8 (about a quarter: int8 codes, one scale per head and position) or f32 (exact)")
+	fs.Var(&v, "kv-cache", "how streams store keys and values: bf16 (half the memory of f32), int8 (about a quarter: int8 codes, one scale per head and position), int4 (about an eighth: rotated 4-bit codes; least accurate, see docs/KVCACHE.md) or f32 (exact)")
 	return (*string)(&v)
 }
 

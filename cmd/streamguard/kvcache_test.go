@@ -12,7 +12,7 @@ import (
 // usage error (exit 2) on every command that has it.
 func TestKVCacheFlag(t *testing.T) {
 	// tiny: 2 layers × 2 (k, v) × 2 heads × 16 dims.
-	for kv, bpt := range map[string]int64{"f32": 512, "bf16": 256, "int8": 2 * 2 * 2 * (16 + 4)} {
+	for kv, bpt := range map[string]int64{"f32": 512, "bf16": 256, "int8": 2 * 2 * 2 * (16 + 4), "int4": 2 * 2 * 2 * (8 + 4)} {
 		code, out, errs := run(t, "bench", "--preset", "tiny", "--pp", "0", "--positions", "10", "--streams", "", "--steps", "1",
 			"--bandwidth-mib", "0", "--kv-cache", kv, "--kv-budget-mib", "1", "--kv-stream-tokens", "100", "--json")
 		if code != 0 {
@@ -42,7 +42,7 @@ func TestKVCacheFlag(t *testing.T) {
 	if code, _, errs := run(t, "gen-model", "--preset", "tiny", "--seed", "1", "--out", dir); code != 0 {
 		t.Fatalf("gen-model: %d %s", code, errs)
 	}
-	for _, kv := range []string{"int8", "f32"} {
+	for _, kv := range []string{"int8", "int4", "f32"} {
 		if code, out, errs := run(t, "moderate", "--model", dir, "--prompt", "hi", "--response", "hello there", "--kv-cache", kv, "--json"); code == 1 || code == 2 || !strings.Contains(out, `"decision"`) {
 			t.Errorf("moderate --kv-cache %s: %d %s %s", kv, code, out, errs)
 		}

@@ -203,6 +203,7 @@ var avx2Impl = func() impl {
 		scoresGo: scoresBF16Go, sumGo: sumBF16Go}
 	im.i8KV = kvAttn[int8]{lanes: 8, sum: attnSumI8AVX2, sumAdd: attnSumAddI8AVX2, sumGo: sumI8Go}
 	im.i8Dot = i8Dot{lanes: 16, vec: attnDotI8AVX2}
+	im.i4KV = i4Attn{dotLanes: 64, dot: attnDotI4AVX2, sumLanes: 16, sum: attnSumI4AVX2, sumAdd: attnSumAddI4AVX2}
 	return im
 }()
 
@@ -227,8 +228,14 @@ var avx512Impl = func() impl {
 		sumQ4: attnSumQ4I8AVX512, sumAddQ4: attnSumAddQ4I8AVX512,
 		sumQ2: attnSumQ2I8AVX512, sumAddQ2: attnSumAddQ2I8AVX512, sumGo: sumI8Go}
 	im.i8Dot = i8Dot{lanes: 16, vec: attnDotI8AVX2}
+	im.i4KV = i4Attn{dotLanes: 64, dot: attnDotI4AVX2, sumLanes: 16, sum: attnSumI4AVX2, sumAdd: attnSumAddI4AVX2,
+		rotate: rotateI4AVX512, unrotate: unrotateI4AVX512, codes: codesI4AVX512}
 	if cpu.X86.HasAVX512VNNI {
 		im.i8Dot = i8Dot{lanes: 64, vec: attnDotI8VNNI}
+		im.i4KV.dotLanes, im.i4KV.dot, im.i4KV.dotQ2 = 128, attnDotI4VNNI, attnDotQ2I4VNNI
+		im.i4KV.sumW16, im.i4KV.sumAddW16 = attnSumW16Q1I4VNNI, attnSumAddW16Q1I4VNNI
+		im.i4KV.sumW16Q2, im.i4KV.sumAddW16Q2 = attnSumW16Q2I4VNNI, attnSumAddW16Q2I4VNNI
+		im.i4KV.maxSum, im.i4KV.toW16 = maxSumAVX512, toW16AVX512
 	}
 	return im
 }()

@@ -8290,3 +8290,2079 @@ col:
 ret:
 	VZEROUPPER
 	RET
+
+// func attnDotI4VNNI(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, SSE
+TEXT ·attnDotI4VNNI(SB), NOSPLIT, $0-56
+	MOVSS        mult+48(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVL         bias+52(FP), AX
+	VMOVD        AX, X1
+	VPBROADCASTD X1, Z1
+	MOVL         $0x88888888, AX
+	VMOVD        AX, X2
+	VPBROADCASTD X2, Z2
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X20
+	VPBROADCASTD X20, Z20
+	MOVQ         s+0(FP), AX
+	MOVQ         q+8(FP), CX
+	MOVQ         k+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVQ         d+32(FP), SI
+	MOVQ         stride+40(FP), DI
+	SHRQ         $0x01, SI
+	LEAQ         (CX)(SI*1), R8
+	LEAQ         (DI)(DI*2), R9
+
+k16:
+	CMPQ   BX, $0x10
+	JL     k1
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   DX, R10
+	LEAQ   (R10)(DI*4), R11
+	LEAQ   (R11)(DI*4), R12
+	LEAQ   (R12)(DI*4), R13
+	MOVQ   CX, R14
+
+k16_d:
+	VMOVDQU64  (R14), Z21
+	VMOVDQU64  (R14)(SI*1), Z22
+	VPXORD     (R10), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z3
+	VPDPBUSD   Z22, Z23, Z3
+	VPXORD     (R10)(DI*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z7
+	VPDPBUSD   Z22, Z23, Z7
+	VPXORD     (R10)(DI*2), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z11
+	VPDPBUSD   Z22, Z23, Z11
+	VPXORD     (R10)(R9*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z15
+	VPDPBUSD   Z22, Z23, Z15
+	VPXORD     (R11), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z4
+	VPDPBUSD   Z22, Z23, Z4
+	VPXORD     (R11)(DI*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z8
+	VPDPBUSD   Z22, Z23, Z8
+	VPXORD     (R11)(DI*2), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z12
+	VPDPBUSD   Z22, Z23, Z12
+	VPXORD     (R11)(R9*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z16
+	VPDPBUSD   Z22, Z23, Z16
+	VPXORD     (R12), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z5
+	VPDPBUSD   Z22, Z23, Z5
+	VPXORD     (R12)(DI*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z9
+	VPDPBUSD   Z22, Z23, Z9
+	VPXORD     (R12)(DI*2), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z13
+	VPDPBUSD   Z22, Z23, Z13
+	VPXORD     (R12)(R9*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z17
+	VPDPBUSD   Z22, Z23, Z17
+	VPXORD     (R13), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z6
+	VPDPBUSD   Z22, Z23, Z6
+	VPXORD     (R13)(DI*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z10
+	VPDPBUSD   Z22, Z23, Z10
+	VPXORD     (R13)(DI*2), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z14
+	VPDPBUSD   Z22, Z23, Z14
+	VPXORD     (R13)(R9*1), Z2, Z23
+	VPANDD     Z23, Z20, Z24
+	VPSRLW     $0x04, Z23, Z23
+	VPANDD     Z23, Z20, Z23
+	VPDPBUSD   Z21, Z24, Z18
+	VPDPBUSD   Z22, Z23, Z18
+	ADDQ       $0x40, R14
+	ADDQ       $0x40, R10
+	ADDQ       $0x40, R11
+	ADDQ       $0x40, R12
+	ADDQ       $0x40, R13
+	CMPQ       R14, R8
+	JL         k16_d
+	VSHUFF32X4 $0x44, Z4, Z3, Z21
+	VSHUFF32X4 $0xee, Z4, Z3, Z22
+	VPADDD     Z22, Z21, Z21
+	VSHUFF32X4 $0x44, Z6, Z5, Z22
+	VSHUFF32X4 $0xee, Z6, Z5, Z23
+	VPADDD     Z23, Z22, Z22
+	VSHUFF32X4 $0x44, Z8, Z7, Z23
+	VSHUFF32X4 $0xee, Z8, Z7, Z24
+	VPADDD     Z24, Z23, Z23
+	VSHUFF32X4 $0x44, Z10, Z9, Z24
+	VSHUFF32X4 $0xee, Z10, Z9, Z25
+	VPADDD     Z25, Z24, Z24
+	VSHUFF32X4 $0x44, Z12, Z11, Z25
+	VSHUFF32X4 $0xee, Z12, Z11, Z26
+	VPADDD     Z26, Z25, Z25
+	VSHUFF32X4 $0x44, Z14, Z13, Z26
+	VSHUFF32X4 $0xee, Z14, Z13, Z27
+	VPADDD     Z27, Z26, Z26
+	VSHUFF32X4 $0x44, Z16, Z15, Z27
+	VSHUFF32X4 $0xee, Z16, Z15, Z28
+	VPADDD     Z28, Z27, Z27
+	VSHUFF32X4 $0x44, Z18, Z17, Z28
+	VSHUFF32X4 $0xee, Z18, Z17, Z29
+	VPADDD     Z29, Z28, Z28
+	VSHUFF32X4 $0x88, Z22, Z21, Z29
+	VSHUFF32X4 $0xdd, Z22, Z21, Z21
+	VPADDD     Z21, Z29, Z29
+	VSHUFF32X4 $0x88, Z24, Z23, Z21
+	VSHUFF32X4 $0xdd, Z24, Z23, Z22
+	VPADDD     Z22, Z21, Z21
+	VSHUFF32X4 $0x88, Z26, Z25, Z22
+	VSHUFF32X4 $0xdd, Z26, Z25, Z23
+	VPADDD     Z23, Z22, Z22
+	VSHUFF32X4 $0x88, Z28, Z27, Z23
+	VSHUFF32X4 $0xdd, Z28, Z27, Z24
+	VPADDD     Z24, Z23, Z23
+	VSHUFPS    $0x44, Z21, Z29, Z24
+	VSHUFPS    $0xee, Z21, Z29, Z21
+	VPADDD     Z21, Z24, Z24
+	VSHUFPS    $0x44, Z23, Z22, Z21
+	VSHUFPS    $0xee, Z23, Z22, Z22
+	VPADDD     Z22, Z21, Z21
+	VSHUFPS    $0x88, Z21, Z24, Z22
+	VSHUFPS    $0xdd, Z21, Z24, Z21
+	VPADDD     Z21, Z22, Z22
+	VPSUBD     Z1, Z22, Z22
+	VCVTDQ2PS  Z22, Z22
+	VMULPS     Z0, Z22, Z22
+	VMOVUPS    Z22, (AX)
+	ADDQ       $0x40, AX
+	LEAQ       (DX)(DI*8), DX
+	LEAQ       (DX)(DI*8), DX
+	SUBQ       $0x10, BX
+	JMP        k16
+
+k1:
+	TESTQ  BX, BX
+	JZ     ret
+	VPXORD Z19, Z19, Z19
+	MOVQ   CX, R9
+	MOVQ   DX, R10
+
+k1_d:
+	VMOVDQU64     (R9), Z3
+	VMOVDQU64     (R9)(SI*1), Z4
+	VPXORD        (R10), Z2, Z5
+	VPANDD        Z5, Z20, Z6
+	VPSRLW        $0x04, Z5, Z5
+	VPANDD        Z5, Z20, Z5
+	VPDPBUSD      Z3, Z6, Z19
+	VPDPBUSD      Z4, Z5, Z19
+	ADDQ          $0x40, R9
+	ADDQ          $0x40, R10
+	CMPQ          R9, R8
+	JL            k1_d
+	VEXTRACTI64X4 $0x01, Z19, Y3
+	VPADDD        Y3, Y19, Y3
+	VEXTRACTI32X4 $0x01, Y3, X4
+	VPADDD        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VPADDD        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VPADDD        X3, X4, X4
+	VPSUBD        X1, X4, X4
+	VCVTDQ2PS     X4, X4
+	VMULSS        X0, X4, X4
+	VMOVSS        X4, (AX)
+	ADDQ          $0x04, AX
+	ADDQ          DI, DX
+	DECQ          BX
+	JMP           k1
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnDotQ2I4VNNI(s *float32, sstride int, q *int8, k *byte, n int, d int, stride int, mult0 float32, mult1 float32, bias0 int32, bias1 int32)
+// Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512_VNNI, MMX+, SSE
+TEXT ·attnDotQ2I4VNNI(SB), NOSPLIT, $0-72
+	MOVSS        mult0+56(FP), X0
+	MOVSS        mult1+60(FP), X1
+	VBROADCASTSS X0, Y0
+	VBROADCASTSS X1, Y1
+	VINSERTF32X8 $0x01, Y1, Z0, Z0
+	MOVL         bias0+64(FP), AX
+	VMOVD        AX, X1
+	MOVL         bias1+68(FP), AX
+	VMOVD        AX, X2
+	VPBROADCASTD X1, Y1
+	VPBROADCASTD X2, Y2
+	VINSERTI32X8 $0x01, Y2, Z1, Z1
+	MOVL         $0x88888888, AX
+	VMOVD        AX, X2
+	VPBROADCASTD X2, Z2
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X21
+	VPBROADCASTD X21, Z21
+	MOVQ         s+0(FP), AX
+	MOVQ         sstride+8(FP), CX
+	MOVQ         q+16(FP), DX
+	MOVQ         k+24(FP), BX
+	MOVQ         n+32(FP), SI
+	MOVQ         d+40(FP), DI
+	MOVQ         stride+48(FP), R8
+	SHLQ         $0x02, CX
+	MOVQ         DI, R9
+	SHRQ         $0x01, R9
+	LEAQ         (DX)(R9*1), R10
+	LEAQ         (R8)(R8*2), R11
+
+k8:
+	CMPQ   SI, $0x08
+	JL     k1
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   BX, R12
+	LEAQ   (BX)(R8*4), R13
+	MOVQ   DX, R14
+	LEAQ   (DX)(DI*1), R15
+
+k8_d:
+	VMOVDQU64     (R14), Z22
+	VMOVDQU64     (R14)(R9*1), Z23
+	VMOVDQU64     (R15), Z24
+	VMOVDQU64     (R15)(R9*1), Z25
+	PREFETCHT0    4096(R12)
+	VPXORD        (R12), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z3
+	VPDPBUSD      Z23, Z26, Z3
+	VPDPBUSD      Z24, Z27, Z5
+	VPDPBUSD      Z25, Z26, Z5
+	PREFETCHT0    4096(R12)(R8*1)
+	VPXORD        (R12)(R8*1), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z7
+	VPDPBUSD      Z23, Z26, Z7
+	VPDPBUSD      Z24, Z27, Z9
+	VPDPBUSD      Z25, Z26, Z9
+	PREFETCHT0    4096(R12)(R8*2)
+	VPXORD        (R12)(R8*2), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z11
+	VPDPBUSD      Z23, Z26, Z11
+	VPDPBUSD      Z24, Z27, Z13
+	VPDPBUSD      Z25, Z26, Z13
+	PREFETCHT0    4096(R12)(R11*1)
+	VPXORD        (R12)(R11*1), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z15
+	VPDPBUSD      Z23, Z26, Z15
+	VPDPBUSD      Z24, Z27, Z17
+	VPDPBUSD      Z25, Z26, Z17
+	PREFETCHT0    4096(R13)
+	VPXORD        (R13), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z4
+	VPDPBUSD      Z23, Z26, Z4
+	VPDPBUSD      Z24, Z27, Z6
+	VPDPBUSD      Z25, Z26, Z6
+	PREFETCHT0    4096(R13)(R8*1)
+	VPXORD        (R13)(R8*1), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z8
+	VPDPBUSD      Z23, Z26, Z8
+	VPDPBUSD      Z24, Z27, Z10
+	VPDPBUSD      Z25, Z26, Z10
+	PREFETCHT0    4096(R13)(R8*2)
+	VPXORD        (R13)(R8*2), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z12
+	VPDPBUSD      Z23, Z26, Z12
+	VPDPBUSD      Z24, Z27, Z14
+	VPDPBUSD      Z25, Z26, Z14
+	PREFETCHT0    4096(R13)(R11*1)
+	VPXORD        (R13)(R11*1), Z2, Z26
+	VPANDD        Z26, Z21, Z27
+	VPSRLW        $0x04, Z26, Z26
+	VPANDD        Z26, Z21, Z26
+	VPDPBUSD      Z22, Z27, Z16
+	VPDPBUSD      Z23, Z26, Z16
+	VPDPBUSD      Z24, Z27, Z18
+	VPDPBUSD      Z25, Z26, Z18
+	ADDQ          $0x40, R14
+	ADDQ          $0x40, R15
+	ADDQ          $0x40, R12
+	ADDQ          $0x40, R13
+	CMPQ          R14, R10
+	JL            k8_d
+	VSHUFF32X4    $0x44, Z4, Z3, Z22
+	VSHUFF32X4    $0xee, Z4, Z3, Z23
+	VPADDD        Z23, Z22, Z22
+	VSHUFF32X4    $0x44, Z6, Z5, Z23
+	VSHUFF32X4    $0xee, Z6, Z5, Z24
+	VPADDD        Z24, Z23, Z23
+	VSHUFF32X4    $0x44, Z8, Z7, Z24
+	VSHUFF32X4    $0xee, Z8, Z7, Z25
+	VPADDD        Z25, Z24, Z24
+	VSHUFF32X4    $0x44, Z10, Z9, Z25
+	VSHUFF32X4    $0xee, Z10, Z9, Z26
+	VPADDD        Z26, Z25, Z25
+	VSHUFF32X4    $0x44, Z12, Z11, Z26
+	VSHUFF32X4    $0xee, Z12, Z11, Z27
+	VPADDD        Z27, Z26, Z26
+	VSHUFF32X4    $0x44, Z14, Z13, Z27
+	VSHUFF32X4    $0xee, Z14, Z13, Z28
+	VPADDD        Z28, Z27, Z27
+	VSHUFF32X4    $0x44, Z16, Z15, Z28
+	VSHUFF32X4    $0xee, Z16, Z15, Z29
+	VPADDD        Z29, Z28, Z28
+	VSHUFF32X4    $0x44, Z18, Z17, Z29
+	VSHUFF32X4    $0xee, Z18, Z17, Z30
+	VPADDD        Z30, Z29, Z29
+	VSHUFF32X4    $0x88, Z23, Z22, Z30
+	VSHUFF32X4    $0xdd, Z23, Z22, Z22
+	VPADDD        Z22, Z30, Z30
+	VSHUFF32X4    $0x88, Z25, Z24, Z22
+	VSHUFF32X4    $0xdd, Z25, Z24, Z23
+	VPADDD        Z23, Z22, Z22
+	VSHUFF32X4    $0x88, Z27, Z26, Z23
+	VSHUFF32X4    $0xdd, Z27, Z26, Z24
+	VPADDD        Z24, Z23, Z23
+	VSHUFF32X4    $0x88, Z29, Z28, Z24
+	VSHUFF32X4    $0xdd, Z29, Z28, Z25
+	VPADDD        Z25, Z24, Z24
+	VSHUFPS       $0x44, Z22, Z30, Z25
+	VSHUFPS       $0xee, Z22, Z30, Z22
+	VPADDD        Z22, Z25, Z25
+	VSHUFPS       $0x44, Z24, Z23, Z22
+	VSHUFPS       $0xee, Z24, Z23, Z23
+	VPADDD        Z23, Z22, Z22
+	VSHUFPS       $0x88, Z22, Z25, Z23
+	VSHUFPS       $0xdd, Z22, Z25, Z22
+	VPADDD        Z22, Z23, Z23
+	VPSUBD        Z1, Z23, Z23
+	VCVTDQ2PS     Z23, Z23
+	VMULPS        Z0, Z23, Z23
+	VMOVUPS       Y23, (AX)
+	VEXTRACTF32X8 $0x01, Z23, Y22
+	VMOVUPS       Y22, (AX)(CX*1)
+	ADDQ          $0x20, AX
+	LEAQ          (BX)(R8*8), BX
+	SUBQ          $0x08, SI
+	JMP           k8
+
+k1:
+	TESTQ  SI, SI
+	JZ     ret
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	MOVQ   DX, R11
+	LEAQ   (DX)(DI*1), R12
+	MOVQ   BX, R13
+
+k1_d:
+	VPXORD        (R13), Z2, Z3
+	VPANDD        Z3, Z21, Z4
+	VPSRLW        $0x04, Z3, Z3
+	VPANDD        Z3, Z21, Z3
+	VMOVDQU64     (R11), Z5
+	VMOVDQU64     (R11)(R9*1), Z6
+	VPDPBUSD      Z5, Z4, Z19
+	VPDPBUSD      Z6, Z3, Z19
+	VMOVDQU64     (R12), Z5
+	VMOVDQU64     (R12)(R9*1), Z6
+	VPDPBUSD      Z5, Z4, Z20
+	VPDPBUSD      Z6, Z3, Z20
+	ADDQ          $0x40, R11
+	ADDQ          $0x40, R12
+	ADDQ          $0x40, R13
+	CMPQ          R11, R10
+	JL            k1_d
+	VEXTRACTI64X4 $0x01, Z19, Y3
+	VPADDD        Y3, Y19, Y3
+	VEXTRACTI32X4 $0x01, Y3, X4
+	VPADDD        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VPADDD        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VPADDD        X3, X4, X4
+	VPSUBD        X1, X4, X4
+	VCVTDQ2PS     X4, X4
+	VMULSS        X0, X4, X4
+	VMOVSS        X4, (AX)
+	MOVL          bias1+68(FP), R11
+	VMOVD         R11, X3
+	MOVSS         mult1+60(FP), X4
+	VEXTRACTI64X4 $0x01, Z20, Y5
+	VPADDD        Y5, Y20, Y5
+	VEXTRACTI32X4 $0x01, Y5, X6
+	VPADDD        X6, X5, X6
+	VPSHUFD       $0x4e, X6, X5
+	VPADDD        X5, X6, X6
+	VPSHUFD       $0xb1, X6, X5
+	VPADDD        X5, X6, X6
+	VPSUBD        X3, X6, X6
+	VCVTDQ2PS     X6, X6
+	VMULSS        X4, X6, X6
+	VMOVSS        X6, (AX)(CX*1)
+	ADDQ          $0x04, AX
+	ADDQ          R8, BX
+	DECQ          SI
+	JMP           k1
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnDotI4AVX2(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)
+// Requires: AVX, AVX2, SSE
+TEXT ·attnDotI4AVX2(SB), NOSPLIT, $0-56
+	MOVSS        mult+48(FP), X0
+	MOVL         bias+52(FP), AX
+	VMOVD        AX, X1
+	MOVL         $0x88888888, AX
+	VMOVD        AX, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x0f0f0f0f, AX
+	VMOVD        AX, X3
+	VPBROADCASTD X3, Y3
+	MOVL         $0x00010001, AX
+	VMOVD        AX, X4
+	VPBROADCASTD X4, Y4
+	MOVQ         s+0(FP), AX
+	MOVQ         q+8(FP), CX
+	MOVQ         k+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVQ         d+32(FP), SI
+	MOVQ         stride+40(FP), DI
+	SHRQ         $0x01, SI
+	LEAQ         (CX)(SI*1), R8
+
+row4:
+	CMPQ  BX, $0x04
+	JL    row
+	LEAQ  (DX)(DI*1), R9
+	LEAQ  (R9)(DI*1), R10
+	LEAQ  (R10)(DI*1), R11
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	XORQ  R12, R12
+
+col4:
+	VMOVDQU      (CX)(R12*1), Y9
+	VMOVDQU      (R8)(R12*1), Y10
+	VPXOR        (DX)(R12*1), Y2, Y11
+	VPAND        Y11, Y3, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y11, Y3, Y11
+	VPMADDUBSW   Y9, Y12, Y12
+	VPMADDUBSW   Y10, Y11, Y11
+	VPADDW       Y11, Y12, Y12
+	VPMADDWD     Y4, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPXOR        (R9)(R12*1), Y2, Y11
+	VPAND        Y11, Y3, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y11, Y3, Y11
+	VPMADDUBSW   Y9, Y12, Y12
+	VPMADDUBSW   Y10, Y11, Y11
+	VPADDW       Y11, Y12, Y12
+	VPMADDWD     Y4, Y12, Y12
+	VPADDD       Y12, Y6, Y6
+	VPXOR        (R10)(R12*1), Y2, Y11
+	VPAND        Y11, Y3, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y11, Y3, Y11
+	VPMADDUBSW   Y9, Y12, Y12
+	VPMADDUBSW   Y10, Y11, Y11
+	VPADDW       Y11, Y12, Y12
+	VPMADDWD     Y4, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPXOR        (R11)(R12*1), Y2, Y11
+	VPAND        Y11, Y3, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y11, Y3, Y11
+	VPMADDUBSW   Y9, Y12, Y12
+	VPMADDUBSW   Y10, Y11, Y11
+	VPADDW       Y11, Y12, Y12
+	VPMADDWD     Y4, Y12, Y12
+	VPADDD       Y12, Y8, Y8
+	ADDQ         $0x20, R12
+	CMPQ         R12, SI
+	JL           col4
+	VEXTRACTI128 $0x01, Y5, X9
+	VPADDD       X9, X5, X9
+	VPSHUFD      $0x4e, X9, X5
+	VPADDD       X5, X9, X9
+	VPSHUFD      $0xb1, X9, X5
+	VPADDD       X5, X9, X9
+	VPSUBD       X1, X9, X9
+	VCVTDQ2PS    X9, X9
+	VMULSS       X0, X9, X9
+	VMOVSS       X9, (AX)
+	VEXTRACTI128 $0x01, Y6, X5
+	VPADDD       X5, X6, X5
+	VPSHUFD      $0x4e, X5, X6
+	VPADDD       X6, X5, X5
+	VPSHUFD      $0xb1, X5, X6
+	VPADDD       X6, X5, X5
+	VPSUBD       X1, X5, X5
+	VCVTDQ2PS    X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, 4(AX)
+	VEXTRACTI128 $0x01, Y7, X5
+	VPADDD       X5, X7, X5
+	VPSHUFD      $0x4e, X5, X6
+	VPADDD       X6, X5, X5
+	VPSHUFD      $0xb1, X5, X6
+	VPADDD       X6, X5, X5
+	VPSUBD       X1, X5, X5
+	VCVTDQ2PS    X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, 8(AX)
+	VEXTRACTI128 $0x01, Y8, X5
+	VPADDD       X5, X8, X5
+	VPSHUFD      $0x4e, X5, X6
+	VPADDD       X6, X5, X5
+	VPSHUFD      $0xb1, X5, X6
+	VPADDD       X6, X5, X5
+	VPSUBD       X1, X5, X5
+	VCVTDQ2PS    X5, X5
+	VMULSS       X0, X5, X5
+	VMOVSS       X5, 12(AX)
+	ADDQ         $0x10, AX
+	LEAQ         (R11)(DI*1), DX
+	SUBQ         $0x04, BX
+	JMP          row4
+
+row:
+	TESTQ BX, BX
+	JZ    ret
+	VPXOR Y5, Y5, Y5
+	XORQ  R9, R9
+
+col:
+	VMOVDQU      (CX)(R9*1), Y6
+	VMOVDQU      (R8)(R9*1), Y7
+	VPXOR        (DX)(R9*1), Y2, Y8
+	VPAND        Y8, Y3, Y9
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y8, Y3, Y8
+	VPMADDUBSW   Y6, Y9, Y9
+	VPMADDUBSW   Y7, Y8, Y8
+	VPADDW       Y8, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	ADDQ         $0x20, R9
+	CMPQ         R9, SI
+	JL           col
+	VEXTRACTI128 $0x01, Y5, X6
+	VPADDD       X6, X5, X6
+	VPSHUFD      $0x4e, X6, X5
+	VPADDD       X5, X6, X6
+	VPSHUFD      $0xb1, X6, X5
+	VPADDD       X5, X6, X6
+	VPSUBD       X1, X6, X6
+	VCVTDQ2PS    X6, X6
+	VMULSS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	ADDQ         $0x04, AX
+	ADDQ         DI, DX
+	DECQ         BX
+	JMP          row
+
+ret:
+	VZEROUPPER
+	RET
+
+// func attnSumI4AVX2(out *float32, p *float32, v *byte, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumI4AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	MOVQ DX, SI
+	SHLQ $0x01, SI
+	SHRQ $0x01, DX
+
+attnSumI4AVX2_c4:
+	CMPQ   DX, $0x00000020
+	JL     attnSumI4AVX2_c1
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   p+8(FP), DI
+	MOVQ   n+24(FP), R8
+	MOVQ   CX, R9
+
+attnSumI4AVX2_c4_j:
+	VBROADCASTSS (DI), Y8
+	VPMOVSXBD    (R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVSXBD    8(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVSXBD    16(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVSXBD    24(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, DI
+	ADDQ         BX, R9
+	DECQ         R8
+	JNZ          attnSumI4AVX2_c4_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(SI*1)
+	VMOVUPS      Y2, 32(AX)
+	VMOVUPS      Y3, 32(AX)(SI*1)
+	VMOVUPS      Y4, 64(AX)
+	VMOVUPS      Y5, 64(AX)(SI*1)
+	VMOVUPS      Y6, 96(AX)
+	VMOVUPS      Y7, 96(AX)(SI*1)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000020, CX
+	SUBQ         $0x00000020, DX
+	JMP          attnSumI4AVX2_c4
+
+attnSumI4AVX2_c1:
+	CMPQ   DX, $0x00000008
+	JL     attnSumI4AVX2_ret
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   p+8(FP), DI
+	MOVQ   n+24(FP), R8
+	MOVQ   CX, R9
+
+attnSumI4AVX2_c1_j:
+	VBROADCASTSS (DI), Y2
+	VPMOVSXBD    (R9), Y3
+	VPSLLD       $0x1c, Y3, Y4
+	VPSRAD       $0x1c, Y4, Y4
+	VPSRAD       $0x04, Y3, Y3
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y3, Y3
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x00000004, DI
+	ADDQ         BX, R9
+	DECQ         R8
+	JNZ          attnSumI4AVX2_c1_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(SI*1)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000008, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumI4AVX2_c1
+
+attnSumI4AVX2_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddI4AVX2(out *float32, p *float32, v *byte, n int, d int, stride int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·attnSumAddI4AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ v+16(FP), CX
+	MOVQ d+32(FP), DX
+	MOVQ stride+40(FP), BX
+	MOVQ DX, SI
+	SHLQ $0x01, SI
+	SHRQ $0x01, DX
+
+attnSumAddI4AVX2_c4:
+	CMPQ    DX, $0x00000020
+	JL      attnSumAddI4AVX2_c1
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(SI*1), Y1
+	VMOVUPS 32(AX), Y2
+	VMOVUPS 32(AX)(SI*1), Y3
+	VMOVUPS 64(AX), Y4
+	VMOVUPS 64(AX)(SI*1), Y5
+	VMOVUPS 96(AX), Y6
+	VMOVUPS 96(AX)(SI*1), Y7
+	MOVQ    p+8(FP), DI
+	MOVQ    n+24(FP), R8
+	MOVQ    CX, R9
+
+attnSumAddI4AVX2_c4_j:
+	VBROADCASTSS (DI), Y8
+	VPMOVSXBD    (R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y9, Y8, Y1
+	VPMOVSXBD    8(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y9, Y8, Y3
+	VPMOVSXBD    16(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y9, Y8, Y5
+	VPMOVSXBD    24(R9), Y9
+	VPSLLD       $0x1c, Y9, Y10
+	VPSRAD       $0x1c, Y10, Y10
+	VPSRAD       $0x04, Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y9, Y8, Y7
+	ADDQ         $0x00000004, DI
+	ADDQ         BX, R9
+	DECQ         R8
+	JNZ          attnSumAddI4AVX2_c4_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(SI*1)
+	VMOVUPS      Y2, 32(AX)
+	VMOVUPS      Y3, 32(AX)(SI*1)
+	VMOVUPS      Y4, 64(AX)
+	VMOVUPS      Y5, 64(AX)(SI*1)
+	VMOVUPS      Y6, 96(AX)
+	VMOVUPS      Y7, 96(AX)(SI*1)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000020, CX
+	SUBQ         $0x00000020, DX
+	JMP          attnSumAddI4AVX2_c4
+
+attnSumAddI4AVX2_c1:
+	CMPQ    DX, $0x00000008
+	JL      attnSumAddI4AVX2_ret
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(SI*1), Y1
+	MOVQ    p+8(FP), DI
+	MOVQ    n+24(FP), R8
+	MOVQ    CX, R9
+
+attnSumAddI4AVX2_c1_j:
+	VBROADCASTSS (DI), Y2
+	VPMOVSXBD    (R9), Y3
+	VPSLLD       $0x1c, Y3, Y4
+	VPSRAD       $0x1c, Y4, Y4
+	VPSRAD       $0x04, Y3, Y3
+	VCVTDQ2PS    Y4, Y4
+	VCVTDQ2PS    Y3, Y3
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y3, Y2, Y1
+	ADDQ         $0x00000004, DI
+	ADDQ         BX, R9
+	DECQ         R8
+	JNZ          attnSumAddI4AVX2_c1_j
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(SI*1)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000008, CX
+	SUBQ         $0x00000008, DX
+	JMP          attnSumAddI4AVX2_c1
+
+attnSumAddI4AVX2_ret:
+	VZEROUPPER
+	RET
+
+// func rotateI4AVX512(x *float32, d int, sign *float32, scale float32, tab *float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·rotateI4AVX512(SB), NOSPLIT, $0-40
+	MOVQ         x+0(FP), AX
+	MOVQ         d+8(FP), CX
+	MOVQ         sign+16(FP), DX
+	MOVQ         tab+32(FP), BX
+	MOVSS        scale+24(FP), X0
+	VBROADCASTSS X0, Z0
+	VMOVUPS      (BX), Z1
+	VMOVUPS      64(BX), Z2
+	VMOVUPS      128(BX), Z3
+	VMOVUPS      192(BX), Z4
+	SHLQ         $0x02, CX
+	XORQ         BX, BX
+
+rotateI4AVX512_p1:
+	VMOVUPS     (AX)(BX*1), Z5
+	VMULPS      (DX)(BX*1), Z5, Z5
+	VPERMILPS   $0xb1, Z5, Z6
+	VFMADD213PS Z6, Z1, Z5
+	VPERMILPS   $0x4e, Z5, Z6
+	VFMADD213PS Z6, Z2, Z5
+	VSHUFF32X4  $0xb1, Z5, Z5, Z6
+	VFMADD213PS Z6, Z3, Z5
+	VSHUFF32X4  $0x4e, Z5, Z5, Z6
+	VFMADD213PS Z6, Z4, Z5
+	VMOVUPS     Z5, (AX)(BX*1)
+	ADDQ        $0x40, BX
+	CMPQ        BX, CX
+	JL          rotateI4AVX512_p1
+	MOVQ        $0x00000040, DX
+
+rotateI4AVX512_h:
+	CMPQ DX, CX
+	JGE  rotateI4AVX512_p3
+	XORQ BX, BX
+
+rotateI4AVX512_blk:
+	LEAQ (AX)(BX*1), SI
+	LEAQ (SI)(DX*1), DI
+	MOVQ DI, R8
+
+rotateI4AVX512_j:
+	VMOVUPS (SI), Z1
+	VMOVUPS (DI), Z2
+	VADDPS  Z2, Z1, Z3
+	VSUBPS  Z2, Z1, Z1
+	VMOVUPS Z3, (SI)
+	VMOVUPS Z1, (DI)
+	ADDQ    $0x40, SI
+	ADDQ    $0x40, DI
+	CMPQ    SI, R8
+	JL      rotateI4AVX512_j
+	LEAQ    (BX)(DX*2), BX
+	CMPQ    BX, CX
+	JL      rotateI4AVX512_blk
+	SHLQ    $0x01, DX
+	JMP     rotateI4AVX512_h
+
+rotateI4AVX512_p3:
+	XORQ BX, BX
+
+rotateI4AVX512_p3l:
+	VMOVUPS (AX)(BX*1), Z1
+	VMULPS  Z0, Z1, Z1
+	VMOVUPS Z1, (AX)(BX*1)
+	ADDQ    $0x40, BX
+	CMPQ    BX, CX
+	JL      rotateI4AVX512_p3l
+	VZEROUPPER
+	RET
+
+// func unrotateI4AVX512(x *float32, d int, sign *float32, scale float32, tab *float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·unrotateI4AVX512(SB), NOSPLIT, $0-40
+	MOVQ         x+0(FP), AX
+	MOVQ         d+8(FP), CX
+	MOVQ         sign+16(FP), DX
+	MOVQ         tab+32(FP), BX
+	MOVSS        scale+24(FP), X0
+	VBROADCASTSS X0, Z0
+	VMOVUPS      (BX), Z1
+	VMOVUPS      64(BX), Z2
+	VMOVUPS      128(BX), Z3
+	VMOVUPS      192(BX), Z4
+	SHLQ         $0x02, CX
+	XORQ         BX, BX
+
+unrotateI4AVX512_p1:
+	VMOVUPS     (AX)(BX*1), Z5
+	VPERMILPS   $0xb1, Z5, Z6
+	VFMADD213PS Z6, Z1, Z5
+	VPERMILPS   $0x4e, Z5, Z6
+	VFMADD213PS Z6, Z2, Z5
+	VSHUFF32X4  $0xb1, Z5, Z5, Z6
+	VFMADD213PS Z6, Z3, Z5
+	VSHUFF32X4  $0x4e, Z5, Z5, Z6
+	VFMADD213PS Z6, Z4, Z5
+	VMOVUPS     Z5, (AX)(BX*1)
+	ADDQ        $0x40, BX
+	CMPQ        BX, CX
+	JL          unrotateI4AVX512_p1
+	MOVQ        $0x00000040, BX
+
+unrotateI4AVX512_h:
+	CMPQ BX, CX
+	JGE  unrotateI4AVX512_p3
+	XORQ SI, SI
+
+unrotateI4AVX512_blk:
+	LEAQ (AX)(SI*1), DI
+	LEAQ (DI)(BX*1), R8
+	MOVQ R8, R9
+
+unrotateI4AVX512_j:
+	VMOVUPS (DI), Z1
+	VMOVUPS (R8), Z2
+	VADDPS  Z2, Z1, Z3
+	VSUBPS  Z2, Z1, Z1
+	VMOVUPS Z3, (DI)
+	VMOVUPS Z1, (R8)
+	ADDQ    $0x40, DI
+	ADDQ    $0x40, R8
+	CMPQ    DI, R9
+	JL      unrotateI4AVX512_j
+	LEAQ    (SI)(BX*2), SI
+	CMPQ    SI, CX
+	JL      unrotateI4AVX512_blk
+	SHLQ    $0x01, BX
+	JMP     unrotateI4AVX512_h
+
+unrotateI4AVX512_p3:
+	XORQ BX, BX
+
+unrotateI4AVX512_p3l:
+	VMOVUPS (AX)(BX*1), Z1
+	VMULPS  (DX)(BX*1), Z1, Z1
+	VMULPS  Z0, Z1, Z1
+	VMOVUPS Z1, (AX)(BX*1)
+	ADDQ    $0x40, BX
+	CMPQ    BX, CX
+	JL      unrotateI4AVX512_p3l
+	VZEROUPPER
+	RET
+
+// func attnSumW16Q1I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+// Requires: AVX, AVX512BW, AVX512F, AVX512_VNNI, MMX+, SSE
+TEXT ·attnSumW16Q1I4VNNI(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), AX
+	MOVQ         v+24(FP), CX
+	MOVQ         d+40(FP), DX
+	MOVQ         stride+48(FP), BX
+	MOVSS        scale0+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         DX, SI
+	SHLQ         $0x01, SI
+	SHRQ         $0x01, DX
+
+attnSumW16Q1I4VNNI_c4:
+	CMPQ   DX, $0x00000040
+	JL     attnSumW16Q1I4VNNI_c1
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	MOVQ   w+8(FP), DI
+	MOVQ   n+32(FP), R8
+	MOVQ   CX, R9
+
+attnSumW16Q1I4VNNI_c4_j:
+	CMPQ         R8, $0x02
+	JL           attnSumW16Q1I4VNNI_c4_odd
+	VPBROADCASTD (DI), Z9
+	PREFETCHT0   4096(R9)
+	PREFETCHT0   4096(R9)(BX*1)
+	VPMOVZXBD    (R9), Z10
+	VPMOVZXBD    (R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z1
+	VPDPWSSD     Z9, Z10, Z2
+	VPMOVZXBD    16(R9), Z10
+	VPMOVZXBD    16(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z3
+	VPDPWSSD     Z9, Z10, Z4
+	VPMOVZXBD    32(R9), Z10
+	VPMOVZXBD    32(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z5
+	VPDPWSSD     Z9, Z10, Z6
+	VPMOVZXBD    48(R9), Z10
+	VPMOVZXBD    48(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z7
+	VPDPWSSD     Z9, Z10, Z8
+	ADDQ         $0x04, DI
+	LEAQ         (R9)(BX*2), R9
+	SUBQ         $0x02, R8
+	JMP          attnSumW16Q1I4VNNI_c4_j
+
+attnSumW16Q1I4VNNI_c4_odd:
+	TESTQ        R8, R8
+	JZ           attnSumW16Q1I4VNNI_c4_store
+	VPBROADCASTD (DI), Z9
+	PREFETCHT0   4096(R9)
+	VPMOVZXBD    (R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z1
+	VPDPWSSD     Z9, Z10, Z2
+	VPMOVZXBD    16(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z3
+	VPDPWSSD     Z9, Z10, Z4
+	VPMOVZXBD    32(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z5
+	VPDPWSSD     Z9, Z10, Z6
+	VPMOVZXBD    48(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z7
+	VPDPWSSD     Z9, Z10, Z8
+
+attnSumW16Q1I4VNNI_c4_store:
+	VCVTDQ2PS Z1, Z1
+	VMULPS    Z0, Z1, Z1
+	VMOVUPS   Z1, (AX)
+	VCVTDQ2PS Z2, Z2
+	VMULPS    Z0, Z2, Z2
+	VMOVUPS   Z2, (AX)(SI*1)
+	VCVTDQ2PS Z3, Z3
+	VMULPS    Z0, Z3, Z3
+	VMOVUPS   Z3, 64(AX)
+	VCVTDQ2PS Z4, Z4
+	VMULPS    Z0, Z4, Z4
+	VMOVUPS   Z4, 64(AX)(SI*1)
+	VCVTDQ2PS Z5, Z5
+	VMULPS    Z0, Z5, Z5
+	VMOVUPS   Z5, 128(AX)
+	VCVTDQ2PS Z6, Z6
+	VMULPS    Z0, Z6, Z6
+	VMOVUPS   Z6, 128(AX)(SI*1)
+	VCVTDQ2PS Z7, Z7
+	VMULPS    Z0, Z7, Z7
+	VMOVUPS   Z7, 192(AX)
+	VCVTDQ2PS Z8, Z8
+	VMULPS    Z0, Z8, Z8
+	VMOVUPS   Z8, 192(AX)(SI*1)
+	ADDQ      $0x00000100, AX
+	ADDQ      $0x00000040, CX
+	SUBQ      $0x00000040, DX
+	JMP       attnSumW16Q1I4VNNI_c4
+
+attnSumW16Q1I4VNNI_c1:
+	CMPQ   DX, $0x00000010
+	JL     attnSumW16Q1I4VNNI_ret
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   w+8(FP), DI
+	MOVQ   n+32(FP), R8
+	MOVQ   CX, R9
+
+attnSumW16Q1I4VNNI_c1_j:
+	CMPQ         R8, $0x02
+	JL           attnSumW16Q1I4VNNI_c1_odd
+	VPBROADCASTD (DI), Z1
+	VPMOVZXBD    (R9), Z2
+	VPMOVZXBD    (R9)(BX*1), Z3
+	VPSLLD       $0x10, Z3, Z3
+	VPORD        Z3, Z2, Z2
+	VPSLLW       $0x0c, Z2, Z3
+	VPSRAW       $0x0c, Z3, Z3
+	VPSLLW       $0x08, Z2, Z2
+	VPSRAW       $0x0c, Z2, Z2
+	VPDPWSSD     Z1, Z3, Z12
+	VPDPWSSD     Z1, Z2, Z13
+	ADDQ         $0x04, DI
+	LEAQ         (R9)(BX*2), R9
+	SUBQ         $0x02, R8
+	JMP          attnSumW16Q1I4VNNI_c1_j
+
+attnSumW16Q1I4VNNI_c1_odd:
+	TESTQ        R8, R8
+	JZ           attnSumW16Q1I4VNNI_c1_store
+	VPBROADCASTD (DI), Z1
+	VPMOVZXBD    (R9), Z2
+	VPSLLW       $0x0c, Z2, Z3
+	VPSRAW       $0x0c, Z3, Z3
+	VPSLLW       $0x08, Z2, Z2
+	VPSRAW       $0x0c, Z2, Z2
+	VPDPWSSD     Z1, Z3, Z12
+	VPDPWSSD     Z1, Z2, Z13
+
+attnSumW16Q1I4VNNI_c1_store:
+	VCVTDQ2PS Z12, Z12
+	VMULPS    Z0, Z12, Z12
+	VMOVUPS   Z12, (AX)
+	VCVTDQ2PS Z13, Z13
+	VMULPS    Z0, Z13, Z13
+	VMOVUPS   Z13, (AX)(SI*1)
+	ADDQ      $0x00000040, AX
+	ADDQ      $0x00000010, CX
+	SUBQ      $0x00000010, DX
+	JMP       attnSumW16Q1I4VNNI_c1
+
+attnSumW16Q1I4VNNI_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumW16Q2I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+// Requires: AVX, AVX512BW, AVX512F, AVX512_VNNI, MMX+, SSE
+TEXT ·attnSumW16Q2I4VNNI(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), AX
+	MOVQ         v+24(FP), CX
+	MOVQ         d+40(FP), DX
+	MOVQ         stride+48(FP), BX
+	MOVSS        scale0+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        scale1+60(FP), X1
+	VBROADCASTSS X1, Z1
+	MOVQ         DX, SI
+	SHLQ         $0x01, SI
+	MOVQ         DX, DI
+	SHRQ         $0x01, DI
+	SHLQ         $0x02, DX
+	LEAQ         (DX)(SI*1), R8
+	MOVQ         wstride+16(FP), R9
+	SHLQ         $0x01, R9
+
+attnSumW16Q2I4VNNI_c4:
+	CMPQ   DI, $0x00000040
+	JL     attnSumW16Q2I4VNNI_c1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	MOVQ   w+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumW16Q2I4VNNI_c4_j:
+	CMPQ         R11, $0x02
+	JL           attnSumW16Q2I4VNNI_c4_odd
+	VPBROADCASTD (R10), Z18
+	VPBROADCASTD (R10)(R9*1), Z19
+	PREFETCHT0   4096(R12)
+	PREFETCHT0   4096(R12)(BX*1)
+	VPMOVZXBD    (R12), Z20
+	VPMOVZXBD    (R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z2
+	VPDPWSSD     Z18, Z20, Z3
+	VPDPWSSD     Z19, Z21, Z10
+	VPDPWSSD     Z19, Z20, Z11
+	VPMOVZXBD    16(R12), Z20
+	VPMOVZXBD    16(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z4
+	VPDPWSSD     Z18, Z20, Z5
+	VPDPWSSD     Z19, Z21, Z12
+	VPDPWSSD     Z19, Z20, Z13
+	VPMOVZXBD    32(R12), Z20
+	VPMOVZXBD    32(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z6
+	VPDPWSSD     Z18, Z20, Z7
+	VPDPWSSD     Z19, Z21, Z14
+	VPDPWSSD     Z19, Z20, Z15
+	VPMOVZXBD    48(R12), Z20
+	VPMOVZXBD    48(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z8
+	VPDPWSSD     Z18, Z20, Z9
+	VPDPWSSD     Z19, Z21, Z16
+	VPDPWSSD     Z19, Z20, Z17
+	ADDQ         $0x04, R10
+	LEAQ         (R12)(BX*2), R12
+	SUBQ         $0x02, R11
+	JMP          attnSumW16Q2I4VNNI_c4_j
+
+attnSumW16Q2I4VNNI_c4_odd:
+	TESTQ        R11, R11
+	JZ           attnSumW16Q2I4VNNI_c4_store
+	VPBROADCASTD (R10), Z18
+	VPBROADCASTD (R10)(R9*1), Z19
+	PREFETCHT0   4096(R12)
+	VPMOVZXBD    (R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z2
+	VPDPWSSD     Z18, Z20, Z3
+	VPDPWSSD     Z19, Z21, Z10
+	VPDPWSSD     Z19, Z20, Z11
+	VPMOVZXBD    16(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z4
+	VPDPWSSD     Z18, Z20, Z5
+	VPDPWSSD     Z19, Z21, Z12
+	VPDPWSSD     Z19, Z20, Z13
+	VPMOVZXBD    32(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z6
+	VPDPWSSD     Z18, Z20, Z7
+	VPDPWSSD     Z19, Z21, Z14
+	VPDPWSSD     Z19, Z20, Z15
+	VPMOVZXBD    48(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z8
+	VPDPWSSD     Z18, Z20, Z9
+	VPDPWSSD     Z19, Z21, Z16
+	VPDPWSSD     Z19, Z20, Z17
+
+attnSumW16Q2I4VNNI_c4_store:
+	VCVTDQ2PS Z2, Z2
+	VMULPS    Z0, Z2, Z2
+	VMOVUPS   Z2, (AX)
+	VCVTDQ2PS Z3, Z3
+	VMULPS    Z0, Z3, Z3
+	VMOVUPS   Z3, (AX)(SI*1)
+	VCVTDQ2PS Z4, Z4
+	VMULPS    Z0, Z4, Z4
+	VMOVUPS   Z4, 64(AX)
+	VCVTDQ2PS Z5, Z5
+	VMULPS    Z0, Z5, Z5
+	VMOVUPS   Z5, 64(AX)(SI*1)
+	VCVTDQ2PS Z6, Z6
+	VMULPS    Z0, Z6, Z6
+	VMOVUPS   Z6, 128(AX)
+	VCVTDQ2PS Z7, Z7
+	VMULPS    Z0, Z7, Z7
+	VMOVUPS   Z7, 128(AX)(SI*1)
+	VCVTDQ2PS Z8, Z8
+	VMULPS    Z0, Z8, Z8
+	VMOVUPS   Z8, 192(AX)
+	VCVTDQ2PS Z9, Z9
+	VMULPS    Z0, Z9, Z9
+	VMOVUPS   Z9, 192(AX)(SI*1)
+	VCVTDQ2PS Z10, Z10
+	VMULPS    Z1, Z10, Z10
+	VMOVUPS   Z10, (AX)(DX*1)
+	VCVTDQ2PS Z11, Z11
+	VMULPS    Z1, Z11, Z11
+	VMOVUPS   Z11, (AX)(R8*1)
+	VCVTDQ2PS Z12, Z12
+	VMULPS    Z1, Z12, Z12
+	VMOVUPS   Z12, 64(AX)(DX*1)
+	VCVTDQ2PS Z13, Z13
+	VMULPS    Z1, Z13, Z13
+	VMOVUPS   Z13, 64(AX)(R8*1)
+	VCVTDQ2PS Z14, Z14
+	VMULPS    Z1, Z14, Z14
+	VMOVUPS   Z14, 128(AX)(DX*1)
+	VCVTDQ2PS Z15, Z15
+	VMULPS    Z1, Z15, Z15
+	VMOVUPS   Z15, 128(AX)(R8*1)
+	VCVTDQ2PS Z16, Z16
+	VMULPS    Z1, Z16, Z16
+	VMOVUPS   Z16, 192(AX)(DX*1)
+	VCVTDQ2PS Z17, Z17
+	VMULPS    Z1, Z17, Z17
+	VMOVUPS   Z17, 192(AX)(R8*1)
+	ADDQ      $0x00000100, AX
+	ADDQ      $0x00000040, CX
+	SUBQ      $0x00000040, DI
+	JMP       attnSumW16Q2I4VNNI_c4
+
+attnSumW16Q2I4VNNI_c1:
+	CMPQ   DI, $0x00000010
+	JL     attnSumW16Q2I4VNNI_ret
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	MOVQ   w+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumW16Q2I4VNNI_c1_j:
+	CMPQ         R11, $0x02
+	JL           attnSumW16Q2I4VNNI_c1_odd
+	VPBROADCASTD (R10), Z2
+	VPBROADCASTD (R10)(R9*1), Z3
+	VPMOVZXBD    (R12), Z4
+	VPMOVZXBD    (R12)(BX*1), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VPORD        Z5, Z4, Z4
+	VPSLLW       $0x0c, Z4, Z5
+	VPSRAW       $0x0c, Z5, Z5
+	VPSLLW       $0x08, Z4, Z4
+	VPSRAW       $0x0c, Z4, Z4
+	VPDPWSSD     Z2, Z5, Z22
+	VPDPWSSD     Z2, Z4, Z23
+	VPDPWSSD     Z3, Z5, Z24
+	VPDPWSSD     Z3, Z4, Z25
+	ADDQ         $0x04, R10
+	LEAQ         (R12)(BX*2), R12
+	SUBQ         $0x02, R11
+	JMP          attnSumW16Q2I4VNNI_c1_j
+
+attnSumW16Q2I4VNNI_c1_odd:
+	TESTQ        R11, R11
+	JZ           attnSumW16Q2I4VNNI_c1_store
+	VPBROADCASTD (R10), Z2
+	VPBROADCASTD (R10)(R9*1), Z3
+	VPMOVZXBD    (R12), Z4
+	VPSLLW       $0x0c, Z4, Z5
+	VPSRAW       $0x0c, Z5, Z5
+	VPSLLW       $0x08, Z4, Z4
+	VPSRAW       $0x0c, Z4, Z4
+	VPDPWSSD     Z2, Z5, Z22
+	VPDPWSSD     Z2, Z4, Z23
+	VPDPWSSD     Z3, Z5, Z24
+	VPDPWSSD     Z3, Z4, Z25
+
+attnSumW16Q2I4VNNI_c1_store:
+	VCVTDQ2PS Z22, Z22
+	VMULPS    Z0, Z22, Z22
+	VMOVUPS   Z22, (AX)
+	VCVTDQ2PS Z23, Z23
+	VMULPS    Z0, Z23, Z23
+	VMOVUPS   Z23, (AX)(SI*1)
+	VCVTDQ2PS Z24, Z24
+	VMULPS    Z1, Z24, Z24
+	VMOVUPS   Z24, (AX)(DX*1)
+	VCVTDQ2PS Z25, Z25
+	VMULPS    Z1, Z25, Z25
+	VMOVUPS   Z25, (AX)(R8*1)
+	ADDQ      $0x00000040, AX
+	ADDQ      $0x00000010, CX
+	SUBQ      $0x00000010, DI
+	JMP       attnSumW16Q2I4VNNI_c1
+
+attnSumW16Q2I4VNNI_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddW16Q1I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+// Requires: AVX, AVX512BW, AVX512F, AVX512_VNNI, MMX+, SSE
+TEXT ·attnSumAddW16Q1I4VNNI(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), AX
+	MOVQ         v+24(FP), CX
+	MOVQ         d+40(FP), DX
+	MOVQ         stride+48(FP), BX
+	MOVSS        scale0+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         DX, SI
+	SHLQ         $0x01, SI
+	SHRQ         $0x01, DX
+
+attnSumAddW16Q1I4VNNI_c4:
+	CMPQ   DX, $0x00000040
+	JL     attnSumAddW16Q1I4VNNI_c1
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	MOVQ   w+8(FP), DI
+	MOVQ   n+32(FP), R8
+	MOVQ   CX, R9
+
+attnSumAddW16Q1I4VNNI_c4_j:
+	CMPQ         R8, $0x02
+	JL           attnSumAddW16Q1I4VNNI_c4_odd
+	VPBROADCASTD (DI), Z9
+	PREFETCHT0   4096(R9)
+	PREFETCHT0   4096(R9)(BX*1)
+	VPMOVZXBD    (R9), Z10
+	VPMOVZXBD    (R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z1
+	VPDPWSSD     Z9, Z10, Z2
+	VPMOVZXBD    16(R9), Z10
+	VPMOVZXBD    16(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z3
+	VPDPWSSD     Z9, Z10, Z4
+	VPMOVZXBD    32(R9), Z10
+	VPMOVZXBD    32(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z5
+	VPDPWSSD     Z9, Z10, Z6
+	VPMOVZXBD    48(R9), Z10
+	VPMOVZXBD    48(R9)(BX*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VPORD        Z11, Z10, Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z7
+	VPDPWSSD     Z9, Z10, Z8
+	ADDQ         $0x04, DI
+	LEAQ         (R9)(BX*2), R9
+	SUBQ         $0x02, R8
+	JMP          attnSumAddW16Q1I4VNNI_c4_j
+
+attnSumAddW16Q1I4VNNI_c4_odd:
+	TESTQ        R8, R8
+	JZ           attnSumAddW16Q1I4VNNI_c4_store
+	VPBROADCASTD (DI), Z9
+	PREFETCHT0   4096(R9)
+	VPMOVZXBD    (R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z1
+	VPDPWSSD     Z9, Z10, Z2
+	VPMOVZXBD    16(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z3
+	VPDPWSSD     Z9, Z10, Z4
+	VPMOVZXBD    32(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z5
+	VPDPWSSD     Z9, Z10, Z6
+	VPMOVZXBD    48(R9), Z10
+	VPSLLW       $0x0c, Z10, Z11
+	VPSRAW       $0x0c, Z11, Z11
+	VPSLLW       $0x08, Z10, Z10
+	VPSRAW       $0x0c, Z10, Z10
+	VPDPWSSD     Z9, Z11, Z7
+	VPDPWSSD     Z9, Z10, Z8
+
+attnSumAddW16Q1I4VNNI_c4_store:
+	VCVTDQ2PS   Z1, Z1
+	VFMADD213PS (AX), Z0, Z1
+	VMOVUPS     Z1, (AX)
+	VCVTDQ2PS   Z2, Z2
+	VFMADD213PS (AX)(SI*1), Z0, Z2
+	VMOVUPS     Z2, (AX)(SI*1)
+	VCVTDQ2PS   Z3, Z3
+	VFMADD213PS 64(AX), Z0, Z3
+	VMOVUPS     Z3, 64(AX)
+	VCVTDQ2PS   Z4, Z4
+	VFMADD213PS 64(AX)(SI*1), Z0, Z4
+	VMOVUPS     Z4, 64(AX)(SI*1)
+	VCVTDQ2PS   Z5, Z5
+	VFMADD213PS 128(AX), Z0, Z5
+	VMOVUPS     Z5, 128(AX)
+	VCVTDQ2PS   Z6, Z6
+	VFMADD213PS 128(AX)(SI*1), Z0, Z6
+	VMOVUPS     Z6, 128(AX)(SI*1)
+	VCVTDQ2PS   Z7, Z7
+	VFMADD213PS 192(AX), Z0, Z7
+	VMOVUPS     Z7, 192(AX)
+	VCVTDQ2PS   Z8, Z8
+	VFMADD213PS 192(AX)(SI*1), Z0, Z8
+	VMOVUPS     Z8, 192(AX)(SI*1)
+	ADDQ        $0x00000100, AX
+	ADDQ        $0x00000040, CX
+	SUBQ        $0x00000040, DX
+	JMP         attnSumAddW16Q1I4VNNI_c4
+
+attnSumAddW16Q1I4VNNI_c1:
+	CMPQ   DX, $0x00000010
+	JL     attnSumAddW16Q1I4VNNI_ret
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   w+8(FP), DI
+	MOVQ   n+32(FP), R8
+	MOVQ   CX, R9
+
+attnSumAddW16Q1I4VNNI_c1_j:
+	CMPQ         R8, $0x02
+	JL           attnSumAddW16Q1I4VNNI_c1_odd
+	VPBROADCASTD (DI), Z1
+	VPMOVZXBD    (R9), Z2
+	VPMOVZXBD    (R9)(BX*1), Z3
+	VPSLLD       $0x10, Z3, Z3
+	VPORD        Z3, Z2, Z2
+	VPSLLW       $0x0c, Z2, Z3
+	VPSRAW       $0x0c, Z3, Z3
+	VPSLLW       $0x08, Z2, Z2
+	VPSRAW       $0x0c, Z2, Z2
+	VPDPWSSD     Z1, Z3, Z12
+	VPDPWSSD     Z1, Z2, Z13
+	ADDQ         $0x04, DI
+	LEAQ         (R9)(BX*2), R9
+	SUBQ         $0x02, R8
+	JMP          attnSumAddW16Q1I4VNNI_c1_j
+
+attnSumAddW16Q1I4VNNI_c1_odd:
+	TESTQ        R8, R8
+	JZ           attnSumAddW16Q1I4VNNI_c1_store
+	VPBROADCASTD (DI), Z1
+	VPMOVZXBD    (R9), Z2
+	VPSLLW       $0x0c, Z2, Z3
+	VPSRAW       $0x0c, Z3, Z3
+	VPSLLW       $0x08, Z2, Z2
+	VPSRAW       $0x0c, Z2, Z2
+	VPDPWSSD     Z1, Z3, Z12
+	VPDPWSSD     Z1, Z2, Z13
+
+attnSumAddW16Q1I4VNNI_c1_store:
+	VCVTDQ2PS   Z12, Z12
+	VFMADD213PS (AX), Z0, Z12
+	VMOVUPS     Z12, (AX)
+	VCVTDQ2PS   Z13, Z13
+	VFMADD213PS (AX)(SI*1), Z0, Z13
+	VMOVUPS     Z13, (AX)(SI*1)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000010, CX
+	SUBQ        $0x00000010, DX
+	JMP         attnSumAddW16Q1I4VNNI_c1
+
+attnSumAddW16Q1I4VNNI_ret:
+	VZEROUPPER
+	RET
+
+// func attnSumAddW16Q2I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+// Requires: AVX, AVX512BW, AVX512F, AVX512_VNNI, MMX+, SSE
+TEXT ·attnSumAddW16Q2I4VNNI(SB), NOSPLIT, $0-64
+	MOVQ         out+0(FP), AX
+	MOVQ         v+24(FP), CX
+	MOVQ         d+40(FP), DX
+	MOVQ         stride+48(FP), BX
+	MOVSS        scale0+56(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        scale1+60(FP), X1
+	VBROADCASTSS X1, Z1
+	MOVQ         DX, SI
+	SHLQ         $0x01, SI
+	MOVQ         DX, DI
+	SHRQ         $0x01, DI
+	SHLQ         $0x02, DX
+	LEAQ         (DX)(SI*1), R8
+	MOVQ         wstride+16(FP), R9
+	SHLQ         $0x01, R9
+
+attnSumAddW16Q2I4VNNI_c4:
+	CMPQ   DI, $0x00000040
+	JL     attnSumAddW16Q2I4VNNI_c1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	MOVQ   w+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumAddW16Q2I4VNNI_c4_j:
+	CMPQ         R11, $0x02
+	JL           attnSumAddW16Q2I4VNNI_c4_odd
+	VPBROADCASTD (R10), Z18
+	VPBROADCASTD (R10)(R9*1), Z19
+	PREFETCHT0   4096(R12)
+	PREFETCHT0   4096(R12)(BX*1)
+	VPMOVZXBD    (R12), Z20
+	VPMOVZXBD    (R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z2
+	VPDPWSSD     Z18, Z20, Z3
+	VPDPWSSD     Z19, Z21, Z10
+	VPDPWSSD     Z19, Z20, Z11
+	VPMOVZXBD    16(R12), Z20
+	VPMOVZXBD    16(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z4
+	VPDPWSSD     Z18, Z20, Z5
+	VPDPWSSD     Z19, Z21, Z12
+	VPDPWSSD     Z19, Z20, Z13
+	VPMOVZXBD    32(R12), Z20
+	VPMOVZXBD    32(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z6
+	VPDPWSSD     Z18, Z20, Z7
+	VPDPWSSD     Z19, Z21, Z14
+	VPDPWSSD     Z19, Z20, Z15
+	VPMOVZXBD    48(R12), Z20
+	VPMOVZXBD    48(R12)(BX*1), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPORD        Z21, Z20, Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z8
+	VPDPWSSD     Z18, Z20, Z9
+	VPDPWSSD     Z19, Z21, Z16
+	VPDPWSSD     Z19, Z20, Z17
+	ADDQ         $0x04, R10
+	LEAQ         (R12)(BX*2), R12
+	SUBQ         $0x02, R11
+	JMP          attnSumAddW16Q2I4VNNI_c4_j
+
+attnSumAddW16Q2I4VNNI_c4_odd:
+	TESTQ        R11, R11
+	JZ           attnSumAddW16Q2I4VNNI_c4_store
+	VPBROADCASTD (R10), Z18
+	VPBROADCASTD (R10)(R9*1), Z19
+	PREFETCHT0   4096(R12)
+	VPMOVZXBD    (R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z2
+	VPDPWSSD     Z18, Z20, Z3
+	VPDPWSSD     Z19, Z21, Z10
+	VPDPWSSD     Z19, Z20, Z11
+	VPMOVZXBD    16(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z4
+	VPDPWSSD     Z18, Z20, Z5
+	VPDPWSSD     Z19, Z21, Z12
+	VPDPWSSD     Z19, Z20, Z13
+	VPMOVZXBD    32(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z6
+	VPDPWSSD     Z18, Z20, Z7
+	VPDPWSSD     Z19, Z21, Z14
+	VPDPWSSD     Z19, Z20, Z15
+	VPMOVZXBD    48(R12), Z20
+	VPSLLW       $0x0c, Z20, Z21
+	VPSRAW       $0x0c, Z21, Z21
+	VPSLLW       $0x08, Z20, Z20
+	VPSRAW       $0x0c, Z20, Z20
+	VPDPWSSD     Z18, Z21, Z8
+	VPDPWSSD     Z18, Z20, Z9
+	VPDPWSSD     Z19, Z21, Z16
+	VPDPWSSD     Z19, Z20, Z17
+
+attnSumAddW16Q2I4VNNI_c4_store:
+	VCVTDQ2PS   Z2, Z2
+	VFMADD213PS (AX), Z0, Z2
+	VMOVUPS     Z2, (AX)
+	VCVTDQ2PS   Z3, Z3
+	VFMADD213PS (AX)(SI*1), Z0, Z3
+	VMOVUPS     Z3, (AX)(SI*1)
+	VCVTDQ2PS   Z4, Z4
+	VFMADD213PS 64(AX), Z0, Z4
+	VMOVUPS     Z4, 64(AX)
+	VCVTDQ2PS   Z5, Z5
+	VFMADD213PS 64(AX)(SI*1), Z0, Z5
+	VMOVUPS     Z5, 64(AX)(SI*1)
+	VCVTDQ2PS   Z6, Z6
+	VFMADD213PS 128(AX), Z0, Z6
+	VMOVUPS     Z6, 128(AX)
+	VCVTDQ2PS   Z7, Z7
+	VFMADD213PS 128(AX)(SI*1), Z0, Z7
+	VMOVUPS     Z7, 128(AX)(SI*1)
+	VCVTDQ2PS   Z8, Z8
+	VFMADD213PS 192(AX), Z0, Z8
+	VMOVUPS     Z8, 192(AX)
+	VCVTDQ2PS   Z9, Z9
+	VFMADD213PS 192(AX)(SI*1), Z0, Z9
+	VMOVUPS     Z9, 192(AX)(SI*1)
+	VCVTDQ2PS   Z10, Z10
+	VFMADD213PS (AX)(DX*1), Z1, Z10
+	VMOVUPS     Z10, (AX)(DX*1)
+	VCVTDQ2PS   Z11, Z11
+	VFMADD213PS (AX)(R8*1), Z1, Z11
+	VMOVUPS     Z11, (AX)(R8*1)
+	VCVTDQ2PS   Z12, Z12
+	VFMADD213PS 64(AX)(DX*1), Z1, Z12
+	VMOVUPS     Z12, 64(AX)(DX*1)
+	VCVTDQ2PS   Z13, Z13
+	VFMADD213PS 64(AX)(R8*1), Z1, Z13
+	VMOVUPS     Z13, 64(AX)(R8*1)
+	VCVTDQ2PS   Z14, Z14
+	VFMADD213PS 128(AX)(DX*1), Z1, Z14
+	VMOVUPS     Z14, 128(AX)(DX*1)
+	VCVTDQ2PS   Z15, Z15
+	VFMADD213PS 128(AX)(R8*1), Z1, Z15
+	VMOVUPS     Z15, 128(AX)(R8*1)
+	VCVTDQ2PS   Z16, Z16
+	VFMADD213PS 192(AX)(DX*1), Z1, Z16
+	VMOVUPS     Z16, 192(AX)(DX*1)
+	VCVTDQ2PS   Z17, Z17
+	VFMADD213PS 192(AX)(R8*1), Z1, Z17
+	VMOVUPS     Z17, 192(AX)(R8*1)
+	ADDQ        $0x00000100, AX
+	ADDQ        $0x00000040, CX
+	SUBQ        $0x00000040, DI
+	JMP         attnSumAddW16Q2I4VNNI_c4
+
+attnSumAddW16Q2I4VNNI_c1:
+	CMPQ   DI, $0x00000010
+	JL     attnSumAddW16Q2I4VNNI_ret
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	MOVQ   w+8(FP), R10
+	MOVQ   n+32(FP), R11
+	MOVQ   CX, R12
+
+attnSumAddW16Q2I4VNNI_c1_j:
+	CMPQ         R11, $0x02
+	JL           attnSumAddW16Q2I4VNNI_c1_odd
+	VPBROADCASTD (R10), Z2
+	VPBROADCASTD (R10)(R9*1), Z3
+	VPMOVZXBD    (R12), Z4
+	VPMOVZXBD    (R12)(BX*1), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VPORD        Z5, Z4, Z4
+	VPSLLW       $0x0c, Z4, Z5
+	VPSRAW       $0x0c, Z5, Z5
+	VPSLLW       $0x08, Z4, Z4
+	VPSRAW       $0x0c, Z4, Z4
+	VPDPWSSD     Z2, Z5, Z22
+	VPDPWSSD     Z2, Z4, Z23
+	VPDPWSSD     Z3, Z5, Z24
+	VPDPWSSD     Z3, Z4, Z25
+	ADDQ         $0x04, R10
+	LEAQ         (R12)(BX*2), R12
+	SUBQ         $0x02, R11
+	JMP          attnSumAddW16Q2I4VNNI_c1_j
+
+attnSumAddW16Q2I4VNNI_c1_odd:
+	TESTQ        R11, R11
+	JZ           attnSumAddW16Q2I4VNNI_c1_store
+	VPBROADCASTD (R10), Z2
+	VPBROADCASTD (R10)(R9*1), Z3
+	VPMOVZXBD    (R12), Z4
+	VPSLLW       $0x0c, Z4, Z5
+	VPSRAW       $0x0c, Z5, Z5
+	VPSLLW       $0x08, Z4, Z4
+	VPSRAW       $0x0c, Z4, Z4
+	VPDPWSSD     Z2, Z5, Z22
+	VPDPWSSD     Z2, Z4, Z23
+	VPDPWSSD     Z3, Z5, Z24
+	VPDPWSSD     Z3, Z4, Z25
+
+attnSumAddW16Q2I4VNNI_c1_store:
+	VCVTDQ2PS   Z22, Z22
+	VFMADD213PS (AX), Z0, Z22
+	VMOVUPS     Z22, (AX)
+	VCVTDQ2PS   Z23, Z23
+	VFMADD213PS (AX)(SI*1), Z0, Z23
+	VMOVUPS     Z23, (AX)(SI*1)
+	VCVTDQ2PS   Z24, Z24
+	VFMADD213PS (AX)(DX*1), Z1, Z24
+	VMOVUPS     Z24, (AX)(DX*1)
+	VCVTDQ2PS   Z25, Z25
+	VFMADD213PS (AX)(R8*1), Z1, Z25
+	VMOVUPS     Z25, (AX)(R8*1)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000010, CX
+	SUBQ        $0x00000010, DI
+	JMP         attnSumAddW16Q2I4VNNI_c1
+
+attnSumAddW16Q2I4VNNI_ret:
+	VZEROUPPER
+	RET
+
+// func maxSumAVX512(a *float32, n int) (max float32, sum float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·maxSumAVX512(SB), NOSPLIT, $0-24
+	MOVQ   a+0(FP), AX
+	MOVQ   n+8(FP), CX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+
+maxsum_loop:
+	VMOVUPS       (AX), Z2
+	VMAXPS        Z2, Z0, Z0
+	VADDPS        Z2, Z1, Z1
+	ADDQ          $0x40, AX
+	SUBQ          $0x10, CX
+	JNZ           maxsum_loop
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VMAXPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VMAXPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VMAXPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VMAXSS        X2, X0, X0
+	MOVSS         X0, max+16(FP)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVSS         X1, sum+20(FP)
+	VZEROUPPER
+	RET
+
+// func toW16AVX512(w *int16, a *float32, n int, inv float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·toW16AVX512(SB), NOSPLIT, $0-28
+	MOVQ         w+0(FP), AX
+	MOVQ         a+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        inv+24(FP), X0
+	VBROADCASTSS X0, Z0
+
+tow16_loop:
+	VMULPS    (CX), Z0, Z1
+	VCVTPS2DQ Z1, Z1
+	VPMOVSDW  Z1, (AX)
+	ADDQ      $0x40, CX
+	ADDQ      $0x20, AX
+	SUBQ      $0x10, DX
+	JNZ       tow16_loop
+	VZEROUPPER
+	RET
+
+// func codesI4AVX512(dst *byte, y *float32, d int, inv float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·codesI4AVX512(SB), NOSPLIT, $0-28
+	MOVQ         dst+0(FP), AX
+	MOVQ         y+8(FP), CX
+	MOVQ         d+16(FP), DX
+	MOVSS        inv+24(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVL         $0xfffffff9, BX
+	VMOVD        BX, X1
+	VPBROADCASTD X1, Z1
+	MOVL         $0x00000007, BX
+	VMOVD        BX, X2
+	VPBROADCASTD X2, Z2
+	MOVL         $0x0000000f, BX
+	VMOVD        BX, X3
+	VPBROADCASTD X3, Z3
+	SHLQ         $0x01, DX
+	LEAQ         (CX)(DX*1), BX
+
+codesi4_loop:
+	VMULPS    (CX), Z0, Z4
+	VMULPS    (CX)(DX*1), Z0, Z5
+	VCVTPS2DQ Z4, Z4
+	VCVTPS2DQ Z5, Z5
+	VPMAXSD   Z1, Z4, Z4
+	VPMINSD   Z2, Z4, Z4
+	VPMAXSD   Z1, Z5, Z5
+	VPMINSD   Z2, Z5, Z5
+	VPANDD    Z3, Z4, Z4
+	VPSLLD    $0x04, Z5, Z5
+	VPORD     Z5, Z4, Z4
+	VPMOVDB   Z4, (AX)
+	ADDQ      $0x40, CX
+	ADDQ      $0x10, AX
+	CMPQ      CX, BX
+	JL        codesi4_loop
+	VZEROUPPER
+	RET

@@ -477,3 +477,64 @@ func attnDotI8VNNI(s *float32, q *int8, k *int8, n int, d int, stride int, mult 
 // attnDotI8AVX2 sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a
 // positive multiple of 16 (AVX2); bias is not used.
 func attnDotI8AVX2(s *float32, q *int8, k *int8, n int, d int, stride int, mult float32, bias int32)
+
+// attnDotI4VNNI sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, c_j the 4-bit codes at
+// k[j*stride:][:d/2], d a positive multiple of 128 and bias = 8·Σ_i q[i] (AVX512_VNNI).
+func attnDotI4VNNI(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)
+
+// attnDotQ2I4VNNI sets s[h*sstride+j] = mult_h·float32(Σ_i q[h*d+i]·c_j,i) for h < 2 and j < n, c_j
+// the 4-bit codes at k[j*stride:][:d/2], d a positive multiple of 128 and bias_h = 8·Σ_i q[h*d+i]
+// (AVX512_VNNI); each score is bitwise what attnDotI4VNNI computes.
+func attnDotQ2I4VNNI(s *float32, sstride int, q *int8, k *byte, n int, d int, stride int, mult0 float32, mult1 float32, bias0 int32, bias1 int32)
+
+// attnDotI4AVX2 sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, c_j the 4-bit codes at
+// k[j*stride:][:d/2], d a positive multiple of 64 and bias = 8·Σ_i q[i] (AVX2).
+func attnDotI4AVX2(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)
+
+// attnSumI4AVX2 sets out[:d] = Σ_j p[j]·c_j over j < n in increasing j, c_j the 4-bit codes at
+// v[j*stride:][:d/2], d a multiple of 16, n > 0.
+func attnSumI4AVX2(out *float32, p *float32, v *byte, n int, d int, stride int)
+
+// attnSumAddI4AVX2 adds to out[:d] Σ_j p[j]·c_j over j < n in increasing j, c_j the 4-bit codes at
+// v[j*stride:][:d/2], d a multiple of 16, n > 0.
+func attnSumAddI4AVX2(out *float32, p *float32, v *byte, n int, d int, stride int)
+
+// rotateI4AVX512 sets x ← H·(σ⊙x)·scale for x[:d], H the unnormalized Walsh–Hadamard matrix,
+// σ = sign[:d] (±1), d a power of two of at least 16 (AVX-512).
+func rotateI4AVX512(x *float32, d int, sign *float32, scale float32, tab *float32)
+
+// unrotateI4AVX512 sets x ← σ⊙(H·x)·scale for x[:d], H the unnormalized Walsh–Hadamard matrix,
+// σ = sign[:d] (±1), d a power of two of at least 16 (AVX-512).
+func unrotateI4AVX512(x *float32, d int, sign *float32, scale float32, tab *float32)
+
+// attnSumW16Q1I4VNNI sets out[h*d:][:d] to scale_h·float32(Σ_j w[h*wstride+j]·c_j) for h < 1, c_j the
+// 4-bit codes at v[j*stride:][:d/2], the sum over j < n exact in int32; d a multiple of 32,
+// n > 0; w[h*wstride+n] is read but not used when n is odd (AVX512_VNNI).
+func attnSumW16Q1I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+
+// attnSumW16Q2I4VNNI sets out[h*d:][:d] to scale_h·float32(Σ_j w[h*wstride+j]·c_j) for h < 2, c_j the
+// 4-bit codes at v[j*stride:][:d/2], the sum over j < n exact in int32; d a multiple of 32,
+// n > 0; w[h*wstride+n] is read but not used when n is odd (AVX512_VNNI).
+func attnSumW16Q2I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+
+// attnSumAddW16Q1I4VNNI adds to out[h*d:][:d] scale_h·float32(Σ_j w[h*wstride+j]·c_j) for h < 1, c_j the
+// 4-bit codes at v[j*stride:][:d/2], the sum over j < n exact in int32; d a multiple of 32,
+// n > 0; w[h*wstride+n] is read but not used when n is odd (AVX512_VNNI).
+func attnSumAddW16Q1I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+
+// attnSumAddW16Q2I4VNNI adds to out[h*d:][:d] scale_h·float32(Σ_j w[h*wstride+j]·c_j) for h < 2, c_j the
+// 4-bit codes at v[j*stride:][:d/2], the sum over j < n exact in int32; d a multiple of 32,
+// n > 0; w[h*wstride+n] is read but not used when n is odd (AVX512_VNNI).
+func attnSumAddW16Q2I4VNNI(out *float32, w *int16, wstride int, v *byte, n int, d int, stride int, scale0 float32, scale1 float32)
+
+// maxSumAVX512 returns the largest of a[:n] and their sum, n a positive multiple of 16
+// (AVX-512); NaNs are ignored by the maximum and propagate through the sum.
+func maxSumAVX512(a *float32, n int) (max float32, sum float32)
+
+// toW16AVX512 sets w[j] = int16(round_half_even(a[j]·inv)) for j < n, n a positive
+// multiple of 16, saturating; w may overlap a at or below it (AVX-512).
+func toW16AVX512(w *int16, a *float32, n int, inv float32)
+
+// codesI4AVX512 sets dst[b] = c_b&15 | c_{b+d/2}<<4 for b < d/2, c_i = round_half_even(y[i]·inv)
+// clamped to [-7, 7], d a positive multiple of 32 (AVX-512).
+func codesI4AVX512(dst *byte, y *float32, d int, inv float32)

@@ -24,11 +24,13 @@ type impl struct {
 	// attend's result. Nil runs AttendBlock row by row.
 	attendBlock func(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []float32, n0, d, stride int, scale float32, scratch []float32)
 
-	// Attention over bfloat16 and int8 caches (attend_kv.go), and the
+	// Attention over bfloat16, int8 and 4-bit caches (attend_kv.go,
+	// attend_i8.go, attend_i4.go), and the
 	// elementwise product that applies the int8 scales.
 	bf16KV kvAttn[uint16]
 	i8KV   kvAttn[int8]
 	i8Dot  i8Dot
+	i4KV   i4Attn // 4-bit cache (attend_i4.go)
 	mul    func(dst, x, w []float32)
 }
 

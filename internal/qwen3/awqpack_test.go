@@ -110,7 +110,7 @@ func TestRepackCacheRefusedModel(t *testing.T) {
 	}
 	// Refused after the repacking: a KV-cache type that does not exist.
 	path := filepath.Join(dir, ".streamguard", "awq-int4.pack")
-	if _, _, err := OpenFolder(dir, Options{RepackCache: []string{path}, KVCache: KVInt8 + 1}); err == nil {
+	if _, _, err := OpenFolder(dir, Options{RepackCache: []string{path}, KVCache: KVType(255)}); err == nil {
 		t.Fatal("loaded with an unknown KV-cache type")
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, ".streamguard", "*")); len(m) != 0 {

@@ -8,8 +8,8 @@ import (
 )
 
 // KVType is how a [Cache] stores keys and values. Attention reads every
-// type directly (kernels.AttendBlock, AttendBlockBF16, AttendBlockInt8):
-// nothing is widened into a float32 copy.
+// type directly (kernels.AttendBlock, AttendBlockBF16, AttendBlockInt8,
+// AttendBlockInt4): nothing is widened into a float32 copy.
 type KVType uint8
 
 const (
@@ -28,12 +28,20 @@ const (
 	// rewrites older positions, and a row reads the same cache contents
 	// however the sequence was chunked or batched.
 	KVInt8
+	// KVInt4 stores each head's key (and value) at each position rotated
+	// (a fixed Hadamard rotation with random signs, which keeps dot
+	// products) and quantized to 15-level codes with one float32 scale
+	// (kernels.QuantizeInt4): (head_dim/2 + 4) bytes per head-vector,
+	// about half the int8 cache. It needs head_dim a power of two (every
+	// Qwen3 size has 128). Like int8, a position's codes depend on its
+	// own vector only.
+	KVInt4
 )
 
 // KVTypeNames are the names ParseKVType accepts, default first.
-var KVTypeNames = []string{"bf16", "int8", "f32"}
+var KVTypeNames = []string{"bf16", "int8", "int4", "f32"}
 
-// String is the type's name: f32, bf16 or int8.
+// String is the type's name: f32, bf16, int8 or int4.
 func (t KVType) String() string {
 	switch t {
 	case KVF32:
@@ -42,11 +50,13 @@ func (t KVType) String() string {
 		return "bf16"
 	case KVInt8:
 		return "int8"
+	case KVInt4:
+		return "int4"
 	}
 	return fmt.Sprintf("KVType(%d)", uint8(t))
 }
 
-// ParseKVType reads a cache type name: bf16, int8 or f32.
+// ParseKVType reads a cache type name: bf16, int8, int4 or f32.
 func ParseKVType(s string) (KVType, error) {
 	switch s {
 	case "f32":
@@ -55,6 +65,8 @@ func ParseKVType(s string) (KVType, error) {
 		return KVBF16, nil
 	case "int8":
 		return KVInt8, nil
+	case "int4":
+		return KVInt4, nil
 	}
 	return 0, fmt.Errorf("unknown KV-cache type %q (want %s)", s, strings.Join(KVTypeNames, ", "))
 }
@@ -68,6 +80,8 @@ func (t KVType) BytesPerPosition(layers, kvHeads, headDim int) int64 {
 		perHead = int64(headDim) * 2
 	case KVInt8:
 		perHead = int64(headDim) + 4 // codes and a float32 scale
+	case KVInt4:
+		perHead = int64(headDim)/2 + 4
 	}
 	return 2 * int64(layers) * int64(kvHeads) * perHead
 }
@@ -80,7 +94,7 @@ const minCacheCap = 128
 // Cache is one sequence's keys and values for every layer, at positions
 // 0..Len()-1, stored as its [KVType]. Each layer stores keys (and values)
 // head-major, [kv_heads][capacity][head_dim] (int8 scales
-// [kv_heads][capacity]), so that the attention of one head reads one
+// [kv_heads][capacity]; int4 codes [kv_heads][capacity][head_dim/2]), so that the attention of one head reads one
 // contiguous block.
 //
 // Capacity grows by a quarter (at least minCacheCap positions), rounded
@@ -103,7 +117,8 @@ type kvStore struct {
 	f32   []float32
 	bf16  []uint16
 	i8    []int8
-	scale []float32 // int8: [kv_heads][capacity]
+	i4    []byte    // two codes a byte
+	scale []float32 // int8 and int4: [kv_heads][capacity]
 }
 
 // NewCache returns an empty cache of the model's KV type (Options.KVCache).
@@ -111,7 +126,9 @@ type kvStore struct {
 func (m *Model) NewCache() *Cache { return m.NewCacheOf(m.kv) }
 
 // NewCacheOf returns an empty cache storing keys and values as t, whatever
-// the model's default; caches of different types may share a batch.
+// the model's default; caches of different types may share a batch. A
+// KVInt4 cache needs a head_dim that kernels.ValidInt4Dim accepts (Load
+// checks it when KVInt4 is the model's type).
 func (m *Model) NewCacheOf(t KVType) *Cache { return m.newCache(len(m.Layers), t) }
 
 func (m *Model) newCache(layers int, t KVType) *Cache {
@@ -184,6 +201,9 @@ func (c *Cache) grow(s *kvStore, newCap int) {
 	case KVInt8:
 		s.i8 = regrow(s.i8, H, old, newCap, n, hd)
 		s.scale = regrow(s.scale, H, old, newCap, n, 1)
+	case KVInt4:
+		s.i4 = regrow(s.i4, H, old, newCap, n, hd/2)
+		s.scale = regrow(s.scale, H, old, newCap, n, 1)
 	default:
 		s.f32 = regrow(s.f32, H, old, newCap, n, hd)
 	}
@@ -191,7 +211,7 @@ func (c *Cache) grow(s *kvStore, newCap int) {
 
 // regrow copies the first n rows of width elements of each of heads
 // blocks of oldCap rows into blocks of newCap rows.
-func regrow[T float32 | uint16 | int8](old []T, heads, oldCap, newCap, n, width int) []T {
+func regrow[T float32 | uint16 | int8 | byte](old []T, heads, oldCap, newCap, n, width int) []T {
 	s := make([]T, heads*newCap*width)
 	for h := range heads {
 		copy(s[h*newCap*width:], old[h*oldCap*width:h*oldCap*width+n*width])
@@ -214,6 +234,8 @@ func (s *kvStore) put(t KVType, at, scaleAt, hd int, x []float32) {
 		kernels.ToBF16(s.bf16[at:at+hd], x[:hd])
 	case KVInt8:
 		s.scale[scaleAt] = kernels.QuantizeInt8(s.i8[at:at+hd], x[:hd])
+	case KVInt4:
+		s.scale[scaleAt] = kernels.QuantizeInt4(s.i4[at/2:at/2+hd/2], x[:hd])
 	default:
 		copy(s.f32[at:at+hd], x[:hd])
 	}
@@ -232,6 +254,9 @@ func (c *Cache) attend(l, h int, out []float32, ostride int, q []float32, qstrid
 	case KVInt8:
 		slo, shi := h*c.capacity, (h+1)*c.capacity
 		kernels.AttendBlockInt8(out, ostride, q, qstride, rows, g, k.i8[lo:hi], v.i8[lo:hi], k.scale[slo:shi], v.scale[slo:shi], n0, hd, hd, scale, scratch)
+	case KVInt4:
+		slo, shi := h*c.capacity, (h+1)*c.capacity
+		kernels.AttendBlockInt4(out, ostride, q, qstride, rows, g, k.i4[lo/2:hi/2], v.i4[lo/2:hi/2], k.scale[slo:shi], v.scale[slo:shi], n0, hd, hd/2, scale, scratch)
 	default:
 		kernels.AttendBlock(out, ostride, q, qstride, rows, g, k.f32[lo:hi], v.f32[lo:hi], n0, hd, hd, scale, scratch)
 	}

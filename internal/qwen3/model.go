@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/kernels"
 )
 
 // Model is a loaded Qwen3Guard-Stream model. It is immutable after Load and
@@ -81,8 +82,11 @@ func Load(src Source, cfg *config.Config, opts Options) (*Model, error) {
 		hidden: H, qDim: cfg.NumAttentionHeads * hd, kvDim: cfg.NumKeyValueHeads * hd,
 		inter: cfg.IntermediateSize, guardInner: cfg.GuardInnerSize, kv: opts.KVCache,
 	}
-	if opts.KVCache > KVInt8 {
+	if opts.KVCache > KVInt4 {
 		return nil, fmt.Errorf("unknown KV-cache type %v", opts.KVCache)
+	}
+	if opts.KVCache == KVInt4 && !kernels.ValidInt4Dim(hd) {
+		return nil, fmt.Errorf("KV-cache type int4 needs head_dim a power of two up to 1024; this model has %d", hd)
 	}
 
 	var errs []error

@@ -78,11 +78,7 @@ func attnDotI8VNNI() {
 		}
 		CMPQ(qo, qend)
 		JL(LabelRef("k16_d"))
-		w := transposeTree16(acc, func(x, y, dst VecVirtual) { VPADDD(x, y, dst) })
-		VPSUBD(bias, w, w)
-		VCVTDQ2PS(w, w)
-		VMULPS(mult, w, w)
-		VMOVUPS(w, mem(s, 0))
+		VMOVUPS(intScores16(acc, bias, mult), mem(s, 0))
 		ADDQ(U8(64), s)
 		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
 		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
@@ -108,11 +104,7 @@ func attnDotI8VNNI() {
 		ADDQ(U8(64), ko)
 		CMPQ(qo, qend)
 		JL(LabelRef("k1_d"))
-		x := reduceInt(acc, true)
-		VPSUBD(bias.AsX(), x, x)
-		VCVTDQ2PS(x, x)
-		VMULSS(mult.AsX(), x, x)
-		VMOVSS(x, mem(s, 0))
+		VMOVSS(intScore1(acc, true, bias.AsX(), mult.AsX()), mem(s, 0))
 		ADDQ(U8(4), s)
 		ADDQ(stride, k)
 		DECQ(n)
@@ -136,10 +128,7 @@ func attnDotI8AVX2() {
 	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
 	store := func(acc VecVirtual, disp int) {
-		x := reduceInt(acc, false)
-		VCVTDQ2PS(x, x)
-		VMULSS(mult, x, x)
-		VMOVSS(x, mem(s, disp))
+		VMOVSS(intScore1(acc, false, nil, mult), mem(s, disp))
 	}
 	const R = 4
 	Label("row4")
@@ -226,5 +215,29 @@ func reduceInt(v VecVirtual, zmm bool) VecVirtual {
 	VPADDD(t, x, x)
 	VPSHUFD(U8(0xB1), x, t)
 	VPADDD(t, x, x)
+	return x
+}
+
+// intScores16 reduces sixteen int32 accumulators (lane kk's in
+// acc[4·(kk%4) + kk/4]) with transposeTree16, takes the bias out and
+// scales by mult: sixteen scores in one vector.
+func intScores16(acc []VecVirtual, bias, mult VecVirtual) VecVirtual {
+	w := transposeTree16(acc, func(x, y, dst VecVirtual) { VPADDD(x, y, dst) })
+	VPSUBD(bias, w, w)
+	VCVTDQ2PS(w, w)
+	VMULPS(mult, w, w)
+	return w
+}
+
+// intScore1 reduces one key's int32 accumulator (a ZMM when zmm, else a
+// YMM), takes the bias out (nil: none) and scales by mult: the score in
+// the low lane of an XMM register.
+func intScore1(acc VecVirtual, zmm bool, bias, mult Op) VecVirtual {
+	x := reduceInt(acc, zmm)
+	if bias != nil {
+		VPSUBD(bias, x, x)
+	}
+	VCVTDQ2PS(x, x)
+	VMULSS(mult, x, x)
 	return x
 }

@@ -11,11 +11,15 @@ import (
 
 // vpdpbusd emits VPDPBUSD (AVX512_VNNI), which avo's instruction table
 // lacks: acc[i] += Σ_j u8(q[4i+j])·s8(a[4i+j]) for each dword lane i.
-func vpdpbusd(a, q, acc Op) {
+func vpdpbusd(a, q, acc Op) { vnni("VPDPBUSD", a, q, acc) }
+
+// vnni emits an AVX512_VNNI instruction that accumulates into acc (avo
+// has no constructors for them).
+func vnni(opcode string, a, b, acc Op) {
 	Instruction(&ir.Instruction{
-		Opcode:   "VPDPBUSD",
-		Operands: []Op{a, q, acc},
-		Inputs:   []Op{a, q, acc},
+		Opcode:   opcode,
+		Operands: []Op{a, b, acc},
+		Inputs:   []Op{a, b, acc},
 		Outputs:  []Op{acc},
 		ISA:      []string{"AVX512_VNNI"},
 	})

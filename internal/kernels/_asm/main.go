@@ -77,6 +77,7 @@ func main() {
 	readSum()
 	awqQuantKernels()
 	attentionKV()
+	attentionI4()
 	Generate()
 }
 

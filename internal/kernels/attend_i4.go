@@ -1,0 +1,507 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"unsafe"
+)
+
+// Attention over a 4-bit cache.
+//
+// A 4-bit cache stores each key (and value) vector of one head at one
+// position rotated and quantized: y = R·x with R = H·diag(σ)/√d (H the
+// d×d Walsh–Hadamard matrix, σ a fixed pattern of signs), then 15-level
+// symmetric codes c = round_half_even(y/s) ∈ [-7, 7] with one float32
+// scale s = max|y|/7 (QuantizeInt4). R is orthogonal, so it keeps dot
+// products and norms; it spreads a vector's energy over all d elements,
+// so a few large channels (the keys' outliers after the q/k norms and
+// RoPE) no longer set a step that is too coarse for all the others: the
+// step shrinks from max|x|/7 to about 2.6·rms(x)/7 for d = 128.
+//
+// Attention rotates what meets the cache instead of unrotating the cache:
+// q·k = (R·q)·(R·k), so each query head is rotated and quantized like a
+// key (to int8 codes, as for the int8 cache: attend_i8.go) and its scores
+// are exact integer dot products; and Σ_j p_j·v_j = Rᵀ·Σ_j p_j·(R·v_j),
+// so the weighted sum runs over the rotated codes and its result is
+// rotated back once per head. Rotating costs d·log2(d) additions per head
+// vector, against n·d work per head for the attention itself.
+//
+// Layout: a vector of d elements (d a power of two, at least 2) takes d/2
+// bytes; byte b holds element b in its low nibble and element b+d/2 in
+// its high nibble, each a two's-complement code. Splitting the vector in
+// halves rather than pairing neighbours lets the vector kernels unpack
+// the low and high nibbles of one load into two contiguous runs.
+
+// i4Attn is one implementation's attention kernels over a 4-bit cache
+// (nil where there are none; the pure-Go loops run instead).
+type i4Attn struct {
+	// dot sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, the codes of
+	// key j at k[j*stride:], bias = 8·Σ_i q[i]; d a multiple of dotLanes.
+	dotLanes int
+	dot      func(s *float32, q *int8, k *byte, n, d, stride int, mult float32, bias int32)
+	// dotQ2 scores two query heads (codes d apart, scores sstride apart)
+	// against the same keys, bitwise what dot gives each.
+	dotQ2 func(s *float32, sstride int, q *int8, k *byte, n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)
+	// sum (sumAdd) sets (adds to) out[:d] Σ_j p[j]·c_j over j < n in
+	// increasing j, n > 0, in float32; d a multiple of sumLanes. They
+	// serve CPUs without the integer sums below, and rows whose weights
+	// are not finite.
+	sumLanes    int
+	sum, sumAdd func(out, p *float32, v *byte, n, d, stride int)
+	// rotate and unrotate are RotateInt4 and UnrotateInt4 for d ≥ 16,
+	// bitwise what the pure-Go loops give (sign: rotSigns, tab:
+	// hadamardSigns).
+	rotate, unrotate func(x *float32, d int, sign *float32, scale float32, tab *float32)
+	// The integer sums (nil where there are none; d a multiple of 32):
+	// sumW16 and sumW16Q2 (one or two queries, weights wstride apart)
+	// set out to scale·float32(Σ_j w_j·c_j) or, the Add forms, add it;
+	// maxSum and toW16 turn a chunk of weights into the int16 w.
+	sumW16, sumAddW16, sumW16Q2, sumAddW16Q2 func(out *float32, w *int16, wstride int, v *byte, n, d, stride int, scale0, scale1 float32)
+	maxSum                                   func(a *float32, n int) (max, sum float32)
+	// codes is QuantizeInt4's packing (d a multiple of 32), bitwise the
+	// pure-Go loop.
+	codes func(dst *byte, y *float32, d int, inv float32)
+	toW16 func(w *int16, a *float32, n int, inv float32)
+}
+
+// dotN sets s[:n] to the scores of the query codes q against n keys.
+func (a *i4Attn) dotN(s []float32, q []int8, k []byte, n, d, stride int, mult float32, bias int32) {
+	if a.dot != nil && d%a.dotLanes == 0 {
+		_, _, _ = s[n-1], q[d-1], k[(n-1)*stride+d/2-1]
+		a.dot(&s[0], &q[0], &k[0], n, d, stride, mult, bias)
+		return
+	}
+	i4DotGo(s, q, k, n, d, stride, mult)
+}
+
+// sumN sets (add: adds to) out[:d] the sum over the first n values; n > 0.
+func (a *i4Attn) sumN(out, p []float32, v []byte, n, d, stride int, add bool) {
+	if a.sum != nil && d%a.sumLanes == 0 {
+		_, _, _ = out[d-1], p[n-1], v[(n-1)*stride+d/2-1]
+		f := a.sum
+		if add {
+			f = a.sumAdd
+		}
+		f(&out[0], &p[0], &v[0], n, d, stride)
+		return
+	}
+	sumI4Go(out, p, v, n, d, stride, add)
+}
+
+// lo4 and hi4 are the two codes of a byte.
+func lo4(b byte) int32 { return int32(int8(b<<4) >> 4) }
+func hi4(b byte) int32 { return int32(int8(b) >> 4) }
+
+// i4DotGo is the pure-Go integer score loop.
+func i4DotGo(s []float32, q []int8, k []byte, n, d, stride int, mult float32) {
+	h := d / 2
+	ql, qh := q[:h], q[h:d]
+	for j := range n {
+		kj := k[j*stride : j*stride+h]
+		var acc int32
+		for i, b := range kj {
+			acc += int32(ql[i])*lo4(b) + int32(qh[i])*hi4(b)
+		}
+		s[j] = mult * float32(acc)
+	}
+}
+
+// sumI4Go is the pure-Go weighted sum of 4-bit codes.
+func sumI4Go(out, p []float32, v []byte, n, d, stride int, add bool) {
+	h := d / 2
+	out = out[:d]
+	if !add {
+		clear(out)
+	}
+	ol, oh := out[:h], out[h:]
+	for j, pj := range p[:n] {
+		vj := v[j*stride : j*stride+h]
+		for i, b := range vj {
+			ol[i] += pj * float32(lo4(b))
+			oh[i] += pj * float32(hi4(b))
+		}
+	}
+}
+
+// rotSign reports whether element i of the rotation's sign pattern σ is
+// -1: a fixed pseudo-random pattern (a multiplicative hash of i), so that
+// structured vectors, such as one large channel or a constant, do not map
+// onto a few Hadamard rows.
+func rotSign(i int) bool { return uint32(i+1)*0x9E3779B1>>31 != 0 }
+
+// rotSigns is σ as ±1 (for the vector kernels); hadamardSigns holds, for
+// the butterflies of strides 1, 2, 4 and 8 inside a vector of 16, +1 at
+// the lower element of each pair and -1 at the upper.
+var rotSigns, hadamardSigns = func() (s [maxInt4Dim]float32, h [64]float32) {
+	for i := range s {
+		s[i] = 1
+		if rotSign(i) {
+			s[i] = -1
+		}
+	}
+	for k := range 4 {
+		for i := range 16 {
+			h[16*k+i] = 1
+			if i&(1<<k) != 0 {
+				h[16*k+i] = -1
+			}
+		}
+	}
+	return s, h
+}()
+
+// fwht is the unnormalized fast Walsh–Hadamard transform of x in place;
+// len(x) is a power of two.
+func fwht(x []float32) {
+	n := len(x)
+	for h := 1; h < n; h *= 2 {
+		for i := 0; i < n; i += 2 * h {
+			a, b := x[i:i+h], x[i+h:i+2*h]
+			for j := range a {
+				u, v := a[j], b[j]
+				a[j], b[j] = u+v, u-v
+			}
+		}
+	}
+}
+
+// RotateInt4 applies the 4-bit cache's rotation R = H·diag(σ)/√d to x in
+// place; len(x) must be a power of two.
+func RotateInt4(x []float32) {
+	checkInt4Dim("RotateInt4", len(x))
+	if a := &active.i4KV; a.rotate != nil && len(x) >= 16 {
+		a.rotate(&x[0], len(x), &rotSigns[0], invSqrt(len(x)), &hadamardSigns[0])
+		return
+	}
+	for i := range x {
+		if rotSign(i) {
+			x[i] = -x[i]
+		}
+	}
+	fwht(x)
+	scaleBy(x, invSqrt(len(x)))
+}
+
+// UnrotateInt4 applies Rᵀ = diag(σ)·H/√d to x in place, undoing
+// RotateInt4 up to rounding; len(x) must be a power of two.
+func UnrotateInt4(x []float32) {
+	checkInt4Dim("UnrotateInt4", len(x))
+	if a := &active.i4KV; a.unrotate != nil && len(x) >= 16 {
+		a.unrotate(&x[0], len(x), &rotSigns[0], invSqrt(len(x)), &hadamardSigns[0])
+		return
+	}
+	fwht(x)
+	r := invSqrt(len(x))
+	for i := range x {
+		if rotSign(i) {
+			x[i] *= -r
+		} else {
+			x[i] *= r
+		}
+	}
+}
+
+func invSqrt(d int) float32 { return float32(1 / math.Sqrt(float64(d))) }
+
+func scaleBy(x []float32, r float32) {
+	for i := range x {
+		x[i] *= r
+	}
+}
+
+// checkInt4Dim panics unless d is a power of two, at least 2, and at most
+// maxInt4Dim.
+func checkInt4Dim(name string, d int) {
+	if !ValidInt4Dim(d) {
+		panic(fmt.Sprintf("kernels: %s over vectors of %d elements (want a power of two from 2 to %d)", name, d, maxInt4Dim))
+	}
+}
+
+// maxInt4Dim bounds the vectors QuantizeInt4 rotates on its stack.
+const maxInt4Dim = 1024
+
+// ValidInt4Dim reports whether a 4-bit cache can hold vectors of d
+// elements: d a power of two from 2 to 1024.
+func ValidInt4Dim(d int) bool { return d >= 2 && d <= maxInt4Dim && bits.OnesCount(uint(d)) == 1 }
+
+// QuantizeInt4 rotates x (RotateInt4, on a copy) and writes it as 4-bit
+// codes into dst[:len(x)/2] (layout above), returning the scale:
+// max|y|/7 for the rotated y, each code round_half_even(y_i/scale), so
+// |y_i − scale·c_i| ≤ scale/2. All-zero x gives scale 0 and zero codes; a
+// NaN or an infinity in x gives a NaN scale (the rotation spreads it over
+// every element; codes 0), so it still reaches the attention that reads
+// it. len(x) must be a power of two from 2 to 1024.
+func QuantizeInt4(dst []byte, x []float32) float32 {
+	d := len(x)
+	checkInt4Dim("QuantizeInt4", d)
+	h := d / 2
+	dst = dst[:h]
+	var buf [maxInt4Dim]float32
+	y := buf[:d]
+	copy(y, x)
+	RotateInt4(y)
+	var amax float32
+	for _, v := range y {
+		a := math.Float32frombits(math.Float32bits(v) &^ (1 << 31))
+		if !(a <= amax) { // a > amax, or a NaN
+			amax = a
+			if a != a || math.IsInf(float64(a), 0) {
+				clear(dst)
+				return float32(math.NaN())
+			}
+		}
+	}
+	if amax == 0 {
+		clear(dst)
+		return 0
+	}
+	inv := 7 / amax
+	if a := &active.i4KV; a.codes != nil && d%32 == 0 {
+		a.codes(&dst[0], &y[0], d, inv)
+		return amax / 7
+	}
+	yl, yh := y[:h], y[h:d]
+	for i := range dst {
+		dst[i] = byte(round7(yl[i]*inv)&0xF) | byte(round7(yh[i]*inv)<<4)
+	}
+	return amax / 7
+}
+
+// round7 rounds v (|v| ≤ 7 up to rounding) to the nearest integer, ties to
+// even, clamped to [-7, 7]: adding and subtracting 1.5·2²³ leaves no
+// fraction bits in float32 and rounds to nearest even on the way.
+func round7(v float32) int32 {
+	const magic = 1.5 * (1 << 23)
+	r := int32((v + magic) - magic)
+	return max(-7, min(7, r))
+}
+
+// DequantizeInt4 writes the vector that codes and scale stand for, rotated
+// back (UnrotateInt4): what attention over a 4-bit cache effectively
+// reads. len(x) must be a power of two from 2 to 1024.
+func DequantizeInt4(x []float32, codes []byte, scale float32) {
+	d := len(x)
+	checkInt4Dim("DequantizeInt4", d)
+	h := d / 2
+	for i, b := range codes[:h] {
+		x[i] = scale * float32(lo4(b))
+		x[i+h] = scale * float32(hi4(b))
+	}
+	UnrotateInt4(x)
+}
+
+// attendI4 is AttendBlockInt4. Scratch: the scores (M·nmax, M =
+// rows·g), the quantized queries (i8QueryFloats) and the rotated queries
+// (M·d): within AttendBlockScratch.
+func attendI4(im *impl, out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []byte, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+	M := rows * g
+	nmax := n0 + rows - 1
+	S := scratch[:M*nmax]
+	qo := M*nmax + i8QueryFloats(M, d)
+	Qr := scratch[qo : qo+M*d]
+	for r := range rows {
+		copy(Qr[r*g*d:(r+1)*g*d], q[r*qstride:r*qstride+g*d])
+	}
+	for i := range M {
+		RotateInt4(Qr[i*d : (i+1)*d])
+	}
+	codes, mult, bias := quantizeQueries(scratch[M*nmax:], Qr, g*d, rows, g, d, scale)
+	a := &im.i4KV
+	// bias is 128·Σq (the int8 kernels' offset); the 4-bit kernels
+	// offset the codes by 8.
+	for i := range bias {
+		bias[i] /= 16
+	}
+	pairs := 0
+	if a.dotQ2 != nil && d%a.dotLanes == 0 {
+		pairs = g / 2
+	}
+	// Keys in chunks that stay in L1 while every query head uses them.
+	C := max(4, attnChunkBytes/max(1, d/2))
+	for j0 := 0; j0 < nmax; j0 += C {
+		for r := range rows {
+			c := min(C, n0+r-j0)
+			if c <= 0 {
+				continue
+			}
+			kc := k[j0*stride:]
+			i0 := r * g
+			for i := i0; i < i0+2*pairs; i += 2 {
+				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+d/2-1]
+				a.dotQ2(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
+			}
+			for i := i0 + 2*pairs; i < i0+g; i++ {
+				a.dotN(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
+			}
+		}
+	}
+	for i := range M {
+		probabilities(im, S[i*nmax:i*nmax+n0+i/g], ks, vs)
+	}
+	for r := range rows {
+		n := n0 + r
+		o, p := out[r*ostride:r*ostride+g*d], S[r*g*nmax:]
+		if a.sumW16Q2 != nil && d%32 == 0 && sumsW16(a, o, p, nmax, g, v, n, d, stride) {
+			for i := range g {
+				UnrotateInt4(o[i*d : (i+1)*d])
+			}
+			continue
+		}
+		for j0 := 0; j0 < n; j0 += C {
+			c := min(C, n-j0)
+			for i := range g {
+				a.sumN(o[i*d:], p[i*nmax+j0:], v[j0*stride:], c, d, stride, j0 > 0)
+			}
+		}
+		for i := range g {
+			UnrotateInt4(o[i*d : (i+1)*d])
+		}
+	}
+}
+
+// w16Chunk is how many positions' weights one 16-bit scale covers: small
+// enough that a chunk's int32 sums cannot overflow (1024 positions ·
+// 32767 · 8 < 2³¹), large enough that converting them costs little.
+const w16Chunk = 1024
+
+// sumsW16 computes the weighted sums of one row's g heads (weights p,
+// rows nmax apart, n positions) in integers: each chunk of w16Chunk
+// positions of a head's weights is rounded to 16 bits relative to the
+// chunk's largest, w = round(a·32767/amax), in place over p, and summed
+// exactly against the codes; the chunk's sum joins out as
+// (amax/32767)·float32(Σ w·c). The rounding moves a weight by at most
+// amax/65534, far below the 4-bit codes' own error. Pairs of heads share
+// each load of the values. It reports false, changing nothing, when a
+// weight is not finite (a NaN or an infinity in the cache or the query),
+// so that the float sums carry it to the output.
+func sumsW16(a *i4Attn, out, p []float32, nmax, g int, v []byte, n, d, stride int) bool {
+	chunks := (n + w16Chunk - 1) / w16Chunk
+	var buf [64]float32
+	sc := buf[:0]
+	if g*chunks > len(buf) {
+		sc = make([]float32, 0, g*chunks)
+	}
+	for i := range g {
+		for j0 := 0; j0 < n; j0 += w16Chunk {
+			m, ok := maxSumW(a, p[i*nmax+j0:i*nmax+min(n, j0+w16Chunk)])
+			if !ok {
+				return false
+			}
+			sc = append(sc, m)
+		}
+	}
+	w := unsafe.Slice((*int16)(unsafe.Pointer(&p[0])), 2*((g-1)*nmax+n))
+	for i := range g {
+		for c := range chunks {
+			j0 := c * w16Chunk
+			amax := &sc[i*chunks+c]
+			var inv float32
+			if *amax > 0 {
+				inv = 32767 / *amax
+			}
+			toW16(a, w[2*i*nmax+j0:], p[i*nmax+j0:i*nmax+min(n, j0+w16Chunk)], inv)
+			*amax /= 32767
+		}
+	}
+	_ = v[(n-1)*stride+d/2-1]
+	for i := 0; i < g; {
+		q := min(2, g-i)
+		for c := range chunks {
+			j0 := c * w16Chunk
+			m := min(w16Chunk, n-j0)
+			f := a.sumW16Q2
+			switch {
+			case q == 1 && c == 0:
+				f = a.sumW16
+			case q == 1:
+				f = a.sumAddW16
+			case c > 0:
+				f = a.sumAddW16Q2
+			}
+			s1 := sc[i*chunks+c]
+			if q == 2 {
+				s1 = sc[(i+1)*chunks+c]
+			}
+			_ = out[(i+q)*d-1]
+			f(&out[i*d], &w[2*i*nmax+j0], 2*nmax, &v[j0*stride], m, d, stride, sc[i*chunks+c], s1)
+		}
+		i += q
+	}
+	return true
+}
+
+// maxSumW returns the largest of the weights p and whether all are finite.
+func maxSumW(a *i4Attn, p []float32) (amax float32, finite bool) {
+	n16 := len(p) &^ 15
+	var s float32
+	if n16 > 0 {
+		amax, s = a.maxSum(&p[0], n16)
+	}
+	for _, x := range p[n16:] {
+		amax = max(amax, x)
+		s += x
+	}
+	return amax, !math.IsNaN(float64(s)) && !math.IsInf(float64(s), 0)
+}
+
+// toW16 sets w[j] = round_half_even(p[j]·inv) for j < len(p); w may
+// overlap p at or below it (each weight is read before its slot, or a
+// later one's, is written).
+func toW16(a *i4Attn, w []int16, p []float32, inv float32) {
+	n16 := len(p) &^ 15
+	if n16 > 0 {
+		_ = w[n16-1]
+		a.toW16(&w[0], &p[0], n16, inv)
+	}
+	for j := n16; j < len(p); j++ {
+		const magic = 1.5 * (1 << 23)
+		w[j] = int16(min(32767, (p[j]*inv+magic)-magic))
+	}
+}
+
+// AttendInt4 is Attend over a 4-bit cache (see QuantizeInt4): key j is
+// the rotated codes k[j*stride:][:d/2] with scale ks[j], value j likewise
+// with vs[j]; stride is in bytes (at least d/2). The query is rotated and
+// quantized to int8 codes (scale qs); the scores are ks[j]·((scale·qs)·
+// (qc·c_j)), the dot product in integers, and the output is Rᵀ·Σ_j (p_j·
+// vs[j])·c_j. d must be a power of two from 2 to 1024. It allocates when
+// scratch holds fewer than AttendBlockScratch(1, 1, n, d) floats.
+func AttendInt4(out, q []float32, k, v []byte, ks, vs []float32, n, d, stride int, scale float32, scratch []float32) {
+	checkInt4Dim("AttendInt4", d)
+	if n < 0 || len(out) < d || len(q) < d {
+		panic(fmt.Sprintf("kernels: AttendInt4 n=%d d=%d with len(out)=%d, len(q)=%d", n, d, len(out), len(q)))
+	}
+	if n == 0 {
+		clear(out[:d])
+		return
+	}
+	checkInt4KV("AttendInt4", len(k), len(v), n, d, stride)
+	checkScales("AttendInt4", ks, vs, n)
+	if need := AttendBlockScratch(1, 1, n, d); len(scratch) < need {
+		scratch = make([]float32, need)
+	}
+	attendI4(active, out, d, q, d, 1, 1, k, v, ks, vs, n, d, stride, scale, scratch)
+}
+
+// AttendBlockInt4 is AttendBlock over a 4-bit cache (see AttendInt4;
+// stride in bytes); every head's output is bitwise what AttendInt4
+// computes for it.
+func AttendBlockInt4(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []byte, ks, vs []float32, n0, d, stride int, scale float32, scratch []float32) {
+	checkInt4Dim("AttendBlockInt4", d)
+	if rows <= 0 || g <= 0 || n0 <= 0 || qstride < g*d || ostride < g*d ||
+		len(out) < (rows-1)*ostride+g*d || len(q) < (rows-1)*qstride+g*d || len(scratch) < AttendBlockScratch(rows, g, n0, d) {
+		panic(fmt.Sprintf("kernels: AttendBlockInt4 rows=%d g=%d n0=%d d=%d qstride=%d ostride=%d: have out %d, q %d, scratch %d",
+			rows, g, n0, d, qstride, ostride, len(out), len(q), len(scratch)))
+	}
+	checkInt4KV("AttendBlockInt4", len(k), len(v), n0+rows-1, d, stride)
+	checkScales("AttendBlockInt4", ks, vs, n0+rows-1)
+	attendI4(active, out, ostride, q, qstride, rows, g, k, v, ks, vs, n0, d, stride, scale, scratch)
+}
+
+func checkInt4KV(name string, lk, lv, n, d, stride int) {
+	need := (n-1)*stride + d/2
+	if stride < d/2 || lk < need || lv < need {
+		panic(fmt.Sprintf("kernels: %s n=%d d=%d stride=%d needs k and v of %d bytes; have %d, %d", name, n, d, stride, need, lk, lv))
+	}
+}
