@@ -612,7 +612,7 @@ func TestQuantizeInt4MatchesGo(t *testing.T) {
 // BenchmarkAttendLayers is the attention of a 0.6B step at position 4,000
 // over caches that do not fit any cache level: 28 layers × 8 key/value
 // heads, two query heads each, both threads, one (layer, head) per work
-// item as the model runs it. int8 and int4 caches of the same positions;
+// item as the model runs it. bf16, int8 and int4 caches of the same positions;
 // the figure to compare with BenchmarkReadBandwidth is the cache bytes
 // read per second (kvGB/s). STREAMGUARD_BENCH_LARGE=1 runs it (a 230 MB
 // int8 cache); otherwise 32 heads.
@@ -625,11 +625,15 @@ func BenchmarkAttendLayers(b *testing.B) {
 	r := rand.New(rand.NewPCG(2, 2))
 	kv := randVec(r, n*d)
 	i8k, i8v := make([][]int8, heads), make([][]int8, heads)
+	bk, bv := make([][]uint16, heads), make([][]uint16, heads)
 	i4k, i4v := make([][]byte, heads), make([][]byte, heads)
 	ks, vs := make([]float32, n), make([]float32, n)
 	for h := range heads {
 		i8k[h], i8v[h] = make([]int8, n*d), make([]int8, n*d)
 		i4k[h], i4v[h] = make([]byte, n*d/2), make([]byte, n*d/2)
+		bk[h], bv[h] = make([]uint16, n*d), make([]uint16, n*d)
+		ToBF16(bk[h], kv)
+		ToBF16(bv[h], kv)
 		for j := range n {
 			ks[j] = QuantizeInt8(i8k[h][j*d:(j+1)*d], kv[j*d:(j+1)*d])
 			vs[j] = QuantizeInt8(i8v[h][j*d:(j+1)*d], kv[j*d:(j+1)*d])
@@ -644,17 +648,17 @@ func BenchmarkAttendLayers(b *testing.B) {
 		outs[w] = make([]float32, g*d)
 		scratch[w] = make([]float32, AttendBlockScratch(1, g, n, d))
 	}
-	for _, kind := range []string{"int8", "int4"} {
-		bytes := float64(heads) * 2 * n * (d + 4)
-		if kind == "int4" {
-			bytes = float64(heads) * 2 * n * (d/2 + 4)
-		}
+	for _, kind := range []string{"bf16", "int8", "int4"} {
+		bytes := float64(heads) * 2 * n * map[string]float64{"bf16": 2 * d, "int8": d + 4, "int4": d/2 + 4}[kind]
 		b.Run(kind, func(b *testing.B) {
 			for b.Loop() {
 				ParallelFor(heads, Threads(), func(w, h int) {
-					if kind == "int8" {
+					switch kind {
+					case "bf16":
+						AttendBlockBF16(outs[w], g*d, q, g*d, 1, g, bk[h], bv[h], n, d, d, kvScale, scratch[w])
+					case "int8":
 						AttendBlockInt8(outs[w], g*d, q, g*d, 1, g, i8k[h], i8v[h], ks, vs, n, d, d, kvScale, scratch[w])
-					} else {
+					default:
 						AttendBlockInt4(outs[w], g*d, q, g*d, 1, g, i4k[h], i4v[h], ks, vs, n, d, d/2, kvScale, scratch[w])
 					}
 				})

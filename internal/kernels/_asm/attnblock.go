@@ -127,6 +127,9 @@ func attnScoresQ2(kt kvType) {
 	VMOVUPS(mem(qo, 0), qv[0])
 	VMOVUPS(Mem{Base: qo, Index: d, Scale: 1}, qv[1])
 	for kj := range 8 {
+		if bf16Prefetch > 0 {
+			PREFETCHT0(row4(kb[kj/4], stride, stride3, kj%4, bf16Prefetch))
+		}
 		t := i.vec()
 		kt.load(i, row4(kb[kj/4], stride, stride3, kj%4, 0), t)
 		for qi := range 2 {
@@ -240,6 +243,13 @@ func attnSumQ(kt kvType, add bool, Q int) {
 	pj, nj, vp := Load(Param("p"), GP64()), Load(Param("n"), GP64()), GP64()
 	MOVQ(v, vp)
 	Label(name + "_j")
+	// Decode (Q = 2) streams a cache from memory; the four-query sums of
+	// prefill reread L1-sized chunks and are left as they were.
+	if pf := map[int]int{1: i8Prefetch, 2: bf16Prefetch}[kt.size]; pf > 0 && Q == 2 {
+		for l := 0; l < 16*kt.size*U; l += 64 {
+			PREFETCHT0(mem(vp, pf+l))
+		}
+	}
 	vv := make([]VecVirtual, U)
 	for u := range vv {
 		vv[u] = i.vec()

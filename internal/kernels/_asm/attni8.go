@@ -16,6 +16,12 @@ func attnDotI8() {
 	attnDotI8AVX2()
 }
 
+// i8Prefetch and bf16Prefetch are i4Prefetch for the int8 and bfloat16
+// kernels (int8 scores and the sums of both; the two-query bfloat16
+// scores), measured the same way: 4096 made the step's attention at
+// position 4,000 5-10% faster for int8 and bf16 than none.
+var i8Prefetch, bf16Prefetch = 4096, 4096
+
 const i8DotSig = "func(s *float32, q *int8, k *int8, n, d, stride int, mult float32, bias int32)"
 
 // attnDotI8VNNI: sixteen keys at a time, one VPDPBUSD per 64 code pairs
@@ -68,6 +74,9 @@ func attnDotI8VNNI() {
 		qv := ZMM()
 		VMOVDQU64(mem(qo, 0), qv)
 		for kk := range 16 {
+			if i8Prefetch > 0 {
+				PREFETCHT0(row4(kb[kk/4], stride, stride3, kk%4, i8Prefetch))
+			}
 			t := ZMM()
 			VPXORD(row4(kb[kk/4], stride, stride3, kk%4, 0), flip, t)
 			vpdpbusd(qv, t, acc[4*(kk%4)+kk/4])
