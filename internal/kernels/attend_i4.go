@@ -377,7 +377,7 @@ const w16Chunk = 1024
 // so that the float sums carry it to the output.
 func sumsW16(a *i4Attn, out, p []float32, nmax, g int, v []byte, n, d, stride int) bool {
 	chunks := (n + w16Chunk - 1) / w16Chunk
-	var buf [64]float32
+	var buf [256]float32 // 64k positions of four heads without allocating
 	sc := buf[:0]
 	if g*chunks > len(buf) {
 		sc = make([]float32, 0, g*chunks)
@@ -398,7 +398,11 @@ func sumsW16(a *i4Attn, out, p []float32, nmax, g int, v []byte, n, d, stride in
 			amax := &sc[i*chunks+c]
 			var inv float32
 			if *amax > 0 {
-				inv = 32767 / *amax
+				// A chunk far from the softmax's peak can hold weights
+				// so small that 32767/amax overflows; the largest finite
+				// factor still maps them to codes (0 for the smallest)
+				// and never makes 0·∞.
+				inv = min(32767 / *amax, math.MaxFloat32)
 			}
 			toW16(a, w[2*i*nmax+j0:], p[i*nmax+j0:i*nmax+min(n, j0+w16Chunk)], inv)
 			*amax /= 32767

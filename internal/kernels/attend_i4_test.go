@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // hadamardRef is R = H·diag(σ)/√d as a dense float64 matrix, built from
@@ -700,4 +701,57 @@ func TestQuantizeInt4Outlier(t *testing.T) {
 	if rot > 0.2 || raw < 2*rot {
 		t.Fatalf("rotated %.3f, unrotated %.3f: the rotation should keep the error under 0.2 and at most half the unrotated one", rot, raw)
 	}
+}
+
+// TestSumsW16TinyWeights: a chunk whose weights are all far below the
+// softmax's peak (denormal, or zero) is summed without overflowing its
+// scale: every 16-bit weight left in place is a code in [0, 32767] (an
+// infinite factor would turn the zero weights into 0·∞ and then into
+// -32768), and the integer sums agree with the float sums to the float
+// sums' own precision.
+func TestSumsW16TinyWeights(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		a := &active.i4KV
+		if a.sumW16Q2 == nil {
+			t.Skip("no integer sums in this implementation")
+		}
+		r := rand.New(rand.NewPCG(51, 51))
+		const g, d, n = 2, 128, 2*w16Chunk + 100
+		v := randI4(r, n*d/2)
+		p := make([]float32, g*n)
+		for i := range p {
+			switch j := i % n; {
+			case j < w16Chunk:
+				p[i] = float32(r.Float64()) / n
+			case j < 2*w16Chunk:
+				p[i] = float32(r.Float64()) * 1e-41 // denormal
+				if j%3 == 0 {
+					p[i] = 0
+				}
+			default:
+				p[i] = 0
+			}
+		}
+		want := make([]float32, g*d)
+		for h := range g {
+			sumI4Go(want[h*d:], p[h*n:], v, n, d, d/2, false)
+		}
+		got := make([]float32, g*d)
+		if !sumsW16(a, got, p, n, g, v, n, d, d/2) {
+			t.Fatal("sumsW16 refused finite weights")
+		}
+		w := unsafe.Slice((*int16)(unsafe.Pointer(&p[0])), 2*len(p))
+		for h := range g {
+			for j, c := range w[2*h*n : 2*h*n+n] {
+				if c < 0 {
+					t.Fatalf("head %d: weight %d became code %d", h, j, c)
+				}
+			}
+		}
+		for i := range got {
+			if math.IsNaN(float64(got[i])) || math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("out[%d] = %g, float sums %g", i, got[i], want[i])
+			}
+		}
+	})
 }
