@@ -257,6 +257,14 @@ func QuantizeInt4(dst []byte, x []float32) float32 {
 		return 0
 	}
 	inv := 7 / amax
+	if math.IsInf(float64(inv), 0) {
+		// amax is denormal: scale the (local, rotated) vector up by an
+		// exact power of two so that the step's reciprocal is finite
+		// (an infinite one would make 0·∞ of the zeros).
+		const up = 1 << 64
+		scaleBy(y, up)
+		inv = 7 / (amax * up)
+	}
 	if a := &active.i4KV; a.codes != nil && d%32 == 0 {
 		a.codes(&dst[0], &y[0], d, inv)
 		return amax / 7

@@ -755,3 +755,47 @@ func TestSumsW16TinyWeights(t *testing.T) {
 		}
 	})
 }
+
+// TestQuantizeTinyVectors: a vector whose largest element is denormal
+// (the reciprocal of its step overflows float32) still quantizes like any
+// other: int8 gives its largest elements ±127 and its zeros 0; int4 gives
+// back the vector to within half a step per rotated element.
+func TestQuantizeTinyVectors(t *testing.T) {
+	x := make([]float32, 128)
+	x[5] = 1e-39
+	x[9] = -1e-39
+	c8 := make([]int8, 128)
+	QuantizeInt8(c8, x)
+	for i, c := range c8 {
+		want := int8(0)
+		switch i {
+		case 5:
+			want = 127
+		case 9:
+			want = -127
+		}
+		if c != want {
+			t.Fatalf("int8: code %d = %d, want %d", i, c, want)
+		}
+	}
+	forEachImpl(t, func(t *testing.T) {
+		c4 := make([]byte, 64)
+		s := QuantizeInt4(c4, x)
+		back := make([]float32, 128)
+		DequantizeInt4(back, c4, s)
+		if s <= 0 || math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {
+			t.Fatalf("int4 scale %g", s)
+		}
+		// The rotation spreads the two elements over all 128 at about
+		// 1.8e-40 each, so each rotated element is a code of ±1 or 0 with
+		// its step s = max/7; what comes back is within √128·s/2 of x in
+		// norm (not 7 steps of -s everywhere).
+		var e float64
+		for i, v := range back {
+			e += float64(v-x[i]) * float64(v-x[i])
+		}
+		if math.Sqrt(e) > math.Sqrt(128)*float64(s)/2 {
+			t.Fatalf("int4: error %g with step %g: codes %x", math.Sqrt(e), s, c4)
+		}
+	})
+}
