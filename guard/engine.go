@@ -22,6 +22,8 @@ type engine interface {
 	capacityBytes() int64
 	// device names where the network runs: "cpu", "cuda:0 (NVIDIA H100 ...)".
 	device() string
+	// kvType names how the streams' caches store keys and values.
+	kvType() string
 	close() error
 }
 
@@ -48,6 +50,7 @@ func (e cpuEngine) forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error
 func (e cpuEngine) bytesPerPosition() int64 { return e.net.BytesPerPosition() }
 func (e cpuEngine) capacityBytes() int64    { return 0 }
 func (e cpuEngine) device() string          { return "cpu" }
+func (e cpuEngine) kvType() string          { return e.net.KVCache().String() }
 func (e cpuEngine) close() error            { return nil }
 
 // newGPUEngine uploads net to GPU ordinal; set by engine_cuda.go. Without

@@ -54,6 +54,10 @@ func (e *gpuEngine) capacityBytes() int64 {
 	return int64(total) * int64(bs) * e.m.BytesPerPosition()
 }
 
+// kvType: the GPU engine keeps its own paged bfloat16 cache whatever
+// Options.KVCache says.
+func (e *gpuEngine) kvType() string { return "bf16" }
+
 func (e *gpuEngine) device() string {
 	return fmt.Sprintf("cuda:%d (%s)", e.ctx.Device.Ordinal, e.ctx.Device)
 }

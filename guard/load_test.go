@@ -37,6 +37,9 @@ func TestLoadGeneratedFolder(t *testing.T) {
 		if got := mk.Info().KVBytesPerToken; got != want {
 			t.Errorf("KVCache %q: %d bytes per token, want %d", kv, got, want)
 		}
+		if got := mk.Info().KVCache; got != kv {
+			t.Errorf("KVCache %q: Info says %q", kv, got)
+		}
 		mk.Close()
 	}
 	if _, err := Load(context.Background(), dir, Options{KVCache: "fp8"}); err == nil || !strings.Contains(err.Error(), "KVCache") {

@@ -320,8 +320,12 @@ func (m *Model) Close() error {
 // Info describes a loaded model.
 type Info struct {
 	Layers, Hidden, VocabSize, MaxPositions int
-	// KVBytesPerToken is the cache memory one stream position costs.
+	// KVBytesPerToken is the cache memory one stream position costs, and
+	// KVCache how the caches store keys and values ("bf16", "int8",
+	// "int4", "f32"; a GPU's cache is "bf16" whatever Options.KVCache
+	// says).
 	KVBytesPerToken int64
+	KVCache         string
 	// KVCapacityBytes is the cache memory all streams together can hold
 	// on this device: 0 on the CPU (caches grow as needed), the size of
 	// the preallocated pool on a GPU. A server's KV budget must not exceed
@@ -352,7 +356,7 @@ func (m *Model) Info() Info {
 	l := m.net.Labels
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
-		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(), KVCapacityBytes: m.eng.capacityBytes(),
+		MaxPositions: m.net.MaxPositions, KVBytesPerToken: m.eng.bytesPerPosition(), KVCache: m.eng.kvType(), KVCapacityBytes: m.eng.capacityBytes(),
 		Device: m.eng.device(), DeviceNote: m.deviceNote, RepackCache: m.repack,
 		LoadTime: m.loadTime, Labels: Labels{
 			ResponseRisk: slices.Clone(l.ResponseRisk), ResponseCategory: slices.Clone(l.ResponseCategory),

@@ -151,6 +151,9 @@ func TestBearerSchemeCaseInsensitive(t *testing.T) {
 		if resp.StatusCode != 200 || info.Tenant != "a" {
 			t.Fatalf("%q: status %d tenant %q", auth, resp.StatusCode, info.Tenant)
 		}
+		if want := h.srv.info.KVCache; info.KVCache != want || want == "" {
+			t.Fatalf("%q: kv_cache %q, the model's %q", auth, info.KVCache, want)
+		}
 	}
 	for _, auth := range []string{"Basic key-a", "Bearerkey-a", "key-a"} {
 		req, _ := http.NewRequest("GET", h.ts.URL+"/v1/info", nil)

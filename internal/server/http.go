@@ -420,6 +420,7 @@ type infoResponse struct {
 	QueryCategories []string `json:"query_categories"`
 	MaxStreamTokens int      `json:"max_stream_tokens"`
 	KVBytesPerToken int64    `json:"kv_bytes_per_token"`
+	KVCache         string   `json:"kv_cache"`
 	KVBudgetBytes   int64    `json:"kv_budget_bytes"`
 	Policy          policyJS `json:"policy"`
 }
@@ -441,7 +442,7 @@ func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) 
 	writeJSON(w, http.StatusOK, infoResponse{
 		Model: srv.name, Tenant: t.Name, RiskLevels: l.ResponseRisk, QueryRiskLevels: l.QueryRisk,
 		Categories: l.ResponseCategory, QueryCategories: l.QueryCategory,
-		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
+		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVCache: srv.info.KVCache, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
 		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block},
 	})
 }
