@@ -135,35 +135,14 @@ func attnDotI4VNNI() {
 		JMP(LabelRef("k16"))
 	}
 
-	Label("k1")
-	TESTQ(n, n)
-	JZ(LabelRef("ret"))
-	{
-		acc := ZMM()
-		VPXORD(acc, acc, acc)
-		qo, ko := GP64(), GP64()
-		MOVQ(q, qo)
-		MOVQ(k, ko)
-		Label("k1_d")
+	oneKeyScores(s, q, k, n, stride, qend, bias, mult, func(qo, ko Register, acc VecVirtual) {
 		ql, qh := ZMM(), ZMM()
 		VMOVDQU64(mem(qo, 0), ql)
 		VMOVDQU64(Mem{Base: qo, Index: d, Scale: 1}, qh)
 		lo, hi := unpackI4(mem(ko, 0), flip, low, true)
 		vpdpbusd(ql, lo, acc)
 		vpdpbusd(qh, hi, acc)
-		ADDQ(U8(64), qo)
-		ADDQ(U8(64), ko)
-		CMPQ(qo, qend)
-		JL(LabelRef("k1_d"))
-		VMOVSS(intScore1(acc, true, bias.AsX(), mult.AsX()), mem(s, 0))
-		ADDQ(U8(4), s)
-		ADDQ(stride, k)
-		DECQ(n)
-		JMP(LabelRef("k1"))
-	}
-	Label("ret")
-	VZEROUPPER()
-	RET()
+	})
 }
 
 // attnDotI4AVX2 is the kernel for CPUs without VNNI: four keys at a time,

@@ -95,6 +95,19 @@ func attnDotI8VNNI() {
 		JMP(LabelRef("k16"))
 	}
 
+	oneKeyScores(s, q, k, n, stride, qend, bias, mult, func(qo, ko Register, acc VecVirtual) {
+		qv, t := ZMM(), ZMM()
+		VMOVDQU64(mem(qo, 0), qv)
+		VPXORD(mem(ko, 0), flip, t)
+		vpdpbusd(qv, t, acc)
+	})
+}
+
+// oneKeyScores emits the VNNI score kernels' last loop, from label k1: the
+// keys left after the tiles, one at a time, 64 bytes of the query (from
+// q up to qend) and of the key per block step, then the bias, scale and
+// store (intScore1) and RET.
+func oneKeyScores(s, q, k, n, stride, qend Register, bias, mult VecVirtual, block func(qo, ko Register, acc VecVirtual)) {
 	Label("k1")
 	TESTQ(n, n)
 	JZ(LabelRef("ret"))
@@ -105,10 +118,7 @@ func attnDotI8VNNI() {
 		MOVQ(q, qo)
 		MOVQ(k, ko)
 		Label("k1_d")
-		qv, t := ZMM(), ZMM()
-		VMOVDQU64(mem(qo, 0), qv)
-		VPXORD(mem(ko, 0), flip, t)
-		vpdpbusd(qv, t, acc)
+		block(qo, ko, acc)
 		ADDQ(U8(64), qo)
 		ADDQ(U8(64), ko)
 		CMPQ(qo, qend)
