@@ -29,6 +29,9 @@ type i8Dot struct {
 	// vec sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n;
 	// bias = 128·Σ_i q[i] (the VNNI kernel's correction).
 	vec func(s *float32, q *int8, k *int8, n, d, stride int, mult float32, bias int32)
+	// vecQ2 scores two query heads (codes d apart, scores sstride apart)
+	// against the same keys, each bitwise what vec gives (nil: none).
+	vecQ2 func(s *float32, sstride int, q *int8, k *int8, n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)
 }
 
 // dot sets s[:n] to the scores of the query codes q against n keys.
@@ -98,12 +101,27 @@ func attendI8(im *impl, out []float32, ostride int, q []float32, qstride int, ro
 	}
 	S := scratch[:M*nmax]
 	codes, mult, bias := quantizeQueries(scratch[M*nmax:], q, qstride, rows, g, d, scale)
+	x := &im.i8Dot
+	pairs := 0
+	if x.vecQ2 != nil && x.lanes > 0 && d%x.lanes == 0 {
+		pairs = g / 2
+	}
 	// Keys in chunks that stay in L1 while every query head uses them.
 	C := chunkOf[int8](d)
 	for j0 := 0; j0 < nmax; j0 += C {
-		for i := range M {
-			if c := min(C, n0+i/g-j0); c > 0 {
-				im.i8Dot.dot(S[i*nmax+j0:], codes[i*d:(i+1)*d], k[j0*stride:], c, d, stride, mult[i], bias[i])
+		for r := range rows {
+			c := min(C, n0+r-j0)
+			if c <= 0 {
+				continue
+			}
+			kc := k[j0*stride:]
+			i0 := r * g
+			for i := i0; i < i0+2*pairs; i += 2 {
+				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+d-1]
+				x.vecQ2(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
+			}
+			for i := i0 + 2*pairs; i < i0+g; i++ {
+				x.dot(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
 			}
 		}
 	}

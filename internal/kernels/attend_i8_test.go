@@ -41,6 +41,29 @@ func TestI8DotMatchesGo(t *testing.T) {
 				got, check := guarded(t, n)
 				active.i8Dot.dot(got, q, k, n, d, stride, mult, 128*sum)
 				check()
+				if x := &active.i8Dot; x.vecQ2 != nil && d%x.lanes == 0 {
+					// Two heads: q and its negation; each bitwise the
+					// one-head kernel.
+					q2 := append(append([]int8(nil), q...), make([]int8, d)...)
+					var sum2 int32
+					for i, c := range q {
+						q2[d+i] = -max(c, -127)
+						sum2 += int32(q2[d+i])
+					}
+					const sstride = 90
+					two, check2 := guarded(t, sstride+n)
+					x.vecQ2(&two[0], sstride, &q2[0], &k[0], n, d, stride, mult, 2*mult, 128*sum, 128*sum2)
+					check2()
+					one := make([]float32, n)
+					for h, m := range []float32{mult, 2 * mult} {
+						x.dot(one, q2[h*d:(h+1)*d], k, n, d, stride, m, []int32{128 * sum, 128 * sum2}[h])
+						for j := range n {
+							if math.Float32bits(two[h*sstride+j]) != math.Float32bits(one[j]) {
+								t.Fatalf("d=%d n=%d head %d: two-head s[%d] = %g, one head %g", d, n, h, j, two[h*sstride+j], one[j])
+							}
+						}
+					}
+				}
 				want := make([]float32, n)
 				i8DotGo(want, q, k, n, d, stride, mult)
 				for j := range want {

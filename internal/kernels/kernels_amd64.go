@@ -231,7 +231,7 @@ var avx512Impl = func() impl {
 	im.i4KV = i4Attn{dotLanes: 64, dot: attnDotI4AVX2, sumLanes: 16, sum: attnSumI4AVX2, sumAdd: attnSumAddI4AVX2,
 		rotate: rotateI4AVX512, unrotate: unrotateI4AVX512, codes: codesI4AVX512}
 	if cpu.X86.HasAVX512VNNI {
-		im.i8Dot = i8Dot{lanes: 64, vec: attnDotI8VNNI}
+		im.i8Dot = i8Dot{lanes: 64, vec: attnDotI8VNNI, vecQ2: attnDotQ2I8VNNI}
 		im.i4KV.dotLanes, im.i4KV.dot, im.i4KV.dotQ2 = 128, attnDotI4VNNI, attnDotQ2I4VNNI
 		im.i4KV.sumW16, im.i4KV.sumAddW16 = attnSumW16Q1I4VNNI, attnSumAddW16Q1I4VNNI
 		im.i4KV.sumW16Q2, im.i4KV.sumAddW16Q2 = attnSumW16Q2I4VNNI, attnSumAddW16Q2I4VNNI

@@ -8838,6 +8838,213 @@ ret:
 	VZEROUPPER
 	RET
 
+// func attnDotQ2I8VNNI(s *float32, sstride int, q *int8, k *int8, n int, d int, stride int, mult0 float32, mult1 float32, bias0 int32, bias1 int32)
+// Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512VL, AVX512_VNNI, MMX+, SSE
+TEXT ·attnDotQ2I8VNNI(SB), NOSPLIT, $0-72
+	MOVSS        mult0+56(FP), X0
+	MOVSS        mult1+60(FP), X1
+	VBROADCASTSS X0, Y0
+	VBROADCASTSS X1, Y1
+	VINSERTF32X8 $0x01, Y1, Z0, Z0
+	MOVL         bias0+64(FP), AX
+	VMOVD        AX, X1
+	MOVL         bias1+68(FP), AX
+	VMOVD        AX, X2
+	VPBROADCASTD X1, Y1
+	VPBROADCASTD X2, Y2
+	VINSERTI32X8 $0x01, Y2, Z1, Z1
+	MOVL         $0x80808080, AX
+	VMOVD        AX, X2
+	VPBROADCASTD X2, Z2
+	MOVQ         s+0(FP), AX
+	MOVQ         sstride+8(FP), CX
+	MOVQ         q+16(FP), DX
+	MOVQ         k+24(FP), BX
+	MOVQ         n+32(FP), SI
+	MOVQ         d+40(FP), DI
+	MOVQ         stride+48(FP), R8
+	SHLQ         $0x02, CX
+	MOVQ         DI, R9
+	LEAQ         (DX)(R9*1), R9
+	LEAQ         (R8)(R8*2), R10
+
+k8:
+	CMPQ   SI, $0x08
+	JL     k1
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   BX, R11
+	LEAQ   (BX)(R8*4), R12
+	MOVQ   DX, R13
+	LEAQ   (DX)(DI*1), R14
+
+k8_d:
+	VMOVDQU64     (R13), Z21
+	VMOVDQU64     (R14), Z22
+	PREFETCHT0    4096(R11)
+	VPXORD        (R11), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z3
+	VPDPBUSD      Z22, Z23, Z5
+	PREFETCHT0    4096(R11)(R8*1)
+	VPXORD        (R11)(R8*1), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z7
+	VPDPBUSD      Z22, Z23, Z9
+	PREFETCHT0    4096(R11)(R8*2)
+	VPXORD        (R11)(R8*2), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z11
+	VPDPBUSD      Z22, Z23, Z13
+	PREFETCHT0    4096(R11)(R10*1)
+	VPXORD        (R11)(R10*1), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z15
+	VPDPBUSD      Z22, Z23, Z17
+	PREFETCHT0    4096(R12)
+	VPXORD        (R12), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z4
+	VPDPBUSD      Z22, Z23, Z6
+	PREFETCHT0    4096(R12)(R8*1)
+	VPXORD        (R12)(R8*1), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z8
+	VPDPBUSD      Z22, Z23, Z10
+	PREFETCHT0    4096(R12)(R8*2)
+	VPXORD        (R12)(R8*2), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z12
+	VPDPBUSD      Z22, Z23, Z14
+	PREFETCHT0    4096(R12)(R10*1)
+	VPXORD        (R12)(R10*1), Z2, Z23
+	VPDPBUSD      Z21, Z23, Z16
+	VPDPBUSD      Z22, Z23, Z18
+	ADDQ          $0x40, R13
+	ADDQ          $0x40, R14
+	ADDQ          $0x40, R11
+	ADDQ          $0x40, R12
+	CMPQ          R13, R9
+	JL            k8_d
+	VSHUFF32X4    $0x44, Z4, Z3, Z21
+	VSHUFF32X4    $0xee, Z4, Z3, Z22
+	VPADDD        Z22, Z21, Z21
+	VSHUFF32X4    $0x44, Z6, Z5, Z22
+	VSHUFF32X4    $0xee, Z6, Z5, Z23
+	VPADDD        Z23, Z22, Z22
+	VSHUFF32X4    $0x44, Z8, Z7, Z23
+	VSHUFF32X4    $0xee, Z8, Z7, Z24
+	VPADDD        Z24, Z23, Z23
+	VSHUFF32X4    $0x44, Z10, Z9, Z24
+	VSHUFF32X4    $0xee, Z10, Z9, Z25
+	VPADDD        Z25, Z24, Z24
+	VSHUFF32X4    $0x44, Z12, Z11, Z25
+	VSHUFF32X4    $0xee, Z12, Z11, Z26
+	VPADDD        Z26, Z25, Z25
+	VSHUFF32X4    $0x44, Z14, Z13, Z26
+	VSHUFF32X4    $0xee, Z14, Z13, Z27
+	VPADDD        Z27, Z26, Z26
+	VSHUFF32X4    $0x44, Z16, Z15, Z27
+	VSHUFF32X4    $0xee, Z16, Z15, Z28
+	VPADDD        Z28, Z27, Z27
+	VSHUFF32X4    $0x44, Z18, Z17, Z28
+	VSHUFF32X4    $0xee, Z18, Z17, Z29
+	VPADDD        Z29, Z28, Z28
+	VSHUFF32X4    $0x88, Z22, Z21, Z29
+	VSHUFF32X4    $0xdd, Z22, Z21, Z21
+	VPADDD        Z21, Z29, Z29
+	VSHUFF32X4    $0x88, Z24, Z23, Z21
+	VSHUFF32X4    $0xdd, Z24, Z23, Z22
+	VPADDD        Z22, Z21, Z21
+	VSHUFF32X4    $0x88, Z26, Z25, Z22
+	VSHUFF32X4    $0xdd, Z26, Z25, Z23
+	VPADDD        Z23, Z22, Z22
+	VSHUFF32X4    $0x88, Z28, Z27, Z23
+	VSHUFF32X4    $0xdd, Z28, Z27, Z24
+	VPADDD        Z24, Z23, Z23
+	VSHUFPS       $0x44, Z21, Z29, Z24
+	VSHUFPS       $0xee, Z21, Z29, Z21
+	VPADDD        Z21, Z24, Z24
+	VSHUFPS       $0x44, Z23, Z22, Z21
+	VSHUFPS       $0xee, Z23, Z22, Z22
+	VPADDD        Z22, Z21, Z21
+	VSHUFPS       $0x88, Z21, Z24, Z22
+	VSHUFPS       $0xdd, Z21, Z24, Z21
+	VPADDD        Z21, Z22, Z22
+	VPSUBD        Z1, Z22, Z22
+	VCVTDQ2PS     Z22, Z22
+	VMULPS        Z0, Z22, Z22
+	VMOVUPS       Y22, (AX)
+	VEXTRACTF32X8 $0x01, Z22, Y21
+	VMOVUPS       Y21, (AX)(CX*1)
+	ADDQ          $0x20, AX
+	LEAQ          (BX)(R8*8), BX
+	SUBQ          $0x08, SI
+	JMP           k8
+
+k1:
+	TESTQ  SI, SI
+	JZ     ret
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	MOVQ   DX, R10
+	LEAQ   (DX)(DI*1), R11
+	MOVQ   BX, R12
+
+k1_d:
+	VPXORD        (R12), Z2, Z3
+	VMOVDQU64     (R10), Z4
+	VPDPBUSD      Z4, Z3, Z19
+	VMOVDQU64     (R11), Z4
+	VPDPBUSD      Z4, Z3, Z20
+	ADDQ          $0x40, R10
+	ADDQ          $0x40, R11
+	ADDQ          $0x40, R12
+	CMPQ          R10, R9
+	JL            k1_d
+	VEXTRACTI64X4 $0x01, Z19, Y3
+	VPADDD        Y3, Y19, Y3
+	VEXTRACTI32X4 $0x01, Y3, X4
+	VPADDD        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VPADDD        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VPADDD        X3, X4, X4
+	VPSUBD        X1, X4, X4
+	VCVTDQ2PS     X4, X4
+	VMULSS        X0, X4, X4
+	VMOVSS        X4, (AX)
+	MOVL          bias1+68(FP), R10
+	VMOVD         R10, X3
+	MOVSS         mult1+60(FP), X4
+	VEXTRACTI64X4 $0x01, Z20, Y5
+	VPADDD        Y5, Y20, Y5
+	VEXTRACTI32X4 $0x01, Y5, X6
+	VPADDD        X6, X5, X6
+	VPSHUFD       $0x4e, X6, X5
+	VPADDD        X5, X6, X6
+	VPSHUFD       $0xb1, X6, X5
+	VPADDD        X5, X6, X6
+	VPSUBD        X3, X6, X6
+	VCVTDQ2PS     X6, X6
+	VMULSS        X4, X6, X6
+	VMOVSS        X6, (AX)(CX*1)
+	ADDQ          $0x04, AX
+	ADDQ          R8, BX
+	DECQ          SI
+	JMP           k1
+
+ret:
+	VZEROUPPER
+	RET
+
 // func attnDotI4AVX2(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)
 // Requires: AVX, AVX2, SSE
 TEXT ·attnDotI4AVX2(SB), NOSPLIT, $0-56

@@ -487,6 +487,11 @@ func attnDotI4VNNI(s *float32, q *int8, k *byte, n int, d int, stride int, mult 
 // (AVX512_VNNI); each score is bitwise what attnDotI4VNNI computes.
 func attnDotQ2I4VNNI(s *float32, sstride int, q *int8, k *byte, n int, d int, stride int, mult0 float32, mult1 float32, bias0 int32, bias1 int32)
 
+// attnDotQ2I8VNNI sets s[h*sstride+j] = mult_h·float32(Σ_i q[h*d+i]·c_j,i) for h < 2 and j < n, c_j
+// the codes at k[j*stride:][:d], d a positive multiple of 64 and bias_h = 128·Σ_i q[h*d+i]
+// (AVX512_VNNI); each score is bitwise what attnDotI8VNNI computes.
+func attnDotQ2I8VNNI(s *float32, sstride int, q *int8, k *int8, n int, d int, stride int, mult0 float32, mult1 float32, bias0 int32, bias1 int32)
+
 // attnDotI4AVX2 sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, c_j the 4-bit codes at
 // k[j*stride:][:d/2], d a positive multiple of 64 and bias = 8·Σ_i q[i] (AVX2).
 func attnDotI4AVX2(s *float32, q *int8, k *byte, n int, d int, stride int, mult float32, bias int32)

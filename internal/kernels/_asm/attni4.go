@@ -15,7 +15,8 @@ import (
 // (high nibble), two's complement.
 func attentionI4() {
 	attnDotI4VNNI()
-	attnDotQ2I4VNNI()
+	attnDotQ2VNNI(true)
+	attnDotQ2VNNI(false)
 	attnDotI4AVX2()
 	attnSumI4(false)
 	attnSumI4(true)
@@ -456,16 +457,23 @@ func hadamardI4(signFirst bool) {
 	RET()
 }
 
-// attnDotQ2I4VNNI is attnDotI4VNNI for two query heads over the same keys:
-// each key block is loaded and unpacked once for both. Eight keys at a
-// time: head h's key kk accumulates where transposeTree16 delivers lane
-// 8h+kk, so one reduction yields both heads' eight scores.
-func attnDotQ2I4VNNI() {
-	name := "attnDotQ2I4VNNI"
-	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *int8, k *byte, n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)")
+// attnDotQ2VNNI emits attnDotQ2I8VNNI and attnDotQ2I4VNNI: the VNNI score
+// kernel for two query heads over the same keys, each key block loaded
+// (and, for 4-bit codes, unpacked) once for both. Eight keys at a time:
+// head h's key kk accumulates where transposeTree16 delivers lane 8h+kk,
+// so one reduction yields both heads' eight scores. Each score is bitwise
+// what the one-head kernel computes (integer sums are exact).
+func attnDotQ2VNNI(i4 bool) {
+	name, ktyp, one, codes, flipByte, pf := "attnDotQ2I8VNNI", "int8", "attnDotI8VNNI", "the codes at k[j*stride:][:d]", byte(0x80), i8Prefetch
+	mult16 := "d a positive multiple of 64 and bias_h = 128·Σ_i q[h*d+i]"
+	if i4 {
+		name, ktyp, one, codes, flipByte, pf = "attnDotQ2I4VNNI", "byte", "attnDotI4VNNI", "the 4-bit codes at k[j*stride:][:d/2]", 0x88, i4Prefetch
+		mult16 = "d a positive multiple of 128 and bias_h = 8·Σ_i q[h*d+i]"
+	}
+	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *int8, k *"+ktyp+", n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)")
 	Doc(name+" sets s[h*sstride+j] = mult_h·float32(Σ_i q[h*d+i]·c_j,i) for h < 2 and j < n, c_j",
-		"the 4-bit codes at k[j*stride:][:d/2], d a positive multiple of 128 and bias_h = 8·Σ_i q[h*d+i]",
-		"(AVX512_VNNI); each score is bitwise what attnDotI4VNNI computes.")
+		codes+", "+mult16,
+		"(AVX512_VNNI); each score is bitwise what "+one+" computes.")
 	// mult and bias: head 0 in lanes 0-7, head 1 in lanes 8-15.
 	mult, bias := ZMM(), ZMM()
 	{
@@ -482,19 +490,46 @@ func attnDotQ2I4VNNI() {
 		VPBROADCASTD(b1, z1)
 		VINSERTI32X8(U8(1), z1, z0.AsZ(), bias)
 	}
-	flip, low := broadcastBytes(avx512, 0x88), broadcastBytes(avx512, 0x0F)
+	flip := broadcastBytes(avx512, flipByte)
+	var low VecVirtual
+	if i4 {
+		low = broadcastBytes(avx512, 0x0F)
+	}
 	s, ss, q, k := Load(Param("s"), GP64()), Load(Param("sstride"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
 	SHLQ(U8(2), ss)
-	hb := GP64()
-	MOVQ(d, hb)
-	SHRQ(U8(1), hb) // bytes per key
+	kbytes := GP64() // bytes per key
+	MOVQ(d, kbytes)
+	if i4 {
+		SHRQ(U8(1), kbytes)
+	}
 	qend := GP64()
-	LEAQ(Mem{Base: q, Index: hb, Scale: 1}, qend)
+	LEAQ(Mem{Base: q, Index: kbytes, Scale: 1}, qend)
 	stride3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-	// q rows: head 0 at q, head 1 at q+d; high halves at +d/2.
-	h0 := func(qo Register) Mem { return Mem{Base: qo, Index: hb, Scale: 1} }
+	// key turns 64 bytes of a key into the vectors that meet the query
+	// codes queries(qo) gives, in the same order: one for int8 (flipped
+	// to unsigned), the low and the high nibbles for 4-bit codes (whose
+	// query codes are d/2 = kbytes apart).
+	key := func(m Mem) []VecVirtual {
+		if i4 {
+			lo, hi := unpackI4(m, flip, low, true)
+			return []VecVirtual{lo, hi}
+		}
+		t := ZMM()
+		VPXORD(m, flip, t)
+		return []VecVirtual{t}
+	}
+	queries := func(qo Register) []VecVirtual {
+		ql := ZMM()
+		VMOVDQU64(mem(qo, 0), ql)
+		if !i4 {
+			return []VecVirtual{ql}
+		}
+		qh := ZMM()
+		VMOVDQU64(Mem{Base: qo, Index: kbytes, Scale: 1}, qh)
+		return []VecVirtual{ql, qh}
+	}
 	Label("k8")
 	CMPQ(n, U8(8))
 	JL(LabelRef("k1"))
@@ -511,21 +546,17 @@ func attnDotQ2I4VNNI() {
 		MOVQ(q, qo)
 		LEAQ(Mem{Base: q, Index: d, Scale: 1}, qo1)
 		Label("k8_d")
-		ql0, qh0, ql1, qh1 := ZMM(), ZMM(), ZMM(), ZMM()
-		VMOVDQU64(mem(qo, 0), ql0)
-		VMOVDQU64(h0(qo), qh0)
-		VMOVDQU64(mem(qo1, 0), ql1)
-		VMOVDQU64(h0(qo1), qh1)
+		qv := [][]VecVirtual{queries(qo), queries(qo1)}
 		for kk := range 8 {
-			if i4Prefetch > 0 {
-				PREFETCHT0(row4(kb[kk/4], stride, stride3, kk%4, i4Prefetch))
+			if pf > 0 {
+				PREFETCHT0(row4(kb[kk/4], stride, stride3, kk%4, pf))
 			}
-			lo, hi := unpackI4(row4(kb[kk/4], stride, stride3, kk%4, 0), flip, low, true)
-			for h, qv := range [][2]VecVirtual{{ql0, qh0}, {ql1, qh1}} {
+			kv := key(row4(kb[kk/4], stride, stride3, kk%4, 0))
+			for h := range 2 {
 				L := 8*h + kk
-				a := acc[4*(L%4)+L/4]
-				vpdpbusd(qv[0], lo, a)
-				vpdpbusd(qv[1], hi, a)
+				for u, t := range kv {
+					vpdpbusd(qv[h][u], t, acc[4*(L%4)+L/4])
+				}
 			}
 		}
 		ADDQ(U8(64), qo)
@@ -557,14 +588,12 @@ func attnDotQ2I4VNNI() {
 		LEAQ(Mem{Base: q, Index: d, Scale: 1}, qo1)
 		MOVQ(k, ko)
 		Label("k1_d")
-		lo, hi := unpackI4(mem(ko, 0), flip, low, true)
+		kv := key(mem(ko, 0))
 		for h, p := range []Register{qo, qo1} {
 			a := []VecVirtual{a0, a1}[h]
-			ql, qh := ZMM(), ZMM()
-			VMOVDQU64(mem(p, 0), ql)
-			VMOVDQU64(h0(p), qh)
-			vpdpbusd(ql, lo, a)
-			vpdpbusd(qh, hi, a)
+			for u, qx := range queries(p) {
+				vpdpbusd(qx, kv[u], a)
+			}
 		}
 		ADDQ(U8(64), qo)
 		ADDQ(U8(64), qo1)
