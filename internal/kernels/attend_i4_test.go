@@ -51,28 +51,9 @@ func TestI4DotMatchesGo(t *testing.T) {
 				active.i4KV.dotN(got, q, k, n, d, stride, mult, 8*sum)
 				check()
 				if a := &active.i4KV; a.dotQ2 != nil && d%a.dotLanes == 0 {
-					// Two heads: q and its negation; each bitwise the
-					// one-head kernel.
-					q2 := append(append([]int8(nil), q...), make([]int8, d)...)
-					var sum2 int32
-					for i, c := range q {
-						q2[d+i] = -max(c, -127)
-						sum2 += int32(q2[d+i])
-					}
-					const sstride = 90
-					two, check2 := guarded(t, sstride+n)
-					a.dotQ2(&two[0], sstride, &q2[0], &k[0], n, d, stride, mult, 2*mult, 8*sum, 8*sum2)
-					check2()
-					one := make([]float32, n)
-					for h, m := range []float32{mult, 2 * mult} {
-						b := []int32{8 * sum, 8 * sum2}[h]
-						a.dotN(one, q2[h*d:(h+1)*d], k, n, d, stride, m, b)
-						for j := range n {
-							if math.Float32bits(two[h*sstride+j]) != math.Float32bits(one[j]) {
-								t.Fatalf("d=%d n=%d head %d: two-head s[%d] = %g, one head %g", d, n, h, j, two[h*sstride+j], one[j])
-							}
-						}
-					}
+					checkTwoHeads(t, q, n, mult, 8, func(s []float32, sstride int, q2 []int8, m0, m1 float32, b0, b1 int32) {
+						a.dotQ2(&s[0], sstride, &q2[0], &k[0], n, d, stride, m0, m1, b0, b1)
+					}, func(s []float32, qh []int8, m float32, b int32) { a.dotN(s, qh, k, n, d, stride, m, b) })
 				}
 				want := make([]float32, n)
 				i4DotGo(want, q, k, n, d, stride, mult)

@@ -42,27 +42,9 @@ func TestI8DotMatchesGo(t *testing.T) {
 				active.i8Dot.dot(got, q, k, n, d, stride, mult, 128*sum)
 				check()
 				if x := &active.i8Dot; x.vecQ2 != nil && d%x.lanes == 0 {
-					// Two heads: q and its negation; each bitwise the
-					// one-head kernel.
-					q2 := append(append([]int8(nil), q...), make([]int8, d)...)
-					var sum2 int32
-					for i, c := range q {
-						q2[d+i] = -max(c, -127)
-						sum2 += int32(q2[d+i])
-					}
-					const sstride = 90
-					two, check2 := guarded(t, sstride+n)
-					x.vecQ2(&two[0], sstride, &q2[0], &k[0], n, d, stride, mult, 2*mult, 128*sum, 128*sum2)
-					check2()
-					one := make([]float32, n)
-					for h, m := range []float32{mult, 2 * mult} {
-						x.dot(one, q2[h*d:(h+1)*d], k, n, d, stride, m, []int32{128 * sum, 128 * sum2}[h])
-						for j := range n {
-							if math.Float32bits(two[h*sstride+j]) != math.Float32bits(one[j]) {
-								t.Fatalf("d=%d n=%d head %d: two-head s[%d] = %g, one head %g", d, n, h, j, two[h*sstride+j], one[j])
-							}
-						}
-					}
+					checkTwoHeads(t, q, n, mult, 128, func(s []float32, sstride int, q2 []int8, m0, m1 float32, b0, b1 int32) {
+						x.vecQ2(&s[0], sstride, &q2[0], &k[0], n, d, stride, m0, m1, b0, b1)
+					}, func(s []float32, qh []int8, m float32, b int32) { x.dot(s, qh, k, n, d, stride, m, b) })
 				}
 				want := make([]float32, n)
 				i8DotGo(want, q, k, n, d, stride, mult)
@@ -108,4 +90,35 @@ func TestAttendInt8QueryEdges(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkTwoHeads runs a two-head score kernel on the query codes q and
+// their negation (scales mult and 2·mult, biases offset·Σ codes) and
+// requires each head's n scores bitwise what the one-head kernel gives it,
+// nothing written outside them.
+func checkTwoHeads(t *testing.T, q []int8, n int, mult float32, offset int32,
+	two func(s []float32, sstride int, q2 []int8, m0, m1 float32, b0, b1 int32),
+	one func(s []float32, qh []int8, m float32, b int32)) {
+	t.Helper()
+	d := len(q)
+	q2 := append(append([]int8(nil), q...), make([]int8, d)...)
+	var sum, sum2 int32
+	for i, c := range q {
+		q2[d+i] = -max(c, -127)
+		sum += int32(c)
+		sum2 += int32(q2[d+i])
+	}
+	const sstride = 90
+	got, check := guarded(t, sstride+n)
+	two(got, sstride, q2, mult, 2*mult, offset*sum, offset*sum2)
+	check()
+	want := make([]float32, n)
+	for h := range 2 {
+		one(want, q2[h*d:(h+1)*d], float32(h+1)*mult, []int32{offset * sum, offset * sum2}[h])
+		for j := range n {
+			if math.Float32bits(got[h*sstride+j]) != math.Float32bits(want[j]) {
+				t.Fatalf("d=%d n=%d head %d: two-head s[%d] = %g, one head %g", d, n, h, j, got[h*sstride+j], want[j])
+			}
+		}
+	}
 }

@@ -176,73 +176,19 @@ func attnDotI4AVX2() {
 	store := func(acc VecVirtual, disp int) {
 		VMOVSS(intScore1(acc, false, bias, mult), mem(s, disp))
 	}
-	block := func(kp, off Register, ql, qhv, acc VecVirtual) {
+	avx2Scores(s, k, n, d, stride, 32, store, func(off Register) []VecVirtual {
+		ql, qhv := YMM(), YMM()
+		VMOVDQU(at(q, off), ql)
+		VMOVDQU(at(qh, off), qhv)
+		return []VecVirtual{ql, qhv}
+	}, func(kp, off Register, qv []VecVirtual, acc VecVirtual) {
 		lo, hi := unpackI4(at(kp, off), flip, low, false)
-		VPMADDUBSW(ql, lo, lo)
-		VPMADDUBSW(qhv, hi, hi)
+		VPMADDUBSW(qv[0], lo, lo)
+		VPMADDUBSW(qv[1], hi, hi)
 		VPADDW(hi, lo, lo)
 		VPMADDWD(ones, lo, lo)
 		VPADDD(lo, acc, acc)
-	}
-	const R = 4
-	Label("row4")
-	CMPQ(n, U8(R))
-	JL(LabelRef("row"))
-	{
-		kr := []Register{k, GP64(), GP64(), GP64()}
-		for r := 1; r < R; r++ {
-			LEAQ(Mem{Base: kr[r-1], Index: stride, Scale: 1}, kr[r])
-		}
-		accs := make([]VecVirtual, R)
-		for r := range accs {
-			accs[r] = YMM()
-			VPXOR(accs[r], accs[r], accs[r])
-		}
-		off := GP64()
-		XORQ(off, off)
-		Label("col4")
-		ql, qhv := YMM(), YMM()
-		VMOVDQU(at(q, off), ql)
-		VMOVDQU(at(qh, off), qhv)
-		for r := range R {
-			block(kr[r], off, ql, qhv, accs[r])
-		}
-		ADDQ(U8(32), off)
-		CMPQ(off, d)
-		JL(LabelRef("col4"))
-		for r := range R {
-			store(accs[r], 4*r)
-		}
-		ADDQ(U8(4*R), s)
-		LEAQ(Mem{Base: kr[3], Index: stride, Scale: 1}, k)
-		SUBQ(U8(R), n)
-		JMP(LabelRef("row4"))
-	}
-	Label("row")
-	TESTQ(n, n)
-	JZ(LabelRef("ret"))
-	{
-		acc := YMM()
-		VPXOR(acc, acc, acc)
-		off := GP64()
-		XORQ(off, off)
-		Label("col")
-		ql, qhv := YMM(), YMM()
-		VMOVDQU(at(q, off), ql)
-		VMOVDQU(at(qh, off), qhv)
-		block(k, off, ql, qhv, acc)
-		ADDQ(U8(32), off)
-		CMPQ(off, d)
-		JL(LabelRef("col"))
-		store(acc, 0)
-		ADDQ(U8(4), s)
-		ADDQ(stride, k)
-		DECQ(n)
-		JMP(LabelRef("row"))
-	}
-	Label("ret")
-	VZEROUPPER()
-	RET()
+	})
 }
 
 // attnSumI4 emits the float weighted sums over 4-bit values, for CPUs

@@ -149,6 +149,25 @@ func attnDotI8AVX2() {
 	store := func(acc VecVirtual, disp int) {
 		VMOVSS(intScore1(acc, false, nil, mult), mem(s, disp))
 	}
+	avx2Scores(s, k, n, d, stride, 16, store, func(off Register) []VecVirtual {
+		qv := YMM()
+		VPMOVSXBW(at(q, off), qv)
+		return []VecVirtual{qv}
+	}, func(kp, off Register, qv []VecVirtual, acc VecVirtual) {
+		t := YMM()
+		VPMOVSXBW(at(kp, off), t)
+		VPMADDWD(qv[0], t, t)
+		VPADDD(t, acc, acc)
+	})
+}
+
+// avx2Scores emits the AVX2 integer score kernels' loops: four keys at a
+// time, then one, each over the key's bytes in steps of step (up to the
+// byte count in d); queries loads the query codes that meet the bytes at
+// off, block multiplies and adds one key's bytes at off into acc, and
+// store converts and stores one key's score at disp bytes past s.
+func avx2Scores(s, k, n, d, stride Register, step int, store func(acc VecVirtual, disp int),
+	queries func(off Register) []VecVirtual, block func(kp, off Register, qv []VecVirtual, acc VecVirtual)) {
 	const R = 4
 	Label("row4")
 	CMPQ(n, U8(R))
@@ -166,15 +185,11 @@ func attnDotI8AVX2() {
 		off := GP64()
 		XORQ(off, off)
 		Label("col4")
-		qv := YMM()
-		VPMOVSXBW(at(q, off), qv)
+		qv := queries(off)
 		for r := range R {
-			t := YMM()
-			VPMOVSXBW(at(kr[r], off), t)
-			VPMADDWD(qv, t, t)
-			VPADDD(t, accs[r], accs[r])
+			block(kr[r], off, qv, accs[r])
 		}
-		ADDQ(U8(16), off)
+		ADDQ(U8(step), off)
 		CMPQ(off, d)
 		JL(LabelRef("col4"))
 		for r := range R {
@@ -194,12 +209,8 @@ func attnDotI8AVX2() {
 		off := GP64()
 		XORQ(off, off)
 		Label("col")
-		qv, t := YMM(), YMM()
-		VPMOVSXBW(at(q, off), qv)
-		VPMOVSXBW(at(k, off), t)
-		VPMADDWD(qv, t, t)
-		VPADDD(t, acc, acc)
-		ADDQ(U8(16), off)
+		block(k, off, queries(off), acc)
+		ADDQ(U8(step), off)
 		CMPQ(off, d)
 		JL(LabelRef("col"))
 		store(acc, 0)
