@@ -14,7 +14,7 @@ import (
 // d codes is d/2 bytes; byte b holds code b (low nibble) and code b+d/2
 // (high nibble), two's complement.
 func attentionI4() {
-	attnDotI4VNNI()
+	attnDotVNNI(true)
 	attnDotQ2VNNI(true)
 	attnDotQ2VNNI(false)
 	attnDotI4AVX2()
@@ -70,80 +70,6 @@ func unpackI4(m Op, flip, low VecVirtual, zmm bool) (lo, hi VecVirtual) {
 	VPSRLW(U8(4), t, hi)
 	VPAND(hi, low, hi)
 	return lo, hi
-}
-
-// attnDotI4VNNI: sixteen keys at a time; per 64 bytes of a key, the low
-// nibbles meet query codes [o, o+64) and the high nibbles [d/2+o, d/2+o+64)
-// in one VPDPBUSD each (unsigned offset codes times signed query codes),
-// and bias = 8·Σq takes the offset back out. The sixteen sums are reduced
-// together by transposeTree16, as in attnDotI8VNNI.
-func attnDotI4VNNI() {
-	name := "attnDotI4VNNI"
-	TEXT(name, NOSPLIT, i4DotSig)
-	Doc(name+" sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, c_j the 4-bit codes at",
-		"k[j*stride:][:d/2], d a positive multiple of 128 and bias = 8·Σ_i q[i] (AVX512_VNNI).")
-	mult, bias := ZMM(), ZMM()
-	VBROADCASTSS(Load(Param("mult"), XMM()), mult)
-	b := XMM()
-	VMOVD(Load(Param("bias"), GP32()), b)
-	VPBROADCASTD(b, bias)
-	flip, low := broadcastBytes(avx512, 0x88), broadcastBytes(avx512, 0x0F)
-	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
-	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
-	SHRQ(U8(1), d) // bytes per key
-	qend := GP64()
-	LEAQ(Mem{Base: q, Index: d, Scale: 1}, qend) // the low half's end, the high half's start
-	stride3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-
-	Label("k16")
-	CMPQ(n, U8(16))
-	JL(LabelRef("k1"))
-	{
-		acc := make([]VecVirtual, 16)
-		for a := range acc {
-			acc[a] = ZMM()
-			VPXORD(acc[a], acc[a], acc[a])
-		}
-		kb := []Register{GP64(), GP64(), GP64(), GP64()}
-		MOVQ(k, kb[0])
-		for g := 1; g < 4; g++ {
-			LEAQ(Mem{Base: kb[g-1], Index: stride, Scale: 4}, kb[g])
-		}
-		qo := GP64()
-		MOVQ(q, qo)
-		Label("k16_d")
-		ql, qh := ZMM(), ZMM()
-		VMOVDQU64(mem(qo, 0), ql)
-		VMOVDQU64(Mem{Base: qo, Index: d, Scale: 1}, qh)
-		for kk := range 16 {
-			lo, hi := unpackI4(row4(kb[kk/4], stride, stride3, kk%4, 0), flip, low, true)
-			a := acc[4*(kk%4)+kk/4]
-			vpdpbusd(ql, lo, a)
-			vpdpbusd(qh, hi, a)
-		}
-		ADDQ(U8(64), qo)
-		for _, r := range kb {
-			ADDQ(U8(64), r)
-		}
-		CMPQ(qo, qend)
-		JL(LabelRef("k16_d"))
-		VMOVUPS(intScores16(acc, bias, mult), mem(s, 0))
-		ADDQ(U8(64), s)
-		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
-		LEAQ(Mem{Base: k, Index: stride, Scale: 8}, k)
-		SUBQ(U8(16), n)
-		JMP(LabelRef("k16"))
-	}
-
-	oneKeyScores(s, q, k, n, stride, qend, bias, mult, func(qo, ko Register, acc VecVirtual) {
-		ql, qh := ZMM(), ZMM()
-		VMOVDQU64(mem(qo, 0), ql)
-		VMOVDQU64(Mem{Base: qo, Index: d, Scale: 1}, qh)
-		lo, hi := unpackI4(mem(ko, 0), flip, low, true)
-		vpdpbusd(ql, lo, acc)
-		vpdpbusd(qh, hi, acc)
-	})
 }
 
 // attnDotI4AVX2 is the kernel for CPUs without VNNI: four keys at a time,
@@ -410,10 +336,10 @@ func hadamardI4(signFirst bool) {
 // so one reduction yields both heads' eight scores. Each score is bitwise
 // what the one-head kernel computes (integer sums are exact).
 func attnDotQ2VNNI(i4 bool) {
-	name, ktyp, one, codes, flipByte, pf := "attnDotQ2I8VNNI", "int8", "attnDotI8VNNI", "the codes at k[j*stride:][:d]", byte(0x80), i8Prefetch
+	name, ktyp, one, codes, pf := "attnDotQ2I8VNNI", "int8", "attnDotI8VNNI", "the codes at k[j*stride:][:d]", i8Prefetch
 	mult16 := "d a positive multiple of 64 and bias_h = 128·Σ_i q[h*d+i]"
 	if i4 {
-		name, ktyp, one, codes, flipByte, pf = "attnDotQ2I4VNNI", "byte", "attnDotI4VNNI", "the 4-bit codes at k[j*stride:][:d/2]", 0x88, i4Prefetch
+		name, ktyp, one, codes, pf = "attnDotQ2I4VNNI", "byte", "attnDotI4VNNI", "the 4-bit codes at k[j*stride:][:d/2]", i4Prefetch
 		mult16 = "d a positive multiple of 128 and bias_h = 8·Σ_i q[h*d+i]"
 	}
 	TEXT(name, NOSPLIT, "func(s *float32, sstride int, q *int8, k *"+ktyp+", n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)")
@@ -436,46 +362,15 @@ func attnDotQ2VNNI(i4 bool) {
 		VPBROADCASTD(b1, z1)
 		VINSERTI32X8(U8(1), z1, z0.AsZ(), bias)
 	}
-	flip := broadcastBytes(avx512, flipByte)
-	var low VecVirtual
-	if i4 {
-		low = broadcastBytes(avx512, 0x0F)
-	}
 	s, ss, q, k := Load(Param("s"), GP64()), Load(Param("sstride"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
 	SHLQ(U8(2), ss)
-	kbytes := GP64() // bytes per key
-	MOVQ(d, kbytes)
-	if i4 {
-		SHRQ(U8(1), kbytes)
-	}
+	c := newVNNICodes(i4, d)
 	qend := GP64()
-	LEAQ(Mem{Base: q, Index: kbytes, Scale: 1}, qend)
+	LEAQ(Mem{Base: q, Index: c.kbytes, Scale: 1}, qend)
 	stride3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-	// key turns 64 bytes of a key into the vectors that meet the query
-	// codes queries(qo) gives, in the same order: one for int8 (flipped
-	// to unsigned), the low and the high nibbles for 4-bit codes (whose
-	// query codes are d/2 = kbytes apart).
-	key := func(m Mem) []VecVirtual {
-		if i4 {
-			lo, hi := unpackI4(m, flip, low, true)
-			return []VecVirtual{lo, hi}
-		}
-		t := ZMM()
-		VPXORD(m, flip, t)
-		return []VecVirtual{t}
-	}
-	queries := func(qo Register) []VecVirtual {
-		ql := ZMM()
-		VMOVDQU64(mem(qo, 0), ql)
-		if !i4 {
-			return []VecVirtual{ql}
-		}
-		qh := ZMM()
-		VMOVDQU64(Mem{Base: qo, Index: kbytes, Scale: 1}, qh)
-		return []VecVirtual{ql, qh}
-	}
+	key, queries := c.key, c.queries
 	Label("k8")
 	CMPQ(n, U8(8))
 	JL(LabelRef("k1"))

@@ -12,7 +12,7 @@ import (
 // depend on their order, so the kernels may block and reduce as suits
 // them and still agree bitwise with the pure-Go loop.
 func attnDotI8() {
-	attnDotI8VNNI()
+	attnDotVNNI(false)
 	attnDotI8AVX2()
 }
 
@@ -24,31 +24,35 @@ var i8Prefetch, bf16Prefetch = 4096, 4096
 
 const i8DotSig = "func(s *float32, q *int8, k *int8, n, d, stride int, mult float32, bias int32)"
 
-// attnDotI8VNNI: sixteen keys at a time, one VPDPBUSD per 64 code pairs
-// per key. VPDPBUSD multiplies unsigned by signed bytes, so the keys are
-// flipped to k+128 (XOR 0x80) as they are loaded and bias = 128·Σq takes
-// the extra 128·Σq back out of every sum. The sixteen sums are reduced
+// attnDotVNNI emits attnDotI8VNNI and attnDotI4VNNI: sixteen keys at a
+// time, one VPDPBUSD per 64 code pairs per key (two for 4-bit codes: the
+// low nibbles meet query codes [o, o+64), the high ones [d/2+o, d/2+o+64)).
+// VPDPBUSD multiplies unsigned by signed bytes, so the keys' codes are
+// offset to unsigned as they are loaded (vnniCodes) and bias = offset·Σq
+// takes the offset back out of every sum. The sixteen sums are reduced
 // together by transposeTree16 and converted, scaled and stored as one
 // vector.
-func attnDotI8VNNI() {
-	name := "attnDotI8VNNI"
-	TEXT(name, NOSPLIT, i8DotSig)
-	Doc(name+" sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a",
-		"positive multiple of 64 and bias = 128·Σ_i q[i] (AVX512_VNNI).")
-	mult, bias, flip := ZMM(), ZMM(), ZMM()
+func attnDotVNNI(i4 bool) {
+	name, sig, pf := "attnDotI8VNNI", i8DotSig, i8Prefetch
+	doc := []string{name + " sets s[j] = mult·float32(Σ_i q[i]·k[j*stride+i]) for j < n, d a",
+		"positive multiple of 64 and bias = 128·Σ_i q[i] (AVX512_VNNI)."}
+	if i4 {
+		name, sig, pf = "attnDotI4VNNI", i4DotSig, i4Prefetch
+		doc = []string{name + " sets s[j] = mult·float32(Σ_i q[i]·c_j,i) for j < n, c_j the 4-bit codes at",
+			"k[j*stride:][:d/2], d a positive multiple of 128 and bias = 8·Σ_i q[i] (AVX512_VNNI)."}
+	}
+	TEXT(name, NOSPLIT, sig)
+	Doc(doc...)
+	mult, bias := ZMM(), ZMM()
 	VBROADCASTSS(Load(Param("mult"), XMM()), mult)
 	b := XMM()
 	VMOVD(Load(Param("bias"), GP32()), b)
 	VPBROADCASTD(b, bias)
-	f := GP32()
-	MOVL(U32(0x80808080), f)
-	fx := XMM()
-	VMOVD(f, fx)
-	VPBROADCASTD(fx, flip)
 	s, q, k := Load(Param("s"), GP64()), Load(Param("q"), GP64()), Load(Param("k"), GP64())
 	n, d, stride := Load(Param("n"), GP64()), Load(Param("d"), GP64()), Load(Param("stride"), GP64())
+	c := newVNNICodes(i4, d)
 	qend := GP64()
-	LEAQ(Mem{Base: q, Index: d, Scale: 1}, qend)
+	LEAQ(Mem{Base: q, Index: c.kbytes, Scale: 1}, qend)
 	stride3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
 
@@ -71,15 +75,14 @@ func attnDotI8VNNI() {
 		qo := GP64()
 		MOVQ(q, qo)
 		Label("k16_d")
-		qv := ZMM()
-		VMOVDQU64(mem(qo, 0), qv)
+		qv := c.queries(qo)
 		for kk := range 16 {
-			if i8Prefetch > 0 {
-				PREFETCHT0(row4(kb[kk/4], stride, stride3, kk%4, i8Prefetch))
+			if pf > 0 {
+				PREFETCHT0(row4(kb[kk/4], stride, stride3, kk%4, pf))
 			}
-			t := ZMM()
-			VPXORD(row4(kb[kk/4], stride, stride3, kk%4, 0), flip, t)
-			vpdpbusd(qv, t, acc[4*(kk%4)+kk/4])
+			for u, t := range c.key(row4(kb[kk/4], stride, stride3, kk%4, 0)) {
+				vpdpbusd(qv[u], t, acc[4*(kk%4)+kk/4])
+			}
 		}
 		ADDQ(U8(64), qo)
 		for _, r := range kb {
@@ -96,11 +99,57 @@ func attnDotI8VNNI() {
 	}
 
 	oneKeyScores(s, q, k, n, stride, qend, bias, mult, func(qo, ko Register, acc VecVirtual) {
-		qv, t := ZMM(), ZMM()
-		VMOVDQU64(mem(qo, 0), qv)
-		VPXORD(mem(ko, 0), flip, t)
-		vpdpbusd(qv, t, acc)
+		kv := c.key(mem(ko, 0))
+		for u, qx := range c.queries(qo) {
+			vpdpbusd(qx, kv[u], acc)
+		}
 	})
+}
+
+// vnniCodes is how a VNNI score kernel reads its keys: int8 codes, offset
+// to unsigned by XOR 0x80 (bias 128·Σq), or 4-bit codes, both nibbles
+// offset by one XOR 0x88 and split (bias 8·Σq), whose low and high halves
+// meet query codes kbytes = d/2 apart.
+type vnniCodes struct {
+	i4        bool
+	flip, low VecVirtual
+	kbytes    Register // bytes per key
+}
+
+func newVNNICodes(i4 bool, d Register) *vnniCodes {
+	c := &vnniCodes{i4: i4, kbytes: GP64()}
+	MOVQ(d, c.kbytes)
+	if i4 {
+		SHRQ(U8(1), c.kbytes)
+		c.flip, c.low = broadcastBytes(avx512, 0x88), broadcastBytes(avx512, 0x0F)
+	} else {
+		c.flip = broadcastBytes(avx512, 0x80)
+	}
+	return c
+}
+
+// key turns the 64 bytes of a key at m into the vectors that meet the
+// query codes queries gives, in the same order.
+func (c *vnniCodes) key(m Mem) []VecVirtual {
+	if c.i4 {
+		lo, hi := unpackI4(m, c.flip, c.low, true)
+		return []VecVirtual{lo, hi}
+	}
+	t := ZMM()
+	VPXORD(m, c.flip, t)
+	return []VecVirtual{t}
+}
+
+// queries loads the query codes at qo that meet a key block.
+func (c *vnniCodes) queries(qo Register) []VecVirtual {
+	ql := ZMM()
+	VMOVDQU64(mem(qo, 0), ql)
+	if !c.i4 {
+		return []VecVirtual{ql}
+	}
+	qh := ZMM()
+	VMOVDQU64(Mem{Base: qo, Index: c.kbytes, Scale: 1}, qh)
+	return []VecVirtual{ql, qh}
 }
 
 // oneKeyScores emits the VNNI score kernels' last loop, from label k1: the
