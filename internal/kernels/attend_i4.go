@@ -115,59 +115,34 @@ func attendI4(im *impl, out []float32, ostride int, q []float32, qstride int, ro
 	for r := range rows {
 		copy(Qr[r*g*d:(r+1)*g*d], q[r*qstride:r*qstride+g*d])
 	}
-	for i := range M {
-		RotateInt4(Qr[i*d : (i+1)*d])
-	}
-	codes, mult, bias := quantizeQueries(scratch[M*nmax:], Qr, g*d, rows, g, d, scale)
 	a := &im.i4KV
-	// bias is 128·Σq (the int8 kernels' offset); the 4-bit kernels
-	// offset the codes by 8.
-	for i := range bias {
-		bias[i] /= 16
+	for i := range M {
+		a.rotateN(Qr[i*d : (i+1)*d])
 	}
-	pairs := 0
+	codes, mult, bias := quantizeQueries(scratch[M*nmax:], Qr, g*d, rows, g, d, scale, 8)
+	var two scoreQ2[byte]
 	if a.dotQ2 != nil && d%a.dotLanes == 0 {
-		pairs = g / 2
+		two = a.dotQ2
 	}
 	// Keys in chunks that stay in L1 while every query head uses them.
 	C := max(4, attnChunkBytes/max(1, d/2))
-	for j0 := 0; j0 < nmax; j0 += C {
-		for r := range rows {
-			c := min(C, n0+r-j0)
-			if c <= 0 {
-				continue
-			}
-			kc := k[j0*stride:]
-			i0 := r * g
-			for i := i0; i < i0+2*pairs; i += 2 {
-				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+d/2-1]
-				a.dotQ2(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
-			}
-			for i := i0 + 2*pairs; i < i0+g; i++ {
-				a.dotN(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
-			}
-		}
-	}
+	intScores(S, codes, mult, bias, rows, g, n0, d, k, d/2, stride, C, two, a.dotN)
 	for i := range M {
 		probabilities(im, S[i*nmax:i*nmax+n0+i/g], ks, vs)
 	}
 	for r := range rows {
 		n := n0 + r
 		o, p := out[r*ostride:r*ostride+g*d], S[r*g*nmax:]
-		if a.sumW16Q2 != nil && d%32 == 0 && sumsW16(a, o, p, nmax, g, v, n, d, stride) {
-			for i := range g {
-				UnrotateInt4(o[i*d : (i+1)*d])
-			}
-			continue
-		}
-		for j0 := 0; j0 < n; j0 += C {
-			c := min(C, n-j0)
-			for i := range g {
-				a.sumN(o[i*d:], p[i*nmax+j0:], v[j0*stride:], c, d, stride, j0 > 0)
+		if a.sumW16Q2 == nil || d%32 != 0 || !sumsW16(a, o, p, nmax, g, v, n, d, stride) {
+			for j0 := 0; j0 < n; j0 += C {
+				c := min(C, n-j0)
+				for i := range g {
+					a.sumN(o[i*d:], p[i*nmax+j0:], v[j0*stride:], c, d, stride, j0 > 0)
+				}
 			}
 		}
 		for i := range g {
-			UnrotateInt4(o[i*d : (i+1)*d])
+			a.unrotateN(o[i*d : (i+1)*d])
 		}
 	}
 }
@@ -271,8 +246,7 @@ func toW16(a *i4Attn, w []int16, p []float32, inv float32) {
 		a.toW16(&w[0], &p[0], n16, inv)
 	}
 	for j := n16; j < len(p); j++ {
-		const magic = 1.5 * (1 << 23)
-		w[j] = int16(min(32767, (p[j]*inv+magic)-magic))
+		w[j] = int16(min(32767, roundEven(p[j]*inv)))
 	}
 }
 

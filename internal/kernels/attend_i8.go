@@ -64,9 +64,10 @@ func i8QueryFloats(m, d int) int { return 2*m + (m*d+3)/4 }
 
 // quantizeQueries quantizes the rows' g query heads (head i = r·g+h at
 // q[r*qstride+h*d:]) into codes[i*d:][:d], with mult[i] = scale·qs_i and
-// bias[i] = 128·Σ codes; it carves the three out of scratch, which holds
-// i8QueryFloats(rows·g, d) floats.
-func quantizeQueries(scratch, q []float32, qstride, rows, g, d int, scale float32) (codes []int8, mult []float32, bias []int32) {
+// bias[i] = offset·Σ codes (the offset that makes the keys' codes
+// unsigned for VPDPBUSD: 128 for int8, 8 for 4-bit codes); it carves the
+// three out of scratch, which holds i8QueryFloats(rows·g, d) floats.
+func quantizeQueries(scratch, q []float32, qstride, rows, g, d int, scale float32, offset int32) (codes []int8, mult []float32, bias []int32) {
 	M := rows * g
 	mult = scratch[:M]
 	bias = unsafe.Slice((*int32)(unsafe.Pointer(&scratch[M])), M)
@@ -83,10 +84,46 @@ func quantizeQueries(scratch, q []float32, qstride, rows, g, d int, scale float3
 			for _, x := range c {
 				sum += int32(x)
 			}
-			bias[i] = 128 * sum
+			bias[i] = offset * sum
 		}
 	}
 	return codes, mult, bias
+}
+
+// scoreQ2 is a two-head integer score kernel (i8Dot.vecQ2, i4Attn.dotQ2):
+// the query codes of two heads d apart, their scores sstride apart.
+type scoreQ2[T int8 | byte] func(s *float32, sstride int, q *int8, k *T, n, d, stride int, mult0, mult1 float32, bias0, bias1 int32)
+
+// intScores fills S ([rows·g][nmax], nmax = n0+rows-1) with the integer
+// scores of the rows' query heads (codes, mult, bias from quantizeQueries)
+// against keys of kbytes elements of T, stride apart, in chunks of C keys
+// that stay in L1 while every head of a row uses them; row r's heads score
+// its n0+r positions. two (nil: none) scores pairs of a row's heads per
+// key load, one the rest; each score is bitwise what one gives.
+func intScores[T int8 | byte](S []float32, codes []int8, mult []float32, bias []int32, rows, g, n0, d int, k []T, kbytes, stride, C int,
+	two scoreQ2[T], one func(s []float32, q []int8, k []T, n, d, stride int, mult float32, bias int32)) {
+	nmax := n0 + rows - 1
+	pairs := 0
+	if two != nil {
+		pairs = g / 2
+	}
+	for j0 := 0; j0 < nmax; j0 += C {
+		for r := range rows {
+			c := min(C, n0+r-j0)
+			if c <= 0 {
+				continue
+			}
+			kc := k[j0*stride:]
+			i0 := r * g
+			for i := i0; i < i0+2*pairs; i += 2 {
+				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+kbytes-1]
+				two(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
+			}
+			for i := i0 + 2*pairs; i < i0+g; i++ {
+				one(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
+			}
+		}
+	}
 }
 
 // attendI8 is AttendBlockInt8 (AttendInt8 with rows = g = 1). Scratch:
@@ -100,31 +137,14 @@ func attendI8(im *impl, out []float32, ostride int, q []float32, qstride int, ro
 		return
 	}
 	S := scratch[:M*nmax]
-	codes, mult, bias := quantizeQueries(scratch[M*nmax:], q, qstride, rows, g, d, scale)
+	codes, mult, bias := quantizeQueries(scratch[M*nmax:], q, qstride, rows, g, d, scale, 128)
 	x := &im.i8Dot
-	pairs := 0
+	var two scoreQ2[int8]
 	if x.vecQ2 != nil && x.lanes > 0 && d%x.lanes == 0 {
-		pairs = g / 2
+		two = x.vecQ2
 	}
 	// Keys in chunks that stay in L1 while every query head uses them.
-	C := chunkOf[int8](d)
-	for j0 := 0; j0 < nmax; j0 += C {
-		for r := range rows {
-			c := min(C, n0+r-j0)
-			if c <= 0 {
-				continue
-			}
-			kc := k[j0*stride:]
-			i0 := r * g
-			for i := i0; i < i0+2*pairs; i += 2 {
-				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+d-1]
-				x.vecQ2(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
-			}
-			for i := i0 + 2*pairs; i < i0+g; i++ {
-				x.dot(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
-			}
-		}
-	}
+	intScores(S, codes, mult, bias, rows, g, n0, d, k, d, stride, chunkOf[int8](d), two, x.dot)
 	for i := range M {
 		probabilities(im, S[i*nmax:i*nmax+n0+i/g], ks, vs)
 	}

@@ -74,7 +74,12 @@ func fwht(x []float32) {
 // place; len(x) must be a power of two.
 func RotateInt4(x []float32) {
 	checkInt4Dim("RotateInt4", len(x))
-	if a := &active.i4KV; a.rotate != nil && len(x) >= 16 {
+	active.i4KV.rotateN(x)
+}
+
+// rotateN is RotateInt4 without the check, on this implementation.
+func (a *i4Attn) rotateN(x []float32) {
+	if a.rotate != nil && len(x) >= 16 {
 		a.rotate(&x[0], len(x), &rotSigns[0], invSqrt(len(x)), &hadamardSigns[0])
 		return
 	}
@@ -91,7 +96,12 @@ func RotateInt4(x []float32) {
 // RotateInt4 up to rounding; len(x) must be a power of two.
 func UnrotateInt4(x []float32) {
 	checkInt4Dim("UnrotateInt4", len(x))
-	if a := &active.i4KV; a.unrotate != nil && len(x) >= 16 {
+	active.i4KV.unrotateN(x)
+}
+
+// unrotateN is UnrotateInt4 without the check, on this implementation.
+func (a *i4Attn) unrotateN(x []float32) {
+	if a.unrotate != nil && len(x) >= 16 {
 		a.unrotate(&x[0], len(x), &rotSigns[0], invSqrt(len(x)), &hadamardSigns[0])
 		return
 	}
@@ -181,13 +191,8 @@ func QuantizeInt4(dst []byte, x []float32) float32 {
 }
 
 // round7 rounds v (|v| ≤ 7 up to rounding) to the nearest integer, ties to
-// even, clamped to [-7, 7]: adding and subtracting 1.5·2²³ leaves no
-// fraction bits in float32 and rounds to nearest even on the way.
-func round7(v float32) int32 {
-	const magic = 1.5 * (1 << 23)
-	r := int32((v + magic) - magic)
-	return max(-7, min(7, r))
-}
+// even (as VCVTPS2DQ does), clamped to [-7, 7].
+func round7(v float32) int32 { return max(-7, min(7, int32(roundEven(v)))) }
 
 // DequantizeInt4 writes the vector that codes and scale stand for, rotated
 // back (UnrotateInt4): what attention over a 4-bit cache effectively
