@@ -211,8 +211,8 @@ func newI4Case(c *kvCase) *i4Case {
 	x.kq, x.vq = make([]float32, n*d), make([]float32, n*d)
 	for j := range n {
 		o := j * x.stride
-		x.ks[j] = QuantizeInt4(x.k[o:], c.k32[j*c.stride:][:d])
-		x.vs[j] = QuantizeInt4(x.v[o:], c.v32[j*c.stride:][:d])
+		x.ks[j] = QuantizeInt4(x.k[o:], c.k32[j*c.stride:][:d], nil)
+		x.vs[j] = QuantizeInt4(x.v[o:], c.v32[j*c.stride:][:d], nil)
 		DequantizeInt4(x.kq[j*d:(j+1)*d], x.k[o:], x.ks[j])
 		DequantizeInt4(x.vq[j*d:(j+1)*d], x.v[o:], x.vs[j])
 	}
@@ -410,8 +410,8 @@ func BenchmarkAttendLayers(b *testing.B) {
 		for j := range n {
 			ks[j] = QuantizeInt8(i8k[h][j*d:(j+1)*d], kv[j*d:(j+1)*d])
 			vs[j] = QuantizeInt8(i8v[h][j*d:(j+1)*d], kv[j*d:(j+1)*d])
-			QuantizeInt4(i4k[h][j*d/2:], kv[j*d:(j+1)*d])
-			QuantizeInt4(i4v[h][j*d/2:], kv[j*d:(j+1)*d])
+			QuantizeInt4(i4k[h][j*d/2:], kv[j*d:(j+1)*d], nil)
+			QuantizeInt4(i4v[h][j*d/2:], kv[j*d:(j+1)*d], nil)
 		}
 	}
 	q := randVec(r, g*d)

@@ -132,27 +132,32 @@ func checkInt4Dim(name string, d int) {
 	}
 }
 
-// maxInt4Dim bounds the vectors QuantizeInt4 rotates on its stack.
+// maxInt4Dim bounds the vectors of a 4-bit cache (and the sign table).
 const maxInt4Dim = 1024
 
 // ValidInt4Dim reports whether a 4-bit cache can hold vectors of d
 // elements: d a power of two from 2 to 1024.
 func ValidInt4Dim(d int) bool { return d >= 2 && d <= maxInt4Dim && bits.OnesCount(uint(d)) == 1 }
 
-// QuantizeInt4 rotates x (RotateInt4, on a copy) and writes it as 4-bit
-// codes into dst[:len(x)/2] (layout above), returning the scale:
+// QuantizeInt4 rotates x (RotateInt4, on a copy in scratch) and writes it
+// as 4-bit codes into dst[:len(x)/2] (layout above), returning the scale:
 // max|y|/7 for the rotated y, each code round_half_even(y_i/scale), so
 // |y_i − scale·c_i| ≤ scale/2. All-zero x gives scale 0 and zero codes; a
 // NaN or an infinity in x gives a NaN scale (the rotation spreads it over
 // every element; codes 0), so it still reaches the attention that reads
-// it. len(x) must be a power of two from 2 to 1024.
-func QuantizeInt4(dst []byte, x []float32) float32 {
+// it. len(x) must be a power of two from 2 to 1024. scratch holds the
+// rotated copy: at least len(x) floats, else QuantizeInt4 allocates one
+// (the cache passes a worker's buffer: a copy on the stack would escape
+// to the heap through the kernels' function values on every call).
+func QuantizeInt4(dst []byte, x, scratch []float32) float32 {
 	d := len(x)
 	checkInt4Dim("QuantizeInt4", d)
 	h := d / 2
 	dst = dst[:h]
-	var buf [maxInt4Dim]float32
-	y := buf[:d]
+	if len(scratch) < d {
+		scratch = make([]float32, d)
+	}
+	y := scratch[:d]
 	copy(y, x)
 	RotateInt4(y)
 	var amax float32

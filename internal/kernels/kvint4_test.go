@@ -86,7 +86,7 @@ func TestQuantizeInt4(t *testing.T) {
 		x[d/2] *= 40 // an outlier channel
 		codes := make([]byte, d/2+1)
 		codes[d/2] = 0xAB // past the codes: untouched
-		s := QuantizeInt4(codes, x)
+		s := QuantizeInt4(codes, x, nil)
 		if codes[d/2] != 0xAB {
 			t.Fatalf("d=%d: QuantizeInt4 wrote past d/2 bytes", d)
 		}
@@ -127,12 +127,12 @@ func TestQuantizeInt4(t *testing.T) {
 		}
 	}
 	codes := []byte{0xFF, 0xFF}
-	if s := QuantizeInt4(codes, make([]float32, 4)); s != 0 || codes[0] != 0 || codes[1] != 0 {
+	if s := QuantizeInt4(codes, make([]float32, 4), nil); s != 0 || codes[0] != 0 || codes[1] != 0 {
 		t.Fatalf("zero vector: scale %g codes %x", s, codes)
 	}
 	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
 		x := []float32{1, 2, bad, 4}
-		if s := QuantizeInt4(codes, x); !math.IsNaN(float64(s)) || codes[0] != 0 || codes[1] != 0 {
+		if s := QuantizeInt4(codes, x, nil); !math.IsNaN(float64(s)) || codes[0] != 0 || codes[1] != 0 {
 			t.Fatalf("x holding %g: scale %g codes %x, want NaN and zeros", bad, s, codes)
 		}
 	}
@@ -204,11 +204,11 @@ func TestQuantizeInt4MatchesGo(t *testing.T) {
 		}
 		restore, _ := useImpl("go")
 		want := make([]byte, d/2)
-		ws := QuantizeInt4(want, x)
+		ws := QuantizeInt4(want, x, nil)
 		restore()
 		forEachImpl(t, func(t *testing.T) {
 			got := make([]byte, d/2)
-			if s := QuantizeInt4(got, x); s != ws || string(got) != string(want) {
+			if s := QuantizeInt4(got, x, nil); s != ws || string(got) != string(want) {
 				t.Fatalf("d=%d: scale %g codes %x, pure Go %g %x", d, s, got, ws, want)
 			}
 		})
@@ -229,7 +229,7 @@ func TestQuantizeInt4Outlier(t *testing.T) {
 	for range trials {
 		x := randVec(r, d)
 		x[17] *= 40
-		s := QuantizeInt4(codes, x)
+		s := QuantizeInt4(codes, x, nil)
 		DequantizeInt4(back, codes, s)
 		var amax float64
 		for _, v := range x {
@@ -273,7 +273,7 @@ func TestQuantizeTinyVectors(t *testing.T) {
 	}
 	forEachImpl(t, func(t *testing.T) {
 		c4 := make([]byte, 64)
-		s := QuantizeInt4(c4, x)
+		s := QuantizeInt4(c4, x, nil)
 		back := make([]float32, 128)
 		DequantizeInt4(back, c4, s)
 		if s <= 0 || math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {
@@ -289,6 +289,48 @@ func TestQuantizeTinyVectors(t *testing.T) {
 		}
 		if math.Sqrt(e) > math.Sqrt(128)*float64(s)/2 {
 			t.Fatalf("int4: error %g with step %g: codes %x", math.Sqrt(e), s, c4)
+		}
+	})
+}
+
+// BenchmarkInt4Format is the per-vector cost of the 4-bit cache's format
+// at the Qwen3 head size: a 0.6B decode step does, per layer, 16
+// rotations (queries), 16 unrotations (outputs) and 16 QuantizeInt4 (the
+// new key and value of 8 KV heads).
+func BenchmarkInt4Format(b *testing.B) {
+	const d = 128
+	x := randVec(rand.New(rand.NewPCG(3, 3)), d)
+	codes, scratch := make([]byte, d/2), make([]float32, d)
+	for _, name := range implNames() {
+		restore, _ := useImpl(name)
+		b.Run(name+"/rotate", func(b *testing.B) {
+			for b.Loop() {
+				RotateInt4(x)
+			}
+		})
+		b.Run(name+"/unrotate", func(b *testing.B) {
+			for b.Loop() {
+				UnrotateInt4(x)
+			}
+		})
+		b.Run(name+"/quantize", func(b *testing.B) {
+			for b.Loop() {
+				QuantizeInt4(codes, x, scratch)
+			}
+		})
+		restore()
+	}
+}
+
+// TestQuantizeInt4DoesNotAllocate: with a scratch of the vector's size,
+// quantizing (which the cache does for every new key and value) allocates
+// nothing on any implementation.
+func TestQuantizeInt4DoesNotAllocate(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		x := randVec(rand.New(rand.NewPCG(52, 52)), 128)
+		codes, scratch := make([]byte, 64), make([]float32, 128)
+		if n := testing.AllocsPerRun(100, func() { QuantizeInt4(codes, x, scratch) }); n != 0 {
+			t.Fatalf("QuantizeInt4 with a scratch: %v allocations per call", n)
 		}
 	})
 }

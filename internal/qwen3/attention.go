@@ -46,7 +46,7 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		a.V.Forward(v, x, T)
 	}
 
-	kernels.ParallelFor(T, workersFor(T, qd+kvd), func(_, t int) {
+	kernels.ParallelFor(T, workersFor(T, qd+kvd), func(w, t int) {
 		r := b.rows[t]
 		cos, sin := b.rope.At(r.pos)
 		for h := range a.Heads {
@@ -59,8 +59,11 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 			kernels.RMSNorm(kh, kh, a.KNorm.W, a.KNorm.Eps)
 			kernels.RoPE(kh, cos, sin)
 		}
+		if len(ws.scratch[w]) < hd { // the attention below grows it further
+			ws.scratch[w] = make([]float32, hd)
+		}
 		for h := range a.KVHeads {
-			r.cache.put(layer, h, r.pos, k[t*ks+h*hd:t*ks+(h+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd])
+			r.cache.put(layer, h, r.pos, k[t*ks+h*hd:t*ks+(h+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd], ws.scratch[w])
 		}
 	})
 

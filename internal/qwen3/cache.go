@@ -220,22 +220,23 @@ func regrow[T float32 | uint16 | int8 | byte](old []T, heads, oldCap, newCap, n,
 }
 
 // put stores one head's key and value at pos (pos < Cap()), rounding or
-// quantizing them to the cache's type.
-func (c *Cache) put(l, h, pos int, k, v []float32) {
+// quantizing them to the cache's type; tmp (head_dim floats, one per
+// concurrent caller) holds the int4 cache's rotated copy.
+func (c *Cache) put(l, h, pos int, k, v, tmp []float32) {
 	hd := c.headDim
 	at := (h*c.capacity + pos) * hd
-	c.k[l].put(c.kv, at, h*c.capacity+pos, hd, k)
-	c.v[l].put(c.kv, at, h*c.capacity+pos, hd, v)
+	c.k[l].put(c.kv, at, h*c.capacity+pos, hd, k, tmp)
+	c.v[l].put(c.kv, at, h*c.capacity+pos, hd, v, tmp)
 }
 
-func (s *kvStore) put(t KVType, at, scaleAt, hd int, x []float32) {
+func (s *kvStore) put(t KVType, at, scaleAt, hd int, x, tmp []float32) {
 	switch t {
 	case KVBF16:
 		kernels.ToBF16(s.bf16[at:at+hd], x[:hd])
 	case KVInt8:
 		s.scale[scaleAt] = kernels.QuantizeInt8(s.i8[at:at+hd], x[:hd])
 	case KVInt4:
-		s.scale[scaleAt] = kernels.QuantizeInt4(s.i4[at/2:at/2+hd/2], x[:hd])
+		s.scale[scaleAt] = kernels.QuantizeInt4(s.i4[at/2:at/2+hd/2], x[:hd], tmp)
 	default:
 		copy(s.f32[at:at+hd], x[:hd])
 	}
@@ -289,7 +290,7 @@ func (c *Cache) FillRandom(n int, seed uint64) error {
 	}
 	x := seed | 1
 	hd := c.headDim
-	buf := make([]float32, hd)
+	buf, tmp := make([]float32, hd), make([]float32, hd)
 	for l := range c.k {
 		for h := range c.kvHeads {
 			for _, s := range []*kvStore{&c.k[l], &c.v[l]} {
@@ -300,7 +301,7 @@ func (c *Cache) FillRandom(n int, seed uint64) error {
 						x ^= x << 17
 						buf[i] = float32(int32(x>>32))/(1<<31) - 0.5
 					}
-					s.put(c.kv, (h*c.capacity+pos)*hd, h*c.capacity+pos, hd, buf)
+					s.put(c.kv, (h*c.capacity+pos)*hd, h*c.capacity+pos, hd, buf, tmp)
 				}
 			}
 		}
