@@ -44,8 +44,14 @@ type poolJob struct {
 // goroutine (parallelRowsBalanced).
 const chunksPerWorker = 4
 
-// spinFor is how long an idle worker polls before parking.
-const spinFor = 50 * time.Microsecond
+// spinFor is how long an idle worker polls before parking. It outlasts
+// the pauses of the publishing goroutine between jobs of one step — its
+// own serial work, and interruptions it does not control (on a virtual
+// machine, tens of microseconds several times a step): a worker parked
+// in such a pause takes tens of microseconds to wake for the next job,
+// which meanwhile runs on fewer goroutines. Bounded, so that an idle
+// engine gives its processors back promptly.
+const spinFor = 200 * time.Microsecond
 
 var pool = func() *spinPool {
 	p := &spinPool{}

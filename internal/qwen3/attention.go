@@ -46,27 +46,6 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		a.V.Forward(v, x, T)
 	}
 
-	kernels.ParallelFor(T, workersFor(T, qd+kvd), func(w, t int) {
-		r := b.rows[t]
-		cos, sin := b.rope.At(r.pos)
-		for h := range a.Heads {
-			qh := q[t*qs+h*hd : t*qs+(h+1)*hd]
-			kernels.RMSNorm(qh, qh, a.QNorm.W, a.QNorm.Eps)
-			kernels.RoPE(qh, cos, sin)
-		}
-		for h := range a.KVHeads {
-			kh := k[t*ks+h*hd : t*ks+(h+1)*hd]
-			kernels.RMSNorm(kh, kh, a.KNorm.W, a.KNorm.Eps)
-			kernels.RoPE(kh, cos, sin)
-		}
-		if len(ws.scratch[w]) < hd { // the attention below grows it further
-			ws.scratch[w] = make([]float32, hd)
-		}
-		for h := range a.KVHeads {
-			r.cache.put(layer, h, r.pos, k[t*ks+h*hd:t*ks+(h+1)*hd], v[t*ks+h*hd:t*ks+(h+1)*hd], ws.scratch[w])
-		}
-	})
-
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	group := a.Heads / a.KVHeads
 	// One work item per (block, key/value head): a block is up to
@@ -77,20 +56,89 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	starts := attnBlocks(ws.blockStarts[:0], b.rows, blockRows)
 	ws.blockStarts = starts
 	nb := len(starts) - 1
-	kernels.ParallelFor(nb*a.KVHeads, workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1)), func(w, i int) {
-		bi, kh := i/a.KVHeads, i%a.KVHeads
+	p := rowHeads{a: a, b: b, layer: layer, q: q, k: k, v: v, qs: qs, ks: ks}
+	attend := func(w, bi, kh int) {
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]
 		lo := kh * group * hd
-		if need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd); len(ws.scratch[w]) < need {
+		if need := max(hd, kernels.AttendBlockScratch(rows, group, r.pos+1, hd)); len(ws.scratch[w]) < need {
 			// Grow geometrically: a stream needs one more score per
 			// head each token.
 			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
 		}
+		if p.fused {
+			// This block is its sequence's only one: its rows' keys
+			// and values for head kh are stored here, before the
+			// block reads them, and no other item reads them.
+			for t := t0; t < t0+rows; t++ {
+				p.prepare(t, kh*group, (kh+1)*group, kh, kh+1, ws.scratch[w])
+			}
+		}
 		r.cache.attend(layer, kh, att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, r.pos+1, scale, ws.scratch[w])
-	})
+	}
+	workers := workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1))
+	if p.fused = ownBlocks(b.rows, starts) && !separatePrepare; !p.fused {
+		// A sequence split over several blocks: every row's keys are
+		// stored before any block attends.
+		kernels.ParallelFor(T, workersFor(T, qd+kvd), func(w, t int) {
+			if len(ws.scratch[w]) < hd { // the attention below grows it further
+				ws.scratch[w] = make([]float32, hd)
+			}
+			p.prepare(t, 0, a.Heads, 0, a.KVHeads, ws.scratch[w])
+		})
+	}
+	kernels.ParallelFor(nb*a.KVHeads, workers, func(w, i int) { attend(w, i/a.KVHeads, i%a.KVHeads) })
 	a.O.Forward(out, att, T)
 }
+
+// rowHeads prepares rows of a batch for attention: the per-head RMSNorm
+// and RoPE of their queries and keys, and the keys and values stored in
+// the rows' caches.
+type rowHeads struct {
+	a       *Attention
+	b       *batch
+	layer   int
+	q, k, v []float32 // row t's heads at q[t*qs:], k[t*ks:], v[t*ks:]
+	qs, ks  int
+	fused   bool // prepared inside the attention items (ownBlocks)
+}
+
+// prepare does row t's query heads [h0, h1) and key/value heads [kh0, kh1);
+// tmp is scratch of at least head_dim floats.
+func (p *rowHeads) prepare(t, h0, h1, kh0, kh1 int, tmp []float32) {
+	a, hd := p.a, p.a.HeadDim
+	r := p.b.rows[t]
+	cos, sin := p.b.rope.At(r.pos)
+	for h := h0; h < h1; h++ {
+		qh := p.q[t*p.qs+h*hd : t*p.qs+(h+1)*hd]
+		kernels.RMSNorm(qh, qh, a.QNorm.W, a.QNorm.Eps)
+		kernels.RoPE(qh, cos, sin)
+	}
+	for h := kh0; h < kh1; h++ {
+		kh := p.k[t*p.ks+h*hd : t*p.ks+(h+1)*hd]
+		kernels.RMSNorm(kh, kh, a.KNorm.W, a.KNorm.Eps)
+		kernels.RoPE(kh, cos, sin)
+		r.cache.put(p.layer, h, r.pos, kh, p.v[t*p.ks+h*hd:t*p.ks+(h+1)*hd], tmp)
+	}
+}
+
+// ownBlocks reports whether every block (attnBlocks) holds all of its
+// sequence's rows in the batch, as in a decode step: then each (block,
+// head) item can store its own keys and values before attending, with no
+// pass over the batch between (rows of one sequence are adjacent).
+func ownBlocks(rows []row, starts []int) bool {
+	for i := 1; i+1 < len(starts); i++ {
+		if rows[starts[i]].cache == rows[starts[i]-1].cache {
+			return false
+		}
+	}
+	return true
+}
+
+// separatePrepare makes every batch prepare its rows in a pass of its
+// own, as a batch whose sequences span several blocks does; tests and
+// benchmarks compare the two ways.
+var separatePrepare bool
 
 // attnBlockQueries is the query heads one attention block holds: four
 // tiles of the four-query kernels.

@@ -1,10 +1,15 @@
 package qwen3
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/synth"
 )
 
 // BenchmarkPrefill feeds a 64-token prompt to a fresh cache.
@@ -60,4 +65,50 @@ func BenchmarkBatchedStep(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(seqs))/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkPrepareInAttention compares, in one process, a streamed token's
+// step with its rows prepared inside the attention items (the default for
+// decode batches) and in a pass of their own, switching every four steps
+// so that both see the same machine; it reports each way's median step.
+// It generates a 0.6B-shaped AWQ model: set STREAMGUARD_BENCH_LARGE=1.
+func BenchmarkPrepareInAttention(b *testing.B) {
+	if os.Getenv("STREAMGUARD_BENCH_LARGE") != "1" {
+		b.Skip("set STREAMGUARD_BENCH_LARGE=1 to generate the 0.6B-shaped model")
+	}
+	dir := filepath.Join(b.TempDir(), "model")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	m, set, err := OpenFolder(dir, Options{KVCache: KVBF16}) // the engine's default cache
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer set.Close()
+	defer func(old bool) { separatePrepare = old }(separatePrepare)
+	for _, pos := range []int{100, 4000} {
+		b.Run("pos="+strconv.Itoa(pos), func(b *testing.B) {
+			c := m.NewCache()
+			if err := c.FillRandom(pos, 1); err != nil {
+				b.Fatal(err)
+			}
+			var us [2][]float64
+			for i := 0; b.Loop(); i++ {
+				way := i / 4 % 2
+				separatePrepare = way == 1
+				c.Truncate(pos)
+				t0 := time.Now()
+				if _, err := m.Forward([]Sequence{{Cache: c, IDs: []int{42}}}, ForwardOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				us[way] = append(us[way], float64(time.Since(t0).Nanoseconds())/1e3)
+			}
+			for way, name := range []string{"in-items", "own-pass"} {
+				if len(us[way]) > 0 {
+					slices.Sort(us[way])
+					b.ReportMetric(us[way][len(us[way])/2], name+"-p50-µs")
+				}
+			}
+		})
+	}
 }

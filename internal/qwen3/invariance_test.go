@@ -148,3 +148,52 @@ func requireBatchInvariant(t *testing.T, m *Model, kv KVType) {
 	}
 	wg.Wait()
 }
+
+// TestPrepareInAttentionItems checks that a decode batch, whose rows are
+// prepared inside the attention's (block, head) items, gives bitwise what
+// the separate preparation pass gives, for every KV-cache type.
+func TestPrepareInAttentionItems(t *testing.T) {
+	m := tiny(t, safetensors.BF16).m
+	for _, kv := range kvTypes {
+		t.Run(kv.String(), func(t *testing.T) {
+			run := func(separate bool) []float32 {
+				defer func(old bool) { separatePrepare = old }(separatePrepare)
+				separatePrepare = separate
+				var seqs []Sequence
+				for i := range 5 {
+					c := m.NewCacheOf(kv)
+					if _, err := m.Forward([]Sequence{{Cache: c, IDs: testIDs(9+3*i, i)}}, ForwardOptions{}); err != nil {
+						t.Fatal(err)
+					}
+					seqs = append(seqs, Sequence{Cache: c, IDs: []int{5 + i}})
+				}
+				var f []float32
+				for range 3 { // three decode steps of five streams
+					outs, err := m.Forward(seqs, ForwardOptions{Hidden: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+					f = append(f, flatten(outs...)...)
+				}
+				return f
+			}
+			requireBitwise(t, "decode batch", run(false), run(true))
+		})
+	}
+}
+
+func TestOwnBlocks(t *testing.T) {
+	a, b, c := &Cache{}, &Cache{}, &Cache{}
+	rows := []row{{a, 7}, {a, 8}, {b, 3}, {c, 0}} // Forward keeps a sequence's rows adjacent
+	for _, tc := range []struct {
+		starts []int
+		want   bool
+	}{
+		{[]int{0, 2, 3, 4}, true},
+		{[]int{0, 1, 2, 3, 4}, false}, // a over two blocks
+	} {
+		if got := ownBlocks(rows, tc.starts); got != tc.want {
+			t.Errorf("ownBlocks(%v) = %v, want %v", tc.starts, got, tc.want)
+		}
+	}
+}
