@@ -384,12 +384,20 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 		run(0, w.blocks)
 		return
 	}
-	if unpacked {
+	if unpacked || w.Bytes() >= int4BalancedBytes {
 		parallelRowsBalanced(w.blocks, 4, run)
 		return
 	}
 	parallelRows(w.blocks, 4, run)
 }
+
+// int4BalancedBytes is the size from which a few tokens' product is cut
+// into several chunks per goroutine, handed out as goroutines finish,
+// instead of one share each: a core held up meanwhile (another process,
+// the hypervisor) then delays the product by a chunk, not by its share.
+// Smaller matrices (all of the 0.6B's, 1–3 MB) keep one share each:
+// there the extra chunks cost more than the balance gains.
+const int4BalancedBytes = 4 << 20
 
 // int4Rows computes output blocks [lo, hi) for all tokens; the last block
 // of a matrix whose N is not a multiple of 16 goes through a scratch tile.

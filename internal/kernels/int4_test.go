@@ -306,3 +306,39 @@ func FuzzRepackAWQ(f *testing.F) {
 		check()
 	})
 }
+
+// TestMatMulInt4BalancedChunks runs a matrix past int4BalancedBytes, whose
+// few-token products are cut into chunks handed out as goroutines finish,
+// on 1, 2 and 3 goroutines: bitwise the same outputs, the last partial
+// block of 16 outputs included.
+func TestMatMulInt4BalancedChunks(t *testing.T) {
+	defer SetThreads(Threads())
+	const K, N, G = 2048, 4104, 128
+	r := rand.New(rand.NewPCG(7, 8))
+	ac := newAWQCase(t, r, K, N, G, false)
+	m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, G)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Bytes() < int4BalancedBytes {
+		t.Fatalf("matrix of %d bytes is under int4BalancedBytes (%d): the test would not cover the chunks", m.Bytes(), int4BalancedBytes)
+	}
+	forEachImpl(t, func(t *testing.T) {
+		for _, T := range []int{1, 2, 3} {
+			x := randVec(r, T*K)
+			SetThreads(1)
+			want := make([]float32, T*N)
+			MatMulInt4(want, x, m, T)
+			for _, threads := range []int{2, 3} {
+				SetThreads(threads)
+				got := make([]float32, T*N)
+				MatMulInt4(got, x, m, T)
+				for i, g := range got {
+					if math.Float32bits(g) != math.Float32bits(want[i]) {
+						t.Fatalf("T=%d threads=%d output %d: %g, one goroutine %g", T, threads, i, g, want[i])
+					}
+				}
+			}
+		}
+	})
+}
