@@ -95,11 +95,12 @@ func TestLongWorkProgress(t *testing.T) {
 	}
 	code, _, errs = run(t, bench...)
 	want := "\rbench: loading the model\x1b[K" +
-		"\rbench: warm-up prefill of 16 tokens (1/5)\x1b[K" +
-		"\rbench: prefill of 16 tokens (2/5)\x1b[K" +
-		"\rbench: decode at position 10 (3/5)\x1b[K" +
-		"\rbench: read bandwidth (4/5)\x1b[K" +
-		"\rbench: 2 streams batched (5/5)\x1b[K" +
+		"\rbench: warm-up prefill of 16 tokens (1/6)\x1b[K" +
+		"\rbench: prefill of 16 tokens (2/6)\x1b[K" +
+		"\rbench: read bandwidth (3/6)\x1b[K" +
+		"\rbench: decode at position 10 (4/6)\x1b[K" +
+		"\rbench: read bandwidth again (5/6)\x1b[K" +
+		"\rbench: 2 streams batched (6/6)\x1b[K" +
 		"\r\x1b[K"
 	if code != 0 || errs != want {
 		t.Errorf("bench on a terminal: exit %d\n got %q\nwant %q", code, errs, want)

@@ -123,7 +123,8 @@ type Report struct {
 	// DecodeWeightBytes is what one single-token step reads of weights;
 	// DecodeWeightBytesPerS divides it by the fastest step at the first
 	// position, and ReadBandwidthBytesPerS is the machine's read bandwidth
-	// measured in the same run (0 when not measured).
+	// measured in the same run, the best pass of probes just before and
+	// just after the timed single-token steps (0 when not measured).
 	// DecodeWeightReadFraction is the one over the other (0 without a
 	// bandwidth): how close a single-stream step comes to reading its
 	// weights at the machine's bandwidth.
@@ -173,7 +174,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		stages += 2
 	}
 	if o.Bandwidth > 0 {
-		stages++
+		stages += 2 // probes before and after the steps
 	}
 	done := 0
 	stage := func(format string, a ...any) {
@@ -212,6 +213,15 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		c.Release()
 	}
 
+	// The read probe runs just before and just after the timed steps, and
+	// its best pass counts: a VM's bandwidth drifts within seconds, and a
+	// probe on one side only can catch a slow spell the steps missed.
+	var probe *readProbe
+	if o.Bandwidth > 0 {
+		stage("read bandwidth")
+		probe = newReadProbe(o.Bandwidth, kernels.Threads())
+		probe.measure()
+	}
 	for _, p := range o.Positions {
 		stage("decode at position %d", p)
 		c := m.NewCache()
@@ -251,9 +261,10 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		r.DecodeTokensPerS = r.Decode[0].TokensPerS
 		r.DecodeWeightBytesPerS = float64(r.DecodeWeightBytes) / (r.Decode[0].MinMs / 1e3)
 	}
-	if o.Bandwidth > 0 {
-		stage("read bandwidth")
-		r.ReadBandwidthBytesPerS = ReadBandwidth(o.Bandwidth, kernels.Threads())
+	if probe != nil {
+		stage("read bandwidth again")
+		r.ReadBandwidthBytesPerS = probe.measure()
+		probe = nil
 		if r.ReadBandwidthBytesPerS > 0 {
 			r.DecodeWeightReadFraction = r.DecodeWeightBytesPerS / r.ReadBandwidthBytesPerS
 		}

@@ -89,3 +89,22 @@ func TestReadBandwidthCountsTheBuffer(t *testing.T) {
 		t.Fatalf("ReadBandwidth = %g", bw)
 	}
 }
+
+// TestReadProbeKeepsItsBestPass: a probe measured again reports the best
+// pass of both measurements, so it never goes down, and a buffer too small
+// to share out reports 0 instead of dividing by nothing.
+func TestReadProbeKeepsItsBestPass(t *testing.T) {
+	p := newReadProbe(4<<20, 2)
+	first := p.measure()
+	if !(first > 0) || math.IsInf(first, 0) {
+		t.Fatalf("first measurement %g", first)
+	}
+	for range 3 {
+		if again := p.measure(); again < first {
+			t.Fatalf("measured again: %g, below the earlier best %g", again, first)
+		}
+	}
+	if bw := newReadProbe(8, 4).measure(); bw != 0 {
+		t.Errorf("8-byte probe on 4 goroutines: %g, want 0", bw)
+	}
+}
