@@ -15,10 +15,7 @@ func TestMatMulInt4Coarse(t *testing.T) {
 		const K, N, group = 384, 72, 128
 		r := rand.New(rand.NewPCG(4, 4))
 		ac := newAWQCase(t, r, K, N, group, false)
-		m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, group)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := ac.repack(t)
 		m.Coarse = true
 		const T = 11
 		x := randVec(r, T*K)

@@ -15,10 +15,7 @@ func TestConcatInt4(t *testing.T) {
 		var parts []*Int4Matrix
 		for _, N := range []int{32, 16, 48, 40} {
 			ac := newAWQCase(t, r, K, N, 64, false)
-			m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := ac.repack(t)
 			parts = append(parts, m)
 		}
 		x := randVec(r, T*K)

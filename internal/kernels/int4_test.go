@@ -75,6 +75,16 @@ func dequantCodes(codes, zc []uint8, scales []uint16, K, N, group int) []float32
 	return w
 }
 
+// repack is RepackAWQ of the case; an error fails the test.
+func (c awqCase) repack(t testing.TB) *Int4Matrix {
+	t.Helper()
+	m, err := RepackAWQ(c.qweight, c.qzeros, c.scales, c.K, c.N, c.group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func toInt32(u []uint32) []int32 {
 	s := make([]int32, len(u))
 	for i, v := range u {
@@ -100,10 +110,7 @@ func TestMatMulInt4Accuracy(t *testing.T) {
 		for _, c := range cases {
 			r := rand.New(rand.NewPCG(uint64(c.K), uint64(c.N*c.T)))
 			ac := newAWQCase(t, r, c.K, c.N, c.group, c.sym)
-			m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, c.K, c.N, c.group)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := ac.repack(t)
 			x := randVec(r, c.T*c.K)
 			x[0] = 0 // exact zeros and an all-zero group are handled
 			if c.T > 2 {
@@ -146,10 +153,7 @@ func TestMatMulInt4ZeroGroup(t *testing.T) {
 	forEachImpl(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(3, 3))
 		ac := newAWQCase(t, r, 256, 32, 128, false)
-		m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, 256, 32, 128)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := ac.repack(t)
 		x := make([]float32, 256)
 		dst := make([]float32, 32)
 		MatMulInt4(dst, x, m, 1)
@@ -169,10 +173,7 @@ func TestMatMulInt4BatchInvariance(t *testing.T) {
 			K, N, G := kn[0], kn[1], kn[2]
 			r := rand.New(rand.NewPCG(uint64(K), uint64(N)))
 			ac := newAWQCase(t, r, K, N, G, false)
-			m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, G)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := ac.repack(t)
 			const maxT = 64
 			x := randVec(r, maxT*K)
 			SetThreads(1)
@@ -236,10 +237,7 @@ func TestMatMulInt4AsmAgree(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 5))
 	const T, K, N = 9, 512, 80
 	ac := newAWQCase(t, r, K, N, 128, false)
-	m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, 128)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := ac.repack(t)
 	x := randVec(r, T*K)
 	var ref []float32
 	for _, name := range asm {
@@ -316,10 +314,7 @@ func TestMatMulInt4BalancedChunks(t *testing.T) {
 	const K, N, G = 2048, 4104, 128
 	r := rand.New(rand.NewPCG(7, 8))
 	ac := newAWQCase(t, r, K, N, G, false)
-	m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, K, N, G)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := ac.repack(t)
 	if m.Bytes() < int4BalancedBytes {
 		t.Fatalf("matrix of %d bytes is under int4BalancedBytes (%d): the test would not cover the chunks", m.Bytes(), int4BalancedBytes)
 	}

@@ -26,10 +26,7 @@ func TestMatMulInt4Unpacked(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(sh.K), uint64(sh.N)))
 			ac := newAWQCase(t, r, sh.K, sh.N, sh.group, false)
 			for _, coarse := range []bool{false, true} {
-				m, err := RepackAWQ(ac.qweight, ac.qzeros, ac.scales, sh.K, sh.N, sh.group)
-				if err != nil {
-					t.Fatal(err)
-				}
+				m := ac.repack(t)
 				m.Coarse = coarse
 				const maxT = 37
 				x := randVec(r, maxT*sh.K)

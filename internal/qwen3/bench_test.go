@@ -2,14 +2,12 @@ package qwen3
 
 import (
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/streamguard/streamguard/internal/safetensors"
-	"github.com/streamguard/streamguard/internal/synth"
 )
 
 // BenchmarkPrefill feeds a 64-token prompt to a fresh cache.
@@ -76,15 +74,7 @@ func BenchmarkPrepareInAttention(b *testing.B) {
 	if os.Getenv("STREAMGUARD_BENCH_LARGE") != "1" {
 		b.Skip("set STREAMGUARD_BENCH_LARGE=1 to generate the 0.6B-shaped model")
 	}
-	dir := filepath.Join(b.TempDir(), "model")
-	if _, err := synth.Generate(dir, synth.Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Seed: 1}); err != nil {
-		b.Fatal(err)
-	}
-	m, set, err := OpenFolder(dir, Options{KVCache: KVBF16}) // the engine's default cache
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer set.Close()
+	m := generated06AWQ(b, Options{KVCache: KVBF16}) // the engine's default cache
 	defer func(old bool) { separatePrepare = old }(separatePrepare)
 	for _, pos := range []int{100, 4000} {
 		b.Run("pos="+strconv.Itoa(pos), func(b *testing.B) {

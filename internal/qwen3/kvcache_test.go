@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/safetensors"
-	"github.com/streamguard/streamguard/internal/synth"
 )
 
 var kvTypes = []KVType{KVF32, KVBF16, KVInt8, KVInt4}
@@ -182,16 +180,7 @@ func TestKVCacheAccuracyFull(t *testing.T) {
 	if os.Getenv("STREAMGUARD_LONG") != "1" {
 		t.Skip("set STREAMGUARD_LONG=1 to run")
 	}
-	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := synth.Generate(dir, synth.Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Seed: 1}); err != nil {
-		t.Fatal(err)
-	}
-	m, set, err := OpenFolder(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Close()
-	kvAccuracy(t, m, testIDs(512, 22))
+	kvAccuracy(t, generated06AWQ(t, Options{}), testIDs(512, 22))
 }
 
 // TestRealHeadSizeIsBitwiseInvariant runs the chunking and batching checks

@@ -1,11 +1,13 @@
 package qwen3
 
 import (
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/safetensors"
+	"github.com/streamguard/streamguard/internal/synth"
 )
 
 var tinyCache sync.Map // dtype -> *tinyModel
@@ -50,4 +52,20 @@ func testIDs(n, salt int) []int {
 		ids[i] = int(x % 151936)
 	}
 	return ids
+}
+
+// generated06AWQ writes the 0.6B preset as a random AWQ checkpoint (seed
+// 1) and opens it with opts; the files close when the test ends.
+func generated06AWQ(t testing.TB, opts Options) *Model {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "model")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, set, err := OpenFolder(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	return m
 }
