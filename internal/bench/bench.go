@@ -69,8 +69,12 @@ func (o *Options) defaults() {
 // Step is the timing of single-token steps at one cache length.
 type Step struct {
 	Position   int     `json:"position"`
-	MsPerToken float64 `json:"ms_per_token"`
+	MsPerToken float64 `json:"ms_per_token"` // mean
 	MinMs      float64 `json:"min_ms"`
+	// MedianMs is the middle step (the mean of the two middle ones for an
+	// even count): on a machine whose speed drifts within a run, the figure
+	// a few slow spells move least.
+	MedianMs   float64 `json:"median_ms"`
 	TokensPerS float64 `json:"tokens_per_s"`
 	KVBytes    int64   `json:"kv_bytes"`
 	// KVReadBytes is what the step's attention reads of the cache: every
@@ -239,20 +243,20 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[:1]}}, qwen3.ForwardOptions{}); err != nil {
 			return nil, err
 		}
-		var total, best time.Duration
+		var total time.Duration
+		steps := make([]time.Duration, o.Steps)
 		for i := range o.Steps {
 			start := time.Now()
 			if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[i+1 : i+2]}}, qwen3.ForwardOptions{}); err != nil {
 				return nil, err
 			}
-			el := time.Since(start)
-			total += el
-			if best == 0 || el < best {
-				best = el
-			}
+			steps[i] = time.Since(start)
+			total += steps[i]
 		}
+		slices.Sort(steps)
+		best, median := steps[0], (steps[(o.Steps-1)/2]+steps[o.Steps/2])/2
 		mean := total.Seconds() / float64(o.Steps)
-		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: best.Seconds() * 1e3,
+		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: best.Seconds() * 1e3, MedianMs: median.Seconds() * 1e3,
 			TokensPerS: 1 / mean, KVBytes: c.Bytes(), KVReadBytes: int64(p+1) * c.BytesPerPosition(), StepsTimed: o.Steps})
 		c.Release()
 	}
@@ -370,8 +374,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)
 	}
 	for _, d := range r.Decode {
-		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(min %.2f ms, %.1f tokens/s, reads %s of KV, holds %s)\n",
-			d.Position, d.MsPerToken, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes))
+		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(median %.2f ms, min %.2f ms, %.1f tokens/s, reads %s of KV, holds %s)\n",
+			d.Position, d.MsPerToken, d.MedianMs, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes))
 	}
 	for _, b := range r.Batched {
 		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)

@@ -37,6 +37,13 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if len(r.Decode) != 2 || r.Decode[1].Position != 300 || r.Decode[1].KVBytes < 301*512 || r.Decode[1].KVReadBytes != 301*512 || r.DecodeTokensPerS != r.Decode[0].TokensPerS {
 		t.Errorf("decode %+v", r.Decode)
 	}
+	for _, d := range r.Decode {
+		// Two steps: their median is their mean (to the nanosecond the
+		// durations are kept in), and neither is below the fastest.
+		if !(d.MinMs > 0 && d.MinMs <= d.MedianMs && math.Abs(d.MedianMs-d.MsPerToken) < 1e-5) {
+			t.Errorf("position %d: min %g, median %g, mean %g ms", d.Position, d.MinMs, d.MedianMs, d.MsPerToken)
+		}
+	}
 	// 4 GiB over 4000-token streams of 512 bytes per token.
 	if r.KVCache != "f32" || r.KVBudgetBytes != 4<<30 || r.KVStreamTokens != 4000 || r.KVStreamsInBudget != (4<<30)/(4000*512) {
 		t.Errorf("KV figures %q %d %d %d", r.KVCache, r.KVBudgetBytes, r.KVStreamTokens, r.KVStreamsInBudget)
