@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -14,30 +15,33 @@ import (
 // passes counts. It is the ceiling a memory-bound decode step can reach on
 // this machine now, measured in the same run as the step itself.
 func ReadBandwidth(bytes int64, threads int) (bytesPerSecond float64) {
-	return newReadProbe(bytes, threads).measure()
+	return (&readProbe{bytes: bytes, threads: max(1, threads)}).measure()
 }
 
-// readProbe is ReadBandwidth's buffer, kept so that a run can measure
-// more than once (before and after its timed steps) without touching
-// fresh memory each time.
+// readProbe measures the read bandwidth more than once in a run (before
+// and after the timed steps) and keeps the best pass.
 type readProbe struct {
-	words   []uint64
+	bytes   int64
 	threads int
 	best    time.Duration
 }
 
-func newReadProbe(bytes int64, threads int) *readProbe {
-	p := &readProbe{words: make([]uint64, bytes/8), threads: max(1, threads)}
-	for i := range p.words {
-		p.words[i] = uint64(i) // touch every page before timing
-	}
-	return p
+// measure times three passes over a fresh buffer and returns the bandwidth
+// of the best pass of this and every earlier call. The buffer is given
+// back before it returns (and collected), so that the memory the run
+// reports is the model's and its caches', not the probe's on top of them.
+func (p *readProbe) measure() float64 {
+	bw := p.passes()
+	runtime.GC() // the buffer is garbage once passes returns
+	return bw
 }
 
-// measure times three passes and returns the bandwidth of the best pass
-// of this and every earlier call.
-func (p *readProbe) measure() float64 {
-	per := len(p.words) / p.threads &^ 7
+func (p *readProbe) passes() float64 {
+	words := make([]uint64, p.bytes/8)
+	for i := range words {
+		words[i] = uint64(i) // touch every page before timing
+	}
+	per := len(words) / p.threads &^ 7
 	if per == 0 {
 		return 0
 	}
@@ -49,7 +53,7 @@ func (p *readProbe) measure() float64 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sums[t] = kernels.ReadSum(p.words[t*per : (t+1)*per])
+				sums[t] = kernels.ReadSum(words[t*per : (t+1)*per])
 			}()
 		}
 		wg.Wait()

@@ -223,7 +223,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	var probe *readProbe
 	if o.Bandwidth > 0 {
 		stage("read bandwidth")
-		probe = newReadProbe(o.Bandwidth, kernels.Threads())
+		probe = &readProbe{bytes: o.Bandwidth, threads: kernels.Threads()}
 		probe.measure()
 	}
 	for _, p := range o.Positions {
@@ -268,7 +268,6 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 	if probe != nil {
 		stage("read bandwidth again")
 		r.ReadBandwidthBytesPerS = probe.measure()
-		probe = nil
 		if r.ReadBandwidthBytesPerS > 0 {
 			r.DecodeWeightReadFraction = r.DecodeWeightBytesPerS / r.ReadBandwidthBytesPerS
 		}

@@ -101,7 +101,7 @@ func TestReadBandwidthCountsTheBuffer(t *testing.T) {
 // pass of both measurements, so it never goes down, and a buffer too small
 // to share out reports 0 instead of dividing by nothing.
 func TestReadProbeKeepsItsBestPass(t *testing.T) {
-	p := newReadProbe(4<<20, 2)
+	p := &readProbe{bytes: 4 << 20, threads: 2}
 	first := p.measure()
 	if !(first > 0) || math.IsInf(first, 0) {
 		t.Fatalf("first measurement %g", first)
@@ -111,7 +111,7 @@ func TestReadProbeKeepsItsBestPass(t *testing.T) {
 			t.Fatalf("measured again: %g, below the earlier best %g", again, first)
 		}
 	}
-	if bw := newReadProbe(8, 4).measure(); bw != 0 {
+	if bw := (&readProbe{bytes: 8, threads: 4}).measure(); bw != 0 {
 		t.Errorf("8-byte probe on 4 goroutines: %g, want 0", bw)
 	}
 }
