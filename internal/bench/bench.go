@@ -66,6 +66,14 @@ func (o *Options) defaults() {
 	}
 }
 
+// median is the middle of steps (the mean of the two middle ones for an
+// even count; sorts steps). len(steps) > 0.
+func median(steps []time.Duration) time.Duration {
+	slices.Sort(steps)
+	n := len(steps)
+	return (steps[(n-1)/2] + steps[n/2]) / 2
+}
+
 // Step is the timing of single-token steps at one cache length.
 type Step struct {
 	Position   int     `json:"position"`
@@ -85,10 +93,11 @@ type Step struct {
 
 // Batched is the timing of steps that feed one token to each of N streams.
 type Batched struct {
-	Streams    int     `json:"streams"`
-	Position   int     `json:"position"`
-	MsPerStep  float64 `json:"ms_per_step"`
-	TokensPerS float64 `json:"tokens_per_s"`
+	Streams         int     `json:"streams"`
+	Position        int     `json:"position"`
+	MsPerStep       float64 `json:"ms_per_step"` // mean
+	MedianMsPerStep float64 `json:"median_ms_per_step"`
+	TokensPerS      float64 `json:"tokens_per_s"` // from the mean
 }
 
 // Report is the result; the JSON keys are the ones the project's scripts
@@ -253,10 +262,8 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 			steps[i] = time.Since(start)
 			total += steps[i]
 		}
-		slices.Sort(steps)
-		best, median := steps[0], (steps[(o.Steps-1)/2]+steps[o.Steps/2])/2
 		mean := total.Seconds() / float64(o.Steps)
-		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: best.Seconds() * 1e3, MedianMs: median.Seconds() * 1e3,
+		r.Decode = append(r.Decode, Step{Position: p, MsPerToken: mean * 1e3, MinMs: slices.Min(steps).Seconds() * 1e3, MedianMs: median(steps).Seconds() * 1e3,
 			TokensPerS: 1 / mean, KVBytes: c.Bytes(), KVReadBytes: int64(p+1) * c.BytesPerPosition(), StepsTimed: o.Steps})
 		c.Release()
 	}
@@ -301,14 +308,17 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		if err := step(0); err != nil {
 			return nil, err
 		}
+		steps := make([]time.Duration, o.Steps)
 		start := time.Now()
 		for k := 1; k <= o.Steps; k++ {
+			t0 := time.Now()
 			if err := step(k); err != nil {
 				return nil, err
 			}
+			steps[k-1] = time.Since(t0)
 		}
 		per := time.Since(start).Seconds() / float64(o.Steps)
-		b := Batched{Streams: n, Position: pos, MsPerStep: per * 1e3, TokensPerS: float64(n) / per}
+		b := Batched{Streams: n, Position: pos, MsPerStep: per * 1e3, MedianMsPerStep: median(steps).Seconds() * 1e3, TokensPerS: float64(n) / per}
 		r.Batched = append(r.Batched, b)
 		r.BatchedTokensPerS[strconv.Itoa(n)] = b.TokensPerS
 		for i := range seqs {
@@ -377,7 +387,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			d.Position, d.MsPerToken, d.MedianMs, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes))
 	}
 	for _, b := range r.Batched {
-		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.Position)
+		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, median %.2f ms, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.MedianMsPerStep, b.Position)
 	}
 	if r.DecodeWeightBytesPerS > 0 {
 		fmt.Fprintf(tw, "decode weight reads\t%s per token, %.2f GB/s at the fastest step", bytesString(r.DecodeWeightBytes), r.DecodeWeightBytesPerS/1e9)

@@ -51,6 +51,13 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if len(r.Batched) != 2 || r.BatchedTokensPerS["3"] <= 0 || r.BatchedTokensPerS["2"] <= 0 {
 		t.Errorf("batched %+v", r.BatchedTokensPerS)
 	}
+	for _, b := range r.Batched {
+		// Two steps: the median is their mean, and the mean over the whole
+		// loop holds both steps and what ran between them, so it is no less.
+		if !(b.MedianMsPerStep > 0 && b.MedianMsPerStep <= b.MsPerStep+1e-9) {
+			t.Errorf("%d streams: median %g, mean %g ms per step", b.Streams, b.MedianMsPerStep, b.MsPerStep)
+		}
+	}
 	if r.RSSPeakBytes < r.RSSBytes || r.RSSBytes <= 0 {
 		t.Errorf("rss %d, peak %d", r.RSSBytes, r.RSSPeakBytes)
 	}
