@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,30 @@ func TestReadProbeKeepsItsBestPass(t *testing.T) {
 	}
 	if bw := (&readProbe{bytes: 8, threads: 4}).measure(); bw != 0 {
 		t.Errorf("8-byte probe on 4 goroutines: %g, want 0", bw)
+	}
+}
+
+// TestMedian: the middle step of an odd count, the mean of the two middle
+// ones of an even count, whatever the order the steps come in.
+func TestMedian(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		d := make([]time.Duration, len(v))
+		for i, x := range v {
+			d[i] = time.Duration(x) * time.Millisecond
+		}
+		return d
+	}
+	for _, c := range []struct {
+		steps []time.Duration
+		want  time.Duration
+	}{
+		{ms(7), 7 * time.Millisecond},
+		{ms(9, 1, 5), 5 * time.Millisecond},
+		{ms(8, 2, 4, 100), 6 * time.Millisecond},
+		{ms(3, 3, 1, 1), 2 * time.Millisecond},
+	} {
+		if got := median(slices.Clone(c.steps)); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.steps, got, c.want)
+		}
 	}
 }

@@ -124,8 +124,9 @@ func attendI4(im *impl, out []float32, ostride int, q []float32, qstride int, ro
 	if a.dotQ2 != nil && d%a.dotLanes == 0 {
 		two = a.dotQ2
 	}
-	// Keys in chunks that stay in L1 while every query head uses them.
-	C := max(4, attnChunkBytes/max(1, d/2))
+	// Keys (d/2 bytes each) in chunks that stay in L1 while every query
+	// head uses them.
+	C := chunkOf[byte](d / 2)
 	intScores(S, codes, mult, bias, rows, g, n0, d, k, d/2, stride, C, two, a.dotN)
 	for i := range M {
 		probabilities(im, S[i*nmax:i*nmax+n0+i/g], ks, vs)

@@ -140,7 +140,7 @@ func attendGroupKV(im *impl, a *kvAttn[uint16], out, q []float32, g int, k, v []
 
 // chunkOf is how many keys (or values) of d elements of T one chunk of
 // the attention loops visits: attnChunkBytes' worth, at least 4.
-func chunkOf[T float32 | uint16 | int8](d int) int {
+func chunkOf[T float32 | uint16 | int8 | byte](d int) int {
 	var zero T
 	return max(4, attnChunkBytes/(int(unsafe.Sizeof(zero))*max(1, d)))
 }

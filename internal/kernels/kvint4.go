@@ -159,7 +159,8 @@ func QuantizeInt4(dst []byte, x, scratch []float32) float32 {
 	}
 	y := scratch[:d]
 	copy(y, x)
-	RotateInt4(y)
+	a := &active.i4KV
+	a.rotateN(y)
 	var amax float32
 	for _, v := range y {
 		a := math.Float32frombits(math.Float32bits(v) &^ (1 << 31))
@@ -184,7 +185,7 @@ func QuantizeInt4(dst []byte, x, scratch []float32) float32 {
 		scaleBy(y, up)
 		inv = 7 / (amax * up)
 	}
-	if a := &active.i4KV; a.codes != nil && d%32 == 0 {
+	if a.codes != nil && d%32 == 0 {
 		a.codes(&dst[0], &y[0], d, inv)
 		return amax / 7
 	}
