@@ -64,7 +64,7 @@ run)
 	cat "$out/devices.json"
 	# The test binaries read their testdata relative to their package.
 	step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
-	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion'"
+	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion|TestGraphsMatchDirect'"
 	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice'"
 	# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
 	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 --out \$tmp/m >/dev/null &&

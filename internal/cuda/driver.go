@@ -40,6 +40,22 @@ var drv struct {
 	cuModuleUnload         func(m uintptr) result
 	cuModuleGetFunction    func(f *uintptr, m uintptr, name *byte) result
 	cuLaunchKernel         func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) result
+	cuStreamCreate         func(s *uintptr, flags uint32) result
+	cuStreamDestroy        func(s uintptr) result
+	cuStreamSynchronize    func(s uintptr) result
+	cuMemcpyHtoDAsync      func(dst uint64, src unsafe.Pointer, n uintptr, s uintptr) result
+	cuMemcpyDtoHAsync      func(dst unsafe.Pointer, src uint64, n uintptr, s uintptr) result
+
+	// Graphs (CUDA 11.4 and later), bound when the driver has them all:
+	// see GraphsSupported.
+	cuStreamBeginCapture        func(s uintptr, mode int32) result
+	cuStreamEndCapture          func(s uintptr, g *uintptr) result
+	cuGraphInstantiateWithFlags func(exec *uintptr, g uintptr, flags uint64) result
+	cuGraphGetNodes             func(g uintptr, nodes *uintptr, n *uintptr) result
+	cuGraphLaunch               func(exec uintptr, s uintptr) result
+	cuGraphExecDestroy          func(exec uintptr) result
+	cuGraphDestroy              func(g uintptr) result
+	graphs                      bool
 }
 
 // libraryNames are tried in order: the driver's soname, then the
@@ -104,12 +120,41 @@ func load() error {
 		{&drv.cuModuleUnload, "cuModuleUnload"},
 		{&drv.cuModuleGetFunction, "cuModuleGetFunction"},
 		{&drv.cuLaunchKernel, "cuLaunchKernel"},
+		{&drv.cuStreamCreate, "cuStreamCreate"},
+		{&drv.cuStreamDestroy, "cuStreamDestroy_v2"},
+		{&drv.cuStreamSynchronize, "cuStreamSynchronize"},
+		{&drv.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"},
+		{&drv.cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2"},
 	}
 	for _, s := range syms {
 		if _, err := purego.Dlsym(lib, s.name); err != nil {
 			return fmt.Errorf("%w: %s lacks %s (driver too old?)", ErrNoDriver, libraryNames[0], s.name)
 		}
 		purego.RegisterLibFunc(s.fn, lib, s.name)
+	}
+	// Graphs are optional: without them every kernel is launched directly.
+	graphSyms := []struct {
+		fn   any
+		name string
+	}{
+		{&drv.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
+		{&drv.cuStreamEndCapture, "cuStreamEndCapture"},
+		{&drv.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"},
+		{&drv.cuGraphGetNodes, "cuGraphGetNodes"},
+		{&drv.cuGraphLaunch, "cuGraphLaunch"},
+		{&drv.cuGraphExecDestroy, "cuGraphExecDestroy"},
+		{&drv.cuGraphDestroy, "cuGraphDestroy"},
+	}
+	drv.graphs = true
+	for _, s := range graphSyms {
+		if _, err := purego.Dlsym(lib, s.name); err != nil {
+			drv.graphs = false
+		}
+	}
+	if drv.graphs {
+		for _, s := range graphSyms {
+			purego.RegisterLibFunc(s.fn, lib, s.name)
+		}
 	}
 	if err := check("cuInit", drv.cuInit(0)); err != nil {
 		return fmt.Errorf("%w: %w", ErrNoDriver, err)

@@ -87,6 +87,16 @@ type Dim3 struct{ X, Y, Z uint32 }
 // position: uint64 for device pointers, int32/uint32/float32 for scalars,
 // matching the kernel's C types exactly.
 func (f *Function) Launch(grid, block Dim3, args ...any) error {
+	return f.launch(0, grid, block, args)
+}
+
+// LaunchOn is Launch on stream s (recorded into a graph while s captures
+// one).
+func (f *Function) LaunchOn(s *Stream, grid, block Dim3, args ...any) error {
+	return f.launch(s.h, grid, block, args)
+}
+
+func (f *Function) launch(stream uintptr, grid, block Dim3, args []any) error {
 	params := make([]unsafe.Pointer, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
@@ -109,7 +119,7 @@ func (f *Function) Launch(grid, block Dim3, args ...any) error {
 	grid, block = grid.norm(), block.norm()
 	// The driver copies the parameter values when it queues the launch.
 	err := f.m.c.Do(func() error {
-		return check("cuLaunchKernel "+f.Name, drv.cuLaunchKernel(f.h, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, 0, pp, nil))
+		return check("cuLaunchKernel "+f.Name, drv.cuLaunchKernel(f.h, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, stream, pp, nil))
 	})
 	runtime.KeepAlive(params)
 	runtime.KeepAlive(args)

@@ -27,13 +27,17 @@ type BenchStep struct {
 	Position   int     `json:"position"`
 	MsPerToken float64 `json:"ms_per_token"`
 	TokensPerS float64 `json:"tokens_per_s"`
+	// MsPerTokenDirect is the same step with every kernel launched on its
+	// own instead of replaying a graph, timed alternately with it.
+	MsPerTokenDirect float64 `json:"ms_per_token_direct,omitempty"`
 }
 
 // BenchBatched is one batched-step measurement.
 type BenchBatched struct {
-	Streams    int     `json:"streams"`
-	MsPerStep  float64 `json:"ms_per_step"`
-	TokensPerS float64 `json:"tokens_per_s"`
+	Streams         int     `json:"streams"`
+	MsPerStep       float64 `json:"ms_per_step"`
+	TokensPerS      float64 `json:"tokens_per_s"`
+	MsPerStepDirect float64 `json:"ms_per_step_direct,omitempty"` // launched kernel by kernel, as BenchStep's
 }
 
 // BenchReport is what Bench measured. Times are medians of synchronous
@@ -51,6 +55,7 @@ type BenchReport struct {
 	PrefillTokensPerS float64        `json:"prefill_tokens_per_s"`
 	Decode            []BenchStep    `json:"decode"`
 	Batched           []BenchBatched `json:"batched"`
+	Graphs            GraphStats     `json:"graphs"`
 }
 
 // Bench uploads net to the GPU of ctx and measures it: copy bandwidth,
@@ -94,6 +99,38 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 		slices.Sort(ds)
 		return ds[len(ds)/2], nil
 	}
+	// pair times f alternately replaying graphs and launching directly
+	// (after two steps that record the graph), where graphs are on.
+	pair := func(f func() error) (graphs, direct float64, err error) {
+		if g.graphs == nil {
+			graphs, err = median(f, o.Steps)
+			return graphs, 0, err
+		}
+		for range 2 {
+			if err := f(); err != nil {
+				return 0, 0, err
+			}
+		}
+		var gs, ds []float64
+		for range o.Steps {
+			for _, d := range []bool{false, true} {
+				g.direct = d
+				ms, err := median(f, 1)
+				g.direct = false
+				if err != nil {
+					return 0, 0, err
+				}
+				if d {
+					ds = append(ds, ms)
+				} else {
+					gs = append(gs, ms)
+				}
+			}
+		}
+		slices.Sort(gs)
+		slices.Sort(ds)
+		return gs[len(gs)/2], ds[len(ds)/2], nil
+	}
 	forward := func(c *Cache, n int) error {
 		_, err := g.Forward([]Sequence{{Cache: c, IDs: randomIDs(r, n, vocab)}})
 		return err
@@ -112,15 +149,15 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 	for _, p := range o.Positions {
 		c := g.NewCache()
 		err := fill(c, p, forward)
-		var ms float64
+		var ms, direct float64
 		if err == nil {
-			ms, err = median(func() error { return forward(c, 1) }, o.Steps)
+			ms, direct, err = pair(func() error { return forward(c, 1) })
 		}
 		c.Release()
 		if err != nil {
 			return nil, fmt.Errorf("step at position %d: %w", p, err)
 		}
-		rep.Decode = append(rep.Decode, BenchStep{Position: p, MsPerToken: ms, TokensPerS: 1e3 / ms})
+		rep.Decode = append(rep.Decode, BenchStep{Position: p, MsPerToken: ms, TokensPerS: 1e3 / ms, MsPerTokenDirect: direct})
 	}
 	for _, n := range o.Streams {
 		cs := make([]*Cache, n)
@@ -132,15 +169,15 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 				err = fill(cs[i], 100, forward)
 			}
 		}
-		var ms float64
+		var ms, direct float64
 		if err == nil {
-			ms, err = median(func() error {
+			ms, direct, err = pair(func() error {
 				for i := range seqs {
 					seqs[i] = Sequence{Cache: cs[i], IDs: randomIDs(r, 1, vocab)}
 				}
 				_, err := g.Forward(seqs)
 				return err
-			}, o.Steps)
+			})
 		}
 		for _, c := range cs {
 			c.Release()
@@ -148,8 +185,9 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 		if err != nil {
 			return nil, fmt.Errorf("%d streams: %w", n, err)
 		}
-		rep.Batched = append(rep.Batched, BenchBatched{Streams: n, MsPerStep: ms, TokensPerS: float64(n) / ms * 1e3})
+		rep.Batched = append(rep.Batched, BenchBatched{Streams: n, MsPerStep: ms, TokensPerS: float64(n) / ms * 1e3, MsPerStepDirect: direct})
 	}
+	rep.Graphs = g.Graphs()
 	return rep, nil
 }
 
@@ -173,11 +211,25 @@ func (r *BenchReport) WriteTable(w io.Writer) error {
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill %d tokens\t%.0f tokens/s\t(%.2f ms)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillMs)
 	}
+	direct := func(ms float64) string {
+		if ms == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %.3f ms launching each kernel", ms)
+	}
 	for _, s := range r.Decode {
-		fmt.Fprintf(tw, "step at position %d\t%.3f ms\t(%.0f tokens/s)\n", s.Position, s.MsPerToken, s.TokensPerS)
+		fmt.Fprintf(tw, "step at position %d\t%.3f ms\t(%.0f tokens/s%s)\n", s.Position, s.MsPerToken, s.TokensPerS, direct(s.MsPerTokenDirect))
 	}
 	for _, b := range r.Batched {
-		fmt.Fprintf(tw, "batched %s streams\t%.0f tokens/s\t(%.3f ms per step, position ~100)\n", strconv.Itoa(b.Streams), b.TokensPerS, b.MsPerStep)
+		fmt.Fprintf(tw, "batched %s streams\t%.0f tokens/s\t(%.3f ms per step, position ~100%s)\n", strconv.Itoa(b.Streams), b.TokensPerS, b.MsPerStep, direct(b.MsPerStepDirect))
+	}
+	switch g := r.Graphs; {
+	case g.On:
+		fmt.Fprintf(tw, "graphs\t%d recorded, %d replayed, %d kernels in the latest\n", g.Recorded, g.Replayed, g.Nodes)
+	case g.Err != "":
+		fmt.Fprintf(tw, "graphs\toff: %s\n", g.Err)
+	default:
+		fmt.Fprintf(tw, "graphs\toff\n")
 	}
 	return tw.Flush()
 }

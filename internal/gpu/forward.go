@@ -60,7 +60,16 @@ func (m *Model) workspaceFor(T, meta int) (*workspace, error) {
 	}
 	if m.ws != nil {
 		n = max(n, m.ws.cap)
+		if meta > m.ws.metaCap {
+			// Block tables grow with the streams: double, so that the
+			// buffer (and the graphs that read it) is rarely replaced.
+			meta = max(meta, 2*m.ws.metaCap)
+		}
 		meta = max(meta, m.ws.metaCap)
+		// The graphs read the old buffers: drop them first.
+		if err := m.graphs.reset(); err != nil {
+			return nil, err
+		}
 		for _, b := range m.ws.bufs() {
 			b.Free()
 		}
@@ -155,7 +164,7 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 		m.undo(seqs)
 		return nil, err
 	}
-	if err := cuda.CopyIn(w.meta, 0, meta); err != nil {
+	if err := cuda.CopyInOn(m.stream, w.meta, 0, meta); err != nil {
 		m.undo(seqs)
 		return nil, err
 	}
@@ -198,15 +207,90 @@ const threads = 256
 
 func blocks(n int) uint32 { return uint32((n + threads - 1) / threads) }
 
-// run queues the whole forward and copies the logits back.
+// run queues the whole forward on the model's stream — replaying the graph
+// recorded for T tokens, recording one, or launching each kernel — and
+// copies the logits back.
 func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) ([]float32, error) {
+	direct := func() error { return m.stream.Do(func() error { return m.queue(w, T, ids, pos, slots, toff, tables) }) }
+	var err error
+	if m.direct {
+		err = direct()
+	} else if g, ok, record := m.graphs.plan(T); ok {
+		err = g.Launch(m.stream)
+		m.stats.Replayed++
+	} else if record {
+		g, cerr := m.stream.Capture(func() error { return m.queue(w, T, ids, pos, slots, toff, tables) })
+		if cerr != nil {
+			// Launch directly from now on, and say why.
+			m.stats.Err = cerr.Error()
+			m.graphs.reset()
+			m.graphs = nil
+			err = direct()
+		} else {
+			m.stats.Recorded++
+			m.stats.Nodes = g.Nodes
+			if err = m.graphs.add(T, g); err == nil {
+				err = g.Launch(m.stream)
+				m.stats.Replayed++
+			}
+		}
+	} else {
+		err = direct()
+	}
+	if err != nil {
+		return nil, err
+	}
+	pieces, width := m.logitPieces(T)
+	flat := make([]float32, T*width)
+	if err := cuda.CopyOutOn(m.stream, flat, w.logits, 0); err != nil {
+		return nil, err
+	}
+	// Each head wrote its risk then its category logits as [T][cols]
+	// blocks; gather them into rows of width.
+	out := make([]float32, T*width)
+	col := 0
+	for _, p := range pieces {
+		for t := range T {
+			copy(out[t*width+col:t*width+col+p.cols], flat[p.off+int64(t*p.cols):p.off+int64((t+1)*p.cols)])
+		}
+		col += p.cols
+	}
+	return out, nil
+}
+
+// piece is one head output's block of the logits buffer: [T][cols] values
+// from float offset off.
+type piece struct {
+	off  int64
+	cols int
+}
+
+// logitPieces lays the heads' outputs of T tokens out in the logits buffer:
+// each head's risk then category logits, response head first.
+func (m *Model) logitPieces(T int) ([]piece, int) {
+	var ps []piece
+	off, width := int64(0), 0
+	for _, hd := range m.heads {
+		for _, cols := range []int{hd.levels, hd.categories} {
+			ps = append(ps, piece{off, cols})
+			off += int64(T * cols)
+			width += cols
+		}
+	}
+	return ps, width
+}
+
+// queue queues every kernel of the forward of T tokens on the model's
+// stream. Its launches depend on T and the workspace only (the rest is
+// read from device memory), which is what lets a graph replay them.
+func (m *Model) queue(w *workspace, T int, ids, pos, slots, toff, tables uint64) error {
 	H, hd := m.Hidden, m.HeadDim
 	kvd := m.KVHeads * hd
 	k := &m.k
 	var err error
 	launch := func(f *cuda.Function, grid, block cuda.Dim3, args ...any) {
 		if err == nil {
-			err = f.Launch(grid, block, args...)
+			err = f.LaunchOn(m.stream, grid, block, args...)
 		}
 	}
 	matmul := func(y, x uint64, l *linear) {
@@ -256,41 +340,14 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 		add(h, o, T*H)
 	}
 	norm(h, h, m.norm.Ptr, T, H, m.eps)
-	// Heads: each writes its risk and category logits into its columns of
-	// logits [T][width] through a [T][levels] then [T][categories] layout
-	// per head, gathered on the host.
-	R, Q := m.heads[0], m.heads[1]
-	width := R.levels + R.categories + Q.levels + Q.categories
-	off := int64(0)
-	type piece struct {
-		off  int64
-		cols int
-	}
-	var pieces []piece
-	for _, hd := range []head{R, Q} {
+	// Heads: each writes its risk and category logits into the blocks
+	// logitPieces lays out, gathered into rows on the host.
+	pieces, _ := m.logitPieces(T)
+	for i, hd := range m.heads {
 		matmul(w.pre.Ptr, h, hd.pre)
 		norm(w.pre.Ptr, w.pre.Ptr, hd.norm.Ptr, T, hd.inner, m.eps)
-		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.risk)
-		pieces = append(pieces, piece{off, hd.levels})
-		off += int64(T * hd.levels)
-		matmul(w.logits.Offset(off*4), w.pre.Ptr, hd.cat)
-		pieces = append(pieces, piece{off, hd.categories})
-		off += int64(T * hd.categories)
+		matmul(w.logits.Offset(pieces[2*i].off*4), w.pre.Ptr, hd.risk)
+		matmul(w.logits.Offset(pieces[2*i+1].off*4), w.pre.Ptr, hd.cat)
 	}
-	if err != nil {
-		return nil, err
-	}
-	flat := make([]float32, off)
-	if err := cuda.CopyOut(flat, w.logits, 0); err != nil {
-		return nil, err
-	}
-	out := make([]float32, T*width)
-	col := 0
-	for _, p := range pieces {
-		for t := range T {
-			copy(out[t*width+col:t*width+col+p.cols], flat[p.off+int64(t*p.cols):p.off+int64((t+1)*p.cols)])
-		}
-		col += p.cols
-	}
-	return out, nil
+	return err
 }

@@ -257,3 +257,81 @@ func TestCacheExhaustion(t *testing.T) {
 		t.Errorf("after the failed forward: %d of %d blocks free (was %d), stream length %d", f, total, free, c.Len())
 	}
 }
+
+// TestGraphsMatchDirect runs the same steps on two uploads of one network,
+// one replaying recorded graphs and one launching every kernel, and checks
+// that every logit is bitwise the same: a graph replays the very launches
+// it recorded. The steps repeat a token count (recorded at its second step,
+// replayed after), move to new positions and block tables under a replayed
+// graph, and grow the workspace (which drops the graphs) before repeating
+// again.
+func TestGraphsMatchDirect(t *testing.T) {
+	ctx := openGPU(t)
+	if !cuda.GraphsSupported() {
+		t.Skip("the driver has no graph support (CUDA 11.4 or later)")
+	}
+	net := network(t, "qwen3guard-stream-0.6b", 2, 8)
+	on, err := Upload(ctx, net, Options{CacheBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer on.Close()
+	off, err := Upload(ctx, net, Options{CacheBytes: 64 << 20, NoGraphs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	const streams = 3
+	var cOn, cOff [streams]*Cache
+	for i := range streams {
+		cOn[i], cOff[i] = on.NewCache(), off.NewCache()
+	}
+	step := func(lens ...int) {
+		t.Helper()
+		var a, b []Sequence
+		for i, n := range lens {
+			ids := randomIDs(r, n, net.VocabSize())
+			a = append(a, Sequence{Cache: cOn[i], IDs: ids})
+			b = append(b, Sequence{Cache: cOff[i], IDs: ids})
+		}
+		ga, err := on.Forward(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gb, err := off.Forward(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ga {
+			for j := range ga[i].Risk {
+				for _, p := range [][2][]float32{{ga[i].Risk[j], gb[i].Risk[j]}, {ga[i].QueryCategory[j], gb[i].QueryCategory[j]}} {
+					for k := range p[0] {
+						if math.Float32bits(p[0][k]) != math.Float32bits(p[1][k]) {
+							t.Fatalf("stream %d token %d: %v with graphs, %v without", i, j, p[0], p[1])
+						}
+					}
+				}
+			}
+		}
+	}
+	step(5, 9, 2)
+	for range 20 { // T = 3: recorded at the second step; crosses block boundaries
+		step(1, 1, 1)
+	}
+	st := on.Graphs()
+	if !st.On || st.Recorded != 1 || st.Replayed != 19 || st.Nodes == 0 {
+		t.Fatalf("graph stats after 20 steps of 3 tokens: %+v; want on, 1 recorded, 19 replayed", st)
+	}
+	step(40, 30, 20) // more tokens than the workspace holds: it grows, the graphs go
+	for range 3 {
+		step(1, 1, 1)
+	}
+	if st := on.Graphs(); st.Recorded != 2 || st.Replayed != 21 {
+		t.Fatalf("graph stats after the workspace grew: %+v; want 2 recorded, 21 replayed", st)
+	}
+	if st := off.Graphs(); st.On || st.Recorded != 0 {
+		t.Fatalf("NoGraphs model: %+v", st)
+	}
+	t.Logf("graphs: %+v", on.Graphs())
+}

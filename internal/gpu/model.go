@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/streamguard/streamguard/internal/cuda"
 	"github.com/streamguard/streamguard/internal/paging"
@@ -30,7 +31,38 @@ type Model struct {
 
 	ws     *workspace
 	weight int64 // bytes of weights on the GPU
+
+	// Every forward's work goes on stream; steps of a repeated token
+	// count replay a graph recorded from graphs (nil when off).
+	stream *cuda.Stream
+	graphs *graphCache[*cuda.Graph]
+	direct bool // launch every kernel even where a graph exists (Bench's baseline)
+	stats  GraphStats
 }
+
+// GraphStats counts the graphs a model recorded and replayed.
+type GraphStats struct {
+	On       bool   `json:"on"`
+	Recorded int    `json:"recorded"`
+	Replayed int    `json:"replayed"`
+	Nodes    int    `json:"nodes"`           // kernels in the latest graph
+	Err      string `json:"error,omitempty"` // why recording stopped, if it failed
+}
+
+// Graphs reports the use of graphs so far.
+func (m *Model) Graphs() GraphStats {
+	s := m.stats
+	s.On = m.graphs != nil
+	return s
+}
+
+// Graph cache bounds: graphs for steps of up to graphMaxTokens tokens (a
+// decode step of that many streams; beyond it the kernels' own time
+// dwarfs their launches), at most graphLimit of them.
+const (
+	graphLimit     = 64
+	graphMaxTokens = 512
+)
 
 type layer struct {
 	attnNorm, mlpNorm, qNorm, kNorm *cuda.Buffer // f32
@@ -79,6 +111,9 @@ type Options struct {
 	// CacheBytes is the GPU memory the KV cache takes (default: half of
 	// what is free after the weights).
 	CacheBytes int64
+	// NoGraphs launches every kernel of every step directly instead of
+	// replaying recorded graphs (also: STREAMGUARD_CUDA_GRAPHS=off).
+	NoGraphs bool
 }
 
 // Upload copies net's weights to the GPU of ctx and allocates the KV cache:
@@ -178,6 +213,17 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		return nil, err
 	}
 	if err := m.allocCache(opts); err != nil {
+		return nil, err
+	}
+	if m.stream, err = ctx.NewStream(); err != nil {
+		return nil, err
+	}
+	if !opts.NoGraphs && os.Getenv("STREAMGUARD_CUDA_GRAPHS") != "off" && cuda.GraphsSupported() {
+		m.graphs = newGraphCache[*cuda.Graph](graphLimit, graphMaxTokens)
+	}
+	// The weights went through the default stream, which the model's own
+	// stream does not wait for.
+	if err := ctx.Synchronize(); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -354,11 +400,19 @@ func (m *Model) Close() error {
 	if m.ws != nil {
 		bufs = append(bufs, m.ws.bufs()...)
 	}
-	var first error
+	first := m.graphs.reset()
+	if m.stream != nil {
+		if err := m.stream.Synchronize(); err != nil && first == nil {
+			first = err
+		}
+	}
 	for _, b := range bufs {
 		if err := b.Free(); err != nil && first == nil {
 			first = err
 		}
+	}
+	if err := m.stream.Close(); err != nil && first == nil {
+		first = err
 	}
 	if m.mod != nil {
 		if err := m.mod.Unload(); err != nil && first == nil {
