@@ -18,7 +18,7 @@
 # writes:
 #   OUTDIR/devices.json  streamguard devices --json
 #   OUTDIR/tests.txt     the tests' verbose output
-#   OUTDIR/report.json   the measurements
+#   OUTDIR/report.json   the measurements (tensor cores on and off, graphs and direct launches)
 #   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time

@@ -20,6 +20,7 @@ type BenchOptions struct {
 	Streams   []int // stream counts of the batched steps (at position ~100)
 	Steps     int   // timed repetitions per measurement; the median is reported
 	Seed      uint64
+	Model     Options // the upload's options (the KV cache's size is Bench's own)
 }
 
 // BenchStep is one single-stream step measurement.
@@ -56,6 +57,7 @@ type BenchReport struct {
 	Decode            []BenchStep    `json:"decode"`
 	Batched           []BenchBatched `json:"batched"`
 	Graphs            GraphStats     `json:"graphs"`
+	Products          Projections    `json:"products"`
 }
 
 // Bench uploads net to the GPU of ctx and measures it: copy bandwidth,
@@ -75,7 +77,7 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 	}
 	rep.CopyGBps = bw / 1e9
 	start := time.Now()
-	g, err := Upload(ctx, net, Options{})
+	g, err := Upload(ctx, net, Options{NoGraphs: o.Model.NoGraphs, NoTensorCores: o.Model.NoTensorCores})
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +189,7 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 		}
 		rep.Batched = append(rep.Batched, BenchBatched{Streams: n, MsPerStep: ms, TokensPerS: float64(n) / ms * 1e3, MsPerStepDirect: direct})
 	}
-	rep.Graphs = g.Graphs()
+	rep.Graphs, rep.Products = g.Graphs(), g.Products()
 	return rep, nil
 }
 
@@ -208,6 +210,7 @@ func (r *BenchReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "copy bandwidth\t%.0f GB/s (device to device, read + write)\n", r.CopyGBps)
 	fmt.Fprintf(tw, "upload\t%.2f s, weights %.2f GB, KV %d bytes per token, %d positions of cache\n",
 		r.UploadSeconds, float64(r.WeightBytes)/1e9, r.KVBytesPerToken, r.KVCachePositions)
+	fmt.Fprintf(tw, "projections\t%d on tensor cores, %d one warp per row\n", r.Products.TensorCores, r.Products.Warps)
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill %d tokens\t%.0f tokens/s\t(%.2f ms)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillMs)
 	}

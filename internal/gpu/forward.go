@@ -296,6 +296,26 @@ func (m *Model) queue(w *workspace, T int, ids, pos, slots, toff, tables uint64)
 	matmul := func(y, x uint64, l *linear) {
 		const warps = 8
 		grid, block := cuda.Dim3{X: uint32((l.n + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32}
+		if l.mma {
+			// The tile height changes the work's shape, not a token's
+			// arithmetic (mma.cuh), so choosing it by T keeps verdicts
+			// independent of the batch.
+			bm, nt, fbf, fawq := 16, 1, k.mmaBF16M16, k.mmaAWQM16
+			if T > mmaTallTiles {
+				bm, nt, fbf, fawq = 64, 2, k.mmaBF16M64, k.mmaAWQM64
+			}
+			per := mmaWarps * nt
+			grid, block = cuda.Dim3{X: uint32((l.n/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
+			if l.format == fmtAWQ {
+				launch(fawq, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.neg.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group))
+			} else {
+				launch(fbf, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
+			}
+			if l.bias != nil {
+				launch(k.addBias, cuda.Dim3{X: blocks(T * l.n)}, cuda.Dim3{X: threads}, y, l.bias.Ptr, int32(T), int32(l.n))
+			}
+			return
+		}
 		switch l.format {
 		case fmtBF16:
 			launch(k.matmulBF16, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -197,36 +198,81 @@ func TestForwardMatchesCPU(t *testing.T) {
 
 // TestBatchInvariance checks that a stream's logits on the GPU are bitwise
 // the same alone and batched with other streams: every kernel computes a
-// token's row in an order that does not depend on the other rows.
+// token's row in an order that does not depend on the other rows, and the
+// tensor-core products' tile height (16 tokens up to 64, else 64) changes
+// no token's arithmetic. A 21-token prompt alone (16-token tiles) against
+// the same in a batch of 111 tokens (64-token tiles); then its next token
+// alone against the same token beside 63 and 79 other streams' tokens.
 func TestBatchInvariance(t *testing.T) {
 	ctx := openGPU(t)
-	net := network(t, "qwen3guard-stream-0.6b", 2, 5)
-	g, err := Upload(ctx, net, Options{CacheBytes: 128 << 20})
-	if err != nil {
-		t.Fatal(err)
+	for _, awq := range []bool{false, true} {
+		name := "bf16"
+		var net *qwen3.Model
+		if awq {
+			name, net = "awq", awqNetwork(t, "qwen3guard-stream-0.6b")
+		} else {
+			net = network(t, "qwen3guard-stream-0.6b", 2, 5)
+		}
+		t.Run(name, func(t *testing.T) {
+			g, err := Upload(ctx, net, Options{CacheBytes: 128 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			if p := g.Products(); p.TensorCores == 0 {
+				t.Fatalf("no projection on the tensor cores: %+v", p)
+			}
+			r := rand.New(rand.NewPCG(3, 4))
+			V := net.VocabSize()
+			ids := randomIDs(r, 21, V)
+			alone, batched := g.NewCache(), g.NewCache()
+			defer alone.Release()
+			defer batched.Release()
+			want, err := g.Forward([]Sequence{{Cache: alone, IDs: ids}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			others := []*Cache{g.NewCache(), g.NewCache()}
+			got, err := g.Forward([]Sequence{
+				{Cache: others[0], IDs: randomIDs(r, 40, V)},
+				{Cache: batched, IDs: ids},
+				{Cache: others[1], IDs: randomIDs(r, 50, V)},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameOutput(t, "prompt", want[0], got[1])
+			for _, n := range []int{63, 79} {
+				next := randomIDs(r, 1, V)
+				a, err := g.Forward([]Sequence{{Cache: alone, IDs: next}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				seqs := []Sequence{{Cache: batched, IDs: next}}
+				for range n {
+					c := g.NewCache()
+					defer c.Release()
+					seqs = append(seqs, Sequence{Cache: c, IDs: randomIDs(r, 1, V)})
+				}
+				b, err := g.Forward(seqs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameOutput(t, fmt.Sprintf("next token beside %d streams", n), a[0], b[0])
+			}
+		})
 	}
-	defer g.Close()
-	r := rand.New(rand.NewPCG(3, 4))
-	ids := randomIDs(r, 21, net.VocabSize())
-	alone := g.NewCache()
-	defer alone.Release()
-	want, err := g.Forward([]Sequence{{Cache: alone, IDs: ids}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	others := []*Cache{g.NewCache(), g.NewCache()}
-	got, err := g.Forward([]Sequence{
-		{Cache: others[0], IDs: randomIDs(r, 9, net.VocabSize())},
-		{Cache: g.NewCache(), IDs: ids},
-		{Cache: others[1], IDs: randomIDs(r, 30, net.VocabSize())},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range want[0].Risk {
-		for j := range want[0].Risk[i] {
-			if math.Float32bits(want[0].Risk[i][j]) != math.Float32bits(got[1].Risk[i][j]) {
-				t.Fatalf("token %d: risk logits %v alone, %v batched", i, want[0].Risk[i], got[1].Risk[i])
+}
+
+// sameOutput fails unless every logit of a and b is bitwise equal.
+func sameOutput(t *testing.T, what string, a, b qwen3.Output) {
+	t.Helper()
+	for _, p := range [][2][][]float32{{a.Risk, b.Risk}, {a.Category, b.Category}, {a.QueryRisk, b.QueryRisk}, {a.QueryCategory, b.QueryCategory}} {
+		for i := range p[0] {
+			for j := range p[0][i] {
+				if math.Float32bits(p[0][i][j]) != math.Float32bits(p[1][i][j]) {
+					t.Fatalf("%s, token %d: logits %v alone, %v batched", what, i, p[0][i], p[1][i])
+				}
 			}
 		}
 	}

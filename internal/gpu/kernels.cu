@@ -16,6 +16,8 @@
 
 #define WARP 32
 
+#include "mma.cuh"
+
 __device__ __forceinline__ float bf16f(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -201,5 +202,41 @@ func TestKernelAttention(t *testing.T) {
 	// __expf (about 2 ulp) and another summation order.
 	if e := maxRel(r.get(out, heads*hd), want); e > 1e-4 {
 		t.Errorf("attention: max relative error %.3g", e)
+	}
+}
+
+// TestKernelMMA runs the tensor-core products on the GPU with the checks of
+// TestMMAEmulated (the exact product within the bound of their arithmetic;
+// 16- and 64-token tiles, and a token alone, bitwise equal), on its edge
+// shapes and at real ones: a 0.6B prefill's q projection and a decode
+// step's down projection, in bf16 and AWQ.
+func TestKernelMMA(t *testing.T) {
+	r := newRig(t)
+	g := rand.New(rand.NewPCG(4, 4))
+	cases := []*mmaCase{
+		bf16Case(g, 70, 200, 256), awqCase(g, 21, 136, 384, 128), awqCase(g, 21, 136, 384, 64),
+		bf16Case(g, 512, 2048, 1024), bf16Case(g, 3, 1024, 3072),
+		awqCase(g, 300, 2048, 1024, 128), awqCase(g, 1, 1024, 3072, 128),
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := put(r, c.w)
+			var scales, neg uint64
+			if c.awq {
+				scales, neg = put(r, c.scales), put(r, c.neg)
+			}
+			checkMMA(t, c, func(bm, T int, x []float32) []float32 {
+				nt := map[int]int{16: 1, 64: 2}[bm]
+				per := mmaWarps * nt
+				grid, block := cuda.Dim3{X: uint32((c.N/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
+				y := put(r, make([]float32, T*c.N))
+				if c.awq {
+					r.launch(fmt.Sprintf("mma_awq_m%d", bm), grid, block, y, put(r, x), w, scales, neg, int32(T), int32(c.N), int32(c.K), int32(c.group))
+				} else {
+					r.launch(fmt.Sprintf("mma_bf16_m%d", bm), grid, block, y, put(r, x), w, int32(T), int32(c.N), int32(c.K))
+				}
+				return r.get(y, T*c.N)
+			})
+		})
 	}
 }

@@ -38,6 +38,9 @@ type Model struct {
 	graphs *graphCache[*cuda.Graph]
 	direct bool // launch every kernel even where a graph exists (Bench's baseline)
 	stats  GraphStats
+
+	mma         bool // tensor-core products where the shapes fit
+	projections Projections
 }
 
 // GraphStats counts the graphs a model recorded and replayed.
@@ -85,21 +88,28 @@ const (
 // linear is one projection on the GPU.
 type linear struct {
 	format, n, k, group int
-	w                   *cuda.Buffer // the 16-bit matrix, or the AWQ codes
-	scales, zs          *cuda.Buffer // AWQ: float32 [N][K/group]
-	bias                *cuda.Buffer // float32 [N], or nil
+	// mma: the tensor-core products (mma.cuh) and their layouts; else the
+	// one-warp-per-row kernels and the layouts as described below.
+	mma bool
+	w   *cuda.Buffer // the 16-bit matrix, or the AWQ codes
+	// AWQ: scales and zs = zero·scale float32 [N][K/group]; with mma,
+	// scales [K/group][N] and neg (−(128 + zero) as bf16 pairs) instead of zs.
+	scales, zs, neg *cuda.Buffer
+	bias            *cuda.Buffer // float32 [N], or nil
 }
 
 func (l *linear) bufs() []*cuda.Buffer {
 	if l == nil {
 		return nil
 	}
-	return []*cuda.Buffer{l.w, l.scales, l.zs, l.bias}
+	return []*cuda.Buffer{l.w, l.scales, l.zs, l.neg, l.bias}
 }
 
 type kernelSet struct {
 	embedBF16, embedF16, rmsnorm, rope        *cuda.Function
 	matmulBF16, matmulF16, matmulAWQ, addBias *cuda.Function
+	mmaBF16M16, mmaBF16M64, mmaAWQM16         *cuda.Function
+	mmaAWQM64                                 *cuda.Function
 	siluMul, add, kvStore, attention          *cuda.Function
 	embed                                     *cuda.Function // embedBF16 or embedF16, for this model's table
 }
@@ -114,6 +124,9 @@ type Options struct {
 	// NoGraphs launches every kernel of every step directly instead of
 	// replaying recorded graphs (also: STREAMGUARD_CUDA_GRAPHS=off).
 	NoGraphs bool
+	// NoTensorCores keeps every projection on the one-warp-per-row
+	// kernels (also: STREAMGUARD_CUDA_TENSOR_CORES=off).
+	NoTensorCores bool
 }
 
 // Upload copies net's weights to the GPU of ctx and allocates the KV cache:
@@ -140,7 +153,9 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		"embed_bf16": &m.k.embedBF16, "embed_f16": &m.k.embedF16, "rmsnorm": &m.k.rmsnorm, "rope": &m.k.rope,
 		"matmul_bf16": &m.k.matmulBF16, "matmul_f16": &m.k.matmulF16, "matmul_awq": &m.k.matmulAWQ, "add_bias": &m.k.addBias,
 		"silu_mul": &m.k.siluMul, "add_inplace": &m.k.add, "kv_store": &m.k.kvStore, "attention": &m.k.attention,
+		"mma_bf16_m16": &m.k.mmaBF16M16, "mma_bf16_m64": &m.k.mmaBF16M64, "mma_awq_m16": &m.k.mmaAWQM16, "mma_awq_m64": &m.k.mmaAWQM64,
 	}
+	m.mma = !opts.NoTensorCores && os.Getenv("STREAMGUARD_CUDA_TENSOR_CORES") != "off"
 	for name, dst := range names {
 		if *dst, err = mod.Function(name); err != nil {
 			return nil, err
@@ -230,15 +245,21 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	return m, nil
 }
 
-// linear uploads a projection: bf16 and f16 matrices as stored, AWQ INT4
-// repacked for matmul_awq.
+// linear uploads a projection: for the tensor-core products, bf16 and AWQ
+// INT4 in their fragment layouts (frags.go); otherwise bf16 and f16
+// matrices as stored and AWQ INT4 repacked for matmul_awq.
 func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 	g := &linear{}
 	var err error
 	switch l := l.(type) {
 	case *qwen3.BF16Linear:
 		g.format, g.n, g.k = fmtBF16, l.Out, l.In
-		g.w, err = m.upload(l.W)
+		if g.mma = m.mma && mmaFits(g.n, g.k, 0); g.mma {
+			g.w, err = upload(m, bf16Frags(l.W, g.n, g.k))
+		} else {
+			g.w, err = m.upload(l.W)
+		}
+		m.countMMA(g)
 	case *qwen3.F16Linear:
 		g.format, g.n, g.k = fmtF16, l.Out, l.In
 		g.w, err = m.upload(l.W)
@@ -254,11 +275,19 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 		if r, err = repackAWQ(qw, qz, sc, g.k, g.n, g.group); err != nil {
 			return nil, err
 		}
-		if g.w, err = upload(m, r.codes); err == nil {
+		if g.mma = m.mma && mmaFits(g.n, g.k, g.group); g.mma {
+			w, scales, neg := awqFrags(r, g.n, g.k, g.group)
+			if g.w, err = upload(m, w); err == nil {
+				if g.scales, err = m.upload(scales); err == nil {
+					g.neg, err = upload(m, neg)
+				}
+			}
+		} else if g.w, err = upload(m, r.codes); err == nil {
 			if g.scales, err = m.upload(r.scales); err == nil {
 				g.zs, err = m.upload(r.zs)
 			}
 		}
+		m.countMMA(g)
 		if err == nil && l.Bias != nil {
 			g.bias, err = m.upload(l.Bias)
 		}
@@ -273,6 +302,25 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 	}
 	return g, nil
 }
+
+// countMMA counts the projections on each kind of product.
+func (m *Model) countMMA(g *linear) {
+	if g.mma {
+		m.projections.TensorCores++
+	} else {
+		m.projections.Warps++
+	}
+}
+
+// Projections counts a model's projections by the kernels that compute
+// them.
+type Projections struct {
+	TensorCores int `json:"tensor_cores"` // mma.cuh
+	Warps       int `json:"warps"`        // one warp per output row (f16, and shapes the tiles do not fit)
+}
+
+// Products reports which kernels compute the model's projections.
+func (m *Model) Products() Projections { return m.projections }
 
 func upload[T any](m *Model, v []T) (*cuda.Buffer, error) {
 	n := int64(len(v)) * int64(sizeOf[T]())

@@ -11,24 +11,31 @@ import (
 	"testing"
 )
 
-// TestPTXCurrent fails when kernels.cu changed and the embedded PTX was not
-// regenerated (go generate ./internal/gpu).
+// ptxSources are the CUDA sources of the PTX, hashed in this order (gen.sh).
+var ptxSources = []string{"kernels.cu", "mma.cuh"}
+
+// TestPTXCurrent fails when a CUDA source changed and the embedded PTX was
+// not regenerated (go generate ./internal/gpu).
 func TestPTXCurrent(t *testing.T) {
-	src, err := os.ReadFile("kernels.cu")
-	if err != nil {
-		t.Fatal(err)
+	h := sha256.New()
+	for _, name := range ptxSources {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(src)
 	}
-	sum := sha256.Sum256(src)
+	sum := h.Sum(nil)
 	want := hex.EncodeToString(sum[:])
 	for name, ptx := range map[string]string{"kernels_sm80.ptx": ptxSM80, "kernels_sm90.ptx": ptxSM90} {
 		got, compiler := ptxHeader(ptx)
 		if got != want {
-			t.Errorf("%s was generated from kernels.cu %s, the source is now %s: run go generate ./internal/gpu", name, got, want)
+			t.Errorf("%s was generated from sources of hash %s, they are now %s: run go generate ./internal/gpu", name, got, want)
 		}
 		if compiler == "" {
 			t.Errorf("%s: no compiler line in its header", name)
 		}
-		for _, k := range []string{"embed_bf16", "rmsnorm", "rope", "matmul_bf16", "silu_mul", "add_inplace", "kv_store", "attention"} {
+		for _, k := range []string{"embed_bf16", "rmsnorm", "rope", "matmul_bf16", "silu_mul", "add_inplace", "kv_store", "attention", "mma_bf16_m16", "mma_bf16_m64", "mma_awq_m16", "mma_awq_m64"} {
 			if !strings.Contains(ptx, ".entry "+k+"(") {
 				t.Errorf("%s lacks kernel %s", name, k)
 			}

@@ -17,7 +17,10 @@ import (
 // 100 and 4,000, and batched steps of 16, 64 and 256 streams, for each
 // model in $STREAMGUARD_GPU_PRESETS (default: the 0.6B shape in BF16 and
 // AWQ INT4, the 8B shape in AWQ INT4, with random weights; a name ending in
-// -awq is a synthetic AWQ checkpoint, any other random BF16 weights). It is a test, not a benchmark, so that one test
+// -awq is a synthetic AWQ checkpoint, any other random BF16 weights). Each
+// model is measured twice, with the tensor-core products and with the
+// one-warp-per-row kernels alone (key "<name>:warps", fewer steps), for the
+// ratio from the same run. It is a test, not a benchmark, so that one test
 // binary carries every GPU check; without the variable it does nothing.
 func TestReport(t *testing.T) {
 	path := os.Getenv("STREAMGUARD_GPU_REPORT")
@@ -37,6 +40,15 @@ func TestReport(t *testing.T) {
 		})
 	}
 	models := map[string]any{}
+	rep["models"] = models
+	// Written after each measurement, so that a run cut short keeps what
+	// it measured.
+	write := func() {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, p := range presets {
 		start := time.Now()
 		var net *qwen3.Model
@@ -46,20 +58,24 @@ func TestReport(t *testing.T) {
 			net = network(t, p, 0, 11)
 		}
 		gen := time.Since(start)
-		m, err := Bench(ctx, net, BenchOptions{Prefill: 512, Positions: []int{100, 4000}, Streams: []int{16, 64, 256}, Steps: 15, Seed: 7})
-		if err != nil {
-			t.Errorf("%s: %v", p, err)
-			models[p] = map[string]any{"error": err.Error()}
-			continue
+		for _, warps := range []bool{false, true} {
+			name, steps := p, 15
+			if warps {
+				name, steps = p+":warps", 7
+			}
+			m, err := Bench(ctx, net, BenchOptions{Prefill: 512, Positions: []int{100, 4000}, Streams: []int{16, 64, 256}, Steps: steps, Seed: 7,
+				Model: Options{NoTensorCores: warps}})
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				models[name] = map[string]any{"error": err.Error()}
+				continue
+			}
+			models[name] = map[string]any{"random_weights_s": gen.Seconds(), "bench": m}
+			t.Logf("%s: %+v", name, m)
+			write()
 		}
-		models[p] = map[string]any{"random_weights_s": gen.Seconds(), "bench": m}
-		t.Logf("%s: %+v", p, m)
 	}
-	rep["models"] = models
-	b, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	write()
 }
 
 func splitComma(s string) []string {

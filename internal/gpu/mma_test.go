@@ -1,0 +1,209 @@
+package gpu
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/half"
+)
+
+var (
+	emuOnce sync.Once
+	emuBin  string
+	emuErr  error
+)
+
+// mmaEmulator builds testdata/mmaemu: mma.cuh's kernels compiled for the
+// CPU with an emulated mma.sync (emu.h), one OS thread per GPU thread.
+func mmaEmulator(t *testing.T) string {
+	t.Helper()
+	gxx, err := exec.LookPath("g++")
+	if err != nil {
+		t.Skip("g++ is not installed: the tensor-core kernels are emulated with a C++20 compiler")
+	}
+	emuOnce.Do(func() {
+		dir, err := filepath.Abs("testdata/mmaemu")
+		if err != nil {
+			emuErr = err
+			return
+		}
+		emuBin = filepath.Join(t.TempDir(), "mmaemu")
+		out, err := exec.Command(gxx, "-std=c++20", "-O1", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-o", emuBin, filepath.Join(dir, "main.cc")).CombinedOutput()
+		if err != nil {
+			emuErr = fmt.Errorf("%w\n%s", err, out)
+		}
+	})
+	if emuErr != nil {
+		t.Fatalf("building the emulator: %v", emuErr)
+	}
+	return emuBin
+}
+
+// emuRun runs one kernel on the emulator and returns y [T][N].
+func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales []float32, neg []uint32) []float32 {
+	t.Helper()
+	var in bytes.Buffer
+	a := int32(0)
+	if awq {
+		a = 1
+	}
+	for _, v := range []any{[]int32{a, int32(bm), int32(T), int32(N), int32(K), int32(group)}, x, w, scales, neg} {
+		if err := binary.Write(&in, binary.LittleEndian, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin)
+	cmd.Stdin = &in
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("emulator: %v", err)
+	}
+	y := make([]float32, T*N)
+	if len(out) != 4*len(y) {
+		t.Fatalf("emulator wrote %d bytes, want %d", len(out), 4*len(y))
+	}
+	if err := binary.Read(bytes.NewReader(out), binary.LittleEndian, y); err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+// emuActivations draws T×K activations: mostly unit normals, some large
+// (so that hi and lo of the split both matter), some zero.
+func emuActivations(r *rand.Rand, T, K int) []float32 {
+	x := make([]float32, T*K)
+	for i := range x {
+		switch r.IntN(20) {
+		case 0:
+			x[i] = float32(r.NormFloat64() * 300)
+		case 1:
+		default:
+			x[i] = float32(r.NormFloat64())
+		}
+	}
+	return x
+}
+
+// checkProduct compares y with the exact product ref(t, n) = Σ_k terms
+// (float64), within the bound the kernels' arithmetic guarantees: the hi/lo
+// split keeps 16 significant bits of each activation (error ≤ 2^-18 of it;
+// weights and codes are exact in bf16, products exact in float32), and the
+// float32 sums add at most K·2^-24 of Σ|terms|. Wrong indexing (a weight,
+// an activation or a scale of another row or k) is off by whole terms.
+func checkProduct(t *testing.T, what string, y []float32, T, N, K int, term func(tk, n, k int) float64) {
+	t.Helper()
+	bound := math.Ldexp(1, -18) + float64(K)*math.Ldexp(1, -24)
+	worst := 0.0
+	for tk := range T {
+		for n := range N {
+			var sum, abs float64
+			for k := range K {
+				v := term(tk, n, k)
+				sum += v
+				abs += math.Abs(v)
+			}
+			got := float64(y[tk*N+n])
+			if math.IsNaN(got) || math.Abs(got-sum) > bound*abs+1e-30 {
+				t.Fatalf("%s: y[%d][%d] = %g, want %g (error %g, bound %g)", what, tk, n, got, sum, math.Abs(got-sum), bound*abs)
+			}
+			if abs > 0 {
+				worst = max(worst, math.Abs(got-sum)/abs)
+			}
+		}
+	}
+	t.Logf("%s: worst error %.3g of Σ|x·w| (bound %.3g)", what, worst, bound)
+}
+
+// mmaCase is a product for the tensor-core kernels: activations, weights
+// in their fragment layout, and the exact terms of each output.
+type mmaCase struct {
+	name           string
+	awq            bool
+	T, N, K, group int
+	x              []float32
+	w              []uint32
+	scales         []float32 // AWQ
+	neg            []uint32  // AWQ
+	term           func(tk, n, k int) float64
+}
+
+func bf16Case(r *rand.Rand, T, N, K int) *mmaCase {
+	wb := make([]uint16, N*K)
+	for i := range wb {
+		wb[i] = half.F32ToBF16(float32(r.NormFloat64() * 0.05))
+	}
+	c := &mmaCase{name: fmt.Sprintf("bf16 %d×%d×%d", T, N, K), T: T, N: N, K: K, x: emuActivations(r, T, K), w: bf16Frags(wb, N, K)}
+	c.term = func(tk, n, k int) float64 { return float64(c.x[tk*K+k]) * float64(half.BF16ToF32(wb[n*K+k])) }
+	return c
+}
+
+func awqCase(r *rand.Rand, T, N, K, group int) *mmaCase {
+	G := K / group
+	rp := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G), zeros: make([]uint8, N*G)}
+	q := make([]uint8, N*K)
+	for n := range N {
+		for k := range K {
+			q[n*K+k] = uint8(r.IntN(16))
+			rp.codes[n*(K/8)+k/8] |= uint32(q[n*K+k]) << (4 * (k % 8))
+		}
+		for g := range G {
+			rp.zeros[n*G+g] = uint8(r.IntN(16))
+			rp.scales[n*G+g] = half.F16ToF32(half.F32ToF16(r.Float32()*0.02 + 1e-3))
+		}
+	}
+	c := &mmaCase{name: fmt.Sprintf("AWQ %d×%d×%d group %d", T, N, K, group), awq: true, T: T, N: N, K: K, group: group, x: emuActivations(r, T, K)}
+	c.w, c.scales, c.neg = awqFrags(rp, N, K, group)
+	c.term = func(tk, n, k int) float64 {
+		g := k / group
+		return float64(c.x[tk*K+k]) * float64(int(q[n*K+k])-int(rp.zeros[n*G+g])) * float64(rp.scales[n*G+g])
+	}
+	return c
+}
+
+// checkMMA runs c through run (the emulator or the GPU: tile height, token
+// count, activations → outputs): every output of the 16-token tiles
+// against the exact product, the 64-token tiles bitwise against them, and
+// one token alone (each tile height) bitwise against it in the batch.
+func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32) []float32) {
+	t.Helper()
+	y16 := run(16, c.T, c.x)
+	checkProduct(t, c.name, y16, c.T, c.N, c.K, c.term)
+	sameBits(t, c.name+": 64- against 16-token tiles", run(64, c.T, c.x), y16)
+	i := c.T * 2 / 3
+	for _, bm := range []int{16, 64} {
+		alone := run(bm, 1, c.x[i*c.K:(i+1)*c.K])
+		sameBits(t, fmt.Sprintf("%s: token %d alone (%d-token tiles) against in the batch", c.name, i, bm), alone, y16[i*c.N:(i+1)*c.N])
+	}
+}
+
+// TestMMAEmulated runs the tensor-core products (mma.cuh) on the CPU
+// emulator, for bf16 and AWQ weights laid out by bf16Frags and awqFrags,
+// with partial tiles in both directions (25 and 17 n-tiles: blocks of 4
+// and 8 of them; 70 and 21 tokens) and AWQ groups of 128 and 64.
+func TestMMAEmulated(t *testing.T) {
+	bin := mmaEmulator(t)
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(r, 21, 136, 384, 128), awqCase(r, 21, 136, 384, 64)} {
+		t.Run(c.name, func(t *testing.T) {
+			checkMMA(t, c, func(bm, T int, x []float32) []float32 {
+				return emuRun(t, bin, c.awq, bm, T, c.N, c.K, c.group, x, c.w, c.scales, c.neg)
+			})
+		})
+	}
+}
+
+func sameBits(t *testing.T, what string, a, b []float32) {
+	t.Helper()
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			t.Fatalf("%s: value %d is %v, and %v", what, i, a[i], b[i])
+		}
+	}
+}
