@@ -210,7 +210,8 @@ func (r *BenchReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "copy bandwidth\t%.0f GB/s (device to device, read + write)\n", r.CopyGBps)
 	fmt.Fprintf(tw, "upload\t%.2f s, weights %.2f GB, KV %d bytes per token, %d positions of cache\n",
 		r.UploadSeconds, float64(r.WeightBytes)/1e9, r.KVBytesPerToken, r.KVCachePositions)
-	fmt.Fprintf(tw, "projections\t%d on tensor cores, %d one warp per row\n", r.Products.TensorCores, r.Products.Warps)
+	fmt.Fprintf(tw, "projections\t%d on tensor cores, %d one warp per row; attention on tensor cores: %v\n",
+		r.Products.TensorCores, r.Products.Warps, r.Products.AttentionTensorCores)
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill %d tokens\t%.0f tokens/s\t(%.2f ms)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillMs)
 	}

@@ -40,32 +40,48 @@ type workspace struct {
 	cap                                   int
 	h, xn, o, q, k, v, att, gate, up, pre *cuda.Buffer
 	logits                                *cuda.Buffer
-	meta                                  *cuda.Buffer // int32: ids, pos, slots, table offsets, tables
+	meta                                  *cuda.Buffer // int32: see metaPtrs
 	metaCap                               int          // int32 values
+	states                                *cuda.Buffer // the attention's chunk states (attn.cuh)
+	statesCap                             int          // token-chunks
 }
 
 func (w *workspace) bufs() []*cuda.Buffer {
-	return []*cuda.Buffer{w.h, w.xn, w.o, w.q, w.k, w.v, w.att, w.gate, w.up, w.pre, w.logits, w.meta}
+	return []*cuda.Buffer{w.h, w.xn, w.o, w.q, w.k, w.v, w.att, w.gate, w.up, w.pre, w.logits, w.meta, w.states}
 }
 
-// workspaceFor returns a workspace for T tokens and meta int32 values,
-// growing the current one (a power of two in tokens) when too small.
-func (m *Model) workspaceFor(T, meta int) (*workspace, error) {
-	if w := m.ws; w != nil && w.cap >= T && w.metaCap >= meta {
+// metaPtrs are the device addresses of a forward's int32 metadata, laid
+// out at offsets that depend on T alone (so that a graph of T tokens reads
+// any later step's): ids, positions, cache slots, block-table offsets
+// ([T] each), attention tiles ([2T]), chunk-state offsets ([T]), then the
+// block tables.
+type metaPtrs struct{ ids, pos, slots, toff, tiles, soff, tables uint64 }
+
+// workspaceFor returns a workspace for T tokens, meta int32 values and
+// states attention chunk states, growing the current one (a power of two
+// in tokens, doubling the rest) when too small.
+func (m *Model) workspaceFor(T, meta, states int) (*workspace, error) {
+	if w := m.ws; w != nil && w.cap >= T && w.metaCap >= meta && w.statesCap >= states {
 		return w, nil
 	}
 	n := 16
 	for n < T {
 		n *= 2
 	}
+	states = max(states, 2*n)
 	if m.ws != nil {
 		n = max(n, m.ws.cap)
+		// Block tables and chunk states grow with the streams: double,
+		// so that the buffers (and the graphs that read them) are rarely
+		// replaced.
 		if meta > m.ws.metaCap {
-			// Block tables grow with the streams: double, so that the
-			// buffer (and the graphs that read it) is rarely replaced.
 			meta = max(meta, 2*m.ws.metaCap)
 		}
 		meta = max(meta, m.ws.metaCap)
+		if states > m.ws.statesCap {
+			states = max(states, 2*m.ws.statesCap)
+		}
+		states = max(states, m.ws.statesCap)
 		// The graphs read the old buffers: drop them first.
 		if err := m.graphs.reset(); err != nil {
 			return nil, err
@@ -79,7 +95,7 @@ func (m *Model) workspaceFor(T, meta int) (*workspace, error) {
 	qd, kvd := m.Heads*m.HeadDim, m.KVHeads*m.HeadDim
 	inner := max(m.heads[0].inner, m.heads[1].inner)
 	out := m.heads[0].levels + m.heads[0].categories + m.heads[1].levels + m.heads[1].categories
-	w := &workspace{cap: n, metaCap: meta}
+	w := &workspace{cap: n, metaCap: meta, statesCap: states}
 	sizes := []struct {
 		dst   **cuda.Buffer
 		elems int
@@ -87,7 +103,7 @@ func (m *Model) workspaceFor(T, meta int) (*workspace, error) {
 		{&w.h, n * m.Hidden}, {&w.xn, n * m.Hidden}, {&w.o, n * m.Hidden},
 		{&w.q, n * qd}, {&w.k, n * kvd}, {&w.v, n * kvd}, {&w.att, n * qd},
 		{&w.gate, n * m.Inter}, {&w.up, n * m.Inter}, {&w.pre, n * inner},
-		{&w.logits, n * out}, {&w.meta, meta},
+		{&w.logits, n * out}, {&w.meta, meta}, {&w.states, states * m.Heads * attnState},
 	}
 	for _, s := range sizes {
 		b, err := m.ctx.Alloc(int64(s.elems) * 4)
@@ -157,9 +173,16 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 			toff = append(toff, off)
 		}
 	}
-	meta := make([]int32, 0, 4*T+len(tables))
-	meta = append(append(append(append(append(meta, ids...), pos...), slots...), toff...), tables...)
-	w, err := m.workspaceFor(T, len(meta))
+	lens := make([]int, len(seqs))
+	for i, s := range seqs {
+		lens[i] = len(s.IDs)
+	}
+	tiles, soff, states := attnLayout(lens, pos)
+	meta := make([]int32, 0, 7*T+len(tables))
+	for _, part := range [][]int32{ids, pos, slots, toff, tiles, soff, tables} {
+		meta = append(meta, part...)
+	}
+	w, err := m.workspaceFor(T, len(meta), states)
 	if err != nil {
 		m.undo(seqs)
 		return nil, err
@@ -169,9 +192,9 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 		return nil, err
 	}
 	at := func(i int) uint64 { return w.meta.Offset(int64(i) * 4) }
-	dIDs, dPos, dSlots, dToff, dTables := at(0), at(T), at(2*T), at(3*T), at(4*T)
+	mp := metaPtrs{ids: at(0), pos: at(T), slots: at(2 * T), toff: at(3 * T), tiles: at(4 * T), soff: at(6 * T), tables: at(7 * T)}
 
-	logits, err := m.run(w, T, dIDs, dPos, dSlots, dToff, dTables)
+	logits, err := m.run(w, T, mp)
 	if err != nil {
 		m.undo(seqs)
 		return nil, err
@@ -210,8 +233,8 @@ func blocks(n int) uint32 { return uint32((n + threads - 1) / threads) }
 // run queues the whole forward on the model's stream — replaying the graph
 // recorded for T tokens, recording one, or launching each kernel — and
 // copies the logits back.
-func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) ([]float32, error) {
-	direct := func() error { return m.stream.Do(func() error { return m.queue(w, T, ids, pos, slots, toff, tables) }) }
+func (m *Model) run(w *workspace, T int, mp metaPtrs) ([]float32, error) {
+	direct := func() error { return m.stream.Do(func() error { return m.queue(w, T, mp) }) }
 	var err error
 	if m.direct {
 		err = direct()
@@ -219,7 +242,7 @@ func (m *Model) run(w *workspace, T int, ids, pos, slots, toff, tables uint64) (
 		err = g.Launch(m.stream)
 		m.stats.Replayed++
 	} else if record {
-		g, cerr := m.stream.Capture(func() error { return m.queue(w, T, ids, pos, slots, toff, tables) })
+		g, cerr := m.stream.Capture(func() error { return m.queue(w, T, mp) })
 		if cerr != nil {
 			// Launch directly from now on, and say why.
 			m.stats.Err = cerr.Error()
@@ -283,7 +306,7 @@ func (m *Model) logitPieces(T int) ([]piece, int) {
 // queue queues every kernel of the forward of T tokens on the model's
 // stream. Its launches depend on T and the workspace only (the rest is
 // read from device memory), which is what lets a graph replay them.
-func (m *Model) queue(w *workspace, T int, ids, pos, slots, toff, tables uint64) error {
+func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 	H, hd := m.Hidden, m.HeadDim
 	kvd := m.KVHeads * hd
 	k := &m.k
@@ -335,7 +358,7 @@ func (m *Model) queue(w *workspace, T int, ids, pos, slots, toff, tables uint64)
 		launch(k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, dst, x, int32(n))
 	}
 	h, xn, o := w.h.Ptr, w.xn.Ptr, w.o.Ptr
-	launch(k.embed, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, h, m.embed.Ptr, ids, int32(H))
+	launch(k.embed, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, h, m.embed.Ptr, mp.ids, int32(H))
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	for i, l := range m.layers {
 		norm(xn, h, l.attnNorm.Ptr, T, H, m.eps)
@@ -344,12 +367,22 @@ func (m *Model) queue(w *workspace, T int, ids, pos, slots, toff, tables uint64)
 		matmul(w.v.Ptr, xn, l.v)
 		norm(w.q.Ptr, w.q.Ptr, l.qNorm.Ptr, T*m.Heads, hd, m.eps)
 		norm(w.k.Ptr, w.k.Ptr, l.kNorm.Ptr, T*m.KVHeads, hd, m.eps)
-		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: uint32(hd / 2)}, w.q.Ptr, m.cos.Ptr, m.sin.Ptr, pos, int32(m.Heads), int32(hd/2))
-		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.KVHeads)}, cuda.Dim3{X: uint32(hd / 2)}, w.k.Ptr, m.cos.Ptr, m.sin.Ptr, pos, int32(m.KVHeads), int32(hd/2))
-		launch(k.kvStore, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, m.kc[i].Ptr, m.vc[i].Ptr, w.k.Ptr, w.v.Ptr, slots, int32(kvd))
-		launch(k.attention, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: 128},
-			w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, tables, toff, pos,
-			int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
+		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: uint32(hd / 2)}, w.q.Ptr, m.cos.Ptr, m.sin.Ptr, mp.pos, int32(m.Heads), int32(hd/2))
+		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.KVHeads)}, cuda.Dim3{X: uint32(hd / 2)}, w.k.Ptr, m.cos.Ptr, m.sin.Ptr, mp.pos, int32(m.KVHeads), int32(hd/2))
+		launch(k.kvStore, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, m.kc[i].Ptr, m.vc[i].Ptr, w.k.Ptr, w.v.Ptr, mp.slots, int32(kvd))
+		if m.attnMMA {
+			// Every tile slot of the layout (T), every head, attnSplits
+			// blocks sharing each tile's chunks; then the chunks merged.
+			launch(k.attnChunk, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads), Z: attnSplits}, cuda.Dim3{X: 128},
+				w.states.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, mp.tiles, mp.tables, mp.toff, mp.pos, mp.soff,
+				int32(m.Heads), int32(m.KVHeads), int32(m.pool.BlockSize), scale)
+			launch(k.attnMerge, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: attnHeadDim},
+				w.att.Ptr, w.states.Ptr, mp.pos, mp.soff, int32(m.Heads))
+		} else {
+			launch(k.attention, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: 128},
+				w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, mp.tables, mp.toff, mp.pos,
+				int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
+		}
 		matmul(o, w.att.Ptr, l.o)
 		add(h, o, T*H)
 		norm(xn, h, l.mlpNorm.Ptr, T, H, m.eps)

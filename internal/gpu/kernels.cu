@@ -17,6 +17,7 @@
 #define WARP 32
 
 #include "mma.cuh"
+#include "attn.cuh"
 
 __device__ __forceinline__ float bf16f(__nv_bfloat16 v) { return __bfloat162float(v); }
 

@@ -240,3 +240,36 @@ func TestKernelMMA(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelAttentionMMA runs the tensor-core attention on the GPU with the
+// checks of TestAttentionEmulated (each output against the exact attention,
+// the same token bitwise however it is batched, tiled or split), and on a
+// long stream: a prompt chunk and a token at position 4,000 of the 0.6B's
+// head layout (16 query heads, 8 key-value heads).
+func TestKernelAttentionMMA(t *testing.T) {
+	r := newRig(t)
+	g := rand.New(rand.NewPCG(5, 5))
+	for _, tc := range []struct {
+		c     *attnCase
+		spans []span
+	}{
+		{newAttnCase(g, 4, 2, 16, []int{530, 20, 700}), []span{{0, 500, 30}, {1, 0, 20}, {2, 699, 1}}},
+		{newAttnCase(g, 16, 8, 16, []int{4001, 600}), []span{{0, 4000, 1}, {1, 88, 512}}},
+	} {
+		c := tc.c
+		kc, vc, tables := put(r, c.kc), put(r, c.vc), put(r, c.tables)
+		checkAttention(t, c, tc.spans, func(spans []span, splits int) []float32 {
+			lens, pos, toff, q := c.batch(spans)
+			tiles, soff, states := attnLayout(lens, pos)
+			T := len(pos)
+			st := put(r, make([]float32, states*c.heads*attnState))
+			out := put(r, make([]float32, T*c.heads*attnHeadDim))
+			dpos, dsoff := put(r, pos), put(r, soff)
+			r.launch("attn_chunk", cuda.Dim3{X: uint32(T), Y: uint32(c.heads), Z: uint32(splits)}, cuda.Dim3{X: 128},
+				st, put(r, q), kc, vc, put(r, tiles), tables, put(r, toff), dpos, dsoff,
+				int32(c.heads), int32(c.kvHeads), int32(c.bs), c.scale)
+			r.launch("attn_merge", cuda.Dim3{X: uint32(T), Y: uint32(c.heads)}, cuda.Dim3{X: attnHeadDim}, out, st, dpos, dsoff, int32(c.heads))
+			return r.get(out, T*c.heads*attnHeadDim)
+		})
+	}
+}

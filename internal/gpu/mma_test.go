@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -15,10 +16,18 @@ import (
 )
 
 var (
-	emuOnce sync.Once
-	emuBin  string
-	emuErr  error
+	emuOnce        sync.Once
+	emuDir, emuBin string
+	emuErr         error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if emuDir != "" {
+		os.RemoveAll(emuDir)
+	}
+	os.Exit(code)
+}
 
 // mmaEmulator builds testdata/mmaemu: mma.cuh's kernels compiled for the
 // CPU with an emulated mma.sync (emu.h), one OS thread per GPU thread.
@@ -34,7 +43,13 @@ func mmaEmulator(t *testing.T) string {
 			emuErr = err
 			return
 		}
-		emuBin = filepath.Join(t.TempDir(), "mmaemu")
+		// Shared by the package's tests: TestMain removes it.
+		emuDir, err = os.MkdirTemp("", "mmaemu")
+		if err != nil {
+			emuErr = err
+			return
+		}
+		emuBin = filepath.Join(emuDir, "mmaemu")
 		out, err := exec.Command(gxx, "-std=c++20", "-O1", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-o", emuBin, filepath.Join(dir, "main.cc")).CombinedOutput()
 		if err != nil {
 			emuErr = fmt.Errorf("%w\n%s", err, out)
@@ -54,7 +69,7 @@ func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []floa
 	if awq {
 		a = 1
 	}
-	for _, v := range []any{[]int32{a, int32(bm), int32(T), int32(N), int32(K), int32(group)}, x, w, scales, neg} {
+	for _, v := range []any{[]int32{0, a, int32(bm), int32(T), int32(N), int32(K), int32(group)}, x, w, scales, neg} {
 		if err := binary.Write(&in, binary.LittleEndian, v); err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,7 @@ type Model struct {
 	stats  GraphStats
 
 	mma         bool // tensor-core products where the shapes fit
+	attnMMA     bool // tensor-core attention (attn.cuh)
 	projections Projections
 }
 
@@ -109,7 +110,7 @@ type kernelSet struct {
 	embedBF16, embedF16, rmsnorm, rope        *cuda.Function
 	matmulBF16, matmulF16, matmulAWQ, addBias *cuda.Function
 	mmaBF16M16, mmaBF16M64, mmaAWQM16         *cuda.Function
-	mmaAWQM64                                 *cuda.Function
+	mmaAWQM64, attnChunk, attnMerge           *cuda.Function
 	siluMul, add, kvStore, attention          *cuda.Function
 	embed                                     *cuda.Function // embedBF16 or embedF16, for this model's table
 }
@@ -154,6 +155,7 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		"matmul_bf16": &m.k.matmulBF16, "matmul_f16": &m.k.matmulF16, "matmul_awq": &m.k.matmulAWQ, "add_bias": &m.k.addBias,
 		"silu_mul": &m.k.siluMul, "add_inplace": &m.k.add, "kv_store": &m.k.kvStore, "attention": &m.k.attention,
 		"mma_bf16_m16": &m.k.mmaBF16M16, "mma_bf16_m64": &m.k.mmaBF16M64, "mma_awq_m16": &m.k.mmaAWQM16, "mma_awq_m64": &m.k.mmaAWQM64,
+		"attn_chunk": &m.k.attnChunk, "attn_merge": &m.k.attnMerge,
 	}
 	m.mma = !opts.NoTensorCores && os.Getenv("STREAMGUARD_CUDA_TENSOR_CORES") != "off"
 	for name, dst := range names {
@@ -230,6 +232,7 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	if err := m.allocCache(opts); err != nil {
 		return nil, err
 	}
+	m.attnMMA = m.mma && attnFits(m.HeadDim, m.pool.BlockSize)
 	if m.stream, err = ctx.NewStream(); err != nil {
 		return nil, err
 	}
@@ -317,10 +320,19 @@ func (m *Model) countMMA(g *linear) {
 type Projections struct {
 	TensorCores int `json:"tensor_cores"` // mma.cuh
 	Warps       int `json:"warps"`        // one warp per output row (f16, and shapes the tiles do not fit)
+	// AttentionTensorCores: attn.cuh (heads of 128 dimensions, cache
+	// blocks of a multiple of 16 positions), else one block per token and
+	// head.
+	AttentionTensorCores bool `json:"attention_tensor_cores"`
 }
 
-// Products reports which kernels compute the model's projections.
-func (m *Model) Products() Projections { return m.projections }
+// Products reports which kernels compute the model's projections and
+// attention.
+func (m *Model) Products() Projections {
+	p := m.projections
+	p.AttentionTensorCores = m.attnMMA
+	return p
+}
 
 func upload[T any](m *Model, v []T) (*cuda.Buffer, error) {
 	n := int64(len(v)) * int64(sizeOf[T]())

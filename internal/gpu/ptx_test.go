@@ -12,7 +12,7 @@ import (
 )
 
 // ptxSources are the CUDA sources of the PTX, hashed in this order (gen.sh).
-var ptxSources = []string{"kernels.cu", "mma.cuh"}
+var ptxSources = []string{"kernels.cu", "mma.cuh", "attn.cuh"}
 
 // TestPTXCurrent fails when a CUDA source changed and the embedded PTX was
 // not regenerated (go generate ./internal/gpu).
@@ -35,7 +35,7 @@ func TestPTXCurrent(t *testing.T) {
 		if compiler == "" {
 			t.Errorf("%s: no compiler line in its header", name)
 		}
-		for _, k := range []string{"embed_bf16", "rmsnorm", "rope", "matmul_bf16", "silu_mul", "add_inplace", "kv_store", "attention", "mma_bf16_m16", "mma_bf16_m64", "mma_awq_m16", "mma_awq_m64"} {
+		for _, k := range []string{"embed_bf16", "rmsnorm", "rope", "matmul_bf16", "silu_mul", "add_inplace", "kv_store", "attention", "mma_bf16_m16", "mma_bf16_m64", "mma_awq_m16", "mma_awq_m64", "attn_chunk", "attn_merge"} {
 			if !strings.Contains(ptx, ".entry "+k+"(") {
 				t.Errorf("%s lacks kernel %s", name, k)
 			}

@@ -20,6 +20,7 @@
 
 struct dim3u { unsigned x = 0, y = 0, z = 0; };
 inline thread_local dim3u threadIdx, blockIdx;
+inline dim3u gridDim;
 
 struct uint4 { uint32_t x, y, z, w; };
 struct float4 { float x, y, z, w; };
@@ -29,6 +30,7 @@ inline float2 make_float2(float a, float b) { return {a, b}; }
 using std::min;
 
 // bf16: the top half of a float32, rounded to nearest even.
+struct __nv_bfloat16 { uint16_t bits; };
 struct __nv_bfloat162 { uint16_t x, y; };
 inline uint16_t f2bf(float f) {
 	uint32_t u;
@@ -52,6 +54,7 @@ inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162
 struct Warp {
 	std::barrier<> bar{32};
 	uint32_t a[32][4], b[32][2];
+	float f[32];
 };
 struct Block {
 	std::barrier<> *bar;
@@ -84,3 +87,19 @@ inline void mma_emulated(float d[4], const uint32_t a[4], uint32_t b0, uint32_t 
 	w.bar.arrive_and_wait(); // every lane has read before any writes again
 	std::memcpy(d, out, sizeof out);
 }
+
+// __shfl_xor_sync over the calling warp (every lane takes part).
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+	const int lane = threadIdx.x % 32;
+	Warp &w = cur->warps[threadIdx.x / 32];
+	w.f[lane] = v;
+	w.bar.arrive_and_wait();
+	const float r = w.f[lane ^ mask];
+	w.bar.arrive_and_wait();
+	return r;
+}
+
+// __expf: the GPU's is an approximation (ex2.approx); the emulator's is
+// the C library's, which the tests' tolerances cover.
+inline float __expf(float x) { return std::exp(x); }
+using std::fmaxf;

@@ -1,11 +1,18 @@
-// Runs one of mma.cuh's kernels on the CPU (emu.h) for the Go test
-// TestMMAEmulated: reads the launch and its buffers from stdin, writes y.
+// Runs mma.cuh's and attn.cuh's kernels on the CPU (emu.h) for the Go
+// tests TestMMAEmulated and TestAttentionEmulated: reads the launch and its
+// buffers from stdin, writes the output to stdout.
 //
-// stdin, little-endian: int32 awq, bm, T, N, K, group; float32 x[T*K];
-// uint32 w[...] (N*K/2 words for bf16, N*K/8 for AWQ); for AWQ float32
-// scales[K/group*N] and uint32 neg[K/group*N]. stdout: float32 y[T*N].
+// stdin, little-endian int32 op, then
+//   op 0 (a product): int32 awq, bm, T, N, K, group; float32 x[T*K];
+//     uint32 w[...] (N*K/2 words for bf16, N*K/8 for AWQ); for AWQ float32
+//     scales[K/group*N] and uint32 neg[K/group*N]. Writes float32 y[T*N].
+//   op 1 (attention): int32 T, heads, kv_heads, block_size, slots, splits,
+//     states; float32 scale; int32 tiles[2T], tables_len, tables[...],
+//     table_off[T], pos[T], soff[T]; float32 q[T*heads*128]; uint16
+//     kc[slots*kv_heads*128], vc[same]. Writes float32 out[T*heads*128].
 #include "emu.h"
 #include "../../mma.cuh"
+#include "../../attn.cuh"
 
 #include <cstdio>
 #include <thread>
@@ -21,7 +28,33 @@ static std::vector<T> readn(size_t n) {
 	return v;
 }
 
-int main() {
+// launch runs kernel on a grid of blocks of 128 threads (MMA_WARPS warps),
+// one block at a time, with an OS thread per GPU thread: the same 128
+// threads walk the blocks in order, meeting between blocks (the blocks'
+// __shared__ arrays are the same memory).
+template <typename F>
+static void launch(dim3u grid, F kernel) {
+	gridDim = grid;
+	std::barrier<> bar(MMA_WARPS * 32), next(MMA_WARPS * 32);
+	std::vector<Warp> warps(MMA_WARPS);
+	Block b{&bar, warps.data()};
+	cur = &b;
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < MMA_WARPS * 32; t++)
+		ts.emplace_back([&, t] {
+			threadIdx.x = t;
+			for (unsigned bz = 0; bz < grid.z; bz++)
+				for (unsigned by = 0; by < grid.y; by++)
+					for (unsigned bx = 0; bx < grid.x; bx++) {
+						blockIdx.x = bx, blockIdx.y = by, blockIdx.z = bz;
+						kernel();
+						next.arrive_and_wait();
+					}
+		});
+	for (auto &t : ts) t.join();
+}
+
+static void product() {
 	auto h = readn<int32_t>(6);
 	const int awq = h[0], bm = h[1], T = h[2], N = h[3], K = h[4], group = h[5];
 	auto x = readn<float>(size_t(T) * K);
@@ -34,29 +67,42 @@ int main() {
 	}
 	std::vector<float> y(size_t(T) * N, NAN);
 	const int nt = bm == 16 ? 1 : 2;
-	const unsigned gx = (N / 8 + MMA_WARPS * nt - 1) / (MMA_WARPS * nt), gy = (T + bm - 1) / bm;
-	for (unsigned by = 0; by < gy; by++) {
-		for (unsigned bx = 0; bx < gx; bx++) {
-			std::barrier<> bar(MMA_WARPS * 32);
-			std::vector<Warp> warps(MMA_WARPS);
-			Block b{&bar, warps.data()};
-			cur = &b;
-			std::vector<std::thread> ts;
-			for (unsigned t = 0; t < MMA_WARPS * 32; t++) {
-				ts.emplace_back([&, t] {
-					threadIdx.x = t, blockIdx.x = bx, blockIdx.y = by;
-					float *Y = y.data();
-					const float *X = x.data();
-					const uint32_t *W = w.data();
-					if (awq && bm == 16) mma_awq_m16(Y, X, W, scales.data(), neg.data(), T, N, K, group);
-					if (awq && bm == 64) mma_awq_m64(Y, X, W, scales.data(), neg.data(), T, N, K, group);
-					if (!awq && bm == 16) mma_bf16_m16(Y, X, W, T, N, K);
-					if (!awq && bm == 64) mma_bf16_m64(Y, X, W, T, N, K);
-				});
-			}
-			for (auto &t : ts) t.join();
-		}
-	}
+	dim3u grid{unsigned(N / 8 + MMA_WARPS * nt - 1) / (MMA_WARPS * nt), unsigned(T + bm - 1) / bm, 1};
+	float *Y = y.data();
+	const float *X = x.data();
+	const uint32_t *W = w.data();
+	launch(grid, [&] {
+		if (awq && bm == 16) mma_awq_m16(Y, X, W, scales.data(), neg.data(), T, N, K, group);
+		if (awq && bm == 64) mma_awq_m64(Y, X, W, scales.data(), neg.data(), T, N, K, group);
+		if (!awq && bm == 16) mma_bf16_m16(Y, X, W, T, N, K);
+		if (!awq && bm == 64) mma_bf16_m64(Y, X, W, T, N, K);
+	});
 	fwrite(y.data(), sizeof(float), y.size(), stdout);
+}
+
+static void attention() {
+	auto h = readn<int32_t>(7);
+	const int T = h[0], heads = h[1], kvh = h[2], bs = h[3], slots = h[4], splits = h[5], nstates = h[6];
+	const float scale = readn<float>(1)[0];
+	auto tiles = readn<int32_t>(2 * size_t(T));
+	const int ntab = readn<int32_t>(1)[0];
+	auto tables = readn<int32_t>(ntab);
+	auto toff = readn<int32_t>(T), pos = readn<int32_t>(T), soff = readn<int32_t>(T);
+	auto q = readn<float>(size_t(T) * heads * ATT_HD);
+	auto kc = readn<uint16_t>(size_t(slots) * kvh * ATT_HD), vc = readn<uint16_t>(size_t(slots) * kvh * ATT_HD);
+	std::vector<float> states(size_t(nstates) * heads * ATT_STATE, NAN), out(size_t(T) * heads * ATT_HD, NAN);
+	auto K = reinterpret_cast<const __nv_bfloat16 *>(kc.data());
+	auto V = reinterpret_cast<const __nv_bfloat16 *>(vc.data());
+	launch({unsigned(T), unsigned(heads), unsigned(splits)}, [&] {
+		attn_chunk(states.data(), q.data(), K, V, tiles.data(), tables.data(), toff.data(), pos.data(), soff.data(), heads, kvh, bs, scale);
+	});
+	launch({unsigned(T), unsigned(heads), 1}, [&] { attn_merge(out.data(), states.data(), pos.data(), soff.data(), heads); });
+	fwrite(out.data(), sizeof(float), out.size(), stdout);
+}
+
+int main() {
+	const int op = readn<int32_t>(1)[0];
+	if (op == 0) product();
+	if (op == 1) attention();
 	return 0;
 }
