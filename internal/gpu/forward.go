@@ -38,8 +38,8 @@ type Sequence struct {
 // workspace is the device memory one forward of up to cap tokens uses.
 type workspace struct {
 	cap                                   int
-	h, xn, o, q, k, v, att, gate, up, pre *cuda.Buffer
-	logits                                *cuda.Buffer
+	h, xn, o, q, k, v, att, gate, up, pre *cuda.Buffer // gate: [cap][2·inter], for the fused gate|up
+	qkv, logits                           *cuda.Buffer // qkv: the fused q|k|v product
 	meta                                  *cuda.Buffer // int32: see metaPtrs
 	metaCap                               int          // int32 values
 	states                                *cuda.Buffer // the attention's chunk states (attn.cuh)
@@ -47,7 +47,7 @@ type workspace struct {
 }
 
 func (w *workspace) bufs() []*cuda.Buffer {
-	return []*cuda.Buffer{w.h, w.xn, w.o, w.q, w.k, w.v, w.att, w.gate, w.up, w.pre, w.logits, w.meta, w.states}
+	return []*cuda.Buffer{w.h, w.xn, w.o, w.q, w.k, w.v, w.att, w.gate, w.up, w.pre, w.qkv, w.logits, w.meta, w.states}
 }
 
 // metaPtrs are the device addresses of a forward's int32 metadata, laid
@@ -102,7 +102,7 @@ func (m *Model) workspaceFor(T, meta, states int) (*workspace, error) {
 	}{
 		{&w.h, n * m.Hidden}, {&w.xn, n * m.Hidden}, {&w.o, n * m.Hidden},
 		{&w.q, n * qd}, {&w.k, n * kvd}, {&w.v, n * kvd}, {&w.att, n * qd},
-		{&w.gate, n * m.Inter}, {&w.up, n * m.Inter}, {&w.pre, n * inner},
+		{&w.gate, 2 * n * m.Inter}, {&w.up, n * m.Inter}, {&w.pre, n * inner}, {&w.qkv, n * (qd + 2*kvd)},
 		{&w.logits, n * out}, {&w.meta, meta}, {&w.states, states * m.Heads * attnState},
 	}
 	for _, s := range sizes {
@@ -316,7 +316,8 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 			err = f.LaunchOn(m.stream, grid, block, args...)
 		}
 	}
-	matmul := func(y, x uint64, l *linear) {
+	// product computes y = l(x), or with accum (tensor cores only) y += l(x).
+	product := func(y, x uint64, l *linear, accum bool) {
 		const warps = 8
 		grid, block := cuda.Dim3{X: uint32((l.n + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32}
 		if l.mma {
@@ -329,10 +330,14 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 			}
 			per := mmaWarps * nt
 			grid, block = cuda.Dim3{X: uint32((l.n/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
+			acc := int32(0)
+			if accum {
+				acc = 1
+			}
 			if l.format == fmtAWQ {
-				launch(fawq, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.neg.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group))
+				launch(fawq, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.neg.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group), acc)
 			} else {
-				launch(fbf, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
+				launch(fbf, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k), acc)
 			}
 			if l.bias != nil {
 				launch(k.addBias, cuda.Dim3{X: blocks(T * l.n)}, cuda.Dim3{X: threads}, y, l.bias.Ptr, int32(T), int32(l.n))
@@ -357,19 +362,38 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 	add := func(dst, x uint64, n int) {
 		launch(k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, dst, x, int32(n))
 	}
+	matmul := func(y, x uint64, l *linear) { product(y, x, l, false) }
 	h, xn, o := w.h.Ptr, w.xn.Ptr, w.o.Ptr
+	// residual adds l(x) to the hidden state: in the product's epilogue on
+	// the tensor cores (h + v, the same one rounding as the add), else
+	// through o and an add.
+	residual := func(x uint64, l *linear) {
+		if l.mma && l.bias == nil {
+			product(h, x, l, true)
+			return
+		}
+		matmul(o, x, l)
+		add(h, o, T*H)
+	}
 	launch(k.embed, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, h, m.embed.Ptr, mp.ids, int32(H))
 	scale := float32(1 / math.Sqrt(float64(hd)))
+	qd := m.Heads * hd
 	for i, l := range m.layers {
 		norm(xn, h, l.attnNorm.Ptr, T, H, m.eps)
-		matmul(w.q.Ptr, xn, l.q)
-		matmul(w.k.Ptr, xn, l.k)
-		matmul(w.v.Ptr, xn, l.v)
-		norm(w.q.Ptr, w.q.Ptr, l.qNorm.Ptr, T*m.Heads, hd, m.eps)
-		norm(w.k.Ptr, w.k.Ptr, l.kNorm.Ptr, T*m.KVHeads, hd, m.eps)
-		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: uint32(hd / 2)}, w.q.Ptr, m.cos.Ptr, m.sin.Ptr, mp.pos, int32(m.Heads), int32(hd/2))
-		launch(k.rope, cuda.Dim3{X: uint32(T), Y: uint32(m.KVHeads)}, cuda.Dim3{X: uint32(hd / 2)}, w.k.Ptr, m.cos.Ptr, m.sin.Ptr, mp.pos, int32(m.KVHeads), int32(hd/2))
-		launch(k.kvStore, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, m.kc[i].Ptr, m.vc[i].Ptr, w.k.Ptr, w.v.Ptr, mp.slots, int32(kvd))
+		// q, k and v: one fused product (columns q | k | v) or three.
+		qsrc, ksrc, vsrc, qst, kst, vst := w.q.Ptr, w.k.Ptr, w.v.Ptr, qd, kvd, kvd
+		if l.qkv != nil {
+			matmul(w.qkv.Ptr, xn, l.qkv)
+			st := qd + 2*kvd
+			qsrc, ksrc, vsrc, qst, kst, vst = w.qkv.Ptr, w.qkv.Offset(int64(qd)*4), w.qkv.Offset(int64(qd+kvd)*4), st, st, st
+		} else {
+			matmul(w.q.Ptr, xn, l.q)
+			matmul(w.k.Ptr, xn, l.k)
+			matmul(w.v.Ptr, xn, l.v)
+		}
+		launch(k.qkPrep, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads + m.KVHeads)}, cuda.Dim3{X: uint32(min(1024, max(32, (hd+31)/32*32)))},
+			w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, qsrc, ksrc, vsrc, int32(qst), int32(kst), int32(vst), l.qNorm.Ptr, l.kNorm.Ptr,
+			m.cos.Ptr, m.sin.Ptr, mp.pos, mp.slots, int32(m.Heads), int32(m.KVHeads), int32(hd), m.eps)
 		if m.attnMMA {
 			// Every tile slot of the layout (T), every head, attnSplits
 			// blocks sharing each tile's chunks; then the chunks merged.
@@ -383,14 +407,19 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 				w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, mp.tables, mp.toff, mp.pos,
 				int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
 		}
-		matmul(o, w.att.Ptr, l.o)
-		add(h, o, T*H)
+		residual(w.att.Ptr, l.o)
 		norm(xn, h, l.mlpNorm.Ptr, T, H, m.eps)
-		matmul(w.gate.Ptr, xn, l.gate)
-		matmul(w.up.Ptr, xn, l.up)
-		launch(k.siluMul, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.gate.Ptr, w.gate.Ptr, w.up.Ptr, int32(T*m.Inter))
-		matmul(o, w.gate.Ptr, l.down)
-		add(h, o, T*H)
+		// gate and up: one fused product (columns gate | up) or two.
+		if l.gateUp != nil {
+			matmul(w.gate.Ptr, xn, l.gateUp)
+			launch(k.siluMulRows, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.up.Ptr, w.gate.Ptr, int32(m.Inter), int32(T))
+			residual(w.up.Ptr, l.down)
+		} else {
+			matmul(w.gate.Ptr, xn, l.gate)
+			matmul(w.up.Ptr, xn, l.up)
+			launch(k.siluMul, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.gate.Ptr, w.gate.Ptr, w.up.Ptr, int32(T*m.Inter))
+			residual(w.gate.Ptr, l.down)
+		}
 	}
 	norm(h, h, m.norm.Ptr, T, H, m.eps)
 	// Heads: each writes its risk and category logits into the blocks

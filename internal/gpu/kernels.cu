@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #define WARP 32
+#define MAX_HEAD_DIM 256 // the largest head the attention and qk_prep kernels take
 
 #include "mma.cuh"
 #include "attn.cuh"
@@ -66,21 +67,6 @@ extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, i
 	__syncthreads();
 	float r = (float)(1.0 / sqrt(part[0] / d + (double)eps));
 	for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = w[i] * (xr[i] * r);
-}
-
-// rope rotates each head of x in place by its token's position
-// (kernels.RoPE, the rotate-half form): for i < half,
-// (lo, hi) = (x[i], x[i+half]) -> (lo*cos - hi*sin, hi*cos + lo*sin), with
-// cos/sin from the table [positions][half] the CPU computes.
-// grid (T, heads), block (half).
-extern "C" __global__ void rope(float *x, const float *cos_t, const float *sin_t, const int32_t *pos, int32_t heads, int32_t half) {
-	int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
-	if (i >= half) return;
-	float *xh = x + ((int64_t)t * heads + h) * 2 * half;
-	float c = cos_t[(int64_t)pos[t] * half + i], s = sin_t[(int64_t)pos[t] * half + i];
-	float a = xh[i], b = xh[i + half];
-	xh[i] = a * c - b * s;
-	xh[i + half] = b * c + a * s;
 }
 
 // matmul computes y[t][n] = Σ_k x[t][k]·W[n][k] for T tokens (the dense
@@ -202,21 +188,81 @@ extern "C" __global__ void silu_mul(float *out, const float *gate, const float *
 	}
 }
 
+// silu_mul_rows is silu_mul over the fused gate-up product: row t of gu
+// holds the gate's inter values then the up's; out [T][inter].
+extern "C" __global__ void silu_mul_rows(float *out, const float *gu, int32_t inter, int32_t T) {
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < (int64_t)T * inter) {
+		int64_t t = i / inter, j = i % inter;
+		float g = gu[t * 2 * inter + j];
+		out[i] = (float)((double)g / (1.0 + exp(-(double)g))) * gu[t * 2 * inter + inter + j];
+	}
+}
+
+// qk_prep prepares one head of one token for attention, in one launch
+// for all (kernels.RMSNorm per head, kernels.RoPE in its rotate-half form:
+// for i < half, (lo, hi) = (x[i], x[i+half]) -> (lo·cos − hi·sin, hi·cos +
+// lo·sin) with cos/sin from the table [positions][half] the CPU computes;
+// then the cache store): block y < heads
+// normalises query head y (RMSNorm with qnorm, exactly as the rmsnorm
+// kernel with d = hd), rotates it (RoPE at the token's position) and
+// writes it to qout [T][heads][hd]; block heads + h does the same to key
+// head h with knorm and stores it, and value head h as it is, in bf16 at
+// the token's cache slot. The sources are rows of the q/k/v products
+// (separate, or columns of the fused product) with their row strides.
+// grid (T, heads + kv_heads), block (hd rounded up to 32).
+extern "C" __global__ void qk_prep(float *qout, __nv_bfloat16 *kc, __nv_bfloat16 *vc, const float *qsrc, const float *ksrc,
+                                   const float *vsrc, int32_t qstride, int32_t kstride, int32_t vstride, const float *qnorm,
+                                   const float *knorm, const float *cos_t, const float *sin_t, const int32_t *pos,
+                                   const int32_t *slots, int32_t heads, int32_t kv_heads, int32_t hd, float eps) {
+	__shared__ double part[32];
+	__shared__ float xs[MAX_HEAD_DIM];
+	const int t = blockIdx.x, y = blockIdx.y;
+	const bool isq = y < heads;
+	const int hh = isq ? y : y - heads;
+	const float *xr = isq ? qsrc + (int64_t)t * qstride + (int64_t)hh * hd : ksrc + (int64_t)t * kstride + (int64_t)hh * hd;
+	const float *w = isq ? qnorm : knorm;
+	double ss = 0;
+	for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+	for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
+	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	if (lane == 0) part[warp] = ss;
+	__syncthreads();
+	if (warp == 0) {
+		ss = lane < blockDim.x / WARP ? part[lane] : 0;
+		for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
+		if (lane == 0) part[0] = ss;
+	}
+	__syncthreads();
+	float r = (float)(1.0 / sqrt(part[0] / hd + (double)eps));
+	for (int i = threadIdx.x; i < hd; i += blockDim.x) xs[i] = w[i] * (xr[i] * r);
+	__syncthreads();
+	const int half = hd / 2;
+	const int p = pos[t];
+	const int64_t kvd = (int64_t)kv_heads * hd;
+	for (int i = threadIdx.x; i < half; i += blockDim.x) {
+		float c = cos_t[(int64_t)p * half + i], s = sin_t[(int64_t)p * half + i];
+		float a = xs[i], b = xs[i + half];
+		float lo = a * c - b * s, hi = b * c + a * s;
+		if (isq) {
+			float *qh = qout + ((int64_t)t * heads + hh) * hd;
+			qh[i] = lo, qh[i + half] = hi;
+		} else {
+			__nv_bfloat16 *kh = kc + (int64_t)slots[t] * kvd + (int64_t)hh * hd;
+			kh[i] = __float2bfloat16_rn(lo), kh[i + half] = __float2bfloat16_rn(hi);
+		}
+	}
+	if (!isq) {
+		const float *vr = vsrc + (int64_t)t * vstride + (int64_t)hh * hd;
+		__nv_bfloat16 *vh = vc + (int64_t)slots[t] * kvd + (int64_t)hh * hd;
+		for (int i = threadIdx.x; i < hd; i += blockDim.x) vh[i] = __float2bfloat16_rn(vr[i]);
+	}
+}
+
 // add_inplace computes dst[i] += x[i].
 extern "C" __global__ void add_inplace(float *dst, const float *x, int32_t n) {
 	int i = blockIdx.x * blockDim.x + threadIdx.x;
 	if (i < n) dst[i] += x[i];
-}
-
-// kv_store writes the new tokens' keys and values into the paged bf16
-// cache of one layer: row t goes to slot slots[t]. grid (T), block (256).
-extern "C" __global__ void kv_store(__nv_bfloat16 *kc, __nv_bfloat16 *vc, const float *k, const float *v, const int32_t *slots, int32_t kvd) {
-	int t = blockIdx.x;
-	int64_t dst = (int64_t)slots[t] * kvd;
-	for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-		kc[dst + i] = __float2bfloat16_rn(k[(int64_t)t * kvd + i]);
-		vc[dst + i] = __float2bfloat16_rn(v[(int64_t)t * kvd + i]);
-	}
 }
 
 // attention computes one query head of one token over the positions
@@ -228,7 +274,7 @@ extern "C" __global__ void kv_store(__nv_bfloat16 *kc, __nv_bfloat16 *vc, const 
 // in coalesced 64-byte pieces). tables holds each stream's block table at
 // table_off[t]. head_dim ≤ 256. grid (T, heads), block (128).
 #define ATT_WARPS 4
-#define ATT_MAXD 256
+#define ATT_MAXD MAX_HEAD_DIM
 #define ATT_PER (ATT_MAXD / WARP)
 extern "C" __global__ void attention(float *out, const float *q, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                                      const int32_t *tables, const int32_t *table_off, const int32_t *pos,

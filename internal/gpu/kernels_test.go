@@ -96,7 +96,7 @@ func maxRel(got, want []float32) float64 {
 	return d / max(m, 1e-30)
 }
 
-func TestKernelRMSNormRoPE(t *testing.T) {
+func TestKernelRMSNormQKPrep(t *testing.T) {
 	r := newRig(t)
 	g := rand.New(rand.NewPCG(1, 1))
 	const rows, d = 6, 1024
@@ -113,10 +113,16 @@ func TestKernelRMSNormRoPE(t *testing.T) {
 		t.Errorf("rmsnorm: max relative error %.3g", e)
 	}
 
-	const T, heads, hd = 3, 4, 128
+	// qk_prep: per head RMSNorm, RoPE, and for keys and values the bf16
+	// cache store; sources as columns of a fused q|k|v product.
+	const T, heads, kvHeads, hd = 3, 4, 2, 128
 	hf := hd / 2
-	q := randVec(g, T*heads*hd, 1)
+	qd, kvd := heads*hd, kvHeads*hd
+	st := qd + 2*kvd
+	qkv := randVec(g, T*st, 2)
+	qn, kn := randVec(g, hd, 1), randVec(g, hd, 1)
 	pos := []int32{0, 7, 4000}
+	slots := []int32{5, 0, 2}
 	cos, sin := make([]float32, 4001*hf), make([]float32, 4001*hf)
 	for p := range 4001 {
 		for i := range hf {
@@ -124,18 +130,58 @@ func TestKernelRMSNormRoPE(t *testing.T) {
 			cos[p*hf+i], sin[p*hf+i] = float32(c), float32(s)
 		}
 	}
-	want = append([]float32(nil), q...)
+	wantQ := make([]float32, T*qd)
+	wantK, wantV := make([]float32, 6*kvd), make([]float32, 6*kvd)
 	for t0 := range T {
-		for h := range heads {
-			p := int(pos[t0])
-			kernels.RoPE(want[(t0*heads+h)*hd:(t0*heads+h+1)*hd], cos[p*hf:(p+1)*hf], sin[p*hf:(p+1)*hf])
+		p := int(pos[t0])
+		row := qkv[t0*st:]
+		for h := range heads + kvHeads {
+			var dst []float32
+			var src, w []float32
+			if h < heads {
+				dst, src, w = wantQ[(t0*heads+h)*hd:][:hd], row[h*hd:][:hd], qn
+			} else {
+				kh := h - heads
+				dst, src, w = wantK[int(slots[t0])*kvd+kh*hd:][:hd], row[qd+kh*hd:][:hd], kn
+				copy(wantV[int(slots[t0])*kvd+kh*hd:][:hd], row[qd+kvd+kh*hd:][:hd])
+			}
+			kernels.RMSNorm(dst, src, w, 1e-6)
+			kernels.RoPE(dst, cos[p*hf:(p+1)*hf], sin[p*hf:(p+1)*hf])
 		}
 	}
-	qd := put(r, q)
-	r.launch("rope", cuda.Dim3{X: T, Y: heads}, cuda.Dim3{X: uint32(hf)}, qd, put(r, cos), put(r, sin), put(r, pos), int32(heads), int32(hf))
-	// Two products and a sum per value, possibly fused on the GPU.
-	if e := maxRel(r.get(qd, T*heads*hd), want); e > 1e-6 {
-		t.Errorf("rope: max relative error %.3g", e)
+	dq := put(r, make([]float32, T*qd))
+	kc, vc := make([]uint16, 6*kvd), make([]uint16, 6*kvd)
+	dk, dv, dqkv := put(r, kc), put(r, vc), put(r, qkv)
+	r.launch("qk_prep", cuda.Dim3{X: T, Y: heads + kvHeads}, cuda.Dim3{X: hd},
+		dq, dk, dv, dqkv, dqkv+uint64(qd*4), dqkv+uint64((qd+kvd)*4), int32(st), int32(st), int32(st), put(r, qn), put(r, kn),
+		put(r, cos), put(r, sin), put(r, pos), put(r, slots), int32(heads), int32(kvHeads), int32(hd), float32(1e-6))
+	// The sum of squares is float64 on both; the final products and the
+	// rotation may round (or fuse) differently: a few ulps.
+	if e := maxRel(r.get(dq, T*qd), wantQ); e > 1e-6 {
+		t.Errorf("qk_prep queries: max relative error %.3g", e)
+	}
+	// Keys and values are stored in bf16: the CPU's values rounded the
+	// same way, within one bf16 step (2^-8) where a few-ulp difference
+	// crossed a rounding boundary; slots no token wrote stay zero.
+	for name, c := range map[string]struct {
+		ptr  uint64
+		want []float32
+	}{"keys": {dk, wantK}, "values": {dv, wantV}} {
+		got := make([]uint16, 6*kvd)
+		for _, b := range r.bufs {
+			if b.Ptr == c.ptr {
+				if err := cuda.CopyOut(got, b, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		gf := make([]float32, len(got))
+		for i, v := range got {
+			gf[i] = half.BF16ToF32(v)
+		}
+		if e := maxRel(gf, c.want); e > 1.0/256 {
+			t.Errorf("qk_prep %s: max relative error %.3g", name, e)
+		}
 	}
 }
 
@@ -225,15 +271,23 @@ func TestKernelMMA(t *testing.T) {
 			if c.awq {
 				scales, neg = put(r, c.scales), put(r, c.neg)
 			}
-			checkMMA(t, c, func(bm, T int, x []float32) []float32 {
+			checkMMA(t, c, func(bm, T int, x []float32, accum bool) []float32 {
 				nt := map[int]int{16: 1, 64: 2}[bm]
 				per := mmaWarps * nt
 				grid, block := cuda.Dim3{X: uint32((c.N/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
-				y := put(r, make([]float32, T*c.N))
+				y0 := make([]float32, T*c.N)
+				acc := int32(0)
+				if accum {
+					acc = 1
+					for i := range y0 {
+						y0[i] = accumStart(i)
+					}
+				}
+				y := put(r, y0)
 				if c.awq {
-					r.launch(fmt.Sprintf("mma_awq_m%d", bm), grid, block, y, put(r, x), w, scales, neg, int32(T), int32(c.N), int32(c.K), int32(c.group))
+					r.launch(fmt.Sprintf("mma_awq_m%d", bm), grid, block, y, put(r, x), w, scales, neg, int32(T), int32(c.N), int32(c.K), int32(c.group), acc)
 				} else {
-					r.launch(fmt.Sprintf("mma_bf16_m%d", bm), grid, block, y, put(r, x), w, int32(T), int32(c.N), int32(c.K))
+					r.launch(fmt.Sprintf("mma_bf16_m%d", bm), grid, block, y, put(r, x), w, int32(T), int32(c.N), int32(c.K), acc)
 				}
 				return r.get(y, T*c.N)
 			})

@@ -67,10 +67,12 @@ __device__ __forceinline__ uint32_t mma_codes(uint32_t word, int j, uint32_t neg
 
 // mma_matmul computes the outputs of tile (blockIdx.y: BM tokens) ×
 // (blockIdx.x: MMA_WARPS·NT n-tiles of 8), warp w taking NT n-tiles.
-// AWQ selects the 4-bit weights (w, scales, neg) over bf16 (w).
+// AWQ selects the 4-bit weights (w, scales, neg) over bf16 (w). With
+// accum, y += the product (y + v, the one rounding of a residual add)
+// instead of y = it.
 template <int BM, int NT, bool AWQ>
 __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint32_t *w, const float *scales,
-                                           const uint32_t *neg, int32_t T, int32_t N, int32_t K, int32_t group) {
+                                           const uint32_t *neg, int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
 	__shared__ uint32_t sa[2][BM][MMA_AST]; // the stage's activations: hi, lo
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 	const int t0 = blockIdx.y * BM;
@@ -167,9 +169,14 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 			for (int h = 0; h < 2; h++) {
 				const int t = t0 + mi * 16 + g + 8 * h;
 				if (t < T) {
-					const float v0 = AWQ ? out[mi][nt][2 * h] : acc[mi][nt][2 * h];
-					const float v1 = AWQ ? out[mi][nt][2 * h + 1] : acc[mi][nt][2 * h + 1];
-					*reinterpret_cast<float2 *>(y + (int64_t)t * N + col) = make_float2(v0, v1);
+					float v0 = AWQ ? out[mi][nt][2 * h] : acc[mi][nt][2 * h];
+					float v1 = AWQ ? out[mi][nt][2 * h + 1] : acc[mi][nt][2 * h + 1];
+					float2 *dst = reinterpret_cast<float2 *>(y + (int64_t)t * N + col);
+					if (accum) {
+						const float2 old = *dst;
+						v0 = old.x + v0, v1 = old.y + v1;
+					}
+					*dst = make_float2(v0, v1);
 				}
 			}
 		}
@@ -180,17 +187,17 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 // up to 16 tokens (decode: more warps, each reading its weights once),
 // 64-token tiles and two n-tiles per warp above. grid (ceil(N/8 /
 // (MMA_WARPS·NT)), ceil(T/BM)), block (MMA_WARPS·32).
-extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m16(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K) {
-	mma_matmul<16, 1, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB);
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m16(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K, int32_t accum) {
+	mma_matmul<16, 1, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB, accum);
 }
-extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m64(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K) {
-	mma_matmul<64, 2, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB);
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m64(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K, int32_t accum) {
+	mma_matmul<64, 2, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB, accum);
 }
 extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m16(float *y, const float *x, const uint32_t *w, const float *scales, const uint32_t *neg,
-                                                                       int32_t T, int32_t N, int32_t K, int32_t group) {
-	mma_matmul<16, 1, true>(y, x, w, scales, neg, T, N, K, group);
+                                                                       int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
+	mma_matmul<16, 1, true>(y, x, w, scales, neg, T, N, K, group, accum);
 }
 extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m64(float *y, const float *x, const uint32_t *w, const float *scales, const uint32_t *neg,
-                                                                       int32_t T, int32_t N, int32_t K, int32_t group) {
-	mma_matmul<64, 2, true>(y, x, w, scales, neg, T, N, K, group);
+                                                                       int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
+	mma_matmul<64, 2, true>(y, x, w, scales, neg, T, N, K, group, accum);
 }

@@ -61,15 +61,19 @@ func mmaEmulator(t *testing.T) string {
 	return emuBin
 }
 
-// emuRun runs one kernel on the emulator and returns y [T][N].
-func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales []float32, neg []uint32) []float32 {
+// emuRun runs one kernel on the emulator and returns y [T][N]; with
+// accum, the product is added to accumStart(i).
+func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales []float32, neg []uint32, accum bool) []float32 {
 	t.Helper()
 	var in bytes.Buffer
-	a := int32(0)
+	a, acc := int32(0), int32(0)
 	if awq {
 		a = 1
 	}
-	for _, v := range []any{[]int32{0, a, int32(bm), int32(T), int32(N), int32(K), int32(group)}, x, w, scales, neg} {
+	if accum {
+		acc = 1
+	}
+	for _, v := range []any{[]int32{0, a, int32(bm), int32(T), int32(N), int32(K), int32(group), acc}, x, w, scales, neg} {
 		if err := binary.Write(&in, binary.LittleEndian, v); err != nil {
 			t.Fatal(err)
 		}
@@ -89,6 +93,9 @@ func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []floa
 	}
 	return y
 }
+
+// accumStart is the emulator's y[i] before a product added to it.
+func accumStart(i int) float32 { return float32(i%97)/4 - 12 }
 
 // emuActivations draws T×K activations: mostly unit normals, some large
 // (so that hi and lo of the split both matter), some zero.
@@ -183,19 +190,26 @@ func awqCase(r *rand.Rand, T, N, K, group int) *mmaCase {
 }
 
 // checkMMA runs c through run (the emulator or the GPU: tile height, token
-// count, activations → outputs): every output of the 16-token tiles
-// against the exact product, the 64-token tiles bitwise against them, and
-// one token alone (each tile height) bitwise against it in the batch.
-func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32) []float32) {
+// count, activations, accumulate → outputs): every output of the 16-token
+// tiles against the exact product, the 64-token tiles bitwise against
+// them, one token alone (each tile height) bitwise against it in the
+// batch, and the accumulating form bitwise the sum of the product and
+// accumStart (the residual add it replaces).
+func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32, accum bool) []float32) {
 	t.Helper()
-	y16 := run(16, c.T, c.x)
+	y16 := run(16, c.T, c.x, false)
 	checkProduct(t, c.name, y16, c.T, c.N, c.K, c.term)
-	sameBits(t, c.name+": 64- against 16-token tiles", run(64, c.T, c.x), y16)
+	sameBits(t, c.name+": 64- against 16-token tiles", run(64, c.T, c.x, false), y16)
 	i := c.T * 2 / 3
 	for _, bm := range []int{16, 64} {
-		alone := run(bm, 1, c.x[i*c.K:(i+1)*c.K])
+		alone := run(bm, 1, c.x[i*c.K:(i+1)*c.K], false)
 		sameBits(t, fmt.Sprintf("%s: token %d alone (%d-token tiles) against in the batch", c.name, i, bm), alone, y16[i*c.N:(i+1)*c.N])
 	}
+	want := make([]float32, len(y16))
+	for j, v := range y16 {
+		want[j] = accumStart(j) + v
+	}
+	sameBits(t, c.name+": accumulated", run(64, c.T, c.x, true), want)
 }
 
 // TestMMAEmulated runs the tensor-core products (mma.cuh) on the CPU
@@ -207,8 +221,8 @@ func TestMMAEmulated(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(r, 21, 136, 384, 128), awqCase(r, 21, 136, 384, 64)} {
 		t.Run(c.name, func(t *testing.T) {
-			checkMMA(t, c, func(bm, T int, x []float32) []float32 {
-				return emuRun(t, bin, c.awq, bm, T, c.N, c.K, c.group, x, c.w, c.scales, c.neg)
+			checkMMA(t, c, func(bm, T int, x []float32, accum bool) []float32 {
+				return emuRun(t, bin, c.awq, bm, T, c.N, c.K, c.group, x, c.w, c.scales, c.neg, accum)
 			})
 		})
 	}

@@ -71,6 +71,7 @@ const (
 type layer struct {
 	attnNorm, mlpNorm, qNorm, kNorm *cuda.Buffer // f32
 	q, k, v, o, gate, up, down      *linear
+	qkv, gateUp                     *linear // fused (fuse.go), replacing q, k, v and gate, up
 }
 
 type head struct {
@@ -107,11 +108,12 @@ func (l *linear) bufs() []*cuda.Buffer {
 }
 
 type kernelSet struct {
-	embedBF16, embedF16, rmsnorm, rope        *cuda.Function
+	embedBF16, embedF16, rmsnorm              *cuda.Function
 	matmulBF16, matmulF16, matmulAWQ, addBias *cuda.Function
 	mmaBF16M16, mmaBF16M64, mmaAWQM16         *cuda.Function
 	mmaAWQM64, attnChunk, attnMerge           *cuda.Function
-	siluMul, add, kvStore, attention          *cuda.Function
+	siluMul, siluMulRows, add, qkPrep         *cuda.Function
+	attention                                 *cuda.Function
 	embed                                     *cuda.Function // embedBF16 or embedF16, for this model's table
 }
 
@@ -151,9 +153,9 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		}
 	}()
 	names := map[string]**cuda.Function{
-		"embed_bf16": &m.k.embedBF16, "embed_f16": &m.k.embedF16, "rmsnorm": &m.k.rmsnorm, "rope": &m.k.rope,
+		"embed_bf16": &m.k.embedBF16, "embed_f16": &m.k.embedF16, "rmsnorm": &m.k.rmsnorm,
 		"matmul_bf16": &m.k.matmulBF16, "matmul_f16": &m.k.matmulF16, "matmul_awq": &m.k.matmulAWQ, "add_bias": &m.k.addBias,
-		"silu_mul": &m.k.siluMul, "add_inplace": &m.k.add, "kv_store": &m.k.kvStore, "attention": &m.k.attention,
+		"silu_mul": &m.k.siluMul, "silu_mul_rows": &m.k.siluMulRows, "add_inplace": &m.k.add, "qk_prep": &m.k.qkPrep, "attention": &m.k.attention,
 		"mma_bf16_m16": &m.k.mmaBF16M16, "mma_bf16_m64": &m.k.mmaBF16M64, "mma_awq_m16": &m.k.mmaAWQM16, "mma_awq_m64": &m.k.mmaAWQM64,
 		"attn_chunk": &m.k.attnChunk, "attn_merge": &m.k.attnMerge,
 	}
@@ -188,12 +190,24 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	}
 	for i, l := range net.Layers {
 		var g layer
+		var fusedQKV, fusedGateUp bool
+		if g.qkv, fusedQKV, err = m.fusedLinear(l.Attn.Q, l.Attn.K, l.Attn.V); err != nil {
+			return nil, fmt.Errorf("gpu: layer %d q/k/v_proj: %w", i, err)
+		}
+		if g.gateUp, fusedGateUp, err = m.fusedLinear(l.MLP.Gate, l.MLP.Up); err != nil {
+			return nil, fmt.Errorf("gpu: layer %d gate/up_proj: %w", i, err)
+		}
 		for _, w := range []struct {
-			dst **linear
-			lin qwen3.Linear
-			nm  string
-		}{{&g.q, l.Attn.Q, "q_proj"}, {&g.k, l.Attn.K, "k_proj"}, {&g.v, l.Attn.V, "v_proj"}, {&g.o, l.Attn.O, "o_proj"},
-			{&g.gate, l.MLP.Gate, "gate_proj"}, {&g.up, l.MLP.Up, "up_proj"}, {&g.down, l.MLP.Down, "down_proj"}} {
+			dst   **linear
+			lin   qwen3.Linear
+			nm    string
+			fused bool
+		}{{&g.q, l.Attn.Q, "q_proj", fusedQKV}, {&g.k, l.Attn.K, "k_proj", fusedQKV}, {&g.v, l.Attn.V, "v_proj", fusedQKV},
+			{&g.o, l.Attn.O, "o_proj", false}, {&g.gate, l.MLP.Gate, "gate_proj", fusedGateUp}, {&g.up, l.MLP.Up, "up_proj", fusedGateUp},
+			{&g.down, l.MLP.Down, "down_proj", false}} {
+			if w.fused {
+				continue
+			}
 			if *w.dst, err = m.linear(w.lin); err != nil {
 				return nil, fmt.Errorf("gpu: layer %d %s: %w", i, w.nm, err)
 			}
@@ -445,7 +459,7 @@ func (m *Model) Close() error {
 	bufs := []*cuda.Buffer{m.norm, m.embed, m.cos, m.sin}
 	for _, l := range m.layers {
 		bufs = append(bufs, l.attnNorm, l.mlpNorm, l.qNorm, l.kNorm)
-		for _, w := range []*linear{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
+		for _, w := range []*linear{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.qkv, l.gateUp} {
 			bufs = append(bufs, w.bufs()...)
 		}
 	}
