@@ -35,7 +35,7 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 		g.w, err = upload(m, bf16Frags(w, n, first.In))
 	case *qwen3.AWQLinear:
 		_, K := first.Dims()
-		var all awqRepacked
+		var parts []*awqRepacked
 		group, n := 0, 0
 		for _, l := range ls {
 			a, isAWQ := l.(*qwen3.AWQLinear)
@@ -55,15 +55,11 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 			if err != nil {
 				return nil, false, err
 			}
-			// [N][...] layouts: stacking rows is appending.
-			all.codes = append(all.codes, r.codes...)
-			all.scales = append(all.scales, r.scales...)
-			all.zs = append(all.zs, r.zs...)
-			all.zeros = append(all.zeros, r.zeros...)
+			parts = append(parts, r)
 			n += N
 		}
 		g = &linear{format: fmtAWQ, n: n, k: K, group: group, mma: true}
-		w, scales, neg := awqFrags(&all, n, K, group)
+		w, scales, neg := awqFrags(stackAWQ(parts), n, K, group)
 		if g.w, err = upload(m, w); err == nil {
 			if g.scales, err = m.upload(scales); err == nil {
 				g.neg, err = upload(m, neg)
@@ -80,4 +76,17 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 	}
 	m.projections.TensorCores += len(ls)
 	return g, true, nil
+}
+
+// stackAWQ stacks the rows of AWQ projections of the same input: their
+// [N][...] layouts, appended.
+func stackAWQ(parts []*awqRepacked) *awqRepacked {
+	var all awqRepacked
+	for _, r := range parts {
+		all.codes = append(all.codes, r.codes...)
+		all.scales = append(all.scales, r.scales...)
+		all.zs = append(all.zs, r.zs...)
+		all.zeros = append(all.zeros, r.zeros...)
+	}
+	return &all
 }

@@ -167,6 +167,11 @@ func bf16Case(r *rand.Rand, T, N, K int) *mmaCase {
 }
 
 func awqCase(r *rand.Rand, T, N, K, group int) *mmaCase {
+	c, _ := awqCaseRepacked(r, T, N, K, group)
+	return c
+}
+
+func awqCaseRepacked(r *rand.Rand, T, N, K, group int) (*mmaCase, *awqRepacked) {
 	G := K / group
 	rp := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G), zeros: make([]uint8, N*G)}
 	q := make([]uint8, N*K)
@@ -186,7 +191,7 @@ func awqCase(r *rand.Rand, T, N, K, group int) *mmaCase {
 		g := k / group
 		return float64(c.x[tk*K+k]) * float64(int(q[n*K+k])-int(rp.zeros[n*G+g])) * float64(rp.scales[n*G+g])
 	}
-	return c
+	return c, rp
 }
 
 // checkMMA runs c through run (the emulator or the GPU: tile height, token
@@ -226,6 +231,52 @@ func TestMMAEmulated(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestFusedProductEmulated checks that a fused product (fuse.go: rows of
+// projections of the same input stacked) gives, column block by column
+// block, bitwise the outputs of the separate products, for bf16 weights
+// and AWQ (whose scales and zero points are laid out group-major).
+func TestFusedProductEmulated(t *testing.T) {
+	bin := mmaEmulator(t)
+	r := rand.New(rand.NewPCG(8, 8))
+	const T, K = 19, 256
+	Ns := []int{64, 32, 40}
+	x := emuActivations(r, T, K)
+	check := func(name string, fused []float32, parts [][]float32) {
+		N := len(fused) / T
+		for tk := range T {
+			col := 0
+			for _, p := range parts {
+				n := len(p) / T
+				sameBits(t, fmt.Sprintf("%s: token %d, columns %d..%d", name, tk, col, col+n), fused[tk*N+col:tk*N+col+n], p[tk*n:(tk+1)*n])
+				col += n
+			}
+		}
+	}
+	var ws []uint16
+	var sep [][]float32
+	for _, n := range Ns {
+		w := make([]uint16, n*K)
+		for i := range w {
+			w[i] = half.F32ToBF16(float32(r.NormFloat64() * 0.05))
+		}
+		ws = append(ws, w...)
+		sep = append(sep, emuRun(t, bin, false, 16, T, n, K, 0, x, bf16Frags(w, n, K), nil, nil, false))
+	}
+	check("bf16", emuRun(t, bin, false, 16, T, len(ws)/K, K, 0, x, bf16Frags(ws, len(ws)/K, K), nil, nil, false), sep)
+
+	var parts []*awqRepacked
+	sep = nil
+	for _, n := range Ns {
+		_, rp := awqCaseRepacked(r, 1, n, K, 128)
+		parts = append(parts, rp)
+		w, sc, neg := awqFrags(rp, n, K, 128)
+		sep = append(sep, emuRun(t, bin, true, 16, T, n, K, 128, x, w, sc, neg, false))
+	}
+	N := Ns[0] + Ns[1] + Ns[2]
+	w, sc, neg := awqFrags(stackAWQ(parts), N, K, 128)
+	check("AWQ", emuRun(t, bin, true, 16, T, N, K, 128, x, w, sc, neg, false), sep)
 }
 
 func sameBits(t *testing.T, what string, a, b []float32) {
