@@ -14,8 +14,9 @@ import (
 type engine interface {
 	newCache() kvCache
 	// forward runs each cache's new ids in one batch and appends them to
-	// the caches.
-	forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error)
+	// the caches; with hidden, the outputs carry the final normed hidden
+	// states too (tools: forward, train-heads).
+	forward(caches []kvCache, ids [][]int, hidden bool) ([]qwen3.Output, error)
 	bytesPerPosition() int64
 	// capacityBytes is the KV-cache memory the engine can hold for all
 	// streams together, or 0 when it grows on demand (the CPU).
@@ -39,12 +40,12 @@ type cpuEngine struct{ net *qwen3.Model }
 
 func (e cpuEngine) newCache() kvCache { return e.net.NewCache() }
 
-func (e cpuEngine) forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error) {
+func (e cpuEngine) forward(caches []kvCache, ids [][]int, hidden bool) ([]qwen3.Output, error) {
 	seqs := make([]qwen3.Sequence, len(caches))
 	for i, c := range caches {
 		seqs[i] = qwen3.Sequence{Cache: c.(*qwen3.Cache), IDs: ids[i]}
 	}
-	return e.net.Forward(seqs, qwen3.ForwardOptions{})
+	return e.net.Forward(seqs, qwen3.ForwardOptions{Hidden: hidden})
 }
 
 func (e cpuEngine) bytesPerPosition() int64 { return e.net.BytesPerPosition() }
@@ -103,4 +104,21 @@ func chooseEngine(net *qwen3.Model, device string) (e engine, note string, err e
 		return nil, "", fmt.Errorf("guard: device %s: %w", device, gerr)
 	}
 	return cpuEngine{net}, gerr.Error(), nil
+}
+
+// forwardFresh runs each id sequence from an empty cache, all in one batch
+// on the model's engine (CPU or GPU), and returns their outputs with the
+// final normed hidden states; the caches are released. It serves the
+// module's tools through guardhook.Forward.
+func (m *Model) forwardFresh(ids [][]int) ([]qwen3.Output, error) {
+	caches := make([]kvCache, len(ids))
+	for i := range caches {
+		caches[i] = m.eng.newCache()
+	}
+	defer func() {
+		for _, c := range caches {
+			c.Release()
+		}
+	}()
+	return m.eng.forward(caches, ids, true)
 }

@@ -37,13 +37,16 @@ func openGPU(net *qwen3.Model, ordinal int) (engine, error) {
 
 func (e *gpuEngine) newCache() kvCache { return e.m.NewCache() }
 
-func (e *gpuEngine) forward(caches []kvCache, ids [][]int) ([]qwen3.Output, error) {
+func (e *gpuEngine) forward(caches []kvCache, ids [][]int, hidden bool) ([]qwen3.Output, error) {
 	seqs := make([]gpu.Sequence, len(caches))
 	for i, c := range caches {
 		seqs[i] = gpu.Sequence{Cache: c.(*gpu.Cache), IDs: ids[i]}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if hidden {
+		return e.m.ForwardHidden(seqs)
+	}
 	return e.m.Forward(seqs)
 }
 

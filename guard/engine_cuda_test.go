@@ -4,6 +4,7 @@ package guard
 
 import (
 	"context"
+	"math"
 	"os"
 	"testing"
 )
@@ -53,5 +54,31 @@ func TestGPUMatchesCPU(t *testing.T) {
 	t.Logf("GPU vs CPU: %d of %d token risk levels agree", same, total)
 	if float64(same) < 0.98*float64(total) {
 		t.Errorf("only %d of %d token risk levels agree", same, total)
+	}
+	// The tools' path (guardhook.Forward: forward, train-heads' features):
+	// hidden states from the GPU within 1e-2 relative L2 of the CPU's.
+	ids := [][]int{{9, 8, 7, 6, 5, 4, 3, 2, 1}, {100, 200, 300}}
+	co, err := cpu.forwardFresh(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gout, err := gm.forwardFresh(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var num, den float64
+	for i := range co {
+		for j := range co[i].Hidden {
+			for k, v := range co[i].Hidden[j] {
+				d := float64(gout[i].Hidden[j][k] - v)
+				num += d * d
+				den += float64(v) * float64(v)
+			}
+		}
+	}
+	rel := math.Sqrt(num / den)
+	t.Logf("hidden states, GPU vs CPU: relative L2 %.3g", rel)
+	if !(rel <= 1e-2) {
+		t.Errorf("hidden states: relative L2 %.3g, want ≤ 1e-2", rel)
 	}
 }

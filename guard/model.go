@@ -243,6 +243,9 @@ func init() {
 			return wrap(net, tok, opts.(Options))
 		},
 		ParseDevice: parseDevice,
+		Forward: func(m any, ids [][]int) ([]qwen3.Output, error) {
+			return m.(*Model).forwardFresh(ids)
+		},
 	})
 }
 

@@ -82,7 +82,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}
 		caches[i], idss[i] = s.cache, ids
 	}
-	outs, ferr := m.eng.forward(caches, idss)
+	outs, ferr := m.eng.forward(caches, idss, false)
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		s.mu.Lock()

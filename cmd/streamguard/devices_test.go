@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -112,5 +113,49 @@ func TestBenchDevice(t *testing.T) {
 	}
 	if code, stderr := run("tpu"); code != 2 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
 		t.Errorf("--device tpu: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestForwardAndTrainHeadsDevice: forward and train-heads take --device
+// like the other commands that run a model. On a machine without a usable
+// GPU, forward --device auto writes bitwise the hidden states and logits of
+// --device cpu (and says on stderr why it stayed on the CPU); cuda fails
+// with the reason, in both commands.
+func TestForwardAndTrainHeadsDevice(t *testing.T) {
+	if _, gpus, err := gpuReport(); err == nil && len(gpus) > 0 {
+		t.Skip("a GPU is usable here: this test is for machines without one")
+	}
+	dir := t.TempDir()
+	model := dir + "/m"
+	var out, errb bytes.Buffer
+	if code := mainWithArgs([]string{"gen-model", "--preset", "tiny", "--out", model}, &out, &errb); code != 0 {
+		t.Fatalf("gen-model: exit %d: %s", code, errb.String())
+	}
+	forward := func(dev string) (int, string, string) {
+		out.Reset()
+		errb.Reset()
+		code := mainWithArgs([]string{"forward", "--model", model, "--ids", "9,8,7,6,5", "--device", dev}, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, cpu, stderr := forward("cpu")
+	if code != 0 || stderr != "" || !strings.Contains(cpu, `"hidden":[[`) {
+		t.Fatalf("forward --device cpu: exit %d, stderr %q, stdout %.200q", code, stderr, cpu)
+	}
+	code, auto, stderr := forward("auto")
+	if code != 0 || auto != cpu || !strings.HasPrefix(stderr, "device: cpu (auto: ") {
+		t.Errorf("forward --device auto: exit %d, stderr %q, same output as cpu: %v", code, stderr, auto == cpu)
+	}
+	if code, _, stderr := forward("cuda"); code != 1 || !strings.Contains(stderr, "device cuda: ") {
+		t.Errorf("forward --device cuda: exit %d, stderr %q", code, stderr)
+	}
+	data := dir + "/d.jsonl"
+	if err := os.WriteFile(data, []byte(`{"messages":[{"role":"user","content":"hi"}],"prompt":{"risk":"Safe"}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	code = mainWithArgs([]string{"train-heads", "--model", model, "--data", data, "--out", dir + "/o", "--no-cache", "--quiet", "--device", "cuda"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "device cuda: ") {
+		t.Errorf("train-heads --device cuda: exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
-	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
 func init() {
@@ -42,6 +41,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "-", "output file (- for stdout)")
 	kvCache := kvCacheFlag(fs, "f32") // exact by default: forward is for comparing engines
 	repackCache := repackCacheFlag(fs)
+	device := deviceFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,16 +89,16 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := guard.Load(context.Background(), dir, guard.Options{KVCache: *kvCache, RepackCache: *repackCache})
+	m, err := guard.Load(context.Background(), dir, guard.Options{KVCache: *kvCache, RepackCache: *repackCache, Device: *device})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	reportRepack(stderr, m)
-	net := guardhook.Network(m)
+	reportDevice(stderr, *device, m)
 	for i := range cases {
 		c := &cases[i]
-		outs, err := net.Forward([]qwen3.Sequence{{Cache: net.NewCache(), IDs: c.IDs}}, qwen3.ForwardOptions{Hidden: true})
+		outs, err := guardhook.Forward(m, [][]int{c.IDs})
 		if err != nil {
 			return fmt.Errorf("case %q: %w", c.Name, err)
 		}

@@ -50,6 +50,7 @@ func runTrainHeads(args []string, stdout, stderr io.Writer) error {
 	cacheDir := fs.String("cache-dir", defaultFeatureCache(), "feature cache folder")
 	noCache := fs.Bool("no-cache", false, "neither read nor write the feature cache")
 	threads := fs.Int("threads", 0, "goroutines for the backbone and head kernels (0: GOMAXPROCS)")
+	device := deviceFlag(fs) // the backbone's feature pass; the heads train on the CPU
 	copyFiles := fs.Bool("copy", false, "copy the backbone files instead of hard-linking them")
 	predictions := fs.String("predictions", "", "write the validation verdicts of the new model, one JSON line per labelled position, to FILE")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
@@ -71,7 +72,7 @@ func runTrainHeads(args []string, stdout, stderr io.Writer) error {
 	o := def
 	o.Data, o.Out, o.Val, o.ValFraction = *data, *out, *val, *valFraction
 	o.Init, o.Inner, o.Epochs, o.Batch, o.Patience = *initFrom, *inner, *epochs, *batch, *patience
-	o.LR, o.WeightDecay, o.Seed, o.Threads, o.Copy = *lr, *wd, *seed, *threads, *copyFiles
+	o.LR, o.WeightDecay, o.Seed, o.Threads, o.Copy, o.Device = *lr, *wd, *seed, *threads, *copyFiles, *device
 	if *categories != "" {
 		for _, c := range strings.Split(*categories, ",") {
 			o.Categories = append(o.Categories, strings.TrimSpace(c))

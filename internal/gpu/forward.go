@@ -123,7 +123,13 @@ func (m *Model) workspaceFor(T, meta, states int) (*workspace, error) {
 // batch, appends their keys and values to each stream's cache, and returns
 // each token's head logits, as qwen3.Model.Forward does on the CPU. It is
 // not safe for concurrent use: one scheduler calls it.
-func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
+func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) { return m.forward(seqs, false) }
+
+// ForwardHidden is Forward that also returns each token's final normed
+// hidden state (qwen3.ForwardOptions.Hidden), copied back from the GPU.
+func (m *Model) ForwardHidden(seqs []Sequence) ([]qwen3.Output, error) { return m.forward(seqs, true) }
+
+func (m *Model) forward(seqs []Sequence, hidden bool) ([]qwen3.Output, error) {
 	T := 0
 	seen := map[*Cache]bool{}
 	for i, s := range seqs {
@@ -195,6 +201,12 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 	mp := metaPtrs{ids: at(0), pos: at(T), slots: at(2 * T), toff: at(3 * T), tiles: at(4 * T), soff: at(6 * T), tables: at(7 * T)}
 
 	logits, err := m.run(w, T, mp)
+	var hs []float32
+	if err == nil && hidden {
+		// The final norm wrote h in place; nothing after it does.
+		hs = make([]float32, T*m.Hidden)
+		err = cuda.CopyOutOn(m.stream, hs, w.h, 0)
+	}
 	if err != nil {
 		m.undo(seqs)
 		return nil, err
@@ -212,6 +224,12 @@ func (m *Model) Forward(seqs []Sequence) ([]qwen3.Output, error) {
 			q := row[R.levels+R.categories:]
 			o.QueryRisk[j] = q[:Q.levels:Q.levels]
 			o.QueryCategory[j] = q[Q.levels : Q.levels+Q.categories : Q.levels+Q.categories]
+		}
+		if hidden {
+			o.Hidden = make([][]float32, n)
+			for j := range n {
+				o.Hidden[j] = hs[(t+j)*m.Hidden : (t+j+1)*m.Hidden : (t+j+1)*m.Hidden]
+			}
 		}
 		t += n
 		outs[i] = o

@@ -18,6 +18,8 @@ type Hooks struct {
 	New       func(net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (any, error)
 	// ParseDevice reads a guard.Options.Device value.
 	ParseDevice func(s string) (kind string, ordinal int, err error)
+	// Forward runs id sequences on a *guard.Model's device.
+	Forward func(m any, ids [][]int) ([]qwen3.Output, error)
 }
 
 var hooks Hooks
@@ -28,6 +30,13 @@ func Register(h Hooks) { hooks = h }
 // Network is the transformer behind m, a *guard.Model, for tools that need
 // raw logits or hidden states.
 func Network(m any) *qwen3.Model { return hooks.Network(m) }
+
+// Forward runs each id sequence from an empty KV cache, in one batch on
+// the device m (a *guard.Model) runs on — the CPU engine or a GPU — and
+// returns each sequence's head logits and final normed hidden states. It is
+// how tools that want hidden states (forward, train-heads) honour
+// --device, where Network is the CPU engine alone.
+func Forward(m any, ids [][]int) ([]qwen3.Output, error) { return hooks.Forward(m, ids) }
 
 // Tokenizer is the tokenizer of m, a *guard.Model.
 func Tokenizer(m any) *tokenizer.Tokenizer { return hooks.Tokenizer(m) }

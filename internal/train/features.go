@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/qwen3"
 )
 
@@ -56,7 +58,8 @@ type Progress func(done, total, tokens int, elapsed time.Duration)
 // forwards of about batchTokens tokens; each keeps its own cache, so its
 // hidden states are bitwise those of running it alone (the engine's batch
 // invariance), which is what guard.Model.Moderate computes.
-func extract(net *qwen3.Model, convs []*Conversation, positions [][]int, progress Progress) ([]float32, int, error) {
+func extract(bb backbone, convs []*Conversation, positions [][]int, progress Progress) ([]float32, int, error) {
+	net := bb.net
 	H := net.Hidden()
 	total := 0
 	for _, p := range positions {
@@ -78,19 +81,16 @@ func extract(net *qwen3.Model, convs []*Conversation, positions [][]int, progres
 			n, kv = n+f, kv+c
 			hi++
 		}
-		seqs := make([]qwen3.Sequence, 0, hi-lo)
+		idss := make([][]int, 0, hi-lo)
 		idx := make([]int, 0, hi-lo)
 		for i := lo; i < hi; i++ {
 			if len(positions[i]) == 0 {
 				continue
 			}
-			seqs = append(seqs, qwen3.Sequence{Cache: net.NewCache(), IDs: convs[i].IDs[:feedLen(convs[i], positions[i])]})
+			idss = append(idss, convs[i].IDs[:feedLen(convs[i], positions[i])])
 			idx = append(idx, i)
 		}
-		outs, err := net.Forward(seqs, qwen3.ForwardOptions{Hidden: true})
-		for _, s := range seqs {
-			s.Cache.Release()
-		}
+		outs, err := bb.forward(idss)
 		if err != nil {
 			return nil, 0, fmt.Errorf("conversation %d: %w", lo, err)
 		}
@@ -117,4 +117,17 @@ func feedLen(c *Conversation, positions []int) int {
 		last = max(last, p)
 	}
 	return last + 1
+}
+
+// backbone is where hidden states come from: the network's shapes (net,
+// the CPU engine) and the forward of the device the model runs on, which
+// runs each id sequence from an empty cache and returns hidden states.
+type backbone struct {
+	net     *qwen3.Model
+	forward func(ids [][]int) ([]qwen3.Output, error)
+}
+
+// modelBackbone is m's backbone, on m's device (guard.Options.Device).
+func modelBackbone(m *guard.Model) backbone {
+	return backbone{net: guardhook.Network(m), forward: func(ids [][]int) ([]qwen3.Output, error) { return guardhook.Forward(m, ids) }}
 }

@@ -125,11 +125,11 @@ func TestBackboneKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	k1, err := backboneKey(set, guardhook.Network(m).Config, guardhook.Network(m))
+	k1, err := backboneKey(set, guardhook.Network(m).Config, modelBackbone(m))
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, _ := backboneKey(set, guardhook.Network(m).Config, guardhook.Network(m))
+	k2, _ := backboneKey(set, guardhook.Network(m).Config, modelBackbone(m))
 	if k1 != k2 || len(k1) != 64 {
 		t.Fatalf("keys %q, %q", k1, k2)
 	}
@@ -143,7 +143,7 @@ func TestBackboneKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer oset.Close()
-	k3, _ := backboneKey(oset, guardhook.Network(other).Config, guardhook.Network(other))
+	k3, _ := backboneKey(oset, guardhook.Network(other).Config, modelBackbone(other))
 	if k3 == k1 {
 		t.Fatal("bf16 and awq backbones share a key")
 	}

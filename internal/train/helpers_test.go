@@ -234,7 +234,7 @@ func newCorpusProgress(t testing.TB, m *guard.Model, convMsgs [][]tokenizer.Mess
 	}
 	c.positions, c.rows, _ = featurePlan(c.exs, c.convs)
 	var err error
-	if c.X, c.tokens, err = extract(guardhook.Network(m), c.convs, c.positions, progress); err != nil {
+	if c.X, c.tokens, err = extract(modelBackbone(m), c.convs, c.positions, progress); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -324,7 +324,7 @@ func (c *corpus) primeCache(t testing.TB, modelDir, cacheDir string, idx []int) 
 		t.Fatal(err)
 	}
 	defer set.Close()
-	key, err := backboneKey(set, guardhook.Network(c.m).Config, guardhook.Network(c.m))
+	key, err := backboneKey(set, guardhook.Network(c.m).Config, modelBackbone(c.m))
 	if err != nil {
 		t.Fatal(err)
 	}

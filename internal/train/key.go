@@ -16,7 +16,6 @@ import (
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/kernels"
-	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -35,7 +34,7 @@ const probeLen = 16
 // probe sequence, which change with the kernels (AVX2 and AVX-512 round
 // differently), the activation quantization of INT4 models, or any other
 // numerical change of the engine.
-func backboneKey(set *safetensors.Set, cfg *config.Config, net *qwen3.Model) (string, error) {
+func backboneKey(set *safetensors.Set, cfg *config.Config, bb backbone) (string, error) {
 	var names []string
 	for _, n := range set.Names() {
 		if !slices.Contains(checkpoint.HeadNames, n) {
@@ -71,7 +70,7 @@ func backboneKey(set *safetensors.Set, cfg *config.Config, net *qwen3.Model) (st
 	for _, d := range digests {
 		h.Write(d)
 	}
-	if err := probe(h, net); err != nil {
+	if err := probe(h, bb); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -87,15 +86,15 @@ func backboneConfig(c *config.Config) any {
 		c.HeadDim, c.MaxPositionEmbeddings, c.RMSNormEps, c.RopeTheta, c.QuantizationConfig}
 }
 
-// probe writes the hidden states of a fixed sequence to h.
-func probe(h hash.Hash, net *qwen3.Model) error {
+// probe writes the hidden states of a fixed sequence to h, as the
+// backbone's device computes them (features from two devices never share
+// a key).
+func probe(h hash.Hash, bb backbone) error {
 	ids := make([]int, probeLen)
 	for i := range ids {
-		ids[i] = (i*7919 + 13) % net.VocabSize()
+		ids[i] = (i*7919 + 13) % bb.net.VocabSize()
 	}
-	c := net.NewCache()
-	defer c.Release()
-	out, err := net.Forward([]qwen3.Sequence{{Cache: c, IDs: ids}}, qwen3.ForwardOptions{Hidden: true})
+	out, err := bb.forward([][]int{ids})
 	if err != nil {
 		return fmt.Errorf("probe forward: %w", err)
 	}

@@ -57,6 +57,9 @@ type Options struct {
 	CacheDir string
 	// Threads for the backbone and the head kernels; 0 is GOMAXPROCS.
 	Threads int
+	// Device runs the backbone's feature pass ("cpu", "auto", "cuda[:N]",
+	// as guard.Options.Device); the heads train on the CPU.
+	Device string
 	// Copy copies the backbone files instead of hard-linking them.
 	Copy bool
 	// Log receives progress lines; nil is silent.
@@ -155,12 +158,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
-	m, err := guard.Load(ctx, o.Model, guard.Options{Threads: o.Threads})
+	m, err := guard.Load(ctx, o.Model, guard.Options{Threads: o.Threads, Device: o.Device})
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
-	net, tok := guardhook.Network(m), guardhook.Tokenizer(m)
+	bb := modelBackbone(m)
+	net, tok := bb.net, guardhook.Tokenizer(m)
 	cfg := net.Config
 	set, err := safetensors.OpenDir(o.Model)
 	if err != nil {
@@ -246,17 +250,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	key := ""
 	if o.CacheDir != "" {
 		t0 := time.Now()
-		if key, err = backboneKey(set, cfg, net); err != nil {
+		if key, err = backboneKey(set, cfg, bb); err != nil {
 			return nil, err
 		}
 		rep.KeySeconds = time.Since(t0).Seconds()
 	}
-	if err := train.features(net, key, o.CacheDir, logf); err != nil {
+	if err := train.features(bb, key, o.CacheDir, logf); err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Data, err)
 	}
 	rep.Features = append(rep.Features, train.stats)
 	if o.Val != "" {
-		if err := val.features(net, key, o.CacheDir, logf); err != nil {
+		if err := val.features(bb, key, o.CacheDir, logf); err != nil {
 			return nil, fmt.Errorf("%s: %w", o.Val, err)
 		}
 		rep.Features = append(rep.Features, val.stats)
@@ -395,9 +399,9 @@ func prepare(net *qwen3.Model, tok *tokenizer.Tokenizer, name string, exs []*Exa
 
 // features loads the planned hidden states from the cache, or extracts
 // (and stores) them.
-func (ff *fileFeatures) features(net *qwen3.Model, backbone, cacheDir string, logf func(string, ...any)) error {
+func (ff *fileFeatures) features(bb backbone, backbone, cacheDir string, logf func(string, ...any)) error {
 	start := time.Now()
-	name, total, H := ff.stats.File, ff.stats.Rows, net.Hidden()
+	name, total, H := ff.stats.File, ff.stats.Rows, bb.net.Hidden()
 	if cacheDir != "" {
 		ff.stats.Key = featureKey(backbone, ff.convs, ff.positions)
 		x, stale, err := loadCache(cacheDir, ff.stats.Key, total, H)
@@ -416,7 +420,7 @@ func (ff *fileFeatures) features(net *qwen3.Model, backbone, cacheDir string, lo
 		}
 	}
 	lastLog := time.Now()
-	x, tokens, err := extract(net, ff.convs, ff.positions, func(done, all, tokens int, el time.Duration) {
+	x, tokens, err := extract(bb, ff.convs, ff.positions, func(done, all, tokens int, el time.Duration) {
 		if time.Since(lastLog) > 10*time.Second || done == all {
 			lastLog = time.Now()
 			logf("features %s: %d/%d conversations, %d tokens, %.1f tokens/s", name, done, all, tokens, float64(tokens)/el.Seconds())
