@@ -343,7 +343,10 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 			// arithmetic (mma.cuh), so choosing it by T keeps verdicts
 			// independent of the batch.
 			bm, nt, fbf, fawq := 16, 1, k.mmaBF16M16, k.mmaAWQM16
-			if T > mmaTallTiles {
+			switch {
+			case T <= mmaSkinny:
+				bm, fbf, fawq = T, k.mmaBF16S, k.mmaAWQS // one row of blocks
+			case T > mmaTallTiles:
 				bm, nt, fbf, fawq = 64, 2, k.mmaBF16M64, k.mmaAWQM64
 			}
 			per := mmaWarps * nt

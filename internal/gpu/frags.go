@@ -1,6 +1,9 @@
 package gpu
 
-import "github.com/streamguard/streamguard/internal/kernels"
+import (
+	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
+)
 
 // The weight layouts of the tensor-core products (mma.cuh, which describes
 // them): each lane of a warp loads, contiguously with its neighbours,
@@ -14,6 +17,9 @@ const (
 	// tiles): below it a step has too few rows to fill the GPU with tall
 	// tiles, and its weights are read again per 16 rows from the L2 cache.
 	mmaTallTiles = 64
+	// mmaSkinny is the most tokens the skinny kernels take (one 16-row
+	// tile): decode steps, whose products must run at the memory's pace.
+	mmaSkinny = 16
 )
 
 // mmaFits reports whether an N×K projection (AWQ: with group) can take the
@@ -54,10 +60,10 @@ func bf16Frags(w []uint16, N, K int) []uint32 {
 // awqFrags lays out the 4-bit codes of r (N×K, group): for n-tile nt,
 // stage kb, lane l, 4 words, word ch holding for j < 4 the code of (row
 // 8nt + l/4, k) in nibble j and of (row, k+1) in nibble j+4, at k =
-// fragK(kb, j, l%4) + 32ch. Also the scales as float32 [K/group][N] and
-// −(128 + zero) as a bf16 pair [K/group][N] (the kernel adds it to the bf16
-// of 128 + code).
-func awqFrags(r *awqRepacked, N, K, group int) (w []uint32, scales []float32, neg []uint32) {
+// fragK(kb, j, l%4) + 32ch. Also the scales as float16 (as AutoAWQ stores
+// them: exact) [K/group][N] and −(128 + zero) as a bf16 [K/group][N] (the
+// kernel adds it to the bf16 of 128 + code).
+func awqFrags(r *awqRepacked, N, K, group int) (w []uint32, scales, neg []uint16) {
 	stages, G := K/mmaStage, K/group
 	code := func(n, k int) uint32 { return r.codes[n*(K/8)+k/8] >> (4 * (k % 8)) & 0xF }
 	w = make([]uint32, N*K/8)
@@ -79,12 +85,11 @@ func awqFrags(r *awqRepacked, N, K, group int) (w []uint32, scales []float32, ne
 			}
 		}
 	})
-	scales, neg = make([]float32, G*N), make([]uint32, G*N)
+	scales, neg = make([]uint16, G*N), make([]uint16, G*N)
 	for n := range N {
 		for g := range G {
-			scales[g*N+n] = r.scales[n*G+g]
-			b := 0xC300 | uint32(r.zeros[n*G+g]) // the bf16 of −(128 + zero)
-			neg[g*N+n] = b | b<<16
+			scales[g*N+n] = half.F32ToF16(r.scales[n*G+g])
+			neg[g*N+n] = 0xC300 | uint16(r.zeros[n*G+g]) // the bf16 of −(128 + zero)
 		}
 	}
 	return w, scales, neg

@@ -61,7 +61,7 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 		g = &linear{format: fmtAWQ, n: n, k: K, group: group, mma: true}
 		w, scales, neg := awqFrags(stackAWQ(parts), n, K, group)
 		if g.w, err = upload(m, w); err == nil {
-			if g.scales, err = m.upload(scales); err == nil {
+			if g.scales, err = upload(m, scales); err == nil {
 				g.neg, err = upload(m, neg)
 			}
 		}

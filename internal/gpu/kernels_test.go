@@ -261,6 +261,7 @@ func TestKernelMMA(t *testing.T) {
 	g := rand.New(rand.NewPCG(4, 4))
 	cases := []*mmaCase{
 		bf16Case(g, 70, 200, 256), awqCase(g, 21, 136, 384, 128), awqCase(g, 21, 136, 384, 64),
+		bf16Case(g, 13, 72, 640), awqCase(g, 13, 72, 640, 64),
 		bf16Case(g, 512, 2048, 1024), bf16Case(g, 3, 1024, 3072),
 		awqCase(g, 300, 2048, 1024, 128), awqCase(g, 1, 1024, 3072, 128),
 	}
@@ -272,9 +273,13 @@ func TestKernelMMA(t *testing.T) {
 				scales, neg = put(r, c.scales), put(r, c.neg)
 			}
 			checkMMA(t, c, func(bm, T int, x []float32, accum bool) []float32 {
-				nt := map[int]int{16: 1, 64: 2}[bm]
+				nt := map[int]int{16: 1, 64: 2, 1: 1}[bm]
 				per := mmaWarps * nt
 				grid, block := cuda.Dim3{X: uint32((c.N/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
+				name := fmt.Sprintf("m%d", bm)
+				if bm == 1 {
+					grid.Y, name = 1, "s"
+				}
 				y0 := make([]float32, T*c.N)
 				acc := int32(0)
 				if accum {
@@ -285,9 +290,9 @@ func TestKernelMMA(t *testing.T) {
 				}
 				y := put(r, y0)
 				if c.awq {
-					r.launch(fmt.Sprintf("mma_awq_m%d", bm), grid, block, y, put(r, x), w, scales, neg, int32(T), int32(c.N), int32(c.K), int32(c.group), acc)
+					r.launch("mma_awq_"+name, grid, block, y, put(r, x), w, scales, neg, int32(T), int32(c.N), int32(c.K), int32(c.group), acc)
 				} else {
-					r.launch(fmt.Sprintf("mma_bf16_m%d", bm), grid, block, y, put(r, x), w, int32(T), int32(c.N), int32(c.K), acc)
+					r.launch("mma_bf16_"+name, grid, block, y, put(r, x), w, int32(T), int32(c.N), int32(c.K), acc)
 				}
 				return r.get(y, T*c.N)
 			})

@@ -25,8 +25,8 @@
 //     AWQ: 4 words, word c' holding for j < 4 the code of (row 8nt+g,
 //     k_j) in nibble j and of (row, k_j + 1) in nibble j+4, with k_j =
 //     128kb + 32c' + 16(j/2) + 8(j%2) + 2c;
-//   - AWQ scales as float32 [K/group][N] and −(128 + zero) as a bf16 pair
-//     [K/group][N].
+//   - AWQ scales as stored (float16) [K/group][N], and −(128 + zero) as a
+//     bf16 [K/group][N]: 4 bytes per group and row beside its 64 of codes.
 // The activations are staged through shared memory, 128 k's at a time.
 
 #define MMA_WARPS 4
@@ -71,8 +71,8 @@ __device__ __forceinline__ uint32_t mma_codes(uint32_t word, int j, uint32_t neg
 // accum, y += the product (y + v, the one rounding of a residual add)
 // instead of y = it.
 template <int BM, int NT, bool AWQ>
-__device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint32_t *w, const float *scales,
-                                           const uint32_t *neg, int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
+__device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint32_t *w, const __half *scales,
+                                           const uint16_t *neg, int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
 	__shared__ uint32_t sa[2][BM][MMA_AST]; // the stage's activations: hi, lo
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
 	const int t0 = blockIdx.y * BM;
@@ -118,7 +118,7 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 			for (int nt = 0; nt < NT; nt++) {
 				if (AWQ) {
 					const int row = min(nt0 + nt, ntiles - 1) * 8 + g;
-					const uint32_t z = neg[(int64_t)((kb * MMA_KB + ch * 32) / group) * N + row];
+					const uint32_t z = uint32_t(neg[(int64_t)((kb * MMA_KB + ch * 32) / group) * N + row]) * 0x10001u;
 #pragma unroll
 					for (int j = 0; j < 4; j++) bb[nt][j] = mma_codes(b[nt][ch], j, z);
 				} else {
@@ -145,7 +145,7 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 #pragma unroll
 				for (int nt = 0; nt < NT; nt++) {
 					const int col = min(nt0 + nt, ntiles - 1) * 8 + 2 * c;
-					const float s0 = scales[gi * N + col], s1 = scales[gi * N + col + 1];
+					const float s0 = __half2float(scales[gi * N + col]), s1 = __half2float(scales[gi * N + col + 1]);
 #pragma unroll
 					for (int mi = 0; mi < BM / 16; mi++) {
 						out[mi][nt][0] = fmaf(s0, acc[mi][nt][0], out[mi][nt][0]);
@@ -183,9 +183,100 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 	}
 }
 
-// The entry points: 16-token tiles and one n-tile per warp for steps of
-// up to 16 tokens (decode: more warps, each reading its weights once),
-// 64-token tiles and two n-tiles per warp above. grid (ceil(N/8 /
+// mma_skinny is mma_matmul for steps of up to 16 tokens (decode), made for
+// the memory's pace: no shared memory and no block-wide barrier, each warp
+// one n-tile over the whole K, reading its activations straight from x
+// (a few kilobytes, cached) and its weights PD stages at a time, all loads
+// of a group issued before any is used, so that many are in flight. Each
+// output sees exactly mma_matmul's sequence of operations (the same
+// activation split, k tiles in order, hi before lo, the same group
+// epilogue), so it is bitwise mma_matmul's.
+template <bool AWQ, int PD>
+__device__ __forceinline__ void mma_skinny(float *y, const float *x, const uint32_t *w, const __half *scales,
+                                           const uint16_t *neg, int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+	const int tile = blockIdx.x * MMA_WARPS + warp, ntiles = N / 8, stages = K / MMA_KB;
+	if (tile >= ntiles) return; // a whole warp: no barrier follows
+	constexpr int V = AWQ ? 1 : 4; // uint4 per lane per stage
+	const uint4 *src = reinterpret_cast<const uint4 *>(w) + (int64_t)tile * stages * 32 * V + lane * V;
+	const float *x0 = g < T ? x + (int64_t)g * K : nullptr, *x1 = g + 8 < T ? x + (int64_t)(g + 8) * K : nullptr;
+	float acc[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
+	for (int kb0 = 0; kb0 < stages; kb0 += PD) {
+		uint4 buf[PD][V];
+#pragma unroll
+		for (int p = 0; p < PD; p++)
+#pragma unroll
+			for (int v = 0; v < V; v++)
+				if (kb0 + p < stages) buf[p][v] = src[(int64_t)(kb0 + p) * 32 * V + v];
+#pragma unroll
+		for (int p = 0; p < PD; p++) {
+			const int kb = kb0 + p;
+			if (kb >= stages) break;
+			uint32_t b[16];
+#pragma unroll
+			for (int v = 0; v < V; v++)
+				b[4 * v] = buf[p][v].x, b[4 * v + 1] = buf[p][v].y, b[4 * v + 2] = buf[p][v].z, b[4 * v + 3] = buf[p][v].w;
+#pragma unroll
+			for (int ch = 0; ch < 4; ch++) {
+				uint32_t bb[4];
+				if (AWQ) {
+					const uint32_t z = uint32_t(neg[(int64_t)((kb * MMA_KB + ch * 32) / group) * N + tile * 8 + g]) * 0x10001u;
+#pragma unroll
+					for (int j = 0; j < 4; j++) bb[j] = mma_codes(b[ch], j, z);
+				} else {
+#pragma unroll
+					for (int j = 0; j < 4; j++) bb[j] = b[4 * ch + j];
+				}
+#pragma unroll
+				for (int kt = 0; kt < 2; kt++) {
+					const int k = kb * MMA_KB + ch * 32 + kt * 16 + 2 * c;
+					uint32_t ah[4], al[4];
+					float2 v00 = x0 ? *reinterpret_cast<const float2 *>(x0 + k) : make_float2(0, 0);
+					float2 v10 = x1 ? *reinterpret_cast<const float2 *>(x1 + k) : make_float2(0, 0);
+					float2 v01 = x0 ? *reinterpret_cast<const float2 *>(x0 + k + 8) : make_float2(0, 0);
+					float2 v11 = x1 ? *reinterpret_cast<const float2 *>(x1 + k + 8) : make_float2(0, 0);
+					mma_split(v00.x, v00.y, ah[0], al[0]);
+					mma_split(v10.x, v10.y, ah[1], al[1]);
+					mma_split(v01.x, v01.y, ah[2], al[2]);
+					mma_split(v11.x, v11.y, ah[3], al[3]);
+					mma_16816(acc, ah, bb[2 * kt], bb[2 * kt + 1]);
+					mma_16816(acc, al, bb[2 * kt], bb[2 * kt + 1]);
+				}
+				if (AWQ && (kb * MMA_KB + ch * 32 + 32) % group == 0) {
+					const int64_t gi = (kb * MMA_KB + ch * 32) / group;
+					const int col = tile * 8 + 2 * c;
+					const float s0 = __half2float(scales[gi * N + col]), s1 = __half2float(scales[gi * N + col + 1]);
+					out[0] = fmaf(s0, acc[0], out[0]);
+					out[1] = fmaf(s1, acc[1], out[1]);
+					out[2] = fmaf(s0, acc[2], out[2]);
+					out[3] = fmaf(s1, acc[3], out[3]);
+#pragma unroll
+					for (int i = 0; i < 4; i++) acc[i] = 0;
+				}
+			}
+		}
+	}
+	const int col = tile * 8 + 2 * c;
+#pragma unroll
+	for (int h = 0; h < 2; h++) {
+		const int t = g + 8 * h;
+		if (t < T) {
+			float v0 = AWQ ? out[2 * h] : acc[2 * h];
+			float v1 = AWQ ? out[2 * h + 1] : acc[2 * h + 1];
+			float2 *dst = reinterpret_cast<float2 *>(y + (int64_t)t * N + col);
+			if (accum) {
+				const float2 old = *dst;
+				v0 = old.x + v0, v1 = old.y + v1;
+			}
+			*dst = make_float2(v0, v1);
+		}
+	}
+}
+
+// The entry points: skinny (mma_skinny) for steps of up to 16 tokens,
+// 16-token tiles and one n-tile per warp up to 64 (more blocks), 64-token
+// tiles and two n-tiles per warp above (each weight read once per 64
+// tokens). The skinny kernels' grid is (ceil(N/8 / MMA_WARPS)). grid (ceil(N/8 /
 // (MMA_WARPS·NT)), ceil(T/BM)), block (MMA_WARPS·32).
 extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m16(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K, int32_t accum) {
 	mma_matmul<16, 1, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB, accum);
@@ -193,11 +284,18 @@ extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m16(float 
 extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_m64(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K, int32_t accum) {
 	mma_matmul<64, 2, false>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB, accum);
 }
-extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m16(float *y, const float *x, const uint32_t *w, const float *scales, const uint32_t *neg,
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m16(float *y, const float *x, const uint32_t *w, const __half *scales, const uint16_t *neg,
                                                                        int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
 	mma_matmul<16, 1, true>(y, x, w, scales, neg, T, N, K, group, accum);
 }
-extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m64(float *y, const float *x, const uint32_t *w, const float *scales, const uint32_t *neg,
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_bf16_s(float *y, const float *x, const uint32_t *w, int32_t T, int32_t N, int32_t K, int32_t accum) {
+	mma_skinny<false, 4>(y, x, w, nullptr, nullptr, T, N, K, MMA_KB, accum);
+}
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_s(float *y, const float *x, const uint32_t *w, const __half *scales, const uint16_t *neg,
+                                                                     int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
+	mma_skinny<true, 8>(y, x, w, scales, neg, T, N, K, group, accum);
+}
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) mma_awq_m64(float *y, const float *x, const uint32_t *w, const __half *scales, const uint16_t *neg,
                                                                        int32_t T, int32_t N, int32_t K, int32_t group, int32_t accum) {
 	mma_matmul<64, 2, true>(y, x, w, scales, neg, T, N, K, group, accum);
 }

@@ -63,7 +63,7 @@ func mmaEmulator(t *testing.T) string {
 
 // emuRun runs one kernel on the emulator and returns y [T][N]; with
 // accum, the product is added to accumStart(i).
-func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales []float32, neg []uint32, accum bool) []float32 {
+func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales, neg []uint16, accum bool) []float32 {
 	t.Helper()
 	var in bytes.Buffer
 	a, acc := int32(0), int32(0)
@@ -151,8 +151,7 @@ type mmaCase struct {
 	T, N, K, group int
 	x              []float32
 	w              []uint32
-	scales         []float32 // AWQ
-	neg            []uint32  // AWQ
+	scales, neg    []uint16 // AWQ: float16, bf16
 	term           func(tk, n, k int) float64
 }
 
@@ -194,19 +193,23 @@ func awqCaseRepacked(r *rand.Rand, T, N, K, group int) (*mmaCase, *awqRepacked) 
 	return c, rp
 }
 
-// checkMMA runs c through run (the emulator or the GPU: tile height, token
-// count, activations, accumulate → outputs): every output of the 16-token
-// tiles against the exact product, the 64-token tiles bitwise against
-// them, one token alone (each tile height) bitwise against it in the
-// batch, and the accumulating form bitwise the sum of the product and
-// accumStart (the residual add it replaces).
+// checkMMA runs c through run (the emulator or the GPU: tile height — 16,
+// 64, or 1 for the skinny kernel of steps up to 16 tokens —, token count,
+// activations, accumulate → outputs): every output of the 16-token tiles
+// against the exact product, the 64-token tiles (and the skinny kernel,
+// up to 16 tokens) bitwise against them, one token alone (each kernel)
+// bitwise against it in the batch, and the accumulating form bitwise the
+// sum of the product and accumStart (the residual add it replaces).
 func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32, accum bool) []float32) {
 	t.Helper()
 	y16 := run(16, c.T, c.x, false)
 	checkProduct(t, c.name, y16, c.T, c.N, c.K, c.term)
 	sameBits(t, c.name+": 64- against 16-token tiles", run(64, c.T, c.x, false), y16)
+	if c.T <= 16 {
+		sameBits(t, c.name+": skinny against 16-token tiles", run(1, c.T, c.x, false), y16)
+	}
 	i := c.T * 2 / 3
-	for _, bm := range []int{16, 64} {
+	for _, bm := range []int{16, 64, 1} {
 		alone := run(bm, 1, c.x[i*c.K:(i+1)*c.K], false)
 		sameBits(t, fmt.Sprintf("%s: token %d alone (%d-token tiles) against in the batch", c.name, i, bm), alone, y16[i*c.N:(i+1)*c.N])
 	}
@@ -215,6 +218,9 @@ func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32, accum b
 		want[j] = accumStart(j) + v
 	}
 	sameBits(t, c.name+": accumulated", run(64, c.T, c.x, true), want)
+	if c.T <= 16 {
+		sameBits(t, c.name+": accumulated, skinny", run(1, c.T, c.x, true), want)
+	}
 }
 
 // TestMMAEmulated runs the tensor-core products (mma.cuh) on the CPU
@@ -224,7 +230,8 @@ func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32, accum b
 func TestMMAEmulated(t *testing.T) {
 	bin := mmaEmulator(t)
 	r := rand.New(rand.NewPCG(7, 7))
-	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(r, 21, 136, 384, 128), awqCase(r, 21, 136, 384, 64)} {
+	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(r, 21, 136, 384, 128), awqCase(r, 21, 136, 384, 64),
+		bf16Case(r, 13, 72, 640), awqCase(r, 13, 72, 640, 64)} { // skinny: 5 stages, fewer than one group of loads (4, 8)
 		t.Run(c.name, func(t *testing.T) {
 			checkMMA(t, c, func(bm, T int, x []float32, accum bool) []float32 {
 				return emuRun(t, bin, c.awq, bm, T, c.N, c.K, c.group, x, c.w, c.scales, c.neg, accum)

@@ -95,7 +95,8 @@ type linear struct {
 	mma bool
 	w   *cuda.Buffer // the 16-bit matrix, or the AWQ codes
 	// AWQ: scales and zs = zero·scale float32 [N][K/group]; with mma,
-	// scales [K/group][N] and neg (−(128 + zero) as bf16 pairs) instead of zs.
+	// scales float16 [K/group][N] and neg (−(128 + zero) as bf16) instead
+	// of zs.
 	scales, zs, neg *cuda.Buffer
 	bias            *cuda.Buffer // float32 [N], or nil
 }
@@ -111,7 +112,8 @@ type kernelSet struct {
 	embedBF16, embedF16, rmsnorm              *cuda.Function
 	matmulBF16, matmulF16, matmulAWQ, addBias *cuda.Function
 	mmaBF16M16, mmaBF16M64, mmaAWQM16         *cuda.Function
-	mmaAWQM64, attnChunk, attnMerge           *cuda.Function
+	mmaAWQM64, mmaBF16S, mmaAWQS              *cuda.Function
+	attnChunk, attnMerge                      *cuda.Function
 	siluMul, siluMulRows, add, qkPrep         *cuda.Function
 	attention                                 *cuda.Function
 	embed                                     *cuda.Function // embedBF16 or embedF16, for this model's table
@@ -156,7 +158,7 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 		"embed_bf16": &m.k.embedBF16, "embed_f16": &m.k.embedF16, "rmsnorm": &m.k.rmsnorm,
 		"matmul_bf16": &m.k.matmulBF16, "matmul_f16": &m.k.matmulF16, "matmul_awq": &m.k.matmulAWQ, "add_bias": &m.k.addBias,
 		"silu_mul": &m.k.siluMul, "silu_mul_rows": &m.k.siluMulRows, "add_inplace": &m.k.add, "qk_prep": &m.k.qkPrep, "attention": &m.k.attention,
-		"mma_bf16_m16": &m.k.mmaBF16M16, "mma_bf16_m64": &m.k.mmaBF16M64, "mma_awq_m16": &m.k.mmaAWQM16, "mma_awq_m64": &m.k.mmaAWQM64,
+		"mma_bf16_m16": &m.k.mmaBF16M16, "mma_bf16_m64": &m.k.mmaBF16M64, "mma_awq_m16": &m.k.mmaAWQM16, "mma_awq_m64": &m.k.mmaAWQM64, "mma_bf16_s": &m.k.mmaBF16S, "mma_awq_s": &m.k.mmaAWQS,
 		"attn_chunk": &m.k.attnChunk, "attn_merge": &m.k.attnMerge,
 	}
 	m.mma = !opts.NoTensorCores && os.Getenv("STREAMGUARD_CUDA_TENSOR_CORES") != "off"
@@ -295,7 +297,7 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 		if g.mma = m.mma && mmaFits(g.n, g.k, g.group); g.mma {
 			w, scales, neg := awqFrags(r, g.n, g.k, g.group)
 			if g.w, err = upload(m, w); err == nil {
-				if g.scales, err = m.upload(scales); err == nil {
+				if g.scales, err = upload(m, scales); err == nil {
 					g.neg, err = upload(m, neg)
 				}
 			}

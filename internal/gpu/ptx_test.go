@@ -35,7 +35,7 @@ func TestPTXCurrent(t *testing.T) {
 		if compiler == "" {
 			t.Errorf("%s: no compiler line in its header", name)
 		}
-		for _, k := range []string{"embed_bf16", "rmsnorm", "qk_prep", "matmul_bf16", "silu_mul", "silu_mul_rows", "add_inplace", "attention", "mma_bf16_m16", "mma_bf16_m64", "mma_awq_m16", "mma_awq_m64", "attn_chunk", "attn_merge"} {
+		for _, k := range []string{"embed_bf16", "rmsnorm", "qk_prep", "matmul_bf16", "silu_mul", "silu_mul_rows", "add_inplace", "attention", "mma_bf16_m16", "mma_bf16_m64", "mma_awq_m16", "mma_awq_m64", "mma_bf16_s", "mma_awq_s", "attn_chunk", "attn_merge"} {
 			if !strings.Contains(ptx, ".entry "+k+"(") {
 				t.Errorf("%s lacks kernel %s", name, k)
 			}

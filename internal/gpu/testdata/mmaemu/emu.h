@@ -50,6 +50,22 @@ inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162
 	return {f2bf(std::fma(bf2f(a.x), bf2f(b.x), bf2f(c.x))), f2bf(std::fma(bf2f(a.y), bf2f(b.y), bf2f(c.y)))};
 }
 
+// float16, for the AWQ scales.
+struct __half { uint16_t bits; };
+inline float __half2float(__half h) {
+	const uint32_t sign = uint32_t(h.bits >> 15) << 31, exp = (h.bits >> 10) & 0x1F, man = h.bits & 0x3FF;
+	float f;
+	if (exp == 0) {
+		f = std::ldexp(float(man), -24); // subnormal (or zero)
+	} else if (exp == 31) {
+		f = man ? NAN : INFINITY;
+	} else {
+		uint32_t u = ((exp + 112) << 23) | (man << 13);
+		std::memcpy(&f, &u, 4);
+	}
+	return sign ? -f : f;
+}
+
 // The running block: its barrier, and per warp the lanes' fragments.
 struct Warp {
 	std::barrier<> bar{32};

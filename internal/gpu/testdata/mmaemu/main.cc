@@ -3,9 +3,10 @@
 // buffers from stdin, writes the output to stdout.
 //
 // stdin, little-endian int32 op, then
-//   op 0 (a product): int32 awq, bm, T, N, K, group, accum; float32 x[T*K];
-//     uint32 w[...] (N*K/2 words for bf16, N*K/8 for AWQ); for AWQ float32
-//     scales[K/group*N] and uint32 neg[K/group*N]. Writes float32 y[T*N]
+//   op 0 (a product): int32 awq, bm (16, 64, or 1: the skinny kernel), T,
+//     N, K, group, accum; float32 x[T*K];
+//     uint32 w[...] (N*K/2 words for bf16, N*K/8 for AWQ); for AWQ float16
+//     scales[K/group*N] and uint16 neg[K/group*N]. Writes float32 y[T*N]
 //     (with accum, added to y[i] = (i % 97) / 4 − 12).
 //   op 1 (attention): int32 T, heads, kv_heads, block_size, slots, splits,
 //     states; float32 scale; int32 tiles[2T], tables_len, tables[...],
@@ -60,17 +61,18 @@ static void product() {
 	const int awq = h[0], bm = h[1], T = h[2], N = h[3], K = h[4], group = h[5], accum = h[6];
 	auto x = readn<float>(size_t(T) * K);
 	auto w = readn<uint32_t>(size_t(N) * K / (awq ? 8 : 2));
-	std::vector<float> scales;
-	std::vector<uint32_t> neg;
+	std::vector<__half> scales;
+	std::vector<uint16_t> neg;
 	if (awq) {
-		scales = readn<float>(size_t(K / group) * N);
-		neg = readn<uint32_t>(size_t(K / group) * N);
+		scales = readn<__half>(size_t(K / group) * N);
+		neg = readn<uint16_t>(size_t(K / group) * N);
 	}
 	std::vector<float> y(size_t(T) * N, NAN);
 	if (accum)
 		for (size_t i = 0; i < y.size(); i++) y[i] = float(i % 97) / 4 - 12;
-	const int nt = bm == 16 ? 1 : 2;
-	dim3u grid{unsigned(N / 8 + MMA_WARPS * nt - 1) / (MMA_WARPS * nt), unsigned(T + bm - 1) / bm, 1};
+	// bm 1 is the skinny kernel (T ≤ 16): one n-tile per warp, grid (ceil(N/8 / MMA_WARPS)).
+	const int nt = bm == 64 ? 2 : 1;
+	dim3u grid{unsigned(N / 8 + MMA_WARPS * nt - 1) / (MMA_WARPS * nt), bm == 1 ? 1u : unsigned(T + bm - 1) / bm, 1};
 	float *Y = y.data();
 	const float *X = x.data();
 	const uint32_t *W = w.data();
@@ -79,6 +81,8 @@ static void product() {
 		if (awq && bm == 64) mma_awq_m64(Y, X, W, scales.data(), neg.data(), T, N, K, group, accum);
 		if (!awq && bm == 16) mma_bf16_m16(Y, X, W, T, N, K, accum);
 		if (!awq && bm == 64) mma_bf16_m64(Y, X, W, T, N, K, accum);
+		if (awq && bm == 1) mma_awq_s(Y, X, W, scales.data(), neg.data(), T, N, K, group, accum);
+		if (!awq && bm == 1) mma_bf16_s(Y, X, W, T, N, K, accum);
 	});
 	fwrite(y.data(), sizeof(float), y.size(), stdout);
 }
