@@ -21,6 +21,7 @@ type BenchOptions struct {
 	Steps     int   // timed repetitions per measurement; the median is reported
 	Seed      uint64
 	Model     Options // the upload's options (the KV cache's size is Bench's own)
+	CopyBytes int64   // size of the copy-bandwidth measurement (0: 1 GiB)
 }
 
 // BenchStep is one single-stream step measurement.
@@ -71,7 +72,10 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 	if v, err := cuda.DriverVersion(); err == nil {
 		rep.CUDADriverVersion = v
 	}
-	bw, err := copyBandwidth(ctx, 1<<30)
+	if o.CopyBytes <= 0 {
+		o.CopyBytes = 1 << 30
+	}
+	bw, err := copyBandwidth(ctx, o.CopyBytes)
 	if err != nil {
 		return nil, fmt.Errorf("copy bandwidth: %w", err)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// Shards is the number of safetensors files; 0 uses the layout of the
 	// real repositories (2 for the 4B preset, 4 for 8B, else 1).
 	Shards int
+	// Layers cuts the preset's layer count (0 keeps it): a model of the
+	// real shapes that tests can run quickly.
+	Layers int
 	// Workers fill chunks in parallel; 0 means GOMAXPROCS.
 	Workers int
 	// Progress, when not nil, is called from the writing goroutine after
@@ -194,6 +197,12 @@ func buildConfig(o Options) (*config.Config, int, error) {
 	cfg, err := config.Preset(o.Preset)
 	if err != nil {
 		return nil, 0, err
+	}
+	if o.Layers < 0 || o.Layers > cfg.NumHiddenLayers {
+		return nil, 0, fmt.Errorf("%d layers: the preset has %d", o.Layers, cfg.NumHiddenLayers)
+	}
+	if o.Layers > 0 {
+		cfg.NumHiddenLayers = o.Layers
 	}
 	cfg.TorchDtype = map[string]string{"f32": "float32", "bf16": "bfloat16", "f16": "float16", "awq": "float16"}[o.DType]
 	if o.Noesis {

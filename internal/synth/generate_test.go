@@ -317,11 +317,36 @@ func TestGenerateErrors(t *testing.T) {
 		{Options{Preset: "tiny", Shards: 1000}, "1000 shards"},
 		{Options{Preset: "tiny", DType: "awq", Group: 128}, "group_size 128 does not divide in_features 64"},
 		{Options{Preset: "tiny", DType: "awq", Group: 12}, "multiple of 8"},
+		{Options{Preset: "tiny", Layers: 3}, "3 layers: the preset has 2"},
 	} {
 		_, err := Generate(filepath.Join(t.TempDir(), "m"), tc.o)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.o, err, tc.want)
 		}
+	}
+}
+
+// TestGenerateLayers cuts a preset's layers: the config says so and the
+// checkpoint holds exactly those layers.
+func TestGenerateLayers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := Generate(dir, Options{Preset: "qwen3guard-stream-0.6b", DType: "awq", Layers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	_, err1 := set.Tensor("model.layers.1.mlp.down_proj.qweight")
+	_, err2 := set.Tensor("model.layers.2.mlp.down_proj.qweight")
+	has1, has2 := err1 == nil, err2 == nil
+	if cfg.NumHiddenLayers != 2 || !has1 || has2 {
+		t.Fatalf("num_hidden_layers %d, layer 1 present %v, layer 2 present %v; want 2, true, false", cfg.NumHiddenLayers, has1, has2)
 	}
 }
 
