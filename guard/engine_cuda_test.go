@@ -7,6 +7,10 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/qwen3"
+	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
 // TestGPUMatchesCPU moderates the same conversations on the CPU and on GPU
@@ -16,7 +20,23 @@ import (
 // verdicts must be equal. Runs only in a cuda build on a GPU machine
 // (scripts/gpu-check.sh).
 func TestGPUMatchesCPU(t *testing.T) {
-	cpu := tinyModel(t, "bf16", nil)
+	// bf16 weights, as the checkpoints the GPU backend takes are stored.
+	cfg, err := config.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := qwen3.RandomSource(cfg, safetensors.BF16, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := qwen3.Load(src, cfg, qwen3.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu, err := wrap(net, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := newGPUEngine(cpu.net, 0)
 	if err != nil {
 		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {
