@@ -108,7 +108,9 @@ func TestCUDABuildAgainstStandIn(t *testing.T) {
 
 	forward := func(dev string) [][]float32 {
 		out, errs, code := runSG("forward", "--model", model, "--device", dev, "--ids", "11,22,33,44,55,66,77")
-		var r struct{ Cases []struct{ Hidden [][]float32 } }
+		var r struct {
+			Cases []struct{ Hidden [][]float32 }
+		}
 		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || len(r.Cases) != 1 {
 			t.Fatalf("forward --device %s: exit %d\n%s", dev, code, errs)
 		}
@@ -131,10 +133,14 @@ func TestCUDABuildAgainstStandIn(t *testing.T) {
 	out, errs, code := runSG("bench", "--model", model, "--device", "cuda", "--pp", "32", "--positions", "10", "--streams", "4",
 		"--steps", "2", "--json")
 	var rep struct {
-		Device   string
-		Decode   []struct{ MsPerToken float64 `json:"ms_per_token"` }
+		Device string
+		Decode []struct {
+			MsPerToken float64 `json:"ms_per_token"`
+		}
 		Graphs   struct{ On bool }
-		Products struct{ TensorCores int `json:"tensor_cores"` }
+		Products struct {
+			TensorCores int `json:"tensor_cores"`
+		}
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !strings.Contains(rep.Device, "CPU stand-in") || len(rep.Decode) != 1 ||
 		!rep.Graphs.On || rep.Products.TensorCores != 14 {
