@@ -3,8 +3,10 @@
 # nothing installed on the GPU machine (no Go, no CUDA toolkit; the driver
 # only) and finishes in a few minutes.
 #
-#   scripts/gpu-check.sh build        # here, with Go: static binaries into .gpu-bin/
-#   scripts/gpu-check.sh run OUTDIR   # on the GPU machine: runs them, writes OUTDIR/*.json
+#   scripts/gpu-check.sh build          # here, with Go: static binaries into .gpu-bin/
+#   scripts/gpu-check.sh run OUTDIR     # on the GPU machine: runs them, writes OUTDIR/*.json
+#   scripts/gpu-check.sh dry-run OUTDIR # here, after build: run against a CPU stand-in for the
+#                                       # driver (needs g++), small models, to check the script
 #
 # `build` makes the cuda-tagged streamguard and the test binaries of the
 # driver (internal/cuda), the backend (internal/gpu) and the library (guard,
@@ -41,8 +43,25 @@ build)
 	gzip -9 -f "$bin"/streamguard "$bin"/*.test
 	ls -la "$bin"
 	;;
+dry-run)
+	# The run below on this machine: the stand-in driver (internal/gpu/testdata/fakecuda) found
+	# as libcuda.so.1, tiny models in the report, 2-layer ones for the CLI, few steps. Its figures
+	# mean nothing; every step must pass.
+	out=${2:?usage: scripts/gpu-check.sh dry-run OUTDIR}
+	lib=$(mktemp -d)
+	g++ -std=c++20 -O2 -shared -fPIC -pthread -o "$lib/libcuda.so.1" internal/gpu/testdata/fakecuda/fakecuda.cc || exit 1
+	LD_LIBRARY_PATH="$lib" STREAMGUARD_GPU_PRESETS=tiny,tiny-awq GPU_CHECK_QUICK=1 "$0" run "$out"
+	code=$?
+	rm -rf "$lib"
+	exit $code
+	;;
 run)
 	out=${2:?usage: scripts/gpu-check.sh run OUTDIR}
+	# GPU_CHECK_QUICK (dry-run): 2-layer models for the CLI steps, short benches, 1-2 threads.
+	layers="" benchargs="--streams 16,64,256" cpuargs="--pp 128 --positions 100 --steps 8" threads="1 2 4 8 16"
+	if [ -n "${GPU_CHECK_QUICK:-}" ]; then
+		layers="--layers 2" benchargs="--pp 32 --positions 100,600 --streams 4 --steps 2" cpuargs="--pp 32 --positions 100 --steps 2" threads="1 2"
+	fi
 	mkdir -p "$out"
 	start=$(date +%s)
 	for f in "$bin"/*.gz; do
@@ -67,16 +86,16 @@ run)
 	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion|TestGraphsMatchDirect'"
 	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice'"
 	# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
-	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 --out \$tmp/m >/dev/null &&
+	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --out \$tmp/m >/dev/null &&
 		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
 	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
 	# The same measurements through the CLI (bench --device cuda) on a synthetic 0.6B AWQ model, and
 	# this host's CPU cores on it from 1 to 16 threads (the CPU engine's scaling). Last, so that a run
 	# cut short still has everything above.
 	benchdir=$(mktemp -d)
-	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq --out "$benchdir/m"
-	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda --streams 16,64,256 --json >$out/bench-cuda-0.6b-awq.json"
-	step cpu-scaling bash -c "for t in 1 2 4 8 16; do $bin/streamguard bench --model $benchdir/m --threads \$t --pp 128 --positions 100 --steps 8 --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
+	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq $layers --out "$benchdir/m"
+	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda $benchargs --json >$out/bench-cuda-0.6b-awq.json"
+	step cpu-scaling bash -c "for t in $threads; do $bin/streamguard bench --model $benchdir/m --threads \$t $cpuargs --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
 	if [ -n "${GPU_CHECK_CPU_8B:-}" ]; then
 		# Opt-in (a few minutes more): the 8B's CPU scaling on the same cores.
 		step bench-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype awq --out "$benchdir/m8"
@@ -92,7 +111,7 @@ run)
 	grep -E '^(---|ok|FAIL)|relative L2|GB/s' "$out/tests.txt" | head -60
 	;;
 *)
-	echo "usage: scripts/gpu-check.sh build | run OUTDIR" >&2
+	echo "usage: scripts/gpu-check.sh build | run OUTDIR | dry-run OUTDIR" >&2
 	exit 2
 	;;
 esac

@@ -30,6 +30,7 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	noesis := fs.Bool("noesis", false, "write a replica of the broken public INT4 export (Qwen3ForCausalLM config, AWQ backbone, no guard heads, random lm_head)")
 	group := fs.Int("group", 0, "AWQ group size (0: 128, or the largest power of two below it dividing every in_features)")
 	shards := fs.Int("shards", 0, "number of safetensors files (0: as the real repositories, 2 for 4B, 4 for 8B, else 1)")
+	layers := fs.Int("layers", 0, "keep only this many of the preset's layers (0: all): the real shapes, quicker to run")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -42,7 +43,7 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	}
 	start := time.Now()
 	o := synth.Options{Preset: *preset, DType: *dtype, Seed: *seed,
-		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards, Force: *force}
+		OutlierChannels: *outliers, Noesis: *noesis, Group: *group, Shards: *shards, Force: *force, Layers: *layers}
 	// On a terminal, writes longer than a second (0.6B and up) show a bar.
 	bar := newByteBar(progressTo(stderr, *jsonOut), "gen-model: writing", 0)
 	if bar != nil {

@@ -397,6 +397,11 @@ static const Kernel kernels[] = {
     {"mma_awq_s", ptrs(5, {4, 4, 4, 4, 4}), mmaAWQ},
     {"attn_chunk", ptrs(9, {4, 4, 4, 4}), attnChunk},
     {"attn_merge", ptrs(4, {4}), attnMerge},
+    // internal/cuda's test kernel: inc(float *p, uint32 n) adds 1 to each.
+    {"inc", ptrs(1, {4}), [](void **p, Dim) {
+	     float *x = PTR<float>(p, 0);
+	     for (uint32_t i = 0, n = P<uint32_t>(p, 1); i < n; i++) x[i] += 1;
+     }},
 };
 
 // ---- the driver API.
