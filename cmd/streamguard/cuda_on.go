@@ -36,7 +36,7 @@ func init() {
 			return nil, nil, err
 		}
 		defer ctx.Close()
-		r, err := gpu.Bench(ctx, net, gpu.BenchOptions{Prefill: o.Prefill, Positions: o.Positions, Streams: o.Streams, Steps: o.Steps, Seed: o.Seed})
+		r, err := gpu.Bench(ctx, net, gpu.BenchOptions{Prefill: o.Prefill, Positions: o.Positions, Streams: o.Streams, Steps: o.Steps, Seed: o.Seed, Recompute: o.Prefill})
 		if err != nil {
 			return nil, nil, err
 		}

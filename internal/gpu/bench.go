@@ -20,6 +20,11 @@ type BenchOptions struct {
 	Streams   []int // stream counts of the batched steps (at position ~100)
 	Steps     int   // timed repetitions per measurement; the median is reported
 	Seed      uint64
+	// Recompute is the prefix of the recompute-per-token comparison: each
+	// new token judged by running the whole conversation again (prefix + 1
+	// tokens from an empty cache), as the upstream code does, against one
+	// cached step at that position (0 skips it).
+	Recompute int
 	Model     Options // the upload's options (the KV cache's size is Bench's own)
 	CopyBytes int64   // size of the copy-bandwidth measurement (0: 1 GiB)
 }
@@ -45,20 +50,30 @@ type BenchBatched struct {
 // BenchReport is what Bench measured. Times are medians of synchronous
 // forwards timed on the host (each copies its logits back).
 type BenchReport struct {
-	Device            string         `json:"device"`
-	CUDADriverVersion int            `json:"cuda_driver_version,omitempty"`
-	CopyGBps          float64        `json:"copy_gbps"` // device-to-device, bytes read plus written
-	UploadSeconds     float64        `json:"upload_seconds"`
-	WeightBytes       int64          `json:"weight_bytes"`
-	KVBytesPerToken   int64          `json:"kv_bytes_per_token"`
-	KVCachePositions  int            `json:"kv_cache_positions"`
-	PrefillTokens     int            `json:"prefill_tokens"`
-	PrefillMs         float64        `json:"prefill_ms"`
-	PrefillTokensPerS float64        `json:"prefill_tokens_per_s"`
-	Decode            []BenchStep    `json:"decode"`
-	Batched           []BenchBatched `json:"batched"`
-	Graphs            GraphStats     `json:"graphs"`
-	Products          Projections    `json:"products"`
+	Device            string          `json:"device"`
+	CUDADriverVersion int             `json:"cuda_driver_version,omitempty"`
+	CopyGBps          float64         `json:"copy_gbps"` // device-to-device, bytes read plus written
+	UploadSeconds     float64         `json:"upload_seconds"`
+	WeightBytes       int64           `json:"weight_bytes"`
+	KVBytesPerToken   int64           `json:"kv_bytes_per_token"`
+	KVCachePositions  int             `json:"kv_cache_positions"`
+	PrefillTokens     int             `json:"prefill_tokens"`
+	PrefillMs         float64         `json:"prefill_ms"`
+	PrefillTokensPerS float64         `json:"prefill_tokens_per_s"`
+	Decode            []BenchStep     `json:"decode"`
+	Batched           []BenchBatched  `json:"batched"`
+	Graphs            GraphStats      `json:"graphs"`
+	Products          Projections     `json:"products"`
+	Recompute         *BenchRecompute `json:"recompute,omitempty"`
+}
+
+// BenchRecompute compares judging a token by recomputing its whole prefix
+// with one cached step at the same position, timed alternately.
+type BenchRecompute struct {
+	Prefix      int     `json:"prefix"`
+	RecomputeMs float64 `json:"recompute_ms"` // prefix + 1 tokens from an empty cache
+	StepMs      float64 `json:"step_ms"`      // the one new token on a cache of prefix positions
+	Speedup     float64 `json:"speedup"`      // RecomputeMs / StepMs
 }
 
 // Bench uploads net to the GPU of ctx and measures it: copy bandwidth,
@@ -152,6 +167,38 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 		}
 		rep.PrefillTokens, rep.PrefillMs, rep.PrefillTokensPerS = o.Prefill, ms, float64(o.Prefill)/ms*1e3
 	}
+	if o.Recompute > 0 {
+		// The cached stream is cut back to the prefix after each step, so
+		// that every step is at the same position.
+		c := g.NewCache()
+		err := fill(c, o.Recompute, forward)
+		var rs, ss []float64
+		for i := 0; err == nil && i < o.Steps; i++ {
+			var ms float64
+			if ms, err = median(func() error {
+				f := g.NewCache()
+				defer f.Release()
+				return forward(f, o.Recompute+1)
+			}, 1); err != nil {
+				break
+			}
+			rs = append(rs, ms)
+			if ms, err = median(func() error { return forward(c, 1) }, 1); err != nil {
+				break
+			}
+			ss = append(ss, ms)
+			c.table.Truncate(o.Recompute)
+		}
+		c.Release()
+		if err != nil {
+			return nil, fmt.Errorf("recompute at %d: %w", o.Recompute, err)
+		}
+		slices.Sort(rs)
+		slices.Sort(ss)
+		r := &BenchRecompute{Prefix: o.Recompute, RecomputeMs: rs[len(rs)/2], StepMs: ss[len(ss)/2]}
+		r.Speedup = r.RecomputeMs / r.StepMs
+		rep.Recompute = r
+	}
 	for _, p := range o.Positions {
 		c := g.NewCache()
 		err := fill(c, p, forward)
@@ -230,6 +277,9 @@ func (r *BenchReport) WriteTable(w io.Writer) error {
 	}
 	for _, b := range r.Batched {
 		fmt.Fprintf(tw, "batched %s streams\t%.0f tokens/s\t(%.3f ms per step, position ~100%s)\n", strconv.Itoa(b.Streams), b.TokensPerS, b.MsPerStep, direct(b.MsPerStepDirect))
+	}
+	if rc := r.Recompute; rc != nil {
+		fmt.Fprintf(tw, "recompute at %d\t%.3f ms a token, against %.3f ms cached\t(%.0f×)\n", rc.Prefix, rc.RecomputeMs, rc.StepMs, rc.Speedup)
 	}
 	switch g := r.Graphs; {
 	case g.On:

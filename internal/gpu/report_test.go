@@ -14,7 +14,8 @@ import (
 // TestReport measures the GPU backend for scripts/gpu-check.sh and writes
 // the figures as JSON to $STREAMGUARD_GPU_REPORT: the device, copy
 // bandwidth, weight upload, prefill, a single stream's step at positions
-// 100 and 4,000, and batched steps of 16, 64 and 256 streams, for each
+// 100 and 4,000, batched steps of 16, 64 and 256 streams, and a token
+// judged by recomputing a 512-token prefix against one cached step, for each
 // model in $STREAMGUARD_GPU_PRESETS (default: the 0.6B shape in BF16 and
 // AWQ INT4, the 8B shape in AWQ INT4, with random weights; a name ending in
 // -awq is a synthetic AWQ checkpoint, any other random BF16 weights). Each
@@ -64,10 +65,10 @@ func TestReport(t *testing.T) {
 				name, steps = p+":warps", 7
 			}
 			bo := BenchOptions{Prefill: 512, Positions: []int{100, 4000}, Streams: []int{16, 64, 256}, Steps: steps, Seed: 7,
-				Model: Options{NoTensorCores: warps}}
+				Recompute: 512, Model: Options{NoTensorCores: warps}}
 			if standIn(ctx) {
 				// Plain loops: the code paths, not the times.
-				bo.Steps, bo.Positions, bo.Streams, bo.CopyBytes = 2, []int{100, 600}, []int{16, 64}, 1<<20
+				bo.Steps, bo.Positions, bo.Streams, bo.CopyBytes, bo.Recompute = 2, []int{100, 600}, []int{16, 64}, 1<<20, 64
 			}
 			m, err := Bench(ctx, net, bo)
 			if err != nil {

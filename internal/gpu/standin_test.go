@@ -54,7 +54,7 @@ func TestStandInDriver(t *testing.T) {
 			t.Errorf("%s did not pass against the stand-in:\n%s", name, out)
 		}
 	}
-	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"tiny-awq:warps"`) {
+	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"tiny-awq:warps"`) || !strings.Contains(string(b), `"recompute"`) {
 		t.Errorf("report: %v\n%s", err, b)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
