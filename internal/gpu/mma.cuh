@@ -86,9 +86,11 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 #pragma unroll
 			for (int i = 0; i < 4; i++) acc[mi][nt][i] = out[mi][nt][i] = 0;
 
-	for (int kb = 0; kb < stages; kb++) {
-		// This warp's weights for the stage: bf16 16 words per n-tile, AWQ 4.
-		uint32_t b[NT][16]; // AWQ uses the first 4
+	// This warp's weights, a stage ahead: bf16 16 words per n-tile, AWQ 4
+	// (of 16). The next stage's loads are issued before this stage's
+	// barriers and products, so that they are in flight meanwhile.
+	uint32_t b[NT][16], bn[NT][16];
+	auto load = [&](uint32_t (&dst)[NT][16], int kb) {
 #pragma unroll
 		for (int nt = 0; nt < NT; nt++) {
 			const int tile = min(nt0 + nt, ntiles - 1); // a warp past N loads a real tile and stores nothing
@@ -96,9 +98,17 @@ __device__ __forceinline__ void mma_matmul(float *y, const float *x, const uint3
 #pragma unroll
 			for (int v = 0; v < (AWQ ? 1 : 4); v++) {
 				uint4 u = src[v];
-				b[nt][4 * v] = u.x, b[nt][4 * v + 1] = u.y, b[nt][4 * v + 2] = u.z, b[nt][4 * v + 3] = u.w;
+				dst[nt][4 * v] = u.x, dst[nt][4 * v + 1] = u.y, dst[nt][4 * v + 2] = u.z, dst[nt][4 * v + 3] = u.w;
 			}
 		}
+	};
+	load(bn, 0);
+	for (int kb = 0; kb < stages; kb++) {
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int i = 0; i < 16; i++) b[nt][i] = bn[nt][i];
+		if (kb + 1 < stages) load(bn, kb + 1);
 		__syncthreads(); // the previous stage's activations are read
 		for (int i = threadIdx.x; i < BM * (MMA_KB / 4); i += MMA_WARPS * 32) {
 			const int r = i / (MMA_KB / 4), v = i % (MMA_KB / 4);
