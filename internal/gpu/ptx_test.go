@@ -79,3 +79,29 @@ func TestPTXRegenerates(t *testing.T) {
 		}
 	}
 }
+
+// TestPTXAssembles runs ptxas (CUDA 11.8 or later; no GPU needed) on the
+// embedded PTX for sm_80 and sm_90, as the driver's JIT will on those GPUs:
+// it must assemble, and no kernel may spill registers to local memory.
+func TestPTXAssembles(t *testing.T) {
+	ptxas, err := exec.LookPath("ptxas")
+	if err != nil {
+		t.Skip("ptxas is not installed: the driver assembles the PTX on the GPU machine")
+	}
+	for arch, ptx := range map[string]string{"80": ptxSM80, "90": ptxSM90} {
+		dir := t.TempDir()
+		src := filepath.Join(dir, "k.ptx")
+		if err := os.WriteFile(src, []byte(ptx), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(ptxas, "-arch=sm_"+arch, "-v", "-o", filepath.Join(dir, "k.cubin"), src).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ptxas sm_%s: %v\n%s", arch, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "spill") && !strings.Contains(line, " 0 bytes spill stores, 0 bytes spill loads") {
+				t.Errorf("sm_%s: %s", arch, strings.TrimSpace(line))
+			}
+		}
+	}
+}
