@@ -13,7 +13,8 @@
 // them; launches on a capturing stream do not run, as on a GPU, and a copy
 // on it is refused. Allocations up to 256 MiB are filled with 0xFF bytes
 // (NaN as float32, bf16 and f16), so that a kernel reading what nothing
-// wrote shows. The "GPU" has 3 GiB.
+// wrote shows. The "GPU" has 3 GiB unless STREAMGUARD_STANDIN_MEMORY_GIB
+// says otherwise.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -427,7 +428,12 @@ static void run(const Launch &l) {
 static std::mutex memMu;
 static std::map<uint64_t, size_t> allocs;
 static size_t used;
-static const size_t total = size_t(3) << 30;
+// The "GPU" memory: 3 GiB, or STREAMGUARD_STANDIN_MEMORY_GIB.
+static const size_t total = [] {
+	const char *v = std::getenv("STREAMGUARD_STANDIN_MEMORY_GIB");
+	const long g = v ? std::atol(v) : 0;
+	return size_t(g > 0 ? g : 3) << 30;
+}();
 static const size_t poisonMax = size_t(256) << 20; // larger allocations (a KV cache) are left as malloc gives them
 
 extern "C" {
