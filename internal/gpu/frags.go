@@ -65,19 +65,23 @@ func bf16Frags(w []uint16, N, K int) []uint32 {
 // kernel adds it to the bf16 of 128 + code).
 func awqFrags(r *awqRepacked, N, K, group int) (w []uint32, scales, neg []uint16) {
 	stages, G := K/mmaStage, K/group
-	code := func(n, k int) uint32 { return r.codes[n*(K/8)+k/8] >> (4 * (k % 8)) & 0xF }
 	w = make([]uint32, N*K/8)
 	kernels.ParallelRange(N/8, 1, func(lo, hi int) {
 		for nt := lo; nt < hi; nt++ {
 			for kb := range stages {
 				for l := range 32 {
-					n := 8*nt + l/4
+					n, c := 8*nt+l/4, l%4
 					dst := w[((nt*stages+kb)*32+l)*4:]
 					for ch := range 4 {
+						// The k's of word ch are 2c and 2c+1 of each of four
+						// consecutive groups of 8 (fragK): byte c of each of
+						// the row's four code words there, low nibble to
+						// nibble j, high nibble to j+4.
+						src := r.codes[n*(K/8)+(kb*mmaStage+32*ch)/8:][:4]
 						var word uint32
-						for j := range 4 {
-							k := fragK(kb, j, l%4) + 32*ch
-							word |= code(n, k)<<(4*j) | code(n, k+1)<<(4*(j+4))
+						for j, v := range src {
+							b := v >> (8 * c) & 0xFF
+							word |= (b&0xF)<<(4*j) | (b>>4)<<(4*(j+4))
 						}
 						dst[ch] = word
 					}
