@@ -8,7 +8,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -21,22 +20,7 @@ import (
 // (scripts/gpu-check.sh).
 func TestGPUMatchesCPU(t *testing.T) {
 	// bf16 weights, as the checkpoints the GPU backend takes are stored.
-	cfg, err := config.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := qwen3.RandomSource(cfg, safetensors.BF16, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	net, err := qwen3.Load(src, cfg, qwen3.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpu, err := wrap(net, nil, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cpu := tinyModelOf(t, "tiny", nil, qwen3.KVF32, safetensors.BF16)
 	e, err := newGPUEngine(cpu.net, 0)
 	if err != nil {
 		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {

@@ -27,9 +27,17 @@ var kvCaches = []qwen3.KVType{qwen3.KVF32, qwen3.KVBF16, qwen3.KVInt8, qwen3.KVI
 
 // tinyModelKV is tinyModel with streams whose caches are of type kv.
 func tinyModelKV(t testing.TB, key string, edit func(*config.Config), kv qwen3.KVType) *Model {
+	return tinyModelOf(t, key, edit, kv, safetensors.F32)
+}
+
+// tinyModelOf is tinyModelKV with weights of type dtype.
+func tinyModelOf(t testing.TB, key string, edit func(*config.Config), kv qwen3.KVType, dtype safetensors.DType) *Model {
 	t.Helper()
 	if kv != qwen3.KVF32 {
 		key += "/kv-" + kv.String()
+	}
+	if dtype != safetensors.F32 {
+		key += "/" + string(dtype)
 	}
 	if m, ok := tinyOnce.Load(key); ok {
 		return m.(*Model)
@@ -41,7 +49,7 @@ func tinyModelKV(t testing.TB, key string, edit func(*config.Config), kv qwen3.K
 	if edit != nil {
 		edit(cfg)
 	}
-	src, err := qwen3.RandomSource(cfg, safetensors.F32, 7)
+	src, err := qwen3.RandomSource(cfg, dtype, 7)
 	if err != nil {
 		t.Fatal(err)
 	}

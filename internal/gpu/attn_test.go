@@ -1,12 +1,9 @@
 package gpu
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"testing"
 
 	"github.com/streamguard/streamguard/internal/half"
@@ -141,27 +138,9 @@ func emuAttention(t *testing.T, bin string, c *attnCase, spans []span, splits in
 	lens, pos, toff, q := c.batch(spans)
 	tiles, soff, states := attnLayout(lens, pos)
 	T := len(pos)
-	var in bytes.Buffer
-	for _, v := range []any{[]int32{1, int32(T), int32(c.heads), int32(c.kvHeads), int32(c.bs), int32(c.slots), int32(splits), int32(states)},
-		c.scale, tiles, int32(len(c.tables)), c.tables, toff, pos, soff, q, c.kc, c.vc} {
-		if err := binary.Write(&in, binary.LittleEndian, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command(bin)
-	cmd.Stdin = &in
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("emulator: %v", err)
-	}
-	y := make([]float32, T*c.heads*attnHeadDim)
-	if len(out) != 4*len(y) {
-		t.Fatalf("emulator wrote %d bytes, want %d", len(out), 4*len(y))
-	}
-	if err := binary.Read(bytes.NewReader(out), binary.LittleEndian, y); err != nil {
-		t.Fatal(err)
-	}
-	return y
+	return emuCall(t, bin, T*c.heads*attnHeadDim,
+		[]int32{1, int32(T), int32(c.heads), int32(c.kvHeads), int32(c.bs), int32(c.slots), int32(splits), int32(states)},
+		c.scale, tiles, int32(len(c.tables)), c.tables, toff, pos, soff, q, c.kc, c.vc)
 }
 
 // checkAttention runs the batch of spans through run (tokens' outputs for

@@ -46,13 +46,11 @@ extern "C" __global__ void embed_f16(float *out, const __half *table, const int3
 	for (int i = threadIdx.x; i < H; i += blockDim.x) out[(int64_t)t * H + i] = __half2float(row[i]);
 }
 
-// rmsnorm normalises each of rows rows of width d (kernels.RMSNorm):
-// out = w * (x / sqrt(mean(x²) + eps)), the sum of squares in float64 as the
-// CPU kernel keeps it. out may be x. grid (rows), block (a multiple of 32, ≤ 1024).
-extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, int32_t d, float eps) {
-	__shared__ double part[32];
-	const float *xr = x + (int64_t)blockIdx.x * d;
-	float *outr = out + (int64_t)blockIdx.x * d;
+// rms_scale is the RMSNorm factor of a row of width d read by the whole
+// block: 1 / sqrt(mean(x²) + eps), the sum of squares in float64 as the
+// CPU kernel keeps it, reduced over the warps in a fixed order. part is
+// the block's shared scratch of 32 doubles.
+__device__ __forceinline__ float rms_scale(const float *xr, int32_t d, float eps, double *part) {
 	double ss = 0;
 	for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
 	for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
@@ -65,7 +63,17 @@ extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, i
 		if (lane == 0) part[0] = ss;
 	}
 	__syncthreads();
-	float r = (float)(1.0 / sqrt(part[0] / d + (double)eps));
+	return (float)(1.0 / sqrt(part[0] / d + (double)eps));
+}
+
+// rmsnorm normalises each of rows rows of width d (kernels.RMSNorm):
+// out = w * (x · rms_scale). out may be x. grid (rows), block (a multiple
+// of 32, ≤ 1024).
+extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, int32_t d, float eps) {
+	__shared__ double part[32];
+	const float *xr = x + (int64_t)blockIdx.x * d;
+	float *outr = out + (int64_t)blockIdx.x * d;
+	float r = rms_scale(xr, d, eps, part);
 	for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = w[i] * (xr[i] * r);
 }
 
@@ -222,19 +230,7 @@ extern "C" __global__ void qk_prep(float *qout, __nv_bfloat16 *kc, __nv_bfloat16
 	const int hh = isq ? y : y - heads;
 	const float *xr = isq ? qsrc + (int64_t)t * qstride + (int64_t)hh * hd : ksrc + (int64_t)t * kstride + (int64_t)hh * hd;
 	const float *w = isq ? qnorm : knorm;
-	double ss = 0;
-	for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
-	for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
-	int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-	if (lane == 0) part[warp] = ss;
-	__syncthreads();
-	if (warp == 0) {
-		ss = lane < blockDim.x / WARP ? part[lane] : 0;
-		for (int o = WARP / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
-		if (lane == 0) part[0] = ss;
-	}
-	__syncthreads();
-	float r = (float)(1.0 / sqrt(part[0] / hd + (double)eps));
+	float r = rms_scale(xr, hd, eps, part);
 	for (int i = threadIdx.x; i < hd; i += blockDim.x) xs[i] = w[i] * (xr[i] * r);
 	__syncthreads();
 	const int half = hd / 2;

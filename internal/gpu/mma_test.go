@@ -65,7 +65,6 @@ func mmaEmulator(t *testing.T) string {
 // accum, the product is added to accumStart(i).
 func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []float32, w []uint32, scales, neg []uint16, accum bool) []float32 {
 	t.Helper()
-	var in bytes.Buffer
 	a, acc := int32(0), int32(0)
 	if awq {
 		a = 1
@@ -73,7 +72,15 @@ func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []floa
 	if accum {
 		acc = 1
 	}
-	for _, v := range []any{[]int32{0, a, int32(bm), int32(T), int32(N), int32(K), int32(group), acc}, x, w, scales, neg} {
+	return emuCall(t, bin, T*N, []int32{0, a, int32(bm), int32(T), int32(N), int32(K), int32(group), acc}, x, w, scales, neg)
+}
+
+// emuCall writes inputs (little-endian, in order) to the emulator's stdin
+// and returns the n float32 values it writes.
+func emuCall(t *testing.T, bin string, n int, inputs ...any) []float32 {
+	t.Helper()
+	var in bytes.Buffer
+	for _, v := range inputs {
 		if err := binary.Write(&in, binary.LittleEndian, v); err != nil {
 			t.Fatal(err)
 		}
@@ -84,9 +91,9 @@ func emuRun(t *testing.T, bin string, awq bool, bm, T, N, K, group int, x []floa
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
-	y := make([]float32, T*N)
-	if len(out) != 4*len(y) {
-		t.Fatalf("emulator wrote %d bytes, want %d", len(out), 4*len(y))
+	y := make([]float32, n)
+	if len(out) != 4*n {
+		t.Fatalf("emulator wrote %d bytes, want %d", len(out), 4*n)
 	}
 	if err := binary.Read(bytes.NewReader(out), binary.LittleEndian, y); err != nil {
 		t.Fatal(err)
