@@ -14,7 +14,6 @@ import (
 type awqRepacked struct {
 	codes      []uint32
 	scales, zs []float32
-	zeros      []uint8 // zero points [N][K/group], for the tensor-core layout
 }
 
 // repackAWQ turns AutoAWQ GEMM tensors (qweight [K][N/8], qzeros
@@ -28,7 +27,7 @@ func repackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*awqR
 	if len(qweight) != K*words || (qzeros != nil && len(qzeros) != G*words) || len(scales) != G*N {
 		return nil, fmt.Errorf("AWQ tensors of %d, %d and %d values do not fit %d×%d with group %d", len(qweight), len(qzeros), len(scales), N, K, group)
 	}
-	r := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G), zeros: make([]uint8, N*G)}
+	r := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G)}
 	// Each word column c fills its own 8 rows.
 	kernels.ParallelRange(words, 1, func(lo, hi int) {
 		for c := lo; c < hi; c++ {
@@ -47,7 +46,7 @@ func repackAWQ(qweight, qzeros []int32, scales []uint16, K, N, group int) (*awqR
 						z = float32(uint32(qzeros[g*words+c]) >> (4 * i) & 0xF)
 					}
 					s := half.F16ToF32(scales[g*N+n])
-					r.scales[n*G+g], r.zs[n*G+g], r.zeros[n*G+g] = s, z*s, uint8(z)
+					r.scales[n*G+g], r.zs[n*G+g] = s, z*s
 				}
 			}
 		}

@@ -1,7 +1,9 @@
 package gpu
 
 import (
-	"github.com/streamguard/streamguard/internal/half"
+	"fmt"
+
+	"github.com/streamguard/streamguard/internal/awq"
 	"github.com/streamguard/streamguard/internal/kernels"
 )
 
@@ -57,44 +59,78 @@ func bf16Frags(w []uint16, N, K int) []uint32 {
 	return out
 }
 
-// awqFrags lays out the 4-bit codes of r (N×K, group): for n-tile nt,
-// stage kb, lane l, 4 words, word ch holding for j < 4 the code of (row
-// 8nt + l/4, k) in nibble j and of (row, k+1) in nibble j+4, at k =
-// fragK(kb, j, l%4) + 32ch. Also the scales as float16 (as AutoAWQ stores
-// them: exact) [K/group][N] and −(128 + zero) as a bf16 [K/group][N] (the
-// kernel adds it to the bf16 of 128 + code).
-func awqFrags(r *awqRepacked, N, K, group int) (w []uint32, scales, neg []uint16) {
-	stages, G := K/mmaStage, K/group
+// awqFragsFromSource lays out AutoAWQ GEMM tensors (qweight [K][N/8],
+// qzeros [K/group][N/8] or nil for zero point 8, scales [K/group][N]
+// float16 bits) for the tensor cores: for n-tile nt, stage kb, lane l, 4
+// words, word ch holding for j < 4 the code of (row 8nt + l/4, k) in
+// nibble j and of (row, k+1) in nibble j+4, at k = 128kb + 32ch + 8j +
+// 2(l%4) (fragK(kb, 2j, l%4) + 32ch); the scales as stored (float16,
+// exact) [K/group][N]; −(128 + zero) as a bf16 [K/group][N] (the kernel
+// adds it to the bf16 of 128 + code). An n-tile of 8 rows is exactly one
+// word column of qweight (its nibbles in awq.PackOrder), so each word
+// takes its 8 codes from 8 words of that column.
+func awqFragsFromSource(qweight, qzeros []int32, scales []uint16, K, N, group int) (w []uint32, sc, neg []uint16, err error) {
+	if !mmaFits(N, K, group) {
+		return nil, nil, nil, fmt.Errorf("AWQ matrix %d×%d with group %d does not fit the tensor-core tiles", N, K, group)
+	}
+	words, G := N/8, K/group
+	if len(qweight) != K*words || (qzeros != nil && len(qzeros) != G*words) || len(scales) != G*N {
+		return nil, nil, nil, fmt.Errorf("AWQ tensors of %d, %d and %d values do not fit %d×%d with group %d", len(qweight), len(qzeros), len(scales), N, K, group)
+	}
+	stages := K / mmaStage
 	w = make([]uint32, N*K/8)
-	kernels.ParallelRange(N/8, 1, func(lo, hi int) {
-		for nt := lo; nt < hi; nt++ {
-			for kb := range stages {
-				for l := range 32 {
-					n, c := 8*nt+l/4, l%4
-					dst := w[((nt*stages+kb)*32+l)*4:]
-					for ch := range 4 {
-						// The k's of word ch are 2c and 2c+1 of each of four
-						// consecutive groups of 8 (fragK): byte c of each of
-						// the row's four code words there, low nibble to
-						// nibble j, high nibble to j+4.
-						src := r.codes[n*(K/8)+(kb*mmaStage+32*ch)/8:][:4]
+	kernels.ParallelRange(words, 1, func(lo, hi int) {
+		var col [32]uint32 // a 32-k chunk of one word column
+		for kb := range stages {
+			for ch := range 4 {
+				k0 := kb*mmaStage + 32*ch
+				for nt := lo; nt < hi; nt++ {
+					for i := range col {
+						col[i] = uint32(qweight[(k0+i)*words+nt])
+					}
+					for l := range 32 {
+						g, c := l/4, l%4
+						sh := 4 * awq.ReverseOrder[g]
 						var word uint32
-						for j, v := range src {
-							b := v >> (8 * c) & 0xFF
-							word |= (b&0xF)<<(4*j) | (b>>4)<<(4*(j+4))
+						for j := range 4 {
+							k := 8*j + 2*c
+							word |= (col[k]>>sh&0xF)<<(4*j) | (col[k+1]>>sh&0xF)<<(4*(j+4))
 						}
-						dst[ch] = word
+						w[((nt*stages+kb)*32+l)*4+ch] = word
 					}
 				}
 			}
 		}
 	})
-	scales, neg = make([]uint16, G*N), make([]uint16, G*N)
-	for n := range N {
-		for g := range G {
-			scales[g*N+n] = half.F32ToF16(r.scales[n*G+g])
-			neg[g*N+n] = 0xC300 | uint16(r.zeros[n*G+g]) // the bf16 of −(128 + zero)
+	sc, neg = make([]uint16, G*N), make([]uint16, G*N)
+	copy(sc, scales)
+	for g := range G {
+		for n := range N {
+			z := uint16(8)
+			if qzeros != nil {
+				z = uint16(uint32(qzeros[g*words+n/8]) >> (4 * awq.ReverseOrder[n%8]) & 0xF)
+			}
+			neg[g*N+n] = 0xC300 | z // the bf16 of −(128 + zero)
 		}
 	}
-	return w, scales, neg
+	return w, sc, neg, nil
+}
+
+// stackFrags stacks the rows of projections of the same input in the
+// tensor-core layout: the n-tile-major codes appended, the group-major
+// scales and zero points interleaved group by group.
+func stackFrags(ws [][]uint32, scs, negs [][]uint16, Ns []int, G int) (w []uint32, sc, neg []uint16) {
+	N := 0
+	for i, p := range ws {
+		w = append(w, p...)
+		N += Ns[i]
+	}
+	sc, neg = make([]uint16, 0, G*N), make([]uint16, 0, G*N)
+	for g := range G {
+		for i, n := range Ns {
+			sc = append(sc, scs[i][g*n:(g+1)*n]...)
+			neg = append(neg, negs[i][g*n:(g+1)*n]...)
+		}
+	}
+	return w, sc, neg
 }

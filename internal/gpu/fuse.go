@@ -35,7 +35,9 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 		g.w, err = upload(m, bf16Frags(w, n, first.In))
 	case *qwen3.AWQLinear:
 		_, K := first.Dims()
-		var parts []*awqRepacked
+		var ws [][]uint32
+		var scs, negs [][]uint16
+		var Ns []int
 		group, n := 0, 0
 		for _, l := range ls {
 			a, isAWQ := l.(*qwen3.AWQLinear)
@@ -51,15 +53,15 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 				return nil, false, nil
 			}
 			group = gr
-			r, err := repackAWQ(qw, qz, sc, K, N, group)
+			w, s, neg, err := awqFragsFromSource(qw, qz, sc, K, N, group)
 			if err != nil {
 				return nil, false, err
 			}
-			parts = append(parts, r)
+			ws, scs, negs, Ns = append(ws, w), append(scs, s), append(negs, neg), append(Ns, N)
 			n += N
 		}
 		g = &linear{format: fmtAWQ, n: n, k: K, group: group, mma: true}
-		w, scales, neg := awqFrags(stackAWQ(parts), n, K, group)
+		w, scales, neg := stackFrags(ws, scs, negs, Ns, K/group)
 		if g.w, err = upload(m, w); err == nil {
 			if g.scales, err = upload(m, scales); err == nil {
 				g.neg, err = upload(m, neg)
@@ -76,17 +78,4 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 	}
 	m.projections.TensorCores += len(ls)
 	return g, true, nil
-}
-
-// stackAWQ stacks the rows of AWQ projections of the same input: their
-// [N][...] layouts, appended.
-func stackAWQ(parts []*awqRepacked) *awqRepacked {
-	var all awqRepacked
-	for _, r := range parts {
-		all.codes = append(all.codes, r.codes...)
-		all.scales = append(all.scales, r.scales...)
-		all.zs = append(all.zs, r.zs...)
-		all.zeros = append(all.zeros, r.zeros...)
-	}
-	return &all
 }

@@ -260,10 +260,10 @@ func TestKernelMMA(t *testing.T) {
 	r := newRig(t)
 	g := rand.New(rand.NewPCG(4, 4))
 	cases := []*mmaCase{
-		bf16Case(g, 70, 200, 256), awqCase(g, 21, 136, 384, 128), awqCase(g, 21, 136, 384, 64),
-		bf16Case(g, 13, 72, 640), awqCase(g, 13, 72, 640, 64),
+		bf16Case(g, 70, 200, 256), awqCase(t, g, 21, 136, 384, 128), awqCase(t, g, 21, 136, 384, 64),
+		bf16Case(g, 13, 72, 640), awqCase(t, g, 13, 72, 640, 64),
 		bf16Case(g, 512, 2048, 1024), bf16Case(g, 3, 1024, 3072),
-		awqCase(g, 300, 2048, 1024, 128), awqCase(g, 1, 1024, 3072, 128),
+		awqCase(t, g, 300, 2048, 1024, 128), awqCase(t, g, 1, 1024, 3072, 128),
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -172,32 +172,20 @@ func bf16Case(r *rand.Rand, T, N, K int) *mmaCase {
 	return c
 }
 
-func awqCase(r *rand.Rand, T, N, K, group int) *mmaCase {
-	c, _ := awqCaseRepacked(r, T, N, K, group)
-	return c
-}
-
-func awqCaseRepacked(r *rand.Rand, T, N, K, group int) (*mmaCase, *awqRepacked) {
-	G := K / group
-	rp := &awqRepacked{codes: make([]uint32, N*K/8), scales: make([]float32, N*G), zs: make([]float32, N*G), zeros: make([]uint8, N*G)}
-	q := make([]uint8, N*K)
-	for n := range N {
-		for k := range K {
-			q[n*K+k] = uint8(r.IntN(16))
-			rp.codes[n*(K/8)+k/8] |= uint32(q[n*K+k]) << (4 * (k % 8))
-		}
-		for g := range G {
-			rp.zeros[n*G+g] = uint8(r.IntN(16))
-			rp.scales[n*G+g] = half.F16ToF32(half.F32ToF16(r.Float32()*0.02 + 1e-3))
-		}
-	}
+// awqCase is a product with random AWQ weights, packed as AutoAWQ does and
+// laid out by awqFragsFromSource, as an upload does.
+func awqCase(t *testing.T, r *rand.Rand, T, N, K, group int) *mmaCase {
+	a := newAutoAWQ(t, r, K, N, group)
 	c := &mmaCase{name: fmt.Sprintf("AWQ %d×%d×%d group %d", T, N, K, group), awq: true, T: T, N: N, K: K, group: group, x: emuActivations(r, T, K)}
-	c.w, c.scales, c.neg = awqFrags(rp, N, K, group)
+	var err error
+	if c.w, c.scales, c.neg, err = awqFragsFromSource(a.qweight, a.qzeros, a.scales, K, N, group); err != nil {
+		t.Fatal(err)
+	}
 	c.term = func(tk, n, k int) float64 {
 		g := k / group
-		return float64(c.x[tk*K+k]) * float64(int(q[n*K+k])-int(rp.zeros[n*G+g])) * float64(rp.scales[n*G+g])
+		return float64(c.x[tk*K+k]) * float64(int(a.q[n][k])-int(a.z[n][g])) * float64(half.F16ToF32(a.s[n][g]))
 	}
-	return c, rp
+	return c
 }
 
 // checkMMA runs c through run (the emulator or the GPU: tile height — 16,
@@ -237,8 +225,8 @@ func checkMMA(t *testing.T, c *mmaCase, run func(bm, T int, x []float32, accum b
 func TestMMAEmulated(t *testing.T) {
 	bin := mmaEmulator(t)
 	r := rand.New(rand.NewPCG(7, 7))
-	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(r, 21, 136, 384, 128), awqCase(r, 21, 136, 384, 64),
-		bf16Case(r, 13, 72, 640), awqCase(r, 13, 72, 640, 64)} { // skinny: 5 stages, fewer than one group of loads (4, 8)
+	for _, c := range []*mmaCase{bf16Case(r, 70, 200, 256), awqCase(t, r, 21, 136, 384, 128), awqCase(t, r, 21, 136, 384, 64),
+		bf16Case(r, 13, 72, 640), awqCase(t, r, 13, 72, 640, 64)} { // skinny: 5 stages, fewer than one group of loads (4, 8)
 		t.Run(c.name, func(t *testing.T) {
 			checkMMA(t, c, func(bm, T int, x []float32, accum bool) []float32 {
 				return emuRun(t, bin, c.awq, bm, T, c.N, c.K, c.group, x, c.w, c.scales, c.neg, accum)
@@ -280,16 +268,16 @@ func TestFusedProductEmulated(t *testing.T) {
 	}
 	check("bf16", emuRun(t, bin, false, 16, T, len(ws)/K, K, 0, x, bf16Frags(ws, len(ws)/K, K), nil, nil, false), sep)
 
-	var parts []*awqRepacked
 	sep = nil
+	var wss [][]uint32
+	var scs, negs [][]uint16
 	for _, n := range Ns {
-		_, rp := awqCaseRepacked(r, 1, n, K, 128)
-		parts = append(parts, rp)
-		w, sc, neg := awqFrags(rp, n, K, 128)
-		sep = append(sep, emuRun(t, bin, true, 16, T, n, K, 128, x, w, sc, neg, false))
+		c := awqCase(t, r, 1, n, K, 128)
+		wss, scs, negs = append(wss, c.w), append(scs, c.scales), append(negs, c.neg)
+		sep = append(sep, emuRun(t, bin, true, 16, T, n, K, 128, x, c.w, c.scales, c.neg, false))
 	}
 	N := Ns[0] + Ns[1] + Ns[2]
-	w, sc, neg := awqFrags(stackAWQ(parts), N, K, 128)
+	w, sc, neg := stackFrags(wss, scs, negs, Ns, K/128)
 	check("AWQ", emuRun(t, bin, true, 16, T, N, K, 128, x, w, sc, neg, false), sep)
 }
 

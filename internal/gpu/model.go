@@ -290,20 +290,26 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 		if qw, qz, sc, g.group, err = l.Source(); err != nil {
 			return nil, err
 		}
-		var r *awqRepacked
-		if r, err = repackAWQ(qw, qz, sc, g.k, g.n, g.group); err != nil {
-			return nil, err
-		}
 		if g.mma = m.mma && mmaFits(g.n, g.k, g.group); g.mma {
-			w, scales, neg := awqFrags(r, g.n, g.k, g.group)
+			var w []uint32
+			var scales, neg []uint16
+			if w, scales, neg, err = awqFragsFromSource(qw, qz, sc, g.k, g.n, g.group); err != nil {
+				return nil, err
+			}
 			if g.w, err = upload(m, w); err == nil {
 				if g.scales, err = upload(m, scales); err == nil {
 					g.neg, err = upload(m, neg)
 				}
 			}
-		} else if g.w, err = upload(m, r.codes); err == nil {
-			if g.scales, err = m.upload(r.scales); err == nil {
-				g.zs, err = m.upload(r.zs)
+		} else {
+			var r *awqRepacked
+			if r, err = repackAWQ(qw, qz, sc, g.k, g.n, g.group); err != nil {
+				return nil, err
+			}
+			if g.w, err = upload(m, r.codes); err == nil {
+				if g.scales, err = m.upload(r.scales); err == nil {
+					g.zs, err = m.upload(r.zs)
+				}
 			}
 		}
 		m.countMMA(g)
