@@ -149,7 +149,8 @@ func TestForwardMatchesCPU(t *testing.T) {
 		preset string
 		layers int
 		awq    bool
-	}{{"tiny", 0, false}, {"qwen3guard-stream-0.6b", 4, false}, {"qwen3guard-stream-8b", 2, false}, {"tiny", 0, true}, {"qwen3guard-stream-0.6b", 0, true}} {
+	}{{"tiny", 0, false}, {"qwen3guard-stream-0.6b", 4, false}, {"qwen3guard-stream-8b", 2, false},
+		{"tiny", 0, true}, {"qwen3guard-stream-0.6b", 0, true}, {"qwen3guard-stream-8b", 2, true}} {
 		if standIn(ctx) && c.preset != "tiny" {
 			// Plain loops: the real shapes, fewer layers, no 8B.
 			if c.preset == "qwen3guard-stream-8b" {
