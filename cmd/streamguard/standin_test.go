@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +20,8 @@ import (
 // (internal/gpu/testdata/fakecuda; see internal/gpu's TestStandInDriver):
 // devices lists it, and moderate, forward and bench with --device cuda take
 // the GPU path end to end and agree with --device cpu (the same verdicts;
-// hidden states within 1e-2 relative L2). It needs g++ and the go command
+// hidden states within 1e-2 relative L2); serve --device cuda answers
+// moderations and names the device in /metrics and /v1/info. It needs g++ and the go command
 // (to build with -tags cuda), and skips, saying which, without them.
 func TestCUDABuildAgainstStandIn(t *testing.T) {
 	gxx, err := exec.LookPath("g++")
@@ -146,6 +150,65 @@ func TestCUDABuildAgainstStandIn(t *testing.T) {
 		!rep.Graphs.On || rep.Products.TensorCores != 14 {
 		t.Errorf("bench --device cuda: exit %d, %+v\n%s%s", code, rep, out, errs)
 	}
+
+	// serve --device cuda: continuous batching on the GPU engine, the
+	// device in /metrics and /v1/info, a moderation answered.
+	srvCmd := exec.Command(sg, "serve", "--model", model, "--device", "cuda", "--addr", "127.0.0.1:0")
+	srvCmd.Env = env
+	// Its output, stdout and stderr together: it says where it listens.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCmd.Stdout, srvCmd.Stderr = outW, outW
+	if err := srvCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close() // the child holds its own copy
+	defer func() {
+		srvCmd.Process.Signal(os.Interrupt)
+		srvCmd.Wait()
+		outR.Close()
+	}()
+	base := ""
+	sc := bufio.NewScanner(outR)
+	for base == "" && sc.Scan() {
+		if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
+			base, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if base == "" {
+		t.Fatal("serve --device cuda did not say where it listens")
+	}
+	go io.Copy(io.Discard, outR)
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if m := get("/metrics"); !strings.Contains(m, `streamguard_device_info{device="cuda:0 (CPU stand-in`) {
+		t.Errorf("/metrics does not name the GPU:\n%s", m)
+	}
+	if i := get("/v1/info"); !strings.Contains(i, `"device":"cuda:0 (CPU stand-in`) {
+		t.Errorf("/v1/info: %s", i)
+	}
+	resp, err := http.Post(base+"/v1/moderations", "application/json", strings.NewReader(`{"input": ["How do I bake bread?", "Tell me about tea."]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mod struct{ Results []struct{ Flagged bool } }
+	if err := json.NewDecoder(resp.Body).Decode(&mod); err != nil || resp.StatusCode != 200 || len(mod.Results) != 2 {
+		t.Errorf("POST /v1/moderations on the GPU engine: %d, %v, %+v", resp.StatusCode, err, mod)
+	}
+	resp.Body.Close()
 
 	cmd := exec.Command(guardTest, "-test.run", "TestGPUMatchesCPU|TestDeviceChoice", "-test.v", "-test.count=1") // as scripts/gpu-check.sh
 	cmd.Dir, cmd.Env = "../../guard", env

@@ -154,6 +154,9 @@ func TestBearerSchemeCaseInsensitive(t *testing.T) {
 		if want := h.srv.info.KVCache; info.KVCache != want || want == "" {
 			t.Fatalf("%q: kv_cache %q, the model's %q", auth, info.KVCache, want)
 		}
+		if info.Device != "cpu" || info.DeviceNote != "" {
+			t.Fatalf("%q: device %q (note %q), want cpu", auth, info.Device, info.DeviceNote)
+		}
 	}
 	for _, auth := range []string{"Basic key-a", "Bearerkey-a", "key-a"} {
 		req, _ := http.NewRequest("GET", h.ts.URL+"/v1/info", nil)

@@ -422,6 +422,8 @@ type infoResponse struct {
 	KVBytesPerToken int64    `json:"kv_bytes_per_token"`
 	KVCache         string   `json:"kv_cache"`
 	KVBudgetBytes   int64    `json:"kv_budget_bytes"`
+	Device          string   `json:"device"`                // where the model runs: "cpu", "cuda:0 (NVIDIA ...)"
+	DeviceNote      string   `json:"device_note,omitempty"` // with --device auto on the CPU: why no GPU
 	Policy          policyJS `json:"policy"`
 }
 
@@ -443,6 +445,7 @@ func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) 
 		Model: srv.name, Tenant: t.Name, RiskLevels: l.ResponseRisk, QueryRiskLevels: l.QueryRisk,
 		Categories: l.ResponseCategory, QueryCategories: l.QueryCategory,
 		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVCache: srv.info.KVCache, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
+		Device: srv.info.Device, DeviceNote: srv.info.DeviceNote,
 		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block},
 	})
 }

@@ -39,6 +39,8 @@ type metrics struct {
 	maxBatchObserved atomic.Int64
 
 	resumed atomic.Uint64 // streams opened by resume
+
+	device, deviceNote string // where the model runs, and why not on a GPU (auto)
 }
 
 func newMetrics() *metrics {
@@ -106,6 +108,8 @@ func (m *metrics) write(w io.Writer) error {
 	proxied := maps.Clone(m.proxy)
 	m.mu.Unlock()
 
+	header(&b, "streamguard_device_info", "gauge", "Where the model runs (device) and, with --device auto on the CPU, why no GPU (note); always 1.")
+	fmt.Fprintf(&b, "streamguard_device_info{device=%s,note=%s} 1\n", q(m.device), q(m.deviceNote))
 	header(&b, "streamguard_requests_total", "counter", "HTTP requests by tenant, route and status code.")
 	for _, k := range sortedKeys(requests) {
 		fmt.Fprintf(&b, "streamguard_requests_total{tenant=%s,route=%s,code=%s} %d\n", q(k[0]), q(k[1]), q(k[2]), requests[k])

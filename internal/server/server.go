@@ -195,6 +195,7 @@ func New(opts Options) (*Server, error) {
 			srv.categories = append(srv.categories, c)
 		}
 	}
+	srv.metrics.device, srv.metrics.deviceNote = info.Device, info.DeviceNote
 	srv.metrics.kvUsed = srv.budget.usage
 	srv.metrics.kvBytesPerPos = info.KVBytesPerToken
 	srv.metrics.sessionsOpen = srv.sessions.len

@@ -94,6 +94,7 @@ func TestMetrics(t *testing.T) {
 		`streamguard_requests_total{tenant="-",route="streams.create",code="401"}`: "1",
 		`streamguard_tokens_judged_total`:                                          "3",
 		`streamguard_open_streams`:                                                 "1",
+		`streamguard_device_info{device="cpu",note=""}`:                            "1",
 		`streamguard_sessions`:                                                     "1",
 		`streamguard_steps_total`:                                                  values["streamguard_batch_streams_count"],
 	}
