@@ -47,10 +47,7 @@ func TestLoad(t *testing.T) {
 
 // TestMemoryRoundTrip copies data to the GPU and back.
 func TestMemoryRoundTrip(t *testing.T) {
-	c, err := Open(0)
-	if err != nil {
-		t.Skipf("no GPU to run on: %v", err)
-	}
+	c := openGPU(t)
 	b, err := c.Alloc(4096)
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +80,8 @@ func TestMemoryRoundTrip(t *testing.T) {
 // TestBadPTX checks that a module that does not compile reports the
 // driver's log.
 func TestBadPTX(t *testing.T) {
-	c, err := Open(0)
-	if err != nil {
-		t.Skipf("no GPU to run on: %v", err)
-	}
-	_, err = c.LoadPTX(".version 7.8\n.target sm_80\n.address_size 64\nthis is not ptx\n")
+	c := openGPU(t)
+	_, err := c.LoadPTX(".version 7.8\n.target sm_80\n.address_size 64\nthis is not ptx\n")
 	if err == nil {
 		t.Fatal("bad PTX loaded")
 	}
@@ -128,13 +122,7 @@ DONE:
 // times: each replay runs the recorded kernels again (the values climb by
 // 2 per replay), and recording itself runs nothing.
 func TestStreamAndGraph(t *testing.T) {
-	c, err := Open(0)
-	if err != nil {
-		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {
-			t.Fatalf("no GPU: %v", err)
-		}
-		t.Skipf("no GPU to run on: %v", err)
-	}
+	c := openGPU(t)
 	m, err := c.LoadPTX(incPTX)
 	if err != nil {
 		t.Fatal(err)
@@ -209,4 +197,18 @@ func TestStreamAndGraph(t *testing.T) {
 		t.Errorf("a failed recording: %v", err)
 	}
 	check("after a failed recording", 7)
+}
+
+// openGPU opens GPU 0, or skips the test where there is none; with
+// STREAMGUARD_REQUIRE_GPU set (scripts/gpu-check.sh), a missing GPU fails it.
+func openGPU(t *testing.T) *Context {
+	t.Helper()
+	c, err := Open(0)
+	if err != nil {
+		if os.Getenv("STREAMGUARD_REQUIRE_GPU") != "" {
+			t.Fatalf("no GPU: %v", err)
+		}
+		t.Skipf("no GPU to run on: %v", err)
+	}
+	return c
 }

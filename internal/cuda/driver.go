@@ -93,68 +93,59 @@ func load() error {
 		return fmt.Errorf("%w: cannot load %s (%v); install the NVIDIA driver, or in a container run with the NVIDIA container runtime (--gpus)",
 			ErrNoDriver, libraryNames[0], errors.Join(errs...))
 	}
+	// graph marks the entry points of graphs, which are optional: without
+	// them every kernel is launched directly (GraphsSupported is false).
 	syms := []struct {
-		fn   any
-		name string
+		fn    any
+		name  string
+		graph bool
 	}{
-		{&drv.cuInit, "cuInit"},
-		{&drv.cuDriverGetVersion, "cuDriverGetVersion"},
-		{&drv.cuGetErrorName, "cuGetErrorName"},
-		{&drv.cuGetErrorString, "cuGetErrorString"},
-		{&drv.cuDeviceGetCount, "cuDeviceGetCount"},
-		{&drv.cuDeviceGet, "cuDeviceGet"},
-		{&drv.cuDeviceGetName, "cuDeviceGetName"},
-		{&drv.cuDeviceTotalMem, "cuDeviceTotalMem_v2"},
-		{&drv.cuDeviceGetAttribute, "cuDeviceGetAttribute"},
-		{&drv.cuDevicePrimaryRetain, "cuDevicePrimaryCtxRetain"},
-		{&drv.cuDevicePrimaryRelease, "cuDevicePrimaryCtxRelease_v2"},
-		{&drv.cuCtxSetCurrent, "cuCtxSetCurrent"},
-		{&drv.cuCtxSynchronize, "cuCtxSynchronize"},
-		{&drv.cuMemGetInfo, "cuMemGetInfo_v2"},
-		{&drv.cuMemAlloc, "cuMemAlloc_v2"},
-		{&drv.cuMemFree, "cuMemFree_v2"},
-		{&drv.cuMemcpyHtoD, "cuMemcpyHtoD_v2"},
-		{&drv.cuMemcpyDtoH, "cuMemcpyDtoH_v2"},
-		{&drv.cuMemcpyDtoD, "cuMemcpyDtoD_v2"},
-		{&drv.cuModuleLoadDataEx, "cuModuleLoadDataEx"},
-		{&drv.cuModuleUnload, "cuModuleUnload"},
-		{&drv.cuModuleGetFunction, "cuModuleGetFunction"},
-		{&drv.cuLaunchKernel, "cuLaunchKernel"},
-		{&drv.cuStreamCreate, "cuStreamCreate"},
-		{&drv.cuStreamDestroy, "cuStreamDestroy_v2"},
-		{&drv.cuStreamSynchronize, "cuStreamSynchronize"},
-		{&drv.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"},
-		{&drv.cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2"},
+		{&drv.cuInit, "cuInit", false},
+		{&drv.cuDriverGetVersion, "cuDriverGetVersion", false},
+		{&drv.cuGetErrorName, "cuGetErrorName", false},
+		{&drv.cuGetErrorString, "cuGetErrorString", false},
+		{&drv.cuDeviceGetCount, "cuDeviceGetCount", false},
+		{&drv.cuDeviceGet, "cuDeviceGet", false},
+		{&drv.cuDeviceGetName, "cuDeviceGetName", false},
+		{&drv.cuDeviceTotalMem, "cuDeviceTotalMem_v2", false},
+		{&drv.cuDeviceGetAttribute, "cuDeviceGetAttribute", false},
+		{&drv.cuDevicePrimaryRetain, "cuDevicePrimaryCtxRetain", false},
+		{&drv.cuDevicePrimaryRelease, "cuDevicePrimaryCtxRelease_v2", false},
+		{&drv.cuCtxSetCurrent, "cuCtxSetCurrent", false},
+		{&drv.cuCtxSynchronize, "cuCtxSynchronize", false},
+		{&drv.cuMemGetInfo, "cuMemGetInfo_v2", false},
+		{&drv.cuMemAlloc, "cuMemAlloc_v2", false},
+		{&drv.cuMemFree, "cuMemFree_v2", false},
+		{&drv.cuMemcpyHtoD, "cuMemcpyHtoD_v2", false},
+		{&drv.cuMemcpyDtoH, "cuMemcpyDtoH_v2", false},
+		{&drv.cuMemcpyDtoD, "cuMemcpyDtoD_v2", false},
+		{&drv.cuModuleLoadDataEx, "cuModuleLoadDataEx", false},
+		{&drv.cuModuleUnload, "cuModuleUnload", false},
+		{&drv.cuModuleGetFunction, "cuModuleGetFunction", false},
+		{&drv.cuLaunchKernel, "cuLaunchKernel", false},
+		{&drv.cuStreamCreate, "cuStreamCreate", false},
+		{&drv.cuStreamDestroy, "cuStreamDestroy_v2", false},
+		{&drv.cuStreamSynchronize, "cuStreamSynchronize", false},
+		{&drv.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", false},
+		{&drv.cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", false},
+		{&drv.cuStreamBeginCapture, "cuStreamBeginCapture_v2", true},
+		{&drv.cuStreamEndCapture, "cuStreamEndCapture", true},
+		{&drv.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags", true},
+		{&drv.cuGraphGetNodes, "cuGraphGetNodes", true},
+		{&drv.cuGraphLaunch, "cuGraphLaunch", true},
+		{&drv.cuGraphExecDestroy, "cuGraphExecDestroy", true},
+		{&drv.cuGraphDestroy, "cuGraphDestroy", true},
 	}
+	drv.graphs = true
 	for _, s := range syms {
 		if _, err := purego.Dlsym(lib, s.name); err != nil {
+			if s.graph {
+				drv.graphs = false
+				continue
+			}
 			return fmt.Errorf("%w: %s lacks %s (driver too old?)", ErrNoDriver, libraryNames[0], s.name)
 		}
 		purego.RegisterLibFunc(s.fn, lib, s.name)
-	}
-	// Graphs are optional: without them every kernel is launched directly.
-	graphSyms := []struct {
-		fn   any
-		name string
-	}{
-		{&drv.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
-		{&drv.cuStreamEndCapture, "cuStreamEndCapture"},
-		{&drv.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"},
-		{&drv.cuGraphGetNodes, "cuGraphGetNodes"},
-		{&drv.cuGraphLaunch, "cuGraphLaunch"},
-		{&drv.cuGraphExecDestroy, "cuGraphExecDestroy"},
-		{&drv.cuGraphDestroy, "cuGraphDestroy"},
-	}
-	drv.graphs = true
-	for _, s := range graphSyms {
-		if _, err := purego.Dlsym(lib, s.name); err != nil {
-			drv.graphs = false
-		}
-	}
-	if drv.graphs {
-		for _, s := range graphSyms {
-			purego.RegisterLibFunc(s.fn, lib, s.name)
-		}
 	}
 	if err := check("cuInit", drv.cuInit(0)); err != nil {
 		return fmt.Errorf("%w: %w", ErrNoDriver, err)

@@ -108,17 +108,32 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 
 	r := rand.New(rand.NewPCG(o.Seed, 8))
 	vocab := net.VocabSize()
-	median := func(f func() error, reps int) (float64, error) {
-		ds := make([]float64, 0, reps)
+	// alternated runs each of fs in turn, reps rounds, and returns the
+	// median milliseconds of each: what is compared is timed side by side.
+	alternated := func(reps int, fs ...func() error) ([]float64, error) {
+		ds := make([][]float64, len(fs))
 		for range reps {
-			s := time.Now()
-			if err := f(); err != nil {
-				return 0, err
+			for i, f := range fs {
+				s := time.Now()
+				if err := f(); err != nil {
+					return nil, err
+				}
+				ds[i] = append(ds[i], time.Since(s).Seconds()*1e3)
 			}
-			ds = append(ds, time.Since(s).Seconds()*1e3)
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2], nil
+		ms := make([]float64, len(fs))
+		for i, d := range ds {
+			slices.Sort(d)
+			ms[i] = d[len(d)/2]
+		}
+		return ms, nil
+	}
+	median := func(f func() error, reps int) (float64, error) {
+		ms, err := alternated(reps, f)
+		if err != nil {
+			return 0, err
+		}
+		return ms[0], nil
 	}
 	// pair times f alternately replaying graphs and launching directly
 	// (after two steps that record the graph), where graphs are on.
@@ -132,25 +147,16 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 				return 0, 0, err
 			}
 		}
-		var gs, ds []float64
-		for range o.Steps {
-			for _, d := range []bool{false, true} {
-				g.direct = d
-				ms, err := median(f, 1)
-				g.direct = false
-				if err != nil {
-					return 0, 0, err
-				}
-				if d {
-					ds = append(ds, ms)
-				} else {
-					gs = append(gs, ms)
-				}
-			}
+		launched := func() error {
+			g.direct = true
+			defer func() { g.direct = false }()
+			return f()
 		}
-		slices.Sort(gs)
-		slices.Sort(ds)
-		return gs[len(gs)/2], ds[len(ds)/2], nil
+		ms, err := alternated(o.Steps, f, launched)
+		if err != nil {
+			return 0, 0, err
+		}
+		return ms[0], ms[1], nil
 	}
 	forward := func(c *Cache, n int) error {
 		_, err := g.Forward([]Sequence{{Cache: c, IDs: randomIDs(r, n, vocab)}})
@@ -172,30 +178,22 @@ func Bench(ctx *cuda.Context, net *qwen3.Model, o BenchOptions) (*BenchReport, e
 		// that every step is at the same position.
 		c := g.NewCache()
 		err := fill(c, o.Recompute, forward)
-		var rs, ss []float64
-		for i := 0; err == nil && i < o.Steps; i++ {
-			var ms float64
-			if ms, err = median(func() error {
+		var ms []float64
+		if err == nil {
+			ms, err = alternated(o.Steps, func() error {
 				f := g.NewCache()
 				defer f.Release()
 				return forward(f, o.Recompute+1)
-			}, 1); err != nil {
-				break
-			}
-			rs = append(rs, ms)
-			if ms, err = median(func() error { return forward(c, 1) }, 1); err != nil {
-				break
-			}
-			ss = append(ss, ms)
-			c.table.Truncate(o.Recompute)
+			}, func() error {
+				defer c.table.Truncate(o.Recompute) // back to the prefix: a table edit, no GPU work
+				return forward(c, 1)
+			})
 		}
 		c.Release()
 		if err != nil {
 			return nil, fmt.Errorf("recompute at %d: %w", o.Recompute, err)
 		}
-		slices.Sort(rs)
-		slices.Sort(ss)
-		r := &BenchRecompute{Prefix: o.Recompute, RecomputeMs: rs[len(rs)/2], StepMs: ss[len(ss)/2]}
+		r := &BenchRecompute{Prefix: o.Recompute, RecomputeMs: ms[0], StepMs: ms[1]}
 		r.Speedup = r.RecomputeMs / r.StepMs
 		rep.Recompute = r
 	}

@@ -248,6 +248,10 @@ const threads = 256
 
 func blocks(n int) uint32 { return uint32((n + threads - 1) / threads) }
 
+// normBlock is the block of the kernels that normalise rows of width d
+// (rmsnorm, qk_prep): whole warps, up to 1024 threads.
+func normBlock(d int) cuda.Dim3 { return cuda.Dim3{X: uint32(min(1024, max(32, (d+31)/32*32)))} }
+
 // run queues the whole forward on the model's stream — replaying the graph
 // recorded for T tokens, recording one, or launching each kernel — and
 // copies the logits back.
@@ -378,7 +382,7 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 		}
 	}
 	norm := func(out, x, wt uint64, rows, d int, eps float32) {
-		launch(k.rmsnorm, cuda.Dim3{X: uint32(rows)}, cuda.Dim3{X: uint32(min(1024, max(32, (d+31)/32*32)))}, out, x, wt, int32(d), eps)
+		launch(k.rmsnorm, cuda.Dim3{X: uint32(rows)}, normBlock(d), out, x, wt, int32(d), eps)
 	}
 	add := func(dst, x uint64, n int) {
 		launch(k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, dst, x, int32(n))
@@ -412,7 +416,7 @@ func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
 			matmul(w.k.Ptr, xn, l.k)
 			matmul(w.v.Ptr, xn, l.v)
 		}
-		launch(k.qkPrep, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads + m.KVHeads)}, cuda.Dim3{X: uint32(min(1024, max(32, (hd+31)/32*32)))},
+		launch(k.qkPrep, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads + m.KVHeads)}, normBlock(hd),
 			w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, qsrc, ksrc, vsrc, int32(qst), int32(kst), int32(vst), l.qNorm.Ptr, l.kNorm.Ptr,
 			m.cos.Ptr, m.sin.Ptr, mp.pos, mp.slots, int32(m.Heads), int32(m.KVHeads), int32(hd), m.eps)
 		if m.attnMMA {
