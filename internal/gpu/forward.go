@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/streamguard/streamguard/internal/cuda"
 	"github.com/streamguard/streamguard/internal/paging"
@@ -140,13 +139,8 @@ func (m *Model) forward(seqs []Sequence, hidden bool) ([]qwen3.Output, error) {
 			return nil, fmt.Errorf("sequence %d: cache appears twice in one batch", i)
 		}
 		seen[s.Cache] = true
-		if n := s.Cache.Len() + len(s.IDs); n > m.MaxPositions {
-			return nil, fmt.Errorf("sequence %d: %d tokens exceed max_position_embeddings %d", i, n, m.MaxPositions)
-		}
-		for j, id := range s.IDs {
-			if id < 0 || id >= m.Vocab {
-				return nil, fmt.Errorf("sequence %d, token %d: id %d outside the vocabulary [0, %d)", i, j, id, m.Vocab)
-			}
+		if err := qwen3.CheckTokens(i, s.Cache.Len(), s.IDs, m.MaxPositions, m.Vocab); err != nil {
+			return nil, err
 		}
 		T += len(s.IDs)
 	}
@@ -326,135 +320,11 @@ func (m *Model) logitPieces(T int) ([]piece, int) {
 }
 
 // queue queues every kernel of the forward of T tokens on the model's
-// stream. Its launches depend on T and the workspace only (the rest is
-// read from device memory), which is what lets a graph replay them.
+// stream: qwen3.RunStep over the GPU's operations (ops.go). Its launches
+// depend on T and the workspace only (the rest is read from device
+// memory), which is what lets a graph replay them.
 func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
-	H, hd := m.Hidden, m.HeadDim
-	kvd := m.KVHeads * hd
-	k := &m.k
-	var err error
-	launch := func(f *cuda.Function, grid, block cuda.Dim3, args ...any) {
-		if err == nil {
-			err = f.LaunchOn(m.stream, grid, block, args...)
-		}
-	}
-	// product computes y = l(x), or with accum (tensor cores only) y += l(x).
-	product := func(y, x uint64, l *linear, accum bool) {
-		const warps = 8
-		grid, block := cuda.Dim3{X: uint32((l.n + warps - 1) / warps), Y: uint32((T + 7) / 8)}, cuda.Dim3{X: warps * 32}
-		if l.mma {
-			// The tile height changes the work's shape, not a token's
-			// arithmetic (mma.cuh), so choosing it by T keeps verdicts
-			// independent of the batch.
-			bm, nt, fbf, fawq := 16, 1, k.mmaBF16M16, k.mmaAWQM16
-			switch {
-			case T <= mmaSkinny:
-				bm, fbf, fawq = T, k.mmaBF16S, k.mmaAWQS // one row of blocks
-			case T > mmaTallTiles:
-				bm, nt, fbf, fawq = 64, 2, k.mmaBF16M64, k.mmaAWQM64
-			}
-			per := mmaWarps * nt
-			grid, block = cuda.Dim3{X: uint32((l.n/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
-			acc := int32(0)
-			if accum {
-				acc = 1
-			}
-			if l.format == fmtAWQ {
-				launch(fawq, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.neg.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group), acc)
-			} else {
-				launch(fbf, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k), acc)
-			}
-			if l.bias != nil {
-				launch(k.addBias, cuda.Dim3{X: blocks(T * l.n)}, cuda.Dim3{X: threads}, y, l.bias.Ptr, int32(T), int32(l.n))
-			}
-			return
-		}
-		switch l.format {
-		case fmtBF16:
-			launch(k.matmulBF16, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
-		case fmtF16:
-			launch(k.matmulF16, grid, block, y, x, l.w.Ptr, int32(T), int32(l.n), int32(l.k))
-		case fmtAWQ:
-			launch(k.matmulAWQ, grid, block, y, x, l.w.Ptr, l.scales.Ptr, l.zs.Ptr, int32(T), int32(l.n), int32(l.k), int32(l.group))
-		}
-		if l.bias != nil {
-			launch(k.addBias, cuda.Dim3{X: blocks(T * l.n)}, cuda.Dim3{X: threads}, y, l.bias.Ptr, int32(T), int32(l.n))
-		}
-	}
-	norm := func(out, x, wt uint64, rows, d int, eps float32) {
-		launch(k.rmsnorm, cuda.Dim3{X: uint32(rows)}, normBlock(d), out, x, wt, int32(d), eps)
-	}
-	add := func(dst, x uint64, n int) {
-		launch(k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, dst, x, int32(n))
-	}
-	matmul := func(y, x uint64, l *linear) { product(y, x, l, false) }
-	h, xn, o := w.h.Ptr, w.xn.Ptr, w.o.Ptr
-	// residual adds l(x) to the hidden state: in the product's epilogue on
-	// the tensor cores (h + v, the same one rounding as the add), else
-	// through o and an add.
-	residual := func(x uint64, l *linear) {
-		if l.mma && l.bias == nil {
-			product(h, x, l, true)
-			return
-		}
-		matmul(o, x, l)
-		add(h, o, T*H)
-	}
-	launch(k.embed, cuda.Dim3{X: uint32(T)}, cuda.Dim3{X: threads}, h, m.embed.Ptr, mp.ids, int32(H))
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	qd := m.Heads * hd
-	for i, l := range m.layers {
-		norm(xn, h, l.attnNorm.Ptr, T, H, m.eps)
-		// q, k and v: one fused product (columns q | k | v) or three.
-		qsrc, ksrc, vsrc, qst, kst, vst := w.q.Ptr, w.k.Ptr, w.v.Ptr, qd, kvd, kvd
-		if l.qkv != nil {
-			matmul(w.qkv.Ptr, xn, l.qkv)
-			st := qd + 2*kvd
-			qsrc, ksrc, vsrc, qst, kst, vst = w.qkv.Ptr, w.qkv.Offset(int64(qd)*4), w.qkv.Offset(int64(qd+kvd)*4), st, st, st
-		} else {
-			matmul(w.q.Ptr, xn, l.q)
-			matmul(w.k.Ptr, xn, l.k)
-			matmul(w.v.Ptr, xn, l.v)
-		}
-		launch(k.qkPrep, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads + m.KVHeads)}, normBlock(hd),
-			w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, qsrc, ksrc, vsrc, int32(qst), int32(kst), int32(vst), l.qNorm.Ptr, l.kNorm.Ptr,
-			m.cos.Ptr, m.sin.Ptr, mp.pos, mp.slots, int32(m.Heads), int32(m.KVHeads), int32(hd), m.eps)
-		if m.attnMMA {
-			// Every tile slot of the layout (T), every head, attnSplits
-			// blocks sharing each tile's chunks; then the chunks merged.
-			launch(k.attnChunk, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads), Z: attnSplits}, cuda.Dim3{X: 128},
-				w.states.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, mp.tiles, mp.tables, mp.toff, mp.pos, mp.soff,
-				int32(m.Heads), int32(m.KVHeads), int32(m.pool.BlockSize), scale)
-			launch(k.attnMerge, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: attnHeadDim},
-				w.att.Ptr, w.states.Ptr, mp.pos, mp.soff, int32(m.Heads))
-		} else {
-			launch(k.attention, cuda.Dim3{X: uint32(T), Y: uint32(m.Heads)}, cuda.Dim3{X: 128},
-				w.att.Ptr, w.q.Ptr, m.kc[i].Ptr, m.vc[i].Ptr, mp.tables, mp.toff, mp.pos,
-				int32(m.Heads), int32(m.KVHeads), int32(hd), int32(m.pool.BlockSize), scale)
-		}
-		residual(w.att.Ptr, l.o)
-		norm(xn, h, l.mlpNorm.Ptr, T, H, m.eps)
-		// gate and up: one fused product (columns gate | up) or two.
-		if l.gateUp != nil {
-			matmul(w.gate.Ptr, xn, l.gateUp)
-			launch(k.siluMulRows, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.up.Ptr, w.gate.Ptr, int32(m.Inter), int32(T))
-			residual(w.up.Ptr, l.down)
-		} else {
-			matmul(w.gate.Ptr, xn, l.gate)
-			matmul(w.up.Ptr, xn, l.up)
-			launch(k.siluMul, cuda.Dim3{X: blocks(T * m.Inter)}, cuda.Dim3{X: threads}, w.gate.Ptr, w.gate.Ptr, w.up.Ptr, int32(T*m.Inter))
-			residual(w.gate.Ptr, l.down)
-		}
-	}
-	norm(h, h, m.norm.Ptr, T, H, m.eps)
-	// Heads: each writes its risk and category logits into the blocks
-	// logitPieces lays out, gathered into rows on the host.
-	pieces, _ := m.logitPieces(T)
-	for i, hd := range m.heads {
-		matmul(w.pre.Ptr, h, hd.pre)
-		norm(w.pre.Ptr, w.pre.Ptr, hd.norm.Ptr, T, hd.inner, m.eps)
-		matmul(w.logits.Offset(pieces[2*i].off*4), w.pre.Ptr, hd.risk)
-		matmul(w.logits.Offset(pieces[2*i+1].off*4), w.pre.Ptr, hd.cat)
-	}
-	return err
+	ops := &gpuOps{m: m, w: w, T: T, mp: mp}
+	qwen3.RunStep(ops, len(m.layers))
+	return ops.err
 }

@@ -19,15 +19,30 @@ type Attention struct {
 	HeadDim        int
 }
 
-// Forward reads the normed input x [T][hidden] of batch b and writes the
-// attention output (after o_proj) into out [T][hidden]. It also stores the
-// new keys and values in each row's cache at the row's position, so rows
-// later in the same sequence attend to rows earlier in the batch.
-func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
+// project computes q, k and v of the normed input x [T][hidden] of batch
+// b into the workspace: one stacked product when the layer has one, else
+// three.
+func (a *Attention) project(b *batch, x []float32) {
+	T, ws := b.T, b.ws
+	qd, kvd := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	if a.QKV != nil {
+		a.QKV.Forward(ws.qkv[:T*(qd+2*kvd)], x, T)
+		return
+	}
+	a.Q.Forward(ws.q[:T*qd], x, T)
+	a.K.Forward(ws.k[:T*kvd], x, T)
+	a.V.Forward(ws.v[:T*kvd], x, T)
+}
+
+// attend reads the q, k and v that project left in the workspace and writes
+// the attention output (before o_proj) into att [T][heads·head_dim]. It
+// also stores the new keys and values in each row's cache at the row's
+// position, so rows later in the same sequence attend to rows earlier in
+// the batch.
+func (a *Attention) attend(b *batch, layer int, att []float32) {
 	T, ws := b.T, b.ws
 	hd := a.HeadDim
 	qd, kvd := a.Heads*hd, a.KVHeads*hd
-	att := ws.att[:T*qd]
 	// Row t's query heads are q[t*qs:], its key and value heads k[t*ks:]
 	// and v[t*ks:]; a stacked projection's output is used in place.
 	var q, k, v []float32
@@ -35,15 +50,11 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 	if a.QKV != nil {
 		w := qd + 2*kvd
 		qkv := ws.qkv[:T*w]
-		a.QKV.Forward(qkv, x, T)
 		q, qs = qkv, w
 		k, v, ks = qkv[qd:], qkv[qd+kvd:], w
 	} else {
 		q, qs = ws.q[:T*qd], qd
 		k, v, ks = ws.k[:T*kvd], ws.v[:T*kvd], kvd
-		a.Q.Forward(q, x, T)
-		a.K.Forward(k, x, T)
-		a.V.Forward(v, x, T)
 	}
 
 	scale := float32(1 / math.Sqrt(float64(hd)))
@@ -88,7 +99,6 @@ func (a *Attention) Forward(b *batch, layer int, x, out []float32) {
 		})
 	}
 	kernels.ParallelFor(nb*a.KVHeads, workers, func(w, i int) { attend(w, i/a.KVHeads, i%a.KVHeads) })
-	a.O.Forward(out, att, T)
 }
 
 // rowHeads prepares rows of a batch for attention: the per-head RMSNorm

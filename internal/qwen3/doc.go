@@ -4,9 +4,11 @@
 // [KVType]), and one batched forward over the new tokens of many
 // sequences.
 //
-// The model is built from small parts, each a struct with a Forward method:
-// [Linear] (one weight matrix, any dtype), [RMSNorm], [Attention], [MLP],
-// [Layer] (one decoder block), and [Head] (a guard head pair). [Model.Forward] packs the new
+// The forward is written once, in [RunStep], against [Ops]: the operations
+// a backend implements over its own memory (this package's CPU engine; the
+// GPU in package gpu). The model is built from small parts: [Linear] (one
+// weight matrix, any dtype, with a Forward method), [RMSNorm], [Attention],
+// [MLP], [Layer] (one decoder block), and [Head] (a guard head pair). [Model.Forward] packs the new
 // tokens of every sequence in a batch into one activation matrix so that each
 // weight matrix is streamed from memory once per step, whatever the number of
 // sequences, and runs attention for every (sequence, token, head) in

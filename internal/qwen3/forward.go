@@ -37,6 +37,7 @@ type row struct {
 // batch is the state one Forward shares with the layers.
 type batch struct {
 	T      int
+	ids    []int // row t's token
 	rows   []row
 	maxPos int // largest position in the batch
 	rope   *RoPE
@@ -66,14 +67,8 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 			return nil, fmt.Errorf("sequence %d: cache appears twice in one batch", i)
 		}
 		seen[c] = true
-		if n := c.n + len(s.IDs); n > m.MaxPositions {
-			return nil, fmt.Errorf("sequence %d: %d tokens (%d cached + %d new) exceed max_position_embeddings %d",
-				i, n, c.n, len(s.IDs), m.MaxPositions)
-		}
-		for j, id := range s.IDs {
-			if id < 0 || id >= vocab {
-				return nil, fmt.Errorf("sequence %d, token %d: id %d outside the vocabulary [0, %d)", i, j, id, vocab)
-			}
+		if err := CheckTokens(i, c.n, s.IDs, m.MaxPositions, vocab); err != nil {
+			return nil, err
 		}
 		T += len(s.IDs)
 	}
@@ -89,29 +84,22 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 
 	ws := m.getWorkspace(T)
 	defer m.pool.Put(ws)
-	b := &batch{T: T, rows: ws.rows[:0], rope: m.RoPE, ws: ws}
-	H := m.hidden
-	h := ws.h[:T*H]
+	b := &batch{T: T, ids: ws.ids[:0], rows: ws.rows[:0], rope: m.RoPE, ws: ws}
 	for _, s := range seqs {
 		for j, id := range s.IDs {
-			t := len(b.rows)
 			pos := s.Cache.n + j
+			b.ids = append(b.ids, id)
 			b.rows = append(b.rows, row{cache: s.Cache, pos: pos})
 			b.maxPos = max(b.maxPos, pos)
-			m.Embed.Lookup(h[t*H:(t+1)*H], id)
 		}
 	}
-	for i, l := range m.Layers {
-		l.Forward(b, i, h)
-	}
-	m.Norm.Forward(h, h)
-
+	H := m.hidden
+	h := ws.h[:T*H]
+	ops := m.newCPUOps(b, h)
+	RunStep(ops, len(m.Layers))
+	risk, cat, qrisk, qcat := ops.logits[0], ops.logits[1], ops.logits[2], ops.logits[3]
 	R, Q := m.Response, m.Query
 	rl, rc, ql, qc := R.Levels(), R.Categories(), Q.Levels(), Q.Categories()
-	risk, cat := ws.out[:T*rl], ws.out[T*rl:T*(rl+rc)]
-	qrisk, qcat := ws.out[T*(rl+rc):T*(rl+rc+ql)], ws.out[T*(rl+rc+ql):T*(rl+rc+ql+qc)]
-	R.Forward(h, T, ws.pre, risk, cat)
-	Q.Forward(h, T, ws.pre, qrisk, qcat)
 
 	// Copy out into one allocation per call; the workspace is reused.
 	width := rl + rc + ql + qc
@@ -151,11 +139,28 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 	return outs, nil
 }
 
+// CheckTokens is every backend's check of sequence i of a batch before
+// any work: its cached positions plus its new ids fit maxPositions
+// (max_position_embeddings), and every id is in the vocabulary.
+func CheckTokens(i, cached int, ids []int, maxPositions, vocab int) error {
+	if n := cached + len(ids); n > maxPositions {
+		return fmt.Errorf("sequence %d: %d tokens (%d cached + %d new) exceed max_position_embeddings %d",
+			i, n, cached, len(ids), maxPositions)
+	}
+	for j, id := range ids {
+		if id < 0 || id >= vocab {
+			return fmt.Errorf("sequence %d, token %d: id %d outside the vocabulary [0, %d)", i, j, id, vocab)
+		}
+	}
+	return nil
+}
+
 // workspace is the scratch one Forward needs, pooled so that steady-state
 // streaming allocates little.
 type workspace struct {
 	h, xn, o, q, k, v, att, gate, up, pre, out []float32
 	qkv, gu                                    []float32 // fused projections' outputs
+	ids                                        []int
 	rows                                       []row
 	scratch                                    [][]float32 // per attention worker: scores of a head group
 	blockStarts                                []int       // attention blocks of the batch's rows
@@ -198,6 +203,9 @@ func (m *Model) getWorkspace(T int) *workspace {
 	fit(&ws.out, T*(R.Levels()+R.Categories()+Q.Levels()+Q.Categories()))
 	if cap(ws.rows) < T {
 		ws.rows = make([]row, 0, T)
+	}
+	if cap(ws.ids) < T {
+		ws.ids = make([]int, 0, T)
 	}
 	// Attention scratch grows with the sequences seen (attention.go), not
 	// with max_position_embeddings.

@@ -54,14 +54,30 @@ func (m *Model) NewLayerRunner(lens []int) (*LayerRunner, error) {
 func (r *LayerRunner) Tokens() int { return r.b.T }
 
 // Layer runs l over the residual stream h [T][hidden] in place.
-func (r *LayerRunner) Layer(l *Layer, h []float32) { l.Forward(r.b, 0, h) }
+func (r *LayerRunner) Layer(l *Layer, h []float32) { layerStep(r.ops(l, h, nil), 0) }
 
 // Attention runs a on the normed input x [T][hidden] and writes its output
 // (after o_proj) into out [T][hidden].
-func (r *LayerRunner) Attention(a *Attention, x, out []float32) { a.Forward(r.b, 0, x, out) }
+func (r *LayerRunner) Attention(a *Attention, x, out []float32) {
+	attentionStep(r.ops(&Layer{Attn: a}, x, out), 0, ActOut, false)
+}
 
 // MLP runs mlp on x [T][hidden] and writes out [T][hidden].
-func (r *LayerRunner) MLP(mlp *MLP, x, out []float32) { mlp.Forward(r.b, x, out) }
+func (r *LayerRunner) MLP(mlp *MLP, x, out []float32) {
+	mlpStep(r.ops(&Layer{MLP: mlp}, x, out), 0, ActOut, false)
+}
+
+// ops binds the forward's operations to l as layer 0. For a whole layer,
+// h is the residual stream; for a block (out set), h is the block's normed
+// input and out its output.
+func (r *LayerRunner) ops(l *Layer, h, out []float32) *cpuOps {
+	n := r.b.T * r.m.hidden
+	o := &cpuOps{m: r.m, b: r.b, layers: []*Layer{l}, h: h, x: r.ws.xn[:n], out: r.ws.o[:n]}
+	if out != nil {
+		o.h, o.x, o.out = nil, h, out
+	}
+	return o
+}
 
 // Close returns the runner's scratch; the runner must not be used after.
 func (r *LayerRunner) Close() {

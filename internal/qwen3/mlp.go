@@ -11,21 +11,28 @@ type MLP struct {
 	Inter  int
 }
 
-// Forward reads x [T][hidden] and writes out [T][hidden].
-func (m *MLP) Forward(b *batch, x, out []float32) {
-	T, ws := b.T, b.ws
-	I := m.Inter
-	gate, up := ws.gate[:T*I], ws.up[:T*I]
+// project computes gate and up of x [T][hidden] into the workspace: one
+// stacked product when the layer has one, else two.
+func (m *MLP) project(b *batch, x []float32) {
+	T, ws, I := b.T, b.ws, m.Inter
+	if m.GateUp != nil {
+		m.GateUp.Forward(ws.gu[:2*T*I], x, T)
+		return
+	}
+	m.Gate.Forward(ws.gate[:T*I], x, T)
+	m.Up.Forward(ws.up[:T*I], x, T)
+}
+
+// siluMul writes silu(gate)·up of the projections project left in the
+// workspace into dst [T][intermediate] (which may be the workspace's gate).
+func (m *MLP) siluMul(b *batch, dst []float32) {
+	T, ws, I := b.T, b.ws, m.Inter
 	if m.GateUp != nil {
 		gu := ws.gu[:2*T*I]
-		m.GateUp.Forward(gu, x, T)
 		for t := range T {
-			kernels.SiLUMul(gate[t*I:(t+1)*I], gu[2*t*I:(2*t+1)*I], gu[(2*t+1)*I:(2*t+2)*I])
+			kernels.SiLUMul(dst[t*I:(t+1)*I], gu[2*t*I:(2*t+1)*I], gu[(2*t+1)*I:(2*t+2)*I])
 		}
-	} else {
-		m.Gate.Forward(gate, x, T)
-		m.Up.Forward(up, x, T)
-		kernels.SiLUMul(gate, gate, up)
+		return
 	}
-	m.Down.Forward(out, gate, T)
+	kernels.SiLUMul(dst[:T*I], ws.gate[:T*I], ws.up[:T*I])
 }

@@ -54,18 +54,9 @@ type outputs struct {
 func (r *run) sourceOutputs() []outputs {
 	m, H := r.model, r.cfg.HiddenSize
 	h := r.hEval
-	m.Norm.Forward(h, h)
-	T := len(h) / H
+	flat := m.Finish(h)
 	R, Q := m.Response, m.Query
 	sizes := [4]int{R.Levels(), R.Categories(), Q.Levels(), Q.Categories()}
-	var flat [4][]float32
-	for i, n := range sizes {
-		flat[i] = make([]float32, T*n)
-	}
-	g, _ := R.Pre.Dims()
-	pre := make([]float32, T*g)
-	R.Forward(h, T, pre, flat[0], flat[1])
-	Q.Forward(h, T, pre, flat[2], flat[3])
 	out := make([]outputs, len(r.eval))
 	t := 0
 	for i, e := range r.eval {
