@@ -60,7 +60,10 @@ type Options struct {
 	// Device is where the network runs: "cpu" (the default, also ""),
 	// "cuda" or "cuda:N" (a GPU, an error when it cannot take the model),
 	// or "auto" (a GPU when one can, else the CPU; Info says which and
-	// why). A GPU needs a build with the cuda tag; it runs BF16 models.
+	// why). A GPU needs a build with the cuda tag; it runs BF16 and AWQ
+	// INT4 models. A model bound for a GPU is not repacked for the CPU
+	// kernels: the upload lays it out from the checkpoint's tensors (auto
+	// loads it again for the CPU if no GPU takes it).
 	Device string
 	// KVCache is how the CPU engine's streams store their keys and values:
 	// "bf16" (the default when empty: half the memory of float32, each
@@ -109,13 +112,22 @@ type Model struct {
 //
 // From the folder, Load reads config.json, the safetensors weights
 // (memory-mapped, kept in their stored dtype; AWQ INT4 projections are
-// repacked for the integer kernels) and a tokenizer. It refuses an
+// repacked for the CPU's integer kernels unless Device sends the model to a
+// GPU) and a tokenizer. It refuses an
 // incomplete or inconsistent model: a config that is not a complete guard
 // config, any missing, mis-shaped or unused tensor, a tokenizer whose
 // vocabulary or special tokens do not match the model. ctx is checked
 // between the loading stages (report, tokenizer, weights); a cancelled load
 // returns an error wrapping ctx.Err() and holds nothing open.
 func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
+	return load(ctx, dir, opts, false)
+}
+
+// load is Load; with forUpload the network is loaded for a GPU backend
+// that the caller runs itself (guardhook.LoadForUpload), whatever
+// opts.Device says, and the model's own engine is the CPU's, which refuses
+// to run it.
+func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model, error) {
 	start := time.Now()
 	if err := loadCanceled(ctx, dir); err != nil {
 		return nil, err
@@ -145,7 +157,19 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 		tok, err := loadTokenizer(dir, opts.Tokenizer)
 		tokc <- tokResult{tok, err}
 	}()
-	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache)})
+	// A network bound for a GPU needs no CPU copy of its AWQ weights (the
+	// GPU lays them out from the checkpoint's tensors): with a device other
+	// than the CPU in a cuda build, load it for upload, and load it again
+	// for the CPU if auto falls back there.
+	kind, _, err := parseDevice(opts.Device)
+	if err != nil {
+		<-tokc
+		return nil, err
+	}
+	open := func(uploadOnly bool) (*qwen3.Model, *qwen3.Weights, error) {
+		return qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache), UploadOnly: uploadOnly})
+	}
+	net, set, err := open(forUpload || kind != "cpu" && newGPUEngine != nil)
 	tr := <-tokc
 	if tr.err != nil {
 		if err == nil {
@@ -166,6 +190,14 @@ func Load(ctx context.Context, dir string, opts Options) (*Model, error) {
 	if err != nil {
 		set.Close()
 		return nil, err
+	}
+	if _, cpu := m.eng.(cpuEngine); cpu && net.UploadOnly() && !forUpload {
+		set.Close()
+		if net, set, err = open(false); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		net.SetInt4Coarse(opts.Int4Coarse)
+		m.net, m.eng = net, cpuEngine{net}
 	}
 	m.closer = set
 	m.repack = RepackUse(set.Repack)
@@ -245,6 +277,11 @@ func init() {
 		ParseDevice: parseDevice,
 		Forward: func(m any, ids [][]int) ([]qwen3.Output, error) {
 			return m.(*Model).forwardFresh(ids)
+		},
+		LoadForUpload: func(ctx context.Context, dir string, opts any) (any, error) {
+			o := opts.(Options)
+			o.Device = "cpu"
+			return load(ctx, dir, o, true)
 		},
 	})
 }

@@ -105,7 +105,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		m, err := guard.Load(context.Background(), dir, guard.Options{Int4Coarse: *coarse, KVCache: kv.String(), RepackCache: *repackCache})
+		gopts := guard.Options{Int4Coarse: *coarse, KVCache: kv.String(), RepackCache: *repackCache}
+		var m *guard.Model
+		if devKind == "cuda" {
+			// Loaded as a GPU deployment loads it: no CPU copy of AWQ
+			// weights (auto keeps one, for its fallback to the CPU).
+			m, err = guardhook.LoadForUpload[*guard.Model](context.Background(), dir, gopts)
+		} else {
+			m, err = guard.Load(context.Background(), dir, gopts)
+		}
 		if err != nil {
 			return err
 		}
@@ -138,14 +146,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	loadTime := time.Since(start)
 	deviceNote := ""
 	if devKind != "cpu" {
-		// The GPU measures a copy of the network uploaded from the CPU's;
+		// The GPU measures the network uploaded from the checkpoint;
 		// --device auto stays on the CPU when that cannot be done.
 		line.stage("measuring on the GPU")
 		rep, table, err := gpuBench(net, ordinal, gpuBenchOptions{Prefill: *pp, Positions: pos, Streams: str, Steps: *steps, Seed: *seed})
 		if err == nil {
 			line.finish()
 			if !*jsonOut {
-				fmt.Fprintf(stdout, "model %s, loaded in %.2f s on the CPU, then uploaded\n", label, loadTime.Seconds())
+				fmt.Fprintf(stdout, "model %s, read and checked in %.2f s, then uploaded\n", label, loadTime.Seconds())
 				return table(stdout)
 			}
 			// (--int4-coarse is a CPU kernel option: the GPU runs its own.)

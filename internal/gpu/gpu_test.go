@@ -76,15 +76,16 @@ func network(t testing.TB, preset string, layers int, seed uint64) *qwen3.Model 
 
 // awqNetwork writes a synthetic AWQ INT4 checkpoint at a preset's shapes
 // (fp16 embedding, norms and heads, as AutoAWQ exports) into a temporary
-// folder and loads it as guard.Load does; the folder stays open until the
-// test ends, since the GPU upload reads the AWQ tensors from it.
-func awqNetwork(t testing.TB, preset string, layers int) *qwen3.Model {
+// folder and loads it as guard.Load does — with uploadOnly, as it does for
+// a GPU (no CPU weights for the AWQ projections); the folder stays open
+// until the test ends, since the GPU upload reads the AWQ tensors from it.
+func awqNetwork(t testing.TB, preset string, layers int, uploadOnly bool) *qwen3.Model {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "awq")
 	if _, err := synth.Generate(dir, synth.Options{Preset: preset, DType: "awq", Seed: 9, Layers: layers}); err != nil {
 		t.Fatal(err)
 	}
-	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{})
+	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{UploadOnly: uploadOnly})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestForwardMatchesCPU(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var net *qwen3.Model
 			if c.awq {
-				net = awqNetwork(t, c.preset, c.layers)
+				net = awqNetwork(t, c.preset, c.layers, false)
 			} else {
 				net = network(t, c.preset, c.layers, 3)
 			}
@@ -239,7 +240,7 @@ func TestBatchInvariance(t *testing.T) {
 		name := "bf16"
 		var net *qwen3.Model
 		if awq {
-			name, net = "awq", awqNetwork(t, "qwen3guard-stream-0.6b", 2)
+			name, net = "awq", awqNetwork(t, "qwen3guard-stream-0.6b", 2, false)
 		} else {
 			net = network(t, "qwen3guard-stream-0.6b", 2, 5)
 		}

@@ -54,7 +54,7 @@ func TestReport(t *testing.T) {
 		start := time.Now()
 		var net *qwen3.Model
 		if base, ok := strings.CutSuffix(p, "-awq"); ok {
-			net = awqNetwork(t, base, 0)
+			net = awqNetwork(t, base, 0, true) // speed only: no CPU forward
 		} else {
 			net = network(t, p, 0, 11)
 		}

@@ -7,6 +7,8 @@
 package guardhook
 
 import (
+	"context"
+
 	"github.com/streamguard/streamguard/internal/qwen3"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
@@ -20,6 +22,9 @@ type Hooks struct {
 	ParseDevice func(s string) (kind string, ordinal int, err error)
 	// Forward runs id sequences on a *guard.Model's device.
 	Forward func(m any, ids [][]int) ([]qwen3.Output, error)
+	// LoadForUpload is guard.Load for a network that the caller uploads
+	// to a GPU itself.
+	LoadForUpload func(ctx context.Context, dir string, opts any) (any, error)
 }
 
 var hooks Hooks
@@ -37,6 +42,20 @@ func Network(m any) *qwen3.Model { return hooks.Network(m) }
 // how tools that want hidden states (forward, train-heads) honour
 // --device, where Network is the CPU engine alone.
 func Forward(m any, ids [][]int) ([]qwen3.Output, error) { return hooks.Forward(m, ids) }
+
+// LoadForUpload loads the model in dir as guard.Load does (opts is a
+// guard.Options; M is *guard.Model), but with its network loaded for a GPU
+// backend that the caller runs (qwen3.Options.UploadOnly: AWQ projections
+// are not repacked for the CPU kernels): bench --device cuda measures the
+// load a GPU deployment does. The model itself cannot judge.
+func LoadForUpload[M any](ctx context.Context, dir string, opts any) (M, error) {
+	var zero M
+	v, err := hooks.LoadForUpload(ctx, dir, opts)
+	if err != nil {
+		return zero, err
+	}
+	return v.(M), nil
+}
 
 // Tokenizer is the tokenizer of m, a *guard.Model.
 func Tokenizer(m any) *tokenizer.Tokenizer { return hooks.Tokenizer(m) }

@@ -90,6 +90,22 @@ func awqLoader(group int, skip []string, pre map[string]*kernels.Int4Matrix) Lin
 	}
 }
 
+// awqSourceLoader is the loader of an UploadOnly model: each quantized
+// projection's tensors are read and checked as by NewAWQLoader's, and the
+// projection keeps only its shape and where it was read (AWQLinear.Source).
+func awqSourceLoader(group int, skip []string) LinearLoader {
+	return func(s Source, prefix string, out, in int) (Linear, error) {
+		if notConverted(prefix, skip) || !s.Has(prefix+".qweight") {
+			return DenseLinear(s, prefix, out, in)
+		}
+		r, err := readAWQ(s, prefix, out, in, group)
+		if err != nil {
+			return nil, err
+		}
+		return &AWQLinear{W: &kernels.Int4Matrix{K: in, N: out, Group: group}, Bias: r.bias, src: s, prefix: prefix}, nil
+	}
+}
+
 // notConverted applies modules_to_not_convert: any entry that is a
 // substring of the module path keeps it unquantized.
 func notConverted(module string, skip []string) bool {

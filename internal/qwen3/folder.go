@@ -30,7 +30,7 @@ func (w *Weights) Close() error {
 // OpenFolder loads the checkpoint folder dir (config.json and its
 // safetensors files, memory-mapped) with opts; an AWQ config gets the AWQ
 // loader unless opts names a Linear loader, and with it the
-// repacked-weights file of opts.RepackCache.
+// repacked-weights file of opts.RepackCache (none with opts.UploadOnly).
 func OpenFolder(dir string, opts Options) (*Model, *Weights, error) {
 	cfg, err := config.Load(dir)
 	if err != nil {
@@ -44,8 +44,12 @@ func OpenFolder(dir string, opts Options) (*Model, *Weights, error) {
 	var pack *awqPack
 	if opts.Linear == nil && cfg.IsAWQ() {
 		q := cfg.QuantizationConfig
-		pack = openAWQPack(set, q.GroupSize, q.ModulesToNotConvert, opts.RepackCache)
-		opts.Linear = awqLoader(q.GroupSize, q.ModulesToNotConvert, pack.pre)
+		if opts.UploadOnly {
+			opts.Linear = awqSourceLoader(q.GroupSize, q.ModulesToNotConvert)
+		} else {
+			pack = openAWQPack(set, q.GroupSize, q.ModulesToNotConvert, opts.RepackCache)
+			opts.Linear = awqLoader(q.GroupSize, q.ModulesToNotConvert, pack.pre)
+		}
 	}
 	m, err := Load(set, cfg, opts)
 	if pack != nil {

@@ -53,6 +53,9 @@ type batch struct {
 // an id outside the vocabulary or a sequence that would exceed
 // MaxPositions is an error and no cache changes.
 func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) {
+	if m.uploadOnly {
+		return nil, errUploadOnly
+	}
 	T := 0
 	seen := make(map[*Cache]bool, len(seqs))
 	vocab := m.Embed.Rows()

@@ -33,7 +33,10 @@ func (hd *Head) Categories() int { n, _ := hd.Category.Dims(); return n }
 // that the last layer left: the final norm, in place, and the eight guard
 // heads, whose logits it returns in the order of [LogitTensors]
 // ([T][classes] each).
-func (m *Model) Finish(h []float32) [4][]float32 {
+func (m *Model) Finish(h []float32) ([4][]float32, error) {
+	if m.uploadOnly {
+		return [4][]float32{}, errUploadOnly
+	}
 	T := len(h) / m.hidden
 	ws := m.getWorkspace(T)
 	defer m.pool.Put(ws)
@@ -43,5 +46,5 @@ func (m *Model) Finish(h []float32) [4][]float32 {
 	for i, l := range ops.logits {
 		out[i] = append([]float32(nil), l...)
 	}
-	return out
+	return out, nil
 }

@@ -24,6 +24,9 @@ type LayerRunner struct {
 // NewLayerRunner prepares a runner for sequences of the given lengths.
 // Close returns its scratch to the model.
 func (m *Model) NewLayerRunner(lens []int) (*LayerRunner, error) {
+	if m.uploadOnly {
+		return nil, errUploadOnly
+	}
 	T := 0
 	for i, n := range lens {
 		if n <= 0 || n > m.MaxPositions {

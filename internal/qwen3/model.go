@@ -31,6 +31,8 @@ type Model struct {
 	kv                                     KVType // of the caches NewCache returns
 
 	pool sync.Pool // *workspace
+
+	uploadOnly bool // Options.UploadOnly: AWQ projections not repacked
 }
 
 // Options customise how weights are read.
@@ -53,6 +55,13 @@ type Options struct {
 	// and written to the first path that can be written. Empty: repack,
 	// write nothing.
 	RepackCache []string
+	// UploadOnly, for an AWQ folder loaded by OpenFolder, reads and checks
+	// every tensor but leaves the quantized projections in the
+	// checkpoint's tensors instead of repacking them for the CPU kernels,
+	// and maps or writes no repacked-weights file: for a model that a GPU
+	// backend uploads (it lays the weights out its own way, from
+	// AWQLinear.Source). Such a model's CPU forward returns an error.
+	UploadOnly bool
 }
 
 // Load builds the model described by cfg from src. It checks the config,
@@ -162,12 +171,21 @@ func Load(src Source, cfg *config.Config, opts Options) (*Model, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := fuseProjections(m); err != nil {
-		return nil, err
+	if m.uploadOnly = opts.UploadOnly; !m.uploadOnly {
+		if err := fuseProjections(m); err != nil {
+			return nil, err
+		}
 	}
 	m.RoPE = NewRoPE(hd, m.MaxPositions, cfg.RopeTheta)
 	return m, nil
 }
+
+// UploadOnly reports whether the model was loaded for a GPU backend only
+// (Options.UploadOnly): its AWQ projections hold no CPU weights.
+func (m *Model) UploadOnly() bool { return m.uploadOnly }
+
+// errUploadOnly is the CPU forward's answer on a model loaded for upload.
+var errUploadOnly = errors.New("qwen3: model loaded for a GPU (Options.UploadOnly): its AWQ projections are not repacked for the CPU kernels")
 
 // Hidden is the hidden size.
 func (m *Model) Hidden() int { return m.hidden }

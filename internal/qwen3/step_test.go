@@ -95,7 +95,10 @@ func TestFinishMatchesForward(t *testing.T) {
 	for _, l := range m.Layers {
 		r.Layer(l, h)
 	}
-	logits := m.Finish(h)
+	logits, err := m.Finish(h)
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := outs[0]
 	for i, want := range [4][][]float32{o.Risk, o.Category, o.QueryRisk, o.QueryCategory} {
 		n := len(want[0])

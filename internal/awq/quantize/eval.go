@@ -51,10 +51,13 @@ type outputs struct {
 
 // sourceOutputs finishes the source forward of the held-out tokens (the
 // layers ran during quantization): final norm and the 8 heads.
-func (r *run) sourceOutputs() []outputs {
+func (r *run) sourceOutputs() ([]outputs, error) {
 	m, H := r.model, r.cfg.HiddenSize
 	h := r.hEval
-	flat := m.Finish(h)
+	flat, err := m.Finish(h)
+	if err != nil {
+		return nil, err
+	}
 	R, Q := m.Response, m.Query
 	sizes := [4]int{R.Levels(), R.Categories(), Q.Levels(), Q.Categories()}
 	out := make([]outputs, len(r.eval))
@@ -68,7 +71,7 @@ func (r *run) sourceOutputs() []outputs {
 		}
 		t += len(e.ids)
 	}
-	return out
+	return out, nil
 }
 
 // evaluate loads the bundle in dir the way every streamguard command does

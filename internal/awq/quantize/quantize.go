@@ -299,7 +299,10 @@ func Quantize(o Options) (res *Result, err error) {
 	if len(r.eval) > 0 {
 		t = time.Now()
 		r.prog.logf("quality report: running source and INT4 on %d held-out conversations", len(r.eval))
-		src := r.sourceOutputs()
+		src, err := r.sourceOutputs()
+		if err != nil {
+			return res, fmt.Errorf("quality report: %w", err)
+		}
 		// The source mapping is not needed any more: unmap it before the
 		// INT4 model loads, so the two never occupy memory together.
 		set.Close()
