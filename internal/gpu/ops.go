@@ -116,22 +116,11 @@ func (o *gpuOps) Project(dst, x qwen3.Act, w qwen3.Weight, accumulate bool) {
 	switch w.Tensor {
 	case qwen3.QKVProj:
 		l := &o.m.layers[w.Layer]
-		if l.qkv != nil {
-			o.product(ws.qkv.Ptr, xp, l.qkv, false)
-			return
-		}
-		o.product(ws.q.Ptr, xp, l.q, false)
-		o.product(ws.k.Ptr, xp, l.k, false)
-		o.product(ws.v.Ptr, xp, l.v, false)
+		o.stacked(xp, l.qkv, ws.qkv.Ptr, []*linear{l.q, l.k, l.v}, []uint64{ws.q.Ptr, ws.k.Ptr, ws.v.Ptr})
 		return
 	case qwen3.GateUpProj:
 		l := &o.m.layers[w.Layer]
-		if l.gateUp != nil {
-			o.product(ws.gate.Ptr, xp, l.gateUp, false)
-			return
-		}
-		o.product(ws.gate.Ptr, xp, l.gate, false)
-		o.product(ws.up.Ptr, xp, l.up, false)
+		o.stacked(xp, l.gateUp, ws.gate.Ptr, []*linear{l.gate, l.up}, []uint64{ws.gate.Ptr, ws.up.Ptr})
 		return
 	}
 	l := o.linear(w)
@@ -150,6 +139,18 @@ func (o *gpuOps) Project(dst, x qwen3.Act, w qwen3.Weight, accumulate bool) {
 	o.product(ws.o.Ptr, xp, l, false)
 	n := o.T * l.n
 	o.launch(o.m.k.add, cuda.Dim3{X: blocks(n)}, cuda.Dim3{X: threads}, y, ws.o.Ptr, int32(n))
+}
+
+// stacked computes projections of the same input x: the fused one into y
+// when the layer has it, else each part into its own buffer.
+func (o *gpuOps) stacked(x uint64, fused *linear, y uint64, parts []*linear, ys []uint64) {
+	if fused != nil {
+		o.product(y, x, fused, false)
+		return
+	}
+	for i, l := range parts {
+		o.product(ys[i], x, l, false)
+	}
 }
 
 // product computes y = l(x), or with accum (tensor cores only) y += l(x).
