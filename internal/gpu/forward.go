@@ -144,9 +144,8 @@ func (m *Model) forward(seqs []Sequence, hidden bool) ([]qwen3.Output, error) {
 		}
 		T += len(s.IDs)
 	}
-	outs := make([]qwen3.Output, len(seqs))
 	if T == 0 {
-		return outs, nil
+		return make([]qwen3.Output, len(seqs)), nil
 	}
 	// Take the cache blocks first: all or nothing.
 	for i, s := range seqs {
@@ -205,30 +204,12 @@ func (m *Model) forward(seqs []Sequence, hidden bool) ([]qwen3.Output, error) {
 		m.undo(seqs)
 		return nil, err
 	}
-	R, Q := m.heads[0], m.heads[1]
-	width := R.levels + R.categories + Q.levels + Q.categories
-	t := 0
-	for i, s := range seqs {
-		n := len(s.IDs)
-		o := qwen3.Output{Risk: make([][]float32, n), Category: make([][]float32, n), QueryRisk: make([][]float32, n), QueryCategory: make([][]float32, n)}
-		for j := range n {
-			row := logits[(t+j)*width : (t+j+1)*width : (t+j+1)*width]
-			o.Risk[j] = row[:R.levels:R.levels]
-			o.Category[j] = row[R.levels : R.levels+R.categories : R.levels+R.categories]
-			q := row[R.levels+R.categories:]
-			o.QueryRisk[j] = q[:Q.levels:Q.levels]
-			o.QueryCategory[j] = q[Q.levels : Q.levels+Q.categories : Q.levels+Q.categories]
-		}
-		if hidden {
-			o.Hidden = make([][]float32, n)
-			for j := range n {
-				o.Hidden[j] = hs[(t+j)*m.Hidden : (t+j+1)*m.Hidden : (t+j+1)*m.Hidden]
-			}
-		}
-		t += n
-		outs[i] = o
+	pieces, _ := m.logitPieces(T)
+	var heads [4][]float32
+	for i, p := range pieces {
+		heads[i] = logits[p.off : p.off+int64(T*p.cols)]
 	}
-	return outs, nil
+	return qwen3.SplitOutputs(lens, heads, hs, m.Hidden), nil
 }
 
 // undo gives back the positions a failed forward took.
@@ -279,22 +260,14 @@ func (m *Model) run(w *workspace, T int, mp metaPtrs) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	pieces, width := m.logitPieces(T)
+	// Each head wrote its risk then its category logits as [T][cols]
+	// blocks (logitPieces).
+	_, width := m.logitPieces(T)
 	flat := make([]float32, T*width)
 	if err := cuda.CopyOutOn(m.stream, flat, w.logits, 0); err != nil {
 		return nil, err
 	}
-	// Each head wrote its risk then its category logits as [T][cols]
-	// blocks; gather them into rows of width.
-	out := make([]float32, T*width)
-	col := 0
-	for _, p := range pieces {
-		for t := range T {
-			copy(out[t*width+col:t*width+col+p.cols], flat[p.off+int64(t*p.cols):p.off+int64((t+1)*p.cols)])
-		}
-		col += p.cols
-	}
-	return out, nil
+	return flat, nil
 }
 
 // piece is one head output's block of the logits buffer: [T][cols] values

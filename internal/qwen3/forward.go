@@ -80,9 +80,8 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 			return nil, err
 		}
 	}
-	outs := make([]Output, len(seqs))
 	if T == 0 {
-		return outs, nil
+		return make([]Output, len(seqs)), nil
 	}
 
 	ws := m.getWorkspace(T)
@@ -100,46 +99,68 @@ func (m *Model) Forward(seqs []Sequence, opts ForwardOptions) ([]Output, error) 
 	h := ws.h[:T*H]
 	ops := m.newCPUOps(b, h)
 	RunStep(ops, len(m.Layers))
-	risk, cat, qrisk, qcat := ops.logits[0], ops.logits[1], ops.logits[2], ops.logits[3]
-	R, Q := m.Response, m.Query
-	rl, rc, ql, qc := R.Levels(), R.Categories(), Q.Levels(), Q.Categories()
-
-	// Copy out into one allocation per call; the workspace is reused.
-	width := rl + rc + ql + qc
+	var hidden []float32
 	if opts.Hidden {
-		width += H
+		hidden = h
+	}
+	lens := make([]int, len(seqs))
+	for i, s := range seqs {
+		lens[i] = len(s.IDs)
+		s.Cache.n += len(s.IDs)
+	}
+	return SplitOutputs(lens, ops.logits, hidden, H), nil
+}
+
+// SplitOutputs copies a step's results out per sequence, into one
+// allocation (a backend's buffers are reused): the sequences' new tokens
+// are lens[i] consecutive rows of logits[j], [T][classes] for
+// LogitTensors[j], and of hidden [T][h] (nil: no hidden states).
+func SplitOutputs(lens []int, logits [4][]float32, hidden []float32, h int) []Output {
+	T, width := 0, 0
+	for _, n := range lens {
+		T += n
+	}
+	if T == 0 {
+		return make([]Output, len(lens))
+	}
+	var cols [4]int
+	for j, l := range logits {
+		cols[j] = len(l) / T
+		width += cols[j]
+	}
+	if hidden != nil {
+		width += h
 	}
 	flat := make([]float32, T*width)
+	take := func(src []float32, t, w int) []float32 {
+		d := flat[:w:w]
+		flat = flat[w:]
+		copy(d, src[t*w:(t+1)*w])
+		return d
+	}
+	outs := make([]Output, len(lens))
 	t := 0
-	for i, s := range seqs {
-		n := len(s.IDs)
+	for i, n := range lens {
 		o := Output{
 			Risk: make([][]float32, n), Category: make([][]float32, n),
 			QueryRisk: make([][]float32, n), QueryCategory: make([][]float32, n),
 		}
-		if opts.Hidden {
+		heads := [4][][]float32{o.Risk, o.Category, o.QueryRisk, o.QueryCategory}
+		if hidden != nil {
 			o.Hidden = make([][]float32, n)
 		}
 		for j := range n {
-			take := func(src []float32, w int) []float32 {
-				d := flat[:w:w]
-				flat = flat[w:]
-				copy(d, src[t*w:(t+1)*w])
-				return d
+			for k, l := range logits {
+				heads[k][j] = take(l, t, cols[k])
 			}
-			o.Risk[j] = take(risk, rl)
-			o.Category[j] = take(cat, rc)
-			o.QueryRisk[j] = take(qrisk, ql)
-			o.QueryCategory[j] = take(qcat, qc)
-			if opts.Hidden {
-				o.Hidden[j] = take(h, H)
+			if hidden != nil {
+				o.Hidden[j] = take(hidden, t, h)
 			}
 			t++
 		}
-		s.Cache.n += n
 		outs[i] = o
 	}
-	return outs, nil
+	return outs
 }
 
 // CheckTokens is every backend's check of sequence i of a batch before

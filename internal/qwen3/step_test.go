@@ -2,6 +2,7 @@ package qwen3
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -112,5 +113,40 @@ func TestFinishMatchesForward(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSplitOutputs places every value: two sequences of 2 and 1 tokens,
+// heads of 2, 3, 1 and 4 classes, hidden states of 2.
+func TestSplitOutputs(t *testing.T) {
+	cols := [4]int{2, 3, 1, 4}
+	var logits [4][]float32
+	for j, c := range cols {
+		for i := range 3 * c {
+			logits[j] = append(logits[j], float32(100*j+i))
+		}
+	}
+	hidden := []float32{-1, -2, -3, -4, -5, -6}
+	outs := SplitOutputs([]int{2, 1}, logits, hidden, 2)
+	want := []Output{
+		{Risk: [][]float32{{0, 1}, {2, 3}}, Category: [][]float32{{100, 101, 102}, {103, 104, 105}},
+			QueryRisk: [][]float32{{200}, {201}}, QueryCategory: [][]float32{{300, 301, 302, 303}, {304, 305, 306, 307}},
+			Hidden: [][]float32{{-1, -2}, {-3, -4}}},
+		{Risk: [][]float32{{4, 5}}, Category: [][]float32{{106, 107, 108}}, QueryRisk: [][]float32{{202}},
+			QueryCategory: [][]float32{{308, 309, 310, 311}}, Hidden: [][]float32{{-5, -6}}},
+	}
+	if !reflect.DeepEqual(outs, want) {
+		t.Errorf("SplitOutputs =\n%v\nwant\n%v", outs, want)
+	}
+	// Copies: the backend's buffers are reused.
+	logits[0][0], hidden[0] = 42, 42
+	if outs[0].Risk[0][0] != 0 || outs[0].Hidden[0][0] != -1 {
+		t.Error("SplitOutputs kept a view of its input")
+	}
+	if outs := SplitOutputs([]int{2, 1}, logits, nil, 2); outs[1].Hidden != nil || outs[1].Risk[0][1] != 5 {
+		t.Errorf("without hidden states: %+v", outs[1])
+	}
+	if outs := SplitOutputs([]int{0, 0}, [4][]float32{}, nil, 2); len(outs) != 2 || outs[0].Risk != nil {
+		t.Errorf("no tokens: %+v", outs)
 	}
 }
