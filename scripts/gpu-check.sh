@@ -24,6 +24,7 @@
 #   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time
+# Back here, scripts/gpu-goals.sh OUTDIR prints each goal beside its figure (Markdown, needs jq).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=.gpu-bin
@@ -53,6 +54,11 @@ dry-run)
 	LD_LIBRARY_PATH="$lib" STREAMGUARD_GPU_PRESETS=tiny,tiny-awq GPU_CHECK_QUICK=1 "$0" run "$out"
 	code=$?
 	rm -rf "$lib"
+	# The tables that turn a run's files into the goals' figures (scripts/gpu-goals.sh) read
+	# what the run wrote.
+	if [ $code -eq 0 ] && command -v jq >/dev/null; then
+		scripts/gpu-goals.sh "$out" >"$out/goals.md" || code=1
+	fi
 	exit $code
 	;;
 run)

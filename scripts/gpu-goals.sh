@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Reads what `scripts/gpu-check.sh run OUTDIR` wrote and prints, as Markdown, each GPU goal of
+# docs/GPU.md beside the figure measured, the same run's ratios (graphs against direct launches,
+# tensor cores against the one-warp kernels, recompute against a cached step) and the CPU engine's
+# scaling over the GPU host's cores. Needs bash and jq; runs where the files came back.
+#
+#   scripts/gpu-goals.sh OUTDIR
+set -u
+out=${1:?usage: scripts/gpu-goals.sh OUTDIR}
+report=$out/report.json
+[ -r "$report" ] || {
+	echo "no $report" >&2
+	exit 1
+}
+
+jq -r '
+. as $r |
+def model($m): $r.models[$m].bench // null;
+def step($m; $p): (model($m).decode // [] | map(select(.position == $p)) | first | .ms_per_token) // null;
+def agg($m; $s): (model($m).batched // [] | map(select(.streams == $s)) | first | .tokens_per_s) // null;
+def fmt: if . == null then "not measured" elif type == "number" then (. * 1000 | round / 1000 | tostring) else tostring end;
+def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" elif $ok then "met" else "not met" end) |";
+"GPU: \(.device.name // "?") (\(.device.sms // "?") SMs, \((.device.total_memory // 0) / 1073741824 | round) GiB)",
+"",
+"| goal | measured | |",
+"| --- | --- | --- |",
+(step("qwen3guard-stream-0.6b"; 100) as $v | row("0.6B BF16 streamed token at 100 ≤ 1.5 ms"; $v; $v != null and $v <= 1.5)),
+(step("qwen3guard-stream-0.6b"; 4000) as $v | row("0.6B BF16 streamed token at 4,000 ≤ 2.5 ms"; $v; $v != null and $v <= 2.5)),
+(step("qwen3guard-stream-8b-awq"; 100) as $v | row("8B AWQ streamed token at 100 ≤ 3 ms"; $v; $v != null and $v <= 3)),
+(agg("qwen3guard-stream-0.6b"; 256) as $v | row("256 streams of 0.6B BF16 ≥ 40,000 tokens/s"; $v; $v != null and $v >= 40000)),
+(model("qwen3guard-stream-0.6b").prefill_tokens_per_s as $v | row("prefill 0.6B BF16 ≥ 50,000 tokens/s"; $v; $v != null and $v >= 50000)),
+(model("qwen3guard-stream-8b-awq").prefill_tokens_per_s as $v | row("prefill 8B AWQ ≥ 8,000 tokens/s"; $v; $v != null and $v >= 8000)),
+(model("qwen3guard-stream-8b-awq").weight_bytes as $v | row("8B AWQ weights ≤ 5.3 GB (bytes)"; $v; $v != null and $v <= 5.3e9)),
+"",
+"| model | upload s | prefill tok/s | step @100 ms (direct) | step @4,000 ms (direct) | 16 / 64 / 256 streams tok/s | tensor cores: warps ms ÷ their ms, step @100 | recompute ÷ cached step (prefix) |",
+"| --- | --- | --- | --- | --- | --- | --- | --- |",
+(.models | keys[] | select(endswith(":warps") | not)) as $m
+| model($m) as $b
+| (.models[$m + ":warps"].bench // null) as $w
+| ($b.decode // []) as $d
+| def at($p): ($d | map(select(.position == $p)) | first) // null;
+  def pair($x): if $x == null then "–" else "\($x.ms_per_token | fmt) (\($x.ms_per_token_direct | fmt))" end;
+  "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | round) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |"
+' "$report"
+
+# The CPU engine on the same host, 1 to 16 threads (0.6B AWQ).
+shopt -s nullglob
+files=("$out"/cpu-*-t*.json)
+if [ ${#files[@]} -gt 0 ]; then
+	echo
+	echo "| CPU threads | model | prefill tok/s | step @100 ms (median) | weight-read fraction of the probe |"
+	echo "| --- | --- | --- | --- | --- |"
+	for f in "${files[@]}"; do
+		jq -r --arg f "$(basename "$f" .json)" '"| \(.threads) | \($f | sub("^cpu-"; "") | sub("-t[0-9]+$"; "")) | \(.prefill_tokens_per_s | round) | \(.decode[0].median_ms * 1000 | round / 1000) | \(.decode_weight_read_fraction * 100 | round / 100) |"' "$f"
+	done | sort -t'|' -k3,3 -k2,2n
+fi
