@@ -22,6 +22,7 @@
 #   OUTDIR/tests.txt     the tests' verbose output
 #   OUTDIR/report.json   the measurements (tensor cores on and off, graphs and direct launches)
 #   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
+#   OUTDIR/loadtest-cuda-0.6b-awq.json  loadtest --device cuda --json (serve on the GPU, 256 streams)
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time
 # Back here, scripts/gpu-goals.sh OUTDIR prints each goal beside its figure (Markdown, needs jq).
@@ -65,8 +66,10 @@ run)
 	out=${2:?usage: scripts/gpu-check.sh run OUTDIR}
 	# GPU_CHECK_QUICK (dry-run): 2-layer models for the CLI steps, short benches, 1-2 threads.
 	layers="" benchargs="--streams 16,64,256" cpuargs="--pp 128 --positions 100 --steps 8" threads="1 2 4 8 16"
+	loadargs="--streams 256 --duration 30s --baseline 10s"
 	if [ -n "${GPU_CHECK_QUICK:-}" ]; then
 		layers="--layers 2" benchargs="--pp 32 --positions 100,600 --streams 4 --steps 2" cpuargs="--pp 32 --positions 100 --steps 2" threads="1 2"
+		loadargs="--streams 3 --conversations 3 --prompt-words 4 --response-tokens 6 --duration 2s --baseline 1s"
 	fi
 	mkdir -p "$out"
 	start=$(date +%s)
@@ -90,7 +93,7 @@ run)
 	# The test binaries read their testdata relative to their package.
 	step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
 	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion|TestGraphsMatchDirect'"
-	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice'"
+	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice|TestDeviceAWQLoad'"
 	# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
 	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --out \$tmp/m >/dev/null &&
 		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
@@ -102,6 +105,9 @@ run)
 	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq $layers --out "$benchdir/m"
 	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda $benchargs --json >$out/bench-cuda-0.6b-awq.json"
 	step cpu-scaling bash -c "for t in $threads; do $bin/streamguard bench --model $benchdir/m --threads \$t $cpuargs --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
+	# The server on the GPU under load: 256 conversations over HTTP, every verdict checked against a
+	# solo run on the GPU, with and without batching, SIGTERM under load at the end.
+	step loadtest bash -c "$bin/streamguard loadtest --model $benchdir/m --device cuda $loadargs --json >$out/loadtest-cuda-0.6b-awq.json"
 	if [ -n "${GPU_CHECK_CPU_8B:-}" ]; then
 		# Opt-in (a few minutes more): the 8B's CPU scaling on the same cores.
 		step bench-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype awq --out "$benchdir/m8"

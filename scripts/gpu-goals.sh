@@ -5,7 +5,7 @@
 # scaling over the GPU host's cores. Needs bash and jq; runs where the files came back.
 #
 #   scripts/gpu-goals.sh OUTDIR
-set -u
+set -euo pipefail
 out=${1:?usage: scripts/gpu-goals.sh OUTDIR}
 report=$out/report.json
 [ -r "$report" ] || {
@@ -42,6 +42,16 @@ def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" 
   def pair($x): if $x == null then "–" else "\($x.ms_per_token | fmt) (\($x.ms_per_token_direct | fmt))" end;
   "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | round) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |"
 ' "$report"
+
+# The server on the GPU under load (loadtest --device cuda).
+lt=$out/loadtest-cuda-0.6b-awq.json
+if [ -r "$lt" ]; then
+	echo
+	echo "| serve on the GPU (0.6B AWQ) | streams | tokens/s | per-token p50 / p99 ms | streams per step (mean) | checked / mismatches | ok |"
+	echo "| --- | --- | --- | --- | --- | --- | --- |"
+	jq -r '. as $r | .phases[] | "| \(.name) | \($r.streams) | \(.tokens_per_second | round) | \(.append_p50_ms * 100 | round / 100) / \(.append_p99_ms * 100 | round / 100) | \(.batch_streams_mean * 10 | round / 10) | \(.checked) / \(.mismatches) | \($r.ok) |"' "$lt"
+	jq -r 'if .batching_throughput_ratio then "\nbatching / one stream per step: \(.batching_throughput_ratio * 100 | round / 100)× throughput" else empty end' "$lt"
+fi
 
 # The CPU engine on the same host, 1 to 16 threads (0.6B AWQ).
 shopt -s nullglob

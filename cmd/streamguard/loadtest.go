@@ -23,6 +23,7 @@ func init() {
 func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("loadtest", "--model DIR [--streams N] [--duration D] [flags] [-- SERVE-FLAGS...]", stderr)
 	model := fs.String("model", "", "model folder (served, and judged solo for the reference verdicts)")
+	device := fs.String("device", "cpu", "where the server and the solo reference run (as serve's --device), so that verdicts are compared on one device")
 	streams := fs.Int("streams", 256, "concurrent conversations")
 	duration := fs.Duration("duration", 2*time.Minute, "length of the batched phase")
 	baseline := fs.Duration("baseline", 30*time.Second, "length of the phase with batching off (serve --max-batch-streams 1); 0 skips it")
@@ -65,7 +66,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	rep, err := loadtest.Run(ctx, loadtest.Options{
-		Model: dir, Exe: exe, ServeArgs: fs.Args(), Streams: *streams, Duration: *duration, Baseline: *baseline, SIGTERM: *sigterm,
+		Model: dir, Device: *device, Exe: exe, ServeArgs: fs.Args(), Streams: *streams, Duration: *duration, Baseline: *baseline, SIGTERM: *sigterm,
 		Conversations: *convs, PromptWords: *promptWords, ResponseTokens: *respTokens, DuplexEvery: *duplexEvery, Seed: *seed,
 		WorkDir: *workDir, Progress: stderr, SlowClients: *slow, SlowEvery: *slowEvery, IdleConns: *idleConns,
 	})
@@ -88,7 +89,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 }
 
 func writeLoadReport(w io.Writer, rep *loadtest.Report, workDir string) {
-	fmt.Fprintf(w, "model %s, %d streams; reference (solo) verdicts in %.1fs; load average %s -> %s\n", rep.Model, rep.Streams, rep.ReferenceSeconds, rep.LoadAvgBefore, rep.LoadAvgAfter)
+	fmt.Fprintf(w, "model %s on %s, %d streams; reference (solo) verdicts in %.1fs; load average %s -> %s\n", rep.Model, rep.Device, rep.Streams, rep.ReferenceSeconds, rep.LoadAvgBefore, rep.LoadAvgAfter)
 	for _, p := range rep.Phases {
 		fmt.Fprintf(w, "\n%s: %.0fs measured after a ramp-up of %.0fs (until every stream's first prompt was judged)\n", p.Name, p.Seconds, p.RampUpSeconds)
 		fmt.Fprintf(w, "  throughput       %.1f tokens/s (%d tokens; %d conversations completed, %d checked against solo runs)\n", p.TokensPerSecond, p.Tokens, p.Conversations, p.Checked)

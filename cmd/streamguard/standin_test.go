@@ -210,9 +210,30 @@ func TestCUDABuildAgainstStandIn(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	cmd := exec.Command(guardTest, "-test.run", "TestGPUMatchesCPU|TestDeviceChoice", "-test.v", "-test.count=1") // as scripts/gpu-check.sh
+	// loadtest --device cuda: the solo reference and the server both on
+	// the GPU engine, every verdict of the batched server equal to it.
+	out, errs, code = runSG("loadtest", "--model", model, "--device", "cuda", "--streams", "3", "--conversations", "3",
+		"--prompt-words", "4", "--response-tokens", "6", "--duration", "2s", "--baseline", "0", "--sigterm=false", "--duplex-every", "2", "--json")
+	var lt struct {
+		Device string
+		OK     bool
+		Phases []struct {
+			Checked    int
+			Mismatches int
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &lt) != nil || !lt.OK || !strings.Contains(lt.Device, "CPU stand-in") ||
+		len(lt.Phases) != 1 || lt.Phases[0].Checked == 0 || lt.Phases[0].Mismatches != 0 {
+		t.Errorf("loadtest --device cuda: exit %d, %+v\n%s%s", code, lt, out, errs)
+	}
+
+	cmd := exec.Command(guardTest, "-test.run", "TestGPUMatchesCPU|TestDeviceChoice|TestDeviceAWQLoad", "-test.v", "-test.count=1") // as scripts/gpu-check.sh
 	cmd.Dir, cmd.Env = "../../guard", env
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestGPUMatchesCPU") || !strings.Contains(string(out), "--- PASS: TestDeviceChoice") {
-		t.Errorf("guard's GPU tests against the stand-in: %v\n%s", err, out)
+	out2, err := cmd.CombinedOutput()
+	for _, name := range []string{"TestGPUMatchesCPU", "TestDeviceChoice", "TestDeviceAWQLoad"} {
+		if err != nil || !strings.Contains(string(out2), "--- PASS: "+name) {
+			t.Errorf("guard's GPU tests against the stand-in (%s): %v\n%s", name, err, out2)
+			break
+		}
 	}
 }

@@ -25,6 +25,10 @@ import (
 // Options configure a load test.
 type Options struct {
 	Model string // model folder: the server's and the reference's
+	// Device runs both the server and the solo reference there
+	// (guard.Options.Device; "" is the CPU): verdicts are compared on one
+	// device, where batching must not change them.
+	Device string
 	// Exe is the streamguard binary that serves (normally this process's).
 	Exe string
 	// ServeArgs are extra `serve` flags (budget, chunking, ...).
@@ -113,6 +117,7 @@ type ShutdownCheck struct {
 // Report is the whole run.
 type Report struct {
 	Model            string        `json:"model"`
+	Device           string        `json:"device"` // where the reference ran (and the server was asked to)
 	Streams          int           `json:"streams"`
 	ReferenceSeconds float64       `json:"reference_seconds"`
 	Phases           []PhaseReport `json:"phases"`
@@ -138,10 +143,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep := &Report{Model: o.Model, Streams: o.Streams, LoadAvgBefore: loadavg()}
 	t0 := time.Now()
-	m, err := guard.Load(ctx, o.Model, guard.Options{})
+	m, err := guard.Load(ctx, o.Model, guard.Options{Device: o.Device})
 	if err != nil {
 		return nil, err
 	}
+	rep.Device = m.Info().Device
 	scripts := makeScripts(m, o.Conversations, o.PromptWords, o.ResponseTokens, o.Seed)
 	err = solo(ctx, m, scripts)
 	m.Close()
@@ -188,6 +194,9 @@ type server struct {
 
 func startServer(ctx context.Context, o Options, name string, maxBatch int) (*server, error) {
 	args := []string{"serve", "--model", o.Model, "--addr", "127.0.0.1:0", "--json"}
+	if o.Device != "" {
+		args = append(args, "--device", o.Device)
+	}
 	args = append(args, o.ServeArgs...)
 	if maxBatch > 0 {
 		args = append(args, "--max-batch-streams", strconv.Itoa(maxBatch))
