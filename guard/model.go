@@ -139,7 +139,15 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 			return nil, fmt.Errorf("guard: Options.KVCache: %w", err)
 		}
 	}
-	dir, err := modelFolder(dir)
+	kind, _, err := parseDevice(opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	if kind == "cuda" && newGPUEngine == nil {
+		// Said before the load, which would be wasted.
+		return nil, fmt.Errorf("guard: device %s: %s", opts.Device, errNoCUDABuild)
+	}
+	dir, err = modelFolder(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +169,6 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 	// GPU lays them out from the checkpoint's tensors): with a device other
 	// than the CPU in a cuda build, load it for upload, and load it again
 	// for the CPU if auto falls back there.
-	kind, _, err := parseDevice(opts.Device)
-	if err != nil {
-		<-tokc
-		return nil, err
-	}
 	open := func(uploadOnly bool) (*qwen3.Model, *qwen3.Weights, error) {
 		return qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache), UploadOnly: uploadOnly})
 	}
