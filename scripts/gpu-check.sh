@@ -23,6 +23,9 @@
 #   OUTDIR/report.json   the measurements (tensor cores on and off, graphs and direct launches)
 #   OUTDIR/bench-cuda-0.6b-awq.json, cpu-0.6b-awq-t{1,2,4,8,16}.json  bench --json
 #   OUTDIR/loadtest-cuda-0.6b-awq.json  loadtest --device cuda --json (serve on the GPU, 256 streams)
+#   OUTDIR/bench-cuda-0.6b-bf16.json, anchor-0.6b-bf16.json  our GPU backend and transformers
+#     (scripts/gpu-anchor.py) on one generated 0.6B BF16 folder; forward-cuda-0.6b-bf16.json, our
+#     outputs that tools/reference/check_transformers.py compares with transformers (tests.txt)
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time
 # Back here, scripts/gpu-goals.sh OUTDIR prints each goal beside its figure (Markdown, needs jq).
@@ -67,7 +70,9 @@ run)
 	# GPU_CHECK_QUICK (dry-run): 2-layer models for the CLI steps, short benches, 1-2 threads.
 	layers="" benchargs="--streams 16,64,256" cpuargs="--pp 128 --positions 100 --steps 8" threads="1 2 4 8 16"
 	loadargs="--streams 256 --duration 30s --baseline 10s"
+	anchorbench="--pp 512 --positions 100,4000 --streams 64,256 --steps 30" anchorargs=""
 	if [ -n "${GPU_CHECK_QUICK:-}" ]; then
+		anchorbench="--pp 32 --positions 100 --streams 4 --steps 2" anchorargs="--positions 100 --streams 4 --prefill 32 --recompute 32 --steps 3"
 		layers="--layers 2" benchargs="--pp 32 --positions 100,600 --streams 4 --steps 2" cpuargs="--pp 32 --positions 100 --steps 2" threads="1 2"
 		loadargs="--streams 3 --conversations 3 --prompt-words 4 --response-tokens 6 --duration 2s --baseline 1s"
 	fi
@@ -98,6 +103,22 @@ run)
 	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --out \$tmp/m >/dev/null &&
 		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
 	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
+	# The anchor in the same run: Hugging Face transformers (bf16, sdpa, its KV cache, the eight heads)
+	# on a generated 0.6B BF16 folder, beside bench --device cuda on the same folder; then our GPU
+	# outputs for two id sequences checked against transformers in float32. Needs the GPU machine's
+	# python3 with torch and transformers; skipped (and said) where they are missing.
+	anchordir=$(mktemp -d)
+	step anchor-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --seed 11 --out "$anchordir/m"
+	step bench-cuda-bf16 bash -c "$bin/streamguard bench --model $anchordir/m --device cuda $anchorbench --json >$out/bench-cuda-0.6b-bf16.json"
+	if python3 -c 'import torch, transformers' 2>/dev/null; then
+		step anchor bash -c "python3 scripts/gpu-anchor.py --model $anchordir/m --out $out/anchor-0.6b-bf16.json $anchorargs"
+		printf '{"cases": [{"name": "a", "ids": [%s]}, {"name": "b", "ids": [%s]}]}\n' "$(seq -s, 100 37 2468)" "$(seq -s, 9 101 1726)" >"$anchordir/ids.json"
+		step anchor-accuracy bash -c "$bin/streamguard forward --model $anchordir/m --device cuda --ids-file $anchordir/ids.json --out $out/forward-cuda-0.6b-bf16.json &&
+			python3 tools/reference/check_transformers.py --model $anchordir/m --golden $out/forward-cuda-0.6b-bf16.json --device cuda --dtype float32 --atol 1"
+	else
+		echo "== anchor: skipped, this python3 has no torch or transformers" | tee -a "$out/tests.txt"
+	fi
+	rm -rf "$anchordir"
 	# The same measurements through the CLI (bench --device cuda) on a synthetic 0.6B AWQ model, and
 	# this host's CPU cores on it from 1 to 16 threads (the CPU engine's scaling). Last, so that a run
 	# cut short still has everything above.

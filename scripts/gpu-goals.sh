@@ -43,6 +43,27 @@ def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" 
   "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | round) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |"
 ' "$report"
 
+# Against transformers on the same GPU and the same 0.6B BF16 folder (scripts/gpu-anchor.py).
+ours=$out/bench-cuda-0.6b-bf16.json anchor=$out/anchor-0.6b-bf16.json
+if [ -r "$ours" ] && [ -r "$anchor" ]; then
+	echo
+	echo "| 0.6B BF16, same folder and GPU | streamguard | transformers (bf16, sdpa, KV cache) | ratio | goal |"
+	echo "| --- | --- | --- | --- | --- |"
+	jq -rn --slurpfile o "$ours" --slurpfile a "$anchor" '
+	def r: if . == null then "–" else (. * 1000 | round / 1000 | tostring) end;
+	def ratio($x; $y): if $x == null or $y == null or $y == 0 then "–" else ($x / $y * 100 | round / 100 | tostring) + "×" end;
+	$o[0] as $o | $a[0] as $a |
+	def step($p): ($o.decode // [] | map(select(.position == $p)) | first | .ms_per_token) // null;
+	def agg($s): ($o.batched // [] | map(select(.streams == $s)) | first | .tokens_per_s) // null;
+	(["100", "4000"][] as $p | ($a.step_ms[$p] // null) as $t | step($p | tonumber) as $s |
+		"| streamed token at \($p), batch 1 (ms) | \($s | r) | \($t | r) | \(ratio($t; $s)) | \(if $p == "100" then "≥ 5×" else "" end) |"),
+	(["64", "256"][] as $b | ($a.batched[$b].tokens_per_s // null) as $t | agg($b | tonumber) as $s |
+		"| \($b) streams (tokens/s) | \($s | r) | \($t | r) | \(ratio($s; $t)) | \(if $b == "256" then "≥ 3×" else "" end) |"),
+	("| prefill (tokens/s) | \($o.prefill_tokens_per_s | r) | \($a.prefill_tokens_per_s | r) | \(ratio($o.prefill_tokens_per_s; $a.prefill_tokens_per_s)) | |"),
+	("| a token by recomputing \($a.recompute_prefix // "?") tokens (transformers) against our cached step at 100 (ms) | \(step(100) | r) | \($a.recompute_ms | r) | \(ratio($a.recompute_ms; step(100))) | |"),
+	(if $a.errors then "\nanchor errors: \($a.errors | tojson)" else empty end)'
+fi
+
 # The server on the GPU under load (loadtest --device cuda).
 lt=$out/loadtest-cuda-0.6b-awq.json
 if [ -r "$lt" ]; then

@@ -114,7 +114,9 @@ def backbone_state_dict(tensors):
 # ---------------------------------------------------------------- model
 
 
-def build_model(cfg, dtype, device):
+def build_model(cfg, dtype, device, attn="eager"):
+    """Qwen3Model for config.json's fields; attn is the attention implementation (the golden
+    check uses eager, the speed anchor scripts/gpu-anchor.py sdpa)."""
     from transformers import Qwen3Config, Qwen3Model
 
     theta = float(cfg["rope_theta"])
@@ -126,7 +128,7 @@ def build_model(cfg, dtype, device):
         max_position_embeddings=cfg.get("max_position_embeddings", 8192), rms_norm_eps=cfg["rms_norm_eps"],
         hidden_act="silu", attention_bias=False, attention_dropout=0.0, use_sliding_window=False,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), use_cache=False,
-        attn_implementation="eager",
+        attn_implementation=attn,
     )
     params = inspect.signature(Qwen3Config.__init__).parameters
     if "rope_parameters" in params:  # transformers 5.x
@@ -136,7 +138,7 @@ def build_model(cfg, dtype, device):
         kw["rope_scaling"] = None
     config = Qwen3Config(**kw)
     try:
-        config._attn_implementation = "eager"
+        config._attn_implementation = attn
     except Exception:
         pass
     model = Qwen3Model(config)
