@@ -69,7 +69,7 @@ run)
 	out=${2:?usage: scripts/gpu-check.sh run OUTDIR}
 	# GPU_CHECK_QUICK (dry-run): 2-layer models for the CLI steps, short benches, 1-2 threads.
 	layers="" benchargs="--streams 16,64,256" cpuargs="--pp 128 --positions 100 --steps 8" threads="1 2 4 8 16"
-	loadargs="--streams 256 --duration 30s --baseline 10s"
+	loadargs="--streams 256 --duration 20s --baseline 5s"
 	anchorbench="--pp 512 --positions 100,4000 --streams 64,256 --steps 30" anchorargs=""
 	if [ -n "${GPU_CHECK_QUICK:-}" ]; then
 		anchorbench="--pp 32 --positions 100 --streams 4 --steps 2" anchorargs="--positions 100 --streams 4 --prefill 32 --recompute 32 --steps 3"
