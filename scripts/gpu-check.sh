@@ -27,7 +27,9 @@
 #     (scripts/gpu-anchor.py) on one generated 0.6B BF16 folder; forward-cuda-0.6b-bf16.json, our
 #     outputs that tools/reference/check_transformers.py compares with transformers (tests.txt)
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
-#   OUTDIR/summary.json  pass/fail of each step and the wall time
+#   OUTDIR/summary.json  pass/fail of each step and the wall time (rewritten after each step)
+# GPU_CHECK_PARTS="tests report anchor bench" (the default: all) runs only the parts named, so that
+# a second call can finish what a first one, stopped at its time limit, did not.
 # Back here, scripts/gpu-goals.sh OUTDIR prints each goal beside its figure (Markdown, needs jq).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,7 +83,19 @@ run)
 	for f in "$bin"/*.gz; do
 		[ -e "$f" ] && gunzip -f "$f"
 	done
+	# GPU_CHECK_PARTS picks parts (default all): tests (driver, backend, guard, CLI), report,
+	# anchor (ours and transformers on one folder), bench (bench --device cuda on AWQ, the CPU's
+	# scaling, the load test) — so that a second call can run what a first one cut short did not.
+	parts=" ${GPU_CHECK_PARTS:-tests report anchor bench} "
+	want() { [[ "$parts" == *" $1 "* ]]; }
 	declare -A status
+	summary() { # summary.json: each step's exit status so far and the wall time
+		{
+			printf '{"wall_s": %d, "parts": "%s"' $(($(date +%s) - start)) "$(echo $parts)"
+			for k in "${!status[@]}"; do printf ', "%s": %d' "$k" "${status[$k]}"; done
+			printf '}\n'
+		} >"$out/summary.json"
+	}
 	step() { # NAME COMMAND...: runs it, records its exit status
 		local name=$1
 		shift
@@ -89,6 +103,7 @@ run)
 		"$@" >>"$out/tests.txt" 2>&1
 		status[$name]=$?
 		echo "== $name: exit ${status[$name]}" | tee -a "$out/tests.txt"
+		summary
 	}
 	export STREAMGUARD_REQUIRE_GPU=1 # a GPU test that cannot find the GPU fails rather than skips
 	nvidia-smi >>"$out/tests.txt" 2>&1 || true
@@ -96,50 +111,52 @@ run)
 	status[devices]=$?
 	cat "$out/devices.json"
 	# The test binaries read their testdata relative to their package.
-	step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
-	step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion|TestGraphsMatchDirect'"
-	step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice|TestDeviceAWQLoad'"
-	# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
-	step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --out \$tmp/m >/dev/null &&
-		for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
-	step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
+	if want tests; then
+		step driver bash -c "cd internal/cuda && ../../$bin/cuda.test -test.v -test.count=1 -test.timeout 2m"
+		step backend bash -c "cd internal/gpu && ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 4m -test.run 'TestPTX|TestRepackAWQ|TestKernel|TestForwardMatchesCPU|TestBatchInvariance|TestCacheExhaustion|TestGraphsMatchDirect'"
+		step guard bash -c "cd guard && ../$bin/guard.test -test.v -test.count=1 -test.timeout 2m -test.run 'TestGPUMatchesCPU|TestDeviceChoice|TestDeviceAWQLoad'"
+		# The CLI end to end: a synthetic 0.6B-shaped BF16 model judged on the GPU and on the CPU.
+		step cli bash -c "tmp=\$(mktemp -d) && $bin/streamguard gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --out \$tmp/m >/dev/null &&
+			for d in cuda cpu; do echo \"-- --device \$d\"; $bin/streamguard moderate --model \$tmp/m --device \$d --prompt 'How do I bake bread?' --response 'Mix flour and water, knead, let it rise, bake.'; echo \"exit \$?\"; done; rm -rf \$tmp"
+	fi
+	want report && step report bash -c "cd internal/gpu && STREAMGUARD_GPU_REPORT=$(realpath "$out")/report.json ../../$bin/gpu.test -test.v -test.count=1 -test.timeout 5m -test.run '^TestReport$'"
 	# The anchor in the same run: Hugging Face transformers (bf16, sdpa, its KV cache, the eight heads)
 	# on a generated 0.6B BF16 folder, beside bench --device cuda on the same folder; then our GPU
 	# outputs for two id sequences checked against transformers in float32. Needs the GPU machine's
 	# python3 with torch and transformers; skipped (and said) where they are missing.
-	anchordir=$(mktemp -d)
-	step anchor-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --seed 11 --out "$anchordir/m"
-	step bench-cuda-bf16 bash -c "$bin/streamguard bench --model $anchordir/m --device cuda $anchorbench --json >$out/bench-cuda-0.6b-bf16.json"
-	if python3 -c 'import torch, transformers' 2>/dev/null; then
-		step anchor bash -c "python3 scripts/gpu-anchor.py --model $anchordir/m --out $out/anchor-0.6b-bf16.json $anchorargs"
-		printf '{"cases": [{"name": "a", "ids": [%s]}, {"name": "b", "ids": [%s]}]}\n' "$(seq -s, 100 37 2468)" "$(seq -s, 9 101 1726)" >"$anchordir/ids.json"
-		step anchor-accuracy bash -c "$bin/streamguard forward --model $anchordir/m --device cuda --ids-file $anchordir/ids.json --out $out/forward-cuda-0.6b-bf16.json &&
-			python3 tools/reference/check_transformers.py --model $anchordir/m --golden $out/forward-cuda-0.6b-bf16.json --device cuda --dtype float32 --atol 1"
-	else
-		echo "== anchor: skipped, this python3 has no torch or transformers" | tee -a "$out/tests.txt"
+	if want anchor; then
+		anchordir=$(mktemp -d)
+		step anchor-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype bf16 $layers --seed 11 --out "$anchordir/m"
+		step bench-cuda-bf16 bash -c "$bin/streamguard bench --model $anchordir/m --device cuda $anchorbench --json >$out/bench-cuda-0.6b-bf16.json"
+		if python3 -c 'import torch, transformers' 2>/dev/null; then
+			step anchor bash -c "python3 scripts/gpu-anchor.py --model $anchordir/m --out $out/anchor-0.6b-bf16.json $anchorargs"
+			printf '{"cases": [{"name": "a", "ids": [%s]}, {"name": "b", "ids": [%s]}]}\n' "$(seq -s, 100 37 2468)" "$(seq -s, 9 101 1726)" >"$anchordir/ids.json"
+			step anchor-accuracy bash -c "$bin/streamguard forward --model $anchordir/m --device cuda --ids-file $anchordir/ids.json --out $out/forward-cuda-0.6b-bf16.json &&
+				python3 tools/reference/check_transformers.py --model $anchordir/m --golden $out/forward-cuda-0.6b-bf16.json --device cuda --dtype float32 --atol 1"
+		else
+			echo "== anchor: skipped, this python3 has no torch or transformers" | tee -a "$out/tests.txt"
+		fi
+		rm -rf "$anchordir"
 	fi
-	rm -rf "$anchordir"
 	# The same measurements through the CLI (bench --device cuda) on a synthetic 0.6B AWQ model, and
 	# this host's CPU cores on it from 1 to 16 threads (the CPU engine's scaling). Last, so that a run
 	# cut short still has everything above.
-	benchdir=$(mktemp -d)
-	step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq $layers --out "$benchdir/m"
-	step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda $benchargs --json >$out/bench-cuda-0.6b-awq.json"
-	step cpu-scaling bash -c "for t in $threads; do $bin/streamguard bench --model $benchdir/m --threads \$t $cpuargs --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
-	# The server on the GPU under load: 256 conversations over HTTP, every verdict checked against a
-	# solo run on the GPU, with and without batching, SIGTERM under load at the end.
-	step loadtest bash -c "$bin/streamguard loadtest --model $benchdir/m --device cuda $loadargs --json >$out/loadtest-cuda-0.6b-awq.json"
-	if [ -n "${GPU_CHECK_CPU_8B:-}" ]; then
-		# Opt-in (a few minutes more): the 8B's CPU scaling on the same cores.
-		step bench-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype awq --out "$benchdir/m8"
-		step cpu-scaling-8b bash -c "for t in 1 4 16; do $bin/streamguard bench --model $benchdir/m8 --threads \$t --pp 64 --positions 100 --steps 4 --streams '' --bandwidth-mib 512 --json >$out/cpu-8b-awq-t\$t.json || exit 1; done"
+	if want bench; then
+		benchdir=$(mktemp -d)
+		step bench-model "$bin/streamguard" gen-model --preset qwen3guard-stream-0.6b --dtype awq $layers --out "$benchdir/m"
+		step bench-cuda bash -c "$bin/streamguard bench --model $benchdir/m --device cuda $benchargs --json >$out/bench-cuda-0.6b-awq.json"
+		step cpu-scaling bash -c "for t in $threads; do $bin/streamguard bench --model $benchdir/m --threads \$t $cpuargs --streams '' --bandwidth-mib 512 --json >$out/cpu-0.6b-awq-t\$t.json || exit 1; done"
+		# The server on the GPU under load: 256 conversations over HTTP, every verdict checked against a
+		# solo run on the GPU, with and without batching, SIGTERM under load at the end.
+		step loadtest bash -c "$bin/streamguard loadtest --model $benchdir/m --device cuda $loadargs --json >$out/loadtest-cuda-0.6b-awq.json"
+		if [ -n "${GPU_CHECK_CPU_8B:-}" ]; then
+			# Opt-in (a few minutes more): the 8B's CPU scaling on the same cores.
+			step bench-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype awq --out "$benchdir/m8"
+			step cpu-scaling-8b bash -c "for t in 1 4 16; do $bin/streamguard bench --model $benchdir/m8 --threads \$t --pp 64 --positions 100 --steps 4 --streams '' --bandwidth-mib 512 --json >$out/cpu-8b-awq-t\$t.json || exit 1; done"
+		fi
+		rm -rf "$benchdir"
 	fi
-	rm -rf "$benchdir"
-	{
-		printf '{"wall_s": %d' $(($(date +%s) - start))
-		for k in "${!status[@]}"; do printf ', "%s": %d' "$k" "${status[$k]}"; done
-		printf '}\n'
-	} >"$out/summary.json"
+	summary
 	cat "$out/summary.json"
 	grep -E '^(---|ok|FAIL)|relative L2|GB/s' "$out/tests.txt" | head -60
 	;;

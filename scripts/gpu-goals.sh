@@ -7,13 +7,15 @@
 #   scripts/gpu-goals.sh OUTDIR
 set -euo pipefail
 out=${1:?usage: scripts/gpu-goals.sh OUTDIR}
-report=$out/report.json
-[ -r "$report" ] || {
-	echo "no $report" >&2
+[ -d "$out" ] || {
+	echo "no folder $out" >&2
 	exit 1
 }
-
-jq -r '
+report=$out/report.json
+if [ ! -r "$report" ]; then
+	echo "(no report.json: the run did not reach the report)"
+else
+	jq -r '
 . as $r |
 def model($m): $r.models[$m].bench // null;
 def step($m; $p): (model($m).decode // [] | map(select(.position == $p)) | first | .ms_per_token) // null;
@@ -41,7 +43,8 @@ def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" 
 | def at($p): ($d | map(select(.position == $p)) | first) // null;
   def pair($x): if $x == null then "–" else "\($x.ms_per_token | fmt) (\($x.ms_per_token_direct | fmt))" end;
   "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | round) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |"
-' "$report"
+	' "$report"
+fi
 
 # Against transformers on the same GPU and the same 0.6B BF16 folder (scripts/gpu-anchor.py).
 ours=$out/bench-cuda-0.6b-bf16.json anchor=$out/anchor-0.6b-bf16.json
