@@ -31,6 +31,18 @@ go test -race -count=1 -timeout 30m ./...
 echo "== doc-check (README and docs/: links, citations, README commands on a tiny model)"
 bash scripts/doc-check.sh
 
+echo "== GPU check scripts: syntax, and the goals' tables of a fixture (skipped without jq)"
+bash -n scripts/gpu-check.sh
+bash -n scripts/gpu-goals.sh
+if command -v python3 >/dev/null 2>&1; then
+	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/gpu-anchor.py tools/reference/check_transformers.py
+fi
+if command -v jq >/dev/null 2>&1; then
+	diff -u scripts/testdata/gpu-check-out/goals.golden.md <(bash scripts/gpu-goals.sh scripts/testdata/gpu-check-out)
+else
+	echo "skipped: no jq"
+fi
+
 echo "== OpenAI SDK check (Node; skipped without node)"
 bash scripts/sdk-check/run.sh
 
