@@ -54,16 +54,22 @@ def heads_fn(tensors, eps, device):
     return run
 
 
-def timed(fn, steps):
+def sync(dev):
+    """Waits for the device's queued work (nothing to wait for on the CPU)."""
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, steps, dev):
     """Median milliseconds of steps calls of fn after three untimed ones."""
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
+    sync(dev)
     ms = []
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync(dev)
         ms.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ms)
 
@@ -77,16 +83,17 @@ def main():
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--recompute", type=int, default=512)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (a small model's check of this script)")
     args = ap.parse_args()
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
 
     import transformers
 
-    dev = "cuda"
+    dev = args.device
     with open(os.path.join(args.model, "config.json")) as f:
         cfg = json.load(f)
     rep = {
-        "torch": torch.__version__, "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__, "transformers": transformers.__version__, "device": torch.cuda.get_device_name(torch.device(dev)) if dev.startswith("cuda") else "cpu",
         "model": args.model, "dtype": "bfloat16", "attention": "sdpa", "layers": cfg["num_hidden_layers"],
         "hidden": cfg["hidden_size"], "step_ms": {}, "batched": {},
     }
@@ -104,9 +111,15 @@ def main():
     if missing or unexpected:
         sys.exit(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
     model.to(device=dev, dtype=torch.bfloat16)
+    # .to(bfloat16) casts every floating buffer, RoPE's inverse frequencies too; keep them in float32,
+    # as a checkpoint loaded in bf16 keeps them, so that positions are rotated as the model defines.
+    rot = getattr(model, "rotary_emb", None)
+    if rot is not None and hasattr(rot, "inv_freq"):
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        rot.inv_freq = (float(cfg["rope_theta"]) ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)).float().to(dev)
     check_rope(model, cfg)
     heads = heads_fn({k: v for k, v in tensors.items() if not k.startswith("model.")}, float(cfg["rms_norm_eps"]), dev)
-    torch.cuda.synchronize()
+    sync(dev)
     rep["load_seconds"] = time.perf_counter() - t0
     rep["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     write()
@@ -134,7 +147,7 @@ def main():
             heads(o.last_hidden_state[:, -1])
             cache.crop(pos)
 
-        return timed(step, args.steps)
+        return timed(step, args.steps, dev)
 
     for p in ints(args.positions):
         measure(f"step@{p}", lambda p=p: rep["step_ms"].__setitem__(str(p), stream_step(1, p)))
@@ -146,13 +159,13 @@ def main():
     if args.prefill > 0:
         def prefill():
             x = ids(1, args.prefill)
-            ms = timed(lambda: heads(model(input_ids=x, use_cache=False).last_hidden_state[0]), max(5, args.steps // 3))
+            ms = timed(lambda: heads(model(input_ids=x, use_cache=False).last_hidden_state[0]), max(5, args.steps // 3), dev)
             rep["prefill_ms"], rep["prefill_tokens_per_s"] = ms, args.prefill / ms * 1e3
         measure("prefill", prefill)
     if args.recompute > 0:
         def recompute():
             x = ids(1, args.recompute + 1)
-            rep["recompute_ms"] = timed(lambda: heads(model(input_ids=x, use_cache=False).last_hidden_state[:, -1]), max(5, args.steps // 3))
+            rep["recompute_ms"] = timed(lambda: heads(model(input_ids=x, use_cache=False).last_hidden_state[:, -1]), max(5, args.steps // 3), dev)
             rep["recompute_prefix"] = args.recompute
         measure("recompute", recompute)
     print(json.dumps(rep, indent=2))

@@ -42,6 +42,18 @@ if command -v jq >/dev/null 2>&1; then
 else
 	echo "skipped: no jq"
 fi
+# The anchor script's whole path on the CPU, where Debian's python3 has torch (transformers replaced
+# by the stand-in in scripts/testdata/transformers-standin).
+if /usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1; then
+	anchor=$(mktemp -d)
+	go run ./cmd/streamguard gen-model --preset tiny --dtype bf16 --seed 11 --out "$anchor/m" >/dev/null
+	PYTHONPATH=scripts/testdata/transformers-standin /usr/bin/python3 scripts/gpu-anchor.py --model "$anchor/m" --out "$anchor/a.json" \
+		--device cpu --positions 10,40 --streams 4 --prefill 32 --recompute 32 --steps 3 >/dev/null
+	/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert "errors" not in r and r["step_ms"]["40"] > 0 and r["batched"]["4"]["tokens_per_s"] > 0 and r["prefill_tokens_per_s"] > 0 and r["recompute_ms"] > 0, r' "$anchor/a.json"
+	rm -rf "$anchor"
+else
+	echo "skipped: /usr/bin/python3 has no torch (the anchor script's CPU run)"
+fi
 
 echo "== OpenAI SDK check (Node; skipped without node)"
 bash scripts/sdk-check/run.sh
