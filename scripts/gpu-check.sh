@@ -26,6 +26,7 @@
 #   OUTDIR/bench-cuda-0.6b-bf16.json, anchor-0.6b-bf16.json  our GPU backend and transformers
 #     (scripts/gpu-anchor.py) on one generated 0.6B BF16 folder; forward-cuda-0.6b-bf16.json, our
 #     outputs that tools/reference/check_transformers.py compares with transformers (tests.txt)
+#   (GPU_CHECK_ANCHOR_8B=1 adds bench-cuda-8b-bf16.json and anchor-8b-bf16.json, the 8B shape)
 #   (GPU_CHECK_CPU_8B=1 adds cpu-8b-awq-t{1,4,16}.json, a few minutes more)
 #   OUTDIR/summary.json  pass/fail of each step and the wall time (rewritten after each step)
 # GPU_CHECK_PARTS="tests report anchor bench" (the default: all) runs only the parts named, so that
@@ -133,6 +134,12 @@ run)
 			printf '{"cases": [{"name": "a", "ids": [%s]}, {"name": "b", "ids": [%s]}]}\n' "$(seq -s, 100 37 2468)" "$(seq -s, 9 101 1726)" >"$anchordir/ids.json"
 			step anchor-accuracy bash -c "$bin/streamguard forward --model $anchordir/m --device cuda --ids-file $anchordir/ids.json --out $out/forward-cuda-0.6b-bf16.json &&
 				python3 tools/reference/check_transformers.py --model $anchordir/m --golden $out/forward-cuda-0.6b-bf16.json --device cuda --dtype float32 --atol 1"
+			if [ -n "${GPU_CHECK_ANCHOR_8B:-}" ]; then
+				# Opt-in (a few minutes more: a 16 GB folder): the same pair on the 8B shape in BF16.
+				step anchor-model-8b "$bin/streamguard" gen-model --preset qwen3guard-stream-8b --dtype bf16 $layers --seed 11 --out "$anchordir/m8"
+				step bench-cuda-bf16-8b bash -c "$bin/streamguard bench --model $anchordir/m8 --device cuda $anchorbench --json >$out/bench-cuda-8b-bf16.json"
+				step anchor-8b bash -c "python3 scripts/gpu-anchor.py --model $anchordir/m8 --out $out/anchor-8b-bf16.json $anchorargs"
+			fi
 		else
 			echo "== anchor: skipped, this python3 has no torch or transformers" | tee -a "$out/tests.txt"
 		fi

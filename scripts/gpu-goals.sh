@@ -46,11 +46,12 @@ def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" 
 	' "$report"
 fi
 
-# Against transformers on the same GPU and the same 0.6B BF16 folder (scripts/gpu-anchor.py).
-ours=$out/bench-cuda-0.6b-bf16.json anchor=$out/anchor-0.6b-bf16.json
+# Against transformers on the same GPU and the same BF16 folder (scripts/gpu-anchor.py).
+for size in 0.6b 8b; do
+ours=$out/bench-cuda-$size-bf16.json anchor=$out/anchor-$size-bf16.json
 if [ -r "$ours" ] && [ -r "$anchor" ]; then
 	echo
-	echo "| 0.6B BF16, same folder and GPU | streamguard | transformers (bf16, sdpa, KV cache) | ratio | goal |"
+	echo "| ${size^^} BF16, same folder and GPU | streamguard | transformers (bf16, sdpa, KV cache) | ratio | goal |"
 	echo "| --- | --- | --- | --- | --- |"
 	jq -rn --slurpfile o "$ours" --slurpfile a "$anchor" '
 	def r: if . == null then "–" else (. * 1000 | round / 1000 | tostring) end;
@@ -66,6 +67,7 @@ if [ -r "$ours" ] && [ -r "$anchor" ]; then
 	("| a token by recomputing \($a.recompute_prefix // "?") tokens (transformers) against our cached step at 100 (ms) | \(step(100) | r) | \($a.recompute_ms | r) | \(ratio($a.recompute_ms; step(100))) | |"),
 	(if $a.errors then "\nanchor errors: \($a.errors | tojson)" else empty end)'
 fi
+done
 
 # The server on the GPU under load (loadtest --device cuda).
 lt=$out/loadtest-cuda-0.6b-awq.json
