@@ -170,7 +170,11 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 	// than the CPU in a cuda build, load it for upload, and load it again
 	// for the CPU if auto falls back there.
 	open := func(uploadOnly bool) (*qwen3.Model, *qwen3.Weights, error) {
-		return qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache), UploadOnly: uploadOnly})
+		net, set, err := qwen3.OpenFolder(dir, qwen3.Options{KVCache: kv, RepackCache: repackPaths(dir, opts.RepackCache), UploadOnly: uploadOnly})
+		if err == nil {
+			net.SetInt4Coarse(opts.Int4Coarse)
+		}
+		return net, set, err
 	}
 	net, set, err := open(forUpload || kind != "cpu" && newGPUEngine != nil)
 	tr := <-tokc
@@ -188,7 +192,6 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 		set.Close()
 		return nil, err
 	}
-	net.SetInt4Coarse(opts.Int4Coarse)
 	m, err := newModel(net, tok, opts)
 	if err != nil {
 		set.Close()
@@ -199,7 +202,6 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 		if net, set, err = open(false); err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
-		net.SetInt4Coarse(opts.Int4Coarse)
 		m.net, m.eng = net, cpuEngine{net}
 	}
 	m.closer = set

@@ -32,7 +32,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "reference"))
-from check_transformers import backbone_state_dict, build_model, check_rope, load_tensors  # noqa: E402
+from check_transformers import backbone_state_dict, build_model, check_rope, load_tensors, rope_inv_freq  # noqa: E402
 
 
 def heads_fn(tensors, eps, device):
@@ -115,8 +115,7 @@ def main():
     # as a checkpoint loaded in bf16 keeps them, so that positions are rotated as the model defines.
     rot = getattr(model, "rotary_emb", None)
     if rot is not None and hasattr(rot, "inv_freq"):
-        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        rot.inv_freq = (float(cfg["rope_theta"]) ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)).float().to(dev)
+        rot.inv_freq = torch.from_numpy(rope_inv_freq(cfg)).float().to(dev)
     check_rope(model, cfg)
     heads = heads_fn({k: v for k, v in tensors.items() if not k.startswith("model.")}, float(cfg["rms_norm_eps"]), dev)
     sync(dev)

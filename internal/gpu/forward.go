@@ -297,7 +297,7 @@ func (m *Model) logitPieces(T int) ([]piece, int) {
 // depend on T and the workspace only (the rest is read from device
 // memory), which is what lets a graph replay them.
 func (m *Model) queue(w *workspace, T int, mp metaPtrs) error {
-	ops := &gpuOps{m: m, w: w, T: T, mp: mp}
+	ops := m.newGPUOps(w, T, mp)
 	qwen3.RunStep(ops, len(m.layers))
 	return ops.err
 }

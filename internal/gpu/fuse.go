@@ -62,11 +62,7 @@ func (m *Model) fusedLinear(ls ...qwen3.Linear) (g *linear, ok bool, err error) 
 		}
 		g = &linear{format: fmtAWQ, n: n, k: K, group: group, mma: true}
 		w, scales, neg := stackFrags(ws, scs, negs, Ns, K/group)
-		if g.w, err = upload(m, w); err == nil {
-			if g.scales, err = upload(m, scales); err == nil {
-				g.neg, err = upload(m, neg)
-			}
-		}
+		err = m.uploadAWQFrags(g, w, scales, neg)
 	default:
 		return nil, false, nil
 	}

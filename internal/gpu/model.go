@@ -291,16 +291,11 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 			return nil, err
 		}
 		if g.mma = m.mma && mmaFits(g.n, g.k, g.group); g.mma {
-			var w []uint32
-			var scales, neg []uint16
-			if w, scales, neg, err = awqFragsFromSource(qw, qz, sc, g.k, g.n, g.group); err != nil {
-				return nil, err
+			w, scales, neg, ferr := awqFragsFromSource(qw, qz, sc, g.k, g.n, g.group)
+			if ferr != nil {
+				return nil, ferr
 			}
-			if g.w, err = upload(m, w); err == nil {
-				if g.scales, err = upload(m, scales); err == nil {
-					g.neg, err = upload(m, neg)
-				}
-			}
+			err = m.uploadAWQFrags(g, w, scales, neg)
 		} else {
 			var r *awqRepacked
 			if r, err = repackAWQ(qw, qz, sc, g.k, g.n, g.group); err != nil {
@@ -326,6 +321,17 @@ func (m *Model) linear(l qwen3.Linear) (*linear, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// uploadAWQFrags puts an AWQ projection laid out for the tensor cores
+// (awqFragsFromSource, stackFrags) into g's buffers.
+func (m *Model) uploadAWQFrags(g *linear, w []uint32, scales, neg []uint16) (err error) {
+	if g.w, err = upload(m, w); err == nil {
+		if g.scales, err = upload(m, scales); err == nil {
+			g.neg, err = upload(m, neg)
+		}
+	}
+	return err
 }
 
 // countMMA counts the projections on each kind of product.

@@ -12,11 +12,22 @@ import (
 // as kernel launches on the model's stream over one forward's workspace.
 // The first failed launch is kept in err and the later ones are skipped.
 type gpuOps struct {
-	m   *Model
-	w   *workspace
-	T   int
-	mp  metaPtrs
-	err error
+	m      *Model
+	w      *workspace
+	T      int
+	mp     metaPtrs
+	logits [4]uint64 // ActLogits…: each classifier's [T][classes] block (logitPieces)
+	err    error
+}
+
+// newGPUOps binds the operations of a forward of T tokens to w and mp.
+func (m *Model) newGPUOps(w *workspace, T int, mp metaPtrs) *gpuOps {
+	o := &gpuOps{m: m, w: w, T: T, mp: mp}
+	pieces, _ := m.logitPieces(T)
+	for i, p := range pieces {
+		o.logits[i] = w.logits.Offset(p.off * 4)
+	}
+	return o
 }
 
 var _ qwen3.Ops = (*gpuOps)(nil)
@@ -47,8 +58,7 @@ func (o *gpuOps) ptr(a qwen3.Act) uint64 {
 	case a == qwen3.ActPre:
 		return w.pre.Ptr
 	case a >= qwen3.ActLogits && a < qwen3.ActLogits+4:
-		pieces, _ := o.m.logitPieces(o.T)
-		return w.logits.Offset(pieces[a-qwen3.ActLogits].off * 4)
+		return o.logits[a-qwen3.ActLogits]
 	}
 	o.fail("activation %d has no buffer", a)
 	return 0

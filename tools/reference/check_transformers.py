@@ -146,14 +146,19 @@ def build_model(cfg, dtype, device, attn="eager"):
     return model.to(device=device, dtype=dtype), config
 
 
+def rope_inv_freq(cfg):
+    """RoPE's inverse frequencies theta^(-2i/head_dim), float64, as the model defines them."""
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    return float(cfg["rope_theta"]) ** (-(2.0 * np.arange(hd // 2)) / hd)
+
+
 def check_rope(model, cfg):
     """Abort if the model did not pick up rope_theta (config spelling differs across versions)."""
     rot = getattr(model, "rotary_emb", None)
     if rot is None or not hasattr(rot, "inv_freq"):
         print("warning: cannot find model.rotary_emb.inv_freq; RoPE theta not verified")
         return
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    want = float(cfg["rope_theta"]) ** (-(2.0 * np.arange(hd // 2)) / hd)
+    want = rope_inv_freq(cfg)
     got = rot.inv_freq.detach().to("cpu", torch.float64).numpy()
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=0):
         sys.exit(f"RoPE inv_freq mismatch: model has {got[:4]}..., want {want[:4]}... (rope_theta not applied)")
