@@ -52,14 +52,50 @@ func openGPUQuiet() (*cuda.Context, error) {
 // plain loops.
 func standIn(ctx *cuda.Context) bool { return strings.Contains(ctx.Device.Name, "CPU stand-in") }
 
+// sourceStandIn reports whether the stand-in driver runs the CUDA sources
+// themselves (TestStandInDriverSource): their emulated threads are slow,
+// so the tests take the narrow shape where they would take the 0.6B's.
+func sourceStandIn() bool { return os.Getenv("STREAMGUARD_GPU_STAND_IN") == "source" }
+
+// realShape is the preset and layer count of the tests that need the
+// kernels of the real models (tensor-core products, the tensor-core
+// attention): two layers of the 0.6B, or of the narrow shape under the
+// source stand-in.
+func realShape() (preset string, layers int) {
+	if sourceStandIn() {
+		return narrow, 2
+	}
+	return "qwen3guard-stream-0.6b", 2
+}
+
+// narrow names a shape no preset has: the 0.6B's with two query heads and
+// one KV head of the real 128 dimensions, 128 hidden and 256 intermediate
+// channels — every projection whole tensor-core stages, the attention on
+// the tensor-core kernels — small enough for emulated GPU threads.
+const narrow = "narrow"
+
+// testConfig is a preset's configuration, or the narrow shape's.
+func testConfig(t testing.TB, preset string) *config.Config {
+	t.Helper()
+	name := preset
+	if preset == narrow {
+		name = "qwen3guard-stream-0.6b"
+	}
+	cfg, err := config.Preset(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if preset == narrow {
+		cfg.HiddenSize, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.GuardInnerSize = 128, 256, 2, 1, 32
+	}
+	return cfg
+}
+
 // network builds a BF16 network with random weights at a preset's shapes,
 // with its layer count cut to layers (0: all).
 func network(t testing.TB, preset string, layers int, seed uint64) *qwen3.Model {
 	t.Helper()
-	cfg, err := config.Preset(preset)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, preset)
 	if layers > 0 {
 		cfg.NumHiddenLayers = layers
 	}
@@ -82,7 +118,11 @@ func network(t testing.TB, preset string, layers int, seed uint64) *qwen3.Model 
 func awqNetwork(t testing.TB, preset string, layers int, uploadOnly bool) *qwen3.Model {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "awq")
-	if _, err := synth.Generate(dir, synth.Options{Preset: preset, DType: "awq", Seed: 9, Layers: layers}); err != nil {
+	o := synth.Options{Preset: preset, DType: "awq", Seed: 9, Layers: layers}
+	if preset == narrow {
+		o.Config = testConfig(t, preset)
+	}
+	if _, err := synth.Generate(dir, o); err != nil {
 		t.Fatal(err)
 	}
 	net, set, err := qwen3.OpenFolder(dir, qwen3.Options{UploadOnly: uploadOnly})
@@ -157,7 +197,7 @@ func TestForwardMatchesCPU(t *testing.T) {
 			if c.preset == "qwen3guard-stream-8b" {
 				continue
 			}
-			c.layers = 2
+			c.preset, c.layers = realShape()
 		}
 		name := c.preset
 		if c.awq {
@@ -239,10 +279,11 @@ func TestBatchInvariance(t *testing.T) {
 	for _, awq := range []bool{false, true} {
 		name := "bf16"
 		var net *qwen3.Model
+		preset, layers := realShape()
 		if awq {
-			name, net = "awq", awqNetwork(t, "qwen3guard-stream-0.6b", 2, false)
+			name, net = "awq", awqNetwork(t, preset, layers, false)
 		} else {
-			net = network(t, "qwen3guard-stream-0.6b", 2, 5)
+			net = network(t, preset, layers, 5)
 		}
 		t.Run(name, func(t *testing.T) {
 			g, err := Upload(ctx, net, Options{CacheBytes: 128 << 20})
@@ -347,7 +388,8 @@ func TestGraphsMatchDirect(t *testing.T) {
 	if !cuda.GraphsSupported() {
 		t.Skip("the driver has no graph support (CUDA 11.4 or later)")
 	}
-	net := network(t, "qwen3guard-stream-0.6b", 2, 8)
+	preset, layers := realShape()
+	net := network(t, preset, layers, 8)
 	on, err := Upload(ctx, net, Options{CacheBytes: 64 << 20})
 	if err != nil {
 		t.Fatal(err)

@@ -128,8 +128,12 @@ __device__ __forceinline__ void matmul16(float *y, const float *x, const typenam
 	const typename Cvt::T *w = W + (int64_t)n * K;
 	int k8 = (K % 8 == 0) ? K : 0;
 	for (int k = lane * 8; k < k8; k += WARP * 8) {
+		// One 16-byte load, its bytes then viewed as 8 weights (memcpy:
+		// reading a uint4 through another type's pointer breaks C++'s
+		// aliasing rules, which the CPU emulation's compiler exploits).
 		uint4 raw = *(const uint4 *)(w + k);
-		const typename Cvt::T *wv = (const typename Cvt::T *)&raw;
+		typename Cvt::T wv[8];
+		memcpy(wv, &raw, sizeof wv);
 		float wf[8];
 #pragma unroll
 		for (int i = 0; i < 8; i++) wf[i] = Cvt::f(wv[i]);

@@ -46,8 +46,18 @@ __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint3
 #endif
 }
 
-__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t *>(&v); }
-__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162 *>(&v); }
+// A bf16 pair's bits and back, through memcpy (register moves on the GPU)
+// rather than a pointer cast, which C++'s aliasing rules forbid.
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
+	uint32_t u;
+	memcpy(&u, &v, sizeof u);
+	return u;
+}
+__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t u) {
+	__nv_bfloat162 v;
+	memcpy(&v, &u, sizeof v);
+	return v;
+}
 
 // mma_split writes two activations as bf16 pairs hi = bf16(x) and
 // lo = bf16(x − hi), first activation in the low half.

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 // mmaEmulator builds testdata/mmaemu: mma.cuh's kernels compiled for the
-// CPU with an emulated mma.sync (emu.h), one OS thread per GPU thread.
+// CPU with an emulated mma.sync (emu.h), each GPU thread a fiber.
 func mmaEmulator(t *testing.T) string {
 	t.Helper()
 	gxx, err := exec.LookPath("g++")

@@ -105,3 +105,16 @@ func TestPTXAssembles(t *testing.T) {
 		}
 	}
 }
+
+// ptxEntries lists the kernels (.entry) of a PTX module, in its order.
+func ptxEntries(t *testing.T, ptx string) []string {
+	t.Helper()
+	var names []string
+	for _, m := range regexp.MustCompile(`\.entry ([A-Za-z_0-9]+)\(`).FindAllStringSubmatch(ptx, -1) {
+		names = append(names, m[1])
+	}
+	if len(names) == 0 {
+		t.Fatal("no .entry in the PTX")
+	}
+	return names
+}

@@ -27,6 +27,9 @@ var DTypes = []string{"f32", "bf16", "f16", "awq"}
 // Options select what Generate writes.
 type Options struct {
 	Preset string // a config preset name
+	// Config, when not nil, is the shape to generate instead of Preset's
+	// (for tests that need one no preset has); it is copied, not changed.
+	Config *config.Config
 	DType  string // f32, bf16, f16 or awq (AWQ GEMM INT4 backbone, fp16 rest)
 	Seed   uint64
 	// OutlierChannels is the number of hidden channels scaled by OutlierFactor.
@@ -194,9 +197,15 @@ func Generate(dir string, o Options) (*Result, error) {
 // buildConfig derives config.json from the preset and the options, and
 // the AWQ group size.
 func buildConfig(o Options) (*config.Config, int, error) {
-	cfg, err := config.Preset(o.Preset)
-	if err != nil {
-		return nil, 0, err
+	var cfg *config.Config
+	if o.Config != nil {
+		c := *o.Config
+		cfg = &c
+	} else {
+		var err error
+		if cfg, err = config.Preset(o.Preset); err != nil {
+			return nil, 0, err
+		}
 	}
 	if o.Layers < 0 || o.Layers > cfg.NumHiddenLayers {
 		return nil, 0, fmt.Errorf("%d layers: the preset has %d", o.Layers, cfg.NumHiddenLayers)

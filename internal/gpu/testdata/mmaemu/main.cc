@@ -16,9 +16,6 @@
 #include "../../mma.cuh"
 #include "../../attn.cuh"
 
-#include <cstdio>
-#include <thread>
-#include <vector>
 
 template <typename T>
 static std::vector<T> readn(size_t n) {
@@ -30,31 +27,9 @@ static std::vector<T> readn(size_t n) {
 	return v;
 }
 
-// launch runs kernel on a grid of blocks of 128 threads (MMA_WARPS warps),
-// one block at a time, with an OS thread per GPU thread: the same 128
-// threads walk the blocks in order, meeting between blocks (the blocks'
-// __shared__ arrays are the same memory).
+// launch runs kernel on a grid of blocks of MMA_WARPS warps (emu_launch).
 template <typename F>
-static void launch(dim3u grid, F kernel) {
-	gridDim = grid;
-	std::barrier<> bar(MMA_WARPS * 32), next(MMA_WARPS * 32);
-	std::vector<Warp> warps(MMA_WARPS);
-	Block b{&bar, warps.data()};
-	cur = &b;
-	std::vector<std::thread> ts;
-	for (unsigned t = 0; t < MMA_WARPS * 32; t++)
-		ts.emplace_back([&, t] {
-			threadIdx.x = t;
-			for (unsigned bz = 0; bz < grid.z; bz++)
-				for (unsigned by = 0; by < grid.y; by++)
-					for (unsigned bx = 0; bx < grid.x; bx++) {
-						blockIdx.x = bx, blockIdx.y = by, blockIdx.z = bz;
-						kernel();
-						next.arrive_and_wait();
-					}
-		});
-	for (auto &t : ts) t.join();
-}
+static void launch(dim3u grid, F kernel) { emu_launch(grid, MMA_WARPS * 32, kernel); }
 
 static void product() {
 	auto h = readn<int32_t>(7);
