@@ -38,14 +38,16 @@ func TestStandInDriver(t *testing.T) {
 // cache, tensor-core products (bf16 and AWQ, every tile height), both
 // attention kernels, the heads — and meets the GPU tests' bounds against
 // the CPU engine, batch invariance bit for bit, and graphs against direct
-// launches. The models are tiny and the narrow shape (realShape); every
+// launches; and each kernel meets the kernel tests' bounds on their edge
+// shapes. The models are tiny and the narrow shape (realShape); every
 // kernel of the PTX must have run, but add_bias (no projection of these
 // models has a bias). What stays for a GPU: the hardware's own arithmetic
 // (tensor-core summation order, fast exponentials), timing, and whatever
 // the compiler makes of the source differently for the GPU.
 func TestStandInDriverSource(t *testing.T) {
 	dir, out := runStandIn(t, "source", []string{"-DSTANDIN_SOURCE", "-Wno-unknown-pragmas", "-Wno-sign-compare", "-Itestdata/mmaemu/include", "testdata/fakecuda/source.cc"},
-		"TestForwardMatchesCPU", "TestBatchInvariance", "TestGraphsMatchDirect", "TestCacheExhaustion")
+		"TestForwardMatchesCPU", "TestBatchInvariance", "TestGraphsMatchDirect", "TestCacheExhaustion",
+		"TestKernelRMSNormQKPrep", "TestKernelMatMul", "TestKernelAttention", "TestKernelMMA", "TestKernelAttentionMMA")
 	b, err := os.ReadFile(filepath.Join(dir, "launched.txt"))
 	if err != nil {
 		t.Fatal(err)
