@@ -68,8 +68,9 @@ __device__ __forceinline__ float rms_scale(const float *xr, int32_t d, float eps
 
 // rmsnorm normalises each of rows rows of width d (kernels.RMSNorm):
 // out = w * (x · rms_scale). out may be x. grid (rows), block (a multiple
-// of 32, ≤ 1024).
-extern "C" __global__ void rmsnorm(float *out, const float *x, const float *w, int32_t d, float eps) {
+// of 32, ≤ 1024). The bound holds the driver's compiler to 64 registers a
+// thread, without which a block of 1024 threads could fail to launch.
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(float *out, const float *x, const float *w, int32_t d, float eps) {
 	__shared__ double part[32];
 	const float *xr = x + (int64_t)blockIdx.x * d;
 	float *outr = out + (int64_t)blockIdx.x * d;

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -103,7 +104,42 @@ func TestPTXAssembles(t *testing.T) {
 				t.Errorf("sm_%s: %s", arch, strings.TrimSpace(line))
 			}
 		}
+		// A kernel's declared largest block (__launch_bounds__) must fit
+		// the 64 Ki registers a block may hold, at the registers ptxas
+		// gives a thread.
+		bounds := maxThreads(ptx)
+		fn := ""
+		for _, line := range strings.Split(string(out), "\n") {
+			if m := regexp.MustCompile(`entry function '([A-Za-z_0-9]+)'`).FindStringSubmatch(line); m != nil {
+				fn = m[1]
+			}
+			m := regexp.MustCompile(`Used ([0-9]+) registers`).FindStringSubmatch(line)
+			if m == nil || bounds[fn] == 0 {
+				continue
+			}
+			regs, _ := strconv.Atoi(m[1])
+			if regs*bounds[fn] > 65536 {
+				t.Errorf("sm_%s: %s uses %d registers a thread: a block of %d threads needs %d, over 65536", arch, fn, regs, bounds[fn], regs*bounds[fn])
+			}
+		}
+		if bounds["rmsnorm"] != 1024 || bounds["mma_awq_m64"] != 128 {
+			t.Errorf("sm_%s: launch bounds %v; want rmsnorm 1024 and the tensor-core kernels 128", arch, bounds)
+		}
 	}
+}
+
+// maxThreads maps each kernel of a PTX module that declares its largest
+// block (.maxntid x, y, z) to x·y·z.
+func maxThreads(ptx string) map[string]int {
+	bounds := map[string]int{}
+	re := regexp.MustCompile(`\.entry ([A-Za-z_0-9]+)\((?s:[^{]*?)\.maxntid ([0-9]+), ([0-9]+), ([0-9]+)`)
+	for _, m := range re.FindAllStringSubmatch(ptx, -1) {
+		x, _ := strconv.Atoi(m[2])
+		y, _ := strconv.Atoi(m[3])
+		z, _ := strconv.Atoi(m[4])
+		bounds[m[1]] = x * y * z
+	}
+	return bounds
 }
 
 // ptxEntries lists the kernels (.entry) of a PTX module, in its order.
