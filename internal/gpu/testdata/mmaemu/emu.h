@@ -17,8 +17,11 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
+#include <numeric>
+#include <random>
 
 #include <cmath>
 #include <cstdint>
@@ -168,12 +171,13 @@ inline float __expf(float x) { return std::exp(x); }
 using std::fmaxf;
 
 // emu_launch runs kernel on a grid of one-dimensional blocks of threads
-// threads (whole warps), one block at a time in order of x, then y, then z
-// (a GPU runs them in any order and at once, which a kernel whose blocks
-// write disjoint outputs cannot tell). Each thread's fiber runs the kernel
-// for one block, then waits for the next; the scheduler resumes the
-// block's fibers in turn until all have finished it. Launches from several
-// OS threads take turns.
+// threads (whole warps), one block at a time, in an order shuffled anew for
+// each launch: a GPU runs blocks in any order and at once, so a kernel
+// whose blocks depend on one another's writes is wrong there, and here
+// its results change from launch to launch (the tests compare launches
+// bitwise). Each thread's fiber runs the kernel for one block, then waits
+// for the next; the scheduler resumes the block's fibers in turn until all
+// have finished it. Launches from several OS threads take turns.
 struct EmuFiber {
 	jmp_buf jb;
 	ucontext_t start;
@@ -222,33 +226,36 @@ inline void emu_launch(dim3u grid, unsigned threads, F kernel) {
 		f.start.uc_link = nullptr; // emu_fiber_main never returns
 		makecontext(&f.start, emu_fiber_main, 0);
 	}
-	for (unsigned bz = 0; bz < grid.z; bz++)
-		for (unsigned by = 0; by < grid.y; by++)
-			for (unsigned bx = 0; bx < grid.x; bx++) {
-				blockIdx = {bx, by, bz};
-				for (auto &f : fibers) f.blockDone = false;
-				for (unsigned live = threads; live > 0;) {
-					const unsigned long before = emuProgress;
-					for (unsigned t = 0; t < threads; t++) {
-						EmuFiber &f = fibers[t];
-						if (f.blockDone) continue;
-						threadIdx = {t, 0, 0};
-						emuSelf = &f.jb;
-						if (!_setjmp(emuSched)) {
-							if (!f.started) {
-								f.started = true;
-								setcontext(&f.start);
-							}
-							_longjmp(f.jb, 1);
-						}
-						if (f.blockDone) live--;
+	static std::mt19937_64 rng(1);
+	std::vector<uint64_t> order(uint64_t(grid.x) * grid.y * grid.z);
+	std::iota(order.begin(), order.end(), 0);
+	std::shuffle(order.begin(), order.end(), rng);
+	for (uint64_t i : order) {
+		const unsigned bx = unsigned(i % grid.x), by = unsigned(i / grid.x % grid.y), bz = unsigned(i / grid.x / grid.y);
+		blockIdx = {bx, by, bz};
+		for (auto &f : fibers) f.blockDone = false;
+		for (unsigned live = threads; live > 0;) {
+			const unsigned long before = emuProgress;
+			for (unsigned t = 0; t < threads; t++) {
+				EmuFiber &f = fibers[t];
+				if (f.blockDone) continue;
+				threadIdx = {t, 0, 0};
+				emuSelf = &f.jb;
+				if (!_setjmp(emuSched)) {
+					if (!f.started) {
+						f.started = true;
+						setcontext(&f.start);
 					}
-					if (live > 0 && emuProgress == before) {
-						std::fprintf(stderr, "emu_launch: block (%u,%u,%u): %u threads wait at a barrier the others never reach\n", bx, by, bz, live);
-						std::abort();
-					}
+					_longjmp(f.jb, 1);
 				}
+				if (f.blockDone) live--;
 			}
+			if (live > 0 && emuProgress == before) {
+				std::fprintf(stderr, "emu_launch: block (%u,%u,%u): %u threads wait at a barrier the others never reach\n", bx, by, bz, live);
+				std::abort();
+			}
+		}
+	}
 	// The fibers wait in emu_yield for a block that never comes; their
 	// stacks hold nothing that needs destroying.
 }
