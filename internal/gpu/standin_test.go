@@ -42,10 +42,14 @@ func TestStandInDriver(t *testing.T) {
 // shapes. The models are tiny and the narrow shape (realShape); every
 // kernel of the PTX must have run, but add_bias (no projection of these
 // models has a bias). What stays for a GPU: the hardware's own arithmetic
-// (tensor-core summation order, fast exponentials), timing, and whatever
-// the compiler makes of the source differently for the GPU.
+// (tensor-core summation order, fast exponentials), blocks running at the
+// same time (here they run one by one, in a shuffled order), timing, and
+// whatever the compiler makes of the source differently for the GPU.
 func TestStandInDriverSource(t *testing.T) {
-	dir, out := runStandIn(t, "source", []string{"-DSTANDIN_SOURCE", "-Wno-unknown-pragmas", "-Wno-sign-compare", "-Itestdata/mmaemu/include", "testdata/fakecuda/source.cc"},
+	// -fsanitize=alignment: a vector load at an address its type's CUDA
+	// alignment does not divide (a fault on a GPU) aborts the run.
+	dir, out := runStandIn(t, "source", []string{"-DSTANDIN_SOURCE", "-Wno-unknown-pragmas", "-Wno-sign-compare",
+		"-fsanitize=alignment", "-fno-sanitize-recover=alignment", "-Itestdata/mmaemu/include", "testdata/fakecuda/source.cc"},
 		"TestForwardMatchesCPU", "TestBatchInvariance", "TestGraphsMatchDirect", "TestCacheExhaustion",
 		"TestKernelRMSNormQKPrep", "TestKernelMatMul", "TestKernelAttention", "TestKernelMMA", "TestKernelAttentionMMA")
 	b, err := os.ReadFile(filepath.Join(dir, "launched.txt"))

@@ -43,16 +43,18 @@ struct dim3u { unsigned x = 0, y = 0, z = 0; };
 inline dim3u threadIdx, blockIdx;
 inline dim3u gridDim, blockDim;
 
-struct uint4 { uint32_t x, y, z, w; };
-struct float4 { float x, y, z, w; };
-struct float2 { float x, y; };
+// The vector types with CUDA's alignments: a GPU faults on a misaligned
+// vector load, which -fsanitize=alignment reports here.
+struct alignas(16) uint4 { uint32_t x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline float2 make_float2(float a, float b) { return {a, b}; }
 using std::min;
 
 // bf16: the top half of a float32, rounded to nearest even.
 struct __nv_bfloat16 { uint16_t bits; };
-struct __nv_bfloat162 { uint16_t x, y; };
+struct alignas(4) __nv_bfloat162 { uint16_t x, y; };
 inline uint16_t f2bf(float f) {
 	uint32_t u;
 	std::memcpy(&u, &f, 4);
