@@ -15,8 +15,8 @@
 // them; launches on a capturing stream do not run, as on a GPU, and a copy
 // on it is refused. Allocations up to 256 MiB are filled with 0xFF bytes
 // (NaN as float32, bf16 and f16), so that a kernel reading what nothing
-// wrote shows. The "GPU" has 3 GiB unless STREAMGUARD_STANDIN_MEMORY_GIB
-// says otherwise.
+// wrote shows, and every allocation ends next to an inaccessible page. The
+// "GPU" has 3 GiB unless STREAMGUARD_STANDIN_MEMORY_GIB says otherwise.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +28,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/mman.h>
 
 typedef int CUresult;
 static const CUresult OK = 0, ERR_INVALID = 1, ERR_OOM = 2, ERR_NOT_FOUND = 500, ERR_CAPTURE = 900;
@@ -512,11 +514,23 @@ CUresult cuMemGetInfo_v2(size_t *f, size_t *t) {
 	*f = total - used, *t = total;
 	return OK;
 }
+// An allocation is its own mapping, 256-byte aligned as the driver's are,
+// ending at most 255 bytes before an inaccessible page: a kernel or copy
+// that runs past the end of a buffer by more faults, as it may on a GPU,
+// instead of reading its neighbour.
+static const size_t pageBytes = 4096;
+static size_t mappedBytes(size_t n) { return (n + 255) / 256 * 256 / pageBytes * pageBytes + 2 * pageBytes; }
 CUresult cuMemAlloc_v2(uint64_t *p, size_t n) {
 	std::lock_guard<std::mutex> l(memMu);
 	if (n == 0 || used + n > total) return ERR_OOM;
-	void *m = std::malloc(n);
-	if (!m) return ERR_OOM;
+	const size_t len = (n + 255) / 256 * 256, span = mappedBytes(n);
+	char *base = static_cast<char *>(mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+	if (base == MAP_FAILED) return ERR_OOM;
+	if (mprotect(base + span - pageBytes, pageBytes, PROT_NONE) != 0) {
+		munmap(base, span);
+		return ERR_OOM;
+	}
+	char *m = base + span - pageBytes - len;
 	if (n <= poisonMax) std::memset(m, 0xFF, n);
 	*p = reinterpret_cast<uint64_t>(m);
 	allocs[*p] = n;
@@ -531,9 +545,10 @@ CUresult cuMemFree_v2(uint64_t p) {
 	std::lock_guard<std::mutex> l(memMu);
 	auto it = allocs.find(p);
 	if (it == allocs.end()) return ERR_INVALID;
-	used -= it->second;
+	const size_t n = it->second, len = (n + 255) / 256 * 256, span = mappedBytes(n);
+	used -= n;
 	allocs.erase(it);
-	std::free(reinterpret_cast<void *>(p));
+	munmap(reinterpret_cast<char *>(p) + len + pageBytes - span, span);
 	return OK;
 }
 CUresult cuMemcpyHtoD_v2(uint64_t d, const void *s, size_t n) { return std::memcpy(reinterpret_cast<void *>(d), s, n), OK; }
