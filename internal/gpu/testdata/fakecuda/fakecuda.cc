@@ -20,9 +20,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -475,7 +475,7 @@ static const size_t total = [] {
 	const long g = v ? std::atol(v) : 0;
 	return size_t(g > 0 ? g : 3) << 30;
 }();
-static const size_t poisonMax = size_t(256) << 20; // larger allocations (a KV cache) are left as malloc gives them
+static const size_t poisonMax = size_t(256) << 20; // larger allocations (a KV cache) are left as mmap gives them (zeros)
 
 extern "C" {
 CUresult cuInit(unsigned) { return OK; }

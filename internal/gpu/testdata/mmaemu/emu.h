@@ -1,10 +1,10 @@
 // A CPU stand-in for the little of CUDA that the backend's kernels use
 // (kernels.cu, mma.cuh, attn.cuh), so that they compile with g++ and run
 // on the CPU: each GPU thread of a block is a fiber on the calling OS
-// thread (started with makecontext, switched with _setjmp/_longjmp, which
-// unlike swapcontext make no system call), switched cooperatively; the block's threads meet at
-// __syncthreads on a barrier, and the 32 lanes of a warp exchange values
-// for each shuffle and each emulated mma.sync. It checks the kernels'
+// thread, switched cooperatively (started with makecontext, then switched
+// with _setjmp/_longjmp, which unlike swapcontext make no system call);
+// the block's threads meet at __syncthreads on a barrier, and the 32 lanes
+// of a warp exchange values for each shuffle and each emulated mma.sync. It checks the kernels'
 // indexing — staging, fragment layouts, tiles, edges, launch shapes — where
 // no GPU is at hand, and a block whose threads cannot all reach a barrier
 // (a deadlock on a GPU) aborts with a message; the arithmetic of the real
