@@ -93,7 +93,7 @@ func (m *Model) workspaceFor(T, meta, states int) (*workspace, error) {
 	meta = max(meta, 1024)
 	qd, kvd := m.Heads*m.HeadDim, m.KVHeads*m.HeadDim
 	inner := max(m.heads[0].inner, m.heads[1].inner)
-	out := m.heads[0].levels + m.heads[0].categories + m.heads[1].levels + m.heads[1].categories
+	_, logits := m.logitPieces(n) // the most any T ≤ n spans
 	w := &workspace{cap: n, metaCap: meta, statesCap: states}
 	sizes := []struct {
 		dst   **cuda.Buffer
@@ -102,7 +102,7 @@ func (m *Model) workspaceFor(T, meta, states int) (*workspace, error) {
 		{&w.h, n * m.Hidden}, {&w.xn, n * m.Hidden}, {&w.o, n * m.Hidden},
 		{&w.q, n * qd}, {&w.k, n * kvd}, {&w.v, n * kvd}, {&w.att, n * qd},
 		{&w.gate, 2 * n * m.Inter}, {&w.up, n * m.Inter}, {&w.pre, n * inner}, {&w.qkv, n * (qd + 2*kvd)},
-		{&w.logits, n * out}, {&w.meta, meta}, {&w.states, states * m.Heads * attnState},
+		{&w.logits, logits}, {&w.meta, meta}, {&w.states, states * m.Heads * attnState},
 	}
 	for _, s := range sizes {
 		b, err := m.ctx.Alloc(int64(s.elems) * 4)
@@ -262,8 +262,8 @@ func (m *Model) run(w *workspace, T int, mp metaPtrs) ([]float32, error) {
 	}
 	// Each head wrote its risk then its category logits as [T][cols]
 	// blocks (logitPieces).
-	_, width := m.logitPieces(T)
-	flat := make([]float32, T*width)
+	_, size := m.logitPieces(T)
+	flat := make([]float32, size)
 	if err := cuda.CopyOutOn(m.stream, flat, w.logits, 0); err != nil {
 		return nil, err
 	}
@@ -278,18 +278,21 @@ type piece struct {
 }
 
 // logitPieces lays the heads' outputs of T tokens out in the logits buffer:
-// each head's risk then category logits, response head first.
+// each head's risk then category logits, response head first, each block
+// starting at a multiple of 4 floats — a head product on the tensor cores
+// stores pairs of floats, which a GPU requires 8-byte aligned, and an odd
+// T times an odd class count would otherwise leave the next block 4 bytes
+// off. It returns the blocks and the floats they span.
 func (m *Model) logitPieces(T int) ([]piece, int) {
 	var ps []piece
-	off, width := int64(0), 0
+	off := int64(0)
 	for _, hd := range m.heads {
 		for _, cols := range []int{hd.levels, hd.categories} {
 			ps = append(ps, piece{off, cols})
-			off += int64(T * cols)
-			width += cols
+			off += (int64(T*cols) + 3) &^ 3
 		}
 	}
-	return ps, width
+	return ps, int(off)
 }
 
 // queue queues every kernel of the forward of T tokens on the model's

@@ -69,9 +69,11 @@ func realShape() (preset string, layers int) {
 }
 
 // narrow names a shape no preset has: the 0.6B's with two query heads and
-// one KV head of the real 128 dimensions, 128 hidden and 256 intermediate
-// channels — every projection whole tensor-core stages, the attention on
-// the tensor-core kernels — small enough for emulated GPU threads.
+// one KV head of the real 128 dimensions, 128 hidden, 256 intermediate and
+// 128 head channels — every projection whole tensor-core stages (the
+// heads' category products included, as in the real models), the
+// attention on the tensor-core kernels — small enough for emulated GPU
+// threads.
 const narrow = "narrow"
 
 // testConfig is a preset's configuration, or the narrow shape's.
@@ -86,7 +88,7 @@ func testConfig(t testing.TB, preset string) *config.Config {
 		t.Fatal(err)
 	}
 	if preset == narrow {
-		cfg.HiddenSize, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.GuardInnerSize = 128, 256, 2, 1, 32
+		cfg.HiddenSize, cfg.IntermediateSize, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.GuardInnerSize = 128, 256, 2, 1, 128
 	}
 	return cfg
 }

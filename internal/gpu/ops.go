@@ -181,6 +181,12 @@ func (o *gpuOps) product(y, x uint64, l *linear, accum bool) {
 		}
 		per := mmaWarps * nt
 		grid, block = cuda.Dim3{X: uint32((l.n/8 + per - 1) / per), Y: uint32((T + bm - 1) / bm)}, cuda.Dim3{X: mmaWarps * 32}
+		if y%8 != 0 || x%16 != 0 {
+			// The kernels load float4s of x and store float2s of y: a
+			// misaligned address would be a fault that ends the context.
+			o.fail("tensor-core product of %d×%d: output at %#x or input at %#x misaligned", l.n, l.k, y, x)
+			return
+		}
 		acc := int32(0)
 		if accum {
 			acc = 1
