@@ -108,12 +108,13 @@ func TestPTXAssembles(t *testing.T) {
 		// the 64 Ki registers a block may hold, at the registers ptxas
 		// gives a thread.
 		bounds := maxThreads(ptx)
+		entry, used := regexp.MustCompile(`entry function '([A-Za-z_0-9]+)'`), regexp.MustCompile(`Used ([0-9]+) registers`)
 		fn := ""
 		for _, line := range strings.Split(string(out), "\n") {
-			if m := regexp.MustCompile(`entry function '([A-Za-z_0-9]+)'`).FindStringSubmatch(line); m != nil {
+			if m := entry.FindStringSubmatch(line); m != nil {
 				fn = m[1]
 			}
-			m := regexp.MustCompile(`Used ([0-9]+) registers`).FindStringSubmatch(line)
+			m := used.FindStringSubmatch(line)
 			if m == nil || bounds[fn] == 0 {
 				continue
 			}

@@ -519,11 +519,12 @@ CUresult cuMemGetInfo_v2(size_t *f, size_t *t) {
 // that runs past the end of a buffer by more faults, as it may on a GPU,
 // instead of reading its neighbour.
 static const size_t pageBytes = 4096;
-static size_t mappedBytes(size_t n) { return (n + 255) / 256 * 256 / pageBytes * pageBytes + 2 * pageBytes; }
+static size_t rounded(size_t n) { return (n + 255) / 256 * 256; }                            // the bytes handed out
+static size_t mappedBytes(size_t n) { return rounded(n) / pageBytes * pageBytes + 2 * pageBytes; } // the mapping
 CUresult cuMemAlloc_v2(uint64_t *p, size_t n) {
 	std::lock_guard<std::mutex> l(memMu);
 	if (n == 0 || used + n > total) return ERR_OOM;
-	const size_t len = (n + 255) / 256 * 256, span = mappedBytes(n);
+	const size_t len = rounded(n), span = mappedBytes(n);
 	char *base = static_cast<char *>(mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
 	if (base == MAP_FAILED) return ERR_OOM;
 	if (mprotect(base + span - pageBytes, pageBytes, PROT_NONE) != 0) {
@@ -545,7 +546,7 @@ CUresult cuMemFree_v2(uint64_t p) {
 	std::lock_guard<std::mutex> l(memMu);
 	auto it = allocs.find(p);
 	if (it == allocs.end()) return ERR_INVALID;
-	const size_t n = it->second, len = (n + 255) / 256 * 256, span = mappedBytes(n);
+	const size_t n = it->second, len = rounded(n), span = mappedBytes(n);
 	used -= n;
 	allocs.erase(it);
 	munmap(reinterpret_cast<char *>(p) + len + pageBytes - span, span);
