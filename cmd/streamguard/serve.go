@@ -55,6 +55,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	batchTokens := fs.Int("max-batch-tokens", 1024, "tokens per step")
 	batchStreams := fs.Int("max-batch-streams", 0, "streams per step (0: no cap; 1: no batching)")
 	retry := fs.Duration("retry-after", time.Second, "Retry-After advised when the KV budget is full")
+	budgetWait := fs.Duration("kv-budget-wait", 10*time.Second, "how long a request waits, in arrival order, for KV-cache memory when the budget is full, before its 429 (0: no wait)")
 	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
@@ -106,6 +107,9 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if *drainDelay < 0 {
 		return usageErrorf("--drain-delay must not be negative")
 	}
+	if *budgetWait < 0 {
+		return usageErrorf("--kv-budget-wait must not be negative")
+	}
 	if *maxConns < 0 || *readGrace <= 0 || *headerTimeout <= 0 || *bodyIdle <= 0 || *keepAlive <= 0 {
 		return usageErrorf("--max-conns must not be negative; --shutdown-read-grace, --read-header-timeout, --body-idle-timeout and --keepalive-timeout must be positive")
 	}
@@ -145,7 +149,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	srv, err := server.New(server.Options{
 		Model: m, ModelName: *name, Config: cfg, KVBudgetBytes: budget, StreamReserveTokens: *reserve,
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
-		RetryAfter: *retry, Audit: audit, Log: logger,
+		RetryAfter: *retry, KVBudgetWait: waitOption(*budgetWait), Audit: audit, Log: logger,
 		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace, DrainDelay: *drainDelay,
 		ReplicaID: *replicaID, RequireStreamID: *requireID, Playground: *ui,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
@@ -282,4 +286,13 @@ func sizeText(n int64) string {
 		return "unlimited"
 	}
 	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+}
+
+// waitOption maps a wait flag, where 0 means none, to the server option,
+// where 0 means the default and a negative value none.
+func waitOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

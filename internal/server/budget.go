@@ -1,8 +1,11 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"sync"
+	"time"
 )
 
 // ErrBudget is returned when the KV-cache budget cannot take a request.
@@ -12,11 +15,39 @@ var ErrBudget = errors.New("KV-cache budget exhausted")
 // largest capacity its cache can have grown to for the positions it holds
 // (capBound), so that the sum of charges bounds the memory the caches
 // really hold.
+//
+// A charge that does not fit waits, up to wait, for other streams to
+// release memory, in a queue served strictly in order: without it, a
+// refused client retrying after Retry-After competes with every client
+// that opens its next conversation the moment its last one ends, and can
+// lose for minutes. Streams that already hold a charge and need more are
+// queued ahead of new streams: they hold memory that only their progress
+// gives back, so making them wait behind new streams could stall both
+// until the wait ends.
 type kvBudget struct {
 	mu          sync.Mutex
 	limit, used int64 // positions; limit 0 means unlimited
 	bytesPerPos int64
 	maxLen      int
+	wait        time.Duration // the longest a charge waits (0: refused at once)
+	queue       []*budgetWaiter
+	waited      budgetWaits
+}
+
+// budgetWaiter is a charge waiting in kvBudget's queue.
+type budgetWaiter struct {
+	n       int64
+	growth  bool          // the stream already holds a charge
+	ready   chan struct{} // closed once granted
+	granted bool
+}
+
+// budgetWaits counts the charges that had to wait: granted and refused
+// (the wait ended, or the request went away), and the seconds they
+// waited in all.
+type budgetWaits struct {
+	granted, refused uint64
+	seconds          float64
 }
 
 // budgetFor is the KV budget to enforce when asked bytes were asked for (0:
@@ -32,8 +63,8 @@ func budgetFor(asked, capacity int64) int64 {
 	return asked
 }
 
-func newKVBudget(limitBytes, bytesPerPos int64, maxLen int) *kvBudget {
-	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen}
+func newKVBudget(limitBytes, bytesPerPos int64, maxLen int, wait time.Duration) *kvBudget {
+	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen, wait: max(0, wait)}
 	if limitBytes > 0 && bytesPerPos > 0 {
 		b.limit = max(1, limitBytes/bytesPerPos)
 	}
@@ -61,18 +92,73 @@ func (b *kvBudget) capBound(n int) int64 {
 	return int64(min(c, max(b.maxLen, n)))
 }
 
-// tryAcquire charges n positions if they fit.
-func (b *kvBudget) tryAcquire(n int64) bool {
+// acquire charges n positions, waiting in the queue while they do not fit
+// (growth: for a stream that already holds a charge). It fails with
+// ErrBudget when n exceeds the whole budget, when the wait ends, or when
+// ctx ends first.
+func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
 	if n <= 0 {
-		return true
+		return nil
+	}
+	b.mu.Lock()
+	// at is where the charge would queue: a growth charge behind the
+	// other growth charges only, a new stream's behind every charge.
+	at := len(b.queue)
+	if growth {
+		at = 0
+		for at < len(b.queue) && b.queue[at].growth {
+			at++
+		}
+	}
+	if b.limit == 0 || (at == 0 && b.used+n <= b.limit) {
+		b.used += n
+		b.mu.Unlock()
+		return nil
+	}
+	if n > b.limit || b.wait <= 0 {
+		b.mu.Unlock()
+		return ErrBudget
+	}
+	w := &budgetWaiter{n: n, growth: growth, ready: make(chan struct{})}
+	b.queue = slices.Insert(b.queue, at, w)
+	b.mu.Unlock()
+
+	start := time.Now()
+	timer := time.NewTimer(b.wait)
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+	case <-timer.C:
+	case <-ctx.Done():
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.limit > 0 && b.used+n > b.limit {
-		return false
+	b.waited.seconds += time.Since(start).Seconds()
+	if w.granted {
+		b.waited.granted++
+		return nil
 	}
-	b.used += n
-	return true
+	b.waited.refused++
+	for i, q := range b.queue {
+		if q == w {
+			b.queue = append(b.queue[:i], b.queue[i+1:]...)
+			break
+		}
+	}
+	b.grantLocked() // the charges behind w may fit
+	return ErrBudget
+}
+
+// grantLocked grants queued charges in order while the first one fits.
+func (b *kvBudget) grantLocked() {
+	for len(b.queue) > 0 && b.used+b.queue[0].n <= b.limit {
+		w := b.queue[0]
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		b.used += w.n
+		w.granted = true
+		close(w.ready)
+	}
 }
 
 // forceAcquire charges n positions even beyond the limit: for tokens that
@@ -92,7 +178,16 @@ func (b *kvBudget) release(n int64) {
 	}
 	b.mu.Lock()
 	b.used -= n
+	b.grantLocked()
 	b.mu.Unlock()
+}
+
+// waits returns the counts of charges that waited, and the number
+// waiting now.
+func (b *kvBudget) waits() (budgetWaits, int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.waited, len(b.queue)
 }
 
 // usage returns the charged and total positions.

@@ -1,6 +1,14 @@
 package server
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
 
 // TestBudgetFor: a device with a fixed KV pool (a GPU) caps the budget;
 // where caches grow as needed (the CPU) the asked budget stands.
@@ -15,5 +23,183 @@ func TestBudgetFor(t *testing.T) {
 		if got := budgetFor(c.asked, c.capacity); got != c.want {
 			t.Errorf("budgetFor(%d, %d) = %d, want %d", c.asked, c.capacity, got, c.want)
 		}
+	}
+}
+
+// startAcquire runs acquire in a goroutine and returns a channel with its
+// result.
+func startAcquire(b *kvBudget, ctx context.Context, n int64, growth bool) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- b.acquire(ctx, n, growth) }()
+	return done
+}
+
+// waitQueued waits until n charges are queued.
+func waitQueued(t *testing.T, b *kvBudget, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, q := b.waits(); q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, q := b.waits()
+			t.Fatalf("%d charges queued, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func pending(t *testing.T, done <-chan error, name string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s: returned %v while it should wait", name, err)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+func granted(t *testing.T, done <-chan error, name string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v, want granted", name, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not granted", name)
+	}
+}
+
+// TestBudgetQueueOrder: charges that do not fit wait and are granted in
+// arrival order; a later, smaller charge that would fit does not overtake
+// the first waiter; a stream's growth is queued ahead of new streams.
+func TestBudgetQueueOrder(t *testing.T) {
+	ctx := context.Background()
+	b := newKVBudget(100, 1, 1000, time.Minute)
+	if err := b.acquire(ctx, 60, false); err != nil {
+		t.Fatal(err)
+	}
+	first := startAcquire(b, ctx, 50, false)
+	waitQueued(t, b, 1)
+	second := startAcquire(b, ctx, 30, false) // would fit (60+30 ≤ 100), but is second
+	waitQueued(t, b, 2)
+	pending(t, second, "second")
+	// Growth of an open stream goes ahead of both, and fits: granted now.
+	granted(t, startAcquire(b, ctx, 10, true), "growth")
+	if used, _ := b.usage(); used != 70 {
+		t.Fatalf("used %d, want 70", used)
+	}
+	// Growth that does not fit waits at the head.
+	growth := startAcquire(b, ctx, 40, true)
+	waitQueued(t, b, 3)
+	b.release(20) // 50 used: the growth (40) fits, then neither new one
+	granted(t, growth, "growth 2")
+	pending(t, first, "first")
+	b.release(60) // 30 used: first (50) fits, second (30) not after it
+	granted(t, first, "first")
+	pending(t, second, "second")
+	b.release(20) // 60 used
+	granted(t, second, "second")
+	if used, _ := b.usage(); used != 90 {
+		t.Fatalf("used %d, want 90", used)
+	}
+	w, q := b.waits()
+	if w.granted != 3 || w.refused != 0 || q != 0 {
+		t.Fatalf("waits %+v, %d queued; want 3 granted, none refused or queued", w, q)
+	}
+}
+
+// TestBudgetWaitEnds: a charge is refused when its wait ends or its
+// request goes away, leaving nothing charged and letting the charges
+// behind it through; a charge larger than the whole budget, or any charge
+// without a wait, is refused at once.
+func TestBudgetWaitEnds(t *testing.T) {
+	b := newKVBudget(100, 1, 1000, 50*time.Millisecond)
+	ctx := context.Background()
+	if err := b.acquire(ctx, 70, false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := b.acquire(ctx, 40, false); !errors.Is(err, ErrBudget) {
+		t.Fatalf("after the wait: %v, want ErrBudget", err)
+	}
+	if el := time.Since(start); el < 50*time.Millisecond {
+		t.Fatalf("refused after %v, before the wait ended", el)
+	}
+	start = time.Now()
+	if err := b.acquire(ctx, 101, false); !errors.Is(err, ErrBudget) || time.Since(start) > 40*time.Millisecond {
+		t.Fatalf("over the whole budget: %v after %v, want ErrBudget at once", err, time.Since(start))
+	}
+
+	long := newKVBudget(100, 1, 1000, time.Hour)
+	if err := long.acquire(ctx, 70, false); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	head := startAcquire(long, cctx, 40, false)
+	waitQueued(t, long, 1)
+	behind := startAcquire(long, ctx, 20, false) // fits, but queued behind head
+	waitQueued(t, long, 2)
+	pending(t, behind, "behind")
+	cancel()
+	if err := <-head; !errors.Is(err, ErrBudget) {
+		t.Fatalf("cancelled: %v, want ErrBudget", err)
+	}
+	granted(t, behind, "behind, once the head left")
+	if used, _ := long.usage(); used != 90 {
+		t.Fatalf("used %d, want 90", used)
+	}
+	if w, q := long.waits(); w.granted != 1 || w.refused != 1 || q != 0 {
+		t.Fatalf("waits %+v, %d queued", w, q)
+	}
+
+	none := newKVBudget(100, 1, 1000, 0)
+	if err := none.acquire(ctx, 70, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := none.acquire(ctx, 40, false); !errors.Is(err, ErrBudget) {
+		t.Fatalf("no wait: %v", err)
+	}
+}
+
+// TestBudgetInvariantsUnderRace: goroutines charging, waiting, giving up
+// and releasing never charge more than the limit, and leave nothing
+// charged or queued (run with -race).
+func TestBudgetInvariantsUnderRace(t *testing.T) {
+	b := newKVBudget(100, 1, 1000, 2*time.Millisecond)
+	var wg sync.WaitGroup
+	var over atomic.Int64
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			held := int64(0)
+			for range 300 {
+				if held > 0 && r.IntN(2) == 0 {
+					b.release(held)
+					held = 0
+					continue
+				}
+				n := 1 + r.Int64N(40)
+				if b.acquire(context.Background(), n, held > 0) == nil {
+					held += n
+				}
+				if used, _ := b.usage(); used > 100 {
+					over.Store(used)
+				}
+			}
+			b.release(held)
+		}()
+	}
+	wg.Wait()
+	if v := over.Load(); v != 0 {
+		t.Fatalf("charged %d positions of a limit of 100", v)
+	}
+	if used, _ := b.usage(); used != 0 {
+		t.Fatalf("%d positions charged at the end", used)
+	}
+	if _, q := b.waits(); q != 0 {
+		t.Fatalf("%d charges queued at the end", q)
 	}
 }

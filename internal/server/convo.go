@@ -122,7 +122,7 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	if c.s.Len() == 0 && c.floor == 0 {
 		c.floor = certain + c.reserve
 	}
-	if err := c.charge(max(c.s.Len()+maxNew, c.floor)); err != nil {
+	if err := c.charge(ctx, max(c.s.Len()+maxNew, c.floor)); err != nil {
 		if c.s.Len() == 0 {
 			c.floor = 0
 		}
@@ -165,13 +165,14 @@ func (c *convo) submit(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// charge makes the budget cover a cache of n positions.
-func (c *convo) charge(n int) error {
+// charge makes the budget cover a cache of n positions, waiting for room
+// as the budget allows.
+func (c *convo) charge(ctx context.Context, n int) error {
 	want := c.srv.budget.capBound(n)
 	if want <= c.charged {
 		return nil
 	}
-	if !c.srv.budget.tryAcquire(want - c.charged) {
+	if err := c.srv.budget.acquire(ctx, want-c.charged, c.charged > 0); err != nil {
 		c.srv.metrics.rejected("kv_budget")
 		return ErrBudget
 	}

@@ -13,7 +13,9 @@
 //
 // Admission is bounded by a KV-cache budget (positions times the model's
 // bytes per position, with the cache's growth slack): a request that would
-// exceed it gets 429 with Retry-After instead of growing memory. Tenants
+// exceed it waits in arrival order (streams already open first) for
+// memory that other streams release, and gets 429 with Retry-After when
+// the wait ends, instead of growing memory. Tenants
 // come from a JSON file (API keys stored as SHA-256 hashes), each with its
 // own policy, rate limit and stream limit; a tenant can reach only its own
 // streams, whose ids are random 128-bit values.

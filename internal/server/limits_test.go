@@ -11,15 +11,16 @@ import (
 	"github.com/streamguard/streamguard/guard"
 )
 
-// TestKVBudget: a stream that does not fit the budget gets 429 with
-// Retry-After and nothing is allocated; closing a stream makes room; an
-// append that does not fit is refused and the stream goes on afterwards.
+// TestKVBudget: without a wait, a stream that does not fit the budget gets
+// 429 with Retry-After and nothing is allocated; closing a stream makes
+// room; an append that does not fit is refused and the stream goes on
+// afterwards.
 func TestKVBudget(t *testing.T) {
 	m := testModel(t)
 	bpp := m.Info().KVBytesPerToken
 	// 300 positions: a stream with a short prompt (about 10 tokens) and a
 	// reserve of 100 is charged capBound(110) = 256 positions.
-	h := newHarness(t, Options{KVBudgetBytes: 300 * bpp, StreamReserveTokens: 100, RetryAfter: 3 * time.Second})
+	h := newHarness(t, Options{KVBudgetBytes: 300 * bpp, StreamReserveTokens: 100, RetryAfter: 3 * time.Second, KVBudgetWait: -1})
 	var s1 streamResponse
 	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": "hi"}, &s1); code != 201 {
 		t.Fatalf("first: status %d", code)
@@ -54,7 +55,7 @@ func TestKVBudget(t *testing.T) {
 // budget charged for them.
 func TestCapBoundHoldsForRealCaches(t *testing.T) {
 	m := testModel(t)
-	b := newKVBudget(0, m.Info().KVBytesPerToken, m.Info().MaxPositions)
+	b := newKVBudget(0, m.Info().KVBytesPerToken, m.Info().MaxPositions, 0)
 	for _, chunk := range []int{1, 7, 64, 300} {
 		s := m.NewStream()
 		if _, err := s.JudgePromptIDs(context.Background(), []int{872, 198, 9707, 151645}); err != nil {
@@ -164,5 +165,53 @@ func TestSubmitCancelled(t *testing.T) {
 	sc.Close()
 	if _, err := sc.Submit(context.Background(), m.NewStream()); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// TestKVBudgetWait: with the budget full, a new stream waits instead of
+// getting 429, and opens as soon as another stream's close makes room;
+// /metrics counts the wait.
+func TestKVBudgetWait(t *testing.T) {
+	m := testModel(t)
+	bpp := m.Info().KVBytesPerToken
+	h := newHarness(t, Options{KVBudgetBytes: 300 * bpp, StreamReserveTokens: 100, KVBudgetWait: time.Minute})
+	var s1 streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": "hi"}, &s1); code != 201 {
+		t.Fatalf("first: status %d", code)
+	}
+	second := make(chan int, 1)
+	go func() {
+		resp, err := h.ts.Client().Post(h.ts.URL+"/v1/streams", "application/json", strings.NewReader(`{"prompt":"hi"}`))
+		if err != nil {
+			second <- -1
+			return
+		}
+		resp.Body.Close()
+		second <- resp.StatusCode
+	}()
+	waitQueued(t, h.srv.budget, 1)
+	select {
+	case code := <-second:
+		t.Fatalf("second stream answered %d while the budget is full", code)
+	case <-time.After(50 * time.Millisecond):
+	}
+	h.do("DELETE", "/v1/streams/"+s1.ID, "", nil, nil)
+	select {
+	case code := <-second:
+		if code != 201 {
+			t.Fatalf("second stream: status %d, want 201 once the first closed", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second stream still waiting after the first closed")
+	}
+	_, _, metrics := h.get("/metrics")
+	for _, want := range []string{
+		`streamguard_kv_budget_waiting 0`,
+		`streamguard_kv_budget_waits_total{outcome="granted"} 1`,
+		`streamguard_kv_budget_waits_total{outcome="refused"} 0`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -33,6 +33,7 @@ type metrics struct {
 	stepSeconds      *histogram
 	steps            atomic.Uint64
 	kvUsed           func() (used, limit int64)
+	kvWaits          func() (budgetWaits, int)
 	kvBytesPerPos    int64
 	sessionsOpen     func() int
 	shutdownStarted  atomic.Bool
@@ -158,6 +159,16 @@ func (m *metrics) write(w io.Writer) error {
 		fmt.Fprintf(&b, "streamguard_kv_reserved_bytes %d\n", used*m.kvBytesPerPos)
 		header(&b, "streamguard_kv_budget_bytes", "gauge", "KV-cache budget (0: unlimited).")
 		fmt.Fprintf(&b, "streamguard_kv_budget_bytes %d\n", limit*m.kvBytesPerPos)
+	}
+	if m.kvWaits != nil {
+		w, waiting := m.kvWaits()
+		header(&b, "streamguard_kv_budget_waiting", "gauge", "Requests waiting now for KV-cache memory.")
+		fmt.Fprintf(&b, "streamguard_kv_budget_waiting %d\n", waiting)
+		header(&b, "streamguard_kv_budget_waits_total", "counter", "Requests that waited for KV-cache memory, by outcome (granted, or refused with 429 when the wait ended).")
+		fmt.Fprintf(&b, "streamguard_kv_budget_waits_total{outcome=\"granted\"} %d\n", w.granted)
+		fmt.Fprintf(&b, "streamguard_kv_budget_waits_total{outcome=\"refused\"} %d\n", w.refused)
+		header(&b, "streamguard_kv_budget_wait_seconds_total", "counter", "Seconds requests spent waiting for KV-cache memory.")
+		fmt.Fprintf(&b, "streamguard_kv_budget_wait_seconds_total %g\n", w.seconds)
 	}
 	header(&b, "streamguard_open_connections", "gauge", "Client connections open now (served by Serve).")
 	fmt.Fprintf(&b, "streamguard_open_connections %d\n", m.openConns.Load())

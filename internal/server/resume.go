@@ -249,7 +249,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 	}
 	n := c.s.Pending()
 	c.floor = n + c.reserve
-	if err := c.charge(c.floor); err != nil {
+	if err := c.charge(ctx, c.floor); err != nil {
 		return Result{}, err
 	}
 	res, err := c.submit(ctx)

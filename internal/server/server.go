@@ -36,6 +36,13 @@ type Options struct {
 	// rather than letting open ones run into a full budget mid-response.
 	// Growth beyond it is charged as it comes and may be refused (429).
 	StreamReserveTokens int
+	// KVBudgetWait is how long a request whose stream needs more KV-cache
+	// memory than the budget has free waits for other streams to release
+	// some, before its 429 [10s; negative: no wait]. Waiting requests are
+	// served in arrival order, those of streams already open first, so a
+	// full budget delays new streams instead of leaving them to win a
+	// race of retries.
+	KVBudgetWait time.Duration
 	// MaxBodyBytes bounds a request body, and one duplex line [1 MiB].
 	MaxBodyBytes int64
 	// IdleTimeout closes streams unused for this long [5m].
@@ -149,6 +156,9 @@ func New(opts Options) (*Server, error) {
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = time.Second
 	}
+	if opts.KVBudgetWait == 0 {
+		opts.KVBudgetWait = 10 * time.Second
+	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
 	}
@@ -178,7 +188,7 @@ func New(opts Options) (*Server, error) {
 	}
 	srv := &Server{
 		model: opts.Model, info: info, name: opts.ModelName, opts: opts, maxStreamTokens: opts.MaxStreamTokens,
-		budget:   newKVBudget(opts.KVBudgetBytes, info.KVBytesPerToken, info.MaxPositions),
+		budget:   newKVBudget(opts.KVBudgetBytes, info.KVBytesPerToken, info.MaxPositions, opts.KVBudgetWait),
 		tenants:  ts,
 		sessions: newSessions(),
 		metrics:  newMetrics(),
@@ -197,6 +207,7 @@ func New(opts Options) (*Server, error) {
 	}
 	srv.metrics.device, srv.metrics.deviceNote = info.Device, info.DeviceNote
 	srv.metrics.kvUsed = srv.budget.usage
+	srv.metrics.kvWaits = srv.budget.waits
 	srv.metrics.kvBytesPerPos = info.KVBytesPerToken
 	srv.metrics.sessionsOpen = srv.sessions.len
 	srv.sched = NewScheduler(opts.Model, opts.Scheduler, srv.metrics.step)

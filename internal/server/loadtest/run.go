@@ -70,13 +70,24 @@ type PhaseReport struct {
 	Conversations int64   `json:"conversations"` // completed and checked
 	// Checked counts conversations compared with the solo run, including
 	// those cut by the deadline or SIGTERM (their verdicts so far).
-	Checked         int64    `json:"checked"`
-	Tokens          int64    `json:"tokens"` // judged within the phase window
-	TokensPerSecond float64  `json:"tokens_per_second"`
-	Appends         int64    `json:"appends"`
-	AppendP50Ms     float64  `json:"append_p50_ms"` // per-token latency: one token per append
-	AppendP99Ms     float64  `json:"append_p99_ms"`
-	Rejected429     int64    `json:"rejected_429"`
+	Checked         int64   `json:"checked"`
+	Tokens          int64   `json:"tokens"` // judged within the phase window
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	Appends         int64   `json:"appends"`
+	AppendP50Ms     float64 `json:"append_p50_ms"` // per-token latency: one token per append
+	AppendP99Ms     float64 `json:"append_p99_ms"`
+	// Opening a conversation: from its first request to its prompt's
+	// verdict, 429s and their retries included (conversations opened
+	// within the window).
+	OpenP50Ms   float64 `json:"open_p50_ms"`
+	OpenP99Ms   float64 `json:"open_p99_ms"`
+	OpenMaxMs   float64 `json:"open_max_ms"`
+	Rejected429 int64   `json:"rejected_429"`
+	// Requests that waited for KV-cache memory (the server's
+	// --kv-budget-wait), by outcome, and the seconds they waited in all.
+	KVWaitsGranted  int64    `json:"kv_waits_granted"`
+	KVWaitsRefused  int64    `json:"kv_waits_refused"`
+	KVWaitSeconds   float64  `json:"kv_wait_seconds"`
 	Errors          int64    `json:"errors"`
 	ErrorSamples    []string `json:"error_samples,omitempty"`
 	Mismatches      int64    `json:"mismatches"`
@@ -319,7 +330,7 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 	defer cancel()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var lat []float64
+	var lat, openLat []float64
 	var counts struct{ convs, checked, tokens, appends, errors, mismatches int64 }
 	for w := range o.Streams {
 		wg.Go(func() {
@@ -328,6 +339,7 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, wk.lat...)
+			openLat = append(openLat, wk.openLat...)
 			counts.convs += wk.convs
 			counts.checked += wk.checked
 			counts.tokens += wk.tokens
@@ -392,6 +404,8 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 	pr.Rejected429 = ps.rejected.Load()
 	slices.Sort(lat)
 	pr.AppendP50Ms, pr.AppendP99Ms = percentile(lat, 0.50)*1e3, percentile(lat, 0.99)*1e3
+	slices.Sort(openLat)
+	pr.OpenP50Ms, pr.OpenP99Ms, pr.OpenMaxMs = percentile(openLat, 0.50)*1e3, percentile(openLat, 0.99)*1e3, percentile(openLat, 1)*1e3
 	if sigterm {
 		sc := &ShutdownCheck{ClientAnswers: ps.answers.Load(), RefusedAfter: ps.refused.Load(), ExitStatus: fmt.Sprint(exitErr)}
 		if shut != nil {
@@ -403,8 +417,8 @@ func runPhase(ctx context.Context, o Options, scripts []*script, name string, ma
 		return nil, fmt.Errorf("%s: serve exited with %v", name, exitErr)
 	}
 	logf("%s: server RSS %.0f MiB at start, %.0f MiB at the end of the window", name, float64(pr.RSSStartBytes)/(1<<20), float64(pr.RSSEndBytes)/(1<<20))
-	logf("%s: %d conversations completed, %d checked, %.0f tokens/s, append p50 %.1fms p99 %.1fms, batch max %d mean %.1f, %d 429s, %d errors, %d mismatches, max RSS %.0f MiB",
-		name, pr.Conversations, pr.Checked, pr.TokensPerSecond, pr.AppendP50Ms, pr.AppendP99Ms, pr.BatchMax, pr.BatchMean, pr.Rejected429, pr.Errors, pr.Mismatches, float64(pr.MaxRSSBytes)/(1<<20))
+	logf("%s: %d conversations completed, %d checked, %.0f tokens/s, append p50 %.1fms p99 %.1fms, open p50 %.0fms max %.0fms, batch max %d mean %.1f, %d 429s, %d KV waits (%d refused), %d errors, %d mismatches, max RSS %.0f MiB",
+		name, pr.Conversations, pr.Checked, pr.TokensPerSecond, pr.AppendP50Ms, pr.AppendP99Ms, pr.OpenP50Ms, pr.OpenMaxMs, pr.BatchMax, pr.BatchMean, pr.Rejected429, pr.KVWaitsGranted+pr.KVWaitsRefused, pr.KVWaitsRefused, pr.Errors, pr.Mismatches, float64(pr.MaxRSSBytes)/(1<<20))
 	return pr, nil
 }
 
@@ -448,6 +462,12 @@ func (pr *PhaseReport) readBatches(ps *phaseState) {
 			tsum = v
 		case name == "streamguard_batch_tokens_count":
 			tcount = v
+		case name == `streamguard_kv_budget_waits_total{outcome="granted"}`:
+			pr.KVWaitsGranted = int64(v)
+		case name == `streamguard_kv_budget_waits_total{outcome="refused"}`:
+			pr.KVWaitsRefused = int64(v)
+		case name == "streamguard_kv_budget_wait_seconds_total":
+			pr.KVWaitSeconds = v
 		case strings.HasPrefix(name, "streamguard_batch_streams_bucket{le="):
 			pr.BatchHistogram[strings.Trim(strings.TrimPrefix(name, "streamguard_batch_streams_bucket{le="), `"}`)] = uint64(v)
 		}

@@ -32,6 +32,7 @@ type worker struct {
 	abandon bool
 
 	lat        []float64 // append round trips, seconds
+	openLat    []float64 // opening a conversation (its prompt judged, 429 retries included), seconds
 	convs      int64     // completed
 	checked    int64     // compared with the solo run, completed or cut
 	tokens     int64     // judged tokens received within the window
@@ -68,9 +69,13 @@ func (w *worker) conversation(ctx context.Context, sc *script) bool {
 		}
 		return !w.ps.sigterm.Load()
 	}
+	t0 := time.Now()
 	pv, err := st.open(ctx, sc.prompt)
 	if err != nil {
 		return fail("open", err)
+	}
+	if now := time.Now(); w.win.in(now) {
+		w.openLat = append(w.openLat, now.Sub(t0).Seconds())
 	}
 	if !w.hasOpened {
 		w.hasOpened = true
