@@ -243,10 +243,13 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		}
 		// Room for every step up front: a growing cache copies itself
 		// each time it grows by a quarter, which a live stream spreads over
-		// that many tokens but a run of a few steps would count whole.
+		// that many tokens but a run of a few steps would count whole. The
+		// room is touched before timing too (Prefault): a fresh process's
+		// new memory faults as steps fill it, a server's reused memory not.
 		if err := c.Reserve(p + o.Steps + 1); err != nil {
 			return nil, err
 		}
+		c.Prefault()
 		toks := ids(o.Steps+1, o.Seed+2)
 		// The first step is untimed.
 		if _, err := m.Forward([]qwen3.Sequence{{Cache: c, IDs: toks[:1]}}, qwen3.ForwardOptions{}); err != nil {
@@ -296,6 +299,7 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 			if err := seqs[i].Cache.Reserve(pos + i%8 + o.Steps + 1); err != nil {
 				return nil, err
 			}
+			seqs[i].Cache.Prefault()
 		}
 		toks := ids(n*(o.Steps+1), o.Seed+3)
 		step := func(k int) error {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -298,5 +300,52 @@ func TestCacheTypesShareABatch(t *testing.T) {
 			t.Fatalf("%v: cache did not regrow (cap %d)", kv, caches[i].Cap())
 		}
 		requireBitwise(t, fmt.Sprintf("%v batched with the other types", kv), flatten(first[i], second[i]), alone[kv])
+	}
+}
+
+// TestPrefault: Prefault zeroes exactly the positions a cache has room for
+// but does not hold: with every element poisoned and the filled positions
+// written again, it gives back the contents of the fresh cache.
+func TestPrefault(t *testing.T) {
+	m := tiny(t, safetensors.BF16).m
+	for _, kv := range kvTypes {
+		c := m.NewCacheOf(kv)
+		if err := c.FillRandom(100, 7); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Reserve(300); err != nil {
+			t.Fatal(err)
+		}
+		clone := func(s []kvStore) []kvStore {
+			out := make([]kvStore, len(s))
+			for i, x := range s {
+				out[i] = kvStore{f32: slices.Clone(x.f32), bf16: slices.Clone(x.bf16), i8: slices.Clone(x.i8), i4: slices.Clone(x.i4), scale: slices.Clone(x.scale)}
+			}
+			return out
+		}
+		wantK, wantV := clone(c.k), clone(c.v)
+		for _, stores := range [][]kvStore{c.k, c.v} {
+			for i := range stores {
+				s := &stores[i]
+				fillSlice(s.f32, 1)
+				fillSlice(s.bf16, 0x3f80)
+				fillSlice(s.i8, 1)
+				fillSlice(s.i4, 0x11)
+				fillSlice(s.scale, 1)
+			}
+		}
+		if err := c.FillRandom(100, 7); err != nil {
+			t.Fatal(err)
+		}
+		c.Prefault()
+		if !reflect.DeepEqual(c.k, wantK) || !reflect.DeepEqual(c.v, wantV) {
+			t.Errorf("%v: contents after Prefault differ from the fresh cache's", kv)
+		}
+	}
+}
+
+func fillSlice[T any](s []T, v T) {
+	for i := range s {
+		s[i] = v
 	}
 }
