@@ -366,8 +366,11 @@ func QuantizeInt8(dst []int8, x []float32) float32 {
 }
 
 // ToBF16 rounds x to bfloat16 (nearest, ties to even; NaN stays NaN) into
-// dst; len(dst) >= len(x).
-func ToBF16(dst []uint16, x []float32) {
+// dst; len(dst) >= len(x). Every implementation gives half.F32ToBF16's
+// bits.
+func ToBF16(dst []uint16, x []float32) { active.toBF16(dst[:len(x)], x) }
+
+func toBF16Generic(dst []uint16, x []float32) {
 	dst = dst[:len(x)]
 	for i, f := range x {
 		dst[i] = half.F32ToBF16(f)

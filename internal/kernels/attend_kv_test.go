@@ -310,3 +310,67 @@ func BenchmarkAttendKV(b *testing.B) {
 		restore()
 	}
 }
+
+// TestToBF16: every implementation stores half.F32ToBF16's bits: ties to
+// even both ways, the largest finite values rounding to infinity,
+// subnormals (kept, not flushed), signed zeros and infinities, quiet and
+// signalling NaNs of both signs, and random bit patterns, at lengths that
+// leave every tail.
+func TestToBF16(t *testing.T) {
+	special := []uint32{
+		0x00000000, 0x80000000, 0x7f800000, 0xff800000, // ±0, ±Inf
+		0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fbfffff, 0x7f80ffff, // NaNs
+		0x3f808000, 0x3f818000, 0xbf808000, 0x3f807fff, 0x3f808001, // ties to even, just below and above
+		0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x7f7f7fff, // the largest finite values
+		0x00000001, 0x00008000, 0x00018000, 0x007fffff, 0x807fffff, 0x00800000, // subnormals, smallest normal
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 128, 1000} {
+		x := make([]float32, n)
+		for i := range x {
+			if i < len(special) && n >= 16 {
+				x[i] = math.Float32frombits(special[(i+n)%len(special)])
+			} else {
+				x[i] = math.Float32frombits(r.Uint32())
+			}
+		}
+		want := make([]uint16, n)
+		for i, f := range x {
+			want[i] = half.F32ToBF16(f)
+		}
+		forEachImpl(t, func(t *testing.T) {
+			got := make([]uint16, n+1)
+			got[n] = 0xabcd
+			ToBF16(got, x)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("n=%d: x[%d] = %#08x gave %#04x, want %#04x", n, i, math.Float32bits(x[i]), got[i], want[i])
+				}
+			}
+			if got[n] != 0xabcd {
+				t.Fatalf("n=%d: wrote past the input's length", n)
+			}
+		})
+	}
+}
+
+// BenchmarkToBF16 converts one 0.6B decode step's keys and values (28
+// layers × 8 heads × 2 × 128 values) in calls of one head's 128, as the
+// bfloat16 cache stores them.
+func BenchmarkToBF16(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	x := randVec(r, 28*8*2*128)
+	dst := make([]uint16, len(x))
+	for _, name := range implNames() {
+		b.Run(name, func(b *testing.B) {
+			restore, _ := useImpl(name)
+			defer restore()
+			for b.Loop() {
+				for i := 0; i < len(x); i += 128 {
+					ToBF16(dst[i:i+128], x[i:i+128])
+				}
+			}
+			b.ReportMetric(float64(len(x))*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gvalues/s")
+		})
+	}
+}

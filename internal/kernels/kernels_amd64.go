@@ -178,6 +178,7 @@ func (o *vecOps) fill(im *impl) {
 	im.dot, im.axpy, im.rmsNorm, im.siluMul = o.dotF, o.axpyF, o.rmsNormF, o.siluMulF
 	im.softmax, im.rope, im.attend, im.attendGroup = o.softmaxF, o.ropeF, o.attendF, o.attendGroupF
 	im.mul = o.mulF
+	im.toBF16 = toBF16Generic
 }
 
 var avx2Ops = vecOps{
@@ -219,6 +220,7 @@ var avx512Impl = func() impl {
 		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go}
 	}
 	avx512Ops.fill(&im)
+	im.toBF16 = toBF16AVX512Go
 	im.attendBlock = attendBlockAVX512
 	im.bf16KV = kvAttn[uint16]{lanes: 16, scores: attnScoresBF16AVX512, sum: attnSumBF16AVX512, sumAdd: attnSumAddBF16AVX512,
 		scoresQ4: attnScoresQ4BF16AVX512, sumQ4: attnSumQ4BF16AVX512, sumAddQ4: attnSumAddQ4BF16AVX512,
@@ -239,6 +241,17 @@ var avx512Impl = func() impl {
 	}
 	return im
 }()
+
+// toBF16AVX512Go converts whole vectors of 16 in assembly and the tail in
+// Go; both round as half.F32ToBF16 does.
+func toBF16AVX512Go(dst []uint16, x []float32) {
+	n := len(x) &^ 15
+	if n > 0 {
+		_ = dst[n-1]
+		toBF16AVX512(&dst[0], &x[0], n)
+	}
+	toBF16Generic(dst[n:], x[n:])
+}
 
 // int4QuantAVX512Go runs the assembly quantizer on groups of a multiple
 // of 16 inputs, and the Go one (same results) otherwise.

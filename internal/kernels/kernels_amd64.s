@@ -5997,6 +5997,113 @@ roundEven_loop:
 	VZEROUPPER
 	RET
 
+// func toBF16AVX512(dst *uint16, x *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         n+16(FP), DX
+	VPBROADCASTD absmask<>+0(SB), Z0
+	VPBROADCASTD f32inf<>+0(SB), Z1
+	VPBROADCASTD bf16bias<>+0(SB), Z2
+	VPBROADCASTD one32<>+0(SB), Z3
+	VPBROADCASTD bf16quiet<>+0(SB), Z4
+
+loop:
+	TESTQ     DX, DX
+	JZ        done
+	VMOVDQU32 (CX), Z5
+	VPSRLD    $0x10, Z5, Z6
+	VPANDD    Z3, Z6, Z7
+	VPADDD    Z2, Z7, Z7
+	VPADDD    Z5, Z7, Z7
+	VPSRLD    $0x10, Z7, Z7
+	VPANDD    Z0, Z5, Z5
+	VPCMPUD   $0x06, Z1, Z5, K1
+	VPORD     Z4, Z6, Z6
+	VMOVDQU32 Z6, K1, Z7
+	VPMOVDW   Z7, (AX)
+	ADDQ      $0x40, CX
+	ADDQ      $0x20, AX
+	SUBQ      $0x10, DX
+	JMP       loop
+
+done:
+	VZEROUPPER
+	RET
+
+DATA f32inf<>+0(SB)/4, $0x7f800000
+DATA f32inf<>+4(SB)/4, $0x7f800000
+DATA f32inf<>+8(SB)/4, $0x7f800000
+DATA f32inf<>+12(SB)/4, $0x7f800000
+DATA f32inf<>+16(SB)/4, $0x7f800000
+DATA f32inf<>+20(SB)/4, $0x7f800000
+DATA f32inf<>+24(SB)/4, $0x7f800000
+DATA f32inf<>+28(SB)/4, $0x7f800000
+DATA f32inf<>+32(SB)/4, $0x7f800000
+DATA f32inf<>+36(SB)/4, $0x7f800000
+DATA f32inf<>+40(SB)/4, $0x7f800000
+DATA f32inf<>+44(SB)/4, $0x7f800000
+DATA f32inf<>+48(SB)/4, $0x7f800000
+DATA f32inf<>+52(SB)/4, $0x7f800000
+DATA f32inf<>+56(SB)/4, $0x7f800000
+DATA f32inf<>+60(SB)/4, $0x7f800000
+GLOBL f32inf<>(SB), RODATA|NOPTR, $64
+
+DATA bf16bias<>+0(SB)/4, $0x00007fff
+DATA bf16bias<>+4(SB)/4, $0x00007fff
+DATA bf16bias<>+8(SB)/4, $0x00007fff
+DATA bf16bias<>+12(SB)/4, $0x00007fff
+DATA bf16bias<>+16(SB)/4, $0x00007fff
+DATA bf16bias<>+20(SB)/4, $0x00007fff
+DATA bf16bias<>+24(SB)/4, $0x00007fff
+DATA bf16bias<>+28(SB)/4, $0x00007fff
+DATA bf16bias<>+32(SB)/4, $0x00007fff
+DATA bf16bias<>+36(SB)/4, $0x00007fff
+DATA bf16bias<>+40(SB)/4, $0x00007fff
+DATA bf16bias<>+44(SB)/4, $0x00007fff
+DATA bf16bias<>+48(SB)/4, $0x00007fff
+DATA bf16bias<>+52(SB)/4, $0x00007fff
+DATA bf16bias<>+56(SB)/4, $0x00007fff
+DATA bf16bias<>+60(SB)/4, $0x00007fff
+GLOBL bf16bias<>(SB), RODATA|NOPTR, $64
+
+DATA one32<>+0(SB)/4, $0x00000001
+DATA one32<>+4(SB)/4, $0x00000001
+DATA one32<>+8(SB)/4, $0x00000001
+DATA one32<>+12(SB)/4, $0x00000001
+DATA one32<>+16(SB)/4, $0x00000001
+DATA one32<>+20(SB)/4, $0x00000001
+DATA one32<>+24(SB)/4, $0x00000001
+DATA one32<>+28(SB)/4, $0x00000001
+DATA one32<>+32(SB)/4, $0x00000001
+DATA one32<>+36(SB)/4, $0x00000001
+DATA one32<>+40(SB)/4, $0x00000001
+DATA one32<>+44(SB)/4, $0x00000001
+DATA one32<>+48(SB)/4, $0x00000001
+DATA one32<>+52(SB)/4, $0x00000001
+DATA one32<>+56(SB)/4, $0x00000001
+DATA one32<>+60(SB)/4, $0x00000001
+GLOBL one32<>(SB), RODATA|NOPTR, $64
+
+DATA bf16quiet<>+0(SB)/4, $0x00000040
+DATA bf16quiet<>+4(SB)/4, $0x00000040
+DATA bf16quiet<>+8(SB)/4, $0x00000040
+DATA bf16quiet<>+12(SB)/4, $0x00000040
+DATA bf16quiet<>+16(SB)/4, $0x00000040
+DATA bf16quiet<>+20(SB)/4, $0x00000040
+DATA bf16quiet<>+24(SB)/4, $0x00000040
+DATA bf16quiet<>+28(SB)/4, $0x00000040
+DATA bf16quiet<>+32(SB)/4, $0x00000040
+DATA bf16quiet<>+36(SB)/4, $0x00000040
+DATA bf16quiet<>+40(SB)/4, $0x00000040
+DATA bf16quiet<>+44(SB)/4, $0x00000040
+DATA bf16quiet<>+48(SB)/4, $0x00000040
+DATA bf16quiet<>+52(SB)/4, $0x00000040
+DATA bf16quiet<>+56(SB)/4, $0x00000040
+DATA bf16quiet<>+60(SB)/4, $0x00000040
+GLOBL bf16quiet<>(SB), RODATA|NOPTR, $64
+
 // func attnScoresBF16AVX2(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·attnScoresBF16AVX2(SB), NOSPLIT, $0-52

@@ -378,6 +378,10 @@ func clipDeltaAVX512(dst *float32, v *float32, n int, bound float32, nbound floa
 // immediate 0) for i < n (n a positive multiple of 16).
 func roundEvenAVX512(dst *float32, v *float32, n int)
 
+// toBF16AVX512 sets dst[k] to x[k] rounded to bfloat16, ties to even, for k < n,
+// n a multiple of 16; NaNs stay NaNs (quiet). Bitwise half.F32ToBF16.
+func toBF16AVX512(dst *uint16, x *float32, n int)
+
 // attnScoresBF16AVX2 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
 // multiple of 8; each dot product is one accumulator over d, reduced like the
 // matrix kernels. Keys and values are bfloat16, widened exactly.

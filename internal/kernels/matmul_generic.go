@@ -125,4 +125,5 @@ var genericImpl = impl{
 	bf16KV:      bf16KVGeneric,
 	i8KV:        i8KVGeneric,
 	mul:         mulGeneric,
+	toBF16:      toBF16Generic,
 }

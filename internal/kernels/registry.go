@@ -32,6 +32,8 @@ type impl struct {
 	i8Dot  i8Dot
 	i4KV   i4Attn // 4-bit cache (attend_i4.go)
 	mul    func(dst, x, w []float32)
+	// toBF16 is ToBF16 (the bfloat16 cache's stores).
+	toBF16 func(dst []uint16, x []float32)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

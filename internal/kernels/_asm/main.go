@@ -76,6 +76,7 @@ func main() {
 	int4QuantAVX512()
 	readSum()
 	awqQuantKernels()
+	toBF16AVX512()
 	attentionKV()
 	attentionI4()
 	Generate()
