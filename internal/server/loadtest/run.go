@@ -441,6 +441,12 @@ func (pr *PhaseReport) readBatches(ps *phaseState) {
 	if err != nil {
 		return
 	}
+	pr.parseMetrics(body)
+}
+
+// parseMetrics takes the batch sizes and KV-budget waits from the
+// server's /metrics text.
+func (pr *PhaseReport) parseMetrics(body string) {
 	var sum, count, tsum, tcount float64
 	pr.BatchHistogram = map[string]uint64{}
 	for _, line := range strings.Split(body, "\n") {
