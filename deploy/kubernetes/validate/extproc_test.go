@@ -59,9 +59,14 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 	if !ep.GetAllowModeOverride() {
 		t.Error("allow_mode_override is off: a flagged non-streamed answer cannot become a 400")
 	}
-	wait := chunkWait(t)
+	wait := serveDefault(t, "ext-proc-chunk-wait")
 	if mt := ep.GetMessageTimeout().AsDuration(); mt < time.Second || mt < 10*wait {
 		t.Errorf("message_timeout %v: too short for a prompt's judgment (and streamguard's chunk wait is %v)", mt, wait)
+	}
+	// A stream that meets a full KV budget waits up to --kv-budget-wait
+	// before its answer (429): Envoy must not give up on the message first.
+	if budget, mt := serveDefault(t, "kv-budget-wait"), ep.GetMessageTimeout().AsDuration(); mt <= budget+time.Second {
+		t.Errorf("message_timeout %v: not above streamguard's --kv-budget-wait %v plus a judgment", mt, budget)
 	}
 
 	// The gRPC cluster: HTTP/2, on the port the comment's serve opens.
@@ -120,13 +125,13 @@ func itoa(n uint32) string {
 	return string(b)
 }
 
-// chunkWait is the binary's default --ext-proc-chunk-wait.
-func chunkWait(t *testing.T) time.Duration {
+// serveDefault is the default of the binary's duration flag `serve --name`.
+func serveDefault(t *testing.T, name string) time.Duration {
 	t.Helper()
 	_, stderr := run(t, streamguard(t), []string{"serve", "-h"}, nil)
-	m := regexp.MustCompile(`(?s)-ext-proc-chunk-wait duration.*?\(default ([0-9a-zµ.]+)\)`).FindStringSubmatch(stderr)
+	m := regexp.MustCompile(`(?s)-` + regexp.QuoteMeta(name) + ` duration.*?\(default ([0-9a-zµ.]+)\)`).FindStringSubmatch(stderr)
 	if m == nil {
-		t.Fatalf("serve -h shows no --ext-proc-chunk-wait default:\n%s", stderr)
+		t.Fatalf("serve -h shows no --%s default:\n%s", name, stderr)
 	}
 	d, err := time.ParseDuration(m[1])
 	if err != nil {
