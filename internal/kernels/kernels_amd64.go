@@ -178,7 +178,6 @@ func (o *vecOps) fill(im *impl) {
 	im.dot, im.axpy, im.rmsNorm, im.siluMul = o.dotF, o.axpyF, o.rmsNormF, o.siluMulF
 	im.softmax, im.rope, im.attend, im.attendGroup = o.softmaxF, o.ropeF, o.attendF, o.attendGroupF
 	im.mul = o.mulF
-	im.toBF16 = toBF16Generic
 }
 
 var avx2Ops = vecOps{
@@ -198,6 +197,8 @@ var avx2Impl = func() impl {
 		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), widen: bf16ToF32},
 		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
+		// AVX2 has no narrowing store (VPMOVDW): the Go loop.
+		toBF16: toBF16Generic,
 	}
 	avx2Ops.fill(&im)
 	im.bf16KV = kvAttn[uint16]{lanes: 8, scores: attnScoresBF16AVX2, sum: attnSumBF16AVX2, sumAdd: attnSumAddBF16AVX2,

@@ -139,11 +139,8 @@ func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
 		return nil
 	}
 	b.waited.refused++
-	for i, q := range b.queue {
-		if q == w {
-			b.queue = append(b.queue[:i], b.queue[i+1:]...)
-			break
-		}
+	if i := slices.Index(b.queue, w); i >= 0 {
+		b.queue = slices.Delete(b.queue, i, i+1)
 	}
 	b.grantLocked() // the charges behind w may fit
 	return ErrBudget

@@ -69,13 +69,13 @@ func (w *worker) conversation(ctx context.Context, sc *script) bool {
 		}
 		return !w.ps.sigterm.Load()
 	}
-	t0 := time.Now()
+	opening := time.Now()
 	pv, err := st.open(ctx, sc.prompt)
 	if err != nil {
 		return fail("open", err)
 	}
 	if now := time.Now(); w.win.in(now) {
-		w.openLat = append(w.openLat, now.Sub(t0).Seconds())
+		w.openLat = append(w.openLat, now.Sub(opening).Seconds())
 	}
 	if !w.hasOpened {
 		w.hasOpened = true
