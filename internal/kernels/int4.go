@@ -408,6 +408,15 @@ func int4Rows(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, 
 		full = hi - 1
 	}
 	block := max(1, l2Block/(8*K)) // K/8 tiles of 64 bytes per block
+	if T == 1 || T == 2 || T == 4 {
+		// One kernel call covers every row (a token, or its coarse and
+		// residual rows): the weights are read once whatever the chunks,
+		// so chunks would only cut the range into calls whose last blocks
+		// take the kernels' one-block tiles. Those run a quarter as many
+		// independent sums and, at K = 12288 (two blocks per chunk), held
+		// a large product to 0.6 of the reads one call reaches.
+		block = max(1, full-lo)
+	}
 	for b0 := lo; b0 < full; b0 += block {
 		b1 := min(full, b0+block)
 		t := 0

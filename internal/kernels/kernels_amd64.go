@@ -291,14 +291,14 @@ func int4Gemm4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 	a4, d4, s4 := acts.block(t0, 4)
 	qs, ms := int4Strides(m)
 	_ = dst[3*ldd+(b1-b0)*int4Block-1]
-	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
+	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/2)
 }
 
 func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
 	a2, d2, s2 := acts.block(t0, 2)
 	qs, ms := int4Strides(m)
 	_ = dst[ldd+(b1-b0)*int4Block-1]
-	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs)
+	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/4)
 }
 
 var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, prefetch: prefetchGo, gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}

@@ -4007,20 +4007,23 @@ DATA nibble<>+56(SB)/4, $0x0f0f0f0f
 DATA nibble<>+60(SB)/4, $0x0f0f0f0f
 GLOBL nibble<>(SB), RODATA|NOPTR, $64
 
-// func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
-TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $0-88
+TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $0-96
 	VMOVDQU32 nibble<>+0(SB), Z0
 
 tile2:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000002
-	JL     tile1
+	JL     tile2_end
 	MOVQ   qs+16(FP), AX
 	MOVQ   meta+24(FP), CX
 	MOVQ   qstride+80(FP), DX
 	MOVQ   groups+56(FP), BX
 	IMUL3Q $0x00000030, BX, BX
+	MOVQ   bstep+88(FP), SI
+	IMULQ  SI, DX
+	IMULQ  SI, BX
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), BX
 	VXORPS Z1, Z1, Z1
@@ -4151,34 +4154,63 @@ tile2_tile:
 	ADDQ         $0x00000010, R8
 	DECQ         R9
 	JNZ          tile2_group
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VMOVUPS      Z1, (AX)
-	VMOVUPS      Z2, 64(AX)
-	ADDQ         CX, AX
-	VMOVUPS      Z3, (AX)
-	VMOVUPS      Z4, 64(AX)
-	ADDQ         CX, AX
-	VMOVUPS      Z5, (AX)
-	VMOVUPS      Z6, 64(AX)
-	ADDQ         CX, AX
-	VMOVUPS      Z7, (AX)
-	VMOVUPS      Z8, 64(AX)
-	MOVQ         dst+0(FP), AX
-	ADDQ         $0x00000080, AX
-	MOVQ         AX, dst+0(FP)
-	MOVQ         DX, qs+16(FP)
-	MOVQ         BX, meta+24(FP)
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         bstep+88(FP), SI
+	SHLQ         $0x06, SI
+	MOVQ         DX, DI
+	VMOVUPS      Z1, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z2, (DI)
+	ADDQ         BX, DX
+	MOVQ         DX, DI
+	VMOVUPS      Z3, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z4, (DI)
+	ADDQ         BX, DX
+	MOVQ         DX, DI
+	VMOVUPS      Z5, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z6, (DI)
+	ADDQ         BX, DX
+	VMOVUPS      Z7, (DX)
+	ADDQ         SI, DX
+	VMOVUPS      Z8, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
 	MOVQ         blocks+72(FP), AX
 	SUBQ         $0x00000002, AX
 	MOVQ         AX, blocks+72(FP)
 	JMP          tile2
 
+tile2_end:
+	MOVQ   bstep+88(FP), AX
+	IMUL3Q $0x00000001, AX, AX
+	MOVQ   qstride+80(FP), CX
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, DX
+	MOVQ   AX, BX
+	SHLQ   $0x06, BX
+	IMULQ  AX, CX
+	IMULQ  AX, DX
+	MOVQ   qs+16(FP), AX
+	ADDQ   CX, AX
+	MOVQ   AX, qs+16(FP)
+	MOVQ   meta+24(FP), AX
+	ADDQ   DX, AX
+	MOVQ   AX, meta+24(FP)
+	MOVQ   dst+0(FP), AX
+	ADDQ   BX, AX
+	MOVQ   AX, dst+0(FP)
+
 tile1:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000001
-	JL     ret
+	JL     tile1_end
 	MOVQ   qs+16(FP), AX
 	MOVQ   meta+24(FP), CX
 	VXORPS Z1, Z1, Z1
@@ -4277,24 +4309,27 @@ tile1_tile:
 	MOVQ         AX, blocks+72(FP)
 	JMP          tile1
 
-ret:
+tile1_end:
 	VZEROUPPER
 	RET
 
-// func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
-TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-88
+TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-96
 	VMOVDQU32 nibble<>+0(SB), Z0
 
 tile4:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000004
-	JL     tile1
+	JL     tile4_end
 	MOVQ   qs+16(FP), AX
 	MOVQ   meta+24(FP), CX
 	MOVQ   qstride+80(FP), R8
 	MOVQ   groups+56(FP), DX
 	IMUL3Q $0x00000030, DX, R9
+	MOVQ   bstep+88(FP), DX
+	IMULQ  DX, R8
+	IMULQ  DX, R9
 	LEAQ   (AX)(R8*1), DX
 	LEAQ   (CX)(R9*1), BX
 	LEAQ   (DX)(R8*1), SI
@@ -4445,32 +4480,61 @@ tile4_tile:
 	ADDQ         $0x00000008, R12
 	DECQ         R13
 	JNZ          tile4_group
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VMOVUPS      Z1, (AX)
-	VMOVUPS      Z2, 64(AX)
-	VMOVUPS      Z3, 128(AX)
-	VMOVUPS      Z4, 192(AX)
-	ADDQ         CX, AX
-	VMOVUPS      Z5, (AX)
-	VMOVUPS      Z6, 64(AX)
-	VMOVUPS      Z7, 128(AX)
-	VMOVUPS      Z8, 192(AX)
-	MOVQ         dst+0(FP), AX
-	ADDQ         $0x00000100, AX
-	MOVQ         AX, dst+0(FP)
-	MOVQ         R8, qs+16(FP)
-	MOVQ         R9, meta+24(FP)
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         bstep+88(FP), SI
+	SHLQ         $0x06, SI
+	MOVQ         DX, DI
+	VMOVUPS      Z1, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z2, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z3, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z4, (DI)
+	ADDQ         BX, DX
+	VMOVUPS      Z5, (DX)
+	ADDQ         SI, DX
+	VMOVUPS      Z6, (DX)
+	ADDQ         SI, DX
+	VMOVUPS      Z7, (DX)
+	ADDQ         SI, DX
+	VMOVUPS      Z8, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
 	MOVQ         blocks+72(FP), AX
 	SUBQ         $0x00000004, AX
 	MOVQ         AX, blocks+72(FP)
 	JMP          tile4
 
+tile4_end:
+	MOVQ   bstep+88(FP), AX
+	IMUL3Q $0x00000003, AX, AX
+	MOVQ   qstride+80(FP), CX
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, DX
+	MOVQ   AX, BX
+	SHLQ   $0x06, BX
+	IMULQ  AX, CX
+	IMULQ  AX, DX
+	MOVQ   qs+16(FP), AX
+	ADDQ   CX, AX
+	MOVQ   AX, qs+16(FP)
+	MOVQ   meta+24(FP), AX
+	ADDQ   DX, AX
+	MOVQ   AX, meta+24(FP)
+	MOVQ   dst+0(FP), AX
+	ADDQ   BX, AX
+	MOVQ   AX, dst+0(FP)
+
 tile1:
 	MOVQ   blocks+72(FP), AX
 	CMPQ   AX, $0x00000001
-	JL     ret
+	JL     tile1_end
 	MOVQ   qs+16(FP), AX
 	MOVQ   meta+24(FP), CX
 	VXORPS Z1, Z1, Z1
@@ -4540,7 +4604,7 @@ tile1_tile:
 	MOVQ         AX, blocks+72(FP)
 	JMP          tile1
 
-ret:
+tile1_end:
 	VZEROUPPER
 	RET
 
@@ -5731,7 +5795,7 @@ DATA f254<>+60(SB)/4, $0x437e0000
 GLOBL f254<>(SB), RODATA|NOPTR, $64
 
 // func readSumAVX512(p *uint64, n int) uint64
-// Requires: AVX, AVX2, AVX512F
+// Requires: AVX, AVX2, AVX512F, MMX+
 TEXT ·readSumAVX512(SB), NOSPLIT, $0-24
 	MOVQ   p+0(FP), AX
 	MOVQ   n+8(FP), CX
@@ -5739,17 +5803,23 @@ TEXT ·readSumAVX512(SB), NOSPLIT, $0-24
 	VPXORQ Z1, Z1, Z1
 	VPXORQ Z2, Z2, Z2
 	VPXORQ Z3, Z3, Z3
-	LEAQ   (AX)(CX*8), CX
+	LEAQ   (CX)(CX*1), CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*1), BX
 
 loop:
-	CMPQ   AX, CX
-	JAE    done
-	VPADDQ (AX), Z0, Z0
-	VPADDQ 64(AX), Z1, Z1
-	VPADDQ 128(AX), Z2, Z2
-	VPADDQ 192(AX), Z3, Z3
-	ADDQ   $0x00000100, AX
-	JMP    loop
+	CMPQ       AX, BX
+	JAE        done
+	PREFETCHT0 2048(AX)
+	VPADDQ     (AX), Z0, Z0
+	PREFETCHT0 2048(AX)(CX*1)
+	VPADDQ     (AX)(CX*1), Z1, Z1
+	PREFETCHT0 2048(AX)(CX*2)
+	VPADDQ     (AX)(CX*2), Z2, Z2
+	PREFETCHT0 2048(AX)(DX*1)
+	VPADDQ     (AX)(DX*1), Z3, Z3
+	ADDQ       $0x00000040, AX
+	JMP        loop
 
 done:
 	VPADDQ        Z1, Z0, Z0

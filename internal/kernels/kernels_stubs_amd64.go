@@ -244,16 +244,18 @@ func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum 
 // int4Gemm4VNNI is int4GemvVNNI for 4 rows at once: row t's outputs at
 // dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:], its
 // group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes of
-// codes per block. Each output goes through the same operations as in
-// int4GemvVNNI.
-func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// codes per block. bstep = blocks/2: tile j of the first 2·bstep blocks
+// takes blocks j, j+bstep, …, j+1·bstep; the rest go one at a time.
+// Each output goes through the same operations as in int4GemvVNNI.
+func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 
 // int4Gemm2VNNI is int4GemvVNNI for 2 rows at once: row t's outputs at
 // dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[8w+4t:], its
 // group steps and sums at d4[2g+t] and asum4[2g+t]; qstride is the bytes of
-// codes per block. Each output goes through the same operations as in
-// int4GemvVNNI.
-func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks
+// takes blocks j, j+bstep, …, j+3·bstep; the rest go one at a time.
+// Each output goes through the same operations as in int4GemvVNNI.
+func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 
 // int4GemvAVX2 is int4GemvVNNI for AVX2:
 //
@@ -353,7 +355,8 @@ func int4GemmU2x1VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride i
 func int4QuantAVX512(x *float32, a *int8, a2 *int8, d *float32, d2 *float32, s *int32, s2 *int32, groups int, group int)
 
 // readSumAVX512 returns the wrapping sum of p[:n] (n a multiple of 32),
-// read with one 64-byte load per 8 words into four accumulators.
+// read as four streams side by side (its quarters): one 64-byte load from
+// each per step, each stream into its own accumulator.
 func readSumAVX512(p *uint64, n int) uint64
 
 // scaleRangeAVX512 sets dst[i] = v[i]·s[i] for i < n (n a positive multiple

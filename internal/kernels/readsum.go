@@ -2,9 +2,10 @@ package kernels
 
 // ReadSum returns the wrapping sum of w. It exists to measure memory read
 // bandwidth (the ceiling of a memory-bound decode step): with AVX-512 it
-// reads 256 bytes per loop iteration into independent vector
-// accumulators, so on a slow or shared core the memory system, not the
-// adder, sets its speed.
+// reads the four quarters of w side by side, 64 bytes of each per loop
+// iteration into independent vector accumulators, so on a slow or shared
+// core the memory system, not the adder, sets its speed, and a core keeps
+// as many lines in flight as the decode products (four streams a core) do.
 func ReadSum(w []uint64) uint64 {
 	n := 0
 	var s uint64
