@@ -218,7 +218,7 @@ var avx512Impl = func() impl {
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
-		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvVNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go}
+		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4Gemm1VNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go}
 	}
 	avx512Ops.fill(&im)
 	im.toBF16 = toBF16AVX512Go
@@ -273,11 +273,11 @@ func int4Strides(m *Int4Matrix) (qstride, mstride int) {
 	return m.groups * m.Group / 8 * 64, m.groups * int4Meta
 }
 
-func int4GemvVNNIGo(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {
+func int4Gemm1VNNIGo(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {
 	a, d, asum := acts.token(t)
 	qs, ms := int4Strides(m)
 	_ = dst[(b1-b0)*int4Block-1]
-	int4GemvVNNI(&dst[0], &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0)
+	int4Gemm1VNNI(&dst[0], 0, &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/4)
 }
 
 func int4GemvAVX2Go(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {

@@ -3901,112 +3901,6 @@ attnSumAddQ4AVX512_j:
 	VZEROUPPER
 	RET
 
-// func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
-TEXT ·int4GemvVNNI(SB), NOSPLIT, $0-72
-	MOVQ      dst+0(FP), AX
-	MOVQ      qs+8(FP), CX
-	MOVQ      meta+16(FP), DX
-	MOVQ      blocks+64(FP), BX
-	VMOVDQU32 nibble<>+0(SB), Z0
-
-block:
-	VXORPS Z1, Z1, Z1
-	MOVQ   a+24(FP), SI
-	MOVQ   d+32(FP), DI
-	MOVQ   asum+40(FP), R8
-	MOVQ   groups+48(FP), R9
-
-group:
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	MOVQ   tiles+56(FP), R10
-
-pairs:
-	CMPQ         R10, $0x02
-	JL           last
-	PREFETCHT0   2048(CX)
-	PREFETCHT0   2112(CX)
-	VMOVDQU32    (CX), Z6
-	VPSRLW       $0x04, Z6, Z7
-	VPANDD       Z0, Z6, Z6
-	VPANDD       Z0, Z7, Z7
-	VPBROADCASTD (SI), Z8
-	VPBROADCASTD 4(SI), Z9
-	VPDPBUSD     Z8, Z6, Z2
-	VPDPBUSD     Z9, Z7, Z3
-	VMOVDQU32    64(CX), Z6
-	VPSRLW       $0x04, Z6, Z7
-	VPANDD       Z0, Z6, Z6
-	VPANDD       Z0, Z7, Z7
-	VPBROADCASTD 8(SI), Z8
-	VPBROADCASTD 12(SI), Z9
-	VPDPBUSD     Z8, Z6, Z4
-	VPDPBUSD     Z9, Z7, Z5
-	ADDQ         $0x00000080, CX
-	ADDQ         $0x00000010, SI
-	SUBQ         $0x02, R10
-	JMP          pairs
-
-last:
-	TESTQ        R10, R10
-	JZ           sum
-	VMOVDQU32    (CX), Z6
-	VPSRLW       $0x04, Z6, Z7
-	VPANDD       Z0, Z6, Z6
-	VPANDD       Z0, Z7, Z7
-	VPBROADCASTD (SI), Z8
-	VPBROADCASTD 4(SI), Z9
-	VPDPBUSD     Z8, Z6, Z2
-	VPDPBUSD     Z9, Z7, Z3
-	ADDQ         $0x00000040, CX
-	ADDQ         $0x00000008, SI
-
-sum:
-	VPADDD       Z3, Z2, Z2
-	VPADDD       Z5, Z4, Z4
-	VPADDD       Z4, Z2, Z2
-	VPMOVZXBD    32(DX), Z6
-	VCVTPH2PS    (DX), Z7
-	VPBROADCASTD (R8), Z8
-	VPMULLD      Z8, Z6, Z6
-	VPSUBD       Z6, Z2, Z2
-	VCVTDQ2PS    Z2, Z2
-	VBROADCASTSS (DI), Z8
-	VMULPS       Z8, Z7, Z6
-	VFMADD231PS  Z6, Z2, Z1
-	ADDQ         $0x00000030, DX
-	ADDQ         $0x00000004, DI
-	ADDQ         $0x00000004, R8
-	DECQ         R9
-	JNZ          group
-	VMOVUPS      Z1, (AX)
-	ADDQ         $0x00000040, AX
-	DECQ         BX
-	JNZ          block
-	VZEROUPPER
-	RET
-
-DATA nibble<>+0(SB)/4, $0x0f0f0f0f
-DATA nibble<>+4(SB)/4, $0x0f0f0f0f
-DATA nibble<>+8(SB)/4, $0x0f0f0f0f
-DATA nibble<>+12(SB)/4, $0x0f0f0f0f
-DATA nibble<>+16(SB)/4, $0x0f0f0f0f
-DATA nibble<>+20(SB)/4, $0x0f0f0f0f
-DATA nibble<>+24(SB)/4, $0x0f0f0f0f
-DATA nibble<>+28(SB)/4, $0x0f0f0f0f
-DATA nibble<>+32(SB)/4, $0x0f0f0f0f
-DATA nibble<>+36(SB)/4, $0x0f0f0f0f
-DATA nibble<>+40(SB)/4, $0x0f0f0f0f
-DATA nibble<>+44(SB)/4, $0x0f0f0f0f
-DATA nibble<>+48(SB)/4, $0x0f0f0f0f
-DATA nibble<>+52(SB)/4, $0x0f0f0f0f
-DATA nibble<>+56(SB)/4, $0x0f0f0f0f
-DATA nibble<>+60(SB)/4, $0x0f0f0f0f
-GLOBL nibble<>(SB), RODATA|NOPTR, $64
-
 // func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
 TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $0-96
@@ -4313,6 +4207,24 @@ tile1_end:
 	VZEROUPPER
 	RET
 
+DATA nibble<>+0(SB)/4, $0x0f0f0f0f
+DATA nibble<>+4(SB)/4, $0x0f0f0f0f
+DATA nibble<>+8(SB)/4, $0x0f0f0f0f
+DATA nibble<>+12(SB)/4, $0x0f0f0f0f
+DATA nibble<>+16(SB)/4, $0x0f0f0f0f
+DATA nibble<>+20(SB)/4, $0x0f0f0f0f
+DATA nibble<>+24(SB)/4, $0x0f0f0f0f
+DATA nibble<>+28(SB)/4, $0x0f0f0f0f
+DATA nibble<>+32(SB)/4, $0x0f0f0f0f
+DATA nibble<>+36(SB)/4, $0x0f0f0f0f
+DATA nibble<>+40(SB)/4, $0x0f0f0f0f
+DATA nibble<>+44(SB)/4, $0x0f0f0f0f
+DATA nibble<>+48(SB)/4, $0x0f0f0f0f
+DATA nibble<>+52(SB)/4, $0x0f0f0f0f
+DATA nibble<>+56(SB)/4, $0x0f0f0f0f
+DATA nibble<>+60(SB)/4, $0x0f0f0f0f
+GLOBL nibble<>(SB), RODATA|NOPTR, $64
+
 // func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
 TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-96
@@ -4594,6 +4506,231 @@ tile1_tile:
 	VMOVUPS      Z1, (DX)
 	ADDQ         BX, DX
 	VMOVUPS      Z2, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000001, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile1
+
+tile1_end:
+	VZEROUPPER
+	RET
+
+// func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
+TEXT ·int4Gemm1VNNI(SB), NOSPLIT, $0-96
+	VMOVDQU32 nibble<>+0(SB), Z0
+
+tile4:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000004
+	JL     tile4_end
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	MOVQ   qstride+80(FP), R8
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, R9
+	MOVQ   bstep+88(FP), DX
+	IMULQ  DX, R8
+	IMULQ  DX, R9
+	LEAQ   (AX)(R8*1), DX
+	LEAQ   (CX)(R9*1), BX
+	LEAQ   (DX)(R8*1), SI
+	LEAQ   (BX)(R9*1), DI
+	LEAQ   (SI)(R8*1), R8
+	LEAQ   (DI)(R9*1), R9
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	MOVQ   a4+32(FP), R10
+	MOVQ   d4+40(FP), R11
+	MOVQ   asum4+48(FP), R12
+	MOVQ   groups+56(FP), R13
+
+tile4_group:
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	MOVQ   tiles+64(FP), R14
+
+tile4_tile:
+	PREFETCHT0   2048(AX)
+	VMOVDQU32    (AX), Z9
+	VPSRLW       $0x04, Z9, Z10
+	VPANDD       Z0, Z9, Z9
+	VPANDD       Z0, Z10, Z10
+	PREFETCHT0   2048(DX)
+	VMOVDQU32    (DX), Z11
+	VPSRLW       $0x04, Z11, Z12
+	VPANDD       Z0, Z11, Z11
+	VPANDD       Z0, Z12, Z12
+	PREFETCHT0   2048(SI)
+	VMOVDQU32    (SI), Z13
+	VPSRLW       $0x04, Z13, Z14
+	VPANDD       Z0, Z13, Z13
+	VPANDD       Z0, Z14, Z14
+	PREFETCHT0   2048(R8)
+	VMOVDQU32    (R8), Z15
+	VPSRLW       $0x04, Z15, Z16
+	VPANDD       Z0, Z15, Z15
+	VPANDD       Z0, Z16, Z16
+	VPBROADCASTD (R10), Z17
+	VPBROADCASTD 4(R10), Z18
+	VPDPBUSD     Z17, Z9, Z5
+	VPDPBUSD     Z18, Z10, Z5
+	VPDPBUSD     Z17, Z11, Z6
+	VPDPBUSD     Z18, Z12, Z6
+	VPDPBUSD     Z17, Z13, Z7
+	VPDPBUSD     Z18, Z14, Z7
+	VPDPBUSD     Z17, Z15, Z8
+	VPDPBUSD     Z18, Z16, Z8
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000008, R10
+	DECQ         R14
+	JNZ          tile4_tile
+	VPMOVZXBD    32(CX), Z9
+	VCVTPH2PS    (CX), Z10
+	VPBROADCASTD (R12), Z11
+	VPMULLD      Z11, Z9, Z9
+	VPSUBD       Z9, Z5, Z5
+	VCVTDQ2PS    Z5, Z5
+	VBROADCASTSS (R11), Z11
+	VMULPS       Z11, Z10, Z9
+	VFMADD231PS  Z9, Z5, Z1
+	ADDQ         $0x00000030, CX
+	VPMOVZXBD    32(BX), Z9
+	VCVTPH2PS    (BX), Z10
+	VPBROADCASTD (R12), Z11
+	VPMULLD      Z11, Z9, Z9
+	VPSUBD       Z9, Z6, Z6
+	VCVTDQ2PS    Z6, Z6
+	VBROADCASTSS (R11), Z11
+	VMULPS       Z11, Z10, Z9
+	VFMADD231PS  Z9, Z6, Z2
+	ADDQ         $0x00000030, BX
+	VPMOVZXBD    32(DI), Z9
+	VCVTPH2PS    (DI), Z10
+	VPBROADCASTD (R12), Z11
+	VPMULLD      Z11, Z9, Z9
+	VPSUBD       Z9, Z7, Z7
+	VCVTDQ2PS    Z7, Z7
+	VBROADCASTSS (R11), Z11
+	VMULPS       Z11, Z10, Z9
+	VFMADD231PS  Z9, Z7, Z3
+	ADDQ         $0x00000030, DI
+	VPMOVZXBD    32(R9), Z9
+	VCVTPH2PS    (R9), Z10
+	VPBROADCASTD (R12), Z11
+	VPMULLD      Z11, Z9, Z9
+	VPSUBD       Z9, Z8, Z8
+	VCVTDQ2PS    Z8, Z8
+	VBROADCASTSS (R11), Z11
+	VMULPS       Z11, Z10, Z9
+	VFMADD231PS  Z9, Z8, Z4
+	ADDQ         $0x00000030, R9
+	ADDQ         $0x00000004, R11
+	ADDQ         $0x00000004, R12
+	DECQ         R13
+	JNZ          tile4_group
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         bstep+88(FP), BX
+	SHLQ         $0x06, BX
+	VMOVUPS      Z1, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z2, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z3, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z4, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000004, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile4
+
+tile4_end:
+	MOVQ   bstep+88(FP), AX
+	IMUL3Q $0x00000003, AX, AX
+	MOVQ   qstride+80(FP), CX
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, DX
+	MOVQ   AX, BX
+	SHLQ   $0x06, BX
+	IMULQ  AX, CX
+	IMULQ  AX, DX
+	MOVQ   qs+16(FP), AX
+	ADDQ   CX, AX
+	MOVQ   AX, qs+16(FP)
+	MOVQ   meta+24(FP), AX
+	ADDQ   DX, AX
+	MOVQ   AX, meta+24(FP)
+	MOVQ   dst+0(FP), AX
+	ADDQ   BX, AX
+	MOVQ   AX, dst+0(FP)
+
+tile1:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000001
+	JL     tile1_end
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	VXORPS Z1, Z1, Z1
+	MOVQ   a4+32(FP), DX
+	MOVQ   d4+40(FP), BX
+	MOVQ   asum4+48(FP), SI
+	MOVQ   groups+56(FP), DI
+
+tile1_group:
+	VPXORD Z19, Z19, Z19
+	MOVQ   tiles+64(FP), R8
+
+tile1_tile:
+	PREFETCHT0   2048(AX)
+	VMOVDQU32    (AX), Z2
+	VPSRLW       $0x04, Z2, Z3
+	VPANDD       Z0, Z2, Z2
+	VPANDD       Z0, Z3, Z3
+	VPBROADCASTD (DX), Z4
+	VPBROADCASTD 4(DX), Z5
+	VPDPBUSD     Z4, Z2, Z19
+	VPDPBUSD     Z5, Z3, Z19
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000008, DX
+	DECQ         R8
+	JNZ          tile1_tile
+	VPMOVZXBD    32(CX), Z2
+	VCVTPH2PS    (CX), Z3
+	VPBROADCASTD (SI), Z4
+	VPMULLD      Z4, Z2, Z2
+	VPSUBD       Z2, Z19, Z19
+	VCVTDQ2PS    Z19, Z19
+	VBROADCASTSS (BX), Z4
+	VMULPS       Z4, Z3, Z2
+	VFMADD231PS  Z2, Z19, Z1
+	ADDQ         $0x00000030, CX
+	ADDQ         $0x00000004, BX
+	ADDQ         $0x00000004, SI
+	DECQ         DI
+	JNZ          tile1_group
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	VMOVUPS      Z1, (DX)
 	MOVQ         dst+0(FP), DX
 	ADDQ         $0x00000040, DX
 	MOVQ         DX, dst+0(FP)

@@ -233,31 +233,46 @@ func attnSumQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d
 // is bitwise the one attnSumAddAVX512 computes.
 func attnSumAddQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int, d int, stride int)
 
-// int4GemvVNNI computes blocks of 16 outputs of one token from repacked INT4
-// weights (qs, meta) and int8 activations a with per-group steps d and sums asum:
+// int4Gemm4VNNI computes blocks of 16 outputs of 4 rows from repacked INT4
+// weights (qs, meta) and int8 activations with per-group steps d and sums asum:
 //
 //	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
 //
-// over groups g in increasing order (the integer sums are exact).
-func int4GemvVNNI(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)
-
-// int4Gemm4VNNI is int4GemvVNNI for 4 rows at once: row t's outputs at
-// dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:], its
-// group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes of
-// codes per block. bstep = blocks/2: tile j of the first 2·bstep blocks
-// takes blocks j, j+bstep, …, j+1·bstep; the rest go one at a time.
-// Each output goes through the same operations as in int4GemvVNNI.
+// over groups g in increasing order (the integer sums are exact). Row t's
+// outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:],
+// its group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes
+// of codes per block. bstep = blocks/2: tile j of the first 2·bstep blocks takes
+// blocks j, j+bstep, …, j+1·bstep; the rest go one at a time. Every output goes
+// through the same operations whatever its tile, row count or call.
 func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 
-// int4Gemm2VNNI is int4GemvVNNI for 2 rows at once: row t's outputs at
-// dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[8w+4t:], its
-// group steps and sums at d4[2g+t] and asum4[2g+t]; qstride is the bytes of
-// codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks
-// takes blocks j, j+bstep, …, j+3·bstep; the rest go one at a time.
-// Each output goes through the same operations as in int4GemvVNNI.
+// int4Gemm2VNNI computes blocks of 16 outputs of 2 rows from repacked INT4
+// weights (qs, meta) and int8 activations with per-group steps d and sums asum:
+//
+//	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
+//
+// over groups g in increasing order (the integer sums are exact). Row t's
+// outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[8w+4t:],
+// its group steps and sums at d4[2g+t] and asum4[2g+t]; qstride is the bytes
+// of codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks takes
+// blocks j, j+bstep, …, j+3·bstep; the rest go one at a time. Every output goes
+// through the same operations whatever its tile, row count or call.
 func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
 
-// int4GemvAVX2 is int4GemvVNNI for AVX2:
+// int4Gemm1VNNI computes blocks of 16 outputs of one row from repacked INT4
+// weights (qs, meta) and int8 activations with per-group steps d and sums asum:
+//
+//	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
+//
+// over groups g in increasing order (the integer sums are exact). Row t's
+// outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[4w+4t:],
+// its group steps and sums at d4[1g+t] and asum4[1g+t]; qstride is the bytes
+// of codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks takes
+// blocks j, j+bstep, …, j+3·bstep; the rest go one at a time. Every output goes
+// through the same operations whatever its tile, row count or call.
+func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+
+// int4GemvAVX2 is int4Gemm1VNNI for AVX2, one block at a time:
 //
 //	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
 func int4GemvAVX2(dst *float32, qs *byte, meta *byte, a *int8, d *float32, asum *int32, groups int, tiles int, blocks int)

@@ -53,106 +53,39 @@ func int4Meta(i isa, m Register, lane0 int) (z, s VecVirtual) {
 }
 
 func int4Kernels() {
-	int4GemvVNNI()
 	int4GemmVNNI(4, []int{2, 1})
 	int4GemmVNNI(2, []int{4, 1})
+	int4GemmVNNI(1, []int{4, 1})
 	int4GemvAVX2()
 	int4UnpackedKernels()
 }
 
 const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])"
 
-// int4GemvVNNI: one token, blocks of 16 outputs.
-func int4GemvVNNI() {
-	TEXT("int4GemvVNNI", NOSPLIT, "func(dst *float32, qs, meta *byte, a *int8, d *float32, asum *int32, groups, tiles, blocks int)")
-	Doc("int4GemvVNNI computes blocks of 16 outputs of one token from repacked INT4",
-		"weights (qs, meta) and int8 activations a with per-group steps d and sums asum:",
-		"",
-		"\t"+int4Doc,
-		"",
-		"over groups g in increasing order (the integer sums are exact).")
-	i := avx512
-	dst, qs, meta := Load(Param("dst"), GP64()), Load(Param("qs"), GP64()), Load(Param("meta"), GP64())
-	blocks := Load(Param("blocks"), GP64())
-	mask := i.vec()
-	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
-	Label("block")
-	facc := i.vec()
-	zero(facc)
-	ap, dp, sp := Load(Param("a"), GP64()), Load(Param("d"), GP64()), Load(Param("asum"), GP64())
-	gn := Load(Param("groups"), GP64())
-	Label("group")
-	// Two tiles per step into four accumulators for more independent
-	// VPDPBUSD chains; integer sums are exact, so the split is invisible.
-	acc := []VecVirtual{i.vec(), i.vec(), i.vec(), i.vec()}
-	for _, v := range acc {
-		VPXORD(v, v, v)
-	}
-	tn := Load(Param("tiles"), GP64())
-	tileStep := func(u int, lo, hi VecVirtual) {
-		v, h, alo, ahi := i.vec(), i.vec(), i.vec(), i.vec()
-		VMOVDQU32(mem(qs, 64*u), v)
-		VPSRLW(U8(4), v, h)
-		VPANDD(mask, v, v)
-		VPANDD(mask, h, h)
-		VPBROADCASTD(mem(ap, 8*u), alo)
-		VPBROADCASTD(mem(ap, 8*u+4), ahi)
-		vpdpbusd(alo, v, lo)
-		vpdpbusd(ahi, h, hi)
-	}
-	Label("pairs")
-	CMPQ(tn, U8(2))
-	JL(LabelRef("last"))
-	// Single-token products stream the codes once from memory: ask for
-	// them 2 KiB ahead of use.
-	PREFETCHT0(mem(qs, 2048))
-	PREFETCHT0(mem(qs, 2048+64))
-	tileStep(0, acc[0], acc[1])
-	tileStep(1, acc[2], acc[3])
-	ADDQ(U32(128), qs)
-	ADDQ(U32(16), ap)
-	SUBQ(U8(2), tn)
-	JMP(LabelRef("pairs"))
-	Label("last")
-	TESTQ(tn, tn)
-	JZ(LabelRef("sum"))
-	tileStep(0, acc[0], acc[1])
-	ADDQ(U32(64), qs)
-	ADDQ(U32(8), ap)
-	Label("sum")
-	VPADDD(acc[1], acc[0], acc[0])
-	VPADDD(acc[3], acc[2], acc[2])
-	VPADDD(acc[2], acc[0], acc[0])
-	i0 := acc[0]
-	z, s := int4Meta(i, meta, 0)
-	int4Epilogue(i, i0, z, s, facc, mem(sp, 0), mem(dp, 0))
-	ADDQ(U32(48), meta)
-	ADDQ(U32(4), dp)
-	ADDQ(U32(4), sp)
-	DECQ(gn)
-	JNZ(LabelRef("group"))
-	VMOVUPS(facc, mem(dst, 0))
-	ADDQ(U32(64), dst)
-	DECQ(blocks)
-	JNZ(LabelRef("block"))
-	VZEROUPPER()
-	RET()
-}
-
-// int4GemmVNNI generates the multi-row kernel for rows = 4 or 2: rows ×
-// R blocks per register tile, for R in tiles (largest first, each used
+// int4GemmVNNI generates the kernel for rows = 1, 2 or 4 (a token; a
+// token's coarse and residual rows; two tokens' or four coarse rows): rows
+// × R blocks per register tile, for R in tiles (largest first, each used
 // while enough blocks remain). The rows' activations are interleaved by
 // 4-byte word (word w of row t at a[4·rows·w + 4t]) and their steps and
 // sums are [groups][rows].
 func int4GemmVNNI(rows int, tiles []int) {
 	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
 	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride, bstep int)")
-	Doc(fmt.Sprintf("%s is int4GemvVNNI for %d rows at once: row t's outputs at", name, rows),
-		fmt.Sprintf("dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[%dw+4t:], its", 4*rows),
-		fmt.Sprintf("group steps and sums at d4[%dg+t] and asum4[%dg+t]; qstride is the bytes of", rows, rows),
-		fmt.Sprintf("codes per block. bstep = blocks/%d: tile j of the first %d·bstep blocks", tiles[0], tiles[0]),
-		fmt.Sprintf("takes blocks j, j+bstep, …, j+%d·bstep; the rest go one at a time.", tiles[0]-1),
-		"Each output goes through the same operations as in int4GemvVNNI.")
+	what := fmt.Sprintf("%d rows", rows)
+	if rows == 1 {
+		what = "one row"
+	}
+	Doc(fmt.Sprintf("%s computes blocks of 16 outputs of %s from repacked INT4", name, what),
+		"weights (qs, meta) and int8 activations with per-group steps d and sums asum:",
+		"",
+		"\t"+int4Doc,
+		"",
+		"over groups g in increasing order (the integer sums are exact). Row t's",
+		fmt.Sprintf("outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[%dw+4t:],", 4*rows),
+		fmt.Sprintf("its group steps and sums at d4[%dg+t] and asum4[%dg+t]; qstride is the bytes", rows, rows),
+		fmt.Sprintf("of codes per block. bstep = blocks/%d: tile j of the first %d·bstep blocks takes", tiles[0], tiles[0]),
+		fmt.Sprintf("blocks j, j+bstep, …, j+%d·bstep; the rest go one at a time. Every output goes", tiles[0]-1),
+		"through the same operations whatever its tile, row count or call.")
 	i := avx512
 	mask := i.vec()
 	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
@@ -216,9 +149,9 @@ func int4GemmVNNI(rows int, tiles []int) {
 		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
 		for b := range R {
 			if rows <= 2 {
-				// One token (its coarse and residual rows) streams the
-				// codes once from memory, R blocks at a time: ask for
-				// each block's codes 2 KiB ahead, as int4GemvVNNI does.
+				// One token (its coarse row, or with its residual)
+				// streams the codes once from memory, R streams at a
+				// time: ask for each stream's codes 2 KiB ahead.
 				PREFETCHT0(mem(qsp[b], 2048))
 			}
 			lo[b], hi[b] = i.vec(), i.vec()
@@ -318,12 +251,12 @@ func int4GemmVNNI(rows int, tiles []int) {
 	RET()
 }
 
-// int4GemvAVX2 is int4GemvVNNI with VPMADDUBSW+VPMADDWD in place of
+// int4GemvAVX2 is int4Gemm1VNNI with VPMADDUBSW+VPMADDWD in place of
 // VPDPBUSD, on two 8-output halves of each block; the integer sums and the
 // float steps are the same, so the results are too.
 func int4GemvAVX2() {
 	TEXT("int4GemvAVX2", NOSPLIT, "func(dst *float32, qs, meta *byte, a *int8, d *float32, asum *int32, groups, tiles, blocks int)")
-	Doc("int4GemvAVX2 is int4GemvVNNI for AVX2:",
+	Doc("int4GemvAVX2 is int4Gemm1VNNI for AVX2, one block at a time:",
 		"",
 		"\t"+int4Doc)
 	i := avx2
