@@ -25,9 +25,11 @@ func init() {
 
 // asmGemv and asmGemm4 adapt the assembly kernels to the driver's slices.
 // The driver guarantees K > 0, so the slices are never empty.
-func asmGemv[W float32 | uint16](f func(dst, x *float32, w *W, kk, rows, ldw int)) func([]float32, []float32, []W, int, int, int) {
+// asmGemv wraps a generated gemv, whose tiles take 4 rows (gemvRows in
+// _asm, on AVX2 and AVX-512) rows/4 apart.
+func asmGemv[W float32 | uint16](f func(dst, x *float32, w *W, kk, rows, ldw, rstep int)) func([]float32, []float32, []W, int, int, int) {
 	return func(dst, x []float32, w []W, kk, rows, ldw int) {
-		f(&dst[0], &x[0], &w[0], kk, rows, ldw)
+		f(&dst[0], &x[0], &w[0], kk, rows, ldw, rows/4)
 	}
 }
 

@@ -4,9 +4,9 @@
 
 #include "textflag.h"
 
-// func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
+// func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, FMA3
-TEXT ·gemvF32AVX2(SB), NOSPLIT, $0-48
+TEXT ·gemvF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -15,29 +15,31 @@ TEXT ·gemvF32AVX2(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Y4
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS (DI)(BX*1), Y4, Y1
-	VFMADD231PS (DI)(BX*2), Y4, Y2
-	VFMADD231PS (R8), Y4, Y3
+	VFMADD231PS (R8), Y4, Y0
+	VFMADD231PS (R8)(DI*1), Y4, Y1
+	VFMADD231PS (R8)(DI*2), Y4, Y2
+	VFMADD231PS (R9), Y4, Y3
 	ADDQ        $0x00000020, SI
-	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R8
-	SUBQ        $0x00000008, R9
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000008, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -54,28 +56,43 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000004, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 8(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000008, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 12(AX)
-	ADDQ         $0x00000010, AX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x0000000c, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
+	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
 	SUBQ         $0x00000004, DX
 	JMP          rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -105,7 +122,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	SUBQ         $0x00000001, DX
+	DECQ         DX
 	JMP          rows1
 
 ret:
@@ -305,9 +322,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+// func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·gemvBF16AVX2(SB), NOSPLIT, $0-48
+TEXT ·gemvBF16AVX2(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -316,37 +333,39 @@ TEXT ·gemvBF16AVX2(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Y4
-	VPMOVZXWD   (DI), Y5
+	VPMOVZXWD   (R8), Y5
 	VPSLLD      $0x10, Y5, Y5
 	VFMADD231PS Y5, Y4, Y0
-	VPMOVZXWD   (DI)(BX*1), Y5
+	VPMOVZXWD   (R8)(DI*1), Y5
 	VPSLLD      $0x10, Y5, Y5
 	VFMADD231PS Y5, Y4, Y1
-	VPMOVZXWD   (DI)(BX*2), Y5
+	VPMOVZXWD   (R8)(DI*2), Y5
 	VPSLLD      $0x10, Y5, Y5
 	VFMADD231PS Y5, Y4, Y2
-	VPMOVZXWD   (R8), Y5
+	VPMOVZXWD   (R9), Y5
 	VPSLLD      $0x10, Y5, Y5
 	VFMADD231PS Y5, Y4, Y3
 	ADDQ        $0x00000020, SI
-	ADDQ        $0x00000010, DI
 	ADDQ        $0x00000010, R8
-	SUBQ        $0x00000008, R9
+	ADDQ        $0x00000010, R9
+	SUBQ        $0x00000008, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -363,28 +382,43 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000004, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 8(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000008, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 12(AX)
-	ADDQ         $0x00000010, AX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x0000000c, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
+	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
 	SUBQ         $0x00000004, DX
 	JMP          rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -416,7 +450,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	SUBQ         $0x00000001, DX
+	DECQ         DX
 	JMP          rows1
 
 ret:
@@ -619,9 +653,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+// func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, F16C, FMA3
-TEXT ·gemvF16AVX2(SB), NOSPLIT, $0-48
+TEXT ·gemvF16AVX2(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -630,33 +664,35 @@ TEXT ·gemvF16AVX2(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Y4
-	VCVTPH2PS   (DI), Y5
-	VFMADD231PS Y5, Y4, Y0
-	VCVTPH2PS   (DI)(BX*1), Y5
-	VFMADD231PS Y5, Y4, Y1
-	VCVTPH2PS   (DI)(BX*2), Y5
-	VFMADD231PS Y5, Y4, Y2
 	VCVTPH2PS   (R8), Y5
+	VFMADD231PS Y5, Y4, Y0
+	VCVTPH2PS   (R8)(DI*1), Y5
+	VFMADD231PS Y5, Y4, Y1
+	VCVTPH2PS   (R8)(DI*2), Y5
+	VFMADD231PS Y5, Y4, Y2
+	VCVTPH2PS   (R9), Y5
 	VFMADD231PS Y5, Y4, Y3
 	ADDQ        $0x00000020, SI
-	ADDQ        $0x00000010, DI
 	ADDQ        $0x00000010, R8
-	SUBQ        $0x00000008, R9
+	ADDQ        $0x00000010, R9
+	SUBQ        $0x00000008, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -673,28 +709,43 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000004, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 8(AX)
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x00000008, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 12(AX)
-	ADDQ         $0x00000010, AX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
-	ADDQ         BX, CX
+	MOVQ         rstep+48(FP), SI
+	IMUL3Q       $0x0000000c, SI, SI
+	ADDQ         AX, SI
+	VMOVSS       X0, (SI)
+	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
 	SUBQ         $0x00000004, DX
 	JMP          rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -725,7 +776,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	SUBQ         $0x00000001, DX
+	DECQ         DX
 	JMP          rows1
 
 ret:
@@ -1725,9 +1776,9 @@ attnSumAddAVX2ret:
 	VZEROUPPER
 	RET
 
-// func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
+// func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvF32AVX512(SB), NOSPLIT, $0-48
+TEXT ·gemvF32AVX512(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -1736,29 +1787,31 @@ TEXT ·gemvF32AVX512(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Z4
-	VFMADD231PS (DI), Z4, Z0
-	VFMADD231PS (DI)(BX*1), Z4, Z1
-	VFMADD231PS (DI)(BX*2), Z4, Z2
-	VFMADD231PS (R8), Z4, Z3
+	VFMADD231PS (R8), Z4, Z0
+	VFMADD231PS (R8)(DI*1), Z4, Z1
+	VFMADD231PS (R8)(DI*2), Z4, Z2
+	VFMADD231PS (R9), Z4, Z3
 	ADDQ        $0x00000040, SI
-	ADDQ        $0x00000040, DI
 	ADDQ        $0x00000040, R8
-	SUBQ        $0x00000010, R9
+	ADDQ        $0x00000040, R9
+	SUBQ        $0x00000010, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -1779,7 +1832,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000004, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -1788,7 +1844,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000008, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -1797,14 +1856,23 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
-	ADDQ          $0x00000010, AX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x0000000c, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
+	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
 	SUBQ          $0x00000004, DX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -1836,7 +1904,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	SUBQ          $0x00000001, DX
+	DECQ          DX
 	JMP           rows1
 
 ret:
@@ -2159,9 +2227,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+// func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvBF16AVX512(SB), NOSPLIT, $0-48
+TEXT ·gemvBF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -2170,37 +2238,39 @@ TEXT ·gemvBF16AVX512(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Z4
-	VPMOVZXWD   (DI), Z5
+	VPMOVZXWD   (R8), Z5
 	VPSLLD      $0x10, Z5, Z5
 	VFMADD231PS Z5, Z4, Z0
-	VPMOVZXWD   (DI)(BX*1), Z5
+	VPMOVZXWD   (R8)(DI*1), Z5
 	VPSLLD      $0x10, Z5, Z5
 	VFMADD231PS Z5, Z4, Z1
-	VPMOVZXWD   (DI)(BX*2), Z5
+	VPMOVZXWD   (R8)(DI*2), Z5
 	VPSLLD      $0x10, Z5, Z5
 	VFMADD231PS Z5, Z4, Z2
-	VPMOVZXWD   (R8), Z5
+	VPMOVZXWD   (R9), Z5
 	VPSLLD      $0x10, Z5, Z5
 	VFMADD231PS Z5, Z4, Z3
 	ADDQ        $0x00000040, SI
-	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R8
-	SUBQ        $0x00000010, R9
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000010, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -2221,7 +2291,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000004, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2230,7 +2303,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000008, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2239,14 +2315,23 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
-	ADDQ          $0x00000010, AX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x0000000c, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
+	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
 	SUBQ          $0x00000004, DX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -2280,7 +2365,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	SUBQ          $0x00000001, DX
+	DECQ          DX
 	JMP           rows1
 
 ret:
@@ -2608,9 +2693,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+// func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvF16AVX512(SB), NOSPLIT, $0-48
+TEXT ·gemvF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
@@ -2619,33 +2704,35 @@ TEXT ·gemvF16AVX512(SB), NOSPLIT, $0-48
 
 rows4:
 	CMPQ   DX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   CX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
+	MOVQ   rstep+48(FP), DI
+	IMULQ  BX, DI
+	MOVQ   CX, R8
+	LEAQ   (R8)(DI*2), R9
+	ADDQ   DI, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	MOVQ   kk+24(FP), R9
-	TESTQ  R9, R9
+	MOVQ   kk+24(FP), R10
+	TESTQ  R10, R10
 	JZ     rows4_done
 
 rows4_loop:
 	VMOVUPS     (SI), Z4
-	VCVTPH2PS   (DI), Z5
-	VFMADD231PS Z5, Z4, Z0
-	VCVTPH2PS   (DI)(BX*1), Z5
-	VFMADD231PS Z5, Z4, Z1
-	VCVTPH2PS   (DI)(BX*2), Z5
-	VFMADD231PS Z5, Z4, Z2
 	VCVTPH2PS   (R8), Z5
+	VFMADD231PS Z5, Z4, Z0
+	VCVTPH2PS   (R8)(DI*1), Z5
+	VFMADD231PS Z5, Z4, Z1
+	VCVTPH2PS   (R8)(DI*2), Z5
+	VFMADD231PS Z5, Z4, Z2
+	VCVTPH2PS   (R9), Z5
 	VFMADD231PS Z5, Z4, Z3
 	ADDQ        $0x00000040, SI
-	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R8
-	SUBQ        $0x00000010, R9
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000010, R10
 	JNZ         rows4_loop
 
 rows4_done:
@@ -2666,7 +2753,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000004, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2675,7 +2765,10 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x00000008, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2684,14 +2777,23 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
-	ADDQ          $0x00000010, AX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
-	ADDQ          BX, CX
+	MOVQ          rstep+48(FP), SI
+	IMUL3Q        $0x0000000c, SI, SI
+	ADDQ          AX, SI
+	VMOVSS        X1, (SI)
+	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
 	SUBQ          $0x00000004, DX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+48(FP), SI
+	IMUL3Q $0x00000003, SI, SI
+	MOVQ   SI, DI
+	IMULQ  BX, DI
+	ADDQ   DI, CX
+	SHLQ   $0x02, SI
+	ADDQ   SI, AX
 
 rows1:
 	CMPQ   DX, $0x00000001
@@ -2724,7 +2826,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	SUBQ          $0x00000001, DX
+	DECQ          DX
 	JMP           rows1
 
 ret:

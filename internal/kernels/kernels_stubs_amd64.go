@@ -4,7 +4,8 @@
 
 package kernels
 
-// gemvF32AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// gemvF32AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -15,7 +16,7 @@ package kernels
 //	}
 //
 // where w(i) is w[i].
-func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
+func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemm4F32AVX2 is gemvF32AVX2 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 2 rows).
@@ -25,7 +26,8 @@ func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int
 //	}
 func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
-// gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -36,7 +38,7 @@ func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int
 //	}
 //
 // where w(i) is math.Float32frombits(uint32(w[i])<<16).
-func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4BF16AVX2 is gemvBF16AVX2 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 2 rows).
@@ -46,7 +48,8 @@ func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int
 //	}
 func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
-// gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -57,7 +60,7 @@ func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int
 //	}
 //
 // where w(i) is float16 w[i] widened.
-func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4F16AVX2 is gemvF16AVX2 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 2 rows).
@@ -111,7 +114,8 @@ func attnSumAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
 // d a multiple of 8, n > 0.
 func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
 
-// gemvF32AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// gemvF32AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -122,7 +126,7 @@ func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride i
 //	}
 //
 // where w(i) is w[i].
-func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
+func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemm4F32AVX512 is gemvF32AVX512 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 4 rows).
@@ -132,7 +136,8 @@ func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw i
 //	}
 func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
-// gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -143,7 +148,7 @@ func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk i
 //	}
 //
 // where w(i) is math.Float32frombits(uint32(w[i])<<16).
-func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4BF16AVX512 is gemvBF16AVX512 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 4 rows).
@@ -153,7 +158,8 @@ func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw i
 //	}
 func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
-// gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
+// and rstep is rows/4 (the spacing of a tile's rows).
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -164,7 +170,7 @@ func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk i
 //	}
 //
 // where w(i) is float16 w[i] widened.
-func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
+func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4F16AVX512 is gemvF16AVX512 for 4 tokens at once, reusing each weight
 // vector for all of them (register tile: 4 tokens × 4 rows).

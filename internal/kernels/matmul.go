@@ -66,6 +66,12 @@ func matmulRows[W float32 | uint16](mk *matKernels[W], dst, x []float32, w []W, 
 		wsize = 2
 	}
 	block := max(4, (l2Block/(K*wsize))&^3)
+	if T == 1 || T == 4 {
+		// One kernel call covers every token: the weights are read once
+		// whatever the chunks, and a whole range lets gemv's streams run
+		// through a quarter of it (see int4Rows).
+		block = hi - lo
+	}
 	for nb := lo; nb < hi; nb += block {
 		nr := min(block, hi-nb)
 		wb := w[nb*K : (nb+nr)*K]

@@ -133,13 +133,19 @@ func funcName(kind string, i isa, wt weightType) string {
 	return fmt.Sprintf("%s%s%s", kind, wt.name, i.name)
 }
 
-// gemv emits dst[r] = x[:kk]·w[r*ldw:][:kk] for r < rows.
+// gemv emits dst[r] = x[:kk]·w[r*ldw:][:kk] for r < rows. Its tiles of
+// gemvRows rows take rows rstep apart (rstep = rows/gemvRows): row j,
+// j+rstep, …, so that each of a tile's rows starts a stream that runs on
+// through the next rstep rows (rows are contiguous in memory) instead of
+// ending after one row of a few KiB, and a core keeps a stream's worth of
+// lines in flight for each. The rows past gemvRows·rstep go one at a time.
 func gemv(i isa, wt weightType) {
 	name := funcName("gemv", i, wt)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, x *float32, w *%s, kk, rows, ldw int)", wt.gotyp))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, x *float32, w *%s, kk, rows, ldw, rstep int)", wt.gotyp))
 	l := fmt.Sprint(i.lanes)
 	Doc(
-		fmt.Sprintf("%s computes one token against rows of a weight matrix; kk is a multiple of %d.", name, i.lanes),
+		fmt.Sprintf("%s computes one token against rows of a weight matrix; kk is a multiple of %d", name, i.lanes),
+		fmt.Sprintf("and rstep is rows/%d (the spacing of a tile's rows).", i.gemvRows),
 		"",
 		"\tfor r := 0; r < rows; r++ {",
 		"\t\tvar acc ["+l+"]float32",
@@ -165,15 +171,46 @@ func gemv(i isa, wt weightType) {
 		}
 		Label(group)
 		CMPQ(rows, U32(R))
-		JL(LabelRef(next))
-		x := Load(Param("x"), GP64())
-		tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, ldw, R), func(t, r int) Mem { return mem(dst, 4*r) }, group)
-		ADDQ(U32(4*R), dst)
-		for range R {
+		if R == 1 {
+			JL(LabelRef(next))
+			x := Load(Param("x"), GP64())
+			tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, ldw, 1), func(t, r int) Mem { return mem(dst, 0) }, group)
+			ADDQ(U32(4), dst)
 			ADDQ(ldw, w)
+			DECQ(rows)
+			JMP(LabelRef(group))
+			continue
 		}
+		JL(LabelRef(group + "_end"))
+		x := Load(Param("x"), GP64())
+		spacing := Load(Param("rstep"), GP64())
+		IMULQ(ldw, spacing) // bytes between a tile's rows
+		tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, spacing, R), func(t, r int) Mem {
+			if r == 0 {
+				return mem(dst, 0)
+			}
+			// The weight pointers are dead after the loop: the output
+			// of row r is 4·r·rstep bytes on.
+			o := Load(Param("rstep"), GP64())
+			IMUL3Q(U32(4*r), o, o)
+			ADDQ(dst, o)
+			return mem(o, 0)
+		}, group)
+		ADDQ(U32(4), dst)
+		ADDQ(ldw, w)
 		SUBQ(U32(R), rows)
 		JMP(LabelRef(group))
+		Label(group + "_end")
+		// The tiles took rows [0, R·rstep) and left dst and w at row
+		// rstep: move them to row R·rstep.
+		skip := Load(Param("rstep"), GP64())
+		IMUL3Q(U32(R-1), skip, skip)
+		wskip := GP64()
+		MOVQ(skip, wskip)
+		IMULQ(ldw, wskip)
+		ADDQ(wskip, w)
+		SHLQ(U8(2), skip)
+		ADDQ(skip, dst)
 	}
 	Label("ret")
 	VZEROUPPER()
