@@ -129,9 +129,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+// func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, FMA3
-TEXT ·gemm4F32AVX2(SB), NOSPLIT, $0-64
+TEXT ·gemm4F32AVX2(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -142,13 +142,15 @@ TEXT ·gemm4F32AVX2(SB), NOSPLIT, $0-64
 
 rows2:
 	CMPQ   BX, $0x00000002
-	JL     rows1
+	JL     rows2_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -157,8 +159,8 @@ rows2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   kk+40(FP), R11
-	TESTQ  R11, R11
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
 	JZ     rows2_done
 
 rows2_loop:
@@ -166,20 +168,20 @@ rows2_loop:
 	VMOVUPS     (DI)(R8*1), Y9
 	VMOVUPS     (DI)(R8*2), Y10
 	VMOVUPS     (R9), Y11
-	VMOVUPS     (R10), Y12
+	VMOVUPS     (R11), Y12
 	VFMADD231PS Y12, Y8, Y0
 	VFMADD231PS Y12, Y9, Y2
 	VFMADD231PS Y12, Y10, Y4
 	VFMADD231PS Y12, Y11, Y6
-	VMOVUPS     (R10)(SI*1), Y12
+	VMOVUPS     (R11)(R10*1), Y12
 	VFMADD231PS Y12, Y8, Y1
 	VFMADD231PS Y12, Y9, Y3
 	VFMADD231PS Y12, Y10, Y5
 	VFMADD231PS Y12, Y11, Y7
 	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R9
-	ADDQ        $0x00000020, R10
-	SUBQ        $0x00000008, R11
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000008, R12
 	JNZ         rows2_loop
 
 rows2_done:
@@ -196,58 +198,78 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+64(FP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*1)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y4, X0
 	VADDPS       X0, X4, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y5, X0
 	VADDPS       X0, X5, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*2)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y6, X0
 	VADDPS       X0, X6, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y7, X0
 	VADDPS       X0, X7, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, 4(R9)
-	ADDQ         $0x00000008, AX
-	ADDQ         SI, DX
+	IMUL3Q       $0x00000001, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000002, BX
 	JMP          rows2
+
+rows2_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000001, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -296,23 +318,27 @@ rows1_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000001, BX
@@ -457,9 +483,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $0-64
+TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -470,13 +496,15 @@ TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $0-64
 
 rows2:
 	CMPQ   BX, $0x00000002
-	JL     rows1
+	JL     rows2_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -485,8 +513,8 @@ rows2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   kk+40(FP), R11
-	TESTQ  R11, R11
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
 	JZ     rows2_done
 
 rows2_loop:
@@ -494,13 +522,13 @@ rows2_loop:
 	VMOVUPS     (DI)(R8*1), Y9
 	VMOVUPS     (DI)(R8*2), Y10
 	VMOVUPS     (R9), Y11
-	VPMOVZXWD   (R10), Y12
+	VPMOVZXWD   (R11), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y12, Y8, Y0
 	VFMADD231PS Y12, Y9, Y2
 	VFMADD231PS Y12, Y10, Y4
 	VFMADD231PS Y12, Y11, Y6
-	VPMOVZXWD   (R10)(SI*1), Y12
+	VPMOVZXWD   (R11)(R10*1), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y12, Y8, Y1
 	VFMADD231PS Y12, Y9, Y3
@@ -508,8 +536,8 @@ rows2_loop:
 	VFMADD231PS Y12, Y11, Y7
 	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R9
-	ADDQ        $0x00000010, R10
-	SUBQ        $0x00000008, R11
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R12
 	JNZ         rows2_loop
 
 rows2_done:
@@ -526,58 +554,78 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+64(FP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*1)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y4, X0
 	VADDPS       X0, X4, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y5, X0
 	VADDPS       X0, X5, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*2)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y6, X0
 	VADDPS       X0, X6, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y7, X0
 	VADDPS       X0, X7, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, 4(R9)
-	ADDQ         $0x00000008, AX
-	ADDQ         SI, DX
+	IMUL3Q       $0x00000001, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000002, BX
 	JMP          rows2
+
+rows2_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000001, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -627,23 +675,27 @@ rows1_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000001, BX
@@ -783,9 +835,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, F16C, FMA3
-TEXT ·gemm4F16AVX2(SB), NOSPLIT, $0-64
+TEXT ·gemm4F16AVX2(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -796,13 +848,15 @@ TEXT ·gemm4F16AVX2(SB), NOSPLIT, $0-64
 
 rows2:
 	CMPQ   BX, $0x00000002
-	JL     rows1
+	JL     rows2_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -811,8 +865,8 @@ rows2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   kk+40(FP), R11
-	TESTQ  R11, R11
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
 	JZ     rows2_done
 
 rows2_loop:
@@ -820,20 +874,20 @@ rows2_loop:
 	VMOVUPS     (DI)(R8*1), Y9
 	VMOVUPS     (DI)(R8*2), Y10
 	VMOVUPS     (R9), Y11
-	VCVTPH2PS   (R10), Y12
+	VCVTPH2PS   (R11), Y12
 	VFMADD231PS Y12, Y8, Y0
 	VFMADD231PS Y12, Y9, Y2
 	VFMADD231PS Y12, Y10, Y4
 	VFMADD231PS Y12, Y11, Y6
-	VCVTPH2PS   (R10)(SI*1), Y12
+	VCVTPH2PS   (R11)(R10*1), Y12
 	VFMADD231PS Y12, Y8, Y1
 	VFMADD231PS Y12, Y9, Y3
 	VFMADD231PS Y12, Y10, Y5
 	VFMADD231PS Y12, Y11, Y7
 	ADDQ        $0x00000020, DI
 	ADDQ        $0x00000020, R9
-	ADDQ        $0x00000010, R10
-	SUBQ        $0x00000008, R11
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R12
 	JNZ         rows2_loop
 
 rows2_done:
@@ -850,58 +904,78 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)
+	MOVQ         rstep+64(FP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*1)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y4, X0
 	VADDPS       X0, X4, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y5, X0
 	VADDPS       X0, X5, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, 4(AX)(CX*2)
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
 	VEXTRACTF128 $0x01, Y6, X0
 	VADDPS       X0, X6, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
 	VEXTRACTF128 $0x01, Y7, X0
 	VADDPS       X0, X7, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, 4(R9)
-	ADDQ         $0x00000008, AX
-	ADDQ         SI, DX
+	IMUL3Q       $0x00000001, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000002, BX
 	JMP          rows2
+
+rows2_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000001, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -950,23 +1024,27 @@ rows1_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*1)
+	IMUL3Q       $0x00000001, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	VMOVSS       X0, (AX)(CX*2)
+	IMUL3Q       $0x00000002, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	LEAQ         (AX)(CX*2), R9
-	ADDQ         CX, R9
-	VMOVSS       X0, (R9)
+	IMUL3Q       $0x00000003, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	ADDQ         $0x00000004, AX
 	ADDQ         SI, DX
 	SUBQ         $0x00000001, BX
@@ -1911,9 +1989,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+// func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4F32AVX512(SB), NOSPLIT, $0-64
+TEXT ·gemm4F32AVX512(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -1924,15 +2002,17 @@ TEXT ·gemm4F32AVX512(SB), NOSPLIT, $0-64
 
 rows4:
 	CMPQ   BX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
-	LEAQ   (R10)(SI*2), R11
-	ADDQ   SI, R11
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
+	LEAQ   (R11)(R10*2), R12
+	ADDQ   R10, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -1949,8 +2029,8 @@ rows4:
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	MOVQ   kk+40(FP), R12
-	TESTQ  R12, R12
+	MOVQ   kk+40(FP), R13
+	TESTQ  R13, R13
 	JZ     rows4_done
 
 rows4_loop:
@@ -1958,31 +2038,31 @@ rows4_loop:
 	VMOVUPS     (DI)(R8*1), Z17
 	VMOVUPS     (DI)(R8*2), Z18
 	VMOVUPS     (R9), Z19
-	VMOVUPS     (R10), Z20
+	VMOVUPS     (R11), Z20
 	VFMADD231PS Z20, Z16, Z0
 	VFMADD231PS Z20, Z17, Z4
 	VFMADD231PS Z20, Z18, Z8
 	VFMADD231PS Z20, Z19, Z12
-	VMOVUPS     (R10)(SI*1), Z20
+	VMOVUPS     (R11)(R10*1), Z20
 	VFMADD231PS Z20, Z16, Z1
 	VFMADD231PS Z20, Z17, Z5
 	VFMADD231PS Z20, Z18, Z9
 	VFMADD231PS Z20, Z19, Z13
-	VMOVUPS     (R10)(SI*2), Z20
+	VMOVUPS     (R11)(R10*2), Z20
 	VFMADD231PS Z20, Z16, Z2
 	VFMADD231PS Z20, Z17, Z6
 	VFMADD231PS Z20, Z18, Z10
 	VFMADD231PS Z20, Z19, Z14
-	VMOVUPS     (R11), Z20
+	VMOVUPS     (R12), Z20
 	VFMADD231PS Z20, Z16, Z3
 	VFMADD231PS Z20, Z17, Z7
 	VFMADD231PS Z20, Z18, Z11
 	VFMADD231PS Z20, Z19, Z15
 	ADDQ        $0x00000040, DI
 	ADDQ        $0x00000040, R9
-	ADDQ        $0x00000040, R10
 	ADDQ        $0x00000040, R11
-	SUBQ        $0x00000010, R12
+	ADDQ        $0x00000040, R12
+	SUBQ        $0x00000010, R13
 	JNZ         rows4_loop
 
 rows4_done:
@@ -2003,7 +2083,11 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+64(FP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2012,7 +2096,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2021,7 +2107,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z4, Y0
 	VADDPS        Y0, Y4, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2030,7 +2118,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z5, Y0
 	VADDPS        Y0, Y5, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2039,7 +2129,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*1)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z6, Y0
 	VADDPS        Y0, Y6, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2048,7 +2140,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*1)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z7, Y0
 	VADDPS        Y0, Y7, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2057,7 +2151,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*1)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z8, Y0
 	VADDPS        Y0, Y8, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2066,7 +2162,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z9, Y0
 	VADDPS        Y0, Y9, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2075,7 +2173,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*2)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z10, Y0
 	VADDPS        Y0, Y10, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2084,7 +2184,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*2)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z11, Y0
 	VADDPS        Y0, Y11, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2093,7 +2195,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*2)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z12, Y0
 	VADDPS        Y0, Y12, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2102,9 +2206,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z13, Y0
 	VADDPS        Y0, Y13, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2113,9 +2217,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 4(R9)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z14, Y0
 	VADDPS        Y0, Y14, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2124,9 +2228,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 8(R9)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z15, Y0
 	VADDPS        Y0, Y15, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2135,16 +2239,22 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 12(R9)
-	ADDQ          $0x00000010, AX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000004, BX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -2197,7 +2307,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2206,7 +2318,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2215,9 +2329,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000001, BX
@@ -2372,9 +2486,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $0-64
+TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -2385,15 +2499,17 @@ TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $0-64
 
 rows4:
 	CMPQ   BX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
-	LEAQ   (R10)(SI*2), R11
-	ADDQ   SI, R11
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
+	LEAQ   (R11)(R10*2), R12
+	ADDQ   R10, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -2410,8 +2526,8 @@ rows4:
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	MOVQ   kk+40(FP), R12
-	TESTQ  R12, R12
+	MOVQ   kk+40(FP), R13
+	TESTQ  R13, R13
 	JZ     rows4_done
 
 rows4_loop:
@@ -2419,25 +2535,25 @@ rows4_loop:
 	VMOVUPS     (DI)(R8*1), Z17
 	VMOVUPS     (DI)(R8*2), Z18
 	VMOVUPS     (R9), Z19
-	VPMOVZXWD   (R10), Z20
+	VPMOVZXWD   (R11), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VFMADD231PS Z20, Z16, Z0
 	VFMADD231PS Z20, Z17, Z4
 	VFMADD231PS Z20, Z18, Z8
 	VFMADD231PS Z20, Z19, Z12
-	VPMOVZXWD   (R10)(SI*1), Z20
+	VPMOVZXWD   (R11)(R10*1), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VFMADD231PS Z20, Z16, Z1
 	VFMADD231PS Z20, Z17, Z5
 	VFMADD231PS Z20, Z18, Z9
 	VFMADD231PS Z20, Z19, Z13
-	VPMOVZXWD   (R10)(SI*2), Z20
+	VPMOVZXWD   (R11)(R10*2), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VFMADD231PS Z20, Z16, Z2
 	VFMADD231PS Z20, Z17, Z6
 	VFMADD231PS Z20, Z18, Z10
 	VFMADD231PS Z20, Z19, Z14
-	VPMOVZXWD   (R11), Z20
+	VPMOVZXWD   (R12), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VFMADD231PS Z20, Z16, Z3
 	VFMADD231PS Z20, Z17, Z7
@@ -2445,9 +2561,9 @@ rows4_loop:
 	VFMADD231PS Z20, Z19, Z15
 	ADDQ        $0x00000040, DI
 	ADDQ        $0x00000040, R9
-	ADDQ        $0x00000020, R10
 	ADDQ        $0x00000020, R11
-	SUBQ        $0x00000010, R12
+	ADDQ        $0x00000020, R12
+	SUBQ        $0x00000010, R13
 	JNZ         rows4_loop
 
 rows4_done:
@@ -2468,7 +2584,11 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+64(FP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2477,7 +2597,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2486,7 +2608,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z4, Y0
 	VADDPS        Y0, Y4, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2495,7 +2619,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z5, Y0
 	VADDPS        Y0, Y5, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2504,7 +2630,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*1)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z6, Y0
 	VADDPS        Y0, Y6, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2513,7 +2641,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*1)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z7, Y0
 	VADDPS        Y0, Y7, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2522,7 +2652,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*1)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z8, Y0
 	VADDPS        Y0, Y8, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2531,7 +2663,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z9, Y0
 	VADDPS        Y0, Y9, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2540,7 +2674,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*2)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z10, Y0
 	VADDPS        Y0, Y10, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2549,7 +2685,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*2)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z11, Y0
 	VADDPS        Y0, Y11, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2558,7 +2696,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*2)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z12, Y0
 	VADDPS        Y0, Y12, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2567,9 +2707,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z13, Y0
 	VADDPS        Y0, Y13, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2578,9 +2718,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 4(R9)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z14, Y0
 	VADDPS        Y0, Y14, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2589,9 +2729,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 8(R9)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z15, Y0
 	VADDPS        Y0, Y15, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2600,16 +2740,22 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 12(R9)
-	ADDQ          $0x00000010, AX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000004, BX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -2663,7 +2809,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2672,7 +2820,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2681,9 +2831,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000001, BX
@@ -2833,9 +2983,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4F16AVX512(SB), NOSPLIT, $0-64
+TEXT ·gemm4F16AVX512(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -2846,15 +2996,17 @@ TEXT ·gemm4F16AVX512(SB), NOSPLIT, $0-64
 
 rows4:
 	CMPQ   BX, $0x00000004
-	JL     rows1
+	JL     rows4_end
 	MOVQ   x+16(FP), DI
 	MOVQ   ldx+24(FP), R8
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   DX, R10
-	LEAQ   (R10)(SI*2), R11
-	ADDQ   SI, R11
+	MOVQ   rstep+64(FP), R10
+	IMULQ  SI, R10
+	MOVQ   DX, R11
+	LEAQ   (R11)(R10*2), R12
+	ADDQ   R10, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -2871,8 +3023,8 @@ rows4:
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	MOVQ   kk+40(FP), R12
-	TESTQ  R12, R12
+	MOVQ   kk+40(FP), R13
+	TESTQ  R13, R13
 	JZ     rows4_done
 
 rows4_loop:
@@ -2880,31 +3032,31 @@ rows4_loop:
 	VMOVUPS     (DI)(R8*1), Z17
 	VMOVUPS     (DI)(R8*2), Z18
 	VMOVUPS     (R9), Z19
-	VCVTPH2PS   (R10), Z20
+	VCVTPH2PS   (R11), Z20
 	VFMADD231PS Z20, Z16, Z0
 	VFMADD231PS Z20, Z17, Z4
 	VFMADD231PS Z20, Z18, Z8
 	VFMADD231PS Z20, Z19, Z12
-	VCVTPH2PS   (R10)(SI*1), Z20
+	VCVTPH2PS   (R11)(R10*1), Z20
 	VFMADD231PS Z20, Z16, Z1
 	VFMADD231PS Z20, Z17, Z5
 	VFMADD231PS Z20, Z18, Z9
 	VFMADD231PS Z20, Z19, Z13
-	VCVTPH2PS   (R10)(SI*2), Z20
+	VCVTPH2PS   (R11)(R10*2), Z20
 	VFMADD231PS Z20, Z16, Z2
 	VFMADD231PS Z20, Z17, Z6
 	VFMADD231PS Z20, Z18, Z10
 	VFMADD231PS Z20, Z19, Z14
-	VCVTPH2PS   (R11), Z20
+	VCVTPH2PS   (R12), Z20
 	VFMADD231PS Z20, Z16, Z3
 	VFMADD231PS Z20, Z17, Z7
 	VFMADD231PS Z20, Z18, Z11
 	VFMADD231PS Z20, Z19, Z15
 	ADDQ        $0x00000040, DI
 	ADDQ        $0x00000040, R9
-	ADDQ        $0x00000020, R10
 	ADDQ        $0x00000020, R11
-	SUBQ        $0x00000010, R12
+	ADDQ        $0x00000020, R12
+	SUBQ        $0x00000010, R13
 	JNZ         rows4_loop
 
 rows4_done:
@@ -2925,7 +3077,11 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)
+	MOVQ          rstep+64(FP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2934,7 +3090,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2943,7 +3101,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z4, Y0
 	VADDPS        Y0, Y4, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2952,7 +3112,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z5, Y0
 	VADDPS        Y0, Y5, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2961,7 +3123,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*1)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z6, Y0
 	VADDPS        Y0, Y6, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2970,7 +3134,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*1)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z7, Y0
 	VADDPS        Y0, Y7, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2979,7 +3145,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*1)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z8, Y0
 	VADDPS        Y0, Y8, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2988,7 +3156,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z9, Y0
 	VADDPS        Y0, Y9, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2997,7 +3167,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 4(AX)(CX*2)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z10, Y0
 	VADDPS        Y0, Y10, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3006,7 +3178,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 8(AX)(CX*2)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z11, Y0
 	VADDPS        Y0, Y11, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3015,7 +3189,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, 12(AX)(CX*2)
+	IMUL3Q        $0x00000003, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z12, Y0
 	VADDPS        Y0, Y12, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3024,9 +3200,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
 	VEXTRACTF64X4 $0x01, Z13, Y0
 	VADDPS        Y0, Y13, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3035,9 +3211,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 4(R9)
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z14, Y0
 	VADDPS        Y0, Y14, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3046,9 +3222,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 8(R9)
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
 	VEXTRACTF64X4 $0x01, Z15, Y0
 	VADDPS        Y0, Y15, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3057,16 +3233,22 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, 12(R9)
-	ADDQ          $0x00000010, AX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
-	ADDQ          SI, DX
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000004, BX
 	JMP           rows4
+
+rows4_end:
+	MOVQ   rstep+64(FP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
 
 rows1:
 	CMPQ   BX, $0x00000001
@@ -3119,7 +3301,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*1)
+	IMUL3Q        $0x00000001, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3128,7 +3312,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	VMOVSS        X1, (AX)(CX*2)
+	IMUL3Q        $0x00000002, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -3137,9 +3323,9 @@ rows1_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	LEAQ          (AX)(CX*2), R9
-	ADDQ          CX, R9
-	VMOVSS        X1, (R9)
+	IMUL3Q        $0x00000003, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	ADDQ          $0x00000004, AX
 	ADDQ          SI, DX
 	SUBQ          $0x00000001, BX

@@ -19,12 +19,12 @@ package kernels
 func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemm4F32AVX2 is gemvF32AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows).
+// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF32AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
 // and rstep is rows/4 (the spacing of a tile's rows).
@@ -41,12 +41,12 @@ func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int
 func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4BF16AVX2 is gemvBF16AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows).
+// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvBF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
 // and rstep is rows/4 (the spacing of a tile's rows).
@@ -63,12 +63,12 @@ func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int
 func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4F16AVX2 is gemvF16AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows).
+// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // dotAVX2 returns Σ a[k]·b[k] for k < n, n a multiple of 8: four
 // vector accumulators over blocks of 4×8, the rest into the first, then
@@ -129,12 +129,12 @@ func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride i
 func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemm4F32AVX512 is gemvF32AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows).
+// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF32AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
 
 // gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
 // and rstep is rows/4 (the spacing of a tile's rows).
@@ -151,12 +151,12 @@ func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk i
 func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4BF16AVX512 is gemvBF16AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows).
+// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvBF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
 // and rstep is rows/4 (the spacing of a tile's rows).
@@ -173,12 +173,12 @@ func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk i
 func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // gemm4F16AVX512 is gemvF16AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows).
+// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
 
 // dotAVX512 returns Σ a[k]·b[k] for k < n, n a multiple of 16: four
 // vector accumulators over blocks of 4×16, the rest into the first, then

@@ -218,13 +218,14 @@ func gemv(i isa, wt weightType) {
 }
 
 // gemm4 emits the 4-token version of gemv: token t's activations at
-// x[t*ldx:], its outputs at dst[t*ldd:].
+// x[t*ldx:], its outputs at dst[t*ldd:]. Its tiles of gemmRows rows take
+// rows rstep apart, as gemv's do.
 func gemm4(i isa, wt weightType) {
 	name := funcName("gemm4", i, wt)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, ldd int, x *float32, ldx int, w *%s, kk, rows, ldw int)", wt.gotyp))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, ldd int, x *float32, ldx int, w *%s, kk, rows, ldw, rstep int)", wt.gotyp))
 	Doc(
 		fmt.Sprintf("%s is %s for 4 tokens at once, reusing each weight", name, funcName("gemv", i, wt)),
-		fmt.Sprintf("vector for all of them (register tile: 4 tokens × %d rows).", i.gemmRows),
+		fmt.Sprintf("vector for all of them (register tile: 4 tokens × %d rows, rstep = rows/%d apart).", i.gemmRows, i.gemmRows),
 		"",
 		"\tfor t := 0; t < 4; t++ {",
 		"\t\t"+funcName("gemv", i, wt)+"(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)",
@@ -246,31 +247,67 @@ func gemm4(i isa, wt weightType) {
 		}
 		Label(group)
 		CMPQ(rows, U32(R))
-		JL(LabelRef(next))
+		end := next
+		if R > 1 {
+			end = group + "_end"
+		}
+		JL(LabelRef(end))
 		x := Load(Param("x"), GP64())
 		ldx := Load(Param("ldx"), GP64())
 		SHLQ(U8(2), ldx)
 		xp := newPtrs(x, ldx, 4)
-		wp := newPtrs(w, ldw, R)
-		tile(i, wt, xp, wp, func(t, r int) Mem {
-			switch t {
-			case 0:
-				return mem(dst, 4*r)
-			case 3:
-				// x's pointer registers are dead after the loop.
-				LEAQ(Mem{Base: dst, Index: ldd, Scale: 2}, xp.p3)
-				ADDQ(ldd, xp.p3)
-				return mem(xp.p3, 4*r)
-			default:
-				return Mem{Base: dst, Index: ldd, Scale: uint8(t), Disp: 4 * r}
-			}
-		}, group)
-		ADDQ(U32(4*R), dst)
-		for range R {
-			ADDQ(ldw, w)
+		var wp ptrs
+		if R > 1 {
+			spacing := Load(Param("rstep"), GP64())
+			IMULQ(ldw, spacing) // bytes between a tile's rows
+			wp = newPtrs(w, spacing, R)
+		} else {
+			wp = newPtrs(w, ldw, R)
 		}
+		// Token t's output of the tile's row r is at dst + t·ldd +
+		// 4·r·rstep; the pointers are computed after the loop, when x's
+		// and w's are dead.
+		var rowBase, rowStep Register
+		lastT := -1
+		tile(i, wt, xp, wp, func(t, r int) Mem {
+			if t != lastT {
+				lastT = t
+				rowBase = dst
+				if t > 0 {
+					rowBase = GP64()
+					IMUL3Q(U32(t), ldd, rowBase)
+					ADDQ(dst, rowBase)
+				}
+			}
+			if r == 0 {
+				return mem(rowBase, 0)
+			}
+			if rowStep == nil {
+				rowStep = Load(Param("rstep"), GP64())
+				SHLQ(U8(2), rowStep)
+			}
+			o := GP64()
+			IMUL3Q(U32(r), rowStep, o)
+			ADDQ(rowBase, o)
+			return mem(o, 0)
+		}, group)
+		ADDQ(U32(4), dst)
+		ADDQ(ldw, w)
 		SUBQ(U32(R), rows)
 		JMP(LabelRef(group))
+		if R > 1 {
+			Label(end)
+			// The tiles took rows [0, R·rstep) and left dst and w at
+			// row rstep: move them to row R·rstep.
+			skip := Load(Param("rstep"), GP64())
+			IMUL3Q(U32(R-1), skip, skip)
+			wskip := GP64()
+			MOVQ(skip, wskip)
+			IMULQ(ldw, wskip)
+			ADDQ(wskip, w)
+			SHLQ(U8(2), skip)
+			ADDQ(skip, dst)
+		}
 	}
 	Label("ret")
 	VZEROUPPER()
