@@ -25,19 +25,15 @@ func init() {
 
 // asmGemv and asmGemm4 adapt the assembly kernels to the driver's slices.
 // The driver guarantees K > 0, so the slices are never empty.
-// asmGemv wraps a generated gemv, whose tiles take 4 rows (gemvRows in
-// _asm, on AVX2 and AVX-512) rows/4 apart.
-func asmGemv[W float32 | uint16](f func(dst, x *float32, w *W, kk, rows, ldw, rstep int)) func([]float32, []float32, []W, int, int, int) {
+func asmGemv[W float32 | uint16](f func(dst, x *float32, w *W, kk, rows, ldw int)) func([]float32, []float32, []W, int, int, int) {
 	return func(dst, x []float32, w []W, kk, rows, ldw int) {
-		f(&dst[0], &x[0], &w[0], kk, rows, ldw, rows/4)
+		f(&dst[0], &x[0], &w[0], kk, rows, ldw)
 	}
 }
 
-// asmGemm4 wraps a generated gemm4, whose tiles take gemmRows rows (2 on
-// AVX2, 4 on AVX-512) rows/gemmRows apart.
-func asmGemm4[W float32 | uint16](f func(dst *float32, ldd int, x *float32, ldx int, w *W, kk, rows, ldw, rstep int), gemmRows int) func([]float32, int, []float32, int, []W, int, int, int) {
+func asmGemm4[W float32 | uint16](f func(dst *float32, ldd int, x *float32, ldx int, w *W, kk, rows, ldw int)) func([]float32, int, []float32, int, []W, int, int, int) {
 	return func(dst []float32, ldd int, x []float32, ldx int, w []W, kk, rows, ldw int) {
-		f(&dst[0], ldd, &x[0], ldx, &w[0], kk, rows, ldw, rows/gemmRows)
+		f(&dst[0], ldd, &x[0], ldx, &w[0], kk, rows, ldw)
 	}
 }
 
@@ -197,9 +193,9 @@ var avx512Ops = vecOps{
 var avx2Impl = func() impl {
 	im := impl{
 		name: "avx2",
-		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2, 2), widen: identity},
-		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2, 2), widen: bf16ToF32},
-		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2, 2), widen: half.F16ToF32},
+		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2), widen: identity},
+		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 		// AVX2 has no narrowing store (VPMOVDW): the Go loop.
 		toBF16: toBF16Generic,
@@ -216,9 +212,9 @@ var avx2Impl = func() impl {
 var avx512Impl = func() impl {
 	im := impl{
 		name: "avx512",
-		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512, 4), widen: identity},
-		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512, 4), widen: bf16ToF32},
-		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512, 4), widen: half.F16ToF32},
+		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512), widen: identity},
+		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
@@ -281,7 +277,7 @@ func int4Gemm1VNNIGo(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t
 	a, d, asum := acts.token(t)
 	qs, ms := int4Strides(m)
 	_ = dst[(b1-b0)*int4Block-1]
-	int4Gemm1VNNI(&dst[0], 0, &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/4)
+	int4Gemm1VNNI(&dst[0], 0, &m.qs[b0*qs], &m.meta[b0*ms], &a[0], &d[0], &asum[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
 func int4GemvAVX2Go(dst []float32, m *Int4Matrix, b0, b1 int, acts *int4Acts, t int) {
@@ -295,14 +291,14 @@ func int4Gemm4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 	a4, d4, s4 := acts.block(t0, 4)
 	qs, ms := int4Strides(m)
 	_ = dst[3*ldd+(b1-b0)*int4Block-1]
-	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/2)
+	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
 func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
 	a2, d2, s2 := acts.block(t0, 2)
 	qs, ms := int4Strides(m)
 	_ = dst[ldd+(b1-b0)*int4Block-1]
-	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs, (b1-b0)/4)
+	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
 var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, prefetch: prefetchGo, gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}

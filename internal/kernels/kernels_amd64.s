@@ -4,20 +4,23 @@
 
 #include "textflag.h"
 
-// func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
+// func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
 // Requires: AVX, FMA3
-TEXT ·gemvF32AVX2(SB), NOSPLIT, $0-56
+TEXT ·gemvF32AVX2(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x02, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -56,7 +59,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000004, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -66,7 +69,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000008, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -76,7 +79,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x0000000c, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -86,7 +89,7 @@ rows4_done:
 	JMP          rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -129,9 +132,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
+// func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 // Requires: AVX, FMA3
-TEXT ·gemm4F32AVX2(SB), NOSPLIT, $0-72
+TEXT ·gemm4F32AVX2(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -139,6 +142,9 @@ TEXT ·gemm4F32AVX2(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x02, SI
+	MOVQ BX, DI
+	SHRQ $0x01, DI
+	MOVQ DI, (SP)
 
 rows2:
 	CMPQ   BX, $0x00000002
@@ -148,7 +154,7 @@ rows2:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
@@ -198,7 +204,7 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+64(FP), DI
+	MOVQ         (SP), DI
 	SHLQ         $0x02, DI
 	IMUL3Q       $0x00000001, DI, R8
 	ADDQ         AX, R8
@@ -263,7 +269,7 @@ rows2_done:
 	JMP          rows2
 
 rows2_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000001, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -348,20 +354,23 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·gemvBF16AVX2(SB), NOSPLIT, $0-56
+TEXT ·gemvBF16AVX2(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x01, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -408,7 +417,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000004, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -418,7 +427,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000008, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -428,7 +437,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x0000000c, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -438,7 +447,7 @@ rows4_done:
 	JMP          rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -483,9 +492,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $0-72
+TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -493,6 +502,9 @@ TEXT ·gemm4BF16AVX2(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x01, DI
+	MOVQ DI, (SP)
 
 rows2:
 	CMPQ   BX, $0x00000002
@@ -502,7 +514,7 @@ rows2:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
@@ -554,7 +566,7 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+64(FP), DI
+	MOVQ         (SP), DI
 	SHLQ         $0x02, DI
 	IMUL3Q       $0x00000001, DI, R8
 	ADDQ         AX, R8
@@ -619,7 +631,7 @@ rows2_done:
 	JMP          rows2
 
 rows2_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000001, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -705,20 +717,23 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, F16C, FMA3
-TEXT ·gemvF16AVX2(SB), NOSPLIT, $0-56
+TEXT ·gemvF16AVX2(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x01, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -761,7 +776,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000004, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -771,7 +786,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x00000008, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -781,7 +796,7 @@ rows4_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+48(FP), SI
+	MOVQ         (SP), SI
 	IMUL3Q       $0x0000000c, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
@@ -791,7 +806,7 @@ rows4_done:
 	JMP          rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -835,9 +850,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, F16C, FMA3
-TEXT ·gemm4F16AVX2(SB), NOSPLIT, $0-72
+TEXT ·gemm4F16AVX2(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -845,6 +860,9 @@ TEXT ·gemm4F16AVX2(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x01, DI
+	MOVQ DI, (SP)
 
 rows2:
 	CMPQ   BX, $0x00000002
@@ -854,7 +872,7 @@ rows2:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	VXORPS Y0, Y0, Y0
@@ -904,7 +922,7 @@ rows2_done:
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         rstep+64(FP), DI
+	MOVQ         (SP), DI
 	SHLQ         $0x02, DI
 	IMUL3Q       $0x00000001, DI, R8
 	ADDQ         AX, R8
@@ -969,7 +987,7 @@ rows2_done:
 	JMP          rows2
 
 rows2_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000001, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -1854,20 +1872,23 @@ attnSumAddAVX2ret:
 	VZEROUPPER
 	RET
 
-// func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
+// func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvF32AVX512(SB), NOSPLIT, $0-56
+TEXT ·gemvF32AVX512(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x02, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -1910,7 +1931,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000004, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -1922,7 +1943,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000008, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -1934,7 +1955,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x0000000c, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -1944,7 +1965,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -1989,9 +2010,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
+// func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4F32AVX512(SB), NOSPLIT, $0-72
+TEXT ·gemm4F32AVX512(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -1999,6 +2020,9 @@ TEXT ·gemm4F32AVX512(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x02, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
 
 rows4:
 	CMPQ   BX, $0x00000004
@@ -2008,7 +2032,7 @@ rows4:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	LEAQ   (R11)(R10*2), R12
@@ -2083,7 +2107,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+64(FP), DI
+	MOVQ          (SP), DI
 	SHLQ          $0x02, DI
 	IMUL3Q        $0x00000001, DI, R8
 	ADDQ          AX, R8
@@ -2248,7 +2272,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000003, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -2341,20 +2365,23 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvBF16AVX512(SB), NOSPLIT, $0-56
+TEXT ·gemvBF16AVX512(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x01, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -2405,7 +2432,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000004, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2417,7 +2444,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000008, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2429,7 +2456,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x0000000c, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2439,7 +2466,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -2486,9 +2513,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $0-72
+TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -2496,6 +2523,9 @@ TEXT ·gemm4BF16AVX512(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
 
 rows4:
 	CMPQ   BX, $0x00000004
@@ -2505,7 +2535,7 @@ rows4:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	LEAQ   (R11)(R10*2), R12
@@ -2584,7 +2614,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+64(FP), DI
+	MOVQ          (SP), DI
 	SHLQ          $0x02, DI
 	IMUL3Q        $0x00000001, DI, R8
 	ADDQ          AX, R8
@@ -2749,7 +2779,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000003, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -2843,20 +2873,23 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemvF16AVX512(SB), NOSPLIT, $0-56
+TEXT ·gemvF16AVX512(SB), NOSPLIT, $8-48
 	MOVQ dst+0(FP), AX
 	MOVQ w+16(FP), CX
 	MOVQ rows+32(FP), DX
 	MOVQ ldw+40(FP), BX
 	SHLQ $0x01, BX
+	MOVQ DX, SI
+	SHRQ $0x02, SI
+	MOVQ SI, (SP)
 
 rows4:
 	CMPQ   DX, $0x00000004
 	JL     rows4_end
 	MOVQ   x+8(FP), SI
-	MOVQ   rstep+48(FP), DI
+	MOVQ   (SP), DI
 	IMULQ  BX, DI
 	MOVQ   CX, R8
 	LEAQ   (R8)(DI*2), R9
@@ -2903,7 +2936,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000004, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2915,7 +2948,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x00000008, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2927,7 +2960,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+48(FP), SI
+	MOVQ          (SP), SI
 	IMUL3Q        $0x0000000c, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
@@ -2937,7 +2970,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+48(FP), SI
+	MOVQ   (SP), SI
 	IMUL3Q $0x00000003, SI, SI
 	MOVQ   SI, DI
 	IMULQ  BX, DI
@@ -2983,9 +3016,9 @@ ret:
 	VZEROUPPER
 	RET
 
-// func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+// func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
-TEXT ·gemm4F16AVX512(SB), NOSPLIT, $0-72
+TEXT ·gemm4F16AVX512(SB), NOSPLIT, $8-64
 	MOVQ dst+0(FP), AX
 	MOVQ ldd+8(FP), CX
 	MOVQ w+32(FP), DX
@@ -2993,6 +3026,9 @@ TEXT ·gemm4F16AVX512(SB), NOSPLIT, $0-72
 	MOVQ ldw+56(FP), SI
 	SHLQ $0x02, CX
 	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
 
 rows4:
 	CMPQ   BX, $0x00000004
@@ -3002,7 +3038,7 @@ rows4:
 	SHLQ   $0x02, R8
 	LEAQ   (DI)(R8*2), R9
 	ADDQ   R8, R9
-	MOVQ   rstep+64(FP), R10
+	MOVQ   (SP), R10
 	IMULQ  SI, R10
 	MOVQ   DX, R11
 	LEAQ   (R11)(R10*2), R12
@@ -3077,7 +3113,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          rstep+64(FP), DI
+	MOVQ          (SP), DI
 	SHLQ          $0x02, DI
 	IMUL3Q        $0x00000001, DI, R8
 	ADDQ          AX, R8
@@ -3242,7 +3278,7 @@ rows4_done:
 	JMP           rows4
 
 rows4_end:
-	MOVQ   rstep+64(FP), DI
+	MOVQ   (SP), DI
 	IMUL3Q $0x00000003, DI, DI
 	MOVQ   DI, R8
 	IMULQ  SI, R8
@@ -4189,9 +4225,12 @@ attnSumAddQ4AVX512_j:
 	VZEROUPPER
 	RET
 
-// func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
-TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $0-96
+TEXT ·int4Gemm4VNNI(SB), NOSPLIT, $8-88
+	MOVQ      blocks+72(FP), AX
+	SHRQ      $0x01, AX
+	MOVQ      AX, (SP)
 	VMOVDQU32 nibble<>+0(SB), Z0
 
 tile2:
@@ -4203,9 +4242,8 @@ tile2:
 	MOVQ   qstride+80(FP), DX
 	MOVQ   groups+56(FP), BX
 	IMUL3Q $0x00000030, BX, BX
-	MOVQ   bstep+88(FP), SI
-	IMULQ  SI, DX
-	IMULQ  SI, BX
+	IMULQ  (SP), DX
+	IMULQ  (SP), BX
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), BX
 	VXORPS Z1, Z1, Z1
@@ -4339,7 +4377,7 @@ tile2_tile:
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
 	SHLQ         $0x02, BX
-	MOVQ         bstep+88(FP), SI
+	MOVQ         (SP), SI
 	SHLQ         $0x06, SI
 	MOVQ         DX, DI
 	VMOVUPS      Z1, (DI)
@@ -4370,7 +4408,7 @@ tile2_tile:
 	JMP          tile2
 
 tile2_end:
-	MOVQ   bstep+88(FP), AX
+	MOVQ   (SP), AX
 	IMUL3Q $0x00000001, AX, AX
 	MOVQ   qstride+80(FP), CX
 	MOVQ   groups+56(FP), DX
@@ -4513,9 +4551,12 @@ DATA nibble<>+56(SB)/4, $0x0f0f0f0f
 DATA nibble<>+60(SB)/4, $0x0f0f0f0f
 GLOBL nibble<>(SB), RODATA|NOPTR, $64
 
-// func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
-TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $0-96
+TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $8-88
+	MOVQ      blocks+72(FP), AX
+	SHRQ      $0x02, AX
+	MOVQ      AX, (SP)
 	VMOVDQU32 nibble<>+0(SB), Z0
 
 tile4:
@@ -4527,9 +4568,8 @@ tile4:
 	MOVQ   qstride+80(FP), R8
 	MOVQ   groups+56(FP), DX
 	IMUL3Q $0x00000030, DX, R9
-	MOVQ   bstep+88(FP), DX
-	IMULQ  DX, R8
-	IMULQ  DX, R9
+	IMULQ  (SP), R8
+	IMULQ  (SP), R9
 	LEAQ   (AX)(R8*1), DX
 	LEAQ   (CX)(R9*1), BX
 	LEAQ   (DX)(R8*1), SI
@@ -4683,7 +4723,7 @@ tile4_tile:
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
 	SHLQ         $0x02, BX
-	MOVQ         bstep+88(FP), SI
+	MOVQ         (SP), SI
 	SHLQ         $0x06, SI
 	MOVQ         DX, DI
 	VMOVUPS      Z1, (DI)
@@ -4712,7 +4752,7 @@ tile4_tile:
 	JMP          tile4
 
 tile4_end:
-	MOVQ   bstep+88(FP), AX
+	MOVQ   (SP), AX
 	IMUL3Q $0x00000003, AX, AX
 	MOVQ   qstride+80(FP), CX
 	MOVQ   groups+56(FP), DX
@@ -4808,9 +4848,12 @@ tile1_end:
 	VZEROUPPER
 	RET
 
-// func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
-TEXT ·int4Gemm1VNNI(SB), NOSPLIT, $0-96
+TEXT ·int4Gemm1VNNI(SB), NOSPLIT, $8-88
+	MOVQ      blocks+72(FP), AX
+	SHRQ      $0x02, AX
+	MOVQ      AX, (SP)
 	VMOVDQU32 nibble<>+0(SB), Z0
 
 tile4:
@@ -4822,9 +4865,8 @@ tile4:
 	MOVQ   qstride+80(FP), R8
 	MOVQ   groups+56(FP), DX
 	IMUL3Q $0x00000030, DX, R9
-	MOVQ   bstep+88(FP), DX
-	IMULQ  DX, R8
-	IMULQ  DX, R9
+	IMULQ  (SP), R8
+	IMULQ  (SP), R9
 	LEAQ   (AX)(R8*1), DX
 	LEAQ   (CX)(R9*1), BX
 	LEAQ   (DX)(R8*1), SI
@@ -4932,7 +4974,7 @@ tile4_tile:
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
 	SHLQ         $0x02, BX
-	MOVQ         bstep+88(FP), BX
+	MOVQ         (SP), BX
 	SHLQ         $0x06, BX
 	VMOVUPS      Z1, (DX)
 	ADDQ         BX, DX
@@ -4952,7 +4994,7 @@ tile4_tile:
 	JMP          tile4
 
 tile4_end:
-	MOVQ   bstep+88(FP), AX
+	MOVQ   (SP), AX
 	IMUL3Q $0x00000003, AX, AX
 	MOVQ   qstride+80(FP), CX
 	MOVQ   groups+56(FP), DX

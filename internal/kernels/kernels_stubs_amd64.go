@@ -4,8 +4,8 @@
 
 package kernels
 
-// gemvF32AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvF32AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -16,18 +16,18 @@ package kernels
 //	}
 //
 // where w(i) is w[i].
-func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
+func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
 
 // gemm4F32AVX2 is gemvF32AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
+// vector for all of them (register tile: 4 tokens × 2 rows, rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF32AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
+func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
-// gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -38,18 +38,18 @@ func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int
 //	}
 //
 // where w(i) is math.Float32frombits(uint32(w[i])<<16).
-func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 
 // gemm4BF16AVX2 is gemvBF16AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
+// vector for all of them (register tile: 4 tokens × 2 rows, rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvBF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
-// gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [8]float32
@@ -60,15 +60,15 @@ func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int
 //	}
 //
 // where w(i) is float16 w[i] widened.
-func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 
 // gemm4F16AVX2 is gemvF16AVX2 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 2 rows, rstep = rows/2 apart).
+// vector for all of them (register tile: 4 tokens × 2 rows, rows/2 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
 // dotAVX2 returns Σ a[k]·b[k] for k < n, n a multiple of 8: four
 // vector accumulators over blocks of 4×8, the rest into the first, then
@@ -114,8 +114,8 @@ func attnSumAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
 // d a multiple of 8, n > 0.
 func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride int)
 
-// gemvF32AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvF32AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -126,18 +126,18 @@ func attnSumAddAVX2(out *float32, p *float32, v *float32, n int, d int, stride i
 //	}
 //
 // where w(i) is w[i].
-func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int, rstep int)
+func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw int)
 
 // gemm4F32AVX512 is gemvF32AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
+// vector for all of them (register tile: 4 tokens × 4 rows, rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF32AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int, rstep int)
+func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
-// gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -148,18 +148,18 @@ func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk i
 //	}
 //
 // where w(i) is math.Float32frombits(uint32(w[i])<<16).
-func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 
 // gemm4BF16AVX512 is gemvBF16AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
+// vector for all of them (register tile: 4 tokens × 4 rows, rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvBF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
-// gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16
-// and rstep is rows/4 (the spacing of a tile's rows).
+// gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
+// A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
 //	for r := 0; r < rows; r++ {
 //		var acc [16]float32
@@ -170,15 +170,15 @@ func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk i
 //	}
 //
 // where w(i) is float16 w[i] widened.
-func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 
 // gemm4F16AVX512 is gemvF16AVX512 for 4 tokens at once, reusing each weight
-// vector for all of them (register tile: 4 tokens × 4 rows, rstep = rows/4 apart).
+// vector for all of them (register tile: 4 tokens × 4 rows, rows/4 apart).
 //
 //	for t := 0; t < 4; t++ {
 //		gemvF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
-func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int, rstep int)
+func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
 // dotAVX512 returns Σ a[k]·b[k] for k < n, n a multiple of 16: four
 // vector accumulators over blocks of 4×16, the rest into the first, then
@@ -247,10 +247,10 @@ func attnSumAddQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int
 // over groups g in increasing order (the integer sums are exact). Row t's
 // outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:],
 // its group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes
-// of codes per block. bstep = blocks/2: tile j of the first 2·bstep blocks takes
-// blocks j, j+bstep, …, j+1·bstep; the rest go one at a time. Every output goes
-// through the same operations whatever its tile, row count or call.
-func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// of codes per block. With q = blocks/2, tile j < q takes blocks j, j+q, …, j+1·q;
+// the rest go one at a time. Every output goes through the same operations whatever
+// its tile, row count or call.
+func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
 // int4Gemm2VNNI computes blocks of 16 outputs of 2 rows from repacked INT4
 // weights (qs, meta) and int8 activations with per-group steps d and sums asum:
@@ -260,10 +260,10 @@ func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *fl
 // over groups g in increasing order (the integer sums are exact). Row t's
 // outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[8w+4t:],
 // its group steps and sums at d4[2g+t] and asum4[2g+t]; qstride is the bytes
-// of codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks takes
-// blocks j, j+bstep, …, j+3·bstep; the rest go one at a time. Every output goes
-// through the same operations whatever its tile, row count or call.
-func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// of codes per block. With q = blocks/4, tile j < q takes blocks j, j+q, …, j+3·q;
+// the rest go one at a time. Every output goes through the same operations whatever
+// its tile, row count or call.
+func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
 // int4Gemm1VNNI computes blocks of 16 outputs of one row from repacked INT4
 // weights (qs, meta) and int8 activations with per-group steps d and sums asum:
@@ -273,10 +273,10 @@ func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *fl
 // over groups g in increasing order (the integer sums are exact). Row t's
 // outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[4w+4t:],
 // its group steps and sums at d4[1g+t] and asum4[1g+t]; qstride is the bytes
-// of codes per block. bstep = blocks/4: tile j of the first 4·bstep blocks takes
-// blocks j, j+bstep, …, j+3·bstep; the rest go one at a time. Every output goes
-// through the same operations whatever its tile, row count or call.
-func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int, bstep int)
+// of codes per block. With q = blocks/4, tile j < q takes blocks j, j+q, …, j+3·q;
+// the rest go one at a time. Every output goes through the same operations whatever
+// its tile, row count or call.
+func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
 // int4GemvAVX2 is int4Gemm1VNNI for AVX2, one block at a time:
 //

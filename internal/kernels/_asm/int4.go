@@ -70,7 +70,7 @@ const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum
 // sums are [groups][rows].
 func int4GemmVNNI(rows int, tiles []int) {
 	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
-	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride, bstep int)")
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
 	what := fmt.Sprintf("%d rows", rows)
 	if rows == 1 {
 		what = "one row"
@@ -83,10 +83,17 @@ func int4GemmVNNI(rows int, tiles []int) {
 		"over groups g in increasing order (the integer sums are exact). Row t's",
 		fmt.Sprintf("outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[%dw+4t:],", 4*rows),
 		fmt.Sprintf("its group steps and sums at d4[%dg+t] and asum4[%dg+t]; qstride is the bytes", rows, rows),
-		fmt.Sprintf("of codes per block. bstep = blocks/%d: tile j of the first %d·bstep blocks takes", tiles[0], tiles[0]),
-		fmt.Sprintf("blocks j, j+bstep, …, j+%d·bstep; the rest go one at a time. Every output goes", tiles[0]-1),
-		"through the same operations whatever its tile, row count or call.")
+		fmt.Sprintf("of codes per block. With q = blocks/%d, tile j < q takes blocks j, j+q, …, j+%d·q;", tiles[0], tiles[0]-1),
+		"the rest go one at a time. Every output goes through the same operations whatever",
+		"its tile, row count or call.")
 	i := avx512
+	// bstep = blocks/tiles[0]: the spacing of a tile's blocks.
+	bstep := AllocLocal(8)
+	{
+		q := Load(Param("blocks"), GP64())
+		SHRQ(U8(log2(tiles[0])), q)
+		MOVQ(q, bstep)
+	}
 	mask := i.vec()
 	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
 	for ri, R := range tiles {
@@ -117,7 +124,6 @@ func int4GemmVNNI(rows int, tiles []int) {
 			gn := Load(Param("groups"), GP64())
 			mstride := GP64()
 			IMUL3Q(U32(48), gn, mstride) // meta bytes per block
-			bstep := Load(Param("bstep"), GP64())
 			IMULQ(bstep, qstride)
 			IMULQ(bstep, mstride)
 			for b := 1; b < R; b++ {
@@ -193,7 +199,8 @@ func int4GemmVNNI(rows int, tiles []int) {
 		SHLQ(U8(2), ldd)
 		var dstep Register
 		if R > 1 {
-			dstep = Load(Param("bstep"), GP64())
+			dstep = GP64()
+			MOVQ(bstep, dstep)
 			SHLQ(U8(6), dstep) // 16 floats a block
 		}
 		for t := range rows {
@@ -227,7 +234,8 @@ func int4GemmVNNI(rows int, tiles []int) {
 		if R > 1 {
 			// The tiles took blocks [0, R·bstep) and left the frame's
 			// pointers at block bstep: move them to block R·bstep.
-			skip := Load(Param("bstep"), GP64())
+			skip := GP64()
+			MOVQ(bstep, skip)
 			IMUL3Q(U32(R-1), skip, skip) // blocks to skip
 			qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
 			IMUL3Q(U32(48), ms, ms)

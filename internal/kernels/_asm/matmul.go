@@ -141,11 +141,11 @@ func funcName(kind string, i isa, wt weightType) string {
 // lines in flight for each. The rows past gemvRows·rstep go one at a time.
 func gemv(i isa, wt weightType) {
 	name := funcName("gemv", i, wt)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, x *float32, w *%s, kk, rows, ldw, rstep int)", wt.gotyp))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, x *float32, w *%s, kk, rows, ldw int)", wt.gotyp))
 	l := fmt.Sprint(i.lanes)
 	Doc(
-		fmt.Sprintf("%s computes one token against rows of a weight matrix; kk is a multiple of %d", name, i.lanes),
-		fmt.Sprintf("and rstep is rows/%d (the spacing of a tile's rows).", i.gemvRows),
+		fmt.Sprintf("%s computes one token against rows of a weight matrix; kk is a multiple of %d.", name, i.lanes),
+		fmt.Sprintf("A tile's %d rows are rows/%d apart; the outputs are those of the loop:", i.gemvRows, i.gemvRows),
 		"",
 		"\tfor r := 0; r < rows; r++ {",
 		"\t\tvar acc ["+l+"]float32",
@@ -162,6 +162,7 @@ func gemv(i isa, wt weightType) {
 	rows := Load(Param("rows"), GP64())
 	ldw := Load(Param("ldw"), GP64())
 	SHLQ(U8(log2(wt.size)), ldw) // row stride in bytes
+	rstep := rowStep(rows, i.gemvRows)
 
 	for _, R := range []int{i.gemvRows, 1} {
 		group := fmt.Sprintf("rows%d", R)
@@ -183,7 +184,8 @@ func gemv(i isa, wt weightType) {
 		}
 		JL(LabelRef(group + "_end"))
 		x := Load(Param("x"), GP64())
-		spacing := Load(Param("rstep"), GP64())
+		spacing := GP64()
+		MOVQ(rstep, spacing)
 		IMULQ(ldw, spacing) // bytes between a tile's rows
 		tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, spacing, R), func(t, r int) Mem {
 			if r == 0 {
@@ -191,7 +193,8 @@ func gemv(i isa, wt weightType) {
 			}
 			// The weight pointers are dead after the loop: the output
 			// of row r is 4·r·rstep bytes on.
-			o := Load(Param("rstep"), GP64())
+			o := GP64()
+			MOVQ(rstep, o)
 			IMUL3Q(U32(4*r), o, o)
 			ADDQ(dst, o)
 			return mem(o, 0)
@@ -203,7 +206,8 @@ func gemv(i isa, wt weightType) {
 		Label(group + "_end")
 		// The tiles took rows [0, R·rstep) and left dst and w at row
 		// rstep: move them to row R·rstep.
-		skip := Load(Param("rstep"), GP64())
+		skip := GP64()
+		MOVQ(rstep, skip)
 		IMUL3Q(U32(R-1), skip, skip)
 		wskip := GP64()
 		MOVQ(skip, wskip)
@@ -217,15 +221,25 @@ func gemv(i isa, wt weightType) {
 	RET()
 }
 
+// rowStep keeps rows/R, the spacing of a tile's R rows, in the frame.
+func rowStep(rows Register, R int) Mem {
+	m := AllocLocal(8)
+	q := GP64()
+	MOVQ(rows, q)
+	SHRQ(U8(log2(R)), q)
+	MOVQ(q, m)
+	return m
+}
+
 // gemm4 emits the 4-token version of gemv: token t's activations at
 // x[t*ldx:], its outputs at dst[t*ldd:]. Its tiles of gemmRows rows take
 // rows rstep apart, as gemv's do.
 func gemm4(i isa, wt weightType) {
 	name := funcName("gemm4", i, wt)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, ldd int, x *float32, ldx int, w *%s, kk, rows, ldw, rstep int)", wt.gotyp))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, ldd int, x *float32, ldx int, w *%s, kk, rows, ldw int)", wt.gotyp))
 	Doc(
 		fmt.Sprintf("%s is %s for 4 tokens at once, reusing each weight", name, funcName("gemv", i, wt)),
-		fmt.Sprintf("vector for all of them (register tile: 4 tokens × %d rows, rstep = rows/%d apart).", i.gemmRows, i.gemmRows),
+		fmt.Sprintf("vector for all of them (register tile: 4 tokens × %d rows, rows/%d apart).", i.gemmRows, i.gemmRows),
 		"",
 		"\tfor t := 0; t < 4; t++ {",
 		"\t\t"+funcName("gemv", i, wt)+"(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)",
@@ -238,6 +252,7 @@ func gemm4(i isa, wt weightType) {
 	ldw := Load(Param("ldw"), GP64())
 	SHLQ(U8(2), ldd)
 	SHLQ(U8(log2(wt.size)), ldw)
+	rstep := rowStep(rows, i.gemmRows)
 
 	for _, R := range []int{i.gemmRows, 1} {
 		group := fmt.Sprintf("rows%d", R)
@@ -258,7 +273,8 @@ func gemm4(i isa, wt weightType) {
 		xp := newPtrs(x, ldx, 4)
 		var wp ptrs
 		if R > 1 {
-			spacing := Load(Param("rstep"), GP64())
+			spacing := GP64()
+			MOVQ(rstep, spacing)
 			IMULQ(ldw, spacing) // bytes between a tile's rows
 			wp = newPtrs(w, spacing, R)
 		} else {
@@ -283,7 +299,8 @@ func gemm4(i isa, wt weightType) {
 				return mem(rowBase, 0)
 			}
 			if rowStep == nil {
-				rowStep = Load(Param("rstep"), GP64())
+				rowStep = GP64()
+				MOVQ(rstep, rowStep)
 				SHLQ(U8(2), rowStep)
 			}
 			o := GP64()
@@ -299,7 +316,8 @@ func gemm4(i isa, wt weightType) {
 			Label(end)
 			// The tiles took rows [0, R·rstep) and left dst and w at
 			// row rstep: move them to row R·rstep.
-			skip := Load(Param("rstep"), GP64())
+			skip := GP64()
+			MOVQ(rstep, skip)
 			IMUL3Q(U32(R-1), skip, skip)
 			wskip := GP64()
 			MOVQ(skip, wskip)
