@@ -204,21 +204,26 @@ func gemv(i isa, wt weightType) {
 		SUBQ(U32(R), rows)
 		JMP(LabelRef(group))
 		Label(group + "_end")
-		// The tiles took rows [0, R·rstep) and left dst and w at row
-		// rstep: move them to row R·rstep.
-		skip := GP64()
-		MOVQ(rstep, skip)
-		IMUL3Q(U32(R-1), skip, skip)
-		wskip := GP64()
-		MOVQ(skip, wskip)
-		IMULQ(ldw, wskip)
-		ADDQ(wskip, w)
-		SHLQ(U8(2), skip)
-		ADDQ(skip, dst)
+		skipSpacedRows(rstep, R, ldw, w, dst)
 	}
 	Label("ret")
 	VZEROUPPER()
 	RET()
+}
+
+// skipSpacedRows moves w (rows ldw bytes apart) and dst (a float32 per
+// row) on from row rstep, where tiles of R rows rstep apart left them
+// after taking rows [0, R·rstep), to row R·rstep.
+func skipSpacedRows(rstep Mem, R int, ldw, w, dst Register) {
+	skip := GP64()
+	MOVQ(rstep, skip)
+	IMUL3Q(U32(R-1), skip, skip)
+	wskip := GP64()
+	MOVQ(skip, wskip)
+	IMULQ(ldw, wskip)
+	ADDQ(wskip, w)
+	SHLQ(U8(2), skip)
+	ADDQ(skip, dst)
 }
 
 // rowStep keeps rows/R, the spacing of a tile's R rows, in the frame.
@@ -314,17 +319,7 @@ func gemm4(i isa, wt weightType) {
 		JMP(LabelRef(group))
 		if R > 1 {
 			Label(end)
-			// The tiles took rows [0, R·rstep) and left dst and w at
-			// row rstep: move them to row R·rstep.
-			skip := GP64()
-			MOVQ(rstep, skip)
-			IMUL3Q(U32(R-1), skip, skip)
-			wskip := GP64()
-			MOVQ(skip, wskip)
-			IMULQ(ldw, wskip)
-			ADDQ(wskip, w)
-			SHLQ(U8(2), skip)
-			ADDQ(skip, dst)
+			skipSpacedRows(rstep, R, ldw, w, dst)
 		}
 	}
 	Label("ret")
