@@ -69,6 +69,10 @@ const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum
 // 4-byte word (word w of row t at a[4·rows·w + 4t]) and their steps and
 // sums are [groups][rows].
 func int4GemmVNNI(rows int, tiles []int) {
+	if len(tiles) != 2 || tiles[1] != 1 {
+		// Only the first tile height spaces its blocks (bstep below).
+		panic("int4GemmVNNI: tiles must be {R, 1}")
+	}
 	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
 	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
 	what := fmt.Sprintf("%d rows", rows)
