@@ -106,36 +106,70 @@ func attendKV(im *impl, a *kvAttn[uint16], out, q []float32, k, v []uint16, n, d
 // are visited in L1-sized chunks while every head of the group uses them.
 // Each head's output is bitwise what attendKV computes for it.
 func attendGroupKV(im *impl, a *kvAttn[uint16], out, q []float32, g int, k, v []uint16, n, d, stride int, scale float32, scratch []float32) {
+	attendHeadsKV(im, a, out, q, g, [][]uint16{k}, [][]uint16{v}, n, d, stride, scale, scratch)
+}
+
+// attendHeadsKV is attendGroupKV for several key/value heads at once,
+// head h's g queries at q[h*g*d:] and outputs at out[h*g*d:], its scores
+// in scratch[h*g*n:]. The heads take turns chunk by chunk, and before a
+// head's chunk is read the next turn's chunk is asked for (prefetched),
+// so that a core has two streams of keys (then values) in flight instead
+// of one. Each head's operations, and so its output, are those
+// attendGroupKV gives it alone.
+func attendHeadsKV(im *impl, a *kvAttn[uint16], out, q []float32, g int, k, v [][]uint16, n, d, stride int, scale float32, scratch []float32) {
+	H := len(k)
 	if n == 0 {
-		clear(out[:g*d])
+		clear(out[:H*g*d])
 		return
 	}
 	C := chunkOf[uint16](d)
 	pairs := 0
 	if a.scoresQ2 != nil && a.vec(d) {
 		pairs = g / 2
-		_, _, _ = q[g*d-1], scratch[g*n-1], k[(n-1)*stride+d-1]
+		_, _ = q[H*g*d-1], scratch[H*g*n-1]
+		for h := range H {
+			_ = k[h][(n-1)*stride+d-1]
+		}
 	}
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
 		c8 := c &^ 7
-		for i := 0; i < 2*pairs; i += 2 {
-			if c8 > 0 {
-				a.scoresQ2(&scratch[i*n+j0], n, &q[i*d], &k[j0*stride], c8, d, stride, scale)
+		for h := range H {
+			if H > 1 {
+				prefetchNextTurn(k, h, j0, C, n, d, stride)
 			}
-			if c > c8 {
-				a.scoresN(scratch[i*n+j0+c8:], q[i*d:], k[(j0+c8)*stride:], c-c8, d, stride, scale)
-				a.scoresN(scratch[(i+1)*n+j0+c8:], q[(i+1)*d:], k[(j0+c8)*stride:], c-c8, d, stride, scale)
+			qh, sh, kh := q[h*g*d:], scratch[h*g*n:], k[h]
+			for i := 0; i < 2*pairs; i += 2 {
+				if c8 > 0 {
+					a.scoresQ2(&sh[i*n+j0], n, &qh[i*d], &kh[j0*stride], c8, d, stride, scale)
+				}
+				if c > c8 {
+					a.scoresN(sh[i*n+j0+c8:], qh[i*d:], kh[(j0+c8)*stride:], c-c8, d, stride, scale)
+					a.scoresN(sh[(i+1)*n+j0+c8:], qh[(i+1)*d:], kh[(j0+c8)*stride:], c-c8, d, stride, scale)
+				}
 			}
-		}
-		for i := 2 * pairs; i < g; i++ {
-			a.scoresN(scratch[i*n+j0:], q[i*d:], k[j0*stride:], c, d, stride, scale)
+			for i := 2 * pairs; i < g; i++ {
+				a.scoresN(sh[i*n+j0:], qh[i*d:], kh[j0*stride:], c, d, stride, scale)
+			}
 		}
 	}
-	for i := range g {
+	for i := range H * g {
 		probabilities(im, scratch[i*n:(i+1)*n], nil, nil)
 	}
-	groupSums(a, out, scratch, n, g, v, n, d, stride)
+	headSums(a, out, scratch, n, g, v, n, d, stride)
+}
+
+// prefetchNextTurn asks for the chunk that comes after head h's chunk at
+// j0 in attendHeadsKV's turns: the next head's at j0, or the first head's
+// next chunk.
+func prefetchNextTurn[T float32 | uint16 | int8](x [][]T, h, j0, C, n, d, stride int) {
+	h++
+	if h == len(x) {
+		h, j0 = 0, j0+C
+	}
+	if j0 < n {
+		prefetchSlice(x[h][j0*stride : (j0+min(C, n-j0)-1)*stride+d])
+	}
 }
 
 // chunkOf is how many keys (or values) of d elements of T one chunk of
@@ -149,23 +183,40 @@ func chunkOf[T float32 | uint16 | int8 | byte](d int) int {
 // heads of one row, the values visited in chunks while every head uses
 // them; each head's sum is bitwise what one sumN over all n gives.
 func groupSums[T float32 | uint16 | int8](a *kvAttn[T], out, p []float32, pstride, g int, v []T, n, d, stride int) {
+	headSums(a, out, p, pstride, g, [][]T{v}, n, d, stride)
+}
+
+// headSums is groupSums for several key/value heads, whose chunks take
+// turns (see attendHeadsKV): head h's g outputs at out[h*g*d:], its
+// weights at p[h*g*pstride:].
+func headSums[T float32 | uint16 | int8](a *kvAttn[T], out, p []float32, pstride, g int, v [][]T, n, d, stride int) {
+	H := len(v)
 	C := chunkOf[T](d)
 	pairs := 0
 	if a.sumQ2 != nil && a.vec(d) && d%128 == 0 {
 		pairs = g / 2
-		_, _, _ = out[g*d-1], p[(g-1)*pstride+n-1], v[(n-1)*stride+d-1]
+		_, _ = out[H*g*d-1], p[(H*g-1)*pstride+n-1]
+		for h := range H {
+			_ = v[h][(n-1)*stride+d-1]
+		}
 	}
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
-		for i := 0; i < 2*pairs; i += 2 {
-			sum := a.sumAddQ2
-			if j0 == 0 {
-				sum = a.sumQ2
+		for h := range H {
+			if H > 1 {
+				prefetchNextTurn(v, h, j0, C, n, d, stride)
 			}
-			sum(&out[i*d], &p[i*pstride+j0], pstride, &v[j0*stride], c, d, stride)
-		}
-		for i := 2 * pairs; i < g; i++ {
-			a.sumN(out[i*d:], p[i*pstride+j0:], v[j0*stride:], c, d, stride, j0 > 0)
+			oh, ph, vh := out[h*g*d:], p[h*g*pstride:], v[h]
+			for i := 0; i < 2*pairs; i += 2 {
+				sum := a.sumAddQ2
+				if j0 == 0 {
+					sum = a.sumQ2
+				}
+				sum(&oh[i*d], &ph[i*pstride+j0], pstride, &vh[j0*stride], c, d, stride)
+			}
+			for i := 2 * pairs; i < g; i++ {
+				a.sumN(oh[i*d:], ph[i*pstride+j0:], vh[j0*stride:], c, d, stride, j0 > 0)
+			}
 		}
 	}
 }
@@ -309,6 +360,24 @@ func checkScales(name string, ks, vs []float32, n int) {
 func AttendBlockBF16(out []float32, ostride int, q []float32, qstride int, rows, g int, k, v []uint16, n0, d, stride int, scale float32, scratch []float32) {
 	checkAttendBlockKV("AttendBlockBF16", len(out), ostride, len(q), qstride, rows, g, len(k), len(v), n0, d, stride, len(scratch))
 	attendBlockKV(active, &active.bf16KV, out, ostride, q, qstride, rows, g, k, v, n0, d, stride, scale, scratch)
+}
+
+// AttendHeadsBF16 is AttendBlockBF16 for one row (a streamed token) over
+// len(k) key/value heads at once: head h's g query heads at q[h*g*d:],
+// their outputs at out[h*g*d:], its keys and values k[h] and v[h] (stride
+// d) over n positions; scratch holds len(k)·g·n floats. Every head's
+// output is bitwise what AttendBlockBF16 gives it alone.
+func AttendHeadsBF16(out, q []float32, g int, k, v [][]uint16, n, d int, scale float32, scratch []float32) {
+	H := len(k)
+	if H == 0 || len(v) != H || g <= 0 || n <= 0 || d <= 0 || len(out) < H*g*d || len(q) < H*g*d || len(scratch) < H*g*n {
+		panic(fmt.Sprintf("kernels: AttendHeadsBF16 heads=%d/%d g=%d n=%d d=%d: have out %d, q %d, scratch %d", H, len(v), g, n, d, len(out), len(q), len(scratch)))
+	}
+	for h := range H {
+		if len(k[h]) < n*d || len(v[h]) < n*d {
+			panic(fmt.Sprintf("kernels: AttendHeadsBF16 head %d: n=%d d=%d needs %d keys and values, have %d and %d", h, n, d, n*d, len(k[h]), len(v[h])))
+		}
+	}
+	attendHeadsKV(active, &active.bf16KV, out, q, g, k, v, n, d, d, scale, scratch)
 }
 
 // AttendBlockInt8 is AttendBlock over int8 keys and values with per-key

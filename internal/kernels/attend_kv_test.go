@@ -139,6 +139,66 @@ func TestAttendBlockKVMatchesAttendKV(t *testing.T) {
 // fill whole vectors) AttendBlockBF16 is bitwise AttendBlock over the
 // widened values. Elsewhere the float32 kernels finish a head's tail in
 // a different order, and the two agree to float32 rounding.
+// TestAttendHeadsBF16 checks that reading several heads in turns (with
+// the next turn prefetched) leaves every head's output bitwise what
+// AttendBlockBF16 gives it alone: head counts 1 to 3, groups of 1, 2 and 4
+// query heads, and positions around the 8-key tiles and the chunks.
+func TestAttendHeadsBF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const d = 128
+	scale := float32(1 / math.Sqrt(d))
+	forEachImpl(t, func(t *testing.T) {
+		for _, H := range []int{1, 2, 3} {
+			for _, g := range []int{1, 2, 4} {
+				for _, n := range []int{1, 7, 8, 9, 63, 64, 65, 130, 300} {
+					q := randVec(r, H*g*d)
+					k, v := make([][]uint16, H), make([][]uint16, H)
+					for h := range H {
+						k[h], v[h] = make([]uint16, n*d), make([]uint16, n*d)
+						ToBF16(k[h], randVec(r, n*d))
+						ToBF16(v[h], randVec(r, n*d))
+					}
+					got := make([]float32, H*g*d+1)
+					got[H*g*d] = 42
+					AttendHeadsBF16(got, q, g, k, v, n, d, scale, make([]float32, H*g*n))
+					if got[H*g*d] != 42 {
+						t.Fatalf("H=%d g=%d n=%d: wrote past the outputs", H, g, n)
+					}
+					want := make([]float32, g*d)
+					for h := range H {
+						AttendBlockBF16(want, g*d, q[h*g*d:], g*d, 1, g, k[h], v[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
+						for i, w := range want {
+							if o := got[h*g*d+i]; math.Float32bits(o) != math.Float32bits(w) {
+								t.Fatalf("H=%d n=%d head %d: out[%d] = %g, alone %g", H, n, h, i, o, w)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+	for _, bad := range []func(){
+		func() {
+			AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 1, [][]uint16{make([]uint16, 128)}, [][]uint16{}, 1, 128, 1, make([]float32, 1))
+		},
+		func() {
+			AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 2, [][]uint16{make([]uint16, 127)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
+		},
+		func() {
+			AttendHeadsBF16(make([]float32, 128), make([]float32, 256), 2, [][]uint16{make([]uint16, 128)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
+		},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("AttendHeadsBF16 accepted inconsistent lengths")
+				}
+			}()
+			bad()
+		}()
+	}
+}
+
 func TestAttendBF16MatchesFloat32(t *testing.T) {
 	forEachImpl(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(9, 9))

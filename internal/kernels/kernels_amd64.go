@@ -4,6 +4,7 @@ package kernels
 
 import (
 	"math"
+	"unsafe"
 
 	"golang.org/x/sys/cpu"
 
@@ -371,3 +372,11 @@ func attendBlockAVX512(out []float32, ostride int, q []float32, qstride int, row
 // f32BlockAVX512 is what attendBlockQ4 uses over a float32 cache.
 var f32BlockAVX512 = kvAttn[float32]{lanes: 16, scores: avx512Ops.attnScores, sum: avx512Ops.attnSum, sumAdd: avx512Ops.attnSumAdd,
 	scoresQ4: attnScoresQ4AVX512, sumQ4: attnSumQ4AVX512, sumAddQ4: attnSumAddQ4AVX512}
+
+// prefetchSlice asks for the cache lines of s (PREFETCHT0).
+func prefetchSlice[T any](s []T) {
+	if len(s) > 0 {
+		var zero T
+		prefetchLines((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
+	}
+}

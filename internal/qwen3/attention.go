@@ -68,27 +68,41 @@ func (a *Attention) attend(b *batch, layer int, att []float32) {
 	ws.blockStarts = starts
 	nb := len(starts) - 1
 	p := rowHeads{a: a, b: b, layer: layer, q: q, k: k, v: v, qs: qs, ks: ks}
-	attend := func(w, bi, kh int) {
+	p.fused = ownBlocks(b.rows, starts) && !separatePrepare
+	// Key/value heads per item: a streamed token's go attnItemHeads to an
+	// item where its cache reads them in turns with the next one
+	// prefetched (Cache.attendHeads), so that a core reads two streams at
+	// once; prompt blocks keep one head an item.
+	heads := 1
+	if p.fused && nb == T && a.KVHeads%attnItemHeads == 0 && b.rows[0].cache.attendsHeads() {
+		heads = attnItemHeads
+	}
+	items := a.KVHeads / heads
+	attend := func(w, bi, kh0 int) {
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]
-		lo := kh * group * hd
-		if need := max(hd, kernels.AttendBlockScratch(rows, group, r.pos+1, hd)); len(ws.scratch[w]) < need {
+		lo := kh0 * group * hd
+		if need := max(hd, heads*kernels.AttendBlockScratch(rows, group, r.pos+1, hd)); len(ws.scratch[w]) < need {
 			// Grow geometrically: a stream needs one more score per
 			// head each token.
 			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
 		}
 		if p.fused {
 			// This block is its sequence's only one: its rows' keys
-			// and values for head kh are stored here, before the
+			// and values for heads kh0.. are stored here, before the
 			// block reads them, and no other item reads them.
 			for t := t0; t < t0+rows; t++ {
-				p.prepare(t, kh*group, (kh+1)*group, kh, kh+1, ws.scratch[w])
+				p.prepare(t, kh0*group, (kh0+heads)*group, kh0, kh0+heads, ws.scratch[w])
 			}
 		}
-		r.cache.attend(layer, kh, att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, r.pos+1, scale, ws.scratch[w])
+		if heads > 1 {
+			r.cache.attendHeads(layer, kh0, heads, att[t0*qd+lo:], q[t0*qs+lo:], group, r.pos+1, scale, ws.scratch[w])
+			return
+		}
+		r.cache.attend(layer, kh0, att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, r.pos+1, scale, ws.scratch[w])
 	}
 	workers := workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1))
-	if p.fused = ownBlocks(b.rows, starts) && !separatePrepare; !p.fused {
+	if !p.fused {
 		// A sequence split over several blocks: every row's keys are
 		// stored before any block attends.
 		kernels.ParallelFor(T, workersFor(T, qd+kvd), func(w, t int) {
@@ -98,8 +112,14 @@ func (a *Attention) attend(b *batch, layer int, att []float32) {
 			p.prepare(t, 0, a.Heads, 0, a.KVHeads, ws.scratch[w])
 		})
 	}
-	kernels.ParallelFor(nb*a.KVHeads, workers, func(w, i int) { attend(w, i/a.KVHeads, i%a.KVHeads) })
+	kernels.ParallelFor(nb*items, min(workers, nb*items), func(w, i int) { attend(w, i/items, i%items*heads) })
 }
+
+// attnItemHeads is how many key/value heads one item of a decode step's
+// attention reads in turns. Two measured best on the 0.6B at position
+// 4,000: four left each of two goroutines one item a layer, with no
+// balance between them (docs/BENCHMARKS.md).
+var attnItemHeads = 2
 
 // rowHeads prepares rows of a batch for attention: the per-head RMSNorm
 // and RoPE of their queries and keys, and the keys and values stored in

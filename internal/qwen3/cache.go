@@ -296,6 +296,36 @@ func (c *Cache) attend(l, h int, out []float32, ostride int, q []float32, qstrid
 	}
 }
 
+// attendsHeads reports whether attendHeads reads several heads in turns
+// for this cache's type (bfloat16); otherwise a decode step's items take
+// one head each.
+func (c *Cache) attendsHeads() bool { return c.kv == KVBF16 }
+
+// attendHeads is attend for one row over key/value heads [h0, h0+n),
+// read in turns where the type is bfloat16: head h's g queries at q[(h-h0)*g*d:],
+// its outputs at out[(h-h0)*g*d:] (kernels.AttendHeadsBF16); scratch
+// holds n·g·n0 floats.
+func (c *Cache) attendHeads(l, h0, n int, out, q []float32, g, n0 int, scale float32, scratch []float32) {
+	hd := c.headDim
+	if !c.attendsHeads() || n > maxItemHeads {
+		// A batch may mix cache types: head after head.
+		for h := h0; h < h0+n; h++ {
+			o := (h - h0) * g * hd
+			c.attend(l, h, out[o:], g*hd, q[o:], g*hd, 1, g, n0, scale, scratch)
+		}
+		return
+	}
+	var k, v [maxItemHeads][]uint16
+	for i := range n {
+		lo := (h0 + i) * c.capacity * hd
+		k[i], v[i] = c.k[l].bf16[lo:lo+n0*hd], c.v[l].bf16[lo:lo+n0*hd]
+	}
+	kernels.AttendHeadsBF16(out, q, g, k[:n], v[:n], n0, hd, scale, scratch)
+}
+
+// maxItemHeads bounds attendHeads' heads (its slices live on the stack).
+const maxItemHeads = 8
+
 // Truncate forgets positions n and beyond (keeping the memory), so a
 // sequence can be rolled back, for example after a failed step.
 func (c *Cache) Truncate(n int) {
