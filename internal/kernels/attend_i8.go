@@ -158,3 +158,50 @@ func attendI8(im *impl, out []float32, ostride int, q []float32, qstride int, ro
 		groupSums(a, out[r*ostride:], S[r*g*nmax:], nmax, g, v, n0+r, d, stride)
 	}
 }
+
+// attendHeadsI8 is attendI8 for one row over several key/value heads, as
+// attendHeadsKV is for bfloat16: head h's g queries at q[h*g*d:], outputs
+// at out[h*g*d:], codes k[h] and v[h] (stride d) with scales ks[h] and
+// vs[h]; the heads' chunks of keys (then values) take turns with the next
+// turn's prefetched, so a core reads two streams. Each head's output is
+// bitwise what attendI8 gives it alone. Scratch: H·g·n scores, then the
+// quantized queries (i8QueryFloats(H·g, d)).
+func attendHeadsI8(im *impl, out, q []float32, g int, k, v [][]int8, ks, vs [][]float32, n, d int, scale float32, scratch []float32) {
+	H := len(k)
+	M := H * g
+	S := scratch[:M*n]
+	// The heads' query groups are consecutive, so they quantize as H rows
+	// of g heads each.
+	codes, mult, bias := quantizeQueries(scratch[M*n:], q, g*d, H, g, d, scale, 128)
+	x := &im.i8Dot
+	var two scoreQ2[int8]
+	if x.vecQ2 != nil && x.lanes > 0 && d%x.lanes == 0 {
+		two = x.vecQ2
+	}
+	pairs := 0
+	if two != nil {
+		pairs = g / 2
+	}
+	C := chunkOf[int8](d)
+	for j0 := 0; j0 < n; j0 += C {
+		c := min(C, n-j0)
+		for h := range H {
+			if H > 1 {
+				prefetchNextTurn(k, h, j0, C, n, d, d)
+			}
+			kc := k[h][j0*d:]
+			i0 := h * g
+			for i := i0; i < i0+2*pairs; i += 2 {
+				_, _, _ = S[(i+1)*n+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*d+d-1]
+				two(&S[i*n+j0], n, &codes[i*d], &kc[0], c, d, d, mult[i], mult[i+1], bias[i], bias[i+1])
+			}
+			for i := i0 + 2*pairs; i < i0+g; i++ {
+				x.dot(S[i*n+j0:], codes[i*d:(i+1)*d], kc, c, d, d, mult[i], bias[i])
+			}
+		}
+	}
+	for i := range M {
+		probabilities(im, S[i*n:(i+1)*n], ks[i/g], vs[i/g])
+	}
+	headSums(&im.i8KV, out, S, n, g, v, n, d, d)
+}

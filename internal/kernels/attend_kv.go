@@ -365,11 +365,12 @@ func AttendBlockBF16(out []float32, ostride int, q []float32, qstride int, rows,
 // AttendHeadsBF16 is AttendBlockBF16 for one row (a streamed token) over
 // len(k) key/value heads at once: head h's g query heads at q[h*g*d:],
 // their outputs at out[h*g*d:], its keys and values k[h] and v[h] (stride
-// d) over n positions; scratch holds len(k)·g·n floats. Every head's
-// output is bitwise what AttendBlockBF16 gives it alone.
+// d) over n positions; scratch holds AttendHeadsScratch(len(k), g, n, d)
+// floats. Every head's output is bitwise what AttendBlockBF16 gives it
+// alone.
 func AttendHeadsBF16(out, q []float32, g int, k, v [][]uint16, n, d int, scale float32, scratch []float32) {
 	H := len(k)
-	if H == 0 || len(v) != H || g <= 0 || n <= 0 || d <= 0 || len(out) < H*g*d || len(q) < H*g*d || len(scratch) < H*g*n {
+	if H == 0 || len(v) != H || g <= 0 || n <= 0 || d <= 0 || len(out) < H*g*d || len(q) < H*g*d || len(scratch) < AttendHeadsScratch(H, g, n, d) {
 		panic(fmt.Sprintf("kernels: AttendHeadsBF16 heads=%d/%d g=%d n=%d d=%d: have out %d, q %d, scratch %d", H, len(v), g, n, d, len(out), len(q), len(scratch)))
 	}
 	for h := range H {
@@ -378,6 +379,31 @@ func AttendHeadsBF16(out, q []float32, g int, k, v [][]uint16, n, d int, scale f
 		}
 	}
 	attendHeadsKV(active, &active.bf16KV, out, q, g, k, v, n, d, d, scale, scratch)
+}
+
+// AttendHeadsInt8 is AttendHeadsBF16 over int8 caches: head h's codes k[h]
+// and v[h] (stride d) with per-position scales ks[h] and vs[h] (see
+// AttendInt8); scratch holds AttendHeadsScratch(len(k), g, n, d) floats.
+// Every head's output is bitwise what AttendBlockInt8 gives it alone.
+func AttendHeadsInt8(out, q []float32, g int, k, v [][]int8, ks, vs [][]float32, n, d int, scale float32, scratch []float32) {
+	H := len(k)
+	if H == 0 || len(v) != H || len(ks) != H || len(vs) != H || g <= 0 || n <= 0 || d <= 0 || len(out) < H*g*d || len(q) < H*g*d || len(scratch) < AttendHeadsScratch(H, g, n, d) {
+		panic(fmt.Sprintf("kernels: AttendHeadsInt8 heads=%d/%d/%d/%d g=%d n=%d d=%d: have out %d, q %d, scratch %d", H, len(v), len(ks), len(vs), g, n, d, len(out), len(q), len(scratch)))
+	}
+	for h := range H {
+		if len(k[h]) < n*d || len(v[h]) < n*d || len(ks[h]) < n || len(vs[h]) < n {
+			panic(fmt.Sprintf("kernels: AttendHeadsInt8 head %d: n=%d d=%d needs %d codes and %d scales, have %d, %d, %d, %d", h, n, d, n*d, n, len(k[h]), len(v[h]), len(ks[h]), len(vs[h])))
+		}
+	}
+	attendHeadsI8(active, out, q, g, k, v, ks, vs, n, d, scale, scratch)
+}
+
+// AttendHeadsScratch is the scratch, in floats, that AttendHeadsBF16 and
+// AttendHeadsInt8 need for heads key/value heads of g query heads each
+// over n positions of d elements.
+func AttendHeadsScratch(heads, g, n, d int) int {
+	m := heads * g
+	return m*n + i8QueryFloats(m, d)
 }
 
 // AttendBlockInt8 is AttendBlock over int8 keys and values with per-key

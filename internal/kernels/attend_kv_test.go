@@ -160,7 +160,7 @@ func TestAttendHeadsBF16(t *testing.T) {
 					}
 					got := make([]float32, H*g*d+1)
 					got[H*g*d] = 42
-					AttendHeadsBF16(got, q, g, k, v, n, d, scale, make([]float32, H*g*n))
+					AttendHeadsBF16(got, q, g, k, v, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
 					if got[H*g*d] != 42 {
 						t.Fatalf("H=%d g=%d n=%d: wrote past the outputs", H, g, n)
 					}
@@ -197,6 +197,56 @@ func TestAttendHeadsBF16(t *testing.T) {
 			bad()
 		}()
 	}
+}
+
+// TestAttendHeadsInt8 is TestAttendHeadsBF16 for int8 caches: every
+// head's output bitwise what AttendBlockInt8 gives it alone.
+func TestAttendHeadsInt8(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const d = 128
+	scale := float32(1 / math.Sqrt(d))
+	forEachImpl(t, func(t *testing.T) {
+		for _, H := range []int{1, 2, 3} {
+			for _, g := range []int{1, 2, 4} {
+				for _, n := range []int{1, 7, 8, 9, 127, 128, 129, 300} {
+					q := randVec(r, H*g*d)
+					k, v := make([][]int8, H), make([][]int8, H)
+					ks, vs := make([][]float32, H), make([][]float32, H)
+					for h := range H {
+						k[h], v[h] = make([]int8, n*d), make([]int8, n*d)
+						ks[h], vs[h] = make([]float32, n), make([]float32, n)
+						kf, vf := randVec(r, n*d), randVec(r, n*d)
+						for j := range n {
+							ks[h][j] = QuantizeInt8(k[h][j*d:(j+1)*d], kf[j*d:(j+1)*d])
+							vs[h][j] = QuantizeInt8(v[h][j*d:(j+1)*d], vf[j*d:(j+1)*d])
+						}
+					}
+					got := make([]float32, H*g*d+1)
+					got[H*g*d] = 42
+					AttendHeadsInt8(got, q, g, k, v, ks, vs, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
+					if got[H*g*d] != 42 {
+						t.Fatalf("H=%d g=%d n=%d: wrote past the outputs", H, g, n)
+					}
+					want := make([]float32, g*d)
+					for h := range H {
+						AttendBlockInt8(want, g*d, q[h*g*d:], g*d, 1, g, k[h], v[h], ks[h], vs[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
+						for i, w := range want {
+							if o := got[h*g*d+i]; math.Float32bits(o) != math.Float32bits(w) {
+								t.Fatalf("H=%d g=%d n=%d head %d: out[%d] = %g, alone %g", H, g, n, h, i, o, w)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+	defer func() {
+		if recover() == nil {
+			t.Error("AttendHeadsInt8 accepted a head with too few scales")
+		}
+	}()
+	AttendHeadsInt8(make([]float32, 128), make([]float32, 128), 1, [][]int8{make([]int8, 256)}, [][]int8{make([]int8, 256)},
+		[][]float32{make([]float32, 1)}, [][]float32{make([]float32, 2)}, 2, 128, 1, make([]float32, AttendHeadsScratch(1, 1, 2, 128)))
 }
 
 func TestAttendBF16MatchesFloat32(t *testing.T) {

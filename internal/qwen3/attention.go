@@ -71,8 +71,8 @@ func (a *Attention) attend(b *batch, layer int, att []float32) {
 	p.fused = ownBlocks(b.rows, starts) && !separatePrepare
 	// Key/value heads per item: a streamed token's go attnItemHeads to an
 	// item where its cache reads them in turns with the next one
-	// prefetched (Cache.attendHeads), so that a core reads two streams at
-	// once; prompt blocks keep one head an item.
+	// prefetched (Cache.attendHeads: bfloat16 and int8), so that a core
+	// reads two streams at once; prompt blocks keep one head an item.
 	heads := 1
 	if p.fused && nb == T && a.KVHeads%attnItemHeads == 0 && b.rows[0].cache.attendsHeads() {
 		heads = attnItemHeads
@@ -82,7 +82,11 @@ func (a *Attention) attend(b *batch, layer int, att []float32) {
 		t0, rows := starts[bi], starts[bi+1]-starts[bi]
 		r := b.rows[t0]
 		lo := kh0 * group * hd
-		if need := max(hd, heads*kernels.AttendBlockScratch(rows, group, r.pos+1, hd)); len(ws.scratch[w]) < need {
+		need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd)
+		if heads > 1 {
+			need = kernels.AttendHeadsScratch(heads, group, r.pos+1, hd)
+		}
+		if need = max(hd, need); len(ws.scratch[w]) < need {
 			// Grow geometrically: a stream needs one more score per
 			// head each token.
 			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))

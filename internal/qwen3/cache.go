@@ -297,12 +297,12 @@ func (c *Cache) attend(l, h int, out []float32, ostride int, q []float32, qstrid
 }
 
 // attendsHeads reports whether attendHeads reads several heads in turns
-// for this cache's type (bfloat16); otherwise a decode step's items take
-// one head each.
-func (c *Cache) attendsHeads() bool { return c.kv == KVBF16 }
+// for this cache's type (bfloat16, int8); otherwise a decode step's items
+// take one head each.
+func (c *Cache) attendsHeads() bool { return c.kv == KVBF16 || c.kv == KVInt8 }
 
 // attendHeads is attend for one row over key/value heads [h0, h0+n),
-// read in turns where the type is bfloat16: head h's g queries at q[(h-h0)*g*d:],
+// read in turns where the type allows (attendsHeads): head h's g queries at q[(h-h0)*g*d:],
 // its outputs at out[(h-h0)*g*d:] (kernels.AttendHeadsBF16); scratch
 // holds n·g·n0 floats.
 func (c *Cache) attendHeads(l, h0, n int, out, q []float32, g, n0 int, scale float32, scratch []float32) {
@@ -315,10 +315,22 @@ func (c *Cache) attendHeads(l, h0, n int, out, q []float32, g, n0 int, scale flo
 		}
 		return
 	}
+	ks, vs := &c.k[l], &c.v[l]
+	if c.kv == KVInt8 {
+		var k, v [maxItemHeads][]int8
+		var kscale, vscale [maxItemHeads][]float32
+		for i := range n {
+			lo, slo := (h0+i)*c.capacity*hd, (h0+i)*c.capacity
+			k[i], v[i] = ks.i8[lo:lo+n0*hd], vs.i8[lo:lo+n0*hd]
+			kscale[i], vscale[i] = ks.scale[slo:slo+n0], vs.scale[slo:slo+n0]
+		}
+		kernels.AttendHeadsInt8(out, q, g, k[:n], v[:n], kscale[:n], vscale[:n], n0, hd, scale, scratch)
+		return
+	}
 	var k, v [maxItemHeads][]uint16
 	for i := range n {
 		lo := (h0 + i) * c.capacity * hd
-		k[i], v[i] = c.k[l].bf16[lo:lo+n0*hd], c.v[l].bf16[lo:lo+n0*hd]
+		k[i], v[i] = ks.bf16[lo:lo+n0*hd], vs.bf16[lo:lo+n0*hd]
 	}
 	kernels.AttendHeadsBF16(out, q, g, k[:n], v[:n], n0, hd, scale, scratch)
 }
