@@ -139,97 +139,30 @@ func TestAttendBlockKVMatchesAttendKV(t *testing.T) {
 // fill whole vectors) AttendBlockBF16 is bitwise AttendBlock over the
 // widened values. Elsewhere the float32 kernels finish a head's tail in
 // a different order, and the two agree to float32 rounding.
-// TestAttendHeadsBF16 checks that reading several heads in turns (with
-// the next turn prefetched) leaves every head's output bitwise what
-// AttendBlockBF16 gives it alone: head counts 1 to 3, groups of 1, 2 and 4
-// query heads, and positions around the 8-key tiles and the chunks.
-func TestAttendHeadsBF16(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
+// checkHeadsAlone runs a several-heads kernel on every implementation for
+// 1 to 3 heads of d = 128, groups of 1, 2 and 4 query heads and n
+// positions from ns, with random queries and caches (fill makes head h's
+// and returns the two calls): all(out, q) over every head at once, and
+// alone(h, out, q) for head h by itself. Every head's output must be
+// bitwise the same both ways, and nothing written past the outputs.
+func checkHeadsAlone(t *testing.T, seed uint64, ns []int, fill func(r *rand.Rand, H, g, n, d int) (all func(out, q []float32), alone func(h int, out, q []float32))) {
+	r := rand.New(rand.NewPCG(seed, seed+1))
 	const d = 128
-	scale := float32(1 / math.Sqrt(d))
 	forEachImpl(t, func(t *testing.T) {
 		for _, H := range []int{1, 2, 3} {
 			for _, g := range []int{1, 2, 4} {
-				for _, n := range []int{1, 7, 8, 9, 63, 64, 65, 130, 300} {
+				for _, n := range ns {
 					q := randVec(r, H*g*d)
-					k, v := make([][]uint16, H), make([][]uint16, H)
-					for h := range H {
-						k[h], v[h] = make([]uint16, n*d), make([]uint16, n*d)
-						ToBF16(k[h], randVec(r, n*d))
-						ToBF16(v[h], randVec(r, n*d))
-					}
+					all, alone := fill(r, H, g, n, d)
 					got := make([]float32, H*g*d+1)
 					got[H*g*d] = 42
-					AttendHeadsBF16(got, q, g, k, v, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
+					all(got, q)
 					if got[H*g*d] != 42 {
 						t.Fatalf("H=%d g=%d n=%d: wrote past the outputs", H, g, n)
 					}
 					want := make([]float32, g*d)
 					for h := range H {
-						AttendBlockBF16(want, g*d, q[h*g*d:], g*d, 1, g, k[h], v[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
-						for i, w := range want {
-							if o := got[h*g*d+i]; math.Float32bits(o) != math.Float32bits(w) {
-								t.Fatalf("H=%d n=%d head %d: out[%d] = %g, alone %g", H, n, h, i, o, w)
-							}
-						}
-					}
-				}
-			}
-		}
-	})
-	for _, bad := range []func(){
-		func() {
-			AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 1, [][]uint16{make([]uint16, 128)}, [][]uint16{}, 1, 128, 1, make([]float32, 1))
-		},
-		func() {
-			AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 2, [][]uint16{make([]uint16, 127)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
-		},
-		func() {
-			AttendHeadsBF16(make([]float32, 128), make([]float32, 256), 2, [][]uint16{make([]uint16, 128)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
-		},
-	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Error("AttendHeadsBF16 accepted inconsistent lengths")
-				}
-			}()
-			bad()
-		}()
-	}
-}
-
-// TestAttendHeadsInt8 is TestAttendHeadsBF16 for int8 caches: every
-// head's output bitwise what AttendBlockInt8 gives it alone.
-func TestAttendHeadsInt8(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 8))
-	const d = 128
-	scale := float32(1 / math.Sqrt(d))
-	forEachImpl(t, func(t *testing.T) {
-		for _, H := range []int{1, 2, 3} {
-			for _, g := range []int{1, 2, 4} {
-				for _, n := range []int{1, 7, 8, 9, 127, 128, 129, 300} {
-					q := randVec(r, H*g*d)
-					k, v := make([][]int8, H), make([][]int8, H)
-					ks, vs := make([][]float32, H), make([][]float32, H)
-					for h := range H {
-						k[h], v[h] = make([]int8, n*d), make([]int8, n*d)
-						ks[h], vs[h] = make([]float32, n), make([]float32, n)
-						kf, vf := randVec(r, n*d), randVec(r, n*d)
-						for j := range n {
-							ks[h][j] = QuantizeInt8(k[h][j*d:(j+1)*d], kf[j*d:(j+1)*d])
-							vs[h][j] = QuantizeInt8(v[h][j*d:(j+1)*d], vf[j*d:(j+1)*d])
-						}
-					}
-					got := make([]float32, H*g*d+1)
-					got[H*g*d] = 42
-					AttendHeadsInt8(got, q, g, k, v, ks, vs, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
-					if got[H*g*d] != 42 {
-						t.Fatalf("H=%d g=%d n=%d: wrote past the outputs", H, g, n)
-					}
-					want := make([]float32, g*d)
-					for h := range H {
-						AttendBlockInt8(want, g*d, q[h*g*d:], g*d, 1, g, k[h], v[h], ks[h], vs[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
+						alone(h, want, q[h*g*d:])
 						for i, w := range want {
 							if o := got[h*g*d+i]; math.Float32bits(o) != math.Float32bits(w) {
 								t.Fatalf("H=%d g=%d n=%d head %d: out[%d] = %g, alone %g", H, g, n, h, i, o, w)
@@ -240,13 +173,75 @@ func TestAttendHeadsInt8(t *testing.T) {
 			}
 		}
 	})
+}
+
+// mustPanic fails t unless f panics.
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
 	defer func() {
 		if recover() == nil {
-			t.Error("AttendHeadsInt8 accepted a head with too few scales")
+			t.Errorf("%s: no panic", what)
 		}
 	}()
-	AttendHeadsInt8(make([]float32, 128), make([]float32, 128), 1, [][]int8{make([]int8, 256)}, [][]int8{make([]int8, 256)},
-		[][]float32{make([]float32, 1)}, [][]float32{make([]float32, 2)}, 2, 128, 1, make([]float32, AttendHeadsScratch(1, 1, 2, 128)))
+	f()
+}
+
+// TestAttendHeadsBF16 checks that reading several heads in turns (with
+// the next turn prefetched) leaves every head's output bitwise what
+// AttendBlockBF16 gives it alone, at positions around the 8-key tiles
+// and the chunks, and that inconsistent lengths panic.
+func TestAttendHeadsBF16(t *testing.T) {
+	checkHeadsAlone(t, 5, []int{1, 7, 8, 9, 63, 64, 65, 130, 300}, func(r *rand.Rand, H, g, n, d int) (func(out, q []float32), func(int, []float32, []float32)) {
+		scale := float32(1 / math.Sqrt(float64(d)))
+		k, v := make([][]uint16, H), make([][]uint16, H)
+		for h := range H {
+			k[h], v[h] = make([]uint16, n*d), make([]uint16, n*d)
+			ToBF16(k[h], randVec(r, n*d))
+			ToBF16(v[h], randVec(r, n*d))
+		}
+		return func(out, q []float32) {
+				AttendHeadsBF16(out, q, g, k, v, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
+			}, func(h int, out, q []float32) {
+				AttendBlockBF16(out, g*d, q, g*d, 1, g, k[h], v[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
+			}
+	})
+	mustPanic(t, "values for fewer heads", func() {
+		AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 1, [][]uint16{make([]uint16, 128)}, [][]uint16{}, 1, 128, 1, make([]float32, 1))
+	})
+	mustPanic(t, "short keys", func() {
+		AttendHeadsBF16(make([]float32, 256), make([]float32, 256), 2, [][]uint16{make([]uint16, 127)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
+	})
+	mustPanic(t, "short outputs", func() {
+		AttendHeadsBF16(make([]float32, 128), make([]float32, 256), 2, [][]uint16{make([]uint16, 128)}, [][]uint16{make([]uint16, 128)}, 1, 128, 1, make([]float32, 2))
+	})
+}
+
+// TestAttendHeadsInt8 is TestAttendHeadsBF16 for int8 caches: every
+// head's output bitwise what AttendBlockInt8 gives it alone.
+func TestAttendHeadsInt8(t *testing.T) {
+	checkHeadsAlone(t, 7, []int{1, 7, 8, 9, 127, 128, 129, 300}, func(r *rand.Rand, H, g, n, d int) (func(out, q []float32), func(int, []float32, []float32)) {
+		scale := float32(1 / math.Sqrt(float64(d)))
+		k, v := make([][]int8, H), make([][]int8, H)
+		ks, vs := make([][]float32, H), make([][]float32, H)
+		for h := range H {
+			k[h], v[h] = make([]int8, n*d), make([]int8, n*d)
+			ks[h], vs[h] = make([]float32, n), make([]float32, n)
+			kf, vf := randVec(r, n*d), randVec(r, n*d)
+			for j := range n {
+				ks[h][j] = QuantizeInt8(k[h][j*d:(j+1)*d], kf[j*d:(j+1)*d])
+				vs[h][j] = QuantizeInt8(v[h][j*d:(j+1)*d], vf[j*d:(j+1)*d])
+			}
+		}
+		return func(out, q []float32) {
+				AttendHeadsInt8(out, q, g, k, v, ks, vs, n, d, scale, make([]float32, AttendHeadsScratch(H, g, n, d)))
+			}, func(h int, out, q []float32) {
+				AttendBlockInt8(out, g*d, q, g*d, 1, g, k[h], v[h], ks[h], vs[h], n, d, d, scale, make([]float32, AttendBlockScratch(1, g, n, d)))
+			}
+	})
+	mustPanic(t, "a head with too few scales", func() {
+		AttendHeadsInt8(make([]float32, 128), make([]float32, 128), 1, [][]int8{make([]int8, 256)}, [][]int8{make([]int8, 256)},
+			[][]float32{make([]float32, 1)}, [][]float32{make([]float32, 2)}, 2, 128, 1, make([]float32, AttendHeadsScratch(1, 1, 2, 128)))
+	})
 }
 
 func TestAttendBF16MatchesFloat32(t *testing.T) {
