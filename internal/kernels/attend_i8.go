@@ -113,16 +113,22 @@ func intScores[T int8 | byte](S []float32, codes []int8, mult []float32, bias []
 			if c <= 0 {
 				continue
 			}
-			kc := k[j0*stride:]
-			i0 := r * g
-			for i := i0; i < i0+2*pairs; i += 2 {
-				_, _, _ = S[(i+1)*nmax+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+kbytes-1]
-				two(&S[i*nmax+j0], nmax, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
-			}
-			for i := i0 + 2*pairs; i < i0+g; i++ {
-				one(S[i*nmax+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
-			}
+			chunkScores(S, nmax, j0, codes, mult, bias, r*g, g, pairs, d, k[j0*stride:], c, kbytes, stride, two, one)
 		}
+	}
+}
+
+// chunkScores scores query heads [i0, i0+g) (codes, mult, bias) against
+// the c keys of kc into S[i*sstride+j0:], pairs of them through two and
+// the rest through one: the chunk step of intScores and attendHeadsI8.
+func chunkScores[T int8 | byte](S []float32, sstride, j0 int, codes []int8, mult []float32, bias []int32, i0, g, pairs, d int, kc []T, c, kbytes, stride int,
+	two scoreQ2[T], one func(s []float32, q []int8, k []T, n, d, stride int, mult float32, bias int32)) {
+	for i := i0; i < i0+2*pairs; i += 2 {
+		_, _, _ = S[(i+1)*sstride+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*stride+kbytes-1]
+		two(&S[i*sstride+j0], sstride, &codes[i*d], &kc[0], c, d, stride, mult[i], mult[i+1], bias[i], bias[i+1])
+	}
+	for i := i0 + 2*pairs; i < i0+g; i++ {
+		one(S[i*sstride+j0:], codes[i*d:(i+1)*d], kc, c, d, stride, mult[i], bias[i])
 	}
 }
 
@@ -182,6 +188,7 @@ func attendHeadsI8(im *impl, out, q []float32, g int, k, v [][]int8, ks, vs [][]
 	if two != nil {
 		pairs = g / 2
 	}
+	one := x.dot
 	C := chunkOf[int8](d)
 	for j0 := 0; j0 < n; j0 += C {
 		c := min(C, n-j0)
@@ -189,15 +196,7 @@ func attendHeadsI8(im *impl, out, q []float32, g int, k, v [][]int8, ks, vs [][]
 			if H > 1 {
 				prefetchNextTurn(k, h, j0, C, n, d, d)
 			}
-			kc := k[h][j0*d:]
-			i0 := h * g
-			for i := i0; i < i0+2*pairs; i += 2 {
-				_, _, _ = S[(i+1)*n+j0+c-1], codes[(i+2)*d-1], kc[(c-1)*d+d-1]
-				two(&S[i*n+j0], n, &codes[i*d], &kc[0], c, d, d, mult[i], mult[i+1], bias[i], bias[i+1])
-			}
-			for i := i0 + 2*pairs; i < i0+g; i++ {
-				x.dot(S[i*n+j0:], codes[i*d:(i+1)*d], kc, c, d, d, mult[i], bias[i])
-			}
+			chunkScores(S, n, j0, codes, mult, bias, h*g, g, pairs, d, k[h][j0*d:], c, d, d, two, one)
 		}
 	}
 	for i := range M {

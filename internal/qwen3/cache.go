@@ -302,9 +302,10 @@ func (c *Cache) attend(l, h int, out []float32, ostride int, q []float32, qstrid
 func (c *Cache) attendsHeads() bool { return c.kv == KVBF16 || c.kv == KVInt8 }
 
 // attendHeads is attend for one row over key/value heads [h0, h0+n),
-// read in turns where the type allows (attendsHeads): head h's g queries at q[(h-h0)*g*d:],
-// its outputs at out[(h-h0)*g*d:] (kernels.AttendHeadsBF16); scratch
-// holds n·g·n0 floats.
+// read in turns where the type allows (attendsHeads; kernels.AttendHeadsBF16
+// and AttendHeadsInt8): head h's g queries at q[(h-h0)*g*d:], its outputs
+// at out[(h-h0)*g*d:]; scratch holds kernels.AttendHeadsScratch(n, g, n0, d)
+// floats.
 func (c *Cache) attendHeads(l, h0, n int, out, q []float32, g, n0 int, scale float32, scratch []float32) {
 	hd := c.headDim
 	if !c.attendsHeads() || n > maxItemHeads {
