@@ -60,27 +60,26 @@ rows4_done:
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
 	MOVQ         (SP), SI
-	IMUL3Q       $0x00000004, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	SHLQ         $0x02, SI
+	IMUL3Q       $0x00000001, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x00000008, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	IMUL3Q       $0x00000002, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x0000000c, SI, SI
+	IMUL3Q       $0x00000003, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
 	ADDQ         $0x00000004, AX
@@ -125,7 +124,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	DECQ         DX
+	SUBQ         $0x00000001, DX
 	JMP          rows1
 
 ret:
@@ -418,27 +417,26 @@ rows4_done:
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
 	MOVQ         (SP), SI
-	IMUL3Q       $0x00000004, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	SHLQ         $0x02, SI
+	IMUL3Q       $0x00000001, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x00000008, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	IMUL3Q       $0x00000002, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x0000000c, SI, SI
+	IMUL3Q       $0x00000003, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
 	ADDQ         $0x00000004, AX
@@ -485,7 +483,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	DECQ         DX
+	SUBQ         $0x00000001, DX
 	JMP          rows1
 
 ret:
@@ -777,27 +775,26 @@ rows4_done:
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
 	MOVQ         (SP), SI
-	IMUL3Q       $0x00000004, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	SHLQ         $0x02, SI
+	IMUL3Q       $0x00000001, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y2, X0
 	VADDPS       X0, X2, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x00000008, SI, SI
-	ADDQ         AX, SI
-	VMOVSS       X0, (SI)
+	IMUL3Q       $0x00000002, SI, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
 	VEXTRACTF128 $0x01, Y3, X0
 	VADDPS       X0, X3, X0
 	VMOVHLPS     X0, X0, X1
 	VADDPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
-	MOVQ         (SP), SI
-	IMUL3Q       $0x0000000c, SI, SI
+	IMUL3Q       $0x00000003, SI, SI
 	ADDQ         AX, SI
 	VMOVSS       X0, (SI)
 	ADDQ         $0x00000004, AX
@@ -843,7 +840,7 @@ rows1_done:
 	VMOVSS       X1, (AX)
 	ADDQ         $0x00000004, AX
 	ADDQ         BX, CX
-	DECQ         DX
+	SUBQ         $0x00000001, DX
 	JMP          rows1
 
 ret:
@@ -1932,9 +1929,10 @@ rows4_done:
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
 	MOVQ          (SP), SI
-	IMUL3Q        $0x00000004, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	SHLQ          $0x02, SI
+	IMUL3Q        $0x00000001, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -1943,10 +1941,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x00000008, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	IMUL3Q        $0x00000002, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -1955,8 +1952,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x0000000c, SI, SI
+	IMUL3Q        $0x00000003, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
 	ADDQ          $0x00000004, AX
@@ -2003,7 +1999,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	DECQ          DX
+	SUBQ          $0x00000001, DX
 	JMP           rows1
 
 ret:
@@ -2433,9 +2429,10 @@ rows4_done:
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
 	MOVQ          (SP), SI
-	IMUL3Q        $0x00000004, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	SHLQ          $0x02, SI
+	IMUL3Q        $0x00000001, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2444,10 +2441,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x00000008, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	IMUL3Q        $0x00000002, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2456,8 +2452,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x0000000c, SI, SI
+	IMUL3Q        $0x00000003, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
 	ADDQ          $0x00000004, AX
@@ -2506,7 +2501,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	DECQ          DX
+	SUBQ          $0x00000001, DX
 	JMP           rows1
 
 ret:
@@ -2937,9 +2932,10 @@ rows4_done:
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
 	MOVQ          (SP), SI
-	IMUL3Q        $0x00000004, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	SHLQ          $0x02, SI
+	IMUL3Q        $0x00000001, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z2, Y0
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2948,10 +2944,9 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x00000008, SI, SI
-	ADDQ          AX, SI
-	VMOVSS        X1, (SI)
+	IMUL3Q        $0x00000002, SI, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
 	VEXTRACTF64X4 $0x01, Z3, Y0
 	VADDPS        Y0, Y3, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
@@ -2960,8 +2955,7 @@ rows4_done:
 	VADDPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
-	MOVQ          (SP), SI
-	IMUL3Q        $0x0000000c, SI, SI
+	IMUL3Q        $0x00000003, SI, SI
 	ADDQ          AX, SI
 	VMOVSS        X1, (SI)
 	ADDQ          $0x00000004, AX
@@ -3009,7 +3003,7 @@ rows1_done:
 	VMOVSS        X0, (AX)
 	ADDQ          $0x00000004, AX
 	ADDQ          BX, CX
-	DECQ          DX
+	SUBQ          $0x00000001, DX
 	JMP           rows1
 
 ret:

@@ -170,45 +170,63 @@ func gemv(i isa, wt weightType) {
 		if R > 1 {
 			next = "rows1"
 		}
+		end := next
+		if R > 1 {
+			end = group + "_end"
+		}
 		Label(group)
 		CMPQ(rows, U32(R))
-		if R == 1 {
-			JL(LabelRef(next))
-			x := Load(Param("x"), GP64())
-			tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, ldw, 1), func(t, r int) Mem { return mem(dst, 0) }, group)
-			ADDQ(U32(4), dst)
-			ADDQ(ldw, w)
-			DECQ(rows)
-			JMP(LabelRef(group))
-			continue
-		}
-		JL(LabelRef(group + "_end"))
+		JL(LabelRef(end))
 		x := Load(Param("x"), GP64())
-		spacing := GP64()
-		MOVQ(rstep, spacing)
-		IMULQ(ldw, spacing) // bytes between a tile's rows
-		tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, spacing, R), func(t, r int) Mem {
-			if r == 0 {
-				return mem(dst, 0)
-			}
-			// The weight pointers are dead after the loop: the output
-			// of row r is 4·r·rstep bytes on.
-			o := GP64()
-			MOVQ(rstep, o)
-			IMUL3Q(U32(4*r), o, o)
-			ADDQ(dst, o)
-			return mem(o, 0)
-		}, group)
+		out := spacedOut{rstep: rstep}
+		tile(i, wt, newPtrs(x, nil, 1), newPtrs(w, rowSpacing(R, rstep, ldw), R), func(t, r int) Mem { return out.at(dst, r) }, group)
 		ADDQ(U32(4), dst)
 		ADDQ(ldw, w)
 		SUBQ(U32(R), rows)
 		JMP(LabelRef(group))
-		Label(group + "_end")
-		skipSpacedRows(rstep, R, ldw, w, dst)
+		if R > 1 {
+			Label(end)
+			skipSpacedRows(rstep, R, ldw, w, dst)
+		}
 	}
 	Label("ret")
 	VZEROUPPER()
 	RET()
+}
+
+// rowSpacing is the bytes between a tile's R rows: ldw·rstep when they
+// are spaced (R > 1), else ldw.
+func rowSpacing(R int, rstep Mem, ldw Register) Register {
+	if R == 1 {
+		return ldw
+	}
+	s := GP64()
+	MOVQ(rstep, s)
+	IMULQ(ldw, s)
+	return s
+}
+
+// spacedOut addresses the outputs of a tile whose rows are rstep apart:
+// row r's float32 is 4·r·rstep bytes past the row-0 output. It is used
+// after the tile's loop, when the weight pointers' registers are free.
+type spacedOut struct {
+	rstep Mem
+	step  Register // 4·rstep, loaded at the first use
+}
+
+func (o *spacedOut) at(base Register, r int) Mem {
+	if r == 0 {
+		return mem(base, 0)
+	}
+	if o.step == nil {
+		o.step = GP64()
+		MOVQ(o.rstep, o.step)
+		SHLQ(U8(2), o.step)
+	}
+	p := GP64()
+	IMUL3Q(U32(r), o.step, p)
+	ADDQ(base, p)
+	return mem(p, 0)
 }
 
 // skipSpacedRows moves w (rows ldw bytes apart) and dst (a float32 per
@@ -276,20 +294,13 @@ func gemm4(i isa, wt weightType) {
 		ldx := Load(Param("ldx"), GP64())
 		SHLQ(U8(2), ldx)
 		xp := newPtrs(x, ldx, 4)
-		var wp ptrs
-		if R > 1 {
-			spacing := GP64()
-			MOVQ(rstep, spacing)
-			IMULQ(ldw, spacing) // bytes between a tile's rows
-			wp = newPtrs(w, spacing, R)
-		} else {
-			wp = newPtrs(w, ldw, R)
-		}
+		wp := newPtrs(w, rowSpacing(R, rstep, ldw), R)
 		// Token t's output of the tile's row r is at dst + t·ldd +
 		// 4·r·rstep; the pointers are computed after the loop, when x's
 		// and w's are dead.
-		var rowBase, rowStep Register
+		var rowBase Register
 		lastT := -1
+		out := spacedOut{rstep: rstep}
 		tile(i, wt, xp, wp, func(t, r int) Mem {
 			if t != lastT {
 				lastT = t
@@ -300,18 +311,7 @@ func gemm4(i isa, wt weightType) {
 					ADDQ(dst, rowBase)
 				}
 			}
-			if r == 0 {
-				return mem(rowBase, 0)
-			}
-			if rowStep == nil {
-				rowStep = GP64()
-				MOVQ(rstep, rowStep)
-				SHLQ(U8(2), rowStep)
-			}
-			o := GP64()
-			IMUL3Q(U32(r), rowStep, o)
-			ADDQ(rowBase, o)
-			return mem(o, 0)
+			return out.at(rowBase, r)
 		}, group)
 		ADDQ(U32(4), dst)
 		ADDQ(ldw, w)
