@@ -108,7 +108,7 @@ func BenchmarkParallelOverhead(b *testing.B) {
 			poolMode = mode
 			var sink [64]atomic.Int64
 			for b.Loop() {
-				parallelRows(1024, 16, func(lo, hi int) { sink[lo/16%64].Add(int64(hi - lo)) })
+				parallelRows(1024, 16, rangeFunc(func(lo, hi int) { sink[lo/16%64].Add(int64(hi - lo)) }))
 			}
 		})
 	}

@@ -152,6 +152,7 @@ type int4Acts struct {
 	asum4 []int32
 	af4   []float32 // asum4 as float32, for the unpacked kernels
 	out   []float32 // [2T][N]: the two rows' products before they are added
+	call  int4Call
 }
 
 func (p *int4Acts) token(t int) ([]int8, []float32, []int32) {
@@ -339,8 +340,8 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	}
 	ik := &active.int4
 	if T >= 8 {
-		parallelRows(T, 4, func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) })
-		parallelRows(R, 4, func(lo, hi int) { acts.interleave(ik.interleave4, lo, hi) })
+		parallelRows(T, 4, rangeFunc(func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) }))
+		parallelRows(R, 4, rangeFunc(func(lo, hi int) { acts.interleave(ik.interleave4, lo, hi) }))
 	} else {
 		acts.quantize(ik.quant, x, T, 0, T, w.Group)
 		acts.interleave(ik.interleave4, 0, R)
@@ -349,46 +350,62 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	if !w.Coarse && (!unpacked || w.N%int4Block != 0) {
 		acts.out = grow(acts.out, R*N)
 	}
-	out := acts.out
-	run := func(lo, hi int) {
-		if unpacked {
-			full := min(hi, N/int4Block)
-			if full > lo {
-				int4RowsU(ik, dst, w, acts, T, R, lo, full)
-				lo = full
-			}
-			if lo == hi {
-				return
-			}
+	c := &acts.call
+	*c = int4Call{ik: ik, dst: dst, out: acts.out, w: w, acts: acts, T: T, R: R, unpacked: unpacked}
+	defer func() { *c = int4Call{} }() // the pooled acts keep no caller's memory
+	switch {
+	case R*K*N < 4*serialMACs:
+		c.runRange(0, w.blocks)
+	case unpacked || w.Bytes() >= int4BalancedBytes:
+		parallelRowsBalanced(w.blocks, 4, c)
+	default:
+		parallelRows(w.blocks, 4, c)
+	}
+}
+
+// int4Call is one MatMulInt4's loop over output blocks. It lives in the
+// call's pooled activations, so handing it to the goroutines allocates
+// nothing.
+type int4Call struct {
+	ik       *int4Kernels
+	dst, out []float32
+	w        *Int4Matrix
+	acts     *int4Acts
+	T, R     int
+	unpacked bool
+}
+
+// runRange computes output blocks [lo, hi) of every token.
+func (c *int4Call) runRange(lo, hi int) {
+	ik, dst, out, w, acts, T, R, N := c.ik, c.dst, c.out, c.w, c.acts, c.T, c.R, c.w.N
+	if c.unpacked {
+		full := min(hi, N/int4Block)
+		if full > lo {
+			int4RowsU(ik, dst, w, acts, T, R, lo, full)
+			lo = full
 		}
-		if w.Coarse {
-			int4Rows(ik, dst, w, acts, T, lo, hi)
+		if lo == hi {
 			return
 		}
-		int4Rows(ik, out, w, acts, R, lo, hi)
-		// Add each token's two rows over this goroutine's outputs.
-		n0, n1 := lo*int4Block, min(N, hi*int4Block)
-		if uk := ik.unpacked; uk != nil {
-			w16 := (n1 - n0) &^ 15
-			uk.addRows(dst[n0:], N, out[n0:], out[T*N+n0:], N, T, w16)
-			n0 += w16
-		}
-		for t := range T {
-			c, r, y := out[t*N+n0:t*N+n1], out[(T+t)*N+n0:(T+t)*N+n1], dst[t*N+n0:t*N+n1]
-			for i := range y {
-				y[i] = c[i] + r[i]
-			}
-		}
 	}
-	if R*K*N < 4*serialMACs {
-		run(0, w.blocks)
+	if w.Coarse {
+		int4Rows(ik, dst, w, acts, T, lo, hi)
 		return
 	}
-	if unpacked || w.Bytes() >= int4BalancedBytes {
-		parallelRowsBalanced(w.blocks, 4, run)
-		return
+	int4Rows(ik, out, w, acts, R, lo, hi)
+	// Add each token's two rows over this goroutine's outputs.
+	n0, n1 := lo*int4Block, min(N, hi*int4Block)
+	if uk := ik.unpacked; uk != nil {
+		w16 := (n1 - n0) &^ 15
+		uk.addRows(dst[n0:], N, out[n0:], out[T*N+n0:], N, T, w16)
+		n0 += w16
 	}
-	parallelRows(w.blocks, 4, run)
+	for t := range T {
+		c, r, y := out[t*N+n0:t*N+n1], out[(T+t)*N+n0:(T+t)*N+n1], dst[t*N+n0:t*N+n1]
+		for i := range y {
+			y[i] = c[i] + r[i]
+		}
+	}
 }
 
 // int4BalancedBytes is the size from which a few tokens' product is cut

@@ -1,6 +1,10 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+)
 
 // MatMulF32 computes dst[t*N+n] = Σ_k x[t*K+k]·w[n*K+k] for t < T, n < N,
 // accumulating in float32. w is row-major [N][K] (nn.Linear layout).
@@ -42,13 +46,38 @@ func matmul[W float32 | uint16](mk *matKernels[W], dst, x []float32, w []W, T, K
 		clear(dst)
 		return
 	}
-	run := func(lo, hi int) { matmulRows(mk, dst, x, w, T, K, N, lo, hi) }
 	if T*K*N < serialMACs {
-		run(0, N)
+		matmulRows(mk, dst, x, w, T, K, N, 0, N)
 		return
 	}
-	parallelRows(N, rowAlign, run)
+	var zero W
+	calls := &matCalls[unsafe.Sizeof(zero)/4] // float32 or 16-bit weights
+	c, _ := calls.Get().(*matCall[W])
+	if c == nil {
+		c = new(matCall[W])
+	}
+	*c = matCall[W]{mk: mk, dst: dst, x: x, w: w, T: T, K: K, N: N}
+	parallelRows(N, rowAlign, c)
+	*c = matCall[W]{} // the pool keeps no caller's memory
+	calls.Put(c)
 }
+
+// matCall is one product's loop over output rows, taken from matCalls so
+// that handing it to the goroutines allocates nothing.
+type matCall[W float32 | uint16] struct {
+	mk      *matKernels[W]
+	dst, x  []float32
+	w       []W
+	T, K, N int
+}
+
+func (c *matCall[W]) runRange(lo, hi int) {
+	matmulRows(c.mk, c.dst, c.x, c.w, c.T, c.K, c.N, lo, hi)
+}
+
+// matCalls holds idle *matCall[uint16] (index 0) and *matCall[float32]
+// (index 1).
+var matCalls [2]sync.Pool
 
 // l2Block is the weight bytes a row block should occupy so that it stays in
 // L2 while every token block passes over it.

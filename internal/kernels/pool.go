@@ -14,31 +14,55 @@ import (
 //
 // One job runs at a time; a caller that finds the pool busy (another
 // goroutine's product) runs its loop alone, which changes nothing in the
-// results.
+// results. The job's record is reused, so publishing one allocates
+// nothing: a decode step publishes one per product and per layer's
+// attention, and their garbage cost a few percent of the step.
 type spinPool struct {
 	busy    sync.Mutex // held by the goroutine whose job is published
 	gen     atomic.Uint64
-	job     atomic.Pointer[poolJob]
+	job     poolJob    // the job of generation gen
 	mu      sync.Mutex // guards started, parked and wakes cond
 	cond    *sync.Cond
 	started int
 	parked  int
 }
 
+// poolJob is one parallel loop. A worker may still be leaving the
+// previous job while the next is written, so claims carry the generation:
+// a goroutine reads the loop's fields only after it has claimed a chunk
+// of its own generation, and the publisher writes them only once every
+// chunk of the one before has run.
 type poolJob struct {
-	fn      func(lo, hi int)
-	n       int
-	align   int
-	chunks  int32
-	next    atomic.Int32
-	pending atomic.Int32
+	// claims holds the generation (high 32 bits) and how many chunks are
+	// still unclaimed (low 32 bits).
+	claims  atomic.Uint64
+	pending atomic.Int32 // chunks claimed or not that have not finished
+	workers atomic.Int32 // goroutines numbered below it take part
 
-	// item, when set, replaces fn: every index of [0, n) is a chunk of
-	// its own, run as item(worker, i) by goroutines whose worker number is
-	// below workers, so that each can own scratch space.
-	item    func(worker, i int)
-	workers int
+	// Written before claims, read under a claim.
+	rows   rangeRunner
+	items  itemRunner // when set, every index of [0, n) is a chunk of its own
+	n      int
+	align  int
+	chunks int
 }
+
+// rangeRunner runs the elements [lo, hi) of a parallel loop. Products pass
+// values they keep between calls, so that a call allocates nothing; other
+// loops pass a rangeFunc.
+type rangeRunner interface{ runRange(lo, hi int) }
+
+type rangeFunc func(lo, hi int)
+
+func (f rangeFunc) runRange(lo, hi int) { f(lo, hi) }
+
+// itemRunner runs item i of a loop on the goroutine numbered worker (below
+// the loop's worker count), which may own scratch space.
+type itemRunner interface{ RunItem(worker, i int) }
+
+type itemFunc func(worker, i int)
+
+func (f itemFunc) RunItem(worker, i int) { f(worker, i) }
 
 // chunksPerWorker is how many pieces a long loop is cut into per
 // goroutine (parallelRowsBalanced).
@@ -61,36 +85,43 @@ var pool = func() *spinPool {
 
 func (j *poolJob) bounds(c int) (lo, hi int) {
 	blocks := (j.n + j.align - 1) / j.align
-	b := func(i int) int { return min(j.n, (blocks*i/int(j.chunks))*j.align) }
+	b := func(i int) int { return min(j.n, (blocks*i/j.chunks)*j.align) }
 	return b(c), b(c + 1)
 }
 
-// work claims and runs chunks until none are left; worker is the calling
-// goroutine's number (the publishing goroutine is 0).
-func (j *poolJob) work(worker int) {
-	if j.item != nil && worker >= j.workers {
+// work claims and runs chunks of generation gen until none are left;
+// worker is the calling goroutine's number (the publishing goroutine is 0).
+func (j *poolJob) work(worker int, gen uint32) {
+	if int32(worker) >= j.workers.Load() {
+		// Not needed (or the count of a later job: then the claims
+		// below fail anyway).
 		return
 	}
 	for {
-		c := j.next.Add(1) - 1
-		if c >= j.chunks {
+		v := j.claims.Load()
+		left := uint32(v)
+		if uint32(v>>32) != gen || left == 0 {
 			return
 		}
-		if j.item != nil {
-			j.item(worker, int(c))
+		if !j.claims.CompareAndSwap(v, v-1) {
+			continue
+		}
+		c := j.chunks - int(left)
+		if j.items != nil {
+			j.items.RunItem(worker, c)
 		} else {
-			lo, hi := j.bounds(int(c))
-			j.fn(lo, hi)
+			lo, hi := j.bounds(c)
+			j.rows.runRange(lo, hi)
 		}
 		j.pending.Add(-1)
 	}
 }
 
-// run executes fn over chunks of [0, n) on up to p goroutines.
+// run executes r over chunks of [0, n) on up to p goroutines.
 // With fine, the loop is cut into several chunks per goroutine.
-func (sp *spinPool) run(n, align, p int, fine bool, fn func(lo, hi int)) {
+func (sp *spinPool) run(n, align, p int, fine bool, r rangeRunner) {
 	if !sp.busy.TryLock() {
-		fn(0, n)
+		r.runRange(0, n)
 		return
 	}
 	defer sp.busy.Unlock()
@@ -98,44 +129,53 @@ func (sp *spinPool) run(n, align, p int, fine bool, fn func(lo, hi int)) {
 	if fine {
 		chunks = min((n+align-1)/align, chunksPerWorker*p)
 	}
-	sp.do(&poolJob{fn: fn, n: n, align: align, chunks: int32(chunks)}, p)
+	j := &sp.job
+	j.rows, j.n, j.align, j.chunks = r, n, align, chunks
+	sp.do(p, p)
 }
 
-// runItems runs item(worker, i) for every i in [0, n) on up to p
+// runItems runs r.RunItem(worker, i) for every i in [0, n) on up to p
 // goroutines, handing indices out one at a time.
-func (sp *spinPool) runItems(n, p int, item func(worker, i int)) {
+func (sp *spinPool) runItems(n, p int, r itemRunner) {
 	if !sp.busy.TryLock() {
 		for i := range n {
-			item(0, i)
+			r.RunItem(0, i)
 		}
 		return
 	}
 	defer sp.busy.Unlock()
-	sp.do(&poolJob{item: item, n: n, chunks: int32(n), workers: p}, p)
+	j := &sp.job
+	j.items, j.n, j.chunks = r, n, n
+	sp.do(p, p)
 }
 
-// do publishes j to the workers, starting up to p-1 of them, takes part
-// in it, and waits until every chunk has run. The caller holds busy.
-func (sp *spinPool) do(j *poolJob, p int) {
-	j.pending.Store(j.chunks)
-	sp.job.Store(j)
+// do publishes the job whose fields the caller has set, for workers
+// numbered below workers, starting up to p-1 pool goroutines; takes part
+// in it; and waits until every chunk has run. The caller holds busy.
+func (sp *spinPool) do(workers, p int) {
+	j := &sp.job
+	gen := sp.gen.Load() + 1
+	j.workers.Store(int32(workers))
+	j.pending.Store(int32(j.chunks))
+	j.claims.Store(uint64(uint32(gen))<<32 | uint64(uint32(j.chunks)))
 	sp.mu.Lock()
 	for sp.started < p-1 {
 		sp.started++
 		go sp.worker(sp.started, sp.gen.Load())
 	}
-	sp.gen.Add(1)
+	sp.gen.Store(gen)
 	if sp.parked > 0 {
 		sp.cond.Broadcast()
 	}
 	sp.mu.Unlock()
-	j.work(0)
+	j.work(0, uint32(gen))
 	for i := 0; j.pending.Load() != 0; i++ {
 		if i%256 == 255 { // rarely: the workers hold their processors
 			runtime.Gosched()
 		}
 	}
-	sp.job.Store(nil)
+	// Every chunk has run: nothing reads the loop any more.
+	j.rows, j.items = nil, nil
 }
 
 // worker is pool goroutine number id (from 1), which has seen generation
@@ -167,8 +207,6 @@ func (sp *spinPool) worker(id int, seen uint64) {
 			}
 		}
 		seen = sp.gen.Load()
-		if j := sp.job.Load(); j != nil {
-			j.work(id)
-		}
+		sp.job.work(id, uint32(seen))
 	}
 }

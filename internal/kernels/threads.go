@@ -23,7 +23,7 @@ func Threads() int { return int(threads.Load()) }
 
 // chunk is one share of a parallel loop.
 type chunk struct {
-	fn     func(lo, hi int)
+	r      rangeRunner
 	lo, hi int
 	wg     *sync.WaitGroup
 }
@@ -45,7 +45,7 @@ func worker(i int) chan chunk {
 		workers.ch = append(workers.ch, ch)
 		go func() {
 			for c := range ch {
-				c.fn(c.lo, c.hi)
+				c.r.runRange(c.lo, c.hi)
 				c.wg.Done()
 			}
 		}()
@@ -64,46 +64,46 @@ const (
 )
 
 // parallelRows splits [0, n) into at most Threads() contiguous chunks whose
-// boundaries are multiples of align, and runs fn on each; the calling
+// boundaries are multiples of align, and runs r on each; the calling
 // goroutine takes the first chunk. Chunk boundaries never change results:
 // kernels compute each output element independently of its neighbours.
-func parallelRows(n, align int, fn func(lo, hi int)) { parallelChunks(n, align, false, fn) }
+func parallelRows(n, align int, r rangeRunner) { parallelChunks(n, align, false, r) }
 
 // parallelRowsBalanced is parallelRows for long loops (prefill products):
 // with several chunks per goroutine, handed out as goroutines finish, a
 // core slowed by other work takes fewer of them instead of holding the
 // whole product back with a fixed half.
-func parallelRowsBalanced(n, align int, fn func(lo, hi int)) { parallelChunks(n, align, true, fn) }
+func parallelRowsBalanced(n, align int, r rangeRunner) { parallelChunks(n, align, true, r) }
 
-func parallelChunks(n, align int, fine bool, fn func(lo, hi int)) {
+func parallelChunks(n, align int, fine bool, r rangeRunner) {
 	p := Threads()
 	blocks := (n + align - 1) / align
 	if p > blocks {
 		p = blocks
 	}
 	if p <= 1 {
-		fn(0, n)
+		r.runRange(0, n)
 		return
 	}
 	if poolMode == poolSpin {
-		pool.run(n, align, p, fine, fn)
+		pool.run(n, align, p, fine, r)
 		return
 	}
 	var wg sync.WaitGroup
 	bound := func(i int) int { return min(n, (blocks*i/p)*align) }
 	wg.Add(p - 1)
 	for i := 1; i < p; i++ {
-		c := chunk{fn: fn, lo: bound(i), hi: bound(i + 1), wg: &wg}
+		c := chunk{r: r, lo: bound(i), hi: bound(i + 1), wg: &wg}
 		if poolMode == poolSpawn {
 			go func() {
-				c.fn(c.lo, c.hi)
+				c.r.runRange(c.lo, c.hi)
 				c.wg.Done()
 			}()
 		} else {
 			worker(i - 1) <- c
 		}
 	}
-	fn(0, bound(1))
+	r.runRange(0, bound(1))
 	wg.Wait()
 }
 
@@ -114,18 +114,28 @@ func parallelChunks(n, align int, fine bool, fn func(lo, hi int)) {
 // scratch space. Loops of the model that are not matrix products (the
 // attention of each head, loading) run through it, so one set of
 // goroutines serves a whole forward.
-func ParallelFor(n, workers int, fn func(worker, i int)) {
+func ParallelFor(n, workers int, fn func(worker, i int)) { ParallelItems(n, workers, itemFunc(fn)) }
+
+// ItemRunner runs item i of a ParallelItems loop on the goroutine numbered
+// worker.
+type ItemRunner = itemRunner
+
+// ParallelItems is ParallelFor with the items' work as a value: one the
+// caller keeps between calls (a pointer into its workspace) makes the
+// call allocate nothing, where a closure passed to ParallelFor is
+// allocated each time.
+func ParallelItems(n, workers int, r ItemRunner) {
 	p := min(workers, n, Threads())
 	if p <= 1 {
 		for i := range n {
-			fn(0, i)
+			r.RunItem(0, i)
 		}
 		return
 	}
-	pool.runItems(n, p, fn)
+	pool.runItems(n, p, r)
 }
 
 // ParallelRange runs fn over [0, n) cut into contiguous chunks whose
 // boundaries are multiples of align, one per goroutine of the pool (at most
 // Threads()): for long loops whose elements are independent.
-func ParallelRange(n, align int, fn func(lo, hi int)) { parallelRows(n, align, fn) }
+func ParallelRange(n, align int, fn func(lo, hi int)) { parallelRows(n, align, rangeFunc(fn)) }

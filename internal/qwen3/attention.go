@@ -67,56 +67,76 @@ func (a *Attention) attend(b *batch, layer int, att []float32) {
 	starts := attnBlocks(ws.blockStarts[:0], b.rows, blockRows)
 	ws.blockStarts = starts
 	nb := len(starts) - 1
-	p := rowHeads{a: a, b: b, layer: layer, q: q, k: k, v: v, qs: qs, ks: ks}
-	p.fused = ownBlocks(b.rows, starts) && !separatePrepare
+	it := &ws.attn
+	*it = attnItems{rowHeads: rowHeads{a: a, b: b, layer: layer, q: q, k: k, v: v, qs: qs, ks: ks}, starts: starts, att: att, group: group, scale: scale}
+	defer func() { *it = attnItems{} }() // the pooled workspace keeps no caller's memory
+	it.fused = ownBlocks(b.rows, starts) && !separatePrepare
 	// Key/value heads per item: a streamed token's go attnItemHeads to an
 	// item where its cache reads them in turns with the next one
 	// prefetched (Cache.attendHeads: bfloat16 and int8), so that a core
 	// reads two streams at once; prompt blocks keep one head an item.
 	heads := 1
-	if p.fused && nb == T && a.KVHeads%attnItemHeads == 0 && b.rows[0].cache.attendsHeads() {
+	if it.fused && nb == T && a.KVHeads%attnItemHeads == 0 && b.rows[0].cache.attendsHeads() {
 		heads = attnItemHeads
 	}
-	items := a.KVHeads / heads
-	attend := func(w, bi, kh0 int) {
-		t0, rows := starts[bi], starts[bi+1]-starts[bi]
-		r := b.rows[t0]
-		lo := kh0 * group * hd
-		need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd)
-		if heads > 1 {
-			need = kernels.AttendHeadsScratch(heads, group, r.pos+1, hd)
-		}
-		if need = max(hd, need); len(ws.scratch[w]) < need {
-			// Grow geometrically: a stream needs one more score per
-			// head each token.
-			ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
-		}
-		if p.fused {
-			// This block is its sequence's only one: its rows' keys
-			// and values for heads kh0.. are stored here, before the
-			// block reads them, and no other item reads them.
-			for t := t0; t < t0+rows; t++ {
-				p.prepare(t, kh0*group, (kh0+heads)*group, kh0, kh0+heads, ws.scratch[w])
-			}
-		}
-		if heads > 1 {
-			r.cache.attendHeads(layer, kh0, heads, att[t0*qd+lo:], q[t0*qs+lo:], group, r.pos+1, scale, ws.scratch[w])
-			return
-		}
-		r.cache.attend(layer, kh0, att[t0*qd+lo:], qd, q[t0*qs+lo:], qs, rows, group, r.pos+1, scale, ws.scratch[w])
-	}
 	workers := workersFor(nb*a.KVHeads, blockRows*2*group*hd*(b.maxPos+1))
-	if !p.fused {
+	if !it.fused {
 		// A sequence split over several blocks: every row's keys are
 		// stored before any block attends.
 		kernels.ParallelFor(T, workersFor(T, qd+kvd), func(w, t int) {
 			if len(ws.scratch[w]) < hd { // the attention below grows it further
 				ws.scratch[w] = make([]float32, hd)
 			}
-			p.prepare(t, 0, a.Heads, 0, a.KVHeads, ws.scratch[w])
+			it.prepare(t, 0, a.Heads, 0, a.KVHeads, ws.scratch[w])
 		})
 	}
-	kernels.ParallelFor(nb*items, min(workers, nb*items), func(w, i int) { attend(w, i/items, i%items*heads) })
+	it.heads, it.items = heads, a.KVHeads/heads
+	kernels.ParallelItems(nb*it.items, min(workers, nb*it.items), it)
+}
+
+// attnItems is one layer's attention work: item i is block i/items and
+// its key/value heads from (i%items)·heads. It lives in the batch's
+// workspace, so handing it to the goroutines allocates nothing.
+type attnItems struct {
+	rowHeads
+	starts []int
+	att    []float32 // output rows [T][heads·head_dim]
+	heads  int       // key/value heads per item
+	items  int       // items per block
+	group  int       // query heads per key/value head
+	scale  float32
+}
+
+// RunItem implements kernels.ItemRunner.
+func (it *attnItems) RunItem(w, i int) {
+	a, b, ws := it.a, it.b, it.b.ws
+	hd, qd, group, heads := a.HeadDim, a.Heads*a.HeadDim, it.group, it.heads
+	bi, kh0 := i/it.items, i%it.items*heads
+	t0, rows := it.starts[bi], it.starts[bi+1]-it.starts[bi]
+	r := b.rows[t0]
+	lo := kh0 * group * hd
+	need := kernels.AttendBlockScratch(rows, group, r.pos+1, hd)
+	if heads > 1 {
+		need = kernels.AttendHeadsScratch(heads, group, r.pos+1, hd)
+	}
+	if need = max(hd, need); len(ws.scratch[w]) < need {
+		// Grow geometrically: a stream needs one more score per
+		// head each token.
+		ws.scratch[w] = make([]float32, max(need, 2*len(ws.scratch[w])))
+	}
+	if it.fused {
+		// This block is its sequence's only one: its rows' keys
+		// and values for heads kh0.. are stored here, before the
+		// block reads them, and no other item reads them.
+		for t := t0; t < t0+rows; t++ {
+			it.prepare(t, kh0*group, (kh0+heads)*group, kh0, kh0+heads, ws.scratch[w])
+		}
+	}
+	if heads > 1 {
+		r.cache.attendHeads(it.layer, kh0, heads, it.att[t0*qd+lo:], it.q[t0*it.qs+lo:], group, r.pos+1, it.scale, ws.scratch[w])
+		return
+	}
+	r.cache.attend(it.layer, kh0, it.att[t0*qd+lo:], qd, it.q[t0*it.qs+lo:], it.qs, rows, group, r.pos+1, it.scale, ws.scratch[w])
 }
 
 // attnItemHeads is how many key/value heads one item of a decode step's

@@ -188,6 +188,7 @@ type workspace struct {
 	rows                                       []row
 	scratch                                    [][]float32 // per attention worker: scores of a head group
 	blockStarts                                []int       // attention blocks of the batch's rows
+	attn                                       attnItems   // a layer's attention work (attention.go)
 }
 
 func (m *Model) getWorkspace(T int) *workspace {
