@@ -199,7 +199,8 @@ var avx2Impl = func() impl {
 		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 		// AVX2 has no narrowing store (VPMOVDW): the Go loop.
-		toBF16: toBF16Generic,
+		toBF16:   toBF16Generic,
+		f16ToF32: half.F16SliceToF32,
 	}
 	avx2Ops.fill(&im)
 	im.bf16KV = kvAttn[uint16]{lanes: 8, scores: attnScoresBF16AVX2, sum: attnSumBF16AVX2, sumAdd: attnSumAddBF16AVX2,
@@ -223,6 +224,7 @@ var avx512Impl = func() impl {
 	}
 	avx512Ops.fill(&im)
 	im.toBF16 = toBF16AVX512Go
+	im.f16ToF32 = f16ToF32AVX512Go
 	im.attendBlock = attendBlockAVX512
 	im.bf16KV = kvAttn[uint16]{lanes: 16, scores: attnScoresBF16AVX512, sum: attnSumBF16AVX512, sumAdd: attnSumAddBF16AVX512,
 		scoresQ4: attnScoresQ4BF16AVX512, sumQ4: attnSumQ4BF16AVX512, sumAddQ4: attnSumAddQ4BF16AVX512,
@@ -253,6 +255,17 @@ func toBF16AVX512Go(dst []uint16, x []float32) {
 		toBF16AVX512(&dst[0], &x[0], n)
 	}
 	toBF16Generic(dst[n:], x[n:])
+}
+
+// f16ToF32AVX512Go widens whole vectors of 16 in assembly and the tail
+// through half's table; both are exact.
+func f16ToF32AVX512Go(dst []float32, src []uint16) {
+	n := len(src) &^ 15
+	if n > 0 {
+		_ = dst[n-1]
+		f16ToF32AVX512(&dst[0], &src[0], n)
+	}
+	half.F16SliceToF32(dst[n:], src[n:])
 }
 
 // int4QuantAVX512Go runs the assembly quantizer on groups of a multiple

@@ -6635,6 +6635,27 @@ DATA bf16quiet<>+56(SB)/4, $0x00000040
 DATA bf16quiet<>+60(SB)/4, $0x00000040
 GLOBL bf16quiet<>(SB), RODATA|NOPTR, $64
 
+// func f16ToF32AVX512(dst *float32, src *uint16, n int)
+// Requires: AVX, AVX512F
+TEXT ·f16ToF32AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ n+16(FP), DX
+
+loop:
+	TESTQ     DX, DX
+	JZ        done
+	VCVTPH2PS (CX), Z0
+	VMOVUPS   Z0, (AX)
+	ADDQ      $0x20, CX
+	ADDQ      $0x40, AX
+	SUBQ      $0x10, DX
+	JMP       loop
+
+done:
+	VZEROUPPER
+	RET
+
 // func attnScoresBF16AVX2(s *float32, q *float32, k *uint16, n int, d int, stride int, scale float32)
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·attnScoresBF16AVX2(SB), NOSPLIT, $0-52

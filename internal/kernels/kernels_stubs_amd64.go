@@ -406,6 +406,10 @@ func roundEvenAVX512(dst *float32, v *float32, n int)
 // n a multiple of 16; NaNs stay NaNs (quiet). Bitwise half.F32ToBF16.
 func toBF16AVX512(dst *uint16, x *float32, n int)
 
+// f16ToF32AVX512 sets dst[k] to the binary16 src[k] widened, for k < n, n a multiple
+// of 16. Bitwise half.F16ToF32.
+func f16ToF32AVX512(dst *float32, src *uint16, n int)
+
 // attnScoresBF16AVX2 sets s[j] = scale·(q·k[j*stride:][:d]) for j < n, d a positive
 // multiple of 8; each dot product is one accumulator over d, reduced like the
 // matrix kernels. Keys and values are bfloat16, widened exactly.

@@ -126,4 +126,5 @@ var genericImpl = impl{
 	i8KV:        i8KVGeneric,
 	mul:         mulGeneric,
 	toBF16:      toBF16Generic,
+	f16ToF32:    half.F16SliceToF32,
 }

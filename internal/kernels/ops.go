@@ -18,6 +18,13 @@ func Axpy(alpha float32, x, y []float32) {
 	active.axpy(alpha, x, y[:len(x)])
 }
 
+// F16ToF32 widens the IEEE binary16 values src into dst (len(dst) >=
+// len(src)); exact, as half.F16SliceToF32, which it replaces where a
+// step needs it: that one looks each value up in a 256 KiB table, which
+// the step's weight reads have evicted by the time a token's embedding row
+// is widened.
+func F16ToF32(dst []float32, src []uint16) { active.f16ToF32(dst[:len(src)], src) }
+
 // RMSNorm computes dst = x·rsqrt(mean(x²)+eps)·w as Hugging Face's
 // Qwen3RMSNorm does in float32. dst may alias x.
 func RMSNorm(dst, x, w []float32, eps float32) {

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/half"
 )
 
 var opLens = []int{0, 1, 3, 7, 8, 15, 16, 17, 31, 64, 100, 128, 1000, 1024, 4097}
@@ -247,6 +249,32 @@ func TestSoftmaxNaNPropagates(t *testing.T) {
 		}
 		if nan == 0 {
 			t.Fatal("NaN input vanished from Softmax output")
+		}
+	})
+}
+
+// TestF16ToF32 widens every binary16 value, at every offset of a vector
+// (the assembly's whole vectors and the Go tail), on every implementation:
+// each gives half.F16ToF32's bits.
+func TestF16ToF32(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		src := make([]uint16, 1<<16)
+		for i := range src {
+			src[i] = uint16(i)
+		}
+		for _, off := range []int{0, 1, 15} {
+			s := src[off:]
+			dst := make([]float32, len(s)+1)
+			dst[len(s)] = 42
+			F16ToF32(dst, s)
+			for i, h := range s {
+				if got, want := math.Float32bits(dst[i]), math.Float32bits(half.F16ToF32(h)); got != want {
+					t.Fatalf("offset %d: %#04x widened to %#08x, want %#08x", off, h, got, want)
+				}
+			}
+			if dst[len(s)] != 42 {
+				t.Fatalf("offset %d: wrote past the source's length", off)
+			}
 		}
 	})
 }

@@ -34,6 +34,8 @@ type impl struct {
 	mul    func(dst, x, w []float32)
 	// toBF16 is ToBF16 (the bfloat16 cache's stores).
 	toBF16 func(dst []uint16, x []float32)
+	// f16ToF32 is F16ToF32 (a float16 embedding's rows).
+	f16ToF32 func(dst []float32, src []uint16)
 }
 
 // matKernels computes row strips of a matrix product for one weight type.

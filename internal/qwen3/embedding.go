@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/kernels"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -61,7 +62,7 @@ func (e *DenseEmbedding) Lookup(dst []float32, id int) {
 	case safetensors.BF16:
 		half.BF16SliceToF32(dst, e.u16[o:o+e.hidden])
 	default:
-		half.F16SliceToF32(dst, e.u16[o:o+e.hidden])
+		kernels.F16ToF32(dst, e.u16[o:o+e.hidden])
 	}
 }
 

@@ -47,3 +47,25 @@ func toBF16AVX512() {
 	VZEROUPPER()
 	RET()
 }
+
+// f16ToF32AVX512 widens IEEE binary16 to float32 with VCVTPH2PS, which is
+// exact for every input (subnormals, infinities and NaNs included).
+func f16ToF32AVX512() {
+	TEXT("f16ToF32AVX512", NOSPLIT, "func(dst *float32, src *uint16, n int)")
+	Doc("f16ToF32AVX512 sets dst[k] to the binary16 src[k] widened, for k < n, n a multiple",
+		"of 16. Bitwise half.F16ToF32.")
+	dst, src, n := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("n"), GP64())
+	Label("loop")
+	TESTQ(n, n)
+	JZ(LabelRef("done"))
+	v := ZMM()
+	VCVTPH2PS(mem(src, 0), v)
+	VMOVUPS(v, mem(dst, 0))
+	ADDQ(U8(32), src)
+	ADDQ(U8(64), dst)
+	SUBQ(U8(16), n)
+	JMP(LabelRef("loop"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

@@ -77,6 +77,7 @@ func main() {
 	readSum()
 	awqQuantKernels()
 	toBF16AVX512()
+	f16ToF32AVX512()
 	attentionKV()
 	attentionI4()
 	Generate()
