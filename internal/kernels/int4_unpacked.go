@@ -29,10 +29,16 @@ type int4UKernels struct {
 	addRows func(dst []float32, ldd int, a, b []float32, lda, rows, width int)
 }
 
+// int4UMinRows is the fewest rows for which unpacking pays: the unpacked
+// codes of a pass then serve at least 16 row tiles. Below it the packed
+// kernels, which split nibbles in the multiply loop but unpack nothing,
+// were faster: a 1024×6144 product at 8 tokens (16 rows in exact mode)
+// 0.75× the unpacked time, at 16 tokens 0.78–0.84×, even at 32, faster
+// from 64 (measured alternately in one process). A variable so that tests
+// can send few rows through the unpacked kernels.
+var int4UMinRows = 64
+
 const (
-	// int4UMinRows is the fewest rows for which unpacking pays: each
-	// unpacked tile is then used by at least 4 row tiles.
-	int4UMinRows = 16
 	// int4UMaxGroup is the largest group for which the float epilogue of
 	// the unpacked kernels is exact (integers below 2^24).
 	int4UMaxGroup = 4096

@@ -16,6 +16,8 @@ import (
 func TestMatMulInt4Unpacked(t *testing.T) {
 	defer SetThreads(Threads())
 	defer func(c int) { int4UChunkBytes = c }(int4UChunkBytes)
+	defer func(n int) { int4UMinRows = n }(int4UMinRows)
+	int4UMinRows = 8 // every T below, coarse (R = T) or exact (R = 2T)
 	forEachImpl(t, func(t *testing.T) {
 		if active.int4.unpacked == nil {
 			t.Skip("no unpacked kernels in this implementation")
