@@ -306,6 +306,10 @@ type int4Kernels struct {
 	// stride ldd; gemm2 for the pair of rows t0, t0+1 after the last block
 	// of 4.
 	gemm4, gemm2 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
+	// gemm4Stream, when set, is gemm4 (bitwise) for the first rows of a
+	// chunk of blocks, whose codes come from memory: it prefetches them,
+	// which the later rows, reading the codes again from L2, do without.
+	gemm4Stream func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 	// interleave4, when set, interleaves 4 activation rows of k inputs
 	// (a multiple of 64) by 4-byte word: dst[16w+4r:][:4] =
 	// src[r*k+4w:][:4].
@@ -438,7 +442,11 @@ func int4Rows(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, 
 		b1 := min(full, b0+block)
 		t := 0
 		for ; t+4 <= T; t += 4 {
-			ik.gemm4(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)
+			gemm4 := ik.gemm4
+			if t == 0 && ik.gemm4Stream != nil {
+				gemm4 = ik.gemm4Stream
+			}
+			gemm4(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)
 		}
 		if t+2 <= T {
 			ik.gemm2(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)

@@ -4545,6 +4545,317 @@ DATA nibble<>+56(SB)/4, $0x0f0f0f0f
 DATA nibble<>+60(SB)/4, $0x0f0f0f0f
 GLOBL nibble<>(SB), RODATA|NOPTR, $64
 
+// func int4Gemm4VNNIStream(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
+TEXT ·int4Gemm4VNNIStream(SB), NOSPLIT, $8-88
+	MOVQ      blocks+72(FP), AX
+	SHRQ      $0x01, AX
+	MOVQ      AX, (SP)
+	VMOVDQU32 nibble<>+0(SB), Z0
+
+tile2:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000002
+	JL     tile2_end
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	MOVQ   qstride+80(FP), DX
+	MOVQ   groups+56(FP), BX
+	IMUL3Q $0x00000030, BX, BX
+	IMULQ  (SP), DX
+	IMULQ  (SP), BX
+	LEAQ   (AX)(DX*1), DX
+	LEAQ   (CX)(BX*1), BX
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	MOVQ   a4+32(FP), SI
+	MOVQ   d4+40(FP), DI
+	MOVQ   asum4+48(FP), R8
+	MOVQ   groups+56(FP), R9
+
+tile2_group:
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	MOVQ   tiles+64(FP), R10
+
+tile2_tile:
+	PREFETCHT0   2048(AX)
+	VMOVDQU32    (AX), Z17
+	VPSRLW       $0x04, Z17, Z18
+	VPANDD       Z0, Z17, Z17
+	VPANDD       Z0, Z18, Z18
+	PREFETCHT0   2048(DX)
+	VMOVDQU32    (DX), Z19
+	VPSRLW       $0x04, Z19, Z20
+	VPANDD       Z0, Z19, Z19
+	VPANDD       Z0, Z20, Z20
+	VPBROADCASTD (SI), Z21
+	VPBROADCASTD 16(SI), Z22
+	VPDPBUSD     Z21, Z17, Z9
+	VPDPBUSD     Z22, Z18, Z9
+	VPDPBUSD     Z21, Z19, Z10
+	VPDPBUSD     Z22, Z20, Z10
+	VPBROADCASTD 4(SI), Z21
+	VPBROADCASTD 20(SI), Z22
+	VPDPBUSD     Z21, Z17, Z11
+	VPDPBUSD     Z22, Z18, Z11
+	VPDPBUSD     Z21, Z19, Z12
+	VPDPBUSD     Z22, Z20, Z12
+	VPBROADCASTD 8(SI), Z21
+	VPBROADCASTD 24(SI), Z22
+	VPDPBUSD     Z21, Z17, Z13
+	VPDPBUSD     Z22, Z18, Z13
+	VPDPBUSD     Z21, Z19, Z14
+	VPDPBUSD     Z22, Z20, Z14
+	VPBROADCASTD 12(SI), Z21
+	VPBROADCASTD 28(SI), Z22
+	VPDPBUSD     Z21, Z17, Z15
+	VPDPBUSD     Z22, Z18, Z15
+	VPDPBUSD     Z21, Z19, Z16
+	VPDPBUSD     Z22, Z20, Z16
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000020, SI
+	DECQ         R10
+	JNZ          tile2_tile
+	VPMOVZXBD    32(CX), Z17
+	VCVTPH2PS    (CX), Z18
+	VPBROADCASTD (R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z9, Z9
+	VCVTDQ2PS    Z9, Z9
+	VBROADCASTSS (DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z9, Z1
+	VPBROADCASTD 4(R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z11, Z11
+	VCVTDQ2PS    Z11, Z11
+	VBROADCASTSS 4(DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z11, Z3
+	VPBROADCASTD 8(R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z13, Z13
+	VCVTDQ2PS    Z13, Z13
+	VBROADCASTSS 8(DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z13, Z5
+	VPBROADCASTD 12(R8), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z15, Z15
+	VCVTDQ2PS    Z15, Z15
+	VBROADCASTSS 12(DI), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z15, Z7
+	ADDQ         $0x00000030, CX
+	VPMOVZXBD    32(BX), Z17
+	VCVTPH2PS    (BX), Z18
+	VPBROADCASTD (R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z10, Z10
+	VCVTDQ2PS    Z10, Z10
+	VBROADCASTSS (DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z10, Z2
+	VPBROADCASTD 4(R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z12, Z12
+	VCVTDQ2PS    Z12, Z12
+	VBROADCASTSS 4(DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z12, Z4
+	VPBROADCASTD 8(R8), Z19
+	VPMULLD      Z19, Z17, Z19
+	VPSUBD       Z19, Z14, Z14
+	VCVTDQ2PS    Z14, Z14
+	VBROADCASTSS 8(DI), Z19
+	VMULPS       Z19, Z18, Z19
+	VFMADD231PS  Z19, Z14, Z6
+	VPBROADCASTD 12(R8), Z19
+	VPMULLD      Z19, Z17, Z17
+	VPSUBD       Z17, Z16, Z16
+	VCVTDQ2PS    Z16, Z16
+	VBROADCASTSS 12(DI), Z19
+	VMULPS       Z19, Z18, Z17
+	VFMADD231PS  Z17, Z16, Z8
+	ADDQ         $0x00000030, BX
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000010, R8
+	DECQ         R9
+	JNZ          tile2_group
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         (SP), SI
+	SHLQ         $0x06, SI
+	MOVQ         DX, DI
+	VMOVUPS      Z1, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z2, (DI)
+	ADDQ         BX, DX
+	MOVQ         DX, DI
+	VMOVUPS      Z3, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z4, (DI)
+	ADDQ         BX, DX
+	MOVQ         DX, DI
+	VMOVUPS      Z5, (DI)
+	ADDQ         SI, DI
+	VMOVUPS      Z6, (DI)
+	ADDQ         BX, DX
+	VMOVUPS      Z7, (DX)
+	ADDQ         SI, DX
+	VMOVUPS      Z8, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000002, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile2
+
+tile2_end:
+	MOVQ   (SP), AX
+	IMUL3Q $0x00000001, AX, AX
+	MOVQ   qstride+80(FP), CX
+	MOVQ   groups+56(FP), DX
+	IMUL3Q $0x00000030, DX, DX
+	MOVQ   AX, BX
+	SHLQ   $0x06, BX
+	IMULQ  AX, CX
+	IMULQ  AX, DX
+	MOVQ   qs+16(FP), AX
+	ADDQ   CX, AX
+	MOVQ   AX, qs+16(FP)
+	MOVQ   meta+24(FP), AX
+	ADDQ   DX, AX
+	MOVQ   AX, meta+24(FP)
+	MOVQ   dst+0(FP), AX
+	ADDQ   BX, AX
+	MOVQ   AX, dst+0(FP)
+
+tile1:
+	MOVQ   blocks+72(FP), AX
+	CMPQ   AX, $0x00000001
+	JL     tile1_end
+	MOVQ   qs+16(FP), AX
+	MOVQ   meta+24(FP), CX
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	MOVQ   a4+32(FP), DX
+	MOVQ   d4+40(FP), BX
+	MOVQ   asum4+48(FP), SI
+	MOVQ   groups+56(FP), DI
+
+tile1_group:
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	MOVQ   tiles+64(FP), R8
+
+tile1_tile:
+	PREFETCHT0   2048(AX)
+	VMOVDQU32    (AX), Z5
+	VPSRLW       $0x04, Z5, Z6
+	VPANDD       Z0, Z5, Z5
+	VPANDD       Z0, Z6, Z6
+	VPBROADCASTD (DX), Z7
+	VPBROADCASTD 16(DX), Z8
+	VPDPBUSD     Z7, Z5, Z23
+	VPDPBUSD     Z8, Z6, Z23
+	VPBROADCASTD 4(DX), Z7
+	VPBROADCASTD 20(DX), Z8
+	VPDPBUSD     Z7, Z5, Z24
+	VPDPBUSD     Z8, Z6, Z24
+	VPBROADCASTD 8(DX), Z7
+	VPBROADCASTD 24(DX), Z8
+	VPDPBUSD     Z7, Z5, Z25
+	VPDPBUSD     Z8, Z6, Z25
+	VPBROADCASTD 12(DX), Z7
+	VPBROADCASTD 28(DX), Z8
+	VPDPBUSD     Z7, Z5, Z26
+	VPDPBUSD     Z8, Z6, Z26
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000020, DX
+	DECQ         R8
+	JNZ          tile1_tile
+	VPMOVZXBD    32(CX), Z5
+	VCVTPH2PS    (CX), Z6
+	VPBROADCASTD (SI), Z7
+	VPMULLD      Z7, Z5, Z7
+	VPSUBD       Z7, Z23, Z23
+	VCVTDQ2PS    Z23, Z23
+	VBROADCASTSS (BX), Z7
+	VMULPS       Z7, Z6, Z7
+	VFMADD231PS  Z7, Z23, Z1
+	VPBROADCASTD 4(SI), Z7
+	VPMULLD      Z7, Z5, Z7
+	VPSUBD       Z7, Z24, Z24
+	VCVTDQ2PS    Z24, Z24
+	VBROADCASTSS 4(BX), Z7
+	VMULPS       Z7, Z6, Z7
+	VFMADD231PS  Z7, Z24, Z2
+	VPBROADCASTD 8(SI), Z7
+	VPMULLD      Z7, Z5, Z7
+	VPSUBD       Z7, Z25, Z25
+	VCVTDQ2PS    Z25, Z25
+	VBROADCASTSS 8(BX), Z7
+	VMULPS       Z7, Z6, Z7
+	VFMADD231PS  Z7, Z25, Z3
+	VPBROADCASTD 12(SI), Z7
+	VPMULLD      Z7, Z5, Z5
+	VPSUBD       Z5, Z26, Z26
+	VCVTDQ2PS    Z26, Z26
+	VBROADCASTSS 12(BX), Z7
+	VMULPS       Z7, Z6, Z5
+	VFMADD231PS  Z5, Z26, Z4
+	ADDQ         $0x00000030, CX
+	ADDQ         $0x00000010, BX
+	ADDQ         $0x00000010, SI
+	DECQ         DI
+	JNZ          tile1_group
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	VMOVUPS      Z1, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z2, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z3, (DX)
+	ADDQ         BX, DX
+	VMOVUPS      Z4, (DX)
+	MOVQ         dst+0(FP), DX
+	ADDQ         $0x00000040, DX
+	MOVQ         DX, dst+0(FP)
+	MOVQ         AX, qs+16(FP)
+	MOVQ         CX, meta+24(FP)
+	MOVQ         blocks+72(FP), AX
+	SUBQ         $0x00000001, AX
+	MOVQ         AX, blocks+72(FP)
+	JMP          tile1
+
+tile1_end:
+	VZEROUPPER
+	RET
+
 // func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI, MMX+
 TEXT ·int4Gemm2VNNI(SB), NOSPLIT, $8-88

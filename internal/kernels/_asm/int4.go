@@ -53,9 +53,10 @@ func int4Meta(i isa, m Register, lane0 int) (z, s VecVirtual) {
 }
 
 func int4Kernels() {
-	int4GemmVNNI(4, []int{2, 1})
-	int4GemmVNNI(2, []int{4, 1})
-	int4GemmVNNI(1, []int{4, 1})
+	int4GemmVNNI(4, []int{2, 1}, false)
+	int4GemmVNNI(4, []int{2, 1}, true)
+	int4GemmVNNI(2, []int{4, 1}, true)
+	int4GemmVNNI(1, []int{4, 1}, true)
 	int4GemvAVX2()
 	int4UnpackedKernels()
 }
@@ -67,13 +68,20 @@ const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum
 // × R blocks per register tile, for R in tiles (largest first, each used
 // while enough blocks remain). The rows' activations are interleaved by
 // 4-byte word (word w of row t at a[4·rows·w + 4t]) and their steps and
-// sums are [groups][rows].
-func int4GemmVNNI(rows int, tiles []int) {
+// sums are [groups][rows]. With stream, the kernel asks for each stream's
+// codes 2 KiB ahead, for the calls that read them from memory; the
+// 4-row kernel without it serves the further rows of a chunk of blocks,
+// whose codes the first call left in L2. The stream variant of the
+// 4-row kernel is named with a Stream suffix.
+func int4GemmVNNI(rows int, tiles []int, stream bool) {
 	if len(tiles) != 2 || tiles[1] != 1 {
 		// Only the first tile height spaces its blocks (bstep below).
 		panic("int4GemmVNNI: tiles must be {R, 1}")
 	}
 	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
+	if rows == 4 && stream {
+		name += "Stream"
+	}
 	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
 	what := fmt.Sprintf("%d rows", rows)
 	if rows == 1 {
@@ -158,9 +166,8 @@ func int4GemmVNNI(rows int, tiles []int) {
 		Label(label + "_tile")
 		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
 		for b := range R {
-			if rows <= 2 {
-				// One token (its coarse row, or with its residual)
-				// streams the codes once from memory, R streams at a
+			if stream {
+				// The codes come once from memory, R streams at a
 				// time: ask for each stream's codes 2 KiB ahead.
 				PREFETCHT0(mem(qsp[b], 2048))
 			}
