@@ -310,6 +310,9 @@ type int4Kernels struct {
 	// chunk of blocks, whose codes come from memory: it prefetches them,
 	// which the later rows, reading the codes again from L2, do without.
 	gemm4Stream func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
+	// gemm8, when set, is gemm4 for rows t0..t0+7 (two 4-row blocks) in
+	// one pass over the codes.
+	gemm8 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 	// interleave4, when set, interleaves 4 activation rows of k inputs
 	// (a multiple of 64) by 4-byte word: dst[16w+4r:][:4] =
 	// src[r*k+4w:][:4].
@@ -429,7 +432,7 @@ func int4Rows(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, 
 		full = hi - 1
 	}
 	block := max(1, l2Block/(8*K)) // K/8 tiles of 64 bytes per block
-	if T == 1 || T == 2 || T == 4 {
+	if T == 1 || T == 2 || T == 4 || T == 8 && ik.gemm8 != nil {
 		// One kernel call covers every row (a token, or its coarse and
 		// residual rows): the weights are read once whatever the chunks,
 		// so chunks would only cut the range into calls whose last blocks
@@ -441,6 +444,9 @@ func int4Rows(ik *int4Kernels, dst []float32, w *Int4Matrix, acts *int4Acts, T, 
 	for b0 := lo; b0 < full; b0 += block {
 		b1 := min(full, b0+block)
 		t := 0
+		for ; ik.gemm8 != nil && t+8 <= T; t += 8 {
+			ik.gemm8(dst[t*N+b0*int4Block:], N, w, b0, b1, acts, t)
+		}
 		for ; t+4 <= T; t += 4 {
 			gemm4 := ik.gemm4
 			if t == 0 && ik.gemm4Stream != nil {

@@ -57,6 +57,7 @@ func int4Kernels() {
 	int4GemmVNNI(4, []int{2, 1}, true)
 	int4GemmVNNI(2, []int{4, 1}, true)
 	int4GemmVNNI(1, []int{4, 1}, true)
+	int4Gemm8VNNI()
 	int4GemvAVX2()
 	int4UnpackedKernels()
 }
@@ -329,6 +330,218 @@ func int4GemvAVX2() {
 	ADDQ(U32(64), dst)
 	DECQ(blocks)
 	JNZ(LabelRef("block"))
+	VZEROUPPER()
+	RET()
+}
+
+// int4Gemm8VNNI is int4GemmVNNI for 8 rows (two 4-row activation blocks,
+// the second 4K bytes and 4·groups steps after the first): each 64-byte
+// code load then serves 16 multiplies instead of 8, and a call reads the
+// codes from memory once for all 8 rows, where two 4-row calls read them
+// twice. Its tiles are 8 rows × 2 blocks (blocks/2 apart), then single
+// blocks; with 16 integer sums in registers, the float sums accumulate in
+// dst itself, zeroed first, with the same operations in the same order as
+// the register kernels: the outputs are bitwise theirs.
+func int4Gemm8VNNI() {
+	const rows, R0 = 8, 2
+	name := "int4Gemm8VNNI"
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
+	Doc(name+" computes blocks of 16 outputs of 8 rows from repacked INT4 weights",
+		"(qs, meta) and int8 activations with per-group steps d and sums asum:",
+		"",
+		"\t"+int4Doc,
+		"",
+		"over groups g in increasing order (the integer sums are exact). Rows 0–3 and",
+		"4–7 are two 4-row blocks as int4Gemm4VNNI reads them, the second at a4[4K:],",
+		"d4[4·groups:] and asum4[4·groups:] (K = 8·tiles·groups). With q = blocks/2, tile",
+		"j < q takes blocks j and j+q; the rest go one at a time. Every output goes",
+		"through the same operations as in int4Gemm4VNNI.")
+	i := avx512
+	bstep := AllocLocal(8) // blocks/2: the spacing of a tile's blocks
+	{
+		q := Load(Param("blocks"), GP64())
+		SHRQ(U8(1), q)
+		MOVQ(q, bstep)
+	}
+	mask := i.vec()
+	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
+	for ri, R := range []int{R0, 1} {
+		label := fmt.Sprintf("tile%d", R)
+		next := "ret"
+		if ri == 0 {
+			next = "tile1"
+		}
+		Label(label)
+		{
+			blocks := Load(Param("blocks"), GP64())
+			CMPQ(blocks, U32(R))
+			JL(LabelRef(label + "_end"))
+		}
+		// Zero the tile's outputs: the float sums accumulate there.
+		{
+			z := i.vec()
+			zero(z)
+			p, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
+			SHLQ(U8(2), ldd)
+			var dstep Register
+			if R > 1 {
+				dstep = GP64()
+				MOVQ(bstep, dstep)
+				SHLQ(U8(6), dstep)
+			}
+			for range rows {
+				VMOVUPS(z, mem(p, 0))
+				if R > 1 {
+					VMOVUPS(z, Mem{Base: p, Index: dstep, Scale: 1})
+				}
+				ADDQ(ldd, p)
+			}
+		}
+		qsp, mp := make([]GPVirtual, R), make([]GPVirtual, R)
+		for b := range R {
+			qsp[b], mp[b] = GP64(), GP64()
+		}
+		Load(Param("qs"), qsp[0])
+		Load(Param("meta"), mp[0])
+		if R > 1 {
+			qstride := Load(Param("qstride"), GP64())
+			gn := Load(Param("groups"), GP64())
+			mstride := GP64()
+			IMUL3Q(U32(48), gn, mstride)
+			IMULQ(bstep, qstride)
+			IMULQ(bstep, mstride)
+			LEAQ(Mem{Base: qsp[0], Index: qstride, Scale: 1}, qsp[1])
+			LEAQ(Mem{Base: mp[0], Index: mstride, Scale: 1}, mp[1])
+		}
+		// aoff: bytes from the first activation block to the second
+		// (4K = 32·tiles·groups).
+		aoff := GP64()
+		{
+			t := Load(Param("tiles"), GP64())
+			Load(Param("groups"), aoff)
+			IMULQ(t, aoff)
+			SHLQ(U8(5), aoff)
+		}
+		ap, dp, sp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("asum4"), GP64())
+		gn := Load(Param("groups"), GP64())
+		Label(label + "_group")
+		iacc := make([][]VecVirtual, rows)
+		for t := range iacc {
+			iacc[t] = make([]VecVirtual, R)
+			for b := range R {
+				iacc[t][b] = i.vec()
+				VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
+			}
+		}
+		tn := Load(Param("tiles"), GP64())
+		Label(label + "_tile")
+		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
+		for b := range R {
+			PREFETCHT0(mem(qsp[b], 2048))
+			lo[b], hi[b] = i.vec(), i.vec()
+			VMOVDQU32(mem(qsp[b], 0), lo[b])
+			VPSRLW(U8(4), lo[b], hi[b])
+			VPANDD(mask, lo[b], lo[b])
+			VPANDD(mask, hi[b], hi[b])
+		}
+		for t := range rows {
+			alo, ahi := i.vec(), i.vec()
+			m := func(disp int) Mem {
+				if t < 4 {
+					return mem(ap, disp)
+				}
+				return Mem{Base: ap, Index: aoff, Scale: 1, Disp: disp}
+			}
+			VPBROADCASTD(m(4*(t%4)), alo)
+			VPBROADCASTD(m(16+4*(t%4)), ahi)
+			for b := range R {
+				vpdpbusd(alo, lo[b], iacc[t][b])
+				vpdpbusd(ahi, hi[b], iacc[t][b])
+			}
+		}
+		for b := range R {
+			ADDQ(U32(64), qsp[b])
+		}
+		ADDQ(U32(32), ap)
+		DECQ(tn)
+		JNZ(LabelRef(label + "_tile"))
+		{
+			// goff: bytes from the first block's steps (and sums) to
+			// the second's (16·groups).
+			goff := Load(Param("groups"), GP64())
+			SHLQ(U8(4), goff)
+			p, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
+			SHLQ(U8(2), ldd)
+			var dstep Register
+			if R > 1 {
+				dstep = GP64()
+				MOVQ(bstep, dstep)
+				SHLQ(U8(6), dstep)
+			}
+			zs, ss := make([]VecVirtual, R), make([]VecVirtual, R)
+			for b := range R {
+				zs[b], ss[b] = int4Meta(i, mp[b], 0)
+				ADDQ(U32(48), mp[b])
+			}
+			for t := range rows {
+				g := func(base Register) Mem {
+					if t < 4 {
+						return mem(base, 4*(t%4))
+					}
+					return Mem{Base: base, Index: goff, Scale: 1, Disp: 4 * (t % 4)}
+				}
+				for b := range R {
+					out := mem(p, 0)
+					if b > 0 {
+						out = Mem{Base: p, Index: dstep, Scale: 1}
+					}
+					facc := i.vec()
+					VMOVUPS(out, facc)
+					int4Epilogue(i, iacc[t][b], zs[b], ss[b], facc, g(sp), g(dp))
+					VMOVUPS(facc, out)
+				}
+				ADDQ(ldd, p)
+			}
+		}
+		ADDQ(U32(16), dp)
+		ADDQ(U32(16), sp)
+		DECQ(gn)
+		JNZ(LabelRef(label + "_group"))
+		{
+			d := Load(Param("dst"), GP64())
+			ADDQ(U32(64), d)
+			Store(d, Param("dst"))
+			Store(qsp[0], Param("qs"))
+			Store(mp[0], Param("meta"))
+			blocks := Load(Param("blocks"), GP64())
+			SUBQ(U32(R), blocks)
+			Store(blocks, Param("blocks"))
+		}
+		JMP(LabelRef(label))
+		Label(label + "_end")
+		if R > 1 {
+			// The tiles took blocks [0, 2·bstep) and left the frame's
+			// pointers at block bstep: move them to block 2·bstep.
+			skip := GP64()
+			MOVQ(bstep, skip)
+			qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
+			IMUL3Q(U32(48), ms, ms)
+			MOVQ(skip, d)
+			SHLQ(U8(6), d)
+			IMULQ(skip, qs)
+			IMULQ(skip, ms)
+			for _, f := range []struct {
+				param string
+				by    Register
+			}{{"qs", qs}, {"meta", ms}, {"dst", d}} {
+				p := Load(Param(f.param), GP64())
+				ADDQ(f.by, p)
+				Store(p, Param(f.param))
+			}
+		}
+		JMP(LabelRef(next))
+	}
+	Label("ret")
 	VZEROUPPER()
 	RET()
 }
