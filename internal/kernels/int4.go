@@ -307,8 +307,9 @@ type int4Kernels struct {
 	// of 4.
 	gemm4, gemm2 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 	// gemm4Stream, when set, is gemm4 (bitwise) for the first rows of a
-	// chunk of blocks, whose codes come from memory: it prefetches them,
-	// which the later rows, reading the codes again from L2, do without.
+	// chunk of blocks, whose codes come from memory: it prefetches them
+	// and reads more streams at once, which the later rows, reading the
+	// codes again from L2, do without.
 	gemm4Stream func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 	// gemm8, when set, is gemm4 for rows t0..t0+7 (two 4-row blocks) in
 	// one pass over the codes.

@@ -221,7 +221,7 @@ var avx512Impl = func() impl {
 	}
 	if cpu.X86.HasAVX512VNNI {
 		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4Gemm1VNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go,
-			gemm4Stream: int4Gemm4VNNIStreamGo, gemm8: int4Gemm8VNNIGo}
+			gemm4Stream: int4Gemm4x4VNNIGo, gemm8: int4Gemm8x2VNNIGo}
 	}
 	avx512Ops.fill(&im)
 	im.toBF16 = toBF16AVX512Go
@@ -309,18 +309,18 @@ func int4Gemm4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 	int4Gemm4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
-func int4Gemm4VNNIStreamGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
-	a4, d4, s4 := acts.block(t0, 4)
-	qs, ms := int4Strides(m)
-	_ = dst[3*ldd+(b1-b0)*int4Block-1]
-	int4Gemm4VNNIStream(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
-}
-
-func int4Gemm8VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
+func int4Gemm8x2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
 	a8, d8, s8 := acts.block(t0, 8)
 	qs, ms := int4Strides(m)
 	_ = dst[7*ldd+(b1-b0)*int4Block-1]
-	int4Gemm8VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a8[0], &d8[0], &s8[0], m.groups, m.Group/8, b1-b0, qs)
+	int4Gemm8x2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a8[0], &d8[0], &s8[0], m.groups, m.Group/8, b1-b0, qs)
+}
+
+func int4Gemm4x4VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {
+	a4, d4, s4 := acts.block(t0, 4)
+	qs, ms := int4Strides(m)
+	_ = dst[3*ldd+(b1-b0)*int4Block-1]
+	int4Gemm4x4VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a4[0], &d4[0], &s4[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
 func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int) {

@@ -252,19 +252,6 @@ func attnSumAddQ4AVX512(out *float32, p *float32, pstride int, v *float32, n int
 // its tile, row count or call.
 func int4Gemm4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
-// int4Gemm4VNNIStream computes blocks of 16 outputs of 4 rows from repacked INT4
-// weights (qs, meta) and int8 activations with per-group steps d and sums asum:
-//
-//	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
-//
-// over groups g in increasing order (the integer sums are exact). Row t's
-// outputs are at dst[t*ldd:], its activation word w (bytes 4w..4w+3) at a4[16w+4t:],
-// its group steps and sums at d4[4g+t] and asum4[4g+t]; qstride is the bytes
-// of codes per block. With q = blocks/2, tile j < q takes blocks j, j+q, …, j+1·q;
-// the rest go one at a time. Every output goes through the same operations whatever
-// its tile, row count or call.
-func int4Gemm4VNNIStream(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
-
 // int4Gemm2VNNI computes blocks of 16 outputs of 2 rows from repacked INT4
 // weights (qs, meta) and int8 activations with per-group steps d and sums asum:
 //
@@ -291,17 +278,29 @@ func int4Gemm2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *fl
 // its tile, row count or call.
 func int4Gemm1VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
-// int4Gemm8VNNI computes blocks of 16 outputs of 8 rows from repacked INT4 weights
+// int4Gemm8x2VNNI computes blocks of 16 outputs of 8 rows from repacked INT4 weights
 // (qs, meta) and int8 activations with per-group steps d and sums asum:
 //
 //	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
 //
-// over groups g in increasing order (the integer sums are exact). Rows 0–3 and
-// 4–7 are two 4-row blocks as int4Gemm4VNNI reads them, the second at a4[4K:],
-// d4[4·groups:] and asum4[4·groups:] (K = 8·tiles·groups). With q = blocks/2, tile
-// j < q takes blocks j and j+q; the rest go one at a time. Every output goes
-// through the same operations as in int4Gemm4VNNI.
-func int4Gemm8VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+// over groups g in increasing order (the integer sums are exact), the float sums
+// accumulated in dst.
+// Rows 0–3 and 4–7 are two 4-row blocks as int4Gemm4VNNI reads them, the
+// second at a4[4K:], d4[4·groups:] and asum4[4·groups:] (K = 8·tiles·groups).
+// With q = blocks/2, tile j < q takes blocks j, j+q, …, j+1·q; the rest go
+// one at a time. Every output goes through the same operations as in int4Gemm4VNNI.
+func int4Gemm8x2VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
+
+// int4Gemm4x4VNNI computes blocks of 16 outputs of 4 rows from repacked INT4 weights
+// (qs, meta) and int8 activations with per-group steps d and sums asum:
+//
+//	facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum[g]), s[g][n]·d[g], facc[n])
+//
+// over groups g in increasing order (the integer sums are exact), the float sums
+// accumulated in dst.
+// With q = blocks/4, tile j < q takes blocks j, j+q, …, j+3·q; the rest go
+// one at a time. Every output goes through the same operations as in int4Gemm4VNNI.
+func int4Gemm4x4VNNI(dst *float32, ldd int, qs *byte, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups int, tiles int, blocks int, qstride int)
 
 // int4GemvAVX2 is int4Gemm1VNNI for AVX2, one block at a time:
 //

@@ -54,10 +54,10 @@ func int4Meta(i isa, m Register, lane0 int) (z, s VecVirtual) {
 
 func int4Kernels() {
 	int4GemmVNNI(4, []int{2, 1}, false)
-	int4GemmVNNI(4, []int{2, 1}, true)
 	int4GemmVNNI(2, []int{4, 1}, true)
 	int4GemmVNNI(1, []int{4, 1}, true)
-	int4Gemm8VNNI()
+	int4GemmOutVNNI(8, 2)
+	int4GemmOutVNNI(4, 4)
 	int4GemvAVX2()
 	int4UnpackedKernels()
 }
@@ -70,19 +70,15 @@ const int4Doc = "facc[n] = Σ_g fma(float32(Σ_k q[k][n]·a[k] − z[g][n]·asum
 // while enough blocks remain). The rows' activations are interleaved by
 // 4-byte word (word w of row t at a[4·rows·w + 4t]) and their steps and
 // sums are [groups][rows]. With stream, the kernel asks for each stream's
-// codes 2 KiB ahead, for the calls that read them from memory; the
-// 4-row kernel without it serves the further rows of a chunk of blocks,
-// whose codes the first call left in L2. The stream variant of the
-// 4-row kernel is named with a Stream suffix.
+// codes 2 KiB ahead, for calls that read them from memory; the 4-row
+// kernel, without it, serves the further rows of a chunk of blocks, whose
+// codes the chunk's first call (int4GemmOutVNNI) left in L2.
 func int4GemmVNNI(rows int, tiles []int, stream bool) {
 	if len(tiles) != 2 || tiles[1] != 1 {
 		// Only the first tile height spaces its blocks (bstep below).
 		panic("int4GemmVNNI: tiles must be {R, 1}")
 	}
 	name := fmt.Sprintf("int4Gemm%dVNNI", rows)
-	if rows == 4 && stream {
-		name += "Stream"
-	}
 	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
 	what := fmt.Sprintf("%d rows", rows)
 	if rows == 1 {
@@ -334,34 +330,55 @@ func int4GemvAVX2() {
 	RET()
 }
 
-// int4Gemm8VNNI is int4GemmVNNI for 8 rows (two 4-row activation blocks,
-// the second 4K bytes and 4·groups steps after the first): each 64-byte
-// code load then serves 16 multiplies instead of 8, and a call reads the
-// codes from memory once for all 8 rows, where two 4-row calls read them
-// twice. Its tiles are 8 rows × 2 blocks (blocks/2 apart), then single
-// blocks; with 16 integer sums in registers, the float sums accumulate in
-// dst itself, zeroed first, with the same operations in the same order as
-// the register kernels: the outputs are bitwise theirs.
-func int4Gemm8VNNI() {
-	const rows, R0 = 8, 2
-	name := "int4Gemm8VNNI"
+// int4GemmOutVNNI is int4GemmVNNI with the float sums kept in dst, zeroed
+// first, instead of registers, so that a tile's integer sums can fill the
+// registers: rows = 8 (two 4-row activation blocks, the second 4K bytes
+// and 4·groups steps after the first) with tiles of 2 blocks, each 64-byte
+// code load then serving 16 multiplies and the codes read once for all
+// 8 rows where two 4-row calls read them twice; or rows = 4 with tiles of
+// 4 blocks, four streams of codes a core where int4Gemm4VNNI's register
+// tiles have room for two. Tiles take blocks blocks/R0 apart, then single
+// blocks; the codes are prefetched 2 KiB ahead (the calls read them from
+// memory). The float steps are the register kernels', in their order:
+// the outputs are bitwise theirs.
+func int4GemmOutVNNI(rows, R0 int) {
+	name := fmt.Sprintf("int4Gemm%dx%dVNNI", rows, R0)
 	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, qs, meta *byte, a4 *int8, d4 *float32, asum4 *int32, groups, tiles, blocks, qstride int)")
-	Doc(name+" computes blocks of 16 outputs of 8 rows from repacked INT4 weights",
+	doc := []string{
+		fmt.Sprintf("%s computes blocks of 16 outputs of %d rows from repacked INT4 weights", name, rows),
 		"(qs, meta) and int8 activations with per-group steps d and sums asum:",
 		"",
-		"\t"+int4Doc,
+		"\t" + int4Doc,
 		"",
-		"over groups g in increasing order (the integer sums are exact). Rows 0–3 and",
-		"4–7 are two 4-row blocks as int4Gemm4VNNI reads them, the second at a4[4K:],",
-		"d4[4·groups:] and asum4[4·groups:] (K = 8·tiles·groups). With q = blocks/2, tile",
-		"j < q takes blocks j and j+q; the rest go one at a time. Every output goes",
-		"through the same operations as in int4Gemm4VNNI.")
+		"over groups g in increasing order (the integer sums are exact), the float sums",
+		"accumulated in dst.",
+	}
+	if rows == 8 {
+		doc = append(doc, "Rows 0–3 and 4–7 are two 4-row blocks as int4Gemm4VNNI reads them, the",
+			"second at a4[4K:], d4[4·groups:] and asum4[4·groups:] (K = 8·tiles·groups).")
+	}
+	doc = append(doc, fmt.Sprintf("With q = blocks/%d, tile j < q takes blocks j, j+q, …, j+%d·q; the rest go", R0, R0-1),
+		"one at a time. Every output goes through the same operations as in int4Gemm4VNNI.")
+	Doc(doc...)
 	i := avx512
-	bstep := AllocLocal(8) // blocks/2: the spacing of a tile's blocks
+	bstep := AllocLocal(8) // blocks/R0: the spacing of a tile's blocks
 	{
 		q := Load(Param("blocks"), GP64())
-		SHRQ(U8(1), q)
+		SHRQ(U8(log2(R0)), q)
 		MOVQ(q, bstep)
+	}
+	// out addresses output block b of the row at p: p + b·dstep, with
+	// dstep = bstep·64 bytes and tmp a scratch register.
+	out := func(p, dstep, tmp Register, b int) Mem {
+		switch b {
+		case 0:
+			return mem(p, 0)
+		case 1, 2:
+			return Mem{Base: p, Index: dstep, Scale: uint8(b)}
+		default:
+			LEAQ(Mem{Base: p, Index: dstep, Scale: 2}, tmp)
+			return Mem{Base: tmp, Index: dstep, Scale: 1}
+		}
 	}
 	mask := i.vec()
 	VMOVDQU32(vconst("nibble", 0x0F0F0F0F), mask)
@@ -383,40 +400,34 @@ func int4Gemm8VNNI() {
 			zero(z)
 			p, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
 			SHLQ(U8(2), ldd)
-			var dstep Register
-			if R > 1 {
-				dstep = GP64()
-				MOVQ(bstep, dstep)
-				SHLQ(U8(6), dstep)
-			}
+			dstep, tmp := GP64(), GP64()
+			MOVQ(bstep, dstep)
+			SHLQ(U8(6), dstep)
 			for range rows {
-				VMOVUPS(z, mem(p, 0))
-				if R > 1 {
-					VMOVUPS(z, Mem{Base: p, Index: dstep, Scale: 1})
+				for b := range R {
+					VMOVUPS(z, out(p, dstep, tmp, b))
 				}
 				ADDQ(ldd, p)
 			}
 		}
-		qsp, mp := make([]GPVirtual, R), make([]GPVirtual, R)
+		qsp := make([]GPVirtual, R)
 		for b := range R {
-			qsp[b], mp[b] = GP64(), GP64()
+			qsp[b] = GP64()
 		}
 		Load(Param("qs"), qsp[0])
-		Load(Param("meta"), mp[0])
 		if R > 1 {
 			qstride := Load(Param("qstride"), GP64())
-			gn := Load(Param("groups"), GP64())
-			mstride := GP64()
-			IMUL3Q(U32(48), gn, mstride)
 			IMULQ(bstep, qstride)
-			IMULQ(bstep, mstride)
-			LEAQ(Mem{Base: qsp[0], Index: qstride, Scale: 1}, qsp[1])
-			LEAQ(Mem{Base: mp[0], Index: mstride, Scale: 1}, mp[1])
+			for b := 1; b < R; b++ {
+				LEAQ(Mem{Base: qsp[b-1], Index: qstride, Scale: 1}, qsp[b])
+			}
 		}
-		// aoff: bytes from the first activation block to the second
-		// (4K = 32·tiles·groups).
-		aoff := GP64()
-		{
+		mp := Load(Param("meta"), GP64())
+		var aoff GPVirtual
+		if rows == 8 {
+			// aoff: bytes from the first activation block to the
+			// second (4K = 32·tiles·groups).
+			aoff = GP64()
 			t := Load(Param("tiles"), GP64())
 			Load(Param("groups"), aoff)
 			IMULQ(t, aoff)
@@ -466,23 +477,38 @@ func int4Gemm8VNNI() {
 		DECQ(tn)
 		JNZ(LabelRef(label + "_tile"))
 		{
-			// goff: bytes from the first block's steps (and sums) to
-			// the second's (16·groups).
-			goff := Load(Param("groups"), GP64())
-			SHLQ(U8(4), goff)
+			// Block b's record is mstride = bstep·groups·48 bytes after
+			// block b-1's.
+			zs, ss := make([]VecVirtual, R), make([]VecVirtual, R)
+			ma := GP64()
+			MOVQ(mp, ma)
+			if R > 1 {
+				mstride := Load(Param("groups"), GP64())
+				IMUL3Q(U32(48), mstride, mstride)
+				IMULQ(bstep, mstride)
+				for b := range R {
+					if b > 0 {
+						ADDQ(mstride, ma)
+					}
+					zs[b], ss[b] = int4Meta(i, ma, 0)
+				}
+			} else {
+				zs[0], ss[0] = int4Meta(i, ma, 0)
+			}
+			ADDQ(U32(48), mp)
+			var goff GPVirtual
+			if rows == 8 {
+				// goff: bytes from the first block's steps (and sums)
+				// to the second's (16·groups).
+				goff = GP64()
+				Load(Param("groups"), goff)
+				SHLQ(U8(4), goff)
+			}
 			p, ldd := Load(Param("dst"), GP64()), Load(Param("ldd"), GP64())
 			SHLQ(U8(2), ldd)
-			var dstep Register
-			if R > 1 {
-				dstep = GP64()
-				MOVQ(bstep, dstep)
-				SHLQ(U8(6), dstep)
-			}
-			zs, ss := make([]VecVirtual, R), make([]VecVirtual, R)
-			for b := range R {
-				zs[b], ss[b] = int4Meta(i, mp[b], 0)
-				ADDQ(U32(48), mp[b])
-			}
+			dstep, tmp := GP64(), GP64()
+			MOVQ(bstep, dstep)
+			SHLQ(U8(6), dstep)
 			for t := range rows {
 				g := func(base Register) Mem {
 					if t < 4 {
@@ -491,14 +517,11 @@ func int4Gemm8VNNI() {
 					return Mem{Base: base, Index: goff, Scale: 1, Disp: 4 * (t % 4)}
 				}
 				for b := range R {
-					out := mem(p, 0)
-					if b > 0 {
-						out = Mem{Base: p, Index: dstep, Scale: 1}
-					}
+					o := out(p, dstep, tmp, b)
 					facc := i.vec()
-					VMOVUPS(out, facc)
+					VMOVUPS(o, facc)
 					int4Epilogue(i, iacc[t][b], zs[b], ss[b], facc, g(sp), g(dp))
-					VMOVUPS(facc, out)
+					VMOVUPS(facc, o)
 				}
 				ADDQ(ldd, p)
 			}
@@ -512,7 +535,7 @@ func int4Gemm8VNNI() {
 			ADDQ(U32(64), d)
 			Store(d, Param("dst"))
 			Store(qsp[0], Param("qs"))
-			Store(mp[0], Param("meta"))
+			Store(mp, Param("meta"))
 			blocks := Load(Param("blocks"), GP64())
 			SUBQ(U32(R), blocks)
 			Store(blocks, Param("blocks"))
@@ -520,10 +543,11 @@ func int4Gemm8VNNI() {
 		JMP(LabelRef(label))
 		Label(label + "_end")
 		if R > 1 {
-			// The tiles took blocks [0, 2·bstep) and left the frame's
-			// pointers at block bstep: move them to block 2·bstep.
+			// The tiles took blocks [0, R·bstep) and left the frame's
+			// pointers at block bstep: move them to block R·bstep.
 			skip := GP64()
 			MOVQ(bstep, skip)
+			IMUL3Q(U32(R-1), skip, skip) // blocks to skip
 			qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
 			IMUL3Q(U32(48), ms, ms)
 			MOVQ(skip, d)
