@@ -161,19 +161,7 @@ func int4GemmVNNI(rows int, tiles []int, stream bool) {
 		}
 		tn := Load(Param("tiles"), GP64())
 		Label(label + "_tile")
-		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
-		for b := range R {
-			if stream {
-				// The codes come once from memory, R streams at a
-				// time: ask for each stream's codes 2 KiB ahead.
-				PREFETCHT0(mem(qsp[b], 2048))
-			}
-			lo[b], hi[b] = i.vec(), i.vec()
-			VMOVDQU32(mem(qsp[b], 0), lo[b])
-			VPSRLW(U8(4), lo[b], hi[b])
-			VPANDD(mask, lo[b], lo[b])
-			VPANDD(mask, hi[b], hi[b])
-		}
+		lo, hi := int4Codes(i, qsp, mask, stream)
 		for t := range rows {
 			alo, ahi := i.vec(), i.vec()
 			VPBROADCASTD(mem(ap, 4*t), alo)
@@ -227,44 +215,72 @@ func int4GemmVNNI(rows int, tiles []int, stream bool) {
 				ADDQ(ldd, dst)
 			}
 		}
-		{
-			d := Load(Param("dst"), GP64())
-			ADDQ(U32(64), d)
-			Store(d, Param("dst"))
-			Store(qsp[0], Param("qs"))
-			Store(mp[0], Param("meta"))
-			blocks := Load(Param("blocks"), GP64())
-			SUBQ(U32(R), blocks)
-			Store(blocks, Param("blocks"))
-		}
+		int4TileDone(qsp[0], mp[0], R)
 		JMP(LabelRef(label))
 		Label(label + "_end")
 		if R > 1 {
-			// The tiles took blocks [0, R·bstep) and left the frame's
-			// pointers at block bstep: move them to block R·bstep.
-			skip := GP64()
-			MOVQ(bstep, skip)
-			IMUL3Q(U32(R-1), skip, skip) // blocks to skip
-			qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
-			IMUL3Q(U32(48), ms, ms)
-			MOVQ(skip, d)
-			SHLQ(U8(6), d)
-			IMULQ(skip, qs)
-			IMULQ(skip, ms)
-			for _, f := range []struct {
-				param string
-				by    Register
-			}{{"qs", qs}, {"meta", ms}, {"dst", d}} {
-				p := Load(Param(f.param), GP64())
-				ADDQ(f.by, p)
-				Store(p, Param(f.param))
-			}
+			int4SkipSpaced(bstep, R)
 		}
 		JMP(LabelRef(next))
 	}
 	Label("ret")
 	VZEROUPPER()
 	RET()
+}
+
+// int4Codes loads one 64-byte step of codes from each stream of a tile
+// (qsp) and splits it into low and high nibbles; with stream, it first asks
+// for the stream's codes 2 KiB ahead (calls that read them from memory).
+func int4Codes(i isa, qsp []GPVirtual, mask VecVirtual, stream bool) (lo, hi []VecVirtual) {
+	lo, hi = make([]VecVirtual, len(qsp)), make([]VecVirtual, len(qsp))
+	for b, q := range qsp {
+		if stream {
+			PREFETCHT0(mem(q, 2048))
+		}
+		lo[b], hi[b] = i.vec(), i.vec()
+		VMOVDQU32(mem(q, 0), lo[b])
+		VPSRLW(U8(4), lo[b], hi[b])
+		VPANDD(mask, lo[b], lo[b])
+		VPANDD(mask, hi[b], hi[b])
+	}
+	return lo, hi
+}
+
+// int4TileDone moves the frame past a finished tile of R blocks: dst to the
+// next block's outputs, qs and meta to where the tile's first stream
+// stopped (its next block), blocks down by R.
+func int4TileDone(qs, meta Register, R int) {
+	d := Load(Param("dst"), GP64())
+	ADDQ(U32(64), d)
+	Store(d, Param("dst"))
+	Store(qs, Param("qs"))
+	Store(meta, Param("meta"))
+	blocks := Load(Param("blocks"), GP64())
+	SUBQ(U32(R), blocks)
+	Store(blocks, Param("blocks"))
+}
+
+// int4SkipSpaced runs after the tiles whose R blocks were bstep apart: they
+// took blocks [0, R·bstep) and left the frame's pointers at block bstep,
+// which this moves to block R·bstep.
+func int4SkipSpaced(bstep Mem, R int) {
+	skip := GP64()
+	MOVQ(bstep, skip)
+	IMUL3Q(U32(R-1), skip, skip) // blocks to skip
+	qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
+	IMUL3Q(U32(48), ms, ms)
+	MOVQ(skip, d)
+	SHLQ(U8(6), d)
+	IMULQ(skip, qs)
+	IMULQ(skip, ms)
+	for _, f := range []struct {
+		param string
+		by    Register
+	}{{"qs", qs}, {"meta", ms}, {"dst", d}} {
+		p := Load(Param(f.param), GP64())
+		ADDQ(f.by, p)
+		Store(p, Param(f.param))
+	}
 }
 
 // int4GemvAVX2 is int4Gemm1VNNI with VPMADDUBSW+VPMADDWD in place of
@@ -446,15 +462,7 @@ func int4GemmOutVNNI(rows, R0 int) {
 		}
 		tn := Load(Param("tiles"), GP64())
 		Label(label + "_tile")
-		lo, hi := make([]VecVirtual, R), make([]VecVirtual, R)
-		for b := range R {
-			PREFETCHT0(mem(qsp[b], 2048))
-			lo[b], hi[b] = i.vec(), i.vec()
-			VMOVDQU32(mem(qsp[b], 0), lo[b])
-			VPSRLW(U8(4), lo[b], hi[b])
-			VPANDD(mask, lo[b], lo[b])
-			VPANDD(mask, hi[b], hi[b])
-		}
+		lo, hi := int4Codes(i, qsp, mask, true)
 		for t := range rows {
 			alo, ahi := i.vec(), i.vec()
 			m := func(disp int) Mem {
@@ -530,38 +538,11 @@ func int4GemmOutVNNI(rows, R0 int) {
 		ADDQ(U32(16), sp)
 		DECQ(gn)
 		JNZ(LabelRef(label + "_group"))
-		{
-			d := Load(Param("dst"), GP64())
-			ADDQ(U32(64), d)
-			Store(d, Param("dst"))
-			Store(qsp[0], Param("qs"))
-			Store(mp, Param("meta"))
-			blocks := Load(Param("blocks"), GP64())
-			SUBQ(U32(R), blocks)
-			Store(blocks, Param("blocks"))
-		}
+		int4TileDone(qsp[0], mp, R)
 		JMP(LabelRef(label))
 		Label(label + "_end")
 		if R > 1 {
-			// The tiles took blocks [0, R·bstep) and left the frame's
-			// pointers at block bstep: move them to block R·bstep.
-			skip := GP64()
-			MOVQ(bstep, skip)
-			IMUL3Q(U32(R-1), skip, skip) // blocks to skip
-			qs, ms, d := Load(Param("qstride"), GP64()), Load(Param("groups"), GP64()), GP64()
-			IMUL3Q(U32(48), ms, ms)
-			MOVQ(skip, d)
-			SHLQ(U8(6), d)
-			IMULQ(skip, qs)
-			IMULQ(skip, ms)
-			for _, f := range []struct {
-				param string
-				by    Register
-			}{{"qs", qs}, {"meta", ms}, {"dst", d}} {
-				p := Load(Param(f.param), GP64())
-				ADDQ(f.by, p)
-				Store(p, Param(f.param))
-			}
+			int4SkipSpaced(bstep, R)
 		}
 		JMP(LabelRef(next))
 	}
