@@ -131,7 +131,7 @@ func (sp *spinPool) run(n, align, p int, fine bool, r rangeRunner) {
 	}
 	j := &sp.job
 	j.rows, j.n, j.align, j.chunks = r, n, align, chunks
-	sp.do(p, p)
+	sp.do(p)
 }
 
 // runItems runs r.RunItem(worker, i) for every i in [0, n) on up to p
@@ -146,16 +146,16 @@ func (sp *spinPool) runItems(n, p int, r itemRunner) {
 	defer sp.busy.Unlock()
 	j := &sp.job
 	j.items, j.n, j.chunks = r, n, n
-	sp.do(p, p)
+	sp.do(p)
 }
 
-// do publishes the job whose fields the caller has set, for workers
-// numbered below workers, starting up to p-1 pool goroutines; takes part
-// in it; and waits until every chunk has run. The caller holds busy.
-func (sp *spinPool) do(workers, p int) {
+// do publishes the job whose fields the caller has set for goroutines
+// numbered below p, starting pool goroutines up to p-1; takes part in it;
+// and waits until every chunk has run. The caller holds busy.
+func (sp *spinPool) do(p int) {
 	j := &sp.job
 	gen := sp.gen.Load() + 1
-	j.workers.Store(int32(workers))
+	j.workers.Store(int32(p))
 	j.pending.Store(int32(j.chunks))
 	j.claims.Store(uint64(uint32(gen))<<32 | uint64(uint32(j.chunks)))
 	sp.mu.Lock()
