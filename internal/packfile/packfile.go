@@ -85,7 +85,8 @@ func Open(path string, want Key) (*File, error) {
 	if size < int64(prefix) || size != int64(int(size)) {
 		return nil, fmt.Errorf("%s: %d bytes is no repacked-weights file", path, size)
 	}
-	data, err := mmap.Map(f, int(size))
+	// Populated: Check reads every byte at once, and every step after.
+	data, err := mmap.MapPopulated(f, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

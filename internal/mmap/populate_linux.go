@@ -1,0 +1,5 @@
+package mmap
+
+import "syscall"
+
+const mapPopulate = syscall.MAP_POPULATE
