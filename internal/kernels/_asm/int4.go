@@ -151,14 +151,7 @@ func int4GemmVNNI(rows int, tiles []int, stream bool) {
 		ap, dp, sp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("asum4"), GP64())
 		gn := Load(Param("groups"), GP64())
 		Label(label + "_group")
-		iacc := make([][]VecVirtual, rows)
-		for t := range iacc {
-			iacc[t] = make([]VecVirtual, R)
-			for b := range R {
-				iacc[t][b] = i.vec()
-				VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
-			}
-		}
+		iacc := int4ZeroSums(i, rows, R)
 		tn := Load(Param("tiles"), GP64())
 		Label(label + "_tile")
 		lo, hi := int4Codes(i, qsp, mask, stream)
@@ -226,6 +219,20 @@ func int4GemmVNNI(rows int, tiles []int, stream bool) {
 	Label("ret")
 	VZEROUPPER()
 	RET()
+}
+
+// int4ZeroSums allocates and zeroes the integer sums of a tile of rows ×
+// R blocks, one group's worth.
+func int4ZeroSums(i isa, rows, R int) [][]VecVirtual {
+	iacc := make([][]VecVirtual, rows)
+	for t := range iacc {
+		iacc[t] = make([]VecVirtual, R)
+		for b := range R {
+			iacc[t][b] = i.vec()
+			VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
+		}
+	}
+	return iacc
 }
 
 // int4Codes loads one 64-byte step of codes from each stream of a tile
@@ -452,14 +459,7 @@ func int4GemmOutVNNI(rows, R0 int) {
 		ap, dp, sp := Load(Param("a4"), GP64()), Load(Param("d4"), GP64()), Load(Param("asum4"), GP64())
 		gn := Load(Param("groups"), GP64())
 		Label(label + "_group")
-		iacc := make([][]VecVirtual, rows)
-		for t := range iacc {
-			iacc[t] = make([]VecVirtual, R)
-			for b := range R {
-				iacc[t][b] = i.vec()
-				VPXORD(iacc[t][b], iacc[t][b], iacc[t][b])
-			}
-		}
+		iacc := int4ZeroSums(i, rows, R)
 		tn := Load(Param("tiles"), GP64())
 		Label(label + "_tile")
 		lo, hi := int4Codes(i, qsp, mask, true)
