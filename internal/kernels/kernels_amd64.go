@@ -194,9 +194,9 @@ var avx512Ops = vecOps{
 var avx2Impl = func() impl {
 	im := impl{
 		name: "avx2",
-		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2), widen: identity},
-		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), widen: bf16ToF32},
-		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), widen: half.F16ToF32},
+		f32:  matKernels[float32]{kstep: 8, gemv: asmGemv(gemvF32AVX2), gemm4: asmGemm4(gemm4F32AVX2), gemm2: asmGemm4(gemm2F32AVX2), widen: identity},
+		bf16: matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvBF16AVX2), gemm4: asmGemm4(gemm4BF16AVX2), gemm2: asmGemm4(gemm2BF16AVX2), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 8, gemv: asmGemv(gemvF16AVX2), gemm4: asmGemm4(gemm4F16AVX2), gemm2: asmGemm4(gemm2F16AVX2), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantGeneric, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 		// AVX2 has no narrowing store (VPMOVDW): the Go loop.
 		toBF16:   toBF16Generic,
@@ -214,9 +214,9 @@ var avx2Impl = func() impl {
 var avx512Impl = func() impl {
 	im := impl{
 		name: "avx512",
-		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512), widen: identity},
-		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512), widen: bf16ToF32},
-		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512), widen: half.F16ToF32},
+		f32:  matKernels[float32]{kstep: 16, gemv: asmGemv(gemvF32AVX512), gemm4: asmGemm4(gemm4F32AVX512), gemm2: asmGemm4(gemm2F32AVX512), widen: identity},
+		bf16: matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvBF16AVX512), gemm4: asmGemm4(gemm4BF16AVX512), gemm2: asmGemm4(gemm2BF16AVX512), widen: bf16ToF32},
+		f16:  matKernels[uint16]{kstep: 16, gemv: asmGemv(gemvF16AVX512), gemm4: asmGemm4(gemm4F16AVX512), gemm2: asmGemm4(gemm2F16AVX512), widen: half.F16ToF32},
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {

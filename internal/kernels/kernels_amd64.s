@@ -353,6 +353,201 @@ ret:
 	VZEROUPPER
 	RET
 
+// func gemm2F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+// Requires: AVX, FMA3
+TEXT ·gemm2F32AVX2(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x02, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Y8
+	VMOVUPS     (DI)(R8*1), Y9
+	VMOVUPS     (R10), Y10
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	VMOVUPS     (R10)(R9*1), Y10
+	VFMADD231PS Y10, Y8, Y1
+	VFMADD231PS Y10, Y9, Y5
+	VMOVUPS     (R10)(R9*2), Y10
+	VFMADD231PS Y10, Y8, Y2
+	VFMADD231PS Y10, Y9, Y6
+	VMOVUPS     (R11), Y10
+	VFMADD231PS Y10, Y8, Y3
+	VFMADD231PS Y10, Y9, Y7
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000008, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VMOVHLPS     X8, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSHDUP    X8, X0
+	VADDSS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	MOVQ         (SP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000004, BX
+	JMP          rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Y2
+	VMOVUPS     (DI)(R8*1), Y3
+	VMOVUPS     (R9), Y4
+	VFMADD231PS Y4, Y2, Y0
+	VFMADD231PS Y4, Y3, Y1
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000008, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VMOVHLPS     X2, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSHDUP    X2, X0
+	VADDSS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000001, BX
+	JMP          rows1
+
+ret:
+	VZEROUPPER
+	RET
+
 // func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX2, FMA3
 TEXT ·gemvBF16AVX2(SB), NOSPLIT, $8-48
@@ -715,6 +910,206 @@ ret:
 	VZEROUPPER
 	RET
 
+// func gemm2BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemm2BF16AVX2(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Y8
+	VMOVUPS     (DI)(R8*1), Y9
+	VPMOVZXWD   (R10), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	VPMOVZXWD   (R10)(R9*1), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y8, Y1
+	VFMADD231PS Y10, Y9, Y5
+	VPMOVZXWD   (R10)(R9*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y8, Y2
+	VFMADD231PS Y10, Y9, Y6
+	VPMOVZXWD   (R11), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y8, Y3
+	VFMADD231PS Y10, Y9, Y7
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000010, R10
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VMOVHLPS     X8, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSHDUP    X8, X0
+	VADDSS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	MOVQ         (SP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000004, BX
+	JMP          rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Y2
+	VMOVUPS     (DI)(R8*1), Y3
+	VPMOVZXWD   (R9), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS Y4, Y2, Y0
+	VFMADD231PS Y4, Y3, Y1
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000010, R9
+	SUBQ        $0x00000008, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VMOVHLPS     X2, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSHDUP    X2, X0
+	VADDSS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000001, BX
+	JMP          rows1
+
+ret:
+	VZEROUPPER
+	RET
+
 // func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, F16C, FMA3
 TEXT ·gemvF16AVX2(SB), NOSPLIT, $8-48
@@ -1058,6 +1453,201 @@ rows1_done:
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
 	IMUL3Q       $0x00000003, CX, DI
+	ADDQ         AX, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000001, BX
+	JMP          rows1
+
+ret:
+	VZEROUPPER
+	RET
+
+// func gemm2F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// Requires: AVX, F16C, FMA3
+TEXT ·gemm2F16AVX2(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Y8
+	VMOVUPS     (DI)(R8*1), Y9
+	VCVTPH2PS   (R10), Y10
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	VCVTPH2PS   (R10)(R9*1), Y10
+	VFMADD231PS Y10, Y8, Y1
+	VFMADD231PS Y10, Y9, Y5
+	VCVTPH2PS   (R10)(R9*2), Y10
+	VFMADD231PS Y10, Y8, Y2
+	VFMADD231PS Y10, Y9, Y6
+	VCVTPH2PS   (R11), Y10
+	VFMADD231PS Y10, Y8, Y3
+	VFMADD231PS Y10, Y9, Y7
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000010, R10
+	ADDQ        $0x00000010, R11
+	SUBQ        $0x00000008, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VMOVHLPS     X8, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSHDUP    X8, X0
+	VADDSS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	MOVQ         (SP), DI
+	SHLQ         $0x02, DI
+	IMUL3Q       $0x00000001, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, R8
+	ADDQ         AX, R8
+	VMOVSS       X0, (R8)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000002, DI, R9
+	ADDQ         R8, R9
+	VMOVSS       X0, (R9)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000003, DI, DI
+	ADDQ         R8, DI
+	VMOVSS       X0, (DI)
+	ADDQ         $0x00000004, AX
+	ADDQ         SI, DX
+	SUBQ         $0x00000004, BX
+	JMP          rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Y2
+	VMOVUPS     (DI)(R8*1), Y3
+	VCVTPH2PS   (R9), Y4
+	VFMADD231PS Y4, Y2, Y0
+	VFMADD231PS Y4, Y3, Y1
+	ADDQ        $0x00000020, DI
+	ADDQ        $0x00000010, R9
+	SUBQ        $0x00000008, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VMOVHLPS     X2, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSHDUP    X2, X0
+	VADDSS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	IMUL3Q       $0x00000001, CX, DI
 	ADDQ         AX, DI
 	VMOVSS       X0, (DI)
 	ADDQ         $0x00000004, AX
@@ -2361,6 +2951,221 @@ ret:
 	VZEROUPPER
 	RET
 
+// func gemm2F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemm2F32AVX512(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x02, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Z8
+	VMOVUPS     (DI)(R8*1), Z9
+	VMOVUPS     (R10), Z10
+	VFMADD231PS Z10, Z8, Z0
+	VFMADD231PS Z10, Z9, Z4
+	VMOVUPS     (R10)(R9*1), Z10
+	VFMADD231PS Z10, Z8, Z1
+	VFMADD231PS Z10, Z9, Z5
+	VMOVUPS     (R10)(R9*2), Z10
+	VFMADD231PS Z10, Z8, Z2
+	VFMADD231PS Z10, Z9, Z6
+	VMOVUPS     (R11), Z10
+	VFMADD231PS Z10, Z8, Z3
+	VFMADD231PS Z10, Z9, Z7
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, R10
+	ADDQ        $0x00000040, R11
+	SUBQ        $0x00000010, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X8
+	VADDPS        X8, X0, X0
+	VMOVSHDUP     X0, X8
+	VADDSS        X8, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVQ          (SP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000004, BX
+	JMP           rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Z2
+	VMOVUPS     (DI)(R8*1), Z3
+	VMOVUPS     (R9), Z4
+	VFMADD231PS Z4, Z2, Z0
+	VFMADD231PS Z4, Z3, Z1
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, R9
+	SUBQ        $0x00000010, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000001, BX
+	JMP           rows1
+
+ret:
+	VZEROUPPER
+	RET
+
 // func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
 TEXT ·gemvBF16AVX512(SB), NOSPLIT, $8-48
@@ -2868,6 +3673,226 @@ ret:
 	VZEROUPPER
 	RET
 
+// func gemm2BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemm2BF16AVX512(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Z8
+	VMOVUPS     (DI)(R8*1), Z9
+	VPMOVZXWD   (R10), Z10
+	VPSLLD      $0x10, Z10, Z10
+	VFMADD231PS Z10, Z8, Z0
+	VFMADD231PS Z10, Z9, Z4
+	VPMOVZXWD   (R10)(R9*1), Z10
+	VPSLLD      $0x10, Z10, Z10
+	VFMADD231PS Z10, Z8, Z1
+	VFMADD231PS Z10, Z9, Z5
+	VPMOVZXWD   (R10)(R9*2), Z10
+	VPSLLD      $0x10, Z10, Z10
+	VFMADD231PS Z10, Z8, Z2
+	VFMADD231PS Z10, Z9, Z6
+	VPMOVZXWD   (R11), Z10
+	VPSLLD      $0x10, Z10, Z10
+	VFMADD231PS Z10, Z8, Z3
+	VFMADD231PS Z10, Z9, Z7
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000010, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X8
+	VADDPS        X8, X0, X0
+	VMOVSHDUP     X0, X8
+	VADDSS        X8, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVQ          (SP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000004, BX
+	JMP           rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Z2
+	VMOVUPS     (DI)(R8*1), Z3
+	VPMOVZXWD   (R9), Z4
+	VPSLLD      $0x10, Z4, Z4
+	VFMADD231PS Z4, Z2, Z0
+	VFMADD231PS Z4, Z3, Z1
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000010, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000001, BX
+	JMP           rows1
+
+ret:
+	VZEROUPPER
+	RET
+
 // func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL
 TEXT ·gemvF16AVX512(SB), NOSPLIT, $8-48
@@ -3354,6 +4379,221 @@ rows1_done:
 	VMOVSHDUP     X1, X0
 	VADDSS        X0, X1, X1
 	IMUL3Q        $0x00000003, CX, DI
+	ADDQ          AX, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000001, BX
+	JMP           rows1
+
+ret:
+	VZEROUPPER
+	RET
+
+// func gemm2F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemm2F16AVX512(SB), NOSPLIT, $8-64
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	MOVQ w+32(FP), DX
+	MOVQ rows+48(FP), BX
+	MOVQ ldw+56(FP), SI
+	SHLQ $0x02, CX
+	SHLQ $0x01, SI
+	MOVQ BX, DI
+	SHRQ $0x02, DI
+	MOVQ DI, (SP)
+
+rows4:
+	CMPQ   BX, $0x00000004
+	JL     rows4_end
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   (SP), R9
+	IMULQ  SI, R9
+	MOVQ   DX, R10
+	LEAQ   (R10)(R9*2), R11
+	ADDQ   R9, R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	MOVQ   kk+40(FP), R12
+	TESTQ  R12, R12
+	JZ     rows4_done
+
+rows4_loop:
+	VMOVUPS     (DI), Z8
+	VMOVUPS     (DI)(R8*1), Z9
+	VCVTPH2PS   (R10), Z10
+	VFMADD231PS Z10, Z8, Z0
+	VFMADD231PS Z10, Z9, Z4
+	VCVTPH2PS   (R10)(R9*1), Z10
+	VFMADD231PS Z10, Z8, Z1
+	VFMADD231PS Z10, Z9, Z5
+	VCVTPH2PS   (R10)(R9*2), Z10
+	VFMADD231PS Z10, Z8, Z2
+	VFMADD231PS Z10, Z9, Z6
+	VCVTPH2PS   (R11), Z10
+	VFMADD231PS Z10, Z8, Z3
+	VFMADD231PS Z10, Z9, Z7
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000020, R10
+	ADDQ        $0x00000020, R11
+	SUBQ        $0x00000010, R12
+	JNZ         rows4_loop
+
+rows4_done:
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X8
+	VADDPS        X8, X0, X0
+	VMOVSHDUP     X0, X8
+	VADDSS        X8, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVQ          (SP), DI
+	SHLQ          $0x02, DI
+	IMUL3Q        $0x00000001, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, R8
+	ADDQ          AX, R8
+	VMOVSS        X1, (R8)
+	VEXTRACTF64X4 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000002, DI, R9
+	ADDQ          R8, R9
+	VMOVSS        X1, (R9)
+	VEXTRACTF64X4 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000003, DI, DI
+	ADDQ          R8, DI
+	VMOVSS        X1, (DI)
+	ADDQ          $0x00000004, AX
+	ADDQ          SI, DX
+	SUBQ          $0x00000004, BX
+	JMP           rows4
+
+rows4_end:
+	MOVQ   (SP), DI
+	IMUL3Q $0x00000003, DI, DI
+	MOVQ   DI, R8
+	IMULQ  SI, R8
+	ADDQ   R8, DX
+	SHLQ   $0x02, DI
+	ADDQ   DI, AX
+
+rows1:
+	CMPQ   BX, $0x00000001
+	JL     ret
+	MOVQ   x+16(FP), DI
+	MOVQ   ldx+24(FP), R8
+	SHLQ   $0x02, R8
+	MOVQ   DX, R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	MOVQ   kk+40(FP), R10
+	TESTQ  R10, R10
+	JZ     rows1_done
+
+rows1_loop:
+	VMOVUPS     (DI), Z2
+	VMOVUPS     (DI)(R8*1), Z3
+	VCVTPH2PS   (R9), Z4
+	VFMADD231PS Z4, Z2, Z0
+	VFMADD231PS Z4, Z3, Z1
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000020, R9
+	SUBQ        $0x00000010, R10
+	JNZ         rows1_loop
+
+rows1_done:
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	IMUL3Q        $0x00000001, CX, DI
 	ADDQ          AX, DI
 	VMOVSS        X1, (DI)
 	ADDQ          $0x00000004, AX

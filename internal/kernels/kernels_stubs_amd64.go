@@ -26,6 +26,14 @@ func gemvF32AVX2(dst *float32, x *float32, w *float32, kk int, rows int, ldw int
 //	}
 func gemm4F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
+// gemm2F32AVX2 is gemvF32AVX2 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvF32AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2F32AVX2(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+
 // gemvBF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
 // A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
@@ -48,6 +56,14 @@ func gemvBF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int
 //	}
 func gemm4BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
+// gemm2BF16AVX2 is gemvBF16AVX2 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvBF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2BF16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+
 // gemvF16AVX2 computes one token against rows of a weight matrix; kk is a multiple of 8.
 // A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
@@ -69,6 +85,14 @@ func gemvF16AVX2(dst *float32, x *float32, w *uint16, kk int, rows int, ldw int)
 //		gemvF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
 func gemm4F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+
+// gemm2F16AVX2 is gemvF16AVX2 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvF16AVX2(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2F16AVX2(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
 // dotAVX2 returns Σ a[k]·b[k] for k < n, n a multiple of 8: four
 // vector accumulators over blocks of 4×8, the rest into the first, then
@@ -136,6 +160,14 @@ func gemvF32AVX512(dst *float32, x *float32, w *float32, kk int, rows int, ldw i
 //	}
 func gemm4F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
 
+// gemm2F32AVX512 is gemvF32AVX512 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvF32AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2F32AVX512(dst *float32, ldd int, x *float32, ldx int, w *float32, kk int, rows int, ldw int)
+
 // gemvBF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
 // A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
@@ -158,6 +190,14 @@ func gemvBF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw i
 //	}
 func gemm4BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
+// gemm2BF16AVX512 is gemvBF16AVX512 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvBF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2BF16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+
 // gemvF16AVX512 computes one token against rows of a weight matrix; kk is a multiple of 16.
 // A tile's 4 rows are rows/4 apart; the outputs are those of the loop:
 //
@@ -179,6 +219,14 @@ func gemvF16AVX512(dst *float32, x *float32, w *uint16, kk int, rows int, ldw in
 //		gemvF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
 //	}
 func gemm4F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
+
+// gemm2F16AVX512 is gemvF16AVX512 for 2 tokens at once, reusing each weight
+// vector for all of them (register tile: 2 tokens × 4 rows, rows/4 apart).
+//
+//	for t := 0; t < 2; t++ {
+//		gemvF16AVX512(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)
+//	}
+func gemm2F16AVX512(dst *float32, ldd int, x *float32, ldx int, w *uint16, kk int, rows int, ldw int)
 
 // dotAVX512 returns Σ a[k]·b[k] for k < n, n a multiple of 16: four
 // vector accumulators over blocks of 4×16, the rest into the first, then

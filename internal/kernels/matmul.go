@@ -95,7 +95,7 @@ func matmulRows[W float32 | uint16](mk *matKernels[W], dst, x []float32, w []W, 
 		wsize = 2
 	}
 	block := max(4, (l2Block/(K*wsize))&^3)
-	if T == 1 || T == 4 {
+	if T == 1 || T == 4 || T == 2 && mk.gemm2 != nil {
 		// One kernel call covers every token: the weights are read once
 		// whatever the chunks, and a whole range lets gemv's streams run
 		// through a quarter of it (see int4Rows).
@@ -107,6 +107,10 @@ func matmulRows[W float32 | uint16](mk *matKernels[W], dst, x []float32, w []W, 
 		t := 0
 		for ; t+4 <= T; t += 4 {
 			mk.gemm4(dst[t*N+nb:], N, x[t*K:(t+4)*K], K, wb, kk, nr, K)
+		}
+		if t+2 <= T && mk.gemm2 != nil {
+			mk.gemm2(dst[t*N+nb:], N, x[t*K:(t+2)*K], K, wb, kk, nr, K)
+			t += 2
 		}
 		for ; t < T; t++ {
 			mk.gemv(dst[t*N+nb:t*N+nb+nr], x[t*K:(t+1)*K], wb, kk, nr, K)

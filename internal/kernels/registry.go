@@ -50,6 +50,9 @@ type matKernels[W float32 | uint16] struct {
 	// gemm4 does the same for 4 tokens: x rows at stride ldx, dst rows at
 	// stride ldd. Each element must equal what gemv computes for it.
 	gemm4 func(dst []float32, ldd int, x []float32, ldx int, w []W, kk, rows, ldw int)
+	// gemm2, when set, is gemm4 for 2 tokens (one pass over the weights
+	// where two gemv calls make two); each element again what gemv gives.
+	gemm2 func(dst []float32, ldd int, x []float32, ldx int, w []W, kk, rows, ldw int)
 	// widen converts one weight to float32 for the K tail.
 	widen func(W) float32
 }

@@ -69,6 +69,7 @@ func main() {
 		for _, wt := range weightTypes {
 			gemv(i, wt)
 			gemm4(i, wt)
+			gemm2(i, wt)
 		}
 		ops(i)
 	}

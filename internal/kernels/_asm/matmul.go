@@ -257,14 +257,22 @@ func rowStep(rows Register, R int) Mem {
 // gemm4 emits the 4-token version of gemv: token t's activations at
 // x[t*ldx:], its outputs at dst[t*ldd:]. Its tiles of gemmRows rows take
 // rows rstep apart, as gemv's do.
-func gemm4(i isa, wt weightType) {
-	name := funcName("gemm4", i, wt)
+func gemm4(i isa, wt weightType) { gemmTokens(i, wt, 4, i.gemmRows) }
+
+// gemm2 is gemm4 for 2 tokens, with gemv's row tile: two streams' steps
+// read the weights once, where two gemv calls read them twice.
+func gemm2(i isa, wt weightType) { gemmTokens(i, wt, 2, i.gemvRows) }
+
+// gemmTokens emits the kernel for tokens (2 or 4) at once, register tiles
+// of tokens × R0 rows, the R0 rows rows/R0 apart.
+func gemmTokens(i isa, wt weightType, tokens, R0 int) {
+	name := funcName(fmt.Sprintf("gemm%d", tokens), i, wt)
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, ldd int, x *float32, ldx int, w *%s, kk, rows, ldw int)", wt.gotyp))
 	Doc(
-		fmt.Sprintf("%s is %s for 4 tokens at once, reusing each weight", name, funcName("gemv", i, wt)),
-		fmt.Sprintf("vector for all of them (register tile: 4 tokens × %d rows, rows/%d apart).", i.gemmRows, i.gemmRows),
+		fmt.Sprintf("%s is %s for %d tokens at once, reusing each weight", name, funcName("gemv", i, wt), tokens),
+		fmt.Sprintf("vector for all of them (register tile: %d tokens × %d rows, rows/%d apart).", tokens, R0, R0),
 		"",
-		"\tfor t := 0; t < 4; t++ {",
+		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", tokens),
 		"\t\t"+funcName("gemv", i, wt)+"(&dst[t*ldd], &x[t*ldx], w, kk, rows, ldw)",
 		"\t}",
 	)
@@ -275,9 +283,9 @@ func gemm4(i isa, wt weightType) {
 	ldw := Load(Param("ldw"), GP64())
 	SHLQ(U8(2), ldd)
 	SHLQ(U8(log2(wt.size)), ldw)
-	rstep := rowStep(rows, i.gemmRows)
+	rstep := rowStep(rows, R0)
 
-	for _, R := range []int{i.gemmRows, 1} {
+	for _, R := range []int{R0, 1} {
 		group := fmt.Sprintf("rows%d", R)
 		next := "ret"
 		if R > 1 {
@@ -293,7 +301,7 @@ func gemm4(i isa, wt weightType) {
 		x := Load(Param("x"), GP64())
 		ldx := Load(Param("ldx"), GP64())
 		SHLQ(U8(2), ldx)
-		xp := newPtrs(x, ldx, 4)
+		xp := newPtrs(x, ldx, tokens)
 		wp := newPtrs(w, rowSpacing(R, rstep, ldw), R)
 		// Token t's output of the tile's row r is at dst + t·ldd +
 		// 4·r·rstep; the pointers are computed after the loop, when x's
