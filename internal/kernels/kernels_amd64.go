@@ -330,13 +330,7 @@ func int4Gemm2VNNIGo(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *in
 	int4Gemm2VNNI(&dst[0], ldd, &m.qs[b0*qs], &m.meta[b0*ms], &a2[0], &d2[0], &s2[0], m.groups, m.Group/8, b1-b0, qs)
 }
 
-var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, prefetch: prefetchGo, gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}
-
-func prefetchGo(p []byte) {
-	if len(p) > 0 {
-		prefetchLines(&p[0], len(p))
-	}
-}
+var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, prefetch: prefetchSlice[byte], gemm: int4GemmUVNNIGo, addRows: int4AddRowsGo}
 
 func int4Interleave4Go(dst, src []int8, k int) {
 	_, _ = dst[4*k-1], src[4*k-1]

@@ -86,14 +86,8 @@ const l2Block = 192 << 10
 // matmulRows computes output columns [lo, hi) for all T tokens.
 func matmulRows[W float32 | uint16](mk *matKernels[W], dst, x []float32, w []W, T, K, N, lo, hi int) {
 	kk := K &^ (mk.kstep - 1)
-	var wsize int
 	var zero W
-	switch any(zero).(type) {
-	case float32:
-		wsize = 4
-	default:
-		wsize = 2
-	}
+	wsize := int(unsafe.Sizeof(zero))
 	block := max(4, (l2Block/(K*wsize))&^3)
 	if T == 1 || T == 4 || T == 2 && mk.gemm2 != nil {
 		// One kernel call covers every token: the weights are read once

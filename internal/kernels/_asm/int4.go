@@ -208,13 +208,7 @@ func int4GemmVNNI(rows int, tiles []int, stream bool) {
 				ADDQ(ldd, dst)
 			}
 		}
-		int4TileDone(qsp[0], mp[0], R)
-		JMP(LabelRef(label))
-		Label(label + "_end")
-		if R > 1 {
-			int4SkipSpaced(bstep, R)
-		}
-		JMP(LabelRef(next))
+		int4TileEnd(label, next, qsp[0], mp[0], bstep, R)
 	}
 	Label("ret")
 	VZEROUPPER()
@@ -251,6 +245,20 @@ func int4Codes(i isa, qsp []GPVirtual, mask VecVirtual, stream bool) (lo, hi []V
 		VPANDD(mask, hi[b], hi[b])
 	}
 	return lo, hi
+}
+
+// int4TileEnd closes the loop over tiles of R blocks labelled label: the
+// frame moves past the finished tile (int4TileDone) and the loop repeats;
+// once too few blocks are left, after spaced tiles (R > 1) the frame
+// skips the blocks they took (int4SkipSpaced), and control goes to next.
+func int4TileEnd(label, next string, qs, meta Register, bstep Mem, R int) {
+	int4TileDone(qs, meta, R)
+	JMP(LabelRef(label))
+	Label(label + "_end")
+	if R > 1 {
+		int4SkipSpaced(bstep, R)
+	}
+	JMP(LabelRef(next))
 }
 
 // int4TileDone moves the frame past a finished tile of R blocks: dst to the
@@ -538,13 +546,7 @@ func int4GemmOutVNNI(rows, R0 int) {
 		ADDQ(U32(16), sp)
 		DECQ(gn)
 		JNZ(LabelRef(label + "_group"))
-		int4TileDone(qsp[0], mp, R)
-		JMP(LabelRef(label))
-		Label(label + "_end")
-		if R > 1 {
-			int4SkipSpaced(bstep, R)
-		}
-		JMP(LabelRef(next))
+		int4TileEnd(label, next, qsp[0], mp, bstep, R)
 	}
 	Label("ret")
 	VZEROUPPER()
