@@ -3,6 +3,7 @@
 package mmap
 
 import (
+	"errors"
 	"io"
 	"os"
 )
@@ -23,3 +24,9 @@ func Unmap([]byte) error { return nil }
 
 // MapPopulated is Map: the copy is read whole already.
 func MapPopulated(f *os.File, size int) ([]byte, error) { return Map(f, size) }
+
+// AdviseHugePages does nothing: a copy is not a mapping.
+func AdviseHugePages([]byte) {}
+
+// HugeMapped reports errors.ErrUnsupported: a copy is not a mapping.
+func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }

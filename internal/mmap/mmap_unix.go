@@ -13,14 +13,6 @@ func Map(f *os.File, size int) ([]byte, error) {
 	return syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED)
 }
 
-// MapPopulated is Map for a file whose every byte will be read at once: the
-// kernel maps all its pages in one call (MAP_POPULATE, on Linux) instead of
-// one fault per page as they are first read, which on a virtual machine
-// cost about a third of reading a page-cached file through the mapping.
-func MapPopulated(f *os.File, size int) ([]byte, error) {
-	return syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED|mapPopulate)
-}
-
 // Unmap releases a mapping that Map returned; its bytes must not be used
 // afterwards.
 func Unmap(b []byte) error { return syscall.Munmap(b) }

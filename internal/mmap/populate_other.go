@@ -2,5 +2,18 @@
 
 package mmap
 
-// mapPopulate: only Linux has MAP_POPULATE; elsewhere pages fault in as read.
-const mapPopulate = 0
+import (
+	"errors"
+	"os"
+)
+
+// MapPopulated is Map: only Linux maps a file's pages in ahead of reads.
+func MapPopulated(f *os.File, size int) ([]byte, error) { return Map(f, size) }
+
+// AdviseHugePages does nothing: huge pages for file mappings are asked for
+// on Linux only.
+func AdviseHugePages([]byte) {}
+
+// HugeMapped reports errors.ErrUnsupported: only Linux says how a file is
+// mapped.
+func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }

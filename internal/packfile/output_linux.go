@@ -3,6 +3,8 @@ package packfile
 import (
 	"os"
 	"syscall"
+
+	"github.com/streamguard/streamguard/internal/mmap"
 )
 
 // output is the file being built, mapped writable and shared: the caller
@@ -26,6 +28,10 @@ func newOutput(f *os.File, size int64) (*output, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
 	}
+	// Before the first byte is written: the page cache then holds the file
+	// in 2 MiB folios where the filesystem can, and every load that maps it
+	// while it stays cached maps it 2 MiB at a time (mmap.MapPopulated).
+	mmap.AdviseHugePages(data)
 	return &output{f: f, data: data}, nil
 }
 
