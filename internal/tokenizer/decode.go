@@ -4,6 +4,14 @@ import "unicode/utf8"
 
 func (t *Tokenizer) buildDecodeTable() {
 	t.idOff = make([]uint32, len(t.idToken)+1)
+	// Sized once: a token's bytes are never longer than its text (a
+	// byte-level symbol is one or two UTF-8 bytes for one byte), and a
+	// fresh process pays for every page a growing slice copies.
+	size := 0
+	for _, tok := range t.idToken {
+		size += len(tok)
+	}
+	t.idBytes = make([]byte, 0, size)
 	for id, tok := range t.idToken {
 		t.idOff[id] = uint32(len(t.idBytes))
 		if !t.present[id] {

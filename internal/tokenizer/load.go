@@ -393,9 +393,17 @@ func (t *Tokenizer) loadAdded(toks []addedTokenJSON) error {
 			return fmt.Errorf("added_tokens[%d] %q: normalized added tokens are not supported", i, a.Content)
 		}
 		id := *a.ID
-		for id >= len(t.idToken) {
-			t.idToken = append(t.idToken, "")
-			t.present = append(t.present, false)
+		if id >= len(t.idToken) {
+			// Grown to the largest added id at once: the added tokens
+			// usually follow the vocabulary, one id each.
+			n := id + 1
+			for _, b := range toks[i+1:] {
+				if b.ID != nil && *b.ID >= n && *b.ID <= maxDenseID(len(t.vocab)+len(toks)) {
+					n = *b.ID + 1
+				}
+			}
+			t.idToken = append(t.idToken, make([]string, n-len(t.idToken))...)
+			t.present = append(t.present, make([]bool, n-len(t.present))...)
 		}
 		t.idToken[id] = a.Content
 		t.present[id] = true

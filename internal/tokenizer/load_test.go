@@ -76,6 +76,37 @@ func TestTinyTokenizer(t *testing.T) {
 	}
 }
 
+// TestAddedTokensAnyOrder: added tokens past the vocabulary, listed with
+// their ids descending, give the same tokenizer as listed ascending (the
+// id table grows to the largest id at once).
+func TestAddedTokensAnyOrder(t *testing.T) {
+	tok, err := FromJSON(tinyJSON(t, func(m map[string]any) {
+		a := m["added_tokens"].([]any)
+		a[0], a[1] = a[1], a[0]
+		m["added_tokens"] = append(a, map[string]any{"id": 260, "content": "<y>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false})
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tok.Encode("abc<|end|><y> abcd<x>"), []int{257, 300, 260, 32, 257, 100, 301}; !slices.Equal(got, want) {
+		t.Errorf("Encode = %v, want %v", got, want)
+	}
+	if got := tok.VocabSize(); got != 302 {
+		t.Errorf("VocabSize = %d, want 302", got)
+	}
+	for id, want := range map[int]string{260: "<y>", 300: "<|end|>", 301: "<x>"} {
+		if got, ok := tok.IDToken(id); !ok || got != want {
+			t.Errorf("IDToken(%d) = %q, %v; want %q", id, got, ok, want)
+		}
+	}
+	if _, ok := tok.IDToken(299); ok {
+		t.Error("IDToken(299): an id with no token is present")
+	}
+	if got := tok.Decode([]int{257, 260, 300, 301}, true); got != "abc<y><x>" {
+		t.Errorf("Decode skipSpecial = %q, want %q", got, "abc<y><x>")
+	}
+}
+
 func TestLoadRefusesUnsupported(t *testing.T) {
 	pre := func(m map[string]any) []any { return m["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any) }
 	model := func(m map[string]any) map[string]any { return m["model"].(map[string]any) }
