@@ -30,3 +30,6 @@ func AdviseHugePages([]byte) {}
 
 // HugeMapped reports errors.ErrUnsupported: a copy is not a mapping.
 func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }
+
+// HugeFoliosIn reports false: huge folios are seen on Linux only.
+func HugeFoliosIn(string) (bool, error) { return false, nil }

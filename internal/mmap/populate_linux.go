@@ -87,3 +87,31 @@ func HugeMapped(b []byte) (int, error) {
 	}
 	return 0, fmt.Errorf("smaps: no FilePmdMapped line for the mapping at %#x", addr)
 }
+
+// HugeFoliosIn reports whether the page cache keeps a file of folder dir in
+// 2 MiB folios: a 4 MiB probe file written there in one call, then mapped
+// and read, must be mapped 2 MiB at a time somewhere. Tests ask it before
+// they expect huge mappings of their own files; the probe is removed.
+func HugeFoliosIn(dir string) (bool, error) {
+	f, err := os.CreateTemp(dir, "huge-probe-*")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const size = 4 << 20
+	if _, err := f.Write(make([]byte, size)); err != nil {
+		return false, err
+	}
+	b, err := Map(f, size)
+	if err != nil {
+		return false, err
+	}
+	defer Unmap(b)
+	var sum byte
+	for i := 0; i < size; i += 4096 {
+		sum |= b[i] // reading maps the page in
+	}
+	n, err := HugeMapped(b)
+	return n > 0 && sum == 0, err
+}

@@ -17,3 +17,6 @@ func AdviseHugePages([]byte) {}
 // HugeMapped reports errors.ErrUnsupported: only Linux says how a file is
 // mapped.
 func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }
+
+// HugeFoliosIn reports false: huge folios are seen on Linux only.
+func HugeFoliosIn(string) (bool, error) { return false, nil }

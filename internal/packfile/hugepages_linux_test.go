@@ -2,9 +2,7 @@ package packfile
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/streamguard/streamguard/internal/mmap"
@@ -12,16 +10,14 @@ import (
 
 // TestHugeFolios: a file the builder wrote is cached in 2 MiB folios and
 // mapped 2 MiB at a time by Open, where the kernel and the filesystem of
-// the test's temporary folder can do that at all — which a probe file,
-// written through a mapping that asks for huge pages the same way, decides
-// before the builder's file is judged. A 4 KiB page table entry's first
+// the test's temporary folder can do that at all (mmap.HugeFoliosIn). A 4 KiB page table entry's first
 // read cost about 2 µs on a virtual machine, most of a load's check of a
 // 3.5 GB file (docs/BENCHMARKS.md).
 func TestHugeFolios(t *testing.T) {
 	const size = 16 << 20
 	dir := t.TempDir()
-	if pmd := probeHugeFolios(t, filepath.Join(dir, "probe"), size); pmd < size/2 {
-		t.Skipf("this kernel and the filesystem of %s cache no 2 MiB folios (a probe file written through a huge-page mapping: %d of %d bytes mapped 2 MiB at a time); nothing to check", dir, pmd, size)
+	if ok, err := mmap.HugeFoliosIn(dir); err != nil || !ok {
+		t.Skipf("the page cache keeps no file of %s in 2 MiB folios (%v): nothing to check", dir, err)
 	}
 	key, _ := testKey(t, dir)
 	path := filepath.Join(dir, ".streamguard", "pack")
@@ -40,36 +36,6 @@ func TestHugeFolios(t *testing.T) {
 	if pmd := hugeMapped(t, f.Section(0, 0)); pmd < size-2<<20 {
 		t.Errorf("%d bytes of the %d-byte section mapped 2 MiB at a time, want at least %d", pmd, size, size-2<<20)
 	}
-}
-
-// probeHugeFolios writes size bytes to path through a shared mapping given
-// MADV_HUGEPAGE before it is written, maps the file again, and returns how
-// many of its bytes that mapping maps 2 MiB at a time.
-func probeHugeFolios(t *testing.T, path string, size int) int {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(int64(size)); err != nil {
-		t.Fatal(err)
-	}
-	w, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = syscall.Madvise(w, syscall.MADV_HUGEPAGE)
-	for i := range w {
-		w[i] = byte(i)
-	}
-	syscall.Munmap(w)
-	r, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED|syscall.MAP_POPULATE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Munmap(r)
-	return hugeMapped(t, r)
 }
 
 // hugeMapped is mmap.HugeMapped, skipping the test where it cannot be known.
