@@ -27,18 +27,18 @@ func init() {
 	}
 }
 
-// tokenBytes is what the ByteLevel decoder makes of one token: its
-// characters mapped back to bytes, or, if any character is outside the
+// appendTokenBytes appends what the ByteLevel decoder makes of one token:
+// its characters mapped back to bytes, or, if any character is outside the
 // byte-level alphabet, the token's own UTF-8 bytes unchanged.
-func tokenBytes(tok string) []byte {
-	out := make([]byte, 0, len(tok))
+func appendTokenBytes(dst []byte, tok string) []byte {
+	n := len(dst)
 	for _, r := range tok {
 		if r < 0 || int(r) >= len(runeToByte) || runeToByte[r] < 0 {
-			return []byte(tok)
+			return append(dst[:n], tok...)
 		}
-		out = append(out, byte(runeToByte[r]))
+		dst = append(dst, byte(runeToByte[r]))
 	}
-	return out
+	return dst
 }
 
 // byteLevel maps raw bytes to the byte-level form used by vocab entries.

@@ -21,7 +21,7 @@ func (t *Tokenizer) buildDecodeTable() {
 			// Added tokens are written as they are.
 			t.idBytes = append(t.idBytes, tok...)
 		} else {
-			t.idBytes = append(t.idBytes, tokenBytes(tok)...)
+			t.idBytes = appendTokenBytes(t.idBytes, tok)
 		}
 	}
 	t.idOff[len(t.idToken)] = uint32(len(t.idBytes))

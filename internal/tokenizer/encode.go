@@ -62,7 +62,7 @@ func (t *Tokenizer) appendPiece(out []int, piece string) []int {
 		return append(out, int(t.byteID[piece[0]]))
 	}
 	if t.ignoreMrg {
-		if id, ok := t.vocab[byteLevel(piece)]; ok {
+		if id, ok := t.vocabMap()[byteLevel(piece)]; ok {
 			return append(out, id)
 		}
 	}

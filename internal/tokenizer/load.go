@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/streamguard/streamguard/internal/mmap"
 )
@@ -18,13 +19,16 @@ const qwen2SplitPattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+
 
 // Tokenizer encodes and decodes text with one loaded tokenizer.json.
 type Tokenizer struct {
-	vocab     map[string]int // model vocabulary, byte-level form
-	idToken   []string       // id -> token (byte-level form for the model, content for added tokens)
-	present   []bool         // id has a token
-	special   []bool         // id is an added token marked special
-	idBytes   []byte         // decoded bytes of every id, back to back
-	idOff     []uint32       // idBytes[idOff[id]:idOff[id+1]]
-	byteID    [256]int32     // the one-byte token of each byte
+	vocab     map[string]int // model vocabulary, byte-level form: use vocabMap
+	vocabLen  int            // entries of the model vocabulary
+	vocabOnce sync.Once
+	vocabLazy func() map[string]int // builds vocab on first use (fromTables)
+	idToken   []string              // id -> token (byte-level form for the model, content for added tokens)
+	present   []bool                // id has a token
+	special   []bool                // id is an added token marked special
+	idBytes   []byte                // decoded bytes of every id, back to back
+	idOff     []uint32              // idBytes[idOff[id]:idOff[id+1]]
+	byteID    [256]int32            // the one-byte token of each byte
 	merges    map[uint64]uint64
 	added     addedMatcher
 	nfc       bool
@@ -330,7 +334,7 @@ func (t *Tokenizer) setVocab(vocab map[string]int) error {
 	if len(vocab) == 0 {
 		return fmt.Errorf("model: empty vocab")
 	}
-	t.vocab = vocab
+	t.vocab, t.vocabLen = vocab, len(vocab)
 	maxID := -1
 	for tok, id := range vocab {
 		if id < 0 || id > maxDenseID(len(vocab)) {
@@ -358,18 +362,33 @@ func (t *Tokenizer) setVocab(vocab map[string]int) error {
 	return nil
 }
 
+// vocabMap is the model vocabulary, built on first use where the loader
+// deferred it (vocabLazy): only TokenID and tokenizers that ignore merges
+// look tokens up by text.
+func (t *Tokenizer) vocabMap() map[string]int {
+	t.vocabOnce.Do(func() {
+		if t.vocabLazy != nil {
+			t.vocab, t.vocabLazy = t.vocabLazy(), nil
+		}
+	})
+	return t.vocab
+}
+
 // addMerge records merge rank: tokens a and b make c.
 func (t *Tokenizer) addMerge(rank, a, b, c int) error {
 	if t.merges == nil {
 		t.merges = make(map[uint64]uint64)
 	}
 	key := uint64(a)<<32 | uint64(b)
-	if _, dup := t.merges[key]; dup {
+	// One hash per merge: a key already present leaves the count as it
+	// was.
+	n := len(t.merges)
+	t.merges[key] = uint64(rank)<<32 | uint64(c)
+	if len(t.merges) == n {
 		// Which rank would win is an accident of the reference
 		// implementation's map building; refuse rather than guess.
 		return fmt.Errorf("model: merge %d %q %q repeats an earlier merge", rank, t.idToken[a], t.idToken[b])
 	}
-	t.merges[key] = uint64(rank)<<32 | uint64(c)
 	return nil
 }
 
@@ -380,7 +399,7 @@ func maxDenseID(n int) int { return 2*n + 1<<16 }
 
 func (t *Tokenizer) loadAdded(toks []addedTokenJSON) error {
 	for i, a := range toks {
-		if a.ID == nil || *a.ID < 0 || *a.ID > maxDenseID(len(t.vocab)+len(toks)) {
+		if a.ID == nil || *a.ID < 0 || *a.ID > maxDenseID(t.vocabLen+len(toks)) {
 			return fmt.Errorf("added_tokens[%d] %q: missing or out-of-range id", i, a.Content)
 		}
 		if a.Content == "" {
@@ -398,7 +417,7 @@ func (t *Tokenizer) loadAdded(toks []addedTokenJSON) error {
 			// usually follow the vocabulary, one id each.
 			n := id + 1
 			for _, b := range toks[i+1:] {
-				if b.ID != nil && *b.ID >= n && *b.ID <= maxDenseID(len(t.vocab)+len(toks)) {
+				if b.ID != nil && *b.ID >= n && *b.ID <= maxDenseID(t.vocabLen+len(toks)) {
 					n = *b.ID + 1
 				}
 			}
@@ -431,7 +450,7 @@ func (t *Tokenizer) TokenID(tok string) (int, bool) {
 	if id, ok := t.added.ids[tok]; ok {
 		return id, true
 	}
-	id, ok := t.vocab[tok]
+	id, ok := t.vocabMap()[tok]
 	return id, ok
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode/utf8"
+	"unsafe"
 )
 
 // The stock Qwen3 tokenizer is also embedded as tables: its vocabulary in
@@ -84,37 +86,23 @@ func fromTables(b []byte, want [32]byte) (*Tokenizer, error) {
 	if r.err != nil || n > (len(b)-r.at)/2 {
 		return nil, errors.New("tokenizer tables: truncated")
 	}
-	lens := make([]int, n)
-	size := 0
-	start := r.at
-	for id := range lens {
+	// Every token views its bytes in b, which no one writes (the
+	// embedded tables): nothing is copied. Room is left for the added
+	// tokens that follow the vocabulary.
+	idToken, present := make([]string, n, n+1<<10), make([]bool, n, n+1<<10)
+	count, start := 0, r.at
+	for id := range n {
 		l := r.u16()
-		lens[id] = l
-		if l != noToken {
-			r.next(l)
-			size += l
-		}
-	}
-	if r.err != nil {
-		return nil, errors.New("tokenizer tables: truncated")
-	}
-	// One string holds every token; each token is a substring of it.
-	all := make([]byte, 0, size)
-	r2 := tableReader{b: b, at: start}
-	for range lens {
-		if l := r2.u16(); l != noToken {
-			all = append(all, r2.next(l)...)
-		}
-	}
-	text := string(all)
-	vocab := make(map[string]int, n)
-	off := 0
-	for id, l := range lens {
 		if l == noToken {
 			continue
 		}
-		vocab[text[off:off+l]] = id
-		off += l
+		tok := r.next(l)
+		idToken[id] = unsafe.String(unsafe.SliceData(tok), len(tok))
+		present[id] = true
+		count++
+	}
+	if r.err != nil {
+		return nil, errors.New("tokenizer tables: truncated")
 	}
 	m := r.u32()
 	if r.err != nil || m > (len(b)-r.at)/12 {
@@ -125,11 +113,20 @@ func fromTables(b []byte, want [32]byte) (*Tokenizer, error) {
 		if err := t.checkModel(mj); err != nil {
 			return err
 		}
-		if err := t.setVocab(vocab); err != nil {
-			return err
+		// The map, when it is built, is read from the tables again:
+		// added tokens may have written to idToken since.
+		vocab := func() map[string]int {
+			m, r := make(map[string]int, count), tableReader{b: b, at: start}
+			for id := range n {
+				if l := r.u16(); l != noToken {
+					tok := r.next(l)
+					m[unsafe.String(unsafe.SliceData(tok), len(tok))] = id
+				}
+			}
+			return m
 		}
-		if len(vocab) != n-countAbsent(lens) {
-			return errors.New("tokenizer tables: a token repeats")
+		if err := t.setTableVocab(idToken, present, count, vocab); err != nil {
+			return err
 		}
 		t.merges = make(map[uint64]uint64, m)
 		for rank := range m {
@@ -148,16 +145,6 @@ func fromTables(b []byte, want [32]byte) (*Tokenizer, error) {
 		}
 		return nil
 	})
-}
-
-func countAbsent(lens []int) int {
-	n := 0
-	for _, l := range lens {
-		if l == noToken {
-			n++
-		}
-	}
-	return n
 }
 
 // tableReader reads the tables' fields in order, remembering the first
@@ -189,4 +176,35 @@ func (r *tableReader) u16() int {
 		return int(binary.LittleEndian.Uint16(b))
 	}
 	return 0
+}
+
+// setTableVocab is setVocab for a vocabulary in id order (the tables): ids
+// are in range by construction, and the tokens' map, which encoding the
+// stock tokenizer never needs, is built by vocab on first use (vocabMap);
+// the byte-level symbols' ids are found among the one- and two-byte tokens.
+// That no token repeats is TestQwen3Tables' to check, over the only tables
+// there are.
+func (t *Tokenizer) setTableVocab(idToken []string, present []bool, count int, vocab func() map[string]int) error {
+	t.idToken, t.present, t.vocabLen, t.vocabLazy = idToken, present, count, vocab
+	var seen [256]bool
+	for id, tok := range idToken {
+		if !present[id] || len(tok) > 2 {
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(tok)
+		if size != len(tok) || int(r) >= len(runeToByte) || runeToByte[r] < 0 {
+			continue
+		}
+		b := runeToByte[r]
+		if seen[b] {
+			return fmt.Errorf("tokenizer tables: the byte-level symbol %q repeats", tok)
+		}
+		seen[b], t.byteID[b] = true, int32(id)
+	}
+	for b, ok := range seen {
+		if !ok {
+			return fmt.Errorf("model: vocab lacks the byte-level symbol %q for byte 0x%02x", string(byteToRune[b]), b)
+		}
+	}
+	return nil
 }
