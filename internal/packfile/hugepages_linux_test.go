@@ -10,9 +10,9 @@ import (
 
 // TestHugeFolios: a file the builder wrote is cached in 2 MiB folios and
 // mapped 2 MiB at a time by Open, where the kernel and the filesystem of
-// the test's temporary folder can do that at all (mmap.HugeFoliosIn). A 4 KiB page table entry's first
-// read cost about 2 µs on a virtual machine, most of a load's check of a
-// 3.5 GB file (docs/BENCHMARKS.md).
+// the test's temporary folder can do that at all (mmap.HugeFoliosIn). A
+// 4 KiB page-table entry's first read cost about 2 µs on a virtual
+// machine, most of a load's check of a 3.5 GB file (docs/BENCHMARKS.md).
 func TestHugeFolios(t *testing.T) {
 	const size = 16 << 20
 	dir := t.TempDir()
