@@ -288,6 +288,10 @@ func init() {
 			o.Device = "cpu"
 			return load(ctx, dir, o, true)
 		},
+		Weights: func(m any) *qwen3.Weights {
+			w, _ := m.(*Model).closer.(*qwen3.Weights)
+			return w
+		},
 	})
 }
 

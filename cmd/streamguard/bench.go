@@ -98,6 +98,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	var net *qwen3.Model
 	var label, dt, repackUse string
+	var repackBytes int64
+	var repackHuge *int64
 	start := time.Now()
 	line.stage("loading the model")
 	if *model != "" {
@@ -120,6 +122,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		defer m.Close()
 		reportRepack(stderr, m)
 		repackUse = m.Info().RepackCache.String()
+		if size, huge, ok := guardhook.Weights(m).PackMapping(); ok {
+			repackBytes = size
+			if huge >= 0 {
+				repackHuge = &huge
+			}
+		}
 		net, label = guardhook.Network(m), *model
 		dt = net.Config.TorchDtype
 		if net.Config.IsAWQ() {
@@ -173,7 +181,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r.RepackCache = repackUse
+	r.RepackCache, r.RepackCacheBytes, r.RepackCacheHugeMappedBytes = repackUse, repackBytes, repackHuge
 	r.DeviceNote = deviceNote
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)

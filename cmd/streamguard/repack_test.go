@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -54,5 +57,41 @@ func TestPrepare(t *testing.T) {
 	}
 	if code, _, errs := run(t, "prepare", "--model", dir, "--repack-cache", "off"); code != 2 || !strings.Contains(errs, "nothing to prepare") {
 		t.Errorf("prepare --repack-cache off: exit %d, %q", code, errs)
+	}
+}
+
+// TestBenchReportsPackMapping: bench --json on an AWQ folder reports the
+// repacked-weights file's size — the file's length on disk — and, where
+// the system says, how much of it is mapped 2 MiB at a time (never more
+// than the file).
+func TestBenchReportsPackMapping(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"bench", "--model", dir, "--pp", "0", "--positions", "", "--streams", "", "--bandwidth-mib", "0", "--json"}
+	for _, first := range []bool{true, false} {
+		code, out, errs := run(t, args...)
+		if code != 0 {
+			t.Fatalf("bench: exit %d, stderr %q", code, errs)
+		}
+		var r struct {
+			Repack string `json:"repack_cache"`
+			Bytes  int64  `json:"repack_cache_bytes"`
+			Huge   *int64 `json:"repack_cache_huge_mapped_bytes"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("bench --json: %v\n%s", err, out)
+		}
+		st, err := os.Stat(filepath.Join(dir, ".streamguard", "awq-int4.pack"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Bytes != st.Size() || r.Repack == "" {
+			t.Errorf("first run %v: repack_cache %q, %d bytes; the file has %d", first, r.Repack, r.Bytes, st.Size())
+		}
+		if runtime.GOOS == "linux" && (r.Huge == nil || *r.Huge < 0 || *r.Huge > r.Bytes) {
+			t.Errorf("first run %v: repack_cache_huge_mapped_bytes %v of %d", first, r.Huge, r.Bytes)
+		}
 	}
 }

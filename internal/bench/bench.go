@@ -110,6 +110,12 @@ type Report struct {
 	// RepackCache is how the load used the repacked-weights file of an
 	// AWQ model (guard.Info.RepackCache).
 	RepackCache string `json:"repack_cache,omitempty"`
+	// RepackCacheBytes is the size of the repacked-weights file the model
+	// maps, and RepackCacheHugeMappedBytes how much of it is mapped 2 MiB
+	// at a time (the page cache holding it in 2 MiB folios; absent where
+	// the system does not say).
+	RepackCacheBytes           int64  `json:"repack_cache_bytes,omitempty"`
+	RepackCacheHugeMappedBytes *int64 `json:"repack_cache_huge_mapped_bytes,omitempty"`
 	// Device is where the figures were measured: "cpu" (a GPU's report
 	// comes from the GPU backend instead); DeviceNote, with --device auto,
 	// why no GPU was used.
@@ -384,6 +390,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "load\t%.2f s\n", r.LoadSeconds)
 	if r.RepackCache != "" {
 		fmt.Fprintf(tw, "repack cache\t%s\n", r.RepackCache)
+	}
+	if r.RepackCacheBytes > 0 && r.RepackCacheHugeMappedBytes != nil {
+		fmt.Fprintf(tw, "\t%s of %s mapped 2 MiB at a time\n", bytesString(*r.RepackCacheHugeMappedBytes), bytesString(r.RepackCacheBytes))
 	}
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)

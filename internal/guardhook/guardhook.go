@@ -25,6 +25,9 @@ type Hooks struct {
 	// LoadForUpload is guard.Load for a network that the caller uploads
 	// to a GPU itself.
 	LoadForUpload func(ctx context.Context, dir string, opts any) (any, error)
+	// Weights are the mapped files behind a *guard.Model (nil for a
+	// network held in memory).
+	Weights func(m any) *qwen3.Weights
 }
 
 var hooks Hooks
@@ -35,6 +38,10 @@ func Register(h Hooks) { hooks = h }
 // Network is the transformer behind m, a *guard.Model, for tools that need
 // raw logits or hidden states.
 func Network(m any) *qwen3.Model { return hooks.Network(m) }
+
+// Weights are the mapped checkpoint and repacked-weights file behind m, a
+// *guard.Model loaded from a folder; nil otherwise.
+func Weights(m any) *qwen3.Weights { return hooks.Weights(m) }
 
 // Forward runs each id sequence from an empty KV cache, in one batch on
 // the device m (a *guard.Model) runs on — the CPU engine or a GPU — and

@@ -19,6 +19,21 @@ type Weights struct {
 }
 
 // Close unmaps the weights.
+// PackMapping reports the repacked-weights file the model maps: its size
+// and how many of its bytes are mapped 2 MiB at a time (see
+// packfile.File.HugeMapped); ok is false without such a file, huge -1
+// where the system does not say.
+func (w *Weights) PackMapping() (size, huge int64, ok bool) {
+	if w == nil || w.pack == nil {
+		return 0, 0, false
+	}
+	huge, err := w.pack.HugeMapped()
+	if err != nil {
+		huge = -1
+	}
+	return w.pack.Size(), huge, true
+}
+
 func (w *Weights) Close() error {
 	var err error
 	if w.pack != nil {
