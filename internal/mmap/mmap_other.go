@@ -33,3 +33,9 @@ func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }
 
 // HugeFoliosIn reports false: huge folios are seen on Linux only.
 func HugeFoliosIn(string) (bool, error) { return false, nil }
+
+// Release does nothing: a copy is not a mapping.
+func Release([]byte) {}
+
+// Resident reports errors.ErrUnsupported, as HugeMapped.
+func Resident([]byte) (int, error) { return 0, errors.ErrUnsupported }

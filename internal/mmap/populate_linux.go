@@ -52,10 +52,27 @@ func AdviseHugePages(b []byte) {
 	}
 }
 
+// Release drops this process's page-table entries for the mapping b
+// (MADV_DONTNEED): a shared file mapping's pages stay in the page cache and
+// are mapped again when read. Best effort.
+func Release(b []byte) {
+	if len(b) > 0 {
+		_ = unix.Madvise(b, unix.MADV_DONTNEED)
+	}
+}
+
 // HugeMapped returns how many bytes of the file mapping that holds b are
 // mapped 2 MiB at a time (FilePmdMapped in /proc/self/smaps): how a test or
 // a report sees whether the page cache kept a file in huge folios.
-func HugeMapped(b []byte) (int, error) {
+func HugeMapped(b []byte) (int, error) { return smapsField(b, "FilePmdMapped:") }
+
+// Resident returns how many bytes of the mapping that holds b this process
+// has mapped in (Rss in /proc/self/smaps).
+func Resident(b []byte) (int, error) { return smapsField(b, "Rss:") }
+
+// smapsField reads a size field, in kB, of the mapping that holds b from
+// /proc/self/smaps, in bytes.
+func smapsField(b []byte, field string) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -77,7 +94,7 @@ func HugeMapped(b []byte) (int, error) {
 			in = err1 == nil && err2 == nil && l <= addr && addr < h
 			continue
 		}
-		if in && f[0] == "FilePmdMapped:" && len(f) >= 2 {
+		if in && f[0] == field && len(f) >= 2 {
 			kb, err := strconv.Atoi(f[1])
 			if err != nil {
 				return 0, fmt.Errorf("smaps: %q", line)
@@ -85,7 +102,7 @@ func HugeMapped(b []byte) (int, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("smaps: no FilePmdMapped line for the mapping at %#x", addr)
+	return 0, fmt.Errorf("smaps: no %s line for the mapping at %#x", field, addr)
 }
 
 // HugeFoliosIn reports whether the page cache keeps a file of folder dir in

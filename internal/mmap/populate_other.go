@@ -20,3 +20,9 @@ func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }
 
 // HugeFoliosIn reports false: huge folios are seen on Linux only.
 func HugeFoliosIn(string) (bool, error) { return false, nil }
+
+// Release does nothing: page-table entries are dropped on Linux only.
+func Release([]byte) {}
+
+// Resident reports errors.ErrUnsupported, as HugeMapped.
+func Resident([]byte) (int, error) { return 0, errors.ErrUnsupported }

@@ -120,3 +120,61 @@ func TestRepackCacheRefusedModel(t *testing.T) {
 		t.Errorf("Open after a refused load: %v", err)
 	}
 }
+
+// TestAWQLoadReleasesCheckpoint: once an AWQ model is loaded over its
+// repacked-weights file, none of its checkpoint stays mapped in — what the
+// load read of it (norms, the embedding's checks), it copied — and steps
+// read embedding rows without mapping them: after a first prefill has
+// mapped in what a step reads in place (the heads), a prefill of 64 other
+// tokens maps in nothing more. Results are those of a load that keeps no
+// file (Linux: /proc/self/smaps says what is mapped).
+func TestAWQLoadReleasesCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "awq", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, ".streamguard", "awq-int4.pack")
+	want, _ := packHidden(t, dir, nil)
+	for _, wrote := range []bool{true, false} {
+		m, w, err := OpenFolder(dir, Options{RepackCache: []string{path}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resident := func() int {
+			t.Helper()
+			n := 0
+			for _, f := range w.Set.Files() {
+				r, err := f.Resident()
+				if err != nil {
+					t.Skipf("cannot see what is mapped in: %v", err)
+				}
+				n += r
+			}
+			return n
+		}
+		if n := resident(); n != 0 {
+			t.Errorf("wrote %v: %d bytes of the checkpoint mapped in after the load", wrote, n)
+		}
+		prefill := func(ids []int) {
+			t.Helper()
+			if _, err := m.Forward([]Sequence{{Cache: m.NewCache(), IDs: ids}}, ForwardOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		prefill([]int{1, 2, 3, 5, 8})
+		first := resident()
+		ids := make([]int, 64)
+		for i := range ids {
+			ids[i] = 13 + i*(m.Config.VocabSize-20)/len(ids) // spread over the table
+		}
+		prefill(ids)
+		if n := resident(); n != first {
+			t.Errorf("wrote %v: %d bytes mapped in after a prefill, %d after 64 other tokens: embedding rows were mapped", wrote, first, n)
+		}
+		w.Close()
+	}
+	got, _ := packHidden(t, dir, []string{path})
+	if !slices.Equal(got, want) {
+		t.Error("hidden states differ from a load without the file")
+	}
+}

@@ -2,6 +2,9 @@ package qwen3
 
 import (
 	"fmt"
+	"io"
+	"sync"
+	"unsafe"
 
 	"github.com/streamguard/streamguard/internal/half"
 	"github.com/streamguard/streamguard/internal/kernels"
@@ -26,6 +29,15 @@ type DenseEmbedding struct {
 	u16    []uint16
 	rows   int
 	hidden int
+	// src reads the table from its file, row id at at+id·rowBytes; nil
+	// for a table in memory. Lookup reads rows with it rather than
+	// through the mapping: a token's row mapped through a page cache that
+	// holds the file in 2 MiB folios maps the whole folio, and a prompt of
+	// 512 different tokens added up to 1 GB resident for an 8B model
+	// (docs/BENCHMARKS.md).
+	src  io.ReaderAt
+	at   int64
+	bufs sync.Pool // *[]uint64: a row's bytes, 8-byte aligned for the element views
 }
 
 // EmbeddingLoader builds the token embedding stored under name with shape
@@ -38,7 +50,7 @@ func LoadDenseEmbedding(src Source, name string, rows, hidden int) (Embedding, e
 	if err != nil {
 		return nil, err
 	}
-	e := &DenseEmbedding{dtype: t.DType, rows: rows, hidden: hidden}
+	e := &DenseEmbedding{dtype: t.DType, rows: rows, hidden: hidden, src: t.Source, at: t.At}
 	switch t.DType {
 	case safetensors.F32:
 		e.f32, err = t.F32()
@@ -55,6 +67,9 @@ func LoadDenseEmbedding(src Source, name string, rows, hidden int) (Embedding, e
 
 // Lookup implements [Embedding].
 func (e *DenseEmbedding) Lookup(dst []float32, id int) {
+	if e.src != nil && e.lookupRead(dst, id) {
+		return
+	}
 	o := id * e.hidden
 	switch e.dtype {
 	case safetensors.F32:
@@ -64,6 +79,34 @@ func (e *DenseEmbedding) Lookup(dst []float32, id int) {
 	default:
 		kernels.F16ToF32(dst, e.u16[o:o+e.hidden])
 	}
+}
+
+// lookupRead is Lookup through e.src; false when the row could not be read
+// that way (then the mapping serves it).
+func (e *DenseEmbedding) lookupRead(dst []float32, id int) bool {
+	n := e.hidden * e.dtype.Size()
+	p, _ := e.bufs.Get().(*[]uint64)
+	if p == nil {
+		p = new([]uint64)
+	}
+	defer e.bufs.Put(p)
+	if len(*p) < (n+7)/8 {
+		*p = make([]uint64, (n+7)/8)
+	}
+	buf := *p
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), n)
+	if _, err := e.src.ReadAt(b, e.at+int64(id)*int64(n)); err != nil {
+		return false
+	}
+	switch e.dtype {
+	case safetensors.F32:
+		copy(dst[:e.hidden], unsafe.Slice((*float32)(unsafe.Pointer(&buf[0])), e.hidden))
+	case safetensors.BF16:
+		half.BF16SliceToF32(dst, unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), e.hidden))
+	default:
+		kernels.F16ToF32(dst, unsafe.Slice((*uint16)(unsafe.Pointer(&buf[0])), e.hidden))
+	}
+	return true
 }
 
 // Rows implements [Embedding].

@@ -75,5 +75,15 @@ func OpenFolder(dir string, opts Options) (*Model, *Weights, error) {
 		w.Close()
 		return nil, nil, err
 	}
+	if pack != nil {
+		// Its projections are the repacked file's; of the checkpoint the
+		// model reads only what it copied while loading (norms, heads) and
+		// embedding rows, which it reads with pread. What the load mapped
+		// of it — with the page cache in 2 MiB folios, whole folios around
+		// each small tensor — is released rather than counted resident for
+		// as long as the model runs (a tensor used in place, such as an
+		// unquantized projection, is mapped again when read).
+		set.ReleaseMappings()
+	}
 	return m, w, nil
 }

@@ -19,9 +19,11 @@ type File struct {
 	path   string
 	header *Header
 	data   []byte // the data buffer, a window of mapping
+	start  int64  // data's offset in the file
 
 	mu      sync.RWMutex
-	mapping []byte // whole file; nil once closed
+	mapping []byte   // whole file; nil once closed
+	fd      *os.File // for ReadAt; nil once closed
 }
 
 // Open reads and validates the header of the safetensors file at path and
@@ -34,7 +36,12 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: "open", Err: unwrapPath(err)}
 	}
-	defer f.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	size := st.Size()
 	if size < 8 {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (truncated file?)", size)}
@@ -66,7 +73,8 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
 	}
-	return &File{path: path, header: h, data: m[dataStart:], mapping: m}, nil
+	keep = true
+	return &File{path: path, header: h, data: m[dataStart:], start: dataStart, mapping: m, fd: f}, nil
 }
 
 // unwrapPath drops the *PathError layer whose path the *Error already names.
@@ -123,9 +131,44 @@ func (f *File) Tensor(name string) (*Tensor, error) {
 		Shape: append([]int{}, info.Shape...),
 		// The capacity limit makes append copy instead of writing into
 		// the read-only mapping.
-		Data: data[info.Begin:info.End:info.End],
-		File: f.path,
+		Data:   data[info.Begin:info.End:info.End],
+		File:   f.path,
+		Source: f,
+		At:     f.start + info.Begin,
 	}, nil
+}
+
+// ReadAt reads the file's bytes at off with pread, not through the
+// mapping: what it reads is not mapped into the process.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.fd == nil {
+		return 0, &Error{File: f.path, Msg: "file is closed"}
+	}
+	return f.fd.ReadAt(p, off)
+}
+
+// ReleaseMapping unmaps the pages this process has mapped of the file
+// (mmap.Release): they stay in the page cache, and a later read through
+// the mapping maps them again. For a model that keeps nothing of the file
+// but copies once loaded (an AWQ model, which maps the repacked-weights
+// file instead), so that what it read while loading is not counted
+// resident for as long as it runs.
+func (f *File) ReleaseMapping() {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.mapping != nil {
+		mmap.Release(f.mapping)
+	}
+}
+
+// Resident is how many bytes of the file this process has mapped in
+// (mmap.Resident; an error where the system does not say).
+func (f *File) Resident() (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return mmap.Resident(f.mapping)
 }
 
 // Close unmaps the file. Tensor data obtained from it must not be used
@@ -137,7 +180,10 @@ func (f *File) Close() error {
 		return nil
 	}
 	err := mmap.Unmap(f.mapping)
-	f.mapping, f.data = nil, nil
+	if f.fd != nil {
+		f.fd.Close()
+	}
+	f.mapping, f.data, f.fd = nil, nil, nil
 	if err != nil {
 		return &Error{File: f.path, Msg: "unmap", Err: err}
 	}

@@ -231,6 +231,44 @@ func TestZeroCopy(t *testing.T) {
 	}
 }
 
+// TestReadAtAndRelease: a file tensor's Source and At read its bytes from
+// the file itself; ReleaseMapping leaves the mapping readable (its pages
+// are mapped again); ReadAt after Close is an error.
+func TestReadAtAndRelease(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "r.safetensors")
+	mustWrite(t, p, nil,
+		&Tensor{Name: "a", DType: U16, Shape: []int{3}, Data: le(uint16(1), uint16(2), uint16(3))},
+		&Tensor{Name: "w", DType: F32, Shape: []int{2}, Data: le(float32(1.5), float32(-2))})
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "w"} {
+		tn, err := f.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Source == nil {
+			t.Fatalf("%s: no Source", name)
+		}
+		got := make([]byte, len(tn.Data))
+		if n, err := tn.Source.ReadAt(got, tn.At); err != nil || n != len(got) || !bytes.Equal(got, tn.Data) {
+			t.Errorf("%s: read %x (%d, %v) at %d, the mapping holds %x", name, got, n, err, tn.At, tn.Data)
+		}
+	}
+	w, _ := f.Tensor("w")
+	before := bytes.Clone(w.Data)
+	f.ReleaseMapping()
+	if !bytes.Equal(w.Data, before) {
+		t.Error("the mapping reads differently after ReleaseMapping")
+	}
+	f.Close()
+	if _, err := f.ReadAt(make([]byte, 1), 0); err == nil {
+		t.Error("ReadAt after Close: no error")
+	}
+	f.ReleaseMapping() // after Close: nothing to release, no panic
+}
+
 // TestUnalignedCopies puts an F32 and a BF16 tensor at odd offsets: the
 // views must still be right, as copies.
 func TestUnalignedCopies(t *testing.T) {

@@ -162,6 +162,13 @@ func (s *Set) Tensor(name string) (*Tensor, error) {
 	return s.files[i].Tensor(name)
 }
 
+// ReleaseMappings is File.ReleaseMapping for every file.
+func (s *Set) ReleaseMappings() {
+	for _, f := range s.files {
+		f.ReleaseMapping()
+	}
+}
+
 // Close closes every file.
 func (s *Set) Close() error {
 	var errs []error

@@ -3,6 +3,7 @@ package safetensors
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"unsafe"
 
@@ -18,6 +19,12 @@ type Tensor struct {
 	Shape []int
 	Data  []byte // little-endian elements, row-major
 	File  string // path of the file it came from; empty for a built tensor
+	// Source, for a tensor of a file, reads the same bytes from the file
+	// itself, Data[0] at offset At: for a reader of small scattered parts
+	// (an embedding row a token), which through the mapping would map a
+	// whole folio of the page cache each, up to 2 MiB (docs/BENCHMARKS.md).
+	Source io.ReaderAt
+	At     int64
 }
 
 // Numel is the number of elements (1 for a scalar).
