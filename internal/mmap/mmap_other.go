@@ -8,6 +8,9 @@ import (
 	"os"
 )
 
+// Maps reports whether Map maps files (true) or reads a copy (false).
+const Maps = false
+
 // Map reads the whole file: systems without syscall.Mmap get a copy. Go's
 // allocator returns 8-byte-aligned memory for such sizes, so typed views of
 // the bytes stay zero-copy relative to this buffer.

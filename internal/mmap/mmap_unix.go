@@ -7,6 +7,9 @@ import (
 	"syscall"
 )
 
+// Maps reports whether Map maps files (true) or reads a copy (false).
+const Maps = true
+
 // Map maps size bytes of f read-only and shared. The mapping outlives f's
 // descriptor, so a folder with many files holds no open descriptors.
 func Map(f *os.File, size int) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/internal/half"
+	"github.com/streamguard/streamguard/internal/mmap"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -21,6 +22,9 @@ func (failingReader) ReadAt([]byte, int64) (int, error) { return 0, errors.New("
 // through its mapping gives, for F32, BF16 and F16 tables; a row the
 // Source cannot read comes from the mapping.
 func TestEmbeddingReadsRows(t *testing.T) {
+	if !mmap.Maps {
+		t.Skip("this system's files are read whole into memory: rows come from the copy")
+	}
 	const rows, hidden = 37, 24
 	vals := make([]float32, rows*hidden)
 	for i := range vals {

@@ -73,8 +73,12 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
 	}
-	keep = true
-	return &File{path: path, header: h, data: m[dataStart:], start: dataStart, mapping: m, fd: f}, nil
+	sf := &File{path: path, header: h, data: m[dataStart:], start: dataStart, mapping: m}
+	if mmap.Maps {
+		// Kept open for ReadAt; where Map read a copy, the copy serves.
+		sf.fd, keep = f, true
+	}
+	return sf, nil
 }
 
 // unwrapPath drops the *PathError layer whose path the *Error already names.
@@ -133,9 +137,18 @@ func (f *File) Tensor(name string) (*Tensor, error) {
 		// the read-only mapping.
 		Data:   data[info.Begin:info.End:info.End],
 		File:   f.path,
-		Source: f,
+		Source: f.source(),
 		At:     f.start + info.Begin,
 	}, nil
+}
+
+// source is the file as a Tensor's Source: nil where it holds a copy
+// instead of a mapping.
+func (f *File) source() io.ReaderAt {
+	if !mmap.Maps {
+		return nil
+	}
+	return f
 }
 
 // ReadAt reads the file's bytes at off with pread, not through the
