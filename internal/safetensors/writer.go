@@ -1,7 +1,6 @@
 package safetensors
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+
+	"github.com/streamguard/streamguard/internal/folio"
 )
 
 // TensorSpec declares a tensor to [Create] before its bytes are written.
@@ -28,17 +29,13 @@ type TensorSpec struct {
 type Writer struct {
 	path    string
 	f       *os.File
-	bw      *bufio.Writer
-	tensors []TensorInfo // declaration order, with offsets
-	cur     int          // tensor being written; -1 before the first Begin
-	written int64        // bytes of tensors[cur] written so far
-	err     error        // first I/O error; the file is unusable after it
+	bw      *folio.Writer // whole 4 MiB pieces: see package folio
+	tensors []TensorInfo  // declaration order, with offsets
+	cur     int           // tensor being written; -1 before the first Begin
+	written int64         // bytes of tensors[cur] written so far
+	err     error         // first I/O error; the file is unusable after it
 	closed  bool
 }
-
-// writeBuffer is large enough that chunked tensor writes become few, big
-// write calls.
-const writeBuffer = 1 << 20
 
 // Create validates the specs, lays the tensors out back to back in the
 // given order, creates (or truncates) path and writes the header, padded
@@ -56,7 +53,7 @@ func Create(path string, metadata map[string]string, specs []TensorSpec) (*Write
 	if err != nil {
 		return nil, &Error{File: path, Msg: "create", Err: unwrapPath(err)}
 	}
-	w := &Writer{path: path, f: f, bw: bufio.NewWriterSize(f, writeBuffer), tensors: tensors, cur: -1}
+	w := &Writer{path: path, f: f, bw: folio.NewWriter(f, 0), tensors: tensors, cur: -1}
 	var prefix [8]byte
 	binary.LittleEndian.PutUint64(prefix[:], uint64(len(hdr)))
 	if _, err := w.bw.Write(append(prefix[:], hdr...)); err != nil {

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/streamguard/streamguard/internal/folio"
 )
 
 func TestWriterStreaming(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "s.safetensors")
-	big := make([]byte, 3*writeBuffer+5) // spans several buffer flushes
+	big := make([]byte, 3*folio.Chunk+5) // spans several pieces
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
