@@ -3,7 +3,6 @@
 package mmap
 
 import (
-	"errors"
 	"io"
 	"os"
 )
@@ -24,21 +23,3 @@ func Map(f *os.File, size int) ([]byte, error) {
 
 // Unmap drops a copy that Map returned (the garbage collector frees it).
 func Unmap([]byte) error { return nil }
-
-// MapPopulated is Map: the copy is read whole already.
-func MapPopulated(f *os.File, size int) ([]byte, error) { return Map(f, size) }
-
-// AdviseHugePages does nothing: a copy is not a mapping.
-func AdviseHugePages([]byte) {}
-
-// HugeMapped reports errors.ErrUnsupported: a copy is not a mapping.
-func HugeMapped([]byte) (int, error) { return 0, errors.ErrUnsupported }
-
-// HugeFoliosIn reports false: huge folios are seen on Linux only.
-func HugeFoliosIn(string) (bool, error) { return false, nil }
-
-// Release does nothing: a copy is not a mapping.
-func Release([]byte) {}
-
-// Resident reports errors.ErrUnsupported, as HugeMapped.
-func Resident([]byte) (int, error) { return 0, errors.ErrUnsupported }
