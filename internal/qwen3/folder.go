@@ -18,7 +18,6 @@ type Weights struct {
 	pack   *packfile.File
 }
 
-// Close unmaps the weights.
 // PackMapping reports the repacked-weights file the model maps: its size
 // and how many of its bytes are mapped 2 MiB at a time (see
 // packfile.File.HugeMapped); ok is false without such a file, huge -1
@@ -34,6 +33,7 @@ func (w *Weights) PackMapping() (size, huge int64, ok bool) {
 	return w.pack.Size(), huge, true
 }
 
+// Close unmaps the weights.
 func (w *Weights) Close() error {
 	var err error
 	if w.pack != nil {
