@@ -20,7 +20,8 @@ import (
 //     6.16, XFS), and mapped 2 MiB at a time (one page-table entry instead
 //     of 512) by this and every later mapping of it while it stays cached.
 //     On a virtual machine the first read through each 4 KiB entry cost
-//     about 2 µs, the most of checking a 230 MB file (docs/BENCHMARKS.md).
+//     about 2 µs, most of the time checking a 230 MB file took
+//     (docs/BENCHMARKS.md).
 //   - Every page is then mapped in one call (MADV_POPULATE_READ, Linux 5.14;
 //     before it MAP_POPULATE, which runs before the advice can be given)
 //     instead of one fault per page as it is first read.
