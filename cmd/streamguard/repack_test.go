@@ -54,6 +54,10 @@ func TestPrepare(t *testing.T) {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("prepare: exit %d, stdout %q, stderr %q; want %q", code, out, errs, want)
 		}
+		// Linux says how much of the file is mapped 2 MiB at a time.
+		if runtime.GOOS == "linux" && !strings.HasSuffix(out, "% of it mapped 2 MiB at a time)\n") {
+			t.Errorf("prepare: %q lacks how much of the file is mapped 2 MiB at a time", out)
+		}
 	}
 	if code, _, errs := run(t, "prepare", "--model", dir, "--repack-cache", "off"); code != 2 || !strings.Contains(errs, "nothing to prepare") {
 		t.Errorf("prepare --repack-cache off: exit %d, %q", code, errs)
