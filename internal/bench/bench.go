@@ -434,10 +434,11 @@ func bytesString(b int64) string {
 }
 
 // readRows reads the embedding rows of the tokens a measurement will feed,
-// before it is timed. A mapped checkpoint's table faults each row's page
-// in on its first use, tens of microseconds on a virtual machine; a server
-// pays that once per page for the tokens it sees again and again, while
-// the benchmark's random tokens would pay it at nearly every step.
+// before it is timed. A row's first read brings its page into the page
+// cache (and, read through the mapping, faults it in), tens of
+// microseconds on a virtual machine; a server pays that once for the
+// tokens it sees again and again, while the benchmark's random tokens
+// would pay it at nearly every step.
 func readRows(m *qwen3.Model, ids []int) {
 	row := make([]float32, m.Hidden())
 	for _, id := range ids {
