@@ -18,8 +18,7 @@ import (
 type File struct {
 	path   string
 	header *Header
-	data   []byte // the data buffer, a window of mapping
-	start  int64  // data's offset in the file
+	data   []byte // the data buffer, a window of mapping: the file's tail
 
 	mu      sync.RWMutex
 	mapping []byte   // whole file; nil once closed
@@ -73,7 +72,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
 	}
-	sf := &File{path: path, header: h, data: m[dataStart:], start: dataStart, mapping: m}
+	sf := &File{path: path, header: h, data: m[dataStart:], mapping: m}
 	if mmap.Maps {
 		// Kept open for ReadAt; where Map read a copy, the copy serves.
 		sf.fd, keep = f, true
@@ -124,7 +123,7 @@ func (f *File) Tensor(name string) (*Tensor, error) {
 		return nil, &Error{File: f.path, Tensor: name, Msg: "no such tensor"}
 	}
 	f.mu.RLock()
-	data := f.data
+	data, start := f.data, int64(len(f.mapping)-len(f.data)) // data's offset in the file
 	f.mu.RUnlock()
 	if data == nil {
 		return nil, &Error{File: f.path, Tensor: name, Msg: "file is closed"}
@@ -138,7 +137,7 @@ func (f *File) Tensor(name string) (*Tensor, error) {
 		Data:   data[info.Begin:info.End:info.End],
 		File:   f.path,
 		Source: f.source(),
-		At:     f.start + info.Begin,
+		At:     start + info.Begin,
 	}, nil
 }
 
