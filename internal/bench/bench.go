@@ -89,6 +89,9 @@ type Step struct {
 	// layer's keys and values at Position+1 positions.
 	KVReadBytes int64 `json:"kv_read_bytes"`
 	StepsTimed  int   `json:"steps"`
+	// MedianOverFirst is MedianMs over the median step at the first
+	// position timed (1 there): how a step's cost grows with the cache.
+	MedianOverFirst float64 `json:"median_over_first"`
 }
 
 // Batched is the timing of steps that feed one token to each of N streams.
@@ -98,6 +101,10 @@ type Batched struct {
 	MsPerStep       float64 `json:"ms_per_step"` // mean
 	MedianMsPerStep float64 `json:"median_ms_per_step"`
 	TokensPerS      float64 `json:"tokens_per_s"` // from the mean
+	// OverSingle is the tokens/s of the median batched step over those of
+	// the median single-token step at the same position (absent when no
+	// single-token step was timed there): what batching gains.
+	OverSingle float64 `json:"over_single,omitempty"`
 }
 
 // Report is the result; the JSON keys are the ones the project's scripts
@@ -278,6 +285,11 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		c.Release()
 	}
 	r.DecodeWeightBytes = m.DecodeWeightBytes()
+	for i := range r.Decode {
+		if first := r.Decode[0].MedianMs; first > 0 {
+			r.Decode[i].MedianOverFirst = r.Decode[i].MedianMs / first
+		}
+	}
 	if len(r.Decode) > 0 {
 		r.DecodeTokensPerS = r.Decode[0].TokensPerS
 		r.DecodeWeightBytesPerS = float64(r.DecodeWeightBytes) / (r.Decode[0].MinMs / 1e3)
@@ -331,6 +343,9 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		}
 		per := time.Since(start).Seconds() / float64(o.Steps)
 		b := Batched{Streams: n, Position: pos, MsPerStep: per * 1e3, MedianMsPerStep: median(steps).Seconds() * 1e3, TokensPerS: float64(n) / per}
+		if len(r.Decode) > 0 && r.Decode[0].Position == pos && b.MedianMsPerStep > 0 {
+			b.OverSingle = float64(n) * r.Decode[0].MedianMs / b.MedianMsPerStep
+		}
 		r.Batched = append(r.Batched, b)
 		r.BatchedTokensPerS[strconv.Itoa(n)] = b.TokensPerS
 		for i := range seqs {
@@ -397,12 +412,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.PrefillTokens > 0 {
 		fmt.Fprintf(tw, "prefill pp%d\t%.1f tokens/s\t(%.2f s)\n", r.PrefillTokens, r.PrefillTokensPerS, r.PrefillSeconds)
 	}
-	for _, d := range r.Decode {
-		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(median %.2f ms, min %.2f ms, %.1f tokens/s, reads %s of KV, holds %s)\n",
-			d.Position, d.MsPerToken, d.MedianMs, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes))
+	for i, d := range r.Decode {
+		growth := ""
+		if i > 0 && d.MedianOverFirst > 0 {
+			growth = fmt.Sprintf(", median %.2f× position %d's", d.MedianOverFirst, r.Decode[0].Position)
+		}
+		fmt.Fprintf(tw, "step at position %d\t%.2f ms/token\t(median %.2f ms, min %.2f ms, %.1f tokens/s, reads %s of KV, holds %s%s)\n",
+			d.Position, d.MsPerToken, d.MedianMs, d.MinMs, d.TokensPerS, bytesString(d.KVReadBytes), bytesString(d.KVBytes), growth)
 	}
 	for _, b := range r.Batched {
-		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, median %.2f ms, position ~%d)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.MedianMsPerStep, b.Position)
+		gain := ""
+		if b.OverSingle > 0 {
+			gain = fmt.Sprintf(", %.2f× one stream's tokens/s", b.OverSingle)
+		}
+		fmt.Fprintf(tw, "batched %d streams\t%.1f tokens/s\t(%.2f ms per step, median %.2f ms, position ~%d%s)\n", b.Streams, b.TokensPerS, b.MsPerStep, b.MedianMsPerStep, b.Position, gain)
 	}
 	if r.DecodeWeightBytesPerS > 0 {
 		fmt.Fprintf(tw, "decode weight reads\t%s per token, %.2f GB/s at the fastest step", bytesString(r.DecodeWeightBytes), r.DecodeWeightBytesPerS/1e9)

@@ -52,11 +52,19 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 	if len(r.Batched) != 2 || r.BatchedTokensPerS["3"] <= 0 || r.BatchedTokensPerS["2"] <= 0 {
 		t.Errorf("batched %+v", r.BatchedTokensPerS)
 	}
+	// The growth of a step with the cache, against the first position.
+	if d := r.Decode; d[0].MedianOverFirst != 1 || d[1].MedianOverFirst != d[1].MedianMs/d[0].MedianMs {
+		t.Errorf("median over first: %g, %g (medians %g, %g ms)", d[0].MedianOverFirst, d[1].MedianOverFirst, d[0].MedianMs, d[1].MedianMs)
+	}
 	for _, b := range r.Batched {
 		// Two steps: the median is their mean, and the mean over the whole
 		// loop holds both steps and what ran between them, so it is no less.
 		if !(b.MedianMsPerStep > 0 && b.MedianMsPerStep <= b.MsPerStep+1e-9) {
 			t.Errorf("%d streams: median %g, mean %g ms per step", b.Streams, b.MedianMsPerStep, b.MsPerStep)
+		}
+		// Batched at the first position, where one stream was timed too.
+		if want := float64(b.Streams) * r.Decode[0].MedianMs / b.MedianMsPerStep; b.Position != 10 || b.OverSingle != want {
+			t.Errorf("%d streams at position %d: %g× one stream, want %g", b.Streams, b.Position, b.OverSingle, want)
 		}
 	}
 	if r.RSSPeakBytes < r.RSSBytes || r.RSSBytes <= 0 {
@@ -71,11 +79,16 @@ func TestRunReportsEveryMeasurement(t *testing.T) {
 		t.Errorf("with the probe: %v, %+v", err, rb)
 	}
 	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "step at position 300") {
+	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "step at position 300") ||
+		!strings.Contains(b.String(), "× position 10's") || !strings.Contains(b.String(), "× one stream's tokens/s") {
 		t.Errorf("table:\n%s", b.String())
 	}
 	if r, err := Run(m, "tiny", "bf16", 0, Options{Prefill: 24, Positions: []int{5}, Streams: []int{}, Steps: 1, NoWarmup: true}); err != nil || r.PrefillTokens != 24 || len(r.Decode) != 1 || len(r.Batched) != 0 {
 		t.Errorf("without warm-up: %v, %+v", err, r)
+	}
+	// Batched steps with no single-token step to compare: no ratio.
+	if r, err := Run(m, "tiny", "bf16", 0, Options{Prefill: -1, Positions: []int{}, Streams: []int{2}, Steps: 1}); err != nil || len(r.Batched) != 1 || r.Batched[0].OverSingle != 0 {
+		t.Errorf("batched alone: %v, %+v", err, r)
 	}
 	if _, err := Run(m, "tiny", "bf16", 0, Options{Positions: []int{8190}, Steps: 8}); err == nil {
 		t.Error("a position past max_position_embeddings was accepted")
