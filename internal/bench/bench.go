@@ -285,8 +285,9 @@ func Run(m *qwen3.Model, model, dtype string, load time.Duration, o Options) (*R
 		c.Release()
 	}
 	r.DecodeWeightBytes = m.DecodeWeightBytes()
-	for i := range r.Decode {
-		if first := r.Decode[0].MedianMs; first > 0 {
+	if len(r.Decode) > 0 && r.Decode[0].MedianMs > 0 {
+		first := r.Decode[0].MedianMs
+		for i := range r.Decode {
 			r.Decode[i].MedianOverFirst = r.Decode[i].MedianMs / first
 		}
 	}

@@ -352,14 +352,19 @@ func (t *Tokenizer) setVocab(vocab map[string]int) error {
 		t.present[id] = true
 	}
 	for b := 0; b < 256; b++ {
-		sym := string(byteToRune[b])
-		id, ok := vocab[sym]
+		id, ok := vocab[string(byteToRune[b])]
 		if !ok {
-			return fmt.Errorf("model: vocab lacks the byte-level symbol %q for byte 0x%02x", sym, b)
+			return errNoByteSymbol(b)
 		}
 		t.byteID[b] = int32(id)
 	}
 	return nil
+}
+
+// errNoByteSymbol is the error for a vocabulary without the byte-level
+// symbol of byte b: the encoder needs a token for every byte.
+func errNoByteSymbol(b int) error {
+	return fmt.Errorf("model: vocab lacks the byte-level symbol %q for byte 0x%02x", string(byteToRune[b]), b)
 }
 
 // vocabMap is the model vocabulary, built on first use where the loader

@@ -203,7 +203,7 @@ func (t *Tokenizer) setTableVocab(idToken []string, present []bool, count int, v
 	}
 	for b, ok := range seen {
 		if !ok {
-			return fmt.Errorf("model: vocab lacks the byte-level symbol %q for byte 0x%02x", string(byteToRune[b]), b)
+			return errNoByteSymbol(b)
 		}
 	}
 	return nil
