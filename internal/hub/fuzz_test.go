@@ -9,7 +9,8 @@ import (
 // inside reports whether p is strictly under dir.
 func inside(dir, p string) bool {
 	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != "." && !strings.HasPrefix(rel, "..") && !filepath.IsAbs(rel)
+	up := rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	return err == nil && rel != "." && !up && !filepath.IsAbs(rel)
 }
 
 func FuzzParseRef(f *testing.F) {

@@ -114,9 +114,27 @@ func checkRevision(rev string) error {
 			return fmt.Errorf("character %q is not allowed in a revision", c)
 		}
 	}
+	// The hub's revisions are commits or git refs (branches, tags,
+	// refs/pr/N), so git's rules for ref names apply: a revision that
+	// breaks them could never resolve, and the rules about dots also keep
+	// every revision a plain path under refs/ in the cache.
+	bad := func(why string) error { return fmt.Errorf("revision %q is not a git ref name: %s", rev, why) }
+	switch {
+	case strings.Contains(rev, ".."):
+		return bad(`it contains ".."`)
+	case strings.Contains(rev, "@{") || rev == "@":
+		return bad(`it is "@" or contains "@{"`)
+	case strings.HasSuffix(rev, "."):
+		return bad(`it ends in "."`)
+	}
 	for _, seg := range strings.Split(rev, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("revision %q has an empty, '.' or '..' segment", rev)
+		switch {
+		case seg == "":
+			return bad("it has an empty segment")
+		case seg[0] == '.':
+			return bad(`a segment starts with "."`)
+		case strings.HasSuffix(seg, ".lock"):
+			return bad(`a segment ends in ".lock"`)
 		}
 	}
 	return nil
