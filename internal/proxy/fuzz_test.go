@@ -48,11 +48,22 @@ func FuzzParseRequest(f *testing.F) {
 		if s, _ := top["stream"].(bool); s != r.Stream {
 			t.Fatalf("stream %v, exact reading %v", r.Stream, s)
 		}
+		// The exact reading of chatmsg's rules: every part with a text (or
+		// refusal) string judged, bare strings too; tool and function
+		// results skipped, the assistant turns around them joined.
+		join := func(a, b string) string {
+			if a == "" || b == "" {
+				return a + b
+			}
+			return a + "\n" + b
+		}
 		var want []guard.Message
+		afterTool := false
 		for _, m := range top["messages"].([]any) {
 			m := m.(map[string]any)
 			role := map[string]string{"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}[m["role"].(string)]
 			if role == "" {
+				afterTool = true
 				continue
 			}
 			var text string
@@ -62,15 +73,27 @@ func FuzzParseRequest(f *testing.F) {
 			case []any:
 				var parts []string
 				for _, p := range c {
-					if p, ok := p.(map[string]any); ok && p["type"] == "text" {
-						s, _ := p["text"].(string)
-						parts = append(parts, s)
+					switch p := p.(type) {
+					case string:
+						parts = append(parts, p)
+					case map[string]any:
+						t, hasText := p["text"].(string)
+						r, hasRefusal := p["refusal"].(string)
+						if hasText || hasRefusal {
+							parts = append(parts, join(t, r))
+						}
 					}
 				}
 				text = strings.Join(parts, "\n")
 			}
 			rc, _ := m["reasoning_content"].(string)
-			want = append(want, guard.Message{Role: role, Content: text, ReasoningContent: rc})
+			if n := len(want); afterTool && n > 0 && role == "assistant" && want[n-1].Role == "assistant" {
+				want[n-1].Content = join(want[n-1].Content, text)
+				want[n-1].ReasoningContent = join(want[n-1].ReasoningContent, rc)
+			} else {
+				want = append(want, guard.Message{Role: role, Content: text, ReasoningContent: rc})
+			}
+			afterTool = false
 		}
 		for len(want) > 0 && want[len(want)-1].Role != "user" {
 			want = want[:len(want)-1]

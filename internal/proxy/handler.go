@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/streamguard/streamguard/guard"
 )
 
 type handler struct {
@@ -107,11 +109,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxRequestBytes))
 	if err != nil {
-		status := http.StatusBadRequest
-		if errors.As(err, new(*http.MaxBytesError)) {
+		status, code := http.StatusBadRequest, "bad_request"
+		var timeout interface{ Timeout() bool }
+		switch {
+		case errors.As(err, new(*http.MaxBytesError)):
 			status = http.StatusRequestEntityTooLarge
+		case errors.As(err, &timeout) && timeout.Timeout():
+			// The server's body deadlines (or the connection's).
+			status, code = http.StatusRequestTimeout, "request_timeout"
 		}
-		x.fail(status, EventBadRequest, apiError{Message: "streamguard: reading the request: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
+		x.fail(status, EventBadRequest, apiError{Message: "streamguard: reading the request: " + err.Error(), Type: typeInvalidRequest, Code: code})
 		return
 	}
 	x.body = body
@@ -155,13 +162,31 @@ func (x *exchange) serve() {
 // the stream when the request may go upstream; otherwise the request was
 // answered (refused, or forwarded unjudged by a fail-open tenant) and it
 // returns nil.
+//
+// Text after the last user turn (chatRequest.Trailing) is judged first, on
+// a stream of its own, as one more user turn after the conversation: the
+// upstream model reads it, and the verdict the response stream starts from
+// must stay the last user turn's.
 func (x *exchange) judgeRequest() Stream {
+	if x.req.Trailing != "" {
+		s := x.judgeConversation(append(x.req.Messages[:len(x.req.Messages):len(x.req.Messages)], guard.Message{Role: "user", Content: x.req.Trailing}))
+		if s == nil {
+			return nil
+		}
+		s.Close()
+	}
+	return x.judgeConversation(x.req.Messages)
+}
+
+// judgeConversation opens a guard stream and judges msgs as a prompt; nil
+// when the request was answered (as judgeRequest).
+func (x *exchange) judgeConversation(msgs []guard.Message) Stream {
 	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
 	if err != nil {
 		x.guardFailed(err)
 		return nil
 	}
-	pv, err := judgePrompt(x.ctx, s, x.req.Messages, x.t.TrimLongPrompt)
+	pv, err := judgePrompt(x.ctx, s, msgs, x.t.TrimLongPrompt)
 	if err != nil {
 		s.Close()
 		if isContextLength(err) && x.ctx.Err() == nil {

@@ -221,6 +221,7 @@ func streamBroken(err error) apiError {
 }
 
 func (r *relay) addEvent(ev sseEvent) bool {
+	ev.raw = completeEvent(ev.raw) // the stream's last event may lack its end
 	p := parseEvent(ev)
 	if p.apiErr != nil {
 		// The upstream reports an error inside the stream: pass it on; the

@@ -31,6 +31,23 @@ var errEventTooLarge = fmt.Errorf("upstream event larger than %d bytes", maxEven
 type sseSplitter struct {
 	ev   sseEvent // the event in progress: raw holds its complete lines
 	line []byte   // the line in progress, without its "\n" yet
+	// read is set once the stream's first line was read: a byte order
+	// mark before it is not part of it (clients drop it, as the SSE
+	// standard says, and then show the first event's data; read with the
+	// mark, its field would be unknown and its text unjudged). The mark
+	// stays in raw, which is forwarded as it came.
+	read bool
+}
+
+var byteOrderMark = []byte("\uFEFF")
+
+// firstLine drops a byte order mark from the stream's first line.
+func (s *sseSplitter) firstLine(body []byte) []byte {
+	if s.read {
+		return body
+	}
+	s.read = true
+	return bytes.TrimPrefix(body, byteOrderMark)
 }
 
 // push takes the next bytes of the stream and returns the events they
@@ -59,7 +76,7 @@ func (s *sseSplitter) push(b []byte) ([]sseEvent, error) {
 			line = s.line
 		}
 		s.ev.raw = append(s.ev.raw, line...)
-		body := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		body := s.firstLine(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")))
 		if len(body) == 0 {
 			out = append(out, s.ev)
 			s.ev = sseEvent{}
@@ -79,7 +96,9 @@ func (s *sseSplitter) push(b []byte) ([]sseEvent, error) {
 func (s *sseSplitter) end() sseEvent {
 	if len(s.line) > 0 {
 		s.ev.raw = append(s.ev.raw, s.line...)
-		s.ev.addLine(s.line)
+		// Read as push reads a line; a left-over line has no "\n", but may
+		// end in "\r"s.
+		s.ev.addLine(s.firstLine(bytes.TrimSuffix(s.line, []byte("\r"))))
 		s.line = nil
 	}
 	ev := s.ev
@@ -88,6 +107,35 @@ func (s *sseSplitter) end() sseEvent {
 		return ev
 	}
 	return sseEvent{raw: ev.raw}
+}
+
+// completeEvent returns raw ended as an event: with a line end and the
+// blank line after it when the stream ended without them (end). The
+// proxy forwards events as it read them, and writes its own events after
+// them: one that did not end would run into the next.
+func completeEvent(raw []byte) []byte {
+	if len(raw) == 0 {
+		return raw
+	}
+	lineEnd := func(b []byte) int {
+		switch {
+		case bytes.HasSuffix(b, []byte("\r\n")):
+			return 2
+		case bytes.HasSuffix(b, []byte("\n")), bytes.HasSuffix(b, []byte("\r")):
+			return 1
+		}
+		return 0
+	}
+	n := lineEnd(raw)
+	switch {
+	case n == 0:
+		return append(raw[:len(raw):len(raw)], "\n\n"...)
+	case len(raw) > n && lineEnd(raw[:len(raw)-n]) == 0:
+		// The last line ended, the event did not: one more line end of
+		// the same kind (a lone "\r" then "\n" would read as one).
+		return append(raw[:len(raw):len(raw)], raw[len(raw)-n:]...)
+	}
+	return raw
 }
 
 // sseReader splits an event stream read from an io.Reader into events.

@@ -93,17 +93,25 @@ func FuzzSSEReader(f *testing.F) {
 	f.Add([]byte("data: a\n\ndata: b\r\ndata: c\r\n\r\n: x\n\n"))
 	f.Add([]byte("data"))
 	f.Add([]byte("\n\n\r\n:\ndata:\n\n"))
+	f.Add([]byte("\uFEFFdata: a\n\n\uFEFFdata: b\n\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		evs, err := readAllEvents(t, bytes.NewReader(in))
 		if err != nil {
 			t.Fatal(err)
 		}
 		var joined []byte
-		for _, ev := range evs {
+		for i, ev := range evs {
 			joined = append(joined, ev.raw...)
 			var data []byte
-			for _, line := range strings.SplitAfter(string(ev.raw), "\n") {
+			for j, line := range strings.SplitAfter(string(ev.raw), "\n") {
+				// The line's ending, then one more "\r" (addLine): a client
+				// that also ends lines at a lone "\r" reads "data: x\r\r\n"
+				// as x and a blank line.
 				line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+				line = strings.TrimSuffix(line, "\r")
+				if i == 0 && j == 0 {
+					line = strings.TrimPrefix(line, "\uFEFF") // the stream's byte order mark
+				}
 				if v, ok := strings.CutPrefix(line, "data:"); ok {
 					if data != nil {
 						data = append(data, '\n')
@@ -186,5 +194,41 @@ func TestSSESplitterLimits(t *testing.T) {
 	evs, err := splitAll(big, []int{4096})
 	if !errors.Is(err, errEventTooLarge) || len(evs) != 1 {
 		t.Fatalf("oversized event: %d events, %v", len(evs), err)
+	}
+}
+
+func TestCompleteEvent(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                  "",
+		"data: x\n\n":       "data: x\n\n",
+		"data: x\r\n\r\n":   "data: x\r\n\r\n",
+		"data: x\r\r":       "data: x\r\r",
+		"data: x":           "data: x\n\n",
+		"data: x\n":         "data: x\n\n",
+		"data: x\r\n":       "data: x\r\n\r\n",
+		"data: x\r":         "data: x\r\r",
+		": keep-alive":      ": keep-alive\n\n",
+		"event: a\ndata: b": "event: a\ndata: b\n\n",
+		"\n":                "\n",
+	} {
+		if got := string(completeEvent([]byte(in))); got != want {
+			t.Errorf("completeEvent(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A byte order mark opens the stream, not its first line: the first
+// event's data is read (and judged) as a client that drops the mark shows
+// it, and the mark is still forwarded; a mark later is part of its line.
+func TestSSEByteOrderMark(t *testing.T) {
+	in := "\uFEFFdata: a\n\n\uFEFFdata: b\n\ndata: c\n\n"
+	for _, sizes := range [][]int{{1}, {2}, {len(in)}} {
+		evs, err := splitAll([]byte(in), sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 3 || string(evs[0].data) != "a" || evs[1].data != nil || string(evs[2].data) != "c" || string(evs[0].raw) != "\uFEFFdata: a\n\n" {
+			t.Fatalf("sizes %v: %q", sizes, evs)
+		}
 	}
 }

@@ -223,3 +223,33 @@ func TestThinkingIsJudged(t *testing.T) {
 func squeeze(s string) string {
 	return strings.NewReplacer("<think>", "", "</think>", "", "\n", "").Replace(s)
 }
+
+// An upstream that closes in the middle of an event: the client gets that
+// event ended (some servers end without the final blank line) and then the
+// proxy's error event on its own, never the two run together.
+func TestStreamCutMidEvent(t *testing.T) {
+	m := tinyModel(t)
+	chunk := func(s string) string {
+		return `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"` + s + `"},"finish_reason":null}]}`
+	}
+	for _, mode := range []Mode{HoldBack, PassThrough} {
+		for _, tail := range []string{"", "\n", "\r\n"} {
+			t.Run(fmt.Sprintf("%v/%q", mode, tail), func(t *testing.T) {
+				up := newFakeUpstream(t, upstreamSpec{Events: [][]byte{[]byte(chunk("A") + "\n\n" + chunk("B") + tail)}})
+				p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+				_, body := rawPost(t, p.URL, "Hello", true, nil)
+				p.wait(t, 1)
+				events := strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n\n")
+				var last string
+				for _, e := range events {
+					if e != "" {
+						last = e
+					}
+				}
+				if !strings.HasPrefix(last, `data: {"error"`) || !strings.Contains(last, "upstream_disconnected") || strings.Count(last, "data:") != 1 {
+					t.Fatalf("last event %q of %q", last, body)
+				}
+			})
+		}
+	}
+}

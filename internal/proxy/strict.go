@@ -36,7 +36,7 @@ var (
 		"model": nil, "stream": nil, "n": nil, "stream_options": object(map[string]*shape{"include_usage": nil}),
 		"messages": arrayOf(object(map[string]*shape{
 			"role": nil, "reasoning_content": nil,
-			"content": {elem: object(map[string]*shape{"type": nil, "text": nil})},
+			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
 		})),
 	})
 	textShape = object(map[string]*shape{"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": nil})

@@ -297,6 +297,20 @@ func opName(op string) string {
 	return "other"
 }
 
+// sseEvent names an answer's event: its operation when the server knows
+// it, else "error". The op echoed is the client's text, and a line break
+// in it would start events of the client's making.
+func sseEvent(op string) string {
+	switch op {
+	case "shutdown", "error":
+		return op
+	}
+	if name := opName(op); name != "other" {
+		return name
+	}
+	return "error"
+}
+
 // fail answers with an error; the connection goes on unless the stream
 // ended.
 func (d *duplex) fail(rep duplexReply, err error) bool {
@@ -327,7 +341,7 @@ func (d *duplex) send(rep duplexReply) bool {
 	}
 	var buf bytes.Buffer
 	if d.sse {
-		fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", rep.Op, b)
+		fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", sseEvent(rep.Op), b)
 	} else {
 		buf.Write(b)
 		buf.WriteByte('\n')

@@ -80,7 +80,7 @@ func (d *duplexClient) recv() (rep duplexReply, ok bool) {
 			}
 		}
 		defer func() {
-			if rep.Op != event {
+			if sseEvent(rep.Op) != event || (event != "error" && rep.Op != event) {
 				d.t.Fatalf("event %q carries op %q", event, rep.Op)
 			}
 		}()
@@ -211,6 +211,37 @@ func TestDuplexThenREST(t *testing.T) {
 		d.resp.Body.Close()
 		if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": "hi"}, nil); code != 201 {
 			t.Fatalf("round %d: status %d", i, code)
+		}
+	}
+}
+
+// An operation the server does not know is answered as an error event:
+// the op is the client's text, and written as the event's name a line
+// break in it would start events of the client's making.
+func TestDuplexSSEEventNames(t *testing.T) {
+	h := newHarness(t, Options{Config: twoTenants(nil)})
+	d := h.connect("key-a", true)
+	if d.resp.StatusCode != 200 {
+		t.Fatalf("status %d", d.resp.StatusCode)
+	}
+	d.send(map[string]any{"op": "x\ndata: {\"op\":\"forged\"}\n\nevent: y"})
+	var lines []string
+	for {
+		line, err := d.rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", lines, err)
+		}
+		if line = strings.TrimRight(line, "\n"); line == "" {
+			break
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) != 2 || lines[0] != "event: error" || !strings.HasPrefix(lines[1], "data: {") || !strings.Contains(lines[1], `"error"`) {
+		t.Fatalf("answer %q, want one error event", lines)
+	}
+	for _, op := range []string{"open", "append", "flush", "prompt", "state", "close", "shutdown", "error"} {
+		if got := sseEvent(op); got != op {
+			t.Errorf("sseEvent(%q) = %q", op, got)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/streamguard/streamguard/internal/chatmsg"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -39,17 +40,17 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, err)
 		return
 	}
-	msgs, skipped, err := litellmConversation(&req)
+	convs, skipped, err := litellmConversations(&req)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
 	}
 	setSkipped(w, skipped)
-	if msgs == nil {
+	if convs == nil {
 		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
 		return
 	}
-	vs, err := srv.judge(r.Context(), t, [][]tokenizer.Message{msgs})
+	vs, err := srv.judge(r.Context(), t, convs)
 	if err != nil {
 		param := "texts"
 		if len(req.StructuredMessages) > 0 {
@@ -58,72 +59,76 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, lengthParam(err, param))
 		return
 	}
-	v := vs[0]
 	resp := litellmResponse{Action: "NONE"}
-	switch {
-	case v.response != nil && v.response.Flagged:
-		tv := v.tokens[v.response.FlaggedIndex]
-		resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s (%s) at token %d", tv.Risk, tv.Category, tv.Index)}
-	case v.response == nil && v.prompt.Flagged:
-		resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: prompt flagged %s (%s, p=%.2f)", v.prompt.Risk, v.prompt.Category, v.prompt.RiskProb)}
+	for i, v := range vs {
+		what := "prompt"
+		if i > 0 {
+			what = "text after the last user turn"
+		}
+		switch {
+		case v.response != nil && v.response.Flagged:
+			tv := v.tokens[v.response.FlaggedIndex]
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s (%s) at token %d", tv.Risk, tv.Category, tv.Index)}
+		case v.response == nil && v.prompt.Flagged:
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: %s flagged %s (%s, p=%.2f)", what, v.prompt.Risk, v.prompt.Category, v.prompt.RiskProb)}
+		}
+		if resp.Action == "BLOCKED" {
+			break
+		}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// litellmConversation builds the conversation to judge. A request is the
+// litellmConversations builds the conversations to judge. A request is the
 // conversation up to its last user turn (the structured messages, or else
-// the texts as one user turn). A response is judged as the assistant turn
-// after the structured messages' last user turn; without them there is no
-// user turn to anchor the response heads, so the texts are judged as a
-// prompt instead. Tool and function messages, non-text content parts and
-// images are skipped and noted (as in /v1/moderations and the proxy).
-func litellmConversation(req *litellmRequest) ([]tokenizer.Message, skipNote, error) {
-	var msgs []tokenizer.Message
-	var skipped skipNote
+// the texts as one user turn); text the messages carry after that turn (an
+// assistant's words beside a tool call, a late system message) goes to the
+// model too, so it is judged as well, as one more user turn after the
+// conversation: a second conversation. A response is judged as the
+// assistant turn after the structured messages' last user turn; without
+// them there is no user turn to anchor the response heads, so the texts
+// are judged as a prompt instead. Tool and function messages, non-text
+// content parts and images are skipped and noted (as in /v1/moderations
+// and the proxy).
+func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.Skipped, error) {
+	var skipped chatmsg.Skipped
 	if len(req.Images) > 0 {
-		skipped.add("images")
+		skipped.Add("images")
 	}
-	afterTool := false
-	for i, raw := range req.StructuredMessages {
-		m, ok, err := parseMessage(raw, &skipped)
-		if err != nil {
-			return nil, nil, fmt.Errorf("structured_messages[%d]: %w", i, err)
-		}
-		if ok {
-			msgs = appendTurn(msgs, m, afterTool)
-		}
-		afterTool = !ok
+	msgs, err := chatmsg.Conversation(req.StructuredMessages, &skipped)
+	if err != nil {
+		return nil, nil, fmt.Errorf("structured_%w", err)
 	}
-	lastUser := -1
-	for i, m := range msgs {
-		if m.Role == "user" && strings.TrimSpace(m.Content) != "" {
-			lastUser = i
-		}
-	}
+	lastUser := chatmsg.LastUser(msgs)
 	text := strings.Join(req.Texts, "\n")
+	one := func(m []tokenizer.Message) [][]tokenizer.Message { return [][]tokenizer.Message{m} }
 	switch req.InputType {
 	case "request", "":
 		if lastUser >= 0 {
-			return msgs[:lastUser+1], skipped, nil
+			convs := one(msgs[:lastUser+1])
+			if after, _ := chatmsg.Trailing(msgs, lastUser); strings.TrimSpace(after) != "" {
+				convs = append(convs, append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "user", Content: after}))
+			}
+			return convs, skipped, nil
 		}
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
-		return []tokenizer.Message{{Role: "user", Content: text}}, skipped, nil
+		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	case "response":
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		if lastUser >= 0 {
-			return append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "assistant", Content: text}), skipped, nil
+			return one(append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "assistant", Content: text})), skipped, nil
 		}
-		return []tokenizer.Message{{Role: "user", Content: text}}, skipped, nil
+		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	}
 	return nil, nil, errors.New(`input_type must be "request" or "response"`)
 }
 
 // setSkipped notes what was not judged in the X-Streamguard-Skipped header.
-func setSkipped(w http.ResponseWriter, skipped skipNote) {
+func setSkipped(w http.ResponseWriter, skipped chatmsg.Skipped) {
 	if len(skipped) > 0 {
 		w.Header().Set("X-Streamguard-Skipped", strings.Join(skipped, ", "))
 	}

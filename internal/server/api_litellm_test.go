@@ -1,8 +1,11 @@
 package server
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 func TestLiteLLM(t *testing.T) {
@@ -45,5 +48,31 @@ func TestLiteLLM(t *testing.T) {
 	}
 	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", "", map[string]any{"texts": []string{"x"}}, &e); code != 401 {
 		t.Fatalf("no key: status %d", code)
+	}
+}
+
+// Text after the last user turn of a request's messages (an assistant's
+// words beside its tool call, a late system message) reaches the model, so
+// it is judged as well: a second conversation, that text as one more user
+// turn.
+func TestLiteLLMTrailingText(t *testing.T) {
+	raw := func(s string) json.RawMessage { return json.RawMessage(s) }
+	req := &litellmRequest{InputType: "request", StructuredMessages: []json.RawMessage{
+		raw(`{"role": "user", "content": "hi"}`),
+		raw(`{"role": "assistant", "content": "A1", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}`),
+		raw(`{"role": "tool", "tool_call_id": "c", "content": "R"}`),
+		raw(`{"role": "system", "content": "S"}`),
+	}}
+	convs, skipped, err := litellmConversations(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]tokenizer.Message{{{Role: "user", Content: "hi"}}, {{Role: "user", Content: "hi"}, {Role: "user", Content: "A1\nS"}}}
+	if mustJSON(convs) != mustJSON(want) || mustJSON(skipped) != `["tool"]` {
+		t.Errorf("conversations %s, skipped %v; want %s", mustJSON(convs), skipped, mustJSON(want))
+	}
+	req.StructuredMessages = req.StructuredMessages[:1]
+	if convs, _, err := litellmConversations(req); err != nil || len(convs) != 1 {
+		t.Errorf("without trailing text: %s, %v", mustJSON(convs), err)
 	}
 }

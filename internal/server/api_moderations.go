@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/chatmsg"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -28,27 +29,11 @@ type moderationRequest struct {
 
 // moderationInput is one input to judge: a conversation, and the content
 // parts and messages that were skipped because the guard judges text only
-// (see skipNote). A nil conversation is an input with nothing to judge
+// (see chatmsg.Skipped). A nil conversation is an input with nothing to judge
 // (image parts only): its result is not flagged and says so in skipped.
 type moderationInput struct {
 	msgs    []tokenizer.Message
 	skipped []string
-}
-
-// skipNote is the ordered set of what a request's text left out: content
-// part types ("image_url", "input_audio", "file", ...) and message roles
-// ("tool", "function") the guard does not judge. The same rule holds for
-// /v1/moderations (qwen3guard.skipped), the LiteLLM guardrail and the
-// proxy (the X-Streamguard-Skipped header).
-type skipNote []string
-
-func (n *skipNote) add(what string) {
-	if what == "" {
-		what = "unknown"
-	}
-	if !contains(*n, what) {
-		*n = append(*n, what)
-	}
 }
 
 // parseModerationInput turns the input field into conversations: a plain
@@ -88,7 +73,7 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 	}
 	var out []moderationInput
 	var parts []string
-	var partSkips skipNote
+	var partSkips chatmsg.Skipped
 	nparts := 0
 	for i, it := range items {
 		it = bytes.TrimSpace(it)
@@ -101,8 +86,7 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 			continue
 		}
 		var part struct {
-			Type     string          `json:"type"`
-			Text     string          `json:"text"`
+			chatmsg.Part
 			Messages json.RawMessage `json:"messages"`
 		}
 		if err := json.Unmarshal(it, &part); err != nil {
@@ -115,12 +99,14 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)
 			}
 			out = append(out, moderationInput{msgs, skipped})
-		case part.Type == "text":
-			parts = append(parts, part.Text)
-			nparts++
 		case part.Type != "":
-			// An image or audio part: the guard judges text only.
-			partSkips.add(part.Type)
+			// A content part: judged when it carries text (chatmsg.Part),
+			// noted when it does not (an image, audio).
+			if t, ok := part.Judged(); ok {
+				parts = append(parts, t)
+			} else {
+				partSkips.Add(part.Type)
+			}
 			nparts++
 		default:
 			return nil, fmt.Errorf("input[%d]: want a string, a text part or {\"messages\": [...]}", i)
@@ -139,12 +125,10 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 	return out, nil
 }
 
-// parseConversation reads {"messages": [...]} with OpenAI messages: content
-// is a string or an array of parts (text parts are judged, others skipped);
-// roles are system (developer is read as system), user and assistant; tool
-// and function messages are skipped (noted), and the assistant turns they
-// separated are joined into one.
-func parseConversation(raw json.RawMessage) ([]tokenizer.Message, skipNote, error) {
+// parseConversation reads {"messages": [...]} with OpenAI messages
+// (chatmsg.Conversation: text parts judged, others skipped, tool and
+// function messages skipped and noted).
+func parseConversation(raw json.RawMessage) ([]tokenizer.Message, chatmsg.Skipped, error) {
 	var conv struct {
 		Messages []json.RawMessage `json:"messages"`
 	}
@@ -154,106 +138,15 @@ func parseConversation(raw json.RawMessage) ([]tokenizer.Message, skipNote, erro
 	if len(conv.Messages) == 0 {
 		return nil, nil, errors.New(`"messages" is empty`)
 	}
-	msgs := make([]tokenizer.Message, 0, len(conv.Messages))
-	var skipped skipNote
-	afterTool := false
-	for i, m := range conv.Messages {
-		msg, ok, err := parseMessage(m, &skipped)
-		if err != nil {
-			return nil, nil, fmt.Errorf("messages[%d]: %w", i, err)
-		}
-		if ok {
-			msgs = appendTurn(msgs, msg, afterTool)
-		}
-		afterTool = !ok
+	var skipped chatmsg.Skipped
+	msgs, err := chatmsg.Conversation(conv.Messages, &skipped)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(msgs) == 0 {
 		return nil, nil, errors.New(`"messages" has no system, user or assistant message to judge`)
 	}
 	return msgs, skipped, nil
-}
-
-// appendTurn appends msg; after skipped tool results, an assistant turn is
-// joined to the assistant turn before them (the assistant's tool call and
-// its answer after the results are one turn to the guard).
-func appendTurn(msgs []tokenizer.Message, msg tokenizer.Message, afterTool bool) []tokenizer.Message {
-	if n := len(msgs); afterTool && n > 0 && msg.Role == "assistant" && msgs[n-1].Role == "assistant" {
-		prev := &msgs[n-1]
-		prev.Content = joinNonEmpty(prev.Content, msg.Content)
-		prev.ReasoningContent = joinNonEmpty(prev.ReasoningContent, msg.ReasoningContent)
-		return msgs
-	}
-	return append(msgs, msg)
-}
-
-func joinNonEmpty(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "\n" + b
-}
-
-// parseMessage reads one OpenAI message; ok is false for a message that is
-// skipped (tool and function results, noted in skipped).
-func parseMessage(raw json.RawMessage, skipped *skipNote) (msg tokenizer.Message, ok bool, err error) {
-	var m struct {
-		Role             string          `json:"role"`
-		Content          json.RawMessage `json:"content"`
-		ReasoningContent string          `json:"reasoning_content"`
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return tokenizer.Message{}, false, err
-	}
-	switch m.Role {
-	case "developer":
-		m.Role = "system"
-	case "system", "user", "assistant":
-	case "tool", "function":
-		skipped.add(m.Role)
-		return tokenizer.Message{}, false, nil
-	default:
-		return tokenizer.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", m.Role)
-	}
-	text, err := contentText(m.Content, skipped)
-	if err != nil {
-		return tokenizer.Message{}, false, err
-	}
-	return tokenizer.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, true, nil
-}
-
-// contentText reads an OpenAI message content: a string, null, or an
-// array of parts of which the text ones are joined; the types of the
-// others (images, audio, files) are noted in skipped.
-func contentText(raw json.RawMessage, skipped *skipNote) (string, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
-	}
-	if raw[0] == '"' {
-		var s string
-		err := json.Unmarshal(raw, &s)
-		return s, err
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", fmt.Errorf("content: want a string or an array of parts: %w", err)
-	}
-	var texts []string
-	for _, p := range parts {
-		switch p.Type {
-		case "text", "input_text", "output_text":
-			texts = append(texts, p.Text)
-		default:
-			skipped.add(p.Type)
-		}
-	}
-	return strings.Join(texts, "\n"), nil
 }
 
 // moderationResult is one result: OpenAI's fields plus Qwen3Guard's.

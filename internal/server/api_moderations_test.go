@@ -134,6 +134,12 @@ func TestModerationsBadInput(t *testing.T) {
 		{`{"input": {"messages": [{"role": "tool", "content": "a"}]}}`, 400, "no system, user or assistant message"},
 		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}, {"role": "assistant", "content": "d"}]}}`, 400, "must end with a user turn"},
 		{`{"input": "` + strings.Repeat("x", 5000) + `"}`, 413, "larger than 4096"},
+		// One JSON value and nothing after it but white space.
+		{`{"input": "hi"}}`, 400, "data after it"},
+		{`{"input": "hi"}]`, 400, "data after it"},
+		{`{"input": "hi"} x`, 400, "data after it"},
+		{`{"input": "hi"} {"input": "again"}`, 400, "data after it"},
+		{`{"input": "hi"`, 400, "invalid JSON body"},
 	} {
 		var e errBody
 		if code, _ := h.do("POST", "/v1/moderations", "", tc.body, &e); code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
@@ -150,6 +156,11 @@ func TestParseModerationInput(t *testing.T) {
 		{`"hi"`, [][]tokenizer.Message{{{Role: "user", Content: "hi"}}}},
 		{`["a", "b"]`, [][]tokenizer.Message{{{Role: "user", Content: "a"}}, {{Role: "user", Content: "b"}}}},
 		{`[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]`, [][]tokenizer.Message{{{Role: "user", Content: "a\nb"}}}},
+		// Every part with text is judged, whatever its type (chatmsg.Part).
+		{`[{"type": "input_text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "output_text", "text": "b"}]`,
+			[][]tokenizer.Message{{{Role: "user", Content: "a\nb"}}}},
+		{`{"messages": [{"role": "user", "content": [{"type": "input_text", "text": "u"}, "v"]}, {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}]}`,
+			[][]tokenizer.Message{{{Role: "user", Content: "u\nv"}, {Role: "assistant", Content: "no"}}}},
 		{`{"messages": [{"role": "developer", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "u"}]}`,
 			[][]tokenizer.Message{{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}}},
 	} {

@@ -36,6 +36,10 @@ func (e bodyTimeout) Is(target error) bool {
 	return target == errBodyTimeout
 }
 
+// Timeout reports true, as net.Error's timeouts do: handlers outside this
+// package (the proxy) read the body through it and answer 408 by it.
+func (bodyTimeout) Timeout() bool { return true }
+
 // timedBody sets the connection's read deadline before each read of a
 // body: the earlier of now+between and end. Once the body ends it lifts
 // the deadline, so that the request's judging is not cut by it (net/http

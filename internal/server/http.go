@@ -383,10 +383,15 @@ func decodeJSON(r *http.Request, v any) error {
 		}
 		return badRequest{fmt.Errorf("invalid JSON body: %w", err)}
 	}
-	if dec.More() {
-		return badRequest{errors.New("invalid JSON body: more than one value")}
+	// Nothing but white space may follow the value. More would miss a
+	// stray '}' or ']' (it reports no more elements), so read a token.
+	switch _, err := dec.Token(); {
+	case err == io.EOF:
+		return nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return err
 	}
-	return nil
+	return badRequest{errors.New("invalid JSON body: more than one value, or data after it")}
 }
 
 func (srv *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -164,3 +164,20 @@ func TestProxyStreamOutlastsRequestTimeout(t *testing.T) {
 		t.Fatalf("status %d, body:\n%s", resp.StatusCode, b)
 	}
 }
+
+// TestProxySlowBody: the proxy's chat completions read their body through
+// the same deadlines as the server's own routes, and answer a body that
+// stopped arriving as they do: 408 request_timeout.
+func TestProxySlowBody(t *testing.T) {
+	h := newHarness(t, Options{Config: twoTenants(nil), BodyIdleTimeout: 300 * time.Millisecond})
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: fakeUpstream(t).URL}); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"m","messages":[{"role":"user","content":"hello"}]}`
+	c := dialRaw(t, h.ts.Listener.Addr().String())
+	c.write(postHeader("/v1/chat/completions", "key-a", len(body)) + body[:5])
+	code, resp, err := c.answer(20 * time.Second)
+	if err != nil || code != http.StatusRequestTimeout || !strings.Contains(resp, `"code":"request_timeout"`) {
+		t.Fatalf("stalled body: %d %q %v", code, resp, err)
+	}
+}
