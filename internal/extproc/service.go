@@ -367,6 +367,9 @@ func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
 	}
 	ss.respStatus, ss.status = code, code
 	kind, set := ss.call.Response(code, hdr)
+	if kind == proxy.RefusedResponse {
+		return ss.immediate(ss.call.Refusal())
+	}
 	ss.kind = kind
 	mut := &extprocv3.HeaderMutation{}
 	for _, k := range slices.Sorted(maps.Keys(set)) {

@@ -353,3 +353,33 @@ func TestClientGoesAway(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedResponseRefused: the guard judges text, so the client's
+// Accept-Encoding does not go upstream, and an answer compressed anyway is
+// refused (502 upstream_bad_response) before any of it reaches the client:
+// passed on, the client would decompress text nobody judged.
+func TestCompressedResponseRefused(t *testing.T) {
+	m := tinyModel(t)
+	req := request{header: map[string]string{"Authorization": "Bearer key-safe", "Content-Type": "application/json", "Accept-Encoding": "gzip, br"},
+		body: chatBody("How do I bake bread?", true)}
+	for _, md := range modes {
+		fx := newFixture(t, keys{"key-safe": {Name: "safe", Policy: safePolicy(m)}}, md.f, 0)
+		for _, ct := range []string{"text/event-stream", "application/json"} {
+			t.Run(md.name+"/"+ct, func(t *testing.T) {
+				fx.env.t = t
+				o := fx.env.exchange(context.Background(), req, func(h http.Header, _ []byte) upstreamReply {
+					return upstreamReply{header: map[string]string{"Content-Type": ct, "Content-Encoding": "gzip"}, chunks: [][]byte{[]byte("\x1f\x8b compressed")}}
+				})
+				if got := o.upstreamHeader.Get("Accept-Encoding"); got != "" {
+					t.Errorf("Accept-Encoding %q went upstream", got)
+				}
+				if o.immediate == nil || o.phase != "response_headers" || o.status != http.StatusBadGateway || !bytes.Contains(o.body, []byte(`"code":"upstream_bad_response"`)) {
+					t.Fatalf("want a 502 at the response headers: %s", fmtOutcome(o))
+				}
+				if ev := fx.lastEvent(); ev != proxy.EventUpstreamError {
+					t.Errorf("audit event %q", ev)
+				}
+			})
+		}
+	}
+}

@@ -98,6 +98,9 @@ type parsedEvent struct {
 // parseEvent reads one upstream event strictly: an event without data (a
 // comment) is nothing; data is [DONE] or a chat-completion chunk.
 func parseEvent(ev sseEvent) parsedEvent {
+	if ev.bad != nil {
+		return parsedEvent{bad: ev.bad}
+	}
 	if ev.data == nil {
 		return parsedEvent{}
 	}
@@ -122,6 +125,16 @@ func parseEvent(ev sseEvent) parsedEvent {
 		p.usage = u
 	}
 	if len(c.Error) > 0 && string(c.Error) != "null" {
+		// Passed on as the upstream's error only when it is one: an
+		// object with fields and no choices. Clients show the choices of
+		// a chunk whose "error" is false, "" or {} (openai-python raises
+		// only on a truthy error), so such a chunk is refused, never
+		// forwarded with its text unjudged.
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(c.Error, &fields) != nil || len(fields) == 0 || len(c.Choices) > 0 {
+			p.bad = errors.New(`an "error" that is not an error object, or one beside choices`)
+			return p
+		}
 		p.apiErr = c.Error
 		return p
 	}

@@ -53,14 +53,18 @@ type Answer struct {
 // UpstreamHeaders says how the request's headers change on their way
 // upstream, as the handler changes them: the caller's streamguard
 // credentials (Authorization, X-Api-Key) and its UpstreamAuthHeader are
-// removed; Authorization is then set to authorization when it is not
-// empty (the caller's X-Upstream-Authorization, else the tenant's
-// UpstreamKey).
+// removed, and so is Accept-Encoding (the guard reads the answer's text,
+// so the upstream must not compress it: see RefusedResponse);
+// Authorization is then set to authorization when it is not empty (the
+// caller's X-Upstream-Authorization, else the tenant's UpstreamKey).
 func UpstreamHeaders(t *Tenant, h http.Header) (remove []string, authorization string) {
 	for k := range clientOnly {
 		if len(h.Values(k)) > 0 {
 			remove = append(remove, k)
 		}
+	}
+	if len(h.Values("Accept-Encoding")) > 0 {
+		remove = append(remove, "Accept-Encoding")
 	}
 	return remove, upstreamAuthorization(h.Get(UpstreamAuthHeader), t.UpstreamKey)
 }
@@ -144,7 +148,14 @@ const (
 	// WholeResponse: judged whole before anything of its body is sent
 	// (Whole).
 	WholeResponse
+	// RefusedResponse: the body cannot be moderated (it is compressed:
+	// a Content-Encoding other than identity); the client gets Refusal,
+	// an OpenAI error, instead of the response.
+	RefusedResponse
 )
+
+// Refusal is the answer that replaces a RefusedResponse.
+func (c *Call) Refusal() *Answer { return c.cw.answer() }
 
 // Response takes the upstream's status and headers and says how its body
 // is moderated, with the headers to set on the client's response
@@ -169,6 +180,18 @@ func (c *Call) Response(status int, h http.Header) (ResponseKind, http.Header) {
 		c.s = nil
 		c.x.finish(EventUpstreamError, slog.Int("upstream_status", status), slog.Int("status", status))
 		return PassResponse, set
+	}
+	if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		// The guard reads text, not compressed bytes; passed on, the
+		// client would decompress what nobody judged. UpstreamHeaders
+		// removes the client's Accept-Encoding, so an upstream that
+		// compresses anyway is broken.
+		c.s.Close()
+		c.s = nil
+		c.x.fail(http.StatusBadGateway, EventUpstreamError, apiError{
+			Message: "streamguard: the upstream's response is compressed (Content-Encoding: " + enc + "); the guard judges only uncompressed text",
+			Type:    typeUpstream, Code: "upstream_bad_response"})
+		return RefusedResponse, set
 	}
 	if mt, _, _ := mime.ParseMediaType(h.Get("Content-Type")); mt == "text/event-stream" {
 		set.Set("X-Streamguard-Mode", c.x.t.Mode.String())

@@ -354,6 +354,18 @@ func TestStrictUpstreamEvents(t *testing.T) {
 		{"not JSON", sseData(`{"choices":[{"index":0,"delta":{"content":"EVIL"}}]} trailing`), false},
 		{"not an object", sseData(`"EVIL"`), false},
 		{"lone CR", []byte("data: {\"choices\":[]}\rdata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		// Clients end a line at a lone CR: after a comment, the data is theirs.
+		{"lone CR after a comment", []byte(": x\rdata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		// Clients trim lines, or read the first JSON value of a body.
+		{"leading space", []byte(" data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		{"unknown field", []byte("evil: 1\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		{"a completion in the stream", []byte("{\"choices\":[{\"index\":0,\"message\":{\"content\":\"EVIL\"}}]}\n\n"), false},
+		// A falsy "error" is no error to openai-python, which shows the
+		// choices; an error beside choices is not one either.
+		{"error false", sseData(`{"error":false,"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"error empty", sseData(`{"error":"","choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"error {}", sseData(`{"error":{},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"error beside choices", sseData(`{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
 		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
 		{"refusal after finish", chunkEvent(`[{"index":0,"delta":{"refusal":"EVIL"}}]`), true},
 	} {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -14,6 +15,15 @@ type sseEvent struct {
 	// data is the event's data lines joined by "\n"; nil when the event
 	// has no data field (a comment or keep-alive).
 	data []byte
+	// bad is why the event cannot be read as every client reads it
+	// (addLine); nil for a good one.
+	bad error
+}
+
+func (ev *sseEvent) fail(err error) {
+	if ev.bad == nil {
+		ev.bad = err
+	}
 }
 
 // maxEventBytes bounds one event, so a broken upstream cannot make the
@@ -24,8 +34,8 @@ var errEventTooLarge = fmt.Errorf("upstream event larger than %d bytes", maxEven
 
 // sseSplitter splits an event stream that arrives in pieces of any size,
 // cut anywhere (inside a line, a "\r\n" or a UTF-8 character), into
-// events. Lines end with "\n" or "\r\n" (a lone "\r" line ending is not
-// supported). It is the one parser of upstream events: sseReader reads
+// events. Lines end with "\n" or "\r\n"; a lone "\r", which clients
+// take as a line end too, makes its event bad (addLine). It is the one parser of upstream events: sseReader reads
 // an io.Reader through it, and an external driver (Envoy's body chunks)
 // pushes what it gets.
 type sseSplitter struct {
@@ -96,8 +106,8 @@ func (s *sseSplitter) push(b []byte) ([]sseEvent, error) {
 func (s *sseSplitter) end() sseEvent {
 	if len(s.line) > 0 {
 		s.ev.raw = append(s.ev.raw, s.line...)
-		// Read as push reads a line; a left-over line has no "\n", but may
-		// end in "\r"s.
+		// Read as push reads a line: a left-over line has no "\n", but may
+		// end in "\r".
 		s.ev.addLine(s.firstLine(bytes.TrimSuffix(s.line, []byte("\r"))))
 		s.line = nil
 	}
@@ -106,7 +116,7 @@ func (s *sseSplitter) end() sseEvent {
 	if ev.data != nil {
 		return ev
 	}
-	return sseEvent{raw: ev.raw}
+	return sseEvent{raw: ev.raw, bad: ev.bad}
 }
 
 // completeEvent returns raw ended as an event: with a line end and the
@@ -190,14 +200,27 @@ func (r *sseReader) next() (sseEvent, error) {
 	}
 }
 
-// addLine applies one field line (without its line ending).
+// addLine applies one field line (without its line ending). The proxy
+// reads only what every client reads the same way: a line holding a "\r"
+// (which the standard, and so openai-python and EventSource, take as a
+// line end, and this splitter does not) or a line that is not a comment
+// or a data, event, id or retry field (which some clients trim into one:
+// " data: ...") makes the event bad, and the relay refuses it rather
+// than forward text it did not read.
 func (ev *sseEvent) addLine(line []byte) {
-	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if bytes.IndexByte(line, '\r') >= 0 {
+		ev.fail(errors.New(`a "\r" that does not end a line`))
+	}
 	name, value, found := bytes.Cut(line, []byte(":"))
 	if len(name) == 0 && found {
 		return // a comment
 	}
-	if string(name) != "data" {
+	switch string(name) {
+	case "data":
+	case "event", "id", "retry":
+		return
+	default:
+		ev.fail(fmt.Errorf("a line that is not an SSE field (%.40q)", line))
 		return
 	}
 	value = bytes.TrimPrefix(value, []byte(" "))

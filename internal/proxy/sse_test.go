@@ -49,7 +49,7 @@ func TestSSEReader(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(evs) != len(want) {
-			t.Fatalf("%d events, want %d: %q", len(evs), len(want), evs)
+			t.Fatalf("%d events, want %d: %+v", len(evs), len(want), evs)
 		}
 		for i, ev := range evs {
 			if string(ev.raw) != want[i].raw {
@@ -86,14 +86,17 @@ func TestSSEReaderLimits(t *testing.T) {
 	}
 }
 
-// FuzzSSEReader: the events' raw bytes put back together are the input,
-// and each event's data is what a line-by-line reading of its raw bytes
+// FuzzSSEReader: the events' raw bytes put back together are the input;
+// an event is bad exactly when one of its lines holds a "\r" that does not
+// end it or is neither a comment nor a data, event, id or retry field; and
+// a good event's data is what a line-by-line reading of its raw bytes
 // gives.
 func FuzzSSEReader(f *testing.F) {
 	f.Add([]byte("data: a\n\ndata: b\r\ndata: c\r\n\r\n: x\n\n"))
 	f.Add([]byte("data"))
 	f.Add([]byte("\n\n\r\n:\ndata:\n\n"))
 	f.Add([]byte("\uFEFFdata: a\n\n\uFEFFdata: b\n\n"))
+	f.Add([]byte(": x\rdata: a\n\n data: b\n\nevent: e\nid: 1\nretry: 5\ndata: c\n\n{}\n\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		evs, err := readAllEvents(t, bytes.NewReader(in))
 		if err != nil {
@@ -103,31 +106,36 @@ func FuzzSSEReader(f *testing.F) {
 		for i, ev := range evs {
 			joined = append(joined, ev.raw...)
 			var data []byte
+			bad := false
 			for j, line := range strings.SplitAfter(string(ev.raw), "\n") {
-				// The line's ending, then one more "\r" (addLine): a client
-				// that also ends lines at a lone "\r" reads "data: x\r\r\n"
-				// as x and a blank line.
+				if line == "" || line == "\n" || line == "\r\n" {
+					continue // the end of the raw bytes, or the blank line
+				}
 				line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-				line = strings.TrimSuffix(line, "\r")
 				if i == 0 && j == 0 {
 					line = strings.TrimPrefix(line, "\uFEFF") // the stream's byte order mark
 				}
-				if v, ok := strings.CutPrefix(line, "data:"); ok {
+				if strings.Contains(line, "\r") {
+					bad = true
+				}
+				name, v, _ := strings.Cut(line, ":")
+				switch {
+				case strings.HasPrefix(line, ":"), name == "event", name == "id", name == "retry":
+				case name == "data":
 					if data != nil {
 						data = append(data, '\n')
 					} else {
 						data = []byte{}
 					}
 					data = append(data, strings.TrimPrefix(v, " ")...)
-				} else if line == "data" {
-					if data != nil {
-						data = append(data, '\n')
-					} else {
-						data = []byte{}
-					}
+				default:
+					bad = true
 				}
 			}
-			if !bytes.Equal(data, ev.data) || (data == nil) != (ev.data == nil) {
+			if bad != (ev.bad != nil) {
+				t.Fatalf("event %q: bad %v, want %v", ev.raw, ev.bad, bad)
+			}
+			if !bad && (!bytes.Equal(data, ev.data) || (data == nil) != (ev.data == nil)) {
 				t.Fatalf("event %q: data %q, want %q", ev.raw, ev.data, data)
 			}
 		}
@@ -182,7 +190,7 @@ func FuzzSSESplitter(f *testing.F) {
 			t.Fatalf("%d events in pieces %v, %d whole", len(got), sizes, len(want))
 		}
 		for i := range got {
-			if !bytes.Equal(got[i].raw, want[i].raw) || !bytes.Equal(got[i].data, want[i].data) || (got[i].data == nil) != (want[i].data == nil) {
+			if !bytes.Equal(got[i].raw, want[i].raw) || !bytes.Equal(got[i].data, want[i].data) || (got[i].data == nil) != (want[i].data == nil) || (got[i].bad == nil) != (want[i].bad == nil) {
 				t.Fatalf("event %d: %q/%q, whole %q/%q", i, got[i].raw, got[i].data, want[i].raw, want[i].data)
 			}
 		}
@@ -228,7 +236,7 @@ func TestSSEByteOrderMark(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(evs) != 3 || string(evs[0].data) != "a" || evs[1].data != nil || string(evs[2].data) != "c" || string(evs[0].raw) != "\uFEFFdata: a\n\n" {
-			t.Fatalf("sizes %v: %q", sizes, evs)
+			t.Fatalf("sizes %v: %+v", sizes, evs)
 		}
 	}
 }
