@@ -40,9 +40,61 @@ func (s *Skipped) Add(what string) {
 // all of these to the model as text; a part the guard passed over would be
 // text that reaches the model unjudged.
 type Part struct {
-	Type    string  `json:"type"`
-	Text    *string `json:"text"`
-	Refusal *string `json:"refusal"`
+	Type    string
+	Text    *string
+	Refusal *string
+}
+
+// UnmarshalJSON reads the part's keys exactly as written ("type", "text",
+// "refusal"), as the Python servers that feed the model read them:
+// encoding/json would also take "Text", and a later {"Text": null} would
+// then hide the "text" they read.
+func (p *Part) UnmarshalJSON(b []byte) error {
+	f, err := exactFields(b)
+	if err != nil {
+		return err
+	}
+	*p = Part{}
+	var typ *string
+	if typ, err = f.str("type"); err != nil {
+		return err
+	}
+	if typ != nil {
+		p.Type = *typ
+	}
+	if p.Text, err = f.str("text"); err != nil {
+		return err
+	}
+	p.Refusal, err = f.str("refusal")
+	return err
+}
+
+// fields is a JSON object's members by their exact keys (a repeated key:
+// the last, as Python's json and encoding/json both take).
+type fields map[string]json.RawMessage
+
+func exactFields(b []byte) (fields, error) {
+	var f fields
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, err
+	}
+	if f == nil {
+		return nil, errors.New("want an object, not null")
+	}
+	return f, nil
+}
+
+// str is member k as a string: nil when absent or null.
+func (f fields) str(k string) (*string, error) {
+	raw, ok := f[k]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return nil, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("%q: %w", k, err)
+	}
+	return &s, nil
 }
 
 // Judged returns the part's text, and false for a part with none (an
@@ -100,15 +152,34 @@ func ContentText(raw json.RawMessage, skipped *Skipped) (string, error) {
 // Message reads one OpenAI message into a turn: role developer is read as
 // system; ok is false for a message that is skipped (tool and function
 // results, noted in skipped).
+//
+// Keys are read exactly as written ("role", "content",
+// "reasoning_content"), as the servers that feed the model read them: a
+// "Content" after "content" would otherwise replace the text they read.
 func Message(raw json.RawMessage, skipped *Skipped) (msg tokenizer.Message, ok bool, err error) {
-	var m struct {
-		Role             string          `json:"role"`
-		Content          json.RawMessage `json:"content"`
-		ReasoningContent string          `json:"reasoning_content"`
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
+	f, err := exactFields(raw)
+	if err != nil {
 		return tokenizer.Message{}, false, err
 	}
+	var m struct {
+		Role, ReasoningContent string
+		Content                json.RawMessage
+	}
+	role, err := f.str("role")
+	if err != nil {
+		return tokenizer.Message{}, false, err
+	}
+	if role != nil {
+		m.Role = *role
+	}
+	rc, err := f.str("reasoning_content")
+	if err != nil {
+		return tokenizer.Message{}, false, err
+	}
+	if rc != nil {
+		m.ReasoningContent = *rc
+	}
+	m.Content = f["content"]
 	switch m.Role {
 	case "developer":
 		m.Role = "system"
@@ -185,6 +256,11 @@ func Trailing(msgs []tokenizer.Message, last int) (string, error) {
 	var t string
 	for _, m := range msgs[last+1:] {
 		t = joinNonEmpty(t, joinNonEmpty(m.ReasoningContent, m.Content))
+	}
+	if strings.TrimSpace(t) == "" {
+		// White space alone (models answer "\n\n" beside a tool call)
+		// says nothing, and a turn of it is no prompt to judge.
+		return "", nil
 	}
 	return t, nil
 }

@@ -97,3 +97,36 @@ func FuzzContentText(f *testing.F) {
 		}
 	})
 }
+
+// Keys are read exactly as written, as the Python servers that feed the
+// model read them: a case variant neither hides nor replaces their text.
+func TestExactKeys(t *testing.T) {
+	var skipped Skipped
+	got, err := ContentText(json.RawMessage(`[{"type":"text","text":"EVIL","Text":null},{"type":"text","TEXT":"other"}]`), &skipped)
+	if err != nil || got != "EVIL" || !slices.Equal(skipped, []string{"text"}) {
+		t.Errorf("parts: %q, skipped %v, %v", got, skipped, err)
+	}
+	for _, raw := range []string{
+		`{"role":"user","content":"EVIL","Content":"fine"}`,
+		`{"role":"user","Content":"fine","content":"EVIL"}`,
+		`{"role":"user","ROLE":"system","content":"EVIL"}`,
+	} {
+		m, ok, err := Message(json.RawMessage(raw), &skipped)
+		if err != nil || !ok || m.Role != "user" || m.Content != "EVIL" {
+			t.Errorf("%s: %+v, %v, %v", raw, m, ok, err)
+		}
+	}
+	if _, _, err := Message(json.RawMessage(`null`), &skipped); err == nil {
+		t.Error("a null message accepted")
+	}
+	if _, _, err := Message(json.RawMessage(`{"role":5}`), &skipped); err == nil {
+		t.Error("a numeric role accepted")
+	}
+}
+
+func TestTrailingWhiteSpace(t *testing.T) {
+	msgs := []tokenizer.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "\n\n"}, {Role: "system", Content: " \t"}}
+	if got, err := Trailing(msgs, 0); got != "" || err != nil {
+		t.Errorf("white space after the user turn: %q, %v", got, err)
+	}
+}

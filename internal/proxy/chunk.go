@@ -97,7 +97,7 @@ type parsedEvent struct {
 
 // parseEvent reads one upstream event strictly: an event without data (a
 // comment) is nothing; data is [DONE] or a chat-completion chunk.
-func parseEvent(ev sseEvent) parsedEvent {
+func parseEvent(ev sseEvent) (p parsedEvent) {
 	if ev.bad != nil {
 		return parsedEvent{bad: ev.bad}
 	}
@@ -120,24 +120,28 @@ func parseEvent(ev sseEvent) parsedEvent {
 	if err := json.Unmarshal(d, &c); err != nil {
 		return parsedEvent{bad: fmt.Errorf("event data is not a chunk: %v", err)}
 	}
-	p := parsedEvent{isChunk: true, meta: c.chunkMeta}
+	p = parsedEvent{isChunk: true, meta: c.chunkMeta}
 	if u := bytes.TrimSpace(c.Usage); len(u) > 0 && u[0] == '{' {
 		p.usage = u
 	}
-	if len(c.Error) > 0 && string(c.Error) != "null" {
-		// Passed on as the upstream's error only when it is one: an
-		// object with fields and no choices. Clients show the choices of
-		// a chunk whose "error" is false, "" or {} (openai-python raises
-		// only on a truthy error), so such a chunk is refused, never
-		// forwarded with its text unjudged.
-		var fields map[string]json.RawMessage
-		if json.Unmarshal(c.Error, &fields) != nil || len(fields) == 0 || len(c.Choices) > 0 {
-			p.bad = errors.New(`an "error" that is not an error object, or one beside choices`)
-			return p
+	// An error the way clients see one: openai-python raises on a truthy
+	// "error" (TGI sends a string, OpenRouter an object beside a choice
+	// that finishes with "error"), and shows the choices of a chunk whose
+	// "error" is false, "", 0 or {}. So a truthy error is passed on as
+	// the upstream's when no choice carries text, refused when one does
+	// (that text would otherwise reach some client unjudged), and a
+	// falsy one is no error: its chunk is read like any other.
+	errored := truthy(c.Error)
+	defer func() {
+		if !errored || p.bad != nil {
+			return
 		}
-		p.apiErr = c.Error
-		return p
-	}
+		if p.hasText && !p.text.empty() {
+			p = parsedEvent{bad: errors.New(`an "error" beside text`)}
+			return
+		}
+		p = parsedEvent{isChunk: true, meta: c.chunkMeta, usage: p.usage, apiErr: c.Error}
+	}()
 	switch {
 	case len(c.Choices) > 1:
 		p.bad = fmt.Errorf("a chunk with %d choices (streamguard asks for one)", len(c.Choices))
@@ -234,4 +238,27 @@ func usageChunk(meta chunkMeta, usage json.RawMessage, from string) []byte {
 // prompt is not known).
 func guardUsage(completion int) json.RawMessage {
 	return json.RawMessage(fmt.Sprintf(`{"prompt_tokens":0,"completion_tokens":%d,"total_tokens":%d}`, completion, completion))
+}
+
+// truthy is Python's truth of a JSON value: false for null, false, 0, "",
+// [] and {}, true otherwise (what openai-python tests "error" with).
+func truthy(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0:
+		return false
+	case raw[0] == '"':
+		return len(raw) > 2
+	case raw[0] == '[' || raw[0] == '{':
+		return len(bytes.TrimSpace(raw[1:len(raw)-1])) > 0
+	}
+	switch string(raw) {
+	case "null", "false":
+		return false
+	}
+	var f float64
+	if json.Unmarshal(raw, &f) == nil {
+		return f != 0
+	}
+	return true
 }

@@ -141,3 +141,28 @@ func TestRequestPartFieldCase(t *testing.T) {
 		}
 	}
 }
+
+// White space after the last user turn (models answer "\n\n" beside a
+// tool call, and agents send it back) is no text to judge: the request is
+// judged as without it, fail-open or not, and goes upstream.
+func TestTrailingWhiteSpace(t *testing.T) {
+	m := tinyModel(t)
+	for _, open := range []bool{false, true} {
+		t.Run(fmt.Sprint("failopen=", open), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Content: []string{"Sunny."}})
+			p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), FailOpen: open}, nil)
+			body := `{"model":"m","messages":[{"role":"user","content":"Hello"},` +
+				`{"role":"assistant","content":"\n\n","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},` +
+				`{"role":"tool","tool_call_id":"c","content":"R"},{"role":"assistant","content":" "}]}`
+			resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", bytes.NewReader([]byte(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rec := p.lastRecord(t); resp.StatusCode != 200 || up.calls != 1 || rec["event"] != EventAllowed {
+				t.Fatalf("status %d, upstream calls %d, audit %v: %s", resp.StatusCode, up.calls, rec, b)
+			}
+		})
+	}
+}

@@ -358,14 +358,10 @@ func TestStrictUpstreamEvents(t *testing.T) {
 		{"lone CR after a comment", []byte(": x\rdata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
 		// Clients trim lines, or read the first JSON value of a body.
 		{"leading space", []byte(" data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
-		{"unknown field", []byte("evil: 1\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EVIL\"}}]}\n\n"), false},
 		{"a completion in the stream", []byte("{\"choices\":[{\"index\":0,\"message\":{\"content\":\"EVIL\"}}]}\n\n"), false},
-		// A falsy "error" is no error to openai-python, which shows the
-		// choices; an error beside choices is not one either.
-		{"error false", sseData(`{"error":false,"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
-		{"error empty", sseData(`{"error":"","choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
-		{"error {}", sseData(`{"error":{},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
-		{"error beside choices", sseData(`{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		// An error beside text: some client shows the text.
+		{"error beside text", sseData(`{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		{"error string beside text", sseData(`{"error":"x","choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
 		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
 		{"refusal after finish", chunkEvent(`[{"index":0,"delta":{"refusal":"EVIL"}}]`), true},
 	} {
@@ -388,6 +384,55 @@ func TestStrictUpstreamEvents(t *testing.T) {
 				}
 				if audit["event"] != EventUpstreamError {
 					t.Errorf("audit %v", audit)
+				}
+			})
+		}
+	}
+}
+
+// TestUpstreamErrorEvents: what clients take for an error is passed on as
+// the upstream's error (openai-python raises on a truthy "error": TGI's
+// string, OpenRouter's object beside a choice finishing with "error";
+// llama.cpp's "error:" field line is ignored by clients, and by the
+// proxy), and a chunk whose "error" is falsy is read, and judged, like
+// any other, as clients show its choices.
+func TestUpstreamErrorEvents(t *testing.T) {
+	m := tinyModel(t)
+	first := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, "}}]`)
+	finish := chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)
+	done := sseData("[DONE]")
+	for _, c := range []struct {
+		name   string
+		ev     []byte
+		passed bool // the upstream's error passed on (else read as a chunk)
+	}{
+		{"TGI", sseData(`{"error":"Request failed during generation: out of memory","error_type":"generation"}`), true},
+		{"OpenRouter", sseData(`{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","error":{"code":502,"message":"provider error"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}`), true},
+		{"error object", sseData(`{"error":{"message":"overloaded","type":"server_error"}}`), true},
+		{"error false", sseData(`{"error":false,"choices":[{"index":0,"delta":{"content":"FALSY"}}]}`), false},
+		{"error empty", sseData(`{"error":"","choices":[{"index":0,"delta":{"content":"FALSY"}}]}`), false},
+		{"error {}", sseData(`{"error":{},"choices":[{"index":0,"delta":{"content":"FALSY"}}]}`), false},
+		{"error 0", sseData(`{"error":0,"choices":[{"index":0,"delta":{"content":"FALSY"}}]}`), false},
+		{"llama.cpp error field", []byte("error: {\"code\":500,\"message\":\"x\"}\n\n"), false},
+	} {
+		for _, mode := range []Mode{HoldBack, PassThrough} {
+			t.Run(c.name+"/"+mode.String(), func(t *testing.T) {
+				up := newFakeUpstream(t, upstreamSpec{Events: [][]byte{first, c.ev, finish, done}})
+				rec := &recorder{Moderator: Direct(m)}
+				p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+				_, body := rawPost(t, p.URL, "Hello", true, nil)
+				audit := p.lastRecord(t)
+				if c.passed {
+					if !bytes.Contains(body, bytes.TrimSuffix(bytes.TrimPrefix(c.ev, []byte("data: ")), []byte("\n\n"))) || audit["event"] != EventUpstreamError {
+						t.Fatalf("the upstream's error was not passed on: audit %v, body %s", audit, body)
+					}
+					return
+				}
+				if strings.Contains(string(body), "upstream_bad_response") || !strings.Contains(string(body), "data: [DONE]") || audit["event"] != EventAllowed {
+					t.Fatalf("refused: audit %v, body %s", audit, body)
+				}
+				if bytes.Contains(c.ev, []byte("FALSY")) && !strings.Contains(rec.text(), "FALSY") {
+					t.Errorf("the chunk's text was not judged: %q", rec.text())
 				}
 			})
 		}

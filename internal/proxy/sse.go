@@ -107,8 +107,10 @@ func (s *sseSplitter) end() sseEvent {
 	if len(s.line) > 0 {
 		s.ev.raw = append(s.ev.raw, s.line...)
 		// Read as push reads a line: a left-over line has no "\n", but may
-		// end in "\r".
-		s.ev.addLine(s.firstLine(bytes.TrimSuffix(s.line, []byte("\r"))))
+		// end in "\r"; empty, it is the blank line that ends the event.
+		if body := s.firstLine(bytes.TrimSuffix(s.line, []byte("\r"))); len(body) > 0 {
+			s.ev.addLine(body)
+		}
 		s.line = nil
 	}
 	ev := s.ev
@@ -203,10 +205,12 @@ func (r *sseReader) next() (sseEvent, error) {
 // addLine applies one field line (without its line ending). The proxy
 // reads only what every client reads the same way: a line holding a "\r"
 // (which the standard, and so openai-python and EventSource, take as a
-// line end, and this splitter does not) or a line that is not a comment
-// or a data, event, id or retry field (which some clients trim into one:
-// " data: ...") makes the event bad, and the relay refuses it rather
-// than forward text it did not read.
+// line end, and this splitter does not) or a line whose field name is not
+// a plain word (" data", which some clients trim into data; a JSON body
+// sent as a stream, which some clients parse whole) makes the event bad,
+// and the relay refuses it rather than forward text it did not read.
+// Other fields (event, id, retry, llama.cpp's error) are ignored, as
+// clients ignore them.
 func (ev *sseEvent) addLine(line []byte) {
 	if bytes.IndexByte(line, '\r') >= 0 {
 		ev.fail(errors.New(`a "\r" that does not end a line`))
@@ -215,12 +219,11 @@ func (ev *sseEvent) addLine(line []byte) {
 	if len(name) == 0 && found {
 		return // a comment
 	}
-	switch string(name) {
-	case "data":
-	case "event", "id", "retry":
-		return
-	default:
+	if !fieldName(name) {
 		ev.fail(fmt.Errorf("a line that is not an SSE field (%.40q)", line))
+		return
+	}
+	if string(name) != "data" {
 		return
 	}
 	value = bytes.TrimPrefix(value, []byte(" "))
@@ -230,4 +233,18 @@ func (ev *sseEvent) addLine(line []byte) {
 		ev.data = []byte{}
 	}
 	ev.data = append(ev.data, value...)
+}
+
+// fieldName reports whether name is a plain word: ASCII letters, digits,
+// '-', '_' and '.'.
+func fieldName(name []byte) bool {
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -88,7 +88,7 @@ func TestSSEReaderLimits(t *testing.T) {
 
 // FuzzSSEReader: the events' raw bytes put back together are the input;
 // an event is bad exactly when one of its lines holds a "\r" that does not
-// end it or is neither a comment nor a data, event, id or retry field; and
+// end it or is not a comment and names no plain-word field; and
 // a good event's data is what a line-by-line reading of its raw bytes
 // gives.
 func FuzzSSEReader(f *testing.F) {
@@ -96,7 +96,7 @@ func FuzzSSEReader(f *testing.F) {
 	f.Add([]byte("data"))
 	f.Add([]byte("\n\n\r\n:\ndata:\n\n"))
 	f.Add([]byte("\uFEFFdata: a\n\n\uFEFFdata: b\n\n"))
-	f.Add([]byte(": x\rdata: a\n\n data: b\n\nevent: e\nid: 1\nretry: 5\ndata: c\n\n{}\n\n"))
+	f.Add([]byte(": x\rdata: a\n\n data: b\n\nevent: e\nid: 1\nretry: 5\nerror: x\ndata: c\n\n{}\n\ndata: d\r\n\r"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		evs, err := readAllEvents(t, bytes.NewReader(in))
 		if err != nil {
@@ -108,19 +108,20 @@ func FuzzSSEReader(f *testing.F) {
 			var data []byte
 			bad := false
 			for j, line := range strings.SplitAfter(string(ev.raw), "\n") {
-				if line == "" || line == "\n" || line == "\r\n" {
-					continue // the end of the raw bytes, or the blank line
-				}
 				line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 				if i == 0 && j == 0 {
 					line = strings.TrimPrefix(line, "\uFEFF") // the stream's byte order mark
+				}
+				if line == "" {
+					continue // the blank line that ends the event
 				}
 				if strings.Contains(line, "\r") {
 					bad = true
 				}
 				name, v, _ := strings.Cut(line, ":")
+				word := name != "" && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == ""
 				switch {
-				case strings.HasPrefix(line, ":"), name == "event", name == "id", name == "retry":
+				case strings.HasPrefix(line, ":"), word && name != "data":
 				case name == "data":
 					if data != nil {
 						data = append(data, '\n')
@@ -237,6 +238,22 @@ func TestSSEByteOrderMark(t *testing.T) {
 		}
 		if len(evs) != 3 || string(evs[0].data) != "a" || evs[1].data != nil || string(evs[2].data) != "c" || string(evs[0].raw) != "\uFEFFdata: a\n\n" {
 			t.Fatalf("sizes %v: %+v", sizes, evs)
+		}
+	}
+}
+
+// A stream's last event ended by a lone "\r" (the standard's blank line),
+// or a stream of a byte order mark alone, is no bad line.
+func TestSSEEndBlankLine(t *testing.T) {
+	for _, in := range []string{"data: {}\r\n\r", "\uFEFF", "data: {}\n\r"} {
+		evs, err := splitAll([]byte(in), []int{1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.bad != nil {
+				t.Errorf("%q: event %q bad: %v", in, ev.raw, ev.bad)
+			}
 		}
 	}
 }

@@ -85,15 +85,21 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 			out = append(out, moderationInput{msgs: user(s)})
 			continue
 		}
-		var part struct {
-			chatmsg.Part
+		// A content part (its keys read exactly: chatmsg.Part) or a
+		// conversation.
+		var part chatmsg.Part
+		var conv struct {
 			Messages json.RawMessage `json:"messages"`
 		}
-		if err := json.Unmarshal(it, &part); err != nil {
+		err := json.Unmarshal(it, &part)
+		if err == nil {
+			err = json.Unmarshal(it, &conv)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("input[%d]: want a string, a text part or {\"messages\": [...]}: %w", i, err)
 		}
 		switch {
-		case part.Messages != nil:
+		case conv.Messages != nil:
 			msgs, skipped, err := parseConversation(it)
 			if err != nil {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)

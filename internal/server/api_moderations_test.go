@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -207,5 +210,34 @@ func TestModerationsMethod(t *testing.T) {
 	h := newHarness(t, Options{})
 	if code, _ := h.do("GET", "/v1/moderations", "", nil, nil); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET: status %d", code)
+	}
+}
+
+// failingReader gives err once its bytes are read.
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// TestDecodeJSONReadError: a body whose value arrived but whose reading
+// then failed (a body deadline) keeps that error, so the answer says the
+// body did not arrive in time (408) and not that it was malformed.
+func TestDecodeJSONReadError(t *testing.T) {
+	req := httptest.NewRequest("POST", "/v1/moderations", &failingReader{strings.NewReader(`{"input": "hi"}` + "\n"), bodyTimeout{"test"}})
+	var v moderationRequest
+	if err := decodeJSON(req, &v); !errors.Is(err, errBodyTimeout) {
+		t.Fatalf("error %v, want the body timeout", err)
+	}
+	req = httptest.NewRequest("POST", "/v1/moderations", strings.NewReader(`{"input": "hi"}`+"\n\t "))
+	if err := decodeJSON(req, &v); err != nil || string(v.Input) != `"hi"` {
+		t.Fatalf("a value and white space: %v, %s", err, v.Input)
 	}
 }

@@ -390,6 +390,10 @@ func decodeJSON(r *http.Request, v any) error {
 		return nil
 	case errors.As(err, new(*http.MaxBytesError)):
 		return err
+	case err != nil && !errors.As(err, new(*json.SyntaxError)):
+		// Reading failed (a body deadline, a closed connection): kept,
+		// so that the answer says so (408), as during Decode.
+		return badRequest{fmt.Errorf("invalid JSON body: %w", err)}
 	}
 	return badRequest{errors.New("invalid JSON body: more than one value, or data after it")}
 }
