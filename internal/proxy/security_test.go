@@ -335,9 +335,6 @@ func chunkEvent(choices string) []byte {
 // upstream_bad_response error; their text never reaches the client.
 func TestStrictUpstreamEvents(t *testing.T) {
 	m := tinyModel(t)
-	first := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, "}}]`)
-	finish := chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)
-	done := sseData("[DONE]")
 	for _, c := range []struct {
 		name string
 		ev   []byte
@@ -367,11 +364,7 @@ func TestStrictUpstreamEvents(t *testing.T) {
 	} {
 		for _, mode := range []Mode{HoldBack, PassThrough} {
 			t.Run(c.name+"/"+mode.String(), func(t *testing.T) {
-				evs := [][]byte{first, c.ev, finish, done}
-				if c.end {
-					evs = [][]byte{first, finish, c.ev, done}
-				}
-				up := newFakeUpstream(t, upstreamSpec{Events: evs})
+				up := newFakeUpstream(t, upstreamSpec{Events: streamWith(c.ev, c.end)})
 				rec := &recorder{Moderator: Direct(m)}
 				p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode, FailOpen: true}, nil)
 				resp, body := rawPost(t, p.URL, "Hello", true, nil)
@@ -390,6 +383,17 @@ func TestStrictUpstreamEvents(t *testing.T) {
 	}
 }
 
+// streamWith is a short stream holding ev: a first chunk, ev, the finish
+// chunk and [DONE]; with afterFinish, ev comes after the finish chunk.
+func streamWith(ev []byte, afterFinish bool) [][]byte {
+	first := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, "}}]`)
+	finish := chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)
+	if afterFinish {
+		return [][]byte{first, finish, ev, sseData("[DONE]")}
+	}
+	return [][]byte{first, ev, finish, sseData("[DONE]")}
+}
+
 // TestUpstreamErrorEvents: what clients take for an error is passed on as
 // the upstream's error (openai-python raises on a truthy "error": TGI's
 // string, OpenRouter's object beside a choice finishing with "error";
@@ -398,9 +402,6 @@ func TestStrictUpstreamEvents(t *testing.T) {
 // any other, as clients show its choices.
 func TestUpstreamErrorEvents(t *testing.T) {
 	m := tinyModel(t)
-	first := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, "}}]`)
-	finish := chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`)
-	done := sseData("[DONE]")
 	for _, c := range []struct {
 		name   string
 		ev     []byte
@@ -417,7 +418,7 @@ func TestUpstreamErrorEvents(t *testing.T) {
 	} {
 		for _, mode := range []Mode{HoldBack, PassThrough} {
 			t.Run(c.name+"/"+mode.String(), func(t *testing.T) {
-				up := newFakeUpstream(t, upstreamSpec{Events: [][]byte{first, c.ev, finish, done}})
+				up := newFakeUpstream(t, upstreamSpec{Events: streamWith(c.ev, false)})
 				rec := &recorder{Moderator: Direct(m)}
 				p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode}, nil)
 				_, body := rawPost(t, p.URL, "Hello", true, nil)
