@@ -50,6 +50,11 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		for _, s := range streams[:n] {
 			s.mu.Lock()
 			s.inStep = false
+			if s.closed { // closed while held: Close left the release to the step
+				s.queue = nil
+				s.cache.Release()
+				s.fed, s.cacheBytes = 0, 0
+			}
 			s.mu.Unlock()
 		}
 	}
@@ -75,6 +80,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}
 		taken[i] = s.queue[:n:n]
 		s.inStep = true
+		s.cacheBytes = s.cache.Bytes()
 		s.mu.Unlock()
 		ids := make([]int, n)
 		for j, it := range taken[i] {
@@ -87,10 +93,12 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	for i, s := range streams {
 		s.mu.Lock()
 		s.inStep = false
+		s.fed = s.cache.Len() // the forward is over: the cache is the lock's again
 		switch {
 		case s.closed: // closed during the forward: nothing to report
 			s.queue = nil
 			s.cache.Release()
+			s.fed, s.cacheBytes = 0, 0
 			results[i] = StepResult{Stream: s}
 		case ferr == nil:
 			s.queue = s.queue[len(taken[i]):]

@@ -78,6 +78,12 @@ type Stream struct {
 	turns      int
 	inStep     bool
 	closed     bool
+	// fed and cacheBytes are the cache's length and memory as of the
+	// last step's end: while a step runs, its forward changes the cache
+	// without the lock, and the calls allowed meanwhile (queueing, Len,
+	// CacheBytes) read these instead.
+	fed        int
+	cacheBytes int64
 }
 
 // ErrClosed is returned by operations on a closed stream.
@@ -119,6 +125,7 @@ func (s *Stream) Close() error {
 	s.queue = nil
 	if !s.inStep {
 		s.cache.Release()
+		s.fed, s.cacheBytes = 0, 0
 	}
 	return nil
 }
@@ -127,7 +134,7 @@ func (s *Stream) Close() error {
 func (s *Stream) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cache.Len()
+	return s.fed
 }
 
 // Pending is the number of tokens queued for the next step.
@@ -137,10 +144,14 @@ func (s *Stream) Pending() int {
 	return len(s.queue)
 }
 
-// CacheBytes is the KV-cache memory the stream holds.
+// CacheBytes is the KV-cache memory the stream holds (as of the last
+// step's end while a step runs).
 func (s *Stream) CacheBytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.inStep {
+		return s.cacheBytes
+	}
 	return s.cache.Bytes()
 }
 
@@ -178,7 +189,7 @@ func (s *Stream) push(items []item) error {
 			return fmt.Errorf("guard: token id %d outside the vocabulary [0, %d)", it.id, vocab)
 		}
 	}
-	if n, max := s.cache.Len()+len(s.queue)+len(items), s.m.net.MaxPositions; n > max {
+	if n, max := s.fed+len(s.queue)+len(items), s.m.net.MaxPositions; n > max {
 		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
 	}
 	s.queue = append(s.queue, items...)
@@ -200,6 +211,30 @@ func (s *Stream) assistantItems(ids []int, kind itemKind) []item {
 		items[i] = item{id: id, kind: kind, text: s.dec.Add(id)}
 	}
 	return items
+}
+
+// saved is what a queueing call changes before it knows whether the
+// stream takes its tokens: a refused call (ErrContextLength, an id outside
+// the vocabulary) restores it, so nothing was queued and no held-back text
+// is lost.
+type saved struct {
+	enc    *tokenizer.StreamEncoder
+	dec    *tokenizer.StreamDecoder
+	phase  phase
+	queued int
+}
+
+func (s *Stream) save() saved {
+	return saved{enc: s.enc.Clone(), dec: s.dec.Clone(), phase: s.phase, queued: len(s.queue)}
+}
+
+// undo restores sv when err is not nil, and returns err.
+func (s *Stream) undo(sv saved, err error) error {
+	if err != nil {
+		s.enc, s.dec, s.phase = sv.enc, sv.dec, sv.phase
+		s.queue = s.queue[:sv.queued:sv.queued]
+	}
+	return err
 }
 
 // closeTurn returns the tokens that must precede a new user turn.
@@ -244,11 +279,12 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sv := s.save()
 	items := s.closeTurn()
 	items = append(items, contextItems(ids[:len(ids)-1], itemContext)...)
 	items = append(items, item{id: tokenizer.ImEnd, kind: itemPromptEnd})
 	if err := s.push(items); err != nil {
-		return err
+		return s.undo(sv, err)
 	}
 	s.phase = phasePrompt
 	return nil
@@ -262,7 +298,8 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 func (s *Stream) StartResponse(thinking bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.startResponse(thinking)
+	sv := s.save()
+	return s.undo(sv, s.startResponse(thinking))
 }
 
 func (s *Stream) startResponse(thinking bool) error {
@@ -294,34 +331,38 @@ func (s *Stream) ensureResponse() error {
 	return s.startResponse(false)
 }
 
-// QueueIDs queues response tokens.
+// QueueIDs queues response tokens, after any text QueueText held back
+// (that text ends where the ids begin).
 func (s *Stream) QueueIDs(ids []int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	sv := s.save()
 	if err := s.ensureResponse(); err != nil {
-		return err
+		return s.undo(sv, err)
 	}
-	return s.push(s.assistantItems(ids, itemResponse))
+	items := s.assistantItems(s.enc.Flush(), itemResponse)
+	return s.undo(sv, s.push(append(items, s.assistantItems(ids, itemResponse)...)))
 }
 
 // QueueText queues response text. It is re-tokenized incrementally: ids are
 // queued once no later text can change them, so the tokens of a chunk may
 // be judged with a later chunk; QueueFlushText ends the text. An error
-// (the stream would exceed max_position_embeddings) leaves the text
-// consumed: the conversation cannot continue on this stream.
+// (the stream would exceed max_position_embeddings) queues nothing: the
+// text is not taken.
 func (s *Stream) QueueText(text string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	sv := s.save()
 	if err := s.ensureResponse(); err != nil {
-		return err
+		return s.undo(sv, err)
 	}
-	return s.push(s.assistantItems(s.enc.Write(text), itemResponse))
+	return s.undo(sv, s.push(s.assistantItems(s.enc.Write(text), itemResponse)))
 }
 
 // QueueFlushText queues the tokens QueueText held back.
@@ -334,7 +375,8 @@ func (s *Stream) QueueFlushText() error {
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return nil
 	}
-	return s.push(s.assistantItems(s.enc.Flush(), itemResponse))
+	sv := s.save()
+	return s.undo(sv, s.push(s.assistantItems(s.enc.Flush(), itemResponse)))
 }
 
 // QueueEndThinking closes the think block that StartResponse(true) opened,
@@ -355,16 +397,17 @@ func (s *Stream) QueueEndThinking() error {
 	// The reasoning and its "\n" are one text; the answer starts another,
 	// its first "\n\n" held until the answer's first text decides how it
 	// encodes.
+	sv := s.save()
 	rest := s.enc.Write("\n")
 	rest = append(rest, s.enc.Flush()...)
 	items := s.assistantItems(rest, itemResponse)
 	items = append(items, s.assistantItems([]int{tokenizer.ThinkEnd}, itemResponse)...)
 	if err := s.push(items); err != nil {
-		return err
+		return s.undo(sv, err)
 	}
 	s.phase = phaseResponse
 	if ids := s.enc.Write("\n\n"); len(ids) > 0 {
-		return s.push(s.assistantItems(ids, itemResponse))
+		return s.undo(sv, s.push(s.assistantItems(ids, itemResponse)))
 	}
 	return nil
 }
@@ -380,8 +423,9 @@ func (s *Stream) QueueEndResponse() error {
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return errors.New("guard: no open response to end")
 	}
+	sv := s.save()
 	if err := s.push(s.closeTurn()); err != nil {
-		return err
+		return s.undo(sv, err)
 	}
 	s.phase = phaseTurnEnd
 	return nil

@@ -148,6 +148,14 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 	return &StreamDecoder{t: t, skipSpecial: skipSpecial}
 }
 
+// Clone returns a decoder in the same state, which goes on independently.
+func (d *StreamDecoder) Clone() *StreamDecoder {
+	c := *d
+	c.pending = append([]byte(nil), d.pending...)
+	c.out = nil
+	return &c
+}
+
 // Add decodes one more id and returns the text that is now complete.
 func (d *StreamDecoder) Add(id int) string {
 	d.pending = d.t.appendIDBytes(d.pending, id, d.skipSpecial)

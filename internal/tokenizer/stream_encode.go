@@ -35,6 +35,15 @@ func (t *Tokenizer) NewTextStreamEncoder() *StreamEncoder {
 	return &StreamEncoder{t: t, plain: true}
 }
 
+// Clone returns an encoder in the same state, which goes on independently
+// (a caller that may have to take back a Write or Flush keeps one).
+func (e *StreamEncoder) Clone() *StreamEncoder {
+	c := *e
+	c.inBytes = append([]byte(nil), e.inBytes...)
+	c.out = nil
+	return &c
+}
+
 // Write adds the next chunk of text and returns the ids that are now final.
 func (e *StreamEncoder) Write(chunk string) []int {
 	e.out = nil

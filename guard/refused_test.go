@@ -1,0 +1,148 @@
+package guard
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/tokenizer"
+)
+
+// A refused call queues nothing and loses nothing: text a response held
+// back is still judged after a prompt that was refused, whatever refused
+// it (an id outside the vocabulary, the context length).
+func TestRefusedCallKeepsHeldText(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		model  func(t *testing.T) *Model
+		refuse func(s *Stream) error
+	}{
+		{"bad id", func(t *testing.T) *Model { return tinyModel(t, "f32", nil) },
+			func(s *Stream) error { _, err := s.JudgePromptIDs(ctx, []int{-1, tokenizer.ImEnd}); return err }},
+		{"context length", func(t *testing.T) *Model {
+			return tinyModel(t, "max64", func(c *config.Config) { c.MaxPositionEmbeddings = 64 })
+		}, func(s *Stream) error {
+			_, err := s.JudgePrompt(ctx, []Message{{Role: "user", Content: strings.Repeat("tea and cake ", 40)}})
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := c.model(t)
+			s := m.NewStream()
+			defer s.Close()
+			if _, err := s.JudgePrompt(ctx, []Message{{Role: "user", Content: "Hi"}}); err != nil {
+				t.Fatal(err)
+			}
+			tv, err := s.AppendText(ctx, "Sure, bombs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, pending := s.Len(), s.Pending()
+			if err := c.refuse(s); err == nil {
+				t.Fatal("the call was taken")
+			}
+			if s.Len() != before || s.Pending() != pending {
+				t.Fatalf("a refused call changed the stream: %d fed, %d queued; before %d, %d", s.Len(), s.Pending(), before, pending)
+			}
+			rest, err := s.FlushText(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, want := len(tv)+len(rest), len(m.tok.EncodeText("Sure, bombs")); n != want {
+				t.Fatalf("%d response tokens judged, want %d", n, want)
+			}
+		})
+	}
+}
+
+// Ids appended after text come after all of it: the text a response held
+// back is ended first, as the ids begin a new text.
+func TestIDsAfterHeldText(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	ctx := context.Background()
+	s := m.NewStream()
+	defer s.Close()
+	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.AppendText(ctx, "Hello world")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.AppendIDs(ctx, m.tok.EncodeText(" again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.FlushText(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for _, tv := range append(append(a, b...), c...) {
+		got += tv.Text
+	}
+	if got != "Hello world again" {
+		t.Fatalf("judged %q", got)
+	}
+}
+
+// A refused AppendIDs leaves no assistant header behind: the response can
+// still be opened as the caller likes.
+func TestRefusedIDsQueueNoHeader(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	ctx := context.Background()
+	s := m.NewStream()
+	defer s.Close()
+	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendIDs(ctx, []int{-1}); err == nil {
+		t.Fatal("an id outside the vocabulary was taken")
+	}
+	if s.Pending() != 0 {
+		t.Fatalf("the refused call queued %d tokens", s.Pending())
+	}
+	if err := s.StartResponse(true); err != nil {
+		t.Fatalf("the response cannot be opened: %v", err)
+	}
+}
+
+// Queueing on a stream while another goroutine steps it is allowed (the
+// package doc says so): under -race, nothing the forward writes is read
+// without the lock.
+func TestQueueWhileStepping(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	s := m.NewStream()
+	defer s.Close()
+	if err := s.QueuePrompt([]Message{{Role: "user", Content: strings.Repeat("tea and cake ", 40)}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	stop := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		for range 3000 { // well inside the tiny model's 8,192 positions
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.QueueText("a "); err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = s.CacheBytes(), s.Len()
+		}
+	}()
+	for range 60 {
+		if _, err := m.Step(context.Background(), []*Stream{s}, StepOptions{MaxTokens: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
