@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
@@ -162,6 +163,40 @@ func TestTrailingWhiteSpace(t *testing.T) {
 			resp.Body.Close()
 			if rec := p.lastRecord(t); resp.StatusCode != 200 || up.calls != 1 || rec["event"] != EventAllowed {
 				t.Fatalf("status %d, upstream calls %d, audit %v: %s", resp.StatusCode, up.calls, rec, b)
+			}
+		})
+	}
+}
+
+// A browser's cross-origin headers stay on their side: the client's
+// Origin does not go upstream, an upstream's Access-Control-* answer does
+// not reach the client (it would make the guard's origin readable from any
+// page), and a whole completion goes out as JSON whatever the upstream
+// called it.
+func TestBrowserHeaders(t *testing.T) {
+	m := tinyModel(t)
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprint("stream=", stream), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Content: []string{"Sunny."},
+				Header: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}})
+			if !stream {
+				up.spec.Header["Content-Type"] = "text/html"
+			}
+			p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m)}, nil)
+			resp, body := rawPost(t, p.URL, "Hello", stream, map[string]string{"Origin": "https://app.example"})
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			for k := range resp.Header {
+				if strings.HasPrefix(k, "Access-Control-") {
+					t.Errorf("%s reached the client", k)
+				}
+			}
+			if ct := resp.Header.Get("Content-Type"); !stream && ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if o := up.headers[len(up.headers)-1].Get("Origin"); o != "" {
+				t.Errorf("Origin %q went upstream", o)
 			}
 		})
 	}

@@ -36,11 +36,20 @@ const UpstreamAuthHeader = "X-Upstream-Authorization"
 // Authorization instead).
 var clientOnly = map[string]bool{"Authorization": true, "X-Api-Key": true, UpstreamAuthHeader: true}
 
+// browserHeader reports a browser's cross-origin header, which the proxy does
+// not pass in either direction: an upstream's Access-Control-* answer
+// (vLLM allows every origin by default) would make the guard's origin
+// readable from any web page, and the client's Origin is not the
+// upstream's business.
+func browserHeader(k string) bool {
+	return k == "Origin" || strings.HasPrefix(k, "Access-Control-")
+}
+
 // copyHeaders copies end-to-end headers; cookies (Cookie, Set-Cookie) only
 // when cookies is set.
 func copyHeaders(dst, src http.Header, cookies bool) {
 	for k, vs := range src {
-		if hopHeaders[k] || strings.HasPrefix(k, "X-Streamguard-") || !cookies && (k == "Cookie" || k == "Set-Cookie") {
+		if hopHeaders[k] || browserHeader(k) || strings.HasPrefix(k, "X-Streamguard-") || !cookies && (k == "Cookie" || k == "Set-Cookie") {
 			continue
 		}
 		for _, v := range vs {
@@ -91,7 +100,7 @@ func (x *exchange) callUpstream() (*http.Response, error) {
 		if k == "Cookie" && !x.h.cfg.ForwardCookies {
 			continue
 		}
-		if !hopHeaders[k] && !strings.HasPrefix(k, "X-Streamguard-") {
+		if !hopHeaders[k] && !browserHeader(k) && !strings.HasPrefix(k, "X-Streamguard-") {
 			req.Header[k] = append([]string(nil), vs...)
 		}
 	}

@@ -126,6 +126,9 @@ func (x *exchange) tooLong(body []byte, ev *eventText, tr *tracker, m *textField
 func (x *exchange) writeBody(resp *http.Response, body []byte) {
 	h := x.w.Header()
 	copyHeaders(h, resp.Header, x.h.cfg.ForwardCookies)
+	// The body was read as a JSON completion, whatever the upstream
+	// called it: a browser must not take it for HTML.
+	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	x.w.WriteHeader(resp.StatusCode)
 	_, _ = x.w.Write(body)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -41,12 +42,37 @@ func (srv *Server) routes() {
 	}
 }
 
+// crossSite is the check against requests that a web page of another
+// origin makes a browser send (a form or a text/plain POST needs no
+// preflight, and a server without tenants has no key to stop it): ok is
+// false when the browser says the request is cross-site (Sec-Fetch-Site)
+// or sends an Origin whose host is not the request's. Clients that are not
+// browsers send neither header and are not affected.
+func crossSite(r *http.Request) (origin string, ok bool) {
+	origin = r.Header.Get("Origin")
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return origin, false
+	}
+	if origin == "" {
+		return "", true
+	}
+	u, err := url.Parse(origin)
+	return origin, err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
 // ServeHTTP serves the routes; a path no route has answers 404 and a
 // method the path's routes do not take answers 405 (with Allow), both in
 // OpenAI's error shape rather than net/http's plain text.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if srv.opts.ReplicaID != "" {
 		w.Header().Set(ReplicaHeader, srv.opts.ReplicaID)
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if origin, ok := crossSite(r); !ok {
+		srv.metrics.request("-", "cross_site", http.StatusForbidden)
+		writeErr(w, http.StatusForbidden, "invalid_request_error", "cross_site_request",
+			fmt.Sprintf("streamguard does not answer a web page of another origin (%s); call it from a server, or from the playground it serves", origin))
+		return
 	}
 	h, pattern := srv.mux.Handler(r)
 	if pattern != "" {

@@ -181,3 +181,40 @@ func TestProxySlowBody(t *testing.T) {
 		t.Fatalf("stalled body: %d %q %v", code, resp, err)
 	}
 }
+
+// TestCrossSiteRequests: a request a web page of another origin makes a
+// browser send (a text/plain POST needs no preflight) is refused, on a
+// server without tenants too; clients that are not browsers, and the
+// server's own pages, are not affected; every answer says nosniff.
+func TestCrossSiteRequests(t *testing.T) {
+	h := newHarness(t, Options{})
+	host := h.ts.Listener.Addr().String()
+	for _, c := range []struct {
+		name   string
+		header map[string]string
+		code   int
+	}{
+		{"no browser", nil, http.StatusCreated},
+		{"same origin", map[string]string{"Origin": "http://" + host, "Sec-Fetch-Site": "same-origin"}, http.StatusCreated},
+		{"other origin", map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden},
+		{"other origin, same host name", map[string]string{"Origin": "http://" + host + ".evil.example"}, http.StatusForbidden},
+		{"opaque origin", map[string]string{"Origin": "null"}, http.StatusForbidden},
+		{"cross-site fetch", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+	} {
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/streams", strings.NewReader(`{"prompt": "hi"}`))
+		req.Header.Set("Content-Type", "text/plain")
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || resp.Header.Get("X-Content-Type-Options") != "nosniff" ||
+			c.code == http.StatusForbidden && !strings.Contains(string(b), `"code":"cross_site_request"`) {
+			t.Errorf("%s: status %d, headers %v: %s", c.name, resp.StatusCode, resp.Header, b)
+		}
+	}
+}
