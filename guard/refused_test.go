@@ -61,13 +61,8 @@ func TestRefusedCallKeepsHeldText(t *testing.T) {
 // Ids appended after text come after all of it: the text a response held
 // back is ended first, as the ids begin a new text.
 func TestIDsAfterHeldText(t *testing.T) {
-	m := tinyModel(t, "f32", nil)
+	m, s := promptedStream(t)
 	ctx := context.Background()
-	s := m.NewStream()
-	defer s.Close()
-	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
-		t.Fatal(err)
-	}
 	a, err := s.AppendText(ctx, "Hello world")
 	if err != nil {
 		t.Fatal(err)
@@ -92,13 +87,8 @@ func TestIDsAfterHeldText(t *testing.T) {
 // A refused AppendIDs leaves no assistant header behind: the response can
 // still be opened as the caller likes.
 func TestRefusedIDsQueueNoHeader(t *testing.T) {
-	m := tinyModel(t, "f32", nil)
+	_, s := promptedStream(t)
 	ctx := context.Background()
-	s := m.NewStream()
-	defer s.Close()
-	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.AppendIDs(ctx, []int{-1}); err == nil {
 		t.Fatal("an id outside the vocabulary was taken")
 	}
@@ -145,4 +135,17 @@ func TestQueueWhileStepping(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// promptedStream is a stream of the f32 tiny model whose prompt (userMsg)
+// was judged; the test's cleanup closes it.
+func promptedStream(t *testing.T) (*Model, *Stream) {
+	t.Helper()
+	m := tinyModel(t, "f32", nil)
+	s := m.NewStream()
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.JudgePrompt(context.Background(), userMsg); err != nil {
+		t.Fatal(err)
+	}
+	return m, s
 }
