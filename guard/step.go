@@ -53,7 +53,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 			if s.closed { // closed while held: Close left the release to the step
 				s.queue = nil
 				s.cache.Release()
-				s.fed, s.cacheBytes = 0, 0
+				s.fed = 0
 			}
 			s.mu.Unlock()
 		}
@@ -98,7 +98,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		case s.closed: // closed during the forward: nothing to report
 			s.queue = nil
 			s.cache.Release()
-			s.fed, s.cacheBytes = 0, 0
+			s.fed = 0
 			results[i] = StepResult{Stream: s}
 		case ferr == nil:
 			s.queue = s.queue[len(taken[i]):]

@@ -84,6 +84,7 @@ type Stream struct {
 	// CacheBytes) read these instead.
 	fed        int
 	cacheBytes int64
+	sv         saved // scratch of save and undo
 }
 
 // ErrClosed is returned by operations on a closed stream.
@@ -125,7 +126,7 @@ func (s *Stream) Close() error {
 	s.queue = nil
 	if !s.inStep {
 		s.cache.Release()
-		s.fed, s.cacheBytes = 0, 0
+		s.fed = 0
 	}
 	return nil
 }
@@ -217,22 +218,28 @@ func (s *Stream) assistantItems(ids []int, kind itemKind) []item {
 // stream takes its tokens: a refused call (ErrContextLength, an id outside
 // the vocabulary) restores it, so nothing was queued and no held-back text
 // is lost.
+// The copy lives in the stream and reuses its memory: every chunk of a
+// streamed response is queued through here.
 type saved struct {
-	enc    *tokenizer.StreamEncoder
-	dec    *tokenizer.StreamDecoder
+	enc    tokenizer.StreamEncoder
+	dec    tokenizer.StreamDecoder
 	phase  phase
 	queued int
 }
 
-func (s *Stream) save() saved {
-	return saved{enc: s.enc.Clone(), dec: s.dec.Clone(), phase: s.phase, queued: len(s.queue)}
+func (s *Stream) save() {
+	s.enc.CopyTo(&s.sv.enc)
+	s.dec.CopyTo(&s.sv.dec)
+	s.sv.phase, s.sv.queued = s.phase, len(s.queue)
 }
 
-// undo restores sv when err is not nil, and returns err.
-func (s *Stream) undo(sv saved, err error) error {
+// undo restores what save saved when err is not nil, and returns err.
+func (s *Stream) undo(err error) error {
 	if err != nil {
-		s.enc, s.dec, s.phase = sv.enc, sv.dec, sv.phase
-		s.queue = s.queue[:sv.queued:sv.queued]
+		s.sv.enc.CopyTo(s.enc)
+		s.sv.dec.CopyTo(s.dec)
+		s.phase = s.sv.phase
+		s.queue = s.queue[:s.sv.queued:s.sv.queued]
 	}
 	return err
 }
@@ -279,12 +286,12 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv := s.save()
+	s.save()
 	items := s.closeTurn()
 	items = append(items, contextItems(ids[:len(ids)-1], itemContext)...)
 	items = append(items, item{id: tokenizer.ImEnd, kind: itemPromptEnd})
 	if err := s.push(items); err != nil {
-		return s.undo(sv, err)
+		return s.undo(err)
 	}
 	s.phase = phasePrompt
 	return nil
@@ -298,8 +305,8 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 func (s *Stream) StartResponse(thinking bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sv := s.save()
-	return s.undo(sv, s.startResponse(thinking))
+	s.save()
+	return s.undo(s.startResponse(thinking))
 }
 
 func (s *Stream) startResponse(thinking bool) error {
@@ -339,12 +346,12 @@ func (s *Stream) QueueIDs(ids []int) error {
 	if s.closed {
 		return ErrClosed
 	}
-	sv := s.save()
+	s.save()
 	if err := s.ensureResponse(); err != nil {
-		return s.undo(sv, err)
+		return s.undo(err)
 	}
 	items := s.assistantItems(s.enc.Flush(), itemResponse)
-	return s.undo(sv, s.push(append(items, s.assistantItems(ids, itemResponse)...)))
+	return s.undo(s.push(append(items, s.assistantItems(ids, itemResponse)...)))
 }
 
 // QueueText queues response text. It is re-tokenized incrementally: ids are
@@ -358,11 +365,11 @@ func (s *Stream) QueueText(text string) error {
 	if s.closed {
 		return ErrClosed
 	}
-	sv := s.save()
+	s.save()
 	if err := s.ensureResponse(); err != nil {
-		return s.undo(sv, err)
+		return s.undo(err)
 	}
-	return s.undo(sv, s.push(s.assistantItems(s.enc.Write(text), itemResponse)))
+	return s.undo(s.push(s.assistantItems(s.enc.Write(text), itemResponse)))
 }
 
 // QueueFlushText queues the tokens QueueText held back.
@@ -375,8 +382,8 @@ func (s *Stream) QueueFlushText() error {
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return nil
 	}
-	sv := s.save()
-	return s.undo(sv, s.push(s.assistantItems(s.enc.Flush(), itemResponse)))
+	s.save()
+	return s.undo(s.push(s.assistantItems(s.enc.Flush(), itemResponse)))
 }
 
 // QueueEndThinking closes the think block that StartResponse(true) opened,
@@ -397,17 +404,17 @@ func (s *Stream) QueueEndThinking() error {
 	// The reasoning and its "\n" are one text; the answer starts another,
 	// its first "\n\n" held until the answer's first text decides how it
 	// encodes.
-	sv := s.save()
+	s.save()
 	rest := s.enc.Write("\n")
 	rest = append(rest, s.enc.Flush()...)
 	items := s.assistantItems(rest, itemResponse)
 	items = append(items, s.assistantItems([]int{tokenizer.ThinkEnd}, itemResponse)...)
 	if err := s.push(items); err != nil {
-		return s.undo(sv, err)
+		return s.undo(err)
 	}
 	s.phase = phaseResponse
 	if ids := s.enc.Write("\n\n"); len(ids) > 0 {
-		return s.undo(sv, s.push(s.assistantItems(ids, itemResponse)))
+		return s.undo(s.push(s.assistantItems(ids, itemResponse)))
 	}
 	return nil
 }
@@ -423,9 +430,9 @@ func (s *Stream) QueueEndResponse() error {
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return errors.New("guard: no open response to end")
 	}
-	sv := s.save()
+	s.save()
 	if err := s.push(s.closeTurn()); err != nil {
-		return s.undo(sv, err)
+		return s.undo(err)
 	}
 	s.phase = phaseTurnEnd
 	return nil

@@ -55,12 +55,8 @@ func (p *Part) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*p = Part{}
-	var typ *string
-	if typ, err = f.str("type"); err != nil {
+	if p.Type, err = f.text("type"); err != nil {
 		return err
-	}
-	if typ != nil {
-		p.Type = *typ
 	}
 	if p.Text, err = f.str("text"); err != nil {
 		return err
@@ -82,6 +78,15 @@ func exactFields(b []byte) (fields, error) {
 		return nil, errors.New("want an object, not null")
 	}
 	return f, nil
+}
+
+// text is member k as a string: "" when absent or null.
+func (f fields) text(k string) (string, error) {
+	v, err := f.str(k)
+	if v == nil {
+		return "", err
+	}
+	return *v, err
 }
 
 // str is member k as a string: nil when absent or null.
@@ -161,42 +166,31 @@ func Message(raw json.RawMessage, skipped *Skipped) (msg tokenizer.Message, ok b
 	if err != nil {
 		return tokenizer.Message{}, false, err
 	}
-	var m struct {
-		Role, ReasoningContent string
-		Content                json.RawMessage
-	}
-	role, err := f.str("role")
+	role, err := f.text("role")
 	if err != nil {
 		return tokenizer.Message{}, false, err
 	}
-	if role != nil {
-		m.Role = *role
-	}
-	rc, err := f.str("reasoning_content")
+	reasoning, err := f.text("reasoning_content")
 	if err != nil {
 		return tokenizer.Message{}, false, err
 	}
-	if rc != nil {
-		m.ReasoningContent = *rc
-	}
-	m.Content = f["content"]
-	switch m.Role {
+	switch role {
 	case "developer":
-		m.Role = "system"
+		role = "system"
 	case "system", "user", "assistant":
 	case "tool", "function":
 		// A tool result is the tool's output, not a turn of the
 		// conversation the guard's template renders.
-		skipped.Add(m.Role)
+		skipped.Add(role)
 		return tokenizer.Message{}, false, nil
 	default:
-		return tokenizer.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", m.Role)
+		return tokenizer.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", role)
 	}
-	text, err := ContentText(m.Content, skipped)
+	text, err := ContentText(f["content"], skipped)
 	if err != nil {
 		return tokenizer.Message{}, false, err
 	}
-	return tokenizer.Message{Role: m.Role, Content: text, ReasoningContent: m.ReasoningContent}, true, nil
+	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, true, nil
 }
 
 // Conversation reads messages in order: tool and function results are
@@ -244,26 +238,19 @@ func LastUser(msgs []tokenizer.Message) int {
 	return -1
 }
 
-// Trailing joins the text of the turns after msgs[last] (their content and
-// reasoning): what a request puts after its last user turn, such as an
-// assistant's words beside a tool call or a late system message. The
-// model reads it, so it must be judged too; ErrNoUserTurn when there is
-// no user turn (last < 0).
-func Trailing(msgs []tokenizer.Message, last int) (string, error) {
-	if last < 0 {
-		return "", ErrNoUserTurn
-	}
+// Trailing joins the text of turns (their reasoning and content), the
+// turns a request puts after its last user turn: an assistant's words
+// beside a tool call, a late system message. The model reads it, so it
+// must be judged too.
+func Trailing(turns []tokenizer.Message) string {
 	var t string
-	for _, m := range msgs[last+1:] {
+	for _, m := range turns {
 		t = joinNonEmpty(t, joinNonEmpty(m.ReasoningContent, m.Content))
 	}
 	if strings.TrimSpace(t) == "" {
 		// White space alone (models answer "\n\n" beside a tool call)
 		// says nothing, and a turn of it is no prompt to judge.
-		return "", nil
+		return ""
 	}
-	return t, nil
+	return t
 }
-
-// ErrNoUserTurn: a conversation without a user turn that has text.
-var ErrNoUserTurn = errors.New("no user message with text to judge")

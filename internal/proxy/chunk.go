@@ -97,7 +97,7 @@ type parsedEvent struct {
 
 // parseEvent reads one upstream event strictly: an event without data (a
 // comment) is nothing; data is [DONE] or a chat-completion chunk.
-func parseEvent(ev sseEvent) (p parsedEvent) {
+func parseEvent(ev sseEvent) parsedEvent {
 	if ev.bad != nil {
 		return parsedEvent{bad: ev.bad}
 	}
@@ -120,28 +120,10 @@ func parseEvent(ev sseEvent) (p parsedEvent) {
 	if err := json.Unmarshal(d, &c); err != nil {
 		return parsedEvent{bad: fmt.Errorf("event data is not a chunk: %v", err)}
 	}
-	p = parsedEvent{isChunk: true, meta: c.chunkMeta}
+	p := parsedEvent{isChunk: true, meta: c.chunkMeta}
 	if u := bytes.TrimSpace(c.Usage); len(u) > 0 && u[0] == '{' {
 		p.usage = u
 	}
-	// An error the way clients see one: openai-python raises on a truthy
-	// "error" (TGI sends a string, OpenRouter an object beside a choice
-	// that finishes with "error"), and shows the choices of a chunk whose
-	// "error" is false, "", 0 or {}. So a truthy error is passed on as
-	// the upstream's when no choice carries text, refused when one does
-	// (that text would otherwise reach some client unjudged), and a
-	// falsy one is no error: its chunk is read like any other.
-	errored := truthy(c.Error)
-	defer func() {
-		if !errored || p.bad != nil {
-			return
-		}
-		if p.hasText && !p.text.empty() {
-			p = parsedEvent{bad: errors.New(`an "error" beside text`)}
-			return
-		}
-		p = parsedEvent{isChunk: true, meta: c.chunkMeta, usage: p.usage, apiErr: c.Error}
-	}()
 	switch {
 	case len(c.Choices) > 1:
 		p.bad = fmt.Errorf("a chunk with %d choices (streamguard asks for one)", len(c.Choices))
@@ -155,7 +137,20 @@ func parseEvent(ev sseEvent) (p parsedEvent) {
 		p.hasText, p.text = true, ch.Delta
 		p.finished = ch.FinishReason != nil && *ch.FinishReason != ""
 	}
-	return p
+	// An error the way clients see one: openai-python raises on a truthy
+	// "error" (TGI sends a string, OpenRouter an object beside a choice
+	// that finishes with "error"), and shows the choices of a chunk whose
+	// "error" is false, "", 0 or {}. So a truthy error is passed on as
+	// the upstream's when no choice carries text, refused when one does
+	// (that text would otherwise reach some client unjudged), and a
+	// falsy one is no error: its chunk is read like any other.
+	if !truthy(c.Error) || p.bad != nil {
+		return p
+	}
+	if p.hasText && !p.text.empty() {
+		return parsedEvent{bad: errors.New(`an "error" beside text`)}
+	}
+	return parsedEvent{isChunk: true, meta: c.chunkMeta, usage: p.usage, apiErr: c.Error}
 }
 
 // chunkOut is a chunk the proxy writes: a partial delta at a cut, the

@@ -74,10 +74,7 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if strings.TrimSpace(turns[lastUser].Content) == "" {
 		return nil, errors.New("messages: the last user message has no text to judge")
 	}
-	trailing, err := chatmsg.Trailing(turns, lastUser)
-	if err != nil {
-		return nil, err
-	}
+	trailing := chatmsg.Trailing(turns[lastUser+1:])
 	msgs := make([]guard.Message, lastUser+1)
 	for i, m := range turns[:lastUser+1] {
 		msgs[i] = guard.Message(m)

@@ -106,7 +106,7 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 	case "request", "":
 		if lastUser >= 0 {
 			convs := one(msgs[:lastUser+1])
-			if after, _ := chatmsg.Trailing(msgs, lastUser); strings.TrimSpace(after) != "" {
+			if after := chatmsg.Trailing(msgs[lastUser+1:]); after != "" {
 				convs = append(convs, append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "user", Content: after}))
 			}
 			return convs, skipped, nil

@@ -148,12 +148,12 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 	return &StreamDecoder{t: t, skipSpecial: skipSpecial}
 }
 
-// Clone returns a decoder in the same state, which goes on independently.
-func (d *StreamDecoder) Clone() *StreamDecoder {
-	c := *d
-	c.pending = append([]byte(nil), d.pending...)
-	c.out = nil
-	return &c
+// CopyTo sets dst to d's state, reusing dst's memory; dst then goes on
+// independently.
+func (d *StreamDecoder) CopyTo(dst *StreamDecoder) {
+	pending, out := append(dst.pending[:0], d.pending...), dst.out[:0]
+	*dst = *d
+	dst.pending, dst.out = pending, out
 }
 
 // Add decodes one more id and returns the text that is now complete.

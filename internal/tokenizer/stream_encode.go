@@ -35,13 +35,13 @@ func (t *Tokenizer) NewTextStreamEncoder() *StreamEncoder {
 	return &StreamEncoder{t: t, plain: true}
 }
 
-// Clone returns an encoder in the same state, which goes on independently
-// (a caller that may have to take back a Write or Flush keeps one).
-func (e *StreamEncoder) Clone() *StreamEncoder {
-	c := *e
-	c.inBytes = append([]byte(nil), e.inBytes...)
-	c.out = nil
-	return &c
+// CopyTo sets dst to e's state, reusing dst's memory; dst then goes on
+// independently (a caller that may have to take back a Write or Flush
+// keeps a copy).
+func (e *StreamEncoder) CopyTo(dst *StreamEncoder) {
+	in := append(dst.inBytes[:0], e.inBytes...)
+	*dst = *e
+	dst.inBytes, dst.out = in, nil
 }
 
 // Write adds the next chunk of text and returns the ids that are now final.
