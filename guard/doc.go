@@ -29,6 +29,13 @@
 // continues the same stream: [Stream.EndResponse] closes the assistant turn
 // and the next [Stream.JudgePrompt] judges the next user turn.
 //
+// AppendText holds back the end of the text until later text decides its
+// tokens (the last word; one long word whole), and FlushText or
+// EndResponse judges it. Held text counts toward the context: once what a
+// stream holds could no longer fit, AppendText refuses more
+// ([ErrContextLength], the stream unchanged); [Stream.HeldBytes] says how
+// much it holds.
+//
 // # Policy
 //
 // A response is flagged at the first token that completes a run of

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -148,4 +149,43 @@ func promptedStream(t *testing.T) (*Model, *Stream) {
 		t.Fatal(err)
 	}
 	return m, s
+}
+
+// TestHeldTextRefusedPastTheContext: the end of a response's text is held
+// back while later text could still change how it encodes — one word, here
+// a run of letters, may be held whole. Held text that can no longer fit
+// the context is refused (ErrContextLength, nothing lost: the stream holds
+// what it held), instead of being kept, unjudged and unbounded, until the
+// turn ends.
+func TestHeldTextRefusedPastTheContext(t *testing.T) {
+	m, s := promptedStream(t)
+	chunk := strings.Repeat("a", 64<<10)
+	held := 0
+	header := -1 // the assistant header, queued with the first text
+	for {
+		err := s.QueueText(chunk)
+		if err != nil {
+			if !errors.Is(err, ErrContextLength) {
+				t.Fatalf("after %d bytes: %v", held, err)
+			}
+			break
+		}
+		held += len(chunk)
+		if header < 0 {
+			header = s.Pending()
+		}
+		if s.Pending() != header || s.HeldBytes() != held {
+			t.Fatalf("after %d bytes: %d pending, %d held", held, s.Pending(), s.HeldBytes())
+		}
+	}
+	// The refusal comes with the first chunk past the bound: every token
+	// spans at most MaxTokenBytes bytes, and NFC shortens text at most
+	// threefold.
+	tok := m.tok
+	if room := m.net.MaxPositions - s.Len() - header; tok.MinIDs(held) > room || tok.MinIDs(held+len(chunk)) <= room {
+		t.Fatalf("refused after %d held bytes (%d tokens at least) with room for %d", held, tok.MinIDs(held), room)
+	}
+	if s.HeldBytes() != held || s.Pending() != header {
+		t.Fatalf("the refused chunk changed the stream: %d held, %d pending", s.HeldBytes(), s.Pending())
+	}
 }

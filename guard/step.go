@@ -174,6 +174,9 @@ func (s *Stream) run(ctx context.Context) (StepResult, error) {
 }
 
 // JudgePrompt judges a user turn (see QueuePrompt) and returns its verdict.
+// On a stream inside a response it ends the response first, judging the
+// text the response held back without returning those verdicts: call
+// EndResponse (or FlushText) before it to read them.
 func (s *Stream) JudgePrompt(ctx context.Context, msgs []Message) (*PromptVerdict, error) {
 	if err := s.QueuePrompt(msgs); err != nil {
 		return nil, err

@@ -138,6 +138,17 @@ func (s *Stream) Len() int {
 	return s.fed
 }
 
+// HeldBytes is the number of bytes of response text AppendText or
+// QueueText took that are not tokens yet: the end of the text, held back
+// until later text or the response's end decides how it encodes. A
+// stream refuses text (ErrContextLength) once what it holds can no longer
+// fit its context.
+func (s *Stream) HeldBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.enc.Held()
+}
+
 // Pending is the number of tokens queued for the next step.
 func (s *Stream) Pending() int {
 	s.mu.Lock()
@@ -192,6 +203,12 @@ func (s *Stream) push(items []item) error {
 	}
 	if n, max := s.fed+len(s.queue)+len(items), s.m.net.MaxPositions; n > max {
 		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
+	}
+	// Text the encoder holds back (a word that may still grow) is tokens
+	// to come: held text that can no longer fit is refused now, not
+	// kept, however much of it is sent, until the turn ends.
+	if n, held, max := s.fed+len(s.queue)+len(items), s.enc.Held(), s.m.net.MaxPositions; n+s.m.tok.MinIDs(held) > max {
+		return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), at least %d tokens, beside %d; the model's max_position_embeddings is %d", ErrContextLength, held, s.m.tok.MinIDs(held), n, max)
 	}
 	s.queue = append(s.queue, items...)
 	return nil

@@ -9,8 +9,13 @@
 //
 // Envoy opens a stream per HTTP request and sends its parts as they come:
 //
-//   - request headers: a request other than POST .../chat/completions
-//     passes untouched. Otherwise the Admitter authenticates the tenant key
+//   - request headers: the path is read as upstreams route it
+//     (percent-decoded, slashes merged, dot segments resolved, without the
+//     query). A POST to .../completions or .../responses (the legacy
+//     completions and Responses APIs, whose text the guard does not parse)
+//     is refused (403). A request other than POST .../chat/completions
+//     passes untouched, its bodies not sent (mode override NONE).
+//     Otherwise the Admitter authenticates the tenant key
 //     (Authorization or X-Api-Key) and applies the tenant's limits (the
 //     server's, internal/server); a refusal is an ImmediateResponse (401,
 //     429). The answer removes streamguard's credentials from the upstream
@@ -27,7 +32,16 @@
 //     added. Where the filter allows mode overrides, the response body
 //     mode is set for the kind of response (BUFFERED for a whole JSON
 //     answer, so that a flagged one can become a 400; NONE for what
-//     passes).
+//     passes). A response whose body the filter would not send
+//     (response_body_mode NONE, with no evidence that overrides are
+//     honoured) is refused while its headers are held.
+//   - the filter's configuration comes in protocol_config (Envoy 1.34 and
+//     later); without it, the documented one is assumed, and a body that
+//     contradicts it in a way that could let text through unjudged (a
+//     whole answer asked BUFFERED that comes in pieces) is refused. So is
+//     a BUFFERED_PARTIAL chunk that is not the whole body, and any
+//     message whose headers never came (a body without its request or
+//     response headers, a repeated headers message).
 //   - response body: an event stream is parsed and judged per token
 //     (proxy.Relay: hold-back or pass-through, the cut with
 //     finish_reason "content_filter" and [DONE]); what each answer's body

@@ -3,6 +3,7 @@ package extproc_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -484,4 +485,96 @@ func respHeaders(contentType string) *extprocv3.ProcessingRequest {
 
 func respBody(b []byte, end bool) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: b, EndOfStream: end}}}
+}
+
+// drive is an ext_proc stream driven by hand, one message at a time, for
+// message sequences the filter's configuration (or a client speaking
+// ext_proc on its own) produces and the exchange above does not.
+type drive struct {
+	t  testing.TB
+	st extprocv3.ExternalProcessor_ProcessClient
+}
+
+func (e *envoy) drive() drive {
+	st, err := e.client.Process(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return drive{e.t, st}
+}
+
+// do sends r and returns the answer.
+func (d drive) do(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	d.t.Helper()
+	if err := d.st.Send(r); err != nil {
+		d.t.Fatalf("send: %v", err)
+	}
+	a, err := d.st.Recv()
+	if err != nil {
+		d.t.Fatalf("recv: %v", err)
+	}
+	return a
+}
+
+// close ends the stream as Envoy does, and waits for the service to end it.
+func (d drive) close() {
+	d.t.Helper()
+	_ = d.st.CloseSend()
+	for {
+		if _, err := d.st.Recv(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				d.t.Errorf("stream ended with %v", err)
+			}
+			return
+		}
+		d.t.Error("an answer after the exchange was over")
+	}
+}
+
+// refused checks that r is the service's refusal with the status and
+// error code given, in OpenAI's error shape.
+func refused(t testing.TB, r *extprocv3.ProcessingResponse, status int, code string) {
+	t.Helper()
+	im := r.GetImmediateResponse()
+	if im == nil {
+		t.Fatalf("answered with %T, want an ImmediateResponse %d %s", r.GetResponse(), status, code)
+	}
+	var e struct {
+		Error struct{ Message, Type, Code string }
+	}
+	if err := json.Unmarshal(im.GetBody(), &e); err != nil || int(im.GetStatus().GetCode()) != status || e.Error.Code != code || e.Error.Message == "" {
+		t.Fatalf("ImmediateResponse %d %s (%v), want %d %s", im.GetStatus().GetCode(), im.GetBody(), err, status, code)
+	}
+}
+
+// withConfig is r with the filter's protocol_config, as Envoy sends it on
+// a stream's first message.
+func withConfig(r *extprocv3.ProcessingRequest, req, resp filterv3.ProcessingMode_BodySendMode) *extprocv3.ProcessingRequest {
+	r.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: req, ResponseBodyMode: resp}
+	return r
+}
+
+// serverStream is a gRPC server stream fed from a slice, so that
+// Service.Process runs on the test's goroutine, where a panic fails the
+// test instead of killing the test binary.
+type serverStream struct {
+	grpc.ServerStream
+	in   []*extprocv3.ProcessingRequest
+	sent []*extprocv3.ProcessingResponse
+}
+
+func (f *serverStream) Context() context.Context { return context.Background() }
+
+func (f *serverStream) Recv() (*extprocv3.ProcessingRequest, error) {
+	if len(f.in) == 0 {
+		return nil, io.EOF
+	}
+	r := f.in[0]
+	f.in = f.in[1:]
+	return r, nil
+}
+
+func (f *serverStream) Send(r *extprocv3.ProcessingResponse) error {
+	f.sent = append(f.sent, r)
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,6 +164,19 @@ type session struct {
 	// The filter's configured body modes (protocol_config; without it,
 	// the documented configuration is assumed).
 	reqMode, respMode filterv3.ProcessingMode_BodySendMode
+	// known: the modes came in protocol_config (Envoy 1.34 and later).
+	known bool
+	// fixedModes: the filter ignores mode overrides
+	// (send_body_without_waiting_for_header_response).
+	fixedModes bool
+	// askedBody: the request body was asked for by a mode override;
+	// overrides: it came, so the filter honours overrides
+	// (allow_mode_override), the only evidence of it the filter gives.
+	askedBody, overrides bool
+
+	// The headers messages seen: Envoy sends each once, before the body
+	// and trailers they head.
+	reqSeen, respSeen bool
 
 	skip     bool // not a chat completion: everything passes
 	answered bool // an ImmediateResponse was sent: the exchange is over
@@ -205,6 +219,7 @@ func (ss *session) close() {
 func (ss *session) handle(m *extprocv3.ProcessingRequest) error {
 	if pc := m.GetProtocolConfig(); pc != nil {
 		ss.reqMode, ss.respMode = pc.GetRequestBodyMode(), pc.GetResponseBodyMode()
+		ss.known, ss.fixedModes = true, pc.GetSendBodyWithoutWaitingForHeaderResponse()
 	}
 	if ss.answered {
 		// Envoy sends nothing after an ImmediateResponse; a late message
@@ -230,18 +245,132 @@ func (ss *session) handle(m *extprocv3.ProcessingRequest) error {
 
 // ---- request ----
 
-func isChat(method, path string) bool {
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
+// route is what a request is to the service, in increasing order of
+// caution.
+type route int
+
+const (
+	otherRoute  route = iota // passes untouched
+	chatRoute                // judged
+	legacyRoute              // POST …/completions: generates text the guard cannot judge
+	respRoute                // POST …/responses: likewise
+)
+
+// routeOf classifies a request by its method and :path as the upstream
+// will route it, not as the path is spelt: upstreams percent-decode the
+// path before routing (uvicorn, hence vLLM and LiteLLM) and some merge
+// slashes or drop ";" parameters, so "/v1/chat/completion%73" and
+// "/v1//chat/completions" reach their chat route, and llama.cpp and
+// LiteLLM serve "/chat/completions" without "/v1". Where readings differ,
+// the most cautious wins: a needless judgment beats an unjudged answer.
+func routeOf(method, rawPath string) route {
+	if !strings.EqualFold(method, http.MethodPost) {
+		return otherRoute
 	}
-	return method == http.MethodPost && strings.HasSuffix(strings.TrimRight(path, "/"), "/chat/completions")
+	if i := strings.IndexAny(rawPath, "?#"); i >= 0 {
+		rawPath = rawPath[:i]
+	}
+	p := normalizePath(rawPath)
+	r := classify(p)
+	// A "?" or "#" that came percent-encoded is part of the path to an
+	// upstream that decodes once, the start of a query to one that
+	// decodes and parses again: both readings count.
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		r = max(r, classify(normalizePath(p[:i])))
+	}
+	return r
+}
+
+func classify(p string) route {
+	switch {
+	case strings.HasSuffix(p, "/chat/completions"):
+		return chatRoute
+	case strings.HasSuffix(p, "/completions"):
+		return legacyRoute
+	case strings.HasSuffix(p, "/responses"):
+		return respRoute
+	}
+	return otherRoute
+}
+
+// normalizePath is a path (no query) percent-decoded until nothing is
+// left to decode (a double encoding is seen through too), with
+// backslashes as slashes, each segment's ";" parameters dropped,
+// repeated slashes merged, dot segments resolved, no trailing slash, in
+// lower case.
+func normalizePath(p string) string {
+	for range 8 {
+		d := unescape(p)
+		if d == p {
+			break
+		}
+		p = d
+	}
+	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	for i, seg := range segs {
+		if j := strings.IndexByte(seg, ';'); j >= 0 {
+			segs[i] = seg[:j]
+		}
+	}
+	return strings.ToLower(path.Clean("/" + strings.Join(segs, "/")))
+}
+
+// unescape decodes the valid %XX escapes of s and leaves the rest as it
+// is (url.PathUnescape fails on the first invalid one).
+func unescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
+	if ss.reqSeen {
+		// A second admission would hold a second connection slot of the
+		// tenant's, and only the last one would be released.
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: a second request headers message on one ext_proc stream")
+	}
+	ss.reqSeen = true
 	hdr, pseudo := headerMap(h.GetHeaders())
-	if !isChat(pseudo[":method"], pseudo[":path"]) {
+	switch routeOf(pseudo[":method"], pseudo[":path"]) {
+	case otherRoute:
+		// The filter runs on every route (a route exempted from it could
+		// be reached by a spelling of the chat path): the bodies of the
+		// others need not come here, nor wait in Envoy's buffer.
 		ss.skip = true
-		return ss.send(headersResponse(true, nil, nil))
+		return ss.send(headersResponse(true, nil, ss.mode(filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_NONE)))
+	case legacyRoute:
+		// The upstream would generate text the guard does not parse:
+		// refused rather than passed unjudged.
+		return ss.refuse(http.StatusForbidden, "invalid_request_error", "unsupported_endpoint",
+			"streamguard: the legacy completions API (POST /v1/completions) is not judged by the guard and is refused; use POST /v1/chat/completions")
+	case respRoute:
+		return ss.refuse(http.StatusForbidden, "invalid_request_error", "unsupported_endpoint",
+			"streamguard: the Responses API (POST /v1/responses) is not judged by the guard and is refused; use POST /v1/chat/completions")
 	}
 	ss.header = hdr
 	adm, ans := ss.svc.admit(ss.ctx, hdr)
@@ -263,10 +392,17 @@ func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 	}
 	var override *filterv3.ProcessingMode
 	if ss.reqMode == filterv3.ProcessingMode_NONE {
+		if ss.fixedModes {
+			// The filter ignores overrides: the prompt would go upstream
+			// unjudged.
+			return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+				"streamguard: the ext_proc filter sends no request body (request_body_mode NONE) and ignores mode overrides (send_body_without_waiting_for_header_response): configure request_body_mode BUFFERED")
+		}
 		// The filter would not send the body: ask for it (honoured where
 		// the filter allows mode overrides; without it the response is
 		// refused, as the prompt was never judged).
 		ss.reqMode = filterv3.ProcessingMode_BUFFERED
+		ss.askedBody = true
 		override = ss.mode(filterv3.ProcessingMode_BUFFERED, ss.respMode)
 	}
 	return ss.send(headersResponse(true, &extprocv3.CommonResponse{HeaderMutation: mut}, override))
@@ -287,6 +423,12 @@ func (ss *session) mode(req, resp filterv3.ProcessingMode_BodySendMode) *filterv
 }
 
 func (ss *session) requestBody(b *extprocv3.HttpBody) error {
+	if !ss.reqSeen {
+		return ss.noRequestHeaders()
+	}
+	// A body that came after it was asked for: the filter honours
+	// overrides.
+	ss.overrides = ss.overrides || ss.askedBody
 	duplex := ss.reqMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 	if ss.skip || ss.call != nil {
 		return ss.send(passBody(true, duplex, b))
@@ -315,7 +457,18 @@ func (ss *session) requestBody(b *extprocv3.HttpBody) error {
 	return ss.send(bodyResponse(true, &extprocv3.CommonResponse{BodyMutation: clearBody()}))
 }
 
+// noRequestHeaders refuses a request body or trailers that came without
+// the request headers (request_header_mode SKIP, or a client speaking
+// ext_proc on its own): nothing says what the request is or who sent it.
+func (ss *session) noRequestHeaders() error {
+	return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+		"streamguard: the request's body or trailers came without its headers: configure the ext_proc filter with request_header_mode SEND")
+}
+
 func (ss *session) requestTrailers() error {
+	if !ss.reqSeen {
+		return ss.noRequestHeaders()
+	}
 	if ss.skip || ss.call != nil {
 		return ss.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
 	}
@@ -351,8 +504,18 @@ func (ss *session) judgeRequest() error {
 // ---- response ----
 
 func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
+	if ss.respSeen {
+		// A second relay would be started, and the first never closed.
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: a second response headers message on one ext_proc stream")
+	}
+	ss.respSeen = true
 	if ss.skip {
 		return ss.send(headersResponse(false, nil, nil))
+	}
+	if !ss.reqSeen {
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: a response came without its request's headers: configure the ext_proc filter with request_header_mode SEND")
 	}
 	if ss.call == nil {
 		// The prompt was never judged (the filter sent no request body):
@@ -371,6 +534,13 @@ func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
 		return ss.immediate(ss.call.Refusal())
 	}
 	ss.kind = kind
+	if kind != proxy.PassResponse && ss.respMode == filterv3.ProcessingMode_NONE && (!ss.overrides || ss.fixedModes) {
+		// The filter would not send the body, and nothing says it honours
+		// the override that asks for it: the answer would go out
+		// unjudged. The headers are still held: refuse now.
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: the ext_proc filter sends no response body (response_body_mode NONE): the answer cannot be judged; configure response_body_mode STREAMED")
+	}
 	mut := &extprocv3.HeaderMutation{}
 	for _, k := range slices.Sorted(maps.Keys(set)) {
 		mut.SetHeaders = append(mut.SetHeaders, headerOption(strings.ToLower(k), set.Get(k)))
@@ -381,30 +551,37 @@ func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
 	case proxy.PassResponse:
 		want = filterv3.ProcessingMode_NONE
 	case proxy.StreamResponse:
-		switch ss.respMode {
-		case filterv3.ProcessingMode_STREAMED, filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, filterv3.ProcessingMode_BUFFERED:
+		want = filterv3.ProcessingMode_STREAMED
+		if ss.respMode != filterv3.ProcessingMode_NONE {
+			// Kept as configured. BUFFERED_PARTIAL above all: were an
+			// override to STREAMED not honoured, its partial buffer would
+			// look like a STREAMED chunk, and what follows it would pass
+			// unjudged; kept, a chunk without end_of_stream is refused
+			// (responseBody).
 			want = ss.respMode
-		default:
-			want = filterv3.ProcessingMode_STREAMED
 		}
 		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-length")
 	case proxy.WholeResponse:
 		want = filterv3.ProcessingMode_BUFFERED
-		if ss.respMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
-			// Not overridden: the body comes in pieces, as configured.
+		switch ss.respMode {
+		case filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, filterv3.ProcessingMode_BUFFERED_PARTIAL:
+			// Not overridden: FULL_DUPLEX_STREAMED cannot be, and
+			// BUFFERED_PARTIAL is kept as above.
 			want = ss.respMode
 		}
 	}
 	var override *filterv3.ProcessingMode
-	if want != ss.respMode {
+	if want != ss.respMode || !ss.known {
+		// Without protocol_config the configured mode is a guess: the
+		// override pins it where the filter honours overrides.
 		override = ss.mode(filterv3.ProcessingMode_NONE, want)
-		if kind != proxy.PassResponse {
-			// Assumed honoured (allow_mode_override); a body that arrives
-			// in several STREAMED chunks says otherwise (responseBody).
+		if kind != proxy.PassResponse && !ss.fixedModes {
+			// Assumed honoured (allow_mode_override); a chunk without
+			// end_of_stream says otherwise (responseBody).
 			ss.bodyMode = want
 		}
 	}
-	ss.statusSent = ss.bodyMode != filterv3.ProcessingMode_BUFFERED
+	ss.statusSent = !buffered(ss.bodyMode)
 	if kind == proxy.StreamResponse {
 		if ss.bodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
 			var rl *proxy.Relay
@@ -427,9 +604,47 @@ func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
 	return ss.send(headersResponse(false, &extprocv3.CommonResponse{HeaderMutation: mut}, override))
 }
 
+// buffered reports whether Envoy holds the response's headers until its
+// body (or as much of it as fits its buffer) was answered.
+func buffered(m filterv3.ProcessingMode_BodySendMode) bool {
+	return m == filterv3.ProcessingMode_BUFFERED || m == filterv3.ProcessingMode_BUFFERED_PARTIAL
+}
+
 func (ss *session) responseBody(b *extprocv3.HttpBody) error {
-	if ss.skip || ss.call == nil || ss.kind == proxy.PassResponse || ss.respDone {
-		return ss.send(passBody(false, ss.respMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, b))
+	pass := passBody(false, ss.respMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, b)
+	switch {
+	case ss.skip:
+		return ss.send(pass)
+	case !ss.reqSeen || ss.call == nil:
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: a response body came for a request that was never judged: configure the ext_proc filter with request_header_mode SEND and request_body_mode BUFFERED")
+	case !ss.respSeen:
+		// The kind of the response is unknown, so is how to judge it
+		// (response_header_mode SKIP, the override asking SEND not
+		// honoured): nothing of it may go out.
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: the response's body came without its headers: configure the ext_proc filter with response_header_mode SEND")
+	case ss.kind == proxy.PassResponse || ss.respDone:
+		return ss.send(pass)
+	}
+	if !b.GetEndOfStream() && buffered(ss.bodyMode) {
+		switch {
+		case ss.bodyMode == filterv3.ProcessingMode_BUFFERED_PARTIAL:
+			// Envoy's buffer is full: once this is answered, the rest of
+			// the answer goes to the client without coming here. The
+			// headers are still held.
+			return ss.refuseWarn(http.StatusBadGateway, "upstream_error", "upstream_too_large",
+				"streamguard: the answer is larger than the gateway's buffer (response_body_mode BUFFERED_PARTIAL): it cannot be judged whole; configure response_body_mode STREAMED")
+		case !ss.known || ss.respMode != filterv3.ProcessingMode_STREAMED:
+			// Asked for whole, it comes in pieces, in a mode the filter
+			// does not say (no protocol_config): it may be
+			// BUFFERED_PARTIAL's partial buffer.
+			return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+				"streamguard: the answer came in pieces though it was asked for whole (BUFFERED), and the gateway does not say its response_body_mode (protocol_config, Envoy 1.34 and later): configure response_body_mode STREAMED with allow_mode_override true")
+		}
+		// The override to BUFFERED was not honoured: the configured
+		// STREAMED mode is in effect, and the headers went on.
+		ss.bodyMode, ss.statusSent = filterv3.ProcessingMode_STREAMED, true
 	}
 	ss.respChunks++
 	if ss.kind == proxy.StreamResponse {
@@ -485,10 +700,6 @@ func (ss *session) wholeChunk(b *extprocv3.HttpBody) error {
 		}
 	}
 	if !b.GetEndOfStream() {
-		if ss.bodyMode == filterv3.ProcessingMode_BUFFERED {
-			// The override to BUFFERED was not honoured: the headers went on.
-			ss.bodyMode, ss.statusSent = filterv3.ProcessingMode_STREAMED, true
-		}
 		if duplex {
 			return nil
 		}
@@ -513,7 +724,10 @@ func (ss *session) wholeChunk(b *extprocv3.HttpBody) error {
 				mut.SetHeaders = append(mut.SetHeaders, headerOption(strings.ToLower(k), ans.Header.Get(k)))
 			}
 		}
-		mut.SetHeaders = append(mut.SetHeaders, headerOption("content-length", strconv.Itoa(len(body))))
+		if ss.bodyMode == filterv3.ProcessingMode_BUFFERED {
+			// BUFFERED_PARTIAL: Envoy removes Content-Length itself.
+			mut.SetHeaders = append(mut.SetHeaders, headerOption("content-length", strconv.Itoa(len(body))))
+		}
 		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{HeaderMutation: mut, BodyMutation: replaceBody(body)}))
 	case ans != nil || ss.respChunks > 1:
 		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{BodyMutation: replaceBody(body)}))
@@ -523,7 +737,14 @@ func (ss *session) wholeChunk(b *extprocv3.HttpBody) error {
 
 func (ss *session) responseTrailers() error {
 	trailers := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
-	if ss.skip || ss.call == nil || ss.kind == proxy.PassResponse || ss.respDone {
+	switch {
+	case ss.skip:
+		return ss.send(trailers)
+	case !ss.reqSeen || ss.call == nil || !ss.respSeen:
+		// The body, if any, was not judged.
+		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
+			"streamguard: response trailers came without the messages before them: configure the ext_proc filter with request_header_mode SEND and response_header_mode SEND")
+	case ss.kind == proxy.PassResponse || ss.respDone:
 		return ss.send(trailers)
 	}
 	// The body ended with trailers instead of end_of_stream.
@@ -566,6 +787,17 @@ func (ss *session) refuse(code int, typ, short, msg string) error {
 		h.Set("X-Streamguard-Request-Id", ss.call.ID())
 	}
 	return ss.immediate(&proxy.Answer{Status: code, Header: h, Body: body})
+}
+
+// refuseWarn refuses as refuse does, for a reason the gateway's operator
+// has to fix (the filter's configuration), and logs it.
+func (ss *session) refuseWarn(code int, typ, short, msg string) error {
+	id := ""
+	if ss.call != nil {
+		id = ss.call.ID()
+	}
+	ss.svc.cfg.Log.Warn("ext_proc: exchange refused", "status", code, "reason", msg, "request_id", id)
+	return ss.refuse(code, typ, short, msg)
 }
 
 // immediate sends the client an answer of streamguard's instead of the

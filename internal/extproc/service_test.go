@@ -5,12 +5,16 @@ import (
 	"context"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/streamguard/streamguard/internal/extproc"
 	"github.com/streamguard/streamguard/internal/proxy"
 )
 
@@ -381,5 +385,278 @@ func TestCompressedResponseRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestResponseBodyModeNone: a filter that sends no response body
+// (response_body_mode NONE, Envoy's default) lets every answer through
+// unjudged unless it honours the override that asks for the body, and
+// only a request body asked for the same way shows that it does. Without
+// that evidence the answer is refused (500) at its headers, which Envoy
+// still holds; with it, the answer is asked for and judged.
+func TestResponseBodyModeNone(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	hold := proxy.Tenant{Name: "hold", Policy: fc.policy}
+	upBody := sseBody(testResponse, 3)
+	req := request{header: map[string]string{"X-Api-Key": "hold"}, body: chatBody(fc.prompt, true)}
+	for _, allow := range []bool{false, true} {
+		fx := newFixture(t, keys{"hold": &hold}, filter{reqMode: filterv3.ProcessingMode_BUFFERED, respMode: filterv3.ProcessingMode_NONE, allowOverride: allow}, 0)
+		o := fx.env.exchange(context.Background(), req, sseReply(split(upBody, 40)))
+		if o.immediate == nil || o.phase != "response_headers" || o.status != http.StatusInternalServerError ||
+			!bytes.Contains(o.body, []byte("response_body_mode NONE")) || !o.upstreamCalled {
+			t.Fatalf("allow_mode_override %v: %s", allow, fmtOutcome(o))
+		}
+	}
+	_, _, want := viaProxy(t, m, hold, req.body, "text/event-stream", upBody)
+	fx := newFixture(t, keys{"hold": &hold}, filter{reqMode: filterv3.ProcessingMode_NONE, respMode: filterv3.ProcessingMode_NONE, allowOverride: true}, 0)
+	o := fx.env.exchange(context.Background(), req, sseReply(split(upBody, 40)))
+	if o.immediate != nil || o.bodyMode != filterv3.ProcessingMode_STREAMED || normalize(o.body) != normalize(want) {
+		t.Fatalf("both bodies asked for: %s (mode %v)\nproxy: %s", fmtOutcome(o), o.bodyMode, want)
+	}
+	if ev := fx.lastEvent(); ev != proxy.EventResponseFlagged {
+		t.Errorf("audit event %q", ev)
+	}
+}
+
+// TestBufferedPartialResponse: in BUFFERED_PARTIAL Envoy sends what fits
+// its buffer (end_of_stream false when that is not all) and, once it is
+// answered, lets the rest through without sending it here. The service
+// keeps that mode (were an override to STREAMED not honoured, the partial
+// buffer would pass for a STREAMED chunk), judges an answer that fits
+// whole, as the proxy does, and refuses one that does not (502
+// upstream_too_large) while its headers are still held.
+func TestBufferedPartialResponse(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	hold := proxy.Tenant{Name: "hold", Policy: fc.policy}
+	partial := filter{reqMode: filterv3.ProcessingMode_BUFFERED, respMode: filterv3.ProcessingMode_BUFFERED_PARTIAL}
+	fx := newFixture(t, keys{"hold": &hold}, partial, 0)
+	for _, c := range []struct {
+		name, ctype string
+		body        []byte
+		stream      bool
+	}{
+		{"stream", "text/event-stream", sseBody(testResponse, 3), true},
+		{"whole", "application/json", wholeBody(testResponse), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx.env.t = t
+			prompt := chatBody(fc.prompt, c.stream)
+			status, _, want := viaProxy(t, m, hold, prompt, c.ctype, c.body)
+			o := fx.env.exchange(context.Background(), request{header: map[string]string{"X-Api-Key": "hold"}, body: prompt}, func(http.Header, []byte) upstreamReply {
+				return upstreamReply{header: map[string]string{"Content-Type": c.ctype}, chunks: [][]byte{c.body}}
+			})
+			if o.immediate != nil || o.status != status || normalize(o.body) != normalize(want) {
+				t.Fatalf("an answer that fits the buffer: %s\nproxy: %d %s", fmtOutcome(o), status, want)
+			}
+
+			d := fx.env.drive()
+			d.do(withConfig(reqHeaders("hold"), partial.reqMode, partial.respMode))
+			if r := d.do(reqBody(prompt)); r.GetRequestBody() == nil {
+				t.Fatalf("prompt answered with %v", r)
+			}
+			r := d.do(respHeaders(c.ctype))
+			if r.GetResponseHeaders() == nil || r.GetModeOverride() != nil {
+				t.Fatalf("response headers answered with %v", r)
+			}
+			refused(t, d.do(respBody(c.body[:64], false)), http.StatusBadGateway, "upstream_too_large")
+			d.close()
+		})
+	}
+}
+
+// TestResponseModeUnknown: without protocol_config (Envoy before 1.34) the
+// filter's response body mode is a guess. The service pins it with an
+// override (STREAMED for an event stream, BUFFERED for a whole answer); a
+// whole answer that comes in pieces anyway is refused, since the pieces
+// may be BUFFERED_PARTIAL's, the rest of which would pass unjudged.
+func TestResponseModeUnknown(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: safePolicy(m)}}, defaultFilter, 0)
+	for _, c := range []struct {
+		ctype string
+		want  filterv3.ProcessingMode_BodySendMode
+	}{
+		{"text/event-stream", filterv3.ProcessingMode_STREAMED},
+		{"application/json", filterv3.ProcessingMode_BUFFERED},
+	} {
+		d := fx.env.drive()
+		d.do(reqHeaders("k"))
+		d.do(reqBody(chatBody("hi", c.ctype == "text/event-stream")))
+		r := d.do(respHeaders(c.ctype))
+		if o := r.GetModeOverride(); r.GetResponseHeaders() == nil || o.GetResponseBodyMode() != c.want || o.GetResponseHeaderMode() != filterv3.ProcessingMode_SEND {
+			t.Fatalf("%s: response headers answered with %v, want an override to %v", c.ctype, r, c.want)
+		}
+		if c.want == filterv3.ProcessingMode_BUFFERED {
+			refused(t, d.do(respBody(wholeBody("Fine.")[:20], false)), http.StatusInternalServerError, "guard_unavailable")
+		} else if r := d.do(respBody(sseBody("Fine.", 2)[:20], false)); r.GetResponseBody() == nil {
+			t.Errorf("a streamed chunk answered with %v", r)
+		}
+		d.close()
+	}
+}
+
+// TestResponseWithoutHeaders: a response body with no response headers
+// before it (response_header_mode SKIP, the override asking SEND not
+// honoured) cannot be judged, its kind being unknown: it is refused
+// rather than passed, and so are response trailers alone.
+func TestResponseWithoutHeaders(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	fx := newFixture(t, keys{"hold": {Name: "hold", Policy: fc.policy}}, defaultFilter, 0)
+	for _, last := range []*extprocv3.ProcessingRequest{
+		respBody(sseBody(testResponse, 3)[:64], false),
+		{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+	} {
+		d := fx.env.drive()
+		d.do(withConfig(reqHeaders("hold"), filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_STREAMED))
+		if r := d.do(reqBody(chatBody(fc.prompt, true))); r.GetRequestBody() == nil {
+			t.Fatalf("prompt answered with %v", r)
+		}
+		refused(t, d.do(last), http.StatusInternalServerError, "guard_unavailable")
+		d.close()
+	}
+}
+
+// TestMessagesWithoutRequestHeaders: a request body or trailers, or any
+// part of a response, with no request headers before it
+// (request_header_mode SKIP, or any client of the ext_proc port, which
+// has no authentication of its own) is refused: nothing says what the
+// request is or who sent it. (A request body used to reach a nil
+// admission and panic, which ended the whole server.)
+func TestMessagesWithoutRequestHeaders(t *testing.T) {
+	m := tinyModel(t)
+	ext, err := proxy.NewExternal(proxy.Config{DefaultTenant: proxy.Tenant{Name: "default", Policy: safePolicy(m)}}, proxy.Direct(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := extproc.New(extproc.Config{External: ext, Admit: keys{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]*extprocv3.ProcessingRequest{
+		"request body":      reqBody(chatBody("hi", true)),
+		"request trailers":  {Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}},
+		"response headers":  respHeaders("text/event-stream"),
+		"response body":     respBody(sseBody("Fine.", 2), true),
+		"response trailers": {Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+	} {
+		// A second message after the refusal gets no answer.
+		st := &serverStream{in: []*extprocv3.ProcessingRequest{r, reqBody(chatBody("hi", true))}}
+		if err := svc.Process(st); err != nil {
+			t.Errorf("%s: Process: %v", name, err)
+		}
+		if len(st.sent) != 1 {
+			t.Fatalf("%s: %d answers", name, len(st.sent))
+		}
+		refused(t, st.sent[0], http.StatusInternalServerError, "guard_unavailable")
+		if !strings.Contains(string(st.sent[0].GetImmediateResponse().GetBody()), "request_header_mode SEND") {
+			t.Errorf("%s: %s", name, st.sent[0].GetImmediateResponse().GetBody())
+		}
+	}
+}
+
+// countingAdmit admits as keys do and counts the admissions not yet done.
+type countingAdmit struct {
+	keys
+	admitted, open atomic.Int64
+}
+
+func (c *countingAdmit) Admit(ctx context.Context, h http.Header) (extproc.Admission, *proxy.Answer) {
+	a, ans := c.keys.Admit(ctx, h)
+	if ans == nil {
+		c.admitted.Add(1)
+		c.open.Add(1)
+		a.Done = func(int) { c.open.Add(-1) }
+	}
+	return a, ans
+}
+
+// TestRepeatedHeaders: Envoy sends each headers message once. A second
+// request headers message on a stream is refused instead of admitting the
+// exchange again (a second connection slot of the tenant's, of which only
+// the last would have been released), a second response headers message
+// instead of starting a second relay.
+func TestRepeatedHeaders(t *testing.T) {
+	m := tinyModel(t)
+	ext, err := proxy.NewExternal(proxy.Config{DefaultTenant: proxy.Tenant{Name: "default", Policy: safePolicy(m)}}, proxy.Direct(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := &countingAdmit{keys: keys{"k": {Name: "k", Policy: safePolicy(m)}}}
+	svc, err := extproc.New(extproc.Config{External: ext, Admit: adm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envoy{t: t, client: startService(t, svc), f: defaultFilter}
+
+	d := env.drive()
+	if r := d.do(withConfig(reqHeaders("k"), filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_STREAMED)); r.GetRequestHeaders() == nil {
+		t.Fatalf("request headers answered with %v", r)
+	}
+	refused(t, d.do(reqHeaders("k")), http.StatusInternalServerError, "guard_unavailable")
+	d.close()
+
+	d = env.drive()
+	d.do(withConfig(reqHeaders("k"), filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_STREAMED))
+	d.do(reqBody(chatBody("hi", true)))
+	if r := d.do(respHeaders("text/event-stream")); r.GetResponseHeaders() == nil {
+		t.Fatalf("response headers answered with %v", r)
+	}
+	refused(t, d.do(respHeaders("text/event-stream")), http.StatusInternalServerError, "guard_unavailable")
+	d.close()
+
+	if n, open := adm.admitted.Load(), adm.open.Load(); n != 2 || open != 0 {
+		t.Errorf("%d admissions for 2 exchanges, %d not done", n, open)
+	}
+}
+
+// TestChatPathVariants: a request is classified by its path as upstreams
+// route it: percent-decoded (uvicorn, hence vLLM and LiteLLM, decodes
+// before routing; a double encoding too), without its query, ";"
+// parameters dropped, slashes merged, dot segments resolved, with or
+// without "/v1", in any case; where an encoded "?" makes readings differ,
+// the most cautious.
+// Every spelling of the chat path is judged (the tenant's policy flags
+// every prompt: 400 before the upstream is called); the legacy
+// completions and Responses APIs, which the guard cannot judge, are
+// refused with 403 unsupported_endpoint before any admission; other
+// routes still pass untouched, their bodies switched to NONE (the filter
+// runs on every route).
+func TestChatPathVariants(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, defaultFilter, 0)
+	upBody := sseBody("Unjudged generated text.", 5)
+	judged := []string{
+		"/v1/chat/completions?stream=1", "/v1/chat/completion%73", "/v1/chat/%63ompletions", "/v1/chat/%2563ompletions",
+		"/v1//chat/completions", "/v1/./chat/../chat/completions", "/v1/chat/completions/", "/v1%2Fchat%2Fcompletions",
+		"/v1\\chat\\completions", "/chat/completions", "/V1/Chat/Completions", "/openai/deployments/gpt/chat/completions",
+		"/v1/chat/completions;v=1", "/x;/v1/chat/completions", "/v1/chat/completions%3F", "/x%3F/v1/chat/completions",
+	}
+	unjudged := []string{"/v1/completions", "/completions", "/v1/complet%69ons", "/v1/responses", "/responses", "//v1/responses/?x=1",
+		"/v1/responses%3F/v1/chat/completions"}
+	other := []string{"/v1/embeddings", "/v1/models/org%2Fmodel", "/v1/responses/resp_1/cancel"}
+	for _, p := range slices.Concat(judged, unjudged, other) {
+		t.Run(p, func(t *testing.T) {
+			fx.env.t = t
+			o := fx.env.exchange(context.Background(), request{path: p, header: map[string]string{"X-Api-Key": "k"}, body: chatBody("flag me", true)}, sseReply([][]byte{upBody}))
+			switch {
+			case slices.Contains(judged, p):
+				if o.phase != "request_body" || o.status != http.StatusBadRequest || o.upstreamCalled || !bytes.Contains(o.body, []byte(`"code":"content_filter"`)) {
+					t.Errorf("not judged: %s", fmtOutcome(o))
+				}
+			case slices.Contains(unjudged, p):
+				if o.phase != "request_headers" || o.status != http.StatusForbidden || o.upstreamCalled || !bytes.Contains(o.body, []byte(`"code":"unsupported_endpoint"`)) {
+					t.Errorf("not refused: %s", fmtOutcome(o))
+				}
+			default:
+				// Untouched, and neither body sent to the service.
+				if o.immediate != nil || !bytes.Equal(o.body, upBody) || o.upstreamHeader.Get("X-Api-Key") != "k" ||
+					!bytes.Equal(o.upstreamBody, chatBody("flag me", true)) || o.bodyMode != filterv3.ProcessingMode_NONE {
+					t.Errorf("not passed untouched: %s (response body mode %v)", fmtOutcome(o), o.bodyMode)
+				}
+			}
+		})
 	}
 }

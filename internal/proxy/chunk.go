@@ -66,9 +66,20 @@ func feedFields(f *feeder, ev *eventText, t *textFields) {
 	}
 }
 
+// checkLegacyText refuses a choice's legacy "text" (the completions API's
+// field, which some clients still show) unless it only repeats the
+// content judged beside it (Together sends both).
+func checkLegacyText(text *string, t *textFields) error {
+	if text == nil || *text == "" || t.Content != nil && *t.Content == *text {
+		return nil
+	}
+	return errors.New(`a choice's "text" that is not its content`)
+}
+
 type wireChoice struct {
 	Index        int        `json:"index"`
 	Delta        textFields `json:"delta"`
+	Text         *string    `json:"text"`
 	FinishReason *string    `json:"finish_reason"`
 }
 
@@ -134,6 +145,9 @@ func parseEvent(ev sseEvent) parsedEvent {
 			break
 		}
 		p.bad = ch.Delta.check()
+		if p.bad == nil {
+			p.bad = checkLegacyText(ch.Text, &ch.Delta)
+		}
 		p.hasText, p.text = true, ch.Delta
 		p.finished = ch.FinishReason != nil && *ch.FinishReason != ""
 	}

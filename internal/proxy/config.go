@@ -53,6 +53,10 @@ const DefaultHeaderTimeout = 10 * time.Minute
 
 const defaultMaxRequestBytes = 8 << 20
 
+// maxResponseBytes bounds what the proxy holds of one response: a whole
+// body, or a stream's events waiting for the guard's verdicts.
+func (c *Config) maxResponseBytes() int64 { return 4 * c.MaxRequestBytes }
+
 // Outcome describes how one request ended.
 type Outcome struct {
 	Tenant string

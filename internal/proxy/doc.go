@@ -33,10 +33,16 @@
 // X-Upstream-Authorization. Requests and upstream events are parsed
 // strictly (strictJSON): keys that repeat or differ from a known field
 // only by case, several choices, or text after the finish are refused,
-// so the guard reads what the model and the client read. Input that does
-// not fit the guard's stream is never forwarded unjudged: a prompt gets a
-// 400 context_length_exceeded, a response is cut with finish_reason
-// "length"; fail-open covers the guard's overload and failures only.
+// so the guard reads what the model and the client read. A choice may
+// hold, beside its judged text, only fields that carry none of the
+// answer's text (tool calls, relayed unjudged, among them; strictJSON's
+// closed shapes): an audio transcript, logprobs entries or a field the
+// proxy does not know that holds text refuse the response, and a request
+// that asks for logprobs or audio is refused. Input that does not fit
+// the guard's stream is never forwarded unjudged: a prompt gets a 400
+// context_length_exceeded, a response is cut with finish_reason "length";
+// fail-open covers the guard's overload and failures only. What hold-back
+// holds of a stream is bounded as a whole response is (upstream_too_large).
 //
 // # Byte offsets
 //

@@ -215,7 +215,7 @@ func (c *Call) Whole(status int, body []byte, statusSent bool) *Answer {
 	if s == nil {
 		return nil
 	}
-	if int64(len(body)) > 4*x.h.cfg.MaxRequestBytes {
+	if int64(len(body)) > x.h.cfg.maxResponseBytes() {
 		s.Close()
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is too large to judge", Type: typeUpstream, Code: "upstream_too_large"})
 		return c.cw.answer()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,6 +30,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"messages":[{"role":"user","content":"hi","Content":"x"}]}`,
 		`{"n":1,"messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"}],"tools":[{"type":"function","function":{"parameters":{"Content":{}}}}]}`,
 		`{"messages":[{"role":"user","content":"a"}],"messages":[]}`,
+		`{"logprobs":true,"modalities":["text","audio"],"messages":[{"role":"user","content":"a"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -47,6 +49,17 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if s, _ := top["stream"].(bool); s != r.Stream {
 			t.Fatalf("stream %v, exact reading %v", r.Stream, s)
+		}
+		// Nothing is asked for that the guard would not judge.
+		if lp := top["logprobs"]; !fuzzFalsy(lp) {
+			t.Fatalf("accepted logprobs=%v", lp)
+		}
+		if mods, ok := top["modalities"].([]any); ok {
+			for _, m := range mods {
+				if s, _ := m.(string); !strings.EqualFold(s, "text") {
+					t.Fatalf("accepted modalities %v", mods)
+				}
+			}
 		}
 		// The exact reading of chatmsg's rules: every part with a text (or
 		// refusal) string judged, bare strings too; tool and function
@@ -109,6 +122,43 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
+// fuzzTextless reports whether a JSON value (as exactDecode reads it)
+// carries no text: null, a boolean, a number, "", [] or {}.
+func fuzzTextless(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return true
+}
+
+// fuzzAllTextless reports whether every value of an object carries no text.
+func fuzzAllTextless(o map[string]any) bool {
+	for _, v := range o {
+		if !fuzzTextless(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// fuzzFalsy is Python's truth of a JSON value, negated (what truthy says
+// of it, read independently).
+func fuzzFalsy(v any) bool {
+	switch v := v.(type) {
+	case bool:
+		return !v
+	case json.Number:
+		f, err := v.Float64()
+		return err == nil && f == 0
+	}
+	return v == nil || fuzzTextless(v)
+}
+
 // FuzzParseEvent checks parseEvent against a reading with exact keys: an
 // event it accepts has at most one choice, numbered 0, and the text it
 // judges is the text a client that matches keys exactly shows.
@@ -122,6 +172,8 @@ func FuzzParseEvent(f *testing.F) {
 		`{"error":{"message":"x"}}`,
 		`[DONE]`,
 		`{"choices":[]}` + "\r" + `data: {}`,
+		`{"choices":[{"index":0,"text":"Hi","logprobs":null,"seed":null,"stop_reason":"\n","delta":{"token_id":1,"content":"Hi","tool_calls":[]}}]}`,
+		`{"choices":[{"index":0,"delta":{"audio":{"transcript":"x"}},"logprobs":{"content":[{"token":"x"}]}}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -163,6 +215,28 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		if p.text.ReasoningContent != nil && p.text.Reasoning != nil && *p.text.ReasoningContent != *p.text.Reasoning {
 			t.Fatalf("differing reasoning fields accepted")
+		}
+		// Every other field of the choice and its delta carries no text,
+		// or is one named as carrying none of the answer's.
+		if text, ok := ch["text"].(string); ok && text != "" && (p.text.Content == nil || *p.text.Content != text) {
+			t.Fatalf("legacy text %q accepted beside content %v", text, p.text.Content)
+		}
+		for _, o := range []struct {
+			fields map[string]any
+			known  []string
+		}{
+			{ch, []string{"index", "delta", "text", "finish_reason", "stop_reason", "matched_stop", "native_finish_reason", "content_filter_results"}},
+			{delta, []string{"content", "reasoning_content", "reasoning", "refusal", "role", "tool_calls", "function_call", "annotations"}},
+		} {
+			for k, v := range o.fields {
+				if slices.Contains(o.known, k) || fuzzTextless(v) {
+					continue
+				}
+				if lp, ok := v.(map[string]any); ok && k == "logprobs" && fuzzAllTextless(lp) {
+					continue
+				}
+				t.Fatalf("field %q accepted with %v", k, v)
+			}
 		}
 	})
 }

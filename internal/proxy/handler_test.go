@@ -324,6 +324,11 @@ func TestBadRequests(t *testing.T) {
 		{`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, "no text to judge"},
 		{`{"n":2,"messages":[{"role":"user","content":"hi"}]}`, "n=2"},
 		{`{"messages":[{"role":"wizard","content":"hi"}]}`, `role "wizard"`},
+		// What the answer would carry beside its text, unjudged: log
+		// probabilities (tokens and alternatives), an audio answer.
+		{`{"logprobs":true,"top_logprobs":5,"messages":[{"role":"user","content":"hi"}]}`, "logprobs: streamguard does not relay log probabilities"},
+		{`{"modalities":["text","audio"],"audio":{"voice":"alloy","format":"wav"},"messages":[{"role":"user","content":"hi"}]}`, `modalities: streamguard judges text only, not an answer in "audio"`},
+		{`{"Logprobs":true,"messages":[{"role":"user","content":"hi"}]}`, `"Logprobs" differs from "logprobs" only by case`},
 		// Keys another parser would read differently.
 		{`{"messages":[{"role":"user","content":"hi","Content":"other"}]}`, `"Content" differs from "content" only by case`},
 		{`{"messages":[{"role":"user","Content":"hi"}]}`, `"Content" differs from "content" only by case`},
@@ -372,6 +377,10 @@ func TestParseRequest(t *testing.T) {
 	r, err = parseRequest([]byte(`{"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"input_audio","input_audio":{"data":"aGk=","format":"wav"}}]}]}`))
 	if err != nil || !r.IncludeUsage || fmt.Sprint(r.Skipped) != "[input_audio]" {
 		t.Errorf("got %+v %v", r, err)
+	}
+	// Log probabilities turned off and a text answer are no refusal.
+	if _, err = parseRequest([]byte(`{"logprobs":false,"top_logprobs":null,"modalities":["text"],"messages":[{"role":"user","content":"hi"}]}`)); err != nil {
+		t.Errorf("logprobs false: %v", err)
 	}
 	// include_usage counts only for a stream; its key is matched exactly.
 	if r, err = parseRequest([]byte(`{"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)); err != nil || r.IncludeUsage {

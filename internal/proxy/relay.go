@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -53,6 +54,7 @@ type relay struct {
 	k    int // hold-back look-ahead
 
 	queue      []heldEvent
+	queued     int64 // the queue's cost (heldCost)
 	meta       chunkMeta
 	finishing  bool   // the upstream finished its text
 	flushed    bool   // the guard judged all of it
@@ -265,6 +267,15 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.writeEvent(he)
 		_ = r.rc.Flush()
 	} else {
+		// Events without text (comments, tool calls, empty deltas) queue
+		// behind the text that waits for its look-ahead, and after the
+		// finish until the end was judged: bounded as a whole response is.
+		r.queued += heldCost(he)
+		if limit := r.x.h.cfg.maxResponseBytes(); r.queued > limit {
+			r.upstreamBroken(apiError{Message: fmt.Sprintf("streamguard: the upstream's events waiting for the guard's verdicts grew past %d bytes", limit),
+				Type: typeUpstream, Code: "upstream_too_large"}, errQueueFull)
+			return true
+		}
 		r.queue = append(r.queue, he)
 	}
 	if r.unjudged == nil {
@@ -273,6 +284,14 @@ func (r *relay) addEvent(ev sseEvent) bool {
 	r.release()
 	return r.maybeEnd()
 }
+
+// heldEventOverhead is what a queued event costs beyond its bytes (its
+// heldEvent and eventText), so that many small events count too.
+const heldEventOverhead = 256
+
+func heldCost(e heldEvent) int64 { return int64(len(e.raw)) + heldEventOverhead }
+
+var errQueueFull = errors.New("held events over the response size limit")
 
 // badEvent is the error event for an upstream event the proxy refuses.
 func badEvent(err error) apiError {
@@ -312,6 +331,7 @@ func (r *relay) release() {
 			break
 		}
 		r.writeEvent(e)
+		r.queued -= heldCost(e)
 		n++
 	}
 	if n > 0 {
@@ -458,8 +478,10 @@ func (r *relay) writeUsage() {
 }
 
 // upstreamBroken ends the stream with an error event; text still held is
-// not released.
+// not released (nor kept: an external driver holds the relay until it
+// closes the call).
 func (r *relay) upstreamBroken(e apiError, err error) {
+	r.queue, r.queued = nil, 0
 	r.write(errorEvent(e))
 	_ = r.rc.Flush()
 	r.x.cancel()

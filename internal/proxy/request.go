@@ -42,6 +42,8 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		Options  *struct {
 			IncludeUsage bool `json:"include_usage"`
 		} `json:"stream_options"`
+		Logprobs   json.RawMessage `json:"logprobs"`
+		Modalities []string        `json:"modalities"`
 	}
 	if err := strictJSON(body, requestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
@@ -51,6 +53,18 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	}
 	if w.N != nil && *w.N != 1 {
 		return nil, fmt.Errorf("n=%d: streamguard moderates one choice per request; ask for n=1", *w.N)
+	}
+	// What the guard cannot judge is refused here, before the upstream is
+	// called, rather than at the answer (strict.go refuses it there too):
+	// log probabilities spell the answer's tokens and their top_logprobs
+	// alternatives, and an audio answer is sound, with its transcript.
+	if truthy(w.Logprobs) {
+		return nil, errors.New("logprobs: streamguard does not relay log probabilities (their tokens and alternatives are text it does not judge); leave logprobs out")
+	}
+	for _, m := range w.Modalities {
+		if !strings.EqualFold(m, "text") {
+			return nil, fmt.Errorf(`modalities: streamguard judges text only, not an answer in %q; ask for ["text"]`, m)
+		}
 	}
 	if len(w.Messages) == 0 {
 		return nil, errors.New("messages: at least one message is required")

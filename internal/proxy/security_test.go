@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -359,6 +360,19 @@ func TestStrictUpstreamEvents(t *testing.T) {
 		// An error beside text: some client shows the text.
 		{"error beside text", sseData(`{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
 		{"error string beside text", sseData(`{"error":"x","choices":[{"index":0,"delta":{"content":"EVIL"}}]}`), false},
+		// Model text in a field the proxy does not judge: an audio
+		// answer's transcript, the legacy "text", logprobs' tokens and
+		// alternatives, OpenRouter's reasoning_details, a message in a
+		// stream.
+		{"audio transcript", chunkEvent(`[{"index":0,"delta":{"audio":{"id":"a","transcript":"EVIL"}}}]`), false},
+		{"audio data", chunkEvent(`[{"index":0,"delta":{"audio":{"id":"a","data":"RVZJTA=="}}}]`), false},
+		{"legacy text", chunkEvent(`[{"index":0,"delta":{},"text":"EVIL"}]`), false},
+		{"legacy text beside other content", chunkEvent(`[{"index":0,"delta":{"content":"fine"},"text":"EVIL"}]`), false},
+		{"logprobs", chunkEvent(`[{"index":0,"delta":{"content":"fine"},"logprobs":{"content":[{"token":"fine","logprob":0,"bytes":[102],"top_logprobs":[{"token":"EVIL","logprob":-1,"bytes":[69]}]}]}}]`), false},
+		{"logprobs not an object", chunkEvent(`[{"index":0,"delta":{},"logprobs":"EVIL"}]`), false},
+		{"reasoning_details", chunkEvent(`[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"EVIL"}]}}]`), false},
+		{"message in a stream", chunkEvent(`[{"index":0,"message":{"content":"EVIL"}}]`), false},
+		{"role not a string", chunkEvent(`[{"index":0,"delta":{"role":{"name":"EVIL"}}}]`), false},
 		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
 		{"refusal after finish", chunkEvent(`[{"index":0,"delta":{"refusal":"EVIL"}}]`), true},
 	} {
@@ -452,6 +466,11 @@ func TestStrictWholeResponse(t *testing.T) {
 		"reasoning":       `{"choices":[{"index":0,"message":{"content":"fine","reasoning_content":"a","reasoning":"EVIL"}}]}`,
 		"trailing data":   `{"choices":[{"index":0,"message":{"content":"fine"}}]}{"EVIL":1}`,
 		"choices by case": `{"Choices":[{"index":0,"message":{"content":"EVIL"}}]}`,
+		// Model text in a field the proxy does not judge.
+		"audio transcript": `{"choices":[{"index":0,"message":{"role":"assistant","content":null,"audio":{"id":"a","data":"","expires_at":1,"transcript":"EVIL"}}}]}`,
+		"legacy text":      `{"choices":[{"index":0,"text":"EVIL","finish_reason":"stop"}]}`,
+		"logprobs":         `{"choices":[{"index":0,"message":{"content":"fine"},"logprobs":{"content":[{"token":"fine","logprob":0,"bytes":null,"top_logprobs":[{"token":"EVIL","logprob":-1}]}]}}]}`,
+		"delta in a whole": `{"choices":[{"index":0,"delta":{"content":"EVIL"}}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			up := newFakeUpstream(t, upstreamSpec{Whole: []byte(body)})
@@ -625,4 +644,291 @@ func TestRecordAfterDone(t *testing.T) {
 			})
 		}
 	}
+}
+
+// ---- item: fields without judged text ----
+
+// markModerator wraps a moderator: every response token from the one whose
+// text completes "EVIL" on is non-safe, so the response is flagged at the
+// second one (as with the default debounce of 2) wherever the tokenizer
+// splits the word. The prompt is judged by the wrapped moderator.
+type markModerator struct{ Moderator }
+
+type markStream struct {
+	Stream
+	acc     strings.Builder
+	run     int
+	flagged bool
+}
+
+func (m markModerator) Open(ctx context.Context, p guard.Policy) (Stream, error) {
+	s, err := m.Moderator.Open(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return &markStream{Stream: s}, nil
+}
+
+func (s *markStream) mark(tvs []guard.TokenVerdict, err error) ([]guard.TokenVerdict, error) {
+	for i := range tvs {
+		s.acc.WriteString(tvs[i].Text)
+		ns := strings.Contains(s.acc.String(), "EVIL")
+		tvs[i].NonSafe, tvs[i].Flagged = ns, false
+		if !ns {
+			s.run = 0
+			continue
+		}
+		s.run++
+		if s.run >= 2 && !s.flagged {
+			s.flagged = true
+			tvs[i].Flagged = true
+			tvs[i].Risk, tvs[i].Category = "Unsafe", "Violent"
+		}
+	}
+	return tvs, err
+}
+
+func (s *markStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	return s.mark(s.Stream.AppendText(ctx, text))
+}
+
+func (s *markStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.mark(s.Stream.EndThinking(ctx))
+}
+
+func (s *markStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.mark(s.Stream.FlushText(ctx))
+}
+
+// TestTextlessFieldsRelayed: the fields real upstreams send beside the
+// judged text that carry none of the answer's text (OpenAI's null refusal
+// and empty annotations, vLLM's stop_reason, Together's legacy "text"
+// repeating the content and its token_id, Azure's content_filter_results,
+// SGLang's matched_stop, OpenRouter's native_finish_reason, tool calls)
+// pass: the answer is relayed byte for byte, and its text is judged once.
+func TestTextlessFieldsRelayed(t *testing.T) {
+	m := tinyModel(t)
+	const answer = "Hello there, friend."
+	evs := [][]byte{
+		chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":null}]`),
+		chunkEvent(`[{"index":0,"delta":{"content":"Hello "},"logprobs":null,"finish_reason":null,"stop_reason":null,"token_ids":null}]`),
+		chunkEvent(`[{"index":0,"text":"there, ","logprobs":null,"finish_reason":null,"seed":null,"delta":{"token_id":1234,"role":"assistant","content":"there, ","tool_calls":null}}]`),
+		chunkEvent(`[{"index":0,"delta":{"content":"friend."},"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
+		chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]`),
+		chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop","stop_reason":"\n\n","matched_stop":"\n\n","native_finish_reason":"stop"}]`),
+		sseData("[DONE]"),
+	}
+	for _, mode := range []Mode{HoldBack, PassThrough} {
+		t.Run("stream/"+mode.String(), func(t *testing.T) {
+			up := newFakeUpstream(t, upstreamSpec{Events: evs})
+			rec := &recorder{Moderator: Direct(m)}
+			p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+			resp, body := rawPost(t, p.URL, "Hello", true, nil)
+			if audit := p.lastRecord(t); resp.StatusCode != 200 || !bytes.Equal(body, up.streamBody()) || audit["event"] != EventAllowed {
+				t.Fatalf("status %d, audit %v, body %s", resp.StatusCode, audit, body)
+			}
+			if rec.text() != answer {
+				t.Errorf("judged %q, want %q", rec.text(), answer)
+			}
+		})
+	}
+	t.Run("whole", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Whole: []byte(`{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,` +
+			`"message":{"role":"assistant","content":"` + answer + `","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[],"reasoning_content":null},` +
+			`"text":"` + answer + `","logprobs":null,"finish_reason":"stop","stop_reason":null,"content_filter_results":{}}],"usage":{"total_tokens":3}}`)})
+		rec := &recorder{Moderator: Direct(m)}
+		p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
+		resp, body := rawPost(t, p.URL, "Hello", false, nil)
+		if audit := p.lastRecord(t); resp.StatusCode != 200 || !bytes.Equal(body, up.streamBody()) || audit["event"] != EventAllowed {
+			t.Fatalf("status %d, audit %v, body %s", resp.StatusCode, audit, body)
+		}
+		if rec.text() != answer {
+			t.Errorf("judged %q, want %q", rec.text(), answer)
+		}
+	})
+}
+
+// TestWholeCutKeepsOnlyJudgedText: a flagged non-streamed answer returned
+// cut (refusal "completion", or an ext_proc answer whose status already
+// went) is rebuilt from the text before the flagging run: its choice
+// keeps index, role, the judged text fields and the new finish_reason,
+// and loses every other field (tool calls, annotations, Azure's filter
+// results), which came with the text that was cut.
+func TestWholeCutKeepsOnlyJudgedText(t *testing.T) {
+	m := tinyModel(t)
+	const answer = "Sure, here it is. EVIL SECRETPAYLOAD follows."
+	whole := []byte(`{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","usage":{"total_tokens":9},"choices":[{"index":0,` +
+		`"message":{"role":"assistant","content":"` + answer + `","refusal":null,"annotations":[{"type":"url_citation","url_citation":{"title":"SECRETPAYLOAD"}}],` +
+		`"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"q\":\"SECRETPAYLOAD\"}"}}]},` +
+		`"logprobs":null,"finish_reason":"tool_calls","stop_reason":null,"content_filter_results":{"hate":{"filtered":false}}}]}`)
+	check := func(t *testing.T, body []byte) {
+		t.Helper()
+		var got struct {
+			ID    string
+			Usage struct {
+				TotalTokens int `json:"total_tokens"`
+			}
+			Choices []map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(body, &got); err != nil || len(got.Choices) != 1 {
+			t.Fatalf("%v: %s", err, body)
+		}
+		var keys []string
+		for k := range got.Choices[0] {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if fmt.Sprint(keys) != "[finish_reason index logprobs message]" || string(got.Choices[0]["finish_reason"]) != `"content_filter"` ||
+			string(got.Choices[0]["logprobs"]) != "null" || got.ID != "chatcmpl-x" || got.Usage.TotalTokens != 9 {
+			t.Errorf("choice %s", body)
+		}
+		var msg map[string]any
+		_ = json.Unmarshal(got.Choices[0]["message"], &msg)
+		content, _ := msg["content"].(string)
+		if len(msg) != 3 || msg["role"] != "assistant" || msg["refusal"] != nil || !strings.HasPrefix(content, "Sure, here it is.") ||
+			!strings.HasPrefix(answer, content) || strings.Contains(content, "EVIL") {
+			t.Errorf("message %v", msg)
+		}
+		if bytes.Contains(body, []byte("SECRETPAYLOAD")) {
+			t.Errorf("text after the cut reaches the client: %s", body)
+		}
+	}
+	t.Run("handler", func(t *testing.T) {
+		up := newFakeUpstream(t, upstreamSpec{Whole: whole})
+		p := newTestProxy(t, up.URL, markModerator{Direct(m)}, Tenant{Policy: safePolicy(m), Refusal: RefusalCompletion}, nil)
+		resp, body := rawPost(t, p.URL, "Hello", false, nil)
+		if rec := p.lastRecord(t); resp.StatusCode != 200 || rec["event"] != EventResponseFlagged {
+			t.Fatalf("status %d, audit %v, body %s", resp.StatusCode, rec, body)
+		}
+		check(t, body)
+	})
+	t.Run("external, status sent", func(t *testing.T) {
+		ext, err := NewExternal(Config{DefaultTenant: Tenant{Policy: safePolicy(m)}}, markModerator{Direct(m)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ans := ext.Start(context.Background(), nil, http.Header{}, mustJSON(map[string]any{"model": "m",
+			"messages": []any{map[string]any{"role": "user", "content": "Hello"}}}))
+		if ans != nil {
+			t.Fatalf("refused: %d %s", ans.Status, ans.Body)
+		}
+		defer c.Close()
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		if k, _ := c.Response(200, h); k != WholeResponse {
+			t.Fatalf("kind %v", k)
+		}
+		a := c.Whole(200, whole, true)
+		if a == nil || a.Status != 200 {
+			t.Fatalf("answer %+v", a)
+		}
+		check(t, a.Body)
+	})
+}
+
+// TestCutResponseRebuildsTheChoice: cutResponse (every whole answer cut:
+// content_filter, the finish_reason "length" of one too long for the guard)
+// keeps no field of the choice that could spell the text after the cut,
+// logprobs and an audio transcript included, whatever the parser let in.
+func TestCutResponseRebuildsTheChoice(t *testing.T) {
+	const answer = "Sure, here it is. EVIL SECRETPAYLOAD follows."
+	body := []byte(`{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","usage":{"total_tokens":9},"choices":[{"index":0,` +
+		`"message":{"role":"assistant","content":"` + answer + `","refusal":null,"audio":{"id":"a","transcript":"` + answer + `"},` +
+		`"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"SECRETPAYLOAD"}}]},` +
+		`"logprobs":{"content":[{"token":" SECRETPAYLOAD","logprob":0,"bytes":null,"top_logprobs":[]}]},"text":"` + answer + `","finish_reason":"stop"}]}`)
+	m := textFields{Content: new(string)}
+	*m.Content = answer
+	f := newFeeder()
+	ev := &eventText{}
+	feedFields(f, ev, &m)
+	f.finish()
+	f.end(ev)
+	for _, c := range []struct {
+		reason string
+		info   *cutInfo
+		want   string
+	}{
+		{finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: 3},
+			`{"choices":[{"finish_reason":"content_filter","index":0,"logprobs":null,"message":{"content":"Sure, here it is.","refusal":null,"role":"assistant"}}],` +
+				`"created":1,"id":"chatcmpl-x","model":"m","object":"chat.completion","streamguard":{"reason":"response_flagged","token":3},"usage":{"total_tokens":9}}`},
+		{finishLength, &cutInfo{Reason: EventContextLength, Token: 5},
+			`{"choices":[{"finish_reason":"length","index":0,"logprobs":null,"message":{"content":"Sure, here it is.","refusal":null,"role":"assistant"}}],` +
+				`"created":1,"id":"chatcmpl-x","model":"m","object":"chat.completion","streamguard":{"reason":"context_length_exceeded","token":5},"usage":{"total_tokens":9}}`},
+	} {
+		out, err := cutResponse(body, ev, strings.Index(answer, " EVIL"), &m, c.reason, c.info)
+		if err != nil || string(out) != c.want {
+			t.Errorf("%s: %v\n got %s\nwant %s", c.reason, err, out, c.want)
+		}
+	}
+}
+
+// TestHoldBackQueueBounded: in hold-back, events without text (comments,
+// tool-call chunks, empty deltas) queue behind the text that waits for its
+// look-ahead. The queue is bounded as a whole response is (4 x
+// MaxRequestBytes, each event counted with its overhead): past it the
+// stream ends with an upstream_too_large error event, the held text is not
+// released and the queue is let go. Through the handler and an external
+// driver alike.
+func TestHoldBackQueueBounded(t *testing.T) {
+	m := tinyModel(t)
+	const maxRequest = 16 << 10 // events may queue up to 64 KiB
+	text := chunkEvent(`[{"index":0,"delta":{"role":"assistant","content":"Hello there, how are"}}]`)
+	comment := append(append([]byte(": "), bytes.Repeat([]byte("x"), 4<<10)...), "\n\n"...)
+	const comments = 32 // 128 KiB
+	t.Run("handler", func(t *testing.T) {
+		evs := [][]byte{text}
+		for range comments {
+			evs = append(evs, comment)
+		}
+		evs = append(evs, chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), sseData("[DONE]"))
+		up := newFakeUpstream(t, upstreamSpec{Events: evs})
+		p := newTestProxy(t, up.URL, Direct(m), Tenant{Policy: safePolicy(m), Mode: HoldBack}, func(c *Config) { c.MaxRequestBytes = maxRequest })
+		resp, body := rawPost(t, p.URL, "Hello", true, nil)
+		rec := p.lastRecord(t)
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"code":"upstream_too_large"`)) || rec["event"] != EventUpstreamError || rec["code"] != "upstream_too_large" {
+			t.Fatalf("status %d, audit %v, body %.300s", resp.StatusCode, rec, body)
+		}
+		if bytes.Contains(body, []byte("Hello there")) || bytes.Contains(body, []byte("[DONE]")) || bytes.Contains(body, []byte(": xxx")) {
+			t.Errorf("held events were released: %.300s", body)
+		}
+	})
+	t.Run("external", func(t *testing.T) {
+		outcomes := make(chan Outcome, 4)
+		ext, err := NewExternal(Config{DefaultTenant: Tenant{Policy: safePolicy(m), Mode: HoldBack}, MaxRequestBytes: maxRequest,
+			Observe: func(o Outcome) { outcomes <- o }}, Direct(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ans := ext.Start(context.Background(), nil, http.Header{}, mustJSON(map[string]any{"model": "m", "stream": true,
+			"messages": []any{map[string]any{"role": "user", "content": "Hello"}}}))
+		if ans != nil {
+			t.Fatalf("refused: %d %s", ans.Status, ans.Body)
+		}
+		defer c.Close()
+		h := http.Header{}
+		h.Set("Content-Type", "text/event-stream")
+		if k, _ := c.Response(200, h); k != StreamResponse {
+			t.Fatalf("kind %v", k)
+		}
+		rl := c.Stream(nil)
+		rl.Push(text)
+		for range comments {
+			rl.Push(comment)
+		}
+		select {
+		case <-rl.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the relay did not end")
+		}
+		out := rl.Take()
+		if !bytes.Contains(out, []byte(`"code":"upstream_too_large"`)) || bytes.Contains(out, []byte("Hello there")) || bytes.Contains(out, []byte(": xxx")) {
+			t.Errorf("client got %.300s", out)
+		}
+		if o := <-outcomes; o.Event != EventUpstreamError {
+			t.Errorf("outcome %+v", o)
+		}
+		if len(rl.r.queue) != 0 || rl.r.queued != 0 {
+			t.Errorf("the ended relay still holds %d events (%d bytes)", len(rl.r.queue), rl.r.queued)
+		}
+	})
 }

@@ -24,32 +24,77 @@ import (
 type shape struct {
 	fields map[string]*shape
 	elem   *shape
+	// closed: the value is null or an object whose keys outside fields
+	// hold no text (textless). A choice, its delta and its message are
+	// closed: whatever a client may show of them is judged, or named in
+	// fields as carrying no model text, so that a field the proxy does not
+	// know (an audio answer's transcript, logprobs, a legacy "text") is
+	// refused instead of forwarded unjudged.
+	closed bool
+	// scalar: the value is not an object or an array.
+	scalar bool
 }
 
 func object(fields map[string]*shape) *shape { return &shape{fields: fields} }
-func arrayOf(elem *shape) *shape             { return &shape{elem: elem} }
+func closedObject(fields map[string]*shape) *shape {
+	return &shape{fields: fields, closed: true}
+}
+func arrayOf(elem *shape) *shape { return &shape{elem: elem} }
+
+// scalar is a field that must hold a string, a number, a boolean or null.
+var scalar = &shape{scalar: true}
 
 var (
 	// requestShape is what parseRequest decodes; content is a string or an
 	// array of parts.
 	requestShape = object(map[string]*shape{
 		"model": nil, "stream": nil, "n": nil, "stream_options": object(map[string]*shape{"include_usage": nil}),
+		"logprobs": nil, "modalities": nil,
 		"messages": arrayOf(object(map[string]*shape{
 			"role": nil, "reasoning_content": nil,
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
 		})),
 	})
-	textShape = object(map[string]*shape{"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": nil})
+	// textShape is a delta or a message: the judged text fields, and
+	// those that carry no text of the answer: the role, tool calls
+	// (relayed unjudged, as documented), and annotations (the URLs and
+	// titles of cited sources).
+	textShape = closedObject(map[string]*shape{
+		"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": scalar,
+		"tool_calls": nil, "function_call": nil, "annotations": nil,
+	})
+	// choiceFields are the fields of a choice, less delta or message:
+	// index and finish_reason; logprobs, which must hold no entries (their
+	// tokens and top_logprobs alternatives spell text the guard does not
+	// judge, see parseRequest); the legacy "text", accepted only as a copy
+	// of the content (checkLegacyText); why generation stopped, as vLLM
+	// (stop_reason), SGLang (matched_stop) and OpenRouter
+	// (native_finish_reason) say it: a token id or one of the client's own
+	// stop strings; and Azure's content_filter_results (categories and
+	// severities, no text).
+	choiceFields = map[string]*shape{
+		"index": scalar, "finish_reason": scalar, "logprobs": closedObject(nil), "text": scalar,
+		"stop_reason": scalar, "matched_stop": scalar, "native_finish_reason": scalar, "content_filter_results": nil,
+	}
 	// chunkShape is a streamed chunk; completionShape a whole response.
 	chunkShape = object(map[string]*shape{
 		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil, "usage": nil,
-		"choices": arrayOf(object(map[string]*shape{"index": nil, "delta": textShape, "finish_reason": nil})),
+		"choices": arrayOf(closedObject(with(choiceFields, "delta", textShape))),
 	})
 	completionShape = object(map[string]*shape{
 		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil,
-		"choices": arrayOf(object(map[string]*shape{"index": nil, "message": textShape, "finish_reason": nil})),
+		"choices": arrayOf(closedObject(with(choiceFields, "message", textShape))),
 	})
 )
+
+// with is fields plus one more.
+func with(fields map[string]*shape, key string, sh *shape) map[string]*shape {
+	out := map[string]*shape{key: sh}
+	for k, v := range fields {
+		out[k] = v
+	}
+	return out
+}
 
 // maxJSONDepth bounds nesting (encoding/json allows 10000).
 const maxJSONDepth = 512
@@ -82,6 +127,13 @@ func strictValue(d *json.Decoder, sh *shape, depth int) error {
 		return err
 	}
 	delim, ok := tok.(json.Delim)
+	switch {
+	case sh == nil:
+	case sh.scalar && ok:
+		return errors.New("an object or array where a string, number or null belongs")
+	case sh.closed && tok != nil && delim != '{':
+		return errors.New("a value that is not an object where a choice, delta or message belongs")
+	}
 	if !ok {
 		return nil
 	}
@@ -112,8 +164,8 @@ func strictValue(d *json.Decoder, sh *shape, depth int) error {
 			}
 			seen[key] = true
 			var child *shape
-			if sh != nil && sh.fields != nil {
-				var known bool
+			known := true
+			if sh != nil && (sh.fields != nil || sh.closed) {
 				child, known = sh.fields[key]
 				if !known {
 					for f := range sh.fields {
@@ -123,11 +175,45 @@ func strictValue(d *json.Decoder, sh *shape, depth int) error {
 					}
 				}
 			}
+			if !known && sh.closed {
+				if err := textless(d); err != nil {
+					return fmt.Errorf("field %q %v", key, err)
+				}
+				continue
+			}
 			if err := strictValue(d, child, depth+1); err != nil {
+				if child != nil && (child.scalar || child.closed) {
+					return fmt.Errorf("in %q: %v", key, err)
+				}
 				return err
 			}
 		}
 	}
 	_, err = d.Token() // the closing delimiter
 	return err
+}
+
+// textless reads a value that must carry no text: null, a boolean, a
+// number, "", [] or {}. A field the proxy does not know may hold one (vLLM
+// sends "audio": null, Together a token id), never a string or anything
+// nested, which could hold the model's text.
+func textless(d *json.Decoder) error {
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	bad := errors.New("holds what streamguard does not judge (a field it does not know must be null, a number, a boolean or empty)")
+	switch v := tok.(type) {
+	case string:
+		if v != "" {
+			return bad
+		}
+	case json.Delim:
+		if d.More() {
+			return bad
+		}
+		_, err = d.Token() // the closing delimiter
+		return err
+	}
+	return nil
 }

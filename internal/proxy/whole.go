@@ -14,14 +14,14 @@ import (
 // before anything is returned.
 func (x *exchange) relayWhole(s Stream, resp *http.Response) {
 	ir := x.idleBody(resp.Body)
-	body, err := io.ReadAll(io.LimitReader(ir, 4*x.h.cfg.MaxRequestBytes+1))
+	body, err := io.ReadAll(io.LimitReader(ir, x.h.cfg.maxResponseBytes()+1))
 	ir.stop()
 	if err != nil {
 		s.Close()
 		x.upstreamFailed(err)
 		return
 	}
-	if int64(len(body)) > 4*x.h.cfg.MaxRequestBytes {
+	if int64(len(body)) > x.h.cfg.maxResponseBytes() {
 		s.Close()
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is too large to judge", Type: typeUpstream, Code: "upstream_too_large"})
 		return
@@ -84,6 +84,7 @@ func parseCompletion(body []byte) (*textFields, error) {
 		Choices []struct {
 			Index   int        `json:"index"`
 			Message textFields `json:"message"`
+			Text    *string    `json:"text"`
 		} `json:"choices"`
 	}
 	if err := json.Unmarshal(body, &c); err != nil {
@@ -99,6 +100,9 @@ func parseCompletion(body []byte) (*textFields, error) {
 	}
 	m := c.Choices[0].Message
 	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if err := checkLegacyText(c.Choices[0].Text, &m); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -160,9 +164,14 @@ func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m *textFiel
 	x.finish(EventResponseFlagged, attrs...)
 }
 
-// cutResponse rewrites a completion: the first choice's message keeps the
-// text before fed offset cut, finish_reason becomes reason; every other
-// field is kept.
+// cutResponse rewrites a completion: its choice is rebuilt from the text
+// before fed offset cut, with finish_reason reason. Only what carries that
+// text, or none, is kept: index, the message's role and its judged text
+// fields (those the upstream sent). Every other field of the choice goes:
+// logprobs and an audio transcript spell the whole answer, the cut
+// included; tool calls and annotations come with (or after) the text that
+// was cut, as a stream cut stops before them. The completion's other
+// fields (id, model, usage...) are kept.
 func cutResponse(body []byte, ev *eventText, cut int, m *textFields, reason string, info *cutInfo) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
@@ -177,19 +186,33 @@ func cutResponse(body []byte, ev *eventText, cut int, m *textFields, reason stri
 		return nil, errors.New("the upstream's response has no message")
 	}
 	t := ev.partial(cut)
-	msg["content"] = mustJSON(t[fieldContent])
-	if m.ReasoningContent != nil {
-		msg["reasoning_content"] = mustJSON(t[fieldReasoning])
+	out := map[string]any{"content": t[fieldContent]}
+	var role string
+	if json.Unmarshal(msg["role"], &role) != nil || role == "" {
+		role = "assistant"
 	}
-	if m.Reasoning != nil {
-		msg["reasoning"] = mustJSON(t[fieldReasoning])
+	out["role"] = role
+	for _, f := range []struct {
+		key  string
+		text *string
+		kind fieldKind
+	}{
+		{"reasoning_content", m.ReasoningContent, fieldReasoning},
+		{"reasoning", m.Reasoning, fieldReasoning},
+		{"refusal", m.Refusal, fieldRefusal},
+	} {
+		switch {
+		case f.text != nil:
+			out[f.key] = t[f.kind]
+		case msg[f.key] != nil:
+			out[f.key] = nil // sent as null: kept so
+		}
 	}
-	if m.Refusal != nil {
-		msg["refusal"] = mustJSON(t[fieldRefusal])
+	index := choices[0]["index"]
+	if index == nil {
+		index = json.RawMessage("0")
 	}
-	choices[0]["message"] = mustJSON(msg)
-	choices[0]["finish_reason"] = mustJSON(reason)
-	top["choices"] = mustJSON(choices)
+	top["choices"] = mustJSON([]map[string]any{{"index": index, "message": out, "logprobs": nil, "finish_reason": reason}})
 	top["streamguard"] = mustJSON(info)
 	return mustJSON(top), nil
 }

@@ -44,6 +44,7 @@ type duplexReply struct {
 	ID     string               `json:"id,omitempty"`
 	Prompt *guard.PromptVerdict `json:"prompt,omitempty"`
 	Tokens []guard.TokenVerdict `json:"tokens,omitempty"`
+	Ended  *State               `json:"ended,omitempty"` // as streamResponse.Ended
 	State  *State               `json:"state,omitempty"`
 	Error  *apiErrorBody        `json:"error,omitempty"`
 }
@@ -265,15 +266,25 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		var msgs []tokenizer.Message
 		if msgs, err = op.promptInput.messages(); err == nil {
 			srv.auditContent(d.c, "prompt", msgs)
-			rep.Prompt, err = d.c.judgePrompt(ctx, msgs)
-			err = lengthParam(err, op.promptInput.field())
+			if rep.Tokens, rep.Ended, err = d.c.endHeld(ctx); err == nil {
+				rep.Prompt, err = d.c.judgePrompt(ctx, msgs)
+				err = lengthParam(err, op.promptInput.field())
+			}
 		}
 	case "state":
 	case "close":
+		// The response's held-back end is judged first: it is the
+		// response's last words.
+		var cerr error
+		rep.Tokens, _, cerr = d.c.endHeld(ctx)
 		st := d.c.state()
 		st.ID = d.id
 		d.c.close("closed")
 		rep.State = &st
+		if cerr != nil {
+			d.fail(rep, cerr)
+			return false
+		}
 		d.reply(rep)
 		return false
 	default:
@@ -345,6 +356,12 @@ func (d *duplex) send(rep duplexReply) bool {
 	} else {
 		buf.Write(b)
 		buf.WriteByte('\n')
+	}
+	// A client that stops reading is let go after the body's idle
+	// allowance, like one that stops writing: it would hold its stream,
+	// KV charge and connection slot.
+	if d.rc.SetWriteDeadline(time.Now().Add(d.srv.opts.BodyIdleTimeout)) != nil {
+		return false
 	}
 	if _, err := d.w.Write(buf.Bytes()); err != nil {
 		return false

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
@@ -243,5 +244,58 @@ func TestDuplexSSEEventNames(t *testing.T) {
 		if got := sseEvent(op); got != op {
 			t.Errorf("sseEvent(%q) = %q", op, got)
 		}
+	}
+}
+
+// TestDuplexHeldTail is TestHeldTailJudgedAtTurnEnd over a duplex
+// connection: the prompt and close operations that end a response answer
+// with the verdicts of its held-back last word.
+func TestDuplexHeldTail(t *testing.T) {
+	m := testModel(t)
+	h := newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) { a.Policy = flagAll(m) })})
+	d := h.connect("key-a", false)
+	d.do(map[string]any{"op": "open", "prompt": testPrompt})
+	if rep := d.do(map[string]any{"op": "append", "text": "poison"}); rep.Error != nil || len(rep.Tokens) != 0 {
+		t.Fatalf("append: %+v", rep)
+	}
+	rep := d.do(map[string]any{"op": "prompt", "prompt": "Thanks"})
+	if rep.Error != nil || tokenText(rep.Tokens) != "poison" || !rep.Tokens[0].Flagged || rep.Ended == nil || rep.Ended.Status != "flagged" || rep.Prompt == nil {
+		t.Fatalf("prompt after held text: %+v", rep)
+	}
+	d.do(map[string]any{"op": "append", "text": "venom"})
+	rep = d.do(map[string]any{"op": "close"})
+	if rep.Error != nil || tokenText(rep.Tokens) != "venom" || rep.State == nil || rep.State.Status != "flagged" {
+		t.Fatalf("close after held text: %+v", rep)
+	}
+}
+
+// TestDuplexNonReader: a client that sends operations and never reads the
+// answers used to block its handler in Write for good, keeping its stream,
+// KV charge and connection slot past every timeout. Each reply now has
+// the body's idle allowance to be taken.
+func TestDuplexNonReader(t *testing.T) {
+	h := newHarness(t, Options{Config: twoTenants(nil), BodyIdleTimeout: 200 * time.Millisecond})
+	d := h.connect("key-a", false)
+	d.send(map[string]any{"op": "open", "prompt": testPrompt})
+	// Each answer echoes seq: a few fill the connection's buffers.
+	seq := strings.Repeat("x", 900<<10)
+	go func() {
+		for range 40 {
+			b, _ := json.Marshal(map[string]any{"op": "state", "seq": seq})
+			if _, err := d.w.Write(append(b, '\n')); err != nil {
+				return
+			}
+		}
+	}()
+	tn := h.srv.tenants.list[0]
+	deadline := time.Now().Add(20 * time.Second)
+	for tn.open.Load() != 0 || tn.conns.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a duplex client that stopped reading still holds %d streams and %d connections", tn.open.Load(), tn.conns.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if used, _ := h.srv.budget.usage(); used != 0 {
+		t.Fatalf("%d positions still charged", used)
 	}
 }

@@ -66,7 +66,12 @@ type streamResponse struct {
 	// operation, in order (the assistant header is not judged and not
 	// listed).
 	Tokens []guard.TokenVerdict `json:"tokens"`
-	State  State                `json:"state"`
+	// Ended is the final state of the response that a prompt or close
+	// ended, when the response's end was held back (text that later text
+	// could still have changed) and this operation judged it: its
+	// verdicts are in Tokens.
+	Ended *State `json:"ended,omitempty"`
+	State State  `json:"state"`
 }
 
 // tokensOrEmpty makes "tokens" a JSON array even when there are none.
@@ -102,17 +107,25 @@ func (srv *Server) withSession(w http.ResponseWriter, r *http.Request, t *Tenant
 		writeStreamLost(w, id)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastUse.Store(time.Now().UnixNano())
-	if s.c.closed {
+	resp, lost, err := func() (streamResponse, bool, error) {
+		// The answer is written after the lock is released: a client
+		// slow to read it holds no one else's operation on the stream.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.lastUse.Store(time.Now().UnixNano())
+		if s.c.closed {
+			return streamResponse{}, true, nil
+		}
+		resp, err := op(s)
+		s.lastUse.Store(time.Now().UnixNano())
+		if s.c.closed {
+			srv.sessions.remove(t, id)
+		}
+		return resp, false, err
+	}()
+	if lost {
 		writeStreamLost(w, id)
 		return
-	}
-	resp, err := op(s)
-	s.lastUse.Store(time.Now().UnixNano())
-	if s.c.closed {
-		srv.sessions.remove(t, id)
 	}
 	if err != nil {
 		srv.writeError(w, err)
@@ -190,8 +203,12 @@ func (srv *Server) promptStream(w http.ResponseWriter, r *http.Request, t *Tenan
 	}
 	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
 		srv.auditContent(s.c, "prompt", msgs)
+		tail, ended, err := s.c.endHeld(r.Context())
+		if err != nil {
+			return streamResponse{}, err
+		}
 		pv, err := s.c.judgePrompt(r.Context(), msgs)
-		return streamResponse{Prompt: pv, State: s.c.state()}, lengthParam(err, in.field())
+		return streamResponse{Prompt: pv, Tokens: tokensOrEmpty(tail), Ended: ended, State: s.c.state()}, lengthParam(err, in.field())
 	})
 }
 
@@ -204,8 +221,9 @@ func (srv *Server) getStream(w http.ResponseWriter, r *http.Request, t *Tenant) 
 // closeStream closes the stream and returns its final state.
 func (srv *Server) closeStream(w http.ResponseWriter, r *http.Request, t *Tenant) {
 	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
+		tail, _, err := s.c.endHeld(r.Context())
 		st := s.c.state()
 		s.c.close("closed")
-		return streamResponse{Prompt: s.c.s.LastPrompt(), State: st}, nil
+		return streamResponse{Prompt: s.c.s.LastPrompt(), Tokens: tokensOrEmpty(tail), State: st}, err
 	})
 }

@@ -179,3 +179,69 @@ func TestStreamBadRequests(t *testing.T) {
 		t.Fatalf("append after bad requests: status %d", code)
 	}
 }
+
+// flagAll is a tenant policy under which every token flags its response.
+func flagAll(m *guard.Model) PolicyConfig {
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.ResponseCategory {
+		thr[c] = 0
+	}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	return PolicyConfig{Debounce: 1, Thresholds: thr}
+}
+
+// TestHeldTailJudgedAtTurnEnd: the last word of a response is held back
+// (later text could still change how it encodes) until the response ends.
+// A prompt or a close that ends it judges it, and the answer carries those
+// verdicts and the response's final state: before, they were judged and
+// dropped (a prompt) or never judged (a close), so a flag on a response's
+// last words reached no client.
+func TestHeldTailJudgedAtTurnEnd(t *testing.T) {
+	m := testModel(t)
+	cfg := twoTenants(func(a, b *TenantConfig) { a.Policy = flagAll(m) })
+	h := newHarness(t, Options{Config: cfg})
+	open := func() string {
+		var created streamResponse
+		if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+			t.Fatal(code)
+		}
+		var r streamResponse
+		if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "key-a", map[string]any{"text": "poison"}, &r); code != 200 || len(r.Tokens) != 0 || r.State.Status != "allowed" {
+			t.Fatalf("append: status %d, %d verdicts, %s; want the word held", code, len(r.Tokens), r.State.Status)
+		}
+		return created.ID
+	}
+	id := open()
+	var pr streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+id+"/prompt", "key-a", map[string]any{"prompt": "Thanks"}, &pr); code != 200 {
+		t.Fatal(code)
+	}
+	if len(pr.Tokens) == 0 || !pr.Tokens[0].Flagged || pr.Ended == nil || pr.Ended.Status != "flagged" || pr.Ended.FlaggedIndex != 0 {
+		t.Fatalf("prompt after held text: tokens %+v ended %+v", pr.Tokens, pr.Ended)
+	}
+	if got := tokenText(pr.Tokens); got != "poison" {
+		t.Fatalf("the held tail's verdicts spell %q, want %q", got, "poison")
+	}
+	if pr.Prompt == nil || pr.State.Status != "allowed" || pr.State.Decision.Tokens != 0 {
+		t.Fatalf("the new turn: prompt %+v state %+v", pr.Prompt, pr.State)
+	}
+
+	id = open()
+	var fin streamResponse
+	if code, _ := h.do("DELETE", "/v1/streams/"+id, "key-a", nil, &fin); code != 200 {
+		t.Fatal(code)
+	}
+	if tokenText(fin.Tokens) != "poison" || fin.State.Status != "flagged" || fin.State.Decision.Tokens != len(fin.Tokens) {
+		t.Fatalf("close after held text: tokens %+v state %+v", fin.Tokens, fin.State)
+	}
+}
+
+func tokenText(tvs []guard.TokenVerdict) string {
+	var b strings.Builder
+	for _, tv := range tvs {
+		b.WriteString(tv.Text)
+	}
+	return b.String()
+}

@@ -92,6 +92,25 @@ func (b *kvBudget) capBound(n int) int64 {
 	return int64(min(c, max(b.maxLen, n)))
 }
 
+// longestStream is the most positions one stream may hold for its charge
+// (capBound) to fit the whole budget, at most maxLen; maxLen when the
+// budget is unlimited.
+func (b *kvBudget) longestStream(maxLen int) int {
+	if b.limit == 0 {
+		return maxLen
+	}
+	lo, hi := 0, maxLen // capBound(lo) fits; find the largest such lo
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if b.capBound(mid) <= b.limit {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
 // acquire charges n positions, waiting in the queue while they do not fit
 // (growth: for a stream that already holds a charge). It fails with
 // ErrBudget when n exceeds the whole budget, when the wait ends, or when

@@ -122,7 +122,11 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	if c.s.Len() == 0 && c.floor == 0 {
 		c.floor = certain + c.reserve
 	}
-	if err := c.charge(ctx, max(c.s.Len()+maxNew, c.floor)); err != nil {
+	// The charge is an estimate (text counted as a token a byte), never
+	// more than the stream may hold: tokens past the limit end the stream
+	// below before they are run. So a charge always fits the whole budget
+	// (New holds streams to it) and is refused only when the budget is full.
+	if err := c.charge(ctx, min(max(c.s.Len()+maxNew, c.floor), c.srv.maxStreamTokens)); err != nil {
 		if c.s.Len() == 0 {
 			c.floor = 0
 		}
@@ -182,7 +186,10 @@ func (c *convo) charge(ctx context.Context, n int) error {
 
 // settle returns the charge beyond what the cache can hold now.
 func (c *convo) settle() {
-	want := c.srv.budget.capBound(max(c.s.Len()+c.s.Pending(), c.floor))
+	// Held text is tokens to come (at least MinIDs of its bytes): charged,
+	// so that the budget bounds what streams holding it keep too.
+	n := c.s.Len() + c.s.Pending() + guardhook.Tokenizer(c.srv.model).MinIDs(c.s.HeldBytes())
+	want := c.srv.budget.capBound(max(n, c.floor))
 	if want < c.charged {
 		c.srv.budget.release(c.charged - want)
 		c.charged = want
@@ -267,6 +274,15 @@ func (c *convo) queueWithResponse(conv *tokenizer.Conversation) error {
 // appendText judges response text (any chunking); the tokens the encoder
 // holds back come with a later call or flush.
 func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+	// Text the stream's encoder holds back (a word that may still grow)
+	// is tokens to come; once they cannot fit, more of it is refused
+	// rather than held, however it is cut into appends.
+	if c.ended == nil {
+		held := c.s.HeldBytes() + len(text)
+		if n, lim := c.s.Len()+c.s.Pending()+guardhook.Tokenizer(c.srv.model).MinIDs(held), c.srv.maxStreamTokens; n > lim {
+			return nil, tooLong{n, lim}
+		}
+	}
 	res, err := c.run(ctx, 0, len(text)+c.heldBytes+headerSlack, func() error { return c.s.QueueText(text) })
 	if err != nil {
 		return nil, c.textConsumed(err)
@@ -315,6 +331,24 @@ func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
 	}
 	c.heldBytes = 0
 	return res.Tokens, nil
+}
+
+// endHeld judges the text the open response's encoder holds back, before
+// an operation that ends the response (a new prompt, close): that text is
+// the response's end, and its verdicts, a flag among them, belong in the
+// operation's answer rather than to a turn nobody reads. It returns the
+// verdicts and the response's final state, or nothing when no text is
+// held.
+func (c *convo) endHeld(ctx context.Context) ([]guard.TokenVerdict, *State, error) {
+	if c.ended != nil || c.s.HeldBytes() == 0 {
+		return nil, nil, nil
+	}
+	tvs, err := c.flush(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := c.state()
+	return tvs, &st, nil
 }
 
 // startResponse queues the assistant header; it is judged (not judged:

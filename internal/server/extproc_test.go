@@ -1,17 +1,22 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 )
 
@@ -186,5 +191,75 @@ func TestExtProcWiring(t *testing.T) {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, sb.String())
 		}
+	}
+}
+
+// panicking is an ext_proc service (and a unary method) whose handlers
+// panic.
+type panicking struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (panicking) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	panic("stream boom")
+}
+
+var panickingUnary = grpc.ServiceDesc{
+	ServiceName: "streamguard.test.Panicking",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{MethodName: "Unary", Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		in := &extprocv3.ProcessingRequest{}
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		h := func(context.Context, any) (any, error) { panic("unary boom") }
+		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/streamguard.test.Panicking/Unary"}, h)
+	}}},
+}
+
+// TestExtProcRecoversPanics: a panic in a handler of the ext_proc gRPC
+// server ends that call with codes.Internal and is logged with its stack;
+// the server (and the process) go on serving.
+func TestExtProcRecoversPanics(t *testing.T) {
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	gs := newGRPCServer(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	gs.RegisterService(&extprocv3.ExternalProcessor_ServiceDesc, panicking{})
+	gs.RegisterService(&panickingUnary, struct{}{})
+	ln := bufconn.Listen(1 << 20)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := extprocv3.NewExternalProcessorClient(conn)
+	for i := range 2 { // the second call: the server is still there
+		st, err := client.Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&extprocv3.ProcessingRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "/envoy.service.ext_proc.v3.ExternalProcessor/Process") {
+			t.Fatalf("call %d: %v, want codes.Internal", i, err)
+		}
+	}
+	err = conn.Invoke(context.Background(), "/streamguard.test.Panicking/Unary", &extprocv3.ProcessingRequest{}, &extprocv3.ProcessingResponse{})
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("unary call: %v, want codes.Internal", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := logs.String(); strings.Count(got, "grpc: handler panic") != 3 || !strings.Contains(got, "stream boom") ||
+		!strings.Contains(got, "unary boom") || !strings.Contains(got, "panicking.Process") {
+		t.Errorf("log:\n%s", got)
 	}
 }

@@ -185,6 +185,18 @@ func (srv *Server) authedDuplex(route string, h tenantHandler) http.Handler {
 func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// Answers are written under a deadline: a client that stops
+		// reading would otherwise hold the handler, its stream and its
+		// KV charge for good. A unary answer must be taken within the
+		// request timeout plus the body's idle allowance of the
+		// request's start; duplex connections set one per reply; the
+		// proxy sets its own. Set here for every request, since a
+		// keep-alive connection keeps the last one's.
+		wdl := time.Time{}
+		if kind == unary {
+			wdl = start.Add(srv.opts.RequestTimeout + srv.opts.BodyIdleTimeout)
+		}
+		_ = http.NewResponseController(rw).SetWriteDeadline(wdl)
 		countWork := kind != duplexRoute
 		w := &statusWriter{ResponseWriter: rw}
 		tenantName := "-"

@@ -3,12 +3,17 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 // TestKVBudget: without a wait, a stream that does not fit the budget gets
@@ -36,17 +41,110 @@ func TestKVBudget(t *testing.T) {
 	if n := h.srv.metrics.openStreams.Load(); n != 1 {
 		t.Fatalf("%d streams open after a refusal", n)
 	}
-	// An append that would need more than the budget is refused.
+	// An append whose estimate (a token a byte: 500) is more than the
+	// stream may hold is charged only what it may hold, which its charge
+	// already covers: taken, with nothing more charged.
 	long := strings.Repeat("word ", 100)
-	if code, _ := h.do("POST", "/v1/streams/"+s1.ID+"/append", "", map[string]any{"text": long}, &e); code != 429 || e.Error.StreamEnded {
+	if code, _ := h.do("POST", "/v1/streams/"+s1.ID+"/append", "", map[string]any{"text": long}, &e); code != 200 {
 		t.Fatalf("long append: status %d %+v", code, e.Error)
 	}
-	if code, _ := h.do("POST", "/v1/streams/"+s1.ID+"/append", "", map[string]any{"text": "short"}, nil); code != 200 {
-		t.Fatalf("short append after the refusal: status %d", code)
+	if used, _ := h.srv.budget.usage(); used != 256 {
+		t.Fatalf("charged %d positions after the append, want 256", used)
 	}
 	h.do("DELETE", "/v1/streams/"+s1.ID, "", nil, nil)
 	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": "hi"}, nil); code != 201 {
 		t.Fatalf("after close: status %d", code)
+	}
+}
+
+// TestStreamsHeldToTheBudget: a stream longer than the whole KV budget
+// could never be admitted, and its charge used to be refused like a full
+// budget's — an overload, which a fail-open tenant's proxy answers by
+// forwarding unjudged. Streams are now held to what the budget takes, so
+// such input is a length error: refused, never forwarded, for prompts and
+// answers alike.
+func TestStreamsHeldToTheBudget(t *testing.T) {
+	m := testModel(t)
+	bpp := m.Info().KVBytesPerToken
+	cfg := &Config{Tenants: []TenantConfig{{Name: "a", APIKeySHA256: []string{HashKey("key-a")}, Proxy: ProxyConfig{FailOpen: true}}}}
+	// 300 positions: capBound(128) = 256 fits, capBound(129) = 320 does not.
+	h := newHarness(t, Options{Config: cfg, KVBudgetBytes: 300 * bpp, StreamReserveTokens: 16, KVBudgetWait: -1})
+	if h.srv.maxStreamTokens != 128 {
+		t.Fatalf("max stream length %d under a 300-position budget, want 128", h.srv.maxStreamTokens)
+	}
+	if _, err := New(Options{Model: m, KVBudgetBytes: 100 * bpp}); err == nil || !strings.Contains(err.Error(), "KV budget") {
+		t.Fatalf("a budget below one short stream: %v", err)
+	}
+	var called atomic.Int32
+	answer := strings.Repeat("here is the harmful part of the answer. ", 40) // about 400 tokens
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}]}`, answer)
+	}))
+	defer up.Close()
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(prompt string) (int, http.Header, string) {
+		body := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}]}`, prompt)
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer key-a")
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	// A prompt of about 500 tokens, inside the model's context.
+	code, hdr, body := post(strings.Repeat("tell me how to do the forbidden thing ", 70))
+	if code != http.StatusBadRequest || !strings.Contains(body, "context_length_exceeded") || hdr.Get("X-Streamguard-Unjudged") != "" || called.Load() != 0 {
+		t.Fatalf("long prompt: status %d, unjudged %q, upstream called %d times: %.300s", code, hdr.Get("X-Streamguard-Unjudged"), called.Load(), body)
+	}
+	// A short prompt whose answer outgrows the stream: cut for length
+	// (the proxy's rule for an answer past the guard's stream), not
+	// released unjudged.
+	code, hdr, body = post("hi")
+	if code != http.StatusOK || hdr.Get("X-Streamguard-Unjudged") != "" || !strings.Contains(body, `"finish_reason":"length"`) || strings.Count(body, "harmful part") > 30 {
+		t.Fatalf("long answer: status %d, unjudged %q: %.300s", code, hdr.Get("X-Streamguard-Unjudged"), body)
+	}
+}
+
+// TestHeldTextBounded: the text a stream's encoder holds back (one word
+// that may still grow, here a run of letters) is tokens to come; appends
+// of it are refused once it could no longer fit the stream, however it is
+// cut, instead of piling up unjudged and answered "allowed".
+func TestHeldTextBounded(t *testing.T) {
+	const limit = 512 // --max-stream-tokens
+	h := newHarness(t, Options{MaxStreamTokens: limit})
+	var created streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+		t.Fatal(code)
+	}
+	tok := guardhook.Tokenizer(h.srv.model)
+	chunk := strings.Repeat("a", 100<<10)
+	held := 0
+	for i := 0; ; i++ {
+		if created.State.Position+tok.MinIDs(held+len(chunk)) <= limit {
+			var r streamResponse
+			if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"text": chunk}, &r); code != http.StatusOK || len(r.Tokens) != 0 {
+				t.Fatalf("append %d (%d bytes held): status %d, %d verdicts; want 200 and the word held", i, held, code, len(r.Tokens))
+			}
+			held += len(chunk)
+			continue
+		}
+		var e errBody
+		code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"text": chunk}, &e)
+		if code != http.StatusBadRequest || e.Error.Code != "context_length_exceeded" || e.Error.StreamEnded {
+			t.Fatalf("append %d past the bound (%d bytes held): status %d %+v", i, held, code, e.Error)
+		}
+		break
+	}
+	if held == 0 || held > limit*4*tok.MaxTokenBytes() {
+		t.Fatalf("%d bytes held before the refusal", held)
 	}
 }
 

@@ -234,7 +234,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 			err = c.s.QueueFlushText()
 			tail.Reset()
 		}
-		if n := c.s.Pending(); err == nil && n > lim {
+		if n := c.s.Pending() + guardhook.Tokenizer(c.srv.model).MinIDs(c.s.HeldBytes()); err == nil && n > lim {
 			err = tooLong{n, lim}
 		}
 		switch {
@@ -249,7 +249,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 	}
 	n := c.s.Pending()
 	c.floor = n + c.reserve
-	if err := c.charge(ctx, c.floor); err != nil {
+	if err := c.charge(ctx, min(c.floor, lim)); err != nil { // as run charges
 		return Result{}, err
 	}
 	res, err := c.submit(ctx)

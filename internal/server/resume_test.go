@@ -672,14 +672,23 @@ func TestResumeLimits(t *testing.T) {
 	}
 
 	// 300 positions of budget, 100 of reserve: a resume is charged what it
-	// replays plus the reserve.
+	// replays plus the reserve; one longer than the 128 positions a stream
+	// may hold under that budget is a length error, not an overload.
 	bpp := m.Info().KVBytesPerToken
 	hb := newHarness(t, Options{KVBudgetBytes: 300 * bpp, StreamReserveTokens: 100})
 	var e errBody
 	big := map[string]any{"resume": true, "prompt": "hi", "response": map[string]any{"ids": make([]int, 120)}}
-	if code, hdr := hb.do("POST", "/v1/streams", "", big, &e); code != 429 || e.Error.Code != "kv_budget" || hdr.Get("Retry-After") == "" {
+	if code, _ := hb.do("POST", "/v1/streams", "", big, &e); code != 400 || e.Error.Code != "context_length_exceeded" {
 		t.Fatalf("resume over the budget: status %d %+v", code, e.Error)
 	}
+	var r2 streamResponse
+	if code, _ := hb.do("POST", "/v1/streams", "", map[string]any{"resume": true, "prompt": "hi", "response": map[string]any{"ids": make([]int, 60)}}, &r2); code != 201 {
+		t.Fatalf("resume within a stream's room: status %d", code)
+	}
+	if code, hdr := hb.do("POST", "/v1/streams", "", big, &e); code != 400 {
+		t.Fatalf("second resume: status %d %+v %v", code, e.Error, hdr)
+	}
+	hb.do("DELETE", "/v1/streams/"+r2.ID, "", nil, nil)
 	if used, _ := hb.srv.budget.usage(); used != 0 || hb.srv.metrics.openStreams.Load() != 0 {
 		t.Fatalf("%d positions charged after a refusal", used)
 	}

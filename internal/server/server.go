@@ -126,6 +126,10 @@ type Server struct {
 	grpc        atomic.Pointer[grpc.Server] // the ext_proc server (extproc.go)
 }
 
+// minStreamTokens is the shortest stream a KV budget must hold: a prompt
+// and an answer of a few sentences.
+const minStreamTokens = 64
+
 // New builds a server and starts its scheduler.
 func New(opts Options) (*Server, error) {
 	if opts.Model == nil {
@@ -196,6 +200,18 @@ func New(opts Options) (*Server, error) {
 		log:      opts.Log,
 		janitor:  make(chan struct{}),
 		started:  time.Now(),
+	}
+	// A stream longer than the whole budget could never be admitted: its
+	// charge would be refused as if the budget were only full, an
+	// overload (429; a fail-open tenant's text forwarded unjudged), for
+	// input that is too long. Streams are held to what the budget can
+	// take, so that such input is a length error like any other.
+	if n := srv.budget.longestStream(info.MaxPositions); n < srv.maxStreamTokens {
+		if n < minStreamTokens {
+			return nil, fmt.Errorf("server: the KV budget of %d bytes holds a stream of %d tokens at most; give it room for at least %d (%d bytes a token)", opts.KVBudgetBytes, n, minStreamTokens, info.KVBytesPerToken)
+		}
+		opts.Log.Warn("max stream length lowered to what the KV budget holds", "tokens", n, "asked", srv.maxStreamTokens)
+		srv.maxStreamTokens = n
 	}
 	srv.drainCtx, srv.drainCancel = context.WithCancel(context.Background())
 	srv.cutCtx, srv.cutCancel = context.WithCancel(context.Background())

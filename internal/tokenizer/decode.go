@@ -21,10 +21,29 @@ func (t *Tokenizer) buildDecodeTable() {
 			// Added tokens are written as they are.
 			t.idBytes = append(t.idBytes, tok...)
 		} else {
+			n := len(t.idBytes)
 			t.idBytes = appendTokenBytes(t.idBytes, tok)
+			t.maxTokenBytes = max(t.maxTokenBytes, len(t.idBytes)-n)
 		}
 	}
 	t.idOff[len(t.idToken)] = uint32(len(t.idBytes))
+}
+
+// MaxTokenBytes is the most bytes of text one id of the model's vocabulary
+// (not an added token) stands for: n ids of text span at most n times as
+// many bytes of normalised text.
+func (t *Tokenizer) MaxTokenBytes() int { return t.maxTokenBytes }
+
+// MinIDs is a lower bound on the ids text of n bytes encodes to (without
+// added tokens): each id stands for at most MaxTokenBytes bytes of
+// normalised text, and NFC makes text at most three times shorter (a
+// Hangul syllable from its three jamo; K from the Kelvin sign), so a
+// quarter of n over MaxTokenBytes is safe.
+func (t *Tokenizer) MinIDs(n int) int {
+	if t.maxTokenBytes == 0 {
+		return 0
+	}
+	return n / (4 * t.maxTokenBytes)
 }
 
 // appendIDBytes appends the bytes id decodes to; ids with no token, and

@@ -19,21 +19,22 @@ const qwen2SplitPattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+
 
 // Tokenizer encodes and decodes text with one loaded tokenizer.json.
 type Tokenizer struct {
-	vocab     map[string]int // model vocabulary, byte-level form: use vocabMap
-	vocabLen  int            // entries of the model vocabulary
-	vocabOnce sync.Once
-	vocabLazy func() map[string]int // builds vocab on first use (fromTables)
-	idToken   []string              // id -> token (byte-level form for the model, content for added tokens)
-	present   []bool                // id has a token
-	special   []bool                // id is an added token marked special
-	idBytes   []byte                // decoded bytes of every id, back to back
-	idOff     []uint32              // idBytes[idOff[id]:idOff[id+1]]
-	byteID    [256]int32            // the one-byte token of each byte
-	merges    map[uint64]uint64
-	added     addedMatcher
-	nfc       bool
-	ignoreMrg bool
-	cache     pieceCache
+	vocab         map[string]int // model vocabulary, byte-level form: use vocabMap
+	vocabLen      int            // entries of the model vocabulary
+	vocabOnce     sync.Once
+	vocabLazy     func() map[string]int // builds vocab on first use (fromTables)
+	idToken       []string              // id -> token (byte-level form for the model, content for added tokens)
+	present       []bool                // id has a token
+	special       []bool                // id is an added token marked special
+	idBytes       []byte                // decoded bytes of every id, back to back
+	idOff         []uint32              // idBytes[idOff[id]:idOff[id+1]]
+	maxTokenBytes int                   // the longest idBytes entry of a vocabulary (not added) token
+	byteID        [256]int32            // the one-byte token of each byte
+	merges        map[uint64]uint64
+	added         addedMatcher
+	nfc           bool
+	ignoreMrg     bool
+	cache         pieceCache
 }
 
 // Load reads a tokenizer from a model folder (its tokenizer.json) or from a

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -64,11 +65,19 @@ func nfcExact(s string) string {
 		ccc[i] = norm.NFD.PropertiesString(string(r)).CCC()
 	}
 	// Canonical ordering: stable sort of each run of non-starters by class.
-	for i := 1; i < len(dec); i++ {
-		for j := i; j > 0 && ccc[j] != 0 && ccc[j-1] > ccc[j]; j-- {
-			dec[j], dec[j-1] = dec[j-1], dec[j]
-			ccc[j], ccc[j-1] = ccc[j-1], ccc[j]
+	// A sort, not insertion into place: a run can be as long as the text,
+	// and alternating classes made insertion quadratic in it.
+	for i := 0; i < len(dec); {
+		if ccc[i] == 0 {
+			i++
+			continue
 		}
+		j := i
+		for j < len(dec) && ccc[j] != 0 {
+			j++
+		}
+		sortRun(dec[i:j], ccc[i:j])
+		i = j
 	}
 	// Canonical composition.
 	out := make([]rune, 0, len(dec))
@@ -91,6 +100,26 @@ func nfcExact(s string) string {
 		out = append(out, r)
 	}
 	return string(out)
+}
+
+// sortRun stably sorts a run of non-starters (dec, with their classes ccc)
+// by class.
+func sortRun(dec []rune, ccc []uint8) {
+	if slices.IsSorted(ccc) {
+		return
+	}
+	type mark struct {
+		r rune
+		c uint8
+	}
+	run := make([]mark, len(dec))
+	for i := range dec {
+		run[i] = mark{dec[i], ccc[i]}
+	}
+	slices.SortStableFunc(run, func(a, b mark) int { return int(a.c) - int(b.c) })
+	for i, m := range run {
+		dec[i], ccc[i] = m.r, m.c
+	}
 }
 
 // composePair returns the primary composite of a and b, if there is one.

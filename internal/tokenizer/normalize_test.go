@@ -20,6 +20,9 @@ func TestNFCLongNonStarterRuns(t *testing.T) {
 		{"\u1100" + r("\u0300", 33) + "\u1161", "\u1100" + r("\u0300", 33) + "\u1161"},
 		{"a" + r("\u0323", 20) + r("\u0302", 20) + "\u0301", "\u1ead" + r("\u0323", 19) + r("\u0302", 19) + "\u0301"},
 		{"A\u030a" + r("\u0316", 40), "\u00c5" + r("\u0316", 40)},
+		// A run as long as a request body, classes alternating: ordering it
+		// by moving each mark into place took time quadratic in the run.
+		{"a" + r("\u0301\u0316", 1<<16) + "b", "\u00e1" + r("\u0316", 1<<16) + r("\u0301", 1<<16-1) + "b"},
 	}
 	for i, c := range cases {
 		if got := nfc(c.in); got != c.want {

@@ -18,8 +18,25 @@ type StreamEncoder struct {
 	pending string // text from a position where an added token may start
 	segRaw  string // text of the open segment not yet normalised
 	segNorm string // normalised text of the open segment not yet split
-	out     []int
+	// tail is text of the open segment after segRaw that has not been
+	// looked at, and lookAt the held length from which to look again
+	// (0: after every write). A pre-token that may still grow (a run of
+	// letters, of combining marks) is held whole, and looking at it again
+	// after every small write costs its length each time: quadratic in a
+	// long one. Past heldLook bytes the encoder looks again only once the
+	// held text has grown by a quarter, which keeps the work linear; ids
+	// are then released up to that much later, never different.
+	// tail is only appended to, or replaced: a copy (CopyTo) shares it.
+	tail   []byte
+	lookAt int
+	out    []int
 }
+
+// heldLook is the held text, in bytes, past which StreamEncoder looks at
+// new text only once the held text has grown by a quarter: longer than
+// ordinary words, so that their ids go out at the first write that
+// decides them.
+const heldLook = 256
 
 // NewStreamEncoder returns an encoder for one text whose ids equal Encode's:
 // added tokens spelled in the text become their ids. It is for trusted
@@ -42,6 +59,11 @@ func (e *StreamEncoder) CopyTo(dst *StreamEncoder) {
 	in := append(dst.inBytes[:0], e.inBytes...)
 	*dst = *e
 	dst.inBytes, dst.out = in, nil
+}
+
+// Held is the number of bytes of text written and not yet turned into ids.
+func (e *StreamEncoder) Held() int {
+	return len(e.inBytes) + len(e.pending) + len(e.segRaw) + len(e.segNorm) + len(e.tail)
 }
 
 // Write adds the next chunk of text and returns the ids that are now final.
@@ -70,42 +92,68 @@ func (e *StreamEncoder) feed(chunk string, atEOF bool) {
 	e.pending = ""
 
 	if e.plain {
-		e.segRaw += text
-		if atEOF {
-			e.closeSegment()
-			return
-		}
-		e.advanceSegment()
+		e.addSegment(text)
+		e.endFeed(atEOF)
 		return
 	}
 	pos := 0
 	for {
 		start, end, id, undecided := t.added.next(text, pos, atEOF)
 		if start >= 0 {
-			e.segRaw += text[pos:start]
+			e.addSegment(text[pos:start])
 			e.closeSegment()
 			e.out = append(e.out, id)
 			pos = end
 			continue
 		}
 		if undecided >= 0 {
-			e.segRaw += text[pos:undecided]
+			e.addSegment(text[pos:undecided])
 			e.pending = text[undecided:]
 		} else {
-			e.segRaw += text[pos:]
+			e.addSegment(text[pos:])
 		}
 		break
 	}
+	e.endFeed(atEOF)
+}
+
+// addSegment appends text to the open segment: to what advanceSegment
+// looks at next, or while it waits for the held text to grow (lookAt), to
+// the tail.
+func (e *StreamEncoder) addSegment(text string) {
+	if e.lookAt > 0 {
+		e.tail = append(e.tail, text...)
+		return
+	}
+	e.segRaw += text
+}
+
+// endFeed closes the segment at the end of the text, or advances it unless
+// the held text is waiting to grow.
+func (e *StreamEncoder) endFeed(atEOF bool) {
 	if atEOF {
 		e.closeSegment()
+		return
+	}
+	if e.lookAt > 0 && e.Held() < e.lookAt {
 		return
 	}
 	e.advanceSegment()
 }
 
+// takeTail moves the tail into the segment's text. It leaves the tail's
+// memory to the copies that share it.
+func (e *StreamEncoder) takeTail() {
+	if len(e.tail) > 0 {
+		e.segRaw += string(e.tail)
+	}
+	e.tail, e.lookAt = nil, 0
+}
+
 // advanceSegment normalises the open segment up to its last NFC boundary
 // and emits the pre-tokens that are final.
 func (e *StreamEncoder) advanceSegment() {
+	e.takeTail()
 	if e.t.nfc {
 		if b := lastNFCBoundary(e.segRaw); b > 0 {
 			e.segNorm += nfc(e.segRaw[:b])
@@ -126,11 +174,15 @@ func (e *StreamEncoder) advanceSegment() {
 		p = end
 	}
 	e.segNorm = s[p:]
+	if held := len(e.segRaw) + len(e.segNorm); held > heldLook {
+		e.lookAt = held + held/4
+	}
 }
 
 // closeSegment ends the open segment: the text that follows is an added
 // token or nothing, which the split pattern sees as the end of the text.
 func (e *StreamEncoder) closeSegment() {
+	e.takeTail()
 	s := e.segNorm
 	if e.t.nfc {
 		s += nfc(e.segRaw)

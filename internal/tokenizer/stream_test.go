@@ -115,6 +115,42 @@ func TestStreamEncoderReuseAfterFlush(t *testing.T) {
 	}
 }
 
+// TestStreamEncoderLongHeldWord: a pre-token that may still grow is held
+// whole, and looking at it again after every write cost its length each
+// time — quadratic over a long one (a run of letters, of combining marks)
+// written in small pieces. Past a few hundred bytes the encoder looks
+// again only once the held text has grown by a quarter: it looks a
+// logarithmic number of times, holds what it was given, and its ids are
+// Encode's.
+func TestStreamEncoderLongHeldWord(t *testing.T) {
+	tok := mustQwen3(t)
+	for _, unit := range []string{"aaaa", "\u0301\u0316", "语"} {
+		text := "x " + strings.Repeat(unit, (256<<10)/len(unit)) + " end"
+		e := tok.NewTextStreamEncoder()
+		var got []int
+		looks, writes := 0, 0
+		for i := 0; i < len(text); i += 4 {
+			got = append(got, e.Write(text[i:min(i+4, len(text))])...)
+			writes++
+			if len(e.tail) == 0 {
+				looks++
+			}
+			if e.Held() > len(text[:min(i+4, len(text))]) {
+				t.Fatalf("%q: holds %d bytes of %d written", unit, e.Held(), i+4)
+			}
+		}
+		got = append(got, e.Flush()...)
+		if want := tok.EncodeText(text); !slices.Equal(got, want) {
+			t.Fatalf("%q: streamed ids differ from EncodeText's (%d against %d ids)", unit, len(got), len(want))
+		}
+		// heldLook/4 writes before the held text passes heldLook, then one
+		// look each time it grows by a quarter (about 30 for 256 KiB).
+		if looks > heldLook/4+64 {
+			t.Errorf("%q: looked at the held text after %d of %d writes", unit, looks, writes)
+		}
+	}
+}
+
 func FuzzStreamEncode(f *testing.F) {
 	tok := mustQwen3(f)
 	for _, s := range streamCases {

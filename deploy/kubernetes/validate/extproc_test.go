@@ -27,7 +27,8 @@ import (
 // (request body BUFFERED, response headers sent, response body STREAMED),
 // failing closed, mode overrides allowed, a message timeout well above the
 // binary's chunk wait, a gRPC cluster over HTTP/2 on the port the comment's
-// serve command opens, and the filter on the chat route only.
+// serve command opens, paths normalised before routing, and the filter on
+// every route, so that no spelling of a generation path escapes it.
 func TestEnvoyExtProcConfig(t *testing.T) {
 	bs, text := envoyBootstrap(t, "ext-proc.yaml")
 	var hcm hcmv3.HttpConnectionManager
@@ -38,6 +39,11 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	filters := hcm.GetHttpFilters()
+	// Routing reads the path as the upstream will: RFC 3986 normalised,
+	// slashes merged.
+	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+		t.Errorf("normalize_path %v, merge_slashes %v: want both, so that routes match the path the upstream reads", hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes())
+	}
 	if len(filters) < 2 || filters[0].GetName() != "envoy.filters.http.ext_proc" || filters[len(filters)-1].GetName() != "envoy.filters.http.router" {
 		t.Fatalf("http filters %v: want ext_proc first and the router last", filters)
 	}
@@ -48,10 +54,16 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 	if err := ep.ValidateAll(); err != nil {
 		t.Fatal(err)
 	}
+	// The modes streamguard judges every answer in: with response_body_mode
+	// NONE (Envoy's default) or BUFFERED_PARTIAL, or a header mode SKIP,
+	// it refuses the answers instead.
 	pm := ep.GetProcessingMode()
 	if pm.GetRequestBodyMode() != extprocv3.ProcessingMode_BUFFERED || pm.GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED ||
 		pm.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND || pm.GetRequestHeaderMode() == extprocv3.ProcessingMode_SKIP {
 		t.Errorf("processing mode %v: want request headers and body (BUFFERED), response headers (SEND) and body (STREAMED)", pm)
+	}
+	if ep.GetSendBodyWithoutWaitingForHeaderResponse() {
+		t.Error("send_body_without_waiting_for_header_response: Envoy then ignores streamguard's mode overrides")
 	}
 	if ep.GetFailureModeAllow() {
 		t.Error("failure_mode_allow: an unreachable or late streamguard would let text through unjudged")
@@ -91,23 +103,27 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 		t.Errorf("the cluster's port %d is not the one the serve command in the comment opens (%v)", port, m)
 	}
 
-	// The filter runs on the chat route, not on the others.
-	for _, r := range hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
-		_, off := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_proc"]
-		if off {
-			var per extprocv3.ExtProcPerRoute
-			if err := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_proc"].UnmarshalTo(&per); err != nil {
-				t.Fatal(err)
-			}
-			off = per.GetDisabled()
+	// The filter runs on every route: upstreams decode the path before
+	// routing, so a route without it could be reached by a spelling of the
+	// chat path (or of the completions and Responses APIs, which
+	// streamguard refuses), and the answer would go out unjudged.
+	vh := hcm.GetRouteConfig().GetVirtualHosts()[0]
+	if _, off := vh.GetTypedPerFilterConfig()["envoy.filters.http.ext_proc"]; off {
+		t.Errorf("virtual host %s: a per-filter config of ext_proc", vh.GetName())
+	}
+	routes := vh.GetRoutes()
+	for _, r := range routes {
+		if _, off := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_proc"]; off {
+			t.Errorf("route %v: a per-filter config of ext_proc (it may disable the filter or change its modes)", r.GetMatch())
 		}
-		chat := strings.HasPrefix("/v1/chat/completions", r.GetMatch().GetPrefix()) && firstMatch(hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes(), "/v1/chat/completions") == r
-		if chat == off {
-			t.Errorf("route %v: ext_proc disabled %v", r.GetMatch(), off)
+	}
+	for _, p := range []string{"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/v1/responses", "/responses", "/v1/models"} {
+		if firstMatch(routes, p) == nil {
+			t.Errorf("no route for %s", p)
 		}
-		if chat && r.GetRoute().GetTimeout().AsDuration() != 0 {
-			t.Errorf("chat route timeout %v: a streamed answer lasts as long as the model writes", r.GetRoute().GetTimeout().AsDuration())
-		}
+	}
+	if r := firstMatch(routes, "/v1/chat/completions"); r != nil && r.GetRoute().GetTimeout().AsDuration() != 0 {
+		t.Errorf("chat route timeout %v: a streamed answer lasts as long as the model writes", r.GetRoute().GetTimeout().AsDuration())
 	}
 }
 
