@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -187,5 +188,32 @@ func TestHeldTextRefusedPastTheContext(t *testing.T) {
 	}
 	if s.HeldBytes() != held || s.Pending() != header {
 		t.Fatalf("the refused chunk changed the stream: %d held, %d pending", s.HeldBytes(), s.Pending())
+	}
+}
+
+// TestHeldWordQueuedInPlace: every queueing call saves a copy of the
+// stream's text encoder (to undo a refused call); while a long word is
+// held, the copy must not cost the encoder its tail's spare room, or each
+// small write would copy everything held so far (quadratic in the word).
+func TestHeldWordQueuedInPlace(t *testing.T) {
+	_, s := promptedStream(t)
+	if err := s.QueueText(strings.Repeat("a", 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 4000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range calls {
+		if err := s.QueueText("aaaa"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// In place: the tail grows by doubling, and the held word is looked
+	// at again each time it has grown by a quarter (its 64 KiB copied
+	// then): a few hundred bytes a call. Copied on every call, the tail
+	// alone would cost 8 KiB a call on average here.
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 1024 {
+		t.Fatalf("%d bytes allocated per 4-byte QueueText of a held word", per)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -244,108 +243,6 @@ func (ss *session) handle(m *extprocv3.ProcessingRequest) error {
 }
 
 // ---- request ----
-
-// route is what a request is to the service, in increasing order of
-// caution.
-type route int
-
-const (
-	otherRoute  route = iota // passes untouched
-	chatRoute                // judged
-	legacyRoute              // POST …/completions: generates text the guard cannot judge
-	respRoute                // POST …/responses: likewise
-)
-
-// routeOf classifies a request by its method and :path as the upstream
-// will route it, not as the path is spelt: upstreams percent-decode the
-// path before routing (uvicorn, hence vLLM and LiteLLM) and some merge
-// slashes or drop ";" parameters, so "/v1/chat/completion%73" and
-// "/v1//chat/completions" reach their chat route, and llama.cpp and
-// LiteLLM serve "/chat/completions" without "/v1". Where readings differ,
-// the most cautious wins: a needless judgment beats an unjudged answer.
-func routeOf(method, rawPath string) route {
-	if !strings.EqualFold(method, http.MethodPost) {
-		return otherRoute
-	}
-	if i := strings.IndexAny(rawPath, "?#"); i >= 0 {
-		rawPath = rawPath[:i]
-	}
-	p := normalizePath(rawPath)
-	r := classify(p)
-	// A "?" or "#" that came percent-encoded is part of the path to an
-	// upstream that decodes once, the start of a query to one that
-	// decodes and parses again: both readings count.
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		r = max(r, classify(normalizePath(p[:i])))
-	}
-	return r
-}
-
-func classify(p string) route {
-	switch {
-	case strings.HasSuffix(p, "/chat/completions"):
-		return chatRoute
-	case strings.HasSuffix(p, "/completions"):
-		return legacyRoute
-	case strings.HasSuffix(p, "/responses"):
-		return respRoute
-	}
-	return otherRoute
-}
-
-// normalizePath is a path (no query) percent-decoded until nothing is
-// left to decode (a double encoding is seen through too), with
-// backslashes as slashes, each segment's ";" parameters dropped,
-// repeated slashes merged, dot segments resolved, no trailing slash, in
-// lower case.
-func normalizePath(p string) string {
-	for range 8 {
-		d := unescape(p)
-		if d == p {
-			break
-		}
-		p = d
-	}
-	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
-	for i, seg := range segs {
-		if j := strings.IndexByte(seg, ';'); j >= 0 {
-			segs[i] = seg[:j]
-		}
-	}
-	return strings.ToLower(path.Clean("/" + strings.Join(segs, "/")))
-}
-
-// unescape decodes the valid %XX escapes of s and leaves the rest as it
-// is (url.PathUnescape fails on the first invalid one).
-func unescape(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	}
-	return c - 'a' + 10
-}
 
 func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 	if ss.reqSeen {

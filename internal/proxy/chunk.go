@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,16 @@ type textFields struct {
 	ReasoningContent *string `json:"reasoning_content"`
 	Reasoning        *string `json:"reasoning"`
 	Refusal          *string `json:"refusal"`
+	// ReasoningDetails is OpenRouter's structured copy of the reasoning:
+	// encrypted blobs a client cannot read, and the reasoning's text or
+	// summary, which check accepts only as the judged reasoning itself.
+	ReasoningDetails []reasoningDetail `json:"reasoning_details"`
+}
+
+type reasoningDetail struct {
+	Type    string  `json:"type"`
+	Text    *string `json:"text"`
+	Summary *string `json:"summary"`
 }
 
 // reasoning returns the reasoning text; servers name the field
@@ -45,6 +56,24 @@ func (f *textFields) reasoning() string {
 func (f *textFields) check() error {
 	if f.ReasoningContent != nil && f.Reasoning != nil && *f.ReasoningContent != *f.Reasoning {
 		return errors.New("reasoning_content and reasoning differ")
+	}
+	// reasoning_details: readable only as a copy of the judged reasoning.
+	var text strings.Builder
+	for _, d := range f.ReasoningDetails {
+		if d.Type == "reasoning.encrypted" {
+			if d.Text != nil && *d.Text != "" || d.Summary != nil && *d.Summary != "" {
+				return errors.New("reasoning_details: an encrypted entry with text")
+			}
+			continue
+		}
+		for _, t := range []*string{d.Text, d.Summary} {
+			if t != nil {
+				text.WriteString(*t)
+			}
+		}
+	}
+	if text.Len() > 0 && text.String() != f.reasoning() {
+		return errors.New("reasoning_details whose text is not the reasoning beside it")
 	}
 	return nil
 }

@@ -371,6 +371,10 @@ func TestStrictUpstreamEvents(t *testing.T) {
 		{"logprobs", chunkEvent(`[{"index":0,"delta":{"content":"fine"},"logprobs":{"content":[{"token":"fine","logprob":0,"bytes":[102],"top_logprobs":[{"token":"EVIL","logprob":-1,"bytes":[69]}]}]}}]`), false},
 		{"logprobs not an object", chunkEvent(`[{"index":0,"delta":{},"logprobs":"EVIL"}]`), false},
 		{"reasoning_details", chunkEvent(`[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"EVIL"}]}}]`), false},
+		{"reasoning_details beside other reasoning", chunkEvent(`[{"index":0,"delta":{"reasoning":"fine","reasoning_details":[{"type":"reasoning.summary","summary":"EVIL"}]}}]`), false},
+		{"encrypted reasoning_details with text", chunkEvent(`[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.encrypted","data":"x","text":"EVIL"}]}}]`), false},
+		{"reasoning_details with an unknown text field", chunkEvent(`[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.encrypted","data":"x","note":"EVIL"}]}}]`), false},
+		{"content_filter_offsets with text", chunkEvent(`[{"index":0,"content_filter_offsets":{"check_offset":1,"note":"EVIL"}}]`), false},
 		{"message in a stream", chunkEvent(`[{"index":0,"message":{"content":"EVIL"}}]`), false},
 		{"role not a string", chunkEvent(`[{"index":0,"delta":{"role":{"name":"EVIL"}}}]`), false},
 		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
@@ -706,6 +710,25 @@ func (s *markStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error
 // repeating the content and its token_id, Azure's content_filter_results,
 // SGLang's matched_stop, OpenRouter's native_finish_reason, tool calls)
 // pass: the answer is relayed byte for byte, and its text is judged once.
+// TestVendorChunksAccepted: chunks of common upstreams that carry no text
+// but the judged one pass the strict reading: Azure OpenAI's asynchronous
+// filter annotations (offsets beside the filter's results, no delta), and
+// OpenRouter's reasoning_details for reasoning models — encrypted blobs,
+// or the reasoning's summary beside that very reasoning.
+func TestVendorChunksAccepted(t *testing.T) {
+	for _, c := range []struct{ name, data string }{
+		{"azure async filter annotation", `{"choices":[{"content_filter_offsets":{"check_offset":44,"start_offset":44,"end_offset":198},"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"}},"finish_reason":null,"index":0}],"created":0,"id":"","model":"","object":""}`},
+		{"openrouter encrypted reasoning", `{"id":"gen-1","provider":"OpenAI","model":"openai/gpt-5","object":"chat.completion.chunk","created":1,"choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":null,"reasoning_details":[{"type":"reasoning.encrypted","data":"gAAAAABo95AdNmqx","id":"rs_1","format":"openai-responses-v1","index":0}]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}`},
+		{"openrouter reasoning summary", `{"id":"gen-1","provider":"OpenAI","model":"openai/gpt-5","object":"chat.completion.chunk","created":1,"choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":"**Respond","reasoning_details":[{"type":"reasoning.summary","summary":"**Respond","format":"openai-responses-v1","index":0}]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}`},
+	} {
+		data := []byte(c.data)
+		p := parseEvent(sseEvent{raw: append(append([]byte("data: "), data...), "\n\n"...), data: data})
+		if p.bad != nil {
+			t.Errorf("%s: refused: %v", c.name, p.bad)
+		}
+	}
+}
+
 func TestTextlessFieldsRelayed(t *testing.T) {
 	m := tinyModel(t)
 	const answer = "Hello there, friend."

@@ -62,6 +62,9 @@ var (
 	textShape = closedObject(map[string]*shape{
 		"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": scalar,
 		"tool_calls": nil, "function_call": nil, "annotations": nil,
+		"reasoning_details": arrayOf(closedObject(map[string]*shape{
+			"type": scalar, "text": scalar, "summary": scalar, "data": scalar, "signature": scalar, "format": scalar, "id": scalar, "index": scalar,
+		})),
 	})
 	// choiceFields are the fields of a choice, less delta or message:
 	// index and finish_reason; logprobs, which must hold no entries (their
@@ -75,6 +78,7 @@ var (
 	choiceFields = map[string]*shape{
 		"index": scalar, "finish_reason": scalar, "logprobs": closedObject(nil), "text": scalar,
 		"stop_reason": scalar, "matched_stop": scalar, "native_finish_reason": scalar, "content_filter_results": nil,
+		"content_filter_offsets": closedObject(nil),
 	}
 	// chunkShape is a streamed chunk; completionShape a whole response.
 	chunkShape = object(map[string]*shape{

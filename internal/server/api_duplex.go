@@ -266,10 +266,8 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		var msgs []tokenizer.Message
 		if msgs, err = op.promptInput.messages(); err == nil {
 			srv.auditContent(d.c, "prompt", msgs)
-			if rep.Tokens, rep.Ended, err = d.c.endHeld(ctx); err == nil {
-				rep.Prompt, err = d.c.judgePrompt(ctx, msgs)
-				err = lengthParam(err, op.promptInput.field())
-			}
+			rep.Tokens, rep.Ended, rep.Prompt, err = d.c.nextTurn(ctx, msgs)
+			err = lengthParam(err, op.promptInput.field())
 		}
 	case "state":
 	case "close":
@@ -282,7 +280,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		d.c.close("closed")
 		rep.State = &st
 		if cerr != nil {
-			d.fail(rep, cerr)
+			d.fail(rep, streamEnded{cerr})
 			return false
 		}
 		d.reply(rep)

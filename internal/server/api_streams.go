@@ -128,7 +128,9 @@ func (srv *Server) withSession(w http.ResponseWriter, r *http.Request, t *Tenant
 		return
 	}
 	if err != nil {
-		srv.writeError(w, err)
+		// Verdicts the operation got before its error (the end of a
+		// response a refused prompt ended) go with the error.
+		srv.writeErrorWith(w, err, resp.Tokens, resp.Ended)
 		return
 	}
 	resp.ID = id
@@ -203,11 +205,7 @@ func (srv *Server) promptStream(w http.ResponseWriter, r *http.Request, t *Tenan
 	}
 	srv.withSession(w, r, t, func(s *session) (streamResponse, error) {
 		srv.auditContent(s.c, "prompt", msgs)
-		tail, ended, err := s.c.endHeld(r.Context())
-		if err != nil {
-			return streamResponse{}, err
-		}
-		pv, err := s.c.judgePrompt(r.Context(), msgs)
+		tail, ended, pv, err := s.c.nextTurn(r.Context(), msgs)
 		return streamResponse{Prompt: pv, Tokens: tokensOrEmpty(tail), Ended: ended, State: s.c.state()}, lengthParam(err, in.field())
 	})
 }
@@ -224,6 +222,11 @@ func (srv *Server) closeStream(w http.ResponseWriter, r *http.Request, t *Tenant
 		tail, _, err := s.c.endHeld(r.Context())
 		st := s.c.state()
 		s.c.close("closed")
+		if err != nil {
+			// Closed all the same: the error says the response's end
+			// went unjudged, and that the stream is gone.
+			err = streamEnded{err}
+		}
 		return streamResponse{Prompt: s.c.s.LastPrompt(), Tokens: tokensOrEmpty(tail), State: st}, err
 	})
 }

@@ -245,3 +245,64 @@ func tokenText(tvs []guard.TokenVerdict) string {
 	}
 	return b.String()
 }
+
+// TestRefusedPromptAfterHeldTail: a prompt that ends a response with text
+// held back, refused for its own length, changes nothing (the response's
+// end is still held, its verdicts come with the flush); one that fits
+// alone but not after the response's end is refused with the verdicts of
+// that end beside the error, as they were judged.
+func TestRefusedPromptAfterHeldTail(t *testing.T) {
+	const limit = 200
+	m := testModel(t)
+	h := newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) { a.Policy = flagAll(m) }), MaxStreamTokens: limit})
+	open := func() streamResponse {
+		var created streamResponse
+		if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+			t.Fatal(code)
+		}
+		var r streamResponse
+		if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "key-a", map[string]any{"text": "poison"}, &r); code != 200 || len(r.Tokens) != 0 {
+			t.Fatalf("append: %d %+v", code, r.Tokens)
+		}
+		return r
+	}
+	type errTokens struct {
+		Error  apiErrorBody         `json:"error"`
+		Tokens []guard.TokenVerdict `json:"tokens"`
+		Ended  *State               `json:"ended"`
+	}
+	r := open()
+	var e errTokens
+	if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/prompt", "key-a", map[string]any{"prompt": strings.Repeat("word ", 400)}, &e); code != http.StatusBadRequest || e.Error.Code != "context_length_exceeded" || len(e.Tokens) != 0 {
+		t.Fatalf("long prompt: %d %+v", code, e)
+	}
+	var fl streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/flush", "key-a", nil, &fl); code != 200 || tokenText(fl.Tokens) != "poison" {
+		t.Fatalf("flush after the refused prompt: %d %+v", code, fl.Tokens)
+	}
+
+	// A prompt of exactly the room left before the response's end is
+	// judged: it fits alone, not after that end.
+	r = open()
+	tok := guardhook.Tokenizer(m)
+	words := 1
+	for ; ; words++ {
+		conv, err := tok.RenderConversation([]tokenizer.Message{{Role: "user", Content: strings.Repeat("word ", words)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := r.State.Position + len(conv.Prompt()); n >= limit-1 {
+			if n > limit {
+				t.Skipf("no prompt length lands in the window (%d tokens with %d words)", n, words)
+			}
+			break
+		}
+	}
+	e = errTokens{}
+	if code, _ := h.do("POST", "/v1/streams/"+r.ID+"/prompt", "key-a", map[string]any{"prompt": strings.Repeat("word ", words)}, &e); code != http.StatusBadRequest || e.Error.Code != "context_length_exceeded" {
+		t.Fatalf("prompt past the response's end: %d %+v", code, e)
+	}
+	if tokenText(e.Tokens) != "poison" || !e.Tokens[0].Flagged || e.Ended == nil || e.Ended.Status != "flagged" {
+		t.Fatalf("the error lacks the verdicts of the response's end: %+v", e)
+	}
+}

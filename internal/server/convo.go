@@ -209,6 +209,32 @@ func (c *convo) judgePrompt(ctx context.Context, msgs []tokenizer.Message) (*gua
 	if err != nil {
 		return nil, badRequest{err}
 	}
+	return c.judgePromptIDs(ctx, ids)
+}
+
+// nextTurn judges the next user turn on a stream that may be inside a
+// response: the response's held-back end first (endHeld: its verdicts
+// and final state), then the prompt. A prompt refused for what it is (it
+// does not render, or it alone would overrun the stream) is refused
+// before anything is judged; one refused after the response's end was
+// judged still returns those verdicts with its error.
+func (c *convo) nextTurn(ctx context.Context, msgs []tokenizer.Message) (tail []guard.TokenVerdict, ended *State, pv *guard.PromptVerdict, err error) {
+	ids, err := c.promptIDs(msgs)
+	if err != nil {
+		return nil, nil, nil, badRequest{err}
+	}
+	if n, lim := c.s.Len()+c.s.Pending()+len(ids), c.srv.maxStreamTokens; n > lim {
+		return nil, nil, nil, tooLong{n, lim}
+	}
+	if tail, ended, err = c.endHeld(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	pv, err = c.judgePromptIDs(ctx, ids)
+	return tail, ended, pv, err
+}
+
+// judgePromptIDs is judgePrompt for a rendered prompt.
+func (c *convo) judgePromptIDs(ctx context.Context, ids []int) (*guard.PromptVerdict, error) {
 	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueuePromptIDs(ids) })
 	if err != nil {
 		return nil, err

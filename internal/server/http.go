@@ -399,7 +399,13 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 	return http.StatusInternalServerError, b, 0
 }
 
-func (srv *Server) writeError(w http.ResponseWriter, err error) {
+// writeError answers err in OpenAI's error shape, with its status.
+func (srv *Server) writeError(w http.ResponseWriter, err error) { srv.writeErrorWith(w, err, nil, nil) }
+
+// writeErrorWith is writeError for an operation that judged tokens before
+// it failed: their verdicts, and the final state of the response they
+// ended, go beside the error.
+func (srv *Server) writeErrorWith(w http.ResponseWriter, err error, tokens []guard.TokenVerdict, ended *State) {
 	code, b, wait := srv.errorStatus(err)
 	if wait > 0 {
 		setRetryAfter(w, wait)
@@ -408,7 +414,11 @@ func (srv *Server) writeError(w http.ResponseWriter, err error) {
 	if code == http.StatusInternalServerError {
 		srv.log.Error("internal error", "error", err.Error())
 	}
-	writeJSON(w, code, apiError{b})
+	writeJSON(w, code, struct {
+		apiError
+		Tokens []guard.TokenVerdict `json:"tokens,omitempty"`
+		Ended  *State               `json:"ended,omitempty"`
+	}{apiError{b}, tokens, ended})
 }
 
 // decodeJSON reads one JSON value from the body.

@@ -1,5 +1,7 @@
 package tokenizer
 
+import "slices"
+
 // StreamEncoder encodes text that arrives in pieces of any size, such as the
 // streamed deltas of another model, emitting each id as soon as no later
 // text can change it. For every way of cutting a text into chunks, the ids
@@ -26,10 +28,14 @@ type StreamEncoder struct {
 	// long one. Past heldLook bytes the encoder looks again only once the
 	// held text has grown by a quarter, which keeps the work linear; ids
 	// are then released up to that much later, never different.
-	// tail is only appended to, or replaced: a copy (CopyTo) shares it.
-	tail   []byte
-	lookAt int
-	out    []int
+	// tail is only appended to, or replaced. A copy (CopyTo) shares its
+	// bytes: only the encoder at tailOwner appends in place, any other
+	// first moves the tail, so that saving a copy before each write (as
+	// guard.Stream does, to undo a refused one) costs nothing.
+	tail      []byte
+	tailOwner *StreamEncoder
+	lookAt    int
+	out       []int
 }
 
 // heldLook is the held text, in bytes, past which StreamEncoder looks at
@@ -58,6 +64,8 @@ func (t *Tokenizer) NewTextStreamEncoder() *StreamEncoder {
 func (e *StreamEncoder) CopyTo(dst *StreamEncoder) {
 	in := append(dst.inBytes[:0], e.inBytes...)
 	*dst = *e
+	// The copy shares the tail's bytes; only the encoder at tailOwner
+	// appends into its spare room, so the copy's first append moves it.
 	dst.inBytes, dst.out = in, nil
 }
 
@@ -122,6 +130,9 @@ func (e *StreamEncoder) feed(chunk string, atEOF bool) {
 // the tail.
 func (e *StreamEncoder) addSegment(text string) {
 	if e.lookAt > 0 {
+		if e.tailOwner != e {
+			e.tail, e.tailOwner = slices.Clip(e.tail), e
+		}
 		e.tail = append(e.tail, text...)
 		return
 	}

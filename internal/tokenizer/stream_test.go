@@ -185,3 +185,32 @@ func FuzzStreamEncode(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamEncoderCopiesIndependent: a copy (CopyTo) and its original go
+// on independently, also while a long held word waits in the tail that
+// they share: the first append on either side moves its tail.
+func TestStreamEncoderCopiesIndependent(t *testing.T) {
+	tok := mustQwen3(t)
+	prefix := "x " + strings.Repeat("a", 400)
+	e := tok.NewTextStreamEncoder()
+	got := e.Write(prefix)
+	got = append(got, e.Write("aa")...)
+	if len(e.tail) == 0 {
+		t.Fatalf("the held word is not waiting in the tail (lookAt %d)", e.lookAt)
+	}
+	var d StreamEncoder
+	e.CopyTo(&d)
+	gotD := slices.Clone(got)
+	got = append(got, e.Write("bbbb")...)
+	gotD = append(gotD, d.Write("cccc")...)
+	got = append(got, e.Flush()...)
+	gotD = append(gotD, d.Flush()...)
+	for _, c := range []struct {
+		ids  []int
+		text string
+	}{{got, prefix + "aabbbb"}, {gotD, prefix + "aacccc"}} {
+		if want := tok.EncodeText(c.text); !slices.Equal(c.ids, want) {
+			t.Errorf("ids %s, want %s", tok.Decode(c.ids, false), c.text)
+		}
+	}
+}
