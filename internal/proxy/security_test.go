@@ -830,17 +830,7 @@ func TestWholeCutKeepsOnlyJudgedText(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, ans := ext.Start(context.Background(), nil, http.Header{}, mustJSON(map[string]any{"model": "m",
-			"messages": []any{map[string]any{"role": "user", "content": "Hello"}}}))
-		if ans != nil {
-			t.Fatalf("refused: %d %s", ans.Status, ans.Body)
-		}
-		defer c.Close()
-		h := http.Header{}
-		h.Set("Content-Type", "application/json")
-		if k, _ := c.Response(200, h); k != WholeResponse {
-			t.Fatalf("kind %v", k)
-		}
+		c := startAnswer(t, ext, false)
 		a := c.Whole(200, whole, true)
 		if a == nil || a.Status != 200 {
 			t.Fatalf("answer %+v", a)
@@ -922,17 +912,7 @@ func TestHoldBackQueueBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, ans := ext.Start(context.Background(), nil, http.Header{}, mustJSON(map[string]any{"model": "m", "stream": true,
-			"messages": []any{map[string]any{"role": "user", "content": "Hello"}}}))
-		if ans != nil {
-			t.Fatalf("refused: %d %s", ans.Status, ans.Body)
-		}
-		defer c.Close()
-		h := http.Header{}
-		h.Set("Content-Type", "text/event-stream")
-		if k, _ := c.Response(200, h); k != StreamResponse {
-			t.Fatalf("kind %v", k)
-		}
+		c := startAnswer(t, ext, true)
 		rl := c.Stream(nil)
 		rl.Push(text)
 		for range comments {
@@ -954,4 +934,27 @@ func TestHoldBackQueueBounded(t *testing.T) {
 			t.Errorf("the ended relay still holds %d events (%d bytes)", len(rl.r.queue), rl.r.queued)
 		}
 	})
+}
+
+// startAnswer starts an External call for "Hello" (streamed or not) and
+// its answer's headers: 200, as an event stream or JSON. The call is closed
+// when the test ends.
+func startAnswer(t *testing.T, ext *External, stream bool) *Call {
+	t.Helper()
+	c, ans := ext.Start(context.Background(), nil, http.Header{}, mustJSON(map[string]any{"model": "m", "stream": stream,
+		"messages": []any{map[string]any{"role": "user", "content": "Hello"}}}))
+	if ans != nil {
+		t.Fatalf("refused: %d %s", ans.Status, ans.Body)
+	}
+	t.Cleanup(func() { c.Close() })
+	h, want := http.Header{}, WholeResponse
+	h.Set("Content-Type", "application/json")
+	if stream {
+		h.Set("Content-Type", "text/event-stream")
+		want = StreamResponse
+	}
+	if k, _ := c.Response(200, h); k != want {
+		t.Fatalf("kind %v, want %v", k, want)
+	}
+	return c
 }
