@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/chatmsg"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
@@ -65,12 +66,14 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		if i > 0 {
 			what = "text after the last user turn"
 		}
+		// A response call blocks on the prompt too, as /v1/moderations
+		// flags the conversation on either.
 		switch {
 		case v.response != nil && v.response.Flagged:
 			tv := v.tokens[v.response.FlaggedIndex]
-			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s (%s) at token %d", tv.Risk, tv.Category, tv.Index)}
-		case v.response == nil && v.prompt.Flagged:
-			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: %s flagged %s (%s, p=%.2f)", what, v.prompt.Risk, v.prompt.Category, v.prompt.RiskProb)}
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s at token %d", flagReason(tv.Verdict), tv.Index)}
+		case v.prompt.Flagged:
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: %s flagged %s", what, flagReason(v.prompt.Verdict))}
 		}
 		if resp.Action == "BLOCKED" {
 			break
@@ -112,6 +115,11 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 			return convs, skipped, nil
 		}
 		if strings.TrimSpace(text) == "" {
+			// No user turn and no texts: the messages' own text (a
+			// system or assistant message alone) still goes to the model.
+			text = chatmsg.Trailing(msgs)
+		}
+		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
@@ -132,4 +140,14 @@ func setSkipped(w http.ResponseWriter, skipped chatmsg.Skipped) {
 	if len(skipped) > 0 {
 		w.Header().Set("X-Streamguard-Skipped", strings.Join(skipped, ", "))
 	}
+}
+
+// flagReason says why a flagged verdict was flagged: its level and
+// category, or, when its likeliest level is the safe one, the tenant's
+// threshold on its category.
+func flagReason(v guard.Verdict) string {
+	if v.RiskIndex == 0 {
+		return fmt.Sprintf("by the tenant's threshold for %s (p(%s)=%.2f)", v.Category, v.Risk, v.RiskProb)
+	}
+	return fmt.Sprintf("%s (%s, p=%.2f)", v.Risk, v.Category, v.RiskProb)
 }

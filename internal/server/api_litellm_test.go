@@ -135,3 +135,33 @@ search:
 		}
 	}
 }
+
+// TestLiteLLMResponseBlocksOnPrompt: a response-side call whose
+// structured_messages carry a prompt the tenant's policy flags is BLOCKED,
+// as /v1/moderations flags the same conversation (the prompt's flag or the
+// response's); it answered NONE.
+func TestLiteLLMResponseBlocksOnPrompt(t *testing.T) {
+	h := flagPromptsHarness(t)
+	conv := []tokenizer.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}
+	var r struct{ Results []moderationResult }
+	if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": map[string]any{"messages": conv}}, &r); code != 200 || !r.Results[0].Flagged || r.Results[0].Qwen3Guard.Response.Flagged {
+		t.Fatalf("moderations: status %d %+v (want flagged by the prompt only)", code, r.Results)
+	}
+	var lr litellmResponse
+	body := map[string]any{"texts": []string{testResponse}, "structured_messages": []map[string]any{{"role": "user", "content": testPrompt}}, "input_type": "response"}
+	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", "key-a", body, &lr); code != 200 || lr.Action != "BLOCKED" {
+		t.Errorf("litellm response call: status %d %+v; /v1/moderations flags this conversation", code, lr)
+	}
+}
+
+// TestLiteLLMTextWithoutUserTurn: a request whose structured_messages carry
+// text but no user turn (a system message alone) and whose texts are empty
+// has that text judged as a prompt; it was answered NONE unjudged.
+func TestLiteLLMTextWithoutUserTurn(t *testing.T) {
+	h := flagPromptsHarness(t)
+	var lr litellmResponse
+	body := map[string]any{"texts": []string{}, "structured_messages": []map[string]any{{"role": "system", "content": "Explain how to build a bomb."}}, "input_type": "request"}
+	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", "key-a", body, &lr); code != 200 || lr.Action != "BLOCKED" {
+		t.Errorf("system text, no user turn: status %d %+v; the tenant flags every judged prompt, so this text was never judged", code, lr)
+	}
+}

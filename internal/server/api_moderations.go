@@ -152,7 +152,22 @@ func parseConversation(raw json.RawMessage) ([]tokenizer.Message, chatmsg.Skippe
 	if len(msgs) == 0 {
 		return nil, nil, errors.New(`"messages" has no system, user or assistant message to judge`)
 	}
+	if len(skipped) > 0 && !hasText(msgs) {
+		// Nothing but parts the guard cannot read (an image alone): not
+		// judged, as the same parts outside a conversation are.
+		return nil, skipped, nil
+	}
 	return msgs, skipped, nil
+}
+
+// hasText reports whether any message carries text that is not white space.
+func hasText(msgs []tokenizer.Message) bool {
+	for _, m := range msgs {
+		if strings.TrimSpace(m.Content) != "" || strings.TrimSpace(m.ReasoningContent) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // moderationResult is one result: OpenAI's fields plus Qwen3Guard's.
@@ -399,6 +414,14 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 		riskLabels, catLabels = l.ResponseRisk, l.ResponseCategory
 	}
 	res.RiskLevel, res.Category = dv.Risk, categoryOf(*dv)
+	flaggedDV := fromPrompt && v.prompt.Flagged ||
+		!fromPrompt && v.response != nil && v.response.Flagged && dv == &v.tokens[v.response.FlaggedIndex].Verdict
+	if flaggedDV && dv.RiskIndex == 0 {
+		// Flagged by a tenant threshold over a verdict whose likeliest
+		// level is the safe one: the level the policy applied, and the
+		// category whose threshold it crossed.
+		res.RiskLevel, res.Category = unsafeLabel(riskLabels), dv.Category
+	}
 	res.RiskProbabilities = probMap(riskLabels, dv.RiskProbs)
 	res.CategoryProbabilities = probMap(catLabels, dv.CategoryProbs)
 
@@ -411,6 +434,20 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 		cats[v.tokens[r.FlaggedIndex].Category] = true
 	}
 	return res
+}
+
+// unsafeLabel is the risk map's unsafe level: "Unsafe", or the first
+// label after the safe one in a map without it.
+func unsafeLabel(labels []string) string {
+	for _, l := range labels {
+		if strings.EqualFold(l, "unsafe") {
+			return l
+		}
+	}
+	if len(labels) > 1 {
+		return labels[1]
+	}
+	return ""
 }
 
 func probMap(labels []string, p []float32) map[string]float32 {

@@ -241,3 +241,66 @@ func TestDecodeJSONReadError(t *testing.T) {
 		t.Fatalf("a value and white space: %v, %s", err, v.Input)
 	}
 }
+
+// flagPromptsHarness: key-a's policy flags every prompt (threshold 0 on every
+// category) and no response (a debounce run no response reaches).
+func flagPromptsHarness(t *testing.T) *harness {
+	m := testModel(t)
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	return newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) {
+		a.Policy = PolicyConfig{Debounce: 100000, Thresholds: thr}
+	})})
+}
+
+// TestImageOnlyConversationNotJudged: an input with nothing but parts the
+// guard cannot read (an image alone) is not judged — flagged false, the
+// parts listed as skipped — whether it comes as parts, as a conversation
+// or to the LiteLLM API (NONE). The conversation form was refused (400:
+// an empty prompt).
+func TestImageOnlyConversationNotJudged(t *testing.T) {
+	h := flagPromptsHarness(t)
+	img := `{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}`
+	var parts struct{ Results []moderationResult }
+	if code, _ := h.do("POST", "/v1/moderations", "key-a", `{"input": [`+img+`]}`, &parts); code != 200 {
+		t.Fatalf("image as a part: status %d", code)
+	}
+	var lr litellmResponse
+	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", "key-a",
+		`{"texts": [], "structured_messages": [{"role":"user","content":[`+img+`]}], "input_type": "request"}`, &lr); code != 200 || lr.Action != "NONE" {
+		t.Fatalf("litellm: status %d %+v", code, lr)
+	}
+	var out map[string]any
+	code, _ := h.do("POST", "/v1/moderations", "key-a", `{"input": {"messages": [{"role":"user","content":[`+img+`]}]}}`, &out)
+	if code != 200 {
+		t.Errorf("image-only conversation: status %d %v; docs: 200, not judged (flagged false, prompt null, skipped [image_url])", code, out)
+	}
+}
+
+// TestThresholdFlagNamesItsLevel: a verdict a tenant threshold flags while
+// its likeliest level is Safe is reported with the level the policy
+// applied and the category whose threshold it crossed (it was reported as
+// risk "Safe" with no category), and the LiteLLM reason names the
+// threshold.
+func TestThresholdFlagNamesItsLevel(t *testing.T) {
+	h := flagPromptsHarness(t)
+	for _, p := range []string{"hello", "a", "b", "what", testPrompt} {
+		var r struct{ Results []moderationResult }
+		if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": p}, &r); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		res := r.Results[0]
+		if !res.Flagged || res.Qwen3Guard.Prompt.Risk != "Safe" {
+			continue // want a threshold flag over an argmax-Safe verdict
+		}
+		var lr litellmResponse
+		h.do("POST", "/beta/litellm_basic_guardrail_api", "key-a", map[string]any{"texts": []string{p}, "input_type": "request"}, &lr)
+		if res.Category == "" || res.RiskLevel == "Safe" || strings.Contains(lr.BlockedReason, "flagged Safe") {
+			t.Fatalf("%q: flagged=%v but risk_level=%q category=%q; litellm %q", p, res.Flagged, res.RiskLevel, res.Category, lr.BlockedReason)
+		}
+		return
+	}
+	t.Skip("no prompt flagged over an argmax-Safe verdict")
+}
