@@ -413,14 +413,13 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 	if !fromPrompt {
 		riskLabels, catLabels = l.ResponseRisk, l.ResponseCategory
 	}
-	res.RiskLevel, res.Category = dv.Risk, categoryOf(*dv)
 	flaggedDV := fromPrompt && v.prompt.Flagged ||
 		!fromPrompt && v.response != nil && v.response.Flagged && dv == &v.tokens[v.response.FlaggedIndex].Verdict
+	res.RiskLevel, res.Category = dv.Risk, categoryOf(*dv, flaggedDV)
 	if flaggedDV && dv.RiskIndex == 0 {
 		// Flagged by a tenant threshold over a verdict whose likeliest
-		// level is the safe one: the level the policy applied, and the
-		// category whose threshold it crossed.
-		res.RiskLevel, res.Category = unsafeLabel(riskLabels), dv.Category
+		// level is the safe one: the level the policy applied.
+		res.RiskLevel = unsafeLabel(riskLabels)
 	}
 	res.RiskProbabilities = probMap(riskLabels, dv.RiskProbs)
 	res.CategoryProbabilities = probMap(catLabels, dv.CategoryProbs)

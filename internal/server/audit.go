@@ -15,7 +15,7 @@ import (
 func (srv *Server) auditPrompt(c *convo, p *guard.PromptVerdict) {
 	attrs := []slog.Attr{
 		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id),
-		slog.String("level", p.Risk), slog.String("category", categoryOf(p.Verdict)),
+		slog.String("level", p.Risk), slog.String("category", categoryOf(p.Verdict, p.Flagged)),
 		slog.Float64("risk_prob", float64(p.RiskProb)), slog.Bool("flagged", p.Flagged), slog.Int("position", p.Position),
 	}
 	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "prompt", attrs...)
@@ -24,7 +24,7 @@ func (srv *Server) auditPrompt(c *convo, p *guard.PromptVerdict) {
 func (srv *Server) auditFlag(c *convo, t *guard.TokenVerdict) {
 	attrs := []slog.Attr{
 		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id),
-		slog.String("level", t.Risk), slog.String("category", categoryOf(t.Verdict)),
+		slog.String("level", t.Risk), slog.String("category", categoryOf(t.Verdict, true)),
 		slog.Int("token_index", t.Index), slog.Int("position", t.Position),
 	}
 	if c.tenant.LogContent {
@@ -57,10 +57,11 @@ func (srv *Server) auditContent(c *convo, what string, msgs []tokenizer.Message)
 		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("what", what), slog.Any("messages", msgs))
 }
 
-// categoryOf is the verdict's category, or "" when the level is safe
-// (index 0), where the category head means nothing.
-func categoryOf(v guard.Verdict) string {
-	if v.RiskIndex == 0 {
+// categoryOf is a verdict's category as reported: none for a verdict whose
+// likeliest level is the safe one, unless the policy flagged it (a
+// tenant threshold on that category).
+func categoryOf(v guard.Verdict, flagged bool) string {
+	if v.RiskIndex == 0 && !flagged {
 		return ""
 	}
 	return v.Category
