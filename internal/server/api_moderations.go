@@ -43,7 +43,14 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, errors.New(`"input" is required`)
 	}
-	user := func(s string) []tokenizer.Message { return []tokenizer.Message{{Role: "user", Content: s}} }
+	// A string is one user turn; a blank one is no text to judge (OpenAI
+	// answers it with an unflagged result, not an error).
+	user := func(s string) []tokenizer.Message {
+		if strings.TrimSpace(s) == "" {
+			return nil
+		}
+		return []tokenizer.Message{{Role: "user", Content: s}}
+	}
 	switch raw[0] {
 	case '"':
 		var s string

@@ -304,3 +304,20 @@ func TestThresholdFlagNamesItsLevel(t *testing.T) {
 	}
 	t.Skip("no prompt flagged over an argmax-Safe verdict")
 }
+
+// TestModerationsBlankInput: a blank string is no text to judge: an
+// unflagged result, as OpenAI answers it (it was a 400, which the
+// official SDKs raise as an error), beside the other inputs' results.
+func TestModerationsBlankInput(t *testing.T) {
+	h := newHarness(t, Options{})
+	var r struct{ Results []moderationResult }
+	if code, _ := h.do("POST", "/v1/moderations", "", map[string]any{"input": []string{"Hello there", " \n"}}, &r); code != 200 || len(r.Results) != 2 {
+		t.Fatalf("status %d, %d results", code, len(r.Results))
+	}
+	if blank := r.Results[1]; blank.Flagged || blank.Qwen3Guard.Prompt != nil || r.Results[0].Qwen3Guard.Prompt == nil {
+		t.Fatalf("results %+v", r.Results)
+	}
+	if code, _ := h.do("POST", "/v1/moderations", "", map[string]any{"input": ""}, &r); code != 200 || len(r.Results) != 1 || r.Results[0].Flagged {
+		t.Fatalf(`"": status %d %+v`, code, r.Results)
+	}
+}
