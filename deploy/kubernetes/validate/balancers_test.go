@@ -1,12 +1,19 @@
 package validate
 
 import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -73,6 +80,21 @@ func TestEnvoyConfig(t *testing.T) {
 			}
 		}
 	}
+	// /metrics (unauthenticated: tenant names, their traffic) is answered
+	// at the edge; Prometheus scrapes the pods. Paths are normalised first,
+	// so that no other spelling of it (%6detrics, which serve reads as
+	// /metrics) routes to a replica.
+	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+		t.Errorf("normalize_path %v, merge_slashes %v: want both, so that /metrics has one spelling", hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes())
+	}
+	if r := find("/metrics"); r.GetMatch().GetPath() != "/metrics" || r.GetDirectResponse().GetStatus() != 404 {
+		t.Errorf("/metrics: route %v, want a direct response 404 on the exact path", r)
+	}
+	// A non-streamed completion through the proxy (serve --upstream) is
+	// silent while serve waits for the LLM's headers.
+	if it, wait := find("/v1/chat/completions").GetRoute().GetIdleTimeout().AsDuration(), serveDefault(t, "upstream-header-timeout"); it <= wait {
+		t.Errorf("/v1/chat/completions idle_timeout %v: not above serve's --upstream-header-timeout %v", it, wait)
+	}
 	clusters := bs.GetStaticResources().GetClusters()
 	if len(clusters) != 1 {
 		t.Fatalf("%d clusters", len(clusters))
@@ -104,27 +126,74 @@ func TestHAProxyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each section's lines, comments and blank lines left out.
+	sections := map[string][]string{}
 	var lines []string
+	section := ""
 	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "#") {
+			continue
 		}
+		l = strings.Join(strings.Fields(l), " ")
+		if f := strings.Fields(l); slices.Contains([]string{"global", "defaults", "frontend", "backend", "listen", "resolvers"}, f[0]) {
+			section = l
+			continue
+		}
+		sections[section] = append(sections[section], l)
+		lines = append(lines, l)
 	}
-	has := func(prefix string) bool {
+	has := func(lines []string, prefix string) string {
 		for _, l := range lines {
 			if strings.HasPrefix(l, prefix) {
-				return true
+				return l
 			}
 		}
-		return false
+		return ""
 	}
+	front := sections["frontend streamguard"]
+	hashed := sections["backend streamguard"]
 	for _, want := range []string{"balance hdr(" + streamHeader + ")", "hash-type consistent", "http-check send meth GET uri /readyz", "option redispatch"} {
-		if !has(want) {
+		if has(lines, want) == "" {
 			t.Errorf("haproxy.cfg has no line %q", want)
 		}
 	}
-	if has("hash-balance-factor") {
+	if has(hashed, "balance hdr("+streamHeader+")") == "" {
+		t.Errorf("backend streamguard does not hash %s", streamHeader)
+	}
+	if has(lines, "hash-balance-factor") != "" {
 		t.Error("hash-balance-factor moves requests off their stream's server")
+	}
+	// Only the stream routes are hashed (as in envoy.yaml): the rest goes to
+	// a backend that does not hash, whatever header it carries.
+	use := has(front, "use_backend streamguard ")
+	_, cond, ok := strings.Cut(use, " if ")
+	for _, a := range strings.Fields(cond) {
+		if a = strings.TrimPrefix(a, "!"); a == "||" || a == "or" {
+			continue
+		}
+		if def := has(front, "acl "+a+" "); !strings.Contains(def, "/v1/streams") {
+			t.Errorf("frontend: %q: acl %s is %q, not a stream route", use, a, def)
+		}
+	}
+	if !ok {
+		t.Errorf("frontend: %q: want the hashing backend for the stream routes only", use)
+	}
+	def := strings.TrimPrefix(has(front, "default_backend "), "default_backend ")
+	if def == "" || def == "streamguard" || strings.Contains(has(sections["backend "+def], "balance "), "hdr(") || has(sections["backend "+def], "default-server check") == "" {
+		t.Errorf("default_backend %q: want a checked backend that does not hash", def)
+	}
+	// /metrics is answered at the edge, as serve reads the path.
+	if l := has(front, "http-request return status 404"); !strings.Contains(l, "{ path,url_dec /metrics }") {
+		t.Errorf("frontend: no 404 for /metrics (percent-decoded): %q", l)
+	}
+	// A non-streamed completion through the proxy is silent while serve
+	// waits for the LLM's headers.
+	wait := serveDefault(t, "upstream-header-timeout")
+	for _, k := range []string{"timeout client ", "timeout server "} {
+		v := strings.TrimPrefix(has(sections["defaults"], k), k)
+		if d, err := time.ParseDuration(v); err != nil || d <= wait {
+			t.Errorf("%s%s: want a duration above serve's --upstream-header-timeout %v", k, v, wait)
+		}
 	}
 	hp, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -133,6 +202,96 @@ func TestHAProxyConfig(t *testing.T) {
 	}
 	if out, err := exec.Command(hp, "-c", "-f", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+}
+
+// TestHAProxyRouting runs haproxy.cfg (where haproxy is installed) in
+// front of three stand-in replicas that answer their name: a stream's
+// requests, with the header or only the id in the path, reach one replica;
+// other routes are spread whatever X-Streamguard-Stream they carry; and
+// /metrics, in any spelling serve would read as /metrics, is answered 404
+// by HAProxy. (scripts/haproxy-check.sh runs real replicas.)
+func TestHAProxyRouting(t *testing.T) {
+	hp, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy not installed")
+	}
+	env := os.Environ()
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("r%d", i)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Streamguard-Replica", name)
+		}))
+		defer srv.Close()
+		env = append(env, fmt.Sprintf("SG_REPLICA_%d=%s", i, srv.Listener.Addr()))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(hp, "-db", "-f", filepath.Join(repoRoot, "deploy", "haproxy", "haproxy.cfg"))
+	cmd.Env = append(env, "SG_BIND="+bind)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	do := func(method, path, stream string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+bind+path, nil)
+		if stream != "" {
+			req.Header.Set(streamHeader, stream)
+		}
+		var resp *http.Response
+		for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+			if resp, err = http.DefaultClient.Do(req); err == nil || time.Since(start) > 5*time.Second {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v\nhaproxy: %s", method, path, err, out.String())
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Streamguard-Replica")
+	}
+	for _, p := range []string{"/metrics", "/%6detrics", "/metrics?x=1"} {
+		if code, replica := do("GET", p, ""); code != 404 || replica != "" {
+			t.Errorf("GET %s: %d from %q, want 404 from HAProxy", p, code, replica)
+		}
+	}
+	seen := func(method, path, stream string) map[string]bool {
+		m := map[string]bool{}
+		for i := 0; i < 9; i++ {
+			_, replica := do(method, path, stream)
+			m[replica] = true
+		}
+		return m
+	}
+	for _, id := range []string{"conv-1", "conv-2", "conv-3"} {
+		all := map[string]bool{}
+		for _, r := range []struct{ method, path, stream string }{
+			{"POST", "/v1/streams", id}, {"POST", "/v1/streams/" + id + "/append", id},
+			{"POST", "/v1/streams/" + id + "/append", ""}, {"GET", "/v1/streams/" + id, ""},
+		} {
+			for k := range seen(r.method, r.path, r.stream) {
+				all[k] = true
+			}
+		}
+		if len(all) != 1 {
+			t.Errorf("stream %s answered by %v, want one replica", id, keys(all))
+		}
+	}
+	for _, r := range []struct{ method, path string }{{"POST", "/v1/moderations"}, {"POST", "/v1/streams/connect"}, {"POST", "/v1/chat/completions"}} {
+		if m := seen(r.method, r.path, "conv-1"); len(m) < 2 {
+			t.Errorf("%s %s with %s: all on %v, want them spread", r.method, r.path, streamHeader, keys(m))
+		}
 	}
 }
 

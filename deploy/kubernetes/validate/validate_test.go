@@ -22,8 +22,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -82,15 +86,46 @@ type overlay struct {
 	pdb     *policyv1.PodDisruptionBudget
 	hpa     *autoscalingv2.HorizontalPodAutoscaler
 	secrets map[string]*corev1.Secret
+	netpol  map[string]*networkingv1.NetworkPolicy
 }
 
+// withExtProc are the overlays with the ext-proc component added, as
+// docs/DEPLOY.md tells users to add it.
+var withExtProc = []string{"cpu+ext-proc", "gpu+ext-proc"}
+
+// render renders overlays/NAME or, for "NAME+COMPONENT...", that overlay
+// with components/COMPONENT... added (a kustomization written to a
+// temporary folder, since kustomize refuses absolute paths).
 func render(t *testing.T, name string) *overlay {
 	t.Helper()
-	objs, err := Render(filepath.Join(k8sDir, "overlays", name))
+	parts := strings.Split(name, "+")
+	dir := filepath.Join(k8sDir, "overlays", parts[0])
+	if len(parts) > 1 {
+		dir = t.TempDir()
+		rel := func(p string) string {
+			abs, err := filepath.Abs(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := filepath.Rel(dir, abs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(filepath.Join(k8sDir, "overlays", parts[0])) + "\ncomponents:\n"
+		for _, c := range parts[1:] {
+			k += "  - " + rel(filepath.Join(k8sDir, "components", c)) + "\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs, err := Render(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &overlay{name: name, objs: objs, svc: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}}
+	o := &overlay{name: name, objs: objs, svc: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, netpol: map[string]*networkingv1.NetworkPolicy{}}
 	kinds := map[string]int{}
 	for _, obj := range objs {
 		kinds[obj.Kind]++
@@ -105,16 +140,23 @@ func render(t *testing.T, name string) *overlay {
 			o.hpa = v
 		case *corev1.Secret:
 			o.secrets[v.Name] = v
+		case *networkingv1.NetworkPolicy:
+			o.netpol[v.Name] = v
 		}
 	}
-	want := map[string]int{"ServiceAccount": 1, "Deployment": 1, "Service": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "Secret": 1}
+	want := map[string]int{"ServiceAccount": 1, "Deployment": 1, "Service": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "Secret": 1, "NetworkPolicy": 1}
+	if slices.Contains(parts[1:], "ext-proc") {
+		want["NetworkPolicy"]++ // the ext_proc port's
+	}
+	total := 0
 	for k, n := range want {
 		if kinds[k] != n {
 			t.Fatalf("%s: %d %s objects, want %d (all: %v)", name, kinds[k], k, n, kinds)
 		}
+		total += n
 	}
-	if len(objs) != 7 {
-		t.Fatalf("%s: %d objects, want 7: %v", name, len(objs), kinds)
+	if len(objs) != total {
+		t.Fatalf("%s: %d objects, want %d: %v", name, len(objs), total, kinds)
 	}
 	return o
 }
@@ -302,6 +344,24 @@ func TestDeployment(t *testing.T) {
 			if cache == nil || cache.EmptyDir == nil && cache.PersistentVolumeClaim == nil {
 				t.Error("no cache volume")
 			}
+			// The scheduler places the pod where its emptyDirs fit: the
+			// containers ask for at least their size limits in disk.
+			var dirs, disk resource.Quantity
+			for _, v := range pod.Volumes {
+				if v.EmptyDir != nil {
+					if v.EmptyDir.SizeLimit == nil {
+						t.Errorf("emptyDir %s has no sizeLimit", v.Name)
+						continue
+					}
+					dirs.Add(*v.EmptyDir.SizeLimit)
+				}
+			}
+			for _, c := range pod.Containers {
+				disk.Add(*c.Resources.Requests.StorageEphemeral())
+			}
+			if disk.Cmp(dirs) < 0 {
+				t.Errorf("containers request %v of ephemeral-storage, the emptyDirs may hold %v", &disk, &dirs)
+			}
 
 			// --config is the tenant file from the generated Secret.
 			cfgDir, cfgFile := path.Split(serve["config"])
@@ -323,6 +383,38 @@ func TestDeployment(t *testing.T) {
 			}
 			if e := envOf(sg, "POD_NAME"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
 				t.Error("POD_NAME is not the pod's name")
+			}
+
+			// No playground on a port the balancers expose.
+			if serve["ui"] != "false" {
+				t.Errorf("--ui %q: the playground is served (want --ui=false)", serve["ui"])
+			}
+
+			// The HPA alone sets the replica count: a replicas field would be
+			// re-applied by every `kubectl apply -k`, moving stream ids twice.
+			if o.dep.Spec.Replicas != nil {
+				t.Errorf("the Deployment sets replicas: %d while HPA %s scales it", *o.dep.Spec.Replicas, o.hpa.Name)
+			}
+
+			// The replicas spread over nodes and zones, so that one node
+			// failure does not take every pod (the PDB covers voluntary
+			// disruptions only).
+			spread := map[string]corev1.TopologySpreadConstraint{}
+			for _, c := range pod.TopologySpreadConstraints {
+				spread[c.TopologyKey] = c
+				sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
+				if err != nil || c.LabelSelector == nil || sel.Empty() || !sel.Matches(labelsSet(o.dep.Spec.Template.Labels)) {
+					t.Errorf("topology spread over %s: labelSelector %v does not select the pods (%v)", c.TopologyKey, c.LabelSelector, err)
+				}
+				if c.MaxSkew != 1 {
+					t.Errorf("topology spread over %s: maxSkew %d, want 1", c.TopologyKey, c.MaxSkew)
+				}
+			}
+			if _, ok := spread["kubernetes.io/hostname"]; !ok {
+				t.Error("no topologySpreadConstraints over kubernetes.io/hostname")
+			}
+			if c, ok := spread["topology.kubernetes.io/zone"]; !ok || c.WhenUnsatisfiable != corev1.ScheduleAnyway {
+				t.Error("no topologySpreadConstraints over topology.kubernetes.io/zone with ScheduleAnyway (a cluster in one zone must still schedule)")
 			}
 
 			// Resources: every overlay sizes the container; gpu asks for one GPU.
@@ -384,8 +476,137 @@ func TestDeployment(t *testing.T) {
 			if o.pdb.Spec.MaxUnavailable == nil || o.pdb.Spec.MaxUnavailable.IntValue() != 1 {
 				t.Errorf("PodDisruptionBudget maxUnavailable %v, want 1", o.pdb.Spec.MaxUnavailable)
 			}
+			// A pod that is not ready does not hold drains up.
+			if p := o.pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+				t.Errorf("PodDisruptionBudget unhealthyPodEvictionPolicy %v, want AlwaysAllow", p)
+			}
 			if ref := o.hpa.Spec.ScaleTargetRef; ref.Kind != "Deployment" || ref.Name != o.dep.Name || ref.APIVersion != "apps/v1" {
 				t.Errorf("HPA scales %+v", ref)
+			}
+		})
+	}
+}
+
+func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+// The pod labels docs/DEPLOY.md tells users to put on the pods that may
+// reach streamguard: balancers and API clients (the HTTP port), and the
+// Envoy gateway of the ext_proc filter (the ext_proc port, and the HTTP
+// port for its health checks).
+const (
+	clientLabel  = "streamguard.io/client"
+	gatewayLabel = "streamguard.io/gateway"
+)
+
+// TestNetworkPolicy: ingress to the pods is refused but for the HTTP port
+// from the balancers' and gateway's pods (by label, in the namespace) and
+// from Prometheus (pods in a namespace, both named), and, with the ext-proc
+// component, the ext_proc port from the gateway's pods alone. No rule lets
+// in a whole namespace, the whole cluster, an address block or every port.
+func TestNetworkPolicy(t *testing.T) {
+	docs, err := os.ReadFile(filepath.Join(repoRoot, "docs", "DEPLOY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{clientLabel, gatewayLabel} {
+		if !strings.Contains(string(docs), l+`: "true"`) {
+			t.Errorf("docs/DEPLOY.md does not name the pod label %s: \"true\"", l)
+		}
+	}
+	for _, name := range append(slices.Clone(overlays), withExtProc...) {
+		t.Run(name, func(t *testing.T) {
+			o := render(t, name)
+			sg := o.container(t, "streamguard", false)
+			serve := flags(t, sg.Args, "serve")
+			ports := map[string]int32{}
+			for _, p := range sg.Ports {
+				ports[p.Name] = p.ContainerPort
+			}
+			podLabels := labelsSet(o.dep.Spec.Template.Labels)
+			inNS := func(label string) string { return "pods " + label + "=true in the namespace" }
+			allowed := map[int32]map[string]bool{} // port -> peers
+			others := map[int32]int{}              // port -> peers that name a namespace and pods
+			selecting := 0
+			for _, np := range o.netpol {
+				sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+				if err != nil || !sel.Matches(podLabels) {
+					t.Errorf("NetworkPolicy %s does not select the pods (%v)", np.Name, err)
+					continue
+				}
+				selecting++
+				if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+					t.Errorf("NetworkPolicy %s: policyTypes %v without Ingress", np.Name, np.Spec.PolicyTypes)
+				}
+				for i, r := range np.Spec.Ingress {
+					if len(r.From) == 0 || len(r.Ports) == 0 {
+						t.Errorf("NetworkPolicy %s rule %d: from %v, ports %v: an empty list lets in every source or every port", np.Name, i, r.From, r.Ports)
+						continue
+					}
+					for _, p := range r.Ports {
+						if p.Port == nil || p.Port.Type != intstr.Int || p.EndPort != nil || p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+							t.Errorf("NetworkPolicy %s rule %d: port %+v, want one TCP port by number", np.Name, i, p)
+							continue
+						}
+						port := p.Port.IntVal
+						if allowed[port] == nil {
+							allowed[port] = map[string]bool{}
+						}
+						for _, f := range r.From {
+							switch {
+							case f.IPBlock != nil:
+								t.Errorf("NetworkPolicy %s rule %d: ipBlock %v (pod addresses change; name the pods)", np.Name, i, f.IPBlock)
+							case f.PodSelector == nil || len(f.PodSelector.MatchExpressions) > 0:
+								t.Errorf("NetworkPolicy %s rule %d: peer %+v does not name its pods by labels", np.Name, i, f)
+							case f.NamespaceSelector == nil && len(f.PodSelector.MatchLabels) == 1:
+								for k, v := range f.PodSelector.MatchLabels {
+									if v != "true" {
+										t.Errorf("NetworkPolicy %s rule %d: %s=%s", np.Name, i, k, v)
+									}
+									allowed[port][inNS(k)] = true
+								}
+							case f.NamespaceSelector != nil && len(f.NamespaceSelector.MatchLabels) > 0 && len(f.NamespaceSelector.MatchExpressions) == 0 && len(f.PodSelector.MatchLabels) > 0:
+								others[port]++ // Prometheus
+							default:
+								t.Errorf("NetworkPolicy %s rule %d: peer %+v (want one label in this namespace, or named pods in named namespaces)", np.Name, i, f)
+							}
+						}
+					}
+				}
+			}
+			if selecting == 0 {
+				t.Fatal("no NetworkPolicy selects the pods: every pod in the cluster reaches them")
+			}
+			want := map[int32][]string{ports["http"]: {inNS(clientLabel), inNS(gatewayLabel)}}
+			if ep, ok := ports["ext-proc"]; ok {
+				want[ep] = []string{inNS(gatewayLabel)}
+				if _, p, err := net.SplitHostPort(serve["ext-proc-addr"]); err != nil || p != strconv.Itoa(int(ep)) {
+					t.Errorf("--ext-proc-addr %q is not the container port ext-proc %d", serve["ext-proc-addr"], ep)
+				}
+			} else if serve["ext-proc-addr"] != "" {
+				t.Errorf("--ext-proc-addr %s without a container port ext-proc", serve["ext-proc-addr"])
+			}
+			for port, peers := range allowed {
+				w, ok := want[port]
+				if !ok {
+					t.Errorf("port %d is open (%v): not a port the pods serve, or not one to open", port, keys(peers))
+					continue
+				}
+				if got := keys(peers); !slices.Equal(got, w) {
+					t.Errorf("port %d is open to %v, want %v", port, got, w)
+				}
+			}
+			for port := range want {
+				if allowed[port] == nil {
+					t.Errorf("port %d is open to no one", port)
+				}
+			}
+			if others[ports["http"]] == 0 {
+				t.Errorf("port %d: Prometheus (pods in a namespace, both named) cannot scrape /metrics", ports["http"])
+			}
+			for port, n := range others {
+				if port != ports["http"] {
+					t.Errorf("port %d is open to %d peers in other namespaces: only Prometheus, on the HTTP port, is expected", port, n)
+				}
 			}
 		})
 	}
@@ -424,7 +645,7 @@ func keys[V any](m map[string]V) []string {
 // its arguments (it stops at the hub, switched off).
 func TestCommandsRun(t *testing.T) {
 	bin := streamguard(t)
-	for _, name := range overlays {
+	for _, name := range append(slices.Clone(overlays), withExtProc...) {
 		t.Run(name, func(t *testing.T) {
 			o := render(t, name)
 			sg := o.container(t, "streamguard", false)
@@ -445,6 +666,8 @@ func TestCommandsRun(t *testing.T) {
 					a = "--config=" + tenants
 				case strings.HasPrefix(a, "--addr="):
 					a = "--addr=127.0.0.1:0"
+				case strings.HasPrefix(a, "--ext-proc-addr="):
+					a = "--ext-proc-addr=127.0.0.1:0"
 				}
 				args = append(args, strings.ReplaceAll(a, "$(POD_NAME)", "streamguard-0"))
 			}
