@@ -190,8 +190,7 @@ func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Hand
 		// KV charge for good. A unary answer must be taken within the
 		// request timeout plus the body's idle allowance of the
 		// request's start; duplex connections set one per reply; the
-		// proxy sets its own. Set here for every request, since a
-		// keep-alive connection keeps the last one's.
+		// proxy sets its own (none is set here for them).
 		wdl := time.Time{}
 		if kind == unary {
 			wdl = start.Add(srv.opts.RequestTimeout + srv.opts.BodyIdleTimeout)
