@@ -336,10 +336,10 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 	j := 0
 	for i, in := range inputs {
 		if in.msgs == nil {
-			results[i] = srv.result(nil, in.skipped)
+			results[i] = srv.result(nil, t.Policy.Mode, in.skipped)
 			continue
 		}
-		results[i] = srv.result(&vs[j], in.skipped)
+		results[i] = srv.result(&vs[j], t.Policy.Mode, in.skipped)
 		j++
 	}
 	return results, nil
@@ -351,14 +351,14 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 // query-only ones), in qwen3guard, and OpenAI's names (openAICategory) in
 // categories and category_scores. A nil v is an input with nothing to
 // judge: not flagged, every score 0.
-func (srv *Server) result(v *conversationVerdict, skipped []string) moderationResult {
+func (srv *Server) result(v *conversationVerdict, mode guard.Mode, skipped []string) moderationResult {
 	cats, scores := map[string]bool{}, map[string]float32{}
 	for _, c := range srv.categories {
 		cats[c], scores[c] = false, 0
 	}
 	var res moderationResult
 	if v != nil {
-		res = srv.verdictResult(v, cats, scores)
+		res = srv.verdictResult(v, mode, cats, scores)
 	}
 	res.Qwen3Guard.Categories, res.Qwen3Guard.CategoryScores, res.Qwen3Guard.Skipped = cats, scores, skipped
 	res.Categories, res.CategoryScores = map[string]bool{}, map[string]float32{}
@@ -381,7 +381,7 @@ func (srv *Server) result(v *conversationVerdict, skipped []string) moderationRe
 
 // verdictResult fills the model-label categories and scores of a judged
 // conversation and returns the result's other fields.
-func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, scores map[string]float32) moderationResult {
+func (srv *Server) verdictResult(v *conversationVerdict, mode guard.Mode, cats map[string]bool, scores map[string]float32) moderationResult {
 	l := srv.info.Labels
 	res := moderationResult{Qwen3Guard: qwen3GuardDetail{Prompt: v.prompt, Response: v.response}}
 	score := func(vd *guard.Verdict, labels []string) {
@@ -422,12 +422,7 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 	}
 	flaggedDV := fromPrompt && v.prompt.Flagged ||
 		!fromPrompt && v.response != nil && v.response.Flagged && dv == &v.tokens[v.response.FlaggedIndex].Verdict
-	res.RiskLevel, res.Category = dv.Risk, categoryOf(*dv, flaggedDV)
-	if flaggedDV && dv.RiskIndex == 0 {
-		// Flagged by a tenant threshold over a verdict whose likeliest
-		// level is the safe one: the level the policy applied.
-		res.RiskLevel = unsafeLabel(riskLabels)
-	}
+	res.RiskLevel, res.Category = levelOf(*dv, flaggedDV, mode, riskLabels), categoryOf(*dv, flaggedDV)
 	res.RiskProbabilities = probMap(riskLabels, dv.RiskProbs)
 	res.CategoryProbabilities = probMap(catLabels, dv.CategoryProbs)
 
@@ -440,20 +435,6 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 		cats[v.tokens[r.FlaggedIndex].Category] = true
 	}
 	return res
-}
-
-// unsafeLabel is the risk map's unsafe level: "Unsafe", or the first
-// label after the safe one in a map without it.
-func unsafeLabel(labels []string) string {
-	for _, l := range labels {
-		if strings.EqualFold(l, "unsafe") {
-			return l
-		}
-	}
-	if len(labels) > 1 {
-		return labels[1]
-	}
-	return ""
 }
 
 func probMap(labels []string, p []float32) map[string]float32 {
