@@ -246,12 +246,8 @@ func TestDecodeJSONReadError(t *testing.T) {
 // category) and no response (a debounce run no response reaches).
 func flagPromptsHarness(t *testing.T) *harness {
 	m := testModel(t)
-	thr := map[string]float32{}
-	for _, c := range m.Info().Labels.QueryCategory {
-		thr[c] = 0
-	}
 	return newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) {
-		a.Policy = PolicyConfig{Debounce: 100000, Thresholds: thr}
+		a.Policy = PolicyConfig{Debounce: 100000, Thresholds: zeroThresholds(m.Info().Labels.QueryCategory)}
 	})})
 }
 
@@ -287,11 +283,7 @@ func TestImageOnlyConversationNotJudged(t *testing.T) {
 func TestThresholdFlagNamesItsLevel(t *testing.T) {
 	h := flagPromptsHarness(t)
 	for _, p := range []string{"hello", "a", "b", "what", testPrompt} {
-		var r struct{ Results []moderationResult }
-		if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": p}, &r); code != 200 {
-			t.Fatalf("status %d", code)
-		}
-		res := r.Results[0]
+		res := moderateOne(t, h, p)
 		if !res.Flagged || res.Qwen3Guard.Prompt.Risk != "Safe" {
 			continue // want a threshold flag over an argmax-Safe verdict
 		}

@@ -27,6 +27,26 @@ func auditRecords(t *testing.T, h *harness, msg string) []map[string]any {
 	return out
 }
 
+// zeroThresholds is a threshold of 0 on each category: every verdict on
+// them is flagged, whatever its likeliest level.
+func zeroThresholds(cats []string) map[string]float32 {
+	thr := map[string]float32{}
+	for _, c := range cats {
+		thr[c] = 0
+	}
+	return thr
+}
+
+// moderateOne is tenant key-a's /v1/moderations result for one input.
+func moderateOne(t *testing.T, h *harness, input any) moderationResult {
+	t.Helper()
+	var r struct{ Results []moderationResult }
+	if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": input}, &r); code != 200 || len(r.Results) != 1 {
+		t.Fatalf("status %d, %d results", code, len(r.Results))
+	}
+	return r.Results[0]
+}
+
 // TestThresholdFlagAuditPrompt: a prompt a tenant threshold flags while its
 // likeliest level is Safe has the same level and category in its audit
 // record as in /v1/moderations' answer (the record said "Safe").
@@ -34,11 +54,7 @@ func TestThresholdFlagAuditPrompt(t *testing.T) {
 	h := flagPromptsHarness(t)
 	for _, p := range []string{"hello", "a", "b", "what", testPrompt} {
 		h.audit.Reset()
-		var r struct{ Results []moderationResult }
-		if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": p}, &r); code != 200 {
-			t.Fatalf("status %d", code)
-		}
-		res := r.Results[0]
+		res := moderateOne(t, h, p)
 		if !res.Flagged || res.Qwen3Guard.Prompt.Risk != "Safe" {
 			continue
 		}
@@ -61,21 +77,13 @@ func TestThresholdFlagAuditPrompt(t *testing.T) {
 // it (the "response flagged" record said "Safe").
 func TestThresholdFlagAuditResponse(t *testing.T) {
 	m := testModel(t)
-	thr := map[string]float32{}
-	for _, c := range m.Info().Labels.ResponseCategory {
-		thr[c] = 0
-	}
 	h := newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) {
-		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
+		a.Policy = PolicyConfig{Debounce: 1, Thresholds: zeroThresholds(m.Info().Labels.ResponseCategory)}
 	})})
 	for _, resp := range []string{testResponse, "Sure.", "hello there", "ok", "a", "b", "c", "the", "No", "yes", "what", "1", "x y z", "Hello"} {
 		h.audit.Reset()
 		conv := []tokenizer.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: resp}}
-		var r struct{ Results []moderationResult }
-		if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": map[string]any{"messages": conv}}, &r); code != 200 {
-			t.Fatalf("status %d", code)
-		}
-		res := r.Results[0]
+		res := moderateOne(t, h, map[string]any{"messages": conv})
 		if res.Qwen3Guard.Response == nil || !res.Qwen3Guard.Response.Flagged || res.Qwen3Guard.Response.FlaggedIndex != 0 {
 			continue
 		}
@@ -110,23 +118,15 @@ func TestThresholdFlagAuditResponse(t *testing.T) {
 // "Controversial" (in /v1/moderations and LiteLLM's reason).
 func TestThresholdFlagLooseControversial(t *testing.T) {
 	m := testModel(t)
-	thr := map[string]float32{}
-	for _, c := range m.Info().Labels.QueryCategory {
-		thr[c] = 0
-	}
 	h := newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) {
-		a.Policy = PolicyConfig{Mode: "loose", Debounce: 100000, Thresholds: thr}
+		a.Policy = PolicyConfig{Mode: "loose", Debounce: 100000, Thresholds: zeroThresholds(m.Info().Labels.QueryCategory)}
 	})})
 	var prompts []string
 	for i := 0; i < 300; i++ {
 		prompts = append(prompts, fmt.Sprintf("%s %d", strings.Repeat("x", i%7), i))
 	}
 	for _, p := range prompts {
-		var r struct{ Results []moderationResult }
-		if code, _ := h.do("POST", "/v1/moderations", "key-a", map[string]any{"input": p}, &r); code != 200 {
-			t.Fatalf("status %d", code)
-		}
-		res := r.Results[0]
+		res := moderateOne(t, h, p)
 		if !res.Flagged || res.Qwen3Guard.Prompt.Risk != "Controversial" {
 			continue
 		}
