@@ -69,6 +69,17 @@ const (
 	levelControversial
 )
 
+// String is the level's name, as Verdict.Level spells it.
+func (l level) String() string {
+	switch l {
+	case levelUnsafe:
+		return Unsafe
+	case levelControversial:
+		return Controversial
+	}
+	return Safe
+}
+
 // check validates the policy against the model's labels.
 func (p *Policy) check(categories ...[]string) error {
 	if p.Mode != Strict && p.Mode != Loose {

@@ -271,7 +271,7 @@ func writeResult(w io.Writer, res *guard.Result, debounce int) error {
 	fmt.Fprintln(w)
 	if res.FlaggedIndex >= 0 {
 		t := res.Tokens[res.FlaggedIndex]
-		fmt.Fprintf(w, "flagged at token %d %q (online rule: first run of %d non-safe tokens; %s, %s)\n", t.Index, t.Text, debounce, t.Risk, t.Category)
+		fmt.Fprintf(w, "flagged at token %d %q (online rule: first run of %d non-safe tokens; %s, %s)\n", t.Index, t.Text, debounce, t.Level, t.Category)
 	} else {
 		fmt.Fprintf(w, "not flagged (online rule: no run of %d non-safe tokens)\n", debounce)
 	}

@@ -29,7 +29,7 @@ func (x *exchange) finish(event string, attrs ...slog.Attr) {
 }
 
 func verdictAttrs(v *guard.Verdict, token int) []slog.Attr {
-	attrs := []slog.Attr{slog.String("level", v.Risk), slog.String("category", v.Category), slog.Float64("prob", float64(v.RiskProb))}
+	attrs := []slog.Attr{slog.String("level", v.Level), slog.String("category", v.Category), slog.Float64("prob", float64(v.RiskProb))}
 	if token >= 0 {
 		attrs = append(attrs, slog.Int("token", token))
 	}

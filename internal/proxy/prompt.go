@@ -43,10 +43,10 @@ func (x *exchange) promptTooLong(err error) {
 // refusePrompt answers a flagged prompt without calling the upstream.
 func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 	attrs := verdictAttrs(&pv.Verdict, -1)
-	info := &cutInfo{Reason: EventPromptFlagged, Token: -1, Level: pv.Risk, Category: pv.Category, Request: x.id}
+	info := &cutInfo{Reason: EventPromptFlagged, Token: -1, Level: pv.Level, Category: pv.Category, Request: x.id}
 	if x.t.Refusal != RefusalCompletion {
 		x.fail(http.StatusBadRequest, EventPromptFlagged, apiError{
-			Message: "streamguard: the prompt was flagged (" + pv.Risk + ", " + pv.Category + ")",
+			Message: "streamguard: the prompt was flagged (" + pv.Level + ", " + pv.Category + ")",
 			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
 		return
 	}

@@ -381,7 +381,7 @@ func (r *relay) cut() {
 		}
 		r.queue = nil
 	}
-	r.write(finishChunk(r.meta, 0, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: r.x.id}))
+	r.write(finishChunk(r.meta, 0, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: r.x.id}))
 	r.writeUsage()
 	r.write(doneEvent)
 	_ = r.rc.Flush()

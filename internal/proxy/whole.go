@@ -147,11 +147,11 @@ func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m *textFiel
 	attrs := append(verdictAttrs(&tv.Verdict, tv.Index), slog.Int("run_start", tr.flagStart))
 	if x.t.Refusal != RefusalCompletion && !x.statusSent {
 		x.fail(http.StatusBadRequest, EventResponseFlagged, apiError{
-			Message: "streamguard: the response was flagged (" + tv.Risk + ", " + tv.Category + ")",
+			Message: "streamguard: the response was flagged (" + tv.Level + ", " + tv.Category + ")",
 			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
 		return
 	}
-	out, err := cutResponse(body, ev, tr.cutFed(), m, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Risk, Category: tv.Category, Request: x.id})
+	out, err := cutResponse(body, ev, tr.cutFed(), m, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: x.id})
 	if err != nil {
 		x.fail(http.StatusBadGateway, EventResponseFlagged, apiError{Message: "streamguard: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"}, attrs...)
 		return

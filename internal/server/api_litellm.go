@@ -71,9 +71,9 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		switch {
 		case v.response != nil && v.response.Flagged:
 			tv := v.tokens[v.response.FlaggedIndex]
-			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s at token %d", flagReason(tv.Verdict, t.Policy.Mode), tv.Index)}
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: response flagged %s at token %d", flagReason(tv.Verdict), tv.Index)}
 		case v.prompt.Flagged:
-			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: %s flagged %s", what, flagReason(v.prompt.Verdict, t.Policy.Mode))}
+			resp = litellmResponse{Action: "BLOCKED", BlockedReason: fmt.Sprintf("streamguard: %s flagged %s", what, flagReason(v.prompt.Verdict))}
 		}
 		if resp.Action == "BLOCKED" {
 			break
@@ -143,9 +143,10 @@ func setSkipped(w http.ResponseWriter, skipped chatmsg.Skipped) {
 }
 
 // flagReason says why a flagged verdict was flagged: its level and
-// category, or the tenant's threshold on its category (thresholdFlag).
-func flagReason(v guard.Verdict, mode guard.Mode) string {
-	if thresholdFlag(v, true, mode) {
+// category, or the tenant's threshold on its category when that decided a
+// level other than the likeliest one.
+func flagReason(v guard.Verdict) string {
+	if v.Level != v.Risk {
 		return fmt.Sprintf("by the tenant's threshold for %s (p(%s)=%.2f)", v.Category, v.Risk, v.RiskProb)
 	}
 	return fmt.Sprintf("%s (%s, p=%.2f)", v.Risk, v.Category, v.RiskProb)

@@ -336,10 +336,10 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 	j := 0
 	for i, in := range inputs {
 		if in.msgs == nil {
-			results[i] = srv.result(nil, t.Policy.Mode, in.skipped)
+			results[i] = srv.result(nil, in.skipped)
 			continue
 		}
-		results[i] = srv.result(&vs[j], t.Policy.Mode, in.skipped)
+		results[i] = srv.result(&vs[j], in.skipped)
 		j++
 	}
 	return results, nil
@@ -351,14 +351,14 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 // query-only ones), in qwen3guard, and OpenAI's names (openAICategory) in
 // categories and category_scores. A nil v is an input with nothing to
 // judge: not flagged, every score 0.
-func (srv *Server) result(v *conversationVerdict, mode guard.Mode, skipped []string) moderationResult {
+func (srv *Server) result(v *conversationVerdict, skipped []string) moderationResult {
 	cats, scores := map[string]bool{}, map[string]float32{}
 	for _, c := range srv.categories {
 		cats[c], scores[c] = false, 0
 	}
 	var res moderationResult
 	if v != nil {
-		res = srv.verdictResult(v, mode, cats, scores)
+		res = srv.verdictResult(v, cats, scores)
 	}
 	res.Qwen3Guard.Categories, res.Qwen3Guard.CategoryScores, res.Qwen3Guard.Skipped = cats, scores, skipped
 	res.Categories, res.CategoryScores = map[string]bool{}, map[string]float32{}
@@ -381,7 +381,7 @@ func (srv *Server) result(v *conversationVerdict, mode guard.Mode, skipped []str
 
 // verdictResult fills the model-label categories and scores of a judged
 // conversation and returns the result's other fields.
-func (srv *Server) verdictResult(v *conversationVerdict, mode guard.Mode, cats map[string]bool, scores map[string]float32) moderationResult {
+func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, scores map[string]float32) moderationResult {
 	l := srv.info.Labels
 	res := moderationResult{Qwen3Guard: qwen3GuardDetail{Prompt: v.prompt, Response: v.response}}
 	score := func(vd *guard.Verdict, labels []string) {
@@ -420,9 +420,9 @@ func (srv *Server) verdictResult(v *conversationVerdict, mode guard.Mode, cats m
 	if !fromPrompt {
 		riskLabels, catLabels = l.ResponseRisk, l.ResponseCategory
 	}
-	flaggedDV := fromPrompt && v.prompt.Flagged ||
-		!fromPrompt && v.response != nil && v.response.Flagged && dv == &v.tokens[v.response.FlaggedIndex].Verdict
-	res.RiskLevel, res.Category = levelOf(*dv, flaggedDV, mode, riskLabels), categoryOf(*dv, flaggedDV)
+	// The level the tenant's policy applied (a threshold can flag a verdict
+	// whose likeliest level is Safe, or keep an Unsafe one below it).
+	res.RiskLevel, res.Category = dv.Level, categoryOf(*dv)
 	res.RiskProbabilities = probMap(riskLabels, dv.RiskProbs)
 	res.CategoryProbabilities = probMap(catLabels, dv.CategoryProbs)
 
