@@ -69,7 +69,24 @@ const (
 	levelControversial
 )
 
-// String is the level's name, as Verdict.Level spells it.
+// name is how Verdict.Level spells l for v: the model's own label when l
+// is the level v's likeliest label stands for (no threshold or block list
+// decided), else the level's name.
+func (l level) name(v *Verdict, controversial int) string {
+	natural := levelUnsafe
+	switch v.RiskIndex {
+	case 0:
+		natural = levelSafe
+	case controversial:
+		natural = levelControversial
+	}
+	if l == natural {
+		return v.Risk
+	}
+	return l.String()
+}
+
+// String is the level's name.
 func (l level) String() string {
 	switch l {
 	case levelUnsafe:

@@ -106,3 +106,28 @@ func TestPolicyValidation(t *testing.T) {
 		t.Error("ParseMode accepted medium")
 	}
 }
+
+// TestLevelName: Verdict.Level spells the level the policy applied with the
+// model's own label when the policy agrees with the likeliest level (a
+// checkpoint may spell its labels its own way: "unsafe"), and by the level's
+// name where a threshold or the block list decided otherwise — so that
+// Level differs from Risk exactly when the policy overruled the argmax.
+func TestLevelName(t *testing.T) {
+	const cont = 2
+	for _, c := range []struct {
+		v    Verdict
+		l    level
+		want string
+	}{
+		{Verdict{Risk: "unsafe", RiskIndex: 1}, levelUnsafe, "unsafe"},
+		{Verdict{Risk: "Safe", RiskIndex: 0}, levelSafe, "Safe"},
+		{Verdict{Risk: "Safe", RiskIndex: 0}, levelUnsafe, Unsafe}, // a threshold crossed
+		{Verdict{Risk: "unsafe", RiskIndex: 1}, levelSafe, Safe},   // below a threshold, or not blocked
+		{Verdict{Risk: "controversial", RiskIndex: cont}, levelControversial, "controversial"},
+		{Verdict{Risk: "controversial", RiskIndex: cont}, levelUnsafe, Unsafe}, // a threshold crossed
+	} {
+		if got := c.l.name(&c.v, cont); got != c.want {
+			t.Errorf("%v for %+v: %q, want %q", c.l, c.v, got, c.want)
+		}
+	}
+}

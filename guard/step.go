@@ -125,7 +125,7 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 		case itemPromptEnd:
 			v := newVerdict(out.QueryRisk[j], out.QueryCategory[j], l.QueryRisk, l.QueryCategory)
 			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
-			v.Level = lv.String()
+			v.Level = lv.name(&v, s.m.queryContIdx)
 			pv := &PromptVerdict{Verdict: v, Position: pos + j, Flagged: s.policy.nonSafe(lv)}
 			s.lastPrompt, r.Prompt = pv, pv
 			s.resp = newResponseState()
@@ -140,7 +140,7 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 			tv := TokenVerdict{Index: s.resp.n, Position: pos + j, ID: it.id, Text: it.text,
 				Verdict: newVerdict(out.Risk[j], out.Category[j], l.ResponseRisk, l.ResponseCategory)}
 			lv := s.policy.classify(&tv.Verdict, s.m.unsafeIdx, s.m.contIdx)
-			tv.Level = lv.String()
+			tv.Level = lv.name(&tv.Verdict, s.m.contIdx)
 			tv.NonSafe = s.policy.nonSafe(lv)
 			tv.Flagged = s.resp.add(&s.policy, lv, tv.Category)
 			r.Tokens = append(r.Tokens, tv)

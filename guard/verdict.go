@@ -19,11 +19,11 @@ type Verdict struct {
 	CategoryIndex int       `json:"category_index"`
 	CategoryProb  float32   `json:"category_prob"`
 	CategoryProbs []float32 `json:"category_probs"`
-	// Level is the risk level the stream's policy applied: Safe, Unsafe or
-	// Controversial. It is Risk unless a threshold on the category decided
-	// (Policy.Thresholds): then Unsafe when the threshold was crossed
-	// (whatever the likeliest level), else Safe; and Safe for a category
-	// the policy does not block (Policy.Block).
+	// Level is the risk level the stream's policy applied. It is Risk
+	// unless a threshold on the category decided (Policy.Thresholds): then
+	// Unsafe when the threshold was crossed (whatever the likeliest level),
+	// else Safe; and Safe for a category the policy does not block
+	// (Policy.Block).
 	Level string `json:"level"`
 }
 
