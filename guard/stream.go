@@ -201,13 +201,14 @@ func (s *Stream) push(items []item) error {
 			return fmt.Errorf("guard: token id %d outside the vocabulary [0, %d)", it.id, vocab)
 		}
 	}
-	if n, max := s.fed+len(s.queue)+len(items), s.m.net.MaxPositions; n > max {
+	n, max := s.fed+len(s.queue)+len(items), s.m.net.MaxPositions
+	if n > max {
 		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
 	}
 	// Text the encoder holds back (a word that may still grow) is tokens
 	// to come: held text that can no longer fit is refused now, not
 	// kept, however much of it is sent, until the turn ends.
-	if n, held, max := s.fed+len(s.queue)+len(items), s.enc.Held(), s.m.net.MaxPositions; n+s.m.tok.MinIDs(held) > max {
+	if held := s.enc.Held(); n+s.m.tok.MinIDs(held) > max {
 		return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), at least %d tokens, beside %d; the model's max_position_embeddings is %d", ErrContextLength, held, s.m.tok.MinIDs(held), n, max)
 	}
 	s.queue = append(s.queue, items...)

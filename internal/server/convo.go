@@ -311,7 +311,7 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 	}
 	res, err := c.run(ctx, 0, len(text)+c.heldBytes+headerSlack, func() error { return c.s.QueueText(text) })
 	if err != nil {
-		return nil, c.textConsumed(err)
+		return nil, c.endOnOverrun(err)
 	}
 	c.heldBytes += len(text)
 	for _, t := range res.Tokens {
@@ -326,16 +326,17 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, 1, c.heldBytes+2+headerSlack, c.s.QueueEndThinking)
 	if err != nil {
-		return nil, c.textConsumed(err)
+		return nil, c.endOnOverrun(err)
 	}
 	c.heldBytes = 2
 	return res.Tokens, nil
 }
 
-// textConsumed ends the stream after the text encoder refused text that
-// would overrun the model's context: the encoder has consumed it, so the
-// response cannot go on on this stream.
-func (c *convo) textConsumed(err error) error {
+// endOnOverrun ends the stream after the guard refused response text that
+// would overrun the model's context. The guard took none of it, but the
+// response cannot go on without it: text after it would be judged as if
+// it had not been said.
+func (c *convo) endOnOverrun(err error) error {
 	if !errors.Is(err, guard.ErrContextLength) || c.closed {
 		return err
 	}
@@ -353,7 +354,7 @@ func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict,
 func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, 0, c.heldBytes+headerSlack, c.s.QueueFlushText)
 	if err != nil {
-		return nil, c.textConsumed(err)
+		return nil, c.endOnOverrun(err)
 	}
 	c.heldBytes = 0
 	return res.Tokens, nil

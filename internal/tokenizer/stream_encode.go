@@ -62,10 +62,10 @@ func (t *Tokenizer) NewTextStreamEncoder() *StreamEncoder {
 // independently (a caller that may have to take back a Write or Flush
 // keeps a copy).
 func (e *StreamEncoder) CopyTo(dst *StreamEncoder) {
-	in := append(dst.inBytes[:0], e.inBytes...)
-	*dst = *e
 	// The copy shares the tail's bytes; only the encoder at tailOwner
 	// appends into its spare room, so the copy's first append moves it.
+	in := append(dst.inBytes[:0], e.inBytes...)
+	*dst = *e
 	dst.inBytes, dst.out = in, nil
 }
 
