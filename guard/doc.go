@@ -34,7 +34,8 @@
 // EndResponse judges it. Held text counts toward the context: once what a
 // stream holds could no longer fit, AppendText refuses more
 // ([ErrContextLength], the stream unchanged); [Stream.HeldBytes] says how
-// much it holds.
+// much it holds. The context is the model's max_position_embeddings, or
+// less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //
 // # Policy
 //

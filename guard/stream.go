@@ -84,15 +84,19 @@ type Stream struct {
 	// CacheBytes) read these instead.
 	fed        int
 	cacheBytes int64
-	sv         saved // scratch of save and undo
+	// limit is the most tokens the stream may hold (SetMaxTokens); 0
+	// means the model's max_position_embeddings.
+	limit int
+	sv    saved // scratch of save and undo
 }
 
 // ErrClosed is returned by operations on a closed stream.
 var ErrClosed = errors.New("guard: stream is closed")
 
 // ErrContextLength is wrapped by the error of an operation that would take a
-// stream past the model's context (max_position_embeddings). The input is
-// the caller's to shorten: nothing was queued.
+// stream past the model's context (max_position_embeddings) or the bound
+// set by [Stream.SetMaxTokens]. The input is the caller's to shorten:
+// nothing was queued.
 var ErrContextLength = errors.New("guard: context length exceeded")
 
 // NewStream starts a conversation with the model's default policy. Its
@@ -114,6 +118,34 @@ func (s *Stream) SetPolicy(p Policy) error {
 	defer s.mu.Unlock()
 	s.policy = p
 	return nil
+}
+
+// SetMaxTokens bounds the stream's length to n tokens, fewer than the
+// model's max_position_embeddings allows (n = 0 restores that bound). An
+// operation that would take the stream past it, counting held-back text
+// as its fewest tokens, fails as one past the context does: with an error
+// wrapping ErrContextLength, nothing queued. A server sets it to cap what
+// one conversation may cost; it fails when n is negative, above the
+// model's context, or below what the stream already holds.
+func (s *Stream) SetMaxTokens(n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max := s.m.net.MaxPositions; n < 0 || n > max {
+		return fmt.Errorf("guard: stream limit %d outside [0, %d], the model's max_position_embeddings", n, max)
+	}
+	if held := s.fed + len(s.queue); n > 0 && held > n {
+		return fmt.Errorf("guard: stream limit %d below the %d tokens the stream holds", n, held)
+	}
+	s.limit = n
+	return nil
+}
+
+// maxTokens is the stream's length bound and what sets it, for errors.
+func (s *Stream) maxTokens() (int, string) {
+	if s.limit > 0 {
+		return s.limit, "the stream's limit"
+	}
+	return s.m.net.MaxPositions, "the model's max_position_embeddings"
 }
 
 // Close releases the cache. It is safe to call more than once; a stream
@@ -201,15 +233,16 @@ func (s *Stream) push(items []item) error {
 			return fmt.Errorf("guard: token id %d outside the vocabulary [0, %d)", it.id, vocab)
 		}
 	}
-	n, max := s.fed+len(s.queue)+len(items), s.m.net.MaxPositions
+	max, what := s.maxTokens()
+	n := s.fed + len(s.queue) + len(items)
 	if n > max {
-		return fmt.Errorf("%w: the stream would reach %d tokens, more than the model's max_position_embeddings (%d); start a new stream", ErrContextLength, n, max)
+		return fmt.Errorf("%w: the stream would reach %d tokens, more than %s (%d); start a new stream", ErrContextLength, n, what, max)
 	}
 	// Text the encoder holds back (a word that may still grow) is tokens
 	// to come: held text that can no longer fit is refused now, not
 	// kept, however much of it is sent, until the turn ends.
 	if held := s.enc.Held(); n+s.m.tok.MinIDs(held) > max {
-		return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), at least %d tokens, beside %d; the model's max_position_embeddings is %d", ErrContextLength, held, s.m.tok.MinIDs(held), n, max)
+		return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), at least %d tokens, beside %d; %s is %d", ErrContextLength, held, s.m.tok.MinIDs(held), n, what, max)
 	}
 	s.queue = append(s.queue, items...)
 	return nil

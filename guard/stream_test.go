@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -411,3 +412,62 @@ var (
 	_ io.Closer = (*Stream)(nil)
 	_ io.Closer = (*Model)(nil)
 )
+
+// TestSetMaxTokens: a stream bounded below the model's context refuses
+// what would pass its bound exactly as one at the context does (nothing
+// queued, the stream usable), counting held-back text; the bound cannot be
+// set outside the context or below what the stream holds.
+func TestSetMaxTokens(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	s := m.NewStream()
+	defer s.Close()
+	ctx := context.Background()
+	for _, n := range []int{-1, m.net.MaxPositions + 1} {
+		if err := s.SetMaxTokens(n); err == nil {
+			t.Errorf("SetMaxTokens(%d) accepted", n)
+		}
+	}
+	const limit = 40
+	if err := s.SetMaxTokens(limit); err != nil {
+		t.Fatal(err)
+	}
+	pv, err := s.JudgePrompt(ctx, userMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := limit - (pv.Position + 1) - len(m.scaffold.responseHeader)
+	if room < 4 {
+		t.Fatalf("the test's prompt leaves %d tokens of room", room)
+	}
+	if _, err := s.AppendIDs(ctx, slices.Repeat([]int{1000}, room-2)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.AppendIDs(ctx, []int{1000, 1000, 1000})
+	if want := fmt.Sprintf("%d tokens, more than the stream's limit (%d)", limit+1, limit); err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrContextLength) {
+		t.Fatalf("past the stream's limit: error %v, want one saying %q", err, want)
+	}
+	if s.Len() != limit-2 || s.Pending() != 0 {
+		t.Fatalf("the refused call changed the stream: length %d, %d pending", s.Len(), s.Pending())
+	}
+	// Held text counts: a word of 4·128·3 bytes is at least 3 tokens.
+	word := strings.Repeat("a", 4*m.tok.MaxTokenBytes()*3)
+	if err := s.QueueText(word); !errors.Is(err, ErrContextLength) {
+		t.Fatalf("held text past the stream's limit: error %v", err)
+	}
+	if s.HeldBytes() != 0 {
+		t.Fatalf("the refused text is held: %d bytes", s.HeldBytes())
+	}
+	if err := s.SetMaxTokens(limit - 3); err == nil {
+		t.Error("SetMaxTokens below the stream's length accepted")
+	}
+	// The rest of the room is still the stream's.
+	if _, err := s.AppendIDs(ctx, []int{1000, 1000}); err != nil {
+		t.Fatalf("filling the stream to its limit: %v", err)
+	}
+	if err := s.SetMaxTokens(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendIDs(ctx, []int{1000}); err != nil {
+		t.Fatalf("after the limit was lifted: %v", err)
+	}
+}

@@ -80,7 +80,13 @@ func (srv *Server) openConvo(t *Tenant, id string, reserve int) (*convo, error) 
 		return nil, ErrTooManyStreams
 	}
 	s := srv.model.NewStream()
-	if err := s.SetPolicy(t.Policy); err != nil { // checked at startup
+	// The guard holds the stream to the server's length limit: an
+	// operation that would pass it is refused whole, nothing queued.
+	err := s.SetPolicy(t.Policy) // checked at startup
+	if err == nil {
+		err = s.SetMaxTokens(srv.maxStreamTokens) // at most the context (New)
+	}
+	if err != nil {
 		t.open.Add(-1)
 		return nil, err
 	}
@@ -139,13 +145,9 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 		}
 		return Result{}, badRequest{err}
 	}
-	n := c.s.Len() + c.s.Pending()
-	if lim := c.srv.maxStreamTokens; n > lim {
-		// Queued tokens cannot be taken back: the stream ends here.
-		c.end(streamEnded{tooLong{n, lim}})
-		return Result{}, c.ended
-	}
-	if want := c.srv.budget.capBound(n); want > c.charged {
+	// The guard refused whatever would pass the stream's limit, so n
+	// fits: at most the charge's cap.
+	if want := c.srv.budget.capBound(c.s.Len() + c.s.Pending()); want > c.charged {
 		c.srv.budget.forceAcquire(want - c.charged) // the estimate fell short
 		c.charged = want
 	}

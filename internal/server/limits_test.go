@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -311,5 +312,28 @@ func TestKVBudgetWait(t *testing.T) {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestOverLongIDsRefusedWhole: ids that fit the stream's limit by their
+// count but not with the assistant header queued before them are refused
+// by the guard (its limit is the server's), nothing queued: the stream
+// goes on, and ids that fit are then judged.
+func TestOverLongIDsRefusedWhole(t *testing.T) {
+	const limit = 100 // --max-stream-tokens
+	h := newHarness(t, Options{MaxStreamTokens: limit})
+	var created streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+		t.Fatal(code)
+	}
+	room := limit - created.State.Position // the header's tokens and the response's
+	var e errBody
+	code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"ids": slices.Repeat([]int{9707}, room)}, &e)
+	if code != http.StatusBadRequest || e.Error.Code != "context_length_exceeded" || e.Error.StreamEnded {
+		t.Fatalf("ids past the limit with the header: status %d %+v", code, e.Error)
+	}
+	var r streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"ids": slices.Repeat([]int{9707}, room-12)}, &r); code != http.StatusOK || len(r.Tokens) != room-12 || r.State.Position > limit {
+		t.Fatalf("ids that fit after the refusal: status %d, %d verdicts, position %d", code, len(r.Tokens), r.State.Position)
 	}
 }

@@ -234,9 +234,6 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 			err = c.s.QueueFlushText()
 			tail.Reset()
 		}
-		if n := c.s.Pending() + guardhook.Tokenizer(c.srv.model).MinIDs(c.s.HeldBytes()); err == nil && n > lim {
-			err = tooLong{n, lim}
-		}
 		switch {
 		case err == nil:
 		case errors.Is(err, guard.ErrContextLength):
