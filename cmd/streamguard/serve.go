@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -71,6 +72,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
 	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
+	allowedHosts := fs.String("allowed-hosts", "", "host names (comma-separated; .example.com for the names under it) the Host header may name besides IP addresses and localhost; \"*\": any. Default: any, except on a loopback --addr without --config, where only IP addresses and localhost are answered (against DNS rebinding)")
 	ui := fs.Bool("ui", true, "serve the browser playground at / (HTML, CSS and JavaScript built in; with --config it asks for a tenant key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -122,6 +124,10 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	checkHost, hosts, err := hostCheck(*allowedHosts, *addr, cfg)
+	if err != nil {
+		return err
+	}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	audit := logger.With("log", "audit")
 	if *auditPath != "" {
@@ -151,7 +157,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		MaxStreamTokens: *maxTokens, MaxBodyBytes: bodyLimit, IdleTimeout: *idle, RequestTimeout: *reqTimeout,
 		RetryAfter: *retry, KVBudgetWait: waitOption(*budgetWait), Audit: audit, Log: logger,
 		ReadHeaderTimeout: *headerTimeout, BodyIdleTimeout: *bodyIdle, KeepAliveTimeout: *keepAlive, MaxConns: *maxConns, ShutdownReadGrace: *readGrace, DrainDelay: *drainDelay,
-		ReplicaID: *replicaID, RequireStreamID: *requireID, Playground: *ui,
+		ReplicaID: *replicaID, RequireStreamID: *requireID, Playground: *ui, CheckHost: checkHost, AllowedHosts: hosts,
 		Scheduler: server.SchedulerOptions{ChunkTokens: *chunk, MaxBatchTokens: *batchTokens, MaxBatchStreams: *batchStreams},
 	})
 	if err != nil {
@@ -295,4 +301,41 @@ func waitOption(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// hostCheck decides serve's Host check (server.Options.CheckHost): names
+// given with --allowed-hosts turn it on and "*" off; by default it is on
+// for a server without tenants that listens on a loopback address, which
+// any web page could otherwise reach by DNS rebinding, and off where
+// tenant keys guard the server or other machines may name it as they
+// please.
+func hostCheck(flag, addr string, cfg *server.Config) (bool, []string, error) {
+	if strings.TrimSpace(flag) == "*" {
+		return false, nil, nil
+	}
+	var hosts []string
+	for h := range strings.SplitSeq(flag, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if h == "*" || strings.ContainsAny(h, "/:@ []") {
+			return false, nil, usageErrorf("--allowed-hosts: %q is not a host name (give names without ports, or \"*\" alone)", h)
+		}
+		hosts = append(hosts, h)
+	}
+	if len(hosts) > 0 {
+		return true, hosts, nil
+	}
+	if cfg != nil && len(cfg.Tenants) > 0 {
+		return false, nil, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, nil, nil // net.Listen reports it
+	}
+	if host == "localhost" {
+		return true, nil, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback(), nil, nil
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/server"
 )
 
 func TestServeHashKeyAndFlags(t *testing.T) {
@@ -25,6 +28,8 @@ func TestServeHashKeyAndFlags(t *testing.T) {
 		{[]string{"--model", "m", "--chunk-tokens", "0"}, "--chunk-tokens"},
 		{[]string{"--model", "m", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--model", "m", "--replica-id", "pod-1\r\nX-Injected: 1"}, "--replica-id must not hold control characters"},
+		{[]string{"--model", "m", "--allowed-hosts", "guard.internal:8080"}, `--allowed-hosts: "guard.internal:8080" is not a host name`},
+		{[]string{"--model", "m", "--allowed-hosts", "a.example,*"}, `--allowed-hosts: "*" is not a host name`},
 	} {
 		err := runServe(tc.args, strings.NewReader(""), &out, &errb)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
@@ -43,6 +48,37 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "-1", "lots", "1XB", "1e30GiB"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
+
+// TestHostCheck: serve checks the Host header by default only where
+// nothing else guards it from a rebinding web page (no tenants) and only
+// this machine can reach it (a loopback address); names given turn it on
+// anywhere, "*" turns it off.
+func TestHostCheck(t *testing.T) {
+	tenants := &server.Config{Tenants: []server.TenantConfig{{Name: "a", APIKeySHA256: []string{server.HashKey("k")}}}}
+	for _, c := range []struct {
+		flag, addr string
+		cfg        *server.Config
+		on         bool
+		hosts      []string
+	}{
+		{"", "127.0.0.1:8080", nil, true, nil},
+		{"", "127.0.0.2:0", nil, true, nil},
+		{"", "[::1]:8080", nil, true, nil},
+		{"", "localhost:8080", nil, true, nil},
+		{"", "127.0.0.1:8080", &server.Config{}, true, nil},
+		{"", "127.0.0.1:8080", tenants, false, nil},
+		{"", "0.0.0.0:8080", nil, false, nil},
+		{"", ":8080", nil, false, nil},
+		{"", "10.0.0.7:8080", nil, false, nil},
+		{"*", "127.0.0.1:8080", nil, false, nil},
+		{" guard.internal , .corp.example ", "0.0.0.0:8080", tenants, true, []string{"guard.internal", ".corp.example"}},
+	} {
+		on, hosts, err := hostCheck(c.flag, c.addr, c.cfg)
+		if err != nil || on != c.on || !slices.Equal(hosts, c.hosts) {
+			t.Errorf("hostCheck(%q, %q, tenants %v) = %v, %q, %v; want %v, %q", c.flag, c.addr, c.cfg != nil && len(c.cfg.Tenants) > 0, on, hosts, err, c.on, c.hosts)
 		}
 	}
 }

@@ -90,7 +90,18 @@ type Options struct {
 	// it on unless --ui=false]. The page holds no data and needs no key;
 	// its API calls carry the tenant key the user enters.
 	Playground bool
-	Scheduler  SchedulerOptions
+	// CheckHost refuses requests whose Host header names a host that is
+	// not an IP address, localhost (or a name under .localhost) or one of
+	// AllowedHosts: 403 host_not_allowed [false]. It is what stops DNS
+	// rebinding, a web page whose name is re-pointed at this machine's
+	// address and so is same-origin with the server to the browser;
+	// streamguard serve turns it on for a server without tenants that
+	// listens on a loopback address.
+	CheckHost bool
+	// AllowedHosts are the host names CheckHost lets through besides
+	// those (case-insensitive; ".example.com" allows the names under it).
+	AllowedHosts []string
+	Scheduler    SchedulerOptions
 	// Audit receives decisions [discarded]; Log receives operational
 	// messages [discarded].
 	Audit, Log *slog.Logger
