@@ -17,8 +17,8 @@ import (
 )
 
 // Skipped is the ordered set of what a request's text left out: content
-// part types ("image_url", "input_audio", "file", ...) and message roles
-// ("tool", "function") the guard does not judge. /v1/moderations reports
+// part types the guard cannot judge ("image_url", "input_audio", "file",
+// ...) and, in /v1/moderations, tool results after the last user turn. /v1/moderations reports
 // it as qwen3guard.skipped, the LiteLLM guardrail and the proxy in the
 // X-Streamguard-Skipped header.
 type Skipped []string
@@ -36,19 +36,40 @@ func (s *Skipped) Add(what string) {
 // Part is a content part as the guard reads it. Every part that carries
 // text is judged, whatever its type: "text" (Chat Completions),
 // "input_text" and "output_text" (the Responses API) and any other with a
-// "text" field, and "refusal" parts' "refusal". Servers such as vLLM feed
-// all of these to the model as text; a part the guard passed over would be
-// text that reaches the model unjudged.
+// "text" field, "refusal" parts' "refusal", "thinking" parts' "thinking";
+// and a part of a type the guard does not know has every string in it
+// judged (Other). Servers such as vLLM feed parts of many types to the
+// model as text ("thinking", "tool_reference", ...); a part the guard
+// passed over would be text that reaches the model unjudged. Only the
+// media types (mediaParts) carry nothing to judge but their "text".
 type Part struct {
-	Type    string
-	Text    *string
-	Refusal *string
+	Type     string
+	Text     *string
+	Refusal  *string
+	Thinking *string
+	// Other are the strings of a part of a type the guard does not know,
+	// in the order written, less the values of "type" keys.
+	Other []string
 }
 
+// mediaParts are the content part types whose payload is an image, sound,
+// video or file, which the guard cannot judge: skipped and noted.
+var mediaParts = map[string]bool{
+	"image_url": true, "input_image": true, "image": true,
+	"input_audio": true, "audio_url": true, "audio": true,
+	"video_url": true, "video": true,
+	"file": true, "input_file": true,
+}
+
+// textParts are the types whose text fields the guard reads by name; any
+// other field of theirs (cache_control, annotations) is not text the
+// model reads.
+var textParts = map[string]bool{"text": true, "input_text": true, "output_text": true, "refusal": true, "thinking": true}
+
 // UnmarshalJSON reads the part's keys exactly as written ("type", "text",
-// "refusal"), as the Python servers that feed the model read them:
-// encoding/json would also take "Text", and a later {"Text": null} would
-// then hide the "text" they read.
+// "refusal", "thinking"), as the Python servers that feed the model read
+// them: encoding/json would also take "Text", and a later {"Text": null}
+// would then hide the "text" they read.
 func (p *Part) UnmarshalJSON(b []byte) error {
 	f, err := exactFields(b)
 	if err != nil {
@@ -61,9 +82,65 @@ func (p *Part) UnmarshalJSON(b []byte) error {
 	if p.Text, err = f.str("text"); err != nil {
 		return err
 	}
-	p.Refusal, err = f.str("refusal")
+	if p.Refusal, err = f.str("refusal"); err != nil {
+		return err
+	}
+	if p.Thinking, err = f.str("thinking"); err != nil {
+		return err
+	}
+	if !mediaParts[p.Type] && !textParts[p.Type] {
+		p.Other, err = stringsOf(b, "text", "refusal", "thinking")
+	}
 	return err
 }
+
+// stringsOf returns the strings in the JSON value b, in the order written:
+// array elements and object members, at any depth, less the values of
+// "type" keys (which name a shape, not text) and of the top-level keys
+// skip (read by name elsewhere).
+func stringsOf(b []byte, skip ...string) ([]string, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	var out []string
+	var walk func(depth int, key string) error
+	walk = func(depth int, key string) error {
+		if depth > maxDepth {
+			return errors.New("JSON nested too deeply")
+		}
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch v := tok.(type) {
+		case string:
+			if key != "type" && !(depth == 1 && slices.Contains(skip, key)) {
+				out = append(out, v)
+			}
+		case json.Delim:
+			for d.More() {
+				k := ""
+				if v == '{' {
+					t, err := d.Token()
+					if err != nil {
+						return err
+					}
+					k, _ = t.(string)
+				}
+				if err := walk(depth+1, k); err != nil {
+					return err
+				}
+			}
+			if _, err := d.Token(); err != nil { // the closing delimiter
+				return err
+			}
+		}
+		return nil
+	}
+	return out, walk(0, "")
+}
+
+// maxDepth bounds the nesting stringsOf follows (encoding/json's own
+// bound is 10,000).
+const maxDepth = 512
 
 // fields is a JSON object's members by their exact keys (a repeated key:
 // the last, as Python's json and encoding/json both take).
@@ -105,15 +182,21 @@ func (f fields) str(k string) (*string, error) {
 // Judged returns the part's text, and false for a part with none (an
 // image, audio, a file).
 func (p Part) Judged() (string, bool) {
-	switch {
-	case p.Text != nil && p.Refusal != nil:
-		return joinNonEmpty(*p.Text, *p.Refusal), true
-	case p.Text != nil:
-		return *p.Text, true
-	case p.Refusal != nil:
-		return *p.Refusal, true
+	var texts []string
+	for _, t := range []*string{p.Text, p.Refusal, p.Thinking} {
+		if t != nil {
+			texts = append(texts, *t)
+		}
 	}
-	return "", false
+	texts = append(texts, p.Other...)
+	if len(texts) == 0 {
+		return "", false
+	}
+	t := ""
+	for _, s := range texts {
+		t = joinNonEmpty(t, s)
+	}
+	return t, true
 }
 
 // ContentText reads a message's content: a string, null, or an array of
@@ -154,68 +237,210 @@ func ContentText(raw json.RawMessage, skipped *Skipped) (string, error) {
 	return strings.Join(texts, "\n"), nil
 }
 
+// ToolRole is the role of a tool or function result among the turns
+// Conversation returns. The chat template renders a tool result inside a
+// user turn (<tool_response>…</tool_response>), so the model reads it;
+// it is never the user turn whose verdict a request stands on (LastUser
+// passes over it), and Renderable lays it out as the template does.
+const ToolRole = "tool"
+
 // Message reads one OpenAI message into a turn: role developer is read as
-// system; ok is false for a message that is skipped (tool and function
-// results, noted in skipped).
+// system, tool and function results as ToolRole. An assistant's tool calls
+// (tool_calls, the legacy function_call) are part of its content, written
+// as the Qwen3 template writes them; its reasoning is "reasoning_content"
+// and "reasoning" (vLLM and OpenRouter read the latter), both when they
+// differ.
 //
-// Keys are read exactly as written ("role", "content",
-// "reasoning_content"), as the servers that feed the model read them: a
-// "Content" after "content" would otherwise replace the text they read.
-func Message(raw json.RawMessage, skipped *Skipped) (msg tokenizer.Message, ok bool, err error) {
+// Keys are read exactly as written ("role", "content", ...), as the
+// servers that feed the model read them: a "Content" after "content"
+// would otherwise replace the text they read.
+func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	f, err := exactFields(raw)
 	if err != nil {
-		return tokenizer.Message{}, false, err
+		return tokenizer.Message{}, err
 	}
 	role, err := f.text("role")
 	if err != nil {
-		return tokenizer.Message{}, false, err
+		return tokenizer.Message{}, err
 	}
 	reasoning, err := f.text("reasoning_content")
 	if err != nil {
-		return tokenizer.Message{}, false, err
+		return tokenizer.Message{}, err
+	}
+	other, err := f.text("reasoning")
+	if err != nil {
+		return tokenizer.Message{}, err
+	}
+	if other != reasoning {
+		reasoning = joinNonEmpty(reasoning, other)
 	}
 	switch role {
 	case "developer":
 		role = "system"
 	case "system", "user", "assistant":
 	case "tool", "function":
-		// A tool result is the tool's output, not a turn of the
-		// conversation the guard's template renders.
-		skipped.Add(role)
-		return tokenizer.Message{}, false, nil
+		role = ToolRole
 	default:
-		return tokenizer.Message{}, false, fmt.Errorf("role %q: want system, developer, user, assistant or tool", role)
+		return tokenizer.Message{}, fmt.Errorf("role %q: want system, developer, user, assistant, tool or function", role)
 	}
 	text, err := ContentText(f["content"], skipped)
 	if err != nil {
-		return tokenizer.Message{}, false, err
+		return tokenizer.Message{}, err
 	}
-	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, true, nil
+	calls, err := toolCalls(f)
+	if err != nil {
+		return tokenizer.Message{}, err
+	}
+	if calls != "" {
+		text = joinNonEmpty(text, calls)
+	}
+	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, nil
 }
 
-// Conversation reads messages in order: tool and function results are
-// skipped, and the assistant turns they separated (the tool call, then the
-// answer) are joined into one turn.
+// toolCalls writes a message's tool calls as the Qwen3 template writes
+// them into the assistant's turn ("<tool_call>\n{"name": N, "arguments":
+// A}\n</tool_call>", one per call): the model reads the names and
+// arguments it called, so the guard does too. A call of another shape has
+// every string in it written instead.
+func toolCalls(f fields) (string, error) {
+	var calls []json.RawMessage
+	if raw, ok := f["tool_calls"]; ok && string(bytes.TrimSpace(raw)) != "null" {
+		if err := json.Unmarshal(raw, &calls); err != nil {
+			return "", fmt.Errorf(`"tool_calls": want an array of calls: %w`, err)
+		}
+	}
+	if raw, ok := f["function_call"]; ok && string(bytes.TrimSpace(raw)) != "null" {
+		calls = append(calls, raw)
+	}
+	var out []string
+	for i, raw := range calls {
+		c, err := exactFields(raw)
+		if err != nil {
+			return "", fmt.Errorf("tool call %d: %w", i, err)
+		}
+		if fn, ok := c["function"]; ok {
+			if c, err = exactFields(fn); err != nil {
+				return "", fmt.Errorf("tool call %d: function: %w", i, err)
+			}
+		}
+		name, nerr := c.str("name")
+		args, aerr := c.str("arguments")
+		if raw, ok := c["arguments"]; ok && aerr != nil {
+			// Arguments as a JSON object rather than a string: written as
+			// the template writes them (tojson), compact.
+			var b bytes.Buffer
+			if json.Compact(&b, raw) == nil {
+				a := b.String()
+				args, aerr = &a, nil
+			}
+		}
+		if nerr != nil || aerr != nil || name == nil {
+			strs, err := stringsOf(raw, "id")
+			if err != nil {
+				return "", fmt.Errorf("tool call %d: %w", i, err)
+			}
+			out = append(out, strings.Join(strs, "\n"))
+			continue
+		}
+		a := ""
+		if args != nil {
+			a = *args
+		}
+		out = append(out, "<tool_call>\n{\"name\": \""+*name+"\", \"arguments\": "+a+"}\n</tool_call>")
+	}
+	return strings.Join(out, "\n"), nil
+}
+
+// Conversation reads messages in order (Message).
 func Conversation(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message, error) {
 	msgs := make([]tokenizer.Message, 0, len(raws))
-	afterTool := false
 	for i, raw := range raws {
-		m, ok, err := Message(raw, skipped)
+		m, err := Message(raw, skipped)
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d]: %w", i, err)
 		}
-		if ok {
-			if n := len(msgs); afterTool && n > 0 && m.Role == "assistant" && msgs[n-1].Role == "assistant" {
-				prev := &msgs[n-1]
-				prev.Content = joinNonEmpty(prev.Content, m.Content)
-				prev.ReasoningContent = joinNonEmpty(prev.ReasoningContent, m.ReasoningContent)
-			} else {
-				msgs = append(msgs, m)
-			}
-		}
-		afterTool = !ok
+		msgs = append(msgs, m)
 	}
 	return msgs, nil
+}
+
+// Renderable lays turns out for the guard's chat template, which knows
+// system, user and assistant turns: a run of tool results becomes the
+// user turn the Qwen3 template makes of it, each result wrapped in
+// <tool_response> tags (written as text, as every message's text is).
+func Renderable(turns []tokenizer.Message) []tokenizer.Message {
+	out := make([]tokenizer.Message, 0, len(turns))
+	for i, m := range turns {
+		if m.Role != ToolRole {
+			out = append(out, m)
+			continue
+		}
+		wrapped := "<tool_response>\n" + m.Content + "\n</tool_response>"
+		if i > 0 && turns[i-1].Role == ToolRole {
+			prev := &out[len(out)-1]
+			prev.Content += "\n" + wrapped
+			continue
+		}
+		out = append(out, tokenizer.Message{Role: "user", Content: wrapped})
+	}
+	return out
+}
+
+// WithTools writes a request's tool definitions (tools, the legacy
+// functions: arrays of objects, each as the client wrote it) into the
+// system turn, as the Qwen3 template writes them ("# Tools" and a
+// <tools> block of one JSON object a line), adding a system turn where
+// there is none: their names and descriptions are instructions the model
+// reads.
+func WithTools(turns []tokenizer.Message, defs ...json.RawMessage) ([]tokenizer.Message, error) {
+	var lines []string
+	for _, raw := range defs {
+		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+			continue
+		}
+		var tools []json.RawMessage
+		if err := json.Unmarshal(raw, &tools); err != nil {
+			return nil, fmt.Errorf("tool definitions: want an array: %w", err)
+		}
+		for _, t := range tools {
+			var b bytes.Buffer
+			if err := json.Compact(&b, t); err != nil {
+				return nil, err
+			}
+			lines = append(lines, b.String())
+		}
+	}
+	if len(lines) == 0 {
+		return turns, nil
+	}
+	block := "# Tools\n\n<tools>\n" + strings.Join(lines, "\n") + "\n</tools>"
+	out := slices.Clone(turns)
+	if len(out) > 0 && out[0].Role == "system" {
+		if out[0].Content != "" {
+			block = out[0].Content + "\n\n" + block
+		}
+		out[0].Content = block
+		return out, nil
+	}
+	return append([]tokenizer.Message{{Role: "system", Content: block}}, out...), nil
+}
+
+// Unrendered is the text of turns that the chat template leaves out when
+// they come before the last user turn: the assistants' reasoning. Other
+// templates (and a user turn the Qwen3 template takes for a tool result)
+// keep it, so an upstream model may read it: it is judged with the text
+// after the last user turn.
+func Unrendered(turns []tokenizer.Message) string {
+	var t string
+	for _, m := range turns {
+		if m.Role == "assistant" {
+			t = joinNonEmpty(t, m.ReasoningContent)
+		}
+	}
+	if strings.TrimSpace(t) == "" {
+		return ""
+	}
+	return t
 }
 
 func joinNonEmpty(a, b string) string {
@@ -240,8 +465,8 @@ func LastUser(msgs []tokenizer.Message) int {
 
 // Trailing joins the text of turns (their reasoning and content), the
 // turns a request puts after its last user turn: an assistant's words
-// beside a tool call, a late system message. The model reads it, so it
-// must be judged too.
+// and tool calls, tool results, a late system message. The model reads
+// it, so it must be judged too.
 func Trailing(turns []tokenizer.Message) string {
 	var t string
 	for _, m := range turns {

@@ -22,6 +22,11 @@ func TestContentText(t *testing.T) {
 		{`[{"type":"refusal","refusal":"r"},"bare",{"type":"future_text","text":"f"}]`, "r\nbare\nf", nil},
 		{`[{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"a"},{"type":"file"},{"type":"image_url"},{}]`, "a", []string{"image_url", "file", "unknown"}},
 		{`[{"type":"text","text":""}]`, "", nil},
+		// Parts servers read as text whatever their type: by name for the
+		// known ones, every string (less "type" values) for the others.
+		{`[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}},{"type":"thinking","thinking":"t","signature":"sig"}]`, "a\nt", nil},
+		{`[{"type":"tool_reference","name":"n"},{"type":"x","a":["b",{"type":"c","d":"e"}],"n":5}]`, "n\nb\ne", nil},
+		{`[{"type":"image_url","image_url":{"url":"x"},"text":"caption"},{"type":"input_audio","input_audio":{"data":"AAAA"}}]`, "caption", []string{"input_audio"}},
 	} {
 		var skipped Skipped
 		got, err := ContentText(json.RawMessage(c.in), &skipped)
@@ -41,10 +46,11 @@ func TestConversation(t *testing.T) {
 	raws := []json.RawMessage{
 		json.RawMessage(`{"role":"developer","content":"s"}`),
 		json.RawMessage(`{"role":"user","content":"u"}`),
-		json.RawMessage(`{"role":"assistant","content":"call","reasoning_content":"r1"}`),
-		json.RawMessage(`{"role":"tool","content":"result"}`),
-		json.RawMessage(`{"role":"assistant","content":"answer","reasoning_content":"r2"}`),
-		json.RawMessage(`{"role":"function","content":"old"}`),
+		json.RawMessage(`{"role":"assistant","content":"call","reasoning_content":"r1","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"q\":1}"}},{"function":{"name":"g","arguments":{"k":"v"}}}]}`),
+		json.RawMessage(`{"role":"tool","tool_call_id":"c1","content":"result"}`),
+		json.RawMessage(`{"role":"assistant","content":"answer","reasoning":"r2","reasoning_content":"r2"}`),
+		json.RawMessage(`{"role":"function","name":"f","content":"old"}`),
+		json.RawMessage(`{"role":"assistant","content":null,"reasoning":"r3","function_call":{"name":"h","arguments":"{}"}}`),
 		json.RawMessage(`{"role":"system","content":"late"}`),
 	}
 	var skipped Skipped
@@ -53,19 +59,79 @@ func TestConversation(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tokenizer.Message{{Role: "system", Content: "s"}, {Role: "user", Content: "u"},
-		{Role: "assistant", Content: "call\nanswer", ReasoningContent: "r1\nr2"}, {Role: "system", Content: "late"}}
-	if !slices.Equal(msgs, want) || !slices.Equal(skipped, []string{"tool", "function"}) {
-		t.Fatalf("%+v, skipped %v", msgs, skipped)
+		{Role: "assistant", Content: "call\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\":1}}\n</tool_call>\n<tool_call>\n{\"name\": \"g\", \"arguments\": {\"k\":\"v\"}}\n</tool_call>", ReasoningContent: "r1"},
+		{Role: ToolRole, Content: "result"},
+		{Role: "assistant", Content: "answer", ReasoningContent: "r2"},
+		{Role: ToolRole, Content: "old"},
+		{Role: "assistant", Content: "<tool_call>\n{\"name\": \"h\", \"arguments\": {}}\n</tool_call>", ReasoningContent: "r3"},
+		{Role: "system", Content: "late"}}
+	if !slices.Equal(msgs, want) || len(skipped) != 0 {
+		t.Fatalf("got  %q\nwant %q\nskipped %v", msgs, want, skipped)
 	}
 	last := LastUser(msgs)
-	if trailing := Trailing(msgs[last+1:]); last != 1 || trailing != "r1\nr2\ncall\nanswer\nlate" {
+	if trailing := Trailing(msgs[last+1:]); last != 1 || !strings.HasPrefix(trailing, "r1\ncall\n<tool_call>") || !strings.HasSuffix(trailing, "\nresult\nr2\nanswer\nold\nr3\n<tool_call>\n{\"name\": \"h\", \"arguments\": {}}\n</tool_call>\nlate") {
 		t.Errorf("last user %d, trailing %q", last, trailing)
 	}
 	if last := LastUser(msgs[:1]); last != -1 {
 		t.Errorf("no user turn: last user %d", last)
 	}
-	if _, err := Conversation([]json.RawMessage{json.RawMessage(`{"role":"narrator","content":"x"}`)}, &skipped); err == nil || !strings.Contains(err.Error(), "messages[0]") {
-		t.Errorf("unknown role: %v", err)
+	for _, bad := range []string{`{"role":"narrator","content":"x"}`, `{"role":"assistant","tool_calls":{"id":"c"}}`, `{"role":"assistant","reasoning":5}`} {
+		if _, err := Conversation([]json.RawMessage{json.RawMessage(bad)}, &skipped); err == nil || !strings.Contains(err.Error(), "messages[0]") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	// A call of another shape has its strings read.
+	m, err := Message(json.RawMessage(`{"role":"assistant","tool_calls":[{"type":"custom","custom":{"name":"c","input":"payload"}}]}`), &skipped)
+	if err != nil || m.Content != "c\npayload" {
+		t.Errorf("a custom tool call: %q, %v", m.Content, err)
+	}
+}
+
+// TestRenderable: tool results become the user turn the template makes of
+// them (a run of them one turn), never the last user turn LastUser finds.
+func TestRenderable(t *testing.T) {
+	turns := []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", Content: "call"},
+		{Role: ToolRole, Content: "a"}, {Role: ToolRole, Content: "b"}, {Role: "assistant", Content: "done"}, {Role: ToolRole, Content: "c"}}
+	want := []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", Content: "call"},
+		{Role: "user", Content: "<tool_response>\na\n</tool_response>\n<tool_response>\nb\n</tool_response>"},
+		{Role: "assistant", Content: "done"}, {Role: "user", Content: "<tool_response>\nc\n</tool_response>"}}
+	if got := Renderable(turns); !slices.Equal(got, want) {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if last := LastUser(turns); last != 0 {
+		t.Errorf("last user turn %d, want the user's own (0)", last)
+	}
+}
+
+func TestWithTools(t *testing.T) {
+	tools := json.RawMessage(`[{"type":"function","function":{"name":"f","description":"d", "parameters":{}}}]`)
+	functions := json.RawMessage(`[{"name":"g","description":"e"}]`)
+	block := "# Tools\n\n<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":\"d\",\"parameters\":{}}}\n{\"name\":\"g\",\"description\":\"e\"}\n</tools>"
+	user := tokenizer.Message{Role: "user", Content: "u"}
+	got, err := WithTools([]tokenizer.Message{{Role: "system", Content: "s"}, user}, tools, functions)
+	if err != nil || !slices.Equal(got, []tokenizer.Message{{Role: "system", Content: "s\n\n" + block}, user}) {
+		t.Errorf("with a system turn: %q, %v", got, err)
+	}
+	got, err = WithTools([]tokenizer.Message{user}, tools, functions, nil, json.RawMessage(`null`))
+	if err != nil || !slices.Equal(got, []tokenizer.Message{{Role: "system", Content: block}, user}) {
+		t.Errorf("without one: %q, %v", got, err)
+	}
+	if got, err := WithTools([]tokenizer.Message{user}, json.RawMessage(`[]`)); err != nil || !slices.Equal(got, []tokenizer.Message{user}) {
+		t.Errorf("no tools: %q, %v", got, err)
+	}
+	if _, err := WithTools([]tokenizer.Message{user}, json.RawMessage(`{"name":"f"}`)); err == nil {
+		t.Error("tools that are not an array accepted")
+	}
+}
+
+func TestUnrendered(t *testing.T) {
+	turns := []tokenizer.Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b", ReasoningContent: "r1"},
+		{Role: "user", Content: "c", ReasoningContent: "not an assistant's"}, {Role: "assistant", ReasoningContent: " "}, {Role: "assistant", ReasoningContent: "r2"}}
+	if got := Unrendered(turns); got != "r1\n \nr2" {
+		t.Errorf("%q", got)
+	}
+	if got := Unrendered(turns[:1]); got != "" {
+		t.Errorf("no reasoning: %q", got)
 	}
 }
 
@@ -110,15 +176,15 @@ func TestExactKeys(t *testing.T) {
 		`{"role":"user","Content":"fine","content":"EVIL"}`,
 		`{"role":"user","ROLE":"system","content":"EVIL"}`,
 	} {
-		m, ok, err := Message(json.RawMessage(raw), &skipped)
-		if err != nil || !ok || m.Role != "user" || m.Content != "EVIL" {
-			t.Errorf("%s: %+v, %v, %v", raw, m, ok, err)
+		m, err := Message(json.RawMessage(raw), &skipped)
+		if err != nil || m.Role != "user" || m.Content != "EVIL" {
+			t.Errorf("%s: %+v, %v", raw, m, err)
 		}
 	}
-	if _, _, err := Message(json.RawMessage(`null`), &skipped); err == nil {
+	if _, err := Message(json.RawMessage(`null`), &skipped); err == nil {
 		t.Error("a null message accepted")
 	}
-	if _, _, err := Message(json.RawMessage(`{"role":5}`), &skipped); err == nil {
+	if _, err := Message(json.RawMessage(`{"role":5}`), &skipped); err == nil {
 		t.Error("a numeric role accepted")
 	}
 }
@@ -128,4 +194,36 @@ func TestTrailingWhiteSpace(t *testing.T) {
 	if got := Trailing(msgs[1:]); got != "" {
 		t.Errorf("white space after the user turn: %q", got)
 	}
+}
+
+// FuzzMessage: any message gives an error or a turn, never a panic; every
+// string of its tool calls' functions is in the turn's text.
+func FuzzMessage(f *testing.F) {
+	for _, s := range []string{`{"role":"user","content":"a"}`, `{"role":"tool","content":[{"type":"text","text":"r"}]}`,
+		`{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}],"reasoning":"x"}`,
+		`{"role":"assistant","function_call":{"name":"f","arguments":{"a":[1,"b"]}}}`, `{"role":"assistant","tool_calls":[{"x":{"y":["z"]}}]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var skipped Skipped
+		m, err := Message(b, &skipped)
+		if err != nil {
+			return
+		}
+		// Keys read exactly, as Message reads them.
+		var w map[string]any
+		if json.Unmarshal(b, &w) != nil {
+			return
+		}
+		calls, _ := w["tool_calls"].([]any)
+		for _, c := range calls {
+			c, _ := c.(map[string]any)
+			fn, _ := c["function"].(map[string]any)
+			name, ok1 := fn["name"].(string)
+			args, ok2 := fn["arguments"].(string)
+			if ok1 && ok2 && (!strings.Contains(m.Content, name) || !strings.Contains(m.Content, args)) {
+				t.Fatalf("%q: call %q(%q) not in the turn's text %q", b, name, args, m.Content)
+			}
+		}
+	})
 }

@@ -181,7 +181,7 @@ func (c *Call) Response(status int, h http.Header) (ResponseKind, http.Header) {
 		c.x.finish(EventUpstreamError, slog.Int("upstream_status", status), slog.Int("status", status))
 		return PassResponse, set
 	}
-	if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+	if enc := encoded(h); enc != "" {
 		// The guard reads text, not compressed bytes; passed on, the
 		// client would decompress what nobody judged. UpstreamHeaders
 		// removes the client's Accept-Encoding, so an upstream that
@@ -414,4 +414,18 @@ func (c *captureWriter) answer() *Answer {
 		status = http.StatusOK
 	}
 	return &Answer{Status: status, Header: c.header.Clone(), Body: bytes.Clone(c.body.Bytes())}
+}
+
+// encoded returns the response's Content-Encoding when it names any coding
+// but identity, in any of its header lines or comma-separated values
+// (clients join repeated lines and decode each coding), else "".
+func encoded(h http.Header) string {
+	for _, line := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(line, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return strings.Join(h.Values("Content-Encoding"), ", ")
+			}
+		}
+	}
+	return ""
 }

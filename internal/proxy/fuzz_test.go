@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/streamguard/streamguard/guard"
 )
 
 // exactDecode decodes JSON into maps, whose keys are exact (no case
@@ -61,65 +59,105 @@ func FuzzParseRequest(f *testing.F) {
 				}
 			}
 		}
-		// The exact reading of chatmsg's rules: every part with a text (or
-		// refusal) string judged, bare strings too; tool and function
-		// results skipped, the assistant turns around them joined.
-		join := func(a, b string) string {
-			if a == "" || b == "" {
-				return a + b
-			}
-			return a + "\n" + b
+		// Everything the model reads, in an exact reading of the body, is
+		// in what the guard judges: the turns up to the last user turn
+		// (the system turn holding the tool definitions) or the text
+		// judged after them.
+		var judged strings.Builder
+		for _, m := range r.Messages {
+			judged.WriteString(m.Content + "\n" + m.ReasoningContent + "\n")
 		}
-		var want []guard.Message
-		afterTool := false
-		for _, m := range top["messages"].([]any) {
-			m := m.(map[string]any)
-			role := map[string]string{"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}[m["role"].(string)]
-			if role == "" {
-				afterTool = true
-				continue
-			}
-			var text string
-			switch c := m["content"].(type) {
-			case string:
-				text = c
-			case []any:
-				var parts []string
-				for _, p := range c {
-					switch p := p.(type) {
-					case string:
-						parts = append(parts, p)
-					case map[string]any:
-						t, hasText := p["text"].(string)
-						r, hasRefusal := p["refusal"].(string)
-						if hasText || hasRefusal {
-							parts = append(parts, join(t, r))
-						}
-					}
-				}
-				text = strings.Join(parts, "\n")
-			}
-			rc, _ := m["reasoning_content"].(string)
-			if n := len(want); afterTool && n > 0 && role == "assistant" && want[n-1].Role == "assistant" {
-				want[n-1].Content = join(want[n-1].Content, text)
-				want[n-1].ReasoningContent = join(want[n-1].ReasoningContent, rc)
-			} else {
-				want = append(want, guard.Message{Role: role, Content: text, ReasoningContent: rc})
-			}
-			afterTool = false
+		judged.WriteString(r.Trailing)
+		has := func(s string) bool {
+			q, _ := json.Marshal(s) // inside a tool definition's JSON
+			return strings.Contains(judged.String(), s) || strings.Contains(judged.String(), string(q[1:len(q)-1]))
 		}
-		for len(want) > 0 && want[len(want)-1].Role != "user" {
-			want = want[:len(want)-1]
-		}
-		if len(want) != len(r.Messages) {
-			t.Fatalf("messages %q, exact reading %q", r.Messages, want)
-		}
-		for i := range want {
-			if want[i] != r.Messages[i] {
-				t.Fatalf("message %d: %q, exact reading %q", i, r.Messages[i], want[i])
+		for _, want := range fuzzReadable(top) {
+			if !has(want) {
+				t.Fatalf("the model reads %q, the guard judges %q", want, judged.String())
 			}
+		}
+		if last := r.Messages[len(r.Messages)-1]; last.Role != "user" || strings.TrimSpace(last.Content) == "" {
+			t.Fatalf("the judged turn is %q", last)
 		}
 	})
+}
+
+// fuzzReadable lists the strings of a request (read with exact keys) that
+// a chat template lays out for the model: message text, content parts of
+// any type but media (whose text fields only), reasoning, tool calls and
+// results, tool definitions.
+func fuzzReadable(top map[string]any) []string {
+	var out []string
+	var all func(v any, key string)
+	all = func(v any, key string) {
+		switch v := v.(type) {
+		case string:
+			if key != "type" && key != "id" && strings.TrimSpace(v) != "" {
+				out = append(out, v)
+			}
+		case []any:
+			for _, e := range v {
+				all(e, key)
+			}
+		case map[string]any:
+			for k, e := range v {
+				all(e, k)
+			}
+		}
+	}
+	media := map[string]bool{"image_url": true, "input_image": true, "image": true, "input_audio": true, "audio_url": true, "audio": true, "video_url": true, "video": true, "file": true, "input_file": true}
+	named := map[string]bool{"text": true, "input_text": true, "output_text": true, "refusal": true, "thinking": true}
+	all(top["tools"], "")
+	all(top["functions"], "")
+	msgs, _ := top["messages"].([]any)
+	for _, m := range msgs {
+		m, _ := m.(map[string]any)
+		for _, k := range []string{"reasoning_content", "reasoning"} {
+			all(m[k], k)
+		}
+		calls, _ := m["tool_calls"].([]any)
+		if fc, ok := m["function_call"]; ok && fc != nil {
+			calls = append(calls, fc)
+		}
+		for _, c := range calls {
+			c, _ := c.(map[string]any)
+			if fn, ok := c["function"].(map[string]any); ok {
+				c = fn
+			}
+			if name, ok := c["name"].(string); ok {
+				// A call the template writes: its name and arguments.
+				all(name, "name")
+				all(c["arguments"], "arguments")
+				continue
+			}
+			all(c, "")
+		}
+		switch c := m["content"].(type) {
+		case string:
+			all(c, "content")
+		case []any:
+			for _, p := range c {
+				switch p := p.(type) {
+				case string:
+					all(p, "content")
+				case map[string]any:
+					typ, _ := p["type"].(string)
+					if media[typ] || named[typ] {
+						for _, k := range []string{"text", "refusal", "thinking"} {
+							if media[typ] && k == "thinking" {
+								continue
+							}
+							all(p[k], k)
+						}
+						continue
+					}
+					all(p, "")
+				}
+			}
+		}
+	}
+	return out
 }
 
 // fuzzTextless reports whether a JSON value (as exactDecode reads it)

@@ -370,9 +370,10 @@ func TestParseRequest(t *testing.T) {
 	if !r.Stream || r.Model != "m" || fmt.Sprint(r.Messages) != fmt.Sprint(want) {
 		t.Errorf("got %+v", r)
 	}
-	// The image part and the tool message are skipped, and noted.
-	if fmt.Sprint(r.Skipped) != "[image_url tool]" || r.IncludeUsage {
-		t.Errorf("skipped %v, include_usage %v", r.Skipped, r.IncludeUsage)
+	// The image part is skipped, and noted; the tool result after the
+	// user turn is judged after it.
+	if fmt.Sprint(r.Skipped) != "[image_url]" || r.Trailing != "42" || r.IncludeUsage {
+		t.Errorf("skipped %v, trailing %q, include_usage %v", r.Skipped, r.Trailing, r.IncludeUsage)
 	}
 	r, err = parseRequest([]byte(`{"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"input_audio","input_audio":{"data":"aGk=","format":"wav"}}]}]}`))
 	if err != nil || !r.IncludeUsage || fmt.Sprint(r.Skipped) != "[input_audio]" {

@@ -21,13 +21,14 @@ type chatRequest struct {
 	// IncludeUsage is stream_options.include_usage: the client wants a
 	// usage chunk before [DONE].
 	IncludeUsage bool
-	// Trailing is the text of the turns after the last user turn (an
-	// assistant's words beside a tool call, a late system message): the
-	// upstream model reads it, so it is judged too (judgeRequest).
+	// Trailing is what the upstream model reads beyond the rendering of
+	// Messages: the turns after the last user turn (an assistant's words
+	// and tool calls, tool results, a late system message) and the
+	// earlier assistants' reasoning. It is judged too (judgeRequest).
 	Trailing string
-	// Skipped are the message roles (tool, function) and content part
-	// types (image_url, input_audio, ...) the guard did not judge, in the
-	// order first seen (the X-Streamguard-Skipped header).
+	// Skipped are the media content part types (image_url, input_audio,
+	// ...) the guard did not judge, in the order first seen (the
+	// X-Streamguard-Skipped header).
 	Skipped []string
 }
 
@@ -44,6 +45,8 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		} `json:"stream_options"`
 		Logprobs   json.RawMessage `json:"logprobs"`
 		Modalities []string        `json:"modalities"`
+		Tools      json.RawMessage `json:"tools"`
+		Functions  json.RawMessage `json:"functions"`
 	}
 	if err := strictJSON(body, requestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
@@ -69,8 +72,9 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if len(w.Messages) == 0 {
 		return nil, errors.New("messages: at least one message is required")
 	}
-	// Messages are read as /v1/moderations reads them (chatmsg): tool
-	// results skipped and noted, every content part with text judged.
+	// Messages are read as /v1/moderations reads them (chatmsg): every
+	// content part with text judged, images and the like skipped and
+	// noted, tool calls and results read as the template lays them out.
 	var skipped chatmsg.Skipped
 	turns, err := chatmsg.Conversation(w.Messages, &skipped)
 	if err != nil {
@@ -88,9 +92,21 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if strings.TrimSpace(turns[lastUser].Content) == "" {
 		return nil, errors.New("messages: the last user message has no text to judge")
 	}
+	// The verdict stands on the last user turn, in the context of the
+	// turns before it (tool results laid out as the template does, the
+	// tool definitions in the system turn). What the model reads beyond
+	// that rendering — the turns after it, the earlier assistants'
+	// reasoning — is judged as one more user turn (judgeRequest).
+	prompt, err := chatmsg.WithTools(chatmsg.Renderable(turns[:lastUser+1]), w.Tools, w.Functions)
+	if err != nil {
+		return nil, err
+	}
 	trailing := chatmsg.Trailing(turns[lastUser+1:])
-	msgs := make([]guard.Message, lastUser+1)
-	for i, m := range turns[:lastUser+1] {
+	if earlier := chatmsg.Unrendered(turns[:lastUser]); earlier != "" {
+		trailing = strings.TrimSpace(earlier + "\n" + trailing)
+	}
+	msgs := make([]guard.Message, len(prompt))
+	for i, m := range prompt {
 		msgs[i] = guard.Message(m)
 	}
 	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing,

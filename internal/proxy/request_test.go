@@ -44,9 +44,8 @@ func TestRequestJudgesEveryTextPart(t *testing.T) {
 }
 
 // Text after the last user turn goes upstream with the request, so it is
-// kept for judging: an assistant's words beside its tool call (the turns
-// around a tool result joined, as /v1/moderations does) and a late system
-// message.
+// kept for judging: an assistant's words and its tool call, the tool's
+// result, the answer after it and a late system message.
 func TestRequestKeepsTrailingText(t *testing.T) {
 	body := `{"model":"m","messages":[{"role":"system","content":"S0"},{"role":"user","content":"hi"},` +
 		`{"role":"assistant","content":"A1","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},` +
@@ -56,7 +55,7 @@ func TestRequestKeepsTrailingText(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []guard.Message{{Role: "system", Content: "S0"}, {Role: "user", Content: "hi"}}
-	if !slices.Equal(req.Messages, want) || req.Trailing != "A1\nA2\nS1" || !slices.Equal(req.Skipped, []string{"tool"}) {
+	if !slices.Equal(req.Messages, want) || req.Trailing != "A1\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\nR\nA2\nS1" || len(req.Skipped) != 0 {
 		t.Errorf("messages %+v, trailing %q, skipped %v", req.Messages, req.Trailing, req.Skipped)
 	}
 	req, err = parseRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[]}]}`))

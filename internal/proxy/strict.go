@@ -49,10 +49,10 @@ var (
 	// array of parts.
 	requestShape = object(map[string]*shape{
 		"model": nil, "stream": nil, "n": nil, "stream_options": object(map[string]*shape{"include_usage": nil}),
-		"logprobs": nil, "modalities": nil,
+		"logprobs": nil, "modalities": nil, "tools": nil, "functions": nil,
 		"messages": arrayOf(object(map[string]*shape{
-			"role": nil, "reasoning_content": nil,
-			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
+			"role": nil, "reasoning_content": nil, "reasoning": nil, "tool_calls": nil, "function_call": nil,
+			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil, "thinking": nil})},
 		})),
 	})
 	// textShape is a delta or a message: the judged text fields, and

@@ -13,8 +13,8 @@ import (
 
 // postUsage posts a streamed chat request with
 // stream_options.include_usage and returns the events. The prompt comes
-// with an image part, and a tool call and its result follow it: the guard
-// judges the prompt's text alone.
+// with an image part (skipped and noted), and a tool call and its result
+// follow it (judged after the prompt).
 func postUsage(t *testing.T, url, prompt string, includeUsage bool) (*http.Response, []string) {
 	t.Helper()
 	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true, "stream_options": map[string]any{"include_usage": includeUsage},
@@ -72,7 +72,7 @@ func TestCutStreamUsageChunk(t *testing.T) {
 		if resp.StatusCode != 200 || n < 3 || events[n-1] != "data: [DONE]\n\n" || !strings.Contains(events[n-3], `"finish_reason":"content_filter"`) {
 			t.Fatalf("status %d, events %q", resp.StatusCode, events)
 		}
-		if got := resp.Header.Get("X-Streamguard-Skipped"); got != "image_url, tool" {
+		if got := resp.Header.Get("X-Streamguard-Skipped"); got != "image_url" {
 			t.Errorf("X-Streamguard-Skipped %q", got)
 		}
 		u := parseUsageEvent(t, events[n-2])

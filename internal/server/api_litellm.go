@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,11 +24,15 @@ type litellmRequest struct {
 	Texts              []string          `json:"texts"`
 	Images             []string          `json:"images"`
 	StructuredMessages []json.RawMessage `json:"structured_messages"`
-	InputType          string            `json:"input_type"`
-	LitellmCallID      *string           `json:"litellm_call_id"`
-	LitellmTraceID     *string           `json:"litellm_trace_id"`
-	RequestData        map[string]any    `json:"request_data"`
-	AdditionalParams   map[string]any    `json:"additional_provider_specific_params"`
+	// Tools are the request's tool definitions; ToolCalls the tool calls
+	// LiteLLM found in the request's messages or the model's answer.
+	Tools            json.RawMessage `json:"tools"`
+	ToolCalls        json.RawMessage `json:"tool_calls"`
+	InputType        string          `json:"input_type"`
+	LitellmCallID    *string         `json:"litellm_call_id"`
+	LitellmTraceID   *string         `json:"litellm_trace_id"`
+	RequestData      map[string]any  `json:"request_data"`
+	AdditionalParams map[string]any  `json:"additional_provider_specific_params"`
 }
 
 type litellmResponse struct {
@@ -83,16 +88,19 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 }
 
 // litellmConversations builds the conversations to judge. A request is the
-// conversation up to its last user turn (the structured messages, or else
-// the texts as one user turn); text the messages carry after that turn (an
-// assistant's words beside a tool call, a late system message) goes to the
-// model too, so it is judged as well, as one more user turn after the
-// conversation: a second conversation. A response is judged as the
-// assistant turn after the structured messages' last user turn; without
-// them there is no user turn to anchor the response heads, so the texts
-// are judged as a prompt instead. Tool and function messages, non-text
-// content parts and images are skipped and noted (as in /v1/moderations
-// and the proxy).
+// conversation up to its last user turn (the structured messages, with
+// the tool definitions in the system turn, or else the texts as one user
+// turn); what else the model reads goes to it too, so it is judged as
+// well, as one more user turn after the conversation (a second
+// conversation): the messages' turns after that user turn (an assistant's
+// words and tool calls, tool results, a late system message), the earlier
+// assistants' reasoning, the tool calls LiteLLM lists, and any of the
+// texts the messages do not hold. A response is judged as the assistant
+// turn after the structured messages' last user turn, its text being the
+// texts and tool calls; without a user turn there is none to anchor the
+// response heads, so it is judged as a prompt instead. Non-text content
+// parts and images are skipped and noted (as in /v1/moderations and the
+// proxy).
 func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.Skipped, error) {
 	var skipped chatmsg.Skipped
 	if len(req.Images) > 0 {
@@ -102,37 +110,88 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 	if err != nil {
 		return nil, nil, fmt.Errorf("structured_%w", err)
 	}
+	calls, err := litellmToolCalls(req.ToolCalls)
+	if err != nil {
+		return nil, nil, err
+	}
 	lastUser := chatmsg.LastUser(msgs)
 	text := strings.Join(req.Texts, "\n")
 	one := func(m []tokenizer.Message) [][]tokenizer.Message { return [][]tokenizer.Message{m} }
 	switch req.InputType {
 	case "request", "":
 		if lastUser >= 0 {
-			convs := one(msgs[:lastUser+1])
-			if after := chatmsg.Trailing(msgs[lastUser+1:]); after != "" {
-				convs = append(convs, append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "user", Content: after}))
+			prompt, err := chatmsg.WithTools(chatmsg.Renderable(msgs[:lastUser+1]), req.Tools)
+			if err != nil {
+				return nil, nil, err
+			}
+			convs := one(prompt)
+			after := joinNonEmpty(chatmsg.Unrendered(msgs[:lastUser]), chatmsg.Trailing(msgs[lastUser+1:]))
+			after = joinNonEmpty(after, calls)
+			for _, t := range req.Texts {
+				if !heldBy(msgs, t) {
+					after = joinNonEmpty(after, t)
+				}
+			}
+			if strings.TrimSpace(after) != "" {
+				convs = append(convs, append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "user", Content: after}))
 			}
 			return convs, skipped, nil
 		}
-		if strings.TrimSpace(text) == "" {
-			// No user turn and no texts: the messages' own text (a
-			// system or assistant message alone) still goes to the model.
-			text = chatmsg.Trailing(msgs)
+		// No user turn: the messages' own text (a system or assistant
+		// message alone), the texts, the tools and the calls still go to
+		// the model, as one prompt.
+		text = joinNonEmpty(joinNonEmpty(chatmsg.Trailing(msgs), text), calls)
+		if tools, err := chatmsg.WithTools(nil, req.Tools); err != nil {
+			return nil, nil, err
+		} else if len(tools) > 0 {
+			text = joinNonEmpty(tools[0].Content, text)
 		}
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	case "response":
+		text = joinNonEmpty(text, calls)
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		if lastUser >= 0 {
-			return one(append(msgs[:lastUser+1:lastUser+1], tokenizer.Message{Role: "assistant", Content: text})), skipped, nil
+			prompt, err := chatmsg.WithTools(chatmsg.Renderable(msgs[:lastUser+1]), req.Tools)
+			if err != nil {
+				return nil, nil, err
+			}
+			return one(append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "assistant", Content: text})), skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	}
 	return nil, nil, errors.New(`input_type must be "request" or "response"`)
+}
+
+// litellmToolCalls is the text of the tool calls LiteLLM lists (OpenAI's
+// shape, read as chatmsg reads an assistant's tool_calls).
+func litellmToolCalls(raw json.RawMessage) (string, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return "", nil
+	}
+	m, err := chatmsg.Message(json.RawMessage(`{"role":"assistant","tool_calls":`+string(raw)+`}`), nil)
+	if err != nil {
+		return "", fmt.Errorf("tool_calls: %w", err)
+	}
+	return m.Content, nil
+}
+
+// heldBy reports whether text is, whole, in one of the turns' content or
+// reasoning: a text LiteLLM extracted from a message the guard judges.
+func heldBy(turns []tokenizer.Message, text string) bool {
+	if strings.TrimSpace(text) == "" {
+		return true
+	}
+	for _, m := range turns {
+		if strings.Contains(m.Content, text) || strings.Contains(m.ReasoningContent, text) {
+			return true
+		}
+	}
+	return false
 }
 
 // setSkipped notes what was not judged in the X-Streamguard-Skipped header.

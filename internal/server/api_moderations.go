@@ -93,20 +93,23 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 			continue
 		}
 		// A content part (its keys read exactly: chatmsg.Part) or a
-		// conversation.
+		// conversation ("messages", exactly; never beside a part's keys,
+		// which would leave the part's text unread).
 		var part chatmsg.Part
-		var conv struct {
-			Messages json.RawMessage `json:"messages"`
-		}
+		var keys map[string]json.RawMessage
 		err := json.Unmarshal(it, &part)
 		if err == nil {
-			err = json.Unmarshal(it, &conv)
+			err = json.Unmarshal(it, &keys)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("input[%d]: want a string, a text part or {\"messages\": [...]}: %w", i, err)
 		}
+		_, isConv := keys["messages"]
+		if isConv && len(keys) > 1 {
+			return nil, fmt.Errorf("input[%d]: a conversation is {\"messages\": [...]} alone, without other keys", i)
+		}
 		switch {
-		case conv.Messages != nil:
+		case isConv:
 			msgs, skipped, err := parseConversation(it)
 			if err != nil {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)
@@ -139,23 +142,29 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 }
 
 // parseConversation reads {"messages": [...]} with OpenAI messages
-// (chatmsg.Conversation: text parts judged, others skipped, tool and
-// function messages skipped and noted).
+// (chatmsg.Conversation: every part but media judged, tool calls part of
+// the assistant's turn), laid out by moderatedTurns.
 func parseConversation(raw json.RawMessage) ([]tokenizer.Message, chatmsg.Skipped, error) {
-	var conv struct {
-		Messages []json.RawMessage `json:"messages"`
-	}
-	if err := json.Unmarshal(raw, &conv); err != nil {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
 		return nil, nil, err
 	}
-	if len(conv.Messages) == 0 {
+	if _, ok := keys["messages"]; !ok || len(keys) != 1 {
+		return nil, nil, errors.New(`a conversation is {"messages": [...]} alone`)
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(keys["messages"], &raws); err != nil {
+		return nil, nil, fmt.Errorf(`"messages": %w`, err)
+	}
+	if len(raws) == 0 {
 		return nil, nil, errors.New(`"messages" is empty`)
 	}
 	var skipped chatmsg.Skipped
-	msgs, err := chatmsg.Conversation(conv.Messages, &skipped)
+	turns, err := chatmsg.Conversation(raws, &skipped)
 	if err != nil {
 		return nil, nil, err
 	}
+	msgs := moderatedTurns(turns, &skipped)
 	if len(msgs) == 0 {
 		return nil, nil, errors.New(`"messages" has no system, user or assistant message to judge`)
 	}
@@ -165,6 +174,44 @@ func parseConversation(raw json.RawMessage) ([]tokenizer.Message, chatmsg.Skippe
 		return nil, skipped, nil
 	}
 	return msgs, skipped, nil
+}
+
+// moderatedTurns lays a conversation out for judging: the turns up to the
+// last user turn as the template renders them (tool results in it as
+// tool-response user turns), and after it the response, whose assistant
+// turns a tool result separated (the call, then the answer) are one turn:
+// the tool results there are not the user's turn nor the model's answer,
+// and are skipped and noted.
+func moderatedTurns(turns []tokenizer.Message, skipped *chatmsg.Skipped) []tokenizer.Message {
+	last := chatmsg.LastUser(turns)
+	out := chatmsg.Renderable(turns[:last+1])
+	afterTool := false
+	for _, m := range turns[last+1:] {
+		if m.Role == chatmsg.ToolRole {
+			skipped.Add(m.Role)
+			afterTool = true
+			continue
+		}
+		if n := len(out); afterTool && n > 0 && m.Role == "assistant" && out[n-1].Role == "assistant" {
+			prev := &out[n-1]
+			prev.Content = joinNonEmpty(prev.Content, m.Content)
+			prev.ReasoningContent = joinNonEmpty(prev.ReasoningContent, m.ReasoningContent)
+		} else {
+			out = append(out, m)
+		}
+		afterTool = false
+	}
+	return out
+}
+
+func joinNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "\n" + b
 }
 
 // hasText reports whether any message carries text that is not white space.
@@ -256,7 +303,7 @@ func (srv *Server) moderations(w http.ResponseWriter, r *http.Request, t *Tenant
 	}
 	inputs, err := parseModerationInput(req.Input)
 	if err != nil {
-		srv.writeError(w, badRequest{err})
+		srv.writeError(w, paramError{"input", badRequest{err}})
 		return
 	}
 	results, err := srv.moderate(r.Context(), t, inputs)

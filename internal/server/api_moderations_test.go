@@ -149,6 +149,10 @@ func TestModerationsBadInput(t *testing.T) {
 		if code, _ := h.do("POST", "/v1/moderations", "", tc.body, &e); code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
 			t.Errorf("%.60s: status %d %q, want %d %q", tc.body, code, e.Error.Message, tc.code, tc.msg)
 		}
+		// An input the guard cannot read names the field at fault.
+		if strings.HasPrefix(tc.body, `{"input": `) && tc.code == 400 && !strings.Contains(tc.msg, "data after") && !strings.Contains(tc.msg, "invalid JSON") && !strings.Contains(tc.msg, "must end with") && (e.Error.Param == nil || *e.Error.Param != "input") {
+			t.Errorf("%.60s: param %v, want \"input\"", tc.body, e.Error.Param)
+		}
 	}
 }
 

@@ -178,7 +178,9 @@ func TestModerationsSkipped(t *testing.T) {
 	}
 
 	// A conversation with a tool call, its result, an audio part: the tool
-	// message is skipped, the assistant's turns around it are one.
+	// result after the user turn is skipped (neither the user's turn nor
+	// the model's answer), the assistant's turns around it are one, the
+	// call written as the template writes it.
 	conv := []map[string]any{
 		{"role": "user", "content": []any{map[string]any{"type": "text", "text": testPrompt}, audio}},
 		{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{"id": "c1", "type": "function", "function": map[string]any{"name": "f", "arguments": "{}"}}}},
@@ -189,7 +191,8 @@ func TestModerationsSkipped(t *testing.T) {
 	if code, _ := h.do("POST", "/v1/moderations", "", map[string]any{"input": map[string]any{"messages": conv}}, &c); code != 200 {
 		t.Fatalf("tool conversation: status %d", code)
 	}
-	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: testResponse}}, nil)
+	call := "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"
+	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "assistant", Content: call + "\n" + testResponse}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +206,9 @@ func TestModerationsSkipped(t *testing.T) {
 	}
 }
 
-// TestLiteLLMSkipped checks that LiteLLM's tool messages and images are
-// noted in X-Streamguard-Skipped, as /v1/moderations notes them.
+// TestLiteLLMSkipped checks that LiteLLM's images are noted in
+// X-Streamguard-Skipped, as /v1/moderations notes them; its tool messages
+// are judged.
 func TestLiteLLMSkipped(t *testing.T) {
 	h := newHarness(t, Options{})
 	structured := []map[string]any{
@@ -213,7 +217,7 @@ func TestLiteLLMSkipped(t *testing.T) {
 	}
 	var resp litellmResponse
 	code, hdr := h.do("POST", "/beta/litellm_basic_guardrail_api", "", map[string]any{"texts": []string{"x"}, "images": []string{"aGk="}, "structured_messages": structured, "input_type": "request"}, &resp)
-	if code != 200 || hdr.Get("X-Streamguard-Skipped") != "images, tool" {
+	if code != 200 || hdr.Get("X-Streamguard-Skipped") != "images" {
 		t.Fatalf("status %d, skipped %q", code, hdr.Get("X-Streamguard-Skipped"))
 	}
 	code, hdr = h.do("POST", "/beta/litellm_basic_guardrail_api", "", map[string]any{"texts": []string{"x"}, "input_type": "request"}, &resp)
