@@ -52,14 +52,14 @@ type Answer struct {
 
 // UpstreamHeaders says how the request's headers change on their way
 // upstream, as the handler changes them: the caller's streamguard
-// credentials (Authorization, X-Api-Key) and its UpstreamAuthHeader are
-// removed, and so is Accept-Encoding (the guard reads the answer's text,
+// credentials (Authorization, X-Api-Key; unless the tenant forwards them)
+// and its UpstreamAuthHeader are removed, and so is Accept-Encoding (the guard reads the answer's text,
 // so the upstream must not compress it: see RefusedResponse);
 // Authorization is then set to authorization when it is not empty (the
 // caller's X-Upstream-Authorization, else the tenant's UpstreamKey).
 func UpstreamHeaders(t *Tenant, h http.Header) (remove []string, authorization string) {
-	for k := range clientOnly {
-		if len(h.Values(k)) > 0 {
+	for _, k := range credentialHeaders {
+		if t.clientOnly(k) && len(h.Values(k)) > 0 {
 			remove = append(remove, k)
 		}
 	}

@@ -80,6 +80,12 @@ type Tenant struct {
 	// UpstreamKey, when set, replaces the caller's Authorization header
 	// upstream ("Bearer " + UpstreamKey).
 	UpstreamKey string
+	// ForwardAuthorization passes the caller's Authorization and X-Api-Key
+	// headers upstream as they are, where streamguard reads no key of its
+	// own (a server without tenants): the caller's OpenAI key then reaches
+	// OpenAI, and only base_url changes for a client. X-Upstream-
+	// Authorization and UpstreamKey still take precedence.
+	ForwardAuthorization bool
 	// Refusal is RefusalError ("" means it) or RefusalCompletion.
 	Refusal string
 	// RefusalMessage is the refusal completion's text; "" means

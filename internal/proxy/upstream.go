@@ -31,10 +31,21 @@ var hopHeaders = map[string]bool{
 // tenant key and never go upstream.
 const UpstreamAuthHeader = "X-Upstream-Authorization"
 
-// clientOnly are request headers that never go upstream: streamguard's
-// own credentials, and the client's upstream credentials (sent as
-// Authorization instead).
-var clientOnly = map[string]bool{"Authorization": true, "X-Api-Key": true, UpstreamAuthHeader: true}
+// clientOnly reports the request headers that do not go upstream as they
+// are: the client's upstream credentials (sent as Authorization instead)
+// and, unless the tenant forwards them, streamguard's own credentials.
+func (t *Tenant) clientOnly(k string) bool {
+	switch k {
+	case UpstreamAuthHeader:
+		return true
+	case "Authorization", "X-Api-Key":
+		return !t.ForwardAuthorization
+	}
+	return false
+}
+
+// credentialHeaders are the headers clientOnly may hold back.
+var credentialHeaders = []string{"Authorization", "X-Api-Key", UpstreamAuthHeader}
 
 // browserHeader reports a browser's cross-origin header, which the proxy does
 // not pass in either direction: an upstream's Access-Control-* answer
@@ -94,7 +105,7 @@ func (x *exchange) callUpstream() (*http.Response, error) {
 		return nil, err
 	}
 	for k, vs := range x.r.Header {
-		if clientOnly[k] {
+		if x.t.clientOnly(k) {
 			continue
 		}
 		if k == "Cookie" && !x.h.cfg.ForwardCookies {

@@ -36,7 +36,7 @@ const extProcRoute = "ext_proc"
 func (srv *Server) ExtProc(opts ExtProcOptions) (*extproc.Service, error) {
 	byTenant := map[*Tenant]*proxy.Tenant{}
 	for _, t := range srv.tenants.all() {
-		pt, err := proxyTenant(t)
+		pt, err := srv.proxyTenant(t)
 		if err != nil {
 			return nil, err
 		}

@@ -32,7 +32,7 @@ type ProxyOptions struct {
 func (srv *Server) MountProxy(po ProxyOptions) error {
 	byTenant := map[*Tenant]*proxy.Tenant{}
 	for _, t := range srv.tenants.all() {
-		pt, err := proxyTenant(t)
+		pt, err := srv.proxyTenant(t)
 		if err != nil {
 			return err
 		}
@@ -54,10 +54,13 @@ func (srv *Server) MountProxy(po ProxyOptions) error {
 	return nil
 }
 
-func proxyTenant(t *Tenant) (*proxy.Tenant, error) {
+// proxyTenant is t's proxy configuration. A server without tenants reads
+// no key of its own, so the caller's Authorization is its upstream key and
+// goes upstream as it is.
+func (srv *Server) proxyTenant(t *Tenant) (*proxy.Tenant, error) {
 	pt := &proxy.Tenant{Name: t.Name, Policy: t.Policy, Lookahead: t.Proxy.Lookahead, FailOpen: t.Proxy.FailOpen,
 		UpstreamKey: t.Proxy.UpstreamKey, Refusal: t.Proxy.Refusal, RefusalMessage: t.Proxy.RefusalMessage,
-		TrimLongPrompt: t.Proxy.TrimLongPrompt}
+		TrimLongPrompt: t.Proxy.TrimLongPrompt, ForwardAuthorization: srv.tenants.open != nil}
 	if t.Proxy.Mode != "" {
 		m, err := proxy.ParseMode(t.Proxy.Mode)
 		if err != nil {

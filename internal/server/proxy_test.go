@@ -114,7 +114,7 @@ func TestProxyOptionsReachTheProxy(t *testing.T) {
 		t.Errorf("slow upstream headers: status %d, %+v; want 504 upstream_timeout", code, e.Error)
 	}
 
-	pt, err := proxyTenant(&Tenant{Name: "a", Proxy: ProxyConfig{TrimLongPrompt: true}})
+	pt, err := h.srv.proxyTenant(&Tenant{Name: "a", Proxy: ProxyConfig{TrimLongPrompt: true}})
 	if err != nil || !pt.TrimLongPrompt {
 		t.Errorf("trim_long_prompt: %+v, %v", pt, err)
 	}
@@ -216,5 +216,69 @@ func TestCrossSiteRequests(t *testing.T) {
 			c.code == http.StatusForbidden && !strings.Contains(string(b), `"code":"cross_site_request"`) {
 			t.Errorf("%s: status %d, headers %v: %s", c.name, resp.StatusCode, resp.Header, b)
 		}
+	}
+}
+
+// TestProxyUpstreamCredentials: a server without tenants reads no key of
+// its own, so the caller's Authorization (and X-Api-Key) goes upstream as
+// it is and only base_url changes for an OpenAI client; with tenants the
+// caller's Authorization is its tenant key and never goes upstream.
+// X-Upstream-Authorization takes precedence either way.
+func TestProxyUpstreamCredentials(t *testing.T) {
+	type seen struct{ auth, apiKey, upAuth string }
+	got := make(chan seen, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), r.Header.Get("X-Upstream-Authorization")}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Boil water."},"finish_reason":"stop"}]}`)
+	}))
+	defer up.Close()
+	call := func(h *harness, hdr map[string]string) seen {
+		t.Helper()
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"How do I make tea?"}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		return <-got
+	}
+	// Policies under which nothing flags: the random test model's verdicts
+	// are not this test's subject.
+	cats := testModel(t).Info().Labels.ResponseCategory
+	never := PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+	open := newHarness(t, Options{})
+	p, err := never.policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	open.srv.tenants.open.Policy = p
+	if err := open.srv.MountProxy(ProxyOptions{Upstream: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if s := call(open, map[string]string{"Authorization": "Bearer sk-openai", "X-Api-Key": "sk-ant"}); s != (seen{"Bearer sk-openai", "sk-ant", ""}) {
+		t.Errorf("no tenants: upstream saw %+v", s)
+	}
+	if s := call(open, map[string]string{"Authorization": "Bearer sk-openai", "X-Upstream-Authorization": "Bearer sk-other"}); s != (seen{"Bearer sk-other", "", ""}) {
+		t.Errorf("no tenants, X-Upstream-Authorization: upstream saw %+v", s)
+	}
+	cfg := twoTenants(func(a, b *TenantConfig) { a.Policy = never })
+	tenants := newHarness(t, Options{Config: cfg})
+	if err := tenants.srv.MountProxy(ProxyOptions{Upstream: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if s := call(tenants, map[string]string{"Authorization": "Bearer key-a", "X-Api-Key": "key-a"}); s != (seen{}) {
+		t.Errorf("tenants: upstream saw %+v", s)
+	}
+	if s := call(tenants, map[string]string{"Authorization": "Bearer key-a", "X-Upstream-Authorization": "sk-openai"}); s != (seen{"Bearer sk-openai", "", ""}) {
+		t.Errorf("tenants, X-Upstream-Authorization: upstream saw %+v", s)
 	}
 }
