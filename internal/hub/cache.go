@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Cache is a Hugging Face hub cache folder ($HF_HUB_CACHE).
@@ -64,10 +67,12 @@ func (c Cache) Commit(ref Ref) (string, error) {
 	return commit, nil
 }
 
-// writeRef records that rev pointed to commit, as huggingface_hub does
-// (nothing to record when rev is the commit itself).
+// writeRef records that rev pointed to commit, as huggingface_hub does.
+// Nothing is recorded for a revision that is a commit hash: it stands for
+// itself (Commit never reads refs/COMMIT), and a file by that name holding
+// another commit would only mislead another tool.
 func (c Cache) writeRef(repo, rev, commit string) error {
-	if rev == commit {
+	if rev == commit || isCommit(rev) {
 		return nil
 	}
 	path := c.refPath(repo, rev)
@@ -77,48 +82,81 @@ func (c Cache) writeRef(repo, rev, commit string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(commit), 0o644); err != nil {
+	// A temporary file of its own (two pulls may write the ref at once),
+	// renamed over the ref.
+	tmp, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = tmp.WriteString(commit)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
+
+// tmpPrefix starts the names of the files made beside a ref or a snapshot
+// entry before they are renamed over it.
+const tmpPrefix = ".streamguard-tmp-"
 
 // link makes snapshots/COMMIT/FILE point to the blob with a relative
 // symbolic link (so the cache can be moved), like huggingface_hub; where
 // symbolic links are not allowed it falls back to a hard link, then a copy.
+//
+// The entry is made under a temporary name in the same folder and renamed
+// over FILE, and FILE itself is never opened for writing: another process
+// sharing the cache may have just linked it to the blob, and writing
+// through that link (a copy's create) would truncate the blob itself.
 func (c Cache) link(repo, commit, file, etag string) error {
 	dst := filepath.Join(c.SnapshotDir(repo, commit), filepath.FromSlash(file))
 	src := c.blobPath(repo, etag)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rel, err := filepath.Rel(filepath.Dir(dst), src)
+	rel, err := filepath.Rel(dir, src)
 	if err != nil {
 		return err
 	}
 	if cur, err := os.Readlink(dst); err == nil && cur == rel {
 		return nil
 	}
-	if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// The name is random, not derived from FILE (which may already be as
+	// long as a file name can be), and unique to this call.
+	tmp := filepath.Join(dir, tmpPrefix+rand.Text())
+	if err := os.Symlink(rel, tmp); err != nil {
+		if err := os.Link(src, tmp); err != nil {
+			if err := copyFile(src, tmp); err != nil {
+				os.Remove(tmp)
+				return err
+			}
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	if err := os.Symlink(rel, dst); err == nil {
-		return nil
-	}
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	}
-	return copyFile(src, dst)
+	return nil
 }
 
+// copyFile copies src to the new file dst; it fails rather than write
+// into a file (or through a link) that exists.
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
@@ -133,7 +171,9 @@ func copyFile(src, dst string) error {
 const maxFileNameLen = 1024
 
 // checkFileName refuses a repository file name that could escape the
-// snapshot folder: the names come from the server.
+// snapshot folder, or that would do more than name a file where it is
+// printed (`streamguard pull` lists the files on the terminal): the names
+// come from the server.
 func checkFileName(name string) error {
 	if name == "" || len(name) > maxFileNameLen {
 		return fmt.Errorf("file name %q: empty or longer than %d bytes", name, maxFileNameLen)
@@ -141,12 +181,40 @@ func checkFileName(name string) error {
 	if strings.ContainsAny(name, "\\\x00") || strings.HasPrefix(name, "/") {
 		return fmt.Errorf("file name %q: absolute, or has a backslash or NUL", name)
 	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("file name %q: not UTF-8", name)
+	}
+	for _, r := range name {
+		if unsafeInName(r) {
+			return fmt.Errorf("file name %q: has the control character %U", name, r)
+		}
+	}
 	for _, seg := range strings.Split(name, "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("file name %q: empty, '.' or '..' path segment", name)
 		}
 	}
 	return nil
+}
+
+// unsafeInName reports the characters no file name of a model repository
+// needs and a terminal may act on: the C0 and C1 controls (newlines,
+// escape sequences: ESC, and CSI U+009B) and DEL; the line and paragraph
+// separators; and the bidirectional controls, which make a name display
+// as another ("Trojan Source"). Other Unicode (a name in Chinese, an
+// emoji) is allowed.
+func unsafeInName(r rune) bool {
+	switch {
+	case unicode.IsControl(r): // U+0000–U+001F, U+007F–U+009F
+		return true
+	case r == '\u2028' || r == '\u2029':
+		return true
+	case r == '\u061c' || r == '\u200e' || r == '\u200f',
+		r >= '\u202a' && r <= '\u202e',
+		r >= '\u2066' && r <= '\u2069':
+		return true
+	}
+	return false
 }
 
 // maxETagLen bounds a blob name.

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Client talks to a hub and writes into its cache. The zero value is not
@@ -130,8 +132,10 @@ func (e *HTTPError) temporary() bool {
 const maxErrorBody = 4 << 10
 
 func newHTTPError(resp *http.Response) *HTTPError {
+	// The code and message come from the server and end up on a
+	// terminal: only printable text is kept.
 	e := &HTTPError{URL: resp.Request.URL.Redacted(), Status: resp.StatusCode,
-		Code: resp.Header.Get("X-Error-Code"), Message: resp.Header.Get("X-Error-Message")}
+		Code: printableMessage(resp.Header.Get("X-Error-Code")), Message: printableMessage(resp.Header.Get("X-Error-Message"))}
 	if e.Message == "" {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		e.Message = errorBodyMessage(b)
@@ -140,13 +144,14 @@ func newHTTPError(resp *http.Response) *HTTPError {
 }
 
 // errorBodyMessage extracts {"error": "..."} from a hub error body, or
-// returns the first line of a short text body.
+// returns the first line of a short text body; either way as
+// printableMessage makes it.
 func errorBodyMessage(b []byte) string {
 	var v struct {
 		Error string `json:"error"`
 	}
 	if err := unmarshalJSON(b, &v); err == nil && v.Error != "" {
-		return v.Error
+		return printableMessage(v.Error)
 	}
 	s := strings.TrimSpace(string(b))
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -155,7 +160,38 @@ func errorBodyMessage(b []byte) string {
 	if len(s) > 200 || strings.ContainsAny(s, "<{") {
 		return ""
 	}
-	return s
+	return printableMessage(s)
+}
+
+// maxMessageLen bounds a message from the server kept in an error.
+const maxMessageLen = 500
+
+// printableMessage makes text from the server fit to print in an error
+// message: one line, without the characters a terminal acts on (see
+// unsafeInName: escape sequences, newlines, bidirectional controls), each
+// run of them and of white space one space, invalid UTF-8 as U+FFFD, and
+// at most maxMessageLen bytes (then "…").
+func printableMessage(s string) string {
+	var b strings.Builder
+	gap := false
+	for _, r := range s {
+		if unicode.IsSpace(r) || unsafeInName(r) {
+			gap = true
+			continue
+		}
+		sep := ""
+		if gap && b.Len() > 0 {
+			sep = " "
+		}
+		gap = false
+		if b.Len()+len(sep)+utf8.RuneLen(r) > maxMessageLen {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(sep)
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // ErrOffline reports that the network is off (HF_HUB_OFFLINE) and the

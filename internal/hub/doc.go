@@ -31,5 +31,7 @@
 // A blob's name is its checksum: a 64-hex ETag is the sha256 of the file,
 // a 40-hex one the git blob sha1. Every downloaded blob, and every blob
 // found in the cache by a pull, is checked against it; a bad one is
-// fetched again.
+// fetched again. No answer is read past the file's announced size (or
+// the hub's 50 GB limit on a file when none was announced), and a pinned
+// commit hash must be the commit the hub answers.
 package hub

@@ -137,7 +137,15 @@ func (c *Client) fetch(ctx context.Context, meta fileMeta, inc string, fp *fileP
 		return 0, 0, err
 	}
 	off := st.Size()
-	if meta.Size >= 0 && off > meta.Size {
+	// limit is the most bytes the file may have: its announced size, or,
+	// when neither the API nor the HEAD gave one, the hub's own limit on a
+	// file. A response is never read past it, so a hostile or broken CDN
+	// or mirror cannot fill the disk with .incomplete data.
+	limit := meta.Size
+	if limit < 0 {
+		limit = maxFileSize
+	}
+	if off > limit {
 		// Longer than the file can be: not a prefix of it.
 		if err := f.Truncate(0); err != nil {
 			return 0, 0, err
@@ -190,6 +198,10 @@ func (c *Client) fetch(ctx context.Context, meta fileMeta, inc string, fp *fileP
 	default:
 		return off, 0, newHTTPError(resp)
 	}
+	want := limit - off // the most bytes this response may carry
+	if resp.ContentLength > want {
+		return off, 0, &permanentError{fmt.Errorf("%s: response announces %d bytes from byte %d, more than the %s", req.URL.Redacted(), resp.ContentLength, off, sizeBound(meta.Size, limit))}
+	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return off, 0, err
 	}
@@ -199,14 +211,40 @@ func (c *Client) fetch(ctx context.Context, meta fileMeta, inc string, fp *fileP
 	// folio). What is buffered when the transfer stops is still written:
 	// a resumed download starts from the file's size.
 	w := folio.NewWriter(f, off)
-	n, err := io.Copy(w, &countingReader{r: resp.Body, fp: fp})
+	n, err := io.Copy(w, &countingReader{r: io.LimitReader(resp.Body, want), fp: fp})
 	if ferr := w.Flush(); err == nil {
 		err = ferr
 	}
 	if err != nil {
 		return off, n, fmt.Errorf("%s: transfer stopped after %d bytes: %w", req.URL.Redacted(), off+n, err)
 	}
+	if n == want {
+		// One byte more says the response is longer than the file (a
+		// body without Content-Length, or one that lies): fail now
+		// rather than take the rest, and keep none of these bytes.
+		var one [1]byte
+		if k, _ := io.ReadFull(resp.Body, one[:]); k > 0 {
+			fp.set(0)
+			if err := f.Truncate(0); err != nil {
+				return off, n, err
+			}
+			return off, n, &permanentError{fmt.Errorf("%s: response goes on past byte %d, more than the %s", req.URL.Redacted(), limit, sizeBound(meta.Size, limit))}
+		}
+	}
 	return off, n, nil
+}
+
+// maxFileSize bounds a file whose size neither the model API nor the HEAD
+// announced: the Hugging Face hub takes no file over 50 GB. A variable
+// only so that a test can lower it.
+var maxFileSize int64 = 50 << 30
+
+// sizeBound says which bound a response broke.
+func sizeBound(size, limit int64) string {
+	if size >= 0 {
+		return fmt.Sprintf("%d bytes announced for the file", size)
+	}
+	return fmt.Sprintf("%d bytes a file of unknown size may have", limit)
 }
 
 // countingReader reports transferred bytes to the progress bar.

@@ -61,6 +61,12 @@ func (c *Client) Pull(ctx context.Context, ref Ref, opts PullOptions) (*Snapshot
 	if err != nil {
 		return nil, c.reachError(ref, err)
 	}
+	// A full commit hash never moves: a hub that answers another commit
+	// (a broken mirror, or one serving other files) is refused, or the pin
+	// would hold nothing.
+	if isCommit(ref.Revision) && info.Commit != ref.Revision {
+		return nil, fmt.Errorf("%s: the hub answered commit %s for the pinned commit %s", ref, info.Commit, ref.Revision)
+	}
 	cache := c.Cache()
 	if err := cache.writeRef(ref.Repo, ref.Revision, info.Commit); err != nil {
 		return nil, err

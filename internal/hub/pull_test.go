@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/streamguard/streamguard/internal/hub/hubtest"
+	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/hub/hubtest"
 )
 
 const testRepo = "Org-1/Guard.Model_x"
@@ -465,5 +470,55 @@ func TestPullPinnedCommitIncludeAndErrors(t *testing.T) {
 	c.Endpoint = "http://127.0.0.1:1"
 	if _, err := c.Pull(context.Background(), ref, PullOptions{}); err == nil || !strings.Contains(err.Error(), "HF_HUB_OFFLINE=1") {
 		t.Errorf("unreachable hub: %v", err)
+	}
+}
+
+// TestPullPinnedCommitMustBeAnswered: the user pins @X (a full commit
+// hash) and the hub answers commit Y. The pull is refused before any file
+// is asked for, and nothing is recorded: no snapshots/Y, no refs/X (which
+// held Y, so that the pin neither held nor failed). A ref file is never
+// named after a commit hash.
+func TestPullPinnedCommitMustBeAnswered(t *testing.T) {
+	pinned, served := strings.Repeat("1", 40), strings.Repeat("2", 40)
+	body := []byte(`{"model_type":"qwen3"}`)
+	var fileRequests atomic.Int64
+	hubSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/api/models/"):
+			fmt.Fprintf(w, `{"id":"o/m","sha":%q,"siblings":[{"rfilename":"config.json","size":%d}]}`, served, len(body))
+		case strings.Contains(r.URL.Path, "/resolve/"):
+			fileRequests.Add(1)
+			w.Header().Set("X-Repo-Commit", served)
+			w.Header().Set("ETag", `"`+hubtest.File{Data: body}.ETag()+`"`)
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			if r.Method == http.MethodGet {
+				w.Write(body)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer hubSrv.Close()
+	c := NewClient(Env{Endpoint: hubSrv.URL, CacheDir: t.TempDir()})
+	c.RetryWait = 0
+	s, err := c.Pull(context.Background(), Ref{Repo: "o/m", Revision: pinned}, PullOptions{})
+	want := "o/m@" + pinned + ": the hub answered commit " + served + " for the pinned commit " + pinned
+	if err == nil || err.Error() != want {
+		t.Fatalf("pull = %+v, %v; want the error %s", s, err, want)
+	}
+	if n := fileRequests.Load(); n != 0 {
+		t.Errorf("%d file requests after the wrong commit, want 0", n)
+	}
+	for _, sub := range []string{"refs", "snapshots", "blobs"} {
+		if _, err := os.Stat(filepath.Join(c.CacheDir, "models--o--m", sub)); !os.IsNotExist(err) {
+			t.Errorf("%s/ exists after a refused pin: %v", sub, err)
+		}
+	}
+	// Whoever calls it, writeRef never makes refs/COMMIT.
+	if err := c.Cache().writeRef("o/m", pinned, served); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(c.Cache().refPath("o/m", pinned)); !os.IsNotExist(err) {
+		t.Errorf("writeRef made refs/%s: %v", pinned, err)
 	}
 }

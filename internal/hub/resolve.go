@@ -71,28 +71,45 @@ func checkModelFolder(dir string) error {
 	if err != nil {
 		return err
 	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
+	shards, err := indexShards(b)
+	if err != nil {
 		return fmt.Errorf("%s: %w", index, err)
 	}
-	shards := map[string]bool{}
-	for _, s := range idx.WeightMap {
-		shards[s] = true
-	}
 	var missing []string
-	for s := range shards {
-		if checkFileName(s) != nil {
-			return fmt.Errorf("%s: bad shard name %q", index, s)
-		}
+	for _, s := range shards {
 		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(s))); err != nil {
 			missing = append(missing, s)
 		}
 	}
 	if len(missing) > 0 {
-		sort.Strings(missing)
 		return fmt.Errorf("%s: missing shards %v", dir, missing)
 	}
 	return nil
+}
+
+// indexShards reads a model.safetensors.index.json: the shard files its
+// weight_map names, each once, sorted. A name that is not a safe file name
+// of the snapshot (checkFileName) is refused: the index may come from
+// anyone.
+func indexShards(b []byte) ([]string, error) {
+	var idx struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var shards []string
+	for _, s := range idx.WeightMap {
+		if seen[s] {
+			continue
+		}
+		if checkFileName(s) != nil {
+			return nil, fmt.Errorf("bad shard name %q", s)
+		}
+		seen[s] = true
+		shards = append(shards, s)
+	}
+	sort.Strings(shards)
+	return shards, nil
 }
