@@ -13,6 +13,11 @@ type apiError struct {
 	Type    string  `json:"type"`
 	Param   *string `json:"param"`
 	Code    string  `json:"code"`
+	// Flag, on the refusal of a flagged prompt or answer, goes beside
+	// "error" as "streamguard": what flagged ({reason: prompt_flagged or
+	// response_flagged, token, level, category, request_id}), as a cut
+	// stream's last chunk carries it.
+	Flag *cutInfo `json:"-"`
 }
 
 // OpenAI error types the proxy uses.
@@ -29,8 +34,9 @@ func errorBody(e apiError) []byte {
 	// Compact, with "error" first: OpenAI clients recognise an error event
 	// in a stream by the prefix `data: {"error":`.
 	_ = enc.Encode(struct {
-		Error apiError `json:"error"`
-	}{e})
+		Error       apiError `json:"error"`
+		Streamguard *cutInfo `json:"streamguard,omitempty"`
+	}{e, e.Flag})
 	return bytes.TrimRight(b.Bytes(), "\n")
 }
 

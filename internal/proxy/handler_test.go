@@ -48,8 +48,8 @@ func TestPromptFlaggedNeverCallsUpstream(t *testing.T) {
 				switch refusal {
 				case RefusalError:
 					var apiErr *openai.APIError
-					if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 400 || apiErr.Code != "content_filter" {
-						t.Fatalf("want a 400 content_filter error, got %v", err)
+					if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 400 || apiErr.Code != "content_filter" || apiErr.Param == nil || *apiErr.Param != "messages" {
+						t.Fatalf("want a 400 content_filter error for messages, got %v", err)
 					}
 				case RefusalCompletion:
 					if err != nil || content != "No." || finish != openai.FinishReasonContentFilter {
@@ -105,7 +105,18 @@ func TestNonStreamedResponse(t *testing.T) {
 		if resp.StatusCode != 400 || !strings.Contains(string(body), `"code":"content_filter"`) {
 			t.Fatalf("status %d body %s", resp.StatusCode, body)
 		}
-		p.wait(t, 1)
+		// What flagged goes beside the error, as a cut stream says it.
+		var e struct {
+			Error struct {
+				Param *string `json:"param"`
+			} `json:"error"`
+			Streamguard *cutInfo `json:"streamguard"`
+		}
+		rec := p.lastRecord(t)
+		if err := json.Unmarshal(body, &e); err != nil || e.Error.Param != nil || e.Streamguard == nil ||
+			*e.Streamguard != (cutInfo{Reason: EventResponseFlagged, Token: fc.Index, Level: fc.Tokens[fc.Index].Level, Category: fc.Tokens[fc.Index].Category, Request: rec["request_id"].(string)}) {
+			t.Errorf("body %s, audit %v", body, rec)
+		}
 	})
 }
 

@@ -45,9 +45,10 @@ func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 	attrs := verdictAttrs(&pv.Verdict, -1)
 	info := &cutInfo{Reason: EventPromptFlagged, Token: -1, Level: pv.Level, Category: pv.Category, Request: x.id}
 	if x.t.Refusal != RefusalCompletion {
+		param := "messages"
 		x.fail(http.StatusBadRequest, EventPromptFlagged, apiError{
 			Message: "streamguard: the prompt was flagged (" + pv.Level + ", " + pv.Category + ")",
-			Type:    typeInvalidRequest, Code: finishContentFilter}, attrs...)
+			Type:    typeInvalidRequest, Param: &param, Code: finishContentFilter, Flag: info}, attrs...)
 		return
 	}
 	meta := syntheticMeta(x.id, x.req.Model)
