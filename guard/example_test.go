@@ -8,18 +8,19 @@ import (
 	"path/filepath"
 
 	"github.com/streamguard/streamguard/guard"
-	"github.com/streamguard/streamguard/internal/synth"
+	"github.com/streamguard/streamguard/guard/guardtest"
 )
 
-// exampleModel writes a tiny synthetic model folder; a real deployment
-// points Load at a Qwen3Guard-Stream checkpoint folder instead.
+// exampleModel writes a tiny synthetic model folder (package guardtest,
+// for tests without the real weights); a real deployment points Load at a
+// Qwen3Guard-Stream checkpoint folder or hub id instead.
 func exampleModel() (dir string, cleanup func()) {
 	tmp, err := os.MkdirTemp("", "guard-example")
 	if err != nil {
 		log.Fatal(err)
 	}
 	dir = filepath.Join(tmp, "model")
-	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "bf16", Seed: 1}); err != nil {
+	if err := guardtest.WriteModel(dir, guardtest.Options{Seed: 1}); err != nil {
 		log.Fatal(err)
 	}
 	return dir, func() { os.RemoveAll(tmp) }
