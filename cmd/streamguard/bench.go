@@ -28,8 +28,8 @@ func init() {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "(--model DIR | --preset NAME [--dtype bf16|f16|f32] [--seed N]) [flags]", stderr)
-	model := fs.String("model", "", "model folder to load")
+	fs := newFlagSet("bench", "(--model DIR|ORG/NAME[@REV] | --preset NAME [--dtype bf16|f16|f32] [--seed N]) [flags]", stderr)
+	model := fs.String("model", "", modelFlagHelp)
 	preset := fs.String("preset", "", "build random weights in memory at this preset's shapes instead: "+strings.Join(config.PresetNames(), ", "))
 	dtype := fs.String("dtype", "bf16", "weight dtype for --preset: bf16, f16 or f32")
 	seed := fs.Uint64("seed", 1, "random seed for --preset weights and the token ids")

@@ -48,7 +48,7 @@ Flags:
 
 func runEval(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("eval", "", stderr)
-	model := fs.String("model", "", "model folder or hub id")
+	model := fs.String("model", "", modelFlagHelp)
 	data := fs.String("data", "", "labelled JSON-lines file")
 	mode := fs.String("mode", "strict", "mode of the confusion matrix, categories and position bins: strict or loose")
 	jsonOut := fs.Bool("json", false, "print the report, with per-item results, as one JSON object")

@@ -34,8 +34,8 @@ type forwardCase struct {
 }
 
 func runForward(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("forward", "--model DIR (--ids 1,2,3 | --ids-file CASES.json) [--out FILE.json]", stderr)
-	model := fs.String("model", "", "model folder")
+	fs := newFlagSet("forward", "--model DIR|ORG/NAME[@REV] (--ids 1,2,3 | --ids-file CASES.json) [--out FILE.json]", stderr)
+	model := fs.String("model", "", modelFlagHelp)
 	idsFlag := fs.String("ids", "", "comma-separated token ids (one case, named \"ids\")")
 	idsFile := fs.String("ids-file", "", `JSON file {"cases": [{"name": ..., "ids": [...]}, ...]}`)
 	out := fs.String("out", "-", "output file (- for stdout)")

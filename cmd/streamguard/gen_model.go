@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,14 @@ func runGenModel(args []string, stdout, stderr io.Writer) error {
 	}
 	if *out == "" {
 		return usageErrorf("--out DIR is required")
+	}
+	// Checked here as well as by synth, so that a name not on the list is
+	// a usage error (exit 2) like any other flag mistake.
+	if !slices.Contains(config.PresetNames(), *preset) {
+		return usageErrorf("--preset %q: want one of %s", *preset, strings.Join(config.PresetNames(), ", "))
+	}
+	if *dtype != "" && !slices.Contains(synth.DTypes, *dtype) {
+		return usageErrorf("--dtype %q: want one of %s", *dtype, strings.Join(synth.DTypes, ", "))
 	}
 	start := time.Now()
 	o := synth.Options{Preset: *preset, DType: *dtype, Seed: *seed,

@@ -18,9 +18,9 @@ func init() {
 }
 
 func runGraft(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("graft", "--backbone INT4_DIR --heads-from GUARD_DIR --out DIR [--json]", stderr)
-	backbone := fs.String("backbone", "", "the headless AWQ INT4 bundle (e.g. an export saved as Qwen3ForCausalLM)")
-	headsFrom := fs.String("heads-from", "", "the Qwen3Guard-Stream checkpoint the backbone was quantized from")
+	fs := newFlagSet("graft", "--backbone INT4_DIR|ORG/NAME[@REV] --heads-from GUARD_DIR|ORG/NAME[@REV] --out DIR [--json]", stderr)
+	backbone := fs.String("backbone", "", "the headless AWQ INT4 bundle (e.g. an export saved as Qwen3ForCausalLM): a folder or hub id ORG/NAME[@REV]")
+	headsFrom := fs.String("heads-from", "", "the Qwen3Guard-Stream checkpoint the backbone was quantized from: a folder or hub id ORG/NAME[@REV]")
 	out := fs.String("out", "", "output folder (created; must not already hold a checkpoint)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {

@@ -210,8 +210,9 @@ func testPullEvalUsage(t *testing.T, files map[string]hubtest.File) {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errs)
 		}
 	}
-	if code, _, errs := run(t, "pull", "-h"); code != 0 || !strings.Contains(errs, "HF_ENDPOINT") {
-		t.Errorf("pull -h: %d %s", code, errs)
+	// Help asked for is printed on stdout, pull's own text included.
+	if code, out, errs := run(t, "pull", "-h"); code != 0 || !strings.Contains(out, "HF_ENDPOINT") || errs != "" {
+		t.Errorf("pull -h: %d %q %q", code, out, errs)
 	}
 	for _, args := range [][]string{{"eval"}, {"eval", "--model", "x"}, {"eval", "--model", "x", "--data", "y", "--mode", "medium"}, {"eval", "--model", "x", "--data", "y", "--batch", "0"}} {
 		if code, _, errs := run(t, args...); code != 2 {
@@ -221,7 +222,7 @@ func testPullEvalUsage(t *testing.T, files map[string]hubtest.File) {
 	if code, _, errs := run(t, "eval", "--model", "x", "--data", "/no/such.jsonl"); code != 1 || !strings.Contains(errs, "/no/such.jsonl") {
 		t.Errorf("missing data: %d %s", code, errs)
 	}
-	if code, _, errs := run(t, "eval", "-h"); code != 0 || !strings.Contains(errs, "unsafe_start_index") {
-		t.Errorf("eval -h: %d %s", code, errs)
+	if code, out, errs := run(t, "eval", "-h"); code != 0 || !strings.Contains(out, "unsafe_start_index") || errs != "" {
+		t.Errorf("eval -h: %d %q %q", code, out, errs)
 	}
 }

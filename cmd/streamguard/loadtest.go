@@ -21,8 +21,8 @@ func init() {
 }
 
 func runLoadtest(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadtest", "--model DIR [--streams N] [--duration D] [flags] [-- SERVE-FLAGS...]", stderr)
-	model := fs.String("model", "", "model folder (served, and judged solo for the reference verdicts)")
+	fs := newFlagSet("loadtest", "--model DIR|ORG/NAME[@REV] [--streams N] [--duration D] [flags] [-- SERVE-FLAGS...]", stderr)
+	model := fs.String("model", "", "model folder or hub id ORG/NAME[@REV] (served, and judged solo for the reference verdicts)")
 	device := fs.String("device", "cpu", "where the server and the solo reference run (as serve's --device), so that verdicts are compared on one device")
 	streams := fs.Int("streams", 256, "concurrent conversations")
 	duration := fs.Duration("duration", 2*time.Minute, "length of the batched phase")

@@ -11,6 +11,11 @@ import (
 	"github.com/streamguard/streamguard/internal/hub"
 )
 
+// modelFlagHelp is the help of a --model flag. Every command that takes a
+// model resolves it with resolveModel, so each says the same: a folder or a
+// hub id, spelled ORG/NAME[@REV] in usage lines.
+const modelFlagHelp = "model folder, or hub id ORG/NAME[@REV] (from the Hugging Face cache; downloaded there on first use unless HF_HUB_OFFLINE=1)"
+
 // hubEnv reads the hub settings; tests replace it.
 var hubEnv = hub.EnvFromOS
 

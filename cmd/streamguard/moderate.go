@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -45,13 +48,18 @@ func (t thresholdFlags) Set(s string) error {
 	if err != nil {
 		return fmt.Errorf("threshold %q: %v", s, err)
 	}
+	// Checked here, as the value is parsed, so that it is a usage error
+	// (exit 2) like the flag's other mistakes; the name needs the model.
+	if !(p >= 0 && p <= 1) {
+		return fmt.Errorf("threshold %q: want a probability from 0 to 1", s)
+	}
 	t[name] = float32(p)
 	return nil
 }
 
 func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("moderate", "--model DIR (--prompt TEXT [--response TEXT] | --jsonl) [flags]", stderr)
-	model := fs.String("model", "", "model folder")
+	fs := newFlagSet("moderate", "--model DIR|ORG/NAME[@REV] (--prompt TEXT [--response TEXT] | --jsonl) [flags]", stderr)
+	model := fs.String("model", "", modelFlagHelp)
 	prompt := fs.String("prompt", "", "the user's message")
 	system := fs.String("system", "", "an optional system message before the prompt")
 	response := fs.String("response", "", "the assistant's response, judged token by token")
@@ -80,8 +88,17 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *model == "" {
 		return usageErrorf("--model is required")
 	}
-	if *jsonl == (*prompt != "") {
-		return usageErrorf("give either --prompt or --jsonl")
+	promptSet := false
+	fs.Visit(func(f *flag.Flag) { promptSet = promptSet || f.Name == "prompt" })
+	switch {
+	case *jsonl && promptSet:
+		return usageErrorf("give either --prompt or --jsonl, not both")
+	case !*jsonl && !promptSet:
+		return usageErrorf("give --prompt TEXT (and --response TEXT), or --jsonl")
+	case promptSet && *prompt == "":
+		// Said as such: "give either --prompt or --jsonl" would send the
+		// user looking for a missing flag that is there.
+		return usageErrorf("--prompt is empty: give the user's message")
 	}
 	if *jsonl && (*response != "" || *system != "") {
 		return usageErrorf("--response and --system go with --prompt, not --jsonl")
@@ -93,24 +110,34 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *debounce < 1 {
 		return usageErrorf("--debounce must be at least 1")
 	}
-	policy := guard.Policy{Mode: m, Debounce: *debounce, Thresholds: thresholds}
-	if *block != "" {
-		policy.Block = strings.Split(*block, ",")
+	var blocked []string
+	for name := range strings.SplitSeq(*block, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			blocked = append(blocked, name)
+		}
 	}
 	dir, err := resolveModel(*model, stderr)
 	if err != nil {
 		return err
 	}
+	// The model is loaded with the mode and debounce only: the categories
+	// that --threshold and --block name are the model's own (config.json),
+	// checked below against what it loaded.
+	policy := guard.Policy{Mode: m, Debounce: *debounce}
 	g, err := guard.Load(context.Background(), dir, guard.Options{Threads: *threads, Int4Coarse: *coarse, Policy: policy, Device: *device, KVCache: *kvCache, RepackCache: *repackCache})
 	if err != nil {
 		return err
 	}
 	defer g.Close()
+	if err := checkCategories(g.Info().Labels, thresholds, blocked); err != nil {
+		return err
+	}
+	policy.Thresholds, policy.Block = thresholds, blocked
 	reportDevice(stderr, *device, g)
 	reportRepack(stderr, g)
 
 	if *jsonl {
-		return moderateJSONL(g, stdin, stdout)
+		return moderateJSONL(g, &policy, stdin, stdout)
 	}
 	var msgs []guard.Message
 	if *system != "" {
@@ -120,7 +147,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *response != "" {
 		msgs = append(msgs, guard.Message{Role: "assistant", Content: *response})
 	}
-	res, err := g.Moderate(context.Background(), msgs, nil)
+	res, err := g.Moderate(context.Background(), msgs, &policy)
 	if err != nil {
 		return err
 	}
@@ -140,7 +167,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	return nil
 }
 
-const moderateHelp = `Usage: streamguard moderate --model DIR (--prompt TEXT [--response TEXT] | --jsonl) [flags]
+const moderateHelp = `Usage: streamguard moderate --model DIR|ORG/NAME[@REV] (--prompt TEXT [--response TEXT] | --jsonl) [flags]
 
 Judges the prompt (the last user turn) and each token of the response.
 The "flagged at" line is the online rule that cuts a stream: the first
@@ -150,7 +177,9 @@ whether the response is flagged; see README for when they name different
 tokens.
 
 Exit status: 0 nothing flagged, 1 error, 2 usage error, 3 flagged (the
-prompt or the response; with --jsonl, any line).
+prompt or the response; with --jsonl, any line). A --threshold or --block
+category the model does not have is a usage error that lists the model's
+categories.
 
 Flags:
 `
@@ -176,7 +205,35 @@ type jsonlResult struct {
 	*guard.Result
 }
 
-func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
+// checkCategories checks the category names of --threshold and --block
+// against the model's labels (its config.json's category maps), as a usage
+// error that lists the names the model has.
+func checkCategories(l guard.Labels, thresholds map[string]float32, blocked []string) error {
+	var known []string
+	for _, c := range slices.Concat(l.ResponseCategory, l.QueryCategory) {
+		if !slices.Contains(known, c) {
+			known = append(known, c)
+		}
+	}
+	names := make([]string, len(known))
+	for i, c := range known {
+		names[i] = strconv.Quote(c)
+	}
+	// Sorted, so that the message is the same whatever the map's order.
+	for _, name := range slices.Sorted(maps.Keys(thresholds)) {
+		if !slices.Contains(known, name) {
+			return usageErrorf("--threshold: the model has no category %q; its categories: %s", name, strings.Join(names, ", "))
+		}
+	}
+	for _, name := range blocked {
+		if !slices.Contains(known, name) {
+			return usageErrorf("--block: the model has no category %q; its categories: %s", name, strings.Join(names, ", "))
+		}
+	}
+	return nil
+}
+
+func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout io.Writer) error {
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), maxJSONLLine)
 	enc := json.NewEncoder(stdout)
@@ -197,7 +254,7 @@ func moderateJSONL(g *guard.Model, stdin io.Reader, stdout io.Writer) error {
 			out.Error = "invalid JSON: " + err.Error()
 		} else {
 			out.ID = in.ID
-			res, err := g.Moderate(context.Background(), in.Messages, nil)
+			res, err := g.Moderate(context.Background(), in.Messages, policy)
 			if err != nil {
 				out.Error = err.Error()
 			}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,8 +98,84 @@ func TestModerateRules(t *testing.T) {
 		t.Errorf("--jsonl, one line flagged: exit %d, want 3", c)
 	}
 
-	code, _, errs = run(t, "moderate", "-h")
-	if code != 0 || !strings.Contains(errs, "Exit status: 0 nothing flagged, 1 error, 2 usage error, 3 flagged") {
-		t.Errorf("moderate -h: exit %d\n%s", code, errs)
+	code, out, errs = run(t, "moderate", "-h")
+	if code != 0 || errs != "" || !strings.Contains(out, "Exit status: 0 nothing flagged, 1 error, 2 usage error, 3 flagged") {
+		t.Errorf("moderate -h: exit %d, stderr %q\n%s", code, errs, out)
+	}
+}
+
+// TestModeratePolicyFlags: --threshold and --block take the model's own
+// category names (its config.json), checked once the model is loaded; a
+// name it lacks is a usage error (exit 2) that lists the names it has, and
+// so are a threshold outside [0, 1] and an empty --prompt. Names that are
+// right change the verdicts, for --jsonl too.
+func TestModeratePolicyFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := synth.Generate(dir, synth.Options{Preset: "tiny", DType: "f32", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const categories = `"Violent", "Sexual Content or Sexual Acts", "Suicide & Self-Harm", "Politically Sensitive Topics", "PII", ` +
+		`"Copyright Violation", "Non-violent Illegal Acts", "Unethical Acts", "Jailbreak"`
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--threshold", "Violence=0.6"},
+			`streamguard moderate: usage error: --threshold: the model has no category "Violence"; its categories: ` + categories + "\n"},
+		{[]string{"--block", "Violent, Jailbreak,Nope"},
+			`streamguard moderate: usage error: --block: the model has no category "Nope"; its categories: ` + categories + "\n"},
+	} {
+		code, out, errs := run(t, append([]string{"moderate", "--model", dir, "--prompt", "Hi"}, c.args...)...)
+		if code != 2 || out != "" || errs != c.want {
+			t.Errorf("%q: exit %d, stdout %q\n got %q\nwant %q", c.args, code, out, errs, c.want)
+		}
+	}
+	code, out, errs := run(t, "moderate", "--model", dir, "--prompt", "Hi", "--threshold", "Violent=1.5")
+	if want := "\nstreamguard moderate: usage error: invalid value \"Violent=1.5\" for flag -threshold: threshold \"Violent=1.5\": want a probability from 0 to 1\n"; code != 2 || out != "" || !strings.HasSuffix(errs, want) {
+		t.Errorf("--threshold Violent=1.5: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--prompt", "", "--response", "hi"}, "--prompt is empty: give the user's message"},
+		{[]string{"--response", "hi"}, "give --prompt TEXT (and --response TEXT), or --jsonl"},
+		{[]string{"--prompt", "hi", "--jsonl"}, "give either --prompt or --jsonl, not both"},
+	} {
+		code, out, errs := run(t, append([]string{"moderate", "--model", dir}, c.args...)...)
+		if want := "streamguard moderate: usage error: " + c.want + "\n"; code != 2 || out != "" || errs != want {
+			t.Errorf("%q: exit %d, stdout %q\n got %q\nwant %q", c.args, code, out, errs, want)
+		}
+	}
+
+	// The diverging response of TestModerateRules is flagged at token 1, a
+	// PII verdict. A PII threshold no verdict reaches turns its PII tokens
+	// safe, so it is flagged later, at the run of tokens 2 and 3; a block
+	// list of two categories none of its tokens has lets it pass (the
+	// spaces around the names are trimmed). --jsonl applies them too.
+	const diverging = "I gun do I eat me money slowly"
+	for _, c := range []struct {
+		policy []string
+		code   int
+		index  int // flagged_index of --jsonl
+		line   string
+	}{
+		{nil, 3, 1, `flagged at token 1 " gun" (online rule: first run of 2 non-safe tokens; Unsafe, PII)`},
+		{[]string{"--threshold", "PII=0.999"}, 3, 3, `flagged at token 3 " I" (online rule: first run of 2 non-safe tokens; Unsafe, Politically Sensitive Topics)`},
+		{[]string{"--block", "Violent, Jailbreak"}, 0, -1, "not flagged (online rule: no run of 2 non-safe tokens)"},
+	} {
+		code, out, errs := run(t, append([]string{"moderate", "--model", dir, "--prompt", "Hi", "--response", diverging}, c.policy...)...)
+		if code != c.code || errs != "" || !slices.Contains(strings.Split(out, "\n"), c.line) {
+			t.Errorf("%q: exit %d, want %d and the line %q; stderr %q\n%s", c.policy, code, c.code, c.line, errs, out)
+		}
+		moderateStdin = strings.NewReader(`{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "` + diverging + `"}]}` + "\n")
+		code, out, errs = run(t, append([]string{"moderate", "--model", dir, "--jsonl"}, c.policy...)...)
+		moderateStdin = os.Stdin
+		var res struct {
+			FlaggedIndex *int `json:"flagged_index"`
+		}
+		if code != c.code || errs != "" || json.Unmarshal([]byte(out), &res) != nil || res.FlaggedIndex == nil || *res.FlaggedIndex != c.index {
+			t.Errorf("--jsonl %q: exit %d, want %d and flagged_index %d; stderr %q\n%s", c.policy, code, c.code, c.index, errs, out)
+		}
 	}
 }

@@ -11,8 +11,12 @@ import (
 // terminal; tests replace it.
 var stderrIsTerminal = isTerminal
 
-// isTerminal reports whether w is an *os.File open on a terminal.
+// isTerminal reports whether w is an *os.File open on a terminal, looking
+// through the helpStderr every command's stderr is wrapped in.
 func isTerminal(w io.Writer) bool {
+	if h, ok := w.(*helpStderr); ok {
+		w = h.w
+	}
 	f, ok := w.(*os.File)
 	return ok && fileIsTerminal(f)
 }

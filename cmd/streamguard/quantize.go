@@ -20,8 +20,8 @@ func init() {
 }
 
 func runQuantize(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("quantize", "--model DIR --out DIR [flags]", stderr)
-	model := fs.String("model", "", "source model folder (BF16, F16 or F32 Qwen3Guard-Stream checkpoint)")
+	fs := newFlagSet("quantize", "--model DIR|ORG/NAME[@REV] --out DIR [flags]", stderr)
+	model := fs.String("model", "", "source model (BF16, F16 or F32 Qwen3Guard-Stream checkpoint): a folder or hub id ORG/NAME[@REV]")
 	out := fs.String("out", "", "output folder (created; must not already hold a checkpoint)")
 	method := fs.String("method", "awq", "awq (activation-aware scale and clipping search) or rtn (plain round-to-nearest)")
 	calib := fs.String("calib", "", "calibration text: .jsonl lines of {\"text\": ...} or {\"messages\": [...]}, or plain text (documents separated by blank lines); default: a built-in set")
@@ -56,6 +56,10 @@ func runQuantize(args []string, stdout, stderr io.Writer) error {
 	}
 	if *samples <= 0 || *seqlen <= 0 || *searchTokens <= 0 || *layers < 0 || *group < 0 {
 		return usageErrorf("--samples, --seqlen and --search-tokens must be positive, --layers and --group not negative")
+	}
+	// A usage error (exit 2) before the model is fetched or loaded.
+	if m := quantize.Method(*method); m != quantize.AWQ && m != quantize.RTN {
+		return usageErrorf("--method %q: want %s or %s", *method, quantize.AWQ, quantize.RTN)
 	}
 	src, err := resolveModel(*model, stderr)
 	if err != nil {

@@ -71,7 +71,8 @@ func TestQuantizeVerifyModerate(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
 	}
-	if code, _, errs := run(t, "quantize", "--model", src, "--out", filepath.Join(base, "x"), "--method", "gptq"); code != 1 || !strings.Contains(errs, "unknown method") {
+	if code, _, errs := run(t, "quantize", "--model", src, "--out", filepath.Join(base, "x"), "--method", "gptq"); code != 2 ||
+		errs != `streamguard quantize: usage error: --method "gptq": want awq or rtn`+"\n" {
 		t.Errorf("bad method: exit %d %q", code, errs)
 	}
 	if code, _, _ := run(t, "quantize", "-h"); code != 0 {

@@ -62,6 +62,55 @@ func TestPrepare(t *testing.T) {
 	if code, _, errs := run(t, "prepare", "--model", dir, "--repack-cache", "off"); code != 2 || !strings.Contains(errs, "nothing to prepare") {
 		t.Errorf("prepare --repack-cache off: exit %d, %q", code, errs)
 	}
+
+	// --json: the same facts as one object, with the names docs/CLI.md gives.
+	type report struct {
+		Dir             string   `json:"dir"`
+		LoadSeconds     *float64 `json:"load_seconds"`
+		RepackCache     *string  `json:"repack_cache"`
+		Path            *string  `json:"repack_cache_path"`
+		Mapped          *bool    `json:"repack_cache_mapped"`
+		Wrote           *bool    `json:"repack_cache_wrote"`
+		Notes           []string `json:"repack_cache_notes"`
+		Bytes           *int64   `json:"repack_cache_bytes"`
+		HugeMappedBytes *int64   `json:"repack_cache_huge_mapped_bytes"`
+	}
+	decode := func(out string) (report, map[string]any) {
+		var r report
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("prepare --json: %v\n%s", err, out)
+		}
+		json.Unmarshal([]byte(out), &fields)
+		return r, fields
+	}
+	code, out, errs := run(t, "prepare", "--model", dir, "--json")
+	if code != 0 || errs != "" {
+		t.Fatalf("prepare --json: exit %d, stderr %q", code, errs)
+	}
+	r, fields := decode(out)
+	st, err := os.Stat(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 9 || r.Dir != dir || r.LoadSeconds == nil || *r.LoadSeconds <= 0 || *r.RepackCache != "mapped "+pack ||
+		*r.Path != pack || !*r.Mapped || *r.Wrote || r.Notes == nil || len(r.Notes) != 0 || *r.Bytes != st.Size() ||
+		runtime.GOOS == "linux" && (r.HugeMappedBytes == nil || *r.HugeMappedBytes < 0 || *r.HugeMappedBytes > st.Size()) {
+		t.Errorf("prepare --json on the AWQ folder:\n%s", out)
+	}
+	// A model with nothing to repack says so with empty values.
+	plain := filepath.Join(t.TempDir(), "f32")
+	if _, err := synth.Generate(plain, synth.Options{Preset: "tiny", DType: "f32", Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = run(t, "prepare", "--model", plain, "--json")
+	if code != 0 || errs != "" {
+		t.Fatalf("prepare --json: exit %d, stderr %q", code, errs)
+	}
+	if r, fields = decode(out); len(fields) != 9 || r.Dir != plain || *r.RepackCache != "" || *r.Path != "" || *r.Mapped || *r.Wrote ||
+		len(r.Notes) != 0 || *r.Bytes != 0 || r.HugeMappedBytes != nil {
+		t.Errorf("prepare --json on an F32 folder:\n%s", out)
+	}
 }
 
 // TestBenchReportsPackMapping: bench --json on an AWQ folder reports the

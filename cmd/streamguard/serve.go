@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,8 +35,8 @@ func init() {
 }
 
 func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "--model DIR [--addr HOST:PORT] [--config FILE] [flags]", stderr)
-	model := fs.String("model", "", "model folder")
+	fs := newFlagSet("serve", "--model DIR|ORG/NAME[@REV] [--addr HOST:PORT] [--config FILE] [flags]", stderr)
+	model := fs.String("model", "", modelFlagHelp)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free port)")
 	configPath := fs.String("config", "", "tenant file (JSON); without it every request is served as tenant \"default\", unauthenticated")
 	name := fs.String("model-name", "", "model name reported in responses (default: the folder's name)")
@@ -70,7 +71,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	extProcWait := fs.Duration("ext-proc-chunk-wait", extproc.DefaultChunkWait, "with --ext-proc-addr, hold-back: how long the answer to a streamed response chunk may wait for the verdicts that release its text (keep it under the filter's message_timeout)")
 	replicaID := fs.String("replica-id", "", "name this replica in the X-Streamguard-Replica header of every response (behind a load balancer: the pod or host name)")
 	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
-	hashKey := fs.Bool("hash-key", false, "read an API key on stdin, print the SHA-256 the tenant file stores, and exit")
+	hashKey := fs.Bool("hash-key", false, "read an API key (the first line on stdin, without its line ending), print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
 	allowedHosts := fs.String("allowed-hosts", "", "host names (comma-separated; .example.com for the names under it) the Host header may name besides IP addresses and localhost; \"*\": any. Default: any, except on a loopback --addr without --config, where only IP addresses and localhost are answered (against DNS rebinding)")
 	ui := fs.Bool("ui", true, "serve the browser playground at / (HTML, CSS and JavaScript built in; with --config it asks for a tenant key)")
@@ -213,7 +214,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		"event": "listening", "addr": ln.Addr().String(), "model": *name, "tenants": tenants, "kv_budget_bytes": budget,
 		"upstream": *upstream, "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
 		"ui": *ui,
-	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s%s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget), uiText(*ui, ln)))
+	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s%s%s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget), proxyText(*upstream), uiText(*ui, ln)))
 
 	err = srv.Serve(ctx, ln, *grace)
 	rep := srv.Report()
@@ -259,10 +260,26 @@ func uiText(on bool, ln net.Listener) string {
 }
 
 func tenantText(n int) string {
-	if n == 0 {
+	switch n {
+	case 0:
 		return "no tenant file: unauthenticated"
+	case 1:
+		return "1 tenant"
 	}
 	return fmt.Sprintf("%d tenants", n)
+}
+
+// proxyText names the upstream of --upstream in the startup line, so that
+// the line says the proxy is on; a password in the URL is masked, as the
+// line goes to logs.
+func proxyText(upstream string) string {
+	if upstream == "" {
+		return ""
+	}
+	if u, err := url.Parse(upstream); err == nil {
+		upstream = u.Redacted()
+	}
+	return ", proxy to " + upstream
 }
 
 // parseSize reads a byte count: a plain number or one with a unit (B, KB,

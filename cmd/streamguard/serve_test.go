@@ -82,3 +82,23 @@ func TestHostCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestServeStartupText: the startup line counts tenants in words ("1
+// tenant") and names the proxy's upstream when --upstream is set, with a
+// password in its URL masked.
+func TestServeStartupText(t *testing.T) {
+	for n, want := range map[int]string{0: "no tenant file: unauthenticated", 1: "1 tenant", 2: "2 tenants"} {
+		if got := tenantText(n); got != want {
+			t.Errorf("tenantText(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"":                                 "",
+		"https://api.openai.com":           ", proxy to https://api.openai.com",
+		"http://user:secret@10.0.0.7:8000": ", proxy to http://user:xxxxx@10.0.0.7:8000",
+	} {
+		if got := proxyText(in); got != want {
+			t.Errorf("proxyText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -31,8 +31,8 @@ func defaultFeatureCache() string {
 
 func runTrainHeads(args []string, stdout, stderr io.Writer) error {
 	def := train.DefaultOptions()
-	fs := newFlagSet("train-heads", "--model DIR --data FILE.jsonl --out DIR [flags]", stderr)
-	model := fs.String("model", "", "source model folder (BF16/F16/F32 or AWQ INT4 backbone); its backbone stays frozen")
+	fs := newFlagSet("train-heads", "--model DIR|ORG/NAME[@REV] --data FILE.jsonl --out DIR [flags]", stderr)
+	model := fs.String("model", "", "source model (BF16/F16/F32 or AWQ INT4 backbone), a folder or hub id ORG/NAME[@REV]; its backbone stays frozen")
 	data := fs.String("data", "", `training data: one {"messages": [...], "prompt": {...}, "response": {...}} per line (docs/TRAINING.md)`)
 	out := fs.String("out", "", "new model folder (created; must not exist or be empty)")
 	val := fs.String("val", "", "validation data (same format); default: split --val-fraction off --data")

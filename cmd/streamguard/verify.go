@@ -17,7 +17,7 @@ func init() {
 }
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("verify", "DIR [--json]", stderr)
+	fs := newFlagSet("verify", "DIR|ORG/NAME[@REV] [--json]", stderr)
 	jsonOut := fs.Bool("json", false, "print the report as one JSON object")
 	// Accept the flag after DIR too, as in `verify DIR --json`.
 	var dirs []string

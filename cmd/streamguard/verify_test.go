@@ -71,8 +71,17 @@ func TestGenModelVerify(t *testing.T) {
 	if code, _, errs := run(t, "verify", filepath.Join(base, "absent")); code != 1 || !strings.Contains(errs, "absent") {
 		t.Errorf("missing folder: %d %q", code, errs)
 	}
-	if code, _, errs := run(t, "gen-model", "--preset", "nope", "--out", filepath.Join(base, "y")); code != 1 || !strings.Contains(errs, "unknown preset") {
+	// An unknown preset or dtype is a usage error that lists the names.
+	if code, _, errs := run(t, "gen-model", "--preset", "nope", "--out", filepath.Join(base, "y")); code != 2 ||
+		errs != `streamguard gen-model: usage error: --preset "nope": want one of qwen3guard-stream-0.6b, qwen3guard-stream-4b, qwen3guard-stream-8b, tiny`+"\n" {
 		t.Errorf("bad preset: %d %q", code, errs)
+	}
+	if code, _, errs := run(t, "gen-model", "--dtype", "f8", "--out", filepath.Join(base, "y")); code != 2 ||
+		errs != `streamguard gen-model: usage error: --dtype "f8": want one of f32, bf16, f16, awq`+"\n" {
+		t.Errorf("bad dtype: %d %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(base, "y")); !os.IsNotExist(err) {
+		t.Errorf("a usage error left %s behind: %v", filepath.Join(base, "y"), err)
 	}
 	if code, _, _ := run(t, "verify", "-h"); code != 0 {
 		t.Errorf("verify -h: %d", code)
