@@ -10,14 +10,30 @@
 // # Flow
 //
 //	m, err := guard.Load(ctx, "Qwen/Qwen3Guard-Stream-0.6B", guard.Options{})
+//	if err != nil {
+//		return err // wraps fs.ErrNotExist when the folder or cached id is missing
+//	}
+//	defer m.Close()
 //	s := m.NewStream()
 //	defer s.Close()
 //	pv, err := s.JudgePrompt(ctx, []guard.Message{{Role: "user", Content: prompt}})
-//	for chunk := range llmDeltas {
-//		tvs, err := s.AppendText(ctx, chunk) // verdicts for the tokens now final
-//		if _, flagged := s.Flagged(); flagged { stop the generation }
+//	if err != nil {
+//		return err
 //	}
-//	tvs, err := s.FlushText(ctx)
+//	if pv.Flagged {
+//		return errRefused // do not send the prompt to the LLM
+//	}
+//	for chunk := range llmDeltas {
+//		if _, err := s.AppendText(ctx, chunk); err != nil { // verdicts for the tokens now final
+//			return err
+//		}
+//		if _, flagged := s.Flagged(); flagged {
+//			break // stop the generation
+//		}
+//	}
+//	if _, err := s.FlushText(ctx); err != nil {
+//		return err
+//	}
 //	d := s.Decision()
 //
 // The prompt verdict comes from the query heads at the <|im_end|> that
@@ -71,5 +87,8 @@
 //
 // A Model is safe for concurrent use. A Stream's methods lock the stream, so
 // one goroutine may queue text while another runs Model.Step; a stream
-// belongs to at most one Step at a time.
+// belongs to at most one Step at a time. [Model.Close] may run while other
+// goroutines use the model (a server reloading it): it waits for the
+// forwards under way, and every call that would run the model afterwards
+// fails with [ErrModelClosed].
 package guard

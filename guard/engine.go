@@ -111,6 +111,11 @@ func chooseEngine(net *qwen3.Model, device string) (e engine, note string, err e
 // final normed hidden states; the caches are released. It serves the
 // module's tools through guardhook.Forward.
 func (m *Model) forwardFresh(ids [][]int) ([]qwen3.Output, error) {
+	m.run.RLock() // as Step does: Close waits for the forward
+	defer m.run.RUnlock()
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
 	caches := make([]kvCache, len(ids))
 	for i := range caches {
 		caches[i] = m.eng.newCache()

@@ -28,8 +28,10 @@ func TestGPUMatchesCPU(t *testing.T) {
 		}
 		t.Skipf("no GPU to run on: %v", err)
 	}
-	gm := *cpu
-	gm.eng = e
+	// The CPU model's fields with the GPU's engine (a Model holds a lock,
+	// so it is not copied whole).
+	gm := &Model{net: cpu.net, eng: e, tok: cpu.tok, policy: cpu.policy, scaffold: cpu.scaffold,
+		unsafeIdx: cpu.unsafeIdx, contIdx: cpu.contIdx, queryUnsafeIdx: cpu.queryUnsafeIdx, queryContIdx: cpu.queryContIdx}
 	defer e.close()
 	convs := [][]Message{
 		{{Role: "user", Content: "How do I bake bread?"}, {Role: "assistant", Content: "Mix flour, water, salt and yeast; knead; let it rise; bake at 230 degrees."}},

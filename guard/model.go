@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
@@ -86,7 +88,9 @@ type Options struct {
 	RepackCache string
 }
 
-// Model is a loaded guard model. It is safe for concurrent use.
+// Model is a loaded guard model. It is safe for concurrent use, Close
+// included. Models come from Load: the zero Model is not usable, and its
+// methods return errors (or zero values), as a nil *Model's do.
 type Model struct {
 	net *qwen3.Model
 	eng engine
@@ -102,6 +106,34 @@ type Model struct {
 	queryUnsafeIdx, queryContIdx int
 	loadTime                     time.Duration
 	repack                       RepackUse // Info.RepackCache
+
+	// run is held for reading by each forward and for writing by Close:
+	// a forward reads weights that Close unmaps (a fault no recover
+	// catches), so Close waits for the forwards under way, and a forward
+	// that would start after it sees closed instead.
+	run    sync.RWMutex
+	closed atomic.Bool // read without run by the calls that only queue
+}
+
+// ErrModelClosed is wrapped by the error of every call that would run a
+// model after its Close: Step, Moderate, and a stream's Judge, Append and
+// Queue calls, on streams opened before the Close or after it. It is not
+// ErrClosed, which says the stream was closed: a server that reloads its
+// model can tell "retry on the new model" from its own mistake.
+var ErrModelClosed = errors.New("guard: model is closed")
+
+// errNotLoaded is the error of a zero (or nil) Model's calls.
+var errNotLoaded = errors.New("guard: the model is not loaded: a zero Model is not usable; models come from Load")
+
+// usable is nil, or why m cannot run: not loaded, or closed.
+func (m *Model) usable() error {
+	switch {
+	case m == nil || m.net == nil:
+		return errNotLoaded
+	case m.closed.Load():
+		return ErrModelClosed
+	}
+	return nil
 }
 
 // Load opens a model: dir is a model folder, or a Hugging Face hub id
@@ -182,10 +214,10 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 		if err == nil {
 			set.Close()
 		}
-		return nil, tr.err
+		return nil, fmt.Errorf("guard: %w", tr.err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("guard: %s: %w", dir, err)
 	}
 	tok := tr.tok
 	if err := loadCanceled(ctx, dir); err != nil {
@@ -200,7 +232,7 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 	if _, cpu := m.eng.(cpuEngine); cpu && net.UploadOnly() && !forUpload {
 		set.Close()
 		if net, set, err = open(false); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, fmt.Errorf("guard: %s: %w", dir, err)
 		}
 		m.net, m.eng = net, cpuEngine{net}
 	}
@@ -224,17 +256,36 @@ func modelFolder(dir string) (string, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("guard: %w", err)
 	case hub.LooksLikePath(dir) || !hub.IsRepoID(dir):
-		return "", fmt.Errorf("guard: no such model folder: %s", dir)
+		return "", &notExistError{msg: "guard: no such model folder: " + dir}
 	}
 	ref, err := hub.ParseRef(dir)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("guard: %w", err)
 	}
 	snap, err := hub.NewClient(hub.EnvFromOS()).Cached(ref)
 	if err != nil {
-		return "", fmt.Errorf("guard: no folder %s; %w", dir, err)
+		// Whatever the cache lacks (the repo, the revision, a complete
+		// snapshot), Load has no model there to open.
+		return "", &notExistError{msg: fmt.Sprintf("guard: no folder %s; %v", dir, err), err: err}
 	}
 	return snap.Dir, nil
+}
+
+// notExistError is a model Load finds nowhere: errors.Is(err,
+// fs.ErrNotExist) holds, as for a missing file, so that a caller can branch
+// on it; err is the cause, when there is one.
+type notExistError struct {
+	msg string
+	err error
+}
+
+func (e *notExistError) Error() string { return e.msg }
+
+func (e *notExistError) Unwrap() []error {
+	if e.err == nil {
+		return []error{fs.ErrNotExist}
+	}
+	return []error{fs.ErrNotExist, e.err}
 }
 
 func loadCanceled(ctx context.Context, dir string) error {
@@ -250,7 +301,7 @@ func loadCanceled(ctx context.Context, dir string) error {
 func checkFolder(dir string, ownTokenizer bool) error {
 	r, err := checkpoint.Report(dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("guard: %w", err)
 	}
 	var problems []string
 	if r.Diagnosis != "" {
@@ -266,7 +317,7 @@ func checkFolder(dir string, ownTokenizer bool) error {
 		problems = append(problems, "not a Qwen3Guard-Stream model")
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%s is not a complete Qwen3Guard-Stream model (streamguard verify %s shows the full report): %s",
+		return fmt.Errorf("guard: %s is not a complete Qwen3Guard-Stream model (streamguard verify %s shows the full report): %s",
 			dir, dir, strings.Join(problems, "; "))
 	}
 	return nil
@@ -312,6 +363,12 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 		return nil, fmt.Errorf("guard: %w", err)
 	}
 	l := net.Labels
+	if err := checkRiskLevels("response_risk_level_map", l.ResponseRisk); err != nil {
+		return nil, err
+	}
+	if err := checkRiskLevels("query_risk_level_map", l.QueryRisk); err != nil {
+		return nil, err
+	}
 	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
 		return nil, err
 	}
@@ -331,6 +388,31 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 		unsafeIdx: indexOf(l.ResponseRisk, Unsafe), contIdx: indexOf(l.ResponseRisk, Controversial),
 		queryUnsafeIdx: indexOf(l.QueryRisk, Unsafe), queryContIdx: indexOf(l.QueryRisk, Controversial),
 	}, nil
+}
+
+// checkRiskLevels makes a risk level map (config.json's field) the three
+// levels the policies know, Safe (index 0), Unsafe and Controversial, or
+// refuses it. The policies find Unsafe and Controversial by name: under a
+// name they do not know, a threshold would score P(Unsafe) as 0 and pass
+// every verdict. A level spelled in another case or with spaces around it
+// ("unsafe") is the same level — the model's card does not fix the
+// spelling — and is renamed in place, so that Verdict.Risk is always one
+// of the exported names; anything else (a missing, repeated or fourth
+// level) refuses the model at load.
+func checkRiskLevels(field string, risk []string) error {
+	for i, r := range risk {
+		for _, name := range []string{Safe, Unsafe, Controversial} {
+			if strings.EqualFold(strings.TrimSpace(r), name) {
+				risk[i] = name
+			}
+		}
+	}
+	ok := len(risk) == 3 && risk[0] == Safe && slices.Contains(risk, Unsafe) && slices.Contains(risk, Controversial)
+	if !ok {
+		return fmt.Errorf("guard: config.json's %s names the levels %q: want %q (index 0), %q and %q, which the policies read by name",
+			field, risk, Safe, Unsafe, Controversial)
+	}
+	return nil
 }
 
 func indexOf(s []string, v string) int {
@@ -355,9 +437,27 @@ func loadTokenizer(dir, path string) (*tokenizer.Tokenizer, error) {
 	return t, err
 }
 
-// Close releases the weights. Streams must not be used afterwards.
+// Close releases the weights. It waits for the forwards under way (a Step,
+// or the chunk a synchronous call is feeding) to end, so it may be called
+// while other goroutines use the model; afterwards every call that would
+// run the model fails with an error wrapping ErrModelClosed, on streams
+// opened before or after, and nothing reads the released weights. Streams
+// need not be closed first, and their other methods (Close, Decision, ...)
+// still work. Close is idempotent: later calls return nil, as does Close on
+// a nil or zero Model.
 func (m *Model) Close() error {
-	err := m.eng.close()
+	if m == nil {
+		return nil
+	}
+	m.run.Lock()
+	defer m.run.Unlock()
+	if m.closed.Swap(true) {
+		return nil
+	}
+	var err error
+	if m.eng != nil {
+		err = m.eng.close()
+	}
 	if m.closer != nil {
 		if cerr := m.closer.Close(); err == nil {
 			err = cerr
@@ -400,8 +500,11 @@ type Labels struct {
 	QueryCategory    []string
 }
 
-// Info describes the model.
+// Info describes the model, closed or not; a zero Model's is the zero Info.
 func (m *Model) Info() Info {
+	if m == nil || m.net == nil {
+		return Info{}
+	}
 	l := m.net.Labels
 	return Info{
 		Layers: len(m.net.Layers), Hidden: m.net.Hidden(), VocabSize: m.net.VocabSize(),
@@ -415,4 +518,9 @@ func (m *Model) Info() Info {
 }
 
 // Policy is the default policy of new streams.
-func (m *Model) Policy() Policy { return m.policy }
+func (m *Model) Policy() Policy {
+	if m == nil {
+		return Policy{}
+	}
+	return m.policy
+}

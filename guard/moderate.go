@@ -31,6 +31,9 @@ func (m *Model) Moderate(ctx context.Context, msgs []Message, policy *Policy) (*
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty conversation: no messages")
 	}
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
 	c, err := m.tok.RenderConversation(chatMessages(msgs))
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)

@@ -2,7 +2,10 @@ package guard
 
 import (
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Mode decides what a Controversial verdict means.
@@ -33,7 +36,7 @@ func ParseMode(s string) (Mode, error) {
 	case "loose":
 		return Loose, nil
 	}
-	return 0, fmt.Errorf("mode %q: want strict or loose", s)
+	return 0, fmt.Errorf("guard: mode %q: want strict or loose", s)
 }
 
 // DefaultDebounce is the official run length: a response is flagged when two
@@ -97,33 +100,45 @@ func (l level) String() string {
 	return Safe
 }
 
-// check validates the policy against the model's labels.
+// check validates the policy against the model's category labels (the
+// response's, then the query's). Its errors read "guard: policy: ...", as
+// every error of the package's API starts with "guard: ", and an unknown
+// category's lists the names the model knows.
 func (p *Policy) check(categories ...[]string) error {
 	if p.Mode != Strict && p.Mode != Loose {
-		return fmt.Errorf("policy: unknown mode %d", int(p.Mode))
+		return fmt.Errorf("guard: policy: unknown mode %d (want Strict or Loose)", int(p.Mode))
 	}
 	if p.Debounce < 0 {
-		return fmt.Errorf("policy: debounce %d must be at least 1 (0 for the default %d)", p.Debounce, DefaultDebounce)
+		return fmt.Errorf("guard: policy: debounce %d must be at least 1 (0 for the default %d)", p.Debounce, DefaultDebounce)
 	}
-	known := func(name string) bool {
-		for _, c := range categories {
-			if slices.Contains(c, name) {
-				return true
+	var names []string // each category once, in the heads' order
+	for _, c := range categories {
+		for _, name := range c {
+			if !slices.Contains(names, name) {
+				names = append(names, name)
 			}
 		}
-		return false
 	}
-	for name, t := range p.Thresholds {
-		if !known(name) {
-			return fmt.Errorf("policy: threshold for unknown category %q", name)
+	valid := func() string {
+		q := make([]string, len(names))
+		for i, n := range names {
+			q[i] = strconv.Quote(n)
+		}
+		return "the model's categories are " + strings.Join(q, ", ")
+	}
+	// Sorted, so that a policy with several errors always reports the same.
+	for _, name := range slices.Sorted(maps.Keys(p.Thresholds)) {
+		t := p.Thresholds[name]
+		if !slices.Contains(names, name) {
+			return fmt.Errorf("guard: policy: threshold for unknown category %q; %s", name, valid())
 		}
 		if !(t >= 0 && t <= 1) {
-			return fmt.Errorf("policy: threshold %v for %q is outside [0, 1]", t, name)
+			return fmt.Errorf("guard: policy: threshold %v for %q is outside [0, 1]", t, name)
 		}
 	}
 	for _, name := range p.Block {
-		if !known(name) {
-			return fmt.Errorf("policy: blocked category %q is unknown", name)
+		if !slices.Contains(names, name) {
+			return fmt.Errorf("guard: policy: blocked category %q is unknown; %s", name, valid())
 		}
 	}
 	return nil

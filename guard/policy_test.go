@@ -108,10 +108,12 @@ func TestPolicyValidation(t *testing.T) {
 }
 
 // TestLevelName: Verdict.Level spells the level the policy applied with the
-// model's own label when the policy agrees with the likeliest level (a
-// checkpoint may spell its labels its own way: "unsafe"), and by the level's
-// name where a threshold or the block list decided otherwise — so that
-// Level differs from Risk exactly when the policy overruled the argmax.
+// model's own label when the policy agrees with the likeliest level, and by
+// the level's name where a threshold or the block list decided otherwise —
+// so that Level differs from Risk exactly when the policy overruled the
+// argmax. (The lower-case labels test the mechanism alone: Load refuses a
+// model whose risk levels are not spelled Safe, Unsafe and Controversial,
+// TestLoadRefusesRiskLevels.)
 func TestLevelName(t *testing.T) {
 	const cont = 2
 	for _, c := range []struct {

@@ -38,10 +38,14 @@ type StepResult struct {
 //
 // ctx is checked before the forward (a forward that has started runs to its
 // end); when it is done, Step takes nothing from the queues and returns an
-// error wrapping ctx.Err().
+// error wrapping ctx.Err(). On a closed model Step takes nothing either,
+// and returns ErrModelClosed.
 func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) ([]StepResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("guard: step: %w", err)
+	}
+	if err := m.usable(); err != nil {
+		return nil, err
 	}
 	taken := make([][]item, len(streams))
 	caches := make([]kvCache, len(streams))
@@ -88,7 +92,16 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}
 		caches[i], idss[i] = s.cache, ids
 	}
-	outs, ferr := m.eng.forward(caches, idss, false)
+	// The forward reads the weights: Close must not unmap them meanwhile,
+	// and one closed since the check above fails the step here, taking
+	// nothing from the queues.
+	var outs []qwen3.Output
+	m.run.RLock()
+	ferr := m.usable()
+	if ferr == nil {
+		outs, ferr = m.eng.forward(caches, idss, false)
+	}
+	m.run.RUnlock()
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		s.mu.Lock()
@@ -109,7 +122,10 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}
 		s.mu.Unlock()
 	}
-	if ferr != nil {
+	switch {
+	case errors.Is(ferr, ErrModelClosed):
+		return nil, ferr
+	case ferr != nil:
 		return nil, fmt.Errorf("guard: %w", ferr)
 	}
 	return results, nil

@@ -62,7 +62,9 @@ type item struct {
 }
 
 // Stream is one conversation's state: its KV cache, the tokens queued for
-// the next forward, and the policy state of the current response.
+// the next forward, and the policy state of the current response. Streams
+// come from Model.NewStream: the zero Stream is not usable, and its
+// methods return errors (or zero values).
 type Stream struct {
 	m      *Model
 	mu     sync.Mutex
@@ -93,6 +95,22 @@ type Stream struct {
 // ErrClosed is returned by operations on a closed stream.
 var ErrClosed = errors.New("guard: stream is closed")
 
+// errZeroStream is the error of a zero Stream's calls.
+var errZeroStream = errors.New("guard: the stream is not open: a zero Stream is not usable; streams come from Model.NewStream")
+
+// check is nil, or why the stream can take no work: closed, a zero
+// Stream, or its model not loaded or closed (ErrModelClosed: the queued
+// tokens could never be fed). Callers hold s.mu.
+func (s *Stream) check() error {
+	switch {
+	case s.m == nil:
+		return errZeroStream
+	case s.closed:
+		return ErrClosed
+	}
+	return s.m.usable()
+}
+
 // ErrContextLength is wrapped by the error of an operation that would take a
 // stream past the model's context (max_position_embeddings) or the bound
 // set by [Stream.SetMaxTokens]. The input is the caller's to shorten:
@@ -100,8 +118,15 @@ var ErrClosed = errors.New("guard: stream is closed")
 var ErrContextLength = errors.New("guard: context length exceeded")
 
 // NewStream starts a conversation with the model's default policy. Its
-// cache memory grows with use; Close releases it.
+// cache memory grows with use; Close releases it. On a closed (or zero)
+// model it returns a stream whose every call that would queue or run fails
+// with that model's error (ErrModelClosed).
 func (m *Model) NewStream() *Stream {
+	if m.usable() != nil {
+		// No cache, encoder or decoder: check refuses every call that
+		// would use them, and the others read none of them.
+		return &Stream{m: m, resp: newResponseState()}
+	}
 	return &Stream{
 		m: m, cache: m.eng.newCache(), policy: m.policy, resp: newResponseState(),
 		enc: m.tok.NewTextStreamEncoder(), dec: m.tok.NewStreamDecoder(false),
@@ -110,6 +135,12 @@ func (m *Model) NewStream() *Stream {
 
 // SetPolicy replaces the stream's policy for tokens judged from now on.
 func (s *Stream) SetPolicy(p Policy) error {
+	if s.m == nil {
+		return errZeroStream
+	}
+	if s.m.net == nil {
+		return errNotLoaded
+	}
 	l := s.m.net.Labels
 	if err := p.check(l.ResponseCategory, l.QueryCategory); err != nil {
 		return err
@@ -130,6 +161,12 @@ func (s *Stream) SetPolicy(p Policy) error {
 func (s *Stream) SetMaxTokens(n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.m == nil {
+		return errZeroStream
+	}
+	if s.m.net == nil {
+		return errNotLoaded
+	}
 	if max := s.m.net.MaxPositions; n < 0 || n > max {
 		return fmt.Errorf("guard: stream limit %d outside [0, %d], the model's max_position_embeddings", n, max)
 	}
@@ -156,7 +193,9 @@ func (s *Stream) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.queue = nil
-	if !s.inStep {
+	if !s.inStep && s.cache != nil {
+		// Safe after the model's Close: a cache is the stream's own
+		// memory, or (on a GPU) bookkeeping of the engine's pool.
 		s.cache.Release()
 		s.fed = 0
 	}
@@ -178,6 +217,9 @@ func (s *Stream) Len() int {
 func (s *Stream) HeldBytes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.enc == nil {
+		return 0
+	}
 	return s.enc.Held()
 }
 
@@ -196,6 +238,9 @@ func (s *Stream) CacheBytes() int64 {
 	if s.inStep {
 		return s.cacheBytes
 	}
+	if s.cache == nil {
+		return 0
+	}
 	return s.cache.Bytes()
 }
 
@@ -204,6 +249,9 @@ func (s *Stream) CacheBytes() int64 {
 func (s *Stream) Flagged() (index int, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.m == nil { // a zero Stream's response state is not a fresh one's
+		return -1, false
+	}
 	return s.resp.flaggedAt, s.resp.flaggedAt >= 0
 }
 
@@ -212,6 +260,10 @@ func (s *Stream) Flagged() (index int, ok bool) {
 func (s *Stream) Decision() Decision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.m == nil {
+		r := newResponseState()
+		return r.decision(&s.policy)
+	}
 	return s.resp.decision(&s.policy)
 }
 
@@ -224,8 +276,8 @@ func (s *Stream) LastPrompt() *PromptVerdict {
 
 // push queues items atomically after checking the stream can take them.
 func (s *Stream) push(items []item) error {
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	vocab := s.m.net.VocabSize()
 	for _, it := range items {
@@ -319,6 +371,12 @@ func (s *Stream) QueuePrompt(msgs []Message) error {
 	if last := msgs[len(msgs)-1]; last.Role != "user" {
 		return fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
 	}
+	s.mu.Lock()
+	err := s.check()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	c, err := s.m.tok.RenderConversation(chatMessages(msgs))
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
@@ -337,6 +395,9 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
 	s.save()
 	items := s.closeTurn()
 	items = append(items, contextItems(ids[:len(ids)-1], itemContext)...)
@@ -356,6 +417,9 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 func (s *Stream) StartResponse(thinking bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
 	s.save()
 	return s.undo(s.startResponse(thinking))
 }
@@ -394,8 +458,8 @@ func (s *Stream) ensureResponse() error {
 func (s *Stream) QueueIDs(ids []int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	s.save()
 	if err := s.ensureResponse(); err != nil {
@@ -413,8 +477,8 @@ func (s *Stream) QueueIDs(ids []int) error {
 func (s *Stream) QueueText(text string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	s.save()
 	if err := s.ensureResponse(); err != nil {
@@ -427,8 +491,8 @@ func (s *Stream) QueueText(text string) error {
 func (s *Stream) QueueFlushText() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return nil
@@ -446,8 +510,8 @@ func (s *Stream) QueueFlushText() error {
 func (s *Stream) QueueEndThinking() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	if s.phase != phaseThinking {
 		return errors.New("guard: no open think block to end (StartResponse(true) opens one)")
@@ -475,8 +539,8 @@ func (s *Stream) QueueEndThinking() error {
 func (s *Stream) QueueEndResponse() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if err := s.check(); err != nil {
+		return err
 	}
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return errors.New("guard: no open response to end")
@@ -495,6 +559,9 @@ func (s *Stream) QueueEndResponse() error {
 func (s *Stream) queueConversation(c *tokenizer.Conversation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
 	if s.phase != phaseFresh {
 		return errors.New("guard: a whole conversation needs a fresh stream")
 	}

@@ -17,15 +17,24 @@ type Source struct {
 	// Link is the base name of the file's symbolic link target, if it is
 	// one: in a Hugging Face hub cache, the blob's SHA-256.
 	Link string `json:"link,omitempty"`
-	// Sample is the SHA-256 of the first headBytes and of samples pages
-	// spread over the rest.
+	// Sample is the SHA-256 of the first headBytes and of one page every
+	// Stride bytes after them, and the last page.
 	Sample string `json:"sample"`
+	// Stride is the sampling's step (sampleStride); 0 in a file written
+	// when the samples were 16 pages spread over the whole file.
+	Stride int64 `json:"sample_stride,omitempty"`
 }
 
 const (
 	headBytes = 1 << 20
-	samples   = 16
 	page      = 4096
+	// sampleStride is the step of the sampled pages: every tensor of a
+	// real checkpoint that the pack holds spans megabytes, so a change to
+	// one, even with the file's size and modification time kept (cp -p,
+	// rsync -a, an image build's fixed timestamps), changes a sampled
+	// page. Reading a page a MiB is 0.4% of the file: about 20 MB of an
+	// 8B checkpoint, a few milliseconds from the page cache.
+	sampleStride = 1 << 20
 )
 
 func (s Source) diff(w Source) string {
@@ -36,6 +45,8 @@ func (s Source) diff(w Source) string {
 		return "modification time changed"
 	case s.Link != w.Link:
 		return fmt.Sprintf("link target %q, now %q", s.Link, w.Link)
+	case s.Stride != w.Stride:
+		return "written by an older version, which sampled the contents more sparsely"
 	case s.Sample != w.Sample:
 		return "contents changed"
 	}
@@ -73,14 +84,18 @@ func describe(path string) (Source, error) {
 	if err != nil {
 		return s, err
 	}
-	s.Size, s.ModTime = fi.Size(), fi.ModTime().UnixNano()
+	s.Size, s.ModTime, s.Stride = fi.Size(), fi.ModTime().UnixNano(), sampleStride
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, min(s.Size, headBytes))); err != nil {
 		return s, fmt.Errorf("%s: %w", path, err)
 	}
-	if rest := s.Size - headBytes; rest > page {
-		for i := range int64(samples) {
-			off := headBytes + i*(rest-page)/(samples-1)
+	if s.Size > headBytes {
+		offs := []int64{}
+		for off := int64(headBytes); off+page <= s.Size; off += sampleStride {
+			offs = append(offs, off)
+		}
+		offs = append(offs, max(headBytes, s.Size-page)) // the end, wherever the stride stops
+		for _, off := range offs {
 			if _, err := io.Copy(h, io.NewSectionReader(f, off, page)); err != nil {
 				return s, fmt.Errorf("%s: %w", path, err)
 			}
