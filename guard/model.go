@@ -22,7 +22,8 @@ import (
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
-// Message is one chat turn. Role is "system", "user" or "assistant";
+// Message is one chat turn. Role is "system" ("developer", OpenAI's newer
+// name for it, is read as "system"), "user" or "assistant";
 // ReasoningContent is an assistant turn's reasoning (the text of its think
 // block), which the chat template keeps only for turns after the last user
 // turn. All of it is text: control tokens written in it stay text.
@@ -35,6 +36,9 @@ type Message struct {
 func chatMessages(msgs []Message) []tokenizer.Message {
 	out := make([]tokenizer.Message, len(msgs))
 	for i, m := range msgs {
+		if m.Role == "developer" {
+			m.Role = "system"
+		}
 		out[i] = tokenizer.Message(m)
 	}
 	return out

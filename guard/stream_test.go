@@ -471,3 +471,21 @@ func TestSetMaxTokens(t *testing.T) {
 		t.Fatalf("after the limit was lifted: %v", err)
 	}
 }
+
+// TestDeveloperRole: OpenAI's "developer" role is the system turn, as the
+// server reads it: the same verdict, position for position.
+func TestDeveloperRole(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	judge := func(role string) *PromptVerdict {
+		s := m.NewStream()
+		defer s.Close()
+		pv, err := s.JudgePrompt(context.Background(), []Message{{Role: role, Content: "Be brief."}, {Role: "user", Content: "hi"}})
+		if err != nil {
+			t.Fatalf("role %s: %v", role, err)
+		}
+		return pv
+	}
+	if d, s := judge("developer"), judge("system"); d.Position != s.Position || d.RiskProb != s.RiskProb {
+		t.Errorf("developer %+v, system %+v", d, s)
+	}
+}
