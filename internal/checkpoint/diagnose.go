@@ -21,7 +21,7 @@ func (r *LoadReport) diagnose(set *safetensors.Set, cfg *config.Config) {
 		}
 	}
 	_, hasLMHead, _ := set.Info("lm_head.weight")
-	arch := strings.Join(cfg.Architectures, ", ")
+	arch := strings.Join(printableAll(cfg.Architectures), ", ")
 	if arch == "" {
 		arch = "no architecture"
 	}
@@ -47,6 +47,6 @@ func (r *LoadReport) diagnose(set *safetensors.Set, cfg *config.Config) {
 			config.GuardArchitecture, headList)
 	}
 	if hasLMHead != "" {
-		r.lmHeadHeuristic(set)
+		r.lmHeadHeuristic(set, cfg)
 	}
 }

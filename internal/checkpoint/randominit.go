@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 
+	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/half"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -44,6 +46,10 @@ const (
 	randomInitBlockRows = 32
 )
 
+// maxSampleCols bounds the row length sampleFileRows reads, so its buffer
+// is at most 32 rows × 32768 × 4 bytes = 4 MiB: hidden_size's own limit.
+const maxSampleCols = config.MaxHiddenSize
+
 // initializerRange is the std HF's _init_weights gives Linear weights.
 const initializerRange = 0.02
 
@@ -81,6 +87,12 @@ func SampleRandomInit(t *safetensors.Tensor, blocks, blockRows int) (*RandomInit
 func sampleFileRows(path string, info safetensors.TensorInfo) (*RandomInitStats, error) {
 	if err := checkMatrix(info.Name, info.DType, info.Shape); err != nil {
 		return nil, err
+	}
+	// The buffer holds randomInitBlockRows rows: never size it by a row
+	// length only a header vouches for (lmHeadHeuristic checks the shape
+	// against the config; this is the bound whatever the caller).
+	if info.Shape[1] > maxSampleCols {
+		return nil, fmt.Errorf("tensor %q: rows of %d values, more than the %d a sample reads", info.Name, info.Shape[1], maxSampleCols)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -203,12 +215,25 @@ func cv(xs []float64) float64 {
 }
 
 // lmHeadHeuristic samples lm_head.weight and records whether it looks like
-// a fresh random initialisation.
-func (r *LoadReport) lmHeadHeuristic(set *safetensors.Set) {
+// a fresh random initialisation. It samples only an lm_head of the shape a
+// valid config.json gives it, [vocab_size, hidden_size]: the sample's
+// buffer is sized by the row length, and the header alone may claim any
+// (a sparse file costs no disk at [1, 2^33]), while hidden_size is
+// bounded by config.MaxHiddenSize.
+func (r *LoadReport) lmHeadHeuristic(set *safetensors.Set, cfg *config.Config) {
 	const name = "lm_head.weight"
 	h := Heuristic{Tensor: name, Check: "random-init"}
 	info, path, _ := set.Info(name)
-	s, err := sampleFileRows(path, info)
+	var s *RandomInitStats
+	var err error
+	switch want := []int{cfg.VocabSize, cfg.HiddenSize}; {
+	case cfg.Validate(false) != nil:
+		err = fmt.Errorf("config.json is not valid (see the problems), so the shape of %s cannot be checked", name)
+	case !slices.Equal(info.Shape, want):
+		err = fmt.Errorf("shape %s is not [vocab_size, hidden_size] = %s from config.json", shapeString(info.Shape), shapeString(want))
+	default:
+		s, err = sampleFileRows(path, info)
+	}
 	if err == nil && s.SampledRows == 0 {
 		err = fmt.Errorf("no row could be read")
 	}

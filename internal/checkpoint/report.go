@@ -110,7 +110,7 @@ func Report(dir string) (*LoadReport, error) {
 
 	cfg, err := config.Load(dir)
 	if err != nil {
-		problem("config: %v", err)
+		problem("config: %s", printable(err.Error()))
 	} else {
 		r.Config = cfg
 		r.Architectures = cfg.Architectures
@@ -123,11 +123,11 @@ func Report(dir string) (*LoadReport, error) {
 		}
 		if err := cfg.Validate(r.Guard); err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
-				problem("config.json: %s", line)
+				problem("config.json: %s", printable(line)) // rope_scaling is printed with %v
 			}
 		}
 		for _, p := range AWQShapeProblems(cfg) {
-			problem("config.json: %s", p)
+			problem("config.json: %s", printable(p))
 		}
 	}
 	for _, name := range TokenizerFiles {
@@ -136,7 +136,7 @@ func Report(dir string) (*LoadReport, error) {
 		case errors.Is(err, fs.ErrNotExist):
 			problem("%s is missing: the guard needs the Qwen3 tokenizer files next to the weights", name)
 		case err != nil:
-			problem("%s: %v", name, err)
+			problem("%s: %s", name, printable(err.Error()))
 		case !fi.Mode().IsRegular() || fi.Size() == 0:
 			problem("%s is empty or not a regular file", name)
 		}
@@ -144,7 +144,7 @@ func Report(dir string) (*LoadReport, error) {
 
 	set, err := safetensors.OpenDir(dir)
 	if err != nil {
-		problem("checkpoint unreadable, no tensor checked: %v", err)
+		problem("checkpoint unreadable, no tensor checked: %s", printable(err.Error()))
 		r.finish()
 		return r, nil
 	}
@@ -319,12 +319,12 @@ func (r *LoadReport) finish() {
 		if len(names) == 0 {
 			continue
 		}
-		r.Problems = append(r.Problems, fmt.Sprintf("%d %s %s: %s", len(names), plural(len(names), "tensor", "tensors"), describe[s], listSome(names, 8)))
+		r.Problems = append(r.Problems, fmt.Sprintf("%d %s %s: %s", len(names), plural(len(names), "tensor", "tensors"), describe[s], listSome(printableAll(names), 8)))
 	}
 	for _, t := range r.Tensors {
 		if t.Status == WrongShape || t.Status == WrongDType {
 			if len(byStatus[WrongShape])+len(byStatus[WrongDType]) <= 8 {
-				r.Problems = append(r.Problems, fmt.Sprintf("%s is %s %s; %s", t.Name, t.DType, shapeString(t.Shape), t.Note))
+				r.Problems = append(r.Problems, fmt.Sprintf("%s is %s %s; %s", printable(t.Name), printable(t.DType), shapeString(t.Shape), t.Note))
 			}
 		}
 	}

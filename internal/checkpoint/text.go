@@ -3,8 +3,10 @@ package checkpoint
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 )
 
 // WriteText prints the report as a table of every tensor followed by a
@@ -28,15 +30,15 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 		if q == "" {
 			q = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Status, dtype, q, shape, bytes)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(t.Name), t.Status, printable(dtype), q, shape, bytes)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Folder:        %s\n", r.Dir)
-	arch := strings.Join(r.Architectures, ", ")
+	fmt.Fprintf(w, "Folder:        %s\n", printable(r.Dir))
+	arch := strings.Join(printableAll(r.Architectures), ", ")
 	if arch == "" {
 		arch = "(none)"
 	}
@@ -51,10 +53,11 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(w, "%-14s %s (%s, %d tensors)\n", label, f.Name, humanBytes(f.Bytes), f.Tensors)
+		fmt.Fprintf(w, "%-14s %s (%s, %d tensors)\n", label, printable(f.Name), humanBytes(f.Bytes), f.Tensors)
 	}
 	if g := r.Metadata["generator"]; g != "" {
-		fmt.Fprintf(w, "Generator:     %s (synthetic weights: preset %s, seed %s, dtype %s)\n", g, r.Metadata["preset"], r.Metadata["seed"], r.Metadata["dtype"])
+		fmt.Fprintf(w, "Generator:     %s (synthetic weights: preset %s, seed %s, dtype %s)\n",
+			printable(g), printable(r.Metadata["preset"]), printable(r.Metadata["seed"]), printable(r.Metadata["dtype"]))
 	}
 	var counts []string
 	for _, s := range Statuses {
@@ -70,17 +73,19 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 	if t := r.Tokenizer; t != nil {
 		fmt.Fprintf(w, "Tokenizer:     %s\n", t.summary())
 	}
+	// Report puts untrusted names into these already made printable; this
+	// is the backstop for anything that reaches them another way.
 	if r.Diagnosis != "" {
-		fmt.Fprintf(w, "\nDiagnosis: %s\n", r.Diagnosis)
+		fmt.Fprintf(w, "\nDiagnosis: %s\n", printable(r.Diagnosis))
 	}
 	if len(r.Problems) > 0 {
 		fmt.Fprintln(w, "\nProblems:")
 		for _, p := range r.Problems {
-			fmt.Fprintf(w, "  - %s\n", p)
+			fmt.Fprintf(w, "  - %s\n", printable(p))
 		}
 	}
 	for _, h := range r.Heuristics {
-		fmt.Fprintf(w, "\n%s\n", h.Message)
+		fmt.Fprintf(w, "\n%s\n", printable(h.Message))
 	}
 	fmt.Fprintln(w)
 	if r.OK() {
@@ -89,6 +94,30 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 	}
 	_, err := fmt.Fprintf(w, "REFUSED: not a loadable Qwen3Guard-Stream model (%d %s).\n", len(r.Problems)+boolInt(r.Diagnosis != ""), plural(len(r.Problems)+boolInt(r.Diagnosis != ""), "problem", "problems"))
 	return err
+}
+
+// printable is s as it may reach a terminal: unchanged when every rune
+// is printable (strconv.IsPrint: no control characters, no bidi or other
+// format characters, valid UTF-8), else Go-quoted. Tensor names,
+// __metadata__, config.json strings and file names come from the
+// checkpoint, and a raw ESC in them would let a downloaded model clear
+// the screen, set the title, forge links or hide lines of the report;
+// quoted, the odd name is visible as such.
+func printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+func printableAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = printable(s)
+	}
+	return out
 }
 
 func boolInt(b bool) int {

@@ -32,8 +32,9 @@ var ScaffoldTokens = []ScaffoldToken{
 }
 
 // MaxTokenizerBytes bounds the tokenizer.json that CheckTokenizerFile
-// reads; the Qwen3 one is about 11 MiB.
-const MaxTokenizerBytes = 64 << 20
+// reads; the Qwen3 one is about 11 MiB. It is tokenizer.Load's own bound
+// (which also caps what a .gz decompresses to), so the two cannot differ.
+const MaxTokenizerBytes = tokenizer.MaxFileBytes
 
 // ScaffoldCheck is how a tokenizer maps one scaffold token.
 type ScaffoldCheck struct {
@@ -133,7 +134,7 @@ func (r *LoadReport) CheckTokenizerFile() {
 	}
 	tok, err := tokenizer.Load(path)
 	if err != nil {
-		r.Problems = append(r.Problems, fmt.Sprintf("%s cannot be loaded: %v", name, err))
+		r.Problems = append(r.Problems, fmt.Sprintf("%s cannot be loaded: %s", name, printable(err.Error())))
 		return
 	}
 	tr.Checked = true

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 )
 
 // GuardArchitecture is the architectures[0] of a complete guard model.
@@ -137,6 +139,9 @@ func Load(dir string) (*Config, error) {
 		qpath := filepath.Join(dir, "quant_config.json")
 		if qb, err := readBounded(qpath); err == nil {
 			var q Quantization
+			if err := jsonkeys.Check(qb, &q); err != nil {
+				return nil, fmt.Errorf("%s: %w", qpath, err)
+			}
 			if err := json.Unmarshal(qb, &q); err != nil {
 				return nil, fmt.Errorf("%s: %w", qpath, err)
 			}
@@ -172,9 +177,16 @@ func readBounded(path string) ([]byte, error) {
 }
 
 // Parse decodes config.json bytes. It checks syntax and types only; Validate
-// checks the values.
+// checks the values. A key repeated in one object, or one that matches a
+// field only when case is ignored ("Hidden_Size"), is refused: encoding/json
+// would take the last one, or fill hidden_size from the variant, where
+// transformers and jq read the exact key, so the file would mean different
+// things to them and to streamguard.
 func Parse(b []byte) (*Config, error) {
 	var c Config
+	if err := jsonkeys.Check(b, &c); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -520,5 +521,32 @@ func TestPullPinnedCommitMustBeAnswered(t *testing.T) {
 	}
 	if _, err := os.Stat(c.Cache().refPath("o/m", pinned)); !os.IsNotExist(err) {
 		t.Errorf("writeRef made refs/%s: %v", pinned, err)
+	}
+}
+
+// TestIndexBoundedBeforeRead: a snapshot's shard index over the bound
+// (a sparse file costs no disk) is refused from its size, not read first.
+func TestIndexBoundedBeforeRead(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, "model.safetensors.index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = checkModelFolder(dir)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("a 1 GiB index: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("refusing a 1 GiB index allocated %d bytes", n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
 // cachedSnapshot returns ref's snapshot from the cache alone, if it holds
@@ -64,7 +66,7 @@ func checkModelFolder(dir string) error {
 		return nil
 	}
 	index := filepath.Join(dir, "model.safetensors.index.json")
-	b, err := os.ReadFile(index)
+	b, err := safetensors.ReadIndex(index) // bounded before it is read
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json", dir)
 	}

@@ -149,7 +149,7 @@ func (x *exchange) withhold(body []byte, ev *eventText, tr *tracker, m *textFiel
 		x.fail(http.StatusBadRequest, EventResponseFlagged, apiError{
 			Message: "streamguard: the response was flagged (" + tv.Level + ", " + tv.Category + ")",
 			Type:    typeInvalidRequest, Code: finishContentFilter,
-			Flag:    &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: x.id}}, attrs...)
+			Flag: &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: x.id}}, attrs...)
 		return
 	}
 	out, err := cutResponse(body, ev, tr.cutFed(), m, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: x.id})

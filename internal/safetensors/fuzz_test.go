@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -195,6 +196,67 @@ func FuzzParseIndex(f *testing.F) {
 		for name, shard := range idx.weightMap {
 			if !plainFileName(shard) || filepath.Base(shard) != shard {
 				t.Fatalf("tensor %q: accepted shard %q", name, shard)
+			}
+		}
+	})
+}
+
+// FuzzOpenDirIndex opens a folder of two fixed shards (a and b in the
+// first, c in the second, plus a third shard file holding d that no seed
+// names) under an arbitrary index, optionally with one shard deleted. What
+// OpenDir accepts must be exactly what the index says, read by an exact-key
+// reader: the same tensor names, each from the shard the index names, with
+// the shard's bytes.
+func FuzzOpenDirIndex(f *testing.F) {
+	const s1, s2, s3 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "extra.safetensors"
+	f.Add([]byte(`{"metadata":{"total_size":6},"weight_map":{"a":"`+s1+`","b":"`+s1+`","c":"`+s2+`"}}`), uint8(0))
+	f.Add([]byte(`{"weight_map":{"a":"`+s1+`","b":"`+s1+`","c":"`+s2+`","d":"`+s3+`"}}`), uint8(0))
+	f.Add([]byte(`{"weight_map":{"a":"`+s1+`","b":"`+s1+`","c":"`+s2+`"}}`), uint8(2))
+	f.Add([]byte(`{"weight_map":{"a":"`+s1+`","b":"`+s2+`","c":"`+s2+`"}}`), uint8(0))
+	f.Add([]byte(`{"weight_map":{"a":"`+s1+`","b":"`+s1+`"}}`), uint8(0))
+	f.Add([]byte(`{"Weight_Map":{"a":"`+s1+`"},"weight_map":{"a":"`+s1+`","b":"`+s1+`","c":"`+s2+`"}}`), uint8(0))
+	f.Add([]byte(`{"weight_map":{"a":"`+s1+`","a":"`+s2+`"}}`), uint8(0))
+	f.Add([]byte(`{"weight_map":{"a":"../`+s1+`"}}`), uint8(0))
+	f.Fuzz(func(t *testing.T, index []byte, drop uint8) {
+		dir := t.TempDir()
+		mustWrite(t, filepath.Join(dir, s1), map[string]string{"shard": "1"}, u8Tensor("a", 1), u8Tensor("b", 2, 3))
+		mustWrite(t, filepath.Join(dir, s2), map[string]string{"shard": "2"}, u8Tensor("c", 4, 5, 6))
+		mustWrite(t, filepath.Join(dir, s3), nil, u8Tensor("d", 7))
+		want := map[string][]byte{"a": {1}, "b": {2, 3}, "c": {4, 5, 6}, "d": {7}}
+		home := map[string]string{"a": s1, "b": s1, "c": s2, "d": s3}
+		if drop %= 4; drop > 0 {
+			os.Remove(filepath.Join(dir, []string{s1, s2, s3}[drop-1]))
+		}
+		if err := os.WriteFile(filepath.Join(dir, IndexFile), index, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		set, err := OpenDir(dir)
+		if err != nil {
+			return
+		}
+		defer set.Close()
+		var top map[string]json.RawMessage
+		var weightMap map[string]string
+		if err := json.Unmarshal(index, &top); err != nil {
+			t.Fatalf("OpenDir accepted an index that is not a JSON object: %v", err)
+		}
+		if err := json.Unmarshal(top["weight_map"], &weightMap); err != nil {
+			t.Fatalf("OpenDir accepted a weight_map that is not an object of strings: %v", err)
+		}
+		if names := set.Names(); !slices.Equal(names, slices.Sorted(maps.Keys(weightMap))) {
+			t.Fatalf("set holds %q, the index lists %q", names, slices.Sorted(maps.Keys(weightMap)))
+		}
+		for name, shard := range weightMap {
+			if home[name] != shard {
+				t.Fatalf("tensor %q accepted from %q, it lives in %q", name, shard, home[name])
+			}
+			_, file, ok := set.Info(name)
+			if !ok || file != filepath.Join(dir, shard) {
+				t.Fatalf("Info(%q) = %q, %v; want %q", name, file, ok, shard)
+			}
+			tn, err := set.Tensor(name)
+			if err != nil || !bytes.Equal(tn.Data, want[name]) {
+				t.Fatalf("Tensor(%q) = %v, %v; want %v", name, tn, err, want[name])
 			}
 		}
 	})

@@ -23,11 +23,15 @@ type index struct {
 	weightMap map[string]string
 }
 
+func errIndexSize(n int64) error {
+	return &Error{Msg: fmt.Sprintf("index is %d bytes, over the %d-byte limit", n, maxIndexSize)}
+}
+
 // parseIndex parses an index without I/O. Duplicate tensor names and shard
 // names that are not plain file names are errors.
 func parseIndex(b []byte) (*index, error) {
 	if len(b) > maxIndexSize {
-		return nil, &Error{Msg: fmt.Sprintf("index is %d bytes, over the %d-byte limit", len(b), maxIndexSize)}
+		return nil, errIndexSize(int64(len(b)))
 	}
 	idx := &index{totalSize: -1}
 	tk := newTokens(b, false)

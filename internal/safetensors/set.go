@@ -1,8 +1,10 @@
 package safetensors
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -32,10 +34,13 @@ type Set struct {
 //     name may appear in only one of them.
 func OpenDir(dir string) (*Set, error) {
 	indexPath := filepath.Join(dir, IndexFile)
-	b, err := os.ReadFile(indexPath)
+	b, err := ReadIndex(indexPath)
+	var tooBig *Error
 	switch {
 	case err == nil:
 		return openIndexed(dir, indexPath, b)
+	case errors.As(err, &tooBig):
+		return nil, inFile(err, indexPath)
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, &Error{File: indexPath, Msg: "read index", Err: unwrapPath(err)}
 	}
@@ -57,6 +62,34 @@ func OpenDir(dir string) (*Set, error) {
 		return nil, &Error{File: dir, Msg: "no " + IndexFile + ", " + SingleFile + " or other *.safetensors file in the folder"}
 	}
 	return openFiles(dir, paths)
+}
+
+// readIndex reads the index file at path, refusing one over maxIndexSize
+// before reading it: the bound is on what is allocated, so the file's size
+// must not decide the buffer. It is checked on the open file (a sparse
+// file costs no disk at any size), and the read stops one byte past the
+// bound in case the file grew since or is not a regular file, which
+// parseIndex then refuses.
+func ReadIndex(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > maxIndexSize {
+		return nil, errIndexSize(st.Size())
+	}
+	// Room for the whole file and the one byte that shows it grew, so
+	// that the usual read allocates once.
+	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxIndexSize+1)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func openIndexed(dir, indexPath string, b []byte) (*Set, error) {

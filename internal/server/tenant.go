@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 )
 
 // Config is the tenant file: one entry per tenant.
@@ -100,6 +101,12 @@ func LoadConfig(path string) (*Config, error) {
 // a model: names, key hashes, limits, modes. Policies are checked against
 // the model's labels by NewTenants.
 func ParseConfig(b []byte) (*Config, error) {
+	// DisallowUnknownFields does not see a key that matches a field only
+	// when case is ignored, nor a repeated key: encoding/json would fill
+	// log_content from "LOG_CONTENT", or keep the last of two, silently.
+	if err := jsonkeys.Check(b, &Config{}); err != nil {
+		return nil, fmt.Errorf("tenant config: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var c Config

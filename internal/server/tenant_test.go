@@ -37,6 +37,29 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
+// TestParseConfigRefusesCaseVariantKeys: DisallowUnknownFields passes a
+// key that matches a field only when case is ignored, and encoding/json
+// keeps the last of repeated keys, so "LOG_CONTENT": true after
+// "log_content": false would turn content logging on. Both are refused.
+func TestParseConfigRefusesCaseVariantKeys(t *testing.T) {
+	tenant := `{"name": "a", "api_key_sha256": ["` + HashKey("k") + `"], `
+	for _, tc := range []struct{ cfg, want string }{
+		{`{"tenants": [` + tenant + `"log_content": false, "LOG_CONTENT": true}]}`,
+			`tenant config: key "LOG_CONTENT" in "tenants[0]" matches the field "log_content" only when case is ignored: other readers ignore it, so spell it exactly`},
+		{`{"tenants": [` + tenant + `"log_content": false, "log_content": true}]}`,
+			`tenant config: key "log_content" in "tenants[0]" appears twice: readers differ on which value counts`},
+		{`{"tenants": [` + tenant + `"proxy": {"Fail_Open": true}}]}`,
+			`tenant config: key "Fail_Open" in "tenants[0].proxy" matches the field "fail_open" only when case is ignored: other readers ignore it, so spell it exactly`},
+		{`{"tenants": [` + tenant + `"policy": {"thresholds": {"Violent": 0.9, "Violent": 0.1}}}]}`,
+			`tenant config: key "Violent" in "tenants[0].policy.thresholds" appears twice: readers differ on which value counts`},
+	} {
+		c, err := ParseConfig([]byte(tc.cfg))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("ParseConfig(%s) = %+v, %v\nwant error %s", tc.cfg, c, err, tc.want)
+		}
+	}
+}
+
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"tenants": [{"name": "a", "api_key_sha256": ["` + HashKey("k") + `"], "policy": {"mode": "strict"}}]}`))
 	f.Add([]byte(`{"tenants": [{}]}`))

@@ -37,6 +37,10 @@ type Tokenizer struct {
 	cache         pieceCache
 }
 
+// MaxFileBytes bounds a tokenizer.json, and what a tokenizer.json.gz may
+// decompress to; the Qwen3 one is about 11 MiB.
+const MaxFileBytes = 64 << 20
+
 // Load reads a tokenizer from a model folder (its tokenizer.json) or from a
 // tokenizer.json path; a path ending in .gz is decompressed.
 func Load(path string) (*Tokenizer, error) {
@@ -56,8 +60,14 @@ func Load(path string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The bound checkpoint.CheckTokenizerFile applies, here for every
+	// caller: a parse allocates in proportion to the file.
+	if st.Size() > MaxFileBytes {
+		f.Close()
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d allowed for a tokenizer.json", path, st.Size(), MaxFileBytes)
+	}
 	var b []byte
-	if st.Size() > 0 && st.Size() == int64(int(st.Size())) {
+	if st.Size() > 0 {
 		b, err = mmap.Map(f, int(st.Size()))
 	}
 	f.Close()
@@ -404,6 +414,21 @@ func (t *Tokenizer) addMerge(rank, a, b, c int) error {
 func maxDenseID(n int) int { return 2*n + 1<<16 }
 
 func (t *Tokenizer) loadAdded(toks []addedTokenJSON) error {
+	// An added token may take the id of a vocabulary token only when its
+	// text is that token's (tokenizers gives an added token the id of the
+	// vocabulary entry spelled the same). With other text it would replace
+	// the token the id decodes to, while the merges that make the
+	// vocabulary token still produce the id: plain text would encode to
+	// the added, possibly special, token. Checked before any added token
+	// is installed, so that t.present is the vocabulary's alone.
+	for i, a := range toks {
+		if a.ID == nil || *a.ID < 0 || *a.ID >= len(t.idToken) {
+			continue // out of the vocabulary's range, or refused below
+		}
+		if id := *a.ID; t.present[id] && t.idToken[id] != a.Content {
+			return fmt.Errorf("added_tokens[%d] %q: id %d is the vocabulary token %q", i, a.Content, id, t.idToken[id])
+		}
+	}
 	for i, a := range toks {
 		if a.ID == nil || *a.ID < 0 || *a.ID > maxDenseID(t.vocabLen+len(toks)) {
 			return fmt.Errorf("added_tokens[%d] %q: missing or out-of-range id", i, a.Content)

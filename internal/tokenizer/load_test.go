@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -250,5 +251,89 @@ func TestConcurrentEncode(t *testing.T) {
 		if s := <-done; s != "" {
 			t.Errorf("concurrent Encode(%q) differs", s)
 		}
+	}
+}
+
+// TestAddedTokenCannotTakeVocabID: an added token may reuse the id of the
+// vocabulary entry spelled the same, never one with other text: the
+// merges that make "ab" (id 256) would then encode the plain text "ab" to
+// the special <|end|>, which text must never reach.
+func TestAddedTokenCannotTakeVocabID(t *testing.T) {
+	added := func(id int, content string) func(m map[string]any) {
+		return func(m map[string]any) {
+			m["added_tokens"] = append(m["added_tokens"].([]any),
+				map[string]any{"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+		}
+	}
+	tok, err := FromJSON(tinyJSON(t, added(256, "<|end2|>")))
+	if want := `added_tokens[2] "<|end2|>": id 256 is the vocabulary token "ab"`; err == nil || err.Error() != want {
+		t.Errorf("FromJSON = %v, want error %s", err, want)
+		if err == nil {
+			t.Errorf("EncodeText(\"ab\") = %v, IsSpecial(256) = %v", tok.EncodeText("ab"), tok.IsSpecial(256))
+		}
+	}
+	// The same text at the vocabulary's id is allowed: it changes nothing.
+	tok, err = FromJSON(tinyJSON(t, added(256, "ab")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.Encode("ab"); !slices.Equal(got, []int{256}) {
+		t.Errorf("Encode(\"ab\") = %v, want [256]", got)
+	}
+}
+
+// TestLoadGzipBounded: a .gz tokenizer may not decompress to more than a
+// tokenizer.json may hold (MaxFileBytes): 64 MiB of zeros is 64 KiB of
+// gzip. The trailer's size refuses an honest bomb before decompressing;
+// one whose trailer lies (a second, empty member) is cut at the bound.
+func TestLoadGzipBounded(t *testing.T) {
+	var honest bytes.Buffer
+	zw := gzip.NewWriter(&honest)
+	zero := make([]byte, 1<<20)
+	for range MaxFileBytes>>20 + 1 {
+		zw.Write(zero)
+	}
+	zw.Close()
+	var lying bytes.Buffer
+	lying.Write(honest.Bytes())
+	zw = gzip.NewWriter(&lying)
+	zw.Close() // a second member, of 0 bytes: the trailer says 0
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name     string
+		gz       []byte
+		maxAlloc uint64
+	}{
+		{"honest.json.gz", honest.Bytes(), 1 << 20},
+		// Growing a buffer to the bound costs about twice the bound.
+		{"lying.json.gz", lying.Bytes(), 3 * MaxFileBytes},
+	} {
+		p := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(p, tc.gz, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		_, err := Load(p)
+		runtime.ReadMemStats(&m1)
+		want := p + ": decompresses to more than the 67108864 bytes allowed for a tokenizer.json"
+		if err == nil || err.Error() != want {
+			t.Errorf("Load(%s) = %v, want %s", tc.name, err, want)
+		}
+		if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > tc.maxAlloc {
+			t.Errorf("Load(%s) of %d bytes allocated %d bytes (at most %d)", tc.name, len(tc.gz), alloc, tc.maxAlloc)
+		}
+	}
+	// An uncompressed file over the bound is refused from its size.
+	big := filepath.Join(dir, "big.json")
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxFileBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	want := big + ": 67108865 bytes, more than the 67108864 allowed for a tokenizer.json"
+	if _, err := Load(big); err == nil || err.Error() != want {
+		t.Errorf("Load(big.json) = %v, want %s", err, want)
 	}
 }

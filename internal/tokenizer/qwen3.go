@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -85,14 +86,48 @@ func FromJSONShared(b []byte) (*Tokenizer, error) {
 	return LoadQwen3()
 }
 
+// gunzip decompresses b, refusing more than MaxFileBytes of output: a few
+// KiB of gzip can expand a thousandfold, and the bound a tokenizer.json
+// has on disk must hold for what a .gz expands to as well.
 func gunzip(b []byte) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, err
 	}
-	out, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, err
+	// The trailer's ISIZE is the (last member's) size modulo 2^32: a
+	// claim only, but one over the bound cannot come from a file within
+	// it, and an honest one sizes the buffer so the read allocates once
+	// (the extra byte is where EOF shows). A lying one costs doubling the
+	// buffer up to one byte past the bound, no further.
+	var hint int
+	if len(b) >= 4 {
+		hint = int(binary.LittleEndian.Uint32(b[len(b)-4:]))
+	}
+	tooBig := fmt.Errorf("decompresses to more than the %d bytes allowed for a tokenizer.json", MaxFileBytes)
+	if hint > MaxFileBytes {
+		return nil, tooBig
+	}
+	out := make([]byte, 0, hint+1)
+	for {
+		if len(out) == cap(out) {
+			if len(out) > MaxFileBytes {
+				return nil, tooBig
+			}
+			grown := make([]byte, len(out), min(2*cap(out)+bytes.MinRead, MaxFileBytes+1))
+			copy(grown, out)
+			out = grown
+		}
+		n, err := zr.Read(out[len(out):cap(out)])
+		out = out[:len(out)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(out) > MaxFileBytes {
+		return nil, tooBig
 	}
 	return out, zr.Close()
 }

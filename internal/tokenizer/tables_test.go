@@ -82,12 +82,15 @@ func TestQwen3Tables(t *testing.T) {
 // TestTablesTiny: tables made from the tiny tokenizer.json build the
 // tokenizer FromJSON parses — the byte symbols' ids found without a map,
 // the map of tokens built on first use, and from the tables, not from the
-// id table that an added token inside the vocabulary's range rewrites —
+// id table that an added token inside the vocabulary's range writes to —
 // and tables that lack a byte symbol, or hold one twice, are refused.
 func TestTablesTiny(t *testing.T) {
 	js := tinyJSON(t, func(m map[string]any) {
-		// An added token over vocabulary id 257 ("abc").
-		m["added_tokens"] = append(m["added_tokens"].([]any), map[string]any{"id": 257, "content": "<abc>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false})
+		// An added token inside the vocabulary's range, at id 258, a hole
+		// below "zz" (259). (One over a vocabulary token's id with other
+		// text is refused: TestAddedTokenCannotTakeVocabID.)
+		m["model"].(map[string]any)["vocab"].(map[string]any)["zz"] = 259
+		m["added_tokens"] = append(m["added_tokens"].([]any), map[string]any{"id": 258, "content": "<abc>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false})
 	})
 	sum := sha256.Sum256(js)
 	rest, tb, err := splitTables(js)

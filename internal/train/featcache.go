@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/streamguard/streamguard/internal/ownercheck"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -27,10 +28,26 @@ func cachePath(dir, key string) string { return filepath.Join(dir, "features-"+k
 // loadCache returns the cached features of key, or nil when there is no
 // usable entry. A file that exists but does not hold what its name
 // promises is reported in stale (it will be overwritten).
+//
+// The features decide the heads trained on them, so a file or a folder
+// another user could have written (a --cache-dir under /tmp) is an error,
+// not a stale entry, whether or not the file exists yet: its features may
+// be planted, and one stored there could be replaced. The rule is
+// packfile's (ownercheck); a trusted folder also means that the file
+// checked is the one opened.
 func loadCache(dir, key string, rows, hidden int) (feats []float32, stale error, err error) {
 	path := cachePath(dir, key)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := ownercheck.Folder(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("feature cache: %w", err)
+		}
 		return nil, nil, nil
+	case err == nil:
+		if err := ownercheck.File(path, fi); err != nil {
+			return nil, nil, fmt.Errorf("feature cache: %w", err)
+		}
 	}
 	f, err := safetensors.Open(path)
 	if err != nil {
@@ -59,6 +76,11 @@ func loadCache(dir, key string, rows, hidden int) (feats []float32, stale error,
 func storeCache(dir, key string, feats []float32, rows, hidden int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	// An entry stored where another user can write would be refused by
+	// loadCache, or replaced before it is read.
+	if err := ownercheck.Folder(dir); err != nil {
+		return fmt.Errorf("feature cache: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".features-*.tmp")
 	if err != nil {
