@@ -73,7 +73,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	requireID := fs.Bool("require-stream-id", false, "refuse POST /v1/streams without a client-chosen id in X-Streamguard-Stream (400 stream_id_required): set it behind a load balancer that hashes that header")
 	hashKey := fs.Bool("hash-key", false, "read an API key (the first line on stdin, without its line ending), print the SHA-256 the tenant file stores, and exit")
 	jsonOut := fs.Bool("json", false, "print the startup and shutdown reports as JSON lines on stdout")
-	allowedHosts := fs.String("allowed-hosts", "", "host names (comma-separated; .example.com for the names under it) the Host header may name besides IP addresses and localhost; \"*\": any. Default: any, except on a loopback --addr without --config, where only IP addresses and localhost are answered (against DNS rebinding)")
+	allowedHosts := fs.String("allowed-hosts", "", "host names (comma-separated; .example.com for the names under it) the Host header may name besides IP addresses and localhost; \"*\": any. Default: any, except without --config on a loopback or every-address --addr (0.0.0.0, ::), where only IP addresses and localhost are answered (against DNS rebinding)")
 	ui := fs.Bool("ui", true, "serve the browser playground at / (HTML, CSS and JavaScript built in; with --config it asks for a tenant key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -322,10 +322,11 @@ func waitOption(d time.Duration) time.Duration {
 
 // hostCheck decides serve's Host check (server.Options.CheckHost): names
 // given with --allowed-hosts turn it on and "*" off; by default it is on
-// for a server without tenants that listens on a loopback address, which
-// any web page could otherwise reach by DNS rebinding, and off where
-// tenant keys guard the server or other machines may name it as they
-// please.
+// for a server without tenants that listens on a loopback address or on
+// every address (0.0.0.0, ::, the Docker image's own --addr, published on
+// the host's 127.0.0.1 too), which any web page could otherwise reach by
+// DNS rebinding, and off where tenant keys guard the server or it listens
+// on one other address, which other machines may name as they please.
 func hostCheck(flag, addr string, cfg *server.Config) (bool, []string, error) {
 	if strings.TrimSpace(flag) == "*" {
 		return false, nil, nil
@@ -350,9 +351,9 @@ func hostCheck(flag, addr string, cfg *server.Config) (bool, []string, error) {
 	if err != nil {
 		return false, nil, nil // net.Listen reports it
 	}
-	if host == "localhost" {
+	if host == "localhost" || host == "" {
 		return true, nil, nil
 	}
 	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback(), nil, nil
+	return err == nil && (ip.IsLoopback() || ip.IsUnspecified()), nil, nil
 }

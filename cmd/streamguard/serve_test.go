@@ -70,8 +70,12 @@ func TestHostCheck(t *testing.T) {
 		{"", "localhost:8080", nil, true, nil},
 		{"", "127.0.0.1:8080", &server.Config{}, true, nil},
 		{"", "127.0.0.1:8080", tenants, false, nil},
-		{"", "0.0.0.0:8080", nil, false, nil},
-		{"", ":8080", nil, false, nil},
+		// Every address includes loopback (and docker run -p publishes
+		// on the host's 127.0.0.1).
+		{"", "0.0.0.0:8080", nil, true, nil},
+		{"", ":8080", nil, true, nil},
+		{"", "[::]:8080", nil, true, nil},
+		{"", "0.0.0.0:8080", tenants, false, nil},
 		{"", "10.0.0.7:8080", nil, false, nil},
 		{"*", "127.0.0.1:8080", nil, false, nil},
 		{" guard.internal , .corp.example ", "0.0.0.0:8080", tenants, true, []string{"guard.internal", ".corp.example"}},

@@ -52,13 +52,16 @@ type Part struct {
 	Other []string
 }
 
-// mediaParts are the content part types whose payload is an image, sound,
-// video or file, which the guard cannot judge: skipped and noted.
+// mediaParts are the content part types whose payload the guard cannot
+// judge: an image, sound, video or file, their embeddings (vLLM's
+// image_embeds, audio_embeds: base64 tensors), and reasoning the vendor
+// encrypted (redacted_thinking). Skipped and noted.
 var mediaParts = map[string]bool{
-	"image_url": true, "input_image": true, "image": true,
-	"input_audio": true, "audio_url": true, "audio": true,
+	"image_url": true, "input_image": true, "image": true, "image_embeds": true,
+	"input_audio": true, "audio_url": true, "audio": true, "audio_embeds": true,
 	"video_url": true, "video": true,
 	"file": true, "input_file": true,
+	"redacted_thinking": true,
 }
 
 // textParts are the types whose text fields the guard reads by name; any
@@ -95,9 +98,10 @@ func (p *Part) UnmarshalJSON(b []byte) error {
 }
 
 // stringsOf returns the strings in the JSON value b, in the order written:
-// array elements and object members, at any depth, less the values of
-// "type" keys (which name a shape, not text) and of the top-level keys
-// skip (read by name elsewhere).
+// array elements and object members, at any depth, less the values of the
+// top-level "type" key (which names the part's or call's shape) and of the
+// top-level keys skip (read by name elsewhere). A "type" deeper down is a
+// value like any other: a tool's arguments may be {"type": "…"}.
 func stringsOf(b []byte, skip ...string) ([]string, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	var out []string
@@ -112,7 +116,7 @@ func stringsOf(b []byte, skip ...string) ([]string, error) {
 		}
 		switch v := tok.(type) {
 		case string:
-			if key != "type" && !(depth == 1 && slices.Contains(skip, key)) {
+			if depth != 1 || key != "type" && !slices.Contains(skip, key) {
 				out = append(out, v)
 			}
 		case json.Delim:
@@ -274,6 +278,13 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	if other != reasoning {
 		reasoning = joinNonEmpty(reasoning, other)
 	}
+	details, err := reasoningDetails(f)
+	if err != nil {
+		return tokenizer.Message{}, err
+	}
+	if details != "" && details != reasoning {
+		reasoning = joinNonEmpty(reasoning, details)
+	}
 	switch role {
 	case "developer":
 		role = "system"
@@ -295,6 +306,37 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		text = joinNonEmpty(text, calls)
 	}
 	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, nil
+}
+
+// reasoningDetails is the readable text of OpenRouter's reasoning_details
+// (each block's "text" and "summary"), which clients send back with the
+// assistant's message; encrypted blocks ("data") have none to judge.
+func reasoningDetails(f fields) (string, error) {
+	raw, ok := f["reasoning_details"]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return "", nil
+	}
+	var blocks []json.RawMessage
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return "", fmt.Errorf(`"reasoning_details": want an array: %w`, err)
+	}
+	var t string
+	for i, b := range blocks {
+		bf, err := exactFields(b)
+		if err != nil {
+			return "", fmt.Errorf("reasoning_details[%d]: %w", i, err)
+		}
+		for _, k := range []string{"text", "summary"} {
+			s, err := bf.str(k)
+			if err != nil {
+				return "", fmt.Errorf("reasoning_details[%d]: %w", i, err)
+			}
+			if s != nil {
+				t = joinNonEmpty(t, *s)
+			}
+		}
+	}
+	return t, nil
 }
 
 // toolCalls writes a message's tool calls as the Qwen3 template writes
@@ -386,53 +428,68 @@ func Renderable(turns []tokenizer.Message) []tokenizer.Message {
 	return out
 }
 
-// WithTools writes a request's tool definitions (tools, the legacy
-// functions: arrays of objects, each as the client wrote it) into the
-// system turn, as the Qwen3 template writes them ("# Tools" and a
-// <tools> block of one JSON object a line), adding a system turn where
-// there is none: their names and descriptions are instructions the model
-// reads.
-func WithTools(turns []tokenizer.Message, defs ...json.RawMessage) ([]tokenizer.Message, error) {
-	var lines []string
-	for _, raw := range defs {
-		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+// Definitions lists what a request declares beside its messages and the
+// model reads — tool definitions (tools, the legacy functions: arrays of
+// objects, one item each), a response_format's JSON schema, vLLM's
+// documents — each as compact JSON, names and descriptions included.
+// They are judged as text, alone, as many at a time as fit the guard
+// (all in one user turn, a list that does not fit halved until it does).
+func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, error) {
+	var out []string
+	compact := func(raw json.RawMessage) error {
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return err
+		}
+		out = append(out, b.String())
+		return nil
+	}
+	for _, raw := range tools {
+		if isNull(raw) {
 			continue
 		}
-		var tools []json.RawMessage
-		if err := json.Unmarshal(raw, &tools); err != nil {
+		var defs []json.RawMessage
+		if err := json.Unmarshal(raw, &defs); err != nil {
 			return nil, fmt.Errorf("tool definitions: want an array: %w", err)
 		}
-		for _, t := range tools {
-			var b bytes.Buffer
-			if err := json.Compact(&b, t); err != nil {
+		for _, t := range defs {
+			if err := compact(t); err != nil {
 				return nil, err
 			}
-			lines = append(lines, b.String())
 		}
 	}
-	if len(lines) == 0 {
-		return turns, nil
-	}
-	block := "# Tools\n\n<tools>\n" + strings.Join(lines, "\n") + "\n</tools>"
-	out := slices.Clone(turns)
-	if len(out) > 0 && out[0].Role == "system" {
-		if out[0].Content != "" {
-			block = out[0].Content + "\n\n" + block
+	for _, raw := range others {
+		if !isNull(raw) {
+			if err := compact(raw); err != nil {
+				return nil, err
+			}
 		}
-		out[0].Content = block
-		return out, nil
 	}
-	return append([]tokenizer.Message{{Role: "system", Content: block}}, out...), nil
+	return out, nil
 }
 
-// Unrendered is the text of turns that the chat template leaves out when
-// they come before the last user turn: the assistants' reasoning. Other
-// templates (and a user turn the Qwen3 template takes for a tool result)
-// keep it, so an upstream model may read it: it is judged with the text
-// after the last user turn.
-func Unrendered(turns []tokenizer.Message) string {
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null" || string(raw) == "[]" || string(raw) == "{}"
+}
+
+// Unrendered is the reasoning of the assistant turns before turns[last],
+// the last user turn, that the Qwen3 template keeps and the guard's
+// rendering of a prompt leaves out: those after the template's last query,
+// which is the last user turn not written as a tool result
+// ("<tool_response>…</tool_response>"). Reasoning before that query no
+// template of the model renders; it is context the guard does not read,
+// as every earlier turn is only context for the last one.
+func Unrendered(turns []tokenizer.Message, last int) string {
+	query := last
+	for ; query >= 0; query-- {
+		m := turns[query]
+		if m.Role == "user" && !(strings.HasPrefix(m.Content, "<tool_response>") && strings.HasSuffix(m.Content, "</tool_response>")) {
+			break
+		}
+	}
 	var t string
-	for _, m := range turns {
+	for _, m := range turns[min(query+1, last):last] {
 		if m.Role == "assistant" {
 			t = joinNonEmpty(t, m.ReasoningContent)
 		}

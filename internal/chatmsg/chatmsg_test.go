@@ -25,8 +25,10 @@ func TestContentText(t *testing.T) {
 		// Parts servers read as text whatever their type: by name for the
 		// known ones, every string (less "type" values) for the others.
 		{`[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}},{"type":"thinking","thinking":"t","signature":"sig"}]`, "a\nt", nil},
-		{`[{"type":"tool_reference","name":"n"},{"type":"x","a":["b",{"type":"c","d":"e"}],"n":5}]`, "n\nb\ne", nil},
+		{`[{"type":"tool_reference","name":"n"},{"type":"x","a":["b",{"type":"c","d":"e"}],"n":5}]`, "n\nb\nc\ne", nil},
 		{`[{"type":"image_url","image_url":{"url":"x"},"text":"caption"},{"type":"input_audio","input_audio":{"data":"AAAA"}}]`, "caption", []string{"input_audio"}},
+		// Embeddings and encrypted reasoning are not text.
+		{`[{"type":"image_embeds","image_embeds":"QUJD"},{"type":"audio_embeds","audio_embeds":"QUJD"},{"type":"redacted_thinking","data":"QUJD"},"x"]`, "x", []string{"image_embeds", "audio_embeds", "redacted_thinking"}},
 	} {
 		var skipped Skipped
 		got, err := ContentText(json.RawMessage(c.in), &skipped)
@@ -80,8 +82,18 @@ func TestConversation(t *testing.T) {
 			t.Errorf("%s: %v", bad, err)
 		}
 	}
+	// A "type" below the call's own is a value like any other.
+	m, err := Message(json.RawMessage(`{"role":"assistant","tool_calls":[{"function":{"name":null,"arguments":{"type":"payload"}}}]}`), &skipped)
+	if err != nil || !strings.Contains(m.Content, "payload") {
+		t.Errorf("arguments {\"type\": ...}: %q, %v", m.Content, err)
+	}
+	// OpenRouter's reasoning_details, sent back: their text is reasoning.
+	m, err = Message(json.RawMessage(`{"role":"assistant","content":"a","reasoning_details":[{"type":"reasoning.text","text":"t1"},{"type":"reasoning.summary","summary":"s1"},{"type":"reasoning.encrypted","data":"QUJD"}]}`), &skipped)
+	if err != nil || m.ReasoningContent != "t1\ns1" {
+		t.Errorf("reasoning_details: %q, %v", m.ReasoningContent, err)
+	}
 	// A call of another shape has its strings read.
-	m, err := Message(json.RawMessage(`{"role":"assistant","tool_calls":[{"type":"custom","custom":{"name":"c","input":"payload"}}]}`), &skipped)
+	m, err = Message(json.RawMessage(`{"role":"assistant","tool_calls":[{"type":"custom","custom":{"name":"c","input":"payload"}}]}`), &skipped)
 	if err != nil || m.Content != "c\npayload" {
 		t.Errorf("a custom tool call: %q, %v", m.Content, err)
 	}
@@ -103,35 +115,39 @@ func TestRenderable(t *testing.T) {
 	}
 }
 
-func TestWithTools(t *testing.T) {
-	tools := json.RawMessage(`[{"type":"function","function":{"name":"f","description":"d", "parameters":{}}}]`)
+func TestDefinitions(t *testing.T) {
+	tools := json.RawMessage(`[{"type":"function","function":{"name":"f","description":"d", "parameters":{}}}, {"type":"function","function":{"name":"h"}}]`)
 	functions := json.RawMessage(`[{"name":"g","description":"e"}]`)
-	block := "# Tools\n\n<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":\"d\",\"parameters\":{}}}\n{\"name\":\"g\",\"description\":\"e\"}\n</tools>"
-	user := tokenizer.Message{Role: "user", Content: "u"}
-	got, err := WithTools([]tokenizer.Message{{Role: "system", Content: "s"}, user}, tools, functions)
-	if err != nil || !slices.Equal(got, []tokenizer.Message{{Role: "system", Content: "s\n\n" + block}, user}) {
-		t.Errorf("with a system turn: %q, %v", got, err)
+	schema := json.RawMessage(`{"name":"r", "schema":{"type":"object"}}`)
+	got, err := Definitions([]json.RawMessage{tools, functions, nil}, schema, json.RawMessage(`null`), json.RawMessage(`[]`))
+	want := []string{`{"type":"function","function":{"name":"f","description":"d","parameters":{}}}`, `{"type":"function","function":{"name":"h"}}`,
+		`{"name":"g","description":"e"}`, `{"name":"r","schema":{"type":"object"}}`}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("got %q, %v; want %q", got, err, want)
 	}
-	got, err = WithTools([]tokenizer.Message{user}, tools, functions, nil, json.RawMessage(`null`))
-	if err != nil || !slices.Equal(got, []tokenizer.Message{{Role: "system", Content: block}, user}) {
-		t.Errorf("without one: %q, %v", got, err)
-	}
-	if got, err := WithTools([]tokenizer.Message{user}, json.RawMessage(`[]`)); err != nil || !slices.Equal(got, []tokenizer.Message{user}) {
+	if got, err := Definitions([]json.RawMessage{json.RawMessage(`[]`)}); err != nil || len(got) != 0 {
 		t.Errorf("no tools: %q, %v", got, err)
 	}
-	if _, err := WithTools([]tokenizer.Message{user}, json.RawMessage(`{"name":"f"}`)); err == nil {
+	if _, err := Definitions([]json.RawMessage{json.RawMessage(`{"name":"f"}`)}); err == nil {
 		t.Error("tools that are not an array accepted")
 	}
 }
 
+// TestUnrendered: the reasoning the Qwen3 template keeps before the last
+// user turn is that of the assistant turns after its last query, a user
+// turn not written as a tool result; earlier reasoning it drops.
 func TestUnrendered(t *testing.T) {
-	turns := []tokenizer.Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b", ReasoningContent: "r1"},
-		{Role: "user", Content: "c", ReasoningContent: "not an assistant's"}, {Role: "assistant", ReasoningContent: " "}, {Role: "assistant", ReasoningContent: "r2"}}
-	if got := Unrendered(turns); got != "r1\n \nr2" {
-		t.Errorf("%q", got)
+	turns := []tokenizer.Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b", ReasoningContent: "r0"},
+		{Role: "user", Content: "q"}, {Role: "assistant", ReasoningContent: "r1"}, {Role: ToolRole, Content: "x"},
+		{Role: "assistant", ReasoningContent: "r2"}, {Role: "user", Content: "<tool_response>go on</tool_response>"}}
+	if got := Unrendered(turns, 6); got != "r1\nr2" {
+		t.Errorf("after the last query: %q", got)
 	}
-	if got := Unrendered(turns[:1]); got != "" {
-		t.Errorf("no reasoning: %q", got)
+	if got := Unrendered(turns, 2); got != "" {
+		t.Errorf("the last user turn a query: %q", got)
+	}
+	if got := Unrendered(turns[3:], 3); got != "r1\nr2" {
+		t.Errorf("no query before: %q", got)
 	}
 }
 

@@ -117,8 +117,13 @@ func endpoint(base string) (string, error) {
 // upstream generates, and Config.IdleTimeout catches a stalled one. The
 // response-header timeout is long because a non-streamed completion sends
 // its headers only when it is done.
+//
+// Redirects are not followed: the request carries the caller's upstream
+// credentials (X-Api-Key among them, which net/http would pass on to
+// another host), and a chat-completions endpoint has no reason to move;
+// the upstream's 3xx goes back to the caller as its answer.
 func defaultClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
+	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,

@@ -67,7 +67,7 @@ func FuzzParseRequest(f *testing.F) {
 		for _, m := range r.Messages {
 			judged.WriteString(m.Content + "\n" + m.ReasoningContent + "\n")
 		}
-		judged.WriteString(r.Trailing)
+		judged.WriteString(r.Trailing + "\n" + strings.Join(r.Declared, "\n"))
 		has := func(s string) bool {
 			q, _ := json.Marshal(s) // inside a tool definition's JSON
 			return strings.Contains(judged.String(), s) || strings.Contains(judged.String(), string(q[1:len(q)-1]))

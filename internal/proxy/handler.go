@@ -163,11 +163,16 @@ func (x *exchange) serve() {
 // answered (refused, or forwarded unjudged by a fail-open tenant) and it
 // returns nil.
 //
-// Text after the last user turn (chatRequest.Trailing) is judged first, on
-// a stream of its own, as one more user turn after the conversation: the
-// upstream model reads it, and the verdict the response stream starts from
-// must stay the last user turn's.
+// What the request declares beside its messages (chatRequest.Declared:
+// tool definitions, a response format's schema) is judged first, alone,
+// as a user turn; text after the last user turn (chatRequest.Trailing)
+// next, on a stream of its own, as one more user turn after the
+// conversation: the upstream model reads both, and the verdict the
+// response stream starts from must stay the last user turn's.
 func (x *exchange) judgeRequest() Stream {
+	if len(x.req.Declared) > 0 && !x.judgeDeclared(x.req.Declared) {
+		return nil
+	}
 	if x.req.Trailing != "" {
 		s := x.judgeConversation(append(x.req.Messages[:len(x.req.Messages):len(x.req.Messages)], guard.Message{Role: "user", Content: x.req.Trailing}))
 		if s == nil {
@@ -176,6 +181,36 @@ func (x *exchange) judgeRequest() Stream {
 		s.Close()
 	}
 	return x.judgeConversation(x.req.Messages)
+}
+
+// judgeDeclared judges items (chatmsg.Definitions) as one user turn on a
+// stream of their own, each half alone when they do not fit the stream
+// together (a length refusal queues nothing and costs no forward); false
+// when the request was answered (as judgeRequest).
+func (x *exchange) judgeDeclared(items []string) bool {
+	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
+	if err != nil {
+		x.guardFailed(err)
+		return false
+	}
+	pv, err := s.JudgePrompt(x.ctx, []guard.Message{{Role: "user", Content: strings.Join(items, "\n")}})
+	s.Close()
+	long := err != nil && isContextLength(err) && x.ctx.Err() == nil
+	switch {
+	case long && len(items) > 1:
+		half := len(items) / 2
+		return x.judgeDeclared(items[:half]) && x.judgeDeclared(items[half:])
+	case long:
+		x.promptTooLong(err)
+		return false
+	case err != nil:
+		x.guardFailed(err)
+		return false
+	case pv.Flagged:
+		x.refusePrompt(pv)
+		return false
+	}
+	return true
 }
 
 // judgeConversation opens a guard stream and judges msgs as a prompt; nil

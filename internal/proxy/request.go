@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ type chatRequest struct {
 	// and tool calls, tool results, a late system message) and the
 	// earlier assistants' reasoning. It is judged too (judgeRequest).
 	Trailing string
+	// Declared is what the request declares beside its messages and the
+	// model reads (chatmsg.Definitions): judged alone, as user turns.
+	Declared []string
 	// Skipped are the media content part types (image_url, input_audio,
 	// ...) the guard did not judge, in the order first seen (the
 	// X-Streamguard-Skipped header).
@@ -47,6 +51,12 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		Modalities []string        `json:"modalities"`
 		Tools      json.RawMessage `json:"tools"`
 		Functions  json.RawMessage `json:"functions"`
+		Format     *struct {
+			Schema json.RawMessage `json:"json_schema"`
+		} `json:"response_format"`
+		Documents json.RawMessage `json:"documents"`
+		Template  json.RawMessage `json:"chat_template"`
+		Kwargs    json.RawMessage `json:"chat_template_kwargs"`
 	}
 	if err := strictJSON(body, requestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
@@ -92,23 +102,75 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if strings.TrimSpace(turns[lastUser].Content) == "" {
 		return nil, errors.New("messages: the last user message has no text to judge")
 	}
+	// A template the request brings, or text it hands the template, would
+	// lay out the prompt as the client chose: not what the guard judges.
+	if !isNullJSON(w.Template) {
+		return nil, errors.New("chat_template: streamguard judges the conversation as the model's own template lays it out; leave chat_template out")
+	}
+	if !textlessValues(w.Kwargs) {
+		return nil, errors.New("chat_template_kwargs: only switches (true, false, numbers) are allowed; text given to the template would reach the model unjudged")
+	}
 	// The verdict stands on the last user turn, in the context of the
-	// turns before it (tool results laid out as the template does, the
-	// tool definitions in the system turn). What the model reads beyond
-	// that rendering — the turns after it, the earlier assistants'
-	// reasoning — is judged as one more user turn (judgeRequest).
-	prompt, err := chatmsg.WithTools(chatmsg.Renderable(turns[:lastUser+1]), w.Tools, w.Functions)
+	// turns before it (tool results laid out as the template does). What
+	// the model reads beyond that rendering — the turns after it, the
+	// reasoning the template keeps — is judged as one more user turn, and
+	// what the request declares beside its messages (tool definitions, a
+	// response format's schema, documents) on its own (judgeRequest).
+	var schema json.RawMessage
+	if w.Format != nil {
+		schema = w.Format.Schema
+	}
+	defs, err := chatmsg.Definitions([]json.RawMessage{w.Tools, w.Functions}, schema, w.Documents)
 	if err != nil {
 		return nil, err
 	}
+	prompt := chatmsg.Renderable(turns[:lastUser+1])
 	trailing := chatmsg.Trailing(turns[lastUser+1:])
-	if earlier := chatmsg.Unrendered(turns[:lastUser]); earlier != "" {
-		trailing = strings.TrimSpace(earlier + "\n" + trailing)
+	if kept := chatmsg.Unrendered(turns, lastUser); kept != "" {
+		trailing = strings.TrimSpace(kept + "\n" + trailing)
 	}
 	msgs := make([]guard.Message, len(prompt))
 	for i, m := range prompt {
 		msgs[i] = guard.Message(m)
 	}
-	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing,
+	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs,
 		IncludeUsage: w.Stream && w.Options != nil && w.Options.IncludeUsage, Skipped: skipped}, nil
+}
+
+func isNullJSON(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// textlessValues reports whether a JSON value holds no string but ""
+// (object keys aside): switches and numbers only.
+func textlessValues(raw json.RawMessage) bool {
+	if isNullJSON(raw) {
+		return true
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	var ok func(v any) bool
+	ok = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return v == ""
+		case []any:
+			for _, e := range v {
+				if !ok(e) {
+					return false
+				}
+			}
+		case map[string]any:
+			for _, e := range v {
+				if !ok(e) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return ok(v)
 }

@@ -15,7 +15,7 @@ func judgedText(req *chatRequest) string {
 		b.WriteString(m.ReasoningContent)
 		b.WriteString("\n")
 	}
-	b.WriteString(req.Trailing)
+	b.WriteString(req.Trailing + "\n" + strings.Join(req.Declared, "\n"))
 	return b.String()
 }
 
@@ -113,4 +113,53 @@ func TestRequestShapesReadAlike(t *testing.T) {
 			t.Errorf("accepted %q: %+v", b, r)
 		}
 	}
+}
+
+// SGLang's ToolCall.function is {name: Optional[str]=None, arguments:
+// str|dict}; its Qwen3 template writes arguments|tojson: a {"type": ...}
+// in the arguments is text the model reads, as it is in a part of a type
+// the guard does not know.
+func TestRequestNestedTypeValuesJudged(t *testing.T) {
+	checkJudged(t, `{"model":"m","messages":[{"role":"user","content":"Hi"},`+
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":null,"arguments":{"type":"`+modelReadsPayload+`"}}}]}]}`)
+	// The same for a content part of a type chatmsg does not know
+	// (an Anthropic-style tool_use block whose input has a "type" key).
+	checkJudged(t, `{"model":"m","messages":[{"role":"user","content":"Hi"},`+
+		`{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"type":"`+modelReadsPayload+`"}}]}]}`)
+}
+
+// Top-level request fields the upstream model reads: OpenAI's
+// response_format json_schema ("used by the model to determine how to
+// respond") and vLLM's documents are judged; vLLM's per-request
+// chat_template (literal text rendered into the prompt) and text in
+// chat_template_kwargs are refused.
+func TestRequestDeclaredFields(t *testing.T) {
+	for _, extra := range []string{
+		`"response_format":{"type":"json_schema","json_schema":{"name":"r","description":"` + modelReadsPayload + `","schema":{"type":"object"}}}`,
+		`"chat_template":"{{ '` + modelReadsPayload + `' }}{% for m in messages %}{{ m.content }}{% endfor %}"`,
+		`"documents":[{"title":"d","text":"` + modelReadsPayload + `"}]`,
+		`"chat_template_kwargs":{"enable_thinking":false,"persona":"` + modelReadsPayload + `"}`,
+	} {
+		body := `{"model":"m",` + extra + `,"messages":[{"role":"user","content":"Hi"}]}`
+		req, err := parseRequest([]byte(body))
+		if refuse := strings.Contains(extra, "chat_template"); refuse != (err != nil) {
+			t.Errorf("%s: error %v, want refused %v", extra, err, refuse)
+			continue
+		}
+		if err == nil && !strings.Contains(judgedText(req), modelReadsPayload) {
+			t.Errorf("forwarded, never judged: %s", extra)
+		}
+	}
+	// Switches for the template pass.
+	if _, err := parseRequest([]byte(`{"model":"m","chat_template_kwargs":{"enable_thinking":false,"n":[1,2]},"messages":[{"role":"user","content":"Hi"}]}`)); err != nil {
+		t.Errorf("chat_template_kwargs of switches refused: %v", err)
+	}
+}
+
+// OpenRouter's reasoning_details, sent back on an assistant message (as
+// OpenRouter asks for tool use with reasoning models), is given to the
+// model as its reasoning.
+func TestRequestReasoningDetails(t *testing.T) {
+	checkJudged(t, `{"model":"m","messages":[{"role":"user","content":"Hi"},`+
+		`{"role":"assistant","content":"ok","reasoning_details":[{"type":"reasoning.text","text":"`+modelReadsPayload+`","format":"unknown","index":0}]}]}`)
 }

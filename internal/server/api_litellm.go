@@ -46,7 +46,9 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, err)
 		return
 	}
-	convs, skipped, err := litellmConversations(&req)
+	// A definitions turn of maxStreamTokens-headerSlack bytes fits: the
+	// user turn's scaffold is fewer tokens than headerSlack.
+	convs, skipped, err := litellmConversations(&req, srv.maxStreamTokens-headerSlack)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
@@ -56,7 +58,7 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
 		return
 	}
-	vs, err := srv.judge(r.Context(), t, convs)
+	vs, err := srv.judge(r.Context(), t, convs, true)
 	if err != nil {
 		param := "texts"
 		if len(req.StructuredMessages) > 0 {
@@ -88,20 +90,24 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 }
 
 // litellmConversations builds the conversations to judge. A request is the
-// conversation up to its last user turn (the structured messages, with
-// the tool definitions in the system turn, or else the texts as one user
-// turn); what else the model reads goes to it too, so it is judged as
-// well, as one more user turn after the conversation (a second
-// conversation): the messages' turns after that user turn (an assistant's
-// words and tool calls, tool results, a late system message), the earlier
-// assistants' reasoning, the tool calls LiteLLM lists, and any of the
-// texts the messages do not hold. A response is judged as the assistant
+// conversation up to its last user turn (the structured messages, or else
+// the texts as one user turn); what else the model reads goes to it too,
+// so it is judged as well, as one more user turn after the conversation (a
+// second conversation): the messages' turns after that user turn (an
+// assistant's words and tool calls, tool results, a late system message),
+// the reasoning the template keeps, the tool calls LiteLLM lists, and any
+// of the texts the messages do not hold; and the tool definitions alone,
+// as a user turn (a third). A response is judged as the assistant
 // turn after the structured messages' last user turn, its text being the
 // texts and tool calls; without a user turn there is none to anchor the
 // response heads, so it is judged as a prompt instead. Non-text content
 // parts and images are skipped and noted (as in /v1/moderations and the
 // proxy).
-func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.Skipped, error) {
+//
+// budget bounds the bytes of one conversation of tool definitions: they
+// are packed into as few as hold them, each a user turn that fits the
+// stream (a token spans at least a byte).
+func litellmConversations(req *litellmRequest, budget int) ([][]tokenizer.Message, chatmsg.Skipped, error) {
 	var skipped chatmsg.Skipped
 	if len(req.Images) > 0 {
 		skipped.Add("images")
@@ -114,18 +120,19 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 	if err != nil {
 		return nil, nil, err
 	}
+	defs, err := chatmsg.Definitions([]json.RawMessage{req.Tools})
+	if err != nil {
+		return nil, nil, err
+	}
 	lastUser := chatmsg.LastUser(msgs)
 	text := strings.Join(req.Texts, "\n")
 	one := func(m []tokenizer.Message) [][]tokenizer.Message { return [][]tokenizer.Message{m} }
 	switch req.InputType {
 	case "request", "":
 		if lastUser >= 0 {
-			prompt, err := chatmsg.WithTools(chatmsg.Renderable(msgs[:lastUser+1]), req.Tools)
-			if err != nil {
-				return nil, nil, err
-			}
+			prompt := chatmsg.Renderable(msgs[:lastUser+1])
 			convs := one(prompt)
-			after := joinNonEmpty(chatmsg.Unrendered(msgs[:lastUser]), chatmsg.Trailing(msgs[lastUser+1:]))
+			after := joinNonEmpty(chatmsg.Unrendered(msgs, lastUser), chatmsg.Trailing(msgs[lastUser+1:]))
 			after = joinNonEmpty(after, calls)
 			for _, t := range req.Texts {
 				if !heldBy(msgs, t) {
@@ -135,17 +142,15 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 			if strings.TrimSpace(after) != "" {
 				convs = append(convs, append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "user", Content: after}))
 			}
+			for _, d := range packTexts(defs, budget) {
+				convs = append(convs, []tokenizer.Message{{Role: "user", Content: d}})
+			}
 			return convs, skipped, nil
 		}
 		// No user turn: the messages' own text (a system or assistant
 		// message alone), the texts, the tools and the calls still go to
 		// the model, as one prompt.
-		text = joinNonEmpty(joinNonEmpty(chatmsg.Trailing(msgs), text), calls)
-		if tools, err := chatmsg.WithTools(nil, req.Tools); err != nil {
-			return nil, nil, err
-		} else if len(tools) > 0 {
-			text = joinNonEmpty(tools[0].Content, text)
-		}
+		text = joinNonEmpty(joinNonEmpty(joinNonEmpty(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), calls)
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
@@ -156,15 +161,26 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 			return nil, skipped, nil
 		}
 		if lastUser >= 0 {
-			prompt, err := chatmsg.WithTools(chatmsg.Renderable(msgs[:lastUser+1]), req.Tools)
-			if err != nil {
-				return nil, nil, err
-			}
+			prompt := chatmsg.Renderable(msgs[:lastUser+1])
 			return one(append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "assistant", Content: text})), skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	}
 	return nil, nil, errors.New(`input_type must be "request" or "response"`)
+}
+
+// packTexts joins texts, in order, into as few pieces of at most budget
+// bytes as hold them (a text longer than budget is a piece alone).
+func packTexts(texts []string, budget int) []string {
+	var out []string
+	for _, t := range texts {
+		if n := len(out); n > 0 && len(out[n-1])+1+len(t) <= budget {
+			out[n-1] += "\n" + t
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // litellmToolCalls is the text of the tool calls LiteLLM lists (OpenAI's

@@ -321,14 +321,21 @@ type conversationVerdict struct {
 	response *responseDetail
 }
 
-// judge runs each conversation on its own stream, all submitted to the
-// scheduler at once so that they share steps.
-func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message) ([]conversationVerdict, error) {
+// judge runs each conversation on its own stream: all submitted to the
+// scheduler at once, so that they share steps (several inputs of a
+// moderation request, each counted as one of the tenant's streams), or,
+// with oneStream, one after the other (the parts of one request, which
+// count as one stream).
+func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message, oneStream bool) ([]conversationVerdict, error) {
 	out := make([]conversationVerdict, len(convs))
 	errs := make([]error, len(convs))
 	var wg sync.WaitGroup
 	for i, msgs := range convs {
-		wg.Go(func() {
+		run := wg.Go
+		if oneStream {
+			run = func(f func()) { f() }
+		}
+		run(func() {
 			c, err := srv.openConvo(t, "modr-"+newStreamID(), 0)
 			if err != nil {
 				errs[i] = err
@@ -375,7 +382,7 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 			convs = append(convs, in.msgs)
 		}
 	}
-	vs, err := srv.judge(ctx, t, convs)
+	vs, err := srv.judge(ctx, t, convs, false)
 	if err != nil {
 		return nil, err
 	}
