@@ -20,6 +20,7 @@ type handler struct {
 	mod      Moderator
 	endpoint string
 	client   *http.Client
+	safe     *safeCache // declared text judged safe (judgeDeclared)
 }
 
 // NewHandler returns the handler of POST /v1/chat/completions (it serves
@@ -61,7 +62,7 @@ func newHandler(cfg Config, m Moderator) (*handler, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
 	}
-	return &handler{cfg: cfg, mod: m, client: cfg.Client}, nil
+	return &handler{cfg: cfg, mod: m, client: cfg.Client, safe: newSafeCache(safeCacheEntries)}, nil
 }
 
 // exchange is one request being served.
@@ -186,14 +187,20 @@ func (x *exchange) judgeRequest() Stream {
 // judgeDeclared judges items (chatmsg.Definitions) as one user turn on a
 // stream of their own, each half alone when they do not fit the stream
 // together (a length refusal queues nothing and costs no forward); false
-// when the request was answered (as judgeRequest).
+// when the request was answered (as judgeRequest). Text judged safe for
+// the tenant before is not judged again (safeCache).
 func (x *exchange) judgeDeclared(items []string) bool {
+	text := strings.Join(items, "\n")
+	key := safeKey(x.t, text)
+	if x.h.safe.has(key) {
+		return true // judged safe for this tenant before (an agent's next request)
+	}
 	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
 	if err != nil {
 		x.guardFailed(err)
 		return false
 	}
-	pv, err := s.JudgePrompt(x.ctx, []guard.Message{{Role: "user", Content: strings.Join(items, "\n")}})
+	pv, err := s.JudgePrompt(x.ctx, []guard.Message{{Role: "user", Content: text}})
 	s.Close()
 	long := err != nil && isContextLength(err) && x.ctx.Err() == nil
 	switch {
@@ -210,6 +217,7 @@ func (x *exchange) judgeDeclared(items []string) bool {
 		x.refusePrompt(pv)
 		return false
 	}
+	x.h.safe.add(key)
 	return true
 }
 

@@ -1,8 +1,15 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/streamguard/streamguard/guard"
 )
 
 const modelReadsPayload = "SECRETPAYLOAD"
@@ -162,4 +169,76 @@ func TestRequestDeclaredFields(t *testing.T) {
 func TestRequestReasoningDetails(t *testing.T) {
 	checkJudged(t, `{"model":"m","messages":[{"role":"user","content":"Hi"},`+
 		`{"role":"assistant","content":"ok","reasoning_details":[{"type":"reasoning.text","text":"`+modelReadsPayload+`","format":"unknown","index":0}]}]}`)
+}
+
+// countingModerator counts the prompts its streams judge, by their last
+// message's text.
+type countingModerator struct {
+	Moderator
+	mu     sync.Mutex
+	judged map[string]int
+}
+
+type countingStream struct {
+	Stream
+	c *countingModerator
+}
+
+func (c *countingModerator) Open(ctx context.Context, p guard.Policy) (Stream, error) {
+	s, err := c.Moderator.Open(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return countingStream{s, c}, nil
+}
+
+func (s countingStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	s.c.mu.Lock()
+	s.c.judged[msgs[len(msgs)-1].Content]++
+	s.c.mu.Unlock()
+	return s.Stream.JudgePrompt(ctx, msgs)
+}
+
+// TestDeclaredJudgedOnce: an agent sends the same tool definitions with
+// every request; once judged safe for the tenant they are not judged
+// again, while each request's messages are. Another tenant policy judges
+// them anew.
+func TestDeclaredJudgedOnce(t *testing.T) {
+	m := tinyModel(t)
+	mod := &countingModerator{Moderator: Direct(m), judged: map[string]int{}}
+	up := newFakeUpstream(t, upstreamSpec{Content: []string{"ok"}})
+	p := newTestProxy(t, up.URL, mod, Tenant{Name: "agent", Policy: safePolicy(m)}, nil)
+	tools := `[{"type":"function","function":{"name":"lookup","description":"Looks a record up."}}]`
+	for i := range 3 {
+		body := fmt.Sprintf(`{"model":"m","tools":%s,"messages":[{"role":"user","content":"question %d"}]}`, tools, i)
+		resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d %s", i, resp.StatusCode, b)
+		}
+		p.wait(t, 1)
+	}
+	def := `{"type":"function","function":{"name":"lookup","description":"Looks a record up."}}`
+	if mod.judged[def] != 1 || mod.judged["question 0"] != 1 || mod.judged["question 2"] != 1 {
+		t.Errorf("judged %v; want the definitions once, each question once", mod.judged)
+	}
+	if k1, k2 := safeKey(&Tenant{Name: "agent", Policy: safePolicy(m)}, def), safeKey(&Tenant{Name: "agent", Policy: flagAll(m)}, def); k1 == k2 {
+		t.Error("two policies share a key")
+	}
+}
+
+func TestSafeCacheBound(t *testing.T) {
+	c := newSafeCache(2)
+	k := func(i byte) [32]byte { return [32]byte{i} }
+	c.add(k(1))
+	c.add(k(2))
+	c.has(k(1)) // 1 is now the most recent
+	c.add(k(3))
+	if !c.has(k(1)) || c.has(k(2)) || !c.has(k(3)) || c.l.Len() != 2 || len(c.m) != 2 {
+		t.Errorf("after 3 adds to a cache of 2: has 1 %v, 2 %v, 3 %v", c.has(k(1)), c.has(k(2)), c.has(k(3)))
+	}
 }
