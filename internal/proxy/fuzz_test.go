@@ -65,7 +65,7 @@ func FuzzParseRequest(f *testing.F) {
 		// judged after them.
 		var judged strings.Builder
 		for _, m := range r.Messages {
-			judged.WriteString(m.Content + "\n" + m.ReasoningContent + "\n")
+			judged.WriteString(m.Content + "\n") // a prompt's rendering writes no reasoning
 		}
 		judged.WriteString(r.Trailing + "\n" + strings.Join(r.Declared, "\n"))
 		has := func(s string) bool {

@@ -171,7 +171,7 @@ func (x *exchange) serve() {
 // conversation: the upstream model reads both, and the verdict the
 // response stream starts from must stay the last user turn's.
 func (x *exchange) judgeRequest() Stream {
-	if len(x.req.Declared) > 0 && !x.judgeDeclared(x.req.Declared) {
+	if len(x.req.Declared) > 0 && !x.judgeDeclared(x.req.Declared, 0) {
 		return nil
 	}
 	if x.req.Trailing != "" {
@@ -185,11 +185,16 @@ func (x *exchange) judgeRequest() Stream {
 }
 
 // judgeDeclared judges items (chatmsg.Definitions) as one user turn on a
-// stream of their own, each half alone when they do not fit the stream
-// together (a length refusal queues nothing and costs no forward); false
-// when the request was answered (as judgeRequest). Text judged safe for
-// the tenant before is not judged again (safeCache).
-func (x *exchange) judgeDeclared(items []string) bool {
+// stream of their own; false when the request was answered (as
+// judgeRequest). Text judged safe for the tenant before is not judged
+// again (safeCache). Items that do not fit the stream together are the
+// client's error, as a conversation that does not fit is, unless the
+// tenant opted in to TrimLongPrompt: then each half is judged alone (a
+// length refusal queues nothing and costs no forward), down to
+// maxDeclaredSplit halvings. Judged apart, two halves could each hide half
+// of an instruction, and a request could make the guard judge its whole
+// body: both are what such a tenant accepts, within that bound.
+func (x *exchange) judgeDeclared(items []string, depth int) bool {
 	text := strings.Join(items, "\n")
 	key := safeKey(x.t, text)
 	if x.h.safe.has(key) {
@@ -204,9 +209,9 @@ func (x *exchange) judgeDeclared(items []string) bool {
 	s.Close()
 	long := err != nil && isContextLength(err) && x.ctx.Err() == nil
 	switch {
-	case long && len(items) > 1:
+	case long && len(items) > 1 && x.t.TrimLongPrompt && depth < maxDeclaredSplit:
 		half := len(items) / 2
-		return x.judgeDeclared(items[:half]) && x.judgeDeclared(items[half:])
+		return x.judgeDeclared(items[:half], depth+1) && x.judgeDeclared(items[half:], depth+1)
 	case long:
 		x.promptTooLong(err)
 		return false
@@ -220,6 +225,10 @@ func (x *exchange) judgeDeclared(items []string) bool {
 	x.h.safe.add(key)
 	return true
 }
+
+// maxDeclaredSplit bounds the halvings of declared items: at most 8
+// streams' worth of them are judged for one request.
+const maxDeclaredSplit = 3
 
 // judgeConversation opens a guard stream and judges msgs as a prompt; nil
 // when the request was answered (as judgeRequest).

@@ -55,8 +55,13 @@ func parseRequest(body []byte) (*chatRequest, error) {
 			Schema json.RawMessage `json:"json_schema"`
 		} `json:"response_format"`
 		Documents json.RawMessage `json:"documents"`
-		Template  json.RawMessage `json:"chat_template"`
-		Kwargs    json.RawMessage `json:"chat_template_kwargs"`
+		// OpenRouter's plugins (a web search plugin's search_prompt is
+		// given to the model as a system message) and Azure's
+		// data_sources (role_information is a system message).
+		Plugins     json.RawMessage `json:"plugins"`
+		DataSources json.RawMessage `json:"data_sources"`
+		Template    json.RawMessage `json:"chat_template"`
+		Kwargs      json.RawMessage `json:"chat_template_kwargs"`
 	}
 	if err := strictJSON(body, requestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a chat-completions JSON object: %v", err)
@@ -107,8 +112,8 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if !isNullJSON(w.Template) {
 		return nil, errors.New("chat_template: streamguard judges the conversation as the model's own template lays it out; leave chat_template out")
 	}
-	if !textlessValues(w.Kwargs) {
-		return nil, errors.New("chat_template_kwargs: only switches (true, false, numbers) are allowed; text given to the template would reach the model unjudged")
+	if err := checkTemplateKwargs(w.Kwargs); err != nil {
+		return nil, err
 	}
 	// The verdict stands on the last user turn, in the context of the
 	// turns before it (tool results laid out as the template does). What
@@ -120,7 +125,7 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if w.Format != nil {
 		schema = w.Format.Schema
 	}
-	defs, err := chatmsg.Definitions([]json.RawMessage{w.Tools, w.Functions}, schema, w.Documents)
+	defs, err := chatmsg.Definitions([]json.RawMessage{w.Tools, w.Functions}, schema, w.Documents, w.Plugins, w.DataSources)
 	if err != nil {
 		return nil, err
 	}
@@ -142,35 +147,36 @@ func isNullJSON(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(raw) == "null"
 }
 
-// textlessValues reports whether a JSON value holds no string but ""
-// (object keys aside): switches and numbers only.
-func textlessValues(raw json.RawMessage) bool {
+// templateKwargs are the chat_template_kwargs a request may set: the
+// switches of thinking that the templates of the models served beside
+// the guard take. Any other would change how the template lays out the
+// prompt (GLM's clear_thinking keeps every earlier turn's reasoning, which
+// the guard reads as context only), or hand it text.
+var templateKwargs = map[string]func(any) bool{
+	"enable_thinking": isBool,
+	"thinking":        isBool,
+	"reasoning_effort": func(v any) bool {
+		s, ok := v.(string)
+		return ok && (s == "minimal" || s == "low" || s == "medium" || s == "high")
+	},
+}
+
+func isBool(v any) bool { _, ok := v.(bool); return ok }
+
+// checkTemplateKwargs refuses chat_template_kwargs that are not an object
+// of templateKwargs.
+func checkTemplateKwargs(raw json.RawMessage) error {
 	if isNullJSON(raw) {
-		return true
+		return nil
 	}
-	var v any
-	if json.Unmarshal(raw, &v) != nil {
-		return false
+	var kw map[string]any
+	if err := json.Unmarshal(raw, &kw); err != nil {
+		return fmt.Errorf("chat_template_kwargs: want an object: %v", err)
 	}
-	var ok func(v any) bool
-	ok = func(v any) bool {
-		switch v := v.(type) {
-		case string:
-			return v == ""
-		case []any:
-			for _, e := range v {
-				if !ok(e) {
-					return false
-				}
-			}
-		case map[string]any:
-			for _, e := range v {
-				if !ok(e) {
-					return false
-				}
-			}
+	for k, v := range kw {
+		if ok := templateKwargs[k]; ok == nil || !ok(v) {
+			return fmt.Errorf("chat_template_kwargs: %q=%v is not allowed: streamguard judges the prompt as the template lays it out by default, and passes only enable_thinking, thinking (true or false) and reasoning_effort (minimal, low, medium, high)", k, v)
 		}
-		return true
 	}
-	return ok(v)
+	return nil
 }

@@ -15,11 +15,12 @@ import (
 const modelReadsPayload = "SECRETPAYLOAD"
 
 func judgedText(req *chatRequest) string {
+	// What the guard's rendering reads: each message's content (a prompt
+	// ends with a user turn, so no assistant's reasoning is written), the
+	// trailing turn and the declared items.
 	var b strings.Builder
 	for _, m := range req.Messages {
 		b.WriteString(m.Content)
-		b.WriteString("\n")
-		b.WriteString(m.ReasoningContent)
 		b.WriteString("\n")
 	}
 	b.WriteString(req.Trailing + "\n" + strings.Join(req.Declared, "\n"))
@@ -158,7 +159,7 @@ func TestRequestDeclaredFields(t *testing.T) {
 		}
 	}
 	// Switches for the template pass.
-	if _, err := parseRequest([]byte(`{"model":"m","chat_template_kwargs":{"enable_thinking":false,"n":[1,2]},"messages":[{"role":"user","content":"Hi"}]}`)); err != nil {
+	if _, err := parseRequest([]byte(`{"model":"m","chat_template_kwargs":{"enable_thinking":false},"messages":[{"role":"user","content":"Hi"}]}`)); err != nil {
 		t.Errorf("chat_template_kwargs of switches refused: %v", err)
 	}
 }
@@ -241,4 +242,29 @@ func TestSafeCacheBound(t *testing.T) {
 	if !c.has(k(1)) || c.has(k(2)) || !c.has(k(3)) || c.l.Len() != 2 || len(c.m) != 2 {
 		t.Errorf("after 3 adds to a cache of 2: has 1 %v, 2 %v, 3 %v", c.has(k(1)), c.has(k(2)), c.has(k(3)))
 	}
+}
+
+// TestRequestTemplateKwargs: chat_template_kwargs pass only the switches
+// of thinking; GLM's clear_thinking: false (every earlier turn's reasoning
+// kept in the prompt, which the guard reads as context only) and text are
+// refused.
+func TestRequestTemplateKwargs(t *testing.T) {
+	for kw, ok := range map[string]bool{
+		`{"enable_thinking":false}`: true, `{"thinking":true}`: true, `{"reasoning_effort":"high"}`: true,
+		`{"clear_thinking":false}`: false, `{"reasoning_effort":"` + modelReadsPayload + `"}`: false, `{"enable_thinking":"no"}`: false, `[1]`: false,
+	} {
+		_, err := parseRequest([]byte(`{"model":"m","chat_template_kwargs":` + kw + `,"messages":[{"role":"user","content":"Hi"},` +
+			`{"role":"assistant","content":"Hello.","reasoning_content":"r"},{"role":"user","content":"Go on."}]}`))
+		if (err == nil) != ok {
+			t.Errorf("%s: error %v, want accepted %v", kw, err, ok)
+		}
+	}
+}
+
+// OpenRouter's web plugin gives its search_prompt to the model as a system
+// message, and Azure's data_sources their role_information: judged as
+// declared.
+func TestRequestPluginsJudged(t *testing.T) {
+	checkJudged(t, `{"model":"openai/gpt-4o","plugins":[{"id":"web","search_prompt":"`+modelReadsPayload+`"}],"messages":[{"role":"user","content":"Hi"}]}`)
+	checkJudged(t, `{"model":"gpt-4o","data_sources":[{"type":"azure_search","parameters":{"role_information":"`+modelReadsPayload+`"}}],"messages":[{"role":"user","content":"Hi"}]}`)
 }

@@ -50,7 +50,7 @@ var (
 	requestShape = object(map[string]*shape{
 		"model": nil, "stream": nil, "n": nil, "stream_options": object(map[string]*shape{"include_usage": nil}),
 		"logprobs": nil, "modalities": nil, "tools": nil, "functions": nil,
-		"response_format": object(map[string]*shape{"json_schema": nil}), "documents": nil, "chat_template": nil, "chat_template_kwargs": nil,
+		"response_format": object(map[string]*shape{"json_schema": nil}), "documents": nil, "chat_template": nil, "chat_template_kwargs": nil, "plugins": nil, "data_sources": nil,
 		"messages": arrayOf(object(map[string]*shape{
 			"role": nil, "reasoning_content": nil, "reasoning": nil, "reasoning_details": nil, "tool_calls": nil, "function_call": nil,
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil, "thinking": nil})},

@@ -46,9 +46,7 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, err)
 		return
 	}
-	// A definitions turn of maxStreamTokens-headerSlack bytes fits: the
-	// user turn's scaffold is fewer tokens than headerSlack.
-	convs, skipped, err := litellmConversations(&req, srv.maxStreamTokens-headerSlack)
+	convs, skipped, err := litellmConversations(&req)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
@@ -97,17 +95,13 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 // assistant's words and tool calls, tool results, a late system message),
 // the reasoning the template keeps, the tool calls LiteLLM lists, and any
 // of the texts the messages do not hold; and the tool definitions alone,
-// as a user turn (a third). A response is judged as the assistant
+// together, as a user turn (a third). A response is judged as the assistant
 // turn after the structured messages' last user turn, its text being the
 // texts and tool calls; without a user turn there is none to anchor the
 // response heads, so it is judged as a prompt instead. Non-text content
 // parts and images are skipped and noted (as in /v1/moderations and the
 // proxy).
-//
-// budget bounds the bytes of one conversation of tool definitions: they
-// are packed into as few as hold them, each a user turn that fits the
-// stream (a token spans at least a byte).
-func litellmConversations(req *litellmRequest, budget int) ([][]tokenizer.Message, chatmsg.Skipped, error) {
+func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.Skipped, error) {
 	var skipped chatmsg.Skipped
 	if len(req.Images) > 0 {
 		skipped.Add("images")
@@ -142,8 +136,11 @@ func litellmConversations(req *litellmRequest, budget int) ([][]tokenizer.Messag
 			if strings.TrimSpace(after) != "" {
 				convs = append(convs, append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "user", Content: after}))
 			}
-			for _, d := range packTexts(defs, budget) {
-				convs = append(convs, []tokenizer.Message{{Role: "user", Content: d}})
+			if len(defs) > 0 {
+				// All together: halves judged apart could each hold half
+				// of an instruction. A list longer than the stream is
+				// refused, as a long conversation is.
+				convs = append(convs, []tokenizer.Message{{Role: "user", Content: strings.Join(defs, "\n")}})
 			}
 			return convs, skipped, nil
 		}
@@ -167,20 +164,6 @@ func litellmConversations(req *litellmRequest, budget int) ([][]tokenizer.Messag
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	}
 	return nil, nil, errors.New(`input_type must be "request" or "response"`)
-}
-
-// packTexts joins texts, in order, into as few pieces of at most budget
-// bytes as hold them (a text longer than budget is a piece alone).
-func packTexts(texts []string, budget int) []string {
-	var out []string
-	for _, t := range texts {
-		if n := len(out); n > 0 && len(out[n-1])+1+len(t) <= budget {
-			out[n-1] += "\n" + t
-			continue
-		}
-		out = append(out, t)
-	}
-	return out
 }
 
 // litellmToolCalls is the text of the tool calls LiteLLM lists (OpenAI's

@@ -66,7 +66,7 @@ func TestLiteLLMTrailingText(t *testing.T) {
 		raw(`{"role": "tool", "tool_call_id": "c", "content": "R"}`),
 		raw(`{"role": "system", "content": "S"}`),
 	}}
-	convs, skipped, err := litellmConversations(req, 1<<20)
+	convs, skipped, err := litellmConversations(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestLiteLLMTrailingText(t *testing.T) {
 		t.Errorf("conversations %s, skipped %v; want %s", mustJSON(convs), skipped, mustJSON(want))
 	}
 	req.StructuredMessages = req.StructuredMessages[:1]
-	if convs, _, err := litellmConversations(req, 1<<20); err != nil || len(convs) != 1 {
+	if convs, _, err := litellmConversations(req); err != nil || len(convs) != 1 {
 		t.Errorf("without trailing text: %s, %v", mustJSON(convs), err)
 	}
 }
@@ -167,29 +167,22 @@ func TestLiteLLMTextWithoutUserTurn(t *testing.T) {
 	}
 }
 
-// TestLiteLLMToolDefinitionsPacked: tool definitions are judged alone, as
-// user turns packed to fit the stream (a token spans at least a byte),
-// however many there are.
-func TestLiteLLMToolDefinitionsPacked(t *testing.T) {
+// TestLiteLLMToolDefinitionsTogether: tool definitions are judged alone,
+// all in one user turn (halves judged apart could each hold half of an
+// instruction).
+func TestLiteLLMToolDefinitionsTogether(t *testing.T) {
 	var tools []string
 	for i := range 40 {
 		tools = append(tools, fmt.Sprintf(`{"type":"function","function":{"name":"tool_%d","description":"Looks up record %d."}}`, i, i))
 	}
 	req := &litellmRequest{InputType: "request", Tools: json.RawMessage("[" + strings.Join(tools, ",") + "]"),
 		StructuredMessages: []json.RawMessage{json.RawMessage(`{"role":"user","content":"What is in record 7?"}`)}}
-	const budget = 500
-	convs, _, err := litellmConversations(req, budget)
+	convs, _, err := litellmConversations(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var joined []string
-	for _, c := range convs[1:] {
-		if len(c) != 1 || c[0].Role != "user" || len(c[0].Content) > budget {
-			t.Fatalf("definitions conversation %q", c)
-		}
-		joined = append(joined, c[0].Content)
-	}
-	if len(convs) < 2+len(strings.Join(tools, "\n"))/budget || strings.Join(joined, "\n") != strings.Join(tools, "\n") {
-		t.Errorf("%d conversations; the definitions judged: %q", len(convs), joined)
+	want := [][]tokenizer.Message{{{Role: "user", Content: "What is in record 7?"}}, {{Role: "user", Content: strings.Join(tools, "\n")}}}
+	if mustJSON(convs) != mustJSON(want) {
+		t.Errorf("conversations %s", mustJSON(convs))
 	}
 }

@@ -20,6 +20,11 @@ func hostAllowed(hostport string, allowed []string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if hostport == "" {
+		// HTTP/1.0 without a Host (HAProxy's default health check): no
+		// browser sends one, so no page can be behind it.
+		return true
+	}
 	if host == "" {
 		return false
 	}

@@ -27,7 +27,7 @@ func TestHostAllowed(t *testing.T) {
 		{"GUARD.internal", true},
 		{"a.corp.example", true},
 		{"corp.example", false}, // ".corp.example" allows the names under it only
-		{"", false},
+		{"", true},              // HTTP/1.0 without a Host: no browser sends one
 		{":8080", false},
 		{"evil.example:8080", false},
 		{"127.0.0.1.nip.io:8080", false},
@@ -77,6 +77,19 @@ func TestCheckHost(t *testing.T) {
 			if err := json.Unmarshal(b, &e); err != nil || e.Error.Code != "host_not_allowed" || e.Error.Type != "invalid_request_error" || !strings.Contains(e.Error.Message, "DNS rebinding") {
 				t.Errorf("host %q: body %s", c.host, b)
 			}
+		}
+	}
+	// Probes answer any Host (Envoy health-checks by its cluster's name).
+	for _, path := range []string{"/healthz", "/readyz"} {
+		req, _ := http.NewRequest("GET", h.ts.URL+path, nil)
+		req.Host = "streamguard"
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s for host streamguard: status %d", path, resp.StatusCode)
 		}
 	}
 	// Off (the default), any name is served.

@@ -74,7 +74,11 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("streamguard does not answer a web page of another origin (%s); call it from a server, or from the playground it serves", origin))
 		return
 	}
-	if srv.opts.CheckHost && !hostAllowed(r.Host, srv.opts.AllowedHosts) {
+	// Liveness and readiness answer any Host: they say nothing a page
+	// could use, and balancers probe them by a name of their own (Envoy
+	// sends its cluster's).
+	probe := r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+	if srv.opts.CheckHost && !probe && !hostAllowed(r.Host, srv.opts.AllowedHosts) {
 		srv.metrics.request("-", "host_not_allowed", http.StatusForbidden)
 		writeErr(w, http.StatusForbidden, "invalid_request_error", "host_not_allowed",
 			fmt.Sprintf("streamguard does not answer requests for host %q: this server answers only an IP address, localhost or the names it is given (streamguard serve --allowed-hosts), so that no web page can reach it by re-pointing its own name at it (DNS rebinding)", r.Host))

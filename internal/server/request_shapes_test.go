@@ -23,7 +23,7 @@ func TestNestedTypeValuesJudged(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &req); err != nil {
 		t.Fatal(err)
 	}
-	convs, _, err := litellmConversations(&req, 1<<20)
+	convs, _, err := litellmConversations(&req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,9 +39,10 @@ func TestNestedTypeValuesJudged(t *testing.T) {
 	}
 }
 
-// TestToolDefinitionsLongerThanTheStream: an agent request whose tool
-// definitions are longer than the guard's stream (its messages short) is
-// judged, the definitions in as many turns as they need, not refused.
+// TestToolDefinitionsLongerThanTheStream: for a tenant that trims long
+// input, an agent request whose tool definitions are longer than the
+// guard's stream (its messages short) is judged, the definitions in as
+// many turns as they need (up to eight), not refused.
 func TestToolDefinitionsLongerThanTheStream(t *testing.T) {
 	m := testModel(t)
 	thr := map[string]float32{} // flags nothing the random model says

@@ -452,10 +452,14 @@ func itoa(n uint32) string {
 // serveDefault is the default of the binary's duration flag `serve --name`.
 func serveDefault(t *testing.T, name string) time.Duration {
 	t.Helper()
-	_, stderr := run(t, streamguard(t), []string{"serve", "-h"}, nil)
-	m := regexp.MustCompile(`(?s)-` + regexp.QuoteMeta(name) + ` duration.*?\(default ([0-9a-zµ.]+)\)`).FindStringSubmatch(stderr)
+	// Help that was asked for is on stdout.
+	out, err := exec.Command(streamguard(t), "serve", "-h").Output()
+	if err != nil {
+		t.Fatalf("serve -h: %v", err)
+	}
+	m := regexp.MustCompile(`(?s)-` + regexp.QuoteMeta(name) + ` duration.*?\(default ([0-9a-zµ.]+)\)`).FindStringSubmatch(string(out))
 	if m == nil {
-		t.Fatalf("serve -h shows no --%s default:\n%s", name, stderr)
+		t.Fatalf("serve -h shows no --%s default:\n%s", name, out)
 	}
 	d, err := time.ParseDuration(m[1])
 	if err != nil {
