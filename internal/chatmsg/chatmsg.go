@@ -198,7 +198,7 @@ func (p Part) Judged() (string, bool) {
 	}
 	t := ""
 	for _, s := range texts {
-		t = joinNonEmpty(t, s)
+		t = Join(t, s)
 	}
 	return t, true
 }
@@ -276,14 +276,14 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		return tokenizer.Message{}, err
 	}
 	if other != reasoning {
-		reasoning = joinNonEmpty(reasoning, other)
+		reasoning = Join(reasoning, other)
 	}
 	details, err := reasoningDetails(f)
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
 	if details != "" && details != reasoning {
-		reasoning = joinNonEmpty(reasoning, details)
+		reasoning = Join(reasoning, details)
 	}
 	switch role {
 	case "developer":
@@ -303,7 +303,7 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		return tokenizer.Message{}, err
 	}
 	if calls != "" {
-		text = joinNonEmpty(text, calls)
+		text = Join(text, calls)
 	}
 	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, nil
 }
@@ -332,7 +332,7 @@ func reasoningDetails(f fields) (string, error) {
 				return "", fmt.Errorf("reasoning_details[%d]: %w", i, err)
 			}
 			if s != nil {
-				t = joinNonEmpty(t, *s)
+				t = Join(t, *s)
 			}
 		}
 	}
@@ -491,7 +491,7 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 	var t string
 	for _, m := range turns[min(query+1, last):last] {
 		if m.Role == "assistant" {
-			t = joinNonEmpty(t, m.ReasoningContent)
+			t = Join(t, m.ReasoningContent)
 		}
 	}
 	if strings.TrimSpace(t) == "" {
@@ -500,7 +500,9 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 	return t
 }
 
-func joinNonEmpty(a, b string) string {
+// Join joins two texts with a newline, or returns the one that is not
+// empty: the one way turns and parts are joined for judging.
+func Join(a, b string) string {
 	switch {
 	case a == "":
 		return b
@@ -527,7 +529,7 @@ func LastUser(msgs []tokenizer.Message) int {
 func Trailing(turns []tokenizer.Message) string {
 	var t string
 	for _, m := range turns {
-		t = joinNonEmpty(t, joinNonEmpty(m.ReasoningContent, m.Content))
+		t = Join(t, Join(m.ReasoningContent, m.Content))
 	}
 	if strings.TrimSpace(t) == "" {
 		// White space alone (models answer "\n\n" beside a tool call)

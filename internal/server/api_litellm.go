@@ -126,11 +126,11 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 		if lastUser >= 0 {
 			prompt := chatmsg.Renderable(msgs[:lastUser+1])
 			convs := one(prompt)
-			after := joinNonEmpty(chatmsg.Unrendered(msgs, lastUser), chatmsg.Trailing(msgs[lastUser+1:]))
-			after = joinNonEmpty(after, calls)
+			after := chatmsg.Join(chatmsg.Unrendered(msgs, lastUser), chatmsg.Trailing(msgs[lastUser+1:]))
+			after = chatmsg.Join(after, calls)
 			for _, t := range req.Texts {
 				if !heldBy(msgs, t) {
-					after = joinNonEmpty(after, t)
+					after = chatmsg.Join(after, t)
 				}
 			}
 			if strings.TrimSpace(after) != "" {
@@ -147,13 +147,13 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 		// No user turn: the messages' own text (a system or assistant
 		// message alone), the texts, the tools and the calls still go to
 		// the model, as one prompt.
-		text = joinNonEmpty(joinNonEmpty(joinNonEmpty(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), calls)
+		text = chatmsg.Join(chatmsg.Join(chatmsg.Join(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), calls)
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
 	case "response":
-		text = joinNonEmpty(text, calls)
+		text = chatmsg.Join(text, calls)
 		if strings.TrimSpace(text) == "" {
 			return nil, skipped, nil
 		}

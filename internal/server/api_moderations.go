@@ -194,24 +194,14 @@ func moderatedTurns(turns []tokenizer.Message, skipped *chatmsg.Skipped) []token
 		}
 		if n := len(out); afterTool && n > 0 && m.Role == "assistant" && out[n-1].Role == "assistant" {
 			prev := &out[n-1]
-			prev.Content = joinNonEmpty(prev.Content, m.Content)
-			prev.ReasoningContent = joinNonEmpty(prev.ReasoningContent, m.ReasoningContent)
+			prev.Content = chatmsg.Join(prev.Content, m.Content)
+			prev.ReasoningContent = chatmsg.Join(prev.ReasoningContent, m.ReasoningContent)
 		} else {
 			out = append(out, m)
 		}
 		afterTool = false
 	}
 	return out
-}
-
-func joinNonEmpty(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "\n" + b
 }
 
 // hasText reports whether any message carries text that is not white space.
