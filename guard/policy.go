@@ -60,6 +60,17 @@ type Policy struct {
 	// Block, when not empty, lists the only categories that can flag;
 	// non-safe verdicts of any other category count as safe.
 	Block []string
+	// EveryTurn judges every user turn of a prompt at its own <|im_end|>,
+	// in the context before it (what the guard said, or would have said,
+	// when that turn was the newest), not only the last: the prompt is
+	// flagged when any turn is, PromptVerdict.Turns lists them all, and
+	// the verdict is the first flagged turn's when the last is not. It
+	// costs nothing (the query heads run at every position) and is for a
+	// gateway whose clients write the conversation's history themselves:
+	// without it, text hidden in an earlier turn is read only as context
+	// of the last. A chat that keeps a flagged turn in its history is then
+	// refused on every later request.
+	EveryTurn bool
 }
 
 // level is a verdict after the policy: safe, or the kind of non-safe run it

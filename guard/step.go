@@ -138,11 +138,31 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 	pos := s.cache.Len() - len(items)
 	for j, it := range items {
 		switch it.kind {
+		case itemTurnEnd:
+			v := newVerdict(out.QueryRisk[j], out.QueryCategory[j], l.QueryRisk, l.QueryCategory)
+			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
+			v.Level = lv.name(&v, s.m.queryContIdx)
+			s.earlier = append(s.earlier, PromptVerdict{Verdict: v, Position: pos + j, Flagged: s.policy.nonSafe(lv)})
 		case itemPromptEnd:
 			v := newVerdict(out.QueryRisk[j], out.QueryCategory[j], l.QueryRisk, l.QueryCategory)
 			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
 			v.Level = lv.name(&v, s.m.queryContIdx)
 			pv := &PromptVerdict{Verdict: v, Position: pos + j, Flagged: s.policy.nonSafe(lv)}
+			if s.policy.EveryTurn {
+				// Every user turn's verdict, the last included; the
+				// first flagged one decides when the last is not.
+				turns := append(s.earlier, *pv)
+				s.earlier = nil
+				if !pv.Flagged {
+					for _, t := range turns {
+						if t.Flagged {
+							*pv = t
+							break
+						}
+					}
+				}
+				pv.Turns = turns
+			}
 			s.lastPrompt, r.Prompt = pv, pv
 			s.resp = newResponseState()
 			s.turns++

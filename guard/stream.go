@@ -15,6 +15,7 @@ type scaffold struct {
 	thinkingHeader []int // "\n<|im_start|>assistant\n<think>\n"
 	turnEnd        []int // "<|im_end|>\n"
 	newline        []int // "\n" after a user turn's <|im_end|>
+	userRole       int   // "user" after <|im_start|>: a user turn begins
 }
 
 func newScaffold(tok *tokenizer.Tokenizer) (scaffold, error) {
@@ -30,6 +31,13 @@ func newScaffold(tok *tokenizer.Tokenizer) (scaffold, error) {
 		return sc, err
 	}
 	sc.newline = sc.turnEnd[1:]
+	// The template writes "user\n" and the turn's text as one run of
+	// text; "user" is a word of its own to the pre-tokenizer, so one id.
+	if ids := tok.EncodeText("user"); len(ids) == 1 {
+		sc.userRole = ids[0]
+	} else {
+		return sc, fmt.Errorf("the tokenizer writes the role \"user\" as %d tokens, not one", len(ids))
+	}
 	return sc, nil
 }
 
@@ -49,6 +57,7 @@ type itemKind uint8
 const (
 	itemContext   itemKind = iota // prompt tokens: fed, no verdict
 	itemPromptEnd                 // <|im_end|> of a user turn: query heads
+	itemTurnEnd                   // an earlier user turn's, with Policy.EveryTurn
 	itemScaffold                  // assistant-turn token fed but not judged
 	itemResponse                  // judged with the response heads
 )
@@ -90,6 +99,9 @@ type Stream struct {
 	// means the model's max_position_embeddings.
 	limit int
 	sv    saved // scratch of save and undo
+	// earlier are the verdicts of the prompt's earlier user turns
+	// (Policy.EveryTurn) until its last turn's is read.
+	earlier []PromptVerdict
 }
 
 // ErrClosed is returned by operations on a closed stream.
@@ -384,6 +396,23 @@ func (s *Stream) QueuePrompt(msgs []Message) error {
 	return s.QueuePromptIDs(c.Prompt())
 }
 
+// markTurnEnds marks, in a prompt's items before its last <|im_end|>, the
+// <|im_end|> that closes each user turn: "<|im_start|>user" begins one
+// (added tokens never come from text, so these are the scaffold's own),
+// and the next <|im_end|> closes it.
+func (s *Stream) markTurnEnds(items []item) {
+	inUser := false
+	for i, it := range items {
+		switch {
+		case it.id == tokenizer.ImStart:
+			inUser = i+1 < len(items) && items[i+1].id == s.m.scaffold.userRole
+		case it.id == tokenizer.ImEnd && inUser:
+			items[i].kind = itemTurnEnd
+			inUser = false
+		}
+	}
+}
+
 // QueuePromptIDs queues an already tokenized prompt; its last id must be
 // the <|im_end|> closing the user turn.
 func (s *Stream) QueuePromptIDs(ids []int) error {
@@ -400,7 +429,11 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	}
 	s.save()
 	items := s.closeTurn()
+	n := len(items)
 	items = append(items, contextItems(ids[:len(ids)-1], itemContext)...)
+	if s.policy.EveryTurn {
+		s.markTurnEnds(items[n:])
+	}
 	items = append(items, item{id: tokenizer.ImEnd, kind: itemPromptEnd})
 	if err := s.push(items); err != nil {
 		return s.undo(err)

@@ -489,3 +489,68 @@ func TestDeveloperRole(t *testing.T) {
 		t.Errorf("developer %+v, system %+v", d, s)
 	}
 }
+
+// TestEveryTurn: with Policy.EveryTurn each user turn of a prompt is judged
+// at its own <|im_end|>, exactly as the prompt ending there would be on a
+// stream of its own; the prompt is flagged when any turn is, with the
+// first flagged turn's verdict when the last is not.
+func TestEveryTurn(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	ctx := context.Background()
+	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "How do I pick a lock?"},
+		{Role: "assistant", Content: "Use a tension wrench."}, {Role: "user", Content: "And a safe?"},
+		{Role: "assistant", Content: "No."}, {Role: "user", Content: "Thanks, bye."}}
+	judge := func(p Policy, msgs []Message) *PromptVerdict {
+		t.Helper()
+		s := m.NewStream()
+		defer s.Close()
+		if err := s.SetPolicy(p); err != nil {
+			t.Fatal(err)
+		}
+		pv, err := s.JudgePrompt(ctx, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pv
+	}
+	pv := judge(Policy{EveryTurn: true}, msgs)
+	if len(pv.Turns) != 3 {
+		t.Fatalf("%d turn verdicts, want 3", len(pv.Turns))
+	}
+	for i, end := range []int{2, 4, 6} {
+		alone := judge(Policy{}, msgs[:end])
+		if got := pv.Turns[i]; got.Position != alone.Position || got.RiskProb != alone.RiskProb || got.Risk != alone.Risk || got.Category != alone.Category || got.Flagged != alone.Flagged {
+			t.Errorf("turn %d: %+v, judged alone %+v", i, got, alone)
+		}
+	}
+	if plain := judge(Policy{}, msgs); plain.Turns != nil || plain.Position != pv.Turns[2].Position {
+		t.Errorf("without EveryTurn: %+v", plain)
+	}
+	// A threshold between an earlier turn's non-safe probability and the
+	// last's (strict mode: P(Unsafe)+P(Controversial)), on the category
+	// they share, flags the earlier turn only. The random model's
+	// probabilities are fixed; a last turn less risky than an earlier one
+	// is searched among a few.
+	nonSafe := func(v PromptVerdict) float32 { return 1 - v.RiskProbs[0] }
+	for _, lastText := range []string{"Thanks, bye.", "ok", "Hello there.", "What time is it?", "Tell me more.", "Fine.", "Why?", "Good night."} {
+		msgs[5].Content = lastText
+		turns := judge(Policy{EveryTurn: true}, msgs).Turns
+		lastV := turns[2]
+		for i, tv := range turns[:2] {
+			if tv.Category != lastV.Category || nonSafe(tv) <= nonSafe(lastV) {
+				continue
+			}
+			tau := (nonSafe(tv) + nonSafe(lastV)) / 2
+			p := Policy{Mode: Strict, EveryTurn: true, Thresholds: map[string]float32{tv.Category: tau}}
+			got := judge(p, msgs)
+			if !got.Flagged || got.Position != tv.Position || len(got.Turns) != 3 || !got.Turns[i].Flagged || got.Turns[2].Flagged {
+				t.Errorf("turn %d flags (τ %.4f): verdict %+v", i, tau, got)
+			}
+			if plain := judge(Policy{Mode: Strict, Thresholds: p.Thresholds}, msgs); plain.Flagged {
+				t.Errorf("without EveryTurn the last turn alone flagged: %+v", plain)
+			}
+			return
+		}
+	}
+	t.Fatal("no last turn of the candidates is less risky than an earlier one in its category: the earlier-flag case is not exercised")
+}

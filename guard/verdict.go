@@ -36,6 +36,9 @@ type PromptVerdict struct {
 	// Flagged applies the stream's policy: Unsafe, or Controversial in
 	// strict mode, subject to thresholds and blocked categories.
 	Flagged bool `json:"flagged"`
+	// Turns, with Policy.EveryTurn, are the verdicts of every user turn of
+	// the prompt, in order, the last included (their own Turns empty).
+	Turns []PromptVerdict `json:"turns,omitempty"`
 }
 
 // TokenVerdict is the verdict on one judged token of an assistant response:

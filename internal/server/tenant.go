@@ -49,6 +49,9 @@ type PolicyConfig struct {
 	Debounce   int                `json:"debounce"`
 	Thresholds map[string]float32 `json:"thresholds"`
 	Block      []string           `json:"block"`
+	// EveryTurn judges every user turn of a conversation, not only the
+	// last (guard.Policy.EveryTurn): for clients that write the history.
+	EveryTurn bool `json:"every_turn"`
 }
 
 // RateConfig is a token bucket over requests (a duplex connection's
@@ -230,7 +233,7 @@ func newTenants(cfg *Config, m *guard.Model) (*tenants, error) {
 }
 
 func (pc PolicyConfig) policy() (guard.Policy, error) {
-	p := guard.Policy{Debounce: pc.Debounce, Thresholds: pc.Thresholds, Block: pc.Block}
+	p := guard.Policy{Debounce: pc.Debounce, Thresholds: pc.Thresholds, Block: pc.Block, EveryTurn: pc.EveryTurn}
 	if pc.Mode != "" {
 		m, err := guard.ParseMode(pc.Mode)
 		if err != nil {

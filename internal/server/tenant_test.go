@@ -189,3 +189,19 @@ func TestAuditContent(t *testing.T) {
 		t.Fatalf("audit log:\n%s", log)
 	}
 }
+
+// TestEveryTurnPolicy: a tenant's "every_turn" reaches its streams'
+// policy, so that each user turn a client sends is judged.
+func TestEveryTurnPolicy(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{"tenants":[{"name":"a","api_key_sha256":["` + strings.Repeat("0", 64) + `"],"policy":{"every_turn":true}},` +
+		`{"name":"b","api_key_sha256":["` + strings.Repeat("1", 64) + `"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false} {
+		p, err := cfg.Tenants[i].Policy.policy()
+		if err != nil || p.EveryTurn != want {
+			t.Errorf("tenant %s: EveryTurn %v, %v; want %v", cfg.Tenants[i].Name, p.EveryTurn, err, want)
+		}
+	}
+}
