@@ -238,6 +238,16 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 		if net, set, err = open(false); err != nil {
 			return nil, fmt.Errorf("guard: %s: %w", dir, err)
 		}
+		// The levels as newModel named them in the first load.
+		for _, l := range []struct {
+			field string
+			risk  []string
+		}{{"response_risk_level_map", net.Labels.ResponseRisk}, {"query_risk_level_map", net.Labels.QueryRisk}} {
+			if err := checkRiskLevels(l.field, l.risk); err != nil {
+				set.Close()
+				return nil, err
+			}
+		}
 		m.net, m.eng = net, cpuEngine{net}
 	}
 	m.closer = set
@@ -267,10 +277,13 @@ func modelFolder(dir string) (string, error) {
 		return "", fmt.Errorf("guard: %w", err)
 	}
 	snap, err := hub.NewClient(hub.EnvFromOS()).Cached(ref)
-	if err != nil {
+	switch {
+	case errors.Is(err, hub.ErrNotCached):
 		// Whatever the cache lacks (the repo, the revision, a complete
 		// snapshot), Load has no model there to open.
 		return "", &notExistError{msg: fmt.Sprintf("guard: no folder %s; %v", dir, err), err: err}
+	case err != nil:
+		return "", fmt.Errorf("guard: %s: %w", dir, err) // a damaged cache is not a missing model
 	}
 	return snap.Dir, nil
 }

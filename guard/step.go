@@ -95,13 +95,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	// The forward reads the weights: Close must not unmap them meanwhile,
 	// and one closed since the check above fails the step here, taking
 	// nothing from the queues.
-	var outs []qwen3.Output
-	m.run.RLock()
-	ferr := m.usable()
-	if ferr == nil {
-		outs, ferr = m.eng.forward(caches, idss, false)
-	}
-	m.run.RUnlock()
+	outs, ferr := m.forwardLocked(caches, idss)
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		s.mu.Lock()
@@ -129,6 +123,18 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		return nil, fmt.Errorf("guard: %w", ferr)
 	}
 	return results, nil
+}
+
+// forwardLocked runs a forward under the model's read lock, released
+// however the forward ends: a panic a caller recovers (net/http does) must
+// not leave Close, and every later step, waiting on it.
+func (m *Model) forwardLocked(caches []kvCache, idss [][]int) ([]qwen3.Output, error) {
+	m.run.RLock()
+	defer m.run.RUnlock()
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
+	return m.eng.forward(caches, idss, false)
 }
 
 // apply turns the logits of the fed items into verdicts and policy state.

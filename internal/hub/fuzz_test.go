@@ -255,7 +255,7 @@ func FuzzIndexShards(f *testing.F) {
 				t.Fatalf("checkModelFolder: %v, want nil for shards %q", got, shards)
 			}
 		default:
-			if want := fmt.Sprintf("%s: missing shards %v", dir, missing); got == nil || got.Error() != want {
+			if want := fmt.Sprintf("%s: missing shards %v: %v", dir, missing, ErrNotCached); got == nil || got.Error() != want || !errors.Is(got, ErrNotCached) {
 				t.Fatalf("checkModelFolder: %v, want %s", got, want)
 			}
 		}

@@ -27,7 +27,7 @@ func (c *Client) cachedSnapshot(ref Ref) (*Snapshot, error) {
 	if !c.Offline {
 		return nil, err
 	}
-	return nil, fmt.Errorf("%s is not in the hub cache %s (%v) and %w: run `streamguard pull %s` where the hub can be reached (or copy the cache), pass a model folder, or without the hub write a synthetic one with `streamguard gen-model --out DIR`",
+	return nil, fmt.Errorf("%s is not in the hub cache %s (%w) and %w: run `streamguard pull %s` where the hub can be reached (or copy the cache), pass a model folder, or without the hub write a synthetic one with `streamguard gen-model --out DIR`",
 		ref, c.CacheDir, err, ErrOffline, ref)
 }
 
@@ -39,7 +39,7 @@ func (c *Client) Cached(ref Ref) (*Snapshot, error) {
 	if err == nil || c.Offline {
 		return s, err
 	}
-	return nil, fmt.Errorf("%s is not in the hub cache %s (%v): download it with `streamguard pull %s`, or pass a model folder",
+	return nil, fmt.Errorf("%s is not in the hub cache %s (%w): download it with `streamguard pull %s`, or pass a model folder",
 		ref, c.CacheDir, err, ref)
 }
 
@@ -60,7 +60,7 @@ func (c *Client) Resolve(ctx context.Context, ref Ref, progress io.Writer) (*Sna
 // another tool filled file by file may be partial.
 func checkModelFolder(dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
-		return fmt.Errorf("%s: no config.json", dir)
+		return fmt.Errorf("%s: no config.json: %w", dir, ErrNotCached)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err == nil {
 		return nil
@@ -68,7 +68,7 @@ func checkModelFolder(dir string) error {
 	index := filepath.Join(dir, "model.safetensors.index.json")
 	b, err := safetensors.ReadIndex(index) // bounded before it is read
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json", dir)
+		return fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json: %w", dir, ErrNotCached)
 	}
 	if err != nil {
 		return err
@@ -84,7 +84,7 @@ func checkModelFolder(dir string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s: missing shards %v", dir, missing)
+		return fmt.Errorf("%s: missing shards %v: %w", dir, missing, ErrNotCached)
 	}
 	return nil
 }
