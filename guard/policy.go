@@ -60,8 +60,9 @@ type Policy struct {
 	// Block, when not empty, lists the only categories that can flag;
 	// non-safe verdicts of any other category count as safe.
 	Block []string
-	// EveryTurn judges every user turn of a prompt at its own <|im_end|>,
-	// in the context before it (what the guard said, or would have said,
+	// EveryTurn judges every user turn of a prompt (a tool result the
+	// template lays out as one included) at its own <|im_end|>, in the
+	// context before it (what the guard said, or would have said,
 	// when that turn was the newest), not only the last: the prompt is
 	// flagged when any turn is, PromptVerdict.Turns lists them all, and
 	// the verdict is the first flagged turn's when the last is not. It

@@ -95,6 +95,21 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	// The forward reads the weights: Close must not unmap them meanwhile,
 	// and one closed since the check above fails the step here, taking
 	// nothing from the queues.
+	defer func() {
+		if r := recover(); r != nil {
+			// A forward that panicked (a caller may recover it) may have
+			// written part of the caches: the streams cannot go on, and
+			// are closed, their memory released, before the panic goes on.
+			for _, s := range streams {
+				s.mu.Lock()
+				s.inStep, s.closed, s.queue, s.earlier = false, true, nil, nil
+				s.cache.Release()
+				s.fed = 0
+				s.mu.Unlock()
+			}
+			panic(r)
+		}
+	}()
 	outs, ferr := m.forwardLocked(caches, idss)
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
@@ -145,6 +160,9 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 	for j, it := range items {
 		switch it.kind {
 		case itemTurnEnd:
+			if !s.policy.EveryTurn {
+				continue
+			}
 			v := newVerdict(out.QueryRisk[j], out.QueryCategory[j], l.QueryRisk, l.QueryCategory)
 			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
 			v.Level = lv.name(&v, s.m.queryContIdx)
@@ -154,11 +172,12 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 			lv := s.policy.classify(&v, s.m.queryUnsafeIdx, s.m.queryContIdx)
 			v.Level = lv.name(&v, s.m.queryContIdx)
 			pv := &PromptVerdict{Verdict: v, Position: pos + j, Flagged: s.policy.nonSafe(lv)}
+			turns := s.earlier
+			s.earlier = nil // whatever the policy says now: they were this prompt's
 			if s.policy.EveryTurn {
 				// Every user turn's verdict, the last included; the
 				// first flagged one decides when the last is not.
-				turns := append(s.earlier, *pv)
-				s.earlier = nil
+				turns = append(turns, *pv)
 				if !pv.Flagged {
 					for _, t := range turns {
 						if t.Flagged {

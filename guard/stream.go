@@ -431,9 +431,7 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	items := s.closeTurn()
 	n := len(items)
 	items = append(items, contextItems(ids[:len(ids)-1], itemContext)...)
-	if s.policy.EveryTurn {
-		s.markTurnEnds(items[n:])
-	}
+	s.markTurnEnds(items[n:]) // judged when the policy asks (EveryTurn) as they are fed
 	items = append(items, item{id: tokenizer.ImEnd, kind: itemPromptEnd})
 	if err := s.push(items); err != nil {
 		return s.undo(err)
@@ -599,6 +597,7 @@ func (s *Stream) queueConversation(c *tokenizer.Conversation) error {
 		return errors.New("guard: a whole conversation needs a fresh stream")
 	}
 	items := contextItems(c.IDs[:c.PromptEnd], itemContext)
+	s.markTurnEnds(items)
 	items = append(items, item{id: c.IDs[c.PromptEnd], kind: itemPromptEnd})
 	ph := phasePrompt
 	if c.Response {

@@ -498,6 +498,7 @@ type policyJS struct {
 	Debounce   int                `json:"debounce"`
 	Thresholds map[string]float32 `json:"thresholds,omitempty"`
 	Block      []string           `json:"block,omitempty"`
+	EveryTurn  bool               `json:"every_turn,omitempty"`
 }
 
 func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) {
@@ -512,7 +513,7 @@ func (srv *Server) serveInfo(w http.ResponseWriter, r *http.Request, t *Tenant) 
 		Categories: l.ResponseCategory, QueryCategories: l.QueryCategory,
 		MaxStreamTokens: srv.maxStreamTokens, KVBytesPerToken: srv.info.KVBytesPerToken, KVCache: srv.info.KVCache, KVBudgetBytes: limit * srv.info.KVBytesPerToken,
 		Device: srv.info.Device, DeviceNote: srv.info.DeviceNote,
-		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block},
+		Policy: policyJS{Mode: t.Policy.Mode.String(), Debounce: deb, Thresholds: t.Policy.Thresholds, Block: t.Policy.Block, EveryTurn: t.Policy.EveryTurn},
 	})
 }
 
