@@ -113,6 +113,18 @@ await check("chat.completions.create (stream, include_usage) through the proxy",
   assert.equal(usage.completion_tokens, 4);
 });
 
+await check("chat.completions.create: an agent's tools, tool call and tool result through the proxy", async () => {
+  const tools = [{ type: "function", function: { name: "lookup", description: "Looks a record up.",
+    parameters: { type: "object", properties: { id: { type: "string" } } } } }];
+  const messages = [{ role: "user", content: "What is in record 7?" },
+    { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function", function: { name: "lookup", arguments: '{"id":"7"}' } }] },
+    { role: "tool", tool_call_id: "c1", content: "a blue chair" }];
+  for (let i = 0; i < 2; i++) { // the second time, the tools were judged before
+    const c = await ok.chat.completions.create({ model: "fake-llm", tools, messages });
+    assert.equal(c.choices[0].message.content, ANSWER);
+  }
+});
+
 await check("bad key: AuthenticationError 401 invalid_api_key", async () => {
   await expectError(() => bad.moderations.create({ input: "hi" }), OpenAI.AuthenticationError, 401, "invalid_api_key");
   await expectError(() => bad.models.list(), OpenAI.AuthenticationError, 401, "invalid_api_key");
@@ -139,8 +151,9 @@ await check("over-long prompt: BadRequestError 400 context_length_exceeded", asy
 });
 
 await check("flagged prompt: BadRequestError 400 content_filter", async () => {
-  await expectError(() => flag.chat.completions.create({ model: "fake-llm", messages: [{ role: "user", content: "Say hello." }] }),
+  const e = await expectError(() => flag.chat.completions.create({ model: "fake-llm", messages: [{ role: "user", content: "Say hello." }] }),
     OpenAI.BadRequestError, 400, "content_filter");
+  assert.equal(e.param, "messages");
   await expectError(() => flag.chat.completions.create({ model: "fake-llm", stream: true, messages: [{ role: "user", content: "Say hello." }] }),
     OpenAI.BadRequestError, 400, "content_filter");
 });
