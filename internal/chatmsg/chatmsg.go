@@ -48,7 +48,7 @@ type Part struct {
 	Refusal  *string
 	Thinking *string
 	// Other are the strings of a part of a type the guard does not know,
-	// in the order written, less the values of "type" keys.
+	// in the order written, less the value of its own "type".
 	Other []string
 }
 

@@ -96,7 +96,9 @@ type Options struct {
 	// rebinding, a web page whose name is re-pointed at this machine's
 	// address and so is same-origin with the server to the browser;
 	// streamguard serve turns it on for a server without tenants that
-	// listens on a loopback address.
+	// listens on a loopback address or on every address. /healthz and
+	// /readyz answer any Host, and a request without one passes (no
+	// browser sends such).
 	CheckHost bool
 	// AllowedHosts are the host names CheckHost lets through besides
 	// those (case-insensitive; ".example.com" allows the names under it).
