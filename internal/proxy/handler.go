@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/safecache"
 )
 
 type handler struct {
@@ -20,7 +21,7 @@ type handler struct {
 	mod      Moderator
 	endpoint string
 	client   *http.Client
-	safe     *safeCache // declared text judged safe (judgeDeclared)
+	safe     *safecache.Cache // declared text judged safe (judgeDeclared)
 }
 
 // NewHandler returns the handler of POST /v1/chat/completions (it serves
@@ -62,7 +63,7 @@ func newHandler(cfg Config, m Moderator) (*handler, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
 	}
-	return &handler{cfg: cfg, mod: m, client: cfg.Client, safe: newSafeCache(safeCacheEntries)}, nil
+	return &handler{cfg: cfg, mod: m, client: cfg.Client, safe: safecache.New(safecache.Entries)}, nil
 }
 
 // exchange is one request being served.
@@ -187,7 +188,7 @@ func (x *exchange) judgeRequest() Stream {
 // judgeDeclared judges items (chatmsg.Definitions) as one user turn on a
 // stream of their own; false when the request was answered (as
 // judgeRequest). Text judged safe for the tenant before is not judged
-// again (safeCache). Items that do not fit the stream together are the
+// again (internal/safecache). Items that do not fit the stream together are the
 // client's error, as a conversation that does not fit is, unless the
 // tenant opted in to TrimLongPrompt: then each half is judged alone (a
 // length refusal queues nothing and costs no forward), down to
@@ -196,8 +197,8 @@ func (x *exchange) judgeRequest() Stream {
 // body: both are what such a tenant accepts, within that bound.
 func (x *exchange) judgeDeclared(items []string, depth int) bool {
 	text := strings.Join(items, "\n")
-	key := safeKey(x.t, text)
-	if x.h.safe.has(key) {
+	key := safecache.Key(x.t.Name, x.t.Policy, text)
+	if x.h.safe.Has(key) {
 		return true // judged safe for this tenant before (an agent's next request)
 	}
 	s, err := x.h.mod.Open(x.ctx, x.t.Policy)
@@ -222,7 +223,7 @@ func (x *exchange) judgeDeclared(items []string, depth int) bool {
 		x.refusePrompt(pv)
 		return false
 	}
-	x.h.safe.add(key)
+	x.h.safe.Add(key)
 	return true
 }
 

@@ -227,21 +227,6 @@ func TestDeclaredJudgedOnce(t *testing.T) {
 	if mod.judged[def] != 1 || mod.judged["question 0"] != 1 || mod.judged["question 2"] != 1 {
 		t.Errorf("judged %v; want the definitions once, each question once", mod.judged)
 	}
-	if k1, k2 := safeKey(&Tenant{Name: "agent", Policy: safePolicy(m)}, def), safeKey(&Tenant{Name: "agent", Policy: flagAll(m)}, def); k1 == k2 {
-		t.Error("two policies share a key")
-	}
-}
-
-func TestSafeCacheBound(t *testing.T) {
-	c := newSafeCache(2)
-	k := func(i byte) [32]byte { return [32]byte{i} }
-	c.add(k(1))
-	c.add(k(2))
-	c.has(k(1)) // 1 is now the most recent
-	c.add(k(3))
-	if !c.has(k(1)) || c.has(k(2)) || !c.has(k(3)) || c.l.Len() != 2 || len(c.m) != 2 {
-		t.Errorf("after 3 adds to a cache of 2: has 1 %v, 2 %v, 3 %v", c.has(k(1)), c.has(k(2)), c.has(k(3)))
-	}
 }
 
 // TestRequestTemplateKwargs: chat_template_kwargs pass only the switches

@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/safecache"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -46,10 +47,19 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		srv.writeError(w, err)
 		return
 	}
-	convs, skipped, err := litellmConversations(&req)
+	convs, declared, skipped, err := litellmConversations(&req)
 	if err != nil {
 		srv.writeError(w, badRequest{err})
 		return
+	}
+	// Tool definitions judged safe for the tenant before are not judged
+	// again (an agent sends the same ones with every request).
+	var declKey [32]byte
+	if declared {
+		d := convs[len(convs)-1][0].Content
+		if declKey = safecache.Key(t.Name, t.Policy, d); srv.declared.Has(declKey) {
+			convs, declared = convs[:len(convs)-1], false
+		}
 	}
 	setSkipped(w, skipped)
 	if convs == nil {
@@ -64,6 +74,9 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		}
 		srv.writeError(w, lengthParam(err, param))
 		return
+	}
+	if declared && !vs[len(vs)-1].prompt.Flagged {
+		srv.declared.Add(declKey)
 	}
 	resp := litellmResponse{Action: "NONE"}
 	for i, v := range vs {
@@ -101,22 +114,24 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 // response heads, so it is judged as a prompt instead. Non-text content
 // parts and images are skipped and noted (as in /v1/moderations and the
 // proxy).
-func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.Skipped, error) {
-	var skipped chatmsg.Skipped
+//
+// The tool definitions' conversation, when there is one, is the last, and
+// declared reports it.
+func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, declared bool, skipped chatmsg.Skipped, err error) {
 	if len(req.Images) > 0 {
 		skipped.Add("images")
 	}
 	msgs, err := chatmsg.Conversation(req.StructuredMessages, &skipped)
 	if err != nil {
-		return nil, nil, fmt.Errorf("structured_%w", err)
+		return nil, false, nil, fmt.Errorf("structured_%w", err)
 	}
 	calls, err := litellmToolCalls(req.ToolCalls)
 	if err != nil {
-		return nil, nil, err
+		return nil, false, nil, err
 	}
 	defs, err := chatmsg.Definitions([]json.RawMessage{req.Tools})
 	if err != nil {
-		return nil, nil, err
+		return nil, false, nil, err
 	}
 	lastUser := chatmsg.LastUser(msgs)
 	text := strings.Join(req.Texts, "\n")
@@ -142,28 +157,28 @@ func litellmConversations(req *litellmRequest) ([][]tokenizer.Message, chatmsg.S
 				// refused, as a long conversation is.
 				convs = append(convs, []tokenizer.Message{{Role: "user", Content: strings.Join(defs, "\n")}})
 			}
-			return convs, skipped, nil
+			return convs, len(defs) > 0, skipped, nil
 		}
 		// No user turn: the messages' own text (a system or assistant
 		// message alone), the texts, the tools and the calls still go to
 		// the model, as one prompt.
 		text = chatmsg.Join(chatmsg.Join(chatmsg.Join(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), calls)
 		if strings.TrimSpace(text) == "" {
-			return nil, skipped, nil
+			return nil, false, skipped, nil
 		}
-		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
+		return one([]tokenizer.Message{{Role: "user", Content: text}}), false, skipped, nil
 	case "response":
 		text = chatmsg.Join(text, calls)
 		if strings.TrimSpace(text) == "" {
-			return nil, skipped, nil
+			return nil, false, skipped, nil
 		}
 		if lastUser >= 0 {
 			prompt := chatmsg.Renderable(msgs[:lastUser+1])
-			return one(append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "assistant", Content: text})), skipped, nil
+			return one(append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "assistant", Content: text})), false, skipped, nil
 		}
-		return one([]tokenizer.Message{{Role: "user", Content: text}}), skipped, nil
+		return one([]tokenizer.Message{{Role: "user", Content: text}}), false, skipped, nil
 	}
-	return nil, nil, errors.New(`input_type must be "request" or "response"`)
+	return nil, false, nil, errors.New(`input_type must be "request" or "response"`)
 }
 
 // litellmToolCalls is the text of the tool calls LiteLLM lists (OpenAI's

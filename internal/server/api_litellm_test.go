@@ -66,7 +66,7 @@ func TestLiteLLMTrailingText(t *testing.T) {
 		raw(`{"role": "tool", "tool_call_id": "c", "content": "R"}`),
 		raw(`{"role": "system", "content": "S"}`),
 	}}
-	convs, skipped, err := litellmConversations(req)
+	convs, _, skipped, err := litellmConversations(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestLiteLLMTrailingText(t *testing.T) {
 		t.Errorf("conversations %s, skipped %v; want %s", mustJSON(convs), skipped, mustJSON(want))
 	}
 	req.StructuredMessages = req.StructuredMessages[:1]
-	if convs, _, err := litellmConversations(req); err != nil || len(convs) != 1 {
+	if convs, _, _, err := litellmConversations(req); err != nil || len(convs) != 1 {
 		t.Errorf("without trailing text: %s, %v", mustJSON(convs), err)
 	}
 }
@@ -177,12 +177,37 @@ func TestLiteLLMToolDefinitionsTogether(t *testing.T) {
 	}
 	req := &litellmRequest{InputType: "request", Tools: json.RawMessage("[" + strings.Join(tools, ",") + "]"),
 		StructuredMessages: []json.RawMessage{json.RawMessage(`{"role":"user","content":"What is in record 7?"}`)}}
-	convs, _, err := litellmConversations(req)
+	convs, declared, _, err := litellmConversations(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := [][]tokenizer.Message{{{Role: "user", Content: "What is in record 7?"}}, {{Role: "user", Content: strings.Join(tools, "\n")}}}
-	if mustJSON(convs) != mustJSON(want) {
-		t.Errorf("conversations %s", mustJSON(convs))
+	if mustJSON(convs) != mustJSON(want) || !declared {
+		t.Errorf("conversations %s, declared %v", mustJSON(convs), declared)
+	}
+}
+
+// TestLiteLLMDefinitionsJudgedOnce: an agent's tool definitions, judged
+// safe for the tenant once, are not judged again with its next requests
+// (each conversation judged is one stream, closed in the audit log).
+func TestLiteLLMDefinitionsJudgedOnce(t *testing.T) {
+	cats := testModel(t).Info().Labels.ResponseCategory
+	never := PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+	h := newHarness(t, Options{Config: &Config{Tenants: []TenantConfig{{Name: "a", APIKeySHA256: []string{HashKey("key-a")}, Policy: never}}}})
+	body := map[string]any{"input_type": "request",
+		"tools":               []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "description": "Looks a record up."}}},
+		"structured_messages": []any{map[string]any{"role": "user", "content": "What is in record 7?"}}}
+	closed := func() int { return strings.Count(h.audit.String(), `"msg":"stream closed"`) }
+	for i, want := range []int{2, 3, 4} { // the prompt and the definitions, then the prompt alone
+		var resp litellmResponse
+		if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", "key-a", body, &resp); code != 200 || resp.Action != "NONE" {
+			t.Fatalf("request %d: status %d %+v", i, code, resp)
+		}
+		if n := closed(); n != want {
+			t.Fatalf("after request %d: %d conversations judged in all, want %d", i, n, want)
+		}
+	}
+	if n := h.srv.declared.Len(); n != 1 {
+		t.Errorf("%d definitions remembered, want 1", n)
 	}
 }

@@ -30,7 +30,7 @@ func TestLiteLLMJudgesTextsToolCallsTools(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &req); err != nil {
 			t.Fatal(err)
 		}
-		convs, skipped, err := litellmConversations(&req)
+		convs, _, skipped, err := litellmConversations(&req)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -23,7 +23,7 @@ func TestNestedTypeValuesJudged(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &req); err != nil {
 		t.Fatal(err)
 	}
-	convs, _, err := litellmConversations(&req)
+	convs, _, _, err := litellmConversations(&req)
 	if err != nil {
 		t.Fatal(err)
 	}

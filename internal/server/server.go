@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/safecache"
 )
 
 // Options configure a Server. Zero values mean the defaults in brackets.
@@ -124,9 +125,12 @@ type Server struct {
 	sessions *sessions
 	// streamIDs are the ids of streams being opened (affinity.go).
 	streamIDs streamIDs
-	metrics   *metrics
-	audit     *slog.Logger
-	log       *slog.Logger
+	// declared are the LiteLLM requests' tool definitions judged safe,
+	// by tenant and policy (internal/safecache).
+	declared *safecache.Cache
+	metrics  *metrics
+	audit    *slog.Logger
+	log      *slog.Logger
 
 	mux         *http.ServeMux
 	started     time.Time       // for /v1/models
@@ -204,7 +208,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	srv := &Server{
-		model: opts.Model, info: info, name: opts.ModelName, opts: opts, maxStreamTokens: opts.MaxStreamTokens,
+		model: opts.Model, info: info, name: opts.ModelName, opts: opts, maxStreamTokens: opts.MaxStreamTokens, declared: safecache.New(safecache.Entries),
 		budget:   newKVBudget(opts.KVBudgetBytes, info.KVBytesPerToken, info.MaxPositions, opts.KVBudgetWait),
 		tenants:  ts,
 		sessions: newSessions(),
