@@ -95,22 +95,28 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	// The forward reads the weights: Close must not unmap them meanwhile,
 	// and one closed since the check above fails the step here, taking
 	// nothing from the queues.
-	defer func() {
-		if r := recover(); r != nil {
-			// A forward that panicked (a caller may recover it) may have
-			// written part of the caches: the streams cannot go on, and
-			// are closed, their memory released, before the panic goes on.
-			for _, s := range streams {
-				s.mu.Lock()
-				s.inStep, s.closed, s.queue, s.earlier = false, true, nil, nil
-				s.cache.Release()
-				s.fed = 0
-				s.mu.Unlock()
+	var outs []qwen3.Output
+	var ferr error
+	func() {
+		// Only the forward, which runs with no stream's lock held.
+		defer func() {
+			if r := recover(); r != nil {
+				// A forward that panicked (a caller may recover it) may
+				// have written part of the caches: the streams cannot go
+				// on, and are closed, their memory released, before the
+				// panic goes on.
+				for _, s := range streams {
+					s.mu.Lock()
+					s.inStep, s.closed, s.queue, s.earlier = false, true, nil, nil
+					s.cache.Release()
+					s.fed = 0
+					s.mu.Unlock()
+				}
+				panic(r)
 			}
-			panic(r)
-		}
+		}()
+		outs, ferr = m.forwardLocked(caches, idss)
 	}()
-	outs, ferr := m.forwardLocked(caches, idss)
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		s.mu.Lock()
