@@ -67,7 +67,7 @@ func TestDeviceFlag(t *testing.T) {
 	if code, stderr := run("cuda"); code != 1 || !strings.Contains(stderr, "device cuda: ") {
 		t.Errorf("--device cuda: exit %d, stderr %q", code, stderr)
 	}
-	if code, stderr := run("tpu"); code != 1 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
+	if code, stderr := run("tpu"); code != 2 || !strings.Contains(stderr, "want cpu, auto, cuda or cuda:N") {
 		t.Errorf("--device tpu: exit %d, stderr %q", code, stderr)
 	}
 }
@@ -157,5 +157,17 @@ func TestForwardAndTrainHeadsDevice(t *testing.T) {
 	code = mainWithArgs([]string{"train-heads", "--model", model, "--data", data, "--out", dir + "/o", "--no-cache", "--quiet", "--device", "cuda"}, &out, &errb)
 	if code != 1 || !strings.Contains(errb.String(), "device cuda: ") {
 		t.Errorf("train-heads --device cuda: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestDeviceFlagChecked: a device that is none of cpu, auto, cuda and
+// cuda:N is a usage error (exit 2) before any model is loaded.
+func TestDeviceFlagChecked(t *testing.T) {
+	for dev, code := range map[string]int{"gpu": 2, "cuda:": 2, "cuda:x": 2, "cpu ": 2, "cpu": 1, "cuda:1": 1} {
+		var out, errb bytes.Buffer
+		got := mainWithArgs([]string{"moderate", "--model", t.TempDir() + "/none", "--device", dev, "--prompt", "hi"}, &out, &errb)
+		if got != code || code == 2 && !strings.Contains(errb.String(), "want cpu, auto, cuda or cuda:N") {
+			t.Errorf("--device %q: exit %d, want %d: %s", dev, got, code, errb.String())
+		}
 	}
 }
