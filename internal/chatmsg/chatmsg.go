@@ -18,9 +18,9 @@ import (
 
 // Skipped is the ordered set of what a request's text left out: content
 // part types the guard cannot judge ("image_url", "input_audio", "file",
-// ...) and, in /v1/moderations, tool results after the last user turn. /v1/moderations reports
-// it as qwen3guard.skipped, the LiteLLM guardrail and the proxy in the
-// X-Streamguard-Skipped header.
+// ...) and, in /v1/moderations, tool results after the last user turn.
+// /v1/moderations reports it as qwen3guard.skipped, the LiteLLM guardrail
+// and the proxy in the X-Streamguard-Skipped header.
 type Skipped []string
 
 // Add notes what, once.
@@ -146,6 +146,13 @@ func stringsOf(b []byte, skip ...string) ([]string, error) {
 // bound is 10,000).
 const maxDepth = 512
 
+// Absent reports a JSON member that is not there or null: an empty raw
+// value (a missing key) or null.
+func Absent(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
 // fields is a JSON object's members by their exact keys (a repeated key:
 // the last, as Python's json and encoding/json both take).
 type fields map[string]json.RawMessage
@@ -172,8 +179,8 @@ func (f fields) text(k string) (string, error) {
 
 // str is member k as a string: nil when absent or null.
 func (f fields) str(k string) (*string, error) {
-	raw, ok := f[k]
-	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+	raw := f[k]
+	if Absent(raw) {
 		return nil, nil
 	}
 	var s string
@@ -298,7 +305,7 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
-	calls, err := toolCalls(f)
+	calls, err := ToolCalls(f["tool_calls"], f["function_call"])
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
@@ -312,8 +319,8 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 // (each block's "text" and "summary"), which clients send back with the
 // assistant's message; encrypted blocks ("data") have none to judge.
 func reasoningDetails(f fields) (string, error) {
-	raw, ok := f["reasoning_details"]
-	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+	raw := f["reasoning_details"]
+	if Absent(raw) {
 		return "", nil
 	}
 	var blocks []json.RawMessage
@@ -339,20 +346,21 @@ func reasoningDetails(f fields) (string, error) {
 	return t, nil
 }
 
-// toolCalls writes a message's tool calls as the Qwen3 template writes
-// them into the assistant's turn ("<tool_call>\n{"name": N, "arguments":
-// A}\n</tool_call>", one per call): the model reads the names and
-// arguments it called, so the guard does too. A call of another shape has
-// every string in it written instead.
-func toolCalls(f fields) (string, error) {
+// ToolCalls writes tool calls as the Qwen3 template writes them into the
+// assistant's turn ("<tool_call>\n{"name": N, "arguments": A}\n</tool_call>",
+// one per call): the model reads the names and arguments it called, so the
+// guard does too. toolCalls is an array of calls (a message's tool_calls),
+// functionCall one call (the legacy function_call); either may be absent.
+// A call of another shape has every string in it written instead.
+func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 	var calls []json.RawMessage
-	if raw, ok := f["tool_calls"]; ok && string(bytes.TrimSpace(raw)) != "null" {
-		if err := json.Unmarshal(raw, &calls); err != nil {
+	if !Absent(toolCalls) {
+		if err := json.Unmarshal(toolCalls, &calls); err != nil {
 			return "", fmt.Errorf(`"tool_calls": want an array of calls: %w`, err)
 		}
 	}
-	if raw, ok := f["function_call"]; ok && string(bytes.TrimSpace(raw)) != "null" {
-		calls = append(calls, raw)
+	if !Absent(functionCall) {
+		calls = append(calls, functionCall)
 	}
 	var out []string
 	for i, raw := range calls {
@@ -445,7 +453,7 @@ func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, 
 		return nil
 	}
 	for _, raw := range tools {
-		if isNull(raw) {
+		if isEmpty(raw) {
 			continue
 		}
 		var defs []json.RawMessage
@@ -459,7 +467,7 @@ func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, 
 		}
 	}
 	for _, raw := range others {
-		if !isNull(raw) {
+		if !isEmpty(raw) {
 			if err := compact(raw); err != nil {
 				return nil, err
 			}
@@ -468,9 +476,11 @@ func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, 
 	return out, nil
 }
 
-func isNull(raw json.RawMessage) bool {
+// isEmpty reports a declared value with nothing in it: absent, null, []
+// or {}.
+func isEmpty(raw json.RawMessage) bool {
 	raw = bytes.TrimSpace(raw)
-	return len(raw) == 0 || string(raw) == "null" || string(raw) == "[]" || string(raw) == "{}"
+	return Absent(raw) || string(raw) == "[]" || string(raw) == "{}"
 }
 
 // Unrendered is the reasoning of the assistant turns before turns[last],
@@ -484,7 +494,7 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 	query := last
 	for ; query >= 0; query-- {
 		m := turns[query]
-		if m.Role == "user" && !(strings.HasPrefix(m.Content, "<tool_response>") && strings.HasSuffix(m.Content, "</tool_response>")) {
+		if m.Role == "user" && !tokenizer.IsToolResponse(m.Content) {
 			break
 		}
 	}
@@ -498,6 +508,15 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 		return ""
 	}
 	return t
+}
+
+// Beyond is what the model reads beyond the rendering of the turns up to
+// turns[last], the last user turn: the reasoning the template keeps
+// (Unrendered) and the turns after it (Trailing), joined ("" when there is
+// none: both are "" rather than white space). The proxy and the LiteLLM API
+// judge it as one more user turn.
+func Beyond(turns []tokenizer.Message, last int) string {
+	return Join(Unrendered(turns, last), Trailing(turns[last+1:]))
 }
 
 // Join joins two texts with a newline, or returns the one that is not

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,7 +108,7 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	}
 	// A template the request brings, or text it hands the template, would
 	// lay out the prompt as the client chose: not what the guard judges.
-	if !isNullJSON(w.Template) {
+	if !chatmsg.Absent(w.Template) {
 		return nil, errors.New("chat_template: streamguard judges the conversation as the model's own template lays it out; leave chat_template out")
 	}
 	if err := checkTemplateKwargs(w.Kwargs); err != nil {
@@ -130,21 +129,13 @@ func parseRequest(body []byte) (*chatRequest, error) {
 		return nil, err
 	}
 	prompt := chatmsg.Renderable(turns[:lastUser+1])
-	trailing := chatmsg.Trailing(turns[lastUser+1:])
-	if kept := chatmsg.Unrendered(turns, lastUser); kept != "" {
-		trailing = strings.TrimSpace(kept + "\n" + trailing)
-	}
+	trailing := chatmsg.Beyond(turns, lastUser)
 	msgs := make([]guard.Message, len(prompt))
 	for i, m := range prompt {
 		msgs[i] = guard.Message(m)
 	}
 	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs,
 		IncludeUsage: w.Stream && w.Options != nil && w.Options.IncludeUsage, Skipped: skipped}, nil
-}
-
-func isNullJSON(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) == 0 || string(raw) == "null"
 }
 
 // templateKwargs are the chat_template_kwargs a request may set: the
@@ -166,7 +157,7 @@ func isBool(v any) bool { _, ok := v.(bool); return ok }
 // checkTemplateKwargs refuses chat_template_kwargs that are not an object
 // of templateKwargs.
 func checkTemplateKwargs(raw json.RawMessage) error {
-	if isNullJSON(raw) {
+	if chatmsg.Absent(raw) {
 		return nil
 	}
 	var kw map[string]any

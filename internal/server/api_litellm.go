@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,9 +124,9 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("structured_%w", err)
 	}
-	calls, err := litellmToolCalls(req.ToolCalls)
+	calls, err := chatmsg.ToolCalls(req.ToolCalls, nil)
 	if err != nil {
-		return nil, false, nil, err
+		return nil, false, nil, fmt.Errorf("tool_calls: %w", err)
 	}
 	defs, err := chatmsg.Definitions([]json.RawMessage{req.Tools})
 	if err != nil {
@@ -141,7 +140,7 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 		if lastUser >= 0 {
 			prompt := chatmsg.Renderable(msgs[:lastUser+1])
 			convs := one(prompt)
-			after := chatmsg.Join(chatmsg.Unrendered(msgs, lastUser), chatmsg.Trailing(msgs[lastUser+1:]))
+			after := chatmsg.Beyond(msgs, lastUser)
 			after = chatmsg.Join(after, calls)
 			for _, t := range req.Texts {
 				if !heldBy(msgs, t) {
@@ -179,19 +178,6 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), false, skipped, nil
 	}
 	return nil, false, nil, errors.New(`input_type must be "request" or "response"`)
-}
-
-// litellmToolCalls is the text of the tool calls LiteLLM lists (OpenAI's
-// shape, read as chatmsg reads an assistant's tool_calls).
-func litellmToolCalls(raw json.RawMessage) (string, error) {
-	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
-		return "", nil
-	}
-	m, err := chatmsg.Message(json.RawMessage(`{"role":"assistant","tool_calls":`+string(raw)+`}`), nil)
-	if err != nil {
-		return "", fmt.Errorf("tool_calls: %w", err)
-	}
-	return m.Content, nil
 }
 
 // heldBy reports whether text is, whole, in one of the turns' content or

@@ -192,7 +192,7 @@ func (w *chatWriter) turns(msgs []Message, parse bool) {
 	lastQuery := len(msgs) - 1
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := msgs[i]
-		if m.Role == "user" && !(parse && strings.HasPrefix(m.Content, "<tool_response>") && strings.HasSuffix(m.Content, "</tool_response>")) {
+		if m.Role == "user" && !(parse && IsToolResponse(m.Content)) {
 			lastQuery = i
 			break
 		}
@@ -231,6 +231,13 @@ func (w *chatWriter) turns(msgs []Message, parse bool) {
 			w.scaffold("\n")
 		}
 	}
+}
+
+// IsToolResponse reports whether a user message is what the Qwen3 template
+// takes for a tool result, "<tool_response>…</tool_response>": not a query,
+// so the assistant turns before it keep their reasoning.
+func IsToolResponse(content string) bool {
+	return strings.HasPrefix(content, "<tool_response>") && strings.HasSuffix(content, "</tool_response>")
 }
 
 // splitInlineThink splits an assistant message written as
