@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
+	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/hub"
 	"github.com/streamguard/streamguard/internal/kernels"
@@ -239,14 +240,9 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 			return nil, fmt.Errorf("guard: %s: %w", dir, err)
 		}
 		// The levels as newModel named them in the first load.
-		for _, l := range []struct {
-			field string
-			risk  []string
-		}{{"response_risk_level_map", net.Labels.ResponseRisk}, {"query_risk_level_map", net.Labels.QueryRisk}} {
-			if err := checkRiskLevels(l.field, l.risk); err != nil {
-				set.Close()
-				return nil, err
-			}
+		if err := checkRiskLevels(net.Labels); err != nil {
+			set.Close()
+			return nil, err
 		}
 		m.net, m.eng = net, cpuEngine{net}
 	}
@@ -380,10 +376,7 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 		return nil, fmt.Errorf("guard: %w", err)
 	}
 	l := net.Labels
-	if err := checkRiskLevels("response_risk_level_map", l.ResponseRisk); err != nil {
-		return nil, err
-	}
-	if err := checkRiskLevels("query_risk_level_map", l.QueryRisk); err != nil {
+	if err := checkRiskLevels(l); err != nil {
 		return nil, err
 	}
 	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
@@ -407,8 +400,9 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 	}, nil
 }
 
-// checkRiskLevels makes a risk level map (config.json's field) the three
-// levels the policies know, Safe (index 0), Unsafe and Controversial, or
+// checkRiskLevels makes each risk level map (config.json's
+// response_risk_level_map and query_risk_level_map) the three levels the
+// policies know, Safe (index 0), Unsafe and Controversial, or
 // refuses it. The policies find Unsafe and Controversial by name: under a
 // name they do not know, a threshold would score P(Unsafe) as 0 and pass
 // every verdict. A level spelled in another case or with spaces around it
@@ -416,7 +410,20 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 // spelling — and is renamed in place, so that Verdict.Risk is always one
 // of the exported names; anything else (a missing, repeated or fourth
 // level) refuses the model at load.
-func checkRiskLevels(field string, risk []string) error {
+func checkRiskLevels(l *config.Labels) error {
+	for _, m := range []struct {
+		field string
+		risk  []string
+	}{{"response_risk_level_map", l.ResponseRisk}, {"query_risk_level_map", l.QueryRisk}} {
+		if err := canonicalLevels(m.field, m.risk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// canonicalLevels is checkRiskLevels for one map.
+func canonicalLevels(field string, risk []string) error {
 	for i, r := range risk {
 		for _, name := range []string{Safe, Unsafe, Controversial} {
 			if strings.EqualFold(strings.TrimSpace(r), name) {
