@@ -346,6 +346,15 @@ func reasoningDetails(f fields) (string, error) {
 	return t, nil
 }
 
+// The Qwen3 template writes a tool call of the assistant as
+// ToolCallOpen + name + ToolCallArguments + arguments + ToolCallClose, and
+// separates calls (and the content before the first one) with a newline.
+const (
+	ToolCallOpen      = "<tool_call>\n{\"name\": \""
+	ToolCallArguments = "\", \"arguments\": "
+	ToolCallClose     = "}\n</tool_call>"
+)
+
 // ToolCalls writes tool calls as the Qwen3 template writes them into the
 // assistant's turn ("<tool_call>\n{"name": N, "arguments": A}\n</tool_call>",
 // one per call): the model reads the names and arguments it called, so the
@@ -396,7 +405,7 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 		if args != nil {
 			a = *args
 		}
-		out = append(out, "<tool_call>\n{\"name\": \""+*name+"\", \"arguments\": "+a+"}\n</tool_call>")
+		out = append(out, ToolCallOpen+*name+ToolCallArguments+a+ToolCallClose)
 	}
 	return strings.Join(out, "\n"), nil
 }

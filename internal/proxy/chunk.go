@@ -30,6 +30,11 @@ type textFields struct {
 	// encrypted blobs a client cannot read, and the reasoning's text or
 	// summary, which check accepts only as the judged reasoning itself.
 	ReasoningDetails []reasoningDetail `json:"reasoning_details"`
+	// ToolCalls and the legacy FunctionCall are judged too (toolCall);
+	// check reads them into tools.
+	ToolCalls    []wireToolCall `json:"tool_calls"`
+	FunctionCall *wireFunction  `json:"function_call"`
+	tools        []callPiece
 }
 
 type reasoningDetail struct {
@@ -51,11 +56,15 @@ func (f *textFields) reasoning() string {
 	return ""
 }
 
-// check refuses fields the guard could not judge as one text: a
-// reasoning_content and a reasoning that differ.
+// check refuses fields the guard could not judge as one text (a
+// reasoning_content and a reasoning that differ), and reads the tool calls.
 func (f *textFields) check() error {
 	if f.ReasoningContent != nil && f.Reasoning != nil && *f.ReasoningContent != *f.Reasoning {
 		return errors.New("reasoning_content and reasoning differ")
+	}
+	var err error
+	if f.tools, err = callPieces(f.ToolCalls, f.FunctionCall); err != nil {
+		return fmt.Errorf("tool calls: %v", err)
 	}
 	// reasoning_details: readable only as a copy of the judged reasoning.
 	var text strings.Builder
@@ -78,13 +87,14 @@ func (f *textFields) check() error {
 	return nil
 }
 
-// empty reports whether the fields carry no text.
+// empty reports whether the fields carry no text (no tool call either).
 func (f *textFields) empty() bool {
-	return f.reasoning() == "" && (f.Content == nil || *f.Content == "") && (f.Refusal == nil || *f.Refusal == "")
+	return f.reasoning() == "" && (f.Content == nil || *f.Content == "") && (f.Refusal == nil || *f.Refusal == "") && len(f.tools) == 0
 }
 
-// feedFields feeds the text of one delta or message: reasoning, then
-// content, then refusal (a refusal comes alone in practice).
+// feedFields feeds the text of one delta or message (checked): reasoning,
+// then content, then refusal (a refusal comes alone in practice), then
+// tool calls, in the template's order.
 func feedFields(f *feeder, ev *eventText, t *textFields) {
 	f.addReasoning(ev, t.reasoning())
 	if t.Content != nil {
@@ -92,6 +102,9 @@ func feedFields(f *feeder, ev *eventText, t *textFields) {
 	}
 	if t.Refusal != nil {
 		f.addRefusal(ev, *t.Refusal)
+	}
+	for _, p := range t.tools {
+		f.toolCall(ev, p)
 	}
 }
 

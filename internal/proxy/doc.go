@@ -10,8 +10,8 @@
 // upstream, with an OpenAI-style error or a refusal completion (per
 // tenant). Otherwise the request body is forwarded unchanged. The
 // upstream's text deltas (reasoning_content or reasoning, then content and
-// refusal) are rendered as the Qwen3 chat template renders an assistant
-// turn and re-tokenized incrementally by the guard. All of it is text: a
+// refusal, then tool calls) are rendered as the Qwen3 chat template renders
+// an assistant turn and re-tokenized incrementally by the guard. All of it is text: a
 // <think> block written in content is judged as the answer's text, and
 // only the guard closes the think block (Stream.EndThinking).
 //
@@ -19,7 +19,8 @@
 //
 // Hold-back releases an upstream event, byte for byte, only once every
 // token of its text and a look-ahead of K more tokens were judged, so no
-// token of the run that flags a response ever reaches the client; when the
+// token of the run that flags a response ever reaches the client (and a
+// tool call goes out only once all of it was judged); when the
 // response is flagged, the text before that run is sent and the stream
 // ends with finish_reason "content_filter". Pass-through forwards events at
 // once and judges them alongside, ending the stream as soon as the response
@@ -34,9 +35,8 @@
 // strictly (strictJSON): keys that repeat or differ from a known field
 // only by case, several choices, or text after the finish are refused,
 // so the guard reads what the model and the client read. A choice may
-// hold, beside its judged text, only fields that carry none of the
-// answer's text (tool calls, relayed unjudged, among them; strictJSON's
-// closed shapes): an audio transcript, logprobs entries or a field the
+// hold, beside its judged text and tool calls, only fields that carry none
+// of the answer's text (strictJSON's closed shapes): an audio transcript, logprobs entries or a field the
 // proxy does not know that holds text refuse the response, and a request
 // that asks for logprobs or audio is refused. Input that does not fit
 // the guard's stream is never forwarded unjudged: a prompt gets a 400

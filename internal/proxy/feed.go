@@ -12,6 +12,9 @@ const (
 	fieldContent fieldKind = iota
 	fieldReasoning
 	fieldRefusal
+	// fieldTool is a tool call's name and arguments: judged, never
+	// rebuilt into a partial delta (a call goes out whole or not at all).
+	fieldTool
 	numFields
 )
 
@@ -78,7 +81,18 @@ type feeder struct {
 	reasoningLead bool // reasoning's leading newlines are still dropped
 	reasoningDone bool // reasoning ended: later reasoning counts as content
 	contentLead   bool // content's leading newlines are still dropped
+	contentSeen   bool // content came: the first tool call starts on a new line
 	heldNL        []pieceRef
+
+	// Tool calls (toolCall): how many began; the open one's key, whether
+	// its arguments began, its name so far, and the events that carry it
+	// (held until it closes).
+	calls    int
+	callOpen bool
+	callKey  string
+	callArgs bool
+	callName string
+	callEvs  []*eventText
 }
 
 func newFeeder() *feeder {
@@ -170,6 +184,8 @@ func (f *feeder) endReasoning() {
 
 // content takes answer text from field src.
 func (f *feeder) content(ev *eventText, src fieldKind, text string) {
+	f.closeCall()
+	f.contentSeen = true
 	if !f.reasoningDone {
 		f.endReasoning()
 	}
@@ -190,11 +206,13 @@ func (f *feeder) content(ev *eventText, src fieldKind, text string) {
 	f.feed(ev, src, text)
 }
 
-// finish ends the turn: held text is decided and the think block closed.
+// finish ends the turn: held text is decided, the think block and the
+// last tool call closed.
 func (f *feeder) finish() {
 	if !f.reasoningDone {
 		f.endReasoning()
 	}
+	f.closeCall()
 }
 
 func (f *feeder) start(thinking bool) {

@@ -212,6 +212,8 @@ func FuzzParseEvent(f *testing.F) {
 		`{"choices":[]}` + "\r" + `data: {}`,
 		`{"choices":[{"index":0,"text":"Hi","logprobs":null,"seed":null,"stop_reason":"\n","delta":{"token_id":1,"content":"Hi","tool_calls":[]}}]}`,
 		`{"choices":[{"index":0,"delta":{"audio":{"transcript":"x"}},"logprobs":{"content":[{"token":"x"}]}}]}`,
+		`{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},{"index":1,"type":"custom","custom":{"name":"sh","input":"ls"}}]}}]}`,
+		`{"choices":[{"index":0,"delta":{"function_call":{"name":"f","arguments":{"a":"b"}}}}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -253,6 +255,41 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		if p.text.ReasoningContent != nil && p.text.Reasoning != nil && *p.text.ReasoningContent != *p.text.Reasoning {
 			t.Fatalf("differing reasoning fields accepted")
+		}
+		// Tool calls: each entry's name and arguments (or a custom tool's
+		// input) are judged as the exact reading has them; its other
+		// fields carry no text.
+		calls, _ := delta["tool_calls"].([]any)
+		if fc, ok := delta["function_call"].(map[string]any); ok {
+			calls = append(calls, map[string]any{"function": fc})
+		}
+		if len(calls) != len(p.text.tools) {
+			t.Fatalf("%d tool calls judged, exact reading has %d", len(p.text.tools), len(calls))
+		}
+		for i, c := range calls {
+			c, _ := c.(map[string]any)
+			for k, v := range c {
+				if !slices.Contains([]string{"index", "id", "type", "function", "custom"}, k) && !fuzzTextless(v) {
+					t.Fatalf("tool call field %q accepted with %v", k, v)
+				}
+			}
+			for _, part := range []struct{ key, text string }{{"function", "arguments"}, {"custom", "input"}} {
+				fn, ok := c[part.key].(map[string]any)
+				if !ok {
+					continue
+				}
+				for k, v := range fn {
+					if k != "name" && k != part.text && !fuzzTextless(v) {
+						t.Fatalf("tool call %s field %q accepted with %v", part.key, k, v)
+					}
+				}
+				if name, ok := fn["name"].(string); ok && name != p.text.tools[i].name {
+					t.Fatalf("tool call name %q judged as %q", name, p.text.tools[i].name)
+				}
+				if args, ok := fn[part.text].(string); ok && args != p.text.tools[i].args {
+					t.Fatalf("tool call %s %q judged as %q", part.text, args, p.text.tools[i].args)
+				}
+			}
 		}
 		// Every other field of the choice and its delta carries no text,
 		// or is one named as carrying none of the answer's.

@@ -377,6 +377,14 @@ func TestStrictUpstreamEvents(t *testing.T) {
 		{"content_filter_offsets with text", chunkEvent(`[{"index":0,"content_filter_offsets":{"check_offset":1,"note":"EVIL"}}]`), false},
 		{"message in a stream", chunkEvent(`[{"index":0,"message":{"content":"EVIL"}}]`), false},
 		{"role not a string", chunkEvent(`[{"index":0,"delta":{"role":{"name":"EVIL"}}}]`), false},
+		// A tool call's fields the proxy does not judge hold no text.
+		{"tool call with an unknown text field", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","note":"EVIL","function":{"name":"f","arguments":""}}]}}]`), false},
+		{"function with an unknown text field", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"","description":"EVIL"}}]}}]`), false},
+		{"tool call index not a number", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":"EVIL","function":{"name":"f"}}]}}]`), false},
+		{"tool call name not a string", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":{"EVIL":1}}}]}}]`), false},
+		{"tool call both function and custom", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f"},"custom":{"name":"g","input":"EVIL"}}]}}]`), false},
+		{"tool call after finish", chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"EVIL"}}]}}]`), true},
+		{"function_call after finish", chunkEvent(`[{"index":0,"delta":{"function_call":{"arguments":"EVIL"}}}]`), true},
 		{"text after finish", chunkEvent(`[{"index":0,"delta":{"content":"EVIL"}}]`), true},
 		{"refusal after finish", chunkEvent(`[{"index":0,"delta":{"refusal":"EVIL"}}]`), true},
 	} {
@@ -737,7 +745,6 @@ func TestTextlessFieldsRelayed(t *testing.T) {
 		chunkEvent(`[{"index":0,"delta":{"content":"Hello "},"logprobs":null,"finish_reason":null,"stop_reason":null,"token_ids":null}]`),
 		chunkEvent(`[{"index":0,"text":"there, ","logprobs":null,"finish_reason":null,"seed":null,"delta":{"token_id":1234,"role":"assistant","content":"there, ","tool_calls":null}}]`),
 		chunkEvent(`[{"index":0,"delta":{"content":"friend."},"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]`),
-		chunkEvent(`[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]`),
 		chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop","stop_reason":"\n\n","matched_stop":"\n\n","native_finish_reason":"stop"}]`),
 		sseData("[DONE]"),
 	}

@@ -56,13 +56,12 @@ var (
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil, "thinking": nil})},
 		})),
 	})
-	// textShape is a delta or a message: the judged text fields, and
-	// those that carry no text of the answer: the role, tool calls
-	// (relayed unjudged, as documented), and annotations (the URLs and
-	// titles of cited sources).
+	// textShape is a delta or a message: the judged text fields (tool
+	// calls among them), and those that carry no text of the answer: the
+	// role and annotations (the URLs and titles of cited sources).
 	textShape = closedObject(map[string]*shape{
 		"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": scalar,
-		"tool_calls": nil, "function_call": nil, "annotations": nil,
+		"tool_calls": arrayOf(toolCallShape), "function_call": functionShape, "annotations": nil,
 		"reasoning_details": arrayOf(closedObject(map[string]*shape{
 			"type": scalar, "text": scalar, "summary": scalar, "data": scalar, "signature": scalar, "format": scalar, "id": scalar, "index": scalar,
 		})),

@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+
+	"github.com/streamguard/streamguard/internal/chatmsg"
+)
+
+// An answer's tool calls are model output as much as its text: an agent
+// runs them, a client may show them. They are judged as the assistant's
+// turn, laid out as the Qwen3 template writes calls after the content
+// (chatmsg.ToolCallOpen...), and in hold-back a call's events go out only
+// once the whole call was judged with its look-ahead: no client is handed
+// the first half of a call that the guard then stops.
+
+// wireToolCall is one entry of a delta's or a message's tool_calls: a
+// function call (OpenAI's form) or a custom tool's (free-form input).
+type wireToolCall struct {
+	Index    *int          `json:"index"`
+	Function *wireFunction `json:"function"`
+	Custom   *wireCustom   `json:"custom"`
+}
+
+type wireFunction struct {
+	Name *string `json:"name"`
+	// Arguments is JSON text in a string; some servers send an object,
+	// written as the template writes one (compact JSON).
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+type wireCustom struct {
+	Name  *string `json:"name"`
+	Input *string `json:"input"`
+}
+
+// callPiece is what one entry adds to a call: key names the call (its
+// index, or the legacy function_call), name and args the text it adds.
+type callPiece struct {
+	key, name, args string
+}
+
+// toolCallShape is a tool call as strictJSON checks it: closed, so that a
+// field the proxy does not know holds no text.
+var (
+	functionShape = closedObject(map[string]*shape{"name": scalar, "arguments": nil})
+	toolCallShape = closedObject(map[string]*shape{
+		"index": scalar, "id": scalar, "type": scalar,
+		"function": functionShape,
+		"custom":   closedObject(map[string]*shape{"name": scalar, "input": scalar}),
+	})
+)
+
+// callPieces reads the tool calls of a delta or message in order: the
+// tool_calls entries (keyed by their index, or by position where a whole
+// message gives none), then the legacy function_call.
+func callPieces(calls []wireToolCall, fc *wireFunction) ([]callPiece, error) {
+	var out []callPiece
+	for i, c := range calls {
+		key := i
+		if c.Index != nil {
+			key = *c.Index
+		}
+		p := callPiece{key: strconv.Itoa(key)}
+		switch {
+		case c.Function != nil && c.Custom != nil:
+			return nil, errors.New("a tool call that is both a function and a custom tool")
+		case c.Function != nil:
+			var err error
+			if p.name, p.args, err = c.Function.text(); err != nil {
+				return nil, err
+			}
+		case c.Custom != nil:
+			p.name, p.args = deref(c.Custom.Name), deref(c.Custom.Input)
+		}
+		out = append(out, p)
+	}
+	if fc != nil {
+		name, args, err := fc.text()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, callPiece{key: "function_call", name: name, args: args})
+	}
+	return out, nil
+}
+
+func (f *wireFunction) text() (name, args string, err error) {
+	raw := bytes.TrimSpace(f.Arguments)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+	case raw[0] == '"':
+		err = json.Unmarshal(raw, &args)
+	default:
+		var b bytes.Buffer
+		err = json.Compact(&b, raw)
+		args = b.String()
+	}
+	return deref(f.Name), args, err
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// toolCall takes one piece of a tool call. A piece for another call than
+// the open one closes it and opens the next (a call that resumes after
+// another began is written as one more call: its text is judged all the
+// same). A name repeated once the arguments began (some servers send it
+// in every chunk) is not judged twice; any other name text after the
+// arguments is judged where it comes.
+func (f *feeder) toolCall(ev *eventText, p callPiece) {
+	if !f.callOpen || p.key != f.callKey {
+		f.closeCall()
+		if !f.reasoningDone {
+			f.endReasoning()
+		}
+		if !f.started {
+			f.start(false)
+		}
+		if f.calls > 0 || f.contentSeen {
+			f.feedSynthetic("\n")
+		}
+		f.feedSynthetic(chatmsg.ToolCallOpen)
+		f.calls++
+		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
+	}
+	if n := len(f.callEvs); n == 0 || f.callEvs[n-1] != ev {
+		ev.pending++
+		f.callEvs = append(f.callEvs, ev)
+	}
+	switch {
+	case p.name == "":
+	case !f.callArgs:
+		f.callName += p.name
+		f.feed(ev, fieldTool, p.name)
+	case p.name != f.callName:
+		f.feed(ev, fieldTool, p.name)
+	}
+	if p.args != "" {
+		if !f.callArgs {
+			f.feedSynthetic(chatmsg.ToolCallArguments)
+			f.callArgs = true
+		}
+		f.feed(ev, fieldTool, p.args)
+	}
+}
+
+// closeCall ends the open tool call, if any: its events may go once its
+// end was judged.
+func (f *feeder) closeCall() {
+	if !f.callOpen {
+		return
+	}
+	if !f.callArgs {
+		f.feedSynthetic(chatmsg.ToolCallArguments)
+	}
+	f.feedSynthetic(chatmsg.ToolCallClose)
+	for _, ev := range f.callEvs {
+		ev.pending--
+		ev.fedEnd = max(ev.fedEnd, len(f.fed))
+	}
+	f.callEvs, f.callOpen = nil, false
+}
