@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -34,6 +35,10 @@ type moderationRequest struct {
 type moderationInput struct {
 	msgs    []tokenizer.Message
 	skipped []string
+	// results, when the conversation has tool results after its last user
+	// turn, is the prompt followed by one user turn holding them
+	// (moderatedTurns): judged too, after msgs.
+	results []tokenizer.Message
 }
 
 // parseModerationInput turns the input field into conversations: a plain
@@ -59,11 +64,11 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 		}
 		return []moderationInput{{msgs: user(s)}}, nil
 	case '{':
-		msgs, skipped, err := parseConversation(raw)
+		in, err := parseConversation(raw)
 		if err != nil {
 			return nil, fmt.Errorf("input: %w", err)
 		}
-		return []moderationInput{{msgs, skipped}}, nil
+		return []moderationInput{in}, nil
 	case '[':
 	default:
 		return nil, errors.New(`"input" must be a string, an array, or {"messages": [...]}`)
@@ -110,11 +115,11 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 		}
 		switch {
 		case isConv:
-			msgs, skipped, err := parseConversation(it)
+			in, err := parseConversation(it)
 			if err != nil {
 				return nil, fmt.Errorf("input[%d]: %w", i, err)
 			}
-			out = append(out, moderationInput{msgs, skipped})
+			out = append(out, in)
 		case part.Type != "":
 			// A content part: judged when it carries text (chatmsg.Part),
 			// noted when it does not (an image, audio).
@@ -144,51 +149,59 @@ func parseModerationInput(raw json.RawMessage) ([]moderationInput, error) {
 // parseConversation reads {"messages": [...]} with OpenAI messages
 // (chatmsg.Conversation: every part but media judged, tool calls part of
 // the assistant's turn), laid out by moderatedTurns.
-func parseConversation(raw json.RawMessage) ([]tokenizer.Message, chatmsg.Skipped, error) {
+func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
-		return nil, nil, err
+		return moderationInput{}, err
 	}
 	if _, ok := keys["messages"]; !ok || len(keys) != 1 {
-		return nil, nil, errors.New(`a conversation is {"messages": [...]} alone`)
+		return moderationInput{}, errors.New(`a conversation is {"messages": [...]} alone`)
 	}
 	var raws []json.RawMessage
 	if err := json.Unmarshal(keys["messages"], &raws); err != nil {
-		return nil, nil, fmt.Errorf(`"messages": %w`, err)
+		return moderationInput{}, fmt.Errorf(`"messages": %w`, err)
 	}
 	if len(raws) == 0 {
-		return nil, nil, errors.New(`"messages" is empty`)
+		return moderationInput{}, errors.New(`"messages" is empty`)
 	}
 	var skipped chatmsg.Skipped
 	turns, err := chatmsg.Conversation(raws, &skipped)
 	if err != nil {
-		return nil, nil, err
+		return moderationInput{}, err
 	}
-	msgs := moderatedTurns(turns, &skipped)
+	msgs, results := moderatedTurns(turns)
 	if len(msgs) == 0 {
-		return nil, nil, errors.New(`"messages" has no system, user or assistant message to judge`)
+		return moderationInput{}, errors.New(`"messages" has no system, user or assistant message to judge`)
 	}
-	if len(skipped) > 0 && !hasText(msgs) {
-		// Nothing but parts the guard cannot read (an image alone): not
-		// judged, as the same parts outside a conversation are.
-		return nil, skipped, nil
+	if !hasText(msgs) && results == nil {
+		if len(skipped) > 0 {
+			// Nothing but parts the guard cannot read (an image alone):
+			// not judged, as the same parts outside a conversation are.
+			return moderationInput{skipped: skipped}, nil
+		}
 	}
-	return msgs, skipped, nil
+	return moderationInput{msgs: msgs, skipped: skipped, results: results}, nil
 }
 
 // moderatedTurns lays a conversation out for judging: the turns up to the
 // last user turn as the template renders them (tool results in it as
 // tool-response user turns), and after it the response, whose assistant
-// turns a tool result separated (the call, then the answer) are one turn:
-// the tool results there are not the user's turn nor the model's answer,
-// and are skipped and noted.
-func moderatedTurns(turns []tokenizer.Message, skipped *chatmsg.Skipped) []tokenizer.Message {
+// turns a tool result separated (the call, then the answer) are one turn.
+// The tool results there are neither the user's turn nor the model's
+// answer, yet the model reads them (a fetched page, a file): results is
+// the prompt followed by one user turn holding them, laid out as the
+// template lays tool results out, to be judged on its own (as the proxy
+// judges what follows the last user turn); nil when there are none with
+// text.
+func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Message) {
 	last := chatmsg.LastUser(turns)
-	out := chatmsg.Renderable(turns[:last+1])
+	prompt := chatmsg.Renderable(turns[:last+1])
+	out := slices.Clip(slices.Clone(prompt))
+	var tools []tokenizer.Message
 	afterTool := false
 	for _, m := range turns[last+1:] {
 		if m.Role == chatmsg.ToolRole {
-			skipped.Add(m.Role)
+			tools = append(tools, m)
 			afterTool = true
 			continue
 		}
@@ -201,7 +214,11 @@ func moderatedTurns(turns []tokenizer.Message, skipped *chatmsg.Skipped) []token
 		}
 		afterTool = false
 	}
-	return out
+	if hasText(tools) {
+		// One run of tool turns: Renderable makes it one user turn.
+		results = append(slices.Clip(prompt), chatmsg.Renderable(tools)...)
+	}
+	return out, results
 }
 
 // hasText reports whether any message carries text that is not white space.
@@ -241,6 +258,9 @@ type qwen3GuardDetail struct {
 	CategoryScores map[string]float32   `json:"category_scores"`
 	Prompt         *guard.PromptVerdict `json:"prompt"`
 	Response       *responseDetail      `json:"response,omitempty"`
+	// ToolResults is the verdict on a conversation's tool results after
+	// its last user turn, judged as one more user turn after the prompt.
+	ToolResults *guard.PromptVerdict `json:"tool_results,omitempty"`
 	// Skipped lists the content part types and message roles the guard
 	// did not judge (it judges text only).
 	Skipped []string `json:"skipped,omitempty"`
@@ -366,27 +386,41 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 }
 
 func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationInput) ([]moderationResult, error) {
-	var convs [][]tokenizer.Message
+	var convs, results [][]tokenizer.Message
 	for _, in := range inputs {
 		if in.msgs != nil {
 			convs = append(convs, in.msgs)
+		}
+		if in.results != nil {
+			results = append(results, in.results)
 		}
 	}
 	vs, err := srv.judge(ctx, t, convs, false)
 	if err != nil {
 		return nil, err
 	}
-	results := make([]moderationResult, len(inputs))
-	j := 0
+	// Tool results after the conversations, not beside them: an input
+	// holds one of the tenant's streams at a time.
+	rvs, err := srv.judge(ctx, t, results, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]moderationResult, len(inputs))
+	j, k := 0, 0
 	for i, in := range inputs {
 		if in.msgs == nil {
-			results[i] = srv.result(nil, in.skipped)
+			out[i] = srv.result(nil, nil, in.skipped)
 			continue
 		}
-		results[i] = srv.result(&vs[j], in.skipped)
+		var rv *conversationVerdict
+		if in.results != nil {
+			rv = &rvs[k]
+			k++
+		}
+		out[i] = srv.result(&vs[j], rv, in.skipped)
 		j++
 	}
-	return results, nil
+	return out, nil
 }
 
 // result turns a judged conversation into OpenAI's result. A category's
@@ -394,15 +428,16 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 // the category labels are the model's (response categories, then the
 // query-only ones), in qwen3guard, and OpenAI's names (openAICategory) in
 // categories and category_scores. A nil v is an input with nothing to
-// judge: not flagged, every score 0.
-func (srv *Server) result(v *conversationVerdict, skipped []string) moderationResult {
+// judge: not flagged, every score 0. rv, when not nil, is the verdict on
+// the conversation's tool results after its last user turn.
+func (srv *Server) result(v, rv *conversationVerdict, skipped []string) moderationResult {
 	cats, scores := map[string]bool{}, map[string]float32{}
 	for _, c := range srv.categories {
 		cats[c], scores[c] = false, 0
 	}
 	var res moderationResult
 	if v != nil {
-		res = srv.verdictResult(v, cats, scores)
+		res = srv.verdictResult(v, rv, cats, scores)
 	}
 	res.Qwen3Guard.Categories, res.Qwen3Guard.CategoryScores, res.Qwen3Guard.Skipped = cats, scores, skipped
 	res.Categories, res.CategoryScores = map[string]bool{}, map[string]float32{}
@@ -424,8 +459,9 @@ func (srv *Server) result(v *conversationVerdict, skipped []string) moderationRe
 }
 
 // verdictResult fills the model-label categories and scores of a judged
-// conversation and returns the result's other fields.
-func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, scores map[string]float32) moderationResult {
+// conversation (and its tool results, rv, when not nil) and returns the
+// result's other fields.
+func (srv *Server) verdictResult(v, rv *conversationVerdict, cats map[string]bool, scores map[string]float32) moderationResult {
 	l := srv.info.Labels
 	res := moderationResult{Qwen3Guard: qwen3GuardDetail{Prompt: v.prompt, Response: v.response}}
 	score := func(vd *guard.Verdict, labels []string) {
@@ -440,6 +476,10 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 	for i := range v.tokens {
 		score(&v.tokens[i].Verdict, l.ResponseCategory)
 	}
+	if rv != nil {
+		res.Qwen3Guard.ToolResults = rv.prompt
+		score(&rv.prompt.Verdict, l.QueryCategory)
+	}
 
 	// The deciding verdict.
 	dv, fromPrompt := &v.prompt.Verdict, true
@@ -453,11 +493,19 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 			dv, fromPrompt, decided = &v.tokens[at].Verdict, false, true
 		}
 	}
-	if !decided && !v.prompt.Flagged {
+	responseFlagged := v.response != nil && v.response.Flagged
+	switch {
+	case rv != nil && rv.prompt.Flagged && !responseFlagged && !v.prompt.Flagged:
+		// Only the tool results flagged: theirs decides.
+		dv, fromPrompt = &rv.prompt.Verdict, true
+	case !decided && !v.prompt.Flagged:
 		for i := range v.tokens {
 			if t := &v.tokens[i].Verdict; t.RiskProbs[0] < dv.RiskProbs[0] {
 				dv, fromPrompt = t, false
 			}
+		}
+		if rv != nil && rv.prompt.RiskProbs[0] < dv.RiskProbs[0] {
+			dv, fromPrompt = &rv.prompt.Verdict, true
 		}
 	}
 	riskLabels, catLabels := l.QueryRisk, l.QueryCategory
@@ -477,6 +525,10 @@ func (srv *Server) verdictResult(v *conversationVerdict, cats map[string]bool, s
 	if r := v.response; r != nil && r.Flagged {
 		res.Flagged = true
 		cats[v.tokens[r.FlaggedIndex].Category] = true
+	}
+	if rv != nil && rv.prompt.Flagged {
+		res.Flagged = true
+		cats[rv.prompt.Category] = true
 	}
 	return res
 }

@@ -143,8 +143,8 @@ func TestModerationsOpenAICategories(t *testing.T) {
 	}
 }
 
-// TestModerationsSkipped checks that image and audio parts and tool
-// messages are skipped with a note, and the text judged as without them.
+// TestModerationsSkipped checks that image and audio parts are skipped
+// with a note, and the text judged as without them.
 func TestModerationsSkipped(t *testing.T) {
 	m := testModel(t)
 	h := newHarness(t, Options{})
@@ -177,10 +177,11 @@ func TestModerationsSkipped(t *testing.T) {
 		t.Fatalf("image only: %+v", r)
 	}
 
-	// A conversation with a tool call, its result, an audio part: the tool
-	// result after the user turn is skipped (neither the user's turn nor
-	// the model's answer), the assistant's turns around it are one, the
-	// call written as the template writes it.
+	// A conversation with a tool call, its result, an audio part: the
+	// assistant's turns around the tool result are one, the call written
+	// as the template writes it; the tool result after the user turn
+	// (neither the user's turn nor the model's answer) is judged as one
+	// more user turn after the prompt, as the template lays it out.
 	conv := []map[string]any{
 		{"role": "user", "content": []any{map[string]any{"type": "text", "text": testPrompt}, audio}},
 		{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{"id": "c1", "type": "function", "function": map[string]any{"name": "f", "arguments": "{}"}}}},
@@ -201,9 +202,14 @@ func TestModerationsSkipped(t *testing.T) {
 	if r.Qwen3Guard.Response == nil || r.Qwen3Guard.Response.Tokens != len(ref.Tokens) {
 		t.Fatalf("response %+v, want %d tokens", r.Qwen3Guard.Response, len(ref.Tokens))
 	}
-	if s := strings.Join(r.Qwen3Guard.Skipped, ","); s != "input_audio,tool" {
-		t.Fatalf("skipped %q, want input_audio,tool", s)
+	if s := strings.Join(r.Qwen3Guard.Skipped, ","); s != "input_audio" {
+		t.Fatalf("skipped %q, want input_audio", s)
 	}
+	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "user", Content: "<tool_response>\n42\n</tool_response>"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samePrompt(t, "tool results", r.Qwen3Guard.ToolResults, ref.Prompt)
 }
 
 // TestLiteLLMSkipped checks that LiteLLM's images are noted in

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/streamguard/streamguard/guard"
+)
+
+// TestModerationsToolResultsDecide: a conversation's tool results after
+// its last user turn (a fetched page, a file: text the model reads) flag
+// the result when their verdict is flagged, though neither the prompt nor
+// the answer is, and their verdict is then the deciding one.
+func TestModerationsToolResultsDecide(t *testing.T) {
+	h := newHarness(t, Options{})
+	l := h.srv.info.Labels
+	verdict := func(level string, unsafe float32, cat int, flagged bool) *guard.PromptVerdict {
+		risk := make([]float32, len(l.QueryRisk))
+		risk[0], risk[1] = 1-unsafe, unsafe
+		cats := make([]float32, len(l.QueryCategory))
+		cats[cat] = 1
+		return &guard.PromptVerdict{Verdict: guard.Verdict{Risk: level, Level: level, RiskProbs: risk, Category: l.QueryCategory[cat], CategoryProbs: cats}, Flagged: flagged}
+	}
+	safe := &conversationVerdict{prompt: verdict("Safe", 0.1, 0, false)}
+	for _, c := range []struct {
+		name    string
+		results *conversationVerdict
+		flagged bool
+		level   string
+	}{
+		{"flagged tool results", &conversationVerdict{prompt: verdict("Unsafe", 0.9, 2, true)}, true, "Unsafe"},
+		{"riskier, not flagged", &conversationVerdict{prompt: verdict("Safe", 0.4, 2, false)}, false, "Safe"},
+		{"less risky", &conversationVerdict{prompt: verdict("Safe", 0.05, 2, false)}, false, "Safe"},
+	} {
+		res := h.srv.result(safe, c.results, nil)
+		cat := l.QueryCategory[2]
+		// The category's score is P(not safe) × P(category), computed so.
+		score := 1 - c.results.prompt.RiskProbs[0]
+		if res.Flagged != c.flagged || res.Qwen3Guard.Categories[cat] != c.flagged || res.RiskLevel != c.level ||
+			res.Qwen3Guard.ToolResults != c.results.prompt || res.Qwen3Guard.CategoryScores[cat] != score {
+			t.Errorf("%s: flagged %v, level %q, %s %v (score %v), tool results %v", c.name, res.Flagged, res.RiskLevel, cat,
+				res.Qwen3Guard.Categories[cat], res.Qwen3Guard.CategoryScores[cat], res.Qwen3Guard.ToolResults)
+		}
+		// The deciding verdict: the riskier of the two.
+		wantProbs := safe.prompt.RiskProbs
+		if c.results.prompt.RiskProbs[0] < safe.prompt.RiskProbs[0] {
+			wantProbs = c.results.prompt.RiskProbs
+		}
+		if got := res.RiskProbabilities[l.QueryRisk[0]]; got != wantProbs[0] {
+			t.Errorf("%s: deciding verdict's P(%s) %v, want %v", c.name, l.QueryRisk[0], got, wantProbs[0])
+		}
+	}
+}
+
+// TestModerationsToolResultsOneStream: a conversation with tool results
+// is judged on one of the tenant's streams at a time (the results after
+// the conversation): a tenant with max_streams 1 can send one.
+func TestModerationsToolResultsOneStream(t *testing.T) {
+	cfg := &Config{Tenants: []TenantConfig{{Name: "a", APIKeySHA256: []string{HashKey("key-a")}, MaxStreams: 1}}}
+	h := newHarness(t, Options{Config: cfg})
+	conv := map[string]any{"messages": []any{
+		map[string]any{"role": "user", "content": "What is the weather?"},
+		map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "weather", "arguments": "{}"}}}},
+		map[string]any{"role": "tool", "tool_call_id": "c", "content": "sunny"},
+	}}
+	for range 10 {
+		if r := moderateOne(t, h, conv); r.Qwen3Guard.ToolResults == nil {
+			t.Fatalf("tool results not judged: %+v", r.Qwen3Guard)
+		}
+	}
+}
