@@ -39,8 +39,8 @@ func TestModels(t *testing.T) {
 }
 
 // TestUnknownRoutes checks that 404 and 405 answer OpenAI's error JSON,
-// with Allow on 405, and that a chat request without --upstream says how
-// to enable the proxy.
+// with Allow on 405, that a chat request without --upstream says how to
+// enable the proxy, and that the APIs the proxy does not serve say so.
 func TestUnknownRoutes(t *testing.T) {
 	h := newHarness(t, Options{Config: twoTenants(nil)})
 	for _, tc := range []struct {
@@ -52,6 +52,9 @@ func TestUnknownRoutes(t *testing.T) {
 		{"GET", "/v1/nope", 404, "not_found", "unknown route: GET /v1/nope", ""},
 		{"POST", "/v1/embeddings", 404, "not_found", "unknown route: POST /v1/embeddings", ""},
 		{"POST", "/v1/chat/completions", 404, "not_found", "streamguard serve --upstream URL", ""},
+		{"POST", "/v1/responses", 404, "not_found", "does not proxy /v1/responses: it moderates the chat-completions API only", ""},
+		{"GET", "/v1/responses/resp_1", 404, "not_found", "does not proxy /v1/responses/resp_1", ""},
+		{"POST", "/v1/completions", 404, "not_found", "does not proxy /v1/completions", ""},
 		{"GET", "/v1/moderations", 405, "method_not_allowed", "method GET is not allowed on /v1/moderations (allowed: POST)", "POST"},
 		{"POST", "/v1/models", 405, "method_not_allowed", "is not allowed", "GET, HEAD"},
 		{"PUT", "/v1/streams/x", 405, "method_not_allowed", "is not allowed", "DELETE, GET, HEAD"},
