@@ -386,10 +386,8 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 		args, aerr := c.str("arguments")
 		if raw, ok := c["arguments"]; ok && aerr != nil {
 			// Arguments as a JSON object rather than a string: written as
-			// the template writes them (tojson), compact.
-			var b bytes.Buffer
-			if json.Compact(&b, raw) == nil {
-				a := b.String()
+			// the template writes them (tojson).
+			if a, err := ToJSON(raw); err == nil {
 				args, aerr = &a, nil
 			}
 		}
@@ -448,17 +446,18 @@ func Renderable(turns []tokenizer.Message) []tokenizer.Message {
 // Definitions lists what a request declares beside its messages and the
 // model reads — tool definitions (tools, the legacy functions: arrays of
 // objects, one item each), a response_format's JSON schema, vLLM's
-// documents — each as compact JSON, names and descriptions included.
+// documents — each as the template's tojson writes it (ToJSON), names and
+// descriptions included.
 // They are judged as text, alone, as many at a time as fit the guard
 // (all in one user turn, a list that does not fit halved until it does).
 func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, error) {
 	var out []string
 	compact := func(raw json.RawMessage) error {
-		var b bytes.Buffer
-		if err := json.Compact(&b, raw); err != nil {
+		t, err := ToJSON(raw)
+		if err != nil {
 			return err
 		}
-		out = append(out, b.String())
+		out = append(out, t)
 		return nil
 	}
 	for _, raw := range tools {

@@ -61,7 +61,7 @@ func TestConversation(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tokenizer.Message{{Role: "system", Content: "s"}, {Role: "user", Content: "u"},
-		{Role: "assistant", Content: "call\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\":1}}\n</tool_call>\n<tool_call>\n{\"name\": \"g\", \"arguments\": {\"k\":\"v\"}}\n</tool_call>", ReasoningContent: "r1"},
+		{Role: "assistant", Content: "call\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\":1}}\n</tool_call>\n<tool_call>\n{\"name\": \"g\", \"arguments\": {\"k\": \"v\"}}\n</tool_call>", ReasoningContent: "r1"},
 		{Role: ToolRole, Content: "result"},
 		{Role: "assistant", Content: "answer", ReasoningContent: "r2"},
 		{Role: ToolRole, Content: "old"},
@@ -120,8 +120,8 @@ func TestDefinitions(t *testing.T) {
 	functions := json.RawMessage(`[{"name":"g","description":"e"}]`)
 	schema := json.RawMessage(`{"name":"r", "schema":{"type":"object"}}`)
 	got, err := Definitions([]json.RawMessage{tools, functions, nil}, schema, json.RawMessage(`null`), json.RawMessage(`[]`))
-	want := []string{`{"type":"function","function":{"name":"f","description":"d","parameters":{}}}`, `{"type":"function","function":{"name":"h"}}`,
-		`{"name":"g","description":"e"}`, `{"name":"r","schema":{"type":"object"}}`}
+	want := []string{`{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}`, `{"type": "function", "function": {"name": "h"}}`,
+		`{"name": "g", "description": "e"}`, `{"name": "r", "schema": {"type": "object"}}`}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("got %q, %v; want %q", got, err, want)
 	}

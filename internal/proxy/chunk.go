@@ -94,8 +94,9 @@ func (f *textFields) empty() bool {
 
 // feedFields feeds the text of one delta or message (checked): reasoning,
 // then content, then refusal (a refusal comes alone in practice), then
-// tool calls, in the template's order.
-func feedFields(f *feeder, ev *eventText, t *textFields) {
+// tool calls, in the template's order. An error is tool calls the guard
+// cannot read as clients assemble them (toolCall): the answer is refused.
+func feedFields(f *feeder, ev *eventText, t *textFields) error {
 	f.addReasoning(ev, t.reasoning())
 	if t.Content != nil {
 		f.addContent(ev, *t.Content)
@@ -104,8 +105,11 @@ func feedFields(f *feeder, ev *eventText, t *textFields) {
 		f.addRefusal(ev, *t.Refusal)
 	}
 	for _, p := range t.tools {
-		f.toolCall(ev, p)
+		if err := f.toolCall(ev, p); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // checkLegacyText refuses a choice's legacy "text" (the completions API's

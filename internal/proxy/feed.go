@@ -87,12 +87,14 @@ type feeder struct {
 	// Tool calls (toolCall): how many began; the open one's key, whether
 	// its arguments began, its name so far, and the events that carry it
 	// (held until it closes).
-	calls    int
-	callOpen bool
-	callKey  string
-	callArgs bool
-	callName string
-	callEvs  []*eventText
+	calls        int
+	toolCalls    int  // of them, tool_calls entries (numbered from 0)
+	functionCall bool // the legacy function_call began
+	callOpen     bool
+	callKey      string
+	callArgs     bool
+	callName     string
+	callEvs      []*eventText
 }
 
 func newFeeder() *feeder {

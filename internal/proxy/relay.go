@@ -250,7 +250,10 @@ func (r *relay) addEvent(ev sseEvent) bool {
 	}
 	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done}
 	if p.hasText && !r.finishing && r.unjudged == nil {
-		feedFields(r.feed, he.text, &p.text)
+		if err := feedFields(r.feed, he.text, &p.text); err != nil {
+			r.upstreamBroken(badEvent(err), err)
+			return true
+		}
 		he.hasReasoningContent, he.hasReasoning = p.text.ReasoningContent != nil, p.text.Reasoning != nil
 	}
 	r.feed.end(he.text)

@@ -223,7 +223,8 @@ func TestDeclaredJudgedOnce(t *testing.T) {
 		}
 		p.wait(t, 1)
 	}
-	def := `{"type":"function","function":{"name":"lookup","description":"Looks a record up."}}`
+	// As the template's tojson writes the definition.
+	def := `{"type": "function", "function": {"name": "lookup", "description": "Looks a record up."}}`
 	if mod.judged[def] != 1 || mod.judged["question 0"] != 1 || mod.judged["question 2"] != 1 {
 		t.Errorf("judged %v; want the definitions once, each question once", mod.judged)
 	}

@@ -860,7 +860,9 @@ func TestCutResponseRebuildsTheChoice(t *testing.T) {
 	*m.Content = answer
 	f := newFeeder()
 	ev := &eventText{}
-	feedFields(f, ev, &m)
+	if err := feedFields(f, ev, &m); err != nil {
+		t.Fatal(err)
+	}
 	f.finish()
 	f.end(ev)
 	for _, c := range []struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
@@ -15,6 +16,16 @@ import (
 // (chatmsg.ToolCallOpen...), and in hold-back a call's events go out only
 // once the whole call was judged with its look-ahead: no client is handed
 // the first half of a call that the guard then stops.
+//
+// Clients assemble a streamed call from its pieces by index (the OpenAI
+// SDKs, LiteLLM), strings concatenated. So the guard reads the pieces as
+// one text only when they come as OpenAI sends them — calls numbered from
+// 0 in order, each whole before the next begins, the name before the
+// arguments, the arguments as a string — and refuses anything else: a call
+// that resumes after another call or text, an index out of order
+// (openai-python puts an index that does not exist yet at the end, and
+// reads -1 as the last call), a name that changes once the arguments
+// began, arguments as an object (merged key by key).
 
 // wireToolCall is one entry of a delta's or a message's tool_calls: a
 // function call (OpenAI's form) or a custom tool's (free-form input).
@@ -26,8 +37,7 @@ type wireToolCall struct {
 
 type wireFunction struct {
 	Name *string `json:"name"`
-	// Arguments is JSON text in a string; some servers send an object,
-	// written as the template writes one (compact JSON).
+	// Arguments is JSON text in a string, or null.
 	Arguments json.RawMessage `json:"arguments"`
 }
 
@@ -42,14 +52,21 @@ type callPiece struct {
 	key, name, args string
 }
 
+// functionCallKey is the key of the legacy function_call.
+const functionCallKey = "function_call"
+
 // toolCallShape is a tool call as strictJSON checks it: closed, so that a
-// field the proxy does not know holds no text.
+// field the proxy does not know holds no text. Gemini's OpenAI
+// compatibility adds to each call an opaque signature the client sends
+// back (extra_content.google or .vertex: thought_signature).
 var (
-	functionShape = closedObject(map[string]*shape{"name": scalar, "arguments": nil})
-	toolCallShape = closedObject(map[string]*shape{
+	functionShape  = closedObject(map[string]*shape{"name": scalar, "arguments": scalar})
+	signatureShape = closedObject(map[string]*shape{"thought_signature": scalar})
+	toolCallShape  = closedObject(map[string]*shape{
 		"index": scalar, "id": scalar, "type": scalar,
-		"function": functionShape,
-		"custom":   closedObject(map[string]*shape{"name": scalar, "input": scalar}),
+		"function":      functionShape,
+		"custom":        closedObject(map[string]*shape{"name": scalar, "input": scalar}),
+		"extra_content": closedObject(map[string]*shape{"google": signatureShape, "vertex": signatureShape}),
 	})
 )
 
@@ -82,7 +99,7 @@ func callPieces(calls []wireToolCall, fc *wireFunction) ([]callPiece, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, callPiece{key: "function_call", name: name, args: args})
+		out = append(out, callPiece{key: functionCallKey, name: name, args: args})
 	}
 	return out, nil
 }
@@ -94,9 +111,7 @@ func (f *wireFunction) text() (name, args string, err error) {
 	case raw[0] == '"':
 		err = json.Unmarshal(raw, &args)
 	default:
-		var b bytes.Buffer
-		err = json.Compact(&b, raw)
-		args = b.String()
+		err = errors.New("arguments that are not a string (JSON text)")
 	}
 	return deref(f.Name), args, err
 }
@@ -108,14 +123,24 @@ func deref(s *string) string {
 	return *s
 }
 
-// toolCall takes one piece of a tool call. A piece for another call than
-// the open one closes it and opens the next (a call that resumes after
-// another began is written as one more call: its text is judged all the
-// same). A name repeated once the arguments began (some servers send it
-// in every chunk) is not judged twice; any other name text after the
-// arguments is judged where it comes.
-func (f *feeder) toolCall(ev *eventText, p callPiece) {
+// toolCall takes one piece of a tool call: a piece for another call than
+// the open one closes it and opens the next. A name repeated once the
+// arguments began (some servers send it in every chunk) is not judged
+// twice. It refuses pieces clients would assemble otherwise than the
+// guard reads them (see above).
+func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 	if !f.callOpen || p.key != f.callKey {
+		if p.key == functionCallKey {
+			if f.functionCall {
+				return errors.New("a function_call that resumes after other text")
+			}
+			f.functionCall = true
+		} else {
+			if want := strconv.Itoa(f.toolCalls); p.key != want {
+				return fmt.Errorf("tool call %s where call %s comes next (calls are numbered from 0, each whole before the next)", p.key, want)
+			}
+			f.toolCalls++
+		}
 		f.closeCall()
 		if !f.reasoningDone {
 			f.endReasoning()
@@ -130,16 +155,19 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) {
 		f.calls++
 		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
 	}
+	if p.name != "" && f.callArgs && p.name != f.callName {
+		return fmt.Errorf("tool call %s: a name after its arguments", p.key)
+	}
+	if p.args == "" && (p.name == "" || f.callArgs) {
+		// No text: nothing to hold the event for.
+		return nil
+	}
 	if n := len(f.callEvs); n == 0 || f.callEvs[n-1] != ev {
 		ev.pending++
 		f.callEvs = append(f.callEvs, ev)
 	}
-	switch {
-	case p.name == "":
-	case !f.callArgs:
+	if !f.callArgs && p.name != "" {
 		f.callName += p.name
-		f.feed(ev, fieldTool, p.name)
-	case p.name != f.callName:
 		f.feed(ev, fieldTool, p.name)
 	}
 	if p.args != "" {
@@ -149,6 +177,7 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) {
 		}
 		f.feed(ev, fieldTool, p.args)
 	}
+	return nil
 }
 
 // closeCall ends the open tool call, if any: its events may go once its

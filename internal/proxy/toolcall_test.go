@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +12,8 @@ import (
 )
 
 // feedDeltas feeds deltas (JSON objects) as a stream's chunks and returns
-// the text the guard reads.
-func feedDeltas(t *testing.T, deltas ...string) string {
+// the text the guard reads, or why the feeder refused them.
+func feedDeltas(t *testing.T, deltas ...string) (string, error) {
 	t.Helper()
 	f := newFeeder()
 	for _, d := range deltas {
@@ -22,11 +23,13 @@ func feedDeltas(t *testing.T, deltas ...string) string {
 			t.Fatalf("delta %s: %v", d, p.bad)
 		}
 		ev := &eventText{}
-		feedFields(f, ev, &p.text)
+		if err := feedFields(f, ev, &p.text); err != nil {
+			return "", err
+		}
 		f.end(ev)
 	}
 	f.finish()
-	return string(f.fed)
+	return string(f.fed), nil
 }
 
 // TestToolCallLayout: an answer's tool calls, however a server splits
@@ -78,36 +81,78 @@ func TestToolCallLayout(t *testing.T) {
 			`{"function_call":{"name":"f","arguments":""}}`,
 			`{"function_call":{"arguments":"{}"}}`,
 		}, chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + "{}" + chatmsg.ToolCallClose},
-		{"arguments as an object", []string{
-			`{"tool_calls":[{"index":0,"function":{"name":"f","arguments":{"a": [1, "x"]}}}]}`,
-		}, chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + `{"a":[1,"x"]}` + chatmsg.ToolCallClose},
 		{"a custom tool", []string{
 			`{"tool_calls":[{"index":0,"type":"custom","custom":{"name":"sh","input":"ls -l"}}]}`,
 		}, chatmsg.ToolCallOpen + "sh" + chatmsg.ToolCallArguments + "ls -l" + chatmsg.ToolCallClose},
 		{"a call without arguments", []string{
 			`{"tool_calls":[{"index":0,"function":{"name":"f"}}]}`,
 		}, chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + chatmsg.ToolCallClose},
-		{"a call that resumes", []string{
-			`{"tool_calls":[{"index":0,"function":{"name":"a","arguments":"1"}}]}`,
-			`{"tool_calls":[{"index":1,"function":{"name":"b","arguments":"2"}}]}`,
-			`{"tool_calls":[{"index":0,"function":{"arguments":"3"}}]}`,
-		}, chatmsg.ToolCallOpen + "a" + chatmsg.ToolCallArguments + "1" + chatmsg.ToolCallClose + "\n" +
-			chatmsg.ToolCallOpen + "b" + chatmsg.ToolCallArguments + "2" + chatmsg.ToolCallClose + "\n" +
-			chatmsg.ToolCallOpen + chatmsg.ToolCallArguments + "3" + chatmsg.ToolCallClose},
-		{"a name changed after the arguments", []string{
-			`{"tool_calls":[{"index":0,"function":{"name":"a","arguments":"1"}}]}`,
-			`{"tool_calls":[{"index":0,"function":{"name":"b","arguments":"2"}}]}`,
-		}, chatmsg.ToolCallOpen + "a" + chatmsg.ToolCallArguments + "1b2" + chatmsg.ToolCallClose},
 		{"content after a call", []string{
 			`{"tool_calls":[{"index":0,"function":{"name":"a","arguments":"1"}}]}`,
 			`{"content":"Done."}`,
 		}, chatmsg.ToolCallOpen + "a" + chatmsg.ToolCallArguments + "1" + chatmsg.ToolCallClose + "Done."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := feedDeltas(t, c.deltas...); got != c.want {
-				t.Errorf("read\n%q\nwant\n%q", got, c.want)
+			if got, err := feedDeltas(t, c.deltas...); err != nil || got != c.want {
+				t.Errorf("read\n%q (%v)\nwant\n%q", got, err, c.want)
 			}
 		})
+	}
+}
+
+// TestToolCallPiecesRefused: pieces a client would assemble otherwise than
+// the guard reads them are refused (clients merge a call's pieces by
+// index, strings concatenated; openai-python puts an index that does not
+// exist yet at the end of its list and reads -1 as the last call, and
+// merges object arguments key by key): "EV" ... "IL" would be "EVIL" in
+// the client and two pieces apart in the guard.
+func TestToolCallPiecesRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		deltas []string
+		err    string
+	}{
+		{"resumed after another call", []string{
+			`{"tool_calls":[{"index":0,"function":{"name":"write","arguments":"{\"text\": \"EV"}}]}`,
+			`{"tool_calls":[{"index":1,"function":{"name":"noop","arguments":"{}"}}]}`,
+			`{"tool_calls":[{"index":0,"function":{"arguments":"IL\"}"}}]}`,
+		}, "tool call 0 where call 2 comes next"},
+		{"resumed after text", []string{
+			`{"tool_calls":[{"index":0,"function":{"name":"write","arguments":"{\"text\": \"EV"}}]}`,
+			`{"content":"ok"}`,
+			`{"tool_calls":[{"index":0,"function":{"arguments":"IL\"}"}}]}`,
+		}, "tool call 0 where call 1 comes next"},
+		{"index 1 first", []string{
+			`{"tool_calls":[{"index":1,"function":{"name":"write","arguments":"{}"}}]}`,
+		}, "tool call 1 where call 0 comes next"},
+		{"index -1", []string{
+			`{"tool_calls":[{"index":0,"function":{"name":"write","arguments":"{\"text\": \"EV"}}]}`,
+			`{"tool_calls":[{"index":-1,"function":{"arguments":"IL\"}"}}]}`,
+		}, "tool call -1 where call 1 comes next"},
+		{"function_call resumed", []string{
+			`{"function_call":{"name":"write","arguments":"{\"text\": \"EV"}}`,
+			`{"content":"ok"}`,
+			`{"function_call":{"arguments":"IL\"}"}}`,
+		}, "function_call that resumes"},
+		{"a name changed after the arguments", []string{
+			`{"tool_calls":[{"index":0,"function":{"name":"EV","arguments":"{}"}}]}`,
+			`{"tool_calls":[{"index":0,"function":{"name":"IL"}}]}`,
+		}, "a name after its arguments"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got, err := feedDeltas(t, c.deltas...); err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("read %q, %v; want an error with %q", got, err, c.err)
+			}
+		})
+	}
+	// Arguments as an object are refused as the event is read.
+	data := []byte(`{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"w","arguments":{"t":"EV"}}}]}}]}`)
+	if p := parseEvent(sseEvent{raw: sseData(string(data)), data: data}); p.bad == nil || !strings.Contains(p.bad.Error(), `"arguments"`) {
+		t.Errorf("object arguments: %v", p.bad)
+	}
+	data = []byte(`{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"w","arguments":1}}]}}]}`)
+	if p := parseEvent(sseEvent{raw: sseData(string(data)), data: data}); p.bad == nil || !strings.Contains(p.bad.Error(), "not a string") {
+		t.Errorf("number arguments: %v", p.bad)
 	}
 }
 
@@ -204,8 +249,10 @@ func TestToolCallsJudged(t *testing.T) {
 // that text, and once the turn is finished nothing is held (every tool
 // call closed, every held newline decided).
 func FuzzFeeder(f *testing.F) {
-	f.Add([]byte("\x00hi\x01\nthink\n\x03a\x04{\"x\"\x03b\x02done"))
-	f.Add([]byte("\x03f\x04{}\x05\x03g\x04[1]\x01\n\n"))
+	// Parts split at '|': a kind byte (low 3 bits; 0x80 starts a new
+	// event), then its text.
+	f.Add([]byte("\x01\nthink\n|\x80hi|\x83get|\x03_weather|\x84{\"x\"|\x04: 1}|\x055|\x051|\x83g|\x84[1]|\x80done"))
+	f.Add([]byte("\x05|\x83f|\x84{}|\x82no|\x06|\x050|\x83h|\x87"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fd := newFeeder()
 		var evs []*eventText
@@ -230,14 +277,27 @@ func FuzzFeeder(f *testing.F) {
 				fd.addReasoning(ev, text)
 			case 2:
 				fd.addRefusal(ev, text)
-			case 3:
-				fd.toolCall(ev, callPiece{key: key, name: text})
-			case 4:
-				fd.toolCall(ev, callPiece{key: key, args: text})
 			case 5:
-				key = text
-			default:
-				fd.toolCall(ev, callPiece{key: key})
+				// The next pieces' call: a number, or the legacy
+				// function_call.
+				key = functionCallKey
+				if len(text) > 0 {
+					key = strconv.Itoa(int(text[0] % 4))
+				}
+				continue
+			}
+			var err error
+			switch part[0] & 7 {
+			case 3:
+				err = fd.toolCall(ev, callPiece{key: key, name: text})
+			case 4:
+				err = fd.toolCall(ev, callPiece{key: key, args: text})
+			case 6, 7:
+				err = fd.toolCall(ev, callPiece{key: key})
+			}
+			if err != nil {
+				// The relay ends the stream here.
+				return
 			}
 		}
 		if ev != nil {

@@ -34,9 +34,12 @@ func (x *exchange) relayWhole(s Stream, resp *http.Response) {
 // one that cannot be moderated. It closes s.
 func (x *exchange) judgeWhole(s Stream, resp *http.Response, body []byte) {
 	defer s.Close()
+	refuse := func(err error) {
+		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response cannot be moderated: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
+	}
 	m, err := parseCompletion(body)
 	if err != nil {
-		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response cannot be moderated: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"})
+		refuse(err)
 		return
 	}
 	if m == nil {
@@ -48,7 +51,10 @@ func (x *exchange) judgeWhole(s Stream, resp *http.Response, body []byte) {
 	tr := newTracker()
 	f := newFeeder()
 	ev := &eventText{}
-	feedFields(f, ev, m)
+	if err := feedFields(f, ev, m); err != nil {
+		refuse(err)
+		return
+	}
 	f.finish()
 	f.end(ev)
 	res := apply(x.ctx, s, f.take(), true)

@@ -171,9 +171,11 @@ func TestLiteLLMTextWithoutUserTurn(t *testing.T) {
 // all in one user turn (halves judged apart could each hold half of an
 // instruction).
 func TestLiteLLMToolDefinitionsTogether(t *testing.T) {
-	var tools []string
+	var tools, judged []string
 	for i := range 40 {
 		tools = append(tools, fmt.Sprintf(`{"type":"function","function":{"name":"tool_%d","description":"Looks up record %d."}}`, i, i))
+		// As the template's tojson writes each definition.
+		judged = append(judged, fmt.Sprintf(`{"type": "function", "function": {"name": "tool_%d", "description": "Looks up record %d."}}`, i, i))
 	}
 	req := &litellmRequest{InputType: "request", Tools: json.RawMessage("[" + strings.Join(tools, ",") + "]"),
 		StructuredMessages: []json.RawMessage{json.RawMessage(`{"role":"user","content":"What is in record 7?"}`)}}
@@ -181,7 +183,7 @@ func TestLiteLLMToolDefinitionsTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := [][]tokenizer.Message{{{Role: "user", Content: "What is in record 7?"}}, {{Role: "user", Content: strings.Join(tools, "\n")}}}
+	want := [][]tokenizer.Message{{{Role: "user", Content: "What is in record 7?"}}, {{Role: "user", Content: strings.Join(judged, "\n")}}}
 	if mustJSON(convs) != mustJSON(want) || !declared {
 		t.Errorf("conversations %s, declared %v", mustJSON(convs), declared)
 	}
