@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -90,6 +91,10 @@ func (ids *streamIDs) reserve(t *Tenant, id string, open *sessions) bool {
 	ids.opening[k] = true
 	return true
 }
+
+// errStreamExists is an open under an id the tenant holds: a stream open
+// on this replica, one being opened, or a duplex connection's.
+var errStreamExists = errors.New("a stream with this id is already open on this replica: choose another id (or close that stream first)")
 
 // release ends the claim: the stream is open (in sessions) or failed.
 func (ids *streamIDs) release(t *Tenant, id string) {

@@ -89,6 +89,9 @@ func (srv *Server) connect(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		if d.c != nil && !d.c.closed {
 			d.c.close("disconnected")
 		}
+		if d.reserved {
+			srv.streamIDs.release(t, id)
+		}
 	}()
 	d.serve(r.Context())
 }
@@ -105,6 +108,7 @@ type duplex struct {
 	id  string // the open stream's id
 	// streamID is the id the stream takes when it opens.
 	streamID string
+	reserved bool // streamID is claimed in srv.streamIDs while the connection lives
 }
 
 func (d *duplex) serve(ctx context.Context) {
@@ -217,19 +221,26 @@ func readLine(r *bufio.Reader, limit int64) ([]byte, error) {
 func (d *duplex) handle(ctx context.Context, line []byte) bool {
 	srv := d.srv
 	var op duplexOp
-	if err := json.Unmarshal(line, &op); err != nil {
-		return d.fail(duplexReply{Op: "error"}, badRequest{fmt.Errorf("invalid JSON line: %w", err)})
-	}
+	bad := json.Unmarshal(line, &op)
 	rep := duplexReply{Op: op.Op, Seq: op.Seq, ID: d.id}
+	if bad != nil {
+		rep = duplexReply{Op: "error"}
+	}
 	start := time.Now()
 	code := http.StatusOK
-	defer func() { srv.metrics.request(d.t.Name, "connect."+opName(op.Op), code) }()
+	defer func() { srv.metrics.request(d.t.Name, "connect."+opName(rep.Op), code) }()
+	// Every line counts against the rate limit, one that is not an
+	// operation too: reading and answering it is work the client asked for.
 	if ok, wait := d.t.limiter.allow(start); !ok {
 		srv.metrics.rejected("rate_limit")
 		code = http.StatusTooManyRequests
 		rep.Error = &apiErrorBody{Type: "rate_limit_error", Code: "rate_limit", Message: "the tenant's request rate limit is exceeded",
 			RetryAfter: max(1, int(wait.Seconds()+0.999))}
 		return d.reply(rep)
+	}
+	if bad != nil {
+		code = http.StatusBadRequest
+		return d.fail(rep, badRequest{fmt.Errorf("invalid JSON line: %w", bad)})
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.opts.RequestTimeout)
 	defer cancel()
@@ -248,6 +259,15 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		if d.c != nil {
 			err = badRequest{errors.New("this connection already has a stream (one stream per connection)")}
 			break
+		}
+		// The connection holds its stream's id while it lives, as a
+		// session holds its own: no other stream of the tenant takes it.
+		if !d.reserved {
+			if !srv.streamIDs.reserve(d.t, d.streamID, srv.sessions) {
+				err = errStreamExists
+				break
+			}
+			d.reserved = true
 		}
 		in := createInput{promptInput: op.promptInput, resumeInput: op.resumeInput}
 		var resp streamResponse

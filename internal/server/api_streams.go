@@ -162,23 +162,18 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 		return nil, badRequest{errors.New(`give "text" or "ids", not both`)}
 	case in.Text != nil:
 		c.srv.auditText(c, *in.Text)
-		tvs, err = c.appendText(ctx, *in.Text)
+		tvs, err = c.appendText(ctx, *in.Text, in.Flush)
 		err = lengthParam(err, "text")
 	case in.IDs != nil:
-		tvs, err = c.appendIDs(ctx, in.IDs)
+		tvs, err = c.appendIDs(ctx, in.IDs, in.Flush)
 		err = lengthParam(err, "ids")
-	case !in.Flush:
+	case in.Flush:
+		tvs, err = c.flush(ctx)
+	default:
 		return nil, badRequest{errors.New(`nothing to append: give "text" or "ids" (or "flush": true)`)}
 	}
 	if err != nil {
 		return nil, err
-	}
-	if in.Flush {
-		more, err := c.flush(ctx)
-		if err != nil {
-			return nil, err
-		}
-		tvs = append(tvs, more...)
 	}
 	return tokensOrEmpty(tvs), nil
 }

@@ -128,10 +128,12 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	if c.s.Len() == 0 && c.floor == 0 {
 		c.floor = certain + c.reserve
 	}
-	// The charge is an estimate (text counted as a token a byte), never
-	// more than the stream may hold: tokens past the limit end the stream
-	// below before they are run. So a charge always fits the whole budget
-	// (New holds streams to it) and is refused only when the budget is full.
+	// The charge is an upper bound (text counted as tokenizer.MaxIDs of its
+	// bytes, which NFC may lengthen), never more than the stream may hold:
+	// tokens past the limit end the stream below before they are run. So a
+	// charge always fits the whole budget (New holds streams to it) and is
+	// refused only when the budget is full; settle returns what the
+	// operation did not use.
 	if err := c.charge(ctx, min(max(c.s.Len()+maxNew, c.floor), c.srv.maxStreamTokens)); err != nil {
 		if c.s.Len() == 0 {
 			c.floor = 0
@@ -146,9 +148,9 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 		return Result{}, badRequest{err}
 	}
 	// The guard refused whatever would pass the stream's limit, so n
-	// fits: at most the charge's cap.
+	// fits: at most the charge's cap, which the bound above reached.
 	if want := c.srv.budget.capBound(c.s.Len() + c.s.Pending()); want > c.charged {
-		c.srv.budget.forceAcquire(want - c.charged) // the estimate fell short
+		c.srv.budget.forceAcquire(want - c.charged) // not reached: the bound holds
 		c.charged = want
 	}
 	return c.submit(ctx)
@@ -300,8 +302,9 @@ func (c *convo) queueWithResponse(conv *tokenizer.Conversation) error {
 }
 
 // appendText judges response text (any chunking); the tokens the encoder
-// holds back come with a later call or flush.
-func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
+// holds back come with a later call or flush, or with this one when flush
+// is set (one operation: its verdicts and its charge are one).
+func (c *convo) appendText(ctx context.Context, text string, flush bool) ([]guard.TokenVerdict, error) {
 	// Text the stream's encoder holds back (a word that may still grow)
 	// is tokens to come; once they cannot fit, more of it is refused
 	// rather than held, however it is cut into appends.
@@ -311,7 +314,12 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 			return nil, tooLong{n, lim}
 		}
 	}
-	res, err := c.run(ctx, 0, len(text)+c.heldBytes+headerSlack, func() error { return c.s.QueueText(text) })
+	res, err := c.run(ctx, 0, tokenizer.MaxIDs(len(text)+c.heldBytes)+headerSlack, func() error {
+		if err := c.s.QueueText(text); err != nil || !flush {
+			return err
+		}
+		return c.s.QueueFlushText()
+	})
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}
@@ -320,13 +328,16 @@ func (c *convo) appendText(ctx context.Context, text string) ([]guard.TokenVerdi
 		c.heldBytes -= len(t.Text)
 	}
 	c.heldBytes = max(c.heldBytes, 0)
+	if flush {
+		c.heldBytes = 0
+	}
 	return res.Tokens, nil
 }
 
 // endThinking closes the think block: the reasoning's held text, "\n" and
 // </think> are judged now; "\n\n" is held for the answer's first text.
 func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, 1, c.heldBytes+2+headerSlack, c.s.QueueEndThinking)
+	res, err := c.run(ctx, 1, tokenizer.MaxIDs(c.heldBytes)+2+headerSlack, c.s.QueueEndThinking)
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}
@@ -346,15 +357,24 @@ func (c *convo) endOnOverrun(err error) error {
 	return c.ended
 }
 
-// appendIDs judges response token ids.
-func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueueIDs(ids) })
+// appendIDs judges response token ids, and with flush the text the
+// encoder held back before them.
+func (c *convo) appendIDs(ctx context.Context, ids []int, flush bool) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, len(ids), len(ids)+tokenizer.MaxIDs(c.heldBytes)+headerSlack, func() error {
+		if err := c.s.QueueIDs(ids); err != nil || !flush {
+			return err
+		}
+		return c.s.QueueFlushText()
+	})
+	if err == nil && flush {
+		c.heldBytes = 0
+	}
 	return res.Tokens, err
 }
 
 // flush judges the tokens the text encoder held back.
 func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, 0, c.heldBytes+headerSlack, c.s.QueueFlushText)
+	res, err := c.run(ctx, 0, tokenizer.MaxIDs(c.heldBytes)+headerSlack, c.s.QueueFlushText)
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}

@@ -401,6 +401,9 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 	case errors.Is(err, context.Canceled):
 		b.Type, b.Code = "timeout_error", "cancelled"
 		return http.StatusServiceUnavailable, b, 0
+	case errors.Is(err, errStreamExists):
+		b.Type, b.Code = "invalid_request_error", "stream_exists"
+		return http.StatusConflict, b, 0
 	case errors.Is(err, ErrStreamClosed):
 		b.Type, b.Code = "invalid_request_error", "stream_closed"
 		b.StreamEnded = true

@@ -124,7 +124,7 @@ func (p *proxyStream) StartResponse(ctx context.Context, thinking bool) error {
 }
 
 func (p *proxyStream) AppendText(ctx context.Context, text string) ([]guard.TokenVerdict, error) {
-	tvs, err := p.c.appendText(ctx, text)
+	tvs, err := p.c.appendText(ctx, text, false)
 	return tvs, overloaded(err)
 }
 

@@ -363,7 +363,7 @@ func TestResumeEveryByte(t *testing.T) {
 	cuts := []cutState{{nil, first.State}}
 	var cur []guard.TokenVerdict
 	for i := range len(text) {
-		tvs, err := u.appendText(ctx, text[i:i+1])
+		tvs, err := u.appendText(ctx, text[i:i+1], false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -400,7 +400,7 @@ func TestResumeEveryByte(t *testing.T) {
 		}
 		got := r.Tokens
 		for _, chunk := range []string{text[b : b+(len(text)-b)/2], text[b+(len(text)-b)/2:]} {
-			tvs, err := c.appendText(ctx, chunk)
+			tvs, err := c.appendText(ctx, chunk, false)
 			if err != nil {
 				t.Fatal(err)
 			}

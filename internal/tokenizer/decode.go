@@ -46,6 +46,12 @@ func (t *Tokenizer) MinIDs(n int) int {
 	return n / (4 * t.maxTokenBytes)
 }
 
+// MaxIDs is an upper bound on the ids text of n bytes encodes to (without
+// added tokens): each id stands for at least one byte of normalised text,
+// and NFC makes UTF-8 text at most three times longer (U+1D160, 4 bytes,
+// is 12 after it).
+func MaxIDs(n int) int { return 3 * n }
+
 // appendIDBytes appends the bytes id decodes to; ids with no token, and
 // special ids when skipSpecial is set, add nothing.
 func (t *Tokenizer) appendIDBytes(dst []byte, id int, skipSpecial bool) []byte {

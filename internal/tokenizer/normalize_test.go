@@ -60,3 +60,17 @@ func TestLastNFCBoundary(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxIDsBoundsNFC: MaxIDs rests on NFC making UTF-8 text at most three
+// times longer; the characters it lengthens most reach that bound and no
+// more, and a token spans at least one byte of what NFC gives.
+func TestMaxIDsBoundsNFC(t *testing.T) {
+	for _, s := range []string{"\U0001D160", "\uFB2C", "\u0F81", "\u0344", "\uFB2C\U0001D160 plain", ""} {
+		if n := len(nfc(s)); n > MaxIDs(len(s)) {
+			t.Errorf("%q: %d bytes after NFC, more than MaxIDs(%d) = %d", s, n, len(s), MaxIDs(len(s)))
+		}
+	}
+	if n := len(nfc("\U0001D160")); n != 12 {
+		t.Errorf("U+1D160 is %d bytes after NFC, want 12 (the bound's worst case)", n)
+	}
+}
