@@ -208,19 +208,12 @@ func (x *exchange) judgeDeclared(items []string, depth int) bool {
 	}
 	pv, err := s.JudgePrompt(x.ctx, []guard.Message{{Role: "user", Content: text}})
 	s.Close()
-	long := err != nil && isContextLength(err) && x.ctx.Err() == nil
-	switch {
-	case long && len(items) > 1 && x.t.TrimLongPrompt && depth < maxDeclaredSplit:
+	if x.promptLong(err) && len(items) > 1 && x.t.TrimLongPrompt && depth < maxDeclaredSplit {
 		half := len(items) / 2
 		return x.judgeDeclared(items[:half], depth+1) && x.judgeDeclared(items[half:], depth+1)
-	case long:
-		x.promptTooLong(err)
-		return false
-	case err != nil:
-		x.guardFailed(err)
-		return false
-	case pv.Flagged:
-		x.refusePrompt(pv)
+	}
+	if err != nil || pv.Flagged {
+		x.answerPrompt(pv, err)
 		return false
 	}
 	x.h.safe.Add(key)
@@ -240,18 +233,9 @@ func (x *exchange) judgeConversation(msgs []guard.Message) Stream {
 		return nil
 	}
 	pv, err := judgePrompt(x.ctx, s, msgs, x.t.TrimLongPrompt)
-	if err != nil {
+	if err != nil || pv.Flagged {
 		s.Close()
-		if isContextLength(err) && x.ctx.Err() == nil {
-			x.promptTooLong(err)
-			return nil
-		}
-		x.guardFailed(err)
-		return nil
-	}
-	if pv.Flagged {
-		s.Close()
-		x.refusePrompt(pv)
+		x.answerPrompt(pv, err)
 		return nil
 	}
 	return s

@@ -40,6 +40,25 @@ func (x *exchange) promptTooLong(err error) {
 		Type:    typeInvalidRequest, Param: &param, Code: EventContextLength})
 }
 
+// promptLong reports a prompt judgement refused for its length (not for a
+// request that ended meanwhile).
+func (x *exchange) promptLong(err error) bool {
+	return err != nil && isContextLength(err) && x.ctx.Err() == nil
+}
+
+// answerPrompt answers a prompt judgement that stops the request: too long
+// for the guard (the client's error), a guard failure, or a flagged prompt.
+func (x *exchange) answerPrompt(pv *guard.PromptVerdict, err error) {
+	switch {
+	case x.promptLong(err):
+		x.promptTooLong(err)
+	case err != nil:
+		x.guardFailed(err)
+	default:
+		x.refusePrompt(pv)
+	}
+}
+
 // refusePrompt answers a flagged prompt without calling the upstream.
 func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 	attrs := verdictAttrs(&pv.Verdict, -1)
