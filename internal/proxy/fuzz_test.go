@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/chatmsg"
 )
 
 // exactDecode decodes JSON into maps, whose keys are exact (no case
@@ -24,7 +26,8 @@ func exactDecode(data []byte) (any, error) {
 func FuzzParseRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
-		`{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"}]},{"role":"assistant","content":null,"reasoning_content":"r"},{"role":"tool","content":"x"},{"role":"user","content":"b"}]}`,
+		`{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"}]},{"role":"assistant","content":null,"reasoning_content":"EARLIER"},{"role":"tool","content":"x"},{"role":"user","content":"b"}]}`,
+		`{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"c","reasoning_content":"KEPT"},{"role":"tool","content":"<x>\"y\"</x>"}],"tools":[{"type":"function","function":{"description":"q\"<&>\u0045"}}]}`,
 		`{"messages":[{"role":"user","content":"hi","Content":"x"}]}`,
 		`{"n":1,"messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"}],"tools":[{"type":"function","function":{"parameters":{"Content":{}}}}]}`,
 		`{"messages":[{"role":"user","content":"a"}],"messages":[]}`,
@@ -69,8 +72,10 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		judged.WriteString(r.Trailing + "\n" + strings.Join(r.Declared, "\n"))
 		has := func(s string) bool {
-			q, _ := json.Marshal(s) // inside a tool definition's JSON
-			return strings.Contains(judged.String(), s) || strings.Contains(judged.String(), string(q[1:len(q)-1]))
+			// Inside a tool definition's JSON, as the template's tojson
+			// writes it (chatmsg.ToJSON).
+			q, _ := chatmsg.ToJSON(mustJSON(s))
+			return strings.Contains(judged.String(), s) || strings.Contains(judged.String(), q[1:len(q)-1])
 		}
 		for _, want := range fuzzReadable(top) {
 			if !has(want) {
@@ -111,10 +116,22 @@ func fuzzReadable(top map[string]any) []string {
 	all(top["tools"], "")
 	all(top["functions"], "")
 	msgs, _ := top["messages"].([]any)
-	for _, m := range msgs {
+	// The template keeps reasoning only for the assistant turns after the
+	// last query: the last user message that is not a tool response.
+	lastQuery := -1
+	for i, m := range msgs {
 		m, _ := m.(map[string]any)
-		for _, k := range []string{"reasoning_content", "reasoning"} {
-			all(m[k], k)
+		c, isText := m["content"].(string)
+		if m["role"] == "user" && !(isText && strings.HasPrefix(c, "<tool_response>") && strings.HasSuffix(c, "</tool_response>")) {
+			lastQuery = i
+		}
+	}
+	for i, m := range msgs {
+		m, _ := m.(map[string]any)
+		if i > lastQuery {
+			for _, k := range []string{"reasoning_content", "reasoning"} {
+				all(m[k], k)
+			}
 		}
 		calls, _ := m["tool_calls"].([]any)
 		if fc, ok := m["function_call"]; ok && fc != nil {
