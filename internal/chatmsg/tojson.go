@@ -14,7 +14,8 @@ import (
 // and ": " between items, strings decoded and written with only the
 // escapes JSON needs). The guard must read what the model reads: a
 // request's own escapes ("\u0045VIL") are not what the template writes,
-// and the model reads the decoded text. Numbers are written as they came.
+// and the model reads the decoded text. Numbers are written as they came
+// (json.dumps writes 1E5 as 100000.0: digits, not words, either way).
 func ToJSON(raw json.RawMessage) (string, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
@@ -72,12 +73,36 @@ func writeJSON(d *json.Decoder, b *strings.Builder) error {
 	return nil
 }
 
-// writeJSONString writes s quoted, non-ASCII text as it is (json.dumps
-// with ensure_ascii=False, as the template's tojson calls it).
+// writeJSONString writes s quoted as Python's json.dumps writes it with
+// ensure_ascii=False (as the template's tojson calls it): only '"', '\\'
+// and control characters escaped; everything else, U+2028 and U+2029
+// included (which Go's encoder escapes), as it is.
 func writeJSONString(b *strings.Builder, s string) {
-	var buf bytes.Buffer
-	e := json.NewEncoder(&buf)
-	e.SetEscapeHTML(false)
-	_ = e.Encode(s) // a string always encodes
-	b.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	const hex = "0123456789abcdef"
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\b':
+			b.WriteString(`\b`)
+		case c == '\f':
+			b.WriteString(`\f`)
+		case c < 0x20:
+			b.WriteString(`\u00`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
 }

@@ -15,6 +15,10 @@ func TestToJSON(t *testing.T) {
 		{`{"text":"\u0045VIL","b":[1, 2.50,true,null,{}],"a":{}}`, `{"text": "EVIL", "b": [1, 2.50, true, null, {}], "a": {}}`},
 		{` "caf\u00e9 <b>&" `, `"café <b>&"`},
 		{`"line\nbreak \"q\" \\ \t"`, `"line\nbreak \"q\" \\ \t"`},
+		// As Python's json.dumps (ensure_ascii=False) writes them: line and
+		// paragraph separators raw (Go's encoder escapes them), other
+		// controls escaped.
+		{`"a\u2028b\u2029c\u0001\u007f\b\f\r"`, "\"a\u2028b\u2029c\\u0001\u007f\\b\\f\\r\""},
 		{`[]`, `[]`},
 		{`{"z":1,"a":2}`, `{"z": 1, "a": 2}`},
 	} {

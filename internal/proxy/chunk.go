@@ -57,13 +57,14 @@ func (f *textFields) reasoning() string {
 }
 
 // check refuses fields the guard could not judge as one text (a
-// reasoning_content and a reasoning that differ), and reads the tool calls.
-func (f *textFields) check() error {
+// reasoning_content and a reasoning that differ), and reads the tool calls
+// of a delta or, whole, a message.
+func (f *textFields) check(whole bool) error {
 	if f.ReasoningContent != nil && f.Reasoning != nil && *f.ReasoningContent != *f.Reasoning {
 		return errors.New("reasoning_content and reasoning differ")
 	}
 	var err error
-	if f.tools, err = callPieces(f.ToolCalls, f.FunctionCall); err != nil {
+	if f.tools, err = callPieces(f.ToolCalls, f.FunctionCall, whole); err != nil {
 		return fmt.Errorf("tool calls: %v", err)
 	}
 	// reasoning_details: readable only as a copy of the judged reasoning.
@@ -190,7 +191,7 @@ func parseEvent(ev sseEvent) parsedEvent {
 			p.bad = fmt.Errorf("a chunk for choice %d (streamguard asks for one)", ch.Index)
 			break
 		}
-		p.bad = ch.Delta.check()
+		p.bad = ch.Delta.check(false)
 		if p.bad == nil {
 			p.bad = checkLegacyText(ch.Text, &ch.Delta)
 		}

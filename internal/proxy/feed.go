@@ -95,6 +95,7 @@ type feeder struct {
 	callArgs     bool
 	callName     string
 	callEvs      []*eventText
+	unescape     argsUnescaper // the open call's arguments
 }
 
 func newFeeder() *feeder {

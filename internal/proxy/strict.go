@@ -56,16 +56,10 @@ var (
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil, "thinking": nil})},
 		})),
 	})
-	// textShape is a delta or a message: the judged text fields (tool
-	// calls among them), and those that carry no text of the answer: the
-	// role and annotations (the URLs and titles of cited sources).
-	textShape = closedObject(map[string]*shape{
-		"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": scalar,
-		"tool_calls": arrayOf(toolCallShape), "function_call": functionShape, "annotations": nil,
-		"reasoning_details": arrayOf(closedObject(map[string]*shape{
-			"type": scalar, "text": scalar, "summary": scalar, "data": scalar, "signature": scalar, "format": scalar, "id": scalar, "index": scalar,
-		})),
-	})
+	// deltaShape and messageShape are a delta and a message (textShape).
+	deltaShape   = textShape(false)
+	messageShape = textShape(true)
+
 	// choiceFields are the fields of a choice, less delta or message:
 	// index and finish_reason; logprobs, which must hold no entries (their
 	// tokens and top_logprobs alternatives spell text the guard does not
@@ -83,13 +77,26 @@ var (
 	// chunkShape is a streamed chunk; completionShape a whole response.
 	chunkShape = object(map[string]*shape{
 		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil, "usage": nil,
-		"choices": arrayOf(closedObject(with(choiceFields, "delta", textShape))),
+		"choices": arrayOf(closedObject(with(choiceFields, "delta", deltaShape))),
 	})
 	completionShape = object(map[string]*shape{
 		"id": nil, "object": nil, "created": nil, "model": nil, "system_fingerprint": nil, "error": nil,
-		"choices": arrayOf(closedObject(with(choiceFields, "message", textShape))),
+		"choices": arrayOf(closedObject(with(choiceFields, "message", messageShape))),
 	})
 )
+
+// textShape is a delta or, whole, a message: the judged text fields (tool
+// calls among them), and those that carry no text of the answer: the role
+// and annotations (the URLs and titles of cited sources).
+func textShape(whole bool) *shape {
+	return closedObject(map[string]*shape{
+		"content": nil, "reasoning_content": nil, "reasoning": nil, "refusal": nil, "role": scalar,
+		"tool_calls": arrayOf(toolCallShape(whole)), "function_call": functionShape(whole), "annotations": nil,
+		"reasoning_details": arrayOf(closedObject(map[string]*shape{
+			"type": scalar, "text": scalar, "summary": scalar, "data": scalar, "signature": scalar, "format": scalar, "id": scalar, "index": scalar,
+		})),
+	})
+}
 
 // with is fields plus one more.
 func with(fields map[string]*shape, key string, sh *shape) map[string]*shape {

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf16"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
 )
@@ -25,7 +28,14 @@ import (
 // that resumes after another call or text, an index out of order
 // (openai-python puts an index that does not exist yet at the end, and
 // reads -1 as the last call), a name that changes once the arguments
-// began, arguments as an object (merged key by key).
+// began, arguments as an object in a stream (merged key by key). A whole
+// message is read by position (clients ignore an "index" there), and its
+// object arguments as the template writes them (chatmsg.ToJSON).
+//
+// An agent runs the arguments once its JSON parser has decoded them, so
+// the guard reads their \uXXXX escapes decoded too (argsUnescaper): a
+// model steered to spell a request in escapes, or a server that writes
+// every non-ASCII character so, is judged on the characters.
 
 // wireToolCall is one entry of a delta's or a message's tool_calls: a
 // function call (OpenAI's form) or a custom tool's (free-form input).
@@ -37,7 +47,8 @@ type wireToolCall struct {
 
 type wireFunction struct {
 	Name *string `json:"name"`
-	// Arguments is JSON text in a string, or null.
+	// Arguments is JSON text in a string, or null; in a whole message an
+	// object too (TGI, llama.cpp's --tool-args-object).
 	Arguments json.RawMessage `json:"arguments"`
 }
 
@@ -50,6 +61,9 @@ type wireCustom struct {
 // index, or the legacy function_call), name and args the text it adds.
 type callPiece struct {
 	key, name, args string
+	// json: args is JSON text, whose escapes an agent's parser decodes
+	// (a function's arguments; a custom tool's input is free text).
+	json bool
 }
 
 // functionCallKey is the key of the legacy function_call.
@@ -59,25 +73,33 @@ const functionCallKey = "function_call"
 // field the proxy does not know holds no text. Gemini's OpenAI
 // compatibility adds to each call an opaque signature the client sends
 // back (extra_content.google or .vertex: thought_signature).
-var (
-	functionShape  = closedObject(map[string]*shape{"name": scalar, "arguments": scalar})
-	signatureShape = closedObject(map[string]*shape{"thought_signature": scalar})
-	toolCallShape  = closedObject(map[string]*shape{
+// In a whole message the arguments may be an object.
+func toolCallShape(whole bool) *shape {
+	signature := closedObject(map[string]*shape{"thought_signature": scalar})
+	return closedObject(map[string]*shape{
 		"index": scalar, "id": scalar, "type": scalar,
-		"function":      functionShape,
+		"function":      functionShape(whole),
 		"custom":        closedObject(map[string]*shape{"name": scalar, "input": scalar}),
-		"extra_content": closedObject(map[string]*shape{"google": signatureShape, "vertex": signatureShape}),
+		"extra_content": closedObject(map[string]*shape{"google": signature, "vertex": signature}),
 	})
-)
+}
 
-// callPieces reads the tool calls of a delta or message in order: the
-// tool_calls entries (keyed by their index, or by position where a whole
-// message gives none), then the legacy function_call.
-func callPieces(calls []wireToolCall, fc *wireFunction) ([]callPiece, error) {
+func functionShape(whole bool) *shape {
+	args := scalar
+	if whole {
+		args = nil
+	}
+	return closedObject(map[string]*shape{"name": scalar, "arguments": args})
+}
+
+// callPieces reads the tool calls of a delta or, whole, a message in
+// order: the tool_calls entries (keyed by their index in a delta, by
+// position in a message), then the legacy function_call.
+func callPieces(calls []wireToolCall, fc *wireFunction, whole bool) ([]callPiece, error) {
 	var out []callPiece
 	for i, c := range calls {
 		key := i
-		if c.Index != nil {
+		if c.Index != nil && !whole {
 			key = *c.Index
 		}
 		p := callPiece{key: strconv.Itoa(key)}
@@ -89,6 +111,7 @@ func callPieces(calls []wireToolCall, fc *wireFunction) ([]callPiece, error) {
 			if p.name, p.args, err = c.Function.text(); err != nil {
 				return nil, err
 			}
+			p.json = true
 		case c.Custom != nil:
 			p.name, p.args = deref(c.Custom.Name), deref(c.Custom.Input)
 		}
@@ -99,7 +122,7 @@ func callPieces(calls []wireToolCall, fc *wireFunction) ([]callPiece, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, callPiece{key: functionCallKey, name: name, args: args})
+		out = append(out, callPiece{key: functionCallKey, name: name, args: args, json: true})
 	}
 	return out, nil
 }
@@ -110,6 +133,9 @@ func (f *wireFunction) text() (name, args string, err error) {
 	case len(raw) == 0 || string(raw) == "null":
 	case raw[0] == '"':
 		err = json.Unmarshal(raw, &args)
+	case raw[0] == '{' || raw[0] == '[':
+		// Only a whole message's shape lets an object through.
+		args, err = chatmsg.ToJSON(raw)
 	default:
 		err = errors.New("arguments that are not a string (JSON text)")
 	}
@@ -155,7 +181,10 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		f.calls++
 		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
 	}
-	if p.name != "" && f.callArgs && p.name != f.callName {
+	if p.name != "" && p.name == f.callName {
+		p.name = "" // the whole name again (some servers send it in every chunk)
+	}
+	if p.name != "" && f.callArgs {
 		return fmt.Errorf("tool call %s: a name after its arguments", p.key)
 	}
 	if p.args == "" && (p.name == "" || f.callArgs) {
@@ -175,7 +204,13 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 			f.feedSynthetic(chatmsg.ToolCallArguments)
 			f.callArgs = true
 		}
-		f.feed(ev, fieldTool, p.args)
+		args := p.args
+		if p.json {
+			args = f.unescape.write(args)
+		}
+		if args != "" {
+			f.feed(ev, fieldTool, args)
+		}
 	}
 	return nil
 }
@@ -189,10 +224,117 @@ func (f *feeder) closeCall() {
 	if !f.callArgs {
 		f.feedSynthetic(chatmsg.ToolCallArguments)
 	}
-	f.feedSynthetic(chatmsg.ToolCallClose)
+	// An escape cut short at the end stays as it came.
+	f.feedSynthetic(f.unescape.flush() + chatmsg.ToolCallClose)
 	for _, ev := range f.callEvs {
 		ev.pending--
 		ev.fedEnd = max(ev.fedEnd, len(f.fed))
 	}
 	f.callEvs, f.callOpen = nil, false
+}
+
+// argsUnescaper decodes the \uXXXX escapes of JSON text that comes in
+// pieces (an escape may be cut between two), surrogate pairs included,
+// and leaves everything else as it came: "\\u0045" is an escaped
+// backslash before "u0045", and a lone surrogate's escape stays an escape.
+type argsUnescaper struct {
+	pend string // the start of an escape the next piece completes
+}
+
+func (u *argsUnescaper) write(s string) string {
+	s = u.pend + s
+	u.pend = ""
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		if i+1 == len(s) {
+			u.pend = s[i:]
+			break
+		}
+		if s[i+1] != 'u' {
+			b.WriteString(s[i : i+2]) // \\, \", \n...: two characters kept
+			i += 2
+			continue
+		}
+		r, n, complete := unicodeEscape(s[i:])
+		if !complete {
+			u.pend = s[i:]
+			break
+		}
+		if r < 0 {
+			b.WriteString(s[i : i+n]) // not an escape of a character
+		} else {
+			b.WriteRune(r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// flush returns an escape left incomplete at the end, as it came.
+func (u *argsUnescaper) flush() string {
+	p := u.pend
+	u.pend = ""
+	return p
+}
+
+// unicodeEscape reads the \uXXXX escape at the start of s (and the low
+// surrogate's after a high one): the character and the bytes it spans, or
+// r < 0 and the bytes to keep as they are (not hex, a lone surrogate);
+// complete is false when s ends before that is known.
+func unicodeEscape(s string) (r rune, n int, complete bool) {
+	hi, ok, complete := hex4(s)
+	if !complete {
+		return 0, 0, false
+	}
+	if !ok {
+		return -1, 2, true
+	}
+	if !utf16.IsSurrogate(rune(hi)) {
+		return rune(hi), 6, true
+	}
+	if hi >= 0xdc00 { // a low surrogate first
+		return -1, 6, true
+	}
+	rest := s[6:]
+	if len(rest) < 2 {
+		if len(rest) == 0 || rest[0] == '\\' {
+			return 0, 0, false
+		}
+		return -1, 6, true
+	}
+	if rest[0] != '\\' || rest[1] != 'u' {
+		return -1, 6, true
+	}
+	lo, ok, complete := hex4(rest)
+	if !complete {
+		return 0, 0, false
+	}
+	if r := utf16.DecodeRune(rune(hi), rune(lo)); ok && r != unicode.ReplacementChar {
+		return r, 12, true
+	}
+	return -1, 6, true
+}
+
+// hex4 reads "\u" and four hex digits at the start of s.
+func hex4(s string) (v uint16, ok, complete bool) {
+	if len(s) < 6 {
+		for i := 2; i < len(s); i++ {
+			if !isHex(s[i]) {
+				return 0, false, true
+			}
+		}
+		return 0, false, false
+	}
+	n, err := strconv.ParseUint(s[2:6], 16, 16)
+	return uint16(n), err == nil && isHex(s[2]), true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

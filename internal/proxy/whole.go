@@ -105,7 +105,7 @@ func parseCompletion(body []byte) (*textFields, error) {
 		return nil, fmt.Errorf("choice %d (streamguard asks for one)", c.Choices[0].Index)
 	}
 	m := c.Choices[0].Message
-	if err := m.check(); err != nil {
+	if err := m.check(true); err != nil {
 		return nil, err
 	}
 	if err := checkLegacyText(c.Choices[0].Text, &m); err != nil {
