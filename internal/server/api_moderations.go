@@ -416,6 +416,13 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 		if in.results != nil {
 			rv = &rvs[k]
 			k++
+			if n := len(rv.prompt.Turns); n > 0 {
+				// Judged every turn (Policy.EveryTurn): the prompt's own
+				// turns were judged with the conversation; the tool
+				// results' verdict is their own turn's, the last.
+				last := rv.prompt.Turns[n-1]
+				rv = &conversationVerdict{prompt: &last}
+			}
 		}
 		out[i] = srv.result(&vs[j], rv, in.skipped)
 		j++

@@ -181,3 +181,73 @@ func TestDuplexOpenUnderHeldID(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestAppendWithinReserveFits: "a new stream is charged its prompt plus
+// --stream-reserve response tokens up front", so that it does not run into
+// a full budget mid-response: an append of 24 plain words (120 bytes,
+// about 24 tokens) to a stream with a reserve of 256 fits it, the budget
+// otherwise full. (Charged three positions a byte, as text NFC could make
+// three times longer, it was refused: ASCII is charged a position a byte.)
+func TestAppendWithinReserveFits(t *testing.T) {
+	m := testModel(t)
+	bpp := m.Info().KVBytesPerToken
+	h := newHarness(t, Options{Config: twoTenants(nil), KVBudgetBytes: 4096 * bpp, StreamReserveTokens: 256, KVBudgetWait: -1})
+	var sa streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": "hi"}, &sa); code != 201 {
+		t.Fatalf("open: status %d", code)
+	}
+	// Every other position of the budget is held (other streams, in
+	// production): the stream has its prompt and its reserve, no more.
+	used, limit := h.srv.budget.usage()
+	h.srv.budget.forceAcquire(limit - used)
+	defer h.srv.budget.release(limit - used)
+
+	text := strings.Repeat("word ", 24)
+	var e errBody
+	code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, nil)
+	if code != 200 {
+		h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, &e)
+		t.Fatalf("an append of %d bytes (about %d tokens) to a stream at position %d with a reserve of 256 tokens: status %d %+v",
+			len(text), 24, sa.State.Position, code, e.Error)
+	}
+}
+
+// TestKVBudgetHoldsForHeldText: a flush is charged for the text the
+// stream's encoder holds (its own count, each byte as the most NFC makes
+// of one): after text that NFC lengthens (U+FB2C, 3 bytes, is 6 after it)
+// and a long word held back, a flush with the rest of the budget taken is
+// refused or fits, never forced past --kv-budget. (An estimate of the held
+// bytes from the verdicts' normalised text fell to 0 there.)
+func TestKVBudgetHoldsForHeldText(t *testing.T) {
+	m := testModel(t)
+	bpp := m.Info().KVBytesPerToken
+	const limit = 8192
+	h := newHarness(t, Options{Config: twoTenants(nil), KVBudgetBytes: limit * bpp, StreamReserveTokens: 1, KVBudgetWait: -1})
+	var sa streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": "hi"}, &sa); code != 201 {
+		t.Fatalf("open: status %d", code)
+	}
+	const n = 400
+	text := strings.Repeat("\uFB2C", n) + " " + strings.Repeat("x", 3*n-1)
+	var r1 streamResponse
+	if code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, &r1); code != 200 {
+		t.Fatalf("append: status %d", code)
+	}
+	h.srv.sessions.mu.Lock()
+	var held int
+	for _, s := range h.srv.sessions.m {
+		held = s.c.s.HeldBytes()
+	}
+	h.srv.sessions.mu.Unlock()
+	// The rest of the budget is held by other streams.
+	used, lim := h.srv.budget.usage()
+	h.srv.budget.forceAcquire(lim - used)
+	var r2 streamResponse
+	code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"flush": true}, &r2)
+	after, _ := h.srv.budget.usage()
+	t.Logf("after the append: %d verdicts, position %d; held by the encoder %d; flush: status %d, %d verdicts, position %d; budget used %d of %d",
+		len(r1.Tokens), r1.State.Position, held, code, len(r2.Tokens), r2.State.Position, after, lim)
+	if after > lim {
+		t.Fatalf("the KV budget is overshot by %d positions by the flush of %d held bytes", after-lim, held)
+	}
+}

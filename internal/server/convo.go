@@ -57,9 +57,6 @@ type convo struct {
 	s      *guard.Stream
 
 	charged int64 // KV positions charged to the budget
-	// heldBytes bounds the text bytes the stream's encoder may hold back:
-	// every token spans at least one byte, so text bytes bound tokens.
-	heldBytes int
 	// floor is the cache size, in positions, the conversation keeps
 	// charged whatever it holds: its first prompt plus the response
 	// reserve, so that a stream admitted can grow that far without
@@ -128,8 +125,8 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	if c.s.Len() == 0 && c.floor == 0 {
 		c.floor = certain + c.reserve
 	}
-	// The charge is an upper bound (text counted as tokenizer.MaxIDs of its
-	// bytes, which NFC may lengthen), never more than the stream may hold:
+	// The charge is an upper bound (text counted as tokenizer.MaxIDs, as
+	// NFC may lengthen it), never more than the stream may hold:
 	// tokens past the limit end the stream below before they are run. So a
 	// charge always fits the whole budget (New holds streams to it) and is
 	// refused only when the budget is full; settle returns what the
@@ -200,6 +197,10 @@ func (c *convo) settle() {
 	}
 }
 
+// maxHeldIDs bounds the ids of the text the stream's encoder holds back
+// (its bytes are not known here, so each may be the most NFC makes of one).
+func (c *convo) maxHeldIDs() int { return tokenizer.MaxIDsPerByte * c.s.HeldBytes() }
+
 // end makes the stream unusable, releasing its memory now.
 func (c *convo) end(err error) {
 	c.ended = err
@@ -239,11 +240,10 @@ func (c *convo) nextTurn(ctx context.Context, msgs []tokenizer.Message) (tail []
 
 // judgePromptIDs is judgePrompt for a rendered prompt.
 func (c *convo) judgePromptIDs(ctx context.Context, ids []int) (*guard.PromptVerdict, error) {
-	res, err := c.run(ctx, len(ids), len(ids)+c.heldBytes+headerSlack, func() error { return c.s.QueuePromptIDs(ids) })
+	res, err := c.run(ctx, len(ids), len(ids)+c.maxHeldIDs()+headerSlack, func() error { return c.s.QueuePromptIDs(ids) })
 	if err != nil {
 		return nil, err
 	}
-	c.heldBytes = 0
 	if res.Prompt == nil {
 		return nil, errors.New("internal error: the prompt produced no verdict")
 	}
@@ -314,7 +314,7 @@ func (c *convo) appendText(ctx context.Context, text string, flush bool) ([]guar
 			return nil, tooLong{n, lim}
 		}
 	}
-	res, err := c.run(ctx, 0, tokenizer.MaxIDs(len(text)+c.heldBytes)+headerSlack, func() error {
+	res, err := c.run(ctx, 0, tokenizer.MaxIDs(text)+c.maxHeldIDs()+headerSlack, func() error {
 		if err := c.s.QueueText(text); err != nil || !flush {
 			return err
 		}
@@ -323,25 +323,16 @@ func (c *convo) appendText(ctx context.Context, text string, flush bool) ([]guar
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}
-	c.heldBytes += len(text)
-	for _, t := range res.Tokens {
-		c.heldBytes -= len(t.Text)
-	}
-	c.heldBytes = max(c.heldBytes, 0)
-	if flush {
-		c.heldBytes = 0
-	}
 	return res.Tokens, nil
 }
 
 // endThinking closes the think block: the reasoning's held text, "\n" and
 // </think> are judged now; "\n\n" is held for the answer's first text.
 func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, 1, tokenizer.MaxIDs(c.heldBytes)+2+headerSlack, c.s.QueueEndThinking)
+	res, err := c.run(ctx, 1, c.maxHeldIDs()+2+headerSlack, c.s.QueueEndThinking)
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}
-	c.heldBytes = 2
 	return res.Tokens, nil
 }
 
@@ -360,25 +351,21 @@ func (c *convo) endOnOverrun(err error) error {
 // appendIDs judges response token ids, and with flush the text the
 // encoder held back before them.
 func (c *convo) appendIDs(ctx context.Context, ids []int, flush bool) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, len(ids), len(ids)+tokenizer.MaxIDs(c.heldBytes)+headerSlack, func() error {
+	res, err := c.run(ctx, len(ids), len(ids)+c.maxHeldIDs()+headerSlack, func() error {
 		if err := c.s.QueueIDs(ids); err != nil || !flush {
 			return err
 		}
 		return c.s.QueueFlushText()
 	})
-	if err == nil && flush {
-		c.heldBytes = 0
-	}
 	return res.Tokens, err
 }
 
 // flush judges the tokens the text encoder held back.
 func (c *convo) flush(ctx context.Context) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, 0, tokenizer.MaxIDs(c.heldBytes)+headerSlack, c.s.QueueFlushText)
+	res, err := c.run(ctx, 0, c.maxHeldIDs()+headerSlack, c.s.QueueFlushText)
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}
-	c.heldBytes = 0
 	return res.Tokens, nil
 }
 

@@ -68,3 +68,44 @@ func TestModerationsToolResultsOneStream(t *testing.T) {
 		}
 	}
 }
+
+// TestModerationsToolResultsEveryTurn: qwen3guard.tool_results is the
+// verdict on the tool results' own turn, with a tenant's every_turn too
+// (which judges the prompt's turns again in that conversation, and whose
+// prompt verdict is the first flagged turn's): a flagged user turn is not
+// reported as flagged tool results.
+func TestModerationsToolResultsEveryTurn(t *testing.T) {
+	m := testModel(t)
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0.4 // the user turn below scores ~0.55, the tool result ~0.19
+	}
+	for _, c := range m.Info().Labels.ResponseCategory {
+		thr[c] = 0.4
+	}
+	conv := map[string]any{"messages": []any{
+		map[string]any{"role": "user", "content": "b"},
+		map[string]any{"role": "assistant", "content": nil, "tool_calls": []any{map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "weather", "arguments": "{}"}}}},
+		map[string]any{"role": "tool", "tool_call_id": "c", "content": "sunny"},
+	}}
+	for _, every := range []bool{false, true} {
+		h := newHarness(t, Options{Model: m, Config: twoTenants(func(a, b *TenantConfig) {
+			a.Policy.EveryTurn, a.Policy.Thresholds = every, thr
+		})})
+		r := moderateOne(t, h, conv)
+		tr := r.Qwen3Guard.ToolResults
+		if tr == nil {
+			t.Fatalf("every_turn %v: no tool_results", every)
+		}
+		own := tr
+		if n := len(tr.Turns); n > 0 {
+			own = &tr.Turns[n-1] // the tool results' own turn
+		}
+		t.Logf("every_turn %v: prompt flagged %v at %d; tool_results flagged %v at %d (their own turn: flagged %v at %d)",
+			every, r.Qwen3Guard.Prompt.Flagged, r.Qwen3Guard.Prompt.Position, tr.Flagged, tr.Position, own.Flagged, own.Position)
+		if tr.Flagged != own.Flagged || tr.Position != own.Position {
+			t.Errorf("every_turn %v: qwen3guard.tool_results is flagged=%v at position %d (%s, %s), but the tool results' turn is flagged=%v at %d: the user turn's verdict is reported as the tool results'",
+				every, tr.Flagged, tr.Position, tr.Level, tr.Category, own.Flagged, own.Position)
+		}
+	}
+}

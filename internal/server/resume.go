@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
@@ -215,24 +214,20 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 		return Result{}, errors.New("internal error: resume needs a fresh stream")
 	}
 	lim := c.srv.maxStreamTokens
-	var tail strings.Builder // the current response's text since its last flush
 	for i, st := range steps {
 		var err error
 		switch {
 		case st.msgs != nil:
 			c.srv.auditContent(c, "prompt", st.msgs)
 			err = c.queuePrompt(st.msgs, i == 0)
-			tail.Reset()
 		case st.part.Text != nil:
 			c.srv.auditText(c, *st.part.Text)
 			err = c.s.QueueText(*st.part.Text)
-			tail.WriteString(*st.part.Text)
 		case st.part.IDs != nil:
 			err = c.s.QueueIDs(st.part.IDs)
 		}
 		if err == nil && st.part != nil && st.part.Flush {
 			err = c.s.QueueFlushText()
-			tail.Reset()
 		}
 		switch {
 		case err == nil:
@@ -253,7 +248,6 @@ func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	c.heldBytes = c.heldBack(tail.String())
 	c.srv.metrics.resumed.Add(1)
 	c.srv.auditResume(c, len(steps), n)
 	return res, nil
@@ -275,16 +269,4 @@ func (c *convo) queuePrompt(msgs []tokenizer.Message, opening bool) error {
 		return err
 	}
 	return c.s.QueuePromptIDs(ids)
-}
-
-// heldBack estimates the bytes of text, the current response's since its
-// last flush, that the stream's encoder holds back: the text less what
-// the ids it released spell.
-func (c *convo) heldBack(text string) int {
-	if text == "" {
-		return 0
-	}
-	tok := guardhook.Tokenizer(c.srv.model)
-	released := tok.Decode(tok.NewTextStreamEncoder().Write(text), false)
-	return min(len(text), max(0, len(text)-len(released)))
 }

@@ -395,7 +395,7 @@ func TestResumeEveryByte(t *testing.T) {
 		if err := diffCut(r.Tokens, r.State, cuts[b]); err != nil {
 			t.Fatalf("cut at byte %d (%q|%q): resume: %v", b, prefix, text[b:], err)
 		}
-		if c.heldBytes > 0 {
+		if c.s.HeldBytes() > 0 {
 			held++
 		}
 		got := r.Tokens

@@ -46,11 +46,25 @@ func (t *Tokenizer) MinIDs(n int) int {
 	return n / (4 * t.maxTokenBytes)
 }
 
-// MaxIDs is an upper bound on the ids text of n bytes encodes to (without
-// added tokens): each id stands for at least one byte of normalised text,
-// and NFC makes UTF-8 text at most three times longer (U+1D160, 4 bytes,
-// is 12 after it).
-func MaxIDs(n int) int { return 3 * n }
+// MaxIDs is an upper bound on the ids text encodes to (without added
+// tokens): each id stands for at least one byte of normalised text, and
+// NFC leaves ASCII as it is and makes other text at most MaxIDsPerByte
+// times longer (U+1D160, 4 bytes, is 12 after it).
+func MaxIDs(text string) int {
+	n := 0
+	for i := 0; i < len(text); i++ {
+		if text[i] < utf8.RuneSelf {
+			n++
+		} else {
+			n += MaxIDsPerByte
+		}
+	}
+	return n
+}
+
+// MaxIDsPerByte bounds the ids a byte of text may encode to (MaxIDs), for
+// text whose bytes are not known (what an encoder holds back).
+const MaxIDsPerByte = 3
 
 // appendIDBytes appends the bytes id decodes to; ids with no token, and
 // special ids when skipSpecial is set, add nothing.

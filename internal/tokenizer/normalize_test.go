@@ -61,16 +61,20 @@ func TestLastNFCBoundary(t *testing.T) {
 	}
 }
 
-// TestMaxIDsBoundsNFC: MaxIDs rests on NFC making UTF-8 text at most three
-// times longer; the characters it lengthens most reach that bound and no
-// more, and a token spans at least one byte of what NFC gives.
+// TestMaxIDsBoundsNFC: MaxIDs rests on NFC leaving ASCII as it is and
+// making other text at most three times longer; the characters it
+// lengthens most reach that bound and no more, and a token spans at least
+// one byte of what NFC gives.
 func TestMaxIDsBoundsNFC(t *testing.T) {
-	for _, s := range []string{"\U0001D160", "\uFB2C", "\u0F81", "\u0344", "\uFB2C\U0001D160 plain", ""} {
-		if n := len(nfc(s)); n > MaxIDs(len(s)) {
-			t.Errorf("%q: %d bytes after NFC, more than MaxIDs(%d) = %d", s, n, len(s), MaxIDs(len(s)))
+	for _, s := range []string{"\U0001D160", "\uFB2C", "\u0F81", "\u0344", "\uFB2C\U0001D160 plain", "", "plain ascii", "e\u0301"} {
+		if n := len(nfc(s)); n > MaxIDs(s) {
+			t.Errorf("%q: %d bytes after NFC, more than MaxIDs = %d", s, n, MaxIDs(s))
 		}
 	}
-	if n := len(nfc("\U0001D160")); n != 12 {
-		t.Errorf("U+1D160 is %d bytes after NFC, want 12 (the bound's worst case)", n)
+	if n := len(nfc("\U0001D160")); n != 12 || MaxIDs("\U0001D160") != 12 {
+		t.Errorf("U+1D160 is %d bytes after NFC, MaxIDs %d; want 12 both (the bound's worst case)", n, MaxIDs("\U0001D160"))
+	}
+	if n := MaxIDs("plain ascii"); n != len("plain ascii") {
+		t.Errorf("MaxIDs of ASCII is %d, want its length", n)
 	}
 }
