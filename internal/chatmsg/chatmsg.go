@@ -266,6 +266,17 @@ const ToolRole = "tool"
 // servers that feed the model read them: a "Content" after "content"
 // would otherwise replace the text they read.
 func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
+	return message(raw, skipped, false)
+}
+
+// Answer is Message for a model's answer, which an agent acts on: its tool
+// calls' arguments are read with their \uXXXX escapes decoded (Unescape),
+// as the agent's JSON parser hands them over.
+func Answer(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
+	return message(raw, skipped, true)
+}
+
+func message(raw json.RawMessage, skipped *Skipped, answer bool) (tokenizer.Message, error) {
 	f, err := exactFields(raw)
 	if err != nil {
 		return tokenizer.Message{}, err
@@ -305,7 +316,7 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
-	calls, err := ToolCalls(f["tool_calls"], f["function_call"])
+	calls, err := writeToolCalls(f["tool_calls"], f["function_call"], answer)
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
@@ -362,6 +373,16 @@ const (
 // functionCall one call (the legacy function_call); either may be absent.
 // A call of another shape has every string in it written instead.
 func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
+	return writeToolCalls(toolCalls, functionCall, false)
+}
+
+// AnswerToolCalls is ToolCalls for a model's answer (see Answer): the
+// arguments are read with their \uXXXX escapes decoded.
+func AnswerToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
+	return writeToolCalls(toolCalls, functionCall, true)
+}
+
+func writeToolCalls(toolCalls, functionCall json.RawMessage, answer bool) (string, error) {
 	var calls []json.RawMessage
 	if !Absent(toolCalls) {
 		if err := json.Unmarshal(toolCalls, &calls); err != nil {
@@ -402,6 +423,9 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 		a := ""
 		if args != nil {
 			a = *args
+		}
+		if answer {
+			a = Unescape(a)
 		}
 		out = append(out, ToolCallOpen+*name+ToolCallArguments+a+ToolCallClose)
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/streamguard/streamguard/internal/chatmsg"
 )
 
 // fieldKind names the upstream field a piece of text came from.
@@ -95,7 +97,7 @@ type feeder struct {
 	callArgs     bool
 	callName     string
 	callEvs      []*eventText
-	unescape     argsUnescaper // the open call's arguments
+	unescape     chatmsg.Unescaper // the open call's arguments
 }
 
 func newFeeder() *feeder {

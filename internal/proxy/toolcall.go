@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
-	"unicode"
-	"unicode/utf16"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
 )
@@ -33,7 +30,7 @@ import (
 // object arguments as the template writes them (chatmsg.ToJSON).
 //
 // An agent runs the arguments once its JSON parser has decoded them, so
-// the guard reads their \uXXXX escapes decoded too (argsUnescaper): a
+// the guard reads their \uXXXX escapes decoded too (chatmsg.Unescaper): a
 // model steered to spell a request in escapes, or a server that writes
 // every non-ASCII character so, is judged on the characters.
 
@@ -206,7 +203,7 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		}
 		args := p.args
 		if p.json {
-			args = f.unescape.write(args)
+			args = f.unescape.Write(args)
 		}
 		if args != "" {
 			f.feed(ev, fieldTool, args)
@@ -225,116 +222,10 @@ func (f *feeder) closeCall() {
 		f.feedSynthetic(chatmsg.ToolCallArguments)
 	}
 	// An escape cut short at the end stays as it came.
-	f.feedSynthetic(f.unescape.flush() + chatmsg.ToolCallClose)
+	f.feedSynthetic(f.unescape.Flush() + chatmsg.ToolCallClose)
 	for _, ev := range f.callEvs {
 		ev.pending--
 		ev.fedEnd = max(ev.fedEnd, len(f.fed))
 	}
 	f.callEvs, f.callOpen = nil, false
-}
-
-// argsUnescaper decodes the \uXXXX escapes of JSON text that comes in
-// pieces (an escape may be cut between two), surrogate pairs included,
-// and leaves everything else as it came: "\\u0045" is an escaped
-// backslash before "u0045", and a lone surrogate's escape stays an escape.
-type argsUnescaper struct {
-	pend string // the start of an escape the next piece completes
-}
-
-func (u *argsUnescaper) write(s string) string {
-	s = u.pend + s
-	u.pend = ""
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c != '\\' {
-			b.WriteByte(c)
-			i++
-			continue
-		}
-		if i+1 == len(s) {
-			u.pend = s[i:]
-			break
-		}
-		if s[i+1] != 'u' {
-			b.WriteString(s[i : i+2]) // \\, \", \n...: two characters kept
-			i += 2
-			continue
-		}
-		r, n, complete := unicodeEscape(s[i:])
-		if !complete {
-			u.pend = s[i:]
-			break
-		}
-		if r < 0 {
-			b.WriteString(s[i : i+n]) // not an escape of a character
-		} else {
-			b.WriteRune(r)
-		}
-		i += n
-	}
-	return b.String()
-}
-
-// flush returns an escape left incomplete at the end, as it came.
-func (u *argsUnescaper) flush() string {
-	p := u.pend
-	u.pend = ""
-	return p
-}
-
-// unicodeEscape reads the \uXXXX escape at the start of s (and the low
-// surrogate's after a high one): the character and the bytes it spans, or
-// r < 0 and the bytes to keep as they are (not hex, a lone surrogate);
-// complete is false when s ends before that is known.
-func unicodeEscape(s string) (r rune, n int, complete bool) {
-	hi, ok, complete := hex4(s)
-	if !complete {
-		return 0, 0, false
-	}
-	if !ok {
-		return -1, 2, true
-	}
-	if !utf16.IsSurrogate(rune(hi)) {
-		return rune(hi), 6, true
-	}
-	if hi >= 0xdc00 { // a low surrogate first
-		return -1, 6, true
-	}
-	rest := s[6:]
-	if len(rest) < 2 {
-		if len(rest) == 0 || rest[0] == '\\' {
-			return 0, 0, false
-		}
-		return -1, 6, true
-	}
-	if rest[0] != '\\' || rest[1] != 'u' {
-		return -1, 6, true
-	}
-	lo, ok, complete := hex4(rest)
-	if !complete {
-		return 0, 0, false
-	}
-	if r := utf16.DecodeRune(rune(hi), rune(lo)); ok && r != unicode.ReplacementChar {
-		return r, 12, true
-	}
-	return -1, 6, true
-}
-
-// hex4 reads "\u" and four hex digits at the start of s.
-func hex4(s string) (v uint16, ok, complete bool) {
-	if len(s) < 6 {
-		for i := 2; i < len(s); i++ {
-			if !isHex(s[i]) {
-				return 0, false, true
-			}
-		}
-		return 0, false, false
-	}
-	n, err := strconv.ParseUint(s[2:6], 16, 16)
-	return uint16(n), err == nil && isHex(s[2]), true
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

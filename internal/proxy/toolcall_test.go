@@ -253,6 +253,7 @@ func FuzzFeeder(f *testing.F) {
 	// event), then its text.
 	f.Add([]byte("\x01\nthink\n|\x80hi|\x83get|\x03_weather|\x84{\"x\"|\x04: 1}|\x055|\x051|\x83g|\x84[1]|\x80done"))
 	f.Add([]byte("\x05|\x83f|\x84{}|\x82no|\x06|\x050|\x83h|\x87"))
+	f.Add([]byte("\x83w|\xc4{\"t\": \"\\u00|\x4445\\ud83d|\xc4\\ude00\\\\u0041\"}|\x051|\x83g|\x44\\u00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fd := newFeeder()
 		var evs []*eventText
@@ -291,7 +292,8 @@ func FuzzFeeder(f *testing.F) {
 			case 3:
 				err = fd.toolCall(ev, callPiece{key: key, name: text})
 			case 4:
-				err = fd.toolCall(ev, callPiece{key: key, args: text})
+				// 0x40: JSON arguments, their escapes decoded.
+				err = fd.toolCall(ev, callPiece{key: key, args: text, json: part[0]&0x40 != 0})
 			case 6, 7:
 				err = fd.toolCall(ev, callPiece{key: key})
 			}
@@ -316,58 +318,6 @@ func FuzzFeeder(f *testing.F) {
 					t.Fatalf("event %d: piece %q is not at %d (event ends at %d) in %q", i, p.text, p.start, e.fedEnd, fd.fed)
 				}
 			}
-		}
-	})
-}
-
-// TestArgsUnescaper: \uXXXX escapes are decoded however the pieces cut
-// them, surrogate pairs included; everything else stays as it came (an
-// escaped backslash before "u0045" is not an escape, nor a lone surrogate,
-// nor "\u" without four hex digits), and an escape cut short at the end
-// is flushed as it came.
-func TestArgsUnescaper(t *testing.T) {
-	for _, c := range []struct {
-		pieces []string
-		want   string
-	}{
-		{[]string{`{"t": "\u0045\u0056\u0049\u004c"}`}, `{"t": "EVIL"}`},
-		{[]string{`\u00`, `45V`, `\`, `u0049`, `\u004`, `c`}, `EVIL`},
-		{[]string{`\ud83d\ude00 and \uD83D`, `\uDE00`}, "\U0001F600 and \U0001F600"},
-		{[]string{`\ud83d`, `\`, `u`, `de00!`}, "\U0001F600!"},
-		{[]string{`\\u0045 \" \n \/`}, `\\u0045 \" \n \/`},
-		{[]string{`\ud83d x \ude00 \ud83d\u0041`}, `\ud83d x \ude00 \ud83dA`},
-		{[]string{`\u12G4 \u`, `zz`}, `\u12G4 \uzz`},
-		{[]string{`\u4f60\u597d`}, "你好"},
-		{[]string{`end \u00`}, `end \u00`},
-		{[]string{`end \ud83d`}, `end \ud83d`},
-	} {
-		var u argsUnescaper
-		var got strings.Builder
-		for _, p := range c.pieces {
-			got.WriteString(u.write(p))
-		}
-		got.WriteString(u.flush())
-		if got.String() != c.want {
-			t.Errorf("%q: %q, want %q", c.pieces, got.String(), c.want)
-		}
-	}
-}
-
-// FuzzArgsUnescaper: cut anywhere into two pieces, text decodes as it does
-// whole, and without a backslash it is left as it came.
-func FuzzArgsUnescaper(f *testing.F) {
-	f.Add(`{"t": "\u0045\ud83d\ude00\\u0041"}`, 7)
-	f.Fuzz(func(t *testing.T, s string, cut int) {
-		var whole argsUnescaper
-		want := whole.write(s) + whole.flush()
-		cut = min(max(cut, 0), len(s))
-		var u argsUnescaper
-		got := u.write(s[:cut]) + u.write(s[cut:]) + u.flush()
-		if got != want {
-			t.Fatalf("%q cut at %d: %q, whole %q", s, cut, got, want)
-		}
-		if !strings.Contains(s, `\`) && got != s {
-			t.Fatalf("%q without escapes became %q", s, got)
 		}
 	})
 }

@@ -169,6 +169,16 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	if err != nil {
 		return moderationInput{}, err
 	}
+	// The assistant's turns after the last user turn are the response, an
+	// answer an agent acts on: their tool calls are read as it reads them.
+	for i := chatmsg.LastUser(turns) + 1; i < len(turns); i++ {
+		if turns[i].Role == "assistant" {
+			var again chatmsg.Skipped // noted once, above
+			if turns[i], err = chatmsg.Answer(raws[i], &again); err != nil {
+				return moderationInput{}, err
+			}
+		}
+	}
 	msgs, results := moderatedTurns(turns)
 	if len(msgs) == 0 {
 		return moderationInput{}, errors.New(`"messages" has no system, user or assistant message to judge`)

@@ -1,6 +1,10 @@
 package tokenizer
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
 
 func (t *Tokenizer) buildDecodeTable() {
 	t.idOff = make([]uint32, len(t.idToken)+1)
@@ -48,22 +52,22 @@ func (t *Tokenizer) MinIDs(n int) int {
 
 // MaxIDs is an upper bound on the ids text encodes to (without added
 // tokens): each id stands for at least one byte of normalised text, and
-// NFC leaves ASCII as it is and makes other text at most MaxIDsPerByte
-// times longer (U+1D160, 4 bytes, is 12 after it).
+// NFC is never longer than the canonical decomposition (composition only
+// joins), so the length of NFD bounds it: ASCII a byte each, most other
+// text as long as it is, what NFC lengthens (U+1D160, 4 bytes, is 12)
+// as long as it becomes.
 func MaxIDs(text string) int {
-	n := 0
 	for i := 0; i < len(text); i++ {
-		if text[i] < utf8.RuneSelf {
-			n++
-		} else {
-			n += MaxIDsPerByte
+		if text[i] >= utf8.RuneSelf {
+			return i + len(norm.NFD.String(text[i:]))
 		}
 	}
-	return n
+	return len(text)
 }
 
-// MaxIDsPerByte bounds the ids a byte of text may encode to (MaxIDs), for
-// text whose bytes are not known (what an encoder holds back).
+// MaxIDsPerByte bounds the ids a byte of text may encode to (NFD makes
+// UTF-8 text at most three times longer), for text whose bytes are not
+// known (what an encoder holds back).
 const MaxIDsPerByte = 3
 
 // appendIDBytes appends the bytes id decodes to; ids with no token, and

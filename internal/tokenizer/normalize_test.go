@@ -61,10 +61,10 @@ func TestLastNFCBoundary(t *testing.T) {
 	}
 }
 
-// TestMaxIDsBoundsNFC: MaxIDs rests on NFC leaving ASCII as it is and
-// making other text at most three times longer; the characters it
-// lengthens most reach that bound and no more, and a token spans at least
-// one byte of what NFC gives.
+// TestMaxIDsBoundsNFC: MaxIDs is NFD's length, which NFC never passes (a
+// token spans at least one byte of what NFC gives): the characters NFC
+// lengthens most reach it, ASCII and CJK text are charged their length,
+// and NFD makes no text more than MaxIDsPerByte times longer.
 func TestMaxIDsBoundsNFC(t *testing.T) {
 	for _, s := range []string{"\U0001D160", "\uFB2C", "\u0F81", "\u0344", "\uFB2C\U0001D160 plain", "", "plain ascii", "e\u0301"} {
 		if n := len(nfc(s)); n > MaxIDs(s) {
@@ -74,7 +74,12 @@ func TestMaxIDsBoundsNFC(t *testing.T) {
 	if n := len(nfc("\U0001D160")); n != 12 || MaxIDs("\U0001D160") != 12 {
 		t.Errorf("U+1D160 is %d bytes after NFC, MaxIDs %d; want 12 both (the bound's worst case)", n, MaxIDs("\U0001D160"))
 	}
-	if n := MaxIDs("plain ascii"); n != len("plain ascii") {
-		t.Errorf("MaxIDs of ASCII is %d, want its length", n)
+	for _, s := range []string{"plain ascii", "今天天气很好。"} {
+		if n := MaxIDs(s); n != len(s) {
+			t.Errorf("MaxIDs(%q) is %d, want its length %d", s, n, len(s))
+		}
+	}
+	if n := MaxIDs("\u0390"); n > MaxIDsPerByte*len("\u0390") || n != 6 {
+		t.Errorf("MaxIDs(U+0390) is %d, want 6: NFD's worst ratio, three times its 2 bytes", n)
 	}
 }
