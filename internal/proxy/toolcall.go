@@ -66,11 +66,11 @@ type callPiece struct {
 // functionCallKey is the key of the legacy function_call.
 const functionCallKey = "function_call"
 
-// toolCallShape is a tool call as strictJSON checks it: closed, so that a
+// toolCallShape is a tool call as strictJSON checks it, in a delta or,
+// whole, a message (whose arguments may be an object): closed, so that a
 // field the proxy does not know holds no text. Gemini's OpenAI
 // compatibility adds to each call an opaque signature the client sends
 // back (extra_content.google or .vertex: thought_signature).
-// In a whole message the arguments may be an object.
 func toolCallShape(whole bool) *shape {
 	signature := closedObject(map[string]*shape{"thought_signature": scalar})
 	return closedObject(map[string]*shape{
@@ -147,10 +147,9 @@ func deref(s *string) string {
 }
 
 // toolCall takes one piece of a tool call: a piece for another call than
-// the open one closes it and opens the next. A name repeated once the
-// arguments began (some servers send it in every chunk) is not judged
-// twice. It refuses pieces clients would assemble otherwise than the
-// guard reads them (see above).
+// the open one closes it and opens the next. The whole name again (some
+// servers send it in every chunk) is not judged twice. It refuses pieces
+// clients would assemble otherwise than the guard reads them (see above).
 func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 	if !f.callOpen || p.key != f.callKey {
 		if p.key == functionCallKey {
