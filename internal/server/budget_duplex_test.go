@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // TestAppendFlushOneOperation: an append with "flush": true is one
@@ -184,31 +186,35 @@ func TestDuplexOpenUnderHeldID(t *testing.T) {
 
 // TestAppendWithinReserveFits: "a new stream is charged its prompt plus
 // --stream-reserve response tokens up front", so that it does not run into
-// a full budget mid-response: an append of 24 plain words (120 bytes,
-// about 24 tokens) to a stream with a reserve of 256 fits it, the budget
-// otherwise full. (Charged three positions a byte, as text NFC could make
-// three times longer, it was refused: ASCII is charged a position a byte.)
+// a full budget mid-response: an append well within a reserve of 256 fits
+// it with the budget otherwise full, in any script. The charge is NFD's
+// length (what NFC can at most reach, each id at least a byte of it): 24
+// plain words are charged their 120 bytes, 63 CJK characters their 189
+// bytes (three positions a byte, as text NFC could make three times
+// longer, refused both).
 func TestAppendWithinReserveFits(t *testing.T) {
 	m := testModel(t)
 	bpp := m.Info().KVBytesPerToken
-	h := newHarness(t, Options{Config: twoTenants(nil), KVBudgetBytes: 4096 * bpp, StreamReserveTokens: 256, KVBudgetWait: -1})
-	var sa streamResponse
-	if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": "hi"}, &sa); code != 201 {
-		t.Fatalf("open: status %d", code)
+	tk, err := tokenizer.LoadQwen3()
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Every other position of the budget is held (other streams, in
-	// production): the stream has its prompt and its reserve, no more.
-	used, limit := h.srv.budget.usage()
-	h.srv.budget.forceAcquire(limit - used)
-	defer h.srv.budget.release(limit - used)
-
-	text := strings.Repeat("word ", 24)
-	var e errBody
-	code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, nil)
-	if code != 200 {
-		h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, &e)
-		t.Fatalf("an append of %d bytes (about %d tokens) to a stream at position %d with a reserve of 256 tokens: status %d %+v",
-			len(text), 24, sa.State.Position, code, e.Error)
+	for _, text := range []string{strings.Repeat("word ", 24), strings.Repeat("今天天气很好。", 9)} {
+		h := newHarness(t, Options{Config: twoTenants(nil), KVBudgetBytes: 4096 * bpp, StreamReserveTokens: 256, KVBudgetWait: -1})
+		var sa streamResponse
+		if code, _ := h.do("POST", "/v1/streams", "key-a", map[string]any{"prompt": "hi"}, &sa); code != 201 {
+			t.Fatalf("open: status %d", code)
+		}
+		// Every other position of the budget is held (other streams, in
+		// production): the stream has its prompt and its reserve, no more.
+		used, limit := h.srv.budget.usage()
+		h.srv.budget.forceAcquire(limit - used)
+		var e errBody
+		if code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, &e); code != 200 {
+			t.Errorf("an append of %d bytes (%d tokens; charged %d) to a stream at position %d with a reserve of 256 tokens: status %d %+v",
+				len(text), len(tk.EncodeText(text)), tokenizer.MaxIDs(text), sa.State.Position, code, e.Error)
+		}
+		h.srv.budget.release(limit - used)
 	}
 }
 
