@@ -165,7 +165,7 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 		tvs, err = c.appendText(ctx, *in.Text, in.Flush)
 		err = lengthParam(err, "text")
 	case in.IDs != nil:
-		tvs, err = c.appendIDs(ctx, in.IDs, in.Flush)
+		tvs, err = c.appendIDs(ctx, in.IDs) // flushes what was held: Flush adds nothing
 		err = lengthParam(err, "ids")
 	case in.Flush:
 		tvs, err = c.flush(ctx)

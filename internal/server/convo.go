@@ -348,15 +348,11 @@ func (c *convo) endOnOverrun(err error) error {
 	return c.ended
 }
 
-// appendIDs judges response token ids, and with flush the text the
-// encoder held back before them.
-func (c *convo) appendIDs(ctx context.Context, ids []int, flush bool) ([]guard.TokenVerdict, error) {
-	res, err := c.run(ctx, len(ids), len(ids)+c.maxHeldIDs()+headerSlack, func() error {
-		if err := c.s.QueueIDs(ids); err != nil || !flush {
-			return err
-		}
-		return c.s.QueueFlushText()
-	})
+// appendIDs judges response token ids, after the text the encoder held
+// back (QueueIDs flushes it first: ids end any word in progress), so an
+// append of ids needs no flush of its own.
+func (c *convo) appendIDs(ctx context.Context, ids []int) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, len(ids), len(ids)+c.maxHeldIDs()+headerSlack, func() error { return c.s.QueueIDs(ids) })
 	return res.Tokens, err
 }
 
