@@ -29,7 +29,7 @@ type moderationRequest struct {
 }
 
 // moderationInput is one input to judge: a conversation, and the content
-// parts and messages that were skipped because the guard judges text only
+// parts that were skipped because the guard judges text only
 // (see chatmsg.Skipped). A nil conversation is an input with nothing to judge
 // (image parts only): its result is not flagged and says so in skipped.
 type moderationInput struct {
@@ -183,12 +183,10 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	if len(msgs) == 0 {
 		return moderationInput{}, errors.New(`"messages" has no system, user or assistant message to judge`)
 	}
-	if !hasText(msgs) && results == nil {
-		if len(skipped) > 0 {
-			// Nothing but parts the guard cannot read (an image alone):
-			// not judged, as the same parts outside a conversation are.
-			return moderationInput{skipped: skipped}, nil
-		}
+	if len(skipped) > 0 && !hasText(msgs) && results == nil {
+		// Nothing but parts the guard cannot read (an image alone): not
+		// judged, as the same parts outside a conversation are.
+		return moderationInput{skipped: skipped}, nil
 	}
 	return moderationInput{msgs: msgs, skipped: skipped, results: results}, nil
 }
@@ -271,8 +269,8 @@ type qwen3GuardDetail struct {
 	// ToolResults is the verdict on a conversation's tool results after
 	// its last user turn, judged as one more user turn after the prompt.
 	ToolResults *guard.PromptVerdict `json:"tool_results,omitempty"`
-	// Skipped lists the content part types and message roles the guard
-	// did not judge (it judges text only).
+	// Skipped lists the content part types the guard did not judge (it
+	// judges text only).
 	Skipped []string `json:"skipped,omitempty"`
 }
 
