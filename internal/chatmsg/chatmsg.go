@@ -16,11 +16,10 @@ import (
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
-// Skipped is the ordered set of what a request's text left out: content
-// part types the guard cannot judge ("image_url", "input_audio", "file",
-// ...) and, in /v1/moderations, tool results after the last user turn.
-// /v1/moderations reports it as qwen3guard.skipped, the LiteLLM guardrail
-// and the proxy in the X-Streamguard-Skipped header.
+// Skipped is the ordered set of what a request's text left out: the
+// content part types the guard cannot judge ("image_url", "input_audio",
+// "file", ...). /v1/moderations reports it as qwen3guard.skipped, the
+// LiteLLM guardrail and the proxy in the X-Streamguard-Skipped header.
 type Skipped []string
 
 // Add notes what, once.

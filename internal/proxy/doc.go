@@ -5,15 +5,18 @@
 //
 // # Flow
 //
-// A request's last user turn (in the context of the conversation before
-// it) is judged first; a flagged prompt is answered without calling the
-// upstream, with an OpenAI-style error or a refusal completion (per
-// tenant). Otherwise the request body is forwarded unchanged. The
-// upstream's text deltas (reasoning_content or reasoning, then content and
-// refusal, then tool calls) are rendered as the Qwen3 chat template renders
-// an assistant turn and re-tokenized incrementally by the guard. All of it is text: a
-// <think> block written in content is judged as the answer's text, and
-// only the guard closes the think block (Stream.EndThinking).
+// A request is judged before anything goes upstream: its last user turn
+// (in the context of the conversation before it), what the model reads
+// after that turn, and, alone, the tool definitions and schemas it
+// declares. A flagged prompt is answered without calling the upstream,
+// with an OpenAI-style error or a refusal completion (per tenant).
+// Otherwise the request body is forwarded unchanged. The upstream's text
+// deltas (reasoning_content or reasoning, then content and refusal, then
+// tool calls' names and arguments: toolcall.go) are rendered as the Qwen3
+// chat template renders an assistant turn and re-tokenized incrementally
+// by the guard. All of it is text: a <think> block written in content is
+// judged as the answer's text, and only the guard closes the think block
+// (Stream.EndThinking).
 //
 // # Modes
 //
@@ -34,11 +37,13 @@
 // X-Upstream-Authorization. Requests and upstream events are parsed
 // strictly (strictJSON): keys that repeat or differ from a known field
 // only by case, several choices, or text after the finish are refused,
-// so the guard reads what the model and the client read. A choice may
-// hold, beside its judged text and tool calls, only fields that carry none
-// of the answer's text (strictJSON's closed shapes): an audio transcript, logprobs entries or a field the
-// proxy does not know that holds text refuse the response, and a request
-// that asks for logprobs or audio is refused. Input that does not fit
+// so the guard reads what the model and the client read; tool-call pieces
+// are accepted only in the order clients assemble them as the guard reads
+// them. A choice may hold, beside its judged text and tool calls, only
+// fields that carry none of the answer's text (strictJSON's closed
+// shapes): an audio transcript, logprobs entries or a field the proxy does
+// not know that holds text refuse the response, and a request that asks
+// for logprobs or audio is refused. Input that does not fit
 // the guard's stream is never forwarded unjudged: a prompt gets a 400
 // context_length_exceeded, a response is cut with finish_reason "length";
 // fail-open covers the guard's overload and failures only. What hold-back

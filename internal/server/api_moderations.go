@@ -249,10 +249,10 @@ type moderationResult struct {
 	CategoryScores            map[string]float32  `json:"category_scores"`
 	CategoryAppliedInputTypes map[string][]string `json:"category_applied_input_types"`
 	// RiskLevel, Category and the probabilities are those of the deciding
-	// verdict: the response token that flagged (or ended the decisive
-	// run), else the prompt when it is flagged, else the most risky
-	// verdict. Category is empty when the level is the safe one. They
-	// use the model's labels.
+	// verdict: the tool results' when they alone flagged; otherwise the
+	// response token that flagged (or ended the decisive run), else the
+	// prompt when it is flagged, else the most risky verdict. Category is
+	// empty when the level is the safe one. They use the model's labels.
 	RiskLevel             string             `json:"risk_level"`
 	Category              string             `json:"category"`
 	RiskProbabilities     map[string]float32 `json:"risk_probabilities"`

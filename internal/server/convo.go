@@ -197,8 +197,9 @@ func (c *convo) settle() {
 	}
 }
 
-// maxHeldIDs bounds the ids of the text the stream's encoder holds back
-// (its bytes are not known here, so each may be the most NFC makes of one).
+// maxHeldIDs bounds the ids of the text the stream's encoder holds back:
+// its bytes are not known here, so each is counted as the most any byte
+// can make (tokenizer.MaxIDsPerByte).
 func (c *convo) maxHeldIDs() int { return tokenizer.MaxIDsPerByte * c.s.HeldBytes() }
 
 // end makes the stream unusable, releasing its memory now.
