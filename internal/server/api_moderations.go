@@ -171,7 +171,16 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	}
 	// The assistant's turns after the last user turn are the response, an
 	// answer an agent acts on: their tool calls are read as it reads them.
-	for i := chatmsg.LastUser(turns) + 1; i < len(turns); i++ {
+	// A system message there is refused (its text would be judged as
+	// neither).
+	last := chatmsg.LastUser(turns)
+	for i := last + 1; i < len(turns); i++ {
+		if turns[i].Role == "system" {
+			if last < 0 {
+				return moderationInput{}, fmt.Errorf("messages[%d]: a system message and no user turn: a conversation is judged at its last user turn, then the response and its tool results", i)
+			}
+			return moderationInput{}, fmt.Errorf("messages[%d]: a system message after the last user turn: a conversation ends with a user turn, then the response and its tool results", i)
+		}
 		if turns[i].Role == "assistant" {
 			var again chatmsg.Skipped // noted once, above
 			if turns[i], err = chatmsg.Answer(raws[i], &again); err != nil {
