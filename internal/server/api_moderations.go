@@ -171,16 +171,20 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	}
 	// The assistant's turns after the last user turn are the response, an
 	// answer an agent acts on: their tool calls are read as it reads them.
-	// A system message there is refused (its text would be judged as
-	// neither).
-	last := chatmsg.LastUser(turns)
-	for i := last + 1; i < len(turns); i++ {
-		if turns[i].Role == "system" {
-			if last < 0 {
-				return moderationInput{}, fmt.Errorf("messages[%d]: a system message and no user turn: a conversation is judged at its last user turn, then the response and its tool results", i)
+	// A system message with no user message after it is refused (its
+	// text would be judged as neither the prompt nor the answer).
+	userAfter := false
+	for i := len(turns) - 1; i >= 0; i-- {
+		switch turns[i].Role {
+		case "user":
+			userAfter = true
+		case "system":
+			if !userAfter {
+				return moderationInput{}, fmt.Errorf("messages[%d]: a system message with no user message after it: a conversation ends with a user turn, then the response and its tool results", i)
 			}
-			return moderationInput{}, fmt.Errorf("messages[%d]: a system message after the last user turn: a conversation ends with a user turn, then the response and its tool results", i)
 		}
+	}
+	for i := chatmsg.LastUser(turns) + 1; i < len(turns); i++ {
 		if turns[i].Role == "assistant" {
 			var again chatmsg.Skipped // noted once, above
 			if turns[i], err = chatmsg.Answer(raws[i], &again); err != nil {
@@ -335,6 +339,12 @@ func (srv *Server) moderations(w http.ResponseWriter, r *http.Request, t *Tenant
 	}
 	results, err := srv.moderate(r.Context(), t, inputs)
 	if err != nil {
+		// The input's fault (too long, a conversation the chat template
+		// cannot lay out) names it.
+		var br badRequest
+		if errors.As(err, &br) {
+			err = paramError{"input", err}
+		}
 		srv.writeError(w, lengthParam(err, "input"))
 		return
 	}

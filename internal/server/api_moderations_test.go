@@ -139,8 +139,8 @@ func TestModerationsBadInput(t *testing.T) {
 		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}, {"role": "assistant", "content": "d"}]}}`, 400, "must end with a user turn"},
 		// After the last user turn only the response and tool results:
 		// anything else is refused, not judged in part.
-		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "late"}]}}`, 400, "messages[1]: a system message after the last user turn"},
-		{`{"input": {"messages": [{"role": "system", "content": "s"}]}}`, 400, "messages[0]: a system message and no user turn"},
+		{`{"input": {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "late"}]}}`, 400, "messages[1]: a system message with no user message after it"},
+		{`{"input": {"messages": [{"role": "system", "content": "s"}]}}`, 400, "messages[0]: a system message with no user message after it"},
 		{`{"input": "` + strings.Repeat("x", 5000) + `"}`, 413, "larger than 4096"},
 		// One JSON value and nothing after it but white space.
 		{`{"input": "hi"}}`, 400, "data after it"},

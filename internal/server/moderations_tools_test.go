@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
@@ -107,5 +108,23 @@ func TestModerationsToolResultsEveryTurn(t *testing.T) {
 			t.Errorf("every_turn %v: qwen3guard.tool_results is flagged=%v at position %d (%s, %s), but the tool results' turn is flagged=%v at %d: the user turn's verdict is reported as the tool results'",
 				every, tr.Flagged, tr.Position, tr.Level, tr.Category, own.Flagged, own.Position)
 		}
+	}
+}
+
+// TestModerationsSystemBeforeUser: a system message is refused at reading
+// only with no user message after it; a system prompt before a user
+// message of an image alone goes on to the chat template, which refuses
+// an empty prompt: a 400 that names the input too.
+func TestModerationsSystemBeforeUser(t *testing.T) {
+	h := newHarness(t, Options{})
+	img := map[string]any{"type": "image_url", "image_url": map[string]any{"url": "https://example.com/cat.png"}}
+	body := map[string]any{"input": map[string]any{"messages": []any{
+		map[string]any{"role": "system", "content": "You describe pictures."},
+		map[string]any{"role": "user", "content": []any{img}},
+	}}}
+	var e errBody
+	if code, _ := h.do("POST", "/v1/moderations", "", body, &e); code != 400 || e.Error.Param == nil || *e.Error.Param != "input" ||
+		!strings.Contains(e.Error.Message, "empty prompt") {
+		t.Fatalf("system prompt, then an image: status %d %+v", code, e.Error)
 	}
 }
