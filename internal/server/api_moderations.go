@@ -171,19 +171,6 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	}
 	// The assistant's turns after the last user turn are the response, an
 	// answer an agent acts on: their tool calls are read as it reads them.
-	// A system message with no user message after it is refused (its
-	// text would be judged as neither the prompt nor the answer).
-	userAfter := false
-	for i := len(turns) - 1; i >= 0; i-- {
-		switch turns[i].Role {
-		case "user":
-			userAfter = true
-		case "system":
-			if !userAfter {
-				return moderationInput{}, fmt.Errorf("messages[%d]: a system message with no user message after it: a conversation ends with a user turn, then the response and its tool results", i)
-			}
-		}
-	}
 	for i := chatmsg.LastUser(turns) + 1; i < len(turns); i++ {
 		if turns[i].Role == "assistant" {
 			var again chatmsg.Skipped // noted once, above
@@ -200,6 +187,19 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 		// Nothing but parts the guard cannot read (an image alone): not
 		// judged, as the same parts outside a conversation are.
 		return moderationInput{skipped: skipped}, nil
+	}
+	// A system message with no user message after it is refused (its
+	// text would be judged as neither the prompt nor the answer).
+	userAfter := false
+	for i := len(turns) - 1; i >= 0; i-- {
+		switch turns[i].Role {
+		case "user":
+			userAfter = true
+		case "system":
+			if !userAfter {
+				return moderationInput{}, fmt.Errorf("messages[%d]: a system message with no user message after it: a conversation ends with a user turn, then the response and its tool results", i)
+			}
+		}
 	}
 	return moderationInput{msgs: msgs, skipped: skipped, results: results}, nil
 }

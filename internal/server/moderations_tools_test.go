@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -126,5 +127,45 @@ func TestModerationsSystemBeforeUser(t *testing.T) {
 	if code, _ := h.do("POST", "/v1/moderations", "", body, &e); code != 400 || e.Error.Param == nil || *e.Error.Param != "input" ||
 		!strings.Contains(e.Error.Message, "empty prompt") {
 		t.Fatalf("system prompt, then an image: status %d %+v", code, e.Error)
+	}
+}
+
+// TestModerationsSkippedOnlyLateSystem: a conversation of nothing but
+// skipped parts ("an input with nothing but skipped parts (an image alone)
+// ... is not judged") is answered 200, not judged, with qwen3guard.skipped,
+// whatever message comes last: the refusal of a system message with no
+// user message after it is for text the guard would judge, and in a batch
+// one such input does not fail the others.
+func TestModerationsSkippedOnlyLateSystem(t *testing.T) {
+	h := newHarness(t, Options{})
+	img := `{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}`
+	for name, input := range map[string]string{
+		"image, then an empty developer message": `{"messages": [{"role": "user", "content": [` + img + `]}, {"role": "developer", "content": ""}]}`,
+		"image, then a system image":             `{"messages": [{"role": "user", "content": [` + img + `]}, {"role": "system", "content": [` + img + `]}]}`,
+		"a system image alone":                   `{"messages": [{"role": "system", "content": [` + img + `]}]}`,
+		"batch: an image, and a system image":    `[{"messages": [{"role": "user", "content": [` + img + `]}]}, {"messages": [{"role": "system", "content": [` + img + `]}]}]`,
+	} {
+		var out struct {
+			Results []struct {
+				Flagged    bool `json:"flagged"`
+				Qwen3Guard struct {
+					Prompt  json.RawMessage `json:"prompt"`
+					Skipped []string        `json:"skipped"`
+				} `json:"qwen3guard"`
+			} `json:"results"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		code, _ := h.do("POST", "/v1/moderations", "", `{"input": `+input+`}`, &out)
+		if code != 200 {
+			t.Errorf("%s: status %d (%+v), want 200 not judged", name, code, out.Error)
+			continue
+		}
+		for i, r := range out.Results {
+			if r.Flagged || string(r.Qwen3Guard.Prompt) != "null" || len(r.Qwen3Guard.Skipped) != 1 || r.Qwen3Guard.Skipped[0] != "image_url" {
+				t.Errorf("%s: result %d %+v, want not judged, skipped [image_url]", name, i, r)
+			}
+		}
 	}
 }
