@@ -208,3 +208,53 @@ func TestToolCallEmptyPiecesNotKept(t *testing.T) {
 		t.Errorf("the relay keeps %d bytes for %d events it already wrote (%d events held for the open call)", grown, n, held)
 	}
 }
+
+// TestToolCallExternalHoldBack: the External driver (Envoy's ext_proc in
+// STREAMED mode), which answers each body chunk with what hold-back
+// released once it was judged, releases a tool call whole or not at all:
+// a flagged call gives its chunks nothing of it, then the content_filter
+// finish, while the words before it go at once; a safe call's events are
+// relayed byte for byte.
+func TestToolCallExternalHoldBack(t *testing.T) {
+	m := tinyModel(t)
+	for _, payload := range []string{"EVIL", "fine"} {
+		t.Run(payload, func(t *testing.T) {
+			ext, err := NewExternal(Config{DefaultTenant: Tenant{Policy: safePolicy(m), Mode: HoldBack}}, markModerator{Direct(m)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := startAnswer(t, ext, true)
+			rl := c.Stream(nil)
+			var got, sent []byte
+			events := toolCallStream(payload)
+			finish := len(events) - 2 // the finish chunk, then [DONE]
+			for i, ev := range events {
+				rl.Push(ev)
+				sent = append(sent, ev...)
+				rl.Sync(5*time.Second, nil) // until judged and released
+				got = append(got, rl.Take()...)
+				if i < finish && bytes.Contains(got, []byte("tool_calls")) {
+					t.Fatalf("after event %d, before the call's end, the client has part of it:\n%s", i, got)
+				}
+			}
+			rl.End()
+			select {
+			case <-rl.Done():
+			case <-time.After(30 * time.Second):
+				t.Fatal("the relay did not end")
+			}
+			got = append(got, rl.Take()...)
+			switch payload {
+			case "EVIL":
+				if bytes.Contains(got, []byte("tool_calls")) || bytes.Contains(got, []byte("EVIL")) ||
+					!bytes.Contains(got, []byte(`"finish_reason":"content_filter"`)) || !bytes.Contains(got, []byte("Sure, I will write it down.")) {
+					t.Errorf("flagged call: the client got\n%s", got)
+				}
+			default:
+				if !bytes.Equal(got, sent) {
+					t.Errorf("safe call: the client got\n%s\nthe upstream sent\n%s", got, sent)
+				}
+			}
+		})
+	}
+}
