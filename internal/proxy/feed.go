@@ -86,12 +86,12 @@ type feeder struct {
 	contentSeen   bool // content came: the first tool call starts on a new line
 	heldNL        []pieceRef
 
-	// Tool calls (toolCall): how many began; the open one's key, whether
-	// its arguments began, its name so far, and the events that carry it
-	// (held until it closes).
-	calls        int
-	toolCalls    int  // of them, tool_calls entries (numbered from 0)
-	functionCall bool // the legacy function_call began
+	// Tool calls (toolCall): how many tool_calls entries began (numbered
+	// from 0) and whether the legacy function_call did; the open call's
+	// key, whether its arguments began, its name so far, and the events
+	// that carry it (held until it closes).
+	toolCalls    int
+	functionCall bool
 	callOpen     bool
 	callKey      string
 	callArgs     bool

@@ -152,6 +152,7 @@ func deref(s *string) string {
 // clients would assemble otherwise than the guard reads them (see above).
 func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 	if !f.callOpen || p.key != f.callKey {
+		first := f.toolCalls == 0 && !f.functionCall
 		if p.key == functionCallKey {
 			if f.functionCall {
 				return errors.New("a function_call that resumes after other text")
@@ -170,11 +171,10 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		if !f.started {
 			f.start(false)
 		}
-		if f.calls > 0 || f.contentSeen {
+		if !first || f.contentSeen {
 			f.feedSynthetic("\n")
 		}
 		f.feedSynthetic(chatmsg.ToolCallOpen)
-		f.calls++
 		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
 	}
 	if p.name != "" && p.name == f.callName {
