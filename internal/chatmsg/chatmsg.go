@@ -268,13 +268,6 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	return message(raw, skipped, false)
 }
 
-// Answer is Message for a model's answer, which an agent acts on: its tool
-// calls' arguments are read with their \uXXXX escapes decoded (Unescape),
-// as the agent's JSON parser hands them over.
-func Answer(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
-	return message(raw, skipped, true)
-}
-
 func message(raw json.RawMessage, skipped *Skipped, answer bool) (tokenizer.Message, error) {
 	f, err := exactFields(raw)
 	if err != nil {
@@ -444,6 +437,27 @@ func Conversation(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message
 	return msgs, nil
 }
 
+// ConversationWithAnswer is Conversation for a conversation that ends with
+// a model's answer (/v1/moderations): the assistant turns after its last
+// user turn are that answer, which an agent acts on, so their tool calls'
+// arguments are read with their \uXXXX escapes decoded (Unescape), as the
+// agent's JSON parser hands them over.
+func ConversationWithAnswer(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message, error) {
+	msgs, err := Conversation(raws, skipped)
+	if err != nil {
+		return nil, err
+	}
+	for i := LastUser(msgs) + 1; i < len(msgs); i++ {
+		if msgs[i].Role == "assistant" {
+			// Read again as the answer (what it skipped is noted above).
+			if msgs[i], err = message(raws[i], new(Skipped), true); err != nil {
+				return nil, fmt.Errorf("messages[%d]: %w", i, err)
+			}
+		}
+	}
+	return msgs, nil
+}
+
 // Renderable lays turns out for the guard's chat template, which knows
 // system, user and assistant turns: a run of tool results becomes the
 // user turn the Qwen3 template makes of it, each result wrapped in
@@ -475,7 +489,7 @@ func Renderable(turns []tokenizer.Message) []tokenizer.Message {
 // (all in one user turn, a list that does not fit halved until it does).
 func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, error) {
 	var out []string
-	compact := func(raw json.RawMessage) error {
+	add := func(raw json.RawMessage) error {
 		t, err := ToJSON(raw)
 		if err != nil {
 			return err
@@ -492,14 +506,14 @@ func Definitions(tools []json.RawMessage, others ...json.RawMessage) ([]string, 
 			return nil, fmt.Errorf("tool definitions: want an array: %w", err)
 		}
 		for _, t := range defs {
-			if err := compact(t); err != nil {
+			if err := add(t); err != nil {
 				return nil, err
 			}
 		}
 	}
 	for _, raw := range others {
 		if !isEmpty(raw) {
-			if err := compact(raw); err != nil {
+			if err := add(raw); err != nil {
 				return nil, err
 			}
 		}

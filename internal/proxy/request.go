@@ -165,7 +165,7 @@ func checkTemplateKwargs(raw json.RawMessage) error {
 		return fmt.Errorf("chat_template_kwargs: want an object: %v", err)
 	}
 	for k, v := range kw {
-		if ok := templateKwargs[k]; ok == nil || !ok(v) {
+		if valid := templateKwargs[k]; valid == nil || !valid(v) {
 			return fmt.Errorf("chat_template_kwargs: %q=%v is not allowed: streamguard judges the prompt as the template lays it out by default, and passes only enable_thinking, thinking (true or false) and reasoning_effort (minimal, low, medium, high)", k, v)
 		}
 	}

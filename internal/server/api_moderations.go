@@ -165,19 +165,10 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 		return moderationInput{}, errors.New(`"messages" is empty`)
 	}
 	var skipped chatmsg.Skipped
-	turns, err := chatmsg.Conversation(raws, &skipped)
+	// The assistant's turns after the last user turn are the response.
+	turns, err := chatmsg.ConversationWithAnswer(raws, &skipped)
 	if err != nil {
 		return moderationInput{}, err
-	}
-	// The assistant's turns after the last user turn are the response, an
-	// answer an agent acts on: their tool calls are read as it reads them.
-	for i := chatmsg.LastUser(turns) + 1; i < len(turns); i++ {
-		if turns[i].Role == "assistant" {
-			var again chatmsg.Skipped // noted once, above
-			if turns[i], err = chatmsg.Answer(raws[i], &again); err != nil {
-				return moderationInput{}, err
-			}
-		}
 	}
 	msgs, results := moderatedTurns(turns)
 	if len(msgs) == 0 {
