@@ -44,18 +44,7 @@ func TestNestedTypeValuesJudged(t *testing.T) {
 // guard's stream (its messages short) is judged, the definitions in as
 // many turns as they need (up to eight), not refused.
 func TestToolDefinitionsLongerThanTheStream(t *testing.T) {
-	m := testModel(t)
-	thr := map[string]float32{} // flags nothing the random model says
-	for _, c := range append(append([]string(nil), m.Info().Labels.QueryCategory...), m.Info().Labels.ResponseCategory...) {
-		thr[c] = 1
-	}
-	cfg := &Config{Tenants: []TenantConfig{{Name: "a", APIKeySHA256: []string{HashKey("key-a")},
-		Policy: PolicyConfig{Mode: "strict", Thresholds: thr},
-		Proxy:  ProxyConfig{TrimLongPrompt: true, FailOpen: true}}}}
-	h := newHarness(t, Options{Config: cfg, MaxStreamTokens: 512})
-	if err := h.srv.MountProxy(ProxyOptions{Upstream: fakeUpstream(t).URL}); err != nil {
-		t.Fatal(err)
-	}
+	h := trimmingProxy(t)
 	var tools []string
 	for i := range 40 {
 		tools = append(tools, fmt.Sprintf(`{"type":"function","function":{"name":"tool_%d","description":"Looks up the record number %d in the inventory database and returns it.","parameters":{"type":"object","properties":{"id":{"type":"string"}}}}}`, i, i))
@@ -138,6 +127,25 @@ func TestUpstreamRedirectNotFollowed(t *testing.T) {
 // it, not one more judged turn that grows with the chat until every
 // request is refused.
 func TestEchoedReasoningDoesNotAccumulate(t *testing.T) {
+	h := trimmingProxy(t)
+	var msgs []string
+	for i := range 12 {
+		msgs = append(msgs, fmt.Sprintf(`{"role":"user","content":"Question %d?"}`, i),
+			fmt.Sprintf(`{"role":"assistant","content":"Answer %d.","reasoning":"%s"}`, i, strings.Repeat("Let me think about this step by step. ", 8)))
+	}
+	msgs = append(msgs, `{"role":"user","content":"Thanks!"}`)
+	body := `{"model":"m","messages":[` + strings.Join(msgs, ",") + `]}`
+	var e errBody
+	if code, _ := h.do("POST", "/v1/chat/completions", "key-a", body, &e); code != 200 {
+		t.Errorf("12-turn chat with echoed reasoning: status %d %s: %.160s", code, e.Error.Code, e.Error.Message)
+	}
+}
+
+// trimmingProxy is a proxy with a 512-token guard stream for tenant a
+// (key-a), which trims long input, fails open and flags nothing the
+// random model says.
+func trimmingProxy(t *testing.T) *harness {
+	t.Helper()
 	m := testModel(t)
 	thr := map[string]float32{}
 	for _, c := range append(append([]string(nil), m.Info().Labels.QueryCategory...), m.Info().Labels.ResponseCategory...) {
@@ -150,15 +158,5 @@ func TestEchoedReasoningDoesNotAccumulate(t *testing.T) {
 	if err := h.srv.MountProxy(ProxyOptions{Upstream: fakeUpstream(t).URL}); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []string
-	for i := range 12 {
-		msgs = append(msgs, fmt.Sprintf(`{"role":"user","content":"Question %d?"}`, i),
-			fmt.Sprintf(`{"role":"assistant","content":"Answer %d.","reasoning":"%s"}`, i, strings.Repeat("Let me think about this step by step. ", 8)))
-	}
-	msgs = append(msgs, `{"role":"user","content":"Thanks!"}`)
-	body := `{"model":"m","messages":[` + strings.Join(msgs, ",") + `]}`
-	var e errBody
-	if code, _ := h.do("POST", "/v1/chat/completions", "key-a", body, &e); code != 200 {
-		t.Errorf("12-turn chat with echoed reasoning: status %d %s: %.160s", code, e.Error.Code, e.Error.Message)
-	}
+	return h
 }
