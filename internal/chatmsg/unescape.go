@@ -1,7 +1,6 @@
 package chatmsg
 
 import (
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf16"
@@ -20,6 +19,9 @@ type Unescaper struct {
 }
 
 func (u *Unescaper) Write(s string) string {
+	if u.pend == "" && strings.IndexByte(s, '\\') < 0 {
+		return s // no escape: as it came
+	}
 	s = u.pend + s
 	u.pend = ""
 	var b strings.Builder
@@ -101,20 +103,29 @@ func unicodeEscape(s string) (r rune, n int, complete bool) {
 
 // hex4 reads "\u" and four hex digits at the start of s.
 func hex4(s string) (v uint16, ok, complete bool) {
-	if len(s) < 6 {
-		for i := 2; i < len(s); i++ {
-			if !isHex(s[i]) {
-				return 0, false, true
-			}
+	for i := 2; i < 6; i++ {
+		if i == len(s) {
+			return 0, false, false
 		}
-		return 0, false, false
+		d, isHex := hexDigit(s[i])
+		if !isHex {
+			return 0, false, true
+		}
+		v = v<<4 | d
 	}
-	n, err := strconv.ParseUint(s[2:6], 16, 16)
-	return uint16(n), err == nil && isHex(s[2]), true
+	return v, true, true
 }
 
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+func hexDigit(c byte) (uint16, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return uint16(c - '0'), true
+	case 'a' <= c && c <= 'f':
+		return uint16(c-'a') + 10, true
+	case 'A' <= c && c <= 'F':
+		return uint16(c-'A') + 10, true
+	}
+	return 0, false
 }
 
 // Unescape is Unescaper over a whole text.
