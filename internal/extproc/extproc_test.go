@@ -303,18 +303,29 @@ func jsonReply(chunks [][]byte) func(http.Header, []byte) upstreamReply {
 // match it.
 func viaProxy(t testing.TB, m *guard.Model, tenant proxy.Tenant, reqBody []byte, contentType string, upBody []byte) (int, http.Header, []byte) {
 	t.Helper()
+	return viaProxyAt(t, "/v1/chat/completions", m, tenant, reqBody, contentType, upBody)
+}
+
+// viaProxyAt is viaProxy for the proxy's route path: /v1/chat/completions
+// or /v1/responses.
+func viaProxyAt(t testing.TB, path string, m *guard.Model, tenant proxy.Tenant, reqBody []byte, contentType string, upBody []byte) (int, http.Header, []byte) {
+	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", contentType)
 		_, _ = w.Write(upBody)
 	}))
 	defer up.Close()
-	h, err := proxy.NewHandler(proxy.Config{Upstream: up.URL, DefaultTenant: tenant}, proxy.Direct(m))
+	newHandler := proxy.NewHandler
+	if path == "/v1/responses" {
+		newHandler = proxy.NewResponsesHandler
+	}
+	h, err := newHandler(proxy.Config{Upstream: up.URL, DefaultTenant: tenant}, proxy.Direct(m))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", bytes.NewReader(reqBody))
+	resp, err := http.Post(srv.URL+path, "application/json", bytes.NewReader(reqBody))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +339,7 @@ func viaProxy(t testing.TB, m *guard.Model, tenant proxy.Tenant, reqBody []byte,
 
 var (
 	requestIDs = regexp.MustCompile(`"request_id":"[0-9a-f]+"`)
+	createdAts = regexp.MustCompile(`"created_at":[0-9]+`)
 	chatIDs    = regexp.MustCompile(`chatcmpl-[0-9a-f]{24}`)
 	createds   = regexp.MustCompile(`"created":[0-9]+`)
 )
@@ -337,6 +349,7 @@ var (
 func normalize(b []byte) string {
 	s := requestIDs.ReplaceAllString(string(b), `"request_id":"X"`)
 	s = chatIDs.ReplaceAllString(s, "chatcmpl-X")
+	s = createdAts.ReplaceAllString(s, `"created_at":0`)
 	return createds.ReplaceAllString(s, `"created":0`)
 }
 

@@ -12,9 +12,10 @@ type route int
 
 const (
 	otherRoute  route = iota // passes untouched
-	chatRoute                // judged
+	chatRoute                // POST …/chat/completions: judged
+	respRoute                // POST …/responses: judged as the Responses API
 	legacyRoute              // POST …/completions: generates text the guard cannot judge
-	respRoute                // POST …/responses: likewise
+	mixedRoute               // read as chat by some upstreams, as responses by others: refused
 )
 
 // routeOf classifies a request by its method and :path as the upstream
@@ -23,7 +24,10 @@ const (
 // slashes or drop ";" parameters, so "/v1/chat/completion%73" and
 // "/v1//chat/completions" reach their chat route, and llama.cpp and
 // LiteLLM serve "/chat/completions" without "/v1". Where readings differ,
-// the most cautious wins: a needless judgment beats an unjudged answer.
+// the most cautious wins: a needless judgment beats an unjudged answer,
+// and a path read as the chat API by one upstream and the Responses API
+// by another is refused (its body would be judged as one API and read as
+// the other).
 func routeOf(method, rawPath string) route {
 	if !strings.EqualFold(method, http.MethodPost) {
 		return otherRoute
@@ -37,7 +41,11 @@ func routeOf(method, rawPath string) route {
 	// upstream that decodes once, the start of a query to one that
 	// decodes and parses again: both readings count.
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		r = max(r, classify(normalizePath(p[:i])))
+		r2 := classify(normalizePath(p[:i]))
+		if r != r2 && min(r, r2) == chatRoute && max(r, r2) == respRoute {
+			return mixedRoute
+		}
+		r = max(r, r2)
 	}
 	return r
 }

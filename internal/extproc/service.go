@@ -177,11 +177,12 @@ type session struct {
 	// and trailers they head.
 	reqSeen, respSeen bool
 
-	skip     bool // not a chat completion: everything passes
-	answered bool // an ImmediateResponse was sent: the exchange is over
-	header   http.Header
-	adm      *Admission
-	status   int // the HTTP status the client got, for Admission.Done
+	skip      bool // not a chat completion: everything passes
+	responses bool // a Responses API request (POST …/responses)
+	answered  bool // an ImmediateResponse was sent: the exchange is over
+	header    http.Header
+	adm       *Admission
+	status    int // the HTTP status the client got, for Admission.Done
 
 	// request body
 	body   []byte
@@ -265,9 +266,11 @@ func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 		// refused rather than passed unjudged.
 		return ss.refuse(http.StatusForbidden, "invalid_request_error", "unsupported_endpoint",
 			"streamguard: the legacy completions API (POST /v1/completions) is not judged by the guard and is refused; use POST /v1/chat/completions")
-	case respRoute:
+	case mixedRoute:
 		return ss.refuse(http.StatusForbidden, "invalid_request_error", "unsupported_endpoint",
-			"streamguard: the Responses API (POST /v1/responses) is not judged by the guard and is refused; use POST /v1/chat/completions")
+			"streamguard: a path that upstreams read as either the chat-completions or the Responses API is refused; send the request to one of them")
+	case respRoute:
+		ss.responses = true
 	}
 	ss.header = hdr
 	adm, ans := ss.svc.admit(ss.ctx, hdr)
@@ -377,7 +380,11 @@ func (ss *session) requestTrailers() error {
 
 // judgeRequest judges the gathered body and answers its last message.
 func (ss *session) judgeRequest() error {
-	call, ans := ss.svc.cfg.External.Start(ss.adm.Ctx, ss.adm.Tenant, ss.header, ss.body)
+	start := ss.svc.cfg.External.Start
+	if ss.responses {
+		start = ss.svc.cfg.External.StartResponses
+	}
+	call, ans := start(ss.adm.Ctx, ss.adm.Tenant, ss.header, ss.body)
 	ss.call = call
 	if ans != nil {
 		return ss.immediate(ans)

@@ -3,6 +3,8 @@ package extproc_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"runtime"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -634,10 +637,12 @@ func TestChatPathVariants(t *testing.T) {
 		"/v1\\chat\\completions", "/chat/completions", "/V1/Chat/Completions", "/openai/deployments/gpt/chat/completions",
 		"/v1/chat/completions;v=1", "/x;/v1/chat/completions", "/v1/chat/completions%3F", "/x%3F/v1/chat/completions",
 	}
-	unjudged := []string{"/v1/completions", "/completions", "/v1/complet%69ons", "/v1/responses", "/responses", "//v1/responses/?x=1",
-		"/v1/responses%3F/v1/chat/completions"}
+	// A chat body sent to the Responses API is read as one: refused for
+	// its missing input, the upstream never called.
+	responses := []string{"/v1/responses", "/responses", "//v1/responses/?x=1", "/v1/respon%73es"}
+	unjudged := []string{"/v1/completions", "/completions", "/v1/complet%69ons", "/v1/responses%3F/v1/chat/completions", "/v1/chat/completions%3F/v1/responses"}
 	other := []string{"/v1/embeddings", "/v1/models/org%2Fmodel", "/v1/responses/resp_1/cancel"}
-	for _, p := range slices.Concat(judged, unjudged, other) {
+	for _, p := range slices.Concat(judged, responses, unjudged, other) {
 		t.Run(p, func(t *testing.T) {
 			fx.env.t = t
 			o := fx.env.exchange(context.Background(), request{path: p, header: map[string]string{"X-Api-Key": "k"}, body: chatBody("flag me", true)}, sseReply([][]byte{upBody}))
@@ -645,6 +650,10 @@ func TestChatPathVariants(t *testing.T) {
 			case slices.Contains(judged, p):
 				if o.phase != "request_body" || o.status != http.StatusBadRequest || o.upstreamCalled || !bytes.Contains(o.body, []byte(`"code":"content_filter"`)) {
 					t.Errorf("not judged: %s", fmtOutcome(o))
+				}
+			case slices.Contains(responses, p):
+				if o.phase != "request_body" || o.status != http.StatusBadRequest || o.upstreamCalled || !bytes.Contains(o.body, []byte(`input: a prompt is required`)) {
+					t.Errorf("not read as the Responses API: %s", fmtOutcome(o))
 				}
 			case slices.Contains(unjudged, p):
 				if o.phase != "request_headers" || o.status != http.StatusForbidden || o.upstreamCalled || !bytes.Contains(o.body, []byte(`"code":"unsupported_endpoint"`)) {
@@ -658,5 +667,83 @@ func TestChatPathVariants(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// responsesSSE is an upstream's Responses API stream of text in deltas of
+// about size bytes, numbered and named as OpenAI sends it.
+func responsesSSE(text string, size int) []byte {
+	var out []byte
+	seq := 0
+	ev := func(typ string, m map[string]any) {
+		m["type"], m["sequence_number"] = typ, seq
+		seq++
+		b, _ := json.Marshal(m)
+		out = fmt.Appendf(out, "event: %s\ndata: %s\n\n", typ, b)
+	}
+	resp := func(status string, output []any) map[string]any {
+		return map[string]any{"id": "resp_fake42", "object": "response", "created_at": 1700000000, "status": status, "model": "fake-llm", "output": output}
+	}
+	at := func(kv ...any) map[string]any {
+		m := map[string]any{"item_id": "msg_1", "output_index": 0, "content_index": 0}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	ev("response.created", map[string]any{"response": resp("in_progress", []any{})})
+	ev("response.output_item.added", map[string]any{"output_index": 0, "item": map[string]any{"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}})
+	ev("response.content_part.added", at("part", map[string]any{"type": "output_text", "text": "", "annotations": []any{}}))
+	for rest := text; len(rest) > 0; {
+		n := min(size, len(rest))
+		for n < len(rest) && !utf8.RuneStart(rest[n]) {
+			n++
+		}
+		ev("response.output_text.delta", at("delta", rest[:n], "logprobs", []any{}))
+		rest = rest[n:]
+	}
+	part := map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
+	ev("response.output_text.done", at("text", text, "logprobs", []any{}))
+	ev("response.content_part.done", at("part", part))
+	item := map[string]any{"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": []any{part}}
+	ev("response.output_item.done", map[string]any{"output_index": 0, "item": item})
+	ev("response.completed", map[string]any{"response": resp("completed", []any{item})})
+	return out
+}
+
+// TestResponsesAPI: a Responses API request (POST /v1/responses) is judged
+// as the proxy judges one: a safe stream passes byte for byte, a flagged
+// one is cut exactly as the proxy's own /v1/responses cuts it (ending
+// with response.incomplete), in every body mode and chunking.
+func TestResponsesAPI(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlag(t, m)
+	upBody := responsesSSE(testResponse, 3)
+	reqBody, _ := json.Marshal(map[string]any{"model": "fake-llm", "stream": true, "input": fc.prompt})
+	hold := proxy.Tenant{Name: "hold", Policy: fc.policy}
+	safe := proxy.Tenant{Name: "safe", Policy: safePolicy(m)}
+	_, _, want := viaProxyAt(t, "/v1/responses", m, hold, reqBody, "text/event-stream", upBody)
+	if !bytes.Contains(want, []byte("event: response.incomplete\n")) || !bytes.Contains(want, []byte(`"reason":"content_filter"`)) {
+		t.Fatalf("the proxy's own cut:\n%s", want)
+	}
+	for _, md := range modes {
+		fx := newFixture(t, keys{"hold": &hold, "safe": &safe}, md.f, 0)
+		for name, chunks := range chunkings(upBody) {
+			t.Run(md.name+"/"+name, func(t *testing.T) {
+				fx.env.t = t
+				req := request{path: "/v1/responses", header: map[string]string{"X-Api-Key": "hold"}, body: reqBody}
+				o := fx.env.exchange(context.Background(), req, sseReply(chunks))
+				if normalize(o.body) != normalize(want) {
+					t.Fatalf("hold-back: client got\n%s\nthe proxy sends\n%s", o.body, want)
+				}
+				if ev := fx.lastEvent(); ev != proxy.EventResponseFlagged {
+					t.Errorf("audit event %q", ev)
+				}
+				req.header = map[string]string{"X-Api-Key": "safe"}
+				if o = fx.env.exchange(context.Background(), req, sseReply(chunks)); !bytes.Equal(o.body, upBody) {
+					t.Fatalf("a safe answer changed:\n%s", o.body)
+				}
+			})
+		}
 	}
 }

@@ -151,6 +151,9 @@ type parsedEvent struct {
 	// chunk, keys that differ from the known ones only by case or repeat,
 	// several choices, a choice other than 0.
 	bad error
+	// info is what the API's stream keeps of the event while it is held
+	// (heldEvent.info).
+	info any
 }
 
 // parseEvent reads one upstream event strictly: an event without data (a

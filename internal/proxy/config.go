@@ -86,8 +86,8 @@ const (
 	EventContextLength = "context_length_exceeded"
 )
 
-// endpoint turns the upstream base URL into the chat-completions URL.
-func endpoint(base string) (string, error) {
+// endpoint turns the upstream base URL into the URL of route (after /v1).
+func endpoint(base, route string) (string, error) {
 	if base == "" {
 		return "", errors.New("proxy: no upstream URL")
 	}
@@ -106,9 +106,9 @@ func endpoint(base string) (string, error) {
 	}
 	p := strings.TrimRight(u.Path, "/")
 	if strings.HasSuffix(p, "/v1") {
-		u.Path = p + "/chat/completions"
+		u.Path = p + route
 	} else {
-		u.Path = p + "/v1/chat/completions"
+		u.Path = p + "/v1" + route
 	}
 	return u.String(), nil
 }

@@ -22,7 +22,7 @@ import (
 // upstream is called by the other proxy: Config.Upstream, Client,
 // HeaderTimeout and IdleTimeout are not used (the other proxy times the
 // upstream), and ForwardCookies neither (cookies are its business).
-type External struct{ h *handler }
+type External struct{ h, resp *handler }
 
 // NewExternal checks cfg like NewHandler, less the upstream.
 func NewExternal(cfg Config, m Moderator) (*External, error) {
@@ -30,7 +30,9 @@ func NewExternal(cfg Config, m Moderator) (*External, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &External{h: h}, nil
+	resp := *h // the same settings and cache, the Responses API
+	resp.api = responsesAPI{}
+	return &External{h: h, resp: &resp}, nil
 }
 
 // MaxRequestBytes is the largest request body Start takes (Config's,
@@ -91,16 +93,27 @@ type Call struct {
 // client; otherwise nil, and the call waits for the response. Either way
 // the caller closes the call.
 func (e *External) Start(ctx context.Context, t *Tenant, header http.Header, body []byte) (*Call, *Answer) {
+	return e.start(e.h, ctx, t, header, body)
+}
+
+// StartResponses is Start for a Responses API request (POST
+// /v1/responses): its body is read as one, and its answer judged and cut
+// as one.
+func (e *External) StartResponses(ctx context.Context, t *Tenant, header http.Header, body []byte) (*Call, *Answer) {
+	return e.start(e.resp, ctx, t, header, body)
+}
+
+func (e *External) start(h *handler, ctx context.Context, t *Tenant, header http.Header, body []byte) (*Call, *Answer) {
 	if t == nil {
 		t = &e.h.cfg.DefaultTenant
 	}
 	rctx, stop := context.WithCancel(ctx)
-	r, _ := http.NewRequestWithContext(rctx, http.MethodPost, "/v1/chat/completions", nil)
+	r, _ := http.NewRequestWithContext(rctx, http.MethodPost, "/v1"+h.api.path(), nil)
 	if header != nil {
 		r.Header = header
 	}
 	cw := newCaptureWriter()
-	x := &exchange{h: e.h, w: cw, r: r, t: t, id: newID(), start: time.Now()}
+	x := &exchange{h: h, w: cw, r: r, t: t, id: newID(), start: time.Now()}
 	x.ctx, x.cancelCause = context.WithCancelCause(rctx)
 	c := &Call{x: x, cw: cw, stop: stop}
 	x.ext = c
@@ -116,7 +129,7 @@ func (e *External) Start(ctx context.Context, t *Tenant, header http.Header, bod
 	}
 	x.body = body
 	var err error
-	if x.req, err = parseRequest(body); err != nil {
+	if x.req, err = h.api.parseRequest(body); err != nil {
 		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
 		return c, cw.answer()
 	}
@@ -221,7 +234,7 @@ func (c *Call) Whole(status int, body []byte, statusSent bool) *Answer {
 		return c.cw.answer()
 	}
 	x.statusSent = statusSent
-	x.judgeWhole(s, &http.Response{StatusCode: status, Header: http.Header{}}, body)
+	x.h.api.judgeWhole(x, s, &http.Response{StatusCode: status, Header: http.Header{}}, body)
 	a := c.cw.answer()
 	if a.Status == status && bytes.Equal(a.Body, body) {
 		return nil

@@ -17,6 +17,7 @@ import (
 )
 
 type handler struct {
+	api      api
 	cfg      Config
 	mod      Moderator
 	endpoint string
@@ -27,7 +28,17 @@ type handler struct {
 // NewHandler returns the handler of POST /v1/chat/completions (it serves
 // that request on whatever path it is mounted).
 func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
-	ep, err := endpoint(cfg.Upstream)
+	return newAPIHandler(cfg, m, chatAPI{})
+}
+
+// NewResponsesHandler returns the handler of POST /v1/responses, the
+// Responses API (responses.go), on whatever path it is mounted.
+func NewResponsesHandler(cfg Config, m Moderator) (http.Handler, error) {
+	return newAPIHandler(cfg, m, responsesAPI{})
+}
+
+func newAPIHandler(cfg Config, m Moderator, a api) (http.Handler, error) {
+	ep, err := endpoint(cfg.Upstream, a.path())
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +46,7 @@ func NewHandler(cfg Config, m Moderator) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.endpoint = ep
+	h.api, h.endpoint = a, ep
 	if h.client == nil {
 		h.client = defaultClient()
 	}
@@ -63,7 +74,7 @@ func newHandler(cfg Config, m Moderator) (*handler, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
 	}
-	return &handler{cfg: cfg, mod: m, client: cfg.Client, safe: safecache.New(safecache.Entries)}, nil
+	return &handler{api: chatAPI{}, cfg: cfg, mod: m, client: cfg.Client, safe: safecache.New(safecache.Entries)}, nil
 }
 
 // exchange is one request being served.
@@ -124,7 +135,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.body = body
-	if x.req, err = parseRequest(body); err != nil {
+	if x.req, err = h.api.parseRequest(body); err != nil {
 		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
 		return
 	}

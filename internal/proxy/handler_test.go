@@ -423,7 +423,7 @@ func TestNewHandlerChecks(t *testing.T) {
 		"https://api.openai.com/v1/":  "https://api.openai.com/v1/chat/completions",
 		"http://127.0.0.1:8000/proxy": "http://127.0.0.1:8000/proxy/v1/chat/completions",
 	} {
-		if got, err := endpoint(base); err != nil || got != want {
+		if got, err := endpoint(base, "/chat/completions"); err != nil || got != want {
 			t.Errorf("%s: %s %v", base, got, err)
 		}
 	}

@@ -387,12 +387,19 @@ func (p *testProxy) lastRecord(t testing.TB) map[string]any {
 
 func newTestProxy(t testing.TB, upstream string, mod Moderator, tenant Tenant, edit func(*Config)) *testProxy {
 	t.Helper()
+	return newTestProxyFor(t, NewHandler, upstream, mod, tenant, edit)
+}
+
+// newTestProxyFor is newTestProxy for the handler newHandler makes (the
+// Responses API's).
+func newTestProxyFor(t testing.TB, newHandler func(Config, Moderator) (http.Handler, error), upstream string, mod Moderator, tenant Tenant, edit func(*Config)) *testProxy {
+	t.Helper()
 	p := &testProxy{audit: &guardtest.JSONLog{}, done: make(chan struct{}, 16)}
 	cfg := Config{Upstream: upstream, DefaultTenant: tenant, Audit: slog.New(slog.NewJSONHandler(p.audit, nil))}
 	if edit != nil {
 		edit(&cfg)
 	}
-	h, err := NewHandler(cfg, mod)
+	h, err := newHandler(cfg, mod)
 	if err != nil {
 		t.Fatal(err)
 	}

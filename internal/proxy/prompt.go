@@ -34,9 +34,9 @@ func judgePrompt(ctx context.Context, s Stream, msgs []guard.Message, trim bool)
 // client's error, answered like OpenAI's own, whatever the tenant's
 // fail-open (forwarding it unjudged would let any client skip the guard).
 func (x *exchange) promptTooLong(err error) {
-	param := "messages"
+	param := x.h.api.param()
 	x.fail(http.StatusBadRequest, EventContextLength, apiError{
-		Message: "streamguard: the conversation is longer than the safety guard's context; shorten the messages (" + err.Error() + ")",
+		Message: "streamguard: the conversation is longer than the safety guard's context; shorten the " + param + " (" + err.Error() + ")",
 		Type:    typeInvalidRequest, Param: &param, Code: EventContextLength})
 }
 
@@ -64,14 +64,20 @@ func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 	attrs := verdictAttrs(&pv.Verdict, -1)
 	info := &cutInfo{Reason: EventPromptFlagged, Token: -1, Level: pv.Level, Category: pv.Category, Request: x.id}
 	if x.t.Refusal != RefusalCompletion {
-		param := "messages"
+		param := x.h.api.param()
 		x.fail(http.StatusBadRequest, EventPromptFlagged, apiError{
 			Message: "streamguard: the prompt was flagged (" + pv.Level + ", " + pv.Category + ")",
 			Type:    typeInvalidRequest, Param: &param, Code: finishContentFilter, Flag: info}, attrs...)
 		return
 	}
+	x.h.api.refuse(x, x.t.refusalMessage(), info)
+	x.finish(EventPromptFlagged, attrs...)
+}
+
+// refuseCompletion answers a flagged prompt as a chat completion: msg as
+// the assistant's answer, finish_reason content_filter.
+func (x *exchange) refuseCompletion(msg string, info *cutInfo) {
 	meta := syntheticMeta(x.id, x.req.Model)
-	msg := x.t.refusalMessage()
 	h := x.w.Header()
 	if x.req.Stream {
 		h.Set("Content-Type", "text/event-stream")
@@ -107,5 +113,4 @@ func (x *exchange) refusePrompt(pv *guard.PromptVerdict) {
 		x.w.WriteHeader(http.StatusOK)
 		_, _ = x.w.Write(body)
 	}
-	x.finish(EventPromptFlagged, attrs...)
 }

@@ -38,8 +38,9 @@ type heldEvent struct {
 	// terminal events (the finish chunk and everything after it) wait
 	// until the whole text was judged.
 	terminal bool
-	// reasoning field names the event used, for a partial chunk at a cut.
-	hasReasoningContent, hasReasoning bool
+	// info is what the API's stream keeps of the event
+	// (parsedEvent.info).
+	info any
 	// done is the [DONE] event.
 	done bool
 }
@@ -52,23 +53,22 @@ type relay struct {
 	tr   *tracker
 	j    *judge
 	k    int // hold-back look-ahead
+	api  streamAPI
 
 	queue      []heldEvent
 	queued     int64 // the queue's cost (heldCost)
-	meta       chunkMeta
-	finishing  bool   // the upstream finished its text
-	flushed    bool   // the guard judged all of it
-	eof        bool   // the upstream's stream ended
-	doneSent   bool   // the client has the [DONE] event: the answer is complete
-	unjudged   error  // fail-open after a guard failure: the cause
-	usage      []byte // the upstream's last usage object
-	broken     bool   // the client went away
-	judgedUpTo int    // the upTo of the last judge result
+	finishing  bool  // the upstream finished its text
+	flushed    bool  // the guard judged all of it
+	eof        bool  // the upstream's stream ended
+	doneSent   bool  // the client has the [DONE] event: the answer is complete
+	unjudged   error // fail-open after a guard failure: the cause
+	broken     bool  // the client went away
+	judgedUpTo int   // the upTo of the last judge result
 }
 
 // newRelay starts the judge of a streamed response on s.
 func (x *exchange) newRelay(s Stream) *relay {
-	r := &relay{x: x, rc: http.NewResponseController(x.w), feed: newFeeder(), tr: newTracker(), k: x.t.lookahead()}
+	r := &relay{x: x, rc: http.NewResponseController(x.w), feed: newFeeder(), tr: newTracker(), k: x.t.lookahead(), api: x.h.api.newStream(x)}
 	r.j = startJudge(x.ctx, s)
 	return r
 }
@@ -224,11 +224,11 @@ func streamBroken(err error) apiError {
 
 func (r *relay) addEvent(ev sseEvent) bool {
 	ev.raw = completeEvent(ev.raw) // the stream's last event may lack its end
-	p := parseEvent(ev)
+	p := r.api.parse(ev)
 	if p.apiErr != nil {
 		// The upstream reports an error inside the stream: pass it on; the
 		// text still held is not released.
-		r.write(ev.raw)
+		r.write(r.api.passOn(ev, p.info))
 		_ = r.rc.Flush()
 		r.x.cancel()
 		r.x.finish(EventUpstreamError, slog.String("error", string(p.apiErr)))
@@ -242,19 +242,12 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.upstreamBroken(badEvent(p.bad), p.bad)
 		return true
 	}
-	if p.isChunk && p.meta.ID != "" {
-		r.meta = p.meta
-	}
-	if p.usage != nil {
-		r.usage = p.usage
-	}
-	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done}
+	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done, info: p.info}
 	if p.hasText && !r.finishing && r.unjudged == nil {
 		if err := feedFields(r.feed, he.text, &p.text); err != nil {
 			r.upstreamBroken(badEvent(err), err)
 			return true
 		}
-		he.hasReasoningContent, he.hasReasoning = p.text.ReasoningContent != nil, p.text.Reasoning != nil
 	}
 	r.feed.end(he.text)
 	flush := false
@@ -377,40 +370,14 @@ func (r *relay) cut() {
 		// The next event may be the finish chunk when it carries text too:
 		// its text before the cut still goes, its finish_reason does not.
 		if n < len(r.queue) {
-			e := r.queue[n]
-			if delta := e.partialDelta(cut); len(delta) > 0 {
-				r.write(deltaChunk(r.meta, 0, delta))
-			}
+			r.write(r.api.partial(&r.queue[n], cut))
 		}
 		r.queue = nil
 	}
-	r.write(finishChunk(r.meta, 0, finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: r.x.id}))
-	r.writeUsage()
-	r.write(doneEvent)
+	r.write(r.api.end(finishContentFilter, &cutInfo{Reason: EventResponseFlagged, Token: tv.Index, Level: tv.Level, Category: tv.Category, Request: r.x.id}, r.tr.judged()))
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventResponseFlagged, append(verdictAttrs(&tv.Verdict, tv.Index), slog.Int("run_start", r.tr.flagStart))...)
-}
-
-// partialDelta is the delta of the event's text before fed offset cut.
-func (e *heldEvent) partialDelta(cut int) map[string]any {
-	t := e.text.partial(cut)
-	delta := map[string]any{}
-	if t[fieldContent] != "" {
-		delta["content"] = t[fieldContent]
-	}
-	if t[fieldRefusal] != "" {
-		delta["refusal"] = t[fieldRefusal]
-	}
-	if t[fieldReasoning] != "" {
-		if e.hasReasoningContent || !e.hasReasoning {
-			delta["reasoning_content"] = t[fieldReasoning]
-		}
-		if e.hasReasoning {
-			delta["reasoning"] = t[fieldReasoning]
-		}
-	}
-	return delta
 }
 
 // guardFailed handles a guard failure mid-stream: fail-open forwards the
@@ -433,7 +400,7 @@ func (r *relay) guardFailed(err error) bool {
 	if errors.Is(err, ErrOverloaded) {
 		code = "guard_overloaded"
 	}
-	r.write(errorEvent(apiError{Message: "streamguard: the safety guard failed: " + err.Error(), Type: typeServer, Code: code}))
+	r.write(r.api.errorEvent(apiError{Message: "streamguard: the safety guard failed: " + err.Error(), Type: typeServer, Code: code}))
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventGuardError, slog.String("error", err.Error()))
@@ -451,33 +418,14 @@ func (r *relay) outOfRoom(err error) {
 		r.release()
 		limit := r.tr.fedThrough(r.tr.judged() - r.k)
 		if len(r.queue) > 0 {
-			if delta := r.queue[0].partialDelta(limit); len(delta) > 0 {
-				r.write(deltaChunk(r.meta, 0, delta))
-			}
+			r.write(r.api.partial(&r.queue[0], limit))
 		}
 	}
 	r.queue = nil
-	r.write(finishChunk(r.meta, 0, finishLength, &cutInfo{Reason: EventContextLength, Token: r.tr.judged(), Request: r.x.id}))
-	r.writeUsage()
-	r.write(doneEvent)
+	r.write(r.api.end(finishLength, &cutInfo{Reason: EventContextLength, Token: r.tr.judged(), Request: r.x.id}, r.tr.judged()))
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventContextLength, slog.String("error", err.Error()))
-}
-
-// writeUsage writes the usage chunk of a stream the proxy ends itself, when
-// the client asked for one: the upstream's last usage when it sent one,
-// else the response tokens the guard judged (streamguard.usage says which:
-// "upstream" or "guard").
-func (r *relay) writeUsage() {
-	if !r.x.req.IncludeUsage {
-		return
-	}
-	if r.usage != nil {
-		r.write(usageChunk(r.meta, r.usage, "upstream"))
-		return
-	}
-	r.write(usageChunk(r.meta, guardUsage(r.tr.judged()), "guard"))
 }
 
 // upstreamBroken ends the stream with an error event; text still held is
@@ -485,7 +433,7 @@ func (r *relay) writeUsage() {
 // closes the call).
 func (r *relay) upstreamBroken(e apiError, err error) {
 	r.queue, r.queued = nil, 0
-	r.write(errorEvent(e))
+	r.write(r.api.errorEvent(e))
 	_ = r.rc.Flush()
 	r.x.cancel()
 	r.x.finish(EventUpstreamError, slog.String("error", err.Error()), slog.String("code", e.Code))
@@ -493,6 +441,9 @@ func (r *relay) upstreamBroken(e apiError, err error) {
 
 func (r *relay) writeEvent(e heldEvent) {
 	r.write(e.raw)
+	if !r.broken {
+		r.api.sent(&e)
+	}
 	if e.done && !r.broken {
 		r.doneSent = true
 	}

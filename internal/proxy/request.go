@@ -86,25 +86,9 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if len(w.Messages) == 0 {
 		return nil, errors.New("messages: at least one message is required")
 	}
-	// Messages are read as /v1/moderations reads them (chatmsg): every
-	// content part with text judged, images and the like skipped and
-	// noted, tool calls and results read as the template lays them out.
-	var skipped chatmsg.Skipped
-	turns, err := chatmsg.Conversation(w.Messages, &skipped)
+	msgs, trailing, skipped, err := readConversation(w.Messages, "messages")
 	if err != nil {
 		return nil, err
-	}
-	lastUser := -1
-	for i, m := range turns {
-		if m.Role == "user" {
-			lastUser = i
-		}
-	}
-	if lastUser < 0 {
-		return nil, errors.New("messages: no user message to judge")
-	}
-	if strings.TrimSpace(turns[lastUser].Content) == "" {
-		return nil, errors.New("messages: the last user message has no text to judge")
 	}
 	// A template the request brings, or text it hands the template, would
 	// lay out the prompt as the client chose: not what the guard judges.
@@ -128,14 +112,41 @@ func parseRequest(body []byte) (*chatRequest, error) {
 	if err != nil {
 		return nil, err
 	}
+	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs,
+		IncludeUsage: w.Stream && w.Options != nil && w.Options.IncludeUsage, Skipped: skipped}, nil
+}
+
+// readConversation reads a request's conversation as /v1/moderations
+// reads one (chatmsg): every content part with text judged, images and
+// the like skipped and noted, tool calls and results read as the template
+// lays them out. The verdict stands on the last user turn, in the context
+// of the turns before it (msgs); what the model reads beyond that
+// rendering — the turns after it, the reasoning the template keeps — is
+// trailing, judged as one more user turn (judgeRequest). param names the
+// request's member in errors.
+func readConversation(raws []json.RawMessage, param string) (msgs []guard.Message, trailing string, skipped chatmsg.Skipped, err error) {
+	turns, err := chatmsg.Conversation(raws, &skipped)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	lastUser := -1
+	for i, m := range turns {
+		if m.Role == "user" {
+			lastUser = i
+		}
+	}
+	if lastUser < 0 {
+		return nil, "", nil, fmt.Errorf("%s: no user message to judge", param)
+	}
+	if strings.TrimSpace(turns[lastUser].Content) == "" {
+		return nil, "", nil, fmt.Errorf("%s: the last user message has no text to judge", param)
+	}
 	prompt := chatmsg.Renderable(turns[:lastUser+1])
-	trailing := chatmsg.Beyond(turns, lastUser)
-	msgs := make([]guard.Message, len(prompt))
+	msgs = make([]guard.Message, len(prompt))
 	for i, m := range prompt {
 		msgs[i] = guard.Message(m)
 	}
-	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs,
-		IncludeUsage: w.Stream && w.Options != nil && w.Options.IncludeUsage, Skipped: skipped}, nil
+	return msgs, chatmsg.Beyond(turns, lastUser), skipped, nil
 }
 
 // templateKwargs are the chat_template_kwargs a request may set: the

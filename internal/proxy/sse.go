@@ -15,6 +15,10 @@ type sseEvent struct {
 	// data is the event's data lines joined by "\n"; nil when the event
 	// has no data field (a comment or keep-alive).
 	data []byte
+	// name is the value of its last "event" field: the event's type to
+	// clients that dispatch on it (the Responses API names each event so,
+	// beside the "type" in its data).
+	name string
 	// bad is why the event cannot be read as every client reads it
 	// (addLine); nil for a good one.
 	bad error
@@ -209,8 +213,8 @@ func (r *sseReader) next() (sseEvent, error) {
 // a plain word (" data", which some clients trim into data; a JSON body
 // sent as a stream, which some clients parse whole) makes the event bad,
 // and the relay refuses it rather than forward text it did not read.
-// Other fields (event, id, retry, llama.cpp's error) are ignored, as
-// clients ignore them.
+// Other fields (id, retry, llama.cpp's error) are ignored, as clients
+// ignore them; the event field is kept (name).
 func (ev *sseEvent) addLine(line []byte) {
 	if bytes.IndexByte(line, '\r') >= 0 {
 		ev.fail(errors.New(`a "\r" that does not end a line`))
@@ -221,6 +225,10 @@ func (ev *sseEvent) addLine(line []byte) {
 	}
 	if !fieldName(name) {
 		ev.fail(fmt.Errorf("a line that is not an SSE field (%.40q)", line))
+		return
+	}
+	if string(name) == "event" {
+		ev.name = string(bytes.TrimPrefix(value, []byte(" ")))
 		return
 	}
 	if string(name) != "data" {

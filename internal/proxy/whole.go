@@ -26,7 +26,7 @@ func (x *exchange) relayWhole(s Stream, resp *http.Response) {
 		x.fail(http.StatusBadGateway, EventUpstreamError, apiError{Message: "streamguard: the upstream's response is too large to judge", Type: typeUpstream, Code: "upstream_too_large"})
 		return
 	}
-	x.judgeWhole(s, resp, body)
+	x.h.api.judgeWhole(x, s, resp, body)
 }
 
 // judgeWhole judges a whole response body and answers: the body as it is,

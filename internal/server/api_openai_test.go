@@ -52,7 +52,7 @@ func TestUnknownRoutes(t *testing.T) {
 		{"GET", "/v1/nope", 404, "not_found", "unknown route: GET /v1/nope", ""},
 		{"POST", "/v1/embeddings", 404, "not_found", "unknown route: POST /v1/embeddings", ""},
 		{"POST", "/v1/chat/completions", 404, "not_found", "streamguard serve --upstream URL", ""},
-		{"POST", "/v1/responses", 404, "not_found", "does not proxy /v1/responses: it moderates the chat-completions API only", ""},
+		{"POST", "/v1/responses", 404, "not_found", "streamguard serve --upstream URL", ""},
 		{"GET", "/v1/responses/resp_1", 404, "not_found", "does not proxy /v1/responses/resp_1", ""},
 		{"POST", "/v1/completions", 404, "not_found", "does not proxy /v1/completions", ""},
 		{"GET", "/v1/moderations", 405, "method_not_allowed", "method GET is not allowed on /v1/moderations (allowed: POST)", "POST"},

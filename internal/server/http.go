@@ -98,12 +98,12 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		srv.metrics.request("-", "unknown", http.StatusNotFound)
 		msg := fmt.Sprintf("unknown route: %s %s", r.Method, r.URL.Path)
 		switch p := r.URL.Path; {
-		case p == "/v1/chat/completions":
-			msg = "the chat-completions proxy is not enabled on this server: start it with `streamguard serve --upstream URL` (an OpenAI-compatible base URL) to serve POST /v1/chat/completions"
-		case p == "/v1/responses" || strings.HasPrefix(p, "/v1/responses/") || p == "/v1/completions":
+		case p == "/v1/chat/completions" || p == "/v1/responses":
+			msg = "the proxy is not enabled on this server: start it with `streamguard serve --upstream URL` (an OpenAI-compatible base URL) to serve POST /v1/chat/completions and POST /v1/responses"
+		case strings.HasPrefix(p, "/v1/responses/") || p == "/v1/completions":
 			// An SDK user's first try: say what the proxy does serve
 			// rather than only that this route is unknown.
-			msg = fmt.Sprintf("streamguard does not proxy %s: it moderates the chat-completions API only (POST /v1/chat/completions, `client.chat.completions.create` in the OpenAI SDKs), and /v1/moderations judges text from any API", p)
+			msg = fmt.Sprintf("streamguard does not proxy %s: it moderates POST /v1/chat/completions and POST /v1/responses (a stored response is fetched past the guard), and /v1/moderations judges text from any API", p)
 		}
 		writeErr(w, http.StatusNotFound, "invalid_request_error", "not_found", msg)
 	case http.StatusMethodNotAllowed:

@@ -25,7 +25,8 @@ type ProxyOptions struct {
 	ForwardCookies             bool
 }
 
-// MountProxy serves POST /v1/chat/completions: the request is moderated
+// MountProxy serves POST /v1/chat/completions and POST /v1/responses (the
+// Responses API): the request is moderated
 // by the scheduler as it is relayed to the upstream (internal/proxy),
 // behind the server's authentication and rate limits, with each tenant's
 // proxy settings.
@@ -39,18 +40,27 @@ func (srv *Server) MountProxy(po ProxyOptions) error {
 		byTenant[t] = pt
 	}
 	def := *byTenant[srv.tenants.all()[0]]
-	h, err := proxy.NewHandler(proxy.Config{
+	cfg := proxy.Config{
 		Upstream: po.Upstream, Client: po.Client, Audit: srv.audit, DefaultTenant: def,
 		HeaderTimeout: po.HeaderTimeout, IdleTimeout: po.IdleTimeout, ForwardCookies: po.ForwardCookies,
 		Observe: func(o proxy.Outcome) { srv.metrics.proxyOutcome(o.Tenant, o.Event) },
-	}, Moderator{srv})
-	if err != nil {
-		return err
 	}
-	srv.mux.Handle("POST /v1/chat/completions", srv.wrap("chat.completions", mounted, func(w http.ResponseWriter, r *http.Request, t *Tenant) {
-		ctx := context.WithValue(r.Context(), tenantKey{}, t)
-		h.ServeHTTP(w, r.WithContext(proxy.WithTenant(ctx, byTenant[t])))
-	}))
+	for _, route := range []struct {
+		pattern, name string
+		handler       func(proxy.Config, proxy.Moderator) (http.Handler, error)
+	}{
+		{"POST /v1/chat/completions", "chat.completions", proxy.NewHandler},
+		{"POST /v1/responses", "responses", proxy.NewResponsesHandler},
+	} {
+		h, err := route.handler(cfg, Moderator{srv})
+		if err != nil {
+			return err
+		}
+		srv.mux.Handle(route.pattern, srv.wrap(route.name, mounted, func(w http.ResponseWriter, r *http.Request, t *Tenant) {
+			ctx := context.WithValue(r.Context(), tenantKey{}, t)
+			h.ServeHTTP(w, r.WithContext(proxy.WithTenant(ctx, byTenant[t])))
+		}))
+	}
 	return nil
 }
 

@@ -282,3 +282,55 @@ func TestProxyUpstreamCredentials(t *testing.T) {
 		t.Errorf("tenants, X-Upstream-Authorization: upstream saw %+v", s)
 	}
 }
+
+// TestProxyMountResponses relays the Responses API (POST /v1/responses) to
+// the upstream's /v1/responses through the scheduler, with each tenant's
+// policy, as it does chat completions.
+func TestProxyMountResponses(t *testing.T) {
+	m := testModel(t)
+	thr := map[string]float32{}
+	for _, c := range m.Info().Labels.QueryCategory {
+		thr[c] = 0
+	}
+	cats := m.Info().Labels.ResponseCategory
+	cfg := twoTenants(func(a, b *TenantConfig) {
+		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
+		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
+	})
+	h := newHarness(t, Options{Config: cfg})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/responses" {
+			http.Error(w, "wrong path "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"m","output":[{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":%q,"annotations":[]}]}]}`, testResponse)
+	}))
+	t.Cleanup(up.Close)
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(key string) (int, string) {
+		body := fmt.Sprintf(`{"model":"m","input":%q}`, testPrompt)
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/responses", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := h.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("key-a"); code != 400 || !strings.Contains(body, `"param":"input"`) || !strings.Contains(body, "content_filter") {
+		t.Fatalf("tenant a: status %d %s", code, body)
+	}
+	if code, body := post("key-b"); code != 200 || !strings.Contains(body, "three minutes") || !strings.Contains(body, `"id":"resp_1"`) {
+		t.Fatalf("tenant b: status %d %s", code, body)
+	}
+	var sb strings.Builder
+	h.srv.metrics.write(&sb)
+	if !strings.Contains(sb.String(), `route="responses"`) {
+		t.Fatalf("no responses route in the metrics:\n%s", sb.String())
+	}
+}

@@ -183,8 +183,10 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 			t.Errorf("no route for %s", p)
 		}
 	}
-	if r := firstMatch(routes, "/v1/chat/completions"); r != nil && r.GetRoute().GetTimeout().AsDuration() != 0 {
-		t.Errorf("chat route timeout %v: a streamed answer lasts as long as the model writes", r.GetRoute().GetTimeout().AsDuration())
+	for _, p := range []string{"/v1/chat/completions", "/v1/responses"} {
+		if r := firstMatch(routes, p); r != nil && r.GetRoute().GetTimeout().AsDuration() != 0 {
+			t.Errorf("%s route timeout %v: a streamed answer lasts as long as the model writes", p, r.GetRoute().GetTimeout().AsDuration())
+		}
 	}
 }
 

@@ -1,0 +1,256 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/streamguard/streamguard/internal/chatmsg"
+)
+
+// A Responses API request is read into the chat messages the model's
+// template would render (responsesInput) and then judged exactly as a
+// chat-completions request is: the last user turn in its context, what
+// the model reads after it, and the declared tools and schema alone.
+//
+// What the request points at rather than carries — an earlier response
+// (previous_response_id), a stored conversation, a stored prompt, an
+// item_reference — is text the model reads and the guard cannot see, so
+// such a request is refused with what to send instead. So are requests
+// for what the proxy cannot judge in the answer: log probabilities
+// (top_logprobs, include), built-in tools (their calls and results are
+// output items that are not the model's text), and background responses
+// (fetched later, past the proxy).
+
+// responsesRequestShape is what parseResponsesRequest decodes.
+var responsesRequestShape = object(map[string]*shape{
+	"model": nil, "stream": nil, "instructions": nil, "tools": nil, "text": object(map[string]*shape{"format": nil}),
+	"include": nil, "top_logprobs": nil, "background": nil, "previous_response_id": nil, "conversation": nil, "prompt": nil,
+	"input": {elem: object(map[string]*shape{
+		"type": nil, "role": nil, "call_id": nil, "name": nil, "arguments": nil, "output": nil, "summary": {elem: object(map[string]*shape{"text": nil})},
+		"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
+	})},
+})
+
+// responsesIncludes are the include values a request may ask for: the
+// encrypted reasoning a client sends back (no text it can read), and the
+// input images' URLs (the client's own).
+var responsesIncludes = map[string]bool{"reasoning.encrypted_content": true, "message.input_image.image_url": true}
+
+func parseResponsesRequest(body []byte) (*chatRequest, error) {
+	var w struct {
+		Model        string            `json:"model"`
+		Stream       bool              `json:"stream"`
+		Input        json.RawMessage   `json:"input"`
+		Instructions json.RawMessage   `json:"instructions"`
+		Tools        []json.RawMessage `json:"tools"`
+		Text         *struct {
+			Format json.RawMessage `json:"format"`
+		} `json:"text"`
+		Include      []string        `json:"include"`
+		TopLogprobs  json.RawMessage `json:"top_logprobs"`
+		Background   json.RawMessage `json:"background"`
+		Previous     json.RawMessage `json:"previous_response_id"`
+		Conversation json.RawMessage `json:"conversation"`
+		Prompt       json.RawMessage `json:"prompt"`
+	}
+	if err := strictJSON(body, responsesRequestShape); err != nil {
+		return nil, fmt.Errorf("request body is not a Responses API JSON object: %v", err)
+	}
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("request body is not a Responses API JSON object: %v", err)
+	}
+	switch {
+	case !chatmsg.Absent(w.Previous):
+		return nil, errors.New("previous_response_id: streamguard judges the conversation a request carries, and the upstream's stored one is out of its sight; send the whole conversation in input (as store: false clients do) instead")
+	case !chatmsg.Absent(w.Conversation):
+		return nil, errors.New("conversation: streamguard judges the conversation a request carries, and a stored conversation is out of its sight; send its items in input instead")
+	case !chatmsg.Absent(w.Prompt):
+		return nil, errors.New("prompt: a stored prompt is text the model reads and streamguard cannot see; send it in instructions and input instead")
+	case truthy(w.Background):
+		return nil, errors.New("background: a background response is fetched later, past the guard; leave background out")
+	case truthy(w.TopLogprobs):
+		return nil, errors.New("top_logprobs: streamguard does not relay log probabilities (their tokens and alternatives are text it does not judge); leave top_logprobs out")
+	}
+	for _, inc := range w.Include {
+		if !responsesIncludes[inc] {
+			return nil, fmt.Errorf("include: %q adds to the answer what streamguard does not judge; it passes only reasoning.encrypted_content and message.input_image.image_url", inc)
+		}
+	}
+	for i, t := range w.Tools {
+		var def struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(t, &def); err != nil {
+			return nil, fmt.Errorf("tools[%d]: want an object: %v", i, err)
+		}
+		if def.Type != "function" {
+			return nil, fmt.Errorf("tools[%d]: type %q: streamguard judges function tools only (a built-in tool's calls and results are output that is not the model's text); declare your own functions", i, def.Type)
+		}
+	}
+	raws, err := responsesInput(w.Instructions, w.Input)
+	if err != nil {
+		return nil, err
+	}
+	msgs, trailing, skipped, err := readConversation(raws, "input")
+	if err != nil {
+		return nil, err
+	}
+	var format json.RawMessage
+	if w.Text != nil && !chatmsg.Absent(w.Text.Format) {
+		var f struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(w.Text.Format, &f); err != nil {
+			return nil, fmt.Errorf("text.format: want an object: %v", err)
+		}
+		if f.Type == "json_schema" {
+			format = w.Text.Format // its name, description and schema
+		}
+	}
+	defs, err := chatmsg.Definitions([]json.RawMessage{mustJSON(w.Tools)}, format)
+	if err != nil {
+		return nil, err
+	}
+	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs, Skipped: skipped}, nil
+}
+
+// responsesItem is an input item as responsesInput reads it.
+type responsesItem struct {
+	Type      string          `json:"type"`
+	Role      string          `json:"role"`
+	Content   json.RawMessage `json:"content"`
+	CallID    string          `json:"call_id"`
+	Name      *string         `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+	Output    json.RawMessage `json:"output"`
+	Summary   []struct {
+		Text string `json:"text"`
+	} `json:"summary"`
+}
+
+// responsesInput lays instructions and input out as chat messages, as the
+// model's template receives them: instructions as the first system
+// message; input as a string (one user message) or items: messages as
+// they are (role developer is read as system, content parts as chatmsg
+// reads them); an assistant's reasoning items (their summaries and
+// reasoning text), messages and function calls after one another as one
+// assistant turn, its tool calls written as the template writes them;
+// function call outputs as tool results.
+func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	if !chatmsg.Absent(instructions) {
+		var s string
+		if err := json.Unmarshal(instructions, &s); err != nil {
+			return nil, errors.New("instructions: want a string")
+		}
+		out = append(out, mustJSON(map[string]any{"role": "system", "content": s}))
+	}
+	input = bytes.TrimSpace(input)
+	if len(input) == 0 || string(input) == "null" {
+		return nil, errors.New("input: a prompt is required")
+	}
+	if input[0] == '"' {
+		return append(out, mustJSON(map[string]any{"role": "user", "content": input})), nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(input, &items); err != nil {
+		return nil, fmt.Errorf("input: want a string or an array of items: %v", err)
+	}
+	// The assistant turn being built: its reasoning, content and calls.
+	var asst struct {
+		open      bool
+		reasoning []string
+		content   []json.RawMessage
+		calls     []map[string]any
+	}
+	closeTurn := func() {
+		if !asst.open {
+			return
+		}
+		m := map[string]any{"role": "assistant", "content": nil}
+		if len(asst.reasoning) > 0 {
+			m["reasoning_content"] = strings.Join(asst.reasoning, "\n")
+		}
+		var parts []json.RawMessage
+		for _, c := range asst.content {
+			if c[0] == '"' {
+				c = mustJSON(map[string]any{"type": "output_text", "text": c})
+			}
+			parts = append(parts, c)
+		}
+		if len(parts) > 0 {
+			m["content"] = parts
+		}
+		if len(asst.calls) > 0 {
+			m["tool_calls"] = asst.calls
+		}
+		out = append(out, mustJSON(m))
+		asst.open, asst.reasoning, asst.content, asst.calls = false, nil, nil, nil
+	}
+	for i, raw := range items {
+		var it responsesItem
+		if err := json.Unmarshal(raw, &it); err != nil {
+			return nil, fmt.Errorf("input[%d]: want an item object: %v", i, err)
+		}
+		typ := it.Type
+		if typ == "" && it.Role != "" {
+			typ = "message"
+		}
+		switch typ {
+		case "message":
+			if _, err := chatmsg.ContentText(it.Content, new(chatmsg.Skipped)); err != nil {
+				return nil, fmt.Errorf("input[%d]: %v", i, err)
+			}
+			if it.Role != "assistant" {
+				closeTurn()
+				out = append(out, mustJSON(map[string]any{"role": it.Role, "content": it.Content}))
+				continue
+			}
+			asst.open = true
+			c := bytes.TrimSpace(it.Content)
+			switch {
+			case len(c) == 0 || string(c) == "null":
+			case c[0] == '[':
+				var parts []json.RawMessage
+				_ = json.Unmarshal(c, &parts) // read by ContentText above
+				asst.content = append(asst.content, parts...)
+			default:
+				asst.content = append(asst.content, c)
+			}
+		case "reasoning":
+			if len(asst.content) > 0 || len(asst.calls) > 0 {
+				closeTurn()
+			}
+			asst.open = true
+			for _, s := range it.Summary {
+				asst.reasoning = append(asst.reasoning, s.Text)
+			}
+			text, err := chatmsg.ContentText(it.Content, new(chatmsg.Skipped))
+			if err != nil {
+				return nil, fmt.Errorf("input[%d]: %v", i, err)
+			}
+			if text != "" {
+				asst.reasoning = append(asst.reasoning, text)
+			}
+		case "function_call":
+			if it.Name == nil {
+				return nil, fmt.Errorf("input[%d]: a function_call without a name", i)
+			}
+			asst.open = true
+			asst.calls = append(asst.calls, map[string]any{"type": "function", "id": it.CallID,
+				"function": map[string]any{"name": *it.Name, "arguments": it.Arguments}})
+		case "function_call_output":
+			closeTurn()
+			out = append(out, mustJSON(map[string]any{"role": "tool", "tool_call_id": it.CallID, "content": it.Output}))
+		case "item_reference":
+			return nil, fmt.Errorf("input[%d]: an item_reference points at a stored item that streamguard cannot see; send the item itself", i)
+		default:
+			return nil, fmt.Errorf("input[%d]: an item of type %q, which streamguard does not judge: it reads messages, reasoning, function_call and function_call_output items", i, typ)
+		}
+	}
+	closeTurn()
+	return out, nil
+}
