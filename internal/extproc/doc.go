@@ -11,10 +11,13 @@
 //
 //   - request headers: the path is read as upstreams route it
 //     (percent-decoded, slashes merged, dot segments resolved, without the
-//     query). A POST to .../completions or .../responses (the legacy
-//     completions and Responses APIs, whose text the guard does not parse)
-//     is refused (403). A request other than POST .../chat/completions
-//     passes untouched, its bodies not sent (mode override NONE).
+//     query). A POST to .../completions (the legacy completions API,
+//     whose text the guard does not parse) is refused (403), and so is a
+//     path read as the chat API one way and the Responses API another. A
+//     POST to .../responses is judged as the Responses API
+//     (proxy.External.StartResponses). A request other than POST
+//     .../chat/completions or .../responses passes untouched, its bodies
+//     not sent (mode override NONE).
 //     Otherwise the Admitter authenticates the tenant key
 //     (Authorization or X-Api-Key) and applies the tenant's limits (the
 //     server's, internal/server); a refusal is an ImmediateResponse (401,

@@ -15,7 +15,8 @@ const (
 	chatRoute                // POST …/chat/completions: judged
 	respRoute                // POST …/responses: judged as the Responses API
 	legacyRoute              // POST …/completions: generates text the guard cannot judge
-	mixedRoute               // read as chat by some upstreams, as responses by others: refused
+	mixedRoute               // read as chat by some upstreams, as responses by others, or a path with control characters: refused
+	storedRoute              // GET …/responses/{id}, …/chat/completions/{id}: a stored answer, read past the guard: refused
 )
 
 // routeOf classifies a request by its method and :path as the upstream
@@ -28,14 +29,27 @@ const (
 // and a path read as the chat API by one upstream and the Responses API
 // by another is refused (its body would be judged as one API and read as
 // the other).
+//
+// A path with a control character is refused: Starlette's route patterns
+// match before a final "\n" (…/responses%0A is the Responses API to vLLM).
+// A GET of a stored answer (…/responses/{id}, …/chat/completions/{id}) is
+// refused too: the upstream keeps the whole answer, the part a cut
+// withheld included.
 func routeOf(method, rawPath string) route {
-	if !strings.EqualFold(method, http.MethodPost) {
-		return otherRoute
-	}
 	if i := strings.IndexAny(rawPath, "?#"); i >= 0 {
 		rawPath = rawPath[:i]
 	}
 	p := normalizePath(rawPath)
+	if strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return mixedRoute
+	}
+	if !strings.EqualFold(method, http.MethodPost) {
+		if (strings.EqualFold(method, http.MethodGet) || strings.EqualFold(method, http.MethodHead)) &&
+			(strings.Contains(p, "/responses/") || strings.Contains(p, "/chat/completions/")) {
+			return storedRoute
+		}
+		return otherRoute
+	}
 	r := classify(p)
 	// A "?" or "#" that came percent-encoded is part of the path to an
 	// upstream that decodes once, the start of a query to one that

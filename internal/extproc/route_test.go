@@ -34,8 +34,8 @@ func FuzzRouteOf(f *testing.F) {
 				t.Fatalf("routeOf(%q) = %d, encoded %q: %d", path, want, q, got)
 			}
 		}
-		if routeOf("GET", p) != otherRoute {
-			t.Fatalf("a GET of %q is routed", p)
+		if r := routeOf("GET", p); r != otherRoute && r != storedRoute && r != mixedRoute {
+			t.Fatalf("a GET of %q is routed as %d", p, r)
 		}
 	})
 }

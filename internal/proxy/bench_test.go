@@ -1,38 +1,87 @@
 package proxy
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 )
 
 // BenchmarkRelay streams 64 one-token deltas from the fake upstream,
-// directly and through the proxy in each mode, on the tiny model (cheap
-// enough for one iteration in CI; TestLatency measures the 0.6B shape).
+// directly and through the proxy in each mode, for each API (chat
+// completions, the Responses API), on the tiny model (cheap enough for one
+// iteration in CI; TestLatency measures the 0.6B shape).
 func BenchmarkRelay(b *testing.B) {
 	m := tinyModel(b)
 	const n = 64
-	up := newFakeUpstream(b, upstreamSpec{Content: wordDeltas(n)})
-	for _, name := range []string{"direct", "pass-through", "hold-back"} {
-		b.Run(name, func(b *testing.B) {
-			url := up.URL
-			var p *testProxy
-			if name != "direct" {
-				mode, _ := ParseMode(name)
-				p = newTestProxy(b, up.URL, Direct(m), Tenant{Policy: safePolicy(m), Mode: mode}, nil)
-				url = p.URL
-			}
-			var last time.Duration
-			for b.Loop() {
-				at := timedStream(b, url)
-				if len(at) != n {
-					b.Fatalf("%d content events", len(at))
+	for _, api := range []struct {
+		name       string
+		spec       upstreamSpec
+		newHandler func(Config, Moderator) (http.Handler, error)
+		timed      func(testing.TB, string) []time.Duration
+	}{
+		{"chat", upstreamSpec{Content: wordDeltas(n)}, NewHandler, timedStream},
+		{"responses", upstreamSpec{Events: respSpec{Content: wordDeltas(n)}.events()}, NewResponsesHandler, timedResponses},
+	} {
+		up := newFakeUpstream(b, api.spec)
+		for _, name := range []string{"direct", "pass-through", "hold-back"} {
+			b.Run(api.name+"/"+name, func(b *testing.B) {
+				url := up.URL
+				var p *testProxy
+				if name != "direct" {
+					mode, _ := ParseMode(name)
+					p = newTestProxyFor(b, api.newHandler, up.URL, Direct(m), Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+					url = p.URL
 				}
-				last += at[n-1]
-				if p != nil {
-					p.wait(b, 1)
+				var last time.Duration
+				for b.Loop() {
+					at := api.timed(b, url)
+					if len(at) != n {
+						b.Fatalf("%d content events", len(at))
+					}
+					last += at[n-1]
+					if p != nil {
+						p.wait(b, 1)
+					}
 				}
-			}
-			b.ReportMetric(float64(last.Nanoseconds())/float64(b.N*n), "ns/token")
-		})
+				b.ReportMetric(float64(last.Nanoseconds())/float64(b.N*n), "ns/token")
+			})
+		}
 	}
+}
+
+// timedResponses is timedStream for the Responses API: when each
+// output_text delta arrived.
+func timedResponses(t testing.TB, url string) []time.Duration {
+	t.Helper()
+	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true, "input": "How do I know when my bread is done baking?"})
+	start := time.Now()
+	resp, err := http.Post(url+"/v1/responses", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	rd := newSSEReader(resp.Body)
+	var at []time.Duration
+	for {
+		ev, err := rd.next()
+		if err != nil {
+			break
+		}
+		var e struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(bytes.TrimSpace(ev.data), &e)
+		switch e.Type {
+		case "response.output_text.delta":
+			at = append(at, time.Since(start))
+		case "response.completed":
+			return at
+		}
+	}
+	return at
 }

@@ -154,6 +154,9 @@ type parsedEvent struct {
 	// info is what the API's stream keeps of the event while it is held
 	// (heldEvent.info).
 	info any
+	// raw, when set, is what the client gets instead of the event as it
+	// came (a copy of the text rewritten to what was judged).
+	raw []byte
 }
 
 // parseEvent reads one upstream event strictly: an event without data (a

@@ -1,7 +1,9 @@
-// Package proxy is an OpenAI-compatible chat-completions proxy that puts
-// the guard between an application and any LLM: it judges the prompt
-// before forwarding it, and judges the upstream's answer token by token as
-// it streams, stopping it mid-stream when the guard flags it.
+// Package proxy is an OpenAI-compatible proxy (chat completions and the
+// Responses API, responses.go) that puts the guard between an application
+// and any LLM: it judges the prompt before forwarding it, and judges the
+// upstream's answer token by token as it streams, stopping it mid-stream
+// when the guard flags it. What follows is said of chat completions; the
+// Responses API differs only in its shapes (api.go).
 //
 // # Flow
 //

@@ -243,6 +243,9 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		return true
 	}
 	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done, info: p.info}
+	if p.raw != nil {
+		he.raw = p.raw
+	}
 	if p.hasText && !r.finishing && r.unjudged == nil {
 		if err := feedFields(r.feed, he.text, &p.text); err != nil {
 			r.upstreamBroken(badEvent(err), err)

@@ -12,20 +12,23 @@ import (
 // moderated as chat completions are: the request read into the messages
 // the model reads (responses_request.go), the answer's text — reasoning
 // items' summaries and reasoning text, messages' output text and
-// refusals, function calls' names and arguments — fed to the guard as the
-// Qwen3 template lays out an assistant turn, streamed or whole, in
-// hold-back or pass-through.
+// refusals, function and custom tool calls' names and input — fed to the
+// guard as the Qwen3 template lays out an assistant turn, streamed or
+// whole, in hold-back or pass-through.
 //
 // An answer is a list of output items, and a stream spells each one
 // several times: as it is added, in deltas, in the done events of its
 // parts and of itself, and once more in the response of
 // response.completed. Clients read any of these (openai-python's final
 // response is the completed event's), so every copy must say what the
-// guard judged: an item or part given whole must repeat the text already
-// read and may only add to the end of the item being written (the
-// addition is judged like a delta); anything else refuses the stream. So
-// does any output item or event type that the guard cannot read as the
-// model's text (a built-in tool's call, an annotation's text aside).
+// guard judged. A copy may add text at the end of the item being written
+// (that text is judged like a delta); a copy that says anything else —
+// other text, items in another order or under other ids, as servers that
+// rebuild the final response from the whole text send it — is rewritten
+// to what was judged before it goes out. Text arrives only in order: a
+// delta adds to the last part of the item being written. Any output item,
+// part, event type or member the guard cannot read as the model's text (a
+// built-in tool's call, an annotation) refuses the stream.
 //
 // A cut ends the stream the way OpenAI ends one it filters: a
 // response.incomplete event whose response has status "incomplete",
@@ -50,38 +53,77 @@ func (responsesAPI) judgeWhole(x *exchange, s Stream, resp *http.Response, body 
 
 var (
 	// outPartShape is a content or summary part of an output item:
-	// output_text (text; its annotations cite sources, no answer text;
-	// its logprobs must be empty), refusal, reasoning_text, summary_text.
+	// output_text (text; annotations and logprobs must be empty),
+	// refusal, reasoning_text, summary_text.
 	outPartShape = closedObject(map[string]*shape{
 		"type": scalar, "text": scalar, "refusal": scalar, "annotations": nil, "logprobs": nil,
 	})
-	// outItemShape is an output item: a message, reasoning or a function
-	// call (wireItem.check refuses other types).
+	// outItemShape is an output item: a message, reasoning, a function or
+	// custom tool call (wireItem.check refuses other types). Beside the
+	// text: ids, status, OpenAI's phase, caller (who made a call: ids) and
+	// namespace, OpenRouter's
+	// reasoning signature and format, the encrypted reasoning, and the
+	// event members vLLM repeats in an item.
 	outItemShape = closedObject(map[string]*shape{
 		"type": scalar, "id": scalar, "status": scalar, "role": scalar, "phase": scalar,
-		"call_id": scalar, "name": scalar, "arguments": scalar, "encrypted_content": scalar,
+		"call_id": scalar, "name": scalar, "arguments": scalar, "input": scalar, "encrypted_content": scalar,
+		"namespace": scalar, "caller": nil,
+		"signature": scalar, "format": scalar, "item_id": scalar, "output_index": scalar, "sequence_number": scalar,
 		"content": arrayOf(outPartShape), "summary": arrayOf(outPartShape),
 	})
 	// responseShape is a response object. Its other members describe the
 	// request and the run (model, tools, usage...); the answer is output
-	// (and output_text, where a server adds the SDKs' convenience).
-	responseShape = object(map[string]*shape{"output": arrayOf(outItemShape), "output_text": scalar, "status": scalar})
-	// responsesEventShape is a streamed event, of any type.
-	responsesEventShape = closedObject(map[string]*shape{
-		"type": scalar, "sequence_number": scalar, "item_id": scalar, "output_index": scalar, "content_index": scalar,
-		"summary_index": scalar, "delta": scalar, "text": scalar, "refusal": scalar, "arguments": scalar, "name": scalar,
-		"obfuscation": scalar, "annotation_index": scalar, "annotation": nil, "logprobs": nil,
-		"code": scalar, "message": scalar, "param": scalar, "error": nil,
-		"item": outItemShape, "part": outPartShape, "response": responseShape,
-	})
+	// (and output_text, where a server adds the SDKs' convenience). vLLM's
+	// input_messages and output_messages spell the conversation and the
+	// answer: refused unless empty (checkEnvelope).
+	responseShape = object(map[string]*shape{"output": arrayOf(outItemShape), "output_text": scalar, "status": scalar,
+		"input_messages": nil, "output_messages": nil})
 )
+
+// checkEnvelope refuses a response object whose members beside its output
+// spell the answer.
+func checkEnvelope(raw json.RawMessage) error {
+	var r struct {
+		In  json.RawMessage `json:"input_messages"`
+		Out json.RawMessage `json:"output_messages"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	if truthy(r.In) || truthy(r.Out) {
+		return errors.New("a response with input_messages or output_messages (text streamguard does not judge)")
+	}
+	return nil
+}
+
+// responseEnvelope are the members a response the proxy rebuilds (at a
+// cut) keeps of the upstream's: they describe the request and the run,
+// none spells the answer.
+var responseEnvelope = []string{"id", "object", "created_at", "model", "usage", "error", "instructions", "metadata",
+	"tools", "tool_choice", "temperature", "top_p", "max_output_tokens", "max_tool_calls", "parallel_tool_calls",
+	"previous_response_id", "reasoning", "text", "truncation", "service_tier", "store", "user", "background",
+	"safety_identifier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "billing", "conversation"}
+
+// envelope is the members of response raw that responseEnvelope keeps.
+func envelope(raw json.RawMessage) map[string]any {
+	var all map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &all) // read by strictJSON before
+	m := map[string]any{}
+	for _, k := range responseEnvelope {
+		if v, ok := all[k]; ok {
+			m[k] = v
+		}
+	}
+	return m
+}
 
 // wirePart is a content or summary part as sent.
 type wirePart struct {
-	Type     string          `json:"type"`
-	Text     *string         `json:"text"`
-	Refusal  *string         `json:"refusal"`
-	Logprobs json.RawMessage `json:"logprobs"`
+	Type        string          `json:"type"`
+	Text        *string         `json:"text"`
+	Refusal     *string         `json:"refusal"`
+	Annotations json.RawMessage `json:"annotations"`
+	Logprobs    json.RawMessage `json:"logprobs"`
 }
 
 // body is the part's text: a refusal's refusal, any other part's text.
@@ -100,49 +142,68 @@ type wireItem struct {
 	Summary   []wirePart `json:"summary"`
 	Name      *string    `json:"name"`
 	Arguments *string    `json:"arguments"`
+	Input     *string    `json:"input"`
 }
 
-// partTypes are the content part types of each item type the guard reads
-// (and, for reasoning, "summary" its summary parts' type).
-var partTypes = map[string]map[string]bool{
-	"message":       {"output_text": true, "refusal": true},
-	"reasoning":     {"reasoning_text": true},
-	"function_call": {},
+// itemType is what the guard reads of an output item type: its content
+// and summary part types, or the name and input of a tool call.
+type itemType struct {
+	content, summary map[string]bool
+	call             bool
+}
+
+// itemTypes are the output item types the guard reads. A reasoning item's
+// parts are reasoning (SGLang opens one with an output_text part).
+var itemTypes = map[string]itemType{
+	"message":          {content: map[string]bool{"output_text": true, "refusal": true}},
+	"reasoning":        {content: map[string]bool{"reasoning_text": true, "output_text": true}, summary: map[string]bool{"summary_text": true}},
+	"function_call":    {call: true},
+	"custom_tool_call": {call: true},
+}
+
+// callText is a call's input: a function's arguments (JSON text), a custom
+// tool's free-form input.
+func (w *wireItem) callText() *string {
+	if w.Type == "custom_tool_call" {
+		return w.Input
+	}
+	return w.Arguments
 }
 
 // check refuses an item the guard cannot read as the model's text.
 func (w *wireItem) check() error {
-	types, ok := partTypes[w.Type]
+	t, ok := itemTypes[w.Type]
 	if !ok {
-		return fmt.Errorf("an output item of type %q, which streamguard does not judge (it reads message, reasoning and function_call items)", w.Type)
+		return fmt.Errorf("an output item of type %q, which streamguard does not judge (it reads message, reasoning, function_call and custom_tool_call items)", w.Type)
 	}
 	for _, p := range w.Content {
-		if err := checkPart(&p, types); err != nil {
+		if err := checkPart(&p, t.content); err != nil {
 			return err
 		}
 	}
 	for _, p := range w.Summary {
-		if err := checkPart(&p, map[string]bool{"summary_text": w.Type == "reasoning"}); err != nil {
+		if err := checkPart(&p, t.summary); err != nil {
 			return err
 		}
 	}
-	if (w.Name == nil) != (w.Type != "function_call") {
-		return fmt.Errorf("a %s item with a name, or a function_call without one", w.Type)
-	}
-	if w.Arguments != nil && w.Type != "function_call" {
-		return fmt.Errorf("a %s item with arguments", w.Type)
+	switch {
+	case (w.Name != nil) != t.call:
+		return fmt.Errorf("a %s item with a name, or a call without one", w.Type)
+	case w.Arguments != nil && w.Type != "function_call", w.Input != nil && w.Type != "custom_tool_call":
+		return fmt.Errorf("a %s item with another item's input", w.Type)
 	}
 	return nil
 }
 
 func checkPart(p *wirePart, types map[string]bool) error {
-	if !types[p.Type] {
+	switch {
+	case !types[p.Type]:
 		return fmt.Errorf("a part of type %q where streamguard reads %s", p.Type, keys(types))
-	}
-	if truthy(p.Logprobs) {
+	case truthy(p.Logprobs):
 		return errors.New("log probabilities in an output part (their tokens are text streamguard does not judge)")
-	}
-	if p.Type != "refusal" && p.Refusal != nil || p.Type == "refusal" && p.Text != nil {
+	case truthy(p.Annotations):
+		return errors.New("annotations in an output part (cited titles and URLs are text streamguard does not judge)")
+	case p.Type != "refusal" && p.Refusal != nil || p.Type == "refusal" && p.Text != nil:
 		return fmt.Errorf("a %s part with text in the wrong field", p.Type)
 	}
 	return nil
@@ -168,18 +229,55 @@ type outPart struct {
 	b   []byte
 }
 
+// partList is an item's content or summary parts as read so far. Servers
+// number the parts of each item from 0, or (vLLM with gpt-oss) across the
+// answer: base is the index its first part came with.
+type partList struct {
+	parts []*outPart
+	base  int
+	based bool
+}
+
+// resolve turns the part index an event gives (nil: none) into a
+// position in the list, len(parts) for a part not read yet. An event that
+// adds a part without an index adds one; one that names a part without an
+// index names the last.
+func (l *partList) resolve(idx *int, adding bool) (int, error) {
+	n := len(l.parts)
+	if idx == nil {
+		if adding || n == 0 {
+			return n, nil
+		}
+		return n - 1, nil
+	}
+	if *idx < 0 {
+		return 0, fmt.Errorf("part index %d", *idx)
+	}
+	if !l.based {
+		l.based = true
+		l.base = *idx - max(n-1, 0)
+		if adding || n == 0 {
+			l.base = *idx - n
+		}
+	}
+	r := *idx - l.base
+	if r < 0 || r > n {
+		return 0, fmt.Errorf("part index %d where the item has %d parts", *idx, n)
+	}
+	return r, nil
+}
+
 // outItem is an output item as read so far.
 type outItem struct {
-	typ, id string
-	raw     json.RawMessage // as first sent (or as done), for rebuilding it
-	parts   []*outPart      // message content, reasoning text
-	summary []*outPart      // a reasoning item's summary
-	name    string          // a function call's name
-	args    []byte          // and arguments
-	call    string          // a function call's key for the feeder
-	done    bool
-	// whole: raw is the item as done (a copy of what was read), given
-	// back as it is.
+	typ, id          string
+	raw              json.RawMessage // as first sent (or as done), for rebuilding it
+	content, summary partList
+	name             string // a call's name
+	args             []byte // and its arguments or input
+	call             string // a call's key for the feeder
+	done             bool
+	// whole: raw is the item as done, checked to say what was read:
+	// given back as it is.
 	whole bool
 }
 
@@ -189,131 +287,168 @@ type outItem struct {
 // it ends.
 type outState struct {
 	items []*outItem
-	calls int // function calls begun
+	calls int   // tool calls begun
+	size  int64 // bytes of text read
+	limit int64 // its bound; 0: none
 }
 
 // newText collects an event's text that the guard has not read yet.
-type newText struct{ tf textFields }
-
-func (n *newText) add(kind fieldKind, s string) {
-	if s == "" {
-		return
-	}
-	var p **string
-	switch kind {
-	case fieldReasoning:
-		p = &n.tf.ReasoningContent
-	case fieldRefusal:
-		p = &n.tf.Refusal
-	default:
-		p = &n.tf.Content
-	}
-	if *p == nil {
-		*p = new(string)
-	}
-	**p += s
+type newText struct {
+	b     [numFields]strings.Builder
+	tools []callPiece
 }
 
-func partKind(typ string) fieldKind {
-	switch typ {
-	case "refusal":
-		return fieldRefusal
-	case "reasoning_text", "summary_text":
+func (n *newText) add(kind fieldKind, s string) { n.b[kind].WriteString(s) }
+
+// fields is the text as the fields feedFields reads.
+func (n *newText) fields() textFields {
+	var tf textFields
+	for kind, p := range map[fieldKind]**string{fieldReasoning: &tf.ReasoningContent, fieldContent: &tf.Content, fieldRefusal: &tf.Refusal} {
+		if n.b[kind].Len() > 0 {
+			s := n.b[kind].String()
+			*p = &s
+		}
+	}
+	tf.tools = n.tools
+	return tf
+}
+
+// partKind is the field a part's text is fed as.
+func partKind(item, part string) fieldKind {
+	switch {
+	case item == "reasoning":
 		return fieldReasoning
+	case part == "refusal":
+		return fieldRefusal
 	}
 	return fieldContent
 }
 
-// last reports whether it is the item being written (the last one).
-func (o *outState) last(it *outItem) bool { return len(o.items) > 0 && o.items[len(o.items)-1] == it }
-
-// add reads an item that was not sent before; all its text is new.
-func (o *outState) add(w *wireItem, raw json.RawMessage, n *newText) *outItem {
-	it := &outItem{typ: w.Type, id: w.ID, raw: raw}
-	if w.Type == "function_call" {
-		it.call = fmt.Sprint(o.calls)
-		o.calls++
-	}
-	o.items = append(o.items, it)
-	_ = o.extend(it, w, n) // nothing read yet: nothing to contradict
-	return it
-}
-
-// extend reads w, the whole of item it as sent again: w must repeat the
-// text read so far and may add to it only at its end, and only to the
-// item being written; what it adds goes to n.
-func (o *outState) extend(it *outItem, w *wireItem, n *newText) error {
-	if w.Type != it.typ || w.ID != "" && it.id != "" && w.ID != it.id {
-		return fmt.Errorf("item %s of type %s sent again as %s of type %s", it.id, it.typ, w.ID, w.Type)
-	}
-	open := o.last(it)
-	grow := func(list *[]*outPart, parts []wirePart) error {
-		if len(parts) < len(*list) {
-			return fmt.Errorf("item %s sent again with fewer parts", it.id)
-		}
-		for j := range parts {
-			rest, err := o.extendPart(it, list, j, parts[j].Type, parts[j].body(), open)
-			if err != nil {
-				return err
-			}
-			n.add(partKind(parts[j].Type), rest)
-		}
-		return nil
-	}
-	if err := grow(&it.summary, w.Summary); err != nil {
-		return err
-	}
-	if err := grow(&it.parts, w.Content); err != nil {
-		return err
-	}
-	if it.typ != "function_call" {
-		return nil
-	}
-	name, args := deref(w.Name), deref(w.Arguments)
-	var p callPiece
-	switch {
-	case name == it.name:
-	case it.name == "" && len(it.args) == 0 && open:
-		p.name, it.name = name, name
-	default:
-		return fmt.Errorf("function call %s sent again with another name", it.id)
-	}
-	if !extends(args, it.args) || len(args) > len(it.args) && !open {
-		return fmt.Errorf("function call %s sent again with arguments that are not those its deltas sent", it.id)
-	}
-	p.args = args[len(it.args):]
-	it.args = append(it.args, p.args...)
-	if p.name != "" || p.args != "" {
-		p.key, p.json = it.call, true
-		n.tf.tools = append(n.tf.tools, p)
+// grow counts n more bytes of text read.
+func (o *outState) grow(n int) error {
+	o.size += int64(n)
+	if o.limit > 0 && o.size > o.limit {
+		return fmt.Errorf("the answer's text grew past %d bytes", o.limit)
 	}
 	return nil
 }
 
-// extendPart reads part j of a list as sent whole (text full): a new part
-// at the end, or one read before, whose text full must extend (only the
-// last part of the open item may grow). It returns the new text.
-func (o *outState) extendPart(it *outItem, list *[]*outPart, j int, typ, full string, open bool) (string, error) {
-	switch {
-	case j > len(*list):
-		return "", fmt.Errorf("item %s: part %d before part %d", it.id, j, len(*list))
-	case j == len(*list):
-		if !open && full != "" {
-			return "", fmt.Errorf("item %s: a part with text added after the item ended", it.id)
+func (o *outState) lastItem() *outItem {
+	if len(o.items) == 0 {
+		return nil
+	}
+	return o.items[len(o.items)-1]
+}
+
+// open reports whether it is the item being written: the last, not done.
+func (o *outState) open(it *outItem) bool { return it == o.lastItem() && !it.done }
+
+// add reads an item that was not sent before; all its text is new.
+func (o *outState) add(w *wireItem, raw json.RawMessage, n *newText) (*outItem, error) {
+	if last := o.lastItem(); last != nil {
+		last.done = true
+	}
+	it := &outItem{typ: w.Type, id: w.ID, raw: raw}
+	if itemTypes[w.Type].call {
+		it.call = fmt.Sprint(o.calls)
+		o.calls++
+	}
+	o.items = append(o.items, it)
+	if err := o.extend(it, w, n); err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// errMismatch is a copy of the text that does not say what was read.
+var errMismatch = errors.New("a copy of the answer's text that is not what was read")
+
+// extend reads w, the whole of item it as sent again (ids aside): w must
+// repeat the text read so far and may add to it only at its end, and only
+// to the item being written; what it adds goes to n. errMismatch, with
+// nothing read, when it does not.
+func (o *outState) extend(it *outItem, w *wireItem, n *newText) error {
+	if w.Type != it.typ {
+		return errMismatch
+	}
+	open := o.open(it)
+	// check returns the bytes parts add to list l, or -1 when they do not
+	// extend it.
+	check := func(l *partList, parts []wirePart) int {
+		if len(parts) < len(l.parts) {
+			return -1
 		}
-		*list = append(*list, &outPart{typ: typ, b: []byte(full)})
-		return full, nil
+		added := 0
+		for j, p := range parts {
+			full := p.body()
+			if j >= len(l.parts) {
+				if !open && full != "" {
+					return -1
+				}
+				added += len(full)
+				continue
+			}
+			q := l.parts[j]
+			if q.typ != p.Type || !extends(full, q.b) || len(full) > len(q.b) && (!open || j != len(l.parts)-1) {
+				return -1
+			}
+			added += len(full) - len(q.b)
+		}
+		return added
 	}
-	p := (*list)[j]
-	if p.typ != typ {
-		return "", fmt.Errorf("item %s: part %d of type %s sent again as %s", it.id, j, p.typ, typ)
+	summary, content := check(&it.summary, w.Summary), check(&it.content, w.Content)
+	// The summary comes before the content: it may not grow once the
+	// content began.
+	if summary < 0 || content < 0 || summary > 0 && len(it.content.parts) > 0 {
+		return errMismatch
 	}
-	if !extends(full, p.b) || len(full) > len(p.b) && (!open || j != len(*list)-1) {
-		return "", fmt.Errorf("item %s: part %d sent again with text that is not what was sent before", it.id, j)
+	added := summary + content
+	var name, args string
+	if itemTypes[it.typ].call {
+		name, args = deref(w.Name), deref(w.callText())
+		switch {
+		case name != it.name && (it.name != "" || len(it.args) > 0 || !open):
+			return errMismatch
+		case !extends(args, it.args) || len(args) > len(it.args) && !open:
+			return errMismatch
+		}
+		added += len(args) - len(it.args)
+		if name != it.name {
+			added += len(name)
+		}
 	}
-	rest := full[len(p.b):]
-	p.b = append(p.b, rest...)
-	return rest, nil
+	if err := o.grow(added); err != nil {
+		return err
+	}
+	apply := func(l *partList, parts []wirePart) {
+		for j, p := range parts {
+			full := p.body()
+			if j >= len(l.parts) {
+				l.parts = append(l.parts, &outPart{typ: p.Type, b: []byte(full)})
+				n.add(partKind(it.typ, p.Type), full)
+				continue
+			}
+			q := l.parts[j]
+			rest := full[len(q.b):]
+			q.b = append(q.b, rest...)
+			n.add(partKind(it.typ, p.Type), rest)
+		}
+	}
+	apply(&it.summary, w.Summary)
+	apply(&it.content, w.Content)
+	if itemTypes[it.typ].call {
+		var p callPiece
+		if name != it.name {
+			p.name, it.name = name, name
+		}
+		p.args = args[len(it.args):]
+		it.args = append(it.args, p.args...)
+		if p.name != "" || p.args != "" {
+			p.key, p.json = it.call, it.typ == "function_call"
+			n.tools = append(n.tools, p)
+		}
+	}
+	return nil
 }
 
 // extends reports whether s begins with b.
@@ -327,7 +462,7 @@ func (o *outState) outputText() string {
 		if it.typ != "message" {
 			continue
 		}
-		for _, p := range it.parts {
+		for _, p := range it.content.parts {
 			if p.typ == "output_text" {
 				b.Write(p.b)
 			}
@@ -336,9 +471,13 @@ func (o *outState) outputText() string {
 	return b.String()
 }
 
-// readResponse reads a response object's output against o (new items are
-// added, the others extended) and checks its output_text.
+// readResponse reads a response object's output against o: items read
+// before extended, new ones added. errMismatch, with nothing read, when
+// it does not say what was read (or its output_text does not).
 func (o *outState) readResponse(raw json.RawMessage, n *newText) error {
+	if err := checkEnvelope(raw); err != nil {
+		return err
+	}
 	var r struct {
 		Output     []json.RawMessage `json:"output"`
 		OutputText *string           `json:"output_text"`
@@ -346,84 +485,123 @@ func (o *outState) readResponse(raw json.RawMessage, n *newText) error {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return err
 	}
-	if len(r.Output) < len(o.items) {
-		return fmt.Errorf("a response with %d output items where %d were sent", len(r.Output), len(o.items))
-	}
+	ws := make([]*wireItem, len(r.Output))
 	for i, rawItem := range r.Output {
-		var w wireItem
-		if err := json.Unmarshal(rawItem, &w); err != nil {
+		w, err := readItem(rawItem)
+		if err != nil {
 			return err
 		}
-		if err := w.check(); err != nil {
-			return err
-		}
-		if i == len(o.items) {
-			if i > 0 {
-				o.items[i-1].done = true
+		ws[i] = w
+	}
+	if len(ws) < len(o.items) {
+		return errMismatch
+	}
+	// Checked whole before anything is read: a trial on copies.
+	trial := outState{limit: o.limit, size: o.size, calls: o.calls}
+	for _, it := range o.items {
+		trial.items = append(trial.items, it.clone())
+	}
+	var tn newText
+	for i, w := range ws {
+		if i < len(trial.items) {
+			if err := trial.extend(trial.items[i], w, &tn); err != nil {
+				return err
 			}
-			it := o.add(&w, rawItem, n)
-			it.whole, it.done = true, true
 			continue
 		}
-		if err := o.extend(o.items[i], &w, n); err != nil {
+		if _, err := trial.add(w, r.Output[i], &tn); err != nil {
 			return err
 		}
-		o.items[i].raw, o.items[i].whole, o.items[i].done = rawItem, true, true
 	}
-	if r.OutputText != nil && *r.OutputText != o.outputText() {
-		return errors.New("an output_text that is not the output's text")
+	if r.OutputText != nil && *r.OutputText != trial.outputText() {
+		return errMismatch
 	}
+	for i, it := range trial.items {
+		it.raw, it.whole, it.done = r.Output[i], true, true
+	}
+	*o = trial
+	*n = tn
 	return nil
 }
 
-// json rebuilds the output as read: each item as first sent with the text
-// read since, and status "incomplete" for an item not done when incomplete
-// is set (a response the proxy ends).
+func (it *outItem) clone() *outItem {
+	c := *it
+	c.args = append([]byte(nil), it.args...)
+	for _, l := range []*partList{&c.content, &c.summary} {
+		ps := make([]*outPart, len(l.parts))
+		for i, p := range l.parts {
+			ps[i] = &outPart{typ: p.typ, b: append([]byte(nil), p.b...)}
+		}
+		l.parts = ps
+	}
+	return &c
+}
+
+func readItem(raw json.RawMessage) (*wireItem, error) {
+	var w wireItem
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("item: %v", err)
+	}
+	return &w, w.check()
+}
+
+// partJSON is a part as the proxy writes it.
+func (p *outPart) json() map[string]any {
+	pm := map[string]any{"type": p.typ}
+	switch p.typ {
+	case "refusal":
+		pm["refusal"] = string(p.b)
+	case "output_text":
+		pm["text"], pm["annotations"] = string(p.b), []any{}
+	default:
+		pm["text"] = string(p.b)
+	}
+	return pm
+}
+
+// json rebuilds the item as read: as first sent, with its text as read
+// (every part list and call input replaced), status "incomplete" when it
+// is not done and incomplete is set (a response the proxy ends). An item
+// given whole (checked) goes as it came.
+func (it *outItem) json(incomplete bool) json.RawMessage {
+	if it.whole {
+		return it.raw
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(it.raw, &m) != nil || m == nil {
+		m = map[string]json.RawMessage{"type": mustJSON(it.typ)}
+		if it.id != "" {
+			m["id"] = mustJSON(it.id)
+		}
+	}
+	parts := func(l *partList) json.RawMessage {
+		ps := make([]map[string]any, 0, len(l.parts))
+		for _, p := range l.parts {
+			ps = append(ps, p.json())
+		}
+		return mustJSON(ps)
+	}
+	switch it.typ {
+	case "message":
+		m["content"] = parts(&it.content)
+	case "reasoning":
+		m["summary"], m["content"] = parts(&it.summary), parts(&it.content)
+	case "function_call":
+		m["name"], m["arguments"] = mustJSON(it.name), mustJSON(string(it.args))
+	case "custom_tool_call":
+		m["name"], m["input"] = mustJSON(it.name), mustJSON(string(it.args))
+	}
+	if incomplete && !it.done {
+		m["status"] = mustJSON("incomplete")
+	}
+	return mustJSON(m)
+}
+
+// json rebuilds the output as read (outItem.json).
 func (o *outState) json(incomplete bool) []json.RawMessage {
 	out := make([]json.RawMessage, 0, len(o.items))
 	for _, it := range o.items {
-		if it.whole {
-			out = append(out, it.raw)
-			continue
-		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(it.raw, &m) != nil || m == nil {
-			m = map[string]json.RawMessage{"type": mustJSON(it.typ)}
-			if it.id != "" {
-				m["id"] = mustJSON(it.id)
-			}
-		}
-		parts := func(list []*outPart) json.RawMessage {
-			ps := make([]map[string]any, 0, len(list))
-			for _, p := range list {
-				pm := map[string]any{"type": p.typ}
-				switch p.typ {
-				case "refusal":
-					pm["refusal"] = string(p.b)
-				case "output_text":
-					pm["text"], pm["annotations"] = string(p.b), []any{}
-				default:
-					pm["text"] = string(p.b)
-				}
-				ps = append(ps, pm)
-			}
-			return mustJSON(ps)
-		}
-		switch it.typ {
-		case "message":
-			m["content"] = parts(it.parts)
-		case "reasoning":
-			m["summary"] = parts(it.summary)
-			if len(it.parts) > 0 {
-				m["content"] = parts(it.parts)
-			}
-		case "function_call":
-			m["name"], m["arguments"] = mustJSON(it.name), mustJSON(string(it.args))
-		}
-		if incomplete && !it.done {
-			m["status"] = mustJSON("incomplete")
-		}
-		out = append(out, mustJSON(m))
+		out = append(out, it.json(incomplete))
 	}
 	return out
 }

@@ -94,9 +94,10 @@ func FuzzParseResponsesRequest(f *testing.F) {
 
 // FuzzResponsesStream feeds a Responses stream (events' data separated by
 // blank lines) to the parser and checks, for every event it accepts up to
-// the first it refuses, that each text in it a client can read — deltas,
-// done texts, parts, items, the completed response's output — was judged:
-// it is in the text fed to the guard so far.
+// the first it refuses, that each text in it a client can read (as it
+// came, or as the parser rewrote it) — deltas, done texts, parts, items,
+// the completed response's output — was judged: it is in the text fed to
+// the guard so far.
 func FuzzResponsesStream(f *testing.F) {
 	for _, s := range []respSpec{
 		{Content: []string{"Hello", " world"}},
@@ -126,7 +127,13 @@ func FuzzResponsesStream(f *testing.F) {
 			for _, c := range tf.tools {
 				judged.WriteString(c.name + c.args)
 			}
-			v, err := exactDecode(d)
+			// What the client reads: the event as it came, or rewritten.
+			read := d
+			if p.raw != nil {
+				_, after, _ := bytes.Cut(p.raw, []byte("\ndata: "))
+				read = bytes.TrimSpace(after)
+			}
+			v, err := exactDecode(read)
 			if err != nil {
 				if len(bytes.TrimSpace(d)) == 0 || string(bytes.TrimSpace(d)) == "[DONE]" {
 					continue

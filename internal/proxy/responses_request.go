@@ -22,17 +22,25 @@ import (
 // for what the proxy cannot judge in the answer: log probabilities
 // (top_logprobs, include), built-in tools (their calls and results are
 // output items that are not the model's text), and background responses
-// (fetched later, past the proxy).
+// (fetched later, past the proxy); and vLLM's members that add turns the
+// guard would not read or spell the answer beside its output.
 
 // responsesRequestShape is what parseResponsesRequest decodes.
 var responsesRequestShape = object(map[string]*shape{
-	"model": nil, "stream": nil, "instructions": nil, "tools": nil, "text": object(map[string]*shape{"format": nil}),
+	"model": nil, "stream": nil, "instructions": nil, "tools": arrayOf(object(map[string]*shape{"type": nil})),
+	"text":    object(map[string]*shape{"format": object(map[string]*shape{"type": nil})}),
 	"include": nil, "top_logprobs": nil, "background": nil, "previous_response_id": nil, "conversation": nil, "prompt": nil,
 	"input": {elem: object(map[string]*shape{
-		"type": nil, "role": nil, "call_id": nil, "name": nil, "arguments": nil, "output": nil, "summary": {elem: object(map[string]*shape{"text": nil})},
+		"type": nil, "role": nil, "call_id": nil, "name": nil, "arguments": nil, "input": nil, "output": nil, "summary": {elem: object(map[string]*shape{"text": nil})},
 		"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
 	})},
+	"previous_input_messages": nil, "enable_response_messages": nil, "chat_template": nil, "chat_template_kwargs": nil,
 })
+
+// responsesTools are the tool types a request may declare: the
+// application's own functions and custom (free-form) tools, whose
+// definitions are judged and whose calls are the model's text.
+var responsesTools = map[string]bool{"function": true, "custom": true}
 
 // responsesIncludes are the include values a request may ask for: the
 // encrypted reasoning a client sends back (no text it can read), and the
@@ -55,6 +63,13 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		Previous     json.RawMessage `json:"previous_response_id"`
 		Conversation json.RawMessage `json:"conversation"`
 		Prompt       json.RawMessage `json:"prompt"`
+		// vLLM's: earlier turns read into the conversation, the
+		// conversation and answer spelt out in the response, and the
+		// chat template and its arguments.
+		PreviousInput    json.RawMessage `json:"previous_input_messages"`
+		ResponseMessages json.RawMessage `json:"enable_response_messages"`
+		Template         json.RawMessage `json:"chat_template"`
+		Kwargs           json.RawMessage `json:"chat_template_kwargs"`
 	}
 	if err := strictJSON(body, responsesRequestShape); err != nil {
 		return nil, fmt.Errorf("request body is not a Responses API JSON object: %v", err)
@@ -73,6 +88,15 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		return nil, errors.New("background: a background response is fetched later, past the guard; leave background out")
 	case truthy(w.TopLogprobs):
 		return nil, errors.New("top_logprobs: streamguard does not relay log probabilities (their tokens and alternatives are text it does not judge); leave top_logprobs out")
+	case !chatmsg.Absent(w.PreviousInput):
+		return nil, errors.New("previous_input_messages: streamguard judges the conversation in input; send the earlier turns there")
+	case truthy(w.ResponseMessages):
+		return nil, errors.New("enable_response_messages: the answer spelt out beside its output is text streamguard does not judge; leave it out")
+	case !chatmsg.Absent(w.Template):
+		return nil, errors.New("chat_template: streamguard judges the conversation as the model's own template lays it out; leave chat_template out")
+	}
+	if err := checkTemplateKwargs(w.Kwargs); err != nil {
+		return nil, err
 	}
 	for _, inc := range w.Include {
 		if !responsesIncludes[inc] {
@@ -86,8 +110,12 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		if err := json.Unmarshal(t, &def); err != nil {
 			return nil, fmt.Errorf("tools[%d]: want an object: %v", i, err)
 		}
-		if def.Type != "function" {
-			return nil, fmt.Errorf("tools[%d]: type %q: streamguard judges function tools only (a built-in tool's calls and results are output that is not the model's text); declare your own functions", i, def.Type)
+		if !responsesTools[def.Type] {
+			hint := ""
+			if def.Type == "web_search" || def.Type == "web_search_preview" {
+				hint = ` (Codex adds web_search by default: run it with -c web_search="disabled")`
+			}
+			return nil, fmt.Errorf("tools[%d]: type %q: streamguard judges function and custom tools only (a built-in tool's calls and results are output that is not the model's text); declare your own tools%s", i, def.Type, hint)
 		}
 	}
 	raws, err := responsesInput(w.Instructions, w.Input)
@@ -125,6 +153,7 @@ type responsesItem struct {
 	CallID    string          `json:"call_id"`
 	Name      *string         `json:"name"`
 	Arguments json.RawMessage `json:"arguments"`
+	Input     json.RawMessage `json:"input"`
 	Output    json.RawMessage `json:"output"`
 	Summary   []struct {
 		Text string `json:"text"`
@@ -138,7 +167,7 @@ type responsesItem struct {
 // reads them); an assistant's reasoning items (their summaries and
 // reasoning text), messages and function calls after one another as one
 // assistant turn, its tool calls written as the template writes them;
-// function call outputs as tool results.
+// function and custom tool call outputs as tool results.
 func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	if !chatmsg.Absent(instructions) {
@@ -242,13 +271,20 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 			asst.open = true
 			asst.calls = append(asst.calls, map[string]any{"type": "function", "id": it.CallID,
 				"function": map[string]any{"name": *it.Name, "arguments": it.Arguments}})
-		case "function_call_output":
+		case "custom_tool_call":
+			if it.Name == nil {
+				return nil, fmt.Errorf("input[%d]: a custom_tool_call without a name", i)
+			}
+			asst.open = true
+			asst.calls = append(asst.calls, map[string]any{"type": "custom", "id": it.CallID,
+				"custom": map[string]any{"name": *it.Name, "input": it.Input}})
+		case "function_call_output", "custom_tool_call_output":
 			closeTurn()
 			out = append(out, mustJSON(map[string]any{"role": "tool", "tool_call_id": it.CallID, "content": it.Output}))
 		case "item_reference":
 			return nil, fmt.Errorf("input[%d]: an item_reference points at a stored item that streamguard cannot see; send the item itself", i)
 		default:
-			return nil, fmt.Errorf("input[%d]: an item of type %q, which streamguard does not judge: it reads messages, reasoning, function_call and function_call_output items", i, typ)
+			return nil, fmt.Errorf("input[%d]: an item of type %q, which streamguard does not judge: it reads messages, reasoning, function and custom tool calls and their outputs", i, typ)
 		}
 	}
 	closeTurn()

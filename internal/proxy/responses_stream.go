@@ -21,6 +21,7 @@ type responsesEvent struct {
 	Text         *string         `json:"text"`
 	Refusal      *string         `json:"refusal"`
 	Arguments    *string         `json:"arguments"`
+	Input        *string         `json:"input"`
 	Name         *string         `json:"name"`
 	Logprobs     json.RawMessage `json:"logprobs"`
 	Item         json.RawMessage `json:"item"`
@@ -28,10 +29,91 @@ type responsesEvent struct {
 	Response     json.RawMessage `json:"response"`
 }
 
+// responsesEventShape is a streamed event, of any type: its members by
+// name (eventSpec says which each type may carry).
+var responsesEventShape = closedObject(map[string]*shape{
+	"type": scalar, "sequence_number": scalar, "item_id": scalar, "output_index": scalar, "content_index": scalar,
+	"summary_index": scalar, "delta": scalar, "text": scalar, "refusal": scalar, "arguments": scalar, "input": scalar,
+	"name": scalar, "obfuscation": scalar, "logprobs": nil, "code": scalar, "message": scalar, "param": scalar, "error": nil,
+	"item": outItemShape, "part": outPartShape, "response": responseShape,
+})
+
+// eventKind is what an event does to the output.
+type eventKind uint8
+
+const (
+	evSnapshot  eventKind = iota // response.created, .in_progress, .queued: the response so far, no output
+	evFinal                      // response.completed, .incomplete: the whole response (a copy)
+	evFailed                     // response.failed: passed on (relay's apiErr)
+	evError                      // error: passed on
+	evKeepalive                  // a heartbeat, no content
+	evItemAdded                  // a new item
+	evItemDone                   // an item whole (a copy)
+	evPartAdded                  // a new part
+	evPartDone                   // a part whole (a copy)
+	evDelta                      // text added to the last part
+	evTextDone                   // a part's text whole (a copy)
+	evArgsDelta                  // a call's input added
+	evArgsDone                   // a call's input whole (a copy)
+)
+
+// eventSpec is what the proxy reads of an event type: its kind, the part
+// list it is about (summary or content) and part type, and the members it
+// may carry beside type, sequence_number and the indexes.
+type eventSpec struct {
+	kind    eventKind
+	summary bool
+	part    string // the part type of a delta or text done
+	members []string
+}
+
+var eventSpecs = map[string]eventSpec{
+	"response.created":     {kind: evSnapshot, members: []string{"response"}},
+	"response.in_progress": {kind: evSnapshot, members: []string{"response"}},
+	"response.queued":      {kind: evSnapshot, members: []string{"response"}},
+	"response.completed":   {kind: evFinal, members: []string{"response"}},
+	"response.incomplete":  {kind: evFinal, members: []string{"response"}},
+	"response.failed":      {kind: evFailed, members: []string{"response"}},
+	"error":                {kind: evError, members: []string{"code", "message", "param", "error"}},
+	// OpenAI's heartbeat while a model reasons.
+	"keepalive": {kind: evKeepalive},
+	"ping":      {kind: evKeepalive},
+
+	"response.output_item.added":            {kind: evItemAdded, members: []string{"item"}},
+	"response.output_item.done":             {kind: evItemDone, members: []string{"item"}},
+	"response.content_part.added":           {kind: evPartAdded, members: []string{"part"}},
+	"response.content_part.done":            {kind: evPartDone, members: []string{"part"}},
+	"response.reasoning_part.added":         {kind: evPartAdded, members: []string{"part"}}, // vLLM
+	"response.reasoning_part.done":          {kind: evPartDone, members: []string{"part"}},
+	"response.reasoning_summary_part.added": {kind: evPartAdded, summary: true, members: []string{"part"}},
+	"response.reasoning_summary_part.done":  {kind: evPartDone, summary: true, members: []string{"part"}},
+
+	"response.output_text.delta":            {kind: evDelta, part: "output_text", members: []string{"delta", "logprobs", "obfuscation"}},
+	"response.refusal.delta":                {kind: evDelta, part: "refusal", members: []string{"delta", "obfuscation"}},
+	"response.reasoning_text.delta":         {kind: evDelta, part: "reasoning_text", members: []string{"delta", "obfuscation"}},
+	"response.reasoning_summary_text.delta": {kind: evDelta, summary: true, part: "summary_text", members: []string{"delta", "obfuscation"}},
+	"response.output_text.done":             {kind: evTextDone, part: "output_text", members: []string{"text", "logprobs"}},
+	"response.refusal.done":                 {kind: evTextDone, part: "refusal", members: []string{"refusal"}},
+	"response.reasoning_text.done":          {kind: evTextDone, part: "reasoning_text", members: []string{"text"}},
+	"response.reasoning_summary_text.done":  {kind: evTextDone, summary: true, part: "summary_text", members: []string{"text"}},
+
+	"response.function_call_arguments.delta": {kind: evArgsDelta, part: "function_call", members: []string{"delta", "obfuscation"}},
+	"response.function_call_arguments.done":  {kind: evArgsDone, part: "function_call", members: []string{"arguments", "name"}},
+	"response.custom_tool_call_input.delta":  {kind: evArgsDelta, part: "custom_tool_call", members: []string{"delta", "obfuscation"}},
+	"response.custom_tool_call_input.done":   {kind: evArgsDone, part: "custom_tool_call", members: []string{"input", "name"}},
+}
+
+// contentMembers are the members an event carries for its type's sake
+// (checked against eventSpec.members); the others (type, ids, indexes,
+// sequence_number) carry no text.
+var contentMembers = []string{"delta", "text", "refusal", "arguments", "input", "name", "logprobs", "obfuscation",
+	"code", "message", "param", "error", "item", "part", "response"}
+
 // responsesEventInfo is what a held event keeps (heldEvent.info): the
 // event read, and its data.
 type responsesEventInfo struct {
 	ev   responsesEvent
+	spec eventSpec
 	data []byte
 }
 
@@ -46,11 +128,22 @@ type responsesStream struct {
 	seq      int64    // the last sequence number the client got
 }
 
-func newResponsesStream(x *exchange) *responsesStream { return &responsesStream{x: x, seq: -1} }
+func newResponsesStream(x *exchange) *responsesStream {
+	// The text read is kept twice (what the upstream sent, what the
+	// client was sent): each within half the response size limit.
+	s := &responsesStream{x: x, seq: -1}
+	s.recv.limit = defaultMaxRequestBytes * 4 / 2
+	if x.h != nil {
+		s.recv.limit = x.h.cfg.maxResponseBytes() / 2
+	}
+	return s
+}
 
 // parse reads one event strictly: its data must be a JSON object of a
-// type the proxy reads, named as its "event" field names it, in an order
-// the API sends them (see the comment of responses.go).
+// type the proxy reads, with the members of that type only, named as its
+// "event" field names it, in an order the API sends them (see the
+// comment of responses.go). A copy of the text that does not say what
+// was read is rewritten (parsedEvent.raw).
 func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 	if ev.bad != nil {
 		return parsedEvent{bad: ev.bad}
@@ -76,17 +169,30 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 	if ev.name != "" && ev.name != e.Type {
 		return parsedEvent{bad: fmt.Errorf("an event named %q whose data is of type %q", ev.name, e.Type)}
 	}
+	spec, ok := eventSpecs[e.Type]
+	if !ok {
+		return parsedEvent{bad: fmt.Errorf("an event of type %q, which streamguard does not judge", e.Type)}
+	}
+	info.spec = spec
+	if err := checkMembers(d, spec.members); err != nil {
+		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
+	}
 	p := parsedEvent{isChunk: true, info: info}
-	switch e.Type {
-	case "error", "response.failed":
+	switch spec.kind {
+	case evKeepalive:
+		return p
+	case evError, evFailed:
 		p.apiErr = d
 		return p
-	case "response.created", "response.in_progress", "response.queued":
+	case evSnapshot:
 		var r struct {
 			Output []json.RawMessage `json:"output"`
 		}
 		if err := json.Unmarshal(e.Response, &r); err != nil || len(r.Output) > 0 || len(s.recv.items) > 0 {
 			return parsedEvent{bad: fmt.Errorf("a %s event with output", e.Type)}
+		}
+		if err := checkEnvelope(e.Response); err != nil {
+			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 		}
 		s.snapshot = e.Response
 		return p
@@ -95,184 +201,312 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		return parsedEvent{bad: fmt.Errorf("a %s event before response.created", e.Type)}
 	}
 	var n newText
-	switch e.Type {
-	case "response.completed", "response.incomplete":
+	var err error
+	if spec.kind == evFinal {
 		p.finished = true
-		if err := s.recv.readResponse(e.Response, &n); err != nil {
-			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
-		}
-	default:
-		if err := s.recv.step(e, &n); err != nil {
-			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
-		}
+		err = s.recv.readResponse(e.Response, &n)
+	} else {
+		err = s.recv.step(e, spec, &n)
 	}
-	p.hasText, p.text = true, n.tf
+	switch {
+	case errors.Is(err, errMismatch):
+		if p.raw, err = s.rewrite(info); err != nil {
+			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
+		}
+	case err != nil:
+		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
+	}
+	p.hasText, p.text = true, n.fields()
 	return p
 }
 
-// step reads an output event into o; the text it adds goes to n.
-func (o *outState) step(e *responsesEvent, n *newText) error {
-	switch e.Type {
-	case "response.output_item.added":
-		w, err := readItem(e.Item)
-		if err != nil {
-			return err
-		}
-		if e.OutputIndex == nil || *e.OutputIndex != len(o.items) {
-			return fmt.Errorf("output_index %s where item %d comes next", index(e.OutputIndex), len(o.items))
-		}
-		if len(o.items) > 0 {
-			o.items[len(o.items)-1].done = true
-		}
-		o.add(w, e.Item, n)
-		return nil
-	case "response.output_item.done":
-		it, err := o.open(e)
-		if err != nil {
-			return err
-		}
-		w, err := readItem(e.Item)
-		if err != nil {
-			return err
-		}
-		if err := o.extend(it, w, n); err != nil {
-			return err
-		}
-		it.raw, it.whole, it.done = e.Item, true, true
-		return nil
-	case "response.output_text.annotation.added":
-		_, err := o.open(e)
+// checkMembers refuses an event that carries a member its type does not
+// (a done event with a "delta", a delta with "text"), so that no client
+// reads text where the proxy did not.
+func checkMembers(d []byte, allowed []string) error {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(d, &all); err != nil {
 		return err
 	}
-	it, err := o.open(e)
+	for _, k := range contentMembers {
+		if _, ok := all[k]; !ok {
+			continue
+		}
+		found := false
+		for _, a := range allowed {
+			found = found || a == k
+		}
+		if !found {
+			return fmt.Errorf("a %q member this event type does not carry", k)
+		}
+	}
+	return nil
+}
+
+// step reads an output event into o; the text it adds goes to n.
+// errMismatch: a copy that does not say what was read (nothing read).
+func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
+	if e.OutputIndex != nil && *e.OutputIndex < 0 {
+		return fmt.Errorf("output_index %d", *e.OutputIndex)
+	}
+	switch spec.kind {
+	case evItemAdded:
+		w, err := readItem(e.Item)
+		if err != nil {
+			return err
+		}
+		if w.ID != "" && o.byID(w.ID) != nil {
+			return fmt.Errorf("item %q added twice", w.ID)
+		}
+		_, err = o.add(w, e.Item, n)
+		return err
+	case evItemDone:
+		it, err := o.named(e, false)
+		if err != nil {
+			return err
+		}
+		w, err := readItem(e.Item)
+		if err != nil {
+			return err
+		}
+		err = o.extend(it, w, n)
+		it.done = true
+		if err == nil {
+			it.raw, it.whole = e.Item, true
+		}
+		return err
+	}
+	adding := spec.kind == evPartAdded || spec.kind == evDelta || spec.kind == evArgsDelta
+	it, err := o.named(e, adding)
 	if err != nil {
 		return err
 	}
-	var list *[]*outPart
-	idx := e.ContentIndex
-	typ := ""
-	switch e.Type {
-	case "response.content_part.added", "response.content_part.done":
-		list = &it.parts
-	case "response.reasoning_summary_part.added", "response.reasoning_summary_part.done":
-		list, idx = &it.summary, e.SummaryIndex
-	case "response.output_text.delta", "response.output_text.done":
-		list, typ = &it.parts, "output_text"
-	case "response.refusal.delta", "response.refusal.done":
-		list, typ = &it.parts, "refusal"
-	case "response.reasoning_text.delta", "response.reasoning_text.done":
-		list, typ = &it.parts, "reasoning_text"
-	case "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done":
-		list, idx, typ = &it.summary, e.SummaryIndex, "summary_text"
-	case "response.function_call_arguments.delta":
-		if it.typ != "function_call" || e.Delta == nil {
-			return errors.New("arguments for an item that is not a function call")
+	t := itemTypes[it.typ]
+	if spec.kind == evArgsDelta || spec.kind == evArgsDone {
+		if it.typ != spec.part {
+			return fmt.Errorf("a call's input for a %s item", it.typ)
+		}
+		if spec.kind == evArgsDone {
+			name := e.Name
+			if name == nil {
+				name = &it.name
+			}
+			return o.extend(it, &wireItem{Type: it.typ, Name: name, Arguments: e.Arguments, Input: e.Input}, n)
+		}
+		if e.Delta == nil {
+			return errors.New("no delta")
+		}
+		if err := o.grow(len(*e.Delta)); err != nil {
+			return err
 		}
 		it.args = append(it.args, *e.Delta...)
 		if *e.Delta != "" {
-			n.tf.tools = append(n.tf.tools, callPiece{key: it.call, args: *e.Delta, json: true})
+			n.tools = append(n.tools, callPiece{key: it.call, args: *e.Delta, json: it.typ == "function_call"})
 		}
 		return nil
-	case "response.function_call_arguments.done":
-		if it.typ != "function_call" || e.Arguments == nil {
-			return errors.New("arguments for an item that is not a function call")
-		}
-		name := e.Name
-		if name == nil {
-			name = &it.name
-		}
-		return o.extend(it, &wireItem{Type: it.typ, Name: name, Arguments: e.Arguments}, n)
-	default:
-		return fmt.Errorf("an event type streamguard does not judge")
 	}
-	if idx == nil {
-		return errors.New("no part index")
+	l, types, idx := &it.content, t.content, e.ContentIndex
+	if spec.summary {
+		l, types, idx = &it.summary, t.summary, e.SummaryIndex
 	}
-	var full string
-	if typ == "" {
-		// A part added or done, whole.
+	var typ, full string
+	switch spec.kind {
+	case evPartAdded, evPartDone:
 		var p wirePart
 		if err := json.Unmarshal(e.Part, &p); err != nil {
 			return fmt.Errorf("part: %v", err)
-		}
-		types := partTypes[it.typ]
-		if list == &it.summary {
-			types = map[string]bool{"summary_text": it.typ == "reasoning"}
 		}
 		if err := checkPart(&p, types); err != nil {
 			return err
 		}
 		typ, full = p.Type, p.body()
-	} else {
-		if !partTypes[it.typ][typ] && !(typ == "summary_text" && it.typ == "reasoning") {
-			return fmt.Errorf("a %s part in a %s item", typ, it.typ)
+	default:
+		typ = spec.part
+		if it.typ == "reasoning" && typ == "output_text" {
+			typ = "reasoning_text"
+		}
+		if !types[typ] && !(it.typ == "reasoning" && typ == "reasoning_text" && types["output_text"]) {
+			return fmt.Errorf("a %s part in a %s item", spec.part, it.typ)
 		}
 		if truthy(e.Logprobs) {
 			return errors.New("log probabilities (their tokens are text streamguard does not judge)")
 		}
-		text := e.Text
-		if typ == "refusal" {
-			text = e.Refusal
-		}
-		if e.Delta != nil {
-			// A delta extends the last part (or begins the next).
-			switch *idx {
-			case len(*list) - 1:
-				p := (*list)[*idx]
-				if p.typ != typ {
-					return fmt.Errorf("a %s delta for a %s part", typ, p.typ)
-				}
-				p.b = append(p.b, *e.Delta...)
-				n.add(partKind(typ), *e.Delta)
-				return nil
-			case len(*list):
-				full = *e.Delta
-			default:
-				return fmt.Errorf("a delta for part %d where part %d is being written", *idx, len(*list)-1)
-			}
-		} else if text != nil {
-			full = *text
-		} else {
+		switch {
+		case spec.kind == evDelta && e.Delta != nil:
+			full = *e.Delta
+		case spec.kind == evTextDone && typ == "refusal" && e.Refusal != nil:
+			full = *e.Refusal
+		case spec.kind == evTextDone && typ != "refusal" && e.Text != nil:
+			full = *e.Text
+		default:
 			return errors.New("no text")
 		}
 	}
-	rest, err := o.extendPart(it, list, *idx, typ, full, true)
-	n.add(partKind(typ), rest)
-	return err
+	r, err := l.resolve(idx, spec.kind == evPartAdded)
+	if err != nil {
+		return err
+	}
+	kind := partKind(it.typ, typ)
+	if r == len(l.parts) {
+		// A new part: only at the end of the item being written (and a
+		// summary part only before the content).
+		if !o.open(it) || spec.summary && len(it.content.parts) > 0 {
+			if spec.kind == evPartDone || spec.kind == evTextDone {
+				return errMismatch
+			}
+			return errors.New("a part added out of order")
+		}
+		if err := o.grow(len(full)); err != nil {
+			return err
+		}
+		l.parts = append(l.parts, &outPart{typ: typ, b: []byte(full)})
+		n.add(kind, full)
+		return nil
+	}
+	q := l.parts[r]
+	partType := q.typ
+	if it.typ == "reasoning" && partType == "output_text" {
+		partType = "reasoning_text"
+	}
+	switch spec.kind {
+	case evPartAdded:
+		return fmt.Errorf("part %d added twice", r)
+	case evDelta:
+		if r != len(l.parts)-1 || partType != typ || !o.open(it) || spec.summary && len(it.content.parts) > 0 {
+			return errors.New("a delta for a part that is not the one being written")
+		}
+		if err := o.grow(len(full)); err != nil {
+			return err
+		}
+		q.b = append(q.b, full...)
+		n.add(kind, full)
+		return nil
+	}
+	// A part's text whole: what was read, and perhaps more at the end of
+	// the part being written.
+	if partType != typ || !extends(full, q.b) || len(full) > len(q.b) && (!o.open(it) || r != len(l.parts)-1 || spec.summary && len(it.content.parts) > 0) {
+		return errMismatch
+	}
+	rest := full[len(q.b):]
+	if err := o.grow(len(rest)); err != nil {
+		return err
+	}
+	q.b = append(q.b, rest...)
+	n.add(kind, rest)
+	return nil
 }
 
-// open returns the item an output event names: the one being written.
-func (o *outState) open(e *responsesEvent) (*outItem, error) {
-	if len(o.items) == 0 || e.OutputIndex == nil || *e.OutputIndex != len(o.items)-1 {
-		return nil, fmt.Errorf("output_index %s where item %d is being written", index(e.OutputIndex), len(o.items)-1)
+// byID is the item with id, or nil.
+func (o *outState) byID(id string) *outItem {
+	for i := len(o.items) - 1; i >= 0; i-- {
+		if o.items[i].id == id {
+			return o.items[i]
+		}
 	}
-	it := o.items[len(o.items)-1]
-	if it.done {
-		return nil, fmt.Errorf("item %d after its end", len(o.items)-1)
+	return nil
+}
+
+// named returns the item an output event is about: the one its item_id
+// names, else the one at its output_index, else the last. Servers number
+// items differently (Ollama gives a call the index of the message before
+// it), so the id counts first. An event that adds text (adding) may only
+// be about the item being written.
+func (o *outState) named(e *responsesEvent, adding bool) (*outItem, error) {
+	if len(o.items) == 0 {
+		return nil, errors.New("an event for an item before any was added")
 	}
-	id := e.ItemID
-	if e.Type == "response.output_item.done" {
-		id = ""
+	var it *outItem
+	switch {
+	case e.ItemID != "":
+		if it = o.byID(e.ItemID); it == nil {
+			return nil, fmt.Errorf("item_id %q names no item", e.ItemID)
+		}
+	case e.OutputIndex != nil && *e.OutputIndex < len(o.items):
+		it = o.items[*e.OutputIndex]
+	case e.OutputIndex != nil:
+		return nil, fmt.Errorf("output_index %d where %d items were added", *e.OutputIndex, len(o.items))
+	default:
+		it = o.lastItem()
 	}
-	if id != "" && it.id != "" && id != it.id {
-		return nil, fmt.Errorf("item_id %q where item %q is being written", id, it.id)
+	if adding && !o.open(it) {
+		return nil, fmt.Errorf("text for item %q, which is not the one being written", it.id)
 	}
 	return it, nil
 }
 
-func readItem(raw json.RawMessage) (*wireItem, error) {
-	var w wireItem
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, fmt.Errorf("item: %v", err)
+// rewrite is a copy event (a done event, the final response) that does
+// not say what was read, rewritten to say it: the item, part, text or
+// input as read, the final response's output as read.
+func (s *responsesStream) rewrite(info *responsesEventInfo) ([]byte, error) {
+	e := &info.ev
+	var m map[string]any
+	if err := json.Unmarshal(info.data, &m); err != nil {
+		return nil, err
 	}
-	return &w, w.check()
-}
-
-func index(i *int) string {
-	if i == nil {
-		return "missing"
+	switch info.spec.kind {
+	case evFinal:
+		var r map[string]json.RawMessage
+		if err := json.Unmarshal(e.Response, &r); err != nil {
+			return nil, err
+		}
+		delete(r, "output_text")
+		// Items that were not given whole take the response's status.
+		var status string
+		_ = json.Unmarshal(r["status"], &status)
+		out := s.recv.json(false)
+		for i, it := range s.recv.items {
+			var im map[string]json.RawMessage
+			if !it.whole && status == "completed" && json.Unmarshal(out[i], &im) == nil && im["status"] != nil {
+				im["status"] = mustJSON("completed")
+				out[i] = mustJSON(im)
+			}
+		}
+		r["output"] = mustJSON(out)
+		m["response"] = r
+	default:
+		it, err := s.recv.named(e, false)
+		if err != nil {
+			return nil, err
+		}
+		switch info.spec.kind {
+		case evItemDone:
+			m["item"] = it.json(false)
+		case evArgsDone:
+			key := "arguments"
+			if it.typ == "custom_tool_call" {
+				key = "input"
+			}
+			m[key] = string(it.args)
+			if _, ok := m["name"]; ok {
+				m["name"] = it.name
+			}
+		default:
+			l, idx := &it.content, e.ContentIndex
+			if info.spec.summary {
+				l, idx = &it.summary, e.SummaryIndex
+			}
+			r, err := l.resolve(idx, false)
+			if err != nil || r >= len(l.parts) {
+				return nil, errors.New("a copy of a part that was never read")
+			}
+			q := l.parts[r]
+			switch {
+			case info.spec.kind == evPartDone:
+				m["part"] = q.json()
+			case q.typ == "refusal":
+				m["refusal"] = string(q.b)
+			default:
+				m["text"] = string(q.b)
+			}
+		}
 	}
-	return fmt.Sprint(*i)
+	data := mustJSON(m)
+	info.data = data
+	info.ev = responsesEvent{}
+	if err := json.Unmarshal(data, &info.ev); err != nil {
+		return nil, err
+	}
+	return namedEvent(e.Type, m), nil
 }
 
 // sent notes an event the client got: its sequence number, and its output.
@@ -285,33 +519,26 @@ func (s *responsesStream) sent(e *heldEvent) {
 		s.seq = *info.ev.Seq
 	}
 	var n newText
-	switch info.ev.Type {
-	case "response.completed", "response.incomplete":
+	switch info.spec.kind {
+	case evFinal:
 		_ = s.given.readResponse(info.ev.Response, &n)
+	case evSnapshot, evKeepalive, evError, evFailed:
 	default:
-		_ = s.given.step(&info.ev, &n) // read before, in recv: it reads
+		_ = s.given.step(&info.ev, info.spec, &n) // read before, in recv: it reads
 	}
 }
 
 // responsesDelta are the delta events whose text a cut can split, and
 // the field their text is fed from.
-var responsesDelta = map[string]fieldKind{
-	"response.output_text.delta":            fieldContent,
-	"response.refusal.delta":                fieldRefusal,
-	"response.reasoning_text.delta":         fieldReasoning,
-	"response.reasoning_summary_text.delta": fieldReasoning,
-}
-
 func (s *responsesStream) partial(e *heldEvent, cut int) []byte {
 	info, _ := e.info.(*responsesEventInfo)
-	if info == nil {
+	if info == nil || info.spec.kind != evDelta {
 		return nil
 	}
-	kind, ok := responsesDelta[info.ev.Type]
-	if !ok {
-		return nil
+	var t string
+	for _, k := range []fieldKind{fieldContent, fieldReasoning, fieldRefusal} {
+		t += e.text.partial(cut)[k]
 	}
-	t := e.text.partial(cut)[kind]
 	if t == "" {
 		return nil
 	}
@@ -341,20 +568,16 @@ func (s *responsesStream) event(typ string, fields map[string]any) []byte {
 	return namedEvent(typ, fields)
 }
 
-// response is the response the proxy ends the stream with: the upstream's
-// last snapshot (or one of its own) with status, the output the client
-// was sent and the members in set.
+// response is the response the proxy ends the stream with: the envelope
+// of the upstream's last snapshot (or one of its own) with status, the
+// output the client was sent and the members in set.
 func (s *responsesStream) response(status string, set map[string]any) map[string]any {
-	m := map[string]any{}
-	var snap map[string]json.RawMessage
-	if json.Unmarshal(s.snapshot, &snap) == nil && snap != nil {
-		for k, v := range snap {
-			m[k] = v
-		}
+	var m map[string]any
+	if s.snapshot != nil {
+		m = envelope(s.snapshot)
 	} else {
-		m["id"], m["object"], m["created_at"], m["model"] = "resp_"+s.x.id, "response", time.Now().Unix(), s.x.req.Model
+		m = map[string]any{"id": "resp_" + s.x.id, "object": "response", "created_at": time.Now().Unix(), "model": s.x.req.Model}
 	}
-	delete(m, "output_text")
 	m["status"], m["output"] = status, s.given.json(true)
 	for k, v := range set {
 		m[k] = v
@@ -380,18 +603,15 @@ func (s *responsesStream) errorEvent(e apiError) []byte {
 }
 
 // passOn is the upstream's error event as it came, or its
-// response.failed with the output the client was sent (the text still
-// held is not released).
+// response.failed as a response of the proxy's (its envelope and error)
+// with the output the client was sent (the text still held is not
+// released).
 func (s *responsesStream) passOn(ev sseEvent, i any) []byte {
 	info, _ := i.(*responsesEventInfo)
 	if info == nil || info.ev.Type != "response.failed" {
 		return ev.raw
 	}
-	var r map[string]json.RawMessage
-	if json.Unmarshal(info.ev.Response, &r) != nil || r == nil {
-		return ev.raw
-	}
-	r["output"] = mustJSON(s.given.json(true))
-	delete(r, "output_text")
-	return s.event("response.failed", map[string]any{"response": r})
+	m := envelope(info.ev.Response)
+	m["status"], m["output"] = "failed", s.given.json(true)
+	return s.event("response.failed", map[string]any{"response": m})
 }

@@ -351,10 +351,11 @@ func TestResponsesFlaggedCallWithheld(t *testing.T) {
 }
 
 // TestResponsesCopiesMustAgree: every copy of the answer's text (done
-// events, the completed response) must say what the deltas said; text a
-// copy adds at the end of the item being written is judged like a delta;
-// anything else refuses the stream with upstream_bad_response, and no text
-// is released.
+// events, the completed response) must say what the deltas said. A copy
+// that says otherwise is rewritten to what was judged (the client never
+// reads other text); one that agrees passes as it came; an event the
+// guard cannot read refuses the stream with upstream_bad_response, and no
+// text is released.
 func TestResponsesCopiesMustAgree(t *testing.T) {
 	m := tinyModel(t)
 	pol := safePolicy(m)
@@ -395,22 +396,26 @@ func TestResponsesCopiesMustAgree(t *testing.T) {
 			it["content"] = []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}}
 		}
 	}
+	const rewritten = "rewritten"
 	for _, tc := range []struct {
 		name   string
 		events [][]byte
-		bad    string // "" when the stream must pass
+		bad    string // "" when the stream must pass as it came, rewritten when a copy is rewritten
 	}{
-		{"done text differs", edit(find("response.output_text.done"), func(d map[string]any) { d["text"] = "Hello there." }), "not what was sent before"},
+		{"done text differs", edit(find("response.output_text.done"), func(d map[string]any) { d["text"] = "Hello there." }), rewritten},
 		{"part done differs", edit(find("response.content_part.done"), func(d map[string]any) {
 			d["part"] = map[string]any{"type": "output_text", "text": "Hi", "annotations": []any{}}
-		}), "not what was sent before"},
-		{"completed text differs", edit(completed, setText("Goodbye world.")), "not what was sent before"},
-		{"completed drops an item", edit(completed, func(d map[string]any) { d["response"].(map[string]any)["output"] = []any{} }), "0 output items where 1"},
+		}), rewritten},
+		{"completed text differs", edit(completed, setText("Goodbye world.")), rewritten},
+		{"completed drops an item", edit(completed, func(d map[string]any) { d["response"].(map[string]any)["output"] = []any{} }), rewritten},
 		{"completed adds a web search", edit(completed, func(d map[string]any) {
 			r := d["response"].(map[string]any)
 			r["output"] = append(r["output"].([]any), map[string]any{"type": "web_search_call", "id": "ws_1", "status": "completed"})
 		}), `type "web_search_call"`},
-		{"output_text differs", edit(completed, func(d map[string]any) { d["response"].(map[string]any)["output_text"] = "Other." }), "output_text"},
+		{"output_text differs", edit(completed, func(d map[string]any) { d["response"].(map[string]any)["output_text"] = "Other." }), rewritten},
+		{"completed with other ids", edit(completed, func(d map[string]any) {
+			d["response"].(map[string]any)["output"].([]any)[0].(map[string]any)["id"] = "msg_rebuilt"
+		}), ""},
 		{"output_text agrees", edit(completed, func(d map[string]any) { d["response"].(map[string]any)["output_text"] = "Hello world." }), ""},
 		{"logprobs", edit(find("response.output_text.delta"), func(d map[string]any) {
 			d["logprobs"] = []any{map[string]any{"token": "Hello", "logprob": -0.1}}
@@ -432,6 +437,27 @@ func TestResponsesCopiesMustAgree(t *testing.T) {
 			if tc.bad == "" {
 				if !bytes.Equal(body, up.streamBody()) {
 					t.Fatalf("body differs from the upstream's: %s", body)
+				}
+				return
+			}
+			if tc.bad == rewritten {
+				// Every text the client reads is the judged "Hello world.".
+				for _, e := range got.Events {
+					for _, k := range []string{"text"} {
+						if v, ok := e.Data[k]; ok && v != "Hello world." {
+							t.Errorf("%v: %s %q", e.Data["type"], k, v)
+						}
+					}
+					if part, ok := e.Data["part"].(map[string]any); ok && e.Data["type"] == "response.content_part.done" && part["text"] != "Hello world." {
+						t.Errorf("part done %v", part)
+					}
+				}
+				r, _ := got.Last.Data["response"].(map[string]any)
+				if got.Last.Data["type"] != "response.completed" || outputText(t, r) != "Hello world." || r["output_text"] != nil {
+					t.Errorf("last event %v", got.Last.Data)
+				}
+				if bytes.Equal(body, up.streamBody()) {
+					t.Errorf("the differing copy went out as it came")
 				}
 				return
 			}

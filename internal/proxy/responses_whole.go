@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -12,7 +11,7 @@ import (
 // text the guard read from it.
 type wholePart struct {
 	item int
-	list *[]*outPart // the part's list in cut's items; nil for a call
+	list *partList // the part's list in cut's items; nil for a call
 	typ  string
 	full string // the part's text as sent
 	text *eventText
@@ -31,47 +30,52 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 	}
 	// Read into an outState, each part's text fed on its own eventText
 	// so that a cut can keep the parts before it.
-	var o outState
+	o := outState{limit: x.h.cfg.maxResponseBytes()}
 	if err := o.readResponse(body, &newText{}); err != nil {
 		refuse(err)
 		return
 	}
 	f := newFeeder()
+	var ops []feedOp
 	var parts []wholePart
 	var cut outState
 	for i, it := range o.items {
 		c := &outItem{typ: it.typ, id: it.id, raw: it.raw, call: it.call, name: it.name, args: it.args}
 		cut.items = append(cut.items, c)
-		add := func(list *[]*outPart, src []*outPart) {
-			for _, p := range src {
+		add := func(list *partList, src *partList) {
+			for _, p := range src.parts {
 				ev := &eventText{}
 				var n newText
-				n.add(partKind(p.typ), string(p.b))
-				_ = feedFields(f, ev, &n.tf) // text only: no tool calls to refuse
+				n.add(partKind(it.typ, p.typ), string(p.b))
+				tf := n.fields()
+				_ = feedFields(f, ev, &tf) // text only: no tool calls to refuse
 				f.end(ev)
+				ops = append(ops, f.take()...) // one op per part: no text copied again
 				parts = append(parts, wholePart{item: i, list: list, typ: p.typ, full: string(p.b), text: ev})
 			}
 		}
-		add(&c.summary, it.summary)
-		add(&c.parts, it.parts)
-		if it.typ == "function_call" {
+		add(&c.summary, &it.summary)
+		add(&c.content, &it.content)
+		if itemTypes[it.typ].call {
 			ev := &eventText{}
-			tf := textFields{tools: []callPiece{{key: it.call, name: it.name, args: string(it.args), json: true}}}
+			tf := textFields{tools: []callPiece{{key: it.call, name: it.name, args: string(it.args), json: it.typ == "function_call"}}}
 			if err := feedFields(f, ev, &tf); err != nil {
 				refuse(err)
 				return
 			}
+			ops = append(ops, f.take()...)
 			parts = append(parts, wholePart{item: i, text: ev})
 		}
 	}
 	f.finish() // closes the last call
+	ops = append(ops, f.take()...)
 	if len(parts) == 0 {
 		x.writeBody(resp, body)
 		x.finish(EventAllowed)
 		return
 	}
 	tr := newTracker()
-	res := apply(x.ctx, s, f.take(), true)
+	res := apply(x.ctx, s, ops, true)
 	tr.add(res.verdicts)
 	x.tokens = tr.judged()
 	tr.align.sync(f.fed, true)
@@ -125,11 +129,11 @@ func cutWholeResponse(body []byte, cut *outState, parts []wholePart, at int, rea
 		}
 		text := p.full
 		if !whole {
-			if text = p.text.partial(at)[partKind(p.typ)]; text == "" {
+			if text = p.text.partial(at)[partKind(cut.items[p.item].typ, p.typ)]; text == "" {
 				break
 			}
 		}
-		*p.list = append(*p.list, &outPart{typ: p.typ, b: []byte(text)})
+		p.list.parts = append(p.list.parts, &outPart{typ: p.typ, b: []byte(text)})
 		kept = p.item + 1
 		if !whole {
 			break
@@ -139,13 +143,11 @@ func cutWholeResponse(body []byte, cut *outState, parts []wholePart, at int, rea
 	for i, it := range cut.items {
 		it.done = i < kept-1
 	}
-	var top map[string]json.RawMessage
-	_ = json.Unmarshal(body, &top) // read by strictJSON and readResponse
-	delete(top, "output_text")
-	top["status"] = mustJSON("incomplete")
-	top["incomplete_details"] = mustJSON(map[string]string{"reason": reason})
-	top["output"] = mustJSON(cut.json(true))
-	top["streamguard"] = mustJSON(info)
+	top := envelope(body)
+	top["status"] = "incomplete"
+	top["incomplete_details"] = map[string]string{"reason": reason}
+	top["output"] = cut.json(true)
+	top["streamguard"] = info
 	return mustJSON(top)
 }
 

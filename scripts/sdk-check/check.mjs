@@ -1,6 +1,7 @@
 // Drives a running `streamguard serve --upstream` with the official OpenAI
-// SDK for Node: models, moderations, plain and streamed chat through the
-// proxy, and every error path, checked by the SDK's own error classes.
+// SDK for Node: models, moderations, plain and streamed chat and responses
+// through the proxy, and every error path, checked by the SDK's own error
+// classes.
 // Environment: SG_URL (http://HOST:PORT), SG_MODEL (the served model name),
 // SG_KEY_OK (a tenant that flags nothing), SG_KEY_FLAG (a tenant that flags
 // everything).
@@ -125,6 +126,54 @@ await check("chat.completions.create: an agent's tools, tool call and tool resul
   }
 });
 
+await check("responses.create (plain) through the proxy", async () => {
+  const r = await ok.responses.create({ model: "fake-llm", instructions: "Be brief.", input: "Say hello." });
+  assert.equal(r.output_text, ANSWER);
+  assert.equal(r.status, "completed");
+  assert.equal(r.usage.total_tokens, 11);
+});
+
+await check("responses.create (stream) through the proxy", async () => {
+  const stream = await ok.responses.create({ model: "fake-llm", stream: true, input: [{ role: "user", content: "Say hello." }] });
+  let text = "", last = null, seq = -1;
+  for await (const ev of stream) {
+    if (ev.type === "response.output_text.delta") text += ev.delta;
+    assert.equal(ev.sequence_number, seq + 1);
+    seq = ev.sequence_number;
+    last = ev;
+  }
+  assert.equal(text, ANSWER);
+  assert.equal(last.type, "response.completed");
+  assert.equal(last.response.output[0].content[0].text, ANSWER);
+});
+
+await check("responses.stream() helper: the final response through the proxy", async () => {
+  const stream = ok.responses.stream({ model: "fake-llm", input: "Say hello." });
+  let text = "";
+  stream.on("response.output_text.delta", (ev) => (text += ev.delta));
+  const final = await stream.finalResponse();
+  assert.equal(text, ANSWER);
+  assert.equal(final.output[0].content[0].text, ANSWER); // 4.x sets output_text on create() only
+});
+
+await check("responses.create: an agent's function tool, call and output through the proxy", async () => {
+  const tools = [{ type: "function", name: "lookup", description: "Looks a record up.", strict: false,
+    parameters: { type: "object", properties: { id: { type: "string" } } } }];
+  const input = [{ role: "user", content: "What is in record 7?" },
+    { type: "function_call", call_id: "c1", name: "lookup", arguments: '{"id":"7"}' },
+    { type: "function_call_output", call_id: "c1", output: "a blue chair" }];
+  const r = await ok.responses.create({ model: "fake-llm", tools, input, store: false });
+  assert.equal(r.output_text, ANSWER);
+});
+
+await check("responses.create: state the guard cannot see refused, BadRequestError 400", async () => {
+  const e = await expectError(() => ok.responses.create({ model: "fake-llm", input: "Go on.", previous_response_id: "resp_1" }),
+    OpenAI.BadRequestError, 400, "bad_request");
+  assert.match(e.message, /previous_response_id/);
+  await expectError(() => ok.responses.create({ model: "fake-llm", input: "Find it.", tools: [{ type: "web_search" }] }),
+    OpenAI.BadRequestError, 400, "bad_request");
+});
+
 await check("bad key: AuthenticationError 401 invalid_api_key", async () => {
   await expectError(() => bad.moderations.create({ input: "hi" }), OpenAI.AuthenticationError, 401, "invalid_api_key");
   await expectError(() => bad.models.list(), OpenAI.AuthenticationError, 401, "invalid_api_key");
@@ -148,6 +197,9 @@ await check("over-long prompt: BadRequestError 400 context_length_exceeded", asy
   const e2 = await expectError(() => ok.chat.completions.create({ model: "fake-llm", messages: [{ role: "user", content: longText }] }),
     OpenAI.BadRequestError, 400, "context_length_exceeded");
   assert.equal(e2.param, "messages");
+  const e3 = await expectError(() => ok.responses.create({ model: "fake-llm", input: longText }),
+    OpenAI.BadRequestError, 400, "context_length_exceeded");
+  assert.equal(e3.param, "input");
 });
 
 await check("flagged prompt: BadRequestError 400 content_filter", async () => {
@@ -155,6 +207,11 @@ await check("flagged prompt: BadRequestError 400 content_filter", async () => {
     OpenAI.BadRequestError, 400, "content_filter");
   assert.equal(e.param, "messages");
   await expectError(() => flag.chat.completions.create({ model: "fake-llm", stream: true, messages: [{ role: "user", content: "Say hello." }] }),
+    OpenAI.BadRequestError, 400, "content_filter");
+  const e2 = await expectError(() => flag.responses.create({ model: "fake-llm", input: "Say hello." }),
+    OpenAI.BadRequestError, 400, "content_filter");
+  assert.equal(e2.param, "input");
+  await expectError(() => flag.responses.create({ model: "fake-llm", stream: true, input: "Say hello." }),
     OpenAI.BadRequestError, 400, "content_filter");
 });
 

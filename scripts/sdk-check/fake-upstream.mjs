@@ -1,7 +1,9 @@
-// A tiny OpenAI-compatible chat-completions upstream for the SDK check:
-// it answers every request with the same short text, streamed (with a
-// usage chunk when stream_options.include_usage asks) or whole. It prints
-// "listening PORT" once it listens on 127.0.0.1 (port 0: a free one).
+// A tiny OpenAI-compatible upstream for the SDK check: chat completions
+// and the Responses API. It answers every request with the same short
+// text, streamed (chat: with a usage chunk when
+// stream_options.include_usage asks; responses: the events OpenAI sends,
+// named and numbered) or whole. It prints "listening PORT" once it listens
+// on 127.0.0.1 (port 0: a free one).
 import http from "node:http";
 
 export const ANSWER = ["Hello", " from", " the fake", " upstream."];
@@ -12,6 +14,10 @@ const server = http.createServer((req, res) => {
   let body = "";
   req.on("data", (c) => (body += c));
   req.on("end", () => {
+    if (req.method === "POST" && req.url.endsWith("/responses")) {
+      responses(JSON.parse(body), res);
+      return;
+    }
     if (req.method !== "POST" || !req.url.endsWith("/chat/completions")) {
       res.writeHead(404, { "Content-Type": "application/json" });
       res.end(JSON.stringify({ error: { message: "not found", type: "invalid_request_error", param: null, code: "not_found" } }));
@@ -33,6 +39,33 @@ const server = http.createServer((req, res) => {
     res.end("data: [DONE]\n\n");
   });
 });
+
+// responses answers a Responses API request.
+function responses(r, res) {
+  const part = { type: "output_text", text: ANSWER.join(""), annotations: [] };
+  const item = { id: "msg_fake1", type: "message", status: "completed", role: "assistant", content: [part] };
+  const resp = (status, output) => ({ id: "resp_fake1", object: "response", created_at: 1700000000, status, model: "fake-llm",
+    output, usage: status === "completed" ? { input_tokens: 7, output_tokens: ANSWER.length, total_tokens: 7 + ANSWER.length } : null });
+  if (!r.stream) {
+    res.writeHead(200, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(resp("completed", [item])));
+    return;
+  }
+  res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
+  let seq = 0;
+  const send = (type, v) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...v })}\n\n`);
+  const at = { item_id: item.id, output_index: 0, content_index: 0 };
+  send("response.created", { response: resp("in_progress", []) });
+  send("response.in_progress", { response: resp("in_progress", []) });
+  send("response.output_item.added", { output_index: 0, item: { ...item, status: "in_progress", content: [] } });
+  send("response.content_part.added", { ...at, part: { ...part, text: "" } });
+  for (const t of ANSWER) send("response.output_text.delta", { ...at, delta: t, logprobs: [], obfuscation: "pad" });
+  send("response.output_text.done", { ...at, text: part.text, logprobs: [] });
+  send("response.content_part.done", { ...at, part });
+  send("response.output_item.done", { output_index: 0, item });
+  send("response.completed", { response: resp("completed", [item]) });
+  res.end();
+}
 
 server.listen(Number(process.env.PORT || 0), "127.0.0.1", () => {
   console.log(`listening ${server.address().port}`);

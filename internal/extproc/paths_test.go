@@ -1,0 +1,58 @@
+package extproc_test
+
+// Paths an upstream routes otherwise than the guard reads them, and stored
+// answers.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+)
+
+// TestRouteControlCharacters: uvicorn percent-decodes the path and
+// Starlette (vLLM, LiteLLM) matches routes with "^/v1/responses$", whose
+// "$" also matches before a final "\n": POST /v1/responses%0A (and
+// /v1/chat/completions%0A) reaches the upstream's Responses (chat) route,
+// while routeOf reads "/v1/responses\n" as no API and passes the request
+// and its answer untouched, unjudged.
+func TestRouteControlCharacters(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, defaultFilter, 0)
+	upBody := responsesSSE("Unjudged generated text.", 5)
+	reqBody, _ := json.Marshal(map[string]any{"model": "fake-llm", "stream": true, "input": "flag me"})
+	for _, p := range []string{"/v1/responses%0A", "/v1/responses%0a", "/v1/chat/completions%0A"} {
+		t.Run(p, func(t *testing.T) {
+			fx.env.t = t
+			o := fx.env.exchange(context.Background(), request{path: p, header: map[string]string{"X-Api-Key": "k"}, body: reqBody}, sseReply([][]byte{upBody}))
+			if o.immediate == nil && bytes.Equal(o.body, upBody) && bytes.Equal(o.upstreamBody, reqBody) && o.bodyMode == filterv3.ProcessingMode_NONE {
+				t.Errorf("%s passed untouched: the request and its answer were never judged", p)
+			}
+		})
+	}
+}
+
+// TestStoredAnswersRefused: a Responses request is
+// forwarded with store left to the upstream's default (true at OpenAI and
+// vLLM), so the upstream keeps the whole answer, the part a cut withheld
+// included; GET /v1/responses/{id} (and …/input_items, ?stream=true to
+// replay the events) is not a POST, so routeOf passes it untouched and
+// the client would read the stored answer unjudged: such a GET is refused.
+func TestStoredAnswersRefused(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, defaultFilter, 0)
+	stored, _ := json.Marshal(map[string]any{"id": "resp_fake42", "object": "response", "status": "completed", "output": []any{
+		map[string]any{"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+			"content": []any{map[string]any{"type": "output_text", "text": "The whole stored answer, flagged run included.", "annotations": []any{}}}}}})
+	for _, p := range []string{"/v1/responses/resp_fake42", "/v1/responses/resp_fake42?stream=true"} {
+		t.Run(p, func(t *testing.T) {
+			fx.env.t = t
+			o := fx.env.exchange(context.Background(), request{path: p, header: map[string]string{"X-Api-Key": "k", ":method": "GET"}}, jsonReply([][]byte{stored}))
+			if o.immediate == nil && bytes.Equal(o.body, stored) {
+				t.Errorf("GET %s passed untouched: the stored answer reached the client unjudged", p)
+			}
+		})
+	}
+}
