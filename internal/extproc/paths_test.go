@@ -56,3 +56,35 @@ func TestStoredAnswersRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestStoredAnswersOtherRoutes: OpenAI returns a stored answer (store:
+// true, the part a cut withheld included) from the list of stored chat
+// completions (GET /v1/chat/completions) and from the update of one (POST
+// /v1/chat/completions/{id}, metadata only: it answers with the whole
+// completion): both are refused, as GET …/{id} is.
+func TestStoredAnswersOtherRoutes(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, defaultFilter, 0)
+	completion := map[string]any{"id": "chatcmpl-1", "object": "chat.completion", "model": "fake-llm",
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": "The whole stored answer, flagged run included."}}}}
+	list, _ := json.Marshal(map[string]any{"object": "list", "data": []any{completion}, "has_more": false})
+	one, _ := json.Marshal(completion)
+	meta, _ := json.Marshal(map[string]any{"metadata": map[string]any{"k": "v"}})
+	for _, tc := range []struct {
+		method, path string
+		body, reply  []byte
+	}{
+		{"GET", "/v1/chat/completions", nil, list},
+		{"GET", "/v1/chat/completions?model=fake-llm", nil, list},
+		{"POST", "/v1/chat/completions/chatcmpl-1", meta, one},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			fx.env.t = t
+			o := fx.env.exchange(context.Background(), request{path: tc.path, header: map[string]string{"X-Api-Key": "k", ":method": tc.method}, body: tc.body}, jsonReply([][]byte{tc.reply}))
+			if o.immediate == nil && bytes.Equal(o.body, tc.reply) {
+				t.Errorf("%s %s passed untouched: the stored answer reached the client unjudged", tc.method, tc.path)
+			}
+		})
+	}
+}

@@ -16,7 +16,7 @@ const (
 	respRoute                // POST …/responses: judged as the Responses API
 	legacyRoute              // POST …/completions: generates text the guard cannot judge
 	mixedRoute               // read as chat by some upstreams, as responses by others, or a path with control characters: refused
-	storedRoute              // GET …/responses/{id}, …/chat/completions/{id}: a stored answer, read past the guard: refused
+	storedRoute              // …/responses/{id}, …/chat/completions/{id}, their lists: stored answers, read past the guard: refused
 )
 
 // routeOf classifies a request by its method and :path as the upstream
@@ -32,9 +32,10 @@ const (
 //
 // A path with a control character is refused: Starlette's route patterns
 // match before a final "\n" (…/responses%0A is the Responses API to vLLM).
-// A GET of a stored answer (…/responses/{id}, …/chat/completions/{id}) is
-// refused too: the upstream keeps the whole answer, the part a cut
-// withheld included.
+// Stored answers are refused too — any request under …/responses/ or
+// …/chat/completions/, and any but a POST to …/responses or
+// …/chat/completions (OpenAI's lists): the upstream keeps the whole
+// answer, the part a cut withheld included.
 func routeOf(method, rawPath string) route {
 	if i := strings.IndexAny(rawPath, "?#"); i >= 0 {
 		rawPath = rawPath[:i]
@@ -43,11 +44,10 @@ func routeOf(method, rawPath string) route {
 	if strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		return mixedRoute
 	}
+	if stored(p) || !strings.EqualFold(method, http.MethodPost) && (strings.HasSuffix(p, "/responses") || strings.HasSuffix(p, "/chat/completions")) {
+		return storedRoute
+	}
 	if !strings.EqualFold(method, http.MethodPost) {
-		if (strings.EqualFold(method, http.MethodGet) || strings.EqualFold(method, http.MethodHead)) &&
-			(strings.Contains(p, "/responses/") || strings.Contains(p, "/chat/completions/")) {
-			return storedRoute
-		}
 		return otherRoute
 	}
 	r := classify(p)
@@ -128,4 +128,9 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - 'a' + 10
+}
+
+// stored reports a path under a route of stored answers.
+func stored(p string) bool {
+	return strings.Contains(p, "/responses/") || strings.Contains(p, "/chat/completions/")
 }

@@ -271,7 +271,7 @@ func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 			"streamguard: a path that upstreams may read as another API than streamguard does (either the chat-completions or the Responses API, or a control character in it) is refused; send the request to one of them")
 	case storedRoute:
 		return ss.refuse(http.StatusForbidden, "invalid_request_error", "unsupported_endpoint",
-			"streamguard: a stored answer (GET …/responses/{id}, …/chat/completions/{id}) would be read past the guard and is refused; keep the answers you get as they stream")
+			"streamguard: stored answers (…/responses/{id}, …/chat/completions/{id} and their lists) would be read past the guard and are refused; keep the answers you get as they stream")
 	case respRoute:
 		ss.responses = true
 	}

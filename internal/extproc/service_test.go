@@ -640,8 +640,10 @@ func TestChatPathVariants(t *testing.T) {
 	// A chat body sent to the Responses API is read as one: refused for
 	// its missing input, the upstream never called.
 	responses := []string{"/v1/responses", "/responses", "//v1/responses/?x=1", "/v1/respon%73es"}
-	unjudged := []string{"/v1/completions", "/completions", "/v1/complet%69ons", "/v1/responses%3F/v1/chat/completions", "/v1/chat/completions%3F/v1/responses"}
-	other := []string{"/v1/embeddings", "/v1/models/org%2Fmodel", "/v1/responses/resp_1/cancel"}
+	// A stored response's cancel returns it, output and all.
+	unjudged := []string{"/v1/completions", "/completions", "/v1/complet%69ons", "/v1/responses%3F/v1/chat/completions", "/v1/chat/completions%3F/v1/responses",
+		"/v1/responses/resp_1/cancel"}
+	other := []string{"/v1/embeddings", "/v1/models/org%2Fmodel"}
 	for _, p := range slices.Concat(judged, responses, unjudged, other) {
 		t.Run(p, func(t *testing.T) {
 			fx.env.t = t

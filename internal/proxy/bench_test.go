@@ -85,3 +85,39 @@ func timedResponses(t testing.TB, url string) []time.Duration {
 	}
 	return at
 }
+
+// BenchmarkParseDelta reads one text delta as each API sends it: a chat
+// chunk (parseEvent) and a Responses output_text.delta (the stream's
+// parse, with the item and part it extends).
+func BenchmarkParseDelta(b *testing.B) {
+	chat := []byte(`{"id":"chatcmpl-fake42","object":"chat.completion.chunk","created":1700000000,"model":"fake-llm","system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":" bread"},"logprobs":null,"finish_reason":null}]}`)
+	b.Run("chat", func(b *testing.B) {
+		for b.Loop() {
+			if p := parseEvent(sseEvent{data: chat}); p.bad != nil {
+				b.Fatal(p.bad)
+			}
+		}
+	})
+	evs := respSpec{Content: []string{"The"}}.events()
+	var delta []byte
+	for _, e := range evs {
+		if bytes.Contains(e, []byte("event: response.output_text.delta\n")) {
+			_, delta, _ = bytes.Cut(e, []byte("data: "))
+			delta = bytes.TrimSpace(delta)
+		}
+	}
+	b.Run("responses", func(b *testing.B) {
+		s := newResponsesStream(&exchange{id: "x", req: &chatRequest{}})
+		for _, e := range evs[:4] { // created, in_progress, item and part added
+			_, d, _ := bytes.Cut(e, []byte("data: "))
+			if p := s.parse(sseEvent{data: bytes.TrimSpace(d)}); p.bad != nil {
+				b.Fatal(p.bad)
+			}
+		}
+		for b.Loop() {
+			if p := s.parse(sseEvent{data: delta}); p.bad != nil {
+				b.Fatal(p.bad)
+			}
+		}
+	})
+}

@@ -157,6 +157,9 @@ type parsedEvent struct {
 	// raw, when set, is what the client gets instead of the event as it
 	// came (a copy of the text rewritten to what was judged).
 	raw []byte
+	// feed, when set, feeds the event's text (in the order the client
+	// reads it) instead of feedFields.
+	feed func(*feeder, *eventText) error
 }
 
 // parseEvent reads one upstream event strictly: an event without data (a

@@ -247,7 +247,11 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		he.raw = p.raw
 	}
 	if p.hasText && !r.finishing && r.unjudged == nil {
-		if err := feedFields(r.feed, he.text, &p.text); err != nil {
+		feed := p.feed
+		if feed == nil {
+			feed = func(f *feeder, ev *eventText) error { return feedFields(f, ev, &p.text) }
+		}
+		if err := feed(r.feed, he.text); err != nil {
 			r.upstreamBroken(badEvent(err), err)
 			return true
 		}

@@ -96,22 +96,31 @@ func checkEnvelope(raw json.RawMessage) error {
 	return nil
 }
 
-// responseEnvelope are the members a response the proxy rebuilds (at a
-// cut) keeps of the upstream's: they describe the request and the run,
-// none spells the answer.
-var responseEnvelope = []string{"id", "object", "created_at", "model", "usage", "error", "instructions", "metadata",
-	"tools", "tool_choice", "temperature", "top_p", "max_output_tokens", "max_tool_calls", "parallel_tool_calls",
-	"previous_response_id", "reasoning", "text", "truncation", "service_tier", "store", "user", "background",
-	"safety_identifier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "billing", "conversation"}
+// A response the proxy rebuilds (at a cut) has none of the upstream's text
+// beyond what was judged: of the upstream's response only the members
+// that name it (responseIdentity), and the request's own members echoed
+// as OpenAI echoes them (responseEcho), taken from the client's request.
+var (
+	responseIdentity = []string{"id", "object", "created_at", "model", "usage"}
+	responseEcho     = []string{"instructions", "metadata", "tools", "tool_choice", "temperature", "top_p",
+		"max_output_tokens", "max_tool_calls", "parallel_tool_calls", "reasoning", "text", "truncation", "service_tier",
+		"store", "user", "background", "safety_identifier", "prompt_cache_key", "top_logprobs"}
+)
 
-// envelope is the members of response raw that responseEnvelope keeps.
-func envelope(raw json.RawMessage) map[string]any {
-	var all map[string]json.RawMessage
-	_ = json.Unmarshal(raw, &all) // read by strictJSON before
+// envelope is the members a rebuilt response keeps: responseIdentity's of
+// the upstream's response raw, responseEcho's of the client's request.
+func envelope(raw json.RawMessage, request []byte) map[string]any {
 	m := map[string]any{}
-	for _, k := range responseEnvelope {
-		if v, ok := all[k]; ok {
-			m[k] = v
+	for _, src := range []struct {
+		data []byte
+		keys []string
+	}{{raw, responseIdentity}, {request, responseEcho}} {
+		var all map[string]json.RawMessage
+		_ = json.Unmarshal(src.data, &all) // read by strictJSON before
+		for _, k := range src.keys {
+			if v, ok := all[k]; ok {
+				m[k] = v
+			}
 		}
 	}
 	return m
@@ -231,7 +240,8 @@ type outPart struct {
 
 // partList is an item's content or summary parts as read so far. Servers
 // number the parts of each item from 0, or (vLLM with gpt-oss) across the
-// answer: base is the index its first part came with.
+// answer: base is the index its first part came with (0 when the item
+// came with parts).
 type partList struct {
 	parts []*outPart
 	base  int
@@ -254,10 +264,11 @@ func (l *partList) resolve(idx *int, adding bool) (int, error) {
 		return 0, fmt.Errorf("part index %d", *idx)
 	}
 	if !l.based {
+		// The first index an item's parts come with is their base; parts
+		// that came without one (in the item as added) count from 0.
 		l.based = true
-		l.base = *idx - max(n-1, 0)
-		if adding || n == 0 {
-			l.base = *idx - n
+		if n == 0 {
+			l.base = *idx
 		}
 	}
 	r := *idx - l.base
@@ -275,6 +286,7 @@ type outItem struct {
 	name             string // a call's name
 	args             []byte // and its arguments or input
 	call             string // a call's key for the feeder
+	copies           int    // copy events read (done events)
 	done             bool
 	// whole: raw is the item as done, checked to say what was read:
 	// given back as it is.
@@ -287,30 +299,83 @@ type outItem struct {
 // it ends.
 type outState struct {
 	items []*outItem
+	ids   map[string]*outItem
 	calls int   // tool calls begun
-	size  int64 // bytes of text read
+	size  int64 // bytes read: text, and each item's JSON
 	limit int64 // its bound; 0: none
 }
 
-// newText collects an event's text that the guard has not read yet.
+// itemOverhead is what an item costs beyond its JSON (outItem, its
+// lists), so that many small items count too.
+const itemOverhead = 256
+
+// newText collects an event's text that the guard has not read yet, in
+// the order a client reads it (an item's parts, items in turn).
 type newText struct {
-	b     [numFields]strings.Builder
-	tools []callPiece
+	segs []segment
 }
 
-func (n *newText) add(kind fieldKind, s string) { n.b[kind].WriteString(s) }
+// segment is text of one field, or a piece of a call.
+type segment struct {
+	kind fieldKind
+	text strings.Builder
+	call *callPiece
+}
 
-// fields is the text as the fields feedFields reads.
+func (n *newText) add(kind fieldKind, s string) {
+	if s == "" {
+		return
+	}
+	if k := len(n.segs); k > 0 && n.segs[k-1].call == nil && n.segs[k-1].kind == kind {
+		n.segs[k-1].text.WriteString(s)
+		return
+	}
+	n.segs = append(n.segs, segment{kind: kind})
+	n.segs[len(n.segs)-1].text.WriteString(s)
+}
+
+func (n *newText) addCall(p callPiece) { n.segs = append(n.segs, segment{kind: fieldTool, call: &p}) }
+
+// fields is the text as textFields, for the checks that ask whether an
+// event carries text (feed feeds it).
 func (n *newText) fields() textFields {
 	var tf textFields
-	for kind, p := range map[fieldKind]**string{fieldReasoning: &tf.ReasoningContent, fieldContent: &tf.Content, fieldRefusal: &tf.Refusal} {
-		if n.b[kind].Len() > 0 {
-			s := n.b[kind].String()
-			*p = &s
+	for i := range n.segs {
+		sg := &n.segs[i]
+		switch {
+		case sg.call != nil:
+			tf.tools = append(tf.tools, *sg.call)
+		case sg.kind == fieldReasoning:
+			tf.ReasoningContent = ptrTo(sg.text.String())
+		case sg.kind == fieldRefusal:
+			tf.Refusal = ptrTo(sg.text.String())
+		default:
+			tf.Content = ptrTo(sg.text.String())
 		}
 	}
-	tf.tools = n.tools
 	return tf
+}
+
+func ptrTo(s string) *string { return &s }
+
+// feed feeds the text in order.
+func (n *newText) feed(f *feeder, ev *eventText) error {
+	for i := range n.segs {
+		sg := &n.segs[i]
+		switch {
+		case sg.call != nil:
+			if err := f.toolCall(ev, *sg.call); err != nil {
+				return err
+			}
+		case sg.kind == fieldReasoning:
+			f.addReasoning(ev, sg.text.String())
+		case sg.kind == fieldRefusal:
+			f.addRefusal(ev, sg.text.String())
+		default:
+			f.addContent(ev, sg.text.String())
+		}
+	}
+	return nil
 }
 
 // partKind is the field a part's text is fed as.
@@ -348,7 +413,19 @@ func (o *outState) add(w *wireItem, raw json.RawMessage, n *newText) (*outItem, 
 	if last := o.lastItem(); last != nil {
 		last.done = true
 	}
+	if w.ID != "" && o.ids[w.ID] != nil {
+		return nil, fmt.Errorf("item %q added twice", w.ID)
+	}
+	if err := o.grow(len(raw) + itemOverhead); err != nil {
+		return nil, err
+	}
 	it := &outItem{typ: w.Type, id: w.ID, raw: raw}
+	if w.ID != "" {
+		if o.ids == nil {
+			o.ids = map[string]*outItem{}
+		}
+		o.ids[w.ID] = it
+	}
 	if itemTypes[w.Type].call {
 		it.call = fmt.Sprint(o.calls)
 		o.calls++
@@ -445,7 +522,7 @@ func (o *outState) extend(it *outItem, w *wireItem, n *newText) error {
 		it.args = append(it.args, p.args...)
 		if p.name != "" || p.args != "" {
 			p.key, p.json = it.call, it.typ == "function_call"
-			n.tools = append(n.tools, p)
+			n.addCall(p)
 		}
 	}
 	return nil
@@ -497,9 +574,13 @@ func (o *outState) readResponse(raw json.RawMessage, n *newText) error {
 		return errMismatch
 	}
 	// Checked whole before anything is read: a trial on copies.
-	trial := outState{limit: o.limit, size: o.size, calls: o.calls}
+	trial := outState{limit: o.limit, size: o.size, calls: o.calls, ids: map[string]*outItem{}}
 	for _, it := range o.items {
-		trial.items = append(trial.items, it.clone())
+		c := it.clone()
+		trial.items = append(trial.items, c)
+		if c.id != "" {
+			trial.ids[c.id] = c
+		}
 	}
 	var tn newText
 	for i, w := range ws {
@@ -517,6 +598,11 @@ func (o *outState) readResponse(raw json.RawMessage, n *newText) error {
 		return errMismatch
 	}
 	for i, it := range trial.items {
+		if !it.whole || len(it.raw) != len(r.Output[i]) {
+			if err := trial.grow(len(r.Output[i])); err != nil {
+				return err
+			}
+		}
 		it.raw, it.whole, it.done = r.Output[i], true, true
 	}
 	*o = trial

@@ -22,7 +22,6 @@ func tcEv(typ string, m map[string]any) []byte {
 	return namedEvent(typ, m)
 }
 
-
 // tcSeq numbers events 0.. in order, as vLLM's
 // _increment_sequence_number_and_return and Ollama's newEvent do.
 type tcSeq struct {

@@ -178,6 +178,11 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 	}
 	p := parsedEvent{isChunk: true, info: info}
+	if spec.kind == evSnapshot || spec.kind == evFinal || spec.kind == evFailed {
+		if r := bytes.TrimSpace(e.Response); len(r) == 0 || r[0] != '{' {
+			return parsedEvent{bad: fmt.Errorf("a %s event without a response object", e.Type)}
+		}
+	}
 	switch spec.kind {
 	case evKeepalive:
 		return p
@@ -216,7 +221,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 	case err != nil:
 		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 	}
-	p.hasText, p.text = true, n.fields()
+	p.hasText, p.text, p.feed = true, n.fields(), n.feed
 	return p
 }
 
@@ -255,14 +260,14 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 		if err != nil {
 			return err
 		}
-		if w.ID != "" && o.byID(w.ID) != nil {
-			return fmt.Errorf("item %q added twice", w.ID)
-		}
 		_, err = o.add(w, e.Item, n)
 		return err
 	case evItemDone:
-		it, err := o.named(e, false)
+		it, err := o.named(e, false, false)
 		if err != nil {
+			return err
+		}
+		if err := it.copy(); err != nil {
 			return err
 		}
 		w, err := readItem(e.Item)
@@ -277,9 +282,14 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 		return err
 	}
 	adding := spec.kind == evPartAdded || spec.kind == evDelta || spec.kind == evArgsDelta
-	it, err := o.named(e, adding)
+	it, err := o.named(e, adding, spec.kind == evArgsDelta)
 	if err != nil {
 		return err
+	}
+	if spec.kind == evPartDone || spec.kind == evTextDone || spec.kind == evArgsDone {
+		if err := it.copy(); err != nil {
+			return err
+		}
 	}
 	t := itemTypes[it.typ]
 	if spec.kind == evArgsDelta || spec.kind == evArgsDone {
@@ -301,7 +311,7 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 		}
 		it.args = append(it.args, *e.Delta...)
 		if *e.Delta != "" {
-			n.tools = append(n.tools, callPiece{key: it.call, args: *e.Delta, json: it.typ == "function_call"})
+			n.addCall(callPiece{key: it.call, args: *e.Delta, json: it.typ == "function_call"})
 		}
 		return nil
 	}
@@ -383,7 +393,11 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 		return nil
 	}
 	// A part's text whole: what was read, and perhaps more at the end of
-	// the part being written.
+	// the part being written. A text done event for a part of another
+	// type is no copy of it.
+	if partType != typ && spec.kind == evTextDone {
+		return fmt.Errorf("a %s for a %s part", e.Type, q.typ)
+	}
 	if partType != typ || !extends(full, q.b) || len(full) > len(q.b) && (!o.open(it) || r != len(l.parts)-1 || spec.summary && len(it.content.parts) > 0) {
 		return errMismatch
 	}
@@ -396,42 +410,53 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 	return nil
 }
 
-// byID is the item with id, or nil.
-func (o *outState) byID(id string) *outItem {
-	for i := len(o.items) - 1; i >= 0; i-- {
-		if o.items[i].id == id {
-			return o.items[i]
-		}
-	}
-	return nil
-}
-
 // named returns the item an output event is about: the one its item_id
 // names, else the one at its output_index, else the last. Servers number
 // items differently (Ollama gives a call the index of the message before
-// it), so the id counts first. An event that adds text (adding) may only
-// be about the item being written.
-func (o *outState) named(e *responsesEvent, adding bool) (*outItem, error) {
+// it), so the id counts first; but the SDKs add a text delta to the item
+// at its output_index, so an event that adds text (adding) may only be
+// about the item being written, and where its index names another item it
+// is refused, unless the event adds a call's input and the item at the
+// index is no call (the SDKs pass it over: Ollama's case).
+func (o *outState) named(e *responsesEvent, adding, callInput bool) (*outItem, error) {
 	if len(o.items) == 0 {
 		return nil, errors.New("an event for an item before any was added")
 	}
-	var it *outItem
+	var byIndex *outItem
+	if e.OutputIndex != nil {
+		if *e.OutputIndex >= len(o.items) {
+			return nil, fmt.Errorf("output_index %d where %d items were added", *e.OutputIndex, len(o.items))
+		}
+		byIndex = o.items[*e.OutputIndex]
+	}
+	it := byIndex
 	switch {
 	case e.ItemID != "":
-		if it = o.byID(e.ItemID); it == nil {
+		if it = o.ids[e.ItemID]; it == nil {
 			return nil, fmt.Errorf("item_id %q names no item", e.ItemID)
 		}
-	case e.OutputIndex != nil && *e.OutputIndex < len(o.items):
-		it = o.items[*e.OutputIndex]
-	case e.OutputIndex != nil:
-		return nil, fmt.Errorf("output_index %d where %d items were added", *e.OutputIndex, len(o.items))
-	default:
+	case it == nil:
 		it = o.lastItem()
 	}
 	if adding && !o.open(it) {
 		return nil, fmt.Errorf("text for item %q, which is not the one being written", it.id)
 	}
+	if adding && byIndex != nil && byIndex != it && !(callInput && !itemTypes[byIndex.typ].call) {
+		return nil, fmt.Errorf("text for item %q at the output_index of another item", it.id)
+	}
 	return it, nil
+}
+
+// copy counts a copy event of the item's text: a part's two (its text
+// done, the part done) and the item's own (done, a call's input done),
+// with room for one more each. More would let a few bytes of the upstream
+// make the proxy write the item again and again (each rewritten whole).
+func (it *outItem) copy() error {
+	it.copies++
+	if it.copies > 2*(len(it.content.parts)+len(it.summary.parts))+3 {
+		return fmt.Errorf("item %q sent again more often than the API repeats an item", it.id)
+	}
+	return nil
 }
 
 // rewrite is a copy event (a done event, the final response) that does
@@ -464,7 +489,7 @@ func (s *responsesStream) rewrite(info *responsesEventInfo) ([]byte, error) {
 		r["output"] = mustJSON(out)
 		m["response"] = r
 	default:
-		it, err := s.recv.named(e, false)
+		it, err := s.recv.named(e, false, false)
 		if err != nil {
 			return nil, err
 		}
@@ -493,10 +518,12 @@ func (s *responsesStream) rewrite(info *responsesEventInfo) ([]byte, error) {
 			switch {
 			case info.spec.kind == evPartDone:
 				m["part"] = q.json()
-			case q.typ == "refusal":
+			case info.spec.part == "refusal":
 				m["refusal"] = string(q.b)
+				delete(m, "text")
 			default:
 				m["text"] = string(q.b)
+				delete(m, "refusal")
 			}
 		}
 	}
@@ -574,9 +601,10 @@ func (s *responsesStream) event(typ string, fields map[string]any) []byte {
 func (s *responsesStream) response(status string, set map[string]any) map[string]any {
 	var m map[string]any
 	if s.snapshot != nil {
-		m = envelope(s.snapshot)
+		m = envelope(s.snapshot, s.x.body)
 	} else {
-		m = map[string]any{"id": "resp_" + s.x.id, "object": "response", "created_at": time.Now().Unix(), "model": s.x.req.Model}
+		m = envelope(nil, s.x.body)
+		m["id"], m["object"], m["created_at"], m["model"] = "resp_"+s.x.id, "response", time.Now().Unix(), s.x.req.Model
 	}
 	m["status"], m["output"] = status, s.given.json(true)
 	for k, v := range set {
@@ -603,15 +631,20 @@ func (s *responsesStream) errorEvent(e apiError) []byte {
 }
 
 // passOn is the upstream's error event as it came, or its
-// response.failed as a response of the proxy's (its envelope and error)
-// with the output the client was sent (the text still held is not
+// response.failed as a response of the proxy's (envelope, with the
+// upstream's error, passed on as chat completions pass an upstream's
+// error) with the output the client was sent (the text still held is not
 // released).
 func (s *responsesStream) passOn(ev sseEvent, i any) []byte {
 	info, _ := i.(*responsesEventInfo)
 	if info == nil || info.ev.Type != "response.failed" {
 		return ev.raw
 	}
-	m := envelope(info.ev.Response)
-	m["status"], m["output"] = "failed", s.given.json(true)
+	m := envelope(info.ev.Response, s.x.body)
+	var r struct {
+		Error json.RawMessage `json:"error"`
+	}
+	_ = json.Unmarshal(info.ev.Response, &r)
+	m["status"], m["output"], m["error"] = "failed", s.given.json(true), r.Error
 	return s.event("response.failed", map[string]any{"response": m})
 }

@@ -47,8 +47,7 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 				ev := &eventText{}
 				var n newText
 				n.add(partKind(it.typ, p.typ), string(p.b))
-				tf := n.fields()
-				_ = feedFields(f, ev, &tf) // text only: no tool calls to refuse
+				_ = n.feed(f, ev) // text only: no tool calls to refuse
 				f.end(ev)
 				ops = append(ops, f.take()...) // one op per part: no text copied again
 				parts = append(parts, wholePart{item: i, list: list, typ: p.typ, full: string(p.b), text: ev})
@@ -80,7 +79,7 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 	x.tokens = tr.judged()
 	tr.align.sync(f.fed, true)
 	cutBody := func(at int, reason string, info *cutInfo) []byte {
-		return cutWholeResponse(body, &cut, parts, at, reason, info)
+		return cutWholeResponse(body, x.body, &cut, parts, at, reason, info)
 	}
 	switch {
 	case tr.flagged:
@@ -115,8 +114,9 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 // cutWholeResponse rewrites a whole response to the text before fed
 // offset at: the parts before it whole, the part it falls in cut, nothing
 // after it (a function call goes whole or not at all); status
-// "incomplete" with reason, and the streamguard member.
-func cutWholeResponse(body []byte, cut *outState, parts []wholePart, at int, reason string, info *cutInfo) []byte {
+// "incomplete" with reason, and the streamguard member; of the rest, only
+// the upstream's ids and usage and the request's own members (envelope).
+func cutWholeResponse(body, request []byte, cut *outState, parts []wholePart, at int, reason string, info *cutInfo) []byte {
 	kept := 0 // items kept
 	for _, p := range parts {
 		whole := p.text.pending == 0 && p.text.fedEnd <= at
@@ -143,7 +143,7 @@ func cutWholeResponse(body []byte, cut *outState, parts []wholePart, at int, rea
 	for i, it := range cut.items {
 		it.done = i < kept-1
 	}
-	top := envelope(body)
+	top := envelope(body, request)
 	top["status"] = "incomplete"
 	top["incomplete_details"] = map[string]string{"reason": reason}
 	top["output"] = cut.json(true)
