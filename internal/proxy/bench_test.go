@@ -21,7 +21,7 @@ func BenchmarkRelay(b *testing.B) {
 		newHandler func(Config, Moderator) (http.Handler, error)
 		timed      func(testing.TB, string) []time.Duration
 	}{
-		{"chat", upstreamSpec{Content: wordDeltas(n)}, NewHandler, timedStream},
+		{"chat", upstreamSpec{Content: wordDeltas(n)}, NewHandler, timedChat},
 		{"responses", upstreamSpec{Events: respSpec{Content: wordDeltas(n)}.events()}, NewResponsesHandler, timedResponses},
 	} {
 		up := newFakeUpstream(b, api.spec)
@@ -49,6 +49,48 @@ func BenchmarkRelay(b *testing.B) {
 			})
 		}
 	}
+}
+
+// timedChat is timedStream with a reader as light as timedResponses' (the
+// client's reading is the same work for both APIs): when each content
+// delta arrived.
+func timedChat(t testing.TB, url string) []time.Duration {
+	t.Helper()
+	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true,
+		"messages": []any{map[string]any{"role": "user", "content": "How do I know when my bread is done baking?"}}})
+	start := time.Now()
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	rd := newSSEReader(resp.Body)
+	var at []time.Duration
+	for {
+		ev, err := rd.next()
+		if err != nil {
+			break
+		}
+		d := bytes.TrimSpace(ev.data)
+		if string(d) == "[DONE]" {
+			return at
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		_ = json.Unmarshal(d, &c)
+		if len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
+			at = append(at, time.Since(start))
+		}
+	}
+	return at
 }
 
 // timedResponses is timedStream for the Responses API: when each
