@@ -55,77 +55,33 @@ func BenchmarkRelay(b *testing.B) {
 // client's reading is the same work for both APIs): when each content
 // delta arrived.
 func timedChat(t testing.TB, url string) []time.Duration {
-	t.Helper()
-	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true,
-		"messages": []any{map[string]any{"role": "user", "content": "How do I know when my bread is done baking?"}}})
-	start := time.Now()
-	resp, err := http.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	rd := newSSEReader(resp.Body)
-	var at []time.Duration
-	for {
-		ev, err := rd.next()
-		if err != nil {
-			break
-		}
-		d := bytes.TrimSpace(ev.data)
-		if string(d) == "[DONE]" {
-			return at
-		}
-		var c struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-		}
-		_ = json.Unmarshal(d, &c)
-		if len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
-			at = append(at, time.Since(start))
-		}
-	}
-	return at
+	return timedPost(t, url+"/v1/chat/completions", map[string]any{"model": "fake-llm", "stream": true,
+		"messages": []any{map[string]any{"role": "user", "content": "How do I know when my bread is done baking?"}}},
+		func(ev sseEvent) (text, end bool) {
+			d := bytes.TrimSpace(ev.data)
+			var c struct {
+				Choices []struct {
+					Delta struct {
+						Content string `json:"content"`
+					} `json:"delta"`
+				} `json:"choices"`
+			}
+			_ = json.Unmarshal(d, &c)
+			return len(c.Choices) > 0 && c.Choices[0].Delta.Content != "", string(d) == "[DONE]"
+		})
 }
 
 // timedResponses is timedStream for the Responses API: when each
 // output_text delta arrived.
 func timedResponses(t testing.TB, url string) []time.Duration {
-	t.Helper()
-	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true, "input": "How do I know when my bread is done baking?"})
-	start := time.Now()
-	resp, err := http.Post(url+"/v1/responses", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	rd := newSSEReader(resp.Body)
-	var at []time.Duration
-	for {
-		ev, err := rd.next()
-		if err != nil {
-			break
-		}
-		var e struct {
-			Type string `json:"type"`
-		}
-		_ = json.Unmarshal(bytes.TrimSpace(ev.data), &e)
-		switch e.Type {
-		case "response.output_text.delta":
-			at = append(at, time.Since(start))
-		case "response.completed":
-			return at
-		}
-	}
-	return at
+	return timedPost(t, url+"/v1/responses", map[string]any{"model": "fake-llm", "stream": true, "input": "How do I know when my bread is done baking?"},
+		func(ev sseEvent) (text, end bool) {
+			var e struct {
+				Type string `json:"type"`
+			}
+			_ = json.Unmarshal(bytes.TrimSpace(ev.data), &e)
+			return e.Type == "response.output_text.delta", e.Type == "response.completed"
+		})
 }
 
 // BenchmarkParseDelta reads one text delta as each API sends it: a chat

@@ -162,32 +162,43 @@ type parsedEvent struct {
 	feed func(*feeder, *eventText) error
 }
 
-// parseEvent reads one upstream event strictly: an event without data (a
-// comment) is nothing; data is [DONE] or a chat-completion chunk.
-func parseEvent(ev sseEvent) parsedEvent {
+// eventJSON reads an event's data strictly as a JSON object of shape sh.
+// ok is false when there is none to read, and p says why: an event
+// without data (a comment) is nothing, [DONE] is done, anything else bad.
+func eventJSON(ev sseEvent, sh *shape) (d []byte, p parsedEvent, ok bool) {
 	if ev.bad != nil {
-		return parsedEvent{bad: ev.bad}
+		return nil, parsedEvent{bad: ev.bad}, false
 	}
 	if ev.data == nil {
-		return parsedEvent{}
+		return nil, parsedEvent{}, false
 	}
 	// JSON's whitespace only: another byte (such as \v) before the value
 	// makes it unreadable to the client's JSON parser.
-	d := bytes.Trim(ev.data, " \t\r\n")
+	d = bytes.Trim(ev.data, " \t\r\n")
 	if string(d) == "[DONE]" {
-		return parsedEvent{done: true}
+		return nil, parsedEvent{done: true}, false
 	}
 	if len(d) == 0 || d[0] != '{' {
-		return parsedEvent{bad: errors.New("event data is not a JSON object")}
+		return nil, parsedEvent{bad: errors.New("event data is not a JSON object")}, false
 	}
-	if err := strictJSON(d, chunkShape); err != nil {
-		return parsedEvent{bad: fmt.Errorf("event data: %v", err)}
+	if err := strictJSON(d, sh); err != nil {
+		return nil, parsedEvent{bad: fmt.Errorf("event data: %v", err)}, false
+	}
+	return d, parsedEvent{}, true
+}
+
+// parseEvent reads one upstream event strictly: an event without data (a
+// comment) is nothing; data is [DONE] or a chat-completion chunk.
+func parseEvent(ev sseEvent) parsedEvent {
+	d, p, ok := eventJSON(ev, chunkShape)
+	if !ok {
+		return p
 	}
 	var c wireChunk
 	if err := json.Unmarshal(d, &c); err != nil {
 		return parsedEvent{bad: fmt.Errorf("event data is not a chunk: %v", err)}
 	}
-	p := parsedEvent{isChunk: true, meta: c.chunkMeta}
+	p = parsedEvent{isChunk: true, meta: c.chunkMeta}
 	if u := bytes.TrimSpace(c.Usage); len(u) > 0 && u[0] == '{' {
 		p.usage = u
 	}

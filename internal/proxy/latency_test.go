@@ -29,11 +29,21 @@ func wordDeltas(n int) []string {
 // timedStream posts a streamed request and returns, for each event that
 // carries content, when it arrived after the request was sent.
 func timedStream(t testing.TB, url string) []time.Duration {
+	return timedPost(t, url+"/v1/chat/completions", map[string]any{"model": "fake-llm", "stream": true,
+		"messages": []any{map[string]any{"role": "user", "content": "How do I know when my bread is done baking?"}}},
+		func(ev sseEvent) (text, end bool) {
+			p := parseEvent(ev)
+			return p.text.Content != nil && *p.text.Content != "", p.done
+		})
+}
+
+// timedPost posts body to url and returns when each event read counts as
+// text arrived after the request was sent, until read says the stream
+// ended.
+func timedPost(t testing.TB, url string, body any, read func(sseEvent) (text, end bool)) []time.Duration {
 	t.Helper()
-	body := mustJSON(map[string]any{"model": "fake-llm", "stream": true,
-		"messages": []any{map[string]any{"role": "user", "content": "How do I know when my bread is done baking?"}}})
 	start := time.Now()
-	resp, err := http.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	resp, err := http.Post(url, "application/json", bytes.NewReader(mustJSON(body)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,16 +56,16 @@ func timedStream(t testing.TB, url string) []time.Duration {
 	for {
 		ev, err := rd.next()
 		if err != nil {
-			break
+			return at
 		}
-		if p := parseEvent(ev); p.text.Content != nil && *p.text.Content != "" {
+		text, end := read(ev)
+		if text {
 			at = append(at, time.Since(start))
 		}
-		if p := parseEvent(ev); p.done {
-			break
+		if end {
+			return at
 		}
 	}
-	return at
 }
 
 func loadAvg() string {

@@ -298,13 +298,13 @@ func tcOpenAIStream(at int, extra ...[]byte) [][]byte {
 	var summary []any
 	for i, text := range []string{"**Planning** the reply", "**Checking** the weather"} {
 		at := map[string]any{"item_id": rs, "output_index": 0, "summary_index": i}
-		s.ev("response.reasoning_summary_part.added", withKV(at, "part", map[string]any{"type": "summary_text", "text": ""}))
+		s.ev("response.reasoning_summary_part.added", withMembers(at, "part", map[string]any{"type": "summary_text", "text": ""}))
 		for _, d := range strings.SplitAfter(text, " ") {
-			s.ev("response.reasoning_summary_text.delta", withKV(at, "delta", d, "obfuscation", "k2Zq"))
+			s.ev("response.reasoning_summary_text.delta", withMembers(at, "delta", d, "obfuscation", "k2Zq"))
 		}
-		s.ev("response.reasoning_summary_text.done", withKV(at, "text", text))
+		s.ev("response.reasoning_summary_text.done", withMembers(at, "text", text))
 		part := map[string]any{"type": "summary_text", "text": text}
-		s.ev("response.reasoning_summary_part.done", withKV(at, "part", part))
+		s.ev("response.reasoning_summary_part.done", withMembers(at, "part", part))
 		summary = append(summary, part)
 	}
 	ritem := map[string]any{"id": rs, "type": "reasoning", "summary": summary, "encrypted_content": "gAAAAABo-full"}
@@ -316,13 +316,13 @@ func tcOpenAIStream(at int, extra ...[]byte) [][]byte {
 		at := map[string]any{"item_id": id, "output_index": idx, "content_index": 0}
 		s.ev("response.output_item.added", map[string]any{"output_index": idx, "item": map[string]any{
 			"id": id, "type": "message", "status": "in_progress", "content": []any{}, "role": "assistant", "phase": m.phase}})
-		s.ev("response.content_part.added", withKV(at, "part", map[string]any{"type": "output_text", "annotations": []any{}, "logprobs": []any{}, "text": ""}))
+		s.ev("response.content_part.added", withMembers(at, "part", map[string]any{"type": "output_text", "annotations": []any{}, "logprobs": []any{}, "text": ""}))
 		for _, d := range strings.SplitAfter(m.text, " ") {
-			s.ev("response.output_text.delta", withKV(at, "delta", d, "logprobs", []any{}, "obfuscation", "Qx9"))
+			s.ev("response.output_text.delta", withMembers(at, "delta", d, "logprobs", []any{}, "obfuscation", "Qx9"))
 		}
-		s.ev("response.output_text.done", withKV(at, "text", m.text, "logprobs", []any{}))
+		s.ev("response.output_text.done", withMembers(at, "text", m.text, "logprobs", []any{}))
 		part := map[string]any{"type": "output_text", "annotations": []any{}, "logprobs": []any{}, "text": m.text}
-		s.ev("response.content_part.done", withKV(at, "part", part))
+		s.ev("response.content_part.done", withMembers(at, "part", part))
 		item := map[string]any{"id": id, "type": "message", "status": "completed", "content": []any{part}, "role": "assistant", "phase": m.phase}
 		s.ev("response.output_item.done", map[string]any{"output_index": idx, "item": item})
 		items = append(items, item)
@@ -335,12 +335,12 @@ func tcOpenAIStream(at int, extra ...[]byte) [][]byte {
 				s.ev("response.function_call_arguments.delta", map[string]any{"item_id": "fc_68b1", "output_index": fidx, "delta": d, "obfuscation": "aB"})
 			}
 			s.ev("response.function_call_arguments.done", map[string]any{"item_id": "fc_68b1", "output_index": fidx, "arguments": args, "name": "get_weather"})
-			done := withKV(fc, "status", "completed", "arguments", args)
+			done := withMembers(fc, "status", "completed", "arguments", args)
 			s.ev("response.output_item.done", map[string]any{"output_index": fidx, "item": done})
 			items = append(items, done)
 		}
 	}
-	s.ev("response.completed", map[string]any{"response": withKV(resp("completed", items),
+	s.ev("response.completed", map[string]any{"response": withMembers(resp("completed", items),
 		"usage", map[string]any{"input_tokens": 30, "input_tokens_details": map[string]any{"cached_tokens": 0},
 			"output_tokens": 120, "output_tokens_details": map[string]any{"reasoning_tokens": 64}, "total_tokens": 150})})
 	out := append([][]byte(nil), s.out[:at]...)
@@ -447,7 +447,7 @@ func TestResponsesCompatOllamaTextThenToolCall(t *testing.T) {
 	s.ev("response.output_item.added", map[string]any{"output_index": 0, "item": fc})
 	s.ev("response.function_call_arguments.delta", map[string]any{"item_id": "fc_771_0", "output_index": 0, "delta": args})
 	s.ev("response.function_call_arguments.done", map[string]any{"item_id": "fc_771_0", "output_index": 0, "arguments": args})
-	done := withKV(fc, "status", "completed", "arguments", args)
+	done := withMembers(fc, "status", "completed", "arguments", args)
 	s.ev("response.output_item.done", map[string]any{"output_index": 0, "item": done})
 	msg := map[string]any{"id": "msg_456", "type": "message", "status": "completed", "role": "assistant",
 		"content": []any{map[string]any{"type": "output_text", "text": "Let me check.", "annotations": []any{}, "logprobs": []any{}}}}
@@ -604,7 +604,7 @@ func TestResponsesCompatLiteLLMToolCallBeforeMessageDone(t *testing.T) {
 		s.ev("response.function_call_arguments.delta", map[string]any{"item_id": call, "output_index": 1, "delta": d})
 	}
 	s.ev("response.function_call_arguments.done", map[string]any{"item_id": call, "output_index": 1, "arguments": args})
-	fdone := withKV(fc, "status", "completed", "arguments", args)
+	fdone := withMembers(fc, "status", "completed", "arguments", args)
 	s.ev("response.output_item.done", map[string]any{"output_index": 1, "item": fdone})
 	part := map[string]any{"type": "output_text", "text": "Let me check.", "annotations": []any{}, "logprobs": nil}
 	s.ev("response.output_text.done", map[string]any{"item_id": mid, "output_index": 0, "content_index": 0, "text": "Let me check."})

@@ -145,21 +145,9 @@ func newResponsesStream(x *exchange) *responsesStream {
 // comment of responses.go). A copy of the text that does not say what
 // was read is rewritten (parsedEvent.raw).
 func (s *responsesStream) parse(ev sseEvent) parsedEvent {
-	if ev.bad != nil {
-		return parsedEvent{bad: ev.bad}
-	}
-	if ev.data == nil {
-		return parsedEvent{}
-	}
-	d := bytes.Trim(ev.data, " \t\r\n")
-	if string(d) == "[DONE]" {
-		return parsedEvent{done: true}
-	}
-	if len(d) == 0 || d[0] != '{' {
-		return parsedEvent{bad: errors.New("event data is not a JSON object")}
-	}
-	if err := strictJSON(d, responsesEventShape); err != nil {
-		return parsedEvent{bad: fmt.Errorf("event data: %v", err)}
+	d, p, ok := eventJSON(ev, responsesEventShape)
+	if !ok {
+		return p
 	}
 	info := &responsesEventInfo{data: d}
 	e := &info.ev
@@ -177,7 +165,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 	if err := checkMembers(d, spec.members); err != nil {
 		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 	}
-	p := parsedEvent{isChunk: true, info: info}
+	p = parsedEvent{isChunk: true, info: info}
 	if spec.kind == evSnapshot || spec.kind == evFinal || spec.kind == evFailed {
 		if r := bytes.TrimSpace(e.Response); len(r) == 0 || r[0] != '{' {
 			return parsedEvent{bad: fmt.Errorf("a %s event without a response object", e.Type)}

@@ -46,14 +46,14 @@ func (s respSpec) events() [][]byte {
 		i := len(items)
 		at := map[string]any{"item_id": "rs_1", "output_index": i, "summary_index": 0}
 		ev("response.output_item.added", map[string]any{"output_index": i, "item": map[string]any{"id": "rs_1", "type": "reasoning", "summary": []any{}}})
-		ev("response.reasoning_summary_part.added", withKV(at, "part", map[string]any{"type": "summary_text", "text": ""}))
+		ev("response.reasoning_summary_part.added", withMembers(at, "part", map[string]any{"type": "summary_text", "text": ""}))
 		for _, d := range s.Summary {
-			ev("response.reasoning_summary_text.delta", withKV(at, "delta", d, "obfuscation", "pad"))
+			ev("response.reasoning_summary_text.delta", withMembers(at, "delta", d, "obfuscation", "pad"))
 		}
 		text := strings.Join(s.Summary, "")
 		part := map[string]any{"type": "summary_text", "text": text}
-		ev("response.reasoning_summary_text.done", withKV(at, "text", text))
-		ev("response.reasoning_summary_part.done", withKV(at, "part", part))
+		ev("response.reasoning_summary_text.done", withMembers(at, "text", text))
+		ev("response.reasoning_summary_part.done", withMembers(at, "part", part))
 		item := map[string]any{"id": "rs_1", "type": "reasoning", "summary": []any{part}}
 		ev("response.output_item.done", map[string]any{"output_index": i, "item": item})
 		items = append(items, item)
@@ -63,17 +63,17 @@ func (s respSpec) events() [][]byte {
 		at := map[string]any{"item_id": "msg_1", "output_index": i, "content_index": 0}
 		ev("response.output_item.added", map[string]any{"output_index": i, "item": map[string]any{
 			"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}})
-		ev("response.content_part.added", withKV(at, "part", map[string]any{"type": "output_text", "text": "", "annotations": []any{}}))
+		ev("response.content_part.added", withMembers(at, "part", map[string]any{"type": "output_text", "text": "", "annotations": []any{}}))
 		for _, d := range s.Content {
-			ev("response.output_text.delta", withKV(at, "delta", d, "logprobs", []any{}, "obfuscation", "pad"))
+			ev("response.output_text.delta", withMembers(at, "delta", d, "logprobs", []any{}, "obfuscation", "pad"))
 		}
 		if s.Hang && s.Call == "" {
 			return out
 		}
 		text := strings.Join(s.Content, "")
 		part := map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
-		ev("response.output_text.done", withKV(at, "text", text, "logprobs", []any{}))
-		ev("response.content_part.done", withKV(at, "part", part))
+		ev("response.output_text.done", withMembers(at, "text", text, "logprobs", []any{}))
+		ev("response.content_part.done", withMembers(at, "part", part))
 		item := map[string]any{"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": []any{part}}
 		ev("response.output_item.done", map[string]any{"output_index": i, "item": item})
 		items = append(items, item)
@@ -84,13 +84,13 @@ func (s respSpec) events() [][]byte {
 		ev("response.output_item.added", map[string]any{"output_index": i, "item": map[string]any{
 			"id": "fc_1", "type": "function_call", "status": "in_progress", "call_id": "call_1", "name": s.Call, "arguments": ""}})
 		for _, d := range s.ArgDeltas {
-			ev("response.function_call_arguments.delta", withKV(at, "delta", d))
+			ev("response.function_call_arguments.delta", withMembers(at, "delta", d))
 		}
 		if s.Hang {
 			return out
 		}
 		args := strings.Join(s.ArgDeltas, "")
-		ev("response.function_call_arguments.done", withKV(at, "arguments", args))
+		ev("response.function_call_arguments.done", withMembers(at, "arguments", args))
 		item := map[string]any{"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": s.Call, "arguments": args}
 		ev("response.output_item.done", map[string]any{"output_index": i, "item": item})
 		items = append(items, item)
@@ -117,17 +117,6 @@ func (s respSpec) whole() []byte {
 	}
 	return mustJSON(map[string]any{"id": "resp_fake42", "object": "response", "created_at": 1700000000, "status": "completed",
 		"model": "fake-llm", "output": output, "usage": map[string]int{"input_tokens": 9, "output_tokens": 50, "total_tokens": 59}})
-}
-
-func withKV(m map[string]any, kv ...any) map[string]any {
-	out := map[string]any{}
-	for k, v := range m {
-		out[k] = v
-	}
-	for i := 0; i < len(kv); i += 2 {
-		out[kv[i].(string)] = kv[i+1]
-	}
-	return out
 }
 
 func newResponsesUpstream(t testing.TB, s respSpec, write int) *fakeUpstream {

@@ -185,29 +185,31 @@ func (x *exchange) refuseResponse(msg string, info *cutInfo) {
 	empty := map[string]any{"type": "output_text", "text": "", "annotations": []any{}}
 	open := map[string]any{"id": "msg_" + x.id, "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}
 	at := map[string]any{"item_id": "msg_" + x.id, "output_index": 0, "content_index": 0}
-	with := func(m map[string]any, kv ...any) map[string]any {
-		out := map[string]any{}
-		for k, v := range m {
-			out[k] = v
-		}
-		for i := 0; i < len(kv); i += 2 {
-			out[kv[i].(string)] = kv[i+1]
-		}
-		return out
-	}
 	for _, e := range []struct {
 		typ    string
 		fields map[string]any
 	}{
 		{"response.created", map[string]any{"response": begun}},
 		{"response.output_item.added", map[string]any{"output_index": 0, "item": open}},
-		{"response.content_part.added", with(at, "part", empty)},
-		{"response.output_text.delta", with(at, "delta", msg, "logprobs", []any{})},
-		{"response.output_text.done", with(at, "text", msg, "logprobs", []any{})},
-		{"response.content_part.done", with(at, "part", part)},
+		{"response.content_part.added", withMembers(at, "part", empty)},
+		{"response.output_text.delta", withMembers(at, "delta", msg, "logprobs", []any{})},
+		{"response.output_text.done", withMembers(at, "text", msg, "logprobs", []any{})},
+		{"response.content_part.done", withMembers(at, "part", part)},
 		{"response.output_item.done", map[string]any{"output_index": 0, "item": item}},
 		{"response.incomplete", map[string]any{"response": final}},
 	} {
 		_, _ = x.w.Write(s.event(e.typ, e.fields))
 	}
+}
+
+// withMembers is a copy of m with the members kv (name, value, ...) set.
+func withMembers(m map[string]any, kv ...any) map[string]any {
+	out := make(map[string]any, len(m)+len(kv)/2)
+	for k, v := range m {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i].(string)] = kv[i+1]
+	}
+	return out
 }
