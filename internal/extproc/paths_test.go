@@ -88,3 +88,28 @@ func TestStoredAnswersOtherRoutes(t *testing.T) {
 		})
 	}
 }
+
+// TestStoredListBehindEncodedQuery: a percent-encoded "?" or "#" is read
+// both ways for every method (the path to an upstream that decodes once,
+// the start of a query to one that decodes and parses again): GET
+// /v1/chat/completions%3F (or …%23, …%3Fmodel=x) is, to an upstream that
+// decodes and parses again, GET /v1/chat/completions, the list of stored
+// completions (the part a cut withheld among them): refused as it is when
+// spelt plainly (TestStoredAnswersOtherRoutes).
+func TestStoredListBehindEncodedQuery(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: promptPolicy(m)}}, defaultFilter, 0)
+	completion := map[string]any{"id": "chatcmpl-1", "object": "chat.completion", "model": "fake-llm",
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": "The whole stored answer, flagged run included."}}}}
+	list, _ := json.Marshal(map[string]any{"object": "list", "data": []any{completion}, "has_more": false})
+	for _, p := range []string{"/v1/chat/completions", "/v1/chat/completions%3F", "/v1/chat/completions%3Fmodel=fake-llm", "/v1/chat/completions%23", "/v1/responses%3F"} {
+		t.Run(p, func(t *testing.T) {
+			fx.env.t = t
+			o := fx.env.exchange(context.Background(), request{path: p, header: map[string]string{"X-Api-Key": "k", ":method": "GET"}}, jsonReply([][]byte{list}))
+			if o.immediate == nil && bytes.Equal(o.body, list) {
+				t.Errorf("GET %s passed untouched: read as a path with a query by an upstream that decodes and parses again, it is the list of stored answers", p)
+			}
+		})
+	}
+}

@@ -41,21 +41,28 @@ func routeOf(method, rawPath string) route {
 		rawPath = rawPath[:i]
 	}
 	p := normalizePath(rawPath)
-	if strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		return mixedRoute
-	}
-	if stored(p) || !strings.EqualFold(method, http.MethodPost) && (strings.HasSuffix(p, "/responses") || strings.HasSuffix(p, "/chat/completions")) {
-		return storedRoute
-	}
-	if !strings.EqualFold(method, http.MethodPost) {
-		return otherRoute
-	}
-	r := classify(p)
 	// A "?" or "#" that came percent-encoded is part of the path to an
 	// upstream that decodes once, the start of a query to one that
 	// decodes and parses again: both readings count.
+	readings := []string{p}
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		r2 := classify(normalizePath(p[:i]))
+		readings = append(readings, normalizePath(p[:i]))
+	}
+	post := strings.EqualFold(method, http.MethodPost)
+	for _, q := range readings {
+		if strings.IndexFunc(q, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			return mixedRoute
+		}
+		if stored(q) || !post && (strings.HasSuffix(q, "/responses") || strings.HasSuffix(q, "/chat/completions")) {
+			return storedRoute
+		}
+	}
+	if !post {
+		return otherRoute
+	}
+	r := classify(readings[0])
+	if len(readings) > 1 {
+		r2 := classify(readings[1])
 		if r != r2 && min(r, r2) == chatRoute && max(r, r2) == respRoute {
 			return mixedRoute
 		}

@@ -234,8 +234,9 @@ func keys(m map[string]bool) string {
 // outPart is a part as read so far. Its text grows by appends (a long
 // answer comes in many small deltas).
 type outPart struct {
-	typ string
-	b   []byte
+	typ    string
+	b      []byte
+	copies int // copy events read (responsesStream: at most two)
 }
 
 // partList is an item's content or summary parts as read so far. Servers
@@ -286,7 +287,7 @@ type outItem struct {
 	name             string // a call's name
 	args             []byte // and its arguments or input
 	call             string // a call's key for the feeder
-	copies           int    // copy events read (done events)
+	copies           int    // copy events of the whole item read (at most two)
 	done             bool
 	// whole: raw is the item as done, checked to say what was read:
 	// given back as it is.
@@ -300,14 +301,21 @@ type outItem struct {
 type outState struct {
 	items []*outItem
 	ids   map[string]*outItem
+	// at is each item by the output_index its output_item.added gave it:
+	// where openai-python files it, and sends the events that name that
+	// index.
+	at    map[int]*outItem
 	calls int   // tool calls begun
 	size  int64 // bytes read: text, and each item's JSON
 	limit int64 // its bound; 0: none
 }
 
-// itemOverhead is what an item costs beyond its JSON (outItem, its
-// lists), so that many small items count too.
-const itemOverhead = 256
+// itemOverhead and partOverhead are what an item and a part cost beyond
+// their text, so that many small (or empty) ones count too.
+const (
+	itemOverhead = 256
+	partOverhead = 64
+)
 
 // newText collects an event's text that the guard has not read yet, in
 // the order a client reads it (an item's parts, items in turn).
@@ -462,7 +470,7 @@ func (o *outState) extend(it *outItem, w *wireItem, n *newText) error {
 				if !open && full != "" {
 					return -1
 				}
-				added += len(full)
+				added += len(full) + partOverhead
 				continue
 			}
 			q := l.parts[j]
@@ -574,13 +582,18 @@ func (o *outState) readResponse(raw json.RawMessage, n *newText) error {
 		return errMismatch
 	}
 	// Checked whole before anything is read: a trial on copies.
-	trial := outState{limit: o.limit, size: o.size, calls: o.calls, ids: map[string]*outItem{}}
+	trial := outState{limit: o.limit, size: o.size, calls: o.calls, ids: map[string]*outItem{}, at: map[int]*outItem{}}
+	clones := map[*outItem]*outItem{}
 	for _, it := range o.items {
 		c := it.clone()
+		clones[it] = c
 		trial.items = append(trial.items, c)
 		if c.id != "" {
 			trial.ids[c.id] = c
 		}
+	}
+	for i, it := range o.at {
+		trial.at[i] = clones[it]
 	}
 	var tn newText
 	for i, w := range ws {
@@ -616,7 +629,7 @@ func (it *outItem) clone() *outItem {
 	for _, l := range []*partList{&c.content, &c.summary} {
 		ps := make([]*outPart, len(l.parts))
 		for i, p := range l.parts {
-			ps[i] = &outPart{typ: p.typ, b: append([]byte(nil), p.b...)}
+			ps[i] = &outPart{typ: p.typ, b: append([]byte(nil), p.b...), copies: p.copies}
 		}
 		l.parts = ps
 	}

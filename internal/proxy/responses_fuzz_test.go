@@ -59,8 +59,16 @@ func FuzzParseResponsesRequest(f *testing.F) {
 					all(e, key)
 				}
 			case map[string]any:
-				if t, _ := v["type"].(string); t == "input_image" || t == "input_file" || t == "input_audio" {
+				t, _ := v["type"].(string)
+				switch t {
+				case "input_image", "input_file", "input_audio":
 					return // media: skipped and noted
+				case "text", "input_text", "output_text", "refusal", "thinking":
+					// A known text part: its text fields are what is read.
+					for _, k := range []string{"text", "refusal", "thinking"} {
+						all(v[k], k)
+					}
+					return
 				}
 				for k, e := range v {
 					all(e, k)

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
 )
@@ -32,7 +34,8 @@ var responsesRequestShape = object(map[string]*shape{
 	"include": nil, "top_logprobs": nil, "background": nil, "previous_response_id": nil, "conversation": nil, "prompt": nil,
 	"input": {elem: object(map[string]*shape{
 		"type": nil, "role": nil, "call_id": nil, "name": nil, "arguments": nil, "input": nil, "output": nil, "summary": {elem: object(map[string]*shape{"text": nil})},
-		"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
+		"encrypted_content": nil,
+		"content":           {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
 	})},
 	"previous_input_messages": nil, "enable_response_messages": nil, "chat_template": nil, "chat_template_kwargs": nil,
 })
@@ -158,6 +161,25 @@ type responsesItem struct {
 	Summary   []struct {
 		Text string `json:"text"`
 	} `json:"summary"`
+	Encrypted *string `json:"encrypted_content"`
+}
+
+// readableReasoning is the text a model may read in a reasoning item's
+// encrypted_content. OpenAI's is base64 of ciphertext: nothing readable.
+// Ollama keeps the model's thinking there as it is, and reads it back as
+// the assistant's thinking; base64 of text a model can decode as well.
+// So the content is judged as it is unless it is base64, and base64 that
+// decodes to text is judged decoded.
+func readableReasoning(s string) string {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if utf8.Valid(b) {
+				return string(b)
+			}
+			return ""
+		}
+	}
+	return s
 }
 
 // responsesInput lays instructions and input out as chat messages, as the
@@ -263,6 +285,11 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 			}
 			if text != "" {
 				asst.reasoning = append(asst.reasoning, text)
+			}
+			if it.Encrypted != nil {
+				if t := readableReasoning(*it.Encrypted); strings.TrimSpace(t) != "" {
+					asst.reasoning = append(asst.reasoning, t)
+				}
 			}
 		case "function_call":
 			if it.Name == nil {

@@ -119,7 +119,8 @@ type responsesEventInfo struct {
 
 // responsesStream is a streamed Responses API answer.
 type responsesStream struct {
-	x *exchange
+	x        *exchange
+	finished bool // a final response was read
 	// snapshot is the response of the last response.created (or
 	// in_progress, queued): the response the proxy ends starts from it.
 	snapshot json.RawMessage
@@ -179,9 +180,10 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		return p
 	case evSnapshot:
 		var r struct {
-			Output []json.RawMessage `json:"output"`
+			Output     []json.RawMessage `json:"output"`
+			OutputText string            `json:"output_text"`
 		}
-		if err := json.Unmarshal(e.Response, &r); err != nil || len(r.Output) > 0 || len(s.recv.items) > 0 {
+		if err := json.Unmarshal(e.Response, &r); err != nil || len(r.Output) > 0 || r.OutputText != "" || len(s.recv.items) > 0 {
 			return parsedEvent{bad: fmt.Errorf("a %s event with output", e.Type)}
 		}
 		if err := checkEnvelope(e.Response); err != nil {
@@ -196,14 +198,22 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 	var n newText
 	var err error
 	if spec.kind == evFinal {
-		p.finished = true
+		if s.finished {
+			return parsedEvent{bad: fmt.Errorf("a %s after the final response", e.Type)}
+		}
+		s.finished, p.finished = true, true
 		err = s.recv.readResponse(e.Response, &n)
 	} else {
 		err = s.recv.step(e, spec, &n)
 	}
 	switch {
 	case errors.Is(err, errMismatch):
-		if p.raw, err = s.rewrite(info); err != nil {
+		// A rewritten copy costs what it writes, against the same bound
+		// as the text read.
+		if p.raw, err = s.rewrite(info); err == nil {
+			err = s.recv.grow(len(p.raw))
+		}
+		if err != nil {
 			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 		}
 	case err != nil:
@@ -248,33 +258,50 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 		if err != nil {
 			return err
 		}
-		_, err = o.add(w, e.Item, n)
+		it, err := o.add(w, e.Item, n)
+		if err == nil && e.OutputIndex != nil {
+			if o.at == nil {
+				o.at = map[int]*outItem{}
+			}
+			o.at[*e.OutputIndex] = it
+		}
 		return err
 	case evItemDone:
-		it, err := o.named(e, false, false)
+		w, err := readItem(e.Item)
 		if err != nil {
+			return err
+		}
+		// The item it names itself first (Ollama's done event has no
+		// item_id, and an index shared with the message before it).
+		it := o.ids[w.ID]
+		if it == nil || e.ItemID != "" && e.ItemID != w.ID {
+			if it, err = o.named(e, false, itemTypes[w.Type].call); err != nil {
+				return err
+			}
+		} else if err := o.sameAt(e, it, itemTypes[w.Type].call); err != nil {
 			return err
 		}
 		if err := it.copy(); err != nil {
 			return err
 		}
-		w, err := readItem(e.Item)
-		if err != nil {
-			return err
-		}
 		err = o.extend(it, w, n)
 		it.done = true
 		if err == nil {
+			if grown := len(e.Item) - len(it.raw); grown > 0 {
+				if gerr := o.grow(grown); gerr != nil {
+					return gerr
+				}
+			}
 			it.raw, it.whole = e.Item, true
 		}
 		return err
 	}
 	adding := spec.kind == evPartAdded || spec.kind == evDelta || spec.kind == evArgsDelta
-	it, err := o.named(e, adding, spec.kind == evArgsDelta)
+	it, err := o.named(e, adding, spec.kind == evArgsDelta || spec.kind == evArgsDone)
 	if err != nil {
 		return err
 	}
-	if spec.kind == evPartDone || spec.kind == evTextDone || spec.kind == evArgsDone {
+	if spec.kind == evArgsDone {
 		if err := it.copy(); err != nil {
 			return err
 		}
@@ -382,7 +409,12 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 	}
 	// A part's text whole: what was read, and perhaps more at the end of
 	// the part being written. A text done event for a part of another
-	// type is no copy of it.
+	// type is no copy of it. The API copies a part twice (its text done,
+	// the part done).
+	q.copies++
+	if q.copies > 2 {
+		return fmt.Errorf("part %d sent again more often than the API repeats a part", r)
+	}
 	if partType != typ && spec.kind == evTextDone {
 		return fmt.Errorf("a %s for a %s part", e.Type, q.typ)
 	}
@@ -399,49 +431,89 @@ func (o *outState) step(e *responsesEvent, spec eventSpec, n *newText) error {
 }
 
 // named returns the item an output event is about: the one its item_id
-// names, else the one at its output_index, else the last. Servers number
-// items differently (Ollama gives a call the index of the message before
-// it), so the id counts first; but the SDKs add a text delta to the item
-// at its output_index, so an event that adds text (adding) may only be
-// about the item being written, and where its index names another item it
-// is refused, unless the event adds a call's input and the item at the
-// index is no call (the SDKs pass it over: Ollama's case).
+// names, else the one filed at its output_index (the index its
+// output_item.added gave it, else its position), else the last. Servers
+// number items differently (Ollama gives a call the index of the message
+// before it), so the id counts first; but the SDKs file items by the
+// index they were added at and apply an event to the item filed at its
+// index, so where the index names another item than the id the event is
+// refused (sameAt). An event that adds text (adding) may only be about
+// the item being written.
 func (o *outState) named(e *responsesEvent, adding, callInput bool) (*outItem, error) {
 	if len(o.items) == 0 {
 		return nil, errors.New("an event for an item before any was added")
 	}
-	var byIndex *outItem
-	if e.OutputIndex != nil {
-		if *e.OutputIndex >= len(o.items) {
-			return nil, fmt.Errorf("output_index %d where %d items were added", *e.OutputIndex, len(o.items))
-		}
-		byIndex = o.items[*e.OutputIndex]
-	}
-	it := byIndex
+	var it *outItem
 	switch {
 	case e.ItemID != "":
 		if it = o.ids[e.ItemID]; it == nil {
 			return nil, fmt.Errorf("item_id %q names no item", e.ItemID)
 		}
-	case it == nil:
+	case e.OutputIndex != nil:
+		var err error
+		if it, err = o.filed(*e.OutputIndex); err != nil {
+			return nil, err
+		}
+	default:
 		it = o.lastItem()
 	}
 	if adding && !o.open(it) {
 		return nil, fmt.Errorf("text for item %q, which is not the one being written", it.id)
 	}
-	if adding && byIndex != nil && byIndex != it && !(callInput && !itemTypes[byIndex.typ].call) {
-		return nil, fmt.Errorf("text for item %q at the output_index of another item", it.id)
-	}
-	return it, nil
+	return it, o.sameAt(e, it, callInput)
 }
 
-// copy counts a copy event of the item's text: a part's two (its text
-// done, the part done) and the item's own (done, a call's input done),
-// with room for one more each. More would let a few bytes of the upstream
-// make the proxy write the item again and again (each rewritten whole).
+// filed is the item at output_index i.
+func (o *outState) filed(i int) (*outItem, error) {
+	if it := o.at[i]; it != nil {
+		return it, nil
+	}
+	if i < len(o.items) {
+		return o.items[i], nil
+	}
+	return nil, fmt.Errorf("output_index %d names no item", i)
+}
+
+// sameAt refuses an event whose output_index names another item than it,
+// unless the event is about a call's input and the item at the index is
+// no call (the SDKs pass it over there: Ollama's case).
+func (o *outState) sameAt(e *responsesEvent, it *outItem, callInput bool) error {
+	if e.OutputIndex == nil {
+		return nil
+	}
+	at, err := o.filed(*e.OutputIndex)
+	if err != nil {
+		return err
+	}
+	if at != it && !(callInput && !itemTypes[at.typ].call) {
+		return fmt.Errorf("an event for item %q at the output_index of another item", it.id)
+	}
+	return nil
+}
+
+// copied is the item a copy event is about (as step found it).
+func (o *outState) copied(e *responsesEvent, spec eventSpec) (*outItem, error) {
+	if spec.kind == evItemDone {
+		var w struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(e.Item, &w)
+		if it := o.ids[w.ID]; it != nil && (e.ItemID == "" || e.ItemID == w.ID) {
+			return it, nil
+		}
+		return o.named(e, false, itemTypes[w.Type].call)
+	}
+	return o.named(e, false, spec.kind == evArgsDone)
+}
+
+// copy counts a copy event of the whole item (its done event, a call's
+// input done): the API sends each once. More would let a few bytes of the
+// upstream make the proxy write the item again and again, each copy that
+// disagrees rewritten whole.
 func (it *outItem) copy() error {
 	it.copies++
-	if it.copies > 2*(len(it.content.parts)+len(it.summary.parts))+3 {
+	if it.copies > 2 {
 		return fmt.Errorf("item %q sent again more often than the API repeats an item", it.id)
 	}
 	return nil
@@ -477,7 +549,7 @@ func (s *responsesStream) rewrite(info *responsesEventInfo) ([]byte, error) {
 		r["output"] = mustJSON(out)
 		m["response"] = r
 	default:
-		it, err := s.recv.named(e, false, false)
+		it, err := s.recv.copied(e, info.spec)
 		if err != nil {
 			return nil, err
 		}
