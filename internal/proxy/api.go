@@ -40,6 +40,8 @@ type streamAPI interface {
 	// passOn is the upstream's own error event (parsedEvent.apiErr; info
 	// is its parsedEvent.info) as the client gets it.
 	passOn(ev sseEvent, info any) []byte
+	// allowed says the answer was judged whole and went out uncut.
+	allowed()
 }
 
 // chatAPI is the chat-completions API.
@@ -123,3 +125,4 @@ func (c *chatStream) end(finish string, info *cutInfo, judged int) []byte {
 
 func (c *chatStream) errorEvent(e apiError) []byte     { return errorEvent(e) }
 func (c *chatStream) passOn(ev sseEvent, _ any) []byte { return ev.raw }
+func (c *chatStream) allowed()                         {}

@@ -129,7 +129,10 @@ func (e *External) start(h *handler, ctx context.Context, t *Tenant, header http
 	}
 	x.body = body
 	var err error
-	if x.req, err = h.api.parseRequest(body); err != nil {
+	if x.req, err = h.api.parseRequest(body); err == nil {
+		err = x.continued()
+	}
+	if err != nil {
 		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
 		return c, cw.answer()
 	}

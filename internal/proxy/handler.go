@@ -23,6 +23,7 @@ type handler struct {
 	endpoint string
 	client   *http.Client
 	safe     *safecache.Cache // declared text judged safe (judgeDeclared)
+	convs    *conversations   // Responses API conversations relayed (previous_response_id)
 }
 
 // NewHandler returns the handler of POST /v1/chat/completions (it serves
@@ -74,7 +75,8 @@ func newHandler(cfg Config, m Moderator) (*handler, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = defaultMaxRequestBytes
 	}
-	return &handler{api: chatAPI{}, cfg: cfg, mod: m, client: cfg.Client, safe: safecache.New(safecache.Entries)}, nil
+	return &handler{api: chatAPI{}, cfg: cfg, mod: m, client: cfg.Client, safe: safecache.New(safecache.Entries),
+		convs: newConversations(conversationBytes)}, nil
 }
 
 // exchange is one request being served.
@@ -135,7 +137,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.body = body
-	if x.req, err = h.api.parseRequest(body); err != nil {
+	if x.req, err = h.api.parseRequest(body); err == nil {
+		err = x.continued()
+	}
+	if err != nil {
 		x.fail(http.StatusBadRequest, EventBadRequest, apiError{Message: "streamguard: " + err.Error(), Type: typeInvalidRequest, Code: "bad_request"})
 		return
 	}

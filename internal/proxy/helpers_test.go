@@ -181,6 +181,7 @@ type fakeUpstream struct {
 	mu       sync.Mutex
 	calls    int
 	headers  []http.Header
+	reqBody  []byte // the last request's body
 	body     []byte // what the last streamed response wrote
 	canceled chan struct{}
 	once     sync.Once
@@ -242,7 +243,11 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Stream bool `json:"stream"`
 	}
-	_ = json.NewDecoder(r.Body).Decode(&req)
+	raw, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.reqBody = raw
+	f.mu.Unlock()
+	_ = json.Unmarshal(raw, &req)
 	for k, v := range f.spec.Header {
 		w.Header().Set(k, v)
 	}
@@ -345,6 +350,13 @@ func (f *fakeUpstream) waitCanceled(t testing.TB) {
 	case <-time.After(30 * time.Second):
 		t.Error("the upstream request was not cancelled")
 	}
+}
+
+// lastBody is the body of the last request the upstream got.
+func (f *fakeUpstream) lastBody() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reqBody
 }
 
 func (f *fakeUpstream) streamBody() []byte {

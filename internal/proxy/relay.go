@@ -352,6 +352,7 @@ func (r *relay) maybeEnd() bool {
 		if r.unjudged != nil {
 			r.x.finish(EventUnjudged, slog.String("reason", r.unjudged.Error()))
 		} else {
+			r.api.allowed()
 			r.x.finish(EventAllowed)
 		}
 		return true

@@ -33,6 +33,15 @@ type chatRequest struct {
 	// ...) the guard did not judge, in the order first seen (the
 	// X-Streamguard-Skipped header).
 	Skipped []string
+
+	// The Responses API's conversation (responses_request.go): Turns are
+	// the request's as chat messages (the conversation it continues
+	// before them, once continued), Instructions its system turn (not
+	// carried into a continuation, as the API does not), Previous the
+	// previous_response_id it continues.
+	Turns        []json.RawMessage
+	Instructions json.RawMessage
+	Previous     string
 }
 
 // parseRequest reads the fields the guard needs and refuses what the proxy

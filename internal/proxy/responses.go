@@ -704,3 +704,38 @@ func (o *outState) json(incomplete bool) []json.RawMessage {
 	}
 	return out
 }
+
+// assistant is the output read as the assistant's chat message: the
+// reasoning items' text as its reasoning, the messages' parts as its
+// content, the calls as its tool calls.
+func (o *outState) assistant() json.RawMessage {
+	var reasoning []string
+	var content []map[string]any
+	var calls []map[string]any
+	for _, it := range o.items {
+		switch it.typ {
+		case "reasoning":
+			for _, l := range []*partList{&it.summary, &it.content} {
+				for _, p := range l.parts {
+					reasoning = append(reasoning, string(p.b))
+				}
+			}
+		case "message":
+			for _, p := range it.content.parts {
+				content = append(content, p.json())
+			}
+		case "function_call":
+			calls = append(calls, map[string]any{"type": "function", "function": map[string]any{"name": it.name, "arguments": string(it.args)}})
+		case "custom_tool_call":
+			calls = append(calls, map[string]any{"type": "custom", "custom": map[string]any{"name": it.name, "input": string(it.args)}})
+		}
+	}
+	m := map[string]any{"role": "assistant", "content": content}
+	if len(reasoning) > 0 {
+		m["reasoning_content"] = strings.Join(reasoning, "\n")
+	}
+	if len(calls) > 0 {
+		m["tool_calls"] = calls
+	}
+	return mustJSON(m)
+}

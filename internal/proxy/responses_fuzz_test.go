@@ -32,9 +32,19 @@ func FuzzParseResponsesRequest(f *testing.F) {
 			t.Fatalf("accepted, but an exact reading fails: %v", err)
 		}
 		top := v.(map[string]any)
-		for _, k := range []string{"previous_response_id", "conversation", "prompt"} {
+		for _, k := range []string{"conversation", "prompt"} {
 			if x, ok := top[k]; ok && x != nil {
 				t.Fatalf("accepted %s=%v", k, x)
+			}
+		}
+		if prev, _ := top["previous_response_id"].(string); prev != r.Previous {
+			t.Fatalf("previous_response_id %q read as %q", prev, r.Previous)
+		}
+		if r.Previous != "" {
+			// Judged once the conversation it continues is read
+			// (TestResponsesContinued): the request's own turns with it.
+			if err := r.readTurns(nil); err != nil {
+				return
 			}
 		}
 		var judged strings.Builder

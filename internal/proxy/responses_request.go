@@ -17,10 +17,12 @@ import (
 // chat-completions request is: the last user turn in its context, what
 // the model reads after it, and the declared tools and schema alone.
 //
-// What the request points at rather than carries — an earlier response
-// (previous_response_id), a stored conversation, a stored prompt, an
-// item_reference — is text the model reads and the guard cannot see, so
-// such a request is refused with what to send instead. So are requests
+// What the request points at rather than carries — a stored
+// conversation, a stored prompt, an item_reference — is text the model
+// reads and the guard cannot see, so such a request is refused with what
+// to send instead; an earlier response (previous_response_id) only where
+// the proxy relayed it and remembers the conversation it ended
+// (conversations, continued). So are requests
 // for what the proxy cannot judge in the answer: log probabilities
 // (top_logprobs, include), built-in tools (their calls and results are
 // output items that are not the model's text), and background responses
@@ -63,7 +65,7 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		Include      []string        `json:"include"`
 		TopLogprobs  json.RawMessage `json:"top_logprobs"`
 		Background   json.RawMessage `json:"background"`
-		Previous     json.RawMessage `json:"previous_response_id"`
+		Previous     *string         `json:"previous_response_id"`
 		Conversation json.RawMessage `json:"conversation"`
 		Prompt       json.RawMessage `json:"prompt"`
 		// vLLM's: earlier turns read into the conversation, the
@@ -81,8 +83,6 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		return nil, fmt.Errorf("request body is not a Responses API JSON object: %v", err)
 	}
 	switch {
-	case !chatmsg.Absent(w.Previous):
-		return nil, errors.New("previous_response_id: streamguard judges the conversation a request carries, and the upstream's stored one is out of its sight; send the whole conversation in input (as store: false clients do) instead")
 	case !chatmsg.Absent(w.Conversation):
 		return nil, errors.New("conversation: streamguard judges the conversation a request carries, and a stored conversation is out of its sight; send its items in input instead")
 	case !chatmsg.Absent(w.Prompt):
@@ -121,12 +121,15 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 			return nil, fmt.Errorf("tools[%d]: type %q: streamguard judges function and custom tools only (a built-in tool's calls and results are output that is not the model's text); declare your own tools%s", i, def.Type, hint)
 		}
 	}
-	raws, err := responsesInput(w.Instructions, w.Input)
+	instructions, turns, err := responsesInput(w.Instructions, w.Input)
 	if err != nil {
 		return nil, err
 	}
-	msgs, trailing, skipped, err := readConversation(raws, "input")
-	if err != nil {
+	req := &chatRequest{Model: w.Model, Stream: w.Stream, Turns: turns, Instructions: instructions}
+	if w.Previous != nil && *w.Previous != "" {
+		// Judged once the conversation it continues is known (continued).
+		req.Previous = *w.Previous
+	} else if err := req.readTurns(nil); err != nil {
 		return nil, err
 	}
 	var format json.RawMessage
@@ -141,11 +144,40 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 			format = w.Text.Format // its name, description and schema
 		}
 	}
-	defs, err := chatmsg.Definitions([]json.RawMessage{mustJSON(w.Tools)}, format)
-	if err != nil {
+	if req.Declared, err = chatmsg.Definitions([]json.RawMessage{mustJSON(w.Tools)}, format); err != nil {
 		return nil, err
 	}
-	return &chatRequest{Model: w.Model, Stream: w.Stream, Messages: msgs, Trailing: trailing, Declared: defs, Skipped: skipped}, nil
+	return req, nil
+}
+
+// readTurns reads the conversation to judge: the instructions, the turns
+// before (those of the response the request continues) and the request's.
+func (r *chatRequest) readTurns(before []json.RawMessage) error {
+	raws := make([]json.RawMessage, 0, 1+len(before)+len(r.Turns))
+	if r.Instructions != nil {
+		raws = append(raws, r.Instructions)
+	}
+	raws = append(append(raws, before...), r.Turns...)
+	var err error
+	r.Messages, r.Trailing, r.Skipped, err = readConversation(raws, "input")
+	return err
+}
+
+// continued reads, for a Responses API request that continues an earlier
+// response (previous_response_id), the conversation that response ended,
+// as the proxy remembered it (conversations), and judges the request in
+// it. A response the proxy did not relay judged whole is refused: the
+// upstream would have its model read a conversation the guard cannot see.
+func (x *exchange) continued() error {
+	if x.req.Previous == "" {
+		return nil
+	}
+	before, ok := x.h.convs.get(x.t.Name, x.req.Previous)
+	if !ok {
+		return fmt.Errorf("previous_response_id: %q is no answer this streamguard relayed judged and whole for this tenant (or it was forgotten), and the conversation it ended is out of the guard's sight; send the whole conversation in input (as store: false clients do)", x.req.Previous)
+	}
+	x.req.Turns = append(append([]json.RawMessage(nil), before...), x.req.Turns...)
+	return x.req.readTurns(nil)
 }
 
 // responsesItem is an input item as responsesInput reads it.
@@ -183,32 +215,31 @@ func readableReasoning(s string) string {
 }
 
 // responsesInput lays instructions and input out as chat messages, as the
-// model's template receives them: instructions as the first system
-// message; input as a string (one user message) or items: messages as
+// model's template receives them: instructions as a system message (it
+// goes first); input as a string (one user message) or items: messages as
 // they are (role developer is read as system, content parts as chatmsg
 // reads them); an assistant's reasoning items (their summaries and
 // reasoning text), messages and function calls after one another as one
 // assistant turn, its tool calls written as the template writes them;
 // function and custom tool call outputs as tool results.
-func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, error) {
-	var out []json.RawMessage
+func responsesInput(instructions, input json.RawMessage) (system json.RawMessage, out []json.RawMessage, err error) {
 	if !chatmsg.Absent(instructions) {
 		var s string
 		if err := json.Unmarshal(instructions, &s); err != nil {
-			return nil, errors.New("instructions: want a string")
+			return nil, nil, errors.New("instructions: want a string")
 		}
-		out = append(out, mustJSON(map[string]any{"role": "system", "content": s}))
+		system = mustJSON(map[string]any{"role": "system", "content": s})
 	}
 	input = bytes.TrimSpace(input)
 	if len(input) == 0 || string(input) == "null" {
-		return nil, errors.New("input: a prompt is required")
+		return nil, nil, errors.New("input: a prompt is required")
 	}
 	if input[0] == '"' {
-		return append(out, mustJSON(map[string]any{"role": "user", "content": input})), nil
+		return system, []json.RawMessage{mustJSON(map[string]any{"role": "user", "content": input})}, nil
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(input, &items); err != nil {
-		return nil, fmt.Errorf("input: want a string or an array of items: %v", err)
+		return nil, nil, fmt.Errorf("input: want a string or an array of items: %v", err)
 	}
 	// The assistant turn being built: its reasoning, content and calls.
 	var asst struct {
@@ -244,7 +275,7 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 	for i, raw := range items {
 		var it responsesItem
 		if err := json.Unmarshal(raw, &it); err != nil {
-			return nil, fmt.Errorf("input[%d]: want an item object: %v", i, err)
+			return nil, nil, fmt.Errorf("input[%d]: want an item object: %v", i, err)
 		}
 		typ := it.Type
 		if typ == "" && it.Role != "" {
@@ -253,7 +284,7 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 		switch typ {
 		case "message":
 			if _, err := chatmsg.ContentText(it.Content, new(chatmsg.Skipped)); err != nil {
-				return nil, fmt.Errorf("input[%d]: %v", i, err)
+				return nil, nil, fmt.Errorf("input[%d]: %v", i, err)
 			}
 			if it.Role != "assistant" {
 				closeTurn()
@@ -281,7 +312,7 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 			}
 			text, err := chatmsg.ContentText(it.Content, new(chatmsg.Skipped))
 			if err != nil {
-				return nil, fmt.Errorf("input[%d]: %v", i, err)
+				return nil, nil, fmt.Errorf("input[%d]: %v", i, err)
 			}
 			if text != "" {
 				asst.reasoning = append(asst.reasoning, text)
@@ -293,14 +324,14 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 			}
 		case "function_call":
 			if it.Name == nil {
-				return nil, fmt.Errorf("input[%d]: a function_call without a name", i)
+				return nil, nil, fmt.Errorf("input[%d]: a function_call without a name", i)
 			}
 			asst.open = true
 			asst.calls = append(asst.calls, map[string]any{"type": "function", "id": it.CallID,
 				"function": map[string]any{"name": *it.Name, "arguments": it.Arguments}})
 		case "custom_tool_call":
 			if it.Name == nil {
-				return nil, fmt.Errorf("input[%d]: a custom_tool_call without a name", i)
+				return nil, nil, fmt.Errorf("input[%d]: a custom_tool_call without a name", i)
 			}
 			asst.open = true
 			asst.calls = append(asst.calls, map[string]any{"type": "custom", "id": it.CallID,
@@ -309,11 +340,11 @@ func responsesInput(instructions, input json.RawMessage) ([]json.RawMessage, err
 			closeTurn()
 			out = append(out, mustJSON(map[string]any{"role": "tool", "tool_call_id": it.CallID, "content": it.Output}))
 		case "item_reference":
-			return nil, fmt.Errorf("input[%d]: an item_reference points at a stored item that streamguard cannot see; send the item itself", i)
+			return nil, nil, fmt.Errorf("input[%d]: an item_reference points at a stored item that streamguard cannot see; send the item itself", i)
 		default:
-			return nil, fmt.Errorf("input[%d]: an item of type %q, which streamguard does not judge: it reads messages, reasoning, function and custom tool calls and their outputs", i, typ)
+			return nil, nil, fmt.Errorf("input[%d]: an item of type %q, which streamguard does not judge: it reads messages, reasoning, function and custom tool calls and their outputs", i, typ)
 		}
 	}
 	closeTurn()
-	return out, nil
+	return system, out, nil
 }

@@ -120,7 +120,8 @@ type responsesEventInfo struct {
 // responsesStream is a streamed Responses API answer.
 type responsesStream struct {
 	x        *exchange
-	finished bool // a final response was read
+	finished bool            // a final response was read
+	final    json.RawMessage // its response
 	// snapshot is the response of the last response.created (or
 	// in_progress, queued): the response the proxy ends starts from it.
 	snapshot json.RawMessage
@@ -202,6 +203,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 			return parsedEvent{bad: fmt.Errorf("a %s after the final response", e.Type)}
 		}
 		s.finished, p.finished = true, true
+		s.final = e.Response
 		err = s.recv.readResponse(e.Response, &n)
 	} else {
 		err = s.recv.step(e, spec, &n)
@@ -707,4 +709,22 @@ func (s *responsesStream) passOn(ev sseEvent, i any) []byte {
 	_ = json.Unmarshal(info.ev.Response, &r)
 	m["status"], m["output"], m["error"] = "failed", s.given.json(true), r.Error
 	return s.event("response.failed", map[string]any{"response": m})
+}
+
+// allowed remembers the conversation the answer ended (conversations).
+func (s *responsesStream) allowed() {
+	id := responseID(s.final)
+	if id == "" {
+		id = responseID(s.snapshot)
+	}
+	s.x.remember(id, &s.recv)
+}
+
+// responseID is a response object's id.
+func responseID(raw json.RawMessage) string {
+	var r struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &r)
+	return r.ID
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
@@ -584,7 +585,6 @@ func TestResponsesRequest(t *testing.T) {
 		body map[string]any
 		err  string
 	}{
-		{map[string]any{"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"},
 		{map[string]any{"input": "x", "conversation": "conv_1"}, "conversation"},
 		{map[string]any{"input": "x", "prompt": map[string]any{"id": "pmpt_1"}}, "prompt"},
 		{map[string]any{"input": "x", "background": true}, "background"},
@@ -652,4 +652,117 @@ func TestResponsesPromptRefused(t *testing.T) {
 		t.Errorf("the upstream was called %d times", up.calls)
 	}
 	_ = context.Background
+}
+
+// promptRecorder records the prompts the guard judges.
+type promptRecorder struct {
+	Moderator
+	mu      sync.Mutex
+	prompts [][]guard.Message
+}
+
+func (m *promptRecorder) Open(ctx context.Context, p guard.Policy) (Stream, error) {
+	s, err := m.Moderator.Open(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return &promptRecordingStream{s, m}, nil
+}
+
+type promptRecordingStream struct {
+	Stream
+	m *promptRecorder
+}
+
+func (s *promptRecordingStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
+	s.m.mu.Lock()
+	s.m.prompts = append(s.m.prompts, append([]guard.Message(nil), msgs...))
+	s.m.mu.Unlock()
+	return s.Stream.JudgePrompt(ctx, msgs)
+}
+
+func (m *promptRecorder) last() []guard.Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.prompts[len(m.prompts)-1]
+}
+
+// TestResponsesContinued: a request that continues an answer the proxy
+// relayed judged and whole (previous_response_id) is judged in the
+// conversation that answer ended — its turns, its answer — as the
+// upstream's model reads it; the request goes upstream unchanged. An
+// answer the guard cut, one another tenant got, or one the proxy never
+// relayed cannot be continued: 400, the upstream not called.
+func TestResponsesContinued(t *testing.T) {
+	m := tinyModel(t)
+	fc := findFlagCase(t, m, withAnswer(testResponse), 0.5)
+	rec := &promptRecorder{Moderator: Direct(m)}
+	spec := respSpec{Content: []string{"Bread needs ", "flour."}}
+	for _, stream := range []bool{true, false} {
+		up := newResponsesUpstream(t, spec, 0)
+		p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Name: "t1", Policy: safePolicy(m)}, nil)
+		first := respRequest("What does bread need?", stream)
+		first["instructions"] = "Be brief."
+		if resp, body := postResponses(t, p.URL, first); resp.StatusCode != 200 {
+			t.Fatalf("first turn: %d %s", resp.StatusCode, body)
+		}
+		p.wait(t, 1)
+		next := respRequest("And then?", stream)
+		next["previous_response_id"] = "resp_fake42"
+		resp, body := postResponses(t, p.URL, next)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %v: continuing: %d %s", stream, resp.StatusCode, body)
+		}
+		want := []guard.Message{{Role: "user", Content: "What does bread need?"}, {Role: "assistant", Content: "Bread needs flour."}, {Role: "user", Content: "And then?"}}
+		if got := rec.last(); !equalMessages(got, want) {
+			t.Errorf("stream %v: judged %+v\nwant %+v (the earlier instructions are not carried, as the API does not)", stream, got, want)
+		}
+		if got := up.lastBody(); !bytes.Equal(got, mustJSON(next)) {
+			t.Errorf("the upstream got %s", got)
+		}
+	}
+
+	// A cut answer is not remembered; nor is another tenant's.
+	up := newResponsesUpstream(t, respSpec{Content: splitRunes(testResponse, 7)}, 0)
+	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Name: "t1", Policy: fc.Policy}, nil)
+	if _, body := postResponses(t, p.URL, respRequest(fc.Prompt, true)); !bytes.Contains(body, []byte("response.incomplete")) {
+		t.Fatalf("the answer was not cut: %s", body)
+	}
+	p.wait(t, 1)
+	calls := up.calls
+	next := respRequest("Go on.", true)
+	next["previous_response_id"] = "resp_fake42"
+	resp, body := postResponses(t, p.URL, next)
+	if resp.StatusCode != 400 || !bytes.Contains(body, []byte("previous_response_id")) || up.calls != calls {
+		t.Errorf("continuing a cut answer: %d %s (upstream calls %d → %d)", resp.StatusCode, body, calls, up.calls)
+	}
+}
+
+// TestConversationsBound: the conversations remembered stay within their
+// bytes, the least recently used forgotten first; a tenant reads only its
+// own.
+func TestConversationsBound(t *testing.T) {
+	c := newConversations(100)
+	turn := func(n int) []json.RawMessage { return []json.RawMessage{json.RawMessage(strings.Repeat("x", n))} }
+	c.put("a", "r1", turn(40))
+	c.put("a", "r2", turn(40))
+	if _, ok := c.get("a", "r1"); !ok { // r1 now the most recent
+		t.Fatal("r1 forgotten")
+	}
+	c.put("a", "r3", turn(40)) // 120 bytes: r2, the least recent, goes
+	if _, ok := c.get("a", "r2"); ok {
+		t.Error("r2 kept past the bound")
+	}
+	for _, id := range []string{"r1", "r3"} {
+		if _, ok := c.get("a", id); !ok {
+			t.Errorf("%s forgotten", id)
+		}
+	}
+	if _, ok := c.get("b", "r1"); ok {
+		t.Error("tenant b read tenant a's conversation")
+	}
+	c.put("a", "big", turn(101))
+	if _, ok := c.get("a", "big"); ok || c.bytes > 100 {
+		t.Errorf("a conversation larger than the bound kept (%d bytes held)", c.bytes)
+	}
 }

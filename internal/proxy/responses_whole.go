@@ -95,6 +95,7 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 		x.writeJSON(cutBody(tr.cutFed(), "content_filter", info))
 		x.finish(EventResponseFlagged, attrs...)
 	case res.err == nil:
+		x.remember(responseID(body), &o)
 		x.writeBody(resp, body)
 		x.finish(EventAllowed)
 	case x.ctx.Err() != nil:
