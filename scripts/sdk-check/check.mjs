@@ -166,6 +166,16 @@ await check("responses.create: an agent's function tool, call and output through
   assert.equal(r.output_text, ANSWER);
 });
 
+await check("responses.create: continuing an answer the proxy relayed (previous_response_id)", async () => {
+  const first = await ok.responses.create({ model: "fake-llm", input: "Say hello." });
+  const next = await ok.responses.create({ model: "fake-llm", previous_response_id: first.id, input: "Again, please." });
+  assert.equal(next.output_text, ANSWER);
+  // Another tenant's answer is not its to continue.
+  const e = await expectError(() => flag.responses.create({ model: "fake-llm", previous_response_id: first.id, input: "Again." }),
+    OpenAI.BadRequestError, 400, "bad_request");
+  assert.match(e.message, /previous_response_id/);
+});
+
 await check("responses.create: state the guard cannot see refused, BadRequestError 400", async () => {
   const e = await expectError(() => ok.responses.create({ model: "fake-llm", input: "Go on.", previous_response_id: "resp_1" }),
     OpenAI.BadRequestError, 400, "bad_request");
