@@ -14,6 +14,9 @@ func (x *exchange) finish(event string, attrs ...slog.Attr) {
 		return
 	}
 	x.finished = true
+	if event != EventAllowed {
+		x.forgetAnswer()
+	}
 	d := time.Since(x.start)
 	if a := x.h.cfg.Audit; a != nil {
 		base := []slog.Attr{

@@ -27,9 +27,17 @@ type conversations struct {
 
 type conversation struct {
 	key  string
-	raws []json.RawMessage
+	raws []json.RawMessage // nil: an id given to two answers, not to be continued
 	size int64
 }
+
+// conversationOverhead is what a conversation costs beyond its turns and
+// key (its list element, map entry, slice).
+const conversationOverhead = 256
+
+// maxResponseID bounds the response ids remembered (OpenAI's are about 50
+// bytes; vLLM's request_id, which a client could set, is refused).
+const maxResponseID = 256
 
 // conversationBytes bounds what the proxy remembers of conversations.
 const conversationBytes = 64 << 20
@@ -45,47 +53,87 @@ func (c *conversations) get(tenant, id string) ([]json.RawMessage, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[conversationKey(tenant, id)]
-	if !ok {
+	if !ok || e.Value.(*conversation).raws == nil {
 		return nil, false
 	}
 	c.l.MoveToFront(e)
 	return e.Value.(*conversation).raws, true
 }
 
-// put remembers the conversation the tenant's response id ended.
+// put remembers the conversation the tenant's response id ended. An id
+// that ended another answer before is ambiguous (the upstream keeps one
+// of them): it is kept as not to be continued.
 func (c *conversations) put(tenant, id string, raws []json.RawMessage) {
-	var size int64
+	key := conversationKey(tenant, id)
+	size := int64(len(key)) + conversationOverhead
 	for _, r := range raws {
 		size += int64(len(r))
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key := conversationKey(tenant, id)
 	if e, ok := c.m[key]; ok {
-		c.bytes -= e.Value.(*conversation).size
-		c.l.Remove(e)
-		delete(c.m, key)
+		c.remove(e)
+		raws, size = nil, int64(len(key))+conversationOverhead
 	}
+	c.add(key, raws, size)
+}
+
+// forget keeps the tenant's response id as not to be continued: an answer
+// under it was cut, flagged or not judged whole.
+func (c *conversations) forget(tenant, id string) {
+	key := conversationKey(tenant, id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok {
+		c.remove(e)
+	}
+	c.add(key, nil, int64(len(key))+conversationOverhead)
+}
+
+func (c *conversations) remove(e *list.Element) {
+	v := e.Value.(*conversation)
+	c.l.Remove(e)
+	delete(c.m, v.key)
+	c.bytes -= v.size
+}
+
+func (c *conversations) add(key string, raws []json.RawMessage, size int64) {
 	if size > c.maxBytes {
 		return
 	}
 	c.m[key] = c.l.PushFront(&conversation{key: key, raws: raws, size: size})
 	c.bytes += size
 	for c.bytes > c.maxBytes {
-		e := c.l.Back()
-		v := e.Value.(*conversation)
-		c.l.Remove(e)
-		delete(c.m, v.key)
-		c.bytes -= v.size
+		c.remove(c.l.Back())
 	}
 }
 
 // remember keeps the conversation a judged, uncut answer ended: the
-// request's turns and the answer as the assistant's turn.
-func (x *exchange) remember(id string, o *outState) {
-	if id == "" || x.req == nil {
+// request's turns (its instructions among them: vLLM's model reads them
+// in a continuation, OpenAI's does not, and as context they hide nothing)
+// and the answer as the assistant's turn. An answer whose final response
+// the proxy rewrote is not remembered (the upstream keeps its own), nor
+// one of a request that asked the upstream not to store it.
+func (x *exchange) remember(id string, o *outState, rewritten bool) {
+	if id == "" || x.req == nil || x.req.NoStore {
 		return
 	}
-	turns := append(append([]json.RawMessage(nil), x.req.Turns...), o.assistant())
+	if rewritten || len(id) > maxResponseID {
+		x.h.convs.forget(x.t.Name, id)
+		return
+	}
+	var turns []json.RawMessage
+	if x.req.Instructions != nil {
+		turns = append(turns, x.req.Instructions)
+	}
+	turns = append(append(turns, x.req.Turns...), o.assistant())
 	x.h.convs.put(x.t.Name, id, turns)
+}
+
+// forgetAnswer keeps the response id of an answer that did not end
+// allowed as not to be continued (conversations.forget).
+func (x *exchange) forgetAnswer() {
+	if x.respID != "" && len(x.respID) <= maxResponseID {
+		x.h.convs.forget(x.t.Name, x.respID)
+	}
 }

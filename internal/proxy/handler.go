@@ -98,6 +98,9 @@ type exchange struct {
 
 	tokens   int
 	finished bool
+	// respID is the id of the Responses API answer being relayed (its
+	// snapshot's), forgotten for continuations unless it ends allowed.
+	respID string
 
 	// ext is the external driver's call (nil for the handler's own
 	// requests): a fail-open request is then marked, not forwarded.

@@ -42,6 +42,7 @@ type chatRequest struct {
 	Turns        []json.RawMessage
 	Instructions json.RawMessage
 	Previous     string
+	NoStore      bool // store: false (the upstream keeps no answer to continue)
 }
 
 // parseRequest reads the fields the guard needs and refuses what the proxy

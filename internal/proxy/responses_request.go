@@ -40,6 +40,7 @@ var responsesRequestShape = object(map[string]*shape{
 		"content":           {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil})},
 	})},
 	"previous_input_messages": nil, "enable_response_messages": nil, "chat_template": nil, "chat_template_kwargs": nil,
+	"previous_response": nil, "request_id": nil, "store": nil,
 })
 
 // responsesTools are the tool types a request may declare: the
@@ -72,6 +73,9 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		// conversation and answer spelt out in the response, and the
 		// chat template and its arguments.
 		PreviousInput    json.RawMessage `json:"previous_input_messages"`
+		PreviousResponse json.RawMessage `json:"previous_response"`
+		RequestID        json.RawMessage `json:"request_id"`
+		Store            *bool           `json:"store"`
 		ResponseMessages json.RawMessage `json:"enable_response_messages"`
 		Template         json.RawMessage `json:"chat_template"`
 		Kwargs           json.RawMessage `json:"chat_template_kwargs"`
@@ -91,8 +95,10 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 		return nil, errors.New("background: a background response is fetched later, past the guard; leave background out")
 	case truthy(w.TopLogprobs):
 		return nil, errors.New("top_logprobs: streamguard does not relay log probabilities (their tokens and alternatives are text it does not judge); leave top_logprobs out")
-	case !chatmsg.Absent(w.PreviousInput):
-		return nil, errors.New("previous_input_messages: streamguard judges the conversation in input; send the earlier turns there")
+	case !chatmsg.Absent(w.PreviousInput), !chatmsg.Absent(w.PreviousResponse):
+		return nil, errors.New("previous_input_messages, previous_response: streamguard judges the conversation in input; send the earlier turns there")
+	case !chatmsg.Absent(w.RequestID):
+		return nil, errors.New("request_id: the upstream would name its answer as the client chose, and another answer under the same name would be the one continued; leave request_id out")
 	case truthy(w.ResponseMessages):
 		return nil, errors.New("enable_response_messages: the answer spelt out beside its output is text streamguard does not judge; leave it out")
 	case !chatmsg.Absent(w.Template):
@@ -125,7 +131,7 @@ func parseResponsesRequest(body []byte) (*chatRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	req := &chatRequest{Model: w.Model, Stream: w.Stream, Turns: turns, Instructions: instructions}
+	req := &chatRequest{Model: w.Model, Stream: w.Stream, Turns: turns, Instructions: instructions, NoStore: w.Store != nil && !*w.Store}
 	if w.Previous != nil && *w.Previous != "" {
 		// Judged once the conversation it continues is known (continued).
 		req.Previous = *w.Previous

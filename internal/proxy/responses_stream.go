@@ -119,9 +119,10 @@ type responsesEventInfo struct {
 
 // responsesStream is a streamed Responses API answer.
 type responsesStream struct {
-	x        *exchange
-	finished bool            // a final response was read
-	final    json.RawMessage // its response
+	x         *exchange
+	finished  bool            // a final response was read
+	final     json.RawMessage // its response
+	rewritten bool            // a copy was rewritten
 	// snapshot is the response of the last response.created (or
 	// in_progress, queued): the response the proxy ends starts from it.
 	snapshot json.RawMessage
@@ -191,6 +192,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 		}
 		s.snapshot = e.Response
+		s.noteID(e.Response)
 		return p
 	}
 	if s.snapshot == nil {
@@ -204,6 +206,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		}
 		s.finished, p.finished = true, true
 		s.final = e.Response
+		s.noteID(e.Response)
 		err = s.recv.readResponse(e.Response, &n)
 	} else {
 		err = s.recv.step(e, spec, &n)
@@ -215,6 +218,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		if p.raw, err = s.rewrite(info); err == nil {
 			err = s.recv.grow(len(p.raw))
 		}
+		s.rewritten = true
 		if err != nil {
 			return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 		}
@@ -711,13 +715,20 @@ func (s *responsesStream) passOn(ev sseEvent, i any) []byte {
 	return s.event("response.failed", map[string]any{"response": m})
 }
 
+// noteID notes the id of the answer relayed (exchange.respID).
+func (s *responsesStream) noteID(resp json.RawMessage) {
+	if id := responseID(resp); id != "" && s.x != nil {
+		s.x.respID = id
+	}
+}
+
 // allowed remembers the conversation the answer ended (conversations).
 func (s *responsesStream) allowed() {
 	id := responseID(s.final)
 	if id == "" {
 		id = responseID(s.snapshot)
 	}
-	s.x.remember(id, &s.recv)
+	s.x.remember(id, &s.recv, s.rewritten)
 }
 
 // responseID is a response object's id.

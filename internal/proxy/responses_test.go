@@ -588,6 +588,8 @@ func TestResponsesRequest(t *testing.T) {
 		{map[string]any{"input": "x", "conversation": "conv_1"}, "conversation"},
 		{map[string]any{"input": "x", "prompt": map[string]any{"id": "pmpt_1"}}, "prompt"},
 		{map[string]any{"input": "x", "background": true}, "background"},
+		{map[string]any{"input": "x", "request_id": "resp_1"}, "request_id"},
+		{map[string]any{"input": "x", "previous_response": map[string]any{"id": "resp_1"}}, "previous_response"},
 		{map[string]any{"input": "x", "top_logprobs": 3}, "top_logprobs"},
 		{map[string]any{"input": "x", "include": []any{"message.output_text.logprobs"}}, "include"},
 		{map[string]any{"input": "x", "tools": []any{map[string]any{"type": "web_search"}}}, `type "web_search"`},
@@ -713,9 +715,10 @@ func TestResponsesContinued(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("stream %v: continuing: %d %s", stream, resp.StatusCode, body)
 		}
-		want := []guard.Message{{Role: "user", Content: "What does bread need?"}, {Role: "assistant", Content: "Bread needs flour."}, {Role: "user", Content: "And then?"}}
+		// The earlier instructions are context too: vLLM's model reads them.
+		want := []guard.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "What does bread need?"}, {Role: "assistant", Content: "Bread needs flour."}, {Role: "user", Content: "And then?"}}
 		if got := rec.last(); !equalMessages(got, want) {
-			t.Errorf("stream %v: judged %+v\nwant %+v (the earlier instructions are not carried, as the API does not)", stream, got, want)
+			t.Errorf("stream %v: judged %+v\nwant %+v", stream, got, want)
 		}
 		if got := up.lastBody(); !bytes.Equal(got, mustJSON(next)) {
 			t.Errorf("the upstream got %s", got)
@@ -742,14 +745,16 @@ func TestResponsesContinued(t *testing.T) {
 // bytes, the least recently used forgotten first; a tenant reads only its
 // own.
 func TestConversationsBound(t *testing.T) {
-	c := newConversations(100)
+	// Each entry costs its key and conversationOverhead beside its turns.
+	over := int64(len(conversationKey("a", "r1"))) + conversationOverhead
+	c := newConversations(100 + 2*over)
 	turn := func(n int) []json.RawMessage { return []json.RawMessage{json.RawMessage(strings.Repeat("x", n))} }
 	c.put("a", "r1", turn(40))
 	c.put("a", "r2", turn(40))
 	if _, ok := c.get("a", "r1"); !ok { // r1 now the most recent
 		t.Fatal("r1 forgotten")
 	}
-	c.put("a", "r3", turn(40)) // 120 bytes: r2, the least recent, goes
+	c.put("a", "r3", turn(40)) // three entries past the bound: r2, the least recent, goes
 	if _, ok := c.get("a", "r2"); ok {
 		t.Error("r2 kept past the bound")
 	}
@@ -761,8 +766,19 @@ func TestConversationsBound(t *testing.T) {
 	if _, ok := c.get("b", "r1"); ok {
 		t.Error("tenant b read tenant a's conversation")
 	}
-	c.put("a", "big", turn(101))
-	if _, ok := c.get("a", "big"); ok || c.bytes > 100 {
+	c.put("a", "big", turn(int(c.maxBytes)))
+	if _, ok := c.get("a", "big"); ok || c.bytes > c.maxBytes {
 		t.Errorf("a conversation larger than the bound kept (%d bytes held)", c.bytes)
+	}
+	// An id given to a second answer, or forgotten, is not continued.
+	c = newConversations(1 << 20)
+	c.put("a", "r1", turn(10))
+	c.put("a", "r1", turn(10))
+	c.put("a", "r2", turn(10))
+	c.forget("a", "r2")
+	for _, id := range []string{"r1", "r2"} {
+		if _, ok := c.get("a", id); ok {
+			t.Errorf("%s can be continued", id)
+		}
 	}
 }

@@ -30,6 +30,7 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 	}
 	// Read into an outState, each part's text fed on its own eventText
 	// so that a cut can keep the parts before it.
+	x.respID = responseID(body)
 	o := outState{limit: x.h.cfg.maxResponseBytes()}
 	if err := o.readResponse(body, &newText{}); err != nil {
 		refuse(err)
@@ -95,7 +96,7 @@ func (x *exchange) judgeWholeResponse(s Stream, resp *http.Response, body []byte
 		x.writeJSON(cutBody(tr.cutFed(), "content_filter", info))
 		x.finish(EventResponseFlagged, attrs...)
 	case res.err == nil:
-		x.remember(responseID(body), &o)
+		x.remember(responseID(body), &o, false)
 		x.writeBody(resp, body)
 		x.finish(EventAllowed)
 	case x.ctx.Err() != nil:
