@@ -40,11 +40,14 @@ const server = http.createServer((req, res) => {
   });
 });
 
-// responses answers a Responses API request.
+// responses answers a Responses API request, each answer with an id of
+// its own (as an upstream names the answers it stores).
+let responseCount = 0;
 function responses(r, res) {
+  const id = `resp_fake${++responseCount}`;
   const part = { type: "output_text", text: ANSWER.join(""), annotations: [] };
   const item = { id: "msg_fake1", type: "message", status: "completed", role: "assistant", content: [part] };
-  const resp = (status, output) => ({ id: "resp_fake1", object: "response", created_at: 1700000000, status, model: "fake-llm",
+  const resp = (status, output) => ({ id, object: "response", created_at: 1700000000, status, model: "fake-llm",
     output, usage: status === "completed" ? { input_tokens: 7, output_tokens: ANSWER.length, total_tokens: 7 + ANSWER.length } : null });
   if (!r.stream) {
     res.writeHead(200, { "Content-Type": "application/json" });
