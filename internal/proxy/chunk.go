@@ -162,35 +162,37 @@ type parsedEvent struct {
 	feed func(*feeder, *eventText) error
 }
 
-// eventJSON reads an event's data strictly as a JSON object of shape sh.
-// ok is false when there is none to read, and p says why: an event
-// without data (a comment) is nothing, [DONE] is done, anything else bad.
-func eventJSON(ev sseEvent, sh *shape) (d []byte, p parsedEvent, ok bool) {
+// eventJSON reads an event's data strictly as a JSON object of shape sh,
+// and its keys. ok is false when there is none to read, and p says why:
+// an event without data (a comment) is nothing, [DONE] is done, anything
+// else bad.
+func eventJSON(ev sseEvent, sh *shape) (d []byte, keys map[string]bool, p parsedEvent, ok bool) {
 	if ev.bad != nil {
-		return nil, parsedEvent{bad: ev.bad}, false
+		return nil, nil, parsedEvent{bad: ev.bad}, false
 	}
 	if ev.data == nil {
-		return nil, parsedEvent{}, false
+		return nil, nil, parsedEvent{}, false
 	}
 	// JSON's whitespace only: another byte (such as \v) before the value
 	// makes it unreadable to the client's JSON parser.
 	d = bytes.Trim(ev.data, " \t\r\n")
 	if string(d) == "[DONE]" {
-		return nil, parsedEvent{done: true}, false
+		return nil, nil, parsedEvent{done: true}, false
 	}
 	if len(d) == 0 || d[0] != '{' {
-		return nil, parsedEvent{bad: errors.New("event data is not a JSON object")}, false
+		return nil, nil, parsedEvent{bad: errors.New("event data is not a JSON object")}, false
 	}
-	if err := strictJSON(d, sh); err != nil {
-		return nil, parsedEvent{bad: fmt.Errorf("event data: %v", err)}, false
+	keys, err := strictKeys(d, sh)
+	if err != nil {
+		return nil, nil, parsedEvent{bad: fmt.Errorf("event data: %v", err)}, false
 	}
-	return d, parsedEvent{}, true
+	return d, keys, parsedEvent{}, true
 }
 
 // parseEvent reads one upstream event strictly: an event without data (a
 // comment) is nothing; data is [DONE] or a chat-completion chunk.
 func parseEvent(ev sseEvent) parsedEvent {
-	d, p, ok := eventJSON(ev, chunkShape)
+	d, _, p, ok := eventJSON(ev, chunkShape)
 	if !ok {
 		return p
 	}

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -220,8 +222,8 @@ func checkPart(p *wirePart, types map[string]bool) error {
 
 func keys(m map[string]bool) string {
 	var out []string
-	for k, v := range m {
-		if v {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] {
 			out = append(out, k)
 		}
 	}

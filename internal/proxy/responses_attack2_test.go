@@ -18,6 +18,21 @@ import (
 
 // ---- helpers ----
 
+// refused reports whether the proxy refused the stream (its last event an
+// upstream_bad_response error): the attack fails there. Any other end
+// than the final response fails the test.
+func refused(t *testing.T, got readResponses) bool {
+	t.Helper()
+	last := got.Last.Data
+	if e, _ := last["error"].(map[string]any); last["type"] == "error" && e["code"] == "upstream_bad_response" {
+		return true
+	}
+	if last["type"] != "response.completed" {
+		t.Fatalf("the stream ended with %v", last)
+	}
+	return false
+}
+
 // attack2Stream renders events as the upstream writes them, numbered.
 func attack2Stream(evs ...map[string]any) [][]byte {
 	var out [][]byte
@@ -92,60 +107,121 @@ func (s *attack2RecStream) AppendText(ctx context.Context, text string) ([]guard
 	return s.Stream.AppendText(ctx, text)
 }
 
-// sdkSnapshot assembles a stream as openai-python's ResponseStreamState
-// (lib/streaming/responses/_responses.py, accumulate_event) and the
-// openai-node ResponseStream do: items appended at output_item.added,
-// parts appended at content_part.added, text deltas appended to
-// output[output_index].content[content_index]. It returns the SDK's
-// output_text of that snapshot (message output_text parts joined), or an
-// error where the SDK would raise.
-func sdkSnapshot(evs []respEvent) (string, error) {
+// sdkClient says how a client assembles a stream's messages: items
+// appended at output_item.added and found by the index they were added at
+// (filed: openai-python's ResponseStreamState,
+// lib/streaming/responses/_responses.py, _get_output_item) or by their
+// position (openai-node's ResponseStream, and openai-python before it);
+// parts appended at content_part.added; text deltas appended to the part
+// at content_index. With copies, the done events and the final response
+// replace what they copy, as openai-node's accumulateResponse
+// (src/lib/responses/ResponseAccumulator.ts) does.
+type sdkClient struct{ filed, copies bool }
+
+// snapshots returns the client's output_text (the messages' output_text
+// parts joined) after each event, or an error where the client would
+// raise.
+func (c sdkClient) snapshots(evs []respEvent) ([]string, error) {
 	var output []map[string]any
+	filed := map[int]map[string]any{}
+	var texts []string
 	for _, e := range evs {
 		d := e.Data
 		idx := func(k string) int { f, _ := d[k].(float64); return int(f) }
-		switch d["type"] {
+		item := func() (map[string]any, error) {
+			if c.filed {
+				it, ok := filed[idx("output_index")]
+				if !ok {
+					return nil, fmt.Errorf("RuntimeError: an event for output index %d before its output item", idx("output_index"))
+				}
+				return it, nil
+			}
+			if idx("output_index") >= len(output) {
+				return nil, fmt.Errorf("IndexError: output_index %d", idx("output_index"))
+			}
+			return output[idx("output_index")], nil
+		}
+		part := func(it map[string]any) (map[string]any, error) {
+			parts, _ := it["content"].([]any)
+			if idx("content_index") >= len(parts) {
+				return nil, fmt.Errorf("IndexError: content_index %d", idx("content_index"))
+			}
+			p, _ := parts[idx("content_index")].(map[string]any)
+			return p, nil
+		}
+		typ, _ := d["type"].(string)
+		switch typ {
 		case "response.output_item.added":
 			it, _ := d["item"].(map[string]any)
 			output = append(output, it)
-		case "response.content_part.added":
-			if idx("output_index") >= len(output) {
-				return "", fmt.Errorf("IndexError: output_index %d", idx("output_index"))
+			filed[idx("output_index")] = it
+		case "response.content_part.added", "response.output_text.delta",
+			"response.content_part.done", "response.output_text.done", "response.output_item.done":
+			copied := typ != "response.content_part.added" && typ != "response.output_text.delta"
+			if copied && !c.copies {
+				break
 			}
-			it := output[idx("output_index")]
-			if it["type"] == "message" {
+			it, err := item()
+			if err != nil {
+				return nil, err
+			}
+			if typ == "response.output_item.done" {
+				output[idx("output_index")], _ = d["item"].(map[string]any)
+				break
+			}
+			if it["type"] != "message" {
+				break
+			}
+			if typ == "response.content_part.added" {
 				parts, _ := it["content"].([]any)
 				it["content"] = append(parts, d["part"])
+				break
 			}
-		case "response.output_text.delta":
-			if idx("output_index") >= len(output) {
-				return "", fmt.Errorf("IndexError: output_index %d", idx("output_index"))
+			p, err := part(it)
+			if err != nil {
+				return nil, err
 			}
-			it := output[idx("output_index")]
-			if it["type"] == "message" {
-				parts, _ := it["content"].([]any)
-				if idx("content_index") >= len(parts) {
-					return "", fmt.Errorf("IndexError: content_index %d", idx("content_index"))
+			switch typ {
+			case "response.content_part.done":
+				it["content"].([]any)[idx("content_index")] = d["part"]
+			case "response.output_text.done":
+				p["text"] = d["text"]
+			default:
+				if c.filed && p["type"] != "output_text" {
+					return nil, fmt.Errorf("AssertionError: part type %v", p["type"])
 				}
-				p := parts[idx("content_index")].(map[string]any)
-				p["text"] = p["text"].(string) + d["delta"].(string)
+				s, _ := p["text"].(string)
+				p["text"] = s + d["delta"].(string)
+			}
+		case "response.completed", "response.incomplete":
+			if !c.copies {
+				break
+			}
+			r, _ := d["response"].(map[string]any)
+			out, _ := r["output"].([]any)
+			output = nil
+			for _, it := range out {
+				m, _ := it.(map[string]any)
+				output = append(output, m)
 			}
 		}
-	}
-	var b strings.Builder
-	for _, it := range output {
-		if it["type"] != "message" {
-			continue
-		}
-		parts, _ := it["content"].([]any)
-		for _, p := range parts {
-			pm, _ := p.(map[string]any)
-			if pm["type"] == "output_text" {
-				b.WriteString(pm["text"].(string))
+		var b strings.Builder
+		for _, it := range output {
+			if it["type"] != "message" {
+				continue
+			}
+			parts, _ := it["content"].([]any)
+			for _, p := range parts {
+				pm, _ := p.(map[string]any)
+				if pm["type"] == "output_text" {
+					s, _ := pm["text"].(string)
+					b.WriteString(s)
+				}
 			}
 		}
+		texts = append(texts, b.String())
 	}
-	return b.String(), nil
+	return texts, nil
 }
 
 // ---- 1. a text done event for a part of another type ----
@@ -358,14 +434,14 @@ func TestResponsesAttackItemIDOverOutputIndex(t *testing.T) {
 	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
 	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 	got := readResponsesStream(t, body)
-	if got.Last.Data["type"] != "response.completed" {
-		t.Skipf("refused: %v", got.Last.Data)
+	if refused(t, got) {
+		return
 	}
-	snap, err := sdkSnapshot(got.Events)
+	snaps, err := sdkClient{}.snapshots(got.Events)
 	if err != nil {
 		t.Fatalf("the SDK would raise: %v", err)
 	}
-	if fed := rec.text(); !strings.Contains(fed, snap) {
+	if snap, fed := snaps[len(snaps)-1], rec.text(); !strings.Contains(fed, snap) {
 		t.Fatalf("the SDKs assemble %q from the deltas the proxy passed; the guard judged %q", snap, fed)
 	}
 }
@@ -392,14 +468,14 @@ func TestResponsesAttackContentIndexBase(t *testing.T) {
 	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
 	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 	got := readResponsesStream(t, body)
-	if got.Last.Data["type"] != "response.completed" {
-		t.Skipf("refused: %v", got.Last.Data)
+	if refused(t, got) {
+		return
 	}
-	snap, err := sdkSnapshot(got.Events)
+	snaps, err := sdkClient{}.snapshots(got.Events)
 	if err != nil {
 		t.Fatalf("the SDK would raise: %v", err)
 	}
-	if fed := rec.text(); !strings.Contains(fed, snap) {
+	if snap, fed := snaps[len(snaps)-1], rec.text(); !strings.Contains(fed, snap) {
 		t.Fatalf("the SDKs assemble %q from the deltas the proxy passed; the guard judged %q", snap, fed)
 	}
 }

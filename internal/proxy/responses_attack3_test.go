@@ -199,104 +199,6 @@ func TestResponsesAttackItemDoneRawUncounted(t *testing.T) {
 
 // ---- 5. copies addressed by index (openai-node's accumulator) ----
 
-// attack3NodeSnapshot applies events as openai-node's accumulateResponse
-// (src/lib/responses/ResponseAccumulator.ts) does to the messages: items
-// pushed at output_item.added and replaced at output_item.done
-// (snapshot.output[output_index] = item), parts pushed at
-// content_part.added and replaced at content_part.done, text appended by
-// output_text.delta and set by output_text.done, all at
-// output[output_index].content[content_index]. It returns the snapshot's
-// output_text after each event.
-func attack3NodeSnapshot(evs []respEvent) ([]string, error) {
-	var output []map[string]any
-	var texts []string
-	idx := func(d map[string]any, k string) int { f, _ := d[k].(float64); return int(f) }
-	for _, e := range evs {
-		d := e.Data
-		get := func() (map[string]any, error) {
-			i := idx(d, "output_index")
-			if i >= len(output) {
-				return nil, fmt.Errorf("missing output at index %d", i)
-			}
-			return output[i], nil
-		}
-		part := func(it map[string]any) (map[string]any, error) {
-			parts, _ := it["content"].([]any)
-			i := idx(d, "content_index")
-			if i >= len(parts) {
-				return nil, fmt.Errorf("missing content at index %d", i)
-			}
-			p, _ := parts[i].(map[string]any)
-			return p, nil
-		}
-		switch d["type"] {
-		case "response.output_item.added":
-			it, _ := d["item"].(map[string]any)
-			output = append(output, it)
-		case "response.output_item.done":
-			if _, err := get(); err != nil {
-				return nil, err
-			}
-			it, _ := d["item"].(map[string]any)
-			output[idx(d, "output_index")] = it
-		case "response.content_part.added", "response.content_part.done", "response.output_text.delta", "response.output_text.done":
-			it, err := get()
-			if err != nil {
-				return nil, err
-			}
-			if it["type"] != "message" {
-				break
-			}
-			parts, _ := it["content"].([]any)
-			switch d["type"] {
-			case "response.content_part.added":
-				it["content"] = append(parts, d["part"])
-			case "response.content_part.done":
-				if _, err := part(it); err != nil {
-					return nil, err
-				}
-				parts[idx(d, "content_index")] = d["part"]
-			case "response.output_text.delta":
-				p, err := part(it)
-				if err != nil {
-					return nil, err
-				}
-				p["text"] = p["text"].(string) + d["delta"].(string)
-			case "response.output_text.done":
-				p, err := part(it)
-				if err != nil {
-					return nil, err
-				}
-				p["text"] = d["text"]
-			}
-		case "response.completed", "response.incomplete":
-			r, _ := d["response"].(map[string]any)
-			out, _ := r["output"].([]any)
-			output = nil
-			for _, it := range out {
-				m, _ := it.(map[string]any)
-				output = append(output, m)
-			}
-		}
-		var b strings.Builder
-		for _, it := range output {
-			if it["type"] != "message" {
-				continue
-			}
-			parts, _ := it["content"].([]any)
-			for _, p := range parts {
-				pm, _ := p.(map[string]any)
-				if pm["type"] == "output_text" {
-					s, _ := pm["text"].(string)
-					b.WriteString(s)
-				}
-			}
-		}
-		texts = append(texts, b.String())
-	}
-	return texts, nil
-}
-
 // TestResponsesAttackCopyAtAnotherIndex: events that add text must name the
 // item by item_id and output_index alike, because the SDKs address the
 // item by its index; but openai-node's accumulator addresses the copies by
@@ -338,12 +240,12 @@ func TestResponsesAttackCopyAtAnotherIndex(t *testing.T) {
 			p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
 			_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 			got := readResponsesStream(t, body)
-			if got.Last.Data["type"] != "response.completed" {
-				t.Skipf("refused: %v", got.Last.Data)
+			if refused(t, got) {
+				return
 			}
-			snaps, err := attack3NodeSnapshot(got.Events)
+			snaps, err := sdkClient{copies: true}.snapshots(got.Events)
 			if err != nil {
-				t.Skipf("the SDK would raise: %v", err)
+				return // the client raises: it shows nothing mis-assembled
 			}
 			fed := rec.text()
 			for i, s := range snaps {
@@ -353,80 +255,6 @@ func TestResponsesAttackCopyAtAnotherIndex(t *testing.T) {
 			}
 		})
 	}
-}
-
-// attack3PySnapshot applies events as openai-python's ResponseStreamState
-// (lib/streaming/responses/_responses.py, accumulate_event, current main)
-// does: an item added is appended to the output and remembered under the
-// output_index of its output_item.added (self._output_items[
-// event.output_index] = snapshot.output[-1]); content_part.added and
-// output_text.delta find their item through that map
-// (_get_output_item(event.output_index)). It returns the snapshot's
-// output_text after each event (as ResponseTextDeltaEvent.snapshot and a
-// UI rendering the snapshot show it).
-func attack3PySnapshot(evs []respEvent) ([]string, error) {
-	var output []map[string]any
-	byIndex := map[int]map[string]any{}
-	var texts []string
-	idx := func(d map[string]any, k string) int { f, _ := d[k].(float64); return int(f) }
-	for _, e := range evs {
-		d := e.Data
-		get := func() (map[string]any, error) {
-			it, ok := byIndex[idx(d, "output_index")]
-			if !ok {
-				return nil, fmt.Errorf("RuntimeError: content event for output index %d before its output item", idx(d, "output_index"))
-			}
-			return it, nil
-		}
-		switch d["type"] {
-		case "response.output_item.added":
-			it, _ := d["item"].(map[string]any)
-			output = append(output, it)
-			byIndex[idx(d, "output_index")] = it
-		case "response.content_part.added":
-			it, err := get()
-			if err != nil {
-				return nil, err
-			}
-			if it["type"] == "message" {
-				parts, _ := it["content"].([]any)
-				it["content"] = append(parts, d["part"])
-			}
-		case "response.output_text.delta":
-			it, err := get()
-			if err != nil {
-				return nil, err
-			}
-			if it["type"] == "message" {
-				parts, _ := it["content"].([]any)
-				i := idx(d, "content_index")
-				if i >= len(parts) {
-					return nil, fmt.Errorf("IndexError: content_index %d", i)
-				}
-				p, _ := parts[i].(map[string]any)
-				if p["type"] != "output_text" {
-					return nil, fmt.Errorf("AssertionError: part type %v", p["type"])
-				}
-				p["text"] = p["text"].(string) + d["delta"].(string)
-			}
-		}
-		var b strings.Builder
-		for _, it := range output {
-			if it["type"] != "message" {
-				continue
-			}
-			parts, _ := it["content"].([]any)
-			for _, p := range parts {
-				pm, _ := p.(map[string]any)
-				if pm["type"] == "output_text" {
-					s, _ := pm["text"].(string)
-					b.WriteString(s)
-				}
-			}
-		}
-		texts = append(texts, b.String())
-	}
-	return texts, nil
 }
 
 // TestResponsesAttackAddedAtAnotherIndex: openai-python remembers each item
@@ -458,12 +286,12 @@ func TestResponsesAttackAddedAtAnotherIndex(t *testing.T) {
 	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
 	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 	got := readResponsesStream(t, body)
-	if got.Last.Data["type"] != "response.completed" {
-		t.Skipf("refused: %v", got.Last.Data)
+	if refused(t, got) {
+		return
 	}
-	snaps, err := attack3PySnapshot(got.Events)
+	snaps, err := sdkClient{filed: true}.snapshots(got.Events)
 	if err != nil {
-		t.Skipf("the SDK would raise: %v", err)
+		return // the client raises: it shows nothing mis-assembled
 	}
 	fed := rec.text()
 	for i, s := range snaps {
@@ -520,24 +348,9 @@ func TestResponsesAttackItemDoneQuadratic(t *testing.T) {
 // and other clients that take each item from its done event would lose
 // the tool call. A done item is found by its own id first.
 func TestResponsesAttackOllamaCallDoneRewrittenToMessage(t *testing.T) {
-	var s tcSeq
-	tcOllamaPrelude(&s)
-	s.ev("response.output_item.added", map[string]any{"output_index": 0, "item": map[string]any{"id": "msg_456", "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}})
-	s.ev("response.content_part.added", map[string]any{"item_id": "msg_456", "output_index": 0, "content_index": 0,
-		"part": map[string]any{"type": "output_text", "text": "", "annotations": []any{}, "logprobs": []any{}}})
-	s.ev("response.output_text.delta", map[string]any{"item_id": "msg_456", "output_index": 0, "content_index": 0, "delta": "Let me check.", "logprobs": []any{}})
-	args := `{"city":"Paris"}`
-	fc := map[string]any{"id": "fc_771_0", "type": "function_call", "status": "in_progress", "call_id": "call_abc", "name": "get_weather", "arguments": ""}
-	s.ev("response.output_item.added", map[string]any{"output_index": 0, "item": fc})
-	s.ev("response.function_call_arguments.delta", map[string]any{"item_id": "fc_771_0", "output_index": 0, "delta": args})
-	s.ev("response.function_call_arguments.done", map[string]any{"item_id": "fc_771_0", "output_index": 0, "arguments": args})
-	done := withMembers(fc, "status", "completed", "arguments", args)
-	s.ev("response.output_item.done", map[string]any{"output_index": 0, "item": done})
-	msg := map[string]any{"id": "msg_456", "type": "message", "status": "completed", "role": "assistant",
-		"content": []any{map[string]any{"type": "output_text", "text": "Let me check.", "annotations": []any{}, "logprobs": []any{}}}}
-	s.ev("response.completed", map[string]any{"response": tcResp("resp_123", "completed", []any{done, msg})})
+	events, _ := tcOllamaTextThenCall()
 	m := tinyModel(t)
-	up := newFakeUpstream(t, upstreamSpec{Events: s.out})
+	up := newFakeUpstream(t, upstreamSpec{Events: events})
 	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m)})
 	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 	got := readResponsesStream(t, body)

@@ -427,15 +427,10 @@ func TestResponsesCompatOllamaThinking(t *testing.T) {
 	tcStreamPasses(t, s.out)
 }
 
-// TestResponsesCompatOllamaTextThenToolCall: a model that writes a sentence and
-// then calls a tool (common with qwen3, llama3.x: "Let me check.") —
-// Ollama's ResponsesStreamConverter opens the message at outputIndex 0,
-// then emitFunctionCallEvents gives the call c.outputIndex+i, the same 0,
-// never closes the message (processCompletion skips it once toolCallsSent)
-// and buildFinalOutput lists completedItems first: [function_call,
-// message]. openai-python's accumulator tolerates it (it appends items
-// and the final response is the completed event's).
-func TestResponsesCompatOllamaTextThenToolCall(t *testing.T) {
+// tcOllamaTextThenCall is Ollama's stream of a sentence and then a tool
+// call (see TestResponsesCompatOllamaTextThenToolCall), and the call's
+// arguments.
+func tcOllamaTextThenCall() ([][]byte, string) {
 	var s tcSeq
 	tcOllamaPrelude(&s)
 	s.ev("response.output_item.added", map[string]any{"output_index": 0, "item": map[string]any{"id": "msg_456", "type": "message", "status": "in_progress", "role": "assistant", "content": []any{}}})
@@ -452,10 +447,23 @@ func TestResponsesCompatOllamaTextThenToolCall(t *testing.T) {
 	msg := map[string]any{"id": "msg_456", "type": "message", "status": "completed", "role": "assistant",
 		"content": []any{map[string]any{"type": "output_text", "text": "Let me check.", "annotations": []any{}, "logprobs": []any{}}}}
 	s.ev("response.completed", map[string]any{"response": tcResp("resp_123", "completed", []any{done, msg})})
+	return s.out, args
+}
+
+// TestResponsesCompatOllamaTextThenToolCall: a model that writes a sentence and
+// then calls a tool (common with qwen3, llama3.x: "Let me check.") —
+// Ollama's ResponsesStreamConverter opens the message at outputIndex 0,
+// then emitFunctionCallEvents gives the call c.outputIndex+i, the same 0,
+// never closes the message (processCompletion skips it once toolCallsSent)
+// and buildFinalOutput lists completedItems first: [function_call,
+// message]. openai-python's accumulator tolerates it (it appends items
+// and the final response is the completed event's).
+func TestResponsesCompatOllamaTextThenToolCall(t *testing.T) {
+	events, args := tcOllamaTextThenCall()
 	// The completed response lists the items in another order than they
 	// streamed: it is rewritten to the order judged.
 	m := tinyModel(t)
-	up := newFakeUpstream(t, upstreamSpec{Events: s.out})
+	up := newFakeUpstream(t, upstreamSpec{Events: events})
 	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m)})
 	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
 	got := readResponsesStream(t, body)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -148,7 +149,7 @@ func newResponsesStream(x *exchange) *responsesStream {
 // comment of responses.go). A copy of the text that does not say what
 // was read is rewritten (parsedEvent.raw).
 func (s *responsesStream) parse(ev sseEvent) parsedEvent {
-	d, p, ok := eventJSON(ev, responsesEventShape)
+	d, keys, p, ok := eventJSON(ev, responsesEventShape)
 	if !ok {
 		return p
 	}
@@ -165,7 +166,7 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 		return parsedEvent{bad: fmt.Errorf("an event of type %q, which streamguard does not judge", e.Type)}
 	}
 	info.spec = spec
-	if err := checkMembers(d, spec.members); err != nil {
+	if err := checkMembers(keys, spec.members); err != nil {
 		return parsedEvent{bad: fmt.Errorf("%s: %v", e.Type, err)}
 	}
 	p = parsedEvent{isChunk: true, info: info}
@@ -231,21 +232,10 @@ func (s *responsesStream) parse(ev sseEvent) parsedEvent {
 
 // checkMembers refuses an event that carries a member its type does not
 // (a done event with a "delta", a delta with "text"), so that no client
-// reads text where the proxy did not.
-func checkMembers(d []byte, allowed []string) error {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(d, &all); err != nil {
-		return err
-	}
+// reads text where the proxy did not. keys are the event's.
+func checkMembers(keys map[string]bool, allowed []string) error {
 	for _, k := range contentMembers {
-		if _, ok := all[k]; !ok {
-			continue
-		}
-		found := false
-		for _, a := range allowed {
-			found = found || a == k
-		}
-		if !found {
+		if keys[k] && !slices.Contains(allowed, k) {
 			return fmt.Errorf("a %q member this event type does not carry", k)
 		}
 	}
@@ -621,17 +611,16 @@ func (s *responsesStream) sent(e *heldEvent) {
 	}
 }
 
-// responsesDelta are the delta events whose text a cut can split, and
-// the field their text is fed from.
+// partial is a delta event's text before the cut, as a delta event of
+// its own (a delta carries the text of one field; other events are not
+// split).
 func (s *responsesStream) partial(e *heldEvent, cut int) []byte {
 	info, _ := e.info.(*responsesEventInfo)
 	if info == nil || info.spec.kind != evDelta {
 		return nil
 	}
-	var t string
-	for _, k := range []fieldKind{fieldContent, fieldReasoning, fieldRefusal} {
-		t += e.text.partial(cut)[k]
-	}
+	pt := e.text.partial(cut)
+	t := pt[fieldContent] + pt[fieldReasoning] + pt[fieldRefusal]
 	if t == "" {
 		return nil
 	}

@@ -115,21 +115,32 @@ const maxJSONDepth = 512
 // in another case (such as "Content" for "content"). It checks only that;
 // decoding follows.
 func strictJSON(data []byte, sh *shape) error {
+	_, err := strictKeys(data, sh)
+	return err
+}
+
+// strictKeys is strictJSON that also returns the keys of the value when
+// it is an object (nil otherwise): what a reader that dispatches on the
+// members present needs, without decoding the value again.
+func strictKeys(data []byte, sh *shape) (map[string]bool, error) {
 	if !utf8.Valid(data) {
-		return errors.New("invalid UTF-8")
+		return nil, errors.New("invalid UTF-8")
 	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
-	if err := strictValue(d, sh, 0); err != nil {
-		return err
+	var keys map[string]bool
+	if err := strictValue(d, sh, 0, &keys); err != nil {
+		return nil, err
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return errors.New("data after the JSON value")
+		return nil, errors.New("data after the JSON value")
 	}
-	return nil
+	return keys, nil
 }
 
-func strictValue(d *json.Decoder, sh *shape, depth int) error {
+// strictValue reads one value (strictJSON); keys, when not nil, gets the
+// keys of an object.
+func strictValue(d *json.Decoder, sh *shape, depth int, keys *map[string]bool) error {
 	if depth > maxJSONDepth {
 		return errors.New("JSON nested too deeply")
 	}
@@ -155,12 +166,15 @@ func strictValue(d *json.Decoder, sh *shape, depth int) error {
 			elem = sh.elem
 		}
 		for d.More() {
-			if err := strictValue(d, elem, depth+1); err != nil {
+			if err := strictValue(d, elem, depth+1, nil); err != nil {
 				return err
 			}
 		}
 	case '{':
 		seen := map[string]bool{}
+		if keys != nil {
+			*keys = seen
+		}
 		for d.More() {
 			tok, err := d.Token()
 			if err != nil {
@@ -192,7 +206,7 @@ func strictValue(d *json.Decoder, sh *shape, depth int) error {
 				}
 				continue
 			}
-			if err := strictValue(d, child, depth+1); err != nil {
+			if err := strictValue(d, child, depth+1, nil); err != nil {
 				if child != nil && (child.scalar || child.closed) {
 					return fmt.Errorf("in %q: %v", key, err)
 				}

@@ -96,15 +96,7 @@ func sseChunk(text string) []byte {
 
 func TestExtProcWiring(t *testing.T) {
 	m := testModel(t)
-	thr := map[string]float32{}
-	for _, c := range m.Info().Labels.QueryCategory {
-		thr[c] = 0
-	}
-	cats := m.Info().Labels.ResponseCategory
-	cfg := twoTenants(func(a, b *TenantConfig) {
-		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
-		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
-	})
+	cfg := flagAndPassTenants(m, nil)
 	h := newHarness(t, Options{Config: cfg, KVBudgetBytes: 64 << 20})
 	client := extProcClient(t, h)
 	chat := fmt.Sprintf(`{"model":"m","stream":true,"messages":[{"role":"user","content":%q}]}`, testPrompt)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamguard/streamguard/guard"
 )
 
 // fakeUpstream answers chat completions with testResponse, streamed in
@@ -36,21 +38,30 @@ func fakeUpstream(t *testing.T) *httptest.Server {
 	return up
 }
 
-// TestProxyMount relays chat completions through the scheduler with each
-// tenant's policy: one tenant's policy flags every prompt, the other's
-// nothing.
-func TestProxyMount(t *testing.T) {
-	m := testModel(t)
+// flagAndPassTenants are two tenants: a, whose policy flags every prompt,
+// and b, whose flags nothing (loose mode, one category blocked at a
+// threshold no score reaches); edit changes b.
+func flagAndPassTenants(m *guard.Model, edit func(b *TenantConfig)) *Config {
 	thr := map[string]float32{}
 	for _, c := range m.Info().Labels.QueryCategory {
 		thr[c] = 0
 	}
 	cats := m.Info().Labels.ResponseCategory
-	cfg := twoTenants(func(a, b *TenantConfig) {
+	return twoTenants(func(a, b *TenantConfig) {
 		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
 		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
-		b.Proxy.Mode = "pass-through"
+		if edit != nil {
+			edit(b)
+		}
 	})
+}
+
+// TestProxyMount relays chat completions through the scheduler with each
+// tenant's policy: one tenant's policy flags every prompt, the other's
+// nothing.
+func TestProxyMount(t *testing.T) {
+	m := testModel(t)
+	cfg := flagAndPassTenants(m, func(b *TenantConfig) { b.Proxy.Mode = "pass-through" })
 	h := newHarness(t, Options{Config: cfg})
 	if err := h.srv.MountProxy(ProxyOptions{Upstream: fakeUpstream(t).URL}); err != nil {
 		t.Fatal(err)
@@ -288,15 +299,7 @@ func TestProxyUpstreamCredentials(t *testing.T) {
 // policy, as it does chat completions.
 func TestProxyMountResponses(t *testing.T) {
 	m := testModel(t)
-	thr := map[string]float32{}
-	for _, c := range m.Info().Labels.QueryCategory {
-		thr[c] = 0
-	}
-	cats := m.Info().Labels.ResponseCategory
-	cfg := twoTenants(func(a, b *TenantConfig) {
-		a.Policy = PolicyConfig{Debounce: 1, Thresholds: thr}
-		b.Policy = PolicyConfig{Mode: "loose", Block: []string{cats[0]}, Thresholds: map[string]float32{cats[0]: 1}}
-	})
+	cfg := flagAndPassTenants(m, nil)
 	h := newHarness(t, Options{Config: cfg})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/responses" {
