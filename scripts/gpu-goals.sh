@@ -79,14 +79,17 @@ if [ -r "$lt" ]; then
 	jq -r 'if .batching_throughput_ratio then "\nbatching / one stream per step: \(.batching_throughput_ratio * 100 | round / 100)× throughput" else empty end' "$lt"
 fi
 
-# The CPU engine on the same host, 1 to 16 threads (0.6B AWQ).
+# The CPU engine on the same host, 1 to 16 threads (0.6B AWQ; 8B when GPU_CHECK_CPU_8B ran it).
 shopt -s nullglob
 files=("$out"/cpu-*-t*.json)
 if [ ${#files[@]} -gt 0 ]; then
 	echo
-	echo "| CPU threads | model | prefill tok/s | step @100 ms (median) | weight-read fraction of the probe |"
-	echo "| --- | --- | --- | --- | --- |"
+	echo "| CPU threads | model | prefill tok/s | step @100 ms (median) | weight-read fraction of the probe | longest step ÷ step @100 | most streams: tok/s (÷ one stream) |"
+	echo "| --- | --- | --- | --- | --- | --- | --- |"
 	for f in "${files[@]}"; do
-		jq -r --arg f "$(basename "$f" .json)" '"| \(.threads) | \($f | sub("^cpu-"; "") | sub("-t[0-9]+$"; "")) | \(.prefill_tokens_per_s | round) | \(.decode[0].median_ms * 1000 | round / 1000) | \(.decode_weight_read_fraction * 100 | round / 100) |"' "$f"
+		jq -r --arg f "$(basename "$f" .json)" '
+		def r($n): if . == null then "–" else (. * $n | round / $n | tostring) end;
+		(.decode // [] | last) as $d | (.batched // [] | max_by(.streams)) as $b |
+		"| \(.threads) | \($f | sub("^cpu-"; "") | sub("-t[0-9]+$"; "")) | \(.prefill_tokens_per_s | r(1)) | \(.decode[0].median_ms | r(1000)) | \(.decode_weight_read_fraction | r(100)) | \(if $d == null or (.decode | length) < 2 then "–" else "@\($d.position): \($d.median_over_first | r(100))×" end) | \(if $b == null then "–" else "\($b.streams): \($b.tokens_per_s | r(1)) (\($b.over_single | r(100))×)" end) |"' "$f"
 	done | sort -t'|' -k3,3 -k2,2n
 fi
