@@ -81,13 +81,21 @@
 // the rest stay queued ([Stream.Pending]) and the next call feeds them
 // first. The verdicts of the tokens fed before the cancellation are
 // returned with the error (a prompt verdict, once its <|im_end|> is fed, is
-// [Stream.LastPrompt]). [Model.Moderate] closes its own stream.
+// [Stream.LastPrompt]). Its input was taken: do not send the same text to
+// AppendText again. A cancelled JudgePrompt is finished by calling it again
+// with the same messages; a prompt with other messages is refused until
+// then. [Model.Moderate] closes its own stream.
 //
 // # Concurrency
 //
 // A Model is safe for concurrent use. A Stream's methods lock the stream, so
 // one goroutine may queue text while another runs Model.Step; a stream
-// belongs to at most one Step at a time. [Model.Close] may run while other
+// belongs to at most one Step at a time. The synchronous calls on one
+// stream (JudgePrompt, AppendText, FlushText, ...) take turns: each queues
+// its input and returns its own verdicts, while another waits (or its
+// context ends). A stream closed by another goroutine ends such a call
+// with [ErrClosed]; Model.Step leaves a closed stream out, with an empty
+// result. [Model.Close] may run while other
 // goroutines use the model (a server reloading it): it waits for the
 // forwards under way, and every call that would run the model afterwards
 // fails with [ErrModelClosed].

@@ -78,3 +78,13 @@ func TestErrorsReadGuard(t *testing.T) {
 		t.Errorf("unknown threshold category: %v, want one listing the model's categories", err)
 	}
 }
+
+// A stream of a nil *Model (a failed Load whose error was dropped) names the
+// model as what is missing, as a zero Model's stream does, not the stream.
+func TestNilModelStreamNamesTheModel(t *testing.T) {
+	var m *Model
+	_, err := m.NewStream().JudgePrompt(context.Background(), userMsg)
+	if !errors.Is(err, errNotLoaded) || !strings.Contains(err.Error(), "model is not loaded") {
+		t.Errorf("stream of a nil *Model: %v; want the model's error", err)
+	}
+}

@@ -88,8 +88,11 @@ func TestPanicClosesSteppedStreams(t *testing.T) {
 		m.Step(context.Background(), []*Stream{s}, StepOptions{})
 	}()
 	m.eng = eng
-	if _, err := m.Step(context.Background(), []*Stream{s}, StepOptions{}); !errors.Is(err, ErrClosed) {
+	if err := s.QueuePrompt(userMsg); !errors.Is(err, ErrClosed) {
 		t.Fatalf("a stream whose forward panicked: %v, want ErrClosed", err)
+	}
+	if rs, err := m.Step(context.Background(), []*Stream{s}, StepOptions{}); err != nil || rs[0].Fed != 0 {
+		t.Fatalf("stepping it: %+v, %v; want an empty result, as for any closed stream", rs, err)
 	}
 	if n := s.CacheBytes(); n != 0 {
 		t.Errorf("its cache holds %d bytes", n)

@@ -379,7 +379,8 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 	if err := checkRiskLevels(l); err != nil {
 		return nil, err
 	}
-	if err := opts.Policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
+	policy := opts.Policy.clone() // what is checked is what is kept
+	if err := policy.check(l.ResponseCategory, l.QueryCategory); err != nil {
 		return nil, err
 	}
 	sc, err := newScaffold(tok)
@@ -394,7 +395,7 @@ func newModel(net *qwen3.Model, tok *tokenizer.Tokenizer, opts Options) (*Model,
 		kernels.SetThreads(opts.Threads)
 	}
 	return &Model{
-		net: net, eng: eng, deviceNote: note, tok: tok, policy: opts.Policy, scaffold: sc,
+		net: net, eng: eng, deviceNote: note, tok: tok, policy: policy, scaffold: sc,
 		unsafeIdx: indexOf(l.ResponseRisk, Unsafe), contIdx: indexOf(l.ResponseRisk, Controversial),
 		queryUnsafeIdx: indexOf(l.QueryRisk, Unsafe), queryContIdx: indexOf(l.QueryRisk, Controversial),
 	}, nil
@@ -541,10 +542,11 @@ func (m *Model) Info() Info {
 	}
 }
 
-// Policy is the default policy of new streams.
+// Policy is the default policy of new streams: a copy, which the caller
+// may edit and give to Stream.SetPolicy.
 func (m *Model) Policy() Policy {
 	if m == nil {
 		return Policy{}
 	}
-	return m.policy
+	return m.policy.clone()
 }

@@ -39,6 +39,25 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("guard: mode %q: want strict or loose", s)
 }
 
+// MarshalText writes the mode as String does, so that a Policy in JSON
+// or another text format reads "strict" or "loose".
+func (m Mode) MarshalText() ([]byte, error) {
+	if m != Strict && m != Loose {
+		return nil, fmt.Errorf("guard: mode %d: want strict or loose", int(m))
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText reads what ParseMode reads.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
 // DefaultDebounce is the official run length: a response is flagged when two
 // consecutive tokens are non-safe.
 const DefaultDebounce = 2
@@ -72,6 +91,15 @@ type Policy struct {
 	// of the last. A chat that keeps a flagged turn in its history is then
 	// refused on every later request.
 	EveryTurn bool
+}
+
+// clone is p with its own map and slice: a Model or Stream keeps a
+// policy the caller can no longer change, and hands out copies the
+// caller may edit.
+func (p Policy) clone() Policy {
+	p.Thresholds = maps.Clone(p.Thresholds)
+	p.Block = slices.Clone(p.Block)
+	return p
 }
 
 // level is a verdict after the policy: safe, or the kind of non-safe run it

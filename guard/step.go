@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/streamguard/streamguard/internal/qwen3"
 )
@@ -33,8 +34,9 @@ type StepResult struct {
 
 // Step runs one forward over the queued tokens of all the given streams
 // together: every weight matrix is read once for the whole batch. A stream
-// with nothing queued takes part trivially. Each stream's results are
-// bitwise identical to running it alone.
+// with nothing queued takes part trivially, and so does a closed one (a
+// Close from another goroutine may land at any time): its result is empty.
+// Each stream's results are bitwise identical to running it alone.
 //
 // ctx is checked before the forward (a forward that has started runs to its
 // end); when it is done, Step takes nothing from the queues and returns an
@@ -48,10 +50,13 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		return nil, err
 	}
 	taken := make([][]item, len(streams))
-	caches := make([]kvCache, len(streams))
-	idss := make([][]int, len(streams))
-	release := func(n int) {
-		for _, s := range streams[:n] {
+	// The forward's sequences: live[j] is the stream of caches[j].
+	live := make([]int, 0, len(streams))
+	caches := make([]kvCache, 0, len(streams))
+	idss := make([][]int, 0, len(streams))
+	release := func() {
+		for _, i := range live {
+			s := streams[i]
 			s.mu.Lock()
 			s.inStep = false
 			if s.closed { // closed while held: Close left the release to the step
@@ -68,14 +73,15 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		switch {
 		case s.m != m:
 			err = fmt.Errorf("guard: stream %d belongs to another model", i)
-		case s.closed:
-			err = fmt.Errorf("guard: stream %d: %w", i, ErrClosed)
 		case s.inStep:
 			err = fmt.Errorf("guard: stream %d is already in a step (listed twice, or stepped concurrently)", i)
+		case s.closed: // its cache is released: it takes no part
+			s.mu.Unlock()
+			continue
 		}
 		if err != nil {
 			s.mu.Unlock()
-			release(i)
+			release()
 			return nil, err
 		}
 		n := len(s.queue)
@@ -90,11 +96,19 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		for j, it := range taken[i] {
 			ids[j] = it.id
 		}
-		caches[i], idss[i] = s.cache, ids
+		live = append(live, i)
+		caches, idss = append(caches, s.cache), append(idss, ids)
 	}
 	// The forward reads the weights: Close must not unmap them meanwhile,
 	// and one closed since the check above fails the step here, taking
 	// nothing from the queues.
+	results := make([]StepResult, len(streams))
+	for i, s := range streams {
+		results[i] = StepResult{Stream: s}
+	}
+	if len(live) == 0 { // every stream closed
+		return results, nil
+	}
 	var outs []qwen3.Output
 	var ferr error
 	func() {
@@ -105,7 +119,8 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 				// have written part of the caches: the streams cannot go
 				// on, and are closed, their memory released, before the
 				// panic goes on.
-				for _, s := range streams {
+				for _, i := range live {
+					s := streams[i]
 					s.mu.Lock()
 					s.inStep, s.closed, s.queue, s.earlier = false, true, nil, nil
 					s.cache.Release()
@@ -117,8 +132,8 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}()
 		outs, ferr = m.forwardLocked(caches, idss)
 	}()
-	results := make([]StepResult, len(streams))
-	for i, s := range streams {
+	for j, i := range live {
+		s := streams[i]
 		s.mu.Lock()
 		s.inStep = false
 		s.fed = s.cache.Len() // the forward is over: the cache is the lock's again
@@ -133,7 +148,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 			if len(s.queue) == 0 {
 				s.queue = nil
 			}
-			results[i] = s.apply(taken[i], &outs[i])
+			results[i] = s.apply(taken[i], &outs[j])
 		}
 		s.mu.Unlock()
 	}
@@ -197,6 +212,7 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 			s.lastPrompt, r.Prompt = pv, pv
 			s.resp = newResponseState()
 			s.turns++
+			s.prompt = nil // judged: nothing to finish
 		case itemScaffold, itemResponse:
 			if it.begin {
 				s.resp = newResponseState()
@@ -233,6 +249,12 @@ func (s *Stream) run(ctx context.Context) (StepResult, error) {
 			return all, err
 		}
 		r := rs[0]
+		if s.isClosed() {
+			// Closed by another goroutine during the forward: Step
+			// reports nothing for it, and the call must not read as
+			// done.
+			return all, ErrClosed
+		}
 		if r.Prompt != nil {
 			all.Prompt = r.Prompt
 		}
@@ -246,17 +268,36 @@ func (s *Stream) run(ctx context.Context) (StepResult, error) {
 // On a stream inside a response it ends the response first, judging the
 // text the response held back without returning those verdicts: call
 // EndResponse (or FlushText) before it to read them.
+//
+// A JudgePrompt that was cancelled before its prompt was judged is
+// finished by calling it again with the same messages (the tokens fed
+// stay fed, the rest are fed now); other messages are refused until then.
 func (s *Stream) JudgePrompt(ctx context.Context, msgs []Message) (*PromptVerdict, error) {
-	if err := s.QueuePrompt(msgs); err != nil {
+	ids, err := s.renderPrompt(msgs)
+	if err != nil {
 		return nil, err
 	}
-	return s.promptResult(ctx)
+	return s.JudgePromptIDs(ctx, ids)
 }
 
-// JudgePromptIDs judges a tokenized user turn ending with <|im_end|>.
+// JudgePromptIDs judges a tokenized user turn ending with <|im_end|>; a
+// cancelled one is finished as JudgePrompt's is.
 func (s *Stream) JudgePromptIDs(ctx context.Context, ids []int) (*PromptVerdict, error) {
-	if err := s.QueuePromptIDs(ids); err != nil {
+	leave, err := s.enter(ctx)
+	if err != nil {
 		return nil, err
+	}
+	defer leave()
+	s.mu.Lock()
+	queued, same := s.promptQueued(), slices.Equal(ids, s.prompt)
+	s.mu.Unlock()
+	switch {
+	case queued && !same:
+		return nil, errors.New("guard: an earlier prompt on this stream is not judged yet (its call was cancelled): call JudgePrompt again with the same messages to finish it")
+	case !queued:
+		if err := s.QueuePromptIDs(ids); err != nil {
+			return nil, err
+		}
 	}
 	return s.promptResult(ctx)
 }
@@ -275,34 +316,41 @@ func (s *Stream) promptResult(ctx context.Context) (*PromptVerdict, error) {
 // AppendIDs feeds response token ids and returns a verdict per token (the
 // assistant header that opens a response is fed first, and not judged).
 func (s *Stream) AppendIDs(ctx context.Context, ids []int) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueIDs(ids))
+	return s.runAfter(ctx, func() error { return s.QueueIDs(ids) })
 }
 
 // AppendText feeds response text (any chunking) and returns verdicts for
 // the tokens that became final; see QueueText.
 func (s *Stream) AppendText(ctx context.Context, text string) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueText(text))
+	return s.runAfter(ctx, func() error { return s.QueueText(text) })
 }
 
 // FlushText judges the tokens AppendText held back at the end of the text.
 func (s *Stream) FlushText(ctx context.Context) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueFlushText())
+	return s.runAfter(ctx, s.QueueFlushText)
 }
 
 // EndThinking closes the open think block (see QueueEndThinking) and
 // returns the verdicts of the tokens that became final.
 func (s *Stream) EndThinking(ctx context.Context) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueEndThinking())
+	return s.runAfter(ctx, s.QueueEndThinking)
 }
 
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
 func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueEndResponse())
+	return s.runAfter(ctx, s.QueueEndResponse)
 }
 
-func (s *Stream) runAfter(ctx context.Context, err error) ([]TokenVerdict, error) {
+// runAfter queues with queue, then runs the stream, as one synchronous
+// call: the stream's other synchronous calls wait meanwhile.
+func (s *Stream) runAfter(ctx context.Context, queue func() error) ([]TokenVerdict, error) {
+	leave, err := s.enter(ctx)
 	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	if err := queue(); err != nil {
 		return nil, err
 	}
 	r, err := s.run(ctx)

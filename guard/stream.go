@@ -1,8 +1,10 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/streamguard/streamguard/internal/tokenizer"
@@ -102,6 +104,17 @@ type Stream struct {
 	// earlier are the verdicts of the prompt's earlier user turns
 	// (Policy.EveryTurn) until its last turn's is read.
 	earlier []PromptVerdict
+	// calls holds one token while a synchronous call (JudgePrompt,
+	// AppendText, ...) queues and runs: two such calls on one stream take
+	// turns, so each returns the verdicts of its own input.
+	calls chan struct{}
+	// prompt is the ids the last QueuePromptIDs queued (without the
+	// scaffold before them), kept until its <|im_end|> is fed: a
+	// JudgePrompt retried after a cancelled one, with the same prompt,
+	// finishes it instead of queueing it again.
+	prompt []int
+	// err is why a stream from an unusable model takes no work.
+	err error
 }
 
 // ErrClosed is returned by operations on a closed stream.
@@ -115,10 +128,12 @@ var errZeroStream = errors.New("guard: the stream is not open: a zero Stream is 
 // tokens could never be fed). Callers hold s.mu.
 func (s *Stream) check() error {
 	switch {
-	case s.m == nil:
-		return errZeroStream
 	case s.closed:
 		return ErrClosed
+	case s.err != nil:
+		return s.err
+	case s.m == nil:
+		return errZeroStream
 	}
 	return s.m.usable()
 }
@@ -134,18 +149,36 @@ var ErrContextLength = errors.New("guard: context length exceeded")
 // model it returns a stream whose every call that would queue or run fails
 // with that model's error (ErrModelClosed).
 func (m *Model) NewStream() *Stream {
-	if m.usable() != nil {
+	if err := m.usable(); err != nil {
 		// No cache, encoder or decoder: check refuses every call that
-		// would use them, and the others read none of them.
-		return &Stream{m: m, resp: newResponseState()}
+		// would use them (with the model's error, a nil Model's
+		// included), and the others read none of them.
+		return &Stream{m: m, resp: newResponseState(), err: err}
 	}
 	return &Stream{
 		m: m, cache: m.eng.newCache(), policy: m.policy, resp: newResponseState(),
 		enc: m.tok.NewTextStreamEncoder(), dec: m.tok.NewStreamDecoder(false),
+		calls: make(chan struct{}, 1),
+	}
+}
+
+// enter waits for the stream's other synchronous calls to end (or ctx);
+// the returned func lets the next one in.
+func (s *Stream) enter(ctx context.Context) (func(), error) {
+	if s.calls == nil { // a zero Stream, or an unusable model's: the call fails on its own
+		return func() {}, nil
+	}
+	select {
+	case s.calls <- struct{}{}:
+		return func() { <-s.calls }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("guard: %w", ctx.Err())
 	}
 }
 
 // SetPolicy replaces the stream's policy for tokens judged from now on.
+// The stream keeps a copy: later edits of p's map or slice do not reach
+// it.
 func (s *Stream) SetPolicy(p Policy) error {
 	if s.m == nil {
 		return errZeroStream
@@ -154,6 +187,7 @@ func (s *Stream) SetPolicy(p Policy) error {
 		return errNotLoaded
 	}
 	l := s.m.net.Labels
+	p = p.clone() // what is checked is what is kept
 	if err := p.check(l.ResponseCategory, l.QueryCategory); err != nil {
 		return err
 	}
@@ -169,7 +203,8 @@ func (s *Stream) SetPolicy(p Policy) error {
 // as its fewest tokens, fails as one past the context does: with an error
 // wrapping ErrContextLength, nothing queued. A server sets it to cap what
 // one conversation may cost; it fails when n is negative, above the
-// model's context, or below what the stream already holds.
+// model's context, or below what the stream already holds (its held-back
+// text counted as the tokens flushing it now would make).
 func (s *Stream) SetMaxTokens(n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,7 +217,15 @@ func (s *Stream) SetMaxTokens(n int) error {
 	if max := s.m.net.MaxPositions; n < 0 || n > max {
 		return fmt.Errorf("guard: stream limit %d outside [0, %d], the model's max_position_embeddings", n, max)
 	}
-	if held := s.fed + len(s.queue); n > 0 && held > n {
+	held := s.fed + len(s.queue)
+	if s.enc != nil && s.enc.Held() > 0 {
+		// Text held back is tokens to come: as many as flushing it now
+		// makes, so that a bound set here leaves FlushText room.
+		var e tokenizer.StreamEncoder
+		s.enc.CopyTo(&e)
+		held += len(e.Flush())
+	}
+	if n > 0 && held > n {
 		return fmt.Errorf("guard: stream limit %d below the %d tokens the stream holds", n, held)
 	}
 	s.limit = n
@@ -212,6 +255,13 @@ func (s *Stream) Close() error {
 		s.fed = 0
 	}
 	return nil
+}
+
+// isClosed reports whether Close was called.
+func (s *Stream) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Len is the number of tokens fed so far; Pending the number queued.
@@ -377,23 +427,32 @@ func (s *Stream) closeTurn() []item {
 // message must be the user's. On a stream that already holds a
 // conversation, msgs continue it (an open response is ended first).
 func (s *Stream) QueuePrompt(msgs []Message) error {
+	ids, err := s.renderPrompt(msgs)
+	if err != nil {
+		return err
+	}
+	return s.QueuePromptIDs(ids)
+}
+
+// renderPrompt is the ids of a user turn, as QueuePrompt queues them.
+func (s *Stream) renderPrompt(msgs []Message) ([]int, error) {
 	if len(msgs) == 0 {
-		return errors.New("guard: empty prompt: no messages")
+		return nil, errors.New("guard: empty prompt: no messages")
 	}
 	if last := msgs[len(msgs)-1]; last.Role != "user" {
-		return fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
+		return nil, fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
 	}
 	s.mu.Lock()
 	err := s.check()
 	s.mu.Unlock()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := s.m.tok.RenderConversation(chatMessages(msgs))
 	if err != nil {
-		return fmt.Errorf("guard: %w", err)
+		return nil, fmt.Errorf("guard: %w", err)
 	}
-	return s.QueuePromptIDs(c.Prompt())
+	return c.Prompt(), nil
 }
 
 // markTurnEnds marks, in a prompt's items before its last <|im_end|>, the
@@ -437,7 +496,15 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 		return s.undo(err)
 	}
 	s.phase = phasePrompt
+	s.prompt = append(s.prompt[:0], ids...)
 	return nil
+}
+
+// promptQueued reports whether a prompt's <|im_end|> is queued, not yet
+// fed: a call that fed it was cancelled (or failed) first. Callers hold
+// s.mu.
+func (s *Stream) promptQueued() bool {
+	return slices.ContainsFunc(s.queue, func(it item) bool { return it.kind == itemPromptEnd })
 }
 
 // StartResponse queues the assistant header. With thinking false it is
@@ -567,16 +634,23 @@ func (s *Stream) QueueEndThinking() error {
 
 // QueueEndResponse flushes the text and closes the assistant turn with
 // "<|im_end|>\n" (not judged), so that the next user turn can follow.
+// Right after a prompt it queues an empty answer, as the chat template
+// writes one (an LLM that streamed no text, or only tool calls).
 func (s *Stream) QueueEndResponse() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(); err != nil {
 		return err
 	}
+	s.save()
+	if s.phase == phasePrompt {
+		if err := s.startResponse(false); err != nil {
+			return s.undo(err)
+		}
+	}
 	if s.phase != phaseResponse && s.phase != phaseThinking {
 		return errors.New("guard: no open response to end")
 	}
-	s.save()
 	if err := s.push(s.closeTurn()); err != nil {
 		return s.undo(err)
 	}
