@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -221,7 +222,10 @@ func readLine(r *bufio.Reader, limit int64) ([]byte, error) {
 func (d *duplex) handle(ctx context.Context, line []byte) bool {
 	srv := d.srv
 	var op duplexOp
-	bad := json.Unmarshal(line, &op)
+	bad := jsonkeys.Check(line, &op) // exact keys, each once, as decodeJSON
+	if bad == nil {
+		bad = json.Unmarshal(line, &op)
+	}
 	rep := duplexReply{Op: op.Op, Seq: op.Seq, ID: d.id}
 	if bad != nil {
 		rep = duplexReply{Op: "error"}

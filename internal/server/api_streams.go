@@ -2,21 +2,26 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/chatmsg"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // promptInput is a user turn: messages (ending with the user's), or a
 // prompt with an optional system message.
 type promptInput struct {
-	Messages []tokenizer.Message `json:"messages"`
-	Prompt   string              `json:"prompt"`
-	System   string              `json:"system"`
+	// Messages are read as the model's server reads them (chatmsg.Message):
+	// exact keys, an assistant's tool calls and reasoning judged with it.
+	Messages []json.RawMessage `json:"messages"`
+	Prompt   string            `json:"prompt"`
+	System   string            `json:"system"`
 }
 
 func (in *promptInput) messages() ([]tokenizer.Message, error) {
@@ -24,14 +29,23 @@ func (in *promptInput) messages() ([]tokenizer.Message, error) {
 	case len(in.Messages) > 0 && (in.Prompt != "" || in.System != ""):
 		return nil, badRequest{errors.New(`give "messages" or "prompt", not both`)}
 	case len(in.Messages) > 0:
-		for i, m := range in.Messages {
-			switch m.Role {
-			case "system", "user", "assistant":
-			default:
-				return nil, badRequest{fmt.Errorf("messages[%d]: role %q: want system, user or assistant", i, m.Role)}
+		msgs := make([]tokenizer.Message, len(in.Messages))
+		for i, raw := range in.Messages {
+			var skipped chatmsg.Skipped
+			m, err := chatmsg.Message(raw, &skipped)
+			switch {
+			case err != nil:
+				return nil, badRequest{fmt.Errorf("messages[%d]: %w", i, err)}
+			case m.Role == chatmsg.ToolRole:
+				return nil, badRequest{fmt.Errorf("messages[%d]: a tool or function result: want system, developer, user or assistant (POST /v1/moderations judges tool results)", i)}
+			case len(skipped) > 0:
+				// A stream judges all that its model reads: a part the
+				// guard cannot read is refused, not passed over.
+				return nil, badRequest{fmt.Errorf("messages[%d]: content parts without text (%s): a stream judges text only", i, strings.Join(skipped, ", "))}
 			}
+			msgs[i] = m
 		}
-		return in.Messages, nil
+		return msgs, nil
 	case in.Prompt != "":
 		var msgs []tokenizer.Message
 		if in.System != "" {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 	"github.com/streamguard/streamguard/internal/playground"
 )
 
@@ -438,9 +439,24 @@ func (srv *Server) writeErrorWith(w http.ResponseWriter, err error, tokens []gua
 	}{apiError{b}, tokens, ended})
 }
 
-// decodeJSON reads one JSON value from the body.
+// decodeJSON reads one JSON value from the body into v. Its keys must be
+// the fields' exact keys, each once (jsonkeys.Check): encoding/json would
+// take "Input" for "input" and the last of two, where a client or proxy
+// reading the same body exactly may see another text.
 func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return err
+		}
+		// A body deadline, a closed connection: kept, so that the
+		// answer says so (408).
+		return badRequest{fmt.Errorf("invalid JSON body: %w", err)}
+	}
+	if err := jsonkeys.Check(b, v); err != nil {
+		return badRequest{fmt.Errorf("invalid JSON body: %w", err)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -223,26 +223,64 @@ func (sc *Scheduler) gather() {
 	sc.cohort = nil
 }
 
-// pick chooses the jobs of the next step, oldest first, skipping a job
-// whose chunk does not fit the token cap so that short (streaming) chunks
-// fill the step around long prefills. Called with mu held.
+// pick chooses the jobs of the next step: first the short chunks (a
+// streamed token's, at most shortChunk), oldest first, then prefill
+// chunks, oldest first, in the room left; a job whose chunk does not fit
+// waits. Short chunks go first so that a token never waits behind other
+// streams' prefills (sixteen long prompts would otherwise fill every step
+// until they are all fed, whoever sent them); while a prefill waits, they
+// leave room for one chunk of it (and one stream), so that prefills go on
+// however many streams are streaming. Called with mu held.
 func (sc *Scheduler) pick() []*job {
+	o := sc.opts
+	if o.MaxBatchStreams == 1 || len(sc.pending) == 1 {
+		// One stream a step: the oldest, whatever its chunk, so that
+		// streamed tokens cannot hold a prefill back forever.
+		j := sc.pending[0]
+		j.inStep = true
+		return []*job{j}
+	}
+	chunks := make([]int, len(sc.pending))
+	prefill := false
+	for i, j := range sc.pending {
+		chunks[i] = min(j.s.Pending(), o.ChunkTokens)
+		prefill = prefill || chunks[i] > shortChunk
+	}
 	var batch []*job
 	tokens := 0
-	for _, j := range sc.pending {
-		if sc.opts.MaxBatchStreams > 0 && len(batch) >= sc.opts.MaxBatchStreams {
-			break
+	take := func(short bool, maxTokens, maxStreams int) {
+		for i, j := range sc.pending {
+			n := chunks[i]
+			if (n <= shortChunk) != short {
+				continue
+			}
+			if maxStreams > 0 && len(batch) >= maxStreams {
+				return
+			}
+			if len(batch) > 0 && tokens+n > maxTokens {
+				continue
+			}
+			tokens += n
+			j.inStep = true
+			batch = append(batch, j)
 		}
-		n := min(j.s.Pending(), sc.opts.ChunkTokens)
-		if len(batch) > 0 && tokens+n > sc.opts.MaxBatchTokens {
-			continue
-		}
-		tokens += n
-		j.inStep = true
-		batch = append(batch, j)
 	}
+	tokenRoom, streamRoom := o.MaxBatchTokens, o.MaxBatchStreams
+	if prefill {
+		tokenRoom -= min(o.ChunkTokens, o.MaxBatchTokens/2)
+		if streamRoom > 1 {
+			streamRoom--
+		}
+	}
+	take(true, tokenRoom, streamRoom)
+	take(false, o.MaxBatchTokens, o.MaxBatchStreams)
 	return batch
 }
+
+// shortChunk is the most tokens of a chunk pick takes for a streamed
+// token's: a few tokens of text, with the assistant header (up to 8) when
+// it opens the response.
+const shortChunk = 16
 
 func (sc *Scheduler) step(batch []*job) {
 	streams := make([]*guard.Stream, len(batch))

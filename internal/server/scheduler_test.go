@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -116,6 +117,65 @@ func TestPickSkipsLongChunks(t *testing.T) {
 	}
 	if got := sc.pick(); len(got) != 1 {
 		t.Fatalf("MaxBatchStreams 1 picked %d", len(got))
+	}
+}
+
+// pickJobs queues one job per length on fresh streams of m (prompts of n
+// tokens).
+func pickJobs(t *testing.T, m *guard.Model, ns ...int) []*job {
+	t.Helper()
+	jobs := make([]*job, len(ns))
+	for i, n := range ns {
+		s := m.NewStream()
+		t.Cleanup(func() { s.Close() })
+		ids := make([]int, n)
+		ids[n-1] = 151645
+		if err := s.QueuePromptIDs(ids); err != nil {
+			t.Fatal(err)
+		}
+		jobs[i] = &job{s: s}
+	}
+	return jobs
+}
+
+// TestPickShortChunksFirst: a streamed token never waits behind other
+// streams' prefills, however many older ones fill the step's tokens (one
+// moderation request of sixteen long inputs, say); and the prefills still
+// go on, a chunk a step at least, however many streams stream.
+func TestPickShortChunksFirst(t *testing.T) {
+	m := testModel(t)
+	sc := &Scheduler{m: m, opts: SchedulerOptions{}.withDefaults()} // 64-token chunks, 1,024 a step
+	lens := make([]int, 17)
+	for i := range 16 {
+		lens[i] = 1000
+	}
+	lens[16] = 1
+	sc.pending = pickJobs(t, m, lens...)
+	got := sc.pick()
+	if !slices.Contains(got, sc.pending[16]) || len(got) != 16 {
+		t.Fatalf("sixteen 1,000-token prefills before a 1-token chunk: picked %d jobs, the short one %v; want it and 15 prefill chunks",
+			len(got), slices.Contains(got, sc.pending[16]))
+	}
+
+	lens = make([]int, 1100)
+	for i := range lens {
+		lens[i] = 1
+	}
+	lens[len(lens)-1] = 500
+	sc.pending = pickJobs(t, m, lens...)
+	got = sc.pick()
+	if !slices.Contains(got, sc.pending[len(lens)-1]) {
+		t.Fatalf("1,099 one-token chunks and a prefill: the prefill got no chunk (%d jobs picked)", len(got))
+	}
+	if n := len(got); n != 1024-64+1 {
+		t.Errorf("picked %d jobs, want 960 short ones and the prefill's chunk", n)
+	}
+
+	// One stream a step: the oldest, whatever its chunk.
+	sc.opts.MaxBatchStreams = 1
+	sc.pending = pickJobs(t, m, 500, 1, 1)
+	if got := sc.pick(); len(got) != 1 || got[0] != sc.pending[0] {
+		t.Errorf("MaxBatchStreams 1: picked %d jobs, want the oldest", len(got))
 	}
 }
 
