@@ -1,7 +1,9 @@
 package extproc
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +90,15 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg}, nil
 }
 
+// MaxMessageBytes is the largest message the service reads: Envoy sends
+// a BUFFERED body in one message, a whole answer up to four times the
+// largest request (what the service judges; more is refused, 502), with
+// room for its headers. The gRPC server must take messages this large,
+// or Envoy's exchange fails (500) on a body the service would judge.
+func (s *Service) MaxMessageBytes() int {
+	return int(4*s.cfg.External.MaxRequestBytes()) + 1<<20
+}
+
 // Register registers the service on a gRPC server.
 func (s *Service) Register(g *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(g, s)
@@ -166,7 +177,8 @@ type session struct {
 	// known: the modes came in protocol_config (Envoy 1.34 and later).
 	known bool
 	// fixedModes: the filter ignores mode overrides
-	// (send_body_without_waiting_for_header_response).
+	// (send_body_without_waiting_for_header_response, or a body mode
+	// FULL_DUPLEX_STREAMED in either direction).
 	fixedModes bool
 	// askedBody: the request body was asked for by a mode override;
 	// overrides: it came, so the filter honours overrides
@@ -199,6 +211,10 @@ type session struct {
 	tooLarge   bool
 	respChunks int
 	respDone   bool // the response's body was answered to its end
+	// trailing: a whole answer came in one piece without end_of_stream
+	// and was judged so (trailers follow it, or STREAMED goes on);
+	// data after it is dropped.
+	trailing bool
 }
 
 func (ss *session) send(r *extprocv3.ProcessingResponse) error {
@@ -219,7 +235,11 @@ func (ss *session) close() {
 func (ss *session) handle(m *extprocv3.ProcessingRequest) error {
 	if pc := m.GetProtocolConfig(); pc != nil {
 		ss.reqMode, ss.respMode = pc.GetRequestBodyMode(), pc.GetResponseBodyMode()
-		ss.known, ss.fixedModes = true, pc.GetSendBodyWithoutWaitingForHeaderResponse()
+		// Envoy drops every mode override while either configured body
+		// mode is FULL_DUPLEX_STREAMED, as with
+		// send_body_without_waiting_for_header_response.
+		duplex := ss.reqMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED || ss.respMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		ss.known, ss.fixedModes = true, pc.GetSendBodyWithoutWaitingForHeaderResponse() || duplex
 	}
 	if ss.answered {
 		// Envoy sends nothing after an ImmediateResponse; a late message
@@ -343,7 +363,10 @@ func (ss *session) requestBody(b *extprocv3.HttpBody) error {
 	}
 	ss.body = append(ss.body, b.GetBody()...)
 	ss.chunks++
-	if b.GetEndOfStream() {
+	if b.GetEndOfStream() || ss.reqMode == filterv3.ProcessingMode_BUFFERED && (ss.known || ss.askedBody) {
+		// BUFFERED (known from protocol_config, or asked for and come):
+		// Envoy sends the body once, whole, without end_of_stream when
+		// trailers follow it.
 		return ss.judgeRequest()
 	}
 	switch ss.reqMode {
@@ -531,8 +554,18 @@ func (ss *session) responseBody(b *extprocv3.HttpBody) error {
 		// honoured): nothing of it may go out.
 		return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
 			"streamguard: the response's body came without its headers: configure the ext_proc filter with response_header_mode SEND")
+	case ss.trailing && len(bytes.TrimSpace(b.GetBody())) > 0:
+		// Data after an answer judged whole: not judged, not passed.
+		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{BodyMutation: clearBody()}))
 	case ss.kind == proxy.PassResponse || ss.respDone:
 		return ss.send(pass)
+	}
+	if !b.GetEndOfStream() && ss.bodyMode == filterv3.ProcessingMode_BUFFERED &&
+		(ss.known && ss.respMode == filterv3.ProcessingMode_BUFFERED || ss.overrides && !ss.fixedModes) {
+		// BUFFERED for certain (configured so, or the filter honoured the
+		// override that asked for the request body): the body is whole,
+		// and trailers follow it.
+		b = &extprocv3.HttpBody{Body: b.GetBody(), EndOfStream: true}
 	}
 	if !b.GetEndOfStream() && buffered(ss.bodyMode) {
 		switch {
@@ -549,9 +582,17 @@ func (ss *session) responseBody(b *extprocv3.HttpBody) error {
 			return ss.refuseWarn(http.StatusInternalServerError, "server_error", "guard_unavailable",
 				"streamguard: the answer came in pieces though it was asked for whole (BUFFERED), and the gateway does not say its response_body_mode (protocol_config, Envoy 1.34 and later): configure response_body_mode STREAMED with allow_mode_override true")
 		}
-		// The override to BUFFERED was not honoured: the configured
-		// STREAMED mode is in effect, and the headers went on.
+		// The override to BUFFERED was not honoured (the configured
+		// STREAMED mode is in effect, and the headers went on), or it was
+		// and trailers follow the whole body: nothing tells which.
 		ss.bodyMode, ss.statusSent = filterv3.ProcessingMode_STREAMED, true
+		if ss.kind == proxy.WholeResponse && ss.respChunks == 0 && json.Valid(b.GetBody()) {
+			// A whole answer in one piece: judged now, in the form that
+			// holds either way (the status kept, its length given for a
+			// BUFFERED exchange); nothing after it may go out.
+			ss.trailing = true
+			b = &extprocv3.HttpBody{Body: b.GetBody(), EndOfStream: true}
+		}
 	}
 	ss.respChunks++
 	if ss.kind == proxy.StreamResponse {
@@ -635,6 +676,12 @@ func (ss *session) wholeChunk(b *extprocv3.HttpBody) error {
 			// BUFFERED_PARTIAL: Envoy removes Content-Length itself.
 			mut.SetHeaders = append(mut.SetHeaders, headerOption("content-length", strconv.Itoa(len(body))))
 		}
+		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{HeaderMutation: mut, BodyMutation: replaceBody(body)}))
+	case ans != nil && ss.trailing:
+		// BUFFERED with trailers, or STREAMED: a header mutation counts
+		// only in the former, where Envoy checks Content-Length against
+		// the new body.
+		mut := &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{headerOption("content-length", strconv.Itoa(len(body)))}}
 		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{HeaderMutation: mut, BodyMutation: replaceBody(body)}))
 	case ans != nil || ss.respChunks > 1:
 		return ss.send(bodyResponse(false, &extprocv3.CommonResponse{BodyMutation: replaceBody(body)}))

@@ -55,7 +55,7 @@ func (srv *Server) ExtProc(opts ExtProcOptions) (*extproc.Service, error) {
 // ServeExtProc serves svc over gRPC on ln until Serve's shutdown stops it
 // (gracefully, within Serve's grace, before the streams are closed).
 func (srv *Server) ServeExtProc(ln net.Listener, svc *extproc.Service) error {
-	gs := newGRPCServer(srv.log)
+	gs := newGRPCServer(srv.log, grpc.MaxRecvMsgSize(svc.MaxMessageBytes()))
 	svc.Register(gs)
 	if !srv.grpc.CompareAndSwap(nil, gs) {
 		return fmt.Errorf("server: ext_proc is already served")
@@ -68,14 +68,14 @@ func (srv *Server) ServeExtProc(ln net.Listener, svc *extproc.Service) error {
 // grpc-go does not recover them, and one would take down every exchange in
 // flight and the HTTP server with it. (A panic on a goroutine a handler
 // started is not covered.)
-func newGRPCServer(log *slog.Logger) *grpc.Server {
+func newGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	recovered := func(method string, err *error) {
 		if p := recover(); p != nil {
 			log.Error("grpc: handler panic", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			*err = status.Errorf(codes.Internal, "streamguard: internal error serving %s", method)
 		}
 	}
-	return grpc.NewServer(
+	return grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer recovered(info.FullMethod, &err)
 			return h(ctx, req)
@@ -83,7 +83,7 @@ func newGRPCServer(log *slog.Logger) *grpc.Server {
 		grpc.ChainStreamInterceptor(func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 			defer recovered(info.FullMethod, &err)
 			return h(s, ss)
-		}))
+		}))...)
 }
 
 // stopExtProc starts the graceful stop of the ext_proc server, if any; the

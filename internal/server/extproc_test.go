@@ -186,6 +186,27 @@ func TestExtProcWiring(t *testing.T) {
 	}
 }
 
+// The gRPC server takes the largest message the service reads (Envoy sends
+// a BUFFERED body in one message): a body over grpc-go's default 4 MiB is
+// answered by the service (here one over the 8 MiB a request may have,
+// refused on its length, 413), not failed by the transport, which Envoy
+// would turn into its own 500.
+func TestExtProcTakesLargeBodies(t *testing.T) {
+	m := testModel(t)
+	h := newHarness(t, Options{Config: flagAndPassTenants(m, nil)})
+	client := extProcClient(t, h)
+	st, err := client.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := epStream{t, st}
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 8<<20) + `"}]}`
+	r := s.request("key-b", body)
+	if im := r.GetImmediateResponse(); im == nil || im.GetStatus().GetCode() != 413 {
+		t.Fatalf("a %d-byte request body: %v; want the service's 413", len(body), r)
+	}
+}
+
 // panicking is an ext_proc service (and a unary method) whose handlers
 // panic.
 type panicking struct {

@@ -21,7 +21,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -529,3 +529,34 @@ func TestServeExtProc(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestUpstreamTLSVerified: every cluster of the shipped Envoy
+// configurations that speaks TLS checks the peer's certificate against
+// trusted CAs and its name. Without a validation context Envoy checks
+// nothing, and the prompts and the key streamguard sets as Authorization
+// would go to whoever answers on the upstream's address.
+func TestUpstreamTLSVerified(t *testing.T) {
+	for _, file := range []string{"ext-proc.yaml", "envoy.yaml"} {
+		bs, _ := envoyBootstrap(t, file)
+		for _, c := range bs.GetStaticResources().GetClusters() {
+			ts := c.GetTransportSocket()
+			if ts == nil {
+				continue
+			}
+			var tls tlsv3.UpstreamTlsContext
+			if err := ts.GetTypedConfig().UnmarshalTo(&tls); err != nil {
+				t.Errorf("%s: cluster %s: transport socket %s: %v", file, c.GetName(), ts.GetName(), err)
+				continue
+			}
+			vc := tls.GetCommonTlsContext().GetValidationContext()
+			if vc.GetTrustedCa() == nil || len(vc.GetMatchTypedSubjectAltNames()) == 0 {
+				t.Errorf("%s: cluster %s speaks TLS without checking the peer (validation_context with trusted_ca and match_typed_subject_alt_names)", file, c.GetName())
+			}
+			if sni := tls.GetSni(); sni != "" && !slices.ContainsFunc(vc.GetMatchTypedSubjectAltNames(), func(m *tlsv3.SubjectAltNameMatcher) bool {
+				return m.GetSanType() == tlsv3.SubjectAltNameMatcher_DNS && m.GetMatcher().GetExact() == sni
+			}) {
+				t.Errorf("%s: cluster %s: SNI %s is not among the names its certificate must hold", file, c.GetName(), sni)
+			}
+		}
+	}
+}
