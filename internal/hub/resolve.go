@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
@@ -100,18 +101,14 @@ func indexShards(b []byte) ([]string, error) {
 	if err := json.Unmarshal(b, &idx); err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	var shards []string
-	for _, s := range idx.WeightMap {
-		if seen[s] {
-			continue
-		}
+	// In name order, so that an index with several bad names is refused
+	// for the same one every time (a map's order changes from run to run).
+	shards := slices.Sorted(maps.Values(idx.WeightMap))
+	shards = slices.Compact(shards)
+	for _, s := range shards {
 		if checkFileName(s) != nil {
 			return nil, fmt.Errorf("bad shard name %q", s)
 		}
-		seen[s] = true
-		shards = append(shards, s)
 	}
-	sort.Strings(shards)
 	return shards, nil
 }
