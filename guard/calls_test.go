@@ -263,3 +263,95 @@ func TestStepLeavesOutAClosedStream(t *testing.T) {
 		t.Errorf("Step over a closed stream alone: %+v, %v", rs, err)
 	}
 }
+
+// A Close from another goroutine can land after a synchronous call queued
+// its input, before its first forward or between two of a long prefill's:
+// Close empties the queue, and the call ends with ErrClosed, not with
+// success (AppendText) or an internal error (JudgePrompt). The calls'
+// own pieces replay those interleavings.
+func TestCloseBetweenQueueAndForward(t *testing.T) {
+	ctx := context.Background()
+	t.Run("AppendText", func(t *testing.T) {
+		m := tinyModel(t, "f32", nil)
+		s := m.NewStream()
+		if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+			t.Fatal(err)
+		}
+		tvs, err := s.runAfter(ctx, func() error {
+			err := s.QueueText("Hello there, friend. How are you today? ")
+			s.Close()
+			return err
+		})
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("AppendText whose stream was closed after its queue: %d verdicts, %v; want ErrClosed", len(tvs), err)
+		}
+	})
+	t.Run("JudgePrompt", func(t *testing.T) {
+		m := tinyModel(t, "f32", nil)
+		s := m.NewStream()
+		ids, err := s.renderPrompt(userMsg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leave, _ := s.enter(ctx)
+		defer leave()
+		if err := s.QueuePromptIDs(ids); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if pv, err := s.promptResult(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("JudgePrompt whose stream was closed after its queue: %v, %v; want ErrClosed", pv, err)
+		}
+	})
+	t.Run("between chunks", func(t *testing.T) {
+		m := tinyModel(t, "f32", nil)
+		defer func(n int) { prefillChunk = n }(prefillChunk)
+		prefillChunk = 4
+		s := m.NewStream()
+		if err := s.QueuePrompt(userMsg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Step(ctx, []*Stream{s}, StepOptions{MaxTokens: prefillChunk}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if r, err := s.run(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("the rest of a prefill after a Close between chunks: %+v, %v; want ErrClosed", r, err)
+		}
+	})
+}
+
+// Two prompts queued through the Queue API: once the first is judged, the
+// second is still the one a JudgePrompt with its ids finishes; ids that
+// are no prompt are refused before anything else.
+func TestJudgePromptFinishesTheLastQueuedPrompt(t *testing.T) {
+	m := tinyModel(t, "f32", nil)
+	ctx := context.Background()
+	s := m.NewStream()
+	defer s.Close()
+	first, err := s.renderPrompt(userMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueuePromptIDs(first); err != nil {
+		t.Fatal(err)
+	}
+	second := []Message{{Role: "user", Content: "And how long does it take?"}}
+	ids, err := s.renderPrompt(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueuePromptIDs(ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Step(ctx, []*Stream{s}, StepOptions{MaxTokens: len(first) + 1}); err != nil || s.LastPrompt() == nil {
+		t.Fatalf("the first prompt: %v, %v", s.LastPrompt(), err)
+	}
+	if _, err := s.JudgePromptIDs(ctx, nil); err == nil {
+		t.Error("JudgePromptIDs(nil): no error")
+	}
+	pv, err := s.JudgePromptIDs(ctx, ids)
+	if err != nil || pv.Position != s.Len()-1 || s.Pending() != 0 {
+		t.Errorf("finishing the second prompt: %+v, %v (stream of %d, %d pending)", pv, err, s.Len(), s.Pending())
+	}
+}

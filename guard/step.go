@@ -212,7 +212,9 @@ func (s *Stream) apply(items []item, out *qwen3.Output) StepResult {
 			s.lastPrompt, r.Prompt = pv, pv
 			s.resp = newResponseState()
 			s.turns++
-			s.prompt = nil // judged: nothing to finish
+			if !s.promptQueued() { // judged: nothing to finish
+				s.prompt = nil
+			}
 		case itemScaffold, itemResponse:
 			if it.begin {
 				s.resp = newResponseState()
@@ -243,18 +245,24 @@ var prefillChunk = 256
 // fed stay queued.
 func (s *Stream) run(ctx context.Context) (StepResult, error) {
 	all := StepResult{Stream: s}
-	for s.Pending() > 0 {
+	for {
+		// Closed by another goroutine (after the call queued, during a
+		// forward): Close emptied the queue, and the call must not read
+		// as done.
+		s.mu.Lock()
+		closed, pending := s.closed, len(s.queue)
+		s.mu.Unlock()
+		if closed {
+			return all, ErrClosed
+		}
+		if pending == 0 {
+			break
+		}
 		rs, err := s.m.Step(ctx, []*Stream{s}, StepOptions{MaxTokens: prefillChunk})
 		if err != nil {
 			return all, err
 		}
 		r := rs[0]
-		if s.isClosed() {
-			// Closed by another goroutine during the forward: Step
-			// reports nothing for it, and the call must not read as
-			// done.
-			return all, ErrClosed
-		}
 		if r.Prompt != nil {
 			all.Prompt = r.Prompt
 		}
@@ -283,6 +291,9 @@ func (s *Stream) JudgePrompt(ctx context.Context, msgs []Message) (*PromptVerdic
 // JudgePromptIDs judges a tokenized user turn ending with <|im_end|>; a
 // cancelled one is finished as JudgePrompt's is.
 func (s *Stream) JudgePromptIDs(ctx context.Context, ids []int) (*PromptVerdict, error) {
+	if err := checkPromptIDs(ids); err != nil {
+		return nil, err
+	}
 	leave, err := s.enter(ctx)
 	if err != nil {
 		return nil, err

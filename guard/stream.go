@@ -257,13 +257,6 @@ func (s *Stream) Close() error {
 	return nil
 }
 
-// isClosed reports whether Close was called.
-func (s *Stream) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
 // Len is the number of tokens fed so far; Pending the number queued.
 func (s *Stream) Len() int {
 	s.mu.Lock()
@@ -475,11 +468,8 @@ func (s *Stream) markTurnEnds(items []item) {
 // QueuePromptIDs queues an already tokenized prompt; its last id must be
 // the <|im_end|> closing the user turn.
 func (s *Stream) QueuePromptIDs(ids []int) error {
-	if len(ids) == 0 {
-		return errors.New("guard: empty prompt: no token ids")
-	}
-	if ids[len(ids)-1] != tokenizer.ImEnd {
-		return fmt.Errorf("guard: prompt ids must end with <|im_end|> (%d), where the prompt verdict is read; got %d", tokenizer.ImEnd, ids[len(ids)-1])
+	if err := checkPromptIDs(ids); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -497,6 +487,18 @@ func (s *Stream) QueuePromptIDs(ids []int) error {
 	}
 	s.phase = phasePrompt
 	s.prompt = append(s.prompt[:0], ids...)
+	return nil
+}
+
+// checkPromptIDs is why ids are not a prompt: none, or not ending with
+// the <|im_end|> where the verdict is read.
+func checkPromptIDs(ids []int) error {
+	if len(ids) == 0 {
+		return errors.New("guard: empty prompt: no token ids")
+	}
+	if ids[len(ids)-1] != tokenizer.ImEnd {
+		return fmt.Errorf("guard: prompt ids must end with <|im_end|> (%d), where the prompt verdict is read; got %d", tokenizer.ImEnd, ids[len(ids)-1])
+	}
 	return nil
 }
 

@@ -124,3 +124,34 @@ func TestWholeAnswerBeforeTrailers(t *testing.T) {
 	}
 	d.close()
 }
+
+// An override taken for the request body says nothing of one for the
+// response (Envoy's allowed_override_modes may list one and not the
+// other): an answer asked for BUFFERED that comes in pieces is judged as
+// it streams, its first piece not taken for the whole.
+func TestResponseOverrideNotTakenStreams(t *testing.T) {
+	m := tinyModel(t)
+	fx := newFixture(t, keys{"k": {Name: "k", Policy: safePolicy(m)}}, defaultFilter, 0)
+	d := fx.env.drive()
+	r := d.do(withConfig(reqHeaders("k"), filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_STREAMED))
+	if r.GetModeOverride().GetRequestBodyMode() != filterv3.ProcessingMode_BUFFERED {
+		t.Fatalf("request headers answered with %v; want an override asking for the body", r)
+	}
+	if r := d.do(reqBody(chatBody("How do I bake bread?", false))); r.GetRequestBody() == nil {
+		t.Fatalf("request body answered with %v", r)
+	}
+	if r := d.do(respHeaders("application/json")); r.GetModeOverride().GetResponseBodyMode() != filterv3.ProcessingMode_BUFFERED {
+		t.Fatalf("response headers answered with %v; want an override to BUFFERED", r)
+	}
+	up := wholeBody(testResponse)
+	half := len(up) / 2
+	first := d.do(respBody(up[:half], false))
+	if !first.GetResponseBody().GetResponse().GetBodyMutation().GetClearBody() {
+		t.Errorf("the first piece answered with %v; want it held", first)
+	}
+	second := d.do(respBody(up[half:], true))
+	if got := second.GetResponseBody().GetResponse().GetBodyMutation().GetBody(); normalize(got) != normalize(up) {
+		t.Errorf("the answer's end released\n%s\nwant the whole answer, judged\n%s", got, up)
+	}
+	d.close()
+}

@@ -560,11 +560,10 @@ func (ss *session) responseBody(b *extprocv3.HttpBody) error {
 	case ss.kind == proxy.PassResponse || ss.respDone:
 		return ss.send(pass)
 	}
-	if !b.GetEndOfStream() && ss.bodyMode == filterv3.ProcessingMode_BUFFERED &&
-		(ss.known && ss.respMode == filterv3.ProcessingMode_BUFFERED || ss.overrides && !ss.fixedModes) {
-		// BUFFERED for certain (configured so, or the filter honoured the
-		// override that asked for the request body): the body is whole,
-		// and trailers follow it.
+	if !b.GetEndOfStream() && ss.bodyMode == filterv3.ProcessingMode_BUFFERED && ss.known && ss.respMode == filterv3.ProcessingMode_BUFFERED {
+		// BUFFERED for certain (configured so: an override taken for the
+		// request body says nothing of one for the response): the body
+		// is whole, and trailers follow it.
 		b = &extprocv3.HttpBody{Body: b.GetBody(), EndOfStream: true}
 	}
 	if !b.GetEndOfStream() && buffered(ss.bodyMode) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -73,6 +74,9 @@ func (p *responseParts) UnmarshalJSON(b []byte) error {
 		return nil
 	case len(b) > 0 && b[0] == '[':
 		parts := []appendInput{}
+		if err := jsonkeys.Check(b, &parts); err != nil { // exact keys, as decodeJSON
+			return err
+		}
 		if err := json.Unmarshal(b, &parts); err != nil {
 			return err
 		}
@@ -80,6 +84,9 @@ func (p *responseParts) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	var one appendInput
+	if err := jsonkeys.Check(b, &one); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(b, &one); err != nil {
 		return err
 	}

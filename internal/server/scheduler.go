@@ -67,6 +67,9 @@ type Scheduler struct {
 	mu      sync.Mutex
 	wake    *sync.Cond
 	pending []*job // FIFO by submission
+	// chunk is the most tokens a stream feeds in the step pick chose
+	// (ChunkTokens, or less where the oldest prefill's chunk was cut).
+	chunk   int
 	closing bool
 	// cohort are the streams whose operation the last step finished, and
 	// lastStep that step's end and duration: see gather.
@@ -180,8 +183,9 @@ func (sc *Scheduler) loop() {
 			continue
 		}
 		batch := sc.pick()
+		chunk := sc.chunk
 		sc.mu.Unlock()
-		sc.step(batch)
+		sc.step(batch, chunk)
 	}
 }
 
@@ -223,17 +227,20 @@ func (sc *Scheduler) gather() {
 	sc.cohort = nil
 }
 
-// pick chooses the jobs of the next step: first the short chunks (a
-// streamed token's, at most shortChunk), oldest first, then prefill
-// chunks, oldest first, in the room left; a job whose chunk does not fit
-// waits. Short chunks go first so that a token never waits behind other
-// streams' prefills (sixteen long prompts would otherwise fill every step
-// until they are all fed, whoever sent them); while a prefill waits, they
-// leave room for one chunk of it (and one stream), so that prefills go on
-// however many streams are streaming. Called with mu held.
+// pick chooses the jobs of the next step, and sets sc.chunk, the most
+// tokens each feeds in it: first the short chunks (a streamed token's, at
+// most shortChunk), oldest first, then prefill chunks, oldest first, in
+// the room left; a job whose chunk does not fit waits. Short chunks go
+// first so that a token never waits behind other streams' prefills
+// (sixteen long prompts would otherwise fill every step until they are
+// all fed, whoever sent them); while a prefill waits they leave it room
+// (and a stream), and the oldest prefill goes in whatever room is left,
+// its chunk cut to fit: prefills go on however many streams stream.
+// Called with mu held.
 func (sc *Scheduler) pick() []*job {
 	o := sc.opts
-	if o.MaxBatchStreams == 1 || len(sc.pending) == 1 {
+	sc.chunk = o.ChunkTokens
+	if o.MaxBatchStreams == 1 || o.MaxBatchTokens <= 1 || len(sc.pending) == 1 {
 		// One stream a step: the oldest, whatever its chunk, so that
 		// streamed tokens cannot hold a prefill back forever.
 		j := sc.pending[0]
@@ -248,32 +255,52 @@ func (sc *Scheduler) pick() []*job {
 	}
 	var batch []*job
 	tokens := 0
-	take := func(short bool, maxTokens, maxStreams int) {
-		for i, j := range sc.pending {
-			n := chunks[i]
-			if (n <= shortChunk) != short {
-				continue
-			}
-			if maxStreams > 0 && len(batch) >= maxStreams {
-				return
-			}
-			if len(batch) > 0 && tokens+n > maxTokens {
-				continue
-			}
-			tokens += n
-			j.inStep = true
-			batch = append(batch, j)
-		}
-	}
 	tokenRoom, streamRoom := o.MaxBatchTokens, o.MaxBatchStreams
 	if prefill {
-		tokenRoom -= min(o.ChunkTokens, o.MaxBatchTokens/2)
+		tokenRoom -= max(1, min(o.ChunkTokens, o.MaxBatchTokens/2))
 		if streamRoom > 1 {
 			streamRoom--
 		}
 	}
-	take(true, tokenRoom, streamRoom)
-	take(false, o.MaxBatchTokens, o.MaxBatchStreams)
+	for i, j := range sc.pending { // the short chunks
+		n := chunks[i]
+		if n > shortChunk {
+			continue
+		}
+		if streamRoom > 0 && len(batch) >= streamRoom {
+			break
+		}
+		if len(batch) > 0 && tokens+n > tokenRoom {
+			continue
+		}
+		tokens += n
+		j.inStep = true
+		batch = append(batch, j)
+	}
+	first := true
+	for i, j := range sc.pending { // the prefills
+		n := chunks[i]
+		if n <= shortChunk {
+			continue
+		}
+		if o.MaxBatchStreams > 0 && len(batch) >= o.MaxBatchStreams {
+			break
+		}
+		if room := o.MaxBatchTokens - tokens; first && len(batch) > 0 && n > room {
+			// The oldest prefill, with a chunk cut to the room left
+			// (at least 1: the reserve above). Every stream of the
+			// step takes at most that many tokens.
+			sc.chunk, n = room, room
+		}
+		n = min(n, sc.chunk)
+		if !first && tokens+n > o.MaxBatchTokens {
+			continue
+		}
+		first = false
+		tokens += n
+		j.inStep = true
+		batch = append(batch, j)
+	}
 	return batch
 }
 
@@ -282,13 +309,15 @@ func (sc *Scheduler) pick() []*job {
 // it opens the response.
 const shortChunk = 16
 
-func (sc *Scheduler) step(batch []*job) {
+// step runs one forward over batch, each stream feeding at most chunk
+// tokens.
+func (sc *Scheduler) step(batch []*job, chunk int) {
 	streams := make([]*guard.Stream, len(batch))
 	stats := StepStats{Streams: len(batch)}
 	now := time.Now()
 	for i, j := range batch {
 		streams[i] = j.s
-		stats.Tokens += min(j.s.Pending(), sc.opts.ChunkTokens)
+		stats.Tokens += min(j.s.Pending(), chunk)
 		if !j.started {
 			j.started = true
 			stats.QueueWaits = append(stats.QueueWaits, now.Sub(j.submitted))
@@ -296,7 +325,7 @@ func (sc *Scheduler) step(batch []*job) {
 	}
 	// A step serves many requests: each one's cancellation is Submit's to
 	// handle, so the forward itself is not cancelled.
-	results, err := sc.m.Step(context.Background(), streams, guard.StepOptions{MaxTokens: sc.opts.ChunkTokens})
+	results, err := sc.m.Step(context.Background(), streams, guard.StepOptions{MaxTokens: chunk})
 	stats.Duration = time.Since(now)
 	// Report the step before answering its streams, so that whoever has
 	// an answer also finds the step in the metrics.

@@ -92,8 +92,8 @@ func TestBatchInvariance(t *testing.T) {
 	}
 }
 
-// TestPickSkipsLongChunks: a step fills with short chunks around a prefill
-// that does not fit.
+// TestPickSkipsLongChunks: a step fills with short chunks around a prefill,
+// whose chunk is cut to the room left.
 func TestPickSkipsLongChunks(t *testing.T) {
 	m := testModel(t)
 	sc := &Scheduler{m: m, opts: SchedulerOptions{ChunkTokens: 64, MaxBatchTokens: 70}.withDefaults()}
@@ -108,8 +108,8 @@ func TestPickSkipsLongChunks(t *testing.T) {
 	}
 	sc.pending = []*job{mk(10), mk(100), mk(1), mk(2)}
 	got := sc.pick()
-	if len(got) != 3 || got[0] != sc.pending[0] || got[1] != sc.pending[2] || got[2] != sc.pending[3] {
-		t.Fatalf("picked %d jobs", len(got))
+	if len(got) != 4 || got[0] != sc.pending[0] || got[1] != sc.pending[2] || got[2] != sc.pending[3] || got[3] != sc.pending[1] || sc.chunk != 70-13 {
+		t.Fatalf("picked %d jobs, chunk %d; want the three short ones, then the prefill with a chunk of 57", len(got), sc.chunk)
 	}
 	sc.opts.MaxBatchStreams = 1
 	for _, j := range sc.pending {
@@ -169,6 +169,29 @@ func TestPickShortChunksFirst(t *testing.T) {
 	}
 	if n := len(got); n != 1024-64+1 {
 		t.Errorf("picked %d jobs, want 960 short ones and the prefill's chunk", n)
+	}
+
+	// However the options leave less than a chunk beside the short ones,
+	// the oldest prefill gets a chunk every step, cut to what is left.
+	for _, o := range []SchedulerOptions{{ChunkTokens: 64, MaxBatchTokens: 100}, {ChunkTokens: 64, MaxBatchTokens: 32}} {
+		sc := &Scheduler{m: m, opts: o.withDefaults()}
+		lens := []int{500}
+		for range 40 {
+			lens = append(lens, 1)
+		}
+		sc.pending = pickJobs(t, m, lens...)
+		for step := range 5 {
+			got := sc.pick()
+			tokens := 0
+			for _, j := range got {
+				tokens += min(j.s.Pending(), sc.chunk)
+				j.inStep = false
+			}
+			if !slices.Contains(got, sc.pending[0]) || tokens > o.MaxBatchTokens || sc.chunk < 1 {
+				t.Fatalf("%+v, step %d: the oldest job, a 500-token prefill, left out beside 40 one-token streams (%d jobs, %d tokens, chunk %d)",
+					o, step, len(got), tokens, sc.chunk)
+			}
+		}
 	}
 
 	// One stream a step: the oldest, whatever its chunk.

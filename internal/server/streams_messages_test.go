@@ -84,3 +84,26 @@ func TestStreamsMessagesJudgeAllTheModelReads(t *testing.T) {
 		}
 	}
 }
+
+// A resume's responses (the body's, and each later turn's) are read with
+// exact keys too: {"text": X, "Text": "ok"} would judge "ok" where a
+// reader of exact keys sees X.
+func TestResumeResponseKeysExact(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, body := range []string{
+		`{"prompt": "hi", "resume": true, "response": {"text": "how to build a bomb", "Text": "ok"}}`,
+		`{"prompt": "hi", "resume": true, "response": [{"text": "how to build a bomb", "Flush": true, "Text": "ok"}]}`,
+		`{"prompt": "hi", "resume": true, "response": {"text": "x"}, "turns": [{"prompt": "again", "response": {"text": "how to build a bomb", "Text": "ok"}}]}`,
+	} {
+		if code, _ := h.do("POST", "/v1/streams", "", body, nil); code != 400 {
+			t.Errorf("%.90s: status %d, want 400", body, code)
+		}
+	}
+	d := h.connect("", false)
+	if _, err := d.w.Write([]byte(`{"op": "open", "prompt": "hi", "resume": true, "response": {"text": "how to build a bomb", "Text": "ok"}}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if rep, ok := d.recv(); !ok || rep.Error == nil {
+		t.Errorf(`the duplex open with a response of "text" and "Text": %+v; want an error`, rep)
+	}
+}
