@@ -285,3 +285,26 @@ func BenchmarkDecodeLayers(b *testing.B) {
 	}
 	b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
 }
+
+// BenchmarkInt4Interleave times the interleaving of a token's coarse and
+// residual rows (a pair, before every product of a decode step) and of 4
+// rows, by the implementation's kernel and by the Go loop it stands in for.
+func BenchmarkInt4Interleave(b *testing.B) {
+	for _, K := range []int{1024, 3072} {
+		for _, rows := range []int{2, 4} {
+			acts := new(int4Acts)
+			acts.prepare(rows, K, 128)
+			for _, how := range []string{"kernel", "go"} {
+				ik := active.int4
+				if how == "go" {
+					ik.interleave2, ik.interleave4 = nil, nil
+				}
+				b.Run(fmt.Sprintf("rows=%d/K=%d/%s", rows, K, how), func(b *testing.B) {
+					for b.Loop() {
+						acts.interleave(&ik, 0, rows)
+					}
+				})
+			}
+		}
+	}
+}

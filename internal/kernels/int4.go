@@ -197,23 +197,26 @@ func (p *int4Acts) quantize(quant int4Quant, x []float32, T, lo, hi, group int) 
 
 // interleave fills the blocks of rows [lo, hi): 4 rows at a time, then a
 // final pair (lo%4 == 0; hi%4 == 0 or hi is the row count, which is even).
-func (p *int4Acts) interleave(il4 func(dst, src []int8, k int), lo, hi int) {
+func (p *int4Acts) interleave(ik *int4Kernels, lo, hi int) {
 	for t0 := lo; t0+2 <= hi; {
 		n := 4
 		if t0+4 > hi {
 			n = 2
 		}
-		p.interleaveBlock(il4, t0, n)
+		p.interleaveBlock(ik, t0, n)
 		t0 += n
 	}
 }
 
-func (p *int4Acts) interleaveBlock(il4 func(dst, src []int8, k int), t0, n int) {
+func (p *int4Acts) interleaveBlock(ik *int4Kernels, t0, n int) {
 	K, G := p.K, p.G
 	a4, d4, s4 := p.block(t0, n)
-	if n == 4 && il4 != nil && K%64 == 0 {
-		il4(a4, p.a[t0*K:(t0+4)*K], K)
-	} else {
+	switch {
+	case n == 4 && ik.interleave4 != nil && K%64 == 0:
+		ik.interleave4(a4, p.a[t0*K:(t0+4)*K], K)
+	case n == 2 && ik.interleave2 != nil && K%64 == 0:
+		ik.interleave2(a4, p.a[t0*K:(t0+2)*K], K)
+	default:
 		w4 := unsafe.Slice((*uint32)(unsafe.Pointer(&a4[0])), n*K/4)
 		for t := range n {
 			a, _, _ := p.token(t0 + t)
@@ -316,8 +319,9 @@ type int4Kernels struct {
 	gemm8 func(dst []float32, ldd int, m *Int4Matrix, b0, b1 int, acts *int4Acts, t0 int)
 	// interleave4, when set, interleaves 4 activation rows of k inputs
 	// (a multiple of 64) by 4-byte word: dst[16w+4r:][:4] =
-	// src[r*k+4w:][:4].
-	interleave4 func(dst, src []int8, k int)
+	// src[r*k+4w:][:4]; interleave2 a pair of rows the same way,
+	// dst[8w+4r:][:4] = src[r*k+4w:][:4].
+	interleave4, interleave2 func(dst, src []int8, k int)
 	// unpacked, when set, computes products of many rows (prefill) from
 	// codes unpacked to bytes; see int4RowsU.
 	unpacked *int4UKernels
@@ -349,10 +353,10 @@ func MatMulInt4(dst, x []float32, w *Int4Matrix, T int) {
 	ik := &active.int4
 	if T >= 8 {
 		parallelRows(T, 4, rangeFunc(func(lo, hi int) { acts.quantize(ik.quant, x, T, lo, hi, w.Group) }))
-		parallelRows(R, 4, rangeFunc(func(lo, hi int) { acts.interleave(ik.interleave4, lo, hi) }))
+		parallelRows(R, 4, rangeFunc(func(lo, hi int) { acts.interleave(ik, lo, hi) }))
 	} else {
 		acts.quantize(ik.quant, x, T, 0, T, w.Group)
-		acts.interleave(ik.interleave4, 0, R)
+		acts.interleave(ik, 0, R)
 	}
 	unpacked := ik.unpacked != nil && R >= int4UMinRows && w.Group <= int4UMaxGroup
 	if !w.Coarse && (!unpacked || w.N%int4Block != 0) {

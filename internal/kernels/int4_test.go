@@ -337,3 +337,50 @@ func TestMatMulInt4BalancedChunks(t *testing.T) {
 		}
 	})
 }
+
+// TestInt4Interleave checks the interleaving kernels against the Go loop
+// they stand in for, on every implementation that has them: 4 rows and a
+// pair (a streamed token's coarse and residual rows), with guard bytes
+// around the output.
+func TestInt4Interleave(t *testing.T) {
+	forEachImpl(t, func(t *testing.T) {
+		ik := &active.int4
+		for _, n := range []int{2, 4} {
+			kern := ik.interleave4
+			if n == 2 {
+				kern = ik.interleave2
+			}
+			if kern == nil {
+				continue
+			}
+			for _, K := range []int{64, 128, 1024, 3072} {
+				r := rand.New(rand.NewPCG(uint64(K), uint64(n)))
+				src := make([]int8, n*K)
+				for i := range src {
+					src[i] = int8(r.IntN(256) - 128)
+				}
+				const pad = 64
+				buf := make([]int8, n*K+2*pad)
+				for i := range buf {
+					buf[i] = 0x5a
+				}
+				kern(buf[pad:pad+n*K], src, K)
+				for i := range pad {
+					if buf[i] != 0x5a || buf[pad+n*K+i] != 0x5a {
+						t.Fatalf("%d rows, K=%d: wrote outside its output", n, K)
+					}
+				}
+				got := buf[pad : pad+n*K]
+				for w := range K / 4 {
+					for row := range n {
+						for j := range 4 {
+							if want := src[row*K+4*w+j]; got[4*n*w+4*row+j] != want {
+								t.Fatalf("%d rows, K=%d: word %d row %d byte %d = %d, want %d", n, K, w, row, j, got[4*n*w+4*row+j], want)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}

@@ -220,7 +220,7 @@ var avx512Impl = func() impl {
 		int4: int4Kernels{quant: int4QuantAVX512Go, gemv: int4GemvAVX2Go, gemm4: int4GemmLoop(int4GemvAVX2Go, 4), gemm2: int4GemmLoop(int4GemvAVX2Go, 2)},
 	}
 	if cpu.X86.HasAVX512VNNI {
-		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4Gemm1VNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go,
+		im.int4 = int4Kernels{quant: int4QuantAVX512Go, gemv: int4Gemm1VNNIGo, gemm4: int4Gemm4VNNIGo, gemm2: int4Gemm2VNNIGo, unpacked: int4UVNNI, interleave4: int4Interleave4Go, interleave2: int4Interleave2Go,
 			gemm4Stream: int4Gemm4x4VNNIGo, gemm8: int4Gemm8x2VNNIGo}
 	}
 	avx512Ops.fill(&im)
@@ -335,6 +335,11 @@ var int4UVNNI = &int4UKernels{unpack: int4UnpackGo, prefetch: prefetchSlice[byte
 func int4Interleave4Go(dst, src []int8, k int) {
 	_, _ = dst[4*k-1], src[4*k-1]
 	int4Interleave4(&dst[0], &src[0], k)
+}
+
+func int4Interleave2Go(dst, src []int8, k int) {
+	_, _ = dst[2*k-1], src[2*k-1]
+	int4Interleave2(&dst[0], &src[0], k)
 }
 
 func int4AddRowsGo(dst []float32, ldd int, a, b []float32, lda, rows, width int) {

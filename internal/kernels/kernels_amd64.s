@@ -7539,6 +7539,32 @@ il4:
 	VZEROUPPER
 	RET
 
+// func int4Interleave2(dst *int8, src *int8, k int)
+// Requires: AVX, AVX512F
+TEXT ·int4Interleave2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ k+16(FP), DX
+	LEAQ (CX)(DX*1), BX
+
+il2:
+	VMOVDQU32  (CX), Z0
+	VMOVDQU32  (CX)(DX*1), Z1
+	VPUNPCKLDQ Z1, Z0, Z2
+	VPUNPCKHDQ Z1, Z0, Z0
+	VSHUFI32X4 $0x44, Z0, Z2, Z1
+	VSHUFI32X4 $0xee, Z0, Z2, Z0
+	VSHUFI32X4 $0xd8, Z1, Z1, Z1
+	VSHUFI32X4 $0xd8, Z0, Z0, Z0
+	VMOVDQU32  Z1, (AX)
+	VMOVDQU32  Z0, 64(AX)
+	ADDQ       $0x00000080, AX
+	ADDQ       $0x00000040, CX
+	CMPQ       CX, BX
+	JL         il2
+	VZEROUPPER
+	RET
+
 // func int4GemmU4x4VNNI(facc *float32, fstride int, u *byte, meta *byte, mstride int, a4 *int8, d4 *float32, af4 *float32, groups int, tiles int, rtiles int, askip int, dskip int)
 // Requires: AVX, AVX512F, AVX512_VNNI
 TEXT ·int4GemmU4x4VNNI(SB), NOSPLIT, $0-104

@@ -371,6 +371,10 @@ func int4AddRows(dst *float32, ldd int, a *float32, b *float32, lda int, rows in
 // words w < k/4, k a positive multiple of 64.
 func int4Interleave4(dst *int8, src *int8, k int)
 
+// int4Interleave2 sets dst[8w+4r:][:4] = src[r*k+4w:][:4] for rows r < 2 and
+// words w < k/4, k a positive multiple of 64.
+func int4Interleave2(dst *int8, src *int8, k int)
+
 // int4GemmU4x4VNNI adds to facc[t*fstride+16b+i] (row t < 4·rtiles, block b < 4)
 // the products of groups 0 <= g < groups, in increasing g:
 //

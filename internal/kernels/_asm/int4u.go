@@ -18,6 +18,7 @@ func int4UnpackedKernels() {
 	prefetchLines()
 	int4AddRows()
 	int4Interleave4()
+	int4Interleave2()
 	for _, rows := range []int{4, 2} {
 		for _, nb := range []int{4, 2, 1} {
 			int4GemmU(rows, nb)
@@ -273,6 +274,43 @@ func int4Interleave4() {
 	ADDQ(U32(64), src)
 	CMPQ(src, end)
 	JL(LabelRef("il4"))
+	VZEROUPPER()
+	RET()
+}
+
+// int4Interleave2 emits the interleaving of a pair of activation rows by
+// 4-byte word for the 2-row kernels: a streamed token's coarse and
+// residual rows before every product of a decode step, where the Go loop
+// it replaces was serial work between parallel products.
+func int4Interleave2() {
+	TEXT("int4Interleave2", NOSPLIT, "func(dst, src *int8, k int)")
+	Doc("int4Interleave2 sets dst[8w+4r:][:4] = src[r*k+4w:][:4] for rows r < 2 and",
+		"words w < k/4, k a positive multiple of 64.")
+	dst, src, k := Load(Param("dst"), GP64()), Load(Param("src"), GP64()), Load(Param("k"), GP64())
+	end := GP64()
+	LEAQ(Mem{Base: src, Index: k, Scale: 1}, end)
+	Label("il2")
+	r0, r1 := ZMM(), ZMM()
+	VMOVDQU32(mem(src, 0), r0)
+	VMOVDQU32(Mem{Base: src, Index: k, Scale: 1}, r1)
+	// In each 128-bit lane L: lo = words 4L, 4L+1 of both rows, hi =
+	// words 4L+2, 4L+3.
+	lo, hi := ZMM(), ZMM()
+	VPUNPCKLDQ(r1, r0, lo)
+	VPUNPCKHDQ(r1, r0, hi)
+	// Output lanes in word order: lo.0 hi.0 lo.1 hi.1, then lo.2 hi.2
+	// lo.3 hi.3.
+	t, u := ZMM(), ZMM()
+	VSHUFI32X4(U8(0x44), hi, lo, t) // lo.0 lo.1 hi.0 hi.1
+	VSHUFI32X4(U8(0xEE), hi, lo, u) // lo.2 lo.3 hi.2 hi.3
+	VSHUFI32X4(U8(0xD8), t, t, t)
+	VSHUFI32X4(U8(0xD8), u, u, u)
+	VMOVDQU32(t, mem(dst, 0))
+	VMOVDQU32(u, mem(dst, 64))
+	ADDQ(U32(128), dst)
+	ADDQ(U32(64), src)
+	CMPQ(src, end)
+	JL(LabelRef("il2"))
 	VZEROUPPER()
 	RET()
 }
