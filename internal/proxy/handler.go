@@ -89,6 +89,10 @@ type exchange struct {
 	start time.Time
 	body  []byte
 	req   *chatRequest
+	// answered: the upstream's response arrived, so the answer was
+	// generated (and billed); an error the proxy gives from then on tells
+	// the client not to retry.
+	answered bool
 
 	// ctx is the upstream call's context: cancelled when the client goes
 	// away, at a cut, at an upstream timeout (cause errUpstreamTimeout)
@@ -116,6 +120,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.ctx, x.cancelCause = context.WithCancelCause(r.Context())
 	defer x.cancel()
 	w.Header().Set("X-Streamguard-Request-Id", x.id)
+	// The request id the OpenAI SDKs show (response._request_id,
+	// APIError.request_id); an upstream's own replaces it (copyHeaders).
+	w.Header().Set("X-Request-Id", x.id)
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		x.fail(http.StatusMethodNotAllowed, EventBadRequest, apiError{Message: "use POST", Type: typeInvalidRequest, Code: "method_not_allowed"})
@@ -289,6 +296,12 @@ func (x *exchange) guardFailed(err error) {
 
 // fail answers an error and records it.
 func (x *exchange) fail(status int, event string, e apiError, attrs ...slog.Attr) {
+	if x.answered {
+		// A retry would have the upstream generate (and bill) the
+		// answer again, for an error that would come again: the OpenAI
+		// SDKs retry 408, 409, 429 and 5xx unless told not to.
+		x.w.Header().Set("X-Should-Retry", "false")
+	}
 	writeError(x.w, status, e)
 	x.finish(event, append(attrs, slog.Int("status", status), slog.String("code", e.Code))...)
 }

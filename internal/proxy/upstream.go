@@ -63,6 +63,9 @@ func copyHeaders(dst, src http.Header, cookies bool) {
 		if hopHeaders[k] || browserHeader(k) || strings.HasPrefix(k, "X-Streamguard-") || !cookies && (k == "Cookie" || k == "Set-Cookie") {
 			continue
 		}
+		if k == "X-Request-Id" {
+			dst.Del(k) // the upstream's id replaces the proxy's
+		}
 		for _, v := range vs {
 			dst.Add(k, v)
 		}
@@ -126,6 +129,7 @@ func (x *exchange) callUpstream() (*http.Response, error) {
 		x.cancelCause(fmt.Errorf("%w: no response headers within %s", errUpstreamTimeout, d))
 	})
 	resp, err := x.h.client.Do(req)
+	x.answered = err == nil
 	if !t.Stop() && err == nil {
 		// The timer fired as the headers came: the exchange is cancelled.
 		resp.Body.Close()

@@ -339,7 +339,7 @@ func (srv *Server) moderations(w http.ResponseWriter, r *http.Request, t *Tenant
 		srv.writeError(w, lengthParam(err, "input"))
 		return
 	}
-	writeJSON(w, http.StatusOK, moderationResponse{ID: "modr-" + newStreamID(), Model: srv.name, Results: results})
+	writeJSON(w, http.StatusOK, moderationResponse{ID: "modr-" + requestID(r.Context()), Model: srv.name, Results: results})
 }
 
 // conversationVerdict is one judged conversation.
@@ -357,6 +357,10 @@ type conversationVerdict struct {
 func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message, oneStream bool) ([]conversationVerdict, error) {
 	out := make([]conversationVerdict, len(convs))
 	errs := make([]error, len(convs))
+	rid := requestID(ctx)
+	if rid == "" {
+		rid = newRequestID()
+	}
 	var wg sync.WaitGroup
 	for i, msgs := range convs {
 		run := wg.Go
@@ -364,7 +368,8 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 			run = func(f func()) { f() }
 		}
 		run(func() {
-			c, err := srv.openConvo(t, "modr-"+newStreamID(), 0)
+			// The audit records of input i name the request (X-Request-Id).
+			c, err := srv.openConvo(t, fmt.Sprintf("modr-%s-%d", rid, i), 0)
 			if err != nil {
 				errs[i] = err
 				return

@@ -214,6 +214,12 @@ func (srv *Server) wrap(route string, kind routeKind, h tenantHandler) http.Hand
 		_ = http.NewResponseController(rw).SetWriteDeadline(wdl)
 		countWork := kind != duplexRoute
 		w := &statusWriter{ResponseWriter: rw}
+		// The id the OpenAI SDKs show (response._request_id,
+		// APIError.request_id); a moderation's id and its inputs' audit
+		// records carry it (requestID). A mounted proxy sets its own.
+		id := newRequestID()
+		w.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		tenantName := "-"
 		if countWork {
 			srv.metrics.accepted.Add(1)
@@ -438,6 +444,18 @@ func (srv *Server) writeErrorWith(w http.ResponseWriter, err error, tokens []gua
 		Ended  *State               `json:"ended,omitempty"`
 	}{apiError{b}, tokens, ended})
 }
+
+// requestIDKey holds a request's id (X-Request-Id) in its context.
+type requestIDKey struct{}
+
+// requestID is the id wrap gave the request of ctx ("" outside one).
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// newRequestID is 96 random bits in hex.
+func newRequestID() string { return newStreamID()[:24] }
 
 // decodeJSON reads one JSON value from the body into v. Its keys must be
 // the fields' exact keys, each once (jsonkeys.Check): encoding/json would
