@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -353,5 +354,60 @@ func TestJudgePromptFinishesTheLastQueuedPrompt(t *testing.T) {
 	pv, err := s.JudgePromptIDs(ctx, ids)
 	if err != nil || pv.Position != s.Len()-1 || s.Pending() != 0 {
 		t.Errorf("finishing the second prompt: %+v, %v (stream of %d, %d pending)", pv, err, s.Len(), s.Pending())
+	}
+}
+
+// nanEngine gives NaN for every response-risk logit, as a head with one
+// NaN weight does.
+type nanEngine struct{ engine }
+
+func (e nanEngine) forward(c []kvCache, ids [][]int, hidden bool) ([]qwen3.Output, error) {
+	outs, err := e.engine.forward(c, ids, hidden)
+	for _, o := range outs {
+		for _, r := range o.Risk {
+			for k := range r {
+				r[k] = float32(math.NaN())
+			}
+		}
+	}
+	return outs, err
+}
+
+// A step whose forward gives a score that is not a finite number judges
+// nothing (read as a verdict it would be Safe): it fails with ErrNonFinite
+// and closes its streams, whose caches fed what no verdict covers; the
+// prompt, judged by the query heads, which are finite here, is not.
+func TestNonFiniteScoresFailTheStep(t *testing.T) {
+	base := tinyModel(t, "f32", nil)
+	m, err := wrap(base.net, base.tok, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.eng = nanEngine{m.eng}
+	ctx := context.Background()
+	s, other := m.NewStream(), m.NewStream()
+	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+		t.Fatalf("a prompt (finite query heads): %v", err)
+	}
+	if err := other.QueuePrompt(userMsg); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueText("Hello there, friend. "); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Step(ctx, []*Stream{s, other}, StepOptions{}); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("a step judging NaN scores: %v; want ErrNonFinite", err)
+	}
+	for _, st := range []*Stream{s, other} {
+		if err := st.QueueText("more"); !errors.Is(err, ErrClosed) || st.CacheBytes() != 0 {
+			t.Errorf("a stream of the failed step: %v, %d cache bytes; want it closed", err, st.CacheBytes())
+		}
+	}
+	s2 := m.NewStream()
+	if _, err := s2.JudgePrompt(ctx, userMsg); err != nil {
+		t.Fatal(err)
+	}
+	if tvs, err := s2.AppendText(ctx, "Hello there, friend. How are you?"); !errors.Is(err, ErrNonFinite) {
+		t.Errorf("AppendText: %d verdicts, %v; want ErrNonFinite", len(tvs), err)
 	}
 }

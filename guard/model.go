@@ -87,8 +87,10 @@ type Options struct {
 	// kernels, are kept between loads: a load maps that file (after
 	// checking it is the one for these weights, see Info.RepackCache)
 	// instead of repacking, which takes most of an AWQ load. "" or "auto":
-	// a .streamguard folder in the model's folder, else (a read-only
-	// model) the user's cache folder; "off": repack on every load, write
+	// a .streamguard folder in the model's folder (not when that is a
+	// symbolic link, which would have the load write where the folder's
+	// author chose), else (a read-only model) the user's cache folder;
+	// "off": repack on every load, write
 	// nothing; else a folder that holds one subfolder per model.
 	RepackCache string
 }

@@ -18,7 +18,13 @@ func repackPaths(dir, opt string) []string {
 	case "off":
 		return nil
 	case "", "auto":
-		paths := []string{filepath.Join(dir, ".streamguard", repackFile)}
+		var paths []string
+		// Beside the model, unless .streamguard there is a symbolic link:
+		// the folder's author would choose where the load writes (and
+		// which old temporary files it removes).
+		if st, err := os.Lstat(filepath.Join(dir, ".streamguard")); err != nil || st.Mode()&os.ModeSymlink == 0 {
+			paths = append(paths, filepath.Join(dir, ".streamguard", repackFile))
+		}
 		if c, err := os.UserCacheDir(); err == nil {
 			paths = append(paths, filepath.Join(c, "streamguard", "repacked", modelCacheName(dir), repackFile))
 		}

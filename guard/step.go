@@ -132,12 +132,27 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}()
 		outs, ferr = m.forwardLocked(caches, idss)
 	}()
+	broken := false
+	if ferr == nil {
+		for j, i := range live {
+			if !finiteScores(taken[i], &outs[j]) {
+				ferr, broken = ErrNonFinite, true
+				break
+			}
+		}
+	}
 	for j, i := range live {
 		s := streams[i]
 		s.mu.Lock()
 		s.inStep = false
 		s.fed = s.cache.Len() // the forward is over: the cache is the lock's again
 		switch {
+		case broken:
+			// The forward fed what the queues hold, and judged none of
+			// it: the streams cannot go on.
+			s.closed, s.queue, s.earlier = true, nil, nil
+			s.cache.Release()
+			s.fed = 0
 		case s.closed: // closed during the forward: nothing to report
 			s.queue = nil
 			s.cache.Release()
@@ -153,12 +168,49 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		s.mu.Unlock()
 	}
 	switch {
-	case errors.Is(ferr, ErrModelClosed):
+	case errors.Is(ferr, ErrModelClosed), ferr == ErrNonFinite:
 		return nil, ferr
 	case ferr != nil:
 		return nil, fmt.Errorf("guard: %w", ferr)
 	}
 	return results, nil
+}
+
+// ErrNonFinite is the error of a Step (or a call that runs one) whose
+// forward gave a score that is not a finite number (NaN, ±Inf), as damaged
+// weights do (a corrupt download, an export that overflowed): such a score
+// judges nothing, and read as a verdict it would be Safe. The step's
+// streams are closed (their caches fed what no verdict covers); the model
+// will likely fail every step, and should be replaced.
+var ErrNonFinite = errors.New("guard: the model gave a score that is not a finite number (NaN or ±Inf): its weights are damaged; nothing was judged")
+
+// finiteScores reports whether the logits a step judges for items are
+// all finite: the query heads' at a user turn's end, the response heads'
+// at a response token.
+func finiteScores(items []item, out *qwen3.Output) bool {
+	finite := func(rows ...[]float32) bool {
+		for _, r := range rows {
+			for _, v := range r {
+				if v-v != 0 { // NaN or ±Inf
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for j, it := range items {
+		switch it.kind {
+		case itemPromptEnd, itemTurnEnd:
+			if !finite(out.QueryRisk[j], out.QueryCategory[j]) {
+				return false
+			}
+		case itemResponse:
+			if !finite(out.Risk[j], out.Category[j]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // forwardLocked runs a forward under the model's read lock, released

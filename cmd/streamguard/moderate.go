@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 )
 
 func init() {
@@ -32,7 +33,7 @@ func init() {
 var moderateStdin io.Reader = os.Stdin
 
 // maxJSONLLine bounds one input line of --jsonl.
-const maxJSONLLine = 64 << 20
+var maxJSONLLine = 64 << 20 // a variable for the tests
 
 // thresholdFlags collects repeated --threshold CATEGORY=P flags.
 type thresholdFlags map[string]float32
@@ -234,15 +235,23 @@ func checkCategories(l guard.Labels, thresholds map[string]float32, blocked []st
 }
 
 func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout io.Writer) error {
-	sc := bufio.NewScanner(stdin)
-	sc.Buffer(make([]byte, 64<<10), maxJSONLLine)
+	r := bufio.NewReaderSize(stdin, 64<<10)
 	enc := json.NewEncoder(stdout)
 	failed, flaggedLines := 0, 0
 	line := 0
-	for sc.Scan() {
+	var buf []byte
+	for {
+		b, tooLong, err := readJSONLLine(r, maxJSONLLine, buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		buf = b[:0]
 		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
+		text := bytes.TrimSpace(b)
+		if len(text) == 0 && !tooLong {
 			continue
 		}
 		var in struct {
@@ -250,7 +259,14 @@ func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout
 			Messages []guard.Message `json:"messages"`
 		}
 		out := jsonlResult{Line: line}
-		if err := json.Unmarshal([]byte(text), &in); err != nil {
+		if tooLong {
+			// Its own error, and the lines after it judged.
+			out.Error = fmt.Sprintf("the line is longer than %d bytes", maxJSONLLine)
+		} else if err := jsonkeys.Check(text, &in); err != nil {
+			// Exact keys, each once: a "Messages" beside "messages" is
+			// refused, not judged in its place.
+			out.Error = "invalid JSON: " + err.Error()
+		} else if err := json.Unmarshal(text, &in); err != nil {
 			out.Error = "invalid JSON: " + err.Error()
 		} else {
 			out.ID = in.ID
@@ -269,12 +285,6 @@ func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("stdin line %d is longer than %d bytes", line+1, maxJSONLLine)
-		}
-		return err
-	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d lines failed (see their \"error\" fields)", failed, line)
 	}
@@ -282,6 +292,36 @@ func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout
 		return errFlagged
 	}
 	return nil
+}
+
+// readJSONLLine reads the next line of r into buf (without its line end):
+// at most max bytes of it; a longer line is read to its end and dropped,
+// tooLong set, so that the lines after it are read as lines. io.EOF comes
+// after the last line.
+func readJSONLLine(r *bufio.Reader, max int, buf []byte) (line []byte, tooLong bool, err error) {
+	buf = buf[:0]
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(bytes.TrimSuffix(chunk, []byte("\n"))) > max {
+				tooLong, buf = true, buf[:0]
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF:
+			if len(buf) == 0 && !tooLong {
+				return buf, false, io.EOF
+			}
+			return buf, tooLong, nil
+		case err != nil:
+			return buf, tooLong, err
+		}
+		return bytes.TrimSuffix(buf, []byte("\n")), tooLong, nil
+	}
 }
 
 // writeResult prints a result as a table. debounce is the run length of

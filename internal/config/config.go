@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/streamguard/streamguard/internal/jsonkeys"
 )
@@ -483,9 +485,29 @@ func mapToSlice(m map[string]string) ([]string, error) {
 		if v == "" {
 			return nil, fmt.Errorf("label %s is empty", k)
 		}
+		if !labelText(v) {
+			// Labels reach terminals, logs and pages: an escape
+			// sequence in one would act there.
+			return nil, fmt.Errorf("label %s %q holds a control or bidirectional-format character, or is not UTF-8", k, v)
+		}
 		s[i] = v
 	}
 	return s, nil
+}
+
+// labelText reports whether a label is UTF-8 text with no control
+// character (C0, C1: terminal escapes) and no bidirectional-format one
+// (which reorders what is shown around it).
+func labelText(v string) bool {
+	if !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return false
+		}
+	}
+	return true
 }
 
 // SliceToMap is the inverse of the label-map decoding, for writing configs.

@@ -329,3 +329,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestLabelText: labels reach terminals, logs and pages, so a label with a
+// control character (an escape sequence), a bidirectional-format one or
+// bytes that are not UTF-8 is refused; any other text is a label.
+func TestLabelText(t *testing.T) {
+	for _, c := range []struct {
+		label string
+		ok    bool
+	}{
+		{"Violent", true}, {"Suicide & Self-Harm", true}, {"暴力", true}, {"Sexual Content or Sexual Acts", true},
+		{"\x1b[2JPII", false}, {"PII\x07", false}, {"a\nb", false}, {"\u0085x", false},
+		{"\u202eIIP", false}, {"x\u2066y", false}, {"\xff", false},
+	} {
+		if got := labelText(c.label); got != c.ok {
+			t.Errorf("labelText(%q) = %v, want %v", c.label, got, c.ok)
+		}
+	}
+}

@@ -251,8 +251,10 @@ func (r *rawItem) span(it *Item) error {
 		it.UnsafeStart, it.UnsafeEnd = *r.UnsafeStart, *r.UnsafeEnd
 		return nil
 	}
+	// As the tokenizer reads both (NFC): a passage written in another
+	// normal form than the response is found, as it is among the tokens.
 	resp := it.Messages[len(it.Messages)-1].Content
-	if !strings.Contains(resp, r.UnsafeText) {
+	if !strings.Contains(tokenizer.NFC(resp), tokenizer.NFC(r.UnsafeText)) {
 		return errors.New(`"unsafe_text" is not a passage of the response`)
 	}
 	return nil

@@ -57,6 +57,7 @@ func locateSpan(tok *tokenizer.Tokenizer, ids []int, start int, text string) (fi
 		all = append(all, tokenBytes(tok, id)...)
 		ends[i] = len(all)
 	}
+	text = tokenizer.NFC(text) // the tokens' text is normalized
 	at := bytes.Index(all, []byte(text))
 	if at < 0 || text == "" {
 		return -1, -1, fmt.Errorf("unsafe_text %q is not in the response as rendered and tokenized", text)

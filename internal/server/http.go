@@ -418,6 +418,11 @@ func (srv *Server) errorStatus(err error) (int, apiErrorBody, time.Duration) {
 	case errors.As(err, &br):
 		b.Type, b.Code = "invalid_request_error", "invalid_request"
 		return http.StatusBadRequest, b, 0
+	case errors.Is(err, guard.ErrNonFinite):
+		// Damaged weights: nothing was judged, and the stream is closed.
+		b.Type, b.Code = "server_error", "model_output_invalid"
+		b.StreamEnded = true
+		return http.StatusInternalServerError, b, 0
 	}
 	b.Type, b.Code = "server_error", "internal"
 	return http.StatusInternalServerError, b, 0

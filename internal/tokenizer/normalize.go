@@ -13,6 +13,11 @@ import (
 // tokenizers' NFC does not, so such text takes the exact slow path.
 const cgj = "\u034f"
 
+// NFC is s as the tokenizer normalizes text before encoding it (Unicode
+// NFC, exactly as Hugging Face tokenizers computes it): the form the text
+// of the tokens it makes has, for a caller that looks for a passage there.
+func NFC(s string) string { return nfc(s) }
+
 // nfc returns the exact Unicode NFC form of s.
 func nfc(s string) string {
 	if norm.NFC.QuickSpanString(s) == len(s) {

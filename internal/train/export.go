@@ -135,7 +135,10 @@ func writeModel(srcDir, out string, src *safetensors.Set, cfg *config.Config, ne
 	}
 	for _, e := range entries {
 		n := e.Name()
-		if !e.Type().IsRegular() || strings.HasSuffix(n, ".safetensors") || n == safetensors.IndexFile || n == "config.json" {
+		if strings.HasSuffix(n, ".safetensors") || n == safetensors.IndexFile || n == "config.json" {
+			continue
+		}
+		if !e.Type().IsRegular() && !snapshotFile(srcDir, n) {
 			continue
 		}
 		how, err := linkOrCopy(filepath.Join(srcDir, n), filepath.Join(out, n), copyFiles)
@@ -191,9 +194,37 @@ func checkOut(srcDir, out string) error {
 	return nil
 }
 
+// snapshotFile reports whether name in dir is a symbolic link to a
+// regular file of the same hub cache repository (a snapshot's file, a link
+// into ../../blobs, as `pull` and huggingface_hub write them). Links
+// elsewhere are not followed: a model folder's link to a private file
+// must not carry it into a model the user may share.
+func snapshotFile(dir, name string) bool {
+	target, err := filepath.EvalSymlinks(filepath.Join(dir, name))
+	if err != nil {
+		return false
+	}
+	st, err := os.Stat(target)
+	if err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	// dir is …/models--ORG--NAME/snapshots/REV; its blobs are in
+	// …/models--ORG--NAME/blobs.
+	repo, err := filepath.EvalSymlinks(filepath.Dir(filepath.Dir(dir)))
+	if err != nil || filepath.Base(filepath.Dir(dir)) != "snapshots" {
+		return false
+	}
+	rel, err := filepath.Rel(filepath.Join(repo, "blobs"), target)
+	return err == nil && filepath.IsLocal(rel)
+}
+
 // linkOrCopy hard-links src to dst, or copies it when linking is not
-// possible (another file system) or forceCopy is set.
+// possible (another file system) or forceCopy is set. A symbolic link is
+// resolved first: a link to a relative target would not resolve from dst.
 func linkOrCopy(src, dst string, forceCopy bool) (string, error) {
+	if real, err := filepath.EvalSymlinks(src); err == nil {
+		src = real
+	}
 	if !forceCopy {
 		if err := os.Link(src, dst); err == nil {
 			return "linked", nil
