@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -357,13 +358,20 @@ func TestJudgePromptFinishesTheLastQueuedPrompt(t *testing.T) {
 	}
 }
 
-// nanEngine gives NaN for every response-risk logit, as a head with one
-// NaN weight does.
-type nanEngine struct{ engine }
+// nanEngine gives NaN for the response-risk logits of the sequences it
+// lists (all when nil), as damaged weights do: a head with one NaN
+// weight, or one token's NaN embedding row that only some inputs reach.
+type nanEngine struct {
+	engine
+	seqs []int
+}
 
 func (e nanEngine) forward(c []kvCache, ids [][]int, hidden bool) ([]qwen3.Output, error) {
 	outs, err := e.engine.forward(c, ids, hidden)
-	for _, o := range outs {
+	for i, o := range outs {
+		if e.seqs != nil && !slices.Contains(e.seqs, i) {
+			continue
+		}
 		for _, r := range o.Risk {
 			for k := range r {
 				r[k] = float32(math.NaN())
@@ -373,41 +381,56 @@ func (e nanEngine) forward(c []kvCache, ids [][]int, hidden bool) ([]qwen3.Outpu
 	return outs, err
 }
 
-// A step whose forward gives a score that is not a finite number judges
-// nothing (read as a verdict it would be Safe): it fails with ErrNonFinite
-// and closes its streams, whose caches fed what no verdict covers; the
-// prompt, judged by the query heads, which are finite here, is not.
-func TestNonFiniteScoresFailTheStep(t *testing.T) {
+// A stream whose forward gives a score that is not a finite number is
+// judged nothing (read as a verdict it would be Safe): its StepResult.Err
+// is ErrNonFinite and it is closed, its cache having fed what no verdict
+// covers. The streams batched beside it are stepped as they would be
+// alone; a synchronous call on such a stream ends with the error.
+func TestNonFiniteScoresFailTheirStream(t *testing.T) {
 	base := tinyModel(t, "f32", nil)
 	m, err := wrap(base.net, base.tok, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.eng = nanEngine{m.eng}
 	ctx := context.Background()
-	s, other := m.NewStream(), m.NewStream()
-	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
-		t.Fatalf("a prompt (finite query heads): %v", err)
-	}
-	if err := other.QueuePrompt(userMsg); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.QueueText("Hello there, friend. "); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Step(ctx, []*Stream{s, other}, StepOptions{}); !errors.Is(err, ErrNonFinite) {
-		t.Fatalf("a step judging NaN scores: %v; want ErrNonFinite", err)
-	}
-	for _, st := range []*Stream{s, other} {
-		if err := st.QueueText("more"); !errors.Is(err, ErrClosed) || st.CacheBytes() != 0 {
-			t.Errorf("a stream of the failed step: %v, %d cache bytes; want it closed", err, st.CacheBytes())
+	alone := m.NewStream()
+	defer alone.Close()
+	bad, good := m.NewStream(), m.NewStream()
+	defer good.Close()
+	for _, s := range []*Stream{alone, bad, good} {
+		if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+			t.Fatalf("a prompt: %v", err)
+		}
+		if err := s.QueueText("Hello there, friend. "); err != nil {
+			t.Fatal(err)
 		}
 	}
-	s2 := m.NewStream()
-	if _, err := s2.JudgePrompt(ctx, userMsg); err != nil {
+	want, err := m.Step(ctx, []*Stream{alone}, StepOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if tvs, err := s2.AppendText(ctx, "Hello there, friend. How are you?"); !errors.Is(err, ErrNonFinite) {
+	m.eng = nanEngine{engine: m.eng, seqs: []int{0}}
+	rs, err := m.Step(ctx, []*Stream{bad, good}, StepOptions{})
+	if err != nil {
+		t.Fatalf("a step with one stream's scores NaN: %v; want the step to succeed", err)
+	}
+	if !errors.Is(rs[0].Err, ErrNonFinite) || len(rs[0].Tokens) != 0 {
+		t.Errorf("the stream given NaN scores: %+v; want ErrNonFinite and no verdicts", rs[0])
+	}
+	if err := bad.QueueText("more"); !errors.Is(err, ErrClosed) || bad.CacheBytes() != 0 {
+		t.Errorf("the stream given NaN scores, after: %v, %d cache bytes; want it closed", err, bad.CacheBytes())
+	}
+	if rs[1].Err != nil {
+		t.Fatalf("the stream beside it: %v", rs[1].Err)
+	}
+	sameVerdicts(t, "the stream beside it", rs[1].Tokens, want[0].Tokens)
+
+	m.eng = nanEngine{engine: m.eng.(nanEngine).engine} // every sequence
+	s := m.NewStream()
+	if _, err := s.JudgePrompt(ctx, userMsg); err != nil {
+		t.Fatal(err)
+	}
+	if tvs, err := s.AppendText(ctx, "Hello there, friend. How are you?"); !errors.Is(err, ErrNonFinite) {
 		t.Errorf("AppendText: %d verdicts, %v; want ErrNonFinite", len(tvs), err)
 	}
 }

@@ -30,6 +30,10 @@ type StepResult struct {
 	// Fed is the number of tokens this step fed for the stream, prompt and
 	// scaffold tokens included.
 	Fed int
+	// Err is this stream's own failure, the rest of the step unharmed:
+	// ErrNonFinite when a score the step judged for it was not a finite
+	// number. The stream is then closed, and nothing of it was judged.
+	Err error
 }
 
 // Step runs one forward over the queued tokens of all the given streams
@@ -132,13 +136,13 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		}()
 		outs, ferr = m.forwardLocked(caches, idss)
 	}()
-	broken := false
+	// A stream whose judged scores are not finite numbers fails alone:
+	// what else was batched with it must not change its outcome, nor its
+	// outcome theirs.
+	broken := make([]bool, len(live))
 	if ferr == nil {
 		for j, i := range live {
-			if !finiteScores(taken[i], &outs[j]) {
-				ferr, broken = ErrNonFinite, true
-				break
-			}
+			broken[j] = !finiteScores(taken[i], &outs[j])
 		}
 	}
 	for j, i := range live {
@@ -147,12 +151,13 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		s.inStep = false
 		s.fed = s.cache.Len() // the forward is over: the cache is the lock's again
 		switch {
-		case broken:
-			// The forward fed what the queues hold, and judged none of
-			// it: the streams cannot go on.
+		case broken[j]:
+			// The forward fed what the queue holds, and judged none of
+			// it: the stream cannot go on.
 			s.closed, s.queue, s.earlier = true, nil, nil
 			s.cache.Release()
 			s.fed = 0
+			results[i] = StepResult{Stream: s, Err: ErrNonFinite}
 		case s.closed: // closed during the forward: nothing to report
 			s.queue = nil
 			s.cache.Release()
@@ -168,7 +173,7 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		s.mu.Unlock()
 	}
 	switch {
-	case errors.Is(ferr, ErrModelClosed), ferr == ErrNonFinite:
+	case errors.Is(ferr, ErrModelClosed):
 		return nil, ferr
 	case ferr != nil:
 		return nil, fmt.Errorf("guard: %w", ferr)
@@ -176,12 +181,12 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	return results, nil
 }
 
-// ErrNonFinite is the error of a Step (or a call that runs one) whose
-// forward gave a score that is not a finite number (NaN, ±Inf), as damaged
-// weights do (a corrupt download, an export that overflowed): such a score
-// judges nothing, and read as a verdict it would be Safe. The step's
-// streams are closed (their caches fed what no verdict covers); the model
-// will likely fail every step, and should be replaced.
+// ErrNonFinite is a stream's error (StepResult.Err, or that of a call
+// that runs a step) when the forward gave it a score that is not a finite
+// number (NaN, ±Inf), as damaged weights do (a corrupt download, an export
+// that overflowed): such a score judges nothing, and read as a verdict it
+// would be Safe. The stream is closed (its cache fed what no verdict
+// covers); a model that does this should be replaced.
 var ErrNonFinite = errors.New("guard: the model gave a score that is not a finite number (NaN or ±Inf): its weights are damaged; nothing was judged")
 
 // finiteScores reports whether the logits a step judges for items are
@@ -315,6 +320,9 @@ func (s *Stream) run(ctx context.Context) (StepResult, error) {
 			return all, err
 		}
 		r := rs[0]
+		if r.Err != nil {
+			return all, r.Err
+		}
 		if r.Prompt != nil {
 			all.Prompt = r.Prompt
 		}

@@ -118,3 +118,40 @@ func TestReadJSONLLine(t *testing.T) {
 		t.Errorf("the line after it: %q, %v, %v", b, tooLong, err)
 	}
 }
+
+// FuzzReadJSONLLine: readJSONLLine gives the lines of any input, as
+// splitting it at each "\n" does (no empty last piece), with those over the
+// bound dropped and marked, whatever the reader's buffer size.
+func FuzzReadJSONLLine(f *testing.F) {
+	f.Add([]byte("abc\n\nxyzxyzxyzxyz\nlast"), uint8(4), uint8(16))
+	f.Add([]byte("\n\n\n"), uint8(1), uint8(16))
+	f.Add([]byte(strings.Repeat("a", 40)+"\nb\n"), uint8(8), uint8(17))
+	f.Fuzz(func(t *testing.T, in []byte, max, size uint8) {
+		var want []string
+		if len(in) > 0 {
+			want = strings.Split(string(in), "\n")
+			if strings.HasSuffix(string(in), "\n") {
+				want = want[:len(want)-1]
+			}
+		}
+		r := bufio.NewReaderSize(strings.NewReader(string(in)), int(size))
+		for i := 0; ; i++ {
+			b, tooLong, err := readJSONLLine(r, int(max), nil)
+			if err == io.EOF {
+				if i != len(want) {
+					t.Fatalf("%d lines, want %d (%q)", i, len(want), want)
+				}
+				return
+			}
+			if err != nil || i >= len(want) {
+				t.Fatalf("line %d: %v (want %d lines)", i, err, len(want))
+			}
+			switch long := len(want[i]) > int(max); {
+			case long != tooLong:
+				t.Fatalf("line %d (%d bytes, bound %d): tooLong %v", i, len(want[i]), max, tooLong)
+			case !long && string(b) != want[i]:
+				t.Fatalf("line %d: %q, want %q", i, b, want[i])
+			}
+		}
+	})
+}

@@ -177,7 +177,7 @@ func (c *Call) Refusal() *Answer { return c.cw.answer() }
 // is moderated, with the headers to set on the client's response
 // (X-Streamguard-Request-Id, -Skipped, -Mode, -Unjudged).
 func (c *Call) Response(status int, h http.Header) (ResponseKind, http.Header) {
-	c.x.answered = true
+	c.x.answered = status/100 == 2 // as callUpstream
 	set := http.Header{}
 	for _, k := range []string{"X-Streamguard-Request-Id", "X-Streamguard-Skipped"} {
 		if v := c.cw.Header().Get(k); v != "" {

@@ -129,7 +129,9 @@ func (x *exchange) callUpstream() (*http.Response, error) {
 		x.cancelCause(fmt.Errorf("%w: no response headers within %s", errUpstreamTimeout, d))
 	})
 	resp, err := x.h.client.Do(req)
-	x.answered = err == nil
+	// An answer was generated (and billed): a 2xx. The upstream's own
+	// error statuses say themselves whether to retry.
+	x.answered = err == nil && resp.StatusCode/100 == 2
 	if !t.Stop() && err == nil {
 		// The timer fired as the headers came: the exchange is cancelled.
 		resp.Body.Close()
@@ -188,6 +190,9 @@ func isTimeout(err error) bool {
 
 // upstreamFailed answers when the upstream could not be reached.
 func (x *exchange) upstreamFailed(err error) {
+	// The upstream stalled or broke off: a retry may well succeed, as it
+	// would calling the upstream directly.
+	x.answered = false
 	if x.r.Context().Err() != nil {
 		x.finish(EventClientClosed)
 		return

@@ -65,7 +65,7 @@ func (srv *Server) litellm(w http.ResponseWriter, r *http.Request, t *Tenant) {
 		writeJSON(w, http.StatusOK, litellmResponse{Action: "NONE"}) // nothing to judge (images only)
 		return
 	}
-	vs, err := srv.judge(r.Context(), t, convs, true)
+	vs, err := srv.judge(r.Context(), t, convs, true, nil)
 	if err != nil {
 		param := "texts"
 		if len(req.StructuredMessages) > 0 {

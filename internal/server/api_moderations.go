@@ -354,7 +354,9 @@ type conversationVerdict struct {
 // moderation request, each counted as one of the tenant's streams), or,
 // with oneStream, one after the other (the parts of one request, which
 // count as one stream).
-func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message, oneStream bool) ([]conversationVerdict, error) {
+// names, when not nil, are the streams' names in the audit log (else
+// modr-ID-i, ID the request's X-Request-Id).
+func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Message, oneStream bool, names []string) ([]conversationVerdict, error) {
 	out := make([]conversationVerdict, len(convs))
 	errs := make([]error, len(convs))
 	rid := requestID(ctx)
@@ -368,8 +370,12 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 			run = func(f func()) { f() }
 		}
 		run(func() {
-			// The audit records of input i name the request (X-Request-Id).
-			c, err := srv.openConvo(t, fmt.Sprintf("modr-%s-%d", rid, i), 0)
+			// The audit records name the request (X-Request-Id).
+			name := fmt.Sprintf("modr-%s-%d", rid, i)
+			if names != nil {
+				name = names[i]
+			}
+			c, err := srv.openConvo(t, name, 0)
 			if err != nil {
 				errs[i] = err
 				return
@@ -410,21 +416,28 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 
 func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationInput) ([]moderationResult, error) {
 	var convs, results [][]tokenizer.Message
-	for _, in := range inputs {
+	var convNames, resultNames []string // input N's streams: modr-ID-N, modr-ID-N-results
+	rid := requestID(ctx)
+	if rid == "" {
+		rid = newRequestID()
+	}
+	for i, in := range inputs {
 		if in.msgs != nil {
 			convs = append(convs, in.msgs)
+			convNames = append(convNames, fmt.Sprintf("modr-%s-%d", rid, i))
 		}
 		if in.results != nil {
 			results = append(results, in.results)
+			resultNames = append(resultNames, fmt.Sprintf("modr-%s-%d-results", rid, i))
 		}
 	}
-	vs, err := srv.judge(ctx, t, convs, false)
+	vs, err := srv.judge(ctx, t, convs, false, convNames)
 	if err != nil {
 		return nil, err
 	}
 	// Tool results after the conversations, not beside them: an input
 	// holds one of the tenant's streams at a time.
-	rvs, err := srv.judge(ctx, t, results, false)
+	rvs, err := srv.judge(ctx, t, results, false, resultNames)
 	if err != nil {
 		return nil, err
 	}

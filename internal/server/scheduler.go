@@ -338,8 +338,12 @@ func (sc *Scheduler) step(batch []*job, chunk int) {
 	sc.cohort = make(map[*guard.Stream]bool, len(batch))
 	for i, j := range batch {
 		j.inStep = false
-		finished := err != nil || j.cancelled != nil
-		if err == nil {
+		jerr := err
+		if jerr == nil {
+			jerr = results[i].Err // this stream's own failure (its scores)
+		}
+		finished := jerr != nil || j.cancelled != nil
+		if jerr == nil {
 			r := results[i]
 			if r.Prompt != nil {
 				j.acc.Prompt = r.Prompt
@@ -358,11 +362,11 @@ func (sc *Scheduler) step(batch []*job, chunk int) {
 		case j.cancelled != nil:
 			j.s.Close()
 			j.done <- j.cancelled
-		case err != nil:
+		case jerr != nil:
 			// A failed forward leaves the stream's cache in an unknown
 			// state: it cannot be continued.
 			j.s.Close()
-			j.done <- err
+			j.done <- jerr
 		default:
 			sc.cohort[j.s] = true
 			j.done <- nil

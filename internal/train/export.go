@@ -138,10 +138,15 @@ func writeModel(srcDir, out string, src *safetensors.Set, cfg *config.Config, ne
 		if strings.HasSuffix(n, ".safetensors") || n == safetensors.IndexFile || n == "config.json" {
 			continue
 		}
-		if !e.Type().IsRegular() && !snapshotFile(srcDir, n) {
-			continue
+		src := filepath.Join(srcDir, n)
+		if !e.Type().IsRegular() {
+			target, ok := snapshotFile(srcDir, n)
+			if !ok {
+				continue
+			}
+			src = target // what was checked is what is copied
 		}
-		how, err := linkOrCopy(filepath.Join(srcDir, n), filepath.Join(out, n), copyFiles)
+		how, err := linkOrCopy(src, filepath.Join(out, n), copyFiles)
 		if err != nil {
 			return nil, err
 		}
@@ -194,28 +199,33 @@ func checkOut(srcDir, out string) error {
 	return nil
 }
 
-// snapshotFile reports whether name in dir is a symbolic link to a
-// regular file of the same hub cache repository (a snapshot's file, a link
-// into ../../blobs, as `pull` and huggingface_hub write them). Links
+// snapshotFile returns the file that name in dir links to, when it is a
+// regular file of the same hub cache repository (a snapshot's file, a
+// link into ../../blobs, as `pull` and huggingface_hub write them). Links
 // elsewhere are not followed: a model folder's link to a private file
 // must not carry it into a model the user may share.
-func snapshotFile(dir, name string) bool {
-	target, err := filepath.EvalSymlinks(filepath.Join(dir, name))
+func snapshotFile(dir, name string) (string, bool) {
+	// dir as typed may end in a slash, be a link to the snapshot, or be
+	// ".": the snapshot's own path decides.
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return false
+		return "", false
 	}
-	st, err := os.Stat(target)
-	if err != nil || !st.Mode().IsRegular() {
-		return false
+	snap, err := filepath.EvalSymlinks(abs)
+	if err != nil || filepath.Base(filepath.Dir(snap)) != "snapshots" {
+		return "", false
 	}
-	// dir is …/models--ORG--NAME/snapshots/REV; its blobs are in
+	target, err := filepath.EvalSymlinks(filepath.Join(snap, name))
+	if err != nil {
+		return "", false
+	}
+	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
+		return "", false
+	}
+	// snap is …/models--ORG--NAME/snapshots/REV; its blobs are in
 	// …/models--ORG--NAME/blobs.
-	repo, err := filepath.EvalSymlinks(filepath.Dir(filepath.Dir(dir)))
-	if err != nil || filepath.Base(filepath.Dir(dir)) != "snapshots" {
-		return false
-	}
-	rel, err := filepath.Rel(filepath.Join(repo, "blobs"), target)
-	return err == nil && filepath.IsLocal(rel)
+	rel, err := filepath.Rel(filepath.Join(filepath.Dir(filepath.Dir(snap)), "blobs"), target)
+	return target, err == nil && filepath.IsLocal(rel)
 }
 
 // linkOrCopy hard-links src to dst, or copies it when linking is not
