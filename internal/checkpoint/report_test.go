@@ -200,9 +200,11 @@ func TestReportNoesis(t *testing.T) {
 	if err := r.WriteText(&sb); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"REFUSED", "Diagnosis: broken INT4 export", "HEURISTIC: lm_head.weight looks like a fresh random initialisation"} {
+	// The count is of the problems listed, the diagnosis beside them.
+	count := fmt.Sprintf("(%d problem", len(r.Problems))
+	for _, f := range []string{"REFUSED", "Diagnosis: broken INT4 export", "HEURISTIC: lm_head.weight looks like a fresh random initialisation", count, "and a diagnosis)"} {
 		if !strings.Contains(sb.String(), f) {
-			t.Errorf("text output lacks %q", f)
+			t.Errorf("text output lacks %q:\n%s", f, sb.String())
 		}
 	}
 }

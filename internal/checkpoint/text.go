@@ -92,7 +92,16 @@ func (r *LoadReport) WriteText(w io.Writer) error {
 		_, err := fmt.Fprintln(w, "OK: complete Qwen3Guard-Stream model, every tensor present and used.")
 		return err
 	}
-	_, err := fmt.Fprintf(w, "REFUSED: not a loadable Qwen3Guard-Stream model (%d %s).\n", len(r.Problems)+boolInt(r.Diagnosis != ""), plural(len(r.Problems)+boolInt(r.Diagnosis != ""), "problem", "problems"))
+	// The count is of what the report lists under Problems, and the
+	// diagnosis beside them.
+	what := fmt.Sprintf("%d %s", len(r.Problems), plural(len(r.Problems), "problem", "problems"))
+	switch {
+	case r.Diagnosis != "" && len(r.Problems) > 0:
+		what += " and a diagnosis"
+	case r.Diagnosis != "":
+		what = "see the diagnosis"
+	}
+	_, err := fmt.Fprintf(w, "REFUSED: not a loadable Qwen3Guard-Stream model (%s).\n", what)
 	return err
 }
 
@@ -118,13 +127,6 @@ func printableAll(ss []string) []string {
 		out[i] = printable(s)
 	}
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func humanBytes(n int64) string {
