@@ -103,9 +103,6 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		live = append(live, i)
 		caches, idss = append(caches, s.cache), append(idss, ids)
 	}
-	// The forward reads the weights: Close must not unmap them meanwhile,
-	// and one closed since the check above fails the step here, taking
-	// nothing from the queues.
 	results := make([]StepResult, len(streams))
 	for i, s := range streams {
 		results[i] = StepResult{Stream: s}
@@ -113,6 +110,9 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	if len(live) == 0 { // every stream closed
 		return results, nil
 	}
+	// The forward reads the weights: Close must not unmap them meanwhile,
+	// and one closed since the check above fails the step here, taking
+	// nothing from the queues.
 	var outs []qwen3.Output
 	var ferr error
 	func() {

@@ -286,10 +286,11 @@ func (sc *Scheduler) pick() []*job {
 		if o.MaxBatchStreams > 0 && len(batch) >= o.MaxBatchStreams {
 			break
 		}
-		if room := o.MaxBatchTokens - tokens; first && len(batch) > 0 && n > room {
+		if room := max(1, o.MaxBatchTokens-tokens); first && len(batch) > 0 && n > room {
 			// The oldest prefill, with a chunk cut to the room left
-			// (at least 1: the reserve above). Every stream of the
-			// step takes at most that many tokens.
+			// (at least 1, even where a lone short chunk took more
+			// than the cap). Every stream of the step takes at most
+			// that many tokens.
 			sc.chunk, n = room, room
 		}
 		n = min(n, sc.chunk)

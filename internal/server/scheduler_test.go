@@ -173,12 +173,13 @@ func TestPickShortChunksFirst(t *testing.T) {
 
 	// However the options leave less than a chunk beside the short ones,
 	// the oldest prefill gets a chunk every step, cut to what is left.
-	for _, o := range []SchedulerOptions{{ChunkTokens: 64, MaxBatchTokens: 100}, {ChunkTokens: 64, MaxBatchTokens: 32}} {
+	for _, o := range []SchedulerOptions{{ChunkTokens: 64, MaxBatchTokens: 100}, {ChunkTokens: 64, MaxBatchTokens: 32}, {ChunkTokens: 64, MaxBatchTokens: 2}} {
 		sc := &Scheduler{m: m, opts: o.withDefaults()}
 		lens := []int{500}
 		for range 40 {
 			lens = append(lens, 1)
 		}
+		lens = append(lens, 10) // a short chunk larger than the smallest cap
 		sc.pending = pickJobs(t, m, lens...)
 		for step := range 5 {
 			got := sc.pick()
@@ -187,11 +188,20 @@ func TestPickShortChunksFirst(t *testing.T) {
 				tokens += min(j.s.Pending(), sc.chunk)
 				j.inStep = false
 			}
-			if !slices.Contains(got, sc.pending[0]) || tokens > o.MaxBatchTokens || sc.chunk < 1 {
+			if !slices.Contains(got, sc.pending[0]) || tokens > max(o.MaxBatchTokens, 1+sc.chunk) || sc.chunk < 1 {
 				t.Fatalf("%+v, step %d: the oldest job, a 500-token prefill, left out beside 40 one-token streams (%d jobs, %d tokens, chunk %d)",
 					o, step, len(got), tokens, sc.chunk)
 			}
 		}
+	}
+
+	// A lone short chunk over a tiny cap: the prefill beside it still gets
+	// a chunk, of one token (no negative room, which Step would read as
+	// "no cap").
+	sc = &Scheduler{m: m, opts: SchedulerOptions{ChunkTokens: 64, MaxBatchTokens: 2}.withDefaults()}
+	sc.pending = pickJobs(t, m, 500, 10)
+	if got := sc.pick(); len(got) != 2 || sc.chunk != 1 {
+		t.Errorf("a 10-token chunk and a prefill under a cap of 2: %d jobs, chunk %d; want both, chunk 1", len(got), sc.chunk)
 	}
 
 	// One stream a step: the oldest, whatever its chunk.
