@@ -42,7 +42,7 @@ func TestModerateLabelEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errs := run(t, "moderate", "--model", dir, "--prompt", "Hi", "--response", "I gun do I eat me money slowly")
-	if code != 1 || !strings.Contains(errs, "control or bidirectional-format character") {
+	if code != 1 || !strings.Contains(errs, "holds a control, format") {
 		t.Errorf("a model with escape sequences in its labels: exit %d, stderr %q; want it refused", code, errs)
 	}
 	if strings.ContainsRune(out, '\x1b') || strings.ContainsRune(errs, '\x1b') {

@@ -488,7 +488,7 @@ func mapToSlice(m map[string]string) ([]string, error) {
 		if !labelText(v) {
 			// Labels reach terminals, logs and pages: an escape
 			// sequence in one would act there.
-			return nil, fmt.Errorf("label %s %q holds a control or bidirectional-format character, or is not UTF-8", k, v)
+			return nil, fmt.Errorf("label %s %q holds a control, format (bidirectional, zero-width) or line-separator character, or is not UTF-8", k, v)
 		}
 		s[i] = v
 	}
@@ -496,14 +496,15 @@ func mapToSlice(m map[string]string) ([]string, error) {
 }
 
 // labelText reports whether a label is UTF-8 text with no control
-// character (C0, C1: terminal escapes) and no bidirectional-format one
-// (which reorders what is shown around it).
+// character (C0, C1: terminal escapes), no format character (bidirectional
+// controls, which reorder what is shown around them; zero-width ones,
+// which hide), and no line or paragraph separator.
 func labelText(v string) bool {
 	if !utf8.ValidString(v) {
 		return false
 	}
 	for _, r := range v {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+		if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
 			return false
 		}
 	}

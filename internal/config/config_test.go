@@ -340,7 +340,7 @@ func TestLabelText(t *testing.T) {
 	}{
 		{"Violent", true}, {"Suicide & Self-Harm", true}, {"暴力", true}, {"Sexual Content or Sexual Acts", true},
 		{"\x1b[2JPII", false}, {"PII\x07", false}, {"a\nb", false}, {"\u0085x", false},
-		{"\u202eIIP", false}, {"x\u2066y", false}, {"\xff", false},
+		{"\u202eIIP", false}, {"x\u2066y", false}, {"\xff", false}, {"P\u200bII", false}, {"a\u2028b", false},
 	} {
 		if got := labelText(c.label); got != c.ok {
 			t.Errorf("labelText(%q) = %v, want %v", c.label, got, c.ok)
