@@ -20,6 +20,11 @@
 # dynamic loader, so it runs on distroless/base instead of static:
 #   docker build -t streamguard:cuda --build-arg BUILD_TAGS=cuda \
 #       --build-arg RUNTIME_BASE=gcr.io/distroless/base-debian12:nonroot .
+# The driver compiles the kernels' PTX at the first load and keeps the result
+# in its JIT cache; with a read-only root, give it a writable one, or every
+# start compiles again:
+#   docker run --rm --read-only --gpus all -e CUDA_CACHE_PATH=/cache/nv \
+#       -p 8080:8080 -v sg-cache:/cache streamguard:cuda serve --device cuda ...
 
 ARG GO_VERSION=1.26
 ARG BUILD_TAGS=

@@ -143,6 +143,10 @@ func Upload(ctx *cuda.Context, net *qwen3.Model, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v, err := cuda.DriverVersion(); err == nil && v < MinDriverVersion {
+		return nil, fmt.Errorf("gpu: the NVIDIA driver supports CUDA %d.%d; the kernels need %d.%d or later (driver R520 or later): update the driver",
+			v/1000, v%1000/10, MinDriverVersion/1000, MinDriverVersion%1000/10)
+	}
 	mod, err := ctx.LoadPTX(src)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: loading the kernels: %w", err)

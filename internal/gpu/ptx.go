@@ -31,6 +31,27 @@ func PTX(major, minor int) (string, error) {
 	return "", fmt.Errorf("gpu: compute capability %d.%d is below 8.0 (Ampere), which the kernels need for bf16", major, minor)
 }
 
+// MinDriverVersion is the oldest driver (CUDA version, major*1000 +
+// minor*10) whose JIT takes the kernels' PTX: ISA 7.8 is CUDA 11.8's
+// (drivers R520 and later). An older driver would refuse them only when
+// they are loaded, with an error about the PTX version.
+const MinDriverVersion = 11080
+
+// ptxDriverVersion is the CUDA version that introduced a PTX ISA version
+// (ISA 7.x came with CUDA 11.x, 8.x with 12.x), from the ".version" line.
+func ptxDriverVersion(ptx string) (int, error) {
+	for line := range strings.Lines(ptx) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), ".version "); ok {
+			var major, minor int
+			if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+				return 0, fmt.Errorf("gpu: PTX .version %q: %w", v, err)
+			}
+			return (major+4)*1000 + minor*10, nil
+		}
+	}
+	return 0, fmt.Errorf("gpu: PTX without a .version line")
+}
+
 // ptxHeader reads the header gen.sh writes: the source's SHA-256 and the
 // compiler line.
 func ptxHeader(ptx string) (sum, compiler string) {

@@ -155,3 +155,27 @@ func ptxEntries(t *testing.T, ptx string) []string {
 	}
 	return names
 }
+
+// TestPTXDriverVersion: the driver version Upload requires covers the PTX
+// ISA of every build of the kernels, so that a regenerated PTX of a newer
+// ISA cannot pass the check and fail at load on an older driver.
+func TestPTXDriverVersion(t *testing.T) {
+	for _, cc := range [][2]int{{8, 0}, {9, 0}} {
+		src, err := PTX(cc[0], cc[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		need, err := ptxDriverVersion(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if need > MinDriverVersion {
+			t.Errorf("sm_%d%d: the PTX needs CUDA %d, above MinDriverVersion %d", cc[0], cc[1], need, MinDriverVersion)
+		}
+	}
+	for ptx, want := range map[string]int{".version 7.8\n": 11080, "// x\n.version 8.0\n.target sm_90\n": 12000, ".version 7.0": 11000} {
+		if got, err := ptxDriverVersion(ptx); err != nil || got != want {
+			t.Errorf("ptxDriverVersion(%q) = %d, %v; want %d", ptx, got, err, want)
+		}
+	}
+}
