@@ -126,8 +126,7 @@ func TestConcurrentCallsOnOneStreamTakeTurns(t *testing.T) {
 		t.Errorf("concurrent calls: %d verdicts, %d fed, decision %+v; one goroutine: %d, %d, %+v", n, s.Len(), s.Decision(), wantN, want.Len(), want.Decision())
 	}
 	// A call waiting its turn gives up with its context.
-	leave, err := s.enter(ctx)
-	if err != nil {
+	if err := s.enter(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -135,7 +134,7 @@ func TestConcurrentCallsOnOneStreamTakeTurns(t *testing.T) {
 	if _, err := s.AppendText(cctx, "late"); !errors.Is(err, context.Canceled) {
 		t.Errorf("a call waiting for another's turn, its context done: %v; want context.Canceled", err)
 	}
-	leave()
+	s.leave()
 }
 
 // A JudgePrompt cancelled before its prompt is judged is finished by the
@@ -295,8 +294,10 @@ func TestCloseBetweenQueueAndForward(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leave, _ := s.enter(ctx)
-		defer leave()
+		if err := s.enter(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.leave()
 		if err := s.QueuePromptIDs(ids); err != nil {
 			t.Fatal(err)
 		}

@@ -354,11 +354,10 @@ func (s *Stream) JudgePromptIDs(ctx context.Context, ids []int) (*PromptVerdict,
 	if err := checkPromptIDs(ids); err != nil {
 		return nil, err
 	}
-	leave, err := s.enter(ctx)
-	if err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer leave()
+	defer s.leave()
 	s.mu.Lock()
 	queued, same := s.promptQueued(), slices.Equal(ids, s.prompt)
 	s.mu.Unlock()
@@ -416,11 +415,10 @@ func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
 // runAfter queues with queue, then runs the stream, as one synchronous
 // call: the stream's other synchronous calls wait meanwhile.
 func (s *Stream) runAfter(ctx context.Context, queue func() error) ([]TokenVerdict, error) {
-	leave, err := s.enter(ctx)
-	if err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer leave()
+	defer s.leave()
 	if err := queue(); err != nil {
 		return nil, err
 	}

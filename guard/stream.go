@@ -163,16 +163,22 @@ func (m *Model) NewStream() *Stream {
 }
 
 // enter waits for the stream's other synchronous calls to end (or ctx);
-// the returned func lets the next one in.
-func (s *Stream) enter(ctx context.Context) (func(), error) {
+// leave, after a nil error, lets the next one in.
+func (s *Stream) enter(ctx context.Context) error {
 	if s.calls == nil { // a zero Stream, or an unusable model's: the call fails on its own
-		return func() {}, nil
+		return nil
 	}
 	select {
 	case s.calls <- struct{}{}:
-		return func() { <-s.calls }, nil
+		return nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("guard: %w", ctx.Err())
+		return fmt.Errorf("guard: %w", ctx.Err())
+	}
+}
+
+func (s *Stream) leave() {
+	if s.calls != nil {
+		<-s.calls
 	}
 }
 

@@ -29,13 +29,42 @@ func repoFolder(repo string) string {
 // RepoDir is the repository's folder in the cache.
 func (c Cache) RepoDir(repo string) string { return filepath.Join(c.Dir, repoFolder(repo)) }
 
+// A repository's folder holds its files' contents in blobsDir (by ETag)
+// and, per commit, a folder in snapshotsDir of links to them.
+const blobsDir, snapshotsDir = "blobs", "snapshots"
+
 func (c Cache) blobPath(repo, etag string) string {
-	return filepath.Join(c.RepoDir(repo), "blobs", etag)
+	return filepath.Join(c.RepoDir(repo), blobsDir, etag)
 }
 
 // SnapshotDir is the folder holding the files of repo at commit.
 func (c Cache) SnapshotDir(repo, commit string) string {
-	return filepath.Join(c.RepoDir(repo), "snapshots", commit)
+	return filepath.Join(c.RepoDir(repo), snapshotsDir, commit)
+}
+
+// SnapshotFile returns the file that name in dir links to, when dir is a
+// snapshot folder of the cache (as typed: a trailing slash, a link to it)
+// and the file is a regular file in the same repository's blobs. Links
+// elsewhere are not followed: a copy of a model folder must not carry a
+// private file its link points at into a model the user may share.
+func SnapshotFile(dir, name string) (string, bool) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false
+	}
+	snap, err := filepath.EvalSymlinks(abs)
+	if err != nil || filepath.Base(filepath.Dir(snap)) != snapshotsDir {
+		return "", false
+	}
+	target, err := filepath.EvalSymlinks(filepath.Join(snap, name))
+	if err != nil {
+		return "", false
+	}
+	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
+		return "", false
+	}
+	rel, err := filepath.Rel(filepath.Join(filepath.Dir(filepath.Dir(snap)), blobsDir), target)
+	return target, err == nil && filepath.IsLocal(rel)
 }
 
 func (c Cache) refPath(repo, rev string) string {

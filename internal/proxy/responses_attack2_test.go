@@ -33,6 +33,32 @@ func refused(t *testing.T, got readResponses) bool {
 	return false
 }
 
+// relayRecorded relays evs through a Responses proxy (the default mode)
+// whose moderator records what it feeds the guard, and returns the
+// client's events and that text.
+func relayRecorded(t *testing.T, m *guard.Model, evs [][]byte) (readResponses, string) {
+	t.Helper()
+	rec := &attack2Recorder{Moderator: Direct(m)}
+	up := newFakeUpstream(t, upstreamSpec{Events: evs})
+	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
+	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
+	return readResponsesStream(t, body), rec.text()
+}
+
+// relayHoldBack relays stream through a hold-back Responses proxy and
+// returns the bytes the upstream sent, the client's body and its events:
+// what the amplification attacks compare.
+func relayHoldBack(t *testing.T, m *guard.Model, stream [][]byte) (in int, body []byte, got readResponses) {
+	t.Helper()
+	for _, e := range stream {
+		in += len(e)
+	}
+	up := newFakeUpstream(t, upstreamSpec{Events: stream})
+	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m), Mode: HoldBack})
+	_, body = postResponses(t, p.URL, respRequest("Hello there.", true))
+	return in, body, readResponsesStream(t, body)
+}
+
 // attack2Stream renders events as the upstream writes them, numbered.
 func attack2Stream(evs ...map[string]any) [][]byte {
 	var out [][]byte
@@ -264,18 +290,14 @@ func TestResponsesAttackTextDoneWrongPartTypeLeaks(t *testing.T) {
 				attack2Ev("response.output_item.done", "output_index", 0, "item", attack2Msg("msg_1", "completed", final)),
 				attack2Ev("response.completed", "response", attack2Resp("completed", []any{attack2Msg("msg_1", "completed", final)})),
 			)
-			rec := &attack2Recorder{Moderator: Direct(m)}
-			up := newFakeUpstream(t, upstreamSpec{Events: evs})
-			p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-			_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-			got := readResponsesStream(t, body)
-			if strings.Contains(rec.text(), unjudged) {
-				t.Fatalf("the guard read the text: %q", rec.text())
+			got, fed := relayRecorded(t, m, evs)
+			if strings.Contains(fed, unjudged) {
+				t.Fatalf("the guard read the text: %q", fed)
 			}
 			for _, e := range got.Events {
 				if e.Data["type"] == tc.done["type"] && e.Data[tc.member] == unjudged {
 					t.Fatalf("the client got %s with %s %q, never judged (the guard read %q); event %v; stream ended with %v",
-						e.Data["type"], tc.member, unjudged, rec.text(), e.Data, got.Last.Data["type"])
+						e.Data["type"], tc.member, unjudged, fed, e.Data, got.Last.Data["type"])
 				}
 			}
 		})
@@ -379,15 +401,10 @@ func TestResponsesAttackOneEventMixedKindsReordered(t *testing.T) {
 		), []string{"Alpha answer.", "Bravo afterthought."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &attack2Recorder{Moderator: Direct(m)}
-			up := newFakeUpstream(t, upstreamSpec{Events: tc.evs})
-			p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-			_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-			got := readResponsesStream(t, body)
+			got, fed := relayRecorded(t, m, tc.evs)
 			if got.Last.Data["type"] != "response.completed" {
 				t.Fatalf("last event %v", got.Last.Data)
 			}
-			fed := rec.text()
 			last := -1
 			for _, s := range tc.order {
 				i := strings.Index(fed, s)
@@ -429,11 +446,7 @@ func TestResponsesAttackItemIDOverOutputIndex(t *testing.T) {
 		attack2Ev("response.output_item.done", "output_index", 1, "item", attack2Msg("msg_2", "completed", attack2Text(b+c))),
 		attack2Ev("response.completed", "response", attack2Resp("completed", []any{attack2Msg("msg_1", "completed", attack2Text(a)), attack2Msg("msg_2", "completed", attack2Text(b+c))})),
 	)
-	rec := &attack2Recorder{Moderator: Direct(m)}
-	up := newFakeUpstream(t, upstreamSpec{Events: evs})
-	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	got, fed := relayRecorded(t, m, evs)
 	if refused(t, got) {
 		return
 	}
@@ -441,7 +454,7 @@ func TestResponsesAttackItemIDOverOutputIndex(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the SDK would raise: %v", err)
 	}
-	if snap, fed := snaps[len(snaps)-1], rec.text(); !strings.Contains(fed, snap) {
+	if snap := snaps[len(snaps)-1]; !strings.Contains(fed, snap) {
 		t.Fatalf("the SDKs assemble %q from the deltas the proxy passed; the guard judged %q", snap, fed)
 	}
 }
@@ -463,11 +476,7 @@ func TestResponsesAttackContentIndexBase(t *testing.T) {
 		attack2Ev("response.output_item.done", "output_index", 0, "item", attack2Msg("msg_1", "completed", attack2Text(a), attack2Text(b+c))),
 		attack2Ev("response.completed", "response", attack2Resp("completed", []any{attack2Msg("msg_1", "completed", attack2Text(a), attack2Text(b+c))})),
 	)
-	rec := &attack2Recorder{Moderator: Direct(m)}
-	up := newFakeUpstream(t, upstreamSpec{Events: evs})
-	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	got, fed := relayRecorded(t, m, evs)
 	if refused(t, got) {
 		return
 	}
@@ -475,7 +484,7 @@ func TestResponsesAttackContentIndexBase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the SDK would raise: %v", err)
 	}
-	if snap, fed := snaps[len(snaps)-1], rec.text(); !strings.Contains(fed, snap) {
+	if snap := snaps[len(snaps)-1]; !strings.Contains(fed, snap) {
 		t.Fatalf("the SDKs assemble %q from the deltas the proxy passed; the guard judged %q", snap, fed)
 	}
 }
@@ -546,15 +555,7 @@ func TestResponsesAttackRewriteAmplifies(t *testing.T) {
 	}
 	evs = append(evs, attack2Ev("response.output_text.delta", append(at, "delta", "Hello.", "logprobs", []any{})...),
 		attack2Ev("response.completed", "response", attack2Resp("completed", []any{attack2Msg("msg_1", "completed", attack2Text(nl+"Hello."))})))
-	stream := attack2Stream(evs...)
-	in := 0
-	for _, e := range stream {
-		in += len(e)
-	}
-	up := newFakeUpstream(t, upstreamSpec{Events: stream})
-	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m), Mode: HoldBack})
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	in, body, got := relayHoldBack(t, m, attack2Stream(evs...))
 	t.Logf("upstream sent %d KiB, the client got %d KiB; last event %v", in>>10, len(body)>>10, got.Last.Data["type"])
 	if len(body) > 20*in {
 		t.Fatalf("the upstream's %d KiB became %d MiB for the client (x%d): each tiny copy event is rewritten to the whole part",

@@ -83,15 +83,7 @@ func TestResponsesAttackFinalCopiesUnbounded(t *testing.T) {
 	for range n {
 		evs = append(evs, attack2Ev("response.completed", "response", map[string]any{"output": []any{}}))
 	}
-	stream := attack2Stream(evs...)
-	in := 0
-	for _, e := range stream {
-		in += len(e)
-	}
-	up := newFakeUpstream(t, upstreamSpec{Events: stream})
-	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m), Mode: HoldBack})
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	in, body, got := relayHoldBack(t, m, attack2Stream(evs...))
 	finals := 0
 	for _, e := range got.Events {
 		if e.Data["type"] == "response.completed" {
@@ -133,15 +125,7 @@ func TestResponsesAttackCopiesBudgetFromEmptyParts(t *testing.T) {
 	}
 	evs = append(evs, attack2Ev("response.output_text.delta", "item_id", "msg_1", "output_index", 0, "content_index", parts, "delta", "Hello.", "logprobs", []any{}),
 		attack2Ev("response.completed", "response", map[string]any{"output": []any{}}))
-	stream := attack2Stream(evs...)
-	in := 0
-	for _, e := range stream {
-		in += len(e)
-	}
-	up := newFakeUpstream(t, upstreamSpec{Events: stream})
-	p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m), Mode: HoldBack})
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	in, body, got := relayHoldBack(t, m, attack2Stream(evs...))
 	done := 0
 	for _, e := range got.Events {
 		if e.Data["type"] == "response.output_text.done" {
@@ -235,11 +219,7 @@ func TestResponsesAttackCopyAtAnotherIndex(t *testing.T) {
 				attack2Ev("response.completed", "response", attack2Resp("completed", []any{
 					attack2Msg("msg_1", "completed", attack2Text(a)), attack2Msg("msg_2", "completed", attack2Text(b))})),
 			)
-			rec := &attack2Recorder{Moderator: Direct(m)}
-			up := newFakeUpstream(t, upstreamSpec{Events: evs})
-			p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-			_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-			got := readResponsesStream(t, body)
+			got, fed := relayRecorded(t, m, evs)
 			if refused(t, got) {
 				return
 			}
@@ -247,7 +227,6 @@ func TestResponsesAttackCopyAtAnotherIndex(t *testing.T) {
 			if err != nil {
 				return // the client raises: it shows nothing mis-assembled
 			}
-			fed := rec.text()
 			for i, s := range snaps {
 				if !strings.Contains(fed, s) {
 					t.Fatalf("after event %d (%v) openai-node's snapshot reads %q; the guard judged %q", i, got.Events[i].Data["type"], s, fed)
@@ -281,11 +260,7 @@ func TestResponsesAttackAddedAtAnotherIndex(t *testing.T) {
 		attack2Ev("response.output_item.done", "output_index", 1, "item", attack2Msg("msg_2", "completed", attack2Text(b))),
 		attack2Ev("response.completed", "response", attack2Resp("completed", []any{msgA, attack2Msg("msg_2", "completed", attack2Text(b))})),
 	)
-	rec := &attack2Recorder{Moderator: Direct(m)}
-	up := newFakeUpstream(t, upstreamSpec{Events: evs})
-	p := newTestProxyFor(t, NewResponsesHandler, up.URL, rec, Tenant{Policy: safePolicy(m)}, nil)
-	_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-	got := readResponsesStream(t, body)
+	got, fed := relayRecorded(t, m, evs)
 	if refused(t, got) {
 		return
 	}
@@ -293,7 +268,6 @@ func TestResponsesAttackAddedAtAnotherIndex(t *testing.T) {
 	if err != nil {
 		return // the client raises: it shows nothing mis-assembled
 	}
-	fed := rec.text()
 	for i, s := range snaps {
 		if !strings.Contains(fed, s) {
 			t.Fatalf("after event %d (%v) openai-python's snapshot reads %q; the guard judged %q", i, got.Events[i].Data["type"], s, fed)
@@ -321,15 +295,7 @@ func TestResponsesAttackItemDoneQuadratic(t *testing.T) {
 			evs = append(evs, attack2Ev("response.output_item.done", "output_index", 0, "item", map[string]any{"type": "message", "content": []any{}}))
 		}
 		evs = append(evs, attack2Ev("response.completed", "response", map[string]any{"output": []any{}}))
-		stream := attack2Stream(evs...)
-		in := 0
-		for _, e := range stream {
-			in += len(e)
-		}
-		up := newFakeUpstream(t, upstreamSpec{Events: stream})
-		p := newResponsesProxy(t, up.URL, m, Tenant{Policy: safePolicy(m), Mode: HoldBack})
-		_, body := postResponses(t, p.URL, respRequest("Hello there.", true))
-		got := readResponsesStream(t, body)
+		in, body, got := relayHoldBack(t, m, attack2Stream(evs...))
 		ratio[parts] = len(body) / in
 		t.Logf("%d empty parts: upstream sent %d KiB, the client got %d KiB (x%d); last event %v", parts, in>>10, len(body)>>10, len(body)/in, got.Last.Data["type"])
 	}

@@ -360,9 +360,6 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 	out := make([]conversationVerdict, len(convs))
 	errs := make([]error, len(convs))
 	rid := requestID(ctx)
-	if rid == "" {
-		rid = newRequestID()
-	}
 	var wg sync.WaitGroup
 	for i, msgs := range convs {
 		run := wg.Go
@@ -418,9 +415,6 @@ func (srv *Server) moderate(ctx context.Context, t *Tenant, inputs []moderationI
 	var convs, results [][]tokenizer.Message
 	var convNames, resultNames []string // input N's streams: modr-ID-N, modr-ID-N-results
 	rid := requestID(ctx)
-	if rid == "" {
-		rid = newRequestID()
-	}
 	for i, in := range inputs {
 		if in.msgs != nil {
 			convs = append(convs, in.msgs)

@@ -453,10 +453,13 @@ func (srv *Server) writeErrorWith(w http.ResponseWriter, err error, tokens []gua
 // requestIDKey holds a request's id (X-Request-Id) in its context.
 type requestIDKey struct{}
 
-// requestID is the id wrap gave the request of ctx ("" outside one).
+// requestID is the id wrap gave the request of ctx, or a new one outside
+// a request (a test calling a handler's work directly).
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return newRequestID()
 }
 
 // newRequestID is 96 random bits in hex.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/streamguard/streamguard/internal/checkpoint"
 	"github.com/streamguard/streamguard/internal/config"
+	"github.com/streamguard/streamguard/internal/hub"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -140,7 +141,7 @@ func writeModel(srcDir, out string, src *safetensors.Set, cfg *config.Config, ne
 		}
 		src := filepath.Join(srcDir, n)
 		if !e.Type().IsRegular() {
-			target, ok := snapshotFile(srcDir, n)
+			target, ok := hub.SnapshotFile(srcDir, n) // a hub snapshot's links
 			if !ok {
 				continue
 			}
@@ -197,35 +198,6 @@ func checkOut(srcDir, out string) error {
 		return fmt.Errorf("output folder %s is not empty (it holds %s); choose a new folder", out, entries[0].Name())
 	}
 	return nil
-}
-
-// snapshotFile returns the file that name in dir links to, when it is a
-// regular file of the same hub cache repository (a snapshot's file, a
-// link into ../../blobs, as `pull` and huggingface_hub write them). Links
-// elsewhere are not followed: a model folder's link to a private file
-// must not carry it into a model the user may share.
-func snapshotFile(dir, name string) (string, bool) {
-	// dir as typed may end in a slash, be a link to the snapshot, or be
-	// ".": the snapshot's own path decides.
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", false
-	}
-	snap, err := filepath.EvalSymlinks(abs)
-	if err != nil || filepath.Base(filepath.Dir(snap)) != "snapshots" {
-		return "", false
-	}
-	target, err := filepath.EvalSymlinks(filepath.Join(snap, name))
-	if err != nil {
-		return "", false
-	}
-	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
-		return "", false
-	}
-	// snap is …/models--ORG--NAME/snapshots/REV; its blobs are in
-	// …/models--ORG--NAME/blobs.
-	rel, err := filepath.Rel(filepath.Join(filepath.Dir(filepath.Dir(snap)), "blobs"), target)
-	return target, err == nil && filepath.IsLocal(rel)
 }
 
 // linkOrCopy hard-links src to dst, or copies it when linking is not
