@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -147,6 +149,9 @@ func Load(dir string) (*Config, error) {
 			if err := json.Unmarshal(qb, &q); err != nil {
 				return nil, fmt.Errorf("%s: %w", qpath, err)
 			}
+			if q.Extra, err = unknownKeys(qb, &q); err != nil {
+				return nil, fmt.Errorf("%s: %w", qpath, err)
+			}
 			c.QuantizationConfig = &q
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, err
@@ -210,10 +215,34 @@ func Parse(b []byte) (*Config, error) {
 			c.explicitNums[k] = true
 		}
 	}
-	if c.QuantizationConfig != nil {
-		c.QuantizationConfig.normalize()
+	if q := c.QuantizationConfig; q != nil {
+		extra, err := unknownKeys(all["quantization_config"], q)
+		if err != nil {
+			return nil, fmt.Errorf("config.json: quantization_config: %w", err)
+		}
+		q.Extra = extra
+		q.normalize()
 	}
 	return &c, nil
+}
+
+// unknownKeys returns the members of the JSON object b that no field of v
+// (a pointer to a struct) takes by its json tag, so that a rewrite can keep
+// them.
+func unknownKeys(b json.RawMessage, v any) (map[string]json.RawMessage, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, err
+	}
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		delete(all, name)
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	return all, nil
 }
 
 // numFields are the label counts of the four guard heads.
@@ -235,23 +264,32 @@ var knownField = func() map[string]bool {
 // MarshalJSON writes the known fields plus Extra, keys sorted.
 func (c *Config) MarshalJSON() ([]byte, error) {
 	type plain Config
-	b, err := json.Marshal((*plain)(c))
-	if err != nil {
-		return nil, err
-	}
-	if len(c.Extra) == 0 {
-		return b, nil
+	return withExtra((*plain)(c), c.Extra)
+}
+
+// withExtra marshals v (a struct without its MarshalJSON) and adds the
+// members of extra that no field wrote.
+func withExtra(v any, extra map[string]json.RawMessage) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || len(extra) == 0 {
+		return b, err
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
-	for k, v := range c.Extra {
+	for k, v := range extra {
 		if _, ok := m[k]; !ok {
 			m[k] = v
 		}
 	}
 	return json.Marshal(m)
+}
+
+// MarshalJSON writes the known fields plus Extra, keys sorted.
+func (q *Quantization) MarshalJSON() ([]byte, error) {
+	type plain Quantization
+	return withExtra((*plain)(q), q.Extra)
 }
 
 // Write writes the config as indented JSON to dir/config.json.

@@ -1,12 +1,15 @@
 package quantize
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/streamguard/streamguard/internal/config"
 	"github.com/streamguard/streamguard/internal/safetensors"
 )
 
@@ -185,8 +188,14 @@ var sideFiles = []string{"tokenizer.json", "tokenizer_config.json", "generation_
 // copySideFiles copies the tokenizer and generation files from the first
 // folder in dirs that has each.
 func copySideFiles(out string, dirs ...string) ([]string, error) {
+	return copyFirst(out, sideFiles, dirs)
+}
+
+// copyFirst copies each of names into out from the first folder in dirs
+// that has it, and returns those it copied.
+func copyFirst(out string, names, dirs []string) ([]string, error) {
 	var copied []string
-	for _, name := range sideFiles {
+	for _, name := range names {
 		for _, d := range dirs {
 			b, err := os.ReadFile(filepath.Join(d, name))
 			if errors.Is(err, os.ErrNotExist) {
@@ -203,4 +212,44 @@ func copySideFiles(out string, dirs ...string) ([]string, error) {
 		}
 	}
 	return copied, nil
+}
+
+// copyRemoteCode copies the Python modules that cfg's auto_map names (the
+// custom classes transformers loads with trust_remote_code, such as
+// modeling_qwen3_guard.py) from the first folder in dirs that has each:
+// without them the written config names code its folder lacks. A
+// reference to another repository ("repo--module.Class") or a module name
+// that is not a plain file name is left alone.
+func copyRemoteCode(out string, cfg *config.Config, dirs ...string) ([]string, error) {
+	raw, ok := cfg.Extra["auto_map"]
+	if !ok {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("config.json: auto_map: %w", err)
+	}
+	var refs []string
+	for _, v := range m {
+		switch v := v.(type) {
+		case string:
+			refs = append(refs, v)
+		case []any: // AutoTokenizer: [slow class, fast class], either may be null
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					refs = append(refs, s)
+				}
+			}
+		}
+	}
+	var files []string
+	for _, ref := range refs {
+		mod, _, ok := strings.Cut(ref, ".")
+		if !ok || strings.Contains(ref, "--") || !filepath.IsLocal(mod) || strings.ContainsAny(mod, `/\`) {
+			continue
+		}
+		files = append(files, mod+".py")
+	}
+	slices.Sort(files)
+	return copyFirst(out, slices.Compact(files), dirs)
 }

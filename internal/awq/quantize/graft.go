@@ -169,6 +169,10 @@ func Graft(o GraftOptions) (*GraftResult, error) {
 	if _, err := copySideFiles(o.Out, o.Backbone, o.HeadsFrom); err != nil {
 		return nil, err
 	}
+	// auto_map comes from the guard (graftConfig), and so does its code.
+	if _, err := copyRemoteCode(o.Out, outCfg, o.HeadsFrom, o.Backbone); err != nil {
+		return nil, err
+	}
 	rep, err := checkpoint.Report(o.Out)
 	if err != nil {
 		return nil, err

@@ -80,16 +80,24 @@ func (r *run) embedding() error {
 
 // toF16 converts elements [lo, hi) of a float tensor to fp16 bytes.
 func toF16(dst []byte, t *safetensors.Tensor, lo, hi int) error {
-	put := func(i int, h uint16) error {
+	put := func(i int, h uint16, x float32) error {
 		if h&0x7c00 == 0x7c00 {
-			return fmt.Errorf("value at index %d does not fit float16", lo+i)
+			return f16Error(lo+i, x)
 		}
 		binary.LittleEndian.PutUint16(dst[2*i:], h)
 		return nil
 	}
 	switch t.DType {
 	case safetensors.F16:
-		copy(dst, t.Data[2*lo:2*hi])
+		v, err := t.U16()
+		if err != nil {
+			return err
+		}
+		for i, h := range v[lo:hi] {
+			if err := put(i, h, half.F16ToF32(h)); err != nil {
+				return err
+			}
+		}
 		return nil
 	case safetensors.BF16:
 		v, err := t.U16()
@@ -105,7 +113,7 @@ func toF16(dst []byte, t *safetensors.Tensor, lo, hi int) error {
 			} else {
 				h = f32ToF16(half.BF16ToF32(x))
 			}
-			if err := put(i, h); err != nil {
+			if err := put(i, h, half.BF16ToF32(x)); err != nil {
 				return err
 			}
 		}
@@ -116,7 +124,7 @@ func toF16(dst []byte, t *safetensors.Tensor, lo, hi int) error {
 			return err
 		}
 		for i, x := range v[lo:hi] {
-			if err := put(i, f32ToF16(x)); err != nil {
+			if err := put(i, f32ToF16(x), x); err != nil {
 				return err
 			}
 		}
@@ -381,6 +389,17 @@ func (r *run) tail() error {
 		t, err := r.set.Tensor(name)
 		if err != nil {
 			return err
+		}
+		// The heads are copied in their dtype, unconverted, so nothing
+		// else would see a NaN or infinity in them.
+		v, err := t.Float32s()
+		if err != nil {
+			return err
+		}
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return fmt.Errorf("%s: %w", name, f16Error(i, x))
+			}
 		}
 		if err := r.sink.tensor(name, t.Data); err != nil {
 			return err

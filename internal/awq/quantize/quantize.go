@@ -13,6 +13,7 @@
 package quantize
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -227,10 +228,13 @@ func Quantize(o Options) (res *Result, err error) {
 			return nil, err
 		}
 		bw := newBundleWriter(o.Out, specs, meta, maxShardBytes)
+		// The deferred check reads this Result, not the named result,
+		// which an error return has already set to nil.
+		got := res
 		defer func() {
 			// A bundle that was completed but fails the report stays for
 			// inspection; a half-written one is removed.
-			if err != nil && res.Report == nil {
+			if err != nil && got.Report == nil {
 				bw.abort()
 			}
 		}()
@@ -276,6 +280,9 @@ func Quantize(o Options) (res *Result, err error) {
 		return nil, err
 	}
 	if _, err := copySideFiles(o.Out, o.Source); err != nil {
+		return nil, err
+	}
+	if _, err := copyRemoteCode(o.Out, outCfg, o.Source); err != nil {
 		return nil, err
 	}
 	if err := writeCard(o.Out, res, cfg, outCfg); err != nil {
@@ -442,6 +449,11 @@ func quantizedConfig(cfg *config.Config, group int) *config.Config {
 	c := *cfg
 	c.Extra = maps.Clone(cfg.Extra)
 	c.TorchDtype = "float16"
+	if _, ok := c.Extra["dtype"]; ok {
+		// transformers 4.56 and later write the dtype under this name
+		// too, and read it before torch_dtype.
+		c.Extra["dtype"] = json.RawMessage(`"float16"`)
+	}
 	zp := true
 	c.QuantizationConfig = &config.Quantization{QuantMethod: "awq", Bits: 4, GroupSize: group, ZeroPoint: &zp,
 		Version: "gemm", ModulesToNotConvert: checkpoint.HeadModules()}

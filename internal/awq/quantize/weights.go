@@ -258,11 +258,20 @@ func f16Bytes(name string, v []float32) ([]byte, error) {
 	for i, x := range v {
 		h := f32ToF16(x)
 		if h&0x7c00 == 0x7c00 {
-			return nil, fmt.Errorf("%s: value %g at index %d does not fit float16", name, x, i)
+			return nil, fmt.Errorf("%s: %w", name, f16Error(i, x))
 		}
 		binary.LittleEndian.PutUint16(b[2*i:], h)
 	}
 	return b, nil
+}
+
+// f16Error says why the value x at index i has no fp16 form: it is not a
+// number at all, or beyond fp16's range.
+func f16Error(i int, x float32) error {
+	if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+		return fmt.Errorf("value %g at index %d is not a finite number", x, i)
+	}
+	return fmt.Errorf("value %g at index %d does not fit float16", x, i)
 }
 
 // f32ToF16 is half.F32ToF16 (round to nearest even) with a fast path for
