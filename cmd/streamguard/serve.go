@@ -90,6 +90,11 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if key == "" {
 			return usageErrorf("--hash-key: no key on stdin")
 		}
+		if strings.TrimSpace(key) != key {
+			// A header's value reaches the server without them, so
+			// this hash would never match.
+			return usageErrorf("--hash-key: the key begins or ends with white space, which HTTP drops from a header's value; use a key without")
+		}
 		fmt.Fprintln(stdout, server.HashKey(key))
 		return nil
 	}
@@ -212,7 +217,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	report(stdout, *jsonOut, map[string]any{
 		"event": "listening", "addr": ln.Addr().String(), "model": *name, "tenants": tenants, "kv_budget_bytes": budget,
-		"upstream": *upstream, "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
+		"upstream": redactedURL(*upstream), "ext_proc_addr": addrText(extLn), "load_seconds": m.Info().LoadTime.Seconds(), "pid": os.Getpid(),
 		"ui": *ui,
 	}, fmt.Sprintf("streamguard serve: listening on http://%s%s (model %s, %s, KV budget %s%s%s)", ln.Addr(), extProcText(extLn), *name, tenantText(tenants), sizeText(budget), proxyText(*upstream), uiText(*ui, ln)))
 
@@ -276,10 +281,16 @@ func proxyText(upstream string) string {
 	if upstream == "" {
 		return ""
 	}
+	return ", proxy to " + redactedURL(upstream)
+}
+
+// redactedURL is the upstream URL for reports and logs: a password in it
+// masked.
+func redactedURL(upstream string) string {
 	if u, err := url.Parse(upstream); err == nil {
-		upstream = u.Redacted()
+		return u.Redacted()
 	}
-	return ", proxy to " + upstream
+	return upstream
 }
 
 // parseSize reads a byte count: a plain number or one with a unit (B, KB,
@@ -347,13 +358,17 @@ func hostCheck(flag, addr string, cfg *server.Config) (bool, []string, error) {
 	if cfg != nil && len(cfg.Tenants) > 0 {
 		return false, nil, nil
 	}
-	host, _, err := net.SplitHostPort(addr)
+	// Where the server will listen, not how --addr spells it: net.Listen
+	// resolves the host the same way ("LOCALHOST", a host name that
+	// resolves to 127.0.1.1, "[::ffff:0.0.0.0]" for every address).
+	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return false, nil, nil // net.Listen reports it
 	}
-	if host == "localhost" || host == "" {
-		return true, nil, nil
+	if ta.IP == nil {
+		return true, nil, nil // ":8080": every address
 	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && (ip.IsLoopback() || ip.IsUnspecified()), nil, nil
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	ip = ip.Unmap()
+	return ok && (ip.IsLoopback() || ip.IsUnspecified()), nil, nil
 }

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/streamguard/streamguard/internal/server"
 )
@@ -17,6 +24,13 @@ func TestServeHashKeyAndFlags(t *testing.T) {
 	// sha256("sk-tenant-a"), as `printf %s sk-tenant-a | sha256sum` prints it.
 	if got := strings.TrimSpace(out.String()); got != "43b53901e1469bd75268ffbc35c6d9927badb376e0b829975797d34235dbc4a7" {
 		t.Fatalf("hash %q", got)
+	}
+	// A key with outer white space could never match: the server reads
+	// header values without it.
+	for _, key := range []string{" sk-a\n", "sk-a \n", "sk-a\t\n"} {
+		if err := runServe([]string{"--hash-key"}, strings.NewReader(key), &out, &errb); err == nil || !strings.Contains(err.Error(), "white space") {
+			t.Errorf("--hash-key %q: error %v, want the white space refused", key, err)
+		}
 	}
 	for _, tc := range []struct {
 		args []string
@@ -68,6 +82,10 @@ func TestHostCheck(t *testing.T) {
 		{"", "127.0.0.2:0", nil, true, nil},
 		{"", "[::1]:8080", nil, true, nil},
 		{"", "localhost:8080", nil, true, nil},
+		// Decided by where net.Listen listens, not by the spelling.
+		{"", "LOCALHOST:8080", nil, true, nil},
+		{"", "[::ffff:127.0.0.1]:8080", nil, true, nil},
+		{"", "[::ffff:0.0.0.0]:8080", nil, true, nil},
 		{"", "127.0.0.1:8080", &server.Config{}, true, nil},
 		{"", "127.0.0.1:8080", tenants, false, nil},
 		// Every address includes loopback (and docker run -p publishes
@@ -104,5 +122,40 @@ func TestServeStartupText(t *testing.T) {
 		if got := proxyText(in); got != want {
 			t.Errorf("proxyText(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestServeJSONReportRedactsUpstream: `serve --json` (the Kubernetes
+// base's arguments) masks a password in the --upstream URL of its
+// "listening" report, as the text report does (TestServeStartupText): the
+// report goes to the pod's logs.
+func TestServeJSONReportRedactsUpstream(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if code, _, errs := run(t, "gen-model", "--preset", "tiny", "--seed", "1", "--out", dir); code != 0 {
+		t.Fatalf("gen-model: %d %s", code, errs)
+	}
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		err := runServe([]string{"--model", dir, "--addr", "127.0.0.1:0", "--json", "--ui=false",
+			"--upstream", "http://user:s3cret-upstream@127.0.0.1:9/v1"}, strings.NewReader(""), pw, io.Discard)
+		pw.Close()
+		errc <- err
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	var rep map[string]any
+	if json.Unmarshal([]byte(line), &rep) != nil || rep["event"] != "listening" {
+		t.Fatalf("first report %q (%v)", line, err)
+	}
+	// Stop the server (runServe catches SIGINT while it serves).
+	syscall.Kill(os.Getpid(), syscall.SIGINT)
+	go io.Copy(io.Discard, pr)
+	select {
+	case <-errc:
+	case <-time.After(30 * time.Second):
+		t.Error("serve did not stop on SIGINT")
+	}
+	if up, _ := rep["upstream"].(string); strings.Contains(up, "s3cret-upstream") {
+		t.Errorf("serve --json prints the upstream password in its listening report: upstream %q", up)
 	}
 }

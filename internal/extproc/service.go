@@ -279,8 +279,15 @@ func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 		// The filter runs on every route (a route exempted from it could
 		// be reached by a spelling of the chat path): the bodies of the
 		// others need not come here, nor wait in Envoy's buffer.
+		// Their headers still pass here: a tenant's streamguard key must
+		// not reach an upstream on any route.
 		ss.skip = true
-		return ss.send(headersResponse(true, nil, ss.mode(filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_NONE)))
+		remove, auth := proxy.PassHeaders(ss.svc.cfg.External.DefaultTenant(), hdr)
+		var c *extprocv3.CommonResponse
+		if mut := headerMutation(remove, auth); mut != nil {
+			c = &extprocv3.CommonResponse{HeaderMutation: mut}
+		}
+		return ss.send(headersResponse(true, c, ss.mode(filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_NONE)))
 	case legacyRoute:
 		// The upstream would generate text the guard does not parse:
 		// refused rather than passed unjudged.
@@ -301,14 +308,7 @@ func (ss *session) requestHeaders(h *extprocv3.HttpHeaders) error {
 		return ss.immediate(ans)
 	}
 	ss.adm = &adm
-	remove, auth := proxy.UpstreamHeaders(adm.Tenant, hdr)
-	mut := &extprocv3.HeaderMutation{}
-	for _, k := range remove {
-		mut.RemoveHeaders = append(mut.RemoveHeaders, strings.ToLower(k))
-	}
-	if auth != "" {
-		mut.SetHeaders = append(mut.SetHeaders, headerOption("authorization", auth))
-	}
+	mut := headerMutation(proxy.UpstreamHeaders(adm.Tenant, hdr))
 	if h.GetEndOfStream() {
 		// No body: nothing to judge, and a chat request needs one.
 		return ss.judgeRequest()
@@ -815,6 +815,22 @@ func clearBody() *extprocv3.BodyMutation {
 func streamed(b []byte, end bool) *extprocv3.BodyMutation {
 	return &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
 		StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b, EndOfStream: end}}}
+}
+
+// headerMutation removes the headers remove names and sets Authorization
+// to authorization when it is not empty; nil when it changes nothing.
+func headerMutation(remove []string, authorization string) *extprocv3.HeaderMutation {
+	if len(remove) == 0 && authorization == "" {
+		return nil
+	}
+	mut := &extprocv3.HeaderMutation{}
+	for _, k := range remove {
+		mut.RemoveHeaders = append(mut.RemoveHeaders, strings.ToLower(k))
+	}
+	if authorization != "" {
+		mut.SetHeaders = append(mut.SetHeaders, headerOption("authorization", authorization))
+	}
+	return mut
 }
 
 func headerOption(k, v string) *corev3.HeaderValueOption {

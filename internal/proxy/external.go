@@ -60,15 +60,32 @@ type Answer struct {
 // Authorization is then set to authorization when it is not empty (the
 // caller's X-Upstream-Authorization, else the tenant's UpstreamKey).
 func UpstreamHeaders(t *Tenant, h http.Header) (remove []string, authorization string) {
+	remove = t.credentials(h)
+	if len(h.Values("Accept-Encoding")) > 0 {
+		remove = append(remove, "Accept-Encoding")
+	}
+	return remove, upstreamAuthorization(h.Get(UpstreamAuthHeader), t.UpstreamKey)
+}
+
+// PassHeaders is UpstreamHeaders for a request the guard does not judge
+// (another API's route behind a gateway that sends every route here): the
+// caller's streamguard credentials stay here all the same, and its
+// UpstreamAuthHeader becomes Authorization; t is the default tenant, as
+// nobody was admitted, so no tenant's UpstreamKey is used, and the answer
+// may stay compressed.
+func PassHeaders(t *Tenant, h http.Header) (remove []string, authorization string) {
+	return t.credentials(h), upstreamAuthorization(h.Get(UpstreamAuthHeader), "")
+}
+
+// credentials lists the credential headers of h that stay here.
+func (t *Tenant) credentials(h http.Header) []string {
+	var remove []string
 	for _, k := range credentialHeaders {
 		if t.clientOnly(k) && len(h.Values(k)) > 0 {
 			remove = append(remove, k)
 		}
 	}
-	if len(h.Values("Accept-Encoding")) > 0 {
-		remove = append(remove, "Accept-Encoding")
-	}
-	return remove, upstreamAuthorization(h.Get(UpstreamAuthHeader), t.UpstreamKey)
+	return remove
 }
 
 // Call is one exchange driven from outside. Its methods are called from

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -274,5 +275,53 @@ func TestExtProcRecoversPanics(t *testing.T) {
 	if got := logs.String(); strings.Count(got, "grpc: handler panic") != 3 || !strings.Contains(got, "stream boom") ||
 		!strings.Contains(got, "unary boom") || !strings.Contains(got, "panicking.Process") {
 		t.Errorf("log:\n%s", got)
+	}
+}
+
+// Behind ext_proc every route's headers pass through the service, and a
+// tenant's streamguard key reaches no upstream on any of them: on the
+// routes the guard does not judge (GET /v1/models, POST /v1/embeddings)
+// Authorization and X-Api-Key are removed as on the judged ones, and the
+// caller's X-Upstream-Authorization becomes Authorization. Nobody was
+// admitted there, so no tenant's upstream_key is put in: the first
+// tenant's (the default) would otherwise serve any caller.
+func TestExtProcOtherRoutesDropTenantKey(t *testing.T) {
+	h := newHarness(t, Options{Config: twoTenants(func(a, _ *TenantConfig) {
+		a.Proxy.UpstreamKey = "sk-tenant-upstream"
+	}), KVBudgetBytes: 64 << 20})
+	client := extProcClient(t, h)
+	for _, c := range []struct {
+		method, path string
+		header       map[string]string
+		remove       []string
+		auth         string
+	}{
+		{"GET", "/v1/models", map[string]string{"authorization": "Bearer key-a"}, []string{"authorization"}, ""},
+		{"POST", "/v1/embeddings", map[string]string{"x-api-key": "key-a"}, []string{"x-api-key"}, ""},
+		{"POST", "/v1/embeddings", map[string]string{"x-api-key": "key-b", "x-upstream-authorization": "Bearer sk-caller"},
+			[]string{"x-api-key", "x-upstream-authorization"}, "Bearer sk-caller"},
+		{"GET", "/v1/models", map[string]string{"accept-encoding": "gzip"}, nil, ""},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := client.Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := epStream{t, st}.do(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: epHeaders(map[string]string{":method": c.method, ":path": c.path}, c.header)}}})
+		cancel()
+		mut := r.GetRequestHeaders().GetResponse().GetHeaderMutation()
+		var auth []string
+		for _, o := range mut.GetSetHeaders() {
+			auth = append(auth, o.GetHeader().GetKey()+": "+string(o.GetHeader().GetRawValue())+o.GetHeader().GetValue())
+		}
+		want := []string(nil)
+		if c.auth != "" {
+			want = []string{"authorization: " + c.auth}
+		}
+		if r.GetImmediateResponse() != nil || !slices.Equal(mut.GetRemoveHeaders(), c.remove) || !slices.Equal(auth, want) {
+			t.Errorf("%s %s %v: removed %v, set %v (immediate %v); want removed %v, set %v",
+				c.method, c.path, c.header, mut.GetRemoveHeaders(), auth, r.GetImmediateResponse(), c.remove, want)
+		}
 	}
 }

@@ -134,6 +134,8 @@ func ParseConfig(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s: name is empty", where)
 		case names[t.Name]:
 			return nil, fmt.Errorf("%s: duplicate tenant name", where)
+		case t.Name == "-":
+			return nil, fmt.Errorf("%s: the name \"-\" stands for unauthenticated requests in /metrics and the audit log; choose another", where)
 		case len(t.APIKeySHA256) == 0:
 			return nil, fmt.Errorf("%s: api_key_sha256 is empty: the tenant could never authenticate", where)
 		case t.MaxStreams < 0:
@@ -142,6 +144,8 @@ func ParseConfig(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s: max_conns %d is negative", where, t.MaxConns)
 		case t.RateLimit.RequestsPerSecond < 0 || t.RateLimit.Burst < 0:
 			return nil, fmt.Errorf("%s: rate_limit must not be negative", where)
+		case t.RateLimit.Burst > 0 && t.RateLimit.RequestsPerSecond == 0:
+			return nil, fmt.Errorf("%s: rate_limit.burst %d without requests_per_second would limit nothing; give both", where, t.RateLimit.Burst)
 		case t.Policy.Debounce < 0:
 			return nil, fmt.Errorf("%s: policy.debounce %d is negative", where, t.Policy.Debounce)
 		}
@@ -152,6 +156,9 @@ func ParseConfig(b []byte) (*Config, error) {
 				return nil, fmt.Errorf("%s: api_key_sha256[%d] is not 64 hex digits (store the SHA-256 of the key, not the key)", where, j)
 			}
 			norm := strings.ToLower(h)
+			if norm == emptyKeyHash {
+				return nil, fmt.Errorf("%s: api_key_sha256[%d] is the SHA-256 of an empty key (an unset variable?), which never authenticates", where, j)
+			}
 			if other, dup := hashes[norm]; dup {
 				return nil, fmt.Errorf("%s: api_key_sha256[%d] is also a key of tenant %q", where, j, other)
 			}
@@ -178,6 +185,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// emptyKeyHash is HashKey(""): authenticate refuses an empty key.
+var emptyKeyHash = HashKey("")
 
 // Tenant is a tenant at run time.
 type Tenant struct {

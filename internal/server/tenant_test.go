@@ -21,6 +21,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"tenants": [{"name": "a", "api_key_sha256": ["` + good + `"], "proxy": {"mode": "yolo"}}]}`, `proxy.mode "yolo"`},
 		{`{"tenants": [{"name": "a", "api_key_sha256": ["` + good + `"], "colour": "red"}]}`, `unknown field "colour"`},
 		{`{"tenants": [{"name": "a", "api_key_sha256": ["` + good + `"]}]} {}`, "after the JSON object"},
+		// What `printf %s "$KEY" | sha256sum` prints with $KEY unset:
+		// authenticate refuses an empty key, so it could never match.
+		{`{"tenants": [{"name": "a", "api_key_sha256": ["` + HashKey("") + `"]}]}`, "SHA-256 of an empty key"},
+		{`{"tenants": [{"name": "-", "api_key_sha256": ["` + good + `"]}]}`, `the name "-" stands for unauthenticated requests`},
+		{`{"tenants": [{"name": "a", "api_key_sha256": ["` + good + `"], "rate_limit": {"burst": 5}}]}`, "burst 5 without requests_per_second"},
 	} {
 		if _, err := ParseConfig([]byte(tc.cfg)); err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: error %v, want %q", tc.cfg, err, tc.msg)
