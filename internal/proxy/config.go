@@ -34,6 +34,11 @@ type Config struct {
 	// (a non-streamed completion sends them when it is done); 0 means
 	// DefaultHeaderTimeout. Past it: 504 upstream_timeout.
 	HeaderTimeout time.Duration
+	// WriteIdleTimeout bounds each write of an answer to the client: one
+	// that stops reading for this long is let go (its connection closed,
+	// the upstream call and the guard stream ended); 0 means
+	// DefaultWriteIdleTimeout.
+	WriteIdleTimeout time.Duration
 	// ForwardCookies sends the client's Cookie header upstream and the
 	// upstream's Set-Cookie to the client; by default neither is.
 	ForwardCookies bool
@@ -47,6 +52,9 @@ type Config struct {
 
 // DefaultIdleTimeout is Config.IdleTimeout's default.
 const DefaultIdleTimeout = 2 * time.Minute
+
+// DefaultWriteIdleTimeout is Config.WriteIdleTimeout's default.
+const DefaultWriteIdleTimeout = 30 * time.Second
 
 // DefaultHeaderTimeout is Config.HeaderTimeout's default.
 const DefaultHeaderTimeout = 10 * time.Minute

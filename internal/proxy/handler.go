@@ -63,11 +63,14 @@ func newHandler(cfg Config, m Moderator) (*handler, error) {
 	if err := cfg.DefaultTenant.check(); err != nil {
 		return nil, fmt.Errorf("proxy: default %w", err)
 	}
-	if cfg.IdleTimeout < 0 || cfg.HeaderTimeout < 0 || cfg.MaxRequestBytes < 0 {
-		return nil, errors.New("proxy: negative IdleTimeout, HeaderTimeout or MaxRequestBytes")
+	if cfg.IdleTimeout < 0 || cfg.HeaderTimeout < 0 || cfg.WriteIdleTimeout < 0 || cfg.MaxRequestBytes < 0 {
+		return nil, errors.New("proxy: negative IdleTimeout, HeaderTimeout, WriteIdleTimeout or MaxRequestBytes")
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.WriteIdleTimeout == 0 {
+		cfg.WriteIdleTimeout = DefaultWriteIdleTimeout
 	}
 	if cfg.HeaderTimeout == 0 {
 		cfg.HeaderTimeout = DefaultHeaderTimeout
@@ -116,7 +119,7 @@ type exchange struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	x := &exchange{h: h, w: w, r: r, t: tenantFrom(r.Context(), &h.cfg.DefaultTenant), id: newID(), start: time.Now()}
+	x := &exchange{h: h, w: newClientWriter(w, h.cfg.WriteIdleTimeout), r: r, t: tenantFrom(r.Context(), &h.cfg.DefaultTenant), id: newID(), start: time.Now()}
 	x.ctx, x.cancelCause = context.WithCancelCause(r.Context())
 	defer x.cancel()
 	w.Header().Set("X-Streamguard-Request-Id", x.id)

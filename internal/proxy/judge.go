@@ -30,6 +30,8 @@ type judge struct {
 	ops    []feedOp
 	flush  bool
 	pushes int // pushes that queued something
+	// backlog is the text in ops: what waits for the guard's next call.
+	backlog int64
 
 	wake   chan struct{}
 	out    chan judgeResult
@@ -45,11 +47,22 @@ func startJudge(ctx context.Context, s Stream) *judge {
 }
 
 // push queues guard calls; flush asks for the text's end to be judged.
-func (j *judge) push(ops []feedOp, flush bool) {
+// It refuses (false) ops whose text would make what waits for the guard's
+// next call more than limit bytes.
+func (j *judge) push(ops []feedOp, flush bool, limit int64) bool {
 	if len(ops) == 0 && !flush {
-		return
+		return true
+	}
+	var n int64
+	for _, op := range ops {
+		n += int64(len(op.text))
 	}
 	j.mu.Lock()
+	if j.backlog+n > limit {
+		j.mu.Unlock()
+		return false
+	}
+	j.backlog += n
 	j.ops = append(j.ops, ops...)
 	j.flush = j.flush || flush
 	j.pushes++
@@ -58,6 +71,7 @@ func (j *judge) push(ops []feedOp, flush bool) {
 	case j.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // caughtUp reports whether every push was judged, given the upTo of the
@@ -85,7 +99,7 @@ func (j *judge) run() {
 		}
 		j.mu.Lock()
 		ops, flush, upTo := j.ops, j.flush, j.pushes
-		j.ops, j.flush = nil, false
+		j.ops, j.flush, j.backlog = nil, false, 0
 		j.mu.Unlock()
 		res := apply(j.ctx, j.s, ops, flush)
 		res.upTo = upTo

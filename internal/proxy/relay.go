@@ -219,6 +219,10 @@ func (r *relay) onEvent(ue upstreamEvent) bool {
 }
 
 func streamBroken(err error) apiError {
+	if errors.Is(err, errEventTooLarge) {
+		// Not a dropped connection that a retry might mend.
+		return apiError{Message: "streamguard: " + err.Error(), Type: typeUpstream, Code: "upstream_too_large"}
+	}
 	return apiError{Message: "streamguard: the upstream's stream broke off: " + err.Error(), Type: typeUpstream, Code: "upstream_disconnected"}
 }
 
@@ -282,7 +286,14 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.queue = append(r.queue, he)
 	}
 	if r.unjudged == nil {
-		r.j.push(r.feed.take(), flush)
+		// In pass-through the events went out, but their text waits for
+		// the guard: bounded as held events are, or an upstream faster
+		// than the guard would be held in memory whole.
+		if limit := r.x.h.cfg.maxResponseBytes(); !r.j.push(r.feed.take(), flush, limit) {
+			r.upstreamBroken(apiError{Message: fmt.Sprintf("streamguard: the upstream's text waiting for the guard's verdicts grew past %d bytes", limit),
+				Type: typeUpstream, Code: "upstream_too_large"}, errQueueFull)
+			return true
+		}
 	}
 	r.release()
 	return r.maybeEnd()

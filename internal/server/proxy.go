@@ -43,7 +43,10 @@ func (srv *Server) MountProxy(po ProxyOptions) error {
 	cfg := proxy.Config{
 		Upstream: po.Upstream, Client: po.Client, Audit: srv.audit, DefaultTenant: def,
 		HeaderTimeout: po.HeaderTimeout, IdleTimeout: po.IdleTimeout, ForwardCookies: po.ForwardCookies,
-		Observe: func(o proxy.Outcome) { srv.metrics.proxyOutcome(o.Tenant, o.Event) },
+		// A client that stops reading an answer is let go as one that
+		// stops writing a body is.
+		WriteIdleTimeout: srv.opts.BodyIdleTimeout,
+		Observe:          func(o proxy.Outcome) { srv.metrics.proxyOutcome(o.Tenant, o.Event) },
 	}
 	for _, route := range []struct {
 		pattern, name string

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -335,5 +336,78 @@ func TestProxyMountResponses(t *testing.T) {
 	h.srv.metrics.write(&sb)
 	if !strings.Contains(sb.String(), `route="responses"`) {
 		t.Fatalf("no responses route in the metrics:\n%s", sb.String())
+	}
+}
+
+// TestProxyNonReaderReleased: a client of the proxy (POST
+// /v1/chat/completions, stream: true) that keeps its connection open but
+// stops reading is let go after the body idle allowance, as a duplex
+// client is (TestDuplexNonReader): a streamed answer has no overall write
+// deadline, and a write blocked for good held the guard stream, KV charge,
+// tenant connection slot and upstream call (the upstream idle timeout
+// never fired, the relay's loop being stuck in the write).
+func TestProxyNonReaderReleased(t *testing.T) {
+	// An upstream that streams keep-alive comments (1 MiB each) forever,
+	// as fast as it is read: the client's buffers fill quickly.
+	pad := ": " + strings.Repeat("x", 1<<20) + "\n\n"
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		fmt.Fprint(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n")
+		for r.Context().Err() == nil {
+			if _, err := fmt.Fprint(w, pad); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+		}
+	}))
+	defer up.Close()
+
+	m := testModel(t)
+	cfg := flagAndPassTenants(m, func(b *TenantConfig) { b.Proxy.Mode = "pass-through" })
+	h := newHarness(t, Options{Config: cfg, BodyIdleTimeout: 200 * time.Millisecond, RequestTimeout: time.Second})
+	if err := h.srv.MountProxy(ProxyOptions{Upstream: up.URL, IdleTimeout: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", h.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // lets the stuck relay go at the end (before the harness's cleanup)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetReadBuffer(4 << 10)
+	}
+	body := fmt.Sprintf(`{"model":"m","stream":true,"messages":[{"role":"user","content":%q}]}`, testPrompt)
+	if _, err := fmt.Fprintf(c, "%s%s", postHeader("/v1/chat/completions", "key-b", len(body)), body); err != nil {
+		t.Fatal(err)
+	}
+	// The client never reads. Wait until the request holds its stream.
+	var tn *Tenant
+	for _, x := range h.srv.tenants.list {
+		if x.Name == "b" {
+			tn = x
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tn.open.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxied request never opened its stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Every timeout involved is under a second: a bounded wait of 20 s.
+	deadline = time.Now().Add(20 * time.Second)
+	for tn.open.Load() != 0 || tn.conns.Load() != 0 {
+		if time.Now().After(deadline) {
+			used, _ := h.srv.budget.usage()
+			t.Fatalf("a proxy client that stopped reading still holds %d streams, %d connection slots and %d KV positions after 20 s (body idle timeout 200ms, upstream idle timeout 500ms)",
+				tn.open.Load(), tn.conns.Load(), used)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if used, _ := h.srv.budget.usage(); used != 0 {
+		t.Fatalf("%d positions still charged", used)
 	}
 }
