@@ -47,10 +47,11 @@
 //
 // AppendText holds back the end of the text until later text decides its
 // tokens (the last word; one long word whole), and FlushText or
-// EndResponse judges it. Held text counts toward the context: once what a
-// stream holds could no longer fit, AppendText refuses more
-// ([ErrContextLength], the stream unchanged); [Stream.HeldBytes] says how
-// much it holds. The context is the model's max_position_embeddings, or
+// EndResponse judges it. Held text counts toward the context: AppendText
+// refuses text whose held part would not fit if the text ended there
+// ([ErrContextLength], the stream unchanged), so FlushText and EndResponse
+// always find room for what was accepted; [Stream.HeldBytes] says how much
+// it holds. The context is the model's max_position_embeddings, or
 // less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //
 // # Policy

@@ -154,13 +154,13 @@ func promptedStream(t *testing.T) (*Model, *Stream) {
 
 // TestHeldTextRefusedPastTheContext: the end of a response's text is held
 // back while later text could still change how it encodes — one word, here
-// a run of letters, may be held whole. Held text that can no longer fit
-// the context is refused (ErrContextLength, nothing lost: the stream holds
-// what it held), instead of being kept, unjudged and unbounded, until the
-// turn ends.
+// a run of letters, may be held whole. Held text that would not fit the
+// context if the text ended there is refused (ErrContextLength, nothing
+// lost: the stream holds what it held), instead of being kept, unjudged and
+// unbounded, until the turn ends.
 func TestHeldTextRefusedPastTheContext(t *testing.T) {
 	m, s := promptedStream(t)
-	chunk := strings.Repeat("a", 64<<10)
+	chunk := strings.Repeat("a", 4<<10)
 	held := 0
 	header := -1 // the assistant header, queued with the first text
 	for {
@@ -179,12 +179,11 @@ func TestHeldTextRefusedPastTheContext(t *testing.T) {
 			t.Fatalf("after %d bytes: %d pending, %d held", held, s.Pending(), s.HeldBytes())
 		}
 	}
-	// The refusal comes with the first chunk past the bound: every token
-	// spans at most MaxTokenBytes bytes, and NFC shortens text at most
-	// threefold.
-	tok := m.tok
-	if room := m.net.MaxPositions - s.Len() - header; tok.MinIDs(held) > room || tok.MinIDs(held+len(chunk)) <= room {
-		t.Fatalf("refused after %d held bytes (%d tokens at least) with room for %d", held, tok.MinIDs(held), room)
+	// The refusal comes with the first chunk whose text would not fit:
+	// what it held before makes as many tokens as fit, or fewer.
+	ids := func(n int) int { return len(m.tok.EncodeText(strings.Repeat("a", n))) }
+	if room := m.net.MaxPositions - s.Len() - header; ids(held) > room || ids(held+len(chunk)) <= room {
+		t.Fatalf("refused after %d held bytes (%d tokens; %d with the chunk) with room for %d", held, ids(held), ids(held+len(chunk)), room)
 	}
 	if s.HeldBytes() != held || s.Pending() != header {
 		t.Fatalf("the refused chunk changed the stream: %d held, %d pending", s.HeldBytes(), s.Pending())
@@ -197,7 +196,7 @@ func TestHeldTextRefusedPastTheContext(t *testing.T) {
 // small write would copy everything held so far (quadratic in the word).
 func TestHeldWordQueuedInPlace(t *testing.T) {
 	_, s := promptedStream(t)
-	if err := s.QueueText(strings.Repeat("a", 64<<10)); err != nil {
+	if err := s.QueueText(strings.Repeat("a", 8<<10)); err != nil {
 		t.Fatal(err)
 	}
 	const calls = 4000
@@ -209,11 +208,45 @@ func TestHeldWordQueuedInPlace(t *testing.T) {
 		}
 	}
 	runtime.ReadMemStats(&after)
-	// In place: the tail grows by doubling, and the held word is looked
-	// at again each time it has grown by a quarter (its 64 KiB copied
-	// then): a few hundred bytes a call. Copied on every call, the tail
-	// alone would cost 8 KiB a call on average here.
-	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 1024 {
+	// In place: the tail grows by doubling, the held word is looked at
+	// again each time it has grown by a quarter (its 8–24 KiB copied
+	// then), and its ids counted when a bound no longer shows they fit
+	// (a few times here): under 2 KiB a call. Copied on every call, the
+	// tail alone would cost 16 KiB a call on average here.
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 2048 {
 		t.Fatalf("%d bytes allocated per 4-byte QueueText of a held word", per)
+	}
+}
+
+// TestAcceptedHeldTextFlushes: what AppendText accepted of a long word (a
+// run of letters, held whole) fits the stream's bound when flushed. The
+// check once counted held text at MinIDs (512 bytes a token) where letters
+// take about 8: every AppendText succeeded, then FlushText, EndResponse and
+// the next JudgePrompt failed with ErrContextLength for ever, the stream
+// wedged and the text never judged.
+func TestAcceptedHeldTextFlushes(t *testing.T) {
+	_, s := promptedStream(t)
+	ctx := context.Background()
+	if err := s.SetMaxTokens(1000); err != nil {
+		t.Fatal(err)
+	}
+	chunk := strings.Repeat("a", 16<<10) // 2,048 tokens of text each
+	accepted := 0
+	for range 8 {
+		if _, err := s.AppendText(ctx, chunk); err != nil {
+			if !errors.Is(err, ErrContextLength) {
+				t.Fatal(err)
+			}
+			break // refused: the stream holds what it held before
+		}
+		accepted++
+	}
+	// doc.go: "once what a stream holds could no longer fit, AppendText
+	// refuses more"; so what it accepted must flush within the bound.
+	if _, err := s.FlushText(ctx); err != nil {
+		t.Fatalf("FlushText after %d accepted appends (%d bytes held): %v", accepted, s.HeldBytes(), err)
+	}
+	if _, err := s.EndResponse(ctx); err != nil {
+		t.Fatalf("EndResponse: %v", err)
 	}
 }

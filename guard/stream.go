@@ -100,7 +100,9 @@ type Stream struct {
 	// limit is the most tokens the stream may hold (SetMaxTokens); 0
 	// means the model's max_position_embeddings.
 	limit int
-	sv    saved // scratch of save and undo
+	// held is heldIDs' last count.
+	held heldCount
+	sv   saved // scratch of save and undo
 	// earlier are the verdicts of the prompt's earlier user turns
 	// (Policy.EveryTurn) until its last turn's is read.
 	earlier []PromptVerdict
@@ -352,13 +354,44 @@ func (s *Stream) push(items []item) error {
 		return fmt.Errorf("%w: the stream would reach %d tokens, more than %s (%d); start a new stream", ErrContextLength, n, what, max)
 	}
 	// Text the encoder holds back (a word that may still grow) is tokens
-	// to come: held text that can no longer fit is refused now, not
-	// kept, however much of it is sent, until the turn ends.
-	if held := s.enc.Held(); n+s.m.tok.MinIDs(held) > max {
-		return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), at least %d tokens, beside %d; %s is %d", ErrContextLength, held, s.m.tok.MinIDs(held), n, what, max)
+	// to come: held text that would not fit if the text ended now is
+	// refused, so that FlushText and EndResponse always find room.
+	if held := s.enc.Held(); held > 0 {
+		if ids := s.heldIDs(n, held, max-n); n+ids > max {
+			return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), %d tokens, beside %d; %s is %d", ErrContextLength, held, ids, n, what, max)
+		}
 	}
 	s.queue = append(s.queue, items...)
 	return nil
+}
+
+// heldCount is the last exact count of the ids of the encoder's held text
+// (what flushing it would make): held bytes and ids, and the ids before
+// them, which change when ids are released and the held text is another.
+type heldCount struct{ before, bytes, ids int }
+
+// heldIDs returns the ids the encoder's held bytes (held, with before ids
+// ahead of them) make if the text ends now, or a bound on them that is
+// already within room. Counting is a BPE of the held text, which may be
+// one long word: it is done only when a bound does not settle it — the
+// fewest ids those bytes can make already over room, or the last count
+// plus MaxIDsPerByte ids for each byte since within it (a growing word's
+// ids change near its end).
+func (s *Stream) heldIDs(before, held, room int) int {
+	if least := s.m.tok.MinIDs(held); least > room {
+		return least
+	}
+	c := s.held
+	if c.before != before || c.bytes > held {
+		c = heldCount{}
+	}
+	if ub := c.ids + (held-c.bytes)*tokenizer.MaxIDsPerByte; ub <= room {
+		return ub
+	}
+	var e tokenizer.StreamEncoder
+	s.enc.CopyTo(&e)
+	s.held = heldCount{before: before, bytes: held, ids: len(e.Flush())}
+	return s.held.ids
 }
 
 func contextItems(ids []int, kind itemKind) []item {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"sort"
 
-	"golang.org/x/text/unicode/norm"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // alignRun is a stretch where the decoded text of the judged tokens equals
@@ -12,7 +12,9 @@ import (
 type alignRun struct{ dec, fed, n int }
 
 // aligner maps offsets in the decoded text of judged tokens to offsets in
-// the fed text. The tokenizer normalises to NFC, so the two are equal
+// the fed text. The tokenizer normalises to NFC (exactly: a run of more
+// than 30 combining marks is one segment, so the boundaries are the
+// tokenizer's own, not golang.org/x/text's stream-safe ones), so the two are equal
 // except where the fed text is not in NFC: there the aligner backs off to
 // the NFC boundary before the difference and re-synchronises one NFC
 // segment later, checking that the segment's NFC form is exactly what was
@@ -49,15 +51,15 @@ func (a *aligner) sync(fed []byte, atEOF bool) {
 			}
 			// The texts differ: the NFC segment holding the difference
 			// starts at the last boundary of the run at the latest.
-			r.n = max(norm.NFC.LastBoundary(fed[r.fed:r.fed+r.n]), 0)
+			r.n = tokenizer.LastNFCBoundary(string(fed[r.fed : r.fed+r.n]))
 			a.open = false
 			continue
 		}
-		end := norm.NFC.NextBoundary(fed[f:], atEOF)
+		end := tokenizer.NextNFCBoundary(fed[f:], atEOF)
 		if end <= 0 {
 			return
 		}
-		want := norm.NFC.Bytes(fed[f : f+end])
+		want := []byte(tokenizer.NFC(string(fed[f : f+end])))
 		if have := a.dec[d:]; len(have) < len(want) {
 			if !bytes.HasPrefix(want, have) {
 				a.stuck = true

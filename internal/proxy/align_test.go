@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/streamguard/streamguard/internal/tokenizer"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -47,5 +49,28 @@ func TestAlignerStuck(t *testing.T) {
 		if got := a.fedOffset(d); got > 3 {
 			t.Errorf("decoded offset %d maps to %d, past the last agreed byte 3", d, got)
 		}
+	}
+}
+
+// TestAlignerZalgo: the aligner's NFC is the tokenizer's exact one (no
+// stream-safe CGJ after 30 non-starters). With golang.org/x/text's, a
+// response holding a run of more than 30 combining marks always
+// "disagreed": the aligner stuck, hold-back released nothing more until the
+// response ended, and a later flag cut at the start of the run, withholding
+// text already judged safe.
+func TestAlignerZalgo(t *testing.T) {
+	tok, err := tokenizer.LoadQwen3()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := "Hi Z" + strings.Repeat("\u0301\u0316", 20) + " and then plenty of ordinary text."
+	a := newAligner()
+	a.addDecoded(tok.Decode(tok.EncodeText(fed), false))
+	a.sync([]byte(fed), true)
+	if a.stuck {
+		t.Errorf("aligner stuck on text whose tokens decode to its (exact) NFC form")
+	}
+	if got := a.fedOffset(len(a.dec)); got != len(fed) {
+		t.Errorf("all judged tokens cover %d of %d fed bytes", got, len(fed))
 	}
 }

@@ -30,12 +30,12 @@ func nfc(s string) string {
 	return out
 }
 
-// lastNFCBoundary returns the last position i in s where NFC never looks
+// LastNFCBoundary returns the last position i in s where NFC never looks
 // across: normalising s[:i] and s[i:]+anything separately gives the same
 // result as normalising the whole. That is the end of s if its last rune is
 // inert (never composes nor reorders), else the start of the last rune that
 // cannot combine with what precedes it; 0 if there is none.
-func lastNFCBoundary(s string) int {
+func LastNFCBoundary(s string) int {
 	if s == "" {
 		return 0
 	}
@@ -51,6 +51,52 @@ func lastNFCBoundary(s string) int {
 		}
 	}
 	return 0
+}
+
+// NextNFCBoundary returns the first position i > 0 in b where NFC never
+// looks across (the end of b's first segment, as LastNFCBoundary defines
+// a boundary), len(b) if b is one segment and atEOF, or -1 if more bytes
+// could still extend the segment. Unlike golang.org/x/text's
+// NextBoundary, a run of more than 30 non-starters is one segment: the
+// tokenizer normalises without the stream-safe limit.
+func NextNFCBoundary(b []byte, atEOF bool) int {
+	if len(b) == 0 {
+		if atEOF {
+			return 0
+		}
+		return -1
+	}
+	// size is the size of the rune at b[i:], 0 for one cut off at the end
+	// of b (more bytes may complete it), 1 for a byte that is no rune.
+	size := func(i int) int {
+		if !atEOF && !utf8.FullRune(b[i:]) {
+			return 0
+		}
+		_, n := utf8.DecodeRune(b[i:])
+		return n
+	}
+	n := size(0)
+	if n == 0 {
+		return -1
+	}
+	last := norm.NFC.Properties(b[:n])
+	if last.Size() != n {
+		return n // a byte that is no rune: a segment of its own
+	}
+	for i := n; i < len(b); i += n {
+		if n = size(i); n == 0 {
+			return -1
+		}
+		p := norm.NFC.Properties(b[i : i+n])
+		if p.Size() != n || p.BoundaryBefore() {
+			return i
+		}
+		last = p
+	}
+	if !atEOF && !last.BoundaryAfter() {
+		return -1
+	}
+	return len(b)
 }
 
 // nfcExact is canonical decomposition, canonical ordering and canonical

@@ -55,8 +55,54 @@ func TestLastNFCBoundary(t *testing.T) {
 		{"<", 0},        // '<' + U+0338 composes
 	}
 	for _, c := range cases {
-		if got := lastNFCBoundary(c.s); got != c.want {
-			t.Errorf("lastNFCBoundary(%+q) = %d, want %d", c.s, got, c.want)
+		if got := LastNFCBoundary(c.s); got != c.want {
+			t.Errorf("LastNFCBoundary(%+q) = %d, want %d", c.s, got, c.want)
+		}
+	}
+}
+
+// TestNextNFCBoundary: the first segment ends where the next rune starts
+// one NFC never joins to it; a run of more than 30 combining marks is one
+// segment (golang.org/x/text's NextBoundary cuts it at 30); without the
+// rest of the text, a segment that could still grow is undecided (-1).
+// Every position it gives splits the text into parts whose NFC forms add
+// up to the whole's.
+func TestNextNFCBoundary(t *testing.T) {
+	zalgo := "Z" + strings.Repeat("\u0301\u0316", 20)
+	cases := []struct {
+		s     string
+		atEOF bool
+		want  int
+	}{
+		{"", true, 0},
+		{"", false, -1},
+		{"ab", true, 1},
+		{"a", false, -1}, // a mark may follow
+		{" ", false, 1},  // a space takes none
+		{"e\u0301x", true, 3},
+		{"e\u0301", false, -1},
+		{"\u1100\u1161\u11a8k", true, 9}, // conjoining jamo compose into one syllable
+		{zalgo + " x", true, len(zalgo)},
+		{zalgo, false, -1},
+		{"\xff\xfe", true, 1},   // a byte that is no rune stands alone
+		{"\xe2\x82", false, -1}, // a rune not complete yet
+	}
+	for _, c := range cases {
+		if got := NextNFCBoundary([]byte(c.s), c.atEOF); got != c.want {
+			t.Errorf("NextNFCBoundary(%+q, %v) = %d, want %d", c.s, c.atEOF, got, c.want)
+		}
+	}
+	for _, s := range []string{zalgo + " and more" + zalgo + zalgo, "e\u0301\u0316 \u1100\u1161\u11a8 <\u0338 \u0f73\u0f81", "plain text"} {
+		b := []byte(s)
+		for f := 0; f < len(b); {
+			end := NextNFCBoundary(b[f:], true)
+			if end <= 0 {
+				t.Fatalf("NextNFCBoundary(%+q) = %d", b[f:], end)
+			}
+			if nfc(s[:f])+nfc(s[f:f+end])+nfc(s[f+end:]) != nfc(s) {
+				t.Errorf("%+q: cutting at %d and %d changes its NFC form", s, f, f+end)
+			}
+			f += end
 		}
 	}
 }

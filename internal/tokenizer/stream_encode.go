@@ -166,7 +166,7 @@ func (e *StreamEncoder) takeTail() {
 func (e *StreamEncoder) advanceSegment() {
 	e.takeTail()
 	if e.t.nfc {
-		if b := lastNFCBoundary(e.segRaw); b > 0 {
+		if b := LastNFCBoundary(e.segRaw); b > 0 {
 			e.segNorm += nfc(e.segRaw[:b])
 			e.segRaw = e.segRaw[b:]
 		}
