@@ -7,8 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -80,6 +84,29 @@ func ReadItems(r io.Reader, name string) ([]Item, error) {
 	return items, nil
 }
 
+// labelLike refuses a key of the item's object that no field takes but
+// that names a label, a category or a span (a misspelt "respnse_label"):
+// other keys are a dataset's own columns and are ignored, but a label
+// field ignored would leave its task unscored without a word.
+func labelLike(b []byte) error {
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(b, &keys) != nil {
+		return nil // the decoder says what is wrong
+	}
+	known := map[string]bool{}
+	t := reflect.TypeFor[rawItem]()
+	for i := range t.NumField() {
+		known[t.Field(i).Tag.Get("json")] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		lk := strings.ToLower(k)
+		if !known[k] && (strings.Contains(lk, "label") || strings.HasSuffix(lk, "_category") || strings.HasSuffix(lk, "_index")) {
+			return fmt.Errorf("unknown field %q: a label, category or span field misspelt? (eval reads prompt_label, response_label, label, prompt_category, response_category, category, unsafe_start_index, unsafe_end_index)", k)
+		}
+	}
+	return nil
+}
+
 // rawItem is an item as written.
 type rawItem struct {
 	ID               json.RawMessage     `json:"id"`
@@ -101,6 +128,15 @@ type rawItem struct {
 
 func parseItem(b []byte) (Item, error) {
 	var raw rawItem
+	// A key repeated, or spelt in another case ("Prompt"), would be read
+	// differently here (encoding/json takes the last, matches case
+	// loosely) and by the official evaluation's readers.
+	if err := jsonkeys.Check(b, &raw); err != nil {
+		return Item{}, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if err := labelLike(b); err != nil {
+		return Item{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil {
 		return Item{}, fmt.Errorf("invalid JSON: %v", err)

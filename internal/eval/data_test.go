@@ -102,3 +102,34 @@ func FuzzReadItems(f *testing.F) {
 		}
 	})
 }
+
+// encoding/json matches keys case-insensitively and keeps the last repeated
+// key: "Prompt" after "prompt" would be judged instead of the prompt that
+// Python and jq (the official evaluation's readers) see. Refused, as
+// moderate --jsonl refuses the same line.
+func TestReadItemsRefusesCaseVariantKeys(t *testing.T) {
+	for _, line := range []string{
+		`{"prompt": "what a nice day", "Prompt": "how do I build a bomb", "prompt_label": "Safe"}`,
+		`{"prompt": "x", "prompt_label": "Unsafe", "prompt_label": "Safe"}`,
+	} {
+		items, err := ReadItems(strings.NewReader(line+"\n"), "d.jsonl")
+		if err == nil {
+			t.Errorf("%s\n  accepted: judged %q as %s", line, lastUser(&items[0]), items[0].PromptLabel)
+		}
+	}
+}
+
+// A misspelt label field is refused: ignored, the response below would
+// never be scored (the report would have no response task at all). Other
+// unknown keys, a dataset's own columns, are ignored.
+func TestReadItemsRefusesMisspeltLabelField(t *testing.T) {
+	line := `{"prompt": "q", "response": "how to hurt someone", "prompt_label": "Safe", "respnse_label": "Unsafe"}`
+	items, err := ReadItems(strings.NewReader(line+"\n"), "d.jsonl")
+	if err == nil || !strings.Contains(err.Error(), `"respnse_label"`) {
+		t.Errorf("accepted (response label %q, the response not evaluated), or another error: %v", items[0].ResponseLabel, err)
+	}
+	ok := `{"prompt": "q", "prompt_label": "Safe", "source": "forum", "lang": "en"}`
+	if _, err := ReadItems(strings.NewReader(ok+"\n"), "d.jsonl"); err != nil {
+		t.Errorf("a dataset's own columns refused: %v", err)
+	}
+}

@@ -223,3 +223,23 @@ func TestLocateSpanMultibyte(t *testing.T) {
 		t.Error("absent passage located")
 	}
 }
+
+// An unsafe span given as token positions must lie within the response: one
+// outside it (indexes relative to the response, or from another template)
+// was binned as if real, e.g. "ahead" for a flag after the whole span.
+func TestSpanOutsideResponseRefused(t *testing.T) {
+	m := tinyGuard(t)
+	line := `{"prompt": "hello", "response": "some words of an answer", "response_label": "Unsafe", "unsafe_start_index": 5000, "unsafe_end_index": 5001}`
+	items, err := ReadItems(strings.NewReader(line+"\n"), "d.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	preds, err := Run(context.Background(), m, items, RunOptions{})
+	if err == nil {
+		r := preds[0].Response
+		t.Errorf("span [5000, 5001] accepted for a response at positions [%d, %d); bin %q",
+			r.ContentStart, r.ContentStart+r.Tokens, itemBin(&items[0], &preds[0], guard.Strict))
+	} else if !strings.Contains(err.Error(), "not within the response") {
+		t.Errorf("error %v, want the span refused", err)
+	}
+}

@@ -150,7 +150,9 @@ func scoreTask(task string, parts []goldPart, mode guard.Mode, categories []stri
 				}
 			}
 		}
-		if flagged && p.pred.Category != "" {
+		// A gold-unsafe item without a gold category can say neither
+		// whether the predicted category is right nor that it is wrong.
+		if flagged && p.pred.Category != "" && (!gold || p.category != "") {
 			catOf(p.pred.Category).Predicted++
 		}
 	}

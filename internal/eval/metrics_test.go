@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -189,5 +190,59 @@ func TestScoreEdgeCases(t *testing.T) {
 	}
 	if _, err := Score(items, nil, guard.Strict, nil, nil); err == nil {
 		t.Error("length mismatch accepted")
+	}
+}
+
+// A gold-unsafe item without a gold category cannot tell whether the
+// predicted category is right, so it is not in that category's "predicted"
+// column: counted there as a miss, a set with few or no gold categories
+// showed precision 0 for categories the model got right.
+func TestCategoryPrecisionIgnoresUncategorisedGold(t *testing.T) {
+	user := []tokenizer.Message{{Role: "user", Content: "q"}}
+	items := []Item{
+		{Line: 1, Messages: user, PromptLabel: Unsafe, PromptCategory: "Violent", UnsafeStart: -1, UnsafeEnd: -1},
+		{Line: 2, Messages: user, PromptLabel: Unsafe, UnsafeStart: -1, UnsafeEnd: -1}, // no gold category
+	}
+	preds := []Prediction{
+		{Prompt: Part{Level: Unsafe, Category: "Violent"}, SpanStart: -1, SpanEnd: -1},
+		{Prompt: Part{Level: Unsafe, Category: "Violent"}, SpanStart: -1, SpanEnd: -1},
+	}
+	rep, err := Score(items, preds, guard.Strict, config.QueryCategoryLabels, config.ResponseCategoryLabels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Prompt.Categories) != 1 {
+		t.Fatalf("categories %+v", rep.Prompt.Categories)
+	}
+	if c := rep.Prompt.Categories[0]; c.Precision != 1 || c.Predicted != 1 {
+		t.Errorf("Violent: predicted %d, precision %.4f; want 1 and 1 (the uncategorised item is neither right nor wrong)", c.Predicted, c.Precision)
+	}
+}
+
+// Part.Index counts judged response tokens from 0: with --debounce 1 a
+// response flagged at its first token has index 0, which the --json report
+// keeps (with omitempty, `.response.index` read as null for exactly the
+// earliest detections).
+func TestPerItemJSONKeepsFlagIndexZero(t *testing.T) {
+	items := []Item{{Line: 1, ResponseLabel: Unsafe, UnsafeStart: -1, UnsafeEnd: -1,
+		Messages: []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", Content: "a"}}}}
+	preds := []Prediction{{Prompt: Part{Level: Safe, Index: -1}, SpanStart: -1, SpanEnd: -1,
+		Response: &Part{Level: Unsafe, Category: "PII", Position: 22, Index: 0, Tokens: 5, ContentStart: 22}}}
+	rep, err := Score(items, preds, guard.Strict, nil, config.ResponseCategoryLabels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(rep.PerItem[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Response map[string]any `json:"response"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := got.Response["index"]; !ok || i != 0.0 {
+		t.Errorf("flagged response at index 0: \"index\" %v in the JSON report: %s", i, b)
 	}
 }

@@ -17,9 +17,10 @@ type Part struct {
 	// conversation: the prompt's <|im_end|>, or the response token that
 	// completed the flagging run (-1 when the response was not flagged).
 	Position int `json:"position"`
-	// Index counts judged response tokens from 0 (response only; -1 when
-	// not flagged).
-	Index int `json:"index,omitempty"`
+	// Index counts judged response tokens from 0: the flagging token's
+	// (-1 when not flagged, and for a prompt). Always written: 0 is the
+	// earliest detection.
+	Index int `json:"index"`
 	// Tokens is the number of judged response tokens and ContentStart the
 	// position of the first one (response only).
 	Tokens       int `json:"tokens,omitempty"`

@@ -158,7 +158,7 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, e
 	if q.prompt == nil {
 		return p, fmt.Errorf("no prompt verdict")
 	}
-	p.Prompt = Part{Level: verdictLevel(&q.prompt.Verdict), Position: q.prompt.Position}
+	p.Prompt = Part{Level: verdictLevel(&q.prompt.Verdict), Position: q.prompt.Position, Index: -1}
 	if p.Prompt.Level != Safe {
 		p.Prompt.Category = q.prompt.Category
 	}
@@ -184,6 +184,16 @@ func (q *queued) prediction(tok *tokenizer.Tokenizer, unsafe int) (Prediction, e
 		r.Level, r.Category, r.Index, r.Position = d.Level, d.Category, d.Index, q.judged[d.Index].Position
 	}
 	p.Response = r
+	if q.it.UnsafeStart >= 0 {
+		// Token positions in the rendered conversation: the response's
+		// first judged token to its closing "<|im_end|>\n". Positions
+		// counted from the response's start, or from another template,
+		// would be binned as if they were real.
+		first, last := r.ContentStart, r.ContentStart+len(q.judged)+1
+		if len(q.judged) == 0 || q.it.UnsafeStart < first || q.it.UnsafeEnd > last {
+			return p, fmt.Errorf("unsafe span [%d, %d] is not within the response, at token positions [%d, %d] of the rendered conversation", q.it.UnsafeStart, q.it.UnsafeEnd, first, last)
+		}
+	}
 	if q.it.UnsafeText != "" {
 		ids := make([]int, len(q.judged))
 		for i, t := range q.judged {

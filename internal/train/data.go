@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/streamguard/streamguard/internal/jsonkeys"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -64,6 +65,12 @@ func (r *ResponseLabel) PerToken() bool { return r.TokenRisk != nil }
 // ParseExample decodes and checks one data line. Unknown fields are errors:
 // a misspelt "respnse" would otherwise silently drop its labels.
 func ParseExample(line []byte) (*Example, error) {
+	// A key repeated, or spelt in another case ("Messages"), would be
+	// read differently here (encoding/json takes the last, matches case
+	// loosely) and by moderate --jsonl or any other reader of the file.
+	if err := jsonkeys.Check(line, &Example{}); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	var ex Example
@@ -171,6 +178,9 @@ func (ex *Example) check() error {
 func checkLabel(risk, category string) error {
 	if risk == "" {
 		return errors.New(`"risk" is missing`)
+	}
+	if risk != "Safe" && strings.EqualFold(risk, "Safe") {
+		return fmt.Errorf("risk %q: the levels are spelt as in the model's label maps (\"Safe\")", risk)
 	}
 	if risk != "Safe" && category == "" {
 		return fmt.Errorf("risk %q needs a category", risk)

@@ -86,6 +86,11 @@ func Fit(h *Head, p Path, train, val Data, o FitOptions) (*Head, []EpochStats, e
 		if len(val.Samples) > 0 {
 			ev := h.evaluate(w, val)
 			st.ValLoss, st.ValRiskAccuracy, st.ValCategoryAccuracy = ev.loss, ev.riskAcc, ev.catAcc
+			if math.IsNaN(ev.loss) || math.IsInf(ev.loss, 0) {
+				// Finite weights whose logits overflow: no epoch could
+				// be the best one.
+				return nil, stats, fmt.Errorf("%s: training diverged in epoch %d (validation loss %v); lower --lr", p, epoch, ev.loss)
+			}
 		}
 		st.Seconds = time.Since(start).Seconds()
 		improved := len(val.Samples) == 0 || st.ValLoss < bestLoss
@@ -102,6 +107,9 @@ func Fit(h *Head, p Path, train, val Data, o FitOptions) (*Head, []EpochStats, e
 		if o.Patience > 0 && bad >= o.Patience {
 			break
 		}
+	}
+	if best == nil {
+		return nil, stats, fmt.Errorf("%s: no epoch gave a validation loss to keep", p)
 	}
 	return best, stats, nil
 }

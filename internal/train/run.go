@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -309,10 +310,11 @@ func (o *Options) Check() error {
 	if o.Patience < 0 || o.Inner < 0 || o.Threads < 0 {
 		bad("patience, inner and threads must not be negative")
 	}
-	if !(o.LR > 0) || o.WeightDecay < 0 || o.LR*o.WeightDecay >= 1 {
+	// Written so that NaN fails each test.
+	if !(o.LR > 0) || math.IsInf(o.LR, 0) || !(o.WeightDecay >= 0) || !(o.LR*o.WeightDecay < 1) {
 		bad("the learning rate must be positive and the weight decay non-negative (lr×decay below 1)")
 	}
-	if o.ValFraction < 0 || o.ValFraction >= 1 {
+	if !(o.ValFraction >= 0 && o.ValFraction < 1) {
 		bad("the validation fraction must be in [0, 1)")
 	}
 	seen := map[string]bool{}
