@@ -288,10 +288,24 @@ func FuzzParse(f *testing.F) {
 	p8, _ := Preset("qwen3guard-stream-8b")
 	b8, _ := json.Marshal(p8)
 	f.Add(bytes.Replace(b8, []byte(`"max_position_embeddings":8192`), []byte(`"max_position_embeddings":1000000`), 1))
+	f.Add([]byte(`{"quantization_config":{"quant_method":"awq","bits":4,"meta":{"quantizer":["x"]},"sym":false},"dtype":"bfloat16"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {
 			return
+		}
+		// A rewrite (quantize, graft, train-heads) reads back as written:
+		// every key kept, none twice.
+		out, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		c2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("the rewritten config %s is refused: %v", out, err)
+		}
+		if out2, _ := json.Marshal(c2); !bytes.Equal(out, out2) {
+			t.Fatalf("rewriting changes the config:\n%s\n%s", out, out2)
 		}
 		_ = c.Validate(false)
 		_, _ = c.Labels()

@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -128,4 +129,36 @@ func TestMaxIDsBoundsNFC(t *testing.T) {
 	if n := MaxIDs("\u0390"); n > MaxIDsPerByte*len("\u0390") || n != 6 {
 		t.Errorf("MaxIDs(U+0390) is %d, want 6: NFD's worst ratio, three times its 2 bytes", n)
 	}
+}
+
+// FuzzNFCBoundaries: the segments NextNFCBoundary walks and the prefix
+// LastNFCBoundary keeps normalise separately to the whole's NFC form (the
+// proxy's aligner and the stream encoder rely on it), and an undecided
+// segment (-1) is only ever one that more bytes could extend.
+func FuzzNFCBoundaries(f *testing.F) {
+	for _, s := range []string{"plain", "e\u0301\u0316 x", "Z" + strings.Repeat("\u0301\u0316", 20) + " a", "\u1100\u1161\u11a8k", "<\u0338", "\xff\xfe\xe2\x82", "\u0f73\u0f81"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return // the tokenizer repairs bytes first; its NFC sees runes
+		}
+		b := []byte(s)
+		for at := 0; at < len(b); {
+			end := NextNFCBoundary(b[at:], true)
+			if end <= 0 || at+end > len(b) {
+				t.Fatalf("NextNFCBoundary(%+q, true) = %d", b[at:], end)
+			}
+			if nfc(s[:at])+nfc(s[at:at+end])+nfc(s[at+end:]) != nfc(s) {
+				t.Fatalf("%+q: cutting at %d and %d changes its NFC form", s, at, at+end)
+			}
+			if open := NextNFCBoundary(b[at:at+end], false); open != -1 && open != end {
+				t.Fatalf("%+q: segment %+q undecided without its end gives %d", s, b[at:at+end], open)
+			}
+			at += end
+		}
+		if i := LastNFCBoundary(s); nfc(s[:i])+nfc(s[i:]) != nfc(s) {
+			t.Fatalf("%+q: cutting at the last boundary %d changes its NFC form", s, i)
+		}
+	})
 }
