@@ -49,9 +49,13 @@
 // tokens (the last word; one long word whole), and FlushText or
 // EndResponse judges it. Held text counts toward the context: AppendText
 // refuses text whose held part would not fit if the text ended there
-// ([ErrContextLength], the stream unchanged), so FlushText and EndResponse
-// always find room for what was accepted; [Stream.HeldBytes] says how much
-// it holds. The context is the model's max_position_embeddings, or
+// ([ErrContextLength], the stream unchanged), so that FlushText finds room
+// for what was accepted (EndResponse needs room for the closing
+// <|im_end|> too). Near the bound the held text is counted as flushing it
+// would; a word longer than a kilobyte is counted again each time it grows
+// by a quarter, and estimated in between with a margin, so that a long word
+// streamed in small chunks costs linear work. [Stream.HeldBytes] says how
+// much a stream holds. The context is the model's max_position_embeddings, or
 // less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //
 // # Policy

@@ -250,3 +250,87 @@ func TestAcceptedHeldTextFlushes(t *testing.T) {
 		t.Fatalf("EndResponse: %v", err)
 	}
 }
+
+// TestHeldWordResplitAtBound: BPE is not local — " NONINFRINGEMENT" is one
+// id, " NONINFRINGEMENTh" six — so a short held word is counted again at
+// every write near the bound, not bounded from its last count. Counted
+// once and bounded by three ids a byte after, "h" was accepted and
+// FlushText then failed for good.
+func TestHeldWordResplitAtBound(t *testing.T) {
+	m, s := promptedStream(t)
+	ctx := context.Background()
+	if got := len(m.tok.EncodeText(" NONINFRINGEMENTh")); got != 6 {
+		t.Fatalf("premise: %d ids, want 6", got)
+	}
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendText(ctx, " NONINFRINGEMENT"); err != nil {
+		t.Fatal(err) // one id: fits
+	}
+	if _, err := s.AppendText(ctx, "h"); !errors.Is(err, ErrContextLength) {
+		t.Fatalf("AppendText(\"h\") = %v, want ErrContextLength (six ids, room for five)", err)
+	}
+	if _, err := s.FlushText(ctx); err != nil {
+		t.Fatalf("FlushText of what was accepted: %v", err)
+	}
+}
+
+// TestHeldTextAtTheBoundFlushes: held text that fits exactly is accepted
+// and FlushText judges it; EndResponse then needs room for the closing
+// <|im_end|> as well, and says so.
+func TestHeldTextAtTheBoundFlushes(t *testing.T) {
+	_, s := promptedStream(t)
+	ctx := context.Background()
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendText(ctx, " hello"); err != nil {
+		t.Fatal(err) // one id: fits
+	}
+	if _, err := s.EndResponse(ctx); !errors.Is(err, ErrContextLength) {
+		t.Fatalf("EndResponse at the bound: %v, want ErrContextLength (no room for <|im_end|>)", err)
+	}
+	tvs, err := s.FlushText(ctx)
+	if err != nil || len(tvs) != 1 {
+		t.Fatalf("FlushText: %d verdicts, %v; want the held word's one", len(tvs), err)
+	}
+}
+
+// TestRefusedAppendsDoNotRecount: at the bound, each refused append is
+// undone with the count of the text it restores, and a long word grown by
+// less than a quarter is estimated from its count: a client sending one
+// byte at a time does not cost a BPE of the held word per call (1.2 MB a
+// call for this 32 KiB word when it did).
+func TestRefusedAppendsDoNotRecount(t *testing.T) {
+	m, s := promptedStream(t)
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	word := strings.Repeat("a", 32<<10)
+	ids := len(m.tok.EncodeText(word))
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + ids); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueText(word); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 50
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range calls {
+		if err := s.QueueText("a"); !errors.Is(err, ErrContextLength) {
+			t.Fatalf("an append past the bound: %v, want ErrContextLength", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 16<<10 {
+		t.Fatalf("%d bytes allocated per refused one-byte append (the %d-byte held word re-encoded each time)", per, len(word))
+	}
+}

@@ -100,9 +100,11 @@ type Stream struct {
 	// limit is the most tokens the stream may hold (SetMaxTokens); 0
 	// means the model's max_position_embeddings.
 	limit int
-	// held is heldIDs' last count.
-	held heldCount
-	sv   saved // scratch of save and undo
+	// held is heldIDs' last count; encGen names the encoder's text (a
+	// write makes a new one, from gens; undo restores the name).
+	held         heldCount
+	encGen, gens int
+	sv           saved // scratch of save and undo
 	// earlier are the verdicts of the prompt's earlier user turns
 	// (Policy.EveryTurn) until its last turn's is read.
 	earlier []PromptVerdict
@@ -365,33 +367,54 @@ func (s *Stream) push(items []item) error {
 	return nil
 }
 
-// heldCount is the last exact count of the ids of the encoder's held text
-// (what flushing it would make): held bytes and ids, and the ids before
-// them, which change when ids are released and the held text is another.
-type heldCount struct{ before, bytes, ids int }
+// heldCount is an exact count of the ids of the encoder's held text (what
+// flushing it would make): the encoder's write gen then, the ids before
+// the held text, its bytes and its ids.
+type heldCount struct{ gen, before, bytes, ids int }
+
+// heldExact is the held text, in bytes, below which heldIDs counts it at
+// every write that needs a count; above, once each time it grows by a
+// quarter, so that a long word streamed in small chunks costs linear work.
+const heldExact = 1 << 10
+
+// heldSlack is what heldIDs adds for the end of a grown word: BPE is not
+// local (" NONINFRINGEMENT" is one id, " NONINFRINGEMENTh" six), so the
+// ids of a longer word are not its count's scaled alone.
+const heldSlack = 16
 
 // heldIDs returns the ids the encoder's held bytes (held, with before ids
-// ahead of them) make if the text ends now, or a bound on them that is
-// already within room. Counting is a BPE of the held text, which may be
-// one long word: it is done only when a bound does not settle it — the
-// fewest ids those bytes can make already over room, or the last count
-// plus MaxIDsPerByte ids for each byte since within it (a growing word's
-// ids change near its end).
+// ahead of them) make if the text ends now, or a bound on them that settles
+// the check against room: the fewest those bytes can make, already over
+// room, or the most, within it. Otherwise the held text is counted (a BPE
+// of what may be one long word), or, when it is the word last counted
+// grown by less than a quarter and longer than heldExact, its ids are the
+// count scaled to its length plus heldSlack.
 func (s *Stream) heldIDs(before, held, room int) int {
 	if least := s.m.tok.MinIDs(held); least > room {
 		return least
 	}
-	c := s.held
-	if c.before != before || c.bytes > held {
-		c = heldCount{}
+	if most := held * tokenizer.MaxIDsPerByte; most <= room {
+		return most
 	}
-	if ub := c.ids + (held-c.bytes)*tokenizer.MaxIDsPerByte; ub <= room {
-		return ub
+	c := s.held
+	if c.gen == s.encGen {
+		return c.ids
+	}
+	if held > heldExact && c.before == before && c.bytes > 0 && held >= c.bytes && held < c.bytes+c.bytes/4 {
+		return (c.ids*held+c.bytes-1)/c.bytes + heldSlack
 	}
 	var e tokenizer.StreamEncoder
 	s.enc.CopyTo(&e)
-	s.held = heldCount{before: before, bytes: held, ids: len(e.Flush())}
+	s.held = heldCount{gen: s.encGen, before: before, bytes: held, ids: len(e.Flush())}
 	return s.held.ids
+}
+
+// write writes text to the encoder; every write starts a new text for
+// heldIDs' count.
+func (s *Stream) write(text string) []int {
+	s.gens++
+	s.encGen = s.gens
+	return s.enc.Write(text)
 }
 
 func contextItems(ids []int, kind itemKind) []item {
@@ -422,21 +445,27 @@ type saved struct {
 	dec    tokenizer.StreamDecoder
 	phase  phase
 	queued int
+	encGen int
+	held   heldCount
 }
 
 func (s *Stream) save() {
 	s.enc.CopyTo(&s.sv.enc)
 	s.dec.CopyTo(&s.sv.dec)
 	s.sv.phase, s.sv.queued = s.phase, len(s.queue)
+	s.sv.encGen, s.sv.held = s.encGen, s.held
 }
 
 // undo restores what save saved when err is not nil, and returns err.
+// The count of the restored text comes back too, so that calls refused
+// at the bound do not count the held text again each time.
 func (s *Stream) undo(err error) error {
 	if err != nil {
 		s.sv.enc.CopyTo(s.enc)
 		s.sv.dec.CopyTo(s.dec)
 		s.phase = s.sv.phase
 		s.queue = s.queue[:s.sv.queued:s.sv.queued]
+		s.encGen, s.held = s.sv.encGen, s.sv.held
 	}
 	return err
 }
@@ -623,7 +652,7 @@ func (s *Stream) QueueText(text string) error {
 	if err := s.ensureResponse(); err != nil {
 		return s.undo(err)
 	}
-	return s.undo(s.push(s.assistantItems(s.enc.Write(text), itemResponse)))
+	return s.undo(s.push(s.assistantItems(s.write(text), itemResponse)))
 }
 
 // QueueFlushText queues the tokens QueueText held back.
@@ -659,7 +688,7 @@ func (s *Stream) QueueEndThinking() error {
 	// its first "\n\n" held until the answer's first text decides how it
 	// encodes.
 	s.save()
-	rest := s.enc.Write("\n")
+	rest := s.write("\n")
 	rest = append(rest, s.enc.Flush()...)
 	items := s.assistantItems(rest, itemResponse)
 	items = append(items, s.assistantItems([]int{tokenizer.ThinkEnd}, itemResponse)...)
@@ -667,7 +696,7 @@ func (s *Stream) QueueEndThinking() error {
 		return s.undo(err)
 	}
 	s.phase = phaseResponse
-	if ids := s.enc.Write("\n\n"); len(ids) > 0 {
+	if ids := s.write("\n\n"); len(ids) > 0 {
 		return s.undo(s.push(s.assistantItems(ids, itemResponse)))
 	}
 	return nil

@@ -363,7 +363,10 @@ func hostCheck(flag, addr string, cfg *server.Config) (bool, []string, error) {
 	// resolves to 127.0.1.1, "[::ffff:0.0.0.0]" for every address).
 	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
-		return false, nil, nil // net.Listen reports it
+		// net.Listen reports it, unless its own lookup succeeds (a
+		// transient failure): on, as where the server may listen is
+		// not known.
+		return true, nil, nil
 	}
 	if ta.IP == nil {
 		return true, nil, nil // ":8080": every address

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -85,26 +84,52 @@ func ReadItems(r io.Reader, name string) ([]Item, error) {
 }
 
 // labelLike refuses a key of the item's object that no field takes but
-// that names a label, a category or a span (a misspelt "respnse_label"):
-// other keys are a dataset's own columns and are ignored, but a label
-// field ignored would leave its task unscored without a word.
+// that is one of the label, category or span fields misspelt
+// ("respnse_label", "unsafe_txt": within two edits, one for a short name,
+// letter case aside): other keys are a dataset's own columns
+// ("prompt_label_source") and are ignored, but a label field ignored would
+// leave its task unscored without a word.
 func labelLike(b []byte) error {
 	var keys map[string]json.RawMessage
 	if json.Unmarshal(b, &keys) != nil {
 		return nil // the decoder says what is wrong
 	}
-	known := map[string]bool{}
-	t := reflect.TypeFor[rawItem]()
-	for i := range t.NumField() {
-		known[t.Field(i).Tag.Get("json")] = true
-	}
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		lk := strings.ToLower(k)
-		if !known[k] && (strings.Contains(lk, "label") || strings.HasSuffix(lk, "_category") || strings.HasSuffix(lk, "_index")) {
-			return fmt.Errorf("unknown field %q: a label, category or span field misspelt? (eval reads prompt_label, response_label, label, prompt_category, response_category, category, unsafe_start_index, unsafe_end_index)", k)
+		if slices.Contains(labelFields, k) {
+			continue
+		}
+		for _, f := range labelFields {
+			if d := editDistance(strings.ToLower(k), f); d <= 1 || d == 2 && len(f) > 8 {
+				return fmt.Errorf("unknown field %q: %q misspelt? (a dataset's own columns are ignored, but not one this close to a label field)", k, f)
+			}
 		}
 	}
 	return nil
+}
+
+// labelFields are the fields that carry labels, categories and spans.
+var labelFields = []string{"label", "prompt_label", "response_label", "category", "prompt_category",
+	"response_category", "unsafe_start_index", "unsafe_end_index", "unsafe_text"}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // rawItem is an item as written.

@@ -133,3 +133,33 @@ func TestReadItemsRefusesMisspeltLabelField(t *testing.T) {
 		t.Errorf("a dataset's own columns refused: %v", err)
 	}
 }
+
+// TestDatasetColumnsWithLabelInName: a dataset's own columns are ignored,
+// those whose names hold "label" too: an Aegis 2.0 line (prompt_label_source,
+// response_label_source), a WildGuardMix one (response_refusal_label). A
+// check for any key holding "label" refused them.
+func TestDatasetColumnsWithLabelInName(t *testing.T) {
+	for _, line := range []string{
+		`{"id":"a1","prompt":"hi","response":"hello","prompt_label":"Safe","response_label":"Safe","prompt_label_source":"human","response_label_source":"llm_jury","violated_categories":""}`,
+		`{"prompt":"hi","response":"hello","prompt_label":"Safe","response_label":"Safe","response_refusal_label":"compliance","subcategory":"benign"}`,
+		`{"prompt":"hi","prompt_label":"Safe","turn_index":3}`,
+	} {
+		if _, err := parseItem([]byte(line)); err != nil {
+			t.Errorf("%s: %v", line, err)
+		}
+	}
+}
+
+// TestMisspeltLabelFieldsRefused: a key within two edits of a label field
+// is refused: "response_lable" would leave the response unscored and
+// "unsafe_txt" the item out of the detection bins, without a word.
+func TestMisspeltLabelFieldsRefused(t *testing.T) {
+	for _, line := range []string{
+		`{"prompt":"hi","response":"hello","prompt_label":"Safe","response_lable":"Unsafe"}`,
+		`{"prompt":"hi","response":"hello","response_label":"Unsafe","response_category":"Violent","unsafe_txt":"hello"}`,
+	} {
+		if _, err := parseItem([]byte(line)); err == nil {
+			t.Errorf("%s: accepted, the misspelt field ignored", line)
+		}
+	}
+}

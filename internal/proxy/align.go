@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"sort"
+	"unicode/utf8"
 
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
@@ -27,6 +28,9 @@ type aligner struct {
 	runs  []alignRun
 	open  bool // the last run may still grow
 	stuck bool
+	// scanned is how much of the segment after a closed run was looked
+	// at without finding its end (NextNFCBoundary's resume point).
+	scanned int
 }
 
 func newAligner() *aligner {
@@ -50,13 +54,20 @@ func (a *aligner) sync(fed []byte, atEOF bool) {
 				return
 			}
 			// The texts differ: the NFC segment holding the difference
-			// starts at the last boundary of the run at the latest.
-			r.n = tokenizer.LastNFCBoundary(string(fed[r.fed : r.fed+r.n]))
-			a.open = false
+			// starts at the last boundary of the run at the latest, and
+			// at the start of the character the bytes began to differ in
+			// (U+2000 is U+2002 in NFC: two bytes of three agree).
+			n := r.n
+			for n > 0 && !utf8.RuneStart(fed[r.fed+n]) {
+				n--
+			}
+			r.n = tokenizer.LastNFCBoundary(string(fed[r.fed : r.fed+n]))
+			a.open, a.scanned = false, 0
 			continue
 		}
-		end := tokenizer.NextNFCBoundary(fed[f:], atEOF)
+		end, scanned := tokenizer.NextNFCBoundary(fed[f:], a.scanned, atEOF)
 		if end <= 0 {
+			a.scanned = scanned
 			return
 		}
 		want := []byte(tokenizer.NFC(string(fed[f : f+end])))

@@ -74,3 +74,26 @@ func TestAlignerZalgo(t *testing.T) {
 		t.Errorf("all judged tokens cover %d of %d fed bytes", got, len(fed))
 	}
 }
+
+// TestAlignerMidRuneDifference: U+2000 (EN QUAD, E2 80 80) is
+// U+2002 (E2 80 82) in NFC, so fed and decoded text agree on two bytes of
+// the rune before they differ: the segment starts at the rune's start (from
+// its last byte, the aligner stuck, and hold-back released nothing more of
+// the answer until it ended). Hindi's precomposed nukta letters too.
+func TestAlignerMidRuneDifference(t *testing.T) {
+	tok, err := tokenizer.LoadQwen3()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fed := range []string{"Hello\u2000world, and plenty of ordinary text.", "caf\u00e9\u2000x and more", "x\u2126y more", "\u092f\u0939 \u095e\u093f\u0932\u094d\u092e \u091c\u093c\u0930\u0942\u0930 \u0926\u0947\u0916\u094b, it is good"} {
+		a := newAligner()
+		a.addDecoded(tok.Decode(tok.EncodeText(fed), false))
+		a.sync([]byte(fed), true)
+		if a.stuck {
+			t.Errorf("%+q: aligner stuck on text whose tokens decode to its NFC form", fed)
+		}
+		if got := a.fedOffset(len(a.dec)); got != len(fed) {
+			t.Errorf("%+q: all judged tokens cover %d of %d fed bytes", fed, got, len(fed))
+		}
+	}
+}

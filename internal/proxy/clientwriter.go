@@ -23,10 +23,23 @@ func newClientWriter(w http.ResponseWriter, idle time.Duration) *clientWriter {
 	return &clientWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
 }
 
+// clientPiece is the most one write is given the idle allowance for: a
+// whole answer written at once goes in pieces, so that a client reading
+// slowly but steadily is not taken for one that stopped.
+const clientPiece = 32 << 10
+
 func (w *clientWriter) Write(b []byte) (int, error) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.idle))
 	defer w.rc.SetWriteDeadline(time.Time{})
-	return w.ResponseWriter.Write(b)
+	n := 0
+	for n < len(b) {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.idle))
+		m, err := w.ResponseWriter.Write(b[n:min(len(b), n+clientPiece)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // FlushError is what http.ResponseController.Flush calls.

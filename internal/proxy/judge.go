@@ -30,7 +30,8 @@ type judge struct {
 	ops    []feedOp
 	flush  bool
 	pushes int // pushes that queued something
-	// backlog is the text in ops: what waits for the guard's next call.
+	// backlog is what ops hold (their text and heldEventOverhead each):
+	// what waits for the guard's next call.
 	backlog int64
 
 	wake   chan struct{}
@@ -55,7 +56,9 @@ func (j *judge) push(ops []feedOp, flush bool, limit int64) bool {
 	}
 	var n int64
 	for _, op := range ops {
-		n += int64(len(op.text))
+		// Counted as held events are, with their overhead: an upstream
+		// of one-byte deltas queues one op each.
+		n += int64(len(op.text)) + heldEventOverhead
 	}
 	j.mu.Lock()
 	if j.backlog+n > limit {

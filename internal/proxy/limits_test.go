@@ -152,3 +152,19 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// TestPassThroughBacklogCountsOps: pass-through's text waiting for the
+// guard is bounded as held events are, each op counted with
+// heldEventOverhead: counting text bytes alone, an upstream of one-character
+// events queued one feedOp (and its string) per byte, ~40x the memory.
+func TestPassThroughBacklogCountsOps(t *testing.T) {
+	j := &judge{wake: make(chan struct{}, 1)} // no run goroutine: the guard is busy
+	const limit = 64 << 10
+	accepted := 0
+	for accepted < 1<<20 && j.push([]feedOp{{text: "a"}}, false, limit) {
+		accepted++
+	}
+	if max := limit / heldEventOverhead; accepted > max {
+		t.Fatalf("%d one-byte pushes queued under a %d-byte bound (held events: at most %d)", accepted, limit, max)
+	}
+}

@@ -58,13 +58,17 @@ func LastNFCBoundary(s string) int {
 // a boundary), len(b) if b is one segment and atEOF, or -1 if more bytes
 // could still extend the segment. Unlike golang.org/x/text's
 // NextBoundary, a run of more than 30 non-starters is one segment: the
-// tokenizer normalises without the stream-safe limit.
-func NextNFCBoundary(b []byte, atEOF bool) int {
+// tokenizer normalises without the stream-safe limit. from is where to
+// look from (0, or the scanned of an earlier call over a prefix of b:
+// the segment then had no boundary before it); scanned is how far b was
+// looked at, for the next call once b has grown, so that a long segment
+// arriving in small pieces is looked at once.
+func NextNFCBoundary(b []byte, from int, atEOF bool) (end, scanned int) {
 	if len(b) == 0 {
 		if atEOF {
-			return 0
+			return 0, 0
 		}
-		return -1
+		return -1, 0
 	}
 	// size is the size of the rune at b[i:], 0 for one cut off at the end
 	// of b (more bytes may complete it), 1 for a byte that is no rune.
@@ -77,26 +81,31 @@ func NextNFCBoundary(b []byte, atEOF bool) int {
 	}
 	n := size(0)
 	if n == 0 {
-		return -1
+		return -1, 0
 	}
 	last := norm.NFC.Properties(b[:n])
 	if last.Size() != n {
-		return n // a byte that is no rune: a segment of its own
+		return n, n // a byte that is no rune: a segment of its own
 	}
-	for i := n; i < len(b); i += n {
+	i := n
+	if from > n {
+		_, w := utf8.DecodeLastRune(b[:from])
+		i, last = from, norm.NFC.Properties(b[from-w:from])
+	}
+	for ; i < len(b); i += n {
 		if n = size(i); n == 0 {
-			return -1
+			return -1, i
 		}
 		p := norm.NFC.Properties(b[i : i+n])
 		if p.Size() != n || p.BoundaryBefore() {
-			return i
+			return i, i
 		}
 		last = p
 	}
 	if !atEOF && !last.BoundaryAfter() {
-		return -1
+		return -1, len(b)
 	}
-	return len(b)
+	return len(b), len(b)
 }
 
 // nfcExact is canonical decomposition, canonical ordering and canonical

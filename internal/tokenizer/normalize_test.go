@@ -89,14 +89,14 @@ func TestNextNFCBoundary(t *testing.T) {
 		{"\xe2\x82", false, -1}, // a rune not complete yet
 	}
 	for _, c := range cases {
-		if got := NextNFCBoundary([]byte(c.s), c.atEOF); got != c.want {
+		if got, _ := NextNFCBoundary([]byte(c.s), 0, c.atEOF); got != c.want {
 			t.Errorf("NextNFCBoundary(%+q, %v) = %d, want %d", c.s, c.atEOF, got, c.want)
 		}
 	}
 	for _, s := range []string{zalgo + " and more" + zalgo + zalgo, "e\u0301\u0316 \u1100\u1161\u11a8 <\u0338 \u0f73\u0f81", "plain text"} {
 		b := []byte(s)
 		for f := 0; f < len(b); {
-			end := NextNFCBoundary(b[f:], true)
+			end, _ := NextNFCBoundary(b[f:], 0, true)
 			if end <= 0 {
 				t.Fatalf("NextNFCBoundary(%+q) = %d", b[f:], end)
 			}
@@ -133,8 +133,9 @@ func TestMaxIDsBoundsNFC(t *testing.T) {
 
 // FuzzNFCBoundaries: the segments NextNFCBoundary walks and the prefix
 // LastNFCBoundary keeps normalise separately to the whole's NFC form (the
-// proxy's aligner and the stream encoder rely on it), and an undecided
-// segment (-1) is only ever one that more bytes could extend.
+// proxy's aligner and the stream encoder rely on it), an undecided segment
+// (-1) is only ever one that more bytes could extend, and resuming a scan
+// as bytes arrive answers as a scan from the start.
 func FuzzNFCBoundaries(f *testing.F) {
 	for _, s := range []string{"plain", "e\u0301\u0316 x", "Z" + strings.Repeat("\u0301\u0316", 20) + " a", "\u1100\u1161\u11a8k", "<\u0338", "\xff\xfe\xe2\x82", "\u0f73\u0f81"} {
 		f.Add(s)
@@ -145,15 +146,28 @@ func FuzzNFCBoundaries(f *testing.F) {
 		}
 		b := []byte(s)
 		for at := 0; at < len(b); {
-			end := NextNFCBoundary(b[at:], true)
+			end, _ := NextNFCBoundary(b[at:], 0, true)
 			if end <= 0 || at+end > len(b) {
 				t.Fatalf("NextNFCBoundary(%+q, true) = %d", b[at:], end)
 			}
 			if nfc(s[:at])+nfc(s[at:at+end])+nfc(s[at+end:]) != nfc(s) {
 				t.Fatalf("%+q: cutting at %d and %d changes its NFC form", s, at, at+end)
 			}
-			if open := NextNFCBoundary(b[at:at+end], false); open != -1 && open != end {
+			if open, _ := NextNFCBoundary(b[at:at+end], 0, false); open != -1 && open != end {
 				t.Fatalf("%+q: segment %+q undecided without its end gives %d", s, b[at:at+end], open)
+			}
+			// Looked at as it arrives, a byte at a time, resuming where
+			// the last call stopped: the same answer at every length.
+			rest, scanned := b[at:], 0
+			for k := 1; k <= len(rest); k++ {
+				var got int
+				got, scanned = NextNFCBoundary(rest[:k], scanned, false)
+				if want, _ := NextNFCBoundary(rest[:k], 0, false); got != want {
+					t.Fatalf("%+q: resumed at %d over %d bytes gives %d, from the start %d", rest, scanned, k, got, want)
+				}
+				if got != -1 {
+					break
+				}
 			}
 			at += end
 		}
