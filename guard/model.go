@@ -358,6 +358,10 @@ func init() {
 			w, _ := m.(*Model).closer.(*qwen3.Weights)
 			return w
 		},
+		HeldOverrun: func(err error) bool {
+			var h *heldOverrun
+			return errors.As(err, &h)
+		},
 	})
 }
 

@@ -20,7 +20,9 @@ type StepOptions struct {
 // StepResult is what one Step produced for one stream.
 type StepResult struct {
 	Stream *Stream
-	// Prompt is set when the step reached the end of a user turn.
+	// Prompt is set when the step reached the end of a user turn; a step
+	// stops before a second one, so that each prompt verdict comes in a
+	// result of its own, whatever MaxTokens is.
 	Prompt *PromptVerdict
 	// Tokens are the verdicts on the response tokens judged in this step.
 	// The scaffold the stream feeds around them (the assistant header, an
@@ -91,6 +93,15 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 		n := len(s.queue)
 		if opts.MaxTokens > 0 {
 			n = min(n, opts.MaxTokens)
+		}
+		// A step takes a stream's queue up to its second user turn's end,
+		// not including it: a result has one Prompt, and a second turn's
+		// verdict would replace the first's in a larger step than in
+		// smaller ones.
+		if k := slices.IndexFunc(s.queue[:n], isPromptEnd); k >= 0 {
+			if k2 := slices.IndexFunc(s.queue[k+1:n], isPromptEnd); k2 >= 0 {
+				n = k + 1 + k2
+			}
 		}
 		taken[i] = s.queue[:n:n]
 		s.inStep = true
@@ -425,3 +436,5 @@ func (s *Stream) runAfter(ctx context.Context, queue func() error) ([]TokenVerdi
 	r, err := s.run(ctx)
 	return r.Tokens, err
 }
+
+func isPromptEnd(it item) bool { return it.kind == itemPromptEnd }

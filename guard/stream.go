@@ -360,12 +360,21 @@ func (s *Stream) push(items []item) error {
 	// refused, so that FlushText and EndResponse always find room.
 	if held := s.enc.Held(); held > 0 {
 		if ids := s.heldIDs(n, held, max-n); n+ids > max {
-			return fmt.Errorf("%w: the stream holds %d bytes of text not yet tokenized (one word that may still grow), %d tokens, beside %d; %s is %d", ErrContextLength, held, ids, n, what, max)
+			return &heldOverrun{fmt.Sprintf("%v: the stream holds %d bytes of text not yet tokenized (one word that may still grow), %d tokens, beside %d; %s is %d", ErrContextLength, held, ids, n, what, max)}
 		}
 	}
 	s.queue = append(s.queue, items...)
 	return nil
 }
+
+// heldOverrun is the ErrContextLength of text that the stream would only
+// hold back (a word still growing) and that would not fit: refused like
+// any, but no text was lost to the guard's judging — what a stream took is
+// whole, so a server may keep it (guardhook.HeldOverrun).
+type heldOverrun struct{ msg string }
+
+func (e *heldOverrun) Error() string { return e.msg }
+func (e *heldOverrun) Unwrap() error { return ErrContextLength }
 
 // heldCount is an exact count of the ids of the encoder's held text (what
 // flushing it would make): the encoder's write gen then, the ids before

@@ -28,6 +28,9 @@ type Hooks struct {
 	// Weights are the mapped files behind a *guard.Model (nil for a
 	// network held in memory).
 	Weights func(m any) *qwen3.Weights
+	// HeldOverrun reports a guard.ErrContextLength for text the stream
+	// would only have held back.
+	HeldOverrun func(err error) bool
 }
 
 var hooks Hooks
@@ -63,6 +66,13 @@ func LoadForUpload[M any](ctx context.Context, dir string, opts any) (M, error) 
 	}
 	return v.(M), nil
 }
+
+// HeldOverrun reports whether err is a guard.ErrContextLength for text a
+// stream would only have held back (a word still growing) that would not
+// fit: the stream took none of it, and lost nothing it had judged, so a
+// server can keep it (where text that would have been tokenized and
+// judged leaves a hole in what was said).
+func HeldOverrun(err error) bool { return hooks.HeldOverrun(err) }
 
 // Tokenizer is the tokenizer of m, a *guard.Model.
 func Tokenizer(m any) *tokenizer.Tokenizer { return hooks.Tokenizer(m) }

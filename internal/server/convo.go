@@ -342,7 +342,9 @@ func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
 // response cannot go on without it: text after it would be judged as if
 // it had not been said.
 func (c *convo) endOnOverrun(err error) error {
-	if !errors.Is(err, guard.ErrContextLength) || c.closed {
+	// Text the stream would only have held back (a word still growing)
+	// leaves no hole: refused with the stream intact.
+	if !errors.Is(err, guard.ErrContextLength) || guardhook.HeldOverrun(err) || c.closed {
 		return err
 	}
 	c.end(streamEnded{err})
