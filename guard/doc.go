@@ -52,10 +52,11 @@
 // ([ErrContextLength], the stream unchanged), so that FlushText finds room
 // for what was accepted (EndResponse needs room for the closing
 // <|im_end|> too). Near the bound the held text is counted as flushing it
-// would; a word longer than a kilobyte is counted again each time it grows
-// by a quarter, and estimated in between with a margin, so that a long word
-// streamed in small chunks costs linear work. [Stream.HeldBytes] says how
-// much a stream holds. The context is the model's max_position_embeddings, or
+// would; a word that grew since its last count is bounded from it (three
+// ids a byte of what was added, with a margin for the word's end re-split)
+// and counted again only when that bound no longer fits, so that a long
+// word streamed in small chunks is not counted at every chunk.
+// [Stream.HeldBytes] says how much a stream holds. The context is the model's max_position_embeddings, or
 // less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //
 // # Policy

@@ -303,34 +303,30 @@ func TestHeldTextAtTheBoundFlushes(t *testing.T) {
 	}
 }
 
-// TestRefusedAppendsDoNotRecount: at the bound, each refused append is
-// undone with the count of the text it restores, and a long word grown by
-// less than a quarter is estimated from its count: a client sending one
-// byte at a time does not cost a BPE of the held word per call (1.2 MB a
-// call for this 32 KiB word when it did).
-func TestRefusedAppendsDoNotRecount(t *testing.T) {
+// TestHeldWordRateChangeFlushes: a long held word whose end tokenizes at
+// fewer bytes per id than its start (10 bytes an id, then 1: both runs of
+// letters, one pre-token) is bounded from its last count at three ids a
+// new byte, not scaled from it: scaled, it was accepted though flushing it
+// made far more ids than the room left, and FlushText failed on text
+// AppendText had accepted.
+func TestHeldWordRateChangeFlushes(t *testing.T) {
 	m, s := promptedStream(t)
 	if err := s.StartResponse(false); err != nil {
 		t.Fatal(err)
 	}
-	word := strings.Repeat("a", 32<<10)
-	ids := len(m.tok.EncodeText(word))
-	if err := s.SetMaxTokens(s.Len() + s.Pending() + ids); err != nil {
+	head := strings.Repeat("internationalization", 55) // 1100 bytes, ~110 ids
+	tail := strings.Repeat("xQ", 137)                  // 274 bytes, ~274 ids
+	const room = 200
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + room); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.QueueText(word); err != nil {
-		t.Fatal(err)
+	if err := s.QueueText(head); err != nil {
+		t.Fatalf("head (%d ids) refused: %v", len(m.tok.EncodeText(head)), err)
 	}
-	const calls = 50
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range calls {
-		if err := s.QueueText("a"); !errors.Is(err, ErrContextLength) {
-			t.Fatalf("an append past the bound: %v, want ErrContextLength", err)
+	if err := s.QueueText(tail); err == nil {
+		whole := len(m.tok.EncodeText(head + tail))
+		if err := s.QueueFlushText(); err != nil {
+			t.Fatalf("held word of %d ids accepted with room for %d; QueueFlushText: %v", whole, room, err)
 		}
-	}
-	runtime.ReadMemStats(&after)
-	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 16<<10 {
-		t.Fatalf("%d bytes allocated per refused one-byte append (the %d-byte held word re-encoded each time)", per, len(word))
 	}
 }

@@ -381,23 +381,20 @@ func (e *heldOverrun) Unwrap() error { return ErrContextLength }
 // the held text, its bytes and its ids.
 type heldCount struct{ gen, before, bytes, ids int }
 
-// heldExact is the held text, in bytes, below which heldIDs counts it at
-// every write that needs a count; above, once each time it grows by a
-// quarter, so that a long word streamed in small chunks costs linear work.
-const heldExact = 1 << 10
-
-// heldSlack is what heldIDs adds for the end of a grown word: BPE is not
-// local (" NONINFRINGEMENT" is one id, " NONINFRINGEMENTh" six), so the
-// ids of a longer word are not its count's scaled alone.
+// heldSlack is what heldIDs adds to the bound on a grown word for its
+// earlier part: BPE is not local (" NONINFRINGEMENT" is one id,
+// " NONINFRINGEMENTh" six), so new bytes can re-split the word's end.
 const heldSlack = 16
 
 // heldIDs returns the ids the encoder's held bytes (held, with before ids
 // ahead of them) make if the text ends now, or a bound on them that settles
 // the check against room: the fewest those bytes can make, already over
-// room, or the most, within it. Otherwise the held text is counted (a BPE
-// of what may be one long word), or, when it is the word last counted
-// grown by less than a quarter and longer than heldExact, its ids are the
-// count scaled to its length plus heldSlack.
+// room; the most, within it; or, for the word last counted grown since,
+// its count plus the most ids the new bytes make plus heldSlack, within
+// it. Otherwise the held text is counted, a BPE of what may be one long
+// word: only near the bound (within a few ids a byte of what was added
+// since the last count), so that a long word streamed in small chunks far
+// from it is not counted at every chunk.
 func (s *Stream) heldIDs(before, held, room int) int {
 	if least := s.m.tok.MinIDs(held); least > room {
 		return least
@@ -409,8 +406,10 @@ func (s *Stream) heldIDs(before, held, room int) int {
 	if c.gen == s.encGen {
 		return c.ids
 	}
-	if held > heldExact && c.before == before && c.bytes > 0 && held >= c.bytes && held < c.bytes+c.bytes/4 {
-		return (c.ids*held+c.bytes-1)/c.bytes + heldSlack
+	if c.bytes > 0 && c.before == before && held >= c.bytes {
+		if most := c.ids + (held-c.bytes)*tokenizer.MaxIDsPerByte + heldSlack; most <= room {
+			return most
+		}
 	}
 	var e tokenizer.StreamEncoder
 	s.enc.CopyTo(&e)

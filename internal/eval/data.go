@@ -99,6 +99,9 @@ func labelLike(b []byte) error {
 			continue
 		}
 		for _, f := range labelFields {
+			if len(k) > len(f)+2 || len(f) > len(k)+2 {
+				continue // more than two edits apart (and a key may be long)
+			}
 			if d := editDistance(strings.ToLower(k), f); d <= 1 || d == 2 && len(f) > 8 {
 				return fmt.Errorf("unknown field %q: %q misspelt? (a dataset's own columns are ignored, but not one this close to a label field)", k, f)
 			}
@@ -111,10 +114,12 @@ func labelLike(b []byte) error {
 var labelFields = []string{"label", "prompt_label", "response_label", "category", "prompt_category",
 	"response_category", "unsafe_start_index", "unsafe_end_index", "unsafe_text"}
 
-// editDistance is the Levenshtein distance between a and b, in bytes.
+// editDistance is the optimal-string-alignment distance between a and b,
+// in bytes: Levenshtein's, with a swap of two adjacent letters one edit
+// ("catgeory"), the commonest slip. It takes time len(a)·len(b): callers
+// compare names of similar lengths.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j
 	}
@@ -126,8 +131,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }

@@ -341,3 +341,36 @@ func TestOverLongIDsRefusedWhole(t *testing.T) {
 		t.Fatalf("ids that fit after the refusal: status %d, %d verdicts, position %d", code, len(r.Tokens), r.State.Position)
 	}
 }
+
+// TestAcceptedHeldWordFlushes: appends of one long word that the server
+// accepted (200, "allowed") are judgeable: here the word's end tokenizes
+// at a byte an id where its start took ten; a guard estimate scaled from
+// its start accepted it, and the flush then failed (400
+// context_length_exceeded, stream_ended), the accepted text never judged.
+func TestAcceptedHeldWordFlushes(t *testing.T) {
+	const limit = 512
+	h := newHarness(t, Options{MaxStreamTokens: limit})
+	var created streamResponse
+	if code, _ := h.do("POST", "/v1/streams", "", map[string]any{"prompt": testPrompt}, &created); code != http.StatusCreated {
+		t.Fatal(code)
+	}
+	tok := guardhook.Tokenizer(h.srv.model)
+	head := strings.Repeat("internationalization", 80) // 1600 bytes, 160 ids
+	tail := strings.Repeat("xQ", 199)                  // 398 bytes, 398 ids
+	room := limit - created.State.Position
+	whole := len(tok.EncodeText(head + tail))
+	if whole < room-8 {
+		t.Fatalf("premise: %d ids fit the %d left", whole, room)
+	}
+	var e errBody
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"text": head}, &e); code != http.StatusOK {
+		t.Fatalf("head: %d %+v", code, e.Error)
+	}
+	if code, _ := h.do("POST", "/v1/streams/"+created.ID+"/append", "", map[string]any{"text": tail}, &e); code != http.StatusOK {
+		return // refused with the stream intact: what the bound is for
+	}
+	code, _ := h.do("POST", "/v1/streams/"+created.ID+"/flush", "", map[string]any{}, &e)
+	if code != http.StatusOK {
+		t.Fatalf("flush of a word the stream accepted (%d ids, %d left): status %d %+v", whole, room, code, e.Error)
+	}
+}

@@ -318,7 +318,6 @@ func (sc *Scheduler) step(batch []*job, chunk int) {
 	now := time.Now()
 	for i, j := range batch {
 		streams[i] = j.s
-		stats.Tokens += min(j.s.Pending(), chunk)
 		if !j.started {
 			j.started = true
 			stats.QueueWaits = append(stats.QueueWaits, now.Sub(j.submitted))
@@ -328,6 +327,11 @@ func (sc *Scheduler) step(batch []*job, chunk int) {
 	// handle, so the forward itself is not cancelled.
 	results, err := sc.m.Step(context.Background(), streams, guard.StepOptions{MaxTokens: chunk})
 	stats.Duration = time.Since(now)
+	// What the step fed, which can be less than chunk of what was queued
+	// (a step stops before a second user turn's end).
+	for _, r := range results {
+		stats.Tokens += r.Fed
+	}
 	// Report the step before answering its streams, so that whoever has
 	// an answer also finds the step in the metrics.
 	if sc.onStep != nil {

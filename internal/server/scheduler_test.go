@@ -274,3 +274,36 @@ func TestGatherWaitsForCohort(t *testing.T) {
 		t.Fatalf("step sizes %v, want [2 2]", sizes)
 	}
 }
+
+// TestStepTokensCountsWhatWasFed: StepStats.Tokens
+// (streamguard_batch_tokens) is what the steps fed: a stream holding two
+// user turns (a resume replays every prompt) stops a step before the second
+// turn's end, where min(Pending, chunk) counted tokens no step fed.
+func TestStepTokensCountsWhatWasFed(t *testing.T) {
+	m := testModel(t)
+	var mu sync.Mutex
+	stepped := 0
+	sc := NewScheduler(m, SchedulerOptions{}, func(st StepStats) {
+		mu.Lock()
+		stepped += st.Tokens
+		mu.Unlock()
+	})
+	defer sc.Close()
+	s := m.NewStream()
+	defer s.Close()
+	for _, p := range []string{"hi", "and then?"} {
+		if err := s.QueuePrompt([]guard.Message{{Role: "user", Content: p}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := s.Pending()
+	res, err := sc.Submit(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if res.Fed != want || stepped != want {
+		t.Fatalf("%d tokens fed (%d queued); the steps reported %d", res.Fed, want, stepped)
+	}
+}
