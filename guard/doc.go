@@ -53,9 +53,12 @@
 // for what was accepted (EndResponse needs room for the closing
 // <|im_end|> too). Near the bound the held text is counted as flushing it
 // would; a word that grew since its last count is bounded from it (three
-// ids a byte of what was added, with a margin for the word's end re-split)
-// and counted again only when that bound no longer fits, so that a long
-// word streamed in small chunks is not counted at every chunk.
+// ids a byte of what was written since, with a margin for the word's end
+// re-split) and counted again only when that bound no longer fits, so that
+// a long word streamed in small chunks is not counted at every chunk; at
+// the bound, a word over a kilobyte gives up its last few ids of room (up
+// to 32) rather than be counted at every append, and so does a text base
+// an append to which was already counted and refused.
 // [Stream.HeldBytes] says how much a stream holds. The context is the model's max_position_embeddings, or
 // less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //

@@ -330,3 +330,135 @@ func TestHeldWordRateChangeFlushes(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldWordNFCShrinkFlushes: the held-text bound counts the raw bytes
+// written since the last count, not HeldBytes' growth: text the encoder
+// holds unlooked-at (the tail of a word over 256 bytes) counts raw until it
+// is NFC-normalised (Hangul jamo L+V+T: 9 bytes to 3), so 60 bytes of new
+// text once looked like none, were accepted, and FlushText then failed.
+func TestHeldWordNFCShrinkFlushes(t *testing.T) {
+	m, s := promptedStream(t)
+	ctx := context.Background()
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	word := strings.Repeat("internationalization", 20) // 400 bytes: one held word, looked at again at 500
+	jamo := "\u1100\u1161\u11a8"                       // 9 bytes, NFC 각 (3 bytes)
+	tail := strings.Repeat("xQ", 30)                   // 60 bytes, about an id a byte
+	fits := len(m.tok.EncodeText(word + strings.Repeat(jamo, 10)))
+	room := fits + 20
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendText(ctx, word); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := s.AppendText(ctx, jamo); err != nil {
+			t.Fatalf("jamo (%d ids with room for %d): %v", fits, room, err)
+		}
+	}
+	whole := len(m.tok.EncodeText(word + strings.Repeat(jamo, 10) + tail))
+	if _, err := s.AppendText(ctx, tail); err != nil {
+		return // refused: sound
+	}
+	if _, err := s.FlushText(ctx); err != nil {
+		t.Fatalf("AppendText accepted a held word of %d ids with room for %d; FlushText: %v", whole, room, err)
+	}
+}
+
+// TestEndThinkingHeldAnswerStartFlushes: EndThinking leaves the answer's
+// "\n\n" held (one id to come) and checks it against the bound as all held
+// text: when the reasoning, "\n" and </think> filled the stream exactly,
+// EndThinking succeeded and FlushText then failed.
+func TestEndThinkingHeldAnswerStartFlushes(t *testing.T) {
+	m, s := promptedStream(t)
+	ctx := context.Background()
+	if err := s.StartResponse(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendText(ctx, "Let me think"); err != nil {
+		t.Fatal(err)
+	}
+	// What EndThinking queues: the held "think" with "\n", then </think>.
+	end := len(m.tok.EncodeText(" think\n")) + 1
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + end); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EndThinking(ctx); err != nil {
+		return // refused: sound
+	}
+	if s.HeldBytes() == 0 {
+		t.Fatal("premise: the answer's \"\\n\\n\" is held")
+	}
+	if _, err := s.FlushText(ctx); err != nil {
+		t.Fatalf("EndThinking accepted (%d bytes held, the stream full); FlushText: %v", s.HeldBytes(), err)
+	}
+}
+
+// TestRefusedHeldAppendsDoNotRecount: at the bound, a refused append to a
+// long held word does not count the whole word again (a BPE of 32 KiB, 1.2
+// MB allocated, a call when it did): the server keeps a stream refused for
+// held text, so a client could repeat a one-byte append for ever, each
+// costing a BPE of up to max_stream_tokens × ~26 bytes of held word.
+func TestRefusedHeldAppendsDoNotRecount(t *testing.T) {
+	m, s := promptedStream(t)
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	word := strings.Repeat("a", 32<<10)
+	ids := len(m.tok.EncodeText(word))
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + ids); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueText(word); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 50
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range calls {
+		if err := s.QueueText("a"); !errors.Is(err, ErrContextLength) {
+			t.Fatalf("an append past the bound: %v, want ErrContextLength", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 16<<10 {
+		t.Fatalf("%d bytes allocated per refused one-byte append (the %d-byte held word re-encoded each time)", per, len(word))
+	}
+}
+
+// TestNearBoundHeldAppendsDoNotRecount: near the bound, one-byte appends to
+// a long held word are not each counted (a run of letters at 26 bytes an id
+// stays within a margin of the bound for ~500 appends: at the tiny model's
+// 8,192 positions, 416 appends of one byte to a 212 KB word once cost 415
+// BPEs, 50 s of CPU here); the last ids of room are given up instead.
+func TestNearBoundHeldAppendsDoNotRecount(t *testing.T) {
+	m, s := promptedStream(t)
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	unit := "abcdefghijklmnopqrstuvwxyz" // 26 bytes an id, repeated
+	word := strings.Repeat(unit, 1<<10)
+	ids := len(m.tok.EncodeText(word))
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + ids + 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueText(word); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 52
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range calls {
+		// Accepted (two ids more at most, room for ten) or refused
+		// within the margin: either, but not at a BPE of the word each.
+		if err := s.QueueText(unit[i%26 : i%26+1]); err != nil && !errors.Is(err, ErrContextLength) {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 16<<10 {
+		t.Fatalf("%d bytes allocated per one-byte append near the bound (the %d-byte held word re-encoded each time)", per, len(word))
+	}
+}

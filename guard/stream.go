@@ -101,10 +101,13 @@ type Stream struct {
 	// means the model's max_position_embeddings.
 	limit int
 	// held is heldIDs' last count; encGen names the encoder's text (a
-	// write makes a new one, from gens; undo restores the name).
-	held         heldCount
-	encGen, gens int
-	sv           saved // scratch of save and undo
+	// write makes a new one, from gens; undo restores the name), written
+	// counts the raw bytes written to it; refused is the last count that
+	// did not fit (undo keeps it).
+	held                  heldCount
+	encGen, gens, written int
+	refused               heldRefused
+	sv                    saved // scratch of save and undo
 	// earlier are the verdicts of the prompt's earlier user turns
 	// (Policy.EveryTurn) until its last turn's is read.
 	earlier []PromptVerdict
@@ -377,24 +380,36 @@ func (e *heldOverrun) Error() string { return e.msg }
 func (e *heldOverrun) Unwrap() error { return ErrContextLength }
 
 // heldCount is an exact count of the ids of the encoder's held text (what
-// flushing it would make): the encoder's write gen then, the ids before
-// the held text, its bytes and its ids.
-type heldCount struct{ gen, before, bytes, ids int }
+// flushing it would make): the encoder's write gen then, the ids before the
+// held text, the raw bytes written to the encoder so far, and the ids.
+type heldCount struct{ gen, before, written, ids int }
+
+// heldRefused is an exact count that did not fit: of the text written on
+// the encoder's text base (its gen before the refused write) up to written
+// raw bytes.
+type heldRefused struct{ base, written int }
 
 // heldSlack is what heldIDs adds to the bound on a grown word for its
 // earlier part: BPE is not local (" NONINFRINGEMENT" is one id,
 // " NONINFRINGEMENTh" six), so new bytes can re-split the word's end.
 const heldSlack = 16
 
+// heldExact is the held text, in bytes, above which a word whose last
+// count leaves at most 2×heldSlack of room is refused on the bound,
+// without counting it again.
+const heldExact = 1 << 10
+
 // heldIDs returns the ids the encoder's held bytes (held, with before ids
 // ahead of them) make if the text ends now, or a bound on them that settles
 // the check against room: the fewest those bytes can make, already over
 // room; the most, within it; or, for the word last counted grown since,
-// its count plus the most ids the new bytes make plus heldSlack, within
-// it. Otherwise the held text is counted, a BPE of what may be one long
-// word: only near the bound (within a few ids a byte of what was added
-// since the last count), so that a long word streamed in small chunks far
-// from it is not counted at every chunk.
+// its count plus the most ids the raw bytes written since make plus
+// heldSlack, within it. Otherwise the held text is counted, a BPE of what
+// may be one long word — except near the bound, where appends to a long
+// word (held > heldExact) whose count leaves at most 2×heldSlack of room,
+// and appends to a text base at least as long as one a count refused, are
+// refused on the bound: appends at the bound do not each cost a BPE of the
+// word, and the last few ids of room are given up for a long word.
 func (s *Stream) heldIDs(before, held, room int) int {
 	if least := s.m.tok.MinIDs(held); least > room {
 		return least
@@ -406,14 +421,27 @@ func (s *Stream) heldIDs(before, held, room int) int {
 	if c.gen == s.encGen {
 		return c.ids
 	}
-	if c.bytes > 0 && c.before == before && held >= c.bytes {
-		if most := c.ids + (held-c.bytes)*tokenizer.MaxIDsPerByte + heldSlack; most <= room {
+	if c.gen != 0 && c.before == before && s.written >= c.written {
+		// Raw bytes, as written: NFC only shortens what the encoder
+		// holds unlooked-at, which HeldBytes would count before and not
+		// after.
+		most := c.ids + (s.written-c.written)*tokenizer.MaxIDsPerByte + heldSlack
+		if most <= room {
+			return most
+		}
+		if held > heldExact && room-c.ids <= 2*heldSlack {
+			return most
+		}
+		if r := s.refused; r.base == s.sv.encGen && s.written >= r.written {
 			return most
 		}
 	}
 	var e tokenizer.StreamEncoder
 	s.enc.CopyTo(&e)
-	s.held = heldCount{gen: s.encGen, before: before, bytes: held, ids: len(e.Flush())}
+	s.held = heldCount{gen: s.encGen, before: before, written: s.written, ids: len(e.Flush())}
+	if s.held.ids > room {
+		s.refused = heldRefused{base: s.sv.encGen, written: s.written}
+	}
 	return s.held.ids
 }
 
@@ -422,6 +450,7 @@ func (s *Stream) heldIDs(before, held, room int) int {
 func (s *Stream) write(text string) []int {
 	s.gens++
 	s.encGen = s.gens
+	s.written += len(text)
 	return s.enc.Write(text)
 }
 
@@ -449,19 +478,20 @@ func (s *Stream) assistantItems(ids []int, kind itemKind) []item {
 // The copy lives in the stream and reuses its memory: every chunk of a
 // streamed response is queued through here.
 type saved struct {
-	enc    tokenizer.StreamEncoder
-	dec    tokenizer.StreamDecoder
-	phase  phase
-	queued int
-	encGen int
-	held   heldCount
+	enc     tokenizer.StreamEncoder
+	dec     tokenizer.StreamDecoder
+	phase   phase
+	queued  int
+	encGen  int
+	written int
+	held    heldCount
 }
 
 func (s *Stream) save() {
 	s.enc.CopyTo(&s.sv.enc)
 	s.dec.CopyTo(&s.sv.dec)
 	s.sv.phase, s.sv.queued = s.phase, len(s.queue)
-	s.sv.encGen, s.sv.held = s.encGen, s.held
+	s.sv.encGen, s.sv.written, s.sv.held = s.encGen, s.written, s.held
 }
 
 // undo restores what save saved when err is not nil, and returns err.
@@ -473,7 +503,7 @@ func (s *Stream) undo(err error) error {
 		s.sv.dec.CopyTo(s.dec)
 		s.phase = s.sv.phase
 		s.queue = s.queue[:s.sv.queued:s.sv.queued]
-		s.encGen, s.held = s.sv.encGen, s.sv.held
+		s.encGen, s.written, s.held = s.sv.encGen, s.sv.written, s.sv.held
 	}
 	return err
 }
@@ -704,10 +734,8 @@ func (s *Stream) QueueEndThinking() error {
 		return s.undo(err)
 	}
 	s.phase = phaseResponse
-	if ids := s.write("\n\n"); len(ids) > 0 {
-		return s.undo(s.push(s.assistantItems(ids, itemResponse)))
-	}
-	return nil
+	// The answer's "\n\n" is held, and must fit as held text does.
+	return s.undo(s.push(s.assistantItems(s.write("\n\n"), itemResponse)))
 }
 
 // QueueEndResponse flushes the text and closes the assistant turn with
