@@ -5,15 +5,35 @@
 # scaling over the GPU host's cores. Needs bash and jq; runs where the files came back.
 #
 #   scripts/gpu-goals.sh OUTDIR
-set -euo pipefail
+#
+# A run cut short, or a step that failed, leaves files missing, empty or cut off: each table says
+# what it could not read and the others are printed all the same.
+set -uo pipefail
 out=${1:?usage: scripts/gpu-goals.sh OUTDIR}
 [ -d "$out" ] || {
 	echo "no folder $out" >&2
 	exit 1
 }
-report=$out/report.json
-if [ ! -r "$report" ]; then
-	echo "(no report.json: the run did not reach the report)"
+# Most files come packed in rest.tgz (the lent machine returns at most 8 files).
+rest=$(mktemp -d)
+trap 'rm -rf "$rest"' EXIT
+[ -r "$out/rest.tgz" ] && { tar -xzf "$out/rest.tgz" -C "$rest" || echo "(rest.tgz unreadable: its tables are missing)"; }
+# found NAME: the path of the run's file NAME, if it is there and holds JSON; else says why not.
+found() {
+	local f
+	for f in "$out/$1" "$rest/$1"; do
+		[ -e "$f" ] || continue
+		if [ -s "$f" ] && jq empty "$f" 2>/dev/null; then
+			echo "$f"
+		else
+			echo "($1 is empty or cut off: its step failed or was stopped)" >&2
+		fi
+		return
+	done
+}
+report=$(found report.json)
+if [ -z "$report" ]; then
+	echo "(no readable report.json: the run did not reach the report, or it was stopped)"
 else
 	jq -r '
 . as $r |
@@ -42,14 +62,15 @@ def row($goal; $v; $ok): "| \($goal) | \($v | fmt) | \(if $v == null then "–" 
 | ($b.decode // []) as $d
 | def at($p): ($d | map(select(.position == $p)) | first) // null;
   def pair($x): if $x == null then "–" else "\($x.ms_per_token | fmt) (\($x.ms_per_token_direct | fmt))" end;
-  "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | round) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |"
-	' "$report"
+  if $r.models[$m].error then "| \($m) | error: \($r.models[$m].error) | | | | | | |" else
+  "| \($m) | \($b.upload_seconds | fmt) | \($b.prefill_tokens_per_s | if . == null then "–" else round end) | \(pair(at(100))) | \(pair(at(4000))) | \([16, 64, 256] | map(. as $s | agg($m; $s) | if . == null then "–" else round | tostring end) | join(" / ")) | \(if $w == null or at(100) == null then "–" else ((($w.decode // []) | map(select(.position == 100)) | first | .ms_per_token) / at(100).ms_per_token | fmt) + "×" end) | \(if $b.recompute == null then "–" else ($b.recompute.speedup | fmt) + "× (\($b.recompute.prefix))" end) |" end
+	' "$report" || echo "(report.json: a figure could not be read)"
 fi
 
 # Against transformers on the same GPU and the same BF16 folder (scripts/gpu-anchor.py).
 for size in 0.6b 8b; do
-ours=$out/bench-cuda-$size-bf16.json anchor=$out/anchor-$size-bf16.json
-if [ -r "$ours" ] && [ -r "$anchor" ]; then
+ours=$(found bench-cuda-$size-bf16.json) anchor=$(found anchor-$size-bf16.json)
+if [ -n "$ours" ] && [ -n "$anchor" ]; then
 	echo
 	echo "| ${size^^} BF16, same folder and GPU | streamguard | transformers (bf16, sdpa, KV cache) | ratio | goal |"
 	echo "| --- | --- | --- | --- | --- |"
@@ -65,13 +86,13 @@ if [ -r "$ours" ] && [ -r "$anchor" ]; then
 		"| \($b) streams (tokens/s) | \($s | r) | \($t | r) | \(ratio($s; $t)) | \(if $b == "256" then "≥ 3×" else "" end) |"),
 	("| prefill (tokens/s) | \($o.prefill_tokens_per_s | r) | \($a.prefill_tokens_per_s | r) | \(ratio($o.prefill_tokens_per_s; $a.prefill_tokens_per_s)) | |"),
 	("| a token by recomputing \($a.recompute_prefix // "?") tokens (transformers) against our cached step at 100 (ms) | \(step(100) | r) | \($a.recompute_ms | r) | \(ratio($a.recompute_ms; step(100))) | |"),
-	(if $a.errors then "\nanchor errors: \($a.errors | tojson)" else empty end)'
+	(if $a.errors then "\nanchor errors: \($a.errors | tojson)" else empty end)' || echo "(the anchor files: a figure could not be read)"
 fi
 done
 
 # The server on the GPU under load (loadtest --device cuda).
-lt=$out/loadtest-cuda-0.6b-awq.json
-if [ -r "$lt" ]; then
+lt=$(found loadtest-cuda-0.6b-awq.json)
+if [ -n "$lt" ]; then
 	echo
 	echo "| serve on the GPU (0.6B AWQ) | streams | tokens/s | per-token p50 / p99 ms | streams per step (mean) | checked / mismatches | ok |"
 	echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -81,7 +102,10 @@ fi
 
 # The CPU engine on the same host, 1 to 16 threads (0.6B AWQ; 8B when GPU_CHECK_CPU_8B ran it).
 shopt -s nullglob
-files=("$out"/cpu-*-t*.json)
+files=()
+for f in "$out"/cpu-*-t*.json "$rest"/cpu-*-t*.json; do
+	f=$(found "$(basename "$f")") && [ -n "$f" ] && files+=("$f")
+done
 if [ ${#files[@]} -gt 0 ]; then
 	echo
 	echo "| CPU threads | model | prefill tok/s | step @100 ms (median) | weight-read fraction of the probe | longest step ÷ step @100 | most streams: tok/s (÷ one stream) |"

@@ -39,8 +39,29 @@ if command -v python3 >/dev/null 2>&1; then
 fi
 if command -v jq >/dev/null 2>&1; then
 	diff -u scripts/testdata/gpu-check-out/goals.golden.md <(bash scripts/gpu-goals.sh scripts/testdata/gpu-check-out)
+	bash scripts/gpu-goals-partial.sh
 else
 	echo "skipped: no jq"
+fi
+# The one GPU run, rehearsed against the CPU stand-in for the driver: every step passes, within its
+# time limits, and what it leaves in OUTDIR is at most the 8 files a lent GPU machine returns.
+if command -v g++ >/dev/null 2>&1 && command -v jq >/dev/null 2>&1; then
+	echo "== GPU check script: build and a dry run against the CPU stand-in for the driver"
+	gpu=$(mktemp -d)
+	GPU_CHECK_BIN="$gpu/bin" bash scripts/gpu-check.sh build >/dev/null
+	GPU_CHECK_BIN="$gpu/bin" bash scripts/gpu-check.sh dry-run "$gpu/out" >"$gpu/log" 2>&1 || {
+		cat "$gpu/log"
+		exit 1
+	}
+	n=$(find "$gpu/out" -type f ! -name goals.md | wc -l)
+	[ "$n" -le 8 ] || {
+		echo "the GPU run leaves $n files in OUTDIR; a lent machine returns 8" >&2
+		exit 1
+	}
+	echo "dry run: every step passed; $n files to bring back"
+	rm -rf "$gpu"
+else
+	echo "skipped (GPU check dry run): no g++ or jq"
 fi
 # The anchor script's whole path on the CPU, where Debian's python3 has torch (transformers replaced
 # by the stand-in in scripts/testdata/transformers-standin).
