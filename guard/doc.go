@@ -57,8 +57,10 @@
 // re-split) and counted again only when that bound no longer fits, so that
 // a long word streamed in small chunks is not counted at every chunk; at
 // the bound, a word over a kilobyte gives up its last few ids of room (up
-// to 32) rather than be counted at every append, and so does a text base
-// an append to which was already counted and refused.
+// to 32) rather than be counted at every append, and the same chunk sent
+// again after a refusal is refused on that count. Within a few hundred ids
+// of the bound, appends to a long word (tens of kilobytes in one run of
+// letters) still cost a count of the word every few appends.
 // [Stream.HeldBytes] says how much a stream holds. The context is the model's max_position_embeddings, or
 // less where [Stream.SetMaxTokens] caps what one conversation may cost.
 //

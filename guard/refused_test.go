@@ -462,3 +462,75 @@ func TestNearBoundHeldAppendsDoNotRecount(t *testing.T) {
 		t.Fatalf("%d bytes allocated per one-byte append near the bound (the %d-byte held word re-encoded each time)", per, len(word))
 	}
 }
+
+// heldWordNearBound opens a response on a fresh stream, sets its limit to
+// the ids of word plus room, and queues word (held whole: one run of
+// letters over 256 bytes, so later text waits unlooked-at in the encoder).
+func heldWordNearBound(t *testing.T, word string, room int) (*Model, *Stream) {
+	t.Helper()
+	m, s := promptedStream(t)
+	if err := s.StartResponse(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMaxTokens(s.Len() + s.Pending() + len(m.tok.EncodeText(word)) + room); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueText(word); err != nil {
+		t.Fatal(err)
+	}
+	return m, s
+}
+
+// TestRefusedHeldBaseRefusesOtherTextThatFits: after one append is refused
+// for not fitting (330 digits, 330 ids, room for 300), a different append
+// of the same length that fits (110 ids) is counted and taken: only the
+// same text again is refused on the earlier count (a rule that refused any
+// append as long on that base lost the caller 300 ids of room).
+func TestRefusedHeldBaseRefusesOtherTextThatFits(t *testing.T) {
+	word := strings.Repeat("internationalization", 100) // 2,000 bytes, one held word
+	digits := strings.Repeat("7", 330)
+	prose := strings.Repeat(" ab", 110) // 330 bytes, 110 ids
+	const room = 300
+
+	// Premise: on its own, the prose fits and flushes.
+	m, fresh := heldWordNearBound(t, word, room)
+	if n := len(m.tok.EncodeText(word+prose)) - len(m.tok.EncodeText(word)); n > room-100 {
+		t.Fatalf("premise: the prose makes %d ids, room is %d", n, room)
+	}
+	if err := fresh.QueueText(prose); err != nil {
+		t.Fatalf("premise: the prose alone is refused: %v", err)
+	}
+	if _, err := fresh.FlushText(context.Background()); err != nil {
+		t.Fatalf("premise: the prose alone does not flush: %v", err)
+	}
+
+	_, s := heldWordNearBound(t, word, room)
+	if err := s.QueueText(digits); !errors.Is(err, ErrContextLength) {
+		t.Fatalf("330 digits with room for 300 ids: %v, want ErrContextLength", err)
+	}
+	if err := s.QueueText(prose); err != nil {
+		t.Fatalf("an append that fits (110 ids, room for %d) refused after an earlier, different append of as many bytes was: %v", room, err)
+	}
+}
+
+// TestRefusedHeldBaseRefusedAfterLimitRaised: a gateway that raises the
+// stream's limit after a held overrun and sends the same text again, which
+// now fits, has it taken: the remembered refusal holds for no more room
+// than it was counted with.
+func TestRefusedHeldBaseRefusedAfterLimitRaised(t *testing.T) {
+	word := strings.Repeat("internationalization", 100)
+	digits := strings.Repeat("7", 330) // 330 ids
+	_, s := heldWordNearBound(t, word, 300)
+	if err := s.QueueText(digits); !errors.Is(err, ErrContextLength) {
+		t.Fatalf("330 digits with room for 300 ids: %v, want ErrContextLength", err)
+	}
+	if err := s.SetMaxTokens(s.limit + 40); err != nil { // room for 340 ids now
+		t.Fatal(err)
+	}
+	if err := s.QueueText(digits); err != nil {
+		t.Fatalf("330 digits with room for 340 ids, after the limit was raised: %v", err)
+	}
+	if _, err := s.FlushText(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

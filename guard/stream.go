@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"sync"
 
@@ -106,6 +107,7 @@ type Stream struct {
 	// did not fit (undo keeps it).
 	held                  heldCount
 	encGen, gens, written int
+	chunkSum              uint64 // of the last write's text
 	refused               heldRefused
 	sv                    saved // scratch of save and undo
 	// earlier are the verdicts of the prompt's earlier user turns
@@ -362,8 +364,8 @@ func (s *Stream) push(items []item) error {
 	// to come: held text that would not fit if the text ended now is
 	// refused, so that FlushText and EndResponse always find room.
 	if held := s.enc.Held(); held > 0 {
-		if ids := s.heldIDs(n, held, max-n); n+ids > max {
-			return &heldOverrun{fmt.Sprintf("%v: the stream holds %d bytes of text not yet tokenized (one word that may still grow), %d tokens, beside %d; %s is %d", ErrContextLength, held, ids, n, what, max)}
+		if ids, how := s.heldIDs(n, held, max-n); n+ids > max {
+			return &heldOverrun{fmt.Sprintf("%v: the stream holds %d bytes of text not yet tokenized (one word that may still grow), %s%d tokens, beside %d; %s is %d", ErrContextLength, held, how, ids, n, what, max)}
 		}
 	}
 	s.queue = append(s.queue, items...)
@@ -384,10 +386,13 @@ func (e *heldOverrun) Unwrap() error { return ErrContextLength }
 // held text, the raw bytes written to the encoder so far, and the ids.
 type heldCount struct{ gen, before, written, ids int }
 
-// heldRefused is an exact count that did not fit: of the text written on
-// the encoder's text base (its gen before the refused write) up to written
-// raw bytes.
-type heldRefused struct{ base, written int }
+// heldRefused is an exact count that did not fit: of the text chunk
+// (a hash of it) written on the encoder's text base (its gen before the
+// refused write), with room ids of room.
+type heldRefused struct {
+	base, room, ids int
+	chunk           uint64
+}
 
 // heldSlack is what heldIDs adds to the bound on a grown word for its
 // earlier part: BPE is not local (" NONINFRINGEMENT" is one id,
@@ -401,48 +406,46 @@ const heldExact = 1 << 10
 
 // heldIDs returns the ids the encoder's held bytes (held, with before ids
 // ahead of them) make if the text ends now, or a bound on them that settles
-// the check against room: the fewest those bytes can make, already over
-// room; the most, within it; or, for the word last counted grown since,
-// its count plus the most ids the raw bytes written since make plus
-// heldSlack, within it. Otherwise the held text is counted, a BPE of what
-// may be one long word — except near the bound, where appends to a long
-// word (held > heldExact) whose count leaves at most 2×heldSlack of room,
-// and appends to a text base at least as long as one a count refused, are
-// refused on the bound: appends at the bound do not each cost a BPE of the
-// word, and the last few ids of room are given up for a long word.
-func (s *Stream) heldIDs(before, held, room int) int {
+// the check against room (how says which: "" exact, "at least ", "up to "):
+// the fewest those bytes can make, already over room; the most, within it;
+// or, for the word last counted grown since, its count plus the most ids
+// the raw bytes written since make plus heldSlack, within it. Otherwise the
+// held text is counted, a BPE of what may be one long word — except near
+// the bound, where appends to a long word (held > heldExact) whose count
+// leaves at most 2×heldSlack of room are refused on the bound, and the
+// same chunk written again on a base a count refused it on, with no more
+// room, is refused on that count: a client repeating an append at the
+// bound does not cost a BPE of the word each time.
+func (s *Stream) heldIDs(before, held, room int) (int, string) {
 	if least := s.m.tok.MinIDs(held); least > room {
-		return least
+		return least, "at least "
 	}
 	if most := held * tokenizer.MaxIDsPerByte; most <= room {
-		return most
+		return most, "up to "
 	}
 	c := s.held
 	if c.gen == s.encGen {
-		return c.ids
+		return c.ids, ""
+	}
+	if r := s.refused; r.base == s.sv.encGen && r.chunk == s.chunkSum && room <= r.room {
+		return r.ids, "" // the same text: its count
 	}
 	if c.gen != 0 && c.before == before && s.written >= c.written {
 		// Raw bytes, as written: NFC only shortens what the encoder
 		// holds unlooked-at, which HeldBytes would count before and not
 		// after.
 		most := c.ids + (s.written-c.written)*tokenizer.MaxIDsPerByte + heldSlack
-		if most <= room {
-			return most
-		}
-		if held > heldExact && room-c.ids <= 2*heldSlack {
-			return most
-		}
-		if r := s.refused; r.base == s.sv.encGen && s.written >= r.written {
-			return most
+		if most <= room || held > heldExact && room-c.ids <= 2*heldSlack {
+			return most, "up to "
 		}
 	}
 	var e tokenizer.StreamEncoder
 	s.enc.CopyTo(&e)
 	s.held = heldCount{gen: s.encGen, before: before, written: s.written, ids: len(e.Flush())}
 	if s.held.ids > room {
-		s.refused = heldRefused{base: s.sv.encGen, written: s.written}
+		s.refused = heldRefused{base: s.sv.encGen, room: room, ids: s.held.ids, chunk: s.chunkSum}
 	}
-	return s.held.ids
+	return s.held.ids, ""
 }
 
 // write writes text to the encoder; every write starts a new text for
@@ -451,8 +454,12 @@ func (s *Stream) write(text string) []int {
 	s.gens++
 	s.encGen = s.gens
 	s.written += len(text)
+	s.chunkSum = maphash.String(chunkSeed, text)
 	return s.enc.Write(text)
 }
+
+// chunkSeed seeds the hashes that tell a chunk written again.
+var chunkSeed = maphash.MakeSeed()
 
 func contextItems(ids []int, kind itemKind) []item {
 	items := make([]item, len(ids))

@@ -91,8 +91,12 @@ run)
 		layers="--layers 2" benchargs="--pp 32 --positions 100,600 --streams 4 --steps 2" cpuargs="--pp 32 --positions 100,600 --steps 2 --streams 4" threads="1 2"
 		loadargs="--streams 3 --conversations 3 --prompt-words 4 --response-tokens 6 --duration 2s --baseline 1s"
 	fi
+	# The steps run in package folders: the binaries' path made absolute, and there.
+	bin=$(realpath -e "$bin") && { [ -e "$bin/streamguard.gz" ] || [ -x "$bin/streamguard" ]; } || {
+		echo "no binaries in ${GPU_CHECK_BIN:-.gpu-bin}: run scripts/gpu-check.sh build first" >&2
+		exit 2
+	}
 	mkdir -p "$out"
-	bin=$(realpath "$bin") # the steps run in package folders
 	start=$(date +%s)
 	budget=${GPU_CHECK_BUDGET_S:-540}
 	work=$(mktemp -d) # the files packed into OUTDIR/rest.tgz
