@@ -247,15 +247,21 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// invStream1 is a new stream with the script's policy, for a run alone.
+func invStream1(t *testing.T, m *Model, sc invScript) *Stream {
+	s := m.NewStream()
+	if err := s.SetPolicy(sc.policy); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // invSolo runs the script on a stream alone, draining after every op with
 // steps of at most chunk tokens (0: whole).
 func invSolo(t *testing.T, m *Model, sc invScript, chunk int) invRun {
 	ctx := context.Background()
-	s := m.NewStream()
+	s := invStream1(t, m, sc)
 	defer s.Close()
-	if err := s.SetPolicy(sc.policy); err != nil {
-		t.Fatal(err)
-	}
 	run := invRun{checks: map[int]invCheckState{}}
 	for i, o := range sc.ops {
 		var p *PromptVerdict
@@ -291,11 +297,8 @@ func invSolo(t *testing.T, m *Model, sc invScript, chunk int) invRun {
 // invSync runs the script with the synchronous calls.
 func invSync(t *testing.T, m *Model, sc invScript) invRun {
 	ctx := context.Background()
-	s := m.NewStream()
+	s := invStream1(t, m, sc)
 	defer s.Close()
-	if err := s.SetPolicy(sc.policy); err != nil {
-		t.Fatal(err)
-	}
 	run := invRun{checks: map[int]invCheckState{}}
 	for i, o := range sc.ops {
 		var p *PromptVerdict

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sync"
 
@@ -107,7 +106,7 @@ type Stream struct {
 	// did not fit (undo keeps it).
 	held                  heldCount
 	encGen, gens, written int
-	chunkSum              uint64 // of the last write's text
+	chunk                 string // the last write's text
 	refused               heldRefused
 	sv                    saved // scratch of save and undo
 	// earlier are the verdicts of the prompt's earlier user turns
@@ -387,11 +386,11 @@ func (e *heldOverrun) Unwrap() error { return ErrContextLength }
 type heldCount struct{ gen, before, written, ids int }
 
 // heldRefused is an exact count that did not fit: of the text chunk
-// (a hash of it) written on the encoder's text base (its gen before the
-// refused write), with room ids of room.
+// written on the encoder's text base (its gen before the refused write),
+// with room ids of room.
 type heldRefused struct {
 	base, room, ids int
-	chunk           uint64
+	chunk           string
 }
 
 // heldSlack is what heldIDs adds to the bound on a grown word for its
@@ -427,7 +426,7 @@ func (s *Stream) heldIDs(before, held, room int) (int, string) {
 	if c.gen == s.encGen {
 		return c.ids, ""
 	}
-	if r := s.refused; r.base == s.sv.encGen && r.chunk == s.chunkSum && room <= r.room {
+	if r := s.refused; r.base == s.sv.encGen && room <= r.room && r.chunk == s.chunk {
 		return r.ids, "" // the same text: its count
 	}
 	if c.gen != 0 && c.before == before && s.written >= c.written {
@@ -443,7 +442,7 @@ func (s *Stream) heldIDs(before, held, room int) (int, string) {
 	s.enc.CopyTo(&e)
 	s.held = heldCount{gen: s.encGen, before: before, written: s.written, ids: len(e.Flush())}
 	if s.held.ids > room {
-		s.refused = heldRefused{base: s.sv.encGen, room: room, ids: s.held.ids, chunk: s.chunkSum}
+		s.refused = heldRefused{base: s.sv.encGen, room: room, ids: s.held.ids, chunk: s.chunk}
 	}
 	return s.held.ids, ""
 }
@@ -454,12 +453,9 @@ func (s *Stream) write(text string) []int {
 	s.gens++
 	s.encGen = s.gens
 	s.written += len(text)
-	s.chunkSum = maphash.String(chunkSeed, text)
+	s.chunk = text // kept, not copied: compared only after a refusal
 	return s.enc.Write(text)
 }
-
-// chunkSeed seeds the hashes that tell a chunk written again.
-var chunkSeed = maphash.MakeSeed()
 
 func contextItems(ids []int, kind itemKind) []item {
 	items := make([]item, len(ids))

@@ -149,9 +149,11 @@ func Load(dir string) (*Config, error) {
 			if err := json.Unmarshal(qb, &q); err != nil {
 				return nil, fmt.Errorf("%s: %w", qpath, err)
 			}
-			if q.Extra, err = unknownKeys(qb, &q); err != nil {
+			var qall map[string]json.RawMessage
+			if err := json.Unmarshal(qb, &qall); err != nil {
 				return nil, fmt.Errorf("%s: %w", qpath, err)
 			}
+			q.Extra = unknownKeys(qall, &q)
 			c.QuantizationConfig = &q
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, err
@@ -201,12 +203,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &all); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
-	c.Extra = map[string]json.RawMessage{}
-	for k, v := range all {
-		if !knownField[k] {
-			c.Extra[k] = v
-		}
-	}
+	c.Extra = unknownKeys(all, &c)
 	for _, k := range numFields {
 		if _, ok := all[k]; ok {
 			if c.explicitNums == nil {
@@ -216,50 +213,40 @@ func Parse(b []byte) (*Config, error) {
 		}
 	}
 	if q := c.QuantizationConfig; q != nil {
-		extra, err := unknownKeys(all["quantization_config"], q)
-		if err != nil {
+		var qall map[string]json.RawMessage
+		if err := json.Unmarshal(all["quantization_config"], &qall); err != nil {
 			return nil, fmt.Errorf("config.json: quantization_config: %w", err)
 		}
-		q.Extra = extra
+		q.Extra = unknownKeys(qall, q)
 		q.normalize()
 	}
 	return &c, nil
 }
 
-// unknownKeys returns the members of the JSON object b that no field of v
-// (a pointer to a struct) takes by its json tag, so that a rewrite can keep
-// them.
-func unknownKeys(b json.RawMessage, v any) (map[string]json.RawMessage, error) {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err != nil {
-		return nil, err
-	}
+// unknownKeys returns the members of a JSON object (all) that no field of
+// v (a pointer to a struct) takes by its json tag, so that a rewrite can
+// keep them; nil when there are none.
+func unknownKeys(all map[string]json.RawMessage, v any) map[string]json.RawMessage {
+	known := map[string]bool{}
 	t := reflect.TypeOf(v).Elem()
 	for i := range t.NumField() {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		delete(all, name)
+		known[name] = true
 	}
-	if len(all) == 0 {
-		return nil, nil
+	var extra map[string]json.RawMessage
+	for k, v := range all {
+		if !known[k] {
+			if extra == nil {
+				extra = map[string]json.RawMessage{}
+			}
+			extra[k] = v
+		}
 	}
-	return all, nil
+	return extra
 }
 
 // numFields are the label counts of the four guard heads.
 var numFields = []string{"num_risk_level", "num_category", "num_query_risk_level", "num_query_category"}
-
-var knownField = func() map[string]bool {
-	m := map[string]bool{}
-	for _, k := range []string{"architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
-		"num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-		"rms_norm_eps", "rope_theta", "rope_scaling", "tie_word_embeddings", "attention_bias", "use_sliding_window",
-		"torch_dtype", "bos_token_id", "eos_token_id", "guard_inner_size", "num_risk_level", "num_category",
-		"num_query_risk_level", "num_query_category", "response_risk_level_map", "response_category_map",
-		"query_risk_level_map", "query_category_map", "quantization_config"} {
-		m[k] = true
-	}
-	return m
-}()
 
 // MarshalJSON writes the known fields plus Extra, keys sorted.
 func (c *Config) MarshalJSON() ([]byte, error) {

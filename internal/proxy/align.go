@@ -15,11 +15,11 @@ type alignRun struct{ dec, fed, n int }
 // aligner maps offsets in the decoded text of judged tokens to offsets in
 // the fed text. The tokenizer normalises to NFC (exactly: a run of more
 // than 30 combining marks is one segment, so the boundaries are the
-// tokenizer's own, not golang.org/x/text's stream-safe ones), so the two are equal
-// except where the fed text is not in NFC: there the aligner backs off to
-// the NFC boundary before the difference and re-synchronises one NFC
-// segment later, checking that the segment's NFC form is exactly what was
-// decoded. Offsets inside such a segment map to its start, so the mapping
+// tokenizer's own, not golang.org/x/text's stream-safe ones), so the two
+// are equal except where the fed text is not in NFC: there the aligner
+// backs off to the NFC boundary before the difference and re-synchronises
+// one NFC segment later, checking that the segment's NFC form is exactly
+// what was decoded. Offsets inside such a segment map to its start, so the mapping
 // never claims fed bytes the tokens did not cover. If a segment does not
 // check out (a normaliser disagreement), the mapping stops growing and the
 // rest is released only when the whole text was judged.

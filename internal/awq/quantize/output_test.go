@@ -26,16 +26,10 @@ func copyModel(t *testing.T, src string) string {
 // editJSON rewrites a JSON object file.
 func editJSON(t *testing.T, path string, edit func(m map[string]any)) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := readJSON(t, path)
 	edit(m)
-	if b, err = json.MarshalIndent(m, "", "  "); err != nil {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
