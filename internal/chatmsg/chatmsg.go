@@ -265,10 +265,6 @@ const ToolRole = "tool"
 // servers that feed the model read them: a "Content" after "content"
 // would otherwise replace the text they read.
 func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
-	return message(raw, skipped, false)
-}
-
-func message(raw json.RawMessage, skipped *Skipped, answer bool) (tokenizer.Message, error) {
 	f, err := exactFields(raw)
 	if err != nil {
 		return tokenizer.Message{}, err
@@ -308,7 +304,7 @@ func message(raw json.RawMessage, skipped *Skipped, answer bool) (tokenizer.Mess
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
-	calls, err := writeToolCalls(f["tool_calls"], f["function_call"], answer)
+	calls, err := ToolCalls(f["tool_calls"], f["function_call"])
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
@@ -364,17 +360,13 @@ const (
 // guard does too. toolCalls is an array of calls (a message's tool_calls),
 // functionCall one call (the legacy function_call); either may be absent.
 // A call of another shape has every string in it written instead.
+//
+// Arguments given as a JSON string are read with their \uXXXX escapes
+// decoded (Unescape): the letters are what the model reads (vLLM and
+// Ollama parse a request's arguments before the template writes them
+// again, unescaped) and what an agent acting on an answer's call gets from
+// its JSON parser, so escapes never hide a word from the guard.
 func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
-	return writeToolCalls(toolCalls, functionCall, false)
-}
-
-// AnswerToolCalls is ToolCalls for a model's answer (see Answer): the
-// arguments are read with their \uXXXX escapes decoded.
-func AnswerToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
-	return writeToolCalls(toolCalls, functionCall, true)
-}
-
-func writeToolCalls(toolCalls, functionCall json.RawMessage, answer bool) (string, error) {
 	var calls []json.RawMessage
 	if !Absent(toolCalls) {
 		if err := json.Unmarshal(toolCalls, &calls); err != nil {
@@ -414,10 +406,7 @@ func writeToolCalls(toolCalls, functionCall json.RawMessage, answer bool) (strin
 		}
 		a := ""
 		if args != nil {
-			a = *args
-		}
-		if answer {
-			a = Unescape(a)
+			a = Unescape(*args)
 		}
 		out = append(out, ToolCallOpen+*name+ToolCallArguments+a+ToolCallClose)
 	}
@@ -433,27 +422,6 @@ func Conversation(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message
 			return nil, fmt.Errorf("messages[%d]: %w", i, err)
 		}
 		msgs = append(msgs, m)
-	}
-	return msgs, nil
-}
-
-// ConversationWithAnswer is Conversation for a conversation that ends with
-// a model's answer (/v1/moderations): the assistant turns after its last
-// user turn are that answer, which an agent acts on, so their tool calls'
-// arguments are read with their \uXXXX escapes decoded (Unescape), as the
-// agent's JSON parser hands them over.
-func ConversationWithAnswer(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message, error) {
-	msgs, err := Conversation(raws, skipped)
-	if err != nil {
-		return nil, err
-	}
-	for i := LastUser(msgs) + 1; i < len(msgs); i++ {
-		if msgs[i].Role == "assistant" {
-			// Read again as the answer (what it skipped is noted above).
-			if msgs[i], err = message(raws[i], new(Skipped), true); err != nil {
-				return nil, fmt.Errorf("messages[%d]: %w", i, err)
-			}
-		}
 	}
 	return msgs, nil
 }

@@ -61,6 +61,9 @@ func FuzzParseResponsesRequest(f *testing.F) {
 		all = func(v any, key string) {
 			switch v := v.(type) {
 			case string:
+				if key == "arguments" {
+					v = chatmsg.Unescape(v) // what vLLM's and Ollama's models read
+				}
 				if key != "type" && key != "id" && key != "call_id" && key != "role" && key != "status" && strings.TrimSpace(v) != "" {
 					readable = append(readable, v)
 				}

@@ -203,18 +203,16 @@ type responsesItem struct {
 }
 
 // readableReasoning is the text a model may read in a reasoning item's
-// encrypted_content. OpenAI's is base64 of ciphertext: nothing readable.
-// Ollama keeps the model's thinking there as it is, and reads it back as
-// the assistant's thinking; base64 of text a model can decode as well.
-// So the content is judged as it is unless it is base64, and base64 that
-// decodes to text is judged decoded.
+// encrypted_content. Ollama keeps the model's thinking there as it is, and
+// reads it back as the assistant's thinking; base64 of text a model can
+// decode as well. So base64 that decodes to text is judged decoded, and
+// anything else as it is: OpenAI's base64 of ciphertext too, as no test
+// tells it from words a model reads (words joined by "_" or "-" are valid
+// unpadded base64 of bytes that are not text).
 func readableReasoning(s string) string {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			if utf8.Valid(b) {
-				return string(b)
-			}
-			return ""
+		if b, err := enc.DecodeString(s); err == nil && utf8.Valid(b) {
+			return string(b)
 		}
 	}
 	return s

@@ -52,10 +52,22 @@ var (
 		"logprobs": nil, "modalities": nil, "tools": nil, "functions": nil,
 		"response_format": object(map[string]*shape{"json_schema": nil}), "documents": nil, "chat_template": nil, "chat_template_kwargs": nil, "plugins": nil, "data_sources": nil,
 		"messages": arrayOf(object(map[string]*shape{
-			"role": nil, "reasoning_content": nil, "reasoning": nil, "reasoning_details": nil, "tool_calls": nil, "function_call": nil,
+			"role": nil, "reasoning_content": nil, "reasoning": nil, "reasoning_details": nil,
+			"tool_calls": arrayOf(requestCallShape), "function_call": requestFunctionShape,
 			"content": {elem: object(map[string]*shape{"type": nil, "text": nil, "refusal": nil, "thinking": nil})},
 		})),
 	})
+	// requestCallShape and requestFunctionShape are the tool calls of a
+	// request's messages, as chatmsg.ToolCalls reads them: open (a client
+	// may send more), but what it reads is matched exactly, as an upstream
+	// that decodes with Go's encoding/json (Ollama) would take an
+	// "ARGUMENTS" after "arguments" for the arguments.
+	requestFunctionShape = object(map[string]*shape{"name": nil, "arguments": nil})
+	requestCallShape     = object(map[string]*shape{
+		"id": nil, "type": nil, "index": nil, "function": requestFunctionShape,
+		"custom": object(map[string]*shape{"name": nil, "input": nil}),
+	})
+
 	// deltaShape and messageShape are a delta and a message (textShape).
 	deltaShape   = textShape(false)
 	messageShape = textShape(true)

@@ -124,11 +124,7 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("structured_%w", err)
 	}
-	readCalls := chatmsg.ToolCalls
-	if req.InputType == "response" {
-		readCalls = chatmsg.AnswerToolCalls // the model's answer, which an agent acts on
-	}
-	calls, err := readCalls(req.ToolCalls, nil)
+	calls, err := chatmsg.ToolCalls(req.ToolCalls, nil)
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("tool_calls: %w", err)
 	}

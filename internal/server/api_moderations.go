@@ -166,7 +166,7 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 	}
 	var skipped chatmsg.Skipped
 	// The assistant's turns after the last user turn are the response.
-	turns, err := chatmsg.ConversationWithAnswer(raws, &skipped)
+	turns, err := chatmsg.Conversation(raws, &skipped)
 	if err != nil {
 		return moderationInput{}, err
 	}
