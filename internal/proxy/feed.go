@@ -77,6 +77,10 @@ type pieceRef struct {
 type feeder struct {
 	fed []byte   // every byte fed, synthetic text included
 	ops []feedOp // produced since the last take
+	// tail is the text of the last op in ops, built here and set at the
+	// next op or take: appended to a string, one answer of many small
+	// pieces (thousands of tool calls) copied its text again per piece.
+	tail strings.Builder
 
 	started       bool // the response was opened
 	reasoningOpen bool // the think block is open
@@ -106,9 +110,24 @@ func newFeeder() *feeder {
 
 // take returns the guard calls produced since the last take.
 func (f *feeder) take() []feedOp {
+	f.setTail()
 	ops := f.ops
 	f.ops = nil
 	return ops
+}
+
+// push adds an op after the last one, whose text is then complete.
+func (f *feeder) push(op feedOp) {
+	f.setTail()
+	f.ops = append(f.ops, op)
+}
+
+// setTail gives the last op the text built for it.
+func (f *feeder) setTail() {
+	if f.tail.Len() > 0 {
+		f.ops[len(f.ops)-1].text += f.tail.String()
+		f.tail.Reset()
+	}
 }
 
 // end marks the end of an event's text.
@@ -181,7 +200,7 @@ func (f *feeder) endReasoning() {
 	if f.reasoningOpen {
 		// The bytes stay in fed, as the judged tokens decode to them.
 		f.fed = append(f.fed, closeThink...)
-		f.ops = append(f.ops, feedOp{endThink: true})
+		f.push(feedOp{endThink: true})
 		f.reasoningOpen = false
 	}
 	f.reasoningDone = true
@@ -222,7 +241,7 @@ func (f *feeder) finish() {
 
 func (f *feeder) start(thinking bool) {
 	f.started = true
-	f.ops = append(f.ops, feedOp{start: true, thinking: thinking})
+	f.push(feedOp{start: true, thinking: thinking})
 }
 
 func (f *feeder) feed(ev *eventText, src fieldKind, text string) {
@@ -235,11 +254,10 @@ func (f *feeder) feedSynthetic(text string) {
 	f.fed = append(f.fed, text...)
 	// A start or end-think op carries the text that follows it;
 	// consecutive text is one AppendText call.
-	if n := len(f.ops); n > 0 {
-		f.ops[n-1].text += text
-		return
+	if len(f.ops) == 0 {
+		f.ops = append(f.ops, feedOp{})
 	}
-	f.ops = append(f.ops, feedOp{text: text})
+	f.tail.WriteString(text)
 }
 
 func (f *feeder) drop(ev *eventText, src fieldKind, text string) {
