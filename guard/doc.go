@@ -92,10 +92,13 @@
 // the rest stay queued ([Stream.Pending]) and the next call feeds them
 // first. The verdicts of the tokens fed before the cancellation are
 // returned with the error (a prompt verdict, once its <|im_end|> is fed, is
-// [Stream.LastPrompt]). Its input was taken: do not send the same text to
-// AppendText again. A cancelled JudgePrompt is finished by calling it again
-// with the same messages; a prompt with other messages is refused until
-// then. [Model.Moderate] closes its own stream.
+// [Stream.LastPrompt]). Its input was taken, also when the context ended
+// before the call began or while it waited for another call's turn: do not
+// send the same text to AppendText again (the call that feeds it returns
+// its verdicts). A cancelled EndResponse may be called again to have its
+// tail fed. A cancelled JudgePrompt is finished by calling it again with
+// the same messages; a prompt with other messages is refused until then.
+// [Model.Moderate] closes its own stream.
 //
 // # Concurrency
 //

@@ -48,7 +48,8 @@ func chatMessages(msgs []Message) []tokenizer.Message {
 // Options configure Load.
 type Options struct {
 	// Threads is the number of goroutines the matrix kernels use; 0 keeps
-	// the default (GOMAXPROCS). It is process-wide.
+	// the default (GOMAXPROCS). It is process-wide. Load refuses a negative
+	// number or one over 1024.
 	Threads int
 	// Policy is the default policy of new streams.
 	Policy Policy
@@ -170,6 +171,9 @@ func load(ctx context.Context, dir string, opts Options, forUpload bool) (*Model
 	start := time.Now()
 	if err := loadCanceled(ctx, dir); err != nil {
 		return nil, err
+	}
+	if opts.Threads < 0 || opts.Threads > kernels.MaxThreads {
+		return nil, fmt.Errorf("guard: Options.Threads %d: want 0 (GOMAXPROCS) to %d", opts.Threads, kernels.MaxThreads)
 	}
 	kv := qwen3.KVBF16
 	if opts.KVCache != "" {

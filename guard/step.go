@@ -55,6 +55,11 @@ func (m *Model) Step(ctx context.Context, streams []*Stream, opts StepOptions) (
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
+	for i, s := range streams {
+		if s == nil { // refused before any stream is marked as in the step
+			return nil, fmt.Errorf("guard: stream %d is nil", i)
+		}
+	}
 	taken := make([][]item, len(streams))
 	// The forward's sequences: live[j] is the stream of caches[j].
 	live := make([]int, 0, len(streams))
@@ -427,6 +432,13 @@ func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
 // call: the stream's other synchronous calls wait meanwhile.
 func (s *Stream) runAfter(ctx context.Context, queue func() error) ([]TokenVerdict, error) {
 	if err := s.enter(ctx); err != nil {
+		// The context ended before the call's turn came (or was done
+		// already). Its input is taken all the same, as a cancelled call's
+		// always is (doc.go, Cancellation): a caller that does not send the
+		// text again must not lose it.
+		if qerr := queue(); qerr != nil {
+			return nil, qerr
+		}
 		return nil, err
 	}
 	defer s.leave()

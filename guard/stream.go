@@ -751,6 +751,11 @@ func (s *Stream) QueueEndResponse() error {
 	if err := s.check(); err != nil {
 		return err
 	}
+	if s.phase == phaseTurnEnd && len(s.queue) > 0 {
+		// A cancelled EndResponse's turn end is still queued: this call
+		// (EndResponse again) only has it fed.
+		return nil
+	}
 	s.save()
 	if s.phase == phasePrompt {
 		if err := s.startResponse(false); err != nil {

@@ -38,7 +38,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	streams := fs.String("streams", "4,16,64", "stream counts for batched steps (empty skips them)")
 	steps := fs.Int("steps", 8, "timed steps per measurement")
 	noWarmup := fs.Bool("no-warmup", false, "skip the untimed prefill of the same length before the timed one")
-	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "kernel goroutines, `n` up to 1024 (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print one JSON object")
 	coarse := fs.Bool("int4-coarse", false, "INT4 models: one int8 activation row per token instead of a row plus its residual (faster, less exact)")
 	bandwidth := fs.Int64("bandwidth-mib", 512, "also measure the machine's read bandwidth with a buffer of this many MiB, to compare with decode's weight reads (0 skips it)")

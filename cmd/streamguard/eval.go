@@ -55,7 +55,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	htmlOut := fs.String("html", "", "also write the report as one self-contained HTML page (inline CSS and SVG, no scripts) to this file")
 	batch := fs.Int("batch", 8, "conversations run together in one forward")
 	debounce := fs.Int("debounce", guard.DefaultDebounce, "consecutive non-safe tokens that flag a response")
-	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "kernel goroutines, `n` up to 1024 (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
 	repackCache := repackCacheFlag(fs)

@@ -71,7 +71,7 @@ func runModerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	thresholds := thresholdFlags{}
 	fs.Var(thresholds, "threshold", "CATEGORY=P: flag that category when P(Unsafe) (+P(Controversial) if strict) >= P; repeatable")
 	block := fs.String("block", "", "comma-separated categories that alone may flag (default: all)")
-	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "kernel goroutines, `n` up to 1024 (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
 	repackCache := repackCacheFlag(fs)

@@ -34,7 +34,7 @@ func runQuantize(args []string, stdout, stderr io.Writer) error {
 	heldout := fs.String("heldout", "", "held-out text for the quality report, same formats as --calib (default: built-in conversations)")
 	noEval := fs.Bool("no-eval", false, "skip the quality report (the strict reload still runs)")
 	layers := fs.Int("layers", 0, "measurement run: process only the first N layers, write nothing, and estimate the full run's time")
-	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "kernel goroutines, `n` up to 1024 (0: GOMAXPROCS)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
 	if err := parseFlags(fs, args); err != nil {

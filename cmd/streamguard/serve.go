@@ -58,7 +58,7 @@ func runServe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	batchStreams := fs.Int("max-batch-streams", 0, "streams per step (0: no cap; 1: no batching)")
 	retry := fs.Duration("retry-after", time.Second, "Retry-After advised when the KV budget is full")
 	budgetWait := fs.Duration("kv-budget-wait", 10*time.Second, "how long a request waits, in arrival order, for KV-cache memory when the budget is full, before its 429 (0: no wait)")
-	threads := fs.Int("threads", 0, "kernel goroutines (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "kernel goroutines, `n` up to 1024 (0: GOMAXPROCS)")
 	device := deviceFlag(fs)
 	kvCache := kvCacheFlag(fs, "bf16")
 	repackCache := repackCacheFlag(fs)

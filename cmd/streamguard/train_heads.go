@@ -49,7 +49,7 @@ func runTrainHeads(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", def.Seed, "random seed: the same seed, data and model give the same heads")
 	cacheDir := fs.String("cache-dir", defaultFeatureCache(), "feature cache folder")
 	noCache := fs.Bool("no-cache", false, "neither read nor write the feature cache")
-	threads := fs.Int("threads", 0, "goroutines for the backbone and head kernels (0: GOMAXPROCS)")
+	threads := threadsFlag(fs, "goroutines for the backbone and head kernels, `n` up to 1024 (0: GOMAXPROCS)")
 	device := deviceFlag(fs) // the backbone's feature pass; the heads train on the CPU
 	copyFiles := fs.Bool("copy", false, "copy the backbone files instead of hard-linking them")
 	predictions := fs.String("predictions", "", "write the validation verdicts of the new model, one JSON line per labelled position, to FILE")

@@ -10,11 +10,15 @@ var threads atomic.Int32
 
 func init() { threads.Store(int32(runtime.GOMAXPROCS(0))) }
 
-// SetThreads sets how many goroutines a matrix product uses; n < 1 means 1.
+// MaxThreads bounds SetThreads: a forward keeps scratch memory per
+// thread, so a number given by mistake (1<<22 took 586 MB on a toy
+// model) must not size it; no machine has this many cores.
+const MaxThreads = 1024
+
+// SetThreads sets how many goroutines a matrix product uses; n is clamped
+// to 1..MaxThreads (callers refuse values out of that range first).
 func SetThreads(n int) {
-	if n < 1 {
-		n = 1
-	}
+	n = min(max(n, 1), MaxThreads)
 	threads.Store(int32(n))
 }
 
