@@ -17,13 +17,18 @@ var ErrBudget = errors.New("KV-cache budget exhausted")
 // really hold.
 //
 // A charge that does not fit waits, up to wait, for other streams to
-// release memory, in a queue served strictly in order: without it, a
-// refused client retrying after Retry-After competes with every client
-// that opens its next conversation the moment its last one ends, and can
-// lose for minutes. Streams that already hold a charge and need more are
-// queued ahead of new streams: they hold memory that only their progress
-// gives back, so making them wait behind new streams could stall both
-// until the wait ends.
+// release memory, in a queue served in order within each tenant: without
+// it, a refused client retrying after Retry-After competes with every
+// client that opens its next conversation the moment its last one ends,
+// and can lose for minutes. Streams that already hold a charge and need
+// more are queued ahead of new streams: they hold memory that only their
+// progress gives back, so making them wait behind new streams could stall
+// both until the wait ends. A charge that does not fit holds back only
+// its own tenant's charges behind it, never another tenant's that fit:
+// served strictly in order across tenants, one tenant asking again and
+// again for more than fits (an append too long for the room left, refused
+// and sent again) kept every other tenant's new streams out of a budget
+// with room for them.
 type kvBudget struct {
 	mu          sync.Mutex
 	limit, used int64 // positions; limit 0 means unlimited
@@ -36,6 +41,7 @@ type kvBudget struct {
 
 // budgetWaiter is a charge waiting in kvBudget's queue.
 type budgetWaiter struct {
+	owner   string // the tenant charged
 	n       int64
 	growth  bool          // the stream already holds a charge
 	ready   chan struct{} // closed once granted
@@ -111,11 +117,11 @@ func (b *kvBudget) longestStream(maxLen int) int {
 	return lo
 }
 
-// acquire charges n positions, waiting in the queue while they do not fit
-// (growth: for a stream that already holds a charge). It fails with
-// ErrBudget when n exceeds the whole budget, when the wait ends, or when
-// ctx ends first.
-func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
+// acquire charges n positions to owner's stream, waiting in the queue
+// while they do not fit or owner has charges queued ahead of it (growth:
+// for a stream that already holds a charge). It fails with ErrBudget when
+// n exceeds the whole budget, when the wait ends, or when ctx ends first.
+func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bool) error {
 	if n <= 0 {
 		return nil
 	}
@@ -129,7 +135,8 @@ func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
 			at++
 		}
 	}
-	if b.limit == 0 || (at == 0 && b.used+n <= b.limit) {
+	ahead := slices.ContainsFunc(b.queue[:at], func(w *budgetWaiter) bool { return w.owner == owner })
+	if b.limit == 0 || (!ahead && b.used+n <= b.limit) {
 		b.used += n
 		b.mu.Unlock()
 		return nil
@@ -138,7 +145,7 @@ func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
 		b.mu.Unlock()
 		return ErrBudget
 	}
-	w := &budgetWaiter{n: n, growth: growth, ready: make(chan struct{})}
+	w := &budgetWaiter{owner: owner, n: n, growth: growth, ready: make(chan struct{})}
 	b.queue = slices.Insert(b.queue, at, w)
 	b.mu.Unlock()
 
@@ -165,16 +172,26 @@ func (b *kvBudget) acquire(ctx context.Context, n int64, growth bool) error {
 	return ErrBudget
 }
 
-// grantLocked grants queued charges in order while the first one fits.
+// grantLocked grants queued charges in order, each that fits unless a
+// charge of its tenant ahead of it does not.
 func (b *kvBudget) grantLocked() {
-	for len(b.queue) > 0 && b.used+b.queue[0].n <= b.limit {
-		w := b.queue[0]
-		b.queue[0] = nil
-		b.queue = b.queue[1:]
-		b.used += w.n
-		w.granted = true
-		close(w.ready)
+	var held []string // tenants with a charge that does not fit
+	kept := b.queue[:0]
+	for _, w := range b.queue {
+		switch {
+		case slices.Contains(held, w.owner):
+			kept = append(kept, w)
+		case b.used+w.n > b.limit:
+			held = append(held, w.owner)
+			kept = append(kept, w)
+		default:
+			b.used += w.n
+			w.granted = true
+			close(w.ready)
+		}
 	}
+	clear(b.queue[len(kept):])
+	b.queue = kept
 }
 
 // forceAcquire charges n positions even beyond the limit: for tokens that

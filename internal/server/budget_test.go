@@ -26,11 +26,16 @@ func TestBudgetFor(t *testing.T) {
 	}
 }
 
-// startAcquire runs acquire in a goroutine and returns a channel with its
-// result.
+// startAcquire runs acquire in a goroutine for tenant "t" and returns a
+// channel with its result.
 func startAcquire(ctx context.Context, b *kvBudget, n int64, growth bool) <-chan error {
+	return startAcquireFor(ctx, b, "t", n, growth)
+}
+
+// startAcquireFor is startAcquire for owner's stream.
+func startAcquireFor(ctx context.Context, b *kvBudget, owner string, n int64, growth bool) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- b.acquire(ctx, n, growth) }()
+	go func() { done <- b.acquire(ctx, owner, n, growth) }()
 	return done
 }
 
@@ -76,7 +81,7 @@ func granted(t *testing.T, done <-chan error, name string) {
 func TestBudgetQueueOrder(t *testing.T) {
 	ctx := context.Background()
 	b := newKVBudget(100, 1, 1000, time.Minute)
-	if err := b.acquire(ctx, 60, false); err != nil {
+	if err := b.acquire(ctx, "t", 60, false); err != nil {
 		t.Fatal(err)
 	}
 	first := startAcquire(ctx, b, 50, false)
@@ -116,11 +121,11 @@ func TestBudgetQueueOrder(t *testing.T) {
 func TestBudgetWaitEnds(t *testing.T) {
 	b := newKVBudget(100, 1, 1000, 50*time.Millisecond)
 	ctx := context.Background()
-	if err := b.acquire(ctx, 70, false); err != nil {
+	if err := b.acquire(ctx, "t", 70, false); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := b.acquire(ctx, 40, false); !errors.Is(err, ErrBudget) {
+	if err := b.acquire(ctx, "t", 40, false); !errors.Is(err, ErrBudget) {
 		t.Fatalf("after the wait: %v, want ErrBudget", err)
 	}
 	if el := time.Since(start); el < 50*time.Millisecond {
@@ -128,12 +133,12 @@ func TestBudgetWaitEnds(t *testing.T) {
 	}
 
 	long := newKVBudget(100, 1, 1000, time.Hour)
-	if err := long.acquire(ctx, 70, false); err != nil {
+	if err := long.acquire(ctx, "t", 70, false); err != nil {
 		t.Fatal(err)
 	}
 	// More than the whole budget can never fit: refused without queueing
 	// (queued, it would wait the hour).
-	if err := long.acquire(ctx, 101, false); !errors.Is(err, ErrBudget) {
+	if err := long.acquire(ctx, "t", 101, false); !errors.Is(err, ErrBudget) {
 		t.Fatalf("over the whole budget: %v, want ErrBudget", err)
 	}
 	if w, q := long.waits(); w != (budgetWaits{}) || q != 0 {
@@ -158,10 +163,10 @@ func TestBudgetWaitEnds(t *testing.T) {
 	}
 
 	none := newKVBudget(100, 1, 1000, 0)
-	if err := none.acquire(ctx, 70, false); err != nil {
+	if err := none.acquire(ctx, "t", 70, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := none.acquire(ctx, 40, false); !errors.Is(err, ErrBudget) {
+	if err := none.acquire(ctx, "t", 40, false); !errors.Is(err, ErrBudget) {
 		t.Fatalf("no wait: %v", err)
 	}
 }
@@ -186,7 +191,8 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 					continue
 				}
 				n := 1 + r.Int64N(40)
-				if b.acquire(context.Background(), n, held > 0) == nil {
+				owner := string(rune('a' + g%3)) // three tenants
+				if b.acquire(context.Background(), owner, n, held > 0) == nil {
 					held += n
 				}
 				if used, _ := b.usage(); used > 100 {
@@ -205,5 +211,49 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 	}
 	if _, q := b.waits(); q != 0 {
 		t.Fatalf("%d charges queued at the end", q)
+	}
+}
+
+// TestBudgetTenantsDoNotBlockEachOther: a charge that does not fit holds
+// back its own tenant's later charges, never another tenant's that fit.
+// Served strictly in order across tenants, tenant a, asking again and
+// again for growth that cannot fit (an append too long for the room left,
+// refused 429 and sent again), kept tenant b's new streams out of a budget
+// with room for them for as long as it went on.
+func TestBudgetTenantsDoNotBlockEachOther(t *testing.T) {
+	ctx := context.Background()
+	b := newKVBudget(100, 1, 1000, time.Minute)
+	if err := b.acquire(ctx, "a", 40, false); err != nil {
+		t.Fatal(err)
+	}
+	aGrowth := startAcquireFor(ctx, b, "a", 70, true) // 40+70 > 100
+	waitQueued(t, b, 1)
+	aNew := startAcquireFor(ctx, b, "a", 10, false) // fits, but behind a's growth
+	waitQueued(t, b, 2)
+	pending(t, aNew, "a's new stream behind a's growth")
+	// b's new stream fits: granted at once, ahead of a's charges.
+	if err := b.acquire(ctx, "b", 30, false); err != nil {
+		t.Fatalf("b's new stream, 30 of 60 free positions: %v", err)
+	}
+	// b's growth waits only behind b's own charges.
+	bGrowth := startAcquireFor(ctx, b, "b", 50, true) // 70+50 > 100
+	waitQueued(t, b, 3)
+	pending(t, aGrowth, "a's growth")
+	pending(t, bGrowth, "b's growth")
+	// 40 released: a's growth (70) fits (30+70), granted first; then
+	// a's new stream does not fit, nor b's growth.
+	b.release(40)
+	granted(t, aGrowth, "a's growth")
+	pending(t, aNew, "a's new stream")
+	pending(t, bGrowth, "b's growth")
+	// b's 30 released: 70 used; b's growth (50) does not fit, a's new
+	// stream (10) does, behind no charge of a's.
+	b.release(30)
+	granted(t, aNew, "a's new stream")
+	pending(t, bGrowth, "b's growth")
+	b.release(70)
+	granted(t, bGrowth, "b's growth")
+	if used, _ := b.usage(); used != 60 {
+		t.Errorf("%d positions charged at the end, want 60", used)
 	}
 }

@@ -177,7 +177,7 @@ func (c *convo) charge(ctx context.Context, n int) error {
 	if want <= c.charged {
 		return nil
 	}
-	if err := c.srv.budget.acquire(ctx, want-c.charged, c.charged > 0); err != nil {
+	if err := c.srv.budget.acquire(ctx, c.tenant.Name, want-c.charged, c.charged > 0); err != nil {
 		c.srv.metrics.rejected("kv_budget")
 		return ErrBudget
 	}
