@@ -504,6 +504,9 @@ func isEmpty(raw json.RawMessage) bool {
 // template of the model renders; it is context the guard does not read,
 // as every earlier turn is only context for the last one.
 func Unrendered(turns []tokenizer.Message, last int) string {
+	if last <= 0 || last >= len(turns) { // no turn before the last user turn
+		return ""
+	}
 	query := last
 	for ; query >= 0; query-- {
 		m := turns[query]

@@ -226,9 +226,23 @@ func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Messag
 		}
 		afterTool = false
 	}
+	// What the model reads that neither the prompt's rendering nor the
+	// response holds: the tool results after the last user turn (one run
+	// of tool turns, which Renderable makes one user turn) and the
+	// reasoning the template keeps before it (when that turn is written as
+	// a tool result, the template's last query is an earlier one).
+	var extra []tokenizer.Message
 	if hasText(tools) {
-		// One run of tool turns: Renderable makes it one user turn.
-		results = append(slices.Clip(prompt), chatmsg.Renderable(tools)...)
+		extra = chatmsg.Renderable(tools)
+	}
+	if r := chatmsg.Unrendered(turns, last); r != "" {
+		if len(extra) == 0 {
+			extra = []tokenizer.Message{{Role: "user"}}
+		}
+		extra[0].Content = chatmsg.Join(r, extra[0].Content)
+	}
+	if len(extra) > 0 {
+		results = append(slices.Clip(prompt), extra...)
 	}
 	return out, results
 }
