@@ -131,8 +131,8 @@ func TestConcurrentCallsOnOneStreamTakeTurns(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.AppendText(cctx, "late"); !errors.Is(err, context.Canceled) {
-		t.Errorf("a call waiting for another's turn, its context done: %v; want context.Canceled", err)
+	if _, err := s.AppendText(cctx, "late"); !errors.Is(err, context.Canceled) || !errors.Is(err, ErrNotTaken) {
+		t.Errorf("a call waiting for another's turn, its context done: %v; want context.Canceled and ErrNotTaken", err)
 	}
 	s.leave()
 }

@@ -92,12 +92,14 @@
 // the rest stay queued ([Stream.Pending]) and the next call feeds them
 // first. The verdicts of the tokens fed before the cancellation are
 // returned with the error (a prompt verdict, once its <|im_end|> is fed, is
-// [Stream.LastPrompt]). Its input was taken, also when the context ended
-// before the call began or while it waited for another call's turn: do not
-// send the same text to AppendText again (the call that feeds it returns
-// its verdicts). A cancelled EndResponse may be called again to have its
-// tail fed. A cancelled JudgePrompt is finished by calling it again with
-// the same messages; a prompt with other messages is refused until then.
+// [Stream.LastPrompt]). Its input was taken, also when the context was
+// done before the call began: do not send the same text to AppendText
+// again. A cancelled EndResponse may be called again to have its tail fed.
+// A cancelled JudgePrompt is finished by calling it again with the same
+// messages; a prompt with other messages is refused until then. The one
+// call that takes nothing is one whose context ends while it waits for
+// another call on the same stream (see Concurrency): its error wraps
+// [ErrNotTaken] beside ctx.Err(), and its input is to be sent again.
 // [Model.Moderate] closes its own stream.
 //
 // # Concurrency

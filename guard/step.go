@@ -425,20 +425,20 @@ func (s *Stream) EndThinking(ctx context.Context) ([]TokenVerdict, error) {
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
 func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, s.QueueEndResponse)
+	return s.runAfter(ctx, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := s.check(); err != nil {
+			return err
+		}
+		return s.queueEndResponse(true)
+	})
 }
 
 // runAfter queues with queue, then runs the stream, as one synchronous
 // call: the stream's other synchronous calls wait meanwhile.
 func (s *Stream) runAfter(ctx context.Context, queue func() error) ([]TokenVerdict, error) {
 	if err := s.enter(ctx); err != nil {
-		// The context ended before the call's turn came (or was done
-		// already). Its input is taken all the same, as a cancelled call's
-		// always is (doc.go, Cancellation): a caller that does not send the
-		// text again must not lose it.
-		if qerr := queue(); qerr != nil {
-			return nil, qerr
-		}
 		return nil, err
 	}
 	defer s.leave()

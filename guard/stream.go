@@ -128,6 +128,11 @@ type Stream struct {
 // ErrClosed is returned by operations on a closed stream.
 var ErrClosed = errors.New("guard: stream is closed")
 
+// ErrNotTaken is wrapped, beside the context's error, by a synchronous
+// call whose context ended while it waited for another call on the same
+// stream: it took nothing, and its input is to be sent again.
+var ErrNotTaken = errors.New("guard: the call took nothing")
+
 // errZeroStream is the error of a zero Stream's calls.
 var errZeroStream = errors.New("guard: the stream is not open: a zero Stream is not usable; streams come from Model.NewStream")
 
@@ -176,11 +181,20 @@ func (s *Stream) enter(ctx context.Context) error {
 	if s.calls == nil { // a zero Stream, or an unusable model's: the call fails on its own
 		return nil
 	}
+	// A free stream is entered whatever the context: the call then takes
+	// its input, and its run stops at the context (doc.go, Cancellation).
+	// Chosen at random between the two, a call on a done context took
+	// its input or not by chance.
+	select {
+	case s.calls <- struct{}{}:
+		return nil
+	default:
+	}
 	select {
 	case s.calls <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("guard: %w", ctx.Err())
+		return fmt.Errorf("%w: its context ended while another call on the stream ran: %w", ErrNotTaken, ctx.Err())
 	}
 }
 
@@ -751,9 +765,14 @@ func (s *Stream) QueueEndResponse() error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	if s.phase == phaseTurnEnd && len(s.queue) > 0 {
-		// A cancelled EndResponse's turn end is still queued: this call
-		// (EndResponse again) only has it fed.
+	return s.queueEndResponse(false)
+}
+
+// queueEndResponse is QueueEndResponse; again is EndResponse called after
+// a cancelled one, whose turn end may still be queued: then it queues
+// nothing, and the call feeds what is queued.
+func (s *Stream) queueEndResponse(again bool) error {
+	if again && s.phase == phaseTurnEnd && len(s.queue) > 0 {
 		return nil
 	}
 	s.save()
