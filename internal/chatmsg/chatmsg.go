@@ -359,7 +359,8 @@ const (
 // one per call): the model reads the names and arguments it called, so the
 // guard does too. toolCalls is an array of calls (a message's tool_calls),
 // functionCall one call (the legacy function_call); either may be absent.
-// A call of another shape has every string in it written instead.
+// A call of another shape has every string in it written instead (its
+// escapes decoded as well).
 //
 // Arguments given as a JSON string are read with their \uXXXX escapes
 // decoded (Unescape): the letters are what the model reads (vLLM and
@@ -400,6 +401,11 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 			strs, err := stringsOf(raw, "id")
 			if err != nil {
 				return "", fmt.Errorf("tool call %d: %w", i, err)
+			}
+			// Decoded too: a server may run a call of no name too, its
+			// arguments parsed (Ollama's model read the letters).
+			for k := range strs {
+				strs[k] = Unescape(strs[k])
 			}
 			out = append(out, strings.Join(strs, "\n"))
 			continue

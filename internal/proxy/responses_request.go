@@ -205,14 +205,14 @@ type responsesItem struct {
 // readableReasoning is the text a model may read in a reasoning item's
 // encrypted_content. Ollama keeps the model's thinking there as it is, and
 // reads it back as the assistant's thinking; base64 of text a model can
-// decode as well. So base64 that decodes to text is judged decoded, and
-// anything else as it is: OpenAI's base64 of ciphertext too, as no test
-// tells it from words a model reads (words joined by "_" or "-" are valid
-// unpadded base64 of bytes that are not text).
+// decode as well. So it is judged as it is, always: OpenAI's base64 of
+// ciphertext too, as no test tells it from words a model reads (words
+// joined by "_" or "-", in mixed case, are valid unpadded base64, of text
+// or not), and, when it is base64 of text, decoded as well.
 func readableReasoning(s string) string {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(s); err == nil && utf8.Valid(b) {
-			return string(b)
+			return chatmsg.Join(s, string(b))
 		}
 	}
 	return s

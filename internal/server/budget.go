@@ -23,15 +23,20 @@ var ErrBudget = errors.New("KV-cache budget exhausted")
 // and can lose for minutes. Streams that already hold a charge and need
 // more are queued ahead of new streams: they hold memory that only their
 // progress gives back, so making them wait behind new streams could stall
-// both until the wait ends. A charge that does not fit holds back only
-// its own tenant's charges behind it, never another tenant's that fit:
-// served strictly in order across tenants, one tenant asking again and
-// again for more than fits (an append too long for the room left, refused
-// and sent again) kept every other tenant's new streams out of a budget
-// with room for them.
+// both until the wait ends. Across tenants the budget is shared fairly: a
+// charge that does not fit holds back the charges behind it of its own
+// tenant and of tenants that hold as much of the budget as its tenant or
+// more, while a tenant that holds less is served past it. Served strictly
+// in order across tenants, one tenant asking again and again for more than
+// fits (an append too long for the room left, refused and sent again) kept
+// every other tenant's new streams out of a budget with room for them;
+// passed by every other tenant, a tenant's larger charge could wait for
+// ever behind another's stream of small ones. Now the tenant that holds
+// less comes first either way.
 type kvBudget struct {
 	mu          sync.Mutex
-	limit, used int64 // positions; limit 0 means unlimited
+	limit, used int64            // positions; limit 0 means unlimited
+	held        map[string]int64 // positions charged per tenant (none: 0)
 	bytesPerPos int64
 	maxLen      int
 	wait        time.Duration // the longest a charge waits (0: refused at once)
@@ -70,7 +75,7 @@ func budgetFor(asked, capacity int64) int64 {
 }
 
 func newKVBudget(limitBytes, bytesPerPos int64, maxLen int, wait time.Duration) *kvBudget {
-	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen, wait: max(0, wait)}
+	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen, wait: max(0, wait), held: map[string]int64{}}
 	if limitBytes > 0 && bytesPerPos > 0 {
 		b.limit = max(1, limitBytes/bytesPerPos)
 	}
@@ -135,18 +140,29 @@ func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bo
 			at++
 		}
 	}
-	ahead := slices.ContainsFunc(b.queue[:at], func(w *budgetWaiter) bool { return w.owner == owner })
-	if b.limit == 0 || (!ahead && b.used+n <= b.limit) {
-		b.used += n
+	if b.limit == 0 || (len(b.queue) == 0 && b.used+n <= b.limit) {
+		b.chargeLocked(owner, n)
 		b.mu.Unlock()
 		return nil
 	}
-	if n > b.limit || b.wait <= 0 {
+	if n > b.limit {
 		b.mu.Unlock()
 		return ErrBudget
 	}
+	// Queued, then granted at once if the charges ahead do not hold it
+	// back.
 	w := &budgetWaiter{owner: owner, n: n, growth: growth, ready: make(chan struct{})}
 	b.queue = slices.Insert(b.queue, at, w)
+	b.grantLocked()
+	if w.granted {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.wait <= 0 {
+		b.removeLocked(w)
+		b.mu.Unlock()
+		return ErrBudget
+	}
 	b.mu.Unlock()
 
 	start := time.Now()
@@ -165,27 +181,41 @@ func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bo
 		return nil
 	}
 	b.waited.refused++
-	if i := slices.Index(b.queue, w); i >= 0 {
-		b.queue = slices.Delete(b.queue, i, i+1)
-	}
-	b.grantLocked() // the charges behind w may fit
+	b.removeLocked(w)
 	return ErrBudget
 }
 
+// removeLocked takes w, not granted, out of the queue: the charges it held
+// back may fit.
+func (b *kvBudget) removeLocked(w *budgetWaiter) {
+	if i := slices.Index(b.queue, w); i >= 0 {
+		b.queue = slices.Delete(b.queue, i, i+1)
+	}
+	b.grantLocked()
+}
+
+// chargeLocked adds n positions charged to owner.
+func (b *kvBudget) chargeLocked(owner string, n int64) {
+	b.used += n
+	b.held[owner] += n
+}
+
 // grantLocked grants queued charges in order, each that fits unless a
-// charge of its tenant ahead of it does not.
+// charge ahead of it that does not fit holds it back: one of its own
+// tenant's, or of a tenant that holds less of the budget than its own.
 func (b *kvBudget) grantLocked() {
-	var held []string // tenants with a charge that does not fit
+	var stuck []string // tenants of the charges that do not fit
 	kept := b.queue[:0]
 	for _, w := range b.queue {
+		back := slices.ContainsFunc(stuck, func(o string) bool { return b.held[w.owner] >= b.held[o] })
 		switch {
-		case slices.Contains(held, w.owner):
+		case back:
 			kept = append(kept, w)
 		case b.used+w.n > b.limit:
-			held = append(held, w.owner)
+			stuck = append(stuck, w.owner)
 			kept = append(kept, w)
 		default:
-			b.used += w.n
+			b.chargeLocked(w.owner, w.n)
 			w.granted = true
 			close(w.ready)
 		}
@@ -194,23 +224,28 @@ func (b *kvBudget) grantLocked() {
 	b.queue = kept
 }
 
-// forceAcquire charges n positions even beyond the limit: for tokens that
-// are already in a cache (an estimate fell short), which must be counted.
-func (b *kvBudget) forceAcquire(n int64) {
+// forceAcquire charges n positions to owner even beyond the limit: for
+// tokens that are already in a cache (an estimate fell short), which must
+// be counted.
+func (b *kvBudget) forceAcquire(owner string, n int64) {
 	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
-	b.used += n
+	b.chargeLocked(owner, n)
 	b.mu.Unlock()
 }
 
-func (b *kvBudget) release(n int64) {
+// release returns n positions charged to owner.
+func (b *kvBudget) release(owner string, n int64) {
 	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
 	b.used -= n
+	if b.held[owner] -= n; b.held[owner] <= 0 {
+		delete(b.held, owner)
+	}
 	b.grantLocked()
 	b.mu.Unlock()
 }

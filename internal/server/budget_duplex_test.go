@@ -208,13 +208,13 @@ func TestAppendWithinReserveFits(t *testing.T) {
 		// Every other position of the budget is held (other streams, in
 		// production): the stream has its prompt and its reserve, no more.
 		used, limit := h.srv.budget.usage()
-		h.srv.budget.forceAcquire(limit - used)
+		h.srv.budget.forceAcquire("t", limit-used)
 		var e errBody
 		if code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"text": text}, &e); code != 200 {
 			t.Errorf("an append of %d bytes (%d tokens; charged %d) to a stream at position %d with a reserve of 256 tokens: status %d %+v",
 				len(text), len(tk.EncodeText(text)), tokenizer.MaxIDs(text), sa.State.Position, code, e.Error)
 		}
-		h.srv.budget.release(limit - used)
+		h.srv.budget.release("t", limit-used)
 	}
 }
 
@@ -247,7 +247,7 @@ func TestKVBudgetHoldsForHeldText(t *testing.T) {
 	h.srv.sessions.mu.Unlock()
 	// The rest of the budget is held by other streams.
 	used, lim := h.srv.budget.usage()
-	h.srv.budget.forceAcquire(lim - used)
+	h.srv.budget.forceAcquire("t", lim-used)
 	var r2 streamResponse
 	code, _ := h.do("POST", "/v1/streams/"+sa.ID+"/append", "key-a", map[string]any{"flush": true}, &r2)
 	after, _ := h.srv.budget.usage()

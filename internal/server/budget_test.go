@@ -97,13 +97,13 @@ func TestBudgetQueueOrder(t *testing.T) {
 	// Growth that does not fit waits at the head.
 	growth := startAcquire(ctx, b, 40, true)
 	waitQueued(t, b, 3)
-	b.release(20) // 50 used: the growth (40) fits, then neither new one
+	b.release("t", 20) // 50 used: the growth (40) fits, then neither new one
 	granted(t, growth, "growth 2")
 	pending(t, first, "first")
-	b.release(60) // 30 used: first (50) fits, second (30) not after it
+	b.release("t", 60) // 30 used: first (50) fits, second (30) not after it
 	granted(t, first, "first")
 	pending(t, second, "second")
-	b.release(20) // 60 used
+	b.release("t", 20) // 60 used
 	granted(t, second, "second")
 	if used, _ := b.usage(); used != 90 {
 		t.Fatalf("used %d, want 90", used)
@@ -184,14 +184,14 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 1))
 			held := int64(0)
+			owner := string(rune('a' + g%3)) // three tenants
 			for range 300 {
 				if held > 0 && r.IntN(2) == 0 {
-					b.release(held)
+					b.release(owner, held)
 					held = 0
 					continue
 				}
 				n := 1 + r.Int64N(40)
-				owner := string(rune('a' + g%3)) // three tenants
 				if b.acquire(context.Background(), owner, n, held > 0) == nil {
 					held += n
 				}
@@ -199,7 +199,7 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 					over.Store(used)
 				}
 			}
-			b.release(held)
+			b.release(owner, held)
 		}()
 	}
 	wg.Wait()
@@ -214,13 +214,16 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 	}
 }
 
-// TestBudgetTenantsDoNotBlockEachOther: a charge that does not fit holds
-// back its own tenant's later charges, never another tenant's that fit.
-// Served strictly in order across tenants, tenant a, asking again and
-// again for growth that cannot fit (an append too long for the room left,
+// TestBudgetTenantsShareFairly: a charge that does not fit holds back
+// the charges of its own tenant and of tenants that hold as much of the
+// budget or more; a tenant that holds less is served past it. Served
+// strictly in order across tenants, tenant a, asking again and again for
+// growth that could not fit (an append too long for the room left,
 // refused 429 and sent again), kept tenant b's new streams out of a budget
-// with room for them for as long as it went on.
-func TestBudgetTenantsDoNotBlockEachOther(t *testing.T) {
+// with room for them; passed by every other tenant, a's larger charge
+// waited for ever behind b's stream of small ones
+// (TestBudgetLargeChargeNotStarved).
+func TestBudgetTenantsShareFairly(t *testing.T) {
 	ctx := context.Background()
 	b := newKVBudget(100, 1, 1000, time.Minute)
 	if err := b.acquire(ctx, "a", 40, false); err != nil {
@@ -231,29 +234,57 @@ func TestBudgetTenantsDoNotBlockEachOther(t *testing.T) {
 	aNew := startAcquireFor(ctx, b, "a", 10, false) // fits, but behind a's growth
 	waitQueued(t, b, 2)
 	pending(t, aNew, "a's new stream behind a's growth")
-	// b's new stream fits: granted at once, ahead of a's charges.
+	// b holds less than a: its new stream, which fits, is served at once.
 	if err := b.acquire(ctx, "b", 30, false); err != nil {
 		t.Fatalf("b's new stream, 30 of 60 free positions: %v", err)
 	}
-	// b's growth waits only behind b's own charges.
+	// b's growth does not fit; b (30) still holds less than a (40), so
+	// a's charges do not hold it back, nor it a's growth.
 	bGrowth := startAcquireFor(ctx, b, "b", 50, true) // 70+50 > 100
 	waitQueued(t, b, 3)
-	pending(t, aGrowth, "a's growth")
-	pending(t, bGrowth, "b's growth")
-	// 40 released: a's growth (70) fits (30+70), granted first; then
-	// a's new stream does not fit, nor b's growth.
-	b.release(40)
+	// a's 40 released: a's growth (70) fits beside b's 30.
+	b.release("a", 40)
 	granted(t, aGrowth, "a's growth")
-	pending(t, aNew, "a's new stream")
 	pending(t, bGrowth, "b's growth")
-	// b's 30 released: 70 used; b's growth (50) does not fit, a's new
-	// stream (10) does, behind no charge of a's.
-	b.release(30)
-	granted(t, aNew, "a's new stream")
-	pending(t, bGrowth, "b's growth")
-	b.release(70)
+	// a (70) now holds more than b (30): b's growth, stuck, holds back
+	// a's new stream, which would fit once b's 30 is released.
+	b.release("b", 30)
+	pending(t, aNew, "a's new stream, a holding more than b")
+	pending(t, bGrowth, "b's growth (70+50)")
+	b.release("a", 70)
 	granted(t, bGrowth, "b's growth")
+	granted(t, aNew, "a's new stream")
 	if used, _ := b.usage(); used != 60 {
 		t.Errorf("%d positions charged at the end, want 60", used)
 	}
+}
+
+// TestBudgetLargeChargeNotStarved: tenant b fills the budget with small
+// streams and opens the next the moment one ends; tenant a, holding
+// nothing, waits for a larger one. a holds less, so b's next streams wait
+// behind it, and a is served once three of b's have ended.
+func TestBudgetLargeChargeNotStarved(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newKVBudget(100, 1, 1000, time.Minute)
+	for range 10 {
+		if err := b.acquire(ctx, "b", 10, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aDone := startAcquireFor(ctx, b, "a", 30, false)
+	waitQueued(t, b, 1)
+	var bNext []<-chan error
+	for i := range 2 {
+		b.release("b", 10)
+		bNext = append(bNext, startAcquireFor(ctx, b, "b", 10, false))
+		waitQueued(t, b, 2+i)
+		pending(t, aDone, "a's 30")
+	}
+	b.release("b", 10)
+	granted(t, aDone, "a's 30 after three of b's streams ended")
+	for _, c := range bNext {
+		pending(t, c, "b's next streams, a full budget")
+	}
+	cancel()
 }

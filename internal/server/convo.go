@@ -98,7 +98,7 @@ func (c *convo) close(reason string) guard.Decision {
 	if !c.closed {
 		c.closed = true
 		c.s.Close()
-		c.srv.budget.release(c.charged)
+		c.srv.budget.release(c.tenant.Name, c.charged)
 		c.charged = 0
 		c.tenant.open.Add(-1)
 		c.srv.metrics.openStreams.Add(-1)
@@ -147,7 +147,7 @@ func (c *convo) run(ctx context.Context, certain, maxNew int, queue func() error
 	// The guard refused whatever would pass the stream's limit, so n
 	// fits: at most the charge's cap, which the bound above reached.
 	if want := c.srv.budget.capBound(c.s.Len() + c.s.Pending()); want > c.charged {
-		c.srv.budget.forceAcquire(want - c.charged) // not reached: the bound holds
+		c.srv.budget.forceAcquire(c.tenant.Name, want-c.charged) // not reached: the bound holds
 		c.charged = want
 	}
 	return c.submit(ctx)
@@ -192,7 +192,7 @@ func (c *convo) settle() {
 	n := c.s.Len() + c.s.Pending() + guardhook.Tokenizer(c.srv.model).MinIDs(c.s.HeldBytes())
 	want := c.srv.budget.capBound(max(n, c.floor))
 	if want < c.charged {
-		c.srv.budget.release(c.charged - want)
+		c.srv.budget.release(c.tenant.Name, c.charged-want)
 		c.charged = want
 	}
 }
