@@ -45,6 +45,16 @@
 // continues the same stream: [Stream.EndResponse] closes the assistant turn
 // and the next [Stream.JudgePrompt] judges the next user turn.
 //
+// Agents: an assistant [Message] may hold [ToolCall]s, and a message of role
+// "tool" a call's result; they are laid out as the Qwen3 template writes
+// them, the tags <tool_call>, </tool_call>, <tool_response> and
+// </tool_response> as the model's tokens for them (a tag written in
+// message text stays text). In a streamed answer, [Stream.StartToolCall]
+// and [Stream.EndToolCall] feed a call's tags; what the template writes
+// around and inside them is appended as text (a "\n" before a call that
+// follows text or another call, then "\n{\"name\": \"NAME\",
+// \"arguments\": ARGUMENTS}\n").
+//
 // AppendText holds back the end of the text until later text decides its
 // tokens (the last word; one long word whole), and FlushText or
 // EndResponse judges it. Held text counts toward the context: AppendText

@@ -145,12 +145,3 @@ func bitsEqual(a, b []float32) bool {
 	}
 	return true
 }
-
-// fromChat converts the tokenizer's messages (the red-team set's) to guard's.
-func fromChat(msgs []tokenizer.Message) []Message {
-	out := make([]Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = Message(m)
-	}
-	return out
-}

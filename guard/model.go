@@ -24,14 +24,29 @@ import (
 )
 
 // Message is one chat turn. Role is "system" ("developer", OpenAI's newer
-// name for it, is read as "system"), "user" or "assistant";
-// ReasoningContent is an assistant turn's reasoning (the text of its think
-// block), which the chat template keeps only for turns after the last user
-// turn. All of it is text: control tokens written in it stay text.
+// name for it, is read as "system"), "user", "assistant" or "tool" (a tool
+// call's result: a run of them is the user turn of <tool_response> blocks
+// the chat template writes); ReasoningContent is an assistant turn's
+// reasoning (the text of its think block), which the chat template keeps
+// only for turns after the last user turn; ToolCalls are the calls an
+// assistant turn makes after its content, written as the template writes
+// them (their tags as the model's tokens for them); they are not read
+// from or written to JSON, whose OpenAI form (an id, a type, a function
+// object) is not theirs. All of the text is text: control tokens written
+// in it stay text.
 type Message struct {
-	Role             string `json:"role"`
-	Content          string `json:"content"`
-	ReasoningContent string `json:"reasoning_content,omitempty"`
+	Role             string     `json:"role"`
+	Content          string     `json:"content"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"-"`
+}
+
+// ToolCall is one call of an assistant turn: the tool's name and its
+// arguments as JSON text (written as they are: the \uXXXX escapes of a
+// request decoded first, as the model reads them, is the caller's choice).
+type ToolCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
 }
 
 func chatMessages(msgs []Message) []tokenizer.Message {
@@ -40,7 +55,28 @@ func chatMessages(msgs []Message) []tokenizer.Message {
 		if m.Role == "developer" {
 			m.Role = "system"
 		}
-		out[i] = tokenizer.Message(m)
+		out[i] = tokenizer.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+		if len(m.ToolCalls) > 0 {
+			out[i].ToolCalls = make([]tokenizer.ToolCall, len(m.ToolCalls))
+			for j, c := range m.ToolCalls {
+				out[i].ToolCalls[j] = tokenizer.ToolCall(c)
+			}
+		}
+	}
+	return out
+}
+
+// fromChat is chatMessages the other way (developer stays system).
+func fromChat(msgs []tokenizer.Message) []Message {
+	out := make([]Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+		if len(m.ToolCalls) > 0 {
+			out[i].ToolCalls = make([]ToolCall, len(m.ToolCalls))
+			for j, c := range m.ToolCalls {
+				out[i].ToolCalls[j] = ToolCall(c)
+			}
+		}
 	}
 	return out
 }
@@ -350,6 +386,10 @@ func init() {
 			return wrap(net, tok, opts.(Options))
 		},
 		ParseDevice: parseDevice,
+		Messages:    func(msgs []tokenizer.Message) any { return fromChat(msgs) },
+		ChatMessages: func(msgs any) []tokenizer.Message {
+			return chatMessages(msgs.([]Message))
+		},
 		Forward: func(m any, ids [][]int) ([]qwen3.Output, error) {
 			return m.(*Model).forwardFresh(ids)
 		},

@@ -422,6 +422,18 @@ func (s *Stream) EndThinking(ctx context.Context) ([]TokenVerdict, error) {
 	return s.runAfter(ctx, s.QueueEndThinking)
 }
 
+// StartToolCall opens a tool call of the answer (see QueueStartToolCall)
+// and returns the verdicts of the tokens that became final.
+func (s *Stream) StartToolCall(ctx context.Context) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueStartToolCall)
+}
+
+// EndToolCall closes the open tool call (see QueueEndToolCall) and returns
+// the verdicts of the tokens that became final.
+func (s *Stream) EndToolCall(ctx context.Context) ([]TokenVerdict, error) {
+	return s.runAfter(ctx, s.QueueEndToolCall)
+}
+
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
 func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {

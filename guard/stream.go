@@ -555,8 +555,8 @@ func (s *Stream) renderPrompt(msgs []Message) ([]int, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("guard: empty prompt: no messages")
 	}
-	if last := msgs[len(msgs)-1]; last.Role != "user" {
-		return nil, fmt.Errorf("guard: the last message must be the user's turn, got role %q (feed a response with AppendText or AppendIDs)", last.Role)
+	if last := msgs[len(msgs)-1]; last.Role != "user" && last.Role != "tool" {
+		return nil, fmt.Errorf("guard: the last message must be the user's turn (or tool results, which the chat template writes as one), got role %q (feed a response with AppendText or AppendIDs)", last.Role)
 	}
 	s.mu.Lock()
 	err := s.check()
@@ -753,6 +753,39 @@ func (s *Stream) QueueEndThinking() error {
 	s.phase = phaseResponse
 	// The answer's "\n\n" is held, and must fit as held text does.
 	return s.undo(s.push(s.assistantItems(s.write("\n\n"), itemResponse)))
+}
+
+// QueueStartToolCall opens a tool call of the answer: the text held back
+// so far is queued (the call's tag ends it, as the tag ends the template's
+// text), then <tool_call> as the model's token for it, judged like the
+// answer. The answer is opened first if it is not (StartResponse(false));
+// an open think block must be closed first (EndThinking), as the template
+// writes calls after the reasoning. What the template writes around and
+// inside a call is the caller's to append as text, as the answer's text is:
+// "\n" before a call that follows content or another call, then
+// "\n{\"name\": \"NAME\", \"arguments\": ARGUMENTS}\n" inside it, which
+// QueueEndToolCall closes.
+func (s *Stream) QueueStartToolCall() error { return s.queueToolTag(tokenizer.ToolCallStart) }
+
+// QueueEndToolCall closes a tool call QueueStartToolCall opened with
+// </tool_call>, after the text held back so far.
+func (s *Stream) QueueEndToolCall() error { return s.queueToolTag(tokenizer.ToolCallEnd) }
+
+func (s *Stream) queueToolTag(id int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
+	if s.phase == phaseThinking {
+		return errors.New("guard: a tool call inside the think block (EndThinking closes it first)")
+	}
+	s.save()
+	if err := s.ensureResponse(); err != nil {
+		return s.undo(err)
+	}
+	items := s.assistantItems(s.enc.Flush(), itemResponse)
+	return s.undo(s.push(append(items, s.assistantItems([]int{id}, itemResponse)...)))
 }
 
 // QueueEndResponse flushes the text and closes the assistant turn with

@@ -297,9 +297,9 @@ func TestStreamErrors(t *testing.T) {
 		{"no ids", func() error { _, err := s.JudgePromptIDs(context.Background(), nil); return err }(), "empty prompt"},
 		{"ids not ending at im_end", func() error { _, err := s.JudgePromptIDs(context.Background(), []int{1, 2}); return err }(), "must end with <|im_end|>"},
 		{"unknown role", func() error {
-			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "tool", Content: "x"}, {Role: "user", Content: "hi"}})
+			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "narrator", Content: "x"}, {Role: "user", Content: "hi"}})
 			return err
-		}(), `role "tool" is not supported`},
+		}(), `role "narrator" is not supported`},
 		{"assistant last", func() error {
 			_, err := s.JudgePrompt(context.Background(), []Message{{Role: "assistant", Content: "x"}})
 			return err

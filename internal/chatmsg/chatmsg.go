@@ -304,14 +304,12 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
-	calls, err := ToolCalls(f["tool_calls"], f["function_call"])
+	calls, other, err := ToolCalls(f["tool_calls"], f["function_call"])
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
-	if calls != "" {
-		text = Join(text, calls)
-	}
-	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning}, nil
+	text = Join(text, other)
+	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning, ToolCalls: calls}, nil
 }
 
 // reasoningDetails is the readable text of OpenRouter's reasoning_details
@@ -345,47 +343,39 @@ func reasoningDetails(f fields) (string, error) {
 	return t, nil
 }
 
-// The Qwen3 template writes a tool call of the assistant as
-// ToolCallOpen + name + ToolCallArguments + arguments + ToolCallClose, and
-// separates calls (and the content before the first one) with a newline.
-const (
-	ToolCallOpen      = "<tool_call>\n{\"name\": \""
-	ToolCallArguments = "\", \"arguments\": "
-	ToolCallClose     = "}\n</tool_call>"
-)
-
-// ToolCalls writes tool calls as the Qwen3 template writes them into the
-// assistant's turn ("<tool_call>\n{"name": N, "arguments": A}\n</tool_call>",
-// one per call): the model reads the names and arguments it called, so the
-// guard does too. toolCalls is an array of calls (a message's tool_calls),
+// ToolCalls reads tool calls, which the Qwen3 template writes into the
+// assistant's turn after its content ("<tool_call>\n{"name": N,
+// "arguments": A}\n</tool_call>", one per call, the tags its added
+// tokens): the model reads the names and arguments it called, so the guard
+// does too. toolCalls is an array of calls (a message's tool_calls),
 // functionCall one call (the legacy function_call); either may be absent.
-// A call of another shape has every string in it written instead (its
-// escapes decoded as well).
+// A call of another shape has every string in it returned in other
+// instead (joined by newlines, escapes decoded as well), to be judged as
+// text.
 //
 // Arguments given as a JSON string are read with their \uXXXX escapes
 // decoded (Unescape): the letters are what the model reads (vLLM and
 // Ollama parse a request's arguments before the template writes them
 // again, unescaped) and what an agent acting on an answer's call gets from
 // its JSON parser, so escapes never hide a word from the guard.
-func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
-	var calls []json.RawMessage
+func ToolCalls(toolCalls, functionCall json.RawMessage) (calls []tokenizer.ToolCall, other string, err error) {
+	var raws []json.RawMessage
 	if !Absent(toolCalls) {
-		if err := json.Unmarshal(toolCalls, &calls); err != nil {
-			return "", fmt.Errorf(`"tool_calls": want an array of calls: %w`, err)
+		if err := json.Unmarshal(toolCalls, &raws); err != nil {
+			return nil, "", fmt.Errorf(`"tool_calls": want an array of calls: %w`, err)
 		}
 	}
 	if !Absent(functionCall) {
-		calls = append(calls, functionCall)
+		raws = append(raws, functionCall)
 	}
-	var out []string
-	for i, raw := range calls {
+	for i, raw := range raws {
 		c, err := exactFields(raw)
 		if err != nil {
-			return "", fmt.Errorf("tool call %d: %w", i, err)
+			return nil, "", fmt.Errorf("tool call %d: %w", i, err)
 		}
 		if fn, ok := c["function"]; ok {
 			if c, err = exactFields(fn); err != nil {
-				return "", fmt.Errorf("tool call %d: function: %w", i, err)
+				return nil, "", fmt.Errorf("tool call %d: function: %w", i, err)
 			}
 		}
 		name, nerr := c.str("name")
@@ -400,23 +390,39 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (string, error) {
 		if nerr != nil || aerr != nil || name == nil {
 			strs, err := stringsOf(raw, "id")
 			if err != nil {
-				return "", fmt.Errorf("tool call %d: %w", i, err)
+				return nil, "", fmt.Errorf("tool call %d: %w", i, err)
 			}
 			// Decoded too: a server may run a call of no name too, its
 			// arguments parsed (Ollama's model read the letters).
 			for k := range strs {
 				strs[k] = Unescape(strs[k])
 			}
-			out = append(out, strings.Join(strs, "\n"))
+			other = Join(other, strings.Join(strs, "\n"))
 			continue
 		}
 		a := ""
 		if args != nil {
 			a = Unescape(*args)
 		}
-		out = append(out, ToolCallOpen+*name+ToolCallArguments+a+ToolCallClose)
+		calls = append(calls, tokenizer.ToolCall{Name: *name, Arguments: a})
 	}
-	return strings.Join(out, "\n"), nil
+	return calls, other, nil
+}
+
+// ToolCallsText is what ToolCalls reads as one text, for judging in a turn
+// of text (the template's layout of the calls, their tags spelled out).
+func ToolCallsText(toolCalls, functionCall json.RawMessage) (string, error) {
+	calls, other, err := ToolCalls(toolCalls, functionCall)
+	if err != nil {
+		return "", err
+	}
+	return Join(tokenizer.ToolCallsText(calls, false), other), nil
+}
+
+// WithCalls is m's content followed by its tool calls as the template
+// writes them, as text.
+func WithCalls(m tokenizer.Message) string {
+	return m.Content + tokenizer.ToolCallsText(m.ToolCalls, m.Content != "")
 }
 
 // Conversation reads messages in order (Message).
@@ -430,28 +436,6 @@ func Conversation(raws []json.RawMessage, skipped *Skipped) ([]tokenizer.Message
 		msgs = append(msgs, m)
 	}
 	return msgs, nil
-}
-
-// Renderable lays turns out for the guard's chat template, which knows
-// system, user and assistant turns: a run of tool results becomes the
-// user turn the Qwen3 template makes of it, each result wrapped in
-// <tool_response> tags (written as text, as every message's text is).
-func Renderable(turns []tokenizer.Message) []tokenizer.Message {
-	out := make([]tokenizer.Message, 0, len(turns))
-	for i, m := range turns {
-		if m.Role != ToolRole {
-			out = append(out, m)
-			continue
-		}
-		wrapped := "<tool_response>\n" + m.Content + "\n</tool_response>"
-		if i > 0 && turns[i-1].Role == ToolRole {
-			prev := &out[len(out)-1]
-			prev.Content += "\n" + wrapped
-			continue
-		}
-		out = append(out, tokenizer.Message{Role: "user", Content: wrapped})
-	}
-	return out
 }
 
 // Definitions lists what a request declares beside its messages and the
@@ -570,7 +554,7 @@ func LastUser(msgs []tokenizer.Message) int {
 func Trailing(turns []tokenizer.Message) string {
 	var t string
 	for _, m := range turns {
-		t = Join(t, Join(m.ReasoningContent, m.Content))
+		t = Join(t, Join(m.ReasoningContent, WithCalls(m)))
 	}
 	if strings.TrimSpace(t) == "" {
 		// White space alone (models answer "\n\n" beside a tool call)

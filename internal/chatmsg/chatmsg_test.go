@@ -2,6 +2,7 @@ package chatmsg
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -61,13 +62,13 @@ func TestConversation(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []tokenizer.Message{{Role: "system", Content: "s"}, {Role: "user", Content: "u"},
-		{Role: "assistant", Content: "call\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\":1}}\n</tool_call>\n<tool_call>\n{\"name\": \"g\", \"arguments\": {\"k\": \"v\"}}\n</tool_call>", ReasoningContent: "r1"},
+		{Role: "assistant", Content: "call", ReasoningContent: "r1", ToolCalls: []tokenizer.ToolCall{{Name: "f", Arguments: `{"q":1}`}, {Name: "g", Arguments: `{"k": "v"}`}}},
 		{Role: ToolRole, Content: "result"},
 		{Role: "assistant", Content: "answer", ReasoningContent: "r2"},
 		{Role: ToolRole, Content: "old"},
-		{Role: "assistant", Content: "<tool_call>\n{\"name\": \"h\", \"arguments\": {}}\n</tool_call>", ReasoningContent: "r3"},
+		{Role: "assistant", Content: "", ReasoningContent: "r3", ToolCalls: []tokenizer.ToolCall{{Name: "h", Arguments: "{}"}}},
 		{Role: "system", Content: "late"}}
-	if !slices.Equal(msgs, want) || len(skipped) != 0 {
+	if !reflect.DeepEqual(msgs, want) || len(skipped) != 0 {
 		t.Fatalf("got  %q\nwant %q\nskipped %v", msgs, want, skipped)
 	}
 	last := LastUser(msgs)
@@ -99,17 +100,12 @@ func TestConversation(t *testing.T) {
 	}
 }
 
-// TestRenderable: tool results become the user turn the template makes of
-// them (a run of them one turn), never the last user turn LastUser finds.
-func TestRenderable(t *testing.T) {
-	turns := []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", Content: "call"},
+// TestLastUserSkipsToolResults: tool results are never the last user
+// turn LastUser finds (the template writes them as a user turn, which the
+// tokenizer renders from their own role).
+func TestLastUserSkipsToolResults(t *testing.T) {
+	turns := []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", ToolCalls: []tokenizer.ToolCall{{Name: "f", Arguments: "{}"}}},
 		{Role: ToolRole, Content: "a"}, {Role: ToolRole, Content: "b"}, {Role: "assistant", Content: "done"}, {Role: ToolRole, Content: "c"}}
-	want := []tokenizer.Message{{Role: "user", Content: "q"}, {Role: "assistant", Content: "call"},
-		{Role: "user", Content: "<tool_response>\na\n</tool_response>\n<tool_response>\nb\n</tool_response>"},
-		{Role: "assistant", Content: "done"}, {Role: "user", Content: "<tool_response>\nc\n</tool_response>"}}
-	if got := Renderable(turns); !slices.Equal(got, want) {
-		t.Errorf("got  %q\nwant %q", got, want)
-	}
 	if last := LastUser(turns); last != 0 {
 		t.Errorf("last user turn %d, want the user's own (0)", last)
 	}
@@ -237,8 +233,9 @@ func FuzzMessage(f *testing.F) {
 			fn, _ := c["function"].(map[string]any)
 			name, ok1 := fn["name"].(string)
 			args, ok2 := fn["arguments"].(string)
-			if ok1 && ok2 && (!strings.Contains(m.Content, name) || !strings.Contains(m.Content, args)) {
-				t.Fatalf("%q: call %q(%q) not in the turn's text %q", b, name, args, m.Content)
+			text := WithCalls(m)
+			if ok1 && ok2 && (!strings.Contains(text, name) || !strings.Contains(text, Unescape(args))) {
+				t.Fatalf("%q: call %q(%q) not in the turn's text %q", b, name, args, text)
 			}
 		}
 	})

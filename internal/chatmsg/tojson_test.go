@@ -76,7 +76,7 @@ func TestDeclaredTextDecoded(t *testing.T) {
 	if err != nil || len(defs) != 1 || !strings.Contains(defs[0], `"description": "EVIL"`) {
 		t.Errorf("definitions %q, %v", defs, err)
 	}
-	calls, err := ToolCalls(json.RawMessage(`[{"function":{"name":"f","arguments":{"q":"\u0045VIL"}}}]`), nil)
+	calls, err := ToolCallsText(json.RawMessage(`[{"function":{"name":"f","arguments":{"q":"\u0045VIL"}}}]`), nil)
 	if err != nil || !strings.Contains(calls, `"arguments": {"q": "EVIL"}`) {
 		t.Errorf("tool calls %q, %v", calls, err)
 	}

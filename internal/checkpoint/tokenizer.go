@@ -28,6 +28,8 @@ type ScaffoldToken struct {
 var ScaffoldTokens = []ScaffoldToken{
 	{"<|im_start|>", tokenizer.ImStart, true}, {"<|im_end|>", tokenizer.ImEnd, true},
 	{"<think>", tokenizer.Think, true}, {"</think>", tokenizer.ThinkEnd, true},
+	{"<tool_call>", tokenizer.ToolCallStart, true}, {"</tool_call>", tokenizer.ToolCallEnd, true},
+	{"<tool_response>", tokenizer.ToolResponseStart, true}, {"</tool_response>", tokenizer.ToolResponseEnd, true},
 	{"user", 872, false}, {"assistant", 77091, false}, {"\n", 198, false}, {"\n\n", 271, false},
 }
 

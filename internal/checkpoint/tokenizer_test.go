@@ -54,11 +54,11 @@ func TestReportTokenizerFile(t *testing.T) {
 	r := report(t, dir)
 	r.CheckTokenizerFile()
 	tr := r.Tokenizer
-	if !r.OK() || tr == nil || !tr.Checked || !tr.OK || tr.VocabSize != 151669 || tr.ModelVocabSize != 151936 || len(tr.Scaffold) != 8 {
+	if !r.OK() || tr == nil || !tr.Checked || !tr.OK || tr.VocabSize != 151669 || tr.ModelVocabSize != 151936 || len(tr.Scaffold) != 12 {
 		t.Fatalf("good folder: %+v %q", tr, r.Problems)
 	}
 	var text bytes.Buffer
-	if err := r.WriteText(&text); err != nil || !strings.Contains(text.String(), "Tokenizer:     tokenizer.json, 151669 tokens (model vocab_size 151936); the 8 chat-scaffold tokens map to the Qwen3 ids: OK") {
+	if err := r.WriteText(&text); err != nil || !strings.Contains(text.String(), "Tokenizer:     tokenizer.json, 151669 tokens (model vocab_size 151936); the 12 chat-scaffold tokens map to the Qwen3 ids: OK") {
 		t.Errorf("text: %v\n%s", err, text.String())
 	}
 

@@ -31,6 +31,10 @@ type Hooks struct {
 	// HeldOverrun reports a guard.ErrContextLength for text the stream
 	// would only have held back.
 	HeldOverrun func(err error) bool
+	// Messages converts tokenizer messages to a []guard.Message, and
+	// ChatMessages a []guard.Message back ("developer" read as "system").
+	Messages     func(msgs []tokenizer.Message) any
+	ChatMessages func(msgs any) []tokenizer.Message
 }
 
 var hooks Hooks
@@ -90,32 +94,13 @@ func New[M any](net *qwen3.Model, tok *tokenizer.Tokenizer, opts any) (M, error)
 	return v.(M), nil
 }
 
-// message is the shape guard.Message and tokenizer.Message share.
-type message interface {
-	~struct {
-		Role             string `json:"role"`
-		Content          string `json:"content"`
-		ReasoningContent string `json:"reasoning_content,omitempty"`
-	}
-}
+// Messages converts the tokenizer's messages to guard's: M is
+// guard.Message.
+func Messages[M any](msgs []tokenizer.Message) []M { return hooks.Messages(msgs).([]M) }
 
-// Messages converts the tokenizer's messages to guard's ([]guard.Message).
-func Messages[M message](msgs []tokenizer.Message) []M {
-	out := make([]M, len(msgs))
-	for i, m := range msgs {
-		out[i] = M(m)
-	}
-	return out
-}
-
-// ChatMessages converts guard's messages to the tokenizer's.
-func ChatMessages[M message](msgs []M) []tokenizer.Message {
-	out := make([]tokenizer.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = tokenizer.Message(m)
-	}
-	return out
-}
+// ChatMessages converts guard's messages ([]guard.Message) to the
+// tokenizer's.
+func ChatMessages[M any](msgs []M) []tokenizer.Message { return hooks.ChatMessages(msgs) }
 
 // ParseDevice reads a device name as guard.Options.Device does: kind is
 // "cpu", "auto" or "cuda", ordinal the GPU's number (cuda:N).

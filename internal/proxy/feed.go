@@ -55,7 +55,10 @@ type feedOp struct {
 	start    bool
 	thinking bool
 	endThink bool
-	text     string
+	// tag is a tool call's tag (tokenizer.ToolCallStart or ToolCallEnd),
+	// fed as the model's token for it; 0 for none.
+	tag  int
+	text string
 }
 
 // closeThink is what the chat template writes after the reasoning; the
@@ -204,6 +207,13 @@ func (f *feeder) endReasoning() {
 		f.reasoningOpen = false
 	}
 	f.reasoningDone = true
+}
+
+// tag feeds a tool call's tag, id (spelled text): the bytes go into fed,
+// as the judged token decodes to them.
+func (f *feeder) tag(id int, text string) {
+	f.fed = append(f.fed, text...)
+	f.push(feedOp{tag: id})
 }
 
 // content takes answer text from field src.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
@@ -17,7 +18,7 @@ func renderedTurn(t *testing.T, msg guard.Message) (thinking bool, fed string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chat, err := tok.RenderChat([]tokenizer.Message{{Role: "user", Content: "hi"}, tokenizer.Message(msg)})
+	chat, err := tok.RenderChat(guardhook.ChatMessages([]guard.Message{{Role: "user", Content: "hi"}, msg}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
-
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // flagAll flags every prompt: a threshold of 0 makes every verdict non-safe.
@@ -294,6 +294,29 @@ func (f failingStream) AppendText(ctx context.Context, text string) ([]guard.Tok
 		return nil, errors.New("guard: the scheduler failed")
 	}
 	tvs, err := f.Stream.AppendText(ctx, text)
+	if err == nil && f.judged != nil {
+		f.judged.WriteString(text)
+	}
+	return tvs, err
+}
+
+func (f failingStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return f.tag(ctx, f.Stream.StartToolCall, tokenizer.ToolCallTag)
+}
+
+func (f failingStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return f.tag(ctx, f.Stream.EndToolCall, tokenizer.ToolCallEndTag)
+}
+
+// tag is AppendText for a tool call's tag (call), spelled text.
+func (f failingStream) tag(ctx context.Context, call func(context.Context) ([]guard.TokenVerdict, error), text string) ([]guard.TokenVerdict, error) {
+	if f.left.Add(-1) < 0 {
+		if f.err != nil {
+			return nil, f.err
+		}
+		return nil, errors.New("guard: the scheduler failed")
+	}
+	tvs, err := call(ctx)
 	if err == nil && f.judged != nil {
 		f.judged.WriteString(text)
 	}

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // judgeResult is the outcome of the guard calls made for one batch of
@@ -146,6 +147,20 @@ func apply(ctx context.Context, s Stream, ops []feedOp, flush bool) judgeResult 
 				return r
 			}
 			tvs, err := s.EndThinking(ctx)
+			r.verdicts = append(r.verdicts, tvs...)
+			if r.err = err; err != nil {
+				return r
+			}
+		}
+		if op.tag != 0 {
+			if !appendText() {
+				return r
+			}
+			call := s.StartToolCall
+			if op.tag == tokenizer.ToolCallEnd {
+				call = s.EndToolCall
+			}
+			tvs, err := call(ctx)
 			r.verdicts = append(r.verdicts, tvs...)
 			if r.err = err; err != nil {
 				return r

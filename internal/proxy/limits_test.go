@@ -60,6 +60,12 @@ func (s gatedStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, err
 	return nil, nil
 }
 func (s gatedStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) { return nil, nil }
+func (s gatedStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return nil, nil
+}
+func (s gatedStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return nil, nil
+}
 
 // TestPassThroughBacklogBounded: in pass-through, the events go out at
 // once but their text waits for the guard; while it is busy (a slow step,

@@ -28,6 +28,11 @@ type Stream interface {
 	// EndThinking closes the think block StartResponse(true) opened
 	// (guard.Stream.EndThinking): text never can.
 	EndThinking(ctx context.Context) ([]guard.TokenVerdict, error)
+	// StartToolCall and EndToolCall feed a tool call's tags as the
+	// model's tokens for them (guard.Stream.StartToolCall): text never
+	// can.
+	StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error)
+	EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error)
 	FlushText(ctx context.Context) ([]guard.TokenVerdict, error)
 	// Flagged reports the online flag (guard.Stream.Flagged).
 	Flagged() (index int, ok bool)
@@ -88,6 +93,20 @@ func (d directStream) AppendText(ctx context.Context, text string) ([]guard.Toke
 		return nil, err
 	}
 	return d.s.AppendText(ctx, text)
+}
+
+func (d directStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.StartToolCall(ctx)
+}
+
+func (d directStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return d.s.EndToolCall(ctx)
 }
 
 func (d directStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {

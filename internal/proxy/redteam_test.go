@@ -70,6 +70,14 @@ func (s *recordingStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict
 	return s.record(s.Stream.EndThinking(ctx))
 }
 
+func (s *recordingStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.record(s.Stream.StartToolCall(ctx))
+}
+
+func (s *recordingStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.record(s.Stream.EndToolCall(ctx))
+}
+
 func (s *recordingStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
 	return s.record(s.Stream.FlushText(ctx))
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 // chatRequest is what the proxy reads from a chat-completions request; the
@@ -151,12 +152,7 @@ func readConversation(raws []json.RawMessage, param string) (msgs []guard.Messag
 	if strings.TrimSpace(turns[lastUser].Content) == "" {
 		return nil, "", nil, fmt.Errorf("%s: the last user message has no text to judge", param)
 	}
-	prompt := chatmsg.Renderable(turns[:lastUser+1])
-	msgs = make([]guard.Message, len(prompt))
-	for i, m := range prompt {
-		msgs[i] = guard.Message(m)
-	}
-	return msgs, chatmsg.Beyond(turns, lastUser), skipped, nil
+	return guardhook.Messages[guard.Message](turns[:lastUser+1]), chatmsg.Beyond(turns, lastUser), skipped, nil
 }
 
 // templateKwargs are the chat_template_kwargs a request may set: the

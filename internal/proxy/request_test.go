@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestRequestKeepsTrailingText(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []guard.Message{{Role: "system", Content: "S0"}, {Role: "user", Content: "hi"}}
-	if !slices.Equal(req.Messages, want) || req.Trailing != "A1\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\nR\nA2\nS1" || len(req.Skipped) != 0 {
+	if !reflect.DeepEqual(req.Messages, want) || req.Trailing != "A1\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\nR\nA2\nS1" || len(req.Skipped) != 0 {
 		t.Errorf("messages %+v, trailing %q, skipped %v", req.Messages, req.Trailing, req.Skipped)
 	}
 	req, err = parseRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[]}]}`))

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 const modelReadsPayload = "SECRETPAYLOAD"
@@ -19,8 +21,8 @@ func judgedText(req *chatRequest) string {
 	// ends with a user turn, so no assistant's reasoning is written), the
 	// trailing turn and the declared items.
 	var b strings.Builder
-	for _, m := range req.Messages {
-		b.WriteString(m.Content)
+	for _, m := range guardhook.ChatMessages(req.Messages) {
+		b.WriteString(chatmsg.WithCalls(m))
 		b.WriteString("\n")
 	}
 	b.WriteString(req.Trailing + "\n" + strings.Join(req.Declared, "\n"))

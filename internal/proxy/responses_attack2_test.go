@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // ---- helpers ----
@@ -131,6 +132,20 @@ func (s *attack2RecStream) AppendText(ctx context.Context, text string) ([]guard
 	s.r.fed.WriteString(text)
 	s.r.mu.Unlock()
 	return s.Stream.AppendText(ctx, text)
+}
+
+func (s *attack2RecStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	s.r.mu.Lock()
+	s.r.fed.WriteString(tokenizer.ToolCallTag)
+	s.r.mu.Unlock()
+	return s.Stream.StartToolCall(ctx)
+}
+
+func (s *attack2RecStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	s.r.mu.Lock()
+	s.r.fed.WriteString(tokenizer.ToolCallEndTag)
+	s.r.mu.Unlock()
+	return s.Stream.EndToolCall(ctx)
 }
 
 // sdkClient says how a client assembles a stream's messages: items

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -605,17 +606,7 @@ func TestResponsesRequest(t *testing.T) {
 	}
 }
 
-func equalMessages(a, b []guard.Message) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func equalMessages(a, b []guard.Message) bool { return reflect.DeepEqual(a, b) }
 
 // TestResponsesPromptRefused: a flagged prompt is answered without calling
 // the upstream: an error naming param "input", or (refusal "completion")

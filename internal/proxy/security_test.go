@@ -15,8 +15,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
-
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 func sseData(v string) []byte { return []byte("data: " + v + "\n\n") }
@@ -318,6 +318,26 @@ func (s recorderStream) AppendText(ctx context.Context, text string) ([]guard.To
 		s.r.mu.Unlock()
 	}
 	return tvs, err
+}
+
+func (s recorderStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.tag(s.Stream.StartToolCall(ctx))(tokenizer.ToolCallTag)
+}
+
+func (s recorderStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.tag(s.Stream.EndToolCall(ctx))(tokenizer.ToolCallEndTag)
+}
+
+// tag records a tool call's tag, spelled, once its call succeeded.
+func (s recorderStream) tag(tvs []guard.TokenVerdict, err error) func(string) ([]guard.TokenVerdict, error) {
+	return func(text string) ([]guard.TokenVerdict, error) {
+		if err == nil {
+			s.r.mu.Lock()
+			s.r.judged.WriteString(text)
+			s.r.mu.Unlock()
+		}
+		return tvs, err
+	}
 }
 
 func (r *recorder) text() string {
@@ -706,6 +726,14 @@ func (s *markStream) AppendText(ctx context.Context, text string) ([]guard.Token
 
 func (s *markStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
 	return s.mark(s.Stream.EndThinking(ctx))
+}
+
+func (s *markStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.mark(s.Stream.StartToolCall(ctx))
+}
+
+func (s *markStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	return s.mark(s.Stream.EndToolCall(ctx))
 }
 
 func (s *markStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {

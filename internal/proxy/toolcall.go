@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // An answer's tool calls are model output as much as its text: an agent
@@ -174,7 +175,8 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		if !first || f.contentSeen {
 			f.feedSynthetic("\n")
 		}
-		f.feedSynthetic(chatmsg.ToolCallOpen)
+		f.tag(tokenizer.ToolCallStart, tokenizer.ToolCallTag)
+		f.feedSynthetic(tokenizer.ToolCallName)
 		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
 	}
 	if p.name != "" && p.name == f.callName {
@@ -197,7 +199,7 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 	}
 	if p.args != "" {
 		if !f.callArgs {
-			f.feedSynthetic(chatmsg.ToolCallArguments)
+			f.feedSynthetic(tokenizer.ToolCallArguments)
 			f.callArgs = true
 		}
 		args := p.args
@@ -218,10 +220,11 @@ func (f *feeder) closeCall() {
 		return
 	}
 	if !f.callArgs {
-		f.feedSynthetic(chatmsg.ToolCallArguments)
+		f.feedSynthetic(tokenizer.ToolCallArguments)
 	}
 	// An escape cut short at the end stays as it came.
-	f.feedSynthetic(f.unescape.Flush() + chatmsg.ToolCallClose)
+	f.feedSynthetic(f.unescape.Flush() + tokenizer.ToolCallClosing)
+	f.tag(tokenizer.ToolCallEnd, tokenizer.ToolCallEndTag)
 	for _, ev := range f.callEvs {
 		ev.pending--
 		ev.fedEnd = max(ev.fedEnd, len(f.fed))

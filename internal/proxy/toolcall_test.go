@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // feedDeltas feeds deltas (JSON objects) as a stream's chunks and returns
@@ -39,7 +40,7 @@ func feedDeltas(t *testing.T, deltas ...string) (string, error) {
 func TestToolCallLayout(t *testing.T) {
 	const weather = `[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}},` +
 		`{"id":"c2","type":"function","function":{"name":"f","arguments":"{}"}}]`
-	whole, err := chatmsg.ToolCalls(json.RawMessage(weather), nil)
+	whole, err := chatmsg.ToolCallsText(json.RawMessage(weather), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,25 +73,25 @@ func TestToolCallLayout(t *testing.T) {
 		{"after reasoning", []string{
 			`{"reasoning_content":"\nLook it up.\n"}`,
 			`{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}`,
-		}, "Look it up." + closeThink + chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + "{}" + chatmsg.ToolCallClose},
+		}, "Look it up." + closeThink + callOpen + "f" + callArgs + "{}" + callClose},
 		{"content of newlines only", []string{
 			`{"content":"\n\n"}`,
 			`{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}`,
-		}, "\n" + chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + "{}" + chatmsg.ToolCallClose},
+		}, "\n" + callOpen + "f" + callArgs + "{}" + callClose},
 		{"legacy function_call", []string{
 			`{"function_call":{"name":"f","arguments":""}}`,
 			`{"function_call":{"arguments":"{}"}}`,
-		}, chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + "{}" + chatmsg.ToolCallClose},
+		}, callOpen + "f" + callArgs + "{}" + callClose},
 		{"a custom tool", []string{
 			`{"tool_calls":[{"index":0,"type":"custom","custom":{"name":"sh","input":"ls -l"}}]}`,
-		}, chatmsg.ToolCallOpen + "sh" + chatmsg.ToolCallArguments + "ls -l" + chatmsg.ToolCallClose},
+		}, callOpen + "sh" + callArgs + "ls -l" + callClose},
 		{"a call without arguments", []string{
 			`{"tool_calls":[{"index":0,"function":{"name":"f"}}]}`,
-		}, chatmsg.ToolCallOpen + "f" + chatmsg.ToolCallArguments + chatmsg.ToolCallClose},
+		}, callOpen + "f" + callArgs + callClose},
 		{"content after a call", []string{
 			`{"tool_calls":[{"index":0,"function":{"name":"a","arguments":"1"}}]}`,
 			`{"content":"Done."}`,
-		}, chatmsg.ToolCallOpen + "a" + chatmsg.ToolCallArguments + "1" + chatmsg.ToolCallClose + "Done."},
+		}, callOpen + "a" + callArgs + "1" + callClose + "Done."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got, err := feedDeltas(t, c.deltas...); err != nil || got != c.want {
@@ -177,8 +178,8 @@ func toolCallStream(payload string) [][]byte {
 func TestToolCallsJudged(t *testing.T) {
 	m := tinyModel(t)
 	const words = "Sure, I will write it down."
-	judgedCall := chatmsg.ToolCallOpen + "write_file" + chatmsg.ToolCallArguments +
-		`{"path": "notes/today.txt", "text": "a few ordinary words about the weather, the garden and the week ahead, then fine"}` + chatmsg.ToolCallClose
+	judgedCall := callOpen + "write_file" + callArgs +
+		`{"path": "notes/today.txt", "text": "a few ordinary words about the weather, the garden and the week ahead, then fine"}` + callClose
 	for _, mode := range []Mode{HoldBack, PassThrough} {
 		t.Run("safe/"+mode.String(), func(t *testing.T) {
 			up := newFakeUpstream(t, upstreamSpec{Events: toolCallStream("fine")})
@@ -226,7 +227,7 @@ func TestToolCallsJudged(t *testing.T) {
 		if audit := p.lastRecord(t); resp.StatusCode != 200 || !bytes.Equal(body, whole("fine")) || audit["event"] != EventAllowed {
 			t.Fatalf("status %d, audit %v, body %s", resp.StatusCode, audit, body)
 		}
-		if want := words + "\n" + chatmsg.ToolCallOpen + "write_file" + chatmsg.ToolCallArguments + `{"text": "fine"}` + chatmsg.ToolCallClose; rec.text() != want {
+		if want := words + "\n" + callOpen + "write_file" + callArgs + `{"text": "fine"}` + callClose; rec.text() != want {
 			t.Errorf("judged %q, want %q", rec.text(), want)
 		}
 	})
@@ -321,3 +322,10 @@ func FuzzFeeder(f *testing.F) {
 		}
 	})
 }
+
+// A tool call's text as fed (its tags spelled, as their tokens decode).
+const (
+	callOpen  = tokenizer.ToolCallTag + tokenizer.ToolCallName
+	callArgs  = tokenizer.ToolCallArguments
+	callClose = tokenizer.ToolCallClosing + tokenizer.ToolCallEndTag
+)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/guardhook"
 )
 
 // proxyreqMarker stands in for a guard that flags any prompt whose text
@@ -44,8 +45,8 @@ func (m *proxyreqMarker) Open(ctx context.Context, p guard.Policy) (Stream, erro
 
 func (s proxyreqMarkerStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
 	var all strings.Builder
-	for _, msg := range msgs {
-		all.WriteString(msg.Content + "\n" + msg.ReasoningContent + "\n")
+	for _, msg := range guardhook.ChatMessages(msgs) {
+		all.WriteString(chatmsg.WithCalls(msg) + "\n" + msg.ReasoningContent + "\n")
 	}
 	s.m.mu.Lock()
 	s.m.judged = append(s.m.judged, all.String())
@@ -132,8 +133,8 @@ func TestToolCallArgumentEscapesJudgedDecoded(t *testing.T) {
 	code, body = post(t, p.URL, proxyreqAgentBody(escaped))
 	p.wait(t, 1)
 	if code != 400 || up.callCount() != 0 {
-		t.Fatalf("escaped: status %d, upstream calls %d: the upstream model reads %q (vLLM/Ollama decode the arguments), the guard judged only:\n%s",
-			code, up.callCount(), vllmReads(t, escaped), mod.text())
+		t.Fatalf("escaped: status %d %s, upstream calls %d: the upstream model reads %q (vLLM/Ollama decode the arguments), the guard judged only:\n%s",
+			code, body, up.callCount(), vllmReads(t, escaped), mod.text())
 	}
 }
 

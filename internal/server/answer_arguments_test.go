@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/streamguard/streamguard/internal/chatmsg"
 )
 
 // TestLiteLLMResponseArgumentsDecoded: LiteLLM's post-call hook
@@ -27,7 +29,7 @@ func TestLiteLLMResponseArgumentsDecoded(t *testing.T) {
 	var judged strings.Builder
 	for _, c := range convs {
 		for _, m := range c {
-			judged.WriteString(m.Content + "\n")
+			judged.WriteString(chatmsg.WithCalls(m) + "\n")
 		}
 	}
 	if !strings.Contains(judged.String(), "EVIL") || !strings.Contains(judged.String(), "你好") {
@@ -45,7 +47,7 @@ func TestModerationsResponseArgumentsDecoded(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := in.msgs[len(in.msgs)-1]
-	if last.Role != "assistant" || !strings.Contains(last.Content, "EVIL") {
+	if last.Role != "assistant" || !strings.Contains(chatmsg.WithCalls(last), "EVIL") {
 		t.Errorf("the response judged is %q (%s); the agent runs {\"text\": \"EVIL\"}", last.Content, last.Role)
 	}
 }

@@ -124,10 +124,11 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("structured_%w", err)
 	}
-	calls, err := chatmsg.ToolCalls(req.ToolCalls, nil)
+	calls, other, err := chatmsg.ToolCalls(req.ToolCalls, nil)
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("tool_calls: %w", err)
 	}
+	callsText := chatmsg.Join(tokenizer.ToolCallsText(calls, false), other)
 	defs, err := chatmsg.Definitions([]json.RawMessage{req.Tools})
 	if err != nil {
 		return nil, false, nil, err
@@ -138,10 +139,10 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 	switch req.InputType {
 	case "request", "":
 		if lastUser >= 0 {
-			prompt := chatmsg.Renderable(msgs[:lastUser+1])
+			prompt := msgs[:lastUser+1]
 			convs := one(prompt)
 			after := chatmsg.Beyond(msgs, lastUser)
-			after = chatmsg.Join(after, calls)
+			after = chatmsg.Join(after, callsText)
 			for _, t := range req.Texts {
 				if !heldBy(msgs, t) {
 					after = chatmsg.Join(after, t)
@@ -161,21 +162,22 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 		// No user turn: the messages' own text (a system or assistant
 		// message alone), the texts, the tools and the calls still go to
 		// the model, as one prompt.
-		text = chatmsg.Join(chatmsg.Join(chatmsg.Join(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), calls)
+		text = chatmsg.Join(chatmsg.Join(chatmsg.Join(strings.Join(defs, "\n"), chatmsg.Trailing(msgs)), text), callsText)
 		if strings.TrimSpace(text) == "" {
 			return nil, false, skipped, nil
 		}
 		return one([]tokenizer.Message{{Role: "user", Content: text}}), false, skipped, nil
 	case "response":
-		text = chatmsg.Join(text, calls)
-		if strings.TrimSpace(text) == "" {
+		text = chatmsg.Join(text, other)
+		if strings.TrimSpace(text) == "" && len(calls) == 0 {
 			return nil, false, skipped, nil
 		}
 		if lastUser >= 0 {
-			prompt := chatmsg.Renderable(msgs[:lastUser+1])
-			return one(append(prompt[:len(prompt):len(prompt)], tokenizer.Message{Role: "assistant", Content: text})), false, skipped, nil
+			prompt := msgs[:lastUser+1]
+			answer := tokenizer.Message{Role: "assistant", Content: text, ToolCalls: calls}
+			return one(append(prompt[:len(prompt):len(prompt)], answer)), false, skipped, nil
 		}
-		return one([]tokenizer.Message{{Role: "user", Content: text}}), false, skipped, nil
+		return one([]tokenizer.Message{{Role: "user", Content: chatmsg.Join(text, tokenizer.ToolCallsText(calls, false))}}), false, skipped, nil
 	}
 	return nil, false, nil, errors.New(`input_type must be "request" or "response"`)
 }

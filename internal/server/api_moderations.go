@@ -207,7 +207,7 @@ func parseConversation(raw json.RawMessage) (moderationInput, error) {
 // text.
 func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Message) {
 	last := chatmsg.LastUser(turns)
-	prompt := chatmsg.Renderable(turns[:last+1])
+	prompt := turns[:last+1]
 	out := slices.Clip(slices.Clone(prompt))
 	var tools []tokenizer.Message
 	afterTool := false
@@ -218,8 +218,11 @@ func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Messag
 			continue
 		}
 		if n := len(out); afterTool && n > 0 && m.Role == "assistant" && out[n-1].Role == "assistant" {
+			// The calls, then the answer: the earlier turn's calls are
+			// written out as text, so that they come first.
 			prev := &out[n-1]
-			prev.Content = chatmsg.Join(prev.Content, m.Content)
+			prev.Content = chatmsg.Join(chatmsg.WithCalls(*prev), m.Content)
+			prev.ToolCalls = m.ToolCalls
 			prev.ReasoningContent = chatmsg.Join(prev.ReasoningContent, m.ReasoningContent)
 		} else {
 			out = append(out, m)
@@ -232,14 +235,11 @@ func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Messag
 	// reasoning the template keeps before it (when that turn is written as
 	// a tool result, the template's last query is an earlier one).
 	var extra []tokenizer.Message
-	if hasText(tools) {
-		extra = chatmsg.Renderable(tools)
-	}
 	if r := chatmsg.Unrendered(turns, last); r != "" {
-		if len(extra) == 0 {
-			extra = []tokenizer.Message{{Role: "user"}}
-		}
-		extra[0].Content = chatmsg.Join(r, extra[0].Content)
+		extra = append(extra, tokenizer.Message{Role: "user", Content: r})
+	}
+	if hasText(tools) {
+		extra = append(extra, tools...)
 	}
 	if len(extra) > 0 {
 		results = append(slices.Clip(prompt), extra...)

@@ -208,7 +208,7 @@ func TestModerationsSkipped(t *testing.T) {
 	if s := strings.Join(r.Qwen3Guard.Skipped, ","); s != "input_audio" {
 		t.Fatalf("skipped %q, want input_audio", s)
 	}
-	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "user", Content: "<tool_response>\n42\n</tool_response>"}}, nil)
+	ref, err = m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: testPrompt}, {Role: "tool", Content: "42"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,8 +53,21 @@ func (srv *Server) auditContent(c *convo, what string, msgs []tokenizer.Message)
 	if !c.tenant.LogContent {
 		return
 	}
+	logged := make([]auditMessage, len(msgs))
+	for i, m := range msgs {
+		logged[i] = auditMessage{m.Role, m.Content, m.ReasoningContent, m.ToolCalls}
+	}
 	srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "content",
-		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("what", what), slog.Any("messages", msgs))
+		slog.String("tenant", c.tenant.Name), slog.String("stream", c.id), slog.String("what", what), slog.Any("messages", logged))
+}
+
+// auditMessage is a message as the audit log writes it: tokenizer.Message
+// keeps its tool calls out of JSON (data files spell them OpenAI's way).
+type auditMessage struct {
+	Role             string               `json:"role"`
+	Content          string               `json:"content"`
+	ReasoningContent string               `json:"reasoning_content,omitempty"`
+	ToolCalls        []tokenizer.ToolCall `json:"tool_calls,omitempty"`
 }
 
 // categoryOf is a verdict's category as reported: none for a verdict its

@@ -258,8 +258,8 @@ func (c *convo) promptIDs(msgs []tokenizer.Message) ([]int, error) {
 	if len(msgs) == 0 {
 		return nil, errors.New("empty prompt: no messages")
 	}
-	if last := msgs[len(msgs)-1]; last.Role != "user" {
-		return nil, fmt.Errorf("the last message must be the user's turn, got role %q", last.Role)
+	if last := msgs[len(msgs)-1]; last.Role != "user" && last.Role != "tool" {
+		return nil, fmt.Errorf("the last message must be the user's turn (or tool results, which the chat template writes as one), got role %q", last.Role)
 	}
 	conv, err := guardhook.Tokenizer(c.srv.model).RenderConversation(msgs)
 	if err != nil {
@@ -331,6 +331,17 @@ func (c *convo) appendText(ctx context.Context, text string, flush bool) ([]guar
 // </think> are judged now; "\n\n" is held for the answer's first text.
 func (c *convo) endThinking(ctx context.Context) ([]guard.TokenVerdict, error) {
 	res, err := c.run(ctx, 1, c.maxHeldIDs()+2+headerSlack, c.s.QueueEndThinking)
+	if err != nil {
+		return nil, c.endOnOverrun(err)
+	}
+	return res.Tokens, nil
+}
+
+// toolTag feeds a tool call's tag with queue (the guard's
+// QueueStartToolCall or QueueEndToolCall): the held text, then the tag's
+// token (the answer opened first if it is not).
+func (c *convo) toolTag(ctx context.Context, queue func() error) ([]guard.TokenVerdict, error) {
+	res, err := c.run(ctx, 1, c.maxHeldIDs()+1+headerSlack, queue)
 	if err != nil {
 		return nil, c.endOnOverrun(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/proxy"
 	"github.com/streamguard/streamguard/internal/tokenizer"
 )
@@ -146,6 +147,16 @@ func (p *proxyStream) EndThinking(ctx context.Context) ([]guard.TokenVerdict, er
 	return tvs, overloaded(err)
 }
 
+func (p *proxyStream) StartToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	tvs, err := p.c.toolTag(ctx, p.c.s.QueueStartToolCall)
+	return tvs, overloaded(err)
+}
+
+func (p *proxyStream) EndToolCall(ctx context.Context) ([]guard.TokenVerdict, error) {
+	tvs, err := p.c.toolTag(ctx, p.c.s.QueueEndToolCall)
+	return tvs, overloaded(err)
+}
+
 func (p *proxyStream) FlushText(ctx context.Context) ([]guard.TokenVerdict, error) {
 	tvs, err := p.c.flush(ctx)
 	return tvs, overloaded(err)
@@ -162,9 +173,5 @@ func (p *proxyStream) Close() {
 // chatMessages converts the proxy's messages (guard's public type) to the
 // tokenizer's, which the server's scaffold takes.
 func chatMessages(msgs []guard.Message) []tokenizer.Message {
-	out := make([]tokenizer.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = tokenizer.Message(m)
-	}
-	return out
+	return guardhook.ChatMessages(msgs)
 }

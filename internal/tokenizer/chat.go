@@ -7,23 +7,76 @@ import (
 	"strings"
 )
 
-// Message is one chat turn. Content and ReasoningContent are ordinary
-// text: whatever they spell, including "<|im_end|>" or "<think>", is
-// encoded as text (see ChatOptions.ParseSpecial for the one exception).
-// ReasoningContent is an assistant's thinking.
+// Message is one chat turn: role system, user, assistant, or tool (a tool
+// call's result, which the template writes into a user turn of
+// <tool_response> blocks). Content and ReasoningContent are ordinary text:
+// whatever they spell, including "<|im_end|>" or "<think>", is encoded as
+// text (see ChatOptions.ParseSpecial for the one exception).
+// ReasoningContent is an assistant's thinking; ToolCalls the calls it
+// makes after its content (not JSON: data files read tool calls through
+// their own readers, OpenAI's form being another).
 type Message struct {
-	Role             string `json:"role"`
-	Content          string `json:"content"`
-	ReasoningContent string `json:"reasoning_content,omitempty"`
+	Role             string     `json:"role"`
+	Content          string     `json:"content"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"-"`
+}
+
+// ToolCall is one call of an assistant turn, which the template writes as
+// <tool_call>, "\n{"name": "NAME", "arguments": ARGUMENTS}\n", </tool_call>:
+// the tags are its added tokens, Name and Arguments text (Arguments is
+// JSON text as the template writes it: a string as given, an object as
+// tojson writes it).
+type ToolCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
 }
 
 // The scaffold's added tokens as the chat template spells them.
 const (
-	imStartText  = "<|im_start|>"
-	imEndText    = "<|im_end|>"
-	thinkText    = "<think>"
-	thinkEndText = "</think>"
+	imStartText         = "<|im_start|>"
+	imEndText           = "<|im_end|>"
+	thinkText           = "<think>"
+	thinkEndText        = "</think>"
+	toolCallText        = ToolCallTag
+	toolCallEndText     = ToolCallEndTag
+	toolResponseText    = "<tool_response>"
+	toolResponseEndText = "</tool_response>"
 )
+
+// The tool call's tags as the template spells them (each an added token).
+const (
+	ToolCallTag    = "<tool_call>"
+	ToolCallEndTag = "</tool_call>"
+)
+
+// The template's text between <tool_call> and </tool_call>:
+// ToolCallName + name + ToolCallArguments + arguments + ToolCallEndText.
+const (
+	ToolCallName      = "\n{\"name\": \""
+	ToolCallArguments = "\", \"arguments\": "
+	ToolCallClosing   = "}\n"
+)
+
+// ToolCallBody is the text the template writes between <tool_call> and
+// </tool_call>.
+func ToolCallBody(c ToolCall) string {
+	return ToolCallName + c.Name + ToolCallArguments + c.Arguments + ToolCallClosing
+}
+
+// ToolCallsText is calls as the template writes them after an assistant's
+// content, the tags spelled as text (for reading, or for judging as
+// text); hasContent is whether the content before them is not empty.
+func ToolCallsText(calls []ToolCall, hasContent bool) string {
+	var b strings.Builder
+	for j, c := range calls {
+		if j > 0 || hasContent {
+			b.WriteString("\n")
+		}
+		b.WriteString(toolCallText + ToolCallBody(c) + toolCallEndText)
+	}
+	return b.String()
+}
 
 // Chat is a rendered conversation.
 type Chat struct {
@@ -61,8 +114,7 @@ func (t *Tokenizer) RenderChat(msgs []Message) (*Chat, error) {
 	return t.RenderChatWith(msgs, ChatOptions{})
 }
 
-// RenderChatWith is RenderChat with the template's switches. Roles are
-// system, user and assistant; tool calls are not rendered.
+// RenderChatWith is RenderChat with the template's switches.
 func (t *Tokenizer) RenderChatWith(msgs []Message, opt ChatOptions) (*Chat, error) {
 	if err := checkRoles(msgs); err != nil {
 		return nil, err
@@ -111,9 +163,12 @@ func checkRoles(msgs []Message) error {
 	}
 	for i, m := range msgs {
 		switch m.Role {
-		case "system", "user", "assistant":
+		case "system", "user", "assistant", "tool":
 		default:
-			return fmt.Errorf("chat: message %d: role %q is not supported (system, user, assistant)", i, m.Role)
+			return fmt.Errorf("chat: message %d: role %q is not supported (system, user, assistant, tool)", i, m.Role)
+		}
+		if len(m.ToolCalls) > 0 && m.Role != "assistant" {
+			return fmt.Errorf("chat: message %d: tool calls in a %s turn (only an assistant makes them)", i, m.Role)
 		}
 	}
 	return nil
@@ -227,9 +282,43 @@ func (w *chatWriter) turns(msgs []Message, parse bool) {
 			} else {
 				w.textOf(content)
 			}
+			w.toolCalls(m.ToolCalls, m.Content != "")
 			w.special(imEndText)
 			w.scaffold("\n")
+		case "tool":
+			// A run of tool results is one user turn of <tool_response>
+			// blocks.
+			if i == 0 || msgs[i-1].Role != "tool" {
+				w.special(imStartText)
+				w.scaffold("user")
+			}
+			w.scaffold("\n")
+			w.special(toolResponseText)
+			w.scaffold("\n")
+			w.textOf(m.Content)
+			w.scaffold("\n")
+			w.special(toolResponseEndText)
+			if i == len(msgs)-1 || msgs[i+1].Role != "tool" {
+				w.special(imEndText)
+				w.userEnd, w.userEndByte = len(w.ids)-1, w.text.Len()
+				w.scaffold("\n")
+			}
 		}
+	}
+}
+
+// toolCalls writes an assistant's calls after its content, as the template
+// does: a newline before each but a first one that no content precedes
+// (content counts before the template strips its leading newlines:
+// "\n\n" beside a call is "</think>\n\n\n<tool_call>").
+func (w *chatWriter) toolCalls(calls []ToolCall, hasContent bool) {
+	for j, c := range calls {
+		if j > 0 || hasContent {
+			w.scaffold("\n")
+		}
+		w.special(toolCallText)
+		w.textOf(ToolCallBody(c))
+		w.special(toolCallEndText)
 	}
 }
 

@@ -10,8 +10,11 @@ func TestRenderChatErrors(t *testing.T) {
 	if _, err := tok.RenderChat(nil); err == nil {
 		t.Error("empty chat: no error")
 	}
-	if _, err := tok.RenderChat([]Message{{Role: "user", Content: "x"}, {Role: "tool", Content: "y"}}); err == nil || !strings.Contains(err.Error(), "message 1") {
+	if _, err := tok.RenderChat([]Message{{Role: "user", Content: "x"}, {Role: "function", Content: "y"}}); err == nil || !strings.Contains(err.Error(), "message 1") {
 		t.Errorf("unknown role: %v, want an error naming message 1", err)
+	}
+	if _, err := tok.RenderChat([]Message{{Role: "user", Content: "x", ToolCalls: []ToolCall{{Name: "f", Arguments: "{}"}}}}); err == nil || !strings.Contains(err.Error(), "message 0") {
+		t.Errorf("tool calls in a user turn: %v, want an error naming message 0", err)
 	}
 }
 

@@ -66,8 +66,8 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 		resp = &msgs[last]
 		last--
 	}
-	if last < 0 || msgs[last].Role != "user" {
-		return nil, errors.New("chat: a conversation must end with a user turn, optionally followed by one assistant turn")
+	if last < 0 || msgs[last].Role != "user" && msgs[last].Role != "tool" {
+		return nil, errors.New("chat: a conversation must end with a user turn (or tool results, which the template writes as one), optionally followed by one assistant turn")
 	}
 	if strings.TrimSpace(msgs[last].Content) == "" {
 		return nil, errors.New("chat: empty prompt: the last user message has no content")
@@ -98,7 +98,14 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 		ids = append(ids, ThinkEnd)
 		answer = "\n\n" + answer
 	}
-	ids = t.appendText(ids, answer)
+	w = t.newChatWriter(true, false)
+	w.ids = ids
+	w.textOf(answer)
+	w.toolCalls(resp.ToolCalls, resp.Content != "")
+	if err := w.finish(); err != nil {
+		return nil, err
+	}
+	ids = w.ids
 	c.JudgedEnd = len(ids)
 	ids = append(ids, ImEnd)
 	c.IDs = t.appendText(ids, "\n")

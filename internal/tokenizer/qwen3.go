@@ -19,6 +19,11 @@ const (
 	ImEnd     = 151645 // <|im_end|>
 	Think     = 151667 // <think>
 	ThinkEnd  = 151668 // </think>
+
+	ToolCallStart     = 151657 // <tool_call>
+	ToolCallEnd       = 151658 // </tool_call>
+	ToolResponseStart = 151665 // <tool_response>
+	ToolResponseEnd   = 151666 // </tool_response>
 )
 
 //go:generate go test -run TestQwen3Tables -update .
