@@ -103,8 +103,8 @@
 // first. The verdicts of the tokens fed before the cancellation are
 // returned with the error (a prompt verdict, once its <|im_end|> is fed, is
 // [Stream.LastPrompt]). Its input was taken, also when the context was
-// done before the call began: do not send the same text to AppendText
-// again. A cancelled EndResponse may be called again to have its tail fed.
+// done before the call began on a stream no other call held: do not send
+// the same text to AppendText again. A cancelled EndResponse may be called again to have its tail fed.
 // A cancelled JudgePrompt is finished by calling it again with the same
 // messages; a prompt with other messages is refused until then. The one
 // call that takes nothing is one whose context ends while it waits for

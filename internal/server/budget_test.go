@@ -288,3 +288,96 @@ func TestBudgetLargeChargeNotStarved(t *testing.T) {
 	}
 	cancel()
 }
+
+// fakeClock is a kvBudget's clock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// newClockedBudget is newKVBudget on a fake clock.
+func newClockedBudget(limit int64, wait time.Duration) (*kvBudget, *fakeClock) {
+	b := newKVBudget(limit, 1, 1000, wait)
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	b.mu.Lock()
+	b.now = clock.now
+	b.mu.Unlock()
+	return b, clock
+}
+
+// TestBudgetWaitedChargeNotPassedForEver: an open stream's growth in a
+// tenant holding more than another is passed by that tenant's new streams
+// only until it has waited half of --kv-budget-wait; then it holds back
+// every later charge and is granted once enough is released. Passed for
+// ever, it was starved by a tenant opening a small stream each time one of
+// its streams ended.
+func TestBudgetWaitedChargeNotPassedForEver(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, clock := newClockedBudget(100, time.Minute)
+	if err := b.acquire(ctx, "a", 50, false); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := b.acquire(ctx, "b", 10, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	growth := startAcquireFor(ctx, b, "a", 30, true) // 90+30 > 100
+	waitQueued(t, b, 1)
+	b.release("b", 10)
+	granted(t, startAcquireFor(ctx, b, "b", 10, false), "b (holding less) passing a's growth before it waited long")
+	clock.advance(30 * time.Second)
+	b.release("b", 10) // 80 used: a's growth still does not fit
+	next := startAcquireFor(ctx, b, "b", 10, false)
+	waitQueued(t, b, 2)
+	pending(t, next, "b's next stream behind a's growth that waited half the wait")
+	b.release("b", 10) // 70 used
+	granted(t, growth, "a's growth")
+	pending(t, next, "b's next stream, the budget full")
+}
+
+// TestBudgetNeverFittingChargeHoldsBackNoOtherTenant: a charge that could
+// not fit even if every other tenant released all it holds (its own
+// tenant's streams are in the way) holds back no other tenant, however
+// long it waits: asking for it again and again once kept every tenant
+// holding as much out of a budget with room for them.
+func TestBudgetNeverFittingChargeHoldsBackNoOtherTenant(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, clock := newClockedBudget(100, time.Minute)
+	for _, c := range []struct {
+		owner string
+		n     int64
+	}{{"b", 50}, {"a", 30}, {"a", 10}} {
+		if err := b.acquire(ctx, c.owner, c.n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	growth := startAcquireFor(ctx, b, "a", 70, true) // a would hold 110 of 100
+	waitQueued(t, b, 1)
+	aNew := startAcquireFor(ctx, b, "a", 5, false)
+	waitQueued(t, b, 2)
+	clock.advance(time.Minute)
+	if err := b.acquire(ctx, "b", 10, false); err != nil {
+		t.Fatalf("b's new stream, 10 of 10 free positions: %v", err)
+	}
+	pending(t, aNew, "a's new stream behind a's own growth")
+	b.release("b", 60)
+	pending(t, growth, "a's growth, a's own streams in the way")
+	b.release("a", 30) // a's first stream ends: a's growth fits now
+	granted(t, growth, "a's growth once a's own stream ended")
+	granted(t, aNew, "a's new stream after it")
+}
