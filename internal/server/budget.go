@@ -17,27 +17,18 @@ var ErrBudget = errors.New("KV-cache budget exhausted")
 // really hold.
 //
 // A charge that does not fit waits, up to wait, for other streams to
-// release memory, in a queue served in order within each tenant: without
-// it, a refused client retrying after Retry-After competes with every
-// client that opens its next conversation the moment its last one ends,
-// and can lose for minutes. Streams that already hold a charge and need
-// more are queued ahead of new streams: they hold memory that only their
-// progress gives back, so making them wait behind new streams could stall
-// both until the wait ends.
-//
-// Across tenants the budget is shared fairly. A charge that does not fit
-// holds back the charges behind it of its own tenant and of tenants that
-// hold as much of the budget as its tenant or more, while a tenant that
-// holds less is served past it; once it has waited half of wait, it holds
-// back every charge behind it, so that a stream of smaller charges cannot
-// pass it for ever. A charge that could not fit even if every other tenant
-// released all it holds (its tenant's own streams are in the way) holds
-// back only its own tenant's. Served strictly in order across tenants, one
-// tenant asking again and again for more than fits (an append too long for
-// the room left, refused and sent again) kept every other tenant's new
-// streams out of a budget with room for them; passed by every other
-// tenant, a larger charge could wait for ever behind another tenant's
-// stream of small ones.
+// release memory, in a queue served strictly in order: without it, a
+// refused client retrying after Retry-After competes with every client
+// that opens its next conversation the moment its last one ends, and can
+// lose for minutes. A stream that already holds a charge and needs more is
+// queued ahead of its own tenant's new streams: it holds memory that only
+// its progress gives back. A charge that could not fit even if every other
+// tenant released all it holds (its own tenant's streams are in the way)
+// holds back only its own tenant's: asked for again and again (an append
+// too long for the room left, refused and sent again), it kept every other
+// tenant's streams out of a budget with room for them. Growth went ahead
+// of every tenant's new streams once, and one tenant's appends, asked
+// again and again, kept another tenant's waiting stream behind them.
 type kvBudget struct {
 	mu          sync.Mutex
 	limit, used int64            // positions; limit 0 means unlimited
@@ -47,13 +38,11 @@ type kvBudget struct {
 	wait        time.Duration // the longest a charge waits (0: refused at once)
 	queue       []*budgetWaiter
 	waited      budgetWaits
-	now         func() time.Time // time.Now; a test's clock
 }
 
 // budgetWaiter is a charge waiting in kvBudget's queue.
 type budgetWaiter struct {
-	owner   string    // the tenant charged
-	since   time.Time // when it was queued
+	owner   string // the tenant charged
 	n       int64
 	growth  bool          // the stream already holds a charge
 	ready   chan struct{} // closed once granted
@@ -82,7 +71,7 @@ func budgetFor(asked, capacity int64) int64 {
 }
 
 func newKVBudget(limitBytes, bytesPerPos int64, maxLen int, wait time.Duration) *kvBudget {
-	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen, wait: max(0, wait), held: map[string]int64{}, now: time.Now}
+	b := &kvBudget{bytesPerPos: bytesPerPos, maxLen: maxLen, wait: max(0, wait), held: map[string]int64{}}
 	if limitBytes > 0 && bytesPerPos > 0 {
 		b.limit = max(1, limitBytes/bytesPerPos)
 	}
@@ -138,13 +127,12 @@ func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bo
 		return nil
 	}
 	b.mu.Lock()
-	// at is where the charge would queue: a growth charge behind the
-	// other growth charges only, a new stream's behind every charge.
+	// at is where the charge would queue: a growth charge ahead of its own
+	// tenant's new streams, any other at the end.
 	at := len(b.queue)
 	if growth {
-		at = 0
-		for at < len(b.queue) && b.queue[at].growth {
-			at++
+		if i := slices.IndexFunc(b.queue, func(w *budgetWaiter) bool { return w.owner == owner && !w.growth }); i >= 0 {
+			at = i
 		}
 	}
 	if b.limit == 0 || (len(b.queue) == 0 && b.used+n <= b.limit) {
@@ -158,7 +146,7 @@ func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bo
 	}
 	// Queued, then granted at once if the charges ahead do not hold it
 	// back.
-	w := &budgetWaiter{owner: owner, since: b.now(), n: n, growth: growth, ready: make(chan struct{})}
+	w := &budgetWaiter{owner: owner, n: n, growth: growth, ready: make(chan struct{})}
 	b.queue = slices.Insert(b.queue, at, w)
 	b.grantLocked()
 	if w.granted {
@@ -207,32 +195,22 @@ func (b *kvBudget) chargeLocked(owner string, n int64) {
 	b.held[owner] += n
 }
 
-// grantLocked grants queued charges in order, each that fits unless a
-// charge ahead of it that does not fit holds it back (see kvBudget): one
-// of its own tenant's; one of a tenant that holds less of the budget than
-// its own, or that has waited half of wait, unless that one could not fit
-// beside its own tenant's charges alone.
+// grantLocked grants queued charges in order while they fit. A charge
+// that does not fit holds back every later one, unless it could not fit
+// even with every other tenant's charges released: then it holds back its
+// own tenant's alone.
 func (b *kvBudget) grantLocked() {
-	var (
-		own   []string // tenants with a charge that does not fit
-		stuck []string // those of them whose charge holds back other tenants'
-		all   bool     // a charge that does not fit holds back every later one
-		now   = b.now()
-	)
+	var stuck []string // tenants with a charge that does not fit
+	all := false       // a charge that does not fit holds back every later one
 	kept := b.queue[:0]
 	for _, w := range b.queue {
-		back := all || slices.Contains(own, w.owner) ||
-			slices.ContainsFunc(stuck, func(o string) bool { return b.held[w.owner] >= b.held[o] })
 		switch {
-		case back:
+		case all || slices.Contains(stuck, w.owner):
 			kept = append(kept, w)
 		case b.used+w.n > b.limit:
 			kept = append(kept, w)
-			own = append(own, w.owner)
-			if b.held[w.owner]+w.n <= b.limit { // other tenants' releases can make room
-				stuck = append(stuck, w.owner)
-				all = all || now.Sub(w.since) >= b.wait/2
-			}
+			stuck = append(stuck, w.owner)
+			all = b.held[w.owner]+w.n <= b.limit
 		default:
 			b.chargeLocked(w.owner, w.n)
 			w.granted = true

@@ -214,55 +214,12 @@ func TestBudgetInvariantsUnderRace(t *testing.T) {
 	}
 }
 
-// TestBudgetTenantsShareFairly: a charge that does not fit holds back
-// the charges of its own tenant and of tenants that hold as much of the
-// budget or more; a tenant that holds less is served past it. Served
-// strictly in order across tenants, tenant a, asking again and again for
-// growth that could not fit (an append too long for the room left,
-// refused 429 and sent again), kept tenant b's new streams out of a budget
-// with room for them; passed by every other tenant, a's larger charge
-// waited for ever behind b's stream of small ones
-// (TestBudgetLargeChargeNotStarved).
-func TestBudgetTenantsShareFairly(t *testing.T) {
-	ctx := context.Background()
-	b := newKVBudget(100, 1, 1000, time.Minute)
-	if err := b.acquire(ctx, "a", 40, false); err != nil {
-		t.Fatal(err)
-	}
-	aGrowth := startAcquireFor(ctx, b, "a", 70, true) // 40+70 > 100
-	waitQueued(t, b, 1)
-	aNew := startAcquireFor(ctx, b, "a", 10, false) // fits, but behind a's growth
-	waitQueued(t, b, 2)
-	pending(t, aNew, "a's new stream behind a's growth")
-	// b holds less than a: its new stream, which fits, is served at once.
-	if err := b.acquire(ctx, "b", 30, false); err != nil {
-		t.Fatalf("b's new stream, 30 of 60 free positions: %v", err)
-	}
-	// b's growth does not fit; b (30) still holds less than a (40), so
-	// a's charges do not hold it back, nor it a's growth.
-	bGrowth := startAcquireFor(ctx, b, "b", 50, true) // 70+50 > 100
-	waitQueued(t, b, 3)
-	// a's 40 released: a's growth (70) fits beside b's 30.
-	b.release("a", 40)
-	granted(t, aGrowth, "a's growth")
-	pending(t, bGrowth, "b's growth")
-	// a (70) now holds more than b (30): b's growth, stuck, holds back
-	// a's new stream, which would fit once b's 30 is released.
-	b.release("b", 30)
-	pending(t, aNew, "a's new stream, a holding more than b")
-	pending(t, bGrowth, "b's growth (70+50)")
-	b.release("a", 70)
-	granted(t, bGrowth, "b's growth")
-	granted(t, aNew, "a's new stream")
-	if used, _ := b.usage(); used != 60 {
-		t.Errorf("%d positions charged at the end, want 60", used)
-	}
-}
-
 // TestBudgetLargeChargeNotStarved: tenant b fills the budget with small
-// streams and opens the next the moment one ends; tenant a, holding
-// nothing, waits for a larger one. a holds less, so b's next streams wait
-// behind it, and a is served once three of b's have ended.
+// streams and opens the next the moment one ends; tenant a waits for a
+// larger one. b's next streams wait behind it, and a is served once three
+// of b's have ended (passed by every other tenant, as once, a larger
+// charge could wait for ever behind another tenant's stream of small
+// ones).
 func TestBudgetLargeChargeNotStarved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -289,75 +246,15 @@ func TestBudgetLargeChargeNotStarved(t *testing.T) {
 	cancel()
 }
 
-// fakeClock is a kvBudget's clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// newClockedBudget is newKVBudget on a fake clock.
-func newClockedBudget(limit int64, wait time.Duration) (*kvBudget, *fakeClock) {
-	b := newKVBudget(limit, 1, 1000, wait)
-	clock := &fakeClock{t: time.Unix(1e9, 0)}
-	b.mu.Lock()
-	b.now = clock.now
-	b.mu.Unlock()
-	return b, clock
-}
-
-// TestBudgetWaitedChargeNotPassedForEver: an open stream's growth in a
-// tenant holding more than another is passed by that tenant's new streams
-// only until it has waited half of --kv-budget-wait; then it holds back
-// every later charge and is granted once enough is released. Passed for
-// ever, it was starved by a tenant opening a small stream each time one of
-// its streams ended.
-func TestBudgetWaitedChargeNotPassedForEver(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b, clock := newClockedBudget(100, time.Minute)
-	if err := b.acquire(ctx, "a", 50, false); err != nil {
-		t.Fatal(err)
-	}
-	for range 4 {
-		if err := b.acquire(ctx, "b", 10, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	growth := startAcquireFor(ctx, b, "a", 30, true) // 90+30 > 100
-	waitQueued(t, b, 1)
-	b.release("b", 10)
-	granted(t, startAcquireFor(ctx, b, "b", 10, false), "b (holding less) passing a's growth before it waited long")
-	clock.advance(30 * time.Second)
-	b.release("b", 10) // 80 used: a's growth still does not fit
-	next := startAcquireFor(ctx, b, "b", 10, false)
-	waitQueued(t, b, 2)
-	pending(t, next, "b's next stream behind a's growth that waited half the wait")
-	b.release("b", 10) // 70 used
-	granted(t, growth, "a's growth")
-	pending(t, next, "b's next stream, the budget full")
-}
-
 // TestBudgetNeverFittingChargeHoldsBackNoOtherTenant: a charge that could
 // not fit even if every other tenant released all it holds (its own
-// tenant's streams are in the way) holds back no other tenant, however
-// long it waits: asking for it again and again once kept every tenant
-// holding as much out of a budget with room for them.
+// tenant's streams are in the way) holds back no other tenant: asking for
+// it again and again once kept every other tenant out of a budget with
+// room for them.
 func TestBudgetNeverFittingChargeHoldsBackNoOtherTenant(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b, clock := newClockedBudget(100, time.Minute)
+	b := newKVBudget(100, 1, 1000, time.Minute)
 	for _, c := range []struct {
 		owner string
 		n     int64
@@ -370,7 +267,6 @@ func TestBudgetNeverFittingChargeHoldsBackNoOtherTenant(t *testing.T) {
 	waitQueued(t, b, 1)
 	aNew := startAcquireFor(ctx, b, "a", 5, false)
 	waitQueued(t, b, 2)
-	clock.advance(time.Minute)
 	if err := b.acquire(ctx, "b", 10, false); err != nil {
 		t.Fatalf("b's new stream, 10 of 10 free positions: %v", err)
 	}
@@ -380,4 +276,34 @@ func TestBudgetNeverFittingChargeHoldsBackNoOtherTenant(t *testing.T) {
 	b.release("a", 30) // a's first stream ends: a's growth fits now
 	granted(t, growth, "a's growth once a's own stream ended")
 	granted(t, aNew, "a's new stream after it")
+}
+
+// TestBudgetGrowthAheadOfOwnTenantOnly: an open stream's growth goes ahead
+// of its own tenant's new streams, not of another tenant's charge queued
+// before it: ahead of every tenant's, one tenant's appends, asked again and
+// again, kept another tenant's waiting stream behind them.
+func TestBudgetGrowthAheadOfOwnTenantOnly(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newKVBudget(100, 1, 1000, time.Minute)
+	for _, c := range []struct {
+		owner string
+		n     int64
+	}{{"b", 90}, {"a", 5}} {
+		if err := b.acquire(ctx, c.owner, c.n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cNew := startAcquireFor(ctx, b, "c", 10, false) // 95+10 > 100
+	waitQueued(t, b, 1)
+	aNew := startAcquireFor(ctx, b, "a", 1, false)
+	waitQueued(t, b, 2)
+	aGrowth := startAcquireFor(ctx, b, "a", 10, true) // ahead of a's new stream, behind c's
+	waitQueued(t, b, 3)
+	b.release("b", 10) // 85 used: c's 10 fits first
+	granted(t, cNew, "c's stream, queued before a's growth")
+	pending(t, aGrowth, "a's growth (95+10)")
+	b.release("b", 10) // 85 used: a's growth, then a's new stream
+	granted(t, aGrowth, "a's growth")
+	granted(t, aNew, "a's new stream after a's growth")
 }
