@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/streamguard/streamguard/guard"
+	"github.com/streamguard/streamguard/internal/chatmsg"
+	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/jsonkeys"
 )
 
@@ -200,10 +202,42 @@ func flagged(res *guard.Result) bool {
 
 // jsonlResult is one output line: the result, or the error for that line.
 type jsonlResult struct {
-	Line  int             `json:"line"`
-	ID    json.RawMessage `json:"id,omitempty"`
-	Error string          `json:"error,omitempty"`
+	Line    int             `json:"line"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Skipped []string        `json:"skipped,omitempty"`
 	*guard.Result
+}
+
+// jsonlKeys are the keys of a --jsonl line and of its messages that are
+// read: none may be repeated or written in another case ("Content" beside
+// "content" is refused, not left for another reader to take).
+type jsonlKeys struct {
+	ID       json.RawMessage `json:"id"`
+	Messages []struct {
+		Role             json.RawMessage `json:"role"`
+		Content          json.RawMessage `json:"content"`
+		ReasoningContent json.RawMessage `json:"reasoning_content"`
+		Reasoning        json.RawMessage `json:"reasoning"`
+		ReasoningDetails json.RawMessage `json:"reasoning_details"`
+		ToolCalls        json.RawMessage `json:"tool_calls"`
+		FunctionCall     json.RawMessage `json:"function_call"`
+		ToolCallID       json.RawMessage `json:"tool_call_id"`
+		Name             json.RawMessage `json:"name"`
+	} `json:"messages"`
+}
+
+// jsonlMessages reads a line's messages as the server reads OpenAI
+// messages (chatmsg): content parts, reasoning fields, an assistant's
+// tool_calls (judged with their tags as the model's tokens) and tool
+// results; media parts are skipped and named.
+func jsonlMessages(raws []json.RawMessage) ([]guard.Message, []string, error) {
+	var skipped chatmsg.Skipped
+	turns, err := chatmsg.Conversation(raws, &skipped)
+	if err != nil {
+		return nil, nil, err
+	}
+	return guardhook.Messages[guard.Message](turns), skipped, nil
 }
 
 // checkCategories checks the category names of --threshold and --block
@@ -255,22 +289,24 @@ func moderateJSONL(g *guard.Model, policy *guard.Policy, stdin io.Reader, stdout
 			continue
 		}
 		var in struct {
-			ID       json.RawMessage `json:"id"`
-			Messages []guard.Message `json:"messages"`
+			ID       json.RawMessage   `json:"id"`
+			Messages []json.RawMessage `json:"messages"`
 		}
 		out := jsonlResult{Line: line}
 		if tooLong {
 			// Its own error, and the lines after it judged.
 			out.Error = fmt.Sprintf("the line is longer than %d bytes", maxJSONLLine)
-		} else if err := jsonkeys.Check(text, &in); err != nil {
+		} else if err := jsonkeys.Check(text, &jsonlKeys{}); err != nil {
 			// Exact keys, each once: a "Messages" beside "messages" is
 			// refused, not judged in its place.
 			out.Error = "invalid JSON: " + err.Error()
 		} else if err := json.Unmarshal(text, &in); err != nil {
 			out.Error = "invalid JSON: " + err.Error()
+		} else if msgs, skipped, err := jsonlMessages(in.Messages); err != nil {
+			out.ID, out.Error = in.ID, err.Error()
 		} else {
-			out.ID = in.ID
-			res, err := g.Moderate(context.Background(), in.Messages, policy)
+			out.ID, out.Skipped = in.ID, skipped
+			res, err := g.Moderate(context.Background(), msgs, policy)
 			if err != nil {
 				out.Error = err.Error()
 			}

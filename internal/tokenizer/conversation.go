@@ -69,7 +69,7 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	if last < 0 || msgs[last].Role != "user" && msgs[last].Role != "tool" {
 		return nil, errors.New("chat: a conversation must end with a user turn (or tool results, which the template writes as one), optionally followed by one assistant turn")
 	}
-	if strings.TrimSpace(msgs[last].Content) == "" {
+	if !promptHasText(msgs[:last+1]) {
 		return nil, errors.New("chat: empty prompt: the last user message has no content")
 	}
 	w := t.newChatWriter(true, false)
@@ -110,6 +110,23 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	ids = append(ids, ImEnd)
 	c.IDs = t.appendText(ids, "\n")
 	return c, nil
+}
+
+// promptHasText reports whether the turn a prompt ends with has text: the
+// last user message, or the run of tool results that ends it (one user
+// turn in the template; a tool that returned nothing beside one that did
+// still makes a turn to judge).
+func promptHasText(msgs []Message) bool {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := msgs[i]
+		if strings.TrimSpace(m.Content) != "" {
+			return true
+		}
+		if m.Role != "tool" || i == 0 || msgs[i-1].Role != "tool" {
+			return false // the last user message, or the run's first result
+		}
+	}
+	return false
 }
 
 // ResponseHeader returns the ids that open an assistant turn after a user
