@@ -49,7 +49,10 @@
 // "tool" a call's result; they are laid out as the Qwen3 template writes
 // them, the tags <tool_call>, </tool_call>, <tool_response> and
 // </tool_response> as the model's tokens for them (a tag written in
-// message text stays text). In a streamed answer, [Stream.StartToolCall]
+// message text stays text). A prompt may end with tool results, the user
+// turn the template makes of them (a tool that returned nothing
+// included): its verdict is then the results'. In a streamed answer,
+// [Stream.StartToolCall]
 // and [Stream.EndToolCall] feed a call's tags; what the template writes
 // around and inside them is appended as text (a "\n" before a call that
 // follows text or another call, then "\n{\"name\": \"NAME\",

@@ -21,13 +21,14 @@ var ErrBudget = errors.New("KV-cache budget exhausted")
 // refused client retrying after Retry-After competes with every client
 // that opens its next conversation the moment its last one ends, and can
 // lose for minutes. A stream that already holds a charge and needs more is
-// queued ahead of its own tenant's new streams: it holds memory that only
+// queued ahead of its own tenant's new streams queued last (never ahead of
+// another tenant's charge that came before it): it holds memory that only
 // its progress gives back. A charge that could not fit even if every other
 // tenant released all it holds (its own tenant's streams are in the way)
 // holds back only its own tenant's: asked for again and again (an append
 // too long for the room left, refused and sent again), it kept every other
 // tenant's streams out of a budget with room for them. Growth went ahead
-// of every tenant's new streams once, and one tenant's appends, asked
+// of other tenants' earlier charges once, and one tenant's appends, asked
 // again and again, kept another tenant's waiting stream behind them.
 type kvBudget struct {
 	mu          sync.Mutex
@@ -127,13 +128,12 @@ func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bo
 		return nil
 	}
 	b.mu.Lock()
-	// at is where the charge would queue: a growth charge ahead of its own
-	// tenant's new streams, any other at the end.
+	// at is where the charge would queue: at the end, a growth charge
+	// ahead of the new streams of its own tenant queued last (never ahead
+	// of another tenant's charge that came before it).
 	at := len(b.queue)
-	if growth {
-		if i := slices.IndexFunc(b.queue, func(w *budgetWaiter) bool { return w.owner == owner && !w.growth }); i >= 0 {
-			at = i
-		}
+	for growth && at > 0 && b.queue[at-1].owner == owner && !b.queue[at-1].growth {
+		at--
 	}
 	if b.limit == 0 || (len(b.queue) == 0 && b.used+n <= b.limit) {
 		b.chargeLocked(owner, n)

@@ -307,3 +307,46 @@ func TestBudgetGrowthAheadOfOwnTenantOnly(t *testing.T) {
 	granted(t, aGrowth, "a's growth")
 	granted(t, aNew, "a's new stream after a's growth")
 }
+
+// TestBudgetGrowthNeverPassesAnotherTenantsEarlierCharge: b's 40 is
+// queued (it fits: 50 of 100 used) behind a's new stream (60, waiting for
+// c's release); a's append, asked after b's, queues behind b's, so when
+// a's new stream's wait ends b's 40 is granted. Growth went ahead of its
+// tenant's first waiting new stream once, passing b's charge between them
+// and taking the room b was queued for (asked again and again, such
+// appends kept b out for good).
+func TestBudgetGrowthNeverPassesAnotherTenantsEarlierCharge(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newKVBudget(100, 1, 1000, time.Minute)
+	if err := b.acquire(ctx, "c", 40, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.acquire(ctx, "a", 10, false); err != nil {
+		t.Fatal(err)
+	}
+	naCtx, naEnd := context.WithCancel(ctx)
+	na := startAcquireFor(naCtx, b, "a", 60, false)
+	waitQueued(t, b, 1)
+	bNew := startAcquireFor(ctx, b, "b", 40, false)
+	waitQueued(t, b, 2)
+	aGrowth := startAcquireFor(ctx, b, "a", 30, true) // asked after b's 40
+	select {
+	case err := <-aGrowth:
+		if err == nil {
+			t.Errorf("a's growth, asked after b's 40, granted ahead of it")
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+	naEnd()
+	<-na
+	select {
+	case err := <-bNew:
+		if err != nil {
+			t.Errorf("b's 40: %v", err)
+		}
+	case <-time.After(200 * time.Millisecond):
+		used, _ := b.usage()
+		t.Errorf("b's 40, queued first with room for it, still waits (%d of 100 used)", used)
+	}
+}

@@ -112,21 +112,13 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	return c, nil
 }
 
-// promptHasText reports whether the turn a prompt ends with has text: the
-// last user message, or the run of tool results that ends it (one user
-// turn in the template; a tool that returned nothing beside one that did
-// still makes a turn to judge).
+// promptHasText reports whether the turn a prompt ends with is one to
+// judge: a user message with text, or tool results, which the template
+// writes as a user turn of <tool_response> blocks even when a tool
+// returned nothing (an agent's last call often does).
 func promptHasText(msgs []Message) bool {
-	for i := len(msgs) - 1; i >= 0; i-- {
-		m := msgs[i]
-		if strings.TrimSpace(m.Content) != "" {
-			return true
-		}
-		if m.Role != "tool" || i == 0 || msgs[i-1].Role != "tool" {
-			return false // the last user message, or the run's first result
-		}
-	}
-	return false
+	last := msgs[len(msgs)-1]
+	return last.Role == "tool" || strings.TrimSpace(last.Content) != ""
 }
 
 // ResponseHeader returns the ids that open an assistant turn after a user

@@ -188,7 +188,6 @@ func TestRenderConversation(t *testing.T) {
 		{{Role: "user", Content: "  \n"}},
 		{{Role: "user", Content: "q"}, {Role: "assistant", Content: "a"}, {Role: "assistant", Content: "b"}},
 		{{Role: "user", Content: "q"}, {Role: "narrator", Content: "t"}},
-		{{Role: "user", Content: "q"}, {Role: "tool", Content: " "}},
 		{{Role: "system", Content: "s"}},
 	} {
 		if _, err := tok.RenderConversation(bad); err == nil {
