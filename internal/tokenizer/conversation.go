@@ -46,9 +46,10 @@ func (c *Conversation) Header() []int {
 func (c *Conversation) Judged() []int { return c.IDs[c.JudgedStart:c.JudgedEnd] }
 
 // RenderConversation lays msgs out for the guard. They end with a user turn
-// with non-blank content, optionally followed by one assistant turn; system
-// and earlier turns may come before. Every message's text is ordinary text
-// (see Message).
+// with non-blank content, or with tool results (the user turn the template
+// makes of them, whatever they hold), optionally followed by one assistant
+// turn; system and earlier turns may come before. Every message's text is
+// ordinary text (see Message).
 //
 // The final assistant turn is encoded the way a stream receives it: the
 // header ResponseHeader(thinking), then the answer as one text — or, with
