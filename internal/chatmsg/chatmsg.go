@@ -202,11 +202,7 @@ func (p Part) Judged() (string, bool) {
 	if len(texts) == 0 {
 		return "", false
 	}
-	t := ""
-	for _, s := range texts {
-		t = Join(t, s)
-	}
-	return t, true
+	return Join(texts...), true
 }
 
 // ContentText reads a message's content: a string, null, or an array of
@@ -324,7 +320,7 @@ func reasoningDetails(f fields) (string, error) {
 	if err := json.Unmarshal(raw, &blocks); err != nil {
 		return "", fmt.Errorf(`"reasoning_details": want an array: %w`, err)
 	}
-	var t string
+	var texts []string
 	for i, b := range blocks {
 		bf, err := exactFields(b)
 		if err != nil {
@@ -336,11 +332,11 @@ func reasoningDetails(f fields) (string, error) {
 				return "", fmt.Errorf("reasoning_details[%d]: %w", i, err)
 			}
 			if s != nil {
-				t = Join(t, *s)
+				texts = append(texts, *s)
 			}
 		}
 	}
-	return t, nil
+	return Join(texts...), nil
 }
 
 // ToolCalls reads tool calls, which the Qwen3 template writes into the
@@ -368,6 +364,7 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (calls []tokenizer.ToolC
 	if !Absent(functionCall) {
 		raws = append(raws, functionCall)
 	}
+	var others []string
 	for i, raw := range raws {
 		c, err := exactFields(raw)
 		if err != nil {
@@ -397,7 +394,7 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (calls []tokenizer.ToolC
 			for k := range strs {
 				strs[k] = Unescape(strs[k])
 			}
-			other = Join(other, strings.Join(strs, "\n"))
+			others = append(others, strs...)
 			continue
 		}
 		a := ""
@@ -406,7 +403,7 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (calls []tokenizer.ToolC
 		}
 		calls = append(calls, tokenizer.ToolCall{Name: *name, Arguments: a})
 	}
-	return calls, other, nil
+	return calls, Join(others...), nil
 }
 
 // ToolCallsText is what ToolCalls reads as one text, for judging in a turn
@@ -504,12 +501,13 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 			break
 		}
 	}
-	var t string
+	var texts []string
 	for _, m := range turns[min(query+1, last):last] {
 		if m.Role == "assistant" {
-			t = Join(t, m.ReasoningContent)
+			texts = append(texts, m.ReasoningContent)
 		}
 	}
+	t := Join(texts...)
 	if strings.TrimSpace(t) == "" {
 		return ""
 	}
@@ -525,16 +523,30 @@ func Beyond(turns []tokenizer.Message, last int) string {
 	return Join(Unrendered(turns, last), Trailing(turns[last+1:]))
 }
 
-// Join joins two texts with a newline, or returns the one that is not
-// empty: the one way turns and parts are joined for judging.
-func Join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
+// Join joins texts with newlines, leaving out the empty ones: the one way
+// turns and parts are joined for judging.
+func Join(texts ...string) string {
+	if len(texts) == 2 { // the common case, without a slice
+		switch a, b := texts[0], texts[1]; {
+		case a == "":
+			return b
+		case b == "":
+			return a
+		default:
+			return a + "\n" + b
+		}
 	}
-	return a + "\n" + b
+	var out strings.Builder
+	for _, t := range texts {
+		if t == "" {
+			continue
+		}
+		if out.Len() > 0 {
+			out.WriteByte('\n')
+		}
+		out.WriteString(t)
+	}
+	return out.String()
 }
 
 // LastUser is the index of the last user turn with text, or -1.
@@ -552,10 +564,11 @@ func LastUser(msgs []tokenizer.Message) int {
 // and tool calls, tool results, a late system message. The model reads
 // it, so it must be judged too.
 func Trailing(turns []tokenizer.Message) string {
-	var t string
+	texts := make([]string, 0, 2*len(turns))
 	for _, m := range turns {
-		t = Join(t, Join(m.ReasoningContent, WithCalls(m)))
+		texts = append(texts, m.ReasoningContent, WithCalls(m))
 	}
+	t := Join(texts...)
 	if strings.TrimSpace(t) == "" {
 		// White space alone (models answer "\n\n" beside a tool call)
 		// says nothing, and a turn of it is no prompt to judge.
