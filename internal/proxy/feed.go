@@ -102,7 +102,7 @@ type feeder struct {
 	callOpen     bool
 	callKey      string
 	callArgs     bool
-	callName     string
+	callName     strings.Builder // appended to a string, a name in many pieces was copied per piece
 	callEvs      []*eventText
 	unescape     chatmsg.Unescaper // the open call's arguments
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,18 +50,34 @@ func TestWholeToolCallsLinear(t *testing.T) {
 
 // TestStreamedToolCallPiecesLinear: the same within one streamed chunk. A
 // delta's tool_calls may hold many entries for the same call (index 0,
-// arguments concatenated, as the SDKs assemble them), all fed before the
-// relay takes the ops: one event of 8,000 pieces (~640 KB) allocated
-// 1.3 GB, where a 4 MiB event is allowed. The bound, 60 bytes allocated
-// per byte of the event, is far above the linear cost and far below the
-// quadratic one.
+// arguments or name concatenated, as the SDKs assemble them), all fed
+// before the relay takes the ops: one event of 8,000 argument pieces
+// (~640 KB) allocated 1.3 GB, where a 4 MiB event is allowed, and the
+// name, kept to compare with a name sent again, was copied per piece too.
+// The bound, 60 bytes allocated per byte of the event, is far above the
+// linear cost and far below the quadratic one.
 func TestStreamedToolCallPiecesLinear(t *testing.T) {
-	m := tinyModel(t)
-	entries := []any{map[string]any{"index": 0, "id": "call_1", "type": "function", "function": map[string]any{"name": "f", "arguments": ""}}}
 	piece := strings.Repeat("a", 40)
-	for range 8000 {
-		entries = append(entries, map[string]any{"index": 0, "function": map[string]any{"arguments": piece}})
+	for _, field := range []string{"arguments", "name"} {
+		t.Run(field, func(t *testing.T) {
+			entries := []any{map[string]any{"index": 0, "id": "call_1", "type": "function", "function": map[string]any{"name": "f", "arguments": ""}}}
+			if field == "name" {
+				entries[0] = map[string]any{"index": 0, "id": "call_1", "type": "function", "function": map[string]any{"name": "f"}}
+			}
+			for i := range 8000 {
+				// A name's pieces each differ from the name so far (the
+				// whole name again is not judged twice).
+				entries = append(entries, map[string]any{"index": 0, "function": map[string]any{field: fmt.Sprintf("%s%05d", piece[:35], i)}})
+			}
+			toolCallPiecesLinear(t, entries)
+		})
 	}
+}
+
+// toolCallPiecesLinear streams one chunk of the tool-call entries and
+// checks the proxy's allocation against the chunk's size.
+func toolCallPiecesLinear(t *testing.T, entries []any) {
+	m := tinyModel(t)
 	ev := func(b []byte) []byte { return append(append([]byte("data: "), b...), "\n\n"...) }
 	big := ev(chunkJSON(map[string]any{"role": "assistant", "tool_calls": entries}, nil))
 	events := [][]byte{big, ev(chunkJSON(map[string]any{}, "tool_calls")), []byte("data: [DONE]\n\n")}

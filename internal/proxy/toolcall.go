@@ -177,9 +177,10 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		}
 		f.tag(tokenizer.ToolCallStart, tokenizer.ToolCallTag)
 		f.feedSynthetic(tokenizer.ToolCallName)
-		f.callOpen, f.callKey, f.callArgs, f.callName = true, p.key, false, ""
+		f.callOpen, f.callKey, f.callArgs = true, p.key, false
+		f.callName.Reset()
 	}
-	if p.name != "" && p.name == f.callName {
+	if p.name != "" && p.name == f.callName.String() {
 		p.name = "" // the whole name again (some servers send it in every chunk)
 	}
 	if p.name != "" && f.callArgs {
@@ -194,7 +195,7 @@ func (f *feeder) toolCall(ev *eventText, p callPiece) error {
 		f.callEvs = append(f.callEvs, ev)
 	}
 	if !f.callArgs && p.name != "" {
-		f.callName += p.name
+		f.callName.WriteString(p.name)
 		f.feed(ev, fieldTool, p.name)
 	}
 	if p.args != "" {
