@@ -394,7 +394,7 @@ func ToolCalls(toolCalls, functionCall json.RawMessage) (calls []tokenizer.ToolC
 			for k := range strs {
 				strs[k] = Unescape(strs[k])
 			}
-			others = append(others, strs...)
+			others = append(others, strings.Join(strs, "\n"))
 			continue
 		}
 		a := ""

@@ -142,7 +142,7 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 			prompt := msgs[:lastUser+1]
 			convs := one(prompt)
 			parts := []string{chatmsg.Beyond(msgs, lastUser), callsText}
-			held := messageStrings(req.StructuredMessages)
+			held := judgedStrings(msgs)
 			for _, t := range req.Texts {
 				if strings.TrimSpace(t) != "" && !held[t] {
 					parts = append(parts, t)
@@ -183,32 +183,29 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 	return nil, false, nil, errors.New(`input_type must be "request" or "response"`)
 }
 
-// messageStrings is every string value in the messages: the texts
-// LiteLLM extracts from them (a content string, a part's text) are among
-// them, and those the guard judges with the messages. A set, so that many
-// texts against many messages cost one pass each (a substring search of
-// every message for every text took 13 s for one request of 720 KB).
-func messageStrings(raws []json.RawMessage) map[string]bool {
+// judgedStrings is the texts the guard judges in turns, whole and line by
+// line: each message's content and reasoning, and its tool calls' names
+// and arguments. A LiteLLM text found among them (a content string, most
+// often, or a one-line part of it) is left to its message; any other is
+// judged after the last user turn. A set, so that many texts against many
+// messages cost one pass each (a substring search of every message for
+// every text took 13 s for one request of 720 KB); only judged text, so
+// that a text copied into a field the guard does not read (an image URL,
+// a name, an id) is not taken for held.
+func judgedStrings(turns []tokenizer.Message) map[string]bool {
 	out := map[string]bool{}
-	var walk func(v any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case string:
-			out[v] = true
-		case []any:
-			for _, e := range v {
-				walk(e)
-			}
-		case map[string]any:
-			for _, e := range v {
-				walk(e)
-			}
+	add := func(s string) {
+		out[s] = true
+		for line := range strings.SplitSeq(s, "\n") {
+			out[line] = true
 		}
 	}
-	for _, raw := range raws {
-		var v any
-		if json.Unmarshal(raw, &v) == nil {
-			walk(v)
+	for _, m := range turns {
+		add(m.Content)
+		add(m.ReasoningContent)
+		for _, c := range m.ToolCalls {
+			add(c.Name)
+			add(c.Arguments)
 		}
 	}
 	return out
