@@ -142,7 +142,7 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 			prompt := msgs[:lastUser+1]
 			convs := one(prompt)
 			parts := []string{chatmsg.Beyond(msgs, lastUser), callsText}
-			held := judgedStrings(msgs)
+			held := judgedStrings(msgs, lastUser)
 			for _, t := range req.Texts {
 				if strings.TrimSpace(t) != "" && !held[t] {
 					parts = append(parts, t)
@@ -184,15 +184,16 @@ func litellmConversations(req *litellmRequest) (convs [][]tokenizer.Message, dec
 }
 
 // judgedStrings is the texts the guard judges in turns, whole and line by
-// line: each message's content and reasoning, and its tool calls' names
-// and arguments. A LiteLLM text found among them (a content string, most
+// line: each message's content, its tool calls' names and arguments, and
+// the reasoning the guard reads (after the last user turn, and what the
+// template keeps before it). A LiteLLM text found among them (a content string, most
 // often, or a one-line part of it) is left to its message; any other is
 // judged after the last user turn. A set, so that many texts against many
 // messages cost one pass each (a substring search of every message for
 // every text took 13 s for one request of 720 KB); only judged text, so
 // that a text copied into a field the guard does not read (an image URL,
 // a name, an id) is not taken for held.
-func judgedStrings(turns []tokenizer.Message) map[string]bool {
+func judgedStrings(turns []tokenizer.Message, lastUser int) map[string]bool {
 	out := map[string]bool{}
 	add := func(s string) {
 		out[s] = true
@@ -200,14 +201,17 @@ func judgedStrings(turns []tokenizer.Message) map[string]bool {
 			out[line] = true
 		}
 	}
-	for _, m := range turns {
+	for i, m := range turns {
 		add(m.Content)
-		add(m.ReasoningContent)
+		if i > lastUser { // judged after the last user turn; before it, only what the template keeps
+			add(m.ReasoningContent)
+		}
 		for _, c := range m.ToolCalls {
 			add(c.Name)
 			add(c.Arguments)
 		}
 	}
+	add(chatmsg.Unrendered(turns, lastUser))
 	return out
 }
 
