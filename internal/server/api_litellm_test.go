@@ -81,9 +81,12 @@ func TestLiteLLMTrailingText(t *testing.T) {
 	}
 }
 
-// TestLiteLLMBlocksTrailingText: a request whose last user turn passes but
-// whose text after it is flagged is blocked, and the reason says which.
-func TestLiteLLMBlocksTrailingText(t *testing.T) {
+// trailingFlagHarness is a server whose tenant a flags, by a threshold
+// between the two scores (a random model has no notion of harm; searched
+// deterministically), a user turn followed by trailing text but not the
+// user turn alone.
+func trailingFlagHarness(t *testing.T) (h *harness, user, trailing string) {
+	t.Helper()
 	m := testModel(t)
 	l := m.Info().Labels
 	score := func(msgs []guard.Message) float32 {
@@ -99,9 +102,6 @@ func TestLiteLLMBlocksTrailingText(t *testing.T) {
 		}
 		return s
 	}
-	// A random model has no notion of harm: the flag comes from a threshold
-	// between the two conversations' scores, searched deterministically.
-	var user, trailing string
 	var tau float32
 search:
 	for u := range 16 {
@@ -122,7 +122,14 @@ search:
 	for _, c := range append(append([]string(nil), l.QueryCategory...), l.ResponseCategory...) {
 		thr[c] = tau
 	}
-	h := newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) { a.Policy = PolicyConfig{Thresholds: thr} })})
+	h = newHarness(t, Options{Config: twoTenants(func(a, b *TenantConfig) { a.Policy = PolicyConfig{Thresholds: thr} })})
+	return h, user, trailing
+}
+
+// TestLiteLLMBlocksTrailingText: a request whose last user turn passes but
+// whose text after it is flagged is blocked, and the reason says which.
+func TestLiteLLMBlocksTrailingText(t *testing.T) {
+	h, user, trailing := trailingFlagHarness(t)
 	msgs := []map[string]any{{"role": "user", "content": user}}
 	for _, withTrailing := range []bool{false, true} {
 		if withTrailing {
