@@ -55,13 +55,8 @@ func chatMessages(msgs []Message) []tokenizer.Message {
 		if m.Role == "developer" {
 			m.Role = "system"
 		}
-		out[i] = tokenizer.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
-		if len(m.ToolCalls) > 0 {
-			out[i].ToolCalls = make([]tokenizer.ToolCall, len(m.ToolCalls))
-			for j, c := range m.ToolCalls {
-				out[i].ToolCalls[j] = tokenizer.ToolCall(c)
-			}
-		}
+		out[i] = tokenizer.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent,
+			ToolCalls: convertCalls[tokenizer.ToolCall](m.ToolCalls)}
 	}
 	return out
 }
@@ -70,13 +65,29 @@ func chatMessages(msgs []Message) []tokenizer.Message {
 func fromChat(msgs []tokenizer.Message) []Message {
 	out := make([]Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
-		if len(m.ToolCalls) > 0 {
-			out[i].ToolCalls = make([]ToolCall, len(m.ToolCalls))
-			for j, c := range m.ToolCalls {
-				out[i].ToolCalls[j] = ToolCall(c)
-			}
-		}
+		out[i] = Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent,
+			ToolCalls: convertCalls[ToolCall](m.ToolCalls)}
+	}
+	return out
+}
+
+// toolCall is the shape ToolCall and tokenizer.ToolCall share.
+type toolCall interface {
+	~struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	}
+}
+
+// convertCalls converts tool calls between guard's type and the
+// tokenizer's (nil for none).
+func convertCalls[To, From toolCall](calls []From) []To {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]To, len(calls))
+	for i, c := range calls {
+		out[i] = To(c)
 	}
 	return out
 }

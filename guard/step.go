@@ -437,14 +437,7 @@ func (s *Stream) EndToolCall(ctx context.Context) ([]TokenVerdict, error) {
 // EndResponse flushes the text and closes the assistant turn, returning the
 // last verdicts; the stream is then ready for the next user turn.
 func (s *Stream) EndResponse(ctx context.Context) ([]TokenVerdict, error) {
-	return s.runAfter(ctx, func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if err := s.check(); err != nil {
-			return err
-		}
-		return s.queueEndResponse(true)
-	})
+	return s.runAfter(ctx, func() error { return s.queueEndResponse(true) })
 }
 
 // runAfter queues with queue, then runs the stream, as one synchronous

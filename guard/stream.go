@@ -681,6 +681,11 @@ func (s *Stream) ensureResponse() error {
 func (s *Stream) QueueIDs(ids []int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.queueIDs(ids)
+}
+
+// queueIDs is QueueIDs; callers hold s.mu.
+func (s *Stream) queueIDs(ids []int) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -780,31 +785,24 @@ func (s *Stream) queueToolTag(id int) error {
 	if s.phase == phaseThinking {
 		return errors.New("guard: a tool call inside the think block (EndThinking closes it first)")
 	}
-	s.save()
-	if err := s.ensureResponse(); err != nil {
-		return s.undo(err)
-	}
-	items := s.assistantItems(s.enc.Flush(), itemResponse)
-	return s.undo(s.push(append(items, s.assistantItems([]int{id}, itemResponse)...)))
+	return s.queueIDs([]int{id})
 }
 
 // QueueEndResponse flushes the text and closes the assistant turn with
 // "<|im_end|>\n" (not judged), so that the next user turn can follow.
 // Right after a prompt it queues an empty answer, as the chat template
 // writes one (an LLM that streamed no text, or only tool calls).
-func (s *Stream) QueueEndResponse() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.check(); err != nil {
-		return err
-	}
-	return s.queueEndResponse(false)
-}
+func (s *Stream) QueueEndResponse() error { return s.queueEndResponse(false) }
 
 // queueEndResponse is QueueEndResponse; again is EndResponse called after
 // a cancelled one, whose turn end may still be queued: then it queues
 // nothing, and the call feeds what is queued.
 func (s *Stream) queueEndResponse(again bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
 	if again && s.phase == phaseTurnEnd && len(s.queue) > 0 {
 		return nil
 	}

@@ -5,53 +5,31 @@ import (
 	"testing"
 )
 
-// TestEmptyLastToolResultJudged: a run of tool results is one user turn in
-// the template ("<tool_response>\nsales grew\n</tool_response>\n
-// <tool_response>\n\n</tool_response>"); a tool that returned nothing
-// after one that returned text leaves a turn to judge (Moderate and
-// JudgePrompt once refused it as an "empty prompt", checking only the last
-// result).
-func TestEmptyLastToolResultJudged(t *testing.T) {
+// TestEmptyToolResultsJudged: a run of tool results is one user turn in
+// the template, whatever the results hold ("<tool_response>\n\n
+// </tool_response>" for a tool that returned nothing), so a conversation
+// ending with one is judged by Moderate and JudgePrompt. They once refused
+// it as an "empty prompt": checking only the last result (parallel calls,
+// the last returning nothing), then the run (an agent calling one tool a
+// turn, its last returning nothing).
+func TestEmptyToolResultsJudged(t *testing.T) {
 	m := tinyModel(t, "toolresults", nil)
-	msgs := []Message{
-		{Role: "user", Content: "Read the report and mail it to Bob."},
-		{Role: "assistant", ToolCalls: []ToolCall{{Name: "read_report", Arguments: "{}"}, {Name: "send_email", Arguments: "{}"}}},
-		{Role: "tool", Content: "The report says sales grew."},
-		{Role: "tool", Content: ""},
-		{Role: "assistant", Content: "Done."},
-	}
-	if _, err := m.Moderate(context.Background(), msgs, nil); err != nil {
-		t.Errorf("Moderate: %v", err)
-	}
-	s := m.NewStream()
-	defer s.Close()
-	if _, err := s.JudgePrompt(context.Background(), msgs[:4]); err != nil {
-		t.Errorf("JudgePrompt: %v", err)
-	}
-}
-
-// TestEmptyResultOfSequentialCallJudged: an agent that calls its tools
-// one per turn (read the report; then mail it, which returns nothing)
-// makes a conversation whose last run of results is one empty result: the
-// template writes it as a user turn ("<tool_response>\n\n</tool_response>")
-// and the model answers it, so it is judged (Moderate and JudgePrompt
-// once refused it as an "empty prompt").
-func TestEmptyResultOfSequentialCallJudged(t *testing.T) {
-	m := tinyModel(t, "toolresults-seq", nil)
-	msgs := []Message{
-		{Role: "user", Content: "Read the report and mail it to Bob."},
-		{Role: "assistant", ToolCalls: []ToolCall{{Name: "read_report", Arguments: "{}"}}},
-		{Role: "tool", Content: "The report says sales grew."},
-		{Role: "assistant", ToolCalls: []ToolCall{{Name: "send_email", Arguments: `{"to": "bob"}`}}},
-		{Role: "tool", Content: ""},
-		{Role: "assistant", Content: "Done."},
-	}
-	if _, err := m.Moderate(context.Background(), msgs, nil); err != nil {
-		t.Errorf("Moderate: %v", err)
-	}
-	s := m.NewStream()
-	defer s.Close()
-	if _, err := s.JudgePrompt(context.Background(), msgs[:5]); err != nil {
-		t.Errorf("JudgePrompt: %v", err)
+	user := Message{Role: "user", Content: "Read the report and mail it to Bob."}
+	read, send := ToolCall{Name: "read_report", Arguments: "{}"}, ToolCall{Name: "send_email", Arguments: `{"to": "bob"}`}
+	for name, msgs := range map[string][]Message{
+		"parallel calls": {user, {Role: "assistant", ToolCalls: []ToolCall{read, send}},
+			{Role: "tool", Content: "The report says sales grew."}, {Role: "tool", Content: ""}},
+		"a call a turn": {user, {Role: "assistant", ToolCalls: []ToolCall{read}}, {Role: "tool", Content: "The report says sales grew."},
+			{Role: "assistant", ToolCalls: []ToolCall{send}}, {Role: "tool", Content: ""}},
+	} {
+		answered := append(msgs[:len(msgs):len(msgs)], Message{Role: "assistant", Content: "Done."})
+		if _, err := m.Moderate(context.Background(), answered, nil); err != nil {
+			t.Errorf("%s: Moderate: %v", name, err)
+		}
+		s := m.NewStream()
+		if _, err := s.JudgePrompt(context.Background(), msgs); err != nil {
+			t.Errorf("%s: JudgePrompt: %v", name, err)
+		}
+		s.Close()
 	}
 }

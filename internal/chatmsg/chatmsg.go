@@ -247,13 +247,13 @@ func ContentText(raw json.RawMessage, skipped *Skipped) (string, error) {
 // Conversation returns. The chat template renders a tool result inside a
 // user turn (<tool_response>…</tool_response>), so the model reads it;
 // it is never the user turn whose verdict a request stands on (LastUser
-// passes over it), and Renderable lays it out as the template does.
+// passes over it), and the tokenizer lays it out as the template does.
 const ToolRole = "tool"
 
 // Message reads one OpenAI message into a turn: role developer is read as
 // system, tool and function results as ToolRole. An assistant's tool calls
-// (tool_calls, the legacy function_call) are part of its content, written
-// as the Qwen3 template writes them; its reasoning is "reasoning_content"
+// (tool_calls, the legacy function_call) are its ToolCalls (see ToolCalls;
+// a call of another shape has its strings in the content); its reasoning is "reasoning_content"
 // and "reasoning" (vLLM and OpenRouter read the latter), both when they
 // differ.
 //
@@ -526,17 +526,17 @@ func Beyond(turns []tokenizer.Message, last int) string {
 // Join joins texts with newlines, leaving out the empty ones: the one way
 // turns and parts are joined for judging.
 func Join(texts ...string) string {
-	if len(texts) == 2 { // the common case, without a slice
-		switch a, b := texts[0], texts[1]; {
-		case a == "":
-			return b
-		case b == "":
-			return a
-		default:
-			return a + "\n" + b
+	n, count, only := 0, 0, ""
+	for _, t := range texts {
+		if t != "" {
+			n, count, only = n+len(t), count+1, t
 		}
 	}
+	if count <= 1 {
+		return only // no copy
+	}
 	var out strings.Builder
+	out.Grow(n + count - 1)
 	for _, t := range texts {
 		if t == "" {
 			continue

@@ -128,7 +128,7 @@ func (f *feeder) push(op feedOp) {
 // setTail gives the last op the text built for it.
 func (f *feeder) setTail() {
 	if f.tail.Len() > 0 {
-		f.ops[len(f.ops)-1].text += f.tail.String()
+		f.ops[len(f.ops)-1].text = f.tail.String() // an op gets its text here only
 		f.tail.Reset()
 	}
 }

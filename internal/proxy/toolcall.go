@@ -14,7 +14,8 @@ import (
 // An answer's tool calls are model output as much as its text: an agent
 // runs them, a client may show them. They are judged as the assistant's
 // turn, laid out as the Qwen3 template writes calls after the content
-// (chatmsg.ToolCallOpen...), and in hold-back a call's events go out only
+// (tokenizer.ToolCallTag, fed as its token, then tokenizer.ToolCallName...),
+// and in hold-back a call's events go out only
 // once the whole call was judged with its look-ahead: no client is handed
 // the first half of a call that the guard then stops.
 //

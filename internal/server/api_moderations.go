@@ -231,7 +231,7 @@ func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Messag
 	}
 	// What the model reads that neither the prompt's rendering nor the
 	// response holds: the tool results after the last user turn (one run
-	// of tool turns, which Renderable makes one user turn) and the
+	// of tool turns, which the template writes as one user turn) and the
 	// reasoning the template keeps before it (when that turn is written as
 	// a tool result, the template's last query is an earlier one).
 	var extra []tokenizer.Message

@@ -120,8 +120,8 @@ func (b *kvBudget) longestStream(maxLen int) int {
 }
 
 // acquire charges n positions to owner's stream, waiting in the queue
-// while they do not fit or owner has charges queued ahead of it (growth:
-// for a stream that already holds a charge). It fails with ErrBudget when
+// while they do not fit or a charge ahead holds them back (grantLocked;
+// growth: for a stream that already holds a charge). It fails with ErrBudget when
 // n exceeds the whole budget, when the wait ends, or when ctx ends first.
 func (b *kvBudget) acquire(ctx context.Context, owner string, n int64, growth bool) error {
 	if n <= 0 {

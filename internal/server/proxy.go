@@ -10,7 +10,6 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
 	"github.com/streamguard/streamguard/internal/proxy"
-	"github.com/streamguard/streamguard/internal/tokenizer"
 )
 
 // ProxyOptions configure the chat-completions proxy (serve --upstream).
@@ -129,7 +128,7 @@ func overloaded(err error) error {
 type proxyStream struct{ c *convo }
 
 func (p *proxyStream) JudgePrompt(ctx context.Context, msgs []guard.Message) (*guard.PromptVerdict, error) {
-	pv, err := p.c.judgePrompt(ctx, chatMessages(msgs))
+	pv, err := p.c.judgePrompt(ctx, guardhook.ChatMessages(msgs))
 	return pv, overloaded(err)
 }
 
@@ -168,10 +167,4 @@ func (p *proxyStream) Close() {
 	if !p.c.closed {
 		p.c.close("closed")
 	}
-}
-
-// chatMessages converts the proxy's messages (guard's public type) to the
-// tokenizer's, which the server's scaffold takes.
-func chatMessages(msgs []guard.Message) []tokenizer.Message {
-	return guardhook.ChatMessages(msgs)
 }

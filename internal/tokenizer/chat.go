@@ -38,8 +38,6 @@ const (
 	imEndText           = "<|im_end|>"
 	thinkText           = "<think>"
 	thinkEndText        = "</think>"
-	toolCallText        = ToolCallTag
-	toolCallEndText     = ToolCallEndTag
 	toolResponseText    = "<tool_response>"
 	toolResponseEndText = "</tool_response>"
 )
@@ -69,13 +67,25 @@ func ToolCallBody(c ToolCall) string {
 // text); hasContent is whether the content before them is not empty.
 func ToolCallsText(calls []ToolCall, hasContent bool) string {
 	var b strings.Builder
+	write := func(s string) { b.WriteString(s) }
+	writeToolCalls(calls, hasContent, write, write)
+	return b.String()
+}
+
+// writeToolCalls lays an assistant's calls out after its content, as the
+// template does: a newline before each but a first one that no content
+// precedes (content counts before the template strips its leading
+// newlines: "\n\n" beside a call is "</think>\n\n\n<tool_call>"), then the
+// call's tags (tag) around its body (text).
+func writeToolCalls(calls []ToolCall, hasContent bool, text, tag func(string)) {
 	for j, c := range calls {
 		if j > 0 || hasContent {
-			b.WriteString("\n")
+			text("\n")
 		}
-		b.WriteString(toolCallText + ToolCallBody(c) + toolCallEndText)
+		tag(ToolCallTag)
+		text(ToolCallBody(c))
+		tag(ToolCallEndTag)
 	}
-	return b.String()
 }
 
 // Chat is a rendered conversation.
@@ -307,19 +317,10 @@ func (w *chatWriter) turns(msgs []Message, parse bool) {
 	}
 }
 
-// toolCalls writes an assistant's calls after its content, as the template
-// does: a newline before each but a first one that no content precedes
-// (content counts before the template strips its leading newlines:
-// "\n\n" beside a call is "</think>\n\n\n<tool_call>").
+// toolCalls writes an assistant's calls after its content
+// (writeToolCalls), the tags as their ids.
 func (w *chatWriter) toolCalls(calls []ToolCall, hasContent bool) {
-	for j, c := range calls {
-		if j > 0 || hasContent {
-			w.scaffold("\n")
-		}
-		w.special(toolCallText)
-		w.textOf(ToolCallBody(c))
-		w.special(toolCallEndText)
-	}
+	writeToolCalls(calls, hasContent, w.textOf, w.special)
 }
 
 // IsToolResponse reports whether a user message is what the Qwen3 template

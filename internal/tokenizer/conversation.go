@@ -70,7 +70,9 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	if last < 0 || msgs[last].Role != "user" && msgs[last].Role != "tool" {
 		return nil, errors.New("chat: a conversation must end with a user turn (or tool results, which the template writes as one), optionally followed by one assistant turn")
 	}
-	if !promptHasText(msgs[:last+1]) {
+	if msgs[last].Role == "user" && strings.TrimSpace(msgs[last].Content) == "" {
+		// Tool results are a turn whatever they hold (the template writes
+		// their tags): an agent's last call often returns nothing.
 		return nil, errors.New("chat: empty prompt: the last user message has no content")
 	}
 	w := t.newChatWriter(true, false)
@@ -111,15 +113,6 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 	ids = append(ids, ImEnd)
 	c.IDs = t.appendText(ids, "\n")
 	return c, nil
-}
-
-// promptHasText reports whether the turn a prompt ends with is one to
-// judge: a user message with text, or tool results, which the template
-// writes as a user turn of <tool_response> blocks even when a tool
-// returned nothing (an agent's last call often does).
-func promptHasText(msgs []Message) bool {
-	last := msgs[len(msgs)-1]
-	return last.Role == "tool" || strings.TrimSpace(last.Content) != ""
 }
 
 // ResponseHeader returns the ids that open an assistant turn after a user
