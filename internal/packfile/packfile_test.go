@@ -19,7 +19,7 @@ func testKey(t *testing.T, dir string) (Key, string) {
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srcs, err := Describe([]string{src})
+	srcs, err := Describe([]Input{{Path: src}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestOpenRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		srcs, err := Describe([]string{src})
+		srcs, err := Describe([]Input{{Path: src}})
 		if err != nil {
 			t.Fatal(err)
 		}

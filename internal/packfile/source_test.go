@@ -24,7 +24,7 @@ func writeWeights(t *testing.T, path string, data []byte, mtime time.Time) {
 // describeOne is Describe of one file.
 func describeOne(t *testing.T, path string) Source {
 	t.Helper()
-	srcs, err := Describe([]string{path})
+	srcs, err := Describe([]Input{{Path: path}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +128,109 @@ func TestKeyOfSparseSamplingIsStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
+}
+
+// TestKeySamplesTensorStarts: a change that lies between two of the
+// stride's pages is caught when it is in the first page of a tensor the
+// pack is made from (Input.Starts), and a key of a file written before
+// tensors were sampled is stale for this version (rebuilt once).
+func TestKeySamplesTensorStarts(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "model.safetensors")
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	mtime := time.Unix(1, 0)
+	writeWeights(t, p, data, mtime)
+	start := int64(2<<20 + 300<<10) // between the stride's pages at 2 and 3 MiB
+	in := []Input{{Path: p, Starts: []int64{start, 1 << 10, int64(len(data)) + 5}}}
+	before, err := Describe(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[0].TensorPages != 3 {
+		t.Fatalf("TensorPages %d, want 3 (every start given counts, sampled or not)", before[0].TensorPages)
+	}
+	key := Key{Layout: "test v1", Sources: before}
+	pack := filepath.Join(dir, ".streamguard", "pack")
+	build(t, pack, key, testUnits())
+
+	changed := append([]byte(nil), data...)
+	changed[start+100] ^= 0xff
+	writeWeights(t, p, changed, mtime)
+	after, err := Describe(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStale(t, pack, key, after[0], "contents changed")
+
+	// The stride's pages alone miss the change: without the starts the
+	// sample is the same as before it.
+	writeWeights(t, p, data, mtime)
+	old := describeOne(t, p)
+	writeWeights(t, p, changed, mtime)
+	if describeOne(t, p).Sample != old.Sample {
+		t.Fatal("setup: the change meets one of the stride's pages")
+	}
+	// A pack written before tensors were sampled is stale, once.
+	oldKey := Key{Layout: key.Layout, Sources: []Source{old}}
+	build(t, pack, oldKey, testUnits())
+	checkStale(t, pack, oldKey, before[0], "older version")
+}
+
+// TestKeyOfFileReplacedSinceOpenRefused: the key describes the file the
+// load has open (Input.Opened). A file renamed over the path since, or a
+// path whose symbolic link now names another file, has no key: the pack
+// would hold the open file's weights under the new file's key.
+func TestKeyOfFileReplacedSinceOpenRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "model.safetensors")
+	writeWeights(t, p, []byte("old weights"), time.Unix(1, 0))
+	opened, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Describe([]Input{{Path: p, Opened: opened}}); err != nil {
+		t.Fatalf("the file still at its path: %v", err)
+	}
+	// Another inode, same bytes, size and time.
+	tmp := filepath.Join(dir, "tmp")
+	writeWeights(t, tmp, []byte("old weights"), time.Unix(1, 0))
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Describe([]Input{{Path: p, Opened: opened}}); !errors.Is(err, errReplaced) {
+		t.Fatalf("a file replaced since it was opened: %v, want errReplaced", err)
+	}
+
+	// A hub cache's link, flipped to another blob.
+	blobs := filepath.Join(dir, "blobs")
+	if err := os.Mkdir(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"aaaa", "bbbb"} {
+		writeWeights(t, filepath.Join(blobs, b), []byte("weights "+b), time.Unix(1, 0))
+	}
+	link := filepath.Join(dir, "linked.safetensors")
+	if err := os.Symlink(filepath.Join(blobs, "aaaa"), link); err != nil {
+		t.Fatal(err)
+	}
+	opened, err = os.Stat(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs, err := Describe([]Input{{Path: link, Opened: opened}})
+	if err != nil || srcs[0].Link != "aaaa" {
+		t.Fatalf("the link as opened: %+v, %v", srcs, err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(blobs, "bbbb"), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Describe([]Input{{Path: link, Opened: opened}}); !errors.Is(err, errReplaced) {
+		t.Fatalf("a link that names another blob since it was opened: %v, want errReplaced", err)
+	}
 }

@@ -54,11 +54,7 @@ func openAWQPack(set *safetensors.Set, group int, skip []string, paths []string)
 		}
 	}
 	if len(paths) > 0 {
-		files := make([]string, len(set.Files()))
-		for i, f := range set.Files() {
-			files[i] = f.Path()
-		}
-		srcs, err := packfile.Describe(files)
+		srcs, err := packfile.Describe(packInputs(set, p.units))
 		if err != nil {
 			p.use.Notes = append(p.use.Notes, fmt.Sprintf("repacked weights not cached: %v", err))
 			paths = nil
@@ -85,6 +81,28 @@ func openAWQPack(set *safetensors.Set, group int, skip []string, paths []string)
 	}
 	p.pre = prepackUnits(set, p.units, group)
 	return p
+}
+
+// packInputs names the files of set for the key: the files the load has
+// open, and where in each the tensors the pack is made from start.
+func packInputs(set *safetensors.Set, units [][]string) []packfile.Input {
+	in := make([]packfile.Input, len(set.Files()))
+	at := make(map[string]int, len(in))
+	for i, f := range set.Files() {
+		in[i] = packfile.Input{Path: f.Path(), Opened: f.Stat()}
+		at[f.Path()] = i
+	}
+	for _, u := range units {
+		for _, name := range u {
+			for _, part := range []string{".qweight", ".qzeros", ".scales"} {
+				if t, err := set.Tensor(name + part); err == nil {
+					i := at[t.File]
+					in[i].Starts = append(in[i].Starts, t.At)
+				}
+			}
+		}
+	}
+	return in
 }
 
 // repackToFile repacks every unit into a new file at the first of paths

@@ -17,6 +17,7 @@ import (
 // use; the bytes of tensors it returns stay valid until Close.
 type File struct {
 	path   string
+	stat   os.FileInfo // the file as opened
 	header *Header
 	data   []byte // the data buffer, a window of mapping: the file's tail
 
@@ -72,7 +73,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: "map", Err: unwrapPath(err)}
 	}
-	sf := &File{path: path, header: h, data: m[dataStart:], mapping: m}
+	sf := &File{path: path, stat: st, header: h, data: m[dataStart:], mapping: m}
 	if mmap.Maps {
 		// Kept open for ReadAt; where Map read a copy, the copy serves.
 		sf.fd, keep = f, true
@@ -91,6 +92,10 @@ func unwrapPath(err error) error {
 
 // Path is the path the file was opened with.
 func (f *File) Path() string { return f.path }
+
+// Stat describes the file that was opened, as it was then: the path may
+// name another file by now (os.SameFile tells).
+func (f *File) Stat() os.FileInfo { return f.stat }
 
 // Header is the parsed header. It is shared: do not modify it.
 func (f *File) Header() *Header { return f.header }
