@@ -455,7 +455,10 @@ func (ss *session) responseHeaders(h *extprocv3.HttpHeaders) error {
 	}
 	hdr, pseudo := headerMap(h.GetHeaders())
 	code, err := strconv.Atoi(pseudo[":status"])
-	if err != nil {
+	if err != nil || code < 100 || code > 599 {
+		// Not an HTTP status: judged as an answer would be, the most
+		// careful reading, and never a number a client chose reaching the
+		// metrics' labels.
 		code = http.StatusOK
 	}
 	ss.respStatus, ss.status = code, code

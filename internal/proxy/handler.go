@@ -105,6 +105,9 @@ type exchange struct {
 
 	tokens   int
 	finished bool
+	// unjudged is why text goes to the client unjudged (a fail-open
+	// tenant's guard failed): every way the exchange ends says so.
+	unjudged error
 	// respID is the id of the Responses API answer being relayed (its
 	// snapshot's), forgotten for continuations unless it ends allowed.
 	respID string
@@ -279,6 +282,7 @@ func (x *exchange) guardFailed(err error) {
 	}
 	overloaded := errors.Is(err, ErrOverloaded)
 	if x.t.FailOpen {
+		x.unjudged = err
 		if x.ext != nil {
 			x.ext.unjudged = err
 			return

@@ -235,7 +235,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.write(r.api.passOn(ev, p.info))
 		_ = r.rc.Flush()
 		r.x.cancel()
-		r.x.finish(EventUpstreamError, slog.String("error", string(p.apiErr)))
+		r.x.finish(EventUpstreamError, upstreamErrorAttrs(p.apiErr)...)
 		return true
 	}
 	if p.bad == nil && r.finishing && r.unjudged == nil && p.hasText && !p.text.empty() {
@@ -411,7 +411,7 @@ func (r *relay) guardFailed(err error) bool {
 		return true
 	}
 	if r.x.t.FailOpen {
-		r.unjudged = err
+		r.unjudged, r.x.unjudged = err, err
 		r.release()
 		return r.maybeEnd()
 	}

@@ -48,11 +48,15 @@ func (srv *Server) routes() {
 // preflight, and a server without tenants has no key to stop it): ok is
 // false when the browser says the request is cross-site (Sec-Fetch-Site)
 // or sends an Origin whose host is not the request's. Clients that are not
-// browsers send neither header and are not affected.
+// browsers send neither header and are not affected. A link to the
+// playground's page from another site is followed: a navigation to it
+// changes nothing and shows the other site nothing.
 func crossSite(r *http.Request) (origin string, ok bool) {
 	origin = r.Header.Get("Origin")
 	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
-		return origin, false
+		page := r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
+		return origin, page
 	}
 	if origin == "" {
 		return "", true

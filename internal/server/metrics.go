@@ -55,8 +55,12 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) request(tenant, route string, code int) {
+	c := strconv.Itoa(code)
+	if code < 100 || code > 599 {
+		c = "other" // one series, whatever number a caller put there
+	}
 	m.mu.Lock()
-	m.requests[[3]string{tenant, route, strconv.Itoa(code)}]++
+	m.requests[[3]string{tenant, route, c}]++
 	m.mu.Unlock()
 }
 

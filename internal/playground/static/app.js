@@ -10,6 +10,7 @@
   const state = {
     key: "",
     info: null, // GET /v1/info
+    infoKey: null, // the key info was read with
     tenantPolicy: null,
     run: null, // the last conversation judged
     focus: 0, // the token that has the roving tabindex
@@ -48,9 +49,15 @@
 
   // ---- setup ----
 
+  // loadInfo reads the tenant's model and policy for the key in use; the
+  // page keeps which key that was, so that judging with another key
+  // reads the other tenant's first (its policy is the one the server applies).
   async function loadInfo() {
+    state.info = null;
+    const key = state.key;
     try {
       state.info = await api("GET", "/v1/info");
+      state.infoKey = key;
     } catch (e) {
       if (e.status === 401) {
         $("keyrow").hidden = false;
@@ -236,7 +243,7 @@
     ev.preventDefault();
     showError("");
     if ($("keyrow").hidden === false) state.key = $("key").value.trim();
-    if (!state.info && !(await loadInfo())) return;
+    if ((!state.info || state.infoKey !== state.key) && !(await loadInfo())) return;
     const system = $("system").value, prompt = $("prompt").value, response = $("response").value;
     if (!prompt.trim()) { showError("The prompt is empty."); $("prompt").focus(); return; }
     const chunk = Math.max(1, parseInt($("chunk").value, 10) || 12);
