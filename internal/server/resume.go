@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
@@ -174,10 +175,12 @@ func (srv *Server) openStream(ctx context.Context, t *Tenant, id string, in *cre
 		return nil, streamResponse{}, err
 	}
 	var res Result
+	var ended *State
 	tokens := []guard.TokenVerdict{}
 	if in.Resume {
-		if res, err = c.resume(ctx, steps); err == nil {
-			tokens = currentTokens(res, in.TokensFrom)
+		var r resumed
+		if r, err = c.resume(ctx, steps, in.TokensFrom); err == nil {
+			res.Prompt, tokens, ended = r.prompt, r.tokens, r.ended
 		}
 	} else {
 		srv.auditContent(c, "prompt", steps[0].msgs)
@@ -191,12 +194,12 @@ func (srv *Server) openStream(ctx context.Context, t *Tenant, id string, in *cre
 	}
 	st := c.state()
 	st.ID = id
-	return c, streamResponse{ID: id, Prompt: res.Prompt, Tokens: tokens, State: st}, nil
+	return c, streamResponse{ID: id, Prompt: res.Prompt, Tokens: tokens, Ended: ended, State: st}, nil
 }
 
-// currentTokens are the verdicts of a resume's current response (the
-// tokens after its last prompt) from index from on; none without from.
-func currentTokens(res Result, from *int) []guard.TokenVerdict {
+// responseTokens are the verdicts of the response after res's last prompt
+// from index from on; none without from.
+func responseTokens(res Result, from *int) []guard.TokenVerdict {
 	out := []guard.TokenVerdict{}
 	if from == nil || res.Prompt == nil {
 		return out
@@ -209,55 +212,145 @@ func currentTokens(res Result, from *int) []guard.TokenVerdict {
 	return out
 }
 
+// resumed is what a replay gives its answer.
+type resumed struct {
+	prompt *guard.PromptVerdict // the last user turn's verdict
+	// tokens are the current response's verdicts that tokens_from asks
+	// for (none when the replay ends with a later prompt: its response
+	// has not begun).
+	tokens []guard.TokenVerdict
+	// ended is the final state of the response a replay's last prompt
+	// ended when that response held text back, as that prompt's own
+	// answer had it: the held text's verdicts (a flag among them) were
+	// that answer's, which the client may never have read.
+	ended *State
+}
+
 // resume queues steps on the fresh stream c, each as the request it stands
-// for queued it, and judges them all at once. The whole replay is counted
-// before anything is charged or fed: past the stream's length limit it is
+// for queued it, and judges them. The whole replay is counted before
+// anything is charged or fed: past the stream's length limit it is
 // refused (400 context_length_exceeded, naming the field that went past
 // it), and the KV budget is charged all of it plus the response reserve,
 // as a new stream is charged its prompt plus the reserve (429 kv_budget
-// when that does not fit).
-func (c *convo) resume(ctx context.Context, steps []replayStep) (Result, error) {
+// when that does not fit). Consecutive text parts are queued as one text
+// (chunking changes no token), so that a replay of many small parts costs
+// what one append of their text costs. A last later prompt is judged
+// apart, after the text before it, as its request was: its answer carried
+// the response's end.
+func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resumed, error) {
 	if c.s.Len() != 0 || c.s.Pending() != 0 || c.charged != 0 {
-		return Result{}, errors.New("internal error: resume needs a fresh stream")
+		return resumed{}, errors.New("internal error: resume needs a fresh stream")
 	}
-	lim := c.srv.maxStreamTokens
-	for i, st := range steps {
+	fail := func(field string, err error) error {
+		switch {
+		case errors.Is(err, guard.ErrContextLength):
+			return paramError{field, err}
+		case errors.Is(err, guard.ErrClosed):
+			return ErrStreamClosed
+		default:
+			return badRequest{fmt.Errorf("%s: %w", field, err)}
+		}
+	}
+	var text strings.Builder
+	textField := ""
+	queueText := func() error {
+		if textField == "" {
+			return nil
+		}
+		err := c.s.QueueText(text.String())
+		text.Reset()
+		if err != nil {
+			return fail(textField, err)
+		}
+		textField = ""
+		return nil
+	}
+	body, last := steps, steps[len(steps)-1]
+	if len(steps) < 2 || last.msgs == nil {
+		last = replayStep{}
+	} else {
+		body = steps[:len(steps)-1]
+	}
+	for i, st := range body {
 		var err error
 		switch {
 		case st.msgs != nil:
+			if err := queueText(); err != nil {
+				return resumed{}, err
+			}
 			c.srv.auditContent(c, "prompt", st.msgs)
 			err = c.queuePrompt(st.msgs, i == 0)
 		case st.part.Text != nil:
 			c.srv.auditText(c, *st.part.Text)
-			err = c.s.QueueText(*st.part.Text)
+			text.WriteString(*st.part.Text)
+			textField = st.field
 		case st.part.IDs != nil:
+			if err := queueText(); err != nil {
+				return resumed{}, err
+			}
 			err = c.s.QueueIDs(st.part.IDs)
 		}
 		if err == nil && st.part != nil && st.part.Flush {
+			if err = queueText(); err != nil {
+				return resumed{}, err
+			}
 			err = c.s.QueueFlushText()
 		}
-		switch {
-		case err == nil:
-		case errors.Is(err, guard.ErrContextLength):
-			return Result{}, paramError{st.field, err}
-		case errors.Is(err, guard.ErrClosed):
-			return Result{}, ErrStreamClosed
-		default:
-			return Result{}, badRequest{fmt.Errorf("%s: %w", st.field, err)}
+		if err != nil {
+			return resumed{}, fail(st.field, err)
 		}
 	}
-	n := c.s.Pending()
+	if err := queueText(); err != nil {
+		return resumed{}, err
+	}
+	var lastIDs []int
+	held := false
+	if last.msgs != nil {
+		c.srv.auditContent(c, "prompt", last.msgs)
+		var err error
+		if lastIDs, err = c.promptIDs(last.msgs); err != nil {
+			return resumed{}, fail(last.field, err)
+		}
+		// The prompt's request ended the response first (endHeld).
+		if held = c.s.HeldBytes() > 0; held {
+			if err := c.s.QueueFlushText(); err != nil {
+				return resumed{}, fail(last.field, err)
+			}
+		}
+	}
+	lim := c.srv.maxStreamTokens
+	n := c.s.Pending() + len(lastIDs)
+	if last.msgs != nil && n > lim { // the queues checked the rest
+		return resumed{}, paramError{last.field, tooLong{n, lim}}
+	}
 	c.floor = n + c.reserve
 	if err := c.charge(ctx, min(c.floor, lim)); err != nil { // as run charges
-		return Result{}, err
+		return resumed{}, err
 	}
 	res, err := c.submit(ctx)
 	if err != nil {
-		return Result{}, err
+		return resumed{}, err
+	}
+	out := resumed{prompt: res.Prompt, tokens: []guard.TokenVerdict{}}
+	if last.msgs == nil {
+		out.tokens = responseTokens(res, from)
+	} else {
+		if held {
+			st := c.state()
+			out.ended = &st
+		}
+		if err := c.s.QueuePromptIDs(lastIDs); err != nil {
+			return resumed{}, fail(last.field, err)
+		}
+		next, err := c.submit(ctx)
+		if err != nil {
+			return resumed{}, err
+		}
+		out.prompt = next.Prompt
 	}
 	c.srv.metrics.resumed.Add(1)
 	c.srv.auditResume(c, len(steps), n)
-	return res, nil
+	return out, nil
 }
 
 // queuePrompt queues a user turn as the request it stands for did: the
