@@ -309,7 +309,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<62 { // NaN fails f >= 0
 		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with a unit such as MiB or GiB", s)
 	}
 	return int64(f * float64(mult)), nil

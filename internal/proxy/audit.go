@@ -19,12 +19,12 @@ func (x *exchange) finish(event string, attrs ...slog.Attr) {
 	if event != EventAllowed {
 		x.forgetAnswer()
 	}
-	if x.unjudged != nil {
+	if x.unjudged != nil || event == EventUnjudged {
 		// Text went to the client unjudged (fail-open), whatever ended
 		// the exchange: a client gone or an upstream broken off after it
 		// is still an answer the guard did not judge.
 		attrs = append(attrs, slog.Bool("unjudged", true))
-		if !slices.ContainsFunc(attrs, func(a slog.Attr) bool { return a.Key == "reason" }) {
+		if x.unjudged != nil && !slices.ContainsFunc(attrs, func(a slog.Attr) bool { return a.Key == "reason" }) {
 			attrs = append(attrs, slog.String("reason", x.unjudged.Error()))
 		}
 	}

@@ -90,3 +90,49 @@ func TestFailOpenMidStreamUnjudgedRecorded(t *testing.T) {
 		t.Errorf("audit record %v, want upstream_error with unjudged true and the reason", rec)
 	}
 }
+
+// TestUpstreamBadLineNotQuotedInAudit: a gateway that writes its error
+// into the event stream as a bare JSON line quoting the request has the
+// line refused; the client's error message quotes its start, the audit
+// record only the error's code.
+func TestUpstreamBadLineNotQuotedInAudit(t *testing.T) {
+	m := tinyModel(t)
+	const prompt = "PROMPT-SECRET my card number is 4111 1111 1111 1111"
+	evs := [][]byte{
+		append(append([]byte("data: "), chunkJSON(map[string]any{"role": "assistant", "content": ""}, nil)...), "\n\n"...),
+		append(append([]byte("data: "), chunkJSON(map[string]any{"content": "Hi"}, nil)...), "\n\n"...),
+		[]byte(`{"error":"` + prompt + `: upstream failed"}` + "\n\n"),
+	}
+	up := newFakeUpstream(t, upstreamSpec{Events: evs})
+	p := newTestProxy(t, up.URL, Direct(m), Tenant{Name: "t1", Policy: safePolicy(m)}, nil)
+	rawPost(t, p.URL, prompt, true, nil)
+	rec := p.lastRecord(t)
+	if rec["event"] != EventUpstreamError || rec["code"] != "upstream_bad_response" {
+		t.Fatalf("setup: audit record %v, want upstream_error", rec)
+	}
+	for k, v := range rec {
+		if s, _ := v.(string); strings.Contains(s, "PROMPT-SECRET") {
+			t.Errorf("the audit record's %q holds the upstream's text (the quoted prompt): %q", k, s)
+		}
+	}
+}
+
+// TestWholeFailOpenMarkedUnjudged: a fail-open tenant's whole answer that
+// goes out unjudged is recorded with unjudged true and the reason, as a
+// streamed one is.
+func TestWholeFailOpenMarkedUnjudged(t *testing.T) {
+	m := tinyModel(t)
+	up := newFakeUpstream(t, upstreamSpec{Content: []string{"Hello ", "there, ", "UNJUDGED-ANSWER"}})
+	p := newTestProxy(t, up.URL, failing{Moderator: Direct(m), n: 0}, Tenant{Name: "t1", Policy: safePolicy(m), FailOpen: true, Mode: HoldBack}, nil)
+	resp, body := rawPost(t, p.URL, "Hello", false, nil)
+	rec := p.lastRecord(t)
+	if !strings.Contains(string(body), "UNJUDGED-ANSWER") || resp.Header.Get("X-Streamguard-Unjudged") != "1" {
+		t.Fatalf("setup: the answer did not go out unjudged: %d %s %v", resp.StatusCode, body, rec)
+	}
+	if rec["event"] != EventUnjudged || rec["reason"] == nil {
+		t.Fatalf("setup: audit record %v, want event unjudged with a reason", rec)
+	}
+	if rec["unjudged"] != true {
+		t.Errorf("whole answer sent unjudged: audit record %v, want unjudged true (as a streamed one has)", rec)
+	}
+}

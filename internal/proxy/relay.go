@@ -153,7 +153,7 @@ func (r *relay) run(events <-chan upstreamEvent, idleTimeout time.Duration) {
 			done = r.onJudged(res)
 		case <-idleC:
 			r.upstreamBroken(apiError{Message: "streamguard: the upstream sent nothing for " + idleTimeout.String(),
-				Type: typeUpstream, Code: "upstream_timeout"}, context.DeadlineExceeded)
+				Type: typeUpstream, Code: "upstream_timeout"})
 			done = true
 		case <-x.r.Context().Done():
 			x.finish(EventClientClosed)
@@ -204,7 +204,7 @@ func (r *relay) onEvent(ue upstreamEvent) bool {
 	case ue.err == io.EOF:
 		r.eof = true
 		if !r.finishing {
-			r.upstreamBroken(streamBroken(io.ErrUnexpectedEOF), io.ErrUnexpectedEOF)
+			r.upstreamBroken(streamBroken(io.ErrUnexpectedEOF))
 			return true
 		}
 	case ue.err != nil:
@@ -212,7 +212,7 @@ func (r *relay) onEvent(ue upstreamEvent) bool {
 			r.x.finish(EventClientClosed)
 			return true
 		}
-		r.upstreamBroken(streamBroken(ue.err), ue.err)
+		r.upstreamBroken(streamBroken(ue.err))
 		return true
 	}
 	return r.maybeEnd()
@@ -243,7 +243,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		p.bad = errors.New("text after the finish_reason or [DONE]")
 	}
 	if p.bad != nil {
-		r.upstreamBroken(badEvent(p.bad), p.bad)
+		r.upstreamBroken(badEvent(p.bad))
 		return true
 	}
 	he := heldEvent{raw: ev.raw, text: &eventText{}, done: p.done, info: p.info}
@@ -256,7 +256,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 			feed = func(f *feeder, ev *eventText) error { return feedFields(f, ev, &p.text) }
 		}
 		if err := feed(r.feed, he.text); err != nil {
-			r.upstreamBroken(badEvent(err), err)
+			r.upstreamBroken(badEvent(err))
 			return true
 		}
 	}
@@ -280,7 +280,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		r.queued += heldCost(he)
 		if limit := r.x.h.cfg.maxResponseBytes(); r.queued > limit {
 			r.upstreamBroken(apiError{Message: fmt.Sprintf("streamguard: the upstream's events waiting for the guard's verdicts grew past %d bytes", limit),
-				Type: typeUpstream, Code: "upstream_too_large"}, errQueueFull)
+				Type: typeUpstream, Code: "upstream_too_large"})
 			return true
 		}
 		r.queue = append(r.queue, he)
@@ -291,7 +291,7 @@ func (r *relay) addEvent(ev sseEvent) bool {
 		// than the guard would be held in memory whole.
 		if limit := r.x.h.cfg.maxResponseBytes(); !r.j.push(r.feed.take(), flush, limit) {
 			r.upstreamBroken(apiError{Message: fmt.Sprintf("streamguard: the upstream's text waiting for the guard's verdicts grew past %d bytes", limit),
-				Type: typeUpstream, Code: "upstream_too_large"}, errQueueFull)
+				Type: typeUpstream, Code: "upstream_too_large"})
 			return true
 		}
 	}
@@ -449,13 +449,15 @@ func (r *relay) outOfRoom(err error) {
 
 // upstreamBroken ends the stream with an error event; text still held is
 // not released (nor kept: an external driver holds the relay until it
-// closes the call).
-func (r *relay) upstreamBroken(e apiError, err error) {
+// closes the call). The audit record has the error's code, not its
+// message: that quotes what the upstream sent (a line that is not an
+// event, an event's type), which may be the request's or the answer's text.
+func (r *relay) upstreamBroken(e apiError) {
 	r.queue, r.queued = nil, 0
 	r.write(r.api.errorEvent(e))
 	_ = r.rc.Flush()
 	r.x.cancel()
-	r.x.finish(EventUpstreamError, slog.String("error", err.Error()), slog.String("code", e.Code))
+	r.x.finish(EventUpstreamError, slog.String("code", e.Code))
 }
 
 func (r *relay) writeEvent(e heldEvent) {

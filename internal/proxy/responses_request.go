@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -187,6 +189,40 @@ func (x *exchange) continued() error {
 }
 
 // responsesItem is an input item as responsesInput reads it.
+// responsesItemKeys are the members of each input item type that the
+// guard reads. A member another type reads, on an item of a type that does
+// not (a message's "output", a call's "content"), is text the guard would
+// pass over and an upstream might read, so it is refused rather than
+// forwarded unjudged. Members no type reads ("id", "status") are left to
+// the request's shape.
+var responsesItemKeys = map[string][]string{
+	"message":                 {"type", "role", "content"},
+	"reasoning":               {"type", "summary", "content", "encrypted_content"},
+	"function_call":           {"type", "call_id", "name", "arguments"},
+	"custom_tool_call":        {"type", "call_id", "name", "input"},
+	"function_call_output":    {"type", "call_id", "output"},
+	"custom_tool_call_output": {"type", "call_id", "output"},
+}
+
+// checkItemKeys refuses the members of raw, an input item of type typ,
+// that only other types' items have.
+func checkItemKeys(raw json.RawMessage, typ string) error {
+	allowed, ok := responsesItemKeys[typ]
+	if !ok {
+		return nil // refused by type
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		if !slices.Contains(allowed, k) && slices.ContainsFunc(slices.Collect(maps.Values(responsesItemKeys)), func(m []string) bool { return slices.Contains(m, k) }) {
+			return fmt.Errorf("a %s item has no member %q (a %s item has %s)", typ, k, typ, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}
+
 type responsesItem struct {
 	Type      string          `json:"type"`
 	Role      string          `json:"role"`
@@ -284,6 +320,9 @@ func responsesInput(instructions, input json.RawMessage) (system json.RawMessage
 		typ := it.Type
 		if typ == "" && it.Role != "" {
 			typ = "message"
+		}
+		if err := checkItemKeys(raw, typ); err != nil {
+			return nil, nil, fmt.Errorf("input[%d]: %v", i, err)
 		}
 		switch typ {
 		case "message":

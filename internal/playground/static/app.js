@@ -239,8 +239,21 @@
 
   function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
+  // judge runs one judgement at a time: a second click (or Enter) while
+  // one runs, the tenant's info being read included, does nothing, so
+  // that two runs never write into one list of tokens.
   async function judge(ev) {
     ev.preventDefault();
+    if ($("judge").disabled) return;
+    $("judge").disabled = true;
+    try {
+      await judgeOnce();
+    } finally {
+      $("judge").disabled = false;
+    }
+  }
+
+  async function judgeOnce() {
     showError("");
     if ($("keyrow").hidden === false) state.key = $("key").value.trim();
     if ((!state.info || state.infoKey !== state.key) && !(await loadInfo())) return;
@@ -248,7 +261,6 @@
     if (!prompt.trim()) { showError("The prompt is empty."); $("prompt").focus(); return; }
     const chunk = Math.max(1, parseInt($("chunk").value, 10) || 12);
     const delay = Math.max(0, parseInt($("delay").value, 10) || 0);
-    $("judge").disabled = true;
     $("download").disabled = true;
     $("tokens").replaceChildren();
     $("detail").replaceChildren();
@@ -292,7 +304,6 @@
       showError(e.message);
     } finally {
       if (id) api("DELETE", "/v1/streams/" + encodeURIComponent(id)).catch(() => {});
-      $("judge").disabled = false;
     }
   }
 
