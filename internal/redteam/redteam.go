@@ -140,7 +140,7 @@ func Layout(tok *tokenizer.Tokenizer, c Case, surface string) (Positions, error)
 	m := Messages(surface, c.Text)
 	last := m[len(m)-1]
 	want := strings.TrimLeft(last.Content, "\n")
-	if last.ReasoningContent != "" {
+	if strings.Trim(last.ReasoningContent, "\n") != "" {
 		want = strings.Trim(last.ReasoningContent, "\n") + "\n</think>\n\n" + want
 	}
 	if got := tok.Decode(conv.Judged(), false); got != norm.NFC.String(want) {

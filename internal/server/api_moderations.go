@@ -537,7 +537,10 @@ func (srv *Server) verdictResult(v, rv *conversationVerdict, cats map[string]boo
 	decided := false
 	if r := v.response; r != nil {
 		at := r.FlaggedIndex
-		if at < 0 {
+		if at < 0 && !v.prompt.Flagged && (rv == nil || !rv.prompt.Flagged) {
+			// Nothing flagged: the run the decision names (a loose
+			// policy's Controversial one) is the reason given. Where the
+			// prompt or the tool results flagged, theirs is.
 			at = r.Decision.Index
 		}
 		if at >= 0 && at < len(v.tokens) {

@@ -88,7 +88,10 @@ func (t *Tokenizer) RenderConversation(msgs []Message) (*Conversation, error) {
 		return c, nil
 	}
 	c.Response = true
-	c.Thinking = resp.ReasoningContent != ""
+	// The template writes reasoning with its newlines trimmed, and
+	// reasoning of newlines only as the empty think block, the
+	// non-thinking header's ids.
+	c.Thinking = strings.Trim(resp.ReasoningContent, "\n") != ""
 	hdr, err := t.ResponseHeader(c.Thinking)
 	if err != nil {
 		return nil, err
