@@ -277,7 +277,7 @@ func (d *duplex) handle(ctx context.Context, line []byte) bool {
 		var resp streamResponse
 		if d.c, resp, err = srv.openStream(ctx, d.t, d.streamID, &in); err == nil {
 			d.id = d.streamID
-			rep.ID, rep.Prompt, rep.Tokens = d.id, resp.Prompt, resp.Tokens
+			rep.ID, rep.Prompt, rep.Tokens, rep.Ended = d.id, resp.Prompt, resp.Tokens, resp.Ended
 		}
 	case "append":
 		in := appendInput{Text: op.Text, IDs: op.IDs, Flush: op.Flush}

@@ -58,7 +58,7 @@ func TestResumeTextPartsQueuedAsOne(t *testing.T) {
 // the previous response's final state in "ended" as that prompt's answer
 // had it: a flag on its last words, held back until the prompt ended the
 // response. The current response has not begun: tokens_from 0 gives no
-// verdicts.
+// verdicts. The duplex open answers the same.
 func TestResumeEndingWithPromptReportsEnded(t *testing.T) {
 	const text = "Boil water, then pour it over the leaves and steep"
 	open := map[string]any{"prompt": testPrompt}
@@ -106,22 +106,26 @@ func TestResumeEndingWithPromptReportsEnded(t *testing.T) {
 		t.Fatalf("uninterrupted: the prompt's answer does not report the flag: ended %+v tokens %d", p1.Ended, len(p1.Tokens))
 	}
 
-	// Lost before the prompt was answered; resumed with it, as documented.
-	h2 := newHarness(t, Options{Config: oneTenant(policy)})
-	c2 := h2.stream("key-a", "resumed", false)
-	body := map[string]any{"resume": true, "prompt": testPrompt, "response": map[string]any{"text": text},
-		"turns": []any{next}, "tokens_from": 0}
-	r2, err := c2.open(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffPrompt(r2.Prompt, p1.Prompt) != nil || r2.State.Position != p1.State.Position {
-		t.Fatalf("the resume is not at the uninterrupted stream's point: %+v vs %+v", r2.State, p1.State)
-	}
-	if r2.Ended == nil || *r2.Ended != *p1.Ended {
-		t.Errorf("resumed with the prompt: ended %+v, uninterrupted %+v", r2.Ended, p1.Ended)
-	}
-	if len(r2.Tokens) != 0 {
-		t.Errorf("resumed with the prompt and tokens_from 0: %d verdicts of a response not begun", len(r2.Tokens))
+	// Lost before the prompt was answered; resumed with it, as documented,
+	// over REST and over the duplex connection.
+	for _, duplex := range []bool{false, true} {
+		h2 := newHarness(t, Options{Config: oneTenant(policy)})
+		c2 := h2.stream("key-a", "resumed", duplex)
+		body := map[string]any{"resume": true, "prompt": testPrompt, "response": map[string]any{"text": text},
+			"turns": []any{next}, "tokens_from": 0}
+		r2, err := c2.open(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diffPrompt(r2.Prompt, p1.Prompt) != nil || r2.State.Position != p1.State.Position {
+			t.Fatalf("%s: the resume is not at the uninterrupted stream's point: %+v vs %+v", c2.kind(), r2.State, p1.State)
+		}
+		if r2.Ended == nil || *r2.Ended != *p1.Ended {
+			t.Errorf("%s, resumed with the prompt: ended %+v, uninterrupted %+v", c2.kind(), r2.Ended, p1.Ended)
+		}
+		if len(r2.Tokens) != 0 {
+			t.Errorf("%s, resumed with the prompt and tokens_from 0: %d verdicts of a response not begun", c2.kind(), len(r2.Tokens))
+		}
+		c2.close()
 	}
 }

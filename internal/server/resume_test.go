@@ -868,5 +868,5 @@ func (c *streamClient) line(op map[string]any) (streamResponse, error) {
 	if rep.ID != c.id || rep.State == nil || rep.State.ID != c.id {
 		return streamResponse{}, errors.New("duplex answer without the stream's id or state: " + string(raw))
 	}
-	return streamResponse{ID: rep.ID, Prompt: rep.Prompt, Tokens: tokensOrEmpty(rep.Tokens), State: *rep.State}, nil
+	return streamResponse{ID: rep.ID, Prompt: rep.Prompt, Tokens: tokensOrEmpty(rep.Tokens), Ended: rep.Ended, State: *rep.State}, nil
 }
