@@ -699,7 +699,10 @@ func (s *Stream) queueIDs(ids []int) error {
 
 // QueueText queues response text. It is re-tokenized incrementally: ids are
 // queued once no later text can change them, so the tokens of a chunk may
-// be judged with a later chunk; QueueFlushText ends the text. An error
+// be judged with a later chunk; QueueFlushText ends the text. Text is taken
+// as given: the chat template drops an answer's (and reasoning's) leading
+// newlines, so a caller judging text the template will lay out drops them
+// too, as streamguard's server and proxy do. An error
 // (the stream would exceed max_position_embeddings) queues nothing: the
 // text is not taken.
 func (s *Stream) QueueText(text string) error {

@@ -483,14 +483,14 @@ func isEmpty(raw json.RawMessage) bool {
 	return Absent(raw) || string(raw) == "[]" || string(raw) == "{}"
 }
 
-// Unrendered is the reasoning of the assistant turns before turns[last],
-// the last user turn, that the Qwen3 template keeps and the guard's
-// rendering of a prompt leaves out: those after the template's last query,
-// which is the last user turn not written as a tool result
-// ("<tool_response>…</tool_response>"). Reasoning before that query no
-// template of the model renders; it is context the guard does not read,
-// as every earlier turn is only context for the last one.
-func Unrendered(turns []tokenizer.Message, last int) string {
+// KeptReasoning is the reasoning of the assistant turns before turns[last],
+// the last user turn, that the Qwen3 template keeps: those after the
+// template's last query, which is the last user turn not written as a tool
+// result ("<tool_response>…</tool_response>"). The tokenizer's layout
+// keeps it too, so the prompt's verdict reads it. Reasoning before that
+// query no template of the model renders; it is context the guard does not
+// read, as every earlier turn is only context for the last one.
+func KeptReasoning(turns []tokenizer.Message, last int) string {
 	if last <= 0 || last >= len(turns) { // no turn before the last user turn
 		return ""
 	}
@@ -515,12 +515,11 @@ func Unrendered(turns []tokenizer.Message, last int) string {
 }
 
 // Beyond is what the model reads beyond the rendering of the turns up to
-// turns[last], the last user turn: the reasoning the template keeps
-// (Unrendered) and the turns after it (Trailing), joined ("" when there is
-// none: both are "" rather than white space). The proxy and the LiteLLM API
+// turns[last], the last user turn: the turns after it (Trailing; "" when
+// there is none, rather than white space). The proxy and the LiteLLM API
 // judge it as one more user turn.
 func Beyond(turns []tokenizer.Message, last int) string {
-	return Join(Unrendered(turns, last), Trailing(turns[last+1:]))
+	return Trailing(turns[last+1:])
 }
 
 // Join joins texts with newlines, leaving out the empty ones: the one way

@@ -129,20 +129,20 @@ func TestDefinitions(t *testing.T) {
 	}
 }
 
-// TestUnrendered: the reasoning the Qwen3 template keeps before the last
+// TestKeptReasoning: the reasoning the Qwen3 template keeps before the last
 // user turn is that of the assistant turns after its last query, a user
 // turn not written as a tool result; earlier reasoning it drops.
-func TestUnrendered(t *testing.T) {
+func TestKeptReasoning(t *testing.T) {
 	turns := []tokenizer.Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b", ReasoningContent: "r0"},
 		{Role: "user", Content: "q"}, {Role: "assistant", ReasoningContent: "r1"}, {Role: ToolRole, Content: "x"},
 		{Role: "assistant", ReasoningContent: "r2"}, {Role: "user", Content: "<tool_response>go on</tool_response>"}}
-	if got := Unrendered(turns, 6); got != "r1\nr2" {
+	if got := KeptReasoning(turns, 6); got != "r1\nr2" {
 		t.Errorf("after the last query: %q", got)
 	}
-	if got := Unrendered(turns, 2); got != "" {
+	if got := KeptReasoning(turns, 2); got != "" {
 		t.Errorf("the last user turn a query: %q", got)
 	}
-	if got := Unrendered(turns[3:], 3); got != "r1\nr2" {
+	if got := KeptReasoning(turns[3:], 3); got != "r1\nr2" {
 		t.Errorf("no query before: %q", got)
 	}
 }

@@ -98,6 +98,15 @@ func (f *textFields) empty() bool {
 // tool calls, in the template's order. An error is tool calls the guard
 // cannot read as clients assemble them (toolCall): the answer is refused.
 func feedFields(f *feeder, ev *eventText, t *textFields) error {
+	if r := t.reasoning(); r != "" && f.reasoningDone {
+		// A chat client files it with the reasoning before, which the
+		// template writes ahead of the answer: judged where it came, the
+		// guard would read other ids than the model is shown. Refused, as
+		// tool-call pieces out of order are. (A Responses API reasoning
+		// item after a message is an item of its own, judged in the
+		// order the client reads the items.)
+		return errors.New("reasoning after the answer's text or a tool call (a client joins it to the reasoning before, which comes first)")
+	}
 	f.addReasoning(ev, t.reasoning())
 	if t.Content != nil {
 		f.addContent(ev, *t.Content)

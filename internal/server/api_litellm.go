@@ -211,7 +211,7 @@ func judgedStrings(turns []tokenizer.Message, lastUser int) map[string]bool {
 			add(c.Arguments)
 		}
 	}
-	add(chatmsg.Unrendered(turns, lastUser))
+	add(chatmsg.KeptReasoning(turns, lastUser)) // in the prompt's layout
 	return out
 }
 

@@ -231,13 +231,8 @@ func moderatedTurns(turns []tokenizer.Message) (msgs, results []tokenizer.Messag
 	}
 	// What the model reads that neither the prompt's rendering nor the
 	// response holds: the tool results after the last user turn (one run
-	// of tool turns, which the template writes as one user turn) and the
-	// reasoning the template keeps before it (when that turn is written as
-	// a tool result, the template's last query is an earlier one).
+	// of tool turns, which the template writes as one user turn).
 	var extra []tokenizer.Message
-	if r := chatmsg.Unrendered(turns, last); r != "" {
-		extra = append(extra, tokenizer.Message{Role: "user", Content: r})
-	}
 	if hasText(tools) {
 		extra = append(extra, tools...)
 	}

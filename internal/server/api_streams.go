@@ -176,10 +176,17 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 		return nil, badRequest{errors.New(`give "text" or "ids", not both`)}
 	case in.Text != nil:
 		c.srv.auditText(c, *in.Text)
-		tvs, err = c.appendText(ctx, *in.Text, in.Flush)
+		text, begun := c.leadText(*in.Text)
+		tvs, err = c.appendText(ctx, text, in.Flush)
+		if err == nil && begun {
+			c.lead = false
+		}
 		err = lengthParam(err, "text")
 	case in.IDs != nil:
 		tvs, err = c.appendIDs(ctx, in.IDs) // flushes what was held: Flush adds nothing
+		if err == nil {
+			c.lead = false // ids are taken as given
+		}
 		err = lengthParam(err, "ids")
 	case in.Flush:
 		tvs, err = c.flush(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/guardhook"
@@ -66,6 +67,29 @@ type convo struct {
 	flagged bool // the current response's flag was audited
 	closed  bool
 	ended   error
+	// lead: the response has no text yet, so the leading newlines of text
+	// appended through the streams API are dropped, as the chat template
+	// drops an answer's (the proxy's feeder drops them from upstream text).
+	lead bool
+}
+
+// leadText is text appended through the streams API less the newlines
+// that begin a response's text (see lead); done says the response has
+// text now, to be recorded once the text is taken.
+func (c *convo) leadText(text string) (string, bool) {
+	if !c.lead {
+		return text, false
+	}
+	text = strings.TrimLeft(text, "\n")
+	return text, text != ""
+}
+
+// leadAfter is lead after a conversation that ends with msgs' last turn:
+// a user turn, or an assistant answer with no text (content of newlines
+// only) and no tool calls, leaves the response's text to begin.
+func leadAfter(msgs []tokenizer.Message) bool {
+	last := msgs[len(msgs)-1]
+	return last.Role != "assistant" || strings.TrimLeft(last.Content, "\n") == "" && len(last.ToolCalls) == 0
 }
 
 // openConvo starts a conversation for t, within its stream limit, with
@@ -236,6 +260,7 @@ func (c *convo) nextTurn(ctx context.Context, msgs []tokenizer.Message) (tail []
 		return nil, nil, nil, err
 	}
 	pv, err = c.judgePromptIDs(ctx, ids)
+	c.lead = true
 	return tail, ended, pv, err
 }
 
@@ -275,6 +300,7 @@ func (c *convo) promptIDs(msgs []tokenizer.Message) ([]int, error) {
 func (c *convo) judgeConversation(ctx context.Context, msgs []tokenizer.Message) (Result, error) {
 	if len(msgs) == 0 || msgs[len(msgs)-1].Role != "assistant" {
 		pv, err := c.judgePrompt(ctx, msgs)
+		c.lead = true
 		return Result{Prompt: pv}, err
 	}
 	conv, err := guardhook.Tokenizer(c.srv.model).RenderConversation(msgs)
@@ -286,6 +312,7 @@ func (c *convo) judgeConversation(ctx context.Context, msgs []tokenizer.Message)
 	if err == nil && res.Prompt == nil {
 		err = errors.New("internal error: the prompt produced no verdict")
 	}
+	c.lead = leadAfter(msgs)
 	return res, err
 }
 

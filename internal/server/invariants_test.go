@@ -659,7 +659,19 @@ func invHTTPSolo(t *testing.T, m *guard.Model, ops []invOp, closed bool) invSeq 
 		}
 		return tvs
 	}
+	lead := false // the streams API drops the newlines that begin a response's text
 	for _, o := range ops {
+		switch o.kind {
+		case invText, invTextFlush:
+			if lead {
+				o.text = strings.TrimLeft(o.text, "\n")
+				lead = o.text == ""
+			}
+		case invPrompt:
+			lead = true
+		case invIDs:
+			lead = false
+		}
 		switch o.kind {
 		case invPrompt:
 			tail := must(s.FlushText(ctx))

@@ -14,7 +14,7 @@ import (
 // "hello"; assistant content "ok", reasoning_content R; user
 // "<tool_response>\nresult\n</tool_response>" is
 // "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n<think>\nR\n</think>\n\nok<|im_end|>\n<|im_start|>user\n<tool_response>\nresult\n</tool_response><|im_end|>\n".
-// The proxy and the LiteLLM API judge R (chatmsg.Unrendered via Beyond);
+// The proxy and the LiteLLM API judge R (in the prompt's layout, as the template keeps it);
 // /v1/moderations judges it with the tool results (it was judged nowhere:
 // the answer was the same with or without R).
 func TestModerationsJudgeReasoningTheTemplateKeeps(t *testing.T) {

@@ -257,12 +257,16 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 		if textField == "" {
 			return nil
 		}
-		err := c.s.QueueText(text.String())
+		t, begun := c.leadText(text.String()) // as appendInput takes it
+		err := c.s.QueueText(t)
 		text.Reset()
 		if err != nil {
 			return fail(textField, err)
 		}
 		textField = ""
+		if begun {
+			c.lead = false
+		}
 		return nil
 	}
 	body, last := steps, steps[len(steps)-1]
@@ -280,6 +284,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 			}
 			c.srv.auditContent(c, "prompt", st.msgs)
 			err = c.queuePrompt(st.msgs, i == 0)
+			c.lead = i > 0 || leadAfter(st.msgs)
 		case st.part.Text != nil:
 			c.srv.auditText(c, *st.part.Text)
 			text.WriteString(*st.part.Text)
@@ -289,6 +294,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 				return resumed{}, err
 			}
 			err = c.s.QueueIDs(st.part.IDs)
+			c.lead = false
 		}
 		if err == nil && st.part != nil && st.part.Flush {
 			if err = queueText(); err != nil {
@@ -342,6 +348,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 		if err := c.s.QueuePromptIDs(lastIDs); err != nil {
 			return resumed{}, fail(last.field, err)
 		}
+		c.lead = true
 		next, err := c.submit(ctx)
 		if err != nil {
 			return resumed{}, err

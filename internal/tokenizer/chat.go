@@ -253,11 +253,13 @@ func (w *chatWriter) finish() error {
 // false). With parse, a think block in an assistant's content is split off
 // as its reasoning, as the template does for trusted text.
 func (w *chatWriter) turns(msgs []Message, parse bool) {
-	// Assistant turns after the last user turn keep their thinking.
+	// Assistant turns after the template's last query keep their
+	// thinking: the last user turn not written as a tool result
+	// (IsToolResponse; the template's own test, on any text).
 	lastQuery := len(msgs) - 1
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := msgs[i]
-		if m.Role == "user" && !(parse && IsToolResponse(m.Content)) {
+		if m.Role == "user" && !IsToolResponse(m.Content) {
 			lastQuery = i
 			break
 		}

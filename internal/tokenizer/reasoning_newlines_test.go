@@ -2,10 +2,11 @@ package tokenizer
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
-// Qwen3 ids of the scaffold (spec: <|im_start|> 151644, <|im_end|> 151645,
+// Qwen3 ids of the scaffold (the model card: <|im_start|> 151644, <|im_end|> 151645,
 // <think> 151667, </think> 151668, user 872, assistant 77091, "\n" 198,
 // "\n\n" 271). The canonical empty think block after "assistant\n" is
 // <think> "\n\n" </think> "\n\n" = 151667, 271, 151668, 271.
@@ -42,5 +43,35 @@ func TestNewlineOnlyReasoningLayout(t *testing.T) {
 		if !slices.Equal(c.IDs, want) {
 			t.Errorf("reasoning %q: RenderConversation ids\n %v\ntemplate ids\n %v\n(judged %v, Thinking %v)", reasoning, c.IDs, want, c.Judged(), c.Thinking)
 		}
+	}
+}
+
+// TestReasoningKeptBeforeToolResponseTurn: a user message written as a
+// tool result is not the template's last query, so the assistant turn
+// before it keeps its think block. The expected text is the Qwen3
+// template's rendering (@huggingface/jinja, add_generation_prompt false).
+func TestReasoningKeptBeforeToolResponseTurn(t *testing.T) {
+	tok := mustQwen3(t)
+	msgs := []Message{
+		{Role: "user", Content: "hello"},
+		{Role: "assistant", Content: "ok", ReasoningContent: "R"},
+		{Role: "user", Content: "<tool_response>\nresult\n</tool_response>"},
+	}
+	c, err := tok.RenderConversation(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n<think>\nR\n</think>\n\nok<|im_end|>\n" +
+		"<|im_start|>user\n<tool_response>\nresult\n</tool_response><|im_end|>"
+	if got := tok.Decode(c.IDs, false); got != want {
+		t.Errorf("layout\n%q\nwant\n%q", got, want)
+	}
+	// A query after it drops the reasoning again, as the template does.
+	c, err = tok.RenderConversation(append(msgs[:2:2], Message{Role: "user", Content: "and now?"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.Decode(c.IDs, false); strings.Contains(got, "<think>") {
+		t.Errorf("a later query kept the reasoning: %q", got)
 	}
 }
