@@ -305,8 +305,6 @@ const heldEventOverhead = 256
 
 func heldCost(e heldEvent) int64 { return int64(len(e.raw)) + heldEventOverhead }
 
-var errQueueFull = errors.New("held events over the response size limit")
-
 // badEvent is the error event for an upstream event the proxy refuses.
 func badEvent(err error) apiError {
 	return apiError{Message: "streamguard: the upstream sent an event it cannot moderate: " + err.Error(), Type: typeUpstream, Code: "upstream_bad_response"}

@@ -185,26 +185,6 @@ func (h *rtHarness) viaStreams(prompt []map[string]any, answer string, pieces in
 
 var rtTokenRE = regexp.MustCompile(`at token (\d+)`)
 
-// viaLiteLLM runs a request call, then a response call.
-func (h *rtHarness) viaLiteLLM(prompt []map[string]any, answer string) rtVerdict {
-	h.t.Helper()
-	var lr litellmResponse
-	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", h.key, map[string]any{"structured_messages": prompt, "input_type": "request"}, &lr); code != 200 {
-		h.t.Fatalf("litellm request: status %d", code)
-	}
-	v := rtVerdict{promptFlagged: lr.Action == "BLOCKED", index: -1}
-	lr = litellmResponse{}
-	if code, _ := h.do("POST", "/beta/litellm_basic_guardrail_api", h.key, map[string]any{"structured_messages": prompt, "texts": []string{answer}, "input_type": "response"}, &lr); code != 200 {
-		h.t.Fatalf("litellm response: status %d", code)
-	}
-	if m := rtTokenRE.FindStringSubmatch(lr.BlockedReason); m != nil {
-		v.respFlagged = true
-		v.index, _ = strconv.Atoi(m[1])
-		v.category = lr.BlockedReason
-	}
-	return v
-}
-
 // viaProxy sends a chat completion (streamed or not) and reads what the
 // proxy says flagged.
 func (h *rtHarness) viaProxy(prompt []map[string]any, stream bool) (rtVerdict, string) {
