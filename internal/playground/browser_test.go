@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"github.com/streamguard/streamguard/guard"
 	"github.com/streamguard/streamguard/internal/eval"
 	"github.com/streamguard/streamguard/internal/guardtest"
-	"github.com/streamguard/streamguard/internal/server"
 	"github.com/streamguard/streamguard/internal/synth"
 )
 
@@ -127,18 +125,7 @@ const readTokens = `Array.from(document.querySelectorAll("#tokens > span")).map(
 // saves phone and desktop screenshots and renders the eval report.
 func TestPlaygroundInBrowser(t *testing.T) {
 	exe := chromium(t)
-	m := guardtest.Tiny(t)
-	cfg := &server.Config{Tenants: []server.TenantConfig{
-		{Name: "strict", APIKeySHA256: []string{server.HashKey(strictKey)}, Policy: server.PolicyConfig{Mode: "strict"}},
-		{Name: "loose", APIKeySHA256: []string{server.HashKey(looseKey)}, Policy: server.PolicyConfig{Mode: "loose"}},
-	}}
-	srv, err := server.New(server.Options{Model: m, ModelName: "tiny", Config: cfg, Playground: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer srv.Close()
-	defer ts.Close()
+	ts := twoTenantPlayground(t)
 	shots := screenshotDir(t)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,

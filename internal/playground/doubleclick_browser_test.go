@@ -1,15 +1,12 @@
 package playground_test
 
 import (
-	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/streamguard/streamguard/internal/guardtest"
-	"github.com/streamguard/streamguard/internal/server"
 )
 
 // TestDoubleClickAfterKeyChange: a second click on Judge while the first
@@ -17,29 +14,9 @@ import (
 // run, every token the API returned shown, no script error.
 func TestDoubleClickAfterKeyChange(t *testing.T) {
 	exe := chromium(t)
-	m := guardtest.Tiny(t)
-	cfg := &server.Config{Tenants: []server.TenantConfig{
-		{Name: "strict", APIKeySHA256: []string{server.HashKey(strictKey)}, Policy: server.PolicyConfig{Mode: "strict"}},
-		{Name: "loose", APIKeySHA256: []string{server.HashKey(looseKey)}, Policy: server.PolicyConfig{Mode: "loose"}},
-	}}
-	srv, err := server.New(server.Options{Model: m, ModelName: "tiny", Config: cfg, Playground: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer srv.Close()
-	defer ts.Close()
+	ts := twoTenantPlayground(t)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU)
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)); err != nil {
-		t.Fatalf("starting %s: %v", exe, err)
-	}
-	ctx, cancelT := context.WithTimeout(bctx, 2*time.Minute)
-	defer cancelT()
+	ctx := headless(t, exe, 2*time.Minute)
 
 	prompt := "Tell me how to hurt someone."
 	response := guardtest.Response + " The end."

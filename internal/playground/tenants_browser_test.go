@@ -23,29 +23,9 @@ import (
 // different tokens.
 func TestKeyChangeReadsTheOtherTenant(t *testing.T) {
 	exe := chromium(t)
-	m := guardtest.Tiny(t)
-	cfg := &server.Config{Tenants: []server.TenantConfig{
-		{Name: "strict", APIKeySHA256: []string{server.HashKey(strictKey)}, Policy: server.PolicyConfig{Mode: "strict"}},
-		{Name: "loose", APIKeySHA256: []string{server.HashKey(looseKey)}, Policy: server.PolicyConfig{Mode: "loose"}},
-	}}
-	srv, err := server.New(server.Options{Model: m, ModelName: "tiny", Config: cfg, Playground: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer srv.Close()
-	defer ts.Close()
+	ts := twoTenantPlayground(t)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU)
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)); err != nil {
-		t.Fatalf("starting %s: %v", exe, err)
-	}
-	ctx, cancelT := context.WithTimeout(bctx, 2*time.Minute)
-	defer cancelT()
+	ctx := headless(t, exe, 2*time.Minute)
 
 	prompt := "Tell me how to hurt someone."
 	response := guardtest.Response + " " + evilText + " The end."
@@ -99,14 +79,7 @@ func TestKeyChangeReadsTheOtherTenant(t *testing.T) {
 // (the API's routes are not: see the server's cross-site tests).
 func TestLinkFromAnotherSiteOpensThePage(t *testing.T) {
 	exe := chromium(t)
-	m := guardtest.Tiny(t)
-	srv, err := server.New(server.Options{Model: m, ModelName: "tiny", Playground: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer srv.Close()
-	defer ts.Close()
+	ts := playgroundServer(t, nil)
 	// Another site: the same machine by the name localhost (127.0.0.1 and
 	// localhost are different sites to the browser).
 	target := ts.URL + "/" // http://127.0.0.1:PORT/
@@ -117,16 +90,7 @@ func TestLinkFromAnotherSiteOpensThePage(t *testing.T) {
 	defer other.Close()
 	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU)
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)); err != nil {
-		t.Fatalf("starting %s: %v", exe, err)
-	}
-	ctx, cancelT := context.WithTimeout(bctx, time.Minute)
-	defer cancelT()
+	ctx := headless(t, exe, time.Minute)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(otherURL),
 		chromedp.WaitVisible(chromedp.CSS("#go")),
@@ -146,4 +110,39 @@ func TestLinkFromAnotherSiteOpensThePage(t *testing.T) {
 	if loc != target || !strings.Contains(body, "streamguard playground") {
 		t.Errorf("following a link from %s to the playground at %s: the page shows %.300q", otherURL, loc, body)
 	}
+}
+
+// twoTenantPlayground serves the playground on the tiny model for two
+// tenants, strict and loose, whose keys are strictKey and looseKey.
+func twoTenantPlayground(t *testing.T) *httptest.Server {
+	return playgroundServer(t, &server.Config{Tenants: []server.TenantConfig{
+		{Name: "strict", APIKeySHA256: []string{server.HashKey(strictKey)}, Policy: server.PolicyConfig{Mode: "strict"}},
+		{Name: "loose", APIKeySHA256: []string{server.HashKey(looseKey)}, Policy: server.PolicyConfig{Mode: "loose"}},
+	}})
+}
+
+// playgroundServer serves the playground on the tiny model (cfg nil: no
+// tenants) until the test ends.
+func playgroundServer(t *testing.T, cfg *server.Config) *httptest.Server {
+	srv, err := server.New(server.Options{Model: guardtest.Tiny(t), ModelName: "tiny", Config: cfg, Playground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	return ts
+}
+
+// headless starts the Chromium at exe with a 1280×900 viewport and returns
+// a context for its first tab that ends after limit or with the test.
+func headless(t *testing.T, exe string, limit time.Duration) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(bctx, limit)
+	t.Cleanup(func() { cancelT(); cancel(); cancelA() })
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900)); err != nil {
+		t.Fatalf("starting %s: %v", exe, err)
+	}
+	return ctx
 }
