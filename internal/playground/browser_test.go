@@ -166,15 +166,7 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	response := guardtest.Response + " " + evilText + " The end."
 	start := time.Now()
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(ts.URL+"/"),
-		// With tenants the page asks for the key.
-		chromedp.WaitVisible(chromedp.CSS("#key")),
-		chromedp.SendKeys(chromedp.CSS("#key"), strictKey),
-		chromedp.SetValue(chromedp.CSS("#prompt"), prompt),
-		chromedp.SetValue(chromedp.CSS("#response"), response),
-		chromedp.SetValue(chromedp.CSS("#delay"), "0"),
-		chromedp.Click(chromedp.CSS("#judge")),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-judged="true"]`), chromedp.NodeReady),
+		judgeInPage(ts.URL, strictKey, prompt, response),
 	); err != nil {
 		t.Fatalf("judging in the page: %v", err)
 	}

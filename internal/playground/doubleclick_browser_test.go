@@ -23,14 +23,7 @@ func TestDoubleClickAfterKeyChange(t *testing.T) {
 	looseTokens, _ := apiRun(t, ts.URL, looseKey, prompt, response)
 
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(ts.URL+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#key")),
-		chromedp.SendKeys(chromedp.CSS("#key"), strictKey),
-		chromedp.SetValue(chromedp.CSS("#prompt"), prompt),
-		chromedp.SetValue(chromedp.CSS("#response"), response),
-		chromedp.SetValue(chromedp.CSS("#delay"), "0"),
-		chromedp.Click(chromedp.CSS("#judge")),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-judged="true"]`), chromedp.NodeReady),
+		judgeInPage(ts.URL, strictKey, prompt, response),
 	); err != nil {
 		t.Fatal(err)
 	}

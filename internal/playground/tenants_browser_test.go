@@ -36,14 +36,7 @@ func TestKeyChangeReadsTheOtherTenant(t *testing.T) {
 	}
 
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate(ts.URL+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#key")),
-		chromedp.SendKeys(chromedp.CSS("#key"), strictKey),
-		chromedp.SetValue(chromedp.CSS("#prompt"), prompt),
-		chromedp.SetValue(chromedp.CSS("#response"), response),
-		chromedp.SetValue(chromedp.CSS("#delay"), "0"),
-		chromedp.Click(chromedp.CSS("#judge")),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-judged="true"]`), chromedp.NodeReady),
+		judgeInPage(ts.URL, strictKey, prompt, response),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -145,4 +138,20 @@ func headless(t *testing.T, exe string, limit time.Duration) context.Context {
 		t.Fatalf("starting %s: %v", exe, err)
 	}
 	return ctx
+}
+
+// judgeInPage opens the playground at base, enters key (a server with
+// tenants asks for one), the conversation and no delay, presses Judge and
+// waits until the page has judged it.
+func judgeInPage(base, key, prompt, response string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#key")),
+		chromedp.SendKeys(chromedp.CSS("#key"), key),
+		chromedp.SetValue(chromedp.CSS("#prompt"), prompt),
+		chromedp.SetValue(chromedp.CSS("#response"), response),
+		chromedp.SetValue(chromedp.CSS("#delay"), "0"),
+		chromedp.Click(chromedp.CSS("#judge")),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-judged="true"]`), chromedp.NodeReady),
+	)
 }
