@@ -74,7 +74,7 @@ type convo struct {
 }
 
 // leadText is text appended through the streams API less the newlines
-// that begin a response's text (see lead); done says the response has
+// that begin a response's text (see lead), and whether the response has
 // text now, to be recorded once the text is taken.
 func (c *convo) leadText(text string) (string, bool) {
 	if !c.lead {
