@@ -98,7 +98,13 @@ func (f *textFields) empty() bool {
 // tool calls, in the template's order. An error is tool calls the guard
 // cannot read as clients assemble them (toolCall): the answer is refused.
 func feedFields(f *feeder, ev *eventText, t *textFields) error {
-	if r := t.reasoning(); r != "" && f.reasoningDone {
+	switch r := t.reasoning(); {
+	case r == "" || !f.reasoningDone:
+		f.addReasoning(ev, r)
+	case strings.Trim(r, "\n") == "":
+		// Newlines after the reasoning's end: the template strips them.
+		f.drop(ev, fieldReasoning, r)
+	default:
 		// A chat client files it with the reasoning before, which the
 		// template writes ahead of the answer: judged where it came, the
 		// guard would read other ids than the model is shown. Refused, as
@@ -107,7 +113,6 @@ func feedFields(f *feeder, ev *eventText, t *textFields) error {
 		// order the client reads the items.)
 		return errors.New("reasoning after the answer's text or a tool call (a client joins it to the reasoning before, which comes first)")
 	}
-	f.addReasoning(ev, t.reasoning())
 	if t.Content != nil {
 		f.addContent(ev, *t.Content)
 	}

@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/streamguard/streamguard/guard"
 )
 
 // TestReasoningAfterAnswerRefused: a chat-completions stream whose
@@ -45,5 +49,41 @@ func TestReasoningAfterAnswerRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestLateNewlineReasoningPasses: reasoning of newlines only after the
+// answer began changes nothing the template writes (it strips the
+// reasoning's newlines), so the stream goes on, in both modes, and the
+// guard reads what it reads without it.
+func TestLateNewlineReasoningPasses(t *testing.T) {
+	m := tinyModel(t)
+	for _, mode := range []Mode{HoldBack, PassThrough} {
+		t.Run(mode.String(), func(t *testing.T) {
+			evs := [][]byte{
+				chunkEvent(`[{"index":0,"delta":{"reasoning_content":"Plan."},"finish_reason":null}]`),
+				chunkEvent(`[{"index":0,"delta":{"content":"Answer"},"finish_reason":null}]`),
+				chunkEvent(`[{"index":0,"delta":{"reasoning_content":"\n\n"},"finish_reason":null}]`),
+				chunkEvent(`[{"index":0,"delta":{"content":" given."},"finish_reason":null}]`),
+				chunkEvent(`[{"index":0,"delta":{},"finish_reason":"stop"}]`), sseData("[DONE]"),
+			}
+			up := newFakeUpstream(t, upstreamSpec{Events: evs})
+			rec := &idRecorder{Moderator: Direct(m)}
+			p := newTestProxy(t, up.URL, rec, Tenant{Policy: safePolicy(m), Mode: mode}, nil)
+			_, body := rawPost(t, p.URL, "Hello", true, nil)
+			if strings.Contains(string(body), "upstream_bad_response") || !strings.Contains(string(body), " given.") || !strings.Contains(string(body), "[DONE]") {
+				t.Fatalf("the stream did not go on: %s", body)
+			}
+			p.wait(t, 1)
+			pol := safePolicy(m)
+			whole, err := m.Moderate(context.Background(), []guard.Message{{Role: "user", Content: "Hello"},
+				{Role: "assistant", ReasoningContent: "Plan.", Content: "Answer given."}}, &pol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := rec.got(), verdictIDs(whole.Tokens); !slices.Equal(got, want) {
+				t.Errorf("the guard read %v, the template's layout is %v", got, want)
+			}
+		})
 	}
 }
