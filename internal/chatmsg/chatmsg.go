@@ -501,6 +501,11 @@ func KeptReasoning(turns []tokenizer.Message, last int) string {
 			break
 		}
 	}
+	if query < 0 {
+		// No query: the template's last query is then the last message,
+		// and no reasoning before it is written.
+		return ""
+	}
 	var texts []string
 	for _, m := range turns[min(query+1, last):last] {
 		if m.Role == "assistant" {

@@ -259,8 +259,9 @@ func (c *convo) nextTurn(ctx context.Context, msgs []tokenizer.Message) (tail []
 	if tail, ended, err = c.endHeld(ctx); err != nil {
 		return nil, nil, nil, err
 	}
-	pv, err = c.judgePromptIDs(ctx, ids)
-	c.lead = true
+	if pv, err = c.judgePromptIDs(ctx, ids); err == nil {
+		c.lead = true // a refused prompt took nothing: the response goes on
+	}
 	return tail, ended, pv, err
 }
 
