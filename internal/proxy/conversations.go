@@ -14,21 +14,29 @@ import (
 // judged in that context. An answer the guard cut, or that went out
 // unjudged (fail-open), is not remembered: the upstream keeps all of it,
 // the part a cut withheld included, and a continuation would have the
-// model read it. The least recently used are forgotten past maxBytes; a
-// conversation not remembered (forgotten, another replica's, never relayed
-// here) cannot be continued through the proxy. Safe for concurrent use.
+// model read it. Past maxBytes, the least recently used of the tenant that
+// holds the most are forgotten first, so that no tenant's answers push out
+// another's while it holds less than a fair share; a conversation not
+// remembered (forgotten, another replica's, never relayed here) cannot be
+// continued through the proxy. Safe for concurrent use.
 type conversations struct {
 	mu       sync.Mutex
 	maxBytes int64
 	bytes    int64
-	l        *list.List // of *conversation, most recent first
+	tenants  map[string]*tenantConversations
 	m        map[string]*list.Element
 }
 
+// tenantConversations are one tenant's conversations, most recent first.
+type tenantConversations struct {
+	l     *list.List // of *conversation
+	bytes int64
+}
+
 type conversation struct {
-	key  string
-	raws []json.RawMessage // nil: an id given to two answers, not to be continued
-	size int64
+	tenant, key string
+	raws        []json.RawMessage // nil: an id given to two answers, not to be continued
+	size        int64
 }
 
 // conversationOverhead is what a conversation costs beyond its turns and
@@ -43,7 +51,7 @@ const maxResponseID = 256
 const conversationBytes = 64 << 20
 
 func newConversations(maxBytes int64) *conversations {
-	return &conversations{maxBytes: maxBytes, l: list.New(), m: map[string]*list.Element{}}
+	return &conversations{maxBytes: maxBytes, tenants: map[string]*tenantConversations{}, m: map[string]*list.Element{}}
 }
 
 func conversationKey(tenant, id string) string { return tenant + "\x00" + id }
@@ -56,7 +64,7 @@ func (c *conversations) get(tenant, id string) ([]json.RawMessage, bool) {
 	if !ok || e.Value.(*conversation).raws == nil {
 		return nil, false
 	}
-	c.l.MoveToFront(e)
+	c.tenants[tenant].l.MoveToFront(e)
 	return e.Value.(*conversation).raws, true
 }
 
@@ -75,7 +83,7 @@ func (c *conversations) put(tenant, id string, raws []json.RawMessage) {
 		c.remove(e)
 		raws, size = nil, int64(len(key))+conversationOverhead
 	}
-	c.add(key, raws, size)
+	c.add(tenant, key, raws, size)
 }
 
 // forget keeps the tenant's response id as not to be continued: an answer
@@ -87,24 +95,43 @@ func (c *conversations) forget(tenant, id string) {
 	if e, ok := c.m[key]; ok {
 		c.remove(e)
 	}
-	c.add(key, nil, int64(len(key))+conversationOverhead)
+	c.add(tenant, key, nil, int64(len(key))+conversationOverhead)
 }
 
 func (c *conversations) remove(e *list.Element) {
 	v := e.Value.(*conversation)
-	c.l.Remove(e)
+	tc := c.tenants[v.tenant]
+	tc.l.Remove(e)
+	tc.bytes -= v.size
+	if tc.l.Len() == 0 {
+		delete(c.tenants, v.tenant)
+	}
 	delete(c.m, v.key)
 	c.bytes -= v.size
 }
 
-func (c *conversations) add(key string, raws []json.RawMessage, size int64) {
+func (c *conversations) add(tenant, key string, raws []json.RawMessage, size int64) {
 	if size > c.maxBytes {
 		return
 	}
-	c.m[key] = c.l.PushFront(&conversation{key: key, raws: raws, size: size})
+	tc := c.tenants[tenant]
+	if tc == nil {
+		tc = &tenantConversations{l: list.New()}
+		c.tenants[tenant] = tc
+	}
+	c.m[key] = tc.l.PushFront(&conversation{tenant: tenant, key: key, raws: raws, size: size})
+	tc.bytes += size
 	c.bytes += size
 	for c.bytes > c.maxBytes {
-		c.remove(c.l.Back())
+		// The tenant that holds the most gives up its least recent (a
+		// handful of tenants: a scan is cheaper than a heap).
+		var most *tenantConversations
+		for _, t := range c.tenants {
+			if most == nil || t.bytes > most.bytes {
+				most = t
+			}
+		}
+		c.remove(most.l.Back())
 	}
 }
 

@@ -373,6 +373,9 @@ func (srv *Server) judge(ctx context.Context, t *Tenant, convs [][]tokenizer.Mes
 	for i, msgs := range convs {
 		run := wg.Go
 		if oneStream {
+			if i > 0 && errs[i-1] != nil {
+				break // the request is refused: judge nothing more of it
+			}
 			run = func(f func()) { f() }
 		}
 		run(func() {

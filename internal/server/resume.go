@@ -275,8 +275,12 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 	} else {
 		body = steps[:len(steps)-1]
 	}
+	// closing counts the scaffold a later prompt puts before its turn:
+	// "\n" after a prompt, "<|im_end|>\n" after a response.
+	closing := 0
 	for i, st := range body {
 		var err error
+		closing = 2
 		switch {
 		case st.msgs != nil:
 			if err := queueText(); err != nil {
@@ -285,6 +289,9 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 			c.srv.auditContent(c, "prompt", st.msgs)
 			err = c.queuePrompt(st.msgs, i == 0)
 			c.lead = i > 0 || leadAfter(st.msgs)
+			if i > 0 || st.msgs[len(st.msgs)-1].Role != "assistant" {
+				closing = 1
+			}
 		case st.part.Text != nil:
 			c.srv.auditText(c, *st.part.Text)
 			text.WriteString(*st.part.Text)
@@ -326,8 +333,8 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 	}
 	lim := c.srv.maxStreamTokens
 	n := c.s.Pending() + len(lastIDs)
-	if last.msgs != nil && n > lim { // the queues checked the rest
-		return resumed{}, paramError{last.field, tooLong{n, lim}}
+	if last.msgs != nil && n+closing > lim { // the queues checked the rest
+		return resumed{}, paramError{last.field, tooLong{n + closing, lim}}
 	}
 	c.floor = n + c.reserve
 	if err := c.charge(ctx, min(c.floor, lim)); err != nil { // as run charges
