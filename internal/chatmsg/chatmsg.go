@@ -305,7 +305,40 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		return tokenizer.Message{}, err
 	}
 	text = Join(text, other)
+	if role == "user" && tokenizer.IsToolResponse(text) != tokenizer.IsToolResponse(textMembers(f["content"])) {
+		// Whether a user turn is a tool result decides which reasoning
+		// the template keeps before it, and the model's server reads a
+		// text part's "text" alone (vLLM): both readings must agree, or
+		// the guard's layout would keep other reasoning than the model's.
+		return tokenizer.Message{}, errors.New("content: its parts' text alone is a tool result (<tool_response>…</tool_response>) and with their other members is not, or the reverse; send a tool result's text alone")
+	}
 	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning, ToolCalls: calls}, nil
+}
+
+// textMembers is content as a server that reads a part's "text" alone
+// (vLLM) joins it: a string as it is, the "text" of parts that have one.
+func textMembers(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var parts []json.RawMessage
+	if json.Unmarshal(raw, &parts) != nil {
+		return ""
+	}
+	var texts []string
+	for _, p := range parts {
+		var t struct {
+			Text *string `json:"text"`
+		}
+		if json.Unmarshal(p, &s) == nil {
+			texts = append(texts, s)
+		} else if json.Unmarshal(p, &t) == nil && t.Text != nil {
+			texts = append(texts, *t.Text)
+		}
+	}
+	return strings.Join(texts, "\n")
 }
 
 // reasoningDetails is the readable text of OpenRouter's reasoning_details

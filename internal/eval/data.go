@@ -170,6 +170,9 @@ func parseItem(b []byte) (Item, error) {
 	if err := labelLike(b); err != nil {
 		return Item{}, err
 	}
+	if err := messageKeys(b); err != nil {
+		return Item{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil {
 		return Item{}, fmt.Errorf("invalid JSON: %v", err)
@@ -345,6 +348,27 @@ func CheckCategories(items []Item, name string, queryCategories, responseCategor
 		}
 		if it.ResponseCategory != "" && !has(responseCategories, it.ResponseCategory) {
 			return fmt.Errorf("%s:%d: response category %q is not in the model's response categories %q", name, it.Line, it.ResponseCategory, responseCategories)
+		}
+	}
+	return nil
+}
+
+// messageKeys refuses a message member eval does not read (tool_calls,
+// name, ...): an answer made of tool calls would be evaluated as the empty
+// answer, its calls judged nowhere.
+func messageKeys(b []byte) error {
+	var r struct {
+		Messages []map[string]json.RawMessage `json:"messages"`
+		Message  []map[string]json.RawMessage `json:"message"`
+	}
+	if json.Unmarshal(b, &r) != nil {
+		return nil // the decoding below reports it
+	}
+	for i, m := range append(r.Messages, r.Message...) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if k != "role" && k != "content" && k != "reasoning_content" {
+				return fmt.Errorf("message %d: member %q: eval reads role, content and reasoning_content", i, k)
+			}
 		}
 	}
 	return nil

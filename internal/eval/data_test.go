@@ -179,3 +179,13 @@ func TestTransposedLabelFieldRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestItemMessageMembersRefused: a message member eval does not read is
+// refused: an answer made of tool calls was evaluated as the empty answer,
+// its call judged nowhere.
+func TestItemMessageMembersRefused(t *testing.T) {
+	line := `{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}],"response_label":"Unsafe"}`
+	if _, err := parseItem([]byte(line)); err == nil || !strings.Contains(err.Error(), `"tool_calls"`) {
+		t.Errorf("parseItem: %v, want the member refused", err)
+	}
+}
