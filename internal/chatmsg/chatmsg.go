@@ -210,37 +210,47 @@ func (p Part) Judged() (string, bool) {
 // joined with newlines; the types of parts without text are noted in
 // skipped.
 func ContentText(raw json.RawMessage, skipped *Skipped) (string, error) {
+	text, _, err := contentTexts(raw, skipped)
+	return text, err
+}
+
+// contentTexts is ContentText's text and, beside it, plain: the content as
+// a server that reads a part's "text" alone (vLLM) joins it.
+func contentTexts(raw json.RawMessage, skipped *Skipped) (text, plain string, err error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
+		return "", "", nil
 	}
 	if raw[0] == '"' {
 		var s string
 		err := json.Unmarshal(raw, &s)
-		return s, err
+		return s, s, err
 	}
 	var parts []json.RawMessage
 	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", fmt.Errorf("content: want a string or an array of parts: %w", err)
+		return "", "", fmt.Errorf("content: want a string or an array of parts: %w", err)
 	}
-	var texts []string
+	var texts, plains []string
 	for i, raw := range parts {
 		var s string
 		if err := json.Unmarshal(raw, &s); err == nil {
-			texts = append(texts, s)
+			texts, plains = append(texts, s), append(plains, s)
 			continue
 		}
 		var p Part
 		if err := json.Unmarshal(raw, &p); err != nil {
-			return "", fmt.Errorf("content[%d]: want a string or a content part: %w", i, err)
+			return "", "", fmt.Errorf("content[%d]: want a string or a content part: %w", i, err)
 		}
 		if t, ok := p.Judged(); ok {
 			texts = append(texts, t)
 		} else {
 			skipped.Add(p.Type)
 		}
+		if p.Text != nil {
+			plains = append(plains, *p.Text)
+		}
 	}
-	return strings.Join(texts, "\n"), nil
+	return strings.Join(texts, "\n"), strings.Join(plains, "\n"), nil
 }
 
 // ToolRole is the role of a tool or function result among the turns
@@ -296,7 +306,7 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 	default:
 		return tokenizer.Message{}, fmt.Errorf("role %q: want system, developer, user, assistant, tool or function", role)
 	}
-	text, err := ContentText(f["content"], skipped)
+	text, plain, err := contentTexts(f["content"], skipped)
 	if err != nil {
 		return tokenizer.Message{}, err
 	}
@@ -305,7 +315,7 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		return tokenizer.Message{}, err
 	}
 	text = Join(text, other)
-	if role == "user" && tokenizer.IsToolResponse(text) != tokenizer.IsToolResponse(textMembers(f["content"])) {
+	if role == "user" && tokenizer.IsToolResponse(text) != tokenizer.IsToolResponse(plain) {
 		// Whether a user turn is a tool result decides which reasoning
 		// the template keeps before it, and the model's server reads a
 		// text part's "text" alone (vLLM): both readings must agree, or
@@ -313,32 +323,6 @@ func Message(raw json.RawMessage, skipped *Skipped) (tokenizer.Message, error) {
 		return tokenizer.Message{}, errors.New("content: its parts' text alone is a tool result (<tool_response>…</tool_response>) and with their other members is not, or the reverse; send a tool result's text alone")
 	}
 	return tokenizer.Message{Role: role, Content: text, ReasoningContent: reasoning, ToolCalls: calls}, nil
-}
-
-// textMembers is content as a server that reads a part's "text" alone
-// (vLLM) joins it: a string as it is, the "text" of parts that have one.
-func textMembers(raw json.RawMessage) string {
-	raw = bytes.TrimSpace(raw)
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []json.RawMessage
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
-	var texts []string
-	for _, p := range parts {
-		var t struct {
-			Text *string `json:"text"`
-		}
-		if json.Unmarshal(p, &s) == nil {
-			texts = append(texts, s)
-		} else if json.Unmarshal(p, &t) == nil && t.Text != nil {
-			texts = append(texts, *t.Text)
-		}
-	}
-	return strings.Join(texts, "\n")
 }
 
 // reasoningDetails is the readable text of OpenRouter's reasoning_details

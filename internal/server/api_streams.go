@@ -176,10 +176,10 @@ func (c *convo) appendInput(ctx context.Context, in *appendInput) ([]guard.Token
 		return nil, badRequest{errors.New(`give "text" or "ids", not both`)}
 	case in.Text != nil:
 		c.srv.auditText(c, *in.Text)
-		text, begun := c.leadText(*in.Text)
+		text := c.leadText(*in.Text)
 		tvs, err = c.appendText(ctx, text, in.Flush)
-		if err == nil && begun {
-			c.lead = false
+		if err == nil {
+			c.tookText(text)
 		}
 		err = lengthParam(err, "text")
 	case in.IDs != nil:

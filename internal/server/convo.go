@@ -74,15 +74,18 @@ type convo struct {
 }
 
 // leadText is text appended through the streams API less the newlines
-// that begin a response's text (see lead), and whether the response has
-// text now, to be recorded once the text is taken.
-func (c *convo) leadText(text string) (string, bool) {
+// that begin a response's text (see lead). Once it is taken, tookText
+// records it.
+func (c *convo) leadText(text string) string {
 	if !c.lead {
-		return text, false
+		return text
 	}
-	text = strings.TrimLeft(text, "\n")
-	return text, text != ""
+	return strings.TrimLeft(text, "\n")
 }
+
+// tookText records that text from leadText was taken: the response has
+// text once it is not empty.
+func (c *convo) tookText(text string) { c.lead = c.lead && text == "" }
 
 // leadAfter is lead after a conversation that ends with msgs' last turn:
 // a user turn, or an assistant answer with no text (content of newlines

@@ -257,16 +257,14 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 		if textField == "" {
 			return nil
 		}
-		t, begun := c.leadText(text.String()) // as appendInput takes it
+		t := c.leadText(text.String()) // as appendInput takes it
 		err := c.s.QueueText(t)
 		text.Reset()
 		if err != nil {
 			return fail(textField, err)
 		}
 		textField = ""
-		if begun {
-			c.lead = false
-		}
+		c.tookText(t)
 		return nil
 	}
 	body, last := steps, steps[len(steps)-1]
@@ -275,12 +273,8 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 	} else {
 		body = steps[:len(steps)-1]
 	}
-	// closing counts the scaffold a later prompt puts before its turn:
-	// "\n" after a prompt, "<|im_end|>\n" after a response.
-	closing := 0
 	for i, st := range body {
 		var err error
-		closing = 2
 		switch {
 		case st.msgs != nil:
 			if err := queueText(); err != nil {
@@ -288,10 +282,7 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 			}
 			c.srv.auditContent(c, "prompt", st.msgs)
 			err = c.queuePrompt(st.msgs, i == 0)
-			c.lead = i > 0 || leadAfter(st.msgs)
-			if i > 0 || st.msgs[len(st.msgs)-1].Role != "assistant" {
-				closing = 1
-			}
+			c.lead = leadAfter(st.msgs)
 		case st.part.Text != nil:
 			c.srv.auditText(c, *st.part.Text)
 			text.WriteString(*st.part.Text)
@@ -330,6 +321,12 @@ func (c *convo) resume(ctx context.Context, steps []replayStep, from *int) (resu
 				return resumed{}, fail(last.field, err)
 			}
 		}
+	}
+	// The scaffold a later prompt puts before its turn: "<|im_end|>\n"
+	// after a response, "\n" after a prompt (a user turn last).
+	closing := 2
+	if b := body[len(body)-1]; b.msgs != nil && b.msgs[len(b.msgs)-1].Role != "assistant" {
+		closing = 1
 	}
 	lim := c.srv.maxStreamTokens
 	n := c.s.Pending() + len(lastIDs)
